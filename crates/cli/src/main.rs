@@ -1,0 +1,59 @@
+//! `replikv`: one binary for every replikv job.
+//!
+//! - `replikv node`: run one node (the only job so far).
+//!
+//! Logs go to standard error through `tracing`; `RUST_LOG` chooses what is shown
+//! (`RUST_LOG=debug replikv node`), `info` by default.
+
+use clap::{Parser, Subcommand};
+use replikv_server::config::{NodeArgs, NodeConfig};
+use std::process::ExitCode;
+
+/// A replicated key-value store whose replication algorithm is a setting. It speaks the Redis
+/// protocol (redis-cli, redis-benchmark and Redis client libraries work unmodified) and
+/// HTTP/JSON.
+#[derive(Parser)]
+#[command(name = "replikv", version, about, long_about = None)]
+#[command(after_help = "Logs: set RUST_LOG (error, warn, info, debug, trace); info by default.\n\
+Settings: flags > REPLIKV_* environment variables > --config file > defaults.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node: a durable key-value store that Redis clients and HTTP can use.
+    ///
+    /// Ctrl-C or SIGTERM stops it cleanly: it stops accepting, finishes requests in flight,
+    /// flushes and exits 0. If the disk fails (an fsync error, a damaged file) it stops at
+    /// once, acknowledges nothing more, and exits 1.
+    Node(NodeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Node(args) => run_node(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("replikv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::resolve(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(replikv_server::node::run(config, replikv_server::node::shutdown_signal()))
+}

@@ -1,0 +1,197 @@
+//! Starting real `replikv` processes on 127.0.0.1 for end-to-end tests.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start listening before a test gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port the OS says is free now (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `replikv node` process and what it needs to be restarted the same way.
+pub struct Node {
+    /// The running process, if any.
+    child: Option<Child>,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its RESP port.
+    pub resp_port: u16,
+    /// Its HTTP port.
+    pub http_port: u16,
+    /// Extra flags it was started with.
+    extra: Vec<String>,
+    /// Where its log goes.
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on fresh ports with `data_dir` and `extra` flags, and waits until it
+    /// answers PING.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            resp_port: free_port(),
+            http_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        node.restart();
+        node
+    }
+
+    /// Starts the process again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_replikv"))
+            .arg("node")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--resp-addr")
+            .arg(format!("127.0.0.1:{}", self.resp_port))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting replikv");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until the node answers PING on its RESP port.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("replikv exited at start with {status}; log:\n{}", self.log_text());
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.resp_port)) {
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let _ = stream.write_all(b"PING\r\n");
+                let mut reply = [0u8; 7];
+                if stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("replikv did not answer PING within {START_TIMEOUT:?}; log:\n{}", self.log_text());
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The RESP URL for the redis crate.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.resp_port)
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("node running").id() as i32;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.take().unwrap().wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("node running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "replikv did not exit within {timeout:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends raw bytes on a new connection and reads until the node closes it or `timeout`.
+    pub fn raw(&self, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.resp_port)).unwrap();
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(_) => break, // timeout: the connection stayed open
+            }
+        }
+        out
+    }
+
+    /// A plain HTTP/1.1 request; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header end");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut body = response[split + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+}
+
+/// Decodes an HTTP chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

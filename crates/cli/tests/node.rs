@@ -1,0 +1,284 @@
+//! End-to-end tests of one node: real `replikv` processes on 127.0.0.1, real clients.
+
+mod common;
+
+use common::Node;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Writers hitting the node while it is killed.
+const WRITERS: usize = 4;
+
+/// Writes each writer attempts at most, so that the load is bounded whatever the timing.
+const WRITES_PER_WRITER_MAX: usize = 20_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn connect(node: &Node) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(node.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// What one writer saw acknowledged: key -> value, and its counter's last acknowledged value
+/// and number of INCRs attempted.
+#[derive(Default)]
+struct Acked {
+    values: BTreeMap<String, String>,
+    counter_acked: i64,
+    counter_attempts: i64,
+}
+
+#[test]
+fn kill_9_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments so that the kill also exercises segment rotation and hint files.
+    let mut node = Node::start(&dir.path().join("n1"), &["--fsync", "always", "--segment-bytes-max", "65536"]);
+    let rt = runtime();
+    let acked: Vec<Acked> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let mut con = connect(&node).await;
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Acked::default();
+                for i in 0..WRITES_PER_WRITER_MAX {
+                    let key = format!("w{w}.k{i}");
+                    let value = format!("v{i}-{}", "x".repeat(i % 50));
+                    let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(&value).query_async(&mut con).await;
+                    if set.is_err() {
+                        break;
+                    }
+                    acked.values.insert(key, value);
+                    acked.counter_attempts += 1;
+                    let incr: redis::RedisResult<i64> = redis::cmd("INCR").arg(format!("w{w}.counter")).query_async(&mut con).await;
+                    match incr {
+                        Ok(n) => acked.counter_acked = n,
+                        Err(_) => break,
+                    }
+                }
+                acked
+            }));
+        }
+        // Let the writers run, then kill the node under them.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        node.kill9();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(task.await.unwrap());
+        }
+        all
+    });
+    let total: usize = acked.iter().map(|a| a.values.len()).sum();
+    assert!(total > 0, "no write was acknowledged before the kill; log:\n{}", node.log_text());
+
+    node.restart();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        for (w, writer) in acked.iter().enumerate() {
+            for (key, value) in &writer.values {
+                let got: Option<String> = redis::cmd("GET").arg(key).query_async(&mut con).await.unwrap();
+                assert_eq!(got.as_deref(), Some(value.as_str()), "acknowledged write of {key} lost");
+            }
+            let counter: i64 = redis::cmd("GET").arg(format!("w{w}.counter")).query_async::<Option<i64>>(&mut con).await.unwrap().unwrap_or(0);
+            assert!(
+                counter >= writer.counter_acked && counter <= writer.counter_attempts,
+                "writer {w}: counter {counter} outside [{}, {}]",
+                writer.counter_acked,
+                writer.counter_attempts
+            );
+        }
+    });
+    eprintln!("{total} acknowledged writes survived SIGKILL");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(&dir.path().join("n1"), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        let _: () = redis::cmd("SET").arg("greeting").arg("hello").query_async(&mut con).await.unwrap();
+        let _: () = redis::cmd("SET").arg("short").arg("lived").arg("PX").arg(100).query_async(&mut con).await.unwrap();
+    });
+    let status = node.terminate();
+    assert!(status.success(), "SIGTERM exit status {status}; log:\n{}", node.log_text());
+    assert!(node.log_text().contains("stopped cleanly"), "log:\n{}", node.log_text());
+    std::thread::sleep(Duration::from_millis(150));
+    node.restart();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        let got: Option<String> = redis::cmd("GET").arg("greeting").query_async(&mut con).await.unwrap();
+        assert_eq!(got.as_deref(), Some("hello"));
+        let gone: Option<String> = redis::cmd("GET").arg("short").query_async(&mut con).await.unwrap();
+        assert_eq!(gone, None, "a key past its deadline stays expired across a restart");
+    });
+}
+
+#[test]
+fn bad_input_gets_an_error_and_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &["--bulk-bytes-max", "1024", "--query-buffer-bytes-max", "65536"]);
+    let wait = Duration::from_secs(5);
+    let cases: &[(&[u8], &str)] = &[
+        (b"*1\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*2\r\n$3\r\nGET\r\n$2000\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n:5\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"),
+        (b"SET \"a b\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        // Requests before the bad one are answered first.
+        (b"PING\r\n*1\r\n$-5\r\n", "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"),
+    ];
+    for (input, want) in cases {
+        let got = node.raw(input, wait);
+        assert_eq!(String::from_utf8_lossy(&got), *want, "input {:?}", String::from_utf8_lossy(input));
+    }
+    // Over the query buffer: a bulk that fits bulk_bytes_max... is not possible with 1024, so
+    // use many small incomplete arguments instead.
+    let mut big = b"*100000\r\n".to_vec();
+    for _ in 0..20_000 {
+        big.extend_from_slice(b"$3\r\nabc\r\n");
+    }
+    let got = String::from_utf8_lossy(&node.raw(&big, wait)).to_string();
+    assert!(got.starts_with("-ERR Protocol error: query buffer of"), "{got}");
+
+    let unknown = node.raw(b"FROB a b\r\nQUIT\r\n", wait);
+    assert_eq!(
+        String::from_utf8_lossy(&unknown),
+        "-ERR unknown command 'FROB', with args beginning with: 'a' 'b' \r\n+OK\r\n"
+    );
+    let arity = node.raw(b"GET\r\nQUIT\r\n", wait);
+    assert_eq!(String::from_utf8_lossy(&arity), "-ERR wrong number of arguments for 'get' command\r\n+OK\r\n");
+    let too_long = node.raw(&[b"SET k ".as_slice(), &vec![b'v'; 70_000]].concat(), wait);
+    assert_eq!(String::from_utf8_lossy(&too_long), "-ERR Protocol error: too big inline request\r\n");
+
+    // The node is still fine for everyone else, and for binary data.
+    let rt = runtime();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        let value: Vec<u8> = (0..=255).collect();
+        let _: () = redis::cmd("SET").arg(b"bin\r\nkey".as_slice()).arg(&value).query_async(&mut con).await.unwrap();
+        let got: Vec<u8> = redis::cmd("GET").arg(b"bin\r\nkey".as_slice()).query_async(&mut con).await.unwrap();
+        assert_eq!(got, value);
+    });
+}
+
+#[test]
+fn pipelines_resp3_and_tool_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &["--engine", "memory"]);
+    let wait = Duration::from_secs(2);
+    // A pipeline in one write: replies in order, HELLO switching the protocol mid-way.
+    let got = node.raw(b"SET a 1\r\nGET nope\r\nHELLO 3\r\nGET nope\r\nINCR a\r\nQUIT\r\n", wait);
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("+OK\r\n$-1\r\n%"), "{text}");
+    assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text}");
+    assert!(text.ends_with("_\r\n:2\r\n+OK\r\n"), "RESP3 null after HELLO 3: {text}");
+
+    let rt = runtime();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        let mut pipe = redis::pipe();
+        for i in 0..500 {
+            pipe.cmd("SET").arg(format!("p{i}")).arg(i).ignore();
+        }
+        pipe.cmd("DBSIZE");
+        let (size,): (i64,) = pipe.query_async(&mut con).await.unwrap();
+        assert_eq!(size, 501);
+        let info: String = redis::cmd("INFO").query_async(&mut con).await.unwrap();
+        for field in ["redis_version:", "# Replication", "role:master", "db0:keys=501", "# Persistence", "# Clients"] {
+            assert!(info.contains(field), "INFO lacks {field}:\n{info}");
+        }
+        let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con).await.unwrap();
+        assert_eq!(config, ["appendonly", "no"], "the memory engine is not durable");
+        let count: i64 = redis::cmd("COMMAND").arg("COUNT").query_async(&mut con).await.unwrap();
+        assert!(count > 30);
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut con).await.unwrap();
+        assert!(id > 0);
+        let (cursor, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(0).arg("MATCH").arg("p1*").arg("COUNT").arg(1000).query_async(&mut con).await.unwrap();
+        assert_eq!((cursor, keys.len()), (0, 111), "p1, p10-p19, p100-p199");
+    });
+}
+
+#[test]
+fn http_api_serves_keys_status_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    assert_eq!(node.http("PUT", "/api/v1/kv/users.1.name", b"ann").0, 200);
+    assert_eq!(node.http("PUT", "/api/v1/kv/a%2Fslash", b"s").0, 200);
+    assert_eq!(node.http("GET", "/api/v1/kv/users.1.name", b""), (200, b"ann".to_vec()));
+    assert_eq!(node.http("GET", "/api/v1/kv/a%2Fslash", b"").1, b"s");
+    assert_eq!(node.http("GET", "/api/v1/kv/nope", b"").0, 404);
+    assert_eq!(node.http("DELETE", "/api/v1/kv/users.1.name", b""), (200, br#"{"deleted":1}"#.to_vec()));
+    assert_eq!(node.http("GET", "/api/v1/kv/users.1.name", b"").0, 404);
+    assert_eq!(node.http("PUT", "/api/v1/kv/t?ttl_ms=-1", b"x").0, 400);
+    let (status, body) = node.http("GET", "/api/v1/status", b"");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"keys\":1") && body.contains("\"id\":\"n1\""), "{body}");
+    let (_, config) = node.http("GET", "/api/v1/config", b"");
+    assert!(String::from_utf8_lossy(&config).contains("\"fsync\":\"always\""));
+    assert_eq!(node.http("GET", "/health", b"").0, 200);
+    assert_eq!(node.http("GET", "/ready", b"").0, 200);
+    let metrics = String::from_utf8(node.http("GET", "/metrics", b"").1).unwrap();
+    for name in ["replikv_fsync_total", "replikv_keys 1", "replikv_build_info", "replikv_flush_duration_seconds"] {
+        assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
+    }
+}
+
+/// redis-cli and redis-benchmark, when installed (`.ci/run` installs them), drive the node
+/// unmodified.
+#[test]
+fn redis_cli_and_redis_benchmark_drive_the_node() {
+    let have = |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have("redis-cli") || !have("redis-benchmark") {
+        assert!(
+            std::env::var_os("REPLIKV_REQUIRE_REDIS_TOOLS").is_none(),
+            "REPLIKV_REQUIRE_REDIS_TOOLS is set but redis-cli or redis-benchmark is missing"
+        );
+        eprintln!("SKIPPED: redis-cli or redis-benchmark not installed (apt-get install redis-tools)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let port = node.resp_port.to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli").args(["-p", &port]).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "tool", "cli"]), "OK");
+    assert_eq!(cli(&["GET", "tool"]), "cli");
+    assert_eq!(cli(&["INCRBY", "n", "5"]), "5");
+    assert_eq!(cli(&["-3", "PING"]), "PONG");
+    assert!(cli(&["INFO", "replication"]).contains("role:master"));
+    let requests = 2000;
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-p", &port, "-t", "set,get,incr,mset", "-n", &requests.to_string(), "-r", "1000", "-c", "8", "-P", "4", "-q"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "redis-benchmark failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for test in ["SET", "GET", "INCR", "MSET"] {
+        let line = if test == "MSET" { "MSET (10 keys): ".to_string() } else { format!("{test}: ") };
+        assert!(
+            text.split(['\r', '\n']).any(|l| l.trim_start().starts_with(&line) && l.contains("requests per second")),
+            "no {test} line in:\n{text}"
+        );
+    }
+    // What redis-benchmark counted is what the node served.
+    let info = cli(&["INFO", "stats"]);
+    let served: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(served >= 4 * requests, "node served {served} commands, fewer than the benchmark sent");
+    assert!(cli(&["DBSIZE"]).parse::<u64>().unwrap() > 0);
+}

@@ -1,0 +1,51 @@
+//! The core's one error type, grouped by how the caller must react.
+
+use std::path::PathBuf;
+
+/// A result whose error is the core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the core, by how the caller must react.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file holds bytes that fail their check somewhere other than a torn tail. Stop: an
+    /// operator must look; nothing is skipped in silence.
+    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// The byte offset of the damaged record in that file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// An I/O call failed. Stop: the node cannot tell what reached the disk.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the engine was doing: "open", "write", "fsync", ...
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An earlier fsync or write failed and the engine refuses all writes since, because the
+    /// kernel may have dropped the dirty pages (the PostgreSQL fsync lesson). Stop the node.
+    #[error("storage stopped after an earlier failure: {0}")]
+    Stopped(String),
+    /// The caller's input breaks a limit or a rule; reject it and carry on.
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    /// True when the node must stop rather than carry on (damaged or unknown disk state).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Error::InvalidInput(_))
+    }
+}

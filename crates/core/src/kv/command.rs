@@ -1,0 +1,163 @@
+//! Parsing a client's command (its arguments as bytes) into a [`Request`], with Redis's error
+//! texts for wrong arity and bad options. Framing (RESP, inline) happens before this, in the
+//! front end; what a command means happens after, in the store.
+
+use super::number::{parse_float, parse_int};
+use super::request::{Expiry, Reply, Request, SetCondition};
+use bytes::Bytes;
+
+/// SCAN's COUNT when the client gives none, as Redis.
+const SCAN_COUNT_DEFAULT: usize = 10;
+
+/// Parses a key-value command. `None` when `args[0]` names no key-value command (the front
+/// end then tries its own commands, or answers "unknown command"); `Some(Err(reply))` when
+/// the command is known but its arguments are wrong.
+pub fn parse_command(args: &[Bytes]) -> Option<Result<Request, Reply>> {
+    let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
+    let (min, max) = arity(&name)?;
+    let count = args.len() - 1;
+    if count < min || max.is_some_and(|max| count > max) {
+        return Some(Err(Reply::err(format!("wrong number of arguments for '{name}' command"))));
+    }
+    Some(parse_known(&name, &args[1..]))
+}
+
+/// The (least, most) number of arguments after the name, for each key-value command.
+fn arity(name: &str) -> Option<(usize, Option<usize>)> {
+    Some(match name {
+        "get" | "getdel" | "incr" | "decr" | "strlen" | "type" | "ttl" | "pttl" | "persist" | "keys" => (1, Some(1)),
+        "set" => (2, None),
+        "setnx" | "getset" | "append" | "incrby" | "decrby" | "incrbyfloat" => (2, Some(2)),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => (2, None),
+        "del" | "unlink" | "exists" | "mget" => (1, None),
+        "mset" | "msetnx" => (2, None),
+        "scan" => (1, None),
+        "dbsize" => (0, Some(0)),
+        "flushall" | "flushdb" => (0, Some(1)),
+        _ => return None,
+    })
+}
+
+fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
+    let key = || a[0].clone();
+    Ok(match name {
+        "get" => Request::Get { key: key() },
+        "set" => parse_set(a)?,
+        "setnx" => Request::SetNx { key: key(), value: a[1].clone() },
+        "getset" => Request::Set {
+            key: key(),
+            value: a[1].clone(),
+            condition: SetCondition::Always,
+            get: true,
+            expiry: Expiry::Clear,
+        },
+        "getdel" => Request::GetDel { key: key() },
+        "del" | "unlink" => Request::Del { keys: a.to_vec() },
+        "exists" => Request::Exists { keys: a.to_vec() },
+        "mget" => Request::MGet { keys: a.to_vec() },
+        "mset" | "msetnx" => {
+            if a.len() % 2 != 0 {
+                return Err(Reply::err(format!("wrong number of arguments for '{name}' command")));
+            }
+            let pairs = a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+            Request::MSet { pairs, if_none_exist: name == "msetnx" }
+        }
+        "incr" => Request::IncrBy { key: key(), delta: 1 },
+        "decr" => Request::IncrBy { key: key(), delta: -1 },
+        "incrby" => Request::IncrBy { key: key(), delta: int(&a[1])? },
+        "decrby" => {
+            let delta = int(&a[1])?.checked_neg().ok_or_else(|| Reply::err("decrement would overflow"))?;
+            Request::IncrBy { key: key(), delta }
+        }
+        "incrbyfloat" => {
+            let delta = parse_float(&a[1]).ok_or_else(|| Reply::err("value is not a valid float"))?;
+            Request::IncrByFloat { key: key(), delta }
+        }
+        "append" => Request::Append { key: key(), value: a[1].clone() },
+        "strlen" => Request::Strlen { key: key() },
+        "type" => Request::Type { key: key() },
+        "keys" => Request::Keys { pattern: key() },
+        "scan" => parse_scan(a)?,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => parse_expire(name, a)?,
+        "ttl" | "pttl" => Request::Ttl { key: key(), millis: name == "pttl" },
+        "persist" => Request::Persist { key: key() },
+        "dbsize" => Request::DbSize,
+        "flushall" | "flushdb" => {
+            if let Some(mode) = a.first() {
+                if !mode.eq_ignore_ascii_case(b"sync") && !mode.eq_ignore_ascii_case(b"async") {
+                    return Err(syntax());
+                }
+            }
+            Request::FlushAll
+        }
+        _ => unreachable!("arity() knows {name} but parse_known does not"),
+    })
+}
+
+fn parse_set(a: &[Bytes]) -> Result<Request, Reply> {
+    let mut condition = SetCondition::Always;
+    let mut get = false;
+    let mut expiry = Expiry::Clear;
+    let mut rest = a[2..].iter();
+    while let Some(option) = rest.next() {
+        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        match option.as_str() {
+            "NX" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
+            "XX" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
+            "GET" => get = true,
+            "KEEPTTL" if expiry == Expiry::Clear => expiry = Expiry::Keep,
+            "EX" | "PX" | "EXAT" | "PXAT" if expiry == Expiry::Clear => {
+                let amount = int(rest.next().ok_or_else(syntax)?)?;
+                let invalid = || Reply::err("invalid expire time in 'set' command");
+                let ms = match option.as_str() {
+                    "EX" | "EXAT" => amount.checked_mul(1000).ok_or_else(invalid)?,
+                    _ => amount,
+                };
+                if ms <= 0 {
+                    return Err(invalid());
+                }
+                expiry = if option.ends_with("AT") { Expiry::AtMs(ms) } else { Expiry::InMs(ms) };
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    Ok(Request::Set { key: a[0].clone(), value: a[1].clone(), condition, get, expiry })
+}
+
+fn parse_scan(a: &[Bytes]) -> Result<Request, Reply> {
+    let cursor = std::str::from_utf8(&a[0]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err("invalid cursor"))?;
+    let mut pattern = None;
+    let mut count = SCAN_COUNT_DEFAULT;
+    let mut rest = a[1..].iter();
+    while let Some(option) = rest.next() {
+        let value = rest.next().ok_or_else(syntax)?;
+        if option.eq_ignore_ascii_case(b"match") {
+            pattern = Some(value.clone());
+        } else if option.eq_ignore_ascii_case(b"count") {
+            count = usize::try_from(int(value)?).ok().filter(|c| *c >= 1).ok_or_else(syntax)?;
+        } else {
+            return Err(syntax());
+        }
+    }
+    Ok(Request::Scan { cursor, pattern, count })
+}
+
+fn parse_expire(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
+    if a.len() > 2 {
+        let option = String::from_utf8_lossy(&a[2]);
+        return Err(Reply::err(format!("Unsupported option {option}")));
+    }
+    let amount = int(&a[1])?;
+    let invalid = || Reply::err(format!("invalid expire time in '{name}' command"));
+    let ms = if name.starts_with('p') { amount } else { amount.checked_mul(1000).ok_or_else(invalid)? };
+    let expiry = if name.ends_with("at") { Expiry::AtMs(ms) } else { Expiry::InMs(ms) };
+    Ok(Request::Expire { key: a[0].clone(), expiry })
+}
+
+fn int(arg: &Bytes) -> Result<i64, Reply> {
+    parse_int(arg).ok_or_else(|| Reply::err("value is not an integer or out of range"))
+}
+
+fn syntax() -> Reply {
+    Reply::err("syntax error")
+}

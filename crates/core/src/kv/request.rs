@@ -1,0 +1,120 @@
+//! The request and reply vocabulary of the key-value layer.
+
+use bytes::Bytes;
+
+/// When a SET applies, by whether the key exists (Redis's NX and XX).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetCondition {
+    /// Always (no flag).
+    #[default]
+    Always,
+    /// Only if the key does not exist (NX).
+    IfAbsent,
+    /// Only if the key exists (XX).
+    IfPresent,
+}
+
+/// What a write does to the key's expiry deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// Remove any deadline (a plain SET).
+    #[default]
+    Clear,
+    /// Keep the key's current deadline (KEEPTTL).
+    Keep,
+    /// Expire this many milliseconds after the request executes (EX, PX). Must be positive.
+    InMs(i64),
+    /// Expire at this Unix time in milliseconds (EXAT, PXAT). Must be positive.
+    AtMs(i64),
+}
+
+/// A key-value request, as a front end parsed it. Keys and values are bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// GET key: the value, or nil.
+    Get { key: Bytes },
+    /// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]: OK, or nil when the condition
+    /// failed; with `get`, the old value instead.
+    Set { key: Bytes, value: Bytes, condition: SetCondition, get: bool, expiry: Expiry },
+    /// SETNX key value: 1 if set, 0 if the key existed.
+    SetNx { key: Bytes, value: Bytes },
+    /// GETDEL key: the value, deleting the key.
+    GetDel { key: Bytes },
+    /// DEL / UNLINK key...: how many keys existed and were deleted.
+    Del { keys: Vec<Bytes> },
+    /// EXISTS key...: how many of the keys exist (a key named twice counts twice).
+    Exists { keys: Vec<Bytes> },
+    /// MGET key...: each value or nil.
+    MGet { keys: Vec<Bytes> },
+    /// MSET / MSETNX key value...: with `if_none_exist`, sets all or none and answers 1 or 0.
+    MSet { pairs: Vec<(Bytes, Bytes)>, if_none_exist: bool },
+    /// INCR / DECR / INCRBY / DECRBY: the new value.
+    IncrBy { key: Bytes, delta: i64 },
+    /// INCRBYFLOAT key delta: the new value as a string.
+    IncrByFloat { key: Bytes, delta: f64 },
+    /// APPEND key value: the new length.
+    Append { key: Bytes, value: Bytes },
+    /// STRLEN key: the value's length, 0 if absent.
+    Strlen { key: Bytes },
+    /// TYPE key: `string` or `none`.
+    Type { key: Bytes },
+    /// KEYS pattern: every key matching the glob.
+    Keys { pattern: Bytes },
+    /// SCAN cursor [MATCH pattern] [COUNT n]: the next cursor and a batch of keys.
+    Scan { cursor: u64, pattern: Option<Bytes>, count: usize },
+    /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT: 1 if the deadline was set, 0 if the key is
+    /// absent. A deadline already past deletes the key.
+    Expire { key: Bytes, expiry: Expiry },
+    /// TTL / PTTL: time left (seconds or milliseconds), -1 without deadline, -2 if absent.
+    Ttl { key: Bytes, millis: bool },
+    /// PERSIST key: 1 if a deadline was removed.
+    Persist { key: Bytes },
+    /// DBSIZE: the number of keys.
+    DbSize,
+    /// FLUSHALL: delete every key.
+    FlushAll,
+}
+
+impl Request {
+    /// True when the request may write. A read-only replica refuses these.
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            Request::Get { .. }
+                | Request::Exists { .. }
+                | Request::MGet { .. }
+                | Request::Strlen { .. }
+                | Request::Type { .. }
+                | Request::Keys { .. }
+                | Request::Scan { .. }
+                | Request::Ttl { .. }
+                | Request::DbSize
+        )
+    }
+}
+
+/// A key-value reply, protocol-neutral; front ends encode it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// Success without data (`+OK`).
+    Ok,
+    /// A short status word (`+string`).
+    Status(&'static str),
+    /// No value (`$-1` / `_`).
+    Nil,
+    /// A number.
+    Int(i64),
+    /// A value.
+    Bulk(Bytes),
+    /// A list of replies.
+    Array(Vec<Reply>),
+    /// The request failed; the text starts with Redis's error code (`ERR ...`).
+    Error(String),
+}
+
+impl Reply {
+    /// An error reply with Redis's generic `ERR` code.
+    pub fn err(message: impl std::fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {message}"))
+    }
+}

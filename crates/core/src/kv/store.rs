@@ -1,0 +1,399 @@
+//! The store: executes key-value requests against an engine, with a clock for versions.
+
+use super::glob::glob_match;
+use super::number::{format_float, parse_float, parse_int};
+use super::request::{Expiry, Reply, Request, SetCondition};
+use crate::error::Result;
+use crate::storage::{Engine, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::version::{Hlc, NodeId, Version};
+use bytes::{Bytes, BytesMut};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Expired keys deleted per tick at most, so that a mass expiry spreads over ticks instead of
+/// stalling one batch.
+pub const EXPIRE_PER_TICK_MAX: usize = 1000;
+
+/// SCAN cursors remembered at most; the oldest is forgotten first.
+pub const SCAN_CURSORS_MAX: usize = 4096;
+
+/// Keys one SCAN call examines at most, whatever COUNT asks.
+pub const SCAN_COUNT_MAX: usize = 100_000;
+
+/// Keys one KEYS or FLUSHALL pass reads from the engine at a time.
+const WALK_CHUNK_KEYS: usize = 1024;
+
+/// Executes requests against an engine; owns the node's clock.
+#[derive(Debug)]
+pub struct Store<E> {
+    /// Where the keys live.
+    engine: E,
+    /// The clock that versions every write.
+    clock: Hlc,
+    /// This node, the origin of its writes' versions.
+    node: NodeId,
+    /// SCAN cursor number -> the key after which the scan resumes.
+    cursors: BTreeMap<u64, Bytes>,
+    /// The next cursor number to hand out (never 0, which means "start" and "done").
+    next_cursor: u64,
+}
+
+/// A key's value if it exists and has not expired at `now_ms`.
+struct Live {
+    value: Bytes,
+    expire_at_ms: Option<u64>,
+}
+
+impl<E: Engine> Store<E> {
+    /// A store over `engine` whose writes are versioned as `node`. The clock resumes after the
+    /// newest version in the engine.
+    pub fn new(engine: E, node: NodeId) -> Store<E> {
+        let clock = Hlc::new(engine.last_timestamp());
+        Store { engine, clock, node, cursors: BTreeMap::new(), next_cursor: 1 }
+    }
+
+    /// The engine, for flushing and maintenance.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
+    /// The engine, for reading counters.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// Executes one request at wall-clock `now_ms`. An `Err` is an engine failure that must
+    /// stop the node; a request the client got wrong is an `Ok(Reply::Error(..))`.
+    pub fn execute(&mut self, now_ms: u64, request: Request) -> Result<Reply> {
+        if let Some(reply) = check_sizes(&request) {
+            return Ok(reply);
+        }
+        Ok(match request {
+            Request::Get { key } => bulk_or_nil(self.live(&key, now_ms)?.map(|l| l.value)),
+            Request::Set { key, value, condition, get, expiry } => {
+                self.set(now_ms, key, value, condition, get, expiry)?
+            }
+            Request::SetNx { key, value } => {
+                let set = self.set(now_ms, key, value, SetCondition::IfAbsent, false, Expiry::Clear)?;
+                Reply::Int(i64::from(set == Reply::Ok))
+            }
+            Request::GetDel { key } => {
+                let old = self.live(&key, now_ms)?;
+                if old.is_some() {
+                    self.delete(now_ms, key)?;
+                }
+                bulk_or_nil(old.map(|l| l.value))
+            }
+            Request::Del { keys } => {
+                let mut deleted = 0;
+                for key in keys {
+                    if self.exists(&key, now_ms) {
+                        self.delete(now_ms, key)?;
+                        deleted += 1;
+                    }
+                }
+                Reply::Int(deleted)
+            }
+            Request::Exists { keys } => Reply::Int(keys.iter().filter(|k| self.exists(k, now_ms)).count() as i64),
+            Request::MGet { keys } => {
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    values.push(bulk_or_nil(self.live(&key, now_ms)?.map(|l| l.value)));
+                }
+                Reply::Array(values)
+            }
+            Request::MSet { pairs, if_none_exist } => self.mset(now_ms, pairs, if_none_exist)?,
+            Request::IncrBy { key, delta } => self.incr_by(now_ms, key, delta)?,
+            Request::IncrByFloat { key, delta } => self.incr_by_float(now_ms, key, delta)?,
+            Request::Append { key, value } => self.append(now_ms, key, value)?,
+            Request::Strlen { key } => Reply::Int(self.live(&key, now_ms)?.map_or(0, |l| l.value.len() as i64)),
+            Request::Type { key } => Reply::Status(if self.exists(&key, now_ms) { "string" } else { "none" }),
+            Request::Keys { pattern } => self.keys(now_ms, &pattern),
+            Request::Scan { cursor, pattern, count } => self.scan(now_ms, cursor, pattern, count),
+            Request::Expire { key, expiry } => self.expire(now_ms, key, expiry)?,
+            Request::Ttl { key, millis } => self.ttl(now_ms, &key, millis),
+            Request::Persist { key } => self.persist(now_ms, key)?,
+            Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
+            Request::FlushAll => self.flush_all(now_ms)?,
+        })
+    }
+
+    /// Deletes up to `EXPIRE_PER_TICK_MAX` keys whose deadline has passed at `now_ms`, each
+    /// with a tombstone write. Returns how many it deleted.
+    pub fn expire_due(&mut self, now_ms: u64) -> Result<usize> {
+        let due = self.engine.expiring(now_ms, EXPIRE_PER_TICK_MAX);
+        let count = due.len();
+        for key in due {
+            self.delete(now_ms, key)?;
+        }
+        Ok(count)
+    }
+
+    /// A fresh version for a write at `now_ms`.
+    fn version(&mut self, now_ms: u64) -> Version {
+        Version { ts: self.clock.tick(now_ms), node: self.node }
+    }
+
+    /// Writes `value` under `key` with deadline `expire_at_ms`.
+    fn write(&mut self, now_ms: u64, key: Bytes, value: Bytes, expire_at_ms: Option<u64>) -> Result<()> {
+        let record = Record { version: self.version(now_ms), value: Some(value), expire_at_ms };
+        self.engine.put(key, record)
+    }
+
+    /// Writes a tombstone for `key`.
+    fn delete(&mut self, now_ms: u64, key: Bytes) -> Result<()> {
+        let record = Record { version: self.version(now_ms), value: None, expire_at_ms: None };
+        self.engine.put(key, record)
+    }
+
+    /// `key`'s value, if it exists and has not expired.
+    fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
+        if !self.exists(key, now_ms) {
+            return Ok(None);
+        }
+        Ok(self.engine.get(key)?.and_then(|r| Some(Live { value: r.value?, expire_at_ms: r.expire_at_ms })))
+    }
+
+    /// True when `key` holds a value that has not expired at `now_ms`.
+    fn exists(&self, key: &[u8], now_ms: u64) -> bool {
+        self.engine.meta(key).is_some_and(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms))
+    }
+
+    fn set(
+        &mut self,
+        now_ms: u64,
+        key: Bytes,
+        value: Bytes,
+        condition: SetCondition,
+        get: bool,
+        expiry: Expiry,
+    ) -> Result<Reply> {
+        let old = self.live(&key, now_ms)?;
+        let deadline = match resolve(expiry, now_ms, old.as_ref().and_then(|l| l.expire_at_ms)) {
+            Ok(deadline) => deadline,
+            Err(()) => return Ok(Reply::err("invalid expire time in 'set' command")),
+        };
+        let applies = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => old.is_none(),
+            SetCondition::IfPresent => old.is_some(),
+        };
+        if applies {
+            self.write(now_ms, key, value, deadline)?;
+        }
+        Ok(match (get, applies) {
+            (true, _) => bulk_or_nil(old.map(|l| l.value)),
+            (false, true) => Reply::Ok,
+            (false, false) => Reply::Nil,
+        })
+    }
+
+    fn mset(&mut self, now_ms: u64, pairs: Vec<(Bytes, Bytes)>, if_none_exist: bool) -> Result<Reply> {
+        if if_none_exist && pairs.iter().any(|(k, _)| self.exists(k, now_ms)) {
+            return Ok(Reply::Int(0));
+        }
+        for (key, value) in pairs {
+            self.write(now_ms, key, value, None)?;
+        }
+        Ok(if if_none_exist { Reply::Int(1) } else { Reply::Ok })
+    }
+
+    fn incr_by(&mut self, now_ms: u64, key: Bytes, delta: i64) -> Result<Reply> {
+        let old = self.live(&key, now_ms)?;
+        let current = match &old {
+            None => 0,
+            Some(live) => match parse_int(&live.value) {
+                Some(n) => n,
+                None => return Ok(Reply::err("value is not an integer or out of range")),
+            },
+        };
+        let Some(new) = current.checked_add(delta) else {
+            return Ok(Reply::err("increment or decrement would overflow"));
+        };
+        let deadline = old.and_then(|l| l.expire_at_ms);
+        self.write(now_ms, key, Bytes::from(new.to_string()), deadline)?;
+        Ok(Reply::Int(new))
+    }
+
+    fn incr_by_float(&mut self, now_ms: u64, key: Bytes, delta: f64) -> Result<Reply> {
+        let old = self.live(&key, now_ms)?;
+        let current = match &old {
+            None => 0.0,
+            Some(live) => match parse_float(&live.value) {
+                Some(n) => n,
+                None => return Ok(Reply::err("value is not a valid float")),
+            },
+        };
+        let new = current + delta;
+        if !new.is_finite() {
+            return Ok(Reply::err("increment would produce NaN or Infinity"));
+        }
+        let text = Bytes::from(format_float(new));
+        self.write(now_ms, key, text.clone(), old.and_then(|l| l.expire_at_ms))?;
+        Ok(Reply::Bulk(text))
+    }
+
+    fn append(&mut self, now_ms: u64, key: Bytes, value: Bytes) -> Result<Reply> {
+        let old = self.live(&key, now_ms)?;
+        let old_len = old.as_ref().map_or(0, |l| l.value.len());
+        if old_len + value.len() > VALUE_BYTES_MAX {
+            return Ok(Reply::err("string exceeds maximum allowed size (proto-max-bulk-len)"));
+        }
+        let mut joined = BytesMut::with_capacity(old_len + value.len());
+        if let Some(live) = &old {
+            joined.extend_from_slice(&live.value);
+        }
+        joined.extend_from_slice(&value);
+        let len = joined.len() as i64;
+        self.write(now_ms, key, joined.freeze(), old.and_then(|l| l.expire_at_ms))?;
+        Ok(Reply::Int(len))
+    }
+
+    fn keys(&self, now_ms: u64, pattern: &[u8]) -> Reply {
+        let mut found = Vec::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = self.engine.scan(from, WALK_CHUNK_KEYS);
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (key, meta) in chunk {
+                let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
+                if live && glob_match(pattern, &key) {
+                    found.push(Reply::Bulk(key));
+                }
+            }
+        }
+        Reply::Array(found)
+    }
+
+    fn scan(&mut self, now_ms: u64, cursor: u64, pattern: Option<Bytes>, count: usize) -> Reply {
+        let after = match cursor {
+            0 => None,
+            // A cursor stays valid after use, so a client may retry a call it lost.
+            n => match self.cursors.get(&n) {
+                Some(key) => Some(key.clone()),
+                None => return Reply::err("invalid cursor"),
+            },
+        };
+        let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let examine = count.clamp(1, SCAN_COUNT_MAX);
+        let chunk = self.engine.scan(from, examine + 1);
+        let more = chunk.len() > examine;
+        let mut keys = Vec::new();
+        for (key, meta) in chunk.iter().take(examine) {
+            let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
+            if live && pattern.as_deref().is_none_or(|p| glob_match(p, key)) {
+                keys.push(Reply::Bulk(key.clone()));
+            }
+        }
+        let next = match (more, chunk.get(examine - 1)) {
+            (true, Some((last, _))) => self.remember_cursor(last.clone()),
+            _ => 0,
+        };
+        Reply::Array(vec![Reply::Bulk(Bytes::from(next.to_string())), Reply::Array(keys)])
+    }
+
+    /// Hands out a cursor number that resumes after `key`, forgetting the oldest cursor when
+    /// the table is full.
+    fn remember_cursor(&mut self, key: Bytes) -> u64 {
+        if self.cursors.len() >= SCAN_CURSORS_MAX {
+            self.cursors.pop_first();
+        }
+        let id = self.next_cursor;
+        self.next_cursor = self.next_cursor.checked_add(1).unwrap_or(1);
+        self.cursors.insert(id, key);
+        id
+    }
+
+    fn expire(&mut self, now_ms: u64, key: Bytes, expiry: Expiry) -> Result<Reply> {
+        let Some(live) = self.live(&key, now_ms)? else { return Ok(Reply::Int(0)) };
+        let deadline = match expiry {
+            Expiry::InMs(ms) => (now_ms as i64).saturating_add(ms),
+            Expiry::AtMs(at) => at,
+            Expiry::Clear | Expiry::Keep => unreachable!("EXPIRE always names a deadline"),
+        };
+        if deadline <= now_ms as i64 {
+            self.delete(now_ms, key)?;
+        } else {
+            self.write(now_ms, key, live.value, Some(deadline as u64))?;
+        }
+        Ok(Reply::Int(1))
+    }
+
+    fn ttl(&self, now_ms: u64, key: &[u8], millis: bool) -> Reply {
+        if !self.exists(key, now_ms) {
+            return Reply::Int(-2);
+        }
+        match self.engine.meta(key).and_then(|m| m.expire_at_ms) {
+            None => Reply::Int(-1),
+            Some(at) if millis => Reply::Int((at - now_ms) as i64),
+            // Redis rounds the seconds left to the nearest second.
+            Some(at) => Reply::Int(((at - now_ms + 500) / 1000) as i64),
+        }
+    }
+
+    fn persist(&mut self, now_ms: u64, key: Bytes) -> Result<Reply> {
+        match self.live(&key, now_ms)? {
+            Some(Live { value, expire_at_ms: Some(_) }) => {
+                self.write(now_ms, key, value, None)?;
+                Ok(Reply::Int(1))
+            }
+            _ => Ok(Reply::Int(0)),
+        }
+    }
+
+    fn flush_all(&mut self, now_ms: u64) -> Result<Reply> {
+        let mut after: Option<Bytes> = None;
+        loop {
+            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = self.engine.scan(from, WALK_CHUNK_KEYS);
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (key, meta) in chunk {
+                if !meta.tombstone {
+                    self.delete(now_ms, key)?;
+                }
+            }
+        }
+        self.cursors.clear();
+        Ok(Reply::Ok)
+    }
+}
+
+/// The deadline a write should carry: `Err` for a time that is not positive.
+fn resolve(expiry: Expiry, now_ms: u64, current: Option<u64>) -> std::result::Result<Option<u64>, ()> {
+    match expiry {
+        Expiry::Clear => Ok(None),
+        Expiry::Keep => Ok(current),
+        Expiry::InMs(ms) if ms > 0 => Ok(Some(now_ms.saturating_add(ms as u64))),
+        Expiry::AtMs(at) if at > 0 => Ok(Some(at as u64)),
+        Expiry::InMs(_) | Expiry::AtMs(_) => Err(()),
+    }
+}
+
+/// A bulk reply, or nil.
+fn bulk_or_nil(value: Option<Bytes>) -> Reply {
+    value.map_or(Reply::Nil, Reply::Bulk)
+}
+
+/// An error reply if a key or value in the request is over the engine's limits.
+fn check_sizes(request: &Request) -> Option<Reply> {
+    let (keys, values): (Vec<&Bytes>, Vec<&Bytes>) = match request {
+        Request::Set { key, value, .. } | Request::SetNx { key, value } | Request::Append { key, value } => {
+            (vec![key], vec![value])
+        }
+        Request::MSet { pairs, .. } => pairs.iter().map(|(k, v)| (k, v)).unzip(),
+        Request::IncrBy { key, .. } | Request::IncrByFloat { key, .. } | Request::Expire { key, .. } => {
+            (vec![key], vec![])
+        }
+        _ => return None,
+    };
+    if let Some(key) = keys.iter().find(|k| k.len() > KEY_BYTES_MAX) {
+        return Some(Reply::err(format!("key is {} bytes, over the limit of {KEY_BYTES_MAX} bytes", key.len())));
+    }
+    if let Some(value) = values.iter().find(|v| v.len() > VALUE_BYTES_MAX) {
+        return Some(Reply::err(format!("value is {} bytes, over the limit of {VALUE_BYTES_MAX} bytes", value.len())));
+    }
+    None
+}

@@ -1,0 +1,20 @@
+//! replikv-core: the deterministic heart of replikv.
+//!
+//! Everything here is a pure function of its inputs: time arrives as a `now_ms` argument,
+//! randomness as a seed, and no code here opens a socket, spawns a thread or reads a clock
+//! (`clippy.toml` enforces it). The one exception is the storage engine, which reads and
+//! writes files synchronously through `std::fs`. The server crate drives this code with real
+//! time, sockets and disks; the simulator will drive the same code with virtual ones.
+//!
+//! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
+//! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
+//! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
+//! - [`replica`]: a node's state machine, driven by `step(now, input, &mut outbox)`.
+
+pub mod error;
+pub mod kv;
+pub mod replica;
+pub mod storage;
+pub mod version;
+
+pub use error::{Error, Result};

@@ -1,0 +1,196 @@
+//! Compaction in steps: copy the live records of every sealed segment into new segments, a
+//! budget of bytes per `maintain` call, then swap the files. The steps and why a crash at any
+//! point is safe are in "Compaction" in the module documentation.
+
+use super::engine::{LogEngine, Position};
+use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
+use super::reader::{Next, RawRecord, SegmentReader};
+use crate::error::{Error, Result};
+use std::fs;
+use std::io;
+
+/// A compaction output's buffer is written out once it holds this many bytes.
+const COPY_BUFFER_BYTES_MAX: usize = 1024 * 1024;
+
+/// A compaction under way.
+#[derive(Debug)]
+pub(super) struct Compaction {
+    /// The sealed segments being compacted (the set S), oldest first.
+    inputs: Vec<SegmentId>,
+    /// How many inputs are read to the end.
+    done: usize,
+    /// The reader over `inputs[done]`, once opened.
+    reader: Option<SegmentReader>,
+    /// The output segments, oldest first; the last takes the copies.
+    pub(super) outputs: Vec<SegmentId>,
+}
+
+impl LogEngine {
+    /// Copies up to `budget_bytes` of records (at least one), starting a compaction if one
+    /// is due and finishing it when every input is copied.
+    pub(super) fn compact_step(&mut self, budget_bytes: u64) -> Result<()> {
+        if budget_bytes == 0 {
+            return Ok(());
+        }
+        let mut compaction = match self.compaction.take() {
+            Some(compaction) => compaction,
+            None if self.compaction_due() => self.start_compaction()?,
+            None => return Ok(()),
+        };
+        let mut spent = 0;
+        while spent < budget_bytes {
+            match self.copy_next(&mut compaction)? {
+                Some(bytes) => spent += bytes,
+                None => return self.finish_compaction(compaction),
+            }
+        }
+        let output = *compaction.outputs.last().expect("a compaction has an output");
+        self.bytes_written += self.segment_mut(output).write_buffer()?;
+        self.compaction = Some(compaction);
+        Ok(())
+    }
+
+    /// True when the sealed segments' dead bytes exceed both thresholds.
+    fn compaction_due(&self) -> bool {
+        let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
+        let (dead, total) = sealed.fold((0, 0), |(dead, total), (_, s)| (dead + s.dead_bytes, total + s.len()));
+        dead > self.options.compaction_dead_bytes_min
+            && dead as f64 > self.options.compaction_dead_ratio * total as f64
+    }
+
+    /// Starts a compaction of every sealed segment, with its first output.
+    fn start_compaction(&mut self) -> Result<Compaction> {
+        let inputs: Vec<SegmentId> = self.segments.keys().copied().filter(|&id| id != self.active).collect();
+        let last = *inputs.last().expect("compaction is due only with sealed segments");
+        assert!(last.base < self.active.base, "sealed segment {last} after active {}", self.active);
+        if last.gen == GEN_MAX {
+            // Names of base `last.base` are used up: seal the active segment to get a new one.
+            self.rotate()?;
+            return self.start_compaction();
+        }
+        let output = SegmentId { base: last.base, gen: last.gen + 1 };
+        self.create_segment(output, PART_EXT)?;
+        tracing::info!(dir = %self.dir.display(), inputs = inputs.len(), %output, "starting compaction");
+        Ok(Compaction { inputs, done: 0, reader: None, outputs: vec![output] })
+    }
+
+    /// Reads the next input record and copies it if the keydir still points at it. Returns
+    /// the bytes it cost, or `None` when every input is read.
+    fn copy_next(&mut self, compaction: &mut Compaction) -> Result<Option<u64>> {
+        loop {
+            let Some(&input) = compaction.inputs.get(compaction.done) else {
+                return Ok(None);
+            };
+            if compaction.reader.is_none() {
+                compaction.reader = Some(SegmentReader::open(&self.segments[&input].path)?);
+            }
+            let reader = compaction.reader.as_mut().expect("opened above");
+            let from = Position { segment: input, offset: reader.offset() };
+            let corrupt = |reader: &SegmentReader, reason| Error::Corrupt {
+                path: reader.path().to_path_buf(),
+                offset: from.offset,
+                reason,
+            };
+            let mut record = match reader.next()? {
+                Next::End => {
+                    compaction.reader = None;
+                    compaction.done += 1;
+                    continue;
+                }
+                Next::Bad(bad) => return Err(corrupt(reader, bad.reason)),
+                Next::Record(record) => record,
+            };
+            if self.keydir.get(record.key()).is_none_or(|slot| slot.at != from) {
+                reader.skip_value(&record)?;
+                return Ok(Some(record.bytes.len() as u64));
+            }
+            if let Some(bad) = reader.read_value(&mut record)? {
+                return Err(corrupt(reader, bad.reason));
+            }
+            let size = record.bytes.len() as u64;
+            self.copy(compaction, from, record)?;
+            return Ok(Some(size));
+        }
+    }
+
+    /// Appends `record`, read at `from`, to the current output and points the keydir at it.
+    fn copy(&mut self, compaction: &mut Compaction, from: Position, record: RawRecord) -> Result<()> {
+        let size = record.bytes.len() as u64;
+        let mut output = *compaction.outputs.last().expect("a compaction has an output");
+        let output_len = self.segments[&output].len();
+        // Past GEN_MAX the last output just grows beyond segment_bytes_max.
+        if output_len > 0 && output_len + size > self.options.segment_bytes_max && output.gen < GEN_MAX {
+            self.seal(output)?;
+            output.gen += 1;
+            self.create_segment(output, PART_EXT)?;
+            compaction.outputs.push(output);
+        }
+        let segment = self.segment_mut(output);
+        let to = Position { segment: output, offset: segment.len() };
+        segment.buffer.extend_from_slice(&record.bytes);
+        segment.count_live(to.offset, record.key(), &record.header.meta);
+        if segment.buffer.len() >= COPY_BUFFER_BYTES_MAX {
+            self.bytes_written += segment.write_buffer()?;
+        }
+        self.segment_mut(from.segment).mark_dead(size);
+        let slot = self.keydir.get_mut(record.key()).expect("a copied record is indexed");
+        assert_eq!(slot.at, from, "copied a record the keydir does not point at");
+        slot.at = to;
+        Ok(())
+    }
+
+    /// Seals the last output, makes the active segment durable, publishes the outputs and
+    /// removes the inputs, syncing the directory between.
+    fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
+        let last = *compaction.outputs.last().expect("a compaction has an output");
+        self.seal(last)?;
+        // Records the compaction skipped were replaced by newer ones, some perhaps only in the
+        // active segment's buffer: those must be durable before the old ones go.
+        self.write_active()?;
+        self.sync_active()?;
+        for &output in &compaction.outputs {
+            self.publish(output)?;
+        }
+        self.fsyncs.sync_dir(&self.dir)?;
+        for &input in &compaction.inputs {
+            self.remove_input(input)?;
+        }
+        self.fsyncs.sync_dir(&self.dir)?;
+        self.compactions += 1;
+        tracing::info!(
+            dir = %self.dir.display(), inputs = compaction.inputs.len(),
+            outputs = compaction.outputs.len(), "finished compaction"
+        );
+        Ok(())
+    }
+
+    /// Renames a sealed output to its segment name, or removes it if it is empty.
+    fn publish(&mut self, output: SegmentId) -> Result<()> {
+        let published = self.dir.join(output.file_name(SEGMENT_EXT));
+        let segment = self.segment_mut(output);
+        if segment.len() > 0 {
+            fs::rename(&segment.path, &published).map_err(|e| Error::io("rename", &segment.path, e))?;
+            segment.path = published;
+            return Ok(());
+        }
+        let segment = self.segments.remove(&output).expect("publishing an open segment");
+        fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
+        remove_if_exists(&self.dir.join(output.file_name(HINT_EXT)))
+    }
+
+    /// Removes an input segment and its hint file, once compaction copied every live record.
+    fn remove_input(&mut self, input: SegmentId) -> Result<()> {
+        let segment = self.segments.remove(&input).expect("removing an open segment");
+        assert_eq!(segment.live_bytes, 0, "input {input} still holds live records");
+        fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
+        remove_if_exists(&self.dir.join(input.file_name(HINT_EXT)))
+    }
+}
+
+/// Removes the file at `path` if there is one.
+fn remove_if_exists(path: &std::path::Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}

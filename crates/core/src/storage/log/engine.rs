@@ -1,0 +1,453 @@
+//! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
+
+use super::compaction::Compaction;
+use super::format::{
+    decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes,
+    HeaderError, SegmentId, HEADER_BYTES, HINT_EXT, SEGMENT_EXT,
+};
+use super::options::LogOptions;
+use crate::error::{Error, Result};
+use crate::storage::{
+    Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, KEY_BYTES_MAX, VALUE_BYTES_MAX,
+};
+use crate::version::Timestamp;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A write buffer keeps at most this much capacity once written out, in bytes, so that one
+/// large batch does not pin its memory for good.
+const BUFFER_KEPT_BYTES: usize = 1024 * 1024;
+
+/// The error number of EIO on Linux, which `fail_next_fsync` imitates.
+const EIO: i32 = 5;
+
+/// Where a record lives: its segment and its byte offset there. Its length follows from the
+/// key and the [`Meta`] beside it in the keydir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Position {
+    /// The segment holding the record.
+    pub(super) segment: SegmentId,
+    /// The record's first byte in that segment.
+    pub(super) offset: u64,
+}
+
+/// One open segment file and its accounting.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// The file's path (a compaction output's changes when it is published).
+    pub(super) path: PathBuf,
+    /// The open file, read with `pread`.
+    pub(super) file: File,
+    /// Bytes in the file; records appended after this are still in `buffer`.
+    pub(super) written: u64,
+    /// Encoded records appended but not yet written (writable segments only).
+    pub(super) buffer: Vec<u8>,
+    /// Hint entries of every record in the segment, while it is writable and hints are on.
+    pub(super) hint: Option<Vec<u8>>,
+    /// Bytes of records the keydir points at.
+    pub(super) live_bytes: u64,
+    /// Bytes of records newer records replaced (or compaction copied away).
+    pub(super) dead_bytes: u64,
+}
+
+impl Segment {
+    /// A segment over `file`, which holds `written` bytes; `hint` starts a hint buffer.
+    pub(super) fn new(path: PathBuf, file: File, written: u64, hint: bool) -> Segment {
+        let hint = hint.then(Vec::new);
+        Segment { path, file, written, buffer: Vec::new(), hint, live_bytes: 0, dead_bytes: 0 }
+    }
+
+    /// The segment's length in bytes, buffered records included.
+    pub(super) fn len(&self) -> u64 {
+        self.written + self.buffer.len() as u64
+    }
+
+    /// Counts the record of `key` at `offset` as live and adds it to the hint.
+    pub(super) fn count_live(&mut self, offset: u64, key: &[u8], meta: &Meta) {
+        self.live_bytes += record_bytes(key.len(), meta.value_len);
+        if let Some(hint) = &mut self.hint {
+            encode_hint_entry(offset, key, meta, hint);
+        }
+    }
+
+    /// Moves `size` bytes from live to dead.
+    pub(super) fn mark_dead(&mut self, size: u64) {
+        assert!(self.live_bytes >= size, "{}: {size} dead of {} live", self.path.display(), self.live_bytes);
+        self.live_bytes -= size;
+        self.dead_bytes += size;
+    }
+
+    /// Writes the buffer to the file (no fsync), returning the bytes written.
+    pub(super) fn write_buffer(&mut self) -> Result<u64> {
+        if self.buffer.is_empty() {
+            return Ok(0);
+        }
+        self.file
+            .write_all_at(&self.buffer, self.written)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        let bytes = self.buffer.len() as u64;
+        self.written += bytes;
+        self.buffer.clear();
+        self.buffer.shrink_to(BUFFER_KEPT_BYTES);
+        Ok(bytes)
+    }
+
+    /// The `size` bytes at `offset`, from the buffer or the file. Records never straddle the
+    /// two, because the buffer is written whole.
+    fn read(&self, offset: u64, size: u64) -> Result<Vec<u8>> {
+        assert!(offset + size <= self.len(), "record {offset}+{size} past {}", self.len());
+        if offset >= self.written {
+            let at = (offset - self.written) as usize;
+            return Ok(self.buffer[at..at + size as usize].to_vec());
+        }
+        assert!(offset + size <= self.written, "record {offset}+{size} straddles the buffer");
+        let mut bytes = vec![0; size as usize];
+        self.file.read_exact_at(&mut bytes, offset).map_err(|e| Error::io("read", &self.path, e))?;
+        Ok(bytes)
+    }
+}
+
+/// Counts fsyncs and injects the test hook's failure.
+#[derive(Debug, Default)]
+pub(super) struct Fsyncs {
+    /// fsync calls since the engine opened.
+    pub(super) count: u64,
+    /// The next fsync fails as EIO would.
+    pub(super) fail_next: bool,
+}
+
+impl Fsyncs {
+    /// fdatasync on `file`: its data and the length needed to read it back.
+    pub(super) fn sync_file(&mut self, file: &File, path: &Path) -> Result<()> {
+        self.sync(path, || file.sync_data())
+    }
+
+    /// fsync on directory `dir`, so that files created, renamed or removed in it stay so.
+    pub(super) fn sync_dir(&mut self, dir: &Path) -> Result<()> {
+        let file = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+        self.sync(dir, || file.sync_all())
+    }
+
+    /// Runs one fsync `call`, or fails it if the test hook asked.
+    fn sync(&mut self, path: &Path, call: impl FnOnce() -> io::Result<()>) -> Result<()> {
+        self.count += 1;
+        let result = match std::mem::take(&mut self.fail_next) {
+            true => Err(io::Error::from_raw_os_error(EIO)),
+            false => call(),
+        };
+        result.map_err(|e| Error::io("fsync", path, e))
+    }
+}
+
+/// The log-structured [`Engine`]: see the module documentation.
+pub struct LogEngine {
+    /// The directory holding the segment and hint files.
+    pub(super) dir: PathBuf,
+    /// How the engine writes, syncs and compacts.
+    pub(super) options: LogOptions,
+    /// Every key's newest record.
+    pub(super) keydir: Keydir<Position>,
+    /// Every segment file, oldest first.
+    pub(super) segments: BTreeMap<SegmentId, Segment>,
+    /// The segment puts append to: the greatest base, generation 0.
+    pub(super) active: SegmentId,
+    /// The compaction under way, if any.
+    pub(super) compaction: Option<Compaction>,
+    /// fsync calls and the test hook.
+    pub(super) fsyncs: Fsyncs,
+    /// Bytes written to files since the engine opened.
+    pub(super) bytes_written: u64,
+    /// Compactions finished since the engine opened.
+    pub(super) compactions: u64,
+    /// `now_ms` of the last fsync `flush` made.
+    pub(super) last_sync_ms: u64,
+    /// True when the active segment has bytes written since its last fsync.
+    pub(super) unsynced: bool,
+    /// Why the engine stopped, after a failed write or fsync.
+    pub(super) stopped: Option<String>,
+    /// A temporary directory the engine lives in, removed after the files close (tests only).
+    #[cfg(test)]
+    pub(super) temp_dir: Option<tempfile::TempDir>,
+}
+
+impl fmt::Debug for LogEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogEngine")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("active", &self.active)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogEngine {
+    /// An engine over `dir` with nothing loaded yet.
+    pub(super) fn empty(dir: &Path, options: LogOptions) -> LogEngine {
+        LogEngine {
+            dir: dir.to_path_buf(),
+            options,
+            keydir: Keydir::default(),
+            segments: BTreeMap::new(),
+            active: SegmentId { base: 0, gen: 0 },
+            compaction: None,
+            fsyncs: Fsyncs::default(),
+            bytes_written: 0,
+            compactions: 0,
+            last_sync_ms: 0,
+            unsynced: false,
+            stopped: None,
+            #[cfg(test)]
+            temp_dir: None,
+        }
+    }
+
+    /// An engine in a fresh temporary directory that is removed when the engine drops.
+    #[cfg(test)]
+    pub(crate) fn temporary(options: LogOptions) -> LogEngine {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut engine = LogEngine::open(dir.path(), options).expect("open in temporary directory");
+        engine.temp_dir = Some(dir);
+        engine
+    }
+
+    /// Test hook: makes the next fsync fail as a disk returning EIO would, which stops the
+    /// engine for good.
+    pub fn fail_next_fsync(&mut self) {
+        self.fsyncs.fail_next = true;
+    }
+
+    /// The directory holding the engine's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Refuses the call if an earlier write or fsync failed.
+    fn check_running(&self) -> Result<()> {
+        match &self.stopped {
+            Some(why) => Err(Error::Stopped(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the engine for good if `result` is a failure other than bad input: the disk's
+    /// state is unknown after it.
+    fn stop_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(err) = &result {
+            if err.is_fatal() && self.stopped.is_none() {
+                tracing::error!(dir = %self.dir.display(), %err, "log engine stopped");
+                self.stopped = Some(err.to_string());
+            }
+        }
+        result
+    }
+
+    /// Points `key` at its newest record `at`, which its segment already counts as live; the
+    /// record it replaces becomes dead.
+    pub(super) fn index(&mut self, key: Bytes, meta: Meta, at: Position) {
+        let key_len = key.len();
+        if let Some(old) = self.keydir.insert(key, meta, at) {
+            let size = record_bytes(key_len, old.meta.value_len);
+            self.segment_mut(old.at.segment).mark_dead(size);
+        }
+    }
+
+    /// The open segment `id`, which the caller knows exists.
+    pub(super) fn segment_mut(&mut self, id: SegmentId) -> &mut Segment {
+        self.segments.get_mut(&id).unwrap_or_else(|| panic!("segment {id} is not open"))
+    }
+
+    /// Appends a record to the active segment's buffer, sealing it first if it is full.
+    fn append(&mut self, key: Bytes, record: Record) -> Result<()> {
+        let value = record.value.as_deref().unwrap_or_default();
+        let size = record_bytes(key.len(), value.len() as u32);
+        let active_len = self.segment_mut(self.active).len();
+        if active_len > 0 && active_len + size > self.options.segment_bytes_max {
+            self.rotate()?;
+        }
+        let meta = record.meta();
+        let at = Position { segment: self.active, offset: self.segment_mut(self.active).len() };
+        let segment = self.segment_mut(at.segment);
+        encode_record(&key, &meta, value, &mut segment.buffer);
+        segment.count_live(at.offset, &key, &meta);
+        self.index(key, meta, at);
+        Ok(())
+    }
+
+    /// Reads and checks the value of `key`'s record at `slot`.
+    fn read_value(&self, key: &[u8], slot: &Slot<Position>) -> Result<Bytes> {
+        let segment = &self.segments[&slot.at.segment];
+        let bytes = segment.read(slot.at.offset, record_bytes(key.len(), slot.meta.value_len))?;
+        let corrupt = |reason: &str| Error::Corrupt {
+            path: segment.path.clone(),
+            offset: slot.at.offset,
+            reason: reason.to_string(),
+        };
+        let header = match decode_header(&bytes[..HEADER_BYTES]) {
+            Ok(header) => header,
+            Err(HeaderError::Checksum) => return Err(corrupt("header checksum mismatch")),
+            Err(HeaderError::Invalid(reason)) => return Err(corrupt(&reason)),
+        };
+        let body = &bytes[HEADER_BYTES..];
+        if header.meta != slot.meta || header.key_len as usize != key.len() || &body[..key.len()] != key {
+            return Err(corrupt("record does not match the index"));
+        }
+        if crc32c::crc32c(body) != header.body_crc {
+            return Err(corrupt("body checksum mismatch"));
+        }
+        Ok(Bytes::from(bytes).slice(HEADER_BYTES + key.len()..))
+    }
+
+    /// Seals the active segment and starts the next: see "Segments" in the module docs.
+    pub(super) fn rotate(&mut self) -> Result<()> {
+        let sealed = self.active;
+        self.seal(sealed)?;
+        let next = SegmentId { base: sealed.base + 1, gen: 0 };
+        self.create_segment(next, SEGMENT_EXT)?;
+        self.fsyncs.sync_dir(&self.dir)?;
+        self.active = next;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller
+    /// fsyncs the directory.
+    pub(super) fn seal(&mut self, id: SegmentId) -> Result<()> {
+        let segment = self.segments.get_mut(&id).expect("sealing an open segment");
+        self.bytes_written += segment.write_buffer()?;
+        self.fsyncs.sync_file(&segment.file, &segment.path)?;
+        let Some(mut hint) = segment.hint.take() else {
+            return Ok(());
+        };
+        encode_hint_trailer(segment.written, &mut hint);
+        let path = self.dir.join(id.file_name(HINT_EXT));
+        let mut file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+        file.write_all(&hint).map_err(|e| Error::io("write", &path, e))?;
+        self.fsyncs.sync_file(&file, &path)?;
+        self.bytes_written += hint.len() as u64;
+        Ok(())
+    }
+
+    /// Creates the empty segment file `id` with extension `ext`, open for appends.
+    pub(super) fn create_segment(&mut self, id: SegmentId, ext: &str) -> Result<()> {
+        assert!(!self.segments.contains_key(&id), "segment {id} exists already");
+        let path = self.dir.join(id.file_name(ext));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        self.segments.insert(id, Segment::new(path, file, 0, self.options.hint_files));
+        Ok(())
+    }
+
+    /// Writes the active segment's buffer (no fsync), returning the bytes written.
+    pub(super) fn write_active(&mut self) -> Result<u64> {
+        let bytes = self.segment_mut(self.active).write_buffer()?;
+        self.bytes_written += bytes;
+        self.unsynced |= bytes > 0;
+        Ok(bytes)
+    }
+
+    /// fsyncs the active segment if it has bytes written since its last fsync.
+    pub(super) fn sync_active(&mut self) -> Result<bool> {
+        if !self.unsynced {
+            return Ok(false);
+        }
+        let segment = &self.segments[&self.active];
+        self.fsyncs.sync_file(&segment.file, &segment.path)?;
+        self.unsynced = false;
+        Ok(true)
+    }
+}
+
+/// Refuses a key or record that breaks a limit or that the format cannot hold.
+fn check_limits(key: &[u8], record: &Record) -> Result<()> {
+    let value_len = record.value.as_ref().map_or(0, |v| v.len());
+    if key.len() > KEY_BYTES_MAX {
+        let len = key.len();
+        return Err(Error::InvalidInput(format!("key of {len} bytes exceeds {KEY_BYTES_MAX}")));
+    }
+    if value_len > VALUE_BYTES_MAX {
+        return Err(Error::InvalidInput(format!("value of {value_len} bytes exceeds {VALUE_BYTES_MAX}")));
+    }
+    if record.expire_at_ms == Some(0) {
+        return Err(Error::InvalidInput("expiry deadline 0 is reserved to mean none".into()));
+    }
+    Ok(())
+}
+
+impl Engine for LogEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+        let Some(slot) = self.keydir.get(key) else {
+            return Ok(None);
+        };
+        // A tombstone's index entry says everything its record does.
+        let value = match slot.meta.tombstone {
+            true => None,
+            false => Some(self.read_value(key, slot)?),
+        };
+        Ok(Some(Record { version: slot.meta.version, value, expire_at_ms: slot.meta.expire_at_ms }))
+    }
+
+    fn meta(&self, key: &[u8]) -> Option<Meta> {
+        self.keydir.get(key).map(|slot| slot.meta)
+    }
+
+    fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
+        self.check_running()?;
+        check_limits(&key, &record)?;
+        let result = self.append(key, record);
+        self.stop_on_error(result)
+    }
+
+    fn scan(&self, from: Bound<&[u8]>, limit: usize) -> Vec<(Bytes, Meta)> {
+        self.keydir.scan(from, limit)
+    }
+
+    fn expiring(&self, until_ms: u64, limit: usize) -> Vec<Bytes> {
+        self.keydir.expiring(until_ms, limit)
+    }
+
+    fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
+        self.check_running()?;
+        let result = self.write_active().and_then(|bytes| {
+            let due = self.options.fsync.is_due(now_ms, self.last_sync_ms);
+            let synced = due && self.sync_active()?;
+            if synced {
+                self.last_sync_ms = now_ms;
+            }
+            Ok(Flushed { bytes, synced })
+        });
+        self.stop_on_error(result)
+    }
+
+    fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
+        self.check_running()?;
+        let result = self.compact_step(budget_bytes);
+        self.stop_on_error(result)
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            keys: self.keydir.live(),
+            tombstones: self.keydir.tombstones(),
+            segments: self.segments.len() as u64,
+            bytes_written: self.bytes_written,
+            dead_bytes: self.segments.values().map(|s| s.dead_bytes).sum(),
+            compactions: self.compactions,
+            fsyncs: self.fsyncs.count,
+        }
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.keydir.last_timestamp()
+    }
+}

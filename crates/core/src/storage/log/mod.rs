@@ -1,0 +1,163 @@
+//! The log engine: a log-structured [`Engine`](super::Engine) after Bitcask (Riak's storage
+//! engine, Sheehy and Smith 2010).
+//!
+//! Every write appends a checksummed record to the newest segment file; an in-memory ordered
+//! index, the keydir ([`Keydir`](super::Keydir)), maps each key to the position of its newest
+//! record and to that record's metadata. A read is one index lookup and one `pread`. Segments
+//! are never modified once sealed; compaction copies the live records of old segments into
+//! new ones, in small steps between batches, and removes the old files.
+//!
+//! # Files
+//!
+//! A data directory holds only the engine's files, named so that they sort in the order
+//! recovery reads them:
+//!
+//! - `{base:020}-{gen:05}.seg`: a segment, a sequence of records. `base` numbers the
+//!   segments puts write (generation 0); compaction outputs take the greatest `base` of their
+//!   inputs and generations 1 and up, so they sort after every input and before the active
+//!   segment, whose `base` is greater. Exactly one segment, the newest, is active.
+//! - `{base:020}-{gen:05}.hint`: a hint file beside a sealed segment, listing every record in
+//!   it without values, so that opening does not read the values.
+//! - `{base:020}-{gen:05}.compacting`: a compaction output not yet published.
+//!
+//! # Record format
+//!
+//! All integers are little-endian. A record is a 45-byte header, the key, then the value:
+//!
+//! ```text
+//! offset size field
+//!      0    4 header_crc    crc32c of bytes 4..45 (body_crc through expire_at_ms)
+//!      4    4 body_crc      crc32c of the key followed by the value
+//!      8    1 kind          1 = value, 2 = tombstone (value_len is then 0)
+//!      9    4 key_len       at most KEY_BYTES_MAX
+//!     13    4 value_len     at most VALUE_BYTES_MAX
+//!     17    8 millis        version: timestamp milliseconds
+//!     25    4 logical       version: timestamp logical counter
+//!     29    8 node          version: origin node id
+//!     37    8 expire_at_ms  expiry deadline in Unix milliseconds, 0 = none
+//!     45    - key           key_len bytes
+//!      -    - value         value_len bytes
+//! ```
+//!
+//! A put with a deadline of 0 is refused, since 0 means none. The header checksum covers the
+//! body checksum, so a header that checks out also vouches for the body's expected checksum.
+//!
+//! # Hint file format
+//!
+//! One entry per record of the segment, in file order (a key overwritten within the segment
+//! has several), then a 12-byte trailer:
+//!
+//! ```text
+//! entry:   0  8 offset         the record's offset in the segment
+//!          8 37 kind..expire   bytes 8..45 of the record's header, as above
+//!         45  - key            key_len bytes
+//! trailer: 0  8 segment_bytes  the segment's length when sealed
+//!          8  4 crc            crc32c of every byte of the file before it
+//! ```
+//!
+//! A hint is trusted only whole: the checksum must match, `segment_bytes` must equal the
+//! segment's length, and the entries must tile the segment exactly (each offset the end of
+//! the record before). Loading a hint indexes the same records in the same order as scanning
+//! the segment would, so the keydir and the dead-byte counts come out the same.
+//!
+//! # Writes
+//!
+//! `put` encodes the record into the active segment's write buffer (no system call), counts
+//! its bytes as live in that segment, and points the keydir at it; the record it replaces
+//! counts as dead in its own segment. `get` reads a buffered record from the buffer and any
+//! other with `pread`, and checks the header and body checksums every time. `flush` writes the
+//! buffer and then, per [`FsyncPolicy`], fdatasyncs the segment: `Always` on every flush,
+//! `IntervalMs(n)` once `n` ms (by `flush`'s `now_ms`) have passed since the last one,
+//! `Never` not at all.
+//!
+//! When a record would take the active segment past `segment_bytes_max`, the segment is
+//! sealed first, whatever the policy: its buffer written and fdatasynced, its hint file
+//! written and fdatasynced, a new active segment of `base + 1` created, the directory fsynced.
+//! Recovery trusts sealed segments to be whole, which only an fsync before the next segment
+//! exists makes true.
+//!
+//! A failed write or fsync stops the engine: the call returns the I/O error, and every later
+//! `put`, `flush` and `maintain` returns [`Error::Stopped`](crate::Error::Stopped). It is
+//! never retried: after a failed fsync the kernel may have dropped the dirty pages, and a
+//! retry that succeeds would claim data durable that is gone. Reads still work.
+//!
+//! # Recovery
+//!
+//! `open` removes the leftovers of an unfinished compaction (`.compacting` files, and hint
+//! files whose segment is missing), then loads the segments in name order, later records
+//! overriding earlier ones. A sealed segment loads from its hint if that is good (a bad hint
+//! is logged and ignored), else by a strict scan. The newest segment is always scanned, and
+//! its end may be an append a crash interrupted, a torn tail. While scanning, at offset `o`:
+//!
+//! | found at `o`                             | newest segment        | sealed segment |
+//! |------------------------------------------|-----------------------|----------------|
+//! | fewer bytes left than a header           | torn: cut at `o`      | corrupt        |
+//! | header checksum mismatch, zeros to EOF   | torn: cut at `o`      | corrupt        |
+//! | header checksum mismatch, anything else  | corrupt               | corrupt        |
+//! | header fields invalid (checksum good)    | corrupt               | corrupt        |
+//! | record extends past EOF                  | torn: cut at `o`      | corrupt        |
+//! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | corrupt        |
+//! | body checksum mismatch, more follows     | corrupt               | corrupt        |
+//!
+//! Cutting truncates the file at `o`, fdatasyncs it and logs a warning naming the file and
+//! offset. Corruption fails `open` with [`Error::Corrupt`](crate::Error::Corrupt) naming the
+//! file and the record's offset: an operator must look, nothing is skipped in silence. The
+//! newest segment then takes appends after its last good record (if it is a compaction
+//! output, which no run leaves behind, a new active segment is started instead).
+//!
+//! # Compaction
+//!
+//! `maintain(budget)` starts a compaction when the sealed segments' dead bytes exceed both
+//! `compaction_dead_ratio` of their bytes and `compaction_dead_bytes_min`. A compaction takes
+//! every sealed segment (the set S, greatest base M) and, a budget of bytes per call:
+//!
+//! 1. reads S's records in order and copies one only if the keydir still points at exactly
+//!    that segment and offset, then points the keydir at the copy. Outputs are written as
+//!    `{M}-{g}.compacting`, g from one past the greatest generation of base M, and rotate at
+//!    `segment_bytes_max` (each one sealed, with its hint, as it fills).
+//! 2. when S is read: seals the last output, writes and fdatasyncs the active segment (a
+//!    record that was skipped was replaced by a newer one that may be only in the active
+//!    buffer, and must be durable before the old one goes), renames the outputs to `.seg`
+//!    (removing an empty one), fsyncs the directory, removes S's segments and hints, fsyncs
+//!    the directory.
+//!
+//! Puts carry on meanwhile: they go to the active segment, newer than anything compaction
+//! reads, so the "still points at exactly this record" check stays right. A crash before the
+//! renames leaves `.compacting` files, removed on open: S is whole. A crash after them leaves
+//! outputs beside some of S: the outputs hold copies of S's live records, sort after S and
+//! before every newer segment, so loading in name order gives the same keydir.
+//!
+//! # Invariants
+//!
+//! - The active segment has generation 0 and a greater base than every other segment.
+//! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
+//!   only at live bytes, and an input of a finished compaction has no live bytes left.
+//! - A buffered record never straddles the file and the buffer: buffers are written whole.
+//!
+//! CAVEATS
+//! - Tombstones are copied by compaction as long as they are the newest record: purging them
+//!   needs every replica to have them, which only the replication layer knows.
+//! - A key's newest record is copied even if its deadline passed: expiry is the key-value
+//!   layer's business, which deletes expired keys with tombstones.
+//! - A torn append whose header is partly written and partly zeros reads as corruption, not
+//!   a torn tail (the rule accepts only all-zero tails, which no damaged header matches); an
+//!   operator truncates the file at the reported offset.
+//! - A sealed segment loaded from its hint is not read at open: damage in it is found by the
+//!   `get` or the compaction that reads the record.
+//! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
+//!   the policy, so those calls can take as long as an fsync of a whole segment.
+//! - The data directory is not locked: two engines opened on one directory corrupt it.
+//! - Only Unix (`pread`, directory fsync).
+
+mod compaction;
+mod engine;
+mod format;
+mod options;
+mod reader;
+mod recovery;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::LogEngine;
+pub use options::{FsyncPolicy, LogOptions};

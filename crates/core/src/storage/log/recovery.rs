@@ -1,0 +1,188 @@
+//! Opening a log engine: tidying the directory, loading the keydir from hint files and
+//! segment scans, cutting a torn tail off the newest segment. The rules are in "Recovery" in
+//! the module documentation.
+
+use super::engine::{LogEngine, Position, Segment};
+use super::format::{
+    decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT,
+};
+use super::options::LogOptions;
+use super::reader::{Next, SegmentReader};
+use crate::error::{Error, Result};
+use crate::storage::{Engine, Meta};
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+impl LogEngine {
+    /// Opens the engine in `dir`, creating the directory if it is missing, and recovers its
+    /// state from the files there. Fails with [`Error::Corrupt`] on damage it must not skip.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<LogEngine> {
+        options.validate()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let mut engine = LogEngine::empty(dir, options);
+        let ids = engine.tidy_dir()?;
+        engine.load(&ids)?;
+        let stats = engine.stats();
+        tracing::info!(dir = %dir.display(), keys = stats.keys, segments = stats.segments, "opened log engine");
+        Ok(engine)
+    }
+
+    /// Lists the segments in the directory, oldest first, after removing the files of an
+    /// unfinished compaction: outputs not yet published and hint files without a segment.
+    fn tidy_dir(&mut self) -> Result<Vec<SegmentId>> {
+        let (mut segments, mut hints, mut parts) = (BTreeSet::new(), Vec::new(), Vec::new());
+        let list_error = |e| Error::io("list", &self.dir, e);
+        for entry in fs::read_dir(&self.dir).map_err(list_error)? {
+            let name = entry.map_err(list_error)?.file_name();
+            // Files the engine did not name are not its business: leave them alone.
+            match name.to_str().and_then(SegmentId::parse) {
+                Some((id, SEGMENT_EXT)) => drop(segments.insert(id)),
+                Some((id, HINT_EXT)) => hints.push(id),
+                Some((id, PART_EXT)) => parts.push(id),
+                _ => {}
+            }
+        }
+        let orphans = hints.into_iter().filter(|id| !segments.contains(id)).map(|id| (id, HINT_EXT));
+        let leftovers: Vec<_> = parts.into_iter().map(|id| (id, PART_EXT)).chain(orphans).collect();
+        for (id, ext) in &leftovers {
+            let path = self.dir.join(id.file_name(ext));
+            tracing::warn!(path = %path.display(), "removing a file of an unfinished compaction");
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+        if !leftovers.is_empty() {
+            self.fsyncs.sync_dir(&self.dir)?;
+        }
+        Ok(segments.into_iter().collect())
+    }
+
+    /// Loads every segment in order, so that later records override earlier ones, and makes
+    /// the newest segment active (or starts one, if there is none or the newest is a
+    /// compaction output).
+    fn load(&mut self, ids: &[SegmentId]) -> Result<()> {
+        let (sealed, last) = match ids.split_last() {
+            Some((&last, rest)) if last.gen == 0 => (rest, Some(last)),
+            _ => (ids, None),
+        };
+        for &id in sealed {
+            self.load_sealed(id)?;
+        }
+        if let Some(id) = last {
+            return self.load_active(id);
+        }
+        let active = SegmentId { base: ids.last().map_or(0, |id| id.base + 1), gen: 0 };
+        self.create_segment(active, SEGMENT_EXT)?;
+        self.fsyncs.sync_dir(&self.dir)?;
+        self.active = active;
+        Ok(())
+    }
+
+    /// Loads a sealed segment from its hint file if it has a good one, else by a strict scan.
+    fn load_sealed(&mut self, id: SegmentId) -> Result<()> {
+        let path = self.dir.join(id.file_name(SEGMENT_EXT));
+        let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        self.segments.insert(id, Segment::new(path, file, len, false));
+        if self.options.hint_files {
+            let hint_path = self.dir.join(id.file_name(HINT_EXT));
+            match read_hint(&hint_path, len) {
+                Ok(Some(entries)) => {
+                    for HintEntry { offset, key, meta } in entries {
+                        self.load_record(id, offset, key, meta);
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(reason) => tracing::warn!(
+                    path = %hint_path.display(), %reason, "ignoring a bad hint file; scanning its segment"
+                ),
+            }
+        }
+        self.scan(id, false)
+    }
+
+    /// Loads the newest segment by a scan that cuts a torn tail, and makes it active.
+    fn load_active(&mut self, id: SegmentId) -> Result<()> {
+        let path = self.dir.join(id.file_name(SEGMENT_EXT));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        self.segments.insert(id, Segment::new(path, file, len, self.options.hint_files));
+        self.active = id;
+        // A crash between sealing this segment and starting the next leaves a hint that the
+        // first append would make stale.
+        let hint_path = self.dir.join(id.file_name(HINT_EXT));
+        match fs::remove_file(&hint_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io("remove", &hint_path, e)),
+            _ => {}
+        }
+        self.scan(id, true)
+    }
+
+    /// Indexes every record of segment `id`. `tolerant` (the newest segment only) cuts a
+    /// torn tail; any other bad record is [`Error::Corrupt`].
+    fn scan(&mut self, id: SegmentId, tolerant: bool) -> Result<()> {
+        let mut reader = SegmentReader::open(&self.segments[&id].path)?;
+        loop {
+            let offset = reader.offset();
+            let bad = match reader.next()? {
+                Next::End => return Ok(()),
+                Next::Bad(bad) => bad,
+                Next::Record(record) => match reader.check_value(&record)? {
+                    Some(bad) => bad,
+                    None => {
+                        let key = Bytes::copy_from_slice(record.key());
+                        self.load_record(id, offset, key, record.header.meta);
+                        continue;
+                    }
+                },
+            };
+            if tolerant && bad.torn {
+                return self.cut_torn_tail(id, offset, &bad.reason);
+            }
+            let path = reader.path().to_path_buf();
+            return Err(Error::Corrupt { path, offset, reason: bad.reason });
+        }
+    }
+
+    /// Indexes the record of `key` found at `offset` in segment `id` while loading.
+    fn load_record(&mut self, id: SegmentId, offset: u64, key: Bytes, meta: Meta) {
+        self.segment_mut(id).count_live(offset, &key, &meta);
+        self.index(key, meta, Position { segment: id, offset });
+    }
+
+    /// Truncates the active segment at `offset`, where an interrupted append begins.
+    fn cut_torn_tail(&mut self, id: SegmentId, offset: u64, reason: &str) -> Result<()> {
+        let segment = self.segments.get_mut(&id).expect("cutting an open segment");
+        tracing::warn!(
+            path = %segment.path.display(), offset, reason,
+            "cutting a torn tail: an append the crash interrupted"
+        );
+        segment.file.set_len(offset).map_err(|e| Error::io("truncate", &segment.path, e))?;
+        self.fsyncs.sync_file(&segment.file, &segment.path)?;
+        segment.written = offset;
+        Ok(())
+    }
+}
+
+/// The entries of the hint file at `path` for a segment of `segment_bytes` bytes: `None` if
+/// there is no hint file, an error saying why if it cannot be trusted.
+fn read_hint(path: &Path, segment_bytes: u64) -> Result<Option<Vec<HintEntry>>, String> {
+    let hint_bytes = match fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("stat: {e}")),
+    };
+    // An entry is never longer than its record, so a good hint is never much longer than its
+    // segment: do not read a damaged length's worth of memory.
+    if hint_bytes > segment_bytes + HINT_TRAILER_BYTES as u64 {
+        return Err(format!("{hint_bytes} bytes is longer than its {segment_bytes}-byte segment"));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("read: {e}"))?;
+    decode_hint(&bytes, segment_bytes).map(Some)
+}

@@ -1,0 +1,182 @@
+//! Storage engines: where a node keeps its keys, durably.
+//!
+//! An [`Engine`] maps keys to [`Record`]s: a value or a tombstone, with the [`Version`] of the
+//! write that made it and an optional expiry deadline. Two engines implement the trait:
+//!
+//! - [`LogEngine`]: log-structured, as Bitcask in Riak. Append-only segment files of
+//!   CRC-checked records, an in-memory ordered index (the keydir), hint files so that a restart
+//!   does not rescan every value, and compaction in small steps between batches so that writes
+//!   never stop. Its on-disk format is documented byte by byte in `log.rs`.
+//! - [`MemoryEngine`]: the same contract in memory, for tests and the simulator.
+//!
+//! The contract, which `contract_tests` checks against both engines:
+//!
+//! - `put` makes a record visible to `get`, `meta` and `scan` at once; `flush` makes every
+//!   record put before it durable (per the fsync policy) and only then returns `Ok`.
+//! - A delete is a `put` of a tombstone. Tombstones stay in the index, with their version, so
+//!   that a later replication layer can tell "deleted" from "never seen".
+//! - A failed flush stops the engine for good: every later `put` and `flush` returns
+//!   [`Error::Stopped`]. A failed fsync is never retried, because the kernel may already have
+//!   dropped the dirty pages it could not write and a retry that succeeds would lie.
+//! - Expiry is data, not behaviour: an engine stores the deadline and lists keys past it
+//!   (`expiring`); the key-value layer decides what an expired key means and deletes it with a
+//!   tombstone write, so that replicas agree.
+//!
+//! Engines are synchronous and single-threaded: the node runtime owns one and calls it from
+//! one thread. This is the one place in the core that touches files.
+//!
+//! CAVEATS
+//! - The whole keydir is in memory: a node's key count is bounded by its RAM (about 100 bytes
+//!   per key plus the key itself).
+//! - Tombstones are never purged yet; purging them needs every replica to have them, which is
+//!   the replication layer's knowledge.
+
+mod keydir;
+mod log;
+mod memory;
+
+#[cfg(test)]
+mod contract_tests;
+
+pub use keydir::{Keydir, Slot};
+pub use log::{FsyncPolicy, LogEngine, LogOptions};
+pub use memory::MemoryEngine;
+
+use crate::error::Result;
+use crate::version::{Timestamp, Version};
+use bytes::Bytes;
+use serde::Serialize;
+use std::ops::Bound;
+
+/// The largest key an engine stores, in bytes (Redis allows 512 MiB; replikv keeps keys small
+/// because the whole keydir is in memory).
+pub const KEY_BYTES_MAX: usize = 64 * 1024;
+
+/// The largest value an engine stores, in bytes, as Redis's `proto-max-bulk-len`.
+pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// One stored version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The write that made this record.
+    pub version: Version,
+    /// The value, or `None` for a tombstone (the key was deleted).
+    pub value: Option<Bytes>,
+    /// When the value expires, in milliseconds since the Unix epoch; `None` never.
+    pub expire_at_ms: Option<u64>,
+}
+
+/// What the index knows of a record without reading its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    /// The write that made the record.
+    pub version: Version,
+    /// True for a tombstone.
+    pub tombstone: bool,
+    /// The expiry deadline in Unix milliseconds, if any.
+    pub expire_at_ms: Option<u64>,
+    /// The value's length in bytes (0 for a tombstone).
+    pub value_len: u32,
+}
+
+impl Record {
+    /// The record's [`Meta`].
+    pub fn meta(&self) -> Meta {
+        Meta {
+            version: self.version,
+            tombstone: self.value.is_none(),
+            expire_at_ms: self.expire_at_ms,
+            value_len: self.value.as_ref().map_or(0, |v| v.len() as u32),
+        }
+    }
+}
+
+/// What one `flush` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Bytes handed to the operating system by this flush.
+    pub bytes: u64,
+    /// True when this flush called fsync.
+    pub synced: bool,
+}
+
+/// Counters an engine keeps, for `INFO`, `/metrics` and `replikv status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Keys whose newest record is a value (expired ones included until they are deleted).
+    pub keys: u64,
+    /// Keys whose newest record is a tombstone.
+    pub tombstones: u64,
+    /// Segment files (1 for the memory engine).
+    pub segments: u64,
+    /// Bytes written since the engine opened.
+    pub bytes_written: u64,
+    /// Bytes of records that newer records have replaced, which compaction would reclaim.
+    pub dead_bytes: u64,
+    /// Compactions finished since the engine opened.
+    pub compactions: u64,
+    /// fsync calls since the engine opened.
+    pub fsyncs: u64,
+}
+
+/// A key-value storage engine. See the module documentation for the contract.
+pub trait Engine {
+    /// The newest record of `key`, tombstones included.
+    fn get(&self, key: &[u8]) -> Result<Option<Record>>;
+
+    /// The newest record's metadata, without reading the value.
+    fn meta(&self, key: &[u8]) -> Option<Meta>;
+
+    /// Stores `record` as the newest record of `key`. Visible at once, durable after `flush`.
+    fn put(&mut self, key: Bytes, record: Record) -> Result<()>;
+
+    /// Up to `limit` keys from `from` on, in key order, tombstones included.
+    fn scan(&self, from: Bound<&[u8]>, limit: usize) -> Vec<(Bytes, Meta)>;
+
+    /// Up to `limit` keys holding a value whose deadline is at or before `until_ms`, oldest
+    /// deadline first.
+    fn expiring(&self, until_ms: u64, limit: usize) -> Vec<Bytes>;
+
+    /// Makes every record put so far durable, per the fsync policy, at wall-clock `now_ms`.
+    fn flush(&mut self, now_ms: u64) -> Result<Flushed>;
+
+    /// Does up to `budget_bytes` of background work (compaction). Called between batches.
+    fn maintain(&mut self, budget_bytes: u64) -> Result<()>;
+
+    /// The engine's counters.
+    fn stats(&self) -> EngineStats;
+
+    /// The newest timestamp of any record, so that a restarted node's clock resumes after it.
+    fn last_timestamp(&self) -> Timestamp;
+}
+
+/// A boxed engine is an engine, so that a node can choose its engine at start.
+impl<E: Engine + ?Sized> Engine for Box<E> {
+    fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+        (**self).get(key)
+    }
+    fn meta(&self, key: &[u8]) -> Option<Meta> {
+        (**self).meta(key)
+    }
+    fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
+        (**self).put(key, record)
+    }
+    fn scan(&self, from: Bound<&[u8]>, limit: usize) -> Vec<(Bytes, Meta)> {
+        (**self).scan(from, limit)
+    }
+    fn expiring(&self, until_ms: u64, limit: usize) -> Vec<Bytes> {
+        (**self).expiring(until_ms, limit)
+    }
+    fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
+        (**self).flush(now_ms)
+    }
+    fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
+        (**self).maintain(budget_bytes)
+    }
+    fn stats(&self) -> EngineStats {
+        (**self).stats()
+    }
+    fn last_timestamp(&self) -> Timestamp {
+        (**self).last_timestamp()
+    }
+}

@@ -1,0 +1,100 @@
+//! Starting and stopping a node: open the engine, start the runtime, listen for RESP and
+//! HTTP, and on Ctrl-C or SIGTERM stop accepting, let open connections finish their round,
+//! flush, and return.
+
+use crate::config::{EngineKind, NodeConfig};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::state::NodeState;
+use anyhow::Context;
+use replikv_core::replica::Replica;
+use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
+use replikv_core::version::NodeId;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Runs a node until `stop` resolves (a signal) or the runtime fails. Returns an error if the
+/// node stopped on a failure (a failed fsync, a damaged file), so the process exits non-zero.
+pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let engine: Box<dyn Engine + Send> = match config.engine {
+        EngineKind::Log => {
+            let options = LogOptions { fsync: config.fsync, segment_bytes_max: config.segment_bytes_max, ..LogOptions::default() };
+            Box::new(
+                LogEngine::open(&config.data_dir, options)
+                    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?,
+            )
+        }
+        EngineKind::Memory => Box::new(MemoryEngine::new()),
+    };
+    let resp = TcpListener::bind(config.resp_addr).await.with_context(|| format!("listening for RESP on {}", config.resp_addr))?;
+    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
+    let stats = engine.stats();
+    let replica = Replica::new(engine, NodeId::from_name(&config.id));
+    let metrics = Arc::new(Metrics::new());
+    let (failed_tx, mut failed) = watch::channel(false);
+    let runtime = Runtime::start(
+        replica,
+        metrics.clone(),
+        config.batch_requests_max,
+        crate::config::PENDING_CALLS_MAX_DEFAULT,
+        failed_tx,
+    );
+    let state = Arc::new(NodeState::new(config.clone(), metrics, runtime.handle()));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tracing::info!(
+        id = %config.id, resp = %config.resp_addr, http = %config.http_addr, data_dir = %config.data_dir.display(),
+        engine = ?config.engine, fsync = %config.fsync, keys = stats.keys, segments = stats.segments,
+        "replikv node ready"
+    );
+
+    let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
+    let mut http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(http, crate::http::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+    let ticker_handle = runtime.handle();
+    let tick_ms = config.tick_ms;
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(tick_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            ticker_handle.tick();
+        }
+    });
+
+    tokio::select! {
+        _ = stop => tracing::info!("stopping: finishing requests in flight"),
+        _ = failed.wait_for(|f| *f) => tracing::error!("stopping after a storage failure"),
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = resp_task.await;
+    let _ = http_task.await;
+    ticker.abort();
+    let failure = runtime.handle().failure();
+    runtime.shutdown().await;
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

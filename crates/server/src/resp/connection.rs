@@ -1,0 +1,276 @@
+//! One client connection: read bytes, cut them into requests, answer in order.
+//!
+//! Each connection is a task. It reads what the client sent, cuts every complete request out
+//! of the buffer (up to `PIPELINE_REQUESTS_MAX` at a time), answers admin commands itself, and
+//! sends all the key-value requests of that read to the runtime as one call, so that a
+//! pipelined burst is one unit of group commit. Replies go out in request order, each encoded
+//! in the protocol the connection spoke when its request arrived (`HELLO 3` mid-pipeline
+//! switches the replies after it).
+//!
+//! A protocol error or a request over a limit gets an `-ERR` reply naming it, after the
+//! replies to the requests before it, and then this connection, and only this one, closes:
+//! nothing after a framing error can be trusted to be aligned.
+//!
+//! CAVEATS
+//! - A connection has one call in flight at a time: it does not read ahead while waiting for
+//!   the runtime, so a pipelining client's next burst waits for the previous replies.
+
+use super::admin::{self, Action, Client};
+use super::frame::{parse_request, Frame, Limits, Protocol, ProtocolError};
+use crate::metrics::CommandLabel;
+use crate::state::NodeState;
+use bytes::{Bytes, BytesMut};
+use replikv_core::kv::{parse_command, Reply, Request};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Requests cut from one connection's buffer per round at most; the rest wait for the next.
+pub const PIPELINE_REQUESTS_MAX: usize = 1024;
+
+/// Bytes a connection reads per call at least (the buffer grows for large values).
+const READ_BYTES_MIN: usize = 16 * 1024;
+
+/// Accepts clients until `shutdown` turns true, then waits for open connections to finish
+/// the round they are in.
+pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    let max = state.config.connections_max;
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (mut stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("accepting a RESP connection failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        state.connections_total.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let local_addr = stream.local_addr().unwrap_or(addr);
+            let client = Client {
+                id: state.client_id(),
+                addr,
+                local_addr,
+                name: String::new(),
+                lib_name: String::new(),
+                lib_ver: String::new(),
+                proto: Protocol::Resp2,
+            };
+            state.connections_open.fetch_add(1, Ordering::Relaxed);
+            state.metrics.connections.inc();
+            let mut connection = Connection { stream, client, state: state.clone(), shutdown };
+            if let Err(e) = connection.run().await {
+                tracing::debug!("connection {addr}: {e}");
+            }
+            state.connections_open.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.connections.dec();
+            drop(permit);
+        });
+    }
+    // Every permit back means every connection finished its round.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), permits.acquire_many(max as u32)).await;
+}
+
+/// A reply slot, in request order.
+enum Slot {
+    /// Answered already, in the protocol of the moment.
+    Ready(Frame, Protocol),
+    /// Waiting for the runtime: the index of its request in the call, its command name and
+    /// the protocol of the moment.
+    Pending(usize, String, Protocol),
+}
+
+/// One client's connection.
+struct Connection {
+    stream: TcpStream,
+    client: Client,
+    state: Arc<NodeState>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves requests until the client leaves, breaks the protocol, or the node stops.
+    async fn run(&mut self) -> std::io::Result<()> {
+        let config = &self.state.config;
+        let limits = Limits {
+            bulk_bytes_max: config.bulk_bytes_max,
+            multibulk_len_max: config.multibulk_len_max,
+            inline_bytes_max: super::frame::INLINE_BYTES_MAX_DEFAULT,
+        };
+        let query_buffer_max = config.query_buffer_bytes_max;
+        let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
+        let mut out = BytesMut::with_capacity(READ_BYTES_MIN);
+        loop {
+            let (requests, error) = cut_requests(&mut buf, &limits);
+            if requests.is_empty() && error.is_none() {
+                if buf.len() > query_buffer_max {
+                    self.state.metrics.protocol_errors.inc();
+                    let msg = format!(
+                        "ERR Protocol error: query buffer of {} bytes exceeds query_buffer_bytes_max of {query_buffer_max} bytes",
+                        buf.len()
+                    );
+                    return self.close_with(&mut out, &msg).await;
+                }
+                buf.reserve(READ_BYTES_MIN);
+                let read = tokio::select! {
+                    read = self.stream.read_buf(&mut buf) => read?,
+                    _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
+                };
+                if read == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            let close = self.answer(requests, &mut out).await;
+            if let Some(error) = error {
+                self.state.metrics.protocol_errors.inc();
+                return self.close_with(&mut out, &format!("ERR Protocol error: {error}")).await;
+            }
+            self.stream.write_all(&out).await?;
+            out.clear();
+            if close || *self.shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes what is pending plus a last error line, and closes.
+    async fn close_with(&mut self, out: &mut BytesMut, message: &str) -> std::io::Result<()> {
+        Frame::error(message).encode(self.client.proto, out);
+        self.stream.write_all(out).await?;
+        self.stream.shutdown().await
+    }
+
+    /// Answers a round of requests into `out`, in order. True when the connection must close
+    /// after sending it (QUIT, or the node stopped).
+    async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+        let started = Instant::now();
+        let mut slots = Vec::with_capacity(requests.len());
+        let mut calls: Vec<Request> = Vec::new();
+        let mut close = false;
+        for args in requests {
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+            if let Some(action) = admin::execute(&name, &args, &mut self.client, &self.state) {
+                let (frame, quit) = match action {
+                    Action::Reply(frame) => (frame, false),
+                    Action::Close(frame) => (frame, true),
+                };
+                // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
+                slots.push(Slot::Ready(frame, self.client.proto));
+                self.count(&name, started);
+                if quit {
+                    close = true;
+                    break;
+                }
+                continue;
+            }
+            let proto = self.client.proto;
+            match parse_command(&args) {
+                Some(Ok(request)) => {
+                    slots.push(Slot::Pending(calls.len(), name, proto));
+                    calls.push(request);
+                }
+                Some(Err(reply)) => slots.push(Slot::Ready(to_frame(reply), proto)),
+                None => {
+                    slots.push(Slot::Ready(Frame::error(unknown_command(&args)), proto));
+                    self.count("unknown", started);
+                }
+            }
+        }
+        let mut replies: Vec<Option<Reply>> = Vec::new();
+        if !calls.is_empty() {
+            match self.state.handle.call(calls).await {
+                Ok(answers) => replies = answers.into_iter().map(Some).collect(),
+                Err(_) => close = true, // every pending slot answers with the reason below
+            }
+        }
+        for slot in slots {
+            match slot {
+                Slot::Ready(frame, proto) => frame.encode(proto, out),
+                Slot::Pending(index, name, proto) => {
+                    let reply = replies.get_mut(index).and_then(Option::take);
+                    let frame = match reply {
+                        Some(reply) => to_frame(reply),
+                        None => Frame::error(format!("ERR {}", self.stop_reason())),
+                    };
+                    frame.encode(proto, out);
+                    self.count(&name, started);
+                }
+            }
+        }
+        close
+    }
+
+    /// Why the runtime gave no reply.
+    fn stop_reason(&self) -> String {
+        self.state.handle.failure().unwrap_or_else(|| "the node is shutting down".to_string())
+    }
+
+    /// Counts a command served, with its latency from the start of its round.
+    fn count(&self, name: &str, started: Instant) {
+        let label = CommandLabel { command: name.to_string() };
+        let metrics = &self.state.metrics;
+        metrics.commands.get_or_create(&label).inc();
+        metrics.command_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        self.state.commands_total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Cuts up to `PIPELINE_REQUESTS_MAX` complete requests from `buf`, skipping empty ones, and
+/// the protocol error that ended the cutting, if any.
+fn cut_requests(buf: &mut BytesMut, limits: &Limits) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
+    let mut requests = Vec::new();
+    while requests.len() < PIPELINE_REQUESTS_MAX {
+        match parse_request(buf, limits) {
+            Ok(Some(args)) if args.is_empty() => continue,
+            Ok(Some(args)) => requests.push(args),
+            Ok(None) => break,
+            Err(e) => return (requests, Some(e)),
+        }
+    }
+    (requests, None)
+}
+
+/// Redis 7's text for an unknown command.
+fn unknown_command(args: &[Bytes]) -> String {
+    let mut text = format!("ERR unknown command '{}', with args beginning with: ", truncate(&args[0]));
+    for arg in &args[1..] {
+        text.push_str(&format!("'{}' ", truncate(arg)));
+    }
+    text
+}
+
+/// At most 128 bytes of an argument, as text, for an error message.
+fn truncate(arg: &[u8]) -> String {
+    String::from_utf8_lossy(&arg[..arg.len().min(128)]).into_owned()
+}
+
+/// A key-value reply as a RESP frame.
+pub fn to_frame(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::ok(),
+        Reply::Status(s) => Frame::Simple(s.to_string()),
+        Reply::Nil => Frame::Null,
+        Reply::Int(n) => Frame::Integer(n),
+        Reply::Bulk(b) => Frame::Bulk(b),
+        Reply::Array(items) => Frame::Array(items.into_iter().map(to_frame).collect()),
+        Reply::Error(e) => Frame::Error(e),
+    }
+}
