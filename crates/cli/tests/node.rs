@@ -44,13 +44,15 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
                 for i in 0..WRITES_PER_WRITER_MAX {
                     let key = format!("w{w}.k{i}");
                     let value = format!("v{i}-{}", "x".repeat(i % 50));
-                    let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(&value).query_async(&mut con).await;
+                    let set: redis::RedisResult<()> =
+                        redis::cmd("SET").arg(&key).arg(&value).query_async(&mut con).await;
                     if set.is_err() {
                         break;
                     }
                     acked.values.insert(key, value);
                     acked.counter_attempts += 1;
-                    let incr: redis::RedisResult<i64> = redis::cmd("INCR").arg(format!("w{w}.counter")).query_async(&mut con).await;
+                    let incr: redis::RedisResult<i64> =
+                        redis::cmd("INCR").arg(format!("w{w}.counter")).query_async(&mut con).await;
                     match incr {
                         Ok(n) => acked.counter_acked = n,
                         Err(_) => break,
@@ -82,7 +84,12 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
                 let got: Option<String> = redis::cmd("GET").arg(key).query_async(&mut con).await.unwrap();
                 assert_eq!(got.as_deref(), Some(value.as_str()), "acknowledged write of {key} lost");
             }
-            let counter: i64 = redis::cmd("GET").arg(format!("w{w}.counter")).query_async::<Option<i64>>(&mut con).await.unwrap().unwrap_or(0);
+            let counter: i64 = redis::cmd("GET")
+                .arg(format!("w{w}.counter"))
+                .query_async::<Option<i64>>(&mut con)
+                .await
+                .unwrap()
+                .unwrap_or(0);
             assert!(
                 counter >= writer.counter_acked && counter <= writer.counter_attempts,
                 "writer {w}: counter {counter} outside [{}, {}]",
@@ -192,14 +199,22 @@ fn pipelines_resp3_and_tool_commands_work() {
         for field in ["redis_version:", "# Replication", "role:master", "db0:keys=501", "# Persistence", "# Clients"] {
             assert!(info.contains(field), "INFO lacks {field}:\n{info}");
         }
-        let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con).await.unwrap();
+        let config: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con).await.unwrap();
         assert_eq!(config, ["appendonly", "no"], "the memory engine is not durable");
         let count: i64 = redis::cmd("COMMAND").arg("COUNT").query_async(&mut con).await.unwrap();
         assert!(count > 30);
         let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut con).await.unwrap();
         assert!(id > 0);
-        let (cursor, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(0).arg("MATCH").arg("p1*").arg("COUNT").arg(1000).query_async(&mut con).await.unwrap();
+        let (cursor, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg("p1*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert_eq!((cursor, keys.len()), (0, 111), "p1, p10-p19, p100-p199");
     });
 }
@@ -234,7 +249,8 @@ fn http_api_serves_keys_status_and_metrics() {
 /// unmodified.
 #[test]
 fn redis_cli_and_redis_benchmark_drive_the_node() {
-    let have = |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let have =
+        |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
     if !have("redis-cli") || !have("redis-benchmark") {
         assert!(
             std::env::var_os("REPLIKV_REQUIRE_REDIS_TOOLS").is_none(),
@@ -258,7 +274,21 @@ fn redis_cli_and_redis_benchmark_drive_the_node() {
     assert!(cli(&["INFO", "replication"]).contains("role:master"));
     let requests = 2000;
     let out = std::process::Command::new("redis-benchmark")
-        .args(["-p", &port, "-t", "set,get,incr,mset", "-n", &requests.to_string(), "-r", "1000", "-c", "8", "-P", "4", "-q"])
+        .args([
+            "-p",
+            &port,
+            "-t",
+            "set,get,incr,mset",
+            "-n",
+            &requests.to_string(),
+            "-r",
+            "1000",
+            "-c",
+            "8",
+            "-P",
+            "4",
+            "-q",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -272,13 +302,8 @@ fn redis_cli_and_redis_benchmark_drive_the_node() {
     }
     // What redis-benchmark counted is what the node served.
     let info = cli(&["INFO", "stats"]);
-    let served: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let served: u64 =
+        info.lines().find_map(|l| l.strip_prefix("total_commands_processed:")).unwrap().trim().parse().unwrap();
     assert!(served >= 4 * requests, "node served {served} commands, fewer than the benchmark sent");
     assert!(cli(&["DBSIZE"]).parse::<u64>().unwrap() > 0);
 }

@@ -54,7 +54,7 @@ pub struct NodeArgs {
     /// This node's name [default: n1].
     #[arg(long, env = "REPLIKV_ID")]
     pub id: Option<String>,
-    /// Where the node keeps its data [default: ./data/<id>].
+    /// Where the node keeps its data [default: ./data/{id}].
     #[arg(long, env = "REPLIKV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address for Redis clients (RESP2/RESP3) [default: 127.0.0.1:6380].
@@ -172,7 +172,10 @@ impl NodeConfig {
             fsync,
             segment_bytes_max: args.segment_bytes_max.or(file.segment_bytes_max).unwrap_or(SEGMENT_BYTES_MAX_DEFAULT),
             connections_max: args.connections_max.or(file.connections_max).unwrap_or(CONNECTIONS_MAX_DEFAULT),
-            bulk_bytes_max: args.bulk_bytes_max.or(file.bulk_bytes_max).unwrap_or(crate::resp::frame::BULK_BYTES_MAX_DEFAULT),
+            bulk_bytes_max: args
+                .bulk_bytes_max
+                .or(file.bulk_bytes_max)
+                .unwrap_or(crate::resp::frame::BULK_BYTES_MAX_DEFAULT),
             multibulk_len_max: args
                 .multibulk_len_max
                 .or(file.multibulk_len_max)
@@ -181,7 +184,10 @@ impl NodeConfig {
                 .query_buffer_bytes_max
                 .or(file.query_buffer_bytes_max)
                 .unwrap_or(QUERY_BUFFER_BYTES_MAX_DEFAULT),
-            batch_requests_max: args.batch_requests_max.or(file.batch_requests_max).unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
+            batch_requests_max: args
+                .batch_requests_max
+                .or(file.batch_requests_max)
+                .unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             config_file: args.config.clone(),
             id,
@@ -211,7 +217,11 @@ impl NodeConfig {
             bail!("{name} must be greater than 0");
         }
         if self.bulk_bytes_max > replikv_core::storage::VALUE_BYTES_MAX {
-            bail!("bulk_bytes_max {} is over the engine's value limit of {} bytes", self.bulk_bytes_max, replikv_core::storage::VALUE_BYTES_MAX);
+            bail!(
+                "bulk_bytes_max {} is over the engine's value limit of {} bytes",
+                self.bulk_bytes_max,
+                replikv_core::storage::VALUE_BYTES_MAX
+            );
         }
         Ok(())
     }
@@ -274,11 +284,7 @@ mod tests {
     fn flags_override_file_and_file_overrides_defaults() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "id = \"fromfile\"\ntick_ms = 7\nfsync = \"never\"\nresp_addr = \"127.0.0.1:9999\"").unwrap();
-        let args = NodeArgs {
-            config: Some(file.path().to_path_buf()),
-            tick_ms: Some(3),
-            ..NodeArgs::default()
-        };
+        let args = NodeArgs { config: Some(file.path().to_path_buf()), tick_ms: Some(3), ..NodeArgs::default() };
         let config = NodeConfig::resolve(&args).unwrap();
         assert_eq!(config.id, "fromfile", "file over default");
         assert_eq!(config.data_dir, Path::new("data/fromfile"), "data dir follows the id");

@@ -83,19 +83,39 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("replikv_commands", "Commands served, by command", m.commands.clone());
-        registry.register("replikv_command_duration_seconds", "Seconds from a command's arrival to its reply", m.command_seconds.clone());
+        registry.register(
+            "replikv_command_duration_seconds",
+            "Seconds from a command's arrival to its reply",
+            m.command_seconds.clone(),
+        );
         registry.register("replikv_fsync", "fsync calls", m.fsyncs.clone());
-        registry.register("replikv_flush_duration_seconds", "Seconds each flush took, write and fsync", m.flush_seconds.clone());
+        registry.register(
+            "replikv_flush_duration_seconds",
+            "Seconds each flush took, write and fsync",
+            m.flush_seconds.clone(),
+        );
         registry.register("replikv_written_bytes", "Bytes handed to the operating system", m.bytes_written.clone());
         registry.register("replikv_batch_requests", "Requests per group-commit batch", m.batch_requests.clone());
         registry.register("replikv_keys", "Keys holding a value", m.keys.clone());
         registry.register("replikv_tombstones", "Keys whose newest record is a tombstone", m.tombstones.clone());
         registry.register("replikv_segments", "Storage segment files", m.segments.clone());
-        registry.register("replikv_dead_bytes", "Bytes of replaced records compaction could reclaim", m.dead_bytes.clone());
+        registry.register(
+            "replikv_dead_bytes",
+            "Bytes of replaced records compaction could reclaim",
+            m.dead_bytes.clone(),
+        );
         registry.register("replikv_compactions", "Compactions finished since start", m.compactions.clone());
         registry.register("replikv_connections", "Client connections open", m.connections.clone());
-        registry.register("replikv_connections_refused", "Connections refused at connections_max", m.connections_refused.clone());
-        registry.register("replikv_protocol_errors", "Connections closed for a protocol error or a limit", m.protocol_errors.clone());
+        registry.register(
+            "replikv_connections_refused",
+            "Connections refused at connections_max",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "replikv_protocol_errors",
+            "Connections closed for a protocol error or a limit",
+            m.protocol_errors.clone(),
+        );
         let build = Family::<BuildLabel, Gauge>::default();
         build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("replikv_build_info", "Always 1; the label names the build", build);

@@ -19,7 +19,11 @@ use tokio::sync::watch;
 pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let engine: Box<dyn Engine + Send> = match config.engine {
         EngineKind::Log => {
-            let options = LogOptions { fsync: config.fsync, segment_bytes_max: config.segment_bytes_max, ..LogOptions::default() };
+            let options = LogOptions {
+                fsync: config.fsync,
+                segment_bytes_max: config.segment_bytes_max,
+                ..LogOptions::default()
+            };
             Box::new(
                 LogEngine::open(&config.data_dir, options)
                     .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?,
@@ -27,8 +31,12 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         }
         EngineKind::Memory => Box::new(MemoryEngine::new()),
     };
-    let resp = TcpListener::bind(config.resp_addr).await.with_context(|| format!("listening for RESP on {}", config.resp_addr))?;
-    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
+    let resp = TcpListener::bind(config.resp_addr)
+        .await
+        .with_context(|| format!("listening for RESP on {}", config.resp_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
     let stats = engine.stats();
     let replica = Replica::new(engine, NodeId::from_name(&config.id));
     let metrics = Arc::new(Metrics::new());
@@ -51,10 +59,9 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
     let mut http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http, crate::http::router(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            });
+        let serve = axum::serve(http, crate::http::router(state.clone())).with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        });
         if let Err(e) = serve.await {
             tracing::error!("HTTP server: {e}");
         }

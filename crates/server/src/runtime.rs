@@ -36,7 +36,7 @@ pub struct Call {
     /// The requests, in the order the client sent them.
     pub requests: Vec<Request>,
     /// Where the replies go, one per request, once they are durable; or why there are none.
-    pub reply: oneshot::Sender<Result<Vec<Reply>, Stopped>>,
+    pub reply: ReplySender,
 }
 
 /// What the runtime thread receives.
@@ -48,6 +48,9 @@ enum Message {
     /// Finish what is queued before this, flush, and exit.
     Shutdown,
 }
+
+/// Where a call's replies go.
+type ReplySender = oneshot::Sender<Result<Vec<Reply>, Stopped>>;
 
 /// Why a call got no reply.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -167,7 +170,7 @@ struct Worker<E> {
     metrics: Arc<Metrics>,
     batch_requests_max: usize,
     /// Replies of the current batch, held until its flush succeeds.
-    answers: Vec<(oneshot::Sender<Result<Vec<Reply>, Stopped>>, Vec<Reply>)>,
+    answers: Vec<(ReplySender, Vec<Reply>)>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -274,7 +277,8 @@ mod tests {
         let (failed, _) = watch::channel(false);
         let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, failed);
         let handle = runtime.handle();
-        let replies = handle.call(vec![set("a"), Request::Get { key: Bytes::from("a") }, Request::DbSize]).await.unwrap();
+        let replies =
+            handle.call(vec![set("a"), Request::Get { key: Bytes::from("a") }, Request::DbSize]).await.unwrap();
         assert_eq!(replies, vec![Reply::Ok, Reply::Bulk(Bytes::from("v")), Reply::Int(1)]);
         assert_eq!(handle.stats().keys, 1, "counters published after the batch");
         runtime.shutdown().await;

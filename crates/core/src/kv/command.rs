@@ -56,7 +56,7 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "exists" => Request::Exists { keys: a.to_vec() },
         "mget" => Request::MGet { keys: a.to_vec() },
         "mset" | "msetnx" => {
-            if a.len() % 2 != 0 {
+            if !a.len().is_multiple_of(2) {
                 return Err(Reply::err(format!("wrong number of arguments for '{name}' command")));
             }
             let pairs = a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
@@ -125,7 +125,8 @@ fn parse_set(a: &[Bytes]) -> Result<Request, Reply> {
 }
 
 fn parse_scan(a: &[Bytes]) -> Result<Request, Reply> {
-    let cursor = std::str::from_utf8(&a[0]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err("invalid cursor"))?;
+    let cursor =
+        std::str::from_utf8(&a[0]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err("invalid cursor"))?;
     let mut pattern = None;
     let mut count = SCAN_COUNT_DEFAULT;
     let mut rest = a[1..].iter();

@@ -33,7 +33,7 @@ pub enum Expiry {
 pub enum Request {
     /// GET key: the value, or nil.
     Get { key: Bytes },
-    /// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]: OK, or nil when the condition
+    /// SET key value \[NX|XX\] \[GET\] \[EX|PX|EXAT|PXAT|KEEPTTL\]: OK, or nil when the condition
     /// failed; with `get`, the old value instead.
     Set { key: Bytes, value: Bytes, condition: SetCondition, get: bool, expiry: Expiry },
     /// SETNX key value: 1 if set, 0 if the key existed.
@@ -60,7 +60,7 @@ pub enum Request {
     Type { key: Bytes },
     /// KEYS pattern: every key matching the glob.
     Keys { pattern: Bytes },
-    /// SCAN cursor [MATCH pattern] [COUNT n]: the next cursor and a batch of keys.
+    /// SCAN cursor \[MATCH pattern\] \[COUNT n\]: the next cursor and a batch of keys.
     Scan { cursor: u64, pattern: Option<Bytes>, count: usize },
     /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT: 1 if the deadline was set, 0 if the key is
     /// absent. A deadline already past deletes the key.

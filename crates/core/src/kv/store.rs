@@ -4,7 +4,7 @@ use super::glob::glob_match;
 use super::number::{format_float, parse_float, parse_int};
 use super::request::{Expiry, Reply, Request, SetCondition};
 use crate::error::Result;
-use crate::storage::{Engine, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::storage::{Engine, Meta, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -148,15 +148,21 @@ impl<E: Engine> Store<E> {
 
     /// `key`'s value, if it exists and has not expired.
     fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
-        if !self.exists(key, now_ms) {
+        let Some(record) = self.engine.get(key)? else { return Ok(None) };
+        if record.expire_at_ms.is_some_and(|at| at <= now_ms) {
             return Ok(None);
         }
-        Ok(self.engine.get(key)?.and_then(|r| Some(Live { value: r.value?, expire_at_ms: r.expire_at_ms })))
+        Ok(record.value.map(|value| Live { value, expire_at_ms: record.expire_at_ms }))
     }
 
     /// True when `key` holds a value that has not expired at `now_ms`.
     fn exists(&self, key: &[u8], now_ms: u64) -> bool {
-        self.engine.meta(key).is_some_and(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms))
+        self.live_meta(key, now_ms).is_some()
+    }
+
+    /// `key`'s metadata if it holds a value that has not expired at `now_ms`.
+    fn live_meta(&self, key: &[u8], now_ms: u64) -> Option<Meta> {
+        self.engine.meta(key).filter(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms))
     }
 
     fn set(
@@ -168,8 +174,10 @@ impl<E: Engine> Store<E> {
         get: bool,
         expiry: Expiry,
     ) -> Result<Reply> {
-        let old = self.live(&key, now_ms)?;
-        let deadline = match resolve(expiry, now_ms, old.as_ref().and_then(|l| l.expire_at_ms)) {
+        // Only SET ... GET needs the old value; the rest needs whether the key exists and
+        // its deadline, which the index knows without reading the value.
+        let old = self.live_meta(&key, now_ms);
+        let deadline = match resolve(expiry, now_ms, old.and_then(|m| m.expire_at_ms)) {
             Ok(deadline) => deadline,
             Err(()) => return Ok(Reply::err("invalid expire time in 'set' command")),
         };
@@ -178,11 +186,12 @@ impl<E: Engine> Store<E> {
             SetCondition::IfAbsent => old.is_none(),
             SetCondition::IfPresent => old.is_some(),
         };
+        let old_value = if get { self.live(&key, now_ms)?.map(|l| l.value) } else { None };
         if applies {
             self.write(now_ms, key, value, deadline)?;
         }
         Ok(match (get, applies) {
-            (true, _) => bulk_or_nil(old.map(|l| l.value)),
+            (true, _) => bulk_or_nil(old_value),
             (false, true) => Reply::Ok,
             (false, false) => Reply::Nil,
         })
@@ -379,21 +388,22 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
 
 /// An error reply if a key or value in the request is over the engine's limits.
 fn check_sizes(request: &Request) -> Option<Reply> {
-    let (keys, values): (Vec<&Bytes>, Vec<&Bytes>) = match request {
-        Request::Set { key, value, .. } | Request::SetNx { key, value } | Request::Append { key, value } => {
-            (vec![key], vec![value])
+    let check = |key: &Bytes, value: Option<&Bytes>| {
+        if key.len() > KEY_BYTES_MAX {
+            return Some(Reply::err(format!("key is {} bytes, over the limit of {KEY_BYTES_MAX} bytes", key.len())));
         }
-        Request::MSet { pairs, .. } => pairs.iter().map(|(k, v)| (k, v)).unzip(),
-        Request::IncrBy { key, .. } | Request::IncrByFloat { key, .. } | Request::Expire { key, .. } => {
-            (vec![key], vec![])
-        }
-        _ => return None,
+        let len = value.map_or(0, Bytes::len);
+        (len > VALUE_BYTES_MAX)
+            .then(|| Reply::err(format!("value is {len} bytes, over the limit of {VALUE_BYTES_MAX} bytes")))
     };
-    if let Some(key) = keys.iter().find(|k| k.len() > KEY_BYTES_MAX) {
-        return Some(Reply::err(format!("key is {} bytes, over the limit of {KEY_BYTES_MAX} bytes", key.len())));
+    match request {
+        Request::Set { key, value, .. } | Request::SetNx { key, value } | Request::Append { key, value } => {
+            check(key, Some(value))
+        }
+        Request::MSet { pairs, .. } => pairs.iter().find_map(|(k, v)| check(k, Some(v))),
+        Request::IncrBy { key, .. } | Request::IncrByFloat { key, .. } | Request::Expire { key, .. } => {
+            check(key, None)
+        }
+        _ => None,
     }
-    if let Some(value) = values.iter().find(|v| v.len() > VALUE_BYTES_MAX) {
-        return Some(Reply::err(format!("value is {} bytes, over the limit of {VALUE_BYTES_MAX} bytes", value.len())));
-    }
-    None
 }

@@ -13,18 +13,13 @@ fn v(millis: u64) -> Version {
 }
 
 fn put(e: &mut impl Engine, key: &str, value: Option<&str>, millis: u64, expire: Option<u64>) {
-    let record = Record {
-        version: v(millis),
-        value: value.map(|s| Bytes::copy_from_slice(s.as_bytes())),
-        expire_at_ms: expire,
-    };
+    let record =
+        Record { version: v(millis), value: value.map(|s| Bytes::copy_from_slice(s.as_bytes())), expire_at_ms: expire };
     e.put(Bytes::copy_from_slice(key.as_bytes()), record).expect("put");
 }
 
 fn value_of(e: &impl Engine, key: &str) -> Option<Option<String>> {
-    e.get(key.as_bytes())
-        .expect("get")
-        .map(|r| r.value.map(|b| String::from_utf8(b.to_vec()).expect("utf8")))
+    e.get(key.as_bytes()).expect("get").map(|r| r.value.map(|b| String::from_utf8(b.to_vec()).expect("utf8")))
 }
 
 pub fn put_then_get_sees_newest<E: Engine>(mut e: E) {
@@ -80,6 +75,14 @@ pub fn expiring_lists_deadlines_in_order<E: Engine>(mut e: E) {
     assert_eq!(e.expiring(u64::MAX, 1), vec![Bytes::from("early")]);
 }
 
+pub fn rewrite_with_same_deadline_stays_expiring<E: Engine>(mut e: E) {
+    put(&mut e, "k", Some("1"), 1, Some(100));
+    put(&mut e, "k", Some("2"), 2, Some(100));
+    assert_eq!(e.expiring(100, 10), vec![Bytes::from("k")], "the deadline survives its rewrite");
+    put(&mut e, "k", None, 3, Some(100));
+    assert_eq!(e.expiring(100, 10), Vec::<Bytes>::new(), "a tombstone never expires");
+}
+
 pub fn binary_keys_and_values_round_trip<E: Engine>(mut e: E) {
     let key = Bytes::from_static(b"\x00\xff\r\n key");
     let value = Bytes::from((0..=255u8).collect::<Vec<u8>>());
@@ -115,6 +118,10 @@ macro_rules! contract_tests {
                 super::expiring_lists_deadlines_in_order($make);
             }
             #[test]
+            fn rewrite_with_same_deadline_stays_expiring() {
+                super::rewrite_with_same_deadline_stays_expiring($make);
+            }
+            #[test]
             fn binary_keys_and_values_round_trip() {
                 super::binary_keys_and_values_round_trip($make);
             }
@@ -133,4 +140,17 @@ fn memory_engine_stops_after_failed_flush() {
     let again = e.put(Bytes::from("b"), Record { version: v(2), value: None, expire_at_ms: None });
     assert!(matches!(again, Err(Error::Stopped(_))), "put after failed flush");
     assert!(matches!(e.flush(0), Err(Error::Stopped(_))), "failed flush is never retried");
+}
+
+contract_tests!(log, LogEngine::temporary(LogOptions::default()));
+
+#[test]
+fn log_engine_stops_after_failed_fsync() {
+    let mut e = LogEngine::temporary(LogOptions::default());
+    put(&mut e, "a", Some("1"), 1, None);
+    e.fail_next_fsync();
+    assert!(matches!(e.flush(0), Err(Error::Io { op: "fsync", .. })), "the failed flush");
+    let again = e.put(Bytes::from("b"), Record { version: v(2), value: None, expire_at_ms: None });
+    assert!(matches!(again, Err(Error::Stopped(_))), "put after failed fsync");
+    assert!(matches!(e.flush(0), Err(Error::Stopped(_))), "failed fsync is never retried");
 }

@@ -92,12 +92,7 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        EngineStats {
-            keys: self.keydir.live(),
-            tombstones: self.keydir.tombstones(),
-            segments: 1,
-            ..self.stats
-        }
+        EngineStats { keys: self.keydir.live(), tombstones: self.keydir.tombstones(), segments: 1, ..self.stats }
     }
 
     fn last_timestamp(&self) -> Timestamp {

@@ -16,7 +16,7 @@
 //! - A delete is a `put` of a tombstone. Tombstones stay in the index, with their version, so
 //!   that a later replication layer can tell "deleted" from "never seen".
 //! - A failed flush stops the engine for good: every later `put` and `flush` returns
-//!   [`Error::Stopped`]. A failed fsync is never retried, because the kernel may already have
+//!   [`Error::Stopped`](crate::error::Error::Stopped). A failed fsync is never retried, because the kernel may already have
 //!   dropped the dirty pages it could not write and a retry that succeeds would lie.
 //! - Expiry is data, not behaviour: an engine stores the deadline and lists keys past it
 //!   (`expiring`); the key-value layer decides what an expired key means and deletes it with a

@@ -170,9 +170,12 @@ fn client_line(client: &Client) -> String {
     )
 }
 
-/// Every command replikv serves, with Redis's arity (negative: at least), flags and key
-/// positions (first, last, step), for `COMMAND`.
-const COMMANDS: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+/// A command's entry for `COMMAND`: name, Redis's arity (negative: at least), flags, and key
+/// positions (first, last, step).
+type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// Every command replikv serves, for `COMMAND`.
+const COMMANDS: &[CommandInfo] = &[
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),
     ("setnx", 3, &["write", "denyoom", "fast"], 1, 1, 1),
@@ -219,7 +222,7 @@ const COMMANDS: &[(&str, i64, &[&str], i64, i64, i64)] = &[
 ];
 
 fn command(args: &[Bytes]) -> Frame {
-    let describe = |(name, arity, flags, first, last, step): &(&str, i64, &[&str], i64, i64, i64)| {
+    let describe = |(name, arity, flags, first, last, step): &CommandInfo| {
         Frame::Array(vec![
             Frame::bulk(name.to_string()),
             Frame::Integer(*arity),

@@ -16,11 +16,14 @@
 //!   the runtime, so a pipelining client's next burst waits for the previous replies.
 
 use super::admin::{self, Action, Client};
-use super::frame::{parse_request, Frame, Limits, Protocol, ProtocolError};
+use super::frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
 use crate::metrics::CommandLabel;
 use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use replikv_core::kv::{parse_command, Reply, Request};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +33,10 @@ use tokio::sync::{watch, Semaphore};
 
 /// Requests cut from one connection's buffer per round at most; the rest wait for the next.
 pub const PIPELINE_REQUESTS_MAX: usize = 1024;
+
+/// Distinct command names one connection keeps metric handles for; the names are the known
+/// commands plus `unknown`, so this is never reached in practice, but it bounds the map.
+const COUNTED_COMMANDS_MAX: usize = 128;
 
 /// Bytes a connection reads per call at least (the buffer grows for large values).
 const READ_BYTES_MIN: usize = 16 * 1024;
@@ -75,7 +82,14 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
             };
             state.connections_open.fetch_add(1, Ordering::Relaxed);
             state.metrics.connections.inc();
-            let mut connection = Connection { stream, client, state: state.clone(), shutdown };
+            let mut connection = Connection {
+                stream,
+                client,
+                state: state.clone(),
+                shutdown,
+                parser: RequestParser::new(),
+                counters: BTreeMap::new(),
+            };
             if let Err(e) = connection.run().await {
                 tracing::debug!("connection {addr}: {e}");
             }
@@ -103,6 +117,11 @@ struct Connection {
     client: Client,
     state: Arc<NodeState>,
     shutdown: watch::Receiver<bool>,
+    /// Resumes a request split over several reads where it stopped.
+    parser: RequestParser,
+    /// This connection's handles on the per-command metrics, so that counting a command
+    /// does not take the registry's lock.
+    counters: BTreeMap<String, (Counter, Histogram)>,
 }
 
 impl Connection {
@@ -118,7 +137,7 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
         let mut out = BytesMut::with_capacity(READ_BYTES_MIN);
         loop {
-            let (requests, error) = cut_requests(&mut buf, &limits);
+            let (requests, error) = cut_requests(&mut self.parser, &mut buf, &limits);
             if requests.is_empty() && error.is_none() {
                 if buf.len() > query_buffer_max {
                     self.state.metrics.protocol_errors.inc();
@@ -224,21 +243,32 @@ impl Connection {
     }
 
     /// Counts a command served, with its latency from the start of its round.
-    fn count(&self, name: &str, started: Instant) {
-        let label = CommandLabel { command: name.to_string() };
-        let metrics = &self.state.metrics;
-        metrics.commands.get_or_create(&label).inc();
-        metrics.command_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    fn count(&mut self, name: &str, started: Instant) {
+        if !self.counters.contains_key(name) && self.counters.len() < COUNTED_COMMANDS_MAX {
+            let label = CommandLabel { command: name.to_string() };
+            let metrics = &self.state.metrics;
+            let handles =
+                (metrics.commands.get_or_create(&label).clone(), metrics.command_seconds.get_or_create(&label).clone());
+            self.counters.insert(name.to_string(), handles);
+        }
+        if let Some((counter, histogram)) = self.counters.get(name) {
+            counter.inc();
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         self.state.commands_total.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Cuts up to `PIPELINE_REQUESTS_MAX` complete requests from `buf`, skipping empty ones, and
 /// the protocol error that ended the cutting, if any.
-fn cut_requests(buf: &mut BytesMut, limits: &Limits) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
+fn cut_requests(
+    parser: &mut RequestParser,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
     let mut requests = Vec::new();
     while requests.len() < PIPELINE_REQUESTS_MAX {
-        match parse_request(buf, limits) {
+        match parser.parse(buf, limits) {
             Ok(Some(args)) if args.is_empty() => continue,
             Ok(Some(args)) => requests.push(args),
             Ok(None) => break,

@@ -54,8 +54,7 @@ impl LogEngine {
     fn compaction_due(&self) -> bool {
         let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
         let (dead, total) = sealed.fold((0, 0), |(dead, total), (_, s)| (dead + s.dead_bytes, total + s.len()));
-        dead > self.options.compaction_dead_bytes_min
-            && dead as f64 > self.options.compaction_dead_ratio * total as f64
+        dead > self.options.compaction_dead_bytes_min && dead as f64 > self.options.compaction_dead_ratio * total as f64
     }
 
     /// Starts a compaction of every sealed segment, with its first output.

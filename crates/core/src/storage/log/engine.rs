@@ -2,14 +2,12 @@
 
 use super::compaction::Compaction;
 use super::format::{
-    decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes,
-    HeaderError, SegmentId, HEADER_BYTES, HINT_EXT, SEGMENT_EXT,
+    decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes, HeaderError, SegmentId,
+    HEADER_BYTES, HINT_EXT, SEGMENT_EXT,
 };
 use super::options::LogOptions;
 use crate::error::{Error, Result};
-use crate::storage::{
-    Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, KEY_BYTES_MAX, VALUE_BYTES_MAX,
-};
+use crate::storage::{Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::version::Timestamp;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -88,9 +86,7 @@ impl Segment {
         if self.buffer.is_empty() {
             return Ok(0);
         }
-        self.file
-            .write_all_at(&self.buffer, self.written)
-            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.file.write_all_at(&self.buffer, self.written).map_err(|e| Error::io("write", &self.path, e))?;
         let bytes = self.buffer.len() as u64;
         self.written += bytes;
         self.buffer.clear();
@@ -145,7 +141,8 @@ impl Fsyncs {
     }
 }
 
-/// The log-structured [`Engine`]: see the module documentation.
+/// The log-structured [`Engine`]: see the module documentation. Dropping it writes nothing:
+/// records put since the last `flush` are lost, as in a crash.
 pub struct LogEngine {
     /// The directory holding the segment and hint files.
     pub(super) dir: PathBuf,

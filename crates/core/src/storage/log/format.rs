@@ -3,7 +3,6 @@
 
 use crate::storage::{Meta, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::version::{NodeId, Timestamp, Version};
-use bytes::Bytes;
 use std::fmt;
 
 /// Bytes in a record header, before the key.
@@ -167,12 +166,12 @@ fn decode_fields(bytes: &[u8]) -> Result<(Meta, u32), String> {
 }
 
 /// One record as a hint file lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct HintEntry {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HintEntry<'a> {
     /// The record's offset in its segment.
     pub(super) offset: u64,
     /// The record's key.
-    pub(super) key: Bytes,
+    pub(super) key: &'a [u8],
     /// The record's metadata.
     pub(super) meta: Meta,
 }
@@ -191,9 +190,10 @@ pub(super) fn encode_hint_trailer(segment_bytes: u64, hint: &mut Vec<u8>) {
     hint.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Decodes a whole hint file for a segment of `segment_bytes` bytes. The entries must tile
-/// the segment exactly, so a hint that disagrees with its segment in any way is refused.
-pub(super) fn decode_hint(bytes: &[u8], segment_bytes: u64) -> Result<Vec<HintEntry>, String> {
+/// Checks a whole hint file for a segment of `segment_bytes` bytes, and returns its entries.
+/// The entries must tile the segment exactly, so a hint that disagrees with its segment in
+/// any way is refused before any entry is used.
+pub(super) fn decode_hint(bytes: &[u8], segment_bytes: u64) -> Result<HintEntries<'_>, String> {
     let Some(body_len) = bytes.len().checked_sub(HINT_TRAILER_BYTES) else {
         return Err(format!("{} bytes is shorter than the trailer", bytes.len()));
     };
@@ -204,29 +204,51 @@ pub(super) fn decode_hint(bytes: &[u8], segment_bytes: u64) -> Result<Vec<HintEn
     if covered != segment_bytes {
         return Err(format!("covers {covered} segment bytes, the segment has {segment_bytes}"));
     }
-    let (body, mut at, mut next_offset) = (&bytes[..body_len], 0, 0);
-    let mut entries = Vec::new();
-    while at < body.len() {
-        if body.len() - at < HINT_ENTRY_BYTES {
-            return Err(format!("truncated entry at hint offset {at}"));
+    let entries = HintEntries { body: &bytes[..body_len], at: 0 };
+    let mut next_offset = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry.offset != next_offset {
+            return Err(format!("an entry names record {}, expected {next_offset}", entry.offset));
         }
-        let offset = le_u64(body, at);
-        let (meta, key_len) = decode_fields(&body[at + 8..at + HINT_ENTRY_BYTES])?;
-        let key_start = at + HINT_ENTRY_BYTES;
-        let Some(key) = body.get(key_start..key_start + key_len as usize) else {
-            return Err(format!("truncated key at hint offset {at}"));
-        };
-        if offset != next_offset {
-            return Err(format!("entry at hint offset {at} names record {offset}, expected {next_offset}"));
-        }
-        next_offset += record_bytes(key.len(), meta.value_len);
-        entries.push(HintEntry { offset, key: Bytes::copy_from_slice(key), meta });
-        at = key_start + key.len();
+        next_offset += record_bytes(entry.key.len(), entry.meta.value_len);
     }
     if next_offset != segment_bytes {
         return Err(format!("entries cover {next_offset} of {segment_bytes} segment bytes"));
     }
     Ok(entries)
+}
+
+/// The entries of a hint file's body, in order.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HintEntries<'a> {
+    /// The hint file without its trailer.
+    body: &'a [u8],
+    /// Where the next entry starts.
+    at: usize,
+}
+
+impl<'a> Iterator for HintEntries<'a> {
+    type Item = Result<HintEntry<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at;
+        let rest = self.body.get(at..).filter(|rest| !rest.is_empty())?;
+        // A bad entry ends the iteration: nothing after it can be found.
+        self.at = self.body.len();
+        if rest.len() < HINT_ENTRY_BYTES {
+            return Some(Err(format!("truncated entry at hint offset {at}")));
+        }
+        let (meta, key_len) = match decode_fields(&rest[8..HINT_ENTRY_BYTES]) {
+            Ok(fields) => fields,
+            Err(reason) => return Some(Err(format!("{reason} at hint offset {at}"))),
+        };
+        let Some(key) = rest.get(HINT_ENTRY_BYTES..HINT_ENTRY_BYTES + key_len as usize) else {
+            return Some(Err(format!("truncated key at hint offset {at}")));
+        };
+        self.at = at + HINT_ENTRY_BYTES + key.len();
+        Some(Ok(HintEntry { offset: le_u64(rest, 0), key, meta }))
+    }
 }
 
 /// The little-endian u32 at `at`.

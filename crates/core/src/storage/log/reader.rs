@@ -62,6 +62,8 @@ pub(super) struct SegmentReader {
     len: u64,
     /// The start of the record being read, or of the next one.
     offset: u64,
+    /// Scratch space to stream values through their checksum.
+    chunk: Vec<u8>,
 }
 
 impl SegmentReader {
@@ -70,7 +72,7 @@ impl SegmentReader {
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
         let reader = BufReader::with_capacity(READ_AHEAD_BYTES, file);
-        Ok(SegmentReader { path: path.to_path_buf(), reader, len, offset: 0 })
+        Ok(SegmentReader { path: path.to_path_buf(), reader, len, offset: 0, chunk: Vec::new() })
     }
 
     /// The file's path.
@@ -128,7 +130,8 @@ impl SegmentReader {
     /// Streams `record`'s value through the body checksum without keeping it.
     pub(super) fn check_value(&mut self, record: &RawRecord) -> Result<Option<Bad>> {
         let mut crc = crc32c::crc32c(record.key());
-        let mut chunk = vec![0; VALUE_CHUNK_BYTES.min(record.header.meta.value_len as usize)];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(VALUE_CHUNK_BYTES, 0);
         let mut left = record.header.meta.value_len as usize;
         while left > 0 {
             let n = left.min(chunk.len());
@@ -136,6 +139,7 @@ impl SegmentReader {
             crc = crc32c::crc32c_append(crc, &chunk[..n]);
             left -= n;
         }
+        self.chunk = chunk;
         Ok(self.end_record(&record.header, crc))
     }
 

@@ -3,9 +3,7 @@
 //! the module documentation.
 
 use super::engine::{LogEngine, Position, Segment};
-use super::format::{
-    decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT,
-};
+use super::format::{decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT};
 use super::options::LogOptions;
 use super::reader::{Next, SegmentReader};
 use crate::error::{Error, Result};
@@ -39,7 +37,9 @@ impl LogEngine {
             let name = entry.map_err(list_error)?.file_name();
             // Files the engine did not name are not its business: leave them alone.
             match name.to_str().and_then(SegmentId::parse) {
-                Some((id, SEGMENT_EXT)) => drop(segments.insert(id)),
+                Some((id, SEGMENT_EXT)) => {
+                    segments.insert(id);
+                }
                 Some((id, HINT_EXT)) => hints.push(id),
                 Some((id, PART_EXT)) => parts.push(id),
                 _ => {}
@@ -85,32 +85,40 @@ impl LogEngine {
         let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
         self.segments.insert(id, Segment::new(path, file, len, false));
-        if self.options.hint_files {
-            let hint_path = self.dir.join(id.file_name(HINT_EXT));
-            match read_hint(&hint_path, len) {
-                Ok(Some(entries)) => {
-                    for HintEntry { offset, key, meta } in entries {
-                        self.load_record(id, offset, key, meta);
-                    }
-                    return Ok(());
-                }
-                Ok(None) => {}
-                Err(reason) => tracing::warn!(
-                    path = %hint_path.display(), %reason, "ignoring a bad hint file; scanning its segment"
-                ),
-            }
+        if self.options.hint_files && self.load_hint(id, len) {
+            return Ok(());
         }
         self.scan(id, false)
+    }
+
+    /// Loads sealed segment `id`, of `len` bytes, from its hint file if it has a good one.
+    /// Returns false, having loaded nothing, if it has none or a bad one.
+    fn load_hint(&mut self, id: SegmentId, len: u64) -> bool {
+        let path = self.dir.join(id.file_name(HINT_EXT));
+        let bytes = read_hint(&path, len);
+        let entries = match &bytes {
+            Ok(None) => return false,
+            Ok(Some(bytes)) => decode_hint(bytes, len),
+            Err(reason) => Err(reason.clone()),
+        };
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "ignoring a bad hint file; scanning its segment");
+                return false;
+            }
+        };
+        for entry in entries {
+            let HintEntry { offset, key, meta } = entry.expect("decode_hint checked every entry");
+            self.load_record(id, offset, Bytes::copy_from_slice(key), meta);
+        }
+        true
     }
 
     /// Loads the newest segment by a scan that cuts a torn tail, and makes it active.
     fn load_active(&mut self, id: SegmentId) -> Result<()> {
         let path = self.dir.join(id.file_name(SEGMENT_EXT));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
         self.segments.insert(id, Segment::new(path, file, len, self.options.hint_files));
         self.active = id;
@@ -170,9 +178,9 @@ impl LogEngine {
     }
 }
 
-/// The entries of the hint file at `path` for a segment of `segment_bytes` bytes: `None` if
-/// there is no hint file, an error saying why if it cannot be trusted.
-fn read_hint(path: &Path, segment_bytes: u64) -> Result<Option<Vec<HintEntry>>, String> {
+/// The bytes of the hint file at `path` for a segment of `segment_bytes` bytes: `None` if
+/// there is none, an error saying why if it cannot be read.
+fn read_hint(path: &Path, segment_bytes: u64) -> Result<Option<Vec<u8>>, String> {
     let hint_bytes = match fs::metadata(path) {
         Ok(metadata) => metadata.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -183,6 +191,5 @@ fn read_hint(path: &Path, segment_bytes: u64) -> Result<Option<Vec<HintEntry>>, 
     if hint_bytes > segment_bytes + HINT_TRAILER_BYTES as u64 {
         return Err(format!("{hint_bytes} bytes is longer than its {segment_bytes}-byte segment"));
     }
-    let bytes = fs::read(path).map_err(|e| format!("read: {e}"))?;
-    decode_hint(&bytes, segment_bytes).map(Some)
+    fs::read(path).map(Some).map_err(|e| format!("read: {e}"))
 }

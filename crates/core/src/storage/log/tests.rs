@@ -1,1 +1,581 @@
-//! Tests.
+//! The log engine's own tests: recovery (torn tails, corruption, hint files), compaction and
+//! crashes in it, fsync failure and policies. The engine contract is in `contract_tests`.
+
+use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
+use super::options::SEGMENT_BYTES_MIN;
+use super::{FsyncPolicy, LogEngine, LogOptions};
+use crate::error::Error;
+use crate::storage::{Engine, Record};
+use crate::version::{NodeId, Timestamp, Version};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fs;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// What the engine should hold: every key's newest record.
+type Model = BTreeMap<Bytes, Record>;
+
+/// Puts records into an engine and into a model of it, with increasing versions.
+#[derive(Default)]
+struct Harness {
+    /// The records put so far.
+    model: Model,
+    /// The last version's milliseconds.
+    millis: u64,
+}
+
+impl Harness {
+    /// Puts `key` = `value` (`None`: a tombstone) with an optional deadline.
+    fn put(&mut self, e: &mut LogEngine, key: &str, value: Option<&str>, expire_at_ms: Option<u64>) {
+        self.millis += 1;
+        let record = Record {
+            version: Version { ts: Timestamp { millis: self.millis, logical: 3 }, node: NodeId(42) },
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            expire_at_ms,
+        };
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        e.put(key.clone(), record.clone()).expect("put");
+        self.model.insert(key, record);
+    }
+}
+
+/// Everything the engine holds, read back through `scan` and `get`.
+fn state(e: &LogEngine) -> Model {
+    let mut state = Model::new();
+    for (key, meta) in e.scan(Bound::Unbounded, usize::MAX) {
+        let record = e.get(&key).expect("get").expect("a scanned key has a record");
+        assert_eq!(record.meta(), meta, "scan and get disagree on {key:?}");
+        state.insert(key, record);
+    }
+    state
+}
+
+/// Asserts the engine holds exactly `model`: records, expiry index and key counts.
+fn assert_state(e: &LogEngine, model: &Model, context: &str) {
+    assert_eq!(state(e), *model, "{context}");
+    let mut deadlines: Vec<(u64, Bytes)> = model
+        .iter()
+        .filter(|(_, r)| r.value.is_some())
+        .filter_map(|(k, r)| r.expire_at_ms.map(|d| (d, k.clone())))
+        .collect();
+    deadlines.sort();
+    let expiring: Vec<Bytes> = deadlines.into_iter().map(|(_, k)| k).collect();
+    assert_eq!(e.expiring(u64::MAX, usize::MAX), expiring, "{context}: expiry index");
+    let stats = e.stats();
+    let live = model.values().filter(|r| r.value.is_some()).count() as u64;
+    assert_eq!((stats.keys, stats.tombstones), (live, model.len() as u64 - live), "{context}");
+    assert_accounting(e, context);
+}
+
+/// Asserts each segment's live bytes are exactly the records the keydir points at, and its
+/// live and dead bytes add up to its length.
+fn assert_accounting(e: &LogEngine, context: &str) {
+    let mut live: BTreeMap<SegmentId, u64> = BTreeMap::new();
+    for (key, slot) in e.keydir.iter() {
+        *live.entry(slot.at.segment).or_default() += record_bytes(key.len(), slot.meta.value_len);
+    }
+    for (id, segment) in &e.segments {
+        let want = live.get(id).copied().unwrap_or(0);
+        assert_eq!(segment.live_bytes, want, "{context}: live bytes of segment {id}");
+        assert_eq!(segment.live_bytes + segment.dead_bytes, segment.len(), "{context}: segment {id}");
+    }
+}
+
+/// Options with small segments and no fsync, which never compact on their own accord.
+fn small(hint_files: bool) -> LogOptions {
+    LogOptions {
+        fsync: FsyncPolicy::Never,
+        segment_bytes_max: SEGMENT_BYTES_MIN,
+        compaction_dead_ratio: 1.0,
+        compaction_dead_bytes_min: u64::MAX,
+        hint_files,
+    }
+}
+
+/// Options that compact 4 KiB segments once half their bytes are dead.
+fn compacting() -> LogOptions {
+    LogOptions { segment_bytes_max: 4096, compaction_dead_ratio: 0.5, compaction_dead_bytes_min: 0, ..small(true) }
+}
+
+/// The files in `dir` with extension `ext`, in name order.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Copies every file of `from` into `to`, except those `to` already has.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("list") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        if !target.exists() {
+            fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// Xors the byte at `offset` of the file at `path` with `mask`.
+fn flip(path: &Path, offset: u64, mask: u8) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[offset as usize] ^= mask;
+    fs::write(path, bytes).expect("write");
+}
+
+/// Writes 6 rounds over 20 keys (values of growing length, deadlines, tombstones) into `e`.
+fn write_rounds(e: &mut LogEngine, h: &mut Harness) {
+    for round in 0..6u64 {
+        for k in 0..20u64 {
+            let value = format!("value {round} {k} {}", "x".repeat(k as usize * 3));
+            let expire = (k % 4 == 0).then_some(10_000 + k + round);
+            h.put(e, &format!("key-{k:02}"), Some(&value), expire);
+        }
+        for k in (round % 5..20).step_by(5) {
+            h.put(e, &format!("key-{k:02}"), None, None);
+        }
+    }
+}
+
+#[test]
+fn reopen_restores_values_tombstones_and_expiry() {
+    for hints in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), small(hints)).expect("open");
+        let mut h = Harness::default();
+        write_rounds(&mut e, &mut h);
+        e.flush(0).expect("flush");
+        let (before, last_ts) = (e.stats(), e.last_timestamp());
+        assert!(before.segments >= 3, "several segments: {before:?}");
+        assert!(before.dead_bytes > 0 && before.tombstones > 0, "{before:?}");
+        drop(e);
+        let hint_files = files(dir.path(), HINT_EXT).len() as u64;
+        assert_eq!(hint_files, if hints { before.segments - 1 } else { 0 }, "one per sealed segment");
+
+        // With hints read if written, then by scanning every segment: the same state.
+        for read_hints in [hints, false] {
+            let options = LogOptions { hint_files: read_hints, ..small(hints) };
+            let e = LogEngine::open(dir.path(), options).expect("reopen");
+            let context = format!("hints written {hints}, read {read_hints}");
+            assert_state(&e, &h.model, &context);
+            assert_eq!(e.last_timestamp(), last_ts, "{context}");
+            let after = e.stats();
+            assert_eq!((after.segments, after.dead_bytes), (before.segments, before.dead_bytes), "{context}");
+        }
+    }
+}
+
+/// The records of `cut_at_every_byte`: (key, value, deadline), `None` a tombstone.
+const CUT_RECORDS: [(&str, Option<&str>, Option<u64>); 8] = [
+    ("a", Some("1"), None),
+    ("b", Some("two"), None),
+    ("c", Some(""), None),
+    ("a", Some("three!"), None),
+    ("d", Some("expires at 5000"), Some(5000)),
+    ("b", None, None),
+    ("e", Some("a value long enough to tear in the middle of, more than once"), None),
+    ("d", Some("again"), Some(6000)),
+];
+
+#[test]
+fn cut_at_every_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LogOptions { fsync: FsyncPolicy::Never, ..LogOptions::default() };
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let mut h = Harness::default();
+    let (mut ends, mut models) = (vec![0], vec![Model::new()]);
+    let segment = files(dir.path(), SEGMENT_EXT).pop().expect("one segment");
+    for (key, value, expire) in CUT_RECORDS {
+        h.put(&mut e, key, value, expire);
+        e.flush(0).expect("flush");
+        ends.push(fs::metadata(&segment).expect("stat").len());
+        models.push(h.model.clone());
+    }
+    drop(e);
+    let name = segment.file_name().expect("name");
+    for cut in ends[ends.len() - 4]..=ends[ends.len() - 1] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        let copied = copy.path().join(name);
+        fs::copy(&segment, &copied).expect("copy");
+        fs::OpenOptions::new().write(true).open(&copied).expect("open").set_len(cut).expect("cut");
+        let mut e = LogEngine::open(copy.path(), options).unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
+        let kept = ends.iter().rposition(|&end| end <= cut).expect("0 is an end");
+        assert_state(&e, &models[kept], &format!("cut at {cut}"));
+        assert_eq!(fs::metadata(&copied).expect("stat").len(), ends[kept], "cut at {cut}: tail removed");
+
+        // Appending after the cut and reopening shows no trace of the torn tail.
+        let mut after = Harness { model: models[kept].clone(), millis: 100 };
+        after.put(&mut e, "z", Some("after the cut"), None);
+        e.flush(0).expect("flush");
+        drop(e);
+        let e = LogEngine::open(copy.path(), options).unwrap_or_else(|err| panic!("cut at {cut}, reopen: {err}"));
+        assert_state(&e, &after.model, &format!("cut at {cut}, then a put"));
+    }
+}
+
+#[test]
+fn flipped_byte_in_a_middle_record_is_corruption_at_its_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LogOptions { fsync: FsyncPolicy::Never, ..LogOptions::default() };
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let mut h = Harness::default();
+    let segment = files(dir.path(), SEGMENT_EXT).pop().expect("one segment");
+    let mut ends = vec![0];
+    for (key, value, expire) in &CUT_RECORDS[..5] {
+        h.put(&mut e, key, *value, *expire);
+        e.flush(0).expect("flush");
+        ends.push(fs::metadata(&segment).expect("stat").len());
+    }
+    drop(e);
+    for record in 1..=3 {
+        let start = ends[record];
+        for at in start..ends[record + 1] {
+            for mask in [0x01, 0xff] {
+                let copy = tempfile::tempdir().expect("tempdir");
+                copy_dir(dir.path(), copy.path());
+                let copied = copy.path().join(segment.file_name().expect("name"));
+                flip(&copied, at, mask);
+                match LogEngine::open(copy.path(), options) {
+                    Err(Error::Corrupt { path, offset, .. }) => {
+                        assert_eq!((path, offset), (copied, start), "byte {at} ^ {mask:#x}");
+                    }
+                    other => panic!("byte {at} ^ {mask:#x}: expected Corrupt, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_sealed_segment_is_corruption_not_a_torn_tail() {
+    for hints in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), small(hints)).expect("open");
+        write_rounds(&mut e, &mut Harness::default());
+        e.flush(0).expect("flush");
+        drop(e);
+        let first = files(dir.path(), SEGMENT_EXT).remove(0);
+        let len = fs::metadata(&first).expect("stat").len();
+        fs::OpenOptions::new().write(true).open(&first).expect("open").set_len(len - 10).expect("cut");
+        match LogEngine::open(dir.path(), small(hints)) {
+            Err(Error::Corrupt { path, offset, reason }) => {
+                assert_eq!(path, first, "hints {hints}");
+                assert!(offset < len - 10 && reason.contains("past the end"), "{offset} {reason}");
+            }
+            other => panic!("hints {hints}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// Writes 10 rounds of overwrites over 40 keys into 4 KiB segments, with deadlines and
+/// tombstones: most bytes end up dead.
+fn write_overwrites(e: &mut LogEngine, h: &mut Harness) {
+    for round in 0..10u64 {
+        for k in 0..40u64 {
+            let key = format!("key-{k:02}");
+            match (round, k % 9, k % 7) {
+                (9, 0, _) => h.put(e, &key, None, None),
+                (_, _, 0) => h.put(e, &key, Some(&format!("r{round} {}", "e".repeat(50))), Some(1_000 + round)),
+                _ => h.put(e, &key, Some(&format!("r{round} k{k} {}", "v".repeat(40 + k as usize))), None),
+            }
+        }
+    }
+    e.flush(0).expect("flush");
+}
+
+/// Puts a few overwrites, flushes and runs one small compaction step; returns whether a
+/// compaction is under way after it.
+fn step(e: &mut LogEngine, h: &mut Harness, i: u64) -> bool {
+    for k in [i % 40, (i * 7 + 3) % 40] {
+        h.put(e, &format!("key-{k:02}"), Some(&format!("step {i}")), None);
+    }
+    e.flush(0).expect("flush");
+    e.maintain(300).expect("maintain");
+    assert_state(e, &h.model, &format!("after step {i}"));
+    e.compaction.is_some()
+}
+
+#[test]
+fn compaction_in_steps_keeps_values_and_reclaims_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    let before = e.stats();
+    assert!(before.segments >= 8, "{before:?}");
+    let (mut i, mut steps_under_way) = (0, 0);
+    while e.stats().compactions == 0 {
+        i += 1;
+        assert!(i < 1000, "compaction never finished");
+        steps_under_way += u64::from(step(&mut e, &mut h, i));
+    }
+    assert!(steps_under_way > 5, "compaction ran in steps, not at once: {steps_under_way}");
+    let after = e.stats();
+    assert!(after.segments < before.segments / 2, "{before:?} -> {after:?}");
+    assert!(after.dead_bytes < before.dead_bytes / 4, "{before:?} -> {after:?}");
+    assert!(files(dir.path(), PART_EXT).is_empty());
+    assert_eq!(files(dir.path(), SEGMENT_EXT).len() as u64, after.segments);
+    assert_eq!(files(dir.path(), HINT_EXT).len() as u64, after.segments - 1);
+    drop(e);
+    let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
+    assert_state(&e, &h.model, "reopened after compaction");
+    assert_eq!(e.stats().dead_bytes, after.dead_bytes, "dead bytes recovered");
+}
+
+#[test]
+fn crash_mid_compaction_recovers_and_compacts_again() {
+    // Small outputs, so that the crash comes after one is sealed and during the next.
+    let options = LogOptions { segment_bytes_max: SEGMENT_BYTES_MIN, ..compacting() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    let mut i = 0;
+    while e.compaction.as_ref().is_none_or(|c| c.outputs.len() < 2) {
+        i += 1;
+        assert!(i < 1000, "compaction never reached a second output");
+        step(&mut e, &mut h, i);
+    }
+    assert!(!files(dir.path(), PART_EXT).is_empty(), "outputs under way");
+    drop(e); // the crash: flushed records are in the files, nothing else happens
+
+    let mut e = LogEngine::open(dir.path(), options).expect("reopen");
+    assert_state(&e, &h.model, "reopened mid-compaction");
+    assert!(files(dir.path(), PART_EXT).is_empty(), "unfinished outputs removed");
+    assert_eq!(files(dir.path(), HINT_EXT).len() as u64, e.stats().segments - 1, "no orphan hints");
+    e.maintain(u64::MAX).expect("compact at once");
+    assert_eq!(e.stats().compactions, 1);
+    assert_state(&e, &h.model, "compacted after the crash");
+    drop(e);
+    let e = LogEngine::open(dir.path(), options).expect("reopen");
+    assert_state(&e, &h.model, "reopened after compacting");
+}
+
+#[test]
+fn crash_between_publishing_outputs_and_removing_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    let inputs = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), inputs.path());
+    e.maintain(u64::MAX).expect("compact at once");
+    assert_eq!(e.stats().compactions, 1);
+    drop(e);
+
+    // The compacted directory with the inputs put back, as if the crash hit before removal.
+    let mixed = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), mixed.path());
+    copy_dir(inputs.path(), mixed.path());
+    let restored = files(mixed.path(), SEGMENT_EXT).len() - files(dir.path(), SEGMENT_EXT).len();
+    assert!(restored >= 8, "inputs restored: {restored}");
+    let e = LogEngine::open(mixed.path(), compacting()).expect("reopen");
+    assert_state(&e, &h.model, "outputs beside their inputs");
+}
+
+#[test]
+fn failed_fsync_stops_the_engine_for_good() {
+    let mut e = LogEngine::temporary(LogOptions::default());
+    let mut h = Harness::default();
+    h.put(&mut e, "a", Some("1"), None);
+    e.fail_next_fsync();
+    assert!(matches!(e.flush(0), Err(Error::Io { op: "fsync", .. })), "the failure itself");
+    let record = Record { value: None, ..h.model[&Bytes::from("a")].clone() };
+    assert!(matches!(e.put(Bytes::from("b"), record), Err(Error::Stopped(_))), "put after");
+    assert!(matches!(e.flush(1), Err(Error::Stopped(_))), "never retried");
+    assert!(matches!(e.maintain(100), Err(Error::Stopped(_))), "maintain after");
+    assert_state(&e, &h.model, "reads still work");
+}
+
+#[test]
+fn failed_fsync_while_sealing_stops_the_engine() {
+    let mut e = LogEngine::temporary(small(true));
+    e.fail_next_fsync();
+    let mut i = 0;
+    let err = loop {
+        i += 1;
+        assert!(i < 100, "the segment never filled");
+        let record =
+            Record { version: Version::default(), value: Some(Bytes::from("x".repeat(100))), expire_at_ms: None };
+        if let Err(err) = e.put(Bytes::from(format!("k{i}")), record) {
+            break err;
+        }
+    };
+    assert!(matches!(err, Error::Io { op: "fsync", .. }), "{err}");
+    let record = Record { version: Version::default(), value: None, expire_at_ms: None };
+    assert!(matches!(e.put(Bytes::from("after"), record), Err(Error::Stopped(_))));
+}
+
+#[test]
+fn fsync_policy_parses_and_displays() {
+    let table = [
+        ("always", Some(FsyncPolicy::Always)),
+        ("never", Some(FsyncPolicy::Never)),
+        ("100", Some(FsyncPolicy::IntervalMs(100))),
+        ("0", Some(FsyncPolicy::IntervalMs(0))),
+        ("", None),
+        ("sometimes", None),
+        ("Always", None),
+        ("-5", None),
+        ("+5", None),
+        ("100ms", None),
+        ("interval:100", None),
+        ("99999999999999999999999", None),
+    ];
+    for (text, want) in table {
+        match (text.parse::<FsyncPolicy>(), want) {
+            (Ok(policy), Some(want)) => {
+                assert_eq!(policy, want, "{text:?}");
+                assert_eq!(policy.to_string(), text, "display round-trips");
+            }
+            (Err(Error::InvalidInput(msg)), None) => assert!(msg.contains("\"always\""), "{msg}"),
+            (got, _) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+/// One flush of `fsync_policy_decides_which_flushes_sync`: (now_ms, put before it, synced).
+type Flush = (u64, bool, bool);
+
+#[test]
+fn fsync_policy_decides_which_flushes_sync() {
+    // (policy, [(now_ms, put before the flush, expect synced)]) applied to one engine each.
+    let table: [(FsyncPolicy, &[Flush]); 3] = [
+        (FsyncPolicy::Always, &[(0, true, true), (0, false, false), (1, true, true)]),
+        (FsyncPolicy::Never, &[(0, true, false), (10_000, true, false)]),
+        (
+            FsyncPolicy::IntervalMs(100),
+            &[
+                (1000, true, true),
+                (1050, true, false),
+                (1099, true, false),
+                (1100, true, true),
+                (1300, false, false), // nothing written since the last fsync
+                (1301, true, true),
+                (500, true, true), // the clock stepped back
+            ],
+        ),
+    ];
+    for (policy, flushes) in table {
+        let mut e = LogEngine::temporary(LogOptions { fsync: policy, ..LogOptions::default() });
+        let mut h = Harness::default();
+        for &(now_ms, put, want) in flushes {
+            if put {
+                h.put(&mut e, "k", Some("v"), None);
+            }
+            let fsyncs = e.stats().fsyncs;
+            let flushed = e.flush(now_ms).expect("flush");
+            assert_eq!(flushed.synced, want, "{policy} at {now_ms}");
+            assert_eq!(flushed.bytes > 0, put, "{policy} at {now_ms}");
+            assert_eq!(e.stats().fsyncs - fsyncs, u64::from(want), "{policy} at {now_ms}");
+        }
+    }
+}
+
+/// A way to damage a file.
+type Damage<'a> = &'a dyn Fn(&Path);
+
+#[test]
+fn bad_hint_file_falls_back_to_scanning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    let dead_bytes = e.stats().dead_bytes;
+    drop(e);
+    let hints = files(dir.path(), HINT_EXT);
+    let damages: [(&str, Damage); 4] = [
+        ("flipped byte", &|p| flip(p, fs::metadata(p).expect("stat").len() / 2, 0x01)),
+        ("flipped trailer", &|p| flip(p, fs::metadata(p).expect("stat").len() - 1, 0xff)),
+        ("truncated", &|p| fs::write(p, &fs::read(p).expect("read")[..30]).expect("write")),
+        ("another segment's hint", &|p| {
+            fs::copy(&hints[1], p).expect("copy");
+        }),
+    ];
+    for (what, damage) in damages {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir.path(), copy.path());
+        damage(&copy.path().join(hints[0].file_name().expect("name")));
+        let e = LogEngine::open(copy.path(), small(true)).unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_state(&e, &h.model, what);
+        assert_eq!(e.stats().dead_bytes, dead_bytes, "{what}");
+    }
+}
+
+#[test]
+fn damage_in_a_hinted_segment_is_found_by_get() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    for k in 0..40 {
+        h.put(&mut e, &format!("key-{k:02}"), Some(&format!("value {k} {}", "y".repeat(30))), None);
+    }
+    e.flush(0).expect("flush");
+    drop(e);
+    let first = files(dir.path(), SEGMENT_EXT).remove(0);
+    flip(&first, fs::metadata(&first).expect("stat").len() - 1, 0x01);
+    let e = LogEngine::open(dir.path(), small(true)).expect("opens from the hint without reading values");
+    let mut corrupt = Vec::new();
+    for key in h.model.keys() {
+        match e.get(key) {
+            Ok(_) => {}
+            Err(Error::Corrupt { path, reason, .. }) if path == first => corrupt.push(reason),
+            Err(err) => panic!("{key:?}: {err}"),
+        }
+    }
+    assert_eq!(corrupt, ["body checksum mismatch"]);
+}
+
+#[test]
+fn put_refuses_what_the_format_cannot_hold() {
+    let mut e = LogEngine::temporary(LogOptions::default());
+    let record = Record { version: Version::default(), value: None, expire_at_ms: None };
+    let long_key = Bytes::from(vec![b'k'; crate::storage::KEY_BYTES_MAX + 1]);
+    assert!(matches!(e.put(long_key, record.clone()), Err(Error::InvalidInput(_))));
+    let zero_deadline = Record { value: Some(Bytes::from("v")), expire_at_ms: Some(0), ..record.clone() };
+    assert!(matches!(e.put(Bytes::from("k"), zero_deadline), Err(Error::InvalidInput(_))));
+    e.put(Bytes::from("k"), record).expect("bad input does not stop the engine");
+    e.flush(0).expect("flush");
+}
+
+#[test]
+fn record_larger_than_a_segment_gets_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    let big = "b".repeat(3 * SEGMENT_BYTES_MIN as usize);
+    for key in ["small-1", "big", "small-2"] {
+        h.put(&mut e, key, Some(if key == "big" { &big } else { "s" }), None);
+    }
+    e.flush(0).expect("flush");
+    assert_eq!(e.stats().segments, 3);
+    drop(e);
+    let e = LogEngine::open(dir.path(), small(true)).expect("reopen");
+    assert_state(&e, &h.model, "reopened");
+}
+
+#[test]
+fn segment_names_sort_as_segments_and_parse_back() {
+    let ids = [
+        SegmentId { base: 0, gen: 0 },
+        SegmentId { base: 7, gen: 0 },
+        SegmentId { base: 7, gen: 3 },
+        SegmentId { base: 7, gen: GEN_MAX },
+        SegmentId { base: 8, gen: 0 },
+        SegmentId { base: u64::MAX, gen: 0 },
+    ];
+    let names: Vec<String> = ids.iter().map(|id| id.file_name(SEGMENT_EXT)).collect();
+    assert_eq!(names[2], "00000000000000000007-00003.seg");
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+    for (id, name) in ids.iter().zip(&names) {
+        assert_eq!(SegmentId::parse(name), Some((*id, SEGMENT_EXT)));
+    }
+    for name in ["7-3.seg", "0000000000000000000a-00003.seg", "99999999999999999999-00000.seg", "notes.txt"] {
+        assert_eq!(SegmentId::parse(name), None, "{name}");
+    }
+}
