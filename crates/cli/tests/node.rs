@@ -307,3 +307,32 @@ fn redis_cli_and_redis_benchmark_drive_the_node() {
     assert!(served >= 4 * requests, "node served {served} commands, fewer than the benchmark sent");
     assert!(cli(&["DBSIZE"]).parse::<u64>().unwrap() > 0);
 }
+
+#[test]
+fn failed_fsync_stops_the_node_and_acknowledges_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 40th flush fails; the node must not acknowledge the writes it carried, nor any later.
+    let mut node = Node::start(&dir.path().join("n1"), &["--test-fail-fsync-after", "40"]);
+    let rt = runtime();
+    let acked: Vec<u32> = rt.block_on(async {
+        let mut con = connect(&node).await;
+        let mut acked = Vec::new();
+        for i in 0..1000u32 {
+            let set: redis::RedisResult<()> = redis::cmd("SET").arg(format!("k{i}")).arg(i).query_async(&mut con).await;
+            match set {
+                Ok(()) => acked.push(i),
+                Err(e) => {
+                    eprintln!("write {i} refused: {e}");
+                    break;
+                }
+            }
+        }
+        acked
+    });
+    assert!(acked.len() < 1000, "writes kept being acknowledged after the failed fsync");
+    let status = node.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "a node whose fsync failed exits 1; log:\n{}", node.log_text());
+    assert!(node.log_text().contains("fsync failed"), "the log says why; log:\n{}", node.log_text());
+    // The first flushes (the listener's PING and the writes before the failure) made it.
+    assert!(acked.len() >= 30, "only {} writes acknowledged before the failure", acked.len());
+}

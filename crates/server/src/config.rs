@@ -91,6 +91,9 @@ pub struct NodeArgs {
     /// Milliseconds between ticks, which delete expired keys [default: 100].
     #[arg(long, env = "REPLIKV_TICK_MS", value_name = "MS")]
     pub tick_ms: Option<u64>,
+    /// Test only: the n-th flush fails as a failing fsync would (see `faults`).
+    #[arg(long, hide = true, value_name = "N")]
+    pub test_fail_fsync_after: Option<u64>,
 }
 
 /// The configuration file: the same settings as the flags, all optional.
@@ -144,6 +147,8 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     /// The file the configuration came from, if any.
     pub config_file: Option<PathBuf>,
+    /// Test only: the flush that fails, if any.
+    pub test_fail_fsync_after: Option<u64>,
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -190,6 +195,7 @@ impl NodeConfig {
                 .unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             config_file: args.config.clone(),
+            test_fail_fsync_after: args.test_fail_fsync_after,
             id,
         };
         config.check()?;

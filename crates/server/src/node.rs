@@ -3,6 +3,7 @@
 //! flush, and return.
 
 use crate::config::{EngineKind, NodeConfig};
+use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
@@ -30,6 +31,13 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
             )
         }
         EngineKind::Memory => Box::new(MemoryEngine::new()),
+    };
+    let engine: Box<dyn Engine + Send> = match config.test_fail_fsync_after {
+        Some(n) => {
+            tracing::warn!("test fault on: flush number {n} will fail");
+            Box::new(FailingEngine::new(engine, n))
+        }
+        None => engine,
     };
     let resp = TcpListener::bind(config.resp_addr)
         .await
