@@ -240,7 +240,7 @@ fn http_api_serves_keys_status_and_metrics() {
     assert_eq!(node.http("GET", "/health", b"").0, 200);
     assert_eq!(node.http("GET", "/ready", b"").0, 200);
     let metrics = String::from_utf8(node.http("GET", "/metrics", b"").1).unwrap();
-    for name in ["replikv_fsync_total", "replikv_keys 1", "replikv_build_info", "replikv_flush_duration_seconds"] {
+    for name in ["replikv_fsync_total", "replikv_keys 1", "replikv_build_info", "replikv_fsync_duration_seconds"] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
 }
@@ -335,4 +335,60 @@ fn failed_fsync_stops_the_node_and_acknowledges_nothing_after() {
     assert!(node.log_text().contains("fsync failed"), "the log says why; log:\n{}", node.log_text());
     // The first flushes (the listener's PING and the writes before the failure) made it.
     assert!(acked.len() >= 30, "only {} writes acknowledged before the failure", acked.len());
+}
+
+#[test]
+fn a_second_node_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let _first = Node::start(&data, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(["node", "--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another replikv process (pid "), "{stderr}");
+}
+
+#[test]
+fn connection_limit_refuses_with_an_error_and_settings_follow_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "id = \"from-file\"\nconnections_max = 50\ntick_ms = 250\n").unwrap();
+    // File says 50 connections, the environment 2, the flag names the file: env beats file.
+    let node = Node::start_with_env(
+        &dir.path().join("n1"),
+        &["--config", config.to_str().unwrap(), "--tick-ms", "300"],
+        &[("REPLIKV_CONNECTIONS_MAX", "2"), ("REPLIKV_TICK_MS", "400")],
+    );
+    let info = node.raw(b"CONFIG GET *\r\nQUIT\r\n", Duration::from_secs(2));
+    let info = String::from_utf8_lossy(&info).to_string();
+    let value = |name: &str| {
+        let lines: Vec<&str> = info.split("\r\n").collect();
+        let at = lines.iter().position(|l| *l == name).unwrap_or_else(|| panic!("no {name} in {info}"));
+        lines[at + 2].to_string()
+    };
+    assert_eq!(value("id"), "from-file", "file over default");
+    assert_eq!(value("connections_max"), "2", "environment over file");
+    assert_eq!(value("tick_ms"), "300", "flag over environment");
+
+    use std::io::{Read, Write};
+    let first = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    let second = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut refused = String::new();
+    let _ = third.read_to_string(&mut refused);
+    assert_eq!(refused, "-ERR max number of clients reached\r\n");
+    drop((first, second));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    again.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    again.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    again.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n", "a freed slot is usable again");
 }

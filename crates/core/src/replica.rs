@@ -23,7 +23,7 @@
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::storage::{Engine, EngineStats, Flushed};
+use crate::storage::{Engine, EngineStats, Flushed, WrittenOut};
 use crate::version::NodeId;
 
 /// Identifies a request across the step boundary, so the runtime can route its reply.
@@ -88,6 +88,13 @@ impl<E: Engine> Replica<E> {
     /// Makes every write stepped so far durable; only then may the outbox be released.
     pub fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
         self.store.engine_mut().flush(now_ms)
+    }
+
+    /// Hands every write stepped so far to the operating system and returns the fsync that
+    /// makes them durable; the outbox may be released once it has succeeded (see
+    /// [`Engine::write_out`]).
+    pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
+        self.store.engine_mut().write_out(now_ms)
     }
 
     /// Background work between batches (compaction), bounded by `budget_bytes`.

@@ -8,7 +8,7 @@
 //! show.
 
 use anyhow::{bail, Context};
-use replikv_core::storage::FsyncPolicy;
+use replikv_core::storage::{FsyncPolicy, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,10 @@ pub struct NodeArgs {
     /// A log segment's size at most, in bytes [default: 67108864].
     #[arg(long, env = "REPLIKV_SEGMENT_BYTES_MAX", value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
+    /// Bytes of values the log engine keeps in memory for reads at most; 0 caches none
+    /// [default: 268435456].
+    #[arg(long, env = "REPLIKV_VALUE_CACHE_BYTES_MAX", value_name = "BYTES")]
+    pub value_cache_bytes_max: Option<u64>,
     /// Client connections at most [default: 10000].
     #[arg(long, env = "REPLIKV_CONNECTIONS_MAX", value_name = "N")]
     pub connections_max: Option<usize>,
@@ -107,6 +111,7 @@ struct FileConfig {
     engine: Option<EngineKind>,
     fsync: Option<String>,
     segment_bytes_max: Option<u64>,
+    value_cache_bytes_max: Option<u64>,
     connections_max: Option<usize>,
     bulk_bytes_max: Option<usize>,
     multibulk_len_max: Option<usize>,
@@ -133,6 +138,8 @@ pub struct NodeConfig {
     pub fsync: FsyncPolicy,
     /// A log segment's size at most, in bytes.
     pub segment_bytes_max: u64,
+    /// Bytes of values the log engine caches at most; 0 caches none.
+    pub value_cache_bytes_max: u64,
     /// Client connections at most.
     pub connections_max: usize,
     /// A bulk string's length at most, in bytes.
@@ -176,6 +183,10 @@ impl NodeConfig {
             engine: args.engine.or(file.engine).unwrap_or(EngineKind::Log),
             fsync,
             segment_bytes_max: args.segment_bytes_max.or(file.segment_bytes_max).unwrap_or(SEGMENT_BYTES_MAX_DEFAULT),
+            value_cache_bytes_max: args
+                .value_cache_bytes_max
+                .or(file.value_cache_bytes_max)
+                .unwrap_or(VALUE_CACHE_BYTES_MAX_DEFAULT),
             connections_max: args.connections_max.or(file.connections_max).unwrap_or(CONNECTIONS_MAX_DEFAULT),
             bulk_bytes_max: args
                 .bulk_bytes_max
@@ -311,6 +322,38 @@ mod tests {
         assert!(err.contains("tick_ms"), "{err}");
         let bad_id = NodeArgs { id: Some("a b".into()), ..NodeArgs::default() };
         assert!(NodeConfig::resolve(&bad_id).unwrap_err().to_string().contains("id"));
+    }
+
+    #[test]
+    fn value_cache_bytes_max_comes_from_flag_file_or_default() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "value_cache_bytes_max = 4096").unwrap();
+        let from_file = NodeArgs { config: Some(file.path().to_path_buf()), ..NodeArgs::default() };
+        let from_flag = NodeArgs { value_cache_bytes_max: Some(0), ..from_file.clone() };
+        let table = [
+            (NodeArgs::default(), VALUE_CACHE_BYTES_MAX_DEFAULT),
+            (from_file, 4096),
+            (from_flag, 0), // 0 turns the cache off; it is not refused
+        ];
+        for (args, want) in table {
+            assert_eq!(NodeConfig::resolve(&args).unwrap().value_cache_bytes_max, want, "{args:?}");
+        }
+        assert_eq!(VALUE_CACHE_BYTES_MAX_DEFAULT, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn value_cache_bytes_max_has_its_flag_and_variable() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == "value_cache_bytes_max").expect("the setting");
+        assert_eq!(arg.get_long(), Some("value-cache-bytes-max"));
+        assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some("REPLIKV_VALUE_CACHE_BYTES_MAX"));
+        let cli = <Cli as clap::Parser>::try_parse_from(["node", "--value-cache-bytes-max", "1234"]).unwrap();
+        assert_eq!(cli.node.value_cache_bytes_max, Some(1234));
     }
 
     #[test]

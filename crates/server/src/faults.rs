@@ -1,12 +1,12 @@
 //! Faults a test can switch on in a real node process, off unless asked for.
 //!
-//! [`FailingEngine`] wraps a real engine and makes its n-th flush fail as a disk whose fsync
+//! [`FailingEngine`] wraps a real engine and makes its n-th flush (or write-out) fail as a disk whose fsync
 //! returns EIO would, so that an end-to-end test can check what a failed fsync does to a
 //! running node: the write in flight is not acknowledged, nothing after it is, and the node
 //! exits. It is switched on by the hidden flag `--test-fail-fsync-after N`.
 
 use bytes::Bytes;
-use replikv_core::storage::{Engine, EngineStats, Flushed, Meta, Record};
+use replikv_core::storage::{Engine, EngineStats, Flushed, Meta, Record, WrittenOut};
 use replikv_core::version::Timestamp;
 use replikv_core::{Error, Result};
 use std::ops::Bound;
@@ -58,6 +58,12 @@ impl<E: Engine> Engine for FailingEngine<E> {
         self.flushes += 1;
         self.failed()?;
         self.inner.flush(now_ms)
+    }
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
+        self.failed()?;
+        self.flushes += 1;
+        self.failed()?;
+        self.inner.write_out(now_ms)
     }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.failed()?;

@@ -11,6 +11,9 @@ use anyhow::Context;
 use replikv_core::replica::Replica;
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
+use std::fs::{File, TryLockError};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,11 +21,13 @@ use tokio::sync::watch;
 /// Runs a node until `stop` resolves (a signal) or the runtime fails. Returns an error if the
 /// node stopped on a failure (a failed fsync, a damaged file), so the process exits non-zero.
 pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(&config.data_dir)?;
     let engine: Box<dyn Engine + Send> = match config.engine {
         EngineKind::Log => {
             let options = LogOptions {
                 fsync: config.fsync,
                 segment_bytes_max: config.segment_bytes_max,
+                value_cache_bytes_max: config.value_cache_bytes_max,
                 ..LogOptions::default()
             };
             Box::new(
@@ -102,6 +107,38 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
             Ok(())
         }
     }
+}
+
+/// Takes the data directory's lock file, so that a second node started on the same
+/// directory fails at once instead of interleaving writes with the first. The lock is an
+/// advisory `flock` held as long as the returned file is open; the operating system releases
+/// it when the process dies, even by SIGKILL, so a stale lock never blocks a restart.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "the data directory {} is in use by another replikv process ({})",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0)?;
+    writeln!(file, "pid {}", std::process::id())?;
+    Ok(file)
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -1,35 +1,49 @@
-//! The node runtime: one thread owns the replica and steps it with batches of inputs.
+//! The node runtime: one thread owns the replica and steps it with batches of inputs; a
+//! second thread makes each batch durable, so that stepping and fsync overlap.
 //!
 //! Connections and HTTP handlers send [`Call`]s (a client's pipelined requests, as one unit)
-//! into a bounded queue. The runtime thread takes the first waiting call, then every call
+//! into a bounded queue. The **stepper** thread takes the first waiting call, then every call
 //! already queued behind it up to `batch_requests_max` requests, steps the replica with each
-//! request in order, calls `flush` once, and only then sends the replies (group commit): one
-//! fsync covers the whole batch, and no reply leaves before the writes it acknowledges are
-//! durable under `fsync = always`. Between batches, when the queue is empty, the runtime gives
-//! the engine a bounded slice of compaction work.
+//! request in order, and has the engine write the batch out to the operating system
+//! (`write_out`). It passes the batch's replies, with the fsync still owed, to the **syncer**
+//! thread and goes on with the next batch at once. The syncer takes every batch waiting for
+//! it, runs one fsync for all of them (the newest batch's file: an older file was fsynced
+//! when it was sealed, before any newer batch was written), and only then sends their replies.
 //!
-//! The runtime is a plain OS thread rather than a tokio task because `flush` blocks in fsync;
-//! a blocked tokio worker would stall unrelated connections.
+//! This is group commit, pipelined (DESIGN §12): one fsync covers every batch that arrived
+//! while the previous fsync ran, and no reply leaves before the writes it acknowledges, and
+//! every write it may have read, are durable under `fsync = always`. Batches are released
+//! in the order they were stepped, so a read that saw an earlier batch's write is never
+//! answered before that write is durable.
 //!
-//! If a step or a flush fails (a failed fsync, a damaged file), the runtime stops for good:
-//! it records why, drops every reply of the failed batch unsent, refuses every later call,
-//! and tells the node to exit. An fsync is never retried (see the storage module).
+//! Both are plain OS threads rather than tokio tasks because they block (in fsync, and on
+//! the queues); a blocked tokio worker would stall unrelated connections. Between batches,
+//! when its queue is empty, the stepper gives the engine a bounded slice of compaction work.
+//!
+//! If a step, a write or an fsync fails (a failed fsync, a damaged file), the runtime stops
+//! for good: it records why, answers every call not yet answered with that reason instead of
+//! its replies, refuses every later call, and tells the node to exit. An fsync is never
+//! retried (see the storage module).
 //!
 //! CAVEATS
-//! - Batches are not pipelined yet: while batch N is being fsynced, batch N+1 waits in the
-//!   queue instead of being stepped.
+//! - A write's reply waits for the fsync of its batch even when the client did not ask for
+//!   durability; there is no per-request relaxation yet.
 
 use crate::metrics::Metrics;
 use replikv_core::kv::{Reply, Request};
 use replikv_core::replica::{Input, Output, Replica};
-use replikv_core::storage::{Engine, EngineStats};
-use std::sync::{Arc, Mutex};
+use replikv_core::storage::{Engine, EngineStats, SyncHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Bytes of compaction work the runtime does between two batches at most, so that a
+/// Bytes of compaction work the stepper does between two batches at most, so that a
 /// compaction never holds a waiting client for long.
 pub const COMPACTION_STEP_BYTES: u64 = 1024 * 1024;
+
+/// Batches written out but not yet fsynced, at most; a slow disk makes the stepper wait.
+pub const SYNC_QUEUE_BATCHES_MAX: usize = 64;
 
 /// A client's requests, stepped in order in one batch, answered together.
 pub struct Call {
@@ -39,37 +53,57 @@ pub struct Call {
     pub reply: ReplySender,
 }
 
-/// What the runtime thread receives.
+/// Where a call's replies go.
+type ReplySender = oneshot::Sender<Result<Vec<Reply>, Stopped>>;
+
+/// What the stepper receives.
 enum Message {
     /// Requests to execute.
     Call(Call),
     /// Time passed.
     Tick,
-    /// Finish what is queued before this, flush, and exit.
+    /// Finish what is queued before this, make it durable, and exit.
     Shutdown,
 }
 
-/// Where a call's replies go.
-type ReplySender = oneshot::Sender<Result<Vec<Reply>, Stopped>>;
+/// A stepped batch on its way to the disk.
+struct Batch {
+    /// The fsync it still needs, if any.
+    sync: Option<SyncHandle>,
+    /// Its replies, held until the fsync succeeds.
+    answers: Vec<(ReplySender, Vec<Reply>)>,
+}
 
 /// Why a call got no reply.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Stopped(pub String);
 
-/// State the runtime shares with the rest of the node.
+/// State the runtime threads share with the rest of the node.
 #[derive(Debug, Default)]
 struct Shared {
     /// Why the runtime stopped, once it has.
     stopped: Mutex<Option<String>>,
+    /// Set with `stopped`, read by the stepper before each batch.
+    failed: AtomicBool,
     /// The engine's counters after the last batch.
     stats: Mutex<EngineStats>,
+}
+
+impl Shared {
+    /// Records the first failure; returns the reason every unanswered call gets.
+    fn fail(&self, why: &str) -> String {
+        let mut stopped = self.stopped.lock().unwrap();
+        let reason = stopped.get_or_insert_with(|| format!("node stopped: {why}")).clone();
+        self.failed.store(true, Ordering::SeqCst);
+        reason
+    }
 }
 
 /// A cloneable handle to send calls to the runtime.
 #[derive(Clone)]
 pub struct Handle {
-    /// The bounded queue into the runtime thread.
+    /// The bounded queue into the stepper.
     tx: mpsc::Sender<Message>,
     /// Stop reason and counters.
     shared: Arc<Shared>,
@@ -107,16 +141,16 @@ impl Handle {
     }
 }
 
-/// The runtime thread, to stop at shutdown.
+/// The runtime's threads, to stop at shutdown.
 pub struct Runtime {
     /// A handle for the node's own use (ticks, shutdown).
     handle: Handle,
-    /// The thread, joined at shutdown.
+    /// The stepper, joined at shutdown (it joins the syncer).
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Runtime {
-    /// Starts the runtime thread over `replica`. `failed` is set to true if the runtime stops
+    /// Starts the runtime threads over `replica`. `failed` is set to true if the runtime stops
     /// on a failure, so that the node can exit.
     pub fn start<E: Engine + Send + 'static>(
         replica: Replica<E>,
@@ -129,20 +163,26 @@ impl Runtime {
         let shared = Arc::new(Shared::default());
         *shared.stats.lock().unwrap() = replica.stats();
         let handle = Handle { tx, shared: shared.clone() };
-        let mut worker = Worker { replica, rx, shared, metrics, batch_requests_max, answers: Vec::new() };
+        let failed = Arc::new(failed);
+        let (sync_tx, sync_rx) = std_mpsc::sync_channel(SYNC_QUEUE_BATCHES_MAX);
+        let syncer = Syncer { rx: sync_rx, shared: shared.clone(), metrics: metrics.clone(), failed: failed.clone() };
+        let syncer = std::thread::Builder::new()
+            .name("replikv-syncer".into())
+            .spawn(move || syncer.run())
+            .expect("spawning the syncer thread");
+        let mut stepper = Stepper { replica, rx, shared, metrics, batch_requests_max, sync_tx: Some(sync_tx) };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
             .spawn(move || {
-                if let Err(why) = worker.run() {
+                if let Err(why) = stepper.run() {
                     tracing::error!("runtime stopped: {why}");
-                    let why = format!("node stopped: {why}");
-                    *worker.shared.stopped.lock().unwrap() = Some(why.clone());
-                    worker.rx.close();
-                    for (reply, _) in worker.answers.drain(..) {
-                        let _ = reply.send(Err(Stopped(why.clone())));
-                    }
+                    stepper.shared.fail(&why.to_string());
+                    stepper.rx.close();
                     let _ = failed.send(true);
                 }
+                // Closing the queue lets the syncer answer what it holds and exit.
+                drop(stepper.sync_tx.take());
+                let _ = syncer.join();
             })
             .expect("spawning the runtime thread");
         Runtime { handle, thread: Some(thread) }
@@ -153,7 +193,7 @@ impl Runtime {
         self.handle.clone()
     }
 
-    /// Lets the runtime finish every call queued so far, flush, and exit; waits for it.
+    /// Lets the runtime finish every call queued so far, make it durable, and exit; waits.
     pub async fn shutdown(mut self) {
         let _ = self.handle.tx.send(Message::Shutdown).await;
         if let Some(thread) = self.thread.take() {
@@ -162,15 +202,15 @@ impl Runtime {
     }
 }
 
-/// The runtime thread's state.
-struct Worker<E> {
+/// The stepper thread's state.
+struct Stepper<E> {
     replica: Replica<E>,
     rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     batch_requests_max: usize,
-    /// Replies of the current batch, held until its flush succeeds.
-    answers: Vec<(ReplySender, Vec<Reply>)>,
+    /// Where stepped batches go; `None` once closed.
+    sync_tx: Option<std_mpsc::SyncSender<Batch>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -178,39 +218,49 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-impl<E: Engine> Worker<E> {
+impl<E: Engine> Stepper<E> {
     /// Runs batches until shutdown (Ok) or a failure (Err, which stops the node).
     fn run(&mut self) -> replikv_core::Result<()> {
         let mut outbox = Vec::new();
         let mut next_id = 0u64;
         while let Some(first) = self.rx.blocking_recv() {
+            if self.shared.failed.load(Ordering::SeqCst) {
+                return Err(replikv_core::Error::Stopped("the syncer failed".into()));
+            }
             let batch = self.collect(first);
             let now = now_ms();
+            let mut answers = Vec::new();
             let mut shutdown = false;
             let mut requests = 0;
             for message in batch {
                 match message {
                     Message::Call(call) => {
-                        requests += call.requests.len();
                         let count = call.requests.len();
+                        requests += count;
                         for request in call.requests {
                             next_id += 1;
                             self.replica.step(now, Input::Request { id: next_id, request }, &mut outbox)?;
                         }
                         let replies: Vec<Reply> = outbox.drain(..).map(|Output::Reply { reply, .. }| reply).collect();
                         assert_eq!(replies.len(), count, "one reply per request");
-                        self.answers.push((call.reply, replies));
+                        answers.push((call.reply, replies));
                     }
                     Message::Tick => self.replica.step(now, Input::Tick, &mut outbox)?,
                     Message::Shutdown => shutdown = true,
                 }
             }
-            self.flush(now, requests)?;
-            for (reply, replies) in self.answers.drain(..) {
-                let _ = reply.send(Ok(replies)); // the client may have gone; its writes stand
+            let written = self.replica.write_out(now)?;
+            self.metrics.bytes_written.inc_by(written.bytes);
+            self.metrics.batch_requests.observe(requests as f64);
+            let stats = self.replica.stats();
+            self.metrics.set_engine(&stats);
+            *self.shared.stats.lock().unwrap() = stats;
+            let sync_tx = self.sync_tx.as_ref().expect("open until the stepper exits");
+            if sync_tx.send(Batch { sync: written.sync, answers }).is_err() {
+                return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
             }
             if shutdown {
-                tracing::info!("runtime flushed and stopped");
+                tracing::info!("runtime finished its queue");
                 return Ok(());
             }
             if self.rx.is_empty() {
@@ -236,21 +286,53 @@ impl<E: Engine> Worker<E> {
         }
         batch
     }
+}
 
-    /// Flushes the batch and updates the metrics and shared counters.
-    fn flush(&mut self, now: u64, requests: usize) -> replikv_core::Result<()> {
-        let started = Instant::now();
-        let flushed = self.replica.flush(now)?;
-        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.batch_requests.observe(requests as f64);
-        if flushed.synced {
-            self.metrics.fsyncs.inc();
+/// The syncer thread's state.
+struct Syncer {
+    rx: std_mpsc::Receiver<Batch>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    failed: Arc<watch::Sender<bool>>,
+}
+
+impl Syncer {
+    /// Makes batches durable and releases their replies, in order, until the stepper closes
+    /// the queue. After a failure it answers everything with the reason.
+    fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut group = vec![first];
+            group.extend(self.rx.try_iter());
+            let result = match self.shared.failed.load(Ordering::SeqCst) {
+                true => Err(self.shared.stopped.lock().unwrap().clone().unwrap_or_default()),
+                false => self.sync(&group),
+            };
+            for batch in group {
+                for (reply, replies) in batch.answers {
+                    // The client may have gone; its writes stand.
+                    let _ = reply.send(result.clone().map(|()| replies).map_err(Stopped));
+                }
+            }
         }
-        self.metrics.bytes_written.inc_by(flushed.bytes);
-        let stats = self.replica.stats();
-        self.metrics.set_engine(&stats);
-        *self.shared.stats.lock().unwrap() = stats;
-        Ok(())
+    }
+
+    /// Runs the newest fsync the group owes. Err carries the reason calls are refused with.
+    fn sync(&self, group: &[Batch]) -> Result<(), String> {
+        let Some(handle) = group.iter().rev().find_map(|b| b.sync.as_ref()) else { return Ok(()) };
+        let started = Instant::now();
+        match handle.sync() {
+            Ok(()) => {
+                self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics.fsyncs.inc();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("runtime stopped: {e}");
+                let reason = self.shared.fail(&e.to_string());
+                let _ = self.failed.send(true);
+                Err(reason)
+            }
+        }
     }
 }
 
@@ -300,5 +382,57 @@ mod tests {
         let again = handle.call(vec![set("b")]).await.expect_err("refused after the failure");
         assert!(again.0.contains("node stopped"), "{again}");
         assert!(handle.failure().is_some());
+    }
+
+    #[tokio::test]
+    async fn failed_fsync_on_the_syncer_refuses_the_batch_and_everything_after() {
+        let engine = SyncFailEngine(MemoryEngine::new());
+        let replica = Replica::new(engine, NodeId(1));
+        let (failed, mut failed_rx) = watch::channel(false);
+        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, failed);
+        let handle = runtime.handle();
+        let err = handle.call(vec![set("a")]).await.expect_err("fsync failed: no OK");
+        assert!(err.0.contains("node stopped"), "{err}");
+        failed_rx.changed().await.unwrap();
+        assert!(handle.call(vec![set("b")]).await.is_err(), "refused after the failure");
+    }
+
+    /// A memory engine whose write-outs owe an fsync that always fails.
+    struct SyncFailEngine(MemoryEngine);
+
+    impl Engine for SyncFailEngine {
+        fn get(&self, key: &[u8]) -> replikv_core::Result<Option<replikv_core::storage::Record>> {
+            self.0.get(key)
+        }
+        fn meta(&self, key: &[u8]) -> Option<replikv_core::storage::Meta> {
+            self.0.meta(key)
+        }
+        fn put(&mut self, key: Bytes, record: replikv_core::storage::Record) -> replikv_core::Result<()> {
+            self.0.put(key, record)
+        }
+        fn scan(&self, from: std::ops::Bound<&[u8]>, limit: usize) -> Vec<(Bytes, replikv_core::storage::Meta)> {
+            self.0.scan(from, limit)
+        }
+        fn expiring(&self, until_ms: u64, limit: usize) -> Vec<Bytes> {
+            self.0.expiring(until_ms, limit)
+        }
+        fn flush(&mut self, now_ms: u64) -> replikv_core::Result<replikv_core::storage::Flushed> {
+            self.0.flush(now_ms)
+        }
+        fn write_out(&mut self, _now_ms: u64) -> replikv_core::Result<replikv_core::storage::WrittenOut> {
+            // fsync on a file opened read-only from /proc fails with EINVAL: a real failing fsync.
+            let file = std::fs::File::open("/proc/self/stat").unwrap();
+            let sync = SyncHandle::new(Arc::new(file), "/proc/self/stat".into());
+            Ok(replikv_core::storage::WrittenOut { bytes: 1, sync: Some(sync) })
+        }
+        fn maintain(&mut self, budget_bytes: u64) -> replikv_core::Result<()> {
+            self.0.maintain(budget_bytes)
+        }
+        fn stats(&self) -> EngineStats {
+            self.0.stats()
+        }
+        fn last_timestamp(&self) -> replikv_core::version::Timestamp {
+            self.0.last_timestamp()
+        }
     }
 }

@@ -28,6 +28,8 @@ pub struct Node {
     pub http_port: u16,
     /// Extra flags it was started with.
     extra: Vec<String>,
+    /// Extra environment variables it was started with.
+    env: Vec<(String, String)>,
     /// Where its log goes.
     log: PathBuf,
 }
@@ -36,7 +38,13 @@ impl Node {
     /// Starts a node on fresh ports with `data_dir` and `extra` flags, and waits until it
     /// answers PING.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        Node::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As `start`, with environment variables set for the process.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut node = Node {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             data_dir: data_dir.to_path_buf(),
             resp_port: free_port(),
@@ -62,6 +70,7 @@ impl Node {
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -19,9 +19,9 @@
 use super::Meta;
 use crate::version::Timestamp;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 #[allow(clippy::disallowed_types)] // never iterated: see the module docs
 use std::collections::HashMap;
-use std::collections::BTreeSet;
 use std::ops::Bound;
 use xxhash_rust::xxh3::Xxh3Builder;
 
@@ -73,6 +73,9 @@ impl<L> Keydir<L> {
         let old = match self.map.get_mut(&key) {
             Some(slot) => Some(std::mem::replace(slot, Slot { meta, at })),
             None => {
+                // A copy: the caller's key may be a slice of a larger buffer (a connection's
+                // read buffer) that the index would otherwise keep alive whole.
+                let key = Bytes::copy_from_slice(&key);
                 self.order.insert(key.clone());
                 self.map.insert(key.clone(), Slot { meta, at });
                 None
@@ -87,7 +90,8 @@ impl<L> Keydir<L> {
             self.live += 1;
         }
         if let (false, Some(deadline)) = (meta.tombstone, meta.expire_at_ms) {
-            self.expiry.insert((deadline, key));
+            let stored = self.order.get(&key).expect("inserted above").clone();
+            self.expiry.insert((deadline, stored));
         }
         old
     }

@@ -62,7 +62,9 @@ impl Engine for MemoryEngine {
         self.unflushed_bytes += size;
         self.stats.bytes_written += size;
         let meta = record.meta();
-        if let Some(old) = self.keydir.insert(key, meta, record.value) {
+        // A copy, for the reason the keydir copies keys: the value may share a larger buffer.
+        let value = record.value.as_deref().map(Bytes::copy_from_slice);
+        if let Some(old) = self.keydir.insert(key, meta, value) {
             self.stats.dead_bytes += old.meta.value_len as u64;
         }
         Ok(())

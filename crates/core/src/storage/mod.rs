@@ -5,8 +5,9 @@
 //!
 //! - [`LogEngine`]: log-structured, as Bitcask in Riak. Append-only segment files of
 //!   CRC-checked records, an in-memory ordered index (the keydir), hint files so that a restart
-//!   does not rescan every value, and compaction in small steps between batches so that writes
-//!   never stop. Its on-disk format is documented byte by byte in `log.rs`.
+//!   does not rescan every value, compaction in small steps between batches so that writes
+//!   never stop, and a bounded cache of values so that hot reads make no system call. Its
+//!   on-disk format is documented byte by byte in `log.rs`.
 //! - [`MemoryEngine`]: the same contract in memory, for tests and the simulator.
 //!
 //! The contract, which `contract_tests` checks against both engines:
@@ -26,7 +27,7 @@
 //! one thread. This is the one place in the core that touches files.
 //!
 //! CAVEATS
-//! - The whole keydir is in memory: a node's key count is bounded by its RAM (about 100 bytes
+//! - The whole keydir is in memory: a node's key count is bounded by its RAM (about 200 bytes
 //!   per key plus the key itself).
 //! - Tombstones are never purged yet; purging them needs every replica to have them, which is
 //!   the replication layer's knowledge.
@@ -39,7 +40,7 @@ mod memory;
 mod contract_tests;
 
 pub use keydir::{Keydir, Slot};
-pub use log::{FsyncPolicy, LogEngine, LogOptions};
+pub use log::{FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
 pub use memory::MemoryEngine;
 
 use crate::error::Result;
@@ -100,6 +101,38 @@ pub struct Flushed {
     pub synced: bool,
 }
 
+/// The fsync that makes records written out durable, to be run by the caller, possibly on
+/// another thread, so that the next batch can be stepped while this one reaches the disk.
+#[derive(Debug)]
+pub struct SyncHandle {
+    /// The file to fsync (a shared handle to the engine's open segment).
+    file: std::sync::Arc<std::fs::File>,
+    /// Its path, for the error message.
+    path: std::path::PathBuf,
+}
+
+impl SyncHandle {
+    /// A handle that fsyncs `file`, found at `path`.
+    pub fn new(file: std::sync::Arc<std::fs::File>, path: std::path::PathBuf) -> SyncHandle {
+        SyncHandle { file, path }
+    }
+
+    /// Runs the fsync (fdatasync). A failure is final: the caller must stop, never retry.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| crate::Error::io("fsync", &self.path, e))
+    }
+}
+
+/// What `write_out` did, and what it leaves to do.
+#[derive(Debug, Default)]
+pub struct WrittenOut {
+    /// Bytes handed to the operating system.
+    pub bytes: u64,
+    /// The fsync that makes them durable, when the fsync policy calls for one now and
+    /// something is unsynced; `None` when the records are as durable as the policy asks.
+    pub sync: Option<SyncHandle>,
+}
+
 /// Counters an engine keeps, for `INFO`, `/metrics` and `replikv status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EngineStats {
@@ -117,6 +150,9 @@ pub struct EngineStats {
     pub compactions: u64,
     /// fsync calls since the engine opened.
     pub fsyncs: u64,
+    /// Bytes of values held in the log engine's value cache (their lengths); always 0 for the
+    /// memory engine, which has no cache (every value is in memory).
+    pub cached_bytes: u64,
 }
 
 /// A key-value storage engine. See the module documentation for the contract.
@@ -139,6 +175,15 @@ pub trait Engine {
 
     /// Makes every record put so far durable, per the fsync policy, at wall-clock `now_ms`.
     fn flush(&mut self, now_ms: u64) -> Result<Flushed>;
+
+    /// The first half of `flush`: hands every record put so far to the operating system and
+    /// returns the fsync still needed, for the caller to run. Until that fsync succeeds the
+    /// records are not durable. If it fails, the caller must stop using the engine: the
+    /// engine itself does not learn of the failure. The default flushes in full.
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
+        let flushed = self.flush(now_ms)?;
+        Ok(WrittenOut { bytes: flushed.bytes, sync: None })
+    }
 
     /// Does up to `budget_bytes` of background work (compaction). Called between batches.
     fn maintain(&mut self, budget_bytes: u64) -> Result<()>;
@@ -169,6 +214,9 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
         (**self).flush(now_ms)
+    }
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
+        (**self).write_out(now_ms)
     }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         (**self).maintain(budget_bytes)

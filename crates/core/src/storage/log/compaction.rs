@@ -99,7 +99,7 @@ impl LogEngine {
                 Next::Bad(bad) => return Err(corrupt(reader, bad.reason)),
                 Next::Record(record) => record,
             };
-            if self.keydir.get(record.key()).is_none_or(|slot| slot.at != from) {
+            if self.keydir.get(record.key()).is_none_or(|slot| slot.at.position != from) {
                 reader.skip_value(&record)?;
                 return Ok(Some(record.bytes.len() as u64));
             }
@@ -113,6 +113,7 @@ impl LogEngine {
     }
 
     /// Appends `record`, read at `from`, to the current output and points the keydir at it.
+    /// A cached value stays cached: the same value, at a new position.
     fn copy(&mut self, compaction: &mut Compaction, from: Position, record: RawRecord) -> Result<()> {
         let size = record.bytes.len() as u64;
         let mut output = *compaction.outputs.last().expect("a compaction has an output");
@@ -133,8 +134,8 @@ impl LogEngine {
         }
         self.segment_mut(from.segment).mark_dead(size);
         let slot = self.keydir.get_mut(record.key()).expect("a copied record is indexed");
-        assert_eq!(slot.at, from, "copied a record the keydir does not point at");
-        slot.at = to;
+        assert_eq!(slot.at.position, from, "copied a record the keydir does not point at");
+        slot.at.position = to;
         Ok(())
     }
 

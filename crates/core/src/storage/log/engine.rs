@@ -1,5 +1,6 @@
 //! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
 
+use super::cache::CacheBudget;
 use super::compaction::Compaction;
 use super::format::{
     decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes, HeaderError, SegmentId,
@@ -7,7 +8,9 @@ use super::format::{
 };
 use super::options::LogOptions;
 use crate::error::{Error, Result};
-use crate::storage::{Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::storage::{
+    Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, SyncHandle, WrittenOut, KEY_BYTES_MAX, VALUE_BYTES_MAX,
+};
 use crate::version::Timestamp;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -17,6 +20,7 @@ use std::io::{self, Write};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A write buffer keeps at most this much capacity once written out, in bytes, so that one
 /// large batch does not pin its memory for good.
@@ -35,13 +39,23 @@ pub(super) struct Position {
     pub(super) offset: u64,
 }
 
+/// Where the engine finds a key's newest record: always on disk, and in memory too if its
+/// value is cached. The keydir's location type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Location {
+    /// The record's segment and offset.
+    pub(super) position: Position,
+    /// The record's value, if the value cache holds it (never for a tombstone).
+    pub(super) cached: Option<Bytes>,
+}
+
 /// One open segment file and its accounting.
 #[derive(Debug)]
 pub(super) struct Segment {
     /// The file's path (a compaction output's changes when it is published).
     pub(super) path: PathBuf,
-    /// The open file, read with `pread`.
-    pub(super) file: File,
+    /// The open file, read with `pread`; shared with the sync handles `write_out` gives out.
+    pub(super) file: Arc<File>,
     /// Bytes in the file; records appended after this are still in `buffer`.
     pub(super) written: u64,
     /// Encoded records appended but not yet written (writable segments only).
@@ -58,6 +72,7 @@ impl Segment {
     /// A segment over `file`, which holds `written` bytes; `hint` starts a hint buffer.
     pub(super) fn new(path: PathBuf, file: File, written: u64, hint: bool) -> Segment {
         let hint = hint.then(Vec::new);
+        let file = Arc::new(file);
         Segment { path, file, written, buffer: Vec::new(), hint, live_bytes: 0, dead_bytes: 0 }
     }
 
@@ -149,7 +164,9 @@ pub struct LogEngine {
     /// How the engine writes, syncs and compacts.
     pub(super) options: LogOptions,
     /// Every key's newest record.
-    pub(super) keydir: Keydir<Position>,
+    pub(super) keydir: Keydir<Location>,
+    /// The bytes of the values cached in the keydir.
+    pub(super) cache: CacheBudget,
     /// Every segment file, oldest first.
     pub(super) segments: BTreeMap<SegmentId, Segment>,
     /// The segment puts append to: the greatest base, generation 0.
@@ -191,6 +208,7 @@ impl LogEngine {
             dir: dir.to_path_buf(),
             options,
             keydir: Keydir::default(),
+            cache: CacheBudget::new(options.value_cache_bytes_max),
             segments: BTreeMap::new(),
             active: SegmentId { base: 0, gen: 0 },
             compaction: None,
@@ -245,13 +263,29 @@ impl LogEngine {
         result
     }
 
-    /// Points `key` at its newest record `at`, which its segment already counts as live; the
-    /// record it replaces becomes dead.
-    pub(super) fn index(&mut self, key: Bytes, meta: Meta, at: Position) {
-        let key_len = key.len();
-        if let Some(old) = self.keydir.insert(key, meta, at) {
-            let size = record_bytes(key_len, old.meta.value_len);
-            self.segment_mut(old.at.segment).mark_dead(size);
+    /// Points `key` at its newest record, at `position` and already counted live in its
+    /// segment, and caches the record's `value` if it fits. The record it replaces becomes
+    /// dead, and its cached value leaves the cache.
+    pub(super) fn index(&mut self, key: Bytes, meta: Meta, position: Position, value: Option<Bytes>) {
+        let (cached, refused) = match value {
+            // A copy: the caller's bytes may be a slice of a larger buffer (a connection's
+            // read buffer) that a long-lived reference would keep alive whole.
+            Some(value) if self.cache.admit(value.len()) => (Some(Bytes::copy_from_slice(&value)), None),
+            value => (None, value),
+        };
+        let Some(old) = self.keydir.insert(key.clone(), meta, Location { position, cached }) else {
+            return;
+        };
+        let size = record_bytes(key.len(), old.meta.value_len);
+        self.segment_mut(old.at.position.segment).mark_dead(size);
+        let Some(freed) = old.at.cached else {
+            return;
+        };
+        self.cache.release(freed.len());
+        // A value that fits only once the one it replaces has left (a full cache rewriting a
+        // cached key) is cached now, at the cost of a second lookup.
+        if let Some(value) = refused.filter(|value| self.cache.admit(value.len())) {
+            self.keydir.get_mut(&key).expect("indexed above").at.cached = Some(Bytes::copy_from_slice(&value));
         }
     }
 
@@ -262,30 +296,28 @@ impl LogEngine {
 
     /// Appends a record to the active segment's buffer, sealing it first if it is full.
     fn append(&mut self, key: Bytes, record: Record) -> Result<()> {
-        let value = record.value.as_deref().unwrap_or_default();
-        let size = record_bytes(key.len(), value.len() as u32);
+        let meta = record.meta();
+        let size = record_bytes(key.len(), meta.value_len);
         let active_len = self.segment_mut(self.active).len();
         if active_len > 0 && active_len + size > self.options.segment_bytes_max {
             self.rotate()?;
         }
-        let meta = record.meta();
         let at = Position { segment: self.active, offset: self.segment_mut(self.active).len() };
         let segment = self.segment_mut(at.segment);
-        encode_record(&key, &meta, value, &mut segment.buffer);
+        encode_record(&key, &meta, record.value.as_deref().unwrap_or_default(), &mut segment.buffer);
         segment.count_live(at.offset, &key, &meta);
-        self.index(key, meta, at);
+        // The cache shares the caller's bytes: no copy.
+        self.index(key, meta, at, record.value);
         Ok(())
     }
 
     /// Reads and checks the value of `key`'s record at `slot`.
-    fn read_value(&self, key: &[u8], slot: &Slot<Position>) -> Result<Bytes> {
-        let segment = &self.segments[&slot.at.segment];
-        let bytes = segment.read(slot.at.offset, record_bytes(key.len(), slot.meta.value_len))?;
-        let corrupt = |reason: &str| Error::Corrupt {
-            path: segment.path.clone(),
-            offset: slot.at.offset,
-            reason: reason.to_string(),
-        };
+    pub(super) fn read_value(&self, key: &[u8], slot: &Slot<Location>) -> Result<Bytes> {
+        let at = slot.at.position;
+        let segment = &self.segments[&at.segment];
+        let bytes = segment.read(at.offset, record_bytes(key.len(), slot.meta.value_len))?;
+        let corrupt =
+            |reason: &str| Error::Corrupt { path: segment.path.clone(), offset: at.offset, reason: reason.to_string() };
         let header = match decode_header(&bytes[..HEADER_BYTES]) {
             Ok(header) => header,
             Err(HeaderError::Checksum) => return Err(corrupt("header checksum mismatch")),
@@ -386,10 +418,13 @@ impl Engine for LogEngine {
         let Some(slot) = self.keydir.get(key) else {
             return Ok(None);
         };
-        // A tombstone's index entry says everything its record does.
-        let value = match slot.meta.tombstone {
-            true => None,
-            false => Some(self.read_value(key, slot)?),
+        let value = match (slot.meta.tombstone, &slot.at.cached) {
+            // A tombstone's index entry says everything its record does.
+            (true, _) => None,
+            // No checksum: these are the bytes the record's checksum was computed from when
+            // it was put, or checked against when it was read at open.
+            (false, Some(value)) => Some(value.clone()),
+            (false, None) => Some(self.read_value(key, slot)?),
         };
         Ok(Some(Record { version: slot.meta.version, value, expire_at_ms: slot.meta.expire_at_ms }))
     }
@@ -426,6 +461,24 @@ impl Engine for LogEngine {
         self.stop_on_error(result)
     }
 
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
+        self.check_running()?;
+        let result = self.write_active().map(|bytes| {
+            let due = self.unsynced && self.options.fsync.is_due(now_ms, self.last_sync_ms);
+            // The caller runs the fsync; if it fails the caller stops the node, so the engine
+            // may count the bytes as synced now.
+            let sync = due.then(|| {
+                self.unsynced = false;
+                self.last_sync_ms = now_ms;
+                self.fsyncs.count += 1;
+                let segment = &self.segments[&self.active];
+                SyncHandle::new(segment.file.clone(), segment.path.clone())
+            });
+            WrittenOut { bytes, sync }
+        });
+        self.stop_on_error(result)
+    }
+
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.check_running()?;
         let result = self.compact_step(budget_bytes);
@@ -441,6 +494,7 @@ impl Engine for LogEngine {
             dead_bytes: self.segments.values().map(|s| s.dead_bytes).sum(),
             compactions: self.compactions,
             fsyncs: self.fsyncs.count,
+            cached_bytes: self.cache.bytes(),
         }
     }
 

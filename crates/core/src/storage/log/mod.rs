@@ -3,9 +3,10 @@
 //!
 //! Every write appends a checksummed record to the newest segment file; an in-memory ordered
 //! index, the keydir ([`Keydir`](super::Keydir)), maps each key to the position of its newest
-//! record and to that record's metadata. A read is one index lookup and one `pread`. Segments
-//! are never modified once sealed; compaction copies the live records of old segments into
-//! new ones, in small steps between batches, and removes the old files.
+//! record and to that record's metadata. A read is one index lookup and one `pread`, or no
+//! `pread` at all when the value is in the bounded value cache. Segments are never modified
+//! once sealed; compaction copies the live records of old segments into new ones, in small
+//! steps between batches, and removes the old files.
 //!
 //! # Files
 //!
@@ -64,8 +65,9 @@
 //!
 //! `put` encodes the record into the active segment's write buffer (no system call), counts
 //! its bytes as live in that segment, and points the keydir at it; the record it replaces
-//! counts as dead in its own segment. `get` reads a buffered record from the buffer and any
-//! other with `pread`, and checks the header and body checksums every time. `flush` writes the
+//! counts as dead in its own segment. `get` returns a cached value as it is (see "Value
+//! cache"); it reads any other record from the buffer if it is buffered, else with `pread`,
+//! and checks the header and body checksums of every record it reads. `flush` writes the
 //! buffer and then, per [`FsyncPolicy`], fdatasyncs the segment: `Always` on every flush,
 //! `IntervalMs(n)` once `n` ms (by `flush`'s `now_ms`) have passed since the last one,
 //! `Never` not at all.
@@ -127,12 +129,41 @@
 //! outputs beside some of S: the outputs hold copies of S's live records, sort after S and
 //! before every newer segment, so loading in name order gives the same keydir.
 //!
+//! # Value cache
+//!
+//! The keydir may hold a key's value beside its record's position, so that a `get` of it makes
+//! no system call and computes no checksum. `value_cache_bytes_max` (256 MiB by default, 0
+//! caches nothing) bounds the cached values' bytes, each counting its length:
+//!
+//! - `put` caches the new value if it fits, sharing the caller's bytes (no copy). The value it
+//!   replaces leaves the cache, and the new one is weighed again after if it did not fit
+//!   before, so that rewriting a cached key in a full cache keeps it cached unless the new
+//!   value is longer. A tombstone caches nothing and frees what its key had cached.
+//! - `open` caches the values it reads, which are those of the segments it scans (the newest,
+//!   and sealed ones without a good hint), in load order while they fit; a value a later
+//!   record overrides leaves the cache as on a put. Segments loaded from hints are not read, so
+//!   their values are cached only when put again.
+//! - `get` of an uncached value reads it from disk and does not cache it. `Engine::get` takes
+//!   `&self`: caching there would need interior mutability, or `&mut self` through the trait,
+//!   the memory engine and the key-value store's read paths. Caching on writes and at open
+//!   needs neither, and covers every value written since the engine opened, while it fits.
+//! - A full cache evicts nothing: it takes nothing more until a cached value leaves it, when
+//!   its key is rewritten or deleted. What it holds is what came first, not what is read most.
+//! - Compaction moving a record keeps its cached value: the same bytes, at a new position.
+//!
+//! A cached value needs no checksum. The checksum guards bytes on their way through the disk,
+//! and a cached value never made that trip: after a put it is the very bytes the record's
+//! checksum was computed from, and after a scan at open it is the bytes that checksum was
+//! checked against as they were read. Memory is trusted here as it is for the keydir.
+//!
 //! # Invariants
 //!
 //! - The active segment has generation 0 and a greater base than every other segment.
 //! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
 //!   only at live bytes, and an input of a finished compaction has no live bytes left.
 //! - A buffered record never straddles the file and the buffer: buffers are written whole.
+//! - A cached value equals its record's value; the cached values' lengths add up to the
+//!   cache's count, which never exceeds `value_cache_bytes_max`. Tombstones cache nothing.
 //!
 //! CAVEATS
 //! - Tombstones are copied by compaction as long as they are the newest record: purging them
@@ -146,9 +177,22 @@
 //!   `get` or the compaction that reads the record.
 //! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
 //!   the policy, so those calls can take as long as an fsync of a whole segment.
+//! - The value cache trades memory for reads: up to `value_cache_bytes_max` of values stay in
+//!   memory from the moment they are written, whether or not they are ever read, and every
+//!   keydir entry is 32 bytes larger for the cache's handle, cached or not.
+//! - The cache counts value lengths, not the memory it keeps alive. A cached value shares its
+//!   allocation with whatever the caller's bytes were cut from: the RESP front end slices
+//!   requests out of a connection's read buffer, so caching a value it put keeps that whole
+//!   buffer chunk (other requests included) alive, as the keydir's keys already do. The
+//!   memory held can be several times the bytes counted, most of all for small values.
+//! - The cache is not an LRU and `get` does not fill it: after a restart, values in segments
+//!   loaded from hints stay uncached until written again, however often they are read.
+//! - Damage on disk to a cached record is not seen by `get`, which does not read it; the
+//!   compaction that copies the record, or a scan at open, finds it.
 //! - The data directory is not locked: two engines opened on one directory corrupt it.
 //! - Only Unix (`pread`, directory fsync).
 
+mod cache;
 mod compaction;
 mod engine;
 mod format;
@@ -160,4 +204,4 @@ mod recovery;
 mod tests;
 
 pub use engine::LogEngine;
-pub use options::{FsyncPolicy, LogOptions};
+pub use options::{FsyncPolicy, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};

@@ -1,4 +1,5 @@
-//! The log engine's options: when to fsync, how large segments grow, when to compact.
+//! The log engine's options: when to fsync, how large segments grow, when to compact, how
+//! many value bytes to cache.
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -7,6 +8,9 @@ use std::str::FromStr;
 /// The smallest `segment_bytes_max` accepted, in bytes: smaller segments would make a file of
 /// every few records.
 pub(super) const SEGMENT_BYTES_MIN: u64 = 1024;
+
+/// The default `value_cache_bytes_max`, in bytes.
+pub const VALUE_CACHE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 
 /// When `flush` calls fsync (fdatasync) on the active segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +85,9 @@ pub struct LogOptions {
     pub compaction_dead_bytes_min: u64,
     /// Write a hint file for each sealed segment, and read them on open instead of scanning.
     pub hint_files: bool,
+    /// Bytes of values kept in memory at most, so that reading them needs no system call (a
+    /// value counts its length); 0 caches nothing. See "Value cache" in the module docs.
+    pub value_cache_bytes_max: u64,
 }
 
 impl Default for LogOptions {
@@ -91,6 +98,7 @@ impl Default for LogOptions {
             compaction_dead_ratio: 0.5,
             compaction_dead_bytes_min: 16 * 1024 * 1024,
             hint_files: true,
+            value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
         }
     }
 }

@@ -86,7 +86,7 @@ impl SegmentReader {
     }
 
     /// Reads the header and key of the record at `offset`. After a record, call exactly one
-    /// of `read_value`, `check_value` or `skip_value`; after `Bad`, stop.
+    /// of `read_value`, `take_value`, `check_value` or `skip_value`; after `Bad`, stop.
     pub(super) fn next(&mut self) -> Result<Next> {
         let remaining = self.len - self.offset;
         if remaining == 0 {
@@ -125,6 +125,15 @@ impl SegmentReader {
         self.read_exact(&mut record.bytes[start..])?;
         let crc = crc32c::crc32c(&record.bytes[HEADER_BYTES..]);
         Ok(self.end_record(&record.header, crc))
+    }
+
+    /// Reads `record`'s value into a buffer of its own, so that keeping it keeps nothing else,
+    /// and checks the body checksum.
+    pub(super) fn take_value(&mut self, record: &RawRecord) -> Result<(Vec<u8>, Option<Bad>)> {
+        let mut value = vec![0; record.header.meta.value_len as usize];
+        self.read_exact(&mut value)?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(record.key()), &value);
+        Ok((value, self.end_record(&record.header, crc)))
     }
 
     /// Streams `record`'s value through the body checksum without keeping it.

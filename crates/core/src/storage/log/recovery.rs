@@ -5,7 +5,7 @@
 use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT};
 use super::options::LogOptions;
-use super::reader::{Next, SegmentReader};
+use super::reader::{Bad, Next, RawRecord, SegmentReader};
 use crate::error::{Error, Result};
 use crate::storage::{Engine, Meta};
 use bytes::Bytes;
@@ -110,7 +110,8 @@ impl LogEngine {
         };
         for entry in entries {
             let HintEntry { offset, key, meta } = entry.expect("decode_hint checked every entry");
-            self.load_record(id, offset, Bytes::copy_from_slice(key), meta);
+            // Values are not read: they are cached only when put again.
+            self.load_record(id, offset, Bytes::copy_from_slice(key), meta, None);
         }
         true
     }
@@ -132,8 +133,8 @@ impl LogEngine {
         self.scan(id, true)
     }
 
-    /// Indexes every record of segment `id`. `tolerant` (the newest segment only) cuts a
-    /// torn tail; any other bad record is [`Error::Corrupt`].
+    /// Indexes every record of segment `id`, caching the values that fit. `tolerant` (the
+    /// newest segment only) cuts a torn tail; any other bad record is [`Error::Corrupt`].
     fn scan(&mut self, id: SegmentId, tolerant: bool) -> Result<()> {
         let mut reader = SegmentReader::open(&self.segments[&id].path)?;
         loop {
@@ -141,11 +142,11 @@ impl LogEngine {
             let bad = match reader.next()? {
                 Next::End => return Ok(()),
                 Next::Bad(bad) => bad,
-                Next::Record(record) => match reader.check_value(&record)? {
-                    Some(bad) => bad,
-                    None => {
+                Next::Record(record) => match self.check_and_maybe_cache(&mut reader, &record)? {
+                    (_, Some(bad)) => bad,
+                    (value, None) => {
                         let key = Bytes::copy_from_slice(record.key());
-                        self.load_record(id, offset, key, record.header.meta);
+                        self.load_record(id, offset, key, record.header.meta, value);
                         continue;
                     }
                 },
@@ -158,10 +159,26 @@ impl LogEngine {
         }
     }
 
-    /// Indexes the record of `key` found at `offset` in segment `id` while loading.
-    fn load_record(&mut self, id: SegmentId, offset: u64, key: Bytes, meta: Meta) {
+    /// Reads `record`'s value through its checksum, and keeps it, to cache, if it is a value
+    /// that fits the cache now. Returns the value kept and what is bad about the record.
+    fn check_and_maybe_cache(
+        &self,
+        reader: &mut SegmentReader,
+        record: &RawRecord,
+    ) -> Result<(Option<Bytes>, Option<Bad>)> {
+        let meta = &record.header.meta;
+        if meta.tombstone || !self.cache.fits(meta.value_len as usize) {
+            return Ok((None, reader.check_value(record)?));
+        }
+        let (value, bad) = reader.take_value(record)?;
+        Ok((Some(Bytes::from(value)), bad))
+    }
+
+    /// Indexes the record of `key` found at `offset` in segment `id` while loading, caching
+    /// its `value` if one was read and it fits.
+    fn load_record(&mut self, id: SegmentId, offset: u64, key: Bytes, meta: Meta, value: Option<Bytes>) {
         self.segment_mut(id).count_live(offset, &key, &meta);
-        self.index(key, meta, Position { segment: id, offset });
+        self.index(key, meta, Position { segment: id, offset }, value);
     }
 
     /// Truncates the active segment at `offset`, where an interrupted append begins.

@@ -1,11 +1,14 @@
 //! The log engine's own tests: recovery (torn tails, corruption, hint files), compaction and
-//! crashes in it, fsync failure and policies. The engine contract is in `contract_tests`.
+//! crashes in it, fsync failure and policies, the value cache. The engine contract is in
+//! `contract_tests`.
 
+use super::cache::CacheBudget;
+use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::options::SEGMENT_BYTES_MIN;
-use super::{FsyncPolicy, LogEngine, LogOptions};
+use super::{FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use crate::error::Error;
-use crate::storage::{Engine, Record};
+use crate::storage::{Engine, Record, Slot};
 use crate::version::{NodeId, Timestamp, Version};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -66,6 +69,7 @@ fn assert_state(e: &LogEngine, model: &Model, context: &str) {
     let live = model.values().filter(|r| r.value.is_some()).count() as u64;
     assert_eq!((stats.keys, stats.tombstones), (live, model.len() as u64 - live), "{context}");
     assert_accounting(e, context);
+    assert_cache(e, context);
 }
 
 /// Asserts each segment's live bytes are exactly the records the keydir points at, and its
@@ -73,13 +77,28 @@ fn assert_state(e: &LogEngine, model: &Model, context: &str) {
 fn assert_accounting(e: &LogEngine, context: &str) {
     let mut live: BTreeMap<SegmentId, u64> = BTreeMap::new();
     for (key, slot) in e.keydir.iter() {
-        *live.entry(slot.at.segment).or_default() += record_bytes(key.len(), slot.meta.value_len);
+        *live.entry(slot.at.position.segment).or_default() += record_bytes(key.len(), slot.meta.value_len);
     }
     for (id, segment) in &e.segments {
         let want = live.get(id).copied().unwrap_or(0);
         assert_eq!(segment.live_bytes, want, "{context}: live bytes of segment {id}");
         assert_eq!(segment.live_bytes + segment.dead_bytes, segment.len(), "{context}: segment {id}");
     }
+}
+
+/// Asserts every cached value equals its record's value on disk, tombstones cache nothing,
+/// and the cached values' lengths add up to `cached_bytes`, within the budget.
+fn assert_cache(e: &LogEngine, context: &str) {
+    let mut cached_bytes = 0;
+    for (key, slot) in e.keydir.iter() {
+        let Some(cached) = &slot.at.cached else { continue };
+        assert!(!slot.meta.tombstone, "{context}: tombstone of {key:?} cached");
+        let on_disk = e.read_value(key, slot).unwrap_or_else(|err| panic!("{context}: {key:?}: {err}"));
+        assert_eq!(*cached, on_disk, "{context}: cached value of {key:?}");
+        cached_bytes += cached.len() as u64;
+    }
+    assert_eq!(e.stats().cached_bytes, cached_bytes, "{context}: cached bytes");
+    assert!(cached_bytes <= e.options.value_cache_bytes_max, "{context}: {cached_bytes} cached, over budget");
 }
 
 /// Options with small segments and no fsync, which never compact on their own accord.
@@ -90,7 +109,18 @@ fn small(hint_files: bool) -> LogOptions {
         compaction_dead_ratio: 1.0,
         compaction_dead_bytes_min: u64::MAX,
         hint_files,
+        value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
     }
+}
+
+/// `small` options with a value cache of `value_cache_bytes_max` bytes.
+fn cache(hint_files: bool, value_cache_bytes_max: u64) -> LogOptions {
+    LogOptions { value_cache_bytes_max, ..small(hint_files) }
+}
+
+/// The bytes `key` has cached, if any.
+fn cached(e: &LogEngine, key: &str) -> Option<Bytes> {
+    e.keydir.get(key.as_bytes()).and_then(|slot| slot.at.cached.clone())
 }
 
 /// Options that compact 4 KiB segments once half their bytes are dead.
@@ -578,4 +608,188 @@ fn segment_names_sort_as_segments_and_parse_back() {
     for name in ["7-3.seg", "0000000000000000000a-00003.seg", "99999999999999999999-00000.seg", "notes.txt"] {
         assert_eq!(SegmentId::parse(name), None, "{name}");
     }
+}
+
+#[test]
+fn cache_budget_admits_what_fits_and_nothing_more() {
+    // (budget, lengths offered in order, want admitted)
+    let table: [(u64, &[usize], &[bool]); 5] = [
+        (0, &[0, 1], &[false, false]), // 0 turns the cache off, even for empty values
+        (10, &[10, 0, 1], &[true, true, false]),
+        (10, &[4, 4, 4, 2], &[true, true, false, true]),
+        (10, &[11, 3], &[false, true]),
+        (u64::MAX, &[usize::MAX / 2, usize::MAX / 2], &[true, true]),
+    ];
+    for (budget_bytes, lens, want) in table {
+        let mut budget = CacheBudget::new(budget_bytes);
+        let admitted: Vec<bool> = lens.iter().map(|&len| budget.admit(len)).collect();
+        assert_eq!(admitted, want, "budget {budget_bytes}, lengths {lens:?}");
+        let counted: usize = lens.iter().zip(&admitted).filter(|(_, &a)| a).map(|(&len, _)| len).sum();
+        assert_eq!(budget.bytes(), counted as u64, "budget {budget_bytes}, lengths {lens:?}");
+        for (&len, _) in lens.iter().zip(&admitted).filter(|(_, &a)| a) {
+            budget.release(len);
+        }
+        assert_eq!(budget.bytes(), 0, "every admitted value released");
+    }
+}
+
+#[test]
+fn cached_values_equal_disk_values_through_compaction_and_reopen() {
+    // Nothing cached, some cached, everything cached.
+    for budget in [0, 2_000, VALUE_CACHE_BYTES_MAX_DEFAULT] {
+        let options = LogOptions { value_cache_bytes_max: budget, ..compacting() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), options).expect("open");
+        let mut h = Harness::default();
+        write_overwrites(&mut e, &mut h);
+        assert_state(&e, &h.model, &format!("budget {budget}: written"));
+        let cached_bytes = e.stats().cached_bytes;
+        assert_eq!(cached_bytes == 0, budget == 0, "budget {budget}: {cached_bytes} cached");
+
+        // A compaction moves records, keeping their cached values.
+        let before: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.clone(), slot.at.clone())).collect();
+        e.maintain(u64::MAX).expect("compact at once");
+        assert_eq!(e.stats().compactions, 1);
+        let after: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.clone(), slot.at.clone())).collect();
+        let moved = before.iter().zip(&after).filter(|(b, a)| b.1.position != a.1.position).count();
+        assert!(moved > 0, "budget {budget}: compaction moved records");
+        for ((key, b), (_, a)) in before.iter().zip(&after) {
+            assert_eq!(b.cached, a.cached, "budget {budget}: {key:?} cached across the move");
+        }
+        assert_eq!(e.stats().cached_bytes, cached_bytes, "budget {budget}: compaction");
+        assert_state(&e, &h.model, &format!("budget {budget}: compacted"));
+        for i in 0..20 {
+            step(&mut e, &mut h, i);
+        }
+        drop(e);
+
+        // Reopened, by hints (only the newest segment is read, so cached) or by scans.
+        for hint_files in [true, false] {
+            let e = LogEngine::open(dir.path(), LogOptions { hint_files, ..options }).expect("reopen");
+            let context = format!("budget {budget}: reopened, hints {hint_files}");
+            assert_state(&e, &h.model, &context);
+            let cached_keys = e.keydir.iter().filter(|(_, slot)| slot.at.cached.is_some()).count();
+            let in_active = |slot: &Slot<Location>| slot.at.position.segment == e.active && !slot.meta.tombstone;
+            let active_keys = e.keydir.iter().filter(|(_, slot)| in_active(slot)).count();
+            match (budget, hint_files) {
+                (0, _) => assert_eq!(cached_keys, 0, "{context}"),
+                (VALUE_CACHE_BYTES_MAX_DEFAULT, true) => assert_eq!(cached_keys, active_keys, "{context}"),
+                (VALUE_CACHE_BYTES_MAX_DEFAULT, false) => assert_eq!(cached_keys as u64, e.stats().keys, "{context}"),
+                _ => assert!(cached_keys > 0, "{context}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn value_cache_respects_its_budget() {
+    for budget in [0, 1, 100, 1_000, 10_000] {
+        let mut e = LogEngine::temporary(cache(true, budget));
+        let mut h = Harness::default();
+        for i in 0..200u64 {
+            let value = "v".repeat((i * 37 % 150) as usize);
+            let tombstone = i % 11 == 0;
+            h.put(&mut e, &format!("key-{:02}", i % 60), (!tombstone).then_some(&value), None);
+            let cached_bytes = e.stats().cached_bytes;
+            assert!(cached_bytes <= budget, "budget {budget}, put {i}: {cached_bytes} cached");
+        }
+        e.flush(0).expect("flush");
+        assert_state(&e, &h.model, &format!("budget {budget}"));
+        if budget == 0 {
+            assert!(e.keydir.iter().all(|(_, slot)| slot.at.cached.is_none()), "nothing cached");
+        }
+    }
+
+    // A full cache takes nothing more and evicts nothing.
+    let mut e = LogEngine::temporary(cache(true, 100));
+    let mut h = Harness::default();
+    h.put(&mut e, "fills", Some(&"f".repeat(100)), None);
+    h.put(&mut e, "late", Some("l"), None);
+    assert_eq!((cached(&e, "fills").map(|v| v.len()), cached(&e, "late")), (Some(100), None));
+    assert_eq!(e.stats().cached_bytes, 100);
+    assert_state(&e, &h.model, "full cache");
+}
+
+#[test]
+fn replacing_a_cached_value_frees_its_bytes() {
+    let mut e = LogEngine::temporary(cache(true, 100));
+    let mut h = Harness::default();
+    // (key, value length or None for a tombstone, want cached bytes after, want key cached)
+    let table: [(&str, Option<usize>, u64, bool); 9] = [
+        ("a", Some(60), 60, true),
+        ("a", Some(30), 30, true),   // the 60 bytes leave
+        ("a", None, 0, false),       // a tombstone frees and caches nothing
+        ("b", Some(100), 100, true), // exactly full
+        ("b", Some(100), 100, true), // full, but the old value leaves first
+        ("c", Some(1), 100, false),  // full: not cached, nothing evicted
+        ("b", Some(101), 0, false),  // over the budget alone: not cached, the old one leaves
+        ("c", Some(5), 5, true),     // room again
+        ("b", Some(95), 100, true),
+    ];
+    for (i, (key, len, want_bytes, want_cached)) in table.into_iter().enumerate() {
+        let value = len.map(|len| "x".repeat(len));
+        h.put(&mut e, key, value.as_deref(), None);
+        let context = format!("row {i}: {key} = {len:?}");
+        assert_eq!(e.stats().cached_bytes, want_bytes, "{context}");
+        assert_eq!(cached(&e, key).is_some(), want_cached, "{context}");
+        assert_state(&e, &h.model, &context);
+    }
+}
+
+#[test]
+fn damage_after_open_is_found_by_get_unless_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Room for the first 5 values of 40 bytes; the rest are read from disk.
+    let mut e = LogEngine::open(dir.path(), cache(true, 5 * 40)).expect("open");
+    let mut h = Harness::default();
+    for k in 0..40 {
+        h.put(&mut e, &format!("key-{k:02}"), Some(&format!("value {k:02} {}", "z".repeat(31))), None);
+    }
+    e.flush(0).expect("flush");
+    assert_state(&e, &h.model, "written");
+    let (hot, cold) = ("key-01", "key-30");
+    assert!(cached(&e, hot).is_some() && cached(&e, cold).is_none());
+
+    // Flip the last byte of each one's value in its segment, under the open engine.
+    for key in [hot, cold] {
+        let slot = e.keydir.get(key.as_bytes()).expect("indexed");
+        let end = slot.at.position.offset + record_bytes(key.len(), slot.meta.value_len);
+        flip(&e.segments[&slot.at.position.segment].path, end - 1, 0x01);
+    }
+    let hot_record = e.get(hot.as_bytes()).expect("a cached value is served from memory");
+    assert_eq!(hot_record.as_ref(), h.model.get(hot.as_bytes()), "the cache does not see the disk");
+    match e.get(cold.as_bytes()) {
+        Err(Error::Corrupt { reason, .. }) => assert_eq!(reason, "body checksum mismatch"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn write_out_hands_the_fsync_to_the_caller_per_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    let record = |millis| Record {
+        version: crate::version::Version {
+            ts: crate::version::Timestamp { millis, logical: 0 },
+            node: crate::version::NodeId(1),
+        },
+        value: Some(Bytes::from_static(b"value")),
+        expire_at_ms: None,
+    };
+    engine.put(Bytes::from_static(b"k"), record(1)).unwrap();
+    let out = engine.write_out(10).unwrap();
+    assert!(out.bytes > 0, "the record went to the operating system");
+    out.sync.expect("fsync = always owes an fsync after a write").sync().unwrap();
+    assert!(engine.write_out(11).unwrap().sync.is_none(), "nothing new written: no fsync owed");
+    // What was written out (and fsynced by the caller) is there after a reopen.
+    drop(engine);
+    let engine = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(engine.get(b"k").unwrap().unwrap().value.as_deref(), Some(&b"value"[..]));
+    drop(engine);
+
+    let options = LogOptions { fsync: FsyncPolicy::Never, ..LogOptions::default() };
+    let mut never = LogEngine::open(dir.path(), options).unwrap();
+    never.put(Bytes::from_static(b"k2"), record(2)).unwrap();
+    let out = never.write_out(20).unwrap();
+    assert!(out.bytes > 0 && out.sync.is_none(), "fsync = never owes no fsync");
 }
