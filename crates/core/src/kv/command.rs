@@ -14,12 +14,17 @@ const SCAN_COUNT_DEFAULT: usize = 10;
 /// the command is known but its arguments are wrong.
 pub fn parse_command(args: &[Bytes]) -> Option<Result<Request, Reply>> {
     let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
-    let (min, max) = arity(&name)?;
+    parse_named(&name, args)
+}
+
+/// As [`parse_command`], for a caller that has already lowercased the name (`args[0]`).
+pub fn parse_named(name: &str, args: &[Bytes]) -> Option<Result<Request, Reply>> {
+    let (min, max) = arity(name)?;
     let count = args.len() - 1;
     if count < min || max.is_some_and(|max| count > max) {
         return Some(Err(Reply::err(format!("wrong number of arguments for '{name}' command"))));
     }
-    Some(parse_known(&name, &args[1..]))
+    Some(parse_known(name, &args[1..]))
 }
 
 /// The (least, most) number of arguments after the name, for each key-value command.

@@ -33,7 +33,7 @@ mod number;
 mod request;
 mod store;
 
-pub use command::parse_command;
+pub use command::{parse_command, parse_named};
 pub use glob::glob_match;
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{Expiry, Reply, Request, SetCondition};

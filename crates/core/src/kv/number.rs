@@ -4,12 +4,27 @@
 /// Parses a Redis integer (`string2ll`): an optional `-`, then digits with no leading zero
 /// (except "0" itself), no spaces, no `+`, within i64.
 pub fn parse_int(s: &[u8]) -> Option<i64> {
-    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    let (negative, digits) = match s.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
     let leading_zero = digits.len() > 1 && digits[0] == b'0';
-    if digits.is_empty() || leading_zero || s == b"-0" || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 || leading_zero || (negative && digits == b"0") {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    // Accumulate negatively, so that i64::MIN, whose magnitude i64 cannot hold, parses too.
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(digit - b'0'))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
 }
 
 /// Parses a Redis float (`strtold` on the whole string): no surrounding spaces, finite or

@@ -208,38 +208,48 @@ impl<E: Engine> Store<E> {
     }
 
     fn incr_by(&mut self, now_ms: u64, key: Bytes, delta: i64) -> Result<Reply> {
-        let old = self.live(&key, now_ms)?;
-        let current = match &old {
-            None => 0,
-            Some(live) => match parse_int(&live.value) {
-                Some(n) => n,
-                None => return Ok(Reply::err("value is not an integer or out of range")),
-            },
-        };
+        let (current, deadline) =
+            match self.number(&key, now_ms, parse_int, "value is not an integer or out of range")? {
+                Ok(found) => found,
+                Err(reply) => return Ok(reply),
+            };
         let Some(new) = current.checked_add(delta) else {
             return Ok(Reply::err("increment or decrement would overflow"));
         };
-        let deadline = old.and_then(|l| l.expire_at_ms);
         self.write(now_ms, key, Bytes::from(new.to_string()), deadline)?;
         Ok(Reply::Int(new))
     }
 
     fn incr_by_float(&mut self, now_ms: u64, key: Bytes, delta: f64) -> Result<Reply> {
-        let old = self.live(&key, now_ms)?;
-        let current = match &old {
-            None => 0.0,
-            Some(live) => match parse_float(&live.value) {
-                Some(n) => n,
-                None => return Ok(Reply::err("value is not a valid float")),
-            },
+        let (current, deadline) = match self.number(&key, now_ms, parse_float, "value is not a valid float")? {
+            Ok(found) => found,
+            Err(reply) => return Ok(reply),
         };
         let new = current + delta;
         if !new.is_finite() {
             return Ok(Reply::err("increment would produce NaN or Infinity"));
         }
         let text = Bytes::from(format_float(new));
-        self.write(now_ms, key, text.clone(), old.and_then(|l| l.expire_at_ms))?;
+        self.write(now_ms, key, text.clone(), deadline)?;
         Ok(Reply::Bulk(text))
+    }
+
+    /// The number `key` holds (zero when absent) and its deadline, or the error reply
+    /// `not_a_number` when its value does not `parse`.
+    fn number<N: Default>(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        parse: fn(&[u8]) -> Option<N>,
+        not_a_number: &str,
+    ) -> Result<std::result::Result<(N, Option<u64>), Reply>> {
+        Ok(match self.live(key, now_ms)? {
+            None => Ok((N::default(), None)),
+            Some(live) => match parse(&live.value) {
+                Some(n) => Ok((n, live.expire_at_ms)),
+                None => Err(Reply::err(not_a_number)),
+            },
+        })
     }
 
     fn append(&mut self, now_ms: u64, key: Bytes, value: Bytes) -> Result<Reply> {

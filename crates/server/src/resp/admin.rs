@@ -321,7 +321,7 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
         "persistence",
         "Persistence",
         format!(
-            "loading:0\r\naof_enabled:{}\r\nreplikv_engine:{:?}\r\nreplikv_fsync:{}\r\nreplikv_segments:{}\r\nreplikv_dead_bytes:{}\r\nreplikv_compactions:{}\r\nreplikv_fsyncs:{}\r\nreplikv_bytes_written:{}\r\n",
+            "loading:0\r\naof_enabled:{}\r\nreplikv_engine:{:?}\r\nreplikv_fsync:{}\r\nreplikv_segments:{}\r\nreplikv_dead_bytes:{}\r\nreplikv_compactions:{}\r\nreplikv_fsyncs:{}\r\nreplikv_bytes_written:{}\r\nreplikv_value_cache_bytes:{}\r\n",
             u8::from(config.engine == crate::config::EngineKind::Log),
             config.engine,
             config.fsync,
@@ -330,6 +330,7 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
             stats.compactions,
             stats.fsyncs,
             stats.bytes_written,
+            stats.cached_bytes,
         ),
     );
     add(

@@ -22,7 +22,7 @@ use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use replikv_core::kv::{parse_command, Reply, Request};
+use replikv_core::kv::{parse_named, Reply, Request};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,9 +106,9 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
 enum Slot {
     /// Answered already, in the protocol of the moment.
     Ready(Frame, Protocol),
-    /// Waiting for the runtime: the index of its request in the call, its command name and
-    /// the protocol of the moment.
-    Pending(usize, String, Protocol),
+    /// Waiting for the runtime: the index of its request in the call, and the protocol of
+    /// the moment.
+    Pending(usize, Protocol),
 }
 
 /// One client's connection.
@@ -182,18 +182,19 @@ impl Connection {
     async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(requests.len());
+        let mut names = Vec::with_capacity(requests.len());
         let mut calls: Vec<Request> = Vec::new();
         let mut close = false;
         for args in requests {
-            let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-            if let Some(action) = admin::execute(&name, &args, &mut self.client, &self.state) {
+            let name = CommandName::of(&args[0]);
+            if let Some(action) = admin::execute(name.as_str(), &args, &mut self.client, &self.state) {
                 let (frame, quit) = match action {
                     Action::Reply(frame) => (frame, false),
                     Action::Close(frame) => (frame, true),
                 };
                 // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
                 slots.push(Slot::Ready(frame, self.client.proto));
-                self.count(&name, started);
+                names.push(name);
                 if quit {
                     close = true;
                     break;
@@ -201,15 +202,19 @@ impl Connection {
                 continue;
             }
             let proto = self.client.proto;
-            match parse_command(&args) {
+            match parse_named(name.as_str(), &args) {
                 Some(Ok(request)) => {
-                    slots.push(Slot::Pending(calls.len(), name, proto));
+                    slots.push(Slot::Pending(calls.len(), proto));
                     calls.push(request);
+                    names.push(name);
                 }
-                Some(Err(reply)) => slots.push(Slot::Ready(to_frame(reply), proto)),
+                Some(Err(reply)) => {
+                    slots.push(Slot::Ready(to_frame(reply), proto));
+                    names.push(name);
+                }
                 None => {
                     slots.push(Slot::Ready(Frame::error(unknown_command(&args)), proto));
-                    self.count("unknown", started);
+                    names.push(CommandName::unknown());
                 }
             }
         }
@@ -223,16 +228,19 @@ impl Connection {
         for slot in slots {
             match slot {
                 Slot::Ready(frame, proto) => frame.encode(proto, out),
-                Slot::Pending(index, name, proto) => {
-                    let reply = replies.get_mut(index).and_then(Option::take);
-                    let frame = match reply {
+                Slot::Pending(index, proto) => {
+                    let frame = match replies.get_mut(index).and_then(Option::take) {
                         Some(reply) => to_frame(reply),
                         None => Frame::error(format!("ERR {}", self.stop_reason())),
                     };
                     frame.encode(proto, out);
-                    self.count(&name, started);
                 }
             }
+        }
+        // Every reply of the round leaves together, so one latency serves them all.
+        let seconds = started.elapsed().as_secs_f64();
+        for name in &names {
+            self.count(name.as_str(), seconds);
         }
         close
     }
@@ -243,7 +251,7 @@ impl Connection {
     }
 
     /// Counts a command served, with its latency from the start of its round.
-    fn count(&mut self, name: &str, started: Instant) {
+    fn count(&mut self, name: &str, seconds: f64) {
         if !self.counters.contains_key(name) && self.counters.len() < COUNTED_COMMANDS_MAX {
             let label = CommandLabel { command: name.to_string() };
             let metrics = &self.state.metrics;
@@ -253,7 +261,7 @@ impl Connection {
         }
         if let Some((counter, histogram)) = self.counters.get(name) {
             counter.inc();
-            histogram.observe(started.elapsed().as_secs_f64());
+            histogram.observe(seconds);
         }
         self.state.commands_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -276,6 +284,40 @@ fn cut_requests(
         }
     }
     (requests, None)
+}
+
+/// A command's name in lowercase, without a heap allocation: names longer than
+/// `COMMAND_NAME_BYTES_MAX` or not ASCII are no command's name and read as `unknown`.
+#[derive(Clone, Copy)]
+struct CommandName {
+    bytes: [u8; COMMAND_NAME_BYTES_MAX],
+    len: usize,
+}
+
+/// The longest command name replikv knows is shorter than this.
+const COMMAND_NAME_BYTES_MAX: usize = 24;
+
+impl CommandName {
+    /// The lowercase name of the command `arg` names.
+    fn of(arg: &[u8]) -> CommandName {
+        if arg.len() > COMMAND_NAME_BYTES_MAX || !arg.is_ascii() {
+            return CommandName::unknown();
+        }
+        let mut bytes = [0u8; COMMAND_NAME_BYTES_MAX];
+        for (to, from) in bytes.iter_mut().zip(arg) {
+            *to = from.to_ascii_lowercase();
+        }
+        CommandName { bytes, len: arg.len() }
+    }
+
+    /// The name unknown commands are counted under.
+    fn unknown() -> CommandName {
+        CommandName::of(b"unknown")
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII by construction")
+    }
 }
 
 /// Redis 7's text for an unknown command.

@@ -70,7 +70,11 @@
 //! and checks the header and body checksums of every record it reads. `flush` writes the
 //! buffer and then, per [`FsyncPolicy`], fdatasyncs the segment: `Always` on every flush,
 //! `IntervalMs(n)` once `n` ms (by `flush`'s `now_ms`) have passed since the last one,
-//! `Never` not at all.
+//! `Never` not at all. `write_out` is `flush` in two halves: it writes the buffer and, when
+//! the policy calls for an fsync, hands it to the caller as a `SyncHandle` (a shared handle
+//! on the segment's file), so that the node's syncer thread can fsync one batch while the
+//! next is stepped. The engine counts those bytes as synced at once; if the caller's fsync
+//! fails, the caller stops the node, so the engine is never asked again.
 //!
 //! When a record would take the active segment past `segment_bytes_max`, the segment is
 //! sealed first, whatever the policy: its buffer written and fdatasynced, its hint file
