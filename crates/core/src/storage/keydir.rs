@@ -67,15 +67,25 @@ impl<L> Default for Keydir<L> {
 }
 
 impl<L> Keydir<L> {
-    /// Sets `key`'s newest record, returning the slot it replaces.
+    /// Sets `key`'s newest record, returning the slot it replaces. A new key is copied.
     pub fn insert(&mut self, key: Bytes, meta: Meta, at: L) -> Option<Slot<L>> {
+        self.insert_inner(key, meta, at, true)
+    }
+
+    /// As `insert`, for a key that owns exactly its bytes (read from a file into a buffer of
+    /// its own), which is kept without a copy.
+    pub fn insert_owned(&mut self, key: Bytes, meta: Meta, at: L) -> Option<Slot<L>> {
+        self.insert_inner(key, meta, at, false)
+    }
+
+    fn insert_inner(&mut self, key: Bytes, meta: Meta, at: L, copy: bool) -> Option<Slot<L>> {
         self.last_ts = self.last_ts.max(meta.version.ts);
         let old = match self.map.get_mut(&key) {
             Some(slot) => Some(std::mem::replace(slot, Slot { meta, at })),
             None => {
                 // A copy: the caller's key may be a slice of a larger buffer (a connection's
                 // read buffer) that the index would otherwise keep alive whole.
-                let key = Bytes::copy_from_slice(&key);
+                let key = if copy { Bytes::copy_from_slice(&key) } else { key.clone() };
                 self.order.insert(key.clone());
                 self.map.insert(key.clone(), Slot { meta, at });
                 None

@@ -265,15 +265,22 @@ impl LogEngine {
 
     /// Points `key` at its newest record, at `position` and already counted live in its
     /// segment, and caches the record's `value` if it fits. The record it replaces becomes
-    /// dead, and its cached value leaves the cache.
-    pub(super) fn index(&mut self, key: Bytes, meta: Meta, position: Position, value: Option<Bytes>) {
+    /// dead, and its cached value leaves the cache. A key and value from a client are copied
+    /// before they are kept: they may be slices of a larger buffer (a connection's read
+    /// buffer) that a long-lived reference would keep alive whole; `owned` ones, read from a
+    /// file into buffers of their own, are kept as they are.
+    pub(super) fn index(&mut self, key: Bytes, meta: Meta, position: Position, value: Option<Bytes>, owned: bool) {
+        let keep = |value: Bytes| if owned { value } else { Bytes::copy_from_slice(&value) };
         let (cached, refused) = match value {
-            // A copy: the caller's bytes may be a slice of a larger buffer (a connection's
-            // read buffer) that a long-lived reference would keep alive whole.
-            Some(value) if self.cache.admit(value.len()) => (Some(Bytes::copy_from_slice(&value)), None),
+            Some(value) if self.cache.admit(value.len()) => (Some(keep(value)), None),
             value => (None, value),
         };
-        let Some(old) = self.keydir.insert(key.clone(), meta, Location { position, cached }) else {
+        let location = Location { position, cached };
+        let old = match owned {
+            true => self.keydir.insert_owned(key.clone(), meta, location),
+            false => self.keydir.insert(key.clone(), meta, location),
+        };
+        let Some(old) = old else {
             return;
         };
         let size = record_bytes(key.len(), old.meta.value_len);
@@ -285,7 +292,7 @@ impl LogEngine {
         // A value that fits only once the one it replaces has left (a full cache rewriting a
         // cached key) is cached now, at the cost of a second lookup.
         if let Some(value) = refused.filter(|value| self.cache.admit(value.len())) {
-            self.keydir.get_mut(&key).expect("indexed above").at.cached = Some(Bytes::copy_from_slice(&value));
+            self.keydir.get_mut(&key).expect("indexed above").at.cached = Some(keep(value));
         }
     }
 
@@ -306,8 +313,7 @@ impl LogEngine {
         let segment = self.segment_mut(at.segment);
         encode_record(&key, &meta, record.value.as_deref().unwrap_or_default(), &mut segment.buffer);
         segment.count_live(at.offset, &key, &meta);
-        // The cache shares the caller's bytes: no copy.
-        self.index(key, meta, at, record.value);
+        self.index(key, meta, at, record.value, false);
         Ok(())
     }
 

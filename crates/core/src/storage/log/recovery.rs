@@ -178,7 +178,7 @@ impl LogEngine {
     /// its `value` if one was read and it fits.
     fn load_record(&mut self, id: SegmentId, offset: u64, key: Bytes, meta: Meta, value: Option<Bytes>) {
         self.segment_mut(id).count_live(offset, &key, &meta);
-        self.index(key, meta, Position { segment: id, offset }, value);
+        self.index(key, meta, Position { segment: id, offset }, value, true);
     }
 
     /// Truncates the active segment at `offset`, where an interrupted append begins.
