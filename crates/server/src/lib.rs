@@ -1,10 +1,13 @@
 //! replikv-server: the parts of a node that touch the world.
 //!
 //! The core decides; this crate drives it. It owns the tokio runtime, the sockets, the clock
-//! and the threads: a node's runtime thread steps the core's replica with batches of inputs
-//! and flushes once per batch ([`runtime`]); the Redis protocol front end ([`resp`]) and the
-//! HTTP/JSON front end ([`http`]) turn clients' bytes into core requests and replies back into
-//! bytes; [`config`] merges flags, environment and file; [`node`] starts and stops it all.
+//! and the threads: a node's stepper thread steps the core's replica with batches of inputs
+//! while its syncer thread fsyncs the batch before, one fsync per group ([`runtime`]); the
+//! Redis protocol front end ([`resp`]) and the HTTP/JSON front end ([`http`]) turn clients'
+//! bytes into core requests and replies back into bytes; [`config`] merges flags,
+//! environment and file; [`metrics`] keeps a Prometheus registry per node; [`state`] is what
+//! the front ends share; [`faults`] holds the test-only fault switches; [`node`] starts and
+//! stops it all.
 //!
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 

@@ -422,7 +422,8 @@ mod tests {
         fn write_out(&mut self, _now_ms: u64) -> replikv_core::Result<replikv_core::storage::WrittenOut> {
             // fsync on a file opened read-only from /proc fails with EINVAL: a real failing fsync.
             let file = std::fs::File::open("/proc/self/stat").unwrap();
-            let sync = SyncHandle::new(Arc::new(file), "/proc/self/stat".into());
+            let gate = Arc::new(replikv_core::storage::FsyncGate::default());
+            let sync = SyncHandle::new(Arc::new(file), "/proc/self/stat".into(), gate);
             Ok(replikv_core::storage::WrittenOut { bytes: 1, sync: Some(sync) })
         }
         fn maintain(&mut self, budget_bytes: u64) -> replikv_core::Result<()> {

@@ -101,6 +101,38 @@ pub struct Flushed {
     pub synced: bool,
 }
 
+/// The one door every fsync of an engine's files goes through, whichever thread runs it.
+///
+/// Linux reports a failed writeback once per open file: if two threads fsync the same file,
+/// one may see the error and the other a success that is a lie. The gate runs one fsync at a
+/// time and remembers the first failure; every fsync after it, from any thread, fails with
+/// that reason instead of running, so a failure is never swallowed and never retried.
+#[derive(Debug, Default)]
+pub struct FsyncGate {
+    /// The first failure, once there is one.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl FsyncGate {
+    /// Runs `call` (an fsync of `path`) unless an earlier fsync failed; records a failure.
+    pub fn run(&self, path: &std::path::Path, call: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+        let mut failed = self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(why) = &*failed {
+            return Err(crate::Error::Stopped(why.clone()));
+        }
+        call().map_err(|e| {
+            let err = crate::Error::io("fsync", path, e);
+            *failed = Some(err.to_string());
+            err
+        })
+    }
+
+    /// The first failure, if an fsync has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
 /// The fsync that makes records written out durable, to be run by the caller, possibly on
 /// another thread, so that the next batch can be stepped while this one reaches the disk.
 #[derive(Debug)]
@@ -109,17 +141,23 @@ pub struct SyncHandle {
     file: std::sync::Arc<std::fs::File>,
     /// Its path, for the error message.
     path: std::path::PathBuf,
+    /// The engine's gate, shared with its own fsyncs.
+    gate: std::sync::Arc<FsyncGate>,
 }
 
 impl SyncHandle {
-    /// A handle that fsyncs `file`, found at `path`.
-    pub fn new(file: std::sync::Arc<std::fs::File>, path: std::path::PathBuf) -> SyncHandle {
-        SyncHandle { file, path }
+    /// A handle that fsyncs `file`, found at `path`, through the engine's `gate`.
+    pub fn new(
+        file: std::sync::Arc<std::fs::File>,
+        path: std::path::PathBuf,
+        gate: std::sync::Arc<FsyncGate>,
+    ) -> SyncHandle {
+        SyncHandle { file, path, gate }
     }
 
     /// Runs the fsync (fdatasync). A failure is final: the caller must stop, never retry.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| crate::Error::io("fsync", &self.path, e))
+        self.gate.run(&self.path, || self.file.sync_data())
     }
 }
 

@@ -145,9 +145,10 @@ impl LogEngine {
         let last = *compaction.outputs.last().expect("a compaction has an output");
         self.seal(last)?;
         // Records the compaction skipped were replaced by newer ones, some perhaps only in the
-        // active segment's buffer: those must be durable before the old ones go.
+        // active segment's buffer, or written out with their fsync handed to the caller and
+        // not yet run: those must be durable before the old ones go, so fsync here, always.
         self.write_active()?;
-        self.sync_active()?;
+        self.sync_active_now()?;
         for &output in &compaction.outputs {
             self.publish(output)?;
         }

@@ -9,7 +9,8 @@ use super::format::{
 use super::options::LogOptions;
 use crate::error::{Error, Result};
 use crate::storage::{
-    Engine, EngineStats, Flushed, Keydir, Meta, Record, Slot, SyncHandle, WrittenOut, KEY_BYTES_MAX, VALUE_BYTES_MAX,
+    Engine, EngineStats, Flushed, FsyncGate, Keydir, Meta, Record, Slot, SyncHandle, WrittenOut, KEY_BYTES_MAX,
+    VALUE_BYTES_MAX,
 };
 use crate::version::Timestamp;
 use bytes::Bytes;
@@ -124,13 +125,18 @@ impl Segment {
     }
 }
 
-/// Counts fsyncs and injects the test hook's failure.
+/// Counts fsyncs, runs them through the engine's gate, and injects the test hook's failure.
 #[derive(Debug, Default)]
 pub(super) struct Fsyncs {
     /// fsync calls since the engine opened.
     pub(super) count: u64,
     /// The next fsync fails as EIO would.
     pub(super) fail_next: bool,
+    /// Shared with every `SyncHandle` the engine hands out.
+    pub(super) gate: Arc<FsyncGate>,
+    /// Every path fsynced, in order, so that tests can check which files were.
+    #[cfg(test)]
+    pub(super) paths: Vec<PathBuf>,
 }
 
 impl Fsyncs {
@@ -148,11 +154,10 @@ impl Fsyncs {
     /// Runs one fsync `call`, or fails it if the test hook asked.
     fn sync(&mut self, path: &Path, call: impl FnOnce() -> io::Result<()>) -> Result<()> {
         self.count += 1;
-        let result = match std::mem::take(&mut self.fail_next) {
-            true => Err(io::Error::from_raw_os_error(EIO)),
-            false => call(),
-        };
-        result.map_err(|e| Error::io("fsync", path, e))
+        #[cfg(test)]
+        self.paths.push(path.to_path_buf());
+        let fail = std::mem::take(&mut self.fail_next);
+        self.gate.run(path, || if fail { Err(io::Error::from_raw_os_error(EIO)) } else { call() })
     }
 }
 
@@ -245,8 +250,8 @@ impl LogEngine {
 
     /// Refuses the call if an earlier write or fsync failed.
     fn check_running(&self) -> Result<()> {
-        match &self.stopped {
-            Some(why) => Err(Error::Stopped(why.clone())),
+        match self.stopped.clone().or_else(|| self.fsyncs.gate.failure()) {
+            Some(why) => Err(Error::Stopped(why)),
             None => Ok(()),
         }
     }
@@ -391,6 +396,15 @@ impl LogEngine {
         Ok(bytes)
     }
 
+    /// fsyncs the active segment whatever `unsynced` says: `write_out` clears it when it hands
+    /// the fsync to the caller, who may not have run it yet.
+    pub(super) fn sync_active_now(&mut self) -> Result<()> {
+        let segment = &self.segments[&self.active];
+        self.fsyncs.sync_file(&segment.file, &segment.path)?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     /// fsyncs the active segment if it has bytes written since its last fsync.
     pub(super) fn sync_active(&mut self) -> Result<bool> {
         if !self.unsynced {
@@ -478,7 +492,7 @@ impl Engine for LogEngine {
                 self.last_sync_ms = now_ms;
                 self.fsyncs.count += 1;
                 let segment = &self.segments[&self.active];
-                SyncHandle::new(segment.file.clone(), segment.path.clone())
+                SyncHandle::new(segment.file.clone(), segment.path.clone(), self.fsyncs.gate.clone())
             });
             WrittenOut { bytes, sync }
         });

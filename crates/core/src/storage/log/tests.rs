@@ -793,3 +793,48 @@ fn write_out_hands_the_fsync_to_the_caller_per_policy() {
     let out = never.write_out(20).unwrap();
     assert!(out.bytes > 0 && out.sync.is_none(), "fsync = never owes no fsync");
 }
+
+#[test]
+fn finishing_a_compaction_fsyncs_what_write_out_left_to_the_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), LogOptions { fsync: FsyncPolicy::Always, ..compacting() }).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    let mut i = 0;
+    while e.stats().compactions == 0 {
+        i += 1;
+        assert!(i < 1000, "compaction never finished");
+        h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("late {i}")), None);
+        // The node's way: write out, and leave the fsync to a syncer that has not run yet.
+        let owed = e.write_out(0).expect("write out").sync.expect("fsync = always owes one");
+        e.fsyncs.paths.clear();
+        e.maintain(300).expect("maintain");
+        if e.stats().compactions > 0 {
+            let active = e.segments[&e.active].path.clone();
+            assert!(
+                e.fsyncs.paths.contains(&active),
+                "finishing a compaction removed old segments without fsyncing the active one, whose fsync was owed \
+                 elsewhere: {:?}",
+                e.fsyncs.paths
+            );
+        }
+        drop(owed);
+    }
+    assert_state(&e, &h.model, "after compaction");
+}
+
+#[test]
+fn a_failed_fsync_on_one_thread_refuses_every_other_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), LogOptions { fsync: FsyncPolicy::Always, ..small(true) }).expect("open");
+    let mut h = Harness::default();
+    h.put(&mut e, "a", Some("1"), None);
+    let handed_out = e.write_out(0).expect("write out").sync.expect("an fsync is owed");
+    // The engine's own fsync (sealing, here by a flush that syncs) fails first...
+    h.put(&mut e, "b", Some("2"), None);
+    e.fail_next_fsync();
+    assert!(e.flush(0).is_err(), "the injected fsync failure");
+    // ...so the syncer's fsync of the same file must not report a success.
+    assert!(matches!(handed_out.sync(), Err(Error::Stopped(_))), "a swallowed fsync error");
+    assert!(matches!(e.write_out(1), Err(Error::Stopped(_))), "the engine refuses more");
+}
