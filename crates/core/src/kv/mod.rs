@@ -34,7 +34,7 @@ mod request;
 mod store;
 
 pub use command::{parse_command, parse_named};
-pub use glob::glob_match;
+pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{Expiry, Reply, Request, SetCondition};
-pub use store::{Store, EXPIRE_PER_TICK_MAX, SCAN_COUNT_MAX, SCAN_CURSORS_MAX};
+pub use store::{Store, EXPIRE_PER_TICK_MAX, GLOB_STEPS_PER_REQUEST_MAX, SCAN_COUNT_MAX, SCAN_CURSORS_MAX};

@@ -1,6 +1,6 @@
 //! The store: executes key-value requests against an engine, with a clock for versions.
 
-use super::glob::glob_match;
+use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
 use super::request::{Expiry, Reply, Request, SetCondition};
 use crate::error::Result;
@@ -19,6 +19,10 @@ pub const SCAN_CURSORS_MAX: usize = 4096;
 
 /// Keys one SCAN call examines at most, whatever COUNT asks.
 pub const SCAN_COUNT_MAX: usize = 100_000;
+
+/// Pattern-matching steps one KEYS or SCAN request may take, so that a hostile pattern
+/// over many keys cannot hold the node (about a tenth of a second of work).
+pub const GLOB_STEPS_PER_REQUEST_MAX: u64 = 100_000_000;
 
 /// Keys one KEYS or FLUSHALL pass reads from the engine at a time.
 const WALK_CHUNK_KEYS: usize = 1024;
@@ -269,6 +273,7 @@ impl<E: Engine> Store<E> {
     }
 
     fn keys(&self, now_ms: u64, pattern: &[u8]) -> Reply {
+        let mut steps = GLOB_STEPS_PER_REQUEST_MAX;
         let mut found = Vec::new();
         let mut after: Option<Bytes> = None;
         loop {
@@ -278,8 +283,10 @@ impl<E: Engine> Store<E> {
             after = Some(last.clone());
             for (key, meta) in chunk {
                 let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
-                if live && glob_match(pattern, &key) {
-                    found.push(Reply::Bulk(key));
+                match live.then(|| glob_match_within(pattern, &key, &mut steps)) {
+                    Some(Some(true)) => found.push(Reply::Bulk(key)),
+                    Some(None) => return too_complex(),
+                    _ => {}
                 }
             }
         }
@@ -300,10 +307,18 @@ impl<E: Engine> Store<E> {
         let chunk = self.engine.scan(from, examine + 1);
         let more = chunk.len() > examine;
         let mut keys = Vec::new();
+        let mut steps = GLOB_STEPS_PER_REQUEST_MAX;
         for (key, meta) in chunk.iter().take(examine) {
             let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
-            if live && pattern.as_deref().is_none_or(|p| glob_match(p, key)) {
-                keys.push(Reply::Bulk(key.clone()));
+            let matched = match &pattern {
+                _ if !live => Some(false),
+                None => Some(true),
+                Some(p) => glob_match_within(p, key, &mut steps),
+            };
+            match matched {
+                Some(true) => keys.push(Reply::Bulk(key.clone())),
+                Some(false) => {}
+                None => return too_complex(),
             }
         }
         let next = match (more, chunk.get(examine - 1)) {
@@ -389,6 +404,13 @@ fn resolve(expiry: Expiry, now_ms: u64, current: Option<u64>) -> std::result::Re
         Expiry::AtMs(at) if at > 0 => Ok(Some(at as u64)),
         Expiry::InMs(_) | Expiry::AtMs(_) => Err(()),
     }
+}
+
+/// The reply to a KEYS or SCAN whose pattern took more than its step budget.
+fn too_complex() -> Reply {
+    Reply::err(format!(
+        "pattern too complex: matching took over {GLOB_STEPS_PER_REQUEST_MAX} steps; simplify it or SCAN with a smaller COUNT"
+    ))
 }
 
 /// A bulk reply, or nil.
