@@ -18,32 +18,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// How long a stopping node waits for its RESP connections and HTTP requests to finish
+/// before it drops them, so that a client that trickles a request in cannot hold shutdown.
+pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
+
 /// Runs a node until `stop` resolves (a signal) or the runtime fails. Returns an error if the
 /// node stopped on a failure (a failed fsync, a damaged file), so the process exits non-zero.
 pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
-    let engine: Box<dyn Engine + Send> = match config.engine {
-        EngineKind::Log => {
-            let options = LogOptions {
-                fsync: config.fsync,
-                segment_bytes_max: config.segment_bytes_max,
-                value_cache_bytes_max: config.value_cache_bytes_max,
-                ..LogOptions::default()
-            };
-            Box::new(
-                LogEngine::open(&config.data_dir, options)
-                    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?,
-            )
-        }
-        EngineKind::Memory => Box::new(MemoryEngine::new()),
-    };
-    let engine: Box<dyn Engine + Send> = match config.test_fail_fsync_after {
-        Some(n) => {
-            tracing::warn!("test fault on: flush number {n} will fail");
-            Box::new(FailingEngine::new(engine, n))
-        }
-        None => engine,
-    };
+    let engine = open_engine(&config)?;
     let resp = TcpListener::bind(config.resp_addr)
         .await
         .with_context(|| format!("listening for RESP on {}", config.resp_addr))?;
@@ -68,35 +51,24 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         engine = ?config.engine, fsync = %config.fsync, keys = stats.keys, segments = stats.segments,
         "replikv node ready"
     );
-
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
-    let mut http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http, crate::http::router(state.clone())).with_graceful_shutdown(async move {
-            let _ = http_shutdown.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server: {e}");
-        }
-    });
-    let ticker_handle = runtime.handle();
-    let tick_ms = config.tick_ms;
-    let ticker = tokio::spawn(async move {
-        let mut interval = tokio::time::interval(std::time::Duration::from_millis(tick_ms));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            interval.tick().await;
-            ticker_handle.tick();
-        }
-    });
+    let http_task = tokio::spawn(serve_http(http, state, shutdown));
+    let ticker = tokio::spawn(tick(runtime.handle(), config.tick_ms));
 
     tokio::select! {
         _ = stop => tracing::info!("stopping: finishing requests in flight"),
+        // An error here means the runtime is gone without saying why: a failure too.
         _ = failed.wait_for(|f| *f) => tracing::error!("stopping after a storage failure"),
     }
     let _ = shutdown_tx.send(true);
-    let _ = resp_task.await;
-    let _ = http_task.await;
+    let drain = std::time::Duration::from_secs(SHUTDOWN_DRAIN_SECS);
+    for (name, task) in [("RESP", resp_task), ("HTTP", http_task)] {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(drain, task).await.is_err() {
+            tracing::warn!("{name} clients still busy after {SHUTDOWN_DRAIN_SECS} s: dropping them");
+            abort.abort();
+        }
+    }
     ticker.abort();
     let failure = runtime.handle().failure();
     runtime.shutdown().await;
@@ -106,6 +78,52 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
             tracing::info!("stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Opens the configured engine, wrapped in the test-only fault if one is switched on.
+fn open_engine(config: &NodeConfig) -> anyhow::Result<Box<dyn Engine + Send>> {
+    let engine: Box<dyn Engine + Send> = match config.engine {
+        EngineKind::Log => {
+            let options = LogOptions {
+                fsync: config.fsync,
+                segment_bytes_max: config.segment_bytes_max,
+                value_cache_bytes_max: config.value_cache_bytes_max,
+                ..LogOptions::default()
+            };
+            Box::new(
+                LogEngine::open(&config.data_dir, options)
+                    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?,
+            )
+        }
+        EngineKind::Memory => Box::new(MemoryEngine::new()),
+    };
+    Ok(match config.test_fail_fsync_after {
+        Some(n) => {
+            tracing::warn!("test fault on: flush number {n} will fail");
+            Box::new(FailingEngine::new(engine, n))
+        }
+        None => engine,
+    })
+}
+
+/// Serves HTTP until `shutdown` turns true, then lets requests in flight finish.
+async fn serve_http(listener: TcpListener, state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    let serve = axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!("HTTP server: {e}");
+    }
+}
+
+/// Asks the runtime to do timed work every `tick_ms`, forever (the caller aborts it).
+async fn tick(handle: crate::runtime::Handle, tick_ms: u64) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        handle.tick();
     }
 }
 

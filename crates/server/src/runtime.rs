@@ -174,9 +174,16 @@ impl Runtime {
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
             .spawn(move || {
-                if let Err(why) = stepper.run() {
+                // A panic is a broken invariant: stop as for any failure, never as a clean exit.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stepper.run()));
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(why)) => Some(why.to_string()),
+                    Err(panic) => Some(format!("invariant broken: {}", panic_text(&*panic))),
+                };
+                if let Some(why) = failure {
                     tracing::error!("runtime stopped: {why}");
-                    stepper.shared.fail(&why.to_string());
+                    stepper.shared.fail(&why);
                     stepper.rx.close();
                     let _ = failed.send(true);
                 }
@@ -199,6 +206,15 @@ impl Runtime {
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// The message a panic carried.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
     }
 }
 

@@ -157,7 +157,13 @@ fn parse_expire(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
     let invalid = || Reply::err(format!("invalid expire time in '{name}' command"));
     let ms = if name.starts_with('p') { amount } else { amount.checked_mul(1000).ok_or_else(invalid)? };
     let expiry = if name.ends_with("at") { Expiry::AtMs(ms) } else { Expiry::InMs(ms) };
-    Ok(Request::Expire { key: a[0].clone(), expiry })
+    let command = match name {
+        "expire" => "expire",
+        "pexpire" => "pexpire",
+        "expireat" => "expireat",
+        _ => "pexpireat",
+    };
+    Ok(Request::Expire { key: a[0].clone(), expiry, command })
 }
 
 fn int(arg: &Bytes) -> Result<i64, Reply> {

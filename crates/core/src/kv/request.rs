@@ -32,43 +32,125 @@ pub enum Expiry {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// GET key: the value, or nil.
-    Get { key: Bytes },
+    Get {
+        /// The key.
+        key: Bytes,
+    },
     /// SET key value \[NX|XX\] \[GET\] \[EX|PX|EXAT|PXAT|KEEPTTL\]: OK, or nil when the condition
     /// failed; with `get`, the old value instead.
-    Set { key: Bytes, value: Bytes, condition: SetCondition, get: bool, expiry: Expiry },
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// When it applies (NX, XX).
+        condition: SetCondition,
+        /// Answer with the old value instead of OK (GET).
+        get: bool,
+        /// What happens to the deadline.
+        expiry: Expiry,
+    },
     /// SETNX key value: 1 if set, 0 if the key existed.
-    SetNx { key: Bytes, value: Bytes },
+    SetNx {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
     /// GETDEL key: the value, deleting the key.
-    GetDel { key: Bytes },
+    GetDel {
+        /// The key.
+        key: Bytes,
+    },
     /// DEL / UNLINK key...: how many keys existed and were deleted.
-    Del { keys: Vec<Bytes> },
+    Del {
+        /// The keys, in the client's order.
+        keys: Vec<Bytes>,
+    },
     /// EXISTS key...: how many of the keys exist (a key named twice counts twice).
-    Exists { keys: Vec<Bytes> },
+    Exists {
+        /// The keys, in the client's order.
+        keys: Vec<Bytes>,
+    },
     /// MGET key...: each value or nil.
-    MGet { keys: Vec<Bytes> },
+    MGet {
+        /// The keys, in the client's order.
+        keys: Vec<Bytes>,
+    },
     /// MSET / MSETNX key value...: with `if_none_exist`, sets all or none and answers 1 or 0.
-    MSet { pairs: Vec<(Bytes, Bytes)>, if_none_exist: bool },
+    MSet {
+        /// (key, value) pairs, in the client's order.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// MSETNX: only if none of the keys exists.
+        if_none_exist: bool,
+    },
     /// INCR / DECR / INCRBY / DECRBY: the new value.
-    IncrBy { key: Bytes, delta: i64 },
+    IncrBy {
+        /// The key.
+        key: Bytes,
+        /// What to add (negative to subtract).
+        delta: i64,
+    },
     /// INCRBYFLOAT key delta: the new value as a string.
-    IncrByFloat { key: Bytes, delta: f64 },
+    IncrByFloat {
+        /// The key.
+        key: Bytes,
+        /// What to add (negative to subtract).
+        delta: f64,
+    },
     /// APPEND key value: the new length.
-    Append { key: Bytes, value: Bytes },
+    Append {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
     /// STRLEN key: the value's length, 0 if absent.
-    Strlen { key: Bytes },
+    Strlen {
+        /// The key.
+        key: Bytes,
+    },
     /// TYPE key: `string` or `none`.
-    Type { key: Bytes },
+    Type {
+        /// The key.
+        key: Bytes,
+    },
     /// KEYS pattern: every key matching the glob.
-    Keys { pattern: Bytes },
+    Keys {
+        /// A glob: `*`, `?`, `[...]`, and `\\` to escape.
+        pattern: Bytes,
+    },
     /// SCAN cursor \[MATCH pattern\] \[COUNT n\]: the next cursor and a batch of keys.
-    Scan { cursor: u64, pattern: Option<Bytes>, count: usize },
+    Scan {
+        /// 0 to start, or a cursor an earlier SCAN returned.
+        cursor: u64,
+        /// A glob: `*`, `?`, `[...]`, and `\\` to escape.
+        pattern: Option<Bytes>,
+        /// Keys to examine (COUNT; at most `SCAN_COUNT_MAX`).
+        count: usize,
+    },
     /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT: 1 if the deadline was set, 0 if the key is
     /// absent. A deadline already past deletes the key.
-    Expire { key: Bytes, expiry: Expiry },
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// What happens to the deadline.
+        expiry: Expiry,
+        /// The command's name, for error texts.
+        command: &'static str,
+    },
     /// TTL / PTTL: time left (seconds or milliseconds), -1 without deadline, -2 if absent.
-    Ttl { key: Bytes, millis: bool },
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// PTTL (milliseconds) rather than TTL (seconds).
+        millis: bool,
+    },
     /// PERSIST key: 1 if a deadline was removed.
-    Persist { key: Bytes },
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
     /// DBSIZE: the number of keys.
     DbSize,
     /// FLUSHALL: delete every key.

@@ -14,7 +14,7 @@ use std::ops::Bound;
 /// stalling one batch.
 pub const EXPIRE_PER_TICK_MAX: usize = 1000;
 
-/// SCAN cursors remembered at most; the oldest is forgotten first.
+/// SCAN cursors remembered at most; the least recently used is forgotten first.
 pub const SCAN_CURSORS_MAX: usize = 4096;
 
 /// Keys one SCAN call examines at most, whatever COUNT asks.
@@ -37,9 +37,20 @@ pub struct Store<E> {
     /// This node, the origin of its writes' versions.
     node: NodeId,
     /// SCAN cursor number -> the key after which the scan resumes.
-    cursors: BTreeMap<u64, Bytes>,
+    cursors: BTreeMap<u64, Cursor>,
+    /// Counts cursor uses, to find the least recently used.
+    cursor_clock: u64,
     /// The next cursor number to hand out (never 0, which means "start" and "done").
     next_cursor: u64,
+}
+
+/// A SCAN cursor: where it resumes, and when it was last used.
+#[derive(Debug)]
+struct Cursor {
+    /// The scan resumes after this key (which may since have been deleted: that is fine).
+    after: Bytes,
+    /// `cursor_clock` at its last use.
+    used: u64,
 }
 
 /// A key's value if it exists and has not expired at `now_ms`.
@@ -53,7 +64,7 @@ impl<E: Engine> Store<E> {
     /// newest version in the engine.
     pub fn new(engine: E, node: NodeId) -> Store<E> {
         let clock = Hlc::new(engine.last_timestamp());
-        Store { engine, clock, node, cursors: BTreeMap::new(), next_cursor: 1 }
+        Store { engine, clock, node, cursors: BTreeMap::new(), cursor_clock: 0, next_cursor: 1 }
     }
 
     /// The engine, for flushing and maintenance.
@@ -114,7 +125,7 @@ impl<E: Engine> Store<E> {
             Request::Type { key } => Reply::Status(if self.exists(&key, now_ms) { "string" } else { "none" }),
             Request::Keys { pattern } => self.keys(now_ms, &pattern),
             Request::Scan { cursor, pattern, count } => self.scan(now_ms, cursor, pattern, count),
-            Request::Expire { key, expiry } => self.expire(now_ms, key, expiry)?,
+            Request::Expire { key, expiry, command } => self.expire(now_ms, key, expiry, command)?,
             Request::Ttl { key, millis } => self.ttl(now_ms, &key, millis),
             Request::Persist { key } => self.persist(now_ms, key)?,
             Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
@@ -297,8 +308,12 @@ impl<E: Engine> Store<E> {
         let after = match cursor {
             0 => None,
             // A cursor stays valid after use, so a client may retry a call it lost.
-            n => match self.cursors.get(&n) {
-                Some(key) => Some(key.clone()),
+            n => match self.cursors.get_mut(&n) {
+                Some(cursor) => {
+                    self.cursor_clock += 1;
+                    cursor.used = self.cursor_clock;
+                    Some(cursor.after.clone())
+                }
                 None => return Reply::err("invalid cursor"),
             },
         };
@@ -328,22 +343,28 @@ impl<E: Engine> Store<E> {
         Reply::Array(vec![Reply::Bulk(Bytes::from(next.to_string())), Reply::Array(keys)])
     }
 
-    /// Hands out a cursor number that resumes after `key`, forgetting the oldest cursor when
-    /// the table is full.
+    /// Hands out a cursor number that resumes after `key`, forgetting the least recently
+    /// used cursor when the table is full (a linear pass over at most `SCAN_CURSORS_MAX`).
     fn remember_cursor(&mut self, key: Bytes) -> u64 {
         if self.cursors.len() >= SCAN_CURSORS_MAX {
-            self.cursors.pop_first();
+            let stalest = self.cursors.iter().min_by_key(|(_, c)| c.used).map(|(id, _)| *id);
+            self.cursors.remove(&stalest.expect("the table is full"));
         }
         let id = self.next_cursor;
         self.next_cursor = self.next_cursor.checked_add(1).unwrap_or(1);
-        self.cursors.insert(id, key);
+        self.cursor_clock += 1;
+        // A copy: the key may share a larger buffer, which the table would keep alive.
+        self.cursors.insert(id, Cursor { after: Bytes::copy_from_slice(&key), used: self.cursor_clock });
         id
     }
 
-    fn expire(&mut self, now_ms: u64, key: Bytes, expiry: Expiry) -> Result<Reply> {
+    fn expire(&mut self, now_ms: u64, key: Bytes, expiry: Expiry, command: &str) -> Result<Reply> {
         let Some(live) = self.live(&key, now_ms)? else { return Ok(Reply::Int(0)) };
         let deadline = match expiry {
-            Expiry::InMs(ms) => (now_ms as i64).saturating_add(ms),
+            Expiry::InMs(ms) => match (now_ms as i64).checked_add(ms) {
+                Some(at) => at,
+                None => return Ok(Reply::err(format!("invalid expire time in '{command}' command"))),
+            },
             Expiry::AtMs(at) => at,
             Expiry::Clear | Expiry::Keep => unreachable!("EXPIRE always names a deadline"),
         };
@@ -390,7 +411,6 @@ impl<E: Engine> Store<E> {
                 }
             }
         }
-        self.cursors.clear();
         Ok(Reply::Ok)
     }
 }
@@ -400,7 +420,9 @@ fn resolve(expiry: Expiry, now_ms: u64, current: Option<u64>) -> std::result::Re
     match expiry {
         Expiry::Clear => Ok(None),
         Expiry::Keep => Ok(current),
-        Expiry::InMs(ms) if ms > 0 => Ok(Some(now_ms.saturating_add(ms as u64))),
+        Expiry::InMs(ms) if ms > 0 => {
+            now_ms.checked_add(ms as u64).filter(|at| *at <= i64::MAX as u64).map(Some).ok_or(())
+        }
         Expiry::AtMs(at) if at > 0 => Ok(Some(at as u64)),
         Expiry::InMs(_) | Expiry::AtMs(_) => Err(()),
     }

@@ -70,6 +70,7 @@ pub fn expiring_lists_deadlines_in_order<E: Engine>(mut e: E) {
     put(&mut e, "gone", None, 5, None); // deleted: no longer expiring
     put(&mut e, "moved", Some("x"), 6, Some(60));
     put(&mut e, "moved", Some("x"), 7, Some(1000)); // deadline replaced
+    assert_eq!(e.stats().expires, 3, "late, early, moved");
     assert_eq!(e.expiring(99, 10), Vec::<Bytes>::new());
     assert_eq!(e.expiring(300, 10), vec![Bytes::from("early"), Bytes::from("late")]);
     assert_eq!(e.expiring(u64::MAX, 1), vec![Bytes::from("early")]);

@@ -168,6 +168,11 @@ impl<L> Keydir<L> {
         self.live
     }
 
+    /// Keys holding a value with a deadline.
+    pub fn expires(&self) -> u64 {
+        self.expiry.len() as u64
+    }
+
     /// Keys whose newest record is a tombstone.
     pub fn tombstones(&self) -> u64 {
         self.map.len() as u64 - self.live

@@ -94,7 +94,13 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        EngineStats { keys: self.keydir.live(), tombstones: self.keydir.tombstones(), segments: 1, ..self.stats }
+        EngineStats {
+            keys: self.keydir.live(),
+            tombstones: self.keydir.tombstones(),
+            expires: self.keydir.expires(),
+            segments: 1,
+            ..self.stats
+        }
     }
 
     fn last_timestamp(&self) -> Timestamp {

@@ -178,6 +178,8 @@ pub struct EngineStats {
     pub keys: u64,
     /// Keys whose newest record is a tombstone.
     pub tombstones: u64,
+    /// Keys holding a value with an expiry deadline (INFO keyspace's `expires`).
+    pub expires: u64,
     /// Segment files (1 for the memory engine).
     pub segments: u64,
     /// Bytes written since the engine opened.

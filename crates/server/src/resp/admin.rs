@@ -344,8 +344,11 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
         ),
     );
     add("replication", "Replication", "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n".to_string());
-    let keyspace =
-        if stats.keys > 0 { format!("db0:keys={},expires=0,avg_ttl=0\r\n", stats.keys) } else { String::new() };
+    let keyspace = if stats.keys > 0 {
+        format!("db0:keys={},expires={},avg_ttl=0\r\n", stats.keys, stats.expires)
+    } else {
+        String::new()
+    };
     add("keyspace", "Keyspace", keyspace);
     out
 }

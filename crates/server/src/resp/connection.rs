@@ -34,6 +34,16 @@ use tokio::sync::{watch, Semaphore};
 /// Requests cut from one connection's buffer per round at most; the rest wait for the next.
 pub const PIPELINE_REQUESTS_MAX: usize = 1024;
 
+/// Milliseconds to wait after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_RETRY_MS: u64 = 50;
+
+/// Bytes of encoded replies a connection holds before it writes them out, so that a round
+/// of large replies does not pile up in memory twice (as values and as encoded bytes).
+const OUT_BUFFER_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes of arguments quoted in an unknown-command error at most, as Redis.
+const UNKNOWN_ARGS_QUOTED_BYTES_MAX: usize = 128;
+
 /// Distinct command names one connection keeps metric handles for; the names are the known
 /// commands plus `unknown`, so this is never reached in practice, but it bounds the map.
 const COUNTED_COMMANDS_MAX: usize = 128;
@@ -56,7 +66,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 tracing::warn!("accepting a RESP connection failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
         };
@@ -98,8 +108,9 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
             drop(permit);
         });
     }
-    // Every permit back means every connection finished its round.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), permits.acquire_many(max as u32)).await;
+    // Every permit back means every connection finished its round. The node bounds this wait
+    // (`SHUTDOWN_DRAIN_SECS`) and drops what is left.
+    let _ = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
 }
 
 /// A reply slot, in request order.
@@ -157,7 +168,7 @@ impl Connection {
                 }
                 continue;
             }
-            let close = self.answer(requests, &mut out).await;
+            let close = self.answer(requests, &mut out).await?;
             if let Some(error) = error {
                 self.state.metrics.protocol_errors.inc();
                 return self.close_with(&mut out, &format!("ERR Protocol error: {error}")).await;
@@ -177,9 +188,10 @@ impl Connection {
         self.stream.shutdown().await
     }
 
-    /// Answers a round of requests into `out`, in order. True when the connection must close
-    /// after sending it (QUIT, or the node stopped).
-    async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+    /// Answers a round of requests into `out`, in order, writing `out` to the client whenever
+    /// it passes `OUT_BUFFER_BYTES_MAX`. True when the connection must close after sending
+    /// the rest (QUIT, or the node stopped).
+    async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> std::io::Result<bool> {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(requests.len());
         let mut names = Vec::with_capacity(requests.len());
@@ -236,13 +248,17 @@ impl Connection {
                     frame.encode(proto, out);
                 }
             }
+            if out.len() >= OUT_BUFFER_BYTES_MAX {
+                self.stream.write_all(out).await?;
+                out.clear();
+            }
         }
         // Every reply of the round leaves together, so one latency serves them all.
         let seconds = started.elapsed().as_secs_f64();
         for name in &names {
             self.count(name.as_str(), seconds);
         }
-        close
+        Ok(close)
     }
 
     /// Why the runtime gave no reply.
@@ -320,18 +336,24 @@ impl CommandName {
     }
 }
 
-/// Redis 7's text for an unknown command.
+/// Redis 7's text for an unknown command: the arguments are quoted until their list passes
+/// `UNKNOWN_ARGS_QUOTED_BYTES_MAX` bytes.
 fn unknown_command(args: &[Bytes]) -> String {
     let mut text = format!("ERR unknown command '{}', with args beginning with: ", truncate(&args[0]));
+    let mut quoted = String::new();
     for arg in &args[1..] {
-        text.push_str(&format!("'{}' ", truncate(arg)));
+        if quoted.len() >= UNKNOWN_ARGS_QUOTED_BYTES_MAX {
+            break;
+        }
+        quoted.push_str(&format!("'{}' ", truncate(arg)));
     }
+    text.push_str(&quoted);
     text
 }
 
-/// At most 128 bytes of an argument, as text, for an error message.
+/// At most `UNKNOWN_ARGS_QUOTED_BYTES_MAX` bytes of an argument, as text, for an error message.
 fn truncate(arg: &[u8]) -> String {
-    String::from_utf8_lossy(&arg[..arg.len().min(128)]).into_owned()
+    String::from_utf8_lossy(&arg[..arg.len().min(UNKNOWN_ARGS_QUOTED_BYTES_MAX)]).into_owned()
 }
 
 /// A key-value reply as a RESP frame.

@@ -509,6 +509,7 @@ impl Engine for LogEngine {
         EngineStats {
             keys: self.keydir.live(),
             tombstones: self.keydir.tombstones(),
+            expires: self.keydir.expires(),
             segments: self.segments.len() as u64,
             bytes_written: self.bytes_written,
             dead_bytes: self.segments.values().map(|s| s.dead_bytes).sum(),
