@@ -170,7 +170,8 @@ impl Runtime {
             .name("replikv-syncer".into())
             .spawn(move || syncer.run())
             .expect("spawning the syncer thread");
-        let mut stepper = Stepper { replica, rx, shared, metrics, batch_requests_max, sync_tx: Some(sync_tx) };
+        let mut stepper =
+            Stepper { replica, rx, shared, metrics, batch_requests_max, sync_tx: Some(sync_tx), answers: Vec::new() };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
             .spawn(move || {
@@ -183,7 +184,10 @@ impl Runtime {
                 };
                 if let Some(why) = failure {
                     tracing::error!("runtime stopped: {why}");
-                    stepper.shared.fail(&why);
+                    let reason = stepper.shared.fail(&why);
+                    for (reply, _) in stepper.answers.drain(..) {
+                        let _ = reply.send(Err(Stopped(reason.clone())));
+                    }
                     stepper.rx.close();
                     let _ = failed.send(true);
                 }
@@ -227,6 +231,9 @@ struct Stepper<E> {
     batch_requests_max: usize,
     /// Where stepped batches go; `None` once closed.
     sync_tx: Option<std_mpsc::SyncSender<Batch>>,
+    /// The current batch's replies, until it goes to the syncer; on a failure, these calls
+    /// are answered with the reason.
+    answers: Vec<(ReplySender, Vec<Reply>)>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -245,7 +252,6 @@ impl<E: Engine> Stepper<E> {
             }
             let batch = self.collect(first);
             let now = now_ms();
-            let mut answers = Vec::new();
             let mut shutdown = false;
             let mut requests = 0;
             for message in batch {
@@ -253,13 +259,15 @@ impl<E: Engine> Stepper<E> {
                     Message::Call(call) => {
                         let count = call.requests.len();
                         requests += count;
+                        // Held before stepping, so that a failure mid-call answers it too.
+                        self.answers.push((call.reply, Vec::new()));
                         for request in call.requests {
                             next_id += 1;
                             self.replica.step(now, Input::Request { id: next_id, request }, &mut outbox)?;
                         }
                         let replies: Vec<Reply> = outbox.drain(..).map(|Output::Reply { reply, .. }| reply).collect();
                         assert_eq!(replies.len(), count, "one reply per request");
-                        answers.push((call.reply, replies));
+                        self.answers.last_mut().expect("pushed above").1 = replies;
                     }
                     Message::Tick => self.replica.step(now, Input::Tick, &mut outbox)?,
                     Message::Shutdown => shutdown = true,
@@ -272,6 +280,7 @@ impl<E: Engine> Stepper<E> {
             self.metrics.set_engine(&stats);
             *self.shared.stats.lock().unwrap() = stats;
             let sync_tx = self.sync_tx.as_ref().expect("open until the stepper exits");
+            let answers = std::mem::take(&mut self.answers);
             if sync_tx.send(Batch { sync: written.sync, answers }).is_err() {
                 return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
             }
