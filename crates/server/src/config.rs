@@ -24,9 +24,11 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Bytes a connection may buffer of requests not yet complete, as Redis's
 /// `client-query-buffer-limit`.
 pub const QUERY_BUFFER_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
-/// Requests the runtime steps between two flushes at most.
+/// A batch takes no more calls once it holds this many requests (a call, a connection's
+/// pipelined round of up to 1024 requests, is never split).
 pub const BATCH_REQUESTS_MAX_DEFAULT: usize = 4096;
-/// Requests waiting for the runtime at most; a full queue makes connections wait.
+/// Calls (rounds of requests) waiting for the runtime at most; a full queue makes
+/// connections wait. Not a setting yet.
 pub const PENDING_CALLS_MAX_DEFAULT: usize = 1024;
 /// Milliseconds between ticks (expiry and, later, heartbeats).
 pub const TICK_MS_DEFAULT: u64 = 100;
@@ -77,7 +79,7 @@ pub struct NodeArgs {
     /// [default: 268435456].
     #[arg(long, env = "REPLIKV_VALUE_CACHE_BYTES_MAX", value_name = "BYTES")]
     pub value_cache_bytes_max: Option<u64>,
-    /// Client connections at most [default: 10000].
+    /// RESP client connections at most [default: 10000].
     #[arg(long, env = "REPLIKV_CONNECTIONS_MAX", value_name = "N")]
     pub connections_max: Option<usize>,
     /// A bulk string's length at most, in bytes [default: 536870912, as Redis].
@@ -89,7 +91,8 @@ pub struct NodeArgs {
     /// Bytes of incomplete requests one connection may buffer [default: 1073741824].
     #[arg(long, env = "REPLIKV_QUERY_BUFFER_BYTES_MAX", value_name = "BYTES")]
     pub query_buffer_bytes_max: Option<usize>,
-    /// Requests stepped between two flushes at most (group commit) [default: 4096].
+    /// A batch (one group commit) takes no more calls once it holds this many requests
+    /// [default: 4096].
     #[arg(long, env = "REPLIKV_BATCH_REQUESTS_MAX", value_name = "N")]
     pub batch_requests_max: Option<usize>,
     /// Milliseconds between ticks, which delete expired keys [default: 100].

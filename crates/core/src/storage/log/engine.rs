@@ -344,7 +344,7 @@ impl LogEngine {
         Ok(Bytes::from(bytes).slice(HEADER_BYTES + key.len()..))
     }
 
-    /// Seals the active segment and starts the next: see "Segments" in the module docs.
+    /// Seals the active segment and starts the next: see "Writes" in the module docs.
     pub(super) fn rotate(&mut self) -> Result<()> {
         let sealed = self.active;
         self.seal(sealed)?;

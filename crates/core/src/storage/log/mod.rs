@@ -139,7 +139,9 @@
 //! no system call and computes no checksum. `value_cache_bytes_max` (256 MiB by default, 0
 //! caches nothing) bounds the cached values' bytes, each counting its length:
 //!
-//! - `put` caches the new value if it fits, sharing the caller's bytes (no copy). The value it
+//! - `put` caches a copy of the new value if it fits (a copy, because the caller's bytes may
+//!   be a slice of a larger buffer, a connection's read buffer, that a long-lived reference
+//!   would keep alive whole; the keydir copies new keys for the same reason). The value it
 //!   replaces leaves the cache, and the new one is weighed again after if it did not fit
 //!   before, so that rewriting a cached key in a full cache keeps it cached unless the new
 //!   value is longer. A tombstone caches nothing and frees what its key had cached.
@@ -184,16 +186,14 @@
 //! - The value cache trades memory for reads: up to `value_cache_bytes_max` of values stay in
 //!   memory from the moment they are written, whether or not they are ever read, and every
 //!   keydir entry is 32 bytes larger for the cache's handle, cached or not.
-//! - The cache counts value lengths, not the memory it keeps alive. A cached value shares its
-//!   allocation with whatever the caller's bytes were cut from: the RESP front end slices
-//!   requests out of a connection's read buffer, so caching a value it put keeps that whole
-//!   buffer chunk (other requests included) alive, as the keydir's keys already do. The
-//!   memory held can be several times the bytes counted, most of all for small values.
+//! - The cache counts value lengths, not the allocator's overhead per value, which matters
+//!   most for small values.
 //! - The cache is not an LRU and `get` does not fill it: after a restart, values in segments
 //!   loaded from hints stay uncached until written again, however often they are read.
 //! - Damage on disk to a cached record is not seen by `get`, which does not read it; the
 //!   compaction that copies the record, or a scan at open, finds it.
-//! - The data directory is not locked: two engines opened on one directory corrupt it.
+//! - The engine does not lock its directory: two engines opened on one directory corrupt it.
+//!   The node takes a lock file (`LOCK`) before it opens the engine; other callers must too.
 //! - Only Unix (`pread`, directory fsync).
 
 mod cache;
