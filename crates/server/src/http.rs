@@ -18,6 +18,9 @@
 //!
 //! CAVEATS
 //! - Keys must be valid UTF-8 over HTTP; binary keys need RESP.
+//! - HTTP has no connection limit and no request timeout of its own (`connections_max`
+//!   counts RESP clients); a PUT body is bounded by `bulk_bytes_max`. At shutdown, requests
+//!   still running after `SHUTDOWN_DRAIN_SECS` are dropped.
 
 use crate::resp::admin::REDIS_VERSION_COMPAT;
 use crate::state::NodeState;

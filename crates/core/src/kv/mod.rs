@@ -26,6 +26,11 @@
 //! - `KEYS` walks every key in one request, as Redis's does; prefer SCAN on large data sets.
 //! - INCRBYFLOAT computes in f64 (Redis uses long double) and prints the shortest form that
 //!   reads back to the same f64.
+//! - Every write stores the whole value: EXPIRE, PEXPIRE and PERSIST rewrite the value with
+//!   its new deadline, and APPEND rewrites the joined value, so repeated APPENDs to one key
+//!   cost the square of its length in log bytes (compaction reclaims them). A record that
+//!   changes only a deadline would fix the first; nothing is planned for the second.
+//! - EXPIRE's NX, XX, GT and LT options are refused ("Unsupported option").
 
 mod command;
 mod glob;
