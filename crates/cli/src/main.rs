@@ -55,5 +55,6 @@ fn main() -> ExitCode {
 fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let config = NodeConfig::resolve(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(replikv_server::node::run(config, replikv_server::node::shutdown_signal()))
+    runtime.block_on(replikv_server::node::run(config, replikv_server::node::shutdown_signal()))?;
+    Ok(())
 }

@@ -349,7 +349,7 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is in use by another replikv process (pid "), "{stderr}");
+    assert!(stderr.contains("in use by another replikv process (pid "), "{stderr}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! merges them into the effective [`NodeConfig`], which `CONFIG GET *` and `/api/v1/config`
 //! show.
 
-use anyhow::{bail, Context};
+use crate::error::{Error, Result};
 use replikv_core::storage::{FsyncPolicy, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -167,14 +167,14 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Resul
 
 impl NodeConfig {
     /// Merges flags (and variables) over the file over the defaults, and checks the result.
-    pub fn resolve(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         let fsync = match (&args.fsync, &file.fsync) {
             (Some(policy), _) => *policy,
-            (None, Some(text)) => text.parse().map_err(|e| anyhow::anyhow!("fsync in config file: {e}"))?,
+            (None, Some(text)) => text.parse().map_err(|e| Error::Config(format!("fsync in config file: {e}")))?,
             (None, None) => FsyncPolicy::Always,
         };
         let id = args.id.clone().or(file.id).unwrap_or_else(|| ID_DEFAULT.to_string());
@@ -217,12 +217,12 @@ impl NodeConfig {
     }
 
     /// Refuses settings that cannot work, naming the setting.
-    fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> Result<()> {
         let valid_id = !self.id.is_empty()
             && self.id.len() <= 64
             && self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid_id {
-            bail!("id {:?}: use 1 to 64 letters, digits, '-' or '_'", self.id);
+            return Err(Error::Config(format!("id {:?}: use 1 to 64 letters, digits, '-' or '_'", self.id)));
         }
         let positive = [
             ("segment_bytes_max", self.segment_bytes_max as usize),
@@ -234,14 +234,14 @@ impl NodeConfig {
             ("tick_ms", self.tick_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            bail!("{name} must be greater than 0");
+            return Err(Error::Config(format!("{name} must be greater than 0")));
         }
         if self.bulk_bytes_max > replikv_core::storage::VALUE_BYTES_MAX {
-            bail!(
+            return Err(Error::Config(format!(
                 "bulk_bytes_max {} is over the engine's value limit of {} bytes",
                 self.bulk_bytes_max,
                 replikv_core::storage::VALUE_BYTES_MAX
-            );
+            )));
         }
         Ok(())
     }
@@ -281,9 +281,10 @@ impl NodeConfig {
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
 }
 
 #[cfg(test)]

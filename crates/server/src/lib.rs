@@ -12,6 +12,7 @@
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 
 pub mod config;
+pub mod error;
 pub mod faults;
 pub mod http;
 pub mod metrics;

@@ -3,11 +3,11 @@
 //! flush, and return.
 
 use crate::config::{EngineKind, NodeConfig};
+use crate::error::{Error, Result};
 use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
-use anyhow::Context;
 use replikv_core::replica::Replica;
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
@@ -24,15 +24,15 @@ pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
 
 /// Runs a node until `stop` resolves (a signal) or the runtime fails. Returns an error if the
 /// node stopped on a failure (a failed fsync, a damaged file), so the process exits non-zero.
-pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let engine = open_engine(&config)?;
     let resp = TcpListener::bind(config.resp_addr)
         .await
-        .with_context(|| format!("listening for RESP on {}", config.resp_addr))?;
+        .map_err(|e| Error::start(format!("listening for RESP on {}", config.resp_addr), e))?;
     let http = TcpListener::bind(config.http_addr)
         .await
-        .with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
+        .map_err(|e| Error::start(format!("listening for HTTP on {}", config.http_addr), e))?;
     let stats = engine.stats();
     let replica = Replica::new(engine, NodeId::from_name(&config.id));
     let metrics = Arc::new(Metrics::new());
@@ -73,7 +73,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     let failure = runtime.handle().failure();
     runtime.shutdown().await;
     match failure {
-        Some(why) => Err(anyhow::anyhow!(why)),
+        Some(why) => Err(Error::Stopped(why)),
         None => {
             tracing::info!("stopped cleanly");
             Ok(())
@@ -82,22 +82,22 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
 }
 
 /// Opens the configured engine, wrapped in the test-only fault if one is switched on.
-fn open_engine(config: &NodeConfig) -> anyhow::Result<Box<dyn Engine + Send>> {
-    let engine: Box<dyn Engine + Send> = match config.engine {
-        EngineKind::Log => {
-            let options = LogOptions {
-                fsync: config.fsync,
-                segment_bytes_max: config.segment_bytes_max,
-                value_cache_bytes_max: config.value_cache_bytes_max,
-                ..LogOptions::default()
-            };
-            Box::new(
-                LogEngine::open(&config.data_dir, options)
-                    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?,
-            )
-        }
-        EngineKind::Memory => Box::new(MemoryEngine::new()),
-    };
+fn open_engine(config: &NodeConfig) -> Result<Box<dyn Engine + Send>> {
+    let engine: Box<dyn Engine + Send> =
+        match config.engine {
+            EngineKind::Log => {
+                let options = LogOptions {
+                    fsync: config.fsync,
+                    segment_bytes_max: config.segment_bytes_max,
+                    value_cache_bytes_max: config.value_cache_bytes_max,
+                    ..LogOptions::default()
+                };
+                Box::new(LogEngine::open(&config.data_dir, options).map_err(|e| {
+                    Error::start(format!("opening the data directory {}", config.data_dir.display()), e)
+                })?)
+            }
+            EngineKind::Memory => Box::new(MemoryEngine::new()),
+        };
     Ok(match config.test_fail_fsync_after {
         Some(n) => {
             tracing::warn!("test fault on: flush number {n} will fail");
@@ -131,8 +131,9 @@ async fn tick(handle: crate::runtime::Handle, tick_ms: u64) {
 /// directory fails at once instead of interleaving writes with the first. The lock is an
 /// advisory `flock` held as long as the returned file is open; the operating system releases
 /// it when the process dies, even by SIGKILL, so a stale lock never blocks a restart.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::start(format!("creating the data directory {}", dir.display()), e))?;
     let path = dir.join("LOCK");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -140,22 +141,24 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(|e| Error::start(format!("opening {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            anyhow::bail!(
-                "the data directory {} is in use by another replikv process ({})",
-                dir.display(),
-                holder.trim()
-            );
+            return Err(Error::Start {
+                what: format!("locking the data directory {}", dir.display()),
+                source: format!("in use by another replikv process ({})", holder.trim()).into(),
+            });
         }
-        Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        Err(TryLockError::Error(e)) => return Err(Error::start(format!("locking {}", path.display()), e)),
     }
-    file.set_len(0)?;
-    writeln!(file, "pid {}", std::process::id())?;
+    let note_pid = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        writeln!(file, "pid {}", std::process::id())
+    };
+    note_pid(&mut file).map_err(|e| Error::start(format!("writing {}", path.display()), e))?;
     Ok(file)
 }
 
