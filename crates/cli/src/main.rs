@@ -1,9 +1,15 @@
 //! `replikv`: one binary for every replikv job.
 //!
-//! - `replikv node`: run one node (the only job so far).
+//! - `replikv node`: run one node.
+//! - `replikv bench`: measure a RESP server (replikv or redis-server) with YCSB workloads or
+//!   redis-benchmark-like tests: throughput, latency percentiles, errors by kind.
+//! - `replikv bench probe`: the physical limits beside the figures: fsync on a directory's disk,
+//!   the loopback round trip.
 //!
 //! Logs go to standard error through `tracing`; `RUST_LOG` chooses what is shown
 //! (`RUST_LOG=debug replikv node`), `info` by default.
+
+mod bench;
 
 use clap::{Parser, Subcommand};
 use replikv_server::config::{NodeArgs, NodeConfig};
@@ -29,6 +35,11 @@ enum Command {
     /// flushes and exits 0. If the disk fails (an fsync error, a damaged file) it stops at
     /// once, acknowledges nothing more, and exits 1.
     Node(NodeArgs),
+    /// Measure a RESP server (replikv or redis-server): throughput and latency percentiles.
+    ///
+    /// A load phase stores the records, then each workload or test runs in turn. Flags follow
+    /// redis-benchmark where it has them (-h is the host; help is --help).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +53,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Node(args) => run_node(args),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
