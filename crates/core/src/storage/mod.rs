@@ -49,6 +49,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::ops::Bound;
 
+/// The version of the log engine's on-disk format (records, hint files, file names). Peers
+/// compare it in their handshake: physical replication ships segment bytes, which only a
+/// node with the same format can read. Raise it with any change to `log/format.rs`.
+pub const STORAGE_FORMAT_VERSION: u32 = 1;
+
 /// The largest key an engine stores, in bytes (Redis allows 512 MiB; replikv keeps keys small
 /// because the whole keydir is in memory).
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
