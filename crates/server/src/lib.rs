@@ -17,6 +17,7 @@ pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod resp;
 pub mod runtime;
 pub mod state;

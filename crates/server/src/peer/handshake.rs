@@ -1,0 +1,377 @@
+//! The peer handshake: the first frame each way, before any replication message.
+//!
+//! The dialing side sends [`Handshake::Hello`] with its cluster id, node id, peer protocol
+//! version and storage format version. The accepting side checks it with [`check_hello`] and
+//! answers [`Handshake::Welcome`] with its own node id, or [`Handshake::Refused`] with a reason
+//! that names both sides' values, and then closes. The dialer checks that the node that welcomed
+//! it is the node it meant to dial. Only then do replication messages flow, from dialer to
+//! acceptor. The handshake is its own small vocabulary, apart from the replication messages, so
+//! that a peer speaking another version is refused before any of its messages is decoded.
+//!
+//! # On the wire
+//!
+//! Each handshake message is one frame ([`super::frame`]) of at most
+//! [`HANDSHAKE_FRAME_BYTES_MAX`] bytes, postcard-encoded. `Hello` from `n1` of cluster `demo`:
+//!
+//! ```text
+//! 00 00 00 0b       frame length: 11
+//! 00                variant 0: Hello
+//! 04 64 65 6d 6f    cluster_id: length 4, "demo"
+//! 02 6e 31          node_id: length 2, "n1"
+//! 01                protocol_version: varint 1
+//! 01                storage_format_version: varint 1
+//! ```
+//!
+//! `Welcome` is variant 1 with a string, `Refused` variant 2 with a string.
+//!
+//! # Invariants
+//!
+//! - The layout of `Hello`, and the variant numbers of all three, never change, whatever the
+//!   protocol version: they are how two versions find out that they differ. New fields go into
+//!   the replication messages, which only flow once both sides agreed on the version.
+//! - An accepting node never welcomes a peer of another cluster, protocol version or storage
+//!   format, one that claims the accepting node's own id, or, with an allow-list, one not on it.
+//!
+//! # CAVEATS
+//!
+//! - No authentication: a node id is taken on its word. Anything that can reach the peer port
+//!   and knows the cluster id can join the conversation. Keep peer ports on a private network.
+//! - The versions must be equal; there is no range of versions both sides could agree on. A
+//!   rolling upgrade across a protocol version is not possible yet.
+
+use super::frame::{decode_message, encode_frame, read_frame};
+use crate::error::{Error, Result};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// The version of the peer protocol: the handshake and the replication messages. Raise it with any
+/// change to a message sent between peers; nodes of different versions refuse each other.
+pub const PEER_PROTOCOL_VERSION: u32 = 1;
+
+/// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
+/// answer; a peer that is silent longer is dropped.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// The largest handshake frame, in bytes: a peer not yet known gets no more buffer than this.
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
+
+/// The most bytes of a value a peer sent that are quoted in a refusal, so that a long or
+/// hostile value cannot make the reason itself too large to send.
+const QUOTED_BYTES_MAX: usize = 64;
+
+/// The most allowed node ids a refusal lists.
+const LISTED_IDS_MAX: usize = 16;
+
+/// What a node says about itself when it opens a peer connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The cluster the node belongs to; nodes of different clusters never talk.
+    pub cluster_id: String,
+    /// The node's id, as in the cluster configuration (`n1`).
+    pub node_id: String,
+    /// The peer protocol version the node speaks ([`PEER_PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// The node's storage format version (`replikv_core::storage::STORAGE_FORMAT_VERSION`).
+    pub storage_format_version: u32,
+}
+
+impl Hello {
+    /// This build's Hello for node `node_id` of cluster `cluster_id`.
+    pub fn new(cluster_id: impl Into<String>, node_id: impl Into<String>) -> Hello {
+        Hello {
+            cluster_id: cluster_id.into(),
+            node_id: node_id.into(),
+            protocol_version: PEER_PROTOCOL_VERSION,
+            storage_format_version: replikv_core::storage::STORAGE_FORMAT_VERSION,
+        }
+    }
+}
+
+/// The handshake's messages; the variant order is part of the wire format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    /// Sent by the dialing node as its first frame: who it is and what it speaks.
+    Hello(Hello),
+    /// Sent by the accepting node when the Hello passed its checks; messages may follow.
+    Welcome {
+        /// The accepting node's id, so the dialer can tell it reached the node it meant to.
+        node_id: String,
+    },
+    /// Sent by the accepting node when the Hello failed a check; it closes the connection next.
+    Refused {
+        /// Why, naming both sides' values.
+        reason: String,
+    },
+}
+
+/// Checks a peer's `hello` against this node's own (`local`) and, if given, the node ids this
+/// node expects; `Err` holds the reason for a refusal. `addr` is where the peer connected from.
+pub fn check_hello(
+    local: &Hello,
+    allowed: Option<&BTreeSet<String>>,
+    hello: &Hello,
+    addr: SocketAddr,
+) -> Result<(), String> {
+    let peer = format!("peer {} at {addr}", shown(&hello.node_id));
+    if hello.cluster_id != local.cluster_id {
+        return Err(format!(
+            "cluster id mismatch: this node is in cluster {}, {peer} says {}",
+            quoted(&local.cluster_id),
+            quoted(&hello.cluster_id)
+        ));
+    }
+    if hello.protocol_version != local.protocol_version {
+        return Err(format!(
+            "peer protocol version mismatch: this node speaks version {}, {peer} speaks version {}",
+            local.protocol_version, hello.protocol_version
+        ));
+    }
+    if hello.storage_format_version != local.storage_format_version {
+        return Err(format!(
+            "storage format version mismatch: this node has version {}, {peer} has version {}",
+            local.storage_format_version, hello.storage_format_version
+        ));
+    }
+    if hello.node_id.is_empty() {
+        return Err(format!("empty node id: the peer at {addr} gave none"));
+    }
+    if hello.node_id == local.node_id {
+        return Err(format!(
+            "node id clash: {peer} says it is {}, which is this node's own id",
+            quoted(&hello.node_id)
+        ));
+    }
+    match allowed {
+        Some(allowed) if !allowed.contains(&hello.node_id) => {
+            let listed: Vec<String> = allowed.iter().take(LISTED_IDS_MAX).map(|id| quoted(id)).collect();
+            let more = if allowed.len() > LISTED_IDS_MAX { ", ..." } else { "" };
+            Err(format!(
+                "unknown node id: {peer} says it is {}; this node ({}) expects one of {}{more}",
+                quoted(&hello.node_id),
+                shown(&local.node_id),
+                listed.join(", ")
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A value quoted for a message: in double quotes, escaped, cut to `QUOTED_BYTES_MAX` bytes.
+fn quoted(value: &str) -> String {
+    format!("{:?}", cut(value))
+}
+
+/// An id as it appears in a message: as it is when it is short and plain, else quoted.
+pub(crate) fn shown(id: &str) -> String {
+    let plain = !id.is_empty() && id.len() <= QUOTED_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic());
+    if plain {
+        id.to_string()
+    } else {
+        quoted(id)
+    }
+}
+
+/// The longest prefix of `value` of at most `QUOTED_BYTES_MAX` bytes that ends on a character.
+fn cut(value: &str) -> &str {
+    let mut end = value.len().min(QUOTED_BYTES_MAX);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Writes one handshake message to `stream`. `peer` names the other side in errors.
+pub async fn write_handshake<S: AsyncWrite + Unpin>(stream: &mut S, message: &Handshake, peer: &str) -> Result<()> {
+    let mut out = BytesMut::new();
+    encode_frame(message, HANDSHAKE_FRAME_BYTES_MAX, &mut out).map_err(|e| Error::peer_protocol(peer, e))?;
+    stream.write_all(&out).await.map_err(|e| Error::peer_io(peer, "writing the handshake", e))
+}
+
+/// Reads the peer's first frame into `buf`, which must be a `Hello`. Bytes after it stay in `buf`.
+pub async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, peer: &str) -> Result<Hello> {
+    let payload = read_frame(stream, buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
+        Error::peer_io(peer, "waiting for its Hello", closed("closed the connection before its Hello"))
+    })?;
+    match decode_message::<Handshake>(&payload).map_err(|e| Error::peer_protocol(peer, e))? {
+        Handshake::Hello(hello) => Ok(hello),
+        other => Err(Error::peer_protocol(peer, format!("sent {} as its first frame, not a Hello", name(&other)))),
+    }
+}
+
+/// The dialing side of the handshake on a fresh connection: sends `local`, reads the answer, and
+/// checks that it comes from node `peer_node_id`. A refusal is [`Error::PeerRefused`].
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    local: &Hello,
+    peer_node_id: &str,
+    peer: &str,
+) -> Result<()> {
+    write_handshake(stream, &Handshake::Hello(local.clone()), peer).await?;
+    let mut buf = BytesMut::new();
+    let answer = read_frame(stream, &mut buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
+        Error::peer_io(peer, "waiting for the handshake answer", closed("closed the connection before answering"))
+    })?;
+    match decode_message::<Handshake>(&answer).map_err(|e| Error::peer_protocol(peer, e))? {
+        Handshake::Welcome { node_id } if node_id == peer_node_id => {}
+        Handshake::Welcome { node_id } => {
+            let reason = format!(
+                "wrong node: this node dialed {}, the node there says it is {}",
+                shown(peer_node_id),
+                quoted(&node_id)
+            );
+            return Err(Error::PeerRefused { peer: peer.to_string(), reason });
+        }
+        Handshake::Refused { reason } => return Err(Error::PeerRefused { peer: peer.to_string(), reason }),
+        Handshake::Hello(_) => return Err(Error::peer_protocol(peer, "answered a Hello with a Hello")),
+    }
+    if !buf.is_empty() {
+        return Err(Error::peer_protocol(peer, format!("sent {} bytes after its Welcome", buf.len())));
+    }
+    Ok(())
+}
+
+/// The name of a handshake message, for errors.
+fn name(message: &Handshake) -> &'static str {
+    match message {
+        Handshake::Hello(_) => "a Hello",
+        Handshake::Welcome { .. } => "a Welcome",
+        Handshake::Refused { .. } => "a Refused",
+    }
+}
+
+/// An I/O error for a connection closed at the wrong time.
+fn closed(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:7202".parse().unwrap()
+    }
+
+    fn hello(cluster: &str, node: &str) -> Hello {
+        Hello::new(cluster, node)
+    }
+
+    #[test]
+    fn hello_is_encoded_as_documented() {
+        let mut out = BytesMut::new();
+        let hello =
+            Hello { cluster_id: "demo".into(), node_id: "n1".into(), protocol_version: 1, storage_format_version: 1 };
+        encode_frame(&Handshake::Hello(hello), HANDSHAKE_FRAME_BYTES_MAX, &mut out).unwrap();
+        assert_eq!(&out[..], &[0, 0, 0, 0x0b, 0, 4, b'd', b'e', b'm', b'o', 2, b'n', b'1', 1, 1]);
+        out.clear();
+        encode_frame(&Handshake::Welcome { node_id: "n2".into() }, HANDSHAKE_FRAME_BYTES_MAX, &mut out).unwrap();
+        assert_eq!(&out[..], &[0, 0, 0, 4, 1, 2, b'n', b'2']);
+        out.clear();
+        encode_frame(&Handshake::Refused { reason: "no".into() }, HANDSHAKE_FRAME_BYTES_MAX, &mut out).unwrap();
+        assert_eq!(&out[..], &[0, 0, 0, 4, 2, 2, b'n', b'o']);
+    }
+
+    #[test]
+    fn check_hello_refuses_with_both_sides_values() {
+        let local = hello("demo", "n1");
+        let allowed: BTreeSet<String> = ["n2", "n3"].iter().map(|s| s.to_string()).collect();
+        let with = |f: fn(&mut Hello)| {
+            let mut h = hello("demo", "n2");
+            f(&mut h);
+            h
+        };
+        /// A peer's Hello, the allow-list, and the expected verdict.
+        type Case<'a> = (Hello, Option<&'a BTreeSet<String>>, Result<(), &'a str>);
+        let cases: Vec<Case> = vec![
+            (hello("demo", "n2"), None, Ok(())),
+            (hello("demo", "n2"), Some(&allowed), Ok(())),
+            (hello("demo", "n9"), None, Ok(())),
+            (
+                hello("other", "n2"),
+                None,
+                Err(r#"cluster id mismatch: this node is in cluster "demo", peer n2 at 127.0.0.1:7202 says "other""#),
+            ),
+            (
+                with(|h| h.protocol_version = 2),
+                None,
+                Err("peer protocol version mismatch: this node speaks version 1, peer n2 at 127.0.0.1:7202 speaks version 2"),
+            ),
+            (
+                with(|h| h.storage_format_version = 7),
+                None,
+                Err("storage format version mismatch: this node has version 1, peer n2 at 127.0.0.1:7202 has version 7"),
+            ),
+            (hello("demo", ""), None, Err("empty node id: the peer at 127.0.0.1:7202 gave none")),
+            (
+                hello("demo", "n1"),
+                None,
+                Err(r#"node id clash: peer n1 at 127.0.0.1:7202 says it is "n1", which is this node's own id"#),
+            ),
+            (
+                hello("demo", "n9"),
+                Some(&allowed),
+                Err(r#"unknown node id: peer n9 at 127.0.0.1:7202 says it is "n9"; this node (n1) expects one of "n2", "n3""#),
+            ),
+            (
+                hello("demo", "a b"),
+                Some(&allowed),
+                Err(r#"unknown node id: peer "a b" at 127.0.0.1:7202 says it is "a b"; this node (n1) expects one of "n2", "n3""#),
+            ),
+        ];
+        for (peer, allowed, expected) in cases {
+            let got = check_hello(&local, allowed, &peer, addr());
+            assert_eq!(got.as_ref().map(|_| ()).map_err(String::as_str), expected, "{peer:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_value_is_cut_in_a_refusal() {
+        let local = hello("demo", "n1");
+        let long = "é".repeat(1000);
+        let reason = check_hello(&local, None, &hello(&long, "n2"), addr()).unwrap_err();
+        assert!(reason.len() < 200, "{reason}");
+        assert!(reason.ends_with(&format!("says \"{}\"", "é".repeat(QUOTED_BYTES_MAX / 2))), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn dial_turns_each_answer_into_its_result() {
+        let welcome = |id: &str| Handshake::Welcome { node_id: id.into() };
+        let refused = Handshake::Refused { reason: "cluster id mismatch: ...".into() };
+        let cases = vec![
+            (welcome("n2"), "ok".to_string()),
+            (refused, "peer n2 at x: handshake refused: cluster id mismatch: ...".to_string()),
+            (
+                welcome("n3"),
+                r#"peer n2 at x: handshake refused: wrong node: this node dialed n2, the node there says it is "n3""#
+                    .into(),
+            ),
+            (Handshake::Hello(hello("demo", "n2")), "peer n2 at x: answered a Hello with a Hello".into()),
+        ];
+        for (answer, expected) in cases {
+            let (mut near, mut far) = tokio::io::duplex(1024);
+            let acceptor = tokio::spawn(async move {
+                let hello = read_hello(&mut far, &mut BytesMut::new(), "n1 at y").await.unwrap();
+                write_handshake(&mut far, &answer, "n1 at y").await.unwrap();
+                hello
+            });
+            let got = dial(&mut near, &hello("demo", "n1"), "n2", "n2 at x").await;
+            let got = got.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string());
+            assert_eq!(got, expected);
+            assert_eq!(acceptor.await.unwrap(), hello("demo", "n1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_that_is_not_a_hello_is_a_protocol_error() {
+        let (mut near, mut far) = tokio::io::duplex(1024);
+        write_handshake(&mut near, &Handshake::Welcome { node_id: "n2".into() }, "x").await.unwrap();
+        let error = read_hello(&mut far, &mut BytesMut::new(), "at 127.0.0.1:9").await.unwrap_err();
+        assert_eq!(error.to_string(), "peer at 127.0.0.1:9: sent a Welcome as its first frame, not a Hello");
+        drop(near);
+        let error = read_hello(&mut far, &mut BytesMut::new(), "at 127.0.0.1:9").await.unwrap_err();
+        assert!(error.to_string().contains("closed the connection before its Hello"), "{error}");
+    }
+}
