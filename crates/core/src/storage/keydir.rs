@@ -23,7 +23,11 @@ use std::collections::BTreeSet;
 #[allow(clippy::disallowed_types)] // never iterated: see the module docs
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3Builder;
+
+/// A key as the index keeps it.
+type Key = Arc<[u8]>;
 
 /// The keydir's hash seed (see CAVEATS).
 const HASH_SEED: u64 = 0x7265_706c_696b_7631;
@@ -42,11 +46,11 @@ pub struct Slot<L> {
 pub struct Keydir<L> {
     /// Every key's newest record. Never iterated.
     #[allow(clippy::disallowed_types)] // never iterated: see the module docs
-    map: HashMap<Bytes, Slot<L>, Xxh3Builder>,
+    map: HashMap<Key, Slot<L>, Xxh3Builder>,
     /// The same keys, in order.
-    order: BTreeSet<Bytes>,
+    order: BTreeSet<Key>,
     /// (deadline, key) for every key whose newest record is a value with a deadline.
-    expiry: BTreeSet<(u64, Bytes)>,
+    expiry: BTreeSet<(u64, Key)>,
     /// Keys whose newest record is a value.
     live: u64,
     /// The newest timestamp inserted.
@@ -69,38 +73,29 @@ impl<L> Default for Keydir<L> {
 impl<L> Keydir<L> {
     /// Sets `key`'s newest record, returning the slot it replaces. A new key is copied.
     pub fn insert(&mut self, key: Bytes, meta: Meta, at: L) -> Option<Slot<L>> {
-        self.insert_inner(key, meta, at, true)
-    }
-
-    /// As `insert`, for a key that owns exactly its bytes (read from a file into a buffer of
-    /// its own), which is kept without a copy.
-    pub fn insert_owned(&mut self, key: Bytes, meta: Meta, at: L) -> Option<Slot<L>> {
-        self.insert_inner(key, meta, at, false)
-    }
-
-    fn insert_inner(&mut self, key: Bytes, meta: Meta, at: L, copy: bool) -> Option<Slot<L>> {
         self.last_ts = self.last_ts.max(meta.version.ts);
-        let old = match self.map.get_mut(&key) {
-            Some(slot) => Some(std::mem::replace(slot, Slot { meta, at })),
+        let (stored, old) = match self.map.get_key_value(&key[..]) {
+            Some((stored, _)) => {
+                let stored = stored.clone();
+                let slot = self.map.get_mut(&key[..]).expect("found above");
+                (stored, Some(std::mem::replace(slot, Slot { meta, at })))
+            }
             None => {
-                // A copy: the caller's key may be a slice of a larger buffer (a connection's
-                // read buffer) that the index would otherwise keep alive whole.
-                let key = if copy { Bytes::copy_from_slice(&key) } else { key.clone() };
-                self.order.insert(key.clone());
-                self.map.insert(key.clone(), Slot { meta, at });
-                None
+                let stored: Key = Arc::from(&key[..]);
+                self.order.insert(stored.clone());
+                self.map.insert(stored.clone(), Slot { meta, at });
+                (stored, None)
             }
         };
         // Forget the old record before noting the new one: both may carry the same deadline,
         // and the expiry entry must survive the rewrite.
         if let Some(old) = &old {
-            self.forget(&key, &old.meta);
+            self.forget(&stored, &old.meta);
         }
         if !meta.tombstone {
             self.live += 1;
         }
         if let (false, Some(deadline)) = (meta.tombstone, meta.expire_at_ms) {
-            let stored = self.order.get(&key).expect("inserted above").clone();
             self.expiry.insert((deadline, stored));
         }
         old
@@ -108,18 +103,18 @@ impl<L> Keydir<L> {
 
     /// Removes `key` entirely (compaction of a dropped record), returning its slot.
     pub fn remove(&mut self, key: &[u8]) -> Option<Slot<L>> {
-        let old = self.map.remove(key)?;
+        let (stored, old) = self.map.remove_entry(key)?;
         self.order.remove(key);
-        self.forget(key, &old.meta);
+        self.forget(&stored, &old.meta);
         Some(old)
     }
 
     /// Undoes the bookkeeping of a record that is no longer the newest.
-    fn forget(&mut self, key: &[u8], meta: &Meta) {
+    fn forget(&mut self, key: &Key, meta: &Meta) {
         if !meta.tombstone {
             self.live -= 1;
             if let Some(deadline) = meta.expire_at_ms {
-                self.expiry.remove(&(deadline, Bytes::copy_from_slice(key)));
+                self.expiry.remove(&(deadline, key.clone()));
             }
         }
     }
@@ -139,7 +134,7 @@ impl<L> Keydir<L> {
         self.order
             .range::<[u8], _>((from, Bound::Unbounded))
             .take(limit)
-            .map(|k| (k.clone(), self.slot(k).meta))
+            .map(|k| (Bytes::copy_from_slice(k), self.slot(k).meta))
             .collect()
     }
 
@@ -149,13 +144,13 @@ impl<L> Keydir<L> {
             .iter()
             .take_while(|(deadline, _)| *deadline <= until_ms)
             .take(limit)
-            .map(|(_, key)| key.clone())
+            .map(|(_, key)| Bytes::copy_from_slice(key))
             .collect()
     }
 
     /// Every key and slot in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Slot<L>)> {
-        self.order.iter().map(|k| (k, self.slot(k)))
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Slot<L>)> {
+        self.order.iter().map(|k| (&k[..], self.slot(k)))
     }
 
     /// The slot of a key the ordered set holds, which the map must hold too.

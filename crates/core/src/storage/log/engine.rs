@@ -280,12 +280,7 @@ impl LogEngine {
             Some(value) if self.cache.admit(value.len()) => (Some(keep(value)), None),
             value => (None, value),
         };
-        let location = Location { position, cached };
-        let old = match owned {
-            true => self.keydir.insert_owned(key.clone(), meta, location),
-            false => self.keydir.insert(key.clone(), meta, location),
-        };
-        let Some(old) = old else {
+        let Some(old) = self.keydir.insert(key.clone(), meta, Location { position, cached }) else {
             return;
         };
         let size = record_bytes(key.len(), old.meta.value_len);

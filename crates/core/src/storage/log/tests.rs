@@ -647,10 +647,10 @@ fn cached_values_equal_disk_values_through_compaction_and_reopen() {
         assert_eq!(cached_bytes == 0, budget == 0, "budget {budget}: {cached_bytes} cached");
 
         // A compaction moves records, keeping their cached values.
-        let before: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.clone(), slot.at.clone())).collect();
+        let before: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.to_vec(), slot.at.clone())).collect();
         e.maintain(u64::MAX).expect("compact at once");
         assert_eq!(e.stats().compactions, 1);
-        let after: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.clone(), slot.at.clone())).collect();
+        let after: Vec<_> = e.keydir.iter().map(|(k, slot)| (k.to_vec(), slot.at.clone())).collect();
         let moved = before.iter().zip(&after).filter(|(b, a)| b.1.position != a.1.position).count();
         assert!(moved > 0, "budget {budget}: compaction moved records");
         for ((key, b), (_, a)) in before.iter().zip(&after) {
