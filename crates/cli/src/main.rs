@@ -1,15 +1,20 @@
 //! `replikv`: one binary for every replikv job.
 //!
-//! - `replikv node`: run one node.
+//! - `replikv node`: run one node (`--config cluster.toml --id n2` for one node of a cluster).
+//! - `replikv cluster start|status|stop|clean`: a local cluster of real node processes on
+//!   127.0.0.1, one merged log stream, Ctrl-C stops it. Replication is not implemented yet
+//!   (issue 4): each node runs standalone.
 //! - `replikv bench`: measure a RESP server (replikv or redis-server) with YCSB workloads or
 //!   redis-benchmark-like tests: throughput, latency percentiles, errors by kind.
 //! - `replikv bench probe`: the physical limits beside the figures: fsync on a directory's disk,
 //!   the loopback round trip.
 //!
 //! Logs go to standard error through `tracing`; `RUST_LOG` chooses what is shown
-//! (`RUST_LOG=debug replikv node`), `info` by default.
+//! (`RUST_LOG=debug replikv node`), `info` by default; they are coloured only when standard
+//! error is a terminal and `NO_COLOR` is unset.
 
 mod bench;
+mod cluster;
 
 use clap::{Parser, Subcommand};
 use replikv_server::config::{NodeArgs, NodeConfig};
@@ -40,6 +45,11 @@ enum Command {
     /// A load phase stores the records, then each workload or test runs in turn. Flags follow
     /// redis-benchmark where it has them (-h is the host; help is --help).
     Bench(bench::BenchArgs),
+    /// Run a local cluster of real node processes: start, status, stop, clean.
+    ///
+    /// Replication is not implemented yet (issue 4): the nodes share one cluster file and know
+    /// their peers, but each runs standalone.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,10 +60,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a cluster's merged stream stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),
+        Command::Cluster(args) => cluster::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

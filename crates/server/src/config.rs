@@ -6,12 +6,52 @@
 //! unknown keys so that a typo is an error rather than a silently ignored setting; `resolve`
 //! merges them into the effective [`NodeConfig`], which `CONFIG GET *` and `/api/v1/config`
 //! show.
+//!
+//! # Clusters
+//!
+//! The same file may describe a whole cluster, and then every node reads the same file and is
+//! told which entry it is with `--id`:
+//!
+//! ```toml
+//! cluster = "demo"                 # the cluster id: letters, digits, '-', '_'
+//! [replication]
+//! mode = "single-leader"           # the only mode so far
+//! acks = "async"                   # "sync" | "semi-sync:K" | "async"
+//! ack_timeout_ms = 1000
+//! forward_writes = false
+//! [[nodes]]
+//! id = "n1"
+//! peer_addr = "127.0.0.1:7201"
+//! resp_addr = "127.0.0.1:7001"
+//! http_addr = "127.0.0.1:7101"
+//! datacenter = "dc1"               # optional
+//! ```
+//!
+//! A node takes its RESP and HTTP addresses from its `[[nodes]]` entry (flags and variables
+//! still win), its data directory defaults to `./data/<cluster>/<id>`, and it keeps the whole
+//! [`ClusterConfig`] (its peers and the replication settings) in its [`NodeConfig`].
+//! [`ClusterConfig::check`] refuses what cannot work, naming the setting: an id that is not an
+//! entry, duplicate ids or addresses, a semi-sync K outside 1..=N-1, a mode that does not exist.
+//! [`ClusterConfig::durability_warnings`] names settings that work but promise less than a
+//! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
+//!
+//! CAVEATS
+//! - Replication is not implemented yet (issue 4): a node that reads a cluster file knows its
+//!   peers and the replication settings, shows them, and otherwise runs standalone. Nothing is
+//!   shipped, and `acks`, `ack_timeout_ms` and `forward_writes` change no behaviour yet.
+//! - A flag or variable that overrides a node's address is not seen by the other nodes, which
+//!   read the addresses in the file.
+//! - Addresses are compared as written: `127.0.0.1:7001` and `0.0.0.0:7001` are not seen as
+//!   the same port, nor are two host names for one machine.
 
 use crate::error::{Error, Result};
 use replikv_core::storage::{FsyncPolicy, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// The node id when none is given.
 pub const ID_DEFAULT: &str = "n1";
@@ -34,6 +74,14 @@ pub const PENDING_CALLS_MAX_DEFAULT: usize = 1024;
 pub const TICK_MS_DEFAULT: u64 = 100;
 /// A log segment's size at most, in bytes.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// A node id's, cluster id's or datacenter's length at most, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+/// Nodes one cluster file may list at most.
+pub const NODES_MAX: usize = 64;
+/// Milliseconds a write may wait for its acknowledgements when the file does not say.
+pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 1000;
+/// The replication modes a cluster file may name today.
+pub const MODES_VALID: &[&str] = &["single-leader"];
 
 /// Which storage engine a node uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -50,13 +98,20 @@ pub enum EngineKind {
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct NodeArgs {
     /// TOML file with any of the settings below, by the same names with underscores
-    /// (`resp_addr = "127.0.0.1:6380"`). Flags and variables override it.
+    /// (`resp_addr = "127.0.0.1:6380"`), and for a cluster `cluster = "NAME"`, `[replication]`
+    /// and one `[[nodes]]` entry per node. Flags and variables override it.
     #[arg(long, env = "REPLIKV_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// This node's name [default: n1].
+    /// This node's name; with a cluster file, the `[[nodes]]` entry it takes its addresses
+    /// from [default: n1].
     #[arg(long, env = "REPLIKV_ID")]
     pub id: Option<String>,
-    /// Where the node keeps its data [default: ./data/{id}].
+    /// The cluster this node belongs to (letters, digits, '-', '_') [default: `cluster` in
+    /// the file, else none].
+    #[arg(long, env = "REPLIKV_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Where the node keeps its data [default: ./data/{cluster}/{id}, or ./data/{id} outside
+    /// a cluster].
     #[arg(long, env = "REPLIKV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address for Redis clients (RESP2/RESP3) [default: 127.0.0.1:6380].
@@ -103,10 +158,13 @@ pub struct NodeArgs {
     pub test_fail_fsync_after: Option<u64>,
 }
 
-/// The configuration file: the same settings as the flags, all optional.
+/// The configuration file: the same settings as the flags, all optional, and a cluster's.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    cluster: Option<String>,
+    replication: Option<ReplicationConfig>,
+    nodes: Option<Vec<ClusterNode>>,
     id: Option<String>,
     data_dir: Option<PathBuf>,
     resp_addr: Option<SocketAddr>,
@@ -159,6 +217,8 @@ pub struct NodeConfig {
     pub config_file: Option<PathBuf>,
     /// Test only: the flush that fails, if any.
     pub test_fail_fsync_after: Option<u64>,
+    /// The cluster this node belongs to, its peers and replication settings, if any.
+    pub cluster: Option<ClusterConfig>,
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -168,7 +228,7 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Resul
 impl NodeConfig {
     /// Merges flags (and variables) over the file over the defaults, and checks the result.
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
@@ -177,12 +237,29 @@ impl NodeConfig {
             (None, Some(text)) => text.parse().map_err(|e| Error::Config(format!("fsync in config file: {e}")))?,
             (None, None) => FsyncPolicy::Always,
         };
-        let id = args.id.clone().or(file.id).unwrap_or_else(|| ID_DEFAULT.to_string());
-        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| Path::new("data").join(&id));
+        let id = args.id.clone().or(file.id.take()).unwrap_or_else(|| ID_DEFAULT.to_string());
+        let cluster = resolve_cluster(args, &mut file)?;
+        let (entry_resp, entry_http) = match &cluster {
+            Some(cluster) => entry_addrs(cluster, &id, &file, args.config.as_deref())?,
+            None => (None, None),
+        };
+        let data_dir = match (args.data_dir.clone().or(file.data_dir), &cluster) {
+            (Some(dir), _) => dir,
+            (None, Some(cluster)) => Path::new("data").join(&cluster.name).join(&id),
+            (None, None) => Path::new("data").join(&id),
+        };
         let config = NodeConfig {
             data_dir,
-            resp_addr: args.resp_addr.or(file.resp_addr).unwrap_or_else(|| RESP_ADDR_DEFAULT.parse().unwrap()),
-            http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| HTTP_ADDR_DEFAULT.parse().unwrap()),
+            resp_addr: args
+                .resp_addr
+                .or(file.resp_addr)
+                .or(entry_resp)
+                .unwrap_or_else(|| RESP_ADDR_DEFAULT.parse().unwrap()),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .or(entry_http)
+                .unwrap_or_else(|| HTTP_ADDR_DEFAULT.parse().unwrap()),
             engine: args.engine.or(file.engine).unwrap_or(EngineKind::Log),
             fsync,
             segment_bytes_max: args.segment_bytes_max.or(file.segment_bytes_max).unwrap_or(SEGMENT_BYTES_MAX_DEFAULT),
@@ -210,6 +287,7 @@ impl NodeConfig {
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             config_file: args.config.clone(),
             test_fail_fsync_after: args.test_fail_fsync_after,
+            cluster,
             id,
         };
         config.check()?;
@@ -218,11 +296,8 @@ impl NodeConfig {
 
     /// Refuses settings that cannot work, naming the setting.
     fn check(&self) -> Result<()> {
-        let valid_id = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_id {
-            return Err(Error::Config(format!("id {:?}: use 1 to 64 letters, digits, '-' or '_'", self.id)));
+        if !valid_name(&self.id) {
+            return Err(Error::Config(format!("id {:?}: {NAME_RULE}", self.id)));
         }
         let positive = [
             ("segment_bytes_max", self.segment_bytes_max as usize),
@@ -285,6 +360,347 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("reading config file {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+}
+
+/// What a valid id, cluster id or datacenter looks like, for error messages.
+pub const NAME_RULE: &str = "use 1 to 64 letters, digits, '-' or '_'";
+
+/// Whether `name` is a valid node id, cluster id or datacenter (see [`NAME_RULE`]).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Takes the cluster settings out of `file` (the cluster id may come from `--cluster` instead)
+/// and checks them; `None` when neither names a cluster.
+fn resolve_cluster(args: &NodeArgs, file: &mut FileConfig) -> Result<Option<ClusterConfig>> {
+    let name = args.cluster.clone().or(file.cluster.take());
+    let (replication, nodes) = (file.replication.take(), file.nodes.take());
+    let in_file = |e: Error| match (&args.config, e) {
+        (Some(path), Error::Config(why)) => Error::Config(format!("config file {}: {why}", path.display())),
+        (_, other) => other,
+    };
+    let Some(name) = name else {
+        if replication.is_some() || nodes.is_some() {
+            let why = "[replication] and [[nodes]] need the cluster's id: add cluster = \"NAME\"";
+            return Err(in_file(Error::Config(why.to_string())));
+        }
+        return Ok(None);
+    };
+    let cluster =
+        ClusterConfig { name, replication: replication.unwrap_or_default(), nodes: nodes.unwrap_or_default() };
+    cluster.check().map_err(in_file)?;
+    Ok(Some(cluster))
+}
+
+/// The RESP and HTTP addresses of node `id`'s `[[nodes]]` entry, or `None`s when the cluster
+/// lists no nodes. Refuses an id that is not listed, and top-level addresses in a file that
+/// lists nodes (the same file serves every node, so one address cannot fit them all).
+fn entry_addrs(
+    cluster: &ClusterConfig,
+    id: &str,
+    file: &FileConfig,
+    path: Option<&Path>,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+    if cluster.nodes.is_empty() {
+        return Ok((None, None));
+    }
+    let file_name = path.map(|p| p.display().to_string()).unwrap_or_default();
+    let Some(entry) = cluster.node(id) else {
+        let ids: Vec<&str> = cluster.nodes.iter().map(|n| n.id.as_str()).collect();
+        return Err(Error::Config(format!(
+            "id {id:?} is not one of the [[nodes]] in config file {file_name}: use --id with one of {}",
+            ids.join(", ")
+        )));
+    };
+    for (name, value) in [("resp_addr", file.resp_addr), ("http_addr", file.http_addr)] {
+        if value.is_some() {
+            return Err(Error::Config(format!(
+                "config file {file_name}: {name} at the top level conflicts with [[nodes]]: \
+                 give each node's address in its entry (or use --{} for one node)",
+                name.replace('_', "-")
+            )));
+        }
+    }
+    Ok((Some(entry.resp_addr), Some(entry.http_addr)))
+}
+
+/// How a cluster replicates: the `[replication]` table of a cluster file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// The replication strategy.
+    pub mode: ReplicationMode,
+    /// When a write is acknowledged to the client.
+    pub acks: Acks,
+    /// Milliseconds a write may wait for its acknowledgements before it fails.
+    pub ack_timeout_ms: u64,
+    /// Whether followers forward writes to the leader instead of refusing them.
+    pub forward_writes: bool,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> ReplicationConfig {
+        ReplicationConfig {
+            mode: ReplicationMode::SingleLeader,
+            acks: Acks::Async,
+            ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
+            forward_writes: false,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// Refuses settings that cannot work in a cluster of `nodes` nodes, naming the setting.
+    pub fn check(&self, nodes: usize) -> Result<()> {
+        if self.ack_timeout_ms == 0 {
+            return Err(Error::Config("replication.ack_timeout_ms must be greater than 0".into()));
+        }
+        if let Acks::SemiSync(k) = self.acks {
+            if nodes < 2 {
+                return Err(Error::Config(format!(
+                    "replication.acks = \"{}\" needs a leader and K followers, but [[nodes]] lists {nodes} node(s)",
+                    self.acks
+                )));
+            }
+            if !(1..nodes).contains(&k) {
+                return Err(Error::Config(format!(
+                    "replication.acks = \"{}\": K counts followers, so with {nodes} nodes it must be between 1 and {}",
+                    self.acks,
+                    nodes - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A replication strategy (DESIGN §7); only single-leader exists so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationMode {
+    /// One leader takes the writes and ships its log to followers, which serve reads.
+    SingleLeader,
+}
+
+impl FromStr for ReplicationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReplicationMode, String> {
+        let valid = MODES_VALID.join(", ");
+        match s {
+            "single-leader" => Ok(ReplicationMode::SingleLeader),
+            "multi-leader" | "leaderless" => {
+                Err(format!("replication mode {s:?} is not implemented yet: valid modes are {valid}"))
+            }
+            _ => Err(format!("unknown replication mode {s:?}: valid modes are {valid}")),
+        }
+    }
+}
+
+impl fmt::Display for ReplicationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplicationMode::SingleLeader => f.write_str("single-leader"),
+        }
+    }
+}
+
+/// When a leader acknowledges a write (DESIGN §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// Once every follower has it durable.
+    Sync,
+    /// Once this many followers have it durable (`semi-sync:K`; `semi-sync` alone is K = 1).
+    SemiSync(usize),
+    /// Once the leader has it durable.
+    Async,
+}
+
+impl Acks {
+    /// How many nodes hold a write durably when it is acknowledged, in a cluster of `nodes`.
+    pub fn copies(self, nodes: usize) -> usize {
+        match self {
+            Acks::Sync => nodes,
+            Acks::SemiSync(k) => k + 1,
+            Acks::Async => 1,
+        }
+    }
+}
+
+impl FromStr for Acks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Acks, String> {
+        match s {
+            "sync" => Ok(Acks::Sync),
+            "async" => Ok(Acks::Async),
+            "semi-sync" => Ok(Acks::SemiSync(1)),
+            _ => match s.strip_prefix("semi-sync:") {
+                Some(k) => k
+                    .parse()
+                    .ok()
+                    .filter(|k| *k >= 1)
+                    .map(Acks::SemiSync)
+                    .ok_or_else(|| format!("acks {s:?}: K in semi-sync:K is a number of followers, at least 1")),
+                None => Err(format!("unknown acks {s:?}: use sync, semi-sync:K or async")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Acks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Acks::Sync => f.write_str("sync"),
+            Acks::SemiSync(k) => write!(f, "semi-sync:{k}"),
+            Acks::Async => f.write_str("async"),
+        }
+    }
+}
+
+/// Serializes and deserializes a type through its `Display` and `FromStr`, so files and JSON
+/// show `"semi-sync:2"` rather than a tagged enum.
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_as_text!(ReplicationMode);
+serde_as_text!(Acks);
+
+/// One node of a cluster: a `[[nodes]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    /// The node's id, as given to `--id`.
+    pub id: String,
+    /// Where the node listens for its peers.
+    pub peer_addr: SocketAddr,
+    /// Where the node listens for Redis clients.
+    pub resp_addr: SocketAddr,
+    /// Where the node listens for HTTP.
+    pub http_addr: SocketAddr,
+    /// The datacenter the node is in, if the file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+}
+
+/// A cluster: its id, how it replicates, and its nodes, as every node's file describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// The cluster's id (`cluster = "..."`); peers from another cluster will be refused.
+    pub name: String,
+    /// How the cluster replicates.
+    pub replication: ReplicationConfig,
+    /// The nodes, in the file's order; empty when the file names a cluster but lists none.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// A cluster file as written: the cluster id first, then its tables.
+#[derive(Serialize)]
+struct ClusterFile<'a> {
+    cluster: &'a str,
+    replication: &'a ReplicationConfig,
+    nodes: &'a [ClusterNode],
+}
+
+impl ClusterConfig {
+    /// Reads the cluster a configuration file describes (its other settings are ignored) and
+    /// checks it.
+    pub fn read(path: &Path) -> Result<ClusterConfig> {
+        let mut file = read_file(path)?;
+        let args = NodeArgs { config: Some(path.to_path_buf()), ..NodeArgs::default() };
+        resolve_cluster(&args, &mut file)?
+            .ok_or_else(|| Error::Config(format!("config file {}: no cluster = \"NAME\" in it", path.display())))
+    }
+
+    /// The configuration file text for this cluster, which [`ClusterConfig::read`] reads back.
+    pub fn to_toml(&self) -> String {
+        let file = ClusterFile { cluster: &self.name, replication: &self.replication, nodes: &self.nodes };
+        toml::to_string(&file).expect("a cluster serializes to TOML")
+    }
+
+    /// The `[[nodes]]` entry with this id.
+    pub fn node(&self, id: &str) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Refuses a cluster that cannot work, naming the setting: a bad id, too many nodes, a
+    /// duplicate id or address, replication settings that do not fit the node count.
+    pub fn check(&self) -> Result<()> {
+        if !valid_name(&self.name) {
+            return Err(Error::Config(format!("cluster {:?}: {NAME_RULE}", self.name)));
+        }
+        if self.nodes.len() > NODES_MAX {
+            return Err(Error::Config(format!("[[nodes]] lists {} nodes, more than {NODES_MAX}", self.nodes.len())));
+        }
+        self.check_nodes()?;
+        self.replication.check(self.nodes.len())
+    }
+
+    /// Refuses bad or duplicate ids and any address used twice, by any two nodes or settings.
+    fn check_nodes(&self) -> Result<()> {
+        let mut ids = BTreeSet::new();
+        let mut addrs: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        for node in &self.nodes {
+            if !valid_name(&node.id) {
+                return Err(Error::Config(format!("[[nodes]] id {:?}: {NAME_RULE}", node.id)));
+            }
+            if let Some(dc) = node.datacenter.as_deref().filter(|dc| !valid_name(dc)) {
+                return Err(Error::Config(format!("[[nodes]] {}: datacenter {dc:?}: {NAME_RULE}", node.id)));
+            }
+            if !ids.insert(node.id.as_str()) {
+                return Err(Error::Config(format!("[[nodes]]: duplicate id {:?}: each node needs its own", node.id)));
+            }
+            for (setting, addr) in
+                [("peer_addr", node.peer_addr), ("resp_addr", node.resp_addr), ("http_addr", node.http_addr)]
+            {
+                let user = format!("{}'s {setting}", node.id);
+                if let Some(first) = addrs.insert(addr, user.clone()) {
+                    return Err(Error::Config(format!("[[nodes]]: duplicate address {addr}: both {first} and {user}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the replication settings do not promise that a reader may assume: one sentence
+    /// per problem, for the node to log at start. Empty when acknowledged writes are on a
+    /// majority, or when there is no follower to fail over to.
+    pub fn durability_warnings(&self) -> Vec<String> {
+        let nodes = self.nodes.len();
+        let acks = self.replication.acks;
+        let (copies, majority) = (acks.copies(nodes), majority(nodes));
+        if nodes < 2 || copies >= majority {
+            return Vec::new();
+        }
+        vec![match acks {
+            Acks::Async => {
+                "acks = async: a write is acknowledged once the leader has it, so acknowledged writes can be \
+                            lost at failover"
+                    .to_string()
+            }
+            _ => format!(
+                "acks = {acks}: an acknowledged write is on {copies} of {nodes} nodes, not a majority ({majority}), so \
+                 acknowledged writes may not survive a failover"
+            ),
+        }]
+    }
+}
+
+/// The smallest majority of `nodes` nodes.
+pub fn majority(nodes: usize) -> usize {
+    nodes / 2 + 1
 }
 
 #[cfg(test)]
@@ -358,6 +774,244 @@ mod tests {
         assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some("REPLIKV_VALUE_CACHE_BYTES_MAX"));
         let cli = <Cli as clap::Parser>::try_parse_from(["node", "--value-cache-bytes-max", "1234"]).unwrap();
         assert_eq!(cli.node.value_cache_bytes_max, Some(1234));
+    }
+
+    /// A cluster file: `head` (top-level keys and `[replication]`), then `nodes` entries with
+    /// ports 7200+i (peer), 7000+i (RESP), 7100+i (HTTP).
+    fn cluster_text(head: &str, nodes: usize) -> String {
+        let mut text = format!("{head}\n");
+        for i in 1..=nodes {
+            text += &format!(
+                "[[nodes]]\nid = \"n{i}\"\npeer_addr = \"127.0.0.1:{}\"\nresp_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n",
+                7200 + i,
+                7000 + i,
+                7100 + i
+            );
+        }
+        text
+    }
+
+    /// Resolves `args` with `text` as its config file.
+    fn resolve_with(text: &str, args: NodeArgs) -> Result<NodeConfig> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        NodeConfig::resolve(&NodeArgs { config: Some(file.path().to_path_buf()), ..args })
+    }
+
+    fn id(id: &str) -> NodeArgs {
+        NodeArgs { id: Some(id.to_string()), ..NodeArgs::default() }
+    }
+
+    #[test]
+    fn acks_parse_and_display() {
+        let table: &[(&str, Result<Acks, &str>)] = &[
+            ("sync", Ok(Acks::Sync)),
+            ("async", Ok(Acks::Async)),
+            ("semi-sync", Ok(Acks::SemiSync(1))),
+            ("semi-sync:1", Ok(Acks::SemiSync(1))),
+            ("semi-sync:12", Ok(Acks::SemiSync(12))),
+            ("semi-sync:0", Err("at least 1")),
+            ("semi-sync:-1", Err("at least 1")),
+            ("semi-sync:two", Err("at least 1")),
+            ("semisync", Err("unknown acks")),
+            ("SYNC", Err("unknown acks")),
+            ("", Err("unknown acks")),
+        ];
+        for (text, want) in table {
+            match (text.parse::<Acks>(), want) {
+                (Ok(acks), Ok(want)) => {
+                    assert_eq!(acks, *want, "{text}");
+                    assert_eq!(acks.to_string().parse::<Acks>(), Ok(acks), "{text} round trip");
+                }
+                (Err(e), Err(want)) => assert!(e.contains(want), "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(Acks::SemiSync(1).to_string(), "semi-sync:1");
+    }
+
+    #[test]
+    fn modes_parse_and_name_the_valid_ones() {
+        assert_eq!("single-leader".parse(), Ok(ReplicationMode::SingleLeader));
+        assert_eq!(ReplicationMode::SingleLeader.to_string(), "single-leader");
+        let table =
+            [("leaderless", "not implemented yet"), ("multi-leader", "not implemented yet"), ("raft", "unknown")];
+        for (text, want) in table {
+            let err = text.parse::<ReplicationMode>().unwrap_err();
+            assert!(err.contains(want) && err.contains("valid modes are single-leader"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_file_gives_a_node_its_entry_and_peers() {
+        let head = "cluster = \"demo\"\n[replication]\nmode = \"single-leader\"\nacks = \"semi-sync:1\"\n\
+                    ack_timeout_ms = 250\nforward_writes = true";
+        let config = resolve_with(&cluster_text(head, 3), id("n2")).unwrap();
+        assert_eq!(config.resp_addr.to_string(), "127.0.0.1:7002");
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:7102");
+        assert_eq!(config.data_dir, Path::new("data/demo/n2"));
+        let cluster = config.cluster.expect("a cluster");
+        assert_eq!(cluster.name, "demo");
+        let replication = ReplicationConfig {
+            mode: ReplicationMode::SingleLeader,
+            acks: Acks::SemiSync(1),
+            ack_timeout_ms: 250,
+            forward_writes: true,
+        };
+        assert_eq!(cluster.replication, replication);
+        assert_eq!(cluster.nodes.len(), 3);
+        assert_eq!(cluster.node("n3").unwrap().peer_addr.to_string(), "127.0.0.1:7203");
+        assert_eq!(cluster.node("n3").unwrap().datacenter, None);
+    }
+
+    #[test]
+    fn replication_settings_have_defaults() {
+        let config = resolve_with(&cluster_text("cluster = \"c\"", 2), id("n1")).unwrap();
+        assert_eq!(config.cluster.unwrap().replication, ReplicationConfig::default());
+        let default = ReplicationConfig::default();
+        assert_eq!((default.acks, default.ack_timeout_ms, default.forward_writes), (Acks::Async, 1000, false));
+    }
+
+    #[test]
+    fn cluster_precedence_is_flags_then_env_then_file_then_defaults() {
+        let text = cluster_text("cluster = \"demo\"", 2);
+        let flag_addr: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        // (args, resp port, data dir, cluster name)
+        let table = [
+            (id("n1"), 7001, "data/demo/n1", "demo"),
+            (NodeArgs { resp_addr: Some(flag_addr), ..id("n1") }, 9001, "data/demo/n1", "demo"),
+            (NodeArgs { data_dir: Some("x".into()), ..id("n2") }, 7002, "x", "demo"),
+            (NodeArgs { cluster: Some("other".into()), ..id("n2") }, 7002, "data/other/n2", "other"),
+            (NodeArgs::default(), 7001, "data/demo/n1", "demo"), // the id defaults to n1, an entry
+        ];
+        for (args, port, dir, name) in table {
+            let config = resolve_with(&text, args.clone()).unwrap();
+            assert_eq!(config.resp_addr.port(), port, "{args:?}");
+            assert_eq!(config.data_dir, Path::new(dir), "{args:?}");
+            assert_eq!(config.cluster.unwrap().name, name, "{args:?}");
+        }
+        let from_flag = NodeConfig::resolve(&NodeArgs { cluster: Some("solo".into()), ..id("a") }).unwrap();
+        assert_eq!(from_flag.data_dir, Path::new("data/solo/a"), "--cluster without a file");
+        assert_eq!(from_flag.resp_addr.to_string(), RESP_ADDR_DEFAULT);
+        assert!(from_flag.cluster.unwrap().nodes.is_empty());
+    }
+
+    #[test]
+    fn the_cluster_flag_reads_its_variable() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == "cluster").expect("the setting");
+        assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some("REPLIKV_CLUSTER"));
+    }
+
+    #[test]
+    fn bad_cluster_files_are_refused_naming_the_problem() {
+        let three = |head: &str| cluster_text(head, 3);
+        let dup_id = cluster_text("cluster = \"c\"", 2).replace("id = \"n2\"", "id = \"n1\"");
+        let dup_addr = cluster_text("cluster = \"c\"", 2).replace("127.0.0.1:7002", "127.0.0.1:7101");
+        let bad_dc = cluster_text("cluster = \"c\"", 1) + "datacenter = \"dc 1\"\n";
+        let typo = cluster_text("cluster = \"c\"", 1) + "resp_adr = \"127.0.0.1:1\"\n";
+        let table: Vec<(String, &str, &[&str])> = vec![
+            (dup_id, "n1", &["duplicate id", "\"n1\""]),
+            (dup_addr, "n1", &["duplicate address 127.0.0.1:7101", "n1's http_addr", "n2's resp_addr"]),
+            (
+                three("cluster = \"c\"\n[replication]\nacks = \"semi-sync:3\""),
+                "n1",
+                &["semi-sync:3", "between 1 and 2"],
+            ),
+            (
+                cluster_text("cluster = \"c\"\n[replication]\nacks = \"semi-sync:1\"", 1),
+                "n1",
+                &["semi-sync:1", "K followers"],
+            ),
+            (three("cluster = \"c\"\n[replication]\nacks = \"most\""), "n1", &["unknown acks \"most\"", "acks"]),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\""),
+                "n1",
+                &["not implemented yet", "single-leader"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"paxos\""),
+                "n1",
+                &["unknown replication mode", "single-leader"],
+            ),
+            (three("cluster = \"c\"\n[replication]\nack_timeout_ms = 0"), "n1", &["replication.ack_timeout_ms"]),
+            (three("cluster = \"c\"\n[replication]\nack = \"sync\""), "n1", &["ack"]),
+            (three("cluster = \"c\""), "n9", &["id \"n9\" is not one of the [[nodes]]", "n1, n2, n3"]),
+            (three(""), "n1", &["cluster = \"NAME\""]),
+            (three("cluster = \"a b\""), "n1", &["cluster \"a b\""]),
+            (three("cluster = \"c\"\nresp_addr = \"127.0.0.1:1\""), "n1", &["resp_addr at the top level", "[[nodes]]"]),
+            (bad_dc, "n1", &["datacenter \"dc 1\""]),
+            (typo, "n1", &["resp_adr"]),
+        ];
+        for (text, node, wants) in table {
+            let err = resolve_with(&text, id(node)).expect_err(&text).to_string();
+            for want in wants {
+                assert!(err.contains(want), "want {want:?} in: {err}\nfile:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn durability_warnings_come_when_acknowledged_writes_miss_a_majority() {
+        // (nodes, acks, a phrase of the warning or None)
+        let table = [
+            (1, Acks::Async, None),
+            (2, Acks::Async, Some("can be lost at failover")),
+            (3, Acks::Async, Some("can be lost at failover")),
+            (2, Acks::SemiSync(1), None),
+            (3, Acks::SemiSync(1), None),
+            (4, Acks::SemiSync(1), Some("on 2 of 4 nodes, not a majority (3)")),
+            (5, Acks::SemiSync(1), Some("on 2 of 5 nodes, not a majority (3)")),
+            (5, Acks::SemiSync(2), None),
+            (3, Acks::Sync, None),
+            (7, Acks::Sync, None),
+        ];
+        for (nodes, acks, want) in table {
+            let text = cluster_text(&format!("cluster = \"c\"\n[replication]\nacks = \"{acks}\""), nodes);
+            let cluster = resolve_with(&text, id("n1")).unwrap().cluster.unwrap();
+            let warnings = cluster.durability_warnings();
+            match want {
+                None => assert!(warnings.is_empty(), "{nodes} {acks}: {warnings:?}"),
+                Some(want) => {
+                    assert!(warnings.len() == 1 && warnings[0].contains(want), "{nodes} {acks}: {warnings:?}")
+                }
+            }
+        }
+        assert_eq!([1, 2, 3, 4, 5].map(majority), [1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn a_cluster_written_as_toml_reads_back_the_same() {
+        let head = "cluster = \"demo\"\n[replication]\nacks = \"semi-sync:2\"";
+        let mut written = resolve_with(&cluster_text(head, 3), id("n1")).unwrap().cluster.unwrap();
+        written.nodes[0].datacenter = Some("dc1".into());
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(written.to_toml().as_bytes()).unwrap();
+        assert_eq!(ClusterConfig::read(file.path()).unwrap(), written, "{}", written.to_toml());
+        assert!(written.to_toml().contains("acks = \"semi-sync:2\""), "{}", written.to_toml());
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let err = ClusterConfig::read(plain.path()).unwrap_err().to_string();
+        assert!(err.contains("no cluster"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_shows_in_config_json_and_config_get() {
+        let config = resolve_with(&cluster_text("cluster = \"demo\"", 2), id("n1")).unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["cluster"]["name"], "demo");
+        assert_eq!(json["cluster"]["replication"]["acks"], "async");
+        assert_eq!(json["cluster"]["replication"]["mode"], "single-leader");
+        assert_eq!(json["cluster"]["nodes"][1]["resp_addr"], "127.0.0.1:7002");
+        let pairs = config.pairs();
+        let cluster = pairs.iter().find(|(n, _)| n == "cluster").map(|(_, v)| v.clone()).unwrap();
+        assert!(cluster.contains("\"name\":\"demo\""), "{cluster}");
+        let solo = NodeConfig::resolve(&NodeArgs::default()).unwrap();
+        assert!(serde_json::to_value(&solo).unwrap()["cluster"].is_null());
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub enum Error {
     Config(String),
     /// The node could not start: fix what the message names (an address in use, a data
     /// directory that is locked, unreadable or damaged) and start again.
-    #[error("{what}: {source}")]
+    // The source is shown by the caller walking the chain (`{:#}`), not repeated here.
+    #[error("{what}")]
     Start {
         /// What the node was doing.
         what: String,

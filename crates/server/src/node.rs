@@ -51,6 +51,9 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         engine = ?config.engine, fsync = %config.fsync, keys = stats.keys, segments = stats.segments,
         "replikv node ready"
     );
+    if let Some(cluster) = &config.cluster {
+        warn_cluster(cluster);
+    }
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
     let http_task = tokio::spawn(serve_http(http, state, shutdown));
     let ticker = tokio::spawn(tick(runtime.handle(), config.tick_ms));
@@ -78,6 +81,19 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
             tracing::info!("stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Says plainly at start what a cluster node does not do yet, and what its replication
+/// settings do not promise.
+fn warn_cluster(cluster: &crate::config::ClusterConfig) {
+    tracing::warn!(
+        cluster = %cluster.name, nodes = cluster.nodes.len(), mode = %cluster.replication.mode,
+        acks = %cluster.replication.acks,
+        "replication is not implemented yet (issue 4): this node runs standalone and exchanges nothing with its peers"
+    );
+    for warning in cluster.durability_warnings() {
+        tracing::warn!("{warning}");
     }
 }
 

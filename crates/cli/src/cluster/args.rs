@@ -1,0 +1,136 @@
+//! The command line of `replikv cluster`.
+//!
+//! Every subcommand finds its cluster by `--name` (its id and directory name) under `--data`;
+//! `start` adds the shape of the cluster: how many nodes, the replication mode and its
+//! acknowledgements, the base port. Names are checked by the same rule as node ids, so a name
+//! is always one plain path component.
+
+use clap::{Args, Subcommand, ValueEnum};
+use replikv_server::config::{Acks, ReplicationMode};
+use std::path::PathBuf;
+
+/// Run a local cluster of real `replikv node` processes.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+replikv cluster start                      # 3 nodes, RESP on 7001..7003, HTTP on 7101..7103; Ctrl-C stops\n  \
+replikv cluster start --nodes 5 --acks semi-sync:2 --detach\n  \
+replikv cluster status\n  \
+replikv cluster stop\n  \
+replikv cluster clean                      # stop, then remove ./data/demo\n\n\
+Replication is not implemented yet (issue 4): each node runs standalone.")]
+pub struct ClusterArgs {
+    /// What to do with the cluster.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// The `replikv cluster` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Start a local cluster: one node process per node, connect commands, merged logs.
+    ///
+    /// Writes DATA/NAME/cluster.toml, starts `replikv node --config it --id nI` per node, waits
+    /// until each answers PING, prints how to connect, then shows the nodes' logs with id
+    /// prefixes until Ctrl-C or SIGTERM, which stops every node. With --detach it returns once
+    /// all answer PING and leaves them running.
+    Start(StartArgs),
+    /// Ask every node of the cluster for its status and print a table (or JSON).
+    Status(StatusArgs),
+    /// Stop a cluster's nodes, found through its pid file: SIGTERM, then SIGKILL after 15 s.
+    Stop(WhichCluster),
+    /// Stop the cluster, then remove its directory (data, logs, cluster file).
+    Clean(WhichCluster),
+}
+
+/// Which cluster a command is about.
+#[derive(Args, Clone, Debug)]
+pub struct WhichCluster {
+    /// The cluster's id, and its directory's name under --data.
+    #[arg(long, default_value = "demo")]
+    pub name: String,
+    /// The directory that holds clusters: the cluster lives in DATA/NAME.
+    #[arg(long, default_value = "./data", value_name = "DIR")]
+    pub data: PathBuf,
+}
+
+/// `replikv cluster start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Which cluster to start.
+    #[command(flatten)]
+    pub which: WhichCluster,
+    /// How many nodes (n1..nN).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub nodes: usize,
+    /// The replication mode (only single-leader so far).
+    #[arg(long, default_value = "single-leader")]
+    pub mode: ReplicationMode,
+    /// When a write is acknowledged: sync, semi-sync:K (K followers) or async.
+    #[arg(long, default_value = "async", value_name = "sync|semi-sync:K|async")]
+    pub acks: Acks,
+    /// Node i serves RESP on P+i, HTTP on P+100+i and peers on P+200+i.
+    #[arg(long, default_value_t = 7000, value_name = "P")]
+    pub base_port: u16,
+    /// Return once every node answers PING, leaving them running (logs in DATA/NAME/ID.log).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// `replikv cluster status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Which cluster to ask.
+    #[command(flatten)]
+    pub which: WhichCluster,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// One JSON object for scripts.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    }
+
+    #[test]
+    fn start_has_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["cluster", "start"]).unwrap();
+        let ClusterCommand::Start(start) = cli.command else { panic!("start") };
+        assert_eq!((start.nodes, start.base_port, start.detach), (3, 7000, false));
+        assert_eq!((start.mode, start.acks), (ReplicationMode::SingleLeader, Acks::Async));
+        assert_eq!((start.which.name.as_str(), start.which.data), ("demo", PathBuf::from("./data")));
+    }
+
+    #[test]
+    fn start_parses_acks_and_refuses_bad_ones() {
+        let cli = Cli::try_parse_from(["cluster", "start", "--acks", "semi-sync:2", "--nodes", "5"]).unwrap();
+        let ClusterCommand::Start(start) = cli.command else { panic!("start") };
+        assert_eq!(start.acks, Acks::SemiSync(2));
+        let err = Cli::try_parse_from(["cluster", "start", "--acks", "most"]).err().unwrap().to_string();
+        assert!(err.contains("unknown acks"), "{err}");
+        let err = Cli::try_parse_from(["cluster", "start", "--mode", "leaderless"]).err().unwrap().to_string();
+        assert!(err.contains("not implemented yet"), "{err}");
+    }
+
+    #[test]
+    fn status_takes_an_output_format() {
+        let cli = Cli::try_parse_from(["cluster", "status", "-o", "json", "--name", "x"]).unwrap();
+        let ClusterCommand::Status(status) = cli.command else { panic!("status") };
+        assert_eq!((status.output, status.which.name.as_str()), (Output::Json, "x"));
+    }
+}
