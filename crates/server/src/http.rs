@@ -18,15 +18,18 @@
 //!
 //! CAVEATS
 //! - Keys must be valid UTF-8 over HTTP; binary keys need RESP.
-//! - HTTP has no connection limit and no request timeout of its own (`connections_max`
-//!   counts RESP clients); a PUT body is bounded by `bulk_bytes_max`. At shutdown, requests
-//!   still running after `SHUTDOWN_DRAIN_SECS` are dropped.
+//! - At most `HTTP_REQUESTS_MAX` requests run at once (one more gets 503 at once) and each
+//!   gets `HTTP_REQUEST_TIMEOUT_SECS`, body included, then 408; a PUT body is bounded by
+//!   `bulk_bytes_max`. Connections that send no complete request head are not limited here
+//!   (`connections_max` counts RESP clients). At shutdown, requests still running after
+//!   `SHUTDOWN_DRAIN_SECS` are dropped.
 
 use crate::resp::admin::REDIS_VERSION_COMPAT;
 use crate::state::NodeState;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request as HttpRequest, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -35,11 +38,13 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// The HTTP routes of a node.
 pub fn router(state: Arc<NodeState>) -> Router {
     let body_limit = state.config.bulk_bytes_max;
-    Router::new()
+    let routes = Router::new()
         .route("/api/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/api/v1/status", get(status))
         .route("/api/v1/config", get(config))
@@ -47,7 +52,33 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state);
+    limited(routes, HTTP_REQUESTS_MAX, Duration::from_secs(HTTP_REQUEST_TIMEOUT_SECS))
+}
+
+/// HTTP requests served at once at most; one more gets 503 at once instead of waiting.
+pub const HTTP_REQUESTS_MAX: usize = 256;
+
+/// Seconds one HTTP request may take, reading its body included, before it gets 408.
+pub const HTTP_REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// Wraps `routes` so that at most `requests_max` requests run at once and each is cut off
+/// after `timeout`.
+fn limited(routes: Router, requests_max: usize, timeout: Duration) -> Router {
+    let permits = Arc::new(Semaphore::new(requests_max));
+    routes.layer(middleware::from_fn(move |request: HttpRequest, next: Next| {
+        let permits = permits.clone();
+        async move {
+            let Ok(_permit) = permits.try_acquire() else {
+                let message = format!("{requests_max} HTTP requests are in flight, the most this node serves at once");
+                return error(StatusCode::SERVICE_UNAVAILABLE, message);
+            };
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => error(StatusCode::REQUEST_TIMEOUT, format!("the request took over {timeout:?}")),
+            }
+        }
+    }))
 }
 
 /// A JSON error with a status code.
@@ -140,4 +171,45 @@ async fn ready(State(state): State<Arc<NodeState>>) -> Response {
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], state.metrics.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `router` on a free port; returns its address.
+    async fn serve(router: Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+
+    /// The status code of `GET path`.
+    async fn status_of(addr: std::net::SocketAddr, path: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_limit_get_503_and_slow_ones_408() {
+        let routes = Router::new()
+            .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
+            .route("/quick", get(|| async { "ok" }));
+        let addr = serve(limited(routes, 2, Duration::from_millis(300))).await;
+        let started = std::time::Instant::now();
+        let slow = [tokio::spawn(status_of(addr, "/slow")), tokio::spawn(status_of(addr, "/slow"))];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status_of(addr, "/quick").await, 503, "a third request while two run");
+        for task in slow {
+            assert_eq!(task.await.unwrap(), 408, "cut off at the timeout");
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "the timeout cut the 5 s handlers short");
+        assert_eq!(status_of(addr, "/quick").await, 200, "permits came back");
+    }
 }
