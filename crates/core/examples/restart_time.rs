@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.put(Bytes::from(format!("key-{i:012}")), record)?;
     }
     engine.flush(0)?;
+    // Hint files are written between batches, by maintain: let it finish them.
+    engine.maintain(u64::MAX)?;
     let stats = engine.stats();
     drop(engine);
     println!("{keys} keys, {} segments, {} bytes", stats.segments, stats.bytes_written);

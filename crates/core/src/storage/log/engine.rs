@@ -125,6 +125,17 @@ impl Segment {
     }
 }
 
+/// A hint file being written between batches.
+#[derive(Debug)]
+pub(super) struct PendingHint {
+    /// The sealed segment it describes.
+    pub(super) id: SegmentId,
+    /// The whole file, trailer included.
+    pub(super) bytes: Vec<u8>,
+    /// Bytes of it written so far.
+    pub(super) written: usize,
+}
+
 /// Counts fsyncs, runs them through the engine's gate, and injects the test hook's failure.
 #[derive(Debug, Default)]
 pub(super) struct Fsyncs {
@@ -178,6 +189,9 @@ pub struct LogEngine {
     pub(super) active: SegmentId,
     /// The compaction under way, if any.
     pub(super) compaction: Option<Compaction>,
+    /// Hint files of segments sealed by `rotate`, written by `maintain` between batches so
+    /// that a rotation never waits for one.
+    pub(super) pending_hints: Vec<PendingHint>,
     /// fsync calls and the test hook.
     pub(super) fsyncs: Fsyncs,
     /// Bytes written to files since the engine opened.
@@ -217,6 +231,7 @@ impl LogEngine {
             segments: BTreeMap::new(),
             active: SegmentId { base: 0, gen: 0 },
             compaction: None,
+            pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
             bytes_written: 0,
             compactions: 0,
@@ -342,7 +357,10 @@ impl LogEngine {
     /// Seals the active segment and starts the next: see "Writes" in the module docs.
     pub(super) fn rotate(&mut self) -> Result<()> {
         let sealed = self.active;
-        self.seal(sealed)?;
+        self.seal_data(sealed)?;
+        if let Some(hint) = self.take_hint(sealed) {
+            self.pending_hints.push(PendingHint { id: sealed, bytes: hint, written: 0 });
+        }
         let next = SegmentId { base: sealed.base + 1, gen: 0 };
         self.create_segment(next, SEGMENT_EXT)?;
         self.fsyncs.sync_dir(&self.dir)?;
@@ -354,19 +372,61 @@ impl LogEngine {
     /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller
     /// fsyncs the directory.
     pub(super) fn seal(&mut self, id: SegmentId) -> Result<()> {
-        let segment = self.segments.get_mut(&id).expect("sealing an open segment");
-        self.bytes_written += segment.write_buffer()?;
-        self.fsyncs.sync_file(&segment.file, &segment.path)?;
-        let Some(mut hint) = segment.hint.take() else {
+        self.seal_data(id)?;
+        let Some(hint) = self.take_hint(id) else {
             return Ok(());
         };
-        encode_hint_trailer(segment.written, &mut hint);
         let path = self.dir.join(id.file_name(HINT_EXT));
         let mut file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
         file.write_all(&hint).map_err(|e| Error::io("write", &path, e))?;
         self.fsyncs.sync_file(&file, &path)?;
         self.bytes_written += hint.len() as u64;
         Ok(())
+    }
+
+    /// Writes and fsyncs segment `id`'s last records: after this it is whole on disk.
+    fn seal_data(&mut self, id: SegmentId) -> Result<()> {
+        let segment = self.segments.get_mut(&id).expect("sealing an open segment");
+        self.bytes_written += segment.write_buffer()?;
+        self.fsyncs.sync_file(&segment.file, &segment.path)
+    }
+
+    /// Segment `id`'s finished hint file (trailer included), if it keeps one.
+    fn take_hint(&mut self, id: SegmentId) -> Option<Vec<u8>> {
+        let segment = self.segments.get_mut(&id).expect("an open segment");
+        let mut hint = segment.hint.take()?;
+        encode_hint_trailer(segment.written, &mut hint);
+        Some(hint)
+    }
+
+    /// Writes up to `budget_bytes` of the pending hint files, oldest first; returns the bytes
+    /// written. A hint is not fsynced: open trusts a hint only whole and checked, and scans
+    /// the segment otherwise, so a hint a crash cut short costs time, never data. A hint whose
+    /// segment compaction has removed meanwhile is dropped.
+    pub(super) fn write_pending_hints(&mut self, budget_bytes: u64) -> Result<u64> {
+        let mut spent = 0;
+        while spent < budget_bytes {
+            let Some(pending) = self.pending_hints.first_mut() else { break };
+            if !self.segments.contains_key(&pending.id) {
+                self.pending_hints.remove(0);
+                continue;
+            }
+            let path = self.dir.join(pending.id.file_name(HINT_EXT));
+            let mut file = match pending.written {
+                0 => File::create(&path).map_err(|e| Error::io("create", &path, e))?,
+                _ => OpenOptions::new().append(true).open(&path).map_err(|e| Error::io("open", &path, e))?,
+            };
+            let room = usize::try_from(budget_bytes - spent).unwrap_or(usize::MAX);
+            let end = pending.bytes.len().min(pending.written.saturating_add(room));
+            file.write_all(&pending.bytes[pending.written..end]).map_err(|e| Error::io("write", &path, e))?;
+            spent += (end - pending.written) as u64;
+            self.bytes_written += (end - pending.written) as u64;
+            pending.written = end;
+            if pending.written == pending.bytes.len() {
+                self.pending_hints.remove(0);
+            }
+        }
+        Ok(spent)
     }
 
     /// Creates the empty segment file `id` with extension `ext`, open for appends.
@@ -496,7 +556,8 @@ impl Engine for LogEngine {
 
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.check_running()?;
-        let result = self.compact_step(budget_bytes);
+        // Up to the budget of each: hints are small beside the segments compaction copies.
+        let result = self.write_pending_hints(budget_bytes).and_then(|_| self.compact_step(budget_bytes));
         self.stop_on_error(result)
     }
 

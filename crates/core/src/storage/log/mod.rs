@@ -77,10 +77,13 @@
 //! fails, the caller stops the node, so the engine is never asked again.
 //!
 //! When a record would take the active segment past `segment_bytes_max`, the segment is
-//! sealed first, whatever the policy: its buffer written and fdatasynced, its hint file
-//! written and fdatasynced, a new active segment of `base + 1` created, the directory fsynced.
-//! Recovery trusts sealed segments to be whole, which only an fsync before the next segment
-//! exists makes true.
+//! sealed first, whatever the policy: its buffer written and fdatasynced, a new active segment
+//! of `base + 1` created, the directory fsynced. Recovery trusts sealed segments to be whole,
+//! which only an fsync before the next segment exists makes true. The sealed segment's hint
+//! file is not written then, on the put's path: it waits in memory and `maintain` writes it
+//! between batches, a budget's worth at a time, without an fsync. Open checks a hint whole
+//! before it trusts it, so a hint that a crash cut short, or one never written, costs a scan
+//! of its segment, never data. (Compaction outputs get their hints, fsynced, as they seal.)
 //!
 //! A failed write or fsync stops the engine: the call returns the I/O error, and every later
 //! `put`, `flush` and `maintain` returns [`Error::Stopped`](crate::Error::Stopped). It is
@@ -182,7 +185,11 @@
 //! - A sealed segment loaded from its hint is not read at open: damage in it is found by the
 //!   `get` or the compaction that reads the record.
 //! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
-//!   the policy, so those calls can take as long as an fsync of a whole segment.
+//!   the policy, so those calls can take as long as an fsync of a whole segment: with
+//!   `fsync = never`, 64 MiB of dirty pages at once.
+//! - Hints wait for `maintain`, which the node calls only when no request waits: after a busy
+//!   period ended by a stop, or after an open (which rebuilds the hint only of the segment it
+//!   makes active), segments without hints are scanned at the next open.
 //! - The value cache trades memory for reads: up to `value_cache_bytes_max` of values stay in
 //!   memory from the moment they are written, whether or not they are ever read, and every
 //!   keydir entry is 32 bytes larger for the cache's handle, cached or not.

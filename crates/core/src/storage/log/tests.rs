@@ -179,6 +179,7 @@ fn reopen_restores_values_tombstones_and_expiry() {
         let mut h = Harness::default();
         write_rounds(&mut e, &mut h);
         e.flush(0).expect("flush");
+        e.write_pending_hints(u64::MAX).expect("hints");
         let (before, last_ts) = (e.stats(), e.last_timestamp());
         assert!(before.segments >= 3, "several segments: {before:?}");
         assert!(before.dead_bytes > 0 && before.tombstones > 0, "{before:?}");
@@ -349,6 +350,7 @@ fn compaction_in_steps_keeps_values_and_reclaims_space() {
     assert!(after.dead_bytes < before.dead_bytes / 4, "{before:?} -> {after:?}");
     assert!(files(dir.path(), PART_EXT).is_empty());
     assert_eq!(files(dir.path(), SEGMENT_EXT).len() as u64, after.segments);
+    e.write_pending_hints(u64::MAX).expect("hints");
     assert_eq!(files(dir.path(), HINT_EXT).len() as u64, after.segments - 1);
     drop(e);
     let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
@@ -516,6 +518,7 @@ fn bad_hint_file_falls_back_to_scanning() {
     let mut h = Harness::default();
     write_rounds(&mut e, &mut h);
     e.flush(0).expect("flush");
+    e.write_pending_hints(u64::MAX).expect("hints");
     let dead_bytes = e.stats().dead_bytes;
     drop(e);
     let hints = files(dir.path(), HINT_EXT);
@@ -546,6 +549,7 @@ fn damage_in_a_hinted_segment_is_found_by_get() {
         h.put(&mut e, &format!("key-{k:02}"), Some(&format!("value {k} {}", "y".repeat(30))), None);
     }
     e.flush(0).expect("flush");
+    e.write_pending_hints(u64::MAX).expect("hints");
     drop(e);
     let first = files(dir.path(), SEGMENT_EXT).remove(0);
     flip(&first, fs::metadata(&first).expect("stat").len() - 1, 0x01);
@@ -837,4 +841,37 @@ fn a_failed_fsync_on_one_thread_refuses_every_other_fsync() {
     // ...so the syncer's fsync of the same file must not report a success.
     assert!(matches!(handed_out.sync(), Err(Error::Stopped(_))), "a swallowed fsync error");
     assert!(matches!(e.write_out(1), Err(Error::Stopped(_))), "the engine refuses more");
+}
+
+#[test]
+fn a_rotation_leaves_its_hint_to_maintain_and_a_crash_before_it_costs_only_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    let sealed = e.stats().segments - 1;
+    assert!(sealed >= 2, "rotations happened");
+    assert!(files(dir.path(), HINT_EXT).is_empty(), "no hint is written while putting");
+    // Half of the first hint, as a crash in the middle of maintain would leave it.
+    let half = e.pending_hints[0].bytes.len() as u64 / 2;
+    assert_eq!(e.write_pending_hints(half).expect("some hints"), half);
+    drop(e);
+    let e = LogEngine::open(dir.path(), small(true)).expect("a cut hint is scanned past, not an error");
+    assert_state(&e, &h.model, "reopened with a cut hint and missing ones");
+    drop(e);
+    // Maintain writes the hints of the segments sealed from now on; the next open reads them.
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let segments_at_open = e.stats().segments;
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    while !e.pending_hints.is_empty() {
+        e.maintain(64).expect("maintain");
+    }
+    // Every segment sealed since the open (the one active at open included) has its hint.
+    let sealed_since = e.stats().segments - segments_at_open + 1;
+    assert!(files(dir.path(), HINT_EXT).len() as u64 >= sealed_since, "a hint per segment sealed since the open");
+    drop(e);
+    let e = LogEngine::open(dir.path(), small(true)).expect("reopen");
+    assert_state(&e, &h.model, "reopened from hints");
 }
