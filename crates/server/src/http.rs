@@ -152,6 +152,7 @@ async fn status(State(state): State<Arc<NodeState>>) -> Response {
         "connections": state.connections_open.load(Ordering::Relaxed),
         "commands_total": state.commands_total.load(Ordering::Relaxed),
         "storage": stats,
+        "peers": state.peers.as_ref().map(|p| p.status()).unwrap_or_default(),
         "stopped": state.handle.failure(),
     }))
     .into_response()

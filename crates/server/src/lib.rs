@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod peers;
 pub mod resp;
 pub mod runtime;
 pub mod state;

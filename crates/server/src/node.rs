@@ -44,8 +44,9 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         crate::config::PENDING_CALLS_MAX_DEFAULT,
         failed_tx,
     );
-    let state = Arc::new(NodeState::new(config.clone(), metrics, runtime.handle()));
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let peers = crate::peers::Peers::start(&config, shutdown.clone()).await?;
+    let state = Arc::new(NodeState::new(config.clone(), metrics, runtime.handle(), peers));
     tracing::info!(
         id = %config.id, resp = %config.resp_addr, http = %config.http_addr, data_dir = %config.data_dir.display(),
         engine = ?config.engine, fsync = %config.fsync, keys = stats.keys, segments = stats.segments,

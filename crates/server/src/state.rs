@@ -26,11 +26,18 @@ pub struct NodeState {
     pub commands_total: AtomicU64,
     /// Client connections open now.
     pub connections_open: AtomicU64,
+    /// The node's links to its cluster's other nodes, if it has any.
+    pub peers: Option<crate::peers::Peers>,
 }
 
 impl NodeState {
     /// Shared state for a node that has just started.
-    pub fn new(config: NodeConfig, metrics: Arc<Metrics>, handle: Handle) -> NodeState {
+    pub fn new(
+        config: NodeConfig,
+        metrics: Arc<Metrics>,
+        handle: Handle,
+        peers: Option<crate::peers::Peers>,
+    ) -> NodeState {
         NodeState {
             config,
             metrics,
@@ -40,6 +47,7 @@ impl NodeState {
             connections_total: AtomicU64::new(0),
             commands_total: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            peers,
         }
     }
 

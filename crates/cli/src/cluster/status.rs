@@ -6,7 +6,8 @@
 //! node is up when its HTTP status answers 200 with its own id; anything else is down, with
 //! the reason.
 //!
-//! The table has one row per node: id, RESP address, role, up or down, keys, pid. Issue 4 adds
+//! The table has one row per node: id, RESP address, role, up or down, keys, peer links
+//! connected (of all), pid; then why a node is down or a link refused. Issue 4 adds
 //! epoch, applied LSN and lag once nodes replicate.
 //!
 //! CAVEATS
@@ -34,6 +35,10 @@ pub struct NodeRow {
     pub up: bool,
     /// Its key count, when up.
     pub keys: Option<u64>,
+    /// Its links to the other nodes, `connected/total`, when up.
+    pub peers: Option<String>,
+    /// Its links that are refused or down, with the reason (a peer of another cluster, say).
+    pub peer_problems: Vec<String>,
     /// Its process id, while the process the pid file names is alive.
     pub pid: Option<u32>,
     /// Why it is down, when it is.
@@ -106,6 +111,8 @@ fn probe(node: &ClusterNode, pid: Option<u32>) -> NodeRow {
         role: None,
         up: false,
         keys: None,
+        peers: None,
+        peer_problems: Vec::new(),
         pid: pid.filter(|pid| process::alive(*pid) && process::is_node(*pid, &node.id)),
         error: None,
     };
@@ -119,6 +126,17 @@ fn probe(node: &ClusterNode, pid: Option<u32>) -> NodeRow {
             row.up = true;
             row.role = status["role"].as_str().map(str::to_string);
             row.keys = status["storage"]["keys"].as_u64();
+            let links = status["peers"].as_array().cloned().unwrap_or_default();
+            let connected = links.iter().filter(|l| l["state"] == "connected").count();
+            row.peers = Some(format!("{connected}/{}", links.len()));
+            for link in links.iter().filter(|l| l["state"] == "refused" || l["state"] == "down") {
+                let reason = link["reason"].as_str().unwrap_or("");
+                row.peer_problems.push(format!(
+                    "link to {} {}: {reason}",
+                    link["id"].as_str().unwrap_or("?"),
+                    link["state"].as_str().unwrap_or("?")
+                ));
+            }
         }
         Ok(status) => {
             row.error = Some(format!("{} is answered by node {}, not {}", node.http_addr, status["id"], node.id))
@@ -131,7 +149,7 @@ fn probe(node: &ClusterNode, pid: Option<u32>) -> NodeRow {
 /// The table: a header, one row per node, then why each node that is down is down.
 fn render_table(rows: &[NodeRow]) -> String {
     let dash = || "-".to_string();
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
@@ -140,11 +158,12 @@ fn render_table(rows: &[NodeRow]) -> String {
                 r.role.clone().unwrap_or_else(dash),
                 if r.up { "up" } else { "down" }.to_string(),
                 r.keys.map(|k| k.to_string()).unwrap_or_else(dash),
+                r.peers.clone().unwrap_or_else(dash),
                 r.pid.map(|p| p.to_string()).unwrap_or_else(dash),
             ]
         })
         .collect();
-    let header = ["ID", "RESP", "ROLE", "STATE", "KEYS", "PID"].map(str::to_string);
+    let header = ["ID", "RESP", "ROLE", "STATE", "KEYS", "PEERS", "PID"].map(str::to_string);
     let mut widths = header.clone().map(|h| h.len());
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -159,6 +178,11 @@ fn render_table(rows: &[NodeRow]) -> String {
     }
     for row in rows.iter().filter(|r| !r.up) {
         out += &format!("{}: {}\n", row.id, row.error.as_deref().unwrap_or("down"));
+    }
+    for row in rows {
+        for problem in &row.peer_problems {
+            out += &format!("{}: {problem}\n", row.id);
+        }
     }
     out
 }
@@ -176,6 +200,8 @@ mod tests {
             role: Some("standalone".into()),
             up: true,
             keys: Some(12),
+            peers: Some("1/2".into()),
+            peer_problems: vec!["link to n2 down: connection refused".into()],
             pid: Some(4242),
             error: None,
         };
@@ -185,15 +211,18 @@ mod tests {
             role: None,
             up: false,
             keys: None,
+            peers: None,
+            peer_problems: Vec::new(),
             pid: None,
             error: Some("connection refused".into()),
             ..up.clone()
         };
         let want = "\
-ID  RESP            ROLE        STATE  KEYS  PID
-n1  127.0.0.1:7001  standalone  up     12    4242
-n2  127.0.0.1:7002  -           down   -     -
+ID  RESP            ROLE        STATE  KEYS  PEERS  PID
+n1  127.0.0.1:7001  standalone  up     12    1/2    4242
+n2  127.0.0.1:7002  -           down   -     -      -
 n2: connection refused
+n1: link to n2 down: connection refused
 ";
         assert_eq!(render_table(&[up, down]), want);
     }
