@@ -6,8 +6,10 @@
 //! Redis protocol front end ([`resp`]) and the HTTP/JSON front end ([`http`]) turn clients'
 //! bytes into core requests and replies back into bytes; [`config`] merges flags,
 //! environment and file; [`metrics`] keeps a Prometheus registry per node; [`state`] is what
-//! the front ends share; [`faults`] holds the test-only fault switches; [`node`] starts and
-//! stops it all.
+//! the front ends share; [`faults`] holds the test-only fault switches; [`peer`] is the
+//! transport between nodes (frames, handshake, links, listener) and [`peers`] opens a node's
+//! links to the rest of its cluster; [`error`] sorts what goes wrong by how the operator must
+//! react; [`node`] starts and stops it all.
 //!
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 
