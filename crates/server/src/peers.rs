@@ -9,8 +9,10 @@
 //!
 //! CAVEATS
 //! - No message travels yet: replication is not implemented (issue 4), so the links carry the
-//!   empty message type `()` and a link's state says only whether the peer is reachable and
-//!   of the same cluster.
+//!   empty message type `()` and a link's state says only whether the peer answered the
+//!   handshake and is of the same cluster. With nothing written and no TCP keepalive, a peer
+//!   whose host vanishes (not a process that exits: its socket closes) stays `connected`
+//!   until heartbeats exist.
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};

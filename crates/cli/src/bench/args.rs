@@ -20,6 +20,9 @@ pub const CONNECTIONS_MAX: usize = 4096;
 pub const PIPELINE_MAX: usize = 4096;
 /// The largest value, in bytes.
 pub const VALUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The longest `--duration` accepted, in seconds (a year), so that every time sum stays in range.
+const DURATION_SECS_MAX: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Operations per phase when neither `-n` nor `--duration` is given.
 pub const OPS_DEFAULT: u64 = 100_000;
 
@@ -90,7 +93,8 @@ pub struct BenchArgs {
     /// Skip the load phase (the records are already there).
     #[arg(long)]
     pub no_load: bool,
-    /// Per-request timeout in milliseconds: a connection that waits longer stops.
+    /// Timeout per round (up to -P pipelined requests) in milliseconds: a connection that
+    /// waits longer for a round's replies stops.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
 }
@@ -173,8 +177,8 @@ impl Plan {
         check("-r", args.records, 1, RECORDS_MAX)?;
         check("-d", args.value_bytes as u64, 0, VALUE_BYTES_MAX as u64)?;
         check("--timeout-ms", args.timeout_ms, 1, u64::MAX)?;
-        if args.duration_s.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-            return Err("--duration must be a positive number of seconds".into());
+        if args.duration_s.is_some_and(|d| !(d > 0.0 && d <= DURATION_SECS_MAX)) {
+            return Err(format!("--duration must be a positive number of seconds, at most {DURATION_SECS_MAX}"));
         }
         if args.rate_ops_s.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err("--rate must be a positive number of operations per second".into());

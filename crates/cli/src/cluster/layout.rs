@@ -154,7 +154,10 @@ fn parse_pids(text: &str) -> Result<Vec<PidEntry>> {
     for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let pid = match fields[..] {
-            [id, pid] if valid_name(id) => pid.parse::<u32>().ok().filter(|p| *p > 1).map(|p| (id.to_string(), p)),
+            // A pid past i32::MAX would become a negative pid_t: a process group, or every process.
+            [id, pid] if valid_name(id) => {
+                pid.parse::<u32>().ok().filter(|p| *p > 1 && *p <= i32::MAX as u32).map(|p| (id.to_string(), p))
+            }
             _ => None,
         };
         match pid {

@@ -100,9 +100,10 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
             return Ok(out);
         }
         let start = line_end + 2;
-        let Some(chunk) = data.get(start..start + size) else { bail!("chunk of {size} bytes cut short") };
-        out.extend_from_slice(chunk);
-        data = data.get(start + size + 2..).unwrap_or_default();
+        let end = start.checked_add(size).filter(|end| *end <= data.len());
+        let Some(end) = end else { bail!("chunk of {size} bytes cut short") };
+        out.extend_from_slice(&data[start..end]);
+        data = data.get(end.saturating_add(2)..).unwrap_or_default();
     }
 }
 

@@ -84,15 +84,18 @@ impl NodeProcess {
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
 pub fn send(pid: u32, signal: i32) {
+    // A pid past i32::MAX would name a process group or every process: never signal it.
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) has no memory effects; the pid is a node's, checked alive just before.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
+    unsafe { libc::kill(pid, signal) };
 }
 
 /// Whether `pid` is a live process (a zombie is not).
 pub fn alive(pid: u32) -> bool {
+    let Ok(pid_t) = libc::pid_t::try_from(pid) else { return false };
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists =
+        unsafe { libc::kill(pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     exists && !zombie(pid)
 }
 
@@ -103,16 +106,25 @@ fn zombie(pid: u32) -> bool {
     stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("Z")
 }
 
-/// Whether live `pid` still runs `replikv node ... --id <id>`, by its command line on Linux;
-/// true where `/proc` cannot tell.
-pub fn is_node(pid: u32, id: &str) -> bool {
+/// Whether live `pid` still runs `replikv node --config <config> --id <id>`, by its command
+/// line on Linux; true where `/proc` cannot tell. The config path (absolute, as `start`
+/// passes it) ties the process to this cluster: every cluster names its nodes n1, n2, ...,
+/// so the id alone would match another cluster's node that took a stale pid.
+pub fn is_node(pid: u32, id: &str, config: &std::path::Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return !std::path::Path::new("/proc/self").exists();
     };
+    let config = absolute(config);
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let has_node = args.iter().any(|a| *a == b"node");
     let has_id = args.windows(2).any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
-    has_node && has_id
+    let has_config = args.windows(2).any(|w| w[0] == b"--config" && w[1] == config.as_os_str().as_encoded_bytes());
+    has_node && has_id && has_config
+}
+
+/// `path` made absolute against the current directory (unchanged if that fails).
+pub fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Stops every process in `nodes` within the bounds (see the module doc), and says how each
@@ -169,7 +181,7 @@ mod tests {
         let child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
         assert!(alive(pid));
-        assert!(!is_node(pid, "n1") || !std::path::Path::new("/proc/self").exists());
+        assert!(!is_node(pid, "n1", std::path::Path::new("c.toml")) || !std::path::Path::new("/proc/self").exists());
         let mut nodes = vec![NodeProcess::spawned("n1", child)];
         assert_eq!(stop_all(&mut nodes, None), [Ending::Stopped]);
         assert!(!alive(pid));
@@ -190,7 +202,7 @@ mod tests {
     fn our_own_process_is_alive_and_not_a_node() {
         assert!(alive(std::process::id()));
         if std::path::Path::new("/proc/self").exists() {
-            assert!(!is_node(std::process::id(), "n1"));
+            assert!(!is_node(std::process::id(), "n1", std::path::Path::new("c.toml")));
         }
     }
 }

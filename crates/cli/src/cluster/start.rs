@@ -94,7 +94,7 @@ fn refuse_if_running(dir: &ClusterDir) -> Result<()> {
     let Some(pids) = layout::read_pids(&dir.pids())? else { return Ok(()) };
     let live: Vec<String> = pids
         .iter()
-        .filter(|(id, pid)| process::alive(*pid) && process::is_node(*pid, id))
+        .filter(|(id, pid)| process::alive(*pid) && process::is_node(*pid, id, &dir.config()))
         .map(|(id, pid)| format!("{id} (pid {pid})"))
         .collect();
     if !live.is_empty() {
@@ -188,7 +188,7 @@ impl Launch {
         command
             .arg("node")
             .arg("--config")
-            .arg(self.dir.config())
+            .arg(process::absolute(&self.dir.config()))
             .arg("--id")
             .arg(&node.id)
             .arg("--data-dir")

@@ -65,7 +65,7 @@ pub fn main(args: &StatusArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
     let pids = layout::read_pids(&dir.pids())?.unwrap_or_default();
-    let rows = probe_all(&cluster, &pids);
+    let rows = probe_all(&cluster, &pids, &dir.config());
     match args.output {
         Output::Json => {
             let report = Report {
@@ -88,14 +88,14 @@ pub fn main(args: &StatusArgs) -> Result<()> {
 }
 
 /// Asks every node at once and returns their rows in the cluster's order.
-fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry]) -> Vec<NodeRow> {
+fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Path) -> Vec<NodeRow> {
     std::thread::scope(|scope| {
         let probes: Vec<_> = cluster
             .nodes
             .iter()
             .map(|node| {
                 let pid = pids.iter().find(|(id, _)| *id == node.id).map(|(_, pid)| *pid);
-                scope.spawn(move || probe(node, pid))
+                scope.spawn(move || probe(node, pid, config))
             })
             .collect();
         probes.into_iter().map(|p| p.join().expect("a status probe panicked")).collect()
@@ -103,7 +103,7 @@ fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry]) -> Vec<NodeRow> {
 }
 
 /// One node's row: its status over HTTP, and its pid if that process still runs.
-fn probe(node: &ClusterNode, pid: Option<u32>) -> NodeRow {
+fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> NodeRow {
     let mut row = NodeRow {
         id: node.id.clone(),
         resp_addr: node.resp_addr.to_string(),
@@ -113,7 +113,7 @@ fn probe(node: &ClusterNode, pid: Option<u32>) -> NodeRow {
         keys: None,
         peers: None,
         peer_problems: Vec::new(),
-        pid: pid.filter(|pid| process::alive(*pid) && process::is_node(*pid, &node.id)),
+        pid: pid.filter(|pid| process::alive(*pid) && process::is_node(*pid, &node.id, config)),
         error: None,
     };
     let status = match net::get(node.http_addr, "/api/v1/status") {
@@ -237,7 +237,7 @@ n1: link to n2 down: connection refused
             http_addr: ([127, 0, 0, 1], port).into(),
             datacenter: None,
         };
-        let row = probe(&node, Some(u32::MAX / 2));
+        let row = probe(&node, Some(u32::MAX / 2), std::path::Path::new("cluster.toml"));
         assert!(!row.up && row.pid.is_none() && row.error.is_some(), "{row:?}");
     }
 }

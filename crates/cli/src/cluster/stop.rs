@@ -26,7 +26,7 @@ pub fn stop(which: &WhichCluster) -> Result<()> {
     for (id, pid) in pids {
         if !process::alive(pid) {
             println!("{id}: not running (pid {pid} is gone)");
-        } else if !process::is_node(pid, &id) {
+        } else if !process::is_node(pid, &id, &dir.config()) {
             println!("{id}: pid {pid} is no longer this replikv node; left alone");
         } else {
             processes.push(NodeProcess::by_pid(&id, pid));
