@@ -58,4 +58,8 @@ fn cluster_nodes_connect_and_a_node_of_another_cluster_is_refused() {
     assert!(reason.contains("\"demo\"") && reason.contains("\"other\""), "the reason names both clusters: {reason}");
     // n1 still talks to n2.
     peers_when(&n1, "still connected", |p| p.len() == 1 && p[0]["state"] == "connected");
+    // x1 keeps redialing after its backoff; n1 warns about it once, not at every dial.
+    std::thread::sleep(Duration::from_millis(1500));
+    let warnings = n1.log_text().matches("refused a peer connection").count();
+    assert_eq!(warnings, 1, "one warning for a peer that keeps redialing; log:\n{}", n1.log_text());
 }

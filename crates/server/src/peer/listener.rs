@@ -58,6 +58,9 @@ const ACCEPT_RETRY_MS: u64 = 50;
 /// A message from a peer: the peer's node id and the message.
 pub type Inbound<M> = (Arc<str>, M);
 
+/// Distinct (peer, refusal kind) pairs a listener remembers having logged at warn.
+const REFUSALS_LOGGED_MAX: usize = 64;
+
 /// Whom a listener admits and how much it holds; [`ListenerConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -142,6 +145,9 @@ struct Context {
     bytes_received: AtomicU64,
     /// See [`ListenerSnapshot`].
     last_error: Mutex<Option<String>>,
+    /// (peer, kind of refusal) pairs already logged at warn; repeats log at debug, so that a
+    /// misconfigured node redialing every few seconds does not flood the log.
+    refusals_logged: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 /// The inbound side of the peer transport, on one TCP listening socket.
@@ -192,6 +198,7 @@ impl Listener {
             messages_received: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            refusals_logged: Mutex::new(std::collections::BTreeSet::new()),
         };
         Listener { tcp, ctx: Arc::new(ctx) }
     }
@@ -380,9 +387,18 @@ impl Context {
     /// Counts and logs a connection's end on an error, and keeps it as the last error.
     fn record(&self, error: &Error) {
         match error {
-            Error::PeerRefused { .. } => {
+            Error::PeerRefused { peer, reason } => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("refused a peer connection: {error}");
+                // The peer's node id (its address carries an ephemeral port) and the kind of
+                // refusal (the reason up to its first colon) make a repeat.
+                let who = peer.split(" at ").next().unwrap_or_default().to_string();
+                let kind = reason.split(':').next().unwrap_or_default().to_string();
+                let mut logged = self.refusals_logged.lock().unwrap();
+                if logged.len() < REFUSALS_LOGGED_MAX && logged.insert((who, kind)) {
+                    tracing::warn!("refused a peer connection: {error} (repeats are logged at debug)");
+                } else {
+                    tracing::debug!("refused a peer connection: {error}");
+                }
             }
             Error::PeerIo { .. } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
