@@ -203,6 +203,12 @@ async fn drive(mut conn: Conn, phase: Arc<Phase>, index: usize, epoch: Instant) 
         let result = conn.execute(&ops, &starts, epoch, &phase.encoding, &mut rec).await;
         if let Err(failure) = result {
             tracing::warn!(connection = index, kind = failure.kind, "connection stopped: {}", failure.message);
+            // Release the inserts this batch claimed, answered or not: a claimed record that is
+            // never released would hold the horizon back, and every later insert in its set,
+            // for the rest of the run. Reads of a lost one count as misses.
+            for op in ops.iter().filter(|op| op.kind == OpKind::Insert) {
+                phase.horizon.acknowledge(op.record);
+            }
             break;
         }
         for op in ops.iter().filter(|op| op.kind == OpKind::Insert) {
