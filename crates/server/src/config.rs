@@ -209,7 +209,7 @@ pub struct NodeConfig {
     pub multibulk_len_max: usize,
     /// Bytes of incomplete requests one connection may buffer.
     pub query_buffer_bytes_max: usize,
-    /// Requests stepped between two flushes at most.
+    /// A batch takes no more calls once it holds this many requests.
     pub batch_requests_max: usize,
     /// Milliseconds between ticks.
     pub tick_ms: u64,
@@ -761,15 +761,23 @@ mod tests {
         assert_eq!(VALUE_CACHE_BYTES_MAX_DEFAULT, 256 * 1024 * 1024);
     }
 
+    /// The `replikv node` flags as clap sees them, to check names and variables.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    /// The argument `id` of `replikv node`.
+    fn node_arg(id: &str) -> clap::Arg {
+        let command = <Cli as clap::CommandFactory>::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == id).cloned();
+        arg.unwrap_or_else(|| panic!("no setting {id}"))
+    }
+
     #[test]
     fn value_cache_bytes_max_has_its_flag_and_variable() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            node: NodeArgs,
-        }
-        let command = <Cli as clap::CommandFactory>::command();
-        let arg = command.get_arguments().find(|a| a.get_id() == "value_cache_bytes_max").expect("the setting");
+        let arg = node_arg("value_cache_bytes_max");
         assert_eq!(arg.get_long(), Some("value-cache-bytes-max"));
         assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some("REPLIKV_VALUE_CACHE_BYTES_MAX"));
         let cli = <Cli as clap::Parser>::try_parse_from(["node", "--value-cache-bytes-max", "1234"]).unwrap();
@@ -898,13 +906,7 @@ mod tests {
 
     #[test]
     fn the_cluster_flag_reads_its_variable() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            node: NodeArgs,
-        }
-        let command = <Cli as clap::CommandFactory>::command();
-        let arg = command.get_arguments().find(|a| a.get_id() == "cluster").expect("the setting");
+        let arg = node_arg("cluster");
         assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some("REPLIKV_CLUSTER"));
     }
 
