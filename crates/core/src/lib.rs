@@ -14,6 +14,7 @@
 pub mod error;
 pub mod kv;
 pub mod replica;
+pub mod replication;
 pub mod storage;
 pub mod version;
 

@@ -1,30 +1,82 @@
 //! The replica: a node's state machine, driven by `step(now, input, &mut outbox)`.
 //!
-//! Every replication strategy replikv offers will be a replica of this shape: the runtime
-//! hands it one input at a time with the current time, the replica pushes what must be sent
-//! into an outbox, and the runtime releases the outbox only after `flush` has made the
-//! batch's writes durable. The replica itself never blocks, sleeps, reads a clock or touches
-//! a socket, so the simulator can run the same code on virtual time.
+//! Every replication strategy is a replica of this shape: the runtime hands it one input at a
+//! time with the current time, the replica pushes what must be sent into an [`Outbox`], and
+//! the runtime releases each output when what it depends on is durable. The replica never
+//! blocks, sleeps, reads a clock or touches a socket, so the simulator can run the same code
+//! on virtual time.
 //!
-//! This first replica is a lone node: it executes client requests against its store and
-//! answers them. It is the degenerate single-leader cluster (a leader with no followers),
-//! and the strategies build on its contract:
+//! # Roles
 //!
-//! - `step` with [`Input::Request`] executes the request at `now_ms` and pushes exactly one
-//!   [`Output::Reply`] for it, in input order.
-//! - `step` with [`Input::Tick`] does timed work: deleting keys past their deadline, with
-//!   tombstone writes.
-//! - A reply in the outbox may depend on writes that are not yet durable: the runtime must
-//!   call [`Replica::flush`] and see it succeed before releasing any output. If `flush` or
-//!   `step` returns an error, the node must stop without releasing the outbox.
+//! A replica is one of three ([`Role`]):
+//!
+//! - **Standalone**: a lone node. It executes requests against its store and keeps no
+//!   replication log.
+//! - **Leader** (single-leader, DESIGN §6-§7): it executes every request; each write becomes
+//!   one record of the replication log ([`crate::replication`]), which it ships to every
+//!   follower in order, batched, once the record is durable on the leader. A write's reply
+//!   waits until `acks_needed` followers have the record durable (`sync`: all of them;
+//!   `semi-sync:K`: K; `async`: none). If they do not within `ack_timeout_ms` the client gets
+//!   `-NOREPLICAS`, naming how many have it: a write is never acknowledged on fewer copies
+//!   than the mode promises, and never silently downgraded.
+//! - **Follower**: it appends the leader's records to its own log and applies them to its
+//!   store, in the leader's order, and acknowledges each batch once it is durable. It serves
+//!   reads from its own state (stale by its lag) and refuses writes with `-READONLY`, naming
+//!   the leader.
+//!
+//! # Outputs and durability
+//!
+//! - [`Outbox::after_flush`] holds outputs that may depend on writes made in this step (a
+//!   read's reply, an `async` write's reply, a follower's acknowledgement): the runtime
+//!   releases them only after [`Replica::write_out`]'s fsync (or [`Replica::flush`]) has
+//!   succeeded for this batch and every batch before it.
+//! - [`Outbox::now`] holds outputs that depend on nothing unflushed: records the leader ships
+//!   (only durable ones, see [`Input::Durable`]), heartbeats, and the replies a follower's
+//!   acknowledgement releases. The runtime may send them at once.
+//! - The runtime tells the leader how far its log is durable with [`Input::Durable`]; the
+//!   leader ships nothing beyond it, so a follower never holds a record its leader could
+//!   lose in a crash.
+//!
+//! # Time and lag
+//!
+//! The leader sends a heartbeat to each follower every `heartbeat_ms` ([`Input::Tick`]),
+//! carrying its durable log end and its own clock. A follower echoes, in each
+//! acknowledgement, the leader clock of the newest heartbeat whose log end it has reached;
+//! the leader's lag in time is its clock now minus that echo, one clock, so no skew enters.
+//! An idle, connected follower shows a lag of about one round trip; a cut one shows a lag
+//! that grows with the wall clock.
+//!
+//! # Recovery
+//!
+//! The engine and the log are two files fsynced together per batch; a crash can leave either
+//! one ahead. At open, every logged change newer than the engine's newest version is applied
+//! again (changes carry full values and versions, so applying one twice is harmless). If the
+//! engine holds writes newer than the log's last (its pages reached the disk, the log's did
+//! not), a leader logs those keys' current records as one new record, so that its followers
+//! get them; a follower does nothing, since it asks its leader again for every record after
+//! its log's end.
 //!
 //! CAVEATS
-//! - No replication yet: there are no peers, no log shipping, no roles.
+//! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
+//!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
+//! - A leader read may see a write whose acknowledgements are still pending (read
+//!   uncommitted): linearizable leader reads come with failover (issue 6). WAIT counts the
+//!   followers that have every write the leader holds, not only the calling client's.
+//! - The leader is fixed by configuration; no failover yet.
+
+mod follower;
+mod leader;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::storage::{Engine, EngineStats, Flushed, WrittenOut};
+use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog};
+use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
 use crate::version::NodeId;
+use serde::Serialize;
+use std::ops::Bound;
+
+pub use follower::FollowerView;
+pub use leader::FollowerProgress;
 
 /// Identifies a request across the step boundary, so the runtime can route its reply.
 pub type RequestId = u64;
@@ -39,11 +91,23 @@ pub enum Input {
         /// What the client asked.
         request: Request,
     },
-    /// Time passed: do timed work (expiry now; heartbeats and elections later).
+    /// Time passed: do timed work (expiry, heartbeats, timeouts).
     Tick,
+    /// A message from another replica of the cluster.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// What it sent.
+        message: Message,
+    },
+    /// The replication log is durable through `lsn` (the runtime's fsync succeeded).
+    Durable {
+        /// The newest durable record.
+        lsn: Lsn,
+    },
 }
 
-/// What a replica asks the runtime to send, once the batch is durable.
+/// What a replica asks the runtime to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// The reply to a client's request.
@@ -53,48 +117,317 @@ pub enum Output {
         /// The answer.
         reply: Reply,
     },
+    /// A message for another replica.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
 }
 
-/// A lone node's replica.
+/// Where a step puts its outputs, by what they wait for.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Released once this batch, and every batch before it, is durable.
+    pub after_flush: Vec<Output>,
+    /// Released at once: they depend on nothing unflushed.
+    pub now: Vec<Output>,
+}
+
+impl Outbox {
+    /// Every output, `after_flush` first (for callers that flush after each step).
+    pub fn drain_all(&mut self) -> Vec<Output> {
+        let mut all = std::mem::take(&mut self.after_flush);
+        all.append(&mut self.now);
+        all
+    }
+
+    /// True when neither list holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.after_flush.is_empty() && self.now.is_empty()
+    }
+}
+
+/// Which part a replica plays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A lone node.
+    Standalone,
+    /// The leader of these followers.
+    Leader {
+        /// Every other node of the cluster.
+        followers: Vec<NodeId>,
+    },
+    /// A follower of `leader`.
+    Follower {
+        /// The leader.
+        leader: NodeId,
+        /// How a client reaches the leader, for `-READONLY`: e.g. `n1 at 127.0.0.1:7001`.
+        leader_hint: String,
+    },
+}
+
+/// How a replicated replica behaves; the server builds it from the cluster file.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This node.
+    pub node: NodeId,
+    /// Its part.
+    pub role: Role,
+    /// The leader's epoch (fixed until failover exists).
+    pub epoch: Epoch,
+    /// Followers that must hold a write durably before its reply (0: `async`).
+    pub acks_needed: usize,
+    /// The acknowledgement mode's name, for messages (`sync`, `semi-sync:1`, `async`).
+    pub acks_label: String,
+    /// Milliseconds a write waits for its acknowledgements before `-NOREPLICAS`.
+    pub ack_timeout_ms: u64,
+    /// Milliseconds between the leader's heartbeats.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without an acknowledgement after which the leader ships again from the
+    /// follower's last acknowledged record (messages may be lost).
+    pub resend_ms: u64,
+    /// Milliseconds without a message from its leader after which a follower calls its
+    /// link down.
+    pub link_timeout_ms: u64,
+    /// Bytes of records in one `Append` at most (at least one record is always sent).
+    pub ship_bytes_max: usize,
+    /// Bytes of records shipped to one follower and not yet acknowledged, at most.
+    pub window_bytes_max: usize,
+    /// Bytes of keys and values in one snapshot chunk at most.
+    pub snapshot_chunk_bytes_max: usize,
+}
+
+impl Settings {
+    /// Defaults for a node with `role`, in `async` mode.
+    pub fn new(node: NodeId, role: Role) -> Settings {
+        Settings {
+            node,
+            role,
+            epoch: 1,
+            acks_needed: 0,
+            acks_label: "async".into(),
+            ack_timeout_ms: 5_000,
+            heartbeat_ms: 100,
+            resend_ms: 1_000,
+            link_timeout_ms: 1_000,
+            ship_bytes_max: SHIP_BYTES_MAX_DEFAULT,
+            window_bytes_max: 8 * SHIP_BYTES_MAX_DEFAULT,
+            snapshot_chunk_bytes_max: SHIP_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Bytes of records in one `Append`, by default.
+pub const SHIP_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// The largest value a replicated write may store: one change must fit in one peer frame.
+pub const REPLICATED_VALUE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Changes in one log record at most; a request that writes more (a FLUSHALL of many keys)
+/// is logged as several records in a row.
+pub const RECORD_CHANGES_MAX: usize = 10_000;
+
+/// Writes waiting for their acknowledgements, and WAITs, at most; beyond, a request is
+/// refused with an error rather than queued.
+pub const PENDING_REPLIES_MAX: usize = 100_000;
+
+/// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplicationStatus {
+    /// `standalone`, `leader` or `follower`.
+    pub role: &'static str,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The newest record in this node's log.
+    pub last_lsn: Lsn,
+    /// The newest record durable here (the leader's shipping limit; a follower's applied).
+    pub durable_lsn: Lsn,
+    /// The oldest record the log still holds.
+    pub first_lsn: Lsn,
+    /// Bytes the log holds.
+    pub log_bytes: u64,
+    /// Segments the retention bound deleted since start.
+    pub log_dropped_segments: u64,
+    /// The acknowledgement mode.
+    pub acks: String,
+    /// Writes waiting for acknowledgements now.
+    pub pending_writes: usize,
+    /// Writes that failed with `-NOREPLICAS` since start.
+    pub noreplicas: u64,
+    /// On a leader: each follower's progress.
+    pub followers: Vec<FollowerProgress>,
+    /// On a follower: what it knows of its leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<FollowerView>,
+}
+
+/// The part-specific state.
+#[derive(Debug)]
+enum State {
+    Standalone,
+    Leader(leader::Leader),
+    Follower(follower::Follower),
+}
+
+/// A node's replica.
 #[derive(Debug)]
 pub struct Replica<E> {
     /// The node's keys and clock.
     store: Store<E>,
+    /// The replication log (unused when standalone).
+    log: ReplicationLog,
+    /// How it behaves.
+    settings: Settings,
+    /// The part it plays.
+    state: State,
 }
 
 impl<E: Engine> Replica<E> {
-    /// A replica named `node` over `engine`.
+    /// A lone node's replica over `engine`.
     pub fn new(engine: E, node: NodeId) -> Replica<E> {
-        Replica { store: Store::new(engine, node) }
+        let settings = Settings::new(node, Role::Standalone);
+        let log = ReplicationLog::in_memory(Default::default());
+        Replica { store: Store::new(engine, node), log, settings, state: State::Standalone }
+    }
+
+    /// A replica of a cluster over `engine` and its replication `log`, recovered as the
+    /// module documentation says.
+    pub fn replicated(engine: E, log: ReplicationLog, settings: Settings, now_ms: u64) -> Result<Replica<E>> {
+        let mut store = Store::new(engine, settings.node);
+        let state = match &settings.role {
+            Role::Standalone => State::Standalone,
+            Role::Leader { followers } => {
+                store.capture_changes();
+                State::Leader(leader::Leader::new(followers, now_ms))
+            }
+            Role::Follower { .. } => State::Follower(follower::Follower::new(now_ms)),
+        };
+        store.limit_values(REPLICATED_VALUE_BYTES_MAX);
+        let mut replica = Replica { store, log, settings, state };
+        replica.recover()?;
+        Ok(replica)
     }
 
     /// Handles one input at wall-clock `now_ms`, pushing outputs into `outbox`. An error is an
-    /// engine failure: the node must stop and release nothing.
-    pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Vec<Output>) -> Result<()> {
+    /// engine or log failure: the node must stop and release nothing.
+    pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         match input {
-            // A client asks: execute against local state and answer.
-            Input::Request { id, request } => {
-                let reply = self.store.execute(now_ms, request)?;
-                outbox.push(Output::Reply { id, reply });
+            Input::Request { id, request } => self.request(now_ms, id, request, outbox),
+            Input::Tick => self.tick(now_ms, outbox),
+            Input::Message { from, message } => self.message(now_ms, from, message, outbox),
+            Input::Durable { lsn } => {
+                if let State::Leader(leader) = &mut self.state {
+                    leader.durable(now_ms, lsn, &mut self.log, &self.store, &self.settings, outbox)?;
+                }
+                Ok(())
             }
-            // Time passed: delete what has expired.
-            Input::Tick => {
-                self.store.expire_due(now_ms)?;
+        }
+    }
+
+    fn request(&mut self, now_ms: u64, id: RequestId, request: Request, outbox: &mut Outbox) -> Result<()> {
+        match &mut self.state {
+            State::Standalone => {
+                let reply = match request {
+                    Request::Wait { .. } => Reply::Int(0),
+                    request => self.store.execute(now_ms, request)?,
+                };
+                outbox.after_flush.push(Output::Reply { id, reply });
+            }
+            State::Follower(_) => {
+                let reply = match request {
+                    Request::Wait { .. } => Reply::err("WAIT cannot be used with replica instances."),
+                    request if request.is_write() => Reply::Error(format!(
+                        "READONLY You can't write against a read only replica. The leader is {}.",
+                        match &self.settings.role {
+                            Role::Follower { leader_hint, .. } => leader_hint.as_str(),
+                            _ => "unknown",
+                        }
+                    )),
+                    request => self.store.execute(now_ms, request)?,
+                };
+                outbox.after_flush.push(Output::Reply { id, reply });
+            }
+            State::Leader(leader) => {
+                if let Request::Wait { replicas, timeout_ms } = request {
+                    leader.wait(now_ms, id, replicas, timeout_ms, self.log.last_lsn(), outbox);
+                    return Ok(());
+                }
+                if leader.is_full() && request.is_write() {
+                    let reply = Reply::err("too many writes are waiting for their acknowledgements; try again later");
+                    outbox.after_flush.push(Output::Reply { id, reply });
+                    return Ok(());
+                }
+                let reply = self.store.execute(now_ms, request)?;
+                let changes = self.store.take_changes();
+                if changes.is_empty() {
+                    outbox.after_flush.push(Output::Reply { id, reply });
+                    return Ok(());
+                }
+                let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
+                leader.logged(lsn, bytes);
+                leader.written(now_ms, id, lsn, reply, &self.settings, outbox);
             }
         }
         Ok(())
     }
 
-    /// Makes every write stepped so far durable; only then may the outbox be released.
+    fn tick(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        match &mut self.state {
+            State::Standalone => {
+                self.store.expire_due(now_ms)?;
+            }
+            State::Leader(leader) => {
+                // Expiry is a write the leader makes and ships; followers never expire keys
+                // themselves, so that every replica deletes the same keys at the same place.
+                self.store.expire_due(now_ms)?;
+                let changes = self.store.take_changes();
+                if !changes.is_empty() {
+                    let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
+                    leader.logged(lsn, bytes);
+                }
+                leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
+            }
+            State::Follower(follower) => follower.tick(now_ms, &mut self.log)?,
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
+        match &mut self.state {
+            State::Standalone => {
+                tracing::debug!("standalone node ignores a message from {from:?}");
+            }
+            State::Leader(leader) => {
+                leader.message(now_ms, from, message, &mut self.log, &self.store, &self.settings, outbox)?;
+            }
+            State::Follower(follower) => {
+                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
+                if from != *leader {
+                    tracing::warn!("follower ignores a message from {from:?}, which is not its leader");
+                    return Ok(());
+                }
+                follower.message(now_ms, *leader, message, &mut self.log, &mut self.store, &self.settings, outbox)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write stepped so far durable; only then may `after_flush` be released.
     pub fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
+        self.log.flush()?;
         self.store.engine_mut().flush(now_ms)
     }
 
-    /// Hands every write stepped so far to the operating system and returns the fsync that
-    /// makes them durable; the outbox may be released once it has succeeded (see
-    /// [`Engine::write_out`]).
-    pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
-        self.store.engine_mut().write_out(now_ms)
+    /// Hands every write stepped so far to the operating system and returns the fsyncs that
+    /// make them durable (the log's and the engine's); `after_flush` may be released once
+    /// they have succeeded (see [`Engine::write_out`]).
+    pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+        let log = self.log.write_out()?;
+        let engine = self.store.engine_mut().write_out(now_ms)?;
+        let syncs = log.sync.into_iter().chain(engine.sync).collect();
+        Ok(WrittenOutAll { bytes: log.bytes + engine.bytes, syncs, last_lsn: self.log.last_lsn() })
     }
 
     /// Background work between batches (compaction), bounded by `budget_bytes`.
@@ -106,7 +439,145 @@ impl<E: Engine> Replica<E> {
     pub fn stats(&self) -> EngineStats {
         self.store.engine().stats()
     }
+
+    /// The newest record in the replication log.
+    pub fn last_lsn(&self) -> Lsn {
+        self.log.last_lsn()
+    }
+
+    /// The replica's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store, for reading keys (digests, tests).
+    pub fn store(&self) -> &Store<E> {
+        &self.store
+    }
+
+    /// What the replication status pages show, at `now_ms`.
+    pub fn status(&self, now_ms: u64) -> ReplicationStatus {
+        let log = self.log.stats();
+        let mut status = ReplicationStatus {
+            role: "standalone",
+            epoch: self.settings.epoch,
+            last_lsn: log.last_lsn,
+            durable_lsn: log.last_lsn,
+            first_lsn: log.first_lsn,
+            log_bytes: log.bytes,
+            log_dropped_segments: log.dropped_segments,
+            acks: self.settings.acks_label.clone(),
+            ..Default::default()
+        };
+        match &self.state {
+            State::Standalone => {}
+            State::Leader(leader) => {
+                status.role = "leader";
+                leader.fill_status(now_ms, &self.log, &self.settings, &mut status);
+            }
+            State::Follower(follower) => {
+                status.role = "follower";
+                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
+                status.leader = Some(follower.view(now_ms, *leader, &self.log, &self.settings));
+            }
+        }
+        status
+    }
+
+    /// Recovery at open: see the module documentation.
+    fn recover(&mut self) -> Result<()> {
+        let engine_ts = self.store.engine().last_timestamp();
+        let mut after = self.log.first_lsn().saturating_sub(1);
+        let mut log_ts = crate::version::Timestamp::default();
+        let mut replayed = 0u64;
+        while let Some(records) = self.log.read(after, RECOVERY_READ_BYTES)? {
+            let Some(last) = records.last() else { break };
+            after = last.lsn;
+            for record in records {
+                for change in record.changes {
+                    log_ts = log_ts.max(change.record.version.ts);
+                    if change.record.version.ts > engine_ts {
+                        self.store.apply(change)?;
+                        replayed += 1;
+                    }
+                }
+            }
+        }
+        if replayed > 0 {
+            tracing::info!("recovery applied {replayed} logged changes the engine had not kept");
+        }
+        if !matches!(self.state, State::Leader(_)) || engine_ts <= log_ts {
+            return Ok(());
+        }
+        if self.log.last_lsn() == 0 && self.log.first_lsn() == 1 {
+            // Keys written before this node kept a log (a standalone data directory): its
+            // followers cannot get them from the log, so make them start with a snapshot.
+            let lsn = 1;
+            self.log.reset(lsn, self.settings.epoch)?;
+            tracing::info!("the engine holds keys no log record has; followers will start from a snapshot");
+            return Ok(());
+        }
+        // The engine kept writes the log lost: log the keys' current records again.
+        let mut changes = Vec::new();
+        let mut from: Option<bytes::Bytes> = None;
+        loop {
+            let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = self.store.engine().scan(bound, RECOVERY_SCAN_KEYS);
+            let Some((last, _)) = chunk.last() else { break };
+            from = Some(last.clone());
+            for (key, meta) in chunk {
+                if meta.version.ts > log_ts {
+                    if let Some(record) = self.store.engine().get(&key)? {
+                        changes.push(Change { key, record });
+                    }
+                }
+            }
+        }
+        tracing::warn!("the engine kept {} writes the replication log lost in a crash; logging them again", changes.len());
+        if !changes.is_empty() {
+            append_changes(&mut self.log, self.settings.epoch, changes)?;
+            self.log.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of log records recovery reads at a time.
+const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// Keys recovery scans at a time.
+const RECOVERY_SCAN_KEYS: usize = 4096;
+
+/// Appends `changes` as one record (several when there are more than
+/// [`RECORD_CHANGES_MAX`]); returns the last one's position and the records' estimated bytes.
+fn append_changes(log: &mut ReplicationLog, epoch: Epoch, mut changes: Vec<Change>) -> Result<(Lsn, u64)> {
+    let mut bytes = 0;
+    loop {
+        let rest = changes.split_off(changes.len().min(RECORD_CHANGES_MAX));
+        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes };
+        bytes += record.size_hint() as u64;
+        log.append(record)?;
+        if rest.is_empty() {
+            return Ok((log.last_lsn(), bytes));
+        }
+        changes = rest;
+    }
+}
+
+/// What [`Replica::write_out`] did, and the fsyncs it leaves to run.
+#[derive(Debug, Default)]
+pub struct WrittenOutAll {
+    /// Bytes handed to the operating system.
+    pub bytes: u64,
+    /// The fsyncs that make them durable (the log's, the engine's), each through its file's
+    /// gate; empty when nothing is owed.
+    pub syncs: Vec<SyncHandle>,
+    /// The newest log record written out: durable once `syncs` have run.
+    pub last_lsn: Lsn,
 }
 
 #[cfg(test)]
 mod golden_tests;
+
+#[cfg(test)]
+mod tests;

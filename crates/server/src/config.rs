@@ -19,7 +19,9 @@
 //! acks = "async"                   # "sync" | "semi-sync:K" | "async"
 //! ack_timeout_ms = 1000
 //! forward_writes = false
-//! [[nodes]]
+//! heartbeat_ms = 100
+//! log_retain_bytes = 268435456     # 256 MiB
+//! [[nodes]]                        # the first node listed leads
 //! id = "n1"
 //! peer_addr = "127.0.0.1:7201"
 //! resp_addr = "127.0.0.1:7001"
@@ -36,9 +38,8 @@
 //! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
 //!
 //! CAVEATS
-//! - Replication is not implemented yet (issue 4): a node that reads a cluster file knows its
-//!   peers and the replication settings, shows them, and otherwise runs standalone. Nothing is
-//!   shipped, and `acks`, `ack_timeout_ms` and `forward_writes` change no behaviour yet.
+//! - The leader is the first node of `[[nodes]]`; there is no failover yet (issue 6).
+//! - `forward_writes` is not implemented yet: followers refuse writes with `-READONLY`.
 //! - A flag or variable that overrides a node's address is not seen by the other nodes, which
 //!   read the addresses in the file.
 //! - Addresses are compared as written: `127.0.0.1:7001` and `0.0.0.0:7001` are not seen as
@@ -80,6 +81,10 @@ pub const NAME_BYTES_MAX: usize = 64;
 pub const NODES_MAX: usize = 64;
 /// Milliseconds a write may wait for its acknowledgements when the file does not say.
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 1000;
+/// Milliseconds between leader heartbeats when the file does not say.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
+/// Bytes of replication log kept when the file does not say.
+pub const LOG_RETAIN_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// The replication modes a cluster file may name today.
 pub const MODES_VALID: &[&str] = &["single-leader"];
 
@@ -438,6 +443,11 @@ pub struct ReplicationConfig {
     pub ack_timeout_ms: u64,
     /// Whether followers forward writes to the leader instead of refusing them.
     pub forward_writes: bool,
+    /// Milliseconds between the leader's heartbeats to each follower.
+    pub heartbeat_ms: u64,
+    /// Bytes of replication log each node keeps at most (older segments are deleted unless a
+    /// follower still needs them); a follower further behind gets a snapshot.
+    pub log_retain_bytes: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -447,6 +457,8 @@ impl Default for ReplicationConfig {
             acks: Acks::Async,
             ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
             forward_writes: false,
+            heartbeat_ms: HEARTBEAT_MS_DEFAULT,
+            log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
         }
     }
 }
@@ -456,6 +468,12 @@ impl ReplicationConfig {
     pub fn check(&self, nodes: usize) -> Result<()> {
         if self.ack_timeout_ms == 0 {
             return Err(Error::Config("replication.ack_timeout_ms must be greater than 0".into()));
+        }
+        if !(1..=60_000).contains(&self.heartbeat_ms) {
+            return Err(Error::Config("replication.heartbeat_ms must be between 1 and 60000".into()));
+        }
+        if self.log_retain_bytes < 1024 * 1024 {
+            return Err(Error::Config("replication.log_retain_bytes must be at least 1048576 (1 MiB)".into()));
         }
         if let Acks::SemiSync(k) = self.acks {
             if nodes < 2 {
@@ -865,6 +883,7 @@ mod tests {
             acks: Acks::SemiSync(1),
             ack_timeout_ms: 250,
             forward_writes: true,
+            ..ReplicationConfig::default()
         };
         assert_eq!(cluster.replication, replication);
         assert_eq!(cluster.nodes.len(), 3);

@@ -11,13 +11,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use replikv_core::replica::ReplicationStatus;
 use replikv_core::storage::EngineStats;
+use replikv_core::version::NodeId;
 
 /// The label of per-command metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabel {
     /// The command's name, lowercase (`get`, `set`, ...); unknown commands count as `unknown`.
     pub command: String,
+}
+
+/// The label of per-follower metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabel {
+    /// The follower's node id.
+    pub follower: String,
 }
 
 /// The label of `replikv_build_info`.
@@ -60,6 +69,24 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Connections closed for a protocol error or a limit.
     pub protocol_errors: Counter,
+    /// The newest record in this node's replication log.
+    pub log_last_lsn: Gauge,
+    /// Bytes the replication log holds (retention bounds it).
+    pub log_bytes: Gauge,
+    /// Writes failed with NOREPLICAS since start.
+    pub noreplicas: Gauge,
+    /// 1 when this node leads, 0 otherwise.
+    pub is_leader: Gauge,
+    /// Each follower's lag in records, on the leader.
+    pub lag_records: Family<FollowerLabel, Gauge>,
+    /// Each follower's lag in bytes, on the leader.
+    pub lag_bytes: Family<FollowerLabel, Gauge>,
+    /// Each follower's lag in seconds, on the leader.
+    pub lag_seconds: Family<FollowerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Snapshots sent to each follower since start, on the leader.
+    pub snapshots: Family<FollowerLabel, Gauge>,
+    /// Node names by id, for labels.
+    names: std::sync::Mutex<std::collections::BTreeMap<NodeId, String>>,
 }
 
 impl Metrics {
@@ -83,6 +110,15 @@ impl Metrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             protocol_errors: Counter::default(),
+            log_last_lsn: Gauge::default(),
+            log_bytes: Gauge::default(),
+            noreplicas: Gauge::default(),
+            is_leader: Gauge::default(),
+            lag_records: Family::default(),
+            lag_bytes: Family::default(),
+            lag_seconds: Family::default(),
+            snapshots: Family::default(),
+            names: Default::default(),
             registry: Registry::default(),
         };
         registry.register("replikv_commands", "Commands served, by command", m.commands.clone());
@@ -120,6 +156,14 @@ impl Metrics {
             "Connections closed for a protocol error or a limit",
             m.protocol_errors.clone(),
         );
+        registry.register("replikv_log_last_lsn", "The newest record in the replication log", m.log_last_lsn.clone());
+        registry.register("replikv_log_bytes", "Bytes the replication log holds", m.log_bytes.clone());
+        registry.register("replikv_noreplicas", "Writes failed with NOREPLICAS since start", m.noreplicas.clone());
+        registry.register("replikv_is_leader", "1 when this node leads its cluster", m.is_leader.clone());
+        registry.register("replikv_follower_lag_records", "A follower's lag in log records", m.lag_records.clone());
+        registry.register("replikv_follower_lag_bytes", "A follower's lag in bytes of log", m.lag_bytes.clone());
+        registry.register("replikv_follower_lag_seconds", "A follower's lag in seconds", m.lag_seconds.clone());
+        registry.register("replikv_follower_snapshots", "Snapshots sent to a follower since start", m.snapshots.clone());
         let build = Family::<BuildLabel, Gauge>::default();
         build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("replikv_build_info", "Always 1; the label names the build", build);
@@ -134,6 +178,28 @@ impl Metrics {
         self.dead_bytes.set(stats.dead_bytes as i64);
         self.compactions.set(stats.compactions as i64);
         self.value_cache_bytes.set(stats.cached_bytes as i64);
+    }
+
+    /// Names the cluster's nodes, for the follower labels.
+    pub fn set_node_names(&self, names: impl IntoIterator<Item = (NodeId, String)>) {
+        self.names.lock().unwrap().extend(names);
+    }
+
+    /// Sets the replication gauges from the replica's status.
+    pub fn set_replication(&self, status: &ReplicationStatus) {
+        self.log_last_lsn.set(status.last_lsn as i64);
+        self.log_bytes.set(status.log_bytes as i64);
+        self.noreplicas.set(status.noreplicas as i64);
+        self.is_leader.set(i64::from(status.role == "leader"));
+        let names = self.names.lock().unwrap();
+        for f in &status.followers {
+            let follower = names.get(&f.node).cloned().unwrap_or_else(|| format!("{:016x}", f.node.0));
+            let label = FollowerLabel { follower };
+            self.lag_records.get_or_create(&label).set(f.lag_records as i64);
+            self.lag_bytes.get_or_create(&label).set(f.lag_bytes as i64);
+            self.lag_seconds.get_or_create(&label).set(f.lag_ms as f64 / 1000.0);
+            self.snapshots.get_or_create(&label).set(f.snapshots as i64);
+        }
     }
 
     /// The registry in Prometheus text format.

@@ -8,7 +8,9 @@ use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
-use replikv_core::replica::Replica;
+use crate::config::Acks;
+use replikv_core::replica::{Replica, Role, Settings};
+use replikv_core::replication::{ReplicationLog, ReplogOptions};
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
 use std::fs::{File, TryLockError};
@@ -34,18 +36,30 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         .await
         .map_err(|e| Error::start(format!("listening for HTTP on {}", config.http_addr), e))?;
     let stats = engine.stats();
-    let replica = Replica::new(engine, NodeId::from_name(&config.id));
+    let replica = open_replica(&config, engine)?;
     let metrics = Arc::new(Metrics::new());
+    if let Some(cluster) = &config.cluster {
+        metrics.set_node_names(cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), n.id.clone())));
+    }
     let (failed_tx, mut failed) = watch::channel(false);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let peers = crate::peers::Peers::start(&config, shutdown.clone()).await?;
+    let sender: crate::runtime::PeerSender = match &peers {
+        Some((peers, _)) => peers.sender(),
+        None => Arc::new(|to, _| tracing::warn!("no peers: a message for {to:?} is dropped")),
+    };
     let runtime = Runtime::start(
         replica,
         metrics.clone(),
         config.batch_requests_max,
         crate::config::PENDING_CALLS_MAX_DEFAULT,
+        sender,
         failed_tx,
     );
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let peers = crate::peers::Peers::start(&config, shutdown.clone()).await?;
+    let peers = peers.map(|(peers, inbox)| {
+        tokio::spawn(crate::peers::forward_inbox(inbox, runtime.handle()));
+        peers
+    });
     let state = Arc::new(NodeState::new(config.clone(), metrics, runtime.handle(), peers));
     tracing::info!(
         id = %config.id, resp = %config.resp_addr, http = %config.http_addr, data_dir = %config.data_dir.display(),
@@ -57,7 +71,12 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     }
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
     let http_task = tokio::spawn(serve_http(http, state, shutdown));
-    let ticker = tokio::spawn(tick(runtime.handle(), config.tick_ms));
+    // A cluster node ticks at least twice per heartbeat, so that heartbeats keep their pace.
+    let tick_ms = match &config.cluster {
+        Some(cluster) if cluster.nodes.len() > 1 => config.tick_ms.min((cluster.replication.heartbeat_ms / 2).max(1)),
+        _ => config.tick_ms,
+    };
+    let ticker = tokio::spawn(tick(runtime.handle(), tick_ms));
 
     tokio::select! {
         _ = stop => tracing::info!("stopping: finishing requests in flight"),
@@ -85,17 +104,63 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     }
 }
 
-/// Says plainly at start what a cluster node does not do yet, and what its replication
-/// settings do not promise.
+/// Says at start what part the node plays, and what its replication settings do not promise.
 fn warn_cluster(cluster: &crate::config::ClusterConfig) {
-    tracing::warn!(
+    tracing::info!(
         cluster = %cluster.name, nodes = cluster.nodes.len(), mode = %cluster.replication.mode,
-        acks = %cluster.replication.acks,
-        "replication is not implemented yet (issue 4): this node runs standalone and exchanges nothing with its peers"
+        acks = %cluster.replication.acks, leader = %cluster.nodes.first().map_or("", |n| n.id.as_str()),
+        "replicating"
     );
     for warning in cluster.durability_warnings() {
         tracing::warn!("{warning}");
     }
+}
+
+/// The replica for this node: standalone, or the leader or a follower of its cluster (the
+/// first node listed leads), with its replication log recovered.
+fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<Replica<Box<dyn Engine + Send>>> {
+    let me = NodeId::from_name(&config.id);
+    let Some(cluster) = config.cluster.as_ref().filter(|c| c.nodes.len() > 1 && c.node(&config.id).is_some()) else {
+        return Ok(Replica::new(engine, me));
+    };
+    let leader = &cluster.nodes[0];
+    let role = if leader.id == config.id {
+        Role::Leader { followers: cluster.nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
+    } else {
+        Role::Follower {
+            leader: NodeId::from_name(&leader.id),
+            leader_hint: format!("{} at {}", leader.id, leader.resp_addr),
+        }
+    };
+    let r = &cluster.replication;
+    let followers = cluster.nodes.len() - 1;
+    let mut settings = Settings::new(me, role);
+    settings.acks_needed = match r.acks {
+        Acks::Sync => followers,
+        Acks::SemiSync(k) => k,
+        Acks::Async => 0,
+    };
+    settings.acks_label = r.acks.to_string();
+    settings.ack_timeout_ms = r.ack_timeout_ms;
+    settings.heartbeat_ms = r.heartbeat_ms;
+    settings.resend_ms = (10 * r.heartbeat_ms).max(1_000);
+    settings.link_timeout_ms = (10 * r.heartbeat_ms).max(1_000);
+    let options = ReplogOptions { retain_bytes_max: r.log_retain_bytes, ..ReplogOptions::default() };
+    let log = match config.engine {
+        EngineKind::Log => {
+            let dir = config.data_dir.join("replog");
+            ReplicationLog::open(&dir, options)
+                .map_err(|e| Error::start(format!("opening the replication log {}", dir.display()), e))?
+        }
+        EngineKind::Memory => ReplicationLog::in_memory(options),
+    };
+    Replica::replicated(engine, log, settings, now_ms())
+        .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Opens the configured engine, wrapped in the test-only fault if one is switched on.

@@ -4,34 +4,40 @@
 //! `peer_addr` and keeps one outbound link to every other node. Each connection begins with
 //! the peer handshake (see [`crate::peer`]): a node of another cluster, another protocol
 //! version or another storage format is refused, with a reason naming both sides' values, and
-//! the refusal shows in `/api/v1/status` and `replikv cluster status`. This is the wiring the
-//! replication strategies will send their messages over.
+//! the refusal shows in `/api/v1/status` and `replikv cluster status`. The links carry the
+//! replication protocol's [`Message`]s: the runtime's outputs go out through
+//! [`Peers::sender`], and what the listener receives goes into the runtime through
+//! [`forward_inbox`].
 //!
 //! CAVEATS
-//! - No message travels yet: replication is not implemented (issue 4), so the links carry the
-//!   empty message type `()` and a link's state says only whether the peer answered the
-//!   handshake and is of the same cluster. With nothing written and no TCP keepalive, a peer
-//!   whose host vanishes (not a process that exits: its socket closes) stays `connected`
-//!   until heartbeats exist.
+//! - A link's state says whether the peer answered the handshake; whether replication is
+//!   flowing is the replica's to say (heartbeats and acknowledgements, in `INFO replication`).
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::peer::{Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use crate::runtime::{Handle, PeerSender};
+use replikv_core::replication::Message;
+use replikv_core::version::NodeId;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-/// Inbound messages waiting to be read at most (none are sent yet: see CAVEATS).
+/// Inbound messages waiting for the runtime at most.
 const INBOX_MESSAGES_MAX: usize = 1024;
 
 /// A node's peer listener and links.
 pub struct Peers {
     /// One link per other node, in the cluster file's order.
-    links: Vec<Link<()>>,
+    links: Arc<Vec<(NodeId, Link<Message>)>>,
     /// The listener's counters.
     listener: ListenerStats,
 }
+
+/// Messages the listener received, by sender, for [`forward_inbox`].
+pub type Inbox = mpsc::Receiver<(Arc<str>, Message)>;
 
 /// One peer as `/api/v1/status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -52,7 +58,7 @@ pub struct PeerStatus {
 impl Peers {
     /// Listens on this node's peer address and links to every other node of its cluster;
     /// `None` when the configuration names no other node.
-    pub async fn start(config: &NodeConfig, shutdown: watch::Receiver<bool>) -> Result<Option<Peers>> {
+    pub async fn start(config: &NodeConfig, shutdown: watch::Receiver<bool>) -> Result<Option<(Peers, Inbox)>> {
         let Some(cluster) = &config.cluster else { return Ok(None) };
         let Some(me) = cluster.nodes.iter().find(|n| n.id == config.id) else { return Ok(None) };
         let others: Vec<_> = cluster.nodes.iter().filter(|n| n.id != config.id).collect();
@@ -67,18 +73,31 @@ impl Peers {
         listener_config.allowed_node_ids = Some(others.iter().map(|n| n.id.clone()).collect::<BTreeSet<_>>());
         let listener = Listener::new(tcp, listener_config);
         let stats = listener.stats();
-        let (inbox_tx, mut inbox) = mpsc::channel::<(std::sync::Arc<str>, ())>(INBOX_MESSAGES_MAX);
+        let (inbox_tx, inbox) = mpsc::channel::<(Arc<str>, Message)>(INBOX_MESSAGES_MAX);
         tokio::spawn(listener.serve(inbox_tx, shutdown.clone()));
-        // Nothing is sent yet; drain whatever arrives so that a peer is never held up.
-        tokio::spawn(async move { while inbox.recv().await.is_some() {} });
         let links = others
             .iter()
             .map(|n| {
                 let config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
-                Link::spawn(config, shutdown.clone())
+                (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })
             .collect();
-        Ok(Some(Peers { links, listener: stats }))
+        Ok(Some((Peers { links: Arc::new(links), listener: stats }, inbox)))
+    }
+
+    /// Sends a message to a node through its link; a full queue drops it (the replication
+    /// protocol resends what is not acknowledged).
+    pub fn sender(&self) -> PeerSender {
+        let links = self.links.clone();
+        Arc::new(move |to: NodeId, message: Message| {
+            let Some((_, link)) = links.iter().find(|(id, _)| *id == to) else {
+                tracing::warn!("no link to node {to:?}: message dropped");
+                return;
+            };
+            if let Err(e) = link.try_send(message) {
+                tracing::debug!("message dropped: {e}");
+            }
+        })
     }
 
     /// Every peer's state now.
@@ -86,7 +105,7 @@ impl Peers {
         let inbound = self.listener.snapshot().peers;
         self.links
             .iter()
-            .map(|link| {
+            .map(|(_, link)| {
                 let snapshot = link.snapshot();
                 let (state, reason) = match snapshot.state {
                     LinkState::Connected { .. } => ("connected", None),
@@ -104,5 +123,16 @@ impl Peers {
                 }
             })
             .collect()
+    }
+}
+
+/// Hands every message the listener receives to the runtime, in arrival order, until the
+/// listener or the runtime stops. A full runtime queue holds the listener, which holds the
+/// sender's socket: backpressure, not loss.
+pub async fn forward_inbox(mut inbox: Inbox, handle: Handle) {
+    while let Some((from, message)) = inbox.recv().await {
+        if handle.deliver(NodeId::from_name(&from), message).await.is_err() {
+            return;
+        }
     }
 }

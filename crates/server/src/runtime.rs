@@ -2,19 +2,27 @@
 //! second thread makes each batch durable, so that stepping and fsync overlap.
 //!
 //! Connections and HTTP handlers send [`Call`]s (a client's pipelined requests, as one unit)
-//! into a bounded queue. The **stepper** thread takes the first waiting call, then every call
+//! into a bounded queue; the peer listener sends the messages other nodes send; the node's
+//! ticker sends ticks. The **stepper** thread takes the first waiting input, then every input
 //! already queued behind it up to `batch_requests_max` requests, steps the replica with each
-//! request in order, and has the engine write the batch out to the operating system
-//! (`write_out`). It passes the batch's replies, with the fsync still owed, to the **syncer**
+//! in order, and has the replica write the batch out to the operating system (`write_out`:
+//! the replication log and the engine). It passes the fsyncs still owed to the **syncer**
 //! thread and goes on with the next batch at once. The syncer takes every batch waiting for
-//! it, runs one fsync for all of them (the newest batch's file: an older file was fsynced
-//! when it was sealed, before any newer batch was written), and only then sends their replies.
+//! it, runs one fsync per file for all of them (the newest batch's: an older file was fsynced
+//! when it was sealed, before any newer batch was written), marks them durable and wakes the
+//! stepper, which then releases their held outputs: replies and messages to peers.
 //!
 //! This is group commit, pipelined (DESIGN §12): one fsync covers every batch that arrived
 //! while the previous fsync ran, and no reply leaves before the writes it acknowledges, and
-//! every write it may have read, are durable under `fsync = always`. Batches are released
-//! in the order they were stepped, so a read that saw an earlier batch's write is never
-//! answered before that write is durable.
+//! every write it may have read, are durable under `fsync = always`. Held outputs are
+//! released batch by batch in the order the batches were stepped, so a read that saw an
+//! earlier batch's write is never answered before that write is durable. A batch that owes no
+//! fsync, stepped when nothing is held, is released at once (reads skip the syncer).
+//!
+//! Outputs the replica marks as depending on nothing unflushed (records a leader ships, which
+//! are durable already; replies released by followers' acknowledgements) leave at once. The
+//! stepper tells the replica how far its log is durable ([`Input::Durable`]) when it releases
+//! a batch, which is what lets a leader ship.
 //!
 //! Both are plain OS threads rather than tokio tasks because they block (in fsync, and on
 //! the queues); a blocked tokio worker would stall unrelated connections. Between batches,
@@ -31,9 +39,12 @@
 
 use crate::metrics::Metrics;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::replica::{Input, Output, Replica};
+use replikv_core::replica::{Input, Outbox, Output, Replica, ReplicationStatus, RequestId};
+use replikv_core::replication::{Lsn, Message as PeerMessage};
 use replikv_core::storage::{Engine, EngineStats, SyncHandle};
-use std::sync::atomic::{AtomicBool, Ordering};
+use replikv_core::version::NodeId;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -44,6 +55,10 @@ pub const COMPACTION_STEP_BYTES: u64 = 1024 * 1024;
 
 /// Batches written out but not yet fsynced, at most; a slow disk makes the stepper wait.
 pub const SYNC_QUEUE_BATCHES_MAX: usize = 64;
+
+/// How often, at most, the stepper publishes the replication status for the status pages
+/// (besides every tick).
+const STATUS_PUBLISH_MS: u64 = 20;
 
 /// A client's requests, stepped in order in one batch, answered together.
 pub struct Call {
@@ -56,22 +71,45 @@ pub struct Call {
 /// Where a call's replies go.
 type ReplySender = oneshot::Sender<Result<Vec<Reply>, Stopped>>;
 
+/// Sends a message to another node (best effort: the transport may drop it, and the
+/// replication protocol resends).
+pub type PeerSender = Arc<dyn Fn(NodeId, PeerMessage) + Send + Sync>;
+
 /// What the stepper receives.
 enum Message {
     /// Requests to execute.
     Call(Call),
     /// Time passed.
     Tick,
+    /// A message from another node.
+    Peer(NodeId, PeerMessage),
+    /// The syncer made batches durable: release their outputs.
+    Wake,
     /// Finish what is queued before this, make it durable, and exit.
     Shutdown,
 }
 
 /// A stepped batch on its way to the disk.
 struct Batch {
-    /// The fsync it still needs, if any.
-    sync: Option<SyncHandle>,
-    /// Its replies, held until the fsync succeeds.
-    answers: Vec<(ReplySender, Vec<Reply>)>,
+    /// Its number, counting from 1.
+    number: u64,
+    /// The fsyncs it still needs, if any.
+    syncs: Vec<SyncHandle>,
+}
+
+/// A call whose replies are not all in.
+struct PendingCall {
+    reply: ReplySender,
+    replies: Vec<Option<Reply>>,
+    missing: usize,
+}
+
+/// A batch's held outputs, waiting for its fsync.
+struct Held {
+    number: u64,
+    /// The replication log's end once this batch is durable.
+    lsn: Lsn,
+    outputs: Vec<Output>,
 }
 
 /// Why a call got no reply.
@@ -88,6 +126,10 @@ struct Shared {
     failed: AtomicBool,
     /// The engine's counters after the last batch.
     stats: Mutex<EngineStats>,
+    /// The replication status, published by the stepper.
+    replication: Mutex<ReplicationStatus>,
+    /// The newest batch the syncer made durable.
+    durable_batch: AtomicU64,
 }
 
 impl Shared {
@@ -119,6 +161,11 @@ impl Handle {
         rx.await.map_err(|_| self.stopped())?
     }
 
+    /// Hands the runtime a message from another node, waiting while its queue is full.
+    pub async fn deliver(&self, from: NodeId, message: PeerMessage) -> Result<(), Stopped> {
+        self.tx.send(Message::Peer(from, message)).await.map_err(|_| self.stopped())
+    }
+
     /// Why the runtime no longer answers.
     fn stopped(&self) -> Stopped {
         let why = self.shared.stopped.lock().unwrap().clone();
@@ -133,6 +180,11 @@ impl Handle {
     /// The engine's counters after the last batch.
     pub fn stats(&self) -> EngineStats {
         *self.shared.stats.lock().unwrap()
+    }
+
+    /// The replication status as last published (at most a tick old).
+    pub fn replication(&self) -> ReplicationStatus {
+        self.shared.replication.lock().unwrap().clone()
     }
 
     /// Asks the runtime to do timed work; skipped if the queue is full (the next tick will).
@@ -150,28 +202,43 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts the runtime threads over `replica`. `failed` is set to true if the runtime stops
-    /// on a failure, so that the node can exit.
+    /// Starts the runtime threads over `replica`. Messages for other nodes go to `peers`.
+    /// `failed` is set to true if the runtime stops on a failure, so that the node can exit.
     pub fn start<E: Engine + Send + 'static>(
         replica: Replica<E>,
         metrics: Arc<Metrics>,
         batch_requests_max: usize,
         queue_calls_max: usize,
+        peers: PeerSender,
         failed: watch::Sender<bool>,
     ) -> Runtime {
         let (tx, rx) = mpsc::channel(queue_calls_max);
         let shared = Arc::new(Shared::default());
         *shared.stats.lock().unwrap() = replica.stats();
-        let handle = Handle { tx, shared: shared.clone() };
+        *shared.replication.lock().unwrap() = replica.status(now_ms());
+        let handle = Handle { tx: tx.clone(), shared: shared.clone() };
         let failed = Arc::new(failed);
         let (sync_tx, sync_rx) = std_mpsc::sync_channel(SYNC_QUEUE_BATCHES_MAX);
-        let syncer = Syncer { rx: sync_rx, shared: shared.clone(), metrics: metrics.clone(), failed: failed.clone() };
+        let syncer =
+            Syncer { rx: sync_rx, wake: tx, shared: shared.clone(), metrics: metrics.clone(), failed: failed.clone() };
         let syncer = std::thread::Builder::new()
             .name("replikv-syncer".into())
             .spawn(move || syncer.run())
             .expect("spawning the syncer thread");
-        let mut stepper =
-            Stepper { replica, rx, shared, metrics, batch_requests_max, sync_tx: Some(sync_tx), answers: Vec::new() };
+        let mut stepper = Stepper {
+            replica,
+            rx,
+            shared,
+            metrics,
+            peers,
+            batch_requests_max,
+            sync_tx: Some(sync_tx),
+            calls: BTreeMap::new(),
+            held: VecDeque::new(),
+            batches: 0,
+            next_id: 0,
+            last_publish_ms: 0,
+        };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
             .spawn(move || {
@@ -182,16 +249,20 @@ impl Runtime {
                     Ok(Err(why)) => Some(why.to_string()),
                     Err(panic) => Some(format!("invariant broken: {}", panic_text(&*panic))),
                 };
-                if let Some(why) = failure {
-                    tracing::error!("runtime stopped: {why}");
-                    let reason = stepper.shared.fail(&why);
-                    for (reply, _) in stepper.answers.drain(..) {
-                        let _ = reply.send(Err(Stopped(reason.clone())));
+                let reason = match failure {
+                    Some(why) => {
+                        tracing::error!("runtime stopped: {why}");
+                        let reason = stepper.shared.fail(&why);
+                        let _ = failed.send(true);
+                        reason
                     }
-                    stepper.rx.close();
-                    let _ = failed.send(true);
+                    None => "the node is shutting down".to_string(),
+                };
+                stepper.rx.close();
+                for (_, call) in std::mem::take(&mut stepper.calls) {
+                    let _ = call.reply.send(Err(Stopped(reason.clone())));
                 }
-                // Closing the queue lets the syncer answer what it holds and exit.
+                // Closing the queue lets the syncer finish and exit.
                 drop(stepper.sync_tx.take());
                 let _ = syncer.join();
             })
@@ -228,12 +299,21 @@ struct Stepper<E> {
     rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    peers: PeerSender,
     batch_requests_max: usize,
     /// Where stepped batches go; `None` once closed.
     sync_tx: Option<std_mpsc::SyncSender<Batch>>,
-    /// The current batch's replies, until it goes to the syncer; on a failure, these calls
-    /// are answered with the reason.
-    answers: Vec<(ReplySender, Vec<Reply>)>,
+    /// Calls not fully answered, by the id of their first request. On a failure, these are
+    /// answered with the reason.
+    calls: BTreeMap<RequestId, PendingCall>,
+    /// Batches whose outputs wait for their fsync, oldest first.
+    held: VecDeque<Held>,
+    /// Batches stepped so far.
+    batches: u64,
+    /// The last request id handed out.
+    next_id: RequestId,
+    /// When the replication status was last published.
+    last_publish_ms: u64,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -244,8 +324,7 @@ fn now_ms() -> u64 {
 impl<E: Engine> Stepper<E> {
     /// Runs batches until shutdown (Ok) or a failure (Err, which stops the node).
     fn run(&mut self) -> replikv_core::Result<()> {
-        let mut outbox = Vec::new();
-        let mut next_id = 0u64;
+        let mut outbox = Outbox::default();
         while let Some(first) = self.rx.blocking_recv() {
             if self.shared.failed.load(Ordering::SeqCst) {
                 return Err(replikv_core::Error::Stopped("the syncer failed".into()));
@@ -254,37 +333,61 @@ impl<E: Engine> Stepper<E> {
             let now = now_ms();
             let mut shutdown = false;
             let mut requests = 0;
+            let mut ticked = false;
+            self.release_durable(now, &mut outbox)?;
             for message in batch {
                 match message {
                     Message::Call(call) => {
                         let count = call.requests.len();
                         requests += count;
+                        let first_id = self.next_id + 1;
                         // Held before stepping, so that a failure mid-call answers it too.
-                        self.answers.push((call.reply, Vec::new()));
+                        let pending = PendingCall { reply: call.reply, replies: vec![None; count], missing: count };
+                        self.calls.insert(first_id, pending);
                         for request in call.requests {
-                            next_id += 1;
-                            self.replica.step(now, Input::Request { id: next_id, request }, &mut outbox)?;
+                            self.next_id += 1;
+                            let input = Input::Request { id: self.next_id, request };
+                            self.replica.step(now, input, &mut outbox)?;
                         }
-                        let replies: Vec<Reply> = outbox.drain(..).map(|Output::Reply { reply, .. }| reply).collect();
-                        assert_eq!(replies.len(), count, "one reply per request");
-                        self.answers.last_mut().expect("pushed above").1 = replies;
+                        if count == 0 {
+                            self.answer(first_id, None);
+                        }
                     }
-                    Message::Tick => self.replica.step(now, Input::Tick, &mut outbox)?,
+                    Message::Tick => {
+                        ticked = true;
+                        self.replica.step(now, Input::Tick, &mut outbox)?;
+                    }
+                    Message::Peer(from, message) => {
+                        self.replica.step(now, Input::Message { from, message }, &mut outbox)?;
+                    }
+                    Message::Wake => {}
                     Message::Shutdown => shutdown = true,
                 }
+                self.dispatch(std::mem::take(&mut outbox.now));
             }
             let written = self.replica.write_out(now)?;
             self.metrics.bytes_written.inc_by(written.bytes);
-            self.metrics.batch_requests.observe(requests as f64);
-            let stats = self.replica.stats();
-            self.metrics.set_engine(&stats);
-            *self.shared.stats.lock().unwrap() = stats;
-            let sync_tx = self.sync_tx.as_ref().expect("open until the stepper exits");
-            let answers = std::mem::take(&mut self.answers);
-            if sync_tx.send(Batch { sync: written.sync, answers }).is_err() {
-                return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
+            if requests > 0 {
+                self.metrics.batch_requests.observe(requests as f64);
+            }
+            let outputs = std::mem::take(&mut outbox.after_flush);
+            if written.syncs.is_empty() && self.held.is_empty() {
+                // Nothing owed and nothing before it waiting: release at once.
+                self.dispatch(outputs);
+            } else {
+                self.batches += 1;
+                let number = self.batches;
+                self.held.push_back(Held { number, lsn: written.last_lsn, outputs });
+                let sync_tx = self.sync_tx.as_ref().expect("open until the stepper exits");
+                if sync_tx.send(Batch { number, syncs: written.syncs }).is_err() {
+                    return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
+                }
+            }
+            if ticked || now.saturating_sub(self.last_publish_ms) >= STATUS_PUBLISH_MS {
+                self.publish(now);
             }
             if shutdown {
+                self.finish()?;
                 tracing::info!("runtime finished its queue");
                 return Ok(());
             }
@@ -293,6 +396,83 @@ impl<E: Engine> Stepper<E> {
             }
         }
         Ok(())
+    }
+
+    /// Publishes the counters and the replication status for the status pages.
+    fn publish(&mut self, now: u64) {
+        self.last_publish_ms = now;
+        let stats = self.replica.stats();
+        self.metrics.set_engine(&stats);
+        *self.shared.stats.lock().unwrap() = stats;
+        let status = self.replica.status(now);
+        self.metrics.set_replication(&status);
+        *self.shared.replication.lock().unwrap() = status;
+    }
+
+    /// Releases the held outputs of every batch the syncer has made durable, and tells the
+    /// replica how far its log is durable.
+    fn release_durable(&mut self, now: u64, outbox: &mut Outbox) -> replikv_core::Result<()> {
+        let durable = self.shared.durable_batch.load(Ordering::SeqCst);
+        let mut lsn = None;
+        while self.held.front().is_some_and(|h| h.number <= durable) {
+            let held = self.held.pop_front().expect("front exists");
+            lsn = Some(held.lsn);
+            self.dispatch(held.outputs);
+        }
+        if let Some(lsn) = lsn {
+            self.replica.step(now, Input::Durable { lsn }, outbox)?;
+            self.dispatch(std::mem::take(&mut outbox.now));
+        }
+        Ok(())
+    }
+
+    /// At shutdown: waits until every batch is durable and releases it.
+    fn finish(&mut self) -> replikv_core::Result<()> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let mut outbox = Outbox::default();
+        while !self.held.is_empty() && Instant::now() < deadline {
+            if self.shared.failed.load(Ordering::SeqCst) {
+                return Err(replikv_core::Error::Stopped("the syncer failed".into()));
+            }
+            self.release_durable(now_ms(), &mut outbox)?;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Sends replies to their calls and messages to their peers.
+    fn dispatch(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Reply { id, reply } => self.answer(id, Some((id, reply))),
+                Output::Send { to, message } => (self.peers)(to, message),
+            }
+        }
+    }
+
+    /// Records request `id`'s reply in its call (found by `key`, any id of the call), and
+    /// answers the call once every reply is in.
+    fn answer(&mut self, key: RequestId, reply: Option<(RequestId, Reply)>) {
+        let Some((&first, call)) = self.calls.range_mut(..=key).next_back() else {
+            debug_assert!(false, "a reply for request {key}, which no call holds");
+            return;
+        };
+        if let Some((id, reply)) = reply {
+            let Some(slot) = call.replies.get_mut((id - first) as usize) else {
+                debug_assert!(false, "request {id} is outside its call");
+                return;
+            };
+            debug_assert!(slot.is_none(), "two replies for request {id}");
+            if slot.replace(reply).is_none() {
+                call.missing -= 1;
+            }
+        }
+        if call.missing == 0 {
+            let call = self.calls.remove(&first).expect("found above");
+            let replies = call.replies.into_iter().map(|r| r.expect("every reply is in")).collect();
+            // The client may have gone; its writes stand.
+            let _ = call.reply.send(Ok(replies));
+        }
     }
 
     /// The first message and every message queued behind it, up to the batch limit.
@@ -316,48 +496,56 @@ impl<E: Engine> Stepper<E> {
 /// The syncer thread's state.
 struct Syncer {
     rx: std_mpsc::Receiver<Batch>,
+    /// The stepper's queue, to wake it when batches are durable.
+    wake: mpsc::Sender<Message>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     failed: Arc<watch::Sender<bool>>,
 }
 
 impl Syncer {
-    /// Makes batches durable and releases their replies, in order, until the stepper closes
-    /// the queue. After a failure it answers everything with the reason.
+    /// Makes batches durable, in order, until the stepper closes the queue.
     fn run(self) {
         while let Ok(first) = self.rx.recv() {
             let mut group = vec![first];
             group.extend(self.rx.try_iter());
-            let result = match self.shared.failed.load(Ordering::SeqCst) {
-                true => Err(self.shared.stopped.lock().unwrap().clone().unwrap_or_default()),
-                false => self.sync(&group),
-            };
-            for batch in group {
-                for (reply, replies) in batch.answers {
-                    // The client may have gone; its writes stand.
-                    let _ = reply.send(result.clone().map(|()| replies).map_err(Stopped));
-                }
+            if self.shared.failed.load(Ordering::SeqCst) || self.sync(&group).is_err() {
+                continue;
             }
+            let newest = group.last().expect("one at least").number;
+            self.shared.durable_batch.store(newest, Ordering::SeqCst);
+            // A full queue means the stepper is busy and reads `durable_batch` before its next
+            // batch anyway.
+            let _ = self.wake.try_send(Message::Wake);
         }
     }
 
-    /// Runs the newest fsync the group owes. Err carries the reason calls are refused with.
+    /// Runs, for each file the group owes an fsync, the newest batch's fsync of it.
     fn sync(&self, group: &[Batch]) -> Result<(), String> {
-        let Some(handle) = group.iter().rev().find_map(|b| b.sync.as_ref()) else { return Ok(()) };
-        let started = Instant::now();
-        match handle.sync() {
-            Ok(()) => {
-                self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
-                self.metrics.fsyncs.inc();
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!("runtime stopped: {e}");
-                let reason = self.shared.fail(&e.to_string());
-                let _ = self.failed.send(true);
-                Err(reason)
+        let mut newest: Vec<&SyncHandle> = Vec::new();
+        for handle in group.iter().rev().flat_map(|b| b.syncs.iter()) {
+            if !newest.iter().any(|h| h.same_gate(handle)) {
+                newest.push(handle);
             }
         }
+        for handle in newest {
+            let started = Instant::now();
+            match handle.sync() {
+                Ok(()) => {
+                    self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.fsyncs.inc();
+                }
+                Err(e) => {
+                    tracing::error!("runtime stopped: {e}");
+                    let reason = self.shared.fail(&e.to_string());
+                    let _ = self.failed.send(true);
+                    // Wake the stepper so that it sees the failure and answers every call.
+                    let _ = self.wake.try_send(Message::Wake);
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +555,10 @@ mod tests {
     use bytes::Bytes;
     use replikv_core::storage::MemoryEngine;
     use replikv_core::version::NodeId;
+
+    fn no_peers() -> PeerSender {
+        Arc::new(|_, _| panic!("a lone node sends no messages"))
+    }
 
     fn set(key: &str) -> Request {
         Request::Set {
@@ -382,7 +574,7 @@ mod tests {
     async fn replies_come_back_in_order_after_flush() {
         let replica = Replica::new(MemoryEngine::new(), NodeId(1));
         let (failed, _) = watch::channel(false);
-        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, failed);
+        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, no_peers(), failed);
         let handle = runtime.handle();
         let replies =
             handle.call(vec![set("a"), Request::Get { key: Bytes::from("a") }, Request::DbSize]).await.unwrap();
@@ -398,7 +590,7 @@ mod tests {
         engine.fail_next_flush();
         let replica = Replica::new(engine, NodeId(1));
         let (failed, mut failed_rx) = watch::channel(false);
-        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, failed);
+        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, no_peers(), failed);
         let handle = runtime.handle();
         let err = handle.call(vec![set("a")]).await.expect_err("the write's flush failed: no OK");
         assert!(err.0.contains("fsync failed"), "{err}");
@@ -414,7 +606,7 @@ mod tests {
         let engine = SyncFailEngine(MemoryEngine::new());
         let replica = Replica::new(engine, NodeId(1));
         let (failed, mut failed_rx) = watch::channel(false);
-        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, failed);
+        let runtime = Runtime::start(replica, Arc::new(Metrics::new()), 16, 16, no_peers(), failed);
         let handle = runtime.handle();
         let err = handle.call(vec![set("a")]).await.expect_err("fsync failed: no OK");
         assert!(err.0.contains("node stopped"), "{err}");

@@ -38,6 +38,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "mset" | "msetnx" => (2, None),
         "scan" => (1, None),
         "dbsize" => (0, Some(0)),
+        "wait" => (2, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         _ => return None,
     })
@@ -87,6 +88,14 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "ttl" | "pttl" => Request::Ttl { key: key(), millis: name == "pttl" },
         "persist" => Request::Persist { key: key() },
         "dbsize" => Request::DbSize,
+        "wait" => {
+            let replicas = int(&a[0])?;
+            let timeout_ms = int(&a[1])?;
+            if timeout_ms < 0 {
+                return Err(Reply::err("timeout is negative"));
+            }
+            Request::Wait { replicas: replicas.max(0) as u64, timeout_ms: timeout_ms as u64 }
+        }
         "flushall" | "flushdb" => {
             if let Some(mode) = a.first() {
                 if !mode.eq_ignore_ascii_case(b"sync") && !mode.eq_ignore_ascii_case(b"async") {

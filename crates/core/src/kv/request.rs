@@ -155,6 +155,15 @@ pub enum Request {
     DbSize,
     /// FLUSHALL: delete every key.
     FlushAll,
+    /// WAIT numreplicas timeout: block until every write made before it is durable on
+    /// `replicas` followers, or `timeout_ms` passed (0: no limit); answers how many have it.
+    /// The replica, not the store, answers it.
+    Wait {
+        /// Followers wanted.
+        replicas: u64,
+        /// Milliseconds to wait at most; 0 waits without limit.
+        timeout_ms: u64,
+    },
 }
 
 impl Request {
@@ -171,6 +180,7 @@ impl Request {
                 | Request::Scan { .. }
                 | Request::Ttl { .. }
                 | Request::DbSize
+                | Request::Wait { .. }
         )
     }
 }

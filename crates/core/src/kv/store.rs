@@ -4,6 +4,7 @@ use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
 use super::request::{Expiry, Reply, Request, SetCondition};
 use crate::error::Result;
+use crate::replication::Change;
 use crate::storage::{Engine, Meta, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
 use bytes::{Bytes, BytesMut};
@@ -42,6 +43,11 @@ pub struct Store<E> {
     cursor_clock: u64,
     /// The next cursor number to hand out (never 0, which means "start" and "done").
     next_cursor: u64,
+    /// Every write since the last `take_changes`, when capture is on (a replicating leader
+    /// logs them); `None` when off.
+    changes: Option<Vec<Change>>,
+    /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
+    value_bytes_max: usize,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -64,7 +70,35 @@ impl<E: Engine> Store<E> {
     /// newest version in the engine.
     pub fn new(engine: E, node: NodeId) -> Store<E> {
         let clock = Hlc::new(engine.last_timestamp());
-        Store { engine, clock, node, cursors: BTreeMap::new(), cursor_clock: 0, next_cursor: 1 }
+        Store { engine, clock, node, cursors: BTreeMap::new(), cursor_clock: 0, next_cursor: 1, changes: None, value_bytes_max: VALUE_BYTES_MAX }
+    }
+
+    /// Lowers the largest value a write may store (a cluster keeps one change within a peer
+    /// frame); never above [`VALUE_BYTES_MAX`].
+    pub fn limit_values(&mut self, bytes_max: usize) {
+        self.value_bytes_max = bytes_max.min(VALUE_BYTES_MAX);
+    }
+
+    /// Turns on the capture of every write, for `take_changes`.
+    pub fn capture_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The writes made since the last call, in order (empty when capture is off).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Applies a change that another replica made (a follower applying the leader's log, or
+    /// a snapshot): stores it as is and moves the clock past its version.
+    pub fn apply(&mut self, change: Change) -> Result<()> {
+        self.clock.observe(change.record.version.ts);
+        self.engine.put(change.key, change.record)
+    }
+
+    /// The newest timestamp the clock has issued or seen.
+    pub fn last_timestamp(&self) -> crate::version::Timestamp {
+        self.clock.last()
     }
 
     /// The engine, for flushing and maintenance.
@@ -80,7 +114,7 @@ impl<E: Engine> Store<E> {
     /// Executes one request at wall-clock `now_ms`. An `Err` is an engine failure that must
     /// stop the node; a request the client got wrong is an `Ok(Reply::Error(..))`.
     pub fn execute(&mut self, now_ms: u64, request: Request) -> Result<Reply> {
-        if let Some(reply) = check_sizes(&request) {
+        if let Some(reply) = check_sizes(&request, self.value_bytes_max) {
             return Ok(reply);
         }
         Ok(match request {
@@ -130,6 +164,7 @@ impl<E: Engine> Store<E> {
             Request::Persist { key } => self.persist(now_ms, key)?,
             Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
             Request::FlushAll => self.flush_all(now_ms)?,
+            Request::Wait { .. } => Reply::err("WAIT is answered by the replica, not the store"),
         })
     }
 
@@ -152,12 +187,20 @@ impl<E: Engine> Store<E> {
     /// Writes `value` under `key` with deadline `expire_at_ms`.
     fn write(&mut self, now_ms: u64, key: Bytes, value: Bytes, expire_at_ms: Option<u64>) -> Result<()> {
         let record = Record { version: self.version(now_ms), value: Some(value), expire_at_ms };
-        self.engine.put(key, record)
+        self.put(key, record)
     }
 
     /// Writes a tombstone for `key`.
     fn delete(&mut self, now_ms: u64, key: Bytes) -> Result<()> {
         let record = Record { version: self.version(now_ms), value: None, expire_at_ms: None };
+        self.put(key, record)
+    }
+
+    /// Stores a write of this node's, capturing it when capture is on.
+    fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change { key: key.clone(), record: record.clone() });
+        }
         self.engine.put(key, record)
     }
 
@@ -270,7 +313,7 @@ impl<E: Engine> Store<E> {
     fn append(&mut self, now_ms: u64, key: Bytes, value: Bytes) -> Result<Reply> {
         let old = self.live(&key, now_ms)?;
         let old_len = old.as_ref().map_or(0, |l| l.value.len());
-        if old_len + value.len() > VALUE_BYTES_MAX {
+        if old_len + value.len() > self.value_bytes_max {
             return Ok(Reply::err("string exceeds maximum allowed size (proto-max-bulk-len)"));
         }
         let mut joined = BytesMut::with_capacity(old_len + value.len());
@@ -441,14 +484,14 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
 }
 
 /// An error reply if a key or value in the request is over the engine's limits.
-fn check_sizes(request: &Request) -> Option<Reply> {
+fn check_sizes(request: &Request, value_bytes_max: usize) -> Option<Reply> {
     let check = |key: &Bytes, value: Option<&Bytes>| {
         if key.len() > KEY_BYTES_MAX {
             return Some(Reply::err(format!("key is {} bytes, over the limit of {KEY_BYTES_MAX} bytes", key.len())));
         }
         let len = value.map_or(0, Bytes::len);
-        (len > VALUE_BYTES_MAX)
-            .then(|| Reply::err(format!("value is {len} bytes, over the limit of {VALUE_BYTES_MAX} bytes")))
+        (len > value_bytes_max)
+            .then(|| Reply::err(format!("value is {len} bytes, over the limit of {value_bytes_max} bytes")))
     };
     match request {
         Request::Set { key, value, .. } | Request::SetNx { key, value } | Request::Append { key, value } => {

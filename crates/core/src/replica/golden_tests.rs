@@ -6,7 +6,7 @@
 //! `:stats` prints the engine's key counters. Run with `UPDATE_GOLDEN=1` to rewrite the
 //! expected output, then review the diff.
 
-use super::{Input, Output, Replica};
+use super::{Input, Outbox, Output, Replica};
 use crate::kv::{parse_command, Reply};
 use crate::storage::MemoryEngine;
 use crate::version::NodeId;
@@ -95,7 +95,7 @@ fn run_script(text: &str) -> String {
             now_ms = ms.trim().parse().expect(":time takes milliseconds");
             continue;
         } else if line == ":tick" {
-            replica.step(now_ms, Input::Tick, &mut Vec::new()).expect("tick");
+            replica.step(now_ms, Input::Tick, &mut Outbox::default()).expect("tick");
             continue;
         } else if line == ":flush" {
             replica.flush(now_ms).expect("flush");
@@ -109,10 +109,11 @@ fn run_script(text: &str) -> String {
                 None => Reply::err(format!("unknown command '{}'", String::from_utf8_lossy(&args[0]))),
                 Some(Err(reply)) => reply,
                 Some(Ok(request)) => {
-                    let mut outbox = Vec::new();
+                    let mut outbox = Outbox::default();
                     replica.step(now_ms, Input::Request { id: id as u64, request }, &mut outbox).expect("step");
-                    assert_eq!(outbox.len(), 1, "one reply per request");
-                    let Output::Reply { id: got, reply } = outbox.remove(0);
+                    let mut outputs = outbox.drain_all();
+                    assert_eq!(outputs.len(), 1, "one reply per request");
+                    let Output::Reply { id: got, reply } = outputs.remove(0) else { panic!("a reply, not a message") };
                     assert_eq!(got, id as u64, "reply carries the request's id");
                     reply
                 }

@@ -62,7 +62,7 @@ pub const KEY_BYTES_MAX: usize = 64 * 1024;
 pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 
 /// One stored version of a key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Record {
     /// The write that made this record.
     pub version: Version,
@@ -158,6 +158,12 @@ impl SyncHandle {
         gate: std::sync::Arc<FsyncGate>,
     ) -> SyncHandle {
         SyncHandle { file, path, gate }
+    }
+
+    /// True when `other` goes through the same gate (the same engine's or log's files): of two
+    /// such handles, fsyncing the newer makes the older's records durable too.
+    pub fn same_gate(&self, other: &SyncHandle) -> bool {
+        std::sync::Arc::ptr_eq(&self.gate, &other.gate)
     }
 
     /// Runs the fsync (fdatasync). A failure is final: the caller must stop, never retry.

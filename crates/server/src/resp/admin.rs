@@ -69,8 +69,7 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "config" if args.len() >= 2 => config(args, state),
         "info" => Frame::Bulk(Bytes::from(info(args.get(1), client, state))),
         "time" if args.len() == 1 => time(),
-        "wait" if args.len() == 3 => Frame::Integer(0), // no replicas yet: none acknowledged
-        "echo" | "select" | "client" | "config" | "time" | "wait" => arity(name),
+        "echo" | "select" | "client" | "config" | "time" => arity(name),
         _ => return None,
     };
     Some(Action::Reply(frame))

@@ -1,0 +1,285 @@
+//! Single-leader replication between replicas in one process: memory engines, in-memory logs,
+//! and a hand-driven network that can drop, duplicate and hold messages.
+
+use super::{Input, Outbox, Output, Replica, RequestId, Role, Settings};
+use crate::kv::{parse_command, Reply, Request};
+use crate::replication::{Message, ReplicationLog, ReplogOptions};
+use crate::storage::{Engine, MemoryEngine};
+use crate::version::NodeId;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A cluster of one leader (index 0) and followers, stepped by hand.
+struct Cluster {
+    nodes: Vec<Replica<MemoryEngine>>,
+    ids: Vec<NodeId>,
+    now: u64,
+    /// Messages in flight: (from, to, message).
+    net: VecDeque<(usize, usize, Message)>,
+    replies: BTreeMap<RequestId, Reply>,
+    /// Nodes cut off: messages to and from them are dropped.
+    cut: BTreeSet<usize>,
+    next_id: RequestId,
+    /// Deliver every message twice.
+    duplicate: bool,
+}
+
+fn request(line: &str) -> Request {
+    let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    parse_command(&args).expect("a known command").expect("valid arguments")
+}
+
+impl Cluster {
+    fn new(followers: usize, acks_needed: usize, options: ReplogOptions) -> Cluster {
+        let ids: Vec<NodeId> = (1..=followers + 1).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let role = if i == 0 {
+                    Role::Leader { followers: ids[1..].to_vec() }
+                } else {
+                    Role::Follower { leader: ids[0], leader_hint: "n1 at 127.0.0.1:7001".into() }
+                };
+                let mut settings = Settings::new(id, role);
+                settings.acks_needed = acks_needed;
+                settings.acks_label = if acks_needed == 0 { "async".into() } else { format!("semi-sync:{acks_needed}") };
+                settings.ack_timeout_ms = 500;
+                settings.resend_ms = 300;
+                settings.ship_bytes_max = 256;
+                settings.window_bytes_max = 4096;
+                settings.snapshot_chunk_bytes_max = 200;
+                let log = ReplicationLog::in_memory(options.clone());
+                Replica::replicated(MemoryEngine::new(), log, settings, 0).unwrap()
+            })
+            .collect();
+        Cluster {
+            nodes,
+            ids,
+            now: 1_000,
+            net: VecDeque::new(),
+            replies: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            next_id: 0,
+            duplicate: false,
+        }
+    }
+
+    /// Steps node `i` with `input`, flushes, and routes every output; tells a leader its log
+    /// is durable after the flush, as the runtime does.
+    fn step(&mut self, i: usize, input: Input) {
+        let mut outbox = Outbox::default();
+        self.nodes[i].step(self.now, input, &mut outbox).unwrap();
+        self.nodes[i].flush(self.now).unwrap();
+        let lsn = self.nodes[i].last_lsn();
+        self.nodes[i].step(self.now, Input::Durable { lsn }, &mut outbox).unwrap();
+        for output in outbox.drain_all() {
+            match output {
+                Output::Reply { id, reply } => {
+                    assert!(self.replies.insert(id, reply).is_none(), "one reply per request");
+                }
+                Output::Send { to, message } => {
+                    let to = self.ids.iter().position(|&id| id == to).expect("a known node");
+                    if !self.cut.contains(&i) && !self.cut.contains(&to) {
+                        if self.duplicate {
+                            self.net.push_back((i, to, message.clone()));
+                        }
+                        self.net.push_back((i, to, message));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a request to node `i`; returns its id.
+    fn send(&mut self, i: usize, line: &str) -> RequestId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.step(i, Input::Request { id, request: request(line) });
+        id
+    }
+
+    /// Delivers messages until none is in flight (bounded).
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let Some((from, to, message)) = self.net.pop_front() else { return };
+            if self.cut.contains(&from) || self.cut.contains(&to) {
+                continue;
+            }
+            let from = self.ids[from];
+            self.step(to, Input::Message { from, message });
+        }
+        panic!("the network never went quiet");
+    }
+
+    /// Advances the clock by `ms` in ticks of 50 ms, settling after each.
+    fn run_for(&mut self, ms: u64) {
+        for _ in 0..ms.div_ceil(50) {
+            self.now += 50;
+            for i in 0..self.nodes.len() {
+                self.step(i, Input::Tick);
+            }
+            self.settle();
+        }
+    }
+
+    fn reply(&self, id: RequestId) -> Option<&Reply> {
+        self.replies.get(&id)
+    }
+
+    /// Every key of node `i` with its record, tombstones included.
+    fn dump(&self, i: usize) -> Vec<(Bytes, Option<Bytes>)> {
+        let engine = self.nodes[i].store().engine();
+        engine
+            .scan(std::ops::Bound::Unbounded, usize::MAX)
+            .into_iter()
+            .map(|(k, _)| {
+                let record = engine.get(&k).unwrap().unwrap();
+                (k, record.value)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn async_write_is_answered_at_once_and_reaches_every_follower() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(200); // heartbeats: the leader learns where each follower's log ends
+    let id = c.send(0, "SET a 1");
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "async: answered once durable on the leader");
+    c.settle();
+    for i in 1..3 {
+        let id = c.send(i, "GET a");
+        assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("1"))), "follower n{}", i + 1);
+    }
+    c.run_for(200);
+    let status = c.nodes[0].status(c.now);
+    assert_eq!(status.role, "leader");
+    for f in &status.followers {
+        assert_eq!((f.mode, f.acked_lsn, f.lag_records, f.lag_ms, f.up), ("stream", 1, 0, 0, true), "{f:?}");
+    }
+    let view = c.nodes[1].status(c.now).leader.unwrap();
+    assert!(view.link_up && view.applied_lsn == 1 && view.lag_records == 0, "{view:?}");
+}
+
+#[test]
+fn followers_refuse_writes_naming_the_leader_and_serve_reads() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    let id = c.send(1, "SET a 1");
+    let Some(Reply::Error(text)) = c.reply(id) else { panic!("refused: {:?}", c.reply(id)) };
+    assert!(text.starts_with("READONLY You can't write against a read only replica."), "{text}");
+    assert!(text.contains("n1 at 127.0.0.1:7001"), "names the leader: {text}");
+    let id = c.send(1, "WAIT 1 0");
+    assert!(matches!(c.reply(id), Some(Reply::Error(t)) if t.contains("replica")));
+    let id = c.send(1, "GET a");
+    assert_eq!(c.reply(id), Some(&Reply::Nil));
+}
+
+#[test]
+fn sync_write_waits_for_every_follower_then_fails_with_noreplicas_when_one_is_cut() {
+    let mut c = Cluster::new(2, 2, ReplogOptions::default());
+    c.run_for(200);
+    let id = c.send(0, "SET a 1");
+    assert_eq!(c.reply(id), None, "not answered before the followers acknowledge");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "answered once both have it");
+
+    c.cut.insert(2);
+    let id = c.send(0, "SET b 2");
+    c.settle();
+    assert_eq!(c.reply(id), None, "one follower is not enough");
+    c.run_for(600);
+    let Some(Reply::Error(text)) = c.reply(id) else { panic!("NOREPLICAS expected: {:?}", c.reply(id)) };
+    assert!(text.starts_with("NOREPLICAS"), "{text}");
+    assert!(text.contains("1 of the 2 followers"), "says how many have it: {text}");
+    assert_eq!(c.nodes[0].status(c.now).noreplicas, 1);
+
+    // The cut follower comes back and catches up; writes succeed again.
+    c.cut.clear();
+    c.run_for(2_000);
+    let id = c.send(0, "SET c 3");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(c.dump(2), c.dump(0), "the returning follower has everything");
+}
+
+#[test]
+fn semi_sync_one_keeps_accepting_writes_with_one_follower_cut() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    c.cut.insert(2);
+    let id = c.send(0, "SET a 1");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    let id = c.send(0, "WAIT 2 100");
+    c.settle();
+    assert_eq!(c.reply(id), None, "WAIT blocks until its timeout");
+    c.run_for(150);
+    assert_eq!(c.reply(id), Some(&Reply::Int(1)), "WAIT answers how many have it");
+}
+
+#[test]
+fn duplicated_messages_change_nothing() {
+    let mut c = Cluster::new(2, 2, ReplogOptions::default());
+    c.duplicate = true;
+    c.run_for(200);
+    for i in 0..20 {
+        let id = c.send(0, &format!("INCR counter{}", i % 3));
+        c.settle();
+        assert!(matches!(c.reply(id), Some(Reply::Int(_))), "{:?}", c.reply(id));
+    }
+    c.run_for(200);
+    assert_eq!(c.dump(1), c.dump(0));
+    assert_eq!(c.dump(2), c.dump(0));
+}
+
+#[test]
+fn a_follower_behind_the_retained_log_catches_up_through_a_snapshot() {
+    let options = ReplogOptions { retain_bytes_max: 2048, segment_bytes_max: 512, ..ReplogOptions::default() };
+    let mut c = Cluster::new(2, 0, options);
+    c.run_for(200);
+    c.cut.insert(2);
+    for i in 0..300 {
+        c.send(0, &format!("SET key{i:03} value{i}"));
+        if i % 7 == 0 {
+            c.send(0, &format!("DEL key{:03}", i / 2));
+        }
+        c.settle();
+    }
+    c.run_for(1_500); // past the link timeout: the cut follower no longer pins the log
+    assert!(c.nodes[0].status(c.now).first_lsn > 1, "retention dropped the start of the log");
+    c.cut.clear();
+    c.run_for(3_000);
+    let status = c.nodes[0].status(c.now);
+    let f = status.followers.iter().find(|f| f.node == c.ids[2]).unwrap();
+    assert_eq!(f.snapshots, 1, "one snapshot, not a loop of them: {f:?}");
+    assert_eq!((f.mode, f.lag_records), ("stream", 0), "{f:?}");
+    assert_eq!(c.dump(2), c.dump(0), "the follower matches the leader key for key");
+    assert_eq!(c.dump(1), c.dump(0));
+    // Writes after the snapshot stream as usual.
+    c.send(0, "SET after snapshot");
+    c.run_for(200);
+    assert_eq!(c.dump(2), c.dump(0));
+}
+
+#[test]
+fn lost_appends_are_shipped_again() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    let id = c.send(0, "SET a 1");
+    c.net.clear(); // the Append is lost
+    assert_eq!(c.reply(id), None);
+    c.run_for(400);
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "resent after resend_ms and acknowledged");
+}
+
+#[test]
+fn expiry_on_the_leader_reaches_followers_as_deletes() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    c.send(0, "SET a 1 PX 100");
+    c.settle();
+    c.run_for(300);
+    assert_eq!(c.dump(1), c.dump(0));
+    assert_eq!(c.dump(1), vec![(Bytes::from("a"), None)], "a tombstone on both");
+}

@@ -1,0 +1,477 @@
+//! The replication log's tests: round trips, lsn rules, torn tails and corruption, rollover
+//! and reads across segments, retention, reset, the tail against the files, the in-memory
+//! log, and the fsync `write_out` hands out.
+
+use super::format::{encode_frame, encode_header, file_name, SegmentHeader, HEADER_BYTES, RESET_EXT, SEGMENT_EXT};
+use super::{ReplicationLog, ReplogOptions};
+use crate::error::Error;
+use crate::replication::record::{Change, Epoch, LogRecord, Lsn};
+use crate::storage::Record;
+use crate::version::{NodeId, Timestamp, Version};
+use bytes::Bytes;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// A record at `lsn` in `epoch` whose changes vary with the lsn: values of many lengths,
+/// tombstones, deadlines, one to three keys.
+fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
+    let changes = (0..1 + lsn % 3)
+        .map(|i| Change {
+            key: Bytes::from(format!("key-{lsn}-{i}")),
+            record: Record {
+                version: Version {
+                    ts: Timestamp { millis: lsn.wrapping_add(1_000), logical: i as u32 },
+                    node: NodeId(7),
+                },
+                value: (!lsn.is_multiple_of(5)).then(|| Bytes::from(vec![lsn as u8; (lsn % 97) as usize * 13 % 97])),
+                expire_at_ms: lsn.is_multiple_of(3).then_some(lsn.wrapping_add(5_000)),
+            },
+        })
+        .collect();
+    LogRecord { lsn, epoch, changes }
+}
+
+/// Records `from..=to`, epoch 1 up to lsn 20 and 2 after.
+fn records(from: Lsn, to: Lsn) -> Vec<LogRecord> {
+    (from..=to).map(|lsn| record(lsn, if lsn <= 20 { 1 } else { 2 })).collect()
+}
+
+/// Options with the given segment size, retention and tail budgets.
+fn options(segment_bytes_max: u64, retain_bytes_max: u64, tail_bytes_max: usize) -> ReplogOptions {
+    ReplogOptions { segment_bytes_max, retain_bytes_max, tail_bytes_max }
+}
+
+/// Appends `records` in order.
+fn append_all(log: &mut ReplicationLog, records: &[LogRecord]) {
+    for record in records {
+        log.append(record.clone()).unwrap_or_else(|e| panic!("append {}: {e}", record.lsn));
+    }
+}
+
+/// Every record after `after`, read in batches of `bytes_max`; `None` if they are dropped.
+fn read_all(log: &mut ReplicationLog, after: Lsn, bytes_max: usize) -> Option<Vec<LogRecord>> {
+    let mut all: Vec<LogRecord> = Vec::new();
+    loop {
+        let from = all.last().map_or(after, |record| record.lsn);
+        let batch = log.read(from, bytes_max).expect("read")?;
+        if batch.is_empty() {
+            return Some(all);
+        }
+        all.extend(batch);
+    }
+}
+
+/// The segment files in `dir`, in name order.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == SEGMENT_EXT))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The offsets of the frames in the segment file at `path`.
+fn frame_offsets(path: &Path) -> Vec<u64> {
+    let bytes = fs::read(path).expect("read segment");
+    let (mut offsets, mut at) = (Vec::new(), HEADER_BYTES);
+    while at < bytes.len() {
+        offsets.push(at as u64);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    }
+    offsets
+}
+
+/// XORs the byte at `offset` of `path` with `mask`.
+fn flip(path: &Path, offset: u64, mask: u8) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[offset as usize] ^= mask;
+    fs::write(path, bytes).expect("write");
+}
+
+/// Copies every file of `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("list") {
+        let path = entry.expect("entry").path();
+        fs::copy(&path, to.join(path.file_name().expect("a name"))).expect("copy");
+    }
+}
+
+/// Asserts `result` is corruption of `path` at `offset`.
+fn assert_corrupt(result: Result<ReplicationLog, Error>, path: &Path, offset: u64) {
+    match result {
+        Err(Error::Corrupt { path: p, offset: o, reason }) => {
+            assert_eq!((p.as_path(), o), (path, offset), "corrupt for the wrong place: {reason}");
+        }
+        other => panic!("expected corruption of {} at {offset}, got {other:?}", path.display()),
+    }
+}
+
+#[test]
+fn append_flush_reopen_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = records(1, 40);
+    let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect("open");
+    assert_eq!((log.first_lsn(), log.last_lsn(), log.last_epoch()), (1, 0, 0), "a fresh log");
+    append_all(&mut log, &all);
+    log.flush().expect("flush");
+    let stats = log.stats();
+    assert_eq!((stats.first_lsn, stats.last_lsn, stats.last_epoch, stats.segments), (1, 40, 2, 1));
+    assert_eq!(stats.bytes, fs::metadata(&segment_files(dir.path())[0]).expect("stat").len());
+    drop(log);
+
+    let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect("reopen");
+    assert_eq!(log.stats(), stats, "stats after reopen");
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all.clone()), "from the tail");
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen without a tail");
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all), "from the file");
+}
+
+#[test]
+fn append_refuses_a_record_out_of_order_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file_log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect("open");
+    for mut log in [file_log, ReplicationLog::in_memory(ReplogOptions::default())] {
+        append_all(&mut log, &records(1, 2));
+        let before = (log.stats(), log.read(0, usize::MAX).expect("read"));
+        for lsn in [0, 1, 2, 4, Lsn::MAX] {
+            match log.append(record(lsn, 1)) {
+                Err(Error::InvalidInput(message)) => {
+                    assert!(message.contains(&lsn.to_string()) && message.contains('2'), "{message}");
+                }
+                other => panic!("append of lsn {lsn} after 2: {other:?}"),
+            }
+            assert_eq!((log.stats(), log.read(0, usize::MAX).expect("read")), before, "after refusing {lsn}");
+        }
+        log.append(record(3, 1)).expect("the next lsn is taken");
+        log.flush().expect("flush");
+        assert_eq!(log.read(0, usize::MAX).expect("read"), Some(records(1, 3)));
+    }
+}
+
+#[test]
+fn torn_tail_is_cut_at_every_length_of_the_last_record() {
+    let origin = tempfile::tempdir().expect("tempdir");
+    let all = records(1, 5);
+    let mut log = ReplicationLog::open(origin.path(), ReplogOptions::default()).expect("open");
+    append_all(&mut log, &all[..4]);
+    log.flush().expect("flush");
+    let path = segment_files(origin.path())[0].clone();
+    let good = fs::metadata(&path).expect("stat").len();
+    append_all(&mut log, &all[4..]);
+    log.flush().expect("flush");
+    let whole = fs::metadata(&path).expect("stat").len();
+    let original = fs::read(&path).expect("read");
+    drop(log);
+
+    for zeros in [false, true] {
+        for cut in good..whole {
+            let dir = tempfile::tempdir().expect("tempdir");
+            copy_dir(origin.path(), dir.path());
+            let path = segment_files(dir.path())[0].clone();
+            let file = OpenOptions::new().write(true).open(&path).expect("open");
+            file.set_len(cut).expect("cut");
+            if zeros {
+                // The file system extended the file but the data never reached the disk.
+                file.set_len(whole).expect("extend with zeros");
+            }
+            drop(file);
+            // Zeros may restore the record exactly, if its last bytes were zeros.
+            let intact = fs::read(&path).expect("read") == original;
+            let context = format!("cut at {cut} of {whole}, zeros {zeros}");
+            let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect(&context);
+            let kept = if intact { 5 } else { 4 };
+            assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all[..kept].to_vec()), "{context}");
+            let len = if intact { whole } else { good };
+            assert_eq!(fs::metadata(&path).expect("stat").len(), len, "{context}: the tail is cut");
+            if !intact {
+                log.append(all[4].clone()).expect("append after the cut");
+            }
+            log.flush().expect("flush");
+            drop(log);
+            let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect(&context);
+            assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all.clone()), "{context}: reopened");
+        }
+    }
+}
+
+/// A log of `count` records in segments of about 600 bytes, written out and closed.
+fn segmented_log(dir: &Path, count: Lsn) -> Vec<PathBuf> {
+    let mut log = ReplicationLog::open(dir, options(600, 1 << 30, 0)).expect("open");
+    append_all(&mut log, &records(1, count));
+    log.flush().expect("flush");
+    segment_files(dir)
+}
+
+#[test]
+fn damage_in_a_middle_record_is_corruption_at_its_offset() {
+    // A flipped body byte of a middle record, in a sealed segment and in the last one.
+    for segment in [0, usize::MAX] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = segmented_log(dir.path(), 40);
+        assert!(paths.len() >= 3, "{} segments", paths.len());
+        let path = &paths[segment.min(paths.len() - 1)];
+        let offsets = frame_offsets(path);
+        let middle = offsets[offsets.len() / 2];
+        flip(path, middle + 10, 0x40);
+        assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), path, middle);
+    }
+    // A damaged length of a middle record of the last segment: later records still check
+    // out, so it is damage, not a torn tail.
+    for (byte, mask) in [(0, 0x01), (0, 0x80), (3, 0x10)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = segmented_log(dir.path(), 40);
+        let path = paths.last().expect("a segment");
+        let offsets = frame_offsets(path);
+        assert!(offsets.len() >= 3, "{} records in the last segment", offsets.len());
+        flip(path, offsets[1] + byte, mask);
+        assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), path, offsets[1]);
+    }
+    // A bad header.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = segmented_log(dir.path(), 40);
+    flip(&paths[1], 14, 0x01);
+    assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), &paths[1], 0);
+    // A missing segment: the next one's base does not follow.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = segmented_log(dir.path(), 40);
+    fs::remove_file(&paths[1]).expect("remove");
+    assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), &paths[2], 0);
+}
+
+#[test]
+fn an_lsn_out_of_sequence_within_a_file_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
+    let mut offsets = Vec::new();
+    for lsn in [1, 2, 4, 5] {
+        offsets.push(bytes.len() as u64);
+        encode_frame(&record(lsn, 1), &mut bytes).expect("encode");
+    }
+    let path = dir.path().join(file_name(1, SEGMENT_EXT));
+    fs::write(&path, bytes).expect("write");
+    assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), &path, offsets[2]);
+}
+
+#[test]
+fn rollover_makes_segments_and_reads_cross_them_from_any_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all = records(1, 60);
+    // A record larger than a segment gets one of its own.
+    all[30].changes[0].record.value = Some(Bytes::from(vec![9; 2_000]));
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
+    append_all(&mut log, &all);
+    log.flush().expect("flush");
+    let paths = segment_files(dir.path());
+    assert!(paths.len() >= 5, "{} segments", paths.len());
+    assert_eq!(log.stats().segments, paths.len() as u64);
+    let sizes: Vec<u64> = paths.iter().map(|path| fs::metadata(path).expect("stat").len()).collect();
+    assert_eq!(log.stats().bytes, sizes.iter().sum::<u64>(), "bytes are the files' bytes");
+    for (path, size) in paths.iter().zip(&sizes) {
+        assert!(*size <= 600 || frame_offsets(path).len() == 1, "{} holds {size} bytes", path.display());
+    }
+
+    // Records not yet written out are read too, after the files.
+    all.extend(records(61, 70));
+    append_all(&mut log, &all[60..]);
+    for pass in ["before reopening", "after reopening"] {
+        for after in 0..=70 {
+            let expected = all[after as usize..].to_vec();
+            assert_eq!(log.read(after, usize::MAX).expect("read"), Some(expected.clone()), "{pass} after {after}");
+            assert_eq!(read_all(&mut log, after, 300), Some(expected.clone()), "{pass} after {after}, batches");
+            let one = log.read(after, 0).expect("read").expect("retained");
+            assert_eq!(one, expected.into_iter().take(1).collect::<Vec<_>>(), "{pass} after {after}, one");
+        }
+        log.flush().expect("flush");
+        drop(log);
+        log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("reopen");
+    }
+}
+
+#[test]
+fn retention_deletes_old_segments_and_keep_from_pins_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = records(1, 100);
+    let opts = options(600, 2_000, 0);
+    let mut log = ReplicationLog::open(dir.path(), opts).expect("open");
+    append_all(&mut log, &all);
+    log.flush().expect("flush");
+    let segments = segment_files(dir.path()).len() as u64;
+    assert!(log.stats().bytes > 2_000, "{:?}", log.stats());
+
+    assert_eq!(log.retain(1).expect("retain"), 0, "lsn 1 pins every segment");
+    assert_eq!(log.first_lsn(), 1);
+    let dropped = log.retain(30).expect("retain");
+    assert!(dropped > 0, "nothing dropped");
+    let first = log.first_lsn();
+    assert!(first > 1 && first <= 30, "first_lsn {first} after retain(30)");
+    assert_eq!(segment_files(dir.path()).len() as u64, segments - dropped);
+    assert_eq!(log.read(0, usize::MAX).expect("read"), None, "dropped records need a snapshot");
+    assert_eq!(log.read(first - 2, usize::MAX).expect("read"), None);
+    assert_eq!(log.read(first - 1, usize::MAX).expect("read"), Some(all[first as usize - 1..].to_vec()));
+
+    let more = log.retain(Lsn::MAX).expect("retain");
+    let stats = log.stats();
+    assert!(more > 0 && stats.bytes <= 2_000, "{more} more dropped, {stats:?}");
+    assert_eq!(stats.dropped_segments, dropped + more);
+    assert_eq!(stats.bytes, segment_files(dir.path()).iter().map(|p| fs::metadata(p).expect("stat").len()).sum());
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), opts).expect("reopen");
+    assert_eq!((log.first_lsn(), log.last_lsn()), (stats.first_lsn, 100), "after reopen");
+    let first = log.first_lsn();
+    assert_eq!(read_all(&mut log, first - 1, 500), Some(all[first as usize - 1..].to_vec()));
+
+    // Never the active segment, whatever the budget.
+    let mut log = ReplicationLog::open(dir.path(), options(600, 0, 0)).expect("reopen");
+    log.retain(Lsn::MAX).expect("retain");
+    assert_eq!(segment_files(dir.path()).len(), 1, "the active segment stays");
+    let first = log.first_lsn();
+    assert!(first <= 100, "the active segment's records stay");
+    assert_eq!(log.read(first - 1, usize::MAX).expect("read"), Some(all[first as usize - 1..].to_vec()));
+}
+
+#[test]
+fn reset_keeps_its_base_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
+    append_all(&mut log, &records(1, 40));
+    log.flush().expect("flush");
+    append_all(&mut log, &records(41, 45));
+    log.reset(100, 7).expect("reset");
+    let check = |log: &mut ReplicationLog, context: &str| {
+        assert_eq!((log.first_lsn(), log.last_lsn(), log.last_epoch()), (101, 100, 7), "{context}");
+        assert_eq!(log.read(100, usize::MAX).expect("read"), Some(Vec::new()), "{context}");
+        assert_eq!(log.read(99, usize::MAX).expect("read"), None, "{context}");
+        assert!(matches!(log.append(record(46, 2)), Err(Error::InvalidInput(_))), "{context}");
+    };
+    check(&mut log, "after reset");
+    assert_eq!(segment_files(dir.path()), vec![dir.path().join(file_name(101, SEGMENT_EXT))]);
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("reopen");
+    check(&mut log, "after reopen");
+    log.append(record(101, 7)).expect("append after the base");
+    log.flush().expect("flush");
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("reopen");
+    assert_eq!(log.read(100, usize::MAX).expect("read"), Some(vec![record(101, 7)]));
+}
+
+#[test]
+fn an_interrupted_reset_is_finished_or_forgotten_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    segmented_log(dir.path(), 40);
+    let foreign = [dir.path().join("notes.txt"), dir.path().join("00000000000000000001.other")];
+    for path in &foreign {
+        fs::write(path, b"not the log's").expect("write");
+    }
+    fs::write(dir.path().join(file_name(41, "rlog.new")), b"half a header").expect("write");
+    let intent = dir.path().join(file_name(51, RESET_EXT));
+
+    // A reset whose header never reached the disk had deleted nothing: it is forgotten.
+    fs::write(&intent, &encode_header(SegmentHeader { base: 50, epoch: 3 })[..20]).expect("write");
+    let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect("open");
+    assert_eq!(read_all(&mut log, 0, usize::MAX), Some(records(1, 40)), "the old log is whole");
+    assert!(!intent.exists() && !dir.path().join(file_name(41, "rlog.new")).exists(), "leftovers removed");
+    drop(log);
+
+    // A durable one is finished.
+    fs::write(&intent, encode_header(SegmentHeader { base: 50, epoch: 3 })).expect("write");
+    let mut log = ReplicationLog::open(dir.path(), ReplogOptions::default()).expect("open");
+    assert_eq!((log.first_lsn(), log.last_lsn(), log.last_epoch()), (51, 50, 3));
+    assert_eq!(log.read(0, usize::MAX).expect("read"), None);
+    assert_eq!(segment_files(dir.path()), vec![dir.path().join(file_name(51, SEGMENT_EXT))]);
+    assert!(foreign.iter().all(|path| path.exists()), "files the log did not name stay");
+}
+
+#[test]
+fn tail_and_files_serve_the_same_records() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let all = records(1, 80);
+    let tails = [usize::MAX, 0, 1_000];
+    let mut logs: Vec<ReplicationLog> = dirs
+        .iter()
+        .zip(tails)
+        .map(|(dir, tail)| ReplicationLog::open(dir.path(), options(700, 1 << 30, tail)).expect("open"))
+        .collect();
+    for log in &mut logs {
+        append_all(log, &all[..70]);
+        log.flush().expect("flush");
+        append_all(log, &all[70..]);
+    }
+    for after in 0..=80 {
+        for bytes_max in [0, 100, 1_000, usize::MAX] {
+            let reads: Vec<_> = logs.iter_mut().map(|log| log.read(after, bytes_max).expect("read")).collect();
+            let expected = reads[0].clone().expect("retained");
+            assert!(!expected.is_empty() || after == 80, "after {after}");
+            assert_eq!(expected.first().map(|r| r.lsn), (after < 80).then_some(after + 1));
+            assert_eq!(reads, vec![Some(expected); 3], "after {after}, bytes_max {bytes_max}");
+        }
+    }
+}
+
+#[test]
+fn in_memory_log_behaves_like_the_file_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = records(1, 100);
+    let mut memory = ReplicationLog::in_memory(options(600, 2_000, 0));
+    let mut file = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
+    for log in [&mut memory, &mut file] {
+        append_all(log, &all);
+        assert!(log.append(record(7, 1)).is_err(), "out of order");
+        log.flush().expect("flush");
+    }
+    assert_eq!(memory.stats().last_epoch, 2);
+    for after in [0, 1, 17, 50, 99, 100] {
+        for bytes_max in [0, 500, usize::MAX] {
+            assert_eq!(memory.read(after, bytes_max).expect("read"), file.read(after, bytes_max).expect("read"));
+        }
+    }
+    assert!(memory.stats().segments > 1, "virtual segments: {:?}", memory.stats());
+
+    assert_eq!(memory.retain(1).expect("retain"), 0, "lsn 1 pins every segment");
+    let dropped = memory.retain(30).expect("retain");
+    let first = memory.first_lsn();
+    assert!(dropped > 0 && first > 1 && first <= 30, "{dropped} dropped, first_lsn {first}");
+    assert_eq!(memory.read(first - 2, usize::MAX).expect("read"), None);
+    assert_eq!(memory.read(first - 1, usize::MAX).expect("read"), Some(all[first as usize - 1..].to_vec()));
+    let more = memory.retain(Lsn::MAX).expect("retain");
+    let stats = memory.stats();
+    assert!(stats.bytes <= 2_000 && stats.segments >= 1, "{stats:?}");
+    assert_eq!(stats.dropped_segments, dropped + more);
+
+    for log in [&mut memory, &mut file] {
+        log.reset(200, 9).expect("reset");
+        assert_eq!((log.first_lsn(), log.last_lsn(), log.last_epoch()), (201, 200, 9));
+        assert_eq!(log.read(199, usize::MAX).expect("read"), None);
+        assert_eq!(log.read(200, usize::MAX).expect("read"), Some(Vec::new()));
+        log.append(record(201, 9)).expect("append after the base");
+        assert_eq!(log.read(200, usize::MAX).expect("read"), Some(vec![record(201, 9)]));
+    }
+}
+
+#[test]
+fn write_out_hands_out_an_fsync_only_when_something_is_unsynced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
+    let written = log.write_out().expect("write out");
+    assert_eq!((written.bytes, written.sync.is_some()), (0, false), "a fresh log");
+    append_all(&mut log, &records(1, 3));
+    let written = log.write_out().expect("write out");
+    assert!(written.bytes > 0, "bytes written");
+    written.sync.expect("unsynced bytes need an fsync").sync().expect("fsync");
+    assert!(log.write_out().expect("write out").sync.is_none(), "nothing new");
+    // Across a rollover: the sealed segment is fsynced by write_out, the new one handed out.
+    append_all(&mut log, &records(4, 40));
+    let written = log.write_out().expect("write out");
+    assert!(segment_files(dir.path()).len() > 1, "rolled over");
+    written.sync.expect("unsynced bytes need an fsync").sync().expect("fsync");
+    assert!(log.write_out().expect("write out").sync.is_none(), "nothing new");
+
+    let mut memory = ReplicationLog::in_memory(ReplogOptions::default());
+    append_all(&mut memory, &records(1, 3));
+    let written = memory.write_out().expect("write out");
+    assert!(written.sync.is_none(), "the in-memory log has nothing to fsync");
+    memory.flush().expect("flush");
+}

@@ -1,0 +1,87 @@
+//! The messages replicas send each other: the whole single-leader protocol in one enum.
+//!
+//! The server carries them over the peer transport (postcard in length-prefixed frames) and
+//! never looks inside; the simulator will carry them over a simulated network. Every message
+//! carries its sender's epoch, so that a later failover can fence an old leader.
+
+use super::record::{Change, Epoch, LogRecord, Lsn};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A message between two replicas of one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Leader to follower: log records from `prev_lsn + 1` on, each durable on the leader.
+    /// Doubles as a heartbeat.
+    Append {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The record before the first one here; the follower refuses a gap after its own log.
+        prev_lsn: Lsn,
+        /// The records, in order, contiguous.
+        records: Vec<LogRecord>,
+        /// The leader's durable log end when it sent this.
+        leader_lsn: Lsn,
+        /// The leader's clock when it sent this, echoed back to measure lag in time.
+        sent_at_ms: u64,
+    },
+    /// Leader to follower, every heartbeat interval: "I lead, and my log ends here".
+    Heartbeat {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The leader's durable log end.
+        leader_lsn: Lsn,
+        /// The leader's clock when it sent this.
+        sent_at_ms: u64,
+    },
+    /// Follower to leader, sent only once what it reports is durable on the follower.
+    Ack {
+        /// The follower's view of the epoch.
+        epoch: Epoch,
+        /// The follower's log is durable, and applied, through this record.
+        durable_lsn: Lsn,
+        /// True when the follower refused an `Append` (a gap, or a snapshot out of step): the
+        /// leader resumes shipping after `durable_lsn`.
+        reject: bool,
+        /// The `sent_at_ms` of the newest leader message whose `leader_lsn` the follower's
+        /// durable log has reached: the leader's own clock, so the lag in time it derives
+        /// (`now - caught_up_at_ms`) has no clock skew in it. 0 when unknown.
+        caught_up_at_ms: u64,
+        /// The snapshot chunk this acknowledges, while a snapshot is being installed.
+        snapshot_seq: Option<u64>,
+    },
+    /// Leader to follower: one chunk of a snapshot of the leader's keys, for a follower that
+    /// needs records the leader no longer retains. Chunks come in key order; chunk `seq`
+    /// covers the keys after `after` (all keys when `None`) up to and including `through`
+    /// (to the end when `done`).
+    SnapshotChunk {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The log position the snapshot starts from: the follower then takes the log from
+        /// `lsn + 1`. Keys may be newer than `lsn` (the snapshot is taken while writes go on);
+        /// replaying the log after it converges.
+        lsn: Lsn,
+        /// The chunk's number, from 0.
+        seq: u64,
+        /// The key range's exclusive start; `None` for the first chunk.
+        after: Option<Bytes>,
+        /// The key range's inclusive end; `None` on the last chunk (to the end of the keys).
+        through: Option<Bytes>,
+        /// The leader's records of the keys in the range, tombstones included.
+        entries: Vec<Change>,
+        /// True on the last chunk.
+        done: bool,
+    },
+}
+
+impl Message {
+    /// The epoch of the message's sender.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Message::Append { epoch, .. }
+            | Message::Heartbeat { epoch, .. }
+            | Message::Ack { epoch, .. }
+            | Message::SnapshotChunk { epoch, .. } => *epoch,
+        }
+    }
+}
