@@ -20,7 +20,8 @@
 //! ack_timeout_ms = 1000
 //! forward_writes = false
 //! heartbeat_ms = 100
-//! log_retain_bytes = 268435456     # 256 MiB
+//! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
+//! log_segment_bytes = 16777216     # 16 MiB
 //! [[nodes]]                        # the first node listed leads
 //! id = "n1"
 //! peer_addr = "127.0.0.1:7201"
@@ -85,6 +86,10 @@ pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 1000;
 pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
 /// Bytes of replication log kept when the file does not say.
 pub const LOG_RETAIN_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Bytes per replication log segment when the file does not say.
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
+/// The smallest replication log segment (and retention) a file may set.
+pub const LOG_BYTES_MIN: u64 = 64 * 1024;
 /// The replication modes a cluster file may name today.
 pub const MODES_VALID: &[&str] = &["single-leader"];
 
@@ -448,6 +453,8 @@ pub struct ReplicationConfig {
     /// Bytes of replication log each node keeps at most (older segments are deleted unless a
     /// follower still needs them); a follower further behind gets a snapshot.
     pub log_retain_bytes: u64,
+    /// Bytes of replication log per segment file; retention deletes whole segments.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -459,6 +466,7 @@ impl Default for ReplicationConfig {
             forward_writes: false,
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
+            log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -472,8 +480,12 @@ impl ReplicationConfig {
         if !(1..=60_000).contains(&self.heartbeat_ms) {
             return Err(Error::Config("replication.heartbeat_ms must be between 1 and 60000".into()));
         }
-        if self.log_retain_bytes < 1024 * 1024 {
-            return Err(Error::Config("replication.log_retain_bytes must be at least 1048576 (1 MiB)".into()));
+        if self.log_segment_bytes < LOG_BYTES_MIN || self.log_retain_bytes < self.log_segment_bytes {
+            return Err(Error::Config(format!(
+                "replication.log_segment_bytes must be at least {LOG_BYTES_MIN}, and log_retain_bytes at least \
+                 log_segment_bytes (now {} and {})",
+                self.log_segment_bytes, self.log_retain_bytes
+            )));
         }
         if let Acks::SemiSync(k) = self.acks {
             if nodes < 2 {

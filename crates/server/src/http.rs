@@ -143,7 +143,8 @@ async fn status(State(state): State<Arc<NodeState>>) -> Response {
     let stats = state.handle.stats();
     Json(json!({
         "id": state.config.id,
-        "role": "standalone",
+        "role": state.handle.replication().role,
+        "replication": crate::replication::json(&state),
         "version": env!("CARGO_PKG_VERSION"),
         "redis_version_compat": REDIS_VERSION_COMPAT,
         "resp_addr": state.config.resp_addr.to_string(),

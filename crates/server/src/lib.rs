@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod peers;
+pub mod replication;
 pub mod resp;
 pub mod runtime;
 pub mod state;

@@ -145,7 +145,11 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     settings.heartbeat_ms = r.heartbeat_ms;
     settings.resend_ms = (10 * r.heartbeat_ms).max(1_000);
     settings.link_timeout_ms = (10 * r.heartbeat_ms).max(1_000);
-    let options = ReplogOptions { retain_bytes_max: r.log_retain_bytes, ..ReplogOptions::default() };
+    let options = ReplogOptions {
+        retain_bytes_max: r.log_retain_bytes,
+        segment_bytes_max: r.log_segment_bytes,
+        ..ReplogOptions::default()
+    };
     let log = match config.engine {
         EngineKind::Log => {
             let dir = config.data_dir.join("replog");

@@ -56,6 +56,26 @@ impl Node {
         node
     }
 
+    /// Starts a node on the given ports (a cluster file names them) and waits for PING.
+    pub fn start_on(data_dir: &Path, resp_port: u16, http_port: u16, extra: &[&str]) -> Node {
+        let mut node = Node {
+            env: Vec::new(),
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            resp_port,
+            http_port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        node.restart();
+        node
+    }
+
+    /// Waits for a process killed by a signal sent with `signal`, so that it can be restarted.
+    pub fn reap(&mut self) {
+        self.child.take().expect("node running").wait().unwrap();
+    }
+
     /// Starts the process again on the same data directory and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");

@@ -3,8 +3,10 @@
 //!
 //! Each follower has a [`Progress`] in one of three modes:
 //!
-//! - **probe**: the leader does not know where the follower's log ends (at start, after a
-//!   refusal). It sends only heartbeats; the follower's acknowledgement tells it.
+//! - **probe**: the leader does not know where the follower's log ends (at start, or after
+//!   the follower was silent for `link_timeout_ms`). It sends only heartbeats; the follower's
+//!   acknowledgement tells it, and streaming resumes from there. Nothing piles up in the
+//!   link's queue for a follower that is down.
 //! - **stream**: the leader ships records after `sent`, durable ones only, in `Append`s of at
 //!   most `ship_bytes_max`, with at most `window_bytes_max` shipped and unacknowledged. If no
 //!   acknowledgement comes for `resend_ms`, it ships again from `acked` (the transport may lose
@@ -253,14 +255,23 @@ impl Leader {
         }
         for p in &mut self.followers {
             let stalled = now_ms.saturating_sub(p.last_progress_ms) >= settings.resend_ms;
+            let up = is_up(p, now_ms, settings);
             match &p.mode {
+                Mode::Stream if !up && p.last_ack_ms.is_some() => {
+                    // Gone quiet: stop shipping into its link's queue; its next
+                    // acknowledgement says where to resume.
+                    tracing::info!("follower {:?} has not answered for {} ms: probing", p.node, settings.link_timeout_ms);
+                    p.mode = Mode::Probe;
+                    p.sent = p.acked;
+                    p.inflight.clear();
+                }
                 Mode::Stream if stalled && p.sent > p.acked => {
                     tracing::debug!("no acknowledgement from {:?} for {} ms: shipping again", p.node, settings.resend_ms);
                     p.sent = p.acked;
                     p.inflight.clear();
                     p.last_progress_ms = now_ms;
                 }
-                Mode::Snapshot(s) if stalled && s.next_seq > 0 && is_up(p, now_ms, settings) => {
+                Mode::Snapshot(s) if stalled && s.next_seq > 0 && up => {
                     tracing::info!("snapshot to {:?} stalled for {} ms: starting it again", p.node, settings.resend_ms);
                     start_snapshot(p, log.last_lsn(), now_ms);
                 }

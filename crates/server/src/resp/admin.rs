@@ -69,10 +69,21 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "config" if args.len() >= 2 => config(args, state),
         "info" => Frame::Bulk(Bytes::from(info(args.get(1), client, state))),
         "time" if args.len() == 1 => time(),
-        "echo" | "select" | "client" | "config" | "time" => arity(name),
+        "role" if args.len() == 1 => role_frame(crate::replication::role(state)),
+        "echo" | "select" | "client" | "config" | "time" | "role" => arity(name),
         _ => return None,
     };
     Some(Action::Reply(frame))
+}
+
+/// `ROLE`'s reply as a frame.
+fn role_frame(item: crate::replication::RoleItem) -> Frame {
+    use crate::replication::RoleItem;
+    match item {
+        RoleItem::Text(text) => Frame::bulk(text),
+        RoleItem::Int(n) => Frame::Integer(n),
+        RoleItem::List(items) => Frame::Array(items.into_iter().map(role_frame).collect()),
+    }
 }
 
 fn arity(name: &str) -> Frame {
@@ -115,7 +126,7 @@ fn hello(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame {
         (text("proto"), Frame::Integer(if proto == Protocol::Resp3 { 3 } else { 2 })),
         (text("id"), Frame::Integer(client.id as i64)),
         (text("mode"), text("standalone")),
-        (text("role"), text("master")),
+        (text("role"), text(if state.handle.replication().role == "follower" { "replica" } else { "master" })),
         (text("modules"), Frame::Array(vec![])),
         (text("replikv_version"), text(env!("CARGO_PKG_VERSION"))),
         (text("replikv_node"), text(&state.config.id)),
@@ -218,6 +229,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("info", -1, &[], 0, 0, 0),
     ("time", 1, &["fast"], 0, 0, 0),
     ("wait", 3, &[], 0, 0, 0),
+    ("role", 1, &["fast"], 0, 0, 0),
 ];
 
 fn command(args: &[Bytes]) -> Frame {
@@ -342,7 +354,7 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
             state.metrics.connections_refused.get(),
         ),
     );
-    add("replication", "Replication", "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n".to_string());
+    add("replication", "Replication", crate::replication::info(state));
     let keyspace = if stats.keys > 0 {
         format!("db0:keys={},expires={},avg_ttl=0\r\n", stats.keys, stats.expires)
     } else {

@@ -21,7 +21,7 @@ pub const RETAIN_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 pub const TAIL_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 
 /// How a replication log sizes its segments, its retention and its in-memory tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplogOptions {
     /// Segment files roll over past this size, in bytes (default 16 MiB).
     pub segment_bytes_max: u64,
@@ -329,6 +329,7 @@ impl ReplicationLog {
             }
             self.segments.remove(&first);
             self.bytes -= segment.bytes;
+            self.dropped_segments += 1;
             dropped += 1;
         }
         let first_lsn = self.first_lsn();
@@ -336,7 +337,6 @@ impl ReplicationLog {
             let record = self.tail.pop_front().expect("a front record");
             self.tail_bytes -= record.size_hint();
         }
-        self.dropped_segments += dropped;
         Ok(dropped)
     }
 

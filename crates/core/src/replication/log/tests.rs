@@ -295,7 +295,7 @@ fn retention_deletes_old_segments_and_keep_from_pins_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let all = records(1, 100);
     let opts = options(600, 2_000, 0);
-    let mut log = ReplicationLog::open(dir.path(), opts).expect("open");
+    let mut log = ReplicationLog::open(dir.path(), opts.clone()).expect("open");
     append_all(&mut log, &all);
     log.flush().expect("flush");
     let segments = segment_files(dir.path()).len() as u64;

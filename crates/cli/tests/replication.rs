@@ -1,0 +1,286 @@
+//! End-to-end single-leader replication between real processes on 127.0.0.1: every mode
+//! replicates what it acknowledged; lag shows while a follower is paused; sync refuses to
+//! acknowledge without its followers; a killed follower catches up; a follower behind the
+//! retained log catches up through a snapshot.
+
+mod common;
+
+use common::{free_port, Node};
+use redis::{Commands, Connection};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Three nodes of one cluster; n1 leads.
+struct Trio {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Trio {
+    /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines).
+    fn start(replication: &str) -> Trio {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..3).map(|_| (free_port(), free_port(), free_port())).collect();
+        let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
+        for (i, (peer, resp, http)) in ports.iter().enumerate() {
+            text += &format!(
+                "[[nodes]]\nid = \"n{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nresp_addr = \"127.0.0.1:{resp}\"\nhttp_addr = \"127.0.0.1:{http}\"\n",
+                i + 1
+            );
+        }
+        let file = dir.path().join("cluster.toml");
+        std::fs::write(&file, text).unwrap();
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, resp, http))| {
+                let id = format!("n{}", i + 1);
+                let args = ["--config", file.to_str().unwrap(), "--id", &id];
+                Node::start_on(&dir.path().join(&id), resp, http, &args)
+            })
+            .collect();
+        let trio = Trio { nodes, _dir: dir };
+        trio.wait_streaming(&[1, 2]);
+        trio
+    }
+
+    fn con(&self, i: usize) -> Connection {
+        let client = redis::Client::open(self.nodes[i].url()).unwrap();
+        let con = client.get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        con
+    }
+
+    fn status(&self, i: usize) -> Value {
+        let (code, body) = self.nodes[i].http("GET", "/api/v1/status", b"");
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The leader's view of follower `i` (1 or 2).
+    fn follower(&self, i: usize) -> Value {
+        let status = self.status(0);
+        let id = format!("n{}", i + 1);
+        status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
+    }
+
+    /// Waits (bounded) until `done` holds for the leader's view of follower `i`.
+    fn wait_follower(&self, i: usize, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let f = self.follower(i);
+            if done(&f) {
+                return f;
+            }
+            assert!(Instant::now() < deadline, "n{} never {what}: {f}\nleader log:\n{}", i + 1, self.nodes[0].log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_streaming(&self, followers: &[usize]) {
+        for &i in followers {
+            self.wait_follower(i, "streaming", |f| f["mode"] == "stream" && f["up"] == true);
+        }
+    }
+
+    /// Waits until every follower has every record the leader has.
+    fn wait_caught_up(&self) {
+        let last = self.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+        for i in 1..3 {
+            self.wait_follower(i, "caught up", |f| f["acked_lsn"].as_u64() >= Some(last) && f["lag_records"] == 0);
+        }
+    }
+
+    /// Every key and value of node `i`, by SCAN and MGET through RESP.
+    fn dump(&self, i: usize) -> BTreeMap<String, String> {
+        let mut con = self.con(i);
+        let keys: Vec<String> = con.scan().unwrap().collect();
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let value: Option<String> = con.get(&key).unwrap();
+            out.insert(key, value.unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// Writes `count` keys from each of `clients` threads to the leader; returns every write that
+/// was acknowledged OK, and every error reply.
+fn write_load(trio: &Trio, clients: usize, count: usize, tag: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut con = trio.con(0);
+                    let mut acked = BTreeMap::new();
+                    let mut errors = Vec::new();
+                    for n in 0..count {
+                        let (key, value) = (format!("{tag}:{c}:{n}"), format!("v{n}-{}", "x".repeat(n % 50)));
+                        match con.set::<_, _, String>(&key, &value) {
+                            Ok(_) => {
+                                acked.insert(key, value);
+                            }
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    }
+                    (acked, errors)
+                })
+            })
+            .collect();
+        let mut acked = BTreeMap::new();
+        let mut errors = Vec::new();
+        for t in threads {
+            let (a, e) = t.join().unwrap();
+            acked.extend(a);
+            errors.extend(e);
+        }
+        (acked, errors)
+    })
+}
+
+/// Every acknowledged write is on every follower.
+fn assert_followers_have(trio: &Trio, acked: &BTreeMap<String, String>) {
+    trio.wait_caught_up();
+    for i in 1..3 {
+        let mut con = trio.con(i);
+        for (key, value) in acked {
+            let got: Option<String> = con.get(key).unwrap();
+            assert_eq!(got.as_deref(), Some(value.as_str()), "n{} lacks acknowledged {key}", i + 1);
+        }
+    }
+    let leader = trio.dump(0);
+    for i in 1..3 {
+        assert_eq!(trio.dump(i), leader, "n{} differs from the leader", i + 1);
+    }
+}
+
+fn each_mode(acks: &str) {
+    let trio = Trio::start(&format!("acks = \"{acks}\""));
+    let (acked, errors) = write_load(&trio, 4, 100, acks);
+    assert!(errors.is_empty(), "{acks}: no errors with every follower up: {errors:?}");
+    assert_eq!(acked.len(), 400);
+    assert_followers_have(&trio, &acked);
+    // Followers refuse writes, naming the leader.
+    let err = trio.con(1).set::<_, _, String>("k", "v").unwrap_err().to_string();
+    assert!(err.contains("read only replica") && err.contains("The leader is n1 at 127.0.0.1:"), "{err}");
+}
+
+#[test]
+fn sync_replicates_every_acknowledged_write() {
+    each_mode("sync");
+}
+
+#[test]
+fn semi_sync_replicates_every_acknowledged_write() {
+    each_mode("semi-sync:1");
+}
+
+#[test]
+fn async_replicates_every_acknowledged_write() {
+    each_mode("async");
+}
+
+#[test]
+fn async_lag_shows_while_a_follower_is_paused_and_goes_after() {
+    let trio = Trio::start("acks = \"async\"");
+    let idle = trio.follower(2);
+    assert_eq!((idle["lag_records"].as_u64(), idle["lag_ms"].as_u64()), (Some(0), Some(0)), "idle: no lag: {idle}");
+    trio.nodes[2].signal(libc::SIGSTOP);
+    let (acked, errors) = write_load(&trio, 2, 50, "lag");
+    assert!(errors.is_empty(), "async does not wait for the paused follower: {errors:?}");
+    let first = trio.wait_follower(2, "lagging", |f| f["lag_records"].as_u64() >= Some(100) && f["up"] == false);
+    std::thread::sleep(Duration::from_millis(600));
+    let later = trio.follower(2);
+    assert!(later["lag_ms"].as_u64() > first["lag_ms"].as_u64(), "lag in time grows: {first} then {later}");
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut trio.con(0)).unwrap();
+    assert!(info.contains("role:master") && info.contains("connected_slaves:1"), "{info}");
+    assert!(info.contains("state=down") && info.contains("state=online"), "{info}");
+    trio.nodes[2].signal(libc::SIGCONT);
+    assert_followers_have(&trio, &acked);
+    let back = trio.follower(2);
+    assert_eq!((back["lag_records"].as_u64(), back["lag_ms"].as_u64()), (Some(0), Some(0)), "{back}");
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut trio.con(2)).unwrap();
+    assert!(info.contains("role:slave") && info.contains("master_link_status:up"), "{info}");
+    let role: redis::Value = redis::cmd("ROLE").query(&mut trio.con(0)).unwrap();
+    assert!(format!("{role:?}").contains("master"), "{role:?}");
+}
+
+#[test]
+fn sync_fails_with_noreplicas_while_a_follower_is_paused() {
+    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300");
+    trio.nodes[2].signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let err = trio.con(0).set::<_, _, String>("k", "v").unwrap_err().to_string();
+    assert!(err.contains("NOREPLICAS") && err.contains("1 of the 2 followers"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+    let status = trio.status(0);
+    assert_eq!(status["replication"]["noreplicas"], 1, "{status}");
+    let waited: i64 = redis::cmd("WAIT").arg(2).arg(200).query(&mut trio.con(0)).unwrap();
+    assert_eq!(waited, 1, "WAIT counts the follower that has it");
+    trio.nodes[2].signal(libc::SIGCONT);
+    trio.wait_streaming(&[2]);
+    let ok: String = trio.con(0).set("k2", "v2").unwrap();
+    assert_eq!(ok, "OK", "writes succeed again once the follower is back");
+}
+
+#[test]
+fn semi_sync_keeps_accepting_writes_with_one_follower_paused() {
+    let trio = Trio::start("acks = \"semi-sync:1\"\nack_timeout_ms = 300");
+    trio.nodes[2].signal(libc::SIGSTOP);
+    let (acked, errors) = write_load(&trio, 2, 50, "semi");
+    assert!(errors.is_empty(), "one follower is enough: {errors:?}");
+    assert_eq!(acked.len(), 100);
+    trio.nodes[2].signal(libc::SIGCONT);
+    assert_followers_have(&trio, &acked);
+}
+
+#[test]
+fn a_follower_killed_during_writes_catches_up_after_restart() {
+    let mut trio = Trio::start("acks = \"semi-sync:1\"");
+    let acked = std::thread::scope(|scope| {
+        let load = scope.spawn(|| write_load(&trio, 3, 300, "kill"));
+        std::thread::sleep(Duration::from_millis(300));
+        trio.nodes[2].signal(libc::SIGKILL);
+        load.join().unwrap()
+    });
+    let (acked, errors) = acked;
+    assert!(errors.is_empty(), "semi-sync:1 keeps going on one follower: {errors:?}");
+    trio.nodes[2].reap();
+    trio.nodes[2].restart();
+    assert_followers_have(&trio, &acked);
+    let leader_lsn = trio.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+    let n3 = trio.status(2);
+    assert_eq!(n3["replication"]["last_lsn"].as_u64(), Some(leader_lsn), "{n3}");
+}
+
+#[test]
+fn a_follower_behind_the_truncated_log_catches_up_through_a_snapshot() {
+    let mut trio = Trio::start("acks = \"async\"\nlog_retain_bytes = 131072\nlog_segment_bytes = 65536");
+    // Killed, not paused: a paused follower would find the leader's messages still queued
+    // in its socket when it resumes.
+    trio.nodes[2].kill9();
+    let mut con = trio.con(0);
+    let mut acked = BTreeMap::new();
+    for n in 0..400 {
+        let (key, value) = (format!("big:{n}"), format!("{n}:{}", "y".repeat(2000)));
+        let _: String = con.set(&key, &value).unwrap();
+        acked.insert(key, value);
+    }
+    for n in (0..400).step_by(10) {
+        let _: i64 = con.del(format!("big:{n}")).unwrap();
+        acked.remove(&format!("big:{n}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while trio.status(0)["replication"]["first_lsn"].as_u64() <= Some(1) {
+        assert!(Instant::now() < deadline, "retention never dropped the start of the log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    trio.nodes[2].restart();
+    assert_followers_have(&trio, &acked);
+    let f = trio.follower(2);
+    assert_eq!(f["snapshots"], 1, "one snapshot, not a loop: {f}");
+    let n3 = trio.status(2);
+    assert_eq!(n3["replication"]["leader"]["snapshots_installed"], 1, "{n3}");
+    assert_eq!(trio.dump(2).len(), 360);
+}

@@ -1,0 +1,171 @@
+//! How a node shows its replication state: `INFO replication` and `ROLE` with Redis's field
+//! names, and the `replication` object of `/api/v1/status`.
+//!
+//! The replica publishes a [`ReplicationStatus`] (at most a tick old) in terms of node ids;
+//! this module names the nodes and their addresses from the cluster file.
+//!
+//! Redis's offsets count bytes of its replication stream; replikv's count log records (LSNs),
+//! so `master_repl_offset`, `slaveN:offset` and `slave_repl_offset` are record positions.
+//! `slaveN:lag` is whole seconds, as Redis's; `/api/v1/status` has the milliseconds.
+
+use crate::state::NodeState;
+use replikv_core::replica::ReplicationStatus;
+use replikv_core::version::NodeId;
+use serde_json::{json, Value};
+use std::fmt::Write;
+
+/// A node's name and RESP address, from the cluster file.
+fn node_of(state: &NodeState, id: NodeId) -> (String, String, u16) {
+    let node = state.config.cluster.as_ref().and_then(|c| c.nodes.iter().find(|n| NodeId::from_name(&n.id) == id));
+    match node {
+        Some(n) => (n.id.clone(), n.resp_addr.ip().to_string(), n.resp_addr.port()),
+        None => (format!("{:016x}", id.0), "?".into(), 0),
+    }
+}
+
+/// A follower's `state=` as Redis names them.
+fn follower_state(mode: &str, up: bool) -> &'static str {
+    match (mode, up) {
+        (_, false) => "down",
+        ("stream", true) => "online",
+        ("snapshot", true) => "send_bulk",
+        _ => "wait_bgsave",
+    }
+}
+
+/// The body of `INFO replication`.
+pub fn info(state: &NodeState) -> String {
+    let status = state.handle.replication();
+    let mut out = String::new();
+    match status.role {
+        "follower" => {
+            let view = status.leader.as_ref().expect("a follower knows its leader");
+            let (name, host, port) = node_of(state, view.leader);
+            let _ = write!(
+                out,
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\n\
+                 master_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{}\r\n\
+                 slave_repl_offset:{}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n\
+                 connected_slaves:0\r\nmaster_repl_offset:{}\r\nreplikv_leader:{name}\r\nreplikv_leader_lsn:{}\r\n\
+                 replikv_lag_records:{}\r\nreplikv_snapshots_installed:{}\r\n",
+                if view.link_up { "up" } else { "down" },
+                view.last_io_ms_ago.map_or(-1, |ms| (ms / 1000) as i64),
+                u8::from(view.installing_snapshot),
+                view.applied_lsn,
+                view.applied_lsn,
+                view.applied_lsn,
+                view.leader_lsn,
+                view.lag_records,
+                view.snapshots_installed,
+            );
+        }
+        _ => {
+            let connected = status.followers.iter().filter(|f| f.up).count();
+            let _ = write!(out, "role:master\r\nconnected_slaves:{connected}\r\n");
+            for (i, f) in status.followers.iter().enumerate() {
+                let (name, host, port) = node_of(state, f.node);
+                let _ = write!(
+                    out,
+                    "slave{i}:ip={host},port={port},state={},offset={},lag={},replikv_id={name},lag_records={},\
+                     lag_bytes={},lag_ms={},snapshots={}\r\n",
+                    follower_state(f.mode, f.up),
+                    f.acked_lsn,
+                    f.lag_ms / 1000,
+                    f.lag_records,
+                    f.lag_bytes,
+                    f.lag_ms,
+                    f.snapshots,
+                );
+            }
+            let _ = write!(
+                out,
+                "master_failover_state:no-failover\r\nmaster_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
+                 repl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nreplikv_epoch:{}\r\n\
+                 replikv_acks:{}\r\nreplikv_durable_lsn:{}\r\nreplikv_pending_writes:{}\r\nreplikv_noreplicas:{}\r\n",
+                status.last_lsn,
+                u8::from(status.role == "leader"),
+                status.first_lsn,
+                status.log_bytes,
+                status.epoch,
+                status.acks,
+                status.durable_lsn,
+                status.pending_writes,
+                status.noreplicas,
+            );
+        }
+    }
+    out
+}
+
+/// What `ROLE` answers, as nested values: `["master", offset, [[ip, port, offset], ...]]` on
+/// a leader (and a lone node), `["slave", ip, port, state, offset]` on a follower.
+pub enum RoleItem {
+    /// A string.
+    Text(String),
+    /// A number.
+    Int(i64),
+    /// A list.
+    List(Vec<RoleItem>),
+}
+
+/// The `ROLE` reply.
+pub fn role(state: &NodeState) -> RoleItem {
+    let status = state.handle.replication();
+    match (status.role, &status.leader) {
+        ("follower", Some(view)) => {
+            let (_, host, port) = node_of(state, view.leader);
+            let link = if view.installing_snapshot {
+                "sync"
+            } else if view.link_up {
+                "connected"
+            } else {
+                "connect"
+            };
+            RoleItem::List(vec![
+                RoleItem::Text("slave".into()),
+                RoleItem::Text(host),
+                RoleItem::Int(i64::from(port)),
+                RoleItem::Text(link.into()),
+                RoleItem::Int(view.applied_lsn as i64),
+            ])
+        }
+        _ => RoleItem::List(vec![
+            RoleItem::Text("master".into()),
+            RoleItem::Int(status.last_lsn as i64),
+            RoleItem::List(
+                status
+                    .followers
+                    .iter()
+                    .filter(|f| f.up)
+                    .map(|f| {
+                        let (_, host, port) = node_of(state, f.node);
+                        RoleItem::List(vec![
+                            RoleItem::Text(host),
+                            RoleItem::Text(port.to_string()),
+                            RoleItem::Text(f.acked_lsn.to_string()),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]),
+    }
+}
+
+/// The `replication` object of `/api/v1/status`: the replica's status with node names.
+pub fn json(state: &NodeState) -> Value {
+    let status: ReplicationStatus = state.handle.replication();
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Some(followers) = value.get_mut("followers").and_then(Value::as_array_mut) {
+        for (f, status) in followers.iter_mut().zip(&status.followers) {
+            let (name, host, port) = node_of(state, status.node);
+            f["id"] = json!(name);
+            f["resp_addr"] = json!(format!("{host}:{port}"));
+        }
+    }
+    if let (Some(leader), Some(view)) = (value.get_mut("leader"), &status.leader) {
+        let (name, host, port) = node_of(state, view.leader);
+        leader["id"] = json!(name);
+        leader["resp_addr"] = json!(format!("{host}:{port}"));
+    }
+    value
+}
