@@ -2,8 +2,13 @@
 //!
 //! - `replikv node`: run one node (`--config cluster.toml --id n2` for one node of a cluster).
 //! - `replikv cluster start|status|stop|clean`: a local cluster of real node processes on
-//!   127.0.0.1, one merged log stream, Ctrl-C stops it. Replication is not implemented yet
-//!   (issue 4): each node runs standalone.
+//!   127.0.0.1, one merged log stream, Ctrl-C stops it. The first node listed leads; the others
+//!   follow it and refuse writes with `-READONLY` naming the leader; `--acks` picks when a write
+//!   is acknowledged: `sync`, `semi-sync:K` or `async`.
+//! - `replikv status`: `replikv cluster status` by a shorter name: each node's role, epoch,
+//!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
+//! - `replikv check`: compare every replica's Merkle digest with the leader's and name the
+//!   replicas, key ranges and keys that differ.
 //! - `replikv bench`: measure a RESP server (replikv or redis-server) with YCSB workloads or
 //!   redis-benchmark-like tests: throughput, latency percentiles, errors by kind.
 //! - `replikv bench probe`: the physical limits beside the figures: fsync on a directory's disk,
@@ -14,6 +19,7 @@
 //! error is a terminal and `NO_COLOR` is unset.
 
 mod bench;
+mod check;
 mod cluster;
 
 use clap::{Parser, Subcommand};
@@ -47,9 +53,23 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a local cluster of real node processes: start, status, stop, clean.
     ///
-    /// Replication is not implemented yet (issue 4): the nodes share one cluster file and know
-    /// their peers, but each runs standalone.
+    /// The first node listed (n1) leads; the others follow it and refuse writes with READONLY
+    /// naming the leader. --acks picks when a write is acknowledged: sync, semi-sync:K or async.
     Cluster(cluster::ClusterArgs),
+    /// Show a local cluster's nodes: role, epoch, applied LSN, lag, up or down.
+    ///
+    /// The same as `replikv cluster status`. Asks every node of the cluster in DATA/NAME for its
+    /// /api/v1/status at once and prints one row per node: id, RESP address, role, epoch,
+    /// applied LSN, lag in records and in seconds (a follower's as its leader sees it; "-" when
+    /// unknown), up or down, keys, peer links, pid. -o json prints the same as one JSON object.
+    Status(cluster::args::StatusArgs),
+    /// Check that every replica of a local cluster holds the same data as the leader.
+    ///
+    /// Each node's Merkle digest (GET /api/v1/digest: BLAKE3 over 256 key ranges) is compared
+    /// with the leader's once all are at the same log position (waits up to --timeout-secs).
+    /// Prints each replica's verdict, and for one that differs the key ranges and keys that
+    /// differ; exits 1 if any replica differs or does not answer.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +87,8 @@ fn main() -> ExitCode {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),
         Command::Cluster(args) => cluster::main(args),
+        Command::Status(args) => cluster::status::main(&args),
+        Command::Check(args) => check::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! End-to-end tests of `replikv cluster` and of cluster files: real `replikv` processes on
-//! 127.0.0.1. Replication does not exist yet (issue 4), so these check the processes, the
-//! ports, the status, stopping and cleaning, not replication.
+//! 127.0.0.1. These check the processes, the ports, the status (roles and lag included),
+//! stopping and cleaning; `replication.rs` checks what replication does.
 
 mod common;
 
@@ -17,6 +17,8 @@ const NODES: u16 = 3;
 const START_ATTEMPTS: usize = 8;
 /// How long any one `replikv` command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the followers may take to show a write the leader acknowledged.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every port node i of `NODES` takes from `base`: RESP, HTTP and peer.
 fn ports(base: u16) -> Vec<u16> {
@@ -165,7 +167,7 @@ impl Drop for Guard {
 fn a_detached_cluster_starts_reports_stops_and_cleans() {
     let mut guard = Guard::new();
     let (base, stdout) = guard.start_detached();
-    assert!(stdout.contains("replication is not implemented yet (issue 4)"), "{stdout}");
+    assert!(stdout.contains("n1 leads; n2, n3 follow it and refuse writes with READONLY"), "{stdout}");
     assert!(stdout.contains(&format!("redis-cli -p {}", base + 1)), "{stdout}");
     for i in 1..=NODES {
         assert!(ping(base + i), "n{i} does not answer PING on {}", base + i);
@@ -175,16 +177,30 @@ fn a_detached_cluster_starts_reports_stops_and_cleans() {
     }
     assert_eq!(common::http(base + 101, "PUT", "/api/v1/kv/k", b"v").0, 200);
 
-    let out = replikv(&["cluster", "status", "-o", "json", "--data", guard.data()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Status is published once per tick: poll until every node shows the write, applied and
+    // not lagging, as the leader sees it.
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    let report = loop {
+        let out = replikv(&["cluster", "status", "-o", "json", "--data", guard.data()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let nodes = report["nodes"].as_array().unwrap();
+        let caught_up = |n: &serde_json::Value| n["keys"] == 1 && n["applied_lsn"] == 1 && n["lag_records"] == 0;
+        if nodes.iter().all(caught_up) {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not catch up within {CATCH_UP_TIMEOUT:?}: {report}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let nodes = report["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 3, "{report}");
-    for node in nodes {
-        assert_eq!((node["up"].as_bool(), node["role"].as_str()), (Some(true), Some("standalone")), "{node}");
-        assert!(node["pid"].as_u64().is_some(), "{node}");
+    assert_eq!((nodes.len(), report["leader"].as_str()), (3, Some("n1")), "{report}");
+    for (i, node) in nodes.iter().enumerate() {
+        let role = if i == 0 { "leader" } else { "follower" };
+        assert_eq!((node["up"].as_bool(), node["role"].as_str()), (Some(true), Some(role)), "{node}");
+        assert!(node["pid"].as_u64().is_some() && node["epoch"].as_u64().is_some(), "{node}");
+        // The leader answers, so every lag is its view, seconds included.
+        assert_eq!((node["lag_from"].as_str(), node["lag_ms"].as_u64()), (Some("leader"), Some(0)), "{node}");
     }
-    assert_eq!(nodes[0]["keys"], 1, "{report}");
     let pids: Vec<u32> = nodes.iter().map(|n| n["pid"].as_u64().unwrap() as u32).collect();
     assert_eq!(pids, guard.file_pids());
 
@@ -196,8 +212,9 @@ fn a_detached_cluster_starts_reports_stops_and_cleans() {
     for pid in &pids {
         assert!(!alive(*pid), "pid {pid} still alive after cluster stop");
     }
-    let table = replikv(&["cluster", "status", "--data", guard.data()]);
-    assert!(String::from_utf8_lossy(&table.stdout).matches("down").count() >= 3);
+    let table = replikv(&["status", "--data", guard.data()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("LAG_S") && table.matches("down").count() >= 3, "{table}");
 
     let out = replikv(&["cluster", "clean", "--data", guard.data()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -235,9 +252,9 @@ fn a_foreground_cluster_merges_logs_and_stops_on_ctrl_c() {
     let out = wait_output(guard.launcher.take().unwrap(), COMMAND_TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("note: replication is not implemented yet (issue 4)"), "{stdout}");
+    assert!(stdout.contains("n1 leads; n2 follows it"), "{stdout}");
     assert!(stdout.contains("n1 | ") && stdout.contains("n2 | "), "{stdout}");
-    assert!(stdout.contains("this node runs standalone"), "each node says it does not replicate: {stdout}");
+    assert!(stdout.contains("replicating") && stdout.contains("leader=n1"), "each node names its leader: {stdout}");
     assert!(stdout.contains("acknowledged writes can be lost at failover"), "the async warning: {stdout}");
     assert!(stdout.contains("stopped cleanly") && stdout.contains("cluster demo stopped"), "{stdout}");
     for pid in pids {

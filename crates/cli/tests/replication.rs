@@ -29,7 +29,11 @@ impl Trio {
                 i + 1
             );
         }
-        let file = dir.path().join("cluster.toml");
+        // Laid out as `replikv cluster start` lays a cluster out, so that `replikv check
+        // --name e2e --data DIR` finds it.
+        let root = dir.path().join("e2e");
+        std::fs::create_dir_all(&root).unwrap();
+        let file = root.join("cluster.toml");
         std::fs::write(&file, text).unwrap();
         let nodes = ports
             .iter()
@@ -37,12 +41,22 @@ impl Trio {
             .map(|(i, &(_, resp, http))| {
                 let id = format!("n{}", i + 1);
                 let args = ["--config", file.to_str().unwrap(), "--id", &id];
-                Node::start_on(&dir.path().join(&id), resp, http, &args)
+                Node::start_on(&root.join(&id), resp, http, &args)
             })
             .collect();
         let trio = Trio { nodes, _dir: dir };
         trio.wait_streaming(&[1, 2]);
         trio
+    }
+
+    /// Runs `replikv check` on this cluster: (exit success, stdout, stderr).
+    fn check(&self) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+            .args(["check", "--name", "e2e", "--timeout-secs", "20", "--data"])
+            .arg(self._dir.path())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
     fn con(&self, i: usize) -> Connection {
@@ -73,7 +87,12 @@ impl Trio {
             if done(&f) {
                 return f;
             }
-            assert!(Instant::now() < deadline, "n{} never {what}: {f}\nleader log:\n{}", i + 1, self.nodes[0].log_text());
+            assert!(
+                Instant::now() < deadline,
+                "n{} never {what}: {f}\nleader log:\n{}",
+                i + 1,
+                self.nodes[0].log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -153,6 +172,9 @@ fn assert_followers_have(trio: &Trio, acked: &BTreeMap<String, String>) {
     for i in 1..3 {
         assert_eq!(trio.dump(i), leader, "n{} differs from the leader", i + 1);
     }
+    let (ok, stdout, stderr) = trio.check();
+    assert!(ok, "replikv check finds no difference:\n{stdout}{stderr}");
+    assert_eq!(stdout.matches(" same").count(), 2, "{stdout}");
 }
 
 fn each_mode(acks: &str) {
@@ -283,4 +305,40 @@ fn a_follower_behind_the_truncated_log_catches_up_through_a_snapshot() {
     let n3 = trio.status(2);
     assert_eq!(n3["replication"]["leader"]["snapshots_installed"], 1, "{n3}");
     assert_eq!(trio.dump(2).len(), 360);
+}
+
+#[test]
+fn followers_forward_writes_when_asked_to() {
+    let trio = Trio::start("acks = \"sync\"\nforward_writes = true");
+    let mut con = trio.con(1);
+    let ok: String = con.set("fwd", "1").unwrap();
+    assert_eq!(ok, "OK", "a follower forwards the write to the leader");
+    let n: i64 = trio.con(2).incr("counter", 5).unwrap();
+    assert_eq!(n, 5);
+    let on_leader: Option<String> = trio.con(0).get("fwd").unwrap();
+    assert_eq!(on_leader.as_deref(), Some("1"));
+    let mut acked = BTreeMap::new();
+    acked.insert("fwd".to_string(), "1".to_string());
+    acked.insert("counter".to_string(), "5".to_string());
+    assert_followers_have(&trio, &acked);
+}
+
+#[test]
+fn check_names_the_replica_and_the_key_that_differ() {
+    let mut trio = Trio::start("acks = \"sync\"");
+    let (acked, _) = write_load(&trio, 1, 50, "chk");
+    assert_followers_have(&trio, &acked);
+    // Make n3 diverge behind replication's back: run it once as a lone node on its data
+    // directory and write a key there.
+    trio.nodes[2].terminate();
+    let dir = trio.nodes[2].data_dir.clone();
+    let lone = Node::start(&dir, &[]);
+    let _: String = redis::Client::open(lone.url()).unwrap().get_connection().unwrap().set("stray", "x").unwrap();
+    drop(lone);
+    trio.nodes[2].restart();
+    trio.wait_streaming(&[2]);
+    let (ok, stdout, stderr) = trio.check();
+    assert!(!ok, "check fails when a replica differs:\n{stdout}");
+    assert!(stdout.contains("differs") && stdout.contains("\"stray\": only on n3"), "{stdout}");
+    assert!(stderr.contains("n3 differs from n1"), "{stderr}");
 }

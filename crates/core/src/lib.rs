@@ -6,11 +6,13 @@
 //! writes files synchronously through `std::fs`. The server crate drives this code with real
 //! time, sockets and disks; the simulator will drive the same code with virtual ones.
 //!
+//! - [`digest`]: a Merkle tree over a replica's keys, to compare replicas.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
 //! - [`replica`]: a node's state machine, driven by `step(now, input, &mut outbox)`.
 
+pub mod digest;
 pub mod error;
 pub mod kv;
 pub mod replica;

@@ -22,7 +22,11 @@
 //! - **Follower**: it appends the leader's records to its own log and applies them to its
 //!   store, in the leader's order, and acknowledges each batch once it is durable. It serves
 //!   reads from its own state (stale by its lag) and refuses writes with `-READONLY`, naming
-//!   the leader.
+//!   the leader; with `forward_writes` it sends them to the leader instead
+//!   (`Message::Forward`), which executes them as its own client's and sends the reply back
+//!   once it would have answered (acknowledgements included). A forwarded write is sent once:
+//!   if no reply comes within `forward_timeout_ms` the client gets an error saying the write
+//!   may or may not have been applied, never a silent retry.
 //!
 //! # Outputs and durability
 //!
@@ -73,6 +77,7 @@ use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog}
 use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
 use crate::version::NodeId;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 pub use follower::FollowerView;
@@ -197,6 +202,10 @@ pub struct Settings {
     pub window_bytes_max: usize,
     /// Bytes of keys and values in one snapshot chunk at most.
     pub snapshot_chunk_bytes_max: usize,
+    /// Followers forward writes to the leader instead of refusing them with `-READONLY`.
+    pub forward_writes: bool,
+    /// Milliseconds a follower waits for the leader's reply to a forwarded write.
+    pub forward_timeout_ms: u64,
 }
 
 impl Settings {
@@ -215,6 +224,8 @@ impl Settings {
             ship_bytes_max: SHIP_BYTES_MAX_DEFAULT,
             window_bytes_max: 8 * SHIP_BYTES_MAX_DEFAULT,
             snapshot_chunk_bytes_max: SHIP_BYTES_MAX_DEFAULT,
+            forward_writes: false,
+            forward_timeout_ms: 10_000,
         }
     }
 }
@@ -232,6 +243,10 @@ pub const RECORD_CHANGES_MAX: usize = 10_000;
 /// Writes waiting for their acknowledgements, and WAITs, at most; beyond, a request is
 /// refused with an error rather than queued.
 pub const PENDING_REPLIES_MAX: usize = 100_000;
+
+/// Request ids a leader gives the requests followers forward: the upper half of the id
+/// space, which a runtime counting from 1 never reaches.
+pub const FORWARDED_ID_BASE: RequestId = 1 << 63;
 
 /// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -282,6 +297,14 @@ pub struct Replica<E> {
     settings: Settings,
     /// The part it plays.
     state: State,
+    /// On a leader: the ids it gave forwarded requests -> (follower, the follower's number).
+    forwarded: BTreeMap<RequestId, (NodeId, u64)>,
+    /// The next id for a forwarded request.
+    next_forwarded: RequestId,
+    /// On a follower: its number for each write it forwarded -> (client request, deadline).
+    forwarding: BTreeMap<u64, (RequestId, u64)>,
+    /// The next number for a forwarded write.
+    next_forward: u64,
 }
 
 impl<E: Engine> Replica<E> {
@@ -289,7 +312,7 @@ impl<E: Engine> Replica<E> {
     pub fn new(engine: E, node: NodeId) -> Replica<E> {
         let settings = Settings::new(node, Role::Standalone);
         let log = ReplicationLog::in_memory(Default::default());
-        Replica { store: Store::new(engine, node), log, settings, state: State::Standalone }
+        Replica::assemble(Store::new(engine, node), log, settings, State::Standalone)
     }
 
     /// A replica of a cluster over `engine` and its replication `log`, recovered as the
@@ -305,14 +328,46 @@ impl<E: Engine> Replica<E> {
             Role::Follower { .. } => State::Follower(follower::Follower::new(now_ms)),
         };
         store.limit_values(REPLICATED_VALUE_BYTES_MAX);
-        let mut replica = Replica { store, log, settings, state };
+        let mut replica = Replica::assemble(store, log, settings, state);
         replica.recover()?;
         Ok(replica)
+    }
+
+    fn assemble(store: Store<E>, log: ReplicationLog, settings: Settings, state: State) -> Replica<E> {
+        Replica {
+            store,
+            log,
+            settings,
+            state,
+            forwarded: BTreeMap::new(),
+            next_forwarded: FORWARDED_ID_BASE,
+            forwarding: BTreeMap::new(),
+            next_forward: 0,
+        }
     }
 
     /// Handles one input at wall-clock `now_ms`, pushing outputs into `outbox`. An error is an
     /// engine or log failure: the node must stop and release nothing.
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
+        let marks = (outbox.after_flush.len(), outbox.now.len());
+        self.dispatch(now_ms, input, outbox)?;
+        if !self.forwarded.is_empty() {
+            // Replies to forwarded requests go back to the follower that forwarded them.
+            let forwarded = &mut self.forwarded;
+            let epoch = self.settings.epoch;
+            for output in outbox.after_flush[marks.0..].iter_mut().chain(outbox.now[marks.1..].iter_mut()) {
+                if let Output::Reply { id, reply } = output {
+                    if let Some((to, number)) = forwarded.remove(id) {
+                        let reply = std::mem::replace(reply, Reply::Nil);
+                        *output = Output::Send { to, message: Message::ForwardReply { epoch, id: number, reply } };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         match input {
             Input::Request { id, request } => self.request(now_ms, id, request, outbox),
             Input::Tick => self.tick(now_ms, outbox),
@@ -327,6 +382,11 @@ impl<E: Engine> Replica<E> {
     }
 
     fn request(&mut self, now_ms: u64, id: RequestId, request: Request, outbox: &mut Outbox) -> Result<()> {
+        if let Request::Digest { bucket } = request {
+            let reply = self.digest(bucket)?;
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return Ok(());
+        }
         match &mut self.state {
             State::Standalone => {
                 let reply = match request {
@@ -334,6 +394,19 @@ impl<E: Engine> Replica<E> {
                     request => self.store.execute(now_ms, request)?,
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
+            }
+            State::Follower(_) if request.is_write() && self.settings.forward_writes => {
+                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
+                if self.forwarding.len() >= PENDING_REPLIES_MAX {
+                    let reply = Reply::err("too many forwarded writes are waiting for the leader; try again later");
+                    outbox.after_flush.push(Output::Reply { id, reply });
+                    return Ok(());
+                }
+                self.next_forward += 1;
+                let number = self.next_forward;
+                self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
+                let message = Message::Forward { epoch: self.settings.epoch, id: number, request };
+                outbox.now.push(Output::Send { to: *leader, message });
             }
             State::Follower(_) => {
                 let reply = match request {
@@ -389,12 +462,58 @@ impl<E: Engine> Replica<E> {
                 }
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
-            State::Follower(follower) => follower.tick(now_ms, &mut self.log)?,
+            State::Follower(follower) => {
+                follower.tick(now_ms, &mut self.log)?;
+                let late: Vec<u64> =
+                    self.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(n, _)| *n).collect();
+                for number in late {
+                    let (id, _) = self.forwarding.remove(&number).expect("listed above");
+                    let hint = match &self.settings.role {
+                        Role::Follower { leader_hint, .. } => leader_hint.as_str(),
+                        _ => "",
+                    };
+                    let reply = Reply::err(format!(
+                        "the leader ({hint}) did not answer this forwarded write within {} ms; it may or may not \
+                         have been applied",
+                        self.settings.forward_timeout_ms
+                    ));
+                    outbox.now.push(Output::Reply { id, reply });
+                }
+            }
         }
         Ok(())
     }
 
     fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
+        match (&self.state, message) {
+            (State::Leader(_), Message::Forward { epoch, id, request }) => {
+                if epoch != self.settings.epoch {
+                    tracing::warn!("leader ignores a forwarded request of epoch {epoch} from {from:?}");
+                    return Ok(());
+                }
+                if self.forwarded.len() >= PENDING_REPLIES_MAX {
+                    let reply = Reply::err("too many forwarded requests are pending on the leader; try again later");
+                    let message = Message::ForwardReply { epoch, id, reply };
+                    outbox.now.push(Output::Send { to: from, message });
+                    return Ok(());
+                }
+                self.next_forwarded += 1;
+                let local = self.next_forwarded;
+                self.forwarded.insert(local, (from, id));
+                self.request(now_ms, local, request, outbox)
+            }
+            (State::Follower(_), Message::ForwardReply { id, reply, .. }) => {
+                match self.forwarding.remove(&id) {
+                    Some((request, _)) => outbox.now.push(Output::Reply { id: request, reply }),
+                    None => tracing::debug!("a reply to forwarded write {id} came after its timeout"),
+                }
+                Ok(())
+            }
+            (_, message) => self.peer_message(now_ms, from, message, outbox),
+        }
+    }
+
+    fn peer_message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
         match &mut self.state {
             State::Standalone => {
                 tracing::debug!("standalone node ignores a message from {from:?}");
@@ -484,6 +603,29 @@ impl<E: Engine> Replica<E> {
         status
     }
 
+    /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
+    /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
+    fn digest(&self, bucket: Option<usize>) -> Result<Reply> {
+        let lsn = Reply::Int(self.log.last_lsn() as i64);
+        let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
+        let result = match bucket {
+            None => crate::digest::digest(self.store.engine()).map(|d| {
+                let buckets = d.buckets.iter().map(hex).collect();
+                Reply::Array(vec![lsn, Reply::Int(d.keys as i64), hex(&d.root), Reply::Array(buckets)])
+            }),
+            Some(b) => crate::digest::bucket_entries(self.store.engine(), b, DIGEST_BUCKET_KEYS_MAX).map(|entries| {
+                let entries =
+                    entries.into_iter().map(|e| Reply::Array(vec![Reply::Bulk(e.key), hex(&e.hash)])).collect();
+                Reply::Array(vec![lsn, Reply::Array(entries)])
+            }),
+        };
+        match result {
+            Ok(reply) => Ok(reply),
+            Err(crate::Error::InvalidInput(why)) => Ok(Reply::err(why)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Recovery at open: see the module documentation.
     fn recover(&mut self) -> Result<()> {
         let engine_ts = self.store.engine().last_timestamp();
@@ -533,7 +675,10 @@ impl<E: Engine> Replica<E> {
                 }
             }
         }
-        tracing::warn!("the engine kept {} writes the replication log lost in a crash; logging them again", changes.len());
+        tracing::warn!(
+            "the engine kept {} writes the replication log lost in a crash; logging them again",
+            changes.len()
+        );
         if !changes.is_empty() {
             append_changes(&mut self.log, self.settings.epoch, changes)?;
             self.log.flush()?;
@@ -541,6 +686,9 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 }
+
+/// Keys one REPLIKV.DIGEST BUCKET lists at most.
+pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;
 
 /// Bytes of log records recovery reads at a time.
 const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;

@@ -40,7 +40,6 @@
 //!
 //! CAVEATS
 //! - The leader is the first node of `[[nodes]]`; there is no failover yet (issue 6).
-//! - `forward_writes` is not implemented yet: followers refuse writes with `-READONLY`.
 //! - A flag or variable that overrides a node's address is not seen by the other nodes, which
 //!   read the addresses in the file.
 //! - Addresses are compared as written: `127.0.0.1:7001` and `0.0.0.0:7001` are not seen as

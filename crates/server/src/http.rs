@@ -7,6 +7,8 @@
 //! | `PUT /api/v1/kv/{key}[?ttl_ms=N]` | stores the request body as the value; 200 `{"ok":true}` |
 //! | `DELETE /api/v1/kv/{key}` | 200 `{"deleted":0 or 1}` |
 //! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections |
+//! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
+//! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the effective configuration |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
@@ -47,6 +49,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
     let routes = Router::new()
         .route("/api/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/digest", get(digest))
+        .route("/api/v1/digest/bucket/{bucket}", get(digest_bucket))
         .route("/api/v1/config", get(config))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -157,6 +161,63 @@ async fn status(State(state): State<Arc<NodeState>>) -> Response {
         "stopped": state.handle.failure(),
     }))
     .into_response()
+}
+
+/// A reply's text, for the digest's JSON.
+fn text(reply: &Reply) -> String {
+    match reply {
+        Reply::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn digest(State(state): State<Arc<NodeState>>) -> Response {
+    match call(&state, Request::Digest { bucket: None }).await {
+        Ok(Reply::Array(parts)) if parts.len() == 4 => {
+            let buckets: Vec<String> = match &parts[3] {
+                Reply::Array(b) => b.iter().map(text).collect(),
+                _ => Vec::new(),
+            };
+            let (lsn, keys) = match (&parts[0], &parts[1]) {
+                (Reply::Int(l), Reply::Int(k)) => (*l, *k),
+                _ => (0, 0),
+            };
+            Json(
+                json!({ "id": state.config.id, "lsn": lsn, "keys": keys, "root": text(&parts[2]), "buckets": buckets }),
+            )
+            .into_response()
+        }
+        Ok(Reply::Error(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+        Err(response) => response,
+    }
+}
+
+async fn digest_bucket(State(state): State<Arc<NodeState>>, Path(bucket): Path<usize>) -> Response {
+    if bucket >= replikv_core::digest::DIGEST_BUCKETS {
+        let why = format!("bucket {bucket}: buckets are 0..{}", replikv_core::digest::DIGEST_BUCKETS - 1);
+        return error(StatusCode::BAD_REQUEST, why);
+    }
+    match call(&state, Request::Digest { bucket: Some(bucket) }).await {
+        Ok(Reply::Array(parts)) if parts.len() == 2 => {
+            let entries: Vec<_> = match &parts[1] {
+                Reply::Array(e) => e
+                    .iter()
+                    .filter_map(|pair| match pair {
+                        Reply::Array(kv) if kv.len() == 2 => Some(json!({ "key": text(&kv[0]), "hash": text(&kv[1]) })),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let lsn = if let Reply::Int(l) = parts[0] { l } else { 0 };
+            Json(json!({ "id": state.config.id, "lsn": lsn, "bucket": bucket, "entries": entries })).into_response()
+        }
+        Ok(Reply::Error(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+        Err(response) => response,
+    }
 }
 
 async fn config(State(state): State<Arc<NodeState>>) -> Response {

@@ -163,7 +163,11 @@ impl Metrics {
         registry.register("replikv_follower_lag_records", "A follower's lag in log records", m.lag_records.clone());
         registry.register("replikv_follower_lag_bytes", "A follower's lag in bytes of log", m.lag_bytes.clone());
         registry.register("replikv_follower_lag_seconds", "A follower's lag in seconds", m.lag_seconds.clone());
-        registry.register("replikv_follower_snapshots", "Snapshots sent to a follower since start", m.snapshots.clone());
+        registry.register(
+            "replikv_follower_snapshots",
+            "Snapshots sent to a follower since start",
+            m.snapshots.clone(),
+        );
         let build = Family::<BuildLabel, Gauge>::default();
         build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("replikv_build_info", "Always 1; the label names the build", build);

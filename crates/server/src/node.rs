@@ -2,13 +2,13 @@
 //! HTTP, and on Ctrl-C or SIGTERM stop accepting, let open connections finish their round,
 //! flush, and return.
 
+use crate::config::Acks;
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
-use crate::config::Acks;
 use replikv_core::replica::{Replica, Role, Settings};
 use replikv_core::replication::{ReplicationLog, ReplogOptions};
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
@@ -145,6 +145,8 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     settings.heartbeat_ms = r.heartbeat_ms;
     settings.resend_ms = (10 * r.heartbeat_ms).max(1_000);
     settings.link_timeout_ms = (10 * r.heartbeat_ms).max(1_000);
+    settings.forward_writes = r.forward_writes;
+    settings.forward_timeout_ms = r.ack_timeout_ms + 5_000;
     let options = ReplogOptions {
         retain_bytes_max: r.log_retain_bytes,
         segment_bytes_max: r.log_segment_bytes,

@@ -16,11 +16,11 @@
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::peer::{Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats};
-use serde::Serialize;
-use std::collections::BTreeSet;
 use crate::runtime::{Handle, PeerSender};
 use replikv_core::replication::Message;
 use replikv_core::version::NodeId;
+use serde::Serialize;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};

@@ -39,7 +39,7 @@
 
 use crate::metrics::Metrics;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::replica::{Input, Outbox, Output, Replica, ReplicationStatus, RequestId};
+use replikv_core::replica::{Input, Outbox, Output, Replica, ReplicationStatus, RequestId, WrittenOutAll};
 use replikv_core::replication::{Lsn, Message as PeerMessage};
 use replikv_core::storage::{Engine, EngineStats, SyncHandle};
 use replikv_core::version::NodeId;
@@ -334,6 +334,7 @@ impl<E: Engine> Stepper<E> {
             let mut shutdown = false;
             let mut requests = 0;
             let mut ticked = false;
+            let stepped = batch.iter().any(|m| !matches!(m, Message::Wake));
             self.release_durable(now, &mut outbox)?;
             for message in batch {
                 match message {
@@ -365,10 +366,21 @@ impl<E: Engine> Stepper<E> {
                 }
                 self.dispatch(std::mem::take(&mut outbox.now));
             }
-            let written = self.replica.write_out(now)?;
+            // A batch of wake-ups alone wrote nothing: no write-out, no fsync to wait for.
+            let written = match stepped {
+                true => self.replica.write_out(now)?,
+                // Every record appended so far was written out with the batch that appended it.
+                false => WrittenOutAll { last_lsn: self.replica.last_lsn(), ..Default::default() },
+            };
             self.metrics.bytes_written.inc_by(written.bytes);
             if requests > 0 {
                 self.metrics.batch_requests.observe(requests as f64);
+            }
+            // Published before the replies leave, so a client that reads them sees its writes.
+            if stepped {
+                let stats = self.replica.stats();
+                self.metrics.set_engine(&stats);
+                *self.shared.stats.lock().unwrap() = stats;
             }
             let outputs = std::mem::take(&mut outbox.after_flush);
             if written.syncs.is_empty() && self.held.is_empty() {
@@ -398,12 +410,9 @@ impl<E: Engine> Stepper<E> {
         Ok(())
     }
 
-    /// Publishes the counters and the replication status for the status pages.
+    /// Publishes the replication status for the status pages.
     fn publish(&mut self, now: u64) {
         self.last_publish_ms = now;
-        let stats = self.replica.stats();
-        self.metrics.set_engine(&stats);
-        *self.shared.stats.lock().unwrap() = stats;
         let status = self.replica.status(now);
         self.metrics.set_replication(&status);
         *self.shared.replication.lock().unwrap() = status;
@@ -416,7 +425,7 @@ impl<E: Engine> Stepper<E> {
         let mut lsn = None;
         while self.held.front().is_some_and(|h| h.number <= durable) {
             let held = self.held.pop_front().expect("front exists");
-            lsn = Some(held.lsn);
+            lsn = lsn.max(Some(held.lsn));
             self.dispatch(held.outputs);
         }
         if let Some(lsn) = lsn {

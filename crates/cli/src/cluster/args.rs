@@ -14,10 +14,12 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
 replikv cluster start                      # 3 nodes, RESP on 7001..7003, HTTP on 7101..7103; Ctrl-C stops\n  \
 replikv cluster start --nodes 5 --acks semi-sync:2 --detach\n  \
-replikv cluster status\n  \
+replikv cluster status                     # or: replikv status\n  \
 replikv cluster stop\n  \
 replikv cluster clean                      # stop, then remove ./data/demo\n\n\
-Replication is not implemented yet (issue 4): each node runs standalone.")]
+The first node listed (n1) leads; the others follow it and refuse writes with READONLY naming\n\
+the leader. --acks picks when a write is acknowledged: sync (every follower has it),\n\
+semi-sync:K (K followers have it) or async (the leader alone has it).")]
 pub struct ClusterArgs {
     /// What to do with the cluster.
     #[command(subcommand)]
@@ -76,7 +78,7 @@ pub struct StartArgs {
     pub detach: bool,
 }
 
-/// `replikv cluster status`.
+/// `replikv status` and `replikv cluster status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Which cluster to ask.

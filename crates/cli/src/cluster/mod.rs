@@ -7,7 +7,14 @@
 //! stream, each line prefixed with its node's id. Ctrl-C or SIGTERM stops every node with
 //! SIGTERM (SIGKILL for any still running after [`process::STOP_TIMEOUT_SECS`], or at once on a
 //! second Ctrl-C). `--detach` leaves the nodes running instead, their logs in files, and
-//! `replikv cluster status|stop|clean` find them again from the cluster's directory.
+//! `replikv cluster status|stop|clean` find them again from the cluster's directory
+//! (`replikv status` is `replikv cluster status` by a shorter name).
+//!
+//! The nodes replicate, single-leader: the first node listed (n1) leads, the others follow it,
+//! serve reads from their own copy and refuse writes with `-READONLY` naming the leader.
+//! `--acks` picks when the leader acknowledges a write: `sync` (once every follower has it
+//! durable), `semi-sync:K` (once K followers do) or `async` (once the leader does). The nodes
+//! log at start what part they play and what the acks setting does not promise.
 //!
 //! Everything a cluster owns lives in one directory, `<data>/<name>/` ([`layout`]):
 //!
@@ -31,9 +38,9 @@
 //! PING by [`net`]'s timeouts.
 //!
 //! CAVEATS
-//! - Replication is not implemented yet (issue 4): the nodes read the same cluster file and
-//!   know their peers, but each runs standalone. A write to n1 is not seen on n2. Every command
-//!   says so.
+//! - The leader is fixed: there is no failover yet (issue 6). While n1 is down, the cluster
+//!   takes no writes; the followers keep serving reads, staler by the second.
+//! - `--nodes 1` starts one node that has no one to replicate to.
 //! - The pid file is trusted only as far as Linux's `/proc/<pid>/cmdline` confirms that a pid is
 //!   still a `replikv node` with that id; elsewhere a live pid is taken at its word, so a pid
 //!   reused by another process after a crash could be signalled by `stop`.
@@ -61,6 +68,3 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::Clean(which) => stop::clean(&which),
     }
 }
-
-/// The line every command prints while replication does not exist.
-pub const STANDALONE_NOTE: &str = "note: replication is not implemented yet (issue 4): each node is standalone";

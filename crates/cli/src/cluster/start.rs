@@ -11,9 +11,10 @@
 //! 3. write the pid file, and wait until every node answers `PING` on its RESP address, at most
 //!    [`READY_TIMEOUT_SECS`]. A node that exits, or does not answer in time, fails the start:
 //!    every node started is stopped and the error shows the end of that node's log;
-//! 4. print the connect commands. With `--detach`, return (the nodes' standard error went to
-//!    their log files). Otherwise show the merged log stream ([`logs`]) until SIGINT or
-//!    SIGTERM, then stop every node ([`process::stop_all`]), remove the pid file and exit 0.
+//! 4. print who leads and the connect commands. With `--detach`, return (the nodes' standard
+//!    error went to their log files). Otherwise show the merged log stream ([`logs`]) until
+//!    SIGINT or SIGTERM, then stop every node ([`process::stop_all`]), remove the pid file and
+//!    exit 0.
 //!
 //! A node that exits while the cluster runs is reported and the others keep running; when none
 //! is left, the launcher exits 1.
@@ -29,7 +30,7 @@
 use super::layout::{self, ClusterDir};
 use super::logs::{self, Gate};
 use super::process::{self, Ending, NodeProcess};
-use super::{args::StartArgs, net, STANDALONE_NOTE};
+use super::{args::StartArgs, net};
 use anyhow::{bail, Context, Result};
 use replikv_server::config::{ClusterConfig, ClusterNode};
 use std::fs::OpenOptions;
@@ -84,9 +85,23 @@ fn file_header(cluster: &ClusterConfig) -> String {
     format!(
         "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
          #   replikv node --config cluster.toml --id n1\n\
-         # Replication is not implemented yet (issue 4): each node runs standalone.\n\n",
+         # The first node listed leads; the others follow it and refuse writes with READONLY.\n\
+         # [replication] acks: \"sync\" | \"semi-sync:K\" | \"async\".\n\n",
         cluster.name
     )
+}
+
+/// What the banner says of who leads and who follows.
+fn roles_line(cluster: &ClusterConfig) -> String {
+    match cluster.nodes.as_slice() {
+        [] => "no nodes".to_string(),
+        [only] => format!("{} runs alone: there is no follower to replicate to", only.id),
+        [leader, followers @ ..] => {
+            let ids: Vec<&str> = followers.iter().map(|n| n.id.as_str()).collect();
+            let s = if ids.len() == 1 { "s" } else { "" };
+            format!("{} leads; {} follow{s} it and refuse{s} writes with READONLY naming it", leader.id, ids.join(", "))
+        }
+    }
 }
 
 /// Refuses to start when the pid file names a node of this cluster that still runs.
@@ -277,7 +292,7 @@ impl Launch {
             cluster.replication.acks,
             self.dir.config().display()
         );
-        println!("{STANDALONE_NOTE}");
+        println!("{}", roles_line(cluster));
         for (node, (process, _)) in cluster.nodes.iter().zip(&self.nodes) {
             println!(
                 "  {}  redis-cli -p {:<5}  curl http://{}/api/v1/status   (pid {})",
@@ -386,5 +401,24 @@ mod tests {
         let cluster = ClusterConfig { name: "c".into(), replication: Default::default(), nodes: vec![node(1, port)] };
         let err = check_ports_free(&cluster).unwrap_err().to_string();
         assert!(err.contains(&format!("port {port} (n1 RESP")), "{err}");
+    }
+
+    #[test]
+    fn the_banner_names_the_leader_and_its_followers() {
+        let node = |i: u16| ClusterNode {
+            id: format!("n{i}"),
+            peer_addr: ([127, 0, 0, 1], 7200 + i).into(),
+            resp_addr: ([127, 0, 0, 1], 7000 + i).into(),
+            http_addr: ([127, 0, 0, 1], 7100 + i).into(),
+            datacenter: None,
+        };
+        let cluster = |n: u16| ClusterConfig {
+            name: "c".into(),
+            replication: Default::default(),
+            nodes: (1..=n).map(node).collect(),
+        };
+        assert_eq!(roles_line(&cluster(3)), "n1 leads; n2, n3 follow it and refuse writes with READONLY naming it");
+        assert_eq!(roles_line(&cluster(2)), "n1 leads; n2 follows it and refuses writes with READONLY naming it");
+        assert_eq!(roles_line(&cluster(1)), "n1 runs alone: there is no follower to replicate to");
     }
 }

@@ -1,4 +1,5 @@
-//! `replikv cluster status`: every node's `GET /api/v1/status`, as a table or JSON.
+//! `replikv status` (also `replikv cluster status`): every node's `GET /api/v1/status`, as a
+//! table or JSON.
 //!
 //! The nodes come from the cluster file, their pids from the pid file (shown only while the
 //! process is alive and still that node). Each node is asked at once, from a thread of its
@@ -6,19 +7,35 @@
 //! node is up when its HTTP status answers 200 with its own id; anything else is down, with
 //! the reason.
 //!
-//! The table has one row per node: id, RESP address, role, up or down, keys, peer links
-//! connected (of all), pid; then why a node is down or a link refused. Issue 4 adds
-//! epoch, applied LSN and lag once nodes replicate.
+//! The table has one row per node: id, RESP address, role, epoch, applied LSN (the newest
+//! record in its replication log), lag in records and in seconds, up or down, keys, peer links
+//! connected (of all), pid; then why a node is down, why the leader counts a follower's link
+//! down, or why a peer link is refused.
+//!
+//! A follower's lag is the leader's view of it (its entry in the leader's `followers`, by id)
+//! whenever the leader answers: the leader knows what it holds that the follower lacks, and
+//! for how long. When the leader does not answer, the lag is the follower's own view (records
+//! the leader had when last heard from); its seconds are unknown and shown as `-`. The leader's
+//! lag is 0. [`replication_of`] derives all this from the two JSON objects, without I/O.
+//!
+//! The ROLE cell adds, in parentheses, what the leader says of a follower when it is not the
+//! ordinary case: its mode when not `stream` (`probe` while the leader does not yet know where
+//! its log ends, `snapshot` while it is sent one), and `link down` when the leader has had no
+//! acknowledgement from it within the link timeout.
 //!
 //! CAVEATS
-//! - The role is whatever the node says; today every node says `standalone`.
+//! - The role, epoch and positions are whatever each node says, each at its own moment: the
+//!   rows are not one snapshot of the cluster, so a busy follower's applied LSN can pass the
+//!   leader's by the time both answer.
+//! - The leader is the node that says it leads; the first of them wins if two ever do.
 
 use super::args::{Output, StatusArgs};
 use super::layout::{self, ClusterDir, PidEntry};
-use super::{net, process, STANDALONE_NOTE};
+use super::{net, process};
 use anyhow::Result;
 use replikv_server::config::{ClusterConfig, ClusterNode};
 use serde::Serialize;
+use serde_json::Value;
 
 /// One node as `status` reports it.
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +50,9 @@ pub struct NodeRow {
     pub role: Option<String>,
     /// Whether it answered its status with 200 and its own id.
     pub up: bool,
+    /// Its epoch, applied LSN and lag.
+    #[serde(flatten)]
+    pub replication: Replication,
     /// Its key count, when up.
     pub keys: Option<u64>,
     /// Its links to the other nodes, `connected/total`, when up.
@@ -45,6 +65,28 @@ pub struct NodeRow {
     pub error: Option<String>,
 }
 
+/// A node's replication cells: epoch and applied LSN from its own status, lag from the
+/// leader's when the leader answers (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Replication {
+    /// Its epoch, when up.
+    pub epoch: Option<u64>,
+    /// The newest record in its replication log (its `replication.last_lsn`), when up.
+    pub applied_lsn: Option<u64>,
+    /// Records the leader holds that it lacks: 0 on the leader, unknown for a lone node.
+    pub lag_records: Option<u64>,
+    /// How far behind the leader's clock it is, in milliseconds: 0 on the leader, unknown
+    /// when only the follower's own view is at hand.
+    pub lag_ms: Option<u64>,
+    /// Whose view the lag is: `leader` (the leader's, or the leader itself) or `follower`.
+    pub lag_from: Option<&'static str>,
+    /// How the leader ships to it (`probe`, `stream`, `snapshot`); by its own view, only
+    /// `snapshot` while it installs one.
+    pub follower_mode: Option<String>,
+    /// Whether the leader had an acknowledgement from it within the link timeout.
+    pub up_at_leader: Option<bool>,
+}
+
 /// The whole `-o json` answer.
 #[derive(Serialize)]
 struct Report<'a> {
@@ -54,42 +96,47 @@ struct Report<'a> {
     mode: String,
     /// Its acknowledgement setting.
     acks: String,
-    /// What replication does today.
-    replication: &'a str,
+    /// The node that leads by the cluster file: the first one listed.
+    leader: Option<&'a str>,
     /// The nodes, in the file's order.
     nodes: Vec<NodeRow>,
 }
 
-/// Runs `replikv cluster status`.
+/// Runs `replikv status` (and `replikv cluster status`, the same command).
 pub fn main(args: &StatusArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
     let pids = layout::read_pids(&dir.pids())?.unwrap_or_default();
     let rows = probe_all(&cluster, &pids, &dir.config());
+    let leader = cluster.nodes.first().map(|n| n.id.as_str());
     match args.output {
         Output::Json => {
             let report = Report {
                 cluster: &cluster.name,
                 mode: cluster.replication.mode.to_string(),
                 acks: cluster.replication.acks.to_string(),
-                replication: "not implemented yet (issue 4): each node is standalone",
+                leader,
                 nodes: rows,
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Output::Table => {
             let r = &cluster.replication;
-            println!("cluster {}: {}, acks {} ({})", cluster.name, r.mode, r.acks, dir.config().display());
-            println!("{STANDALONE_NOTE}");
+            let leads = match cluster.nodes.len() {
+                1 => "one node, nothing to replicate".to_string(),
+                _ => format!("{} leads", leader.unwrap_or("?")),
+            };
+            println!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
             print!("{}", render_table(&rows));
         }
     }
     Ok(())
 }
 
-/// Asks every node at once and returns their rows in the cluster's order.
+/// Asks every node at once and returns their rows in the cluster's order, each with its
+/// replication cells filled from its own status and the leader's.
 fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Path) -> Vec<NodeRow> {
-    std::thread::scope(|scope| {
+    let probed: Vec<(NodeRow, Option<Value>)> = std::thread::scope(|scope| {
         let probes: Vec<_> = cluster
             .nodes
             .iter()
@@ -99,17 +146,24 @@ fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Pat
             })
             .collect();
         probes.into_iter().map(|p| p.join().expect("a status probe panicked")).collect()
-    })
+    });
+    let leader = probed.iter().filter_map(|(_, r)| r.as_ref()).find(|r| r["role"] == "leader");
+    probed
+        .iter()
+        .map(|(row, own)| NodeRow { replication: replication_of(&row.id, own.as_ref(), leader), ..row.clone() })
+        .collect()
 }
 
-/// One node's row: its status over HTTP, and its pid if that process still runs.
-fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> NodeRow {
+/// One node's row: its status over HTTP, and its pid if that process still runs; with its
+/// status's `replication` object when it is up, for [`replication_of`].
+fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> (NodeRow, Option<Value>) {
     let mut row = NodeRow {
         id: node.id.clone(),
         resp_addr: node.resp_addr.to_string(),
         http_addr: node.http_addr.to_string(),
         role: None,
         up: false,
+        replication: Replication::default(),
         keys: None,
         peers: None,
         peer_problems: Vec::new(),
@@ -117,12 +171,13 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> Node
         error: None,
     };
     let status = match net::get(node.http_addr, "/api/v1/status") {
-        Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("bad JSON: {e}")),
+        Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("bad JSON: {e}")),
         Ok((code, _)) => Err(format!("HTTP {code} from {}", node.http_addr)),
         Err(e) => Err(format!("{e:#}")),
     };
+    let mut replication = None;
     match status {
-        Ok(status) if status["id"] == node.id.as_str() => {
+        Ok(mut status) if status["id"] == node.id.as_str() => {
             row.up = true;
             row.role = status["role"].as_str().map(str::to_string);
             row.keys = status["storage"]["keys"].as_u64();
@@ -137,33 +192,93 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> Node
                     link["state"].as_str().unwrap_or("?")
                 ));
             }
+            replication = Some(status["replication"].take()).filter(Value::is_object);
         }
         Ok(status) => {
             row.error = Some(format!("{} is answered by node {}, not {}", node.http_addr, status["id"], node.id))
         }
         Err(e) => row.error = Some(e),
     }
-    row
+    (row, replication)
 }
 
-/// The table: a header, one row per node, then why each node that is down is down.
+/// The replication cells of node `id`, from its own status's `replication` object (`None`
+/// when it is down) and the leader's (`None` when no node that says it leads answers).
+///
+/// The leader's lag is 0. A node the leader lists among its followers takes its lag, mode
+/// and link from that entry, even when the node itself is down; any other follower takes its
+/// records of lag from its own view of the leader, with the seconds unknown. A lone node has
+/// no lag.
+fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Replication {
+    let mut cells = Replication {
+        epoch: own.and_then(|o| o["epoch"].as_u64()),
+        applied_lsn: own.and_then(|o| o["last_lsn"].as_u64()),
+        ..Replication::default()
+    };
+    let at_leader = leader.and_then(|l| l["followers"].as_array()).and_then(|fs| fs.iter().find(|f| f["id"] == id));
+    if own.is_some_and(|o| o["role"] == "leader") {
+        (cells.lag_records, cells.lag_ms, cells.lag_from) = (Some(0), Some(0), Some("leader"));
+    } else if let Some(entry) = at_leader {
+        cells.lag_records = entry["lag_records"].as_u64();
+        cells.lag_ms = entry["lag_ms"].as_u64();
+        cells.lag_from = Some("leader");
+        cells.follower_mode = entry["mode"].as_str().map(str::to_string);
+        cells.up_at_leader = entry["up"].as_bool();
+    } else if let Some(view) = own.filter(|o| o["role"] == "follower").map(|o| &o["leader"]) {
+        cells.lag_records = view["lag_records"].as_u64();
+        cells.lag_from = Some("follower");
+        if view["installing_snapshot"] == true {
+            cells.follower_mode = Some("snapshot".into());
+        }
+    }
+    cells
+}
+
+/// The ROLE cell: the role, and in parentheses what is unusual about a follower.
+fn role_cell(row: &NodeRow) -> String {
+    let Some(role) = &row.role else { return "-".into() };
+    let r = &row.replication;
+    let mut notes: Vec<&str> = Vec::new();
+    notes.extend(r.follower_mode.as_deref().filter(|m| *m != "stream"));
+    if r.up_at_leader == Some(false) {
+        notes.push("link down");
+    }
+    match notes.is_empty() {
+        true => role.clone(),
+        false => format!("{role} ({})", notes.join(", ")),
+    }
+}
+
+/// Milliseconds as seconds with one decimal, truncated: `1234` is `1.2`.
+fn seconds(ms: u64) -> String {
+    format!("{}.{}", ms / 1000, ms % 1000 / 100)
+}
+
+/// The table: a header, one row per node, then why each node that is down is down, which
+/// followers the leader counts unlinked, and the refused peer links.
 fn render_table(rows: &[NodeRow]) -> String {
     let dash = || "-".to_string();
-    let cells: Vec<[String; 7]> = rows
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(dash);
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
                 r.id.clone(),
                 r.resp_addr.clone(),
-                r.role.clone().unwrap_or_else(dash),
+                role_cell(r),
+                number(r.replication.epoch),
+                number(r.replication.applied_lsn),
+                number(r.replication.lag_records),
+                r.replication.lag_ms.map(seconds).unwrap_or_else(dash),
                 if r.up { "up" } else { "down" }.to_string(),
-                r.keys.map(|k| k.to_string()).unwrap_or_else(dash),
+                number(r.keys),
                 r.peers.clone().unwrap_or_else(dash),
                 r.pid.map(|p| p.to_string()).unwrap_or_else(dash),
             ]
         })
         .collect();
-    let header = ["ID", "RESP", "ROLE", "STATE", "KEYS", "PEERS", "PID"].map(str::to_string);
+    let header =
+        ["ID", "RESP", "ROLE", "EPOCH", "APPLIED", "LAG", "LAG_S", "STATE", "KEYS", "PEERS", "PID"].map(str::to_string);
     let mut widths = header.clone().map(|h| h.len());
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -179,6 +294,10 @@ fn render_table(rows: &[NodeRow]) -> String {
     for row in rows.iter().filter(|r| !r.up) {
         out += &format!("{}: {}\n", row.id, row.error.as_deref().unwrap_or("down"));
     }
+    for row in rows.iter().filter(|r| r.up && r.replication.up_at_leader == Some(false)) {
+        out +=
+            &format!("{}: link down: the leader has had no acknowledgement from it within its link timeout\n", row.id);
+    }
     for row in rows {
         for problem in &row.peer_problems {
             out += &format!("{}: {problem}\n", row.id);
@@ -190,41 +309,136 @@ fn render_table(rows: &[NodeRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_table_aligns_columns_and_explains_down_nodes() {
-        let up = NodeRow {
+        let leader = NodeRow {
             id: "n1".into(),
             resp_addr: "127.0.0.1:7001".into(),
             http_addr: "127.0.0.1:7101".into(),
-            role: Some("standalone".into()),
+            role: Some("leader".into()),
             up: true,
+            replication: Replication {
+                epoch: Some(1),
+                applied_lsn: Some(1042),
+                lag_records: Some(0),
+                lag_ms: Some(0),
+                lag_from: Some("leader"),
+                ..Replication::default()
+            },
             keys: Some(12),
             peers: Some("1/2".into()),
-            peer_problems: vec!["link to n2 down: connection refused".into()],
+            peer_problems: vec!["link to n3 down: connection refused".into()],
             pid: Some(4242),
             error: None,
         };
-        let down = NodeRow {
+        let snapshot = NodeRow {
             id: "n2".into(),
             resp_addr: "127.0.0.1:7002".into(),
+            role: Some("follower".into()),
+            replication: Replication {
+                epoch: Some(1),
+                applied_lsn: Some(7),
+                lag_records: Some(1035),
+                lag_ms: Some(2345),
+                lag_from: Some("leader"),
+                follower_mode: Some("snapshot".into()),
+                up_at_leader: Some(false),
+            },
+            keys: Some(3),
+            peer_problems: Vec::new(),
+            pid: Some(4243),
+            ..leader.clone()
+        };
+        let down = NodeRow {
+            id: "n3".into(),
+            resp_addr: "127.0.0.1:7003".into(),
             role: None,
             up: false,
+            replication: Replication::default(),
             keys: None,
             peers: None,
             peer_problems: Vec::new(),
             pid: None,
             error: Some("connection refused".into()),
-            ..up.clone()
+            ..leader.clone()
         };
         let want = "\
-ID  RESP            ROLE        STATE  KEYS  PEERS  PID
-n1  127.0.0.1:7001  standalone  up     12    1/2    4242
-n2  127.0.0.1:7002  -           down   -     -      -
-n2: connection refused
-n1: link to n2 down: connection refused
+ID  RESP            ROLE                            EPOCH  APPLIED  LAG   LAG_S  STATE  KEYS  PEERS  PID
+n1  127.0.0.1:7001  leader                          1      1042     0     0.0    up     12    1/2    4242
+n2  127.0.0.1:7002  follower (snapshot, link down)  1      7        1035  2.3    up     3     1/2    4243
+n3  127.0.0.1:7003  -                               -      -        -     -      down   -     -      -
+n3: connection refused
+n2: link down: the leader has had no acknowledgement from it within its link timeout
+n1: link to n3 down: connection refused
 ";
-        assert_eq!(render_table(&[up, down]), want);
+        assert_eq!(render_table(&[leader, snapshot, down]), want);
+    }
+
+    /// A leader's `replication` object with one follower, n2, in `mode`.
+    fn leader_status(mode: &str, up: bool) -> Value {
+        json!({"role": "leader", "epoch": 3, "last_lsn": 50, "followers": [
+            {"id": "n2", "mode": mode, "up": up, "acked_lsn": 40, "lag_records": 10, "lag_ms": 1500},
+        ]})
+    }
+
+    /// A follower's `replication` object: its own view of the leader.
+    fn follower_status(installing: bool) -> Value {
+        json!({"role": "follower", "epoch": 3, "last_lsn": 44, "followers": [], "leader": {
+            "id": "n1", "link_up": false, "applied_lsn": 44, "leader_lsn": 47, "lag_records": 3,
+            "installing_snapshot": installing,
+        }})
+    }
+
+    /// The cells wanted: `node` is (epoch, applied LSN) when the node answers, `lag` is
+    /// (records, milliseconds, whose view).
+    fn want(
+        node: Option<(u64, u64)>,
+        lag: Option<(u64, Option<u64>, &'static str)>,
+        mode: Option<&str>,
+        up_at_leader: Option<bool>,
+    ) -> Replication {
+        Replication {
+            epoch: node.map(|(epoch, _)| epoch),
+            applied_lsn: node.map(|(_, lsn)| lsn),
+            lag_records: lag.map(|(records, _, _)| records),
+            lag_ms: lag.and_then(|(_, ms, _)| ms),
+            lag_from: lag.map(|(_, _, from)| from),
+            follower_mode: mode.map(str::to_string),
+            up_at_leader,
+        }
+    }
+
+    #[test]
+    fn lag_comes_from_the_leader_when_it_answers_and_from_the_follower_otherwise() {
+        let (leader, follower) = (leader_status("stream", true), follower_status(false));
+        let (probing, installing) = (leader_status("probe", false), follower_status(true));
+        let lone = json!({"role": "standalone", "epoch": 0, "last_lsn": 0, "followers": []});
+        let table: Vec<(&str, Option<&Value>, Option<&Value>, Replication)> = vec![
+            // The leader itself: lag 0.
+            ("n1", Some(&leader), Some(&leader), want(Some((3, 50)), Some((0, Some(0), "leader")), None, None)),
+            // A follower the leader lists: the leader's lag, mode and link, not its own 3 records.
+            (
+                "n2",
+                Some(&follower),
+                Some(&leader),
+                want(Some((3, 44)), Some((10, Some(1500), "leader")), Some("stream"), Some(true)),
+            ),
+            // The leader is down: the follower's own records of lag, seconds unknown.
+            ("n2", Some(&follower), None, want(Some((3, 44)), Some((3, None, "follower")), None, None)),
+            ("n2", Some(&installing), None, want(Some((3, 44)), Some((3, None, "follower")), Some("snapshot"), None)),
+            // The follower is down: the leader still knows its lag, and that its link is down.
+            ("n2", None, Some(&probing), want(None, Some((10, Some(1500), "leader")), Some("probe"), Some(false))),
+            // A follower the leader does not list: its own view.
+            ("n3", Some(&follower), Some(&leader), want(Some((3, 44)), Some((3, None, "follower")), None, None)),
+            // Nobody answers; a lone node has no lag.
+            ("n2", None, None, want(None, None, None, None)),
+            ("n1", Some(&lone), None, want(Some((0, 0)), None, None, None)),
+        ];
+        for (id, own, at_leader, want) in table {
+            assert_eq!(replication_of(id, own, at_leader), want, "{id} {own:?} {at_leader:?}");
+        }
     }
 
     #[test]
@@ -237,7 +451,7 @@ n1: link to n2 down: connection refused
             http_addr: ([127, 0, 0, 1], port).into(),
             datacenter: None,
         };
-        let row = probe(&node, Some(u32::MAX / 2), std::path::Path::new("cluster.toml"));
-        assert!(!row.up && row.pid.is_none() && row.error.is_some(), "{row:?}");
+        let (row, replication) = probe(&node, Some(u32::MAX / 2), std::path::Path::new("cluster.toml"));
+        assert!(!row.up && row.pid.is_none() && row.error.is_some() && replication.is_none(), "{row:?}");
     }
 }

@@ -39,6 +39,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "scan" => (1, None),
         "dbsize" => (0, Some(0)),
         "wait" => (2, Some(2)),
+        "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         _ => return None,
     })
@@ -88,6 +89,17 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "ttl" | "pttl" => Request::Ttl { key: key(), millis: name == "pttl" },
         "persist" => Request::Persist { key: key() },
         "dbsize" => Request::DbSize,
+        "replikv.digest" => match a {
+            [] => Request::Digest { bucket: None },
+            [word, n] if word.eq_ignore_ascii_case(b"bucket") => {
+                let bucket = usize::try_from(int(n)?)
+                    .ok()
+                    .filter(|b| *b < crate::digest::DIGEST_BUCKETS)
+                    .ok_or_else(|| Reply::err(format!("bucket must be 0..{}", crate::digest::DIGEST_BUCKETS - 1)))?;
+                Request::Digest { bucket: Some(bucket) }
+            }
+            _ => return Err(syntax()),
+        },
         "wait" => {
             let replicas = int(&a[0])?;
             let timeout_ms = int(&a[1])?;

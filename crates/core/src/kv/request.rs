@@ -1,9 +1,28 @@
 //! The request and reply vocabulary of the key-value layer.
 
 use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The names a request or reply holds as `&'static str`, so that one read from a peer maps
+/// back onto them (a forwarded request, its reply).
+const KNOWN_NAMES: &[&str] = &["expire", "pexpire", "expireat", "pexpireat", "string", "none"];
+
+/// A name fixed at compile time. (An alias, so that serde does not take a field of this type
+/// for a string borrowed from the input.)
+pub type StaticName = &'static str;
+
+/// Deserializes one of [`KNOWN_NAMES`]; any other text is an error.
+fn known_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    KNOWN_NAMES
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown name {name:?}")))
+}
 
 /// When a SET applies, by whether the key exists (Redis's NX and XX).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SetCondition {
     /// Always (no flag).
     #[default]
@@ -15,7 +34,7 @@ pub enum SetCondition {
 }
 
 /// What a write does to the key's expiry deadline.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expiry {
     /// Remove any deadline (a plain SET).
     #[default]
@@ -29,7 +48,7 @@ pub enum Expiry {
 }
 
 /// A key-value request, as a front end parsed it. Keys and values are bytes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// GET key: the value, or nil.
     Get {
@@ -137,7 +156,8 @@ pub enum Request {
         /// What happens to the deadline.
         expiry: Expiry,
         /// The command's name, for error texts.
-        command: &'static str,
+        #[serde(deserialize_with = "known_name")]
+        command: StaticName,
     },
     /// TTL / PTTL: time left (seconds or milliseconds), -1 without deadline, -2 if absent.
     Ttl {
@@ -155,6 +175,13 @@ pub enum Request {
     DbSize,
     /// FLUSHALL: delete every key.
     FlushAll,
+    /// REPLIKV.DIGEST \[BUCKET n\]: the replica's Merkle digest (see [`crate::digest`]) with its
+    /// log position, or one bucket's keys and entry hashes. The replica, not the store,
+    /// answers it.
+    Digest {
+        /// One bucket's entries instead of the whole digest.
+        bucket: Option<usize>,
+    },
     /// WAIT numreplicas timeout: block until every write made before it is durable on
     /// `replicas` followers, or `timeout_ms` passed (0: no limit); answers how many have it.
     /// The replica, not the store, answers it.
@@ -181,17 +208,18 @@ impl Request {
                 | Request::Ttl { .. }
                 | Request::DbSize
                 | Request::Wait { .. }
+                | Request::Digest { .. }
         )
     }
 }
 
 /// A key-value reply, protocol-neutral; front ends encode it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     /// Success without data (`+OK`).
     Ok,
     /// A short status word (`+string`).
-    Status(&'static str),
+    Status(#[serde(deserialize_with = "known_name")] StaticName),
     /// No value (`$-1` / `_`).
     Nil,
     /// A number.

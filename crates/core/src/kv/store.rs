@@ -70,7 +70,16 @@ impl<E: Engine> Store<E> {
     /// newest version in the engine.
     pub fn new(engine: E, node: NodeId) -> Store<E> {
         let clock = Hlc::new(engine.last_timestamp());
-        Store { engine, clock, node, cursors: BTreeMap::new(), cursor_clock: 0, next_cursor: 1, changes: None, value_bytes_max: VALUE_BYTES_MAX }
+        Store {
+            engine,
+            clock,
+            node,
+            cursors: BTreeMap::new(),
+            cursor_clock: 0,
+            next_cursor: 1,
+            changes: None,
+            value_bytes_max: VALUE_BYTES_MAX,
+        }
     }
 
     /// Lowers the largest value a write may store (a cluster keeps one change within a peer
@@ -164,7 +173,9 @@ impl<E: Engine> Store<E> {
             Request::Persist { key } => self.persist(now_ms, key)?,
             Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
             Request::FlushAll => self.flush_all(now_ms)?,
-            Request::Wait { .. } => Reply::err("WAIT is answered by the replica, not the store"),
+            Request::Wait { .. } | Request::Digest { .. } => {
+                Reply::err("this command is answered by the replica, not the store")
+            }
         })
     }
 

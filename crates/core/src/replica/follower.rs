@@ -150,8 +150,8 @@ impl Follower {
                     _ => reject = true,
                 }
             }
-            Message::Ack { .. } => {
-                tracing::warn!("follower ignores an acknowledgement");
+            Message::Ack { .. } | Message::Forward { .. } | Message::ForwardReply { .. } => {
+                tracing::warn!("follower ignores a message meant for a leader");
                 return Ok(());
             }
         }

@@ -249,7 +249,8 @@ impl Leader {
         if now_ms.saturating_sub(self.last_heartbeat_ms) >= settings.heartbeat_ms {
             self.last_heartbeat_ms = now_ms;
             for p in &self.followers {
-                let message = Message::Heartbeat { epoch: settings.epoch, leader_lsn: self.durable, sent_at_ms: now_ms };
+                let message =
+                    Message::Heartbeat { epoch: settings.epoch, leader_lsn: self.durable, sent_at_ms: now_ms };
                 outbox.now.push(Output::Send { to: p.node, message });
             }
         }
@@ -260,13 +261,21 @@ impl Leader {
                 Mode::Stream if !up && p.last_ack_ms.is_some() => {
                     // Gone quiet: stop shipping into its link's queue; its next
                     // acknowledgement says where to resume.
-                    tracing::info!("follower {:?} has not answered for {} ms: probing", p.node, settings.link_timeout_ms);
+                    tracing::info!(
+                        "follower {:?} has not answered for {} ms: probing",
+                        p.node,
+                        settings.link_timeout_ms
+                    );
                     p.mode = Mode::Probe;
                     p.sent = p.acked;
                     p.inflight.clear();
                 }
                 Mode::Stream if stalled && p.sent > p.acked => {
-                    tracing::debug!("no acknowledgement from {:?} for {} ms: shipping again", p.node, settings.resend_ms);
+                    tracing::debug!(
+                        "no acknowledgement from {:?} for {} ms: shipping again",
+                        p.node,
+                        settings.resend_ms
+                    );
                     p.sent = p.acked;
                     p.inflight.clear();
                     p.last_progress_ms = now_ms;
@@ -317,7 +326,10 @@ impl Leader {
             return Ok(());
         };
         if epoch != settings.epoch {
-            tracing::warn!("leader ignores an acknowledgement of epoch {epoch} from {from:?} (its epoch is {})", settings.epoch);
+            tracing::warn!(
+                "leader ignores an acknowledgement of epoch {epoch} from {from:?} (its epoch is {})",
+                settings.epoch
+            );
             return Ok(());
         }
         let Some(p) = self.followers.iter_mut().find(|p| p.node == from) else {
@@ -446,7 +458,13 @@ impl Leader {
     }
 
     /// Fills in the leader's part of the status.
-    pub(super) fn fill_status(&self, now_ms: u64, log: &ReplicationLog, settings: &Settings, status: &mut ReplicationStatus) {
+    pub(super) fn fill_status(
+        &self,
+        now_ms: u64,
+        log: &ReplicationLog,
+        settings: &Settings,
+        status: &mut ReplicationStatus,
+    ) {
         status.durable_lsn = self.durable;
         status.pending_writes = self.pending.len();
         status.noreplicas = self.noreplicas;
@@ -454,7 +472,11 @@ impl Leader {
         let bytes_at = |lsn: Lsn| -> u64 {
             // The bytes logged through `lsn`: the newest offset at or before it.
             let i = self.offsets.partition_point(|(l, _)| *l <= lsn);
-            if i == 0 { self.offsets.front().map_or(0, |(_, b)| b.saturating_sub(1)) } else { self.offsets[i - 1].1 }
+            if i == 0 {
+                self.offsets.front().map_or(0, |(_, b)| b.saturating_sub(1))
+            } else {
+                self.offsets[i - 1].1
+            }
         };
         status.followers = self
             .followers
@@ -594,5 +616,7 @@ fn message_kind(message: &Message) -> &'static str {
         Message::Heartbeat { .. } => "Heartbeat",
         Message::Ack { .. } => "Ack",
         Message::SnapshotChunk { .. } => "SnapshotChunk",
+        Message::Forward { .. } => "Forward",
+        Message::ForwardReply { .. } => "ForwardReply",
     }
 }

@@ -31,6 +31,10 @@ fn request(line: &str) -> Request {
 
 impl Cluster {
     fn new(followers: usize, acks_needed: usize, options: ReplogOptions) -> Cluster {
+        Cluster::with(followers, acks_needed, options, false)
+    }
+
+    fn with(followers: usize, acks_needed: usize, options: ReplogOptions, forward_writes: bool) -> Cluster {
         let ids: Vec<NodeId> = (1..=followers + 1).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
         let nodes = ids
             .iter()
@@ -43,12 +47,15 @@ impl Cluster {
                 };
                 let mut settings = Settings::new(id, role);
                 settings.acks_needed = acks_needed;
-                settings.acks_label = if acks_needed == 0 { "async".into() } else { format!("semi-sync:{acks_needed}") };
+                settings.acks_label =
+                    if acks_needed == 0 { "async".into() } else { format!("semi-sync:{acks_needed}") };
                 settings.ack_timeout_ms = 500;
                 settings.resend_ms = 300;
                 settings.ship_bytes_max = 256;
                 settings.window_bytes_max = 4096;
                 settings.snapshot_chunk_bytes_max = 200;
+                settings.forward_writes = forward_writes;
+                settings.forward_timeout_ms = 1_000;
                 let log = ReplicationLog::in_memory(options.clone());
                 Replica::replicated(MemoryEngine::new(), log, settings, 0).unwrap()
             })
@@ -282,4 +289,28 @@ fn expiry_on_the_leader_reaches_followers_as_deletes() {
     c.run_for(300);
     assert_eq!(c.dump(1), c.dump(0));
     assert_eq!(c.dump(1), vec![(Bytes::from("a"), None)], "a tombstone on both");
+}
+
+#[test]
+fn forwarded_writes_are_executed_by_the_leader_and_answered_after_its_acks() {
+    let mut c = Cluster::with(2, 2, ReplogOptions::default(), true);
+    c.run_for(200);
+    let id = c.send(1, "SET a 1");
+    assert_eq!(c.reply(id), None, "on its way to the leader");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "the leader's reply, after both followers acknowledged");
+    let id = c.send(2, "INCR n");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Int(1)));
+    assert_eq!(c.dump(1), c.dump(0));
+    // Reads stay local; WAIT is still refused on a follower.
+    let id = c.send(1, "GET a");
+    assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("1"))));
+
+    // With the leader cut off, a forwarded write times out with an honest error.
+    c.cut.insert(0);
+    let id = c.send(1, "SET b 2");
+    c.run_for(1_200);
+    let Some(Reply::Error(text)) = c.reply(id) else { panic!("a timeout error: {:?}", c.reply(id)) };
+    assert!(text.contains("may or may not have been applied"), "{text}");
 }

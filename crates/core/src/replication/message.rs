@@ -5,11 +5,12 @@
 //! carries its sender's epoch, so that a later failover can fence an old leader.
 
 use super::record::{Change, Epoch, LogRecord, Lsn};
+use crate::kv::{Reply, Request};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A message between two replicas of one cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Leader to follower: log records from `prev_lsn + 1` on, each durable on the leader.
     /// Doubles as a heartbeat.
@@ -72,6 +73,26 @@ pub enum Message {
         /// True on the last chunk.
         done: bool,
     },
+    /// Follower to leader (`forward_writes = true`): a client's write, for the leader to
+    /// execute as its own. Sent once: a lost one times out on the follower, never repeats.
+    Forward {
+        /// The follower's epoch.
+        epoch: Epoch,
+        /// The follower's number for it, echoed in the reply.
+        id: u64,
+        /// The client's request.
+        request: Request,
+    },
+    /// Leader to follower: the reply to a forwarded request, once the leader would have
+    /// answered its own client (acknowledgements included).
+    ForwardReply {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The follower's number for the request.
+        id: u64,
+        /// The reply.
+        reply: Reply,
+    },
 }
 
 impl Message {
@@ -81,7 +102,9 @@ impl Message {
             Message::Append { epoch, .. }
             | Message::Heartbeat { epoch, .. }
             | Message::Ack { epoch, .. }
-            | Message::SnapshotChunk { epoch, .. } => *epoch,
+            | Message::SnapshotChunk { epoch, .. }
+            | Message::Forward { epoch, .. }
+            | Message::ForwardReply { epoch, .. } => *epoch,
         }
     }
 }

@@ -37,6 +37,10 @@ pub struct LogRecord {
 impl LogRecord {
     /// An estimate of its encoded size in bytes, for batching and retention budgets.
     pub fn size_hint(&self) -> usize {
-        24 + self.changes.iter().map(|c| c.key.len() + c.record.value.as_ref().map_or(0, |v| v.len()) + 40).sum::<usize>()
+        24 + self
+            .changes
+            .iter()
+            .map(|c| c.key.len() + c.record.value.as_ref().map_or(0, |v| v.len()) + 40)
+            .sum::<usize>()
     }
 }

@@ -49,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The version of the peer protocol: the handshake and the replication messages. Raise it with any
 /// change to a message sent between peers; nodes of different versions refuse each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
 /// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
 /// answer; a peer that is silent longer is dropped.
@@ -274,6 +274,11 @@ mod tests {
         assert_eq!(&out[..], &[0, 0, 0, 4, 2, 2, b'n', b'o']);
     }
 
+    /// The refusal of a peer that speaks protocol version 99 (this node's version is spelled
+    /// out here: the test must change when the version does).
+    const PROTOCOL_MISMATCH_99: &str =
+        "peer protocol version mismatch: this node speaks version 2, peer n2 at 127.0.0.1:7202 speaks version 99";
+
     #[test]
     fn check_hello_refuses_with_both_sides_values() {
         let local = hello("demo", "n1");
@@ -294,15 +299,13 @@ mod tests {
                 None,
                 Err(r#"cluster id mismatch: this node is in cluster "demo", peer n2 at 127.0.0.1:7202 says "other""#),
             ),
-            (
-                with(|h| h.protocol_version = 2),
-                None,
-                Err("peer protocol version mismatch: this node speaks version 1, peer n2 at 127.0.0.1:7202 speaks version 2"),
-            ),
+            (with(|h| h.protocol_version = 99), None, Err(PROTOCOL_MISMATCH_99)),
             (
                 with(|h| h.storage_format_version = 7),
                 None,
-                Err("storage format version mismatch: this node has version 1, peer n2 at 127.0.0.1:7202 has version 7"),
+                Err(
+                    "storage format version mismatch: this node has version 1, peer n2 at 127.0.0.1:7202 has version 7",
+                ),
             ),
             (hello("demo", ""), None, Err("empty node id: the peer at 127.0.0.1:7202 gave none")),
             (
@@ -313,12 +316,16 @@ mod tests {
             (
                 hello("demo", "n9"),
                 Some(&allowed),
-                Err(r#"unknown node id: peer n9 at 127.0.0.1:7202 says it is "n9"; this node (n1) expects one of "n2", "n3""#),
+                Err(
+                    r#"unknown node id: peer n9 at 127.0.0.1:7202 says it is "n9"; this node (n1) expects one of "n2", "n3""#,
+                ),
             ),
             (
                 hello("demo", "a b"),
                 Some(&allowed),
-                Err(r#"unknown node id: peer "a b" at 127.0.0.1:7202 says it is "a b"; this node (n1) expects one of "n2", "n3""#),
+                Err(
+                    r#"unknown node id: peer "a b" at 127.0.0.1:7202 says it is "a b"; this node (n1) expects one of "n2", "n3""#,
+                ),
             ),
         ];
         for (peer, allowed, expected) in cases {

@@ -230,6 +230,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("time", 1, &["fast"], 0, 0, 0),
     ("wait", 3, &[], 0, 0, 0),
     ("role", 1, &["fast"], 0, 0, 0),
+    ("replikv.digest", -1, &["readonly"], 0, 0, 0),
 ];
 
 fn command(args: &[Bytes]) -> Frame {
