@@ -8,7 +8,9 @@
 //! environment and file; [`metrics`] keeps a Prometheus registry per node; [`state`] is what
 //! the front ends share; [`faults`] holds the test-only fault switches; [`peer`] is the
 //! transport between nodes (frames, handshake, links, listener) and [`peers`] opens a node's
-//! links to the rest of its cluster; [`error`] sorts what goes wrong by how the operator must
+//! links to the rest of its cluster and carries the replication messages between them and the
+//! runtime; [`replication`] shows the replica's replication state as `INFO replication`,
+//! `ROLE` and JSON; [`error`] sorts what goes wrong by how the operator must
 //! react; [`node`] starts and stops it all.
 //!
 //! If a driver here needs an `if` about replication, that logic belongs in the core.

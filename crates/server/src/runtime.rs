@@ -36,6 +36,10 @@
 //! CAVEATS
 //! - A write's reply waits for the fsync of its batch even when the client did not ask for
 //!   durability; there is no per-request relaxation yet.
+//! - A replicating node fsyncs two files per group, the replication log's and the engine's,
+//!   one after the other.
+//! - Held outputs are released by the stepper, so a reply crosses threads twice after its
+//!   fsync (syncer -> stepper -> connection) rather than once.
 
 use crate::metrics::Metrics;
 use replikv_core::kv::{Reply, Request};

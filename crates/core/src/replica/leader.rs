@@ -35,6 +35,9 @@ pub const SNAPSHOT_CHUNKS_IN_FLIGHT: u64 = 4;
 /// the bytes of the newest ones only (a lower bound).
 pub const LAG_OFFSETS_MAX: usize = 1_000_000;
 
+/// How often, at most, the leader warns that its log is over twice its size bound.
+pub const SIZE_WARNING_EVERY_MS: u64 = 60_000;
+
 /// Keys read from the engine at a time while building a snapshot chunk.
 const SNAPSHOT_SCAN_KEYS: usize = 256;
 
@@ -140,6 +143,8 @@ pub(super) struct Leader {
     /// (lsn, bytes logged through it), for lag in bytes.
     offsets: VecDeque<(Lsn, u64)>,
     logged_bytes: u64,
+    /// When the log's size over its bound was last warned about.
+    last_size_warning_ms: Option<u64>,
 }
 
 impl Leader {
@@ -167,6 +172,7 @@ impl Leader {
             last_heartbeat_ms: 0,
             offsets: VecDeque::new(),
             logged_bytes: 0,
+            last_size_warning_ms: None,
         }
     }
 
@@ -302,6 +308,28 @@ impl Leader {
             .min()
             .unwrap_or(log.last_lsn() + 1);
         log.retain(keep_from)?;
+        // The log never grows past its bound in silence: a follower that pins it is named.
+        let (bytes, bound) = (log.stats().bytes, log.options().retain_bytes_max);
+        if bytes > bound.saturating_mul(2)
+            && self.last_size_warning_ms.is_none_or(|at| now_ms.saturating_sub(at) >= SIZE_WARNING_EVERY_MS)
+        {
+            self.last_size_warning_ms = Some(now_ms);
+            let pinning: Vec<String> = self
+                .followers
+                .iter()
+                .filter(|p| match &p.mode {
+                    Mode::Snapshot(s) => s.lsn + 1 == keep_from,
+                    Mode::Stream => p.acked + 1 == keep_from,
+                    Mode::Probe => false,
+                })
+                .map(|p| format!("{:?}", p.node))
+                .collect();
+            tracing::warn!(
+                "the replication log holds {bytes} bytes, over twice its bound of {bound}: records from {keep_from} on \
+                 are kept for {}",
+                pinning.join(", ")
+            );
+        }
         let oldest = self.followers.iter().map(|p| p.acked).min().unwrap_or(self.durable);
         while self.offsets.len() > 1 && self.offsets[1].0 <= oldest {
             self.offsets.pop_front();

@@ -1,7 +1,24 @@
-//! Single-leader replication (DESIGN §6-§7): the replication log, the peer messages, and the
-//! rules of the leader and its followers.
+//! Single-leader replication (DESIGN §6-§7): the vocabulary the replicas share.
 //!
-//! (The module essay is written with the replica; see `replica.rs`.)
+//! - [`record`]: what the log holds. A [`LogRecord`] is one client request's changes (a
+//!   transaction), at a contiguous position (LSN), stamped with the leader's epoch. Its
+//!   payload is logical: each [`Change`] is a key and the full record it now holds (value or
+//!   tombstone, version, expiry), so applying a change twice, or over a newer snapshot, is
+//!   harmless.
+//! - [`log`]: the durable replication log every replica keeps, in segment files with bounded
+//!   retention.
+//! - [`message`]: the peer protocol, one [`Message`] enum: `Append` / `Ack` for shipping,
+//!   `Heartbeat` for lag and liveness, `SnapshotChunk` for a follower behind the retained log,
+//!   `Forward` / `ForwardReply` for writes a follower forwards.
+//!
+//! The rules (who ships what when, what an acknowledgement means, how lag is measured, how a
+//! restarted replica recovers) live with the replica: see [`crate::replica`], whose essay is
+//! the protocol's description.
+//!
+//! CAVEATS
+//! - Only the logical payload exists; DESIGN §6's statement and physical formats do not.
+//! - Changes carry the new value only, not the old one (the lecture's `old_value`): enough to
+//!   replicate, not yet enough for multi-leader conflict detection or change data capture.
 
 pub mod log;
 pub mod message;

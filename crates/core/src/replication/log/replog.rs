@@ -365,6 +365,11 @@ impl ReplicationLog {
         Ok(())
     }
 
+    /// The options it was opened with.
+    pub fn options(&self) -> &ReplogOptions {
+        &self.options
+    }
+
     /// The log's counters.
     pub fn stats(&self) -> ReplogStats {
         ReplogStats {
