@@ -237,8 +237,13 @@ pub const SHIP_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 pub const REPLICATED_VALUE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Changes in one log record at most; a request that writes more (a FLUSHALL of many keys)
-/// is logged as several records in a row.
+/// is logged as several records in a row, which followers apply one at a time.
 pub const RECORD_CHANGES_MAX: usize = 10_000;
+
+/// Bytes of changes after which a request's record is closed and the rest go in the next one,
+/// so that every record fits in one peer frame (one change is at most
+/// [`REPLICATED_VALUE_BYTES_MAX`] plus its key).
+pub const RECORD_BYTES_SOFT_MAX: usize = 16 * 1024 * 1024;
 
 /// Writes waiting for their acknowledgements, and WAITs, at most; beyond, a request is
 /// refused with an error rather than queued.
@@ -698,18 +703,28 @@ const RECOVERY_SCAN_KEYS: usize = 4096;
 
 /// Appends `changes` as one record (several when there are more than
 /// [`RECORD_CHANGES_MAX`]); returns the last one's position and the records' estimated bytes.
-fn append_changes(log: &mut ReplicationLog, epoch: Epoch, mut changes: Vec<Change>) -> Result<(Lsn, u64)> {
+fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) -> Result<(Lsn, u64)> {
     let mut bytes = 0;
-    loop {
-        let rest = changes.split_off(changes.len().min(RECORD_CHANGES_MAX));
-        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes };
+    let mut part: Vec<Change> = Vec::new();
+    let mut part_bytes = 0;
+    let mut close = |log: &mut ReplicationLog, part: &mut Vec<Change>| -> Result<()> {
+        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes: std::mem::take(part) };
         bytes += record.size_hint() as u64;
-        log.append(record)?;
-        if rest.is_empty() {
-            return Ok((log.last_lsn(), bytes));
+        log.append(record)
+    };
+    for change in changes {
+        let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + 40;
+        if !part.is_empty() && (part.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX) {
+            close(log, &mut part)?;
+            part_bytes = 0;
         }
-        changes = rest;
+        part_bytes += size;
+        part.push(change);
     }
+    if !part.is_empty() {
+        close(log, &mut part)?;
+    }
+    Ok((log.last_lsn(), bytes))
 }
 
 /// What [`Replica::write_out`] did, and the fsyncs it leaves to run.

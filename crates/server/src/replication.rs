@@ -26,6 +26,7 @@ fn node_of(state: &NodeState, id: NodeId) -> (String, String, u16) {
 /// A follower's `state=` as Redis names them.
 fn follower_state(mode: &str, up: bool) -> &'static str {
     match (mode, up) {
+        ("diverged", _) => "diverged",
         (_, false) => "down",
         ("stream", true) => "online",
         ("snapshot", true) => "send_bulk",

@@ -11,6 +11,9 @@
 //!   most `ship_bytes_max`, with at most `window_bytes_max` shipped and unacknowledged. If no
 //!   acknowledgement comes for `resend_ms`, it ships again from `acked` (the transport may lose
 //!   messages; the follower skips what it already has).
+//! - **diverged**: the follower reported records past the leader's log end (the leader lost
+//!   data, or the follower's directory came from elsewhere). It is neither overwritten nor
+//!   shipped to; the status shows it and an operator decides.
 //! - **snapshot**: the follower needs records the log no longer holds. The leader streams its
 //!   keys in key order, a chunk at a time (at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] unacknowledged),
 //!   then streams the log from the snapshot's position. While a snapshot is in flight, the log
@@ -102,6 +105,9 @@ enum Mode {
     Probe,
     Stream,
     Snapshot(SnapshotSend),
+    /// The follower has records past this leader's log end: it is not overwritten, nothing is
+    /// shipped to it, and the status says so until an operator decides.
+    Diverged,
 }
 
 /// What the leader knows of one follower.
@@ -320,7 +326,7 @@ impl Leader {
                 .filter(|p| match &p.mode {
                     Mode::Snapshot(s) => s.lsn + 1 == keep_from,
                     Mode::Stream => p.acked + 1 == keep_from,
-                    Mode::Probe => false,
+                    Mode::Probe | Mode::Diverged => false,
                 })
                 .map(|p| format!("{:?}", p.node))
                 .collect();
@@ -383,7 +389,7 @@ impl Leader {
                 tracing::info!("{from:?} refused a snapshot chunk: starting the snapshot again");
                 start_snapshot(p, log.last_lsn(), now_ms);
             }
-            (Mode::Snapshot(_), _) => {}
+            (Mode::Snapshot(_), _) | (Mode::Diverged, _) => {}
             (_, _) if reject || probing => {
                 // The follower's word is the truth about its log.
                 p.acked = durable_lsn;
@@ -392,11 +398,13 @@ impl Leader {
                 p.last_progress_ms = now_ms;
                 p.mode = Mode::Stream;
                 if durable_lsn > log.last_lsn() {
-                    tracing::warn!(
-                        "{from:?} has records through {durable_lsn}, past this leader's log end {}: sending it a snapshot",
+                    tracing::error!(
+                        "{from:?} has records through {durable_lsn}, past this leader's log end {}: the leader lost \
+                         data, or the follower came from elsewhere. Not overwriting it; nothing is shipped to it until \
+                         an operator empties one of the two data directories",
                         log.last_lsn()
                     );
-                    start_snapshot(p, log.last_lsn(), now_ms);
+                    p.mode = Mode::Diverged;
                 }
             }
             (_, _) => {
@@ -517,6 +525,7 @@ impl Leader {
                         Mode::Probe => "probe",
                         Mode::Stream => "stream",
                         Mode::Snapshot(_) => "snapshot",
+                        Mode::Diverged => "diverged",
                     },
                     up: is_up(p, now_ms, settings),
                     acked_lsn: p.acked,

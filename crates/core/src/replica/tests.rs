@@ -314,3 +314,40 @@ fn forwarded_writes_are_executed_by_the_leader_and_answered_after_its_acks() {
     let Some(Reply::Error(text)) = c.reply(id) else { panic!("a timeout error: {:?}", c.reply(id)) };
     assert!(text.contains("may or may not have been applied"), "{text}");
 }
+
+#[test]
+fn a_follower_ahead_of_its_leader_is_reported_diverged_and_not_overwritten() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    for i in 0..5 {
+        c.send(0, &format!("SET k{i} v"));
+        c.settle();
+    }
+    // The leader loses everything (a wiped data directory) and starts over.
+    let ids = c.ids.clone();
+    let mut settings = Settings::new(ids[0], Role::Leader { followers: vec![ids[1]] });
+    settings.resend_ms = 300;
+    c.nodes[0] =
+        Replica::replicated(MemoryEngine::new(), ReplicationLog::in_memory(Default::default()), settings, c.now)
+            .unwrap();
+    c.run_for(300);
+    let status = c.nodes[0].status(c.now);
+    assert_eq!(status.followers[0].mode, "diverged", "{:?}", status.followers[0]);
+    assert_eq!(c.dump(1).len(), 5, "the follower keeps its data");
+    c.send(0, "SET new v");
+    c.run_for(300);
+    assert_eq!(c.dump(1).len(), 5, "nothing is shipped to a diverged follower");
+}
+
+#[test]
+fn a_request_bigger_than_a_record_is_logged_as_several_and_replicated_whole() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    let big = "x".repeat(7 * 1024 * 1024);
+    let before = c.nodes[0].last_lsn();
+    let id = c.send(0, &format!("MSET a {big} b {big} c {big}"));
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(c.nodes[0].last_lsn() - before, 2, "21 MiB of changes: two records under the 16 MiB bound");
+    assert_eq!(c.dump(1), c.dump(0));
+}
