@@ -48,10 +48,12 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
     stream.write_all(request.as_bytes()).with_context(|| format!("sending to {addr}"))?;
     let mut response = Vec::new();
-    (&mut stream)
-        .take(RESPONSE_BYTES_MAX + 1)
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading from {addr}"))?;
+    if let Err(e) = (&mut stream).take(RESPONSE_BYTES_MAX + 1).read_to_end(&mut response) {
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            bail!("{addr} accepted the connection but sent no answer within {IO_TIMEOUT_MS} ms (a paused or busy process?)");
+        }
+        return Err(e).with_context(|| format!("reading from {addr}"));
+    }
     if response.len() as u64 > RESPONSE_BYTES_MAX {
         bail!("{addr}: response over {RESPONSE_BYTES_MAX} bytes");
     }
