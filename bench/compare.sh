@@ -9,8 +9,8 @@
 #   everysec  replikv --engine log --fsync 1000     | redis --appendonly yes --appendfsync everysec
 #   always    replikv --engine log --fsync always   | redis --appendonly yes --appendfsync always
 #   replicas  replikv single node, --fsync never    | redis primary + 2 replicas (--replicaof), no persistence
-#             replikv has no replication yet (issue 4): that pair compares one replikv node with a
-#             replicated redis, and says so. Writes are asynchronous on both sides (no --wait).
+#             One replikv node against a replicated redis, without persistence on either side;
+#             replicated replikv against replicated redis is bench/replication-compare.sh.
 #
 # Each round runs replikv bench once against replikv and once against redis (A B A B ...), each run
 # a load phase then the workloads; the script prints every run's figures and, per pair and
@@ -95,7 +95,7 @@ describe_pair() { # pair
     none) echo "replikv --engine log --fsync never | redis-server --appendonly no --save ''" ;;
     everysec) echo "replikv --engine log --fsync 1000 | redis-server --appendonly yes --appendfsync everysec" ;;
     always) echo "replikv --engine log --fsync always | redis-server --appendonly yes --appendfsync always" ;;
-    replicas) echo "replikv SINGLE NODE --fsync never (no replication yet: issue 4) | redis-server primary + 2 replicas, --appendonly no" ;;
+    replicas) echo "replikv SINGLE NODE --fsync never | redis-server primary + 2 replicas, --appendonly no (3-node replikv: bench/replication-compare.sh)" ;;
   esac
 }
 
@@ -154,7 +154,7 @@ def table(work, pairs, rounds):
                   f" {med(a, lambda r: r['all']['p99_us']) / 1e3:>15.3f} {med(b, lambda r: r['all']['p99_us']) / 1e3:>13.3f}"
                   f" {statistics.median(p99):>6.2f}   " + " ".join(f"{t:.2f}" for t in tput))
     if "replicas" in pairs:
-        print("# replicas: replikv's side is ONE node (replication is issue 4); redis's is a primary feeding two replicas.")
+        print("# replicas: replikv's side is ONE node; redis's is a primary feeding two replicas (see bench/replication-compare.sh).")
 
 if sys.argv[1] == "line":
     print(line(sys.argv[2]))
