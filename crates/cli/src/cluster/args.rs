@@ -73,6 +73,15 @@ pub struct StartArgs {
     /// Node i serves RESP on P+i, HTTP on P+100+i and peers on P+200+i.
     #[arg(long, default_value_t = 7000, value_name = "P")]
     pub base_port: u16,
+    /// Milliseconds a write waits for its acknowledgements before -NOREPLICAS.
+    #[arg(long, default_value_t = replikv_server::config::ACK_TIMEOUT_MS_DEFAULT, value_name = "MS")]
+    pub ack_timeout_ms: u64,
+    /// Followers forward writes to the leader instead of refusing them with READONLY.
+    #[arg(long)]
+    pub forward_writes: bool,
+    /// Bytes of replication log each node keeps (a follower further behind gets a snapshot).
+    #[arg(long, default_value_t = replikv_server::config::LOG_RETAIN_BYTES_DEFAULT, value_name = "BYTES")]
+    pub log_retain_bytes: u64,
     /// Return once every node answers PING, leaving them running (logs in DATA/NAME/ID.log).
     #[arg(long)]
     pub detach: bool,

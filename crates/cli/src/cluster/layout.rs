@@ -106,7 +106,16 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
             }
         })
         .collect();
-    let replication = ReplicationConfig { mode: args.mode, acks: args.acks, ..ReplicationConfig::default() };
+    let defaults = ReplicationConfig::default();
+    let replication = ReplicationConfig {
+        mode: args.mode,
+        acks: args.acks,
+        ack_timeout_ms: args.ack_timeout_ms,
+        forward_writes: args.forward_writes,
+        log_retain_bytes: args.log_retain_bytes,
+        log_segment_bytes: defaults.log_segment_bytes.min(args.log_retain_bytes),
+        ..defaults
+    };
     let cluster = ClusterConfig { name: args.which.name.clone(), replication, nodes };
     cluster.check().with_context(|| format!("--nodes {n} --mode {} --acks {}", args.mode, args.acks))?;
     Ok(cluster)
@@ -180,8 +189,27 @@ mod tests {
             mode: ReplicationMode::SingleLeader,
             acks,
             base_port,
+            ack_timeout_ms: 1000,
+            forward_writes: false,
+            log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
             detach: false,
         }
+    }
+
+    #[test]
+    fn replication_flags_reach_the_cluster_file() {
+        let mut args = start(3, 7000, Acks::Sync);
+        args.ack_timeout_ms = 250;
+        args.forward_writes = true;
+        args.log_retain_bytes = 1 << 20;
+        let r = plan(&args).unwrap().replication;
+        assert_eq!(
+            (r.ack_timeout_ms, r.forward_writes, r.log_retain_bytes, r.log_segment_bytes),
+            (250, true, 1 << 20, 1 << 20)
+        );
+        args.ack_timeout_ms = 0;
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("ack_timeout_ms must be greater than 0"), "{err}");
     }
 
     #[test]
