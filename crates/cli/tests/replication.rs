@@ -342,3 +342,17 @@ fn check_names_the_replica_and_the_key_that_differ() {
     assert!(stdout.contains("differs") && stdout.contains("\"stray\": only on n3"), "{stdout}");
     assert!(stderr.contains("n3 differs from n1"), "{stderr}");
 }
+
+#[test]
+fn a_restarted_leader_ships_what_it_holds_without_waiting_for_a_write() {
+    let mut trio = Trio::start("acks = \"semi-sync:1\"");
+    trio.nodes[2].kill9();
+    let (acked, errors) = write_load(&trio, 1, 50, "restart");
+    assert!(errors.is_empty(), "{errors:?}");
+    let status = trio.nodes[0].terminate();
+    assert!(status.success(), "the leader stops cleanly: {status}");
+    trio.nodes[0].restart();
+    trio.nodes[2].restart();
+    // No write after the restart: the leader must ship n3's missing records on its own.
+    assert_followers_have(&trio, &acked);
+}

@@ -13,7 +13,9 @@
 //! - **Standalone**: a lone node. It executes requests against its store and keeps no
 //!   replication log.
 //! - **Leader** (single-leader, DESIGN §6-§7): it executes every request; each write becomes
-//!   one record of the replication log ([`crate::replication`]), which it ships to every
+//!   one record of the replication log ([`crate::replication`]) (several, applied one at a
+//!   time by followers, for a request over [`RECORD_BYTES_SOFT_MAX`] or
+//!   [`RECORD_CHANGES_MAX`] keys), which it ships to every
 //!   follower in order, batched, once the record is durable on the leader. A write's reply
 //!   waits until `acks_needed` followers have the record durable (`sync`: all of them;
 //!   `semi-sync:K`: K; `async`: none). If they do not within `ack_timeout_ms` the client gets
@@ -35,11 +37,13 @@
 //!   releases them only after [`Replica::write_out`]'s fsync (or [`Replica::flush`]) has
 //!   succeeded for this batch and every batch before it.
 //! - [`Outbox::now`] holds outputs that depend on nothing unflushed: records the leader ships
-//!   (only durable ones, see [`Input::Durable`]), heartbeats, and the replies a follower's
-//!   acknowledgement releases. The runtime may send them at once.
+//!   (only durable ones, see [`Input::Durable`]), heartbeats, the replies followers'
+//!   acknowledgements release, `-NOREPLICAS` and WAIT timeouts, forwarded writes and their
+//!   timeouts. The runtime may send them at once.
 //! - The runtime tells the leader how far its log is durable with [`Input::Durable`]; the
 //!   leader ships nothing beyond it, so a follower never holds a record its leader could
-//!   lose in a crash.
+//!   lose in a crash. At open the replica fsyncs its log (what it read back may have been in
+//!   the page cache only), so a restarted leader ships everything it holds at once.
 //!
 //! # Time and lag
 //!
@@ -53,12 +57,13 @@
 //! # Recovery
 //!
 //! The engine and the log are two files fsynced together per batch; a crash can leave either
-//! one ahead. At open, every logged change newer than the engine's newest version is applied
-//! again (changes carry full values and versions, so applying one twice is harmless). If the
-//! engine holds writes newer than the log's last (its pages reached the disk, the log's did
-//! not), a leader logs those keys' current records as one new record, so that its followers
-//! get them; a follower does nothing, since it asks its leader again for every record after
-//! its log's end.
+//! one ahead. At open, every logged change whose key the engine holds at an older version (or
+//! not at all) is applied again: a key's versions rise in log order, and changes carry full
+//! values and versions, so this restores exactly what the engine missed, also after a
+//! snapshot whose values may be newer than the records that follow it. If the engine holds
+//! writes newer than the log's last (its pages reached the disk, the log's did not), a leader
+//! logs those keys' current records again as new records, so that its followers get them; a
+//! follower does nothing, since it asks its leader again for every record after its log's end.
 //!
 //! CAVEATS
 //! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
@@ -302,8 +307,11 @@ pub struct Replica<E> {
     settings: Settings,
     /// The part it plays.
     state: State,
-    /// On a leader: the ids it gave forwarded requests -> (follower, the follower's number).
-    forwarded: BTreeMap<RequestId, (NodeId, u64)>,
+    /// On a leader: the ids it gave forwarded requests -> (follower, its incarnation, its
+    /// number).
+    forwarded: BTreeMap<RequestId, (NodeId, u64, u64)>,
+    /// This replica's start time, which names its forwarded writes across restarts.
+    incarnation: u64,
     /// The next id for a forwarded request.
     next_forwarded: RequestId,
     /// On a follower: its number for each write it forwarded -> (client request, deadline).
@@ -334,7 +342,16 @@ impl<E: Engine> Replica<E> {
         };
         store.limit_values(REPLICATED_VALUE_BYTES_MAX);
         let mut replica = Replica::assemble(store, log, settings, state);
+        replica.incarnation = now_ms;
         replica.recover()?;
+        // Everything the log holds is durable from here on (open may have read records that
+        // were only in the page cache): a leader may ship all of it at once, without waiting
+        // for a write to tell it so.
+        replica.log.flush()?;
+        let durable = replica.log.last_lsn();
+        if let State::Leader(leader) = &mut replica.state {
+            leader.restarted(durable);
+        }
         Ok(replica)
     }
 
@@ -345,6 +362,7 @@ impl<E: Engine> Replica<E> {
             settings,
             state,
             forwarded: BTreeMap::new(),
+            incarnation: 0,
             next_forwarded: FORWARDED_ID_BASE,
             forwarding: BTreeMap::new(),
             next_forward: 0,
@@ -362,9 +380,10 @@ impl<E: Engine> Replica<E> {
             let epoch = self.settings.epoch;
             for output in outbox.after_flush[marks.0..].iter_mut().chain(outbox.now[marks.1..].iter_mut()) {
                 if let Output::Reply { id, reply } = output {
-                    if let Some((to, number)) = forwarded.remove(id) {
+                    if let Some((to, incarnation, number)) = forwarded.remove(id) {
                         let reply = std::mem::replace(reply, Reply::Nil);
-                        *output = Output::Send { to, message: Message::ForwardReply { epoch, id: number, reply } };
+                        let message = Message::ForwardReply { epoch, incarnation, id: number, reply };
+                        *output = Output::Send { to, message };
                     }
                 }
             }
@@ -410,7 +429,8 @@ impl<E: Engine> Replica<E> {
                 self.next_forward += 1;
                 let number = self.next_forward;
                 self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
-                let message = Message::Forward { epoch: self.settings.epoch, id: number, request };
+                let message =
+                    Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
                 outbox.now.push(Output::Send { to: *leader, message });
             }
             State::Follower(_) => {
@@ -491,23 +511,28 @@ impl<E: Engine> Replica<E> {
 
     fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
         match (&self.state, message) {
-            (State::Leader(_), Message::Forward { epoch, id, request }) => {
+            (State::Leader(_), Message::Forward { epoch, incarnation, id, request }) => {
                 if epoch != self.settings.epoch {
                     tracing::warn!("leader ignores a forwarded request of epoch {epoch} from {from:?}");
                     return Ok(());
                 }
                 if self.forwarded.len() >= PENDING_REPLIES_MAX {
                     let reply = Reply::err("too many forwarded requests are pending on the leader; try again later");
-                    let message = Message::ForwardReply { epoch, id, reply };
+                    let message = Message::ForwardReply { epoch, incarnation, id, reply };
                     outbox.now.push(Output::Send { to: from, message });
                     return Ok(());
                 }
                 self.next_forwarded += 1;
                 let local = self.next_forwarded;
-                self.forwarded.insert(local, (from, id));
+                self.forwarded.insert(local, (from, incarnation, id));
                 self.request(now_ms, local, request, outbox)
             }
-            (State::Follower(_), Message::ForwardReply { id, reply, .. }) => {
+            (State::Follower(_), Message::ForwardReply { epoch, incarnation, id, reply }) => {
+                let from_leader = matches!(&self.settings.role, Role::Follower { leader, .. } if *leader == from);
+                if !from_leader || epoch != self.settings.epoch || incarnation != self.incarnation {
+                    tracing::debug!("a forwarded reply for another node, epoch or run of this one: ignored");
+                    return Ok(());
+                }
                 match self.forwarding.remove(&id) {
                     Some((request, _)) => outbox.now.push(Output::Reply { id: request, reply }),
                     None => tracing::debug!("a reply to forwarded write {id} came after its timeout"),
@@ -643,7 +668,13 @@ impl<E: Engine> Replica<E> {
             for record in records {
                 for change in record.changes {
                     log_ts = log_ts.max(change.record.version.ts);
-                    if change.record.version.ts > engine_ts {
+                    // A key's versions rise in log order, so a change is missing from the
+                    // engine exactly when the engine's version of its key is older. (Not a
+                    // comparison with the engine's newest timestamp overall: after a snapshot,
+                    // which may hold newer values than the records that follow it, that would
+                    // skip records the engine never got.)
+                    let have = self.store.engine().meta(&change.key).map(|m| m.version);
+                    if have.is_none_or(|v| v < change.record.version) {
                         self.store.apply(change)?;
                         replayed += 1;
                     }
@@ -656,12 +687,15 @@ impl<E: Engine> Replica<E> {
         if !matches!(self.state, State::Leader(_)) || engine_ts <= log_ts {
             return Ok(());
         }
-        if self.log.last_lsn() == 0 && self.log.first_lsn() == 1 {
-            // Keys written before this node kept a log (a standalone data directory): its
-            // followers cannot get them from the log, so make them start with a snapshot.
-            let lsn = 1;
-            self.log.reset(lsn, self.settings.epoch)?;
-            tracing::info!("the engine holds keys no log record has; followers will start from a snapshot");
+        if self.log.first_lsn() > self.log.last_lsn() {
+            // The log holds no record, yet the engine has keys: a standalone data directory,
+            // or a log emptied by a reset. Followers cannot get those keys from the log, so
+            // make every follower start from a snapshot (which reads the engine) by moving the
+            // log's start past 1, once.
+            if self.log.last_lsn() == 0 {
+                self.log.reset(1, self.settings.epoch)?;
+                tracing::info!("the engine holds keys no log record has; followers will start from a snapshot");
+            }
             return Ok(());
         }
         // The engine kept writes the log lost: log the keys' current records again.

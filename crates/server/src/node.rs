@@ -43,7 +43,10 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     }
     let (failed_tx, mut failed) = watch::channel(false);
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let peers = crate::peers::Peers::start(&config, shutdown.clone()).await?;
+    // The peer links outlive the client drain: writes in flight still need their followers'
+    // acknowledgements to be answered.
+    let (peers_shutdown_tx, peers_shutdown) = watch::channel(false);
+    let peers = crate::peers::Peers::start(&config, peers_shutdown).await?;
     let sender: crate::runtime::PeerSender = match &peers {
         Some((peers, _)) => peers.sender(),
         None => Arc::new(|to, _| tracing::warn!("no peers: a message for {to:?} is dropped")),
@@ -95,6 +98,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     ticker.abort();
     let failure = runtime.handle().failure();
     runtime.shutdown().await;
+    let _ = peers_shutdown_tx.send(true);
     match failure {
         Some(why) => Err(Error::Stopped(why)),
         None => {

@@ -60,6 +60,11 @@ pub const COMPACTION_STEP_BYTES: u64 = 1024 * 1024;
 /// Batches written out but not yet fsynced, at most; a slow disk makes the stepper wait.
 pub const SYNC_QUEUE_BATCHES_MAX: usize = 64;
 
+/// Milliseconds without a tick after which the stepper ticks on its own: the ticker's ticks
+/// are dropped when the queue is full, and timed work (heartbeats, timeouts, expiry) must not
+/// stop under load.
+const TICK_OVERDUE_MS: u64 = 250;
+
 /// How often, at most, the stepper publishes the replication status for the status pages
 /// (besides every tick).
 const STATUS_PUBLISH_MS: u64 = 20;
@@ -242,6 +247,7 @@ impl Runtime {
             batches: 0,
             next_id: 0,
             last_publish_ms: 0,
+            last_tick_ms: 0,
         };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
@@ -318,6 +324,8 @@ struct Stepper<E> {
     next_id: RequestId,
     /// When the replication status was last published.
     last_publish_ms: u64,
+    /// When the replica last ticked.
+    last_tick_ms: u64,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -338,7 +346,16 @@ impl<E: Engine> Stepper<E> {
             let mut shutdown = false;
             let mut requests = 0;
             let mut ticked = false;
-            let stepped = batch.iter().any(|m| !matches!(m, Message::Wake));
+            let mut stepped = batch.iter().any(|m| !matches!(m, Message::Wake));
+            if now.saturating_sub(self.last_tick_ms) >= TICK_OVERDUE_MS
+                && !batch.iter().any(|m| matches!(m, Message::Tick))
+            {
+                ticked = true;
+                stepped = true;
+                self.last_tick_ms = now;
+                self.replica.step(now, Input::Tick, &mut outbox)?;
+                self.dispatch(std::mem::take(&mut outbox.now));
+            }
             self.release_durable(now, &mut outbox)?;
             for message in batch {
                 match message {
@@ -360,6 +377,7 @@ impl<E: Engine> Stepper<E> {
                     }
                     Message::Tick => {
                         ticked = true;
+                        self.last_tick_ms = now;
                         self.replica.step(now, Input::Tick, &mut outbox)?;
                     }
                     Message::Peer(from, message) => {

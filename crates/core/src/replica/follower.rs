@@ -47,6 +47,7 @@ pub struct FollowerView {
 /// A snapshot being installed.
 #[derive(Debug)]
 struct Install {
+    attempt: u64,
     lsn: Lsn,
     next_seq: u64,
 }
@@ -99,13 +100,20 @@ impl Follower {
         }
         self.last_heard_ms = Some(now_ms);
         let mut reject = false;
-        let mut snapshot_seq = None;
+        let mut snapshot = None;
         match message {
             Message::Append { prev_lsn, records, leader_lsn, sent_at_ms, .. } => {
                 self.mark(leader_lsn, sent_at_ms);
                 if self.installing.is_some() {
-                    // Sent before the leader switched to a snapshot: the log follows it.
-                    return Ok(());
+                    if prev_lsn > log.last_lsn() {
+                        // Sent before the leader switched to a snapshot: the log follows it.
+                        return Ok(());
+                    }
+                    // The leader streams the log from where this follower's log is (it gave
+                    // up the snapshot, or restarted): the log replays over the partial
+                    // snapshot, which held only the leader's own data.
+                    tracing::info!("the leader streams from {prev_lsn}: abandoning the snapshot being installed");
+                    self.installing = None;
                 }
                 if prev_lsn > log.last_lsn() {
                     reject = true;
@@ -126,18 +134,22 @@ impl Follower {
                 }
             }
             Message::Heartbeat { leader_lsn, sent_at_ms, .. } => self.mark(leader_lsn, sent_at_ms),
-            Message::SnapshotChunk { lsn, seq, after, through, entries, done, .. } => {
+            Message::SnapshotChunk { attempt, lsn, seq, after, through, entries, done, .. } => {
                 if seq == 0 {
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, settings.epoch)?;
-                    self.installing = Some(Install { lsn, next_seq: 0 });
+                    self.installing = Some(Install { attempt, lsn, next_seq: 0 });
                 }
                 match &mut self.installing {
+                    Some(install) if install.attempt != attempt => {
+                        // A chunk of an abandoned attempt, still in flight: nothing to do.
+                        return Ok(());
+                    }
                     Some(install) if install.next_seq == seq && install.lsn == lsn => {
                         install_chunk(store, after.as_ref(), through.as_ref(), entries)?;
                         install.next_seq += 1;
-                        snapshot_seq = Some(seq);
+                        snapshot = Some((attempt, seq));
                         if done {
                             // The chunks must be durable before the log says they are there.
                             store.engine_mut().flush(now_ms)?;
@@ -165,7 +177,7 @@ impl Follower {
             durable_lsn,
             reject,
             caught_up_at_ms: self.caught_up_at_ms,
-            snapshot_seq,
+            snapshot,
         };
         outbox.after_flush.push(Output::Send { to: leader, message });
         Ok(())

@@ -1,7 +1,7 @@
 //! The leader's side of single-leader replication: shipping the log to each follower, counting
 //! acknowledgements, releasing replies, heartbeats, lag and snapshots.
 //!
-//! Each follower has a [`Progress`] in one of three modes:
+//! Each follower has a [`Progress`] in one of four modes:
 //!
 //! - **probe**: the leader does not know where the follower's log ends (at start, or after
 //!   the follower was silent for `link_timeout_ms`). It sends only heartbeats; the follower's
@@ -16,9 +16,11 @@
 //!   shipped to; the status shows it and an operator decides.
 //! - **snapshot**: the follower needs records the log no longer holds. The leader streams its
 //!   keys in key order, a chunk at a time (at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] unacknowledged),
-//!   then streams the log from the snapshot's position. While a snapshot is in flight, the log
-//!   keeps every record after that position, so a follower is never sent from snapshot to
-//!   snapshot because retention overtook it.
+//!   then streams the log from the snapshot's position. While a snapshot is in flight to a
+//!   follower that answers, the log keeps every record after that position, so a follower is
+//!   never sent from snapshot to snapshot because retention overtook it; a follower silent for
+//!   `link_timeout_ms` goes back to probe and pins nothing. Chunks and their acknowledgements
+//!   carry the attempt's number, so a late one from an abandoned attempt changes nothing.
 
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::Result;
@@ -49,7 +51,7 @@ const SNAPSHOT_SCAN_KEYS: usize = 256;
 pub struct FollowerProgress {
     /// The follower.
     pub node: NodeId,
-    /// `probe`, `stream` or `snapshot`.
+    /// `probe`, `stream`, `snapshot` or `diverged`.
     pub mode: &'static str,
     /// True when it acknowledged something within the link timeout.
     pub up: bool,
@@ -88,6 +90,9 @@ struct PendingWait {
 /// A snapshot being sent.
 #[derive(Debug)]
 struct SnapshotSend {
+    /// Which attempt this is for the follower (its `snapshots` count), carried by every chunk
+    /// and acknowledgement so that one from an abandoned attempt is not taken for this one.
+    attempt: u64,
     /// The log position it starts from.
     lsn: Lsn,
     /// The next chunk's number.
@@ -127,6 +132,8 @@ struct Progress {
     last_progress_ms: u64,
     /// The leader clock it has caught up to (from its acknowledgements).
     caught_up_at_ms: u64,
+    /// The position and time of its last refusal.
+    last_reject: Option<(Lsn, u64)>,
     snapshots: u64,
 }
 
@@ -151,6 +158,8 @@ pub(super) struct Leader {
     logged_bytes: u64,
     /// When the log's size over its bound was last warned about.
     last_size_warning_ms: Option<u64>,
+    /// When this leader started.
+    started_ms: u64,
 }
 
 impl Leader {
@@ -166,6 +175,7 @@ impl Leader {
                 last_ack_ms: None,
                 last_progress_ms: now_ms,
                 caught_up_at_ms: 0,
+                last_reject: None,
                 snapshots: 0,
             })
             .collect();
@@ -179,7 +189,14 @@ impl Leader {
             offsets: VecDeque::new(),
             logged_bytes: 0,
             last_size_warning_ms: None,
+            started_ms: now_ms,
         }
+    }
+
+    /// At open: the log is durable through `lsn` (the replica fsynced it), so shipping may
+    /// start at once; and retention waits until the followers have said where they are.
+    pub(super) fn restarted(&mut self, lsn: Lsn) {
+        self.durable = lsn;
     }
 
     /// True when no more replies may wait.
@@ -270,9 +287,9 @@ impl Leader {
             let stalled = now_ms.saturating_sub(p.last_progress_ms) >= settings.resend_ms;
             let up = is_up(p, now_ms, settings);
             match &p.mode {
-                Mode::Stream if !up && p.last_ack_ms.is_some() => {
-                    // Gone quiet: stop shipping into its link's queue; its next
-                    // acknowledgement says where to resume.
+                Mode::Stream | Mode::Snapshot(_) if !up && p.last_ack_ms.is_some() => {
+                    // Gone quiet: stop shipping into its link's queue and stop keeping the
+                    // log for it; its next acknowledgement says where to resume.
                     tracing::info!(
                         "follower {:?} has not answered for {} ms: probing",
                         p.node,
@@ -313,7 +330,13 @@ impl Leader {
             })
             .min()
             .unwrap_or(log.last_lsn() + 1);
-        log.retain(keep_from)?;
+        // Just after a start, wait for every follower to say where it is before deleting
+        // anything: one that is only a little behind should not be sent a snapshot.
+        let waiting = now_ms.saturating_sub(self.started_ms) < settings.link_timeout_ms
+            && self.followers.iter().any(|p| p.last_ack_ms.is_none());
+        if !waiting {
+            log.retain(keep_from)?;
+        }
         // The log never grows past its bound in silence: a follower that pins it is named.
         let (bytes, bound) = (log.stats().bytes, log.options().retain_bytes_max);
         if bytes > bound.saturating_mul(2)
@@ -355,7 +378,7 @@ impl Leader {
         settings: &Settings,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let Message::Ack { epoch, durable_lsn, reject, caught_up_at_ms, snapshot_seq } = message else {
+        let Message::Ack { epoch, durable_lsn, reject, caught_up_at_ms, snapshot } = message else {
             tracing::warn!("leader ignores a {} from {from:?}", message_kind(&message));
             return Ok(());
         };
@@ -373,8 +396,18 @@ impl Leader {
         p.last_ack_ms = Some(now_ms);
         p.caught_up_at_ms = p.caught_up_at_ms.max(caught_up_at_ms);
         let probing = matches!(p.mode, Mode::Probe);
-        match (&mut p.mode, snapshot_seq) {
-            (Mode::Snapshot(s), Some(seq)) if !reject => {
+        // A refusal of the position already being shipped again (every Append queued behind a
+        // gap is refused in turn) restarts nothing more.
+        let repeated = reject
+            && p.last_reject
+                .is_some_and(|(lsn, at)| lsn == durable_lsn && now_ms.saturating_sub(at) < settings.resend_ms);
+        if reject {
+            p.last_reject = Some((durable_lsn, now_ms));
+        }
+        match (&mut p.mode, snapshot) {
+            (_, _) if repeated => {}
+            (Mode::Snapshot(s), Some((attempt, _))) if attempt != s.attempt => {}
+            (Mode::Snapshot(s), Some((_, seq))) if !reject && seq < s.next_seq => {
                 s.acked_seq = Some(s.acked_seq.map_or(seq, |a| a.max(seq)));
                 p.last_progress_ms = now_ms;
                 if s.done_sent && s.acked_seq == Some(s.next_seq - 1) {
@@ -406,6 +439,14 @@ impl Leader {
                     );
                     p.mode = Mode::Diverged;
                 }
+            }
+            (_, _) if durable_lsn > log.last_lsn() => {
+                tracing::error!(
+                    "{from:?} acknowledges records through {durable_lsn}, past this leader's log end {}: treating it \
+                     as diverged",
+                    log.last_lsn()
+                );
+                p.mode = Mode::Diverged;
             }
             (_, _) => {
                 if durable_lsn > p.acked {
@@ -459,7 +500,7 @@ impl Leader {
             self.noreplicas += 1;
             let text = format!(
                 "NOREPLICAS Not enough good replicas to write: {have} of the {} followers that acks = \"{}\" needs \
-                 acknowledged it within {} ms. The write is applied and durable on the leader and may still reach them.",
+                 acknowledged it within {} ms. The write is applied on the leader and may still reach them.",
                 settings.acks_needed, settings.acks_label, settings.ack_timeout_ms
             );
             outbox.now.push(Output::Reply { id: w.id, reply: Reply::Error(text) });
@@ -547,10 +588,11 @@ fn is_up(p: &Progress, now_ms: u64, settings: &Settings) -> bool {
 
 /// Puts `p` into snapshot mode from the leader's current log end.
 fn start_snapshot(p: &mut Progress, lsn: Lsn, now_ms: u64) {
-    p.mode = Mode::Snapshot(SnapshotSend { lsn, next_seq: 0, after: None, done_sent: false, acked_seq: None });
+    p.snapshots += 1;
+    let attempt = p.snapshots;
+    p.mode = Mode::Snapshot(SnapshotSend { attempt, lsn, next_seq: 0, after: None, done_sent: false, acked_seq: None });
     p.inflight.clear();
     p.last_progress_ms = now_ms;
-    p.snapshots += 1;
 }
 
 /// Ships what `p` is owed: durable records in stream mode, chunks in snapshot mode.
@@ -593,10 +635,14 @@ fn ship<E: Engine>(
     let up = is_up(p, now_ms, settings);
     if let Mode::Snapshot(s) = &mut p.mode {
         // Chunks go only to a follower that answers; one that is down gets them when it is back.
-        while up && !s.done_sent && s.next_seq - s.acked_seq.map_or(0, |a| a + 1) < SNAPSHOT_CHUNKS_IN_FLIGHT {
+        while up
+            && !s.done_sent
+            && s.next_seq.saturating_sub(s.acked_seq.map_or(0, |a| a + 1)) < SNAPSHOT_CHUNKS_IN_FLIGHT
+        {
             let (entries, through, done) = snapshot_chunk(store, s.after.as_ref(), settings.snapshot_chunk_bytes_max)?;
             let message = Message::SnapshotChunk {
                 epoch: settings.epoch,
+                attempt: s.attempt,
                 lsn: s.lsn,
                 seq: s.next_seq,
                 after: s.after.clone(),

@@ -48,8 +48,9 @@ pub enum Message {
         /// durable log has reached: the leader's own clock, so the lag in time it derives
         /// (`now - caught_up_at_ms`) has no clock skew in it. 0 when unknown.
         caught_up_at_ms: u64,
-        /// The snapshot chunk this acknowledges, while a snapshot is being installed.
-        snapshot_seq: Option<u64>,
+        /// The snapshot chunk this acknowledges, as (attempt, chunk number), while a snapshot
+        /// is being installed.
+        snapshot: Option<(u64, u64)>,
     },
     /// Leader to follower: one chunk of a snapshot of the leader's keys, for a follower that
     /// needs records the leader no longer retains. Chunks come in key order; chunk `seq`
@@ -58,6 +59,8 @@ pub enum Message {
     SnapshotChunk {
         /// The leader's epoch.
         epoch: Epoch,
+        /// The leader's number for this snapshot attempt to this follower, echoed in acks.
+        attempt: u64,
         /// The log position the snapshot starts from: the follower then takes the log from
         /// `lsn + 1`. Keys may be newer than `lsn` (the snapshot is taken while writes go on);
         /// replaying the log after it converges.
@@ -74,10 +77,14 @@ pub enum Message {
         done: bool,
     },
     /// Follower to leader (`forward_writes = true`): a client's write, for the leader to
-    /// execute as its own. Sent once: a lost one times out on the follower, never repeats.
+    /// execute as its own. Sent once: a lost one times out on the follower, never repeats. One
+    /// queued in the link while the leader was unreachable is executed when the link comes
+    /// back, possibly after its client was told it timed out.
     Forward {
         /// The follower's epoch.
         epoch: Epoch,
+        /// The follower process's start time: with `id`, names the request across restarts.
+        incarnation: u64,
         /// The follower's number for it, echoed in the reply.
         id: u64,
         /// The client's request.
@@ -88,6 +95,8 @@ pub enum Message {
     ForwardReply {
         /// The leader's epoch.
         epoch: Epoch,
+        /// The `incarnation` of the forward this answers.
+        incarnation: u64,
         /// The follower's number for the request.
         id: u64,
         /// The reply.

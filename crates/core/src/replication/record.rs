@@ -23,7 +23,9 @@ pub struct Change {
 }
 
 /// One entry of the replication log: the changes of one client request (a transaction: an
-/// MSET's keys travel, and apply, together), at one position.
+/// MSET's keys travel, and apply, together), at one position. A request too big for one
+/// record (see `replica::RECORD_BYTES_SOFT_MAX`) spans several, which followers apply one at
+/// a time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Its position: the previous record's plus one.

@@ -98,7 +98,9 @@ impl Files {
             active,
             pending: Vec::new(),
             written_lsn,
-            unsynced: false,
+            // What open read back may be in the page cache only (the process that wrote it
+            // died before its fsync): the first write-out owes an fsync of it.
+            unsynced: true,
             stopped: None,
             cursors: BTreeMap::new(),
         }

@@ -456,7 +456,9 @@ fn write_out_hands_out_an_fsync_only_when_something_is_unsynced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
     let written = log.write_out().expect("write out");
-    assert_eq!((written.bytes, written.sync.is_some()), (0, false), "a fresh log");
+    assert_eq!((written.bytes, written.sync.is_some()), (0, true), "an opened log owes an fsync of what it read");
+    written.sync.expect("owed").sync().expect("fsync");
+    assert!(log.write_out().expect("write out").sync.is_none(), "nothing new");
     append_all(&mut log, &records(1, 3));
     let written = log.write_out().expect("write out");
     assert!(written.bytes > 0, "bytes written");
