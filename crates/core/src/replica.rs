@@ -72,6 +72,17 @@
 //!   uncommitted): linearizable leader reads come with failover (issue 6). WAIT counts the
 //!   followers that have every write the leader holds, not only the calling client's.
 //! - The leader is fixed by configuration; no failover yet.
+//! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
+//!   block until its timeout).
+//! - A follower up but slow keeps the leader's log from shrinking (it is warned about, not
+//!   bounded); one silent for `link_timeout_ms` stops pinning it and may later need a snapshot.
+//! - A value over a peer frame (64 MiB) can only come from a data directory written before it
+//!   joined a cluster (writes in a cluster are limited to [`REPLICATED_VALUE_BYTES_MAX`]); a
+//!   snapshot chunk holding one cannot be sent, and that follower never completes its
+//!   snapshot.
+//! - At open the log is fsynced but the engine is not: engine pages that a crashed process
+//!   left in the page cache, and whose log records retention then deletes, could be lost to a
+//!   power cut that follows.
 
 mod follower;
 mod leader;
