@@ -222,6 +222,26 @@ pub struct Settings {
     pub forward_writes: bool,
     /// Milliseconds a follower waits for the leader's reply to a forwarded write.
     pub forward_timeout_ms: u64,
+    /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
+    /// never sets one; `Canary::None` in every real node.
+    pub canary: Canary,
+}
+
+/// Bugs the simulator plants to test its own checkers (issue 5's canaries). Each must be
+/// caught by a seed sweep; none is reachable from the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Canary {
+    /// No planted bug.
+    #[default]
+    None,
+    /// The leader answers a write before it is durable (its reply leaves at once).
+    AckBeforeFsync,
+    /// A follower applies the records of each `Append` in reverse order.
+    FollowerOutOfOrder,
+    /// A write whose acknowledgements time out is answered OK (semi-sync silently async).
+    SilentAsync,
+    /// A snapshot leaves out the first key of each chunk.
+    SnapshotSkipsKey,
 }
 
 impl Settings {
@@ -242,6 +262,7 @@ impl Settings {
             snapshot_chunk_bytes_max: SHIP_BYTES_MAX_DEFAULT,
             forward_writes: false,
             forward_timeout_ms: 10_000,
+            canary: Canary::None,
         }
     }
 }
@@ -603,6 +624,13 @@ impl<E: Engine> Replica<E> {
     /// The newest record in the replication log.
     pub fn last_lsn(&self) -> Lsn {
         self.log.last_lsn()
+    }
+
+    /// Takes the replica apart into its engine and its log, as a crash leaves them (the
+    /// simulator keeps what was durable and restarts a replica over it).
+    pub fn into_parts(self) -> (E, ReplicationLog) {
+        let Replica { store, log, .. } = self;
+        (store.into_engine(), log)
     }
 
     /// The replica's settings.

@@ -115,6 +115,11 @@ impl<E: Engine> Store<E> {
         &mut self.engine
     }
 
+    /// The engine, taking the store apart.
+    pub fn into_engine(self) -> E {
+        self.engine
+    }
+
     /// The engine, for reading counters.
     pub fn engine(&self) -> &E {
         &self.engine

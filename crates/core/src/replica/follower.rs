@@ -62,6 +62,8 @@ pub(super) struct Follower {
     leader_lsn: Lsn,
     installing: Option<Install>,
     snapshots_installed: u64,
+    /// The newest snapshot attempt seen: chunks of an older one, still in flight, are ignored.
+    newest_attempt: u64,
 }
 
 impl Follower {
@@ -73,6 +75,7 @@ impl Follower {
             leader_lsn: 0,
             installing: None,
             snapshots_installed: 0,
+            newest_attempt: 0,
         }
     }
 
@@ -118,6 +121,19 @@ impl Follower {
                 if prev_lsn > log.last_lsn() {
                     reject = true;
                 } else {
+                    let mut records = records;
+                    if settings.canary == super::Canary::FollowerOutOfOrder {
+                        // Applies the batch's changes newest first, then logs it as usual.
+                        for record in records.iter().rev().filter(|r| r.lsn > log.last_lsn()) {
+                            for change in &record.changes {
+                                store.apply(change.clone())?;
+                            }
+                        }
+                        let last = log.last_lsn();
+                        for record in records.drain(..).filter(|r| r.lsn > last) {
+                            log.append(record)?;
+                        }
+                    }
                     for record in records {
                         if record.lsn <= log.last_lsn() {
                             continue; // a duplicate: already here
@@ -135,6 +151,10 @@ impl Follower {
             }
             Message::Heartbeat { leader_lsn, sent_at_ms, .. } => self.mark(leader_lsn, sent_at_ms),
             Message::SnapshotChunk { attempt, lsn, seq, after, through, entries, done, .. } => {
+                if attempt < self.newest_attempt {
+                    return Ok(()); // an abandoned attempt's chunk, delivered late
+                }
+                self.newest_attempt = attempt;
                 if seq == 0 {
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.

@@ -134,6 +134,12 @@ struct Progress {
     caught_up_at_ms: u64,
     /// The position and time of its last refusal.
     last_reject: Option<(Lsn, u64)>,
+    /// Since when its acknowledgements report less than `acked` (it lost or reset records, or
+    /// they are stale): past `resend_ms`, the leader probes it again.
+    low_since: Option<u64>,
+    /// Snapshot attempt numbers start here: this leader's start time, shifted, so that a
+    /// restarted leader's attempts are newer than its predecessor's.
+    attempt_base: u64,
     snapshots: u64,
 }
 
@@ -176,6 +182,8 @@ impl Leader {
                 last_progress_ms: now_ms,
                 caught_up_at_ms: 0,
                 last_reject: None,
+                low_since: None,
+                attempt_base: now_ms << 16,
                 snapshots: 0,
             })
             .collect();
@@ -223,7 +231,9 @@ impl Leader {
         settings: &Settings,
         outbox: &mut Outbox,
     ) {
-        if settings.acks_needed == 0 {
+        if settings.acks_needed == 0 && settings.canary == super::Canary::AckBeforeFsync {
+            outbox.now.push(Output::Reply { id, reply });
+        } else if settings.acks_needed == 0 {
             outbox.after_flush.push(Output::Reply { id, reply });
         } else {
             self.pending.push_back(PendingWrite { lsn, id, reply, deadline_ms: now_ms + settings.ack_timeout_ms });
@@ -297,6 +307,15 @@ impl Leader {
                     );
                     p.mode = Mode::Probe;
                     p.sent = p.acked;
+                    p.inflight.clear();
+                }
+                Mode::Stream if p.low_since.is_some_and(|since| now_ms.saturating_sub(since) >= settings.resend_ms) => {
+                    tracing::info!(
+                        "follower {:?} keeps reporting fewer records than it acknowledged: probing it again",
+                        p.node
+                    );
+                    p.mode = Mode::Probe;
+                    p.low_since = None;
                     p.inflight.clear();
                 }
                 Mode::Stream if stalled && p.sent > p.acked => {
@@ -449,6 +468,11 @@ impl Leader {
                 p.mode = Mode::Diverged;
             }
             (_, _) => {
+                if durable_lsn < p.acked {
+                    p.low_since.get_or_insert(now_ms);
+                } else {
+                    p.low_since = None;
+                }
                 if durable_lsn > p.acked {
                     p.acked = durable_lsn;
                     p.last_progress_ms = now_ms;
@@ -497,6 +521,10 @@ impl Leader {
                 return true;
             }
             let have = self.acked_by(w.lsn);
+            if settings.canary == super::Canary::SilentAsync {
+                outbox.now.push(Output::Reply { id: w.id, reply: Reply::Ok });
+                return false;
+            }
             self.noreplicas += 1;
             let text = format!(
                 "NOREPLICAS Not enough good replicas to write: {have} of the {} followers that acks = \"{}\" needs \
@@ -589,7 +617,7 @@ fn is_up(p: &Progress, now_ms: u64, settings: &Settings) -> bool {
 /// Puts `p` into snapshot mode from the leader's current log end.
 fn start_snapshot(p: &mut Progress, lsn: Lsn, now_ms: u64) {
     p.snapshots += 1;
-    let attempt = p.snapshots;
+    let attempt = p.attempt_base + p.snapshots;
     p.mode = Mode::Snapshot(SnapshotSend { attempt, lsn, next_seq: 0, after: None, done_sent: false, acked_seq: None });
     p.inflight.clear();
     p.last_progress_ms = now_ms;
@@ -639,7 +667,11 @@ fn ship<E: Engine>(
             && !s.done_sent
             && s.next_seq.saturating_sub(s.acked_seq.map_or(0, |a| a + 1)) < SNAPSHOT_CHUNKS_IN_FLIGHT
         {
-            let (entries, through, done) = snapshot_chunk(store, s.after.as_ref(), settings.snapshot_chunk_bytes_max)?;
+            let (mut entries, through, done) =
+                snapshot_chunk(store, s.after.as_ref(), settings.snapshot_chunk_bytes_max)?;
+            if settings.canary == super::Canary::SnapshotSkipsKey && !entries.is_empty() {
+                entries.remove(0);
+            }
             let message = Message::SnapshotChunk {
                 epoch: settings.epoch,
                 attempt: s.attempt,

@@ -1,0 +1,74 @@
+//! What clients did and saw: the history the checkers judge.
+//!
+//! Every operation a simulated client issues is recorded with the virtual time it was invoked
+//! and the time its reply arrived. An operation whose reply never came (the client timed out,
+//! or its node crashed) is *indeterminate*: it may or may not have taken effect, as in Jepsen,
+//! and a checker must allow both. An operation that definitely did not take effect (the node
+//! refused it: `-READONLY`, a syntax error) is not recorded at all.
+//!
+//! Values written are unique per history (the workload numbers its writes), so a read names
+//! the write it saw.
+
+use serde::Serialize;
+
+/// A simulated client.
+pub type ClientId = u32;
+
+/// What a client asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Op {
+    /// GET key.
+    Read {
+        /// The key.
+        key: String,
+    },
+    /// SET key value.
+    Write {
+        /// The key.
+        key: String,
+        /// The value, unique in the history.
+        value: u64,
+    },
+}
+
+impl Op {
+    /// The key the operation is on.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Read { key } | Op::Write { key, .. } => key,
+        }
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// It took effect. For a read, the value seen (`None`: the key was absent).
+    Ok(Option<u64>),
+    /// No reply, or a reply that does not say (a timeout, `-NOREPLICAS`, a crash): it may or
+    /// may not have taken effect.
+    Indeterminate,
+}
+
+/// One operation in a history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Who issued it.
+    pub client: ClientId,
+    /// What it was.
+    pub op: Op,
+    /// Virtual milliseconds when it was sent.
+    pub invoke_ms: u64,
+    /// Virtual milliseconds when its reply arrived; `None` when indeterminate (it may take
+    /// effect at any time after `invoke_ms`).
+    pub complete_ms: Option<u64>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Every operation of a run, in invocation order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct History {
+    /// The operations.
+    pub events: Vec<Event>,
+}

@@ -1,0 +1,759 @@
+//! The simulated world: nodes running the real core replicas, a network, clients, a virtual
+//! clock, and one seeded RNG from which every choice is drawn.
+//!
+//! # A run
+//!
+//! Virtual time advances one millisecond at a time. Each millisecond, in this order:
+//!
+//! 1. Faults may start or end (partitions, crashes, pauses), drawn from the RNG at the run's
+//!    rates.
+//! 2. Messages due are delivered into their node's inbox (dropped if the node is down, held
+//!    while it is paused).
+//! 3. Each running node completes the fsyncs that are due, releasing their batches' held
+//!    outputs, then steps one batch: the durable notice, a tick if one is due, and every input
+//!    in its inbox. It writes the batch out and schedules its fsync 1-4 ms later, as the
+//!    server's pipelined group commit does; a batch that owes nothing with nothing held is
+//!    released at once. Outputs marked `now` leave at once.
+//! 4. Clients time out, and idle ones issue their next operation to the leader.
+//!
+//! A run has two phases: a **safety** phase of `safety_ms` with faults and clients, then a
+//! **quiet** phase in which faults heal (partitions close, crashed nodes restart, paused ones
+//! resume), clients stop issuing, and the cluster must converge within `quiet_ms`.
+//!
+//! # Determinism
+//!
+//! Nothing here reads a clock, spawns a thread or iterates a hash map; every choice comes from
+//! one ChaCha8 RNG seeded with the run's seed. Each node's clock is the virtual clock plus its
+//! skew and drift. The trace (every delivery, crash, restart, partition and reply) is hashed as
+//! it is written, so two runs of one seed can be compared by their hashes, and its last lines
+//! are kept to print when a check fails.
+
+use crate::disk::{Disk, SimEngine};
+use crate::faults::Faults;
+use crate::history::{ClientId, Event, History, Op, Outcome};
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use replikv_core::kv::{Reply, Request};
+use replikv_core::replica::{Canary, Input, Outbox, Output, Replica, RequestId, Role, Settings};
+use replikv_core::replication::{Lsn, Message, ReplicationLog, ReplogOptions};
+use replikv_core::version::NodeId;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+/// Lines of trace kept for a failure report.
+pub const TRACE_TAIL_LINES: usize = 60;
+
+/// Virtual milliseconds between a node's ticks.
+const TICK_MS: u64 = 10;
+
+/// Virtual milliseconds a client waits for a reply before the operation is indeterminate.
+const CLIENT_TIMEOUT_MS: u64 = 2_000;
+
+/// How a run is set up.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed every choice derives from.
+    pub seed: u64,
+    /// Nodes; node 0 leads.
+    pub nodes: usize,
+    /// Followers that must have a write before its reply (0: async).
+    pub acks_needed: usize,
+    /// The mode's name (`sync`, `semi-sync:1`, `async`).
+    pub acks_label: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients share (few, so that they collide).
+    pub keys: usize,
+    /// Virtual milliseconds of the safety phase.
+    pub safety_ms: u64,
+    /// Virtual milliseconds the quiet phase may take at most.
+    pub quiet_ms: u64,
+    /// The faults.
+    pub faults: Faults,
+    /// Bytes of replication log each node keeps (small, so that snapshots happen).
+    pub log_retain_bytes: u64,
+    /// A bug planted in the replicas, to test the checkers.
+    pub canary: Canary,
+}
+
+/// Counters of what a run did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    /// Operations issued.
+    pub ops: u64,
+    /// Operations that completed.
+    pub ok: u64,
+    /// Operations that ended indeterminate.
+    pub indeterminate: u64,
+    /// Operations refused outright.
+    pub refused: u64,
+    /// Messages sent between nodes.
+    pub messages: u64,
+    /// Messages dropped by the network fault.
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Partitions formed.
+    pub partitions: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Pauses.
+    pub pauses: u64,
+}
+
+/// A message or request on its way.
+#[derive(Debug)]
+enum Packet {
+    /// Between nodes.
+    Peer { from: usize, message: Message },
+    /// From a client to a node.
+    Request { id: RequestId, request: Request },
+}
+
+/// A batch written out, waiting for its fsync.
+#[derive(Debug)]
+struct Pending {
+    done_at: u64,
+    disk_mark: u64,
+    lsn: Lsn,
+    outputs: Vec<Output>,
+}
+
+/// One simulated node.
+struct Node {
+    id: NodeId,
+    settings: Settings,
+    replica: Option<Replica<SimEngine>>,
+    disk: Rc<RefCell<Disk>>,
+    /// The log is durable through here.
+    log_synced: Lsn,
+    inbox: VecDeque<Input>,
+    fsyncs: VecDeque<Pending>,
+    /// The newest durable log position not yet told to the replica.
+    durable_notice: Option<Lsn>,
+    down_until: Option<u64>,
+    paused_until: Option<u64>,
+    skew_ms: i64,
+    drift_ppm: i64,
+    next_tick_at: u64,
+    /// The log as the disk holds it while the node is down.
+    stored_log: Option<ReplicationLog>,
+}
+
+impl Node {
+    /// This node's clock at virtual time `t`.
+    fn clock(&self, t: u64) -> u64 {
+        let drifted = t as i64 + self.skew_ms + (t as i64) * self.drift_ppm / 1_000_000;
+        drifted.max(0) as u64
+    }
+}
+
+/// A client's operation in flight.
+#[derive(Debug)]
+struct Outstanding {
+    id: RequestId,
+    op: Op,
+    invoke_ms: u64,
+}
+
+/// One simulated client.
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    outstanding: Option<Outstanding>,
+    next_at: u64,
+}
+
+/// The world of one run.
+pub struct World {
+    /// The setup.
+    pub config: SimConfig,
+    rng: ChaCha8Rng,
+    /// Virtual milliseconds.
+    pub now: u64,
+    nodes: Vec<Node>,
+    /// (deliver at, sequence) -> (to, packet).
+    network: BTreeMap<(u64, u64), (usize, Packet)>,
+    seq: u64,
+    /// Blocked directions (from, to).
+    blocked: BTreeSet<(usize, usize)>,
+    partition_until: Option<u64>,
+    clients: Vec<Client>,
+    /// Request id -> client.
+    requests: BTreeMap<RequestId, ClientId>,
+    next_request: RequestId,
+    next_value: u64,
+    /// What the clients did and saw.
+    pub history: History,
+    /// Counters.
+    pub counts: Counts,
+    trace_hash: xxhash_rust::xxh3::Xxh3,
+    trace_tail: VecDeque<String>,
+    /// Set when a node could not restart (a recovery error): the run's first failure.
+    pub broken: Option<String>,
+    /// The log position of each write request the leader logged, until its reply.
+    write_lsns: BTreeMap<RequestId, Lsn>,
+    /// The first write acknowledged on fewer durable copies than its mode promises.
+    pub under_replicated: Option<String>,
+    quiet: bool,
+}
+
+impl World {
+    /// A world for `config`, every node fresh.
+    pub fn new(config: SimConfig) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let ids: Vec<NodeId> = (1..=config.nodes).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
+        let mut nodes = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let role = match i {
+                0 => Role::Leader { followers: ids[1..].to_vec() },
+                _ => Role::Follower { leader: ids[0], leader_hint: "n1".into() },
+            };
+            let mut settings = Settings::new(id, role);
+            settings.acks_needed = config.acks_needed;
+            settings.acks_label = config.acks_label.clone();
+            settings.ack_timeout_ms = 1_000;
+            settings.heartbeat_ms = 20;
+            settings.resend_ms = 200;
+            settings.link_timeout_ms = 200;
+            settings.ship_bytes_max = 4 * 1024;
+            settings.window_bytes_max = 32 * 1024;
+            settings.snapshot_chunk_bytes_max = 512;
+            settings.canary = config.canary;
+            let skew = config.faults.skew_ms as i64;
+            let drift = config.faults.drift_ppm as i64;
+            let disk = Rc::new(RefCell::new(Disk::default()));
+            let mut node = Node {
+                id,
+                settings,
+                replica: None,
+                disk,
+                log_synced: 0,
+                inbox: VecDeque::new(),
+                fsyncs: VecDeque::new(),
+                durable_notice: None,
+                down_until: None,
+                paused_until: None,
+                skew_ms: if skew > 0 { rng.gen_range(-skew..=skew) } else { 0 },
+                drift_ppm: if drift > 0 { rng.gen_range(-drift..=drift) } else { 0 },
+                next_tick_at: 0,
+                stored_log: None,
+            };
+            let log = ReplicationLog::in_memory(log_options(config.log_retain_bytes));
+            node.replica = Some(open(&node, log, 0).expect("a fresh replica opens"));
+            nodes.push(node);
+        }
+        let clients = (0..config.clients as ClientId).map(|id| Client { id, outstanding: None, next_at: 0 }).collect();
+        World {
+            config,
+            rng,
+            now: 0,
+            nodes,
+            network: BTreeMap::new(),
+            seq: 0,
+            blocked: BTreeSet::new(),
+            partition_until: None,
+            clients,
+            requests: BTreeMap::new(),
+            next_request: 0,
+            next_value: 0,
+            history: History::default(),
+            counts: Counts::default(),
+            trace_hash: xxhash_rust::xxh3::Xxh3::new(),
+            trace_tail: VecDeque::new(),
+            broken: None,
+            write_lsns: BTreeMap::new(),
+            under_replicated: None,
+            quiet: false,
+        }
+    }
+
+    /// Writes a trace line.
+    fn trace(&mut self, line: String) {
+        let line = format!("t={} {line}", self.now);
+        self.trace_hash.update(line.as_bytes());
+        self.trace_hash.update(b"\n");
+        if self.trace_tail.len() == TRACE_TAIL_LINES {
+            self.trace_tail.pop_front();
+        }
+        self.trace_tail.push_back(line);
+    }
+
+    /// The hash of the whole trace so far.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash.digest()
+    }
+
+    /// The last lines of the trace.
+    pub fn trace_tail(&self) -> Vec<String> {
+        self.trace_tail.iter().cloned().collect()
+    }
+
+    /// Runs the safety phase, then the quiet phase until the cluster converges (or time runs
+    /// out). Returns true if it converged.
+    pub fn run(&mut self) -> bool {
+        while self.now < self.config.safety_ms && self.broken.is_none() {
+            self.step();
+        }
+        self.quiet = true;
+        self.heal_all();
+        let deadline = self.now + self.config.quiet_ms;
+        while self.now < deadline && self.broken.is_none() {
+            self.step();
+            if self.now.is_multiple_of(100) && self.clients.iter().all(|c| c.outstanding.is_none()) && self.converged() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One virtual millisecond.
+    fn step(&mut self) {
+        self.now += 1;
+        if !self.quiet {
+            self.inject_faults();
+        }
+        self.wake_nodes();
+        self.deliver();
+        for i in 0..self.nodes.len() {
+            self.run_node(i);
+        }
+        self.run_clients();
+    }
+
+    /// Faults that start now.
+    fn inject_faults(&mut self) {
+        let f = self.config.faults.clone();
+        if self.partition_until.is_some_and(|until| until <= self.now) {
+            self.blocked.clear();
+            self.partition_until = None;
+            self.trace("partition healed".into());
+        }
+        if self.partition_until.is_none() && f.partition > 0.0 && self.rng.gen_bool(f.partition) {
+            let cut = self.rng.gen_range(0..self.nodes.len());
+            let one_way = self.rng.gen_bool(0.3);
+            for other in (0..self.nodes.len()).filter(|&o| o != cut) {
+                self.blocked.insert((cut, other));
+                if !one_way {
+                    self.blocked.insert((other, cut));
+                }
+            }
+            let until = self.now + self.rng.gen_range(50..2_000);
+            self.partition_until = Some(until);
+            self.counts.partitions += 1;
+            self.trace(format!(
+                "partition: n{} cut off{} until t={until}",
+                cut + 1,
+                if one_way { " (outbound only)" } else { "" }
+            ));
+        }
+        for i in 0..self.nodes.len() {
+            let up = self.nodes[i].down_until.is_none() && self.nodes[i].paused_until.is_none();
+            if up && f.crash > 0.0 && self.rng.gen_bool(f.crash) {
+                self.crash(i);
+            } else if up && f.pause > 0.0 && self.rng.gen_bool(f.pause) {
+                let until = self.now + self.rng.gen_range(10..1_000);
+                self.nodes[i].paused_until = Some(until);
+                self.counts.pauses += 1;
+                self.trace(format!("n{} paused until t={until}", i + 1));
+            }
+        }
+    }
+
+    /// Ends every fault: the quiet phase.
+    fn heal_all(&mut self) {
+        self.blocked.clear();
+        self.partition_until = None;
+        for node in &mut self.nodes {
+            node.paused_until = node.paused_until.map(|_| self.now);
+            node.down_until = node.down_until.map(|_| self.now);
+        }
+        self.trace("quiet: every fault healed".into());
+    }
+
+    /// Crashes node `i`: it keeps what was durable and a torn prefix of the rest.
+    fn crash(&mut self, i: usize) {
+        let Some(replica) = self.nodes[i].replica.take() else { return };
+        let (_, log) = replica.into_parts();
+        let (kept, lost) = self.nodes[i].disk.borrow_mut().crash(&mut self.rng);
+        let log = self.torn_log(i, log);
+        let node = &mut self.nodes[i];
+        node.inbox.clear();
+        node.fsyncs.clear();
+        node.durable_notice = None;
+        let until = self.now + self.rng.gen_range(50..1_500);
+        node.down_until = Some(until);
+        let survivors = log.last_lsn();
+        self.nodes[i].log_synced = survivors;
+        self.nodes[i].stored_log = Some(log);
+        self.counts.crashes += 1;
+        self.trace(format!(
+            "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
+            i + 1
+        ));
+    }
+}
+
+impl World {
+    /// The log node `i`'s disk holds after a crash: every record through its last completed
+    /// fsync, and a random prefix of the ones after (a torn tail).
+    fn torn_log(&mut self, i: usize, mut log: ReplicationLog) -> ReplicationLog {
+        let synced = self.nodes[i].log_synced;
+        let base = log.first_lsn() - 1;
+        let epoch = log.last_epoch();
+        let mut records = Vec::new();
+        let mut after = base;
+        while let Ok(Some(batch)) = log.read(after, usize::MAX) {
+            let Some(last) = batch.last() else { break };
+            after = last.lsn;
+            records.extend(batch);
+        }
+        let unsynced = records.iter().filter(|r| r.lsn > synced).count();
+        let keep_unsynced = self.rng.gen_range(0..=unsynced);
+        let keep = records.len() - unsynced + keep_unsynced;
+        let mut torn = ReplicationLog::in_memory(log.options().clone());
+        if base > 0 {
+            torn.reset(base, epoch).expect("an in-memory reset");
+        }
+        for record in records.into_iter().take(keep) {
+            torn.append(record).expect("records in order");
+        }
+        torn
+    }
+
+    /// Restarts crashed nodes and resumes paused ones whose time has come.
+    fn wake_nodes(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused_until.is_some_and(|until| until <= self.now) {
+                self.nodes[i].paused_until = None;
+                self.trace(format!("n{} resumed", i + 1));
+            }
+            if self.nodes[i].down_until.is_some_and(|until| until <= self.now) {
+                self.nodes[i].down_until = None;
+                let log = self.nodes[i].stored_log.take().expect("a down node's log is stored");
+                match open(&self.nodes[i], log, self.now) {
+                    Ok(replica) => {
+                        let lsn = replica.last_lsn();
+                        self.nodes[i].log_synced = lsn;
+                        self.nodes[i].replica = Some(replica);
+                        self.nodes[i].next_tick_at = self.now;
+                        self.trace(format!("n{} restarted at lsn {lsn}", i + 1));
+                    }
+                    Err(e) => {
+                        let why = format!("n{} could not restart: {e}", i + 1);
+                        self.trace(why.clone());
+                        self.broken = Some(why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `packet` to node `to`, through the network's faults when it comes from a node.
+    fn send(&mut self, from: Option<usize>, to: usize, packet: Packet) {
+        let f = &self.config.faults;
+        let delay = self.rng.gen_range(f.delay_min_ms..=f.delay_max_ms);
+        let mut duplicate = false;
+        if from.is_some() {
+            self.counts.messages += 1;
+            if f.drop > 0.0 && self.rng.gen_bool(f.drop) {
+                self.counts.dropped += 1;
+                return;
+            }
+            if f.dup > 0.0 && self.rng.gen_bool(f.dup) {
+                self.counts.duplicated += 1;
+                duplicate = true;
+            }
+        }
+        if duplicate {
+            let copy = match &packet {
+                Packet::Peer { from, message } => Packet::Peer { from: *from, message: message.clone() },
+                Packet::Request { id, request } => Packet::Request { id: *id, request: request.clone() },
+            };
+            let extra = self.rng.gen_range(0..=f.delay_max_ms);
+            self.seq += 1;
+            self.network.insert((self.now + delay + extra, self.seq), (to, copy));
+        }
+        self.seq += 1;
+        self.network.insert((self.now + delay, self.seq), (to, packet));
+    }
+
+    /// Delivers the packets due now into their nodes' inboxes.
+    fn deliver(&mut self) {
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let (to, packet) = entry.remove();
+            let node = &mut self.nodes[to];
+            if node.down_until.is_some() {
+                continue; // a down node hears nothing
+            }
+            let input = match packet {
+                Packet::Peer { from, message } => {
+                    if self.blocked.contains(&(from, to)) {
+                        continue;
+                    }
+                    Input::Message { from: self.nodes[from].id, message }
+                }
+                Packet::Request { id, request } => Input::Request { id, request },
+            };
+            self.nodes[to].inbox.push_back(input);
+        }
+    }
+
+    /// Node `i`'s work this millisecond: completed fsyncs, then one batch.
+    fn run_node(&mut self, i: usize) {
+        if self.nodes[i].replica.is_none() || self.nodes[i].paused_until.is_some() {
+            return;
+        }
+        // Fsyncs due: their batches' held outputs leave, in order.
+        while self.nodes[i].fsyncs.front().is_some_and(|p| p.done_at <= self.now) {
+            let done = self.nodes[i].fsyncs.pop_front().expect("front exists");
+            self.nodes[i].disk.borrow_mut().sync_to(done.disk_mark);
+            self.nodes[i].log_synced = self.nodes[i].log_synced.max(done.lsn);
+            self.nodes[i].durable_notice = Some(self.nodes[i].log_synced);
+            self.dispatch(i, done.outputs);
+        }
+        let tick = self.nodes[i].next_tick_at <= self.now;
+        let notice = self.nodes[i].durable_notice.take();
+        if !tick && notice.is_none() && self.nodes[i].inbox.is_empty() {
+            return;
+        }
+        let mut inputs: Vec<Input> = notice.map(|lsn| Input::Durable { lsn }).into_iter().collect();
+        if tick {
+            self.nodes[i].next_tick_at = self.now + TICK_MS;
+            inputs.push(Input::Tick);
+        }
+        inputs.extend(self.nodes[i].inbox.drain(..));
+        let clock = self.nodes[i].clock(self.now);
+        let mut outbox = Outbox::default();
+        let mut now_outputs = Vec::new();
+        let disk = self.nodes[i].disk.clone();
+        let before = disk.borrow().mark();
+        let replica = self.nodes[i].replica.as_mut().expect("checked above");
+        let lsn_before = replica.last_lsn();
+        for input in inputs {
+            let (request, lsn_at) = match &input {
+                Input::Request { id, .. } if i == 0 => (Some(*id), replica.last_lsn()),
+                _ => (None, 0),
+            };
+            if let Err(e) = replica.step(clock, input, &mut outbox) {
+                self.broken = Some(format!("n{} failed a step: {e}", i + 1));
+                return;
+            }
+            if let Some(id) = request.filter(|_| replica.last_lsn() > lsn_at) {
+                self.write_lsns.insert(id, replica.last_lsn());
+            }
+            now_outputs.append(&mut outbox.now);
+        }
+        if let Err(e) = replica.write_out(clock) {
+            self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
+            return;
+        }
+        let lsn = replica.last_lsn();
+        let mark = disk.borrow().mark();
+        self.dispatch(i, now_outputs);
+        let held = std::mem::take(&mut outbox.after_flush);
+        let wrote = mark != before || lsn != lsn_before;
+        if !wrote && self.nodes[i].fsyncs.is_empty() {
+            self.dispatch(i, held);
+        } else {
+            let last = self.nodes[i].fsyncs.back().map_or(0, |p| p.done_at);
+            let done_at = (self.now + self.rng.gen_range(1..=4)).max(last);
+            self.nodes[i].fsyncs.push_back(Pending { done_at, disk_mark: mark, lsn, outputs: held });
+        }
+    }
+
+    /// Sends node `i`'s outputs: messages to peers, replies to clients.
+    fn dispatch(&mut self, i: usize, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => {
+                    let Some(to) = self.nodes.iter().position(|n| n.id == to) else { continue };
+                    if self.blocked.contains(&(i, to)) {
+                        continue;
+                    }
+                    self.send(Some(i), to, Packet::Peer { from: i, message });
+                }
+                Output::Reply { id, reply } => self.reply(id, reply),
+            }
+        }
+    }
+
+    /// A reply reaches its client (1 ms later, which the client does not notice).
+    fn reply(&mut self, id: RequestId, reply: Reply) {
+        if let (Some(lsn), Reply::Ok) = (self.write_lsns.remove(&id), &reply) {
+            self.check_copies(id, lsn);
+        }
+        let Some(client) = self.requests.remove(&id) else { return };
+        let Some(outstanding) = self.clients[client as usize].outstanding.take_if(|o| o.id == id) else {
+            return; // it timed out already
+        };
+        let outcome = match (&outstanding.op, &reply) {
+            (Op::Write { .. }, Reply::Ok) => Some(Outcome::Ok(None)),
+            (Op::Read { .. }, Reply::Nil) => Some(Outcome::Ok(None)),
+            (Op::Read { .. }, Reply::Bulk(b)) => match std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
+                Some(v) => Some(Outcome::Ok(Some(v))),
+                None => {
+                    self.broken = Some(format!("a read returned {b:?}, which no client wrote"));
+                    None
+                }
+            },
+            (_, Reply::Error(e)) if e.starts_with("NOREPLICAS") => Some(Outcome::Indeterminate),
+            _ => None,
+        };
+        self.trace(format!("client {client} {:?} -> {reply:?}", outstanding.op));
+        match outcome {
+            Some(outcome) => {
+                if outcome == Outcome::Indeterminate {
+                    self.counts.indeterminate += 1;
+                } else {
+                    self.counts.ok += 1;
+                }
+                let complete_ms = (outcome != Outcome::Indeterminate).then_some(self.now + 1);
+                self.history.events.push(Event {
+                    client,
+                    op: outstanding.op,
+                    invoke_ms: outstanding.invoke_ms,
+                    complete_ms,
+                    outcome,
+                });
+            }
+            None => self.counts.refused += 1,
+        }
+        self.clients[client as usize].next_at = self.now + 1 + self.rng.gen_range(0..5);
+    }
+
+    /// A write logged at `lsn` is being acknowledged: it must be durable on the leader and on
+    /// as many followers as the mode needs, now.
+    fn check_copies(&mut self, id: RequestId, lsn: Lsn) {
+        if self.under_replicated.is_some() {
+            return;
+        }
+        let leader = self.nodes[0].log_synced >= lsn;
+        let followers = self.nodes[1..].iter().filter(|n| n.log_synced >= lsn).count();
+        if !leader || followers < self.config.acks_needed {
+            let why = format!(
+                "request {id} (log position {lsn}) acknowledged with the leader's copy {} and {followers} of the {} \
+                 follower copies acks = {} needs durable",
+                if leader { "durable" } else { "NOT durable" },
+                self.config.acks_needed,
+                self.config.acks_label
+            );
+            self.trace(why.clone());
+            self.under_replicated = Some(why);
+        }
+    }
+
+    /// Clients time out and issue operations.
+    fn run_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            if let Some(o) = &self.clients[c].outstanding {
+                if o.invoke_ms + CLIENT_TIMEOUT_MS <= self.now {
+                    let o = self.clients[c].outstanding.take().expect("checked");
+                    self.requests.remove(&o.id);
+                    self.counts.indeterminate += 1;
+                    let client = self.clients[c].id;
+                    self.trace(format!("client {client} {:?} timed out", o.op));
+                    self.history.events.push(Event {
+                        client,
+                        op: o.op,
+                        invoke_ms: o.invoke_ms,
+                        complete_ms: None,
+                        outcome: Outcome::Indeterminate,
+                    });
+                }
+                continue;
+            }
+            if self.quiet || self.clients[c].next_at > self.now {
+                continue;
+            }
+            let key = format!("k{}", self.rng.gen_range(0..self.config.keys));
+            let op = if self.rng.gen_bool(0.5) {
+                self.next_value += 1;
+                Op::Write { key, value: self.next_value }
+            } else {
+                Op::Read { key }
+            };
+            let request = match &op {
+                Op::Read { key } => Request::Get { key: Bytes::from(key.clone()) },
+                Op::Write { key, value } => Request::Set {
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from(value.to_string()),
+                    condition: Default::default(),
+                    get: false,
+                    expiry: Default::default(),
+                },
+            };
+            self.next_request += 1;
+            let id = self.next_request;
+            self.requests.insert(id, self.clients[c].id);
+            self.counts.ops += 1;
+            self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.now });
+            self.send(None, 0, Packet::Request { id, request });
+        }
+    }
+
+    /// True when every node is up and holds the leader's log end, with the same digest.
+    pub fn converged(&self) -> bool {
+        let Some(leader) = self.nodes[0].replica.as_ref() else { return false };
+        let Ok(digest) = replikv_core::digest::digest(leader.store().engine()) else { return false };
+        self.nodes[1..].iter().all(|n| {
+            n.replica.as_ref().is_some_and(|r| {
+                r.last_lsn() == leader.last_lsn()
+                    && replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root == digest.root)
+            })
+        })
+    }
+
+    /// Each node's live keys and values now (`None` for a node that is down).
+    pub fn states(&self) -> Vec<Option<BTreeMap<String, u64>>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let replica = n.replica.as_ref()?;
+                let engine = replica.store().engine();
+                let mut state = BTreeMap::new();
+                for (key, meta) in replikv_core::storage::Engine::scan(engine, std::ops::Bound::Unbounded, usize::MAX) {
+                    if meta.tombstone {
+                        continue;
+                    }
+                    let record = replikv_core::storage::Engine::get(engine, &key).ok()??;
+                    let value = std::str::from_utf8(record.value.as_ref()?).ok()?.parse().ok()?;
+                    state.insert(String::from_utf8_lossy(&key).into_owned(), value);
+                }
+                Some(state)
+            })
+            .collect()
+    }
+
+    /// Each node's replication status now, as JSON lines (for debugging a seed).
+    pub fn statuses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| match &n.replica {
+                Some(r) => format!("{:?}", r.status(n.clock(self.now))),
+                None => "down".to_string(),
+            })
+            .collect()
+    }
+
+    /// Each node's log end (`None` when down).
+    pub fn log_ends(&self) -> Vec<Option<Lsn>> {
+        self.nodes.iter().map(|n| n.replica.as_ref().map(|r| r.last_lsn())).collect()
+    }
+}
+
+/// The options of every simulated log.
+fn log_options(retain_bytes: u64) -> ReplogOptions {
+    ReplogOptions { retain_bytes_max: retain_bytes, segment_bytes_max: (retain_bytes / 4).max(1), ..Default::default() }
+}
+
+/// Opens `node`'s replica over its disk and `log`, at virtual time `t`.
+fn open(node: &Node, log: ReplicationLog, t: u64) -> replikv_core::Result<Replica<SimEngine>> {
+    let engine = SimEngine::open(node.disk.clone())?;
+    Replica::replicated(engine, log, node.settings.clone(), node.clock(t))
+}
