@@ -816,4 +816,7 @@ pub struct WrittenOutAll {
 mod golden_tests;
 
 #[cfg(test)]
+mod cluster_golden_tests;
+
+#[cfg(test)]
 mod tests;

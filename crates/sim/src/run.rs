@@ -194,10 +194,9 @@ mod tests {
     fn regression_a_late_chunk_of_an_abandoned_snapshot_no_longer_strands_a_follower() {
         // Found by `replikv sim --acks async --seeds 0..2000`: a follower reinstalled an older
         // snapshot from a late chunk, and the leader, believing it ahead, never resynced it.
-        let faults = Faults::parse(
-            "drop=0,dup=0,delay=1..15,partition=0,crash=0,pause=0.0008385224310805708,skew=314,drift=0",
-        )
-        .unwrap();
+        let faults =
+            Faults::parse("drop=0,dup=0,delay=1..15,partition=0,crash=0,pause=0.0008385224310805708,skew=314,drift=0")
+                .unwrap();
         let mut c = config(748, 0, faults);
         (c.safety_ms, c.quiet_ms, c.log_retain_bytes) = (5_000, 20_000, 8192);
         let report = run(c);

@@ -302,7 +302,8 @@ impl World {
         let deadline = self.now + self.config.quiet_ms;
         while self.now < deadline && self.broken.is_none() {
             self.step();
-            if self.now.is_multiple_of(100) && self.clients.iter().all(|c| c.outstanding.is_none()) && self.converged() {
+            if self.now.is_multiple_of(100) && self.clients.iter().all(|c| c.outstanding.is_none()) && self.converged()
+            {
                 return true;
             }
         }

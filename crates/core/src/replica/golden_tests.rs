@@ -15,7 +15,7 @@ use std::path::Path;
 
 /// Splits a script line into arguments: spaces separate; double quotes group, with `\"`,
 /// `\\`, `\n`, `\r` and `\xHH` escapes.
-fn split_line(line: &str) -> Vec<Bytes> {
+pub(super) fn split_line(line: &str) -> Vec<Bytes> {
     let mut args = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -53,7 +53,7 @@ fn split_line(line: &str) -> Vec<Bytes> {
 }
 
 /// Renders a reply the way redis-cli prints it.
-fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
+pub(super) fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
     let pad = " ".repeat(indent);
     let line = match reply {
         Reply::Ok => "OK".to_string(),
@@ -148,7 +148,7 @@ fn golden_scripts() {
 }
 
 /// The lines that differ, expected then actual.
-fn diff(expected: &str, actual: &str) -> String {
+pub(super) fn diff(expected: &str, actual: &str) -> String {
     let (e, a): (Vec<_>, Vec<_>) = (expected.lines().collect(), actual.lines().collect());
     let mut out = String::new();
     for i in 0..e.len().max(a.len()) {

@@ -10,15 +10,15 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A cluster of one leader (index 0) and followers, stepped by hand.
-struct Cluster {
-    nodes: Vec<Replica<MemoryEngine>>,
-    ids: Vec<NodeId>,
-    now: u64,
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<Replica<MemoryEngine>>,
+    pub(super) ids: Vec<NodeId>,
+    pub(super) now: u64,
     /// Messages in flight: (from, to, message).
-    net: VecDeque<(usize, usize, Message)>,
-    replies: BTreeMap<RequestId, Reply>,
+    pub(super) net: VecDeque<(usize, usize, Message)>,
+    pub(super) replies: BTreeMap<RequestId, Reply>,
     /// Nodes cut off: messages to and from them are dropped.
-    cut: BTreeSet<usize>,
+    pub(super) cut: BTreeSet<usize>,
     next_id: RequestId,
     /// Deliver every message twice.
     duplicate: bool,
@@ -30,7 +30,7 @@ fn request(line: &str) -> Request {
 }
 
 impl Cluster {
-    fn new(followers: usize, acks_needed: usize, options: ReplogOptions) -> Cluster {
+    pub(super) fn new(followers: usize, acks_needed: usize, options: ReplogOptions) -> Cluster {
         Cluster::with(followers, acks_needed, options, false)
     }
 
@@ -47,8 +47,11 @@ impl Cluster {
                 };
                 let mut settings = Settings::new(id, role);
                 settings.acks_needed = acks_needed;
-                settings.acks_label =
-                    if acks_needed == 0 { "async".into() } else { format!("semi-sync:{acks_needed}") };
+                settings.acks_label = match acks_needed {
+                    0 => "async".into(),
+                    k if k == followers => "sync".into(),
+                    k => format!("semi-sync:{k}"),
+                };
                 settings.ack_timeout_ms = 500;
                 settings.resend_ms = 300;
                 settings.ship_bytes_max = 256;
@@ -74,7 +77,7 @@ impl Cluster {
 
     /// Steps node `i` with `input`, flushes, and routes every output; tells a leader its log
     /// is durable after the flush, as the runtime does.
-    fn step(&mut self, i: usize, input: Input) {
+    pub(super) fn step(&mut self, i: usize, input: Input) {
         let mut outbox = Outbox::default();
         self.nodes[i].step(self.now, input, &mut outbox).unwrap();
         self.nodes[i].flush(self.now).unwrap();
@@ -107,7 +110,7 @@ impl Cluster {
     }
 
     /// Delivers messages until none is in flight (bounded).
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..100_000 {
             let Some((from, to, message)) = self.net.pop_front() else { return };
             if self.cut.contains(&from) || self.cut.contains(&to) {
@@ -120,7 +123,7 @@ impl Cluster {
     }
 
     /// Advances the clock by `ms` in ticks of 50 ms, settling after each.
-    fn run_for(&mut self, ms: u64) {
+    pub(super) fn run_for(&mut self, ms: u64) {
         for _ in 0..ms.div_ceil(50) {
             self.now += 50;
             for i in 0..self.nodes.len() {
@@ -135,7 +138,7 @@ impl Cluster {
     }
 
     /// Every key of node `i` with its record, tombstones included.
-    fn dump(&self, i: usize) -> Vec<(Bytes, Option<Bytes>)> {
+    pub(super) fn dump(&self, i: usize) -> Vec<(Bytes, Option<Bytes>)> {
         let engine = self.nodes[i].store().engine();
         engine
             .scan(std::ops::Bound::Unbounded, usize::MAX)
