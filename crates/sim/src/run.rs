@@ -1,4 +1,10 @@
 //! One seed, start to verdicts: build the world, run it, judge it, and say how to replay it.
+//!
+//! The verdicts: no failure (a step or a restart errored); replicas converge after the
+//! faults heal; every acknowledged write was durable on the leader and on as many followers
+//! as the mode needs when it was acknowledged; no acknowledged write is lost at the end; and,
+//! in sync mode, the leader's operations are linearizable. A checker that cannot decide says
+//! "gave up", which never counts as a pass, nor as a failure.
 
 use crate::check::{durability, linearizability};
 use crate::faults::Faults;
@@ -161,6 +167,10 @@ mod tests {
         }
     }
 
+    /// Seeds per mode in CI's fixed sweep (a few seconds in a debug build); the longer sweep is
+    /// `replikv sim --seeds 0..10000` per mode (README).
+    const CI_SEEDS: u64 = 200;
+
     /// The first seed in `0..500` whose run fails with `canary` planted, in `acks_needed` mode.
     fn caught(canary: Canary, acks_needed: usize) -> Option<(u64, Report)> {
         (0..500).find_map(|seed| {
@@ -206,7 +216,7 @@ mod tests {
     #[test]
     fn a_sweep_without_canaries_passes() {
         for acks_needed in [0, 1, 2] {
-            for seed in 0..40 {
+            for seed in 0..CI_SEEDS {
                 let report = run(config(seed, acks_needed, swarm_faults(seed)));
                 assert!(!report.failed(), "seed {seed}, acks {acks_needed}: {report:#?}\nreplay: {}", report.replay());
             }
