@@ -154,6 +154,11 @@ pub fn main(args: &SimArgs) -> Result<()> {
             failed.push(seed);
         } else if args.verbose || end - first == 1 {
             println!("{}", line(&report));
+            for (name, v) in &report.verdicts {
+                if let Verdict::GaveUp(why) = v {
+                    println!("  {name} gave up: {why}");
+                }
+            }
         }
     }
     let seeds = end - first;

@@ -14,7 +14,8 @@
 //!    in its inbox. It writes the batch out and schedules its fsync 1-4 ms later, as the
 //!    server's pipelined group commit does; a batch that owes nothing with nothing held is
 //!    released at once. Outputs marked `now` leave at once.
-//! 4. Clients time out, and idle ones issue their next operation to the leader.
+//! 4. Clients time out, and idle ones issue their next operation to the leader (until the run
+//!    has issued [`OPS_PER_KEY_MAX`] per key).
 //!
 //! A run has two phases: a **safety** phase of `safety_ms` with faults and clients, then a
 //! **quiet** phase in which faults heal (partitions close, crashed nodes restart, paused ones
@@ -47,6 +48,10 @@ pub const TRACE_TAIL_LINES: usize = 60;
 
 /// Virtual milliseconds between a node's ticks.
 const TICK_MS: u64 = 10;
+
+/// Operations a run issues per key at most, so that the linearizability check (capped at
+/// 1,000 operations per key) decides every key.
+pub const OPS_PER_KEY_MAX: u64 = 900;
 
 /// Virtual milliseconds a client waits for a reply before the operation is indeterminate.
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
@@ -669,7 +674,8 @@ impl World {
                 }
                 continue;
             }
-            if self.quiet || self.clients[c].next_at > self.now {
+            let budget_spent = self.counts.ops >= OPS_PER_KEY_MAX * self.config.keys as u64;
+            if self.quiet || budget_spent || self.clients[c].next_at > self.now {
                 continue;
             }
             let key = format!("k{}", self.rng.gen_range(0..self.config.keys));

@@ -71,7 +71,10 @@
 //! that does not say, like `-NOREPLICAS`, does not bound when the write lands). A read of
 //! that kind constrains nothing and is dropped. A write whose value no read saw is dropped
 //! too: linearizing it after everything else, which its endless interval allows, is the same
-//! as it never happening, and with no reader of its value nothing needs it earlier.
+//! as it never happening, and with no reader of its value nothing needs it earlier. A write
+//! whose value a read saw took effect before that read returned, so its return counts as the
+//! earliest such read's: exact, and it keeps a write lost in a crash from being concurrent
+//! with everything after it (which otherwise exhausts the budget).
 //!
 //! # Before the search
 //!
@@ -256,13 +259,16 @@ impl Operation<'_> {
 /// The operations of one key the search must order: every event, less indeterminate reads
 /// and indeterminate writes whose value no read saw (see the module doc).
 fn operations<'a>(key: &str, events: &[&'a Event]) -> Vec<Operation<'a>> {
-    let read_values: BTreeSet<u64> = events
-        .iter()
-        .filter_map(|event| match (&event.op, &event.outcome) {
-            (Op::Read { .. }, Outcome::Ok(Some(value))) => Some(*value),
-            _ => None,
-        })
-        .collect();
+    // For each value some read saw, the earliest return among those reads.
+    let mut first_seen_return: BTreeMap<u64, u64> = BTreeMap::new();
+    for event in events {
+        if let (Op::Read { .. }, Outcome::Ok(Some(value)), Some(done)) = (&event.op, &event.outcome, event.complete_ms)
+        {
+            let first = first_seen_return.entry(*value).or_insert(done);
+            *first = (*first).min(done);
+        }
+    }
+    let read_values: BTreeSet<u64> = first_seen_return.keys().copied().collect();
     let mut written = BTreeSet::new();
     let mut ops = Vec::with_capacity(events.len());
     for &event in events {
@@ -280,8 +286,12 @@ fn operations<'a>(key: &str, events: &[&'a Event]) -> Vec<Operation<'a>> {
             (Op::Write { value, .. }, _) if !determinate && !read_values.contains(value) => continue,
             (Op::Write { value, .. }, _) => Action::Write { value: *value },
         };
-        let return_ms = match event.complete_ms {
-            Some(complete_ms) if determinate => complete_ms,
+        let return_ms = match (event.complete_ms, &event.op) {
+            (Some(complete_ms), _) if determinate => complete_ms,
+            // An indeterminate write that a read saw took effect before that read returned.
+            (_, Op::Write { value, .. }) => {
+                first_seen_return.get(value).map_or(NEVER_MS, |&seen| seen.max(event.invoke_ms))
+            }
             _ => NEVER_MS,
         };
         ops.push(Operation { event, action, invoke_ms: event.invoke_ms, return_ms });
