@@ -9,6 +9,9 @@
 //!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
 //! - `replikv check`: compare every replica's Merkle digest with the leader's and name the
 //!   replicas, key ranges and keys that differ.
+//! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
+//!   nodes of a local cluster started with `REPLIKV_TEST_FAULTS=1`, through each node's own
+//!   peer links.
 //! - `replikv sim`: the deterministic simulator, one seed or a sweep, with faults and checkers.
 //! - `replikv bench`: measure a RESP server (replikv or redis-server) with YCSB workloads or
 //!   redis-benchmark-like tests: throughput, latency percentiles, errors by kind.
@@ -22,6 +25,7 @@
 mod bench;
 mod check;
 mod cluster;
+mod fault;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +76,14 @@ enum Command {
     /// Prints each replica's verdict, and for one that differs the key ranges and keys that
     /// differ; exits 1 if any replica differs or does not answer.
     Check(check::CheckArgs),
+    /// Partition, delay or drop messages between a local cluster's nodes, for tests.
+    ///
+    /// The nodes must run with REPLIKV_TEST_FAULTS=1 (`REPLIKV_TEST_FAULTS=1 replikv cluster
+    /// start` passes it to each): their peer links then obey a fault table that this command
+    /// sets on every node through PUT /api/v1/test/faults. `partition n1` blocks n1's messages
+    /// and everyone's to n1 (--one-way: only n1's); `delay n2 50ms` and `drop n3 0.3` act on
+    /// messages to and from the node; `heal` clears every fault; `status` prints each table.
+    Fault(fault::FaultArgs),
     /// Run the deterministic simulator: the real replicas on a virtual network, disk and clock,
     /// with faults, concurrent clients and checkers.
     ///
@@ -101,6 +113,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster::main(args),
         Command::Status(args) => cluster::status::main(&args),
         Command::Check(args) => check::main(&args),
+        Command::Fault(args) => fault::main(&args),
         Command::Sim(args) => sim::main(&args),
     };
     match result {

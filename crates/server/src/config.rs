@@ -165,6 +165,10 @@ pub struct NodeArgs {
     /// Test only: the n-th flush fails as a failing fsync would (see `faults`).
     #[arg(long, hide = true, value_name = "N")]
     pub test_fail_fsync_after: Option<u64>,
+    /// Test only: peer links obey a fault table driven by `/api/v1/test/faults` (see `faults`).
+    // Boolish, so that the variable takes 1/0, yes/no, on/off as well as true/false.
+    #[arg(long, hide = true, env = "REPLIKV_TEST_FAULTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub test_faults: bool,
 }
 
 /// The configuration file: the same settings as the flags, all optional, and a cluster's.
@@ -226,6 +230,8 @@ pub struct NodeConfig {
     pub config_file: Option<PathBuf>,
     /// Test only: the flush that fails, if any.
     pub test_fail_fsync_after: Option<u64>,
+    /// Test only: whether peer links obey a fault table (`replikv fault`).
+    pub test_faults: bool,
     /// The cluster this node belongs to, its peers and replication settings, if any.
     pub cluster: Option<ClusterConfig>,
 }
@@ -296,6 +302,7 @@ impl NodeConfig {
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             config_file: args.config.clone(),
             test_fail_fsync_after: args.test_fail_fsync_after,
+            test_faults: args.test_faults,
             cluster,
             id,
         };

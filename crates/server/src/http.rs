@@ -13,10 +13,15 @@
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
 //! | `GET /metrics` | Prometheus/OpenMetrics text |
+//! | `GET /api/v1/test/faults` | test only: the peer links' fault table, `{"id", "peers": {"n2": {"blocked", "delay_ms", "drop"}...}}` |
+//! | `PUT /api/v1/test/faults` | test only: sets the fields given of one peer's fault (`{"peer": "n2", "blocked": true, "delay_ms": 0, "drop": 0.0}`) or clears all (`{"clear": true}`); answers the table |
 //!
 //! Values travel as raw bodies rather than JSON strings because they are binary-safe bytes;
 //! everything else, errors included, is JSON (`{"error": "..."}`). A key is the rest of the
 //! path after `/api/v1/kv/`, percent-decoded, so it may contain `/`.
+//!
+//! The test endpoints answer 404 unless the node was started with `--test-faults`
+//! (`REPLIKV_TEST_FAULTS=1`); see [`crate::faults`].
 //!
 //! CAVEATS
 //! - Keys must be valid UTF-8 over HTTP; binary keys need RESP.
@@ -55,6 +60,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/v1/test/faults", get(get_faults).put(put_faults))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     limited(routes, HTTP_REQUESTS_MAX, Duration::from_secs(HTTP_REQUEST_TIMEOUT_SECS))
@@ -229,6 +235,82 @@ async fn ready(State(state): State<Arc<NodeState>>) -> Response {
         None => Json(json!({ "ready": true })).into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": why }))).into_response(),
     }
+}
+
+/// The answer of the test endpoints on a node started without `--test-faults`.
+const NO_TEST_FAULTS: &str =
+    "this node was not started with --test-faults (set REPLIKV_TEST_FAULTS=1 when starting it)";
+
+/// The node's link fault table (`None` for a node without peers), or the reason for a 404 on a
+/// node started without `--test-faults`.
+fn link_faults(state: &NodeState) -> Result<Option<&Arc<crate::faults::LinkFaults>>, &'static str> {
+    if !state.config.test_faults {
+        return Err(NO_TEST_FAULTS);
+    }
+    // A node with no peers has no links, hence an empty table.
+    Ok(state.peers.as_ref().and_then(|p| p.faults()))
+}
+
+/// The fault table as the test endpoints answer it.
+fn faults_json(state: &NodeState, faults: Option<&Arc<crate::faults::LinkFaults>>) -> Response {
+    let table = faults.map(|f| f.table()).unwrap_or_default();
+    Json(json!({ "id": state.config.id, "peers": table })).into_response()
+}
+
+async fn get_faults(State(state): State<Arc<NodeState>>) -> Response {
+    match link_faults(&state) {
+        Ok(faults) => faults_json(&state, faults),
+        Err(why) => error(StatusCode::NOT_FOUND, why),
+    }
+}
+
+/// The body of `PUT /api/v1/test/faults`: one peer's fault, or `clear`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultChange {
+    /// Clear every link's fault (the other fields are then ignored).
+    #[serde(default)]
+    clear: bool,
+    /// The peer whose link the fault is for.
+    peer: Option<String>,
+    /// Every message to the peer is discarded; unchanged if absent.
+    blocked: Option<bool>,
+    /// Each message to the peer is held this many milliseconds after it was queued; unchanged
+    /// if absent.
+    delay_ms: Option<u64>,
+    /// The probability that a message to the peer is discarded; unchanged if absent.
+    drop: Option<f64>,
+}
+
+async fn put_faults(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let faults = match link_faults(&state) {
+        Ok(faults) => faults,
+        Err(why) => return error(StatusCode::NOT_FOUND, why),
+    };
+    let change: FaultChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("fault body: {e}")),
+    };
+    match (change.clear, change.peer, faults) {
+        (true, _, faults) => faults.iter().for_each(|f| f.clear()),
+        (false, None, _) => {
+            return error(StatusCode::BAD_REQUEST, "fault body: name a \"peer\" or set \"clear\": true")
+        }
+        (false, Some(peer), None) => {
+            return error(StatusCode::BAD_REQUEST, format!("no link to peer {peer:?}: this node has no peers"))
+        }
+        (false, Some(peer), Some(faults)) => {
+            let mut fault = faults.table().get(&peer).copied().unwrap_or_default();
+            fault.blocked = change.blocked.unwrap_or(fault.blocked);
+            fault.delay_ms = change.delay_ms.unwrap_or(fault.delay_ms);
+            fault.drop = change.drop.unwrap_or(fault.drop);
+            if let Err(e) = faults.set(&peer, fault) {
+                return error(StatusCode::BAD_REQUEST, e);
+            }
+            tracing::warn!("test fault on the link to {peer}: {fault:?}");
+        }
+    }
+    faults_json(&state, faults)
 }
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {

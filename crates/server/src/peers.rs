@@ -9,12 +9,16 @@
 //! [`Peers::sender`], and what the listener receives goes into the runtime through
 //! [`forward_inbox`].
 //!
+//! With `--test-faults`, every link obeys one shared [`LinkFaults`] table, which the HTTP front
+//! end reaches through [`Peers::faults`] (see [`crate::faults`]).
+//!
 //! CAVEATS
 //! - A link's state says whether the peer answered the handshake; whether replication is
 //!   flowing is the replica's to say (heartbeats and acknowledgements, in `INFO replication`).
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::faults::LinkFaults;
 use crate::peer::{Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats};
 use crate::runtime::{Handle, PeerSender};
 use replikv_core::replication::Message;
@@ -34,6 +38,8 @@ pub struct Peers {
     links: Arc<Vec<(NodeId, Link<Message>)>>,
     /// The listener's counters.
     listener: ListenerStats,
+    /// The links' test faults, when the node runs with `--test-faults`.
+    faults: Option<Arc<LinkFaults>>,
 }
 
 /// Messages the listener received, by sender, for [`forward_inbox`].
@@ -75,14 +81,19 @@ impl Peers {
         let stats = listener.stats();
         let (inbox_tx, inbox) = mpsc::channel::<(Arc<str>, Message)>(INBOX_MESSAGES_MAX);
         tokio::spawn(listener.serve(inbox_tx, shutdown.clone()));
+        let faults = config.test_faults.then(|| {
+            tracing::warn!("test faults on: peer links obey PUT /api/v1/test/faults");
+            Arc::new(LinkFaults::new(others.iter().map(|n| n.id.clone())))
+        });
         let links = others
             .iter()
             .map(|n| {
-                let config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
+                let mut config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
+                config.faults = faults.clone();
                 (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })
             .collect();
-        Ok(Some((Peers { links: Arc::new(links), listener: stats }, inbox)))
+        Ok(Some((Peers { links: Arc::new(links), listener: stats, faults }, inbox)))
     }
 
     /// Sends a message to a node through its link; a full queue drops it (the replication
@@ -98,6 +109,11 @@ impl Peers {
                 tracing::debug!("message dropped: {e}");
             }
         })
+    }
+
+    /// The links' test faults, when the node runs with `--test-faults`.
+    pub fn faults(&self) -> Option<&Arc<LinkFaults>> {
+        self.faults.as_ref()
     }
 
     /// Every peer's state now.

@@ -1,7 +1,7 @@
-//! Asking a node whether it is up: a RESP `PING`, and a tiny HTTP/1.1 `GET` client, both over
+//! Asking a node whether it is up: a RESP `PING`, and a tiny HTTP/1.1 `GET` (and `PUT`) client, both over
 //! `std::net` with timeouts, so the launcher needs no async runtime and no HTTP dependency.
 //!
-//! The GET sends `Connection: close` and reads until the node closes the connection, at most
+//! A request sends `Connection: close` and reads until the node closes the connection, at most
 //! [`RESPONSE_BYTES_MAX`]; it understands a `Content-Length` body, a chunked body, and a body
 //! that ends with the connection.
 //!
@@ -43,10 +43,27 @@ pub fn ping(addr: SocketAddr) -> bool {
 
 /// `GET path` from the HTTP server at `addr`: the status code and the body.
 pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
+    request(addr, "GET", path, None)
+}
+
+/// `PUT path` with a JSON `body` to the HTTP server at `addr`: the status code and the body.
+pub fn put(addr: SocketAddr, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    request(addr, "PUT", path, Some(body))
+}
+
+/// One request, with a JSON body if `body` is given: the status code and the response's body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
     let mut stream = connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
-    stream.write_all(request.as_bytes()).with_context(|| format!("sending to {addr}"))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n")
+            .into_bytes();
+    if let Some(body) = body {
+        let head = format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        request.extend_from_slice(head.as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&request).with_context(|| format!("sending to {addr}"))?;
     let mut response = Vec::new();
     if let Err(e) = (&mut stream).take(RESPONSE_BYTES_MAX + 1).read_to_end(&mut response) {
         if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
@@ -167,5 +184,28 @@ mod tests {
         server.join().unwrap();
         assert!(!ping(addr), "nothing listens any more");
         assert!(get(addr, "/").is_err());
+    }
+
+    #[test]
+    fn put_sends_its_body_with_its_length() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).unwrap();
+                request.push(byte[0]);
+            }
+            let mut body = [0u8; 14];
+            stream.read_exact(&mut body).unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+            (String::from_utf8(request).unwrap(), body)
+        });
+        assert_eq!(put(addr, "/x", br#"{"clear":true}"#).unwrap(), (200, b"{}".to_vec()));
+        let (head, body) = server.join().unwrap();
+        assert!(head.starts_with("PUT /x HTTP/1.1\r\n") && head.contains("Content-Length: 14\r\n"), "{head}");
+        assert_eq!(&body, br#"{"clear":true}"#);
     }
 }

@@ -31,6 +31,10 @@
 //!   the connection goes on.
 //! - Dropping the [`Link`], or the node's shutdown signal, stops the task at once; what is queued
 //!   is dropped.
+//! - Under test faults ([`crate::faults::LinkFaults`], only with `--test-faults`), a message may
+//!   be held until its delay after it was queued (the ones behind it wait, and go out one per
+//!   write while the delay lasts), or discarded when it leaves the queue because the peer is
+//!   blocked or the drop draw says so; discarded messages count in `messages_lost`.
 //!
 //! # CAVEATS
 //!
@@ -48,6 +52,7 @@
 use super::frame::{encode_frame, FRAME_BYTES_MAX};
 use super::handshake::{self, Hello, HANDSHAKE_TIMEOUT_MS};
 use crate::error::{Error, Result};
+use crate::faults::LinkFaults;
 use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -97,6 +102,8 @@ pub struct LinkConfig {
     pub handshake_timeout_ms: u64,
     /// The seed of the backoff jitter; by default derived from the two node ids.
     pub jitter_seed: u64,
+    /// The test faults this link obeys; `None` (the default) outside tests.
+    pub faults: Option<Arc<LinkFaults>>,
 }
 
 impl LinkConfig {
@@ -115,6 +122,7 @@ impl LinkConfig {
             backoff_max_ms: RECONNECT_BACKOFF_MAX_MS,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS,
             jitter_seed,
+            faults: None,
         }
     }
 
@@ -185,7 +193,8 @@ pub struct LinkSnapshot {
     pub dials: u64,
     /// Handshakes that succeeded after the first one.
     pub reconnects: u64,
-    /// Messages taken from the queue and then dropped: in a failed write batch, or unencodable.
+    /// Messages taken from the queue and then dropped: in a failed write batch, unencodable, or
+    /// discarded by a test fault.
     pub messages_lost: u64,
 }
 
@@ -217,8 +226,8 @@ impl Shared {
 ///
 /// Messages of type `M` are sent in the order they were queued. Dropping the link stops its task.
 pub struct Link<M> {
-    /// The queue into the task.
-    tx: mpsc::Sender<M>,
+    /// The queue into the task, each message with the moment it was queued.
+    tx: mpsc::Sender<(Instant, M)>,
     /// State and counters.
     shared: Arc<Shared>,
     /// The task, aborted on drop.
@@ -257,13 +266,13 @@ impl<M: Serialize + Send + 'static> Link<M> {
 
     /// Queues `message`, waiting while the queue is full.
     pub async fn send(&self, message: M) -> Result<()> {
-        self.tx.send(message).await.map_err(|_| Error::PeerLinkStopped { peer: self.config.peer() })
+        self.tx.send((Instant::now(), message)).await.map_err(|_| Error::PeerLinkStopped { peer: self.config.peer() })
     }
 
     /// Queues `message` if there is room; a full queue is [`Error::PeerQueueFull`] and the message
     /// is dropped. Never waits, so it may be called from any thread.
     pub fn try_send(&self, message: M) -> Result<()> {
-        self.tx.try_send(message).map_err(|e| match e {
+        self.tx.try_send((Instant::now(), message)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 Error::PeerQueueFull { peer: self.config.peer(), messages_max: self.tx.max_capacity() }
             }
@@ -334,8 +343,8 @@ struct Task<M> {
     config: LinkConfig,
     /// The peer, as errors name it.
     peer: String,
-    /// The queue.
-    rx: mpsc::Receiver<M>,
+    /// The queue, each message with the moment it was queued.
+    rx: mpsc::Receiver<(Instant, M)>,
     /// State and counters.
     shared: Arc<Shared>,
     /// Turns true when the node stops.
@@ -419,12 +428,21 @@ impl<M: Serialize + Send + 'static> Task<M> {
                 read = reader.read(&mut probe) => Err(read),
                 message = self.rx.recv() => Ok(message),
             };
-            let first = match next {
+            let (queued_at, first) = match next {
                 Err(read) => return End::Failed(self.unexpected_read(read)),
                 Ok(None) => return End::Stop,
-                Ok(Some(message)) => message,
+                Ok(Some(queued)) => queued,
             };
-            let frames = self.fill_batch(first);
+            let delay_ms = self.delay_ms();
+            if delay_ms > 0 {
+                let due = queued_at + Duration::from_millis(delay_ms);
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.wait_for(|stop| *stop) => return End::Stop,
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            let frames = self.fill_batch(first, delay_ms == 0);
             if frames == 0 {
                 continue;
             }
@@ -443,21 +461,32 @@ impl<M: Serialize + Send + 'static> Task<M> {
         }
     }
 
-    /// Encodes `first` and then whatever else is queued into the write batch, within the batch
-    /// limits; returns the frames in it. Messages that do not encode are dropped and counted.
-    fn fill_batch(&mut self, first: M) -> usize {
+    /// The test fault's delay on this link, in milliseconds; 0 without test faults.
+    fn delay_ms(&self) -> u64 {
+        self.config.faults.as_ref().map_or(0, |f| f.delay_ms(&self.config.peer_node_id))
+    }
+
+    /// Encodes `first` and, if `more`, whatever else is queued into the write batch, within the
+    /// batch limits; returns the frames in it. Messages that do not encode, or that a test fault
+    /// discards, are dropped and counted.
+    fn fill_batch(&mut self, first: M, more: bool) -> usize {
         let mut frames = 0;
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            match encode_frame(&message, self.config.frame_bytes_max, &mut self.out) {
-                Ok(_) => frames += 1,
-                Err(e) => {
-                    self.shared.messages_lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("peer link to {}: dropping a message: {e}", self.peer);
+            let discarded = self.config.faults.as_ref().is_some_and(|f| f.discards(&self.config.peer_node_id));
+            if discarded {
+                self.shared.messages_lost.fetch_add(1, Ordering::Relaxed);
+            } else {
+                match encode_frame(&message, self.config.frame_bytes_max, &mut self.out) {
+                    Ok(_) => frames += 1,
+                    Err(e) => {
+                        self.shared.messages_lost.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("peer link to {}: dropping a message: {e}", self.peer);
+                    }
                 }
             }
-            if frames < WRITE_BATCH_FRAMES_MAX && self.out.len() < WRITE_BATCH_BYTES_MAX {
-                next = self.rx.try_recv().ok();
+            if more && frames < WRITE_BATCH_FRAMES_MAX && self.out.len() < WRITE_BATCH_BYTES_MAX {
+                next = self.rx.try_recv().ok().map(|(_, message)| message);
             }
         }
         frames

@@ -351,3 +351,39 @@ async fn shutdown_stops_the_listener_and_the_link() {
     node.stop().await;
     assert!(TcpStream::connect(addr).await.is_err(), "the port is closed once serve returns");
 }
+
+#[tokio::test]
+async fn a_link_under_test_faults_discards_while_blocked_and_holds_while_delayed() {
+    let mut node = Node::start("127.0.0.1:0", n1(), 64).await;
+    let faults = std::sync::Arc::new(crate::faults::LinkFaults::new(["n1"]));
+    let (_stop, shutdown) = watch::channel(false);
+    let mut config = LinkConfig::new(Hello::new("demo", "n2"), "n1", node.addr.to_string());
+    config.faults = Some(faults.clone());
+    let link = Link::spawn(config, shutdown);
+    link.send(Msg::Seq(0)).await.unwrap();
+    assert_eq!(node.recv_from("n2").await, Msg::Seq(0));
+
+    let blocked = crate::faults::LinkFault { blocked: true, ..Default::default() };
+    faults.set("n1", blocked).unwrap();
+    for seq in 1..=5 {
+        link.send(Msg::Seq(seq)).await.unwrap();
+    }
+    until(|| link.snapshot().messages_lost == 5).await;
+
+    faults.set("n1", crate::faults::LinkFault { delay_ms: 300, ..Default::default() }).unwrap();
+    let sent = std::time::Instant::now();
+    for seq in 6..=8 {
+        link.send(Msg::Seq(seq)).await.unwrap();
+    }
+    for seq in 6..=8 {
+        assert_eq!(node.recv_from("n2").await, Msg::Seq(seq), "held messages keep their order");
+    }
+    let held = sent.elapsed();
+    assert!(held >= Duration::from_millis(300), "held only {held:?}");
+    assert!(held < Duration::from_millis(900), "each held from its own queueing, not one after another: {held:?}");
+
+    faults.clear();
+    link.send(Msg::Seq(9)).await.unwrap();
+    assert_eq!(node.recv_from("n2").await, Msg::Seq(9), "the blocked messages never arrive");
+    assert_eq!((link.snapshot().messages_lost, link.snapshot().reconnects), (5, 0), "the connection stayed up");
+}
