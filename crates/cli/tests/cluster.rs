@@ -289,11 +289,12 @@ fn a_node_refuses_a_bad_cluster_file_naming_the_problem() {
         (cluster_file(dir.path(), "async", "n2"), vec![]), // the same file, valid: it must not fail
     ];
     for (file, wants) in table {
+        let ports = common::free_ports(2);
         let child = Command::new(env!("CARGO_BIN_EXE_replikv"))
             .args(["node", "--id", "n2", "--data-dir", data.to_str().unwrap(), "--config", file.to_str().unwrap()])
             // Free ports, so that the valid file's node starts whatever else runs here.
-            .args(["--resp-addr", &format!("127.0.0.1:{}", common::free_port())])
-            .args(["--http-addr", &format!("127.0.0.1:{}", common::free_port())])
+            .args(["--resp-addr", &format!("127.0.0.1:{}", ports[0])])
+            .args(["--http-addr", &format!("127.0.0.1:{}", ports[1])])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{free_port, Node};
+use common::Node;
 use std::time::{Duration, Instant};
 
 /// A cluster file naming `nodes` as (id, peer port); RESP and HTTP addresses are placeholders
@@ -40,7 +40,7 @@ fn peers_when(node: &Node, what: &str, done: impl Fn(&[serde_json::Value]) -> bo
 #[test]
 fn cluster_nodes_connect_and_a_node_of_another_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let [p1, p2, p3] = common::free_ports(3)[..] else { unreachable!() };
     let demo = cluster_file(dir.path(), "demo", &[("n1", p1), ("n2", p2)]);
     let config = demo.to_str().unwrap();
     let n1 = Node::start(&dir.path().join("n1"), &["--config", config, "--id", "n1"]);

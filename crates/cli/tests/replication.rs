@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, Node};
+use common::Node;
 use redis::{Commands, Connection};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ impl Trio {
     /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines).
     fn start(replication: &str) -> Trio {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16, u16)> = (0..3).map(|_| (free_port(), free_port(), free_port())).collect();
+        let ports = common::cluster_ports();
         let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
         for (i, (peer, resp, http)) in ports.iter().enumerate() {
             text += &format!(

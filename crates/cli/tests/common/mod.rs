@@ -16,6 +16,18 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` distinct ports the OS says are free now: all are held until every one is chosen, so
+/// that the OS cannot hand out the same port twice (which `free_port` called in a row may).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Three distinct (peer, RESP, HTTP) port triples for a 3-node cluster.
+pub fn cluster_ports() -> Vec<(u16, u16, u16)> {
+    free_ports(9).chunks(3).map(|c| (c[0], c[1], c[2])).collect()
+}
+
 /// One `replikv node` process and what it needs to be restarted the same way.
 pub struct Node {
     /// The running process, if any.
@@ -43,12 +55,13 @@ impl Node {
 
     /// As `start`, with environment variables set for the process.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let ports = free_ports(2);
         let mut node = Node {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             data_dir: data_dir.to_path_buf(),
-            resp_port: free_port(),
-            http_port: free_port(),
+            resp_port: ports[0],
+            http_port: ports[1],
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: data_dir.with_extension("log"),
         };
