@@ -7,6 +7,8 @@
 //!   harmless.
 //! - [`log`]: the durable replication log every replica keeps, in segment files with bounded
 //!   retention.
+//! - [`election`]: the rules of a leader election (votes, pre-votes, majorities, timeouts), as
+//!   pure functions; not wired into the replica yet (issue 6).
 //! - [`message`]: the peer protocol, one [`Message`] enum: `Append` / `Ack` for shipping,
 //!   `Heartbeat` for lag and liveness, `SnapshotChunk` for a follower behind the retained log,
 //!   `Forward` / `ForwardReply` for writes a follower forwards.
@@ -20,6 +22,7 @@
 //! - Changes carry the new value only, not the old one (the lecture's `old_value`): enough to
 //!   replicate, not yet enough for multi-leader conflict detection or change data capture.
 
+pub mod election;
 pub mod log;
 pub mod message;
 pub mod record;
