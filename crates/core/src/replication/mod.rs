@@ -9,6 +9,8 @@
 //!   retention.
 //! - [`election`]: the rules of a leader election (votes, pre-votes, majorities, timeouts), as
 //!   pure functions; not wired into the replica yet (issue 6).
+//! - [`vote`]: a voter's durable state (epoch, vote), saved before a vote is sent; not used
+//!   yet either.
 //! - [`message`]: the peer protocol, one [`Message`] enum: `Append` / `Ack` for shipping,
 //!   `Heartbeat` for lag and liveness, `SnapshotChunk` for a follower behind the retained log,
 //!   `Forward` / `ForwardReply` for writes a follower forwards.
@@ -26,6 +28,7 @@ pub mod election;
 pub mod log;
 pub mod message;
 pub mod record;
+pub mod vote;
 
 pub use log::{ReplicationLog, ReplogOptions, ReplogStats};
 pub use message::Message;
