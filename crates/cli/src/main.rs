@@ -19,7 +19,7 @@
 //!   the loopback round trip.
 //!
 //! Logs go to standard error through `tracing`; `RUST_LOG` chooses what is shown
-//! (`RUST_LOG=debug replikv node`), `info` by default; they are coloured only when standard
+//! (`RUST_LOG=debug replikv node`), `info` by default (`warn` for `sim`); they are coloured only when standard
 //! error is a terminal and `NO_COLOR` is unset.
 
 mod bench;
@@ -37,7 +37,7 @@ use std::process::ExitCode;
 /// HTTP/JSON.
 #[derive(Parser)]
 #[command(name = "replikv", version, about, long_about = None)]
-#[command(after_help = "Logs: set RUST_LOG (error, warn, info, debug, trace); info by default.\n\
+#[command(after_help = "Logs: set RUST_LOG (error, warn, info, debug, trace); info by default, warn for sim.\n\
 Settings: flags > REPLIKV_* environment variables > --config file > defaults.")]
 struct Cli {
     #[command(subcommand)]
