@@ -1,8 +1,9 @@
 //! How a node shows its replication state: `INFO replication` and `ROLE` with Redis's field
 //! names, and the `replication` object of `/api/v1/status`.
 //!
-//! The replica publishes a [`ReplicationStatus`] (at most a tick old) in terms of node ids;
-//! this module names the nodes and their addresses from the cluster file.
+//! The replica publishes a [`ReplicationStatus`] (fresh when idle, at most 20 ms old under
+//! load) in terms of node ids; this module names the nodes and their addresses from the
+//! cluster file.
 //!
 //! Redis's offsets count bytes of its replication stream; replikv's count log records (LSNs),
 //! so `master_repl_offset`, `slaveN:offset` and `slave_repl_offset` are record positions.

@@ -191,7 +191,8 @@ impl Handle {
         *self.shared.stats.lock().unwrap()
     }
 
-    /// The replication status as last published (at most a tick old).
+    /// The replication status as last published: after the last batch when the node is idle,
+    /// at most `STATUS_PUBLISH_MS` old under load.
     pub fn replication(&self) -> ReplicationStatus {
         self.shared.replication.lock().unwrap().clone()
     }
@@ -417,7 +418,8 @@ impl<E: Engine> Stepper<E> {
                     return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
                 }
             }
-            if ticked || now.saturating_sub(self.last_publish_ms) >= STATUS_PUBLISH_MS {
+            // Fresh whenever the node goes idle; throttled under load.
+            if ticked || self.rx.is_empty() || now.saturating_sub(self.last_publish_ms) >= STATUS_PUBLISH_MS {
                 self.publish(now);
             }
             if shutdown {
