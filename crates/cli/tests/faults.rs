@@ -5,131 +5,51 @@
 
 mod common;
 
+use common::trio::Trio;
 use common::Node;
-use redis::{Commands, Connection};
+use redis::Commands;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Three nodes of one cluster with test faults on, laid out at DIR/e2e/cluster.toml as
-/// `replikv cluster start` lays a cluster out; n1 leads.
-struct Trio {
-    nodes: Vec<Node>,
-    dir: tempfile::TempDir,
+/// The flag `REPLIKV_TEST_FAULTS=1` sets (`start_on` takes flags, not variables).
+const FAULTS: &[&str] = &["--test-faults"];
+
+/// Runs `replikv fault ARGS` on the cluster: (exit success, stdout, stderr).
+fn fault(trio: &Trio, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["fault"];
+    all.extend_from_slice(args);
+    trio.replikv(&all)
 }
 
-impl Trio {
-    /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines).
-    fn start(replication: &str) -> Trio {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = common::cluster_ports();
-        let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
-        for (i, (peer, resp, http)) in ports.iter().enumerate() {
-            text += &format!(
-                "[[nodes]]\nid = \"n{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nresp_addr = \"127.0.0.1:{resp}\"\nhttp_addr = \"127.0.0.1:{http}\"\n",
-                i + 1
-            );
-        }
-        let root = dir.path().join("e2e");
-        std::fs::create_dir_all(&root).unwrap();
-        let file = root.join("cluster.toml");
-        std::fs::write(&file, text).unwrap();
-        let nodes = ports
-            .iter()
-            .enumerate()
-            .map(|(i, &(_, resp, http))| {
-                let id = format!("n{}", i + 1);
-                // The flag `REPLIKV_TEST_FAULTS=1` sets; `start_on` takes flags, not variables.
-                let args = ["--config", file.to_str().unwrap(), "--id", &id, "--test-faults"];
-                Node::start_on(&root.join(&id), resp, http, &args)
-            })
-            .collect();
-        let trio = Trio { nodes, dir };
-        for i in 1..3 {
-            trio.wait_follower(i, "streaming", |f| f["mode"] == "stream" && f["up"] == true);
-        }
-        trio
-    }
-
-    /// Runs `replikv fault ARGS --name e2e --data DIR`: (exit success, stdout, stderr).
-    fn fault(&self, args: &[&str]) -> (bool, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
-            .arg("fault")
-            .args(args)
-            .args(["--name", "e2e", "--data"])
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-    }
-
-    fn con(&self, i: usize) -> Connection {
-        let client = redis::Client::open(self.nodes[i].url()).unwrap();
-        let con = client.get_connection_with_timeout(Duration::from_secs(10)).unwrap();
-        con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        con
-    }
-
-    fn status(&self, i: usize) -> Value {
-        let (code, body) = self.nodes[i].http("GET", "/api/v1/status", b"");
-        assert_eq!(code, 200);
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    /// The leader's view of follower `i` (1 or 2).
-    fn follower(&self, i: usize) -> Value {
-        let status = self.status(0);
-        let id = format!("n{}", i + 1);
-        status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
-    }
-
-    /// Waits (bounded) until `done` holds for the leader's view of follower `i`.
-    fn wait_follower(&self, i: usize, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let f = self.follower(i);
-            if done(&f) {
-                return f;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "n{} never {what}: {f}\nleader log:\n{}",
-                i + 1,
-                self.nodes[0].log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Node `i`'s fault table, as its endpoint answers it.
-    fn table(&self, i: usize) -> Value {
-        let (code, body) = self.nodes[i].http("GET", "/api/v1/test/faults", b"");
-        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-        serde_json::from_slice::<Value>(&body).unwrap()["peers"].clone()
-    }
+/// Node `i`'s fault table, as its endpoint answers it.
+fn table(trio: &Trio, i: usize) -> Value {
+    let (code, body) = trio.nodes[i].http("GET", "/api/v1/test/faults", b"");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice::<Value>(&body).unwrap()["peers"].clone()
 }
 
 #[test]
 fn a_partitioned_follower_stops_sync_writes_and_catches_up_after_heal() {
-    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300");
+    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300", FAULTS);
     let ok: String = trio.con(0).set("before", "1").unwrap();
     assert_eq!(ok, "OK");
 
-    let (ok, out, err) = trio.fault(&["partition", "n3"]);
+    let (ok, out, err) = fault(&trio, &["partition", "n3"]);
     assert!(ok, "partition: {out}{err}");
     assert!(out.contains("n3 -> n1: blocked") && out.contains("n1 -> n3: blocked"), "{out}");
-    assert_eq!(trio.table(0)["n3"]["blocked"], true, "n1 blocks its link to n3");
-    assert_eq!(trio.table(0)["n2"]["blocked"], false, "n1 still reaches n2");
-    assert_eq!(trio.table(2)["n1"]["blocked"], true, "n3 blocks its link to n1");
-    let (_, status_out, _) = trio.fault(&["status"]);
+    assert_eq!(table(&trio, 0)["n3"]["blocked"], true, "n1 blocks its link to n3");
+    assert_eq!(table(&trio, 0)["n2"]["blocked"], false, "n1 still reaches n2");
+    assert_eq!(table(&trio, 2)["n1"]["blocked"], true, "n3 blocks its link to n1");
+    let (_, status_out, _) = fault(&trio, &["status"]);
     assert!(status_out.contains("n2: -> n3 blocked"), "{status_out}");
 
     let err = trio.con(0).set::<_, _, String>("during", "1").unwrap_err().to_string();
     assert!(err.contains("NOREPLICAS") && err.contains("1 of the 2 followers"), "{err}");
     trio.wait_follower(2, "down", |f| f["up"] == false);
 
-    let (ok, out, err) = trio.fault(&["heal"]);
+    let (ok, out, err) = fault(&trio, &["heal"]);
     assert!(ok, "heal: {out}{err}");
-    assert_eq!(trio.table(2)["n1"]["blocked"], false);
+    assert_eq!(table(&trio, 2)["n1"]["blocked"], false);
     trio.wait_follower(2, "up again", |f| f["up"] == true);
     let ok: String = trio.con(0).set("after", "1").unwrap();
     assert_eq!(ok, "OK", "writes succeed again once healed");
@@ -150,19 +70,19 @@ fn a_partitioned_follower_stops_sync_writes_and_catches_up_after_heal() {
 
 #[test]
 fn a_fault_on_a_node_that_is_not_in_the_cluster_or_out_of_bounds_is_refused() {
-    let trio = Trio::start("acks = \"async\"");
-    let (ok, _, err) = trio.fault(&["partition", "n9"]);
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    let (ok, _, err) = fault(&trio, &["partition", "n9"]);
     assert!(!ok && err.contains("no node \"n9\""), "{err}");
-    let (ok, _, err) = trio.fault(&["drop", "n2", "1.5"]);
+    let (ok, _, err) = fault(&trio, &["drop", "n2", "1.5"]);
     assert!(!ok && err.contains("0..=1"), "{err}");
     let (code, body) = trio.nodes[0].http("PUT", "/api/v1/test/faults", br#"{"peer": "n2", "delay_ms": 99999}"#);
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
     let (code, _) = trio.nodes[0].http("PUT", "/api/v1/test/faults", br#"{"peer": "n7", "blocked": true}"#);
     assert_eq!(code, 400);
     // Faults combine: a delay after a partition keeps the partition.
-    assert!(trio.fault(&["partition", "n3"]).0);
-    assert!(trio.fault(&["delay", "n2", "20ms"]).0);
-    let n2 = trio.table(1);
+    assert!(fault(&trio, &["partition", "n3"]).0);
+    assert!(fault(&trio, &["delay", "n2", "20ms"]).0);
+    let n2 = table(&trio, 1);
     assert_eq!((n2["n3"]["blocked"].clone(), n2["n3"]["delay_ms"].clone()), (Value::from(true), Value::from(20)));
 }
 

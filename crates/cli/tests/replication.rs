@@ -5,123 +5,35 @@
 
 mod common;
 
+use common::trio::Trio;
 use common::Node;
-use redis::{Commands, Connection};
-use serde_json::Value;
+use redis::Commands;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Three nodes of one cluster; n1 leads.
-struct Trio {
-    nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+/// Runs `replikv check` on the cluster: (exit success, stdout, stderr).
+fn check(trio: &Trio) -> (bool, String, String) {
+    trio.replikv(&["check", "--timeout-secs", "20"])
 }
 
-impl Trio {
-    /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines).
-    fn start(replication: &str) -> Trio {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = common::cluster_ports();
-        let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
-        for (i, (peer, resp, http)) in ports.iter().enumerate() {
-            text += &format!(
-                "[[nodes]]\nid = \"n{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nresp_addr = \"127.0.0.1:{resp}\"\nhttp_addr = \"127.0.0.1:{http}\"\n",
-                i + 1
-            );
-        }
-        // Laid out as `replikv cluster start` lays a cluster out, so that `replikv check
-        // --name e2e --data DIR` finds it.
-        let root = dir.path().join("e2e");
-        std::fs::create_dir_all(&root).unwrap();
-        let file = root.join("cluster.toml");
-        std::fs::write(&file, text).unwrap();
-        let nodes = ports
-            .iter()
-            .enumerate()
-            .map(|(i, &(_, resp, http))| {
-                let id = format!("n{}", i + 1);
-                let args = ["--config", file.to_str().unwrap(), "--id", &id];
-                Node::start_on(&root.join(&id), resp, http, &args)
-            })
-            .collect();
-        let trio = Trio { nodes, _dir: dir };
-        trio.wait_streaming(&[1, 2]);
-        trio
+/// Waits until every follower has every record the leader has.
+fn wait_caught_up(trio: &Trio) {
+    let last = trio.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+    for i in 1..3 {
+        trio.wait_follower(i, "caught up", |f| f["acked_lsn"].as_u64() >= Some(last) && f["lag_records"] == 0);
     }
+}
 
-    /// Runs `replikv check` on this cluster: (exit success, stdout, stderr).
-    fn check(&self) -> (bool, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
-            .args(["check", "--name", "e2e", "--timeout-secs", "20", "--data"])
-            .arg(self._dir.path())
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+/// Every key and value of node `i`, by SCAN and GET through RESP.
+fn dump(trio: &Trio, i: usize) -> BTreeMap<String, String> {
+    let mut con = trio.con(i);
+    let keys: Vec<String> = con.scan().unwrap().collect();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let value: Option<String> = con.get(&key).unwrap();
+        out.insert(key, value.unwrap_or_default());
     }
-
-    fn con(&self, i: usize) -> Connection {
-        let client = redis::Client::open(self.nodes[i].url()).unwrap();
-        let con = client.get_connection_with_timeout(Duration::from_secs(10)).unwrap();
-        con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        con
-    }
-
-    fn status(&self, i: usize) -> Value {
-        let (code, body) = self.nodes[i].http("GET", "/api/v1/status", b"");
-        assert_eq!(code, 200);
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    /// The leader's view of follower `i` (1 or 2).
-    fn follower(&self, i: usize) -> Value {
-        let status = self.status(0);
-        let id = format!("n{}", i + 1);
-        status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
-    }
-
-    /// Waits (bounded) until `done` holds for the leader's view of follower `i`.
-    fn wait_follower(&self, i: usize, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let f = self.follower(i);
-            if done(&f) {
-                return f;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "n{} never {what}: {f}\nleader log:\n{}",
-                i + 1,
-                self.nodes[0].log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_streaming(&self, followers: &[usize]) {
-        for &i in followers {
-            self.wait_follower(i, "streaming", |f| f["mode"] == "stream" && f["up"] == true);
-        }
-    }
-
-    /// Waits until every follower has every record the leader has.
-    fn wait_caught_up(&self) {
-        let last = self.status(0)["replication"]["last_lsn"].as_u64().unwrap();
-        for i in 1..3 {
-            self.wait_follower(i, "caught up", |f| f["acked_lsn"].as_u64() >= Some(last) && f["lag_records"] == 0);
-        }
-    }
-
-    /// Every key and value of node `i`, by SCAN and MGET through RESP.
-    fn dump(&self, i: usize) -> BTreeMap<String, String> {
-        let mut con = self.con(i);
-        let keys: Vec<String> = con.scan().unwrap().collect();
-        let mut out = BTreeMap::new();
-        for key in keys {
-            let value: Option<String> = con.get(&key).unwrap();
-            out.insert(key, value.unwrap_or_default());
-        }
-        out
-    }
+    out
 }
 
 /// Writes `count` keys from each of `clients` threads to the leader; returns every write that
@@ -160,7 +72,7 @@ fn write_load(trio: &Trio, clients: usize, count: usize, tag: &str) -> (BTreeMap
 
 /// Every acknowledged write is on every follower.
 fn assert_followers_have(trio: &Trio, acked: &BTreeMap<String, String>) {
-    trio.wait_caught_up();
+    wait_caught_up(trio);
     for i in 1..3 {
         let mut con = trio.con(i);
         for (key, value) in acked {
@@ -168,17 +80,17 @@ fn assert_followers_have(trio: &Trio, acked: &BTreeMap<String, String>) {
             assert_eq!(got.as_deref(), Some(value.as_str()), "n{} lacks acknowledged {key}", i + 1);
         }
     }
-    let leader = trio.dump(0);
+    let leader = dump(trio, 0);
     for i in 1..3 {
-        assert_eq!(trio.dump(i), leader, "n{} differs from the leader", i + 1);
+        assert_eq!(dump(trio, i), leader, "n{} differs from the leader", i + 1);
     }
-    let (ok, stdout, stderr) = trio.check();
+    let (ok, stdout, stderr) = check(trio);
     assert!(ok, "replikv check finds no difference:\n{stdout}{stderr}");
     assert_eq!(stdout.matches(" same").count(), 2, "{stdout}");
 }
 
 fn each_mode(acks: &str) {
-    let trio = Trio::start(&format!("acks = \"{acks}\""));
+    let trio = Trio::start(&format!("acks = \"{acks}\""), &[]);
     let (acked, errors) = write_load(&trio, 4, 100, acks);
     assert!(errors.is_empty(), "{acks}: no errors with every follower up: {errors:?}");
     assert_eq!(acked.len(), 400);
@@ -205,7 +117,7 @@ fn async_replicates_every_acknowledged_write() {
 
 #[test]
 fn async_lag_shows_while_a_follower_is_paused_and_goes_after() {
-    let trio = Trio::start("acks = \"async\"");
+    let trio = Trio::start("acks = \"async\"", &[]);
     let idle = trio.follower(2);
     assert_eq!((idle["lag_records"].as_u64(), idle["lag_ms"].as_u64()), (Some(0), Some(0)), "idle: no lag: {idle}");
     trio.nodes[2].signal(libc::SIGSTOP);
@@ -230,7 +142,7 @@ fn async_lag_shows_while_a_follower_is_paused_and_goes_after() {
 
 #[test]
 fn sync_fails_with_noreplicas_while_a_follower_is_paused() {
-    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300");
+    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300", &[]);
     trio.nodes[2].signal(libc::SIGSTOP);
     let started = Instant::now();
     let err = trio.con(0).set::<_, _, String>("k", "v").unwrap_err().to_string();
@@ -248,7 +160,7 @@ fn sync_fails_with_noreplicas_while_a_follower_is_paused() {
 
 #[test]
 fn semi_sync_keeps_accepting_writes_with_one_follower_paused() {
-    let trio = Trio::start("acks = \"semi-sync:1\"\nack_timeout_ms = 300");
+    let trio = Trio::start("acks = \"semi-sync:1\"\nack_timeout_ms = 300", &[]);
     trio.nodes[2].signal(libc::SIGSTOP);
     let (acked, errors) = write_load(&trio, 2, 50, "semi");
     assert!(errors.is_empty(), "one follower is enough: {errors:?}");
@@ -259,7 +171,7 @@ fn semi_sync_keeps_accepting_writes_with_one_follower_paused() {
 
 #[test]
 fn a_follower_killed_during_writes_catches_up_after_restart() {
-    let mut trio = Trio::start("acks = \"semi-sync:1\"");
+    let mut trio = Trio::start("acks = \"semi-sync:1\"", &[]);
     let acked = std::thread::scope(|scope| {
         let load = scope.spawn(|| write_load(&trio, 3, 300, "kill"));
         std::thread::sleep(Duration::from_millis(300));
@@ -278,7 +190,7 @@ fn a_follower_killed_during_writes_catches_up_after_restart() {
 
 #[test]
 fn a_follower_behind_the_truncated_log_catches_up_through_a_snapshot() {
-    let mut trio = Trio::start("acks = \"async\"\nlog_retain_bytes = 131072\nlog_segment_bytes = 65536");
+    let mut trio = Trio::start("acks = \"async\"\nlog_retain_bytes = 131072\nlog_segment_bytes = 65536", &[]);
     // Killed, not paused: a paused follower would find the leader's messages still queued
     // in its socket when it resumes.
     trio.nodes[2].kill9();
@@ -304,12 +216,12 @@ fn a_follower_behind_the_truncated_log_catches_up_through_a_snapshot() {
     assert_eq!(f["snapshots"], 1, "one snapshot, not a loop: {f}");
     let n3 = trio.status(2);
     assert_eq!(n3["replication"]["leader"]["snapshots_installed"], 1, "{n3}");
-    assert_eq!(trio.dump(2).len(), 360);
+    assert_eq!(dump(&trio, 2).len(), 360);
 }
 
 #[test]
 fn followers_forward_writes_when_asked_to() {
-    let trio = Trio::start("acks = \"sync\"\nforward_writes = true");
+    let trio = Trio::start("acks = \"sync\"\nforward_writes = true", &[]);
     let mut con = trio.con(1);
     let ok: String = con.set("fwd", "1").unwrap();
     assert_eq!(ok, "OK", "a follower forwards the write to the leader");
@@ -325,7 +237,7 @@ fn followers_forward_writes_when_asked_to() {
 
 #[test]
 fn check_names_the_replica_and_the_key_that_differ() {
-    let mut trio = Trio::start("acks = \"sync\"");
+    let mut trio = Trio::start("acks = \"sync\"", &[]);
     let (acked, _) = write_load(&trio, 1, 50, "chk");
     assert_followers_have(&trio, &acked);
     // Make n3 diverge behind replication's back: run it once as a lone node on its data
@@ -337,7 +249,7 @@ fn check_names_the_replica_and_the_key_that_differ() {
     drop(lone);
     trio.nodes[2].restart();
     trio.wait_streaming(&[2]);
-    let (ok, stdout, stderr) = trio.check();
+    let (ok, stdout, stderr) = check(&trio);
     assert!(!ok, "check fails when a replica differs:\n{stdout}");
     assert!(stdout.contains("differs") && stdout.contains("\"stray\": only on n3"), "{stdout}");
     assert!(stderr.contains("n3 differs from n1"), "{stderr}");
@@ -345,7 +257,7 @@ fn check_names_the_replica_and_the_key_that_differ() {
 
 #[test]
 fn a_restarted_leader_ships_what_it_holds_without_waiting_for_a_write() {
-    let mut trio = Trio::start("acks = \"semi-sync:1\"");
+    let mut trio = Trio::start("acks = \"semi-sync:1\"", &[]);
     trio.nodes[2].kill9();
     let (acked, errors) = write_load(&trio, 1, 50, "restart");
     assert!(errors.is_empty(), "{errors:?}");

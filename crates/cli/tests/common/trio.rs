@@ -1,0 +1,107 @@
+//! Three nodes of one cluster on 127.0.0.1, laid out at DIR/e2e/cluster.toml as `replikv
+//! cluster start` lays a cluster out (so that `replikv check|fault --name e2e --data DIR`
+//! find it); n1 leads.
+
+use super::{cluster_ports, Node};
+use redis::Connection;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// A 3-node cluster of real processes.
+pub struct Trio {
+    /// n1, n2, n3.
+    pub nodes: Vec<Node>,
+    /// The directory holding the cluster (`e2e/` inside).
+    dir: tempfile::TempDir,
+}
+
+impl Trio {
+    /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines) and `flags`
+    /// added to every node's command line, and waits until both followers stream.
+    pub fn start(replication: &str, flags: &[&str]) -> Trio {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = cluster_ports();
+        let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
+        for (i, (peer, resp, http)) in ports.iter().enumerate() {
+            text += &format!(
+                "[[nodes]]\nid = \"n{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nresp_addr = \"127.0.0.1:{resp}\"\nhttp_addr = \"127.0.0.1:{http}\"\n",
+                i + 1
+            );
+        }
+        let root = dir.path().join("e2e");
+        std::fs::create_dir_all(&root).unwrap();
+        let file = root.join("cluster.toml");
+        std::fs::write(&file, text).unwrap();
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, resp, http))| {
+                let id = format!("n{}", i + 1);
+                let mut args = vec!["--config", file.to_str().unwrap(), "--id", &id];
+                args.extend_from_slice(flags);
+                Node::start_on(&root.join(&id), resp, http, &args)
+            })
+            .collect();
+        let trio = Trio { nodes, dir };
+        trio.wait_streaming(&[1, 2]);
+        trio
+    }
+
+    /// Runs `replikv ARGS --name e2e --data DIR`: (exit success, stdout, stderr).
+    pub fn replikv(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+            .args(args)
+            .args(["--name", "e2e", "--data"])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    /// A RESP connection to node `i` (0-based).
+    pub fn con(&self, i: usize) -> Connection {
+        let client = redis::Client::open(self.nodes[i].url()).unwrap();
+        let con = client.get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        con
+    }
+
+    /// Node `i`'s `/api/v1/status`.
+    pub fn status(&self, i: usize) -> Value {
+        let (code, body) = self.nodes[i].http("GET", "/api/v1/status", b"");
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The leader's view of follower `i` (1 or 2).
+    pub fn follower(&self, i: usize) -> Value {
+        let status = self.status(0);
+        let id = format!("n{}", i + 1);
+        status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
+    }
+
+    /// Waits (bounded) until `done` holds for the leader's view of follower `i`.
+    pub fn wait_follower(&self, i: usize, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let f = self.follower(i);
+            if done(&f) {
+                return f;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "n{} never {what}: {f}\nleader log:\n{}",
+                i + 1,
+                self.nodes[0].log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until each of `followers` streams and answers.
+    pub fn wait_streaming(&self, followers: &[usize]) {
+        for &i in followers {
+            self.wait_follower(i, "streaming", |f| f["mode"] == "stream" && f["up"] == true);
+        }
+    }
+}
