@@ -21,14 +21,13 @@
 //!
 //! Run with `UPDATE_GOLDEN=1` to rewrite the expected output, then review the diff.
 
-use super::golden_tests::{diff, render, split_line};
+use super::golden_tests::{check_scripts, render, split_line};
 use super::tests::Cluster;
 use super::{Input, Replica};
 use crate::kv::{parse_command, Reply};
 use crate::replication::{Message, ReplogOptions};
 use crate::storage::MemoryEngine;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// A message, as a script prints it.
 fn describe(message: &Message) -> String {
@@ -211,22 +210,6 @@ fn run_script(text: &str) -> String {
 
 #[test]
 fn cluster_golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/replica/clusterscripts");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut failures = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("clusterscripts dir").map(|e| e.unwrap().path()).collect();
-    paths.sort();
-    assert!(paths.len() >= 5, "the five scripts issue 5 names, in {}", dir.display());
-    for path in paths {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let fresh = run_script(&text);
-        if fresh != text {
-            if update {
-                std::fs::write(&path, &fresh).unwrap();
-            } else {
-                failures.push(format!("{}:\n{}", path.display(), diff(&text, &fresh)));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "cluster scripts differ (UPDATE_GOLDEN=1 rewrites them):\n{}", failures.join("\n"));
+    // The five scripts issue 5 names, at least.
+    check_scripts("clusterscripts", 5, run_script);
 }

@@ -127,15 +127,22 @@ fn run_script(text: &str) -> String {
 
 #[test]
 fn golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/replica/testscripts");
+    check_scripts("testscripts", 1, run_script);
+}
+
+/// Runs every script in `src/replica/{folder}` (at least `min` of them) through `run` and
+/// compares the output with the script's text; with `UPDATE_GOLDEN` set, rewrites the scripts
+/// instead.
+pub(super) fn check_scripts(folder: &str, min: usize, run: fn(&str) -> String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/replica").join(folder);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("testscripts dir").map(|e| e.unwrap().path()).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("scripts dir").map(|e| e.unwrap().path()).collect();
     paths.sort();
-    assert!(!paths.is_empty(), "no scripts in {}", dir.display());
+    assert!(paths.len() >= min, "{} scripts expected in {}", min, dir.display());
     for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
-        let fresh = run_script(&text);
+        let fresh = run(&text);
         if fresh != text {
             if update {
                 std::fs::write(&path, &fresh).unwrap();
@@ -148,7 +155,7 @@ fn golden_scripts() {
 }
 
 /// The lines that differ, expected then actual.
-pub(super) fn diff(expected: &str, actual: &str) -> String {
+fn diff(expected: &str, actual: &str) -> String {
     let (e, a): (Vec<_>, Vec<_>) = (expected.lines().collect(), actual.lines().collect());
     let mut out = String::new();
     for i in 0..e.len().max(a.len()) {
