@@ -45,41 +45,9 @@ command -v python3 >/dev/null || { echo "python3 is missing: apt-get install -y 
 cargo build --release -q -p replikv
 replikv=target/release/replikv
 
-mkdir -p target
-work=$(mktemp -d "$PWD/target/bench-compare-$(date -u +%Y%m%dT%H%M%S)-XXXX")
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() {
-  stop_all
-  if [ "${KEEP:-0}" = 1 ]; then echo "# runs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-  for _ in $(seq 1 200); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "port $1 never answered; logs in $work" >&2; KEEP=1; exit 1
-}
-
-wait_replicas() {
-  for _ in $(seq 1 200); do
-    redis-cli -p "$1" info replication | grep -q "^connected_slaves:$2" && return 0; sleep 0.05
-  done
-  echo "redis on port $1 never saw $2 replicas" >&2; KEEP=1; exit 1
-}
-
-start_redis() { # port dir [redis-server flags...]
-  local port=$1 dir=$2; shift 2
-  mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --daemonize no \
-    --logfile "$dir/redis.log" "$@" &
-  pids+=($!)
-  wait_port "$port"
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_workdir compare
 
 start_replikv() { # port dir [replikv node flags...]
   local port=$1 dir=$2; shift 2

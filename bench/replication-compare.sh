@@ -45,43 +45,13 @@ done
 cargo build --release -q -p replikv
 replikv=$PWD/target/release/replikv
 
-mkdir -p target
-work=$(mktemp -d "$PWD/target/bench-replication-$(date -u +%Y%m%dT%H%M%S)-XXXX")
-pids=()
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_workdir replication
 cluster_up=""
-stop_all() {
+stop_extra() {
   if [ -n "$cluster_up" ]; then $replikv cluster stop --name "$cluster_up" --data "$work" >/dev/null 2>&1 || true; fi
   cluster_up=""
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() {
-  stop_all
-  if [ "${KEEP:-0}" = 1 ]; then echo "# runs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-  for _ in $(seq 1 200); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "port $1 never answered; logs in $work" >&2; KEEP=1; exit 1
-}
-
-wait_replicas() {
-  for _ in $(seq 1 200); do
-    redis-cli -p "$1" info replication | grep -q "^connected_slaves:$2" && return 0; sleep 0.05
-  done
-  echo "redis on port $1 never saw $2 replicas" >&2; KEEP=1; exit 1
-}
-
-start_redis() { # port dir [redis-server flags...]
-  local port=$1 dir=$2; shift 2
-  mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --daemonize no \
-    --appendonly yes --appendfsync always --logfile "$dir/redis.log" "$@" &
-  pids+=($!)
-  wait_port "$port"
 }
 
 acks_of() { case $1 in sync) echo sync ;; semi-sync) echo semi-sync:1 ;; async) echo async ;; esac; }
@@ -95,9 +65,10 @@ start_pair() { # pair
   cluster_up=$name
   wait_port $((BASE_PORT + 1))
   local rp=$((BASE_PORT + 10)) d="$work/$1"
-  start_redis "$rp" "$d/redis"
-  start_redis $((rp + 1)) "$d/replica1" --replicaof 127.0.0.1 "$rp"
-  start_redis $((rp + 2)) "$d/replica2" --replicaof 127.0.0.1 "$rp"
+  local always=(--appendonly yes --appendfsync always)
+  start_redis "$rp" "$d/redis" "${always[@]}"
+  start_redis $((rp + 1)) "$d/replica1" "${always[@]}" --replicaof 127.0.0.1 "$rp"
+  start_redis $((rp + 2)) "$d/replica2" "${always[@]}" --replicaof 127.0.0.1 "$rp"
   wait_replicas "$rp" 2
 }
 
