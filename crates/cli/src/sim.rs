@@ -44,9 +44,12 @@ pub struct SimArgs {
     /// The faults, as name=value,... (see below); omitted: each seed draws its own.
     #[arg(long)]
     pub faults: Option<String>,
-    /// Nodes (node 1 leads).
+    /// Nodes (node 1 leads first; elections decide after that).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Turn automatic failover off: node 1 leads for the whole run.
+    #[arg(long)]
+    pub no_failover: bool,
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
@@ -134,6 +137,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         let config = SimConfig {
             seed,
             nodes: args.nodes,
+            failover: !args.no_failover,
             acks_needed,
             acks_label: args.acks.to_string(),
             clients: args.clients,

@@ -84,13 +84,17 @@
 //!   left in the page cache, and whose log records retention then deletes, could be lost to a
 //!   power cut that follows.
 
+mod failover;
 mod follower;
 mod leader;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog};
+use crate::replication::{
+    Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, ReplogOptions, RollbackLog, VoteStore,
+};
 use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
+use crate::replication::election::{LogPosition, VoterState};
 use crate::version::NodeId;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -180,10 +184,10 @@ pub enum Role {
         /// Every other node of the cluster.
         followers: Vec<NodeId>,
     },
-    /// A follower of `leader`.
+    /// A follower of `leader` (`None`: not known yet, or an election is under way).
     Follower {
         /// The leader.
-        leader: NodeId,
+        leader: Option<NodeId>,
         /// How a client reaches the leader, for `-READONLY`: e.g. `n1 at 127.0.0.1:7001`.
         leader_hint: String,
     },
@@ -194,10 +198,25 @@ pub enum Role {
 pub struct Settings {
     /// This node.
     pub node: NodeId,
-    /// Its part.
+    /// Its part: the one it starts in, then the one it plays (the replica keeps it current).
     pub role: Role,
-    /// The leader's epoch (fixed until failover exists).
+    /// The epoch: the one it starts in, then the newest it has seen (kept current too).
     pub epoch: Epoch,
+    /// Every other voting node of the cluster; empty: the nodes `role` names.
+    pub peers: Vec<NodeId>,
+    /// How a client reaches each node, for `-READONLY` (`n2 at 127.0.0.1:7002`).
+    pub hints: BTreeMap<NodeId, String>,
+    /// Elections and step-down: a follower that hears no leader for the election timeout
+    /// stands, and a leader cut off from a majority steps down. Off: the configured leader
+    /// leads until an operator moves it.
+    pub auto_failover: bool,
+    /// Milliseconds without a leader's message before a follower stands, at least: each wait
+    /// is drawn from `election_timeout_ms..=2 * election_timeout_ms`. Also how long a leader
+    /// keeps leading without hearing from a majority.
+    pub election_timeout_ms: u64,
+    /// Seeds the replica's random draws (election timeouts): the runtime passes OS randomness,
+    /// the simulator its seed.
+    pub seed: u64,
     /// Followers that must hold a write durably before its reply (0: `async`).
     pub acks_needed: usize,
     /// The acknowledgement mode's name, for messages (`sync`, `semi-sync:1`, `async`).
@@ -242,6 +261,11 @@ pub enum Canary {
     SilentAsync,
     /// A snapshot leaves out the first key of each chunk.
     SnapshotSkipsKey,
+    /// A leader answers reads at once, without confirming it still leads.
+    UnconfirmedReads,
+    /// A follower takes an old leader's messages as its leader's, and acknowledges them in
+    /// the old epoch: no fencing.
+    NoFencing,
 }
 
 impl Settings {
@@ -251,6 +275,11 @@ impl Settings {
             node,
             role,
             epoch: 1,
+            peers: Vec::new(),
+            hints: BTreeMap::new(),
+            auto_failover: false,
+            election_timeout_ms: 1_000,
+            seed: 0,
             acks_needed: 0,
             acks_label: "async".into(),
             ack_timeout_ms: 5_000,
@@ -263,6 +292,29 @@ impl Settings {
             forward_writes: false,
             forward_timeout_ms: 10_000,
             canary: Canary::None,
+        }
+    }
+}
+
+impl Settings {
+    /// Every other voting node: `peers`, or else the nodes `role` names.
+    pub fn peers(&self) -> Vec<NodeId> {
+        if !self.peers.is_empty() {
+            return self.peers.clone();
+        }
+        match &self.role {
+            Role::Standalone => Vec::new(),
+            Role::Leader { followers } => followers.clone(),
+            Role::Follower { leader, .. } => leader.iter().copied().collect(),
+        }
+    }
+
+    /// How a client reaches `node`.
+    pub fn hint(&self, node: NodeId) -> String {
+        match (self.hints.get(&node), &self.role) {
+            (Some(hint), _) => hint.clone(),
+            (None, Role::Follower { leader: Some(leader), leader_hint }) if *leader == node => leader_hint.clone(),
+            (None, _) => node.to_string(),
         }
     }
 }
@@ -293,10 +345,20 @@ pub const FORWARDED_ID_BASE: RequestId = 1 << 63;
 /// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReplicationStatus {
-    /// `standalone`, `leader` or `follower`.
+    /// `standalone`, `leader`, `follower` or `candidate`.
     pub role: &'static str,
     /// The epoch.
     pub epoch: Epoch,
+    /// Whom this node voted for in `epoch`, if anyone.
+    pub voted_for: Option<NodeId>,
+    /// Elections this node stood in (past a pre-vote) since start.
+    pub elections: u64,
+    /// Elections it won since start.
+    pub elections_won: u64,
+    /// Changes this node cut from its log and saved to its rollback log, in all.
+    pub rolled_back: u64,
+    /// Automatic failover is on.
+    pub auto_failover: bool,
     /// The newest record in this node's log.
     pub last_lsn: Lsn,
     /// The newest record durable here (the leader's shipping limit; a follower's applied).
@@ -320,6 +382,30 @@ pub struct ReplicationStatus {
     pub leader: Option<FollowerView>,
 }
 
+/// What a replica keeps on disk besides its engine: the replication log, its vote, and the
+/// writes it cut.
+#[derive(Debug)]
+pub struct ReplicaFiles {
+    /// The replication log.
+    pub log: ReplicationLog,
+    /// The voter's durable state.
+    pub votes: VoteStore,
+    /// Writes cut from the log when it rejoined a newer leader.
+    pub rollback: RollbackLog,
+}
+
+impl ReplicaFiles {
+    /// All three in memory, the log with `options`.
+    pub fn in_memory(options: ReplogOptions) -> ReplicaFiles {
+        ReplicaFiles::with_log(ReplicationLog::in_memory(options))
+    }
+
+    /// `log`, with a vote and rollback log in memory.
+    pub fn with_log(log: ReplicationLog) -> ReplicaFiles {
+        ReplicaFiles { log, votes: VoteStore::in_memory(), rollback: RollbackLog::in_memory() }
+    }
+}
+
 /// The part-specific state.
 #[derive(Debug)]
 enum State {
@@ -335,8 +421,20 @@ pub struct Replica<E> {
     store: Store<E>,
     /// The replication log (unused when standalone).
     log: ReplicationLog,
+    /// The voter's durable state.
+    votes: VoteStore,
+    /// Where cut writes go.
+    rollback: RollbackLog,
     /// How it behaves.
     settings: Settings,
+    /// The log is durable through here (from [`Input::Durable`]).
+    durable: Lsn,
+    /// When a follower (or candidate) stands next, if no leader is heard from before.
+    election_deadline_ms: u64,
+    /// The state of the random draws (splitmix64).
+    random: u64,
+    /// Elections stood in, and won, since start.
+    elections: (u64, u64),
     /// The part it plays.
     state: State,
     /// On a leader: the ids it gave forwarded requests -> (follower, its incarnation, its
@@ -356,43 +454,70 @@ impl<E: Engine> Replica<E> {
     /// A lone node's replica over `engine`.
     pub fn new(engine: E, node: NodeId) -> Replica<E> {
         let settings = Settings::new(node, Role::Standalone);
-        let log = ReplicationLog::in_memory(Default::default());
-        Replica::assemble(Store::new(engine, node), log, settings, State::Standalone)
+        let files = ReplicaFiles::in_memory(Default::default());
+        Replica::assemble(Store::new(engine, node), files, settings, State::Standalone)
     }
 
-    /// A replica of a cluster over `engine` and its replication `log`, recovered as the
-    /// module documentation says.
-    pub fn replicated(engine: E, log: ReplicationLog, settings: Settings, now_ms: u64) -> Result<Replica<E>> {
+    /// A replica of a cluster over `engine` and its `files`, recovered as the module
+    /// documentation says. It starts in `settings.role` and `settings.epoch` when its vote
+    /// file is fresh; a node that has voted before (it ran in this cluster) and has
+    /// `auto_failover` starts as a follower in its last epoch, leader unknown, and waits for
+    /// a leader or an election.
+    pub fn replicated(engine: E, files: ReplicaFiles, settings: Settings, now_ms: u64) -> Result<Replica<E>> {
+        let mut settings = settings;
+        let mut votes = files.votes;
+        let persisted = votes.state();
+        settings.peers = settings.peers();
+        let restarted = persisted.epoch > 0 && persisted.epoch >= settings.epoch;
+        if restarted && settings.auto_failover && !matches!(settings.role, Role::Standalone) {
+            settings.role = Role::Follower { leader: None, leader_hint: String::new() };
+        }
+        settings.epoch = settings.epoch.max(persisted.epoch);
+        if persisted.epoch < settings.epoch {
+            let voted_for = match &settings.role {
+                Role::Leader { .. } => Some(settings.node),
+                _ => None,
+            };
+            votes.save(VoterState { epoch: settings.epoch, voted_for })?;
+        }
         let mut store = Store::new(engine, settings.node);
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
-            Role::Leader { followers } => {
-                store.capture_changes();
-                State::Leader(leader::Leader::new(followers, now_ms))
-            }
-            Role::Follower { .. } => State::Follower(follower::Follower::new(now_ms)),
+            Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
+            Role::Follower { leader, .. } => State::Follower(follower::Follower::new(*leader)),
         };
+        store.capture_changes();
         store.limit_values(REPLICATED_VALUE_BYTES_MAX);
-        let mut replica = Replica::assemble(store, log, settings, state);
+        let files = ReplicaFiles { votes, ..files };
+        let mut replica = Replica::assemble(store, files, settings, state);
         replica.incarnation = now_ms;
+        replica.random = replica.settings.seed ^ 0x9e37_79b9_7f4a_7c15;
+        replica.election_deadline_ms = now_ms + replica.draw_election_timeout();
         replica.recover()?;
         // Everything the log holds is durable from here on (open may have read records that
         // were only in the page cache): a leader may ship all of it at once, without waiting
         // for a write to tell it so.
         replica.log.flush()?;
         let durable = replica.log.last_lsn();
+        replica.durable = durable;
         if let State::Leader(leader) = &mut replica.state {
             leader.restarted(durable);
         }
         Ok(replica)
     }
 
-    fn assemble(store: Store<E>, log: ReplicationLog, settings: Settings, state: State) -> Replica<E> {
+    fn assemble(store: Store<E>, files: ReplicaFiles, settings: Settings, state: State) -> Replica<E> {
         Replica {
             store,
-            log,
+            log: files.log,
+            votes: files.votes,
+            rollback: files.rollback,
             settings,
             state,
+            durable: 0,
+            election_deadline_ms: 0,
+            random: 0,
+            elections: (0, 0),
             forwarded: BTreeMap::new(),
             incarnation: 0,
             next_forwarded: FORWARDED_ID_BASE,
@@ -429,6 +554,7 @@ impl<E: Engine> Replica<E> {
             Input::Tick => self.tick(now_ms, outbox),
             Input::Message { from, message } => self.message(now_ms, from, message, outbox),
             Input::Durable { lsn } => {
+                self.durable = self.durable.max(lsn).min(self.log.last_lsn());
                 if let State::Leader(leader) = &mut self.state {
                     leader.durable(now_ms, lsn, &mut self.log, &self.store, &self.settings, outbox)?;
                 }
@@ -451,8 +577,16 @@ impl<E: Engine> Replica<E> {
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
             }
-            State::Follower(_) if request.is_write() && self.settings.forward_writes => {
-                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
+            State::Follower(follower) if request.is_write() && self.settings.forward_writes => {
+                let Some(leader) = follower.leader else {
+                    let reply = Reply::err(format!(
+                        "no leader is known right now (epoch {}; an election may be under way): the write was not \
+                         forwarded; try again shortly",
+                        self.settings.epoch
+                    ));
+                    outbox.after_flush.push(Output::Reply { id, reply });
+                    return Ok(());
+                };
                 if self.forwarding.len() >= PENDING_REPLIES_MAX {
                     let reply = Reply::err("too many forwarded writes are waiting for the leader; try again later");
                     outbox.after_flush.push(Output::Reply { id, reply });
@@ -463,18 +597,22 @@ impl<E: Engine> Replica<E> {
                 self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
                 let message =
                     Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
-                outbox.now.push(Output::Send { to: *leader, message });
+                outbox.now.push(Output::Send { to: leader, message });
             }
-            State::Follower(_) => {
+            State::Follower(follower) => {
                 let reply = match request {
                     Request::Wait { .. } => Reply::err("WAIT cannot be used with replica instances."),
-                    request if request.is_write() => Reply::Error(format!(
-                        "READONLY You can't write against a read only replica. The leader is {}.",
-                        match &self.settings.role {
-                            Role::Follower { leader_hint, .. } => leader_hint.as_str(),
-                            _ => "unknown",
-                        }
-                    )),
+                    request if request.is_write() => Reply::Error(match follower.leader {
+                        Some(leader) => format!(
+                            "READONLY You can't write against a read only replica. The leader is {}.",
+                            self.settings.hint(leader)
+                        ),
+                        None => format!(
+                            "READONLY You can't write against a read only replica. No leader is known right now \
+                             (epoch {}; an election may be under way); try again shortly.",
+                            self.settings.epoch
+                        ),
+                    }),
                     request => self.store.execute(now_ms, request)?,
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
@@ -492,7 +630,9 @@ impl<E: Engine> Replica<E> {
                 let reply = self.store.execute(now_ms, request)?;
                 let changes = self.store.take_changes();
                 if changes.is_empty() {
-                    outbox.after_flush.push(Output::Reply { id, reply });
+                    // A read, or a write that changed nothing (DEL of a missing key): its
+                    // answer must not describe a state this node may no longer lead.
+                    leader.read(now_ms, id, reply, self.log.last_lsn(), &self.settings, outbox);
                     return Ok(());
                 }
                 let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
@@ -509,6 +649,14 @@ impl<E: Engine> Replica<E> {
                 self.store.expire_due(now_ms)?;
             }
             State::Leader(leader) => {
+                if leader.lost_majority(now_ms, &self.settings) {
+                    tracing::warn!(
+                        "no majority of the cluster answered for {} ms: stepping down from leading epoch {}",
+                        self.settings.election_timeout_ms,
+                        self.settings.epoch
+                    );
+                    return self.become_follower(now_ms, None, outbox);
+                }
                 // Expiry is a write the leader makes and ships; followers never expire keys
                 // themselves, so that every replica deletes the same keys at the same place.
                 self.store.expire_due(now_ms)?;
@@ -521,14 +669,12 @@ impl<E: Engine> Replica<E> {
             }
             State::Follower(follower) => {
                 follower.tick(now_ms, &mut self.log)?;
+                let leader = follower.leader;
                 let late: Vec<u64> =
                     self.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(n, _)| *n).collect();
                 for number in late {
                     let (id, _) = self.forwarding.remove(&number).expect("listed above");
-                    let hint = match &self.settings.role {
-                        Role::Follower { leader_hint, .. } => leader_hint.as_str(),
-                        _ => "",
-                    };
+                    let hint = leader.map(|l| self.settings.hint(l)).unwrap_or_else(|| "unknown".into());
                     let reply = Reply::err(format!(
                         "the leader ({hint}) did not answer this forwarded write within {} ms; it may or may not \
                          have been applied",
@@ -536,18 +682,26 @@ impl<E: Engine> Replica<E> {
                     ));
                     outbox.now.push(Output::Reply { id, reply });
                 }
+                if self.settings.auto_failover && now_ms >= self.election_deadline_ms {
+                    self.stand(now_ms, true, outbox)?;
+                }
             }
         }
         Ok(())
     }
 
     fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
+        if !self.fence(now_ms, from, &message, outbox)? {
+            return Ok(());
+        }
         match (&self.state, message) {
+            (_, Message::Vote { epoch, last_epoch, last_lsn, pre_vote }) => {
+                self.vote(now_ms, from, epoch, LogPosition { epoch: last_epoch, lsn: last_lsn }, pre_vote, outbox)
+            }
+            (_, Message::VoteReply { epoch, granted, pre_vote }) => {
+                self.vote_reply(now_ms, from, epoch, granted, pre_vote, outbox)
+            }
             (State::Leader(_), Message::Forward { epoch, incarnation, id, request }) => {
-                if epoch != self.settings.epoch {
-                    tracing::warn!("leader ignores a forwarded request of epoch {epoch} from {from:?}");
-                    return Ok(());
-                }
                 if self.forwarded.len() >= PENDING_REPLIES_MAX {
                     let reply = Reply::err("too many forwarded requests are pending on the leader; try again later");
                     let message = Message::ForwardReply { epoch, incarnation, id, reply };
@@ -559,9 +713,8 @@ impl<E: Engine> Replica<E> {
                 self.forwarded.insert(local, (from, incarnation, id));
                 self.request(now_ms, local, request, outbox)
             }
-            (State::Follower(_), Message::ForwardReply { epoch, incarnation, id, reply }) => {
-                let from_leader = matches!(&self.settings.role, Role::Follower { leader, .. } if *leader == from);
-                if !from_leader || epoch != self.settings.epoch || incarnation != self.incarnation {
+            (State::Follower(follower), Message::ForwardReply { incarnation, id, reply, .. }) => {
+                if follower.leader != Some(from) || incarnation != self.incarnation {
                     tracing::debug!("a forwarded reply for another node, epoch or run of this one: ignored");
                     return Ok(());
                 }
@@ -581,15 +734,33 @@ impl<E: Engine> Replica<E> {
                 tracing::debug!("standalone node ignores a message from {from:?}");
             }
             State::Leader(leader) => {
+                // An acknowledgement (anything else a leader ignores, saying so).
                 leader.message(now_ms, from, message, &mut self.log, &self.store, &self.settings, outbox)?;
+                if leader.lost_data {
+                    return self.become_follower(now_ms, None, outbox);
+                }
             }
             State::Follower(follower) => {
-                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
-                if from != *leader {
-                    tracing::warn!("follower ignores a message from {from:?}, which is not its leader");
+                // The epoch's leader shipping, beating or sending a snapshot (fence() made
+                // `from` this follower's leader when it is the epoch's).
+                if follower.leader != Some(from) {
+                    tracing::warn!("follower ignores a {} from {from:?}, which is not its leader", message.kind());
                     return Ok(());
                 }
-                follower.message(now_ms, *leader, message, &mut self.log, &mut self.store, &self.settings, outbox)?;
+                let heard = message.from_leader();
+                follower.message(
+                    now_ms,
+                    from,
+                    message,
+                    &mut self.log,
+                    &mut self.store,
+                    &mut self.rollback,
+                    &self.settings,
+                    outbox,
+                )?;
+                if heard {
+                    self.election_deadline_ms = now_ms + self.draw_election_timeout();
+                }
             }
         }
         Ok(())
@@ -626,11 +797,46 @@ impl<E: Engine> Replica<E> {
         self.log.last_lsn()
     }
 
-    /// Takes the replica apart into its engine and its log, as a crash leaves them (the
+    /// Takes the replica apart into its engine and its files, as a crash leaves them (the
     /// simulator keeps what was durable and restarts a replica over it).
-    pub fn into_parts(self) -> (E, ReplicationLog) {
-        let Replica { store, log, .. } = self;
-        (store.into_engine(), log)
+    pub fn into_parts(self) -> (E, ReplicaFiles) {
+        let Replica { store, log, votes, rollback, .. } = self;
+        (store.into_engine(), ReplicaFiles { log, votes, rollback })
+    }
+
+    /// True while this replica leads.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.state, State::Leader(_))
+    }
+
+    /// The leader as this replica knows it (itself when it leads), with how clients reach it.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = match &self.state {
+            State::Standalone => None,
+            State::Leader(_) => Some(self.settings.node),
+            State::Follower(follower) => follower.leader,
+        };
+        leader.map(|l| (l, self.settings.hint(l)))
+    }
+
+    /// The epoch of the log's record at `lsn`, if the log holds it.
+    pub fn log_epoch_at(&self, lsn: Lsn) -> Option<Epoch> {
+        self.log.epoch_at(lsn)
+    }
+
+    /// The oldest record the log holds (its base + 1).
+    pub fn first_lsn(&self) -> Lsn {
+        self.log.first_lsn()
+    }
+
+    /// How many times the log was reset (snapshots installed, histories cut) since it opened.
+    pub fn log_resets(&self) -> u64 {
+        self.log.stats().resets
+    }
+
+    /// The writes this replica cut from its log (kept in memory by an in-memory rollback log).
+    pub fn rollback(&self) -> &RollbackLog {
+        &self.rollback
     }
 
     /// The replica's settings.
@@ -649,6 +855,11 @@ impl<E: Engine> Replica<E> {
         let mut status = ReplicationStatus {
             role: "standalone",
             epoch: self.settings.epoch,
+            voted_for: self.votes.state().voted_for.filter(|_| self.votes.state().epoch == self.settings.epoch),
+            elections: self.elections.0,
+            elections_won: self.elections.1,
+            rolled_back: self.rollback.entries_total(),
+            auto_failover: self.settings.auto_failover,
             last_lsn: log.last_lsn,
             durable_lsn: log.last_lsn,
             first_lsn: log.first_lsn,
@@ -664,9 +875,8 @@ impl<E: Engine> Replica<E> {
                 leader.fill_status(now_ms, &self.log, &self.settings, &mut status);
             }
             State::Follower(follower) => {
-                status.role = "follower";
-                let Role::Follower { leader, .. } = &self.settings.role else { unreachable!("state follows role") };
-                status.leader = Some(follower.view(now_ms, *leader, &self.log, &self.settings));
+                status.role = if follower.candidacy.is_some() { "candidate" } else { "follower" };
+                status.leader = Some(follower.view(now_ms, &self.log, &self.settings));
             }
         }
         status

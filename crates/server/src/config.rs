@@ -20,9 +20,11 @@
 //! ack_timeout_ms = 1000
 //! forward_writes = false
 //! heartbeat_ms = 100
+//! auto_failover = true             # elections when the leader is gone; false: manual only
+//! election_timeout_ms = 1000       # a follower stands after 1000..=2000 ms without a leader
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
-//! [[nodes]]                        # the first node listed leads
+//! [[nodes]]                        # the first node listed leads a new cluster
 //! id = "n1"
 //! peer_addr = "127.0.0.1:7201"
 //! resp_addr = "127.0.0.1:7001"
@@ -83,6 +85,9 @@ pub const NODES_MAX: usize = 64;
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 1000;
 /// Milliseconds between leader heartbeats when the file does not say.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
+
+/// The election timeout's lower bound, by default: ten heartbeats.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 /// Bytes of replication log kept when the file does not say.
 pub const LOG_RETAIN_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Bytes per replication log segment when the file does not say.
@@ -456,6 +461,12 @@ pub struct ReplicationConfig {
     pub forward_writes: bool,
     /// Milliseconds between the leader's heartbeats to each follower.
     pub heartbeat_ms: u64,
+    /// Whether followers elect a new leader when theirs is gone, and a leader cut off from a
+    /// majority steps down; off, only an operator's FAILOVER moves the leader.
+    pub auto_failover: bool,
+    /// Milliseconds without a leader's message before a follower stands (each wait drawn from
+    /// this to twice this); also how long a leader leads without hearing from a majority.
+    pub election_timeout_ms: u64,
     /// Bytes of replication log each node keeps at most (older segments are deleted unless a
     /// follower still needs them); a follower further behind gets a snapshot.
     pub log_retain_bytes: u64,
@@ -471,6 +482,8 @@ impl Default for ReplicationConfig {
             ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
             forward_writes: false,
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
+            auto_failover: true,
+            election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
             log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
         }
@@ -485,6 +498,14 @@ impl ReplicationConfig {
         }
         if !(1..=60_000).contains(&self.heartbeat_ms) {
             return Err(Error::Config("replication.heartbeat_ms must be between 1 and 60000".into()));
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_ms || self.election_timeout_ms > 600_000 {
+            return Err(Error::Config(format!(
+                "replication.election_timeout_ms must be at least three heartbeats (3 x heartbeat_ms = {}) and at \
+                 most 600000, so that a live leader is not deposed between two heartbeats (now {})",
+                3 * self.heartbeat_ms,
+                self.election_timeout_ms
+            )));
         }
         if self.log_segment_bytes < LOG_BYTES_MIN || self.log_retain_bytes < self.log_segment_bytes {
             return Err(Error::Config(format!(

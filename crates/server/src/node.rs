@@ -9,8 +9,9 @@ use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
-use replikv_core::replica::{Replica, Role, Settings};
-use replikv_core::replication::{ReplicationLog, ReplogOptions};
+use replikv_core::replica::{Replica, ReplicaFiles, Role, Settings};
+use replikv_core::replication::rollback::ROLLBACK_DIR;
+use replikv_core::replication::{ReplicationLog, ReplogOptions, RollbackLog, VoteStore};
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
 use std::fs::{File, TryLockError};
@@ -121,7 +122,8 @@ fn warn_cluster(cluster: &crate::config::ClusterConfig) {
 }
 
 /// The replica for this node: standalone, or the leader or a follower of its cluster (the
-/// first node listed leads), with its replication log recovered.
+/// first node listed leads a new cluster; after that, elections decide), with its
+/// replication log, vote and rollback files recovered.
 fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<Replica<Box<dyn Engine + Send>>> {
     let me = NodeId::from_name(&config.id);
     let Some(cluster) = config.cluster.as_ref().filter(|c| c.nodes.len() > 1 && c.node(&config.id).is_some()) else {
@@ -132,13 +134,22 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
         Role::Leader { followers: cluster.nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
     } else {
         Role::Follower {
-            leader: NodeId::from_name(&leader.id),
+            leader: Some(NodeId::from_name(&leader.id)),
             leader_hint: format!("{} at {}", leader.id, leader.resp_addr),
         }
     };
     let r = &cluster.replication;
     let followers = cluster.nodes.len() - 1;
     let mut settings = Settings::new(me, role);
+    settings.peers = cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
+    settings.hints = cluster
+        .nodes
+        .iter()
+        .map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr)))
+        .collect();
+    settings.auto_failover = r.auto_failover;
+    settings.election_timeout_ms = r.election_timeout_ms;
+    settings.seed = random_seed();
     settings.acks_needed = match r.acks {
         Acks::Sync => followers,
         Acks::SemiSync(k) => k,
@@ -156,16 +167,31 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
         segment_bytes_max: r.log_segment_bytes,
         ..ReplogOptions::default()
     };
-    let log = match config.engine {
+    let files = match config.engine {
         EngineKind::Log => {
             let dir = config.data_dir.join("replog");
-            ReplicationLog::open(&dir, options)
-                .map_err(|e| Error::start(format!("opening the replication log {}", dir.display()), e))?
+            let log = ReplicationLog::open(&dir, options)
+                .map_err(|e| Error::start(format!("opening the replication log {}", dir.display()), e))?;
+            let votes = VoteStore::open(&dir)
+                .map_err(|e| Error::start(format!("reading the vote file in {}", dir.display()), e))?;
+            let rollback_dir = config.data_dir.join(ROLLBACK_DIR);
+            let rollback = RollbackLog::open(&rollback_dir)
+                .map_err(|e| Error::start(format!("reading the rollback files in {}", rollback_dir.display()), e))?;
+            ReplicaFiles { log, votes, rollback }
         }
-        EngineKind::Memory => ReplicationLog::in_memory(options),
+        EngineKind::Memory => ReplicaFiles::in_memory(options),
     };
-    Replica::replicated(engine, log, settings, now_ms())
+    Replica::replicated(engine, files, settings, now_ms())
         .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))
+}
+
+/// 64 random bits from the operating system (std's hasher keys come from it), for the
+/// replica's election timeouts.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms());
+    hasher.finish()
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -27,7 +27,6 @@ fn node_of(state: &NodeState, id: NodeId) -> (String, String, u16) {
 /// A follower's `state=` as Redis names them.
 fn follower_state(mode: &str, up: bool) -> &'static str {
     match (mode, up) {
-        ("diverged", _) => "diverged",
         (_, false) => "down",
         ("stream", true) => "online",
         ("snapshot", true) => "send_bulk",
@@ -40,16 +39,20 @@ pub fn info(state: &NodeState) -> String {
     let status = state.handle.replication();
     let mut out = String::new();
     match status.role {
-        "follower" => {
-            let view = status.leader.as_ref().expect("a follower knows its leader");
-            let (name, host, port) = node_of(state, view.leader);
+        "follower" | "candidate" => {
+            let view = status.leader.as_ref().expect("a follower has a view of its leader");
+            let (name, host, port) = match view.leader {
+                Some(leader) => node_of(state, leader),
+                None => ("?".into(), "?".into(), 0),
+            };
             let _ = write!(
                 out,
                 "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\n\
                  master_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{}\r\n\
                  slave_repl_offset:{}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n\
                  connected_slaves:0\r\nmaster_repl_offset:{}\r\nreplikv_leader:{name}\r\nreplikv_leader_lsn:{}\r\n\
-                 replikv_lag_records:{}\r\nreplikv_snapshots_installed:{}\r\n",
+                 replikv_lag_records:{}\r\nreplikv_snapshots_installed:{}\r\nreplikv_role:{}\r\nreplikv_epoch:{}\r\n\
+                 replikv_matched_lsn:{}\r\nreplikv_rebuilds:{}\r\nreplikv_rolled_back:{}\r\n",
                 if view.link_up { "up" } else { "down" },
                 view.last_io_ms_ago.map_or(-1, |ms| (ms / 1000) as i64),
                 u8::from(view.installing_snapshot),
@@ -59,6 +62,11 @@ pub fn info(state: &NodeState) -> String {
                 view.leader_lsn,
                 view.lag_records,
                 view.snapshots_installed,
+                status.role,
+                status.epoch,
+                view.matched_lsn,
+                view.rebuilds,
+                status.rolled_back,
             );
         }
         _ => {
@@ -83,7 +91,8 @@ pub fn info(state: &NodeState) -> String {
                 out,
                 "master_failover_state:no-failover\r\nmaster_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
                  repl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nreplikv_epoch:{}\r\n\
-                 replikv_acks:{}\r\nreplikv_durable_lsn:{}\r\nreplikv_pending_writes:{}\r\nreplikv_noreplicas:{}\r\n",
+                 replikv_acks:{}\r\nreplikv_durable_lsn:{}\r\nreplikv_pending_writes:{}\r\nreplikv_noreplicas:{}\r\n\
+                 replikv_role:{}\r\nreplikv_elections_won:{}\r\nreplikv_rolled_back:{}\r\n",
                 status.last_lsn,
                 u8::from(status.role == "leader"),
                 status.first_lsn,
@@ -93,6 +102,9 @@ pub fn info(state: &NodeState) -> String {
                 status.durable_lsn,
                 status.pending_writes,
                 status.noreplicas,
+                status.role,
+                status.elections_won,
+                status.rolled_back,
             );
         }
     }
@@ -114,8 +126,14 @@ pub enum RoleItem {
 pub fn role(state: &NodeState) -> RoleItem {
     let status = state.handle.replication();
     match (status.role, &status.leader) {
-        ("follower", Some(view)) => {
-            let (_, host, port) = node_of(state, view.leader);
+        ("follower" | "candidate", Some(view)) => {
+            let (host, port) = match view.leader {
+                Some(leader) => {
+                    let (_, host, port) = node_of(state, leader);
+                    (host, port)
+                }
+                None => ("?".into(), 0),
+            };
             let link = if view.installing_snapshot {
                 "sync"
             } else if view.link_up {
@@ -164,8 +182,8 @@ pub fn json(state: &NodeState) -> Value {
             f["resp_addr"] = json!(format!("{host}:{port}"));
         }
     }
-    if let (Some(leader), Some(view)) = (value.get_mut("leader"), &status.leader) {
-        let (name, host, port) = node_of(state, view.leader);
+    if let (Some(leader), Some(Some(id))) = (value.get_mut("leader"), status.leader.as_ref().map(|v| v.leader)) {
+        let (name, host, port) = node_of(state, id);
         leader["id"] = json!(name);
         leader["resp_addr"] = json!(format!("{host}:{port}"));
     }

@@ -14,8 +14,16 @@
 //!    in its inbox. It writes the batch out and schedules its fsync 1-4 ms later, as the
 //!    server's pipelined group commit does; a batch that owes nothing with nothing held is
 //!    released at once. Outputs marked `now` leave at once.
-//! 4. Clients time out, and idle ones issue their next operation to the leader (until the run
-//!    has issued [`OPS_PER_KEY_MAX`] per key).
+//! 4. Clients time out, and idle ones issue their next operation to the node they believe
+//!    leads (until the run has issued [`OPS_PER_KEY_MAX`] per key). A client follows the
+//!    leader as a real one does: a `-READONLY` naming the leader sends it there, a refusal
+//!    without a leader or a timeout sends it to another node. A client only reads from a
+//!    leader: a read that reaches a follower is answered with a redirect, never stepped, so
+//!    every read in the history is a leader's (followers' reads are stale by design).
+//!
+//! With `failover` on (the default), node 0 leads a fresh cluster and elections decide after
+//! that; the world records which node led each epoch, and a second leader in one epoch fails
+//! the run.
 //!
 //! A run has two phases: a **safety** phase of `safety_ms` with faults and clients, then a
 //! **quiet** phase in which faults heal (partitions close, crashed nodes restart, paused ones
@@ -36,8 +44,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::replica::{Canary, Input, Outbox, Output, Replica, RequestId, Role, Settings};
-use replikv_core::replication::{Lsn, Message, ReplicationLog, ReplogOptions};
+use replikv_core::replica::{Canary, Input, Outbox, Output, Replica, ReplicaFiles, RequestId, Role, Settings};
+use replikv_core::replication::{Epoch, Lsn, Message, ReplicationLog, ReplogOptions, RollbackEntry};
 use replikv_core::version::NodeId;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -53,6 +61,10 @@ const TICK_MS: u64 = 10;
 /// 1,000 operations per key) decides every key.
 pub const OPS_PER_KEY_MAX: u64 = 900;
 
+/// The replicas' election timeout (each wait drawn from this to twice this): seven of the
+/// simulated heartbeats.
+pub const ELECTION_TIMEOUT_MS: u64 = 150;
+
 /// Virtual milliseconds a client waits for a reply before the operation is indeterminate.
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
 
@@ -61,8 +73,10 @@ const CLIENT_TIMEOUT_MS: u64 = 2_000;
 pub struct SimConfig {
     /// The seed every choice derives from.
     pub seed: u64,
-    /// Nodes; node 0 leads.
+    /// Nodes; node 0 leads first.
     pub nodes: usize,
+    /// Automatic failover (elections, step-down); off, node 0 leads for good.
+    pub failover: bool,
     /// Followers that must have a write before its reply (0: async).
     pub acks_needed: usize,
     /// The mode's name (`sync`, `semi-sync:1`, `async`).
@@ -106,6 +120,16 @@ pub struct Counts {
     pub crashes: u64,
     /// Pauses.
     pub pauses: u64,
+    /// Epochs that had a leader (the first included).
+    pub leaderships: u64,
+    /// Changes the nodes cut from their logs and saved to their rollback logs.
+    pub rolled_back: u64,
+    /// Acknowledged writes lost at failover and found in a rollback log (modes that do not
+    /// promise survival).
+    pub acknowledged_rolled_back: u64,
+    /// Virtual milliseconds from each leader's crash to the next acknowledged write on a new
+    /// leader.
+    pub failover_ms: Vec<u64>,
 }
 
 /// A message or request on its way.
@@ -143,8 +167,10 @@ struct Node {
     skew_ms: i64,
     drift_ppm: i64,
     next_tick_at: u64,
-    /// The log as the disk holds it while the node is down.
-    stored_log: Option<ReplicationLog>,
+    /// The log, vote and rollback log as the disk holds them while the node is down.
+    stored_files: Option<ReplicaFiles>,
+    /// The log's reset count when last looked at: a reset makes the log durable at its base.
+    log_resets: u64,
 }
 
 impl Node {
@@ -169,6 +195,8 @@ struct Client {
     id: ClientId,
     outstanding: Option<Outstanding>,
     next_at: u64,
+    /// The node it believes leads.
+    target: usize,
 }
 
 /// The world of one run.
@@ -198,8 +226,14 @@ pub struct World {
     trace_tail: VecDeque<String>,
     /// Set when a node could not restart (a recovery error): the run's first failure.
     pub broken: Option<String>,
-    /// The log position of each write request the leader logged, until its reply.
-    write_lsns: BTreeMap<RequestId, Lsn>,
+    /// Each write request a leader logged, until its reply: (node, log position, epoch).
+    write_lsns: BTreeMap<RequestId, (usize, Lsn, Epoch)>,
+    /// Which node led each epoch.
+    leaders: BTreeMap<Epoch, usize>,
+    /// The first epoch with two leaders.
+    pub split_brain: Option<String>,
+    /// When the last leader crashed, until a write is acknowledged again.
+    leader_crashed_at: Option<u64>,
     /// The first write acknowledged on fewer durable copies than its mode promises.
     pub under_replicated: Option<String>,
     quiet: bool,
@@ -214,9 +248,14 @@ impl World {
         for (i, &id) in ids.iter().enumerate() {
             let role = match i {
                 0 => Role::Leader { followers: ids[1..].to_vec() },
-                _ => Role::Follower { leader: ids[0], leader_hint: "n1".into() },
+                _ => Role::Follower { leader: Some(ids[0]), leader_hint: "n1".into() },
             };
             let mut settings = Settings::new(id, role);
+            settings.peers = ids.iter().copied().filter(|&other| other != id).collect();
+            settings.hints = ids.iter().enumerate().map(|(j, &other)| (other, format!("n{}", j + 1))).collect();
+            settings.auto_failover = config.failover;
+            settings.election_timeout_ms = ELECTION_TIMEOUT_MS;
+            settings.seed = rng.gen();
             settings.acks_needed = config.acks_needed;
             settings.acks_label = config.acks_label.clone();
             settings.ack_timeout_ms = 1_000;
@@ -244,13 +283,15 @@ impl World {
                 skew_ms: if skew > 0 { rng.gen_range(-skew..=skew) } else { 0 },
                 drift_ppm: if drift > 0 { rng.gen_range(-drift..=drift) } else { 0 },
                 next_tick_at: 0,
-                stored_log: None,
+                stored_files: None,
+                log_resets: 0,
             };
-            let log = ReplicationLog::in_memory(log_options(config.log_retain_bytes));
-            node.replica = Some(open(&node, log, 0).expect("a fresh replica opens"));
+            let files = ReplicaFiles::in_memory(log_options(config.log_retain_bytes));
+            node.replica = Some(open(&node, files, 0).expect("a fresh replica opens"));
             nodes.push(node);
         }
-        let clients = (0..config.clients as ClientId).map(|id| Client { id, outstanding: None, next_at: 0 }).collect();
+        let clients =
+            (0..config.clients as ClientId).map(|id| Client { id, outstanding: None, next_at: 0, target: 0 }).collect();
         World {
             config,
             rng,
@@ -270,6 +311,9 @@ impl World {
             trace_tail: VecDeque::new(),
             broken: None,
             write_lsns: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            split_brain: None,
+            leader_crashed_at: None,
             under_replicated: None,
             quiet: false,
         }
@@ -382,9 +426,13 @@ impl World {
     /// Crashes node `i`: it keeps what was durable and a torn prefix of the rest.
     fn crash(&mut self, i: usize) {
         let Some(replica) = self.nodes[i].replica.take() else { return };
-        let (_, log) = replica.into_parts();
+        if replica.is_leader() && self.leader_crashed_at.is_none() {
+            self.leader_crashed_at = Some(self.now);
+        }
+        // The vote and the rollback log are saved durably as they change: they survive whole.
+        let (_, files) = replica.into_parts();
         let (kept, lost) = self.nodes[i].disk.borrow_mut().crash(&mut self.rng);
-        let log = self.torn_log(i, log);
+        let log = self.torn_log(i, files.log);
         let node = &mut self.nodes[i];
         node.inbox.clear();
         node.fsyncs.clear();
@@ -393,7 +441,7 @@ impl World {
         node.down_until = Some(until);
         let survivors = log.last_lsn();
         self.nodes[i].log_synced = survivors;
-        self.nodes[i].stored_log = Some(log);
+        self.nodes[i].stored_files = Some(ReplicaFiles { log, ..files });
         self.counts.crashes += 1;
         self.trace(format!(
             "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
@@ -408,7 +456,7 @@ impl World {
     fn torn_log(&mut self, i: usize, mut log: ReplicationLog) -> ReplicationLog {
         let synced = self.nodes[i].log_synced;
         let base = log.first_lsn() - 1;
-        let epoch = log.last_epoch();
+        let epoch = log.epoch_at(base).expect("the base is in the log");
         let mut records = Vec::new();
         let mut after = base;
         while let Ok(Some(batch)) = log.read(after, usize::MAX) {
@@ -438,11 +486,12 @@ impl World {
             }
             if self.nodes[i].down_until.is_some_and(|until| until <= self.now) {
                 self.nodes[i].down_until = None;
-                let log = self.nodes[i].stored_log.take().expect("a down node's log is stored");
-                match open(&self.nodes[i], log, self.now) {
+                let files = self.nodes[i].stored_files.take().expect("a down node's files are stored");
+                match open(&self.nodes[i], files, self.now) {
                     Ok(replica) => {
                         let lsn = replica.last_lsn();
                         self.nodes[i].log_synced = lsn;
+                        self.nodes[i].log_resets = replica.log_resets();
                         self.nodes[i].replica = Some(replica);
                         self.nodes[i].next_tick_at = self.now;
                         self.trace(format!("n{} restarted at lsn {lsn}", i + 1));
@@ -541,9 +590,19 @@ impl World {
         let before = disk.borrow().mark();
         let replica = self.nodes[i].replica.as_mut().expect("checked above");
         let lsn_before = replica.last_lsn();
+        let mut led = None;
         for input in inputs {
             let (request, lsn_at) = match &input {
-                Input::Request { id, .. } if i == 0 => (Some(*id), replica.last_lsn()),
+                Input::Request { id, .. } if replica.is_leader() => (Some(*id), replica.last_lsn()),
+                Input::Request { id, request: Request::Get { .. } } => {
+                    // A client reads only from a leader: a follower's answer is a redirect.
+                    let reply = Reply::Error(match replica.leader() {
+                        Some(leader) => format!("READONLY reads go to the leader. The leader is {}.", leader.1),
+                        None => "READONLY no leader is known right now".into(),
+                    });
+                    now_outputs.push(Output::Reply { id: *id, reply });
+                    continue;
+                }
                 _ => (None, 0),
             };
             if let Err(e) = replica.step(clock, input, &mut outbox) {
@@ -551,9 +610,34 @@ impl World {
                 return;
             }
             if let Some(id) = request.filter(|_| replica.last_lsn() > lsn_at) {
-                self.write_lsns.insert(id, replica.last_lsn());
+                self.write_lsns.insert(id, (i, replica.last_lsn(), replica.settings().epoch));
             }
             now_outputs.append(&mut outbox.now);
+            if replica.is_leader() {
+                let epoch = replica.settings().epoch;
+                match self.leaders.get(&epoch) {
+                    Some(&other) if other != i && self.split_brain.is_none() => {
+                        let why = format!("two leaders in epoch {epoch}: n{} and n{}", other + 1, i + 1);
+                        self.split_brain = Some(why);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders.insert(epoch, i);
+                        self.counts.leaderships += 1;
+                        led = Some(epoch);
+                    }
+                }
+            }
+        }
+        if let Some(epoch) = led {
+            self.trace(format!("n{} leads epoch {epoch}", i + 1));
+        }
+        let node = &mut self.nodes[i];
+        let replica = node.replica.as_mut().expect("checked above");
+        if replica.log_resets() != node.log_resets {
+            // A reset is durable when it returns: the log is durable at its new base.
+            node.log_resets = replica.log_resets();
+            node.log_synced = replica.first_lsn() - 1;
         }
         if let Err(e) = replica.write_out(clock) {
             self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
@@ -591,8 +675,11 @@ impl World {
 
     /// A reply reaches its client (1 ms later, which the client does not notice).
     fn reply(&mut self, id: RequestId, reply: Reply) {
-        if let (Some(lsn), Reply::Ok) = (self.write_lsns.remove(&id), &reply) {
-            self.check_copies(id, lsn);
+        if let (Some((node, lsn, epoch)), Reply::Ok) = (self.write_lsns.remove(&id), &reply) {
+            self.check_copies(id, node, lsn, epoch);
+            if let Some(crashed) = self.leader_crashed_at.take() {
+                self.counts.failover_ms.push(self.now - crashed);
+            }
         }
         let Some(client) = self.requests.remove(&id) else { return };
         let Some(outstanding) = self.clients[client as usize].outstanding.take_if(|o| o.id == id) else {
@@ -609,6 +696,17 @@ impl World {
                 }
             },
             (_, Reply::Error(e)) if e.starts_with("NOREPLICAS") => Some(Outcome::Indeterminate),
+            (Op::Write { .. }, Reply::Error(e)) if e.contains("may or may not") => Some(Outcome::Indeterminate),
+            (_, Reply::Error(e)) if e.starts_with("READONLY") => {
+                // Not executed: go where the leader is, or anywhere when none is known.
+                let c = client as usize;
+                self.clients[c].target = match e.rsplit_once("The leader is n") {
+                    Some((_, rest)) => rest.trim_end_matches('.').parse::<usize>().map_or(0, |n| n - 1),
+                    None => self.rng.gen_range(0..self.nodes.len()),
+                };
+                self.clients[c].next_at = self.now + 1 + self.rng.gen_range(0..20);
+                None
+            }
             _ => None,
         };
         self.trace(format!("client {client} {:?} -> {reply:?}", outstanding.op));
@@ -628,19 +726,25 @@ impl World {
                     outcome,
                 });
             }
-            None => self.counts.refused += 1,
+            None => {
+                self.counts.refused += 1;
+                return;
+            }
         }
         self.clients[client as usize].next_at = self.now + 1 + self.rng.gen_range(0..5);
     }
 
     /// A write logged at `lsn` is being acknowledged: it must be durable on the leader and on
     /// as many followers as the mode needs, now.
-    fn check_copies(&mut self, id: RequestId, lsn: Lsn) {
+    fn check_copies(&mut self, id: RequestId, node: usize, lsn: Lsn, epoch: Epoch) {
         if self.under_replicated.is_some() {
             return;
         }
-        let leader = self.nodes[0].log_synced >= lsn;
-        let followers = self.nodes[1..].iter().filter(|n| n.log_synced >= lsn).count();
+        // A copy is this very record: durable at `lsn`, and of the epoch the leader wrote it in.
+        let holds = |n: &Node| n.log_synced >= lsn && n.replica.as_ref().is_some_and(|r| r.log_epoch_at(lsn) == Some(epoch));
+        let leader = holds(&self.nodes[node]);
+        let followers =
+            self.nodes.iter().enumerate().filter(|(j, n)| *j != node && holds(n)).count();
         if !leader || followers < self.config.acks_needed {
             let why = format!(
                 "request {id} (log position {lsn}) acknowledged with the leader's copy {} and {followers} of the {} \
@@ -663,6 +767,7 @@ impl World {
                     self.requests.remove(&o.id);
                     self.counts.indeterminate += 1;
                     let client = self.clients[c].id;
+                    self.clients[c].target = self.rng.gen_range(0..self.nodes.len());
                     self.trace(format!("client {client} {:?} timed out", o.op));
                     self.history.events.push(Event {
                         client,
@@ -700,15 +805,24 @@ impl World {
             self.requests.insert(id, self.clients[c].id);
             self.counts.ops += 1;
             self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.now });
-            self.send(None, 0, Packet::Request { id, request });
+            let target = self.clients[c].target;
+            self.send(None, target, Packet::Request { id, request });
         }
+    }
+
+    /// The node that leads now, if exactly one running node says it does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].replica.as_ref().is_some_and(|r| r.is_leader())).collect();
+        (leaders.len() == 1).then(|| leaders[0])
     }
 
     /// True when every node is up and holds the leader's log end, with the same digest.
     pub fn converged(&self) -> bool {
-        let Some(leader) = self.nodes[0].replica.as_ref() else { return false };
+        let Some(i) = self.leader() else { return false };
+        let Some(leader) = self.nodes[i].replica.as_ref() else { return false };
         let Ok(digest) = replikv_core::digest::digest(leader.store().engine()) else { return false };
-        self.nodes[1..].iter().all(|n| {
+        self.nodes.iter().all(|n| {
             n.replica.as_ref().is_some_and(|r| {
                 r.last_lsn() == leader.last_lsn()
                     && replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root == digest.root)
@@ -748,6 +862,20 @@ impl World {
             .collect()
     }
 
+    /// Every change any node cut from its log and saved to its rollback log.
+    pub fn rolled_back(&self) -> Vec<RollbackEntry> {
+        let mut all = Vec::new();
+        for n in &self.nodes {
+            let rollback = match (&n.replica, &n.stored_files) {
+                (Some(r), _) => r.rollback(),
+                (None, Some(files)) => &files.rollback,
+                (None, None) => continue,
+            };
+            all.extend(rollback.memory_entries().iter().cloned());
+        }
+        all
+    }
+
     /// Each node's log end (`None` when down).
     pub fn log_ends(&self) -> Vec<Option<Lsn>> {
         self.nodes.iter().map(|n| n.replica.as_ref().map(|r| r.last_lsn())).collect()
@@ -759,8 +887,8 @@ fn log_options(retain_bytes: u64) -> ReplogOptions {
     ReplogOptions { retain_bytes_max: retain_bytes, segment_bytes_max: (retain_bytes / 4).max(1), ..Default::default() }
 }
 
-/// Opens `node`'s replica over its disk and `log`, at virtual time `t`.
-fn open(node: &Node, log: ReplicationLog, t: u64) -> replikv_core::Result<Replica<SimEngine>> {
+/// Opens `node`'s replica over its disk and `files`, at virtual time `t`.
+fn open(node: &Node, files: ReplicaFiles, t: u64) -> replikv_core::Result<Replica<SimEngine>> {
     let engine = SimEngine::open(node.disk.clone())?;
-    Replica::replicated(engine, log, node.settings.clone(), node.clock(t))
+    Replica::replicated(engine, files, node.settings.clone(), node.clock(t))
 }

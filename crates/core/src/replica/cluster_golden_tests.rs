@@ -32,18 +32,28 @@ use std::collections::BTreeMap;
 /// A message, as a script prints it.
 fn describe(message: &Message) -> String {
     match message {
-        Message::Append { prev_lsn, records, leader_lsn, .. } => {
+        Message::Append { epoch, prev_lsn, prev_epoch, records, leader_lsn, .. } => {
             let lsns = match (records.first(), records.last()) {
                 (Some(a), Some(b)) => format!("{}..{}", a.lsn, b.lsn),
                 _ => "none".into(),
             };
-            format!("Append prev={prev_lsn} records={lsns} leader_lsn={leader_lsn}")
+            format!("Append e{epoch} prev={prev_lsn}@e{prev_epoch} records={lsns} leader_lsn={leader_lsn}")
         }
-        Message::Heartbeat { leader_lsn, .. } => format!("Heartbeat leader_lsn={leader_lsn}"),
-        Message::Ack { durable_lsn, reject, snapshot, .. } => format!(
-            "Ack durable={durable_lsn}{}{}",
+        Message::Heartbeat { epoch, leader_lsn, round, .. } => {
+            format!("Heartbeat e{epoch} round={round} leader_lsn={leader_lsn}")
+        }
+        Message::Ack { epoch, durable_lsn, matched_lsn, reject, snapshot, .. } => format!(
+            "Ack e{epoch} durable={durable_lsn} matched={matched_lsn}{}{}",
             if *reject { " REJECT" } else { "" },
             snapshot.map_or(String::new(), |(_, seq)| format!(" snapshot_chunk={seq}"))
+        ),
+        Message::Vote { epoch, last_epoch, last_lsn, pre_vote } => {
+            format!("{} e{epoch} last={last_lsn}@e{last_epoch}", if *pre_vote { "PreVote" } else { "Vote" })
+        }
+        Message::VoteReply { epoch, granted, pre_vote } => format!(
+            "{}Reply e{epoch} {}",
+            if *pre_vote { "PreVote" } else { "Vote" },
+            if *granted { "granted" } else { "refused" }
         ),
         Message::SnapshotChunk { lsn, seq, entries, done, .. } => {
             format!("SnapshotChunk lsn={lsn} seq={seq} keys={}{}", entries.len(), if *done { " done" } else { "" })
@@ -173,8 +183,8 @@ fn run_script(text: &str) -> String {
                 let i = node(words[1]);
                 let settings = c.nodes[i].settings().clone();
                 let placeholder = Replica::new(MemoryEngine::new(), settings.node);
-                let (engine, log) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
-                c.nodes[i] = Replica::replicated(engine, log, settings, c.now).expect("restart");
+                let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
+                c.nodes[i] = Replica::replicated(engine, files, settings, c.now).expect("restart");
                 results.push(format!("n{} restarted at lsn {}", i + 1, c.nodes[i].last_lsn()));
             }
             ":status" => {

@@ -1,13 +1,30 @@
 //! The follower's side of single-leader replication: append the leader's records in order,
-//! apply them, acknowledge once durable, install snapshots, and know how far behind it is.
+//! apply them, acknowledge once durable, install snapshots, know how far behind it is, and
+//! cut what the leader's history does not hold.
 //!
 //! A follower's acknowledgement is always an `after_flush` output: it says "durable through
 //! N", and the runtime sends it only once this batch's fsync has made that true.
+//!
+//! # Matching the leader's log
+//!
+//! An `Append` names the leader's record before its first one, `(prev_lsn, prev_epoch)`. The
+//! follower takes the records only if its own record at `prev_lsn` has that epoch: one leader
+//! per epoch writes each position at most once, so the two logs are then equal through
+//! `prev_lsn` (Raft's log matching). On a mismatch it refuses, pointing the leader at the
+//! start of its own run of records of that epoch, so the leader backs up an epoch at a time.
+//! A record it already holds in the same epoch is skipped; one it holds in another epoch is a
+//! conflict: its log from there on is a history the new leader does not share (writes an old
+//! leader made that no majority held). It saves those records to its [`RollbackLog`], empties
+//! its store and its log, and starts again from the leader's log or a snapshot, like a new
+//! node: a logical log has no old values to undo with. The acknowledgement's `matched_lsn`
+//! says how far the log is known to equal this leader's; only that counts for the leader's
+//! acknowledgements and reads.
 
 use super::{Outbox, Output, Settings};
 use crate::error::Result;
 use crate::kv::Store;
-use crate::replication::{Change, Lsn, Message, ReplicationLog};
+use crate::replication::election::Tally;
+use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, RollbackLog};
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
@@ -21,11 +38,14 @@ const MARKS_MAX: usize = 1024;
 /// Keys scanned at a time while installing a snapshot chunk.
 const INSTALL_SCAN_KEYS: usize = 1024;
 
+/// Bytes of the log read at a time while saving a cut to the rollback log.
+const CUT_READ_BYTES: usize = 4 * 1024 * 1024;
+
 /// What a follower knows of its leader, for the status pages.
 #[derive(Clone, Debug, Serialize)]
 pub struct FollowerView {
-    /// The leader.
-    pub leader: NodeId,
+    /// The leader; `None` while none is known (an election is under way).
+    pub leader: Option<NodeId>,
     /// How a client reaches it.
     pub leader_hint: String,
     /// True when the leader was heard from within the link timeout.
@@ -42,6 +62,21 @@ pub struct FollowerView {
     pub installing_snapshot: bool,
     /// Snapshots installed since start.
     pub snapshots_installed: u64,
+    /// The log is known to equal the leader's through here.
+    pub matched_lsn: Lsn,
+    /// Times since start it cut records the leader does not hold and started again.
+    pub rebuilds: u64,
+}
+
+/// An election this node stands in (or a pre-vote before one).
+#[derive(Debug)]
+pub(super) struct Candidacy {
+    /// A pre-vote: the epoch is not moved yet.
+    pub(super) pre_vote: bool,
+    /// The epoch it stands in (for a pre-vote, the one it would).
+    pub(super) epoch: Epoch,
+    /// The answers so far, its own included.
+    pub(super) tally: Tally,
 }
 
 /// A snapshot being installed.
@@ -55,7 +90,18 @@ struct Install {
 /// The follower's state.
 #[derive(Debug)]
 pub(super) struct Follower {
-    last_heard_ms: Option<u64>,
+    /// The epoch's leader, once heard from.
+    pub(super) leader: Option<NodeId>,
+    /// An election it stands in, if any.
+    pub(super) candidacy: Option<Candidacy>,
+    /// When the leader was last heard from.
+    pub(super) last_heard_ms: Option<u64>,
+    /// The log equals the leader's through here (reset with each new leader).
+    matched: Lsn,
+    /// The leader's newest heartbeat round seen.
+    round: u64,
+    /// Cuts since start.
+    rebuilds: u64,
     /// (leader log end, leader clock) from the leader's messages, oldest first.
     marks: VecDeque<(Lsn, u64)>,
     caught_up_at_ms: u64,
@@ -67,9 +113,14 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    pub(super) fn new(_now_ms: u64) -> Follower {
+    pub(super) fn new(leader: Option<NodeId>) -> Follower {
         Follower {
+            leader,
+            candidacy: None,
             last_heard_ms: None,
+            matched: 0,
+            round: 0,
+            rebuilds: 0,
             marks: VecDeque::new(),
             caught_up_at_ms: 0,
             leader_lsn: 0,
@@ -79,13 +130,25 @@ impl Follower {
         }
     }
 
+    /// Follows `leader` (`None`: unknown yet) in a new epoch: nothing is known to match yet.
+    pub(super) fn follow(&mut self, leader: Option<NodeId>) {
+        self.leader = leader;
+        self.candidacy = None;
+        self.last_heard_ms = None;
+        self.matched = 0;
+        self.round = 0;
+        self.marks.clear();
+        self.leader_lsn = 0;
+        self.installing = None;
+    }
+
     /// Retention of the follower's own log, by size.
     pub(super) fn tick(&mut self, _now_ms: u64, log: &mut ReplicationLog) -> Result<()> {
         log.retain(log.last_lsn() + 1)?;
         Ok(())
     }
 
-    /// A message from the leader.
+    /// A message from the leader, in this replica's epoch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn message<E: Engine>(
         &mut self,
@@ -94,18 +157,17 @@ impl Follower {
         message: Message,
         log: &mut ReplicationLog,
         store: &mut Store<E>,
+        rollback: &mut RollbackLog,
         settings: &Settings,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        if message.epoch() != settings.epoch {
-            tracing::warn!("follower ignores a message of epoch {} (its epoch is {})", message.epoch(), settings.epoch);
-            return Ok(());
-        }
+        assert_eq!(message.epoch(), settings.epoch, "the replica fences other epochs before the follower sees them");
         self.last_heard_ms = Some(now_ms);
         let mut reject = false;
         let mut snapshot = None;
+        let mut durable_hint = None;
         match message {
-            Message::Append { prev_lsn, records, leader_lsn, sent_at_ms, .. } => {
+            Message::Append { prev_lsn, prev_epoch, records, leader_lsn, sent_at_ms, .. } => {
                 self.mark(leader_lsn, sent_at_ms);
                 if self.installing.is_some() {
                     if prev_lsn > log.last_lsn() {
@@ -118,47 +180,31 @@ impl Follower {
                     tracing::info!("the leader streams from {prev_lsn}: abandoning the snapshot being installed");
                     self.installing = None;
                 }
-                if prev_lsn > log.last_lsn() {
-                    reject = true;
-                } else {
-                    let mut records = records;
-                    if settings.canary == super::Canary::FollowerOutOfOrder {
-                        // Applies the batch's changes newest first, then logs it as usual.
-                        for record in records.iter().rev().filter(|r| r.lsn > log.last_lsn()) {
-                            for change in &record.changes {
-                                store.apply(change.clone())?;
-                            }
-                        }
-                        let last = log.last_lsn();
-                        for record in records.drain(..).filter(|r| r.lsn > last) {
-                            log.append(record)?;
-                        }
-                    }
-                    for record in records {
-                        if record.lsn <= log.last_lsn() {
-                            continue; // a duplicate: already here
-                        }
-                        if record.lsn != log.last_lsn() + 1 {
-                            reject = true;
-                            break;
-                        }
-                        for change in &record.changes {
-                            store.apply(change.clone())?;
-                        }
-                        log.append(record)?;
-                    }
-                }
+                let outcome = self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, settings)?;
+                (reject, durable_hint) = outcome;
             }
-            Message::Heartbeat { leader_lsn, sent_at_ms, .. } => self.mark(leader_lsn, sent_at_ms),
-            Message::SnapshotChunk { attempt, lsn, seq, after, through, entries, done, .. } => {
+            Message::Heartbeat { leader_lsn, sent_at_ms, round, .. } => {
+                self.mark(leader_lsn, sent_at_ms);
+                self.round = self.round.max(round);
+            }
+            Message::SnapshotChunk { attempt, lsn, lsn_epoch, seq, after, through, entries, done, .. } => {
                 if attempt < self.newest_attempt {
                     return Ok(()); // an abandoned attempt's chunk, delivered late
                 }
                 self.newest_attempt = attempt;
                 if seq == 0 {
+                    if log.last_lsn() > self.matched {
+                        tracing::warn!(
+                            "a snapshot replaces records {}..={} this follower could not check against the leader's \
+                             log; they are not saved to the rollback log",
+                            self.matched + 1,
+                            log.last_lsn()
+                        );
+                    }
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.
-                    log.reset(0, settings.epoch)?;
+                    log.reset(0, 0)?;
+                    self.matched = 0;
                     self.installing = Some(Install { attempt, lsn, next_seq: 0 });
                 }
                 match &mut self.installing {
@@ -173,7 +219,8 @@ impl Follower {
                         if done {
                             // The chunks must be durable before the log says they are there.
                             store.engine_mut().flush(now_ms)?;
-                            log.reset(lsn, settings.epoch)?;
+                            log.reset(lsn, lsn_epoch)?;
+                            self.matched = lsn;
                             self.installing = None;
                             self.snapshots_installed += 1;
                             tracing::info!("installed a snapshot at {lsn}; the log follows from {}", lsn + 1);
@@ -182,8 +229,8 @@ impl Follower {
                     _ => reject = true,
                 }
             }
-            Message::Ack { .. } | Message::Forward { .. } | Message::ForwardReply { .. } => {
-                tracing::warn!("follower ignores a message meant for a leader");
+            other => {
+                tracing::warn!("follower ignores a {} from its leader", other.kind());
                 return Ok(());
             }
         }
@@ -194,12 +241,116 @@ impl Follower {
         }
         let message = Message::Ack {
             epoch: settings.epoch,
-            durable_lsn,
+            durable_lsn: durable_hint.unwrap_or(durable_lsn),
+            matched_lsn: self.matched.min(durable_lsn),
+            last_epoch: log.last_epoch(),
+            round: self.round,
             reject,
             caught_up_at_ms: self.caught_up_at_ms,
             snapshot,
         };
         outbox.after_flush.push(Output::Send { to: leader, message });
+        Ok(())
+    }
+
+    /// Takes an `Append`'s records as "Matching the leader's log" in the module
+    /// documentation says. Returns whether it refused, and where the leader should ship from
+    /// when that is not this log's end.
+    #[allow(clippy::too_many_arguments)]
+    fn append<E: Engine>(
+        &mut self,
+        now_ms: u64,
+        prev_lsn: Lsn,
+        prev_epoch: Epoch,
+        records: Vec<LogRecord>,
+        log: &mut ReplicationLog,
+        store: &mut Store<E>,
+        rollback: &mut RollbackLog,
+        settings: &Settings,
+    ) -> Result<(bool, Option<Lsn>)> {
+        if prev_lsn > log.last_lsn() {
+            return Ok((true, None)); // a gap: ship from this log's end
+        }
+        // Positions up to the base came from a snapshot of an earlier leader's state: taken
+        // as equal, since no record is left to compare.
+        let base = log.first_lsn() - 1;
+        if prev_lsn >= base && log.epoch_at(prev_lsn) != Some(prev_epoch) {
+            let start = log.epoch_run_start(prev_lsn).expect("prev_lsn is within the log");
+            return Ok((true, Some(start.saturating_sub(1))));
+        }
+        let mut matched = if prev_lsn >= base { Some(prev_lsn) } else { None };
+        let mut records = records;
+        if settings.canary == super::Canary::FollowerOutOfOrder {
+            // Applies the batch's new changes newest first, then logs them as usual.
+            let last = log.last_lsn();
+            for record in records.iter().rev().filter(|r| r.lsn > last) {
+                for change in &record.changes {
+                    store.apply(change.clone())?;
+                }
+            }
+            for record in records.drain(..).filter(|r| r.lsn > last) {
+                if record.lsn == log.last_lsn() + 1 {
+                    matched = Some(record.lsn);
+                    log.append(record)?;
+                }
+            }
+        }
+        for record in records {
+            if record.lsn <= base {
+                continue;
+            }
+            if record.lsn <= log.last_lsn() {
+                if log.epoch_at(record.lsn) == Some(record.epoch) {
+                    matched = Some(record.lsn); // already here
+                    continue;
+                }
+                self.cut(now_ms, record.lsn, log, store, rollback)?;
+                return Ok((true, None));
+            }
+            if record.lsn != log.last_lsn() + 1 {
+                return Ok((true, None));
+            }
+            for change in &record.changes {
+                store.apply(change.clone())?;
+            }
+            matched = Some(record.lsn);
+            log.append(record)?;
+        }
+        if let Some(lsn) = matched {
+            self.matched = self.matched.max(lsn);
+        }
+        Ok((false, None))
+    }
+
+    /// Cuts the log from `from` on, saving what it held to the rollback log, and empties the
+    /// store and the log to start again from the leader's history. The order survives a
+    /// crash at any point: until the log is reset, a restart replays the log over the store
+    /// and finds the same conflict again.
+    fn cut<E: Engine>(
+        &mut self,
+        now_ms: u64,
+        from: Lsn,
+        log: &mut ReplicationLog,
+        store: &mut Store<E>,
+        rollback: &mut RollbackLog,
+    ) -> Result<()> {
+        let last = log.last_lsn();
+        let mut after = from - 1;
+        let mut saved = 0;
+        while let Some(records) = log.read(after, CUT_READ_BYTES)? {
+            let Some(end) = records.last().map(|r| r.lsn) else { break };
+            saved += rollback.save(&records, now_ms)?;
+            after = end;
+        }
+        tracing::warn!(
+            "records {from}..={last} are not in the leader's history: saved their {saved} changes to the rollback log; \
+             emptying this replica to take the leader's history again"
+        );
+        wipe(store)?;
+        store.engine_mut().flush(now_ms)?;
+        log.reset(0, 0)?;
+        self.matched = 0;
+        self.rebuilds += 1;
         Ok(())
     }
 
@@ -219,14 +370,11 @@ impl Follower {
     }
 
     /// What the status pages show.
-    pub(super) fn view(&self, now_ms: u64, leader: NodeId, log: &ReplicationLog, settings: &Settings) -> FollowerView {
+    pub(super) fn view(&self, now_ms: u64, log: &ReplicationLog, settings: &Settings) -> FollowerView {
         let applied = log.last_lsn();
         FollowerView {
-            leader,
-            leader_hint: match &settings.role {
-                super::Role::Follower { leader_hint, .. } => leader_hint.clone(),
-                _ => String::new(),
-            },
+            leader: self.leader,
+            leader_hint: self.leader.map(|l| settings.hint(l)).unwrap_or_default(),
             link_up: self.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < settings.link_timeout_ms),
             last_io_ms_ago: self.last_heard_ms.map(|at| now_ms.saturating_sub(at)),
             applied_lsn: applied,
@@ -234,6 +382,26 @@ impl Follower {
             lag_records: self.leader_lsn.saturating_sub(applied),
             installing_snapshot: self.installing.is_some(),
             snapshots_installed: self.snapshots_installed,
+            matched_lsn: self.matched.min(applied),
+            rebuilds: self.rebuilds,
+        }
+    }
+}
+
+/// Deletes every key of `store` (a tombstone of the oldest version for each), in bounded
+/// scans.
+fn wipe<E: Engine>(store: &mut Store<E>) -> Result<()> {
+    let mut from: Option<Bytes> = None;
+    loop {
+        let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let keys = store.engine().scan(bound, INSTALL_SCAN_KEYS);
+        let Some((last, _)) = keys.last() else { return Ok(()) };
+        from = Some(last.clone());
+        for (key, meta) in keys {
+            if !meta.tombstone {
+                let record = Record { version: Version::default(), value: None, expire_at_ms: None };
+                store.apply(Change { key, record })?;
+            }
         }
     }
 }

@@ -1,19 +1,19 @@
 //! The leader's side of single-leader replication: shipping the log to each follower, counting
 //! acknowledgements, releasing replies, heartbeats, lag and snapshots.
 //!
-//! Each follower has a [`Progress`] in one of four modes:
+//! Each follower has a [`Progress`] in one of three modes:
 //!
 //! - **probe**: the leader does not know where the follower's log ends (at start, or after
 //!   the follower was silent for `link_timeout_ms`). It sends only heartbeats; the follower's
-//!   acknowledgement tells it, and streaming resumes from there. Nothing piles up in the
+//!   acknowledgement tells it where the follower's log ends, and streaming resumes from there
+//!   (or from the leader's log end, if the follower's is longer). Nothing piles up in the
 //!   link's queue for a follower that is down.
 //! - **stream**: the leader ships records after `sent`, durable ones only, in `Append`s of at
-//!   most `ship_bytes_max`, with at most `window_bytes_max` shipped and unacknowledged. If no
-//!   acknowledgement comes for `resend_ms`, it ships again from `acked` (the transport may lose
-//!   messages; the follower skips what it already has).
-//! - **diverged**: the follower reported records past the leader's log end (the leader lost
-//!   data, or the follower's directory came from elsewhere). It is neither overwritten nor
-//!   shipped to; the status shows it and an operator decides.
+//!   most `ship_bytes_max`, with at most `window_bytes_max` shipped and unacknowledged. The
+//!   first `Append` after a probe goes out even with no record in it: its `prev_epoch` is
+//!   what checks the follower's log against the leader's (see the follower's essay). `acked`
+//!   is what the follower says matches; if no acknowledgement moves it for `resend_ms`, the
+//!   leader probes again (the transport may lose messages).
 //! - **snapshot**: the follower needs records the log no longer holds. The leader streams its
 //!   keys in key order, a chunk at a time (at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] unacknowledged),
 //!   then streams the log from the snapshot's position. While a snapshot is in flight to a
@@ -21,11 +21,30 @@
 //!   never sent from snapshot to snapshot because retention overtook it; a follower silent for
 //!   `link_timeout_ms` goes back to probe and pins nothing. Chunks and their acknowledgements
 //!   carry the attempt's number, so a late one from an abandoned attempt changes nothing.
+//!
+//! # Reads (read index)
+//!
+//! A read is executed when it arrives, and its reply held until two things are true: a
+//! heartbeat round the leader sent after the read arrived was echoed by a majority of the
+//! cluster (so it still led when the read was served: no newer leader had been elected by
+//! then, since that takes a majority's votes, and a voter that grants one stops echoing this
+//! leader), and the log through the leader's end at the read's arrival is held by a majority
+//! (so what the read saw cannot be cut later). A leader sends such a round at once when a read
+//! arrives and none is in flight, so a read costs one round trip to the nearest majority, not a
+//! heartbeat interval. A lone leader answers at once.
+//!
+//! # Fencing
+//!
+//! With `auto_failover`, a leader that has not heard from a majority (itself included) for
+//! `election_timeout_ms` steps down: the replica fails every write, read and WAIT still
+//! waiting, and becomes a follower. The followers that stopped hearing from it wait at least
+//! that long before they stand, so by the time a new leader can be elected, the old one
+//! acknowledges nothing more.
 
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::Result;
 use crate::kv::{Reply, Store};
-use crate::replication::{Change, Lsn, Message, ReplicationLog};
+use crate::replication::{Change, Epoch, Lsn, Message, ReplicationLog};
 use crate::storage::Engine;
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -51,7 +70,7 @@ const SNAPSHOT_SCAN_KEYS: usize = 256;
 pub struct FollowerProgress {
     /// The follower.
     pub node: NodeId,
-    /// `probe`, `stream`, `snapshot` or `diverged`.
+    /// `probe`, `stream` or `snapshot`.
     pub mode: &'static str,
     /// True when it acknowledged something within the link timeout.
     pub up: bool,
@@ -78,6 +97,17 @@ struct PendingWrite {
     deadline_ms: u64,
 }
 
+/// A read's reply waiting for the leader to confirm it still leads.
+#[derive(Debug)]
+struct PendingRead {
+    id: RequestId,
+    reply: Reply,
+    /// The heartbeat round that must be echoed by a majority.
+    round: u64,
+    /// The log end when it arrived, which a majority must hold.
+    lsn: Lsn,
+}
+
 /// A WAIT waiting for its followers.
 #[derive(Debug)]
 struct PendingWait {
@@ -95,6 +125,8 @@ struct SnapshotSend {
     attempt: u64,
     /// The log position it starts from.
     lsn: Lsn,
+    /// The epoch of the record there.
+    lsn_epoch: Epoch,
     /// The next chunk's number.
     next_seq: u64,
     /// The last key sent; `None` before the first chunk.
@@ -110,9 +142,6 @@ enum Mode {
     Probe,
     Stream,
     Snapshot(SnapshotSend),
-    /// The follower has records past this leader's log end: it is not overwritten, nothing is
-    /// shipped to it, and the status says so until an operator decides.
-    Diverged,
 }
 
 /// What the leader knows of one follower.
@@ -120,8 +149,12 @@ enum Mode {
 struct Progress {
     node: NodeId,
     mode: Mode,
-    /// The newest record it has durable.
+    /// The newest record it has durable and known to match this leader's log.
     acked: Lsn,
+    /// The first `Append` after a probe is still to be sent, records or not.
+    check: bool,
+    /// The newest heartbeat round it echoed.
+    round: u64,
     /// The newest record shipped to it.
     sent: Lsn,
     /// (last record of an `Append`, its bytes), for the window.
@@ -155,6 +188,9 @@ pub(super) struct Leader {
     followers: Vec<Progress>,
     pending: VecDeque<PendingWrite>,
     waits: Vec<PendingWait>,
+    reads: VecDeque<PendingRead>,
+    /// The newest heartbeat round sent.
+    round: u64,
     /// The log is durable through here; nothing after it is shipped.
     durable: Lsn,
     noreplicas: u64,
@@ -166,6 +202,8 @@ pub(super) struct Leader {
     last_size_warning_ms: Option<u64>,
     /// When this leader started.
     started_ms: u64,
+    /// A follower showed that this node lost records of its own epoch: it must step down.
+    pub(super) lost_data: bool,
 }
 
 impl Leader {
@@ -176,6 +214,8 @@ impl Leader {
                 node,
                 mode: Mode::Probe,
                 acked: 0,
+                check: false,
+                round: 0,
                 sent: 0,
                 inflight: VecDeque::new(),
                 last_ack_ms: None,
@@ -191,6 +231,8 @@ impl Leader {
             followers,
             pending: VecDeque::new(),
             waits: Vec::new(),
+            reads: VecDeque::new(),
+            round: 0,
             durable: 0,
             noreplicas: 0,
             last_heartbeat_ms: 0,
@@ -198,6 +240,7 @@ impl Leader {
             logged_bytes: 0,
             last_size_warning_ms: None,
             started_ms: now_ms,
+            lost_data: false,
         }
     }
 
@@ -209,7 +252,98 @@ impl Leader {
 
     /// True when no more replies may wait.
     pub(super) fn is_full(&self) -> bool {
-        self.pending.len() + self.waits.len() >= super::PENDING_REPLIES_MAX
+        self.pending.len() + self.waits.len() + self.reads.len() >= super::PENDING_REPLIES_MAX
+    }
+
+    /// A read was executed with `reply` while the log ended at `lsn`: answer once this leader
+    /// has confirmed it leads (module documentation, "Reads").
+    pub(super) fn read(
+        &mut self,
+        now_ms: u64,
+        id: RequestId,
+        reply: Reply,
+        lsn: Lsn,
+        settings: &Settings,
+        outbox: &mut Outbox,
+    ) {
+        if self.followers.is_empty() || settings.canary == super::Canary::UnconfirmedReads {
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return;
+        }
+        let round = if self.confirmed_round() >= self.round {
+            self.heartbeat(now_ms, settings, outbox); // no round in flight: start one now
+            self.round
+        } else {
+            self.round + 1 // the round in flight left before this read came: the next one
+        };
+        self.reads.push_back(PendingRead { id, reply, round, lsn });
+    }
+
+    /// Sends a heartbeat round to every follower.
+    fn heartbeat(&mut self, now_ms: u64, settings: &Settings, outbox: &mut Outbox) {
+        self.round += 1;
+        self.last_heartbeat_ms = now_ms;
+        for p in &self.followers {
+            let message = Message::Heartbeat {
+                epoch: settings.epoch,
+                round: self.round,
+                leader_lsn: self.durable,
+                sent_at_ms: now_ms,
+            };
+            outbox.now.push(Output::Send { to: p.node, message });
+        }
+    }
+
+    /// The newest round a majority of the cluster (this leader included) has echoed.
+    fn confirmed_round(&self) -> u64 {
+        let mut rounds: Vec<u64> = self.followers.iter().map(|p| p.round).collect();
+        rounds.push(self.round);
+        majority_value(rounds)
+    }
+
+    /// The newest record a majority of the cluster (this leader included) holds durably and
+    /// in this leader's history.
+    pub(super) fn committed(&self) -> Lsn {
+        let mut lsns: Vec<Lsn> =
+            self.followers.iter().map(|p| if matches!(p.mode, Mode::Stream) { p.acked } else { 0 }).collect();
+        lsns.push(self.durable);
+        majority_value(lsns)
+    }
+
+    /// True when no majority of the cluster (this leader included) was heard from within
+    /// `election_timeout_ms`: the leader must step down (module documentation, "Fencing").
+    pub(super) fn lost_majority(&self, now_ms: u64, settings: &Settings) -> bool {
+        if !settings.auto_failover || self.followers.is_empty() {
+            return false;
+        }
+        let mut heard: Vec<u64> =
+            self.followers.iter().map(|p| p.last_ack_ms.unwrap_or(self.started_ms).max(self.started_ms)).collect();
+        heard.push(now_ms);
+        now_ms.saturating_sub(majority_value(heard)) >= settings.election_timeout_ms
+    }
+
+    /// Steps down: every reply still waiting fails, saying why.
+    pub(super) fn step_down(&mut self, settings: &Settings, outbox: &mut Outbox) {
+        for w in self.pending.drain(..) {
+            let reply = Reply::err(format!(
+                "this node stopped leading (epoch {}) before the write was acknowledged; it may or may not have \
+                 been applied",
+                settings.epoch
+            ));
+            outbox.now.push(Output::Reply { id: w.id, reply });
+        }
+        for r in self.reads.drain(..) {
+            let reply = Reply::err(format!(
+                "this node stopped leading (epoch {}) before it could confirm the read; try again on the new leader",
+                settings.epoch
+            ));
+            outbox.now.push(Output::Reply { id: r.id, reply });
+        }
+        let waits = std::mem::take(&mut self.waits);
+        for w in waits {
+            let have = self.acked_by(w.lsn) as i64;
+            outbox.now.push(Output::Reply { id: w.id, reply: Reply::Int(have) });
+        }
     }
 
     /// Notes that the log grew through `lsn` by `bytes`.
@@ -273,6 +407,7 @@ impl Leader {
         outbox: &mut Outbox,
     ) -> Result<()> {
         self.durable = self.durable.max(lsn);
+        self.release(now_ms, settings, outbox);
         self.ship_all(now_ms, log, store, settings, outbox)
     }
 
@@ -286,12 +421,7 @@ impl Leader {
         outbox: &mut Outbox,
     ) -> Result<()> {
         if now_ms.saturating_sub(self.last_heartbeat_ms) >= settings.heartbeat_ms {
-            self.last_heartbeat_ms = now_ms;
-            for p in &self.followers {
-                let message =
-                    Message::Heartbeat { epoch: settings.epoch, leader_lsn: self.durable, sent_at_ms: now_ms };
-                outbox.now.push(Output::Send { to: p.node, message });
-            }
+            self.heartbeat(now_ms, settings, outbox);
         }
         for p in &mut self.followers {
             let stalled = now_ms.saturating_sub(p.last_progress_ms) >= settings.resend_ms;
@@ -318,24 +448,25 @@ impl Leader {
                     p.low_since = None;
                     p.inflight.clear();
                 }
-                Mode::Stream if stalled && p.sent > p.acked => {
+                Mode::Stream if stalled && (p.sent > p.acked || p.check) => {
                     tracing::debug!(
-                        "no acknowledgement from {:?} for {} ms: shipping again",
+                        "no acknowledgement from {:?} for {} ms: probing where its log ends",
                         p.node,
                         settings.resend_ms
                     );
-                    p.sent = p.acked;
+                    p.mode = Mode::Probe;
                     p.inflight.clear();
                     p.last_progress_ms = now_ms;
                 }
                 Mode::Snapshot(s) if stalled && s.next_seq > 0 && up => {
                     tracing::info!("snapshot to {:?} stalled for {} ms: starting it again", p.node, settings.resend_ms);
-                    start_snapshot(p, log.last_lsn(), now_ms);
+                    start_snapshot(p, log, now_ms);
                 }
                 _ => {}
             }
         }
         self.expire(now_ms, settings, outbox);
+        self.release(now_ms, settings, outbox);
         self.ship_all(now_ms, log, store, settings, outbox)?;
         // Keep what snapshots in flight and live followers still need; drop the rest past the
         // size bound.
@@ -368,7 +499,7 @@ impl Leader {
                 .filter(|p| match &p.mode {
                     Mode::Snapshot(s) => s.lsn + 1 == keep_from,
                     Mode::Stream => p.acked + 1 == keep_from,
-                    Mode::Probe | Mode::Diverged => false,
+                    Mode::Probe => false,
                 })
                 .map(|p| format!("{:?}", p.node))
                 .collect();
@@ -397,22 +528,19 @@ impl Leader {
         settings: &Settings,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let Message::Ack { epoch, durable_lsn, reject, caught_up_at_ms, snapshot } = message else {
-            tracing::warn!("leader ignores a {} from {from:?}", message_kind(&message));
+        let Message::Ack { epoch, durable_lsn, matched_lsn, last_epoch, round, reject, caught_up_at_ms, snapshot } =
+            message
+        else {
+            tracing::warn!("leader ignores a {} from {from:?}", message.kind());
             return Ok(());
         };
-        if epoch != settings.epoch {
-            tracing::warn!(
-                "leader ignores an acknowledgement of epoch {epoch} from {from:?} (its epoch is {})",
-                settings.epoch
-            );
-            return Ok(());
-        }
+        assert_eq!(epoch, settings.epoch, "the replica fences other epochs before the leader sees them");
         let Some(p) = self.followers.iter_mut().find(|p| p.node == from) else {
             tracing::warn!("leader ignores an acknowledgement from {from:?}, which is not a follower");
             return Ok(());
         };
         p.last_ack_ms = Some(now_ms);
+        p.round = p.round.max(round);
         p.caught_up_at_ms = p.caught_up_at_ms.max(caught_up_at_ms);
         let probing = matches!(p.mode, Mode::Probe);
         // A refusal of the position already being shipped again (every Append queued behind a
@@ -439,42 +567,40 @@ impl Leader {
             }
             (Mode::Snapshot(_), _) if reject => {
                 tracing::info!("{from:?} refused a snapshot chunk: starting the snapshot again");
-                start_snapshot(p, log.last_lsn(), now_ms);
+                start_snapshot(p, log, now_ms);
             }
-            (Mode::Snapshot(_), _) | (Mode::Diverged, _) => {}
+            (Mode::Snapshot(_), _) => {}
+            (_, _) if (reject || probing) && last_epoch == settings.epoch && durable_lsn > log.last_lsn() => {
+                // Every record of this epoch came from this leader, yet the follower holds more
+                // of them: this node lost data (a wiped or restored directory). It must not
+                // overwrite the follower, nor go on leading.
+                tracing::error!(
+                    "{from:?} holds records of epoch {} through {durable_lsn}, past this leader's log end {}: this \
+                     node lost data; stepping down",
+                    settings.epoch,
+                    log.last_lsn()
+                );
+                self.lost_data = true;
+            }
             (_, _) if reject || probing => {
-                // The follower's word is the truth about its log.
-                p.acked = durable_lsn;
-                p.sent = durable_lsn;
+                // The follower's word is the truth about where its log ends; the next Append
+                // checks whether it matches this leader's (its log may also be longer).
+                p.sent = durable_lsn.min(log.last_lsn());
+                p.acked = matched_lsn.min(p.sent);
+                p.check = true;
+                p.low_since = None;
                 p.inflight.clear();
                 p.last_progress_ms = now_ms;
                 p.mode = Mode::Stream;
-                if durable_lsn > log.last_lsn() {
-                    tracing::error!(
-                        "{from:?} has records through {durable_lsn}, past this leader's log end {}: the leader lost \
-                         data, or the follower came from elsewhere. Not overwriting it; nothing is shipped to it until \
-                         an operator empties one of the two data directories",
-                        log.last_lsn()
-                    );
-                    p.mode = Mode::Diverged;
-                }
-            }
-            (_, _) if durable_lsn > log.last_lsn() => {
-                tracing::error!(
-                    "{from:?} acknowledges records through {durable_lsn}, past this leader's log end {}: treating it \
-                     as diverged",
-                    log.last_lsn()
-                );
-                p.mode = Mode::Diverged;
             }
             (_, _) => {
-                if durable_lsn < p.acked {
+                if matched_lsn < p.acked {
                     p.low_since.get_or_insert(now_ms);
                 } else {
                     p.low_since = None;
                 }
-                if durable_lsn > p.acked {
-                    p.acked = durable_lsn;
+                if matched_lsn > p.acked {
+                    p.acked = matched_lsn.min(log.last_lsn());
                     p.last_progress_ms = now_ms;
                 }
                 p.sent = p.sent.max(p.acked);
@@ -483,7 +609,7 @@ impl Leader {
                 }
             }
         }
-        self.release(settings.acks_needed, outbox);
+        self.release(now_ms, settings, outbox);
         self.ship_all(now_ms, log, store, settings, outbox)
     }
 
@@ -492,8 +618,19 @@ impl Leader {
         self.followers.iter().filter(|p| matches!(p.mode, Mode::Stream) && p.acked >= lsn).count()
     }
 
-    /// Releases the replies whose acknowledgements are in (`needed` followers per write).
-    fn release(&mut self, needed: usize, outbox: &mut Outbox) {
+    /// Releases the replies whose acknowledgements are in (`acks_needed` followers per write)
+    /// and the reads whose leadership is confirmed.
+    fn release(&mut self, now_ms: u64, settings: &Settings, outbox: &mut Outbox) {
+        let needed = settings.acks_needed;
+        let (confirmed, committed) = (self.confirmed_round(), self.committed());
+        while self.reads.front().is_some_and(|r| r.round <= confirmed && r.lsn <= committed) {
+            let done = self.reads.pop_front().expect("front exists");
+            outbox.now.push(Output::Reply { id: done.id, reply: done.reply });
+        }
+        if self.reads.back().is_some_and(|r| r.round > self.round) && confirmed >= self.round {
+            // Reads arrived after the last round was sent and it is confirmed: start theirs.
+            self.heartbeat(now_ms, settings, outbox);
+        }
         while let Some(front) = self.pending.front() {
             if self.acked_by(front.lsn) < needed {
                 break;
@@ -594,7 +731,6 @@ impl Leader {
                         Mode::Probe => "probe",
                         Mode::Stream => "stream",
                         Mode::Snapshot(_) => "snapshot",
-                        Mode::Diverged => "diverged",
                     },
                     up: is_up(p, now_ms, settings),
                     acked_lsn: p.acked,
@@ -615,10 +751,12 @@ fn is_up(p: &Progress, now_ms: u64, settings: &Settings) -> bool {
 }
 
 /// Puts `p` into snapshot mode from the leader's current log end.
-fn start_snapshot(p: &mut Progress, lsn: Lsn, now_ms: u64) {
+fn start_snapshot(p: &mut Progress, log: &ReplicationLog, now_ms: u64) {
     p.snapshots += 1;
     let attempt = p.attempt_base + p.snapshots;
-    p.mode = Mode::Snapshot(SnapshotSend { attempt, lsn, next_seq: 0, after: None, done_sent: false, acked_seq: None });
+    let (lsn, lsn_epoch) = (log.last_lsn(), log.last_epoch());
+    let send = SnapshotSend { attempt, lsn, lsn_epoch, next_seq: 0, after: None, done_sent: false, acked_seq: None };
+    p.mode = Mode::Snapshot(send);
     p.inflight.clear();
     p.last_progress_ms = now_ms;
 }
@@ -634,7 +772,17 @@ fn ship<E: Engine>(
     outbox: &mut Outbox,
 ) -> Result<()> {
     if matches!(p.mode, Mode::Stream) {
-        while p.sent < durable && p.inflight_bytes() < settings.window_bytes_max {
+        while (p.sent < durable || p.check) && p.inflight_bytes() < settings.window_bytes_max {
+            let Some(prev_epoch) = log.epoch_at(p.sent) else {
+                tracing::info!(
+                    "{:?} needs records from {}, but the log starts at {}: sending a snapshot",
+                    p.node,
+                    p.sent + 1,
+                    log.first_lsn()
+                );
+                start_snapshot(p, log, now_ms);
+                break;
+            };
             let Some(mut records) = log.read(p.sent, settings.ship_bytes_max)? else {
                 tracing::info!(
                     "{:?} needs records from {}, but the log starts at {}: sending a snapshot",
@@ -642,14 +790,19 @@ fn ship<E: Engine>(
                     p.sent + 1,
                     log.first_lsn()
                 );
-                start_snapshot(p, log.last_lsn(), now_ms);
+                start_snapshot(p, log, now_ms);
                 break;
             };
             records.retain(|r| r.lsn <= durable);
-            let Some(last) = records.last().map(|r| r.lsn) else { break };
+            let last = records.last().map_or(p.sent, |r| r.lsn);
+            if records.is_empty() && !p.check {
+                break;
+            }
+            p.check = false;
             let bytes = records.iter().map(|r| r.size_hint()).sum();
             let message = Message::Append {
                 epoch: settings.epoch,
+                prev_epoch,
                 prev_lsn: p.sent,
                 records,
                 leader_lsn: durable,
@@ -676,6 +829,7 @@ fn ship<E: Engine>(
                 epoch: settings.epoch,
                 attempt: s.attempt,
                 lsn: s.lsn,
+                lsn_epoch: s.lsn_epoch,
                 seq: s.next_seq,
                 after: s.after.clone(),
                 through: if done { None } else { through.clone() },
@@ -724,14 +878,8 @@ fn snapshot_chunk<E: Engine>(
     }
 }
 
-/// A message's name, for logs.
-fn message_kind(message: &Message) -> &'static str {
-    match message {
-        Message::Append { .. } => "Append",
-        Message::Heartbeat { .. } => "Heartbeat",
-        Message::Ack { .. } => "Ack",
-        Message::SnapshotChunk { .. } => "SnapshotChunk",
-        Message::Forward { .. } => "Forward",
-        Message::ForwardReply { .. } => "ForwardReply",
-    }
+/// The value a majority of `values` reach: the (n/2+1)-th largest.
+fn majority_value(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[values.len() / 2]
 }

@@ -1,6 +1,7 @@
 //! The rules of a leader election (issue 6, DESIGN §7), as pure functions: who may vote for
-//! whom, when a candidate has won, how long a follower waits before standing. The replica will
-//! drive them; keeping them apart keeps each rule small enough to test on its own and to model.
+//! whom, when a candidate has won, how long a follower waits before standing. The replica
+//! drives them (see [`crate::replica`]'s essay); keeping them apart keeps each rule small
+//! enough to test on its own and to model (`crates/model` checks them with stateright).
 //!
 //! # Rules
 //!
@@ -23,7 +24,8 @@
 //!   core draws none of its own), so that two followers rarely stand at once.
 //!
 //! CAVEATS
-//! - Not wired into the replica yet: elections, fencing and step-down are the rest of issue 6.
+//! - A voter that heard from its leader recently refuses real votes too, not only pre-votes
+//!   (leader stickiness): a planned handover must make the old leader step down first.
 
 use super::record::{Epoch, Lsn};
 use crate::version::NodeId;

@@ -1,8 +1,10 @@
 //! The messages replicas send each other: the whole single-leader protocol in one enum.
 //!
 //! The server carries them over the peer transport (postcard in length-prefixed frames) and
-//! never looks inside; the simulator will carry them over a simulated network. Every message
-//! carries its sender's epoch, so that a later failover can fence an old leader.
+//! never looks inside; the simulator carries them over a simulated network. Every message
+//! carries its sender's epoch: a receiver in a newer epoch refuses it (answering with its own
+//! epoch, which makes an old leader step down), and a receiver in an older one moves to the
+//! sender's epoch first. That is the fencing of issue 6.
 
 use super::record::{Change, Epoch, LogRecord, Lsn};
 use crate::kv::{Reply, Request};
@@ -19,6 +21,10 @@ pub enum Message {
         epoch: Epoch,
         /// The record before the first one here; the follower refuses a gap after its own log.
         prev_lsn: Lsn,
+        /// The epoch of the leader's record at `prev_lsn`: the follower accepts the records
+        /// only if its own record there has the same epoch (then, as in Raft, the two logs
+        /// are equal through `prev_lsn`).
+        prev_epoch: Epoch,
         /// The records, in order, contiguous.
         records: Vec<LogRecord>,
         /// The leader's durable log end when it sent this.
@@ -26,10 +32,14 @@ pub enum Message {
         /// The leader's clock when it sent this, echoed back to measure lag in time.
         sent_at_ms: u64,
     },
-    /// Leader to follower, every heartbeat interval: "I lead, and my log ends here".
+    /// Leader to follower, every heartbeat interval, and at once when a read needs the
+    /// leader to confirm it still leads: "I lead, and my log ends here".
     Heartbeat {
         /// The leader's epoch.
         epoch: Epoch,
+        /// The leader's heartbeat round, echoed in acknowledgements: a majority echoing a round
+        /// sent after a read arrived proves the leader still led when the read was served.
+        round: u64,
         /// The leader's durable log end.
         leader_lsn: Lsn,
         /// The leader's clock when it sent this.
@@ -39,10 +49,20 @@ pub enum Message {
     Ack {
         /// The follower's view of the epoch.
         epoch: Epoch,
-        /// The follower's log is durable, and applied, through this record.
+        /// The follower's log is durable, and applied, through this record; after a refusal,
+        /// where the leader should ship from instead.
         durable_lsn: Lsn,
-        /// True when the follower refused an `Append` (a gap, or a snapshot out of step): the
-        /// leader resumes shipping after `durable_lsn`.
+        /// The follower's log is known to equal this leader's through this record (checked by
+        /// `Append`'s `prev_epoch` in this epoch): only this counts for acknowledgements.
+        matched_lsn: Lsn,
+        /// The epoch of the follower's last record: a leader that finds a follower holding
+        /// more records of its own epoch than it has lost data, and steps down.
+        last_epoch: Epoch,
+        /// The newest heartbeat round of this leader the follower has seen.
+        round: u64,
+        /// True when the follower refused an `Append` (a gap, a record of another epoch, or a
+        /// snapshot out of step), or a message from an older epoch: the leader resumes
+        /// shipping after `durable_lsn`, or steps down if `epoch` is newer than its own.
         reject: bool,
         /// The `sent_at_ms` of the newest leader message whose `leader_lsn` the follower's
         /// durable log has reached: the leader's own clock, so the lag in time it derives
@@ -65,6 +85,8 @@ pub enum Message {
         /// `lsn + 1`. Keys may be newer than `lsn` (the snapshot is taken while writes go on);
         /// replaying the log after it converges.
         lsn: Lsn,
+        /// The epoch of the leader's record at `lsn`, which becomes the follower's log base.
+        lsn_epoch: Epoch,
         /// The chunk's number, from 0.
         seq: u64,
         /// The key range's exclusive start; `None` for the first chunk.
@@ -102,6 +124,28 @@ pub enum Message {
         /// The reply.
         reply: Reply,
     },
+    /// Candidate to every other node: "vote for me in `epoch`" (or, for a pre-vote, "would
+    /// you, if I stood?", which changes nothing on either side).
+    Vote {
+        /// The epoch the candidate stands in (for a pre-vote, the one it would stand in).
+        epoch: Epoch,
+        /// The epoch of the candidate's last record.
+        last_epoch: Epoch,
+        /// The candidate's last record.
+        last_lsn: Lsn,
+        /// A pre-vote.
+        pre_vote: bool,
+    },
+    /// Voter to candidate: the answer to a `Vote`, sent only once the voter's new state is
+    /// durable.
+    VoteReply {
+        /// The voter's epoch after the request (newer than the candidate's: it lost).
+        epoch: Epoch,
+        /// The vote (or pre-vote) is granted.
+        granted: bool,
+        /// It answers a pre-vote.
+        pre_vote: bool,
+    },
 }
 
 impl Message {
@@ -113,7 +157,29 @@ impl Message {
             | Message::Ack { epoch, .. }
             | Message::SnapshotChunk { epoch, .. }
             | Message::Forward { epoch, .. }
-            | Message::ForwardReply { epoch, .. } => *epoch,
+            | Message::ForwardReply { epoch, .. }
+            | Message::Vote { epoch, .. }
+            | Message::VoteReply { epoch, .. } => *epoch,
         }
+    }
+
+    /// The message's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Append { .. } => "Append",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::Ack { .. } => "Ack",
+            Message::SnapshotChunk { .. } => "SnapshotChunk",
+            Message::Forward { .. } => "Forward",
+            Message::ForwardReply { .. } => "ForwardReply",
+            Message::Vote { .. } => "Vote",
+            Message::VoteReply { .. } => "VoteReply",
+        }
+    }
+
+    /// True for the messages only a leader sends (`Append`, `Heartbeat`, `SnapshotChunk`):
+    /// receiving one in an epoch names the epoch's leader.
+    pub fn from_leader(&self) -> bool {
+        matches!(self, Message::Append { .. } | Message::Heartbeat { .. } | Message::SnapshotChunk { .. })
     }
 }

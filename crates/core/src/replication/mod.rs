@@ -8,12 +8,13 @@
 //! - [`log`]: the durable replication log every replica keeps, in segment files with bounded
 //!   retention.
 //! - [`election`]: the rules of a leader election (votes, pre-votes, majorities, timeouts), as
-//!   pure functions; not wired into the replica yet (issue 6).
-//! - [`vote`]: a voter's durable state (epoch, vote), saved before a vote is sent; not used
-//!   yet either.
+//!   pure functions the replica drives.
+//! - [`vote`]: a voter's durable state (epoch, vote), saved before a vote is sent.
+//! - [`rollback`]: the files that keep the writes a rejoining node cut from its log.
 //! - [`message`]: the peer protocol, one [`Message`] enum: `Append` / `Ack` for shipping,
-//!   `Heartbeat` for lag and liveness, `SnapshotChunk` for a follower behind the retained log,
-//!   `Forward` / `ForwardReply` for writes a follower forwards.
+//!   `Heartbeat` for lag, liveness and confirming leadership, `SnapshotChunk` for a follower
+//!   behind the retained log, `Forward` / `ForwardReply` for writes a follower forwards,
+//!   `Vote` / `VoteReply` for elections.
 //!
 //! The rules (who ships what when, what an acknowledgement means, how lag is measured, how a
 //! restarted replica recovers) live with the replica: see [`crate::replica`], whose essay is
@@ -28,8 +29,11 @@ pub mod election;
 pub mod log;
 pub mod message;
 pub mod record;
+pub mod rollback;
 pub mod vote;
 
 pub use log::{ReplicationLog, ReplogOptions, ReplogStats};
 pub use message::Message;
 pub use record::{Change, Epoch, LogRecord, Lsn};
+pub use rollback::{RollbackEntry, RollbackLog};
+pub use vote::VoteStore;

@@ -7,13 +7,38 @@
 //! the acknowledged write, which overwrote it, was rolled back). Indeterminate writes may or
 //! may not survive, so they never count as lost, and a final value from an indeterminate
 //! write is allowed wherever it could have been applied.
+//!
+//! Modes that do not promise survival across a failover (async, and semi-sync where K+1 is
+//! not a majority) may lose acknowledged writes, but never in silence: the run's verdict then
+//! requires each lost write to be in some node's rollback log (see `run`).
 
 use crate::history::{History, Op, Outcome};
 use std::collections::BTreeMap;
 
+/// An acknowledged write that did not survive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    /// The key written.
+    pub key: String,
+    /// The value written.
+    pub value: u64,
+    /// What shows it lost.
+    pub why: String,
+}
+
 /// Checks `history` against the final `state` (key -> value) of the node that must hold every
 /// acknowledged write; an error names the first write lost and what replaced it.
 pub fn acknowledged_writes_survive(history: &History, state: &BTreeMap<String, u64>) -> Result<(), String> {
+    match lost_writes(history, state).into_iter().next() {
+        None => Ok(()),
+        Some(lost) => Err(lost.why),
+    }
+}
+
+/// Every acknowledged write of `history` that the final `state` shows lost (a key holding a
+/// value no client wrote is reported too, as value 0).
+pub fn lost_writes(history: &History, state: &BTreeMap<String, u64>) -> Vec<Lost> {
+    let mut lost = Vec::new();
     let writes: BTreeMap<u64, &crate::history::Event> = history
         .events
         .iter()
@@ -25,25 +50,27 @@ pub fn acknowledged_writes_survive(history: &History, state: &BTreeMap<String, u
     for e in &history.events {
         let (Op::Write { key, value }, Outcome::Ok(_)) = (&e.op, &e.outcome) else { continue };
         let Some(final_value) = state.get(key) else {
-            return Err(format!(
-                "acknowledged write of {value} to {key} (client {}) is lost: the key is absent",
-                e.client
-            ));
+            let why = format!("acknowledged write of {value} to {key} (client {}) is lost: the key is absent", e.client);
+            lost.push(Lost { key: key.clone(), value: *value, why });
+            continue;
         };
         let Some(final_write) = writes.get(final_value) else {
-            return Err(format!("{key} holds {final_value}, which no client wrote"));
+            let why = format!("{key} holds {final_value}, which no client wrote");
+            lost.push(Lost { key: key.clone(), value: 0, why });
+            continue;
         };
         if final_write.complete_ms.is_some_and(|done| done < e.invoke_ms) {
-            return Err(format!(
+            let why = format!(
                 "acknowledged write of {value} to {key} (client {}, invoked at {} ms) is lost: the key holds {final_value}, \
                  written before it (completed at {} ms)",
                 e.client,
                 e.invoke_ms,
                 final_write.complete_ms.unwrap_or_default()
-            ));
+            );
+            lost.push(Lost { key: key.clone(), value: *value, why });
         }
     }
-    Ok(())
+    lost
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct ReplogStats {
     pub segments: u64,
     /// Segments deleted by retention since the log opened.
     pub dropped_segments: u64,
+    /// Resets since the log opened.
+    pub resets: u64,
 }
 
 /// One segment's accounting, kept alike for files and for the in-memory log's virtual
@@ -129,6 +131,12 @@ pub struct ReplicationLog {
     pub(super) last_epoch: Epoch,
     /// Segments deleted by retention since the log opened.
     pub(super) dropped_segments: u64,
+    /// Resets since the log opened.
+    pub(super) resets: u64,
+    /// Where each epoch's run of records starts: lsn -> epoch, the first entry at the base
+    /// (the lsn before the first record, with the base's epoch). One entry per epoch change
+    /// within the retained log, so it is bounded by the log's records.
+    pub(super) epochs: BTreeMap<Lsn, Epoch>,
     /// The segment files; `None` for the in-memory log.
     pub(super) files: Option<Files>,
 }
@@ -174,6 +182,8 @@ impl ReplicationLog {
             last_lsn: 0,
             last_epoch: 0,
             dropped_segments: 0,
+            resets: 0,
+            epochs: BTreeMap::new(),
             files: None,
         }
     }
@@ -220,7 +230,7 @@ impl ReplicationLog {
         active.bytes += weight;
         self.bytes += weight;
         self.last_lsn = next;
-        self.last_epoch = record.epoch;
+        self.note_epoch(next, record.epoch);
         self.tail_bytes += hint;
         self.tail.push_back(record);
         self.trim_tail();
@@ -237,6 +247,11 @@ impl ReplicationLog {
 
     /// Adds `segment` as the newest.
     pub(super) fn start_segment(&mut self, segment: Segment) {
+        if self.segments.is_empty() {
+            // The first segment (at open, before or after its records were read, or after a
+            // reset): its base is where the log's epochs start.
+            self.epochs.insert(segment.base, segment.base_epoch);
+        }
         self.bytes += segment.bytes;
         self.segments.insert(segment.base + 1, segment);
     }
@@ -275,6 +290,23 @@ impl ReplicationLog {
     /// The epoch of the last record (or the epoch given to `reset`; 0 for a fresh log).
     pub fn last_epoch(&self) -> Epoch {
         self.last_epoch
+    }
+
+    /// The epoch of the record at `lsn` (of the base, for `first_lsn() - 1`); `None` outside
+    /// the retained log.
+    pub fn epoch_at(&self, lsn: Lsn) -> Option<Epoch> {
+        if lsn.saturating_add(1) < self.first_lsn() || lsn > self.last_lsn {
+            return None;
+        }
+        self.epochs.range(..=lsn).next_back().map(|(_, &epoch)| epoch)
+    }
+
+    /// The first lsn of the run of records of one epoch that holds `lsn` (the base,
+    /// `first_lsn() - 1`, when the run reaches back to it); `None` outside the retained log.
+    pub fn epoch_run_start(&self, lsn: Lsn) -> Option<Lsn> {
+        self.epoch_at(lsn)?;
+        let base = self.first_lsn() - 1;
+        self.epochs.range(..=lsn).next_back().map(|(&start, _)| start.max(base))
     }
 
     /// Records from `after + 1` on, in order: at least one if any exists, then more while
@@ -333,6 +365,11 @@ impl ReplicationLog {
             dropped += 1;
         }
         let first_lsn = self.first_lsn();
+        let base = first_lsn - 1;
+        if let Some(base_epoch) = self.epoch_at(base) {
+            self.epochs = self.epochs.split_off(&base);
+            self.epochs.insert(base, base_epoch);
+        }
         while self.tail.front().is_some_and(|record| record.lsn < first_lsn) {
             let record = self.tail.pop_front().expect("a front record");
             self.tail_bytes -= record.size_hint();
@@ -356,6 +393,8 @@ impl ReplicationLog {
             None => base,
         };
         self.segments.clear();
+        self.epochs.clear();
+        self.resets += 1;
         self.bytes = 0;
         self.start_segment(base);
         self.tail.clear();
@@ -379,16 +418,25 @@ impl ReplicationLog {
             bytes: self.bytes,
             segments: self.segments.len() as u64,
             dropped_segments: self.dropped_segments,
+            resets: self.resets,
         }
     }
 
     /// Adds a record read at open to the tail, keeping within `tail_bytes_max`.
     pub(super) fn push_recovered(&mut self, record: LogRecord) {
         self.last_lsn = record.lsn;
-        self.last_epoch = record.epoch;
+        self.note_epoch(record.lsn, record.epoch);
         self.tail_bytes += record.size_hint();
         self.tail.push_back(record);
         self.trim_tail_to(self.last_lsn);
+    }
+
+    /// Records that the record at `lsn`, the newest, is of `epoch`.
+    fn note_epoch(&mut self, lsn: Lsn, epoch: Epoch) {
+        if self.epochs.last_key_value().is_none_or(|(_, &last)| last != epoch) {
+            self.epochs.insert(lsn, epoch);
+        }
+        self.last_epoch = epoch;
     }
 
     /// Drops the tail's oldest written-out records while it exceeds `tail_bytes_max`; the

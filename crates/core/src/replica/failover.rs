@@ -1,0 +1,247 @@
+//! Failover: epochs, fencing, elections and the moves between roles (issue 6, DESIGN §7).
+//!
+//! The rules themselves (who may vote for whom, what a majority is) are pure functions in
+//! [`crate::replication::election`]; this module drives them from the replica's inputs:
+//!
+//! - **Fencing** ([`Replica::fence`]): every message carries its sender's epoch. One from an
+//!   older epoch is refused, and an old leader is answered with the newer epoch, so it steps
+//!   down; one from a newer epoch moves this node to it (durably, in its vote file) and makes
+//!   it a follower, of the sender if the sender leads. A node therefore acts in one epoch at a
+//!   time, and a leader never counts an acknowledgement from another epoch.
+//! - **Standing**: a follower that hears no leader for its election timeout (drawn afresh from
+//!   `election_timeout_ms..=2 * election_timeout_ms` each time) first asks for pre-votes for
+//!   the next epoch, which change nothing anywhere; only with a majority of them does it move
+//!   to that epoch, vote for itself (durably) and ask for votes. A majority of votes makes it
+//!   leader; otherwise it waits for its next timeout.
+//! - **Voting**: as [`decide_vote`] says, with the vote made durable before the answer leaves.
+//!   A voter that heard from its leader within the election timeout refuses, so a node
+//!   returning from a partition cannot depose a healthy leader.
+//! - **Becoming leader**: the new leader appends an empty record in its epoch. Shipping it
+//!   checks each follower's log against the leader's (a follower holding records of an older
+//!   epoch that no majority had cuts them, see the follower's essay), and once a majority holds
+//!   it, every record before it is safe to read (Raft's no-op).
+//! - **Stepping down**: a leader fenced by a newer epoch, or cut off from a majority for the
+//!   election timeout (see the leader's essay), fails what still waits and becomes a follower.
+
+use super::follower::{Candidacy, Follower};
+use super::leader::Leader;
+use super::{Canary, Outbox, Output, Replica, Role, State};
+use crate::error::Result;
+use crate::replication::election::{decide_vote, election_timeout_ms, LogPosition, Tally, VoteRequest, VoterState};
+use crate::replication::{Epoch, LogRecord, Message};
+use crate::storage::Engine;
+use crate::version::NodeId;
+
+impl<E: Engine> Replica<E> {
+    /// Fencing by epoch (module documentation). Returns false when the message must go no
+    /// further.
+    pub(super) fn fence(&mut self, now_ms: u64, from: NodeId, message: &Message, outbox: &mut Outbox) -> Result<bool> {
+        if matches!(self.state, State::Standalone) || matches!(message, Message::Vote { .. }) {
+            return Ok(true); // a vote request is decided by its own rules, in vote()
+        }
+        let (epoch, mine) = (message.epoch(), self.settings.epoch);
+        let pre_vote_reply = matches!(message, Message::VoteReply { pre_vote: true, .. });
+        if epoch < mine && !pre_vote_reply {
+            if self.settings.canary == Canary::NoFencing && message.from_leader() {
+                return self.unfenced(now_ms, from, message.clone(), outbox).map(|()| false);
+            }
+            tracing::debug!("refused a {} of epoch {epoch} from {from:?}: this node is in epoch {mine}", message.kind());
+            if message.from_leader() {
+                // Tell the old leader the newer epoch: it steps down.
+                let message = Message::Ack {
+                    epoch: mine,
+                    durable_lsn: self.log.last_lsn(),
+                    matched_lsn: 0,
+                    last_epoch: self.log.last_epoch(),
+                    round: 0,
+                    reject: true,
+                    caught_up_at_ms: 0,
+                    snapshot: None,
+                };
+                outbox.now.push(Output::Send { to: from, message });
+            }
+            return Ok(false);
+        }
+        if epoch > mine {
+            tracing::info!("{from:?} is in epoch {epoch}, newer than this node's {mine}: moving to it");
+            self.votes.save(VoterState { epoch, voted_for: None })?;
+            self.settings.epoch = epoch;
+            self.become_follower(now_ms, message.from_leader().then_some(from), outbox)?;
+            return Ok(true);
+        }
+        if message.from_leader() {
+            match &mut self.state {
+                State::Leader(_) => {
+                    tracing::error!("{from:?} claims to lead epoch {epoch}, which this node leads: ignored");
+                    return Ok(false);
+                }
+                State::Follower(f) if f.leader.is_none() => {
+                    tracing::info!("{from:?} leads epoch {epoch}");
+                    f.leader = Some(from);
+                    f.candidacy = None;
+                    let leader_hint = self.settings.hint(from);
+                    self.settings.role = Role::Follower { leader: Some(from), leader_hint };
+                }
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
+    /// The `NoFencing` canary: a follower takes an old leader's message as its leader's and
+    /// answers in the old epoch.
+    fn unfenced(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
+        let State::Follower(follower) = &mut self.state else { return Ok(()) };
+        let mut settings = self.settings.clone();
+        settings.epoch = message.epoch();
+        let (log, store, rollback) = (&mut self.log, &mut self.store, &mut self.rollback);
+        follower.message(now_ms, from, message, log, store, rollback, &settings, outbox)
+    }
+
+    /// A request for a vote or a pre-vote from `candidate`.
+    pub(super) fn vote(
+        &mut self,
+        now_ms: u64,
+        candidate: NodeId,
+        epoch: Epoch,
+        last: LogPosition,
+        pre_vote: bool,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        let leader_recent = match &self.state {
+            State::Standalone => return Ok(()),
+            State::Leader(_) => true,
+            State::Follower(f) => {
+                f.leader.is_some()
+                    && f.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < self.settings.election_timeout_ms)
+            }
+        };
+        let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
+        let request = VoteRequest { epoch, candidate, last, pre_vote };
+        let decision = decide_vote(self.votes.state(), mine, request, leader_recent);
+        if decision.state != self.votes.state() {
+            self.votes.save(decision.state)?;
+        }
+        if decision.state.epoch > self.settings.epoch {
+            self.settings.epoch = decision.state.epoch;
+            self.become_follower(now_ms, None, outbox)?;
+        }
+        if decision.granted && !pre_vote {
+            self.election_deadline_ms = now_ms + self.draw_election_timeout();
+        }
+        tracing::debug!(
+            "{} from {candidate:?} for epoch {epoch}: {} ({})",
+            if pre_vote { "pre-vote" } else { "vote" },
+            if decision.granted { "granted" } else { "refused" },
+            decision.reason
+        );
+        let message = Message::VoteReply { epoch: self.settings.epoch, granted: decision.granted, pre_vote };
+        outbox.now.push(Output::Send { to: candidate, message });
+        Ok(())
+    }
+
+    /// An answer to this node's request for votes.
+    pub(super) fn vote_reply(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        epoch: Epoch,
+        granted: bool,
+        pre_vote: bool,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        let voters = self.settings.peers.len() + 1;
+        let State::Follower(follower) = &mut self.state else { return Ok(()) };
+        let Some(candidacy) = &mut follower.candidacy else { return Ok(()) };
+        if candidacy.pre_vote != pre_vote || (!pre_vote && candidacy.epoch != epoch) {
+            return Ok(()); // an answer to an earlier round
+        }
+        candidacy.tally.record(from, granted);
+        if candidacy.tally.won(voters) {
+            return if pre_vote { self.stand(now_ms, false, outbox) } else { self.become_leader(now_ms, outbox) };
+        }
+        if candidacy.tally.lost(voters) {
+            tracing::debug!("lost the {} for epoch {}", if pre_vote { "pre-vote" } else { "election" }, candidacy.epoch);
+            follower.candidacy = None;
+        }
+        Ok(())
+    }
+
+    /// Stands in the next epoch: a pre-vote first, the election once the pre-vote is won.
+    pub(super) fn stand(&mut self, now_ms: u64, pre_vote: bool, outbox: &mut Outbox) -> Result<()> {
+        let State::Follower(follower) = &mut self.state else { return Ok(()) };
+        let epoch = self.settings.epoch + 1;
+        if pre_vote {
+            tracing::debug!("no leader heard: asking for pre-votes for epoch {epoch}");
+        } else {
+            self.votes.save(VoterState { epoch, voted_for: Some(self.settings.node) })?;
+            self.settings.epoch = epoch;
+            self.settings.role = Role::Follower { leader: None, leader_hint: String::new() };
+            follower.follow(None);
+            self.elections.0 += 1;
+            tracing::info!("standing for election in epoch {epoch}");
+        }
+        let mut tally = Tally::default();
+        tally.record(self.settings.node, true);
+        follower.candidacy = Some(Candidacy { pre_vote, epoch, tally });
+        self.election_deadline_ms = now_ms + self.draw_election_timeout();
+        let (last_epoch, last_lsn) = (self.log.last_epoch(), self.log.last_lsn());
+        for &to in &self.settings.peers {
+            let message = Message::Vote { epoch, last_epoch, last_lsn, pre_vote };
+            outbox.now.push(Output::Send { to, message });
+        }
+        if self.settings.peers.is_empty() {
+            // A cluster of one: its own vote is the majority.
+            return if pre_vote { self.stand(now_ms, false, outbox) } else { self.become_leader(now_ms, outbox) };
+        }
+        Ok(())
+    }
+
+    /// Won the election: leads the epoch, from an empty record in it.
+    fn become_leader(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        let followers = self.settings.peers.clone();
+        let epoch = self.settings.epoch;
+        let mut leader = Leader::new(&followers, now_ms);
+        leader.restarted(self.durable.min(self.log.last_lsn()));
+        let record = LogRecord { lsn: self.log.last_lsn() + 1, epoch, changes: Vec::new() };
+        let bytes = record.size_hint() as u64;
+        self.log.append(record)?;
+        leader.logged(self.log.last_lsn(), bytes);
+        self.elections.1 += 1;
+        tracing::info!("won the election: leading epoch {epoch} from lsn {}", self.log.last_lsn());
+        self.settings.role = Role::Leader { followers };
+        self.state = State::Leader(leader);
+        if let State::Leader(leader) = &mut self.state {
+            leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
+        }
+        Ok(())
+    }
+
+    /// Becomes a follower of `leader` (`None`: unknown yet) in the current epoch; a leader
+    /// steps down first, failing what still waits.
+    pub(super) fn become_follower(&mut self, now_ms: u64, leader: Option<NodeId>, outbox: &mut Outbox) -> Result<()> {
+        if let State::Leader(old) = &mut self.state {
+            tracing::warn!("stepping down: no longer leading (now in epoch {})", self.settings.epoch);
+            old.step_down(&self.settings, outbox);
+        }
+        let leader_hint = leader.map(|l| self.settings.hint(l)).unwrap_or_default();
+        self.settings.role = Role::Follower { leader, leader_hint };
+        match &mut self.state {
+            State::Follower(follower) => follower.follow(leader),
+            _ => self.state = State::Follower(Follower::new(leader)),
+        }
+        self.election_deadline_ms = now_ms + self.draw_election_timeout();
+        Ok(())
+    }
+
+    /// The next election timeout, from the replica's seeded draws.
+    pub(super) fn draw_election_timeout(&mut self) -> u64 {
+        // splitmix64: small, and every seed gives a different sequence.
+        self.random = self.random.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let t = self.settings.election_timeout_ms;
+        election_timeout_ms(t, t.saturating_mul(2), z ^ (z >> 31))
+    }
+}
