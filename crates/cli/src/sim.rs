@@ -80,6 +80,10 @@ pub enum CanaryArg {
     SilentAsync,
     /// Snapshots leave out a key per chunk.
     SnapshotSkipsKey,
+    /// Leaders answer reads without confirming they still lead.
+    UnconfirmedReads,
+    /// No fencing by epoch, no step-down.
+    NoFencing,
 }
 
 impl From<CanaryArg> for Canary {
@@ -90,6 +94,8 @@ impl From<CanaryArg> for Canary {
             CanaryArg::FollowerOutOfOrder => Canary::FollowerOutOfOrder,
             CanaryArg::SilentAsync => Canary::SilentAsync,
             CanaryArg::SnapshotSkipsKey => Canary::SnapshotSkipsKey,
+            CanaryArg::UnconfirmedReads => Canary::UnconfirmedReads,
+            CanaryArg::NoFencing => Canary::NoFencing,
         }
     }
 }

@@ -263,8 +263,9 @@ pub enum Canary {
     SnapshotSkipsKey,
     /// A leader answers reads at once, without confirming it still leads.
     UnconfirmedReads,
-    /// A follower takes an old leader's messages as its leader's, and acknowledges them in
-    /// the old epoch: no fencing.
+    /// No fencing: a follower takes an old leader's messages as its leader's and acknowledges
+    /// them in the old epoch, and a leader neither steps down without a majority nor hears of
+    /// a newer epoch.
     NoFencing,
 }
 
@@ -744,7 +745,8 @@ impl<E: Engine> Replica<E> {
                 // The epoch's leader shipping, beating or sending a snapshot (fence() made
                 // `from` this follower's leader when it is the epoch's).
                 if follower.leader != Some(from) {
-                    tracing::warn!("follower ignores a {} from {from:?}, which is not its leader", message.kind());
+                    // An acknowledgement sent to this node while it led, say.
+                    tracing::debug!("follower ignores a {} from {from:?}, which is not its leader", message.kind());
                     return Ok(());
                 }
                 let heard = message.from_leader();
@@ -933,7 +935,13 @@ impl<E: Engine> Replica<E> {
         if replayed > 0 {
             tracing::info!("recovery applied {replayed} logged changes the engine had not kept");
         }
-        if !matches!(self.state, State::Leader(_)) || engine_ts <= log_ts {
+        if engine_ts <= log_ts {
+            return Ok(());
+        }
+        if matches!(self.state, State::Follower(_)) {
+            return self.repair_strays(log_ts);
+        }
+        if !matches!(self.state, State::Leader(_)) {
             return Ok(());
         }
         if self.log.first_lsn() > self.log.last_lsn() {
@@ -974,6 +982,71 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 }
+
+impl<E: Engine> Replica<E> {
+    /// Recovery of a follower whose engine kept writes its log lost (newer than `log_ts`):
+    /// the records they came from may never be shipped again (a new leader may hold other
+    /// records at those positions), so each such key goes back to its newest change in the
+    /// log, or is deleted when the log holds the whole history and no change to it. When the
+    /// log lacks the history to say (it starts after a snapshot or retention), the replica
+    /// empties itself and takes the leader's history again.
+    fn repair_strays(&mut self, log_ts: crate::version::Timestamp) -> Result<()> {
+        if self.log.first_lsn() > self.log.last_lsn() {
+            // No record to date the engine's keys by (just after a snapshot): keep them.
+            return Ok(());
+        }
+        let mut strays: std::collections::BTreeMap<bytes::Bytes, Option<Change>> = BTreeMap::new();
+        let mut from: Option<bytes::Bytes> = None;
+        loop {
+            let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = self.store.engine().scan(bound, RECOVERY_SCAN_KEYS);
+            let Some((last, _)) = chunk.last() else { break };
+            from = Some(last.clone());
+            for (key, meta) in chunk {
+                if meta.version.ts > log_ts && strays.len() < RECOVERY_STRAYS_MAX {
+                    strays.insert(key, None);
+                }
+            }
+        }
+        let mut after = self.log.first_lsn() - 1;
+        while let Some(records) = self.log.read(after, RECOVERY_READ_BYTES)? {
+            let Some(last) = records.last() else { break };
+            after = last.lsn;
+            for change in records.into_iter().flat_map(|r| r.changes) {
+                if let Some(newest) = strays.get_mut(&change.key) {
+                    *newest = Some(change);
+                }
+            }
+        }
+        let whole_history = self.log.first_lsn() == 1;
+        if strays.len() >= RECOVERY_STRAYS_MAX || (!whole_history && strays.values().any(Option::is_none)) {
+            tracing::warn!(
+                "the engine kept writes the replication log lost, and the log no longer holds what they replaced: \
+                 emptying this replica to take the leader's history again"
+            );
+            follower::wipe(&mut self.store)?;
+            self.store.engine_mut().flush(0)?;
+            self.log.reset(0, 0)?;
+            return Ok(());
+        }
+        tracing::warn!("the engine kept {} writes the replication log lost: undoing them", strays.len());
+        for (key, newest) in strays {
+            let change = newest.unwrap_or(Change {
+                key,
+                record: crate::storage::Record {
+                    version: crate::version::Version::default(),
+                    value: None,
+                    expire_at_ms: None,
+                },
+            });
+            self.store.apply(change)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys a follower's recovery undoes one by one at most; beyond, it starts again empty.
+const RECOVERY_STRAYS_MAX: usize = 100_000;
 
 /// Keys one REPLIKV.DIGEST BUCKET lists at most.
 pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;

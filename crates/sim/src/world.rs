@@ -237,6 +237,8 @@ pub struct World {
     /// The first write acknowledged on fewer durable copies than its mode promises.
     pub under_replicated: Option<String>,
     quiet: bool,
+    /// Every trace line also goes to stderr (`REPLIKV_SIM_TRACE=1`, for debugging a seed).
+    print_trace: bool,
 }
 
 impl World {
@@ -316,12 +318,16 @@ impl World {
             leader_crashed_at: None,
             under_replicated: None,
             quiet: false,
+            print_trace: std::env::var_os("REPLIKV_SIM_TRACE").is_some(),
         }
     }
 
     /// Writes a trace line.
     fn trace(&mut self, line: String) {
         let line = format!("t={} {line}", self.now);
+        if self.print_trace {
+            eprintln!("{line}");
+        }
         self.trace_hash.update(line.as_bytes());
         self.trace_hash.update(b"\n");
         if self.trace_tail.len() == TRACE_TAIL_LINES {
@@ -740,8 +746,20 @@ impl World {
         if self.under_replicated.is_some() {
             return;
         }
-        // A copy is this very record: durable at `lsn`, and of the epoch the leader wrote it in.
-        let holds = |n: &Node| n.log_synced >= lsn && n.replica.as_ref().is_some_and(|r| r.log_epoch_at(lsn) == Some(epoch));
+        // A copy is this very record: durable at `lsn`, and of the epoch the leader wrote it in
+        // (or already behind the node's log start, dropped by its retention).
+        let holds = |n: &Node| {
+            let (at, first) = match (&n.replica, &n.stored_files) {
+                (Some(r), _) => (r.log_epoch_at(lsn), r.first_lsn()),
+                (None, Some(files)) => (files.log.epoch_at(lsn), files.log.first_lsn()),
+                (None, None) => return false,
+            };
+            n.log_synced >= lsn
+                && match at {
+                    Some(e) => e == epoch,
+                    None => lsn < first,
+                }
+        };
         let leader = holds(&self.nodes[node]);
         let followers =
             self.nodes.iter().enumerate().filter(|(j, n)| *j != node && holds(n)).count();
@@ -753,6 +771,23 @@ impl World {
                 self.config.acks_needed,
                 self.config.acks_label
             );
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(j, n)| match &n.replica {
+                    Some(r) => format!(
+                        "n{}: synced {} log {}..={} epoch at {lsn} {:?}",
+                        j + 1,
+                        n.log_synced,
+                        r.first_lsn(),
+                        r.last_lsn(),
+                        r.log_epoch_at(lsn)
+                    ),
+                    None => format!("n{}: down", j + 1),
+                })
+                .collect();
+            let why = format!("{why} (epoch {epoch}, by n{}; {})", node + 1, nodes.join("; "));
             self.trace(why.clone());
             self.under_replicated = Some(why);
         }

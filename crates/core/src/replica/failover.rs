@@ -62,6 +62,9 @@ impl<E: Engine> Replica<E> {
             }
             return Ok(false);
         }
+        if epoch > mine && self.settings.canary == Canary::NoFencing && matches!(self.state, State::Leader(_)) {
+            return Ok(false); // the planted bug: a deposed leader does not hear that it is
+        }
         if epoch > mine {
             tracing::info!("{from:?} is in epoch {epoch}, newer than this node's {mine}: moving to it");
             self.votes.save(VoterState { epoch, voted_for: None })?;

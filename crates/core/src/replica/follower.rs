@@ -187,20 +187,13 @@ impl Follower {
                 self.mark(leader_lsn, sent_at_ms);
                 self.round = self.round.max(round);
             }
-            Message::SnapshotChunk { attempt, lsn, lsn_epoch, seq, after, through, entries, done, .. } => {
+            Message::SnapshotChunk { attempt, lsn, lsn_epoch, epochs, seq, after, through, entries, done, .. } => {
                 if attempt < self.newest_attempt {
                     return Ok(()); // an abandoned attempt's chunk, delivered late
                 }
                 self.newest_attempt = attempt;
                 if seq == 0 {
-                    if log.last_lsn() > self.matched {
-                        tracing::warn!(
-                            "a snapshot replaces records {}..={} this follower could not check against the leader's \
-                             log; they are not saved to the rollback log",
-                            self.matched + 1,
-                            log.last_lsn()
-                        );
-                    }
+                    save_outside_history(now_ms, lsn, &epochs, log, rollback)?;
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, 0)?;
@@ -230,7 +223,7 @@ impl Follower {
                 }
             }
             other => {
-                tracing::warn!("follower ignores a {} from its leader", other.kind());
+                tracing::debug!("follower ignores a {} from its leader", other.kind());
                 return Ok(());
             }
         }
@@ -388,9 +381,44 @@ impl Follower {
     }
 }
 
+/// Before a snapshot taken at `lsn` replaces this follower's log: saves to the rollback log
+/// every record of it that the leader's history, told by its epoch runs `epochs`, does not
+/// hold (a record whose epoch differs from the leader's at its position, or past `lsn`, and
+/// every one after the first such: logs that differ once differ from there on).
+fn save_outside_history(
+    now_ms: u64,
+    lsn: Lsn,
+    epochs: &[(Lsn, Epoch)],
+    log: &mut ReplicationLog,
+    rollback: &mut RollbackLog,
+) -> Result<()> {
+    let leader_epoch = |at: Lsn| epochs.iter().rev().find(|(start, _)| *start <= at).map(|(_, e)| *e);
+    let mut after = log.first_lsn() - 1;
+    let mut cutting = false;
+    let mut saved = 0;
+    while let Some(records) = log.read(after, CUT_READ_BYTES)? {
+        let Some(end) = records.last().map(|r| r.lsn) else { break };
+        after = end;
+        let from = records.iter().position(|r| {
+            cutting || r.lsn > lsn || leader_epoch(r.lsn).is_some_and(|e| e != r.epoch)
+        });
+        if let Some(from) = from {
+            cutting = true;
+            saved += rollback.save(&records[from..], now_ms)?;
+        }
+    }
+    if saved > 0 {
+        tracing::warn!(
+            "a snapshot replaces records the leader's history does not hold: saved their {saved} changes to the \
+             rollback log"
+        );
+    }
+    Ok(())
+}
+
 /// Deletes every key of `store` (a tombstone of the oldest version for each), in bounded
 /// scans.
-fn wipe<E: Engine>(store: &mut Store<E>) -> Result<()> {
+pub(super) fn wipe<E: Engine>(store: &mut Store<E>) -> Result<()> {
     let mut from: Option<Bytes> = None;
     loop {
         let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);

@@ -313,7 +313,7 @@ impl Leader {
     /// True when no majority of the cluster (this leader included) was heard from within
     /// `election_timeout_ms`: the leader must step down (module documentation, "Fencing").
     pub(super) fn lost_majority(&self, now_ms: u64, settings: &Settings) -> bool {
-        if !settings.auto_failover || self.followers.is_empty() {
+        if !settings.auto_failover || self.followers.is_empty() || settings.canary == super::Canary::NoFencing {
             return false;
         }
         let mut heard: Vec<u64> =
@@ -830,6 +830,7 @@ fn ship<E: Engine>(
                 attempt: s.attempt,
                 lsn: s.lsn,
                 lsn_epoch: s.lsn_epoch,
+                epochs: if s.next_seq == 0 { log.epoch_runs() } else { Vec::new() },
                 seq: s.next_seq,
                 after: s.after.clone(),
                 through: if done { None } else { through.clone() },

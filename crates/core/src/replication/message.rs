@@ -87,6 +87,10 @@ pub enum Message {
         lsn: Lsn,
         /// The epoch of the leader's record at `lsn`, which becomes the follower's log base.
         lsn_epoch: Epoch,
+        /// On the first chunk: where each epoch's run of records starts in the leader's log,
+        /// `(lsn, epoch)`, so that the follower can tell which of its own records the
+        /// leader's history does not hold, and save them before the snapshot replaces them.
+        epochs: Vec<(Lsn, Epoch)>,
         /// The chunk's number, from 0.
         seq: u64,
         /// The key range's exclusive start; `None` for the first chunk.

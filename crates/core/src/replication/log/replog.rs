@@ -309,6 +309,12 @@ impl ReplicationLog {
         self.epochs.range(..=lsn).next_back().map(|(&start, _)| start.max(base))
     }
 
+    /// Where each epoch's run of records starts, oldest first, from the base on: (lsn, epoch).
+    pub fn epoch_runs(&self) -> Vec<(Lsn, Epoch)> {
+        let base = self.first_lsn() - 1;
+        self.epochs.iter().map(|(&lsn, &epoch)| (lsn.max(base), epoch)).collect()
+    }
+
     /// Records from `after + 1` on, in order: at least one if any exists, then more while
     /// their summed [`LogRecord::size_hint`] stays within `bytes_max`. `Ok(None)` when
     /// `after + 1 < first_lsn()` (dropped by retention or a reset: the caller needs a
