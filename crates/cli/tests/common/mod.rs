@@ -194,10 +194,39 @@ impl Node {
         out
     }
 
+    /// The node's HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// True while the process runs (not killed or exited).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// A plain HTTP/1.1 request; returns (status, body).
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         http(self.http_port, method, path, body)
     }
+}
+
+/// A GET to 127.0.0.1:`port`, `None` if the node does not answer within `timeout` (down, or
+/// stopped).
+pub fn try_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let mut body = response[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Some((status, body))
 }
 
 /// A plain HTTP/1.1 request to 127.0.0.1:`port`; returns (status, body).

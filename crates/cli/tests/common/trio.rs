@@ -1,8 +1,8 @@
 //! Three nodes of one cluster on 127.0.0.1, laid out at DIR/e2e/cluster.toml as `replikv
 //! cluster start` lays a cluster out (so that `replikv check|fault --name e2e --data DIR`
-//! find it); n1 leads.
+//! find it); n1 leads at first, elections decide after that (the helpers ask who leads).
 
-use super::{cluster_ports, Node};
+use super::{cluster_ports, try_get, Node};
 use redis::Connection;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -73,9 +73,41 @@ impl Trio {
         serde_json::from_slice(&body).unwrap()
     }
 
-    /// The leader's view of follower `i` (1 or 2).
+    /// Node `i`'s `/api/v1/status`, `None` if it is down or does not answer within a second.
+    pub fn try_status(&self, i: usize) -> Option<Value> {
+        if !self.nodes[i].running() {
+            return None;
+        }
+        let (code, body) = try_get(self.nodes[i].http_port(), "/api/v1/status", Duration::from_secs(1))?;
+        (code == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+    }
+
+    /// The node that leads, among those in `among`, waiting (bounded) until exactly one of
+    /// them says it does.
+    pub fn leader_among(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let leaders: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&i| self.try_status(i).is_some_and(|s| s["replication"]["role"] == "leader"))
+                .collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            assert!(Instant::now() < deadline, "no single leader among {among:?}: {leaders:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node that leads now (waiting, bounded, for one).
+    pub fn leader(&self) -> usize {
+        self.leader_among(&[0, 1, 2])
+    }
+
+    /// The leader's view of follower `i`.
     pub fn follower(&self, i: usize) -> Value {
-        let status = self.status(0);
+        let status = self.status(self.leader());
         let id = format!("n{}", i + 1);
         status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
     }
@@ -92,7 +124,7 @@ impl Trio {
                 Instant::now() < deadline,
                 "n{} never {what}: {f}\nleader log:\n{}",
                 i + 1,
-                self.nodes[0].log_text()
+                self.nodes[self.leader()].log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
