@@ -3,8 +3,10 @@
 //!
 //! Scripts live in `clusterscripts/`, each named for what it pins. Lines:
 //!
-//! - `:cluster acks=sync|semi-sync:K|async followers=N retain=BYTES`: first, sets up the nodes
-//!   (n1 leads).
+//! - `:cluster acks=sync|semi-sync:K|async followers=N retain=BYTES failover=on|off`: first,
+//!   sets up the nodes (n1 leads). `failover=on` turns on elections and step-down, with an
+//!   election timeout of 300 ms (a follower stands after 300..=600 ms without a leader, each
+//!   node drawing its waits from its own seed, so they differ but repeat from run to run).
 //! - `nI COMMAND ARGS`: a client sends the command to node I; its number is printed, and its
 //!   reply whenever it arrives (`#3 -> OK`).
 //! - `:deliver` delivers the next message in flight, `:deliver N` the next N, `:deliver all`
@@ -13,11 +15,23 @@
 //!   `:swap` exchanges the next two (reordering).
 //! - `:cut nI` / `:heal`: messages to and from node I are lost / no longer.
 //! - `:tick MS`: time passes in ticks of 50 ms, messages stay in flight (heartbeats join them).
+//!   `:tick nI MS`: the same, but only node I's timers run (the others are stalled, as a paused
+//!   process is, until their next tick): the way to make one node's election timeout fire
+//!   first, or to keep a cut-off leader from noticing it lost its majority.
 //! - `:run MS`: time passes and every message is delivered as it is sent, unprinted (replies
-//!   still print).
+//!   and node logs still print).
 //! - `:crash nI`: node I restarts from its engine and log (the memory engine keeps what was
 //!   written: a crash of the process, not of the disk).
-//! - `:status`: each node's log end, and the leader's view of each follower.
+//! - `:status`: each node's role, epoch, vote in that epoch (`voted=nJ`), leader as it knows
+//!   it (`leader=nJ`), log end with its last record's epoch (`lsn=3@e2`), the changes it cut
+//!   into its rollback log and how many times it started again (`rolled_back=N rebuilds=N`,
+//!   when not 0), and the leader's view of each follower.
+//!
+//! Besides messages and replies, a script prints what the nodes log about failover, as
+//! `nI: text` (everything from `replica::failover`: votes and why they were granted or
+//! refused, standing, winning, fencing; and warnings from the rest of the replica: stepping
+//! down, cutting a log), with node ids written as `nI`. The log lines are the replica's own
+//! `tracing` events, caught by a subscriber scoped to the script's thread.
 //!
 //! Run with `UPDATE_GOLDEN=1` to rewrite the expected output, then review the diff.
 
@@ -27,7 +41,82 @@ use super::{Input, Replica};
 use crate::kv::{parse_command, Reply};
 use crate::replication::{Message, ReplogOptions};
 use crate::storage::MemoryEngine;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata};
+
+/// Deliveries one `:deliver all` or one settling round of `:run` makes at most.
+const DELIVERIES_MAX: usize = 100_000;
+
+thread_local! {
+    /// The log lines caught since the last step was printed, on this thread.
+    static LOG_LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `tracing` subscriber that keeps the replica's failover events as text, for the script.
+struct CaptureLogs;
+
+impl tracing::Subscriber for CaptureLogs {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Asked every time: other test threads have no subscriber, and a cached "never" from
+        // them must not hide this thread's events.
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let target = metadata.target();
+        target == "replikv_core::replica::failover"
+            || (target.starts_with("replikv_core::replica") && *metadata.level() <= Level::WARN)
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        LOG_LINES.with(|lines| lines.borrow_mut().push(message.0));
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+/// Steps node `i` with `input`, printing what it logged.
+fn step(c: &mut Cluster, i: usize, input: Input, out: &mut Vec<String>) {
+    c.step(i, input);
+    print_logs(c, i, out);
+}
+
+/// Prints the log lines caught since the last call as node `i`'s, `nI: text`.
+fn print_logs(c: &Cluster, i: usize, out: &mut Vec<String>) {
+    let lines = LOG_LINES.with(|lines| std::mem::take(&mut *lines.borrow_mut()));
+    for line in lines {
+        let named = c.ids.iter().enumerate().fold(line, |text, (j, id)| text.replace(&format!("{id:?}"), &name(j)));
+        out.push(format!("{}: {named}", name(i)));
+    }
+}
+
+/// How a script names node index `i`.
+fn name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
 
 /// A message, as a script prints it.
 fn describe(message: &Message) -> String {
@@ -88,13 +177,71 @@ fn deliver_one(c: &mut Cluster, out: &mut Vec<String>) -> bool {
     out.push(format!("n{} -> n{} {}{}", from + 1, to + 1, describe(&message), if lost { " (lost: cut)" } else { "" }));
     if !lost {
         let from = c.ids[from];
-        c.step(to, Input::Message { from, message });
+        step(c, to, Input::Message { from, message }, out);
     }
     true
 }
 
+/// Time passes in ticks of 50 ms for the nodes `which` (all: `None`), each message
+/// delivered as it is sent, unprinted, when `settle`.
+fn pass(c: &mut Cluster, ms: u64, which: Option<usize>, settle: bool, out: &mut Vec<String>) {
+    for _ in 0..ms.div_ceil(50) {
+        c.now += 50;
+        for i in 0..c.nodes.len() {
+            if which.is_none_or(|w| w == i) {
+                step(c, i, Input::Tick, out);
+            }
+        }
+        if !settle {
+            continue;
+        }
+        let mut left = DELIVERIES_MAX;
+        while let Some((from, to, message)) = c.net.pop_front() {
+            assert!(left > 0, "the network never went quiet");
+            left -= 1;
+            if !c.cut.contains(&from) && !c.cut.contains(&to) {
+                let from = c.ids[from];
+                step(c, to, Input::Message { from, message }, out);
+            }
+        }
+    }
+}
+
+/// One node's line of `:status`.
+fn status_line(c: &Cluster, i: usize) -> String {
+    let node = &c.nodes[i];
+    let status = node.status(c.now);
+    let index = |id| c.ids.iter().position(|known| *known == id).expect("a node of the cluster");
+    let mut text = format!("{} {} e{}", name(i), status.role, status.epoch);
+    if let Some(voted) = status.voted_for {
+        text += &format!(" voted={}", name(index(voted)));
+    }
+    if let Some(leader) = status.leader.as_ref().and_then(|view| view.leader) {
+        text += &format!(" leader={}", name(index(leader)));
+    }
+    let last_epoch = node.log_epoch_at(status.last_lsn).unwrap_or(0);
+    text += &format!(" lsn={}@e{last_epoch}", status.last_lsn);
+    if status.rolled_back > 0 {
+        text += &format!(" rolled_back={}", status.rolled_back);
+    }
+    if let Some(view) = status.leader.as_ref().filter(|view| view.rebuilds > 0) {
+        text += &format!(" rebuilds={}", view.rebuilds);
+    }
+    for f in &status.followers {
+        text += &format!(" | {}: {} acked={} lag={}", name(index(f.node)), f.mode, f.acked_lsn, f.lag_records);
+        if f.snapshots > 0 {
+            text += &format!(" snapshots={}", f.snapshots);
+        }
+    }
+    text
+}
+
 /// Runs one script and returns its text with fresh output.
 fn run_script(text: &str) -> String {
+    let _capture = tracing::subscriber::set_default(CaptureLogs);
+    // Callsites another thread registered while no subscriber was set cached "never": ask again.
+    tracing::callsite::rebuild_interest_cache();
+    LOG_LINES.with(|lines| lines.borrow_mut().clear());
     let mut cluster: Option<Cluster> = None;
     let mut seen = BTreeMap::new();
     let mut next_id = 0u64;
@@ -114,6 +261,7 @@ fn run_script(text: &str) -> String {
             let mut acks = 0;
             let mut followers = 2;
             let mut retain = ReplogOptions::default().retain_bytes_max;
+            let mut failover = false;
             for w in &words[1..] {
                 match w.split_once('=').expect("name=value") {
                     ("acks", "sync") => acks = usize::MAX,
@@ -121,12 +269,19 @@ fn run_script(text: &str) -> String {
                     ("acks", k) => acks = k.strip_prefix("semi-sync:").and_then(|k| k.parse().ok()).expect("acks"),
                     ("followers", n) => followers = n.parse().expect("followers"),
                     ("retain", n) => retain = n.parse().expect("retain"),
+                    ("failover", "on") => failover = true,
+                    ("failover", "off") => failover = false,
                     other => panic!("unknown :cluster setting {other:?}"),
                 }
             }
             let options =
                 ReplogOptions { retain_bytes_max: retain, segment_bytes_max: retain / 4, ..Default::default() };
-            cluster = Some(Cluster::new(followers, acks.min(followers), options));
+            let acks = acks.min(followers);
+            cluster = Some(if failover {
+                Cluster::failover(followers, acks, options)
+            } else {
+                Cluster::new(followers, acks, options)
+            });
             continue;
         }
         let c = cluster.as_mut().expect("the script starts with :cluster");
@@ -136,7 +291,7 @@ fn run_script(text: &str) -> String {
                     deliver_one(c, &mut results);
                 }
                 Some("all") => {
-                    let mut left = 10_000;
+                    let mut left = DELIVERIES_MAX;
                     while left > 0 && deliver_one(c, &mut results) {
                         left -= 1;
                     }
@@ -170,37 +325,24 @@ fn run_script(text: &str) -> String {
             }
             ":heal" => c.cut.clear(),
             ":tick" => {
-                let ms: u64 = words[1].parse().expect(":tick MS");
-                for _ in 0..ms.div_ceil(50) {
-                    c.now += 50;
-                    for i in 0..c.nodes.len() {
-                        c.step(i, Input::Tick);
-                    }
-                }
+                let (which, ms) = match words[1..] {
+                    [ms] => (None, ms),
+                    [n, ms] => (Some(node(n)), ms),
+                    _ => panic!(":tick [nI] MS"),
+                };
+                pass(c, ms.parse().expect(":tick [nI] MS"), which, false, &mut results);
             }
-            ":run" => c.run_for(words[1].parse().expect(":run MS")),
+            ":run" => pass(c, words[1].parse().expect(":run MS"), None, true, &mut results),
             ":crash" => {
                 let i = node(words[1]);
                 let settings = c.nodes[i].settings().clone();
                 let placeholder = Replica::new(MemoryEngine::new(), settings.node);
                 let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
                 c.nodes[i] = Replica::replicated(engine, files, settings, c.now).expect("restart");
+                print_logs(c, i, &mut results);
                 results.push(format!("n{} restarted at lsn {}", i + 1, c.nodes[i].last_lsn()));
             }
-            ":status" => {
-                for (i, n) in c.nodes.iter().enumerate() {
-                    let status = n.status(c.now);
-                    let mut text = format!("n{} {} lsn={}", i + 1, status.role, status.last_lsn);
-                    for f in &status.followers {
-                        let j = c.ids.iter().position(|id| *id == f.node).expect("a node") + 1;
-                        text += &format!(" | n{j}: {} acked={} lag={}", f.mode, f.acked_lsn, f.lag_records);
-                        if f.snapshots > 0 {
-                            text += &format!(" snapshots={}", f.snapshots);
-                        }
-                    }
-                    results.push(text);
-                }
-            }
+            ":status" => results.extend((0..c.nodes.len()).map(|i| status_line(c, i))),
             w if w.starts_with('n') && !w.starts_with(':') => {
                 let i = node(w);
                 let args = split_line(&words[1..].join(" "));
@@ -208,7 +350,7 @@ fn run_script(text: &str) -> String {
                 next_id += 1;
                 c.replies.remove(&next_id);
                 results.push(format!("#{next_id} sent to n{}", i + 1));
-                c.step(i, Input::Request { id: next_id, request });
+                step(c, i, Input::Request { id: next_id, request }, &mut results);
             }
             other => panic!("unknown script line {other:?}"),
         }
@@ -220,6 +362,6 @@ fn run_script(text: &str) -> String {
 
 #[test]
 fn cluster_golden_scripts() {
-    // The five scripts issue 5 names, at least.
-    check_scripts("clusterscripts", 5, run_script);
+    // The five scripts issue 5 names and the six of issue 6's elections, at least.
+    check_scripts("clusterscripts", 11, run_script);
 }

@@ -9,6 +9,9 @@ use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// The cluster's clock when it is built: every replica starts then.
+const START_MS: u64 = 1_000;
+
 /// A cluster of one leader (index 0) and followers, stepped by hand.
 pub(super) struct Cluster {
     pub(super) nodes: Vec<Replica<MemoryEngine>>,
@@ -80,13 +83,13 @@ impl Cluster {
                 settings.forward_writes = forward_writes;
                 settings.forward_timeout_ms = 1_000;
                 let files = ReplicaFiles::in_memory(options.clone());
-                Replica::replicated(MemoryEngine::new(), files, settings, 0).unwrap()
+                Replica::replicated(MemoryEngine::new(), files, settings, START_MS).unwrap()
             })
             .collect();
         Cluster {
             nodes,
             ids,
-            now: 1_000,
+            now: START_MS,
             net: VecDeque::new(),
             replies: BTreeMap::new(),
             cut: BTreeSet::new(),
@@ -351,8 +354,7 @@ fn a_leader_that_lost_its_data_steps_down_rather_than_overwrite_a_follower() {
     let mut settings = Settings::new(ids[0], Role::Leader { followers: vec![ids[1]] });
     settings.resend_ms = 300;
     c.nodes[0] =
-        Replica::replicated(MemoryEngine::new(), ReplicaFiles::in_memory(Default::default()), settings, c.now)
-            .unwrap();
+        Replica::replicated(MemoryEngine::new(), ReplicaFiles::in_memory(Default::default()), settings, c.now).unwrap();
     c.run_for(300);
     let status = c.nodes[0].status(c.now);
     assert_eq!(status.role, "follower", "it stepped down: {status:?}");
