@@ -90,11 +90,11 @@ mod leader;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
+use crate::replication::election::{LogPosition, VoterState};
 use crate::replication::{
     Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, ReplogOptions, RollbackLog, VoteStore,
 };
 use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
-use crate::replication::election::{LogPosition, VoterState};
 use crate::version::NodeId;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -142,11 +142,8 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     let followers = cluster.nodes.len() - 1;
     let mut settings = Settings::new(me, role);
     settings.peers = cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
-    settings.hints = cluster
-        .nodes
-        .iter()
-        .map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr)))
-        .collect();
+    settings.hints =
+        cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
     settings.auto_failover = r.auto_failover;
     settings.election_timeout_ms = r.election_timeout_ms;
     settings.seed = random_seed();

@@ -761,8 +761,7 @@ impl World {
                 }
         };
         let leader = holds(&self.nodes[node]);
-        let followers =
-            self.nodes.iter().enumerate().filter(|(j, n)| *j != node && holds(n)).count();
+        let followers = self.nodes.iter().enumerate().filter(|(j, n)| *j != node && holds(n)).count();
         if !leader || followers < self.config.acks_needed {
             let why = format!(
                 "request {id} (log position {lsn}) acknowledged with the leader's copy {} and {followers} of the {} \

@@ -45,7 +45,10 @@ impl<E: Engine> Replica<E> {
             if self.settings.canary == Canary::NoFencing && message.from_leader() {
                 return self.unfenced(now_ms, from, message.clone(), outbox).map(|()| false);
             }
-            tracing::debug!("refused a {} of epoch {epoch} from {from:?}: this node is in epoch {mine}", message.kind());
+            tracing::debug!(
+                "refused a {} of epoch {epoch} from {from:?}: this node is in epoch {mine}",
+                message.kind()
+            );
             if message.from_leader() {
                 // Tell the old leader the newer epoch: it steps down.
                 let message = Message::Ack {
@@ -85,7 +88,12 @@ impl<E: Engine> Replica<E> {
                     let leader_hint = self.settings.hint(from);
                     self.settings.role = Role::Follower { leader: Some(from), leader_hint };
                 }
-                _ => {}
+                State::Follower(f) => {
+                    // The epoch's leader is alive: a pre-vote under way is over (a late grant
+                    // must not make this node stand against it).
+                    f.candidacy = None;
+                }
+                State::Standalone => {}
             }
         }
         Ok(true)
@@ -164,7 +172,11 @@ impl<E: Engine> Replica<E> {
             return if pre_vote { self.stand(now_ms, false, outbox) } else { self.become_leader(now_ms, outbox) };
         }
         if candidacy.tally.lost(voters) {
-            tracing::debug!("lost the {} for epoch {}", if pre_vote { "pre-vote" } else { "election" }, candidacy.epoch);
+            tracing::debug!(
+                "lost the {} for epoch {}",
+                if pre_vote { "pre-vote" } else { "election" },
+                candidacy.epoch
+            );
             follower.candidacy = None;
         }
         Ok(())

@@ -399,9 +399,8 @@ fn save_outside_history(
     while let Some(records) = log.read(after, CUT_READ_BYTES)? {
         let Some(end) = records.last().map(|r| r.lsn) else { break };
         after = end;
-        let from = records.iter().position(|r| {
-            cutting || r.lsn > lsn || leader_epoch(r.lsn).is_some_and(|e| e != r.epoch)
-        });
+        let from =
+            records.iter().position(|r| cutting || r.lsn > lsn || leader_epoch(r.lsn).is_some_and(|e| e != r.epoch));
         if let Some(from) = from {
             cutting = true;
             saved += rollback.save(&records[from..], now_ms)?;

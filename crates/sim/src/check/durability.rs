@@ -50,7 +50,8 @@ pub fn lost_writes(history: &History, state: &BTreeMap<String, u64>) -> Vec<Lost
     for e in &history.events {
         let (Op::Write { key, value }, Outcome::Ok(_)) = (&e.op, &e.outcome) else { continue };
         let Some(final_value) = state.get(key) else {
-            let why = format!("acknowledged write of {value} to {key} (client {}) is lost: the key is absent", e.client);
+            let why =
+                format!("acknowledged write of {value} to {key} (client {}) is lost: the key is absent", e.client);
             lost.push(Lost { key: key.clone(), value: *value, why });
             continue;
         };
