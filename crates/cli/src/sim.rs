@@ -139,6 +139,8 @@ pub fn main(args: &SimArgs) -> Result<()> {
     let mut failed = Vec::new();
     let mut gave_up = 0;
     let (mut ops, mut crashes, mut partitions) = (0, 0, 0);
+    let (mut leaderships, mut rolled_back, mut acked_rolled_back) = (0, 0, 0);
+    let mut failover_ms: Vec<u64> = Vec::new();
     for seed in first..end {
         let config = SimConfig {
             seed,
@@ -158,6 +160,10 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ops += report.counts.ops;
         crashes += report.counts.crashes;
         partitions += report.counts.partitions;
+        leaderships += report.counts.leaderships;
+        rolled_back += report.counts.rolled_back;
+        acked_rolled_back += report.counts.acknowledged_rolled_back;
+        failover_ms.extend(&report.counts.failover_ms);
         gave_up += report.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::GaveUp(_))).count();
         if report.failed() {
             print_failure(&report);
@@ -177,10 +183,34 @@ pub fn main(args: &SimArgs) -> Result<()> {
         args.acks,
         failed.len()
     );
+    println!(
+        "failover: {leaderships} leaderships; {rolled_back} changes cut to rollback logs ({acked_rolled_back} of them \
+         acknowledged writes); {}",
+        failover_summary(&mut failover_ms)
+    );
     if !failed.is_empty() {
         bail!("checks failed for seed(s) {failed:?}");
     }
     Ok(())
+}
+
+/// The times from a leader's crash to the next acknowledged write, as median and p99.
+fn failover_summary(ms: &mut [u64]) -> String {
+    if ms.is_empty() {
+        return "no leader crash was followed by an acknowledged write".into();
+    }
+    ms.sort_unstable();
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "leader crash to next acknowledged write over {} crashes: median {} ms, p99 {} ms, max {} ms (virtual; election \
+         timeout {}..={} ms)",
+        ms.len(),
+        at(0.5),
+        at(0.99),
+        ms[ms.len() - 1],
+        replikv_sim::world::ELECTION_TIMEOUT_MS,
+        2 * replikv_sim::world::ELECTION_TIMEOUT_MS
+    )
 }
 
 /// One run as a line.

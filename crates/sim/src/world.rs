@@ -796,20 +796,11 @@ impl World {
     fn run_clients(&mut self) {
         for c in 0..self.clients.len() {
             if let Some(o) = &self.clients[c].outstanding {
-                if o.invoke_ms + CLIENT_TIMEOUT_MS <= self.now {
-                    let o = self.clients[c].outstanding.take().expect("checked");
-                    self.requests.remove(&o.id);
-                    self.counts.indeterminate += 1;
-                    let client = self.clients[c].id;
-                    self.clients[c].target = self.rng.gen_range(0..self.nodes.len());
-                    self.trace(format!("client {client} {:?} timed out", o.op));
-                    self.history.events.push(Event {
-                        client,
-                        op: o.op,
-                        invoke_ms: o.invoke_ms,
-                        complete_ms: None,
-                        outcome: Outcome::Indeterminate,
-                    });
+                // A client whose node is down sees its connection reset at once (a crashed
+                // process's sockets close); otherwise it waits for its timeout.
+                let reset = self.nodes[self.clients[c].target].down_until.is_some();
+                if reset || o.invoke_ms + CLIENT_TIMEOUT_MS <= self.now {
+                    self.give_up(c, if reset { "lost its connection" } else { "timed out" });
                 }
                 continue;
             }
@@ -849,6 +840,24 @@ impl World {
         let leaders: Vec<usize> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].replica.as_ref().is_some_and(|r| r.is_leader())).collect();
         (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Client `c`'s operation ends indeterminate (`why`); it will try another node.
+    fn give_up(&mut self, c: usize, why: &str) {
+        let Some(o) = self.clients[c].outstanding.take() else { return };
+        self.requests.remove(&o.id);
+        self.counts.indeterminate += 1;
+        let client = self.clients[c].id;
+        self.clients[c].target = self.rng.gen_range(0..self.nodes.len());
+        self.clients[c].next_at = self.now + 1 + self.rng.gen_range(0..20);
+        self.trace(format!("client {client} {:?} {why}", o.op));
+        self.history.events.push(Event {
+            client,
+            op: o.op,
+            invoke_ms: o.invoke_ms,
+            complete_ms: None,
+            outcome: Outcome::Indeterminate,
+        });
     }
 
     /// True when every node is up and holds the leader's log end, with the same digest.
