@@ -54,6 +54,14 @@
 //! An idle, connected follower shows a lag of about one round trip; a cut one shows a lag
 //! that grows with the wall clock.
 //!
+//! # Failover
+//!
+//! With `auto_failover`, followers elect a new leader when theirs is gone, and a leader cut
+//! off from a majority steps down; every message carries an epoch that fences old leaders.
+//! Leader reads are confirmed with a heartbeat round (read index) before they are answered.
+//! See `replica/failover.rs` for elections and fencing, the leader's essay for reads and step-down,
+//! and the follower's for how a rejoining node cuts what the new leader's history lacks.
+//!
 //! # Recovery
 //!
 //! The engine and the log are two files fsynced together per batch; a crash can leave either
@@ -62,16 +70,28 @@
 //! values and versions, so this restores exactly what the engine missed, also after a
 //! snapshot whose values may be newer than the records that follow it. If the engine holds
 //! writes newer than the log's last (its pages reached the disk, the log's did not), a leader
-//! logs those keys' current records again as new records, so that its followers get them; a
-//! follower does nothing, since it asks its leader again for every record after its log's end.
+//! logs those keys' current records again as new records, so that its followers get them. A
+//! follower (every restarted node, with `auto_failover`) undoes them instead: the record they
+//! came from may never be shipped again, since a new leader may hold another record at that
+//! position. Each such key goes back to its newest change in the log (or is deleted when the
+//! log holds the whole history and no change to it); when the log is too short to say, the
+//! replica empties itself and takes the leader's history again.
 //!
 //! CAVEATS
 //! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
 //!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
-//! - A leader read may see a write whose acknowledgements are still pending (read
-//!   uncommitted): linearizable leader reads come with failover (issue 6). WAIT counts the
-//!   followers that have every write the leader holds, not only the calling client's.
-//! - The leader is fixed by configuration; no failover yet.
+//! - WAIT counts the followers that have every write the leader holds, not only the calling
+//!   client's.
+//! - No planned handover (`FAILOVER`) yet; with `auto_failover` off nothing moves the leader.
+//! - A node whose data directory (vote file included) is wiped and that is listed first
+//!   starts as the leader of epoch 1: it is fenced as soon as it hears the cluster's newer
+//!   epoch, but in `async` it may acknowledge writes until then (they end in its rollback log
+//!   when it rejoins). A leader that finds a follower holding more of its own epoch than it
+//!   has steps down rather than overwrite it.
+//! - A node that cut records (or whose engine kept writes its log lost, with too little log
+//!   to undo them) takes the leader's whole history again, as a new node would: a logical
+//!   log without old values cannot undo in place.
+//! - Positions up to a log's base (after a snapshot) are taken as matching the leader's.
 //! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
 //!   block until its timeout).
 //! - A follower up but slow keeps the leader's log from shrinking (it is warned about, not
