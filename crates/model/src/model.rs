@@ -1,53 +1,67 @@
 //! The transitions: what each action does to the cluster, with the core's election rules
 //! deciding votes and majorities.
 //!
-//! An action is one atomic step of one replica (or one client): a timeout, the delivery of one
-//! message, a leader shipping its log to one peer, a client's write, a crash-restart. Each
-//! step reads and writes only the acting replica's state and the network, plus the ghost
-//! history; durable state is written before any message that depends on it leaves, because
-//! both happen in the same step.
+//! An action is one atomic step of one replica: a timeout, the delivery of one message, a
+//! leader shipping its log to one peer, a client's write reaching a leader, a crash-restart.
+//! A step reads and writes the acting replica's state, the network and the ghost history;
+//! durable state is written before any message that depends on it leaves, because both
+//! happen in the same step.
 //!
 //! # Message by message
 //!
-//! - **Timeout** (follower or candidate, epoch below the bound): the replica moves to
-//!   epoch + 1, votes for itself, and sends `RequestVote` to the others.
-//! - **`RequestVote`**: the voter asks [`decide_vote`] (with `leader_recent = false`), stores
-//!   the voter state it returns, steps down if that state is in a newer epoch, and answers a
-//!   grant, or a refusal when its epoch is newer than the request's.
+//! - **Timeout** (a follower, or a candidate that has not won, below
+//!   [`ElectionModel::epoch_max`]): it moves to epoch + 1, votes for itself, and sends
+//!   `RequestVote` to the others.
+//! - **`RequestVote`**: the voter asks [`decide_vote`] (`leader_recent = false`), stores the
+//!   voter state it returns, becomes a follower if that state is in a newer epoch, and answers
+//!   a grant, or a refusal when its epoch is newer than the request's.
 //! - **`Vote`**: a newer epoch makes the receiver adopt it as a follower; a grant in the
-//!   candidate's epoch is recorded, and a [`Tally`] that has [`won`](Tally::won) over
-//!   [`REPLICAS`] makes the candidate leader: it appends a no-op entry in its epoch.
-//! - **Replicate** (a leader's choice, any time, any peer): `Append` with the entries after
-//!   `prev_lsn`, where `prev_lsn` is the peer's known match or the leader's last LSN (an
-//!   optimistic guess, as Raft's initial next index, which the follower may refuse).
-//! - **`Append`**: an older epoch is refused with the receiver's epoch; a newer one is adopted;
-//!   a candidate of the same epoch becomes follower. The follower accepts when its entry at
-//!   `prev_lsn` has `prev_epoch`, cuts its log at the first entry whose epoch differs, appends
-//!   what it lacks, and answers `prev_lsn + entries`.
-//! - **`Appended`**: a newer epoch deposes the leader; a match raises the leader's
-//!   `matched[peer]` and may acknowledge pending writes.
+//!   candidate's epoch is recorded, and when a [`Tally`] of the grants has
+//!   [`won`](Tally::won) over [`REPLICAS`] the candidate becomes leader and appends a no-op
+//!   entry in its epoch.
+//! - **Replicate** (a leader's step, for a peer that lags: `matched[peer]` below its last
+//!   LSN): `Append` with its entries after `prev_lsn`, which is the peer's known match or,
+//!   optimistically, the LSN just before the leader's first entry of its own epoch (Raft's
+//!   initial next index), which the peer refuses if its log differs there. A leader has one
+//!   shipment outstanding per peer: it ships again only when neither its last `Append` to the
+//!   peer nor the peer's `Appended` is in flight.
+//! - **`Append`**: an older epoch is refused with the receiver's epoch; a newer one is
+//!   adopted; a candidate of the same epoch becomes follower. The follower accepts only if its
+//!   entry at `prev_lsn` has `prev_epoch`; then it cuts its log at the first shipped entry
+//!   whose epoch differs from its own entry there, appends what it lacks, and answers
+//!   `prev_lsn + entries` (it never cuts entries that agree: an old shipment arriving late
+//!   must not undo a newer one).
+//! - **`Appended`**: a newer epoch deposes the leader; a match in its epoch raises the
+//!   leader's `matched[peer]` and may acknowledge pending writes.
 //! - **Write** (a client that has not written, to a leader): the leader appends the value in
 //!   its epoch and keeps the client's reply pending.
-//! - **Crash** (a candidate or leader, within the crash bound): the replica restarts as a
-//!   follower with its voter state and log; its pending replies are gone.
+//! - **Crash** (a leader, within [`ElectionModel::crashes_max`]): it restarts as a follower
+//!   with its voter state and log; its pending replies are gone.
 //!
-//! A leader acknowledges a pending write when the write's entry is in its current epoch and a
-//! majority (a [`Tally`] of the replicas whose match reaches the write's LSN, itself
-//! included) holds it; the acknowledgement goes to the ghost history.
+//! A leader acknowledges a pending write when the write's entry is in the leader's current
+//! epoch and a majority holds it: a [`Tally`] over the replicas whose match reaches the
+//! write's LSN, the leader included. The acknowledgement goes to the ghost history.
+//!
+//! After every step, replies their recipient would ignore now and forever (see [`inert`]) are
+//! dropped: a loss the network allows anyway, and it merges states that differ only in
+//! messages nobody will act on.
 //!
 //! CAVEATS
-//! - A crash of a follower changes nothing the model tracks (a follower has no volatile
-//!   state), so only candidates and leaders crash: the same behaviours, fewer states.
-//! - A leader that receives an `Append` of its own epoch ignores it: that can only happen
-//!   when two leaders share an epoch, which the first property forbids and only a [`Bug`]
-//!   brings about.
+//! - Only leaders crash: a follower has no volatile state, so its crash changes nothing, and
+//!   a crashed candidate (a follower that voted for itself) acts as a candidate whose
+//!   remaining grants are lost, which the network already allows. The same behaviours, fewer
+//!   states.
+//! - A leader that receives an `Append` of its own epoch ignores it: only two leaders in one
+//!   epoch could send it, which the first property forbids and only a [`Bug`] brings about.
+//! - A leader with nothing to ship sends no heartbeats; its epoch spreads with its shipments.
 
-use crate::state::{node_id, Acked, Client, Entry, Envelope, Message, Payload, Replica, Role, State, REPLICAS};
+use crate::state::{node_id, Acked, Client, Entry, Envelope, Message, Node, Payload, Replica, Role, State};
+use crate::state::{CLIENTS, REPLICAS};
 use replikv_core::replication::election::{decide_vote, LogPosition, Tally, VoteRequest};
 use replikv_core::replication::{Epoch, Lsn};
 
 /// The highest epoch a replica may stand in: the bound on elections per run.
-pub const EPOCH_MAX: Epoch = 3;
+pub const EPOCH_MAX: Epoch = 2;
 
 /// The most crash-restarts per run, across all replicas.
 pub const CRASHES_MAX: u8 = 1;
@@ -61,6 +75,10 @@ pub enum Bug {
     VoterVotesTwice,
     /// A leader acknowledges a write as soon as it holds it, without waiting for a majority.
     AckOnOneCopy,
+    /// Followers accept an append without checking their entry at `prev_lsn`.
+    FollowerSkipsCheck,
+    /// Followers keep their own entry where a shipped one conflicts, instead of cutting there.
+    FollowerKeepsConflicts,
 }
 
 /// The election and acknowledgement model of a three-replica cluster with two clients.
@@ -74,10 +92,22 @@ pub struct ElectionModel {
     pub bug: Option<Bug>,
 }
 
+/// The fields of an `Append`, borrowed.
+struct Shipment<'a> {
+    /// The leader's epoch.
+    epoch: Epoch,
+    /// The LSN the entries follow.
+    prev_lsn: Lsn,
+    /// The epoch of the leader's entry at `prev_lsn`.
+    prev_epoch: Epoch,
+    /// The entries.
+    entries: &'a [Entry],
+}
+
 /// One step of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// The replica's election timeout fires: it stands in the next epoch.
+    /// The follower's (or candidate's) election timeout fires: it stands in the next epoch.
     Timeout(Replica),
     /// The message is delivered to its recipient (and leaves the network).
     Deliver(Envelope),
@@ -90,7 +120,7 @@ pub enum Action {
         /// The LSN the shipped entries follow.
         prev_lsn: Lsn,
     },
-    /// The client sends its write to the leader.
+    /// The client's write reaches the leader.
     Write {
         /// The writing client.
         client: Client,
@@ -117,56 +147,43 @@ impl ElectionModel {
         for (i, node) in state.nodes.iter().enumerate() {
             match &node.role {
                 Role::Follower | Role::Candidate { .. } if node.epoch < self.epoch_max => {
-                    actions.push(Action::Timeout(i))
+                    actions.push(Action::Timeout(i));
                 }
-                Role::Leader { matched, .. } => {
-                    self.enabled_leader(state, i, matched, actions);
+                Role::Leader { .. } => {
+                    enabled_leader(state, i, actions);
+                    if state.crashes < self.crashes_max {
+                        actions.push(Action::Crash(i));
+                    }
                 }
                 _ => {}
             }
-            if state.crashes < self.crashes_max && node.role != Role::Follower {
-                actions.push(Action::Crash(i));
-            }
         }
-        actions.extend(state.network.iter().cloned().map(Action::Deliver));
+        actions.extend(state.messages().map(Action::Deliver));
     }
 
-    /// Lists the steps of `leader`: shipping to each peer, and each waiting client's write.
-    fn enabled_leader(&self, state: &State, leader: Replica, matched: &[Lsn; REPLICAS], actions: &mut Vec<Action>) {
-        let last = state.nodes[leader].last().lsn;
-        for to in (0..REPLICAS).filter(|&to| to != leader) {
-            let mut guesses = vec![matched[to], last];
-            guesses.dedup();
-            for prev_lsn in guesses {
-                // Shipping what is already in flight would merge with it: no new state.
-                if !state.network.contains(&append(state, leader, to, prev_lsn)) {
-                    actions.push(Action::Replicate { leader, to, prev_lsn });
-                }
-            }
-        }
-        for client in 0..crate::state::CLIENTS as Client {
-            if !state.issued.contains(&client) {
-                actions.push(Action::Write { client, leader });
-            }
-        }
-    }
-
-    /// Applies `action` to `state`.
+    /// Applies `action` to `state`, then drops the replies that became inert.
     pub fn step(&self, state: &mut State, action: Action) {
         match action {
             Action::Timeout(i) => self.on_timeout(state, i),
-            Action::Deliver(envelope) => {
-                state.network.remove(&envelope);
-                self.on_message(state, envelope);
+            Action::Deliver(Envelope { from, to, message }) => {
+                state.network[from][to] = None;
+                self.on_message(state, from, to, message);
             }
             Action::Replicate { leader, to, prev_lsn } => {
-                let envelope = append(state, leader, to, prev_lsn);
-                state.network.insert(envelope);
+                let append = append(&state.nodes[leader], prev_lsn);
+                state.send(leader, to, append);
             }
             Action::Write { client, leader } => self.on_write(state, client, leader),
             Action::Crash(i) => {
                 state.crashes += 1;
                 state.nodes[i].role = Role::Follower;
+            }
+        }
+        for (from, channels) in state.network.iter_mut().enumerate() {
+            for (to, slot) in channels.iter_mut().enumerate() {
+                if slot.as_ref().is_some_and(|message| inert(&state.nodes[to], from, message)) {
+                    *slot = None;
+                }
             }
         }
     }
@@ -176,7 +193,9 @@ impl ElectionModel {
         let node = &mut state.nodes[i];
         node.epoch += 1;
         node.voted_for = Some(node_id(i));
-        node.role = Role::Candidate { granted: [node_id(i)].into() };
+        let mut granted = [false; REPLICAS];
+        granted[i] = true;
+        node.role = Role::Candidate { granted };
         let last = node.last();
         let request = Message::RequestVote { epoch: node.epoch, last_epoch: last.epoch, last_lsn: last.lsn };
         for to in (0..REPLICAS).filter(|&to| to != i) {
@@ -185,14 +204,14 @@ impl ElectionModel {
         self.maybe_win(state, i);
     }
 
-    /// Delivers `envelope` to its recipient.
-    fn on_message(&self, state: &mut State, envelope: Envelope) {
-        let Envelope { from, to, message } = envelope;
+    /// Delivers `message` from `from` to `to`.
+    fn on_message(&self, state: &mut State, from: Replica, to: Replica, message: Message) {
         match message {
             // A candidate asks this replica, in any role, for its vote.
             Message::RequestVote { epoch, last_epoch, last_lsn } => {
                 let last = LogPosition { epoch: last_epoch, lsn: last_lsn };
-                self.on_request_vote(state, from, to, VoteRequest { epoch, candidate: node_id(from), last, pre_vote: false })
+                let request = VoteRequest { epoch, candidate: node_id(from), last, pre_vote: false };
+                self.on_request_vote(state, from, to, request);
             }
             // A voter answers this replica's candidacy (or an older one).
             Message::Vote { epoch, granted } => {
@@ -201,16 +220,16 @@ impl ElectionModel {
                     node.adopt(epoch);
                 } else if let Role::Candidate { granted: grants } = &mut node.role {
                     if epoch == node.epoch && granted {
-                        grants.insert(node_id(from));
+                        grants[from] = true;
                         self.maybe_win(state, to);
                     }
                 }
             }
             // A leader ships entries to this replica.
             Message::Append { epoch, prev_lsn, prev_epoch, entries } => {
-                on_append(state, from, to, epoch, prev_lsn, prev_epoch, &entries)
+                self.on_append(state, from, to, Shipment { epoch, prev_lsn, prev_epoch, entries: &entries });
             }
-            // A follower answers this replica's shipment (perhaps from an older epoch).
+            // A follower answers this replica's shipment (perhaps one of an older epoch).
             Message::Appended { epoch, matched } => {
                 let node = &mut state.nodes[to];
                 if epoch > node.epoch {
@@ -240,49 +259,86 @@ impl ElectionModel {
             node.role = Role::Follower;
         }
         node.set_voter(decision.state);
+        // A refusal in the request's own epoch would change nothing at the candidate.
         if decision.granted || decision.state.epoch > request.epoch {
             let answer = Message::Vote { epoch: decision.state.epoch, granted: decision.granted };
             state.send(voter, candidate, answer);
         }
     }
 
+    /// An append reaches `follower`: Raft's consistency check, then the splice.
+    fn on_append(&self, state: &mut State, leader: Replica, follower: Replica, shipment: Shipment<'_>) {
+        let Shipment { epoch, prev_lsn, prev_epoch, entries } = shipment;
+        let node = &mut state.nodes[follower];
+        if epoch < node.epoch {
+            let refusal = Message::Appended { epoch: node.epoch, matched: None };
+            state.send(follower, leader, refusal);
+            return;
+        }
+        if epoch > node.epoch {
+            node.adopt(epoch);
+        }
+        match node.role {
+            Role::Leader { .. } => return,
+            Role::Candidate { .. } => node.role = Role::Follower,
+            Role::Follower => {}
+        }
+        // A refusal for a missing `prev_lsn` would change nothing at the leader: not sent.
+        if node.epoch_at(prev_lsn) != Some(prev_epoch) && self.bug != Some(Bug::FollowerSkipsCheck) {
+            return;
+        }
+        for (offset, &entry) in entries.iter().enumerate() {
+            let lsn = prev_lsn + 1 + offset as Lsn;
+            match node.entry(lsn) {
+                Some(mine) if mine.epoch == entry.epoch => continue,
+                Some(_) if self.bug == Some(Bug::FollowerKeepsConflicts) => continue,
+                Some(_) => node.log.truncate(lsn as usize - 1),
+                None => {}
+            }
+            node.log.push(entry);
+        }
+        let matched = prev_lsn + entries.len() as Lsn;
+        state.send(follower, leader, Message::Appended { epoch, matched: Some(matched) });
+    }
+
     /// A client's write reaches `leader`: appended in its epoch, its reply pending.
     fn on_write(&self, state: &mut State, client: Client, leader: Replica) {
-        state.issued.insert(client);
+        state.issued[client as usize] = true;
         let node = &mut state.nodes[leader];
         node.log.push(Entry { epoch: node.epoch, payload: Payload::Write(client) });
         let Role::Leader { pending, .. } = &mut node.role else {
             panic!("client {client} wrote to replica {leader}, which is not leader: {node:?}");
         };
-        pending.insert(client);
+        pending[client as usize] = true;
         self.maybe_acknowledge(state, leader);
     }
 
-    /// Makes candidate `i` leader if its grants are a majority: it appends its no-op and the
+    /// Makes candidate `i` leader if its grants are a majority: it appends its no-op, and the
     /// ghost history records the leadership.
     fn maybe_win(&self, state: &mut State, i: Replica) {
         let node = &mut state.nodes[i];
         let Role::Candidate { granted } = &node.role else { return };
         let mut tally = Tally::default();
-        for &voter in granted {
-            tally.record(voter, true);
+        for (voter, _) in granted.iter().enumerate().filter(|&(_, &granted)| granted) {
+            tally.record(node_id(voter), true);
         }
         if !tally.won(REPLICAS) {
             return;
         }
-        node.role = Role::Leader { matched: [0; REPLICAS], pending: Default::default() };
+        node.role = Role::Leader { matched: [0; REPLICAS], pending: [false; CLIENTS] };
         node.log.push(Entry { epoch: node.epoch, payload: Payload::Noop });
-        state.leaderships.insert((node.epoch, node_id(i)));
+        let epoch = node.epoch;
+        state.record_leadership(epoch, node_id(i));
     }
 
-    /// Acknowledges every pending write of `leader` that a majority holds and that it appended
-    /// in its current epoch.
+    /// Acknowledges every pending write of `leader` that it appended in its current epoch and
+    /// that a majority holds.
     fn maybe_acknowledge(&self, state: &mut State, leader: Replica) {
         let node = &mut state.nodes[leader];
         let last = node.last().lsn;
         let Role::Leader { matched, pending } = &mut node.role else { return };
         let mut acked = Vec::new();
-        for &client in pending.iter() {
+        for client in (0..CLIENTS as Client).filter(|&c| pending[c as usize]) {
             let index = node.log.iter().position(|e| e.payload == Payload::Write(client));
             let index = index.unwrap_or_else(|| panic!("pending write of client {client} not in {:?}", node.log));
             let (lsn, entry) = (index as Lsn + 1, node.log[index]);
@@ -296,9 +352,11 @@ impl ElectionModel {
                 acked.push((client, Acked { lsn, entry }));
             }
         }
-        for (client, ack) in acked {
-            pending.remove(&client);
-            state.acked.insert(ack);
+        for &(client, _) in &acked {
+            pending[client as usize] = false;
+        }
+        for (_, ack) in acked {
+            state.record_ack(ack);
         }
     }
 }
@@ -309,50 +367,54 @@ impl Default for ElectionModel {
     }
 }
 
-/// The `Append` that `leader` sends `to` with its entries after `prev_lsn`.
-fn append(state: &State, leader: Replica, to: Replica, prev_lsn: Lsn) -> Envelope {
+/// Lists the steps of `leader`: a shipment to each lagging peer with none outstanding, and
+/// each waiting client's write.
+fn enabled_leader(state: &State, leader: Replica, actions: &mut Vec<Action>) {
     let node = &state.nodes[leader];
-    let prev_epoch = node.epoch_at(prev_lsn).unwrap_or_else(|| panic!("prev_lsn {prev_lsn} past {node:?}"));
-    let entries = node.log[prev_lsn as usize..].to_vec();
-    Envelope { from: leader, to, message: Message::Append { epoch: node.epoch, prev_lsn, prev_epoch, entries } }
+    let Role::Leader { matched, .. } = &node.role else { return };
+    let last = node.last().lsn;
+    // The LSN before the leader's first entry of its own epoch (its no-op): Raft's initial
+    // next index, an optimistic guess at what a peer holds.
+    let own = node.log.iter().position(|e| e.epoch == node.epoch).expect("a leader holds its no-op") as Lsn;
+    for to in (0..REPLICAS).filter(|&to| to != leader && matched[to] < last) {
+        let shipping = matches!(state.in_flight(leader, to), Some(Message::Append { .. }));
+        let answering = matches!(state.in_flight(to, leader), Some(Message::Appended { .. }));
+        if shipping || answering {
+            continue;
+        }
+        actions.push(Action::Replicate { leader, to, prev_lsn: matched[to] });
+        if own > matched[to] {
+            actions.push(Action::Replicate { leader, to, prev_lsn: own });
+        }
+    }
+    for client in (0..CLIENTS as Client).filter(|&c| !state.issued[c as usize]) {
+        actions.push(Action::Write { client, leader });
+    }
 }
 
-/// An append reaches `follower`: Raft's consistency check, then the splice.
-fn on_append(
-    state: &mut State,
-    leader: Replica,
-    follower: Replica,
-    epoch: Epoch,
-    prev_lsn: Lsn,
-    prev_epoch: Epoch,
-    entries: &[Entry],
-) {
-    let node = &mut state.nodes[follower];
-    if epoch < node.epoch {
-        let refusal = Message::Appended { epoch: node.epoch, matched: None };
-        state.send(follower, leader, refusal);
-        return;
+/// The `Append` that `leader` sends with its entries after `prev_lsn`.
+fn append(leader: &Node, prev_lsn: Lsn) -> Message {
+    let prev_epoch = leader.epoch_at(prev_lsn).unwrap_or_else(|| panic!("prev_lsn {prev_lsn} past {leader:?}"));
+    let entries = leader.log[prev_lsn as usize..].to_vec();
+    Message::Append { epoch: leader.epoch, prev_lsn, prev_epoch, entries }
+}
+
+/// True when `node` would ignore `message` from `from` if it arrived now, and in every later
+/// state: a reply from an older epoch, or to a role it cannot hold again in its epoch (a node
+/// becomes candidate only by moving to a newer epoch, and leader only from candidate).
+pub fn inert(node: &Node, from: Replica, message: &Message) -> bool {
+    match *message {
+        Message::Vote { epoch, granted } => match &node.role {
+            _ if epoch > node.epoch => false,
+            Role::Candidate { granted: grants } if epoch == node.epoch => !granted || grants[from],
+            _ => true,
+        },
+        Message::Appended { epoch, matched } => match &node.role {
+            _ if epoch > node.epoch => false,
+            Role::Leader { matched: known, .. } if epoch == node.epoch => matched.is_none_or(|m| m <= known[from]),
+            Role::Candidate { .. } if epoch == node.epoch => false,
+            _ => true,
+        },
+        Message::RequestVote { .. } | Message::Append { .. } => false,
     }
-    if epoch > node.epoch {
-        node.adopt(epoch);
-    }
-    match node.role {
-        Role::Leader { .. } => return,
-        Role::Candidate { .. } => node.role = Role::Follower,
-        Role::Follower => {}
-    }
-    if node.epoch_at(prev_lsn) != Some(prev_epoch) {
-        return;
-    }
-    for (offset, &entry) in entries.iter().enumerate() {
-        let lsn = prev_lsn + 1 + offset as Lsn;
-        match node.entry(lsn) {
-            Some(mine) if mine.epoch == entry.epoch => continue,
-            Some(_) => node.log.truncate(lsn as usize - 1),
-            None => {}
-        }
-        node.log.push(entry);
-    }
-    let matched = prev_lsn + entries.len() as Lsn;
-    state.send(follower, leader, Message::Appended { epoch, matched: Some(matched) });
 }

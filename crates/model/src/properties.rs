@@ -6,36 +6,41 @@
 //! - [`ONE_LEADER_PER_EPOCH`] (always): no two replicas ever led the same epoch. Judged on the
 //!   ghost set of every (epoch, node) leadership, so a leader that has since crashed or
 //!   stepped down still counts.
-//! - [`ACKED_WRITES_SURVIVE`] (always): every acknowledged write is held, at its LSN and with
-//!   its epoch, by a majority of the replicas; and every replica that is leader of an epoch
-//!   newer than a write's acknowledgement holds it. The check runs on every state, so it runs
-//!   on the state right after each election: a new leader holds every write acknowledged in an
-//!   older epoch at the moment it is elected, and keeps it.
-//! - [`ACKED_THEN_ELECTED`] (sometimes): a write is acknowledged and afterwards a leader is
-//!   elected in a newer epoch, so the second property is not vacuous.
+//! - [`ACKED_ON_MAJORITY`] (always): a majority of the replicas hold every acknowledged write,
+//!   at its LSN and with its epoch: no later election, crash or cut takes it off.
+//! - [`NEW_LEADERS_HOLD_ACKED`] (always): every replica leading an epoch holds every write
+//!   acknowledged in an older epoch. Judged on every state, so on the state right after each
+//!   election: a new leader holds, at the moment it is elected, every write acknowledged
+//!   before in an older epoch, and keeps it while it leads.
+//! - [`ACKED_THEN_ELECTED`] (sometimes): a replica leads an epoch newer than an acknowledged
+//!   write's, so [`NEW_LEADERS_HOLD_ACKED`] is not vacuous.
 //! - [`ACKED_BOTH`] (sometimes): both clients' writes are acknowledged.
 //!
 //! CAVEATS
 //! - "Every write acknowledged before the election" is judged for writes acknowledged in an
-//!   older epoch than the new leader's. A leader of an old epoch may still be elected after a
-//!   newer leader acknowledged a write (its grants were in flight while the cluster moved
-//!   on); it lacks that write, and that is harmless: every replica that would follow it has
-//!   moved to the newer epoch and refuses it. Raft promises the same (Leader Completeness is
-//!   about newer terms).
+//!   older epoch than the new leader's, as Raft's Leader Completeness is. A leader of an old
+//!   epoch may still be elected after a newer leader acknowledged a write (its grants were in
+//!   flight while the cluster moved on), and the check reaches such states; it lacks that
+//!   write, and that is harmless: every replica that would follow it has moved to the newer
+//!   epoch and refuses it.
 
 use crate::model::{Action, ElectionModel};
-use crate::state::{node_id, Acked, State, CLIENTS, REPLICAS};
+use crate::state::{node_id, State, CLIENTS, REPLICAS};
 use replikv_core::replication::election::Tally;
 use stateright::{Model, Property};
 
 /// The name of the first safety property.
 pub const ONE_LEADER_PER_EPOCH: &str = "at most one leader per epoch";
 
-/// The name of the second safety property.
-pub const ACKED_WRITES_SURVIVE: &str = "acknowledged writes survive";
+/// The name of the second safety property's first half.
+pub const ACKED_ON_MAJORITY: &str = "acknowledged writes stay on a majority";
 
-/// The name of the sanity property that a write is acknowledged before a later election.
-pub const ACKED_THEN_ELECTED: &str = "a write is acknowledged, then a newer leader is elected";
+/// The name of the second safety property's second half.
+pub const NEW_LEADERS_HOLD_ACKED: &str = "leaders of newer epochs hold acknowledged writes";
+
+/// The name of the sanity property that a newer epoch's leader exists beside an acknowledged
+/// write.
+pub const ACKED_THEN_ELECTED: &str = "a leader of a newer epoch than an acknowledged write's";
 
 /// The name of the sanity property that both clients are acknowledged.
 pub const ACKED_BOTH: &str = "both writes are acknowledged";
@@ -61,7 +66,8 @@ impl Model for ElectionModel {
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
             Property::always(ONE_LEADER_PER_EPOCH, |_, s| one_leader_per_epoch(s)),
-            Property::always(ACKED_WRITES_SURVIVE, |_, s| acked_writes_survive(s)),
+            Property::always(ACKED_ON_MAJORITY, |_, s| acked_on_majority(s)),
+            Property::always(NEW_LEADERS_HOLD_ACKED, |_, s| new_leaders_hold_acked(s)),
             Property::sometimes(ACKED_THEN_ELECTED, |_, s| acked_then_elected(s)),
             Property::sometimes(ACKED_BOTH, |_, s| acked_both(s)),
         ]
@@ -80,28 +86,25 @@ pub fn one_leader_per_epoch(state: &State) -> bool {
     true
 }
 
-/// True when every acknowledged write is on a majority and on every leader of a newer epoch.
-pub fn acked_writes_survive(state: &State) -> bool {
-    state.acked.iter().all(|&ack| on_majority(state, ack) && on_newer_leaders(state, ack))
+/// True when a majority of the replicas hold every acknowledged write at its LSN.
+pub fn acked_on_majority(state: &State) -> bool {
+    state.acked.iter().all(|&ack| {
+        let mut tally = Tally::default();
+        for (i, node) in state.nodes.iter().enumerate() {
+            tally.record(node_id(i), node.holds(ack.lsn, ack.entry));
+        }
+        tally.won(REPLICAS)
+    })
 }
 
-/// True when a majority of the replicas hold `ack` at its LSN.
-fn on_majority(state: &State, ack: Acked) -> bool {
-    let mut tally = Tally::default();
-    for (i, node) in state.nodes.iter().enumerate() {
-        tally.record(node_id(i), node.holds(ack.lsn, ack.entry));
-    }
-    tally.won(REPLICAS)
-}
-
-/// True when every replica leading an epoch newer than `ack`'s holds it.
-fn on_newer_leaders(state: &State, ack: Acked) -> bool {
-    let newer = state.nodes.iter().filter(|n| n.is_leader() && n.epoch > ack.entry.epoch);
-    newer.into_iter().all(|n| n.holds(ack.lsn, ack.entry))
+/// True when every replica leading an epoch holds every write acknowledged in an older one.
+pub fn new_leaders_hold_acked(state: &State) -> bool {
+    let leaders = state.nodes.iter().filter(|n| n.is_leader());
+    leaders.into_iter().all(|n| state.acked.iter().all(|a| n.epoch <= a.entry.epoch || n.holds(a.lsn, a.entry)))
 }
 
 /// True when a replica leads an epoch newer than some acknowledged write's: the case the
-/// second half of [`acked_writes_survive`] is about.
+/// property [`new_leaders_hold_acked`] is about.
 pub fn acked_then_elected(state: &State) -> bool {
     let newest = state.nodes.iter().filter(|n| n.is_leader()).map(|n| n.epoch).max();
     state.acked.iter().any(|ack| newest > Some(ack.entry.epoch))

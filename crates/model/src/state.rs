@@ -23,7 +23,6 @@
 use replikv_core::replication::election::{LogPosition, VoterState};
 use replikv_core::replication::{Epoch, Lsn};
 use replikv_core::version::NodeId;
-use std::collections::BTreeSet;
 
 /// The number of replicas in the modelled cluster (all of them voters).
 pub const REPLICAS: usize = 3;
@@ -61,29 +60,30 @@ pub struct Entry {
 }
 
 /// A replica's role: volatile, lost in a crash.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Follows whoever leads its epoch; stands for election when its timeout fires.
     Follower,
     /// Stands in its epoch, having voted for itself.
     Candidate {
-        /// Who granted their vote in this epoch, itself included; refusals are not kept
-        /// because the model's candidate never gives up on them (it waits for a timeout).
-        granted: BTreeSet<NodeId>,
+        /// Who granted their vote in this epoch, by replica, itself included; refusals are
+        /// not kept because the model's candidate never gives up on them (it waits for a
+        /// timeout).
+        granted: [bool; REPLICAS],
     },
     /// Leads its epoch: appends client writes and ships its log.
     Leader {
         /// The highest LSN each replica is known to match this leader's log at (its own slot
         /// unused: the leader matches itself up to its last entry).
         matched: [Lsn; REPLICAS],
-        /// Clients whose write this leader appended in this epoch and has not yet
-        /// acknowledged: the replies a crash or a step-down loses.
-        pending: BTreeSet<Client>,
+        /// By client: whether this leader appended its write in this epoch and has not yet
+        /// acknowledged it (the replies a crash or a step-down loses).
+        pending: [bool; CLIENTS],
     },
 }
 
 /// One replica: durable voter state and log, volatile role.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
     /// The newest epoch it has seen (durable).
     pub epoch: Epoch,
@@ -178,8 +178,8 @@ pub enum Message {
         /// Whether it voted for the candidate.
         granted: bool,
     },
-    /// A leader ships the entries after `prev_lsn`; sent whenever the leader chooses, for any
-    /// peer, which also stands for retransmission and heartbeats.
+    /// A leader ships its entries after `prev_lsn` to a peer that lags, one shipment
+    /// outstanding per peer.
     Append {
         /// The leader's epoch.
         epoch: Epoch,
@@ -222,40 +222,69 @@ pub struct Acked {
 }
 
 /// The whole cluster at one instant.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct State {
     /// The replicas, by index.
-    pub nodes: Vec<Node>,
-    /// The messages in flight: unordered, each delivered at most once, any of them possibly
-    /// never (loss). A set: a message sent again while an identical one is in flight merges
-    /// with it, which is one more way of losing a copy.
-    pub network: BTreeSet<Envelope>,
-    /// The clients that have sent their write.
-    pub issued: BTreeSet<Client>,
+    pub nodes: [Node; REPLICAS],
+    /// The messages in flight, `network[from][to]`, at most one per directed channel: a
+    /// message sent on a busy channel replaces the one there, which is lost. Channels deliver
+    /// in any order relative to each other, and a message may stay in flight forever (loss).
+    pub network: [[Option<Message>; REPLICAS]; REPLICAS],
+    /// By client: whether it has sent its write.
+    pub issued: [bool; CLIENTS],
     /// How many crash-restarts have happened.
     pub crashes: u8,
-    /// Ghost: every (epoch, node) that ever became leader.
-    pub leaderships: BTreeSet<(Epoch, NodeId)>,
-    /// Ghost: every write a leader acknowledged to its client.
-    pub acked: BTreeSet<Acked>,
+    /// Ghost: every (epoch, node) that ever became leader, sorted, without repeats.
+    pub leaderships: Vec<(Epoch, NodeId)>,
+    /// Ghost: every write a leader acknowledged to its client, sorted, without repeats.
+    pub acked: Vec<Acked>,
 }
 
 impl State {
     /// The initial cluster: fresh replicas, nothing in flight, no history.
     pub fn new() -> State {
         State {
-            nodes: (0..REPLICAS).map(|_| Node::new()).collect(),
-            network: BTreeSet::new(),
-            issued: BTreeSet::new(),
+            nodes: Default::default(),
+            network: Default::default(),
+            issued: [false; CLIENTS],
             crashes: 0,
-            leaderships: BTreeSet::new(),
-            acked: BTreeSet::new(),
+            leaderships: Vec::new(),
+            acked: Vec::new(),
         }
     }
 
-    /// Puts `message` from `from` to `to` in flight.
+    /// Puts `message` from `from` to `to` in flight, in place of whatever was on that channel.
     pub fn send(&mut self, from: Replica, to: Replica, message: Message) {
-        self.network.insert(Envelope { from, to, message });
+        self.network[from][to] = Some(message);
+    }
+
+    /// The message in flight from `from` to `to`, if any.
+    pub fn in_flight(&self, from: Replica, to: Replica) -> Option<&Message> {
+        self.network[from][to].as_ref()
+    }
+
+    /// Every message in flight, with its channel.
+    pub fn messages(&self) -> impl Iterator<Item = Envelope> + '_ {
+        let channels = (0..REPLICAS).flat_map(|from| (0..REPLICAS).map(move |to| (from, to)));
+        channels.filter_map(|(from, to)| Some(Envelope { from, to, message: self.network[from][to].clone()? }))
+    }
+
+    /// Records (ghost) that `node` became leader of `epoch`.
+    pub fn record_leadership(&mut self, epoch: Epoch, node: NodeId) {
+        insert_sorted(&mut self.leaderships, (epoch, node));
+    }
+
+    /// Records (ghost) that a leader acknowledged `ack`.
+    pub fn record_ack(&mut self, ack: Acked) {
+        insert_sorted(&mut self.acked, ack);
+    }
+}
+
+/// Inserts `item` into the sorted `items` unless it is there already: a small set that
+/// clones without allocating per element.
+fn insert_sorted<T: Ord>(items: &mut Vec<T>, item: T) {
+    if let Err(at) = items.binary_search(&item) {
+        items.insert(at, item);
     }
 }
 
