@@ -25,6 +25,7 @@
 mod bench;
 mod check;
 mod cluster;
+mod failover;
 mod fault;
 mod sim;
 
@@ -76,6 +77,13 @@ enum Command {
     /// Prints each replica's verdict, and for one that differs the key ranges and keys that
     /// differ; exits 1 if any replica differs or does not answer.
     Check(check::CheckArgs),
+    /// Move a local cluster's leadership to a follower (a planned handover), or --dry-run.
+    ///
+    /// Asks the leader to FAILOVER: it holds writes (clients pause), lets the target (--to, or
+    /// the most up-to-date follower) catch up, hands over and follows it; no acknowledged write
+    /// is lost. --dry-run changes nothing and says which follower an election would choose if
+    /// the leader died now, and which records it lacks (acknowledged writes, in async mode).
+    Failover(failover::FailoverArgs),
     /// Partition, delay or drop messages between a local cluster's nodes, for tests.
     ///
     /// The nodes must run with REPLIKV_TEST_FAULTS=1 (`REPLIKV_TEST_FAULTS=1 replikv cluster
@@ -114,6 +122,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cluster::status::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Fault(args) => fault::main(&args),
+        Command::Failover(args) => failover::main(&args),
         Command::Sim(args) => sim::main(&args),
     };
     match result {

@@ -272,3 +272,32 @@ fn the_leader_cut_off_from_both_followers_is_replaced_and_rejoins_after_heal() {
     assert_rejoined(&trio, old, new);
     assert_has_every_acked(&trio, old, &seen.acked);
 }
+
+#[test]
+fn replikv_failover_hands_over_under_load_and_forwarding_clients_see_a_pause_not_errors() {
+    let trio = Trio::start(&format!("{SETTINGS}\nforward_writes = true"), &[]);
+    let old = trio.leader();
+    let (ok, out, err) = trio.replikv(&["failover", "--dry-run"]);
+    assert!(ok, "dry run: {out}{err}");
+    assert!(out.contains("would win the election") && out.contains("replikv failover --to"), "{out}");
+    let target = (old + 2) % 3;
+    let name = format!("n{}", target + 1);
+    let mut handed_over = Duration::ZERO;
+    let seen = under_load(&trio, "handover", |_| {
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let (ok, out, err) = trio.replikv(&["failover", "--to", &name, "--timeout-ms", "5000"]);
+        handed_over = started.elapsed();
+        assert!(ok, "failover: {out}{err}");
+        assert!(out.contains(&format!("{name} leads epoch 2")), "{out}");
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    eprintln!("replikv failover --to {name}: {} ms from the command to the new leader", handed_over.as_millis());
+    assert_eq!(trio.leader(), target);
+    assert!(seen.errors.is_empty(), "with forward_writes the writers see a pause, not errors: {:?}", seen.errors);
+    assert!(seen.acked.iter().any(|a| a.at > Instant::now() - Duration::from_millis(250)), "writes go on after");
+    assert_has_every_acked(&trio, target, &seen.acked);
+    assert_rejoined(&trio, old, target);
+    let status = trio.status(old);
+    assert_eq!(status["replication"]["rolled_back"], 0, "a planned handover cuts nothing: {status}");
+}

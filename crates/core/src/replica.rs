@@ -106,6 +106,7 @@
 
 mod failover;
 mod follower;
+mod handover;
 mod leader;
 
 use crate::error::Result;
@@ -380,6 +381,9 @@ pub struct ReplicationStatus {
     pub rolled_back: u64,
     /// Automatic failover is on.
     pub auto_failover: bool,
+    /// A FAILOVER's state, as Redis's `master_failover_state` names it: `no-failover`,
+    /// `waiting-for-sync`, `failover-in-progress`.
+    pub failover_state: &'static str,
     /// The newest record in this node's log.
     pub last_lsn: Lsn,
     /// The newest record durable here (the leader's shipping limit; a follower's applied).
@@ -456,6 +460,10 @@ pub struct Replica<E> {
     random: u64,
     /// Elections stood in, and won, since start.
     elections: (u64, u64),
+    /// A FAILOVER under way (on a leader).
+    handover: Option<handover::Handover>,
+    /// Writes held while it runs.
+    held: std::collections::VecDeque<handover::Held>,
     /// The part it plays.
     state: State,
     /// On a leader: the ids it gave forwarded requests -> (follower, its incarnation, its
@@ -539,6 +547,8 @@ impl<E: Engine> Replica<E> {
             election_deadline_ms: 0,
             random: 0,
             elections: (0, 0),
+            handover: None,
+            held: std::collections::VecDeque::new(),
             forwarded: BTreeMap::new(),
             incarnation: 0,
             next_forwarded: FORWARDED_ID_BASE,
@@ -552,6 +562,9 @@ impl<E: Engine> Replica<E> {
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
         self.dispatch(now_ms, input, outbox)?;
+        if self.handover.is_some() || !self.held.is_empty() {
+            self.drive_handover(now_ms, outbox)?;
+        }
         if !self.forwarded.is_empty() {
             // Replies to forwarded requests go back to the follower that forwarded them.
             let forwarded = &mut self.forwarded;
@@ -588,6 +601,12 @@ impl<E: Engine> Replica<E> {
         if let Request::Digest { bucket } = request {
             let reply = self.digest(bucket)?;
             outbox.after_flush.push(Output::Reply { id, reply });
+            return Ok(());
+        }
+        if let Request::Failover { to, force, abort, timeout_ms } = request {
+            return self.failover(now_ms, id, to, force, abort, timeout_ms, outbox);
+        }
+        if matches!(self.state, State::Leader(_)) && self.maybe_hold(now_ms, id, &request, outbox) {
             return Ok(());
         }
         match &mut self.state {
@@ -704,7 +723,7 @@ impl<E: Engine> Replica<E> {
                     outbox.now.push(Output::Reply { id, reply });
                 }
                 if self.settings.auto_failover && now_ms >= self.election_deadline_ms {
-                    self.stand(now_ms, true, outbox)?;
+                    self.stand(now_ms, true, false, outbox)?;
                 }
             }
         }
@@ -716,8 +735,13 @@ impl<E: Engine> Replica<E> {
             return Ok(());
         }
         match (&self.state, message) {
-            (_, Message::Vote { epoch, last_epoch, last_lsn, pre_vote }) => {
-                self.vote(now_ms, from, epoch, LogPosition { epoch: last_epoch, lsn: last_lsn }, pre_vote, outbox)
+            (_, Message::Vote { epoch, last_epoch, last_lsn, pre_vote, transfer }) => {
+                let last = LogPosition { epoch: last_epoch, lsn: last_lsn };
+                self.vote(now_ms, from, epoch, last, pre_vote, transfer, outbox)
+            }
+            (State::Follower(f), Message::TimeoutNow { .. }) if f.leader == Some(from) => {
+                tracing::info!("{from:?} hands over: standing now");
+                self.stand(now_ms, false, true, outbox)
             }
             (_, Message::VoteReply { epoch, granted, pre_vote }) => {
                 self.vote_reply(now_ms, from, epoch, granted, pre_vote, outbox)
@@ -882,6 +906,7 @@ impl<E: Engine> Replica<E> {
             elections_won: self.elections.1,
             rolled_back: self.rollback.entries_total(),
             auto_failover: self.settings.auto_failover,
+            failover_state: self.failover_state(),
             last_lsn: log.last_lsn,
             durable_lsn: log.last_lsn,
             first_lsn: log.first_lsn,

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the effective configuration |
+//! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
 //! | `GET /metrics` | Prometheus/OpenMetrics text |
@@ -38,7 +39,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request as HttpRequest, State
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use replikv_core::kv::{Expiry, Reply, Request, SetCondition};
 use serde::Deserialize;
@@ -57,6 +58,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/digest", get(digest))
         .route("/api/v1/digest/bucket/{bucket}", get(digest_bucket))
         .route("/api/v1/config", get(config))
+        .route("/api/v1/failover", post(failover))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -136,6 +138,42 @@ async fn put_key(
     match call(&state, request).await {
         Ok(Reply::Ok) => Json(json!({ "ok": true })).into_response(),
         Ok(Reply::Error(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+        Err(response) => response,
+    }
+}
+
+/// The body of `POST /api/v1/failover`: FAILOVER's options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    /// The follower to hand over to, as `host:port` of its client address.
+    to: Option<String>,
+    /// Milliseconds to wait for it to catch up; 0 or absent: no limit.
+    #[serde(default)]
+    timeout_ms: u64,
+    /// Hand over at the timeout even if it has not caught up.
+    #[serde(default)]
+    force: bool,
+    /// Cancel a handover under way.
+    #[serde(default)]
+    abort: bool,
+}
+
+/// `POST /api/v1/failover`: FAILOVER on this node (its leader answers `{"ok":true}` at once and
+/// hands over; see `replikv failover`).
+async fn failover(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let body: FailoverBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad failover body: {e}")),
+    };
+    if body.force && (body.to.is_none() || body.timeout_ms == 0) {
+        return error(StatusCode::BAD_REQUEST, "force needs both a target and a timeout");
+    }
+    let request = Request::Failover { to: body.to, force: body.force, abort: body.abort, timeout_ms: body.timeout_ms };
+    match call(&state, request).await {
+        Ok(Reply::Ok) => Json(json!({ "ok": true })).into_response(),
+        Ok(Reply::Error(e)) => error(StatusCode::CONFLICT, e),
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }

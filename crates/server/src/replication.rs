@@ -89,10 +89,11 @@ pub fn info(state: &NodeState) -> String {
             }
             let _ = write!(
                 out,
-                "master_failover_state:no-failover\r\nmaster_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
+                "master_failover_state:{}\r\nmaster_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
                  repl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nreplikv_epoch:{}\r\n\
                  replikv_acks:{}\r\nreplikv_durable_lsn:{}\r\nreplikv_pending_writes:{}\r\nreplikv_noreplicas:{}\r\n\
                  replikv_role:{}\r\nreplikv_elections_won:{}\r\nreplikv_rolled_back:{}\r\n",
+                status.failover_state,
                 status.last_lsn,
                 u8::from(status.role == "leader"),
                 status.first_lsn,

@@ -51,6 +51,11 @@ pub fn put(addr: SocketAddr, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> 
     request(addr, "PUT", path, Some(body))
 }
 
+/// `POST path` with a JSON `body` to the HTTP server at `addr`: the status code and the body.
+pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    request(addr, "POST", path, Some(body))
+}
+
 /// One request, with a JSON body if `body` is given: the status code and the response's body.
 fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
     let mut stream = connect(addr).with_context(|| format!("connecting to {addr}"))?;

@@ -39,6 +39,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "scan" => (1, None),
         "dbsize" => (0, Some(0)),
         "wait" => (2, Some(2)),
+        "failover" => (0, Some(7)),
         "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         _ => return None,
@@ -100,6 +101,7 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
             }
             _ => return Err(syntax()),
         },
+        "failover" => parse_failover(a)?,
         "wait" => {
             let replicas = int(&a[0])?;
             let timeout_ms = int(&a[1])?;
@@ -118,6 +120,41 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         }
         _ => unreachable!("arity() knows {name} but parse_known does not"),
     })
+}
+
+/// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], with Redis's errors.
+fn parse_failover(a: &[Bytes]) -> Result<Request, Reply> {
+    let (mut to, mut force, mut abort, mut timeout_ms) = (None, false, false, None);
+    let mut rest = a.iter();
+    while let Some(word) = rest.next() {
+        match String::from_utf8_lossy(word).to_ascii_uppercase().as_str() {
+            "TO" if to.is_none() => {
+                let (Some(host), Some(port)) = (rest.next(), rest.next()) else { return Err(syntax()) };
+                let port = int(port)?;
+                if !(1..=65535).contains(&port) {
+                    return Err(Reply::err("Invalid port"));
+                }
+                to = Some(format!("{}:{port}", String::from_utf8_lossy(host)));
+            }
+            "FORCE" if !force => force = true,
+            "ABORT" if !abort => abort = true,
+            "TIMEOUT" if timeout_ms.is_none() => {
+                let ms = rest.next().map(int).transpose()?.ok_or_else(syntax)?;
+                if ms <= 0 {
+                    return Err(Reply::err("FAILOVER timeout must be greater than 0"));
+                }
+                timeout_ms = Some(ms as u64);
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    if abort && (to.is_some() || force || timeout_ms.is_some()) {
+        return Err(Reply::err("FAILOVER with abort option can't have other options"));
+    }
+    if force && (to.is_none() || timeout_ms.is_none()) {
+        return Err(Reply::err("FAILOVER with force option requires both a timeout and target HOST and IP."));
+    }
+    Ok(Request::Failover { to, force, abort, timeout_ms: timeout_ms.unwrap_or(0) })
 }
 
 fn parse_set(a: &[Bytes]) -> Result<Request, Reply> {

@@ -182,6 +182,21 @@ pub enum Request {
         /// One bucket's entries instead of the whole digest.
         bucket: Option<usize>,
     },
+    /// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], as Redis has it: the leader
+    /// stops taking writes (they wait), lets the target catch up, and hands over; it then
+    /// follows the target. The replica, not the store, answers it.
+    Failover {
+        /// The follower to hand over to, as `host:port` of its client address; `None`: the
+        /// most up-to-date follower.
+        to: Option<String>,
+        /// Hand over at the timeout even if the target has not caught up (needs `to` and a
+        /// timeout).
+        force: bool,
+        /// Cancel a handover under way.
+        abort: bool,
+        /// Milliseconds to wait for the target to catch up; 0: no limit.
+        timeout_ms: u64,
+    },
     /// WAIT numreplicas timeout: block until every write made before it is durable on
     /// `replicas` followers, or `timeout_ms` passed (0: no limit); answers how many have it.
     /// The replica, not the store, answers it.
@@ -208,6 +223,7 @@ impl Request {
                 | Request::Ttl { .. }
                 | Request::DbSize
                 | Request::Wait { .. }
+                | Request::Failover { .. }
                 | Request::Digest { .. }
         )
     }

@@ -136,9 +136,12 @@ fn describe(message: &Message) -> String {
             if *reject { " REJECT" } else { "" },
             snapshot.map_or(String::new(), |(_, seq)| format!(" snapshot_chunk={seq}"))
         ),
-        Message::Vote { epoch, last_epoch, last_lsn, pre_vote } => {
-            format!("{} e{epoch} last={last_lsn}@e{last_epoch}", if *pre_vote { "PreVote" } else { "Vote" })
-        }
+        Message::Vote { epoch, last_epoch, last_lsn, pre_vote, transfer } => format!(
+            "{} e{epoch} last={last_lsn}@e{last_epoch}{}",
+            if *pre_vote { "PreVote" } else { "Vote" },
+            if *transfer { " transfer" } else { "" }
+        ),
+        Message::TimeoutNow { epoch } => format!("TimeoutNow e{epoch}"),
         Message::VoteReply { epoch, granted, pre_vote } => format!(
             "{}Reply e{epoch} {}",
             if *pre_vote { "PreVote" } else { "Vote" },

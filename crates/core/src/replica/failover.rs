@@ -109,7 +109,9 @@ impl<E: Engine> Replica<E> {
         follower.message(now_ms, from, message, log, store, rollback, &settings, outbox)
     }
 
-    /// A request for a vote or a pre-vote from `candidate`.
+    /// A request for a vote or a pre-vote from `candidate` (`transfer`: in a handover the
+    /// leader asked for, so hearing that leader is no reason to refuse).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn vote(
         &mut self,
         now_ms: u64,
@@ -117,6 +119,7 @@ impl<E: Engine> Replica<E> {
         epoch: Epoch,
         last: LogPosition,
         pre_vote: bool,
+        transfer: bool,
         outbox: &mut Outbox,
     ) -> Result<()> {
         let leader_recent = match &self.state {
@@ -129,7 +132,7 @@ impl<E: Engine> Replica<E> {
         };
         let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
         let request = VoteRequest { epoch, candidate, last, pre_vote };
-        let decision = decide_vote(self.votes.state(), mine, request, leader_recent);
+        let decision = decide_vote(self.votes.state(), mine, request, leader_recent && !transfer);
         if decision.state != self.votes.state() {
             self.votes.save(decision.state)?;
         }
@@ -169,7 +172,11 @@ impl<E: Engine> Replica<E> {
         }
         candidacy.tally.record(from, granted);
         if candidacy.tally.won(voters) {
-            return if pre_vote { self.stand(now_ms, false, outbox) } else { self.become_leader(now_ms, outbox) };
+            return if pre_vote {
+                self.stand(now_ms, false, false, outbox)
+            } else {
+                self.become_leader(now_ms, outbox)
+            };
         }
         if candidacy.tally.lost(voters) {
             tracing::debug!(
@@ -182,8 +189,9 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 
-    /// Stands in the next epoch: a pre-vote first, the election once the pre-vote is won.
-    pub(super) fn stand(&mut self, now_ms: u64, pre_vote: bool, outbox: &mut Outbox) -> Result<()> {
+    /// Stands in the next epoch: a pre-vote first, the election once the pre-vote is won
+    /// (`transfer`: straight to the election, in a handover the leader asked for).
+    pub(super) fn stand(&mut self, now_ms: u64, pre_vote: bool, transfer: bool, outbox: &mut Outbox) -> Result<()> {
         let State::Follower(follower) = &mut self.state else { return Ok(()) };
         let epoch = self.settings.epoch + 1;
         if pre_vote {
@@ -202,12 +210,16 @@ impl<E: Engine> Replica<E> {
         self.election_deadline_ms = now_ms + self.draw_election_timeout();
         let (last_epoch, last_lsn) = (self.log.last_epoch(), self.log.last_lsn());
         for &to in &self.settings.peers {
-            let message = Message::Vote { epoch, last_epoch, last_lsn, pre_vote };
+            let message = Message::Vote { epoch, last_epoch, last_lsn, pre_vote, transfer };
             outbox.now.push(Output::Send { to, message });
         }
         if self.settings.peers.is_empty() {
             // A cluster of one: its own vote is the majority.
-            return if pre_vote { self.stand(now_ms, false, outbox) } else { self.become_leader(now_ms, outbox) };
+            return if pre_vote {
+                self.stand(now_ms, false, false, outbox)
+            } else {
+                self.become_leader(now_ms, outbox)
+            };
         }
         Ok(())
     }

@@ -279,6 +279,16 @@ impl Leader {
         self.reads.push_back(PendingRead { id, reply, round, lsn });
     }
 
+    /// The newest record `node` holds that matches this leader's log (0 unless it streams).
+    pub(super) fn matched_of(&self, node: NodeId) -> Lsn {
+        self.followers.iter().find(|p| p.node == node && matches!(p.mode, Mode::Stream)).map_or(0, |p| p.acked)
+    }
+
+    /// The follower furthest along that answers, if any.
+    pub(super) fn most_up_to_date(&self) -> Option<NodeId> {
+        self.followers.iter().filter(|p| p.last_ack_ms.is_some()).max_by_key(|p| p.acked).map(|p| p.node)
+    }
+
     /// Sends a heartbeat round to every follower.
     fn heartbeat(&mut self, now_ms: u64, settings: &Settings, outbox: &mut Outbox) {
         self.round += 1;

@@ -376,3 +376,61 @@ fn a_request_bigger_than_a_record_is_logged_as_several_and_replicated_whole() {
     assert_eq!(c.nodes[0].last_lsn() - before, 2, "21 MiB of changes: two records under the 16 MiB bound");
     assert_eq!(c.dump(1), c.dump(0));
 }
+
+#[test]
+fn failover_hands_over_to_the_named_follower_and_held_writes_reach_the_new_leader() {
+    let mut c = Cluster::with(2, 1, ReplogOptions::default(), true, true);
+    c.run_for(300);
+    for i in 0..5 {
+        let id = c.send(0, &format!("SET k{i} v{i}"));
+        c.settle();
+        assert_eq!(c.reply(id), Some(&Reply::Ok));
+    }
+    let id = c.send(0, "FAILOVER TO 127.0.0.1 7003");
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "answered at once, as Redis does");
+    let held = c.send(0, "SET during handover");
+    assert_eq!(c.reply(held), None, "a write waits while the leader hands over");
+    c.run_for(1_000);
+    assert!(c.nodes[2].is_leader(), "n3 leads: {:?}", c.nodes[2].status(c.now));
+    assert_eq!(c.nodes[0].status(c.now).role, "follower");
+    assert_eq!(c.nodes[2].status(c.now).epoch, 2);
+    assert_eq!(c.reply(held), Some(&Reply::Ok), "the held write was forwarded to n3: a pause, not an error");
+    c.run_for(200);
+    assert_eq!(c.dump(0), c.dump(2), "nothing was lost or cut");
+    assert_eq!(c.dump(1), c.dump(2));
+    assert_eq!(c.nodes[0].status(c.now).rolled_back, 0);
+}
+
+#[test]
+fn failover_without_forwarding_redirects_held_writes_and_refuses_what_it_cannot_do() {
+    let mut c = Cluster::failover(2, 1, ReplogOptions::default());
+    c.run_for(300);
+    let refusals = [
+        (1, "FAILOVER", "not valid when server is a replica"),
+        (0, "FAILOVER TO 127.0.0.1 9999", "is not a replica"),
+        (0, "FAILOVER ABORT", "No failover in progress"),
+    ];
+    for (node, line, want) in refusals {
+        let id = c.send(node, line);
+        assert!(matches!(c.reply(id), Some(Reply::Error(e)) if e.contains(want)), "{line}: {:?}", c.reply(id));
+    }
+    for (line, want) in [
+        ("FAILOVER TO 127.0.0.1 7002 FORCE", "requires both a timeout and target"),
+        ("FAILOVER ABORT TIMEOUT 10", "abort option can't have other options"),
+        ("FAILOVER TIMEOUT 0", "must be greater than 0"),
+        ("FAILOVER TO 127.0.0.1", "syntax error"),
+    ] {
+        let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        let Some(Err(Reply::Error(e))) = parse_command(&args) else { panic!("{line} parsed") };
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    let id = c.send(0, "FAILOVER");
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    let again = c.send(0, "FAILOVER");
+    assert!(matches!(c.reply(again), Some(Reply::Error(e)) if e.contains("already in progress")));
+    let held = c.send(0, "SET a 1");
+    c.run_for(1_000);
+    let leader = (1..3).find(|&i| c.nodes[i].is_leader()).expect("a follower took over");
+    let Some(Reply::Error(text)) = c.reply(held) else { panic!("a redirect: {:?}", c.reply(held)) };
+    assert!(text.starts_with("READONLY") && text.contains(&format!("n{}", leader + 1)), "{text}");
+}

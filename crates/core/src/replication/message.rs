@@ -139,6 +139,15 @@ pub enum Message {
         last_lsn: Lsn,
         /// A pre-vote.
         pre_vote: bool,
+        /// A planned handover (the leader sent `TimeoutNow`): voters grant it even while
+        /// they hear that leader.
+        transfer: bool,
+    },
+    /// Leader to the follower it hands over to (FAILOVER), once that follower holds every
+    /// record: "stand now". The follower stands at once, without a pre-vote.
+    TimeoutNow {
+        /// The leader's epoch.
+        epoch: Epoch,
     },
     /// Voter to candidate: the answer to a `Vote`, sent only once the voter's new state is
     /// durable.
@@ -163,7 +172,8 @@ impl Message {
             | Message::Forward { epoch, .. }
             | Message::ForwardReply { epoch, .. }
             | Message::Vote { epoch, .. }
-            | Message::VoteReply { epoch, .. } => *epoch,
+            | Message::VoteReply { epoch, .. }
+            | Message::TimeoutNow { epoch } => *epoch,
         }
     }
 
@@ -178,6 +188,7 @@ impl Message {
             Message::ForwardReply { .. } => "ForwardReply",
             Message::Vote { .. } => "Vote",
             Message::VoteReply { .. } => "VoteReply",
+            Message::TimeoutNow { .. } => "TimeoutNow",
         }
     }
 

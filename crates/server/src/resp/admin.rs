@@ -229,6 +229,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("info", -1, &[], 0, 0, 0),
     ("time", 1, &["fast"], 0, 0, 0),
     ("wait", 3, &[], 0, 0, 0),
+    ("failover", -1, &["admin"], 0, 0, 0),
     ("role", 1, &["fast"], 0, 0, 0),
     ("replikv.digest", -1, &["readonly"], 0, 0, 0),
 ];

@@ -1,0 +1,174 @@
+//! `replikv failover`: a planned handover of a local cluster's leadership (issue 6), the manual
+//! failover the lecture notes many operators prefer to an automatic one.
+//!
+//! It finds the leader (the node whose `/api/v1/status` says so), asks it to hand over
+//! (`POST /api/v1/failover`, which is `FAILOVER [TO host port] [TIMEOUT ms] [FORCE]`), and waits
+//! until another node leads: the leader stops taking writes (clients pause), lets the target
+//! catch up, hands over and follows it. No acknowledged write is lost.
+//!
+//! `--dry-run` changes nothing: it says which follower an election would choose if the leader
+//! died now (the one whose log is furthest along), and which records the leader holds that it
+//! lacks: in `async` mode, acknowledged writes that such a failover would cut (and a
+//! `FAILOVER`, which lets the target catch up first, would not).
+//!
+//! CAVEATS
+//! - The positions are each node's at its own moment; writes going on move them.
+//! - The records at risk are named by log position, not key: `replikv` has no endpoint that
+//!   reads the log.
+
+use crate::cluster::args::WhichCluster;
+use crate::cluster::layout::ClusterDir;
+use crate::cluster::net;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use replikv_server::config::ClusterNode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How often the leader is asked again while the handover runs.
+const POLL_MS: u64 = 50;
+
+/// Move a local cluster's leadership to a follower, or say what a failover would do.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+replikv failover --to n2          # n1 waits for n2 to catch up, then n2 leads\n  \
+replikv failover                  # to the most up-to-date follower\n  \
+replikv failover --dry-run        # who would win an election now, and what it would lack")]
+pub struct FailoverArgs {
+    /// Which cluster.
+    #[command(flatten)]
+    pub which: WhichCluster,
+    /// The follower to hand over to (its id, e.g. n2); default: the most up-to-date one.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Milliseconds the target may take to catch up; then the handover is abandoned (or,
+    /// with --force, done anyway).
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Hand over at the timeout even if the target has not caught up (needs --to).
+    #[arg(long)]
+    pub force: bool,
+    /// Change nothing: say who would win an election now and what it would lack.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `replikv failover`.
+pub fn main(args: &FailoverArgs) -> Result<()> {
+    let dir = ClusterDir::new(&args.which)?;
+    let cluster = dir.read_config()?;
+    let statuses: Vec<(&ClusterNode, Option<Value>)> = cluster.nodes.iter().map(|n| (n, status(n).ok())).collect();
+    let leaders: Vec<&(&ClusterNode, Option<Value>)> =
+        statuses.iter().filter(|(_, s)| s.as_ref().is_some_and(|s| s["replication"]["role"] == "leader")).collect();
+    let [(leader, Some(leader_status))] = leaders.as_slice() else {
+        bail!("expected one leader, found {}: is the cluster running (replikv status)?", leaders.len());
+    };
+    if args.dry_run {
+        return dry_run(leader, leader_status, &statuses);
+    }
+    if args.force && args.to.is_none() {
+        bail!("--force needs --to");
+    }
+    let target = match &args.to {
+        Some(id) => {
+            let node = cluster.node(id).ok_or_else(|| anyhow!("no node {id} in the cluster"))?;
+            if node.id == leader.id {
+                bail!("{id} already leads");
+            }
+            Some(node)
+        }
+        None => None,
+    };
+    let body = json!({
+        "to": target.map(|t| t.resp_addr.to_string()),
+        "timeout_ms": args.timeout_ms,
+        "force": args.force,
+    });
+    let (code, reply) = net::post(leader.http_addr, "/api/v1/failover", body.to_string().as_bytes())?;
+    if code != 200 {
+        bail!("{} refused: {}", leader.id, String::from_utf8_lossy(&reply).trim());
+    }
+    println!(
+        "{} holds writes until {} has caught up, then hands over",
+        leader.id,
+        target.map_or("the most up-to-date follower", |t| t.id.as_str())
+    );
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms) + Duration::from_secs(10);
+    loop {
+        for node in &cluster.nodes {
+            let Ok(s) = status(node) else { continue };
+            if s["replication"]["role"] == "leader" && node.id != leader.id {
+                println!("{} leads epoch {}; {} follows it", node.id, s["replication"]["epoch"], leader.id);
+                return Ok(());
+            }
+        }
+        let old = status(leader).ok();
+        if old.as_ref().is_some_and(|s| s["replication"]["failover_state"] == "no-failover")
+            && old.as_ref().is_some_and(|s| s["replication"]["role"] == "leader")
+        {
+            bail!("{} abandoned the handover (the target did not catch up in time) and leads on", leader.id);
+        }
+        if Instant::now() >= deadline {
+            bail!("no other node leads after {} ms", args.timeout_ms + 10_000);
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+/// A node's `/api/v1/status`.
+fn status(node: &ClusterNode) -> Result<Value> {
+    let (code, body) = net::get(node.http_addr, "/api/v1/status").with_context(|| format!("{} is down", node.id))?;
+    if code != 200 {
+        bail!("{}: status {code}", node.id);
+    }
+    serde_json::from_slice(&body).map_err(|e| anyhow!("{}: bad status JSON: {e}", node.id))
+}
+
+/// `--dry-run`: who would win an election now, and what it would lack.
+fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Option<Value>)]) -> Result<()> {
+    let r = &status["replication"];
+    let leader_lsn = r["last_lsn"].as_u64().unwrap_or(0);
+    println!(
+        "{} leads epoch {} at lsn {leader_lsn} (acks = {})",
+        leader.id,
+        r["epoch"],
+        r["acks"].as_str().unwrap_or("?")
+    );
+    let mut best: Option<(&str, u64)> = None;
+    for (node, s) in statuses.iter().filter(|(n, _)| n.id != leader.id) {
+        match s {
+            None => println!("  {}: down, cannot vote or win", node.id),
+            Some(s) => {
+                let lsn = s["replication"]["last_lsn"].as_u64().unwrap_or(0);
+                println!("  {}: log ends at lsn {lsn}", node.id);
+                if best.is_none_or(|(_, b)| lsn > b) {
+                    best = Some((node.id.as_str(), lsn));
+                }
+            }
+        }
+    }
+    // The leader dead, the others that are up must be a majority of the cluster to elect.
+    let up = statuses.iter().filter(|(n, s)| s.is_some() && n.id != leader.id).count();
+    match best {
+        Some((id, lsn)) if up > statuses.len() / 2 => {
+            println!("if {} died now, {id} would win the election (its log is the furthest along)", leader.id);
+            if lsn >= leader_lsn {
+                println!("it holds every record the leader has: nothing would be lost");
+            } else {
+                println!(
+                    "it lacks records {}..={leader_lsn} ({} records): {}",
+                    lsn + 1,
+                    leader_lsn - lsn,
+                    if r["acks"] == "async" {
+                        "writes the leader acknowledged (async) that would be cut, into its rollback log"
+                    } else {
+                        "writes not yet acknowledged (their acknowledgements were pending)"
+                    }
+                );
+            }
+            println!("`replikv failover --to {id}` would first let it catch up: nothing lost");
+        }
+        _ => println!("if {} died now, no majority would be left to elect a leader", leader.id),
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Manual failover: `FAILOVER [TO host port [FORCE]] [ABORT] [TIMEOUT ms]`, with Redis's
+//! semantics, as a leadership transfer (issue 6).
+//!
+//! The leader answers `OK` at once and then:
+//!
+//! 1. **waiting-for-sync**: it stops executing writes. Each one is held, unanswered (clients
+//!    see a pause), while the target (the named follower, or the most up-to-date one) catches
+//!    up: it keeps shipping, and waits until the target's log matches its own to the end.
+//! 2. **failover-in-progress**: it sends the target `TimeoutNow`; the target stands at once in
+//!    the next epoch, without a pre-vote, and its votes say "transfer", which voters grant even
+//!    while they hear the old leader. It holds every record, so it wins; the old leader, voting
+//!    for it, moves to the new epoch and becomes a follower. No acknowledged write is lost: no
+//!    write was executed since the target caught up.
+//! 3. The held writes are then handled as the node's new role says: forwarded to the new
+//!    leader (`forward_writes`), so that their clients see a pause and then the new leader's
+//!    answer, or refused with `-READONLY` naming it.
+//!
+//! If the target has not caught up by the timeout, the handover is abandoned and the held
+//! writes run on the old leader, unless `FORCE` was given: then it hands over all the same
+//! (writes the target lacks may then be cut, into the old leader's rollback log). If no new
+//! leader appears within the election timeout after `TimeoutNow`, the old leader resumes.
+//! `FAILOVER ABORT` cancels a handover still waiting for the target.
+
+use super::{Outbox, Output, Replica, RequestId, State};
+use crate::error::Result;
+use crate::kv::{Reply, Request};
+use crate::replication::Message;
+use crate::storage::Engine;
+use crate::version::NodeId;
+
+/// Writes held during a handover, at most; beyond, a write is refused.
+pub const HELD_WRITES_MAX: usize = 100_000;
+
+/// A handover under way.
+#[derive(Debug)]
+pub(super) struct Handover {
+    /// The follower taking over.
+    target: NodeId,
+    /// When to give up waiting for it (or, with `force`, to hand over anyway).
+    deadline_ms: Option<u64>,
+    /// Hand over at the deadline even if the target has not caught up.
+    force: bool,
+    /// When `TimeoutNow` was sent.
+    sent_at_ms: Option<u64>,
+}
+
+/// A write held while its leader hands over.
+#[derive(Debug)]
+pub(super) struct Held {
+    id: RequestId,
+    request: Request,
+    /// After this the client gets an error instead.
+    deadline_ms: u64,
+}
+
+impl<E: Engine> Replica<E> {
+    /// A FAILOVER request.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn failover(
+        &mut self,
+        now_ms: u64,
+        id: RequestId,
+        to: Option<String>,
+        force: bool,
+        abort: bool,
+        timeout_ms: u64,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        let reply = match &self.state {
+            State::Standalone => Reply::err("FAILOVER requires connected replicas."),
+            State::Follower(_) => Reply::err("FAILOVER is not valid when server is a replica."),
+            State::Leader(_) if abort => match self.handover.take_if(|h| h.sent_at_ms.is_none()) {
+                Some(_) => {
+                    tracing::info!("FAILOVER ABORT: the handover is cancelled; writes resume here");
+                    Reply::Ok
+                }
+                None => Reply::err("No failover in progress."),
+            },
+            State::Leader(_) if self.handover.is_some() => Reply::err("FAILOVER already in progress."),
+            State::Leader(leader) => {
+                let target = match &to {
+                    Some(addr) => self.settings.peers.iter().copied().find(|&p| {
+                        let hint = self.settings.hint(p);
+                        hint == *addr || hint.ends_with(&format!(" at {addr}"))
+                    }),
+                    None => leader.most_up_to_date(),
+                };
+                match target {
+                    None if to.is_some() => Reply::err("FAILOVER target HOST and PORT is not a replica."),
+                    None => Reply::err("FAILOVER requires connected replicas."),
+                    Some(target) => {
+                        tracing::info!("FAILOVER to {target:?}: holding writes until it has caught up");
+                        let deadline_ms = (timeout_ms > 0).then(|| now_ms + timeout_ms);
+                        self.handover = Some(Handover { target, deadline_ms, force, sent_at_ms: None });
+                        Reply::Ok
+                    }
+                }
+            }
+        };
+        outbox.after_flush.push(Output::Reply { id, reply });
+        Ok(())
+    }
+
+    /// True when a write must wait for a handover (and it is held).
+    pub(super) fn maybe_hold(&mut self, now_ms: u64, id: RequestId, request: &Request, outbox: &mut Outbox) -> bool {
+        if self.handover.is_none() || !request.is_write() {
+            return false;
+        }
+        if self.held.len() >= HELD_WRITES_MAX {
+            let reply = Reply::err("too many writes are waiting for a leader handover; try again later");
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return true;
+        }
+        let deadline_ms = now_ms + self.settings.forward_timeout_ms;
+        self.held.push_back(Held { id, request: request.clone(), deadline_ms });
+        true
+    }
+
+    /// After every step: moves a handover on, and lets held writes go once it is over.
+    pub(super) fn drive_handover(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        let last = self.log.last_lsn();
+        match (&self.state, &mut self.handover) {
+            (State::Leader(leader), Some(h)) if h.sent_at_ms.is_none() => {
+                let caught_up = leader.matched_of(h.target) >= last;
+                let late = h.deadline_ms.is_some_and(|d| now_ms >= d);
+                if caught_up || (late && h.force) {
+                    tracing::info!("FAILOVER: {:?} holds the log through {last}: asking it to take over", h.target);
+                    h.sent_at_ms = Some(now_ms);
+                    let message = Message::TimeoutNow { epoch: self.settings.epoch };
+                    outbox.now.push(Output::Send { to: h.target, message });
+                } else if late {
+                    tracing::warn!("FAILOVER: {:?} did not catch up in time: abandoned, writes resume here", h.target);
+                    self.handover = None;
+                }
+            }
+            (State::Leader(_), Some(h)) => {
+                let sent = h.sent_at_ms.unwrap_or(now_ms);
+                if now_ms.saturating_sub(sent) >= 2 * self.settings.election_timeout_ms {
+                    tracing::warn!("FAILOVER: {:?} did not take over: this node leads on", h.target);
+                    self.handover = None;
+                }
+            }
+            (_, Some(_)) => {
+                tracing::info!("FAILOVER: handed over; now following epoch {}", self.settings.epoch);
+                self.handover = None;
+            }
+            _ => {}
+        }
+        self.release_held(now_ms, outbox)
+    }
+
+    /// Lets held writes go once no handover holds them: run here if this node still leads,
+    /// else as a follower of the new leader (forwarded, or refused naming it). While no
+    /// leader is known they wait, up to their deadline.
+    fn release_held(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        if self.handover.is_some() || self.held.is_empty() {
+            return Ok(());
+        }
+        let leader_unknown = matches!(&self.state, State::Follower(f) if f.leader.is_none());
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            if leader_unknown && now_ms < h.deadline_ms {
+                self.held.push_back(h);
+            } else if leader_unknown {
+                let reply =
+                    Reply::err("the write waited for a leader handover that did not finish; it was not applied");
+                outbox.now.push(Output::Reply { id: h.id, reply });
+            } else {
+                self.request(now_ms, h.id, h.request, outbox)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `master_failover_state`, as Redis names it.
+    pub(super) fn failover_state(&self) -> &'static str {
+        match &self.handover {
+            None => "no-failover",
+            Some(h) if h.sent_at_ms.is_none() => "waiting-for-sync",
+            Some(_) => "failover-in-progress",
+        }
+    }
+}
