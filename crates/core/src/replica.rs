@@ -460,6 +460,9 @@ pub struct Replica<E> {
     random: u64,
     /// Elections stood in, and won, since start.
     elections: (u64, u64),
+    /// Stand at the next timeout although `auto_failover` is off: this node led (or stood)
+    /// before it restarted, and no leader has been heard since.
+    reclaim: bool,
     /// A FAILOVER under way (on a leader).
     handover: Option<handover::Handover>,
     /// Writes held while it runs.
@@ -489,16 +492,21 @@ impl<E: Engine> Replica<E> {
 
     /// A replica of a cluster over `engine` and its `files`, recovered as the module
     /// documentation says. It starts in `settings.role` and `settings.epoch` when its vote
-    /// file is fresh; a node that has voted before (it ran in this cluster) and has
-    /// `auto_failover` starts as a follower in its last epoch, leader unknown, and waits for
-    /// a leader or an election.
+    /// file is fresh; a node that ran in this cluster before starts as a follower in its last
+    /// epoch, leader unknown, and waits for a leader or an election. Without `auto_failover`,
+    /// one that led (or stood) in that epoch asks to lead again at its first election timeout,
+    /// and wins unless another leader is heard: so a restarted leader resumes, as Redis's
+    /// master does, and a node a FAILOVER deposed does not.
     pub fn replicated(engine: E, files: ReplicaFiles, settings: Settings, now_ms: u64) -> Result<Replica<E>> {
         let mut settings = settings;
         let mut votes = files.votes;
         let persisted = votes.state();
         settings.peers = settings.peers();
         let restarted = persisted.epoch > 0 && persisted.epoch >= settings.epoch;
-        if restarted && settings.auto_failover && !matches!(settings.role, Role::Standalone) {
+        // A node that stood or led in its epoch asks to lead again at its first timeout even
+        // without auto_failover (its pre-vote fails if another leader is heard).
+        let reclaim = restarted && !settings.auto_failover && persisted.voted_for == Some(settings.node);
+        if restarted && !matches!(settings.role, Role::Standalone) {
             settings.role = Role::Follower { leader: None, leader_hint: String::new() };
         }
         settings.epoch = settings.epoch.max(persisted.epoch);
@@ -520,6 +528,7 @@ impl<E: Engine> Replica<E> {
         let files = ReplicaFiles { votes, ..files };
         let mut replica = Replica::assemble(store, files, settings, state);
         replica.incarnation = now_ms;
+        replica.reclaim = reclaim;
         replica.random = replica.settings.seed ^ 0x9e37_79b9_7f4a_7c15;
         replica.election_deadline_ms = now_ms + replica.draw_election_timeout();
         replica.recover()?;
@@ -547,6 +556,7 @@ impl<E: Engine> Replica<E> {
             election_deadline_ms: 0,
             random: 0,
             elections: (0, 0),
+            reclaim: false,
             handover: None,
             held: std::collections::VecDeque::new(),
             forwarded: BTreeMap::new(),
@@ -722,7 +732,10 @@ impl<E: Engine> Replica<E> {
                     ));
                     outbox.now.push(Output::Reply { id, reply });
                 }
-                if self.settings.auto_failover && now_ms >= self.election_deadline_ms {
+                if leader.is_some() {
+                    self.reclaim = false;
+                }
+                if (self.settings.auto_failover || self.reclaim) && now_ms >= self.election_deadline_ms {
                     self.stand(now_ms, true, false, outbox)?;
                 }
             }

@@ -228,6 +228,7 @@ impl<E: Engine> Replica<E> {
     fn become_leader(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
         let followers = self.settings.peers.clone();
         let epoch = self.settings.epoch;
+        self.reclaim = false;
         let mut leader = Leader::new(&followers, now_ms);
         leader.restarted(self.durable.min(self.log.last_lsn()));
         let record = LogRecord { lsn: self.log.last_lsn() + 1, epoch, changes: Vec::new() };

@@ -434,3 +434,42 @@ fn failover_without_forwarding_redirects_held_writes_and_refuses_what_it_cannot_
     let Some(Reply::Error(text)) = c.reply(held) else { panic!("a redirect: {:?}", c.reply(held)) };
     assert!(text.starts_with("READONLY") && text.contains(&format!("n{}", leader + 1)), "{text}");
 }
+
+/// Restarts node `i` of `c` from its engine and files, as after a crash of the process.
+fn restart(c: &mut Cluster, i: usize) {
+    let settings = c.nodes[i].settings().clone();
+    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
+    c.nodes[i] = Replica::replicated(engine, files, settings, c.now).unwrap();
+}
+
+#[test]
+fn without_auto_failover_nobody_stands_but_a_restarted_leader_resumes_and_a_deposed_one_does_not() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(300);
+    c.cut.insert(0);
+    c.run_for(2_000);
+    assert!(c.nodes[0].is_leader(), "no step-down without auto_failover");
+    assert!((1..3).all(|i| c.nodes[i].status(c.now).role == "follower" && c.nodes[i].status(c.now).epoch == 1));
+    c.cut.clear();
+    let id = c.send(0, "SET a 1");
+    c.run_for(300);
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+
+    // The leader restarts: it comes back as a follower, asks to lead again, and does.
+    restart(&mut c, 0);
+    assert_eq!(c.nodes[0].status(c.now).role, "follower");
+    c.run_for(1_500);
+    assert!(c.nodes[0].is_leader(), "{:?}", c.nodes[0].status(c.now));
+    assert_eq!(c.nodes[0].status(c.now).epoch, 2);
+
+    // A FAILOVER moves the leader to n2; n1, restarted, stays a follower of it.
+    let id = c.send(0, "FAILOVER TO 127.0.0.1 7002");
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    c.run_for(500);
+    assert!(c.nodes[1].is_leader());
+    restart(&mut c, 0);
+    c.run_for(1_500);
+    assert!(c.nodes[1].is_leader() && !c.nodes[0].is_leader(), "{:?}", c.nodes[0].status(c.now));
+    assert_eq!(c.dump(0), c.dump(1));
+}
