@@ -2,13 +2,15 @@
 //!
 //! - `replikv node`: run one node (`--config cluster.toml --id n2` for one node of a cluster).
 //! - `replikv cluster start|status|stop|clean`: a local cluster of real node processes on
-//!   127.0.0.1, one merged log stream, Ctrl-C stops it. The first node listed leads; the others
-//!   follow it and refuse writes with `-READONLY` naming the leader; `--acks` picks when a write
+//!   127.0.0.1, one merged log stream, Ctrl-C stops it. The first node listed leads a new
+//!   cluster (elections replace it); the others follow the leader and refuse writes with `-READONLY` naming the leader; `--acks` picks when a write
 //!   is acknowledged: `sync`, `semi-sync:K` or `async`.
 //! - `replikv status`: `replikv cluster status` by a shorter name: each node's role, epoch,
 //!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
 //! - `replikv check`: compare every replica's Merkle digest with the leader's and name the
 //!   replicas, key ranges and keys that differ.
+//! - `replikv failover [--to nI] [--dry-run]`: a planned handover of the leadership (FAILOVER),
+//!   or what an election would choose if the leader died now.
 //! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
 //!   nodes of a local cluster started with `REPLIKV_TEST_FAULTS=1`, through each node's own
 //!   peer links.
@@ -60,8 +62,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a local cluster of real node processes: start, status, stop, clean.
     ///
-    /// The first node listed (n1) leads; the others follow it and refuse writes with READONLY
-    /// naming the leader. --acks picks when a write is acknowledged: sync, semi-sync:K or async.
+    /// The first node listed (n1) leads a new cluster; the others follow it and refuse writes
+    /// with READONLY naming the leader. When the leader dies or is cut off, the others elect a
+    /// new one. --acks picks when a write is acknowledged: sync, semi-sync:K or async.
     Cluster(cluster::ClusterArgs),
     /// Show a local cluster's nodes: role, epoch, applied LSN, lag, up or down.
     ///

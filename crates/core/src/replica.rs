@@ -59,8 +59,9 @@
 //! With `auto_failover`, followers elect a new leader when theirs is gone, and a leader cut
 //! off from a majority steps down; every message carries an epoch that fences old leaders.
 //! Leader reads are confirmed with a heartbeat round (read index) before they are answered.
-//! See `replica/failover.rs` for elections and fencing, the leader's essay for reads and step-down,
-//! and the follower's for how a rejoining node cuts what the new leader's history lacks.
+//! See `replica/failover.rs` for elections and fencing, `replica/handover.rs` for FAILOVER (a
+//! planned handover), the leader's essay for reads and step-down, and the follower's for how a
+//! rejoining node cuts what the new leader's history lacks.
 //!
 //! # Recovery
 //!
@@ -82,7 +83,8 @@
 //!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
 //! - WAIT counts the followers that have every write the leader holds, not only the calling
 //!   client's.
-//! - No planned handover (`FAILOVER`) yet; with `auto_failover` off nothing moves the leader.
+//! - Without `auto_failover`, a leader that dies for good is replaced only by hand: a
+//!   follower does not stand, and `FAILOVER` needs a live leader.
 //! - A node whose data directory (vote file included) is wiped and that is listed first
 //!   starts as the leader of epoch 1: it is fenced as soon as it hears the cluster's newer
 //!   epoch, but in `async` it may acknowledge writes until then (they end in its rollback log

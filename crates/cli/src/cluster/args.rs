@@ -17,8 +17,8 @@ replikv cluster start --nodes 5 --acks semi-sync:2 --detach\n  \
 replikv cluster status                     # or: replikv status\n  \
 replikv cluster stop\n  \
 replikv cluster clean                      # stop, then remove ./data/demo\n\n\
-The first node listed (n1) leads; the others follow it and refuse writes with READONLY naming\n\
-the leader. --acks picks when a write is acknowledged: sync (every follower has it),\n\
+The first node listed (n1) leads a new cluster, and elections replace it if it goes; the\n\
+others follow the leader and refuse writes with READONLY naming it. --acks picks when a write is acknowledged: sync (every follower has it),\n\
 semi-sync:K (K followers have it) or async (the leader alone has it).")]
 pub struct ClusterArgs {
     /// What to do with the cluster.

@@ -10,7 +10,8 @@
 //! `replikv cluster status|stop|clean` find them again from the cluster's directory
 //! (`replikv status` is `replikv cluster status` by a shorter name).
 //!
-//! The nodes replicate, single-leader: the first node listed (n1) leads, the others follow it,
+//! The nodes replicate, single-leader: the first node listed (n1) leads a new cluster (and an
+//! election replaces it if it dies or is cut off; `replikv failover` moves it), the others follow it,
 //! serve reads from their own copy and refuse writes with `-READONLY` naming the leader.
 //! `--acks` picks when the leader acknowledges a write: `sync` (once every follower has it
 //! durable), `semi-sync:K` (once K followers do) or `async` (once the leader does). The nodes
