@@ -75,6 +75,10 @@ pub struct Metrics {
     pub log_bytes: Gauge,
     /// Writes failed with NOREPLICAS since start.
     pub noreplicas: Gauge,
+    /// Changes cut from the log into rollback files, in all.
+    pub rolled_back: Gauge,
+    /// The epoch.
+    pub epoch: Gauge,
     /// 1 when this node leads, 0 otherwise.
     pub is_leader: Gauge,
     /// Each follower's lag in records, on the leader.
@@ -113,6 +117,8 @@ impl Metrics {
             log_last_lsn: Gauge::default(),
             log_bytes: Gauge::default(),
             noreplicas: Gauge::default(),
+            rolled_back: Gauge::default(),
+            epoch: Gauge::default(),
             is_leader: Gauge::default(),
             lag_records: Family::default(),
             lag_bytes: Family::default(),
@@ -159,6 +165,12 @@ impl Metrics {
         registry.register("replikv_log_last_lsn", "The newest record in the replication log", m.log_last_lsn.clone());
         registry.register("replikv_log_bytes", "Bytes the replication log holds", m.log_bytes.clone());
         registry.register("replikv_noreplicas", "Writes failed with NOREPLICAS since start", m.noreplicas.clone());
+        registry.register(
+            "replikv_rolled_back_changes",
+            "Changes cut from the replication log and saved under rollback/, in all",
+            m.rolled_back.clone(),
+        );
+        registry.register("replikv_epoch", "The replication epoch this node is in", m.epoch.clone());
         registry.register("replikv_is_leader", "1 when this node leads its cluster", m.is_leader.clone());
         registry.register("replikv_follower_lag_records", "A follower's lag in log records", m.lag_records.clone());
         registry.register("replikv_follower_lag_bytes", "A follower's lag in bytes of log", m.lag_bytes.clone());
@@ -194,6 +206,8 @@ impl Metrics {
         self.log_last_lsn.set(status.last_lsn as i64);
         self.log_bytes.set(status.log_bytes as i64);
         self.noreplicas.set(status.noreplicas as i64);
+        self.rolled_back.set(status.rolled_back as i64);
+        self.epoch.set(status.epoch as i64);
         self.is_leader.set(i64::from(status.role == "leader"));
         let names = self.names.lock().unwrap();
         for f in &status.followers {

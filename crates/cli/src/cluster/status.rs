@@ -9,8 +9,10 @@
 //!
 //! The table has one row per node: id, RESP address, role, epoch, applied LSN (the newest
 //! record in its replication log), lag in records and in seconds, up or down, keys, peer links
-//! connected (of all), pid; then why a node is down, why the leader counts a follower's link
-//! down, or why a peer link is refused.
+//! connected (of all), pid; then why a node is down, how many changes a node cut into its
+//! rollback files (rejoining a newer leader), why the leader counts a follower's link down,
+//! or why a peer link is refused. The heading names the node that says it leads (none during
+//! an election).
 //!
 //! A follower's lag is the leader's view of it (its entry in the leader's `followers`, by id)
 //! whenever the leader answers: the leader knows what it holds that the follower lacks, and
@@ -85,6 +87,8 @@ pub struct Replication {
     pub follower_mode: Option<String>,
     /// Whether the leader had an acknowledgement from it within the link timeout.
     pub up_at_leader: Option<bool>,
+    /// Changes it cut from its log and saved under `rollback/` (rejoining a newer leader).
+    pub rolled_back: Option<u64>,
 }
 
 /// The whole `-o json` answer.
@@ -96,7 +100,7 @@ struct Report<'a> {
     mode: String,
     /// Its acknowledgement setting.
     acks: String,
-    /// The node that leads by the cluster file: the first one listed.
+    /// The node that says it leads (the first one, if two ever do); none during an election.
     leader: Option<&'a str>,
     /// The nodes, in the file's order.
     nodes: Vec<NodeRow>,
@@ -108,7 +112,8 @@ pub fn main(args: &StatusArgs) -> Result<()> {
     let cluster = dir.read_config()?;
     let pids = layout::read_pids(&dir.pids())?.unwrap_or_default();
     let rows = probe_all(&cluster, &pids, &dir.config());
-    let leader = cluster.nodes.first().map(|n| n.id.as_str());
+    let leader_id = rows.iter().find(|r| r.role.as_deref() == Some("leader")).map(|r| r.id.clone());
+    let leader = leader_id.as_deref();
     match args.output {
         Output::Json => {
             let report = Report {
@@ -124,7 +129,10 @@ pub fn main(args: &StatusArgs) -> Result<()> {
             let r = &cluster.replication;
             let leads = match cluster.nodes.len() {
                 1 => "one node, nothing to replicate".to_string(),
-                _ => format!("{} leads", leader.unwrap_or("?")),
+                _ => match leader {
+                    Some(id) => format!("{id} leads"),
+                    None => "no node leads (an election may be under way)".to_string(),
+                },
             };
             println!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
             print!("{}", render_table(&rows));
@@ -213,6 +221,7 @@ fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Repl
     let mut cells = Replication {
         epoch: own.and_then(|o| o["epoch"].as_u64()),
         applied_lsn: own.and_then(|o| o["last_lsn"].as_u64()),
+        rolled_back: own.and_then(|o| o["rolled_back"].as_u64()),
         ..Replication::default()
     };
     let at_leader = leader.and_then(|l| l["followers"].as_array()).and_then(|fs| fs.iter().find(|f| f["id"] == id));
@@ -294,6 +303,13 @@ fn render_table(rows: &[NodeRow]) -> String {
     for row in rows.iter().filter(|r| !r.up) {
         out += &format!("{}: {}\n", row.id, row.error.as_deref().unwrap_or("down"));
     }
+    for row in rows.iter().filter(|r| r.replication.rolled_back.is_some_and(|n| n > 0)) {
+        out += &format!(
+            "{}: cut {} changes the leader's history lacks, saved under rollback/ in its data directory\n",
+            row.id,
+            row.replication.rolled_back.unwrap_or(0)
+        );
+    }
     for row in rows.iter().filter(|r| r.up && r.replication.up_at_leader == Some(false)) {
         out +=
             &format!("{}: link down: the leader has had no acknowledgement from it within its link timeout\n", row.id);
@@ -345,6 +361,7 @@ mod tests {
                 lag_from: Some("leader"),
                 follower_mode: Some("snapshot".into()),
                 up_at_leader: Some(false),
+                rolled_back: Some(2),
             },
             keys: Some(3),
             peer_problems: Vec::new(),
@@ -370,6 +387,7 @@ n1  127.0.0.1:7001  leader                          1      1042     0     0.0   
 n2  127.0.0.1:7002  follower (snapshot, link down)  1      7        1035  2.3    up     3     1/2    4243
 n3  127.0.0.1:7003  -                               -      -        -     -      down   -     -      -
 n3: connection refused
+n2: cut 2 changes the leader's history lacks, saved under rollback/ in its data directory
 n2: link down: the leader has had no acknowledgement from it within its link timeout
 n1: link to n3 down: connection refused
 ";
@@ -407,6 +425,7 @@ n1: link to n3 down: connection refused
             lag_from: lag.map(|(_, _, from)| from),
             follower_mode: mode.map(str::to_string),
             up_at_leader,
+            rolled_back: None,
         }
     }
 
