@@ -477,3 +477,54 @@ fn write_out_hands_out_an_fsync_only_when_something_is_unsynced() {
     assert!(written.sync.is_none(), "the in-memory log has nothing to fsync");
     memory.flush().expect("flush");
 }
+
+#[test]
+fn the_epoch_of_each_position_survives_retention_a_reset_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = ReplicationLog::open(dir.path(), options(400, 800, 1 << 20)).unwrap();
+    // Epoch 1 for 1..=10, epoch 3 for 11..=20, epoch 4 for 21..=30.
+    for lsn in 1..=30 {
+        log.append(record(
+            lsn,
+            if lsn <= 10 {
+                1
+            } else if lsn <= 20 {
+                3
+            } else {
+                4
+            },
+        ))
+        .unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(
+        (log.epoch_at(0), log.epoch_at(10), log.epoch_at(11), log.epoch_at(30)),
+        (Some(0), Some(1), Some(3), Some(4))
+    );
+    assert_eq!(log.epoch_at(31), None, "past the end");
+    assert_eq!(log.epoch_run_start(15), Some(11));
+    assert_eq!(log.epoch_runs(), vec![(0, 0), (1, 1), (11, 3), (21, 4)]);
+    let reopened = ReplicationLog::open(dir.path(), options(400, 800, 1 << 20)).unwrap();
+    assert_eq!(reopened.epoch_runs(), log.epoch_runs(), "rebuilt from the records at open");
+    drop(reopened);
+    log.retain(31).unwrap();
+    let base = log.first_lsn() - 1;
+    assert!(base > 0, "retention dropped the oldest segments");
+    assert_eq!(log.epoch_at(base - 1), None, "before the base: unknown");
+    assert_eq!(
+        log.epoch_at(base),
+        Some(if base <= 10 {
+            1
+        } else if base <= 20 {
+            3
+        } else {
+            4
+        })
+    );
+    assert_eq!(log.epoch_runs()[0].0, base, "the runs start at the base");
+    log.reset(50, 7).unwrap();
+    assert_eq!((log.epoch_at(50), log.epoch_runs()), (Some(7), vec![(50, 7)]));
+    log.append(record(51, 8)).unwrap();
+    assert_eq!(log.epoch_run_start(51), Some(51));
+    assert_eq!(log.epoch_run_start(50), Some(50));
+}
