@@ -11,10 +11,11 @@
 //! lacks: in `async` mode, acknowledged writes that such a failover would cut (and a
 //! `FAILOVER`, which lets the target catch up first, would not).
 //!
+//! The records at risk are listed with their keys, from the leader's log
+//! (`GET /api/v1/log`), up to [`LISTED_RECORDS_MAX`].
+//!
 //! CAVEATS
 //! - The positions are each node's at its own moment; writes going on move them.
-//! - The records at risk are named by log position, not key: `replikv` has no endpoint that
-//!   reads the log.
 
 use crate::cluster::args::WhichCluster;
 use crate::cluster::layout::ClusterDir;
@@ -24,6 +25,9 @@ use clap::Args;
 use replikv_server::config::ClusterNode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// Records at risk `--dry-run` lists by key, at most.
+pub const LISTED_RECORDS_MAX: u64 = 100;
 
 /// How often the leader is asked again while the handover runs.
 const POLL_MS: u64 = 50;
@@ -124,6 +128,27 @@ fn status(node: &ClusterNode) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| anyhow!("{}: bad status JSON: {e}", node.id))
 }
 
+/// Prints the leader's records after `after`, with their keys (the first few).
+fn list_records(leader: &ClusterNode, after: u64) {
+    let path = format!("/api/v1/log?after={after}&limit={LISTED_RECORDS_MAX}");
+    let records = match net::get(leader.http_addr, &path) {
+        Ok((200, body)) => serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        Ok((code, body)) => {
+            println!("    (cannot list them: HTTP {code}: {})", String::from_utf8_lossy(&body).trim());
+            return;
+        }
+        Err(e) => {
+            println!("    (cannot list them: {e:#})");
+            return;
+        }
+    };
+    for r in records.as_array().into_iter().flatten() {
+        let keys: Vec<&str> = r["keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let shown = if keys.is_empty() { "(no keys: an election's empty record)".to_string() } else { keys.join(" ") };
+        println!("    lsn {} (epoch {}): {shown}", r["lsn"], r["epoch"]);
+    }
+}
+
 /// `--dry-run`: who would win an election now, and what it would lack.
 fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Option<Value>)]) -> Result<()> {
     let r = &status["replication"];
@@ -165,6 +190,9 @@ fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Opti
                         "writes not yet acknowledged (their acknowledgements were pending)"
                     }
                 );
+            }
+            if lsn < leader_lsn {
+                list_records(leader, lsn);
             }
             println!("`replikv failover --to {id}` would first let it catch up: nothing lost");
         }

@@ -301,3 +301,27 @@ fn replikv_failover_hands_over_under_load_and_forwarding_clients_see_a_pause_not
     let status = trio.status(old);
     assert_eq!(status["replication"]["rolled_back"], 0, "a planned handover cuts nothing: {status}");
 }
+
+#[test]
+fn a_dry_run_names_the_follower_that_would_win_and_the_acknowledged_writes_it_lacks() {
+    // Elections slow enough that none happens during the test.
+    let trio = Trio::start("acks = \"async\"\nheartbeat_ms = 50\nelection_timeout_ms = 60000", &["--test-faults"]);
+    let mut con = trio.con(0);
+    let _: String = con.set("before", "1").unwrap();
+    for i in [1, 2] {
+        trio.wait_follower(i, "caught up", |f| f["lag_records"] == 0 && f["acked_lsn"].as_u64() > Some(0));
+    }
+    let (ok, out, err) = trio.replikv(&["fault", "partition", "n1", "--one-way"]);
+    assert!(ok, "{out}{err}");
+    for key in ["lost-a", "lost-b"] {
+        let ok: String = con.set(key, "1").unwrap();
+        assert_eq!(ok, "OK", "async: acknowledged by the leader alone");
+    }
+    let (ok, out, err) = trio.replikv(&["failover", "--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("would win the election") && out.contains("lacks records"), "{out}");
+    assert!(out.contains("lost-a") && out.contains("lost-b") && out.contains("rollback log"), "{out}");
+    assert!(!out.contains("before"), "what the followers hold is not at risk: {out}");
+    let (ok, out, err) = trio.replikv(&["fault", "heal"]);
+    assert!(ok, "{out}{err}");
+}

@@ -615,6 +615,11 @@ impl<E: Engine> Replica<E> {
             outbox.after_flush.push(Output::Reply { id, reply });
             return Ok(());
         }
+        if let Request::Log { after, count } = request {
+            let reply = self.list_log(after, count)?;
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return Ok(());
+        }
         if let Request::Failover { to, force, abort, timeout_ms } = request {
             return self.failover(now_ms, id, to, force, abort, timeout_ms, outbox);
         }
@@ -944,6 +949,29 @@ impl<E: Engine> Replica<E> {
         status
     }
 
+    /// REPLIKV.LOG: up to `count` records after `after` as `[lsn, epoch, [key...]]`; an error
+    /// reply when the log no longer holds them.
+    fn list_log(&mut self, after: Lsn, count: u64) -> Result<Reply> {
+        let count = count.min(LOG_LIST_RECORDS_MAX) as usize;
+        let mut out = Vec::new();
+        let mut at = after;
+        while out.len() < count {
+            let Some(records) = self.log.read(at, RECOVERY_READ_BYTES)? else {
+                return Ok(Reply::err(format!(
+                    "the log starts at {}: records after {after} are gone",
+                    self.log.first_lsn()
+                )));
+            };
+            let Some(last) = records.last().map(|r| r.lsn) else { break };
+            at = last;
+            for r in records.into_iter().take(count - out.len()) {
+                let keys = r.changes.into_iter().map(|c| Reply::Bulk(c.key)).collect();
+                out.push(Reply::Array(vec![Reply::Int(r.lsn as i64), Reply::Int(r.epoch as i64), Reply::Array(keys)]));
+            }
+        }
+        Ok(Reply::Array(out))
+    }
+
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
     /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
     fn digest(&self, bucket: Option<usize>) -> Result<Reply> {
@@ -1107,6 +1135,9 @@ impl<E: Engine> Replica<E> {
 
 /// Keys a follower's recovery undoes one by one at most; beyond, it starts again empty.
 const RECOVERY_STRAYS_MAX: usize = 100_000;
+
+/// Records one REPLIKV.LOG lists at most.
+pub const LOG_LIST_RECORDS_MAX: u64 = 1_000;
 
 /// Keys one REPLIKV.DIGEST BUCKET lists at most.
 pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the effective configuration |
+//! | `GET /api/v1/log?after=N&limit=M` | the replication log's records after N (at most M, 1000): `[{"lsn", "epoch", "keys": [...]}...]`, keys only (lossy UTF-8); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
@@ -43,7 +44,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use replikv_core::kv::{Expiry, Reply, Request, SetCondition};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/digest/bucket/{bucket}", get(digest_bucket))
         .route("/api/v1/config", get(config))
         .route("/api/v1/failover", post(failover))
+        .route("/api/v1/log", get(log_records))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -141,6 +143,46 @@ async fn put_key(
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }
+}
+
+/// Query parameters of `GET /api/v1/log`.
+#[derive(Deserialize)]
+struct LogParams {
+    /// The records after this position.
+    after: u64,
+    /// Records at most.
+    limit: Option<u64>,
+}
+
+/// `GET /api/v1/log`: the records after `after`, keys only (REPLIKV.LOG).
+async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<LogParams>) -> Response {
+    let request = Request::Log { after: params.after, count: params.limit.unwrap_or(100) };
+    let records = match call(&state, request).await {
+        Ok(Reply::Array(records)) => records,
+        Ok(Reply::Error(e)) => return error(StatusCode::GONE, e),
+        Ok(other) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+        Err(response) => return response,
+    };
+    let entries: Vec<Value> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Array(parts) => match parts.as_slice() {
+                [Reply::Int(lsn), Reply::Int(epoch), Reply::Array(keys)] => {
+                    let keys: Vec<String> = keys
+                        .iter()
+                        .filter_map(|k| match k {
+                            Reply::Bulk(k) => Some(String::from_utf8_lossy(k).into_owned()),
+                            _ => None,
+                        })
+                        .collect();
+                    Some(json!({ "lsn": lsn, "epoch": epoch, "keys": keys }))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    Json(Value::Array(entries)).into_response()
 }
 
 /// The body of `POST /api/v1/failover`: FAILOVER's options.

@@ -40,6 +40,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "dbsize" => (0, Some(0)),
         "wait" => (2, Some(2)),
         "failover" => (0, Some(7)),
+        "replikv.log" => (2, Some(2)),
         "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         _ => return None,
@@ -102,6 +103,13 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
             _ => return Err(syntax()),
         },
         "failover" => parse_failover(a)?,
+        "replikv.log" => {
+            let (after, count) = (int(&a[0])?, int(&a[1])?);
+            if after < 0 || count < 0 {
+                return Err(Reply::err("REPLIKV.LOG after and count must not be negative"));
+            }
+            Request::Log { after: after as u64, count: count as u64 }
+        }
         "wait" => {
             let replicas = int(&a[0])?;
             let timeout_ms = int(&a[1])?;

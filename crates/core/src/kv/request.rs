@@ -182,6 +182,15 @@ pub enum Request {
         /// One bucket's entries instead of the whole digest.
         bucket: Option<usize>,
     },
+    /// REPLIKV.LOG after count: the replication log's records after `after`, at most `count`,
+    /// as `[lsn, epoch, [key...]]` (keys only, no values): what `replikv failover --dry-run`
+    /// names. The replica, not the store, answers it.
+    Log {
+        /// The records after this position.
+        after: u64,
+        /// Records at most (at most [`crate::replica::LOG_LIST_RECORDS_MAX`]).
+        count: u64,
+    },
     /// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], as Redis has it: the leader
     /// stops taking writes (they wait), lets the target catch up, and hands over; it then
     /// follows the target. The replica, not the store, answers it.
@@ -224,6 +233,7 @@ impl Request {
                 | Request::DbSize
                 | Request::Wait { .. }
                 | Request::Failover { .. }
+                | Request::Log { .. }
                 | Request::Digest { .. }
         )
     }

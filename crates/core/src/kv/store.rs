@@ -178,7 +178,7 @@ impl<E: Engine> Store<E> {
             Request::Persist { key } => self.persist(now_ms, key)?,
             Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
             Request::FlushAll => self.flush_all(now_ms)?,
-            Request::Wait { .. } | Request::Digest { .. } | Request::Failover { .. } => {
+            Request::Wait { .. } | Request::Digest { .. } | Request::Failover { .. } | Request::Log { .. } => {
                 Reply::err("this command is answered by the replica, not the store")
             }
         })

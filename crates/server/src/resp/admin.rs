@@ -232,6 +232,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("failover", -1, &["admin"], 0, 0, 0),
     ("role", 1, &["fast"], 0, 0, 0),
     ("replikv.digest", -1, &["readonly"], 0, 0, 0),
+    ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
 
 fn command(args: &[Bytes]) -> Frame {
