@@ -21,7 +21,8 @@
 # ratios replikv/redis of throughput and of p50 and p99 latency. Everything it starts it stops,
 # also on Ctrl-C.
 #
-# Settings (environment): N writes per run, ROUNDS, CONNECTIONS, RECORDS, VALUE_BYTES, PAIRS,
+# Settings (environment): N operations per run, WORKLOAD (write-only; c for reads only, which on
+# replikv's leader wait for a heartbeat round: its read index), ROUNDS, CONNECTIONS, RECORDS, VALUE_BYTES, PAIRS,
 # BASE_PORT (replikv uses BASE_PORT+1..+3 and +101..+103, +201..+203; redis BASE_PORT+10..+12),
 # KEEP=1 keeps every run's JSON in target/bench-replication-<time>/.
 # Needs redis-server 7 and redis-cli: apt-get install -y redis-server
@@ -33,6 +34,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 RECORDS=${RECORDS:-100000}
 VALUE_BYTES=${VALUE_BYTES:-100}
 PAIRS=${PAIRS:-"sync semi-sync async"}
+WORKLOAD=${WORKLOAD:-write-only}
 BASE_PORT=${BASE_PORT:-17400}
 cd "$(dirname "$0")/.."
 
@@ -109,7 +111,7 @@ else:
 PY
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Linux $(uname -r), $(redis-server --version | cut -d' ' -f1-3)"
-echo "# replikv bench --workload write-only -n $N -c $CONNECTIONS -r $RECORDS -d $VALUE_BYTES, $ROUNDS rounds, replikv first"
+echo "# replikv bench --workload $WORKLOAD -n $N -c $CONNECTIONS -r $RECORDS -d $VALUE_BYTES, $ROUNDS rounds, replikv first"
 $replikv bench probe --dir "$work" --seconds 1 | sed 's/^/# probe: /'
 
 for pair in $PAIRS; do
@@ -121,7 +123,7 @@ for pair in $PAIRS; do
       if [ "$side" = replikv ]; then port=$((BASE_PORT + 1)); wait=""; else port=$((BASE_PORT + 10)); wait=$(wait_of "$pair"); fi
       out="$work/$pair/$round-$side.json"
       # shellcheck disable=SC2086 # $wait is empty or two words
-      RUST_LOG=warn $replikv bench -p "$port" --workload write-only -n "$N" -c "$CONNECTIONS" \
+      RUST_LOG=warn $replikv bench -p "$port" --workload "$WORKLOAD" -n "$N" -c "$CONNECTIONS" \
         -r "$RECORDS" -d "$VALUE_BYTES" $wait --json > "$out"
       printf '%-10s round %s %-8s %s\n' "$pair" "$round" "$side" "$(python3 "$work/summary.py" line "$out")"
     done

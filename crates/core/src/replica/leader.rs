@@ -165,8 +165,8 @@ struct Progress {
     last_progress_ms: u64,
     /// The leader clock it has caught up to (from its acknowledgements).
     caught_up_at_ms: u64,
-    /// The position and time of its last refusal.
-    last_reject: Option<(Lsn, u64)>,
+    /// The position, the epoch of its last record and the time of its last refusal.
+    last_reject: Option<(Lsn, Epoch, u64)>,
     /// Since when its acknowledgements report less than `acked` (it lost or reset records, or
     /// they are stale): past `resend_ms`, the leader probes it again.
     low_since: Option<u64>,
@@ -554,12 +554,14 @@ impl Leader {
         p.caught_up_at_ms = p.caught_up_at_ms.max(caught_up_at_ms);
         let probing = matches!(p.mode, Mode::Probe);
         // A refusal of the position already being shipped again (every Append queued behind a
-        // gap is refused in turn) restarts nothing more.
+        // gap is refused in turn) restarts nothing more. One from a follower whose log changed
+        // since (it cut its records: its last epoch differs) is news.
         let repeated = reject
-            && p.last_reject
-                .is_some_and(|(lsn, at)| lsn == durable_lsn && now_ms.saturating_sub(at) < settings.resend_ms);
+            && p.last_reject.is_some_and(|(lsn, epoch, at)| {
+                lsn == durable_lsn && epoch == last_epoch && now_ms.saturating_sub(at) < settings.resend_ms
+            });
         if reject {
-            p.last_reject = Some((durable_lsn, now_ms));
+            p.last_reject = Some((durable_lsn, last_epoch, now_ms));
         }
         match (&mut p.mode, snapshot) {
             (_, _) if repeated => {}
