@@ -748,7 +748,12 @@ impl Leader {
                     acked_lsn: p.acked,
                     lag_records,
                     lag_bytes: if lag_records == 0 { 0 } else { self.logged_bytes.saturating_sub(bytes_at(p.acked)) },
-                    lag_ms: if lag_records == 0 { 0 } else { now_ms.saturating_sub(p.caught_up_at_ms) },
+                    // Behind since this leader started, at least, for one it never heard from.
+                    lag_ms: if lag_records == 0 {
+                        0
+                    } else {
+                        now_ms.saturating_sub(p.caught_up_at_ms.max(self.started_ms))
+                    },
                     last_ack_ms_ago: p.last_ack_ms.map(|at| now_ms.saturating_sub(at)),
                     snapshots: p.snapshots,
                 }

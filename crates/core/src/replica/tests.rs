@@ -473,3 +473,15 @@ fn without_auto_failover_nobody_stands_but_a_restarted_leader_resumes_and_a_depo
     assert!(c.nodes[1].is_leader() && !c.nodes[0].is_leader(), "{:?}", c.nodes[0].status(c.now));
     assert_eq!(c.dump(0), c.dump(1));
 }
+
+#[test]
+fn a_follower_never_heard_from_lags_since_the_leader_started_not_since_the_clock_began() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.cut.insert(2);
+    c.send(0, "SET a 1");
+    c.run_for(500);
+    let status = c.nodes[0].status(c.now);
+    let f = status.followers.iter().find(|f| f.node == c.ids[2]).unwrap();
+    assert!(f.lag_records > 0 && f.last_ack_ms_ago.is_none(), "{f:?}");
+    assert!(f.lag_ms > 0 && f.lag_ms <= 500, "behind for as long as the leader ran (500 ms), not {} ms", f.lag_ms);
+}
