@@ -72,7 +72,7 @@
 //! snapshot whose values may be newer than the records that follow it. If the engine holds
 //! writes newer than the log's last (its pages reached the disk, the log's did not), a leader
 //! logs those keys' current records again as new records, so that its followers get them. A
-//! follower (every restarted node, with `auto_failover`) undoes them instead: the record they
+//! follower (every node that restarts in a cluster it ran in before) undoes them instead: the record they
 //! came from may never be shipped again, since a new leader may hold another record at that
 //! position. Each such key goes back to its newest change in the log (or is deleted when the
 //! log holds the whole history and no change to it); when the log is too short to say, the
@@ -93,7 +93,12 @@
 //! - A node that cut records (or whose engine kept writes its log lost, with too little log
 //!   to undo them) takes the leader's whole history again, as a new node would: a logical
 //!   log without old values cannot undo in place.
-//! - Positions up to a log's base (after a snapshot) are taken as matching the leader's.
+//! - Positions up to a log's base (after a snapshot) are taken as matching the leader's, and a
+//!   snapshot's chunks may hold writes past its base: if the leader changes before the follower
+//!   has the log past those writes, the follower can keep values the new history lacks (a known
+//!   open bug, issue 6's last note).
+//! - A node that empties its log (a cut, a snapshot) votes with the position it had, from its
+//!   vote floor (see [`crate::replication::vote`]), until its log is back past it.
 //! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
 //!   block until its timeout).
 //! - A follower up but slow keeps the leader's log from shrinking (it is warned about, not
@@ -689,6 +694,11 @@ impl<E: Engine> Replica<E> {
                 if changes.is_empty() {
                     // A read, or a write that changed nothing (DEL of a missing key): its
                     // answer must not describe a state this node may no longer lead.
+                    if leader.is_full() {
+                        let reply = Reply::err("too many requests are waiting for the leader; try again later");
+                        outbox.after_flush.push(Output::Reply { id, reply });
+                        return Ok(());
+                    }
                     leader.read(now_ms, id, reply, self.log.last_lsn(), &self.settings, outbox);
                     return Ok(());
                 }
@@ -716,7 +726,10 @@ impl<E: Engine> Replica<E> {
                 }
                 // Expiry is a write the leader makes and ships; followers never expire keys
                 // themselves, so that every replica deletes the same keys at the same place.
-                self.store.expire_due(now_ms)?;
+                // None during a handover: the target must be able to catch up to the end.
+                if self.handover.is_none() {
+                    self.store.expire_due(now_ms)?;
+                }
                 let changes = self.store.take_changes();
                 if !changes.is_empty() {
                     let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
@@ -821,6 +834,7 @@ impl<E: Engine> Replica<E> {
                     &mut self.log,
                     &mut self.store,
                     &mut self.rollback,
+                    &mut self.votes,
                     &self.settings,
                     outbox,
                 )?;
@@ -1112,6 +1126,8 @@ impl<E: Engine> Replica<E> {
                 "the engine kept writes the replication log lost, and the log no longer holds what they replaced: \
                  emptying this replica to take the leader's history again"
             );
+            let position = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
+            self.votes.raise_floor(position)?;
             follower::wipe(&mut self.store)?;
             self.store.engine_mut().flush(0)?;
             self.log.reset(0, 0)?;

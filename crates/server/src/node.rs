@@ -176,6 +176,14 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
                 .map_err(|e| Error::start(format!("reading the rollback files in {}", rollback_dir.display()), e))?;
             ReplicaFiles { log, votes, rollback }
         }
+        EngineKind::Memory if r.auto_failover => {
+            return Err(Error::Config(
+                "engine = \"memory\" cannot join a cluster with auto_failover = true: a node must keep its \
+                 replication log and its votes across a restart, or it could vote twice in one epoch (two leaders) \
+                 or elect a node missing acknowledged writes; use engine = \"log\", or auto_failover = false"
+                    .into(),
+            ))
+        }
         EngineKind::Memory => ReplicaFiles::in_memory(options),
     };
     Replica::replicated(engine, files, settings, now_ms())

@@ -105,8 +105,8 @@ impl<E: Engine> Replica<E> {
         let State::Follower(follower) = &mut self.state else { return Ok(()) };
         let mut settings = self.settings.clone();
         settings.epoch = message.epoch();
-        let (log, store, rollback) = (&mut self.log, &mut self.store, &mut self.rollback);
-        follower.message(now_ms, from, message, log, store, rollback, &settings, outbox)
+        let (log, store, rollback, votes) = (&mut self.log, &mut self.store, &mut self.rollback, &mut self.votes);
+        follower.message(now_ms, from, message, log, store, rollback, votes, &settings, outbox)
     }
 
     /// A request for a vote or a pre-vote from `candidate` (`transfer`: in a handover the
@@ -130,7 +130,8 @@ impl<E: Engine> Replica<E> {
                     && f.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < self.settings.election_timeout_ms)
             }
         };
-        let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
+        // A node that emptied its log votes with the position it had (the vote floor).
+        let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() }.max(self.votes.floor());
         let request = VoteRequest { epoch, candidate, last, pre_vote };
         let decision = decide_vote(self.votes.state(), mine, request, leader_recent && !transfer);
         if decision.state != self.votes.state() {

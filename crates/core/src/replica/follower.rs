@@ -23,8 +23,8 @@
 use super::{Outbox, Output, Settings};
 use crate::error::Result;
 use crate::kv::Store;
-use crate::replication::election::Tally;
-use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, RollbackLog};
+use crate::replication::election::{LogPosition, Tally};
+use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, RollbackLog, VoteStore};
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
@@ -140,6 +140,8 @@ impl Follower {
         self.marks.clear();
         self.leader_lsn = 0;
         self.installing = None;
+        // A new leader numbers its snapshot attempts from its own clock, which may be behind.
+        self.newest_attempt = 0;
     }
 
     /// Retention of the follower's own log, by size.
@@ -158,6 +160,7 @@ impl Follower {
         log: &mut ReplicationLog,
         store: &mut Store<E>,
         rollback: &mut RollbackLog,
+        votes: &mut VoteStore,
         settings: &Settings,
         outbox: &mut Outbox,
     ) -> Result<()> {
@@ -180,7 +183,8 @@ impl Follower {
                     tracing::info!("the leader streams from {prev_lsn}: abandoning the snapshot being installed");
                     self.installing = None;
                 }
-                let outcome = self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, settings)?;
+                let outcome =
+                    self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes, settings)?;
                 (reject, durable_hint) = outcome;
             }
             Message::Heartbeat { leader_lsn, sent_at_ms, round, .. } => {
@@ -194,6 +198,7 @@ impl Follower {
                 self.newest_attempt = attempt;
                 if seq == 0 {
                     save_outside_history(now_ms, lsn, &epochs, log, rollback)?;
+                    votes.raise_floor(LogPosition { epoch: log.last_epoch(), lsn: log.last_lsn() })?;
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, 0)?;
@@ -259,6 +264,7 @@ impl Follower {
         log: &mut ReplicationLog,
         store: &mut Store<E>,
         rollback: &mut RollbackLog,
+        votes: &mut VoteStore,
         settings: &Settings,
     ) -> Result<(bool, Option<Lsn>)> {
         if prev_lsn > log.last_lsn() {
@@ -297,7 +303,7 @@ impl Follower {
                     matched = Some(record.lsn); // already here
                     continue;
                 }
-                self.cut(now_ms, record.lsn, log, store, rollback)?;
+                self.cut(now_ms, record.lsn, log, store, rollback, votes)?;
                 return Ok((true, None));
             }
             if record.lsn != log.last_lsn() + 1 {
@@ -326,6 +332,7 @@ impl Follower {
         log: &mut ReplicationLog,
         store: &mut Store<E>,
         rollback: &mut RollbackLog,
+        votes: &mut VoteStore,
     ) -> Result<()> {
         let last = log.last_lsn();
         let mut after = from - 1;
@@ -339,6 +346,8 @@ impl Follower {
             "records {from}..={last} are not in the leader's history: saved their {saved} changes to the rollback log; \
              emptying this replica to take the leader's history again"
         );
+        // Until its log is back past where it was, it votes as if it still were (the vote floor).
+        votes.raise_floor(LogPosition { epoch: log.last_epoch(), lsn: last })?;
         wipe(store)?;
         store.engine_mut().flush(now_ms)?;
         log.reset(0, 0)?;

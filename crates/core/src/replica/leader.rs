@@ -31,15 +31,18 @@
 //! leader), and the log through the leader's end at the read's arrival is held by a majority
 //! (so what the read saw cannot be cut later). A leader sends such a round at once when a read
 //! arrives and none is in flight, so a read costs one round trip to the nearest majority, not a
-//! heartbeat interval. A lone leader answers at once.
+//! heartbeat interval (a read that comes while a round is in flight waits for the next one). A
+//! lone leader answers at once. A read not confirmed within `ack_timeout_ms` fails with an
+//! error; reads count toward [`super::PENDING_REPLIES_MAX`] like writes.
 //!
 //! # Fencing
 //!
 //! With `auto_failover`, a leader that has not heard from a majority (itself included) for
 //! `election_timeout_ms` steps down: the replica fails every write, read and WAIT still
 //! waiting, and becomes a follower. The followers that stopped hearing from it wait at least
-//! that long before they stand, so by the time a new leader can be elected, the old one
-//! acknowledges nothing more.
+//! that long before they stand, so an old leader usually stops before a new one is elected;
+//! it is not what safety rests on: a write needs acknowledgements, and a read a heartbeat
+//! round, from nodes of its epoch, which a newer epoch's voters no longer give.
 
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::Result;
@@ -106,6 +109,8 @@ struct PendingRead {
     round: u64,
     /// The log end when it arrived, which a majority must hold.
     lsn: Lsn,
+    /// When it fails instead (the leader could not confirm it leads).
+    deadline_ms: u64,
 }
 
 /// A WAIT waiting for its followers.
@@ -276,7 +281,8 @@ impl Leader {
         } else {
             self.round + 1 // the round in flight left before this read came: the next one
         };
-        self.reads.push_back(PendingRead { id, reply, round, lsn });
+        let deadline_ms = now_ms + settings.ack_timeout_ms;
+        self.reads.push_back(PendingRead { id, reply, round, lsn, deadline_ms });
     }
 
     /// The newest record `node` holds that matches this leader's log (0 unless it streams).
@@ -684,6 +690,14 @@ impl Leader {
             false
         });
         self.pending = pending;
+        while self.reads.front().is_some_and(|r| r.deadline_ms <= now_ms) {
+            let r = self.reads.pop_front().expect("front exists");
+            let reply = Reply::err(format!(
+                "this leader could not confirm within {} ms that it still leads (no majority answered); try again",
+                settings.ack_timeout_ms
+            ));
+            outbox.now.push(Output::Reply { id: r.id, reply });
+        }
         let mut waits = std::mem::take(&mut self.waits);
         waits.retain(|w| {
             if w.deadline_ms.is_none_or(|d| d > now_ms) {

@@ -25,7 +25,8 @@
 //!
 //! CAVEATS
 //! - A voter that heard from its leader recently refuses real votes too, not only pre-votes
-//!   (leader stickiness): a planned handover must make the old leader step down first.
+//!   (leader stickiness); the replica passes `leader_recent = false` for the votes of a
+//!   planned handover (FAILOVER), which the leader itself asked for.
 
 use super::record::{Epoch, Lsn};
 use crate::version::NodeId;

@@ -15,14 +15,23 @@
 //! | 25 | 4 | CRC-32C of bytes 0..25 |
 //!
 //! A save writes `vote.tmp`, fsyncs it, renames it over `vote` and fsyncs the directory, so a
-//! crash leaves either the old state or the new one, never a mix. A missing file is the state
+//! crash leaves either the old state or the new one, never a mix.
+//!
+//! # Vote floor
+//!
+//! A second file, `vote-floor` (28 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
+//! position, little-endian, then CRC-32C of the first 24), saved the same way, holds the log
+//! position this node had before it emptied its log (to take the leader's history again, or to
+//! install a snapshot). Until its log grows past it, the node votes as if its log still ended
+//! there: an emptied log must not make it grant its vote to a candidate missing records it
+//! held, which may be acknowledged writes (one acknowledged on a majority that included it). A missing file is the state
 //! of a node that never voted; a damaged one is [`Error::Corrupt`], never guessed at.
 //!
 //! CAVEATS
 //! - The file is rewritten whole on every change of epoch or vote (29 bytes and two fsyncs):
 //!   elections are rare.
 
-use super::election::VoterState;
+use super::election::{LogPosition, VoterState};
 use crate::error::{Error, Result};
 use crate::version::NodeId;
 use std::io::Write;
@@ -34,6 +43,12 @@ pub const VOTE_FILE: &str = "vote";
 /// The file's magic.
 const MAGIC: &[u8; 8] = b"RKVVOTE1";
 
+/// The floor file's name in its directory.
+pub const FLOOR_FILE: &str = "vote-floor";
+
+/// The floor file's magic.
+const FLOOR_MAGIC: &[u8; 8] = b"RKVFLOR1";
+
 /// The file's length.
 const VOTE_FILE_BYTES: usize = 29;
 
@@ -44,24 +59,48 @@ pub struct VoteStore {
     path: Option<PathBuf>,
     /// The state as last saved.
     state: VoterState,
+    /// The vote floor as last saved (module documentation).
+    floor: LogPosition,
 }
 
 impl VoteStore {
     /// Opens the vote file in `dir` (creating nothing until the first save).
     pub fn open(dir: &Path) -> Result<VoteStore> {
         let path = dir.join(VOTE_FILE);
-        let _ = std::fs::remove_file(dir.join(format!("{VOTE_FILE}.tmp"))); // a save that never finished
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|reason| Error::Corrupt { path: path.clone(), offset: 0, reason })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => VoterState::default(),
-            Err(e) => return Err(Error::io("read", &path, e)),
-        };
-        Ok(VoteStore { path: Some(path), state })
+        for name in [VOTE_FILE, FLOOR_FILE] {
+            let _ = std::fs::remove_file(dir.join(format!("{name}.tmp"))); // a save that never finished
+        }
+        let state = read_file(&path, decode)?.unwrap_or_default();
+        let floor = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
+        Ok(VoteStore { path: Some(path), state, floor })
     }
 
     /// A store in memory only.
     pub fn in_memory() -> VoteStore {
-        VoteStore { path: None, state: VoterState::default() }
+        VoteStore { path: None, state: VoterState::default(), floor: LogPosition::default() }
+    }
+
+    /// The vote floor: the log position this node votes with at least.
+    pub fn floor(&self) -> LogPosition {
+        self.floor
+    }
+
+    /// Raises the vote floor to `position` (never lowers it), durably.
+    pub fn raise_floor(&mut self, position: LogPosition) -> Result<()> {
+        if position <= self.floor {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            let mut out = [0u8; FLOOR_FILE_BYTES];
+            out[..8].copy_from_slice(FLOOR_MAGIC);
+            out[8..16].copy_from_slice(&position.epoch.to_le_bytes());
+            out[16..24].copy_from_slice(&position.lsn.to_le_bytes());
+            let crc = crc32c::crc32c(&out[..24]);
+            out[24..].copy_from_slice(&crc.to_le_bytes());
+            write_durably(&path.with_file_name(FLOOR_FILE), &out)?;
+        }
+        self.floor = position;
+        Ok(())
     }
 
     /// The state as last saved.
@@ -72,17 +111,52 @@ impl VoteStore {
     /// Makes `state` durable; only then may a vote it records be sent.
     pub fn save(&mut self, state: VoterState) -> Result<()> {
         if let Some(path) = &self.path {
-            let tmp = path.with_extension("tmp");
-            let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            file.write_all(&encode(state)).map_err(|e| Error::io("write", &tmp, e))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
-            let dir = path.parent().unwrap_or(Path::new("."));
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))?;
+            write_durably(path, &encode(state))?;
         }
         self.state = state;
         Ok(())
     }
+}
+
+/// The floor file's length.
+const FLOOR_FILE_BYTES: usize = 28;
+
+/// Reads and decodes `path`; `None` when it does not exist, `Corrupt` when it does not decode.
+fn read_file<T>(path: &Path, decode: fn(&[u8]) -> std::result::Result<T, String>) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            decode(&bytes).map(Some).map_err(|reason| Error::Corrupt { path: path.to_path_buf(), offset: 0, reason })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// Writes `bytes` to `NAME.tmp`, fsyncs it, renames it over `path` and fsyncs the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
+}
+
+/// The floor in a floor file's bytes, or why they are not one.
+fn decode_floor(bytes: &[u8]) -> std::result::Result<LogPosition, String> {
+    if bytes.len() != FLOOR_FILE_BYTES {
+        return Err(format!("a vote floor file is {FLOOR_FILE_BYTES} bytes, this one {}", bytes.len()));
+    }
+    if &bytes[..8] != FLOOR_MAGIC {
+        return Err("not a vote floor file (bad magic)".into());
+    }
+    if u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..24]) {
+        return Err("checksum mismatch".into());
+    }
+    let epoch = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let lsn = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    Ok(LogPosition { epoch, lsn })
 }
 
 /// The file's bytes for `state`.
@@ -168,5 +242,22 @@ mod tests {
         let mut store = VoteStore::in_memory();
         store.save(VoterState { epoch: 1, voted_for: Some(NodeId(5)) }).unwrap();
         assert_eq!(store.state().voted_for, Some(NodeId(5)));
+    }
+
+    #[test]
+    fn the_floor_only_rises_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = VoteStore::open(dir.path()).unwrap();
+        assert_eq!(store.floor(), LogPosition::default());
+        store.raise_floor(LogPosition { epoch: 4, lsn: 40 }).unwrap();
+        store.raise_floor(LogPosition { epoch: 3, lsn: 90 }).unwrap();
+        assert_eq!(store.floor(), LogPosition { epoch: 4, lsn: 40 }, "never lowered");
+        let reopened = VoteStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.floor(), LogPosition { epoch: 4, lsn: 40 });
+        let path = dir.path().join(FLOOR_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(VoteStore::open(dir.path()), Err(Error::Corrupt { .. })), "a damaged floor is not guessed at");
     }
 }
