@@ -1127,7 +1127,7 @@ impl<E: Engine> Replica<E> {
                  emptying this replica to take the leader's history again"
             );
             let position = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
-            self.votes.raise_floor(position)?;
+            self.votes.emptying_log(position)?;
             follower::wipe(&mut self.store)?;
             self.store.engine_mut().flush(0)?;
             self.log.reset(0, 0)?;

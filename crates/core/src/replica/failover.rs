@@ -57,6 +57,7 @@ impl<E: Engine> Replica<E> {
                     matched_lsn: 0,
                     last_epoch: self.log.last_epoch(),
                     round: 0,
+                    generation: self.votes.generation(),
                     reject: true,
                     caught_up_at_ms: 0,
                     snapshot: None,

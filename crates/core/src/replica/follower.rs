@@ -198,7 +198,7 @@ impl Follower {
                 self.newest_attempt = attempt;
                 if seq == 0 {
                     save_outside_history(now_ms, lsn, &epochs, log, rollback)?;
-                    votes.raise_floor(LogPosition { epoch: log.last_epoch(), lsn: log.last_lsn() })?;
+                    votes.emptying_log(LogPosition { epoch: log.last_epoch(), lsn: log.last_lsn() })?;
                     // Until the snapshot is whole, this follower's log must say "I have
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, 0)?;
@@ -243,6 +243,7 @@ impl Follower {
             matched_lsn: self.matched.min(durable_lsn),
             last_epoch: log.last_epoch(),
             round: self.round,
+            generation: votes.generation(),
             reject,
             caught_up_at_ms: self.caught_up_at_ms,
             snapshot,
@@ -347,7 +348,7 @@ impl Follower {
              emptying this replica to take the leader's history again"
         );
         // Until its log is back past where it was, it votes as if it still were (the vote floor).
-        votes.raise_floor(LogPosition { epoch: log.last_epoch(), lsn: last })?;
+        votes.emptying_log(LogPosition { epoch: log.last_epoch(), lsn: last })?;
         wipe(store)?;
         store.engine_mut().flush(now_ms)?;
         log.reset(0, 0)?;

@@ -160,6 +160,8 @@ struct Progress {
     check: bool,
     /// The newest heartbeat round it echoed.
     round: u64,
+    /// Its newest log generation seen (acknowledgements from older ones are ignored).
+    generation: u64,
     /// The newest record shipped to it.
     sent: Lsn,
     /// (last record of an `Append`, its bytes), for the window.
@@ -221,6 +223,7 @@ impl Leader {
                 acked: 0,
                 check: false,
                 round: 0,
+                generation: 0,
                 sent: 0,
                 inflight: VecDeque::new(),
                 last_ack_ms: None,
@@ -544,8 +547,17 @@ impl Leader {
         settings: &Settings,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let Message::Ack { epoch, durable_lsn, matched_lsn, last_epoch, round, reject, caught_up_at_ms, snapshot } =
-            message
+        let Message::Ack {
+            epoch,
+            durable_lsn,
+            matched_lsn,
+            last_epoch,
+            round,
+            generation,
+            reject,
+            caught_up_at_ms,
+            snapshot,
+        } = message
         else {
             tracing::warn!("leader ignores a {} from {from:?}", message.kind());
             return Ok(());
@@ -555,6 +567,15 @@ impl Leader {
             tracing::warn!("leader ignores an acknowledgement from {from:?}, which is not a follower");
             return Ok(());
         };
+        if generation < p.generation {
+            tracing::debug!("ignoring an acknowledgement from {from:?} about a log it has since emptied");
+            return Ok(());
+        }
+        if generation > p.generation {
+            // The follower emptied its log since: what it acknowledged before means nothing.
+            p.generation = generation;
+            p.acked = 0;
+        }
         p.last_ack_ms = Some(now_ms);
         p.round = p.round.max(round);
         p.caught_up_at_ms = p.caught_up_at_ms.max(caught_up_at_ms);

@@ -557,3 +557,33 @@ fn a_leader_that_cannot_confirm_it_leads_fails_its_reads_after_the_ack_timeout()
     c.run_for(200); // the next heartbeat round confirms it
     assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("1"))));
 }
+
+#[test]
+fn a_late_acknowledgement_about_a_log_the_follower_has_since_emptied_is_ignored() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(300);
+    for i in 0..5 {
+        c.send(0, &format!("SET k{i} v"));
+        c.settle();
+    }
+    let acked = |c: &Cluster| c.nodes[0].status(c.now).followers[0].acked_lsn;
+    assert_eq!(acked(&c), 5);
+    let ack = |durable_lsn, matched_lsn, generation, reject| Message::Ack {
+        epoch: 1,
+        durable_lsn,
+        matched_lsn,
+        last_epoch: if durable_lsn > 0 { 1 } else { 0 },
+        round: 0,
+        generation,
+        reject,
+        caught_up_at_ms: 0,
+        snapshot: None,
+    };
+    // n2 emptied its log (a new generation) and says so; then an acknowledgement it sent
+    // before, delayed in the network, arrives.
+    let n2 = c.ids[1];
+    let mut outbox = Outbox::default();
+    c.nodes[0].step(c.now, Input::Message { from: n2, message: ack(0, 0, 1, true) }, &mut outbox).unwrap();
+    c.nodes[0].step(c.now, Input::Message { from: n2, message: ack(5, 5, 0, false) }, &mut outbox).unwrap();
+    assert_eq!(acked(&c), 0, "the late acknowledgement does not count n2 as holding records it dropped");
+}

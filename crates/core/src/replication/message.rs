@@ -60,6 +60,10 @@ pub enum Message {
         last_epoch: Epoch,
         /// The newest heartbeat round of this leader the follower has seen.
         round: u64,
+        /// The follower's log generation (times it emptied its log, durable): the leader
+        /// ignores an acknowledgement older than the newest it has seen, which describes a
+        /// log that no longer exists.
+        generation: u64,
         /// True when the follower refused an `Append` (a gap, a record of another epoch, or a
         /// snapshot out of step), or a message from an older epoch: the leader resumes
         /// shipping after `durable_lsn`, or steps down if `epoch` is newer than its own.

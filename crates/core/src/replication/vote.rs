@@ -19,12 +19,15 @@
 //!
 //! # Vote floor
 //!
-//! A second file, `vote-floor` (28 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
-//! position, little-endian, then CRC-32C of the first 24), saved the same way, holds the log
-//! position this node had before it emptied its log (to take the leader's history again, or to
-//! install a snapshot). Until its log grows past it, the node votes as if its log still ended
-//! there: an emptied log must not make it grant its vote to a candidate missing records it
-//! held, which may be acknowledged writes (one acknowledged on a majority that included it). A missing file is the state
+//! A second file, `vote-floor` (36 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
+//! position, the log's generation, little-endian, then CRC-32C of the first 32), saved the same
+//! way, holds the log position this node had before it last emptied its log (to take the
+//! leader's history again, or to install a snapshot). Until its log grows past it, the node
+//! votes as if its log still ended there: an emptied log must not make it grant its vote to a
+//! candidate missing records it held, which may be acknowledged writes (one acknowledged on a
+//! majority that included it). The generation counts the times the log was emptied; every
+//! acknowledgement carries it, so a leader ignores one sent before the log was emptied and
+//! delivered late. A missing file is the state
 //! of a node that never voted; a damaged one is [`Error::Corrupt`], never guessed at.
 //!
 //! CAVEATS
@@ -61,6 +64,8 @@ pub struct VoteStore {
     state: VoterState,
     /// The vote floor as last saved (module documentation).
     floor: LogPosition,
+    /// The log's generation: times it was emptied.
+    generation: u64,
 }
 
 impl VoteStore {
@@ -71,13 +76,13 @@ impl VoteStore {
             let _ = std::fs::remove_file(dir.join(format!("{name}.tmp"))); // a save that never finished
         }
         let state = read_file(&path, decode)?.unwrap_or_default();
-        let floor = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
-        Ok(VoteStore { path: Some(path), state, floor })
+        let (floor, generation) = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
+        Ok(VoteStore { path: Some(path), state, floor, generation })
     }
 
     /// A store in memory only.
     pub fn in_memory() -> VoteStore {
-        VoteStore { path: None, state: VoterState::default(), floor: LogPosition::default() }
+        VoteStore { path: None, state: VoterState::default(), floor: LogPosition::default(), generation: 0 }
     }
 
     /// The vote floor: the log position this node votes with at least.
@@ -85,21 +90,26 @@ impl VoteStore {
         self.floor
     }
 
-    /// Raises the vote floor to `position` (never lowers it), durably.
-    pub fn raise_floor(&mut self, position: LogPosition) -> Result<()> {
-        if position <= self.floor {
-            return Ok(());
-        }
+    /// The log's generation: times it was emptied.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Before the log is emptied, having ended at `position`: raises the vote floor to it (never
+    /// lowers it) and starts a new generation, durably.
+    pub fn emptying_log(&mut self, position: LogPosition) -> Result<()> {
+        let (floor, generation) = (self.floor.max(position), self.generation + 1);
         if let Some(path) = &self.path {
             let mut out = [0u8; FLOOR_FILE_BYTES];
             out[..8].copy_from_slice(FLOOR_MAGIC);
-            out[8..16].copy_from_slice(&position.epoch.to_le_bytes());
-            out[16..24].copy_from_slice(&position.lsn.to_le_bytes());
-            let crc = crc32c::crc32c(&out[..24]);
-            out[24..].copy_from_slice(&crc.to_le_bytes());
+            out[8..16].copy_from_slice(&floor.epoch.to_le_bytes());
+            out[16..24].copy_from_slice(&floor.lsn.to_le_bytes());
+            out[24..32].copy_from_slice(&generation.to_le_bytes());
+            let crc = crc32c::crc32c(&out[..32]);
+            out[32..].copy_from_slice(&crc.to_le_bytes());
             write_durably(&path.with_file_name(FLOOR_FILE), &out)?;
         }
-        self.floor = position;
+        (self.floor, self.generation) = (floor, generation);
         Ok(())
     }
 
@@ -119,7 +129,7 @@ impl VoteStore {
 }
 
 /// The floor file's length.
-const FLOOR_FILE_BYTES: usize = 28;
+const FLOOR_FILE_BYTES: usize = 36;
 
 /// Reads and decodes `path`; `None` when it does not exist, `Corrupt` when it does not decode.
 fn read_file<T>(path: &Path, decode: fn(&[u8]) -> std::result::Result<T, String>) -> Result<Option<T>> {
@@ -143,20 +153,19 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
 }
 
-/// The floor in a floor file's bytes, or why they are not one.
-fn decode_floor(bytes: &[u8]) -> std::result::Result<LogPosition, String> {
+/// The floor and generation in a floor file's bytes, or why they are not one.
+fn decode_floor(bytes: &[u8]) -> std::result::Result<(LogPosition, u64), String> {
     if bytes.len() != FLOOR_FILE_BYTES {
         return Err(format!("a vote floor file is {FLOOR_FILE_BYTES} bytes, this one {}", bytes.len()));
     }
     if &bytes[..8] != FLOOR_MAGIC {
         return Err("not a vote floor file (bad magic)".into());
     }
-    if u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..24]) {
+    if u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..32]) {
         return Err("checksum mismatch".into());
     }
-    let epoch = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let lsn = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    Ok(LogPosition { epoch, lsn })
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    Ok((LogPosition { epoch: word(8), lsn: word(16) }, word(24)))
 }
 
 /// The file's bytes for `state`.
@@ -245,15 +254,16 @@ mod tests {
     }
 
     #[test]
-    fn the_floor_only_rises_and_survives_a_reopen() {
+    fn the_floor_only_rises_the_generation_counts_and_both_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = VoteStore::open(dir.path()).unwrap();
-        assert_eq!(store.floor(), LogPosition::default());
-        store.raise_floor(LogPosition { epoch: 4, lsn: 40 }).unwrap();
-        store.raise_floor(LogPosition { epoch: 3, lsn: 90 }).unwrap();
+        assert_eq!((store.floor(), store.generation()), (LogPosition::default(), 0));
+        store.emptying_log(LogPosition { epoch: 4, lsn: 40 }).unwrap();
+        store.emptying_log(LogPosition { epoch: 3, lsn: 90 }).unwrap();
         assert_eq!(store.floor(), LogPosition { epoch: 4, lsn: 40 }, "never lowered");
+        assert_eq!(store.generation(), 2);
         let reopened = VoteStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.floor(), LogPosition { epoch: 4, lsn: 40 });
+        assert_eq!((reopened.floor(), reopened.generation()), (LogPosition { epoch: 4, lsn: 40 }, 2));
         let path = dir.path().join(FLOOR_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;
