@@ -93,10 +93,11 @@
 //! - A node that cut records (or whose engine kept writes its log lost, with too little log
 //!   to undo them) takes the leader's whole history again, as a new node would: a logical
 //!   log without old values cannot undo in place.
-//! - Positions up to a log's base (after a snapshot) are taken as matching the leader's, and a
-//!   snapshot's chunks may hold writes past its base: if the leader changes before the follower
-//!   has the log past those writes, the follower can keep values the new history lacks (a known
-//!   open bug, issue 6's last note).
+//! - A snapshot's chunks are read from the live engine, so they may hold writes past the
+//!   snapshot's base. The follower's store is tainted until its log holds the leader's log end
+//!   of the last chunk, in that epoch; a tainted follower does not stand for election, and if
+//!   the history differs there it empties itself and takes it again. Those writes, which it
+//!   holds only as values, are not saved to the rollback log.
 //! - A node that empties its log (a cut, a snapshot) votes with the position it had, from its
 //!   vote floor (see [`crate::replication::vote`]), until its log is back past it.
 //! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
@@ -755,7 +756,10 @@ impl<E: Engine> Replica<E> {
                 if leader.is_some() {
                     self.reclaim = false;
                 }
-                if (self.settings.auto_failover || self.reclaim) && now_ms >= self.election_deadline_ms {
+                // A replica whose store may hold writes its log lacks (a snapshot's taint) does
+                // not stand: as leader it would serve values no log records.
+                let tainted = self.votes.taint().is_some();
+                if (self.settings.auto_failover || self.reclaim) && !tainted && now_ms >= self.election_deadline_ms {
                     self.stand(now_ms, true, false, outbox)?;
                 }
             }
@@ -772,7 +776,9 @@ impl<E: Engine> Replica<E> {
                 let last = LogPosition { epoch: last_epoch, lsn: last_lsn };
                 self.vote(now_ms, from, epoch, last, pre_vote, transfer, outbox)
             }
-            (State::Follower(f), Message::TimeoutNow { .. }) if f.leader == Some(from) => {
+            (State::Follower(f), Message::TimeoutNow { .. })
+                if f.leader == Some(from) && self.votes.taint().is_none() =>
+            {
                 tracing::info!("{from:?} hands over: standing now");
                 self.stand(now_ms, false, true, outbox)
             }

@@ -19,6 +19,14 @@
 //! node: a logical log has no old values to undo with. The acknowledgement's `matched_lsn`
 //! says how far the log is known to equal this leader's; only that counts for the leader's
 //! acknowledgements and reads.
+//!
+//! Before the log's base (after a snapshot or retention) nothing is left to compare: an
+//! `Append` from before it is refused, pointing the leader at the base, and a mismatch at the
+//! base itself empties the replica. Emptying the log (a cut, a snapshot) first raises the
+//! vote floor and the log generation (see [`crate::replication::vote`]): the replica votes
+//! with the position it had, and the leader ignores its acknowledgements about the old log. A
+//! snapshot's writes past its base taint the store until the log holds them (see the replica's
+//! CAVEATS).
 
 use super::{Outbox, Output, Settings};
 use crate::error::Result;
@@ -191,7 +199,9 @@ impl Follower {
                 self.mark(leader_lsn, sent_at_ms);
                 self.round = self.round.max(round);
             }
-            Message::SnapshotChunk { attempt, lsn, lsn_epoch, epochs, seq, after, through, entries, done, .. } => {
+            Message::SnapshotChunk {
+                attempt, lsn, lsn_epoch, epochs, seq, after, through, entries, done, end, ..
+            } => {
                 if attempt < self.newest_attempt {
                     return Ok(()); // an abandoned attempt's chunk, delivered late
                 }
@@ -217,6 +227,8 @@ impl Follower {
                         if done {
                             // The chunks must be durable before the log says they are there.
                             store.engine_mut().flush(now_ms)?;
+                            let taint = end.filter(|(end, _)| *end > lsn);
+                            votes.set_taint(taint.map(|(lsn, epoch)| LogPosition { epoch, lsn }))?;
                             log.reset(lsn, lsn_epoch)?;
                             self.matched = lsn;
                             self.installing = None;
@@ -271,14 +283,23 @@ impl Follower {
         if prev_lsn > log.last_lsn() {
             return Ok((true, None)); // a gap: ship from this log's end
         }
-        // Positions up to the base came from a snapshot of an earlier leader's state: taken
-        // as equal, since no record is left to compare.
+        // Nothing before the base is left to compare: the leader must ship from the base, whose
+        // epoch the log keeps.
         let base = log.first_lsn() - 1;
-        if prev_lsn >= base && log.epoch_at(prev_lsn) != Some(prev_epoch) {
-            let start = log.epoch_run_start(prev_lsn).expect("prev_lsn is within the log");
-            return Ok((true, Some(start.saturating_sub(1))));
+        if prev_lsn < base {
+            return Ok((true, Some(base)));
         }
-        let mut matched = if prev_lsn >= base { Some(prev_lsn) } else { None };
+        if log.epoch_at(prev_lsn) != Some(prev_epoch) {
+            if prev_lsn == base {
+                // The base itself (a snapshot's position) is not in the leader's history: the
+                // store holds a history the leader does not share. Start again from nothing.
+                self.cut(now_ms, base + 1, log, store, rollback, votes)?;
+                return Ok((true, None));
+            }
+            let start = log.epoch_run_start(prev_lsn).expect("prev_lsn is within the log");
+            return Ok((true, Some(start.saturating_sub(1).max(base))));
+        }
+        let mut matched = Some(prev_lsn);
         let mut records = records;
         if settings.canary == super::Canary::FollowerOutOfOrder {
             // Applies the batch's new changes newest first, then logs them as usual.
@@ -296,9 +317,6 @@ impl Follower {
             }
         }
         for record in records {
-            if record.lsn <= base {
-                continue;
-            }
             if record.lsn <= log.last_lsn() {
                 if log.epoch_at(record.lsn) == Some(record.epoch) {
                     matched = Some(record.lsn); // already here
@@ -318,6 +336,20 @@ impl Follower {
         }
         if let Some(lsn) = matched {
             self.matched = self.matched.max(lsn);
+        }
+        if let Some(taint) = votes.taint().filter(|t| log.last_lsn() >= t.lsn) {
+            if log.epoch_at(taint.lsn) == Some(taint.epoch) {
+                votes.set_taint(None)?; // the log now holds every write the snapshot had
+            } else {
+                tracing::warn!(
+                    "the snapshot this replica installed held writes up to {}@e{} that the leader's history does not \
+                     have: emptying this replica to take the history again",
+                    taint.lsn,
+                    taint.epoch
+                );
+                self.cut(now_ms, log.last_lsn() + 1, log, store, rollback, votes)?;
+                return Ok((true, None));
+            }
         }
         Ok((false, None))
     }

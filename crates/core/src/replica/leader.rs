@@ -888,6 +888,7 @@ fn ship<E: Engine>(
                 through: if done { None } else { through.clone() },
                 entries,
                 done,
+                end: done.then(|| (log.last_lsn(), log.last_epoch())),
             };
             // Chunks read the engine, which may hold writes not yet durable: they wait for
             // this batch's fsync.

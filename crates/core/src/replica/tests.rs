@@ -587,3 +587,52 @@ fn a_late_acknowledgement_about_a_log_the_follower_has_since_emptied_is_ignored(
     c.nodes[0].step(c.now, Input::Message { from: n2, message: ack(5, 5, 0, false) }, &mut outbox).unwrap();
     assert_eq!(acked(&c), 0, "the late acknowledgement does not count n2 as holding records it dropped");
 }
+
+#[test]
+fn a_snapshot_holding_writes_past_its_base_taints_the_store_until_the_log_holds_them() {
+    use crate::replication::{Change, LogRecord};
+    use crate::storage::Record;
+    use crate::version::Version;
+    let chunk = |epoch| Message::SnapshotChunk {
+        epoch,
+        attempt: 1,
+        lsn: 5,
+        lsn_epoch: 1,
+        epochs: vec![(0, 0), (1, 1)],
+        seq: 0,
+        after: None,
+        through: None,
+        entries: vec![Change {
+            key: Bytes::from("a"),
+            record: Record { version: Version::default(), value: Some(Bytes::from("from 8")), expire_at_ms: None },
+        }],
+        done: true,
+        end: Some((8, 1)),
+    };
+    let append = |epoch, records_epoch| Message::Append {
+        epoch,
+        prev_lsn: 5,
+        prev_epoch: 1,
+        records: (6..=8).map(|lsn| LogRecord { lsn, epoch: records_epoch, changes: Vec::new() }).collect(),
+        leader_lsn: 8,
+        sent_at_ms: 0,
+    };
+    let follower_view = |c: &Cluster| c.nodes[1].status(c.now).leader.unwrap();
+    for (leader_epoch, records_epoch, kept) in [(1, 1, true), (2, 2, false)] {
+        let mut c = Cluster::new(1, 0, ReplogOptions::default());
+        let n1 = c.ids[0];
+        let mut outbox = Outbox::default();
+        c.nodes[1].step(c.now, Input::Message { from: n1, message: chunk(1) }, &mut outbox).unwrap();
+        assert_eq!(c.nodes[1].last_lsn(), 5);
+        let message = append(leader_epoch, records_epoch);
+        c.nodes[1].step(c.now, Input::Message { from: n1, message }, &mut outbox).unwrap();
+        let a = c.dump(1).into_iter().find(|(k, _)| k == "a").and_then(|(_, v)| v);
+        if kept {
+            assert_eq!(a, Some(Bytes::from("from 8")), "the log holds 8@e1: the snapshot's write stands");
+            assert_eq!(follower_view(&c).rebuilds, 0);
+        } else {
+            assert_eq!(a, None, "a new history at 6..8: the snapshot's write past its base is gone");
+            assert_eq!(follower_view(&c).rebuilds, 1);
+        }
+    }
+}

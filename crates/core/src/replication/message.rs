@@ -105,6 +105,10 @@ pub enum Message {
         entries: Vec<Change>,
         /// True on the last chunk.
         done: bool,
+        /// On the last chunk: the leader's log end (lsn, epoch) when it built it. The chunks
+        /// may hold writes of records up to there; the follower's store is tainted by them
+        /// until its log holds that position in that epoch.
+        end: Option<(Lsn, Epoch)>,
     },
     /// Follower to leader (`forward_writes = true`): a client's write, for the leader to
     /// execute as its own. Sent once: a lost one times out on the follower, never repeats. One

@@ -19,15 +19,21 @@
 //!
 //! # Vote floor
 //!
-//! A second file, `vote-floor` (36 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
-//! position, the log's generation, little-endian, then CRC-32C of the first 32), saved the same
-//! way, holds the log position this node had before it last emptied its log (to take the
+//! A second file, `vote-floor` (52 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
+//! position, the log's generation, the epoch and LSN of the snapshot taint (below), all
+//! little-endian, then CRC-32C of the first 48), saved the same way, holds the log position this node had before it last emptied its log (to take the
 //! leader's history again, or to install a snapshot). Until its log grows past it, the node
 //! votes as if its log still ended there: an emptied log must not make it grant its vote to a
 //! candidate missing records it held, which may be acknowledged writes (one acknowledged on a
 //! majority that included it). The generation counts the times the log was emptied; every
 //! acknowledgement carries it, so a leader ignores one sent before the log was emptied and
-//! delivered late. A missing file is the state
+//! delivered late.
+//!
+//! The snapshot taint is the leader's log end when it built a snapshot's last chunk: the
+//! chunks may hold writes of records after the snapshot's base, up to there. Until the node's
+//! log holds that position in that epoch, its store may hold values of records its log does
+//! not (yet) have; if the history turns out to differ there, the node empties itself. (0, 0):
+//! no taint. A missing file is the state
 //! of a node that never voted; a damaged one is [`Error::Corrupt`], never guessed at.
 //!
 //! CAVEATS
@@ -66,6 +72,8 @@ pub struct VoteStore {
     floor: LogPosition,
     /// The log's generation: times it was emptied.
     generation: u64,
+    /// The snapshot taint; (0, 0) when none.
+    taint: LogPosition,
 }
 
 impl VoteStore {
@@ -76,13 +84,19 @@ impl VoteStore {
             let _ = std::fs::remove_file(dir.join(format!("{name}.tmp"))); // a save that never finished
         }
         let state = read_file(&path, decode)?.unwrap_or_default();
-        let (floor, generation) = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
-        Ok(VoteStore { path: Some(path), state, floor, generation })
+        let (floor, generation, taint) = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
+        Ok(VoteStore { path: Some(path), state, floor, generation, taint })
     }
 
     /// A store in memory only.
     pub fn in_memory() -> VoteStore {
-        VoteStore { path: None, state: VoterState::default(), floor: LogPosition::default(), generation: 0 }
+        VoteStore {
+            path: None,
+            state: VoterState::default(),
+            floor: LogPosition::default(),
+            generation: 0,
+            taint: LogPosition::default(),
+        }
     }
 
     /// The vote floor: the log position this node votes with at least.
@@ -96,26 +110,41 @@ impl VoteStore {
     }
 
     /// Before the log is emptied, having ended at `position`: raises the vote floor to it (never
-    /// lowers it) and starts a new generation, durably.
+    /// lowers it), starts a new generation and clears the taint (the store is emptied too),
+    /// durably.
     pub fn emptying_log(&mut self, position: LogPosition) -> Result<()> {
-        let (floor, generation) = (self.floor.max(position), self.generation + 1);
-        if let Some(path) = &self.path {
-            let mut out = [0u8; FLOOR_FILE_BYTES];
-            out[..8].copy_from_slice(FLOOR_MAGIC);
-            out[8..16].copy_from_slice(&floor.epoch.to_le_bytes());
-            out[16..24].copy_from_slice(&floor.lsn.to_le_bytes());
-            out[24..32].copy_from_slice(&generation.to_le_bytes());
-            let crc = crc32c::crc32c(&out[..32]);
-            out[32..].copy_from_slice(&crc.to_le_bytes());
-            write_durably(&path.with_file_name(FLOOR_FILE), &out)?;
-        }
-        (self.floor, self.generation) = (floor, generation);
-        Ok(())
+        self.save_floor(self.floor.max(position), self.generation + 1, LogPosition::default())
     }
 
     /// The state as last saved.
     pub fn state(&self) -> VoterState {
         self.state
+    }
+
+    /// The snapshot taint, if any (module documentation).
+    pub fn taint(&self) -> Option<LogPosition> {
+        (self.taint != LogPosition::default()).then_some(self.taint)
+    }
+
+    /// Sets (or clears, with `None`) the snapshot taint, durably.
+    pub fn set_taint(&mut self, taint: Option<LogPosition>) -> Result<()> {
+        self.save_floor(self.floor, self.generation, taint.unwrap_or_default())
+    }
+
+    /// Saves the floor file.
+    fn save_floor(&mut self, floor: LogPosition, generation: u64, taint: LogPosition) -> Result<()> {
+        if let Some(path) = &self.path {
+            let mut out = [0u8; FLOOR_FILE_BYTES];
+            out[..8].copy_from_slice(FLOOR_MAGIC);
+            for (i, word) in [floor.epoch, floor.lsn, generation, taint.epoch, taint.lsn].into_iter().enumerate() {
+                out[8 + 8 * i..16 + 8 * i].copy_from_slice(&word.to_le_bytes());
+            }
+            let crc = crc32c::crc32c(&out[..48]);
+            out[48..].copy_from_slice(&crc.to_le_bytes());
+            write_durably(&path.with_file_name(FLOOR_FILE), &out)?;
+        }
+        (self.floor, self.generation, self.taint) = (floor, generation, taint);
+        Ok(())
     }
 
     /// Makes `state` durable; only then may a vote it records be sent.
@@ -129,7 +158,7 @@ impl VoteStore {
 }
 
 /// The floor file's length.
-const FLOOR_FILE_BYTES: usize = 36;
+const FLOOR_FILE_BYTES: usize = 52;
 
 /// Reads and decodes `path`; `None` when it does not exist, `Corrupt` when it does not decode.
 fn read_file<T>(path: &Path, decode: fn(&[u8]) -> std::result::Result<T, String>) -> Result<Option<T>> {
@@ -153,19 +182,20 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
 }
 
-/// The floor and generation in a floor file's bytes, or why they are not one.
-fn decode_floor(bytes: &[u8]) -> std::result::Result<(LogPosition, u64), String> {
+/// The floor, generation and taint in a floor file's bytes, or why they are not one.
+fn decode_floor(bytes: &[u8]) -> std::result::Result<(LogPosition, u64, LogPosition), String> {
     if bytes.len() != FLOOR_FILE_BYTES {
         return Err(format!("a vote floor file is {FLOOR_FILE_BYTES} bytes, this one {}", bytes.len()));
     }
     if &bytes[..8] != FLOOR_MAGIC {
         return Err("not a vote floor file (bad magic)".into());
     }
-    if u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..32]) {
+    if u32::from_le_bytes(bytes[48..52].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..48]) {
         return Err("checksum mismatch".into());
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    Ok((LogPosition { epoch: word(8), lsn: word(16) }, word(24)))
+    let taint = LogPosition { epoch: word(32), lsn: word(40) };
+    Ok((LogPosition { epoch: word(8), lsn: word(16) }, word(24), taint))
 }
 
 /// The file's bytes for `state`.
@@ -262,8 +292,12 @@ mod tests {
         store.emptying_log(LogPosition { epoch: 3, lsn: 90 }).unwrap();
         assert_eq!(store.floor(), LogPosition { epoch: 4, lsn: 40 }, "never lowered");
         assert_eq!(store.generation(), 2);
+        store.set_taint(Some(LogPosition { epoch: 5, lsn: 77 })).unwrap();
         let reopened = VoteStore::open(dir.path()).unwrap();
         assert_eq!((reopened.floor(), reopened.generation()), (LogPosition { epoch: 4, lsn: 40 }, 2));
+        assert_eq!(reopened.taint(), Some(LogPosition { epoch: 5, lsn: 77 }));
+        store.emptying_log(LogPosition::default()).unwrap();
+        assert_eq!(store.taint(), None, "an emptied store holds nothing from a snapshot");
         let path = dir.path().join(FLOOR_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;
