@@ -539,6 +539,14 @@ impl<E: Engine> Replica<E> {
         replica.reclaim = reclaim;
         replica.random = replica.settings.seed ^ 0x9e37_79b9_7f4a_7c15;
         replica.election_deadline_ms = now_ms + replica.draw_election_timeout();
+        if replica.votes.rebuilding() {
+            // A crash interrupted emptying the replica (or installing a snapshot): finish.
+            tracing::warn!("a rebuild was under way when this replica stopped: emptying it to take the history again");
+            follower::wipe(&mut replica.store)?;
+            replica.store.engine_mut().flush(now_ms)?;
+            replica.log.reset(0, 0)?;
+            replica.votes.rebuilt()?;
+        }
         replica.recover()?;
         // Everything the log holds is durable from here on (open may have read records that
         // were only in the page cache): a leader may ship all of it at once, without waiting
@@ -1137,6 +1145,7 @@ impl<E: Engine> Replica<E> {
             follower::wipe(&mut self.store)?;
             self.store.engine_mut().flush(0)?;
             self.log.reset(0, 0)?;
+            self.votes.rebuilt()?;
             return Ok(());
         }
         tracing::warn!("the engine kept {} writes the replication log lost: undoing them", strays.len());

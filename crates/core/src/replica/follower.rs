@@ -190,6 +190,12 @@ impl Follower {
                     // snapshot, which held only the leader's own data.
                     tracing::info!("the leader streams from {prev_lsn}: abandoning the snapshot being installed");
                     self.installing = None;
+                    // The partial snapshot is dropped too: the log replays the whole history
+                    // over an empty store (key ranges not yet installed held this replica's
+                    // old keys).
+                    wipe(store)?;
+                    store.engine_mut().flush(now_ms)?;
+                    votes.rebuilt()?;
                 }
                 let outcome =
                     self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes, settings)?;
@@ -230,6 +236,7 @@ impl Follower {
                             let taint = end.filter(|(end, _)| *end > lsn);
                             votes.set_taint(taint.map(|(lsn, epoch)| LogPosition { epoch, lsn }))?;
                             log.reset(lsn, lsn_epoch)?;
+                            votes.rebuilt()?;
                             self.matched = lsn;
                             self.installing = None;
                             self.snapshots_installed += 1;
@@ -356,8 +363,9 @@ impl Follower {
 
     /// Cuts the log from `from` on, saving what it held to the rollback log, and empties the
     /// store and the log to start again from the leader's history. The order survives a
-    /// crash at any point: until the log is reset, a restart replays the log over the store
-    /// and finds the same conflict again.
+    /// crash at any point: the rollback file first, then the rebuild flag (with the vote floor
+    /// and a new log generation), then the store, then the log; a restart that finds the flag
+    /// empties both before anything else.
     fn cut<E: Engine>(
         &mut self,
         now_ms: u64,
@@ -384,6 +392,7 @@ impl Follower {
         wipe(store)?;
         store.engine_mut().flush(now_ms)?;
         log.reset(0, 0)?;
+        votes.rebuilt()?;
         self.matched = 0;
         self.rebuilds += 1;
         Ok(())

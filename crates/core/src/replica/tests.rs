@@ -636,3 +636,24 @@ fn a_snapshot_holding_writes_past_its_base_taints_the_store_until_the_log_holds_
         }
     }
 }
+
+#[test]
+fn a_replica_that_crashed_while_emptying_itself_finishes_at_open() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(300);
+    for i in 0..3 {
+        c.send(0, &format!("SET k{i} v"));
+        c.settle();
+    }
+    assert_eq!(c.dump(1).len(), 3);
+    // n2 had started emptying itself (the rebuild flag is durable) when it crashed.
+    let settings = c.nodes[1].settings().clone();
+    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let (engine, mut files) = std::mem::replace(&mut c.nodes[1], placeholder).into_parts();
+    files.votes.emptying_log(crate::replication::election::LogPosition { epoch: 1, lsn: 3 }).unwrap();
+    c.nodes[1] = Replica::replicated(engine, files, settings, c.now).unwrap();
+    assert_eq!(c.nodes[1].last_lsn(), 0, "the log is emptied");
+    assert!(c.dump(1).iter().all(|(_, v)| v.is_none()), "the store is emptied: {:?}", c.dump(1));
+    c.run_for(1_000);
+    assert_eq!(c.dump(1), c.dump(0), "and takes the leader's history again");
+}

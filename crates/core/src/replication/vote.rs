@@ -19,9 +19,10 @@
 //!
 //! # Vote floor
 //!
-//! A second file, `vote-floor` (52 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
-//! position, the log's generation, the epoch and LSN of the snapshot taint (below), all
-//! little-endian, then CRC-32C of the first 48), saved the same way, holds the log position this node had before it last emptied its log (to take the
+//! A second file, `vote-floor` (60 bytes: magic `RKVFLOR1`, the epoch and the LSN of a log
+//! position, the log's generation, the epoch and LSN of the snapshot taint (below), 1 while a
+//! rebuild is under way (below) else 0, all as 8-byte little-endian words, then CRC-32C of the
+//! first 56), saved the same way, holds the log position this node had before it last emptied its log (to take the
 //! leader's history again, or to install a snapshot). Until its log grows past it, the node
 //! votes as if its log still ended there: an emptied log must not make it grant its vote to a
 //! candidate missing records it held, which may be acknowledged writes (one acknowledged on a
@@ -33,7 +34,12 @@
 //! chunks may hold writes of records after the snapshot's base, up to there. Until the node's
 //! log holds that position in that epoch, its store may hold values of records its log does
 //! not (yet) have; if the history turns out to differ there, the node empties itself. (0, 0):
-//! no taint. A missing file is the state
+//! no taint.
+//!
+//! The rebuild flag is set when the node starts emptying its store and log, and cleared once
+//! both are empty (or a snapshot is whole): a node that finds it set at open, having crashed
+//! half way, empties both before anything else, rather than trusting a store a crash left
+//! half wiped or half installed. A missing file is the state
 //! of a node that never voted; a damaged one is [`Error::Corrupt`], never guessed at.
 //!
 //! CAVEATS
@@ -74,6 +80,8 @@ pub struct VoteStore {
     generation: u64,
     /// The snapshot taint; (0, 0) when none.
     taint: LogPosition,
+    /// A rebuild (emptying the store and log, or installing a snapshot) is under way.
+    rebuilding: bool,
 }
 
 impl VoteStore {
@@ -84,8 +92,9 @@ impl VoteStore {
             let _ = std::fs::remove_file(dir.join(format!("{name}.tmp"))); // a save that never finished
         }
         let state = read_file(&path, decode)?.unwrap_or_default();
-        let (floor, generation, taint) = read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
-        Ok(VoteStore { path: Some(path), state, floor, generation, taint })
+        let (floor, generation, taint, rebuilding) =
+            read_file(&dir.join(FLOOR_FILE), decode_floor)?.unwrap_or_default();
+        Ok(VoteStore { path: Some(path), state, floor, generation, taint, rebuilding })
     }
 
     /// A store in memory only.
@@ -96,6 +105,7 @@ impl VoteStore {
             floor: LogPosition::default(),
             generation: 0,
             taint: LogPosition::default(),
+            rebuilding: false,
         }
     }
 
@@ -113,7 +123,17 @@ impl VoteStore {
     /// lowers it), starts a new generation and clears the taint (the store is emptied too),
     /// durably.
     pub fn emptying_log(&mut self, position: LogPosition) -> Result<()> {
-        self.save_floor(self.floor.max(position), self.generation + 1, LogPosition::default())
+        self.save_floor(self.floor.max(position), self.generation + 1, LogPosition::default(), true)
+    }
+
+    /// True while a rebuild is under way (module documentation).
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding
+    }
+
+    /// The store and log are empty again (or a snapshot is whole): the rebuild is over.
+    pub fn rebuilt(&mut self) -> Result<()> {
+        self.save_floor(self.floor, self.generation, self.taint, false)
     }
 
     /// The state as last saved.
@@ -128,22 +148,23 @@ impl VoteStore {
 
     /// Sets (or clears, with `None`) the snapshot taint, durably.
     pub fn set_taint(&mut self, taint: Option<LogPosition>) -> Result<()> {
-        self.save_floor(self.floor, self.generation, taint.unwrap_or_default())
+        self.save_floor(self.floor, self.generation, taint.unwrap_or_default(), self.rebuilding)
     }
 
     /// Saves the floor file.
-    fn save_floor(&mut self, floor: LogPosition, generation: u64, taint: LogPosition) -> Result<()> {
+    fn save_floor(&mut self, floor: LogPosition, generation: u64, taint: LogPosition, rebuilding: bool) -> Result<()> {
         if let Some(path) = &self.path {
             let mut out = [0u8; FLOOR_FILE_BYTES];
             out[..8].copy_from_slice(FLOOR_MAGIC);
-            for (i, word) in [floor.epoch, floor.lsn, generation, taint.epoch, taint.lsn].into_iter().enumerate() {
+            let words = [floor.epoch, floor.lsn, generation, taint.epoch, taint.lsn, u64::from(rebuilding)];
+            for (i, word) in words.into_iter().enumerate() {
                 out[8 + 8 * i..16 + 8 * i].copy_from_slice(&word.to_le_bytes());
             }
-            let crc = crc32c::crc32c(&out[..48]);
-            out[48..].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32c::crc32c(&out[..56]);
+            out[56..].copy_from_slice(&crc.to_le_bytes());
             write_durably(&path.with_file_name(FLOOR_FILE), &out)?;
         }
-        (self.floor, self.generation, self.taint) = (floor, generation, taint);
+        (self.floor, self.generation, self.taint, self.rebuilding) = (floor, generation, taint, rebuilding);
         Ok(())
     }
 
@@ -158,7 +179,7 @@ impl VoteStore {
 }
 
 /// The floor file's length.
-const FLOOR_FILE_BYTES: usize = 52;
+const FLOOR_FILE_BYTES: usize = 60;
 
 /// Reads and decodes `path`; `None` when it does not exist, `Corrupt` when it does not decode.
 fn read_file<T>(path: &Path, decode: fn(&[u8]) -> std::result::Result<T, String>) -> Result<Option<T>> {
@@ -182,20 +203,26 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
 }
 
-/// The floor, generation and taint in a floor file's bytes, or why they are not one.
-fn decode_floor(bytes: &[u8]) -> std::result::Result<(LogPosition, u64, LogPosition), String> {
+/// The floor, generation, taint and rebuild flag in a floor file's bytes, or why they are not
+/// one.
+fn decode_floor(bytes: &[u8]) -> std::result::Result<(LogPosition, u64, LogPosition, bool), String> {
     if bytes.len() != FLOOR_FILE_BYTES {
         return Err(format!("a vote floor file is {FLOOR_FILE_BYTES} bytes, this one {}", bytes.len()));
     }
     if &bytes[..8] != FLOOR_MAGIC {
         return Err("not a vote floor file (bad magic)".into());
     }
-    if u32::from_le_bytes(bytes[48..52].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..48]) {
+    if u32::from_le_bytes(bytes[56..60].try_into().expect("4 bytes")) != crc32c::crc32c(&bytes[..56]) {
         return Err("checksum mismatch".into());
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let taint = LogPosition { epoch: word(32), lsn: word(40) };
-    Ok((LogPosition { epoch: word(8), lsn: word(16) }, word(24), taint))
+    let rebuilding = match word(48) {
+        0 => false,
+        1 => true,
+        other => return Err(format!("rebuild flag {other}, expected 0 or 1")),
+    };
+    Ok((LogPosition { epoch: word(8), lsn: word(16) }, word(24), taint, rebuilding))
 }
 
 /// The file's bytes for `state`.
@@ -298,6 +325,9 @@ mod tests {
         assert_eq!(reopened.taint(), Some(LogPosition { epoch: 5, lsn: 77 }));
         store.emptying_log(LogPosition::default()).unwrap();
         assert_eq!(store.taint(), None, "an emptied store holds nothing from a snapshot");
+        assert!(VoteStore::open(dir.path()).unwrap().rebuilding(), "a rebuild under way survives a crash");
+        store.rebuilt().unwrap();
+        assert!(!VoteStore::open(dir.path()).unwrap().rebuilding());
         let path = dir.path().join(FLOOR_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;
