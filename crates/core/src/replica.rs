@@ -85,6 +85,12 @@
 //!   client's.
 //! - Without `auto_failover`, a leader that dies for good is replaced only by hand: a
 //!   follower does not stand, and `FAILOVER` needs a live leader.
+//! - A node sent a snapshot saves to its rollback log only its records that the leader's
+//!   retained log shows to differ: records below the leader's log start are taken as the
+//!   leader's. An old leader cut off for longer than the new leader's log retention can lose
+//!   its `async`-acknowledged writes from before that start without a rollback copy.
+//! - A late pre-vote grant from an earlier round counts in a later one (pre-votes carry no
+//!   round number): it can start an election that was not needed, never a second leader.
 //! - A node whose data directory (vote file included) is wiped and that is listed first
 //!   starts as the leader of epoch 1: it is fenced as soon as it hears the cluster's newer
 //!   epoch, but in `async` it may acknowledge writes until then (they end in its rollback log
