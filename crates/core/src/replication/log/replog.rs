@@ -249,8 +249,13 @@ impl ReplicationLog {
     pub(super) fn start_segment(&mut self, segment: Segment) {
         if self.segments.is_empty() {
             // The first segment (at open, before or after its records were read, or after a
-            // reset): its base is where the log's epochs start.
+            // reset): its base is where the log's epochs start. At open its records were read
+            // first; a run they started in the base's epoch is the base's own.
             self.epochs.insert(segment.base, segment.base_epoch);
+            let next = self.epochs.range(segment.base + 1..).next().map(|(&lsn, &epoch)| (lsn, epoch));
+            if let Some((lsn, _)) = next.filter(|&(_, epoch)| epoch == segment.base_epoch) {
+                self.epochs.remove(&lsn);
+            }
         }
         self.bytes += segment.bytes;
         self.segments.insert(segment.base + 1, segment);

@@ -522,6 +522,11 @@ fn the_epoch_of_each_position_survives_retention_a_reset_and_a_reopen() {
         })
     );
     assert_eq!(log.epoch_runs()[0].0, base, "the runs start at the base");
+    // Reopened with a base in the middle of a run: the run still starts at the base.
+    let runs = log.epoch_runs();
+    let reopened = ReplicationLog::open(dir.path(), options(400, 800, 1 << 20)).unwrap();
+    assert_eq!(reopened.epoch_runs(), runs, "no extra run start after a reopen at base {base}");
+    drop(reopened);
     log.reset(50, 7).unwrap();
     assert_eq!((log.epoch_at(50), log.epoch_runs()), (Some(7), vec![(50, 7)]));
     log.append(record(51, 8)).unwrap();
