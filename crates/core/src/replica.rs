@@ -1079,20 +1079,15 @@ impl<E: Engine> Replica<E> {
         }
         // The engine kept writes the log lost: log the keys' current records again.
         let mut changes = Vec::new();
-        let mut from: Option<bytes::Bytes> = None;
-        loop {
-            let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let chunk = self.store.engine().scan(bound, RECOVERY_SCAN_KEYS);
-            let Some((last, _)) = chunk.last() else { break };
-            from = Some(last.clone());
-            for (key, meta) in chunk {
-                if meta.version.ts > log_ts {
-                    if let Some(record) = self.store.engine().get(&key)? {
-                        changes.push(Change { key, record });
-                    }
+        let engine = self.store.engine();
+        for_each_key(engine, |key, meta| {
+            if meta.version.ts > log_ts {
+                if let Some(record) = engine.get(&key)? {
+                    changes.push(Change { key, record });
                 }
             }
-        }
+            Ok(())
+        })?;
         tracing::warn!(
             "the engine kept {} writes the replication log lost in a crash; logging them again",
             changes.len()
@@ -1117,19 +1112,13 @@ impl<E: Engine> Replica<E> {
             // No record to date the engine's keys by (just after a snapshot): keep them.
             return Ok(());
         }
-        let mut strays: std::collections::BTreeMap<bytes::Bytes, Option<Change>> = BTreeMap::new();
-        let mut from: Option<bytes::Bytes> = None;
-        loop {
-            let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let chunk = self.store.engine().scan(bound, RECOVERY_SCAN_KEYS);
-            let Some((last, _)) = chunk.last() else { break };
-            from = Some(last.clone());
-            for (key, meta) in chunk {
-                if meta.version.ts > log_ts && strays.len() < RECOVERY_STRAYS_MAX {
-                    strays.insert(key, None);
-                }
+        let mut strays: BTreeMap<bytes::Bytes, Option<Change>> = BTreeMap::new();
+        for_each_key(self.store.engine(), |key, meta| {
+            if meta.version.ts > log_ts && strays.len() < RECOVERY_STRAYS_MAX {
+                strays.insert(key, None);
             }
-        }
+            Ok(())
+        })?;
         let mut after = self.log.first_lsn() - 1;
         while let Some(records) = self.log.read(after, RECOVERY_READ_BYTES)? {
             let Some(last) = records.last() else { break };
@@ -1167,6 +1156,24 @@ impl<E: Engine> Replica<E> {
             self.store.apply(change)?;
         }
         Ok(())
+    }
+}
+
+/// Calls `f` with every key of `engine` and its meta, in key order, reading
+/// [`RECOVERY_SCAN_KEYS`] at a time.
+fn for_each_key<E: Engine>(
+    engine: &E,
+    mut f: impl FnMut(bytes::Bytes, crate::storage::Meta) -> Result<()>,
+) -> Result<()> {
+    let mut from: Option<bytes::Bytes> = None;
+    loop {
+        let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let chunk = engine.scan(bound, RECOVERY_SCAN_KEYS);
+        let Some((last, _)) = chunk.last() else { return Ok(()) };
+        from = Some(last.clone());
+        for (key, meta) in chunk {
+            f(key, meta)?;
+        }
     }
 }
 

@@ -825,17 +825,13 @@ fn ship<E: Engine>(
 ) -> Result<()> {
     if matches!(p.mode, Mode::Stream) {
         while (p.sent < durable || p.check) && p.inflight_bytes() < settings.window_bytes_max {
-            let Some(prev_epoch) = log.epoch_at(p.sent) else {
-                tracing::info!(
-                    "{:?} needs records from {}, but the log starts at {}: sending a snapshot",
-                    p.node,
-                    p.sent + 1,
-                    log.first_lsn()
-                );
-                start_snapshot(p, log, now_ms);
-                break;
+            // The log holds `sent`'s epoch exactly when it holds the records after it.
+            let prev_epoch = log.epoch_at(p.sent);
+            let records = match prev_epoch {
+                Some(_) => log.read(p.sent, settings.ship_bytes_max)?,
+                None => None,
             };
-            let Some(mut records) = log.read(p.sent, settings.ship_bytes_max)? else {
+            let (Some(prev_epoch), Some(mut records)) = (prev_epoch, records) else {
                 tracing::info!(
                     "{:?} needs records from {}, but the log starts at {}: sending a snapshot",
                     p.node,
