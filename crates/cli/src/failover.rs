@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 /// Records at risk `--dry-run` lists by key, at most.
 pub const LISTED_RECORDS_MAX: u64 = 100;
 
+/// How long after the catch-up timeout the command waits for a new leader at most.
+const ELECTION_SLACK_SECS: u64 = 10;
+
 /// How often the leader is asked again while the handover runs.
 const POLL_MS: u64 = 50;
 
@@ -97,7 +100,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
         leader.id,
         target.map_or("the most up-to-date follower", |t| t.id.as_str())
     );
-    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms) + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms) + Duration::from_secs(ELECTION_SLACK_SECS);
     loop {
         for node in &cluster.nodes {
             let Ok(s) = status(node) else { continue };
@@ -113,7 +116,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
             bail!("{} abandoned the handover (the target did not catch up in time) and leads on", leader.id);
         }
         if Instant::now() >= deadline {
-            bail!("no other node leads after {} ms", args.timeout_ms + 10_000);
+            bail!("no other node leads after {} ms", args.timeout_ms + ELECTION_SLACK_SECS * 1000);
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
     }

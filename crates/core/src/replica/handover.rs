@@ -18,8 +18,10 @@
 //! If the target has not caught up by the timeout, the handover is abandoned and the held
 //! writes run on the old leader, unless `FORCE` was given: then it hands over all the same
 //! (writes the target lacks may then be cut, into the old leader's rollback log). If no new
-//! leader appears within the election timeout after `TimeoutNow`, the old leader resumes.
-//! `FAILOVER ABORT` cancels a handover still waiting for the target.
+//! leader appears within twice the election timeout after `TimeoutNow` and the old leader still
+//! leads (no transfer vote reached it), it resumes. `FAILOVER ABORT` cancels a handover still
+//! waiting for the target. A held write waits `forward_timeout_ms` at most, then fails with an
+//! error saying it was not applied.
 
 use super::{Outbox, Output, Replica, RequestId, State};
 use crate::error::Result;
@@ -118,6 +120,11 @@ impl<E: Engine> Replica<E> {
 
     /// After every step: moves a handover on, and lets held writes go once it is over.
     pub(super) fn drive_handover(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        while self.held.front().is_some_and(|h| h.deadline_ms <= now_ms) {
+            let h = self.held.pop_front().expect("front exists");
+            let reply = Reply::err("the write waited for a leader handover that did not finish; it was not applied");
+            outbox.now.push(Output::Reply { id: h.id, reply });
+        }
         let last = self.log.last_lsn();
         match (&self.state, &mut self.handover) {
             (State::Leader(leader), Some(h)) if h.sent_at_ms.is_none() => {
@@ -156,18 +163,11 @@ impl<E: Engine> Replica<E> {
         if self.handover.is_some() || self.held.is_empty() {
             return Ok(());
         }
-        let leader_unknown = matches!(&self.state, State::Follower(f) if f.leader.is_none());
-        let held = std::mem::take(&mut self.held);
-        for h in held {
-            if leader_unknown && now_ms < h.deadline_ms {
-                self.held.push_back(h);
-            } else if leader_unknown {
-                let reply =
-                    Reply::err("the write waited for a leader handover that did not finish; it was not applied");
-                outbox.now.push(Output::Reply { id: h.id, reply });
-            } else {
-                self.request(now_ms, h.id, h.request, outbox)?;
-            }
+        if matches!(&self.state, State::Follower(f) if f.leader.is_none()) {
+            return Ok(()); // they wait for a leader to be known, up to their deadline
+        }
+        for h in std::mem::take(&mut self.held) {
+            self.request(now_ms, h.id, h.request, outbox)?;
         }
         Ok(())
     }

@@ -657,3 +657,22 @@ fn a_replica_that_crashed_while_emptying_itself_finishes_at_open() {
     c.run_for(1_000);
     assert_eq!(c.dump(1), c.dump(0), "and takes the leader's history again");
 }
+
+#[test]
+fn a_write_held_by_a_handover_that_does_not_finish_fails_after_its_deadline() {
+    let mut c = Cluster::failover(2, 1, ReplogOptions::default());
+    c.run_for(300);
+    c.cut.insert(2);
+    let id = c.send(0, "SET before 1");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok), "semi-sync:1: n2's acknowledgement is enough; n3 lacks it");
+    let id = c.send(0, "FAILOVER TO 127.0.0.1 7003");
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    let held = c.send(0, "SET a 1");
+    c.run_for(500);
+    assert_eq!(c.reply(held), None, "held while n3, cut off, cannot catch up");
+    c.run_for(700); // past forward_timeout_ms (1000 ms here)
+    let Some(Reply::Error(text)) = c.reply(held) else { panic!("an error: {:?}", c.reply(held)) };
+    assert!(text.contains("not applied"), "{text}");
+    assert_eq!(c.nodes[0].status(c.now).failover_state, "waiting-for-sync", "the handover itself goes on");
+}
