@@ -383,10 +383,12 @@ impl Follower {
             saved += rollback.save(&records, now_ms)?;
             after = end;
         }
-        tracing::warn!(
-            "records {from}..={last} are not in the leader's history: saved their {saved} changes to the rollback log; \
-             emptying this replica to take the leader's history again"
-        );
+        if from <= last {
+            tracing::warn!(
+                "records {from}..={last} are not in the leader's history: saved their {saved} changes to the rollback \
+                 log; emptying this replica to take the leader's history again"
+            );
+        }
         // Until its log is back past where it was, it votes as if it still were (the vote floor).
         votes.emptying_log(LogPosition { epoch: log.last_epoch(), lsn: last })?;
         wipe(store)?;
