@@ -362,7 +362,8 @@ pub const SHIP_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 pub const REPLICATED_VALUE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Changes in one log record at most; a request that writes more (a FLUSHALL of many keys)
-/// is logged as several records in a row, which followers apply one at a time.
+/// is logged as several records in a row, its parts, which replicas apply together once they
+/// hold them all (see [`LogRecord`]).
 pub const RECORD_CHANGES_MAX: usize = 10_000;
 
 /// Bytes of changes after which a request's record is closed and the rest go in the next one,
@@ -944,6 +945,11 @@ impl<E: Engine> Replica<E> {
         &self.settings
     }
 
+    /// Sets how many databases requests may name (see [`Store::set_databases`]).
+    pub fn set_databases(&mut self, databases: u32) {
+        self.store.set_databases(databases);
+    }
+
     /// The store, for reading keys (digests, tests).
     pub fn store(&self) -> &Store<E> {
         &self.store
@@ -1009,7 +1015,7 @@ impl<E: Engine> Replica<E> {
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
     /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
     fn digest(&self, bucket: Option<usize>) -> Result<Reply> {
-        let lsn = Reply::Int(self.log.last_lsn() as i64);
+        let lsn = Reply::Int(self.log.complete_lsn() as i64);
         let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
         let result = match bucket {
             None => crate::digest::digest(self.store.engine()).map(|d| {
@@ -1032,28 +1038,23 @@ impl<E: Engine> Replica<E> {
     /// Recovery at open: see the module documentation.
     fn recover(&mut self) -> Result<()> {
         let engine_ts = self.store.engine().last_timestamp();
-        let mut after = self.log.first_lsn().saturating_sub(1);
         let mut log_ts = crate::version::Timestamp::default();
         let mut replayed = 0u64;
-        while let Some(records) = self.log.read(after, RECOVERY_READ_BYTES)? {
-            let Some(last) = records.last() else { break };
-            after = last.lsn;
-            for record in records {
-                for change in record.changes {
-                    log_ts = log_ts.max(change.record.version.ts);
-                    // A key's versions rise in log order, so a change is missing from the
-                    // engine exactly when the engine's version of its key is older. (Not a
-                    // comparison with the engine's newest timestamp overall: after a snapshot,
-                    // which may hold newer values than the records that follow it, that would
-                    // skip records the engine never got.)
-                    let have = self.store.engine().meta(&change.key).map(|m| m.version);
-                    if have.is_none_or(|v| v < change.record.version) {
-                        self.store.apply(change)?;
-                        replayed += 1;
-                    }
-                }
+        let store = &mut self.store;
+        for_each_applied_change(&mut self.log, |change| {
+            log_ts = log_ts.max(change.record.version.ts);
+            // A key's versions rise in log order, so a change is missing from the engine
+            // exactly when the engine's version of its key is older. (Not a comparison with
+            // the engine's newest timestamp overall: after a snapshot, which may hold newer
+            // values than the records that follow it, that would skip records the engine
+            // never got.)
+            let have = store.engine().meta(&change.key).map(|m| m.version);
+            if have.is_none_or(|v| v < change.record.version) {
+                store.apply(change)?;
+                replayed += 1;
             }
-        }
+            Ok(())
+        })?;
         if replayed > 0 {
             tracing::info!("recovery applied {replayed} logged changes the engine had not kept");
         }
@@ -1119,16 +1120,12 @@ impl<E: Engine> Replica<E> {
             }
             Ok(())
         })?;
-        let mut after = self.log.first_lsn() - 1;
-        while let Some(records) = self.log.read(after, RECOVERY_READ_BYTES)? {
-            let Some(last) = records.last() else { break };
-            after = last.lsn;
-            for change in records.into_iter().flat_map(|r| r.changes) {
-                if let Some(newest) = strays.get_mut(&change.key) {
-                    *newest = Some(change);
-                }
+        for_each_applied_change(&mut self.log, |change| {
+            if let Some(newest) = strays.get_mut(&change.key) {
+                *newest = Some(change);
             }
-        }
+            Ok(())
+        })?;
         let whole_history = self.log.first_lsn() == 1;
         if strays.len() >= RECOVERY_STRAYS_MAX || (!whole_history && strays.values().any(Option::is_none)) {
             tracing::warn!(
@@ -1157,6 +1154,38 @@ impl<E: Engine> Replica<E> {
         }
         Ok(())
     }
+}
+
+/// Calls `f` with every change of the log that a replica applies, in log order: the changes
+/// of each request the log holds whole, none of a request it holds only some parts of (the
+/// open one at its end, or one abandoned before it: see [`LogRecord`]). A request is
+/// gathered in memory until its last part, as its leader held it when it executed it.
+fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Change) -> Result<()>) -> Result<()> {
+    let mut after = log.first_lsn().saturating_sub(1);
+    let mut request: Vec<Change> = Vec::new();
+    let mut request_start = None;
+    while let Some(records) = log.read(after, RECOVERY_READ_BYTES)? {
+        let Some(last) = records.last() else { break };
+        after = last.lsn;
+        for record in records {
+            let start = record.request_start();
+            // The request's first part, or the first record the log holds of it.
+            let continuing = request_start == Some(start) || (request_start.is_none() && record.part > 0);
+            if !continuing {
+                request.clear(); // a request left open before this one is abandoned
+            }
+            request_start = Some(start);
+            let continues = record.continues();
+            request.extend(record.changes);
+            if !continues {
+                request_start = None;
+                for change in request.drain(..) {
+                    f(change)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Calls `f` with every key of `engine` and its meta, in key order, reading
@@ -1195,25 +1224,25 @@ const RECOVERY_SCAN_KEYS: usize = 4096;
 /// Appends `changes` as one record (several when there are more than
 /// [`RECORD_CHANGES_MAX`]); returns the last one's position and the records' estimated bytes.
 fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) -> Result<(Lsn, u64)> {
-    let mut bytes = 0;
-    let mut part: Vec<Change> = Vec::new();
+    // Cut the request into parts first, so that each record knows how many there are.
+    let mut parts: Vec<Vec<Change>> = Vec::new();
     let mut part_bytes = 0;
-    let mut close = |log: &mut ReplicationLog, part: &mut Vec<Change>| -> Result<()> {
-        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes: std::mem::take(part) };
-        bytes += record.size_hint() as u64;
-        log.append(record)
-    };
     for change in changes {
         let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + 40;
-        if !part.is_empty() && (part.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX) {
-            close(log, &mut part)?;
+        let full = parts.last().is_none_or(|p| p.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
+        if full {
+            parts.push(Vec::new());
             part_bytes = 0;
         }
         part_bytes += size;
-        part.push(change);
+        parts.last_mut().expect("a part").push(change);
     }
-    if !part.is_empty() {
-        close(log, &mut part)?;
+    let count = u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
+    let mut bytes = 0;
+    for (part, changes) in (0..count).zip(parts) {
+        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count };
+        bytes += record.size_hint() as u64;
+        log.append(record)?;
     }
     Ok((log.last_lsn(), bytes))
 }

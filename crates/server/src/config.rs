@@ -167,6 +167,10 @@ pub struct NodeArgs {
     /// Milliseconds between ticks, which delete expired keys [default: 100].
     #[arg(long, env = "REPLIKV_TICK_MS", value_name = "MS")]
     pub tick_ms: Option<u64>,
+    /// Numbered databases clients may SELECT, 1 to 255 [default: 16, as Redis]; the same on
+    /// every node of a cluster.
+    #[arg(long, env = "REPLIKV_DATABASES", value_name = "N")]
+    pub databases: Option<u32>,
     /// Test only: the n-th flush fails as a failing fsync would (see `faults`).
     #[arg(long, hide = true, value_name = "N")]
     pub test_fail_fsync_after: Option<u64>,
@@ -197,6 +201,7 @@ struct FileConfig {
     query_buffer_bytes_max: Option<usize>,
     batch_requests_max: Option<usize>,
     tick_ms: Option<u64>,
+    databases: Option<u32>,
 }
 
 /// The effective configuration of a node.
@@ -231,6 +236,8 @@ pub struct NodeConfig {
     pub batch_requests_max: usize,
     /// Milliseconds between ticks.
     pub tick_ms: u64,
+    /// Numbered databases clients may SELECT.
+    pub databases: u32,
     /// The file the configuration came from, if any.
     pub config_file: Option<PathBuf>,
     /// Test only: the flush that fails, if any.
@@ -305,6 +312,7 @@ impl NodeConfig {
                 .or(file.batch_requests_max)
                 .unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
+            databases: args.databases.or(file.databases).unwrap_or(replikv_core::kv::DATABASES_DEFAULT),
             config_file: args.config.clone(),
             test_fail_fsync_after: args.test_fail_fsync_after,
             test_faults: args.test_faults,
@@ -332,6 +340,13 @@ impl NodeConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be greater than 0")));
         }
+        if !(1..=replikv_core::kv::DATABASES_MAX).contains(&self.databases) {
+            return Err(Error::Config(format!(
+                "databases {} outside 1..={}",
+                self.databases,
+                replikv_core::kv::DATABASES_MAX
+            )));
+        }
         if self.bulk_bytes_max > replikv_core::storage::VALUE_BYTES_MAX {
             return Err(Error::Config(format!(
                 "bulk_bytes_max {} is over the engine's value limit of {} bytes",
@@ -358,7 +373,6 @@ impl NodeConfig {
             ("maxclients", self.connections_max.to_string()),
             ("proto-max-bulk-len", self.bulk_bytes_max.to_string()),
             ("client-query-buffer-limit", self.query_buffer_bytes_max.to_string()),
-            ("databases", "1".to_string()),
             ("port", self.resp_addr.port().to_string()),
             ("bind", self.resp_addr.ip().to_string()),
             ("dir", self.data_dir.display().to_string()),

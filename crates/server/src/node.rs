@@ -37,7 +37,8 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         .await
         .map_err(|e| Error::start(format!("listening for HTTP on {}", config.http_addr), e))?;
     let stats = engine.stats();
-    let replica = open_replica(&config, engine)?;
+    let mut replica = open_replica(&config, engine)?;
+    replica.set_databases(config.databases);
     let metrics = Arc::new(Metrics::new());
     if let Some(cluster) = &config.cluster {
         metrics.set_node_names(cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), n.id.clone())));

@@ -27,6 +27,12 @@ pub fn parse_named(name: &str, args: &[Bytes]) -> Option<Result<Request, Reply>>
     Some(parse_known(name, &args[1..]))
 }
 
+/// True when `name` (lowercase) is a key-value command: one [`parse_named`] parses, or one a
+/// [`super::Session`] answers.
+pub fn is_command(name: &str) -> bool {
+    arity(name).is_some() || matches!(name, "multi" | "exec" | "discard" | "unwatch" | "select")
+}
+
 /// The (least, most) number of arguments after the name, for each key-value command.
 fn arity(name: &str) -> Option<(usize, Option<usize>)> {
     Some(match name {
@@ -43,6 +49,8 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "replikv.log" => (2, Some(2)),
         "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
+        "watch" => (1, None),
+        "move" | "swapdb" => (2, Some(2)),
         _ => return None,
     })
 }
@@ -124,7 +132,18 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
                     return Err(syntax());
                 }
             }
-            Request::FlushAll
+            if name == "flushdb" {
+                Request::FlushDb
+            } else {
+                Request::FlushAll
+            }
+        }
+        "watch" => Request::Watch { keys: a.to_vec() },
+        "move" => Request::Move { key: key(), db: int(&a[1])? },
+        "swapdb" => {
+            let a_db = parse_int(&a[0]).ok_or_else(|| Reply::err("invalid first DB index"))?;
+            let b_db = parse_int(&a[1]).ok_or_else(|| Reply::err("invalid second DB index"))?;
+            Request::SwapDb { a: a_db, b: b_db }
         }
         _ => unreachable!("arity() knows {name} but parse_known does not"),
     })

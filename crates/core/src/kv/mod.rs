@@ -33,13 +33,19 @@
 //! - EXPIRE's NX, XX, GT and LT options are refused ("Unsupported option").
 
 mod command;
+mod databases;
 mod glob;
 mod number;
 mod request;
+mod session;
 mod store;
 
-pub use command::{parse_command, parse_named};
+pub use command::{is_command, parse_command, parse_named};
+pub use databases::{DATABASES_DEFAULT, DATABASES_MAX};
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
-pub use request::{Expiry, Reply, Request, SetCondition};
+pub use request::{Expiry, Reply, Request, SetCondition, Watched};
+pub use session::{
+    unknown_command, Action, ExecItem, ExecPlan, Session, MULTI_QUEUED_BYTES_MAX, MULTI_QUEUED_MAX, WATCHED_KEYS_MAX,
+};
 pub use store::{Store, EXPIRE_PER_TICK_MAX, GLOB_STEPS_PER_REQUEST_MAX, SCAN_COUNT_MAX, SCAN_CURSORS_MAX};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The names a request or reply holds as `&'static str`, so that one read from a peer maps
 /// back onto them (a forwarded request, its reply).
-const KNOWN_NAMES: &[&str] = &["expire", "pexpire", "expireat", "pexpireat", "string", "none"];
+const KNOWN_NAMES: &[&str] = &["expire", "pexpire", "expireat", "pexpireat", "string", "none", "QUEUED"];
 
 /// A name fixed at compile time. (An alias, so that serde does not take a field of this type
 /// for a string borrowed from the input.)
@@ -215,11 +215,122 @@ pub enum Request {
         /// Milliseconds to wait at most; 0 waits without limit.
         timeout_ms: u64,
     },
+    /// EXEC after MULTI: the queued requests, executed in order at one `now` with nothing in
+    /// between; their writes are one request of the replication log, applied whole by every
+    /// replica. Answers an array of their replies, or [`Reply::NullArray`] (nothing executed)
+    /// when a watched key changed since its WATCH.
+    Exec {
+        /// The queued requests, in the client's order.
+        requests: Vec<Request>,
+        /// The keys the connection watches, as WATCH saw them.
+        watched: Vec<Watched>,
+    },
+    /// WATCH key...: the keys' states now, answered as [`Reply::Watched`]; the front end keeps
+    /// them and sends them with its EXEC, which fails if any changed.
+    Watch {
+        /// The keys, in the client's order.
+        keys: Vec<Bytes>,
+    },
+    /// A request in database `db` (after `SELECT db`); a request without it is in database 0.
+    /// Made by [`Request::in_db`].
+    InDb {
+        /// The database, below the store's `databases`.
+        db: u32,
+        /// The request.
+        request: Box<Request>,
+    },
+    /// FLUSHDB: delete every key of the database.
+    FlushDb,
+    /// MOVE key db: moves the key to database `db` if it exists here and not there; 1 or 0.
+    Move {
+        /// The key.
+        key: Bytes,
+        /// The database to move it to.
+        db: i64,
+    },
+    /// SWAPDB a b: the two databases trade their keys, at once for every client.
+    SwapDb {
+        /// One database.
+        a: i64,
+        /// The other.
+        b: i64,
+    },
+}
+
+/// A watched key as WATCH saw it: EXEC fails when the key's newest record (a value or a
+/// tombstone) is no longer this one, or the key was live and has expired since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    /// The key.
+    pub key: Bytes,
+    /// The version of its newest record, tombstones included; `None` if it never existed.
+    pub version: Option<crate::version::Version>,
+    /// True when it held a value that had not expired.
+    pub live: bool,
 }
 
 impl Request {
+    /// This request in database `db`: wrapped unless `db` is 0 or the request is not about one
+    /// database's keys (the replica answers it, or it holds requests that are wrapped).
+    pub fn in_db(self, db: u32) -> Request {
+        match self {
+            request if db == 0 => request,
+            request @ (Request::Exec { .. }
+            | Request::Wait { .. }
+            | Request::Digest { .. }
+            | Request::Failover { .. }
+            | Request::Log { .. }
+            | Request::FlushAll
+            | Request::SwapDb { .. }
+            | Request::InDb { .. }) => request,
+            request => Request::InDb { db, request: Box::new(request) },
+        }
+    }
+
+    /// Every key the request names, to be rewritten as the store's physical keys.
+    pub fn keys_mut(&mut self) -> Vec<&mut Bytes> {
+        match self {
+            Request::Get { key }
+            | Request::Set { key, .. }
+            | Request::SetNx { key, .. }
+            | Request::GetDel { key }
+            | Request::IncrBy { key, .. }
+            | Request::IncrByFloat { key, .. }
+            | Request::Append { key, .. }
+            | Request::Strlen { key }
+            | Request::Type { key }
+            | Request::Expire { key, .. }
+            | Request::Ttl { key, .. }
+            | Request::Persist { key }
+            | Request::Move { key, .. } => vec![key],
+            Request::Del { keys } | Request::Exists { keys } | Request::MGet { keys } | Request::Watch { keys } => {
+                keys.iter_mut().collect()
+            }
+            Request::MSet { pairs, .. } => pairs.iter_mut().map(|(key, _)| key).collect(),
+            // Patterns and cursors are matched against the client's keys; the rest name none,
+            // or hold requests that name their own.
+            Request::Keys { .. }
+            | Request::Scan { .. }
+            | Request::DbSize
+            | Request::FlushAll
+            | Request::FlushDb
+            | Request::SwapDb { .. }
+            | Request::Digest { .. }
+            | Request::Log { .. }
+            | Request::Failover { .. }
+            | Request::Wait { .. }
+            | Request::Exec { .. }
+            | Request::InDb { .. } => Vec::new(),
+        }
+    }
+
     /// True when the request may write. A read-only replica refuses these.
     pub fn is_write(&self) -> bool {
+        match self {
+            Request::Exec { requests, .. } => return requests.iter().any(Request::is_write),
+            Request::InDb { request, .. } => return request.is_write(),
+            _ => {}
+        }
         !matches!(
             self,
             Request::Get { .. }
@@ -235,6 +346,7 @@ impl Request {
                 | Request::Failover { .. }
                 | Request::Log { .. }
                 | Request::Digest { .. }
+                | Request::Watch { .. }
         )
     }
 }
@@ -256,6 +368,10 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// The request failed; the text starts with Redis's error code (`ERR ...`).
     Error(String),
+    /// No array (`*-1` / `_`): an EXEC whose watched keys changed.
+    NullArray,
+    /// WATCH's answer to the front end, which keeps it and tells the client `OK`.
+    Watched(Vec<Watched>),
 }
 
 impl Reply {

@@ -2,14 +2,14 @@
 
 use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
-use super::request::{Expiry, Reply, Request, SetCondition};
+use super::databases::{logical, physical, DbMap, Namespace, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY};
+use super::request::{Expiry, Reply, Request, SetCondition, Watched};
 use crate::error::Result;
 use crate::replication::Change;
 use crate::storage::{Engine, Meta, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 /// Expired keys deleted per tick at most, so that a mass expiry spreads over ticks instead of
 /// stalling one batch.
@@ -26,7 +26,7 @@ pub const SCAN_COUNT_MAX: usize = 100_000;
 pub const GLOB_STEPS_PER_REQUEST_MAX: u64 = 100_000_000;
 
 /// Keys one KEYS or FLUSHALL pass reads from the engine at a time.
-const WALK_CHUNK_KEYS: usize = 1024;
+pub(super) const WALK_CHUNK_KEYS: usize = 1024;
 
 /// Executes requests against an engine; owns the node's clock.
 #[derive(Debug)]
@@ -48,6 +48,12 @@ pub struct Store<E> {
     changes: Option<Vec<Change>>,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
     value_bytes_max: usize,
+    /// Databases a request may name (`SELECT 0` to this minus one).
+    pub(super) databases: u32,
+    /// Which namespace each database uses (see [`super::databases`]).
+    pub(super) db_map: DbMap,
+    /// The namespace of the request being executed.
+    pub(super) ns: Namespace,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -60,9 +66,11 @@ struct Cursor {
 }
 
 /// A key's value if it exists and has not expired at `now_ms`.
-struct Live {
-    value: Bytes,
-    expire_at_ms: Option<u64>,
+pub(super) struct Live {
+    /// The value.
+    pub(super) value: Bytes,
+    /// Its deadline, if any.
+    pub(super) expire_at_ms: Option<u64>,
 }
 
 impl<E: Engine> Store<E> {
@@ -70,6 +78,7 @@ impl<E: Engine> Store<E> {
     /// newest version in the engine.
     pub fn new(engine: E, node: NodeId) -> Store<E> {
         let clock = Hlc::new(engine.last_timestamp());
+        let db_map = load_db_map(&engine);
         Store {
             engine,
             clock,
@@ -79,7 +88,16 @@ impl<E: Engine> Store<E> {
             next_cursor: 1,
             changes: None,
             value_bytes_max: VALUE_BYTES_MAX,
+            databases: DATABASES_DEFAULT,
+            db_map,
+            ns: 0,
         }
+    }
+
+    /// Sets how many databases requests may name (1..=[`DATABASES_MAX`]).
+    pub fn set_databases(&mut self, databases: u32) {
+        assert!((1..=DATABASES_MAX).contains(&databases), "databases = {databases} outside 1..={DATABASES_MAX}");
+        self.databases = databases;
     }
 
     /// Lowers the largest value a write may store (a cluster keeps one change within a peer
@@ -102,7 +120,12 @@ impl<E: Engine> Store<E> {
     /// a snapshot): stores it as is and moves the clock past its version.
     pub fn apply(&mut self, change: Change) -> Result<()> {
         self.clock.observe(change.record.version.ts);
-        self.engine.put(change.key, change.record)
+        let map = change.key == DB_MAP_KEY;
+        self.engine.put(change.key, change.record)?;
+        if map {
+            self.db_map = load_db_map(&self.engine);
+        }
+        Ok(())
     }
 
     /// The newest timestamp the clock has issued or seen.
@@ -128,9 +151,25 @@ impl<E: Engine> Store<E> {
     /// Executes one request at wall-clock `now_ms`. An `Err` is an engine failure that must
     /// stop the node; a request the client got wrong is an `Ok(Reply::Error(..))`.
     pub fn execute(&mut self, now_ms: u64, request: Request) -> Result<Reply> {
+        let (db, mut request) = match request {
+            Request::InDb { db, request } => (db, *request),
+            request => (0, request),
+        };
+        if db >= self.databases {
+            return Ok(Reply::err("DB index is out of range"));
+        }
         if let Some(reply) = check_sizes(&request, self.value_bytes_max) {
             return Ok(reply);
         }
+        self.ns = self.db_map.namespace(db as u8);
+        for key in request.keys_mut() {
+            *key = physical(self.ns, key);
+        }
+        self.run(now_ms, request)
+    }
+
+    /// Executes a request whose keys are physical, in namespace `self.ns`.
+    fn run(&mut self, now_ms: u64, request: Request) -> Result<Reply> {
         Ok(match request {
             Request::Get { key } => bulk_or_nil(self.live(&key, now_ms)?.map(|l| l.value)),
             Request::Set { key, value, condition, get, expiry } => {
@@ -176,12 +215,55 @@ impl<E: Engine> Store<E> {
             Request::Expire { key, expiry, command } => self.expire(now_ms, key, expiry, command)?,
             Request::Ttl { key, millis } => self.ttl(now_ms, &key, millis),
             Request::Persist { key } => self.persist(now_ms, key)?,
-            Request::DbSize => Reply::Int(self.engine.stats().keys as i64),
-            Request::FlushAll => self.flush_all(now_ms)?,
+            Request::DbSize => Reply::Int(self.db_size() as i64),
+            Request::FlushAll => self.flush(now_ms, None)?,
+            Request::FlushDb => self.flush(now_ms, Some(self.ns))?,
+            Request::Move { key, db } => self.move_key(now_ms, key, db)?,
+            Request::SwapDb { a, b } => self.swap_db(now_ms, a, b)?,
+            Request::InDb { .. } => Reply::err("a request names its database once"),
             Request::Wait { .. } | Request::Digest { .. } | Request::Failover { .. } | Request::Log { .. } => {
                 Reply::err("this command is answered by the replica, not the store")
             }
+            Request::Watch { keys } => {
+                // The database map too: a SWAPDB changes what every key names.
+                let map = Bytes::from_static(DB_MAP_KEY);
+                Reply::Watched(keys.into_iter().chain([map]).map(|key| self.watched(key, now_ms)).collect())
+            }
+            Request::Exec { requests, watched } => self.exec(now_ms, requests, &watched)?,
         })
+    }
+
+    /// `key` as WATCH sees it now.
+    fn watched(&self, key: Bytes, now_ms: u64) -> Watched {
+        let meta = self.engine.meta(&key);
+        let live = meta.is_some_and(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms));
+        Watched { key, version: meta.map(|m| m.version), live }
+    }
+
+    /// EXEC: nothing when a watched key changed (its newest record is another, or it was live
+    /// and has expired); else every request in order, each answered in the array.
+    fn exec(&mut self, now_ms: u64, requests: Vec<Request>, watched: &[Watched]) -> Result<Reply> {
+        let changed = |w: &Watched| {
+            let now = self.watched(w.key.clone(), now_ms);
+            now.version != w.version || (w.live && !now.live)
+        };
+        if watched.iter().any(changed) {
+            return Ok(Reply::NullArray);
+        }
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            replies.push(match request {
+                // The front end never queues these; refused rather than trusted.
+                Request::Exec { .. }
+                | Request::Watch { .. }
+                | Request::Wait { .. }
+                | Request::Digest { .. }
+                | Request::Failover { .. }
+                | Request::Log { .. } => Reply::err("Command not allowed inside a transaction"),
+                request => self.execute(now_ms, request)?,
+            });
+        }
+        Ok(Reply::Array(replies))
     }
 
     /// Deletes up to `EXPIRE_PER_TICK_MAX` keys whose deadline has passed at `now_ms`, each
@@ -201,13 +283,13 @@ impl<E: Engine> Store<E> {
     }
 
     /// Writes `value` under `key` with deadline `expire_at_ms`.
-    fn write(&mut self, now_ms: u64, key: Bytes, value: Bytes, expire_at_ms: Option<u64>) -> Result<()> {
+    pub(super) fn write(&mut self, now_ms: u64, key: Bytes, value: Bytes, expire_at_ms: Option<u64>) -> Result<()> {
         let record = Record { version: self.version(now_ms), value: Some(value), expire_at_ms };
         self.put(key, record)
     }
 
     /// Writes a tombstone for `key`.
-    fn delete(&mut self, now_ms: u64, key: Bytes) -> Result<()> {
+    pub(super) fn delete(&mut self, now_ms: u64, key: Bytes) -> Result<()> {
         let record = Record { version: self.version(now_ms), value: None, expire_at_ms: None };
         self.put(key, record)
     }
@@ -221,7 +303,7 @@ impl<E: Engine> Store<E> {
     }
 
     /// `key`'s value, if it exists and has not expired.
-    fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
+    pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
         let Some(record) = self.engine.get(key)? else { return Ok(None) };
         if record.expire_at_ms.is_some_and(|at| at <= now_ms) {
             return Ok(None);
@@ -235,7 +317,7 @@ impl<E: Engine> Store<E> {
     }
 
     /// `key`'s metadata if it holds a value that has not expired at `now_ms`.
-    fn live_meta(&self, key: &[u8], now_ms: u64) -> Option<Meta> {
+    pub(super) fn live_meta(&self, key: &[u8], now_ms: u64) -> Option<Meta> {
         self.engine.meta(key).filter(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms))
     }
 
@@ -347,12 +429,12 @@ impl<E: Engine> Store<E> {
         let mut found = Vec::new();
         let mut after: Option<Bytes> = None;
         loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let chunk = self.engine.scan(from, WALK_CHUNK_KEYS);
+            let chunk = self.scan_ns(after.as_deref(), WALK_CHUNK_KEYS);
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             for (key, meta) in chunk {
                 let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
+                let key = client_key(&key);
                 match live.then(|| glob_match_within(pattern, &key, &mut steps)) {
                     Some(Some(true)) => found.push(Reply::Bulk(key)),
                     Some(None) => return too_complex(),
@@ -376,21 +458,21 @@ impl<E: Engine> Store<E> {
                 None => return Reply::err("invalid cursor"),
             },
         };
-        let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let examine = count.clamp(1, SCAN_COUNT_MAX);
-        let chunk = self.engine.scan(from, examine + 1);
+        let chunk = self.scan_ns(after.as_deref(), examine + 1);
         let more = chunk.len() > examine;
         let mut keys = Vec::new();
         let mut steps = GLOB_STEPS_PER_REQUEST_MAX;
         for (key, meta) in chunk.iter().take(examine) {
             let live = !meta.tombstone && meta.expire_at_ms.is_none_or(|at| at > now_ms);
+            let key = client_key(key);
             let matched = match &pattern {
                 _ if !live => Some(false),
                 None => Some(true),
-                Some(p) => glob_match_within(p, key, &mut steps),
+                Some(p) => glob_match_within(p, &key, &mut steps),
             };
             match matched {
-                Some(true) => keys.push(Reply::Bulk(key.clone())),
+                Some(true) => keys.push(Reply::Bulk(key)),
                 Some(false) => {}
                 None => return too_complex(),
             }
@@ -456,22 +538,28 @@ impl<E: Engine> Store<E> {
             _ => Ok(Reply::Int(0)),
         }
     }
+}
 
-    fn flush_all(&mut self, now_ms: u64) -> Result<Reply> {
-        let mut after: Option<Bytes> = None;
-        loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let chunk = self.engine.scan(from, WALK_CHUNK_KEYS);
-            let Some((last, _)) = chunk.last() else { break };
-            after = Some(last.clone());
-            for (key, meta) in chunk {
-                if !meta.tombstone {
-                    self.delete(now_ms, key)?;
-                }
-            }
+/// The database map the engine holds (identity when it holds none). A map that does not decode
+/// is a bug or a damaged record: it is reported and read as the identity, so that database 0
+/// stays reachable.
+fn load_db_map<E: Engine>(engine: &E) -> DbMap {
+    match engine.get(DB_MAP_KEY) {
+        Ok(Some(Record { value: Some(value), .. })) => DbMap::decode(&value).unwrap_or_else(|why| {
+            tracing::error!("the database map record is unreadable ({why}): reading every database as its own");
+            DbMap::default()
+        }),
+        Ok(_) => DbMap::default(),
+        Err(e) => {
+            tracing::error!("the database map record is unreadable ({e}): reading every database as its own");
+            DbMap::default()
         }
-        Ok(Reply::Ok)
     }
+}
+
+/// The client's key of a physical key (replikv's own records never reach a client).
+fn client_key(physical: &Bytes) -> Bytes {
+    logical(physical).map_or_else(Bytes::new, |(_, key)| key)
 }
 
 /// The deadline a write should carry: `Err` for a time that is not positive.

@@ -233,7 +233,7 @@ impl<E: Engine> Replica<E> {
         self.reclaim = false;
         let mut leader = Leader::new(&followers, now_ms);
         leader.restarted(self.durable.min(self.log.last_lsn()));
-        let record = LogRecord { lsn: self.log.last_lsn() + 1, epoch, changes: Vec::new() };
+        let record = LogRecord::whole(self.log.last_lsn() + 1, epoch, Vec::new());
         let bytes = record.size_hint() as u64;
         self.log.append(record)?;
         leader.logged(self.log.last_lsn(), bytes);

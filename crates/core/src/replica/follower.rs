@@ -335,9 +335,7 @@ impl Follower {
             if record.lsn != log.last_lsn() + 1 {
                 return Ok((true, None));
             }
-            for change in &record.changes {
-                store.apply(change.clone())?;
-            }
+            take_part(&record, log, store)?;
             matched = Some(record.lsn);
             log.append(record)?;
         }
@@ -376,7 +374,9 @@ impl Follower {
         votes: &mut VoteStore,
     ) -> Result<()> {
         let last = log.last_lsn();
-        let mut after = from - 1;
+        // A cut inside a request takes its earlier parts too: the history goes on without it.
+        let first = log.read(from - 1, 1)?.and_then(|records| records.first().map(LogRecord::request_start));
+        let mut after = first.map_or(from, |start| start.max(log.first_lsn())) - 1;
         let mut saved = 0;
         while let Some(records) = log.read(after, CUT_READ_BYTES)? {
             let Some(end) = records.last().map(|r| r.lsn) else { break };
@@ -417,7 +417,7 @@ impl Follower {
 
     /// What the status pages show.
     pub(super) fn view(&self, now_ms: u64, log: &ReplicationLog, settings: &Settings) -> FollowerView {
-        let applied = log.last_lsn();
+        let applied = log.complete_lsn();
         FollowerView {
             leader: self.leader,
             leader_hint: self.leader.map(|l| settings.hint(l)).unwrap_or_default(),
@@ -464,6 +464,41 @@ fn save_outside_history(
             "a snapshot replaces records the leader's history does not hold: saved their {saved} changes to the \
              rollback log"
         );
+    }
+    Ok(())
+}
+
+/// Applies `record`, the log's next, if it completes its request: the request's earlier
+/// parts (from the log, as far back as it holds them) and then its own changes, all in this
+/// step, so that no reader sees part of a request. A record that continues its request is
+/// applied later, with its last part. A request left open in the log when a record of another
+/// request arrives is abandoned: its leader died while shipping it, and the history goes on
+/// without its later parts, so it is never applied.
+fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<()> {
+    let start = record.request_start();
+    if let Some(open) = log.open_request().filter(|&open| open != start) {
+        tracing::warn!(
+            "records {open}..={} hold part of a request that was never completed (its leader stopped shipping \
+             it): abandoned, never applied",
+            log.last_lsn()
+        );
+    }
+    if record.continues() {
+        return Ok(());
+    }
+    let mut after = start.max(log.first_lsn()) - 1;
+    while after + 1 < record.lsn {
+        let records = log.read(after, CUT_READ_BYTES)?.expect("a request's earlier parts are within the log");
+        for part in records.iter().take_while(|r| r.lsn < record.lsn) {
+            assert_eq!(part.request_start(), start, "record {} is not a part of the request at {start}", part.lsn);
+            for change in &part.changes {
+                store.apply(change.clone())?;
+            }
+            after = part.lsn;
+        }
+    }
+    for change in &record.changes {
+        store.apply(change.clone())?;
     }
     Ok(())
 }

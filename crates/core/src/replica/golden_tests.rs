@@ -3,11 +3,12 @@
 //!
 //! Scripts live in `testscripts/`. A line starting with `#` is a comment; `:time MS` sets the
 //! wall clock the next steps run at; `:tick` steps a tick (expiry); `:flush` flushes;
-//! `:stats` prints the engine's key counters. Run with `UPDATE_GOLDEN=1` to rewrite the
-//! expected output, then review the diff.
+//! `:stats` prints the engine's key counters; `:client N` sends the next commands from client
+//! N (each client has its own [`Session`]: its database, its transaction; client 1 at first).
+//! Run with `UPDATE_GOLDEN=1` to rewrite the expected output, then review the diff.
 
 use super::{Input, Outbox, Output, Replica};
-use crate::kv::{parse_command, Reply};
+use crate::kv::{Action, ExecItem, Reply, Session};
 use crate::storage::MemoryEngine;
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -62,6 +63,8 @@ pub(super) fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
         Reply::Int(n) => format!("(integer) {n}"),
         Reply::Bulk(b) => format!("\"{}\"", b.escape_ascii()),
         Reply::Error(e) => format!("(error) {e}"),
+        Reply::NullArray => "(nil)".to_string(),
+        Reply::Watched(_) => "OK".to_string(),
         Reply::Array(items) if items.is_empty() => "(empty array)".to_string(),
         Reply::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -82,6 +85,8 @@ fn run_script(text: &str) -> String {
     let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
     let mut now_ms = 1_000_000;
     let mut out = Vec::new();
+    let mut sessions = std::collections::BTreeMap::new();
+    let mut client = 1;
     for (id, line) in text.lines().enumerate() {
         if line.starts_with("  ") {
             continue; // expected output of the previous command: regenerated below
@@ -100,23 +105,42 @@ fn run_script(text: &str) -> String {
         } else if line == ":flush" {
             replica.flush(now_ms).expect("flush");
             continue;
+        } else if let Some(n) = line.strip_prefix(":client ") {
+            client = n.trim().parse().expect(":client takes a number");
+            continue;
         } else if line == ":stats" {
             let s = replica.stats();
             results.push(format!("keys={} tombstones={}", s.keys, s.tombstones));
         } else {
             let args = split_line(line);
-            let reply = match parse_command(&args) {
-                None => Reply::err(format!("unknown command '{}'", String::from_utf8_lossy(&args[0]))),
-                Some(Err(reply)) => reply,
-                Some(Ok(request)) => {
-                    let mut outbox = Outbox::default();
-                    replica.step(now_ms, Input::Request { id: id as u64, request }, &mut outbox).expect("step");
-                    let mut outputs = outbox.drain_all();
-                    assert_eq!(outputs.len(), 1, "one reply per request");
-                    let Output::Reply { id: got, reply } = outputs.remove(0) else { panic!("a reply, not a message") };
-                    assert_eq!(got, id as u64, "reply carries the request's id");
-                    reply
-                }
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+            let session = sessions.entry(client).or_insert_with(|| Session::new(crate::kv::DATABASES_DEFAULT));
+            let mut call = |request| {
+                let mut outbox = Outbox::default();
+                replica.step(now_ms, Input::Request { id: id as u64, request }, &mut outbox).expect("step");
+                let mut outputs = outbox.drain_all();
+                assert_eq!(outputs.len(), 1, "one reply per request");
+                let Output::Reply { id: got, reply } = outputs.remove(0) else { panic!("a reply, not a message") };
+                assert_eq!(got, id as u64, "reply carries the request's id");
+                reply
+            };
+            let reply = match session.command(&name, &args, false) {
+                Action::Reply(reply) => reply,
+                Action::Local => unreachable!("nothing is local here"),
+                Action::Call(request) => call(request),
+                Action::Watch(request) => session.watched(call(request)),
+                Action::Exec(request, plan) => match plan.assemble(call(request)) {
+                    Ok(items) => Reply::Array(
+                        items
+                            .into_iter()
+                            .map(|item| match item {
+                                ExecItem::Reply(reply) => reply,
+                                ExecItem::Local(_) => unreachable!("nothing is local here"),
+                            })
+                            .collect(),
+                    ),
+                    Err(reply) => reply,
+                },
             };
             render(&reply, 0, &mut results);
         }

@@ -613,7 +613,7 @@ fn a_snapshot_holding_writes_past_its_base_taints_the_store_until_the_log_holds_
         epoch,
         prev_lsn: 5,
         prev_epoch: 1,
-        records: (6..=8).map(|lsn| LogRecord { lsn, epoch: records_epoch, changes: Vec::new() }).collect(),
+        records: (6..=8).map(|lsn| LogRecord::whole(lsn, records_epoch, Vec::new())).collect(),
         leader_lsn: 8,
         sent_at_ms: 0,
     };
@@ -675,4 +675,115 @@ fn a_write_held_by_a_handover_that_does_not_finish_fails_after_its_deadline() {
     let Some(Reply::Error(text)) = c.reply(held) else { panic!("an error: {:?}", c.reply(held)) };
     assert!(text.contains("not applied"), "{text}");
     assert_eq!(c.nodes[0].status(c.now).failover_state, "waiting-for-sync", "the handover itself goes on");
+}
+
+/// Sends `request` (not a parsed line) to node `i`; returns its id.
+fn send_request(c: &mut Cluster, i: usize, request: Request) -> RequestId {
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(i, Input::Request { id, request });
+    id
+}
+
+/// DBSIZE on node `i`, which must answer at once (a follower).
+fn db_size(c: &mut Cluster, i: usize) -> i64 {
+    let id = send_request(c, i, Request::DbSize);
+    match c.replies.remove(&id) {
+        Some(Reply::Int(n)) => n,
+        other => panic!("DBSIZE answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_over_several_records_is_applied_whole_by_a_follower() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let keys = 2 * super::RECORD_CHANGES_MAX + 5;
+    let pairs = (0..keys).map(|i| (Bytes::from(format!("k{i}")), Bytes::from("v"))).collect();
+    let id = send_request(&mut c, 0, Request::MSet { pairs, if_none_exist: false });
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(c.nodes[0].last_lsn(), 3, "three parts");
+    // Deliver one message at a time; a reader on the follower sees none of the keys or all.
+    let mut seen = BTreeSet::new();
+    for _ in 0..1_000 {
+        let Some((from, to, message)) = c.net.pop_front() else { break };
+        let from = c.ids[from];
+        c.step(to, Input::Message { from, message });
+        let size = db_size(&mut c, 1);
+        assert!(size == 0 || size == keys as i64, "a reader saw {size} of the {keys} keys");
+        seen.insert(size);
+    }
+    assert_eq!(seen, BTreeSet::from([0, keys as i64]), "the follower went from none to all");
+    let view = c.nodes[1].status(c.now).leader.unwrap();
+    assert_eq!(view.applied_lsn, 3, "{view:?}");
+}
+
+#[test]
+fn a_request_whose_later_parts_never_come_is_abandoned() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let leader = c.ids[0];
+    let epoch = c.nodes[1].status(c.now).epoch;
+    let now = c.now;
+    let change = |key: &str| crate::replication::Change {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        record: crate::storage::Record {
+            version: crate::version::Version {
+                ts: crate::version::Timestamp { millis: now, logical: 0 },
+                node: leader,
+            },
+            value: Some(Bytes::from("v")),
+            expire_at_ms: None,
+        },
+    };
+    let part = |lsn, part, parts, key: &str| crate::replication::LogRecord {
+        lsn,
+        epoch,
+        changes: vec![change(key)],
+        part,
+        parts,
+    };
+    let append = |records: Vec<crate::replication::LogRecord>, prev_lsn| Message::Append {
+        epoch,
+        prev_lsn,
+        // The empty log's base is of epoch 0.
+        prev_epoch: if prev_lsn == 0 { 0 } else { epoch },
+        leader_lsn: prev_lsn + records.len() as u64,
+        records,
+        sent_at_ms: now,
+    };
+    // Two of three parts, then a new request: the first is never applied.
+    let base = c.nodes[1].last_lsn();
+    assert_eq!(base, 0, "nothing written yet");
+    let message = append(vec![part(base + 1, 0, 3, "a"), part(base + 2, 1, 3, "b")], base);
+    c.step(1, Input::Message { from: leader, message });
+    assert_eq!(c.nodes[1].last_lsn(), base + 2, "both parts taken");
+    assert_eq!(db_size(&mut c, 1), 0, "nothing applied before the last part");
+    assert_eq!(c.nodes[1].status(c.now).leader.unwrap().applied_lsn, base);
+    let message = append(vec![part(base + 3, 0, 1, "c")], base + 2);
+    c.step(1, Input::Message { from: leader, message });
+    let id = send_request(&mut c, 1, request("MGET a b c"));
+    let want = Reply::Array(vec![Reply::Nil, Reply::Nil, Reply::Bulk(Bytes::from("v"))]);
+    assert_eq!(c.reply(id), Some(&want), "the abandoned request's keys never appear");
+    assert_eq!(c.nodes[1].status(c.now).leader.unwrap().applied_lsn, base + 3);
+}
+
+#[test]
+fn a_transaction_is_one_request_of_the_log_and_reaches_followers_whole() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    let exec = Request::Exec {
+        requests: vec![request("SET a 1"), request("INCR a"), request("SET b 2").in_db(3), request("GET a")],
+        watched: Vec::new(),
+    };
+    let id = send_request(&mut c, 0, exec);
+    c.settle();
+    let want = Reply::Array(vec![Reply::Ok, Reply::Int(2), Reply::Ok, Reply::Bulk(Bytes::from("2"))]);
+    assert_eq!(c.reply(id), Some(&want));
+    assert_eq!(c.nodes[0].last_lsn(), 1, "one record for the whole transaction");
+    let id = send_request(&mut c, 1, request("GET b").in_db(3));
+    assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("2"))), "database 3 on the follower");
+    // A transaction with writes is refused by a follower as a write.
+    let id = send_request(&mut c, 1, Request::Exec { requests: vec![request("SET z 1")], watched: Vec::new() });
+    assert!(matches!(c.reply(id), Some(Reply::Error(e)) if e.starts_with("READONLY")), "{:?}", c.reply(id));
 }

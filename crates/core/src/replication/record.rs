@@ -22,10 +22,16 @@ pub struct Change {
     pub record: Record,
 }
 
-/// One entry of the replication log: the changes of one client request (a transaction: an
-/// MSET's keys travel, and apply, together), at one position. A request too big for one
-/// record (see `replica::RECORD_BYTES_SOFT_MAX`) spans several, which followers apply one at
-/// a time.
+/// One entry of the replication log: the changes of one client request (an MSET's keys, a
+/// transaction's writes), at one position. A request too big for one record (see
+/// `replica::RECORD_BYTES_SOFT_MAX`) spans several consecutive records of one epoch, its
+/// *parts*; a replica applies a request only once it holds every part, all in one step, so
+/// that no reader sees half of it. A request whose later parts never come (its leader died
+/// while shipping it, and the next leader's history goes on without them) is *abandoned*: it
+/// stays in the log and is never applied.
+///
+/// Encoded with postcard, fields in this order. A record written before `part` and `parts`
+/// existed (log format 1) ends after `changes` and reads as a whole request (0 of 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Its position: the previous record's plus one.
@@ -34,9 +40,29 @@ pub struct LogRecord {
     pub epoch: Epoch,
     /// The keys it changed, in the order the request wrote them.
     pub changes: Vec<Change>,
+    /// Its index among its request's records, from 0: the request's first record is at
+    /// `lsn - part`.
+    pub part: u32,
+    /// How many records its request spans (1 for all but the largest requests).
+    pub parts: u32,
 }
 
 impl LogRecord {
+    /// A record holding a whole request.
+    pub fn whole(lsn: Lsn, epoch: Epoch, changes: Vec<Change>) -> LogRecord {
+        LogRecord { lsn, epoch, changes, part: 0, parts: 1 }
+    }
+
+    /// True when its request continues in the next record.
+    pub fn continues(&self) -> bool {
+        self.part + 1 < self.parts
+    }
+
+    /// The lsn of its request's first record.
+    pub fn request_start(&self) -> Lsn {
+        self.lsn - Lsn::from(self.part)
+    }
+
     /// An estimate of its encoded size in bytes, for batching and retention budgets.
     pub fn size_hint(&self) -> usize {
         24 + self

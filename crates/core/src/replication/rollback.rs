@@ -207,7 +207,7 @@ mod tests {
     fn record(lsn: Lsn, epoch: Epoch, key: &[u8], value: Option<&[u8]>) -> LogRecord {
         let version = Version { ts: Timestamp { millis: 5, logical: 0 }, node: NodeId(1) };
         let record = Record { version, value: value.map(Bytes::copy_from_slice), expire_at_ms: None };
-        LogRecord { lsn, epoch, changes: vec![Change { key: Bytes::copy_from_slice(key), record }] }
+        LogRecord::whole(lsn, epoch, vec![Change { key: Bytes::copy_from_slice(key), record }])
     }
 
     #[test]

@@ -38,42 +38,36 @@ pub struct Client {
     pub proto: Protocol,
 }
 
-/// What the connection does after an admin command.
-pub enum Action {
-    /// Send this reply and carry on.
-    Reply(Frame),
-    /// Send this reply and close the connection (`QUIT`).
-    Close(Frame),
+/// The commands [`execute`] answers.
+const ANSWERED: &[&str] = &["ping", "echo", "hello", "auth", "client", "command", "config", "info", "time", "role"];
+
+/// True when `name` (lowercase) is a command the node answers itself, without the replica.
+pub fn answers(name: &str) -> bool {
+    ANSWERED.contains(&name)
 }
 
-/// Executes `args` if it names an admin command; `None` if it does not.
-pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeState) -> Option<Action> {
-    let frame = match name {
+/// Executes `args`, a command [`answers`] says is answered here.
+pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame {
+    match name {
         "ping" => match args.len() {
             1 => Frame::Simple("PONG".into()),
             2 => Frame::Bulk(args[1].clone()),
             _ => arity(name),
         },
         "echo" if args.len() == 2 => Frame::Bulk(args[1].clone()),
-        "quit" => return Some(Action::Close(Frame::ok())),
         "hello" => hello(args, client, state),
         "auth" => Frame::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ),
-        "select" if args.len() == 2 => match &args[1][..] {
-            b"0" => Frame::ok(),
-            _ => Frame::error("ERR DB index is out of range"),
-        },
         "client" if args.len() >= 2 => client_command(args, client),
         "command" => command(args),
         "config" if args.len() >= 2 => config(args, state),
         "info" => Frame::Bulk(Bytes::from(info(args.get(1), client, state))),
         "time" if args.len() == 1 => time(),
         "role" if args.len() == 1 => role_frame(crate::replication::role(state)),
-        "echo" | "select" | "client" | "config" | "time" | "role" => arity(name),
-        _ => return None,
-    };
-    Some(Action::Reply(frame))
+        "echo" | "client" | "config" | "time" | "role" => arity(name),
+        _ => unreachable!("{name} is not answered here"),
+    }
 }
 
 /// `ROLE`'s reply as a frame.

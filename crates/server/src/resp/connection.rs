@@ -15,14 +15,14 @@
 //! - A connection has one call in flight at a time: it does not read ahead while waiting for
 //!   the runtime, so a pipelining client's next burst waits for the previous replies.
 
-use super::admin::{self, Action, Client};
+use super::admin::{self, Client};
 use super::frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
 use crate::metrics::CommandLabel;
 use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use replikv_core::kv::{parse_named, Reply, Request};
+use replikv_core::kv::{is_command, Action, ExecItem, ExecPlan, Reply, Request, Session};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,9 +40,6 @@ const ACCEPT_RETRY_MS: u64 = 50;
 /// Bytes of encoded replies a connection holds before it writes them out, so that a round
 /// of large replies does not pile up in memory twice (as values and as encoded bytes).
 const OUT_BUFFER_BYTES_MAX: usize = 1024 * 1024;
-
-/// Bytes of arguments quoted in an unknown-command error at most, as Redis.
-const UNKNOWN_ARGS_QUOTED_BYTES_MAX: usize = 128;
 
 /// Distinct command names one connection keeps metric handles for; the names are the known
 /// commands plus `unknown`, so this is never reached in practice, but it bounds the map.
@@ -99,6 +96,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
                 shutdown,
                 parser: RequestParser::new(),
                 counters: BTreeMap::new(),
+                session: Session::new(state.config.databases),
             };
             if let Err(e) = connection.run().await {
                 tracing::debug!("connection {addr}: {e}");
@@ -117,9 +115,36 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
 enum Slot {
     /// Answered already, in the protocol of the moment.
     Ready(Frame, Protocol),
-    /// Waiting for the runtime: the index of its request in the call, and the protocol of
-    /// the moment.
-    Pending(usize, Protocol),
+    /// Waiting for the runtime: the index of its request in the call, the protocol of the
+    /// moment, and what its reply becomes.
+    Pending(usize, Protocol, Pending),
+}
+
+/// What a call's reply becomes.
+#[derive(Default)]
+enum Pending {
+    /// The client's answer as it is.
+    #[default]
+    Plain,
+    /// WATCH's: kept by the session, `OK` to the client.
+    Watch,
+    /// EXEC's: assembled with its local commands.
+    Exec(ExecPlan),
+}
+
+/// A round's slots and the calls they wait for.
+#[derive(Default)]
+struct Round {
+    slots: Vec<Slot>,
+    calls: Vec<Request>,
+}
+
+impl Round {
+    /// A slot waiting for `request`'s reply.
+    fn push(&mut self, request: Request, pending: Pending, proto: Protocol) {
+        self.slots.push(Slot::Pending(self.calls.len(), proto, pending));
+        self.calls.push(request);
+    }
 }
 
 /// One client's connection.
@@ -133,6 +158,8 @@ struct Connection {
     /// This connection's handles on the per-command metrics, so that counting a command
     /// does not take the registry's lock.
     counters: BTreeMap<String, (Counter, Histogram)>,
+    /// Its database and transaction.
+    session: Session,
 }
 
 impl Connection {
@@ -190,64 +217,46 @@ impl Connection {
 
     /// Answers a round of requests into `out`, in order, writing `out` to the client whenever
     /// it passes `OUT_BUFFER_BYTES_MAX`. True when the connection must close after sending
-    /// the rest (QUIT, or the node stopped).
+    /// the rest (QUIT, or the node stopped). The round's calls to the runtime go as one,
+    /// except that an EXEC after a WATCH of the same round waits for the WATCH's answer.
     async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> std::io::Result<bool> {
         let started = Instant::now();
-        let mut slots = Vec::with_capacity(requests.len());
+        let mut round = Round::default();
         let mut names = Vec::with_capacity(requests.len());
-        let mut calls: Vec<Request> = Vec::new();
         let mut close = false;
         for args in requests {
             let name = CommandName::of(&args[0]);
-            if let Some(action) = admin::execute(name.as_str(), &args, &mut self.client, &self.state) {
-                let (frame, quit) = match action {
-                    Action::Reply(frame) => (frame, false),
-                    Action::Close(frame) => (frame, true),
-                };
-                // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
-                slots.push(Slot::Ready(frame, self.client.proto));
-                names.push(name);
-                if quit {
-                    close = true;
-                    break;
-                }
-                continue;
+            names.push(if is_command(name.as_str()) || admin::answers(name.as_str()) {
+                name
+            } else {
+                CommandName::unknown()
+            });
+            if name.as_str() == "quit" {
+                round.slots.push(Slot::Ready(Frame::ok(), self.client.proto));
+                close = true;
+                break;
+            }
+            if name.as_str() == "exec" && round.slots.iter().any(|s| matches!(s, Slot::Pending(_, _, Pending::Watch))) {
+                close |= self.call(&mut round).await;
             }
             let proto = self.client.proto;
-            match parse_named(name.as_str(), &args) {
-                Some(Ok(request)) => {
-                    slots.push(Slot::Pending(calls.len(), proto));
-                    calls.push(request);
-                    names.push(name);
+            let local = admin::answers(name.as_str());
+            match self.session.command(name.as_str(), &args, local) {
+                Action::Reply(reply) => round.slots.push(Slot::Ready(to_frame(reply), proto)),
+                Action::Local => {
+                    let frame = admin::execute(name.as_str(), &args, &mut self.client, &self.state);
+                    // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
+                    round.slots.push(Slot::Ready(frame, self.client.proto));
                 }
-                Some(Err(reply)) => {
-                    slots.push(Slot::Ready(to_frame(reply), proto));
-                    names.push(name);
-                }
-                None => {
-                    slots.push(Slot::Ready(Frame::error(unknown_command(&args)), proto));
-                    names.push(CommandName::unknown());
-                }
+                Action::Call(request) => round.push(request, Pending::Plain, proto),
+                Action::Watch(request) => round.push(request, Pending::Watch, proto),
+                Action::Exec(request, plan) => round.push(request, Pending::Exec(plan), proto),
             }
         }
-        let mut replies: Vec<Option<Reply>> = Vec::new();
-        if !calls.is_empty() {
-            match self.state.handle.call(calls).await {
-                Ok(answers) => replies = answers.into_iter().map(Some).collect(),
-                Err(_) => close = true, // every pending slot answers with the reason below
-            }
-        }
-        for slot in slots {
-            match slot {
-                Slot::Ready(frame, proto) => frame.encode(proto, out),
-                Slot::Pending(index, proto) => {
-                    let frame = match replies.get_mut(index).and_then(Option::take) {
-                        Some(reply) => to_frame(reply),
-                        None => Frame::error(format!("ERR {}", self.stop_reason())),
-                    };
-                    frame.encode(proto, out);
-                }
-            }
+        close |= self.call(&mut round).await;
+        for slot in round.slots {
+            let Slot::Ready(frame, proto) = slot else { unreachable!("every call was answered") };
+            frame.encode(proto, out);
             if out.len() >= OUT_BUFFER_BYTES_MAX {
                 self.stream.write_all(out).await?;
                 out.clear();
@@ -259,6 +268,50 @@ impl Connection {
             self.count(name.as_str(), seconds);
         }
         Ok(close)
+    }
+
+    /// Sends the round's calls to the runtime and turns every pending slot into its answer.
+    /// True when the runtime gave none (the node is stopping): the connection closes.
+    async fn call(&mut self, round: &mut Round) -> bool {
+        if round.calls.is_empty() {
+            return false;
+        }
+        let calls = std::mem::take(&mut round.calls);
+        let (mut replies, stopped) = match self.state.handle.call(calls).await {
+            Ok(answers) => (answers.into_iter().map(Some).collect(), false),
+            Err(_) => (Vec::new(), true), // every pending slot answers with the reason below
+        };
+        for slot in &mut round.slots {
+            let Slot::Pending(index, proto, pending) = slot else { continue };
+            let (index, proto) = (*index, *proto);
+            let frame = match (replies.get_mut(index).and_then(Option::take), std::mem::take(pending)) {
+                (None, _) => Frame::error(format!("ERR {}", self.stop_reason())),
+                (Some(reply), Pending::Plain) => to_frame(reply),
+                (Some(reply), Pending::Watch) => to_frame(self.session.watched(reply)),
+                (Some(reply), Pending::Exec(plan)) => self.exec_reply(plan, reply),
+            };
+            *slot = Slot::Ready(frame, proto);
+        }
+        stopped
+    }
+
+    /// EXEC's reply: the queued requests' replies with the local commands run in their places.
+    fn exec_reply(&mut self, plan: ExecPlan, reply: Reply) -> Frame {
+        match plan.assemble(reply) {
+            Ok(items) => Frame::Array(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        ExecItem::Reply(reply) => to_frame(reply),
+                        ExecItem::Local(args) => {
+                            let name = CommandName::of(&args[0]);
+                            admin::execute(name.as_str(), &args, &mut self.client, &self.state)
+                        }
+                    })
+                    .collect(),
+            ),
+            Err(reply) => to_frame(reply),
+        }
     }
 
     /// Why the runtime gave no reply.
@@ -336,26 +389,6 @@ impl CommandName {
     }
 }
 
-/// Redis 7's text for an unknown command: the arguments are quoted until their list passes
-/// `UNKNOWN_ARGS_QUOTED_BYTES_MAX` bytes.
-fn unknown_command(args: &[Bytes]) -> String {
-    let mut text = format!("ERR unknown command '{}', with args beginning with: ", truncate(&args[0]));
-    let mut quoted = String::new();
-    for arg in &args[1..] {
-        if quoted.len() >= UNKNOWN_ARGS_QUOTED_BYTES_MAX {
-            break;
-        }
-        quoted.push_str(&format!("'{}' ", truncate(arg)));
-    }
-    text.push_str(&quoted);
-    text
-}
-
-/// At most `UNKNOWN_ARGS_QUOTED_BYTES_MAX` bytes of an argument, as text, for an error message.
-fn truncate(arg: &[u8]) -> String {
-    String::from_utf8_lossy(&arg[..arg.len().min(UNKNOWN_ARGS_QUOTED_BYTES_MAX)]).into_owned()
-}
-
 /// A key-value reply as a RESP frame.
 pub fn to_frame(reply: Reply) -> Frame {
     match reply {
@@ -366,5 +399,8 @@ pub fn to_frame(reply: Reply) -> Frame {
         Reply::Bulk(b) => Frame::Bulk(b),
         Reply::Array(items) => Frame::Array(items.into_iter().map(to_frame).collect()),
         Reply::Error(e) => Frame::Error(e),
+        Reply::NullArray => Frame::NullArray,
+        // The session turns WATCH's answer into OK before it reaches a client.
+        Reply::Watched(_) => Frame::ok(),
     }
 }

@@ -11,7 +11,10 @@ pub const RECORD_BYTES_MAX: usize = 600 * 1024 * 1024;
 pub(super) const MAGIC: [u8; 8] = *b"RKVRLOG\0";
 
 /// The format version a segment header carries; raise it with any change to this file.
-pub(super) const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads: format 1 records lack `part` and `parts`.
+const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Bytes in a segment header: magic, version, base lsn, base epoch, checksum.
 pub(super) const HEADER_BYTES: usize = 32;
@@ -81,8 +84,8 @@ pub(super) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
         return Err("header checksum mismatch".into());
     }
     let version = le_u32(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
+        return Err(format!("format version {version}, this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"));
     }
     Ok(SegmentHeader { base: le_u64(bytes, 12), epoch: le_u64(bytes, 20) })
 }
@@ -146,8 +149,20 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
     match postcard::take_from_bytes::<LogRecord>(body) {
         Ok((record, [])) => Ok(record),
         Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
+        Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
+            Ok((old, [])) => Ok(LogRecord::whole(old.lsn, old.epoch, old.changes)),
+            _ => Err("undecodable record: it ends before its parts".into()),
+        },
         Err(e) => Err(format!("undecodable record: {e}")),
     }
+}
+
+/// A record of log format 1, before requests could span records.
+#[derive(serde::Deserialize)]
+struct RecordV1 {
+    lsn: Lsn,
+    epoch: crate::replication::record::Epoch,
+    changes: Vec<crate::replication::Change>,
 }
 
 /// Decodes the frame starting at `at` in `bytes`, a whole file: the record and where the

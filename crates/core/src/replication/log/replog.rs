@@ -139,6 +139,9 @@ pub struct ReplicationLog {
     pub(super) epochs: BTreeMap<Lsn, Epoch>,
     /// The segment files; `None` for the in-memory log.
     pub(super) files: Option<Files>,
+    /// The first lsn of the request the newest record is a part of, when that record is not
+    /// the request's last part: the log ends inside a request.
+    pub(super) open_request: Option<Lsn>,
 }
 
 impl fmt::Debug for ReplicationLog {
@@ -185,6 +188,7 @@ impl ReplicationLog {
             resets: 0,
             epochs: BTreeMap::new(),
             files: None,
+            open_request: None,
         }
     }
 
@@ -231,6 +235,7 @@ impl ReplicationLog {
         self.bytes += weight;
         self.last_lsn = next;
         self.note_epoch(next, record.epoch);
+        self.open_request = record.continues().then(|| record.request_start());
         self.tail_bytes += hint;
         self.tail.push_back(record);
         self.trim_tail();
@@ -412,7 +417,20 @@ impl ReplicationLog {
         self.tail_bytes = 0;
         self.last_lsn = lsn;
         self.last_epoch = epoch;
+        self.open_request = None;
         Ok(())
+    }
+
+    /// The first lsn of the request whose parts the log holds only some of, when it ends
+    /// inside one (its later parts are still to come, or never will: see [`LogRecord`]).
+    pub fn open_request(&self) -> Option<Lsn> {
+        self.open_request
+    }
+
+    /// The last lsn of the newest request the log holds whole: `last_lsn()`, or just before
+    /// the open request. A replica's store holds exactly the requests up to here.
+    pub fn complete_lsn(&self) -> Lsn {
+        self.open_request.map_or(self.last_lsn, |start| start - 1)
     }
 
     /// The options it was opened with.
@@ -437,6 +455,7 @@ impl ReplicationLog {
     pub(super) fn push_recovered(&mut self, record: LogRecord) {
         self.last_lsn = record.lsn;
         self.note_epoch(record.lsn, record.epoch);
+        self.open_request = record.continues().then(|| record.request_start());
         self.tail_bytes += record.size_hint();
         self.tail.push_back(record);
         self.trim_tail_to(self.last_lsn);

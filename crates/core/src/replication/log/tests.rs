@@ -28,7 +28,9 @@ fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
             },
         })
         .collect();
-    LogRecord { lsn, epoch, changes }
+    // Every third request spans two records, so that the round trips cover `part`.
+    let (part, parts) = match lsn % 3 { 0 => (0, 1), p => (p as u32 - 1, 2) };
+    LogRecord { lsn, epoch, changes, part, parts }
 }
 
 /// Records `from..=to`, epoch 1 up to lsn 20 and 2 after.

@@ -1,0 +1,336 @@
+//! A client connection's state in the key-value layer: the database it selected, and its
+//! transaction (`MULTI` / `EXEC` / `DISCARD` / `WATCH` / `UNWATCH`), with Redis's semantics
+//! and error texts.
+//!
+//! A front end (the RESP connection, a golden script) keeps one [`Session`] per client and
+//! hands it every command first. The session answers the transaction commands and `SELECT`
+//! itself, queues commands between `MULTI` and `EXEC`, and wraps every other request in the
+//! selected database ([`Request::in_db`]). What reaches the replica is ordinary requests:
+//!
+//! - `WATCH k...` becomes [`Request::Watch`]: the replica answers with the keys' states
+//!   ([`Reply::Watched`]), which the session keeps ([`Session::watched`]) and the client sees
+//!   as `OK`.
+//! - `EXEC` becomes one [`Request::Exec`] holding the queued requests and the watched keys:
+//!   the store executes them in order within one step, so nothing runs between them, and
+//!   their writes are one request of the replication log, which every replica applies whole.
+//!   If a watched key changed since its WATCH (a write by anyone, an expiry, a SWAPDB), the
+//!   store executes nothing and EXEC answers a null array.
+//!
+//! While queuing, a command with wrong arguments, an unknown command, or one that cannot run
+//! inside a transaction is refused at once and marks the transaction failed: EXEC then
+//! answers `EXECABORT` and executes nothing, as Redis does. Commands the front end answers
+//! itself (`PING`, `INFO`, ...) are queued as *local* entries, which the front end runs when
+//! it assembles EXEC's reply ([`ExecPlan`]).
+//!
+//! CAVEATS
+//! - WATCH compares versions, so a key that had expired before WATCH and is then deleted by
+//!   expiry aborts the EXEC (Redis does not); a SWAPDB of any two databases aborts every
+//!   transaction watching keys (Redis: only those watching keys in the swapped databases).
+//!   Both only abort more often; a client retries an aborted transaction anyway.
+//! - Local entries run when EXEC's reply is assembled, after the queued requests: an `INFO`
+//!   inside a transaction sees the node after it.
+//! - Errors inside an executed transaction do not undo its other writes, as in Redis.
+
+use super::command::parse_named;
+use super::request::{Reply, Request, Watched};
+use bytes::Bytes;
+
+/// Commands one transaction queues at most; past it the transaction fails.
+pub const MULTI_QUEUED_MAX: usize = 100_000;
+
+/// Bytes of arguments one transaction queues at most, so that it fits in one peer frame when a
+/// follower forwards it to its leader (32 MiB).
+pub const MULTI_QUEUED_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Keys one connection watches at most.
+pub const WATCHED_KEYS_MAX: usize = 100_000;
+
+/// What the front end does with a command.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Answer the client with this reply.
+    Reply(Reply),
+    /// A command the front end answers itself, outside a transaction: do so.
+    Local,
+    /// Send this request to the replica and answer the client with its reply.
+    Call(Request),
+    /// WATCH: send this request to the replica and hand its reply to [`Session::watched`].
+    Watch(Request),
+    /// EXEC: send this request to the replica and assemble the reply with
+    /// [`ExecPlan::assemble`].
+    Exec(Request, ExecPlan),
+}
+
+/// How EXEC's reply is put together from the store's array and the local entries.
+#[derive(Debug, Default, PartialEq)]
+pub struct ExecPlan {
+    /// One per queued command, in order.
+    entries: Vec<Entry>,
+}
+
+/// One queued command's place in EXEC's reply.
+#[derive(Debug, PartialEq)]
+enum Entry {
+    /// The next reply of the store's array.
+    Stored,
+    /// A command the front end runs itself, with its arguments.
+    Local(Vec<Bytes>),
+    /// A reply known when the command was queued (SELECT, UNWATCH).
+    Fixed(Reply),
+}
+
+/// One piece of EXEC's reply, in order.
+#[derive(Debug, PartialEq)]
+pub enum ExecItem {
+    /// The reply of a queued request.
+    Reply(Reply),
+    /// Run this command as the front end would outside a transaction, and use its answer.
+    Local(Vec<Bytes>),
+}
+
+impl ExecPlan {
+    /// EXEC's reply from the store's: `Ok` with the items in order, or `Err` with the whole
+    /// reply when the store executed nothing (a null array when a watched key changed, an
+    /// error such as READONLY or a lost leadership).
+    pub fn assemble(self, reply: Reply) -> Result<Vec<ExecItem>, Reply> {
+        let Reply::Array(stored) = reply else { return Err(reply) };
+        let mut stored = stored.into_iter();
+        let mut items = Vec::with_capacity(self.entries.len());
+        for entry in self.entries {
+            items.push(match entry {
+                Entry::Stored => ExecItem::Reply(stored.next().expect("the store answers every queued request")),
+                Entry::Local(args) => ExecItem::Local(args),
+                Entry::Fixed(reply) => ExecItem::Reply(reply),
+            });
+        }
+        assert!(stored.next().is_none(), "the store answered more requests than were queued");
+        Ok(items)
+    }
+}
+
+/// A transaction being queued.
+#[derive(Debug)]
+struct Multi {
+    /// The requests for the store, in order.
+    requests: Vec<Request>,
+    /// Every queued command's place in the reply.
+    plan: ExecPlan,
+    /// The database queued requests run in (SELECT inside MULTI changes it for the rest).
+    db: u32,
+    /// Bytes of arguments queued.
+    bytes: usize,
+    /// True once a command was refused: EXEC answers EXECABORT.
+    failed: bool,
+}
+
+/// One connection's database and transaction state.
+#[derive(Debug)]
+pub struct Session {
+    /// The selected database.
+    db: u32,
+    /// Databases a client may select.
+    databases: u32,
+    /// The transaction being queued, after MULTI.
+    multi: Option<Multi>,
+    /// The watched keys, as WATCH saw them.
+    watched: Vec<Watched>,
+}
+
+impl Session {
+    /// A session in database 0 of `databases`.
+    pub fn new(databases: u32) -> Session {
+        Session { db: 0, databases, multi: None, watched: Vec::new() }
+    }
+
+    /// The selected database.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
+    /// Commands queued since MULTI; `None` outside a transaction.
+    pub fn queued(&self) -> Option<usize> {
+        self.multi.as_ref().map(|m| m.plan.entries.len())
+    }
+
+    /// Keys watched (the database map's entries not counted).
+    pub fn watching(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Takes a command: `name` is `args[0]` in lowercase; `local` says whether the front end
+    /// answers it itself.
+    pub fn command(&mut self, name: &str, args: &[Bytes], local: bool) -> Action {
+        match name {
+            "multi" => return Action::Reply(self.multi(args)),
+            "exec" => return self.exec(args),
+            "discard" => return Action::Reply(self.discard(args)),
+            "watch" if self.multi.is_some() => return Action::Reply(Reply::err("WATCH inside MULTI is not allowed")),
+            _ => {}
+        }
+        if self.multi.is_some() {
+            return Action::Reply(self.queue(name, args, local));
+        }
+        match name {
+            "select" => Action::Reply(self.select(args).map_or_else(|e| e, |db| {
+                self.db = db;
+                Reply::Ok
+            })),
+            "unwatch" if args.len() == 1 => {
+                self.watched.clear();
+                Action::Reply(Reply::Ok)
+            }
+            "unwatch" => Action::Reply(arity("unwatch")),
+            _ if local => Action::Local,
+            _ => match parse_named(name, args) {
+                None => Action::Reply(Reply::Error(unknown_command(args))),
+                Some(Err(reply)) => Action::Reply(reply),
+                Some(Ok(request @ Request::Watch { .. })) => {
+                    if self.watched.len() + args.len() > WATCHED_KEYS_MAX {
+                        return Action::Reply(Reply::err(format!(
+                            "too many watched keys: this connection may watch {WATCHED_KEYS_MAX} at most"
+                        )));
+                    }
+                    Action::Watch(request.in_db(self.db))
+                }
+                Some(Ok(request)) => Action::Call(request.in_db(self.db)),
+            },
+        }
+    }
+
+    /// WATCH's reply from the replica: the keys are kept and the client gets `OK`; an error
+    /// passes through and nothing is watched.
+    pub fn watched(&mut self, reply: Reply) -> Reply {
+        match reply {
+            Reply::Watched(keys) => {
+                self.watched.extend(keys);
+                Reply::Ok
+            }
+            other => other,
+        }
+    }
+
+    fn multi(&mut self, args: &[Bytes]) -> Reply {
+        if args.len() != 1 {
+            return arity("multi");
+        }
+        if self.multi.is_some() {
+            return Reply::err("MULTI calls can not be nested");
+        }
+        let db = self.db;
+        self.multi = Some(Multi { requests: Vec::new(), plan: ExecPlan::default(), db, bytes: 0, failed: false });
+        Reply::Ok
+    }
+
+    fn discard(&mut self, args: &[Bytes]) -> Reply {
+        if args.len() != 1 {
+            return arity("discard");
+        }
+        if self.multi.take().is_none() {
+            return Reply::err("DISCARD without MULTI");
+        }
+        self.watched.clear();
+        Reply::Ok
+    }
+
+    fn exec(&mut self, args: &[Bytes]) -> Action {
+        if args.len() != 1 {
+            // Redis flags the transaction too: an EXEC with arguments is a queueing error.
+            if let Some(multi) = &mut self.multi {
+                multi.failed = true;
+            }
+            return Action::Reply(arity("exec"));
+        }
+        let Some(multi) = self.multi.take() else { return Action::Reply(Reply::err("EXEC without MULTI")) };
+        let watched = std::mem::take(&mut self.watched);
+        if multi.failed {
+            return Action::Reply(Reply::Error(
+                "EXECABORT Transaction discarded because of previous errors.".to_string(),
+            ));
+        }
+        // SELECT inside the transaction holds for the connection afterwards, as in Redis.
+        self.db = multi.db;
+        Action::Exec(Request::Exec { requests: multi.requests, watched }, multi.plan)
+    }
+
+    /// Queues a command after MULTI; its immediate answer.
+    fn queue(&mut self, name: &str, args: &[Bytes], local: bool) -> Reply {
+        let bytes = args.iter().map(Bytes::len).sum::<usize>();
+        let databases = self.databases;
+        let selected = (name == "select").then(|| select_index(args, databases));
+        let multi = self.multi.as_mut().expect("queue is called inside MULTI");
+        if multi.plan.entries.len() >= MULTI_QUEUED_MAX || multi.bytes + bytes > MULTI_QUEUED_BYTES_MAX {
+            multi.failed = true;
+            return Reply::err(format!(
+                "transaction too large: at most {MULTI_QUEUED_MAX} commands and {MULTI_QUEUED_BYTES_MAX} bytes of \
+                 arguments"
+            ));
+        }
+        let entry = match (name, selected) {
+            (_, Some(Ok(db))) => {
+                multi.db = db;
+                Entry::Fixed(Reply::Ok)
+            }
+            // Redis checks SELECT's index when it runs; it is known now, so answered in place.
+            (_, Some(Err(reply))) => Entry::Fixed(reply),
+            ("unwatch", None) if args.len() == 1 => Entry::Fixed(Reply::Ok),
+            ("unwatch", None) => return refuse(multi, arity("unwatch")),
+            _ if local => Entry::Local(args.to_vec()),
+            _ => match parse_named(name, args) {
+                None => return refuse(multi, Reply::Error(unknown_command(args))),
+                Some(Err(reply)) => return refuse(multi, reply),
+                Some(Ok(
+                    Request::Wait { .. }
+                    | Request::Failover { .. }
+                    | Request::Digest { .. }
+                    | Request::Log { .. }
+                    | Request::Watch { .. },
+                )) => return refuse(multi, Reply::err("Command not allowed inside a transaction")),
+                Some(Ok(request)) => {
+                    multi.requests.push(request.in_db(multi.db));
+                    Entry::Stored
+                }
+            },
+        };
+        multi.bytes += bytes;
+        multi.plan.entries.push(entry);
+        Reply::Status("QUEUED")
+    }
+
+    fn select(&self, args: &[Bytes]) -> Result<u32, Reply> {
+        select_index(args, self.databases)
+    }
+}
+
+/// SELECT's database, or its error.
+fn select_index(args: &[Bytes], databases: u32) -> Result<u32, Reply> {
+    let [_, index] = args else { return Err(arity("select")) };
+    let index = super::number::parse_int(index).ok_or_else(|| Reply::err("value is not an integer or out of range"))?;
+    u32::try_from(index).ok().filter(|db| *db < databases).ok_or_else(|| Reply::err("DB index is out of range"))
+}
+
+/// Marks the transaction failed and answers `reply`.
+fn refuse(multi: &mut Multi, reply: Reply) -> Reply {
+    multi.failed = true;
+    reply
+}
+
+fn arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+/// Redis 7's text for an unknown command, with its first arguments quoted.
+pub fn unknown_command(args: &[Bytes]) -> String {
+    /// Bytes of arguments quoted at most, as Redis.
+    const QUOTED_BYTES_MAX: usize = 128;
+    let cut = |arg: &[u8]| String::from_utf8_lossy(&arg[..arg.len().min(QUOTED_BYTES_MAX)]).into_owned();
+    let mut text = format!("ERR unknown command '{}', with args beginning with: ", cut(&args[0]));
+    let mut quoted = String::new();
+    for arg in &args[1..] {
+        if quoted.len() >= QUOTED_BYTES_MAX {
+            break;
+        }
+        quoted.push_str(&format!("'{}' ", cut(arg)));
+    }
+    text.push_str(&quoted);
+    text
+}
