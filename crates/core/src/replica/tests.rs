@@ -787,3 +787,39 @@ fn a_transaction_is_one_request_of_the_log_and_reaches_followers_whole() {
     let id = send_request(&mut c, 1, Request::Exec { requests: vec![request("SET z 1")], watched: Vec::new() });
     assert!(matches!(c.reply(id), Some(Reply::Error(e)) if e.starts_with("READONLY")), "{:?}", c.reply(id));
 }
+
+#[test]
+fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let (leader, now) = (c.ids[0], c.now);
+    let epoch = c.nodes[1].status(c.now).epoch;
+    let change = |key: &str, logical| crate::replication::Change {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        record: crate::storage::Record {
+            version: crate::version::Version { ts: crate::version::Timestamp { millis: now, logical }, node: leader },
+            value: Some(Bytes::from("v")),
+            expire_at_ms: None,
+        },
+    };
+    let records = vec![
+        crate::replication::LogRecord { lsn: 1, epoch, changes: vec![change("a", 0)], part: 0, parts: 3 },
+        crate::replication::LogRecord { lsn: 2, epoch, changes: vec![change("b", 1)], part: 1, parts: 3 },
+    ];
+    let message = Message::Append { epoch, prev_lsn: 0, prev_epoch: 0, records, leader_lsn: 3, sent_at_ms: now };
+    c.step(1, Input::Message { from: leader, message });
+    assert_eq!(c.nodes[1].last_lsn(), 2);
+    // The engine holds the whole request, as an old leader's would after a crash that lost
+    // the log's last part.
+    let settings = c.nodes[1].settings().clone();
+    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let (mut engine, files) = std::mem::replace(&mut c.nodes[1], placeholder).into_parts();
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        engine.put(Bytes::from(key), change(key, i as u32).record).unwrap();
+    }
+    c.nodes[1] = Replica::replicated(engine, files, settings, c.now).unwrap();
+    assert_eq!(c.nodes[1].last_lsn(), 2, "the log keeps its parts");
+    let id = send_request(&mut c, 1, request("MGET a b c"));
+    let want = Reply::Array(vec![Reply::Nil, Reply::Nil, Reply::Nil]);
+    assert_eq!(c.reply(id), Some(&want), "no part of the open request is applied, from the log or the engine");
+}

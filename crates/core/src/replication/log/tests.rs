@@ -535,3 +535,34 @@ fn the_epoch_of_each_position_survives_retention_a_reset_and_a_reopen() {
     assert_eq!(log.epoch_run_start(51), Some(51));
     assert_eq!(log.epoch_run_start(50), Some(50));
 }
+
+#[test]
+fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Format 1: the header says version 1, and a body ends after the changes.
+    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    let old: Vec<LogRecord> = (1..=3).map(|lsn| LogRecord { part: 0, parts: 1, ..record(lsn, 1) }).collect();
+    for r in &old {
+        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes)).expect("encode");
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 1 log");
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(old.clone()));
+    // New records go after the old ones, in the same file, and everything reads back.
+    let new = LogRecord { part: 0, parts: 2, ..record(4, 1) };
+    log.append(new.clone()).expect("append");
+    log.flush().expect("flush");
+    assert_eq!(log.open_request(), Some(4), "the log ends inside a request");
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen");
+    let mut all = old;
+    all.push(new);
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
+    assert_eq!((log.open_request(), log.complete_lsn()), (Some(4), 3), "an open request survives a reopen");
+}
