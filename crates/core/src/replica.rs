@@ -1229,7 +1229,8 @@ fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) 
     let mut part_bytes = 0;
     for change in changes {
         let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + 40;
-        let full = parts.last().is_none_or(|p| p.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
+        let full =
+            parts.last().is_none_or(|p| p.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
         if full {
             parts.push(Vec::new());
             part_bytes = 0;
@@ -1237,7 +1238,8 @@ fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) 
         part_bytes += size;
         parts.last_mut().expect("a part").push(change);
     }
-    let count = u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
+    let count =
+        u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
     let mut bytes = 0;
     for (part, changes) in (0..count).zip(parts) {
         let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count };

@@ -275,14 +275,11 @@ mod tests {
             let p = physical(ns, &key);
             assert_eq!(&p[..], want, "namespace {ns}, key {key:?}");
             assert_eq!(logical(&p), Some((ns, key.clone())), "{p:?}");
-            let inside = ranges(ns)
-                .iter()
-                .any(|(from, to)| p >= *from && to.as_ref().is_none_or(|to| p < *to));
+            let inside = ranges(ns).iter().any(|(from, to)| p >= *from && to.as_ref().is_none_or(|to| p < *to));
             assert!(inside, "{p:?} outside namespace {ns}'s ranges");
             for other in (0..=254u8).filter(|o| *o != ns) {
-                let elsewhere = ranges(other)
-                    .iter()
-                    .any(|(from, to)| p >= *from && to.as_ref().is_none_or(|to| p < *to));
+                let elsewhere =
+                    ranges(other).iter().any(|(from, to)| p >= *from && to.as_ref().is_none_or(|to| p < *to));
                 assert!(!elsewhere, "{p:?} of namespace {ns} is inside namespace {other}'s ranges");
             }
         }

@@ -171,10 +171,13 @@ impl Session {
             return Action::Reply(self.queue(name, args, local));
         }
         match name {
-            "select" => Action::Reply(self.select(args).map_or_else(|e| e, |db| {
-                self.db = db;
-                Reply::Ok
-            })),
+            "select" => Action::Reply(self.select(args).map_or_else(
+                |e| e,
+                |db| {
+                    self.db = db;
+                    Reply::Ok
+                },
+            )),
             "unwatch" if args.len() == 1 => {
                 self.watched.clear();
                 Action::Reply(Reply::Ok)

@@ -1,8 +1,8 @@
 //! The store: executes key-value requests against an engine, with a clock for versions.
 
+use super::databases::{logical, physical, DbMap, Namespace, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY};
 use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
-use super::databases::{logical, physical, DbMap, Namespace, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY};
 use super::request::{Expiry, Reply, Request, SetCondition, Watched};
 use crate::error::Result;
 use crate::replication::Change;

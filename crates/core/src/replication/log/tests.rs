@@ -29,7 +29,10 @@ fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
         })
         .collect();
     // Every third request spans two records, so that the round trips cover `part`.
-    let (part, parts) = match lsn % 3 { 0 => (0, 1), p => (p as u32 - 1, 2) };
+    let (part, parts) = match lsn % 3 {
+        0 => (0, 1),
+        p => (p as u32 - 1, 2),
+    };
     LogRecord { lsn, epoch, changes, part, parts }
 }
 

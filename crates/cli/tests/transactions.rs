@@ -1,0 +1,184 @@
+//! End-to-end tests of transactions and databases: real `replikv` processes on 127.0.0.1,
+//! driven by the `redis` crate as a program written for Redis would drive them.
+
+mod common;
+
+use common::trio::Trio;
+use common::Node;
+use redis::{Commands, Connection};
+use std::time::{Duration, Instant};
+
+/// A connection to `node` in database `db` (the crate sends SELECT when it connects).
+fn con(node: &Node, db: u32) -> Connection {
+    let client = redis::Client::open(format!("{}/{db}", node.url())).unwrap();
+    let con = client.get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    con
+}
+
+#[test]
+fn a_pipeline_transaction_is_atomic_and_discard_and_watch_behave_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let mut a = con(&node, 0);
+    let mut b = con(&node, 0);
+
+    // redis-rs `pipe().atomic()`: MULTI, the commands, EXEC, one array of replies.
+    let (set, incr, get): (String, i64, String) =
+        redis::pipe().atomic().set("k", 5).incr("k", 1).get("k").query(&mut a).unwrap();
+    assert_eq!((set.as_str(), incr, get.as_str()), ("OK", 6, "6"));
+
+    // DISCARD applies nothing.
+    let _: () = redis::cmd("MULTI").query(&mut a).unwrap();
+    let queued: String = redis::cmd("SET").arg("d").arg(1).query(&mut a).unwrap();
+    assert_eq!(queued, "QUEUED");
+    let _: () = redis::cmd("DISCARD").query(&mut a).unwrap();
+    assert_eq!(a.get::<_, Option<String>>("d").unwrap(), None);
+
+    // WATCH: another connection's write between WATCH and EXEC aborts the transaction.
+    let _: () = redis::cmd("WATCH").arg("k").query(&mut a).unwrap();
+    let _: () = b.set("k", "theirs").unwrap();
+    let aborted: Option<(String,)> = redis::pipe().atomic().set("k", "mine").query(&mut a).unwrap();
+    assert_eq!(aborted, None, "EXEC answers nil");
+    assert_eq!(a.get::<_, String>("k").unwrap(), "theirs", "and applies nothing");
+
+    // Without a conflicting write the watched transaction commits.
+    let _: () = redis::cmd("WATCH").arg("k").query(&mut a).unwrap();
+    let done: Option<(String,)> = redis::pipe().atomic().set("k", "mine").query(&mut a).unwrap();
+    assert_eq!(done, Some(("OK".to_string(),)));
+
+    // A queueing error aborts the whole transaction.
+    let _: () = redis::cmd("MULTI").query(&mut a).unwrap();
+    let _: String = redis::cmd("SET").arg("q").arg(1).query(&mut a).unwrap();
+    let err = redis::cmd("NOSUCH").query::<()>(&mut a).unwrap_err();
+    assert!(err.to_string().contains("unknown command"), "{err}");
+    let err = redis::cmd("EXEC").query::<()>(&mut a).unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::ExecAbortError, "{err}");
+    assert_eq!(a.get::<_, Option<String>>("q").unwrap(), None);
+}
+
+#[test]
+fn a_race_of_watched_increments_loses_no_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let url = node.url();
+    // Each of two clients adds 1 to a counter 100 times by read, WATCH, MULTI/SET/EXEC,
+    // retrying when EXEC aborts: every increment must land exactly once.
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut retries = 0;
+                for _ in 0..100 {
+                    loop {
+                        let _: () = redis::cmd("WATCH").arg("counter").query(&mut con).unwrap();
+                        let n: i64 = con.get::<_, Option<i64>>("counter").unwrap().unwrap_or(0);
+                        let done: Option<(String,)> =
+                            redis::pipe().atomic().set("counter", n + 1).query(&mut con).unwrap();
+                        if done.is_some() {
+                            break;
+                        }
+                        retries += 1;
+                        assert!(retries < 10_000, "a transaction never got through");
+                    }
+                }
+                retries
+            })
+        })
+        .collect();
+    let retries: i32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let mut c = con(&node, 0);
+    assert_eq!(c.get::<_, i64>("counter").unwrap(), 200, "{retries} aborted transactions were retried");
+}
+
+#[test]
+fn databases_keep_their_keys_apart_and_swapdb_and_move_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &["--databases", "4"]);
+    let (mut zero, mut two) = (con(&node, 0), con(&node, 2));
+    let _: () = zero.set("k", "zero").unwrap();
+    let _: () = two.set("k", "two").unwrap();
+    assert_eq!(two.get::<_, String>("k").unwrap(), "two");
+    let size: i64 = redis::cmd("DBSIZE").query(&mut two).unwrap();
+    assert_eq!(size, 1);
+    let err = redis::cmd("SELECT").arg(4).query::<()>(&mut zero).unwrap_err();
+    assert!(err.to_string().contains("DB index is out of range"), "{err}");
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(2).query(&mut zero).unwrap();
+    assert_eq!(zero.get::<_, String>("k").unwrap(), "two", "SWAPDB is seen by every connection");
+    assert_eq!(two.get::<_, String>("k").unwrap(), "zero");
+    let moved: i64 = redis::cmd("MOVE").arg("k").arg(1).query(&mut zero).unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(con(&node, 1).get::<_, String>("k").unwrap(), "two");
+    let _: () = redis::cmd("FLUSHDB").query(&mut two).unwrap();
+    assert_eq!(two.get::<_, Option<String>>("k").unwrap(), None);
+    assert_eq!(con(&node, 1).get::<_, String>("k").unwrap(), "two", "FLUSHDB empties one database");
+    let databases: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("databases").query(&mut zero).unwrap();
+    assert_eq!(databases, ["databases", "4"]);
+    // All of it survives a restart: the database map is data.
+    drop((zero, two));
+    let mut node = node;
+    node.terminate();
+    node.restart();
+    assert_eq!(con(&node, 1).get::<_, String>("k").unwrap(), "two");
+    assert_eq!(con(&node, 2).get::<_, Option<String>>("k").unwrap(), None);
+    assert_eq!(con(&node, 0).get::<_, Option<String>>("k").unwrap(), None);
+}
+
+#[test]
+fn followers_apply_transactions_and_large_requests_whole_while_readers_race_them() {
+    // A debug build applies 25,000 keys slowly (over a second): generous timeouts, so that
+    // it is neither refused nor taken for a dead node.
+    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 20000\nelection_timeout_ms = 20000", &[]);
+    let leader = trio.leader();
+    let follower = (leader + 1) % 3;
+    // A reader on a follower, racing the applies: every MGET of the transaction's keys sees
+    // one transaction's values or the next's, never a mix, and DBSIZE of database 1 sees the
+    // big MSET's keys all or none.
+    let keys = ["t.a", "t.b", "t.c"];
+    let url = trio.nodes[follower].url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+            let mut big = redis::Client::open(format!("{url}/1")).unwrap().get_connection().unwrap();
+            let (mut reads, mut sizes) = (0, std::collections::BTreeSet::new());
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let values: Vec<Option<String>> = con.mget(&keys).unwrap();
+                let first = &values[0];
+                assert!(values.iter().all(|v| v == first), "a reader saw half a transaction: {values:?}");
+                let size: i64 = redis::cmd("DBSIZE").query(&mut big).unwrap();
+                sizes.insert(size);
+                reads += 1;
+            }
+            (reads, sizes)
+        })
+    };
+    let mut con = trio.con(leader);
+    for round in 0..200 {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            pipe.set(key, round);
+        }
+        let _: () = pipe.query(&mut con).unwrap();
+    }
+    // Over 20,000 keys: the request spans several records of the log.
+    const BIG_KEYS: usize = 25_005;
+    let pairs: Vec<(String, u32)> = (0..BIG_KEYS).map(|i| (format!("big.{i}"), 1)).collect();
+    let mut one = redis::Client::open(format!("{}/1", trio.nodes[leader].url())).unwrap().get_connection().unwrap();
+    let _: () = one.mset(&pairs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, sizes) = reader.join().unwrap();
+    assert!(reads > 10, "the reader read {reads} times");
+    assert!(sizes.iter().all(|&s| s == 0 || s == BIG_KEYS as i64), "DBSIZE saw part of the MSET: {sizes:?}");
+    assert!(sizes.contains(&(BIG_KEYS as i64)), "the follower applied the MSET (sync): {sizes:?}");
+    let mut f = trio.con(follower);
+    let values: Vec<String> = f.mget(&keys).unwrap();
+    assert_eq!(values, ["199", "199", "199"]);
+    let (ok, out, err) = trio.replikv(&["check"]);
+    assert!(ok, "replikv check: {out}{err}");
+}
