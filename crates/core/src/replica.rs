@@ -13,9 +13,9 @@
 //! - **Standalone**: a lone node. It executes requests against its store and keeps no
 //!   replication log.
 //! - **Leader** (single-leader, DESIGN §6-§7): it executes every request; each write becomes
-//!   one record of the replication log ([`crate::replication`]) (several, applied one at a
-//!   time by followers, for a request over [`RECORD_BYTES_SOFT_MAX`] or
-//!   [`RECORD_CHANGES_MAX`] keys), which it ships to every
+//!   one record of the replication log ([`crate::replication`]) (several, its parts, for a
+//!   request over [`RECORD_BYTES_SOFT_MAX`] or [`RECORD_CHANGES_MAX`] keys, which followers
+//!   apply together once they hold them all; a transaction is one request), which it ships to every
 //!   follower in order, batched, once the record is durable on the leader. A write's reply
 //!   waits until `acks_needed` followers have the record durable (`sync`: all of them;
 //!   `semi-sync:K`: K; `async`: none). If they do not within `ack_timeout_ms` the client gets
@@ -78,6 +78,11 @@
 //! log holds the whole history and no change to it); when the log is too short to say, the
 //! replica empties itself and takes the leader's history again.
 //!
+//! A follower applies a request only when it holds every part of it ([`LogRecord`]), so a
+//! reader never sees half of a transaction or of a large MSET; the log may end inside a
+//! request (its applied end is [`ReplicationLog::complete_lsn`]), and a request whose later
+//! parts are superseded by another leader's history is never applied, here or at recovery.
+//!
 //! CAVEATS
 //! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
 //!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
@@ -99,6 +104,9 @@
 //! - A node that cut records (or whose engine kept writes its log lost, with too little log
 //!   to undo them) takes the leader's whole history again, as a new node would: a logical
 //!   log without old values cannot undo in place.
+//! - A snapshot that replaces a log ending inside a request saves to the rollback log only the
+//!   records from the first one outside the leader's history, not that request's earlier
+//!   parts (a cut does save them).
 //! - A snapshot's chunks are read from the live engine, so they may hold writes past the
 //!   snapshot's base. The follower's store is tainted until its log holds the leader's log end
 //!   of the last chunk, in that epoch; a tainted follower does not stand for election, and if

@@ -16,6 +16,13 @@
 //! - **Every write is versioned.** Each write takes a fresh hybrid-logical-clock version from
 //!   the store's clock; a delete writes a tombstone with its own version.
 //!
+//! **Transactions and databases** are per connection, in a [`Session`] the front end keeps:
+//! it answers MULTI, EXEC, DISCARD, WATCH, UNWATCH and SELECT, queues commands, and hands
+//! the store ordinary requests: an EXEC is one [`Request::Exec`], executed whole within one
+//! step (its writes one request of the replication log), and a request in a database other
+//! than 0 is wrapped in [`Request::InDb`]. Databases are namespaces of the one engine, with a
+//! replicated map from database to namespace, so SWAPDB is one write (see `databases.rs`).
+//!
 //! SCAN cursors are numbers, as clients expect, but keys are ordered bytes, so the store keeps
 //! a bounded table from cursor number to the key where the scan resumes (`SCAN_CURSORS_MAX`).
 //! A cursor evicted from that table gets an error rather than a silent restart.

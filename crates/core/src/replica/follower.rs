@@ -20,6 +20,12 @@
 //! says how far the log is known to equal this leader's; only that counts for the leader's
 //! acknowledgements and reads.
 //!
+//! A request spanning several records (its parts, see [`LogRecord`]) is applied when its last
+//! part arrives, the earlier ones read back from the log, all in one step: a reader sees all
+//! of it or none. A request still open when a record of another request arrives is
+//! abandoned (its leader died while shipping it) and never applied; a cut inside a request
+//! saves its earlier parts to the rollback log too.
+//!
 //! Before the log's base (after a snapshot or retention) nothing is left to compare: an
 //! `Append` from before it is refused, pointing the leader at the base, and a mismatch at the
 //! base itself empties the replica. Emptying the log (a cut, a snapshot) first raises the

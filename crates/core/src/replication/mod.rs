@@ -1,7 +1,8 @@
 //! Single-leader replication (DESIGN §6-§7): the vocabulary the replicas share.
 //!
 //! - [`record`]: what the log holds. A [`LogRecord`] is one client request's changes (a
-//!   transaction), at a contiguous position (LSN), stamped with the leader's epoch. Its
+//!   transaction, an MSET), or one part of a request too big for one record, at a contiguous
+//!   position (LSN), stamped with the leader's epoch; a request is applied once whole. Its
 //!   payload is logical: each [`Change`] is a key and the full record it now holds (value or
 //!   tombstone, version, expiry), so applying a change twice, or over a newer snapshot, is
 //!   harmless.
