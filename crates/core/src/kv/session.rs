@@ -337,3 +337,75 @@ pub fn unknown_command(args: &[Bytes]) -> String {
     text.push_str(&quoted);
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<Bytes> {
+        line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+    }
+
+    fn say(session: &mut Session, line: &str) -> Action {
+        let args = args(line);
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        session.command(&name, &args, matches!(name.as_str(), "ping" | "info"))
+    }
+
+    #[test]
+    fn a_transaction_past_its_limit_fails_whole() {
+        let mut s = Session::new(16);
+        assert_eq!(say(&mut s, "MULTI"), Action::Reply(Reply::Ok));
+        for _ in 0..MULTI_QUEUED_MAX {
+            assert_eq!(say(&mut s, "SET k v"), Action::Reply(Reply::Status("QUEUED")));
+        }
+        let Action::Reply(Reply::Error(e)) = say(&mut s, "SET k v") else { panic!("refused") };
+        assert!(e.contains("transaction too large"), "{e}");
+        let Action::Reply(Reply::Error(e)) = say(&mut s, "EXEC") else { panic!("aborted") };
+        assert!(e.starts_with("EXECABORT"), "{e}");
+        assert_eq!(s.queued(), None, "the transaction is over");
+        let big = format!("SET k {}", "x".repeat(MULTI_QUEUED_BYTES_MAX));
+        assert_eq!(say(&mut s, "MULTI"), Action::Reply(Reply::Ok));
+        assert!(matches!(say(&mut s, &big), Action::Reply(Reply::Error(_))), "too many bytes");
+    }
+
+    #[test]
+    fn exec_places_local_and_fixed_replies_among_the_stored_ones() {
+        let mut s = Session::new(16);
+        say(&mut s, "MULTI");
+        for line in ["PING", "SET k v", "SELECT 2", "UNWATCH", "GET k", "INFO"] {
+            assert_eq!(say(&mut s, line), Action::Reply(Reply::Status("QUEUED")), "{line}");
+        }
+        let Action::Exec(Request::Exec { requests, watched }, plan) = say(&mut s, "EXEC") else { panic!("exec") };
+        assert!(watched.is_empty());
+        assert_eq!(requests.len(), 2);
+        assert!(matches!(&requests[1], Request::InDb { db: 2, .. }), "GET after SELECT 2: {:?}", requests[1]);
+        assert_eq!(s.db(), 2, "SELECT inside the transaction holds after it");
+        let items = plan.assemble(Reply::Array(vec![Reply::Ok, Reply::Nil])).unwrap();
+        let want = vec![
+            ExecItem::Local(args("PING")),
+            ExecItem::Reply(Reply::Ok),
+            ExecItem::Reply(Reply::Ok),
+            ExecItem::Reply(Reply::Ok),
+            ExecItem::Reply(Reply::Nil),
+            ExecItem::Local(args("INFO")),
+        ];
+        assert_eq!(items, want);
+    }
+
+    #[test]
+    fn watched_keys_are_bounded_and_forgotten_by_exec() {
+        let mut s = Session::new(16);
+        let Action::Watch(request) = say(&mut s, "WATCH a b") else { panic!("a call") };
+        assert_eq!(request, Request::Watch { keys: vec![Bytes::from("a"), Bytes::from("b")] });
+        let seen = Watched { key: Bytes::from("a"), version: None, live: false };
+        assert_eq!(s.watched(Reply::Watched(vec![seen.clone(); 2])), Reply::Ok);
+        assert_eq!(s.watching(), 2);
+        s.watched = vec![seen; WATCHED_KEYS_MAX];
+        assert!(matches!(say(&mut s, "WATCH c"), Action::Reply(Reply::Error(_))), "past the limit");
+        say(&mut s, "MULTI");
+        let Action::Exec(Request::Exec { watched, .. }, _) = say(&mut s, "EXEC") else { panic!("exec") };
+        assert_eq!(watched.len(), WATCHED_KEYS_MAX, "EXEC carries them");
+        assert_eq!(s.watching(), 0, "and forgets them");
+    }
+}

@@ -823,3 +823,27 @@ fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
     let want = Reply::Array(vec![Reply::Nil, Reply::Nil, Reply::Nil]);
     assert_eq!(c.reply(id), Some(&want), "no part of the open request is applied, from the log or the engine");
 }
+
+#[test]
+fn a_follower_forwards_a_whole_transaction_and_its_watch_holds_across_nodes() {
+    let mut c = Cluster::with(1, 1, ReplogOptions::default(), true, false);
+    c.run_for(200);
+    c.send(0, "SET k 1");
+    c.settle();
+    // WATCH on the follower, EXEC forwarded to the leader: versions are the same everywhere.
+    let watch = send_request(&mut c, 1, request("WATCH k"));
+    let Some(Reply::Watched(watched)) = c.replies.remove(&watch) else { panic!("{:?}", c.reply(watch)) };
+    let exec = |watched: Vec<crate::kv::Watched>| Request::Exec {
+        requests: vec![request("INCR k"), request("SET other 1")],
+        watched,
+    };
+    let id = send_request(&mut c, 1, exec(watched.clone()));
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Array(vec![Reply::Int(2), Reply::Ok])), "forwarded and executed");
+    // The same WATCH is stale now: the leader refuses the next EXEC that carries it.
+    let id = send_request(&mut c, 1, exec(watched));
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::NullArray));
+    let id = send_request(&mut c, 1, request("GET k"));
+    assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("2"))), "the aborted transaction changed nothing");
+}

@@ -226,7 +226,7 @@ impl Connection {
         let mut close = false;
         for args in requests {
             let name = CommandName::of(&args[0]);
-            names.push(if is_command(name.as_str()) || admin::answers(name.as_str()) {
+            names.push(if is_command(name.as_str()) || admin::answers(name.as_str()) || name.as_str() == "quit" {
                 name
             } else {
                 CommandName::unknown()
