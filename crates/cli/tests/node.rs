@@ -220,6 +220,70 @@ fn pipelines_resp3_and_tool_commands_work() {
 }
 
 #[test]
+fn string_and_keyspace_commands_work_through_a_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &["--engine", "memory"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut con = connect(&node).await;
+        async fn cmd<T: redis::FromRedisValue>(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> T {
+            let mut command = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                command.arg(*arg);
+            }
+            command.query_async(con).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        }
+        // RENAME carries the deadline to the new name.
+        let _: () = cmd(&mut con, &["SET", "session", "abc", "EX", "100"]).await;
+        let _: () = cmd(&mut con, &["RENAME", "session", "session:old"]).await;
+        let ttl: i64 = cmd(&mut con, &["TTL", "session:old"]).await;
+        assert!((99..=100).contains(&ttl), "the renamed key keeps its deadline: TTL {ttl}");
+        let gone: i64 = cmd(&mut con, &["EXISTS", "session"]).await;
+        assert_eq!(gone, 0);
+        // GETEX PERSIST answers the value and removes the deadline.
+        let value: String = cmd(&mut con, &["GETEX", "session:old", "PERSIST"]).await;
+        assert_eq!(value, "abc");
+        let ttl: i64 = cmd(&mut con, &["TTL", "session:old"]).await;
+        assert_eq!(ttl, -1, "GETEX PERSIST removed the deadline");
+        // EXPIRE's options: GT never applies to a key without deadline, NX does.
+        let gt: i64 = cmd(&mut con, &["EXPIRE", "session:old", "50", "GT"]).await;
+        let nx: i64 = cmd(&mut con, &["EXPIRE", "session:old", "50", "NX"]).await;
+        assert_eq!((gt, nx), (0, 1));
+        let at: i64 = cmd(&mut con, &["EXPIRETIME", "session:old"]).await;
+        assert!(at > 1_700_000_000, "EXPIRETIME is a Unix time: {at}");
+        // SETRANGE grows with zero bytes; GETRANGE and BITCOUNT read ranges.
+        let len: i64 = cmd(&mut con, &["SETRANGE", "bytes", "3", "ab"]).await;
+        assert_eq!(len, 5);
+        let value: Vec<u8> = cmd(&mut con, &["GET", "bytes"]).await;
+        assert_eq!(value, b"\0\0\0ab");
+        let tail: String = cmd(&mut con, &["GETRANGE", "bytes", "-2", "-1"]).await;
+        assert_eq!(tail, "ab");
+        let _: () = cmd(&mut con, &["SET", "word", "foobar"]).await;
+        let bits: i64 = cmd(&mut con, &["BITCOUNT", "word", "5", "30", "BIT"]).await;
+        assert_eq!(bits, 17);
+        let old: i64 = cmd(&mut con, &["SETBIT", "word", "7", "1"]).await;
+        assert_eq!(old, 0);
+        // LCS, COPY, OBJECT, TOUCH, RANDOMKEY.
+        let _: () = cmd(&mut con, &["MSET", "key1", "ohmytext", "key2", "mynewtext"]).await;
+        let lcs: String = cmd(&mut con, &["LCS", "key1", "key2"]).await;
+        assert_eq!(lcs, "mytext");
+        let copied: i64 = cmd(&mut con, &["COPY", "key1", "key3"]).await;
+        assert_eq!(copied, 1);
+        let encoding: String = cmd(&mut con, &["OBJECT", "ENCODING", "key3"]).await;
+        assert_eq!(encoding, "embstr");
+        let touched: i64 = cmd(&mut con, &["TOUCH", "key1", "key3", "nope"]).await;
+        assert_eq!(touched, 2);
+        let random: String = cmd(&mut con, &["RANDOMKEY"]).await;
+        let exists: i64 = cmd(&mut con, &["EXISTS", &random]).await;
+        assert_eq!(exists, 1, "RANDOMKEY drew {random:?}, which does not exist");
+        // The other types stay unknown.
+        let list: redis::RedisResult<i64> = redis::cmd("LPUSH").arg("l").arg("a").query_async(&mut con).await;
+        let error = list.expect_err("LPUSH is unknown").to_string();
+        assert!(error.contains("unknown command"), "{error}");
+    });
+}
+
+#[test]
 fn http_api_serves_keys_status_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("n1"), &[]);

@@ -3,6 +3,10 @@
 //! front end; what a command means happens after, in the store.
 
 use super::number::{parse_float, parse_int};
+use super::parse_strings::{
+    parse_bitcount, parse_copy, parse_expire, parse_getbit, parse_getex, parse_getrange, parse_lcs, parse_object,
+    parse_rename, parse_setbit, parse_setex, parse_setrange,
+};
 use super::request::{Expiry, Reply, Request, SetCondition};
 use bytes::Bytes;
 
@@ -51,6 +55,13 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "flushall" | "flushdb" => (0, Some(1)),
         "watch" => (1, None),
         "move" | "swapdb" => (2, Some(2)),
+        "getex" | "bitcount" => (1, None),
+        "setex" | "psetex" | "setrange" | "getrange" | "substr" | "setbit" => (3, Some(3)),
+        "getbit" | "rename" | "renamenx" => (2, Some(2)),
+        "lcs" | "copy" => (2, None),
+        "expiretime" | "pexpiretime" => (1, Some(1)),
+        "touch" | "object" => (1, None),
+        "randomkey" => (0, Some(0)),
         _ => return None,
     })
 }
@@ -145,6 +156,20 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
             let b_db = parse_int(&a[1]).ok_or_else(|| Reply::err("invalid second DB index"))?;
             Request::SwapDb { a: a_db, b: b_db }
         }
+        "getex" => parse_getex(a)?,
+        "setex" | "psetex" => parse_setex(name, a)?,
+        "setrange" => parse_setrange(a)?,
+        "getrange" | "substr" => parse_getrange(a)?,
+        "setbit" => parse_setbit(a)?,
+        "getbit" => parse_getbit(a)?,
+        "bitcount" => parse_bitcount(a)?,
+        "lcs" => parse_lcs(a)?,
+        "rename" | "renamenx" => parse_rename(name, a),
+        "copy" => parse_copy(a)?,
+        "expiretime" | "pexpiretime" => Request::ExpireTime { key: key(), millis: name == "pexpiretime" },
+        "object" => parse_object(a)?,
+        "touch" => Request::Touch { keys: a.to_vec() },
+        "randomkey" => Request::RandomKey,
         _ => unreachable!("arity() knows {name} but parse_known does not"),
     })
 }
@@ -233,28 +258,12 @@ fn parse_scan(a: &[Bytes]) -> Result<Request, Reply> {
     Ok(Request::Scan { cursor, pattern, count })
 }
 
-fn parse_expire(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
-    if a.len() > 2 {
-        let option = String::from_utf8_lossy(&a[2]);
-        return Err(Reply::err(format!("Unsupported option {option}")));
-    }
-    let amount = int(&a[1])?;
-    let invalid = || Reply::err(format!("invalid expire time in '{name}' command"));
-    let ms = if name.starts_with('p') { amount } else { amount.checked_mul(1000).ok_or_else(invalid)? };
-    let expiry = if name.ends_with("at") { Expiry::AtMs(ms) } else { Expiry::InMs(ms) };
-    let command = match name {
-        "expire" => "expire",
-        "pexpire" => "pexpire",
-        "expireat" => "expireat",
-        _ => "pexpireat",
-    };
-    Ok(Request::Expire { key: a[0].clone(), expiry, command })
-}
-
-fn int(arg: &Bytes) -> Result<i64, Reply> {
+/// An integer argument, with Redis's error when it is not one.
+pub(super) fn int(arg: &Bytes) -> Result<i64, Reply> {
     parse_int(arg).ok_or_else(|| Reply::err("value is not an integer or out of range"))
 }
 
-fn syntax() -> Reply {
+/// Redis's reply to a malformed option list.
+pub(super) fn syntax() -> Reply {
     Reply::err("syntax error")
 }

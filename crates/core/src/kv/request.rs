@@ -5,7 +5,28 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The names a request or reply holds as `&'static str`, so that one read from a peer maps
 /// back onto them (a forwarded request, its reply).
-const KNOWN_NAMES: &[&str] = &["expire", "pexpire", "expireat", "pexpireat", "string", "none", "QUEUED"];
+const KNOWN_NAMES: &[&str] =
+    &["expire", "pexpire", "expireat", "pexpireat", "string", "none", "setex", "psetex", "QUEUED"];
+
+/// OBJECT HELP's lines, as Redis 7 prints them (status replies, so names in the sense of
+/// [`KNOWN_NAMES`]).
+pub(super) const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Print this help.",
+];
 
 /// A name fixed at compile time. (An alias, so that serde does not take a field of this type
 /// for a string borrowed from the input.)
@@ -16,6 +37,7 @@ fn known_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static str
     let name = String::deserialize(deserializer)?;
     KNOWN_NAMES
         .iter()
+        .chain(OBJECT_HELP)
         .find(|known| **known == name)
         .copied()
         .ok_or_else(|| serde::de::Error::custom(format!("unknown name {name:?}")))
@@ -45,6 +67,82 @@ pub enum Expiry {
     InMs(i64),
     /// Expire at this Unix time in milliseconds (EXAT, PXAT). Must be positive.
     AtMs(i64),
+}
+
+/// EXPIRE's conditions (Redis 7's NX, XX, GT, LT), checked in this order; the parser refuses
+/// NX with any other, and GT with LT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpireCondition {
+    /// NX: only if the key has no deadline.
+    pub nx: bool,
+    /// XX: only if the key has a deadline.
+    pub xx: bool,
+    /// GT: only if the new deadline is later than the current one (no deadline counts as
+    /// infinitely late, so GT never applies to a key without one).
+    pub gt: bool,
+    /// LT: only if the new deadline is earlier than the current one (no deadline counts as
+    /// infinitely late, so LT always applies to a key without one).
+    pub lt: bool,
+}
+
+/// What GETEX does to the key's deadline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GetExExpiry {
+    /// No option: a GET that changes nothing.
+    #[default]
+    Keep,
+    /// PERSIST: remove the deadline.
+    Persist,
+    /// EX, PX, EXAT or PXAT. The amount is kept as the client sent it, because Redis checks it
+    /// only once the key is known to exist (a missing key answers nil whatever the amount).
+    Set {
+        /// The amount's text (an integer, if the client got it right).
+        amount: Bytes,
+        /// EX, EXAT: seconds; PX, PXAT: milliseconds.
+        seconds: bool,
+        /// EXAT, PXAT: a Unix time; EX, PX: a time from now.
+        absolute: bool,
+    },
+}
+
+/// A BITCOUNT range: `start` and `end` inclusive, negative from the end, in bytes or bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitRange {
+    /// The first byte or bit counted (negative: from the end).
+    pub start: i64,
+    /// The last byte or bit counted (negative: from the end).
+    pub end: i64,
+    /// BIT: `start` and `end` count bits; BYTE (the default): bytes.
+    pub bits: bool,
+}
+
+/// What LCS answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LcsAnswer {
+    /// No option: the longest common subsequence itself.
+    Text,
+    /// LEN: its length.
+    Len,
+    /// IDX: the matching ranges in both strings, last first, and the length.
+    Idx {
+        /// MINMATCHLEN: ranges shorter than this are left out (0: none is).
+        min_match_len: u64,
+        /// WITHMATCHLEN: each range also gives its length.
+        with_match_len: bool,
+    },
+}
+
+/// What OBJECT tells of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectField {
+    /// ENCODING: "int", "embstr" or "raw", from the value's bytes.
+    Encoding,
+    /// FREQ: always Redis's error for a maxmemory policy that is not LFU.
+    Freq,
+    /// IDLETIME: always 0 (access times are not tracked).
+    IdleTime,
+    /// REFCOUNT: always 1.
+    RefCount,
 }
 
 /// A key-value request, as a front end parsed it. Keys and values are bytes.
@@ -255,6 +353,139 @@ pub enum Request {
         /// The other.
         b: i64,
     },
+    /// GETEX key \[EX s|PX ms|EXAT s|PXAT ms|PERSIST\]: the value (or nil), changing its
+    /// deadline; a Unix time already past deletes the key.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// What happens to the deadline.
+        expiry: GetExExpiry,
+    },
+    /// SETEX key seconds value / PSETEX key ms value: OK; sets the value with a deadline.
+    SetEx {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Milliseconds from now until the deadline; positive.
+        ttl_ms: i64,
+        /// The command's name, for error texts.
+        #[serde(deserialize_with = "known_name")]
+        command: StaticName,
+    },
+    /// SETRANGE key offset value: the new length; overwrites from `offset`, padding with zero
+    /// bytes.
+    SetRange {
+        /// The key.
+        key: Bytes,
+        /// Where the value goes, in bytes.
+        offset: u64,
+        /// The bytes written there.
+        value: Bytes,
+    },
+    /// GETRANGE / SUBSTR key start end: the bytes from `start` to `end` inclusive (negative:
+    /// from the end); empty when the key is absent.
+    GetRange {
+        /// The key.
+        key: Bytes,
+        /// The first byte (negative: from the end).
+        start: i64,
+        /// The last byte (negative: from the end).
+        end: i64,
+    },
+    /// SETBIT key offset 0|1: the bit's old value; grows the value with zero bytes.
+    SetBit {
+        /// The key.
+        key: Bytes,
+        /// The bit, counted from the first byte's most significant bit.
+        offset: u64,
+        /// Set (true) or clear (false).
+        bit: bool,
+    },
+    /// GETBIT key offset: the bit, 0 past the end or when the key is absent.
+    GetBit {
+        /// The key.
+        key: Bytes,
+        /// The bit, counted from the first byte's most significant bit.
+        offset: u64,
+    },
+    /// BITCOUNT key \[start end \[BYTE|BIT\]\]: how many bits are set.
+    BitCount {
+        /// The key.
+        key: Bytes,
+        /// The range counted; `None`: the whole value.
+        range: Option<BitRange>,
+    },
+    /// LCS key1 key2 \[LEN\] \[IDX\] \[MINMATCHLEN n\] \[WITHMATCHLEN\]: the longest common
+    /// subsequence of the two values (an absent key is empty).
+    Lcs {
+        /// The first key.
+        a: Bytes,
+        /// The second key.
+        b: Bytes,
+        /// What to answer.
+        answer: LcsAnswer,
+    },
+    /// RENAME / RENAMENX source destination: moves the value and its deadline.
+    Rename {
+        /// The key renamed.
+        source: Bytes,
+        /// Its new name.
+        destination: Bytes,
+        /// RENAMENX: only if `destination` does not exist (answers 1 or 0 instead of OK).
+        if_absent: bool,
+    },
+    /// COPY source destination \[DB n\] \[REPLACE\]: 1 if copied (value and deadline), 0 if
+    /// the source is absent or the destination exists without REPLACE.
+    Copy {
+        /// The key copied.
+        source: Bytes,
+        /// Where the copy goes.
+        destination: Bytes,
+        /// DB: the destination database (the current one when `None`).
+        db: Option<i64>,
+        /// REPLACE: overwrite an existing destination.
+        replace: bool,
+    },
+    /// EXPIRETIME / PEXPIRETIME key: the deadline as a Unix time (seconds or milliseconds),
+    /// -1 without deadline, -2 if absent.
+    ExpireTime {
+        /// The key.
+        key: Bytes,
+        /// PEXPIRETIME (milliseconds) rather than EXPIRETIME (seconds).
+        millis: bool,
+    },
+    /// OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key: what the store says of the key; nil if
+    /// absent.
+    Object {
+        /// Which question.
+        field: ObjectField,
+        /// The key.
+        key: Bytes,
+    },
+    /// OBJECT HELP: the subcommands, one status line each.
+    ObjectHelp,
+    /// TOUCH key...: how many of the keys exist (a key named twice counts twice).
+    Touch {
+        /// The keys, in the client's order.
+        keys: Vec<Bytes>,
+    },
+    /// RANDOMKEY: a live key drawn by the store's seeded generator, or nil when there is none.
+    RandomKey,
+    /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT with NX, XX, GT or LT: as [`Request::Expire`],
+    /// answering 0 when the condition fails. (A variant of its own, so that a plain EXPIRE
+    /// keeps its encoding between peers.)
+    ExpireIf {
+        /// The key.
+        key: Bytes,
+        /// What happens to the deadline.
+        expiry: Expiry,
+        /// The command's name, for error texts.
+        #[serde(deserialize_with = "known_name")]
+        command: StaticName,
+        /// When the new deadline applies.
+        condition: ExpireCondition,
+    },
 }
 
 /// A watched key as WATCH saw it: EXEC fails when the key's newest record (a value or a
@@ -302,10 +533,27 @@ impl Request {
             | Request::Expire { key, .. }
             | Request::Ttl { key, .. }
             | Request::Persist { key }
-            | Request::Move { key, .. } => vec![key],
-            Request::Del { keys } | Request::Exists { keys } | Request::MGet { keys } | Request::Watch { keys } => {
-                keys.iter_mut().collect()
+            | Request::Move { key, .. }
+            | Request::GetEx { key, .. }
+            | Request::SetEx { key, .. }
+            | Request::SetRange { key, .. }
+            | Request::GetRange { key, .. }
+            | Request::SetBit { key, .. }
+            | Request::GetBit { key, .. }
+            | Request::BitCount { key, .. }
+            | Request::ExpireTime { key, .. }
+            | Request::Object { key, .. }
+            | Request::ExpireIf { key, .. } => vec![key],
+            Request::Lcs { a, b, .. } => vec![a, b],
+            // COPY ... DB moves the destination to the other database's namespace itself.
+            Request::Rename { source, destination, .. } | Request::Copy { source, destination, .. } => {
+                vec![source, destination]
             }
+            Request::Del { keys }
+            | Request::Exists { keys }
+            | Request::MGet { keys }
+            | Request::Watch { keys }
+            | Request::Touch { keys } => keys.iter_mut().collect(),
             Request::MSet { pairs, .. } => pairs.iter_mut().map(|(key, _)| key).collect(),
             // Patterns and cursors are matched against the client's keys; the rest name none,
             // or hold requests that name their own.
@@ -320,7 +568,9 @@ impl Request {
             | Request::Failover { .. }
             | Request::Wait { .. }
             | Request::Exec { .. }
-            | Request::InDb { .. } => Vec::new(),
+            | Request::InDb { .. }
+            | Request::ObjectHelp
+            | Request::RandomKey => Vec::new(),
         }
     }
 
@@ -347,6 +597,15 @@ impl Request {
                 | Request::Log { .. }
                 | Request::Digest { .. }
                 | Request::Watch { .. }
+                | Request::GetRange { .. }
+                | Request::GetBit { .. }
+                | Request::BitCount { .. }
+                | Request::Lcs { .. }
+                | Request::ExpireTime { .. }
+                | Request::Object { .. }
+                | Request::ObjectHelp
+                | Request::Touch { .. }
+                | Request::RandomKey
         )
     }
 }

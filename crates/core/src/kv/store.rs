@@ -3,7 +3,8 @@
 use super::databases::{logical, physical, DbMap, Namespace, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY};
 use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
-use super::request::{Expiry, Reply, Request, SetCondition, Watched};
+use super::request::{ExpireCondition, Expiry, Reply, Request, SetCondition, Watched};
+use super::strings::{expire_allowed, object_help, Xorshift};
 use crate::error::Result;
 use crate::replication::Change;
 use crate::storage::{Engine, Meta, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
@@ -32,7 +33,7 @@ pub(super) const WALK_CHUNK_KEYS: usize = 1024;
 #[derive(Debug)]
 pub struct Store<E> {
     /// Where the keys live.
-    engine: E,
+    pub(super) engine: E,
     /// The clock that versions every write.
     clock: Hlc,
     /// This node, the origin of its writes' versions.
@@ -47,7 +48,9 @@ pub struct Store<E> {
     /// logs them); `None` when off.
     changes: Option<Vec<Change>>,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
-    value_bytes_max: usize,
+    pub(super) value_bytes_max: usize,
+    /// RANDOMKEY's generator, seeded from the node id: the core draws no OS randomness.
+    pub(super) random: Xorshift,
     /// Databases a request may name (`SELECT 0` to this minus one).
     pub(super) databases: u32,
     /// Which namespace each database uses (see [`super::databases`]).
@@ -69,7 +72,7 @@ struct Cursor {
 pub(super) struct Live {
     /// The value.
     pub(super) value: Bytes,
-    /// Its deadline, if any.
+    /// Its deadline in Unix milliseconds, if any.
     pub(super) expire_at_ms: Option<u64>,
 }
 
@@ -88,6 +91,7 @@ impl<E: Engine> Store<E> {
             next_cursor: 1,
             changes: None,
             value_bytes_max: VALUE_BYTES_MAX,
+            random: Xorshift::seeded(node.0),
             databases: DATABASES_DEFAULT,
             db_map,
             ns: 0,
@@ -212,7 +216,9 @@ impl<E: Engine> Store<E> {
             Request::Type { key } => Reply::Status(if self.exists(&key, now_ms) { "string" } else { "none" }),
             Request::Keys { pattern } => self.keys(now_ms, &pattern),
             Request::Scan { cursor, pattern, count } => self.scan(now_ms, cursor, pattern, count),
-            Request::Expire { key, expiry, command } => self.expire(now_ms, key, expiry, command)?,
+            Request::Expire { key, expiry, command } => {
+                self.expire(now_ms, key, expiry, command, ExpireCondition::default())?
+            }
             Request::Ttl { key, millis } => self.ttl(now_ms, &key, millis),
             Request::Persist { key } => self.persist(now_ms, key)?,
             Request::DbSize => Reply::Int(self.db_size() as i64),
@@ -230,6 +236,28 @@ impl<E: Engine> Store<E> {
                 Reply::Watched(keys.into_iter().chain([map]).map(|key| self.watched(key, now_ms)).collect())
             }
             Request::Exec { requests, watched } => self.exec(now_ms, requests, &watched)?,
+            Request::GetEx { key, expiry } => self.getex(now_ms, key, expiry)?,
+            Request::SetEx { key, value, ttl_ms, command } => self.setex(now_ms, key, value, ttl_ms, command)?,
+            Request::SetRange { key, offset, value } => self.setrange(now_ms, key, offset, value)?,
+            Request::GetRange { key, start, end } => self.getrange(now_ms, &key, start, end)?,
+            Request::SetBit { key, offset, bit } => self.setbit(now_ms, key, offset, bit)?,
+            Request::GetBit { key, offset } => self.getbit(now_ms, &key, offset)?,
+            Request::BitCount { key, range } => self.bitcount(now_ms, &key, range)?,
+            Request::Lcs { a, b, answer } => self.lcs(now_ms, &a, &b, answer)?,
+            Request::Rename { source, destination, if_absent } => {
+                self.rename(now_ms, source, destination, if_absent)?
+            }
+            Request::Copy { source, destination, db, replace } => {
+                self.copy(now_ms, source, destination, db, replace)?
+            }
+            Request::ExpireTime { key, millis } => self.expire_time(now_ms, &key, millis),
+            Request::Object { field, key } => self.object(now_ms, field, &key)?,
+            Request::ObjectHelp => object_help(),
+            Request::Touch { keys } => self.touch(now_ms, &keys),
+            Request::RandomKey => self.random_key(now_ms),
+            Request::ExpireIf { key, expiry, command, condition } => {
+                self.expire(now_ms, key, expiry, command, condition)?
+            }
         })
     }
 
@@ -312,7 +340,7 @@ impl<E: Engine> Store<E> {
     }
 
     /// True when `key` holds a value that has not expired at `now_ms`.
-    fn exists(&self, key: &[u8], now_ms: u64) -> bool {
+    pub(super) fn exists(&self, key: &[u8], now_ms: u64) -> bool {
         self.live_meta(key, now_ms).is_some()
     }
 
@@ -499,8 +527,16 @@ impl<E: Engine> Store<E> {
         id
     }
 
-    fn expire(&mut self, now_ms: u64, key: Bytes, expiry: Expiry, command: &str) -> Result<Reply> {
-        let Some(live) = self.live(&key, now_ms)? else { return Ok(Reply::Int(0)) };
+    /// EXPIRE and friends: the deadline is resolved (and refused if it overflows) before the
+    /// key is looked up, as Redis; a deadline already past deletes the key.
+    fn expire(
+        &mut self,
+        now_ms: u64,
+        key: Bytes,
+        expiry: Expiry,
+        command: &str,
+        condition: ExpireCondition,
+    ) -> Result<Reply> {
         let deadline = match expiry {
             Expiry::InMs(ms) => match (now_ms as i64).checked_add(ms) {
                 Some(at) => at,
@@ -509,9 +545,14 @@ impl<E: Engine> Store<E> {
             Expiry::AtMs(at) => at,
             Expiry::Clear | Expiry::Keep => unreachable!("EXPIRE always names a deadline"),
         };
+        let Some(meta) = self.live_meta(&key, now_ms) else { return Ok(Reply::Int(0)) };
+        if !expire_allowed(condition, meta.expire_at_ms, deadline) {
+            return Ok(Reply::Int(0));
+        }
         if deadline <= now_ms as i64 {
             self.delete(now_ms, key)?;
         } else {
+            let live = self.live(&key, now_ms)?.expect("the key is live: checked above, same request");
             self.write(now_ms, key, live.value, Some(deadline as u64))?;
         }
         Ok(Reply::Int(1))
@@ -563,7 +604,7 @@ fn client_key(physical: &Bytes) -> Bytes {
 }
 
 /// The deadline a write should carry: `Err` for a time that is not positive.
-fn resolve(expiry: Expiry, now_ms: u64, current: Option<u64>) -> std::result::Result<Option<u64>, ()> {
+pub(super) fn resolve(expiry: Expiry, now_ms: u64, current: Option<u64>) -> std::result::Result<Option<u64>, ()> {
     match expiry {
         Expiry::Clear => Ok(None),
         Expiry::Keep => Ok(current),
@@ -605,6 +646,12 @@ fn check_sizes(request: &Request, value_bytes_max: usize) -> Option<Reply> {
         Request::IncrBy { key, .. } | Request::IncrByFloat { key, .. } | Request::Expire { key, .. } => {
             check(key, None)
         }
+        Request::SetEx { key, value, .. } => check(key, Some(value)),
+        Request::GetEx { key, .. }
+        | Request::SetRange { key, .. }
+        | Request::SetBit { key, .. }
+        | Request::ExpireIf { key, .. } => check(key, None),
+        Request::Rename { destination, .. } | Request::Copy { destination, .. } => check(destination, None),
         _ => None,
     }
 }
