@@ -22,7 +22,8 @@
 //!
 //! Logs go to standard error through `tracing`; `RUST_LOG` chooses what is shown
 //! (`RUST_LOG=debug replikv node`), `info` by default (`warn` for `sim`); they are coloured only when standard
-//! error is a terminal and `NO_COLOR` is unset.
+//! error is a terminal and `NO_COLOR` is unset. A running node's `CONFIG SET loglevel`
+//! replaces that filter with one level (`replikv_server::logging`).
 
 mod bench;
 mod check;
@@ -109,15 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The simulator's replicas log as real ones do, thousands of times a second: warnings only.
     let default_level = if matches!(cli.command, Command::Sim(_)) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file or a cluster's merged stream stays plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    init_logs(default_level);
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),
@@ -135,6 +128,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends logs to standard error, filtered by `RUST_LOG` or else `default_level`, and lets a
+/// node's `CONFIG SET loglevel` replace that filter (see `replikv_server::logging`).
+fn init_logs(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // No hint means the filter may let anything through.
+    let current = filter.max_level_hint().unwrap_or(tracing::level_filters::LevelFilter::TRACE);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a cluster's merged stream stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .with_filter_reloading();
+    let reload = builder.reload_handle();
+    builder.init();
+    replikv_server::logging::install(
+        current,
+        Box::new(move |level| {
+            reload.reload(EnvFilter::default().add_directive(level.into())).map_err(|e| format!("the log filter: {e}"))
+        }),
+    );
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<()> {

@@ -456,3 +456,158 @@ fn connection_limit_refuses_with_an_error_and_settings_follow_precedence() {
     again.read_exact(&mut pong).unwrap();
     assert_eq!(&pong, b"+PONG\r\n", "a freed slot is usable again");
 }
+
+/// A plain (blocking) RESP connection to `node`.
+fn sync_con(node: &Node) -> redis::Connection {
+    let con = redis::Client::open(node.url()).unwrap().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    con
+}
+
+/// `CONFIG GET name`'s value.
+fn config_get(con: &mut redis::Connection, name: &str) -> String {
+    let found: BTreeMap<String, String> = redis::cmd("CONFIG").arg("GET").arg(name).query(con).unwrap();
+    found.get(name).cloned().unwrap_or_else(|| panic!("CONFIG GET {name}: {found:?}"))
+}
+
+/// `CONFIG SET` with `pairs`: OK, or the error's text.
+fn config_set(con: &mut redis::Connection, pairs: &[&str]) -> Result<(), String> {
+    redis::cmd("CONFIG").arg("SET").arg(pairs).query::<()>(con).map_err(|e| e.to_string())
+}
+
+#[test]
+fn config_set_changes_running_settings_all_or_nothing_and_refuses_fixed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cluster of one: it has replication settings, so ack_timeout_ms is one.
+    let node = Node::start(&dir.path().join("n1"), &["--cluster", "solo"]);
+    let mut con = sync_con(&node);
+    let mut other = sync_con(&node); // open before the change: it must see it too
+    let twenty = "0123456789abcdefghij";
+    let _: () = redis::cmd("SET").arg("k").arg(twenty).query(&mut other).unwrap();
+
+    assert_eq!(config_get(&mut con, "ack_timeout_ms"), "1000");
+    // 20 bytes still fits every argument this test sends while the limit holds.
+    config_set(&mut con, &["ack_timeout_ms", "250", "proto-max-bulk-len", "20"]).unwrap();
+    assert_eq!(config_get(&mut con, "ack_timeout_ms"), "250");
+    assert_eq!(config_get(&mut con, "proto-max-bulk-len"), "20");
+    assert_eq!(config_get(&mut con, "bulk_bytes_max"), "20", "both names show the change");
+    let (code, body) = node.http("GET", "/api/v1/config", b"");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((code, &json["cluster"]["replication"]["ack_timeout_ms"]), (200, &serde_json::json!(250)), "{json}");
+    assert_eq!(json["bulk_bytes_max"], 20, "{json}");
+
+    // The connection opened before the change is judged by the new limit at its next request.
+    let _: () = redis::cmd("SET").arg("k").arg(twenty).query(&mut other).unwrap();
+    let err = redis::cmd("SET").arg("k").arg(format!("{twenty}+")).query::<()>(&mut other).unwrap_err().to_string();
+    assert!(err.contains("invalid bulk length"), "{err}");
+    config_set(&mut con, &["proto-max-bulk-len", "536870912"]).unwrap();
+
+    let err = config_set(&mut con, &["maxclients", "10", "multibulk_len_max", "0"]).unwrap_err();
+    assert!(err.contains("argument 'multibulk_len_max'") && err.contains("multibulk_len_max must be greater than 0"));
+    assert_eq!(config_get(&mut con, "maxclients"), "10000", "all or nothing: the good pair did not apply");
+    let err = config_set(&mut con, &["acks", "sync"]).unwrap_err();
+    let want = "CONFIG SET failed (possibly related to argument 'acks') - 'acks' cannot change while the node runs: \
+                it is fixed at start (restart the node with the new value)";
+    assert!(err.contains(want), "{err}");
+    let err = config_set(&mut con, &["no-such-option", "1"]).unwrap_err();
+    assert!(err.contains("Unknown option or number of arguments for CONFIG SET - 'no-such-option'"), "{err}");
+    let err = redis::cmd("CONFIG").arg("REWRITE").query::<()>(&mut con).unwrap_err().to_string();
+    assert!(err.contains("never writes its configuration file"), "{err}");
+
+    // The log level changes the running filter: CONFIG SET's own info line shows only at notice.
+    let logged = |node: &Node| node.log_text().matches("CONFIG SET settings=").count();
+    assert_eq!(config_get(&mut con, "loglevel"), "notice", "RUST_LOG=info");
+    let before = logged(&node);
+    config_set(&mut con, &["loglevel", "warning"]).unwrap();
+    config_set(&mut con, &["maxclients", "50"]).unwrap();
+    assert_eq!((config_get(&mut con, "loglevel"), logged(&node)), ("warning".to_string(), before), "not logged");
+    config_set(&mut con, &["loglevel", "notice"]).unwrap();
+    assert_eq!(logged(&node), before + 1, "logged again at notice:\n{}", node.log_text());
+}
+
+#[test]
+fn config_set_maxclients_refuses_new_connections_and_keeps_open_ones() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let mut first = sync_con(&node);
+    config_set(&mut first, &["maxclients", "2"]).unwrap();
+    let mut second = sync_con(&node);
+    let refused = |node: &Node| {
+        let mut third = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+        third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut text = String::new();
+        let _ = third.read_to_string(&mut text);
+        text
+    };
+    assert_eq!(refused(&node), "-ERR max number of clients reached\r\n");
+    config_set(&mut first, &["maxclients", "1"]).unwrap();
+    for con in [&mut first, &mut second] {
+        let pong: String = redis::cmd("PING").query(con).unwrap();
+        assert_eq!(pong, "PONG", "open connections stay open under a lowered limit");
+    }
+    drop(second);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(refused(&node), "-ERR max number of clients reached\r\n", "one open, one at most");
+    config_set(&mut first, &["maxclients", "3"]).unwrap();
+    let pong: String = redis::cmd("PING").query(&mut sync_con(&node)).unwrap();
+    assert_eq!(pong, "PONG", "a raised limit admits again");
+}
+
+/// `CLIENT LIST` (or `CLIENT INFO`) as one map of fields per line.
+fn client_lines(con: &mut redis::Connection, args: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let text: String = redis::cmd("CLIENT").arg(args).query(con).unwrap();
+    text.lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|field| field.split_once('=').unwrap_or_else(|| panic!("{field} in {line}")))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// `CLIENT LIST` once it shows `count` connections (others may still be closing).
+fn wait_client_list(con: &mut redis::Connection, count: usize) -> Vec<BTreeMap<String, String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = client_lines(con, &["LIST"]);
+        if lines.len() == count {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "CLIENT LIST never showed {count} connections: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn client_list_shows_every_connection_with_its_name_idle_time_and_last_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let (mut alpha, mut beta) = (sync_con(&node), sync_con(&node));
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("alpha").query(&mut alpha).unwrap();
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("beta").query(&mut beta).unwrap();
+    std::thread::sleep(Duration::from_millis(1_100));
+    let lines = wait_client_list(&mut alpha, 2);
+    let line = |name: &str| lines.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("{name}: {lines:?}"));
+    let (a, b) = (line("alpha"), line("beta"));
+    assert_eq!((a["cmd"].as_str(), a["idle"].as_str()), ("client|list", "0"), "the caller, now: {a:?}");
+    assert_eq!(b["cmd"], "client|setname", "{b:?}");
+    assert!(b["idle"].parse::<u64>().unwrap() >= 1, "beta has been idle a second: {b:?}");
+    for l in [a, b] {
+        assert!(l["age"].parse::<u64>().unwrap() >= l["idle"].parse::<u64>().unwrap(), "{l:?}");
+        assert_eq!(l["laddr"], format!("127.0.0.1:{}", node.resp_port));
+        assert_eq!((l["flags"].as_str(), l["db"].as_str(), l["multi"].as_str()), ("N", "0", "-1"));
+        assert!(l["fd"].parse::<i32>().unwrap() > 0, "{l:?}");
+    }
+    assert_ne!(a["addr"], b["addr"]);
+    let info = client_lines(&mut beta, &["INFO"]);
+    assert_eq!((info.len(), info[0]["name"].as_str(), info[0]["cmd"].as_str()), (1, "beta", "client|info"));
+    assert_eq!(client_lines(&mut alpha, &["LIST", "ID", &a["id"]]).len(), 1);
+
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&b["id"]).query(&mut alpha).unwrap();
+    assert_eq!(killed, 1);
+    assert!(redis::cmd("PING").query::<String>(&mut beta).is_err(), "beta's connection is closed");
+    let left = wait_client_list(&mut alpha, 1);
+    assert_eq!(left[0]["name"], "alpha");
+}

@@ -161,6 +161,22 @@ fn sync_fails_with_noreplicas_while_a_follower_is_paused() {
 }
 
 #[test]
+fn config_set_ack_timeout_ms_reaches_the_running_leader() {
+    let trio = Trio::start("acks = \"sync\"\nack_timeout_ms = 300", &[]);
+    let leader = trio.leader();
+    let mut con = trio.con(leader);
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("ack_timeout_ms").arg(1500).query(&mut con).unwrap();
+    let paused = (leader + 1) % 3;
+    trio.nodes[paused].signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let err = con.set::<_, _, String>("k", "v").unwrap_err().to_string();
+    trio.nodes[paused].signal(libc::SIGCONT);
+    assert!(err.contains("NOREPLICAS") && err.contains("within 1500 ms"), "the new timeout, by name: {err}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "not at the old 300 ms: {:?}", started.elapsed());
+    trio.wait_streaming(&[0, 1, 2].into_iter().filter(|&i| i != leader).collect::<Vec<_>>());
+}
+
+#[test]
 fn semi_sync_keeps_accepting_writes_with_one_follower_paused() {
     let trio = Trio::start("acks = \"semi-sync:1\"\nack_timeout_ms = 300", &[]);
     trio.nodes[2].signal(libc::SIGSTOP);

@@ -122,6 +122,10 @@
 //!   joined a cluster (writes in a cluster are limited to [`REPLICATED_VALUE_BYTES_MAX`]); a
 //!   snapshot chunk holding one cannot be sent, and that follower never completes its
 //!   snapshot.
+//! - [`Replica::set_timeouts`] changes deadlines only for what starts waiting afterwards. A
+//!   write held by a FAILOVER, or a forwarded write, that waited under the old timeout names
+//!   the new one in its error; and after a lowered timeout a held write fails no earlier than
+//!   the held write before it.
 //! - At open the log is fsynced but the engine is not: engine pages that a crashed process
 //!   left in the page cache, and whose log records retention then deletes, could be lost to a
 //!   power cut that follows.
@@ -956,6 +960,19 @@ impl<E: Engine> Replica<E> {
     /// Sets how many databases requests may name (see [`Store::set_databases`]).
     pub fn set_databases(&mut self, databases: u32) {
         self.store.set_databases(databases);
+    }
+
+    /// Changes the timeouts of a running replica (the server's `CONFIG SET ack_timeout_ms`).
+    /// Writes, reads and forwarded writes that start waiting after this get the new ones;
+    /// those already waiting keep the deadline they were given. A zero timeout is a broken
+    /// invariant: the server refuses one before it gets here.
+    pub fn set_timeouts(&mut self, ack_timeout_ms: u64, forward_timeout_ms: u64) {
+        assert!(
+            ack_timeout_ms > 0 && forward_timeout_ms > 0,
+            "timeouts must be positive: ack {ack_timeout_ms} ms, forward {forward_timeout_ms} ms"
+        );
+        self.settings.ack_timeout_ms = ack_timeout_ms;
+        self.settings.forward_timeout_ms = forward_timeout_ms;
     }
 
     /// The store, for reading keys (digests, tests).

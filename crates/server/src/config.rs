@@ -83,6 +83,12 @@ pub const NAME_BYTES_MAX: usize = 64;
 pub const NODES_MAX: usize = 64;
 /// Milliseconds a write may wait for its acknowledgements when the file does not say.
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 1000;
+/// The longest ack timeout a file (or `CONFIG SET`) may set, in milliseconds: an hour. A
+/// client waiting longer is waiting for a follower that is gone.
+pub const ACK_TIMEOUT_MS_MAX: u64 = 3_600_000;
+/// How much longer than the ack timeout a follower waits for the reply to a forwarded write,
+/// in milliseconds: the leader's own wait for acknowledgements, plus two hops.
+pub const FORWARD_TIMEOUT_SLACK_MS: u64 = 5_000;
 /// Milliseconds between leader heartbeats when the file does not say.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
 
@@ -323,8 +329,9 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Refuses settings that cannot work, naming the setting.
-    fn check(&self) -> Result<()> {
+    /// Refuses settings that cannot work, naming the setting (`CONFIG SET` checks its
+    /// changes with it too).
+    pub(crate) fn check(&self) -> Result<()> {
         if !valid_name(&self.id) {
             return Err(Error::Config(format!("id {:?}: {NAME_RULE}", self.id)));
         }
@@ -358,7 +365,8 @@ impl NodeConfig {
     }
 
     /// The settings as (name, value) pairs for `CONFIG GET`, with the Redis names tools ask
-    /// for (`save`, `appendonly`, `appendfsync`, `maxclients`, ...) beside replikv's own.
+    /// for (`save`, `appendonly`, `appendfsync`, `maxclients`, ...) beside replikv's own; a
+    /// cluster node's replication settings also by their own names (`acks`, `ack_timeout_ms`).
     pub fn pairs(&self) -> Vec<(String, String)> {
         let appendfsync = match self.fsync {
             FsyncPolicy::Always => "always",
@@ -386,6 +394,13 @@ impl NodeConfig {
                 other => other.to_string(),
             };
             pairs.push((name.clone(), text));
+        }
+        if let Some(cluster) = &self.cluster {
+            let replication = serde_json::to_value(cluster.replication).expect("replication serializes");
+            for (name, value) in replication.as_object().expect("replication is an object") {
+                let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+                pairs.push((name.clone(), text));
+            }
         }
         pairs
     }
@@ -505,10 +520,19 @@ impl Default for ReplicationConfig {
 }
 
 impl ReplicationConfig {
+    /// Milliseconds a follower waits for the reply to a forwarded write: the ack timeout plus
+    /// [`FORWARD_TIMEOUT_SLACK_MS`], so that the leader's own wait ends first.
+    pub fn forward_timeout_ms(&self) -> u64 {
+        self.ack_timeout_ms + FORWARD_TIMEOUT_SLACK_MS
+    }
+
     /// Refuses settings that cannot work in a cluster of `nodes` nodes, naming the setting.
     pub fn check(&self, nodes: usize) -> Result<()> {
-        if self.ack_timeout_ms == 0 {
-            return Err(Error::Config("replication.ack_timeout_ms must be greater than 0".into()));
+        if !(1..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
+            return Err(Error::Config(format!(
+                "replication.ack_timeout_ms must be between 1 and {ACK_TIMEOUT_MS_MAX} (now {})",
+                self.ack_timeout_ms
+            )));
         }
         if !(1..=60_000).contains(&self.heartbeat_ms) {
             return Err(Error::Config("replication.heartbeat_ms must be between 1 and 60000".into()));
@@ -1097,5 +1121,23 @@ mod tests {
         assert_eq!(get("save").as_deref(), Some(""));
         assert_eq!(get("fsync").as_deref(), Some("always"));
         assert_eq!(get("resp_addr").as_deref(), Some(RESP_ADDR_DEFAULT));
+        assert_eq!(get("ack_timeout_ms"), None, "no replication settings outside a cluster");
+        let head = "cluster = \"demo\"\n[replication]\nacks = \"sync\"\nack_timeout_ms = 250";
+        let pairs = resolve_with(&cluster_text(head, 2), id("n1")).unwrap().pairs();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("ack_timeout_ms").as_deref(), Some("250"));
+        assert_eq!(get("acks").as_deref(), Some("sync"), "a text without JSON quotes");
+        assert_eq!(get("auto_failover").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn the_ack_timeout_is_bounded_and_the_forward_timeout_follows_it() {
+        let table = [(0, false), (1, true), (ACK_TIMEOUT_MS_MAX, true), (ACK_TIMEOUT_MS_MAX + 1, false)];
+        for (ack_timeout_ms, ok) in table {
+            let r = ReplicationConfig { ack_timeout_ms, ..ReplicationConfig::default() };
+            assert_eq!(r.check(3).is_ok(), ok, "{ack_timeout_ms}: {:?}", r.check(3));
+        }
+        let r = ReplicationConfig { ack_timeout_ms: 250, ..ReplicationConfig::default() };
+        assert_eq!(r.forward_timeout_ms(), 5_250);
     }
 }

@@ -9,7 +9,7 @@
 //! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections |
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
-//! | `GET /api/v1/config` | the effective configuration |
+//! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
 //! | `GET /api/v1/log?after=N&limit=M` | the replication log's records after N (at most M, 1000): `[{"lsn", "epoch", "keys": [...]}...]`, keys only (lossy UTF-8); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
@@ -29,7 +29,8 @@
 //! - Keys must be valid UTF-8 over HTTP; binary keys need RESP.
 //! - At most `HTTP_REQUESTS_MAX` requests run at once (one more gets 503 at once) and each
 //!   gets `HTTP_REQUEST_TIMEOUT_SECS`, body included, then 408; a PUT body is bounded by
-//!   `bulk_bytes_max`. Connections that send no complete request head are not limited here
+//!   `bulk_bytes_max` as the node started, and by a lower value `CONFIG SET` gives it (413),
+//!   not by a higher one. Connections that send no complete request head are not limited here
 //!   (`connections_max` counts RESP clients). At shutdown, requests still running after
 //!   `SHUTDOWN_DRAIN_SECS` are dropped.
 
@@ -136,6 +137,12 @@ async fn put_key(
         Some(ms) if ms > 0 => Expiry::InMs(ms),
         Some(ms) => return error(StatusCode::BAD_REQUEST, format!("ttl_ms must be positive, got {ms}")),
     };
+    // The router's body limit is bulk_bytes_max as the node started; CONFIG SET may lower it.
+    let bulk_bytes_max = state.live.bulk_bytes_max();
+    if value.len() > bulk_bytes_max {
+        let why = format!("a value of {} bytes is over bulk_bytes_max ({bulk_bytes_max} bytes)", value.len());
+        return error(StatusCode::PAYLOAD_TOO_LARGE, why);
+    }
     let request = Request::Set { key: key.into(), value, condition: SetCondition::Always, get: false, expiry };
     match call(&state, request).await {
         Ok(Reply::Ok) => Json(json!({ "ok": true })).into_response(),
@@ -307,7 +314,7 @@ async fn digest_bucket(State(state): State<Arc<NodeState>>, Path(bucket): Path<u
 }
 
 async fn config(State(state): State<Arc<NodeState>>) -> Response {
-    Json(&state.config).into_response()
+    Json(state.live.json()).into_response()
 }
 
 async fn ready(State(state): State<Arc<NodeState>>) -> Response {

@@ -5,20 +5,25 @@
 //! while its syncer thread fsyncs the batch before, one fsync per group ([`runtime`]); the
 //! Redis protocol front end ([`resp`]) and the HTTP/JSON front end ([`http`]) turn clients'
 //! bytes into core requests and replies back into bytes; [`config`] merges flags,
-//! environment and file; [`metrics`] keeps a Prometheus registry per node; [`state`] is what
-//! the front ends share; [`faults`] holds the test-only fault switches; [`peer`] is the
-//! transport between nodes (frames, handshake, links, listener) and [`peers`] opens a node's
-//! links to the rest of its cluster and carries the replication messages between them and the
-//! runtime; [`replication`] shows the replica's replication state as `INFO replication`,
-//! `ROLE` and JSON; [`error`] sorts what goes wrong by how the operator must
-//! react; [`node`] starts and stops it all.
+//! environment and file, and [`live`] changes what may change while the node runs (`CONFIG
+//! SET`), the log level through [`logging`]; [`metrics`] keeps a Prometheus registry per
+//! node; [`state`] is what the front ends share, [`clients`] the open RESP connections;
+//! [`faults`] holds the test-only fault switches; [`peer`] is the transport between nodes
+//! (frames, handshake, links, listener) and [`peers`] opens a node's links to the rest of its
+//! cluster and carries the replication messages between them and the runtime;
+//! [`replication`] shows the replica's replication state as `INFO replication`, `ROLE` and
+//! JSON; [`error`] sorts what goes wrong by how the operator must react; [`node`] starts and
+//! stops it all.
 //!
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 
+pub mod clients;
 pub mod config;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -24,6 +24,12 @@
 //! stepper tells the replica how far its log is durable ([`Input::Durable`]) when it releases
 //! a batch, which is what lets a leader ship.
 //!
+//! Settings that change while the node runs (`CONFIG SET ack_timeout_ms`) reach the replica
+//! through [`Handle::reconfigure`]: it leaves the newest [`Reconfigure`] in a slot the stepper
+//! empties before each batch, so the replica changes on its own thread, between two inputs,
+//! and never in the middle of a call. The slot is filled before `CONFIG SET` answers, and
+//! every request sent after that answer reaches the stepper after it, so it sees the change.
+//!
 //! Both are plain OS threads rather than tokio tasks because they block (in fsync, and on
 //! the queues); a blocked tokio worker would stall unrelated connections. Between batches,
 //! when its queue is empty, the stepper gives the engine a bounded slice of compaction work.
@@ -84,6 +90,16 @@ type ReplySender = oneshot::Sender<Result<Vec<Reply>, Stopped>>;
 /// replication protocol resends).
 pub type PeerSender = Arc<dyn Fn(NodeId, PeerMessage) + Send + Sync>;
 
+/// Replica settings that change while the node runs (`CONFIG SET`), applied by the stepper
+/// before its next batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconfigure {
+    /// Milliseconds a write waits for its acknowledgements (a read for its confirmation).
+    pub ack_timeout_ms: u64,
+    /// Milliseconds a follower waits for the reply to a forwarded write.
+    pub forward_timeout_ms: u64,
+}
+
 /// What the stepper receives.
 enum Message {
     /// Requests to execute.
@@ -139,6 +155,10 @@ struct Shared {
     replication: Mutex<ReplicationStatus>,
     /// The newest batch the syncer made durable.
     durable_batch: AtomicU64,
+    /// Settings for the stepper to apply before its next batch; only the newest is kept.
+    reconfigure: Mutex<Option<Reconfigure>>,
+    /// Set with `reconfigure`, so that the stepper takes the lock only when there is work.
+    reconfigure_pending: AtomicBool,
 }
 
 impl Shared {
@@ -200,6 +220,13 @@ impl Handle {
     /// Asks the runtime to do timed work; skipped if the queue is full (the next tick will).
     pub fn tick(&self) {
         let _ = self.tx.try_send(Message::Tick);
+    }
+
+    /// Has the stepper apply `settings` to the replica before its next batch (a newer call
+    /// before then replaces them). Every call sent after this returns is stepped with them.
+    pub fn reconfigure(&self, settings: Reconfigure) {
+        *self.shared.reconfigure.lock().unwrap() = Some(settings);
+        self.shared.reconfigure_pending.store(true, Ordering::SeqCst);
     }
 }
 
@@ -342,6 +369,7 @@ impl<E: Engine> Stepper<E> {
             if self.shared.failed.load(Ordering::SeqCst) {
                 return Err(replikv_core::Error::Stopped("the syncer failed".into()));
             }
+            self.maybe_reconfigure();
             let batch = self.collect(first);
             let now = now_ms();
             let mut shutdown = false;
@@ -432,6 +460,21 @@ impl<E: Engine> Stepper<E> {
             }
         }
         Ok(())
+    }
+
+    /// Applies the settings [`Handle::reconfigure`] left, if any.
+    fn maybe_reconfigure(&mut self) {
+        if !self.shared.reconfigure_pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(settings) = self.shared.reconfigure.lock().unwrap().take() {
+            self.replica.set_timeouts(settings.ack_timeout_ms, settings.forward_timeout_ms);
+            tracing::info!(
+                ack_timeout_ms = settings.ack_timeout_ms,
+                forward_timeout_ms = settings.forward_timeout_ms,
+                "replica reconfigured"
+            );
+        }
     }
 
     /// Publishes the replication status for the status pages.

@@ -1,7 +1,9 @@
-//! What every front end of a node shares: its configuration, metrics, runtime handle and
-//! counters.
+//! What every front end of a node shares: its configuration (as it started and as it is
+//! now), metrics, runtime handle, open connections and counters.
 
+use crate::clients::Clients;
 use crate::config::NodeConfig;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::runtime::Handle;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +12,14 @@ use std::time::Instant;
 
 /// A node's shared state, behind an `Arc`.
 pub struct NodeState {
-    /// The effective configuration.
+    /// The configuration the node started with. The settings `CONFIG SET` changes
+    /// (`connections_max`, the request limits, `ack_timeout_ms`) are read from `live`; every
+    /// other setting is fixed, and is read here.
     pub config: NodeConfig,
+    /// The configuration now, and the settings that change while the node runs.
+    pub live: Live,
+    /// The open RESP connections.
+    pub clients: Clients,
     /// The node's metrics registry.
     pub metrics: Arc<Metrics>,
     /// Where requests go.
@@ -39,6 +47,8 @@ impl NodeState {
         peers: Option<crate::peers::Peers>,
     ) -> NodeState {
         NodeState {
+            live: Live::new(&config),
+            clients: Clients::new(),
             config,
             metrics,
             handle,

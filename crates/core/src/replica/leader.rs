@@ -98,6 +98,8 @@ struct PendingWrite {
     id: RequestId,
     reply: Reply,
     deadline_ms: u64,
+    /// The ack timeout it was given, for its `-NOREPLICAS` (the setting may change since).
+    timeout_ms: u64,
 }
 
 /// A read's reply waiting for the leader to confirm it still leads.
@@ -111,6 +113,8 @@ struct PendingRead {
     lsn: Lsn,
     /// When it fails instead (the leader could not confirm it leads).
     deadline_ms: u64,
+    /// The ack timeout it was given, for its error (the setting may change since).
+    timeout_ms: u64,
 }
 
 /// A WAIT waiting for its followers.
@@ -284,8 +288,8 @@ impl Leader {
         } else {
             self.round + 1 // the round in flight left before this read came: the next one
         };
-        let deadline_ms = now_ms + settings.ack_timeout_ms;
-        self.reads.push_back(PendingRead { id, reply, round, lsn, deadline_ms });
+        let (deadline_ms, timeout_ms) = (now_ms + settings.ack_timeout_ms, settings.ack_timeout_ms);
+        self.reads.push_back(PendingRead { id, reply, round, lsn, deadline_ms, timeout_ms });
     }
 
     /// The newest record `node` holds that matches this leader's log (0 unless it streams).
@@ -389,7 +393,8 @@ impl Leader {
         } else if settings.acks_needed == 0 {
             outbox.after_flush.push(Output::Reply { id, reply });
         } else {
-            self.pending.push_back(PendingWrite { lsn, id, reply, deadline_ms: now_ms + settings.ack_timeout_ms });
+            let (deadline_ms, timeout_ms) = (now_ms + settings.ack_timeout_ms, settings.ack_timeout_ms);
+            self.pending.push_back(PendingWrite { lsn, id, reply, deadline_ms, timeout_ms });
         }
     }
 
@@ -705,20 +710,25 @@ impl Leader {
             let text = format!(
                 "NOREPLICAS Not enough good replicas to write: {have} of the {} followers that acks = \"{}\" needs \
                  acknowledged it within {} ms. The write is applied on the leader and may still reach them.",
-                settings.acks_needed, settings.acks_label, settings.ack_timeout_ms
+                settings.acks_needed, settings.acks_label, w.timeout_ms
             );
             outbox.now.push(Output::Reply { id: w.id, reply: Reply::Error(text) });
             false
         });
         self.pending = pending;
-        while self.reads.front().is_some_and(|r| r.deadline_ms <= now_ms) {
-            let r = self.reads.pop_front().expect("front exists");
+        // Every read, not only the front: a later read has an earlier deadline once the ack
+        // timeout is lowered (CONFIG SET).
+        self.reads.retain(|r| {
+            if r.deadline_ms > now_ms {
+                return true;
+            }
             let reply = Reply::err(format!(
                 "this leader could not confirm within {} ms that it still leads (no majority answered); try again",
-                settings.ack_timeout_ms
+                r.timeout_ms
             ));
             outbox.now.push(Output::Reply { id: r.id, reply });
-        }
+            false
+        });
         let mut waits = std::mem::take(&mut self.waits);
         waits.retain(|w| {
             if w.deadline_ms.is_none_or(|d| d > now_ms) {

@@ -237,6 +237,31 @@ fn sync_write_waits_for_every_follower_then_fails_with_noreplicas_when_one_is_cu
 }
 
 #[test]
+fn a_changed_ack_timeout_applies_to_writes_that_start_waiting_after_it() {
+    let mut c = Cluster::new(2, 2, ReplogOptions::default());
+    c.run_for(200);
+    c.cut.insert(2);
+    let before = c.send(0, "SET a 1"); // waits under the 500 ms it was given
+    c.nodes[0].set_timeouts(2_000, 7_000);
+    assert_eq!((c.nodes[0].settings().ack_timeout_ms, c.nodes[0].settings().forward_timeout_ms), (2_000, 7_000));
+    let after = c.send(0, "SET b 2");
+    c.run_for(600);
+    let Some(Reply::Error(text)) = c.reply(before) else { panic!("NOREPLICAS expected: {:?}", c.reply(before)) };
+    assert!(text.contains("within 500 ms"), "the old deadline, named as given: {text}");
+    assert_eq!(c.reply(after), None, "the new timeout is not up after 600 ms");
+    c.run_for(1_500);
+    let Some(Reply::Error(text)) = c.reply(after) else { panic!("NOREPLICAS expected: {:?}", c.reply(after)) };
+    assert!(text.starts_with("NOREPLICAS") && text.contains("within 2000 ms"), "{text}");
+}
+
+#[test]
+#[should_panic(expected = "timeouts must be positive")]
+fn a_zero_timeout_is_a_broken_invariant() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.nodes[0].set_timeouts(0, 5_000);
+}
+
+#[test]
 fn semi_sync_one_keeps_accepting_writes_with_one_follower_cut() {
     let mut c = Cluster::new(2, 1, ReplogOptions::default());
     c.run_for(200);
@@ -556,6 +581,24 @@ fn a_leader_that_cannot_confirm_it_leads_fails_its_reads_after_the_ack_timeout()
     let id = c.send(0, "GET a");
     c.run_for(200); // the next heartbeat round confirms it
     assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("1"))));
+}
+
+#[test]
+fn a_lowered_ack_timeout_fails_a_later_read_before_an_earlier_one() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(300);
+    c.cut.insert(1);
+    c.cut.insert(2);
+    let first = c.send(0, "GET a"); // 500 ms
+    c.nodes[0].set_timeouts(100, 5_100);
+    let second = c.send(0, "GET a");
+    c.run_for(150);
+    let Some(Reply::Error(text)) = c.reply(second) else { panic!("an error: {:?}", c.reply(second)) };
+    assert!(text.contains("could not confirm within 100 ms"), "{text}");
+    assert_eq!(c.reply(first), None, "the earlier read keeps its own deadline");
+    c.run_for(400);
+    let Some(Reply::Error(text)) = c.reply(first) else { panic!("an error: {:?}", c.reply(first)) };
+    assert!(text.contains("could not confirm within 500 ms"), "{text}");
 }
 
 #[test]

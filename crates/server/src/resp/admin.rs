@@ -1,7 +1,40 @@
 //! The commands a node answers itself, without the replica: connection setup and
-//! introspection (`PING`, `HELLO`, `CLIENT`, `COMMAND`, `CONFIG GET`, `INFO`, ...). Tools
-//! send these before any data command (redis-cli, redis-benchmark and client libraries all
-//! do), so their replies follow Redis's shapes closely.
+//! introspection (`PING`, `HELLO`, `CLIENT`, `COMMAND`, `CONFIG`, `INFO`, ...). Tools send
+//! these before any data command (redis-cli, redis-benchmark and client libraries all do), so
+//! their replies follow Redis's shapes and error texts closely.
+//!
+//! # CONFIG
+//!
+//! `CONFIG GET pattern...` shows the configuration as it is now ([`crate::live`]): replikv's
+//! names, a cluster's replication settings by their own names, the Redis names tools ask for
+//! (`maxclients`, `appendonly`, `save`, ...) and `loglevel`. `CONFIG SET name value ...`
+//! changes the settings that may change while the node runs (`maxclients`/`connections_max`,
+//! `proto-max-bulk-len`/`bulk_bytes_max`, `multibulk_len_max`,
+//! `client-query-buffer-limit`/`query_buffer_bytes_max`, `ack_timeout_ms`, `loglevel`), all
+//! pairs or none, and refuses every other known setting saying it is fixed at start.
+//! `CONFIG REWRITE` is refused: replikv never writes its configuration file.
+//!
+//! # CLIENT
+//!
+//! `CLIENT LIST [TYPE type | ID id...]` lists every open RESP connection of the node from its
+//! registry ([`crate::clients`]), in Redis's fields and order; `CLIENT INFO` is the caller's
+//! line. Fields with no meaning here have fixed values: `sub`, `psub`, `ssub` are 0 (no
+//! pub/sub), `argv-mem` and `multi-mem` are 0 (arguments are not held between rounds),
+//! `obl`, `oll`, `omem` are 0 (a round's replies are written before the next read, so nothing
+//! waits in an output buffer), `events` is `r`, `user` is `default`, `redir` is -1. `qbuf`,
+//! `qbuf-free` and `tot-mem` are the query buffer's length, its spare capacity, and both
+//! buffers' capacity at the end of the connection's last round; `idle` counts from the start
+//! of its last round, `age` from its connection. `db`, `multi` and `watch` (and the `x` flag
+//! in a transaction) are [`Client`]'s fields, which `SELECT`, `MULTI` and `WATCH` keep.
+//! `CLIENT KILL` closes connections by `ID`,
+//! `ADDR`, `LADDR` or `TYPE` (with `SKIPME`), or by address alone in the old form.
+//!
+//! CAVEATS
+//! - `TYPE master`, `replica` and `pubsub` match no connection: replicas talk to their leader
+//!   over the peer protocol, not RESP, and there is no pub/sub.
+//! - `CLIENT KILL USER` and `MAXAGE`, `CLIENT PAUSE`, `CLIENT NO-EVICT` and the like are not
+//!   served.
+//! - Another connection's line is as of the end of its last round (see [`crate::clients`]).
 
 use super::frame::{Frame, Protocol};
 use crate::state::NodeState;
@@ -10,7 +43,7 @@ use replikv_core::kv::glob_match;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The Redis version replikv answers to `HELLO` and `INFO`, so that clients which check it
 /// enable the features replikv has (RESP3 needs 6.0 or later).
@@ -19,8 +52,14 @@ pub const REDIS_VERSION_COMPAT: &str = "7.2.0";
 /// A client name's length at most, in bytes.
 const CLIENT_NAME_BYTES_MAX: usize = 256;
 
+/// A subcommand's length at most, in bytes, for `CLIENT LIST`'s `cmd` (`client|setname`).
+const SUBCOMMAND_BYTES_MAX: usize = 32;
+
+/// The commands whose subcommand `cmd` shows, as Redis's container commands.
+const CONTAINER_COMMANDS: &[&str] = &["client", "command", "config"];
+
 /// One connection's client, as `CLIENT` and `HELLO` see it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Client {
     /// Unique per node, from 1.
     pub id: u64,
@@ -36,6 +75,72 @@ pub struct Client {
     pub lib_ver: String,
     /// RESP2 or RESP3, set by `HELLO`.
     pub proto: Protocol,
+    /// The socket's file descriptor (`fd`).
+    pub fd: i32,
+    /// The database `SELECT` chose; 0 at connect.
+    pub db: u32,
+    /// Commands queued since `MULTI`; -1 when not in a transaction.
+    pub multi: i64,
+    /// Keys `WATCH`ed.
+    pub watch: usize,
+    /// When the connection was accepted (`age`).
+    pub created: Instant,
+    /// When its last round of requests began (`idle`).
+    pub last_active: Instant,
+    /// Its last command as Redis names it (`get`, `client|list`); `NULL` before the first
+    /// and after a command replikv does not serve.
+    pub command: String,
+    /// Bytes of incomplete requests in its query buffer at the end of its last round (`qbuf`).
+    pub query_buffer_bytes: usize,
+    /// Bytes its query buffer could take then without growing (`qbuf-free`).
+    pub query_buffer_free_bytes: usize,
+    /// Bytes its query and reply buffers held then (`tot-mem`).
+    pub buffer_bytes: usize,
+}
+
+impl Client {
+    /// A client that has just connected from `addr` to `local_addr` on socket `fd`.
+    pub fn new(id: u64, addr: SocketAddr, local_addr: SocketAddr, fd: i32) -> Client {
+        let now = Instant::now();
+        Client {
+            id,
+            addr,
+            local_addr,
+            name: String::new(),
+            lib_name: String::new(),
+            lib_ver: String::new(),
+            proto: Protocol::Resp2,
+            fd,
+            db: 0,
+            multi: -1,
+            watch: 0,
+            created: now,
+            last_active: now,
+            command: "NULL".to_string(),
+            query_buffer_bytes: 0,
+            query_buffer_free_bytes: 0,
+            buffer_bytes: 0,
+        }
+    }
+}
+
+/// A command as `CLIENT LIST`'s `cmd` names it: its lowercase name, `name|sub` for a container
+/// command, `NULL` for one replikv does not serve.
+pub fn command_label(args: &[Bytes]) -> String {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    if !COMMANDS.iter().any(|c| c.0 == name) {
+        return "NULL".to_string();
+    }
+    match args.get(1) {
+        Some(sub)
+            if CONTAINER_COMMANDS.contains(&name.as_str())
+                && sub.len() <= SUBCOMMAND_BYTES_MAX
+                && sub.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') =>
+        {
+            format!("{name}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase())
+        }
+        _ => name,
+    }
 }
 
 /// The commands [`execute`] answers.
@@ -59,7 +164,7 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "auth" => Frame::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ),
-        "client" if args.len() >= 2 => client_command(args, client),
+        "client" if args.len() >= 2 => client_command(args, client, state),
         "command" => command(args),
         "config" if args.len() >= 2 => config(args, state),
         "info" => Frame::Bulk(Bytes::from(info(args.get(1), client, state))),
@@ -135,7 +240,7 @@ fn set_name(client: &mut Client, name: &Bytes) -> Result<(), Frame> {
     Ok(())
 }
 
-fn client_command(args: &[Bytes], client: &mut Client) -> Frame {
+fn client_command(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     match (sub.as_str(), args.len()) {
         ("setname", 3) => match set_name(client, &args[2]) {
@@ -156,21 +261,140 @@ fn client_command(args: &[Bytes], client: &mut Client) -> Frame {
             }
             Frame::ok()
         }
-        ("info", 2) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client) + "\n") },
-        ("list", _) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client) + "\n") },
-        ("setname" | "getname" | "id" | "setinfo" | "info", _) => {
+        ("info", 2) => {
+            client.command = "client|info".to_string();
+            Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client, Instant::now()) + "\n") }
+        }
+        ("list", _) => {
+            client.command = "client|list".to_string();
+            client_list(&args[2..], client, state)
+        }
+        ("kill", 3..) => client_kill(&args[2..], client, state),
+        ("setname" | "getname" | "id" | "setinfo" | "info" | "kill", _) => {
             Frame::error(format!("ERR wrong number of arguments for 'client|{sub}' command"))
         }
         _ => Frame::error(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(&args[1]))),
     }
 }
 
-/// One line of `CLIENT INFO`, with Redis's field names for the fields replikv has.
-fn client_line(client: &Client) -> String {
+/// Whether a client of `CLIENT LIST TYPE` or `CLIENT KILL TYPE` `kind` can be a RESP client
+/// here: only `normal` (see the CAVEATS); `None` for a type Redis does not have.
+fn normal_type(kind: &[u8]) -> Option<bool> {
+    match kind.to_ascii_lowercase().as_slice() {
+        b"normal" => Some(true),
+        b"master" | b"replica" | b"slave" | b"pubsub" => Some(false),
+        _ => None,
+    }
+}
+
+fn unknown_type(kind: &[u8]) -> Frame {
+    Frame::error(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(kind)))
+}
+
+/// `CLIENT LIST [TYPE type | ID id...]`: the caller's line is its own, now; the others' are
+/// as their connections last published them.
+fn client_list(options: &[Bytes], client: &Client, state: &NodeState) -> Frame {
+    let ids: Option<Vec<u64>> = match options {
+        [] => None,
+        [option, kind] if option.eq_ignore_ascii_case(b"type") => match normal_type(kind) {
+            Some(true) => None,
+            Some(false) => Some(Vec::new()),
+            None => return unknown_type(kind),
+        },
+        [option, ids @ ..] if option.eq_ignore_ascii_case(b"id") && !ids.is_empty() => {
+            let parsed: Option<Vec<u64>> =
+                ids.iter().map(|id| std::str::from_utf8(id).ok()?.parse().ok().filter(|n| *n > 0)).collect();
+            match parsed {
+                Some(ids) => Some(ids),
+                None => return Frame::error("ERR Invalid client ID"),
+            }
+        }
+        _ => return Frame::error("ERR syntax error"),
+    };
+    let now = Instant::now();
+    let mut text = String::new();
+    for other in state.clients.list() {
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&other.id)) {
+            continue;
+        }
+        let line = if other.id == client.id { client_line(client, now) } else { client_line(&other, now) };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Frame::Verbatim { format: *b"txt", text: Bytes::from(text) }
+}
+
+/// `CLIENT KILL addr` (Redis's old form: OK or an error) or `CLIENT KILL filter value ...`
+/// (the number of connections told to close).
+fn client_kill(options: &[Bytes], client: &Client, state: &NodeState) -> Frame {
+    if let [addr] = options {
+        let addr = String::from_utf8_lossy(addr);
+        return match state.clients.kill(|c| c.addr.to_string() == addr) {
+            0 => Frame::error("ERR No such client"),
+            _ => Frame::ok(),
+        };
+    }
+    if !options.len().is_multiple_of(2) {
+        return Frame::error("ERR syntax error");
+    }
+    let (mut id, mut addr, mut laddr, mut normal, mut skip_me) = (None, None, None, true, true);
+    for pair in options.chunks(2) {
+        let (filter, value) = (pair[0].to_ascii_lowercase(), &pair[1]);
+        let text = String::from_utf8_lossy(value).into_owned();
+        match filter.as_slice() {
+            b"id" => match text.parse::<u64>() {
+                Ok(n) if n > 0 => id = Some(n),
+                _ => return Frame::error("ERR client-id should be greater than 0"),
+            },
+            b"addr" => addr = Some(text),
+            b"laddr" => laddr = Some(text),
+            b"type" => match normal_type(value) {
+                Some(is_normal) => normal = is_normal,
+                None => return unknown_type(value),
+            },
+            b"skipme" => match text.to_ascii_lowercase().as_str() {
+                "yes" => skip_me = true,
+                "no" => skip_me = false,
+                _ => return Frame::error("ERR syntax error"),
+            },
+            _ => return Frame::error("ERR syntax error"),
+        }
+    }
+    let killed = state.clients.kill(|c| {
+        normal
+            && id.is_none_or(|id| c.id == id)
+            && addr.as_ref().is_none_or(|a| c.addr.to_string() == *a)
+            && laddr.as_ref().is_none_or(|a| c.local_addr.to_string() == *a)
+            && !(skip_me && c.id == client.id)
+    });
+    Frame::Integer(killed as i64)
+}
+
+/// One line of `CLIENT LIST` or `CLIENT INFO` at `now`, with Redis's fields in Redis's order
+/// (see the module documentation for the fields replikv fixes).
+fn client_line(client: &Client, now: Instant) -> String {
     let resp = if client.proto == Protocol::Resp3 { 3 } else { 2 };
+    let age = now.saturating_duration_since(client.created).as_secs();
+    let idle = now.saturating_duration_since(client.last_active).as_secs();
+    let flags = if client.multi >= 0 { "x" } else { "N" };
     format!(
-        "id={} addr={} laddr={} name={} db=0 resp={} lib-name={} lib-ver={}",
-        client.id, client.addr, client.local_addr, client.name, resp, client.lib_name, client.lib_ver
+        "id={} addr={} laddr={} fd={} name={} age={age} idle={idle} flags={flags} db={} sub=0 psub=0 ssub=0 \
+         multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem={} events=r \
+         cmd={} user=default redir=-1 resp={resp} lib-name={} lib-ver={}",
+        client.id,
+        client.addr,
+        client.local_addr,
+        client.fd,
+        client.name,
+        client.db,
+        client.multi,
+        client.watch,
+        client.query_buffer_bytes,
+        client.query_buffer_free_bytes,
+        client.buffer_bytes,
+        client.command,
+        client.lib_name,
+        client.lib_ver
     )
 }
 
@@ -288,20 +512,27 @@ fn config(args: &[Bytes], state: &NodeState) -> Frame {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     match sub.as_str() {
         "get" if args.len() >= 3 => {
-            let pairs = state.config.pairs();
             let mut found = Vec::new();
-            for (name, value) in &pairs {
+            for (name, value) in state.live.pairs() {
                 if args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes())) {
-                    found.push((Frame::bulk(name.clone()), Frame::bulk(value.clone())));
+                    found.push((Frame::bulk(name), Frame::bulk(value)));
                 }
             }
             Frame::Map(found)
         }
-        "set" => {
-            Frame::error("ERR CONFIG SET is not supported: change the configuration file or flags and restart the node")
+        "set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
+            let pairs: Vec<(&[u8], &[u8])> = args[2..].chunks(2).map(|p| (&p[0][..], &p[1][..])).collect();
+            match state.live.set(&pairs, &state.handle) {
+                Ok(()) => Frame::ok(),
+                Err(e) => Frame::error(e.to_string()),
+            }
         }
+        "rewrite" => Frame::error(
+            "ERR CONFIG REWRITE is not supported: replikv never writes its configuration file, so changes made with \
+             CONFIG SET last until the node restarts (put them in the file or flags to keep them)",
+        ),
         "resetstat" => Frame::ok(),
-        "get" => Frame::error("ERR wrong number of arguments for 'config|get' command"),
+        "get" | "set" => Frame::error(format!("ERR wrong number of arguments for 'config|{sub}' command")),
         _ => Frame::error(format!("ERR unknown subcommand '{sub}'. Try CONFIG HELP.")),
     }
 }
@@ -346,7 +577,7 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
         format!(
             "connected_clients:{}\r\nmaxclients:{}\r\nclient_resp:{}\r\n",
             state.connections_open.load(Ordering::Relaxed),
-            config.connections_max,
+            state.live.connections_max(),
             if client.proto == Protocol::Resp3 { 3 } else { 2 }
         ),
     );
@@ -384,4 +615,162 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
     };
     add("keyspace", "Keyspace", keyspace);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NodeArgs, NodeConfig};
+    use std::sync::Arc;
+
+    /// A node's state over a lone in-memory replica, and its runtime to shut down.
+    fn node() -> (NodeState, crate::runtime::Runtime) {
+        let replica = replikv_core::replica::Replica::new(
+            replikv_core::storage::MemoryEngine::new(),
+            replikv_core::version::NodeId(1),
+        );
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (failed, _) = tokio::sync::watch::channel(false);
+        let runtime = crate::runtime::Runtime::start(replica, metrics.clone(), 16, 16, Arc::new(|_, _| {}), failed);
+        let config = NodeConfig::resolve(&NodeArgs::default()).unwrap();
+        (NodeState::new(config, metrics, runtime.handle(), None), runtime)
+    }
+
+    fn client(id: u64, port: u16) -> Client {
+        Client::new(id, ([127, 0, 0, 1], port).into(), ([127, 0, 0, 1], 6380).into(), 7)
+    }
+
+    /// Runs `line` (words split on spaces) as `client`; the reply as text.
+    fn run(line: &str, client: &mut Client, state: &NodeState) -> String {
+        let args: Vec<Bytes> = line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let name = line.split(' ').next().unwrap().to_ascii_lowercase();
+        match execute(&name, &args, client, state) {
+            Some(Action::Reply(Frame::Error(e))) => format!("-{e}"),
+            Some(Action::Reply(Frame::Verbatim { text, .. })) => String::from_utf8_lossy(&text).into_owned(),
+            Some(Action::Reply(Frame::Integer(n))) => format!(":{n}"),
+            Some(Action::Reply(Frame::Simple(s))) => format!("+{s}"),
+            other => panic!("{line}: unexpected {:?}", other.map(|_| "another reply")),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_info_has_redis_fields_in_redis_order() {
+        let (state, runtime) = node();
+        let mut me = client(3, 50000);
+        me.name = "app".into();
+        let line = run("CLIENT INFO", &mut me, &state);
+        let keys: Vec<&str> = line.trim_end().split(' ').map(|f| f.split('=').next().unwrap()).collect();
+        let want = "id addr laddr fd name age idle flags db sub psub ssub multi watch qbuf qbuf-free argv-mem \
+                    multi-mem obl oll omem tot-mem events cmd user redir resp lib-name lib-ver";
+        assert_eq!(keys.join(" "), want);
+        for field in ["id=3 ", "addr=127.0.0.1:50000 ", "laddr=127.0.0.1:6380 ", "fd=7 ", "name=app ", "flags=N "] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+        for field in ["db=0 ", "multi=-1 ", "watch=0 ", "cmd=client|info ", "resp=2 ", "user=default "] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+        assert!(line.ends_with("lib-ver=\n"), "{line:?}");
+        runtime.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn client_list_shows_every_registered_connection_and_filters_like_redis() {
+        let (state, runtime) = node();
+        let (mut me, mut other) = (client(1, 50001), client(2, 50002));
+        let _mine = state.clients.admit(me.clone(), 10).unwrap();
+        let theirs = state.clients.admit(other.clone(), 10).unwrap();
+        other.name = "worker".into();
+        other.command = "get".into();
+        theirs.publish(&other);
+        let all = run("CLIENT LIST", &mut me, &state);
+        let lines: Vec<&str> = all.lines().collect();
+        assert_eq!(lines.len(), 2, "{all}");
+        assert!(lines[0].starts_with("id=1 ") && lines[0].contains(" cmd=client|list "), "the caller, now: {all}");
+        assert!(lines[1].starts_with("id=2 ") && lines[1].contains(" name=worker ") && lines[1].contains(" cmd=get "));
+        let table = [
+            ("CLIENT LIST ID 2", "id=2 "),
+            ("CLIENT LIST ID 2 1", "id=1 "),
+            ("CLIENT LIST TYPE normal", "id=2 "),
+            ("CLIENT LIST TYPE replica", ""),
+            ("CLIENT LIST TYPE pubsub", ""),
+            ("CLIENT LIST TYPE nosuch", "-ERR Unknown client type 'nosuch'"),
+            ("CLIENT LIST ID x", "-ERR Invalid client ID"),
+            ("CLIENT LIST ID 0", "-ERR Invalid client ID"),
+            ("CLIENT LIST ID", "-ERR syntax error"),
+            ("CLIENT LIST BOGUS 1", "-ERR syntax error"),
+        ];
+        for (line, want) in table {
+            let got = run(line, &mut me, &state);
+            assert!(got.contains(want) && (!want.is_empty() || got.is_empty()), "{line}: {got:?}");
+        }
+        assert_eq!(run("CLIENT LIST ID 2", &mut me, &state).lines().count(), 1);
+        runtime.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn client_kill_signals_the_chosen_connections() {
+        let (state, runtime) = node();
+        let mut me = client(1, 50001);
+        let mine = state.clients.admit(me.clone(), 10).unwrap();
+        let theirs = state.clients.admit(client(2, 50002), 10).unwrap();
+        let table = [
+            ("CLIENT KILL ID 9", ":0"),
+            ("CLIENT KILL ID 0", "-ERR client-id should be greater than 0"),
+            ("CLIENT KILL ID 1", ":0"), // SKIPME yes by default
+            ("CLIENT KILL TYPE master", ":0"),
+            ("CLIENT KILL TYPE what", "-ERR Unknown client type 'what'"),
+            ("CLIENT KILL ID 1 SKIPME maybe", "-ERR syntax error"),
+            ("CLIENT KILL ID 1 SKIPME", "-ERR syntax error"),
+            ("CLIENT KILL ID", "-ERR No such client"), // three words: the old form, as in Redis
+            ("CLIENT KILL 127.0.0.1:1", "-ERR No such client"),
+        ];
+        for (line, want) in table {
+            assert_eq!(run(line, &mut me, &state), want, "{line}");
+        }
+        assert!(!mine.killed() && !theirs.killed(), "nobody chosen yet");
+        assert_eq!(run("CLIENT KILL ADDR 127.0.0.1:50002", &mut me, &state), ":1");
+        assert!(theirs.killed() && !mine.killed());
+        assert_eq!(run("CLIENT KILL 127.0.0.1:50001", &mut me, &state), "+OK", "the old form kills the caller too");
+        assert!(mine.killed());
+        runtime.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn config_set_rewrite_and_get_answer_as_redis_does() {
+        let (state, runtime) = node();
+        let mut me = client(1, 50001);
+        let table = [
+            ("CONFIG SET maxclients", "-ERR wrong number of arguments for 'config|set' command"),
+            ("CONFIG SET maxclients 5 tick_ms", "-ERR wrong number of arguments for 'config|set' command"),
+            ("CONFIG SET nosuch 5", "-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"),
+            ("CONFIG SET maxclients 5", "+OK"),
+            ("CONFIG REWRITE", "-ERR CONFIG REWRITE is not supported: replikv never writes its configuration file"),
+        ];
+        for (line, want) in table {
+            let got = run(line, &mut me, &state);
+            assert!(got.starts_with(want), "{line}: {got}");
+        }
+        let args: Vec<Bytes> = ["CONFIG", "GET", "maxclients"].into_iter().map(Bytes::from).collect();
+        let Some(Action::Reply(Frame::Map(found))) = execute("config", &args, &mut me, &state) else { panic!() };
+        assert_eq!(found, vec![(Frame::bulk("maxclients".to_string()), Frame::bulk("5".to_string()))]);
+        let info = info(Some(&Bytes::from_static(b"clients")), &me, &state);
+        assert!(info.contains("maxclients:5\r\n"), "{info}");
+        runtime.shutdown().await;
+    }
+
+    #[test]
+    fn cmd_names_the_command_and_a_container_command_its_subcommand() {
+        let table = [
+            ("GET k", "get"),
+            ("client SETNAME x", "client|setname"),
+            ("CONFIG GET *", "config|get"),
+            ("config", "config"),
+            ("client a|b", "client"),
+            ("nosuch x", "NULL"),
+        ];
+        for (line, want) in table {
+            let args: Vec<Bytes> = line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+            assert_eq!(command_label(&args), want, "{line}");
+        }
+    }
 }

@@ -11,12 +11,21 @@
 //! replies to the requests before it, and then this connection, and only this one, closes:
 //! nothing after a framing error can be trusted to be aligned.
 //!
+//! The accept loop admits a connection into the node's registry ([`crate::clients`]) while
+//! fewer than `connections_max` are open (read at each accept, so `CONFIG SET maxclients`
+//! applies to the next one) and refuses it with Redis's error otherwise. A connection reads
+//! its request limits (`bulk_bytes_max`, `multibulk_len_max`, `query_buffer_bytes_max`) from
+//! [`crate::live`] each time it parses, so a `CONFIG SET` reaches open connections at their
+//! next request. After each round it publishes its client to the registry for `CLIENT LIST`,
+//! and it closes when `CLIENT KILL` signals it.
+//!
 //! CAVEATS
 //! - A connection has one call in flight at a time: it does not read ahead while waiting for
 //!   the runtime, so a pipelining client's next burst waits for the previous replies.
 
 use super::admin::{self, Client};
 use super::frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
+use crate::clients::Registration;
 use crate::metrics::CommandLabel;
 use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
@@ -24,12 +33,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use replikv_core::kv::{is_command, Action, ExecItem, ExecPlan, Reply, Request, Session};
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// Requests cut from one connection's buffer per round at most; the rest wait for the next.
 pub const PIPELINE_REQUESTS_MAX: usize = 1024;
@@ -51,8 +61,6 @@ const READ_BYTES_MIN: usize = 16 * 1024;
 /// Accepts clients until `shutdown` turns true, then waits for open connections to finish
 /// the round they are in.
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
-    let max = state.config.connections_max;
-    let permits = Arc::new(Semaphore::new(max));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -68,7 +76,9 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
             }
         };
         state.connections_total.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let local_addr = stream.local_addr().unwrap_or(addr);
+        let client = Client::new(state.client_id(), addr, local_addr, stream.as_raw_fd());
+        let Some(registration) = state.clients.admit(client.clone(), state.live.connections_max()) else {
             state.metrics.connections_refused.inc();
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
             continue;
@@ -77,21 +87,12 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
         let state = state.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let local_addr = stream.local_addr().unwrap_or(addr);
-            let client = Client {
-                id: state.client_id(),
-                addr,
-                local_addr,
-                name: String::new(),
-                lib_name: String::new(),
-                lib_ver: String::new(),
-                proto: Protocol::Resp2,
-            };
             state.connections_open.fetch_add(1, Ordering::Relaxed);
             state.metrics.connections.inc();
             let mut connection = Connection {
                 stream,
                 client,
+                registration,
                 state: state.clone(),
                 shutdown,
                 parser: RequestParser::new(),
@@ -103,12 +104,12 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
             }
             state.connections_open.fetch_sub(1, Ordering::Relaxed);
             state.metrics.connections.dec();
-            drop(permit);
+            // Dropping the connection drops its registration: it leaves the registry.
         });
     }
-    // Every permit back means every connection finished its round. The node bounds this wait
+    // An empty registry means every connection finished its round. The node bounds this wait
     // (`SHUTDOWN_DRAIN_SECS`) and drops what is left.
-    let _ = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+    state.clients.wait_empty().await;
 }
 
 /// A reply slot, in request order.
@@ -151,6 +152,8 @@ impl Round {
 struct Connection {
     stream: TcpStream,
     client: Client,
+    /// Its entry in the node's registry, removed when the connection is dropped.
+    registration: Registration,
     state: Arc<NodeState>,
     shutdown: watch::Receiver<bool>,
     /// Resumes a request split over several reads where it stopped.
@@ -165,16 +168,12 @@ struct Connection {
 impl Connection {
     /// Serves requests until the client leaves, breaks the protocol, or the node stops.
     async fn run(&mut self) -> std::io::Result<()> {
-        let config = &self.state.config;
-        let limits = Limits {
-            bulk_bytes_max: config.bulk_bytes_max,
-            multibulk_len_max: config.multibulk_len_max,
-            inline_bytes_max: super::frame::INLINE_BYTES_MAX_DEFAULT,
-        };
-        let query_buffer_max = config.query_buffer_bytes_max;
         let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
         let mut out = BytesMut::with_capacity(READ_BYTES_MIN);
         loop {
+            // Read each time, so that CONFIG SET reaches this connection at its next request.
+            let limits = self.state.live.limits();
+            let query_buffer_max = self.state.live.query_buffer_bytes_max();
             let (requests, error) = cut_requests(&mut self.parser, &mut buf, &limits);
             if requests.is_empty() && error.is_none() {
                 if buf.len() > query_buffer_max {
@@ -189,6 +188,7 @@ impl Connection {
                 let read = tokio::select! {
                     read = self.stream.read_buf(&mut buf) => read?,
                     _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
+                    _ = self.registration.wait_killed() => return Ok(()),
                 };
                 if read == 0 {
                     return Ok(());
@@ -202,7 +202,11 @@ impl Connection {
             }
             self.stream.write_all(&out).await?;
             out.clear();
-            if close || *self.shutdown.borrow() {
+            self.client.query_buffer_bytes = buf.len();
+            self.client.query_buffer_free_bytes = buf.capacity() - buf.len();
+            self.client.buffer_bytes = buf.capacity() + out.capacity();
+            self.registration.publish(&self.client);
+            if close || *self.shutdown.borrow() || self.registration.killed() {
                 return Ok(());
             }
         }
@@ -221,6 +225,8 @@ impl Connection {
     /// except that an EXEC after a WATCH of the same round waits for the WATCH's answer.
     async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> std::io::Result<bool> {
         let started = Instant::now();
+        self.client.last_active = started;
+        let last_command = requests.last().map(|args| admin::command_label(args));
         let mut round = Round::default();
         let mut names = Vec::with_capacity(requests.len());
         let mut close = false;
@@ -244,6 +250,7 @@ impl Connection {
             match self.session.command(name.as_str(), &args, local) {
                 Action::Reply(reply) => round.slots.push(Slot::Ready(to_frame(reply), proto)),
                 Action::Local => {
+                    self.show_session();
                     let frame = admin::execute(name.as_str(), &args, &mut self.client, &self.state);
                     // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
                     round.slots.push(Slot::Ready(frame, self.client.proto));
@@ -253,7 +260,11 @@ impl Connection {
                 Action::Exec(request, plan) => round.push(request, Pending::Exec(plan), proto),
             }
         }
+        if let Some(command) = last_command {
+            self.client.command = command;
+        }
         close |= self.call(&mut round).await;
+        self.show_session();
         for slot in round.slots {
             let Slot::Ready(frame, proto) = slot else { unreachable!("every call was answered") };
             frame.encode(proto, out);
@@ -293,6 +304,13 @@ impl Connection {
             *slot = Slot::Ready(frame, proto);
         }
         stopped
+    }
+
+    /// Copies the session's database and transaction into what CLIENT INFO and LIST show.
+    fn show_session(&mut self) {
+        self.client.db = self.session.db();
+        self.client.multi = self.session.queued().map_or(-1, |n| n as i64);
+        self.client.watch = self.session.watching();
     }
 
     /// EXEC's reply: the queued requests' replies with the local commands run in their places.
