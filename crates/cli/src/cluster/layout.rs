@@ -209,7 +209,7 @@ mod tests {
         );
         args.ack_timeout_ms = 0;
         let err = format!("{:#}", plan(&args).unwrap_err());
-        assert!(err.contains("ack_timeout_ms must be greater than 0"), "{err}");
+        assert!(err.contains("ack_timeout_ms must be between 1 and 3600000"), "{err}");
     }
 
     #[test]
