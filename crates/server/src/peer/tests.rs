@@ -199,8 +199,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 2, peer n2 at ",
-            " speaks version 3",
+            "peer protocol version mismatch: this node speaks version 3, peer n2 at ",
+            " speaks version 4",
         ),
         (
             |h| h.storage_format_version += 1,
