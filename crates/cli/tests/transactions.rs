@@ -182,3 +182,39 @@ fn followers_apply_transactions_and_large_requests_whole_while_readers_race_them
     let (ok, out, err) = trio.replikv(&["check"]);
     assert!(ok, "replikv check: {out}{err}");
 }
+
+/// Writes `bytes` on `stream` and reads until `want` replies' worth of bytes arrived (`\r\n`
+/// lines counted), bounded by the stream's read timeout.
+fn exchange(stream: &mut std::net::TcpStream, bytes: &[u8], lines: usize) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.windows(2).filter(|w| w == b"\r\n").count() < lines {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn unwatch_and_discard_pipelined_after_watch_forget_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let mut other = con(&node, 0);
+    for forget in ["UNWATCH\r\n", "MULTI\r\nDISCARD\r\n"] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // WATCH and what forgets it in one write: one round of the connection.
+        let replies = forget.matches("\r\n").count() + 1;
+        let got = exchange(&mut stream, format!("WATCH k\r\n{forget}").as_bytes(), replies);
+        assert!(got.starts_with("+OK\r\n"), "{got:?}");
+        let _: () = other.set("k", "theirs").unwrap();
+        let got = exchange(&mut stream, b"MULTI\r\nSET k mine\r\nEXEC\r\n", 4);
+        assert_eq!(got, "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n", "after {forget:?} nothing is watched");
+        let info: String = redis::cmd("CLIENT").arg("LIST").query(&mut other).unwrap();
+        assert!(info.lines().all(|l| l.contains(" watch=0 ")), "{info}");
+    }
+}

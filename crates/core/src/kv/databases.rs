@@ -38,6 +38,10 @@ use std::ops::Bound;
 /// The most databases a node can have (`databases`): namespaces 0..=254; 255 is replikv's.
 pub const DATABASES_MAX: u32 = 255;
 
+/// The longest key a client may name: the engine's limit less the two bytes of a namespace
+/// prefix, so that a key fits in every database.
+pub const CLIENT_KEY_BYTES_MAX: usize = crate::storage::KEY_BYTES_MAX - 2;
+
 /// The default number of databases, as Redis.
 pub const DATABASES_DEFAULT: u32 = 16;
 
@@ -128,6 +132,9 @@ impl DbMap {
 
     /// The map with databases `a` and `b` swapped.
     pub fn swapped(&self, a: u8, b: u8) -> DbMap {
+        if a == b {
+            return self.clone();
+        }
         let (na, nb) = (self.namespace(a), self.namespace(b));
         let mut moved: Vec<(u8, u8)> = self.moved.iter().copied().filter(|p| p.0 != a && p.0 != b).collect();
         moved.extend([(a, nb), (b, na)].into_iter().filter(|(db, ns)| db != ns));
@@ -169,7 +176,9 @@ impl<E: Engine> Store<E> {
         }
         // Namespace 0 is everything but the escaped keys of the others (and replikv's own).
         let others = (Bytes::from_static(&[ESCAPE, 1]), Some(Bytes::from_static(&[ESCAPE + 1])));
-        self.engine().stats().keys - self.count_values(&others)
+        let (all, others) = (self.engine().stats().keys, self.count_values(&others));
+        assert!(others <= all, "{others} keys outside namespace 0 of {all} in all");
+        all - others
     }
 
     /// Keys holding a value in the physical range `[from, to)`.
@@ -296,6 +305,11 @@ mod tests {
         let back = map.swapped(1, 2).swapped(0, 1);
         assert!(back.is_identity(), "{back:?}");
         assert_eq!(DbMap::default().swapped(3, 3), DbMap::default());
+        // A database swapped with itself after it moved: nothing changes (it once listed the
+        // moved database twice, a map no replica could read).
+        let moved = DbMap::default().swapped(0, 1);
+        assert_eq!(moved.swapped(0, 0), moved);
+        assert_eq!(DbMap::decode(&moved.swapped(1, 1).encode()), Ok(moved));
     }
 
     #[test]

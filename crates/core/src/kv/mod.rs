@@ -94,14 +94,15 @@ mod store;
 mod strings;
 
 pub use command::{is_command, parse_command, parse_named};
-pub use databases::{DATABASES_DEFAULT, DATABASES_MAX};
+pub use databases::{CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{
     BitRange, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request, SetCondition, Watched,
 };
 pub use session::{
-    unknown_command, Action, ExecItem, ExecPlan, Session, MULTI_QUEUED_BYTES_MAX, MULTI_QUEUED_MAX, WATCHED_KEYS_MAX,
+    unknown_command, Action, ExecItem, ExecPlan, Session, EXEC_OVERHEAD_BYTES_MAX, MULTI_QUEUED_BYTES_MAX,
+    MULTI_QUEUED_MAX, WATCHED_BYTES_MAX, WATCHED_KEYS_MAX,
 };
 pub use store::{Store, EXPIRE_PER_TICK_MAX, GLOB_STEPS_PER_REQUEST_MAX, SCAN_COUNT_MAX, SCAN_CURSORS_MAX};
 pub use strings::{

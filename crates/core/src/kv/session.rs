@@ -32,6 +32,7 @@
 //! - Errors inside an executed transaction do not undo its other writes, as in Redis.
 
 use super::command::parse_named;
+use super::databases::DB_MAP_KEY;
 use super::request::{Reply, Request, Watched};
 use bytes::Bytes;
 
@@ -39,11 +40,19 @@ use bytes::Bytes;
 pub const MULTI_QUEUED_MAX: usize = 100_000;
 
 /// Bytes of arguments one transaction queues at most, so that it fits in one peer frame when a
-/// follower forwards it to its leader (32 MiB).
+/// follower forwards it to its leader (32 MiB; the server checks the sum against its frame).
 pub const MULTI_QUEUED_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Keys one connection watches at most.
 pub const WATCHED_KEYS_MAX: usize = 100_000;
+
+/// Bytes of keys one connection watches at most: the watched keys travel with the EXEC, so
+/// they count toward what a follower forwards in one frame.
+pub const WATCHED_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes an EXEC's request may take encoded beyond its arguments and watched keys: a few per
+/// queued request (its variant, lengths, a database).
+pub const EXEC_OVERHEAD_BYTES_MAX: usize = 64 * MULTI_QUEUED_MAX;
 
 /// What the front end does with a command.
 #[derive(Debug, PartialEq)]
@@ -57,7 +66,7 @@ pub enum Action {
     /// WATCH: send this request to the replica and hand its reply to [`Session::watched`].
     Watch(Request),
     /// EXEC: send this request to the replica and assemble the reply with
-    /// [`ExecPlan::assemble`].
+    /// [`Session::executed`].
     Exec(Request, ExecPlan),
 }
 
@@ -66,6 +75,8 @@ pub enum Action {
 pub struct ExecPlan {
     /// One per queued command, in order.
     entries: Vec<Entry>,
+    /// The connection's database once the transaction ran (SELECT inside it holds after it).
+    db: u32,
 }
 
 /// One queued command's place in EXEC's reply.
@@ -92,7 +103,7 @@ impl ExecPlan {
     /// EXEC's reply from the store's: `Ok` with the items in order, or `Err` with the whole
     /// reply when the store executed nothing (a null array when a watched key changed, an
     /// error such as READONLY or a lost leadership).
-    pub fn assemble(self, reply: Reply) -> Result<Vec<ExecItem>, Reply> {
+    fn assemble(self, reply: Reply) -> Result<Vec<ExecItem>, Reply> {
         let Reply::Array(stored) = reply else { return Err(reply) };
         let mut stored = stored.into_iter();
         let mut items = Vec::with_capacity(self.entries.len());
@@ -152,14 +163,34 @@ impl Session {
         self.multi.as_ref().map(|m| m.plan.entries.len())
     }
 
-    /// Keys watched (the database map's entries not counted).
+    /// Keys watched (the database map's entry not counted).
     pub fn watching(&self) -> usize {
-        self.watched.len()
+        self.watched.iter().filter(|w| w.key != DB_MAP_KEY).count()
+    }
+
+    /// EXEC's reply, from the store's reply to the [`Action::Exec`] request and its plan: `Ok`
+    /// with the items in order, or `Err` with the whole reply when the store executed nothing
+    /// (a null array when a watched key changed; an error such as READONLY or a lost
+    /// leadership). A SELECT inside the transaction holds afterwards only if it ran.
+    pub fn executed(&mut self, plan: ExecPlan, reply: Reply) -> Result<Vec<ExecItem>, Reply> {
+        let db = plan.db;
+        let items = plan.assemble(reply)?;
+        self.db = db;
+        Ok(items)
     }
 
     /// Takes a command: `name` is `args[0]` in lowercase; `local` says whether the front end
     /// answers it itself.
     pub fn command(&mut self, name: &str, args: &[Bytes], local: bool) -> Action {
+        let arity_ok = match name {
+            "multi" | "exec" | "discard" => args.len() == 1,
+            "watch" => args.len() >= 2,
+            _ => true,
+        };
+        if let (false, Some(multi)) = (arity_ok, &mut self.multi) {
+            // Redis checks arity before anything else, and flags the transaction.
+            return Action::Reply(refuse(multi, arity(name)));
+        }
         match name {
             "multi" => return Action::Reply(self.multi(args)),
             "exec" => return self.exec(args),
@@ -188,9 +219,14 @@ impl Session {
                 None => Action::Reply(Reply::Error(unknown_command(args))),
                 Some(Err(reply)) => Action::Reply(reply),
                 Some(Ok(request @ Request::Watch { .. })) => {
-                    if self.watched.len() + args.len() > WATCHED_KEYS_MAX {
+                    // The front end hands WATCH's answers back before the next WATCH, so that
+                    // these counts hold everything watched.
+                    let bytes = self.watched.iter().map(|w| w.key.len()).sum::<usize>()
+                        + args[1..].iter().map(Bytes::len).sum::<usize>();
+                    if self.watched.len() + args.len() > WATCHED_KEYS_MAX || bytes > WATCHED_BYTES_MAX {
                         return Action::Reply(Reply::err(format!(
-                            "too many watched keys: this connection may watch {WATCHED_KEYS_MAX} at most"
+                            "too many watched keys: this connection may watch {WATCHED_KEYS_MAX} keys and \
+                             {WATCHED_BYTES_MAX} bytes of keys at most"
                         )));
                     }
                     Action::Watch(request.in_db(self.db))
@@ -205,7 +241,12 @@ impl Session {
     pub fn watched(&mut self, reply: Reply) -> Reply {
         match reply {
             Reply::Watched(keys) => {
-                self.watched.extend(keys);
+                for key in keys {
+                    // One entry for the database map: the first, which the most changes since.
+                    if key.key != DB_MAP_KEY || !self.watched.iter().any(|w| w.key == DB_MAP_KEY) {
+                        self.watched.push(key);
+                    }
+                }
                 Reply::Ok
             }
             other => other,
@@ -237,10 +278,6 @@ impl Session {
 
     fn exec(&mut self, args: &[Bytes]) -> Action {
         if args.len() != 1 {
-            // Redis flags the transaction too: an EXEC with arguments is a queueing error.
-            if let Some(multi) = &mut self.multi {
-                multi.failed = true;
-            }
             return Action::Reply(arity("exec"));
         }
         let Some(multi) = self.multi.take() else { return Action::Reply(Reply::err("EXEC without MULTI")) };
@@ -250,9 +287,8 @@ impl Session {
                 "EXECABORT Transaction discarded because of previous errors.".to_string(),
             ));
         }
-        // SELECT inside the transaction holds for the connection afterwards, as in Redis.
-        self.db = multi.db;
-        Action::Exec(Request::Exec { requests: multi.requests, watched }, multi.plan)
+        let plan = ExecPlan { db: multi.db, ..multi.plan };
+        Action::Exec(Request::Exec { requests: multi.requests, watched }, plan)
     }
 
     /// Queues a command after MULTI; its immediate answer.
@@ -380,8 +416,9 @@ mod tests {
         assert!(watched.is_empty());
         assert_eq!(requests.len(), 2);
         assert!(matches!(&requests[1], Request::InDb { db: 2, .. }), "GET after SELECT 2: {:?}", requests[1]);
+        assert_eq!(s.db(), 0, "not before the transaction ran");
+        let items = s.executed(plan, Reply::Array(vec![Reply::Ok, Reply::Nil])).unwrap();
         assert_eq!(s.db(), 2, "SELECT inside the transaction holds after it");
-        let items = plan.assemble(Reply::Array(vec![Reply::Ok, Reply::Nil])).unwrap();
         let want = vec![
             ExecItem::Local(args("PING")),
             ExecItem::Reply(Reply::Ok),
@@ -391,6 +428,28 @@ mod tests {
             ExecItem::Local(args("INFO")),
         ];
         assert_eq!(items, want);
+        // An aborted transaction's SELECT does not hold.
+        say(&mut s, "MULTI");
+        say(&mut s, "SELECT 5");
+        let Action::Exec(_, plan) = say(&mut s, "EXEC") else { panic!("exec") };
+        assert_eq!(s.executed(plan, Reply::NullArray), Err(Reply::NullArray));
+        assert_eq!(s.db(), 2, "still the database before the aborted transaction");
+    }
+
+    #[test]
+    fn the_transaction_commands_with_wrong_arity_inside_multi_abort_it() {
+        for line in ["MULTI x", "DISCARD x", "WATCH", "EXEC x"] {
+            let mut s = Session::new(16);
+            say(&mut s, "MULTI");
+            let Action::Reply(Reply::Error(e)) = say(&mut s, line) else { panic!("{line}: an error") };
+            assert!(e.contains("wrong number of arguments"), "{line}: {e}");
+            let Action::Reply(Reply::Error(e)) = say(&mut s, "EXEC") else { panic!("{line}: aborted") };
+            assert!(e.starts_with("EXECABORT"), "{line}: {e}");
+        }
+        let mut s = Session::new(16);
+        say(&mut s, "MULTI");
+        say(&mut s, "WATCH k");
+        assert!(matches!(say(&mut s, "EXEC"), Action::Exec(..)), "WATCH inside MULTI is refused, not a queueing error");
     }
 
     #[test]
@@ -401,6 +460,12 @@ mod tests {
         let seen = Watched { key: Bytes::from("a"), version: None, live: false };
         assert_eq!(s.watched(Reply::Watched(vec![seen.clone(); 2])), Reply::Ok);
         assert_eq!(s.watching(), 2);
+        // The database map's entry comes with every WATCH; it is kept once and not counted.
+        let map = Watched { key: Bytes::from_static(DB_MAP_KEY), version: None, live: false };
+        s.watched(Reply::Watched(vec![seen.clone(), map.clone()]));
+        s.watched(Reply::Watched(vec![map]));
+        assert_eq!((s.watching(), s.watched.len()), (3, 4));
+        s.watched.truncate(2);
         s.watched = vec![seen; WATCHED_KEYS_MAX];
         assert!(matches!(say(&mut s, "WATCH c"), Action::Reply(Reply::Error(_))), "past the limit");
         say(&mut s, "MULTI");

@@ -1,13 +1,15 @@
 //! The store: executes key-value requests against an engine, with a clock for versions.
 
-use super::databases::{logical, physical, DbMap, Namespace, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY};
+use super::databases::{
+    logical, physical, DbMap, Namespace, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY,
+};
 use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
 use super::request::{ExpireCondition, Expiry, Reply, Request, SetCondition, Watched};
 use super::strings::{expire_allowed, object_help, Xorshift};
 use crate::error::Result;
 use crate::replication::Change;
-use crate::storage::{Engine, Meta, Record, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::storage::{Engine, Meta, Record, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -165,6 +167,12 @@ impl<E: Engine> Store<E> {
         if let Some(reply) = check_sizes(&request, self.value_bytes_max) {
             return Ok(reply);
         }
+        // Every key, read or written, so that its physical form (up to two bytes longer) fits
+        // the engine in every database.
+        if let Some(key) = request.keys_mut().into_iter().find(|key| key.len() > CLIENT_KEY_BYTES_MAX) {
+            let len = key.len();
+            return Ok(Reply::err(format!("key is {len} bytes, over the limit of {CLIENT_KEY_BYTES_MAX} bytes")));
+        }
         self.ns = self.db_map.namespace(db as u8);
         for key in request.keys_mut() {
             *key = physical(self.ns, key);
@@ -265,7 +273,9 @@ impl<E: Engine> Store<E> {
     fn watched(&self, key: Bytes, now_ms: u64) -> Watched {
         let meta = self.engine.meta(&key);
         let live = meta.is_some_and(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms));
-        Watched { key, version: meta.map(|m| m.version), live }
+        // A copy: the key may share the connection's read buffer, which the session would keep
+        // alive for as long as it watches.
+        Watched { key: Bytes::copy_from_slice(&key), version: meta.map(|m| m.version), live }
     }
 
     /// EXEC: nothing when a watched key changed (its newest record is another, or it was live
@@ -581,21 +591,16 @@ impl<E: Engine> Store<E> {
     }
 }
 
-/// The database map the engine holds (identity when it holds none). A map that does not decode
-/// is a bug or a damaged record: it is reported and read as the identity, so that database 0
-/// stays reachable.
+/// The database map the engine holds (identity when it holds none). A map that cannot be
+/// read stops the node: reading every database as its own would show clients other
+/// databases' keys, and the record passed its checksum, so it is a bug, not a torn write.
 fn load_db_map<E: Engine>(engine: &E) -> DbMap {
-    match engine.get(DB_MAP_KEY) {
-        Ok(Some(Record { value: Some(value), .. })) => DbMap::decode(&value).unwrap_or_else(|why| {
-            tracing::error!("the database map record is unreadable ({why}): reading every database as its own");
-            DbMap::default()
-        }),
-        Ok(_) => DbMap::default(),
-        Err(e) => {
-            tracing::error!("the database map record is unreadable ({e}): reading every database as its own");
-            DbMap::default()
-        }
-    }
+    let map = match engine.get(DB_MAP_KEY) {
+        Ok(Some(Record { value: Some(value), .. })) => DbMap::decode(&value),
+        Ok(_) => Ok(DbMap::default()),
+        Err(e) => Err(e.to_string()),
+    };
+    map.unwrap_or_else(|why| panic!("the database map record (key {DB_MAP_KEY:?}) is unreadable: {why}"))
 }
 
 /// The client's key of a physical key (replikv's own records never reach a client).
@@ -630,10 +635,7 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
 
 /// An error reply if a key or value in the request is over the engine's limits.
 fn check_sizes(request: &Request, value_bytes_max: usize) -> Option<Reply> {
-    let check = |key: &Bytes, value: Option<&Bytes>| {
-        if key.len() > KEY_BYTES_MAX {
-            return Some(Reply::err(format!("key is {} bytes, over the limit of {KEY_BYTES_MAX} bytes", key.len())));
-        }
+    let check = |_key: &Bytes, value: Option<&Bytes>| {
         let len = value.map_or(0, Bytes::len);
         (len > value_bytes_max)
             .then(|| Reply::err(format!("value is {len} bytes, over the limit of {value_bytes_max} bytes")))

@@ -158,9 +158,10 @@ impl Follower {
         self.newest_attempt = 0;
     }
 
-    /// Retention of the follower's own log, by size.
+    /// Retention of the follower's own log, by size; never the parts of a request it has yet
+    /// to apply (they are read back from the log when its last part comes).
     pub(super) fn tick(&mut self, _now_ms: u64, log: &mut ReplicationLog) -> Result<()> {
-        log.retain(log.last_lsn() + 1)?;
+        log.retain(log.open_request().unwrap_or(log.last_lsn() + 1))?;
         Ok(())
     }
 
@@ -341,7 +342,19 @@ impl Follower {
             if record.lsn != log.last_lsn() + 1 {
                 return Ok((true, None));
             }
-            take_part(&record, log, store)?;
+            if let Some(why) = record.parts_error() {
+                tracing::error!("refusing an append from the leader: {why}");
+                return Ok((true, None));
+            }
+            if !take_part(&record, log, store)? {
+                tracing::warn!(
+                    "the first parts of the request ending at record {} are gone from this log: emptying this \
+                     replica to take the leader's history again",
+                    record.lsn
+                );
+                self.cut(now_ms, log.last_lsn() + 1, log, store, rollback, votes)?;
+                return Ok((true, None));
+            }
             matched = Some(record.lsn);
             log.append(record)?;
         }
@@ -479,8 +492,10 @@ fn save_outside_history(
 /// step, so that no reader sees part of a request. A record that continues its request is
 /// applied later, with its last part. A request left open in the log when a record of another
 /// request arrives is abandoned: its leader died while shipping it, and the history goes on
-/// without its later parts, so it is never applied.
-fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<()> {
+/// without its later parts, so it is never applied. False when the request is complete but its
+/// first parts are no longer in the log (before its base): nothing is applied, and the
+/// replica must take the leader's history again.
+fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<bool> {
     let start = record.request_start();
     if let Some(open) = log.open_request().filter(|&open| open != start) {
         tracing::warn!(
@@ -490,9 +505,12 @@ fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mu
         );
     }
     if record.continues() {
-        return Ok(());
+        return Ok(true);
     }
-    let mut after = start.max(log.first_lsn()) - 1;
+    if start < log.first_lsn() {
+        return Ok(false);
+    }
+    let mut after = start - 1;
     while after + 1 < record.lsn {
         let records = log.read(after, CUT_READ_BYTES)?.expect("a request's earlier parts are within the log");
         for part in records.iter().take_while(|r| r.lsn < record.lsn) {
@@ -506,7 +524,7 @@ fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mu
     for change in &record.changes {
         store.apply(change.clone())?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes every key of `store` (a tombstone of the oldest version for each), in bounded

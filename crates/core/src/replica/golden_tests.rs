@@ -129,7 +129,7 @@ fn run_script(text: &str) -> String {
                 Action::Local => unreachable!("nothing is local here"),
                 Action::Call(request) => call(request),
                 Action::Watch(request) => session.watched(call(request)),
-                Action::Exec(request, plan) => match plan.assemble(call(request)) {
+                Action::Exec(request, plan) => match session.executed(plan, call(request)) {
                     Ok(items) => Reply::Array(
                         items
                             .into_iter()

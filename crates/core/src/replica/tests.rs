@@ -890,3 +890,55 @@ fn a_follower_forwards_a_whole_transaction_and_its_watch_holds_across_nodes() {
     let id = send_request(&mut c, 1, request("GET k"));
     assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("2"))), "the aborted transaction changed nothing");
 }
+
+#[test]
+fn follower_retention_keeps_the_parts_of_a_request_it_has_yet_to_apply() {
+    // Segments and retention far smaller than the request: the follower's ticks would delete
+    // its first parts before the last one comes.
+    let small = ReplogOptions { segment_bytes_max: 64 * 1024, retain_bytes_max: 64 * 1024, ..ReplogOptions::default() };
+    let mut c = Cluster::new(1, 0, small);
+    c.run_for(200);
+    let keys = 2 * super::RECORD_CHANGES_MAX + 5;
+    let pairs = (0..keys).map(|i| (Bytes::from(format!("k{i}")), Bytes::from("v"))).collect();
+    send_request(&mut c, 0, Request::MSet { pairs, if_none_exist: false });
+    for _ in 0..1_000 {
+        let Some((from, to, message)) = c.net.pop_front() else { break };
+        let from = c.ids[from];
+        c.step(to, Input::Message { from, message });
+        c.step(1, Input::Tick);
+        let size = db_size(&mut c, 1);
+        assert!(size == 0 || size == keys as i64, "the follower holds {size} of the {keys} keys");
+    }
+    assert_eq!(db_size(&mut c, 1), keys as i64);
+}
+
+#[test]
+fn keys_fit_every_database_and_a_long_one_is_refused_not_fatal() {
+    let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
+    let mut run = |request: Request| {
+        let mut outbox = Outbox::default();
+        replica.step(START_MS, Input::Request { id: 1, request }, &mut outbox).expect("never a node failure");
+        let Some(Output::Reply { reply, .. }) = outbox.drain_all().pop() else { panic!("a reply") };
+        reply
+    };
+    let longest = Bytes::from(vec![b'k'; crate::kv::CLIENT_KEY_BYTES_MAX]);
+    let set = |key: &Bytes| request(&format!("SET {} v", String::from_utf8_lossy(key)));
+    assert_eq!(run(set(&longest)), Reply::Ok);
+    assert_eq!(run(Request::Move { key: longest.clone(), db: 1 }), Reply::Int(1), "it fits database 1");
+    assert_eq!(run(set(&longest).in_db(2)), Reply::Ok);
+    let mut nul = longest.to_vec();
+    nul[0] = 0;
+    let nul = Request::Set {
+        key: Bytes::from(nul),
+        value: Bytes::from("v"),
+        condition: crate::kv::SetCondition::Always,
+        get: false,
+        expiry: crate::kv::Expiry::Clear,
+    };
+    assert_eq!(run(nul), Reply::Ok, "a key starting with NUL, escaped in database 0");
+    let longer = Bytes::from(vec![b'k'; crate::kv::CLIENT_KEY_BYTES_MAX + 1]);
+    for request in [set(&longer), Request::Get { key: longer.clone() }, Request::Move { key: longer.clone(), db: 1 }] {
+        let Reply::Error(e) = run(request) else { panic!("refused") };
+        assert!(e.contains("over the limit of 65534 bytes"), "{e}");
+    }
+}

@@ -55,12 +55,20 @@ impl LogRecord {
 
     /// True when its request continues in the next record.
     pub fn continues(&self) -> bool {
-        self.part + 1 < self.parts
+        u64::from(self.part) + 1 < u64::from(self.parts)
     }
 
     /// The lsn of its request's first record.
     pub fn request_start(&self) -> Lsn {
-        self.lsn - Lsn::from(self.part)
+        self.lsn.saturating_sub(Lsn::from(self.part))
+    }
+
+    /// Why its `part` and `parts` cannot be, if they cannot: a part past its request's count,
+    /// or a request starting before lsn 1. Records from a disk or a peer are checked with it.
+    pub fn parts_error(&self) -> Option<String> {
+        (self.part >= self.parts || Lsn::from(self.part) >= self.lsn).then(|| {
+            format!("record {} claims to be part {} of a request of {} records", self.lsn, self.part, self.parts)
+        })
     }
 
     /// An estimate of its encoded size in bytes, for batching and retention budgets.

@@ -46,6 +46,15 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The default largest frame payload, in bytes: 64 MiB, room for a large batch of log records.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+// A follower forwards a whole transaction in one frame: its queued arguments, its watched
+// keys and their encoding must fit.
+const _: () = assert!(
+    replikv_core::kv::MULTI_QUEUED_BYTES_MAX
+        + replikv_core::kv::WATCHED_BYTES_MAX
+        + replikv_core::kv::EXEC_OVERHEAD_BYTES_MAX
+        < FRAME_BYTES_MAX
+);
+
 /// The bytes of a frame's length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 

@@ -222,7 +222,8 @@ impl Connection {
     /// Answers a round of requests into `out`, in order, writing `out` to the client whenever
     /// it passes `OUT_BUFFER_BYTES_MAX`. True when the connection must close after sending
     /// the rest (QUIT, or the node stopped). The round's calls to the runtime go as one,
-    /// except that an EXEC after a WATCH of the same round waits for the WATCH's answer.
+    /// except that EXEC, UNWATCH, DISCARD or WATCH after a WATCH of the same round waits for
+    /// that WATCH's answer.
     async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> std::io::Result<bool> {
         let started = Instant::now();
         self.client.last_active = started;
@@ -242,7 +243,10 @@ impl Connection {
                 close = true;
                 break;
             }
-            if name.as_str() == "exec" && round.slots.iter().any(|s| matches!(s, Slot::Pending(_, _, Pending::Watch))) {
+            // The session must hold a WATCH's answer before anything that reads or clears what
+            // is watched: so such a command after a WATCH of this round waits for it.
+            let watch_pending = || round.slots.iter().any(|s| matches!(s, Slot::Pending(_, _, Pending::Watch)));
+            if matches!(name.as_str(), "exec" | "unwatch" | "discard" | "watch") && watch_pending() {
                 close |= self.call(&mut round).await;
             }
             let proto = self.client.proto;
@@ -315,7 +319,7 @@ impl Connection {
 
     /// EXEC's reply: the queued requests' replies with the local commands run in their places.
     fn exec_reply(&mut self, plan: ExecPlan, reply: Reply) -> Frame {
-        match plan.assemble(reply) {
+        match self.session.executed(plan, reply) {
             Ok(items) => Frame::Array(
                 items
                     .into_iter()

@@ -147,7 +147,7 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
     // The checksum matched, so these bytes are what was written: a failure here is a bug or
     // a format mismatch, never a torn write.
     match postcard::take_from_bytes::<LogRecord>(body) {
-        Ok((record, [])) => Ok(record),
+        Ok((record, [])) => record.parts_error().map_or(Ok(record), Err),
         Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
         Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
             Ok((old, [])) => Ok(LogRecord::whole(old.lsn, old.epoch, old.changes)),
