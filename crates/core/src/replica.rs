@@ -905,6 +905,11 @@ impl<E: Engine> Replica<E> {
         self.store.engine().stats()
     }
 
+    /// Every database holding keys, with its counts (INFO keyspace).
+    pub fn keyspace(&self) -> Vec<crate::kv::DbKeys> {
+        self.store.keyspace()
+    }
+
     /// The newest record in the replication log.
     pub fn last_lsn(&self) -> Lsn {
         self.log.last_lsn()

@@ -48,6 +48,7 @@
 //!   fsync (syncer -> stepper -> connection) rather than once.
 
 use crate::metrics::Metrics;
+use replikv_core::kv::DbKeys;
 use replikv_core::kv::{Reply, Request};
 use replikv_core::replica::{Input, Outbox, Output, Replica, ReplicationStatus, RequestId, WrittenOutAll};
 use replikv_core::replication::{Lsn, Message as PeerMessage};
@@ -151,6 +152,8 @@ struct Shared {
     failed: AtomicBool,
     /// The engine's counters after the last batch.
     stats: Mutex<EngineStats>,
+    /// Keys per database after the last batch.
+    keyspace: Mutex<Vec<DbKeys>>,
     /// The replication status, published by the stepper.
     replication: Mutex<ReplicationStatus>,
     /// The newest batch the syncer made durable.
@@ -211,6 +214,11 @@ impl Handle {
         *self.shared.stats.lock().unwrap()
     }
 
+    /// Every database holding keys, with its counts, after the last batch.
+    pub fn keyspace(&self) -> Vec<DbKeys> {
+        self.shared.keyspace.lock().unwrap().clone()
+    }
+
     /// The replication status as last published: after the last batch when the node is idle,
     /// at most `STATUS_PUBLISH_MS` old under load.
     pub fn replication(&self) -> ReplicationStatus {
@@ -252,6 +260,7 @@ impl Runtime {
         let (tx, rx) = mpsc::channel(queue_calls_max);
         let shared = Arc::new(Shared::default());
         *shared.stats.lock().unwrap() = replica.stats();
+        *shared.keyspace.lock().unwrap() = replica.keyspace();
         *shared.replication.lock().unwrap() = replica.status(now_ms());
         let handle = Handle { tx: tx.clone(), shared: shared.clone() };
         let failed = Arc::new(failed);
@@ -369,8 +378,10 @@ impl<E: Engine> Stepper<E> {
             if self.shared.failed.load(Ordering::SeqCst) {
                 return Err(replikv_core::Error::Stopped("the syncer failed".into()));
             }
-            self.maybe_reconfigure();
             let batch = self.collect(first);
+            // After collecting: a request sent after CONFIG SET answered is in this batch or a
+            // later one, and the new settings were in place before it was sent.
+            self.maybe_reconfigure();
             let now = now_ms();
             let mut shutdown = false;
             let mut requests = 0;
@@ -432,6 +443,7 @@ impl<E: Engine> Stepper<E> {
                 let stats = self.replica.stats();
                 self.metrics.set_engine(&stats);
                 *self.shared.stats.lock().unwrap() = stats;
+                *self.shared.keyspace.lock().unwrap() = self.replica.keyspace();
             }
             let outputs = std::mem::take(&mut outbox.after_flush);
             if written.syncs.is_empty() && self.held.is_empty() {

@@ -130,6 +130,11 @@ impl DbMap {
         self.moved.iter().find(|p| p.0 == db).map_or(db, |p| p.1)
     }
 
+    /// The database in namespace `ns`.
+    pub fn database(&self, ns: Namespace) -> u8 {
+        self.moved.iter().find(|p| p.1 == ns).map_or(ns, |p| p.0)
+    }
+
     /// The map with databases `a` and `b` swapped.
     pub fn swapped(&self, a: u8, b: u8) -> DbMap {
         if a == b {
@@ -171,32 +176,39 @@ impl<E: Engine> Store<E> {
     /// DBSIZE: keys of the current namespace holding a value (expired ones included until
     /// they are deleted, as the engine counts them).
     pub(super) fn db_size(&self) -> u64 {
-        if self.ns != 0 {
-            return self.count_values(&ranges(self.ns)[0]);
-        }
-        // Namespace 0 is everything but the escaped keys of the others (and replikv's own).
-        let others = (Bytes::from_static(&[ESCAPE, 1]), Some(Bytes::from_static(&[ESCAPE + 1])));
-        let (all, others) = (self.engine().stats().keys, self.count_values(&others));
-        assert!(others <= all, "{others} keys outside namespace 0 of {all} in all");
-        all - others
+        self.namespace_keys(self.ns).keys
     }
 
-    /// Keys holding a value in the physical range `[from, to)`.
-    fn count_values(&self, (from, to): &(Bytes, Option<Bytes>)) -> u64 {
-        let mut count = 0;
-        let mut after: Option<Bytes> = None;
-        loop {
-            let start = after.as_deref().map_or(Bound::Included(&from[..]), Bound::Excluded);
-            let chunk = self.engine().scan(start, WALK_CHUNK_KEYS);
-            let Some((last, _)) = chunk.last() else { return count };
-            after = Some(last.clone());
-            for (key, meta) in &chunk {
-                if to.as_ref().is_some_and(|to| key >= to) {
-                    return count;
-                }
-                count += u64::from(!meta.tombstone);
-            }
+    /// The keys of namespace `ns`: counted for the escaped namespaces, and for namespace 0
+    /// the engine's counts less theirs.
+    fn namespace_keys(&self, ns: Namespace) -> Keys {
+        if ns != 0 {
+            return self.ns_keys.get(&ns).copied().unwrap_or_default();
         }
+        let all = self.engine().stats();
+        let others = self
+            .ns_keys
+            .values()
+            .fold(Keys::default(), |sum, k| Keys { keys: sum.keys + k.keys, expires: sum.expires + k.expires });
+        assert!(
+            others.keys <= all.keys && others.expires <= all.expires,
+            "{others:?} outside namespace 0, of {} keys and {} expires in all",
+            all.keys,
+            all.expires
+        );
+        Keys { keys: all.keys - others.keys, expires: all.expires - others.expires }
+    }
+
+    /// Every database holding keys, with its counts, by database number (INFO keyspace).
+    pub fn keyspace(&self) -> Vec<DbKeys> {
+        let mut out: Vec<DbKeys> = (0..META_NAMESPACE)
+            .filter(|&ns| ns == 0 || self.ns_keys.contains_key(&ns))
+            .map(|ns| (ns, self.namespace_keys(ns)))
+            .filter(|(_, k)| k.keys > 0)
+            .map(|(ns, k)| DbKeys { db: u32::from(self.db_map.database(ns)), keys: k.keys, expires: k.expires })
+            .collect();
+        out.sort_by_key(|d| d.db);
+        out
     }
 
     /// FLUSHDB (`Some(namespace)`) or FLUSHALL (`None`): a tombstone for every key holding a
@@ -264,6 +276,74 @@ impl<E: Engine> Store<E> {
         }
         Ok(Reply::Ok)
     }
+}
+
+/// A namespace's keys holding a value, and how many of those have a deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Keys holding a value (expired ones included until deleted).
+    pub keys: u64,
+    /// Of those, keys with a deadline.
+    pub expires: u64,
+}
+
+/// One database's line of INFO keyspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbKeys {
+    /// The database number.
+    pub db: u32,
+    /// Keys holding a value.
+    pub keys: u64,
+    /// Of those, keys with a deadline.
+    pub expires: u64,
+}
+
+/// The escaped namespace (1..=255, replikv's own included) a physical key is in, if any: the
+/// keys whose counts the store keeps itself.
+pub(super) fn counted_namespace(key: &[u8]) -> Option<Namespace> {
+    match key {
+        [ESCAPE, ns, ..] if *ns != 0 => Some(*ns),
+        _ => None,
+    }
+}
+
+/// Counts the escaped namespaces' keys (a walk of the keys starting with `00 01` to `00 ff`:
+/// none in a store that uses database 0 only).
+pub(super) fn count_namespaces<E: Engine>(engine: &E) -> std::collections::BTreeMap<Namespace, Keys> {
+    let mut counts: std::collections::BTreeMap<Namespace, Keys> = std::collections::BTreeMap::new();
+    let end: &[u8] = &[ESCAPE + 1];
+    let mut after: Option<Bytes> = None;
+    loop {
+        let start = after.as_deref().map_or(Bound::Included(&[ESCAPE, 1][..]), Bound::Excluded);
+        let chunk = engine.scan(start, WALK_CHUNK_KEYS);
+        let Some((last, _)) = chunk.last() else { return counts };
+        after = Some(last.clone());
+        for (key, meta) in &chunk {
+            if &key[..] >= end {
+                return counts;
+            }
+            let ns = counted_namespace(key).expect("keys from 00 01 to 01 are escaped");
+            let entry = counts.entry(ns).or_default();
+            entry.keys += u64::from(!meta.tombstone);
+            entry.expires += u64::from(!meta.tombstone && meta.expire_at_ms.is_some());
+        }
+    }
+}
+
+/// Moves `counts` from what `key` held (`old`) to what it holds now (`new`), if `key` is in
+/// a counted namespace.
+pub(super) fn recount(
+    counts: &mut std::collections::BTreeMap<Namespace, Keys>,
+    key: &[u8],
+    old: Option<Meta>,
+    new: &crate::storage::Record,
+) {
+    let Some(ns) = counted_namespace(key) else { return };
+    let entry = counts.entry(ns).or_default();
+    let (was, was_expiring) = old.map_or((false, false), |m| (!m.tombstone, !m.tombstone && m.expire_at_ms.is_some()));
+    let (is, is_expiring) = (new.value.is_some(), new.value.is_some() && new.expire_at_ms.is_some());
+    entry.keys = entry.keys + u64::from(is) - u64::from(was);
+    entry.expires = entry.expires + u64::from(is_expiring) - u64::from(was_expiring);
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ mod store;
 mod strings;
 
 pub use command::{is_command, parse_command, parse_named};
-pub use databases::{CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};
+pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{

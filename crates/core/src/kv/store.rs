@@ -1,7 +1,8 @@
 //! The store: executes key-value requests against an engine, with a clock for versions.
 
 use super::databases::{
-    logical, physical, DbMap, Namespace, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY,
+    count_namespaces, counted_namespace, logical, physical, recount, DbMap, Keys, Namespace, CLIENT_KEY_BYTES_MAX,
+    DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY,
 };
 use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
@@ -59,6 +60,9 @@ pub struct Store<E> {
     pub(super) db_map: DbMap,
     /// The namespace of the request being executed.
     pub(super) ns: Namespace,
+    /// Keys per escaped namespace (all but namespace 0), kept as writes land, so that DBSIZE
+    /// and INFO keyspace cost no walk.
+    pub(super) ns_keys: BTreeMap<Namespace, Keys>,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -84,6 +88,7 @@ impl<E: Engine> Store<E> {
     pub fn new(engine: E, node: NodeId) -> Store<E> {
         let clock = Hlc::new(engine.last_timestamp());
         let db_map = load_db_map(&engine);
+        let ns_keys = count_namespaces(&engine);
         Store {
             engine,
             clock,
@@ -97,6 +102,7 @@ impl<E: Engine> Store<E> {
             databases: DATABASES_DEFAULT,
             db_map,
             ns: 0,
+            ns_keys,
         }
     }
 
@@ -127,6 +133,9 @@ impl<E: Engine> Store<E> {
     pub fn apply(&mut self, change: Change) -> Result<()> {
         self.clock.observe(change.record.version.ts);
         let map = change.key == DB_MAP_KEY;
+        if counted_namespace(&change.key).is_some() {
+            recount(&mut self.ns_keys, &change.key, self.engine.meta(&change.key), &change.record);
+        }
         self.engine.put(change.key, change.record)?;
         if map {
             self.db_map = load_db_map(&self.engine);
@@ -336,6 +345,9 @@ impl<E: Engine> Store<E> {
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
         if let Some(changes) = &mut self.changes {
             changes.push(Change { key: key.clone(), record: record.clone() });
+        }
+        if counted_namespace(&key).is_some() {
+            recount(&mut self.ns_keys, &key, self.engine.meta(&key), &record);
         }
         self.engine.put(key, record)
     }

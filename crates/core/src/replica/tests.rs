@@ -826,6 +826,8 @@ fn a_transaction_is_one_request_of_the_log_and_reaches_followers_whole() {
     assert_eq!(c.nodes[0].last_lsn(), 1, "one record for the whole transaction");
     let id = send_request(&mut c, 1, request("GET b").in_db(3));
     assert_eq!(c.reply(id), Some(&Reply::Bulk(Bytes::from("2"))), "database 3 on the follower");
+    assert_eq!(c.nodes[1].keyspace(), c.nodes[0].keyspace(), "the follower counts its databases as the leader");
+    assert_eq!(c.nodes[1].keyspace().len(), 2);
     // A transaction with writes is refused by a follower as a write.
     let id = send_request(&mut c, 1, Request::Exec { requests: vec![request("SET z 1")], watched: Vec::new() });
     assert!(matches!(c.reply(id), Some(Reply::Error(e)) if e.starts_with("READONLY")), "{:?}", c.reply(id));
@@ -941,4 +943,53 @@ fn keys_fit_every_database_and_a_long_one_is_refused_not_fatal() {
         let Reply::Error(e) = run(request) else { panic!("refused") };
         assert!(e.contains("over the limit of 65534 bytes"), "{e}");
     }
+}
+
+#[test]
+fn per_database_counts_follow_every_write_and_swap() {
+    let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
+    let mut now = START_MS;
+    let mut run = |replica: &mut Replica<MemoryEngine>, line: &str, db: u32, now: u64| {
+        let mut outbox = Outbox::default();
+        replica.step(now, Input::Request { id: 1, request: request(line).in_db(db) }, &mut outbox).unwrap();
+    };
+    let script: &[(&str, u32)] = &[
+        ("SET a 1", 0),
+        ("SET b 1 PX 100", 0),
+        ("SET a 1", 1),
+        ("SET b 1 PX 100", 1),
+        ("SET c 1", 1),
+        ("MSET x 1 y 2 z 3", 3),
+        ("DEL c", 1),
+        ("SWAPDB 0 3", 0),
+        ("MOVE a 2", 1),
+        ("COPY x a DB 2", 0),
+        ("RENAME y w", 0),
+        ("SET b 2", 1),
+        ("FLUSHDB", 2),
+        ("SWAPDB 1 2", 0),
+        ("PEXPIRE x 100", 0),
+    ];
+    for &(line, db) in script {
+        run(&mut replica, line, db, now);
+        // The counts against a walk of each database.
+        let mut want = Vec::new();
+        for db in 0..16u32 {
+            let mut outbox = Outbox::default();
+            let keys = Request::Keys { pattern: Bytes::from("*") }.in_db(db);
+            replica.step(now, Input::Request { id: 2, request: keys }, &mut outbox).unwrap();
+            let Some(Output::Reply { reply: Reply::Array(found), .. }) = outbox.drain_all().pop() else { panic!() };
+            if !found.is_empty() {
+                want.push((db, found.len() as u64));
+            }
+        }
+        let got: Vec<(u32, u64)> = replica.keyspace().iter().map(|d| (d.db, d.keys)).collect();
+        assert_eq!(got, want, "after {line} in db {db}");
+    }
+    // Expiry deletes: the counts follow the tick's deletes.
+    now += 1_000;
+    replica.step(now, Input::Tick, &mut Outbox::default()).unwrap();
+    let expires: u64 = replica.keyspace().iter().map(|d| d.expires).sum();
+    assert_eq!(expires, 0, "{:?}", replica.keyspace());
+    assert_eq!(replica.keyspace().iter().map(|d| d.keys).sum::<u64>(), replica.stats().keys - 1, "the map record");
 }

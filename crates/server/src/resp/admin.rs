@@ -608,11 +608,12 @@ pub fn info(section: Option<&Bytes>, client: &Client, state: &NodeState) -> Stri
         ),
     );
     add("replication", "Replication", crate::replication::info(state));
-    let keyspace = if stats.keys > 0 {
-        format!("db0:keys={},expires={},avg_ttl=0\r\n", stats.keys, stats.expires)
-    } else {
-        String::new()
-    };
+    let keyspace: String = state
+        .handle
+        .keyspace()
+        .iter()
+        .map(|d| format!("db{}:keys={},expires={},avg_ttl=0\r\n", d.db, d.keys, d.expires))
+        .collect();
     add("keyspace", "Keyspace", keyspace);
     out
 }
