@@ -90,6 +90,10 @@
 //!   client's.
 //! - Without `auto_failover`, a leader that dies for good is replaced only by hand: a
 //!   follower does not stand, and `FAILOVER` needs a live leader.
+//! - A leader at open (a node that never ran in this cluster's epochs: a restarted node comes
+//!   back as a follower) whose engine kept writes its log lost logs them again as one new
+//!   request; a crash that kept only some of a request's writes in the engine makes that a
+//!   part of a request. It would take a vote file lost while the log survived.
 //! - A node sent a snapshot saves to its rollback log only its records that the leader's
 //!   retained log shows to differ: records below the leader's log start are taken as the
 //!   leader's. An old leader cut off for longer than the new leader's log retention can lose
