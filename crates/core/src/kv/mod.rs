@@ -33,8 +33,9 @@
 //! of a bit that already has the value, GETEX PERSIST of a key without deadline, SETRANGE of
 //! an empty string, a RENAME onto itself), so they reach no log.
 //!
-//! Bounded work. SETRANGE and SETBIT refuse a result past the largest value
-//! (`value_bytes_max`, Redis's proto-max-bulk-len) with Redis's texts ("string exceeds maximum
+//! Bounded work. SETRANGE and SETBIT refuse a result past the largest value the store takes
+//! (`value_bytes_max`: 512 MiB, 32 MiB in a cluster; not the `proto-max-bulk-len` setting,
+//! which bounds what a client sends) with Redis's texts ("string exceeds maximum
 //! allowed size (proto-max-bulk-len)"; "bit offset is not an integer or out of range"). LCS
 //! fills a table of (len(a) + 1) × (len(b) + 1) cells and refuses one over [`LCS_CELLS_MAX`]
 //! (64 MiB) with an error naming the limit, where Redis allows 512 MiB of table.

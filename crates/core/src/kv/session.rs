@@ -30,6 +30,14 @@
 //! - Local entries run when EXEC's reply is assembled, after the queued requests: an `INFO`
 //!   inside a transaction sees the node after it.
 //! - Errors inside an executed transaction do not undo its other writes, as in Redis.
+//! - A command the front end answers itself (`CLIENT`, `CONFIG`, `ECHO`, ...) is queued
+//!   without an arity check, so its wrong arguments show in EXEC's reply instead of aborting
+//!   the transaction, as Redis's would.
+//! - The queue is bounded by its arguments, not by what its commands write: a transaction of
+//!   many `SETRANGE`s at large offsets makes one request of as many large values, which the
+//!   leader holds in memory at once. Its reply is not bounded either: one forwarded by a
+//!   follower over a peer frame (64 MiB) is lost, and the client is told the transaction may
+//!   or may not have been applied.
 
 use super::command::parse_named;
 use super::databases::DB_MAP_KEY;
