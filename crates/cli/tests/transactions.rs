@@ -218,3 +218,48 @@ fn unwatch_and_discard_pipelined_after_watch_forget_the_key() {
         assert!(info.lines().all(|l| l.contains(" watch=0 ")), "{info}");
     }
 }
+
+#[test]
+fn a_redis_program_runs_unchanged_against_a_cluster() {
+    let trio = Trio::start("acks = \"sync\"", &[]);
+    let leader = trio.leader();
+    let follower = (leader + 1) % 3;
+    let mut app = con(&trio.nodes[leader], 2);
+    // A session store: SETEX, GETEX refreshing the deadline, EXPIRE NX, TTL.
+    let _: () = redis::cmd("SETEX").arg("session:1").arg(60).arg("ann").query(&mut app).unwrap();
+    let name: String = redis::cmd("GETEX").arg("session:1").arg("EX").arg(120).query(&mut app).unwrap();
+    assert_eq!(name, "ann");
+    let set: i64 = redis::cmd("EXPIRE").arg("session:1").arg(5).arg("NX").query(&mut app).unwrap();
+    assert_eq!(set, 0, "NX: it already has a deadline");
+    let ttl: i64 = app.ttl("session:1").unwrap();
+    assert!((118..=120).contains(&ttl), "{ttl}");
+    // Counters and a transfer done in a transaction, retried under WATCH.
+    let _: () = app.mset(&[("acct:a", 100), ("acct:b", 0)]).unwrap();
+    loop {
+        let _: () = redis::cmd("WATCH").arg("acct:a").query(&mut app).unwrap();
+        let balance: i64 = app.get("acct:a").unwrap();
+        let done: Option<(i64, i64)> =
+            redis::pipe().atomic().decr("acct:a", 30).incr("acct:b", 30).query(&mut app).unwrap();
+        if let Some((a, b)) = done {
+            assert_eq!((a, b), (balance - 30, 30));
+            break;
+        }
+    }
+    // Keys renamed and copied into another database.
+    let _: () = app.rename("acct:b", "acct:c").unwrap();
+    let copied: i64 = redis::cmd("COPY").arg("acct:c").arg("acct:c").arg("DB").arg(3).query(&mut app).unwrap();
+    assert_eq!(copied, 1);
+    let _: () = redis::cmd("SETRANGE").arg("note").arg(6).arg("world").query(&mut app).unwrap();
+    let note: Vec<u8> = app.get("note").unwrap();
+    assert_eq!(note, b"\0\0\0\0\0\0world");
+    // The follower has it all, database by database (sync: acknowledged means it is there).
+    let mut two = con(&trio.nodes[follower], 2);
+    let values: Vec<Option<i64>> = two.mget(&["acct:a", "acct:b", "acct:c"]).unwrap();
+    assert_eq!(values, [Some(70), None, Some(30)]);
+    assert_eq!(con(&trio.nodes[follower], 3).get::<_, i64>("acct:c").unwrap(), 30);
+    assert_eq!(con(&trio.nodes[follower], 0).get::<_, Option<i64>>("acct:c").unwrap(), None);
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut two).unwrap();
+    assert!(info.contains("db2:keys=4,expires=1") && info.contains("db3:keys=1,expires=0"), "{info}");
+    let (ok, out, err) = trio.replikv(&["check"]);
+    assert!(ok, "replikv check: {out}{err}");
+}
