@@ -949,7 +949,7 @@ fn keys_fit_every_database_and_a_long_one_is_refused_not_fatal() {
 fn per_database_counts_follow_every_write_and_swap() {
     let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
     let mut now = START_MS;
-    let mut run = |replica: &mut Replica<MemoryEngine>, line: &str, db: u32, now: u64| {
+    let run = |replica: &mut Replica<MemoryEngine>, line: &str, db: u32, now: u64| {
         let mut outbox = Outbox::default();
         replica.step(now, Input::Request { id: 1, request: request(line).in_db(db) }, &mut outbox).unwrap();
     };
