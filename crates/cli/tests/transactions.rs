@@ -263,3 +263,16 @@ fn a_redis_program_runs_unchanged_against_a_cluster() {
     let (ok, out, err) = trio.replikv(&["check"]);
     assert!(ok, "replikv check: {out}{err}");
 }
+
+#[test]
+fn commands_pipelined_after_an_exec_that_selects_run_in_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let got = exchange(&mut stream, b"MULTI\r\nSELECT 5\r\nSET a 1\r\nEXEC\r\nGET a\r\nSELECT 0\r\nGET a\r\n", 10);
+    assert_eq!(
+        got, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$1\r\n1\r\n+OK\r\n$-1\r\n",
+        "GET a ran in database 5"
+    );
+}

@@ -18,14 +18,21 @@
 //! permutation of every number whatever the `databases` setting.
 //!
 //! A namespace's keys are contiguous in the engine's order and sorted as the client's keys
-//! are, so `KEYS`, `SCAN`, `FLUSHDB` and `DBSIZE` walk one range (two for namespace 0: the
-//! escaped keys, then the rest).
+//! are, so `KEYS`, `SCAN` and `FLUSHDB` walk one range (two for namespace 0: the escaped
+//! keys, then the rest). The store counts the keys of every escaped namespace as writes land
+//! (from a walk of them when it opens: none in a store that uses database 0 only), and
+//! namespace 0's as the engine's counts less those, so `DBSIZE` and `INFO keyspace` walk
+//! nothing.
 //!
 //! CAVEATS
 //! - A data directory written before databases existed that holds keys starting with a NUL
 //!   byte reads them as keys of other databases (the encoding above had no escape then).
-//! - `DBSIZE` of a database other than the one in namespace 0 walks its keys (Redis counts
-//!   in O(1)); namespace 0's count is the engine's minus the other namespaces' keys.
+//! - Opening a store walks every key outside database 0's plain keys, to count them.
+//! - `INFO keyspace` lists a database whose number is at or past `databases` when it still
+//!   holds keys (the setting was lowered); they are reachable again by raising it.
+//! - Keys longer than [`CLIENT_KEY_BYTES_MAX`] written before that limit existed (65,535 and
+//!   65,536 bytes in database 0) are listed by KEYS and SCAN but refused by every command
+//!   that names them; FLUSHDB removes them.
 //! - The replication log, `REPLIKV.LOG`, digests and rollback files show physical keys.
 
 use super::request::Reply;

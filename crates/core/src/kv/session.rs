@@ -52,15 +52,19 @@ pub const MULTI_QUEUED_MAX: usize = 100_000;
 pub const MULTI_QUEUED_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Keys one connection watches at most.
-pub const WATCHED_KEYS_MAX: usize = 100_000;
+pub const WATCHED_KEYS_MAX: usize = 10_000;
 
 /// Bytes of keys one connection watches at most: the watched keys travel with the EXEC, so
 /// they count toward what a follower forwards in one frame.
 pub const WATCHED_BYTES_MAX: usize = 1024 * 1024;
 
 /// Bytes an EXEC's request may take encoded beyond its arguments and watched keys: a few per
-/// queued request (its variant, lengths, a database).
+/// queued request (its variant, a database).
 pub const EXEC_OVERHEAD_BYTES_MAX: usize = 64 * MULTI_QUEUED_MAX;
+
+/// What each argument or watched key counts toward its bound beyond its own bytes: its length
+/// when encoded, and a watched key's version, so that many empty arguments still count.
+pub const ARG_OVERHEAD_BYTES: usize = 32;
 
 /// What the front end does with a command.
 #[derive(Debug, PartialEq)]
@@ -71,7 +75,8 @@ pub enum Action {
     Local,
     /// Send this request to the replica and answer the client with its reply.
     Call(Request),
-    /// WATCH: send this request to the replica and hand its reply to [`Session::watched`].
+    /// WATCH: send this request to the replica and hand its reply to [`Session::watched`]
+    /// before the next WATCH, UNWATCH, DISCARD or EXEC (they read or clear what is watched).
     Watch(Request),
     /// EXEC: send this request to the replica and assemble the reply with
     /// [`Session::executed`].
@@ -108,6 +113,12 @@ pub enum ExecItem {
 }
 
 impl ExecPlan {
+    /// The connection's database once the transaction has run: when it differs from the one
+    /// selected now, the front end must hand EXEC's reply back before the next command.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
     /// EXEC's reply from the store's: `Ok` with the items in order, or `Err` with the whole
     /// reply when the store executed nothing (a null array when a watched key changed, an
     /// error such as READONLY or a lost leadership).
@@ -152,13 +163,50 @@ pub struct Session {
     /// The transaction being queued, after MULTI.
     multi: Option<Multi>,
     /// The watched keys, as WATCH saw them.
-    watched: Vec<Watched>,
+    watched: Watching,
+}
+
+/// The watched keys, with running totals so that each WATCH costs only its own keys.
+#[derive(Debug, Default)]
+struct Watching {
+    /// As WATCH saw them, with one entry for the database map (the first).
+    keys: Vec<Watched>,
+    /// Their bytes as they count toward [`WATCHED_BYTES_MAX`].
+    bytes: usize,
+    /// True once the database map's entry is held.
+    map: bool,
+}
+
+impl Watching {
+    /// Keeps `key`, unless it is a second entry for the database map.
+    fn push(&mut self, key: Watched) {
+        if key.key == DB_MAP_KEY {
+            if self.map {
+                return;
+            }
+            self.map = true;
+        }
+        self.bytes += key.key.len() + ARG_OVERHEAD_BYTES;
+        self.keys.push(key);
+    }
+
+    /// Client keys watched (the map's entry not counted).
+    fn count(&self) -> usize {
+        self.keys.len() - usize::from(self.map)
+    }
+
+    /// Forgets every key, handing them over.
+    fn take(&mut self) -> Vec<Watched> {
+        let keys = std::mem::take(&mut self.keys);
+        *self = Watching::default();
+        keys
+    }
 }
 
 impl Session {
     /// A session in database 0 of `databases`.
     pub fn new(databases: u32) -> Session {
-        Session { db: 0, databases, multi: None, watched: Vec::new() }
+        Session { db: 0, databases, multi: None, watched: Watching::default() }
     }
 
     /// The selected database.
@@ -173,7 +221,7 @@ impl Session {
 
     /// Keys watched (the database map's entry not counted).
     pub fn watching(&self) -> usize {
-        self.watched.iter().filter(|w| w.key != DB_MAP_KEY).count()
+        self.watched.count()
     }
 
     /// EXEC's reply, from the store's reply to the [`Action::Exec`] request and its plan: `Ok`
@@ -193,6 +241,7 @@ impl Session {
         let arity_ok = match name {
             "multi" | "exec" | "discard" => args.len() == 1,
             "watch" => args.len() >= 2,
+            "select" => args.len() == 2,
             _ => true,
         };
         if let (false, Some(multi)) = (arity_ok, &mut self.multi) {
@@ -218,7 +267,7 @@ impl Session {
                 },
             )),
             "unwatch" if args.len() == 1 => {
-                self.watched.clear();
+                self.watched.take();
                 Action::Reply(Reply::Ok)
             }
             "unwatch" => Action::Reply(arity("unwatch")),
@@ -229,9 +278,8 @@ impl Session {
                 Some(Ok(request @ Request::Watch { .. })) => {
                     // The front end hands WATCH's answers back before the next WATCH, so that
                     // these counts hold everything watched.
-                    let bytes = self.watched.iter().map(|w| w.key.len()).sum::<usize>()
-                        + args[1..].iter().map(Bytes::len).sum::<usize>();
-                    if self.watched.len() + args.len() > WATCHED_KEYS_MAX || bytes > WATCHED_BYTES_MAX {
+                    let bytes = self.watched.bytes + args_bytes(&args[1..]);
+                    if self.watched.count() + args.len() - 1 > WATCHED_KEYS_MAX || bytes > WATCHED_BYTES_MAX {
                         return Action::Reply(Reply::err(format!(
                             "too many watched keys: this connection may watch {WATCHED_KEYS_MAX} keys and \
                              {WATCHED_BYTES_MAX} bytes of keys at most"
@@ -251,9 +299,7 @@ impl Session {
             Reply::Watched(keys) => {
                 for key in keys {
                     // One entry for the database map: the first, which the most changes since.
-                    if key.key != DB_MAP_KEY || !self.watched.iter().any(|w| w.key == DB_MAP_KEY) {
-                        self.watched.push(key);
-                    }
+                    self.watched.push(key);
                 }
                 Reply::Ok
             }
@@ -280,7 +326,7 @@ impl Session {
         if self.multi.take().is_none() {
             return Reply::err("DISCARD without MULTI");
         }
-        self.watched.clear();
+        self.watched.take();
         Reply::Ok
     }
 
@@ -289,7 +335,7 @@ impl Session {
             return Action::Reply(arity("exec"));
         }
         let Some(multi) = self.multi.take() else { return Action::Reply(Reply::err("EXEC without MULTI")) };
-        let watched = std::mem::take(&mut self.watched);
+        let watched = self.watched.take();
         if multi.failed {
             return Action::Reply(Reply::Error(
                 "EXECABORT Transaction discarded because of previous errors.".to_string(),
@@ -301,7 +347,7 @@ impl Session {
 
     /// Queues a command after MULTI; its immediate answer.
     fn queue(&mut self, name: &str, args: &[Bytes], local: bool) -> Reply {
-        let bytes = args.iter().map(Bytes::len).sum::<usize>();
+        let bytes = args_bytes(args);
         let databases = self.databases;
         let selected = (name == "select").then(|| select_index(args, databases));
         let multi = self.multi.as_mut().expect("queue is called inside MULTI");
@@ -353,6 +399,11 @@ fn select_index(args: &[Bytes], databases: u32) -> Result<u32, Reply> {
     let [_, index] = args else { return Err(arity("select")) };
     let index = super::number::parse_int(index).ok_or_else(|| Reply::err("value is not an integer or out of range"))?;
     u32::try_from(index).ok().filter(|db| *db < databases).ok_or_else(|| Reply::err("DB index is out of range"))
+}
+
+/// What `args` count toward a bound of bytes: their own, and [`ARG_OVERHEAD_BYTES`] each.
+fn args_bytes(args: &[Bytes]) -> usize {
+    args.iter().map(|a| a.len() + ARG_OVERHEAD_BYTES).sum()
 }
 
 /// Marks the transaction failed and answers `reply`.
@@ -411,6 +462,14 @@ mod tests {
         let big = format!("SET k {}", "x".repeat(MULTI_QUEUED_BYTES_MAX));
         assert_eq!(say(&mut s, "MULTI"), Action::Reply(Reply::Ok));
         assert!(matches!(say(&mut s, &big), Action::Reply(Reply::Error(_))), "too many bytes");
+        // Empty arguments count too: each costs its encoding.
+        let mut s = Session::new(16);
+        say(&mut s, "MULTI");
+        let empties: Vec<Bytes> = std::iter::once(Bytes::from("MSET"))
+            .chain(std::iter::repeat_n(Bytes::new(), MULTI_QUEUED_BYTES_MAX / ARG_OVERHEAD_BYTES))
+            .collect();
+        let refused = s.command("mset", &empties, false);
+        assert!(matches!(refused, Action::Reply(Reply::Error(ref e)) if e.contains("too large")), "{refused:?}");
     }
 
     #[test]
@@ -446,7 +505,7 @@ mod tests {
 
     #[test]
     fn the_transaction_commands_with_wrong_arity_inside_multi_abort_it() {
-        for line in ["MULTI x", "DISCARD x", "WATCH", "EXEC x"] {
+        for line in ["MULTI x", "DISCARD x", "WATCH", "EXEC x", "SELECT"] {
             let mut s = Session::new(16);
             say(&mut s, "MULTI");
             let Action::Reply(Reply::Error(e)) = say(&mut s, line) else { panic!("{line}: an error") };
@@ -472,9 +531,11 @@ mod tests {
         let map = Watched { key: Bytes::from_static(DB_MAP_KEY), version: None, live: false };
         s.watched(Reply::Watched(vec![seen.clone(), map.clone()]));
         s.watched(Reply::Watched(vec![map]));
-        assert_eq!((s.watching(), s.watched.len()), (3, 4));
-        s.watched.truncate(2);
-        s.watched = vec![seen; WATCHED_KEYS_MAX];
+        assert_eq!((s.watching(), s.watched.keys.len()), (3, 4));
+        s.watched.take();
+        for _ in 0..WATCHED_KEYS_MAX {
+            s.watched.push(seen.clone());
+        }
         assert!(matches!(say(&mut s, "WATCH c"), Action::Reply(Reply::Error(_))), "past the limit");
         say(&mut s, "MULTI");
         let Action::Exec(Request::Exec { watched, .. }, _) = say(&mut s, "EXEC") else { panic!("exec") };

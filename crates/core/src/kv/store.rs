@@ -60,8 +60,8 @@ pub struct Store<E> {
     pub(super) db_map: DbMap,
     /// The namespace of the request being executed.
     pub(super) ns: Namespace,
-    /// Keys per escaped namespace (all but namespace 0), kept as writes land, so that DBSIZE
-    /// and INFO keyspace cost no walk.
+    /// Keys per escaped namespace (1 to 254, and 255 for replikv's own records), kept as writes
+    /// land, so that DBSIZE and INFO keyspace cost no walk.
     pub(super) ns_keys: BTreeMap<Namespace, Keys>,
 }
 
@@ -133,10 +133,12 @@ impl<E: Engine> Store<E> {
     pub fn apply(&mut self, change: Change) -> Result<()> {
         self.clock.observe(change.record.version.ts);
         let map = change.key == DB_MAP_KEY;
-        if counted_namespace(&change.key).is_some() {
-            recount(&mut self.ns_keys, &change.key, self.engine.meta(&change.key), &change.record);
-        }
+        let counted = counted_namespace(&change.key).map(|_| (change.key.clone(), self.engine.meta(&change.key)));
+        let new = counted.as_ref().map(|_| change.record.clone());
         self.engine.put(change.key, change.record)?;
+        if let (Some((key, old)), Some(new)) = (counted, new) {
+            recount(&mut self.ns_keys, &key, old, &new);
+        }
         if map {
             self.db_map = load_db_map(&self.engine);
         }
@@ -346,10 +348,13 @@ impl<E: Engine> Store<E> {
         if let Some(changes) = &mut self.changes {
             changes.push(Change { key: key.clone(), record: record.clone() });
         }
-        if counted_namespace(&key).is_some() {
-            recount(&mut self.ns_keys, &key, self.engine.meta(&key), &record);
+        let counted = counted_namespace(&key).map(|_| (key.clone(), self.engine.meta(&key), record.clone()));
+        self.engine.put(key, record)?;
+        // Counted once the engine took it: a put that failed changed nothing.
+        if let Some((key, old, new)) = counted {
+            recount(&mut self.ns_keys, &key, old, &new);
         }
-        self.engine.put(key, record)
+        Ok(())
     }
 
     /// `key`'s value, if it exists and has not expired.

@@ -24,7 +24,10 @@
 //! part arrives, the earlier ones read back from the log, all in one step: a reader sees all
 //! of it or none. A request still open when a record of another request arrives is
 //! abandoned (its leader died while shipping it) and never applied; a cut inside a request
-//! saves its earlier parts to the rollback log too.
+//! saves its earlier parts to the rollback log too. Retention keeps the parts of the request
+//! still open; a request whose first parts are gone anyway (they were before a snapshot's
+//! base, or a log written before retention kept them) is not applied in part: the replica
+//! empties itself and takes the leader's history again.
 //!
 //! Before the log's base (after a snapshot or retention) nothing is left to compare: an
 //! `Append` from before it is refused, pointing the leader at the base, and a mismatch at the

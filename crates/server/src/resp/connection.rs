@@ -261,7 +261,14 @@ impl Connection {
                 }
                 Action::Call(request) => round.push(request, Pending::Plain, proto),
                 Action::Watch(request) => round.push(request, Pending::Watch, proto),
-                Action::Exec(request, plan) => round.push(request, Pending::Exec(plan), proto),
+                Action::Exec(request, plan) => {
+                    // A SELECT inside it holds only once it ran: the next command waits.
+                    let selects = plan.db() != self.session.db();
+                    round.push(request, Pending::Exec(plan), proto);
+                    if selects {
+                        close |= self.call(&mut round).await;
+                    }
+                }
             }
         }
         if let Some(command) = last_command {
