@@ -109,8 +109,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The simulator's replicas log as real ones do, thousands of times a second: warnings only.
-    let default_level = if matches!(cli.command, Command::Sim(_)) { "warn" } else { "info" };
-    init_logs(default_level);
+    if matches!(cli.command, Command::Sim(_)) {
+        init_sim_logs();
+    } else {
+        init_logs("info");
+    }
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),
@@ -151,6 +154,25 @@ fn init_logs(default_level: &str) {
             reload.reload(EnvFilter::default().add_directive(level.into())).map_err(|e| format!("the log filter: {e}"))
         }),
     );
+}
+
+/// The simulator's logs: warnings only (its replicas log as real ones do, thousands of times a
+/// second), stamped with the run's virtual time rather than the wall clock, so that one seed
+/// prints the same text every time.
+fn init_sim_logs() {
+    use tracing_subscriber::EnvFilter;
+    struct VirtualTime;
+    impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+        fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+            write!(w, "t={}ms", replikv_sim::virtual_now_ms())
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_timer(VirtualTime)
+        .init();
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<()> {

@@ -4,13 +4,16 @@
 //! randomness as a seed, and no code here opens a socket, spawns a thread or reads a clock
 //! (`clippy.toml` enforces it). The one exception is the storage engine, which reads and
 //! writes files synchronously through `std::fs`. The server crate drives this code with real
-//! time, sockets and disks; the simulator will drive the same code with virtual ones.
+//! time, sockets and disks; the simulator (the `replikv-sim` crate) drives the same code with
+//! virtual ones.
 //!
 //! - [`digest`]: a Merkle tree over a replica's keys, to compare replicas.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
 //! - [`replica`]: a node's state machine, driven by `step(now, input, &mut outbox)`.
+//! - [`replication`]: what replicas share: log records, the replication log, elections,
+//!   votes, rollback files and the peer messages.
 
 pub mod digest;
 pub mod error;

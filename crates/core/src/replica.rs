@@ -637,7 +637,11 @@ impl<E: Engine> Replica<E> {
             Input::Tick => self.tick(now_ms, outbox),
             Input::Message { from, message } => self.message(now_ms, from, message, outbox),
             Input::Durable { lsn } => {
-                self.durable = self.durable.max(lsn).min(self.log.last_lsn());
+                // Not an invariant that `lsn` is within the log: the batch it reports was written
+                // before later steps may have emptied the log (a follower's cut or snapshot),
+                // and this node may lead since. What is durable is within what the log holds.
+                let lsn = lsn.min(self.log.last_lsn());
+                self.durable = self.durable.max(lsn);
                 if let State::Leader(leader) = &mut self.state {
                     leader.durable(now_ms, lsn, &mut self.log, &self.store, &self.settings, outbox)?;
                 }
@@ -770,7 +774,7 @@ impl<E: Engine> Replica<E> {
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
             State::Follower(follower) => {
-                follower.tick(now_ms, &mut self.log)?;
+                follower.tick(&mut self.log)?;
                 let leader = follower.leader;
                 let late: Vec<u64> =
                     self.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(n, _)| *n).collect();

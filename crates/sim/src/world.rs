@@ -368,6 +368,7 @@ impl World {
     /// One virtual millisecond.
     fn step(&mut self) {
         self.now += 1;
+        crate::VIRTUAL_NOW_MS.with(|now| now.set(self.now));
         if !self.quiet {
             self.inject_faults();
         }

@@ -163,7 +163,7 @@ impl Follower {
 
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
     /// to apply (they are read back from the log when its last part comes).
-    pub(super) fn tick(&mut self, _now_ms: u64, log: &mut ReplicationLog) -> Result<()> {
+    pub(super) fn tick(&mut self, log: &mut ReplicationLog) -> Result<()> {
         log.retain(log.open_request().unwrap_or(log.last_lsn() + 1))?;
         Ok(())
     }

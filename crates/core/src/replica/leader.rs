@@ -257,7 +257,7 @@ impl Leader {
     }
 
     /// At open: the log is durable through `lsn` (the replica fsynced it), so shipping may
-    /// start at once; and retention waits until the followers have said where they are.
+    /// start at once.
     pub(super) fn restarted(&mut self, lsn: Lsn) {
         self.durable = lsn;
     }

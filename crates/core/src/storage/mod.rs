@@ -7,7 +7,7 @@
 //!   CRC-checked records, an in-memory ordered index (the keydir), hint files so that a restart
 //!   does not rescan every value, compaction in small steps between batches so that writes
 //!   never stop, and a bounded cache of values so that hot reads make no system call. Its
-//!   on-disk format is documented byte by byte in `log.rs`.
+//!   on-disk format is documented byte by byte in `log/mod.rs`.
 //! - [`MemoryEngine`]: the same contract in memory, for tests and the simulator.
 //!
 //! The contract, which `contract_tests` checks against both engines:
