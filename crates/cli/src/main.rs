@@ -55,6 +55,9 @@ enum Command {
     /// Ctrl-C or SIGTERM stops it cleanly: it stops accepting, finishes requests in flight,
     /// flushes and exits 0. If the disk fails (an fsync error, a damaged file) it stops at
     /// once, acknowledges nothing more, and exits 1.
+    ///
+    /// Keys are binary safe and at most 65,534 bytes; values at most 512 MiB (32 MiB in a
+    /// cluster, where one change must fit a peer frame).
     Node(NodeArgs),
     /// Measure a RESP server (replikv or redis-server): throughput and latency percentiles.
     ///
