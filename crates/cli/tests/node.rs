@@ -611,3 +611,27 @@ fn client_list_shows_every_connection_with_its_name_idle_time_and_last_command()
     let left = wait_client_list(&mut alpha, 1);
     assert_eq!(left[0]["name"], "alpha");
 }
+
+#[test]
+fn idle_clients_are_closed_after_the_timeout_and_config_set_changes_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n1"), &["--idle-timeout-s", "1"]);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"PING\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = idle.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    let started = Instant::now();
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed by the node");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout: {:?}", started.elapsed());
+    // CONFIG SET timeout 0 (Redis's name): a client idle for longer stays.
+    let mut con = redis::Client::open(node.url()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("timeout").arg(0).query(&mut con).unwrap();
+    let shown: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("timeout").query(&mut con).unwrap();
+    assert_eq!(shown, ["timeout", "0"]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG", "still open after 1.5 s idle");
+}

@@ -57,6 +57,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The node id when none is given.
+/// The longest idle timeout, in seconds, as Redis's (a C int).
+pub const IDLE_TIMEOUT_S_MAX: u64 = i32::MAX as u64;
+
 pub const ID_DEFAULT: &str = "n1";
 /// The RESP listen address when none is given (Redis's port plus one, so both can run).
 pub const RESP_ADDR_DEFAULT: &str = "127.0.0.1:6380";
@@ -177,6 +180,10 @@ pub struct NodeArgs {
     /// every node of a cluster.
     #[arg(long, env = "REPLIKV_DATABASES", value_name = "N")]
     pub databases: Option<u32>,
+    /// Seconds a RESP client may stay idle (nothing sent) before the node closes its
+    /// connection; 0 never closes one [default: 0, as Redis's `timeout`].
+    #[arg(long, env = "REPLIKV_IDLE_TIMEOUT_S", value_name = "SECONDS")]
+    pub idle_timeout_s: Option<u64>,
     /// Test only: the n-th flush fails as a failing fsync would (see `faults`).
     #[arg(long, hide = true, value_name = "N")]
     pub test_fail_fsync_after: Option<u64>,
@@ -208,6 +215,7 @@ struct FileConfig {
     batch_requests_max: Option<usize>,
     tick_ms: Option<u64>,
     databases: Option<u32>,
+    idle_timeout_s: Option<u64>,
 }
 
 /// The effective configuration of a node.
@@ -244,6 +252,8 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     /// Numbered databases clients may SELECT.
     pub databases: u32,
+    /// Seconds a RESP client may stay idle before its connection is closed; 0 never.
+    pub idle_timeout_s: u64,
     /// The file the configuration came from, if any.
     pub config_file: Option<PathBuf>,
     /// Test only: the flush that fails, if any.
@@ -319,6 +329,7 @@ impl NodeConfig {
                 .unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             databases: args.databases.or(file.databases).unwrap_or(replikv_core::kv::DATABASES_DEFAULT),
+            idle_timeout_s: args.idle_timeout_s.or(file.idle_timeout_s).unwrap_or(0),
             config_file: args.config.clone(),
             test_fail_fsync_after: args.test_fail_fsync_after,
             test_faults: args.test_faults,
@@ -346,6 +357,12 @@ impl NodeConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be greater than 0")));
+        }
+        if self.idle_timeout_s > IDLE_TIMEOUT_S_MAX {
+            return Err(Error::Config(format!(
+                "idle_timeout_s {} is over {IDLE_TIMEOUT_S_MAX} (0 never closes an idle client)",
+                self.idle_timeout_s
+            )));
         }
         if !(1..=replikv_core::kv::DATABASES_MAX).contains(&self.databases) {
             return Err(Error::Config(format!(
@@ -381,6 +398,7 @@ impl NodeConfig {
             ("maxclients", self.connections_max.to_string()),
             ("proto-max-bulk-len", self.bulk_bytes_max.to_string()),
             ("client-query-buffer-limit", self.query_buffer_bytes_max.to_string()),
+            ("timeout", self.idle_timeout_s.to_string()),
             ("port", self.resp_addr.port().to_string()),
             ("bind", self.resp_addr.ip().to_string()),
             ("dir", self.data_dir.display().to_string()),

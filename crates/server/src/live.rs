@@ -65,6 +65,7 @@ enum Setting {
     QueryBufferBytesMax,
     AckTimeoutMs,
     LogLevel,
+    IdleTimeoutS,
 }
 
 /// Every name `CONFIG SET` changes a setting by: replikv's and Redis's.
@@ -78,6 +79,8 @@ const CHANGEABLE: &[(&str, Setting)] = &[
     ("client-query-buffer-limit", Setting::QueryBufferBytesMax),
     ("ack_timeout_ms", Setting::AckTimeoutMs),
     ("loglevel", Setting::LogLevel),
+    ("idle_timeout_s", Setting::IdleTimeoutS),
+    ("timeout", Setting::IdleTimeoutS),
 ];
 
 /// Why a `CONFIG SET` changed nothing; its `Display` is the error line, in Redis's words.
@@ -118,6 +121,8 @@ pub struct Live {
     multibulk_len_max: AtomicUsize,
     /// `config.query_buffer_bytes_max`, for each read.
     query_buffer_bytes_max: AtomicUsize,
+    /// Seconds a client may stay idle; 0 never closes one.
+    idle_timeout_s: std::sync::atomic::AtomicU64,
 }
 
 impl Live {
@@ -129,6 +134,7 @@ impl Live {
             bulk_bytes_max: AtomicUsize::new(config.bulk_bytes_max),
             multibulk_len_max: AtomicUsize::new(config.multibulk_len_max),
             query_buffer_bytes_max: AtomicUsize::new(config.query_buffer_bytes_max),
+            idle_timeout_s: std::sync::atomic::AtomicU64::new(config.idle_timeout_s),
         }
     }
 
@@ -175,6 +181,12 @@ impl Live {
         }
     }
 
+    /// How long a client may stay idle now; `None` never closes one.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let seconds = self.idle_timeout_s.load(Ordering::Relaxed);
+        (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+    }
+
     /// Bytes of incomplete requests one connection may buffer now.
     pub fn query_buffer_bytes_max(&self) -> usize {
         self.query_buffer_bytes_max.load(Ordering::Relaxed)
@@ -193,6 +205,7 @@ impl Live {
         self.bulk_bytes_max.store(new.bulk_bytes_max, Ordering::Relaxed);
         self.multibulk_len_max.store(new.multibulk_len_max, Ordering::Relaxed);
         self.query_buffer_bytes_max.store(new.query_buffer_bytes_max, Ordering::Relaxed);
+        self.idle_timeout_s.store(new.idle_timeout_s, Ordering::Relaxed);
         let replication = |c: &NodeConfig| c.cluster.as_ref().map(|c| c.replication);
         if let (Some(r), true) = (replication(&new), replication(&new) != replication(&config)) {
             runtime.reconfigure(Reconfigure {
@@ -266,6 +279,7 @@ fn change(plan: &mut Plan, setting: Setting, name: &str, value: &str) -> Result<
         Setting::BulkBytesMax => config.bulk_bytes_max = integer(value)?,
         Setting::MultibulkLenMax => config.multibulk_len_max = integer(value)?,
         Setting::QueryBufferBytesMax => config.query_buffer_bytes_max = integer(value)?,
+        Setting::IdleTimeoutS => config.idle_timeout_s = integer(value)?,
     }
     config.check().map_err(|e| e.to_string())
 }

@@ -185,10 +185,16 @@ impl Connection {
                     return self.close_with(&mut out, &msg).await;
                 }
                 buf.reserve(READ_BYTES_MIN);
+                let idle = self.state.live.idle_timeout();
                 let read = tokio::select! {
                     read = self.stream.read_buf(&mut buf) => read?,
                     _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
                     _ = self.registration.wait_killed() => return Ok(()),
+                    // Redis's `timeout`: an idle client is closed without a word.
+                    _ = idle_for(idle) => {
+                        tracing::debug!("closing {}: idle for {:?}", self.client.addr, idle.unwrap_or_default());
+                        return Ok(());
+                    }
                 };
                 if read == 0 {
                     return Ok(());
@@ -362,6 +368,14 @@ impl Connection {
             histogram.observe(seconds);
         }
         self.state.commands_total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes after `idle`, or never when there is no idle timeout.
+async fn idle_for(idle: Option<std::time::Duration>) {
+    match idle {
+        Some(idle) => tokio::time::sleep(idle).await,
+        None => std::future::pending().await,
     }
 }
 
