@@ -1,7 +1,8 @@
 //! End-to-end single-leader replication between real processes on 127.0.0.1: every mode
 //! replicates what it acknowledged; lag shows while a follower is paused; sync refuses to
 //! acknowledge without its followers; a killed follower catches up; a follower behind the
-//! retained log catches up through a snapshot.
+//! retained log catches up through a snapshot; nodes whose batches owe no fsync (`engine =
+//! "memory"`) replicate all the same.
 
 mod common;
 
@@ -288,4 +289,37 @@ fn after_the_leader_restarts_a_leader_ships_what_it_holds_without_waiting_for_a_
     // No write after the restart: whoever leads (n1 restarts as a follower and an election
     // decides) must ship n3's missing records on its own.
     assert_followers_have(&trio, &acked);
+}
+
+/// A SET on the leader of a cluster started with `flags` (and no automatic failover, which an
+/// in-memory node may not have) reaches both followers within a bounded wait, and the leader
+/// then shows each of them with no lag.
+fn replicates_a_set(flags: &[&str]) {
+    let trio = Trio::start("acks = \"async\"\nauto_failover = false", flags);
+    let ok: String = trio.con(0).set("k", "v").unwrap();
+    assert_eq!(ok, "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 1..3 {
+        let mut con = trio.con(i);
+        while con.get::<_, Option<String>>("k").unwrap().as_deref() != Some("v") {
+            assert!(Instant::now() < deadline, "n{} never got the write: {}", i + 1, trio.follower(i));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let last = trio.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+    assert!(last >= 1, "the SET was logged");
+    for i in 1..3 {
+        let f = trio.wait_follower(i, "caught up", |f| f["acked_lsn"].as_u64() >= Some(last));
+        assert_eq!(f["lag_records"], 0, "{f}");
+    }
+}
+
+#[test]
+fn a_cluster_in_memory_replicates_without_an_fsync_to_wait_for() {
+    replicates_a_set(&["--engine", "memory"]);
+}
+
+#[test]
+fn a_cluster_that_never_fsyncs_its_engine_replicates() {
+    replicates_a_set(&["--fsync", "never"]);
 }

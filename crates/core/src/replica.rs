@@ -28,7 +28,10 @@
 //!   (`Message::Forward`), which executes them as its own client's and sends the reply back
 //!   once it would have answered (acknowledgements included). A forwarded write is sent once:
 //!   if no reply comes within `forward_timeout_ms` the client gets an error saying the write
-//!   may or may not have been applied, never a silent retry.
+//!   may or may not have been applied, never a silent retry. It gets the same error at once
+//!   if the node stops following that leader in that epoch first (it stands, leads, or
+//!   follows another leader or none), whose reply could no longer be taken: every role change
+//!   fails what it forwarded (see `replica/failover.rs`).
 //!
 //! # Outputs and durability
 //!
@@ -176,7 +179,10 @@ pub enum Input {
         /// What it sent.
         message: Message,
     },
-    /// The replication log is durable through `lsn` (the runtime's fsync succeeded).
+    /// The replication log is durable through `lsn`: the runtime's fsync succeeded, or the
+    /// batch owed none (an in-memory log is as durable as it gets once written out). A leader
+    /// ships nothing it has not been told this of, so the runtime must say it after every
+    /// batch that appended records, fsync or not.
     Durable {
         /// The newest durable record.
         lsn: Lsn,
@@ -509,6 +515,9 @@ pub struct Replica<E> {
     next_forwarded: RequestId,
     /// On a follower: its number for each write it forwarded -> (client request, deadline).
     forwarding: BTreeMap<u64, (RequestId, u64)>,
+    /// The leader every write in `forwarding` went to, and the epoch it led: they live only
+    /// while this node follows it in that epoch (see [`Replica::maybe_abort_forwarding`]).
+    forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
 }
@@ -602,6 +611,7 @@ impl<E: Engine> Replica<E> {
             incarnation: 0,
             next_forwarded: FORWARDED_ID_BASE,
             forwarding: BTreeMap::new(),
+            forwarding_to: (NodeId(0), 0),
             next_forward: 0,
         }
     }
@@ -614,6 +624,9 @@ impl<E: Engine> Replica<E> {
         if self.handover.is_some() || !self.held.is_empty() {
             self.drive_handover(now_ms, outbox)?;
         }
+        // Before the forwarded-reply mapping below: a write this node forwarded may itself be
+        // one a follower forwarded to it while it led (held by a handover, then forwarded on).
+        self.maybe_abort_forwarding(outbox);
         if !self.forwarded.is_empty() {
             // Replies to forwarded requests go back to the follower that forwarded them.
             let forwarded = &mut self.forwarded;
@@ -690,6 +703,9 @@ impl<E: Engine> Replica<E> {
                     outbox.after_flush.push(Output::Reply { id, reply });
                     return Ok(());
                 }
+                // Writes forwarded to an earlier leader fail first: all of `forwarding` goes to one.
+                self.maybe_abort_forwarding(outbox);
+                self.forwarding_to = (leader, self.settings.epoch);
                 self.next_forward += 1;
                 let number = self.next_forward;
                 self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));

@@ -22,7 +22,9 @@
 //! Outputs the replica marks as depending on nothing unflushed (records a leader ships, which
 //! are durable already; replies released by followers' acknowledgements) leave at once. The
 //! stepper tells the replica how far its log is durable ([`Input::Durable`]) when it releases
-//! a batch, which is what lets a leader ship.
+//! a batch, which is what lets a leader ship: also a batch released at once because it owed
+//! no fsync, which is every write batch of a node on `engine = "memory"` (its in-memory log is
+//! durable once appended, as far as that node can make it).
 //!
 //! Settings that change while the node runs (`CONFIG SET ack_timeout_ms`) reach the replica
 //! through [`Handle::reconfigure`]: it leaves the newest [`Reconfigure`] in a slot the stepper
@@ -285,6 +287,7 @@ impl Runtime {
             next_id: 0,
             last_publish_ms: 0,
             last_tick_ms: 0,
+            told_durable: None,
         };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
@@ -363,6 +366,9 @@ struct Stepper<E> {
     last_publish_ms: u64,
     /// When the replica last ticked.
     last_tick_ms: u64,
+    /// The last log position the replica was told is durable, so that a batch released at
+    /// once that wrote no record (a read) does not step it again.
+    told_durable: Option<Lsn>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -447,8 +453,13 @@ impl<E: Engine> Stepper<E> {
             }
             let outputs = std::mem::take(&mut outbox.after_flush);
             if written.syncs.is_empty() && self.held.is_empty() {
-                // Nothing owed and nothing before it waiting: release at once.
+                // Nothing owed and nothing before it waiting: release at once. The log is as
+                // durable as this node can make it through what the batch wrote (an in-memory
+                // log, or nothing appended): say so, or a leader would never ship.
                 self.dispatch(outputs);
+                if self.told_durable != Some(written.last_lsn) {
+                    self.tell_durable(now, written.last_lsn, &mut outbox)?;
+                }
             } else {
                 self.batches += 1;
                 let number = self.batches;
@@ -508,9 +519,17 @@ impl<E: Engine> Stepper<E> {
             self.dispatch(held.outputs);
         }
         if let Some(lsn) = lsn {
-            self.replica.step(now, Input::Durable { lsn }, outbox)?;
-            self.dispatch(std::mem::take(&mut outbox.now));
+            self.tell_durable(now, lsn, outbox)?;
         }
+        Ok(())
+    }
+
+    /// Tells the replica its log is durable through `lsn` ([`Input::Durable`]) and sends what
+    /// that releases (a leader ships up to it, and answers what waited on it).
+    fn tell_durable(&mut self, now: u64, lsn: Lsn, outbox: &mut Outbox) -> replikv_core::Result<()> {
+        self.told_durable = Some(lsn);
+        self.replica.step(now, Input::Durable { lsn }, outbox)?;
+        self.dispatch(std::mem::take(&mut outbox.now));
         Ok(())
     }
 

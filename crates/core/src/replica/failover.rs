@@ -22,11 +22,19 @@
 //!   it, every record before it is safe to read (Raft's no-op).
 //! - **Stepping down**: a leader fenced by a newer epoch, or cut off from a majority for the
 //!   election timeout (see the leader's essay), fails what still waits and becomes a follower.
+//! - **Forwarded writes**: a write a follower forwarded is answered only by the leader it went
+//!   to, in the epoch it went in (the reply is fenced otherwise). So every move that changes
+//!   either (standing for election, winning it, following another leader or none, a newer
+//!   epoch) fails the writes this node forwarded, at once, with the forward timeout's "may or
+//!   may not have been applied": [`Replica::maybe_abort_forwarding`], after every step, is the
+//!   one place that does it, whichever move ran. A pre-vote moves nothing: the leader's answer
+//!   can still come, so they keep waiting.
 
 use super::follower::{Candidacy, Follower};
 use super::leader::Leader;
 use super::{Canary, Outbox, Output, Replica, Role, State};
 use crate::error::Result;
+use crate::kv::Reply;
 use crate::replication::election::{decide_vote, election_timeout_ms, LogPosition, Tally, VoteRequest, VoterState};
 use crate::replication::{Epoch, LogRecord, Message};
 use crate::storage::Engine;
@@ -262,6 +270,44 @@ impl<E: Engine> Replica<E> {
         }
         self.election_deadline_ms = now_ms + self.draw_election_timeout();
         Ok(())
+    }
+
+    /// Fails every write this node forwarded if it no longer follows the leader they went to
+    /// in the epoch they went in (module documentation): that leader's answer would be fenced
+    /// or ignored, and only a follower times them out, so on a leader their clients would wait
+    /// for ever. Run after every step, and before a write is forwarded (so that all of
+    /// `forwarding` went to one leader).
+    pub(super) fn maybe_abort_forwarding(&mut self, outbox: &mut Outbox) {
+        let now_following = match &self.state {
+            State::Follower(f) => f.leader.map(|leader| (leader, self.settings.epoch)),
+            State::Leader(_) | State::Standalone => None,
+        };
+        if self.forwarding.is_empty() || now_following == Some(self.forwarding_to) {
+            return;
+        }
+        let (leader, epoch) = self.forwarding_to;
+        let hint = self.settings.hint(leader);
+        let now = self.settings.epoch;
+        let change = match &self.state {
+            State::Leader(_) => format!("this node became the leader of epoch {now}"),
+            State::Follower(f) => match f.leader {
+                Some(other) => format!("this node moved to the leader of epoch {now}, {}", self.settings.hint(other)),
+                None if f.candidacy.is_some() => format!("this node stood for election in epoch {now}"),
+                None => format!("this node lost its leader (now epoch {now}; an election may be under way)"),
+            },
+            State::Standalone => "this node left the cluster".to_string(),
+        };
+        tracing::warn!(
+            "{} writes forwarded to {hint} in epoch {epoch} fail: {change} before it answered them",
+            self.forwarding.len()
+        );
+        for (_, (id, _)) in std::mem::take(&mut self.forwarding) {
+            let reply = Reply::err(format!(
+                "the leader ({hint}) did not answer this forwarded write before {change}; it may or may not have \
+                 been applied"
+            ));
+            outbox.now.push(Output::Reply { id, reply });
+        }
     }
 
     /// The next election timeout, from the replica's seeded draws.

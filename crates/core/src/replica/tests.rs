@@ -720,6 +720,55 @@ fn a_write_held_by_a_handover_that_does_not_finish_fails_after_its_deadline() {
     assert_eq!(c.nodes[0].status(c.now).failover_state, "waiting-for-sync", "the handover itself goes on");
 }
 
+/// Cuts the leader (n1) off, sends `SET a 1` to n2, which forwards it into the void, then
+/// ticks only node `stander` until it leads (the others only answer messages, so it stands
+/// first); returns the write's id. The forward timeout is far past the election, so an answer
+/// in time can only come from the role change.
+fn forward_then_elect(c: &mut Cluster, stander: usize) -> RequestId {
+    c.run_for(300);
+    c.nodes[1].set_timeouts(500, 60_000);
+    c.cut.insert(0);
+    let id = c.send(1, "SET a 1");
+    let sent = c.now;
+    while !c.nodes[stander].is_leader() {
+        assert!(c.now - sent < 3_000, "no election: {:?}", c.nodes[stander].status(c.now));
+        c.now += 50;
+        c.step(stander, Input::Tick);
+        c.settle();
+    }
+    id
+}
+
+#[test]
+fn a_forwarded_write_fails_at_once_when_its_follower_becomes_leader() {
+    let mut c = Cluster::with(2, 0, ReplogOptions::default(), true, true);
+    let id = forward_then_elect(&mut c, 1);
+    let Some(Reply::Error(text)) = c.reply(id) else { panic!("an error once n2 leads: {:?}", c.reply(id)) };
+    assert!(
+        text.contains("the leader (n1 at 127.0.0.1:7001) did not answer this forwarded write before this node")
+            && text.contains("epoch 2")
+            && text.ends_with("it may or may not have been applied"),
+        "{text}"
+    );
+    // Writes to n2 now run there.
+    let id = c.send(1, "SET b 2");
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+}
+
+#[test]
+fn a_forwarded_write_fails_at_once_when_its_follower_moves_to_another_leader() {
+    let mut c = Cluster::with(2, 0, ReplogOptions::default(), true, true);
+    let id = forward_then_elect(&mut c, 2);
+    let Some(Reply::Error(text)) = c.reply(id) else { panic!("an error once n3 leads: {:?}", c.reply(id)) };
+    assert!(text.contains("n1 at 127.0.0.1:7001") && text.contains("may or may not have been applied"), "{text}");
+    c.settle();
+    // n2 forwards to its new leader, which answers.
+    let id = c.send(1, "SET b 2");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(c.dump(1), c.dump(2));
+}
+
 /// Sends `request` (not a parsed line) to node `i`; returns its id.
 fn send_request(c: &mut Cluster, i: usize, request: Request) -> RequestId {
     c.next_id += 1;
