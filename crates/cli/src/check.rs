@@ -36,6 +36,7 @@
 use crate::cluster::args::{Output, WhichCluster};
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::{net, status};
+use crate::output::{out, outln};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use replikv_core::digest::{differing_buckets, Digest, DIGEST_BUCKETS};
@@ -196,9 +197,9 @@ pub fn main(args: &CheckArgs) -> Result<()> {
                 "replicas": reports,
                 "problems": problems,
             });
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            outln!("{}", serde_json::to_string_pretty(&answer)?);
         }
-        Output::Table => print!("{}", render(&cluster.name, leader_id, &reports)),
+        Output::Table => out!("{}", render(&cluster.name, leader_id, &reports)),
     }
     if !differences.is_empty() {
         bail!(Differs(problems.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("; ")));

@@ -30,6 +30,7 @@ mod check;
 mod cluster;
 mod failover;
 mod fault;
+mod output;
 mod sim;
 
 use clap::{Parser, Subcommand};

@@ -36,6 +36,7 @@
 use super::args::{Output, StatusArgs};
 use super::layout::{self, ClusterDir, PidEntry};
 use super::{net, process};
+use crate::output::{out, outln};
 use anyhow::Result;
 use replikv_server::config::{ClusterConfig, ClusterNode};
 use serde::Serialize;
@@ -125,7 +126,7 @@ pub fn main(args: &StatusArgs) -> Result<()> {
                 leader,
                 nodes: rows,
             };
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
         Output::Table => {
             let r = &cluster.replication;
@@ -136,8 +137,8 @@ pub fn main(args: &StatusArgs) -> Result<()> {
                     None => "no node leads (an election may be under way)".to_string(),
                 },
             };
-            println!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
-            print!("{}", render_table(&rows));
+            outln!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
+            out!("{}", render_table(&rows));
         }
     }
     Ok(())
