@@ -2,31 +2,45 @@
 //! Merkle digest (see `replikv_core::digest`) with the leader's and names the replicas, the
 //! key ranges (hash buckets) and the keys that differ.
 //!
-//! 1. Ask every node for `GET /api/v1/digest` at once: its log position (LSN), live key count,
+//! 1. Ask every node at once for its `GET /api/v1/status`, as `replikv status` does
+//!    ([`status::probe_all`]): the node that leads now is the reference ([`status::leader`]: of
+//!    those that say they lead, the one of the highest epoch); in a cluster of one node, that
+//!    node. Whichever node it is: after a failover n1 is a follower like any other.
+//! 2. Ask every node at once for `GET /api/v1/digest`: its log position (LSN), live key count,
 //!    root hash and the 256 bucket hashes.
-//! 2. Replicas compare only at the same log position. While positions differ (writes still
-//!    arriving, a follower catching up), ask again, until `--timeout-secs`.
-//! 3. For each replica whose root differs from the leader's (the first node of the file),
-//!    walk both trees from the root down to the differing buckets; for each of the first
-//!    [`BUCKETS_SHOWN_MAX`] of them, list both sides' keys (`GET /api/v1/digest/bucket/N`) and
-//!    name the keys whose entries differ or that one side lacks.
+//! 3. Replicas compare only at the same log position. While no leader answers, or a node that
+//!    is up is at another position than the leader (writes still arriving, a follower catching
+//!    up) or gives no digest, ask both again, until `--timeout-secs`. A node whose status does
+//!    not answer is down: it is named, and not waited for.
+//! 4. For each replica whose root differs from the leader's, walk both trees from the root
+//!    down to the differing buckets; for each of the first [`BUCKETS_SHOWN_MAX`] of them, list
+//!    both sides' keys (`GET /api/v1/digest/bucket/N`) and name the keys whose entries differ or
+//!    that one side lacks.
 //!
-//! Exit status: 0 when every replica matches the leader; 1 when one differs, a node does not
-//! answer, or the positions never matched (the output says which).
+//! Exit status, as `diff` and `cmp` have it: 0 when every replica that answered holds the same
+//! data as the leader (a node that is down is named and does not fail the check); 1 when one
+//! differs; 2 when the check could not be made: no leader answered, a replica that is up never
+//! reached the leader's position or gave no digest within `--timeout-secs`, or the cluster
+//! file could not be read. [`exit_status`] maps the error [`main`] returns.
 //!
 //! CAVEATS
 //! - Each digest is a full scan of that node's keys on its stepper thread (see the digest
 //!   module): on a big data set, `check` slows the cluster while it runs.
 //! - A bucket listing is one HTTP response of at most 1 MiB (`net::RESPONSE_BYTES_MAX`): a
 //!   bucket with more keys than fit is reported as differing without its keys named.
+//! - The leader is asked who it is and for its digest in two requests: a failover between them
+//!   shows as positions that differ, and the next round asks again.
+//! - A node that is down cannot be checked: a check that passes with a node down says nothing
+//!   of that node's data.
 
 use crate::cluster::args::{Output, WhichCluster};
 use crate::cluster::layout::ClusterDir;
-use crate::cluster::net;
+use crate::cluster::{net, status};
+use crate::output::{out, outln};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use replikv_core::digest::{differing_buckets, Digest, DIGEST_BUCKETS};
-use replikv_server::config::ClusterNode;
+use replikv_server::config::{ClusterConfig, ClusterNode};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -38,13 +52,16 @@ pub const BUCKETS_SHOWN_MAX: usize = 8;
 /// Keys named per differing bucket at most.
 pub const KEYS_SHOWN_MAX: usize = 10;
 
-/// Compare the data of every replica of a local cluster.
+/// Milliseconds between two rounds of asking while the check waits.
+const POLL_MS: u64 = 200;
+
+/// Compare the data of every replica of a local cluster with the leader's.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Which cluster.
     #[command(flatten)]
     pub which: WhichCluster,
-    /// Seconds to wait for the replicas to reach the same log position.
+    /// Seconds to wait for a leader, and for the replicas to reach its log position.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
     /// Output format.
@@ -52,10 +69,59 @@ pub struct CheckArgs {
     pub output: Output,
 }
 
+/// The error [`main`] returns when a replica that answered differs from the leader: exit
+/// status 1, where any other error of `check` is 2 (see [`exit_status`]).
+#[derive(Debug)]
+pub struct Differs(String);
+
+impl std::fmt::Display for Differs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Differs {}
+
+/// The exit status of a `check` that returned `error`: 1 when replicas differ, 2 when the
+/// check could not be made.
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    if error.is::<Differs>() {
+        1
+    } else {
+        2
+    }
+}
+
 /// One node's digest, as fetched.
 struct Fetched {
     lsn: u64,
     digest: Digest,
+}
+
+/// One look at the cluster: which node leads, and what each node answered.
+struct Round {
+    /// The index of the node that leads now, if one answered.
+    leader: Option<usize>,
+    /// Per node, in the file's order: whether its status answered, and its digest.
+    nodes: Vec<(bool, Result<Fetched>)>,
+}
+
+impl Round {
+    /// The leader's digest, when a leader answered with one.
+    fn reference(&self) -> Option<(usize, &Fetched)> {
+        let leader = self.leader?;
+        self.nodes[leader].1.as_ref().ok().map(|f| (leader, f))
+    }
+
+    /// Whether there is nothing more to wait for: the leader gave its digest, and every other
+    /// node either is at its position or is down.
+    fn settled(&self) -> bool {
+        let Some((_, reference)) = self.reference() else { return false };
+        self.nodes.iter().all(|(up, digest)| match digest {
+            Ok(f) => f.lsn == reference.lsn,
+            Err(_) => !up,
+        })
+    }
 }
 
 /// One replica's verdict.
@@ -69,11 +135,12 @@ pub struct ReplicaReport {
     pub keys: Option<u64>,
     /// Its root hash.
     pub root: Option<String>,
-    /// `same`, `differs`, `reference` or `unreachable`.
+    /// `reference` (the leader), `same`, `differs`, `not comparable` (at another log
+    /// position), `no digest` (up, but its digest did not come) or `down`.
     pub verdict: &'static str,
     /// The buckets that differ from the reference, with the keys named.
     pub buckets: Vec<BucketReport>,
-    /// Why it is unreachable.
+    /// Why it gave no digest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -87,25 +154,79 @@ pub struct BucketReport {
     pub keys: Vec<(String, String)>,
 }
 
+/// What a check found: each replica's verdict, and what fails the check.
+struct Findings {
+    /// Per node, in the file's order.
+    reports: Vec<ReplicaReport>,
+    /// Replicas that differ from the leader: exit status 1.
+    differences: Vec<String>,
+    /// Replicas that could not be compared: exit status 2 when nothing differs.
+    uncompared: Vec<String>,
+}
+
 /// Runs `replikv check`.
 pub fn main(args: &CheckArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    let fetched = loop {
-        let fetched = fetch_all(&cluster.nodes);
-        let positions: Vec<u64> = fetched.iter().filter_map(|f| f.as_ref().ok().map(|f| f.lsn)).collect();
-        let all_up = fetched.iter().all(|f| f.is_ok());
-        if (all_up && positions.windows(2).all(|w| w[0] == w[1])) || Instant::now() >= deadline {
-            break fetched;
+    let round = loop {
+        let round = look(&cluster, &dir);
+        if round.settled() || Instant::now() >= deadline {
+            break round;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(POLL_MS));
     };
-    let reference =
-        fetched[0].as_ref().map_err(|e| anyhow!("the leader {} did not answer: {e}", cluster.nodes[0].id))?;
-    let mut reports = Vec::new();
-    let mut problems = Vec::new();
-    for (node, f) in cluster.nodes.iter().zip(&fetched) {
+    let Some((leader, reference)) = round.reference() else {
+        let why = match round.leader {
+            None => "no node leads (an election under way, or the leader down: see replikv status)".to_string(),
+            Some(i) => format!("the leader {} did not give its digest", cluster.nodes[i].id),
+        };
+        let errors = round.nodes.iter().zip(&cluster.nodes).filter_map(|((_, d), n)| Some((n, d.as_ref().err()?)));
+        let errors: Vec<String> = errors.map(|(n, e)| format!("{}: {e:#}", n.id)).collect();
+        bail!("{why} after {} s; nothing to compare against ({})", args.timeout_secs, errors.join("; "));
+    };
+    let Findings { reports, differences, uncompared } = compare(&cluster, &round, leader, reference, args.timeout_secs);
+    let leader_id = &cluster.nodes[leader].id;
+    let problems: Vec<&String> = differences.iter().chain(&uncompared).collect();
+    match args.output {
+        Output::Json => {
+            let answer = serde_json::json!({
+                "cluster": cluster.name,
+                "leader": leader_id,
+                "ok": problems.is_empty(),
+                "replicas": reports,
+                "problems": problems,
+            });
+            outln!("{}", serde_json::to_string_pretty(&answer)?);
+        }
+        Output::Table => out!("{}", render(&cluster.name, leader_id, &reports)),
+    }
+    if !differences.is_empty() {
+        bail!(Differs(problems.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("; ")));
+    }
+    if !uncompared.is_empty() {
+        bail!("{}", uncompared.join("; "));
+    }
+    Ok(())
+}
+
+/// Asks every node at once who leads, then every node at once for its digest.
+fn look(cluster: &ClusterConfig, dir: &ClusterDir) -> Round {
+    let rows = status::probe_all(cluster, &[], &dir.config());
+    let leader = match cluster.nodes.len() {
+        1 => Some(0),
+        _ => status::leader(&rows).and_then(|l| cluster.nodes.iter().position(|n| n.id == l.id)),
+    };
+    let digests = fetch_all(&cluster.nodes);
+    Round { leader, nodes: rows.iter().map(|r| r.up).zip(digests).collect() }
+}
+
+/// Each node's verdict against the leader's digest, `reference`, and the keys of the buckets
+/// that differ (asked of both sides).
+fn compare(cluster: &ClusterConfig, round: &Round, leader: usize, reference: &Fetched, waited_secs: u64) -> Findings {
+    let leader_node = &cluster.nodes[leader];
+    let mut findings = Findings { reports: Vec::new(), differences: Vec::new(), uncompared: Vec::new() };
+    for (i, (node, (up, digest))) in cluster.nodes.iter().zip(&round.nodes).enumerate() {
         let mut report = ReplicaReport {
             id: node.id.clone(),
             lsn: None,
@@ -115,59 +236,53 @@ pub fn main(args: &CheckArgs) -> Result<()> {
             buckets: Vec::new(),
             error: None,
         };
-        match f {
+        match digest {
+            Err(e) if !up => {
+                report.verdict = "down";
+                report.error = Some(format!("{} did not answer: {e:#}", node.id));
+            }
             Err(e) => {
-                report.verdict = "unreachable";
-                report.error = Some(e.to_string());
-                problems.push(format!("{} did not answer: {e}", node.id));
+                report.verdict = "no digest";
+                report.error = Some(format!("{} is up but gave no digest: {e:#}", node.id));
+                findings.uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
             }
             Ok(f) => {
                 report.lsn = Some(f.lsn);
                 report.keys = Some(f.digest.keys);
                 report.root = Some(replikv_core::digest::hex(&f.digest.root));
-                if node.id == cluster.nodes[0].id {
+                if i == leader {
                     report.verdict = "reference";
                 } else if f.lsn != reference.lsn {
                     report.verdict = "not comparable";
-                    problems.push(format!(
-                        "{} is at LSN {} and the leader at {}: still catching up after {} s",
-                        node.id, f.lsn, reference.lsn, args.timeout_secs
+                    findings.uncompared.push(format!(
+                        "{} is at LSN {} and the leader {} at {}: still catching up after {waited_secs} s",
+                        node.id, f.lsn, leader_node.id, reference.lsn
                     ));
                 } else {
                     let differing = differing_buckets(&reference.digest, &f.digest);
                     if !differing.is_empty() {
                         report.verdict = "differs";
-                        problems.push(format!(
+                        findings.differences.push(format!(
                             "{} differs from {} in {} of {DIGEST_BUCKETS} key ranges",
                             node.id,
-                            cluster.nodes[0].id,
+                            leader_node.id,
                             differing.len()
                         ));
                         for &bucket in differing.iter().take(BUCKETS_SHOWN_MAX) {
-                            report.buckets.push(compare_bucket(&cluster.nodes[0], node, bucket));
+                            report.buckets.push(compare_bucket(leader_node, node, bucket));
                         }
                     }
                 }
             }
         }
-        reports.push(report);
+        findings.reports.push(report);
     }
-    match args.output {
-        Output::Json => {
-            let answer = serde_json::json!({ "cluster": cluster.name, "ok": problems.is_empty(), "replicas": reports, "problems": problems });
-            println!("{}", serde_json::to_string_pretty(&answer)?);
-        }
-        Output::Table => print!("{}", render(&cluster.name, &reports)),
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
-    }
-    Ok(())
+    findings
 }
 
 /// The table: one line per replica, then each differing bucket and its keys.
-fn render(cluster: &str, reports: &[ReplicaReport]) -> String {
-    let mut out = format!("check of cluster {cluster}: each replica's Merkle root against the leader's\n");
+fn render(cluster: &str, leader: &str, reports: &[ReplicaReport]) -> String {
+    let mut out = format!("check of cluster {cluster}: each replica's Merkle root against the leader's ({leader})\n");
     for r in reports {
         let dash = || "-".to_string();
         out += &format!(
@@ -295,9 +410,41 @@ mod tests {
                 error: None,
             },
         ];
-        let text = render("demo", &reports);
+        let text = render("demo", "n1", &reports);
         assert!(text.contains("n2       lsn 5          keys 2          root cdcdcdcdcdcdcdcd  differs"), "{text}");
         assert!(text.contains("key range 0x1f differs:\n    \"k7\": missing on n2"), "{text}");
+    }
+
+    #[test]
+    fn the_check_waits_for_a_leader_and_for_the_nodes_that_are_up() {
+        /// A node: `None` when down, `Some(None)` when up without a digest, `Some(Some(lsn))`.
+        type Answer = Option<Option<u64>>;
+        let node = |n: Answer| -> (bool, Result<Fetched>) {
+            let digest = Digest { keys: 0, root: [0; 32], buckets: Vec::new() };
+            match n {
+                None => (false, Err(anyhow!("connection refused"))),
+                Some(None) => (true, Err(anyhow!("HTTP 503"))),
+                Some(Some(lsn)) => (true, Ok(Fetched { lsn, digest })),
+            }
+        };
+        let table: Vec<(Option<usize>, [Answer; 3], bool)> = vec![
+            // Every node at the leader's position, whichever node leads.
+            (Some(0), [Some(Some(5)), Some(Some(5)), Some(Some(5))], true),
+            (Some(1), [None, Some(Some(7)), Some(Some(7))], true),
+            // No leader yet, or its digest did not come.
+            (None, [Some(Some(5)), Some(Some(5)), Some(Some(5))], false),
+            (Some(1), [Some(Some(5)), Some(None), Some(Some(5))], false),
+            (Some(1), [Some(Some(5)), None, Some(Some(5))], false),
+            // A follower behind, or up without its digest: wait for it.
+            (Some(0), [Some(Some(5)), Some(Some(4)), Some(Some(5))], false),
+            (Some(0), [Some(Some(5)), Some(None), None], false),
+            // A follower down is not waited for.
+            (Some(0), [Some(Some(5)), None, None], true),
+        ];
+        for (leader, nodes, want) in table {
+            let round = Round { leader, nodes: nodes.iter().map(|&n| node(n)).collect() };
+            assert_eq!(round.settled(), want, "leader {leader:?}, nodes {nodes:?}");
+        }
     }
 
     #[test]

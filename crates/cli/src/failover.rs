@@ -20,6 +20,7 @@
 use crate::cluster::args::WhichCluster;
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::net;
+use crate::output::{outln, progressln};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use replikv_server::config::ClusterNode;
@@ -95,7 +96,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
     if code != 200 {
         bail!("{} refused: {}", leader.id, String::from_utf8_lossy(&reply).trim());
     }
-    println!(
+    progressln!(
         "{} holds writes until {} has caught up, then hands over",
         leader.id,
         target.map_or("the most up-to-date follower", |t| t.id.as_str())
@@ -105,7 +106,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
         for node in &cluster.nodes {
             let Ok(s) = status(node) else { continue };
             if s["replication"]["role"] == "leader" && node.id != leader.id {
-                println!("{} leads epoch {}; {} follows it", node.id, s["replication"]["epoch"], leader.id);
+                progressln!("{} leads epoch {}; {} follows it", node.id, s["replication"]["epoch"], leader.id);
                 return Ok(());
             }
         }
@@ -137,18 +138,18 @@ fn list_records(leader: &ClusterNode, after: u64) {
     let records = match net::get(leader.http_addr, &path) {
         Ok((200, body)) => serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
         Ok((code, body)) => {
-            println!("    (cannot list them: HTTP {code}: {})", String::from_utf8_lossy(&body).trim());
+            outln!("    (cannot list them: HTTP {code}: {})", String::from_utf8_lossy(&body).trim());
             return;
         }
         Err(e) => {
-            println!("    (cannot list them: {e:#})");
+            outln!("    (cannot list them: {e:#})");
             return;
         }
     };
     for r in records.as_array().into_iter().flatten() {
         let keys: Vec<&str> = r["keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let shown = if keys.is_empty() { "(no keys: an election's empty record)".to_string() } else { keys.join(" ") };
-        println!("    lsn {} (epoch {}): {shown}", r["lsn"], r["epoch"]);
+        outln!("    lsn {} (epoch {}): {shown}", r["lsn"], r["epoch"]);
     }
 }
 
@@ -156,7 +157,7 @@ fn list_records(leader: &ClusterNode, after: u64) {
 fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Option<Value>)]) -> Result<()> {
     let r = &status["replication"];
     let leader_lsn = r["last_lsn"].as_u64().unwrap_or(0);
-    println!(
+    outln!(
         "{} leads epoch {} at lsn {leader_lsn} (acks = {})",
         leader.id,
         r["epoch"],
@@ -165,10 +166,10 @@ fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Opti
     let mut best: Option<(&str, u64)> = None;
     for (node, s) in statuses.iter().filter(|(n, _)| n.id != leader.id) {
         match s {
-            None => println!("  {}: down, cannot vote or win", node.id),
+            None => outln!("  {}: down, cannot vote or win", node.id),
             Some(s) => {
                 let lsn = s["replication"]["last_lsn"].as_u64().unwrap_or(0);
-                println!("  {}: log ends at lsn {lsn}", node.id);
+                outln!("  {}: log ends at lsn {lsn}", node.id);
                 if best.is_none_or(|(_, b)| lsn > b) {
                     best = Some((node.id.as_str(), lsn));
                 }
@@ -179,11 +180,11 @@ fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Opti
     let up = statuses.iter().filter(|(n, s)| s.is_some() && n.id != leader.id).count();
     match best {
         Some((id, lsn)) if up > statuses.len() / 2 => {
-            println!("if {} died now, {id} would win the election (its log is the furthest along)", leader.id);
+            outln!("if {} died now, {id} would win the election (its log is the furthest along)", leader.id);
             if lsn >= leader_lsn {
-                println!("it holds every record the leader has: nothing would be lost");
+                outln!("it holds every record the leader has: nothing would be lost");
             } else {
-                println!(
+                outln!(
                     "it lacks records {}..={leader_lsn} ({} records): {}",
                     lsn + 1,
                     leader_lsn - lsn,
@@ -197,9 +198,9 @@ fn dry_run(leader: &ClusterNode, status: &Value, statuses: &[(&ClusterNode, Opti
             if lsn < leader_lsn {
                 list_records(leader, lsn);
             }
-            println!("`replikv failover --to {id}` would first let it catch up: nothing lost");
+            outln!("`replikv failover --to {id}` would first let it catch up: nothing lost");
         }
-        _ => println!("if {} died now, no majority would be left to elect a leader", leader.id),
+        _ => outln!("if {} died now, no majority would be left to elect a leader", leader.id),
     }
     Ok(())
 }

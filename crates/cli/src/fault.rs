@@ -32,6 +32,7 @@
 use crate::cluster::args::WhichCluster;
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::net;
+use crate::output::{outln, progressln};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use replikv_server::config::ClusterNode;
@@ -162,7 +163,7 @@ pub fn main(args: &FaultArgs) -> Result<()> {
     for (from, to) in &links {
         let node = nodes.iter().find(|n| &n.id == from).expect("links come from the cluster's nodes");
         ask(node, Some(&change.body(to)))?;
-        println!("{from} -> {to}: {}", describe_change(change));
+        progressln!("{from} -> {to}: {}", describe_change(change));
     }
     Ok(())
 }
@@ -173,7 +174,7 @@ fn heal(which: &WhichCluster) -> Result<()> {
     tables(&nodes)?;
     for node in &nodes {
         ask(node, Some(&json!({ "clear": true })))?;
-        println!("{}: every link clear", node.id);
+        progressln!("{}: every link clear", node.id);
     }
     Ok(())
 }
@@ -188,7 +189,7 @@ fn status(which: &WhichCluster) -> Result<()> {
             .map(|(peer, fault)| format!("-> {peer} {}", describe(fault)))
             .collect();
         let line = if faulty.is_empty() { "every link clear".to_string() } else { faulty.join(", ") };
-        println!("{}: {line}", node.id);
+        outln!("{}: {line}", node.id);
     }
     Ok(())
 }

@@ -7,8 +7,8 @@
 //!   is acknowledged: `sync`, `semi-sync:K` or `async`.
 //! - `replikv status`: `replikv cluster status` by a shorter name: each node's role, epoch,
 //!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
-//! - `replikv check`: compare every replica's Merkle digest with the leader's and name the
-//!   replicas, key ranges and keys that differ.
+//! - `replikv check`: compare every replica's Merkle digest with the leader's (the node that
+//!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down.
 //! - `replikv failover [--to nI] [--dry-run]`: a planned handover of the leadership (FAILOVER),
 //!   or what an election would choose if the leader died now.
 //! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
@@ -30,6 +30,7 @@ mod check;
 mod cluster;
 mod failover;
 mod fault;
+mod output;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -79,10 +80,15 @@ enum Command {
     Status(cluster::args::StatusArgs),
     /// Check that every replica of a local cluster holds the same data as the leader.
     ///
+    /// The leader is the node that leads now (as replikv status finds it), n1 or another.
     /// Each node's Merkle digest (GET /api/v1/digest: BLAKE3 over 256 key ranges) is compared
     /// with the leader's once all are at the same log position (waits up to --timeout-secs).
     /// Prints each replica's verdict, and for one that differs the key ranges and keys that
-    /// differ; exits 1 if any replica differs or does not answer.
+    /// differ; a node that is down is named and the others are still compared. Exit status:
+    /// 0 when every replica that answered holds the same data as the leader (nodes down or
+    /// not), 1 when one differs, 2 when the check could not be made (no leader answered, a
+    /// replica that is up stayed at another log position or gave no digest within
+    /// --timeout-secs, no cluster file).
     Check(check::CheckArgs),
     /// Move a local cluster's leadership to a follower (a planned handover), or --dry-run.
     ///
@@ -111,12 +117,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulator's replicas log as real ones do, thousands of times a second: warnings only.
     if matches!(cli.command, Command::Sim(_)) {
         init_sim_logs();
     } else {
         init_logs("info");
     }
+    let checking = matches!(cli.command, Command::Check(_));
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),
@@ -131,7 +137,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("replikv: {e:#}");
-            ExitCode::FAILURE
+            // `check` says "differs" (1) apart from "could not check" (2), as diff does.
+            ExitCode::from(if checking { check::exit_status(&e) } else { 1 })
         }
     }
 }

@@ -2,6 +2,7 @@
 //! run did and what the checkers found, and on a failure the seed, the end of its trace and
 //! the command that replays it exactly. Exits 1 if any checker failed.
 
+use crate::output::outln;
 use anyhow::{bail, Result};
 use clap::Args;
 use replikv_core::replica::Canary;
@@ -169,21 +170,21 @@ pub fn main(args: &SimArgs) -> Result<()> {
             print_failure(&report);
             failed.push(seed);
         } else if args.verbose || end - first == 1 {
-            println!("{}", line(&report));
+            outln!("{}", line(&report));
             for (name, v) in &report.verdicts {
                 if let Verdict::GaveUp(why) = v {
-                    println!("  {name} gave up: {why}");
+                    outln!("  {name} gave up: {why}");
                 }
             }
         }
     }
     let seeds = end - first;
-    println!(
+    outln!(
         "{seeds} seed(s), acks {}: {ops} operations, {crashes} crashes, {partitions} partitions; {} failed, {gave_up} verdict(s) gave up",
         args.acks,
         failed.len()
     );
-    println!(
+    outln!(
         "failover: {leaderships} leaderships; {rolled_back} changes cut to rollback logs ({acked_rolled_back} of them \
          acknowledged writes); {}",
         failover_summary(&mut failover_ms)
@@ -246,17 +247,17 @@ fn line(r: &Report) -> String {
 
 /// A failed run: its line, why each failing checker failed, the trace's end, the replay.
 fn print_failure(r: &Report) {
-    println!("{}", line(r));
+    outln!("{}", line(r));
     for (name, v) in &r.verdicts {
         if let Verdict::Fail(why) = v {
-            println!("  {name}: {why}");
+            outln!("  {name}: {why}");
         }
     }
-    println!("  last {} trace lines:", r.trace_tail.len());
+    outln!("  last {} trace lines:", r.trace_tail.len());
     for l in &r.trace_tail {
-        println!("    {l}");
+        outln!("    {l}");
     }
-    println!("  replay: {}", r.replay());
+    outln!("  replay: {}", r.replay());
 }
 
 #[cfg(test)]

@@ -222,6 +222,19 @@ fn a_detached_cluster_starts_reports_stops_and_cleans() {
 }
 
 #[test]
+fn a_stop_whose_reader_has_gone_still_stops_every_node() {
+    let mut guard = Guard::new();
+    guard.start_detached();
+    let pids = guard.file_pids();
+    assert_eq!(pids.len(), NODES as usize);
+    let (status, stderr) = common::replikv_into_closed_pipe(&["cluster", "stop", "--data", guard.data()]);
+    assert!(!stderr.contains("panicked") && status.success(), "cluster stop into a closed pipe: {status}\n{stderr}");
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} still alive after cluster stop into a closed pipe");
+    }
+}
+
+#[test]
 fn a_foreground_cluster_merges_logs_and_stops_on_ctrl_c() {
     let mut guard = Guard::new();
     let base = free_base();

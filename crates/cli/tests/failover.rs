@@ -325,3 +325,34 @@ fn a_dry_run_names_the_follower_that_would_win_and_the_acknowledged_writes_it_la
     let (ok, out, err) = trio.replikv(&["fault", "heal"]);
     assert!(ok, "{out}{err}");
 }
+
+#[test]
+fn replikv_check_compares_against_the_new_leader_names_the_dead_one_and_needs_a_leader() {
+    let mut trio = Trio::start(SETTINGS, &[]);
+    assert_eq!(trio.leader(), 0, "n1 leads a new cluster");
+    let mut con = trio.con(0);
+    for i in 0..50 {
+        let _: String = con.set(format!("before:{i}"), i).unwrap();
+    }
+    trio.nodes[0].kill9();
+    let new = trio.leader_among(&[1, 2]);
+    let _: String = trio.con(new).set("after", "1").unwrap();
+    let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
+    assert!(ok, "with n1 down, n2 and n3 are compared and the same:\n{out}{err}");
+    let leader = format!("n{}", new + 1);
+    let follower = format!("n{}", (3 - new) + 1); // the other of indexes 1 and 2
+    let line = |id: &str| out.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap_or_default().to_string();
+    assert!(line(&leader).ends_with("reference"), "the new leader is the reference:\n{out}");
+    assert!(line(&follower).ends_with("same"), "the other follower is compared with it:\n{out}");
+    assert!(line("n1").ends_with("down"), "n1 is named as down:\n{out}");
+    assert!(out.contains("n1 did not answer"), "{out}");
+    let (ok, json, err) = trio.replikv(&["check", "-o", "json"]);
+    assert!(ok, "{json}{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((json["ok"].as_bool(), json["leader"].as_str()), (Some(true), Some(leader.as_str())), "{json}");
+    // The new leader down too: one node of three cannot elect, and nothing is compared.
+    trio.nodes[new].kill9();
+    let (code, out, err) = trio.replikv_code(&["check", "--timeout-secs", "1"]);
+    assert_eq!(code, Some(2), "no leader: the check could not be made:\n{out}{err}");
+    assert!(err.contains("no node leads"), "{err}");
+}

@@ -19,6 +19,7 @@
 //!   (which skip the metadata update an append needs) would sync faster.
 
 use super::report::{LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS};
+use crate::output::outln;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -78,12 +79,17 @@ pub fn main(args: ProbeArgs) -> anyhow::Result<()> {
     let budget = Duration::from_secs_f64(args.seconds);
     let reports = [fsync(&args.dir, budget)?, loopback(budget)?];
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
-            println!(
+            outln!(
                 "{:<44} {:>7} ops {:>9.0} ops/s   p50 {:>9.1} µs   p99 {:>9.1} µs   max {:>9.1} µs",
-                r.name, r.ops, r.ops_s, r.p50_us, r.p99_us, r.max_us
+                r.name,
+                r.ops,
+                r.ops_s,
+                r.p50_us,
+                r.p99_us,
+                r.max_us
             );
         }
     }

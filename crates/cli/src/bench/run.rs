@@ -35,6 +35,7 @@ use super::horizon::Horizon;
 use super::report::{PhaseReport, Recorder, Report};
 use super::schedule::{start_ns, Schedule};
 use super::workload::OpKind;
+use crate::output::{out, outln};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::distributions::Alphanumeric;
 use rand::{Rng, SeedableRng};
@@ -57,9 +58,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let (report, result) = runtime.block_on(run(&plan));
     if !report.phases.is_empty() {
         if plan.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", report.text());
+            out!("{}", report.text());
         }
     }
     result

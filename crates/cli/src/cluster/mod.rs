@@ -39,8 +39,8 @@
 //! PING by [`net`]'s timeouts.
 //!
 //! CAVEATS
-//! - The leader is fixed: there is no failover yet (issue 6). While n1 is down, the cluster
-//!   takes no writes; the followers keep serving reads, staler by the second.
+//! - n1 leads a new cluster; after that, elections decide: `replikv status` names who leads
+//!   now. `start` has no flag for `auto_failover = false` (edit the cluster file for it).
 //! - `--nodes 1` starts one node that has no one to replicate to.
 //! - The pid file is trusted only as far as Linux's `/proc/<pid>/cmdline` confirms that a pid is
 //!   still a `replikv node` with that id; elsewhere a live pid is taken at its word, so a pid

@@ -31,6 +31,7 @@ use super::layout::{self, ClusterDir};
 use super::logs::{self, Gate};
 use super::process::{self, Ending, NodeProcess};
 use super::{args::StartArgs, net};
+use crate::output::progressln;
 use anyhow::{bail, Context, Result};
 use replikv_server::config::{ClusterConfig, ClusterNode};
 use std::fs::OpenOptions;
@@ -284,7 +285,7 @@ impl Launch {
     /// Prints what was started and how to reach it.
     fn print_banner(&self) {
         let (cluster, data) = (&self.cluster, self.dir.root.parent().unwrap_or(Path::new(".")).display());
-        println!(
+        progressln!(
             "cluster {} started: {} node(s), {}, acks {}; cluster file {}",
             cluster.name,
             cluster.nodes.len(),
@@ -292,9 +293,9 @@ impl Launch {
             cluster.replication.acks,
             self.dir.config().display()
         );
-        println!("{}", roles_line(cluster));
+        progressln!("{}", roles_line(cluster));
         for (node, (process, _)) in cluster.nodes.iter().zip(&self.nodes) {
-            println!(
+            progressln!(
                 "  {}  redis-cli -p {:<5}  curl http://{}/api/v1/status   (pid {})",
                 node.id,
                 node.resp_addr.port(),
@@ -304,10 +305,10 @@ impl Launch {
         }
         let which = format!("--name {} --data {data}", cluster.name);
         if self.detach {
-            println!("logs: {}/<id>.log", self.dir.root.display());
-            println!("status: replikv cluster status {which}\nstop:   replikv cluster stop {which}");
+            progressln!("logs: {}/<id>.log", self.dir.root.display());
+            progressln!("status: replikv cluster status {which}\nstop:   replikv cluster stop {which}");
         } else {
-            println!("logs follow (also in {}/<id>.log); Ctrl-C stops every node", self.dir.root.display());
+            progressln!("logs follow (also in {}/<id>.log); Ctrl-C stops every node", self.dir.root.display());
         }
     }
 
@@ -334,11 +335,11 @@ impl Launch {
         for (process, ending) in processes.iter().zip(endings) {
             match ending {
                 Ending::Stopped => {}
-                Ending::Killed => println!("{}: killed with SIGKILL (it had not stopped after SIGTERM)", process.id),
-                Ending::StillRunning => println!("{}: pid {} still running after SIGKILL", process.id, process.pid),
+                Ending::Killed => progressln!("{}: killed with SIGKILL (it had not stopped after SIGTERM)", process.id),
+                Ending::StillRunning => progressln!("{}: pid {} still running after SIGKILL", process.id, process.pid),
             }
         }
-        println!("cluster {} stopped", self.cluster.name);
+        progressln!("cluster {} stopped", self.cluster.name);
         Ok(())
     }
 

@@ -29,11 +29,14 @@
 //! - The role, epoch and positions are whatever each node says, each at its own moment: the
 //!   rows are not one snapshot of the cluster, so a busy follower's applied LSN can pass the
 //!   leader's by the time both answer.
-//! - The leader is the node that says it leads; the first of them wins if two ever do.
+//! - The leader is the node that says it leads; if two ever do (a deposed leader cut off from
+//!   the others has not yet heard of the newer epoch), the one of the higher epoch, and the
+//!   first listed on a tie.
 
 use super::args::{Output, StatusArgs};
 use super::layout::{self, ClusterDir, PidEntry};
 use super::{net, process};
+use crate::output::{out, outln};
 use anyhow::Result;
 use replikv_server::config::{ClusterConfig, ClusterNode};
 use serde::Serialize;
@@ -100,7 +103,7 @@ struct Report<'a> {
     mode: String,
     /// Its acknowledgement setting.
     acks: String,
-    /// The node that says it leads (the first one, if two ever do); none during an election.
+    /// The node that leads now (see [`leader`]); none during an election.
     leader: Option<&'a str>,
     /// The nodes, in the file's order.
     nodes: Vec<NodeRow>,
@@ -112,7 +115,7 @@ pub fn main(args: &StatusArgs) -> Result<()> {
     let cluster = dir.read_config()?;
     let pids = layout::read_pids(&dir.pids())?.unwrap_or_default();
     let rows = probe_all(&cluster, &pids, &dir.config());
-    let leader_id = rows.iter().find(|r| r.role.as_deref() == Some("leader")).map(|r| r.id.clone());
+    let leader_id = leader(&rows).map(|r| r.id.clone());
     let leader = leader_id.as_deref();
     match args.output {
         Output::Json => {
@@ -123,7 +126,7 @@ pub fn main(args: &StatusArgs) -> Result<()> {
                 leader,
                 nodes: rows,
             };
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
         Output::Table => {
             let r = &cluster.replication;
@@ -134,16 +137,36 @@ pub fn main(args: &StatusArgs) -> Result<()> {
                     None => "no node leads (an election may be under way)".to_string(),
                 },
             };
-            println!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
-            print!("{}", render_table(&rows));
+            outln!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
+            out!("{}", render_table(&rows));
         }
     }
     Ok(())
 }
 
+/// The node that leads now, among `rows` (see [`leading`]); `None` during an election or when
+/// no leader answers. `replikv check` takes it as the reference.
+pub fn leader(rows: &[NodeRow]) -> Option<&NodeRow> {
+    leading(rows.iter().filter(|r| r.role.as_deref() == Some("leader")).map(|r| (r, r.replication.epoch)))
+}
+
+/// Of the nodes that say they lead, with their epochs, the one that leads now: the one of the
+/// highest epoch, since a leader deposed while cut off still says it leads, in an older epoch
+/// (until it hears of the newer one); the first listed if two ever say so in one epoch.
+fn leading<T>(leaders: impl Iterator<Item = (T, Option<u64>)>) -> Option<T> {
+    let mut best: Option<(T, Option<u64>)> = None;
+    for (node, epoch) in leaders {
+        if best.as_ref().is_none_or(|(_, best)| epoch > *best) {
+            best = Some((node, epoch));
+        }
+    }
+    best.map(|(node, _)| node)
+}
+
 /// Asks every node at once and returns their rows in the cluster's order, each with its
-/// replication cells filled from its own status and the leader's.
-fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Path) -> Vec<NodeRow> {
+/// replication cells filled from its own status and the leader's. `pids` may be empty: the
+/// rows then name no pid.
+pub fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Path) -> Vec<NodeRow> {
     let probed: Vec<(NodeRow, Option<Value>)> = std::thread::scope(|scope| {
         let probes: Vec<_> = cluster
             .nodes
@@ -155,7 +178,13 @@ fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path::Pat
             .collect();
         probes.into_iter().map(|p| p.join().expect("a status probe panicked")).collect()
     });
-    let leader = probed.iter().filter_map(|(_, r)| r.as_ref()).find(|r| r["role"] == "leader");
+    let leader = leading(
+        probed
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .filter(|r| r["role"] == "leader")
+            .map(|r| (r, r["epoch"].as_u64())),
+    );
     probed
         .iter()
         .map(|(row, own)| NodeRow { replication: replication_of(&row.id, own.as_ref(), leader), ..row.clone() })
@@ -457,6 +486,26 @@ n1: link to n3 down: connection refused
         ];
         for (id, own, at_leader, want) in table {
             assert_eq!(replication_of(id, own, at_leader), want, "{id} {own:?} {at_leader:?}");
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_one_of_the_highest_epoch_and_the_first_on_a_tie() {
+        /// The nodes that say they lead, with their epochs.
+        type Claims<'a> = &'a [(&'a str, Option<u64>)];
+        // (the claims; the node that leads now)
+        let table: [(Claims, Option<&str>); 6] = [
+            (&[], None),
+            (&[("n1", Some(1))], Some("n1")),
+            // n1 was deposed while cut off and still says it leads.
+            (&[("n1", Some(1)), ("n2", Some(2))], Some("n2")),
+            (&[("n2", Some(2)), ("n1", Some(1))], Some("n2")),
+            (&[("n1", Some(2)), ("n3", Some(2))], Some("n1")),
+            // A leader whose epoch is unknown loses to any that says one.
+            (&[("n1", None), ("n2", Some(0))], Some("n2")),
+        ];
+        for (leaders, want) in table {
+            assert_eq!(leading(leaders.iter().copied()), want, "{leaders:?}");
         }
     }
 

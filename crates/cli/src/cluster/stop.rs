@@ -13,21 +13,22 @@
 use super::args::WhichCluster;
 use super::layout::{self, ClusterDir};
 use super::process::{self, Ending, NodeProcess, STOP_TIMEOUT_SECS};
+use crate::output::progressln;
 use anyhow::{bail, Context, Result};
 
 /// Runs `replikv cluster stop`.
 pub fn stop(which: &WhichCluster) -> Result<()> {
     let dir = ClusterDir::new(which)?;
     let Some(pids) = layout::read_pids(&dir.pids())? else {
-        println!("cluster {}: not running (no pid file at {})", dir.name, dir.pids().display());
+        progressln!("cluster {}: not running (no pid file at {})", dir.name, dir.pids().display());
         return Ok(());
     };
     let mut processes = Vec::new();
     for (id, pid) in pids {
         if !process::alive(pid) {
-            println!("{id}: not running (pid {pid} is gone)");
+            progressln!("{id}: not running (pid {pid} is gone)");
         } else if !process::is_node(pid, &id, &dir.config()) {
-            println!("{id}: pid {pid} is no longer this replikv node; left alone");
+            progressln!("{id}: pid {pid} is no longer this replikv node; left alone");
         } else {
             processes.push(NodeProcess::by_pid(&id, pid));
         }
@@ -36,9 +37,9 @@ pub fn stop(which: &WhichCluster) -> Result<()> {
     let mut left = Vec::new();
     for (node, ending) in processes.iter().zip(endings) {
         match ending {
-            Ending::Stopped => println!("{}: stopped (pid {})", node.id, node.pid),
+            Ending::Stopped => progressln!("{}: stopped (pid {})", node.id, node.pid),
             Ending::Killed => {
-                println!("{}: killed with SIGKILL after {STOP_TIMEOUT_SECS} s (pid {})", node.id, node.pid)
+                progressln!("{}: killed with SIGKILL after {STOP_TIMEOUT_SECS} s (pid {})", node.id, node.pid)
             }
             Ending::StillRunning => left.push(format!("{} (pid {})", node.id, node.pid)),
         }
@@ -47,7 +48,7 @@ pub fn stop(which: &WhichCluster) -> Result<()> {
         bail!("still running after SIGKILL: {}; the pid file {} is kept", left.join(", "), dir.pids().display());
     }
     std::fs::remove_file(dir.pids()).with_context(|| format!("removing {}", dir.pids().display()))?;
-    println!("cluster {} stopped", dir.name);
+    progressln!("cluster {} stopped", dir.name);
     Ok(())
 }
 
@@ -55,7 +56,7 @@ pub fn stop(which: &WhichCluster) -> Result<()> {
 pub fn clean(which: &WhichCluster) -> Result<()> {
     let dir = ClusterDir::new(which)?;
     if !dir.root.exists() {
-        println!("nothing to clean: {} does not exist", dir.root.display());
+        progressln!("nothing to clean: {} does not exist", dir.root.display());
         return Ok(());
     }
     if !dir.config().exists() {
@@ -66,7 +67,7 @@ pub fn clean(which: &WhichCluster) -> Result<()> {
     }
     stop(which)?;
     std::fs::remove_dir_all(&dir.root).with_context(|| format!("removing {}", dir.root.display()))?;
-    println!("removed {}", dir.root.display());
+    progressln!("removed {}", dir.root.display());
     Ok(())
 }
 

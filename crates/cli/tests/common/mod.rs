@@ -13,6 +13,22 @@ use std::time::{Duration, Instant};
 /// How long a node may take to start listening before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `replikv ARGS` with its standard output a pipe whose read end is already closed, as
+/// the writes after `| head` has exited find it: every write fails with EPIPE. Returns (exit
+/// status, standard error).
+pub fn replikv_into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A port the OS says is free now (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -49,13 +49,20 @@ impl Trio {
 
     /// Runs `replikv ARGS --name e2e --data DIR`: (exit success, stdout, stderr).
     pub fn replikv(&self, args: &[&str]) -> (bool, String, String) {
+        let (code, stdout, stderr) = self.replikv_code(args);
+        (code == Some(0), stdout, stderr)
+    }
+
+    /// Runs `replikv ARGS --name e2e --data DIR`: (exit code, `None` if a signal ended it;
+    /// stdout; stderr).
+    pub fn replikv_code(&self, args: &[&str]) -> (Option<i32>, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
             .args(args)
             .args(["--name", "e2e", "--data"])
             .arg(self.dir.path())
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
     /// A RESP connection to node `i` (0-based).
