@@ -7,10 +7,9 @@
 //! for:
 //!
 //! - [`outln!`] and [`out!`], for a command whose output is its work (`status`, `check`, `sim`,
-//!   `bench`, a dry run): on a closed pipe the process exits at once with status 0, as `yes |
-//!   head` ends `yes`, and quietly: the reader had what it wanted, and a `set -o pipefail`
-//!   script does not fail on `replikv status | head -1`. It also stops a long sweep nobody
-//!   reads.
+//!   `bench`, a dry run): on a closed pipe the rest of the output is dropped, quietly, and the
+//!   command ends with its own status: `replikv check | head -1` still exits 1 when replicas
+//!   differ, and a sweep whose reader left still exits 1 if a seed failed.
 //! - [`progressln!`], for a command whose work is a change it must finish (`cluster start` and
 //!   `stop`, `fault partition`, a failover): on a closed pipe the line is dropped and the
 //!   command carries on to its own exit status, since stopping half-way would leave nodes
@@ -30,8 +29,9 @@
 //! message on standard error, where `println!` would have panicked.
 //!
 //! CAVEATS
-//! - On a closed pipe [`outln!`] exits with status 0 whatever the command would have returned:
-//!   `replikv check | head -1` may then not say, by its status, that replicas differ.
+//! - A command whose reader left runs to its end (a long `sim` sweep or `bench` included).
+//! - Any other write error exits with status 1, which for `replikv check` also means "a
+//!   replica differs".
 //! - Standard error is written with `eprintln!`, which still panics if standard error is a
 //!   closed pipe; logs (`tracing`) ignore such errors.
 
@@ -41,22 +41,25 @@ use std::io::{ErrorKind, Write};
 /// What a write to standard output does when the reader has closed the pipe.
 #[derive(Clone, Copy, Debug)]
 pub enum OnClosed {
-    /// End the process at once, with status 0.
+    /// Drop this and every later output, quietly; the command ends with its own status.
     Exit,
     /// Drop the text and carry on.
     Drop,
 }
 
-/// Prints to standard output as `print!` does; on a closed pipe, the process exits with
-/// status 0 (see the module documentation).
+/// Set once the reader of standard output has gone: later output is dropped unwritten.
+static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints to standard output as `print!` does; on a closed pipe, the output is dropped (see
+/// the module documentation).
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::output::write(format_args!($($arg)*), $crate::output::OnClosed::Exit)
     };
 }
 
-/// Prints a line to standard output as `println!` does; on a closed pipe, the process exits
-/// with status 0 (see the module documentation).
+/// Prints a line to standard output as `println!` does; on a closed pipe, the output is
+/// dropped (see the module documentation).
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::output::write(format_args!("{}\n", format_args!($($arg)*)), $crate::output::OnClosed::Exit)
@@ -76,10 +79,15 @@ pub(crate) use {out, outln, progressln};
 /// Writes `text` to the locked standard output; a closed pipe does what `closed` says, and
 /// any other error ends the process with status 1.
 pub fn write(text: Arguments<'_>, closed: OnClosed) {
+    if CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     match (stdout.write_fmt(text), closed) {
         (Ok(()), _) => {}
-        (Err(e), OnClosed::Exit) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        (Err(e), OnClosed::Exit) if e.kind() == ErrorKind::BrokenPipe => {
+            CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         (Err(e), OnClosed::Drop) if e.kind() == ErrorKind::BrokenPipe => {}
         (Err(e), _) => {
             eprintln!("replikv: writing to standard output: {e}");

@@ -1,5 +1,6 @@
 //! Every command's output ends quietly when its reader has gone (`replikv status -o json |
-//! head`): no panic message ("failed printing to stdout: Broken pipe"), exit status 0.
+//! head`): no panic message ("failed printing to stdout: Broken pipe"), and the command's own
+//! exit status (0 here: each of these succeeds).
 //!
 //! The reader here is a pipe whose read end is closed before the command starts: every write
 //! the command makes fails with EPIPE, as the writes after `head` has exited do. A reader that

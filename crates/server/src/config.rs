@@ -56,10 +56,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// The node id when none is given.
 /// The longest idle timeout, in seconds, as Redis's (a C int).
 pub const IDLE_TIMEOUT_S_MAX: u64 = i32::MAX as u64;
 
+/// The node id when none is given.
 pub const ID_DEFAULT: &str = "n1";
 /// The RESP listen address when none is given (Redis's port plus one, so both can run).
 pub const RESP_ADDR_DEFAULT: &str = "127.0.0.1:6380";

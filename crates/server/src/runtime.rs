@@ -273,6 +273,7 @@ impl Runtime {
             .name("replikv-syncer".into())
             .spawn(move || syncer.run())
             .expect("spawning the syncer thread");
+        let written_lsn = replica.last_lsn();
         let mut stepper = Stepper {
             replica,
             rx,
@@ -288,6 +289,7 @@ impl Runtime {
             last_publish_ms: 0,
             last_tick_ms: 0,
             told_durable: None,
+            written_lsn,
         };
         let thread = std::thread::Builder::new()
             .name("replikv-runtime".into())
@@ -369,6 +371,8 @@ struct Stepper<E> {
     /// The last log position the replica was told is durable, so that a batch released at
     /// once that wrote no record (a read) does not step it again.
     told_durable: Option<Lsn>,
+    /// The newest record handed to `write_out` (at open, what the log held).
+    written_lsn: Lsn,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
@@ -403,6 +407,9 @@ impl<E: Engine> Stepper<E> {
                 self.dispatch(std::mem::take(&mut outbox.now));
             }
             self.release_durable(now, &mut outbox)?;
+            // Telling the replica what is durable can append records (a leader releasing the
+            // writes a handover held): those must be written out like any batch's.
+            stepped |= self.replica.last_lsn() > self.written_lsn;
             for message in batch {
                 match message {
                     Message::Call(call) => {
@@ -438,8 +445,9 @@ impl<E: Engine> Stepper<E> {
             let written = match stepped {
                 true => self.replica.write_out(now)?,
                 // Every record appended so far was written out with the batch that appended it.
-                false => WrittenOutAll { last_lsn: self.replica.last_lsn(), ..Default::default() },
+                false => WrittenOutAll { last_lsn: self.written_lsn, ..Default::default() },
             };
+            self.written_lsn = written.last_lsn;
             self.metrics.bytes_written.inc_by(written.bytes);
             if requests > 0 {
                 self.metrics.batch_requests.observe(requests as f64);

@@ -244,6 +244,8 @@ pub struct World {
 impl World {
     /// A world for `config`, every node fresh.
     pub fn new(config: SimConfig) -> World {
+        // Log lines of this run carry its own virtual time from its start, whatever ran before.
+        crate::VIRTUAL_NOW_MS.with(|now| now.set(0));
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
         let mut nodes = Vec::new();

@@ -13,7 +13,9 @@
 //!    write was executed since the target caught up.
 //! 3. The held writes are then handled as the node's new role says: forwarded to the new
 //!    leader (`forward_writes`), so that their clients see a pause and then the new leader's
-//!    answer, or refused with `-READONLY` naming it.
+//!    answer, or refused with `-READONLY` naming it. Only the leader's own clients' writes are
+//!    held: one a follower forwarded during the handover is refused at once as not applied,
+//!    since that follower fails what it forwarded when it moves to the new epoch.
 //!
 //! If the target has not caught up by the timeout, the handover is abandoned and the held
 //! writes run on the old leader, unless `FORCE` was given: then it hands over all the same
@@ -110,6 +112,15 @@ impl<E: Engine> Replica<E> {
         }
         if self.held.len() >= HELD_WRITES_MAX {
             let reply = Reply::err("too many writes are waiting for a leader handover; try again later");
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return true;
+        }
+        if self.forwarded.contains_key(&id) {
+            // A follower forwarded it: that follower moves to the new leader's epoch with the
+            // handover and fails what it forwarded ("may or may not"), so holding it here and
+            // applying it later would apply a write its client was told may have failed.
+            // Refused now, it is certainly not applied.
+            let reply = Reply::err("a leader handover is under way: the forwarded write was not applied; try again");
             outbox.after_flush.push(Output::Reply { id, reply });
             return true;
         }

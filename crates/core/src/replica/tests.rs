@@ -1042,3 +1042,25 @@ fn per_database_counts_follow_every_write_and_swap() {
     assert_eq!(expires, 0, "{:?}", replica.keyspace());
     assert_eq!(replica.keyspace().iter().map(|d| d.keys).sum::<u64>(), replica.stats().keys - 1, "the map record");
 }
+
+#[test]
+fn a_write_forwarded_during_a_handover_is_refused_as_not_applied_and_never_applied() {
+    let mut c = Cluster::with(2, 1, ReplogOptions::default(), true, true);
+    c.run_for(300);
+    let id = c.send(0, "FAILOVER TO 127.0.0.1 7003");
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    // n2 forwards a write to n1, which is handing over to n3.
+    let forwarded = c.send(1, "SET forwarded 1");
+    c.run_for(1_000);
+    assert!(c.nodes[2].is_leader(), "n3 leads: {:?}", c.nodes[2].status(c.now));
+    // n2 may move to epoch 2 before n1's refusal reaches it ("may or may not"); either way it
+    // is an error, and the write must then never be applied by anyone.
+    let Some(Reply::Error(text)) = c.reply(forwarded) else { panic!("an error: {:?}", c.reply(forwarded)) };
+    assert!(text.contains("not applied") || text.contains("may or may not"), "{text}");
+    c.run_for(300);
+    for i in 0..3 {
+        let id = c.send(i, "GET forwarded");
+        c.run_for(100); // a leader's read waits for its heartbeat round
+        assert_eq!(c.reply(id), Some(&Reply::Nil), "n{} never applied it", i + 1);
+    }
+}
