@@ -178,16 +178,18 @@ impl<E: Engine> Store<E> {
         if let Some(reply) = check_sizes(&request, self.value_bytes_max) {
             return Ok(reply);
         }
-        // Every key, read or written, so that its physical form (up to two bytes longer) fits
-        // the engine in every database.
-        if let Some(key) = request.keys_mut().into_iter().find(|key| key.len() > CLIENT_KEY_BYTES_MAX) {
+        // Every key, read or written, is checked so that its physical form (up to two bytes
+        // longer) fits the engine in every database; one pass over the keys.
+        let ns = self.db_map.namespace(db as u8);
+        let mut keys = request.keys_mut();
+        if let Some(key) = keys.iter().find(|key| key.len() > CLIENT_KEY_BYTES_MAX) {
             let len = key.len();
             return Ok(Reply::err(format!("key is {len} bytes, over the limit of {CLIENT_KEY_BYTES_MAX} bytes")));
         }
-        self.ns = self.db_map.namespace(db as u8);
-        for key in request.keys_mut() {
-            *key = physical(self.ns, key);
+        for key in &mut keys {
+            **key = physical(ns, key);
         }
+        self.ns = ns;
         self.run(now_ms, request)
     }
 
@@ -650,27 +652,19 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
     value.map_or(Reply::Nil, Reply::Bulk)
 }
 
-/// An error reply if a key or value in the request is over the engine's limits.
+/// An error reply if a value in the request is over the limit (keys are checked in `execute`).
 fn check_sizes(request: &Request, value_bytes_max: usize) -> Option<Reply> {
-    let check = |_key: &Bytes, value: Option<&Bytes>| {
-        let len = value.map_or(0, Bytes::len);
+    let check = |value: &Bytes| {
+        let len = value.len();
         (len > value_bytes_max)
             .then(|| Reply::err(format!("value is {len} bytes, over the limit of {value_bytes_max} bytes")))
     };
     match request {
-        Request::Set { key, value, .. } | Request::SetNx { key, value } | Request::Append { key, value } => {
-            check(key, Some(value))
-        }
-        Request::MSet { pairs, .. } => pairs.iter().find_map(|(k, v)| check(k, Some(v))),
-        Request::IncrBy { key, .. } | Request::IncrByFloat { key, .. } | Request::Expire { key, .. } => {
-            check(key, None)
-        }
-        Request::SetEx { key, value, .. } => check(key, Some(value)),
-        Request::GetEx { key, .. }
-        | Request::SetRange { key, .. }
-        | Request::SetBit { key, .. }
-        | Request::ExpireIf { key, .. } => check(key, None),
-        Request::Rename { destination, .. } | Request::Copy { destination, .. } => check(destination, None),
+        Request::Set { value, .. }
+        | Request::SetNx { value, .. }
+        | Request::Append { value, .. }
+        | Request::SetEx { value, .. } => check(value),
+        Request::MSet { pairs, .. } => pairs.iter().find_map(|(_, v)| check(v)),
         _ => None,
     }
 }
