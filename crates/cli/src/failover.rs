@@ -33,6 +33,9 @@ pub const LISTED_RECORDS_MAX: u64 = 100;
 /// How long after the catch-up timeout the command waits for a new leader at most.
 const ELECTION_SLACK_SECS: u64 = 10;
 
+/// How many times the command asks again when the leader it asked has just lost an election.
+const LEADER_CHANGES_MAX: u32 = 3;
+
 /// How often the leader is asked again while the handover runs.
 const POLL_MS: u64 = 50;
 
@@ -65,37 +68,58 @@ pub struct FailoverArgs {
 pub fn main(args: &FailoverArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
-    let statuses: Vec<(&ClusterNode, Option<Value>)> = cluster.nodes.iter().map(|n| (n, status(n).ok())).collect();
-    let leaders: Vec<&(&ClusterNode, Option<Value>)> =
-        statuses.iter().filter(|(_, s)| s.as_ref().is_some_and(|s| s["replication"]["role"] == "leader")).collect();
-    let [(leader, Some(leader_status))] = leaders.as_slice() else {
-        bail!("expected one leader, found {}: is the cluster running (replikv status)?", leaders.len());
-    };
-    if args.dry_run {
-        return dry_run(leader, leader_status, &statuses);
-    }
     if args.force && args.to.is_none() {
         bail!("--force needs --to");
     }
-    let target = match &args.to {
-        Some(id) => {
-            let node = cluster.node(id).ok_or_else(|| anyhow!("no node {id} in the cluster"))?;
-            if node.id == leader.id {
-                bail!("{id} already leads");
-            }
-            Some(node)
-        }
-        None => None,
+    let body = |target: Option<&ClusterNode>| {
+        json!({
+            "to": target.map(|t| t.resp_addr.to_string()),
+            "timeout_ms": args.timeout_ms,
+            "force": args.force,
+        })
+        .to_string()
     };
-    let body = json!({
-        "to": target.map(|t| t.resp_addr.to_string()),
-        "timeout_ms": args.timeout_ms,
-        "force": args.force,
-    });
-    let (code, reply) = net::post(leader.http_addr, "/api/v1/failover", body.to_string().as_bytes())?;
-    if code != 200 {
-        bail!("{} refused: {}", leader.id, String::from_utf8_lossy(&reply).trim());
-    }
+    // The leader found here may lose an election before it is asked (a busy machine, a short
+    // election timeout): it then refuses as a replica, and the node that leads now is asked.
+    let mut attempt = 1;
+    let (leader, target) = loop {
+        let statuses: Vec<(&ClusterNode, Option<Value>)> = cluster.nodes.iter().map(|n| (n, status(n).ok())).collect();
+        let leaders: Vec<&(&ClusterNode, Option<Value>)> =
+            statuses.iter().filter(|(_, s)| s.as_ref().is_some_and(|s| s["replication"]["role"] == "leader")).collect();
+        let [(leader, Some(leader_status))] = leaders.as_slice() else {
+            bail!("expected one leader, found {}: is the cluster running (replikv status)?", leaders.len());
+        };
+        if args.dry_run {
+            return dry_run(leader, leader_status, &statuses);
+        }
+        let target = match &args.to {
+            Some(id) => {
+                let node = cluster.node(id).ok_or_else(|| anyhow!("no node {id} in the cluster"))?;
+                if node.id == leader.id {
+                    if attempt > 1 {
+                        // An election chose the target while the command was asking.
+                        progressln!("{id} leads epoch {}", leader_status["replication"]["epoch"]);
+                        return Ok(());
+                    }
+                    bail!("{id} already leads");
+                }
+                Some(node)
+            }
+            None => None,
+        };
+        let (code, reply) = net::post(leader.http_addr, "/api/v1/failover", body(target).as_bytes())?;
+        if code == 200 {
+            break (*leader, target);
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        if attempt < LEADER_CHANGES_MAX && reply.contains("when server is a replica") {
+            progressln!("{} no longer leads (an election ran); asking the node that leads now", leader.id);
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+            continue;
+        }
+        bail!("{} refused: {}", leader.id, reply.trim());
+    };
     progressln!(
         "{} holds writes until {} has caught up, then hands over",
         leader.id,
