@@ -186,6 +186,9 @@ pub enum Input {
     Durable {
         /// The newest durable record.
         lsn: Lsn,
+        /// The log's reset count when the batch was written out ([`WrittenOutAll::resets`]):
+        /// a notice from before a reset names records the reset discarded, and is ignored.
+        resets: u64,
     },
 }
 
@@ -489,8 +492,12 @@ pub struct Replica<E> {
     rollback: RollbackLog,
     /// How it behaves.
     settings: Settings,
-    /// The log is durable through here (from [`Input::Durable`]).
+    /// The log is durable through here (from [`Input::Durable`]), as the log was after its
+    /// `durable_resets`th reset: a later reset discards the records it names (see
+    /// [`Replica::durable_lsn`]).
     durable: Lsn,
+    /// The log's reset count when `durable` was set.
+    durable_resets: u64,
     /// When a follower (or candidate) stands next, if no leader is heard from before.
     election_deadline_ms: u64,
     /// The state of the random draws (splitmix64).
@@ -585,7 +592,7 @@ impl<E: Engine> Replica<E> {
         // for a write to tell it so.
         replica.log.flush()?;
         let durable = replica.log.last_lsn();
-        replica.durable = durable;
+        (replica.durable, replica.durable_resets) = (durable, replica.log.resets().0);
         if let State::Leader(leader) = &mut replica.state {
             leader.restarted(durable);
         }
@@ -601,6 +608,7 @@ impl<E: Engine> Replica<E> {
             settings,
             state,
             durable: 0,
+            durable_resets: 0,
             election_deadline_ms: 0,
             random: 0,
             elections: (0, 0),
@@ -649,12 +657,20 @@ impl<E: Engine> Replica<E> {
             Input::Request { id, request } => self.request(now_ms, id, request, outbox),
             Input::Tick => self.tick(now_ms, outbox),
             Input::Message { from, message } => self.message(now_ms, from, message, outbox),
-            Input::Durable { lsn } => {
-                // Not an invariant that `lsn` is within the log: the batch it reports was written
-                // before later steps may have emptied the log (a follower's cut or snapshot),
-                // and this node may lead since. What is durable is within what the log holds.
-                let lsn = lsn.min(self.log.last_lsn());
-                self.durable = self.durable.max(lsn);
+            Input::Durable { lsn, resets } => {
+                let (now_resets, _) = self.log.resets();
+                if resets != now_resets {
+                    // Written out before a reset (a follower's cut or snapshot) that discarded
+                    // those records: the lsn may name new records, not yet durable.
+                    return Ok(());
+                }
+                assert!(
+                    lsn <= self.log.last_lsn(),
+                    "durable lsn {lsn} is past the log's end {} in the same log (resets {resets})",
+                    self.log.last_lsn()
+                );
+                let lsn = lsn.max(self.durable_lsn());
+                (self.durable, self.durable_resets) = (lsn, resets);
                 if let State::Leader(leader) = &mut self.state {
                     leader.durable(now_ms, lsn, &mut self.log, &self.store, &self.settings, outbox)?;
                 }
@@ -916,7 +932,12 @@ impl<E: Engine> Replica<E> {
         let log = self.log.write_out()?;
         let engine = self.store.engine_mut().write_out(now_ms)?;
         let syncs = log.sync.into_iter().chain(engine.sync).collect();
-        Ok(WrittenOutAll { bytes: log.bytes + engine.bytes, syncs, last_lsn: self.log.last_lsn() })
+        Ok(WrittenOutAll {
+            bytes: log.bytes + engine.bytes,
+            syncs,
+            last_lsn: self.log.last_lsn(),
+            resets: self.log.resets().0,
+        })
     }
 
     /// Background work between batches (compaction), bounded by `budget_bytes`.
@@ -973,7 +994,19 @@ impl<E: Engine> Replica<E> {
 
     /// How many times the log was reset (snapshots installed, histories cut) since it opened.
     pub fn log_resets(&self) -> u64 {
-        self.log.stats().resets
+        self.log.resets().0
+    }
+
+    /// How far the log is durable, as far as this replica was told: the last
+    /// [`Input::Durable`] of the log as it is now, or where the last reset left it (a reset is
+    /// durable when it returns) if none came since.
+    pub(crate) fn durable_lsn(&self) -> Lsn {
+        let (resets, reset_lsn) = self.log.resets();
+        if resets == self.durable_resets {
+            self.durable
+        } else {
+            reset_lsn
+        }
     }
 
     /// The writes this replica cut from its log (kept in memory by an in-memory rollback log).
@@ -1313,6 +1346,8 @@ pub struct WrittenOutAll {
     pub syncs: Vec<SyncHandle>,
     /// The newest log record written out: durable once `syncs` have run.
     pub last_lsn: Lsn,
+    /// The log's reset count then, for [`Input::Durable`].
+    pub resets: u64,
 }
 
 #[cfg(test)]

@@ -137,6 +137,8 @@ struct Held {
     number: u64,
     /// The replication log's end once this batch is durable.
     lsn: Lsn,
+    /// The log's reset count when the batch was written out.
+    resets: u64,
     outputs: Vec<Output>,
 }
 
@@ -370,7 +372,7 @@ struct Stepper<E> {
     last_tick_ms: u64,
     /// The last log position the replica was told is durable, so that a batch released at
     /// once that wrote no record (a read) does not step it again.
-    told_durable: Option<Lsn>,
+    told_durable: Option<(Lsn, u64)>,
     /// The newest record handed to `write_out` (at open, what the log held).
     written_lsn: Lsn,
 }
@@ -445,7 +447,11 @@ impl<E: Engine> Stepper<E> {
             let written = match stepped {
                 true => self.replica.write_out(now)?,
                 // Every record appended so far was written out with the batch that appended it.
-                false => WrittenOutAll { last_lsn: self.written_lsn, ..Default::default() },
+                false => WrittenOutAll {
+                    last_lsn: self.written_lsn,
+                    resets: self.replica.log_resets(),
+                    ..Default::default()
+                },
             };
             self.written_lsn = written.last_lsn;
             self.metrics.bytes_written.inc_by(written.bytes);
@@ -465,13 +471,13 @@ impl<E: Engine> Stepper<E> {
                 // durable as this node can make it through what the batch wrote (an in-memory
                 // log, or nothing appended): say so, or a leader would never ship.
                 self.dispatch(outputs);
-                if self.told_durable != Some(written.last_lsn) {
-                    self.tell_durable(now, written.last_lsn, &mut outbox)?;
+                if self.told_durable != Some((written.last_lsn, written.resets)) {
+                    self.tell_durable(now, written.last_lsn, written.resets, &mut outbox)?;
                 }
             } else {
                 self.batches += 1;
                 let number = self.batches;
-                self.held.push_back(Held { number, lsn: written.last_lsn, outputs });
+                self.held.push_back(Held { number, lsn: written.last_lsn, resets: written.resets, outputs });
                 let sync_tx = self.sync_tx.as_ref().expect("open until the stepper exits");
                 if sync_tx.send(Batch { number, syncs: written.syncs }).is_err() {
                     return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
@@ -520,23 +526,25 @@ impl<E: Engine> Stepper<E> {
     /// replica how far its log is durable.
     fn release_durable(&mut self, now: u64, outbox: &mut Outbox) -> replikv_core::Result<()> {
         let durable = self.shared.durable_batch.load(Ordering::SeqCst);
-        let mut lsn = None;
+        // The newest batch released: batches are written out in order, so its position is the
+        // furthest (a reset between batches makes the earlier ones' positions stale anyway).
+        let mut newest = None;
         while self.held.front().is_some_and(|h| h.number <= durable) {
             let held = self.held.pop_front().expect("front exists");
-            lsn = lsn.max(Some(held.lsn));
+            newest = Some((held.lsn, held.resets));
             self.dispatch(held.outputs);
         }
-        if let Some(lsn) = lsn {
-            self.tell_durable(now, lsn, outbox)?;
+        if let Some((lsn, resets)) = newest {
+            self.tell_durable(now, lsn, resets, outbox)?;
         }
         Ok(())
     }
 
     /// Tells the replica its log is durable through `lsn` ([`Input::Durable`]) and sends what
     /// that releases (a leader ships up to it, and answers what waited on it).
-    fn tell_durable(&mut self, now: u64, lsn: Lsn, outbox: &mut Outbox) -> replikv_core::Result<()> {
-        self.told_durable = Some(lsn);
-        self.replica.step(now, Input::Durable { lsn }, outbox)?;
+    fn tell_durable(&mut self, now: u64, lsn: Lsn, resets: u64, outbox: &mut Outbox) -> replikv_core::Result<()> {
+        self.told_durable = Some((lsn, resets));
+        self.replica.step(now, Input::Durable { lsn, resets }, outbox)?;
         self.dispatch(std::mem::take(&mut outbox.now));
         Ok(())
     }

@@ -147,6 +147,8 @@ struct Pending {
     done_at: u64,
     disk_mark: u64,
     lsn: Lsn,
+    /// The log's reset count when the batch was written out.
+    resets: u64,
     outputs: Vec<Output>,
 }
 
@@ -160,8 +162,9 @@ struct Node {
     log_synced: Lsn,
     inbox: VecDeque<Input>,
     fsyncs: VecDeque<Pending>,
-    /// The newest durable log position not yet told to the replica.
-    durable_notice: Option<Lsn>,
+    /// The newest durable log position not yet told to the replica, with the log's reset
+    /// count when it was written out.
+    durable_notice: Option<(Lsn, u64)>,
     down_until: Option<u64>,
     paused_until: Option<u64>,
     skew_ms: i64,
@@ -577,8 +580,11 @@ impl World {
         while self.nodes[i].fsyncs.front().is_some_and(|p| p.done_at <= self.now) {
             let done = self.nodes[i].fsyncs.pop_front().expect("front exists");
             self.nodes[i].disk.borrow_mut().sync_to(done.disk_mark);
-            self.nodes[i].log_synced = self.nodes[i].log_synced.max(done.lsn);
-            self.nodes[i].durable_notice = Some(self.nodes[i].log_synced);
+            // A batch written out before a reset names records the reset discarded.
+            if done.resets == self.nodes[i].log_resets {
+                self.nodes[i].log_synced = self.nodes[i].log_synced.max(done.lsn);
+                self.nodes[i].durable_notice = Some((self.nodes[i].log_synced, done.resets));
+            }
             self.dispatch(i, done.outputs);
         }
         let tick = self.nodes[i].next_tick_at <= self.now;
@@ -586,7 +592,7 @@ impl World {
         if !tick && notice.is_none() && self.nodes[i].inbox.is_empty() {
             return;
         }
-        let mut inputs: Vec<Input> = notice.map(|lsn| Input::Durable { lsn }).into_iter().collect();
+        let mut inputs: Vec<Input> = notice.map(|(lsn, resets)| Input::Durable { lsn, resets }).into_iter().collect();
         if tick {
             self.nodes[i].next_tick_at = self.now + TICK_MS;
             inputs.push(Input::Tick);
@@ -648,10 +654,13 @@ impl World {
             node.log_resets = replica.log_resets();
             node.log_synced = replica.first_lsn() - 1;
         }
-        if let Err(e) = replica.write_out(clock) {
-            self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
-            return;
-        }
+        let resets = match replica.write_out(clock) {
+            Ok(written) => written.resets,
+            Err(e) => {
+                self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
+                return;
+            }
+        };
         let lsn = replica.last_lsn();
         let mark = disk.borrow().mark();
         self.dispatch(i, now_outputs);
@@ -662,7 +671,7 @@ impl World {
         } else {
             let last = self.nodes[i].fsyncs.back().map_or(0, |p| p.done_at);
             let done_at = (self.now + self.rng.gen_range(1..=4)).max(last);
-            self.nodes[i].fsyncs.push_back(Pending { done_at, disk_mark: mark, lsn, outputs: held });
+            self.nodes[i].fsyncs.push_back(Pending { done_at, disk_mark: mark, lsn, resets, outputs: held });
         }
     }
 

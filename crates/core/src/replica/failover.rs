@@ -240,7 +240,7 @@ impl<E: Engine> Replica<E> {
         let epoch = self.settings.epoch;
         self.reclaim = false;
         let mut leader = Leader::new(&followers, now_ms);
-        leader.restarted(self.durable.min(self.log.last_lsn()));
+        leader.restarted(self.durable_lsn());
         let record = LogRecord::whole(self.log.last_lsn() + 1, epoch, Vec::new());
         let bytes = record.size_hint() as u64;
         self.log.append(record)?;

@@ -104,8 +104,8 @@ impl Cluster {
         let mut outbox = Outbox::default();
         self.nodes[i].step(self.now, input, &mut outbox).unwrap();
         self.nodes[i].flush(self.now).unwrap();
-        let lsn = self.nodes[i].last_lsn();
-        self.nodes[i].step(self.now, Input::Durable { lsn }, &mut outbox).unwrap();
+        let (lsn, resets) = (self.nodes[i].last_lsn(), self.nodes[i].log_resets());
+        self.nodes[i].step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
         for output in outbox.drain_all() {
             match output {
                 Output::Reply { id, reply } => {
@@ -1063,4 +1063,30 @@ fn a_write_forwarded_during_a_handover_is_refused_as_not_applied_and_never_appli
         c.run_for(100); // a leader's read waits for its heartbeat round
         assert_eq!(c.reply(id), Some(&Reply::Nil), "n{} never applied it", i + 1);
     }
+}
+
+#[test]
+fn a_durable_notice_from_before_a_reset_vouches_for_nothing_after_it() {
+    use crate::replication::LogRecord;
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    for i in 0..5 {
+        c.send(0, &format!("SET k{i} v"));
+        c.settle();
+    }
+    let f = &mut c.nodes[1];
+    // A batch through lsn 5 is written out; its fsync is still running when a cut empties the
+    // log and the leader's history starts again, two records of which arrive, not yet durable.
+    let (lsn, resets) = (f.last_lsn(), f.log_resets());
+    assert!(lsn >= 5, "the follower holds the writes: {lsn}");
+    f.log.reset(0, 0).unwrap();
+    for lsn in 1..=2 {
+        f.log.append(LogRecord::whole(lsn, 1, Vec::new())).unwrap();
+    }
+    assert_eq!(f.durable_lsn(), 0, "a reset is durable at its base, and nothing after it is yet");
+    let mut outbox = Outbox::default();
+    f.step(c.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+    assert_eq!(f.durable_lsn(), 0, "the stale notice names records the reset discarded");
+    f.step(c.now, Input::Durable { lsn: 2, resets: f.log_resets() }, &mut outbox).unwrap();
+    assert_eq!(f.durable_lsn(), 2, "a notice of the log as it is now counts");
 }

@@ -133,6 +133,9 @@ pub struct ReplicationLog {
     pub(super) dropped_segments: u64,
     /// Resets since the log opened.
     pub(super) resets: u64,
+    /// The lsn of the last reset (0 if none since the log opened): the log is durable there,
+    /// since a reset is durable when it returns.
+    pub(super) reset_lsn: Lsn,
     /// Where each epoch's run of records starts: lsn -> epoch, the first entry at the base
     /// (the lsn before the first record, with the base's epoch). One entry per epoch change
     /// within the retained log, so it is bounded by the log's records.
@@ -186,6 +189,7 @@ impl ReplicationLog {
             last_epoch: 0,
             dropped_segments: 0,
             resets: 0,
+            reset_lsn: 0,
             epochs: BTreeMap::new(),
             files: None,
             open_request: None,
@@ -411,6 +415,7 @@ impl ReplicationLog {
         self.segments.clear();
         self.epochs.clear();
         self.resets += 1;
+        self.reset_lsn = lsn;
         self.bytes = 0;
         self.start_segment(base);
         self.tail.clear();
@@ -436,6 +441,12 @@ impl ReplicationLog {
     /// The options it was opened with.
     pub fn options(&self) -> &ReplogOptions {
         &self.options
+    }
+
+    /// How many times the log was reset since it opened, and the lsn of the last reset (0 if
+    /// none): a position reported before a reset names records the reset discarded.
+    pub fn resets(&self) -> (u64, Lsn) {
+        (self.resets, self.reset_lsn)
     }
 
     /// The log's counters.
