@@ -4,8 +4,10 @@
 //!
 //! 1. Ask every node at once for its `GET /api/v1/status`, as `replikv status` does
 //!    ([`status::probe_all`]): the node that leads now is the reference ([`status::leader`]: of
-//!    those that say they lead, the one of the highest epoch); in a cluster of one node, that
-//!    node. Whichever node it is: after a failover n1 is a follower like any other.
+//!    those that say they lead, the one of the highest epoch, unless a node is in a newer
+//!    epoch still); in a cluster of one node, that node. Whichever node it is: after a failover
+//!    n1 is a follower like any other. A node whose status shows it down (a process answering
+//!    as another node) is down, whatever its port answers to the digest request.
 //! 2. Ask every node at once for `GET /api/v1/digest`: its log position (LSN), live key count,
 //!    root hash and the 256 bucket hashes.
 //! 3. Replicas compare only at the same log position. While no leader answers, or a node that
@@ -35,7 +37,8 @@
 
 use crate::cluster::args::{Output, WhichCluster};
 use crate::cluster::layout::ClusterDir;
-use crate::cluster::{net, status};
+use crate::cluster::net;
+use crate::cluster::status::{self, NodeRow};
 use crate::output::{out, outln};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
@@ -218,7 +221,17 @@ fn look(cluster: &ClusterConfig, dir: &ClusterDir) -> Round {
         _ => status::leader(&rows).and_then(|l| cluster.nodes.iter().position(|n| n.id == l.id)),
     };
     let digests = fetch_all(&cluster.nodes);
-    Round { leader, nodes: rows.iter().map(|r| r.up).zip(digests).collect() }
+    Round { leader, nodes: rows.iter().zip(digests).map(|(row, digest)| node_answer(row, digest)).collect() }
+}
+
+/// What a node answered: whether it is up, and its digest. A node whose status showed it down
+/// (a process answering as another node, say) is down even if its port gave a digest: that
+/// digest is another node's, never compared as this one's.
+fn node_answer(row: &NodeRow, digest: Result<Fetched>) -> (bool, Result<Fetched>) {
+    match digest {
+        Ok(_) if !row.up => (false, Err(anyhow!("{}", row.error.as_deref().unwrap_or("its status did not answer")))),
+        digest => (row.up, digest),
+    }
 }
 
 /// Each node's verdict against the leader's digest, `reference`, and the keys of the buckets
@@ -445,6 +458,18 @@ mod tests {
             let round = Round { leader, nodes: nodes.iter().map(|&n| node(n)).collect() };
             assert_eq!(round.settled(), want, "leader {leader:?}, nodes {nodes:?}");
         }
+    }
+
+    #[test]
+    fn a_digest_from_a_node_whose_status_showed_it_down_is_not_taken_as_its_own() {
+        let fetched = || Ok(Fetched { lsn: 5, digest: Digest { keys: 0, root: [0; 32], buckets: Vec::new() } });
+        let mut row = NodeRow { id: "n2".into(), up: true, ..NodeRow::default() };
+        assert!(matches!(node_answer(&row, fetched()), (true, Ok(_))));
+        row.up = false;
+        row.error = Some("127.0.0.1:1 is answered by node \"n3\", not n2".into());
+        let (up, digest) = node_answer(&row, fetched());
+        assert!(!up);
+        assert!(digest.is_err_and(|e| e.to_string().contains("answered by node")));
     }
 
     #[test]

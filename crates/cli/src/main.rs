@@ -123,6 +123,10 @@ fn main() -> ExitCode {
         init_logs("info");
     }
     let checking = matches!(cli.command, Command::Check(_));
+    if checking {
+        // A report that could not be written is a check that could not be made.
+        output::fail_with(check::exit_status(&anyhow::anyhow!("standard output failed")));
+    }
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Bench(args) => bench::main(args),

@@ -25,13 +25,13 @@
 //! a `set -o pipefail` script, and nothing would keep the next `println!` out of the others;
 //! here the lint does.
 //!
-//! Any other write error (a full disk under `> file`) ends the process with status 1 and a
-//! message on standard error, where `println!` would have panicked.
+//! Any other write error (a full disk under `> file`) ends the process with a message on
+//! standard error, where `println!` would have panicked, and the status a command's failure
+//! has: 1, or what [`fail_with`] set (`replikv check` sets 2, "could not check", since its
+//! 1 means "a replica differs").
 //!
 //! CAVEATS
 //! - A command whose reader left runs to its end (a long `sim` sweep or `bench` included).
-//! - Any other write error exits with status 1, which for `replikv check` also means "a
-//!   replica differs".
 //! - Standard error is written with `eprintln!`, which still panics if standard error is a
 //!   closed pipe; logs (`tracing`) ignore such errors.
 
@@ -45,6 +45,14 @@ pub enum OnClosed {
     Exit,
     /// Drop the text and carry on.
     Drop,
+}
+
+/// The exit status of a write error other than a closed pipe (see [`fail_with`]).
+static FAILURE_STATUS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+/// Makes a write error other than a closed pipe end the process with `status` (1 until set).
+pub fn fail_with(status: u8) {
+    FAILURE_STATUS.store(status, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Set once the reader of standard output has gone: later output is dropped unwritten.
@@ -77,7 +85,7 @@ macro_rules! progressln {
 pub(crate) use {out, outln, progressln};
 
 /// Writes `text` to the locked standard output; a closed pipe does what `closed` says, and
-/// any other error ends the process with status 1.
+/// any other error ends the process with the status [`fail_with`] set.
 pub fn write(text: Arguments<'_>, closed: OnClosed) {
     if CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
@@ -91,7 +99,7 @@ pub fn write(text: Arguments<'_>, closed: OnClosed) {
         (Err(e), OnClosed::Drop) if e.kind() == ErrorKind::BrokenPipe => {}
         (Err(e), _) => {
             eprintln!("replikv: writing to standard output: {e}");
-            std::process::exit(1);
+            std::process::exit(FAILURE_STATUS.load(std::sync::atomic::Ordering::Relaxed).into());
         }
     }
 }

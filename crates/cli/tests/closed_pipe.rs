@@ -45,4 +45,15 @@ fn status_and_check_end_quietly_on_a_closed_pipe() {
         let args: Vec<&str> = command.iter().copied().chain(["--name", "solo", "--data", data]).collect();
         assert_quiet(&args);
     }
+    // Another write error (a full disk) is a failure: for `check`, "could not check" (2), not
+    // "a replica differs" (1).
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(["check", "--name", "solo", "--data", data])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
 }

@@ -634,4 +634,13 @@ fn idle_clients_are_closed_after_the_timeout_and_config_set_changes_it() {
     std::thread::sleep(Duration::from_millis(1_500));
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG", "still open after 1.5 s idle");
+    // A timeout set while a client already waits idle reaches it too.
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    waiting.write_all(b"PING\r\n").unwrap();
+    let n = waiting.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("timeout").arg(1).query(&mut con).unwrap();
+    let read = waiting.read(&mut buf);
+    assert!(matches!(read, Ok(0)), "the idle client is closed by the new timeout, not left waiting: {read:?}");
 }

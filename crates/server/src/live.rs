@@ -121,8 +121,9 @@ pub struct Live {
     multibulk_len_max: AtomicUsize,
     /// `config.query_buffer_bytes_max`, for each read.
     query_buffer_bytes_max: AtomicUsize,
-    /// Seconds a client may stay idle; 0 never closes one.
-    idle_timeout_s: std::sync::atomic::AtomicU64,
+    /// Seconds a client may stay idle; 0 never closes one. A watch, so that a change reaches
+    /// connections already waiting idle.
+    idle_timeout_s: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -134,7 +135,7 @@ impl Live {
             bulk_bytes_max: AtomicUsize::new(config.bulk_bytes_max),
             multibulk_len_max: AtomicUsize::new(config.multibulk_len_max),
             query_buffer_bytes_max: AtomicUsize::new(config.query_buffer_bytes_max),
-            idle_timeout_s: std::sync::atomic::AtomicU64::new(config.idle_timeout_s),
+            idle_timeout_s: tokio::sync::watch::Sender::new(config.idle_timeout_s),
         }
     }
 
@@ -183,8 +184,12 @@ impl Live {
 
     /// How long a client may stay idle now; `None` never closes one.
     pub fn idle_timeout(&self) -> Option<std::time::Duration> {
-        let seconds = self.idle_timeout_s.load(Ordering::Relaxed);
-        (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+        idle_timeout(*self.idle_timeout_s.borrow())
+    }
+
+    /// The idle timeout's changes, for a connection waiting idle (see [`idle_timeout`]).
+    pub fn watch_idle_timeout(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.idle_timeout_s.subscribe()
     }
 
     /// Bytes of incomplete requests one connection may buffer now.
@@ -205,7 +210,7 @@ impl Live {
         self.bulk_bytes_max.store(new.bulk_bytes_max, Ordering::Relaxed);
         self.multibulk_len_max.store(new.multibulk_len_max, Ordering::Relaxed);
         self.query_buffer_bytes_max.store(new.query_buffer_bytes_max, Ordering::Relaxed);
-        self.idle_timeout_s.store(new.idle_timeout_s, Ordering::Relaxed);
+        self.idle_timeout_s.send_replace(new.idle_timeout_s);
         let replication = |c: &NodeConfig| c.cluster.as_ref().map(|c| c.replication);
         if let (Some(r), true) = (replication(&new), replication(&new) != replication(&config)) {
             runtime.reconfigure(Reconfigure {
@@ -437,4 +442,9 @@ mod tests {
         assert_eq!((live.connections_max(), live.config().connections_max), (2, 2));
         runtime.shutdown().await;
     }
+}
+
+/// An idle timeout of `seconds`; `None` (never) for 0.
+pub fn idle_timeout(seconds: u64) -> Option<std::time::Duration> {
+    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
 }

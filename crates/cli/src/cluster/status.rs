@@ -31,7 +31,8 @@
 //!   leader's by the time both answer.
 //! - The leader is the node that says it leads; if two ever do (a deposed leader cut off from
 //!   the others has not yet heard of the newer epoch), the one of the higher epoch, and the
-//!   first listed on a tie.
+//!   first listed on a tie; none when some node is in a newer epoch than every leader that
+//!   answered (that epoch's leader is the one that did not answer).
 
 use super::args::{Output, StatusArgs};
 use super::layout::{self, ClusterDir, PidEntry};
@@ -43,7 +44,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One node as `status` reports it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeRow {
     /// The node's id.
     pub id: String,
@@ -147,20 +148,24 @@ pub fn main(args: &StatusArgs) -> Result<()> {
 /// The node that leads now, among `rows` (see [`leading`]); `None` during an election or when
 /// no leader answers. `replikv check` takes it as the reference.
 pub fn leader(rows: &[NodeRow]) -> Option<&NodeRow> {
-    leading(rows.iter().filter(|r| r.role.as_deref() == Some("leader")).map(|r| (r, r.replication.epoch)))
+    leading(rows.iter().map(|r| (r, r.role.as_deref() == Some("leader"), r.replication.epoch)))
 }
 
-/// Of the nodes that say they lead, with their epochs, the one that leads now: the one of the
-/// highest epoch, since a leader deposed while cut off still says it leads, in an older epoch
-/// (until it hears of the newer one); the first listed if two ever say so in one epoch.
-fn leading<T>(leaders: impl Iterator<Item = (T, Option<u64>)>) -> Option<T> {
+/// Of the nodes that answered, each with whether it says it leads and its epoch, the one that
+/// leads now: the leader of the highest epoch, since a leader deposed while cut off still says
+/// it leads, in an older epoch (until it hears of the newer one); the first listed if two ever
+/// say so in one epoch. None when a node is in a newer epoch than every leader that answered:
+/// that epoch's leader (if it has one yet) did not answer, and the others are deposed.
+fn leading<T>(nodes: impl Iterator<Item = (T, bool, Option<u64>)>) -> Option<T> {
     let mut best: Option<(T, Option<u64>)> = None;
-    for (node, epoch) in leaders {
-        if best.as_ref().is_none_or(|(_, best)| epoch > *best) {
+    let mut newest = None;
+    for (node, leads, epoch) in nodes {
+        newest = newest.max(epoch);
+        if leads && best.as_ref().is_none_or(|(_, best)| epoch > *best) {
             best = Some((node, epoch));
         }
     }
-    best.map(|(node, _)| node)
+    best.filter(|(_, epoch)| *epoch >= newest).map(|(node, _)| node)
 }
 
 /// Asks every node at once and returns their rows in the cluster's order, each with its
@@ -178,13 +183,8 @@ pub fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path:
             .collect();
         probes.into_iter().map(|p| p.join().expect("a status probe panicked")).collect()
     });
-    let leader = leading(
-        probed
-            .iter()
-            .filter_map(|(_, r)| r.as_ref())
-            .filter(|r| r["role"] == "leader")
-            .map(|r| (r, r["epoch"].as_u64())),
-    );
+    let leader =
+        leading(probed.iter().filter_map(|(_, r)| r.as_ref()).map(|r| (r, r["role"] == "leader", r["epoch"].as_u64())));
     probed
         .iter()
         .map(|(row, own)| NodeRow { replication: replication_of(&row.id, own.as_ref(), leader), ..row.clone() })
@@ -491,18 +491,22 @@ n1: link to n3 down: connection refused
 
     #[test]
     fn the_leader_is_the_one_of_the_highest_epoch_and_the_first_on_a_tie() {
-        /// The nodes that say they lead, with their epochs.
-        type Claims<'a> = &'a [(&'a str, Option<u64>)];
+        /// The nodes that answered: whether each says it leads, and its epoch.
+        type Claims<'a> = &'a [(&'a str, bool, Option<u64>)];
         // (the claims; the node that leads now)
-        let table: [(Claims, Option<&str>); 6] = [
+        let table: [(Claims, Option<&str>); 9] = [
             (&[], None),
-            (&[("n1", Some(1))], Some("n1")),
+            (&[("n1", true, Some(1))], Some("n1")),
+            (&[("n1", true, Some(1)), ("n2", false, Some(1))], Some("n1")),
             // n1 was deposed while cut off and still says it leads.
-            (&[("n1", Some(1)), ("n2", Some(2))], Some("n2")),
-            (&[("n2", Some(2)), ("n1", Some(1))], Some("n2")),
-            (&[("n1", Some(2)), ("n3", Some(2))], Some("n1")),
+            (&[("n1", true, Some(1)), ("n2", true, Some(2))], Some("n2")),
+            (&[("n2", true, Some(2)), ("n1", true, Some(1))], Some("n2")),
+            (&[("n1", true, Some(2)), ("n3", true, Some(2))], Some("n1")),
             // A leader whose epoch is unknown loses to any that says one.
-            (&[("n1", None), ("n2", Some(0))], Some("n2")),
+            (&[("n1", true, None), ("n2", true, Some(0))], Some("n2")),
+            // n1 was deposed, and n3, which leads epoch 2, did not answer: n2 follows it.
+            (&[("n1", true, Some(1)), ("n2", false, Some(2))], None),
+            (&[("n2", false, Some(2)), ("n1", true, Some(1))], None),
         ];
         for (leaders, want) in table {
             assert_eq!(leading(leaders.iter().copied()), want, "{leaders:?}");

@@ -26,6 +26,7 @@
 use super::admin::{self, Client};
 use super::frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
 use crate::clients::Registration;
+use crate::live::idle_timeout;
 use crate::metrics::CommandLabel;
 use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
@@ -170,6 +171,8 @@ impl Connection {
     async fn run(&mut self) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
         let mut out = BytesMut::with_capacity(READ_BYTES_MIN);
+        // When the client last sent bytes: its idle time counts from there.
+        let mut idle_since = tokio::time::Instant::now();
         loop {
             // Read each time, so that CONFIG SET reaches this connection at its next request.
             let limits = self.state.live.limits();
@@ -185,17 +188,24 @@ impl Connection {
                     return self.close_with(&mut out, &msg).await;
                 }
                 buf.reserve(READ_BYTES_MIN);
-                let idle = self.state.live.idle_timeout();
-                let read = tokio::select! {
-                    read = self.stream.read_buf(&mut buf) => read?,
-                    _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
-                    _ = self.registration.wait_killed() => return Ok(()),
-                    // Redis's `timeout`: an idle client is closed without a word.
-                    _ = idle_for(idle) => {
-                        tracing::debug!("closing {}: idle for {:?}", self.client.addr, idle.unwrap_or_default());
-                        return Ok(());
+                let mut idle_rx = self.state.live.watch_idle_timeout();
+                let read = loop {
+                    let idle = idle_timeout(*idle_rx.borrow_and_update());
+                    tokio::select! {
+                        read = self.stream.read_buf(&mut buf) => break read?,
+                        _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
+                        _ = self.registration.wait_killed() => return Ok(()),
+                        // Redis's `timeout`: an idle client is closed without a word.
+                        _ = idle_until(idle.map(|idle| idle_since + idle)) => {
+                            tracing::debug!("closing {}: idle for {:?}", self.client.addr, idle.unwrap_or_default());
+                            return Ok(());
+                        }
+                        // A CONFIG SET reaches a connection already idle: wait again, by the
+                        // new timeout, from when it went idle.
+                        Ok(()) = idle_rx.changed() => {}
                     }
                 };
+                idle_since = tokio::time::Instant::now();
                 if read == 0 {
                     return Ok(());
                 }
@@ -208,6 +218,7 @@ impl Connection {
             }
             self.stream.write_all(&out).await?;
             out.clear();
+            idle_since = tokio::time::Instant::now();
             self.client.query_buffer_bytes = buf.len();
             self.client.query_buffer_free_bytes = buf.capacity() - buf.len();
             self.client.buffer_bytes = buf.capacity() + out.capacity();
@@ -371,10 +382,10 @@ impl Connection {
     }
 }
 
-/// Completes after `idle`, or never when there is no idle timeout.
-async fn idle_for(idle: Option<std::time::Duration>) {
-    match idle {
-        Some(idle) => tokio::time::sleep(idle).await,
+/// Completes at `deadline`, or never when there is none.
+async fn idle_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
