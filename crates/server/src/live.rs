@@ -299,6 +299,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// An idle timeout of `seconds`; `None` (never) for 0.
+pub fn idle_timeout(seconds: u64) -> Option<std::time::Duration> {
+    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,9 +447,4 @@ mod tests {
         assert_eq!((live.connections_max(), live.config().connections_max), (2, 2));
         runtime.shutdown().await;
     }
-}
-
-/// An idle timeout of `seconds`; `None` (never) for 0.
-pub fn idle_timeout(seconds: u64) -> Option<std::time::Duration> {
-    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
 }
