@@ -19,6 +19,20 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// A request read `key`'s record and found it damaged on disk: the store answers that
+    /// request with an error and stays up, or stops the node, as `corruption` says (see
+    /// `kv::damage`). Outside a request it is [`Error::Corrupt`].
+    #[error("damaged record of key {key:?} in {path} at offset {offset}: {reason}")]
+    Damaged {
+        /// The key whose record is damaged, as the store names it (physical).
+        key: bytes::Bytes,
+        /// The damaged file.
+        path: PathBuf,
+        /// The byte offset of the damaged record in that file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
     /// An I/O call failed. Stop: the node cannot tell what reached the disk.
     #[error("{op} {path}: {source}")]
     Io {
@@ -47,5 +61,16 @@ impl Error {
     /// True when the node must stop rather than carry on (damaged or unknown disk state).
     pub fn is_fatal(&self) -> bool {
         !matches!(self, Error::InvalidInput(_))
+    }
+
+    /// This error as met while reading `key` for a request: an [`Error::Corrupt`] becomes an
+    /// [`Error::Damaged`] naming the key; any other error is itself.
+    pub fn reading(self, key: &[u8]) -> Error {
+        match self {
+            Error::Corrupt { path, offset, reason } => {
+                Error::Damaged { key: bytes::Bytes::copy_from_slice(key), path, offset, reason }
+            }
+            other => other,
+        }
     }
 }

@@ -85,6 +85,7 @@
 //! - RANDOMKEY is not uniform past [`RANDOMKEY_EXACT_ENTRIES_MAX`] entries (see above).
 
 mod command;
+mod damage;
 mod databases;
 mod glob;
 mod number;
@@ -95,6 +96,7 @@ mod store;
 mod strings;
 
 pub use command::{is_command, parse_command, parse_named};
+pub use damage::{Corruption, Damage, DamagedKeys, DAMAGED_KEYS_MAX};
 pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};

@@ -1,5 +1,6 @@
 //! The store: executes key-value requests against an engine, with a clock for versions.
 
+use super::damage::{Corruption, Damage, DamagedKeys};
 use super::databases::{
     count_namespaces, counted_namespace, logical, physical, recount, DbMap, Keys, Namespace, CLIENT_KEY_BYTES_MAX,
     DATABASES_DEFAULT, DATABASES_MAX, DB_MAP_KEY,
@@ -8,7 +9,7 @@ use super::glob::glob_match_within;
 use super::number::{format_float, parse_float, parse_int};
 use super::request::{ExpireCondition, Expiry, Reply, Request, SetCondition, Watched};
 use super::strings::{expire_allowed, object_help, Xorshift};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::replication::Change;
 use crate::storage::{Engine, Meta, Record, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
@@ -63,6 +64,10 @@ pub struct Store<E> {
     /// Keys per escaped namespace (1 to 254, and 255 for replikv's own records), kept as writes
     /// land, so that DBSIZE and INFO keyspace cost no walk.
     pub(super) ns_keys: BTreeMap<Namespace, Keys>,
+    /// What a read that finds a damaged record does.
+    corruption: Corruption,
+    /// The keys found damaged and not yet rewritten (see [`super::damage`]).
+    damaged: DamagedKeys,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -103,6 +108,42 @@ impl<E: Engine> Store<E> {
             db_map,
             ns: 0,
             ns_keys,
+            corruption: Corruption::default(),
+            damaged: DamagedKeys::default(),
+        }
+    }
+
+    /// Sets what a read that finds a damaged record does.
+    pub fn set_corruption(&mut self, corruption: Corruption) {
+        self.corruption = corruption;
+    }
+
+    /// The keys found damaged and not yet rewritten.
+    pub fn damaged(&self) -> &DamagedKeys {
+        &self.damaged
+    }
+
+    /// Notes damage a read outside a request found (a digest, a snapshot): under
+    /// `corruption = "repair"` the key is listed and the caller carries on without it;
+    /// returns the error to stop with otherwise. `error` is not damage: returned as it is.
+    pub fn note_damage(&mut self, key: &Bytes, error: Error) -> Result<()> {
+        match Damage::of(&error) {
+            Some(damage) if self.corruption == Corruption::Repair => {
+                self.list_damage(key, damage);
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// Lists `key` (physical) as damaged, logging it the first time.
+    fn list_damage(&mut self, key: &Bytes, damage: Damage) {
+        if self.damaged.insert(key, damage.clone()) {
+            tracing::error!(
+                key = %String::from_utf8_lossy(key).escape_debug(), path = %damage.path.display(),
+                offset = damage.offset, reason = %damage.reason,
+                "a damaged record: its key is refused until it is repaired; the node is degraded"
+            );
         }
     }
 
@@ -135,6 +176,8 @@ impl<E: Engine> Store<E> {
         let map = change.key == DB_MAP_KEY;
         let counted = counted_namespace(&change.key).map(|_| (change.key.clone(), self.engine.meta(&change.key)));
         let new = counted.as_ref().map(|_| change.record.clone());
+        // A record put over a damaged one replaces it: the damaged one is dead.
+        self.damaged.rewritten(&change.key);
         self.engine.put(change.key, change.record)?;
         if let (Some((key, old)), Some(new)) = (counted, new) {
             recount(&mut self.ns_keys, &key, old, &new);
@@ -190,7 +233,18 @@ impl<E: Engine> Store<E> {
             **key = physical(ns, key);
         }
         self.ns = ns;
-        self.run(now_ms, request)
+        match self.run(now_ms, request) {
+            // A read met a damaged record: that request fails, whole (a read comes before the
+            // writes that depend on it), and the node carries on.
+            Err(Error::Damaged { key, path, offset, reason }) if self.corruption == Corruption::Repair => {
+                let damage = Damage { path, offset, reason };
+                self.list_damage(&key, damage.clone());
+                let shown = logical(&key).map_or(key, |(_, key)| key);
+                Ok(damage.reply(&shown))
+            }
+            Err(Error::Damaged { path, offset, reason, .. }) => Err(Error::Corrupt { path, offset, reason }),
+            result => result,
+        }
     }
 
     /// Executes a request whose keys are physical, in namespace `self.ns`.
@@ -351,6 +405,7 @@ impl<E: Engine> Store<E> {
             changes.push(Change { key: key.clone(), record: record.clone() });
         }
         let counted = counted_namespace(&key).map(|_| (key.clone(), self.engine.meta(&key), record.clone()));
+        self.damaged.rewritten(&key);
         self.engine.put(key, record)?;
         // Counted once the engine took it: a put that failed changed nothing.
         if let Some((key, old, new)) = counted {
@@ -361,7 +416,7 @@ impl<E: Engine> Store<E> {
 
     /// `key`'s value, if it exists and has not expired.
     pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
-        let Some(record) = self.engine.get(key)? else { return Ok(None) };
+        let Some(record) = self.engine.get(key).map_err(|e| e.reading(key))? else { return Ok(None) };
         if record.expire_at_ms.is_some_and(|at| at <= now_ms) {
             return Ok(None);
         }
