@@ -215,3 +215,23 @@ fn an_http_body_being_read_counts_in_the_node_wide_bound() {
     assert_eq!(&reply, b"+OK\r\n");
     assert_eq!(node.http("GET", "/api/v1/kv/upload", b"").0, 404, "the upload was not stored");
 }
+
+#[test]
+fn sigterm_closes_idle_http_connections_at_once_and_answers_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(&dir.path().join("n1"), &[]);
+    let mut idle = connect(node.http_port());
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+    // A PUT whose body is half sent when the node is told to stop.
+    let mut busy = connect(node.http_port());
+    busy.write_all(b"PUT /api/v1/kv/late HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nla").unwrap();
+    wait_buffered(&node, "the half body", |n| n == 2);
+    node.signal(libc::SIGTERM);
+    assert_eq!(read_until_closed(&mut idle), "", "the idle connection closes without a word");
+    busy.write_all(b"te").unwrap();
+    let answer = read_until_closed(&mut busy);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "the request in flight is answered: {answer}");
+    assert!(node.wait_exit(WAIT).success(), "clean exit");
+    assert!(!node.log_text().contains("HTTP clients still busy"), "nothing held the drain:\n{}", node.log_text());
+}
