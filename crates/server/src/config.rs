@@ -946,6 +946,28 @@ mod tests {
         assert_eq!(VALUE_CACHE_BYTES_MAX_DEFAULT, 256 * 1024 * 1024);
     }
 
+    #[test]
+    fn client_limits_come_from_file_or_default_and_are_checked() {
+        let text = "query_buffer_total_bytes_max = 5000\nhttp_connections_max = 7\nhttp_header_timeout_ms = 250\n\
+                    http_body_timeout_ms = 750\n";
+        let read = |c: &NodeConfig| {
+            (c.query_buffer_total_bytes_max, c.http_connections_max, c.http_header_timeout_ms, c.http_body_timeout_ms)
+        };
+        assert_eq!(read(&resolve_with(text, NodeArgs::default()).unwrap()), (5000, 7, 250, 750));
+        let defaults = NodeConfig::resolve(&NodeArgs::default()).unwrap();
+        assert_eq!(read(&defaults), (1 << 30, 1024, 10_000, 60_000));
+        let table = [
+            ("http_connections_max = 0", "http_connections_max must be greater than 0"),
+            ("query_buffer_total_bytes_max = 0", "query_buffer_total_bytes_max must be greater than 0"),
+            ("http_header_timeout_ms = 0", "http_header_timeout_ms must be between 1 and 3600000 (now 0)"),
+            ("http_body_timeout_ms = 3600001", "http_body_timeout_ms must be between 1 and 3600000"),
+        ];
+        for (text, want) in table {
+            let err = resolve_with(text, NodeArgs::default()).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
     /// The `replikv node` flags as clap sees them, to check names and variables.
     #[derive(clap::Parser)]
     struct Cli {
