@@ -6,7 +6,7 @@
 //! | `GET /api/v1/kv/{key}` | 200 with the value as the body (bytes, as stored), or 404 |
 //! | `PUT /api/v1/kv/{key}[?ttl_ms=N]` | stores the request body as the value; 200 `{"ok":true}` |
 //! | `DELETE /api/v1/kv/{key}` | 200 `{"deleted":0 or 1}` |
-//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections |
+//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections (RESP `connections`, `http_connections`), bytes of incomplete requests (`query_buffer_bytes`) |
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |

@@ -16,8 +16,8 @@ use std::time::Instant;
 /// A node's shared state, behind an `Arc`.
 pub struct NodeState {
     /// The configuration the node started with. The settings `CONFIG SET` changes
-    /// (`connections_max`, the request limits, `ack_timeout_ms`) are read from `live`; every
-    /// other setting is fixed, and is read here.
+    /// (`connections_max`, the request limits, the HTTP limits, `ack_timeout_ms`) are read
+    /// from `live`; every other setting is fixed, and is read here.
     pub config: NodeConfig,
     /// The configuration now, and the settings that change while the node runs.
     pub live: Live,
