@@ -70,6 +70,24 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Bytes a connection may buffer of requests not yet complete, as Redis's
 /// `client-query-buffer-limit`.
 pub const QUERY_BUFFER_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+/// Bytes of incomplete requests all connections together may buffer (RESP read buffers and
+/// HTTP bodies being read); past it the connection holding the most is closed.
+pub const QUERY_BUFFER_TOTAL_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+/// HTTP connections open at most; one more is answered 503 and closed at once.
+pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Milliseconds an HTTP client has to send a request's head (request line and headers),
+/// counted from the first byte it could send; an idle keep-alive connection is closed after
+/// as long.
+pub const HTTP_HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Milliseconds an HTTP client has to send a request's body once its head arrived.
+pub const HTTP_BODY_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// The longest HTTP header or body timeout a file (or `CONFIG SET`) may set, in
+/// milliseconds: an hour.
+pub const HTTP_TIMEOUT_MS_MAX: u64 = 3_600_000;
+
+// One value of the largest size a request may carry must fit in the node's bound.
+const _: () = assert!(crate::resp::frame::BULK_BYTES_MAX_DEFAULT < QUERY_BUFFER_TOTAL_BYTES_MAX_DEFAULT);
+
 /// A batch takes no more calls once it holds this many requests (a call, a connection's
 /// pipelined round of up to 1024 requests, is never split).
 pub const BATCH_REQUESTS_MAX_DEFAULT: usize = 4096;
@@ -169,6 +187,22 @@ pub struct NodeArgs {
     /// Bytes of incomplete requests one connection may buffer [default: 1073741824].
     #[arg(long, env = "REPLIKV_QUERY_BUFFER_BYTES_MAX", value_name = "BYTES")]
     pub query_buffer_bytes_max: Option<usize>,
+    /// Bytes of incomplete requests all clients together may buffer (RESP and HTTP); past
+    /// it the connection holding the most is closed with an error [default: 1073741824].
+    #[arg(long, env = "REPLIKV_QUERY_BUFFER_TOTAL_BYTES_MAX", value_name = "BYTES")]
+    pub query_buffer_total_bytes_max: Option<usize>,
+    /// HTTP connections open at most; one more is answered 503 and closed at once
+    /// [default: 1024].
+    #[arg(long, env = "REPLIKV_HTTP_CONNECTIONS_MAX", value_name = "N")]
+    pub http_connections_max: Option<usize>,
+    /// Milliseconds an HTTP client has to send a request's head; a slower one, or a
+    /// keep-alive connection idle as long, is closed [default: 10000].
+    #[arg(long, env = "REPLIKV_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Milliseconds an HTTP client has to send a request's body once its head arrived; a
+    /// slower one gets 408 and is closed [default: 60000].
+    #[arg(long, env = "REPLIKV_HTTP_BODY_TIMEOUT_MS", value_name = "MS")]
+    pub http_body_timeout_ms: Option<u64>,
     /// A batch (one group commit) takes no more calls once it holds this many requests
     /// [default: 4096].
     #[arg(long, env = "REPLIKV_BATCH_REQUESTS_MAX", value_name = "N")]
@@ -212,6 +246,10 @@ struct FileConfig {
     bulk_bytes_max: Option<usize>,
     multibulk_len_max: Option<usize>,
     query_buffer_bytes_max: Option<usize>,
+    query_buffer_total_bytes_max: Option<usize>,
+    http_connections_max: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    http_body_timeout_ms: Option<u64>,
     batch_requests_max: Option<usize>,
     tick_ms: Option<u64>,
     databases: Option<u32>,
@@ -246,6 +284,14 @@ pub struct NodeConfig {
     pub multibulk_len_max: usize,
     /// Bytes of incomplete requests one connection may buffer.
     pub query_buffer_bytes_max: usize,
+    /// Bytes of incomplete requests all clients together may buffer.
+    pub query_buffer_total_bytes_max: usize,
+    /// HTTP connections open at most.
+    pub http_connections_max: usize,
+    /// Milliseconds an HTTP client has to send a request's head.
+    pub http_header_timeout_ms: u64,
+    /// Milliseconds an HTTP client has to send a request's body once its head arrived.
+    pub http_body_timeout_ms: u64,
     /// A batch takes no more calls once it holds this many requests.
     pub batch_requests_max: usize,
     /// Milliseconds between ticks.
@@ -323,6 +369,22 @@ impl NodeConfig {
                 .query_buffer_bytes_max
                 .or(file.query_buffer_bytes_max)
                 .unwrap_or(QUERY_BUFFER_BYTES_MAX_DEFAULT),
+            query_buffer_total_bytes_max: args
+                .query_buffer_total_bytes_max
+                .or(file.query_buffer_total_bytes_max)
+                .unwrap_or(QUERY_BUFFER_TOTAL_BYTES_MAX_DEFAULT),
+            http_connections_max: args
+                .http_connections_max
+                .or(file.http_connections_max)
+                .unwrap_or(HTTP_CONNECTIONS_MAX_DEFAULT),
+            http_header_timeout_ms: args
+                .http_header_timeout_ms
+                .or(file.http_header_timeout_ms)
+                .unwrap_or(HTTP_HEADER_TIMEOUT_MS_DEFAULT),
+            http_body_timeout_ms: args
+                .http_body_timeout_ms
+                .or(file.http_body_timeout_ms)
+                .unwrap_or(HTTP_BODY_TIMEOUT_MS_DEFAULT),
             batch_requests_max: args
                 .batch_requests_max
                 .or(file.batch_requests_max)
@@ -352,11 +414,21 @@ impl NodeConfig {
             ("bulk_bytes_max", self.bulk_bytes_max),
             ("multibulk_len_max", self.multibulk_len_max),
             ("query_buffer_bytes_max", self.query_buffer_bytes_max),
+            ("query_buffer_total_bytes_max", self.query_buffer_total_bytes_max),
+            ("http_connections_max", self.http_connections_max),
             ("batch_requests_max", self.batch_requests_max),
             ("tick_ms", self.tick_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be greater than 0")));
+        }
+        for (name, ms) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+        ] {
+            if !(1..=HTTP_TIMEOUT_MS_MAX).contains(&ms) {
+                return Err(Error::Config(format!("{name} must be between 1 and {HTTP_TIMEOUT_MS_MAX} (now {ms})")));
+            }
         }
         if self.idle_timeout_s > IDLE_TIMEOUT_S_MAX {
             return Err(Error::Config(format!(
@@ -872,6 +944,28 @@ mod tests {
             assert_eq!(NodeConfig::resolve(&args).unwrap().value_cache_bytes_max, want, "{args:?}");
         }
         assert_eq!(VALUE_CACHE_BYTES_MAX_DEFAULT, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn client_limits_come_from_file_or_default_and_are_checked() {
+        let text = "query_buffer_total_bytes_max = 5000\nhttp_connections_max = 7\nhttp_header_timeout_ms = 250\n\
+                    http_body_timeout_ms = 750\n";
+        let read = |c: &NodeConfig| {
+            (c.query_buffer_total_bytes_max, c.http_connections_max, c.http_header_timeout_ms, c.http_body_timeout_ms)
+        };
+        assert_eq!(read(&resolve_with(text, NodeArgs::default()).unwrap()), (5000, 7, 250, 750));
+        let defaults = NodeConfig::resolve(&NodeArgs::default()).unwrap();
+        assert_eq!(read(&defaults), (1 << 30, 1024, 10_000, 60_000));
+        let table = [
+            ("http_connections_max = 0", "http_connections_max must be greater than 0"),
+            ("query_buffer_total_bytes_max = 0", "query_buffer_total_bytes_max must be greater than 0"),
+            ("http_header_timeout_ms = 0", "http_header_timeout_ms must be between 1 and 3600000 (now 0)"),
+            ("http_body_timeout_ms = 3600001", "http_body_timeout_ms must be between 1 and 3600000"),
+        ];
+        for (text, want) in table {
+            let err = resolve_with(text, NodeArgs::default()).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     /// The `replikv node` flags as clap sees them, to check names and variables.

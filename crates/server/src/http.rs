@@ -6,7 +6,7 @@
 //! | `GET /api/v1/kv/{key}` | 200 with the value as the body (bytes, as stored), or 404 |
 //! | `PUT /api/v1/kv/{key}[?ttl_ms=N]` | stores the request body as the value; 200 `{"ok":true}` |
 //! | `DELETE /api/v1/kv/{key}` | 200 `{"deleted":0 or 1}` |
-//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections |
+//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections (RESP `connections`, `http_connections`), bytes of incomplete requests (`query_buffer_bytes`) |
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
@@ -25,27 +25,47 @@
 //! The test endpoints answer 404 unless the node was started with `--test-faults`
 //! (`REPLIKV_TEST_FAULTS=1`); see [`crate::faults`].
 //!
+//! Every request passes one gate before its route, in this order:
+//!
+//! 1. **Its body is read whole**, before anything else holds a resource for it. The client
+//!    has `http_body_timeout_ms` from the moment its head arrived, then gets 408 and the
+//!    connection closes (hyper closes a connection whose request body was not read to its
+//!    end). A body over `bulk_bytes_max` as the node started gets 413 (at once when its
+//!    `Content-Length` says so). While it is incomplete its bytes count in the node's
+//!    [`crate::query_buffers`]: when the node's total passes `query_buffer_total_bytes_max`
+//!    and this body is the biggest holder, it gets 503 naming that limit and the connection
+//!    closes.
+//! 2. **A permit**: at most `HTTP_REQUESTS_MAX` requests run at once; one more gets 503 at
+//!    once instead of waiting.
+//! 3. **The route**, within `HTTP_REQUEST_TIMEOUT_SECS`, then 408.
+//!
+//! Connections, and the time a client has to send a request head, are bounded by the accept
+//! loop ([`crate::http_serve`]).
+//!
 //! CAVEATS
 //! - Keys must be valid UTF-8 over HTTP; binary keys need RESP.
-//! - At most `HTTP_REQUESTS_MAX` requests run at once (one more gets 503 at once) and each
-//!   gets `HTTP_REQUEST_TIMEOUT_SECS`, body included, then 408; a PUT body is bounded by
-//!   `bulk_bytes_max` as the node started, and by a lower value `CONFIG SET` gives it (413),
-//!   not by a higher one. Connections that send no complete request head are not limited here
-//!   (`connections_max` counts RESP clients). At shutdown, requests still running after
-//!   `SHUTDOWN_DRAIN_SECS` are dropped.
+//! - A PUT body is bounded by `bulk_bytes_max` as the node started, and by a lower value
+//!   `CONFIG SET` gives it (413), not by a higher one.
+//! - Bodies are buffered whole before the route runs (every route wants its body whole); a
+//!   body the route would refuse is read first all the same.
+//! - At shutdown, requests still running after `SHUTDOWN_DRAIN_SECS` are dropped.
 
+use crate::query_buffers::{Eviction, Share};
 use crate::resp::admin::REDIS_VERSION_COMPAT;
 use crate::state::NodeState;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request as HttpRequest, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request as HttpRequest, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::BytesMut;
+use futures::StreamExt;
 use replikv_core::kv::{Expiry, Reply, Request, SetCondition};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,23 +87,28 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/test/faults", get(get_faults).put(put_faults))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state);
-    limited(routes, HTTP_REQUESTS_MAX, Duration::from_secs(HTTP_REQUEST_TIMEOUT_SECS))
+        .with_state(state.clone());
+    limited(routes, state, HTTP_REQUESTS_MAX, Duration::from_secs(HTTP_REQUEST_TIMEOUT_SECS))
 }
 
 /// HTTP requests served at once at most; one more gets 503 at once instead of waiting.
 pub const HTTP_REQUESTS_MAX: usize = 256;
 
-/// Seconds one HTTP request may take, reading its body included, before it gets 408.
+/// Seconds one HTTP request's route may take once its body is read, before it gets 408.
 pub const HTTP_REQUEST_TIMEOUT_SECS: u64 = 30;
 
-/// Wraps `routes` so that at most `requests_max` requests run at once and each is cut off
-/// after `timeout`.
-fn limited(routes: Router, requests_max: usize, timeout: Duration) -> Router {
+/// Wraps `routes` in the gate the module documentation describes: each request's body is
+/// read whole within the limits `state` holds, then at most `requests_max` requests run at
+/// once and each is cut off after `timeout`.
+fn limited(routes: Router, state: Arc<NodeState>, requests_max: usize, timeout: Duration) -> Router {
     let permits = Arc::new(Semaphore::new(requests_max));
     routes.layer(middleware::from_fn(move |request: HttpRequest, next: Next| {
-        let permits = permits.clone();
+        let (permits, state) = (permits.clone(), state.clone());
         async move {
+            let request = match read_body(&state, request).await {
+                Ok(request) => request,
+                Err(response) => return response,
+            };
             let Ok(_permit) = permits.try_acquire() else {
                 let message = format!("{requests_max} HTTP requests are in flight, the most this node serves at once");
                 return error(StatusCode::SERVICE_UNAVAILABLE, message);
@@ -99,6 +124,73 @@ fn limited(routes: Router, requests_max: usize, timeout: Duration) -> Router {
 /// A JSON error with a status code.
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// A JSON error after which the connection closes (its request body was not read to the end).
+fn error_closing(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    let mut response = error(status, message);
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
+/// Reads `request`'s body whole within `http_body_timeout_ms` and `bulk_bytes_max` as the
+/// node started, its bytes counted in the node's query buffers until it is complete; the
+/// request with its body in memory, or the response to send instead.
+async fn read_body(state: &NodeState, request: HttpRequest) -> Result<HttpRequest, Response> {
+    let bytes_max = state.config.bulk_bytes_max;
+    let too_large = |bytes: u64| {
+        let why = format!("a body of {bytes} bytes or more is over bulk_bytes_max ({bytes_max} bytes)");
+        error_closing(StatusCode::PAYLOAD_TOO_LARGE, why)
+    };
+    let (parts, body) = request.into_parts();
+    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(length) = length.filter(|&n| n > bytes_max as u64) {
+        return Err(too_large(length));
+    }
+    let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let timeout = state.live.http_body_timeout();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut data = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    // Joined at the first bytes, so that a request without a body costs the ledger nothing.
+    let mut share: Option<Share> = None;
+    loop {
+        let chunk = tokio::select! {
+            chunk = data.next() => chunk,
+            _ = &mut deadline => {
+                let why = format!("the request body was not complete within {timeout:?} (http_body_timeout_ms)");
+                tracing::debug!(client = %addr, "HTTP 408: {why}");
+                return Err(error_closing(StatusCode::REQUEST_TIMEOUT, why));
+            }
+            eviction = evicted(&mut share) => return Err(error_closing(StatusCode::SERVICE_UNAVAILABLE, eviction)),
+        };
+        match chunk {
+            None => break,
+            Some(Err(e)) => {
+                return Err(error_closing(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))
+            }
+            Some(Ok(bytes)) => {
+                if buf.len() + bytes.len() > bytes_max {
+                    return Err(too_large((buf.len() + bytes.len()) as u64));
+                }
+                buf.extend_from_slice(&bytes);
+                let share = share.get_or_insert_with(|| state.query_buffers.join(addr, "HTTP"));
+                share.set(buf.len(), state.live.query_buffer_total_bytes_max());
+            }
+        }
+    }
+    // Complete: the share leaves the ledger here, and the body counts no more.
+    drop(share);
+    Ok(HttpRequest::from_parts(parts, Body::from(buf.freeze())))
+}
+
+/// Resolves when the body's share is told to close; never while it has none.
+async fn evicted(share: &mut Option<Share>) -> Eviction {
+    match share {
+        Some(share) => share.wait_evicted().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends one request through the runtime and returns its reply, or the response to send when
@@ -248,6 +340,8 @@ async fn status(State(state): State<Arc<NodeState>>) -> Response {
         "http_addr": state.config.http_addr.to_string(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "connections": state.connections_open.load(Ordering::Relaxed),
+        "http_connections": state.http_connections.len(),
+        "query_buffer_bytes": state.query_buffers.total_bytes(),
         "commands_total": state.commands_total.load(Ordering::Relaxed),
         "storage": stats,
         "peers": state.peers.as_ref().map(|p| p.status()).unwrap_or_default(),
@@ -433,7 +527,9 @@ mod tests {
         let routes = Router::new()
             .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
             .route("/quick", get(|| async { "ok" }));
-        let addr = serve(limited(routes, 2, Duration::from_millis(300))).await;
+        let config = crate::config::NodeConfig::resolve(&crate::config::NodeArgs::default()).unwrap();
+        let (state, runtime) = crate::state::testing::state(config);
+        let addr = serve(limited(routes, state, 2, Duration::from_millis(300))).await;
         let started = std::time::Instant::now();
         let slow = [tokio::spawn(status_of(addr, "/slow")), tokio::spawn(status_of(addr, "/slow"))];
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -443,5 +539,6 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(3), "the timeout cut the 5 s handlers short");
         assert_eq!(status_of(addr, "/quick").await, 200, "permits came back");
+        runtime.shutdown().await;
     }
 }

@@ -8,6 +8,8 @@
 //! environment and file, and [`live`] changes what may change while the node runs (`CONFIG
 //! SET`), the log level through [`logging`]; [`metrics`] keeps a Prometheus registry per
 //! node; [`state`] is what the front ends share, [`clients`] the open RESP connections;
+//! [`http_serve`] is the HTTP accept loop and its limits, [`query_buffers`] the node's bytes
+//! of incomplete requests and its bound on them;
 //! [`faults`] holds the test-only fault switches; [`peer`] is the transport between nodes
 //! (frames, handshake, links, listener) and [`peers`] opens a node's links to the rest of its
 //! cluster and carries the replication messages between them and the runtime;
@@ -22,12 +24,14 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod http_serve;
 pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod peers;
+pub mod query_buffers;
 pub mod replication;
 pub mod resp;
 pub mod runtime;

@@ -13,13 +13,17 @@
 //! | `bulk_bytes_max` | `proto-max-bulk-len` | each RESP connection | before it parses its next request |
 //! | `multibulk_len_max` | | each RESP connection | before it parses its next request |
 //! | `query_buffer_bytes_max` | `client-query-buffer-limit` | each RESP connection | before it parses its next request |
+//! | `query_buffer_total_bytes_max` | | each RESP connection and HTTP body ([`crate::query_buffers`]) | at its next read |
+//! | `http_connections_max` | | the HTTP accept loop | at the next connection accepted |
+//! | `http_header_timeout_ms` | | the HTTP accept loop | at the next connection accepted |
+//! | `http_body_timeout_ms` | | each HTTP request | at the next request's body |
 //! | `ack_timeout_ms` | | the replica (and its forward timeout, [`FORWARD_TIMEOUT_SLACK_MS`] more) | before the runtime's next batch ([`Handle::reconfigure`]) |
 //! | `loglevel` | `loglevel` | the process's log filter ([`crate::logging`]) | at once |
 //!
-//! Connections read the three request limits from atomics each time they parse, rather than
+//! Connections read the request limits from atomics each time they parse, rather than
 //! once at connect, so an open connection's next request is judged by the new value; the
-//! request path takes no lock for it. The accept loop compares the connections open with
-//! `connections_max` each time it accepts one.
+//! request path takes no lock for it. The accept loops compare the connections open with
+//! `connections_max` (RESP) or `http_connections_max` (HTTP) each time they accept one.
 //!
 //! `CONFIG SET name value [name value ...]` is all or nothing, as Redis's: [`Live::set`]
 //! first resolves every name (an unknown one, a fixed one or one given twice refuses the
@@ -50,8 +54,9 @@ use crate::logging::{self, LogLevel};
 use crate::resp::frame::{Limits, INLINE_BYTES_MAX_DEFAULT};
 use crate::runtime::{Handle, Reconfigure};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[cfg(doc)]
 use crate::config::{ReplicationConfig, FORWARD_TIMEOUT_SLACK_MS};
@@ -66,6 +71,10 @@ enum Setting {
     AckTimeoutMs,
     LogLevel,
     IdleTimeoutS,
+    QueryBufferTotalBytesMax,
+    HttpConnectionsMax,
+    HttpHeaderTimeoutMs,
+    HttpBodyTimeoutMs,
 }
 
 /// Every name `CONFIG SET` changes a setting by: replikv's and Redis's.
@@ -81,6 +90,10 @@ const CHANGEABLE: &[(&str, Setting)] = &[
     ("loglevel", Setting::LogLevel),
     ("idle_timeout_s", Setting::IdleTimeoutS),
     ("timeout", Setting::IdleTimeoutS),
+    ("query_buffer_total_bytes_max", Setting::QueryBufferTotalBytesMax),
+    ("http_connections_max", Setting::HttpConnectionsMax),
+    ("http_header_timeout_ms", Setting::HttpHeaderTimeoutMs),
+    ("http_body_timeout_ms", Setting::HttpBodyTimeoutMs),
 ];
 
 /// Why a `CONFIG SET` changed nothing; its `Display` is the error line, in Redis's words.
@@ -124,6 +137,14 @@ pub struct Live {
     /// Seconds a client may stay idle; 0 never closes one. A watch, so that a change reaches
     /// connections already waiting idle.
     idle_timeout_s: tokio::sync::watch::Sender<u64>,
+    /// `config.query_buffer_total_bytes_max`, for each read.
+    query_buffer_total_bytes_max: AtomicUsize,
+    /// `config.http_connections_max`, for the HTTP accept loop.
+    http_connections_max: AtomicUsize,
+    /// `config.http_header_timeout_ms`, for each HTTP connection.
+    http_header_timeout_ms: AtomicU64,
+    /// `config.http_body_timeout_ms`, for each HTTP request.
+    http_body_timeout_ms: AtomicU64,
 }
 
 impl Live {
@@ -136,6 +157,10 @@ impl Live {
             multibulk_len_max: AtomicUsize::new(config.multibulk_len_max),
             query_buffer_bytes_max: AtomicUsize::new(config.query_buffer_bytes_max),
             idle_timeout_s: tokio::sync::watch::Sender::new(config.idle_timeout_s),
+            query_buffer_total_bytes_max: AtomicUsize::new(config.query_buffer_total_bytes_max),
+            http_connections_max: AtomicUsize::new(config.http_connections_max),
+            http_header_timeout_ms: AtomicU64::new(config.http_header_timeout_ms),
+            http_body_timeout_ms: AtomicU64::new(config.http_body_timeout_ms),
         }
     }
 
@@ -197,6 +222,26 @@ impl Live {
         self.query_buffer_bytes_max.load(Ordering::Relaxed)
     }
 
+    /// Bytes of incomplete requests all clients together may buffer now.
+    pub fn query_buffer_total_bytes_max(&self) -> usize {
+        self.query_buffer_total_bytes_max.load(Ordering::Relaxed)
+    }
+
+    /// HTTP connections open at most, now.
+    pub fn http_connections_max(&self) -> usize {
+        self.http_connections_max.load(Ordering::Relaxed)
+    }
+
+    /// How long an HTTP client has to send a request's head, now.
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long an HTTP client has to send a request's body once its head arrived, now.
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms.load(Ordering::Relaxed))
+    }
+
     /// `CONFIG SET`: checks every (name, value) pair, then applies them all, or none (see the
     /// module documentation); a changed ack timeout goes to `runtime`.
     pub fn set(&self, pairs: &[(&[u8], &[u8])], runtime: &Handle) -> Result<(), SetError> {
@@ -211,6 +256,10 @@ impl Live {
         self.multibulk_len_max.store(new.multibulk_len_max, Ordering::Relaxed);
         self.query_buffer_bytes_max.store(new.query_buffer_bytes_max, Ordering::Relaxed);
         self.idle_timeout_s.send_replace(new.idle_timeout_s);
+        self.query_buffer_total_bytes_max.store(new.query_buffer_total_bytes_max, Ordering::Relaxed);
+        self.http_connections_max.store(new.http_connections_max, Ordering::Relaxed);
+        self.http_header_timeout_ms.store(new.http_header_timeout_ms, Ordering::Relaxed);
+        self.http_body_timeout_ms.store(new.http_body_timeout_ms, Ordering::Relaxed);
         let replication = |c: &NodeConfig| c.cluster.as_ref().map(|c| c.replication);
         if let (Some(r), true) = (replication(&new), replication(&new) != replication(&config)) {
             runtime.reconfigure(Reconfigure {
@@ -285,6 +334,10 @@ fn change(plan: &mut Plan, setting: Setting, name: &str, value: &str) -> Result<
         Setting::MultibulkLenMax => config.multibulk_len_max = integer(value)?,
         Setting::QueryBufferBytesMax => config.query_buffer_bytes_max = integer(value)?,
         Setting::IdleTimeoutS => config.idle_timeout_s = integer(value)?,
+        Setting::QueryBufferTotalBytesMax => config.query_buffer_total_bytes_max = integer(value)?,
+        Setting::HttpConnectionsMax => config.http_connections_max = integer(value)?,
+        Setting::HttpHeaderTimeoutMs => config.http_header_timeout_ms = integer(value)?,
+        Setting::HttpBodyTimeoutMs => config.http_body_timeout_ms = integer(value)?,
     }
     config.check().map_err(|e| e.to_string())
 }
@@ -350,6 +403,10 @@ mod tests {
             (&["client-query-buffer-limit", "4096"], |p| p.config.query_buffer_bytes_max == 4096),
             (&["query_buffer_bytes_max", "5000"], |p| p.config.query_buffer_bytes_max == 5000),
             (&["ack_timeout_ms", "250"], |p| ack_timeout_ms(&p.config) == 250),
+            (&["query_buffer_total_bytes_max", "4096"], |p| p.config.query_buffer_total_bytes_max == 4096),
+            (&["http_connections_max", "9"], |p| p.config.http_connections_max == 9),
+            (&["http_header_timeout_ms", "250"], |p| p.config.http_header_timeout_ms == 250),
+            (&["http_body_timeout_ms", "750"], |p| p.config.http_body_timeout_ms == 750),
             (&["loglevel", "verbose"], |p| p.loglevel == Some(LogLevel::Verbose)),
             (&["maxclients", "7", "ack_timeout_ms", "3600000"], |p| {
                 p.config.connections_max == 7 && ack_timeout_ms(&p.config) == 3_600_000
@@ -373,6 +430,10 @@ mod tests {
             (&["multibulk_len_max", "0"], "multibulk_len_max must be greater than 0"),
             (&["client-query-buffer-limit", "0"], "query_buffer_bytes_max must be greater than 0"),
             (&["ack_timeout_ms", "0"], "ack_timeout_ms must be between 1 and 3600000 (now 0)"),
+            (&["query_buffer_total_bytes_max", "0"], "query_buffer_total_bytes_max must be greater than 0"),
+            (&["http_connections_max", "0"], "http_connections_max must be greater than 0"),
+            (&["http_header_timeout_ms", "0"], "http_header_timeout_ms must be between 1 and 3600000 (now 0)"),
+            (&["http_body_timeout_ms", "3600001"], "http_body_timeout_ms must be between 1 and 3600000"),
             (&["ack_timeout_ms", "3600001"], "ack_timeout_ms must be between 1 and 3600000"),
             (&["loglevel", "loud"], "argument 'loglevel') - argument(s) must be one of the following: debug,"),
             (

@@ -75,7 +75,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         warn_cluster(cluster);
     }
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
-    let http_task = tokio::spawn(serve_http(http, state, shutdown));
+    let http_task = tokio::spawn(crate::http_serve::serve(http, state, shutdown));
     // A cluster node ticks at least twice per heartbeat, so that heartbeats keep their pace.
     let tick_ms = match &config.cluster {
         Some(cluster) if cluster.nodes.len() > 1 => config.tick_ms.min((cluster.replication.heartbeat_ms / 2).max(1)),
@@ -229,16 +229,6 @@ fn open_engine(config: &NodeConfig) -> Result<Box<dyn Engine + Send>> {
         }
         None => engine,
     })
-}
-
-/// Serves HTTP until `shutdown` turns true, then lets requests in flight finish.
-async fn serve_http(listener: TcpListener, state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
-    let serve = axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!("HTTP server: {e}");
-    }
 }
 
 /// Asks the runtime to do timed work every `tick_ms`, forever (the caller aborts it).

@@ -19,6 +19,12 @@
 //! next request. After each round it publishes its client to the registry for `CLIENT LIST`,
 //! and it closes when `CLIENT KILL` signals it.
 //!
+//! Each time it has cut the complete requests out of its buffer, a connection publishes the
+//! bytes left, those of the request not yet complete, to the node's ledger
+//! ([`crate::query_buffers`]): two atomic operations per read. When the node's total goes
+//! over `query_buffer_total_bytes_max`, the connection holding the most is told to close; it
+//! answers `-ERR` naming the limit (after the replies of a round it is in) and closes.
+//!
 //! CAVEATS
 //! - A connection has one call in flight at a time: it does not read ahead while waiting for
 //!   the runtime, so a pipelining client's next burst waits for the previous replies.
@@ -28,6 +34,7 @@ use super::frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
 use crate::clients::Registration;
 use crate::live::idle_timeout;
 use crate::metrics::CommandLabel;
+use crate::query_buffers::Share;
 use crate::state::NodeState;
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
@@ -94,6 +101,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
                 stream,
                 client,
                 registration,
+                buffered: state.query_buffers.join(addr, "RESP"),
                 state: state.clone(),
                 shutdown,
                 parser: RequestParser::new(),
@@ -155,6 +163,8 @@ struct Connection {
     client: Client,
     /// Its entry in the node's registry, removed when the connection is dropped.
     registration: Registration,
+    /// Its share of the node's bytes of incomplete requests.
+    buffered: Share,
     state: Arc<NodeState>,
     shutdown: watch::Receiver<bool>,
     /// Resumes a request split over several reads where it stopped.
@@ -178,6 +188,7 @@ impl Connection {
             let limits = self.state.live.limits();
             let query_buffer_max = self.state.live.query_buffer_bytes_max();
             let (requests, error) = cut_requests(&mut self.parser, &mut buf, &limits);
+            self.buffered.set(buf.len(), self.state.live.query_buffer_total_bytes_max());
             if requests.is_empty() && error.is_none() {
                 if buf.len() > query_buffer_max {
                     self.state.metrics.protocol_errors.inc();
@@ -192,9 +203,10 @@ impl Connection {
                 let read = loop {
                     let idle = idle_timeout(*idle_rx.borrow_and_update());
                     tokio::select! {
-                        read = self.stream.read_buf(&mut buf) => break read?,
+                        read = self.stream.read_buf(&mut buf) => break Ok(read?),
                         _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
                         _ = self.registration.wait_killed() => return Ok(()),
+                        eviction = self.buffered.wait_evicted() => break Err(eviction),
                         // Redis's `timeout`: an idle client is closed without a word.
                         _ = idle_until(idle.map(|idle| idle_since + idle)) => {
                             tracing::debug!("closing {}: idle for {:?}", self.client.addr, idle.unwrap_or_default());
@@ -206,10 +218,14 @@ impl Connection {
                     }
                 };
                 idle_since = tokio::time::Instant::now();
-                if read == 0 {
-                    return Ok(());
+                match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(eviction) => {
+                        self.state.metrics.protocol_errors.inc();
+                        return self.close_with(&mut out, &format!("ERR {eviction}")).await;
+                    }
                 }
-                continue;
             }
             let close = self.answer(requests, &mut out).await?;
             if let Some(error) = error {
@@ -223,6 +239,10 @@ impl Connection {
             self.client.query_buffer_free_bytes = buf.capacity() - buf.len();
             self.client.buffer_bytes = buf.capacity() + out.capacity();
             self.registration.publish(&self.client);
+            if let Some(eviction) = self.buffered.eviction() {
+                self.state.metrics.protocol_errors.inc();
+                return self.close_with(&mut out, &format!("ERR {eviction}")).await;
+            }
             if close || *self.shutdown.borrow() || self.registration.killed() {
                 return Ok(());
             }
