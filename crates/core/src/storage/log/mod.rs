@@ -207,6 +207,7 @@ mod cache;
 mod compaction;
 mod engine;
 mod format;
+mod manifest;
 mod options;
 mod reader;
 mod recovery;
