@@ -56,14 +56,13 @@ impl LogEngine {
             }
             // Files the engine did not name are not its business: leave them alone.
             let Some((id, ext)) = name.to_str().and_then(SegmentId::parse) else { continue };
-            let files = found.entry(id).or_default();
             match ext {
                 SEGMENT_EXT => {
                     let metadata = entry.metadata().map_err(|e| Error::io("stat", entry.path(), e))?;
-                    files.segment_bytes = Some(metadata.len());
+                    found.entry(id).or_default().segment_bytes = Some(metadata.len());
                 }
-                HINT_EXT => files.hint = true,
-                PART_EXT => files.part = true,
+                HINT_EXT => found.entry(id).or_default().hint = true,
+                PART_EXT => found.entry(id).or_default().part = true,
                 _ => {}
             }
         }
