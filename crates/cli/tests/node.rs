@@ -417,6 +417,61 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
 }
 
 #[test]
+fn a_segment_deleted_while_the_node_was_down_stops_it_at_start_naming_the_file() {
+    // Issue 12, as reported: a deleted sealed segment was taken for a leftover of a
+    // compaction, its hint removed, and the node served the other keys with no error.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let flags = ["--segment-bytes-max", "65536"];
+    let mut node = Node::start(&data, &flags);
+    let mut con = sync_con(&node);
+    let mut pipe = redis::pipe();
+    for i in 0..10_000 {
+        pipe.cmd("SET").arg(format!("key{i}")).arg(format!("value {i} {}", "v".repeat(60))).ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    drop(con);
+    let status = node.terminate();
+    assert!(status.success(), "SIGTERM exit status {status}; log:\n{}", node.log_text());
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "several segments: {segments:?}");
+    let deleted = &segments[1];
+    std::fs::remove_file(deleted).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(["node", "--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(flags)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A node that starts anyway would run until killed: give it a bounded time to refuse.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the node started without {}", deleted.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let named = format!("{} is listed in", deleted.display());
+    assert!(stderr.contains(&named), "the error names the deleted segment: {stderr}");
+}
+
+#[test]
 fn connection_limit_refuses_with_an_error_and_settings_follow_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");

@@ -51,7 +51,9 @@ use std::ops::Bound;
 
 /// The version of the log engine's on-disk format (records, hint files, file names). Peers
 /// compare it in their handshake: physical replication ships segment bytes, which only a
-/// node with the same format can read. Raise it with any change to `log/format.rs`.
+/// node with the same format can read. Raise it with any change to `log/format.rs`. The
+/// log engine's `MANIFEST` (`log/manifest.rs`) is not covered: it never leaves its
+/// directory, so peers need not agree on it, and it carries a version of its own.
 pub const STORAGE_FORMAT_VERSION: u32 = 1;
 
 /// The largest key an engine stores, in bytes (Redis allows 512 MiB; replikv keeps keys small

@@ -139,8 +139,9 @@ impl LogEngine {
         Ok(())
     }
 
-    /// Seals the last output, makes the active segment durable, publishes the outputs and
-    /// removes the inputs, syncing the directory between.
+    /// Seals the last output, makes the active segment durable, commits the outputs in place
+    /// of the inputs in the manifest, then renames the outputs and removes the inputs: see
+    /// "Compaction" in the module documentation.
     fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
         let last = *compaction.outputs.last().expect("a compaction has an output");
         self.seal(last)?;
@@ -149,34 +150,55 @@ impl LogEngine {
         // not yet run: those must be durable before the old ones go, so fsync here, always.
         self.write_active()?;
         self.sync_active_now()?;
-        for &output in &compaction.outputs {
+        // The outputs' names must be durable before a manifest lists them.
+        self.fsyncs.sync_dir(&self.dir)?;
+        self.step_done("outputs sealed");
+        let (outputs, empty): (Vec<SegmentId>, Vec<SegmentId>) =
+            compaction.outputs.iter().partition(|&id| self.segments[id].len() > 0);
+        for input in &compaction.inputs {
+            assert!(self.manifest.segments.remove(input), "input {input} is not in the manifest");
+            self.manifest.retired.insert(*input);
+        }
+        self.manifest.segments.extend(&outputs);
+        // The commit: from here on, open finishes the compaction instead of forgetting it.
+        self.write_manifest()?;
+        for &output in &outputs {
             self.publish(output)?;
         }
-        self.fsyncs.sync_dir(&self.dir)?;
+        for &output in &empty {
+            self.remove_empty(output)?;
+        }
         for &input in &compaction.inputs {
             self.remove_input(input)?;
         }
         self.fsyncs.sync_dir(&self.dir)?;
+        // Gone for good: the next manifest need not name them.
+        self.manifest.retired.clear();
         self.compactions += 1;
         tracing::info!(
             dir = %self.dir.display(), inputs = compaction.inputs.len(),
-            outputs = compaction.outputs.len(), "finished compaction"
+            outputs = outputs.len(), "finished compaction"
         );
         Ok(())
     }
 
-    /// Renames a sealed output to its segment name, or removes it if it is empty.
+    /// Renames a sealed, committed output to its segment name.
     fn publish(&mut self, output: SegmentId) -> Result<()> {
         let published = self.dir.join(output.file_name(SEGMENT_EXT));
         let segment = self.segment_mut(output);
-        if segment.len() > 0 {
-            fs::rename(&segment.path, &published).map_err(|e| Error::io("rename", &segment.path, e))?;
-            segment.path = published;
-            return Ok(());
-        }
-        let segment = self.segments.remove(&output).expect("publishing an open segment");
+        fs::rename(&segment.path, &published).map_err(|e| Error::io("rename", &segment.path, e))?;
+        segment.path = published;
+        self.step_done("output renamed");
+        Ok(())
+    }
+
+    /// Removes an output that received no record, and its hint; the manifest never listed it.
+    fn remove_empty(&mut self, output: SegmentId) -> Result<()> {
+        let segment = self.segments.remove(&output).expect("removing an open segment");
         fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
-        remove_if_exists(&self.dir.join(output.file_name(HINT_EXT)))
+        remove_if_exists(&self.dir.join(output.file_name(HINT_EXT)))?;
+        self.step_done("empty output removed");
+        Ok(())
     }
 
     /// Removes an input segment and its hint file, once compaction copied every live record.
@@ -184,7 +206,10 @@ impl LogEngine {
         let segment = self.segments.remove(&input).expect("removing an open segment");
         assert_eq!(segment.live_bytes, 0, "input {input} still holds live records");
         fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
-        remove_if_exists(&self.dir.join(input.file_name(HINT_EXT)))
+        self.step_done("input segment removed");
+        remove_if_exists(&self.dir.join(input.file_name(HINT_EXT)))?;
+        self.step_done("input hint removed");
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use super::format::{
     decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes, HeaderError, SegmentId,
     HEADER_BYTES, HINT_EXT, SEGMENT_EXT,
 };
+use super::manifest::Manifest;
 use super::options::LogOptions;
 use crate::error::{Error, Result};
 use crate::storage::{
@@ -187,6 +188,9 @@ pub struct LogEngine {
     pub(super) segments: BTreeMap<SegmentId, Segment>,
     /// The segment puts append to: the greatest base, generation 0.
     pub(super) active: SegmentId,
+    /// The segments the manifest on disk lists (the published ones: not the outputs of a
+    /// compaction under way), and the inputs of a finished compaction not yet removed.
+    pub(super) manifest: Manifest,
     /// The compaction under way, if any.
     pub(super) compaction: Option<Compaction>,
     /// Hint files of segments sealed by `rotate`, written by `maintain` between batches so
@@ -207,7 +211,15 @@ pub struct LogEngine {
     /// A temporary directory the engine lives in, removed after the files close (tests only).
     #[cfg(test)]
     pub(super) temp_dir: Option<tempfile::TempDir>,
+    /// Called with the directory and the step's name at each step of a seal or a compaction's
+    /// publish where a crash may stop the engine, so that tests can copy the disk it leaves.
+    #[cfg(test)]
+    pub(super) at_step: Option<StepHook>,
 }
+
+/// A test's hook on the steps of sealing and publishing.
+#[cfg(test)]
+pub(super) type StepHook = Box<dyn FnMut(&Path, &'static str) + Send>;
 
 impl fmt::Debug for LogEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,6 +242,7 @@ impl LogEngine {
             cache: CacheBudget::new(options.value_cache_bytes_max),
             segments: BTreeMap::new(),
             active: SegmentId { base: 0, gen: 0 },
+            manifest: Manifest::default(),
             compaction: None,
             pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
@@ -240,6 +253,8 @@ impl LogEngine {
             stopped: None,
             #[cfg(test)]
             temp_dir: None,
+            #[cfg(test)]
+            at_step: None,
         }
     }
 
@@ -261,6 +276,17 @@ impl LogEngine {
     /// The directory holding the engine's files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Marks the end of a step of a seal or a publish, where a crash may stop the engine:
+    /// tests copy the directory here. Does nothing outside tests.
+    pub(super) fn step_done(&mut self, step: &'static str) {
+        #[cfg(test)]
+        if let Some(hook) = &mut self.at_step {
+            hook(&self.dir, step);
+        }
+        #[cfg(not(test))]
+        let _ = step;
     }
 
     /// Refuses the call if an earlier write or fsync failed.
@@ -361,12 +387,17 @@ impl LogEngine {
         if let Some(hint) = self.take_hint(sealed) {
             self.pending_hints.push(PendingHint { id: sealed, bytes: hint, written: 0 });
         }
+        self.step_done("segment sealed");
         let next = SegmentId { base: sealed.base + 1, gen: 0 };
         self.create_segment(next, SEGMENT_EXT)?;
+        // The new segment exists before a manifest names it: open removes an empty unlisted
+        // one, but refuses a listed one that is missing.
         self.fsyncs.sync_dir(&self.dir)?;
+        self.step_done("next segment created");
         self.active = next;
         self.unsynced = false;
-        Ok(())
+        self.manifest.segments.insert(next);
+        self.write_manifest()
     }
 
     /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller

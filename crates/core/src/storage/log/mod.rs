@@ -10,8 +10,8 @@
 //!
 //! # Files
 //!
-//! A data directory holds only the engine's files, named so that they sort in the order
-//! recovery reads them:
+//! The engine's files in a data directory are named so that they sort in the order recovery
+//! reads them:
 //!
 //! - `{base:020}-{gen:05}.seg`: a segment, a sequence of records. `base` numbers the
 //!   segments puts write (generation 0); compaction outputs take the greatest `base` of their
@@ -20,6 +20,11 @@
 //! - `{base:020}-{gen:05}.hint`: a hint file beside a sealed segment, listing every record in
 //!   it without values, so that opening does not read the values.
 //! - `{base:020}-{gen:05}.compacting`: a compaction output not yet published.
+//! - `MANIFEST`: the list of segments the engine expects to find (see "Manifest"), and
+//!   `MANIFEST.tmp`, a new manifest while it is being written.
+//!
+//! Other files (the node's `LOCK`, the replication log's directory) are not the engine's
+//! business: it leaves them alone.
 //!
 //! # Record format
 //!
@@ -61,6 +66,35 @@
 //! the record before). Loading a hint indexes the same records in the same order as scanning
 //! the segment would, so the keydir and the dead-byte counts come out the same.
 //!
+//! # Manifest
+//!
+//! A segment's absence says nothing by itself: a compaction that finished and an operator's
+//! `rm` both leave one missing, and only the first is harmless. So the engine keeps a
+//! durable list of the segments it expects, and open compares the directory with it. All
+//! integers are little-endian:
+//!
+//! ```text
+//! offset  size field
+//!      0     8 magic          "RKVMANIF"
+//!      8     4 version        1
+//!     12     4 segment_count  n, 1..=MANIFEST_SEGMENTS_MAX
+//!     16     4 retired_count  r, 0..=MANIFEST_SEGMENTS_MAX
+//!     20  12*n segments       each base (8), gen (4); strictly ascending; the last, of
+//!                             generation 0, is the active segment
+//! 20+12n  12*r retired        the same layout: inputs of the last finished compaction,
+//!                             whose files may still be on disk; none of them listed
+//!      -     4 crc            crc32c of every byte before it
+//! ```
+//!
+//! The manifest is trusted whole or not at all: a length, checksum, magic, version or order
+//! that does not check out is [`Error::Corrupt`](crate::Error::Corrupt) naming `MANIFEST`,
+//! never guessed at. It is replaced, never edited: the new one is written to `MANIFEST.tmp`,
+//! fdatasynced, renamed over `MANIFEST`, and the directory fsynced, so a crash leaves the
+//! old list or the new one. It is written only when the set of segments changes, at a seal
+//! and when a compaction commits, never on the path of a put or a get. A segment is listed
+//! only once its file's name is durable (the directory is fsynced first), so a listed
+//! segment that is missing is always damage, never a crash.
+//!
 //! # Writes
 //!
 //! `put` encodes the record into the active segment's write buffer (no system call), counts
@@ -78,12 +112,15 @@
 //!
 //! When a record would take the active segment past `segment_bytes_max`, the segment is
 //! sealed first, whatever the policy: its buffer written and fdatasynced, a new active segment
-//! of `base + 1` created, the directory fsynced. Recovery trusts sealed segments to be whole,
-//! which only an fsync before the next segment exists makes true. The sealed segment's hint
-//! file is not written then, on the put's path: it waits in memory and `maintain` writes it
-//! between batches, a budget's worth at a time, without an fsync. Open checks a hint whole
-//! before it trusts it, so a hint that a crash cut short, or one never written, costs a scan
-//! of its segment, never data. (Compaction outputs get their hints, fsynced, as they seal.)
+//! of `base + 1` created, the directory fsynced, then a manifest listing the new segment
+//! written. Recovery trusts sealed segments to be whole, which only an fsync before the next
+//! segment exists makes true. Puts reach the new segment only after the manifest lists it,
+//! so a crash before that leaves it empty and unlisted, which open recognises. The sealed
+//! segment's hint file is not written then, on the put's path: it waits in memory and
+//! `maintain` writes it between batches, a budget's worth at a time, without an fsync. Open
+//! checks a hint whole before it trusts it, so a hint that a crash cut short, or one never
+//! written, costs a scan of its segment, never data. (Compaction outputs get their hints,
+//! fsynced, as they seal.)
 //!
 //! A failed write or fsync stops the engine: the call returns the I/O error, and every later
 //! `put`, `flush` and `maintain` returns [`Error::Stopped`](crate::Error::Stopped). It is
@@ -92,9 +129,35 @@
 //!
 //! # Recovery
 //!
-//! `open` removes the leftovers of an unfinished compaction (`.compacting` files, and hint
-//! files whose segment is missing), then loads the segments in name order, later records
-//! overriding earlier ones. A sealed segment loads from its hint if that is good (a bad hint
+//! `open` first removes a `MANIFEST.tmp` (a manifest write that never finished) and reads
+//! `MANIFEST`. It then decides, for every segment id the manifest names or the directory
+//! holds, before it changes anything:
+//!
+//! | files found for the id                          | decision                             |
+//! |-------------------------------------------------|--------------------------------------|
+//! | listed, `.seg` there                            | load it (its hint too, if good)      |
+//! | listed, only `.compacting` there                | a committed output: rename to `.seg` |
+//! | listed, neither there                           | refuse: missing                      |
+//! | listed, both `.seg` and `.compacting` there     | refuse the `.compacting`             |
+//! | retired: `.seg`, `.hint` there                  | an input already replaced: remove    |
+//! | unlisted `.compacting` (and its `.hint`)        | an uncommitted output: remove        |
+//! | unlisted empty `.seg`, gen 0, base active + 1   | an interrupted seal: remove          |
+//! | any other unlisted `.seg`                       | refuse: not listed                   |
+//! | `.hint` alone, unlisted                         | a removed segment's hint: remove     |
+//!
+//! A refusal is [`Error::Inconsistent`](crate::Error::Inconsistent) naming the file and the
+//! manifest, and leaves the directory as it was, hints included: an operator restores the
+//! file, or moves the stray one away. Every removal is of a file recognised positively, by
+//! its extension or the manifest's retired list, or an empty segment, never for being
+//! unaccounted for; a hint holds no values, so removing one never loses data.
+//!
+//! A directory without a `MANIFEST` is new (empty: a manifest is written with the first
+//! segment) or was written before the engine kept one: it is adopted with a warning, by the
+//! rules of that format (`.compacting` files and hints without a segment removed, the
+//! segments present taken as the whole), and a manifest listing them is written.
+//!
+//! The engine then loads the listed segments in name order, later records overriding
+//! earlier ones. A sealed segment loads from its hint if that is good (a bad hint
 //! is logged and ignored), else by a strict scan. The newest segment is always scanned, and
 //! its end may be an append a crash interrupted, a torn tail. While scanning, at offset `o`:
 //!
@@ -111,8 +174,9 @@
 //! Cutting truncates the file at `o`, fdatasyncs it and logs a warning naming the file and
 //! offset. Corruption fails `open` with [`Error::Corrupt`](crate::Error::Corrupt) naming the
 //! file and the record's offset: an operator must look, nothing is skipped in silence. The
-//! newest segment then takes appends after its last good record (if it is a compaction
-//! output, which no run leaves behind, a new active segment is started instead).
+//! newest segment then takes appends after its last good record (a manifest always lists an
+//! active segment last; only in an adopted directory can the newest be a compaction output,
+//! and then a new active segment is started instead).
 //!
 //! # Compaction
 //!
@@ -126,15 +190,20 @@
 //!    `segment_bytes_max` (each one sealed, with its hint, as it fills).
 //! 2. when S is read: seals the last output, writes and fdatasyncs the active segment (a
 //!    record that was skipped was replaced by a newer one that may be only in the active
-//!    buffer, and must be durable before the old one goes), renames the outputs to `.seg`
-//!    (removing an empty one), fsyncs the directory, removes S's segments and hints, fsyncs
-//!    the directory.
+//!    buffer, and must be durable before the old one goes), fsyncs the directory so that
+//!    the outputs' names are durable, then commits: writes a manifest listing the non-empty
+//!    outputs in place of S, with S as its retired list. Then it renames the outputs to
+//!    `.seg`, removes an empty output and S's segments and hints, and fsyncs the directory.
+//!    The next manifest written (at the next seal) drops the retired list.
 //!
 //! Puts carry on meanwhile: they go to the active segment, newer than anything compaction
-//! reads, so the "still points at exactly this record" check stays right. A crash before the
-//! renames leaves `.compacting` files, removed on open: S is whole. A crash after them leaves
-//! outputs beside some of S: the outputs hold copies of S's live records, sort after S and
-//! before every newer segment, so loading in name order gives the same keydir.
+//! reads, so the "still points at exactly this record" check stays right, and a seal during
+//! a compaction lists the new segment but none of the outputs. A crash before the commit
+//! leaves unlisted `.compacting` files, removed on open, and S listed and whole. A crash
+//! after it leaves listed outputs, some perhaps still `.compacting` (open renames them), and
+//! some of S, retired (open removes them). Either way open loads one consistent set: S, or
+//! the outputs, which hold copies of S's live records and sort where S did, after every
+//! older segment and before every newer one.
 //!
 //! # Value cache
 //!
@@ -168,6 +237,9 @@
 //! # Invariants
 //!
 //! - The active segment has generation 0 and a greater base than every other segment.
+//! - Between calls, the manifest on disk lists exactly the open segments but the outputs of a
+//!   compaction under way, the active segment last; its retired ids are never listed, and
+//!   never reused by a later segment (bases and generations only grow).
 //! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
 //!   only at live bytes, and an input of a finished compaction has no live bytes left.
 //! - A buffered record never straddles the file and the buffer: buffers are written whole.
@@ -175,6 +247,24 @@
 //!   cache's count, which never exceeds `value_cache_bytes_max`. Tombstones cache nothing.
 //!
 //! CAVEATS
+//! - A directory without a `MANIFEST` is adopted, not refused: a segment deleted before the
+//!   upgrade, or together with the manifest, is not noticed. Deleting `MANIFEST` is how an
+//!   operator tells the engine to take the directory as it is.
+//! - An older build ignores `MANIFEST`: after it changes the segments, this build refuses the
+//!   directory (a segment missing or unlisted) until `MANIFEST` is removed to adopt it again.
+//!   Loud, not lossy. `STORAGE_FORMAT_VERSION` is not raised for the manifest: it is what
+//!   peers compare, and the manifest never leaves its directory.
+//! - Crash safety assumes what the fsyncs promise and nothing more; the tests copy the
+//!   directory at each step, which models a crash that keeps every write made before it, not
+//!   one that loses writes not yet fsynced.
+//! - A seal costs two fsyncs more than before the manifest (the manifest and the directory
+//!   again), and rewrites the whole manifest: 12 bytes per segment, `MANIFEST_SEGMENTS_MAX`
+//!   at most. Past the limit, a seal fails and stops the engine.
+//! - Open names only the first file the manifest does not account for, in id order: a
+//!   directory with several problems shows them one per attempt.
+//! - The manifest lists names, not lengths or checksums: a listed segment cut short or
+//!   replaced by other bytes is found, as before it, by the record checksums at a scan, the
+//!   hint's length check, or a `get`.
 //! - Tombstones are copied by compaction as long as they are the newest record: purging them
 //!   needs every replica to have them, which only the replication layer knows.
 //! - A key's newest record is copied even if its deadline passed: expiry is the key-value
@@ -207,6 +297,7 @@ mod cache;
 mod compaction;
 mod engine;
 mod format;
+mod manifest;
 mod options;
 mod reader;
 mod recovery;

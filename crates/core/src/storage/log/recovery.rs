@@ -1,52 +1,120 @@
-//! Opening a log engine: tidying the directory, loading the keydir from hint files and
-//! segment scans, cutting a torn tail off the newest segment. The rules are in "Recovery" in
-//! the module documentation.
+//! Opening a log engine: checking the directory against its manifest (refusing a missing or
+//! unaccounted-for segment, finishing a committed compaction, removing recognised leftovers),
+//! loading the keydir from hint files and segment scans, cutting a torn tail off the newest
+//! segment. The rules are in "Recovery" in the module documentation.
 
 use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT};
+use super::manifest::{read_manifest, reconcile, Found, Manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
 use super::options::LogOptions;
 use super::reader::{Bad, Next, RawRecord, SegmentReader};
 use crate::error::{Error, Result};
 use crate::storage::{Engine, Meta};
 use bytes::Bytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 
 impl LogEngine {
     /// Opens the engine in `dir`, creating the directory if it is missing, and recovers its
-    /// state from the files there. Fails with [`Error::Corrupt`] on damage it must not skip.
+    /// state from the files there. Fails with [`Error::Corrupt`] on damage it must not skip,
+    /// and with [`Error::Inconsistent`] naming a segment the manifest lists that is missing,
+    /// or one there that it does not account for.
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogEngine> {
         options.validate()?;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut engine = LogEngine::empty(dir, options);
-        let ids = engine.tidy_dir()?;
+        let found = engine.list_dir()?;
+        let (ids, adopted) = match read_manifest(dir)? {
+            Some(manifest) => (engine.tidy_by_manifest(manifest, &found)?, false),
+            None => (engine.tidy_without_manifest(&found)?, true),
+        };
         engine.load(&ids)?;
+        if adopted {
+            engine.manifest.segments = engine.segments.keys().copied().collect();
+            engine.write_manifest()?;
+        }
         let stats = engine.stats();
         tracing::info!(dir = %dir.display(), keys = stats.keys, segments = stats.segments, "opened log engine");
         Ok(engine)
     }
 
-    /// Lists the segments in the directory, oldest first, after removing the files of an
-    /// unfinished compaction: outputs not yet published and hint files without a segment.
-    fn tidy_dir(&mut self) -> Result<Vec<SegmentId>> {
-        let (mut segments, mut hints, mut parts) = (BTreeSet::new(), Vec::new(), Vec::new());
+    /// Lists the segment, hint and compaction output files in the directory by segment id,
+    /// after removing a leftover `MANIFEST.tmp` (a manifest write that never finished).
+    fn list_dir(&mut self) -> Result<BTreeMap<SegmentId, Found>> {
+        let mut found: BTreeMap<SegmentId, Found> = BTreeMap::new();
         let list_error = |e| Error::io("list", &self.dir, e);
         for entry in fs::read_dir(&self.dir).map_err(list_error)? {
-            let name = entry.map_err(list_error)?.file_name();
+            let entry = entry.map_err(list_error)?;
+            let name = entry.file_name();
+            if name == MANIFEST_TMP_FILE {
+                let path = entry.path();
+                tracing::warn!(path = %path.display(), "removing a manifest whose write never finished");
+                fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                continue;
+            }
             // Files the engine did not name are not its business: leave them alone.
-            match name.to_str().and_then(SegmentId::parse) {
-                Some((id, SEGMENT_EXT)) => {
-                    segments.insert(id);
+            let Some((id, ext)) = name.to_str().and_then(SegmentId::parse) else { continue };
+            match ext {
+                SEGMENT_EXT => {
+                    let metadata = entry.metadata().map_err(|e| Error::io("stat", entry.path(), e))?;
+                    found.entry(id).or_default().segment_bytes = Some(metadata.len());
                 }
-                Some((id, HINT_EXT)) => hints.push(id),
-                Some((id, PART_EXT)) => parts.push(id),
+                HINT_EXT => found.entry(id).or_default().hint = true,
+                PART_EXT => found.entry(id).or_default().part = true,
                 _ => {}
             }
         }
-        let orphans = hints.into_iter().filter(|id| !segments.contains(id)).map(|id| (id, HINT_EXT));
-        let leftovers: Vec<_> = parts.into_iter().map(|id| (id, PART_EXT)).chain(orphans).collect();
+        Ok(found)
+    }
+
+    /// Makes the directory match its manifest, per [`reconcile`]: publishes the outputs of a
+    /// committed compaction, removes the leftovers it recognises, or refuses, touching
+    /// nothing, if a file is missing or unaccounted for. Returns the listed segments.
+    fn tidy_by_manifest(&mut self, manifest: Manifest, found: &BTreeMap<SegmentId, Found>) -> Result<Vec<SegmentId>> {
+        let plan = reconcile(&manifest, found).map_err(|refusal| refusal.into_error(&self.dir))?;
+        for &id in &plan.publish {
+            let (from, to) = (self.dir.join(id.file_name(PART_EXT)), self.dir.join(id.file_name(SEGMENT_EXT)));
+            tracing::warn!(path = %to.display(), "publishing an output of a compaction the crash interrupted after it committed");
+            fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+        }
+        for &(id, ext, why) in &plan.remove {
+            let path = self.dir.join(id.file_name(ext));
+            tracing::warn!(path = %path.display(), "{why}");
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+        if !plan.publish.is_empty() || !plan.remove.is_empty() {
+            self.fsyncs.sync_dir(&self.dir)?;
+        }
+        let ids = manifest.segments.iter().copied().collect();
+        // The retired files are gone: the next manifest need not name them.
+        self.manifest = Manifest { segments: manifest.segments, retired: BTreeSet::new() };
+        Ok(ids)
+    }
+
+    /// Tidies a directory without a manifest: a new one (nothing to do), or one written
+    /// before the engine kept a manifest, which is adopted as the old rules read it: the
+    /// outputs of an unfinished compaction and hint files without a segment are removed, and
+    /// the segments present are taken as the whole. Returns them, oldest first.
+    fn tidy_without_manifest(&mut self, found: &BTreeMap<SegmentId, Found>) -> Result<Vec<SegmentId>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::warn!(
+            dir = %self.dir.display(),
+            "adopting a data directory without a {MANIFEST_FILE} (written before the engine kept one, or by \
+             a first open a crash interrupted): the segments present are taken as the whole"
+        );
+        let mut leftovers = Vec::new();
+        for (&id, files) in found {
+            if files.part {
+                leftovers.push((id, PART_EXT));
+            }
+            if files.hint && files.segment_bytes.is_none() {
+                leftovers.push((id, HINT_EXT));
+            }
+        }
         for (id, ext) in &leftovers {
             let path = self.dir.join(id.file_name(ext));
             tracing::warn!(path = %path.display(), "removing a file of an unfinished compaction");
@@ -55,7 +123,7 @@ impl LogEngine {
         if !leftovers.is_empty() {
             self.fsyncs.sync_dir(&self.dir)?;
         }
-        Ok(segments.into_iter().collect())
+        Ok(found.iter().filter(|(_, files)| files.segment_bytes.is_some()).map(|(&id, _)| id).collect())
     }
 
     /// Loads every segment in order, so that later records override earlier ones, and makes

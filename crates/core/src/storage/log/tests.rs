@@ -5,16 +5,18 @@
 use super::cache::CacheBudget;
 use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
+use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
 use super::options::SEGMENT_BYTES_MIN;
 use super::{FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use crate::error::Error;
 use crate::storage::{Engine, Record, Slot};
 use crate::version::{NodeId, Timestamp, Version};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// What the engine should hold: every key's newest record.
 type Model = BTreeMap<Bytes, Record>;
@@ -399,7 +401,8 @@ fn crash_between_publishing_outputs_and_removing_inputs() {
     assert_eq!(e.stats().compactions, 1);
     drop(e);
 
-    // The compacted directory with the inputs put back, as if the crash hit before removal.
+    // The compacted directory (its manifest retiring the inputs) with the inputs and their
+    // hints put back, as if the crash hit after the commit, before the removals.
     let mixed = tempfile::tempdir().expect("tempdir");
     copy_dir(dir.path(), mixed.path());
     copy_dir(inputs.path(), mixed.path());
@@ -407,6 +410,7 @@ fn crash_between_publishing_outputs_and_removing_inputs() {
     assert!(restored >= 8, "inputs restored: {restored}");
     let e = LogEngine::open(mixed.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "outputs beside their inputs");
+    assert_tidy(&e, "retired inputs removed");
 }
 
 #[test]
@@ -874,4 +878,330 @@ fn a_rotation_leaves_its_hint_to_maintain_and_a_crash_before_it_costs_only_a_sca
     drop(e);
     let e = LogEngine::open(dir.path(), small(true)).expect("reopen");
     assert_state(&e, &h.model, "reopened from hints");
+}
+
+/// Asserts the directory holds only what the engine uses: a manifest listing exactly its open
+/// segments, their `.seg` files, hints of sealed ones only, nothing temporary or left over.
+fn assert_tidy(e: &LogEngine, context: &str) {
+    let open: BTreeSet<SegmentId> = e.segments.keys().copied().collect();
+    let on_disk = read_manifest(&e.dir).expect("read the manifest").expect("a manifest");
+    assert_eq!(on_disk.segments, open, "{context}: the manifest lists the open segments");
+    assert_eq!(e.manifest.segments, open, "{context}: the engine's manifest");
+    assert!(on_disk.retired.iter().all(|id| !e.dir.join(id.file_name(SEGMENT_EXT)).exists()), "{context}");
+    for id in &open {
+        assert!(e.dir.join(id.file_name(SEGMENT_EXT)).exists(), "{context}: {id} has its file");
+    }
+    for entry in fs::read_dir(&e.dir).expect("list") {
+        let name = entry.expect("entry").file_name().into_string().expect("a UTF-8 name");
+        match SegmentId::parse(&name) {
+            Some((id, SEGMENT_EXT)) => assert!(open.contains(&id), "{context}: stray {name}"),
+            Some((id, HINT_EXT)) => assert!(open.contains(&id) && id != e.active, "{context}: stray {name}"),
+            _ => assert_eq!(name, MANIFEST_FILE, "{context}: unexpected file"),
+        }
+    }
+}
+
+/// The names and contents of every file in `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        files.insert(name, fs::read(&path).expect("read"));
+    }
+    files
+}
+
+/// Copies of the directory taken at each step of a seal or a publish, with the step's name:
+/// the disks a crash at each step would leave.
+type Images = Arc<Mutex<Vec<(&'static str, tempfile::TempDir)>>>;
+
+/// Makes `e` copy its directory at every step of sealing and publishing.
+fn record_steps(e: &mut LogEngine) -> Images {
+    let images: Images = Arc::default();
+    let sink = images.clone();
+    e.at_step = Some(Box::new(move |dir, step| {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir, copy.path());
+        sink.lock().expect("images").push((step, copy));
+    }));
+    images
+}
+
+/// Opens `dir` expecting a refusal naming `path` (because it is missing, or not listed, as
+/// `reason` says), and checks the refusal touched nothing.
+fn assert_refused(dir: &Path, options: LogOptions, path: &Path, reason: &str, context: &str) {
+    let before = snapshot(dir);
+    match LogEngine::open(dir, options) {
+        Err(Error::Inconsistent { path: named, reason: why }) => {
+            assert_eq!(named, path, "{context}: the file named");
+            assert!(why.contains(reason) && why.contains(MANIFEST_FILE), "{context}: {why}");
+        }
+        other => panic!("{context}: expected a refusal naming {}, got {other:?}", path.display()),
+    }
+    assert!(snapshot(dir) == before, "{context}: the refusal changed the directory");
+}
+
+#[test]
+fn deleting_any_segment_is_refused_by_name() {
+    for hint_files in [true, false] {
+        // Small segments, so that the compaction has several outputs.
+        let options = LogOptions { segment_bytes_max: SEGMENT_BYTES_MIN, hint_files, ..compacting() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), options).expect("open");
+        let mut h = Harness::default();
+        write_overwrites(&mut e, &mut h);
+        e.maintain(u64::MAX).expect("compact at once");
+        assert_eq!(e.stats().compactions, 1);
+        // Segments sealed after the compaction, the first with a hint, the rest without.
+        for i in 0..40u64 {
+            h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("after {i} {}", "a".repeat(60))), None);
+        }
+        e.flush(0).expect("flush");
+        let first_hint = e.pending_hints.first().map_or(0, |hint| hint.bytes.len() as u64);
+        e.write_pending_hints(first_hint).expect("one hint");
+        let active = e.segments[&e.active].path.clone();
+        drop(e);
+
+        let segments = files(dir.path(), SEGMENT_EXT);
+        let ids: Vec<SegmentId> =
+            segments.iter().map(|p| SegmentId::parse(&p.file_name().unwrap().to_string_lossy()).unwrap().0).collect();
+        let hinted = |id: &SegmentId| dir.path().join(id.file_name(HINT_EXT)).exists();
+        let outputs = ids.iter().filter(|id| id.gen > 0).count();
+        let sealed_puts = ids.iter().filter(|id| id.gen == 0).count() - 1;
+        assert!(outputs >= 2 && sealed_puts >= 2, "outputs {outputs}, sealed by puts {sealed_puts}: {ids:?}");
+        assert_eq!(ids.iter().filter(|id| hinted(id)).count(), if hint_files { outputs + 1 } else { 0 }, "{ids:?}");
+        assert!(segments.contains(&active), "the active segment is among those deleted");
+        for segment in &segments {
+            let copy = tempfile::tempdir().expect("tempdir");
+            copy_dir(dir.path(), copy.path());
+            let deleted = copy.path().join(segment.file_name().expect("name"));
+            fs::remove_file(&deleted).expect("delete");
+            let context = format!("hints {hint_files}, {} deleted", deleted.display());
+            assert_refused(copy.path(), options, &deleted, "is listed in", &context);
+        }
+        let e = LogEngine::open(dir.path(), options).expect("the whole directory opens");
+        assert_state(&e, &h.model, &format!("hints {hint_files}: whole"));
+    }
+}
+
+/// Runs a compaction to its end in `e`, copying the directory at every step of its publish,
+/// and returns the steps with their copies.
+fn compact_recording_steps(e: &mut LogEngine) -> Vec<(&'static str, tempfile::TempDir)> {
+    let images = record_steps(e);
+    let compactions = e.stats().compactions;
+    e.maintain(u64::MAX).expect("compact at once");
+    assert_eq!(e.stats().compactions, compactions + 1, "one compaction, finished");
+    e.at_step = None;
+    let images = std::mem::take(&mut *images.lock().expect("images"));
+    images
+}
+
+/// Opens each copy a crash at a step would leave, expecting `model` and a tidy directory,
+/// then opens it again, expecting nothing more to change. `committed` says, from the step's
+/// index, whether the compaction's outputs should be in use.
+fn assert_each_crash_recovers(
+    images: &[(&str, tempfile::TempDir)],
+    model: &Model,
+    options: LogOptions,
+    committed: impl Fn(usize) -> bool,
+    context: &str,
+) {
+    for (i, (step, image)) in images.iter().enumerate() {
+        let context = format!("{context}, crash after step {i} ({step})");
+        let e = LogEngine::open(image.path(), options).unwrap_or_else(|err| panic!("{context}: {err}"));
+        assert_state(&e, model, &context);
+        assert_tidy(&e, &context);
+        let inputs_left = e.segments.keys().filter(|id| id.gen == 0 && *id != &e.active).count();
+        assert_eq!(inputs_left == 0, committed(i), "{context}: the compaction's inputs gone");
+        drop(e);
+        let tidied = snapshot(image.path());
+        let e = LogEngine::open(image.path(), options).unwrap_or_else(|err| panic!("{context}, again: {err}"));
+        assert_state(&e, model, &format!("{context}, reopened"));
+        assert!(snapshot(image.path()) == tidied, "{context}: a second open changed the directory");
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_publishing_a_compaction_recovers() {
+    for hint_files in [true, false] {
+        // Small outputs, so that there are several to rename.
+        let options = LogOptions { segment_bytes_max: SEGMENT_BYTES_MIN, hint_files, ..compacting() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), options).expect("open");
+        let mut h = Harness::default();
+        write_overwrites(&mut e, &mut h);
+        let images = compact_recording_steps(&mut e);
+        drop(e);
+        let steps: Vec<&str> = images.iter().map(|(step, _)| *step).collect();
+        let count = |name: &str| steps.iter().filter(|&&step| step == name).count();
+        assert_eq!(steps[..3], ["outputs sealed", "manifest written to MANIFEST.tmp", "manifest replaced"]);
+        assert!(count("output renamed") >= 2 && count("input segment removed") >= 8, "{steps:?}");
+        assert_eq!(count("input hint removed"), count("input segment removed"), "{steps:?}");
+        // Committed once the manifest is replaced, the third step.
+        assert_each_crash_recovers(&images, &h.model, options, |i| i >= 2, &format!("hints {hint_files}"));
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_publishing_a_compaction_that_copied_nothing_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+    let mut h = Harness::default();
+    for k in 0..30 {
+        h.put(&mut e, &format!("key-{k:02}"), Some(&"o".repeat(100)), None);
+    }
+    e.rotate().expect("rotate");
+    // Every sealed record replaced by one in the active segment: nothing left to copy.
+    for k in 0..30 {
+        h.put(&mut e, &format!("key-{k:02}"), Some("new"), None);
+    }
+    e.flush(0).expect("flush");
+    assert_eq!(e.segments[&e.active].live_bytes, e.segments.values().map(|s| s.live_bytes).sum::<u64>());
+    let images = compact_recording_steps(&mut e);
+    assert_eq!(e.stats().segments, 1, "only the active segment is left");
+    drop(e);
+    let steps: Vec<&str> = images.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        steps[..4],
+        ["outputs sealed", "manifest written to MANIFEST.tmp", "manifest replaced", "empty output removed"]
+    );
+    assert_each_crash_recovers(&images, &h.model, compacting(), |i| i >= 2, "an empty output");
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_seal_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    let images = record_steps(&mut e);
+    // (the records before the put that sealed, the step, the copy)
+    let mut crashes = Vec::new();
+    for i in 0..30u64 {
+        let before = h.model.clone();
+        h.put(&mut e, &format!("key-{i:02}"), Some(&"s".repeat(200)), None);
+        for (step, image) in images.lock().expect("images").drain(..) {
+            crashes.push((before.clone(), step, image));
+        }
+    }
+    e.at_step = None;
+    drop(e);
+    let steps: Vec<&str> = crashes.iter().map(|(_, step, _)| *step).collect();
+    assert!(steps.len() >= 3 * 4, "several seals: {steps:?}");
+    for (i, (model, step, image)) in crashes.iter().enumerate() {
+        let context = format!("crash after step {i} ({step})");
+        let mut e = LogEngine::open(image.path(), small(true)).unwrap_or_else(|err| panic!("{context}: {err}"));
+        assert_state(&e, model, &context);
+        assert_tidy(&e, &context);
+        // The next seal takes the same name again.
+        let mut after = Harness { model: model.clone(), millis: 1_000 };
+        for k in 0..10 {
+            after.put(&mut e, &format!("after-{k}"), Some(&"t".repeat(200)), None);
+        }
+        e.flush(0).expect("flush");
+        drop(e);
+        let e = LogEngine::open(image.path(), small(true)).unwrap_or_else(|err| panic!("{context}, again: {err}"));
+        assert_state(&e, &after.model, &format!("{context}, then puts that seal"));
+        assert_tidy(&e, &context);
+    }
+}
+
+#[test]
+fn a_segment_the_manifest_does_not_list_is_refused_by_name_unless_an_empty_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    let active = e.active;
+    drop(e);
+    let first = fs::read(&files(dir.path(), SEGMENT_EXT)[0]).expect("read");
+    let next = SegmentId { base: active.base + 1, gen: 0 };
+    // (what, the stray segment, its bytes, refused)
+    let table: [(&str, SegmentId, &[u8], bool); 5] = [
+        ("the next segment, not empty", next, &first, true),
+        ("a sealed segment between", SegmentId { base: 1, gen: 7 }, &first, true),
+        ("an empty segment past the next", SegmentId { base: active.base + 2, gen: 0 }, &[], true),
+        ("an empty compaction output", SegmentId { base: active.base - 1, gen: 1 }, &[], true),
+        ("the next segment, empty: an unfinished seal", next, &[], false),
+    ];
+    for (what, id, bytes, refused) in table {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir.path(), copy.path());
+        let stray = copy.path().join(id.file_name(SEGMENT_EXT));
+        fs::write(&stray, bytes).expect("write");
+        if refused {
+            assert_refused(copy.path(), small(true), &stray, "is not listed in", what);
+            continue;
+        }
+        let e = LogEngine::open(copy.path(), small(true)).unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_state(&e, &h.model, what);
+        assert_tidy(&e, what);
+    }
+}
+
+#[test]
+fn a_damaged_manifest_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    write_rounds(&mut e, &mut Harness::default());
+    e.flush(0).expect("flush");
+    drop(e);
+    let good = fs::read(dir.path().join(MANIFEST_FILE)).expect("read");
+    let flipped = |at: usize| {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x04;
+        (format!("byte {at} flipped"), bytes)
+    };
+    let cut = [("emptied".to_string(), Vec::new()), ("cut".to_string(), good[..good.len() - 1].to_vec())];
+    let damages: Vec<(String, Vec<u8>)> = (0..good.len()).map(flipped).chain(cut).collect();
+    for (what, damage) in damages {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir.path(), copy.path());
+        let manifest = copy.path().join(MANIFEST_FILE);
+        fs::write(&manifest, damage).expect("write");
+        match LogEngine::open(copy.path(), small(true)) {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, manifest, "{what}"),
+            other => panic!("{what}: expected Corrupt naming the manifest, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_leftover_manifest_tmp_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    drop(e);
+    fs::write(dir.path().join(MANIFEST_TMP_FILE), b"half a manifest").expect("write");
+    let e = LogEngine::open(dir.path(), small(true)).expect("open");
+    assert_state(&e, &h.model, "reopened");
+    assert_tidy(&e, "the temporary manifest removed");
+}
+
+#[test]
+fn a_directory_without_a_manifest_is_adopted_and_guarded_from_then_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    e.write_pending_hints(u64::MAX).expect("hints");
+    let active = e.active;
+    drop(e);
+    // As the format before the manifest left a directory: no MANIFEST, an unfinished
+    // compaction's output and the hint of a segment it removed.
+    fs::remove_file(dir.path().join(MANIFEST_FILE)).expect("remove");
+    let first = files(dir.path(), SEGMENT_EXT).remove(0);
+    let output = SegmentId { base: active.base - 1, gen: 1 };
+    fs::copy(&first, dir.path().join(output.file_name(PART_EXT))).expect("copy");
+    fs::write(dir.path().join(SegmentId { base: 0, gen: 9 }.file_name(HINT_EXT)), b"old").expect("write");
+    let e = LogEngine::open(dir.path(), small(true)).expect("adopted");
+    assert_state(&e, &h.model, "adopted");
+    assert_tidy(&e, "adopted");
+    drop(e);
+    fs::remove_file(&first).expect("delete");
+    assert_refused(dir.path(), small(true), &first, "is listed in", "a segment deleted after the adoption");
 }
