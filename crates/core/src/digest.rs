@@ -78,7 +78,7 @@ fn walk<E: Engine>(engine: &E, mut visit: impl FnMut(usize, &Bytes, [u8; 32])) -
             if meta.tombstone {
                 continue;
             }
-            let Some(record) = engine.get(&key)? else { continue };
+            let Some(record) = engine.get(&key).map_err(|e| e.reading(&key))? else { continue };
             let Some(value) = &record.value else { continue };
             keys += 1;
             if keys > DIGEST_KEYS_MAX {

@@ -141,6 +141,7 @@ mod failover;
 mod follower;
 mod handover;
 mod leader;
+mod repair;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
@@ -445,6 +446,27 @@ pub struct ReplicationStatus {
     /// On a follower: what it knows of its leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<FollowerView>,
+    /// Keys whose records were found damaged on disk and are not yet repaired: the node is
+    /// degraded while this is not 0 (see `kv::damage`).
+    pub damaged_keys: u64,
+    /// The first [`DAMAGED_SHOWN_MAX`] of them, with where each damaged record is.
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// Damaged keys a status lists at most (they are all counted).
+pub const DAMAGED_SHOWN_MAX: usize = 16;
+
+/// One damaged key in a status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DamagedRecord {
+    /// The key as the store names it (a key of database 1 or more starts with its escape).
+    pub key: String,
+    /// The file that holds the damaged record.
+    pub path: String,
+    /// The record's byte offset in it.
+    pub offset: u64,
+    /// The check it failed.
+    pub reason: String,
 }
 
 /// What a replica keeps on disk besides its engine: the replication log, its vote, and the
@@ -527,6 +549,9 @@ pub struct Replica<E> {
     forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
+    /// When this replica may next ask for its damaged keys, or hand over to repair them
+    /// (see `repair.rs`).
+    repair_next_ms: u64,
 }
 
 impl<E: Engine> Replica<E> {
@@ -621,6 +646,7 @@ impl<E: Engine> Replica<E> {
             forwarding: BTreeMap::new(),
             forwarding_to: (NodeId(0), 0),
             next_forward: 0,
+            repair_next_ms: 0,
         }
     }
 
@@ -629,6 +655,7 @@ impl<E: Engine> Replica<E> {
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
         self.dispatch(now_ms, input, outbox)?;
+        self.take_damage_found()?;
         if self.handover.is_some() || !self.held.is_empty() {
             self.drive_handover(now_ms, outbox)?;
         }
@@ -779,6 +806,7 @@ impl<E: Engine> Replica<E> {
     }
 
     fn tick(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        self.repair_tick(now_ms, outbox);
         match &mut self.state {
             State::Standalone => {
                 self.store.expire_due(now_ms)?;
@@ -873,6 +901,14 @@ impl<E: Engine> Replica<E> {
                     Some((request, _)) => outbox.now.push(Output::Reply { id: request, reply }),
                     None => tracing::debug!("a reply to forwarded write {id} came after its timeout"),
                 }
+                Ok(())
+            }
+            (State::Leader(_), Message::RepairRequest { keys, .. }) => self.repair_request(from, keys, outbox),
+            (State::Follower(f), Message::RepairReply { lsn, entries, .. }) if f.leader == Some(from) => {
+                self.repair_reply(lsn, entries)
+            }
+            (_, message @ (Message::RepairRequest { .. } | Message::RepairReply { .. })) => {
+                tracing::debug!("{} from {from:?} is not for this node's role now: ignored", message.kind());
                 Ok(())
             }
             (_, message) => self.peer_message(now_ms, from, message, outbox),
@@ -1019,6 +1055,11 @@ impl<E: Engine> Replica<E> {
         &self.settings
     }
 
+    /// Sets what a read that finds a damaged record does (see [`Store::set_corruption`]).
+    pub fn set_corruption(&mut self, corruption: crate::kv::Corruption) {
+        self.store.set_corruption(corruption);
+    }
+
     /// Sets how many databases requests may name (see [`Store::set_databases`]).
     pub fn set_databases(&mut self, databases: u32) {
         self.store.set_databases(databases);
@@ -1060,6 +1101,19 @@ impl<E: Engine> Replica<E> {
             log_bytes: log.bytes,
             log_dropped_segments: log.dropped_segments,
             acks: self.settings.acks_label.clone(),
+            damaged_keys: self.store.damaged().count(),
+            damaged: self
+                .store
+                .damaged()
+                .iter()
+                .take(DAMAGED_SHOWN_MAX)
+                .map(|(key, d)| DamagedRecord {
+                    key: String::from_utf8_lossy(key).escape_debug().to_string(),
+                    path: d.path.display().to_string(),
+                    offset: d.offset,
+                    reason: d.reason.clone(),
+                })
+                .collect(),
             ..Default::default()
         };
         match &self.state {
@@ -1101,7 +1155,7 @@ impl<E: Engine> Replica<E> {
 
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
     /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
-    fn digest(&self, bucket: Option<usize>) -> Result<Reply> {
+    fn digest(&mut self, bucket: Option<usize>) -> Result<Reply> {
         let lsn = Reply::Int(self.log.complete_lsn() as i64);
         let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
         let result = match bucket {
@@ -1118,6 +1172,12 @@ impl<E: Engine> Replica<E> {
         match result {
             Ok(reply) => Ok(reply),
             Err(crate::Error::InvalidInput(why)) => Ok(Reply::err(why)),
+            Err(e @ crate::Error::Damaged { .. }) => {
+                let crate::Error::Damaged { key, .. } = &e else { unreachable!("matched above") };
+                let (key, reply) = (key.clone(), Reply::Error(format!("DAMAGED no digest: {e}")));
+                self.store.note_damage(&key, e)?;
+                Ok(reply)
+            }
             Err(e) => Err(e),
         }
     }

@@ -214,6 +214,11 @@ pub struct NodeArgs {
     /// every node of a cluster.
     #[arg(long, env = "REPLIKV_DATABASES", value_name = "N")]
     pub databases: Option<u32>,
+    /// What a read that finds a record damaged on disk does: `repair` keeps the node up,
+    /// refuses that key with a DAMAGED error and repairs it from a healthy replica; `stop`
+    /// stops the node [default: repair].
+    #[arg(long, env = "REPLIKV_CORRUPTION", value_name = "repair|stop")]
+    pub corruption: Option<replikv_core::kv::Corruption>,
     /// Seconds a RESP client may stay idle (nothing sent) before the node closes its
     /// connection; 0 never closes one [default: 0, as Redis's `timeout`].
     #[arg(long, env = "REPLIKV_IDLE_TIMEOUT_S", value_name = "SECONDS")]
@@ -254,6 +259,7 @@ struct FileConfig {
     tick_ms: Option<u64>,
     databases: Option<u32>,
     idle_timeout_s: Option<u64>,
+    corruption: Option<replikv_core::kv::Corruption>,
 }
 
 /// The effective configuration of a node.
@@ -298,6 +304,8 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     /// Numbered databases clients may SELECT.
     pub databases: u32,
+    /// What a read that finds a damaged record does.
+    pub corruption: replikv_core::kv::Corruption,
     /// Seconds a RESP client may stay idle before its connection is closed; 0 never.
     pub idle_timeout_s: u64,
     /// The file the configuration came from, if any.
@@ -391,6 +399,7 @@ impl NodeConfig {
                 .unwrap_or(BATCH_REQUESTS_MAX_DEFAULT),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(TICK_MS_DEFAULT),
             databases: args.databases.or(file.databases).unwrap_or(replikv_core::kv::DATABASES_DEFAULT),
+            corruption: args.corruption.or(file.corruption).unwrap_or_default(),
             idle_timeout_s: args.idle_timeout_s.or(file.idle_timeout_s).unwrap_or(0),
             config_file: args.config.clone(),
             test_fail_fsync_after: args.test_fail_fsync_after,

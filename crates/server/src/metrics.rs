@@ -77,6 +77,8 @@ pub struct Metrics {
     pub noreplicas: Gauge,
     /// Changes cut from the log into rollback files, in all.
     pub rolled_back: Gauge,
+    /// Keys found damaged on disk and not yet repaired.
+    pub damaged_keys: Gauge,
     /// The epoch.
     pub epoch: Gauge,
     /// 1 when this node leads, 0 otherwise.
@@ -118,6 +120,7 @@ impl Metrics {
             log_bytes: Gauge::default(),
             noreplicas: Gauge::default(),
             rolled_back: Gauge::default(),
+            damaged_keys: Gauge::default(),
             epoch: Gauge::default(),
             is_leader: Gauge::default(),
             lag_records: Family::default(),
@@ -170,6 +173,11 @@ impl Metrics {
             "Changes cut from the replication log and saved under rollback/, in all",
             m.rolled_back.clone(),
         );
+        registry.register(
+            "replikv_damaged_keys",
+            "Keys whose records were found damaged on disk and are not yet repaired (the node is degraded)",
+            m.damaged_keys.clone(),
+        );
         registry.register("replikv_epoch", "The replication epoch this node is in", m.epoch.clone());
         registry.register("replikv_is_leader", "1 when this node leads its cluster", m.is_leader.clone());
         registry.register("replikv_follower_lag_records", "A follower's lag in log records", m.lag_records.clone());
@@ -207,6 +215,7 @@ impl Metrics {
         self.log_bytes.set(status.log_bytes as i64);
         self.noreplicas.set(status.noreplicas as i64);
         self.rolled_back.set(status.rolled_back as i64);
+        self.damaged_keys.set(status.damaged_keys as i64);
         self.epoch.set(status.epoch as i64);
         self.is_leader.set(i64::from(status.role == "leader"));
         let names = self.names.lock().unwrap();

@@ -39,6 +39,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
     let stats = engine.stats();
     let mut replica = open_replica(&config, engine)?;
     replica.set_databases(config.databases);
+    replica.set_corruption(config.corruption);
     let metrics = Arc::new(Metrics::new());
     if let Some(cluster) = &config.cluster {
         metrics.set_node_names(cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), n.id.clone())));

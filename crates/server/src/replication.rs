@@ -109,6 +109,12 @@ pub fn info(state: &NodeState) -> String {
             );
         }
     }
+    let _ = write!(
+        out,
+        "replikv_degraded:{}\r\nreplikv_damaged_keys:{}\r\n",
+        u8::from(status.damaged_keys > 0),
+        status.damaged_keys
+    );
     out
 }
 

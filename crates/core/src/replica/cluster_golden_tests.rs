@@ -142,6 +142,10 @@ fn describe(message: &Message) -> String {
             if *transfer { " transfer" } else { "" }
         ),
         Message::TimeoutNow { epoch } => format!("TimeoutNow e{epoch}"),
+        Message::RepairRequest { epoch, keys } => format!("RepairRequest e{epoch} keys={}", keys.len()),
+        Message::RepairReply { epoch, lsn, entries } => {
+            format!("RepairReply e{epoch} lsn={lsn} entries={}", entries.len())
+        }
         Message::VoteReply { epoch, granted, pre_vote } => format!(
             "{}Reply e{epoch} {}",
             if *pre_vote { "PreVote" } else { "Vote" },

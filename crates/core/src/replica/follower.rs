@@ -114,7 +114,7 @@ pub(super) struct Follower {
     /// When the leader was last heard from.
     pub(super) last_heard_ms: Option<u64>,
     /// The log equals the leader's through here (reset with each new leader).
-    matched: Lsn,
+    pub(super) matched: Lsn,
     /// The leader's newest heartbeat round seen.
     round: u64,
     /// Cuts since start.

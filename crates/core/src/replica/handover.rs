@@ -39,13 +39,13 @@ pub const HELD_WRITES_MAX: usize = 100_000;
 #[derive(Debug)]
 pub(super) struct Handover {
     /// The follower taking over.
-    target: NodeId,
+    pub(super) target: NodeId,
     /// When to give up waiting for it (or, with `force`, to hand over anyway).
-    deadline_ms: Option<u64>,
+    pub(super) deadline_ms: Option<u64>,
     /// Hand over at the deadline even if the target has not caught up.
-    force: bool,
+    pub(super) force: bool,
     /// When `TimeoutNow` was sent.
-    sent_at_ms: Option<u64>,
+    pub(super) sent_at_ms: Option<u64>,
 }
 
 /// A write held while its leader hands over.

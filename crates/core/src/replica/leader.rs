@@ -45,7 +45,7 @@
 //! round, from nodes of its epoch, which a newer epoch's voters no longer give.
 
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kv::{Reply, Store};
 use crate::replication::{Change, Epoch, Lsn, Message, ReplicationLog};
 use crate::storage::Engine;
@@ -215,6 +215,9 @@ pub(super) struct Leader {
     started_ms: u64,
     /// A follower showed that this node lost records of its own epoch: it must step down.
     pub(super) lost_data: bool,
+    /// Damaged records met while reading the engine for a snapshot ([`Error::Damaged`]), for
+    /// the replica to list (the snapshot to that follower waits meanwhile).
+    pub(super) damage_found: Vec<Error>,
 }
 
 impl Leader {
@@ -253,6 +256,7 @@ impl Leader {
             last_size_warning_ms: None,
             started_ms: now_ms,
             lost_data: false,
+            damage_found: Vec::new(),
         }
     }
 
@@ -751,7 +755,12 @@ impl Leader {
         outbox: &mut Outbox,
     ) -> Result<()> {
         for p in &mut self.followers {
-            ship(p, now_ms, self.durable, log, store, settings, outbox)?;
+            match ship(p, now_ms, self.durable, log, store, settings, outbox) {
+                // A damaged record in the engine: that follower's snapshot waits, the others
+                // are shipped to, and the replica lists the key (see `kv::damage`).
+                Err(damaged @ Error::Damaged { .. }) => self.damage_found.push(damaged),
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -926,7 +935,7 @@ fn snapshot_chunk<E: Engine>(
             if bytes >= bytes_max {
                 return Ok((entries, last, false));
             }
-            if let Some(record) = engine.get(&key)? {
+            if let Some(record) = engine.get(&key).map_err(|e| e.reading(&key))? {
                 bytes += key.len() + record.value.as_ref().map_or(0, Bytes::len) + 32;
                 last = Some(key.clone());
                 entries.push(Change { key, record });

@@ -157,6 +157,25 @@ pub enum Message {
         /// The leader's epoch.
         epoch: Epoch,
     },
+    /// Follower to leader, every resend interval while it has damaged records (see
+    /// `kv::damage`): "send me your records of these keys". Up to `REPAIR_KEYS_MAX` keys.
+    RepairRequest {
+        /// The follower's epoch.
+        epoch: Epoch,
+        /// The keys whose records are damaged on the follower's disk.
+        keys: Vec<Bytes>,
+    },
+    /// Leader to follower: its records of the keys a `RepairRequest` named, as of its log end
+    /// `lsn`. The follower takes them only once its log matches the leader's through `lsn`
+    /// (then they are what its own log would have given it), and only for keys still damaged.
+    RepairReply {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The leader's log end when it read the records.
+        lsn: Lsn,
+        /// Each key with the leader's record of it (`None`: the leader has none).
+        entries: Vec<(Bytes, Option<crate::storage::Record>)>,
+    },
     /// Voter to candidate: the answer to a `Vote`, sent only once the voter's new state is
     /// durable.
     VoteReply {
@@ -181,6 +200,8 @@ impl Message {
             | Message::ForwardReply { epoch, .. }
             | Message::Vote { epoch, .. }
             | Message::VoteReply { epoch, .. }
+            | Message::RepairRequest { epoch, .. }
+            | Message::RepairReply { epoch, .. }
             | Message::TimeoutNow { epoch } => *epoch,
         }
     }
@@ -197,6 +218,8 @@ impl Message {
             Message::Vote { .. } => "Vote",
             Message::VoteReply { .. } => "VoteReply",
             Message::TimeoutNow { .. } => "TimeoutNow",
+            Message::RepairRequest { .. } => "RepairRequest",
+            Message::RepairReply { .. } => "RepairReply",
         }
     }
 
