@@ -978,7 +978,11 @@ impl<E: Engine> Replica<E> {
 
     /// Background work between batches (compaction), bounded by `budget_bytes`.
     pub fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
-        self.store.engine_mut().maintain(budget_bytes)
+        self.store.engine_mut().maintain(budget_bytes)?;
+        for (key, error) in self.store.engine_mut().take_damaged() {
+            self.store.note_damage(&key, error)?;
+        }
+        Ok(())
     }
 
     /// The storage engine's counters.

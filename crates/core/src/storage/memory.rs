@@ -21,6 +21,8 @@ pub struct MemoryEngine {
     stopped: Option<String>,
     /// Test hook: the next flush fails as a failing fsync would.
     fail_next_flush: bool,
+    /// Test hook: keys whose records read as damaged until they are put again.
+    damaged: std::collections::BTreeSet<Bytes>,
 }
 
 impl MemoryEngine {
@@ -34,6 +36,12 @@ impl MemoryEngine {
         self.fail_next_flush = true;
     }
 
+    /// Makes `key`'s record read as damaged on disk (an [`Error::Corrupt`]) until it is put
+    /// again, as a flipped bit in the log engine's segment would.
+    pub fn damage(&mut self, key: &[u8]) {
+        self.damaged.insert(Bytes::copy_from_slice(key));
+    }
+
     /// Refuses the call if an earlier flush failed.
     fn check_running(&self) -> Result<()> {
         match &self.stopped {
@@ -45,6 +53,10 @@ impl MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+        if self.damaged.contains(key) {
+            let reason = "body checksum mismatch (damaged by a test)".to_string();
+            return Err(Error::Corrupt { path: "memory".into(), offset: 0, reason });
+        }
         Ok(self.keydir.get(key).map(|slot| Record {
             version: slot.meta.version,
             value: slot.at.clone(),
@@ -62,6 +74,9 @@ impl Engine for MemoryEngine {
         self.unflushed_bytes += size;
         self.stats.bytes_written += size;
         let meta = record.meta();
+        if !self.damaged.is_empty() {
+            self.damaged.remove(&key);
+        }
         // A copy, for the reason the keydir copies keys: the value may share a larger buffer.
         let value = record.value.as_deref().map(Bytes::copy_from_slice);
         if let Some(old) = self.keydir.insert(key, meta, value) {

@@ -241,6 +241,14 @@ pub trait Engine {
     /// Does up to `budget_bytes` of background work (compaction). Called between batches.
     fn maintain(&mut self, budget_bytes: u64) -> Result<()>;
 
+    /// The damaged records the engine found on its own since the last call (by compaction,
+    /// or at open), each as its key and the [`Error::Corrupt`](crate::Error::Corrupt) naming
+    /// where; a `get` reports its own. The key-value layer lists them for repair (see
+    /// `kv::damage`). The default finds none.
+    fn take_damaged(&mut self) -> Vec<(Bytes, crate::Error)> {
+        Vec::new()
+    }
+
     /// The engine's counters.
     fn stats(&self) -> EngineStats;
 
@@ -273,6 +281,9 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         (**self).maintain(budget_bytes)
+    }
+    fn take_damaged(&mut self) -> Vec<(Bytes, crate::Error)> {
+        (**self).take_damaged()
     }
     fn stats(&self) -> EngineStats {
         (**self).stats()
