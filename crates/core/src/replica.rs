@@ -549,9 +549,10 @@ pub struct Replica<E> {
     forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
-    /// When this replica may next ask for its damaged keys, or hand over to repair them
-    /// (see `repair.rs`).
-    repair_next_ms: u64,
+    /// When this replica may next ask its leader for its damaged keys (see `repair.rs`).
+    repair_ask_ms: u64,
+    /// When this replica, leading with damaged keys, may next try to hand over.
+    repair_handover_ms: u64,
 }
 
 impl<E: Engine> Replica<E> {
@@ -646,7 +647,8 @@ impl<E: Engine> Replica<E> {
             forwarding: BTreeMap::new(),
             forwarding_to: (NodeId(0), 0),
             next_forward: 0,
-            repair_next_ms: 0,
+            repair_ask_ms: 0,
+            repair_handover_ms: 0,
         }
     }
 

@@ -48,22 +48,22 @@ impl<E: Engine> Replica<E> {
     /// At each tick: a damaged follower asks its leader for its damaged keys, a damaged
     /// leader hands over (see the module documentation).
     pub(super) fn repair_tick(&mut self, now_ms: u64, outbox: &mut Outbox) {
-        if self.store.damaged().is_empty() || now_ms < self.repair_next_ms {
+        if self.store.damaged().is_empty() {
             return;
         }
         match &self.state {
-            State::Follower(follower) => {
+            State::Follower(follower) if now_ms >= self.repair_ask_ms => {
                 let Some(leader) = follower.leader else { return };
-                self.repair_next_ms = now_ms + self.settings.resend_ms;
+                self.repair_ask_ms = now_ms + self.settings.resend_ms;
                 let keys: Vec<Bytes> =
                     self.store.damaged().iter().take(REPAIR_KEYS_MAX).map(|(k, _)| k.clone()).collect();
                 tracing::info!("asking {leader:?} for the records of {} damaged keys", keys.len());
                 let message = Message::RepairRequest { epoch: self.settings.epoch, keys };
                 outbox.now.push(Output::Send { to: leader, message });
             }
-            State::Leader(leader) if self.handover.is_none() => {
+            State::Leader(leader) if self.handover.is_none() && now_ms >= self.repair_handover_ms => {
                 let Some(target) = leader.most_up_to_date() else { return };
-                self.repair_next_ms = now_ms + 2 * DAMAGED_HANDOVER_TIMEOUT_MS;
+                self.repair_handover_ms = now_ms + 2 * DAMAGED_HANDOVER_TIMEOUT_MS;
                 tracing::warn!(
                     "{} damaged keys: handing leadership to {target:?} to repair them from it",
                     self.store.damaged().count()
@@ -101,7 +101,7 @@ impl<E: Engine> Replica<E> {
                 "a repair reply as of lsn {lsn}, past this log's match at {}: asked again later",
                 follower.matched
             );
-            self.repair_next_ms = 0;
+            self.repair_ask_ms = 0;
             return Ok(());
         }
         let mut repaired = 0;

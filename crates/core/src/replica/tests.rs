@@ -3,7 +3,7 @@
 
 use super::{Input, Outbox, Output, Replica, ReplicaFiles, RequestId, Role, Settings};
 use crate::kv::{parse_command, Reply, Request};
-use crate::replication::{Message, ReplogOptions};
+use crate::replication::{Change, Message, ReplogOptions};
 use crate::storage::{Engine, MemoryEngine};
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -1089,4 +1089,87 @@ fn a_durable_notice_from_before_a_reset_vouches_for_nothing_after_it() {
     assert_eq!(f.durable_lsn(), 0, "the stale notice names records the reset discarded");
     f.step(c.now, Input::Durable { lsn: 2, resets: f.log_resets() }, &mut outbox).unwrap();
     assert_eq!(f.durable_lsn(), 2, "a notice of the log as it is now counts");
+}
+
+/// The reply to `GET key` on node `i`.
+fn get(c: &mut Cluster, i: usize, key: &str) -> Option<Reply> {
+    let id = c.send(i, &format!("GET {key}"));
+    c.settle();
+    c.reply(id).cloned()
+}
+
+#[test]
+fn a_damaged_follower_takes_the_damaged_keys_back_from_its_leader() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        let id = c.send(0, &format!("SET {key} {value}"));
+        c.settle();
+        assert_eq!(c.reply(id), Some(&Reply::Ok));
+    }
+    c.nodes[1].store.engine_mut().damage(b"a");
+    let Some(Reply::Error(text)) = get(&mut c, 1, "a") else { panic!("a damaged key is refused") };
+    assert!(text.starts_with("DAMAGED") && text.contains("'a'"), "{text}");
+    assert_eq!(get(&mut c, 1, "b"), Some(Reply::Bulk(Bytes::from("2"))), "the others are served");
+    let status = c.nodes[1].status(c.now);
+    assert_eq!((status.damaged_keys, status.damaged[0].key.as_str()), (1, "a"), "degraded: {status:?}");
+    c.run_for(500);
+    assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("1"))), "repaired from the leader");
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 0, "healthy again");
+    assert_eq!(c.dump(1), c.dump(0));
+    // A later write to the key reaches it as usual.
+    let id = c.send(0, "SET a 3");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("3"))));
+}
+
+#[test]
+fn a_repair_reply_from_past_the_followers_log_is_not_taken_over_newer_writes() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let id = c.send(0, "SET a 1");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    c.nodes[1].store.engine_mut().damage(b"a");
+    assert!(matches!(get(&mut c, 1, "a"), Some(Reply::Error(_))));
+    // The leader's reply as of a log end the follower has not reached yet is dropped.
+    let lsn = c.nodes[1].last_lsn() + 5;
+    let entries = vec![(Bytes::from("a"), None)];
+    c.nodes[1].repair_reply(lsn, entries).unwrap();
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 1, "not taken: the follower is behind the reply");
+    // A key rewritten since it was damaged is not listed any more: a reply does not touch it.
+    c.nodes[1].store.apply(Change { key: Bytes::from("a"), record: record("9") }).unwrap();
+    let lsn = c.nodes[1].last_lsn();
+    c.nodes[1].repair_reply(lsn, vec![(Bytes::from("a"), Some(record("old")))]).unwrap();
+    assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("9"))));
+}
+
+/// A record of `value` with the default version.
+fn record(value: &str) -> crate::storage::Record {
+    crate::storage::Record {
+        version: Default::default(),
+        value: Some(Bytes::from(value.to_string())),
+        expire_at_ms: None,
+    }
+}
+
+#[test]
+fn a_damaged_leader_hands_over_then_repairs_from_the_new_leader() {
+    let mut c = Cluster::with(2, 1, ReplogOptions::default(), false, true);
+    c.run_for(300);
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        let id = c.send(0, &format!("SET {key} {value}"));
+        c.settle();
+        assert_eq!(c.reply(id), Some(&Reply::Ok));
+    }
+    c.nodes[0].store.engine_mut().damage(b"a");
+    assert!(matches!(get(&mut c, 0, "a"), Some(Reply::Error(t)) if t.starts_with("DAMAGED")));
+    c.run_for(2_000);
+    assert!(!c.nodes[0].is_leader(), "the damaged leader handed over: {:?}", c.nodes[0].status(c.now));
+    let new = (1..3).find(|&i| c.nodes[i].is_leader()).expect("a follower leads");
+    assert_eq!(c.nodes[0].status(c.now).damaged_keys, 0, "repaired as a follower of n{}", new + 1);
+    assert_eq!(get(&mut c, 0, "a"), Some(Reply::Bulk(Bytes::from("1"))));
+    assert_eq!(c.dump(0), c.dump(new));
+    assert_eq!(c.nodes[0].status(c.now).rolled_back, 0, "a handover cuts nothing");
 }
