@@ -699,3 +699,92 @@ fn idle_clients_are_closed_after_the_timeout_and_config_set_changes_it() {
     let read = waiting.read(&mut buf);
     assert!(matches!(read, Ok(0)), "the idle client is closed by the new timeout, not left waiting: {read:?}");
 }
+
+/// The sealed segments of a stopped node's data directory, oldest first, once each has its
+/// hint file (written between batches after the writes).
+fn hinted_segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop(); // the active one
+    segments.retain(|s| s.with_extension("hint").exists());
+    segments
+}
+
+/// Flips a bit in the value of `value` in `segment`; returns the offset of the flipped byte.
+fn rot(segment: &std::path::Path, value: &[u8]) -> usize {
+    let mut bytes = std::fs::read(segment).unwrap();
+    let at = bytes.windows(value.len()).position(|w| w == value).expect("the value is in the segment");
+    bytes[at + value.len() - 1] ^= 0x01;
+    std::fs::write(segment, bytes).unwrap();
+    at
+}
+
+#[test]
+fn a_damaged_record_is_refused_naming_its_file_while_the_node_serves_the_rest_and_stop_stops() {
+    // Issue 12: one flipped byte in a sealed segment stopped the node at every read of the
+    // key, after every restart.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let mut node = Node::start(&data, &["--segment-bytes-max", "65536"]);
+    let mut con = sync_con(&node);
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET").arg(format!("key{i}")).arg(format!("value {i} {}", "v".repeat(60))).ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    drop(con);
+    // Hints are written when the node is idle: wait (bounded) for the first segment's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hinted_segments(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no hint file was written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.terminate().success());
+    let segment = hinted_segments(&data)[0].clone();
+    rot(&segment, b"value 5 vvvv");
+    node.restart();
+    let mut con = sync_con(&node);
+    let err = redis::cmd("GET").arg("key5").query::<Option<String>>(&mut con).unwrap_err();
+    let text = format!("{err}");
+    assert!(text.contains("DAMAGED") && text.contains(&segment.display().to_string()), "{text}");
+    assert!(text.contains("offset"), "{text}");
+    let good: String = redis::cmd("GET").arg("key6").query(&mut con).unwrap();
+    assert!(good.starts_with("value 6 "), "the other keys are served: {good}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut con).unwrap();
+        let (code, body) = node.http("GET", "/api/v1/status", b"");
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if info.contains("replikv_degraded:1") && status["replication"]["damaged_keys"] == 1 {
+            assert_eq!(code, 200);
+            assert_eq!(status["replication"]["damaged"][0]["key"], "key5", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never said it is degraded: {info}\n{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.log_text().contains("a damaged record"), "logged: {}", node.log_text());
+    // A write over the key repairs it.
+    let _: () = redis::cmd("SET").arg("key5").arg("again").query(&mut con).unwrap();
+    let value: String = redis::cmd("GET").arg("key5").query(&mut con).unwrap();
+    assert_eq!(value, "again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis::cmd("INFO").arg("replication").query::<String>(&mut con).unwrap().contains("replikv_degraded:0") {
+        assert!(Instant::now() < deadline, "still degraded after the repair");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(con);
+    // corruption = stop keeps the old behaviour: the read of a damaged record stops the node.
+    assert!(node.terminate().success());
+    rot(&segment, b"value 7 vvvv");
+    node.set_flags(&["--segment-bytes-max", "65536", "--corruption", "stop"]);
+    node.restart();
+    let mut con = sync_con(&node);
+    assert!(redis::cmd("GET").arg("key7").query::<Option<String>>(&mut con).is_err());
+    let status = node.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", node.log_text());
+}

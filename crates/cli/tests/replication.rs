@@ -323,3 +323,90 @@ fn a_cluster_in_memory_replicates_without_an_fsync_to_wait_for() {
 fn a_cluster_that_never_fsyncs_its_engine_replicates() {
     replicates_a_set(&["--fsync", "never"]);
 }
+
+/// The sealed segments of the engine in `data` that have their hint files, oldest first.
+fn hinted_segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop(); // the active one
+    segments.retain(|s| s.with_extension("hint").exists());
+    segments
+}
+
+/// Flips a bit at the end of `value` in the first hinted segment of node `i`, while it runs
+/// (its values are not cached, so its next read of them goes to the disk); waits (bounded)
+/// for the hint, which the node writes when idle.
+fn rot_on(trio: &Trio, i: usize, value: &[u8]) {
+    let data = &trio.nodes[i].data_dir;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hinted_segments(data).is_empty() {
+        assert!(Instant::now() < deadline, "n{} wrote no hint file", i + 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let segment = &hinted_segments(data)[0];
+    let mut bytes = std::fs::read(segment).unwrap();
+    let at = bytes.windows(value.len()).position(|w| w == value).expect("the value is in the first segment");
+    bytes[at + value.len() - 1] ^= 0x01;
+    std::fs::write(segment, bytes).unwrap();
+}
+
+/// Waits (bounded) until node `i` has no damaged key and serves `key` as `value`.
+fn wait_repaired(trio: &Trio, i: usize, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let damaged = trio.try_status(i).map(|s| s["replication"]["damaged_keys"].clone());
+        let got: redis::RedisResult<Option<String>> = trio.con(i).get(key);
+        if damaged == Some(0.into()) && got.as_ref().ok() == Some(&Some(value.to_string())) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{} was not repaired: damaged {damaged:?}, {key} = {got:?}\nlog:\n{}",
+            i + 1,
+            trio.nodes[i].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_damaged_follower_and_a_damaged_leader_take_their_keys_back_from_a_healthy_replica() {
+    let flags = ["--segment-bytes-max", "65536", "--value-cache-bytes-max", "0"];
+    let trio = Trio::start("acks = \"semi-sync:1\"\nheartbeat_ms = 50\nelection_timeout_ms = 1000", &flags);
+    let leader = trio.leader();
+    let value = |i: usize| format!("value {i} {}", "v".repeat(60));
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET").arg(format!("key{i}")).arg(value(i)).ignore();
+    }
+    pipe.query::<()>(&mut trio.con(leader)).unwrap();
+    for i in (0..3).filter(|&i| i != leader) {
+        trio.wait_follower(i, "caught up", |f| f["lag_records"] == 0);
+    }
+    // A follower: its read of the damaged key is refused, then it takes the key back.
+    let follower = (leader + 1) % 3;
+    rot_on(&trio, follower, b"value 5 vvvv");
+    let refused: redis::RedisResult<Option<String>> = trio.con(follower).get("key5");
+    let text = format!("{:?}", refused.unwrap_err());
+    assert!(text.contains("DAMAGED"), "{text}");
+    wait_repaired(&trio, follower, "key5", &value(5));
+    // The leader: it hands leadership over, then does the same as a follower.
+    rot_on(&trio, leader, b"value 9 vvvv");
+    let refused: redis::RedisResult<Option<String>> = trio.con(leader).get("key9");
+    assert!(format!("{:?}", refused.unwrap_err()).contains("DAMAGED"));
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while trio.try_status(leader).is_none_or(|s| s["replication"]["role"] == "leader") {
+        assert!(Instant::now() < deadline, "the damaged leader never handed over:\n{}", trio.nodes[leader].log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new = trio.leader_among(&others);
+    wait_repaired(&trio, leader, "key9", &value(9));
+    assert_eq!(trio.status(leader)["replication"]["rolled_back"], 0, "a handover cuts nothing");
+    let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
+    assert!(ok, "the replicas hold the same data after both repairs (leader n{}):\n{out}{err}", new + 1);
+}

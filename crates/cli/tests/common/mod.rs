@@ -107,6 +107,11 @@ impl Node {
         self.child.take().expect("node running").wait().unwrap();
     }
 
+    /// Changes the flags the next `restart` passes.
+    pub fn set_flags(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the process again on the same data directory and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");
