@@ -66,6 +66,12 @@
 //! planned handover), the leader's essay for reads and step-down, and the follower's for how a
 //! rejoining node cuts what the new leader's history lacks.
 //!
+//! # Damaged records
+//!
+//! A record found damaged on disk is refused to its readers and listed (`kv::damage`); the
+//! replica takes it back from a healthy one: a follower from its leader, a leader after handing
+//! leadership to a follower (`replica/repair.rs`). Under `corruption = "stop"` the node stops.
+//!
 //! # Recovery
 //!
 //! The engine and the log are two files fsynced together per batch; a crash can leave either

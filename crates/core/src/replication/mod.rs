@@ -15,7 +15,8 @@
 //! - [`message`]: the peer protocol, one [`Message`] enum: `Append` / `Ack` for shipping,
 //!   `Heartbeat` for lag, liveness and confirming leadership, `SnapshotChunk` for a follower
 //!   behind the retained log, `Forward` / `ForwardReply` for writes a follower forwards,
-//!   `Vote` / `VoteReply` for elections, `TimeoutNow` for a planned handover (FAILOVER).
+//!   `Vote` / `VoteReply` for elections, `TimeoutNow` for a planned handover (FAILOVER),
+//!   `RepairRequest` / `RepairReply` for records damaged on a follower's disk.
 //!
 //! The rules (who ships what when, what an acknowledgement means, how lag is measured, how a
 //! restarted replica recovers) live with the replica: see [`crate::replica`], whose essay is
