@@ -151,8 +151,12 @@ fn sync_fails_with_noreplicas_while_a_follower_is_paused() {
     let err = trio.con(0).set::<_, _, String>("k", "v").unwrap_err().to_string();
     assert!(err.contains("NOREPLICAS") && err.contains("1 of the 2 followers"), "{err}");
     assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
-    let status = trio.status(0);
-    assert_eq!(status["replication"]["noreplicas"], 1, "{status}");
+    // The status is published after the batch whose replies it counts: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while trio.status(0)["replication"]["noreplicas"] != 1 {
+        assert!(Instant::now() < deadline, "noreplicas never counted: {}", trio.status(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let waited: i64 = redis::cmd("WAIT").arg(2).arg(200).query(&mut trio.con(0)).unwrap();
     assert_eq!(waited, 1, "WAIT counts the follower that has it");
     trio.nodes[2].signal(libc::SIGCONT);
