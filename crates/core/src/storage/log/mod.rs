@@ -295,6 +295,7 @@
 
 mod cache;
 mod compaction;
+mod damage;
 mod engine;
 mod format;
 mod manifest;
