@@ -1,5 +1,5 @@
 //! The log engine's own tests: recovery (torn tails, corruption, hint files), compaction and
-//! crashes in it, fsync failure and policies, the value cache. The engine contract is in
+//! crashes in it, damaged records and the rewrite of their segments, fsync failure and policies, the value cache. The engine contract is in
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
