@@ -101,6 +101,10 @@ impl<E: Engine> Engine for FailingEngine<E> {
         self.failed()?;
         self.inner.maintain(budget_bytes)
     }
+    // Forwarded: the default would swallow the damage the wrapped engine found.
+    fn take_damaged(&mut self) -> Vec<(Bytes, Error)> {
+        self.inner.take_damaged()
+    }
     fn stats(&self) -> EngineStats {
         self.inner.stats()
     }

@@ -153,6 +153,12 @@ impl<L> Keydir<L> {
         self.order.iter().map(|k| (&k[..], self.slot(k)))
     }
 
+    /// Every key from `from` on and its slot, in key order (the log engine's walk over the
+    /// records of a damaged segment, resumed where the last step stopped).
+    pub fn iter_from(&self, from: Bound<&[u8]>) -> impl Iterator<Item = (&[u8], &Slot<L>)> {
+        self.order.range::<[u8], _>((from, Bound::Unbounded)).map(|k| (&k[..], self.slot(k)))
+    }
+
     /// The slot of a key the ordered set holds, which the map must hold too.
     fn slot(&self, key: &[u8]) -> &Slot<L> {
         self.map.get(key).unwrap_or_else(|| panic!("keydir: key {:?} ordered but not mapped", key.escape_ascii()))

@@ -206,6 +206,10 @@ pub struct EngineStats {
     /// Bytes of values held in the log engine's value cache (their lengths); always 0 for the
     /// memory engine, which has no cache (every value is in memory).
     pub cached_bytes: u64,
+    /// Segment files known to hold a damaged record, whose live records the log engine is
+    /// moving out or which wait for their damaged records to be repaired; 0 when healthy, and
+    /// always 0 for the memory engine.
+    pub damaged_segments: u64,
 }
 
 /// A key-value storage engine. See the module documentation for the contract.
@@ -242,7 +246,7 @@ pub trait Engine {
     fn maintain(&mut self, budget_bytes: u64) -> Result<()>;
 
     /// The damaged records the engine found on its own since the last call (by compaction,
-    /// or at open), each as its key and the [`Error::Corrupt`](crate::Error::Corrupt) naming
+    /// by moving the records out of a damaged segment, or at open), each as its key and the [`Error::Corrupt`](crate::Error::Corrupt) naming
     /// where; a `get` reports its own. The key-value layer lists them for repair (see
     /// `kv::damage`). The default finds none.
     fn take_damaged(&mut self) -> Vec<(Bytes, crate::Error)> {

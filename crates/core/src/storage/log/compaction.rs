@@ -6,6 +6,7 @@ use super::engine::{LogEngine, Position};
 use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::reader::{Next, RawRecord, SegmentReader};
 use crate::error::{Error, Result};
+use bytes::Bytes;
 use std::fs;
 use std::io;
 
@@ -23,6 +24,13 @@ pub(super) struct Compaction {
     reader: Option<SegmentReader>,
     /// The output segments, oldest first; the last takes the copies.
     pub(super) outputs: Vec<SegmentId>,
+}
+
+impl Compaction {
+    /// True when segment `id` is one of the compaction's inputs.
+    pub(super) fn reads(&self, id: SegmentId) -> bool {
+        self.inputs.contains(&id)
+    }
 }
 
 impl LogEngine {
@@ -50,17 +58,24 @@ impl LogEngine {
         Ok(())
     }
 
-    /// True when the sealed segments' dead bytes exceed both thresholds.
+    /// True when the dead bytes of the sealed segments not known to be damaged exceed both
+    /// thresholds. Damaged segments are left to their rewrite: counting their dead bytes
+    /// would start compaction after compaction that cannot reclaim them.
     fn compaction_due(&self) -> bool {
-        let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
+        let sealed = self.segments.iter().filter(|(&id, s)| id != self.active && !s.damaged.get());
         let (dead, total) = sealed.fold((0, 0), |(dead, total), (_, s)| (dead + s.dead_bytes, total + s.len()));
         dead > self.options.compaction_dead_bytes_min && dead as f64 > self.options.compaction_dead_ratio * total as f64
     }
 
-    /// Starts a compaction of every sealed segment, with its first output.
+    /// Starts a compaction of every sealed segment not known to be damaged, with its first
+    /// output. The outputs are named after every sealed segment, damaged ones included (they
+    /// hold only dead records of the keys the outputs take), and every id removed since open.
     fn start_compaction(&mut self) -> Result<Compaction> {
-        let inputs: Vec<SegmentId> = self.segments.keys().copied().filter(|&id| id != self.active).collect();
-        let last = *inputs.last().expect("compaction is due only with sealed segments");
+        let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
+        let inputs: Vec<SegmentId> = sealed.filter(|(_, s)| !s.damaged.get()).map(|(&id, _)| id).collect();
+        assert!(!inputs.is_empty(), "compaction is due only with undamaged sealed segments");
+        let greatest_sealed = self.segments.keys().copied().rfind(|&id| id != self.active);
+        let last = greatest_sealed.max(self.removed_max).expect("there are inputs");
         assert!(last.base < self.active.base, "sealed segment {last} after active {}", self.active);
         if last.gen == GEN_MAX {
             // Names of base `last.base` are used up: seal the active segment to get a new one.
@@ -85,28 +100,33 @@ impl LogEngine {
             }
             let reader = compaction.reader.as_mut().expect("opened above");
             let from = Position { segment: input, offset: reader.offset() };
-            let corrupt = |reader: &SegmentReader, reason| Error::Corrupt {
-                path: reader.path().to_path_buf(),
-                offset: from.offset,
-                reason,
-            };
             let mut record = match reader.next()? {
                 Next::End => {
                     compaction.reader = None;
                     compaction.done += 1;
                     continue;
                 }
-                Next::Bad(bad) => return Err(corrupt(reader, bad.reason)),
+                Next::Bad(bad) => {
+                    // The rest of this input cannot be read in order: its live records stay
+                    // where they are, indexed, and the input is kept (see "Damage").
+                    self.mark_damaged(input, from.offset, &bad.reason);
+                    compaction.reader = None;
+                    compaction.done += 1;
+                    continue;
+                }
                 Next::Record(record) => record,
             };
             if self.keydir.get(record.key()).is_none_or(|slot| slot.at.position != from) {
                 reader.skip_value(&record)?;
                 return Ok(Some(record.bytes.len() as u64));
             }
-            if let Some(bad) = reader.read_value(&mut record)? {
-                return Err(corrupt(reader, bad.reason));
-            }
             let size = record.bytes.len() as u64;
+            if let Some(bad) = reader.read_value(&mut record)? {
+                // Left where it is, still indexed, so that a get reports it until a repair
+                // overwrites it; the input is kept while it is live.
+                self.note_bad_record(Bytes::copy_from_slice(record.key()), from, bad.reason);
+                return Ok(Some(size));
+            }
             self.copy(compaction, from, record)?;
             return Ok(Some(size));
         }
@@ -155,7 +175,14 @@ impl LogEngine {
         self.step_done("outputs sealed");
         let (outputs, empty): (Vec<SegmentId>, Vec<SegmentId>) =
             compaction.outputs.iter().partition(|&id| self.segments[id].len() > 0);
-        for input in &compaction.inputs {
+        // An input still holding live records is damaged (those records failed their check,
+        // or follow a header that did): it stays listed, and its rewrite moves them later.
+        let (retired, kept): (Vec<SegmentId>, Vec<SegmentId>) =
+            compaction.inputs.iter().partition(|&id| self.segments[id].live_bytes == 0);
+        for input in &kept {
+            assert!(self.segments[input].damaged.get(), "input {input} keeps live records but is not damaged");
+        }
+        for input in &retired {
             assert!(self.manifest.segments.remove(input), "input {input} is not in the manifest");
             self.manifest.retired.insert(*input);
         }
@@ -168,7 +195,7 @@ impl LogEngine {
         for &output in &empty {
             self.remove_empty(output)?;
         }
-        for &input in &compaction.inputs {
+        for &input in &retired {
             self.remove_input(input)?;
         }
         self.fsyncs.sync_dir(&self.dir)?;
@@ -176,7 +203,7 @@ impl LogEngine {
         self.manifest.retired.clear();
         self.compactions += 1;
         tracing::info!(
-            dir = %self.dir.display(), inputs = compaction.inputs.len(),
+            dir = %self.dir.display(), inputs = compaction.inputs.len(), kept = kept.len(),
             outputs = outputs.len(), "finished compaction"
         );
         Ok(())
@@ -201,9 +228,11 @@ impl LogEngine {
         Ok(())
     }
 
-    /// Removes an input segment and its hint file, once compaction copied every live record.
-    fn remove_input(&mut self, input: SegmentId) -> Result<()> {
+    /// Removes a retired segment and its hint file, once compaction or a rewrite moved every
+    /// live record out of it. The caller fsyncs the directory.
+    pub(super) fn remove_input(&mut self, input: SegmentId) -> Result<()> {
         let segment = self.segments.remove(&input).expect("removing an open segment");
+        self.removed_max = self.removed_max.max(Some(input));
         assert_eq!(segment.live_bytes, 0, "input {input} still holds live records");
         fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
         self.step_done("input segment removed");

@@ -2,6 +2,7 @@
 
 use super::cache::CacheBudget;
 use super::compaction::Compaction;
+use super::damage::{Damaged, Rewrite};
 use super::format::{
     decode_header, encode_hint_entry, encode_hint_trailer, encode_record, record_bytes, HeaderError, SegmentId,
     HEADER_BYTES, HINT_EXT, SEGMENT_EXT,
@@ -15,6 +16,7 @@ use crate::storage::{
 };
 use crate::version::Timestamp;
 use bytes::Bytes;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -68,6 +70,13 @@ pub(super) struct Segment {
     pub(super) live_bytes: u64,
     /// Bytes of records newer records replaced (or compaction copied away).
     pub(super) dead_bytes: u64,
+    /// True once a record in the segment failed a check (see "Damage" in the module docs): a
+    /// `Cell` because `get`, which takes `&self` through the [`Engine`] trait, finds damage
+    /// too, and must mark it without a `&mut` borrow of the whole engine.
+    pub(super) damaged: Cell<bool>,
+    /// The damaged records found in the segment and already reported, by offset, with their
+    /// keys: reported once, and left where they are by the rewrite.
+    pub(super) bad_records: BTreeMap<u64, Bytes>,
 }
 
 impl Segment {
@@ -75,7 +84,17 @@ impl Segment {
     pub(super) fn new(path: PathBuf, file: File, written: u64, hint: bool) -> Segment {
         let hint = hint.then(Vec::new);
         let file = Arc::new(file);
-        Segment { path, file, written, buffer: Vec::new(), hint, live_bytes: 0, dead_bytes: 0 }
+        Segment {
+            path,
+            file,
+            written,
+            buffer: Vec::new(),
+            hint,
+            live_bytes: 0,
+            dead_bytes: 0,
+            damaged: Cell::new(false),
+            bad_records: BTreeMap::new(),
+        }
     }
 
     /// The segment's length in bytes, buffered records included.
@@ -193,6 +212,14 @@ pub struct LogEngine {
     pub(super) manifest: Manifest,
     /// The compaction under way, if any.
     pub(super) compaction: Option<Compaction>,
+    /// The rewrite of a damaged segment under way, if any.
+    pub(super) rewrite: Option<Rewrite>,
+    /// Damaged records found by open, compaction or a rewrite, not yet taken by
+    /// `take_damaged`.
+    pub(super) damage_found: Vec<Damaged>,
+    /// The greatest segment id removed since the engine opened (or retired by the manifest it
+    /// opened): new compaction outputs are named above it, so that no id is reused.
+    pub(super) removed_max: Option<SegmentId>,
     /// Hint files of segments sealed by `rotate`, written by `maintain` between batches so
     /// that a rotation never waits for one.
     pub(super) pending_hints: Vec<PendingHint>,
@@ -244,6 +271,9 @@ impl LogEngine {
             active: SegmentId { base: 0, gen: 0 },
             manifest: Manifest::default(),
             compaction: None,
+            rewrite: None,
+            damage_found: Vec::new(),
+            removed_max: None,
             pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
             bytes_written: 0,
@@ -343,7 +373,7 @@ impl LogEngine {
     }
 
     /// Appends a record to the active segment's buffer, sealing it first if it is full.
-    fn append(&mut self, key: Bytes, record: Record) -> Result<()> {
+    pub(super) fn append(&mut self, key: Bytes, record: Record) -> Result<()> {
         let meta = record.meta();
         let size = record_bytes(key.len(), meta.value_len);
         let active_len = self.segment_mut(self.active).len();
@@ -530,7 +560,11 @@ impl Engine for LogEngine {
             // No checksum: these are the bytes the record's checksum was computed from when
             // it was put, or checked against when it was read at open.
             (false, Some(value)) => Some(value.clone()),
-            (false, None) => Some(self.read_value(key, slot)?),
+            (false, None) => Some(self.read_value(key, slot).inspect_err(|err| {
+                if matches!(err, Error::Corrupt { .. }) {
+                    self.segments[&slot.at.position.segment].damaged.set(true);
+                }
+            })?),
         };
         Ok(Some(Record { version: slot.meta.version, value, expire_at_ms: slot.meta.expire_at_ms }))
     }
@@ -588,8 +622,15 @@ impl Engine for LogEngine {
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.check_running()?;
         // Up to the budget of each: hints are small beside the segments compaction copies.
-        let result = self.write_pending_hints(budget_bytes).and_then(|_| self.compact_step(budget_bytes));
+        let result = self
+            .write_pending_hints(budget_bytes)
+            .and_then(|_| self.compact_step(budget_bytes))
+            .and_then(|_| self.rewrite_step(budget_bytes));
         self.stop_on_error(result)
+    }
+
+    fn take_damaged(&mut self) -> Vec<(Bytes, Error)> {
+        self.damage_found.drain(..).map(|found| (found.key, found.error)).collect()
     }
 
     fn stats(&self) -> EngineStats {
@@ -603,6 +644,7 @@ impl Engine for LogEngine {
             compactions: self.compactions,
             fsyncs: self.fsyncs.count,
             cached_bytes: self.cache.bytes(),
+            damaged_segments: self.segments.values().filter(|s| s.damaged.get()).count() as u64,
         }
     }
 

@@ -168,33 +168,47 @@
 //! | header checksum mismatch, anything else  | corrupt               | corrupt        |
 //! | header fields invalid (checksum good)    | corrupt               | corrupt        |
 //! | record extends past EOF                  | torn: cut at `o`      | corrupt        |
-//! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | corrupt        |
-//! | body checksum mismatch, more follows     | corrupt               | corrupt        |
+//! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | damaged        |
+//! | body checksum mismatch, more follows     | corrupt               | damaged        |
 //!
 //! Cutting truncates the file at `o`, fdatasyncs it and logs a warning naming the file and
 //! offset. Corruption fails `open` with [`Error::Corrupt`](crate::Error::Corrupt) naming the
-//! file and the record's offset: an operator must look, nothing is skipped in silence. The
+//! file and the record's offset: an operator must look, nothing is skipped in silence. A
+//! damaged record is one whose header checks out, so that its length is known and the scan
+//! goes on after it: it is indexed all the same (without its value), so that `get` reports
+//! it, and the segment is marked damaged (see "Damage"). Once every segment is loaded, the
+//! damaged records the keydir still points at are reported through `take_damaged`; one a
+//! later record replaced is not needed and is not reported. In the newest segment a body
+//! that fails its checksum with records after it stays corruption: there, writes the kernel
+//! reordered before a crash look the same, and the records after it were never promised
+//! durable. The
 //! newest segment then takes appends after its last good record (a manifest always lists an
 //! active segment last; only in an adopted directory can the newest be a compaction output,
 //! and then a new active segment is started instead).
 //!
 //! # Compaction
 //!
-//! `maintain(budget)` starts a compaction when the sealed segments' dead bytes exceed both
-//! `compaction_dead_ratio` of their bytes and `compaction_dead_bytes_min`. A compaction takes
-//! every sealed segment (the set S, greatest base M) and, a budget of bytes per call:
+//! `maintain(budget)` starts a compaction when the dead bytes of the sealed segments not
+//! marked damaged exceed both `compaction_dead_ratio` of their bytes and
+//! `compaction_dead_bytes_min`. A compaction takes every sealed segment not marked damaged
+//! (the set S) and, a budget of bytes per call:
 //!
 //! 1. reads S's records in order and copies one only if the keydir still points at exactly
 //!    that segment and offset, then points the keydir at the copy. Outputs are written as
-//!    `{M}-{g}.compacting`, g from one past the greatest generation of base M, and rotate at
-//!    `segment_bytes_max` (each one sealed, with its hint, as it fills).
+//!    `{M}-{g}.compacting`, where `{M}-{g-1}` is the greatest of every sealed segment (damaged
+//!    ones too) and every id removed since open, so that they sort after all of them, and
+//!    rotate at `segment_bytes_max` (each one sealed, with its hint, as it fills). A live
+//!    record whose body fails its checksum is not copied but left where it is, and a header
+//!    that fails its check ends the reading of that input (see "Damage").
 //! 2. when S is read: seals the last output, writes and fdatasyncs the active segment (a
 //!    record that was skipped was replaced by a newer one that may be only in the active
 //!    buffer, and must be durable before the old one goes), fsyncs the directory so that
 //!    the outputs' names are durable, then commits: writes a manifest listing the non-empty
-//!    outputs in place of S, with S as its retired list. Then it renames the outputs to
-//!    `.seg`, removes an empty output and S's segments and hints, and fsyncs the directory.
-//!    The next manifest written (at the next seal) drops the retired list.
+//!    outputs in place of the inputs that hold no live record, with those as its retired
+//!    list. Then it renames the outputs to `.seg`, removes an empty output and the retired
+//!    segments and hints, and fsyncs the directory. The next manifest written (at the next
+//!    seal) drops the retired list. An input that still holds live records is damaged: it
+//!    stays listed and open, and is marked damaged.
 //!
 //! Puts carry on meanwhile: they go to the active segment, newer than anything compaction
 //! reads, so the "still points at exactly this record" check stays right, and a seal during
@@ -204,6 +218,48 @@
 //! some of S, retired (open removes them). Either way open loads one consistent set: S, or
 //! the outputs, which hold copies of S's live records and sort where S did, after every
 //! older segment and before every newer one.
+//!
+//! An input kept for its damage loads before the outputs, which sort after every sealed
+//! segment. That gives the same keydir: an output holds only records that were the newest
+//! of their keys when copied, so the kept input's records of those keys are older, and
+//! the records the kept input still holds live have no copy in any output. A damaged segment
+//! left out of S holds only dead records of the keys S's live records are, for the same
+//! reason, which is why the outputs may sort after it.
+//!
+//! # Damage
+//!
+//! A flipped byte in a sealed segment must not take the node down, nor lose a record that
+//! is whole. The engine finds damage in four places: `get` (which returns
+//! [`Error::Corrupt`](crate::Error::Corrupt) naming the file and offset, as before), the scan
+//! of a sealed segment at open, compaction, and the rewrite below. Each marks the segment
+//! damaged, an in-memory flag (`get` takes `&self`, so the flag is a `Cell`). Open,
+//! compaction and the rewrite also report each damaged live record once, by key, through
+//! `take_damaged`, which the replica polls after every `maintain`; the key-value store lists
+//! the key for repair (or stops the node, under `corruption = "stop"`). `maintain` fails only
+//! on I/O, never on damage.
+//!
+//! A damaged record stays indexed where it is, so that `get` keeps reporting it, until a put
+//! replaces it: the repair, a healthy replica's record put over it. A damaged record that is
+//! dead is not needed, and nothing reports it.
+//!
+//! Compaction leaves damaged segments out. Instead `maintain`, after compaction and a budget
+//! at a time, rewrites one: it walks the keydir in key order for the records that point into
+//! the segment (each key visited costs `REWRITE_KEY_VISIT_BYTES` of the budget, so a step
+//! ends however few records it finds), and puts each again, read and checked through its
+//! position, as the same record (version, key, value or tombstone, deadline) into the active
+//! segment, the keydir following. A record that fails its check is noted (reported once)
+//! and left. The walk stops early once only damaged records are left live. A segment with
+//! no live record is then removed as a compaction input is: the active segment is written
+//! and fdatasynced (the moved records must be durable before the originals go), a manifest
+//! retiring the segment is committed, and its file and hint are removed. A segment still
+//! holding damaged live records waits, with its dead bytes, until a repair replaces them;
+//! the next `maintain` after that rewrites it again and removes it, and the directory holds
+//! no damage. The active segment waits until it is sealed, and an input of the compaction
+//! under way until the compaction is over.
+//!
+//! A crash during a rewrite is safe as a compaction is: the moved records sort after the
+//! originals, so open loads the same keydir whether or not they reached the disk, and the
+//! segment goes only after the manifest that retires it.
 //!
 //! # Value cache
 //!
@@ -239,9 +295,13 @@
 //! - The active segment has generation 0 and a greater base than every other segment.
 //! - Between calls, the manifest on disk lists exactly the open segments but the outputs of a
 //!   compaction under way, the active segment last; its retired ids are never listed, and
-//!   never reused by a later segment (bases and generations only grow).
+//!   never reused by a later segment (bases and generations only grow, and outputs are named
+//!   above every id removed since open and every id the opened manifest retired).
 //! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
-//!   only at live bytes, and an input of a finished compaction has no live bytes left.
+//!   only at live bytes. An input of a finished compaction that keeps live bytes is marked
+//!   damaged and stays listed; the others are removed. No segment with live bytes is removed.
+//! - A damaged record is reported through `take_damaged` at most once per open, and only while
+//!   the keydir points at it (when it is found).
 //! - A buffered record never straddles the file and the buffer: buffers are written whole.
 //! - A cached value equals its record's value; the cached values' lengths add up to the
 //!   cache's count, which never exceeds `value_cache_bytes_max`. Tombstones cache nothing.
@@ -274,6 +334,20 @@
 //!   operator truncates the file at the reported offset.
 //! - A sealed segment loaded from its hint is not read at open: damage in it is found by the
 //!   `get` or the compaction that reads the record.
+//! - A header that fails its check in a sealed segment without a good hint still fails
+//!   `open` naming the file and offset: the records after it cannot be found without the
+//!   hint, and indexing the ones before it alone could serve an older record of a key whose
+//!   newest is past the damage. Restoring the file, or removing the `MANIFEST` and the
+//!   segment to adopt the rest and repairing from a replica, is the operator's call.
+//! - Which segments are damaged is kept in memory only: after a restart a damaged segment
+//!   loaded from its hint is not known damaged until a `get` or a compaction finds the damage
+//!   again, and damage not yet repaired is reported again then.
+//! - A rewrite walks the whole keydir per damaged segment, in steps: O(keys), acceptable
+//!   because damage is rare; several damaged segments are rewritten one after the other.
+//! - On a node with no replica to repair from, a damaged segment stays for good, its dead
+//!   bytes with it: compaction leaves it out.
+//! - Compaction and the rewrite read the disk even for a cached value, so a damaged record
+//!   whose value `get` serves from the cache is reported and listed for repair all the same.
 //! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
 //!   the policy, so those calls can take as long as an fsync of a whole segment: with
 //!   `fsync = never`, 64 MiB of dirty pages at once.
@@ -295,6 +369,7 @@
 
 mod cache;
 mod compaction;
+mod damage;
 mod engine;
 mod format;
 mod manifest;

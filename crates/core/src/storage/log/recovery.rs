@@ -88,6 +88,7 @@ impl LogEngine {
             self.fsyncs.sync_dir(&self.dir)?;
         }
         let ids = manifest.segments.iter().copied().collect();
+        self.removed_max = manifest.retired.last().copied();
         // The retired files are gone: the next manifest need not name them.
         self.manifest = Manifest { segments: manifest.segments, retired: BTreeSet::new() };
         Ok(ids)
@@ -138,8 +139,11 @@ impl LogEngine {
             self.load_sealed(id)?;
         }
         if let Some(id) = last {
-            return self.load_active(id);
+            self.load_active(id)?;
+            self.keep_live_damage();
+            return Ok(());
         }
+        self.keep_live_damage();
         let active = SegmentId { base: ids.last().map_or(0, |id| id.base + 1), gen: 0 };
         self.create_segment(active, SEGMENT_EXT)?;
         self.fsyncs.sync_dir(&self.dir)?;
@@ -201,8 +205,18 @@ impl LogEngine {
         self.scan(id, true)
     }
 
+    /// Of the damaged records found while loading, keeps for `take_damaged` those the keydir
+    /// still points at: a damaged record that a later one replaced is not needed, though its
+    /// segment stays marked damaged (and is rewritten).
+    fn keep_live_damage(&mut self) {
+        let keydir = &self.keydir;
+        self.damage_found.retain(|found| keydir.get(&found.key).is_some_and(|slot| slot.at.position == found.at));
+    }
+
     /// Indexes every record of segment `id`, caching the values that fit. `tolerant` (the
-    /// newest segment only) cuts a torn tail; any other bad record is [`Error::Corrupt`].
+    /// newest segment only) cuts a torn tail. In a sealed segment, a record whose header
+    /// checks out but whose body does not is indexed all the same and noted damaged; any
+    /// other bad record is [`Error::Corrupt`].
     fn scan(&mut self, id: SegmentId, tolerant: bool) -> Result<()> {
         let mut reader = SegmentReader::open(&self.segments[&id].path)?;
         loop {
@@ -211,6 +225,14 @@ impl LogEngine {
                 Next::End => return Ok(()),
                 Next::Bad(bad) => bad,
                 Next::Record(record) => match self.check_and_maybe_cache(&mut reader, &record)? {
+                    (_, Some(bad)) if !tolerant => {
+                        // The header vouches for the record's length, so the scan goes on;
+                        // the record is indexed without its value, for `get` to report it.
+                        let key = Bytes::copy_from_slice(record.key());
+                        self.load_record(id, offset, key.clone(), record.header.meta, None);
+                        self.note_bad_record(key, Position { segment: id, offset }, bad.reason);
+                        continue;
+                    }
                     (_, Some(bad)) => bad,
                     (value, None) => {
                         let key = Bytes::copy_from_slice(record.key());

@@ -1,5 +1,5 @@
 //! The log engine's own tests: recovery (torn tails, corruption, hint files), compaction and
-//! crashes in it, fsync failure and policies, the value cache. The engine contract is in
+//! crashes in it, damaged records and the rewrite of their segments, fsync failure and policies, the value cache. The engine contract is in
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
@@ -1204,4 +1204,189 @@ fn a_directory_without_a_manifest_is_adopted_and_guarded_from_then_on() {
     drop(e);
     fs::remove_file(&first).expect("delete");
     assert_refused(dir.path(), small(true), &first, "is listed in", "a segment deleted after the adoption");
+}
+
+/// Everything the engine holds, as `state`, but a key whose record is damaged is left out
+/// and named instead.
+fn state_but_damaged(e: &LogEngine) -> (Model, Vec<(Bytes, PathBuf, u64)>) {
+    let (mut state, mut damaged) = (Model::new(), Vec::new());
+    for (key, _) in e.scan(Bound::Unbounded, usize::MAX) {
+        match e.get(&key) {
+            Ok(record) => drop(state.insert(key, record.expect("a scanned key has a record"))),
+            Err(Error::Corrupt { path, offset, .. }) => damaged.push((key, path, offset)),
+            Err(err) => panic!("{key:?}: {err}"),
+        }
+    }
+    (state, damaged)
+}
+
+/// `model` without `key`.
+fn without(model: &Model, key: &Bytes) -> Model {
+    model.iter().filter(|(k, _)| *k != key).map(|(k, r)| (k.clone(), r.clone())).collect()
+}
+
+/// Runs `maintain` in small steps until `done` (at most 10,000 steps), collecting what
+/// `take_damaged` reports after each, as the replica polls it, as (key, file, offset).
+fn maintain_until(e: &mut LogEngine, done: impl Fn(&LogEngine) -> bool, context: &str) -> Vec<(Bytes, PathBuf, u64)> {
+    let mut reported = Vec::new();
+    for _ in 0..10_000 {
+        if done(e) {
+            return reported;
+        }
+        e.maintain(300).unwrap_or_else(|err| panic!("{context}: maintain fails only on I/O: {err}"));
+        for (key, err) in e.take_damaged() {
+            match err {
+                Error::Corrupt { path, offset, .. } => reported.push((key, path, offset)),
+                other => panic!("{context}: {key:?} reported as {other:?}"),
+            }
+        }
+    }
+    panic!("{context}: maintain never got done");
+}
+
+/// Writes `write_overwrites` (a compaction due), flushes and writes every hint, and reopens
+/// from the hints, so that no value is cached and every `get` reads the disk.
+fn overwritten_and_reopened(dir: &Path, h: &mut Harness) -> LogEngine {
+    let mut e = LogEngine::open(dir, compacting()).expect("open");
+    write_overwrites(&mut e, h);
+    e.write_pending_hints(u64::MAX).expect("hints");
+    drop(e);
+    LogEngine::open(dir, compacting()).expect("reopen")
+}
+
+#[test]
+fn a_damaged_live_record_stays_reported_once_and_its_segment_goes_once_repaired() {
+    for get_first in [true, false] {
+        let context = format!("found by {}", if get_first { "get" } else { "compaction" });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = Harness::default();
+        let mut e = overwritten_and_reopened(dir.path(), &mut h);
+        // The first key whose newest record, a value, is in a sealed segment.
+        let (victim, at) = (e.keydir.iter())
+            .find(|(_, slot)| slot.at.position.segment != e.active && !slot.meta.tombstone)
+            .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
+            .expect("a live value in a sealed segment");
+        let damaged_path = e.segments[&at.at.position.segment].path.clone();
+        let offset = at.at.position.offset;
+        flip(&damaged_path, offset + record_bytes(victim.len(), at.meta.value_len) - 1, 0x01);
+        let want = vec![(victim.clone(), damaged_path.clone(), offset)];
+        if get_first {
+            assert_eq!(state_but_damaged(&e), (without(&h.model, &victim), want.clone()), "{context}: before");
+        }
+
+        // A compaction runs past the damage: no error, nothing else lost, reported once.
+        let reported = maintain_until(
+            &mut e,
+            |e| e.stats().compactions == 1 && e.compaction.is_none() && e.rewrite.is_none(),
+            &context,
+        );
+        assert_eq!(reported, want, "{context}: reported once, by key, file and offset");
+        assert_eq!(state_but_damaged(&e), (without(&h.model, &victim), want.clone()), "{context}: compacted");
+        assert_accounting(&e, &context);
+        assert!(damaged_path.exists(), "{context}: the damaged segment is kept while the keydir points into it");
+        assert_eq!(e.stats().damaged_segments, 1, "{context}");
+        for _ in 0..50 {
+            e.maintain(300).expect("maintain");
+            assert_eq!(e.take_damaged().len(), 0, "{context}: reported only once");
+        }
+        assert!(e.compaction.is_none() && e.rewrite.is_none(), "{context}: nothing to do until the repair");
+
+        // The repair: a healthy record over the damaged one, then the segment is rewritten.
+        h.put(&mut e, std::str::from_utf8(&victim).expect("a UTF-8 key"), Some("repaired"), None);
+        e.flush(0).expect("flush");
+        let images = record_steps(&mut e);
+        let reported = maintain_until(&mut e, |_| !damaged_path.exists(), &format!("{context}, repaired"));
+        e.at_step = None;
+        assert_eq!(reported, [], "{context}: nothing more reported");
+        assert_state(&e, &h.model, &format!("{context}, rewritten"));
+        assert_tidy(&e, &format!("{context}, rewritten"));
+        assert_eq!(e.stats().damaged_segments, 0, "{context}");
+        drop(e);
+        let mut e = LogEngine::open(dir.path(), compacting()).expect("reopen");
+        assert_state(&e, &h.model, &format!("{context}, reopened"));
+        assert_eq!((e.take_damaged().len(), e.stats().damaged_segments), (0, 0), "{context}: reopened clean");
+
+        // A crash at any step of removing the rewritten segment loses nothing.
+        let images = std::mem::take(&mut *images.lock().expect("images"));
+        assert!(images.iter().any(|(step, _)| *step == "input segment removed"), "{context}");
+        for (i, (step, image)) in images.iter().enumerate() {
+            let context = format!("{context}, crash after step {i} ({step})");
+            let e = LogEngine::open(image.path(), compacting()).unwrap_or_else(|err| panic!("{context}: {err}"));
+            assert_state(&e, &h.model, &context);
+            assert_tidy(&e, &context);
+        }
+    }
+}
+
+#[test]
+fn damage_in_a_dead_record_is_reclaimed_by_compaction() {
+    // What is damaged: a header field (its checksum fails), or the record's last byte.
+    for what in ["header", "body"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+        let mut h = Harness::default();
+        h.put(&mut e, "doomed", Some(&"d".repeat(100)), None);
+        let slot = e.keydir.get(&b"doomed"[..]).expect("indexed").clone();
+        // Live records after the damaged one, in its segment, for good.
+        for k in 0..3 {
+            h.put(&mut e, &format!("keep-{k}"), Some(&"k".repeat(100)), None);
+            let kept = e.keydir.get(format!("keep-{k}").as_bytes()).expect("indexed");
+            assert_eq!(kept.at.position.segment, slot.at.position.segment, "{what}: in the same segment");
+        }
+        write_overwrites(&mut e, &mut h);
+        h.put(&mut e, "doomed", None, None);
+        e.flush(0).expect("flush");
+        e.write_pending_hints(u64::MAX).expect("hints");
+        let path = e.segments[&slot.at.position.segment].path.clone();
+        drop(e);
+        let byte = if what == "header" { 20 } else { record_bytes(6, slot.meta.value_len) - 1 };
+        flip(&path, slot.at.position.offset + byte, 0x01);
+
+        let mut e = LogEngine::open(dir.path(), compacting()).expect("reopen");
+        let reported = maintain_until(
+            &mut e,
+            |e| e.stats().compactions == 1 && e.compaction.is_none() && e.rewrite.is_none(),
+            what,
+        );
+        assert_eq!(reported, [], "{what}: a dead record is not needed");
+        assert!(!path.exists(), "{what}: the damaged segment is reclaimed");
+        assert_state(&e, &h.model, what);
+        assert_tidy(&e, what);
+        drop(e);
+        let mut e = LogEngine::open(dir.path(), compacting()).expect("reopen");
+        assert_state(&e, &h.model, &format!("{what}, reopened"));
+        assert_eq!((e.take_damaged().len(), e.stats().damaged_segments), (0, 0), "{what}: reopened clean");
+    }
+}
+
+#[test]
+fn open_indexes_and_reports_a_body_damaged_record_in_an_unhinted_sealed_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(false)).expect("open");
+    let mut h = Harness::default();
+    for k in 0..40 {
+        h.put(&mut e, &format!("key-{k:02}"), Some(&format!("value {k} {}", "y".repeat(30))), None);
+    }
+    e.flush(0).expect("flush");
+    // The second record of the first segment: records follow it, which the scan must reach.
+    let (victim, slot) = (e.keydir.iter())
+        .find(|(_, slot)| slot.at.position.segment != e.active && slot.at.position.offset > 0)
+        .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
+        .expect("a second record in a sealed segment");
+    let (path, offset) = (e.segments[&slot.at.position.segment].path.clone(), slot.at.position.offset);
+    drop(e);
+    assert!(files(dir.path(), HINT_EXT).is_empty(), "no hints: sealed segments are scanned");
+    flip(&path, offset + record_bytes(victim.len(), slot.meta.value_len) - 1, 0x01);
+
+    let mut e = LogEngine::open(dir.path(), small(false)).expect("opens despite the damage");
+    let reported: Vec<(Bytes, PathBuf, u64, String)> = (e.take_damaged().into_iter())
+        .map(|(key, err)| match err {
+            Error::Corrupt { path, offset, reason } => (key, path, offset, reason),
+            other => panic!("{key:?} reported as {other:?}"),
+        })
+        .collect();
+    assert_eq!(reported, [(victim.clone(), path.clone(), offset, "body checksum mismatch".to_string())]);
+    assert_eq!(state_but_damaged(&e), (without(&h.model, &victim), vec![(victim, path, offset)]));
+    assert_eq!(e.stats().damaged_segments, 1);
+    assert_accounting(&e, "opened");
 }
