@@ -343,8 +343,8 @@ fn hinted_segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Flips a bit at the end of `value` in the first hinted segment of node `i`, while it runs
 /// (its values are not cached, so its next read of them goes to the disk); waits (bounded)
-/// for the hint, which the node writes when idle.
-fn rot_on(trio: &Trio, i: usize, value: &[u8]) {
+/// for the hint, which the node writes when idle. Returns the segment.
+fn rot_on(trio: &Trio, i: usize, value: &[u8]) -> std::path::PathBuf {
     let data = &trio.nodes[i].data_dir;
     let deadline = Instant::now() + Duration::from_secs(20);
     while hinted_segments(data).is_empty() {
@@ -356,6 +356,16 @@ fn rot_on(trio: &Trio, i: usize, value: &[u8]) {
     let at = bytes.windows(value.len()).position(|w| w == value).expect("the value is in the first segment");
     bytes[at + value.len() - 1] ^= 0x01;
     std::fs::write(segment, bytes).unwrap();
+    segment.clone()
+}
+
+/// Waits (bounded) until `segment` is gone: the engine rewrote it once it was repaired.
+fn wait_rewritten(segment: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while segment.exists() {
+        assert!(Instant::now() < deadline, "{} was never rewritten", segment.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits (bounded) until node `i` has no damaged key and serves `key` as `value`.
@@ -393,13 +403,14 @@ fn a_damaged_follower_and_a_damaged_leader_take_their_keys_back_from_a_healthy_r
     }
     // A follower: its read of the damaged key is refused, then it takes the key back.
     let follower = (leader + 1) % 3;
-    rot_on(&trio, follower, b"value 5 vvvv");
+    let damaged = rot_on(&trio, follower, b"value 5 vvvv");
     let refused: redis::RedisResult<Option<String>> = trio.con(follower).get("key5");
     let text = format!("{:?}", refused.unwrap_err());
     assert!(text.contains("DAMAGED"), "{text}");
     wait_repaired(&trio, follower, "key5", &value(5));
+    wait_rewritten(&damaged);
     // The leader: it hands leadership over, then does the same as a follower.
-    rot_on(&trio, leader, b"value 9 vvvv");
+    let damaged = rot_on(&trio, leader, b"value 9 vvvv");
     let refused: redis::RedisResult<Option<String>> = trio.con(leader).get("key9");
     assert!(format!("{:?}", refused.unwrap_err()).contains("DAMAGED"));
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -410,6 +421,7 @@ fn a_damaged_follower_and_a_damaged_leader_take_their_keys_back_from_a_healthy_r
     }
     let new = trio.leader_among(&others);
     wait_repaired(&trio, leader, "key9", &value(9));
+    wait_rewritten(&damaged);
     assert_eq!(trio.status(leader)["replication"]["rolled_back"], 0, "a handover cuts nothing");
     let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
     assert!(ok, "the replicas hold the same data after both repairs (leader n{}):\n{out}{err}", new + 1);
