@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Node;
+use common::{hinted_segments, Node};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -698,20 +698,6 @@ fn idle_clients_are_closed_after_the_timeout_and_config_set_changes_it() {
     let _: () = redis::cmd("CONFIG").arg("SET").arg("timeout").arg(1).query(&mut con).unwrap();
     let read = waiting.read(&mut buf);
     assert!(matches!(read, Ok(0)), "the idle client is closed by the new timeout, not left waiting: {read:?}");
-}
-
-/// The sealed segments of a stopped node's data directory, oldest first, once each has its
-/// hint file (written between batches after the writes).
-fn hinted_segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop(); // the active one
-    segments.retain(|s| s.with_extension("hint").exists());
-    segments
 }
 
 /// Flips a bit in the value of `value` in `segment`; returns the offset of the flipped byte.

@@ -7,7 +7,7 @@
 mod common;
 
 use common::trio::Trio;
-use common::Node;
+use common::{hinted_segments, Node};
 use redis::Commands;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -326,19 +326,6 @@ fn a_cluster_in_memory_replicates_without_an_fsync_to_wait_for() {
 #[test]
 fn a_cluster_that_never_fsyncs_its_engine_replicates() {
     replicates_a_set(&["--fsync", "never"]);
-}
-
-/// The sealed segments of the engine in `data` that have their hint files, oldest first.
-fn hinted_segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop(); // the active one
-    segments.retain(|s| s.with_extension("hint").exists());
-    segments
 }
 
 /// Flips a bit at the end of `value` in the first hinted segment of node `i`, while it runs

@@ -294,3 +294,17 @@ impl Drop for Node {
         }
     }
 }
+
+/// The sealed segments of the log engine in `data`, oldest first, that have their hint files
+/// (a node writes them between batches, when idle).
+pub fn hinted_segments(data: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop(); // the active one
+    segments.retain(|s| s.with_extension("hint").exists());
+    segments
+}
