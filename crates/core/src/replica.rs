@@ -555,10 +555,8 @@ pub struct Replica<E> {
     forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
-    /// When this replica may next ask its leader for its damaged keys (see `repair.rs`).
-    repair_ask_ms: u64,
-    /// When this replica, leading with damaged keys, may next try to hand over.
-    repair_handover_ms: u64,
+    /// Its repair of damaged records (see `repair.rs`).
+    repair: repair::Repair,
 }
 
 impl<E: Engine> Replica<E> {
@@ -653,8 +651,7 @@ impl<E: Engine> Replica<E> {
             forwarding: BTreeMap::new(),
             forwarding_to: (NodeId(0), 0),
             next_forward: 0,
-            repair_ask_ms: 0,
-            repair_handover_ms: 0,
+            repair: repair::Repair::default(),
         }
     }
 
@@ -664,6 +661,7 @@ impl<E: Engine> Replica<E> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
         self.dispatch(now_ms, input, outbox)?;
         self.take_damage_found()?;
+        self.take_pending_repair()?;
         if self.handover.is_some() || !self.held.is_empty() {
             self.drive_handover(now_ms, outbox)?;
         }
@@ -911,9 +909,9 @@ impl<E: Engine> Replica<E> {
                 }
                 Ok(())
             }
-            (State::Leader(_), Message::RepairRequest { keys, .. }) => self.repair_request(from, keys, outbox),
+            (State::Leader(_), Message::RepairRequest { keys, .. }) => self.repair_request(now_ms, from, keys, outbox),
             (State::Follower(f), Message::RepairReply { lsn, entries, .. }) if f.leader == Some(from) => {
-                self.repair_reply(lsn, entries)
+                self.repair_reply(from, lsn, entries)
             }
             (_, message @ (Message::RepairRequest { .. } | Message::RepairReply { .. })) => {
                 tracing::debug!("{} from {from:?} is not for this node's role now: ignored", message.kind());

@@ -114,7 +114,9 @@ impl Damage {
 pub struct DamagedKeys {
     /// Physical key -> its damage, at most [`DAMAGED_KEYS_MAX`].
     keys: BTreeMap<Bytes, Damage>,
-    /// Damaged keys found past the limit (not listed, so not repaired until listed).
+    /// Damaged reads past the limit (keys not listed, so not repaired until listed; a key
+    /// read twice counts twice). Back to 0 when the list empties: those keys are listed when
+    /// read again.
     unlisted: u64,
 }
 
@@ -134,8 +136,8 @@ impl DamagedKeys {
 
     /// Notes that `key`'s record was replaced: it is no longer damaged.
     pub fn rewritten(&mut self, key: &[u8]) {
-        if !self.keys.is_empty() {
-            self.keys.remove(key);
+        if !self.keys.is_empty() && self.keys.remove(key).is_some() && self.keys.is_empty() {
+            self.unlisted = 0;
         }
     }
 
@@ -144,7 +146,7 @@ impl DamagedKeys {
         self.keys.is_empty() && self.unlisted == 0
     }
 
-    /// How many damaged keys are known (listed and not).
+    /// How many damaged keys are known: those listed, and the damaged reads past the list.
     pub fn count(&self) -> u64 {
         self.keys.len() as u64 + self.unlisted
     }
@@ -152,6 +154,11 @@ impl DamagedKeys {
     /// The listed keys, in order, with their damage.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Damage)> {
         self.keys.iter()
+    }
+
+    /// The listed keys in `from`.., in order.
+    pub fn range_from(&self, from: std::ops::Bound<Bytes>) -> impl Iterator<Item = &Bytes> {
+        self.keys.range((from, std::ops::Bound::Unbounded)).map(|(key, _)| key)
     }
 
     /// The damage of `key`, if it is listed.
@@ -185,6 +192,12 @@ mod tests {
         }
         assert_eq!(keys.count(), DAMAGED_KEYS_MAX as u64 + 3);
         assert_eq!(keys.iter().count(), DAMAGED_KEYS_MAX);
+        // Once every listed key is rewritten, the node is healthy again: the unlisted ones
+        // are listed when read again.
+        for i in 0..DAMAGED_KEYS_MAX {
+            keys.rewritten(i.to_string().as_bytes());
+        }
+        assert!(keys.is_empty(), "{}", keys.count());
     }
 
     #[test]

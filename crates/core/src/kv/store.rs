@@ -136,6 +136,13 @@ impl<E: Engine> Store<E> {
         }
     }
 
+    /// Lists `key` (physical) as damaged although this engine's record of it is not (a key a
+    /// snapshot left out because it was damaged on the leader): reads refuse it until it is
+    /// written.
+    pub fn list_damaged(&mut self, key: &Bytes, damage: Damage) {
+        self.list_damage(key, damage);
+    }
+
     /// Lists `key` (physical) as damaged, logging it the first time.
     fn list_damage(&mut self, key: &Bytes, damage: Damage) {
         if self.damaged.insert(key, damage.clone()) {
@@ -416,6 +423,11 @@ impl<E: Engine> Store<E> {
 
     /// `key`'s value, if it exists and has not expired.
     pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Result<Option<Live>> {
+        if let Some(damage) = self.damaged.get(key) {
+            // Listed: its record here is damaged, or was never received whole.
+            let Damage { path, offset, reason } = damage.clone();
+            return Err(Error::Damaged { key: Bytes::copy_from_slice(key), path, offset, reason });
+        }
         let Some(record) = self.engine.get(key).map_err(|e| e.reading(key))? else { return Ok(None) };
         if record.expire_at_ms.is_some_and(|at| at <= now_ms) {
             return Ok(None);

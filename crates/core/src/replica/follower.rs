@@ -216,7 +216,18 @@ impl Follower {
                 self.round = self.round.max(round);
             }
             Message::SnapshotChunk {
-                attempt, lsn, lsn_epoch, epochs, seq, after, through, entries, done, end, ..
+                attempt,
+                lsn,
+                lsn_epoch,
+                epochs,
+                seq,
+                after,
+                through,
+                entries,
+                damaged,
+                done,
+                end,
+                ..
             } => {
                 if attempt < self.newest_attempt {
                     return Ok(()); // an abandoned attempt's chunk, delivered late
@@ -238,6 +249,14 @@ impl Follower {
                     }
                     Some(install) if install.next_seq == seq && install.lsn == lsn => {
                         install_chunk(store, after.as_ref(), through.as_ref(), entries)?;
+                        for key in damaged {
+                            // After the chunk, whose tombstones would unlist it.
+                            let reason = "damaged on the leader's disk when it sent its snapshot: left out".into();
+                            store.list_damaged(
+                                &key,
+                                crate::kv::Damage { path: "(the leader's copy)".into(), offset: 0, reason },
+                            );
+                        }
                         install.next_seq += 1;
                         snapshot = Some((attempt, seq));
                         if done {

@@ -301,6 +301,27 @@ impl Leader {
         self.followers.iter().find(|p| p.node == node && matches!(p.mode, Mode::Stream)).map_or(0, |p| p.acked)
     }
 
+    /// When this leader started leading.
+    pub(super) fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The follower furthest along among those that stream and answer now, leaving out
+    /// `excluded`: a target for a handover this leader starts on its own (a damaged leader),
+    /// which must not wait for a follower that is down or installing a snapshot.
+    pub(super) fn live_target(
+        &self,
+        now_ms: u64,
+        settings: &Settings,
+        excluded: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
+        self.followers
+            .iter()
+            .filter(|p| matches!(p.mode, Mode::Stream) && is_up(p, now_ms, settings) && !excluded(p.node))
+            .max_by_key(|p| p.acked)
+            .map(|p| p.node)
+    }
+
     /// The follower furthest along that answers, if any.
     pub(super) fn most_up_to_date(&self) -> Option<NodeId> {
         self.followers.iter().filter(|p| p.last_ack_ms.is_some()).max_by_key(|p| p.acked).map(|p| p.node)
@@ -755,12 +776,7 @@ impl Leader {
         outbox: &mut Outbox,
     ) -> Result<()> {
         for p in &mut self.followers {
-            match ship(p, now_ms, self.durable, log, store, settings, outbox) {
-                // A damaged record in the engine: that follower's snapshot waits, the others
-                // are shipped to, and the replica lists the key (see `kv::damage`).
-                Err(damaged @ Error::Damaged { .. }) => self.damage_found.push(damaged),
-                result => result?,
-            }
+            ship(p, now_ms, self.durable, log, store, settings, &mut self.damage_found, outbox)?;
         }
         Ok(())
     }
@@ -840,6 +856,7 @@ fn ship<E: Engine>(
     log: &mut ReplicationLog,
     store: &Store<E>,
     settings: &Settings,
+    damage_found: &mut Vec<Error>,
     outbox: &mut Outbox,
 ) -> Result<()> {
     if matches!(p.mode, Mode::Stream) {
@@ -887,8 +904,8 @@ fn ship<E: Engine>(
             && !s.done_sent
             && s.next_seq.saturating_sub(s.acked_seq.map_or(0, |a| a + 1)) < SNAPSHOT_CHUNKS_IN_FLIGHT
         {
-            let (mut entries, through, done) =
-                snapshot_chunk(store, s.after.as_ref(), settings.snapshot_chunk_bytes_max)?;
+            let (mut entries, damaged, through, done) =
+                snapshot_chunk(store, s.after.as_ref(), settings.snapshot_chunk_bytes_max, damage_found)?;
             if settings.canary == super::Canary::SnapshotSkipsKey && !entries.is_empty() {
                 entries.remove(0);
             }
@@ -902,6 +919,7 @@ fn ship<E: Engine>(
                 after: s.after.clone(),
                 through: if done { None } else { through.clone() },
                 entries,
+                damaged,
                 done,
                 end: done.then(|| (log.last_lsn(), log.last_epoch())),
             };
@@ -916,15 +934,17 @@ fn ship<E: Engine>(
     Ok(())
 }
 
-/// The keys after `after`, with their records, up to about `bytes_max`; the last key taken;
-/// and whether the keys ran out.
+/// The keys after `after`, with their records, up to about `bytes_max`; the keys among them
+/// whose records are damaged here (left out, their errors added to `damage_found` for the
+/// replica to list); the last key taken; and whether the keys ran out.
 fn snapshot_chunk<E: Engine>(
     store: &Store<E>,
     after: Option<&Bytes>,
     bytes_max: usize,
-) -> Result<(Vec<Change>, Option<Bytes>, bool)> {
+    damage_found: &mut Vec<Error>,
+) -> Result<(Vec<Change>, Vec<Bytes>, Option<Bytes>, bool)> {
     let engine = store.engine();
-    let mut entries = Vec::new();
+    let (mut entries, mut damaged) = (Vec::new(), Vec::new());
     let mut bytes = 0;
     let mut last = after.cloned();
     loop {
@@ -933,16 +953,33 @@ fn snapshot_chunk<E: Engine>(
         let exhausted = keys.len() < SNAPSHOT_SCAN_KEYS;
         for (key, _) in keys {
             if bytes >= bytes_max {
-                return Ok((entries, last, false));
+                return Ok((entries, damaged, last, false));
             }
-            if let Some(record) = engine.get(&key).map_err(|e| e.reading(&key))? {
-                bytes += key.len() + record.value.as_ref().map_or(0, Bytes::len) + 32;
-                last = Some(key.clone());
-                entries.push(Change { key, record });
+            // A key listed as damaged here is not sent as whatever the engine holds for it.
+            let read = match store.damaged().get(&key) {
+                Some(_) => Err(Error::Damaged { key: key.clone(), path: "".into(), offset: 0, reason: String::new() }),
+                None => engine.get(&key).map_err(|e| e.reading(&key)),
+            };
+            match read {
+                Ok(Some(record)) => {
+                    bytes += key.len() + record.value.as_ref().map_or(0, Bytes::len) + 32;
+                    last = Some(key.clone());
+                    entries.push(Change { key, record });
+                }
+                Ok(None) => {}
+                Err(error @ Error::Damaged { .. }) => {
+                    bytes += key.len() + 32;
+                    last = Some(key.clone());
+                    if store.damaged().get(&key).is_none() {
+                        damage_found.push(error);
+                    }
+                    damaged.push(key);
+                }
+                Err(error) => return Err(error),
             }
         }
         if exhausted {
-            return Ok((entries, last, true));
+            return Ok((entries, damaged, last, true));
         }
     }
 }

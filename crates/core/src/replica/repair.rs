@@ -4,38 +4,51 @@
 //! A replica whose store lists damaged keys is degraded until every one is rewritten:
 //!
 //! - **A follower** asks its leader, every `resend_ms` while keys stay damaged, with
-//!   `RepairRequest` (up to [`REPAIR_KEYS_MAX`] keys). The leader answers `RepairReply` with
-//!   its records of those keys, read from its engine, and its log end `lsn` when it read
-//!   them. The follower takes a record only when
+//!   `RepairRequest`: up to [`REPAIR_KEYS_MAX`] keys, taken in turn from the list (after the
+//!   last key asked, wrapping), so that keys no replica can repair do not starve the others.
+//!   The leader answers `RepairReply` with its records of those keys (up to
+//!   `snapshot_chunk_bytes_max` of them, at least one), read from its engine, and its log end
+//!   `lsn` when it read them. The reply leaves with the batch that read them, before the
+//!   records up to `lsn` are shipped, so the follower keeps it (the newest one) until
 //!   1. its log matches the leader's through `lsn` (checked in this epoch, as acknowledgements
-//!      are): the record is then what the follower's own log gave it up to `lsn`, and
-//!   2. the key is still listed as damaged: a later record of the key, which the follower has
-//!      applied since, replaced the damaged one already, and an older one must not go over it.
+//!      are): the records are then what its own log gave it up to `lsn`; it drops the reply
+//!      if its leader or epoch changes first; and
+//!   2. then takes the record of each key still listed as damaged: a later record of the key,
+//!      which the follower applied since, replaced the damaged one already, and an older one
+//!      must not go over it.
 //!
-//!   A reply that comes too early (the follower still behind `lsn`) is dropped, and the next
-//!   request, once the follower caught up, gets a newer one. The record is put into the
-//!   store as a replicated change is: the damaged record becomes dead, and the engine
-//!   rewrites the segment that held it.
-//! - **A leader** has no one to ask: it hands leadership to its most up-to-date follower
-//!   first (the FAILOVER handover: writes pause until that follower holds every record, then
-//!   it stands), and repairs as a follower of the new leader. A handover that does not happen
-//!   within [`DAMAGED_HANDOVER_TIMEOUT_MS`] is abandoned, and tried again after as long
-//!   again. A leader without followers (or a standalone node) stays degraded: its damaged
-//!   keys are refused until a client writes them.
+//!   The record is put into the store as a replicated change is: the damaged record becomes
+//!   dead, and the engine rewrites the segment that held it.
+//! - **A leader** has no one to ask: once it has led, degraded, for
+//!   [`REPAIR_ASKED_RECENTLY_RESENDS`] resend intervals (time for damaged followers to ask),
+//!   it hands leadership to a follower that streams, answers, and has not asked for repairs
+//!   itself within as long (a damaged follower would only hand it back), the furthest along
+//!   (the FAILOVER handover: writes pause until it holds every record, then it stands), and
+//!   repairs as a follower of the new leader. A handover that does not happen within
+//!   [`DAMAGED_HANDOVER_TIMEOUT_MS`] is abandoned, and tried again after as long again. A
+//!   leader without such a follower (or a standalone node) stays degraded: its damaged keys
+//!   are refused until a client writes them.
+//! - **A snapshot** for a follower leaves out the keys damaged on the leader and names them;
+//!   the follower lists them, so that it refuses them (rather than serve them as missing)
+//!   until they are written.
 //!
 //! CAVEATS
 //! - A damaged key is found only when something reads it (see `kv::damage`).
-//! - A key damaged on every replica cannot be repaired; it stays refused until written.
+//! - A key damaged on every replica cannot be repaired; it stays refused until written. When
+//!   the leader and every follower are damaged (on any keys), the leader keeps leading.
 //! - While a damaged leader hands over, its clients' writes pause (up to the handover's
-//!   timeout), as in a FAILOVER.
+//!   timeout), as in a FAILOVER; the handover shows as a FAILOVER in progress
+//!   (`master_failover_state`), and a client's `FAILOVER ABORT` cancels it.
 
 use super::handover::Handover;
 use super::{Outbox, Output, Replica, State};
 use crate::error::{Error, Result};
-use crate::replication::{Change, Lsn, Message};
+use crate::replication::{Change, Epoch, Lsn, Message};
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// Keys one `RepairRequest` names at most; the rest wait for the next one.
 pub const REPAIR_KEYS_MAX: usize = 256;
@@ -44,26 +57,75 @@ pub const REPAIR_KEYS_MAX: usize = 256;
 /// waits after before trying again), in milliseconds.
 pub const DAMAGED_HANDOVER_TIMEOUT_MS: u64 = 10_000;
 
+/// A follower that asked for repairs within this many resend intervals is damaged itself: a
+/// damaged leader does not hand over to it.
+pub const REPAIR_ASKED_RECENTLY_RESENDS: u64 = 4;
+
+/// A replica's repair state.
+#[derive(Debug, Default)]
+pub(super) struct Repair {
+    /// When a follower may next ask its leader for its damaged keys.
+    ask_ms: u64,
+    /// When a damaged leader may next try to hand over.
+    handover_ms: u64,
+    /// The last key a follower asked for: the next request starts after it.
+    cursor: Option<Bytes>,
+    /// The newest reply a follower could not take yet (its log behind the reply's `lsn`).
+    pending: Option<PendingReply>,
+    /// On a leader: when each follower last asked for repairs (bounded by the peers).
+    asked: BTreeMap<NodeId, u64>,
+    /// Since when the store has listed damaged keys without a break.
+    degraded_since: Option<u64>,
+}
+
+/// A `RepairReply` waiting for the follower's log to match the leader's through `lsn`.
+#[derive(Debug)]
+struct PendingReply {
+    /// The leader that sent it, in `epoch`.
+    leader: NodeId,
+    /// The epoch it was sent in.
+    epoch: Epoch,
+    /// The leader's log end when it read the records.
+    lsn: Lsn,
+    /// The records.
+    entries: Vec<(Bytes, Option<Record>)>,
+}
+
 impl<E: Engine> Replica<E> {
     /// At each tick: a damaged follower asks its leader for its damaged keys, a damaged
     /// leader hands over (see the module documentation).
     pub(super) fn repair_tick(&mut self, now_ms: u64, outbox: &mut Outbox) {
         if self.store.damaged().is_empty() {
+            self.repair.pending = None;
+            self.repair.degraded_since = None;
             return;
         }
+        let degraded_since = *self.repair.degraded_since.get_or_insert(now_ms);
+        // Damaged followers ask every resend interval: a leader waits that long, degraded and
+        // leading, before it believes a follower that has not asked is healthy.
+        let recently = REPAIR_ASKED_RECENTLY_RESENDS * self.settings.resend_ms;
         match &self.state {
-            State::Follower(follower) if now_ms >= self.repair_ask_ms => {
+            State::Follower(follower) if now_ms >= self.repair.ask_ms => {
                 let Some(leader) = follower.leader else { return };
-                self.repair_ask_ms = now_ms + self.settings.resend_ms;
-                let keys: Vec<Bytes> =
-                    self.store.damaged().iter().take(REPAIR_KEYS_MAX).map(|(k, _)| k.clone()).collect();
-                tracing::info!("asking {leader:?} for the records of {} damaged keys", keys.len());
+                self.repair.ask_ms = now_ms + self.settings.resend_ms;
+                let keys = self.next_keys_to_ask();
+                tracing::debug!("asking {leader:?} for the records of {} damaged keys", keys.len());
                 let message = Message::RepairRequest { epoch: self.settings.epoch, keys };
                 outbox.now.push(Output::Send { to: leader, message });
             }
-            State::Leader(leader) if self.handover.is_none() && now_ms >= self.repair_handover_ms => {
-                let Some(target) = leader.most_up_to_date() else { return };
-                self.repair_handover_ms = now_ms + 2 * DAMAGED_HANDOVER_TIMEOUT_MS;
+            State::Leader(leader)
+                if self.handover.is_none()
+                    && now_ms >= self.repair.handover_ms
+                    && now_ms >= degraded_since.max(leader.started_ms()) + recently =>
+            {
+                self.repair.handover_ms = now_ms + DAMAGED_HANDOVER_TIMEOUT_MS;
+                let asked = &self.repair.asked;
+                let damaged = |node| asked.get(&node).is_some_and(|&at| now_ms.saturating_sub(at) < recently);
+                let Some(target) = leader.live_target(now_ms, &self.settings, damaged) else {
+                    tracing::debug!("damaged keys, and no healthy follower that streams to hand over to");
+                    return;
+                };
+                self.repair.handover_ms = now_ms + 2 * DAMAGED_HANDOVER_TIMEOUT_MS;
                 tracing::warn!(
                     "{} damaged keys: handing leadership to {target:?} to repair them from it",
                     self.store.damaged().count()
@@ -75,13 +137,46 @@ impl<E: Engine> Replica<E> {
         }
     }
 
-    /// A leader answers a follower's `RepairRequest` with its records of `keys`. A key damaged
-    /// here too is listed here and left out (this leader then hands over in turn).
-    pub(super) fn repair_request(&mut self, from: NodeId, keys: Vec<Bytes>, outbox: &mut Outbox) -> Result<()> {
+    /// Up to [`REPAIR_KEYS_MAX`] listed keys after the cursor, wrapping; moves the cursor.
+    fn next_keys_to_ask(&mut self) -> Vec<Bytes> {
+        let listed = self.store.damaged();
+        let after = self.repair.cursor.as_ref().map_or(Bound::Unbounded, |c| Bound::Excluded(c.clone()));
+        let mut keys: Vec<Bytes> = listed.range_from(after).take(REPAIR_KEYS_MAX).cloned().collect();
+        if keys.len() < REPAIR_KEYS_MAX {
+            let more = listed.range_from(Bound::Unbounded).take(REPAIR_KEYS_MAX - keys.len());
+            keys.extend(more.filter(|k| !keys.contains(k)).cloned().collect::<Vec<_>>());
+        }
+        self.repair.cursor = keys.last().cloned();
+        keys
+    }
+
+    /// A leader answers a follower's `RepairRequest` with its records of `keys`, up to
+    /// `snapshot_chunk_bytes_max` of them (at least one). A key damaged here too is listed
+    /// here and left out.
+    pub(super) fn repair_request(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        keys: Vec<Bytes>,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        if self.settings.peers.contains(&from) {
+            self.repair.asked.insert(from, now_ms);
+        }
         let mut entries = Vec::with_capacity(keys.len().min(REPAIR_KEYS_MAX));
+        let mut bytes = 0;
         for key in keys.into_iter().take(REPAIR_KEYS_MAX) {
+            if bytes >= self.settings.snapshot_chunk_bytes_max {
+                break;
+            }
+            if self.store.damaged().get(&key).is_some() {
+                continue;
+            }
             match self.store.engine().get(&key) {
-                Ok(record) => entries.push((key, record)),
+                Ok(record) => {
+                    bytes += key.len() + record.as_ref().and_then(|r| r.value.as_ref()).map_or(0, Bytes::len) + 32;
+                    entries.push((key, record));
+                }
                 Err(error) => self.store.note_damage(&key, error)?,
             }
         }
@@ -92,20 +187,31 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 
-    /// A follower takes its leader's records of its damaged keys, if its log matches the
-    /// leader's through `lsn` (see the module documentation).
-    pub(super) fn repair_reply(&mut self, lsn: Lsn, entries: Vec<(Bytes, Option<Record>)>) -> Result<()> {
-        let State::Follower(follower) = &self.state else { return Ok(()) };
-        if follower.matched < lsn {
-            tracing::debug!(
-                "a repair reply as of lsn {lsn}, past this log's match at {}: asked again later",
-                follower.matched
-            );
-            self.repair_ask_ms = 0;
+    /// A follower keeps its leader's reply until its log matches the leader's through `lsn`
+    /// (see the module documentation), and takes it then.
+    pub(super) fn repair_reply(&mut self, from: NodeId, lsn: Lsn, entries: Vec<(Bytes, Option<Record>)>) -> Result<()> {
+        let epoch = self.settings.epoch;
+        self.repair.pending = Some(PendingReply { leader: from, epoch, lsn, entries });
+        self.take_pending_repair()
+    }
+
+    /// Takes the pending repair reply if the log now matches the leader's through its `lsn`;
+    /// drops it if the leader or the epoch changed.
+    pub(super) fn take_pending_repair(&mut self) -> Result<()> {
+        let Some(pending) = &self.repair.pending else { return Ok(()) };
+        let matched = match &self.state {
+            State::Follower(f) if f.leader == Some(pending.leader) && self.settings.epoch == pending.epoch => f.matched,
+            _ => {
+                self.repair.pending = None;
+                return Ok(());
+            }
+        };
+        if matched < pending.lsn {
             return Ok(());
         }
+        let pending = self.repair.pending.take().expect("checked above");
         let mut repaired = 0;
-        for (key, record) in entries {
+        for (key, record) in pending.entries {
             if self.store.damaged().get(&key).is_none() {
                 continue;
             }

@@ -649,6 +649,7 @@ fn a_snapshot_holding_writes_past_its_base_taints_the_store_until_the_log_holds_
             key: Bytes::from("a"),
             record: Record { version: Version::default(), value: Some(Bytes::from("from 8")), expire_at_ms: None },
         }],
+        damaged: Vec::new(),
         done: true,
         end: Some((8, 1)),
     };
@@ -1125,7 +1126,7 @@ fn a_damaged_follower_takes_the_damaged_keys_back_from_its_leader() {
 }
 
 #[test]
-fn a_repair_reply_from_past_the_followers_log_is_not_taken_over_newer_writes() {
+fn a_repair_reply_from_past_the_followers_log_waits_for_it_and_never_goes_over_newer_writes() {
     let mut c = Cluster::new(1, 0, ReplogOptions::default());
     c.run_for(200);
     let id = c.send(0, "SET a 1");
@@ -1133,16 +1134,126 @@ fn a_repair_reply_from_past_the_followers_log_is_not_taken_over_newer_writes() {
     assert_eq!(c.reply(id), Some(&Reply::Ok));
     c.nodes[1].store.engine_mut().damage(b"a");
     assert!(matches!(get(&mut c, 1, "a"), Some(Reply::Error(_))));
-    // The leader's reply as of a log end the follower has not reached yet is dropped.
-    let lsn = c.nodes[1].last_lsn() + 5;
-    let entries = vec![(Bytes::from("a"), None)];
-    c.nodes[1].repair_reply(lsn, entries).unwrap();
+    // The leader's reply leaves before the records up to its lsn reach the follower (it goes
+    // with the batch that read them): kept, and taken once the log gets there.
+    let leader = c.ids[0];
+    let lsn = c.nodes[1].last_lsn() + 2;
+    let entries = vec![(Bytes::from("a"), c.nodes[0].store.engine().get(b"a").unwrap())];
+    c.nodes[1].repair_reply(leader, lsn, entries).unwrap();
     assert_eq!(c.nodes[1].status(c.now).damaged_keys, 1, "not taken: the follower is behind the reply");
+    for line in ["SET x 1", "SET y 2"] {
+        c.send(0, line);
+        c.settle();
+    }
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 0, "taken once the log matched through its lsn");
+    assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("1"))));
     // A key rewritten since it was damaged is not listed any more: a reply does not touch it.
+    c.nodes[1].store.engine_mut().damage(b"a");
+    assert!(matches!(get(&mut c, 1, "a"), Some(Reply::Error(_))));
     c.nodes[1].store.apply(Change { key: Bytes::from("a"), record: record("9") }).unwrap();
     let lsn = c.nodes[1].last_lsn();
-    c.nodes[1].repair_reply(lsn, vec![(Bytes::from("a"), Some(record("old")))]).unwrap();
+    c.nodes[1].repair_reply(leader, lsn, vec![(Bytes::from("a"), Some(record("old")))]).unwrap();
     assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("9"))));
+}
+
+#[test]
+fn a_repair_reply_holds_about_a_snapshot_chunk_of_values_and_the_rest_follow() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let big = "v".repeat(300);
+    for key in ["a", "b", "c"] {
+        c.send(0, &format!("SET {key} {big}"));
+        c.settle();
+    }
+    let mut outbox = Outbox::default();
+    let keys = ["a", "b", "c"].map(Bytes::from).to_vec();
+    let follower = c.ids[1];
+    c.nodes[0].repair_request(c.now, follower, keys, &mut outbox).unwrap();
+    let Some(Output::Send { message: Message::RepairReply { entries, .. }, .. }) = outbox.after_flush.first() else {
+        panic!("a reply: {outbox:?}")
+    };
+    assert_eq!(entries.len(), 1, "one value is over the 200-byte budget: the rest wait");
+    for key in ["a", "b", "c"] {
+        c.nodes[1].store.engine_mut().damage(key.as_bytes());
+        assert!(matches!(get(&mut c, 1, key), Some(Reply::Error(_))));
+    }
+    c.run_for(2_000);
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 0, "every key repaired, a reply at a time");
+    assert_eq!(c.dump(1), c.dump(0));
+}
+
+#[test]
+fn a_damaged_leader_hands_over_only_to_a_healthy_follower_and_stays_when_there_is_none() {
+    // n2 is damaged too (it asks for repairs): n1 hands over to n3.
+    let mut c = Cluster::with(2, 1, ReplogOptions::default(), false, true);
+    c.run_for(300);
+    for key in ["a", "b"] {
+        c.send(0, &format!("SET {key} 1"));
+        c.settle();
+    }
+    c.nodes[0].store.engine_mut().damage(b"a");
+    c.nodes[1].store.engine_mut().damage(b"b");
+    assert!(matches!(get(&mut c, 1, "b"), Some(Reply::Error(_))));
+    c.run_for(500); // n2 asks n1 for b
+    assert!(matches!(get(&mut c, 0, "a"), Some(Reply::Error(_))));
+    c.run_for(3_000);
+    assert!(c.nodes[2].is_leader(), "the healthy follower leads: {:?}", c.nodes[2].status(c.now));
+    c.run_for(1_000);
+    for i in 0..2 {
+        assert_eq!(c.nodes[i].status(c.now).damaged_keys, 0, "n{} repaired from n3", i + 1);
+    }
+    assert_eq!(c.dump(0), c.dump(2));
+    assert_eq!(c.dump(1), c.dump(2));
+
+    // Two nodes, both damaged: the leader keeps leading (no handover back and forth).
+    let mut c = Cluster::with(1, 1, ReplogOptions::default(), false, true);
+    c.run_for(300);
+    c.send(0, "SET k 1");
+    c.settle();
+    for i in 0..2 {
+        c.nodes[i].store.engine_mut().damage(b"k");
+        assert!(matches!(get(&mut c, i, "k"), Some(Reply::Error(_))));
+    }
+    c.run_for(30_000);
+    assert!(c.nodes[0].is_leader(), "{:?}", c.nodes[0].status(c.now));
+    assert_eq!(c.nodes[0].status(c.now).epoch, 1, "no handover back and forth");
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 1, "nobody has k whole");
+}
+
+#[test]
+fn a_snapshot_leaves_out_a_key_damaged_on_the_leader_and_the_follower_refuses_it() {
+    let options = ReplogOptions { retain_bytes_max: 2048, segment_bytes_max: 512, ..ReplogOptions::default() };
+    let mut c = Cluster::new(2, 0, options);
+    c.run_for(200);
+    c.cut.insert(2);
+    for i in 0..300 {
+        c.send(0, &format!("SET key{i:03} value{i}"));
+        c.settle();
+    }
+    c.run_for(1_500);
+    assert!(c.nodes[0].status(c.now).first_lsn > 1, "retention dropped the start of the log");
+    c.nodes[0].store.engine_mut().damage(b"key007");
+    c.cut.clear();
+    // n3 takes a snapshot without key007 (damaged on n1), and refuses it rather than serve it
+    // as missing; n1 then hands over to n2, which holds it whole, and n1 and n3 take it back.
+    let mut refused = false;
+    for _ in 0..100 {
+        c.run_for(50);
+        match get(&mut c, 2, "key007") {
+            Some(Reply::Error(text)) => {
+                assert!(text.starts_with("DAMAGED"), "{text}");
+                refused = true;
+            }
+            other => assert_eq!(other, Some(Reply::Bulk(Bytes::from("value7"))), "never served as missing"),
+        }
+    }
+    assert!(refused, "n3 refused the key it did not get whole");
+    assert!(c.nodes[1].is_leader(), "n1 handed over to n2: {:?}", c.nodes[1].status(c.now));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].status(c.now).damaged_keys, 0, "n{} repaired", i + 1);
+    }
+    assert_eq!(c.dump(0), c.dump(1));
+    assert_eq!(c.dump(2), c.dump(1));
 }
 
 /// A record of `value` with the default version.

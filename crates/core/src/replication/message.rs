@@ -103,6 +103,10 @@ pub enum Message {
         through: Option<Bytes>,
         /// The leader's records of the keys in the range, tombstones included.
         entries: Vec<Change>,
+        /// Keys in the range whose records are damaged on the leader's disk (see
+        /// `kv::damage`): left out of `entries`; the follower refuses them (DAMAGED) until
+        /// they are written again, rather than serve them as missing.
+        damaged: Vec<Bytes>,
         /// True on the last chunk.
         done: bool,
         /// On the last chunk: the leader's log end (lsn, epoch) when it built it. The chunks
