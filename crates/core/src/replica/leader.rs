@@ -849,6 +849,9 @@ fn start_snapshot(p: &mut Progress, log: &ReplicationLog, now_ms: u64) {
 }
 
 /// Ships what `p` is owed: durable records in stream mode, chunks in snapshot mode.
+// A free function over one follower's progress, so that the leader's other fields can be
+// borrowed beside it: hence the arguments.
+#[allow(clippy::too_many_arguments)]
 fn ship<E: Engine>(
     p: &mut Progress,
     now_ms: u64,
@@ -934,15 +937,18 @@ fn ship<E: Engine>(
     Ok(())
 }
 
-/// The keys after `after`, with their records, up to about `bytes_max`; the keys among them
-/// whose records are damaged here (left out, their errors added to `damage_found` for the
-/// replica to list); the last key taken; and whether the keys ran out.
+/// One snapshot chunk as read: the records; the keys whose records are damaged here (left
+/// out); the last key taken; and whether the keys ran out.
+type Chunk = (Vec<Change>, Vec<Bytes>, Option<Bytes>, bool);
+
+/// The keys after `after`, with their records, up to about `bytes_max`, as a [`Chunk`]; the
+/// errors of the damaged records are added to `damage_found` for the replica to list.
 fn snapshot_chunk<E: Engine>(
     store: &Store<E>,
     after: Option<&Bytes>,
     bytes_max: usize,
     damage_found: &mut Vec<Error>,
-) -> Result<(Vec<Change>, Vec<Bytes>, Option<Bytes>, bool)> {
+) -> Result<Chunk> {
     let engine = store.engine();
     let (mut entries, mut damaged) = (Vec::new(), Vec::new());
     let mut bytes = 0;
