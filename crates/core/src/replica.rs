@@ -560,7 +560,16 @@ pub struct Replica<E> {
 }
 
 impl<E: Engine> Replica<E> {
-    /// A lone node's replica over `engine`.
+    /// A lone node's replica over `engine`; fails with [`crate::Error::Corrupt`] when the engine's
+    /// database map is damaged.
+    pub fn standalone(engine: E, node: NodeId) -> Result<Replica<E>> {
+        let settings = Settings::new(node, Role::Standalone);
+        let files = ReplicaFiles::in_memory(Default::default());
+        Ok(Replica::assemble(Store::open(engine, node)?, files, settings, State::Standalone))
+    }
+
+    /// A lone node's replica over `engine`, for tests (panics where [`Replica::standalone`]
+    /// fails).
     pub fn new(engine: E, node: NodeId) -> Replica<E> {
         let settings = Settings::new(node, Role::Standalone);
         let files = ReplicaFiles::in_memory(Default::default());
@@ -594,7 +603,7 @@ impl<E: Engine> Replica<E> {
             };
             votes.save(VoterState { epoch: settings.epoch, voted_for })?;
         }
-        let mut store = Store::new(engine, settings.node);
+        let mut store = Store::open(engine, settings.node)?;
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
             Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
@@ -1236,16 +1245,23 @@ impl<E: Engine> Replica<E> {
             return Ok(());
         }
         // The engine kept writes the log lost: log the keys' current records again.
-        let mut changes = Vec::new();
+        let (mut changes, mut damaged) = (Vec::new(), Vec::new());
         let engine = self.store.engine();
         for_each_key(engine, |key, meta| {
             if meta.version.ts > log_ts {
-                if let Some(record) = engine.get(&key)? {
-                    changes.push(Change { key, record });
+                match engine.get(&key) {
+                    Ok(Some(record)) => changes.push(Change { key, record }),
+                    Ok(None) => {}
+                    // A damaged record is not logged again (its value is gone): listed, it is
+                    // refused until repaired, and its key is left out of the log.
+                    Err(error) => damaged.push((key, error)),
                 }
             }
             Ok(())
         })?;
+        for (key, error) in damaged {
+            self.store.note_damage(&key, error)?;
+        }
         tracing::warn!(
             "the engine kept {} writes the replication log lost in a crash; logging them again",
             changes.len()

@@ -129,7 +129,7 @@ fn warn_cluster(cluster: &crate::config::ClusterConfig) {
 fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<Replica<Box<dyn Engine + Send>>> {
     let me = NodeId::from_name(&config.id);
     let Some(cluster) = config.cluster.as_ref().filter(|c| c.nodes.len() > 1 && c.node(&config.id).is_some()) else {
-        return Ok(Replica::new(engine, me));
+        return Replica::standalone(engine, me).map_err(|e| Error::start("opening the store".to_string(), e));
     };
     let leader = &cluster.nodes[0];
     let role = if leader.id == config.id {

@@ -23,6 +23,9 @@
 //! different promise, and retrying it would lie about what is durable.
 //!
 //! CAVEATS
+//! - The database map (which namespace each database uses) is read when the store opens: if
+//!   its record is damaged the store does not open, naming the file and offset, since no key
+//!   could be placed in its database. Restore the node from a replica.
 //! - Damage is found only by reading: a record nobody reads stays damaged, unlisted, until a
 //!   digest, a snapshot or a compaction reads it.
 //! - The list keeps at most [`DAMAGED_KEYS_MAX`] keys; past it the node still refuses every
@@ -272,5 +275,17 @@ mod tests {
         let error = store.execute(2, parse("GET bad")).unwrap_err();
         assert!(matches!(error, Error::Corrupt { .. }) && error.is_fatal(), "{error}");
         assert!(store.damaged().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_database_map_refuses_to_open_the_store_naming_it_rather_than_panic() {
+        use crate::storage::{MemoryEngine, Record};
+        let mut engine = MemoryEngine::new();
+        let map = Bytes::from_static(crate::kv::databases::DB_MAP_KEY);
+        let record = Record { version: Default::default(), value: Some(Bytes::from("x")), expire_at_ms: None };
+        engine.put(map.clone(), record).unwrap();
+        engine.damage(&map);
+        let Err(error) = Store::open(engine, NodeId(1)) else { panic!("opened over a damaged map") };
+        assert!(matches!(&error, Error::Corrupt { reason, .. } if reason.contains("database map")), "{error}");
     }
 }

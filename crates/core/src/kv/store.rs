@@ -89,12 +89,19 @@ pub(super) struct Live {
 
 impl<E: Engine> Store<E> {
     /// A store over `engine` whose writes are versioned as `node`. The clock resumes after the
-    /// newest version in the engine.
+    /// newest version in the engine. Panics where [`Store::open`] fails: for tests and
+    /// engines that cannot be damaged.
     pub fn new(engine: E, node: NodeId) -> Store<E> {
+        Store::open(engine, node).unwrap_or_else(|e| panic!("opening a store: {e}"))
+    }
+
+    /// A store over `engine` whose writes are versioned as `node`; fails with
+    /// [`Error::Corrupt`] when its database map is damaged on disk.
+    pub fn open(engine: E, node: NodeId) -> Result<Store<E>> {
         let clock = Hlc::new(engine.last_timestamp());
-        let db_map = load_db_map(&engine);
+        let db_map = load_db_map(&engine)?;
         let ns_keys = count_namespaces(&engine);
-        Store {
+        Ok(Store {
             engine,
             clock,
             node,
@@ -110,7 +117,7 @@ impl<E: Engine> Store<E> {
             ns_keys,
             corruption: Corruption::default(),
             damaged: DamagedKeys::default(),
-        }
+        })
     }
 
     /// Sets what a read that finds a damaged record does.
@@ -190,7 +197,7 @@ impl<E: Engine> Store<E> {
             recount(&mut self.ns_keys, &key, old, &new);
         }
         if map {
-            self.db_map = load_db_map(&self.engine);
+            self.db_map = load_db_map(&self.engine)?;
         }
         Ok(())
     }
@@ -680,13 +687,20 @@ impl<E: Engine> Store<E> {
 /// The database map the engine holds (identity when it holds none). A map that cannot be
 /// read stops the node: reading every database as its own would show clients other
 /// databases' keys, and the record passed its checksum, so it is a bug, not a torn write.
-fn load_db_map<E: Engine>(engine: &E) -> DbMap {
+fn load_db_map<E: Engine>(engine: &E) -> Result<DbMap> {
     let map = match engine.get(DB_MAP_KEY) {
         Ok(Some(Record { value: Some(value), .. })) => DbMap::decode(&value),
         Ok(_) => Ok(DbMap::default()),
-        Err(e) => Err(e.to_string()),
+        // Damaged on disk: without the map no key can be placed in its database, so the
+        // store does not open (see the CAVEATS of `kv::damage`).
+        Err(Error::Corrupt { path, offset, reason }) => {
+            let reason = format!("the database map record is damaged ({reason}): no key can be placed in its database");
+            return Err(Error::Corrupt { path, offset, reason });
+        }
+        Err(e) => return Err(e),
     };
-    map.unwrap_or_else(|why| panic!("the database map record (key {DB_MAP_KEY:?}) is unreadable: {why}"))
+    // The record passed its checksum: one that does not decode was written wrong, a bug.
+    Ok(map.unwrap_or_else(|why| panic!("the database map record (key {DB_MAP_KEY:?}) does not decode: {why}")))
 }
 
 /// The client's key of a physical key (replikv's own records never reach a client).

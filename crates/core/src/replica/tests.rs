@@ -1284,3 +1284,25 @@ fn a_damaged_leader_hands_over_then_repairs_from_the_new_leader() {
     assert_eq!(c.dump(0), c.dump(new));
     assert_eq!(c.nodes[0].status(c.now).rolled_back, 0, "a handover cuts nothing");
 }
+
+#[test]
+fn a_damaged_record_the_engine_kept_past_the_log_is_listed_at_open_not_a_failed_start() {
+    use crate::replication::{LogRecord, ReplicationLog};
+    use crate::storage::Record;
+    use crate::version::{Timestamp, Version};
+    // The engine kept two writes the log lost in a crash; one of them is damaged on disk.
+    let (n1, n2) = (NodeId::from_name("n1"), NodeId::from_name("n2"));
+    let mut engine = MemoryEngine::new();
+    for key in ["a", "b"] {
+        let version = Version { ts: Timestamp { millis: 5, logical: 0 }, node: n1 };
+        engine.put(Bytes::from(key), Record { version, value: Some(Bytes::from("v")), expire_at_ms: None }).unwrap();
+    }
+    engine.damage(b"a");
+    let mut log = ReplicationLog::in_memory(ReplogOptions::default());
+    log.append(LogRecord::whole(1, 1, Vec::new())).unwrap();
+    let mut settings = Settings::new(n1, Role::Leader { followers: vec![n2] });
+    settings.peers = vec![n2];
+    let replica = Replica::replicated(engine, ReplicaFiles::with_log(log), settings, START_MS).unwrap();
+    assert_eq!(replica.status(START_MS).damaged_keys, 1, "listed, and b logged again");
+    assert_eq!(replica.last_lsn(), 2, "b's record is logged again, a's is not");
+}
