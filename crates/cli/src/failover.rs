@@ -33,6 +33,9 @@ pub const LISTED_RECORDS_MAX: u64 = 100;
 /// How long after the catch-up timeout the command waits for a new leader at most.
 const ELECTION_SLACK_SECS: u64 = 10;
 
+/// How long the command waits for a leader when none answers as one (an election under way).
+const LEADER_WAIT_SECS: u64 = 10;
+
 /// How many times the command asks again when the leader it asked has just lost an election.
 const LEADER_CHANGES_MAX: u32 = 3;
 
@@ -82,12 +85,21 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
     // The leader found here may lose an election before it is asked (a busy machine, a short
     // election timeout): it then refuses as a replica, and the node that leads now is asked.
     let mut attempt = 1;
+    let waiting_until = Instant::now() + Duration::from_secs(LEADER_WAIT_SECS);
     let (leader, target) = loop {
         let statuses: Vec<(&ClusterNode, Option<Value>)> = cluster.nodes.iter().map(|n| (n, status(n).ok())).collect();
-        let leaders: Vec<&(&ClusterNode, Option<Value>)> =
-            statuses.iter().filter(|(_, s)| s.as_ref().is_some_and(|s| s["replication"]["role"] == "leader")).collect();
-        let [(leader, Some(leader_status))] = leaders.as_slice() else {
-            bail!("expected one leader, found {}: is the cluster running (replikv status)?", leaders.len());
+        // A leader deposed while cut off may still say it leads: the one of the newest epoch.
+        let leading = statuses
+            .iter()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s["replication"]["role"] == "leader"))
+            .max_by_key(|(_, s)| s.as_ref().and_then(|s| s["replication"]["epoch"].as_u64()));
+        let Some((leader, Some(leader_status))) = leading else {
+            // An election under way: wait for its winner, a while.
+            if Instant::now() < waiting_until {
+                std::thread::sleep(Duration::from_millis(POLL_MS));
+                continue;
+            }
+            bail!("no node leads after {LEADER_WAIT_SECS} s: is the cluster running (replikv status)?");
         };
         if args.dry_run {
             return dry_run(leader, leader_status, &statuses);

@@ -141,6 +141,12 @@ impl Share {
             return;
         }
         let total = self.inner.swap(&self.holder, bytes);
+        if self.holder.evicted.load(Ordering::Relaxed) {
+            // Evicted between the check above and the swap: the eviction wrote this holder's
+            // bytes off, so take back what the swap added.
+            self.inner.swap(&self.holder, 0);
+            return;
+        }
         if total > total_bytes_max {
             self.inner.evict(total_bytes_max);
         }

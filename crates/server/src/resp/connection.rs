@@ -232,7 +232,13 @@ impl Connection {
                 self.state.metrics.protocol_errors.inc();
                 return self.close_with(&mut out, &format!("ERR Protocol error: {error}")).await;
             }
-            self.stream.write_all(&out).await?;
+            // A client that does not read would hold this write, and its buffers, for ever: an
+            // eviction (whose bytes the node-wide total no longer counts) closes it.
+            tokio::select! {
+                written = self.stream.write_all(&out) => written?,
+                _ = self.buffered.wait_evicted() => return Ok(()),
+                _ = self.registration.wait_killed() => return Ok(()),
+            }
             out.clear();
             idle_since = tokio::time::Instant::now();
             self.client.query_buffer_bytes = buf.len();
