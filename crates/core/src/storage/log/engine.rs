@@ -388,6 +388,18 @@ impl LogEngine {
         Ok(())
     }
 
+    /// Seals the active segment if a read found damage in it: sealed, it is rewritten like any
+    /// damaged segment, whereas left active, the next open's scan of the newest segment would
+    /// refuse it (a bad record with more after it is no torn tail), however quiet the node.
+    fn seal_damaged_active(&mut self) -> Result<()> {
+        let active = &self.segments[&self.active];
+        if active.damaged.get() && active.len() > 0 {
+            tracing::warn!(path = %active.path.display(), "sealing the active segment: a read found damage in it");
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
     /// Reads and checks the value of `key`'s record at `slot`.
     pub(super) fn read_value(&self, key: &[u8], slot: &Slot<Location>) -> Result<Bytes> {
         let at = slot.at.position;
@@ -623,7 +635,8 @@ impl Engine for LogEngine {
         self.check_running()?;
         // Up to the budget of each: hints are small beside the segments compaction copies.
         let result = self
-            .write_pending_hints(budget_bytes)
+            .seal_damaged_active()
+            .and_then(|_| self.write_pending_hints(budget_bytes))
             .and_then(|_| self.compact_step(budget_bytes))
             .and_then(|_| self.rewrite_step(budget_bytes));
         self.stop_on_error(result)

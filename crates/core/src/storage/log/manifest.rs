@@ -242,7 +242,9 @@ pub(super) fn reconcile(manifest: &Manifest, found: &BTreeMap<SegmentId, Found>)
         let retired = manifest.retired.contains(&id);
         if let Some(bytes) = files.segment_bytes {
             match (retired, id == next && bytes == 0) {
-                (true, _) => plan.remove.push((id, SEGMENT_EXT, "removing an input of a finished compaction")),
+                (true, _) => {
+                    plan.remove.push((id, SEGMENT_EXT, "removing a segment a finished compaction or rewrite retired"))
+                }
                 (false, true) => {
                     plan.remove.push((id, SEGMENT_EXT, "removing the empty segment of an unfinished seal"))
                 }

@@ -14,9 +14,10 @@
 //! reads them:
 //!
 //! - `{base:020}-{gen:05}.seg`: a segment, a sequence of records. `base` numbers the
-//!   segments puts write (generation 0); compaction outputs take the greatest `base` of their
-//!   inputs and generations 1 and up, so they sort after every input and before the active
-//!   segment, whose `base` is greater. Exactly one segment, the newest, is active.
+//!   segments puts write (generation 0); compaction outputs take the greatest `base` of the
+//!   sealed segments (damaged ones and ids removed since open included) and generations 1
+//!   and up, so they sort after every input and before the active segment, whose `base` is
+//!   greater. Exactly one segment, the newest, is active.
 //! - `{base:020}-{gen:05}.hint`: a hint file beside a sealed segment, listing every record in
 //!   it without values, so that opening does not read the values.
 //! - `{base:020}-{gen:05}.compacting`: a compaction output not yet published.
@@ -46,7 +47,8 @@
 //! ```
 //!
 //! A put with a deadline of 0 is refused, since 0 means none. The header checksum covers the
-//! body checksum, so a header that checks out also vouches for the body's expected checksum.
+//! body checksum, so a header that checks out also vouches for the body's expected checksum,
+//! and for the record's length; the key, though, is covered by the body checksum only.
 //!
 //! # Hint file format
 //!
@@ -81,8 +83,9 @@
 //!     16     4 retired_count  r, 0..=MANIFEST_SEGMENTS_MAX
 //!     20  12*n segments       each base (8), gen (4); strictly ascending; the last, of
 //!                             generation 0, is the active segment
-//! 20+12n  12*r retired        the same layout: inputs of the last finished compaction,
-//!                             whose files may still be on disk; none of them listed
+//! 20+12n  12*r retired        the same layout: inputs of the last finished compaction, or a
+//!                             rewritten damaged segment, whose files may still be on
+//!                             disk; none of them listed
 //!      -     4 crc            crc32c of every byte before it
 //! ```
 //!
@@ -90,8 +93,9 @@
 //! that does not check out is [`Error::Corrupt`](crate::Error::Corrupt) naming `MANIFEST`,
 //! never guessed at. It is replaced, never edited: the new one is written to `MANIFEST.tmp`,
 //! fdatasynced, renamed over `MANIFEST`, and the directory fsynced, so a crash leaves the
-//! old list or the new one. It is written only when the set of segments changes, at a seal
-//! and when a compaction commits, never on the path of a put or a get. A segment is listed
+//! old list or the new one. It is written only when the set of segments changes (a seal,
+//! a compaction's commit, the removal of a rewritten damaged segment), never on the path of
+//! a put or a get. A segment is listed
 //! only once its file's name is durable (the directory is fsynced first), so a listed
 //! segment that is missing is always damage, never a crash.
 //!
@@ -168,20 +172,17 @@
 //! | header checksum mismatch, anything else  | corrupt               | corrupt        |
 //! | header fields invalid (checksum good)    | corrupt               | corrupt        |
 //! | record extends past EOF                  | torn: cut at `o`      | corrupt        |
-//! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | damaged        |
-//! | body checksum mismatch, more follows     | corrupt               | damaged        |
+//! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | corrupt        |
+//! | body checksum mismatch, more follows     | corrupt               | corrupt        |
 //!
 //! Cutting truncates the file at `o`, fdatasyncs it and logs a warning naming the file and
 //! offset. Corruption fails `open` with [`Error::Corrupt`](crate::Error::Corrupt) naming the
 //! file and the record's offset: an operator must look, nothing is skipped in silence. A
-//! damaged record is one whose header checks out, so that its length is known and the scan
-//! goes on after it: it is indexed all the same (without its value), so that `get` reports
-//! it, and the segment is marked damaged (see "Damage"). Once every segment is loaded, the
-//! damaged records the keydir still points at are reported through `take_damaged`; one a
-//! later record replaced is not needed and is not reported. In the newest segment a body
-//! that fails its checksum with records after it stays corruption: there, writes the kernel
-//! reordered before a crash look the same, and the records after it were never promised
-//! durable. The
+//! record whose header checks out but whose body does not is corruption too, even in a
+//! sealed segment whose length the header vouches for: the key is covered by the body's
+//! checksum only, so the record may name another key, and indexing it could hide a newer
+//! record of its real key (serving an older one) or kill a good record of the key it names.
+//! Damage found while the node runs is handled instead (see "Damage"). The
 //! newest segment then takes appends after its last good record (a manifest always lists an
 //! active segment last; only in an adopted directory can the newest be a compaction output,
 //! and then a new active segment is started instead).
@@ -254,8 +255,13 @@
 //! retiring the segment is committed, and its file and hint are removed. A segment still
 //! holding damaged live records waits, with its dead bytes, until a repair replaces them;
 //! the next `maintain` after that rewrites it again and removes it, and the directory holds
-//! no damage. The active segment waits until it is sealed, and an input of the compaction
-//! under way until the compaction is over.
+//! no damage. An active segment in which a read found damage is sealed at the next
+//! `maintain` (left active, the next open's scan of the newest segment would refuse it, a bad
+//! record with more after it being no torn tail), and then rewritten as any; an input of the
+//! compaction under way waits until the compaction is over. A compaction input that keeps
+//! live records no read found damaged (a record whose damaged key reads as another, dead
+//! key's) is marked damaged at the commit, and its rewrite, which reads through the keydir,
+//! reports it under its own key.
 //!
 //! A crash during a rewrite is safe as a compaction is: the moved records sort after the
 //! originals, so open loads the same keydir whether or not they reached the disk, and the
@@ -295,8 +301,9 @@
 //! - The active segment has generation 0 and a greater base than every other segment.
 //! - Between calls, the manifest on disk lists exactly the open segments but the outputs of a
 //!   compaction under way, the active segment last; its retired ids are never listed, and
-//!   never reused by a later segment (bases and generations only grow, and outputs are named
-//!   above every id removed since open and every id the opened manifest retired).
+//!   not reused by a later segment in this run (bases and generations only grow, and outputs
+//!   are named above every id removed since open and every id the opened manifest retired;
+//!   across several opens a removed id may come back, harmlessly, since its files are gone).
 //! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
 //!   only at live bytes. An input of a finished compaction that keeps live bytes is marked
 //!   damaged and stays listed; the others are removed. No segment with live bytes is removed.
@@ -334,10 +341,11 @@
 //!   operator truncates the file at the reported offset.
 //! - A sealed segment loaded from its hint is not read at open: damage in it is found by the
 //!   `get` or the compaction that reads the record.
-//! - A header that fails its check in a sealed segment without a good hint still fails
-//!   `open` naming the file and offset: the records after it cannot be found without the
-//!   hint, and indexing the ones before it alone could serve an older record of a key whose
-//!   newest is past the damage. Restoring the file, or removing the `MANIFEST` and the
+//! - Any damaged record in a sealed segment without a good hint still fails `open` naming the
+//!   file and offset, so such a node stops at every start until an operator acts: after a
+//!   bad header the records cannot be found without the hint, indexing the ones before it
+//!   alone could serve an older record of a key whose newest is past the damage, and a bad
+//!   body may hide a damaged key (a key checksum in the header would need a new format). Restoring the file, or removing the `MANIFEST` and the
 //!   segment to adopt the rest and repairing from a replica, is the operator's call.
 //! - Which segments are damaged is kept in memory only: after a restart a damaged segment
 //!   loaded from its hint is not known damaged until a `get` or a compaction finds the damage

@@ -214,9 +214,7 @@ impl LogEngine {
     }
 
     /// Indexes every record of segment `id`, caching the values that fit. `tolerant` (the
-    /// newest segment only) cuts a torn tail. In a sealed segment, a record whose header
-    /// checks out but whose body does not is indexed all the same and noted damaged; any
-    /// other bad record is [`Error::Corrupt`].
+    /// newest segment only) cuts a torn tail; any other bad record is [`Error::Corrupt`].
     fn scan(&mut self, id: SegmentId, tolerant: bool) -> Result<()> {
         let mut reader = SegmentReader::open(&self.segments[&id].path)?;
         loop {
@@ -225,14 +223,9 @@ impl LogEngine {
                 Next::End => return Ok(()),
                 Next::Bad(bad) => bad,
                 Next::Record(record) => match self.check_and_maybe_cache(&mut reader, &record)? {
-                    (_, Some(bad)) if !tolerant => {
-                        // The header vouches for the record's length, so the scan goes on;
-                        // the record is indexed without its value, for `get` to report it.
-                        let key = Bytes::copy_from_slice(record.key());
-                        self.load_record(id, offset, key.clone(), record.header.meta, None);
-                        self.note_bad_record(key, Position { segment: id, offset }, bad.reason);
-                        continue;
-                    }
+                    // Not indexed, even in a sealed segment whose header vouches for the
+                    // length: the key is covered by the body's checksum only, so a record
+                    // that fails it may name another key (and hide or kill a good record).
                     (_, Some(bad)) => bad,
                     (value, None) => {
                         let key = Bytes::copy_from_slice(record.key());
