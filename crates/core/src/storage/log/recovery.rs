@@ -1,7 +1,7 @@
 //! Opening a log engine: checking the directory against its manifest (refusing a missing,
-//! changed or unaccounted-for segment, finishing a committed compaction, removing recognised leftovers),
-//! loading the keydir from hint files and segment scans, cutting a torn tail off the newest
-//! segment. The rules are in "Recovery" in the module documentation.
+//! changed or unaccounted-for segment, finishing a committed compaction, removing recognised
+//! leftovers), loading the keydir from hint files and segment scans, cutting a torn tail off
+//! the newest segment. The rules are in "Recovery" in the module documentation.
 
 use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT};
