@@ -34,12 +34,13 @@ pub enum Error {
         reason: String,
     },
     /// The files in a data directory disagree with the list of segments its engine committed
-    /// (the log engine's `MANIFEST`): a segment it lists is missing, or a segment it does not
-    /// list is there. Stop: an operator must look (put the file back, or move the stray one
-    /// away); a missing segment's records are never dropped, nor a stray one's used, in silence.
+    /// (the log engine's `MANIFEST`): a segment it lists is missing or not of the length it
+    /// recorded when the segment was sealed, or a segment it does not list is there. Stop: an
+    /// operator must look (put the file back, or move the stray one away); a missing or cut
+    /// segment's records are never dropped, nor a stray one's used, in silence.
     #[error("{path} {reason}")]
     Inconsistent {
-        /// The missing or unexpected file.
+        /// The missing, changed or unexpected file.
         path: PathBuf,
         /// What is wrong with it, naming the manifest.
         reason: String,

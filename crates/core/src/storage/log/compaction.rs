@@ -190,10 +190,12 @@ impl LogEngine {
             }
         }
         for input in &retired {
-            assert!(self.manifest.segments.remove(input), "input {input} is not in the manifest");
+            assert!(self.manifest.segments.remove(input).is_some(), "input {input} is not in the manifest");
             self.manifest.retired.insert(*input);
         }
-        self.manifest.segments.extend(&outputs);
+        // Each output is sealed (written and fsynced): its length is final.
+        let sealed_bytes = outputs.iter().map(|&output| (output, Some(self.segments[&output].len())));
+        self.manifest.segments.extend(sealed_bytes);
         // The commit: from here on, open finishes the compaction instead of forgetting it.
         self.write_manifest()?;
         for &output in &outputs {

@@ -108,7 +108,7 @@ impl LogEngine {
         let due = |(&id, segment): (&SegmentId, &Segment)| {
             let candidate = segment.damaged.get()
                 && id != self.active
-                && self.manifest.segments.contains(&id)
+                && self.manifest.segments.contains_key(&id)
                 && self.compaction.as_ref().is_none_or(|c| !c.reads(id));
             (candidate && (segment.live_bytes == 0 || self.movable_bytes(id) > 0)).then_some(id)
         };
@@ -181,7 +181,7 @@ impl LogEngine {
         // their fsync handed to the caller: durable before the originals go.
         self.write_active()?;
         self.sync_active_now()?;
-        assert!(self.manifest.segments.remove(&id), "damaged segment {id} is not in the manifest");
+        assert!(self.manifest.segments.remove(&id).is_some(), "damaged segment {id} is not in the manifest");
         self.manifest.retired.insert(id);
         // The commit: from here on, open removes the segment instead of loading it.
         self.write_manifest()?;

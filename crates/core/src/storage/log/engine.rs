@@ -438,7 +438,11 @@ impl LogEngine {
         self.step_done("next segment created");
         self.active = next;
         self.unsynced = false;
-        self.manifest.segments.insert(next);
+        // Whole and fsynced: its length is final, and the manifest records it.
+        let sealed_bytes = self.segments[&sealed].len();
+        let was = self.manifest.segments.insert(sealed, Some(sealed_bytes));
+        assert_eq!(was, Some(None), "sealed segment {sealed} was not listed as the active one");
+        self.manifest.segments.insert(next, None);
         self.write_manifest()
     }
 

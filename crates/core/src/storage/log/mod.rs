@@ -21,8 +21,8 @@
 //! - `{base:020}-{gen:05}.hint`: a hint file beside a sealed segment, listing every record in
 //!   it without values, so that opening does not read the values.
 //! - `{base:020}-{gen:05}.compacting`: a compaction output not yet published.
-//! - `MANIFEST`: the list of segments the engine expects to find (see "Manifest"), and
-//!   `MANIFEST.tmp`, a new manifest while it is being written.
+//! - `MANIFEST`: the list of segments the engine expects to find, with each sealed one's
+//!   length (see "Manifest"), and `MANIFEST.tmp`, a new manifest while it is being written.
 //!
 //! Other files (the node's `LOCK`, the replication log's directory) are not the engine's
 //! business: it leaves them alone.
@@ -71,33 +71,47 @@
 //! # Manifest
 //!
 //! A segment's absence says nothing by itself: a compaction that finished and an operator's
-//! `rm` both leave one missing, and only the first is harmless. So the engine keeps a
-//! durable list of the segments it expects, and open compares the directory with it. All
-//! integers are little-endian:
+//! `rm` both leave one missing, and only the first is harmless. Nor does a segment's length:
+//! one cut short at a record boundary (`truncate -s 0`, or after its tenth record) scans
+//! cleanly, with fewer records. So the engine keeps a durable list of the segments it
+//! expects, with the length of each sealed one, which never changes once sealed, and open
+//! compares the directory with it. All integers are little-endian:
 //!
 //! ```text
-//! offset  size field
-//!      0     8 magic          "RKVMANIF"
-//!      8     4 version        1
-//!     12     4 segment_count  n, 1..=MANIFEST_SEGMENTS_MAX
-//!     16     4 retired_count  r, 0..=MANIFEST_SEGMENTS_MAX
-//!     20  12*n segments       each base (8), gen (4); strictly ascending; the last, of
-//!                             generation 0, is the active segment
-//! 20+12n  12*r retired        the same layout: inputs of the last finished compaction, or a
-//!                             rewritten damaged segment, whose files may still be on
-//!                             disk; none of them listed
-//!      -     4 crc            crc32c of every byte before it
+//!  offset      size  field
+//!       0         8  magic          "RKVMANIF"
+//!       8         4  version        2
+//!      12         4  segment_count  n, 1..=MANIFEST_SEGMENTS_MAX
+//!      16         4  retired_count  r, 0..=MANIFEST_SEGMENTS_MAX
+//!      20  20*(n-1)  sealed         each base (8), gen (4), bytes (8): a sealed segment
+//!                                   and its length in bytes when it was sealed
+//!    20*n        12  active         base (8), gen (4): generation 0, no length (it
+//!                                   grows); the n listed ids ascend strictly
+//! 20*n+12      12*r  retired        each base (8), gen (4), strictly ascending: inputs of
+//!                                   the last finished compaction, or a rewritten damaged
+//!                                   segment, whose files may still be on disk; none of
+//!                                   them listed
+//!       -         4  crc            crc32c of every byte before it
 //! ```
+//!
+//! Version 1, written before lengths were kept, differs only in its `n` listed entries: ids
+//! alone (base (8), gen (4)), `20 + 12*(n + r) + 4` bytes in all. It is still read: its
+//! sealed segments' lengths are taken as found at that open, unchecked that once, with one
+//! warning, and the next manifest written (at the next seal, compaction commit or removal of
+//! a rewritten segment) is version 2 and records them. Open does not rewrite the manifest for
+//! this: a crash before that next write reads version 1 again, no worse off than before.
 //!
 //! The manifest is trusted whole or not at all: a length, checksum, magic, version or order
 //! that does not check out is [`Error::Corrupt`](crate::Error::Corrupt) naming `MANIFEST`,
 //! never guessed at. It is replaced, never edited: the new one is written to `MANIFEST.tmp`,
 //! fdatasynced, renamed over `MANIFEST`, and the directory fsynced, so a crash leaves the
-//! old list or the new one. It is written only when the set of segments changes (a seal,
-//! a compaction's commit, the removal of a rewritten damaged segment), never on the path of
-//! a put or a get. A segment is listed
-//! only once its file's name is durable (the directory is fsynced first), so a listed
-//! segment that is missing is always damage, never a crash.
+//! old list or the new one. It is written only when the set of segments changes, at a seal
+//! and when a compaction or a rewrite commits, never on the path of a put or a get. A segment
+//! is listed only once its file's name is durable (the directory is fsynced first), so a
+//! listed segment that is missing is always damage, never a crash; and it is listed as
+//! sealed, with its length, only once its bytes are fsynced (a seal fsyncs the segment before
+//! the next one exists; compaction outputs are fsynced as they seal), so a listed sealed
+//! segment of another length is damage too.
 //!
 //! # Writes
 //!
@@ -116,12 +130,13 @@
 //!
 //! When a record would take the active segment past `segment_bytes_max`, the segment is
 //! sealed first, whatever the policy: its buffer written and fdatasynced, a new active segment
-//! of `base + 1` created, the directory fsynced, then a manifest listing the new segment
-//! written. Recovery trusts sealed segments to be whole, which only an fsync before the next
-//! segment exists makes true. Puts reach the new segment only after the manifest lists it,
-//! so a crash before that leaves it empty and unlisted, which open recognises. The sealed
-//! segment's hint file is not written then, on the put's path: it waits in memory and
-//! `maintain` writes it between batches, a budget's worth at a time, without an fsync. Open
+//! of `base + 1` created, the directory fsynced, then a manifest listing the new segment, and
+//! the sealed one with its length, written. Recovery trusts sealed segments to be whole,
+//! which only an fsync before the next segment exists makes true. Puts reach the new segment
+//! only after the manifest lists it, so a crash before that leaves it empty and unlisted,
+//! which open recognises. The sealed segment's hint file is not written then, on the put's
+//! path: it waits in memory and `maintain` writes it between batches, a budget's worth at a
+//! time, without an fsync. Open
 //! checks a hint whole before it trusts it, so a hint that a crash cut short, or one never
 //! written, costs a scan of its segment, never data. (Compaction outputs get their hints,
 //! fsynced, as they seal.)
@@ -139,8 +154,10 @@
 //!
 //! | files found for the id                          | decision                             |
 //! |-------------------------------------------------|--------------------------------------|
-//! | listed, `.seg` there                            | load it (its hint too, if good)      |
-//! | listed, only `.compacting` there                | a committed output: rename to `.seg` |
+//! | listed, `.seg` there, of the recorded length    | load it (its hint too, if good)      |
+//! | listed, only `.compacting`, of recorded length  | a committed output: rename to `.seg` |
+//! | listed sealed, its `.seg` or `.compacting` of   | refuse: changed (cut short, appended |
+//! | another length than the manifest recorded       | to, or replaced)                     |
 //! | listed, neither there                           | refuse: missing                      |
 //! | listed, both `.seg` and `.compacting` there     | refuse the `.compacting`             |
 //! | retired: `.seg`, `.hint` there                  | an input already replaced: remove    |
@@ -149,8 +166,12 @@
 //! | any other unlisted `.seg`                       | refuse: not listed                   |
 //! | `.hint` alone, unlisted                         | a removed segment's hint: remove     |
 //!
-//! A refusal is [`Error::Inconsistent`](crate::Error::Inconsistent) naming the file and the
-//! manifest, and leaves the directory as it was, hints included: an operator restores the
+//! The active segment has no recorded length (it grows, and its torn tail is cut below), nor
+//! has a sealed segment that a version-1 manifest listed. A refusal is
+//! [`Error::Inconsistent`](crate::Error::Inconsistent) naming the file and the manifest (and,
+//! for a changed segment, both lengths: "…-00000.seg is 4096 bytes but …/MANIFEST recorded
+//! 65519 when it was sealed: cut short or replaced; …"), and leaves the directory as it was,
+//! hints included: an operator restores the
 //! file, or moves the stray one away. Every removal is of a file recognised positively, by
 //! its extension or the manifest's retired list, or an empty segment, never for being
 //! unaccounted for; a hint holds no values, so removing one never loses data.
@@ -158,7 +179,8 @@
 //! A directory without a `MANIFEST` is new (empty: a manifest is written with the first
 //! segment) or was written before the engine kept one: it is adopted with a warning, by the
 //! rules of that format (`.compacting` files and hints without a segment removed, the
-//! segments present taken as the whole), and a manifest listing them is written.
+//! segments present taken as the whole), and a manifest listing them, with the lengths found,
+//! is written.
 //!
 //! The engine then loads the listed segments in name order, later records overriding
 //! earlier ones. A sealed segment loads from its hint if that is good (a bad hint
@@ -206,7 +228,8 @@
 //!    buffer, and must be durable before the old one goes), fsyncs the directory so that
 //!    the outputs' names are durable, then commits: writes a manifest listing the non-empty
 //!    outputs in place of the inputs that hold no live record, with those as its retired
-//!    list. Then it renames the outputs to `.seg`, removes an empty output and the retired
+//!    list, each output with its length (sealed: written and fsynced). Then it renames the
+//!    outputs to `.seg`, removes an empty output and the retired
 //!    segments and hints, and fsyncs the directory. The next manifest written (at the next
 //!    seal) drops the retired list. An input that still holds live records is damaged: it
 //!    stays listed and open, and is marked damaged.
@@ -300,10 +323,12 @@
 //!
 //! - The active segment has generation 0 and a greater base than every other segment.
 //! - Between calls, the manifest on disk lists exactly the open segments but the outputs of a
-//!   compaction under way, the active segment last; its retired ids are never listed, and
-//!   not reused by a later segment in this run (bases and generations only grow, and outputs
-//!   are named above every id removed since open and every id the opened manifest retired;
-//!   across several opens a removed id may come back, harmlessly, since its files are gone).
+//!   compaction under way, the active segment last, every other with its file's length
+//!   (after an open of a version-1 manifest, the engine's copy has the lengths found, and the
+//!   disk gets them at the next write); its retired ids are never listed, and not reused by
+//!   a later segment in this run (bases and generations only grow, and outputs are named
+//!   above every id removed since open and every id the opened manifest retired; across
+//!   several opens a removed id may come back, harmlessly, since its files are gone).
 //! - Every segment's live plus dead bytes equal its length, buffer included; the keydir points
 //!   only at live bytes. An input of a finished compaction that keeps live bytes is marked
 //!   damaged and stays listed; the others are removed. No segment with live bytes is removed.
@@ -318,20 +343,29 @@
 //!   upgrade, or together with the manifest, is not noticed. Deleting `MANIFEST` is how an
 //!   operator tells the engine to take the directory as it is.
 //! - An older build ignores `MANIFEST`: after it changes the segments, this build refuses the
-//!   directory (a segment missing or unlisted) until `MANIFEST` is removed to adopt it again.
-//!   Loud, not lossy. `STORAGE_FORMAT_VERSION` is not raised for the manifest: it is what
-//!   peers compare, and the manifest never leaves its directory.
+//!   directory (a segment missing, unlisted or of another length) until `MANIFEST` is
+//!   removed to adopt it again. Loud, not lossy. A build that reads only manifest version 1
+//!   refuses a version-2 `MANIFEST` as corrupt (its version); removing it adopts the
+//!   directory, lengths unchecked. `STORAGE_FORMAT_VERSION` is not raised for the manifest:
+//!   it is what peers compare, and the manifest never leaves its directory.
 //! - Crash safety assumes what the fsyncs promise and nothing more; the tests copy the
 //!   directory at each step, which models a crash that keeps every write made before it, not
 //!   one that loses writes not yet fsynced.
 //! - A seal costs two fsyncs more than before the manifest (the manifest and the directory
-//!   again), and rewrites the whole manifest: 12 bytes per segment, `MANIFEST_SEGMENTS_MAX`
-//!   at most. Past the limit, a seal fails and stops the engine.
+//!   again), and rewrites the whole manifest: 20 bytes per sealed segment,
+//!   `MANIFEST_SEGMENTS_MAX` at most. Past the limit, a seal fails and stops the engine.
 //! - Open names only the first file the manifest does not account for, in id order: a
 //!   directory with several problems shows them one per attempt.
-//! - The manifest lists names, not lengths or checksums: a listed segment cut short or
-//!   replaced by other bytes is found, as before it, by the record checksums at a scan, the
-//!   hint's length check, or a `get`.
+//! - The manifest records lengths, not checksums: a listed sealed segment replaced by other
+//!   bytes of the same length (a flipped byte, another file cut to fit) is found only by the
+//!   record checksums, at a scan, a `get` or a compaction; one loaded from a good hint is
+//!   not read at open.
+//! - The lengths of a version-1 manifest's segments are taken as found, unchecked, at the
+//!   first open by this build: a segment cut short at a record boundary before the upgrade
+//!   stays lost in silence. So does one cut in a directory adopted without a `MANIFEST`.
+//! - The active segment has no recorded length: cut at a record boundary, it loses the
+//!   records after the cut in silence, as a crash loses unsynced ones. Its torn tail is cut
+//!   on purpose, so checking its length would need a durable manifest write per flush.
 //! - Tombstones are copied by compaction as long as they are the newest record: purging them
 //!   needs every replica to have them, which only the replication layer knows.
 //! - A key's newest record is copied even if its deadline passed: expiry is the key-value

@@ -1,7 +1,7 @@
-//! Opening a log engine: checking the directory against its manifest (refusing a missing or
-//! unaccounted-for segment, finishing a committed compaction, removing recognised leftovers),
-//! loading the keydir from hint files and segment scans, cutting a torn tail off the newest
-//! segment. The rules are in "Recovery" in the module documentation.
+//! Opening a log engine: checking the directory against its manifest (refusing a missing,
+//! changed or unaccounted-for segment, finishing a committed compaction, removing recognised
+//! leftovers), loading the keydir from hint files and segment scans, cutting a torn tail off
+//! the newest segment. The rules are in "Recovery" in the module documentation.
 
 use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_hint, HintEntry, SegmentId, HINT_EXT, HINT_TRAILER_BYTES, PART_EXT, SEGMENT_EXT};
@@ -19,8 +19,9 @@ use std::path::Path;
 impl LogEngine {
     /// Opens the engine in `dir`, creating the directory if it is missing, and recovers its
     /// state from the files there. Fails with [`Error::Corrupt`] on damage it must not skip,
-    /// and with [`Error::Inconsistent`] naming a segment the manifest lists that is missing,
-    /// or one there that it does not account for.
+    /// and with [`Error::Inconsistent`] naming a segment the manifest lists that is missing or
+    /// not of the length it recorded when the segment was sealed, or one there that it does
+    /// not account for.
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogEngine> {
         options.validate()?;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
@@ -32,7 +33,10 @@ impl LogEngine {
         };
         engine.load(&ids)?;
         if adopted {
-            engine.manifest.segments = engine.segments.keys().copied().collect();
+            // The lengths found now: from here on, a sealed segment that changes is refused.
+            let active = engine.active;
+            let listed = engine.segments.iter().map(|(&id, s)| (id, (id != active).then(|| s.len())));
+            engine.manifest.segments = listed.collect();
             engine.write_manifest()?;
         }
         let stats = engine.stats();
@@ -56,13 +60,11 @@ impl LogEngine {
             }
             // Files the engine did not name are not its business: leave them alone.
             let Some((id, ext)) = name.to_str().and_then(SegmentId::parse) else { continue };
+            let bytes = || entry.metadata().map(|m| Some(m.len())).map_err(|e| Error::io("stat", entry.path(), e));
             match ext {
-                SEGMENT_EXT => {
-                    let metadata = entry.metadata().map_err(|e| Error::io("stat", entry.path(), e))?;
-                    found.entry(id).or_default().segment_bytes = Some(metadata.len());
-                }
+                SEGMENT_EXT => found.entry(id).or_default().segment_bytes = bytes()?,
                 HINT_EXT => found.entry(id).or_default().hint = true,
-                PART_EXT => found.entry(id).or_default().part = true,
+                PART_EXT => found.entry(id).or_default().part_bytes = bytes()?,
                 _ => {}
             }
         }
@@ -71,9 +73,15 @@ impl LogEngine {
 
     /// Makes the directory match its manifest, per [`reconcile`]: publishes the outputs of a
     /// committed compaction, removes the leftovers it recognises, or refuses, touching
-    /// nothing, if a file is missing or unaccounted for. Returns the listed segments.
-    fn tidy_by_manifest(&mut self, manifest: Manifest, found: &BTreeMap<SegmentId, Found>) -> Result<Vec<SegmentId>> {
+    /// nothing, if a file is missing, unaccounted for, or of another length than the manifest
+    /// recorded. Returns the listed segments.
+    fn tidy_by_manifest(
+        &mut self,
+        mut manifest: Manifest,
+        found: &BTreeMap<SegmentId, Found>,
+    ) -> Result<Vec<SegmentId>> {
         let plan = reconcile(&manifest, found).map_err(|refusal| refusal.into_error(&self.dir))?;
+        fill_unrecorded_lengths(&self.dir, &mut manifest, found);
         for &id in &plan.publish {
             let (from, to) = (self.dir.join(id.file_name(PART_EXT)), self.dir.join(id.file_name(SEGMENT_EXT)));
             tracing::warn!(path = %to.display(), "publishing an output of a compaction the crash interrupted after it committed");
@@ -87,7 +95,7 @@ impl LogEngine {
         if !plan.publish.is_empty() || !plan.remove.is_empty() {
             self.fsyncs.sync_dir(&self.dir)?;
         }
-        let ids = manifest.segments.iter().copied().collect();
+        let ids = manifest.segments.keys().copied().collect();
         self.removed_max = manifest.retired.last().copied();
         // The retired files are gone: the next manifest need not name them.
         self.manifest = Manifest { segments: manifest.segments, retired: BTreeSet::new() };
@@ -109,7 +117,7 @@ impl LogEngine {
         );
         let mut leftovers = Vec::new();
         for (&id, files) in found {
-            if files.part {
+            if files.part_bytes.is_some() {
                 leftovers.push((id, PART_EXT));
             }
             if files.hint && files.segment_bytes.is_none() {
@@ -275,6 +283,30 @@ impl LogEngine {
         self.fsyncs.sync_file(&segment.file, &segment.path)?;
         segment.written = offset;
         Ok(())
+    }
+}
+
+/// Gives each sealed segment a version-1 manifest listed without its length the length found
+/// on disk (`reconcile` made sure each has its `.seg` or `.compacting` file), with one warning:
+/// those are not checked at this open, and the next manifest written records them.
+fn fill_unrecorded_lengths(dir: &Path, manifest: &mut Manifest, found: &BTreeMap<SegmentId, Found>) {
+    let active = manifest.active();
+    let mut filled = 0;
+    for (&id, length) in manifest.segments.iter_mut() {
+        if id == active || length.is_some() {
+            continue;
+        }
+        let files = found.get(&id).copied().unwrap_or_default();
+        *length = Some(files.segment_bytes.or(files.part_bytes).expect("reconcile found every listed segment"));
+        filled += 1;
+    }
+    if filled > 0 {
+        tracing::warn!(
+            path = %dir.join(MANIFEST_FILE).display(), segments = filled,
+            "the manifest is version 1, which records no segment lengths: the sealed segments' lengths are \
+             taken as found, unchecked this once; the next manifest written (at the next seal or compaction) \
+             records them"
+        );
     }
 }
 

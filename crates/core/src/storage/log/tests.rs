@@ -7,6 +7,7 @@ use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
 use super::options::SEGMENT_BYTES_MIN;
+use super::reader::{Next, SegmentReader};
 use super::{FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
 use crate::error::Error;
 use crate::storage::{Engine, Record, Slot};
@@ -284,13 +285,15 @@ fn flipped_byte_in_a_middle_record_is_corruption_at_its_offset() {
 }
 
 #[test]
-fn truncated_sealed_segment_is_corruption_not_a_torn_tail() {
+fn truncated_sealed_segment_without_a_recorded_length_is_corruption_not_a_torn_tail() {
     for hints in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e = LogEngine::open(dir.path(), small(hints)).expect("open");
         write_rounds(&mut e, &mut Harness::default());
         e.flush(0).expect("flush");
         drop(e);
+        // A version-1 manifest records no lengths: only the scan can find the cut.
+        write_version_1_manifest(dir.path());
         let first = files(dir.path(), SEGMENT_EXT).remove(0);
         let len = fs::metadata(&first).expect("stat").len();
         fs::OpenOptions::new().write(true).open(&first).expect("open").set_len(len - 10).expect("cut");
@@ -881,12 +884,19 @@ fn a_rotation_leaves_its_hint_to_maintain_and_a_crash_before_it_costs_only_a_sca
 }
 
 /// Asserts the directory holds only what the engine uses: a manifest listing exactly its open
-/// segments, their `.seg` files, hints of sealed ones only, nothing temporary or left over.
+/// segments, each sealed one with its file's length, their `.seg` files, hints of sealed ones
+/// only, nothing temporary or left over.
 fn assert_tidy(e: &LogEngine, context: &str) {
     let open: BTreeSet<SegmentId> = e.segments.keys().copied().collect();
     let on_disk = read_manifest(&e.dir).expect("read the manifest").expect("a manifest");
-    assert_eq!(on_disk.segments, open, "{context}: the manifest lists the open segments");
-    assert_eq!(e.manifest.segments, open, "{context}: the engine's manifest");
+    let listed: BTreeSet<SegmentId> = on_disk.segments.keys().copied().collect();
+    assert_eq!(listed, open, "{context}: the manifest lists the open segments");
+    assert_eq!(e.manifest.segments, on_disk.segments, "{context}: the engine's manifest");
+    for (&id, &recorded) in &on_disk.segments {
+        let bytes = fs::metadata(e.dir.join(id.file_name(SEGMENT_EXT))).map(|m| m.len()).ok();
+        let want = if id == e.active { None } else { bytes };
+        assert_eq!(recorded, want, "{context}: {id}'s length in the manifest (its file: {bytes:?})");
+    }
     assert!(on_disk.retired.iter().all(|id| !e.dir.join(id.file_name(SEGMENT_EXT)).exists()), "{context}");
     for id in &open {
         assert!(e.dir.join(id.file_name(SEGMENT_EXT)).exists(), "{context}: {id} has its file");
@@ -1459,5 +1469,143 @@ fn damage_repaired_in_the_active_segment_leaves_an_engine_that_reopens() {
     assert_state(&e, &h.model, "repaired, running");
     drop(e);
     let e = LogEngine::open(dir.path(), cache(true, 0)).expect("a repaired engine reopens");
+    assert_state(&e, &h.model, "reopened");
+}
+
+/// Rewrites the manifest in `dir` as version 1 (ids only) wrote it.
+fn write_version_1_manifest(dir: &Path) {
+    let manifest = read_manifest(dir).expect("read").expect("a manifest");
+    fs::write(dir.join(MANIFEST_FILE), manifest.encode_version_1()).expect("write");
+}
+
+/// The offsets at which the records of the segment file at `path` begin, and its end.
+fn record_boundaries(path: &Path) -> Vec<u64> {
+    let mut reader = SegmentReader::open(path).expect("open");
+    let mut boundaries = vec![0];
+    while let Next::Record(record) = reader.next().expect("next") {
+        reader.skip_value(&record).expect("skip");
+        boundaries.push(reader.offset());
+    }
+    boundaries
+}
+
+/// Sets the file at `path` to `bytes`.
+fn rewrite(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn a_sealed_segment_of_another_length_than_the_manifest_recorded_is_refused_naming_both() {
+    for hint_files in [true, false] {
+        // Compaction outputs and segments sealed by puts, the first hinted, the rest not.
+        let options = LogOptions { segment_bytes_max: SEGMENT_BYTES_MIN, hint_files, ..compacting() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), options).expect("open");
+        let mut h = Harness::default();
+        write_overwrites(&mut e, &mut h);
+        e.maintain(u64::MAX).expect("compact at once");
+        for i in 0..40u64 {
+            h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("after {i} {}", "a".repeat(60))), None);
+        }
+        e.flush(0).expect("flush");
+        let first_hint = e.pending_hints.first().map_or(0, |hint| hint.bytes.len() as u64);
+        e.write_pending_hints(first_hint).expect("one hint");
+        let active = e.segments[&e.active].path.clone();
+        drop(e);
+
+        let sealed: Vec<PathBuf> = files(dir.path(), SEGMENT_EXT).into_iter().filter(|p| *p != active).collect();
+        assert!(sealed.iter().any(|p| p.to_string_lossy().ends_with("-00001.seg")), "an output: {sealed:?}");
+        for segment in &sealed {
+            let whole = fs::read(segment).expect("read");
+            let boundaries = record_boundaries(segment);
+            assert!(boundaries.len() >= 3, "{}: {boundaries:?}", segment.display());
+            let middle = boundaries[boundaries.len() / 2] as usize;
+            let first_record = &whole[..boundaries[1] as usize];
+            // (what, the file's new bytes): each ends at a record boundary, so a scan of it
+            // ends cleanly, and a hint's length check fails only with a warning.
+            let damages: [(&str, Vec<u8>); 3] = [
+                ("emptied", Vec::new()),
+                ("cut at a record boundary", whole[..middle].to_vec()),
+                ("a whole record appended", [&whole[..], first_record].concat()),
+            ];
+            for (what, bytes) in damages {
+                let copy = tempfile::tempdir().expect("tempdir");
+                copy_dir(dir.path(), copy.path());
+                let damaged = copy.path().join(segment.file_name().expect("name"));
+                rewrite(&damaged, &bytes);
+                let context = format!("hints {hint_files}, {} {what}", damaged.display());
+                let manifest = copy.path().join(MANIFEST_FILE);
+                let (bytes, whole, manifest) = (bytes.len(), whole.len(), manifest.display());
+                let reason = format!("is {bytes} bytes but {manifest} recorded {whole} when it was sealed");
+                assert_refused(copy.path(), options, &damaged, &reason, &context);
+            }
+        }
+        let e = LogEngine::open(dir.path(), options).expect("the whole directory opens");
+        assert_state(&e, &h.model, &format!("hints {hint_files}: whole"));
+        assert_tidy(&e, &format!("hints {hint_files}: whole"));
+    }
+}
+
+#[test]
+fn a_version_1_manifest_is_adopted_and_upgraded_at_the_next_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("open");
+    let mut h = Harness::default();
+    write_rounds(&mut e, &mut h);
+    e.flush(0).expect("flush");
+    e.write_pending_hints(u64::MAX).expect("hints");
+    drop(e);
+    write_version_1_manifest(dir.path());
+    let old = fs::read(dir.path().join(MANIFEST_FILE)).expect("read");
+    assert!(read_manifest(dir.path()).expect("read").expect("a manifest").segments.values().all(Option::is_none));
+
+    let mut e = LogEngine::open(dir.path(), small(true)).expect("a version-1 manifest opens");
+    assert_state(&e, &h.model, "opened with version 1");
+    assert_eq!(fs::read(dir.path().join(MANIFEST_FILE)).expect("read"), old, "open does not rewrite it");
+    // The lengths found, in memory until the next manifest write.
+    for (id, segment) in &e.segments {
+        let want = (*id != e.active).then(|| segment.len());
+        assert_eq!(e.manifest.segments[id], want, "{id}'s length taken as found");
+    }
+    let sealed_before = e.segments.len();
+    for k in 0..10 {
+        h.put(&mut e, &format!("after-{k}"), Some(&"t".repeat(200)), None);
+    }
+    e.flush(0).expect("flush");
+    assert!(e.segments.len() > sealed_before, "the puts sealed a segment");
+    let upgraded = fs::read(dir.path().join(MANIFEST_FILE)).expect("read");
+    assert_eq!(upgraded[8..12], 2u32.to_le_bytes(), "the next manifest written is version 2");
+    assert_tidy(&e, "upgraded");
+    let first = e.segments.values().next().expect("a segment").path.clone();
+    drop(e);
+
+    // From now on a sealed segment of the version-1 days is guarded too.
+    let whole = fs::read(&first).expect("read");
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), copy.path());
+    let cut = copy.path().join(first.file_name().expect("name"));
+    rewrite(&cut, &[]);
+    let reason = format!("is 0 bytes but {} recorded {} when", copy.path().join(MANIFEST_FILE).display(), whole.len());
+    assert_refused(copy.path(), small(true), &cut, &reason, "cut after the upgrade");
+    let e = LogEngine::open(dir.path(), small(true)).expect("reopen");
+    assert_state(&e, &h.model, "upgraded, reopened");
+}
+
+#[test]
+fn a_seal_for_names_past_gen_max_records_its_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    // As if compactions had used up every generation of the newest sealed base.
+    let active = e.active;
+    e.removed_max = Some(SegmentId { base: active.base - 1, gen: GEN_MAX });
+    e.maintain(u64::MAX).expect("compact at once");
+    assert_eq!(e.stats().compactions, 1);
+    assert!(e.active.base > active.base, "the active segment was sealed for new names");
+    assert!(e.segments.contains_key(&SegmentId { base: active.base, gen: 1 }), "outputs named after it");
+    assert_tidy(&e, "after the compaction");
+    drop(e);
+    let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "reopened");
 }
