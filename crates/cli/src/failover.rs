@@ -86,7 +86,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
     // election timeout): it then refuses as a replica, and the node that leads now is asked.
     let mut attempt = 1;
     let waiting_until = Instant::now() + Duration::from_secs(LEADER_WAIT_SECS);
-    let (leader, target) = loop {
+    let (leader, target, epoch) = loop {
         let statuses: Vec<(&ClusterNode, Option<Value>)> = cluster.nodes.iter().map(|n| (n, status(n).ok())).collect();
         // A leader deposed while cut off may still say it leads: the one of the newest epoch.
         let leading = statuses
@@ -121,7 +121,7 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
         };
         let (code, reply) = net::post(leader.http_addr, "/api/v1/failover", body(target).as_bytes())?;
         if code == 200 {
-            break (*leader, target);
+            break (*leader, target, leader_status["replication"]["epoch"].as_u64().unwrap_or(0));
         }
         let reply = String::from_utf8_lossy(&reply);
         if attempt < LEADER_CHANGES_MAX && reply.contains("when server is a replica") {
@@ -141,7 +141,9 @@ pub fn main(args: &FailoverArgs) -> Result<()> {
     loop {
         for node in &cluster.nodes {
             let Ok(s) = status(node) else { continue };
-            if s["replication"]["role"] == "leader" && node.id != leader.id {
+            // A newer epoch's leader: one deposed earlier may still say it leads, in an older one.
+            let newer = s["replication"]["epoch"].as_u64().is_some_and(|e| e > epoch);
+            if s["replication"]["role"] == "leader" && node.id != leader.id && newer {
                 progressln!("{} leads epoch {}; {} follows it", node.id, s["replication"]["epoch"], leader.id);
                 return Ok(());
             }

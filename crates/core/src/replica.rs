@@ -311,6 +311,9 @@ pub struct Settings {
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
     pub canary: Canary,
+    /// What a read that finds a record damaged on disk does, from the start (recovery at open
+    /// included): see `kv::damage`.
+    pub corruption: crate::kv::Corruption,
 }
 
 /// Bugs the simulator plants to test its own checkers (issue 5's canaries). Each must be
@@ -360,6 +363,7 @@ impl Settings {
             forward_writes: false,
             forward_timeout_ms: 10_000,
             canary: Canary::None,
+            corruption: crate::kv::Corruption::Repair,
         }
     }
 }
@@ -604,6 +608,7 @@ impl<E: Engine> Replica<E> {
             votes.save(VoterState { epoch: settings.epoch, voted_for })?;
         }
         let mut store = Store::open(engine, settings.node)?;
+        store.set_corruption(settings.corruption);
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
             Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
@@ -920,7 +925,7 @@ impl<E: Engine> Replica<E> {
             }
             (State::Leader(_), Message::RepairRequest { keys, .. }) => self.repair_request(now_ms, from, keys, outbox),
             (State::Follower(f), Message::RepairReply { lsn, entries, .. }) if f.leader == Some(from) => {
-                self.repair_reply(from, lsn, entries)
+                self.repair_reply(now_ms, from, lsn, entries)
             }
             (_, message @ (Message::RepairRequest { .. } | Message::RepairReply { .. })) => {
                 tracing::debug!("{} from {from:?} is not for this node's role now: ignored", message.kind());
@@ -1262,11 +1267,11 @@ impl<E: Engine> Replica<E> {
         for (key, error) in damaged {
             self.store.note_damage(&key, error)?;
         }
-        tracing::warn!(
-            "the engine kept {} writes the replication log lost in a crash; logging them again",
-            changes.len()
-        );
         if !changes.is_empty() {
+            tracing::warn!(
+                "the engine kept {} writes the replication log lost in a crash; logging them again",
+                changes.len()
+            );
             append_changes(&mut self.log, self.settings.epoch, changes)?;
             self.log.flush()?;
         }

@@ -143,6 +143,7 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     let r = &cluster.replication;
     let followers = cluster.nodes.len() - 1;
     let mut settings = Settings::new(me, role);
+    settings.corruption = config.corruption;
     settings.peers = cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
     settings.hints =
         cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();

@@ -124,14 +124,16 @@ pub struct DamagedKeys {
 }
 
 impl DamagedKeys {
-    /// Notes that `key`'s record is damaged; true the first time (to log it once).
+    /// Notes that `key`'s record is damaged; true the first time (to log it once; past the
+    /// limit, for the first unlisted read only).
     pub fn insert(&mut self, key: &Bytes, damage: Damage) -> bool {
         if self.keys.contains_key(key) {
             return false;
         }
         if self.keys.len() >= DAMAGED_KEYS_MAX {
             self.unlisted += 1;
-            return true;
+            // Logged the first time only: every read of an unlisted key comes here.
+            return self.unlisted == 1;
         }
         self.keys.insert(key.clone(), damage);
         true

@@ -248,14 +248,18 @@ impl Follower {
                         return Ok(());
                     }
                     Some(install) if install.next_seq == seq && install.lsn == lsn => {
-                        install_chunk(store, after.as_ref(), through.as_ref(), entries)?;
-                        for key in damaged {
-                            // After the chunk, whose tombstones would unlist it.
+                        let named: Vec<&Bytes> = damaged.iter().map(|(key, _)| key).collect();
+                        install_chunk(store, after.as_ref(), through.as_ref(), entries, &named)?;
+                        for (key, version) in damaged {
+                            // This follower's own record of the key is kept: if it is the very
+                            // record the leader holds damaged, and reads whole, it is whole.
+                            let same = version.is_some() && store.engine().meta(&key).map(|m| m.version) == version;
+                            if same && store.engine().get(&key).is_ok() {
+                                continue;
+                            }
                             let reason = "damaged on the leader's disk when it sent its snapshot: left out".into();
-                            store.list_damaged(
-                                &key,
-                                crate::kv::Damage { path: "(the leader's copy)".into(), offset: 0, reason },
-                            );
+                            let damage = crate::kv::Damage { path: "(the leader's copy)".into(), offset: 0, reason };
+                            store.list_damaged(&key, damage);
                         }
                         install.next_seq += 1;
                         snapshot = Some((attempt, seq));
@@ -569,12 +573,14 @@ pub(super) fn wipe<E: Engine>(store: &mut Store<E>) -> Result<()> {
 
 /// Installs one snapshot chunk: the leader's records for the keys in (`after`, `through`]
 /// (to the end when `through` is `None`), and a tombstone for every key of this follower's in
-/// that range that the leader does not have.
+/// that range that the leader does not have, but the keys it names `damaged` (this follower's
+/// record of those stays).
 fn install_chunk<E: Engine>(
     store: &mut Store<E>,
     after: Option<&Bytes>,
     through: Option<&Bytes>,
     entries: Vec<Change>,
+    damaged: &[&Bytes],
 ) -> Result<()> {
     let mut from = after.cloned();
     let mut strays = Vec::new();
@@ -587,7 +593,9 @@ fn install_chunk<E: Engine>(
             if through.is_some_and(|t| key > *t) {
                 break 'scan;
             }
-            if !meta.tombstone && !leader_has(&key) {
+            // A key the leader named damaged keeps this follower's record: it may be the only
+            // whole copy left.
+            if !meta.tombstone && !leader_has(&key) && !damaged.contains(&&key) {
                 strays.push(key.clone());
             }
             from = Some(key);

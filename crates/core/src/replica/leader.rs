@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::kv::{Reply, Store};
 use crate::replication::{Change, Epoch, Lsn, Message, ReplicationLog};
 use crate::storage::Engine;
-use crate::version::NodeId;
+use crate::version::{NodeId, Version};
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -938,12 +938,12 @@ fn ship<E: Engine>(
 }
 
 /// One snapshot chunk as read: the records; the keys whose records are damaged here (left
-/// out); the last key taken; and whether the keys ran out.
-type Chunk = (Vec<Change>, Vec<Bytes>, Option<Bytes>, bool);
+/// out), with their versions; the last key taken; and whether the keys ran out.
+type Chunk = (Vec<Change>, Vec<(Bytes, Option<Version>)>, Option<Bytes>, bool);
 
 /// The keys after `after`, with their records, up to about `bytes_max`, as a [`Chunk`]; the
 /// errors of the damaged records are added to `damage_found` for the replica to list.
-fn snapshot_chunk<E: Engine>(
+pub(super) fn snapshot_chunk<E: Engine>(
     store: &Store<E>,
     after: Option<&Bytes>,
     bytes_max: usize,
@@ -953,12 +953,27 @@ fn snapshot_chunk<E: Engine>(
     let (mut entries, mut damaged) = (Vec::new(), Vec::new());
     let mut bytes = 0;
     let mut last = after.cloned();
+    // Keys listed as damaged with no record in the engine (a snapshot left them out here)
+    // are named in the chunk whose range holds them.
+    let listed_only = |from: Option<&Bytes>, to: Option<&Bytes>, damaged: &mut Vec<(Bytes, Option<Version>)>| {
+        let start = from.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+        for key in store.damaged().range_from(start) {
+            if to.is_some_and(|to| key > to) {
+                break;
+            }
+            if engine.meta(key).is_none() {
+                damaged.push((key.clone(), None));
+            }
+        }
+        damaged.sort();
+    };
     loop {
         let from = last.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let keys = engine.scan(from, SNAPSHOT_SCAN_KEYS);
         let exhausted = keys.len() < SNAPSHOT_SCAN_KEYS;
-        for (key, _) in keys {
+        for (key, meta) in keys {
             if bytes >= bytes_max {
+                listed_only(after, last.as_ref(), &mut damaged);
                 return Ok((entries, damaged, last, false));
             }
             // A key listed as damaged here is not sent as whatever the engine holds for it.
@@ -979,12 +994,13 @@ fn snapshot_chunk<E: Engine>(
                     if store.damaged().get(&key).is_none() {
                         damage_found.push(error);
                     }
-                    damaged.push(key);
+                    damaged.push((key, Some(meta.version)));
                 }
                 Err(error) => return Err(error),
             }
         }
         if exhausted {
+            listed_only(after, None, &mut damaged);
             return Ok((entries, damaged, last, true));
         }
     }

@@ -9,10 +9,12 @@
 //!   The leader answers `RepairReply` with its records of those keys (up to
 //!   `snapshot_chunk_bytes_max` of them, at least one), read from its engine, and its log end
 //!   `lsn` when it read them. The reply leaves with the batch that read them, before the
-//!   records up to `lsn` are shipped, so the follower keeps it (the newest one) until
+//!   records up to `lsn` are shipped, so the follower keeps it, and asks nothing more while
+//!   it does (for up to [`REPAIR_PENDING_MAX_MS`]), until
 //!   1. its log matches the leader's through `lsn` (checked in this epoch, as acknowledgements
 //!      are): the records are then what its own log gave it up to `lsn`; it drops the reply
-//!      if its leader or epoch changes first; and
+//!      if its leader or epoch changes first, or its match falls (a snapshot starts, a cut:
+//!      another history); and
 //!   2. then takes the record of each key still listed as damaged: a later record of the key,
 //!      which the follower applied since, replaced the damaged one already, and an older one
 //!      must not go over it.
@@ -38,7 +40,8 @@
 //!   the leader and every follower are damaged (on any keys), the leader keeps leading.
 //! - While a damaged leader hands over, its clients' writes pause (up to the handover's
 //!   timeout), as in a FAILOVER; the handover shows as a FAILOVER in progress
-//!   (`master_failover_state`), and a client's `FAILOVER ABORT` cancels it.
+//!   (`master_failover_state`), and a client's `FAILOVER ABORT` cancels it, until the next
+//!   attempt, [`DAMAGED_HANDOVER_TIMEOUT_MS`] later.
 
 use super::handover::Handover;
 use super::{Outbox, Output, Replica, State};
@@ -87,9 +90,18 @@ struct PendingReply {
     epoch: Epoch,
     /// The leader's log end when it read the records.
     lsn: Lsn,
+    /// The follower's match with the leader when the reply came: a match that falls below it
+    /// since (a snapshot started, a cut) describes another history, and the reply is dropped.
+    matched_then: Lsn,
+    /// When it came.
+    received_ms: u64,
     /// The records.
     entries: Vec<(Bytes, Option<Record>)>,
 }
+
+/// How long a follower keeps a reply its log has not reached before it drops it and asks
+/// again, in milliseconds.
+pub const REPAIR_PENDING_MAX_MS: u64 = 30_000;
 
 impl<E: Engine> Replica<E> {
     /// At each tick: a damaged follower asks its leader for its damaged keys, a damaged
@@ -107,6 +119,12 @@ impl<E: Engine> Replica<E> {
         match &self.state {
             State::Follower(follower) if now_ms >= self.repair.ask_ms => {
                 let Some(leader) = follower.leader else { return };
+                // One reply at a time: a newer one would only move the lsn to wait for.
+                match &self.repair.pending {
+                    Some(p) if now_ms.saturating_sub(p.received_ms) < REPAIR_PENDING_MAX_MS => return,
+                    Some(_) => self.repair.pending = None,
+                    None => {}
+                }
                 self.repair.ask_ms = now_ms + self.settings.resend_ms;
                 let keys = self.next_keys_to_ask();
                 tracing::debug!("asking {leader:?} for the records of {} damaged keys", keys.len());
@@ -189,9 +207,20 @@ impl<E: Engine> Replica<E> {
 
     /// A follower keeps its leader's reply until its log matches the leader's through `lsn`
     /// (see the module documentation), and takes it then.
-    pub(super) fn repair_reply(&mut self, from: NodeId, lsn: Lsn, entries: Vec<(Bytes, Option<Record>)>) -> Result<()> {
-        let epoch = self.settings.epoch;
-        self.repair.pending = Some(PendingReply { leader: from, epoch, lsn, entries });
+    pub(super) fn repair_reply(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        lsn: Lsn,
+        entries: Vec<(Bytes, Option<Record>)>,
+    ) -> Result<()> {
+        let State::Follower(follower) = &self.state else { return Ok(()) };
+        if self.repair.pending.is_some() {
+            return Ok(()); // the one kept is older: its lsn comes first
+        }
+        let (epoch, matched_then) = (self.settings.epoch, follower.matched);
+        let received_ms = now_ms;
+        self.repair.pending = Some(PendingReply { leader: from, epoch, lsn, matched_then, received_ms, entries });
         self.take_pending_repair()
     }
 
@@ -200,7 +229,13 @@ impl<E: Engine> Replica<E> {
     pub(super) fn take_pending_repair(&mut self) -> Result<()> {
         let Some(pending) = &self.repair.pending else { return Ok(()) };
         let matched = match &self.state {
-            State::Follower(f) if f.leader == Some(pending.leader) && self.settings.epoch == pending.epoch => f.matched,
+            State::Follower(f)
+                if f.leader == Some(pending.leader)
+                    && self.settings.epoch == pending.epoch
+                    && f.matched >= pending.matched_then =>
+            {
+                f.matched
+            }
             _ => {
                 self.repair.pending = None;
                 return Ok(());
@@ -220,8 +255,10 @@ impl<E: Engine> Replica<E> {
             self.store.apply(Change { key, record })?;
             repaired += 1;
         }
-        let left = self.store.damaged().count();
-        tracing::info!("repaired {repaired} damaged keys from the leader's records; {left} left");
+        if repaired > 0 {
+            let left = self.store.damaged().count();
+            tracing::info!("repaired {repaired} damaged keys from the leader's records; {left} left");
+        }
         Ok(())
     }
 

@@ -1139,7 +1139,7 @@ fn a_repair_reply_from_past_the_followers_log_waits_for_it_and_never_goes_over_n
     let leader = c.ids[0];
     let lsn = c.nodes[1].last_lsn() + 2;
     let entries = vec![(Bytes::from("a"), c.nodes[0].store.engine().get(b"a").unwrap())];
-    c.nodes[1].repair_reply(leader, lsn, entries).unwrap();
+    c.nodes[1].repair_reply(c.now, leader, lsn, entries).unwrap();
     assert_eq!(c.nodes[1].status(c.now).damaged_keys, 1, "not taken: the follower is behind the reply");
     for line in ["SET x 1", "SET y 2"] {
         c.send(0, line);
@@ -1152,7 +1152,7 @@ fn a_repair_reply_from_past_the_followers_log_waits_for_it_and_never_goes_over_n
     assert!(matches!(get(&mut c, 1, "a"), Some(Reply::Error(_))));
     c.nodes[1].store.apply(Change { key: Bytes::from("a"), record: record("9") }).unwrap();
     let lsn = c.nodes[1].last_lsn();
-    c.nodes[1].repair_reply(leader, lsn, vec![(Bytes::from("a"), Some(record("old")))]).unwrap();
+    c.nodes[1].repair_reply(c.now, leader, lsn, vec![(Bytes::from("a"), Some(record("old")))]).unwrap();
     assert_eq!(get(&mut c, 1, "a"), Some(Reply::Bulk(Bytes::from("9"))));
 }
 
@@ -1305,4 +1305,43 @@ fn a_damaged_record_the_engine_kept_past_the_log_is_listed_at_open_not_a_failed_
     let replica = Replica::replicated(engine, ReplicaFiles::with_log(log), settings, START_MS).unwrap();
     assert_eq!(replica.status(START_MS).damaged_keys, 1, "listed, and b logged again");
     assert_eq!(replica.last_lsn(), 2, "b's record is logged again, a's is not");
+}
+
+#[test]
+fn a_follower_holding_the_very_record_the_leader_has_damaged_keeps_it_whole() {
+    let options = ReplogOptions { retain_bytes_max: 2048, segment_bytes_max: 512, ..ReplogOptions::default() };
+    let mut c = Cluster::new(2, 0, options);
+    c.run_for(200);
+    c.send(0, "SET kept value");
+    c.run_for(200);
+    c.cut.insert(2);
+    for i in 0..300 {
+        c.send(0, &format!("SET key{i:03} value{i}"));
+        c.settle();
+    }
+    c.run_for(1_500);
+    c.nodes[0].store.engine_mut().damage(b"kept");
+    c.cut.clear();
+    for _ in 0..60 {
+        c.run_for(50);
+        assert_eq!(get(&mut c, 2, "kept"), Some(Reply::Bulk(Bytes::from("value"))), "its own record, whole");
+    }
+    assert_eq!(c.nodes[2].status(c.now).damaged_keys, 0, "not listed: it has the record");
+}
+
+#[test]
+fn a_key_listed_without_a_record_is_named_in_the_snapshot_chunk_that_covers_it() {
+    let mut store = crate::kv::Store::new(MemoryEngine::new(), NodeId(1));
+    for key in ["a", "c"] {
+        let record =
+            crate::storage::Record { version: Default::default(), value: Some(Bytes::from("v")), expire_at_ms: None };
+        store.apply(Change { key: Bytes::from(key), record }).unwrap();
+    }
+    let damage = crate::kv::Damage { path: "(the leader's copy)".into(), offset: 0, reason: "left out".into() };
+    store.list_damaged(&Bytes::from("b"), damage);
+    let mut found = Vec::new();
+    let (entries, damaged, _, done) = super::leader::snapshot_chunk(&store, None, 1 << 20, &mut found).unwrap();
+    assert!(done);
+    assert_eq!(entries.iter().map(|c| c.key.clone()).collect::<Vec<_>>(), [Bytes::from("a"), Bytes::from("c")]);
+    assert_eq!(damaged, [(Bytes::from("b"), None)], "named, so the next follower refuses it too");
 }

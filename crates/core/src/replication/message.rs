@@ -104,9 +104,11 @@ pub enum Message {
         /// The leader's records of the keys in the range, tombstones included.
         entries: Vec<Change>,
         /// Keys in the range whose records are damaged on the leader's disk (see
-        /// `kv::damage`): left out of `entries`; the follower refuses them (DAMAGED) until
-        /// they are written again, rather than serve them as missing.
-        damaged: Vec<Bytes>,
+        /// `kv::damage`), each with the damaged record's version (`None`: the leader holds no
+        /// record of it, only the listing): left out of `entries`. A follower whose record
+        /// has that version keeps it, whole; any other keeps what it has and refuses the key
+        /// (DAMAGED) until it is written again, rather than serve it as missing.
+        damaged: Vec<(Bytes, Option<crate::version::Version>)>,
         /// True on the last chunk.
         done: bool,
         /// On the last chunk: the leader's log end (lsn, epoch) when it built it. The chunks

@@ -232,12 +232,8 @@ impl Connection {
                 self.state.metrics.protocol_errors.inc();
                 return self.close_with(&mut out, &format!("ERR Protocol error: {error}")).await;
             }
-            // A client that does not read would hold this write, and its buffers, for ever: an
-            // eviction (whose bytes the node-wide total no longer counts) closes it.
-            tokio::select! {
-                written = self.stream.write_all(&out) => written?,
-                _ = self.buffered.wait_evicted() => return Ok(()),
-                _ = self.registration.wait_killed() => return Ok(()),
+            if !self.write_or_closed(&out).await? {
+                return Ok(());
             }
             out.clear();
             idle_since = tokio::time::Instant::now();
@@ -258,8 +254,23 @@ impl Connection {
     /// Writes what is pending plus a last error line, and closes.
     async fn close_with(&mut self, out: &mut BytesMut, message: &str) -> std::io::Result<()> {
         Frame::error(message).encode(self.client.proto, out);
-        self.stream.write_all(out).await?;
-        self.stream.shutdown().await
+        if self.write_or_closed(out).await? {
+            self.stream.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to the client; false, unfinished, when the connection is evicted or
+    /// killed while the write waits: a client that does not read must not hold this
+    /// connection (and the buffers the node-wide bound no longer counts) for ever. A write
+    /// that can finish does, first: the replies of a round that was answered are sent.
+    async fn write_or_closed(&mut self, bytes: &[u8]) -> std::io::Result<bool> {
+        tokio::select! {
+            biased;
+            written = self.stream.write_all(bytes) => written.map(|()| true),
+            _ = self.buffered.wait_evicted() => Ok(false),
+            _ = self.registration.wait_killed() => Ok(false),
+        }
     }
 
     /// Answers a round of requests into `out`, in order, writing `out` to the client whenever
@@ -323,7 +334,11 @@ impl Connection {
             let Slot::Ready(frame, proto) = slot else { unreachable!("every call was answered") };
             frame.encode(proto, out);
             if out.len() >= OUT_BUFFER_BYTES_MAX {
-                self.stream.write_all(out).await?;
+                if !self.write_or_closed(out).await? {
+                    // Evicted or killed while the client did not read: the rest is dropped.
+                    out.clear();
+                    return Ok(true);
+                }
                 out.clear();
             }
         }
