@@ -8,6 +8,8 @@
 //! virtual ones.
 //!
 //! - [`digest`]: a Merkle tree over a replica's keys, to compare replicas.
+//! - [`quorum`]: majority, k-of-n and n/w/r arithmetic, pure and table-tested; every family
+//!   counts its quorums with it.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
@@ -18,6 +20,7 @@
 pub mod digest;
 pub mod error;
 pub mod kv;
+pub mod quorum;
 pub mod replica;
 pub mod replication;
 pub mod storage;

@@ -894,7 +894,7 @@ impl ClusterConfig {
 
 /// The smallest majority of `nodes` nodes.
 pub fn majority(nodes: usize) -> usize {
-    nodes / 2 + 1
+    replikv_core::quorum::majority(nodes)
 }
 
 #[cfg(test)]

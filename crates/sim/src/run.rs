@@ -114,7 +114,7 @@ pub fn run(config: SimConfig) -> Report {
         },
     ));
     let leader_state = world.leader().and_then(|i| world.states().into_iter().nth(i).flatten());
-    let majority_safe = config.acks_needed + 1 > config.nodes / 2 || !config.failover;
+    let majority_safe = replikv_core::quorum::is_majority(config.acks_needed + 1, config.nodes) || !config.failover;
     let rolled_back = world.rolled_back();
     let mut counts = world.counts.clone();
     counts.rolled_back = rolled_back.len() as u64;

@@ -47,6 +47,7 @@
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::{Error, Result};
 use crate::kv::{Reply, Store};
+use crate::quorum::majority_value;
 use crate::replication::{Change, Epoch, Lsn, Message, ReplicationLog};
 use crate::storage::Engine;
 use crate::version::{NodeId, Version};
@@ -1004,10 +1005,4 @@ pub(super) fn snapshot_chunk<E: Engine>(
             return Ok((entries, damaged, last, true));
         }
     }
-}
-
-/// The value a majority of `values` reach: the (n/2+1)-th largest.
-fn majority_value(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable_by(|a, b| b.cmp(a));
-    values[values.len() / 2]
 }

@@ -130,12 +130,12 @@ impl Tally {
 
     /// True when the grants are a majority of `voters` (the cluster's nodes).
     pub fn won(&self, voters: usize) -> bool {
-        self.granted.len() > voters / 2
+        crate::quorum::is_majority(self.granted.len(), voters)
     }
 
     /// True when the refusals make a majority impossible.
     pub fn lost(&self, voters: usize) -> bool {
-        voters - self.refused.len() <= voters / 2
+        crate::quorum::majority_lost(self.refused.len(), voters)
     }
 }
 
