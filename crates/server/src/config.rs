@@ -41,7 +41,8 @@
 //! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
 //!
 //! CAVEATS
-//! - The leader is the first node of `[[nodes]]`; there is no failover yet (issue 6).
+//! - The first node of `[[nodes]]` leads when a cluster first starts; after that elections
+//!   (`auto_failover`) and `FAILOVER` decide, and a restarted node rejoins as what it was.
 //! - A flag or variable that overrides a node's address is not seen by the other nodes, which
 //!   read the addresses in the file.
 //! - Addresses are compared as written: `127.0.0.1:7001` and `0.0.0.0:7001` are not seen as
