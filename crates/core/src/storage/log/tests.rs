@@ -153,6 +153,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The first key (in key order) whose newest record is in a sealed segment and passes
+/// `also`, with its slot and its segment's path.
+fn sealed_victim(e: &LogEngine, also: impl Fn(&Slot<Location>) -> bool) -> (Bytes, Slot<Location>, PathBuf) {
+    let (key, slot) = (e.keydir.iter())
+        .find(|(_, slot)| slot.at.position.segment != e.active && also(slot))
+        .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
+        .expect("a record in a sealed segment");
+    let path = e.segments[&slot.at.position.segment].path.clone();
+    (key, slot, path)
+}
+
 /// Xors the byte at `offset` of the file at `path` with `mask`.
 fn flip(path: &Path, offset: u64, mask: u8) {
     let mut bytes = fs::read(path).expect("read");
@@ -1272,11 +1283,7 @@ fn a_damaged_live_record_stays_reported_once_and_its_segment_goes_once_repaired(
         let mut h = Harness::default();
         let mut e = overwritten_and_reopened(dir.path(), &mut h);
         // The first key whose newest record, a value, is in a sealed segment.
-        let (victim, at) = (e.keydir.iter())
-            .find(|(_, slot)| slot.at.position.segment != e.active && !slot.meta.tombstone)
-            .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
-            .expect("a live value in a sealed segment");
-        let damaged_path = e.segments[&at.at.position.segment].path.clone();
+        let (victim, at, damaged_path) = sealed_victim(&e, |slot| !slot.meta.tombstone);
         let offset = at.at.position.offset;
         flip(&damaged_path, offset + record_bytes(victim.len(), at.meta.value_len) - 1, 0x01);
         let want = vec![(victim.clone(), damaged_path.clone(), offset)];
@@ -1380,11 +1387,8 @@ fn open_refuses_a_body_damaged_record_in_an_unhinted_sealed_segment_naming_it() 
         h.put(&mut e, &format!("key-{k:02}"), Some(&format!("value {k} {}", "y".repeat(30))), None);
     }
     e.flush(0).expect("flush");
-    let (victim, slot) = (e.keydir.iter())
-        .find(|(_, slot)| slot.at.position.segment != e.active && slot.at.position.offset > 0)
-        .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
-        .expect("a second record in a sealed segment");
-    let (path, offset) = (e.segments[&slot.at.position.segment].path.clone(), slot.at.position.offset);
+    let (victim, slot, path) = sealed_victim(&e, |slot| slot.at.position.offset > 0);
+    let offset = slot.at.position.offset;
     drop(e);
     assert!(files(dir.path(), HINT_EXT).is_empty(), "no hints: sealed segments are scanned");
     flip(&path, offset + record_bytes(victim.len(), slot.meta.value_len) - 1, 0x01);
@@ -1427,11 +1431,7 @@ fn a_damaged_key_in_a_compaction_input_is_kept_and_reported_under_its_own_key() 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut h = Harness::default();
     let mut e = overwritten_and_reopened(dir.path(), &mut h);
-    let (victim, slot) = (e.keydir.iter())
-        .find(|(_, slot)| slot.at.position.segment != e.active && !slot.meta.tombstone)
-        .map(|(key, slot)| (Bytes::copy_from_slice(key), slot.clone()))
-        .expect("a live value in a sealed segment");
-    let path = e.segments[&slot.at.position.segment].path.clone();
+    let (victim, slot, path) = sealed_victim(&e, |slot| !slot.meta.tombstone);
     // The key's first byte: 'k' ^ 1 = 'j', a key nobody has: compaction takes it for dead.
     flip(&path, slot.at.position.offset + super::format::HEADER_BYTES as u64, 0x01);
     let mut reported = Vec::new();
