@@ -136,22 +136,17 @@ impl<E: Engine> Store<E> {
     pub fn note_damage(&mut self, key: &Bytes, error: Error) -> Result<()> {
         match Damage::of(&error) {
             Some(damage) if self.corruption == Corruption::Repair => {
-                self.list_damage(key, damage);
+                self.list_damaged(key, damage);
                 Ok(())
             }
             _ => Err(error),
         }
     }
 
-    /// Lists `key` (physical) as damaged although this engine's record of it is not (a key a
-    /// snapshot left out because it was damaged on the leader): reads refuse it until it is
-    /// written.
+    /// Lists `key` (physical) as damaged, logging it the first time: reads refuse it until it
+    /// is written. Also for a key whose record here is whole but not trusted (one a snapshot
+    /// left out because it was damaged on the leader).
     pub fn list_damaged(&mut self, key: &Bytes, damage: Damage) {
-        self.list_damage(key, damage);
-    }
-
-    /// Lists `key` (physical) as damaged, logging it the first time.
-    fn list_damage(&mut self, key: &Bytes, damage: Damage) {
         if self.damaged.insert(key, damage.clone()) {
             tracing::error!(
                 key = %String::from_utf8_lossy(key).escape_debug(), path = %damage.path.display(),
@@ -252,7 +247,7 @@ impl<E: Engine> Store<E> {
             // writes that depend on it), and the node carries on.
             Err(Error::Damaged { key, path, offset, reason }) if self.corruption == Corruption::Repair => {
                 let damage = Damage { path, offset, reason };
-                self.list_damage(&key, damage.clone());
+                self.list_damaged(&key, damage.clone());
                 let shown = logical(&key).map_or(key, |(_, key)| key);
                 Ok(damage.reply(&shown))
             }

@@ -977,27 +977,29 @@ pub(super) fn snapshot_chunk<E: Engine>(
                 listed_only(after, last.as_ref(), &mut damaged);
                 return Ok((entries, damaged, last, false));
             }
-            // A key listed as damaged here is not sent as whatever the engine holds for it.
+            // A key listed as damaged here is not sent as whatever the engine holds for it;
+            // one whose read fails is listed by the replica (`damage_found`).
             let read = match store.damaged().get(&key) {
-                Some(_) => Err(Error::Damaged { key: key.clone(), path: "".into(), offset: 0, reason: String::new() }),
-                None => engine.get(&key).map_err(|e| e.reading(&key)),
+                Some(_) => None,
+                None => match engine.get(&key).map_err(|e| e.reading(&key)) {
+                    Err(error @ Error::Damaged { .. }) => {
+                        damage_found.push(error);
+                        None
+                    }
+                    result => Some(result?),
+                },
             };
+            last = Some(key.clone());
             match read {
-                Ok(Some(record)) => {
+                Some(Some(record)) => {
                     bytes += key.len() + record.value.as_ref().map_or(0, Bytes::len) + 32;
-                    last = Some(key.clone());
                     entries.push(Change { key, record });
                 }
-                Ok(None) => {}
-                Err(error @ Error::Damaged { .. }) => {
+                Some(None) => {}
+                None => {
                     bytes += key.len() + 32;
-                    last = Some(key.clone());
-                    if store.damaged().get(&key).is_none() {
-                        damage_found.push(error);
-                    }
                     damaged.push((key, Some(meta.version)));
                 }
-                Err(error) => return Err(error),
             }
         }
         if exhausted {
