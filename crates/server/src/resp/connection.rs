@@ -183,6 +183,8 @@ impl Connection {
         let mut out = BytesMut::with_capacity(READ_BYTES_MIN);
         // When the client last sent bytes: its idle time counts from there.
         let mut idle_since = tokio::time::Instant::now();
+        // One watch of the idle timeout for the connection's life, not one per read.
+        let mut idle_rx = self.state.live.watch_idle_timeout();
         loop {
             // Read each time, so that CONFIG SET reaches this connection at its next request.
             let limits = self.state.live.limits();
@@ -199,7 +201,6 @@ impl Connection {
                     return self.close_with(&mut out, &msg).await;
                 }
                 buf.reserve(READ_BYTES_MIN);
-                let mut idle_rx = self.state.live.watch_idle_timeout();
                 let read = loop {
                     let idle = idle_timeout(*idle_rx.borrow_and_update());
                     tokio::select! {
