@@ -24,7 +24,9 @@
 //! stepper tells the replica how far its log is durable ([`Input::Durable`]) when it releases
 //! a batch, which is what lets a leader ship: also a batch released at once because it owed
 //! no fsync, which is every write batch of a node on `engine = "memory"` (its in-memory log is
-//! durable once appended, as far as that node can make it).
+//! durable once appended, as far as that node can make it). The notice names the log's reset
+//! count when the batch was written out, so that one from before a follower emptied its log
+//! vouches for nothing written after.
 //!
 //! Settings that change while the node runs (`CONFIG SET ack_timeout_ms`) reach the replica
 //! through [`Handle::reconfigure`]: it leaves the newest [`Reconfigure`] in a slot the stepper
