@@ -5,7 +5,7 @@
 use crate::output::outln;
 use anyhow::{bail, Result};
 use clap::Args;
-use replikv_core::replica::Canary;
+use replikv_core::single_leader::Canary;
 use replikv_server::config::{Acks, ReplicationMode};
 use replikv_sim::faults::Faults;
 use replikv_sim::run::{run, swarm_faults, Report, Verdict};

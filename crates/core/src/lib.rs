@@ -7,22 +7,33 @@
 //! time, sockets and disks; the simulator (the `replikv-sim` crate) drives the same code with
 //! virtual ones.
 //!
+//! What every family shares:
+//!
+//! - [`node`]: the shape of a node's state machine (`step(now, input, &mut outbox)`, inputs,
+//!   outputs, status) and [`node::Replica`], the one concrete type over the replication
+//!   families that the runtime and the simulator hold.
 //! - [`digest`]: a Merkle tree over a replica's keys, to compare replicas.
 //! - [`quorum`]: majority, k-of-n and n/w/r arithmetic, pure and table-tested; every family
 //!   counts its quorums with it.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
-//! - [`replica`]: a node's state machine, driven by `step(now, input, &mut outbox)`.
-//! - [`replication`]: what replicas share: log records, the replication log, elections,
-//!   votes, rollback files and the peer messages.
+//! - [`replication`]: the replication log and its records, for a family that ships a log.
+//!
+//! The families, one folder each with its own messages, settings and essay (DESIGN §2);
+//! one family's behaviour never becomes a branch in another's files:
+//!
+//! - [`single_leader`]: one leader, followers acknowledging `sync`, `semi-sync:K` or
+//!   `async`; elections with fencing, handovers, rollback files, repair of damaged records.
+//!   A lone node is this family without followers.
 
 pub mod digest;
 pub mod error;
 pub mod kv;
+pub mod node;
 pub mod quorum;
-pub mod replica;
 pub mod replication;
+pub mod single_leader;
 pub mod storage;
 pub mod version;
 

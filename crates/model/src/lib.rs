@@ -96,12 +96,12 @@
 //!   restates its rules, so a difference between the two goes unnoticed here (the replica's
 //!   tests and the simulator cover the code).
 //!
-//! [`decide_vote`]: replikv_core::replication::election::decide_vote
-//! [`Tally`]: replikv_core::replication::election::Tally
-//! [`Tally::won`]: replikv_core::replication::election::Tally::won
-//! [`VoterState`]: replikv_core::replication::election::VoterState
-//! [`LogPosition`]: replikv_core::replication::election::LogPosition
-//! [`VoteRequest`]: replikv_core::replication::election::VoteRequest
+//! [`decide_vote`]: replikv_core::single_leader::election::decide_vote
+//! [`Tally`]: replikv_core::single_leader::election::Tally
+//! [`Tally::won`]: replikv_core::single_leader::election::Tally::won
+//! [`VoterState`]: replikv_core::single_leader::election::VoterState
+//! [`LogPosition`]: replikv_core::single_leader::election::LogPosition
+//! [`VoteRequest`]: replikv_core::single_leader::election::VoteRequest
 //! [`NodeId`]: replikv_core::version::NodeId
 
 pub mod model;

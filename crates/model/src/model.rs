@@ -57,8 +57,8 @@
 
 use crate::state::{node_id, Acked, Client, Entry, Envelope, Message, Node, Payload, Replica, Role, State};
 use crate::state::{CLIENTS, REPLICAS};
-use replikv_core::replication::election::{decide_vote, LogPosition, Tally, VoteRequest};
 use replikv_core::replication::{Epoch, Lsn};
+use replikv_core::single_leader::election::{decide_vote, LogPosition, Tally, VoteRequest};
 
 /// The highest epoch a replica may stand in: the bound on elections per run.
 pub const EPOCH_MAX: Epoch = 2;

@@ -26,7 +26,7 @@
 
 use crate::model::{Action, ElectionModel};
 use crate::state::{node_id, State, CLIENTS, REPLICAS};
-use replikv_core::replication::election::Tally;
+use replikv_core::single_leader::election::Tally;
 use stateright::{Model, Property};
 
 /// The name of the first safety property.

@@ -20,8 +20,8 @@
 //! - Nodes are named by their index (0, 1, 2) inside the model and by [`node_id`] (1, 2, 3)
 //!   where the core's functions need a [`NodeId`].
 
-use replikv_core::replication::election::{LogPosition, VoterState};
 use replikv_core::replication::{Epoch, Lsn};
+use replikv_core::single_leader::election::{LogPosition, VoterState};
 use replikv_core::version::NodeId;
 
 /// The number of replicas in the modelled cluster (all of them voters).

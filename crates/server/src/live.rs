@@ -467,7 +467,7 @@ mod tests {
 
     /// A runtime over a lone in-memory replica, for its handle.
     fn runtime() -> crate::runtime::Runtime {
-        let replica = replikv_core::replica::Replica::new(
+        let replica = replikv_core::node::Replica::new(
             replikv_core::storage::MemoryEngine::new(),
             replikv_core::version::NodeId(1),
         );

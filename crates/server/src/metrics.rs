@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use replikv_core::replica::ReplicationStatus;
+use replikv_core::node::ReplicationStatus;
 use replikv_core::storage::EngineStats;
 use replikv_core::version::NodeId;
 

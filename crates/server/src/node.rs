@@ -9,9 +9,10 @@ use crate::faults::FailingEngine;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::NodeState;
-use replikv_core::replica::{Replica, ReplicaFiles, Role, Settings};
-use replikv_core::replication::rollback::ROLLBACK_DIR;
-use replikv_core::replication::{ReplicationLog, ReplogOptions, RollbackLog, VoteStore};
+use replikv_core::node::Replica;
+use replikv_core::replication::{ReplicationLog, ReplogOptions};
+use replikv_core::single_leader::rollback::ROLLBACK_DIR;
+use replikv_core::single_leader::{ReplicaFiles, Role, RollbackLog, Settings, SingleLeader, VoteStore};
 use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
 use std::fs::{File, TryLockError};
@@ -143,13 +144,14 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     let r = &cluster.replication;
     let followers = cluster.nodes.len() - 1;
     let mut settings = Settings::new(me, role);
-    settings.corruption = config.corruption;
-    settings.peers = cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
-    settings.hints =
+    settings.common.corruption = config.corruption;
+    settings.common.peers =
+        cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
+    settings.common.hints =
         cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
     settings.auto_failover = r.auto_failover;
     settings.election_timeout_ms = r.election_timeout_ms;
-    settings.seed = random_seed();
+    settings.common.seed = random_seed();
     settings.acks_needed = match r.acks {
         Acks::Sync => followers,
         Acks::SemiSync(k) => k,
@@ -189,7 +191,8 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
         }
         EngineKind::Memory => ReplicaFiles::in_memory(options),
     };
-    Replica::replicated(engine, files, settings, now_ms())
+    SingleLeader::replicated(engine, files, settings, now_ms())
+        .map(Replica::from)
         .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))
 }
 

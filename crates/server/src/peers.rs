@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::faults::LinkFaults;
 use crate::peer::{Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats};
 use crate::runtime::{Handle, PeerSender};
-use replikv_core::replication::Message;
+use replikv_core::node::PeerMessage as Message;
 use replikv_core::version::NodeId;
 use serde::Serialize;
 use std::collections::BTreeSet;

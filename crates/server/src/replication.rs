@@ -10,7 +10,7 @@
 //! `slaveN:lag` is whole seconds, as Redis's; `/api/v1/status` has the milliseconds.
 
 use crate::state::NodeState;
-use replikv_core::replica::ReplicationStatus;
+use replikv_core::node::ReplicationStatus;
 use replikv_core::version::NodeId;
 use serde_json::{json, Value};
 use std::fmt::Write;

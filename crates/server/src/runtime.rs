@@ -54,8 +54,8 @@
 use crate::metrics::Metrics;
 use replikv_core::kv::DbKeys;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::replica::{Input, Outbox, Output, Replica, ReplicationStatus, RequestId, WrittenOutAll};
-use replikv_core::replication::{Lsn, Message as PeerMessage};
+use replikv_core::node::{Input, Outbox, Output, PeerMessage, Replica, ReplicationStatus, RequestId, WrittenOutAll};
+use replikv_core::replication::Lsn;
 use replikv_core::storage::{Engine, EngineStats, SyncHandle};
 use replikv_core::version::NodeId;
 use std::collections::{BTreeMap, VecDeque};

@@ -84,7 +84,7 @@ pub(crate) mod testing {
     /// A standalone node's state with `config`, over an in-memory replica, and its runtime
     /// (which the test shuts down).
     pub(crate) fn state(config: NodeConfig) -> (Arc<NodeState>, crate::runtime::Runtime) {
-        let replica = replikv_core::replica::Replica::new(
+        let replica = replikv_core::node::Replica::new(
             replikv_core::storage::MemoryEngine::new(),
             replikv_core::version::NodeId(1),
         );

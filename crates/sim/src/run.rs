@@ -13,7 +13,7 @@ use crate::faults::Faults;
 use crate::world::{Counts, SimConfig, World};
 use rand::SeedableRng;
 #[cfg(test)]
-use replikv_core::replica::Canary;
+use replikv_core::single_leader::Canary;
 use serde::Serialize;
 
 /// One checker's judgement.

@@ -44,8 +44,9 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::replica::{Canary, Input, Outbox, Output, Replica, ReplicaFiles, RequestId, Role, Settings};
-use replikv_core::replication::{Epoch, Lsn, Message, ReplicationLog, ReplogOptions, RollbackEntry};
+use replikv_core::node::{Input, Outbox, Output, PeerMessage, Replica, RequestId};
+use replikv_core::replication::{Epoch, Lsn, ReplicationLog, ReplogOptions};
+use replikv_core::single_leader::{Canary, ReplicaFiles, Role, RollbackEntry, Settings, SingleLeader};
 use replikv_core::version::NodeId;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -136,7 +137,7 @@ pub struct Counts {
 #[derive(Debug)]
 enum Packet {
     /// Between nodes.
-    Peer { from: usize, message: Message },
+    Peer { from: usize, message: PeerMessage },
     /// From a client to a node.
     Request { id: RequestId, request: Request },
 }
@@ -258,11 +259,11 @@ impl World {
                 _ => Role::Follower { leader: Some(ids[0]), leader_hint: "n1".into() },
             };
             let mut settings = Settings::new(id, role);
-            settings.peers = ids.iter().copied().filter(|&other| other != id).collect();
-            settings.hints = ids.iter().enumerate().map(|(j, &other)| (other, format!("n{}", j + 1))).collect();
+            settings.common.peers = ids.iter().copied().filter(|&other| other != id).collect();
+            settings.common.hints = ids.iter().enumerate().map(|(j, &other)| (other, format!("n{}", j + 1))).collect();
             settings.auto_failover = config.failover;
             settings.election_timeout_ms = ELECTION_TIMEOUT_MS;
-            settings.seed = rng.gen();
+            settings.common.seed = rng.gen();
             settings.acks_needed = config.acks_needed;
             settings.acks_label = config.acks_label.clone();
             settings.ack_timeout_ms = 1_000;
@@ -442,7 +443,7 @@ impl World {
             self.leader_crashed_at = Some(self.now);
         }
         // The vote and the rollback log are saved durably as they change: they survive whole.
-        let (_, files) = replica.into_parts();
+        let (_, files) = sl_owned(replica).into_parts();
         let (kept, lost) = self.nodes[i].disk.borrow_mut().crash(&mut self.rng);
         let log = self.torn_log(i, files.log);
         let node = &mut self.nodes[i];
@@ -611,7 +612,7 @@ impl World {
                 Input::Request { id, .. } if replica.is_leader() => (Some(*id), replica.last_lsn()),
                 Input::Request { id, request: Request::Get { .. } } => {
                     // A client reads only from a leader: a follower's answer is a redirect.
-                    let reply = Reply::Error(match replica.leader() {
+                    let reply = Reply::Error(match sl(replica).leader() {
                         Some(leader) => format!("READONLY reads go to the leader. The leader is {}.", leader.1),
                         None => "READONLY no leader is known right now".into(),
                     });
@@ -625,11 +626,11 @@ impl World {
                 return;
             }
             if let Some(id) = request.filter(|_| replica.last_lsn() > lsn_at) {
-                self.write_lsns.insert(id, (i, replica.last_lsn(), replica.settings().epoch));
+                self.write_lsns.insert(id, (i, replica.last_lsn(), sl(replica).settings().epoch));
             }
             now_outputs.append(&mut outbox.now);
             if replica.is_leader() {
-                let epoch = replica.settings().epoch;
+                let epoch = sl(replica).settings().epoch;
                 match self.leaders.get(&epoch) {
                     Some(&other) if other != i && self.split_brain.is_none() => {
                         let why = format!("two leaders in epoch {epoch}: n{} and n{}", other + 1, i + 1);
@@ -652,7 +653,7 @@ impl World {
         if replica.log_resets() != node.log_resets {
             // A reset is durable when it returns: the log is durable at its new base.
             node.log_resets = replica.log_resets();
-            node.log_synced = replica.first_lsn() - 1;
+            node.log_synced = sl(replica).first_lsn() - 1;
         }
         let resets = match replica.write_out(clock) {
             Ok(written) => written.resets,
@@ -762,7 +763,7 @@ impl World {
         // (or already behind the node's log start, dropped by its retention).
         let holds = |n: &Node| {
             let (at, first) = match (&n.replica, &n.stored_files) {
-                (Some(r), _) => (r.log_epoch_at(lsn), r.first_lsn()),
+                (Some(r), _) => (sl(r).log_epoch_at(lsn), sl(r).first_lsn()),
                 (None, Some(files)) => (files.log.epoch_at(lsn), files.log.first_lsn()),
                 (None, None) => return false,
             };
@@ -791,9 +792,9 @@ impl World {
                         "n{}: synced {} log {}..={} epoch at {lsn} {:?}",
                         j + 1,
                         n.log_synced,
-                        r.first_lsn(),
+                        sl(r).first_lsn(),
                         r.last_lsn(),
-                        r.log_epoch_at(lsn)
+                        sl(r).log_epoch_at(lsn)
                     ),
                     None => format!("n{}: down", j + 1),
                 })
@@ -922,7 +923,7 @@ impl World {
         let mut all = Vec::new();
         for n in &self.nodes {
             let rollback = match (&n.replica, &n.stored_files) {
-                (Some(r), _) => r.rollback(),
+                (Some(r), _) => sl(r).rollback(),
                 (None, Some(files)) => &files.rollback,
                 (None, None) => continue,
             };
@@ -945,5 +946,15 @@ fn log_options(retain_bytes: u64) -> ReplogOptions {
 /// Opens `node`'s replica over its disk and `files`, at virtual time `t`.
 fn open(node: &Node, files: ReplicaFiles, t: u64) -> replikv_core::Result<Replica<SimEngine>> {
     let engine = SimEngine::open(node.disk.clone())?;
-    Replica::replicated(engine, files, node.settings.clone(), node.clock(t))
+    SingleLeader::replicated(engine, files, node.settings.clone(), node.clock(t)).map(Replica::from)
+}
+
+/// The single-leader node inside `replica`: the simulator runs that family only.
+fn sl<E: replikv_core::storage::Engine>(replica: &Replica<E>) -> &SingleLeader<E> {
+    replica.single_leader().expect("the simulator runs single-leader nodes only")
+}
+
+/// [`sl`], taking the replica apart.
+fn sl_owned<E: replikv_core::storage::Engine>(replica: Replica<E>) -> SingleLeader<E> {
+    replica.into_single_leader().expect("the simulator runs single-leader nodes only")
 }

@@ -17,7 +17,7 @@
 //! - A write that replaces the key's record (SET, DEL, a replicated change, a repair from
 //!   another replica) makes the damaged record dead and takes the key off the list. The
 //!   replica layer asks a healthy replica for the damaged keys' records (see
-//!   `replica.rs`); the engine then rewrites the segment that held them.
+//!   `single_leader/repair.rs`); the engine then rewrites the segment that held them.
 //!
 //! An error of the disk itself (a failed write or fsync) still stops the node: that is a
 //! different promise, and retrying it would lie about what is durable.

@@ -286,7 +286,7 @@ pub enum Request {
     Log {
         /// The records after this position.
         after: u64,
-        /// Records at most (at most [`crate::replica::LOG_LIST_RECORDS_MAX`]).
+        /// Records at most (at most [`crate::single_leader::LOG_LIST_RECORDS_MAX`]).
         count: u64,
     },
     /// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], as Redis has it: the leader

@@ -626,7 +626,7 @@ mod tests {
 
     /// A node's state over a lone in-memory replica, and its runtime to shut down.
     fn node() -> (NodeState, crate::runtime::Runtime) {
-        let replica = replikv_core::replica::Replica::new(
+        let replica = replikv_core::node::Replica::new(
             replikv_core::storage::MemoryEngine::new(),
             replikv_core::version::NodeId(1),
         );

@@ -1,9 +1,11 @@
 //! Single-leader replication between replicas in one process: memory engines, in-memory logs,
 //! and a hand-driven network that can drop, duplicate and hold messages.
 
-use super::{Input, Outbox, Output, Replica, ReplicaFiles, RequestId, Role, Settings};
+use super::{Input, Outbox, Output, ReplicaFiles, RequestId, Role, Settings, SingleLeader};
 use crate::kv::{parse_command, Reply, Request};
-use crate::replication::{Change, Message, ReplogOptions};
+use crate::node::PeerMessage;
+use crate::replication::{Change, ReplogOptions};
+use crate::single_leader::Message;
 use crate::storage::{Engine, MemoryEngine};
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -14,7 +16,7 @@ const START_MS: u64 = 1_000;
 
 /// A cluster of one leader (index 0) and followers, stepped by hand.
 pub(super) struct Cluster {
-    pub(super) nodes: Vec<Replica<MemoryEngine>>,
+    pub(super) nodes: Vec<SingleLeader<MemoryEngine>>,
     pub(super) ids: Vec<NodeId>,
     pub(super) now: u64,
     /// Messages in flight: (from, to, message).
@@ -60,15 +62,15 @@ impl Cluster {
                     Role::Follower { leader: Some(ids[0]), leader_hint: "n1 at 127.0.0.1:7001".into() }
                 };
                 let mut settings = Settings::new(id, role);
-                settings.peers = ids.iter().copied().filter(|&other| other != id).collect();
-                settings.hints = ids
+                settings.common.peers = ids.iter().copied().filter(|&other| other != id).collect();
+                settings.common.hints = ids
                     .iter()
                     .enumerate()
                     .map(|(j, &other)| (other, format!("n{} at 127.0.0.1:700{}", j + 1, j + 1)))
                     .collect();
                 settings.auto_failover = auto_failover;
                 settings.election_timeout_ms = 300;
-                settings.seed = i as u64;
+                settings.common.seed = i as u64;
                 settings.acks_needed = acks_needed;
                 settings.acks_label = match acks_needed {
                     0 => "async".into(),
@@ -83,7 +85,7 @@ impl Cluster {
                 settings.forward_writes = forward_writes;
                 settings.forward_timeout_ms = 1_000;
                 let files = ReplicaFiles::in_memory(options.clone());
-                Replica::replicated(MemoryEngine::new(), files, settings, START_MS).unwrap()
+                SingleLeader::replicated(MemoryEngine::new(), files, settings, START_MS).unwrap()
             })
             .collect();
         Cluster {
@@ -111,7 +113,7 @@ impl Cluster {
                 Output::Reply { id, reply } => {
                     assert!(self.replies.insert(id, reply).is_none(), "one reply per request");
                 }
-                Output::Send { to, message } => {
+                Output::Send { to, message: PeerMessage::SingleLeader(message) } => {
                     let to = self.ids.iter().position(|&id| id == to).expect("a known node");
                     if !self.cut.contains(&i) && !self.cut.contains(&to) {
                         if self.duplicate {
@@ -379,7 +381,8 @@ fn a_leader_that_lost_its_data_steps_down_rather_than_overwrite_a_follower() {
     let mut settings = Settings::new(ids[0], Role::Leader { followers: vec![ids[1]] });
     settings.resend_ms = 300;
     c.nodes[0] =
-        Replica::replicated(MemoryEngine::new(), ReplicaFiles::in_memory(Default::default()), settings, c.now).unwrap();
+        SingleLeader::replicated(MemoryEngine::new(), ReplicaFiles::in_memory(Default::default()), settings, c.now)
+            .unwrap();
     c.run_for(300);
     let status = c.nodes[0].status(c.now);
     assert_eq!(status.role, "follower", "it stepped down: {status:?}");
@@ -463,9 +466,9 @@ fn failover_without_forwarding_redirects_held_writes_and_refuses_what_it_cannot_
 /// Restarts node `i` of `c` from its engine and files, as after a crash of the process.
 fn restart(c: &mut Cluster, i: usize) {
     let settings = c.nodes[i].settings().clone();
-    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
     let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
-    c.nodes[i] = Replica::replicated(engine, files, settings, c.now).unwrap();
+    c.nodes[i] = SingleLeader::replicated(engine, files, settings, c.now).unwrap();
 }
 
 #[test]
@@ -556,7 +559,9 @@ fn a_node_that_emptied_its_log_still_votes_with_the_position_it_had() {
         .drain_all()
         .into_iter()
         .filter_map(|o| match o {
-            Output::Send { message: Message::VoteReply { granted, .. }, .. } => Some(granted),
+            Output::Send { message: PeerMessage::SingleLeader(Message::VoteReply { granted, .. }), .. } => {
+                Some(granted)
+            }
             _ => None,
         })
         .collect();
@@ -692,10 +697,10 @@ fn a_replica_that_crashed_while_emptying_itself_finishes_at_open() {
     assert_eq!(c.dump(1).len(), 3);
     // n2 had started emptying itself (the rebuild flag is durable) when it crashed.
     let settings = c.nodes[1].settings().clone();
-    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
     let (engine, mut files) = std::mem::replace(&mut c.nodes[1], placeholder).into_parts();
-    files.votes.emptying_log(crate::replication::election::LogPosition { epoch: 1, lsn: 3 }).unwrap();
-    c.nodes[1] = Replica::replicated(engine, files, settings, c.now).unwrap();
+    files.votes.emptying_log(crate::single_leader::election::LogPosition { epoch: 1, lsn: 3 }).unwrap();
+    c.nodes[1] = SingleLeader::replicated(engine, files, settings, c.now).unwrap();
     assert_eq!(c.nodes[1].last_lsn(), 0, "the log is emptied");
     assert!(c.dump(1).iter().all(|(_, v)| v.is_none()), "the store is emptied: {:?}", c.dump(1));
     c.run_for(1_000);
@@ -907,12 +912,12 @@ fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
     // The engine holds the whole request, as an old leader's would after a crash that lost
     // the log's last part.
     let settings = c.nodes[1].settings().clone();
-    let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+    let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
     let (mut engine, files) = std::mem::replace(&mut c.nodes[1], placeholder).into_parts();
     for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
         engine.put(Bytes::from(key), change(key, i as u32).record).unwrap();
     }
-    c.nodes[1] = Replica::replicated(engine, files, settings, c.now).unwrap();
+    c.nodes[1] = SingleLeader::replicated(engine, files, settings, c.now).unwrap();
     assert_eq!(c.nodes[1].last_lsn(), 2, "the log keeps its parts");
     let id = send_request(&mut c, 1, request("MGET a b c"));
     let want = Reply::Array(vec![Reply::Nil, Reply::Nil, Reply::Nil]);
@@ -966,7 +971,7 @@ fn follower_retention_keeps_the_parts_of_a_request_it_has_yet_to_apply() {
 
 #[test]
 fn keys_fit_every_database_and_a_long_one_is_refused_not_fatal() {
-    let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
+    let mut replica = SingleLeader::new(MemoryEngine::new(), NodeId(1));
     let mut run = |request: Request| {
         let mut outbox = Outbox::default();
         replica.step(START_MS, Input::Request { id: 1, request }, &mut outbox).expect("never a node failure");
@@ -997,9 +1002,9 @@ fn keys_fit_every_database_and_a_long_one_is_refused_not_fatal() {
 
 #[test]
 fn per_database_counts_follow_every_write_and_swap() {
-    let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
+    let mut replica = SingleLeader::new(MemoryEngine::new(), NodeId(1));
     let mut now = START_MS;
-    let run = |replica: &mut Replica<MemoryEngine>, line: &str, db: u32, now: u64| {
+    let run = |replica: &mut SingleLeader<MemoryEngine>, line: &str, db: u32, now: u64| {
         let mut outbox = Outbox::default();
         replica.step(now, Input::Request { id: 1, request: request(line).in_db(db) }, &mut outbox).unwrap();
     };
@@ -1169,7 +1174,9 @@ fn a_repair_reply_holds_about_a_snapshot_chunk_of_values_and_the_rest_follow() {
     let keys = ["a", "b", "c"].map(Bytes::from).to_vec();
     let follower = c.ids[1];
     c.nodes[0].repair_request(c.now, follower, keys, &mut outbox).unwrap();
-    let Some(Output::Send { message: Message::RepairReply { entries, .. }, .. }) = outbox.after_flush.first() else {
+    let Some(Output::Send { message: PeerMessage::SingleLeader(Message::RepairReply { entries, .. }), .. }) =
+        outbox.after_flush.first()
+    else {
         panic!("a reply: {outbox:?}")
     };
     assert_eq!(entries.len(), 1, "one value is over the 200-byte budget: the rest wait");
@@ -1301,8 +1308,8 @@ fn a_damaged_record_the_engine_kept_past_the_log_is_listed_at_open_not_a_failed_
     let mut log = ReplicationLog::in_memory(ReplogOptions::default());
     log.append(LogRecord::whole(1, 1, Vec::new())).unwrap();
     let mut settings = Settings::new(n1, Role::Leader { followers: vec![n2] });
-    settings.peers = vec![n2];
-    let replica = Replica::replicated(engine, ReplicaFiles::with_log(log), settings, START_MS).unwrap();
+    settings.common.peers = vec![n2];
+    let replica = SingleLeader::replicated(engine, ReplicaFiles::with_log(log), settings, START_MS).unwrap();
     assert_eq!(replica.status(START_MS).damaged_keys, 1, "listed, and b logged again");
     assert_eq!(replica.last_lsn(), 2, "b's record is logged again, a's is not");
 }

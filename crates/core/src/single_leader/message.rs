@@ -6,8 +6,8 @@
 //! epoch, which makes an old leader step down), and a receiver in an older one moves to the
 //! sender's epoch first. That is the fencing of issue 6.
 
-use super::record::{Change, Epoch, LogRecord, Lsn};
 use crate::kv::{Reply, Request};
+use crate::replication::record::{Change, Epoch, LogRecord, Lsn};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! The rules of a leader election (issue 6, DESIGN §7), as pure functions: who may vote for
 //! whom, when a candidate has won, how long a follower waits before standing. The replica
-//! drives them (see [`crate::replica`]'s essay); keeping them apart keeps each rule small
+//! drives them (see [`crate::single_leader`]'s essay); keeping them apart keeps each rule small
 //! enough to test on its own and to model (`crates/model` checks them with stateright).
 //!
 //! # Rules
@@ -28,7 +28,7 @@
 //!   (leader stickiness); the replica passes `leader_recent = false` for the votes of a
 //!   planned handover (FAILOVER), which the leader itself asked for.
 
-use super::record::{Epoch, Lsn};
+use crate::replication::record::{Epoch, Lsn};
 use crate::version::NodeId;
 use std::collections::BTreeSet;
 

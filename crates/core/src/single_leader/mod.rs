@@ -1,10 +1,9 @@
-//! The replica: a node's state machine, driven by `step(now, input, &mut outbox)`.
-//!
-//! Every replication strategy is a replica of this shape: the runtime hands it one input at a
-//! time with the current time, the replica pushes what must be sent into an [`Outbox`], and
-//! the runtime releases each output when what it depends on is durable. The replica never
-//! blocks, sleeps, reads a clock or touches a socket, so the simulator can run the same code
-//! on virtual time.
+//! Single-leader replication (DESIGN §6-§7): one leader takes every write and ships its log
+//! to followers. This folder is the family: its node ([`SingleLeader`], a
+//! [`crate::node::Family`]), its settings, its peer messages ([`message`]), elections
+//! ([`election`]) and votes ([`vote`]), handovers, rollback files ([`rollback`]) and the
+//! repair of damaged records. What it shares with the other families (the step()/Outbox
+//! shape, storage, the replication log, versions) lives outside it (see [`crate::node`]).
 //!
 //! # Roles
 //!
@@ -31,13 +30,13 @@
 //!   may or may not have been applied, never a silent retry. It gets the same error at once
 //!   if the node stops following that leader in that epoch first (it stands, leads, or
 //!   follows another leader or none), whose reply could no longer be taken: every role change
-//!   fails what it forwarded (see `replica/failover.rs`).
+//!   fails what it forwarded (see `single_leader/failover.rs`).
 //!
 //! # Outputs and durability
 //!
 //! - [`Outbox::after_flush`] holds outputs that may depend on writes made in this step (a
 //!   read's reply, an `async` write's reply, a follower's acknowledgement): the runtime
-//!   releases them only after [`Replica::write_out`]'s fsync (or [`Replica::flush`]) has
+//!   releases them only after [`SingleLeader::write_out`]'s fsync (or [`SingleLeader::flush`]) has
 //!   succeeded for this batch and every batch before it.
 //! - [`Outbox::now`] holds outputs that depend on nothing unflushed: records the leader ships
 //!   (only durable ones, see [`Input::Durable`]), heartbeats, the replies followers'
@@ -62,7 +61,7 @@
 //! With `auto_failover`, followers elect a new leader when theirs is gone, and a leader cut
 //! off from a majority steps down; every message carries an epoch that fences old leaders.
 //! Leader reads are confirmed with a heartbeat round (read index) before they are answered.
-//! See `replica/failover.rs` for elections and fencing, `replica/handover.rs` for FAILOVER (a
+//! See `single_leader/failover.rs` for elections and fencing, `single_leader/handover.rs` for FAILOVER (a
 //! planned handover), the leader's essay for reads and step-down, and the follower's for how a
 //! rejoining node cuts what the new leader's history lacks.
 //!
@@ -70,7 +69,7 @@
 //!
 //! A record found damaged on disk is refused to its readers and listed (`kv::damage`); the
 //! replica takes it back from a healthy one: a follower from its leader, a leader after handing
-//! leadership to a follower (`replica/repair.rs`). Under `corruption = "stop"` the node stops.
+//! leadership to a follower (`single_leader/repair.rs`). Under `corruption = "stop"` the node stops.
 //!
 //! # Recovery
 //!
@@ -126,7 +125,7 @@
 //!   the history differs there it empties itself and takes it again. Those writes, which it
 //!   holds only as values, are not saved to the rollback log.
 //! - A node that empties its log (a cut, a snapshot) votes with the position it had, from its
-//!   vote floor (see [`crate::replication::vote`]), until its log is back past it.
+//!   vote floor (see [`crate::single_leader::vote`]), until its log is back past it.
 //! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
 //!   block until its timeout).
 //! - A follower up but slow keeps the leader's log from shrinking (it is warned about, not
@@ -135,7 +134,7 @@
 //!   joined a cluster (writes in a cluster are limited to [`REPLICATED_VALUE_BYTES_MAX`]); a
 //!   snapshot chunk holding one cannot be sent, and that follower never completes its
 //!   snapshot.
-//! - [`Replica::set_timeouts`] changes deadlines only for what starts waiting afterwards. A
+//! - [`SingleLeader::set_timeouts`] changes deadlines only for what starts waiting afterwards. A
 //!   write held by a FAILOVER, or a forwarded write, that waited under the old timeout names
 //!   the new one in its error; and after a lowered timeout a held write fails no earlier than
 //!   the held write before it.
@@ -143,103 +142,36 @@
 //!   left in the page cache, and whose log records retention then deletes, could be lost to a
 //!   power cut that follows.
 
+pub mod election;
 mod failover;
 mod follower;
 mod handover;
 mod leader;
+pub mod message;
 mod repair;
+pub mod rollback;
+pub mod vote;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::replication::election::{LogPosition, VoterState};
-use crate::replication::{
-    Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, ReplogOptions, RollbackLog, VoteStore,
+use crate::node::{
+    Common, DamagedRecord, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll, DAMAGED_SHOWN_MAX,
 };
-use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
+use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog, ReplogOptions};
+use crate::single_leader::election::{LogPosition, VoterState};
+use crate::storage::{Engine, EngineStats, Flushed};
 use crate::version::NodeId;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 pub use follower::FollowerView;
 pub use leader::FollowerProgress;
+pub use message::Message;
+pub use rollback::{RollbackEntry, RollbackLog};
+pub use vote::VoteStore;
 
-/// Identifies a request across the step boundary, so the runtime can route its reply.
-pub type RequestId = u64;
-
-/// What a replica is handed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Input {
-    /// A client's request; its reply carries the same id.
-    Request {
-        /// Chosen by the runtime, unique among requests in flight.
-        id: RequestId,
-        /// What the client asked.
-        request: Request,
-    },
-    /// Time passed: do timed work (expiry, heartbeats, timeouts).
-    Tick,
-    /// A message from another replica of the cluster.
-    Message {
-        /// The sender.
-        from: NodeId,
-        /// What it sent.
-        message: Message,
-    },
-    /// The replication log is durable through `lsn`: the runtime's fsync succeeded, or the
-    /// batch owed none (an in-memory log is as durable as it gets once written out). A leader
-    /// ships nothing it has not been told this of, so the runtime must say it after every
-    /// batch that appended records, fsync or not.
-    Durable {
-        /// The newest durable record.
-        lsn: Lsn,
-        /// The log's reset count when the batch was written out ([`WrittenOutAll::resets`]):
-        /// a notice from before a reset names records the reset discarded, and is ignored.
-        resets: u64,
-    },
-}
-
-/// What a replica asks the runtime to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// The reply to a client's request.
-    Reply {
-        /// The id of the request this answers.
-        id: RequestId,
-        /// The answer.
-        reply: Reply,
-    },
-    /// A message for another replica.
-    Send {
-        /// The receiver.
-        to: NodeId,
-        /// The message.
-        message: Message,
-    },
-}
-
-/// Where a step puts its outputs, by what they wait for.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    /// Released once this batch, and every batch before it, is durable.
-    pub after_flush: Vec<Output>,
-    /// Released at once: they depend on nothing unflushed.
-    pub now: Vec<Output>,
-}
-
-impl Outbox {
-    /// Every output, `after_flush` first (for callers that flush after each step).
-    pub fn drain_all(&mut self) -> Vec<Output> {
-        let mut all = std::mem::take(&mut self.after_flush);
-        all.append(&mut self.now);
-        all
-    }
-
-    /// True when neither list holds anything.
-    pub fn is_empty(&self) -> bool {
-        self.after_flush.is_empty() && self.now.is_empty()
-    }
-}
+/// What a single-leader node is handed: [`crate::node::Input`] with this family's messages.
+pub type Input = crate::node::Input<Message>;
 
 /// Which part a replica plays.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,16 +195,12 @@ pub enum Role {
 /// How a replicated replica behaves; the server builds it from the cluster file.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// This node.
-    pub node: NodeId,
+    /// What every family's node has: its id, its peers, its seed.
+    pub common: Common,
     /// Its part: the one it starts in, then the one it plays (the replica keeps it current).
     pub role: Role,
     /// The epoch: the one it starts in, then the newest it has seen (kept current too).
     pub epoch: Epoch,
-    /// Every other voting node of the cluster; empty: the nodes `role` names.
-    pub peers: Vec<NodeId>,
-    /// How a client reaches each node, for `-READONLY` (`n2 at 127.0.0.1:7002`).
-    pub hints: BTreeMap<NodeId, String>,
     /// Elections and step-down: a follower that hears no leader for the election timeout
     /// stands, and a leader cut off from a majority steps down. Off: the configured leader
     /// leads until an operator moves it.
@@ -281,9 +209,6 @@ pub struct Settings {
     /// is drawn from `election_timeout_ms..=2 * election_timeout_ms`. Also how long a leader
     /// keeps leading without hearing from a majority.
     pub election_timeout_ms: u64,
-    /// Seeds the replica's random draws (election timeouts): the runtime passes OS randomness,
-    /// the simulator its seed.
-    pub seed: u64,
     /// Followers that must hold a write durably before its reply (0: `async`).
     pub acks_needed: usize,
     /// The acknowledgement mode's name, for messages (`sync`, `semi-sync:1`, `async`).
@@ -311,9 +236,22 @@ pub struct Settings {
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
     pub canary: Canary,
-    /// What a read that finds a record damaged on disk does, from the start (recovery at open
-    /// included): see `kv::damage`.
-    pub corruption: crate::kv::Corruption,
+}
+
+impl<E: Engine> Family for SingleLeader<E> {
+    type Message = Message;
+
+    fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
+        SingleLeader::step(self, now_ms, input, outbox)
+    }
+
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+        SingleLeader::write_out(self, now_ms)
+    }
+
+    fn status(&self, now_ms: u64) -> ReplicationStatus {
+        SingleLeader::status(self, now_ms)
+    }
 }
 
 /// Bugs the simulator plants to test its own checkers (issue 5's canaries). Each must be
@@ -343,14 +281,11 @@ impl Settings {
     /// Defaults for a node with `role`, in `async` mode.
     pub fn new(node: NodeId, role: Role) -> Settings {
         Settings {
-            node,
+            common: Common::new(node),
             role,
             epoch: 1,
-            peers: Vec::new(),
-            hints: BTreeMap::new(),
             auto_failover: false,
             election_timeout_ms: 1_000,
-            seed: 0,
             acks_needed: 0,
             acks_label: "async".into(),
             ack_timeout_ms: 5_000,
@@ -363,7 +298,6 @@ impl Settings {
             forward_writes: false,
             forward_timeout_ms: 10_000,
             canary: Canary::None,
-            corruption: crate::kv::Corruption::Repair,
         }
     }
 }
@@ -371,8 +305,8 @@ impl Settings {
 impl Settings {
     /// Every other voting node: `peers`, or else the nodes `role` names.
     pub fn peers(&self) -> Vec<NodeId> {
-        if !self.peers.is_empty() {
-            return self.peers.clone();
+        if !self.common.peers.is_empty() {
+            return self.common.peers.clone();
         }
         match &self.role {
             Role::Standalone => Vec::new(),
@@ -383,7 +317,7 @@ impl Settings {
 
     /// How a client reaches `node`.
     pub fn hint(&self, node: NodeId) -> String {
-        match (self.hints.get(&node), &self.role) {
+        match (self.common.hints.get(&node), &self.role) {
             (Some(hint), _) => hint.clone(),
             (None, Role::Follower { leader: Some(leader), leader_hint }) if *leader == node => leader_hint.clone(),
             (None, _) => node.to_string(),
@@ -414,70 +348,6 @@ pub const PENDING_REPLIES_MAX: usize = 100_000;
 /// Request ids a leader gives the requests followers forward: the upper half of the id
 /// space, which a runtime counting from 1 never reaches.
 pub const FORWARDED_ID_BASE: RequestId = 1 << 63;
-
-/// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReplicationStatus {
-    /// `standalone`, `leader`, `follower` or `candidate`.
-    pub role: &'static str,
-    /// The epoch.
-    pub epoch: Epoch,
-    /// Whom this node voted for in `epoch`, if anyone.
-    pub voted_for: Option<NodeId>,
-    /// Elections this node stood in (past a pre-vote) since start.
-    pub elections: u64,
-    /// Elections it won since start.
-    pub elections_won: u64,
-    /// Changes this node cut from its log and saved to its rollback log, in all.
-    pub rolled_back: u64,
-    /// Automatic failover is on.
-    pub auto_failover: bool,
-    /// A FAILOVER's state, as Redis's `master_failover_state` names it: `no-failover`,
-    /// `waiting-for-sync`, `failover-in-progress`.
-    pub failover_state: &'static str,
-    /// The newest record in this node's log.
-    pub last_lsn: Lsn,
-    /// The newest record durable here (the leader's shipping limit; a follower's applied).
-    pub durable_lsn: Lsn,
-    /// The oldest record the log still holds.
-    pub first_lsn: Lsn,
-    /// Bytes the log holds.
-    pub log_bytes: u64,
-    /// Segments the retention bound deleted since start.
-    pub log_dropped_segments: u64,
-    /// The acknowledgement mode.
-    pub acks: String,
-    /// Writes waiting for acknowledgements now.
-    pub pending_writes: usize,
-    /// Writes that failed with `-NOREPLICAS` since start.
-    pub noreplicas: u64,
-    /// On a leader: each follower's progress.
-    pub followers: Vec<FollowerProgress>,
-    /// On a follower: what it knows of its leader.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub leader: Option<FollowerView>,
-    /// Keys whose records were found damaged on disk and are not yet repaired: the node is
-    /// degraded while this is not 0 (see `kv::damage`).
-    pub damaged_keys: u64,
-    /// The first [`DAMAGED_SHOWN_MAX`] of them, with where each damaged record is.
-    pub damaged: Vec<DamagedRecord>,
-}
-
-/// Damaged keys a status lists at most (they are all counted).
-pub const DAMAGED_SHOWN_MAX: usize = 16;
-
-/// One damaged key in a status.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DamagedRecord {
-    /// The key as the store names it (a key of database 1 or more starts with its escape).
-    pub key: String,
-    /// The file that holds the damaged record.
-    pub path: String,
-    /// The record's byte offset in it.
-    pub offset: u64,
-    /// The check it failed.
-    pub reason: String,
-}
 
 /// What a replica keeps on disk besides its engine: the replication log, its vote, and the
 /// writes it cut.
@@ -513,7 +383,7 @@ enum State {
 
 /// A node's replica.
 #[derive(Debug)]
-pub struct Replica<E> {
+pub struct SingleLeader<E> {
     /// The node's keys and clock.
     store: Store<E>,
     /// The replication log (unused when standalone).
@@ -526,7 +396,7 @@ pub struct Replica<E> {
     settings: Settings,
     /// The log is durable through here (from [`Input::Durable`]), as the log was after its
     /// `durable_resets`th reset: a later reset discards the records it names (see
-    /// [`Replica::durable_lsn`]).
+    /// [`SingleLeader::durable_lsn`]).
     durable: Lsn,
     /// The log's reset count when `durable` was set.
     durable_resets: u64,
@@ -555,7 +425,7 @@ pub struct Replica<E> {
     /// On a follower: its number for each write it forwarded -> (client request, deadline).
     forwarding: BTreeMap<u64, (RequestId, u64)>,
     /// The leader every write in `forwarding` went to, and the epoch it led: they live only
-    /// while this node follows it in that epoch (see [`Replica::maybe_abort_forwarding`]).
+    /// while this node follows it in that epoch (see [`SingleLeader::maybe_abort_forwarding`]).
     forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
@@ -563,21 +433,21 @@ pub struct Replica<E> {
     repair: repair::Repair,
 }
 
-impl<E: Engine> Replica<E> {
+impl<E: Engine> SingleLeader<E> {
     /// A lone node's replica over `engine`; fails with [`crate::Error::Corrupt`] when the engine's
     /// database map is damaged.
-    pub fn standalone(engine: E, node: NodeId) -> Result<Replica<E>> {
+    pub fn standalone(engine: E, node: NodeId) -> Result<SingleLeader<E>> {
         let settings = Settings::new(node, Role::Standalone);
         let files = ReplicaFiles::in_memory(Default::default());
-        Ok(Replica::assemble(Store::open(engine, node)?, files, settings, State::Standalone))
+        Ok(SingleLeader::assemble(Store::open(engine, node)?, files, settings, State::Standalone))
     }
 
-    /// A lone node's replica over `engine`, for tests (panics where [`Replica::standalone`]
+    /// A lone node's replica over `engine`, for tests (panics where [`SingleLeader::standalone`]
     /// fails).
-    pub fn new(engine: E, node: NodeId) -> Replica<E> {
+    pub fn new(engine: E, node: NodeId) -> SingleLeader<E> {
         let settings = Settings::new(node, Role::Standalone);
         let files = ReplicaFiles::in_memory(Default::default());
-        Replica::assemble(Store::new(engine, node), files, settings, State::Standalone)
+        SingleLeader::assemble(Store::new(engine, node), files, settings, State::Standalone)
     }
 
     /// A replica of a cluster over `engine` and its `files`, recovered as the module
@@ -587,28 +457,28 @@ impl<E: Engine> Replica<E> {
     /// one that led (or stood) in that epoch asks to lead again at its first election timeout,
     /// and wins unless another leader is heard: so a restarted leader resumes, as Redis's
     /// master does, and a node a FAILOVER deposed does not.
-    pub fn replicated(engine: E, files: ReplicaFiles, settings: Settings, now_ms: u64) -> Result<Replica<E>> {
+    pub fn replicated(engine: E, files: ReplicaFiles, settings: Settings, now_ms: u64) -> Result<SingleLeader<E>> {
         let mut settings = settings;
         let mut votes = files.votes;
         let persisted = votes.state();
-        settings.peers = settings.peers();
+        settings.common.peers = settings.peers();
         let restarted = persisted.epoch > 0 && persisted.epoch >= settings.epoch;
         // A node that stood or led in its epoch asks to lead again at its first timeout even
         // without auto_failover (its pre-vote fails if another leader is heard).
-        let reclaim = restarted && !settings.auto_failover && persisted.voted_for == Some(settings.node);
+        let reclaim = restarted && !settings.auto_failover && persisted.voted_for == Some(settings.common.node);
         if restarted && !matches!(settings.role, Role::Standalone) {
             settings.role = Role::Follower { leader: None, leader_hint: String::new() };
         }
         settings.epoch = settings.epoch.max(persisted.epoch);
         if persisted.epoch < settings.epoch {
             let voted_for = match &settings.role {
-                Role::Leader { .. } => Some(settings.node),
+                Role::Leader { .. } => Some(settings.common.node),
                 _ => None,
             };
             votes.save(VoterState { epoch: settings.epoch, voted_for })?;
         }
-        let mut store = Store::open(engine, settings.node)?;
-        store.set_corruption(settings.corruption);
+        let mut store = Store::open(engine, settings.common.node)?;
+        store.set_corruption(settings.common.corruption);
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
             Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
@@ -617,10 +487,10 @@ impl<E: Engine> Replica<E> {
         store.capture_changes();
         store.limit_values(REPLICATED_VALUE_BYTES_MAX);
         let files = ReplicaFiles { votes, ..files };
-        let mut replica = Replica::assemble(store, files, settings, state);
+        let mut replica = SingleLeader::assemble(store, files, settings, state);
         replica.incarnation = now_ms;
         replica.reclaim = reclaim;
-        replica.random = replica.settings.seed ^ 0x9e37_79b9_7f4a_7c15;
+        replica.random = replica.settings.common.seed ^ 0x9e37_79b9_7f4a_7c15;
         replica.election_deadline_ms = now_ms + replica.draw_election_timeout();
         if replica.votes.rebuilding() {
             // A crash interrupted emptying the replica (or installing a snapshot): finish.
@@ -643,8 +513,8 @@ impl<E: Engine> Replica<E> {
         Ok(replica)
     }
 
-    fn assemble(store: Store<E>, files: ReplicaFiles, settings: Settings, state: State) -> Replica<E> {
-        Replica {
+    fn assemble(store: Store<E>, files: ReplicaFiles, settings: Settings, state: State) -> SingleLeader<E> {
+        SingleLeader {
             store,
             log: files.log,
             votes: files.votes,
@@ -691,7 +561,7 @@ impl<E: Engine> Replica<E> {
                     if let Some((to, incarnation, number)) = forwarded.remove(id) {
                         let reply = std::mem::replace(reply, Reply::Nil);
                         let message = Message::ForwardReply { epoch, incarnation, id: number, reply };
-                        *output = Output::Send { to, message };
+                        *output = Output::Send { to, message: message.into() };
                     }
                 }
             }
@@ -774,7 +644,7 @@ impl<E: Engine> Replica<E> {
                 self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
                 let message =
                     Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
-                outbox.now.push(Output::Send { to: leader, message });
+                outbox.now.push(Output::Send { to: leader, message: message.into() });
             }
             State::Follower(follower) => {
                 let reply = match request {
@@ -904,7 +774,7 @@ impl<E: Engine> Replica<E> {
                 if self.forwarded.len() >= PENDING_REPLIES_MAX {
                     let reply = Reply::err("too many forwarded requests are pending on the leader; try again later");
                     let message = Message::ForwardReply { epoch, incarnation, id, reply };
-                    outbox.now.push(Output::Send { to: from, message });
+                    outbox.now.push(Output::Send { to: from, message: message.into() });
                     return Ok(());
                 }
                 self.next_forwarded += 1;
@@ -1023,7 +893,7 @@ impl<E: Engine> Replica<E> {
     /// Takes the replica apart into its engine and its files, as a crash leaves them (the
     /// simulator keeps what was durable and restarts a replica over it).
     pub fn into_parts(self) -> (E, ReplicaFiles) {
-        let Replica { store, log, votes, rollback, .. } = self;
+        let SingleLeader { store, log, votes, rollback, .. } = self;
         (store.into_engine(), ReplicaFiles { log, votes, rollback })
     }
 
@@ -1036,7 +906,7 @@ impl<E: Engine> Replica<E> {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let leader = match &self.state {
             State::Standalone => None,
-            State::Leader(_) => Some(self.settings.node),
+            State::Leader(_) => Some(self.settings.common.node),
             State::Follower(follower) => follower.leader,
         };
         leader.map(|l| (l, self.settings.hint(l)))
@@ -1279,7 +1149,7 @@ impl<E: Engine> Replica<E> {
     }
 }
 
-impl<E: Engine> Replica<E> {
+impl<E: Engine> SingleLeader<E> {
     /// Recovery of a follower whose engine kept writes its log lost (newer than `log_ts`):
     /// the records they came from may never be shipped again (a new leader may hold other
     /// records at those positions), so each such key goes back to its newest change in the
@@ -1425,20 +1295,6 @@ fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) 
         log.append(record)?;
     }
     Ok((log.last_lsn(), bytes))
-}
-
-/// What [`Replica::write_out`] did, and the fsyncs it leaves to run.
-#[derive(Debug, Default)]
-pub struct WrittenOutAll {
-    /// Bytes handed to the operating system.
-    pub bytes: u64,
-    /// The fsyncs that make them durable (the log's, the engine's), each through its file's
-    /// gate; empty when nothing is owed.
-    pub syncs: Vec<SyncHandle>,
-    /// The newest log record written out: durable once `syncs` have run.
-    pub last_lsn: Lsn,
-    /// The log's reset count then, for [`Input::Durable`].
-    pub resets: u64,
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::{Error, Result};
 use crate::kv::{Reply, Store};
 use crate::quorum::majority_value;
-use crate::replication::{Change, Epoch, Lsn, Message, ReplicationLog};
+use crate::replication::{Change, Epoch, Lsn, ReplicationLog};
+use crate::single_leader::Message;
 use crate::storage::Engine;
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
@@ -339,7 +340,7 @@ impl Leader {
                 leader_lsn: self.durable,
                 sent_at_ms: now_ms,
             };
-            outbox.now.push(Output::Send { to: p.node, message });
+            outbox.now.push(Output::Send { to: p.node, message: message.into() });
         }
     }
 
@@ -896,7 +897,7 @@ fn ship<E: Engine>(
                 leader_lsn: durable,
                 sent_at_ms: now_ms,
             };
-            outbox.now.push(Output::Send { to: p.node, message });
+            outbox.now.push(Output::Send { to: p.node, message: message.into() });
             p.inflight.push_back((last, bytes));
             p.sent = last;
         }
@@ -929,7 +930,7 @@ fn ship<E: Engine>(
             };
             // Chunks read the engine, which may hold writes not yet durable: they wait for
             // this batch's fsync.
-            outbox.after_flush.push(Output::Send { to: p.node, message });
+            outbox.after_flush.push(Output::Send { to: p.node, message: message.into() });
             s.next_seq += 1;
             s.after = through;
             s.done_sent = done;

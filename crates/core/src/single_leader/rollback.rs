@@ -23,8 +23,8 @@
 //! - Files are never deleted or rotated by replikv: an operator removes them once read. Their
 //!   count is a metric, so a growing pile is visible.
 
-use super::record::{Epoch, LogRecord, Lsn};
 use crate::error::{Error, Result};
+use crate::replication::record::{Epoch, LogRecord, Lsn};
 use bytes::Bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};

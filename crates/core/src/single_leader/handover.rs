@@ -25,10 +25,10 @@
 //! waiting for the target. A held write waits `forward_timeout_ms` at most, then fails with an
 //! error saying it was not applied.
 
-use super::{Outbox, Output, Replica, RequestId, State};
+use super::{Outbox, Output, RequestId, SingleLeader, State};
 use crate::error::Result;
 use crate::kv::{Reply, Request};
-use crate::replication::Message;
+use crate::single_leader::Message;
 use crate::storage::Engine;
 use crate::version::NodeId;
 
@@ -57,7 +57,7 @@ pub(super) struct Held {
     deadline_ms: u64,
 }
 
-impl<E: Engine> Replica<E> {
+impl<E: Engine> SingleLeader<E> {
     /// A FAILOVER request.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn failover(
@@ -83,7 +83,7 @@ impl<E: Engine> Replica<E> {
             State::Leader(_) if self.handover.is_some() => Reply::err("FAILOVER already in progress."),
             State::Leader(leader) => {
                 let target = match &to {
-                    Some(addr) => self.settings.peers.iter().copied().find(|&p| {
+                    Some(addr) => self.settings.common.peers.iter().copied().find(|&p| {
                         let hint = self.settings.hint(p);
                         hint == *addr || hint.ends_with(&format!(" at {addr}"))
                     }),
@@ -145,7 +145,7 @@ impl<E: Engine> Replica<E> {
                     tracing::info!("FAILOVER: {:?} holds the log through {last}: asking it to take over", h.target);
                     h.sent_at_ms = Some(now_ms);
                     let message = Message::TimeoutNow { epoch: self.settings.epoch };
-                    outbox.now.push(Output::Send { to: h.target, message });
+                    outbox.now.push(Output::Send { to: h.target, message: message.into() });
                 } else if late {
                     tracing::warn!("FAILOVER: {:?} did not catch up in time: abandoned, writes resume here", h.target);
                     self.handover = None;

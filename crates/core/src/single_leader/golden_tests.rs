@@ -7,7 +7,7 @@
 //! N (each client has its own [`Session`]: its database, its transaction; client 1 at first).
 //! Run with `UPDATE_GOLDEN=1` to rewrite the expected output, then review the diff.
 
-use super::{Input, Outbox, Output, Replica};
+use super::{Input, Outbox, Output, SingleLeader};
 use crate::kv::{Action, ExecItem, Reply, Session};
 use crate::storage::MemoryEngine;
 use crate::version::NodeId;
@@ -82,7 +82,7 @@ pub(super) fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
 
 /// Runs one script and returns its text with fresh output.
 fn run_script(text: &str) -> String {
-    let mut replica = Replica::new(MemoryEngine::new(), NodeId(1));
+    let mut replica = SingleLeader::new(MemoryEngine::new(), NodeId(1));
     let mut now_ms = 1_000_000;
     let mut out = Vec::new();
     let mut sessions = std::collections::BTreeMap::new();
@@ -154,11 +154,11 @@ fn golden_scripts() {
     check_scripts("testscripts", 1, run_script);
 }
 
-/// Runs every script in `src/replica/{folder}` (at least `min` of them) through `run` and
+/// Runs every script in `src/single_leader/{folder}` (at least `min` of them) through `run` and
 /// compares the output with the script's text; with `UPDATE_GOLDEN` set, rewrites the scripts
 /// instead.
 pub(super) fn check_scripts(folder: &str, min: usize, run: fn(&str) -> String) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/replica").join(folder);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/single_leader").join(folder);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("scripts dir").map(|e| e.unwrap().path()).collect();

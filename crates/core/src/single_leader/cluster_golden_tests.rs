@@ -28,7 +28,7 @@
 //!   when not 0), and the leader's view of each follower.
 //!
 //! Besides messages and replies, a script prints what the nodes log about failover, as
-//! `nI: text` (everything from `replica::failover`: votes and why they were granted or
+//! `nI: text` (everything from `single_leader::failover`: votes and why they were granted or
 //! refused, standing, winning, fencing; and warnings from the rest of the replica: stepping
 //! down, cutting a log), with node ids written as `nI`. The log lines are the replica's own
 //! `tracing` events, caught by a subscriber scoped to the script's thread.
@@ -37,9 +37,10 @@
 
 use super::golden_tests::{check_scripts, render, split_line};
 use super::tests::Cluster;
-use super::{Input, Replica};
+use super::{Input, SingleLeader};
 use crate::kv::{parse_command, Reply};
-use crate::replication::{Message, ReplogOptions};
+use crate::replication::ReplogOptions;
+use crate::single_leader::Message;
 use crate::storage::MemoryEngine;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -67,8 +68,8 @@ impl tracing::Subscriber for CaptureLogs {
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         let target = metadata.target();
-        target == "replikv_core::replica::failover"
-            || (target.starts_with("replikv_core::replica") && *metadata.level() <= Level::WARN)
+        target == "replikv_core::single_leader::failover"
+            || (target.starts_with("replikv_core::single_leader") && *metadata.level() <= Level::WARN)
     }
 
     fn new_span(&self, _: &Attributes<'_>) -> Id {
@@ -343,9 +344,9 @@ fn run_script(text: &str) -> String {
             ":crash" => {
                 let i = node(words[1]);
                 let settings = c.nodes[i].settings().clone();
-                let placeholder = Replica::new(MemoryEngine::new(), settings.node);
+                let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
                 let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
-                c.nodes[i] = Replica::replicated(engine, files, settings, c.now).expect("restart");
+                c.nodes[i] = SingleLeader::replicated(engine, files, settings, c.now).expect("restart");
                 print_logs(c, i, &mut results);
                 results.push(format!("n{} restarted at lsn {}", i + 1, c.nodes[i].last_lsn()));
             }

@@ -44,9 +44,10 @@
 //!   attempt, [`DAMAGED_HANDOVER_TIMEOUT_MS`] later.
 
 use super::handover::Handover;
-use super::{Outbox, Output, Replica, State};
+use super::{Outbox, Output, SingleLeader, State};
 use crate::error::{Error, Result};
-use crate::replication::{Change, Epoch, Lsn, Message};
+use crate::replication::{Change, Epoch, Lsn};
+use crate::single_leader::Message;
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
@@ -103,7 +104,7 @@ struct PendingReply {
 /// again, in milliseconds.
 pub const REPAIR_PENDING_MAX_MS: u64 = 30_000;
 
-impl<E: Engine> Replica<E> {
+impl<E: Engine> SingleLeader<E> {
     /// At each tick: a damaged follower asks its leader for its damaged keys, a damaged
     /// leader hands over (see the module documentation).
     pub(super) fn repair_tick(&mut self, now_ms: u64, outbox: &mut Outbox) {
@@ -129,7 +130,7 @@ impl<E: Engine> Replica<E> {
                 let keys = self.next_keys_to_ask();
                 tracing::debug!("asking {leader:?} for the records of {} damaged keys", keys.len());
                 let message = Message::RepairRequest { epoch: self.settings.epoch, keys };
-                outbox.now.push(Output::Send { to: leader, message });
+                outbox.now.push(Output::Send { to: leader, message: message.into() });
             }
             State::Leader(leader)
                 if self.handover.is_none()
@@ -178,7 +179,7 @@ impl<E: Engine> Replica<E> {
         keys: Vec<Bytes>,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        if self.settings.peers.contains(&from) {
+        if self.settings.common.peers.contains(&from) {
             self.repair.asked.insert(from, now_ms);
         }
         let mut entries = Vec::with_capacity(keys.len().min(REPAIR_KEYS_MAX));
@@ -201,7 +202,7 @@ impl<E: Engine> Replica<E> {
         let message = Message::RepairReply { epoch: self.settings.epoch, lsn: self.log.last_lsn(), entries };
         // The records may be newer than what is durable here: they wait for this batch's
         // fsync, as snapshot chunks do.
-        outbox.after_flush.push(Output::Send { to: from, message });
+        outbox.after_flush.push(Output::Send { to: from, message: message.into() });
         Ok(())
     }
 

@@ -1,9 +1,9 @@
 //! Failover: epochs, fencing, elections and the moves between roles (issue 6, DESIGN §7).
 //!
 //! The rules themselves (who may vote for whom, what a majority is) are pure functions in
-//! [`crate::replication::election`]; this module drives them from the replica's inputs:
+//! [`crate::single_leader::election`]; this module drives them from the replica's inputs:
 //!
-//! - **Fencing** ([`Replica::fence`]): every message carries its sender's epoch. One from an
+//! - **Fencing** ([`SingleLeader::fence`]): every message carries its sender's epoch. One from an
 //!   older epoch is refused, and an old leader is answered with the newer epoch, so it steps
 //!   down; one from a newer epoch moves this node to it (durably, in its vote file) and makes
 //!   it a follower, of the sender if the sender leads. A node therefore acts in one epoch at a
@@ -26,21 +26,22 @@
 //!   to, in the epoch it went in (the reply is fenced otherwise). So every move that changes
 //!   either (standing for election, winning it, following another leader or none, a newer
 //!   epoch) fails the writes this node forwarded, at once, with the forward timeout's "may or
-//!   may not have been applied": [`Replica::maybe_abort_forwarding`], after every step, is the
+//!   may not have been applied": [`SingleLeader::maybe_abort_forwarding`], after every step, is the
 //!   one place that does it, whichever move ran. A pre-vote moves nothing: the leader's answer
 //!   can still come, so they keep waiting.
 
 use super::follower::{Candidacy, Follower};
 use super::leader::Leader;
-use super::{Canary, Outbox, Output, Replica, Role, State};
+use super::{Canary, Outbox, Output, Role, SingleLeader, State};
 use crate::error::Result;
 use crate::kv::Reply;
-use crate::replication::election::{decide_vote, election_timeout_ms, LogPosition, Tally, VoteRequest, VoterState};
-use crate::replication::{Epoch, LogRecord, Message};
+use crate::replication::{Epoch, LogRecord};
+use crate::single_leader::election::{decide_vote, election_timeout_ms, LogPosition, Tally, VoteRequest, VoterState};
+use crate::single_leader::Message;
 use crate::storage::Engine;
 use crate::version::NodeId;
 
-impl<E: Engine> Replica<E> {
+impl<E: Engine> SingleLeader<E> {
     /// Fencing by epoch (module documentation). Returns false when the message must go no
     /// further.
     pub(super) fn fence(&mut self, now_ms: u64, from: NodeId, message: &Message, outbox: &mut Outbox) -> Result<bool> {
@@ -70,7 +71,7 @@ impl<E: Engine> Replica<E> {
                     caught_up_at_ms: 0,
                     snapshot: None,
                 };
-                outbox.now.push(Output::Send { to: from, message });
+                outbox.now.push(Output::Send { to: from, message: message.into() });
             }
             return Ok(false);
         }
@@ -160,7 +161,7 @@ impl<E: Engine> Replica<E> {
             decision.reason
         );
         let message = Message::VoteReply { epoch: self.settings.epoch, granted: decision.granted, pre_vote };
-        outbox.now.push(Output::Send { to: candidate, message });
+        outbox.now.push(Output::Send { to: candidate, message: message.into() });
         Ok(())
     }
 
@@ -174,7 +175,7 @@ impl<E: Engine> Replica<E> {
         pre_vote: bool,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let voters = self.settings.peers.len() + 1;
+        let voters = self.settings.common.peers.len() + 1;
         let State::Follower(follower) = &mut self.state else { return Ok(()) };
         let Some(candidacy) = &mut follower.candidacy else { return Ok(()) };
         if candidacy.pre_vote != pre_vote || (!pre_vote && candidacy.epoch != epoch) {
@@ -207,7 +208,7 @@ impl<E: Engine> Replica<E> {
         if pre_vote {
             tracing::debug!("no leader heard: asking for pre-votes for epoch {epoch}");
         } else {
-            self.votes.save(VoterState { epoch, voted_for: Some(self.settings.node) })?;
+            self.votes.save(VoterState { epoch, voted_for: Some(self.settings.common.node) })?;
             self.settings.epoch = epoch;
             self.settings.role = Role::Follower { leader: None, leader_hint: String::new() };
             follower.follow(None);
@@ -215,15 +216,15 @@ impl<E: Engine> Replica<E> {
             tracing::info!("standing for election in epoch {epoch}");
         }
         let mut tally = Tally::default();
-        tally.record(self.settings.node, true);
+        tally.record(self.settings.common.node, true);
         follower.candidacy = Some(Candidacy { pre_vote, epoch, tally });
         self.election_deadline_ms = now_ms + self.draw_election_timeout();
         let (last_epoch, last_lsn) = (self.log.last_epoch(), self.log.last_lsn());
-        for &to in &self.settings.peers {
+        for &to in &self.settings.common.peers {
             let message = Message::Vote { epoch, last_epoch, last_lsn, pre_vote, transfer };
-            outbox.now.push(Output::Send { to, message });
+            outbox.now.push(Output::Send { to, message: message.into() });
         }
-        if self.settings.peers.is_empty() {
+        if self.settings.common.peers.is_empty() {
             // A cluster of one: its own vote is the majority.
             return if pre_vote {
                 self.stand(now_ms, false, false, outbox)
@@ -236,7 +237,7 @@ impl<E: Engine> Replica<E> {
 
     /// Won the election: leads the epoch, from an empty record in it.
     fn become_leader(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
-        let followers = self.settings.peers.clone();
+        let followers = self.settings.common.peers.clone();
         let epoch = self.settings.epoch;
         self.reclaim = false;
         let mut leader = Leader::new(&followers, now_ms);

@@ -32,7 +32,7 @@
 //! Before the log's base (after a snapshot or retention) nothing is left to compare: an
 //! `Append` from before it is refused, pointing the leader at the base, and a mismatch at the
 //! base itself empties the replica. Emptying the log (a cut, a snapshot) first raises the
-//! vote floor and the log generation (see [`crate::replication::vote`]): the replica votes
+//! vote floor and the log generation (see [`crate::single_leader::vote`]): the replica votes
 //! with the position it had, and the leader ignores its acknowledgements about the old log. A
 //! snapshot's writes past its base taint the store until the log holds them (see the replica's
 //! CAVEATS).
@@ -40,8 +40,9 @@
 use super::{Outbox, Output, Settings};
 use crate::error::Result;
 use crate::kv::Store;
-use crate::replication::election::{LogPosition, Tally};
-use crate::replication::{Change, Epoch, LogRecord, Lsn, Message, ReplicationLog, RollbackLog, VoteStore};
+use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog};
+use crate::single_leader::election::{LogPosition, Tally};
+use crate::single_leader::{Message, RollbackLog, VoteStore};
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
@@ -300,7 +301,7 @@ impl Follower {
             caught_up_at_ms: self.caught_up_at_ms,
             snapshot,
         };
-        outbox.after_flush.push(Output::Send { to: leader, message });
+        outbox.after_flush.push(Output::Send { to: leader, message: message.into() });
         Ok(())
     }
 
