@@ -1,9 +1,12 @@
 //! The peer handshake: the first frame each way, before any replication message.
 //!
 //! The dialing side sends [`Handshake::Hello`] with its cluster id, node id, peer protocol
-//! version and storage format version. The accepting side checks it with [`check_hello`] and
-//! answers [`Handshake::Welcome`] with its own node id, or [`Handshake::Refused`] with a reason
-//! that names both sides' values, and then closes. The dialer checks that the node that welcomed
+//! version and storage format version, then [`Handshake::Mode`] with the replication mode it
+//! runs (`single-leader`). The accepting side checks the Hello with [`check_hello`] and the
+//! mode with [`check_mode`] (the mode frame is read only from a peer that speaks this
+//! node's protocol version: an older one never sends it) and answers
+//! [`Handshake::Welcome`] with its own node id, or [`Handshake::Refused`] with a reason that
+//! names both sides' values, and then closes. The dialer checks that the node that welcomed
 //! it is the node it meant to dial. Only then do replication messages flow, from dialer to
 //! acceptor. The handshake is its own small vocabulary, apart from the replication messages, so
 //! that a peer speaking another version is refused before any of its messages is decoded.
@@ -22,15 +25,19 @@
 //! 01                storage_format_version: varint 1
 //! ```
 //!
-//! `Welcome` is variant 1 with a string, `Refused` variant 2 with a string.
+//! `Welcome` is variant 1 with a string, `Refused` variant 2 with a string, `Mode` variant 3
+//! with a string (`03 0d` then `single-leader`).
 //!
 //! # Invariants
 //!
-//! - The layout of `Hello`, and the variant numbers of all three, never change, whatever the
+//! - The layout of `Hello`, and the variant numbers of all four, never change, whatever the
 //!   protocol version: they are how two versions find out that they differ. New fields go into
-//!   the replication messages, which only flow once both sides agreed on the version.
+//!   their own handshake frame after the Hello (as the mode did, in version 5), read only from
+//!   a peer of the same version, or into the replication messages, which only flow once both
+//!   sides agreed on the version.
 //! - An accepting node never welcomes a peer of another cluster, protocol version or storage
-//!   format, one that claims the accepting node's own id, or, with an allow-list, one not on it.
+//!   format, or replication mode, one that claims the accepting node's own id, or, with an
+//!   allow-list, one not on it.
 //!
 //! # CAVEATS
 //!
@@ -42,6 +49,7 @@
 use super::frame::{decode_message, encode_frame, read_frame};
 use crate::error::{Error, Result};
 use bytes::BytesMut;
+use replikv_core::node::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -49,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The version of the peer protocol: the handshake and the replication messages. Raise it with any
 /// change to a message sent between peers; nodes of different versions refuse each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 4;
+pub const PEER_PROTOCOL_VERSION: u32 = 5;
 
 /// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
 /// answer; a peer that is silent longer is dropped.
@@ -105,6 +113,12 @@ pub enum Handshake {
         /// Why, naming both sides' values.
         reason: String,
     },
+    /// Sent by the dialing node right after its Hello: the replication mode it runs
+    /// ([`Mode::as_str`]); nodes of different modes never talk.
+    Mode {
+        /// `single-leader`, ...
+        mode: String,
+    },
 }
 
 /// Checks a peer's `hello` against this node's own (`local`) and, if given, the node ids this
@@ -159,6 +173,15 @@ pub fn check_hello(
     }
 }
 
+/// Checks a peer's replication `mode` against this node's own (`local`); `Err` holds the
+/// reason for a refusal, naming both. `peer` names the peer (`n2 at 127.0.0.1:7202`).
+pub fn check_mode(local: Mode, mode: &str, peer: &str) -> Result<(), String> {
+    if mode == local.as_str() {
+        return Ok(());
+    }
+    Err(format!("replication mode mismatch: this node runs {local}, peer {peer} runs {}", shown(mode)))
+}
+
 /// A value quoted for a message: in double quotes, escaped, cut to `QUOTED_BYTES_MAX` bytes.
 fn quoted(value: &str) -> String {
     format!("{:?}", cut(value))
@@ -201,15 +224,30 @@ pub async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut
     }
 }
 
-/// The dialing side of the handshake on a fresh connection: sends `local`, reads the answer, and
-/// checks that it comes from node `peer_node_id`. A refusal is [`Error::PeerRefused`].
+/// Reads the frame after a peer's Hello into `buf`, which must be its `Mode`, and returns the
+/// mode it names. Bytes after it stay in `buf`.
+pub async fn read_mode<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, peer: &str) -> Result<String> {
+    let payload = read_frame(stream, buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
+        Error::peer_io(peer, "waiting for its replication mode", closed("closed the connection after its Hello"))
+    })?;
+    match decode_message::<Handshake>(&payload).map_err(|e| Error::peer_protocol(peer, e))? {
+        Handshake::Mode { mode } => Ok(mode),
+        other => Err(Error::peer_protocol(peer, format!("sent {} after its Hello, not its mode", name(&other)))),
+    }
+}
+
+/// The dialing side of the handshake on a fresh connection: sends `local` and `mode`, reads the
+/// answer, and checks that it comes from node `peer_node_id`. A refusal is
+/// [`Error::PeerRefused`].
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     local: &Hello,
+    mode: Mode,
     peer_node_id: &str,
     peer: &str,
 ) -> Result<()> {
     write_handshake(stream, &Handshake::Hello(local.clone()), peer).await?;
+    write_handshake(stream, &Handshake::Mode { mode: mode.as_str().to_string() }, peer).await?;
     let mut buf = BytesMut::new();
     let answer = read_frame(stream, &mut buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
         Error::peer_io(peer, "waiting for the handshake answer", closed("closed the connection before answering"))
@@ -225,7 +263,9 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Error::PeerRefused { peer: peer.to_string(), reason });
         }
         Handshake::Refused { reason } => return Err(Error::PeerRefused { peer: peer.to_string(), reason }),
-        Handshake::Hello(_) => return Err(Error::peer_protocol(peer, "answered a Hello with a Hello")),
+        other @ (Handshake::Hello(_) | Handshake::Mode { .. }) => {
+            return Err(Error::peer_protocol(peer, format!("answered a Hello with {}", name(&other))))
+        }
     }
     if !buf.is_empty() {
         return Err(Error::peer_protocol(peer, format!("sent {} bytes after its Welcome", buf.len())));
@@ -239,6 +279,7 @@ fn name(message: &Handshake) -> &'static str {
         Handshake::Hello(_) => "a Hello",
         Handshake::Welcome { .. } => "a Welcome",
         Handshake::Refused { .. } => "a Refused",
+        Handshake::Mode { .. } => "a Mode",
     }
 }
 
@@ -277,7 +318,23 @@ mod tests {
     /// The refusal of a peer that speaks protocol version 99 (this node's version is spelled
     /// out here: the test must change when the version does).
     const PROTOCOL_MISMATCH_99: &str =
-        "peer protocol version mismatch: this node speaks version 4, peer n2 at 127.0.0.1:7202 speaks version 99";
+        "peer protocol version mismatch: this node speaks version 5, peer n2 at 127.0.0.1:7202 speaks version 99";
+
+    #[test]
+    fn check_mode_refuses_another_mode_naming_both() {
+        assert_eq!(check_mode(Mode::SingleLeader, "single-leader", "n2 at x"), Ok(()));
+        assert_eq!(
+            check_mode(Mode::SingleLeader, "leaderless", "n2 at x"),
+            Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs leaderless".to_string())
+        );
+        assert_eq!(
+            check_mode(Mode::SingleLeader, "", "n2 at x"),
+            Err(r#"replication mode mismatch: this node runs single-leader, peer n2 at x runs """#.to_string())
+        );
+        let mut out = BytesMut::new();
+        encode_frame(&Handshake::Mode { mode: "single-leader".into() }, HANDSHAKE_FRAME_BYTES_MAX, &mut out).unwrap();
+        assert_eq!(&out[..6], &[0, 0, 0, 15, 3, 13], "variant 3, then the mode's length");
+    }
 
     #[test]
     fn check_hello_refuses_with_both_sides_values() {
@@ -356,18 +413,21 @@ mod tests {
                     .into(),
             ),
             (Handshake::Hello(hello("demo", "n2")), "peer n2 at x: answered a Hello with a Hello".into()),
+            (Handshake::Mode { mode: "x".into() }, "peer n2 at x: answered a Hello with a Mode".into()),
         ];
         for (answer, expected) in cases {
             let (mut near, mut far) = tokio::io::duplex(1024);
             let acceptor = tokio::spawn(async move {
-                let hello = read_hello(&mut far, &mut BytesMut::new(), "n1 at y").await.unwrap();
+                let mut buf = BytesMut::new();
+                let hello = read_hello(&mut far, &mut buf, "n1 at y").await.unwrap();
+                let mode = read_mode(&mut far, &mut buf, "n1 at y").await.unwrap();
                 write_handshake(&mut far, &answer, "n1 at y").await.unwrap();
-                hello
+                (hello, mode)
             });
-            let got = dial(&mut near, &hello("demo", "n1"), "n2", "n2 at x").await;
+            let got = dial(&mut near, &hello("demo", "n1"), Mode::SingleLeader, "n2", "n2 at x").await;
             let got = got.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string());
             assert_eq!(got, expected);
-            assert_eq!(acceptor.await.unwrap(), hello("demo", "n1"));
+            assert_eq!(acceptor.await.unwrap(), (hello("demo", "n1"), "single-leader".to_string()));
         }
     }
 

@@ -56,6 +56,7 @@ use crate::faults::LinkFaults;
 use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use replikv_core::node::Mode;
 use serde::Serialize;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,8 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 pub struct LinkConfig {
     /// What this node says about itself in the handshake.
     pub local: Hello,
+    /// The replication mode this node runs, sent after the Hello.
+    pub mode: Mode,
     /// The node id the peer must answer with.
     pub peer_node_id: String,
     /// Where the peer listens, as `host:port`; resolved again on every dial.
@@ -114,6 +117,7 @@ impl LinkConfig {
         let jitter_seed = fnv1a(format!("{}->{}", local.node_id, peer_node_id).as_bytes());
         LinkConfig {
             local,
+            mode: Mode::default(),
             peer_node_id,
             peer_addr: peer_addr.into(),
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -319,7 +323,7 @@ async fn connect(config: &LinkConfig, peer: &str, shared: &Shared) -> Result<Tcp
             TcpStream::connect(&config.peer_addr).await.map_err(|e| Error::peer_io(peer, "connecting", e))?;
         // Frames are batched here already; Nagle would only delay the last one of a batch.
         stream.set_nodelay(true).map_err(|e| Error::peer_io(peer, "setting TCP_NODELAY", e))?;
-        handshake::dial(&mut stream, &config.local, &config.peer_node_id, peer).await?;
+        handshake::dial(&mut stream, &config.local, config.mode, &config.peer_node_id, peer).await?;
         Ok(stream)
     };
     let timeout = Duration::from_millis(config.handshake_timeout_ms);

@@ -33,9 +33,13 @@
 //!   yet delivered is dropped, like any message in flight.
 
 use super::frame::{decode_message, read_frame, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, READ_BYTES_MIN};
-use super::handshake::{check_hello, read_hello, shown, write_handshake, Handshake, Hello, HANDSHAKE_TIMEOUT_MS};
+use super::handshake::{
+    check_hello, check_mode, read_hello, read_mode, shown, write_handshake, Handshake, Hello, HANDSHAKE_TIMEOUT_MS,
+    PEER_PROTOCOL_VERSION,
+};
 use crate::error::{Error, Result};
 use bytes::BytesMut;
+use replikv_core::node::Mode;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -66,6 +70,8 @@ const REFUSALS_LOGGED_MAX: usize = 64;
 pub struct ListenerConfig {
     /// What this node says about itself; peers must match its cluster and versions.
     pub local: Hello,
+    /// The replication mode this node runs; peers must run the same.
+    pub mode: Mode,
     /// The node ids admitted, or `None` to admit any node of the cluster.
     pub allowed_node_ids: Option<BTreeSet<String>>,
     /// The largest frame payload accepted after the handshake, in bytes.
@@ -82,6 +88,7 @@ impl ListenerConfig {
     pub fn new(local: Hello) -> ListenerConfig {
         ListenerConfig {
             local,
+            mode: Mode::default(),
             allowed_node_ids: None,
             frame_bytes_max: FRAME_BYTES_MAX,
             connections_max: PEER_CONNECTIONS_MAX,
@@ -277,7 +284,22 @@ impl Context {
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
         let peer = format!("{} at {addr}", shown(&hello.node_id));
-        if let Err(reason) = check_hello(&self.config.local, self.config.allowed_node_ids.as_ref(), &hello, addr) {
+        // A peer of this protocol version sends its mode next; read it before any refusal, so
+        // the refusal is not lost to a reset for unread bytes.
+        let mode = if hello.protocol_version == self.config.local.protocol_version {
+            let mode = tokio::select! {
+                mode = tokio::time::timeout(timeout, read_mode(&mut stream, &mut buf, &peer)) => {
+                    mode.map_err(|_| self.timed_out(&peer, "waiting for its replication mode"))??
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            };
+            Some(mode)
+        } else {
+            None
+        };
+        let checked = check_hello(&self.config.local, self.config.allowed_node_ids.as_ref(), &hello, addr)
+            .and_then(|()| mode.map_or(Ok(()), |mode| check_mode(self.config.mode, &mode, &peer)));
+        if let Err(reason) = checked {
             let refused = Handshake::Refused { reason: reason.clone() };
             let _ = tokio::time::timeout(timeout, write_handshake(&mut stream, &refused, &peer)).await;
             let _ = stream.shutdown().await;
@@ -375,7 +397,11 @@ impl Context {
             // Read the Hello first: closing a socket with unread bytes resets it, and the
             // dialer would see the reset instead of the reason.
             let _ = tokio::time::timeout(timeout, async {
-                read_hello(&mut stream, &mut BytesMut::new(), &peer).await?;
+                let mut buf = BytesMut::new();
+                let hello = read_hello(&mut stream, &mut buf, &peer).await?;
+                if hello.protocol_version == PEER_PROTOCOL_VERSION {
+                    read_mode(&mut stream, &mut buf, &peer).await?;
+                }
                 write_handshake(&mut stream, &Handshake::Refused { reason }, &peer).await?;
                 stream.shutdown().await.map_err(|e| Error::peer_io(&peer, "closing", e))
             })

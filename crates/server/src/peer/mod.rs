@@ -15,9 +15,11 @@
 //! # Message by message
 //!
 //! 1. The link dials the peer's address and sends `Hello { cluster_id, node_id,
-//!    protocol_version, storage_format_version }` as its first frame ([`handshake`]).
+//!    protocol_version, storage_format_version }` as its first frame ([`handshake`]), then
+//!    `Mode { mode }`, the replication mode it runs.
 //! 2. The listener checks it: same cluster, same [`PEER_PROTOCOL_VERSION`], same storage format
-//!    version, a node id that is not its own and, given an allow-list, on it. It answers
+//!    version, same replication mode, a node id that is not its own and, given an allow-list,
+//!    on it. It answers
 //!    `Welcome { node_id }`, or `Refused { reason }` with both sides' values, and closes.
 //! 3. The link checks that the welcoming node is the one it dialed. A refusal becomes
 //!    [`crate::error::Error::PeerRefused`], shown in [`LinkState::Refused`], and the link backs off.

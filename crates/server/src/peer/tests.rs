@@ -5,6 +5,7 @@ use super::handshake;
 use super::*;
 use crate::error::Error;
 use bytes::BytesMut;
+use replikv_core::node::Mode;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,7 +96,9 @@ fn link_to(addr: SocketAddr, local: Hello) -> (Link<Msg>, watch::Sender<bool>) {
 /// A hand-made peer `node_id` that has passed the handshake with n1 at `addr`.
 async fn raw_peer(addr: SocketAddr, node_id: &str) -> TcpStream {
     let mut stream = bounded(TcpStream::connect(addr)).await.unwrap();
-    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), "n1", "test")).await.unwrap();
+    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), Mode::SingleLeader, "n1", "test"))
+        .await
+        .unwrap();
     stream
 }
 
@@ -199,8 +202,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 4, peer n2 at ",
-            " speaks version 5",
+            "peer protocol version mismatch: this node speaks version 5, peer n2 at ",
+            " speaks version 6",
         ),
         (
             |h| h.storage_format_version += 1,
@@ -297,13 +300,48 @@ async fn connections_over_the_limit_are_refused_with_the_limit() {
     let _first = raw_peer(node.addr, "n2").await;
     until(|| node.stats.snapshot().welcomed == 1).await;
     let mut second = TcpStream::connect(node.addr).await.unwrap();
-    let refused = bounded(handshake::dial(&mut second, &Hello::new("demo", "n3"), "n1", "n1 at test")).await;
+    let refused =
+        bounded(handshake::dial(&mut second, &Hello::new("demo", "n3"), Mode::SingleLeader, "n1", "n1 at test")).await;
     let error = refused.unwrap_err();
     assert_eq!(
         error.to_string(),
         "peer n1 at test: handshake refused: too many peer connections: this node holds 1, its limit"
     );
     assert_eq!(node.stats.snapshot().refused, 1);
+}
+
+#[tokio::test]
+async fn a_peer_of_another_replication_mode_is_refused_with_both_modes_named() {
+    let node = Node::start("127.0.0.1:0", n1(), 8).await;
+    let mut stream = bounded(TcpStream::connect(node.addr)).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    handshake::write_handshake(&mut stream, &handshake::Handshake::Hello(Hello::new("demo", "n2")), "n1")
+        .await
+        .unwrap();
+    let mode = handshake::Handshake::Mode { mode: "leaderless".into() };
+    handshake::write_handshake(&mut stream, &mode, "n1").await.unwrap();
+    let mut buf = BytesMut::new();
+    let answer = bounded(super::frame::read_frame(&mut stream, &mut buf, handshake::HANDSHAKE_FRAME_BYTES_MAX, "n1"))
+        .await
+        .unwrap()
+        .expect("an answer");
+    let answer: handshake::Handshake = super::frame::decode_message(&answer).unwrap();
+    let expected =
+        format!("replication mode mismatch: this node runs single-leader, peer n2 at {local} runs leaderless");
+    assert_eq!(answer, handshake::Handshake::Refused { reason: expected });
+    assert_eq!(node.stats.snapshot().refused, 1);
+    assert_eq!(node.stats.snapshot().welcomed, 0);
+}
+
+#[tokio::test]
+async fn a_peer_that_sends_no_mode_after_its_hello_is_dropped_at_the_handshake_timeout() {
+    let node = Node::start("127.0.0.1:0", n1(), 8).await;
+    let mut stream = bounded(TcpStream::connect(node.addr)).await.unwrap();
+    handshake::write_handshake(&mut stream, &handshake::Handshake::Hello(Hello::new("demo", "n2")), "n1")
+        .await
+        .unwrap();
+    bounded(closed(&mut stream)).await;
+    assert_eq!(node.stats.snapshot().welcomed, 0);
 }
 
 #[tokio::test]
