@@ -267,7 +267,7 @@ impl ReplicaSet {
             subsets.push(ReplicaSet(s));
             s = (s - 1) & self.0;
         }
-        subsets.sort_by_key(|set| (set.len(), set.replicas().collect::<Vec<_>>()));
+        subsets.sort_by_cached_key(|set| (set.len(), set.replicas().collect::<Vec<_>>()));
         subsets
     }
 }
