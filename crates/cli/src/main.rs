@@ -14,6 +14,10 @@
 //! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
 //!   nodes of a local cluster started with `REPLIKV_TEST_FAULTS=1`, through each node's own
 //!   peer links.
+//! - `replikv quorum [--n 3 --w W --r R --written 1,2 --down 3]`: the lecture's quorum
+//!   exercise, arithmetic only: every (w, r) with w + r > n, and with `--written`, which of them
+//!   could have accepted a write on those replicas and which unavailable replicas still let the
+//!   next read see it.
 //! - `replikv sim`: the deterministic simulator, one seed or a sweep, with faults and checkers.
 //! - `replikv bench`: measure a RESP server (replikv or redis-server) with YCSB workloads or
 //!   redis-benchmark-like tests: throughput, latency percentiles, errors by kind.
@@ -31,6 +35,7 @@ mod cluster;
 mod failover;
 mod fault;
 mod output;
+mod quorum;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -105,6 +110,18 @@ enum Command {
     /// and everyone's to n1 (--one-way: only n1's); `delay n2 50ms` and `drop n3 0.3` act on
     /// messages to and from the node; `heal` clears every fault; `status` prints each table.
     Fault(fault::FaultArgs),
+    /// The lecture's quorum arithmetic: which (w, r) read the newest write, with which replicas
+    /// down.
+    ///
+    /// For --n replicas (3 by default) it lists every (w, r) with w + r > n, and how many
+    /// replicas down writes and reads tolerate. With --written 1,2 (the replicas that hold the last accepted
+    /// write) it says which configurations could have accepted that write (w <= 2), and for each
+    /// the sets of unavailable replicas with which the next read still succeeds: at least r
+    /// replicas up, and any r of them include one that holds the write (the read keeps the
+    /// newest version among its answers, but does not choose who answers). --down 3 asks about
+    /// one set; --w and --r keep one configuration, and say what goes wrong if w + r <= n.
+    /// Talks to no node. -o json prints the same as one JSON object.
+    Quorum(quorum::QuorumArgs),
     /// Run the deterministic simulator: the real replicas on a virtual network, disk and clock,
     /// with faults, concurrent clients and checkers.
     ///
@@ -135,6 +152,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::main(&args),
         Command::Fault(args) => fault::main(&args),
         Command::Failover(args) => failover::main(&args),
+        Command::Quorum(args) => quorum::main(&args),
         Command::Sim(args) => sim::main(&args),
     };
     match result {

@@ -14,7 +14,8 @@
 //!   families that the runtime and the simulator hold.
 //! - [`digest`]: a Merkle tree over a replica's keys, to compare replicas.
 //! - [`quorum`]: majority, k-of-n and n/w/r arithmetic, pure and table-tested; every family
-//!   counts its quorums with it.
+//!   counts its quorums with it. It also answers the lecture's quorum exercise (which
+//!   unavailable replicas a read of the newest write survives) for `replikv quorum`.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
