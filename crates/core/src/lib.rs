@@ -11,12 +11,15 @@
 //! - [`quorum`]: majority, k-of-n and n/w/r arithmetic, pure and table-tested; every family
 //!   counts its quorums with it.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
+//! - [`causality`]: dotted version vectors and siblings, which tell a newer write of a key
+//!   from a concurrent one in leaderless replication.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
 //! - [`replica`]: a node's state machine, driven by `step(now, input, &mut outbox)`.
 //! - [`replication`]: what replicas share: log records, the replication log, elections,
 //!   votes, rollback files and the peer messages.
 
+pub mod causality;
 pub mod digest;
 pub mod error;
 pub mod kv;
