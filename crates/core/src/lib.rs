@@ -17,6 +17,8 @@
 //!   counts its quorums with it. It also answers the lecture's quorum exercise (which
 //!   unavailable replicas a read of the newest write survives) for `replikv quorum`.
 //! - [`version`]: hybrid logical clock timestamps and versions, which order every write.
+//! - [`causality`]: dotted version vectors and siblings, which tell a newer write of a key
+//!   from a concurrent one in leaderless replication.
 //! - [`storage`]: the storage engines (log-structured and memory) behind one trait.
 //! - [`kv`]: the key-value commands (Redis's string commands) as requests and replies.
 //! - [`replication`]: the replication log and its records, for a family that ships a log.
@@ -28,6 +30,7 @@
 //!   `async`; elections with fencing, handovers, rollback files, repair of damaged records.
 //!   A lone node is this family without followers.
 
+pub mod causality;
 pub mod digest;
 pub mod error;
 pub mod kv;
