@@ -29,11 +29,14 @@
 //! - [`single_leader`]: one leader, followers acknowledging `sync`, `semi-sync:K` or
 //!   `async`; elections with fencing, handovers, rollback files, repair of damaged records.
 //!   A lone node is this family without followers.
+//! - [`leaderless`]: Dynamo-style quorums (n, w, r) over dotted version vectors, siblings,
+//!   read repair; any node coordinates.
 
 pub mod causality;
 pub mod digest;
 pub mod error;
 pub mod kv;
+pub mod leaderless;
 pub mod node;
 pub mod quorum;
 pub mod replication;

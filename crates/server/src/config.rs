@@ -15,7 +15,7 @@
 //! ```toml
 //! cluster = "demo"                 # the cluster id: letters, digits, '-', '_'
 //! [replication]
-//! mode = "single-leader"           # the only mode so far
+//! mode = "single-leader"           # or "leaderless" (then n, w, r below)
 //! acks = "async"                   # "sync" | "semi-sync:K" | "async"
 //! ack_timeout_ms = 1000
 //! forward_writes = false
@@ -24,6 +24,12 @@
 //! election_timeout_ms = 1000       # a follower stands after 1000..=2000 ms without a leader
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
+//! # mode = "leaderless" only:
+//! # n = 3                          # replicas per key [default: min(3, nodes)]
+//! # w = 2                          # replicas a write waits for [default: a majority of n]
+//! # r = 2                          # replicas a read waits for [default: a majority of n]
+//! # conflicts = "lww"              # or "siblings": GET of concurrent values is an error
+//! # read_repair = "async"          # or "blocking": a read waits until w replicas hold it
 //! [[nodes]]                        # the first node listed leads a new cluster
 //! id = "n1"
 //! peer_addr = "127.0.0.1:7201"
@@ -36,7 +42,9 @@
 //! still win), its data directory defaults to `./data/<cluster>/<id>`, and it keeps the whole
 //! [`ClusterConfig`] (its peers and the replication settings) in its [`NodeConfig`].
 //! [`ClusterConfig::check`] refuses what cannot work, naming the setting: an id that is not an
-//! entry, duplicate ids or addresses, a semi-sync K outside 1..=N-1, a mode that does not exist.
+//! entry, duplicate ids or addresses, a semi-sync K outside 1..=N-1, a mode that does not exist,
+//! n, w or r out of range, or a setting of one mode in a file of another. In leaderless mode
+//! `ack_timeout_ms` is how long a coordinator waits for its w (or r) replicas.
 //! [`ClusterConfig::durability_warnings`] names settings that work but promise less than a
 //! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
 //!
@@ -123,7 +131,7 @@ pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 /// The smallest replication log segment (and retention) a file may set.
 pub const LOG_BYTES_MIN: u64 = 64 * 1024;
 /// The replication modes a cluster file may name today.
-pub const MODES_VALID: &[&str] = &["single-leader"];
+pub const MODES_VALID: &[&str] = &["single-leader", "leaderless"];
 
 /// Which storage engine a node uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -601,6 +609,21 @@ pub struct ReplicationConfig {
     pub log_retain_bytes: u64,
     /// Bytes of replication log per segment file; retention deletes whole segments.
     pub log_segment_bytes: u64,
+    /// Leaderless: replicas per key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Leaderless: replicas a write waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub w: Option<usize>,
+    /// Leaderless: replicas a read waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r: Option<usize>,
+    /// Leaderless: what a GET of concurrent values returns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicts: Option<ConflictsSetting>,
+    /// Leaderless: whether a read waits for its repairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_repair: Option<ReadRepairSetting>,
 }
 
 impl Default for ReplicationConfig {
@@ -615,6 +638,11 @@ impl Default for ReplicationConfig {
             election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
             log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
+            n: None,
+            w: None,
+            r: None,
+            conflicts: None,
+            read_repair: None,
         }
     }
 }
@@ -626,8 +654,40 @@ impl ReplicationConfig {
         self.ack_timeout_ms + FORWARD_TIMEOUT_SLACK_MS
     }
 
+    /// The leaderless quorums for a cluster of `nodes` nodes: the file's n, w and r, or
+    /// their defaults (n = min(3, nodes), w = r = a majority of n); an error names the
+    /// setting out of range.
+    pub fn nwr(&self, nodes: usize) -> Result<replikv_core::quorum::Nwr> {
+        let n = self.n.unwrap_or(nodes.clamp(1, 3));
+        if n > nodes {
+            return Err(Error::Config(format!(
+                "replication.n = {n}: a key cannot have more replicas than [[nodes]] lists ({nodes})"
+            )));
+        }
+        let w = self.w.unwrap_or(majority(n.max(1)));
+        let r = self.r.unwrap_or(majority(n.max(1)));
+        replikv_core::quorum::Nwr::new(n, w, r).map_err(|why| Error::Config(format!("replication: {why}")))
+    }
+
     /// Refuses settings that cannot work in a cluster of `nodes` nodes, naming the setting.
     pub fn check(&self, nodes: usize) -> Result<()> {
+        if self.mode == ReplicationMode::Leaderless {
+            self.nwr(nodes)?;
+        } else {
+            let leaderless = [
+                ("n", self.n.is_some()),
+                ("w", self.w.is_some()),
+                ("r", self.r.is_some()),
+                ("conflicts", self.conflicts.is_some()),
+                ("read_repair", self.read_repair.is_some()),
+            ];
+            if let Some((setting, _)) = leaderless.iter().find(|(_, set)| *set) {
+                return Err(Error::Config(format!(
+                    "replication.{setting} is a setting of mode = \"leaderless\", and this cluster's mode is \"{}\"",
+                    self.mode
+                )));
+            }
+        }
         if !(1..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
             return Err(Error::Config(format!(
                 "replication.ack_timeout_ms must be between 1 and {ACK_TIMEOUT_MS_MAX} (now {})",
@@ -671,11 +731,43 @@ impl ReplicationConfig {
     }
 }
 
-/// A replication strategy (DESIGN §7); only single-leader exists so far.
+/// A replication strategy (DESIGN §7); multi-leader does not exist yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicationMode {
     /// One leader takes the writes and ships its log to followers, which serve reads.
     SingleLeader,
+    /// Every replica takes writes; quorums of n, w and r.
+    Leaderless,
+}
+
+impl ReplicationMode {
+    /// The core's name for this mode (the peer handshake carries it).
+    pub fn core(self) -> replikv_core::node::Mode {
+        match self {
+            ReplicationMode::SingleLeader => replikv_core::node::Mode::SingleLeader,
+            ReplicationMode::Leaderless => replikv_core::node::Mode::Leaderless,
+        }
+    }
+}
+
+/// Leaderless `conflicts`: what a GET of a key with concurrent values returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictsSetting {
+    /// The value of the highest version.
+    Lww,
+    /// An error naming how many; REPLIKV.SIBLINGS lists them.
+    Siblings,
+}
+
+/// Leaderless `read_repair`: whether a read waits for its repairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadRepairSetting {
+    /// The answer goes first; repairs follow.
+    Async,
+    /// The answer waits until w replicas hold it.
+    Blocking,
 }
 
 impl FromStr for ReplicationMode {
@@ -685,9 +777,8 @@ impl FromStr for ReplicationMode {
         let valid = MODES_VALID.join(", ");
         match s {
             "single-leader" => Ok(ReplicationMode::SingleLeader),
-            "multi-leader" | "leaderless" => {
-                Err(format!("replication mode {s:?} is not implemented yet: valid modes are {valid}"))
-            }
+            "leaderless" => Ok(ReplicationMode::Leaderless),
+            "multi-leader" => Err(format!("replication mode {s:?} is not implemented yet: valid modes are {valid}")),
             _ => Err(format!("unknown replication mode {s:?}: valid modes are {valid}")),
         }
     }
@@ -697,6 +788,7 @@ impl fmt::Display for ReplicationMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReplicationMode::SingleLeader => f.write_str("single-leader"),
+            ReplicationMode::Leaderless => f.write_str("leaderless"),
         }
     }
 }
@@ -874,6 +966,16 @@ impl ClusterConfig {
     /// majority, or when there is no follower to fail over to.
     pub fn durability_warnings(&self) -> Vec<String> {
         let nodes = self.nodes.len();
+        if self.replication.mode == ReplicationMode::Leaderless {
+            return match self.replication.nwr(nodes) {
+                Ok(nwr) if !nwr.overlaps() => vec![format!(
+                    "n = {}, w = {}, r = {}: w + r <= n, so reads may miss the newest acknowledged write (a read \
+                     quorum need not meet the write quorum)",
+                    nwr.n, nwr.w, nwr.r
+                )],
+                _ => Vec::new(),
+            };
+        }
         let acks = self.replication.acks;
         let (copies, majority) = (acks.copies(nodes), majority(nodes));
         if nodes < 2 || copies >= majority {
@@ -1059,11 +1161,12 @@ mod tests {
     fn modes_parse_and_name_the_valid_ones() {
         assert_eq!("single-leader".parse(), Ok(ReplicationMode::SingleLeader));
         assert_eq!(ReplicationMode::SingleLeader.to_string(), "single-leader");
-        let table =
-            [("leaderless", "not implemented yet"), ("multi-leader", "not implemented yet"), ("raft", "unknown")];
+        assert_eq!("leaderless".parse(), Ok(ReplicationMode::Leaderless));
+        assert_eq!(ReplicationMode::Leaderless.to_string(), "leaderless");
+        let table = [("multi-leader", "not implemented yet"), ("raft", "unknown")];
         for (text, want) in table {
             let err = text.parse::<ReplicationMode>().unwrap_err();
-            assert!(err.contains(want) && err.contains("valid modes are single-leader"), "{text}: {err}");
+            assert!(err.contains(want) && err.contains("valid modes are single-leader, leaderless"), "{text}: {err}");
         }
     }
 
@@ -1150,9 +1253,29 @@ mod tests {
             ),
             (three("cluster = \"c\"\n[replication]\nacks = \"most\""), "n1", &["unknown acks \"most\"", "acks"]),
             (
-                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\""),
+                three("cluster = \"c\"\n[replication]\nmode = \"multi-leader\""),
                 "n1",
                 &["not implemented yet", "single-leader"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nw = 4"),
+                "n1",
+                &["replication: w = 4 must be between 1 and n = 3"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nn = 5"),
+                "n1",
+                &["replication.n = 5", "lists (3)"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nr = 2"),
+                "n1",
+                &["replication.r is a setting of mode = \"leaderless\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nconflicts = \"merge\""),
+                "n1",
+                &["conflicts", "merge"],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"paxos\""),
@@ -1203,6 +1326,19 @@ mod tests {
             }
         }
         assert_eq!([1, 2, 3, 4, 5].map(majority), [1, 2, 2, 3, 3]);
+        // Leaderless: warned exactly when w + r <= n (the default is a majority each).
+        for (nwr, want) in [("", None), ("w = 1\nr = 3", None), ("w = 1\nr = 2", Some("w + r <= n"))] {
+            let text = cluster_text(&format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\n{nwr}"), 3);
+            let cluster = resolve_with(&text, id("n1")).unwrap().cluster.unwrap();
+            let warnings = cluster.durability_warnings();
+            match want {
+                None => assert!(warnings.is_empty(), "{nwr}: {warnings:?}"),
+                Some(want) => assert!(
+                    warnings.len() == 1 && warnings[0].contains(want) && warnings[0].contains("reads may miss"),
+                    "{nwr}: {warnings:?}"
+                ),
+            }
+        }
     }
 
     #[test]

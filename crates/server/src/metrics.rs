@@ -29,6 +29,13 @@ pub struct FollowerLabel {
     pub follower: String,
 }
 
+/// The label of `replikv_leaderless_events`: what was counted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// `writes_coordinated`, `read_repairs_sent`, ...
+    pub event: &'static str,
+}
+
 /// The label of `replikv_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
@@ -91,6 +98,8 @@ pub struct Metrics {
     pub lag_seconds: Family<FollowerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Snapshots sent to each follower since start, on the leader.
     pub snapshots: Family<FollowerLabel, Gauge>,
+    /// A leaderless node's counters since start, by event.
+    pub leaderless: Family<EventLabel, Gauge>,
     /// Node names by id, for labels.
     names: std::sync::Mutex<std::collections::BTreeMap<NodeId, String>>,
 }
@@ -127,6 +136,7 @@ impl Metrics {
             lag_bytes: Family::default(),
             lag_seconds: Family::default(),
             snapshots: Family::default(),
+            leaderless: Family::default(),
             names: Default::default(),
             registry: Registry::default(),
         };
@@ -188,6 +198,12 @@ impl Metrics {
             "Snapshots sent to a follower since start",
             m.snapshots.clone(),
         );
+        registry.register(
+            "replikv_leaderless_events",
+            "A leaderless node's counts since start: requests coordinated, partial writes, failed reads, read \
+             repairs sent and received, reads of siblings, siblings dropped, writes forwarded",
+            m.leaderless.clone(),
+        );
         let build = Family::<BuildLabel, Gauge>::default();
         build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("replikv_build_info", "Always 1; the label names the build", build);
@@ -218,6 +234,22 @@ impl Metrics {
         self.damaged_keys.set(status.damaged_keys as i64);
         self.epoch.set(status.epoch as i64);
         self.is_leader.set(i64::from(status.role == "leader"));
+        if let Some(l) = &status.leaderless {
+            let c = &l.counters;
+            for (event, value) in [
+                ("writes_coordinated", c.writes_coordinated),
+                ("reads_coordinated", c.reads_coordinated),
+                ("partial_writes", c.partial_writes),
+                ("failed_reads", c.failed_reads),
+                ("read_repairs_sent", c.read_repairs_sent),
+                ("read_repairs_received", c.read_repairs_received),
+                ("sibling_reads", c.sibling_reads),
+                ("siblings_dropped", c.siblings_dropped),
+                ("forwarded", c.forwarded),
+            ] {
+                self.leaderless.get_or_create(&EventLabel { event }).set(value as i64);
+            }
+        }
         let names = self.names.lock().unwrap();
         for f in &status.followers {
             let follower = names.get(&f.node).cloned().unwrap_or_else(|| format!("{:016x}", f.node.0));

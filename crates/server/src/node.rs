@@ -2,7 +2,7 @@
 //! HTTP, and on Ctrl-C or SIGTERM stop accepting, let open connections finish their round,
 //! flush, and return.
 
-use crate::config::Acks;
+use crate::config::{Acks, ReplicationMode};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::faults::FailingEngine;
@@ -114,6 +114,18 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
 
 /// Says at start what part the node plays, and what its replication settings do not promise.
 fn warn_cluster(cluster: &crate::config::ClusterConfig) {
+    if let (ReplicationMode::Leaderless, Ok(nwr)) =
+        (cluster.replication.mode, cluster.replication.nwr(cluster.nodes.len()))
+    {
+        tracing::info!(
+            cluster = %cluster.name, nodes = cluster.nodes.len(), mode = "leaderless", n = nwr.n, w = nwr.w,
+            r = nwr.r, "replicating"
+        );
+        for warning in cluster.durability_warnings() {
+            tracing::warn!("{warning}");
+        }
+        return;
+    }
     tracing::info!(
         cluster = %cluster.name, nodes = cluster.nodes.len(), mode = %cluster.replication.mode,
         acks = %cluster.replication.acks, leader = %cluster.nodes.first().map_or("", |n| n.id.as_str()),
@@ -132,6 +144,9 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     let Some(cluster) = config.cluster.as_ref().filter(|c| c.nodes.len() > 1 && c.node(&config.id).is_some()) else {
         return Replica::standalone(engine, me).map_err(|e| Error::start("opening the store".to_string(), e));
     };
+    if cluster.replication.mode == ReplicationMode::Leaderless {
+        return open_leaderless(config, cluster, engine);
+    }
     let leader = &cluster.nodes[0];
     let role = if leader.id == config.id {
         Role::Leader { followers: cluster.nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
@@ -194,6 +209,38 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     SingleLeader::replicated(engine, files, settings, now_ms())
         .map(Replica::from)
         .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))
+}
+
+/// A leaderless node of `cluster`: every node of the file is a peer, and the file's n, w and
+/// r are its quorums.
+fn open_leaderless(
+    config: &NodeConfig,
+    cluster: &crate::config::ClusterConfig,
+    engine: Box<dyn Engine + Send>,
+) -> Result<Replica<Box<dyn Engine + Send>>> {
+    use crate::config::{ConflictsSetting, ReadRepairSetting};
+    use replikv_core::leaderless::{Conflicts, Leaderless, ReadRepair, Settings as LeaderlessSettings};
+    let r = &cluster.replication;
+    let nwr = r.nwr(cluster.nodes.len())?;
+    let mut settings = LeaderlessSettings::new(NodeId::from_name(&config.id), nwr);
+    settings.common.corruption = config.corruption;
+    settings.common.peers =
+        cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
+    settings.common.hints =
+        cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
+    settings.common.seed = random_seed();
+    settings.conflicts = match r.conflicts {
+        Some(ConflictsSetting::Siblings) => Conflicts::Siblings,
+        Some(ConflictsSetting::Lww) | None => Conflicts::Lww,
+    };
+    settings.read_repair = match r.read_repair {
+        Some(ReadRepairSetting::Blocking) => ReadRepair::Blocking,
+        Some(ReadRepairSetting::Async) | None => ReadRepair::Async,
+    };
+    settings.request_timeout_ms = r.ack_timeout_ms;
+    Leaderless::open(engine, settings, now_ms())
+        .map(Replica::from)
+        .map_err(|e| Error::start("opening the leaderless store".to_string(), e))
 }
 
 /// 64 random bits from the operating system (std's hasher keys come from it), for the

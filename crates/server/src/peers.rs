@@ -75,7 +75,9 @@ impl Peers {
         let tcp = TcpListener::bind(me.peer_addr)
             .await
             .map_err(|e| Error::start(format!("listening for peers on {}", me.peer_addr), e))?;
+        let mode = cluster.replication.mode.core();
         let mut listener_config = ListenerConfig::new(local.clone());
+        listener_config.mode = mode;
         listener_config.allowed_node_ids = Some(others.iter().map(|n| n.id.clone()).collect::<BTreeSet<_>>());
         let listener = Listener::new(tcp, listener_config);
         let stats = listener.stats();
@@ -89,6 +91,7 @@ impl Peers {
             .iter()
             .map(|n| {
                 let mut config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
+                config.mode = mode;
                 config.faults = faults.clone();
                 (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })

@@ -38,6 +38,41 @@ fn follower_state(mode: &str, up: bool) -> &'static str {
 pub fn info(state: &NodeState) -> String {
     let status = state.handle.replication();
     let mut out = String::new();
+    if let Some(l) = &status.leaderless {
+        // Every replica takes writes: Redis's master role is the nearest name for it.
+        let c = &l.counters;
+        let _ = write!(
+            out,
+            "role:master\r\nconnected_slaves:0\r\nreplikv_mode:leaderless\r\nreplikv_role:leaderless\r\n\
+             replikv_n:{}\r\nreplikv_w:{}\r\nreplikv_r:{}\r\nreplikv_conflicts:{}\r\nreplikv_read_repair:{}\r\n\
+             replikv_in_flight:{}\r\nreplikv_writes_coordinated:{}\r\nreplikv_reads_coordinated:{}\r\n\
+             replikv_partial_writes:{}\r\nreplikv_failed_reads:{}\r\nreplikv_read_repairs_sent:{}\r\n\
+             replikv_read_repairs_received:{}\r\nreplikv_sibling_reads:{}\r\nreplikv_siblings_dropped:{}\r\n\
+             replikv_forwarded:{}\r\n",
+            l.n,
+            l.w,
+            l.r,
+            l.conflicts,
+            l.read_repair,
+            l.in_flight,
+            c.writes_coordinated,
+            c.reads_coordinated,
+            c.partial_writes,
+            c.failed_reads,
+            c.read_repairs_sent,
+            c.read_repairs_received,
+            c.sibling_reads,
+            c.siblings_dropped,
+            c.forwarded,
+        );
+        let _ = write!(
+            out,
+            "replikv_degraded:{}\r\nreplikv_damaged_keys:{}\r\n",
+            u8::from(status.damaged_keys > 0),
+            status.damaged_keys
+        );
+        return out;
+    }
     match status.role {
         "follower" | "candidate" => {
             let view = status.leader.as_ref().expect("a follower has a view of its leader");

@@ -7,6 +7,24 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use replikv_server::config::{Acks, ReplicationMode};
+
+/// `--conflicts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Conflicts {
+    /// The newest version wins.
+    Lww,
+    /// Concurrent values are kept and listed.
+    Siblings,
+}
+
+/// `--read-repair`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadRepair {
+    /// Repairs go out after the answer.
+    Async,
+    /// The answer waits until w replicas hold it.
+    Blocking,
+}
 use std::path::PathBuf;
 
 /// Run a local cluster of real `replikv node` processes.
@@ -14,12 +32,15 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
 replikv cluster start                      # 3 nodes, RESP on 7001..7003, HTTP on 7101..7103; Ctrl-C stops\n  \
 replikv cluster start --nodes 5 --acks semi-sync:2 --detach\n  \
+replikv cluster start --mode leaderless --n 3 --w 2 --r 2\n  \
 replikv cluster status                     # or: replikv status\n  \
 replikv cluster stop\n  \
 replikv cluster clean                      # stop, then remove ./data/demo\n\n\
 The first node listed (n1) leads a new cluster, and elections replace it if it goes; the\n\
 others follow the leader and refuse writes with READONLY naming it. --acks picks when a write is acknowledged: sync (every follower has it),\n\
-semi-sync:K (K followers have it) or async (the leader alone has it).")]
+semi-sync:K (K followers have it) or async (the leader alone has it).\n\n\
+With --mode leaderless every node takes reads and writes: a write waits for w of a key's n\n\
+replicas, a read for r, and the newest version wins; w + r <= n is allowed and warned about.")]
 pub struct ClusterArgs {
     /// What to do with the cluster.
     #[command(subcommand)]
@@ -64,9 +85,25 @@ pub struct StartArgs {
     /// How many nodes (n1..nN).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub nodes: usize,
-    /// The replication mode (only single-leader so far).
+    /// The replication mode: single-leader or leaderless.
     #[arg(long, default_value = "single-leader")]
     pub mode: ReplicationMode,
+    /// Leaderless: replicas per key [default: min(3, nodes)].
+    #[arg(long, value_name = "N")]
+    pub n: Option<usize>,
+    /// Leaderless: replicas a write waits for [default: a majority of n].
+    #[arg(long, value_name = "W")]
+    pub w: Option<usize>,
+    /// Leaderless: replicas a read waits for [default: a majority of n].
+    #[arg(long, value_name = "R")]
+    pub r: Option<usize>,
+    /// Leaderless: what a GET of concurrent values returns: lww (the newest) or siblings (an
+    /// error; REPLIKV.SIBLINGS lists them).
+    #[arg(long, value_enum, value_name = "lww|siblings")]
+    pub conflicts: Option<Conflicts>,
+    /// Leaderless: whether a read waits for its repairs: async or blocking.
+    #[arg(long, value_enum, value_name = "async|blocking")]
+    pub read_repair: Option<ReadRepair>,
     /// When a write is acknowledged: sync, semi-sync:K (K followers) or async.
     #[arg(long, default_value = "async", value_name = "sync|semi-sync:K|async")]
     pub acks: Acks,
@@ -134,8 +171,12 @@ mod tests {
         assert_eq!(start.acks, Acks::SemiSync(2));
         let err = Cli::try_parse_from(["cluster", "start", "--acks", "most"]).err().unwrap().to_string();
         assert!(err.contains("unknown acks"), "{err}");
-        let err = Cli::try_parse_from(["cluster", "start", "--mode", "leaderless"]).err().unwrap().to_string();
+        let err = Cli::try_parse_from(["cluster", "start", "--mode", "multi-leader"]).err().unwrap().to_string();
         assert!(err.contains("not implemented yet"), "{err}");
+        let cli = Cli::try_parse_from(["cluster", "start", "--mode", "leaderless", "--n", "3", "--w", "2", "--r", "1"])
+            .unwrap();
+        let ClusterCommand::Start(start) = cli.command else { panic!("start") };
+        assert_eq!((start.mode, start.n, start.w, start.r), (ReplicationMode::Leaderless, Some(3), Some(2), Some(1)));
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! - Every node listens on 127.0.0.1: the layout is for one machine. A cluster across machines
 //!   needs a cluster file written by hand.
 
-use super::args::{StartArgs, WhichCluster};
+use super::args::{Conflicts, ReadRepair, StartArgs, WhichCluster};
 use anyhow::{bail, Context, Result};
-use replikv_server::config::{valid_name, ClusterConfig, ClusterNode, ReplicationConfig, NAME_RULE};
+use replikv_server::config::{
+    valid_name, ClusterConfig, ClusterNode, ConflictsSetting, ReadRepairSetting, ReplicationConfig, ReplicationMode,
+    NAME_RULE,
+};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -114,10 +117,24 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
         forward_writes: args.forward_writes,
         log_retain_bytes: args.log_retain_bytes,
         log_segment_bytes: defaults.log_segment_bytes.min(args.log_retain_bytes),
+        n: args.n,
+        w: args.w,
+        r: args.r,
+        conflicts: args.conflicts.map(|c| match c {
+            Conflicts::Lww => ConflictsSetting::Lww,
+            Conflicts::Siblings => ConflictsSetting::Siblings,
+        }),
+        read_repair: args.read_repair.map(|r| match r {
+            ReadRepair::Async => ReadRepairSetting::Async,
+            ReadRepair::Blocking => ReadRepairSetting::Blocking,
+        }),
         ..defaults
     };
     let cluster = ClusterConfig { name: args.which.name.clone(), replication, nodes };
-    cluster.check().with_context(|| format!("--nodes {n} --mode {} --acks {}", args.mode, args.acks))?;
+    cluster.check().with_context(|| match args.mode {
+        ReplicationMode::Leaderless => format!("--nodes {n} --mode leaderless"),
+        mode => format!("--nodes {n} --mode {mode} --acks {}", args.acks),
+    })?;
     Ok(cluster)
 }
 
@@ -193,7 +210,34 @@ mod tests {
             forward_writes: false,
             log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
             detach: false,
+            n: None,
+            w: None,
+            r: None,
+            conflicts: None,
+            read_repair: None,
         }
+    }
+
+    #[test]
+    fn a_leaderless_plan_carries_n_w_r_and_refuses_them_out_of_range_or_in_another_mode() {
+        let mut args = start(3, 7000, Acks::Async);
+        args.mode = ReplicationMode::Leaderless;
+        args.w = Some(3);
+        args.r = Some(1);
+        let r = plan(&args).unwrap().replication;
+        assert_eq!((r.n, r.w, r.r), (None, Some(3), Some(1)));
+        assert_eq!(r.nwr(3).unwrap(), replikv_core::quorum::Nwr { n: 3, w: 3, r: 1 });
+        args.n = Some(4);
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("replication.n = 4: a key cannot have more replicas than [[nodes]] lists (3)"), "{err}");
+        args.n = Some(3);
+        args.w = Some(0);
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("w = 0 must be between 1 and n = 3"), "{err}");
+        args.mode = ReplicationMode::SingleLeader;
+        args.w = Some(2);
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("replication.n is a setting of mode = \"leaderless\""), "{err}");
     }
 
     #[test]

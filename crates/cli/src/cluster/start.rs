@@ -33,7 +33,7 @@ use super::process::{self, Ending, NodeProcess};
 use super::{args::StartArgs, net};
 use crate::output::progressln;
 use anyhow::{bail, Context, Result};
-use replikv_server::config::{ClusterConfig, ClusterNode};
+use replikv_server::config::{ClusterConfig, ClusterNode, ReplicationMode};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -83,6 +83,15 @@ pub fn main(args: &StartArgs) -> Result<()> {
 
 /// The comment at the top of a cluster file.
 fn file_header(cluster: &ClusterConfig) -> String {
+    if cluster.replication.mode == ReplicationMode::Leaderless {
+        return format!(
+            "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
+             #   replikv node --config cluster.toml --id n1\n\
+             # Leaderless: every node takes reads and writes; a write waits for w of a key's n replicas,\n\
+             # a read for r. [replication] n, w, r, conflicts (\"lww\" | \"siblings\"), read_repair.\n\n",
+            cluster.name
+        );
+    }
     format!(
         "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
          #   replikv node --config cluster.toml --id n1\n\
@@ -94,6 +103,16 @@ fn file_header(cluster: &ClusterConfig) -> String {
 
 /// What the banner says of who leads and who follows.
 fn roles_line(cluster: &ClusterConfig) -> String {
+    if let (ReplicationMode::Leaderless, Ok(nwr)) =
+        (cluster.replication.mode, cluster.replication.nwr(cluster.nodes.len()))
+    {
+        let overlap = if nwr.overlaps() {
+            "w + r > n: a read sees the newest acknowledged write"
+        } else {
+            "w + r <= n: reads may miss the newest acknowledged write"
+        };
+        return format!("every node takes reads and writes: n = {}, w = {}, r = {} ({overlap})", nwr.n, nwr.w, nwr.r);
+    }
     match cluster.nodes.as_slice() {
         [] => "no nodes".to_string(),
         [only] => format!("{} runs alone: there is no follower to replicate to", only.id),
@@ -285,12 +304,14 @@ impl Launch {
     /// Prints what was started and how to reach it.
     fn print_banner(&self) {
         let (cluster, data) = (&self.cluster, self.dir.root.parent().unwrap_or(Path::new(".")).display());
+        let how = match cluster.replication.mode {
+            ReplicationMode::Leaderless => "leaderless".to_string(),
+            mode => format!("{mode}, acks {}", cluster.replication.acks),
+        };
         progressln!(
-            "cluster {} started: {} node(s), {}, acks {}; cluster file {}",
+            "cluster {} started: {} node(s), {how}; cluster file {}",
             cluster.name,
             cluster.nodes.len(),
-            cluster.replication.mode,
-            cluster.replication.acks,
             self.dir.config().display()
         );
         progressln!("{}", roles_line(cluster));

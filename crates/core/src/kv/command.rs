@@ -62,6 +62,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "expiretime" | "pexpiretime" => (1, Some(1)),
         "touch" | "object" => (1, None),
         "randomkey" => (0, Some(0)),
+        "replikv.siblings" => (1, Some(1)),
         _ => return None,
     })
 }
@@ -170,6 +171,7 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "object" => parse_object(a)?,
         "touch" => Request::Touch { keys: a.to_vec() },
         "randomkey" => Request::RandomKey,
+        "replikv.siblings" => Request::Siblings { key: key() },
         _ => unreachable!("arity() knows {name} but parse_known does not"),
     })
 }
@@ -220,6 +222,11 @@ fn parse_set(a: &[Bytes]) -> Result<Request, Reply> {
             "NX" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
             "XX" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
             "GET" => get = true,
+            // SET key value CONTEXT token: leaderless mode's resolution of siblings, alone.
+            "CONTEXT" if a.len() == 4 => {
+                let context = rest.next().ok_or_else(syntax)?.clone();
+                return Ok(Request::SetContext { key: a[0].clone(), value: a[1].clone(), context });
+            }
             "KEEPTTL" if expiry == Expiry::Clear => expiry = Expiry::Keep,
             "EX" | "PX" | "EXAT" | "PXAT" if expiry == Expiry::Clear => {
                 let amount = int(rest.next().ok_or_else(syntax)?)?;

@@ -486,6 +486,21 @@ pub enum Request {
         /// When the new deadline applies.
         condition: ExpireCondition,
     },
+    /// SET key value CONTEXT token (leaderless mode): OK; the value replaces every value the
+    /// causal context (from REPLIKV.SIBLINGS) names.
+    SetContext {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// The context token REPLIKV.SIBLINGS gave.
+        context: Bytes,
+    },
+    /// REPLIKV.SIBLINGS key (leaderless mode): the causal context and every concurrent value.
+    Siblings {
+        /// The key.
+        key: Bytes,
+    },
 }
 
 /// A watched key as WATCH saw it: EXEC fails when the key's newest record (a value or a
@@ -543,7 +558,9 @@ impl Request {
             | Request::BitCount { key, .. }
             | Request::ExpireTime { key, .. }
             | Request::Object { key, .. }
-            | Request::ExpireIf { key, .. } => vec![key],
+            | Request::ExpireIf { key, .. }
+            | Request::SetContext { key, .. }
+            | Request::Siblings { key } => vec![key],
             Request::Lcs { a, b, .. } => vec![a, b],
             // COPY ... DB moves the destination to the other database's namespace itself.
             Request::Rename { source, destination, .. } | Request::Copy { source, destination, .. } => {
@@ -596,6 +613,7 @@ impl Request {
                 | Request::Failover { .. }
                 | Request::Log { .. }
                 | Request::Digest { .. }
+                | Request::Siblings { .. }
                 | Request::Watch { .. }
                 | Request::GetRange { .. }
                 | Request::GetBit { .. }

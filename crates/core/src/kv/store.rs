@@ -339,6 +339,12 @@ impl<E: Engine> Store<E> {
             Request::ObjectHelp => object_help(),
             Request::Touch { keys } => self.touch(now_ms, &keys),
             Request::RandomKey => self.random_key(now_ms),
+            Request::SetContext { .. } => Reply::err(
+                "SET with CONTEXT is for a leaderless cluster: this node keeps one value per key, and every write replaces it",
+            ),
+            Request::Siblings { .. } => {
+                Reply::err("REPLIKV.SIBLINGS is for a leaderless cluster: this node keeps one value per key, never siblings")
+            }
             Request::ExpireIf { key, expiry, command, condition } => {
                 self.expire(now_ms, key, expiry, command, condition)?
             }

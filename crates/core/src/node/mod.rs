@@ -17,6 +17,8 @@
 //! - [`crate::single_leader`]: one leader takes every write and ships its log to followers
 //!   (`sync`, `semi-sync:K`, `async`), with elections, fencing and handovers. A lone node
 //!   (standalone) is this family with no followers.
+//! - [`crate::leaderless`]: every replica takes writes; a write waits for `w` of a key's `n`
+//!   replicas, a read for `r`, and the newest version wins; stale replicas are read-repaired.
 //!
 //! [`Replica`] is the closed type over the families, as toyDB's `Node` enum is over its
 //! roles: the runtime and the simulator hold one concrete type and never branch on a family;
@@ -41,6 +43,7 @@ pub use status::{DamagedRecord, ReplicationStatus, DAMAGED_SHOWN_MAX};
 
 use crate::error::Result;
 use crate::kv::{DbKeys, Reply, Request, Store};
+use crate::leaderless::{self, Leaderless};
 use crate::replication::Lsn;
 use crate::single_leader::{self, SingleLeader};
 use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
@@ -190,6 +193,8 @@ pub enum Mode {
     /// One leader, followers, elections (DESIGN §7).
     #[default]
     SingleLeader,
+    /// Every replica takes writes; quorums n, w, r (DESIGN §7).
+    Leaderless,
 }
 
 impl Mode {
@@ -197,11 +202,12 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::SingleLeader => "single-leader",
+            Mode::Leaderless => "leaderless",
         }
     }
 
     /// Every mode, for messages listing the valid values.
-    pub const ALL: [Mode; 1] = [Mode::SingleLeader];
+    pub const ALL: [Mode; 2] = [Mode::SingleLeader, Mode::Leaderless];
 
     /// The mode a setting names, or an error listing the valid values.
     pub fn parse(value: &str) -> std::result::Result<Mode, String> {
@@ -224,6 +230,8 @@ impl fmt::Display for Mode {
 pub enum PeerMessage {
     /// A single-leader message.
     SingleLeader(single_leader::Message),
+    /// A leaderless message.
+    Leaderless(leaderless::Message),
 }
 
 impl PeerMessage {
@@ -231,6 +239,7 @@ impl PeerMessage {
     pub fn mode(&self) -> Mode {
         match self {
             PeerMessage::SingleLeader(_) => Mode::SingleLeader,
+            PeerMessage::Leaderless(_) => Mode::Leaderless,
         }
     }
 
@@ -238,6 +247,7 @@ impl PeerMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             PeerMessage::SingleLeader(message) => message.kind(),
+            PeerMessage::Leaderless(message) => message.kind(),
         }
     }
 }
@@ -248,11 +258,20 @@ impl From<single_leader::Message> for PeerMessage {
     }
 }
 
+impl From<leaderless::Message> for PeerMessage {
+    fn from(message: leaderless::Message) -> PeerMessage {
+        PeerMessage::Leaderless(message)
+    }
+}
+
 /// A node's replica: one family's node. The runtime and the simulator hold this one type.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per node, built once and never moved on a hot path
 pub enum Replica<E> {
     /// A single-leader node (or a lone one).
     SingleLeader(SingleLeader<E>),
+    /// A leaderless node.
+    Leaderless(Leaderless<E>),
 }
 
 impl<E: Engine> Replica<E> {
@@ -272,6 +291,7 @@ impl<E: Engine> Replica<E> {
     pub fn mode(&self) -> Mode {
         match self {
             Replica::SingleLeader(_) => Mode::SingleLeader,
+            Replica::Leaderless(_) => Mode::Leaderless,
         }
     }
 
@@ -289,6 +309,19 @@ impl<E: Engine> Replica<E> {
                     Input::Message { from, message: PeerMessage::SingleLeader(message) } => {
                         Input::Message { from, message }
                     }
+                    Input::Message { from, message } => return Err(wrong_family(Mode::SingleLeader, from, &message)),
+                };
+                node.step(now_ms, input, outbox)
+            }
+            Replica::Leaderless(node) => {
+                let input = match input {
+                    Input::Request { id, request } => Input::Request { id, request },
+                    Input::Tick => Input::Tick,
+                    Input::Durable { lsn, resets } => Input::Durable { lsn, resets },
+                    Input::Message { from, message: PeerMessage::Leaderless(message) } => {
+                        Input::Message { from, message }
+                    }
+                    Input::Message { from, message } => return Err(wrong_family(Mode::Leaderless, from, &message)),
                 };
                 node.step(now_ms, input, outbox)
             }
@@ -299,6 +332,7 @@ impl<E: Engine> Replica<E> {
     pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
         match self {
             Replica::SingleLeader(node) => node.write_out(now_ms),
+            Replica::Leaderless(node) => node.write_out(now_ms),
         }
     }
 
@@ -306,6 +340,7 @@ impl<E: Engine> Replica<E> {
     pub fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
         match self {
             Replica::SingleLeader(node) => node.flush(now_ms),
+            Replica::Leaderless(node) => node.flush(now_ms),
         }
     }
 
@@ -313,6 +348,7 @@ impl<E: Engine> Replica<E> {
     pub fn status(&self, now_ms: u64) -> ReplicationStatus {
         match self {
             Replica::SingleLeader(node) => node.status(now_ms),
+            Replica::Leaderless(node) => node.status(now_ms),
         }
     }
 
@@ -320,6 +356,7 @@ impl<E: Engine> Replica<E> {
     pub fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         match self {
             Replica::SingleLeader(node) => node.maintain(budget_bytes),
+            Replica::Leaderless(node) => node.maintain(budget_bytes),
         }
     }
 
@@ -327,6 +364,7 @@ impl<E: Engine> Replica<E> {
     pub fn store(&self) -> &Store<E> {
         match self {
             Replica::SingleLeader(node) => node.store(),
+            Replica::Leaderless(node) => node.store(),
         }
     }
 
@@ -345,6 +383,7 @@ impl<E: Engine> Replica<E> {
     pub fn last_lsn(&self) -> Lsn {
         match self {
             Replica::SingleLeader(node) => node.last_lsn(),
+            Replica::Leaderless(node) => node.last_lsn(),
         }
     }
 
@@ -352,6 +391,7 @@ impl<E: Engine> Replica<E> {
     pub fn log_resets(&self) -> u64 {
         match self {
             Replica::SingleLeader(node) => node.log_resets(),
+            Replica::Leaderless(_) => 0,
         }
     }
 
@@ -359,6 +399,7 @@ impl<E: Engine> Replica<E> {
     pub fn is_leader(&self) -> bool {
         match self {
             Replica::SingleLeader(node) => node.is_leader(),
+            Replica::Leaderless(_) => false,
         }
     }
 
@@ -366,6 +407,7 @@ impl<E: Engine> Replica<E> {
     pub fn set_corruption(&mut self, corruption: crate::kv::Corruption) {
         match self {
             Replica::SingleLeader(node) => node.set_corruption(corruption),
+            Replica::Leaderless(node) => node.set_corruption(corruption),
         }
     }
 
@@ -373,6 +415,7 @@ impl<E: Engine> Replica<E> {
     pub fn set_databases(&mut self, databases: u32) {
         match self {
             Replica::SingleLeader(node) => node.set_databases(databases),
+            Replica::Leaderless(node) => node.set_databases(databases),
         }
     }
 
@@ -381,6 +424,7 @@ impl<E: Engine> Replica<E> {
     pub fn set_timeouts(&mut self, ack_timeout_ms: u64, forward_timeout_ms: u64) {
         match self {
             Replica::SingleLeader(node) => node.set_timeouts(ack_timeout_ms, forward_timeout_ms),
+            Replica::Leaderless(node) => node.set_timeout(ack_timeout_ms),
         }
     }
 
@@ -388,6 +432,15 @@ impl<E: Engine> Replica<E> {
     pub fn single_leader(&self) -> Option<&SingleLeader<E>> {
         match self {
             Replica::SingleLeader(node) => Some(node),
+            Replica::Leaderless(_) => None,
+        }
+    }
+
+    /// The leaderless node, if this is one.
+    pub fn leaderless(&self) -> Option<&Leaderless<E>> {
+        match self {
+            Replica::Leaderless(node) => Some(node),
+            Replica::SingleLeader(_) => None,
         }
     }
 
@@ -395,7 +448,24 @@ impl<E: Engine> Replica<E> {
     pub fn into_single_leader(self) -> Option<SingleLeader<E>> {
         match self {
             Replica::SingleLeader(node) => Some(node),
+            Replica::Leaderless(_) => None,
         }
+    }
+}
+
+/// The error for a peer message of another family than the node's (the handshake keeps
+/// such peers out, so this is a bug or a peer that lies about its mode).
+fn wrong_family(mine: Mode, from: NodeId, message: &PeerMessage) -> crate::Error {
+    crate::Error::InvalidInput(format!(
+        "a {} message ({}) from node {from} reached a {mine} node: the two run different replication modes",
+        message.mode(),
+        message.kind()
+    ))
+}
+
+impl<E> From<Leaderless<E>> for Replica<E> {
+    fn from(node: Leaderless<E>) -> Replica<E> {
+        Replica::Leaderless(node)
     }
 }
 
@@ -404,3 +474,50 @@ impl<E> From<SingleLeader<E>> for Replica<E> {
         Replica::SingleLeader(node)
     }
 }
+
+/// The damaged keys a status lists (the first [`DAMAGED_SHOWN_MAX`]), with where each record is.
+pub(crate) fn damaged_records(damaged: &crate::kv::DamagedKeys) -> Vec<DamagedRecord> {
+    damaged
+        .iter()
+        .take(DAMAGED_SHOWN_MAX)
+        .map(|(key, d)| DamagedRecord {
+            key: String::from_utf8_lossy(key).escape_debug().to_string(),
+            path: d.path.display().to_string(),
+            offset: d.offset,
+            reason: d.reason.clone(),
+        })
+        .collect()
+}
+
+/// REPLIKV.DIGEST over `store`: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
+/// `[lsn, [[key, hash]...]]` (at most [`DIGEST_BUCKET_KEYS_MAX`] keys). `lsn` is how far the
+/// node's log is applied (0 for a family without one). A damaged record is listed and
+/// answered with a `DAMAGED` error.
+pub(crate) fn digest_reply<E: Engine>(store: &mut Store<E>, lsn: Lsn, bucket: Option<usize>) -> Result<Reply> {
+    let lsn = Reply::Int(lsn as i64);
+    let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
+    let result = match bucket {
+        None => crate::digest::digest(store.engine()).map(|d| {
+            let buckets = d.buckets.iter().map(hex).collect();
+            Reply::Array(vec![lsn, Reply::Int(d.keys as i64), hex(&d.root), Reply::Array(buckets)])
+        }),
+        Some(b) => crate::digest::bucket_entries(store.engine(), b, DIGEST_BUCKET_KEYS_MAX).map(|entries| {
+            let entries = entries.into_iter().map(|e| Reply::Array(vec![Reply::Bulk(e.key), hex(&e.hash)])).collect();
+            Reply::Array(vec![lsn, Reply::Array(entries)])
+        }),
+    };
+    match result {
+        Ok(reply) => Ok(reply),
+        Err(crate::Error::InvalidInput(why)) => Ok(Reply::err(why)),
+        Err(e @ crate::Error::Damaged { .. }) => {
+            let crate::Error::Damaged { key, .. } = &e else { unreachable!("matched above") };
+            let (key, reply) = (key.clone(), Reply::Error(format!("DAMAGED no digest: {e}")));
+            store.note_damage(&key, e)?;
+            Ok(reply)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Keys one REPLIKV.DIGEST BUCKET lists at most.
+pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;

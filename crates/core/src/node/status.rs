@@ -9,7 +9,9 @@ use serde::Serialize;
 /// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReplicationStatus {
-    /// `standalone`, `leader`, `follower` or `candidate`.
+    /// The replication mode: `single-leader` or `leaderless`.
+    pub mode: &'static str,
+    /// `standalone`, `leader`, `follower` or `candidate`; `leaderless` on a leaderless node.
     pub role: &'static str,
     /// The epoch.
     pub epoch: Epoch,
@@ -52,6 +54,9 @@ pub struct ReplicationStatus {
     pub damaged_keys: u64,
     /// The first [`DAMAGED_SHOWN_MAX`] of them, with where each damaged record is.
     pub damaged: Vec<DamagedRecord>,
+    /// On a leaderless node: its quorums and counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaderless: Option<crate::leaderless::LeaderlessStatus>,
 }
 
 /// Damaged keys a status lists at most (they are all counted).

@@ -154,9 +154,7 @@ pub mod vote;
 
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::node::{
-    Common, DamagedRecord, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll, DAMAGED_SHOWN_MAX,
-};
+use crate::node::{Common, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll};
 use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog, ReplogOptions};
 use crate::single_leader::election::{LogPosition, VoterState};
 use crate::storage::{Engine, EngineStats, Flushed};
@@ -982,6 +980,7 @@ impl<E: Engine> SingleLeader<E> {
         let log = self.log.stats();
         let mut status = ReplicationStatus {
             role: "standalone",
+            mode: "single-leader",
             epoch: self.settings.epoch,
             voted_for: self.votes.state().voted_for.filter(|_| self.votes.state().epoch == self.settings.epoch),
             elections: self.elections.0,
@@ -996,18 +995,7 @@ impl<E: Engine> SingleLeader<E> {
             log_dropped_segments: log.dropped_segments,
             acks: self.settings.acks_label.clone(),
             damaged_keys: self.store.damaged().count(),
-            damaged: self
-                .store
-                .damaged()
-                .iter()
-                .take(DAMAGED_SHOWN_MAX)
-                .map(|(key, d)| DamagedRecord {
-                    key: String::from_utf8_lossy(key).escape_debug().to_string(),
-                    path: d.path.display().to_string(),
-                    offset: d.offset,
-                    reason: d.reason.clone(),
-                })
-                .collect(),
+            damaged: crate::node::damaged_records(self.store.damaged()),
             ..Default::default()
         };
         match &self.state {
@@ -1050,30 +1038,7 @@ impl<E: Engine> SingleLeader<E> {
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
     /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
     fn digest(&mut self, bucket: Option<usize>) -> Result<Reply> {
-        let lsn = Reply::Int(self.log.complete_lsn() as i64);
-        let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
-        let result = match bucket {
-            None => crate::digest::digest(self.store.engine()).map(|d| {
-                let buckets = d.buckets.iter().map(hex).collect();
-                Reply::Array(vec![lsn, Reply::Int(d.keys as i64), hex(&d.root), Reply::Array(buckets)])
-            }),
-            Some(b) => crate::digest::bucket_entries(self.store.engine(), b, DIGEST_BUCKET_KEYS_MAX).map(|entries| {
-                let entries =
-                    entries.into_iter().map(|e| Reply::Array(vec![Reply::Bulk(e.key), hex(&e.hash)])).collect();
-                Reply::Array(vec![lsn, Reply::Array(entries)])
-            }),
-        };
-        match result {
-            Ok(reply) => Ok(reply),
-            Err(crate::Error::InvalidInput(why)) => Ok(Reply::err(why)),
-            Err(e @ crate::Error::Damaged { .. }) => {
-                let crate::Error::Damaged { key, .. } = &e else { unreachable!("matched above") };
-                let (key, reply) = (key.clone(), Reply::Error(format!("DAMAGED no digest: {e}")));
-                self.store.note_damage(&key, e)?;
-                Ok(reply)
-            }
-            Err(e) => Err(e),
-        }
+        crate::node::digest_reply(&mut self.store, self.log.complete_lsn(), bucket)
     }
 
     /// Recovery at open: see the module documentation.
@@ -1259,9 +1224,6 @@ const RECOVERY_STRAYS_MAX: usize = 100_000;
 
 /// Records one REPLIKV.LOG lists at most.
 pub const LOG_LIST_RECORDS_MAX: u64 = 1_000;
-
-/// Keys one REPLIKV.DIGEST BUCKET lists at most.
-pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;
 
 /// Bytes of log records recovery reads at a time.
 const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;

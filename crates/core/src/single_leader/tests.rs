@@ -122,6 +122,7 @@ impl Cluster {
                         self.net.push_back((i, to, message));
                     }
                 }
+                Output::Send { message, .. } => panic!("a single-leader node sent {message:?}"),
             }
         }
     }

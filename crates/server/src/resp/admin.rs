@@ -475,6 +475,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("failover", -1, &["admin"], 0, 0, 0),
     ("role", 1, &["fast"], 0, 0, 0),
     ("replikv.digest", -1, &["readonly"], 0, 0, 0),
+    ("replikv.siblings", 2, &["readonly"], 1, 1, 1),
     ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
 

@@ -1,0 +1,697 @@
+//! Both sides of the leaderless protocol: the coordinator's operations in flight (their
+//! quorums, timeouts and read repairs), and the replica's answers to `Write` and `Read`.
+//!
+//! An operation lives from the client's request until its quorum answered and, for a read,
+//! until every replica answered or the timeout passed (the read repairs go out then). Its
+//! id is drawn from the node's seed and counted up, so a late answer from before a restart
+//! does not land on a new operation. The coordinator counts an answer only from a replica of
+//! the key it asked, and each replica once; its own copy counts once the runtime says the
+//! state it saved is durable ([`super::Input::Durable`]).
+
+use super::{Canary, Client, Leaderless, Message, ReadRepair, OPS_IN_FLIGHT_MAX};
+use crate::causality::{decode_context, encode_context, Siblings};
+use crate::error::Result;
+use crate::kv::{Reply, Request};
+use crate::node::{Outbox, Output};
+use crate::storage::Engine;
+use crate::version::NodeId;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a coordinator has in flight.
+#[derive(Debug, Default)]
+pub(super) struct Ops {
+    /// The next operation's id.
+    next: u64,
+    /// Operations by id.
+    ops: BTreeMap<u64, Op>,
+    /// (deadline, id) of every operation, to time them out in order.
+    deadlines: BTreeSet<(u64, u64)>,
+    /// Local saves an operation waits to see durable: the save's number -> the operation.
+    saves: BTreeMap<u64, u64>,
+    /// Writes this node forwarded to a replica of their key: its number -> (the client's
+    /// request, deadline).
+    forwarding: BTreeMap<u64, (crate::node::RequestId, u64)>,
+    /// The next number for a forwarded write.
+    next_forward: u64,
+}
+
+impl Ops {
+    /// No operation yet; ids start at a point drawn from `seed`.
+    pub(super) fn new(seed: u64) -> Ops {
+        let start = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1;
+        Ops { next: start, next_forward: start, ..Ops::default() }
+    }
+
+    /// Operations in flight.
+    pub(super) fn len(&self) -> usize {
+        self.ops.len() + self.forwarding.len()
+    }
+
+    fn insert(&mut self, op: Op) -> u64 {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.deadlines.insert((op.deadline_ms, id));
+        self.ops.insert(id, op);
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Op> {
+        let op = self.ops.remove(&id)?;
+        self.deadlines.remove(&(op.deadline_ms, id));
+        Some(op)
+    }
+}
+
+/// One coordinated operation.
+#[derive(Debug)]
+struct Op {
+    /// Who waits for the answer; `None` once answered.
+    client: Option<Client>,
+    /// The key.
+    key: Bytes,
+    /// Its replicas (the preference list).
+    replicas: Vec<NodeId>,
+    /// When it times out.
+    deadline_ms: u64,
+    /// A write or a read.
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Write(WriteOp),
+    Read(ReadOp),
+}
+
+#[derive(Debug)]
+struct WriteOp {
+    /// Replicas that hold the state durably.
+    acked: BTreeSet<NodeId>,
+    /// Acknowledgements counted (one per replica, unless a canary says otherwise).
+    acks: usize,
+    /// What the client gets once `w` replicas hold it.
+    reply: Reply,
+}
+
+#[derive(Debug)]
+struct ReadOp {
+    /// What the client asked.
+    what: ReadWhat,
+    /// Each replica's reply, in the order they came.
+    replies: Vec<(NodeId, Option<Siblings>)>,
+    /// The state the client was answered with (or, blocking, will be).
+    answer: Option<Siblings>,
+    /// Blocking read repair: replicas known to hold `answer`.
+    holders: BTreeSet<NodeId>,
+    /// Replicas sent `answer` as a repair already.
+    repaired: BTreeSet<NodeId>,
+}
+
+/// What a read answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadWhat {
+    Get,
+    Exists,
+    Siblings,
+}
+
+impl<E: Engine> Leaderless<E> {
+    /// A client's request.
+    pub(super) fn request(
+        &mut self,
+        now_ms: u64,
+        id: crate::node::RequestId,
+        request: Request,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        if let Some(reply) = self.local_reply(&request)? {
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return Ok(());
+        }
+        self.coordinate(now_ms, Client::Local(id), request, outbox)
+    }
+
+    /// Starts the operation `request` asks for (a request `local_reply` let through).
+    fn coordinate(&mut self, now_ms: u64, client: Client, request: Request, outbox: &mut Outbox) -> Result<()> {
+        if self.ops.len() >= OPS_IN_FLIGHT_MAX {
+            let reply = Reply::err(format!(
+                "this node coordinates {OPS_IN_FLIGHT_MAX} requests already, its limit: try again later"
+            ));
+            answer(client, reply, outbox);
+            return Ok(());
+        }
+        match request {
+            Request::Get { key } => self.start_read(now_ms, client, key, ReadWhat::Get, outbox),
+            Request::Exists { mut keys } => {
+                let key = keys.pop().expect("local_reply lets one key through");
+                self.start_read(now_ms, client, key, ReadWhat::Exists, outbox)
+            }
+            Request::Siblings { key } => self.start_read(now_ms, client, key, ReadWhat::Siblings, outbox),
+            Request::Set { key, value, .. } => self.start_write(now_ms, client, key, Some(value), None, outbox),
+            Request::SetContext { key, value, context } => {
+                self.start_write(now_ms, client, key, Some(value), Some(context), outbox)
+            }
+            Request::Del { mut keys } => {
+                let key = keys.pop().expect("local_reply lets one key through");
+                self.start_write(now_ms, client, key, None, None, outbox)
+            }
+            other => unreachable!("local_reply answers {other:?}"),
+        }
+    }
+
+    /// A write of `value` (`None`: a delete) to `key`, with the client's causal `context`.
+    fn start_write(
+        &mut self,
+        now_ms: u64,
+        client: Client,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: Option<Bytes>,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        if let Some(reply) = check_key(&key) {
+            answer(client, reply, outbox);
+            return Ok(());
+        }
+        let me = self.settings.common.node;
+        let replicas = self.ring.preference_list(&key);
+        if !replicas.contains(&me) {
+            return self.forward(now_ms, client, key, value, context, replicas[0], outbox);
+        }
+        let mut state = match self.load(&key) {
+            Ok(state) => state.unwrap_or_default(),
+            Err(crate::Error::InvalidInput(why)) => {
+                answer(client, Reply::err(why), outbox);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let context = match context {
+            None => state.context().clone(),
+            Some(token) => match decode_context(&key, &token) {
+                Ok(context) => context,
+                Err(e) => {
+                    answer(client, Reply::err(format!("invalid CONTEXT: {e}")), outbox);
+                    return Ok(());
+                }
+            },
+        };
+        let existed = state.winner().is_some_and(|s| !s.is_tombstone());
+        let version = self.stamp(now_ms, &state);
+        let outcome = match state.write(me, &context, version, value.clone()) {
+            Ok(outcome) => outcome,
+            Err(crate::Error::InvalidInput(why)) => {
+                answer(client, Reply::err(why), outbox);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.note_dropped(&key, outcome.dropped);
+        let number = match self.save(&key, &state) {
+            Ok(number) => number,
+            Err(crate::Error::InvalidInput(why)) => {
+                answer(client, Reply::err(why), outbox);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.counters.writes_coordinated += 1;
+        let reply = if value.is_some() { Reply::Ok } else { Reply::Int(existed.into()) };
+        let write = WriteOp { acked: BTreeSet::new(), acks: 0, reply };
+        let deadline_ms = now_ms + self.settings.request_timeout_ms;
+        let op = Op {
+            client: Some(client),
+            key: key.clone(),
+            replicas: replicas.clone(),
+            deadline_ms,
+            kind: Kind::Write(write),
+        };
+        let id = self.ops.insert(op);
+        self.ops.saves.insert(number, id);
+        for to in replicas.into_iter().filter(|r| *r != me) {
+            let message = Message::Write { op: id, key: key.clone(), state: state.clone(), repair: false };
+            outbox.now.push(Output::Send { to, message: message.into() });
+        }
+        Ok(())
+    }
+
+    /// Sends a write this node may not coordinate (it is no replica of the key) to `to`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now_ms: u64,
+        client: Client,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: Option<Bytes>,
+        to: NodeId,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        let Client::Local(request_id) = client else {
+            // Forwarded once already: the two nodes disagree on placement.
+            let reply = Reply::err(format!(
+                "node {} is no replica of this key either: do the nodes share one cluster file?",
+                self.settings.common.node
+            ));
+            answer(client, reply, outbox);
+            return Ok(());
+        };
+        let request = match (value, context) {
+            (Some(value), Some(context)) => Request::SetContext { key, value, context },
+            (Some(value), None) => Request::Set {
+                key,
+                value,
+                condition: crate::kv::SetCondition::Always,
+                get: false,
+                expiry: crate::kv::Expiry::Clear,
+            },
+            (None, _) => Request::Del { keys: vec![key] },
+        };
+        let id = self.ops.next_forward;
+        self.ops.next_forward = id.wrapping_add(1);
+        self.ops.forwarding.insert(id, (request_id, now_ms + self.settings.request_timeout_ms));
+        self.counters.forwarded += 1;
+        outbox.now.push(Output::Send { to, message: Message::Forward { id, request }.into() });
+        Ok(())
+    }
+
+    /// A read of `key`: ask every replica, answer after `r`.
+    fn start_read(
+        &mut self,
+        now_ms: u64,
+        client: Client,
+        key: Bytes,
+        what: ReadWhat,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        if let Some(reply) = check_key(&key) {
+            answer(client, reply, outbox);
+            return Ok(());
+        }
+        let me = self.settings.common.node;
+        let replicas = self.ring.preference_list(&key);
+        let mut replies = Vec::new();
+        if replicas.contains(&me) {
+            match self.load(&key) {
+                Ok(state) => replies.push((me, state)),
+                Err(crate::Error::InvalidInput(why)) => {
+                    answer(client, Reply::err(why), outbox);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.counters.reads_coordinated += 1;
+        let read = ReadOp { what, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new() };
+        let deadline_ms = now_ms + self.settings.request_timeout_ms;
+        let op = Op {
+            client: Some(client),
+            key: key.clone(),
+            replicas: replicas.clone(),
+            deadline_ms,
+            kind: Kind::Read(read),
+        };
+        let id = self.ops.insert(op);
+        for to in replicas.into_iter().filter(|r| *r != me) {
+            outbox.now.push(Output::Send { to, message: Message::Read { op: id, key: key.clone() }.into() });
+        }
+        self.progress(id, outbox)
+    }
+
+    /// A peer's message.
+    pub(super) fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
+        match message {
+            Message::Write { op, key, state, repair } => {
+                if self.take_state(&key, &state, repair)? {
+                    outbox.after_flush.push(Output::Send { to: from, message: Message::WriteAck { op }.into() });
+                }
+                Ok(())
+            }
+            Message::WriteAck { op } => {
+                self.acknowledged(op, from);
+                self.progress(op, outbox)
+            }
+            Message::Read { op, key } => {
+                let state = match self.load(&key) {
+                    Ok(state) => state,
+                    Err(crate::Error::InvalidInput(why)) => {
+                        tracing::warn!("a read of {from} finds no state here: {why}");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                outbox.after_flush.push(Output::Send { to: from, message: Message::ReadReply { op, state }.into() });
+                Ok(())
+            }
+            Message::ReadReply { op, state } => {
+                if let Some(Op { replicas, kind: Kind::Read(read), .. }) = self.ops.ops.get_mut(&op) {
+                    if replicas.contains(&from) && !read.replies.iter().any(|(n, _)| *n == from) {
+                        read.replies.push((from, state));
+                    }
+                }
+                self.progress(op, outbox)
+            }
+            Message::Forward { id, request } => {
+                let client = Client::Forwarded(from, id);
+                match &request {
+                    Request::Set { .. } | Request::SetContext { .. } | Request::Del { .. } => {
+                        match self.local_reply(&request)? {
+                            Some(reply) => answer(client, reply, outbox),
+                            None => self.coordinate(now_ms, client, request, outbox)?,
+                        }
+                    }
+                    other => {
+                        let reply = Reply::err(format!("a forwarded request must be a write, not {other:?}"));
+                        answer(client, reply, outbox);
+                    }
+                }
+                Ok(())
+            }
+            Message::ForwardReply { id, reply } => {
+                if let Some((request_id, _)) = self.ops.forwarding.remove(&id) {
+                    outbox.after_flush.push(Output::Reply { id: request_id, reply });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A replica's side of `Write`: merge `state` into this node's; false when it could not
+    /// (the sender is told nothing, and its operation times out).
+    fn take_state(&mut self, key: &Bytes, state: &Siblings, repair: bool) -> Result<bool> {
+        let mut local = match self.load(key) {
+            Ok(local) => local.unwrap_or_default(),
+            Err(crate::Error::InvalidInput(why)) => {
+                tracing::warn!("a write is refused here: {why}");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let changed = if self.settings.canary == Canary::OlderOverwrites {
+            let changed = local != *state;
+            local = state.clone();
+            changed
+        } else {
+            match local.merge(state) {
+                Ok(outcome) => {
+                    self.note_dropped(key, outcome.dropped);
+                    if outcome.clashes > 0 {
+                        tracing::error!(
+                            "key {:?}: {} values share a dot with different contents: a node handed out one dot twice (did a node lose its data and keep its id?)",
+                            String::from_utf8_lossy(key),
+                            outcome.clashes
+                        );
+                    }
+                    outcome.changed
+                }
+                Err(e) => {
+                    tracing::warn!("a state of key {:?} cannot be merged here: {e}", String::from_utf8_lossy(key));
+                    return Ok(false);
+                }
+            }
+        };
+        if changed {
+            if let Err(e) = self.save(key, &local) {
+                return match e {
+                    crate::Error::InvalidInput(why) => {
+                        tracing::warn!(
+                            "a state of key {:?} cannot be stored here: {why}",
+                            String::from_utf8_lossy(key)
+                        );
+                        Ok(false)
+                    }
+                    e => Err(e),
+                };
+            }
+            if repair {
+                self.counters.read_repairs_received += 1;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Counts `from`'s acknowledgement of operation `op`.
+    fn acknowledged(&mut self, op: u64, from: NodeId) {
+        let canary = self.settings.canary;
+        let Some(Op { replicas, kind, .. }) = self.ops.ops.get_mut(&op) else { return };
+        if !replicas.contains(&from) {
+            return;
+        }
+        match kind {
+            Kind::Write(write) => {
+                if write.acked.insert(from) {
+                    write.acks += if canary == Canary::CountAckTwice { 2 } else { 1 };
+                }
+            }
+            Kind::Read(read) => {
+                read.holders.insert(from);
+            }
+        }
+    }
+
+    /// The runtime says this node's saves are durable through `self.durable`.
+    pub(super) fn durable_now(&mut self, _now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        let later = self.ops.saves.split_off(&(self.durable + 1));
+        let done = std::mem::replace(&mut self.ops.saves, later);
+        let me = self.settings.common.node;
+        for op in done.into_values() {
+            self.acknowledged(op, me);
+            self.progress(op, outbox)?;
+        }
+        Ok(())
+    }
+
+    /// Time passed: operations past their deadline fail (or, answered reads, repair).
+    pub(super) fn tick(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        while let Some(&(deadline, id)) = self.ops.deadlines.first() {
+            if deadline > now_ms {
+                break;
+            }
+            self.ops.deadlines.pop_first();
+            let Some(op) = self.ops.ops.remove(&id) else { continue };
+            self.timed_out(id, op, outbox)?;
+        }
+        let expired: Vec<u64> =
+            self.ops.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(id, _)| *id).collect();
+        for id in expired {
+            let (request_id, _) = self.ops.forwarding.remove(&id).expect("listed above");
+            let reply = Reply::Error(format!(
+                "NOQUORUM the replica this write was forwarded to did not answer within {} ms: it may or may not have been applied",
+                self.settings.request_timeout_ms
+            ));
+            outbox.after_flush.push(Output::Reply { id: request_id, reply });
+        }
+        Ok(())
+    }
+
+    /// Operation `id` reached its deadline.
+    fn timed_out(&mut self, id: u64, mut op: Op, outbox: &mut Outbox) -> Result<()> {
+        let (n, timeout) = (op.replicas.len(), self.settings.request_timeout_ms);
+        let (w, r) = (self.settings.nwr.w, self.settings.nwr.r);
+        match &op.kind {
+            Kind::Write(write) => {
+                if let Some(client) = op.client.take() {
+                    self.counters.partial_writes += 1;
+                    let reply = Reply::Error(format!(
+                        "NOQUORUM the write reached {} of {n} replicas (w = {w} needed) within {timeout} ms; it may still be there, and reach the others later: read it back before you write again",
+                        write.acked.len()
+                    ));
+                    answer(client, reply, outbox);
+                }
+            }
+            Kind::Read(read) => {
+                if let Some(client) = op.client.take() {
+                    self.counters.failed_reads += 1;
+                    let reply = if read.answer.is_some() {
+                        Reply::Error(format!(
+                            "NOQUORUM the read's repair reached {} of {n} replicas (w = {w} needed) within {timeout} ms",
+                            read.holders.len()
+                        ))
+                    } else {
+                        Reply::Error(format!(
+                            "NOQUORUM the read heard from {} of {n} replicas (r = {r} needed) within {timeout} ms",
+                            read.replies.len()
+                        ))
+                    };
+                    answer(client, reply, outbox);
+                }
+                self.repair(id, &op, outbox)?;
+            }
+        }
+        // Forget saves it waited for (their number stays in `saves` otherwise).
+        self.ops.saves.retain(|_, op| *op != id);
+        Ok(())
+    }
+
+    /// Moves operation `id` on after an answer: replies to its client when its quorum is
+    /// there, and ends it when nothing more can come.
+    fn progress(&mut self, id: u64, outbox: &mut Outbox) -> Result<()> {
+        let (w, r) = (self.settings.nwr.w, self.settings.nwr.r);
+        let blocking = self.settings.read_repair == ReadRepair::Blocking;
+        let conflicts = self.settings.conflicts;
+        let me = self.settings.common.node;
+        let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
+        match &mut op.kind {
+            Kind::Write(write) => {
+                if write.acks >= w {
+                    if let Some(client) = op.client.take() {
+                        answer(client, write.reply.clone(), outbox);
+                    }
+                }
+                if write.acked.len() == op.replicas.len() {
+                    self.ops.remove(id);
+                }
+                Ok(())
+            }
+            Kind::Read(read) => {
+                if read.answer.is_none() && read.replies.len() >= r {
+                    let merged = merge_all(&read.replies)?;
+                    read.holders =
+                        read.replies.iter().filter(|(_, s)| s.as_ref() == Some(&merged)).map(|(n, _)| *n).collect();
+                    read.answer = Some(merged);
+                }
+                let Some(merged) = read.answer.clone() else { return Ok(()) };
+                for (node, state) in &read.replies {
+                    if state.as_ref() == Some(&merged) {
+                        read.holders.insert(*node);
+                    }
+                }
+                let mut local_repair = None;
+                if blocking && op.client.is_some() && read.holders.len() < w {
+                    // Send the answer to every replica not known to hold it, once.
+                    for node in op.replicas.iter().copied() {
+                        if read.holders.contains(&node) || !read.repaired.insert(node) {
+                            continue;
+                        }
+                        if node == me {
+                            local_repair = Some(merged.clone());
+                        } else {
+                            let message =
+                                Message::Write { op: id, key: op.key.clone(), state: merged.clone(), repair: true };
+                            outbox.now.push(Output::Send { to: node, message: message.into() });
+                            self.counters.read_repairs_sent += 1;
+                        }
+                    }
+                }
+                if (!blocking || read.holders.len() >= w) && op.client.is_some() {
+                    let client = op.client.take().expect("checked above");
+                    let (reply, siblings) = read_reply(read.what, &op.key, &merged, conflicts);
+                    self.counters.sibling_reads += u64::from(siblings);
+                    answer(client, reply, outbox);
+                }
+                let all = read.replies.len() == op.replicas.len();
+                if let Some(state) = local_repair {
+                    if self.take_state(&op_key(&self.ops, id), &state, true)? {
+                        let number = self.stored;
+                        self.ops.saves.insert(number, id);
+                    }
+                }
+                let op = self.ops.ops.get(&id).expect("still there");
+                if all && op.client.is_none() {
+                    let op = self.ops.remove(id).expect("still there");
+                    self.repair(id, &op, outbox)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The read repairs of a finished read: every replica whose reply is older than the
+    /// merge of all replies is sent the merge (this node merges it into its own).
+    fn repair(&mut self, id: u64, op: &Op, outbox: &mut Outbox) -> Result<()> {
+        let Kind::Read(read) = &op.kind else { return Ok(()) };
+        if read.replies.is_empty() {
+            return Ok(());
+        }
+        let merged = merge_all(&read.replies)?;
+        let state = if self.settings.canary == Canary::RepairWithFirstReply {
+            read.replies[0].1.clone().unwrap_or_default()
+        } else {
+            merged.clone()
+        };
+        let me = self.settings.common.node;
+        for (node, reply) in &read.replies {
+            if reply.as_ref() == Some(&merged)
+                || (read.repaired.contains(node) && read.answer.as_ref() == Some(&merged))
+            {
+                continue;
+            }
+            if *node == me {
+                self.take_state(&op.key, &state, true)?;
+            } else {
+                let message = Message::Write { op: id, key: op.key.clone(), state: state.clone(), repair: true };
+                outbox.now.push(Output::Send { to: *node, message: message.into() });
+                self.counters.read_repairs_sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts and logs siblings merged away past the bound.
+    fn note_dropped(&mut self, key: &Bytes, dropped: usize) {
+        if dropped > 0 {
+            self.counters.siblings_dropped += dropped as u64;
+            tracing::warn!(
+                "key {:?} had more than {} concurrent values: the {dropped} oldest were merged away by last-write-wins",
+                String::from_utf8_lossy(key),
+                crate::causality::SIBLINGS_MAX
+            );
+        }
+    }
+}
+
+/// The key of operation `id`.
+fn op_key(ops: &Ops, id: u64) -> Bytes {
+    ops.ops.get(&id).map(|op| op.key.clone()).unwrap_or_default()
+}
+
+/// The merge of every reply's state.
+fn merge_all(replies: &[(NodeId, Option<Siblings>)]) -> Result<Siblings> {
+    let mut merged = Siblings::new();
+    for state in replies.iter().filter_map(|(_, s)| s.as_ref()) {
+        merged.merge(state)?;
+    }
+    Ok(merged)
+}
+
+/// The client's answer to a read of `key` that found `state`, and whether it found
+/// concurrent values.
+fn read_reply(what: ReadWhat, key: &Bytes, state: &Siblings, conflicts: super::Conflicts) -> (Reply, bool) {
+    let live: Vec<&Bytes> = state.live().filter_map(|s| s.value.as_ref()).collect();
+    let siblings = live.len() > 1;
+    let reply = match what {
+        ReadWhat::Exists => Reply::Int(i64::from(!state.is_tombstone() && state.winner().is_some())),
+        ReadWhat::Siblings => {
+            let token = encode_context(key, state.context());
+            let values = live.iter().map(|v| Reply::Bulk((*v).clone())).collect();
+            Reply::Array(vec![Reply::Bulk(Bytes::from(token)), Reply::Array(values)])
+        }
+        ReadWhat::Get if siblings && conflicts == super::Conflicts::Siblings => Reply::Error(format!(
+            "SIBLINGS the key has {} concurrent values: read them with REPLIKV.SIBLINGS and write the one to keep with SET key value CONTEXT token",
+            live.len()
+        )),
+        ReadWhat::Get => match state.winner() {
+            Some(winner) => winner.value.clone().map_or(Reply::Nil, Reply::Bulk),
+            None => Reply::Nil,
+        },
+    };
+    (reply, siblings)
+}
+
+/// An error for a key no store can hold.
+fn check_key(key: &Bytes) -> Option<Reply> {
+    (key.len() > crate::kv::CLIENT_KEY_BYTES_MAX).then(|| {
+        Reply::err(format!("key is {} bytes, over the limit of {}", key.len(), crate::kv::CLIENT_KEY_BYTES_MAX))
+    })
+}
+
+/// Sends `reply` to `client`, once this batch is durable.
+fn answer(client: Client, reply: Reply, outbox: &mut Outbox) {
+    match client {
+        Client::Local(id) => outbox.after_flush.push(Output::Reply { id, reply }),
+        Client::Forwarded(to, id) => {
+            outbox.after_flush.push(Output::Send { to, message: Message::ForwardReply { id, reply }.into() })
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Leaderless replication (Dynamo style; the lecture's "Leaderless Replication" to "Change
+//! Propagation Protocols", DESIGN §7): every replica takes writes, and quorums decide.
+//!
+//! # Placement
+//!
+//! Each key has `n` replicas, its preference list ([`ring`]): with `n` nodes in the cluster,
+//! every node holds every key; with more, a consistent-hash ring with virtual nodes picks `n`
+//! of them.
+//!
+//! # Writes
+//!
+//! Any node coordinates a client's request. A write (SET, DEL) is coordinated by a replica of
+//! its key (a node that is none forwards it to the key's first replica, once, never retried):
+//! the coordinator reads its own state of the key, makes the new value with a fresh
+//! [`Version`](crate::version::Version) (its hybrid logical clock) and a fresh dot in the
+//! key's causal context ([`crate::causality`]), stores it, and sends the whole state to the
+//! other `n - 1` replicas, which merge it into theirs. The client's OK waits until `w`
+//! replicas hold it durably, the coordinator included (its own copy counts once its fsync
+//! is done). Fewer than `w` within `request_timeout_ms`: an error that says how many
+//! replicas took it and that it may still be there (the lecture's "apparently failed
+//! write"), never a silent success and never a retry.
+//!
+//! A plain SET or DEL replaces every value the coordinator has seen; a write made
+//! concurrently through another coordinator (neither saw the other) is kept beside it as a
+//! sibling. `SET key value CONTEXT token` replaces exactly the values the token (from
+//! REPLIKV.SIBLINGS) names. A delete is a tombstone with a version and a context, replicated
+//! like a write, so a replica that missed it cannot bring the value back: merging keeps the
+//! tombstone, whose context covers the deleted value.
+//!
+//! # Reads
+//!
+//! A read (GET, EXISTS, REPLIKV.SIBLINGS) asks all `n` replicas and answers after `r`
+//! replies with the newest state: the merge of the replies, by version and causality, never
+//! by majority (the lecture's "version 7 beats version 6"). Under `conflicts = "lww"` a GET
+//! returns the value of the highest version; under `conflicts = "siblings"` a GET of a key
+//! with concurrent values is an error naming how many, and REPLIKV.SIBLINGS lists them with
+//! their causal context.
+//!
+//! # Read repair
+//!
+//! A replica whose reply is older than the merge is sent the merged state (a `Write` marked
+//! as a repair). By default (`read_repair = "async"`) the client's answer does not wait; the
+//! repairs go out when every replica answered or the timeout passed, from the merge of every
+//! reply. With `read_repair = "blocking"` the answer waits until `w` replicas hold the state
+//! it returns, so two quorum reads in sequence never go back in time (Cassandra's monotonic
+//! quorum reads).
+//!
+//! # Commands
+//!
+//! GET, SET (with no option, or with CONTEXT alone), DEL and EXISTS of one key, and
+//! REPLIKV.SIBLINGS. Read-modify-writes (INCR, APPEND, SET NX/XX/GET, SETRANGE...) are
+//! refused with a clear error: without a leader two coordinators would each read the old
+//! value and one increment would be lost (the lecture: leaderless stores take "only very
+//! simple writes"). TTLs, transactions, WATCH, other databases, FLUSHALL, KEYS and SCAN are
+//! refused too; DBSIZE counts this node's keys, tombstones included; REPLIKV.DIGEST digests
+//! this node's states (so `replikv check` compares replicas).
+//!
+//! CAVEATS
+//! - Multi-key commands (MGET, MSET, DEL or EXISTS of several keys) are refused.
+//! - Tombstones are never purged (issue 14's anti-entropy collects them), and replicas
+//!   converge only through reads of each key until anti-entropy exists.
+//! - Membership is fixed by the cluster file; there is no hinted handoff (issue 14).
+//! - A coordinator's HLC bounds nothing: a node whose clock runs ahead stamps versions that
+//!   win under `lww` until the others catch up (the lecture's "clock skew can cause older
+//!   values to overwrite newer values").
+//! - An operation in flight is forgotten if its coordinator restarts: its client's
+//!   connection was lost with it.
+
+pub mod message;
+pub mod ring;
+
+mod coordinator;
+
+pub use message::Message;
+
+use crate::causality::Siblings;
+use crate::error::Result;
+use crate::kv::{Reply, Request, Store};
+use crate::node::{Common, Family, Outbox, ReplicationStatus, RequestId, WrittenOutAll};
+use crate::quorum::Nwr;
+use crate::storage::{Engine, Flushed, Record};
+use crate::version::{Hlc, NodeId, Version};
+use bytes::Bytes;
+use coordinator::Ops;
+use ring::Ring;
+use serde::Serialize;
+
+/// What a leaderless node is handed: [`crate::node::Input`] with this family's messages.
+pub type Input = crate::node::Input<Message>;
+
+/// What a GET returns when a key has concurrent values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Conflicts {
+    /// The value of the highest version.
+    #[default]
+    Lww,
+    /// An error naming how many; REPLIKV.SIBLINGS lists them.
+    Siblings,
+}
+
+impl Conflicts {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conflicts::Lww => "lww",
+            Conflicts::Siblings => "siblings",
+        }
+    }
+}
+
+/// Whether a read waits for its repairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadRepair {
+    /// Repairs go out after the answer.
+    #[default]
+    Async,
+    /// The answer waits until `w` replicas hold what it returns.
+    Blocking,
+}
+
+impl ReadRepair {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadRepair::Async => "async",
+            ReadRepair::Blocking => "blocking",
+        }
+    }
+}
+
+/// Bugs the simulator plants to test its own checkers; none is reachable from the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Canary {
+    /// No planted bug.
+    #[default]
+    None,
+    /// A coordinator counts each replica's write acknowledgement twice.
+    CountAckTwice,
+    /// A replica takes a state it is sent as it is, even when its own is newer.
+    OlderOverwrites,
+    /// A read repair sends the value the coordinator read first, not the newest.
+    RepairWithFirstReply,
+}
+
+/// How a leaderless node behaves; the server builds it from the cluster file.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What every family's node has: `common.peers` are every other node of the cluster.
+    pub common: Common,
+    /// Replicas per key, and how many a write and a read wait for.
+    pub nwr: Nwr,
+    /// What a GET of a key with concurrent values returns.
+    pub conflicts: Conflicts,
+    /// Whether a read waits for its repairs.
+    pub read_repair: ReadRepair,
+    /// Milliseconds a coordinator waits for `w` (or `r`) replicas before the client gets an
+    /// error.
+    pub request_timeout_ms: u64,
+    /// Positions each node takes on the placement ring.
+    pub vnodes_per_node: usize,
+    /// A bug planted on purpose (the simulator's canaries); `Canary::None` in every real node.
+    pub canary: Canary,
+}
+
+impl Settings {
+    /// Defaults for `node` with `nwr`: `lww`, asynchronous read repair, a 5 s timeout.
+    pub fn new(node: NodeId, nwr: Nwr) -> Settings {
+        Settings {
+            common: Common::new(node),
+            nwr,
+            conflicts: Conflicts::Lww,
+            read_repair: ReadRepair::Async,
+            request_timeout_ms: 5_000,
+            vnodes_per_node: ring::VNODES_PER_NODE_DEFAULT,
+            canary: Canary::None,
+        }
+    }
+}
+
+/// What a leaderless node counts since it started, for its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Client writes this node coordinated.
+    pub writes_coordinated: u64,
+    /// Client reads this node coordinated.
+    pub reads_coordinated: u64,
+    /// Writes that reached fewer than `w` replicas in time (they may still be there).
+    pub partial_writes: u64,
+    /// Reads that heard from fewer than `r` replicas in time.
+    pub failed_reads: u64,
+    /// Read repairs this node sent, as a coordinator.
+    pub read_repairs_sent: u64,
+    /// Read repairs this node received (and merged), as a replica.
+    pub read_repairs_received: u64,
+    /// Reads that found concurrent values.
+    pub sibling_reads: u64,
+    /// Siblings merged away past [`crate::causality::SIBLINGS_MAX`] (the oldest, by version).
+    pub siblings_dropped: u64,
+    /// Writes forwarded to a replica of their key.
+    pub forwarded: u64,
+}
+
+/// A leaderless node's status, inside [`ReplicationStatus`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LeaderlessStatus {
+    /// Replicas per key.
+    pub n: usize,
+    /// Replicas a write waits for.
+    pub w: usize,
+    /// Replicas a read waits for.
+    pub r: usize,
+    /// `lww` or `siblings`.
+    pub conflicts: &'static str,
+    /// `async` or `blocking`.
+    pub read_repair: &'static str,
+    /// Operations this node coordinates now.
+    pub in_flight: usize,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// Operations one coordinator holds at most; beyond, a request is refused with an error.
+pub const OPS_IN_FLIGHT_MAX: usize = 100_000;
+
+/// A leaderless node.
+#[derive(Debug)]
+pub struct Leaderless<E> {
+    /// The node's states, one record per key (see [`Leaderless::load`]).
+    store: Store<E>,
+    /// How it behaves.
+    settings: Settings,
+    /// Where each key lives.
+    ring: Ring,
+    /// Stamps the versions of the writes it coordinates.
+    clock: Hlc,
+    /// States stored since open: a write is durable here once [`Input::Durable`] names its
+    /// number.
+    stored: u64,
+    /// The newest stored state known durable.
+    durable: u64,
+    /// What it coordinates.
+    ops: Ops,
+    /// Its counters.
+    counters: Counters,
+}
+
+impl<E: Engine> Leaderless<E> {
+    /// A leaderless node over `engine`; fails when the engine's database map is damaged or
+    /// the settings cannot place keys (n greater than the cluster).
+    pub fn open(engine: E, settings: Settings, now_ms: u64) -> Result<Leaderless<E>> {
+        let mut store = Store::open(engine, settings.common.node)?;
+        store.set_corruption(settings.common.corruption);
+        store.limit_values(crate::single_leader::REPLICATED_VALUE_BYTES_MAX);
+        let mut members = vec![settings.common.node];
+        members.extend(settings.common.peers.iter().copied().filter(|p| *p != settings.common.node));
+        let ring = Ring::new(&members, settings.nwr.n, settings.vnodes_per_node)?;
+        let clock = Hlc::new(store.last_timestamp());
+        let ops = Ops::new(settings.common.seed ^ now_ms);
+        Ok(Leaderless { store, settings, ring, clock, stored: 0, durable: 0, ops, counters: Counters::default() })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store, for reading keys (digests, tests).
+    pub fn store(&self) -> &Store<E> {
+        &self.store
+    }
+
+    /// Sets how many databases requests may name; leaderless mode keeps database 0 only, so
+    /// this changes nothing but the store's bound.
+    pub fn set_databases(&mut self, databases: u32) {
+        self.store.set_databases(databases);
+    }
+
+    /// Sets what a read that finds a damaged record does.
+    pub fn set_corruption(&mut self, corruption: crate::kv::Corruption) {
+        self.store.set_corruption(corruption);
+    }
+
+    /// Changes how long a coordinator waits for its replicas, for what starts afterwards.
+    pub fn set_timeout(&mut self, request_timeout_ms: u64) {
+        assert!(request_timeout_ms > 0, "the request timeout must be positive");
+        self.settings.request_timeout_ms = request_timeout_ms;
+    }
+
+    /// States stored since open (the runtime's durability notices count these).
+    pub fn last_lsn(&self) -> u64 {
+        self.stored
+    }
+
+    /// Makes every write stepped so far durable.
+    pub fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
+        self.store.engine_mut().flush(now_ms)
+    }
+
+    /// Background work between batches (compaction), bounded by `budget_bytes`.
+    pub fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
+        self.store.engine_mut().maintain(budget_bytes)?;
+        for (key, error) in self.store.engine_mut().take_damaged() {
+            self.store.note_damage(&key, error)?;
+        }
+        Ok(())
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// This node's state of `key`: `None` when it holds none. A damaged record is listed
+    /// (the read repair that follows brings the key back) and read as none; a record that
+    /// is no leaderless state (a data directory written in another mode) is an
+    /// [`crate::Error::InvalidInput`] naming the key.
+    fn load(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
+        let physical = crate::kv::physical(0, key);
+        let record = match self.store.engine().get(&physical) {
+            Ok(record) => record,
+            Err(e @ crate::Error::Damaged { .. }) => {
+                self.store.note_damage(&physical, e)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match record.and_then(|r| r.value) {
+            None => Ok(None),
+            Some(bytes) => Siblings::from_bytes(&bytes).map(Some).map_err(|e| {
+                crate::Error::InvalidInput(format!(
+                    "key {:?} holds no leaderless state (was this data directory written in another mode?): {e}",
+                    String::from_utf8_lossy(key)
+                ))
+            }),
+        }
+    }
+
+    /// Stores `state` as this node's state of `key`; returns its number for durability.
+    fn save(&mut self, key: &Bytes, state: &Siblings) -> Result<u64> {
+        let value = state.to_bytes()?;
+        let version = state.newest_version().unwrap_or_default();
+        let record = Record { version, value: Some(value), expire_at_ms: None };
+        self.store.apply(crate::replication::Change { key: crate::kv::physical(0, key), record })?;
+        self.stored += 1;
+        Ok(self.stored)
+    }
+
+    /// A fresh version for a write over `state`, after everything the state holds.
+    fn stamp(&mut self, now_ms: u64, state: &Siblings) -> Version {
+        if let Some(newest) = state.newest_version() {
+            self.clock.observe(newest.ts);
+        }
+        Version { ts: self.clock.tick(now_ms), node: self.settings.common.node }
+    }
+
+    /// Handles one input at wall-clock `now_ms`.
+    pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
+        match input {
+            Input::Request { id, request } => self.request(now_ms, id, request, outbox),
+            Input::Tick => self.tick(now_ms, outbox),
+            Input::Message { from, message } => self.message(now_ms, from, message, outbox),
+            Input::Durable { lsn, .. } => {
+                self.durable = self.durable.max(lsn.min(self.stored));
+                self.durable_now(now_ms, outbox)
+            }
+        }
+    }
+
+    /// Requests this family answers without a quorum, or refuses; `None` for the ones it
+    /// coordinates.
+    fn local_reply(&mut self, request: &Request) -> Result<Option<Reply>> {
+        let refuse =
+            |what: &str, why: &str| Some(Reply::err(format!("{what} is not available in leaderless mode: {why}")));
+        let rmw = "a read-modify-write needs one node to order it, and a leaderless cluster has none (use GET, then SET with the CONTEXT REPLIKV.SIBLINGS gives)";
+        Ok(match request {
+            Request::Get { .. } | Request::Siblings { .. } | Request::SetContext { .. } => None,
+            Request::Set { condition, get, expiry, .. } => {
+                let plain =
+                    *condition == crate::kv::SetCondition::Always && !*get && *expiry == crate::kv::Expiry::Clear;
+                if plain {
+                    None
+                } else {
+                    refuse("SET with NX, XX, GET or an expiry", rmw)
+                }
+            }
+            Request::Del { keys } | Request::Exists { keys } if keys.len() == 1 => None,
+            Request::Del { .. } | Request::Exists { .. } | Request::MGet { .. } | Request::MSet { .. } => {
+                refuse("a command over several keys", "send one request per key")
+            }
+            Request::DbSize => Some(Reply::Int(self.store.keyspace().first().map_or(0, |db| db.keys as i64))),
+            Request::Digest { bucket } => Some(crate::node::digest_reply(&mut self.store, 0, *bucket)?),
+            Request::InDb { .. } => refuse("a database other than 0", "this mode keeps database 0 only"),
+            Request::Wait { .. } | Request::Failover { .. } | Request::Log { .. } => refuse(
+                "this command",
+                "there is no leader and no replication log; writes wait for w replicas themselves",
+            ),
+            Request::Exec { .. } | Request::Watch { .. } => {
+                refuse("MULTI/EXEC and WATCH", "a transaction needs one node to order it")
+            }
+            Request::Keys { .. } | Request::Scan { .. } | Request::RandomKey => {
+                refuse("this command", "a node holds tombstones and stale values that only a quorum read resolves")
+            }
+            Request::FlushAll | Request::FlushDb | Request::SwapDb { .. } | Request::Move { .. } => {
+                refuse("this command", "it would need a quorum write of every key")
+            }
+            Request::Ttl { .. }
+            | Request::Persist { .. }
+            | Request::Expire { .. }
+            | Request::ExpireIf { .. }
+            | Request::ExpireTime { .. }
+            | Request::GetEx { .. }
+            | Request::SetEx { .. } => refuse("expiry", "keys in a leaderless cluster do not expire yet"),
+            _ => refuse("this command", rmw),
+        })
+    }
+
+    /// What the replication status pages show.
+    pub fn status(&self, _now_ms: u64) -> ReplicationStatus {
+        let damaged = self.store.damaged();
+        ReplicationStatus {
+            role: "leaderless",
+            mode: "leaderless",
+            leaderless: Some(LeaderlessStatus {
+                n: self.settings.nwr.n,
+                w: self.settings.nwr.w,
+                r: self.settings.nwr.r,
+                conflicts: self.settings.conflicts.as_str(),
+                read_repair: self.settings.read_repair.as_str(),
+                in_flight: self.ops.len(),
+                counters: self.counters.clone(),
+            }),
+            last_lsn: self.stored,
+            durable_lsn: self.durable,
+            damaged_keys: damaged.count(),
+            damaged: crate::node::damaged_records(damaged),
+            ..ReplicationStatus::default()
+        }
+    }
+}
+
+impl<E: Engine> Family for Leaderless<E> {
+    type Message = Message;
+
+    fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
+        Leaderless::step(self, now_ms, input, outbox)
+    }
+
+    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+        let engine = self.store.engine_mut().write_out(now_ms)?;
+        Ok(WrittenOutAll {
+            bytes: engine.bytes,
+            syncs: engine.sync.into_iter().collect(),
+            last_lsn: self.stored,
+            resets: 0,
+        })
+    }
+
+    fn status(&self, now_ms: u64) -> ReplicationStatus {
+        Leaderless::status(self, now_ms)
+    }
+}
+
+/// The id of a client request, as the coordinator answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// A client of this node.
+    Local(RequestId),
+    /// A write another node forwarded (its number for it).
+    Forwarded(NodeId, u64),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! Leaderless replication between nodes in one process: memory engines and a hand-driven
+//! network that can cut nodes off, hold messages and deliver them in any order.
+
+use super::{Canary, Conflicts, Input, Leaderless, Message, ReadRepair, Settings};
+use crate::kv::{parse_command, Reply, Request};
+use crate::node::{Outbox, Output, PeerMessage, RequestId};
+use crate::quorum::Nwr;
+use crate::storage::MemoryEngine;
+use crate::version::NodeId;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The cluster's clock when it is built.
+const START_MS: u64 = 1_000;
+
+/// Nodes stepped by hand.
+struct Cluster {
+    nodes: Vec<Leaderless<MemoryEngine>>,
+    ids: Vec<NodeId>,
+    now: u64,
+    /// Messages in flight: (from, to, message).
+    net: VecDeque<(usize, usize, Message)>,
+    replies: BTreeMap<RequestId, Reply>,
+    /// Nodes cut off: messages to and from them are dropped.
+    cut: BTreeSet<usize>,
+    /// Nodes whose incoming messages are held (delivered by `release`).
+    held: BTreeMap<usize, Vec<(usize, Message)>>,
+    next_id: RequestId,
+}
+
+fn request(line: &str) -> Request {
+    let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    parse_command(&args).expect("a known command").expect("valid arguments")
+}
+
+impl Cluster {
+    fn new(nodes: usize, n: usize, w: usize, r: usize) -> Cluster {
+        Cluster::with(nodes, Nwr::new(n, w, r).unwrap(), |_| {})
+    }
+
+    fn with(count: usize, nwr: Nwr, adjust: impl Fn(&mut Settings)) -> Cluster {
+        let ids: Vec<NodeId> = (1..=count).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let mut settings = Settings::new(id, nwr);
+                settings.common.peers = ids.iter().copied().filter(|&other| other != id).collect();
+                settings.common.seed = i as u64;
+                settings.request_timeout_ms = 500;
+                adjust(&mut settings);
+                Leaderless::open(MemoryEngine::new(), settings, START_MS).unwrap()
+            })
+            .collect();
+        Cluster {
+            nodes,
+            ids,
+            now: START_MS,
+            net: VecDeque::new(),
+            replies: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            held: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Steps node `i` with `input`, makes its writes durable and routes what it sent.
+    fn step(&mut self, i: usize, input: Input) {
+        let mut outbox = Outbox::default();
+        self.nodes[i].step(self.now, input, &mut outbox).unwrap();
+        self.nodes[i].flush(self.now).unwrap();
+        let lsn = self.nodes[i].last_lsn();
+        self.nodes[i].step(self.now, Input::Durable { lsn, resets: 0 }, &mut outbox).unwrap();
+        for output in outbox.drain_all() {
+            match output {
+                Output::Reply { id, reply } => {
+                    assert!(self.replies.insert(id, reply).is_none(), "one reply per request");
+                }
+                Output::Send { to, message: PeerMessage::Leaderless(message) } => {
+                    let to = self.ids.iter().position(|&id| id == to).expect("a known node");
+                    if !self.cut.contains(&i) && !self.cut.contains(&to) {
+                        self.net.push_back((i, to, message));
+                    }
+                }
+                Output::Send { message, .. } => panic!("a leaderless node sent {message:?}"),
+            }
+        }
+    }
+
+    /// Sends `line` to node `i`; returns the request's id.
+    fn send(&mut self, i: usize, line: &str) -> RequestId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.step(i, Input::Request { id, request: request(line) });
+        id
+    }
+
+    /// Delivers messages until none is in flight.
+    fn settle(&mut self) {
+        let mut steps = 0;
+        while let Some((from, to, message)) = self.net.pop_front() {
+            steps += 1;
+            assert!(steps < 100_000, "the network never settles");
+            if self.cut.contains(&to) || self.cut.contains(&from) {
+                continue;
+            }
+            if let Some(held) = self.held.get_mut(&to) {
+                held.push((from, message));
+                continue;
+            }
+            let from_id = self.ids[from];
+            self.step(to, Input::Message { from: from_id, message });
+        }
+    }
+
+    /// Sends `line` to node `i`, settles the network and returns the reply.
+    fn run(&mut self, i: usize, line: &str) -> Reply {
+        let id = self.send(i, line);
+        self.settle();
+        self.replies.remove(&id).unwrap_or_else(|| panic!("no reply to {line:?} on node {i}"))
+    }
+
+    /// Advances the clock past every timeout and ticks every node.
+    fn time_out(&mut self) {
+        self.now += 1_000;
+        for i in 0..self.nodes.len() {
+            self.step(i, Input::Tick);
+        }
+        self.settle();
+    }
+
+    /// Node `i`'s own state of `key`: its winning value, `None` for none or a tombstone.
+    fn local(&mut self, i: usize, key: &str) -> Option<Bytes> {
+        let state = self.nodes[i].load(&Bytes::copy_from_slice(key.as_bytes())).unwrap()?;
+        state.winner().and_then(|w| w.value.clone())
+    }
+
+    fn live_values(&mut self, i: usize, key: &str) -> usize {
+        let state = self.nodes[i].load(&Bytes::copy_from_slice(key.as_bytes())).unwrap();
+        state.map_or(0, |s| s.live().count())
+    }
+}
+
+fn bulk(value: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(value.as_bytes()))
+}
+
+#[test]
+fn a_write_reaches_every_replica_and_any_node_reads_it() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    for i in 0..3 {
+        assert_eq!(c.local(i, "k"), Some(Bytes::from("v1")), "node {i}");
+        assert_eq!(c.run(i, "GET k"), bulk("v1"), "node {i}");
+    }
+    assert_eq!(c.run(2, "EXISTS k"), Reply::Int(1));
+    assert_eq!(c.run(1, "GET nothing"), Reply::Nil);
+    assert_eq!(c.nodes[0].counters().writes_coordinated, 1);
+}
+
+#[test]
+fn a_write_is_acknowledged_with_one_replica_down_and_fails_with_two_saying_how_many_took_it() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    c.cut.insert(1);
+    let id = c.send(0, "SET k v2");
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "no answer before the timeout: w = 2 is not reached");
+    c.time_out();
+    let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("expected an error") };
+    assert!(e.starts_with("NOQUORUM the write reached 1 of 3 replicas (w = 2 needed) within 500 ms"), "{e}");
+    assert!(e.contains("it may still be there"), "{e}");
+    // It is still there: the apparently failed write is on the coordinator.
+    assert_eq!(c.local(0, "k"), Some(Bytes::from("v2")));
+    assert_eq!(c.nodes[0].counters().partial_writes, 1);
+}
+
+#[test]
+fn a_read_returns_the_newest_version_not_the_majority_and_repairs_the_stale_replicas() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    assert_eq!(c.run(0, "SET k v6"), Reply::Ok);
+    // Only node 0 takes v7: the others are cut off while it is written.
+    c.cut.extend([1, 2]);
+    let id = c.send(0, "SET k v7");
+    c.settle();
+    c.time_out();
+    assert!(matches!(c.replies.remove(&id), Some(Reply::Error(_))));
+    c.cut.clear();
+    assert_eq!(c.local(1, "k"), Some(Bytes::from("v6")));
+    // Node 1 coordinates: itself and node 2 say v6, node 0 says v7; the newest wins even if
+    // the first r replies were both v6, because the read waits for r and merges by version.
+    c.held.insert(2, Vec::new());
+    assert_eq!(c.run(1, "GET k"), bulk("v7"));
+    let held = c.held.remove(&2).unwrap();
+    for (from, message) in held {
+        let from = c.ids[from];
+        c.step(2, Input::Message { from, message });
+    }
+    c.settle();
+    for i in 0..3 {
+        assert_eq!(c.local(i, "k"), Some(Bytes::from("v7")), "node {i} repaired");
+    }
+    assert!(c.nodes[1].counters().read_repairs_sent >= 1);
+    assert!(c.nodes[2].counters().read_repairs_received >= 1);
+}
+
+#[test]
+fn an_acknowledged_delete_never_comes_back_through_a_read_repair_from_a_replica_that_missed_it() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    c.cut.clear();
+    assert_eq!(c.local(2, "k"), Some(Bytes::from("v1")), "node 2 missed the delete");
+    // Every node coordinates a read; node 2's stale value meets the tombstone and loses.
+    for i in [2, 1, 0] {
+        assert_eq!(c.run(i, "GET k"), Reply::Nil, "read on node {i}");
+    }
+    c.time_out();
+    for i in 0..3 {
+        assert_eq!(c.local(i, "k"), None, "node {i} holds the tombstone");
+    }
+    assert_eq!(c.run(2, "EXISTS k"), Reply::Int(0));
+}
+
+#[test]
+fn concurrent_writes_become_siblings_listed_with_a_context_that_a_write_resolves() {
+    let mut c = Cluster::with(3, Nwr::new(3, 1, 2).unwrap(), |s| s.conflicts = Conflicts::Siblings);
+    // A partition: node 0 and node 2 each take a write the other does not see.
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "SET k a"), Reply::Ok);
+    c.cut.clear();
+    c.cut.insert(0);
+    assert_eq!(c.run(2, "SET k b"), Reply::Ok);
+    c.cut.clear();
+    let Reply::Error(e) = c.run(1, "GET k") else { panic!("expected the siblings error") };
+    assert!(e.starts_with("SIBLINGS the key has 2 concurrent values"), "{e}");
+    let Reply::Array(listed) = c.run(1, "REPLIKV.SIBLINGS k") else { panic!("expected an array") };
+    let [Reply::Bulk(token), Reply::Array(values)] = &listed[..] else { panic!("{listed:?}") };
+    let mut values: Vec<Reply> = values.clone();
+    values.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(values, vec![bulk("a"), bulk("b")]);
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    assert_eq!(c.run(1, &format!("SET k c CONTEXT {token}")), Reply::Ok);
+    assert_eq!(c.run(0, "GET k"), bulk("c"));
+    c.time_out();
+    for i in 0..3 {
+        assert_eq!(c.live_values(i, "k"), 1, "node {i} holds one value");
+    }
+    assert!(c.nodes[1].counters().sibling_reads >= 1);
+    // A context of another key is refused.
+    let Reply::Error(e) = c.run(0, &format!("SET other x CONTEXT {token}")) else { panic!() };
+    assert!(e.starts_with("ERR invalid CONTEXT"), "{e}");
+}
+
+#[test]
+fn under_lww_a_get_of_concurrent_writes_returns_the_highest_version() {
+    let mut c = Cluster::new(3, 3, 1, 3);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "SET k early"), Reply::Ok);
+    c.cut.clear();
+    c.now += 5;
+    c.cut.insert(0);
+    assert_eq!(c.run(2, "SET k late"), Reply::Ok);
+    c.cut.clear();
+    assert_eq!(c.run(1, "GET k"), bulk("late"));
+}
+
+#[test]
+fn a_blocking_read_waits_until_w_replicas_hold_what_it_returns() {
+    let mut c = Cluster::with(3, Nwr::new(3, 2, 2).unwrap(), |s| s.read_repair = ReadRepair::Blocking);
+    c.cut.extend([1, 2]);
+    let id = c.send(0, "SET k v1");
+    c.settle();
+    c.time_out();
+    assert!(matches!(c.replies.remove(&id), Some(Reply::Error(_))), "a partial write");
+    c.cut.clear();
+    // Node 1 reads from itself and node 0 (node 2 held): it answers v1 only once a second
+    // replica holds v1, itself repaired.
+    c.held.insert(2, Vec::new());
+    assert_eq!(c.run(1, "GET k"), bulk("v1"));
+    assert_eq!(c.local(1, "k"), Some(Bytes::from("v1")), "the coordinator was repaired before it answered");
+}
+
+#[test]
+fn read_modify_writes_and_multi_key_commands_are_refused_with_the_reason() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    for (line, expected) in [
+        ("INCR k", "is not available in leaderless mode: a read-modify-write"),
+        ("APPEND k x", "read-modify-write"),
+        ("SET k v NX", "SET with NX, XX, GET or an expiry is not available"),
+        ("MGET a b", "a command over several keys"),
+        ("DEL a b", "a command over several keys"),
+        ("EXPIRE k 10", "expiry is not available"),
+        ("FLUSHALL", "quorum write of every key"),
+        ("WAIT 1 0", "there is no leader"),
+    ] {
+        let Reply::Error(e) = c.run(0, line) else { panic!("{line} was not refused") };
+        assert!(e.contains(expected), "{line}: {e}");
+    }
+}
+
+#[test]
+fn with_more_nodes_than_n_each_key_lives_on_n_nodes_and_a_non_replica_forwards_the_write() {
+    let mut c = Cluster::new(5, 3, 2, 2);
+    for k in 0..40 {
+        let key = format!("key{k}");
+        // Any node coordinates, replica or not.
+        assert_eq!(c.run(k % 5, &format!("SET {key} v{k}")), Reply::Ok, "{key}");
+        let holders = (0..5).filter(|&i| c.local(i, &key).is_some()).count();
+        assert_eq!(holders, 3, "{key} on exactly n nodes");
+        assert_eq!(c.run((k + 1) % 5, &format!("GET {key}")), bulk(&format!("v{k}")));
+    }
+    let forwarded: u64 = c.nodes.iter().map(|n| n.counters().forwarded).sum();
+    assert!(forwarded > 0, "some writes came to a node that is no replica of their key");
+}
+
+#[test]
+fn a_replica_counts_once_however_often_it_acknowledges() {
+    let mut c = Cluster::new(3, 3, 3, 1);
+    c.cut.insert(2);
+    let id = c.send(0, "SET k v");
+    // Duplicate node 1's acknowledgement: still 2 of 3.
+    let acks: Vec<_> = c.net.iter().cloned().collect();
+    c.settle();
+    for (from, to, message) in acks {
+        if let Message::Write { op, .. } = message {
+            let from_id = c.ids[to];
+            c.step(from, Input::Message { from: from_id, message: Message::WriteAck { op } });
+        }
+    }
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "w = 3 is not reached by node 1 twice");
+}
+
+#[test]
+fn the_count_ack_twice_canary_acknowledges_a_write_too_early() {
+    let mut c = Cluster::with(3, Nwr::new(3, 3, 1).unwrap(), |s| s.canary = Canary::CountAckTwice);
+    c.cut.insert(2);
+    let id = c.send(0, "SET k v");
+    c.settle();
+    assert_eq!(c.replies.remove(&id), Some(Reply::Ok), "the planted bug counts node 1 twice");
+}
