@@ -19,6 +19,14 @@ impl Trio {
     /// Starts n1, n2, n3 with `[replication]` settings `replication` (TOML lines) and `flags`
     /// added to every node's command line, and waits until both followers stream.
     pub fn start(replication: &str, flags: &[&str]) -> Trio {
+        let trio = Trio::launch(replication, flags);
+        trio.wait_streaming(&[1, 2]);
+        trio
+    }
+
+    /// Starts n1, n2, n3 as [`Trio::start`] does, without waiting for any of them (a
+    /// leaderless cluster has no followers to wait for).
+    pub fn launch(replication: &str, flags: &[&str]) -> Trio {
         let dir = tempfile::tempdir().unwrap();
         let ports = cluster_ports();
         let mut text = format!("cluster = \"e2e\"\n[replication]\n{replication}\n");
@@ -42,9 +50,13 @@ impl Trio {
                 Node::start_on(&root.join(&id), resp, http, &args)
             })
             .collect();
-        let trio = Trio { nodes, dir };
-        trio.wait_streaming(&[1, 2]);
-        trio
+        Trio { nodes, dir }
+    }
+
+    /// The cluster file every node reads.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn cluster_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("e2e").join("cluster.toml")
     }
 
     /// Runs `replikv ARGS --name e2e --data DIR`: (exit success, stdout, stderr).

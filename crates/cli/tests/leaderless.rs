@@ -1,0 +1,194 @@
+//! Leaderless replication end to end (issue 13 point 18): three real `replikv node` processes
+//! with n = 3, w = 2, r = 2, driven through the `redis` crate, with nodes killed (SIGKILL) and
+//! paused (SIGSTOP).
+
+mod common;
+
+use common::trio::Trio;
+use redis::{Connection, Value};
+use std::time::{Duration, Instant};
+
+/// The `[replication]` table of every test here, plus `extra` lines.
+fn leaderless(extra: &str) -> String {
+    format!("mode = \"leaderless\"\nn = 3\nw = 2\nr = 2\nack_timeout_ms = 1500\n{extra}")
+}
+
+/// Starts the trio (with test faults on) and waits (bounded) until every node coordinates a
+/// quorum read, which needs its peer links up.
+fn start(extra: &str) -> Trio {
+    let trio = Trio::launch(&leaderless(extra), &["--test-faults"]);
+    for i in 0..3 {
+        retry(&format!("n{} reads with its quorum", i + 1), || {
+            let mut con = trio.con(i);
+            redis::cmd("GET").arg("warm-up").query::<Option<String>>(&mut con).map_err(|e| e.to_string())
+        });
+    }
+    trio
+}
+
+/// Runs `f` until it succeeds, for 30 s at most.
+fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what}: still failing after 30 s: {e}"),
+        }
+    }
+}
+
+fn set(con: &mut Connection, key: &str, value: &str) -> Result<(), String> {
+    redis::cmd("SET").arg(key).arg(value).query::<()>(con).map_err(|e| e.to_string())
+}
+
+fn get(con: &mut Connection, key: &str) -> Result<Option<String>, String> {
+    redis::cmd("GET").arg(key).query::<Option<String>>(con).map_err(|e| e.to_string())
+}
+
+/// Makes node `i`'s link to node `peer` discard every message (`blocked`), or clears it.
+fn block(trio: &Trio, i: usize, peer: usize, blocked: bool) {
+    let body = format!(r#"{{"peer": "n{}", "blocked": {blocked}}}"#, peer + 1);
+    let (code, answer) = trio.nodes[i].http("PUT", "/api/v1/test/faults", body.as_bytes());
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+/// Node `i`'s digest root (REPLIKV.DIGEST's third element).
+fn root(trio: &Trio, i: usize) -> String {
+    let mut con = trio.con(i);
+    let digest: Vec<Value> = redis::cmd("REPLIKV.DIGEST").query(&mut con).unwrap();
+    match &digest[2] {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).unwrap(),
+        other => panic!("a digest root, not {other:?}"),
+    }
+}
+
+/// Node `i`'s leaderless counter `name` from its status.
+fn counter(trio: &Trio, i: usize, name: &str) -> u64 {
+    trio.status(i)["replication"]["leaderless"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+#[test]
+fn writes_and_reads_go_on_with_any_one_node_killed_and_a_read_repairs_what_it_missed() {
+    let mut trio = start("");
+    for down in 0..3 {
+        let (writer, reader) = ((down + 1) % 3, (down + 2) % 3);
+        // The others discard what they send to the node while it is down (their links would
+        // otherwise hold the write and deliver it when it comes back).
+        block(&trio, writer, down, true);
+        block(&trio, reader, down, true);
+        trio.nodes[down].kill9();
+        let key = format!("key-{down}");
+        let mut w = trio.con(writer);
+        set(&mut w, &key, &format!("written while n{} was down", down + 1)).unwrap();
+        let mut r = trio.con(reader);
+        assert_eq!(
+            get(&mut r, &key).unwrap().as_deref(),
+            Some(format!("written while n{} was down", down + 1).as_str())
+        );
+        trio.nodes[down].restart();
+        block(&trio, writer, down, false);
+        block(&trio, reader, down, false);
+        // The restarted node missed the write: its digest differs until a read repairs it.
+        retry("the restarted node answers", || trio.try_status(down).ok_or("not yet".to_string()));
+        assert_ne!(root(&trio, down), root(&trio, writer), "n{} should have missed {key}", down + 1);
+        let before = counter(&trio, down, "read_repairs_received");
+        retry(&format!("a read of {key} through n{}", down + 1), || {
+            let mut con = trio.con(down);
+            match get(&mut con, &key)? {
+                Some(_) => Ok(()),
+                None => Err("nil".into()),
+            }
+        });
+        retry("the read repair reaches the restarted node", || {
+            let received = counter(&trio, down, "read_repairs_received");
+            let same = root(&trio, down) == root(&trio, writer) && root(&trio, writer) == root(&trio, reader);
+            (received > before && same).then_some(()).ok_or(format!("repairs received {received}, roots equal {same}"))
+        });
+    }
+}
+
+#[test]
+fn a_partial_write_says_how_many_replicas_took_it_and_that_it_may_still_be_there() {
+    let trio = start("");
+    let mut con = trio.con(0);
+    set(&mut con, "k", "before").unwrap();
+    trio.nodes[1].signal(libc::SIGSTOP);
+    trio.nodes[2].signal(libc::SIGSTOP);
+    let error = set(&mut con, "k", "during").unwrap_err();
+    trio.nodes[1].signal(libc::SIGCONT);
+    trio.nodes[2].signal(libc::SIGCONT);
+    assert!(error.contains("NOQUORUM"), "{error}");
+    assert!(error.contains("the write reached 1 of 3 replicas (w = 2 needed) within 1500 ms"), "{error}");
+    assert!(error.contains("it may still be there"), "{error}");
+    retry("the partial write is counted", || match counter(&trio, 0, "partial_writes") {
+        1 => Ok(()),
+        other => Err(format!("partial_writes = {other}")),
+    });
+    // It is still there: a quorum read that includes n1 returns it (newest version wins).
+    let value = retry("a read after the partial write", || get(&mut con, "k"));
+    assert_eq!(value.as_deref(), Some("during"));
+}
+
+#[test]
+fn siblings_made_by_two_clients_during_a_partition_are_listed_and_resolved_with_their_context() {
+    let trio = start("conflicts = \"siblings\"");
+    // n1 and n3 cannot hear each other; both still reach n2.
+    block(&trio, 0, 2, true);
+    block(&trio, 2, 0, true);
+    let mut a = trio.con(0);
+    set(&mut a, "cart", "milk").unwrap();
+    // Another client writes through n3, which never saw the first write: both are
+    // acknowledged (n2 takes each), and n2 now holds both, concurrent.
+    let mut b = trio.con(2);
+    set(&mut b, "cart", "eggs").unwrap();
+    block(&trio, 0, 2, false);
+    block(&trio, 2, 0, false);
+    let mut c = trio.con(1);
+    let error = retry("a GET that sees both", || match get(&mut c, "cart") {
+        Err(e) if e.contains("SIBLINGS") => Ok(e),
+        other => Err(format!("{other:?}")),
+    });
+    assert!(error.contains("2 concurrent values"), "{error}");
+    let listed: (String, Vec<String>) = redis::cmd("REPLIKV.SIBLINGS").arg("cart").query(&mut c).unwrap();
+    let (token, mut values) = listed;
+    values.sort();
+    assert_eq!(values, ["eggs", "milk"]);
+    redis::cmd("SET").arg("cart").arg("eggs,milk").arg("CONTEXT").arg(&token).query::<()>(&mut c).unwrap();
+    for i in 0..3 {
+        let mut con = trio.con(i);
+        assert_eq!(get(&mut con, "cart").unwrap().as_deref(), Some("eggs,milk"), "read through n{}", i + 1);
+    }
+    // A context is bound to its key.
+    let error = redis::cmd("SET").arg("other").arg("x").arg("CONTEXT").arg(&token).query::<()>(&mut c).unwrap_err();
+    assert!(error.to_string().contains("made for another key"), "{error}");
+}
+
+#[test]
+fn a_node_of_another_mode_is_refused_at_the_handshake_naming_both_modes() {
+    // n2's file says single-leader, the others leaderless: their links refuse each other.
+    let mut trio = Trio::launch(&leaderless(""), &[]);
+    let file = trio.cluster_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let other = file.with_file_name("single-leader.toml");
+    let single = text.replace("mode = \"leaderless\"\nn = 3\nw = 2\nr = 2\n", "");
+    assert_ne!(single, text, "the mode lines are where this test expects them");
+    std::fs::write(&other, single).unwrap();
+    trio.nodes[1].kill9();
+    trio.nodes[1].set_flags(&["--config", other.to_str().unwrap(), "--id", "n2"]);
+    trio.nodes[1].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = trio.nodes[0].log_text();
+        if log.contains("replication mode mismatch: this node runs leaderless, peer n2")
+            && log.contains("single-leader")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n1 never refused n2:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
