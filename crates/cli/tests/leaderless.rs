@@ -192,3 +192,75 @@ fn a_node_of_another_mode_is_refused_at_the_handshake_naming_both_modes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_connection_chooses_its_quorums_with_replikv_consistency() {
+    let trio = start("");
+    let mut con = trio.con(0);
+    let cmd = |con: &mut Connection, args: &[&str]| -> Result<String, String> {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.query::<String>(con).map_err(|e| e.to_string())
+    };
+    assert_eq!(cmd(&mut con, &["REPLIKV.CONSISTENCY"]).unwrap(), "DEFAULT (2,2)");
+    let e = cmd(&mut con, &["REPLIKV.CONSISTENCY", "4,1"]).unwrap_err();
+    assert!(e.contains("consistency 4,1: w = 4 must be between 1 and n = 3"), "{e}");
+    let e = cmd(&mut con, &["REPLIKV.CONSISTENCY", "MOST"]).unwrap_err();
+    assert!(e.contains("use ONE, QUORUM, ALL or w,r"), "{e}");
+    assert_eq!(cmd(&mut con, &["REPLIKV.CONSISTENCY", "one"]).unwrap(), "OK");
+    assert_eq!(cmd(&mut con, &["REPLIKV.CONSISTENCY"]).unwrap(), "ONE");
+    trio.nodes[1].signal(libc::SIGSTOP);
+    trio.nodes[2].signal(libc::SIGSTOP);
+    // ONE: n1 alone takes and answers them.
+    let one = (set(&mut con, "k", "v1"), get(&mut con, "k"));
+    // The cluster's quorum again: the write cannot reach w = 2.
+    cmd(&mut con, &["REPLIKV.CONSISTENCY", "DEFAULT"]).unwrap();
+    let default = set(&mut con, "k", "v2");
+    // Over HTTP, ?w=1 chooses the same.
+    let (code, body) = trio.nodes[0].http("PUT", "/api/v1/kv/h?w=1", b"v");
+    let (quorum_code, quorum_body) = trio.nodes[0].http("PUT", "/api/v1/kv/h", b"v");
+    trio.nodes[1].signal(libc::SIGCONT);
+    trio.nodes[2].signal(libc::SIGCONT);
+    assert_eq!(one, (Ok(()), Ok(Some("v1".to_string()))));
+    assert!(default.as_ref().is_err_and(|e| e.contains("NOQUORUM")), "{default:?}");
+    assert_eq!((code, String::from_utf8_lossy(&body).as_ref()), (200, r#"{"ok":true}"#));
+    let quorum_body = String::from_utf8_lossy(&quorum_body);
+    assert_eq!(quorum_code, 503, "{quorum_body}");
+    assert!(quorum_body.contains("NOQUORUM the write reached 1 of 3 replicas"), "{quorum_body}");
+}
+
+#[test]
+fn siblings_over_http_are_a_300_with_every_value_and_a_context_a_put_resolves() {
+    let trio = start("conflicts = \"siblings\"");
+    block(&trio, 0, 2, true);
+    block(&trio, 2, 0, true);
+    assert_eq!(trio.nodes[0].http("PUT", "/api/v1/kv/doc", b"left").0, 200);
+    assert_eq!(trio.nodes[2].http("PUT", "/api/v1/kv/doc", b"right").0, 200);
+    block(&trio, 0, 2, false);
+    block(&trio, 2, 0, false);
+    let (code, body) = trio.nodes[1].http("GET", "/api/v1/kv/doc", b"");
+    assert_eq!(code, 300, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut values: Vec<&str> = body["values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    values.sort();
+    assert_eq!(values, ["left", "right"]);
+    let context = body["context"].as_str().unwrap();
+    let (code, _) = trio.nodes[1].http("PUT", &format!("/api/v1/kv/doc?context={context}"), b"both");
+    assert_eq!(code, 200);
+    let (code, body) = trio.nodes[0].http("GET", "/api/v1/kv/doc", b"");
+    assert_eq!((code, body.as_slice()), (200, b"both".as_slice()));
+}
+
+#[test]
+fn replikv_consistency_on_a_single_leader_node_says_it_is_for_leaderless_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::Node::start(&dir.path().join("n"), &[]);
+    let client = redis::Client::open(node.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let e = redis::cmd("REPLIKV.CONSISTENCY").arg("ONE").query::<String>(&mut con).unwrap_err();
+    assert!(e.to_string().contains("REPLIKV.CONSISTENCY is for a leaderless cluster"), "{e}");
+    let e = redis::cmd("REPLIKV.SIBLINGS").arg("k").query::<String>(&mut con).unwrap_err();
+    assert!(e.to_string().contains("REPLIKV.SIBLINGS is for a leaderless cluster"), "{e}");
+}

@@ -3,9 +3,9 @@
 //!
 //! | method and path | answer |
 //! | --- | --- |
-//! | `GET /api/v1/kv/{key}` | 200 with the value as the body (bytes, as stored), or 404 |
-//! | `PUT /api/v1/kv/{key}[?ttl_ms=N]` | stores the request body as the value; 200 `{"ok":true}` |
-//! | `DELETE /api/v1/kv/{key}` | 200 `{"deleted":0 or 1}` |
+//! | `GET /api/v1/kv/{key}[?w=W&r=R]` | 200 with the value as the body (bytes, as stored), or 404; leaderless: 300 `{"error", "context", "values"}` when the key has concurrent values (`conflicts = "siblings"`) |
+//! | `PUT /api/v1/kv/{key}[?ttl_ms=N][&w=W&r=R][&context=TOKEN]` | stores the request body as the value; 200 `{"ok":true}`; leaderless: `context` (from a 300) replaces the values it names |
+//! | `DELETE /api/v1/kv/{key}[?w=W&r=R]` | 200 `{"deleted":0 or 1}` |
 //! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections (RESP `connections`, `http_connections`), bytes of incomplete requests (`query_buffer_bytes`) |
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
@@ -21,6 +21,12 @@
 //! Values travel as raw bodies rather than JSON strings because they are binary-safe bytes;
 //! everything else, errors included, is JSON (`{"error": "..."}`). A key is the rest of the
 //! path after `/api/v1/kv/`, percent-decoded, so it may contain `/`.
+//!
+//! In a leaderless cluster `w` and `r` choose a request's quorums (the cluster's n, w and r
+//! otherwise; one given alone keeps the cluster's other), as `REPLIKV.CONSISTENCY w,r` does
+//! on a RESP connection; a request whose quorum did not answer in time gets 503 with the
+//! `NOQUORUM` text, saying how many replicas took a write. Values in a 300 are JSON strings
+//! when they are UTF-8, else `{"hex": "..."}`.
 //!
 //! The test endpoints answer 404 unless the node was started with `--test-faults`
 //! (`REPLIKV_TEST_FAULTS=1`); see [`crate::faults`].
@@ -202,13 +208,82 @@ async fn call(state: &NodeState, request: Request) -> Result<Reply, Response> {
     }
 }
 
-async fn get_key(State(state): State<Arc<NodeState>>, Path(key): Path<String>) -> Response {
-    match call(&state, Request::Get { key: key.clone().into() }).await {
+/// The quorums of a leaderless request (`?w=&r=`).
+#[derive(Deserialize, Default)]
+struct QuorumParams {
+    /// Replicas a write waits for.
+    w: Option<usize>,
+    /// Replicas a read waits for.
+    r: Option<usize>,
+}
+
+impl QuorumParams {
+    /// `request` with the quorums asked for, or as it is when none were; the reason for a 400
+    /// when they were and the cluster is not leaderless.
+    fn apply(&self, state: &NodeState, request: Request) -> Result<Request, &'static str> {
+        if self.w.is_none() && self.r.is_none() {
+            return Ok(request);
+        }
+        let cluster = state.config.cluster.as_ref();
+        let leaderless = cluster.filter(|c| c.replication.mode == crate::config::ReplicationMode::Leaderless);
+        let Some(nwr) = leaderless.and_then(|c| c.replication.nwr(c.nodes.len()).ok()) else {
+            return Err("w and r are for a leaderless cluster");
+        };
+        let consistency = replikv_core::kv::Consistency::Nwr { w: self.w.unwrap_or(nwr.w), r: self.r.unwrap_or(nwr.r) };
+        Ok(Request::WithConsistency { consistency, request: Box::new(request) })
+    }
+}
+
+/// The response to an error reply: 503 for a quorum that did not answer (`NOQUORUM`), 400
+/// for the rest.
+fn error_reply(e: String) -> Response {
+    let status = if e.starts_with("NOQUORUM") { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_REQUEST };
+    error(status, e)
+}
+
+async fn get_key(
+    State(state): State<Arc<NodeState>>,
+    Path(key): Path<String>,
+    Query(params): Query<QuorumParams>,
+) -> Response {
+    let request = match params.apply(&state, Request::Get { key: key.clone().into() }) {
+        Ok(request) => request,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match call(&state, request).await {
         Ok(Reply::Bulk(value)) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
         Ok(Reply::Nil) => error(StatusCode::NOT_FOUND, format!("no key {key:?}")),
+        Ok(Reply::Error(e)) if e.starts_with("SIBLINGS") => siblings(&state, &params, key, e).await,
+        Ok(Reply::Error(e)) => error_reply(e),
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }
+}
+
+/// 300 with every concurrent value of `key` and the context that replaces them.
+async fn siblings(state: &NodeState, params: &QuorumParams, key: String, why: String) -> Response {
+    let request = match params.apply(state, Request::Siblings { key: key.into() }) {
+        Ok(request) => request,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let Ok(Reply::Array(listed)) = call(state, request).await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, why);
+    };
+    let [Reply::Bulk(context), Reply::Array(values)] = listed.as_slice() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected siblings {listed:?}"));
+    };
+    let values: Vec<Value> = values
+        .iter()
+        .filter_map(|v| match v {
+            Reply::Bulk(bytes) => Some(match std::str::from_utf8(bytes) {
+                Ok(text) => json!(text),
+                Err(_) => json!({ "hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+            }),
+            _ => None,
+        })
+        .collect();
+    let body = json!({ "error": why, "context": String::from_utf8_lossy(context), "values": values });
+    (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response()
 }
 
 /// Query parameters of a PUT.
@@ -216,6 +291,12 @@ async fn get_key(State(state): State<Arc<NodeState>>, Path(key): Path<String>) -
 struct PutParams {
     /// Milliseconds until the key expires.
     ttl_ms: Option<i64>,
+    /// Leaderless: replicas the write waits for.
+    w: Option<usize>,
+    /// Leaderless: replicas a read waits for (no use to a PUT, accepted for symmetry).
+    r: Option<usize>,
+    /// Leaderless: the context of a 300, whose values this write replaces.
+    context: Option<String>,
 }
 
 async fn put_key(
@@ -235,10 +316,20 @@ async fn put_key(
         let why = format!("a value of {} bytes is over bulk_bytes_max ({bulk_bytes_max} bytes)", value.len());
         return error(StatusCode::PAYLOAD_TOO_LARGE, why);
     }
-    let request = Request::Set { key: key.into(), value, condition: SetCondition::Always, get: false, expiry };
+    let request = match params.context {
+        Some(context) if expiry == Expiry::Clear => {
+            Request::SetContext { key: key.into(), value, context: context.into() }
+        }
+        Some(_) => return error(StatusCode::BAD_REQUEST, "context and ttl_ms cannot go together"),
+        None => Request::Set { key: key.into(), value, condition: SetCondition::Always, get: false, expiry },
+    };
+    let request = match (QuorumParams { w: params.w, r: params.r }).apply(&state, request) {
+        Ok(request) => request,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
     match call(&state, request).await {
         Ok(Reply::Ok) => Json(json!({ "ok": true })).into_response(),
-        Ok(Reply::Error(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Reply::Error(e)) => error_reply(e),
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }
@@ -320,9 +411,18 @@ async fn failover(State(state): State<Arc<NodeState>>, body: Bytes) -> Response 
     }
 }
 
-async fn delete_key(State(state): State<Arc<NodeState>>, Path(key): Path<String>) -> Response {
-    match call(&state, Request::Del { keys: vec![key.into()] }).await {
+async fn delete_key(
+    State(state): State<Arc<NodeState>>,
+    Path(key): Path<String>,
+    Query(params): Query<QuorumParams>,
+) -> Response {
+    let request = match params.apply(&state, Request::Del { keys: vec![key.into()] }) {
+        Ok(request) => request,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match call(&state, request).await {
         Ok(Reply::Int(n)) => Json(json!({ "deleted": n })).into_response(),
+        Ok(Reply::Error(e)) => error_reply(e),
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }

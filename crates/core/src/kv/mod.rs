@@ -102,7 +102,8 @@ pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_M
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{
-    BitRange, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request, SetCondition, Watched,
+    BitRange, Consistency, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request, SetCondition,
+    Watched,
 };
 pub use session::{
     unknown_command, Action, ExecItem, ExecPlan, Session, EXEC_OVERHEAD_BYTES_MAX, MULTI_QUEUED_BYTES_MAX,

@@ -501,6 +501,76 @@ pub enum Request {
         /// The key.
         key: Bytes,
     },
+    /// A request run with the quorums a connection chose (REPLIKV.CONSISTENCY, or HTTP's
+    /// `?w=&r=`), leaderless mode only.
+    WithConsistency {
+        /// The quorums.
+        consistency: Consistency,
+        /// The request.
+        request: Box<Request>,
+    },
+}
+
+/// How many replicas a leaderless request waits for, as Cassandra's consistency levels:
+/// `ONE`, `QUORUM` (a majority of n), `ALL`, or `w,r` as numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of the key's n replicas.
+    Quorum,
+    /// All n replicas.
+    All,
+    /// A write waits for `w` replicas, a read for `r`.
+    Nwr {
+        /// Replicas a write waits for.
+        w: usize,
+        /// Replicas a read waits for.
+        r: usize,
+    },
+}
+
+impl Consistency {
+    /// Parses `ONE`, `QUORUM`, `ALL` (any case) or `w,r`; an error says what is wrong.
+    pub fn parse(text: &str) -> Result<Consistency, String> {
+        match text.to_ascii_uppercase().as_str() {
+            "ONE" => Ok(Consistency::One),
+            "QUORUM" => Ok(Consistency::Quorum),
+            "ALL" => Ok(Consistency::All),
+            _ => {
+                let bad = || format!("consistency {text:?}: use ONE, QUORUM, ALL or w,r (two numbers, at least 1)");
+                let (w, r) = text.split_once(',').ok_or_else(bad)?;
+                let w: usize = w.trim().parse().map_err(|_| bad())?;
+                let r: usize = r.trim().parse().map_err(|_| bad())?;
+                if w == 0 || r == 0 {
+                    return Err(bad());
+                }
+                Ok(Consistency::Nwr { w, r })
+            }
+        }
+    }
+
+    /// The (w, r) this level means for keys of `n` replicas, checked against `n`.
+    pub fn resolve(self, n: usize) -> Result<(usize, usize), String> {
+        let (w, r) = match self {
+            Consistency::One => (1, 1),
+            Consistency::Quorum => (crate::quorum::majority(n), crate::quorum::majority(n)),
+            Consistency::All => (n, n),
+            Consistency::Nwr { w, r } => (w, r),
+        };
+        crate::quorum::Nwr::new(n, w, r).map(|nwr| (nwr.w, nwr.r))
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Consistency::One => f.write_str("ONE"),
+            Consistency::Quorum => f.write_str("QUORUM"),
+            Consistency::All => f.write_str("ALL"),
+            Consistency::Nwr { w, r } => write!(f, "{w},{r}"),
+        }
+    }
 }
 
 /// A watched key as WATCH saw it: EXEC fails when the key's newest record (a value or a
@@ -561,6 +631,7 @@ impl Request {
             | Request::ExpireIf { key, .. }
             | Request::SetContext { key, .. }
             | Request::Siblings { key } => vec![key],
+            Request::WithConsistency { request, .. } => request.keys_mut(),
             Request::Lcs { a, b, .. } => vec![a, b],
             // COPY ... DB moves the destination to the other database's namespace itself.
             Request::Rename { source, destination, .. } | Request::Copy { source, destination, .. } => {
@@ -595,7 +666,7 @@ impl Request {
     pub fn is_write(&self) -> bool {
         match self {
             Request::Exec { requests, .. } => return requests.iter().any(Request::is_write),
-            Request::InDb { request, .. } => return request.is_write(),
+            Request::InDb { request, .. } | Request::WithConsistency { request, .. } => return request.is_write(),
             _ => {}
         }
         !matches!(

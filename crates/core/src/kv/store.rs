@@ -342,6 +342,9 @@ impl<E: Engine> Store<E> {
             Request::SetContext { .. } => Reply::err(
                 "SET with CONTEXT is for a leaderless cluster: this node keeps one value per key, and every write replaces it",
             ),
+            Request::WithConsistency { .. } => Reply::err(
+                "REPLIKV.CONSISTENCY is for a leaderless cluster: this node has one leader, and every write waits for the acknowledgements its acks setting names",
+            ),
             Request::Siblings { .. } => {
                 Reply::err("REPLIKV.SIBLINGS is for a leaderless cluster: this node keeps one value per key, never siblings")
             }

@@ -90,6 +90,8 @@ struct WriteOp {
     acked: BTreeSet<NodeId>,
     /// Acknowledgements counted (one per replica, unless a canary says otherwise).
     acks: usize,
+    /// Replicas it waits for.
+    w: usize,
     /// What the client gets once `w` replicas hold it.
     reply: Reply,
 }
@@ -98,6 +100,8 @@ struct WriteOp {
 struct ReadOp {
     /// What the client asked.
     what: ReadWhat,
+    /// Replicas it waits for (r), and, blocking, replicas its repair waits for (w).
+    quorums: Quorums,
     /// Each replica's reply, in the order they came.
     replies: Vec<(NodeId, Option<Siblings>)>,
     /// The state the client was answered with (or, blocking, will be).
@@ -106,6 +110,22 @@ struct ReadOp {
     holders: BTreeSet<NodeId>,
     /// Replicas sent `answer` as a repair already.
     repaired: BTreeSet<NodeId>,
+}
+
+/// The replicas an operation waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Quorums {
+    /// A write's.
+    w: usize,
+    /// A read's.
+    r: usize,
+}
+
+/// A client's write: `value` (`None`: a delete) of `key`, with the causal `context` it gave.
+struct Write {
+    key: Bytes,
+    value: Option<Bytes>,
+    context: Option<Bytes>,
 }
 
 /// What a read answers.
@@ -125,15 +145,42 @@ impl<E: Engine> Leaderless<E> {
         request: Request,
         outbox: &mut Outbox,
     ) -> Result<()> {
+        let (quorums, request) = match self.quorums(request) {
+            Ok(unwrapped) => unwrapped,
+            Err(reply) => {
+                outbox.after_flush.push(Output::Reply { id, reply });
+                return Ok(());
+            }
+        };
         if let Some(reply) = self.local_reply(&request)? {
             outbox.after_flush.push(Output::Reply { id, reply });
             return Ok(());
         }
-        self.coordinate(now_ms, Client::Local(id), request, outbox)
+        self.coordinate(now_ms, Client::Local(id), request, quorums, outbox)
+    }
+
+    /// The (w, r) a request runs with (the connection's choice, or the cluster's) and the
+    /// request itself; an error reply for a choice that does not fit n.
+    fn quorums(&self, request: Request) -> std::result::Result<(Quorums, Request), Reply> {
+        let nwr = self.settings.nwr;
+        match request {
+            Request::WithConsistency { consistency, request } => match consistency.resolve(nwr.n) {
+                Ok((w, r)) => Ok((Quorums { w, r }, *request)),
+                Err(why) => Err(Reply::err(format!("consistency {consistency}: {why}"))),
+            },
+            request => Ok((Quorums { w: nwr.w, r: nwr.r }, request)),
+        }
     }
 
     /// Starts the operation `request` asks for (a request `local_reply` let through).
-    fn coordinate(&mut self, now_ms: u64, client: Client, request: Request, outbox: &mut Outbox) -> Result<()> {
+    fn coordinate(
+        &mut self,
+        now_ms: u64,
+        client: Client,
+        request: Request,
+        quorums: Quorums,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
         if self.ops.len() >= OPS_IN_FLIGHT_MAX {
             let reply = Reply::err(format!(
                 "this node coordinates {OPS_IN_FLIGHT_MAX} requests already, its limit: try again later"
@@ -142,34 +189,37 @@ impl<E: Engine> Leaderless<E> {
             return Ok(());
         }
         match request {
-            Request::Get { key } => self.start_read(now_ms, client, key, ReadWhat::Get, outbox),
+            Request::Get { key } => self.start_read(now_ms, client, key, ReadWhat::Get, quorums, outbox),
             Request::Exists { mut keys } => {
                 let key = keys.pop().expect("local_reply lets one key through");
-                self.start_read(now_ms, client, key, ReadWhat::Exists, outbox)
+                self.start_read(now_ms, client, key, ReadWhat::Exists, quorums, outbox)
             }
-            Request::Siblings { key } => self.start_read(now_ms, client, key, ReadWhat::Siblings, outbox),
-            Request::Set { key, value, .. } => self.start_write(now_ms, client, key, Some(value), None, outbox),
+            Request::Siblings { key } => self.start_read(now_ms, client, key, ReadWhat::Siblings, quorums, outbox),
+            Request::Set { key, value, .. } => {
+                self.start_write(now_ms, client, Write { key, value: Some(value), context: None }, quorums, outbox)
+            }
             Request::SetContext { key, value, context } => {
-                self.start_write(now_ms, client, key, Some(value), Some(context), outbox)
+                let write = Write { key, value: Some(value), context: Some(context) };
+                self.start_write(now_ms, client, write, quorums, outbox)
             }
             Request::Del { mut keys } => {
                 let key = keys.pop().expect("local_reply lets one key through");
-                self.start_write(now_ms, client, key, None, None, outbox)
+                self.start_write(now_ms, client, Write { key, value: None, context: None }, quorums, outbox)
             }
             other => unreachable!("local_reply answers {other:?}"),
         }
     }
 
-    /// A write of `value` (`None`: a delete) to `key`, with the client's causal `context`.
+    /// A client's write, acknowledged once `quorums.w` replicas hold it.
     fn start_write(
         &mut self,
         now_ms: u64,
         client: Client,
-        key: Bytes,
-        value: Option<Bytes>,
-        context: Option<Bytes>,
+        write: Write,
+        quorums: Quorums,
         outbox: &mut Outbox,
     ) -> Result<()> {
+        let Write { key, value, context } = write;
         if let Some(reply) = check_key(&key) {
             answer(client, reply, outbox);
             return Ok(());
@@ -177,7 +227,7 @@ impl<E: Engine> Leaderless<E> {
         let me = self.settings.common.node;
         let replicas = self.ring.preference_list(&key);
         if !replicas.contains(&me) {
-            return self.forward(now_ms, client, key, value, context, replicas[0], outbox);
+            return self.forward(now_ms, client, Write { key, value, context }, quorums, replicas[0], outbox);
         }
         let mut state = match self.load(&key) {
             Ok(state) => state.unwrap_or_default(),
@@ -218,7 +268,7 @@ impl<E: Engine> Leaderless<E> {
         };
         self.counters.writes_coordinated += 1;
         let reply = if value.is_some() { Reply::Ok } else { Reply::Int(existed.into()) };
-        let write = WriteOp { acked: BTreeSet::new(), acks: 0, reply };
+        let write = WriteOp { acked: BTreeSet::new(), acks: 0, w: quorums.w, reply };
         let deadline_ms = now_ms + self.settings.request_timeout_ms;
         let op = Op {
             client: Some(client),
@@ -236,18 +286,18 @@ impl<E: Engine> Leaderless<E> {
         Ok(())
     }
 
-    /// Sends a write this node may not coordinate (it is no replica of the key) to `to`.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends a write this node may not coordinate (it is no replica of the key) to `to`,
+    /// with the quorums it runs with.
     fn forward(
         &mut self,
         now_ms: u64,
         client: Client,
-        key: Bytes,
-        value: Option<Bytes>,
-        context: Option<Bytes>,
+        write: Write,
+        quorums: Quorums,
         to: NodeId,
         outbox: &mut Outbox,
     ) -> Result<()> {
+        let Write { key, value, context } = write;
         let Client::Local(request_id) = client else {
             // Forwarded once already: the two nodes disagree on placement.
             let reply = Reply::err(format!(
@@ -268,6 +318,8 @@ impl<E: Engine> Leaderless<E> {
             },
             (None, _) => Request::Del { keys: vec![key] },
         };
+        let consistency = crate::kv::Consistency::Nwr { w: quorums.w, r: quorums.r };
+        let request = Request::WithConsistency { consistency, request: Box::new(request) };
         let id = self.ops.next_forward;
         self.ops.next_forward = id.wrapping_add(1);
         self.ops.forwarding.insert(id, (request_id, now_ms + self.settings.request_timeout_ms));
@@ -283,6 +335,7 @@ impl<E: Engine> Leaderless<E> {
         client: Client,
         key: Bytes,
         what: ReadWhat,
+        quorums: Quorums,
         outbox: &mut Outbox,
     ) -> Result<()> {
         if let Some(reply) = check_key(&key) {
@@ -303,7 +356,7 @@ impl<E: Engine> Leaderless<E> {
             }
         }
         self.counters.reads_coordinated += 1;
-        let read = ReadOp { what, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new() };
+        let read = ReadOp { what, quorums, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new() };
         let deadline_ms = now_ms + self.settings.request_timeout_ms;
         let op = Op {
             client: Some(client),
@@ -354,11 +407,18 @@ impl<E: Engine> Leaderless<E> {
             }
             Message::Forward { id, request } => {
                 let client = Client::Forwarded(from, id);
+                let (quorums, request) = match self.quorums(request) {
+                    Ok(unwrapped) => unwrapped,
+                    Err(reply) => {
+                        answer(client, reply, outbox);
+                        return Ok(());
+                    }
+                };
                 match &request {
                     Request::Set { .. } | Request::SetContext { .. } | Request::Del { .. } => {
                         match self.local_reply(&request)? {
                             Some(reply) => answer(client, reply, outbox),
-                            None => self.coordinate(now_ms, client, request, outbox)?,
+                            None => self.coordinate(now_ms, client, request, quorums, outbox)?,
                         }
                     }
                     other => {
@@ -488,9 +548,9 @@ impl<E: Engine> Leaderless<E> {
     /// Operation `id` reached its deadline.
     fn timed_out(&mut self, id: u64, mut op: Op, outbox: &mut Outbox) -> Result<()> {
         let (n, timeout) = (op.replicas.len(), self.settings.request_timeout_ms);
-        let (w, r) = (self.settings.nwr.w, self.settings.nwr.r);
         match &op.kind {
             Kind::Write(write) => {
+                let w = write.w;
                 if let Some(client) = op.client.take() {
                     self.counters.partial_writes += 1;
                     let reply = Reply::Error(format!(
@@ -501,6 +561,7 @@ impl<E: Engine> Leaderless<E> {
                 }
             }
             Kind::Read(read) => {
+                let Quorums { w, r } = read.quorums;
                 if let Some(client) = op.client.take() {
                     self.counters.failed_reads += 1;
                     let reply = if read.answer.is_some() {
@@ -527,14 +588,13 @@ impl<E: Engine> Leaderless<E> {
     /// Moves operation `id` on after an answer: replies to its client when its quorum is
     /// there, and ends it when nothing more can come.
     fn progress(&mut self, id: u64, outbox: &mut Outbox) -> Result<()> {
-        let (w, r) = (self.settings.nwr.w, self.settings.nwr.r);
         let blocking = self.settings.read_repair == ReadRepair::Blocking;
         let conflicts = self.settings.conflicts;
         let me = self.settings.common.node;
         let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
         match &mut op.kind {
             Kind::Write(write) => {
-                if write.acks >= w {
+                if write.acks >= write.w {
                     if let Some(client) = op.client.take() {
                         answer(client, write.reply.clone(), outbox);
                     }
@@ -545,6 +605,7 @@ impl<E: Engine> Leaderless<E> {
                 Ok(())
             }
             Kind::Read(read) => {
+                let Quorums { w, r } = read.quorums;
                 if read.answer.is_none() && read.replies.len() >= r {
                     let merged = merge_all(&read.replies)?;
                     read.holders =

@@ -342,3 +342,40 @@ fn the_count_ack_twice_canary_acknowledges_a_write_too_early() {
     c.settle();
     assert_eq!(c.replies.remove(&id), Some(Reply::Ok), "the planted bug counts node 1 twice");
 }
+
+#[test]
+fn a_request_runs_with_the_quorums_its_connection_chose() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    let with = |consistency: &str, line: &str| Request::WithConsistency {
+        consistency: crate::kv::Consistency::parse(consistency).unwrap(),
+        request: Box::new(request(line)),
+    };
+    c.cut.extend([1, 2]);
+    // ONE: the coordinator alone is enough.
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(0, Input::Request { id, request: with("ONE", "SET k v") });
+    c.settle();
+    assert_eq!(c.replies.remove(&id), Some(Reply::Ok));
+    // The cluster's default (w = 2) is not.
+    let id = c.send(0, "SET k v2");
+    c.settle();
+    assert!(!c.replies.contains_key(&id));
+    c.time_out();
+    assert!(matches!(c.replies.remove(&id), Some(Reply::Error(e)) if e.contains("(w = 2 needed)")));
+    c.cut.clear();
+    // ALL with one node cut off: the read waits for 3 and fails, naming r = 3.
+    c.cut.insert(2);
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(0, Input::Request { id, request: with("ALL", "GET k") });
+    c.settle();
+    c.time_out();
+    assert!(matches!(c.replies.remove(&id), Some(Reply::Error(e)) if e.contains("(r = 3 needed)")), "ALL waits for 3");
+    // A choice that does not fit n is refused, naming it.
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(0, Input::Request { id, request: with("4,1", "GET k") });
+    let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("refused") };
+    assert!(e.contains("consistency 4,1: w = 4 must be between 1 and n = 3"), "{e}");
+}

@@ -96,6 +96,8 @@ pub struct Client {
     pub query_buffer_free_bytes: usize,
     /// Bytes its query and reply buffers held then (`tot-mem`).
     pub buffer_bytes: usize,
+    /// The quorums `REPLIKV.CONSISTENCY` chose (leaderless mode); `None`: the cluster's.
+    pub consistency: Option<replikv_core::kv::Consistency>,
 }
 
 impl Client {
@@ -120,6 +122,7 @@ impl Client {
             query_buffer_bytes: 0,
             query_buffer_free_bytes: 0,
             buffer_bytes: 0,
+            consistency: None,
         }
     }
 }
@@ -144,7 +147,8 @@ pub fn command_label(args: &[Bytes]) -> String {
 }
 
 /// The commands [`execute`] answers.
-const ANSWERED: &[&str] = &["ping", "echo", "hello", "auth", "client", "command", "config", "info", "time", "role"];
+const ANSWERED: &[&str] =
+    &["ping", "echo", "hello", "auth", "client", "command", "config", "info", "time", "role", "replikv.consistency"];
 
 /// True when `name` (lowercase) is a command the node answers itself, without the replica.
 pub fn answers(name: &str) -> bool {
@@ -170,8 +174,48 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "info" => Frame::Bulk(Bytes::from(info(args.get(1), client, state))),
         "time" if args.len() == 1 => time(),
         "role" if args.len() == 1 => role_frame(crate::replication::role(state)),
-        "echo" | "client" | "config" | "time" | "role" => arity(name),
+        "replikv.consistency" if args.len() <= 2 => consistency(args, client, state),
+        "echo" | "client" | "config" | "time" | "role" | "replikv.consistency" => arity(name),
         _ => unreachable!("{name} is not answered here"),
+    }
+}
+
+/// `REPLIKV.CONSISTENCY [ONE|QUORUM|ALL|w,r|DEFAULT]`: the connection's quorums in a
+/// leaderless cluster (as Cassandra's `CONSISTENCY`), checked against the cluster's n; with no
+/// argument, the level in force.
+fn consistency(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame {
+    use crate::config::ReplicationMode;
+    let cluster = state.config.cluster.as_ref();
+    let Some(cluster) = cluster.filter(|c| c.replication.mode == ReplicationMode::Leaderless) else {
+        return Frame::error(
+            "ERR REPLIKV.CONSISTENCY is for a leaderless cluster: this node has one leader, and its acks setting says \
+             how many copies a write waits for",
+        );
+    };
+    let nwr = match cluster.replication.nwr(cluster.nodes.len()) {
+        Ok(nwr) => nwr,
+        Err(e) => return Frame::error(format!("ERR {e}")),
+    };
+    let Some(level) = args.get(1) else {
+        return Frame::bulk(match client.consistency {
+            Some(level) => level.to_string(),
+            None => format!("DEFAULT ({},{})", nwr.w, nwr.r),
+        });
+    };
+    let text = String::from_utf8_lossy(level);
+    if text.eq_ignore_ascii_case("default") {
+        client.consistency = None;
+        return Frame::ok();
+    }
+    match replikv_core::kv::Consistency::parse(&text) {
+        Ok(level) => match level.resolve(nwr.n) {
+            Ok(_) => {
+                client.consistency = Some(level);
+                Frame::ok()
+            }
+            Err(why) => Frame::error(format!("ERR consistency {level}: {why}")),
+        },
+        Err(why) => Frame::error(format!("ERR {why}")),
     }
 }
 
@@ -476,6 +520,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("role", 1, &["fast"], 0, 0, 0),
     ("replikv.digest", -1, &["readonly"], 0, 0, 0),
     ("replikv.siblings", 2, &["readonly"], 1, 1, 1),
+    ("replikv.consistency", -1, &["fast"], 0, 0, 0),
     ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
 

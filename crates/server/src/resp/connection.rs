@@ -314,7 +314,13 @@ impl Connection {
                     // After the command, so that HELLO 3 is itself answered in RESP3, as Redis does.
                     round.slots.push(Slot::Ready(frame, self.client.proto));
                 }
-                Action::Call(request) => round.push(request, Pending::Plain, proto),
+                Action::Call(request) => {
+                    let request = match self.client.consistency {
+                        Some(consistency) => Request::WithConsistency { consistency, request: Box::new(request) },
+                        None => request,
+                    };
+                    round.push(request, Pending::Plain, proto)
+                }
                 Action::Watch(request) => round.push(request, Pending::Watch, proto),
                 Action::Exec(request, plan) => {
                     // A SELECT inside it holds only once it ran: the next command waits.
