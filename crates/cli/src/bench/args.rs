@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Several servers, host:port,...: writes go to the first, reads round-robin over all.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub endpoints: Vec<String>,
+    /// Writes round-robin over every endpoint too, not the first only (a leaderless cluster,
+    /// where every node coordinates writes).
+    #[arg(long)]
+    pub spread_writes: bool,
     /// YCSB workloads to run, one after the other (a is the default when no -t is given).
     #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "tests")]
     pub workload: Vec<Workload>,
@@ -143,6 +147,8 @@ pub struct PhaseSpec {
 pub struct Plan {
     /// Endpoints, the writer first.
     pub endpoints: Vec<String>,
+    /// Writes go round-robin over every endpoint, not to the first.
+    pub spread_writes: bool,
     /// Phases in order, the load phase first unless skipped.
     pub phases: Vec<PhaseSpec>,
     /// Records.
@@ -196,6 +202,7 @@ impl Plan {
         };
         Ok(Plan {
             endpoints: endpoints(args),
+            spread_writes: args.spread_writes,
             phases: phases(args),
             records: args.records,
             value_bytes: args.value_bytes,

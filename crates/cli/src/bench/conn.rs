@@ -137,6 +137,10 @@ pub struct Conn {
     clients: Vec<Client>,
     /// The endpoint of the next read.
     next_reader: usize,
+    /// Writes go round-robin too (see `next_writer`).
+    spread_writes: bool,
+    /// The endpoint of the next write, when they are spread.
+    next_writer: usize,
     /// Scratch space for keys.
     keys: Vec<Vec<u8>>,
 }
@@ -188,8 +192,9 @@ impl Batch<'_> {
 }
 
 impl Conn {
-    /// Connects to every endpoint within `timeout`.
-    pub async fn connect(endpoints: &[String], timeout: Duration) -> anyhow::Result<Conn> {
+    /// Connects to every endpoint within `timeout`; with `spread_writes`, writes go
+    /// round-robin over them as reads do.
+    pub async fn connect(endpoints: &[String], timeout: Duration, spread_writes: bool) -> anyhow::Result<Conn> {
         let mut clients = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             let client = tokio::time::timeout(timeout, Client::connect(endpoint))
@@ -198,7 +203,7 @@ impl Conn {
                 .map_err(|e| anyhow::anyhow!("connecting to {endpoint}: {e}"))?;
             clients.push(client);
         }
-        Ok(Conn { clients, next_reader: 0, keys: vec![Vec::new(); MSET_KEYS as usize] })
+        Ok(Conn { clients, next_reader: 0, spread_writes, next_writer: 0, keys: vec![Vec::new(); MSET_KEYS as usize] })
     }
 
     /// Runs a batch; `starts_ns[i]` is operation `i`'s start in nanoseconds since `epoch`. Every
@@ -276,6 +281,11 @@ impl Conn {
     /// The endpoint a step goes to.
     fn endpoint(&mut self, step: Step) -> usize {
         match step.target {
+            Target::Writer if self.spread_writes => {
+                let endpoint = self.next_writer;
+                self.next_writer = (self.next_writer + 1) % self.clients.len();
+                endpoint
+            }
             Target::Writer => 0,
             Target::Reader => {
                 let endpoint = self.next_reader;
@@ -335,7 +345,7 @@ mod tests {
     }
 
     async fn run_batch(addr: String, timeout: Duration, wait: Option<WaitSpec>) -> (Result<(), Failure>, Recorder) {
-        let mut conn = Conn::connect(&[addr], Duration::from_secs(5)).await.unwrap();
+        let mut conn = Conn::connect(&[addr], Duration::from_secs(5), false).await.unwrap();
         let enc = Encoding::new(b"v".to_vec(), wait, 100, timeout);
         let ops: Vec<Op> = (0..3).map(|record| Op { kind: OpKind::Set, record }).collect();
         let mut rec = Recorder::default();

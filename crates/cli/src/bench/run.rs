@@ -153,7 +153,7 @@ async fn run_phase(plan: &Plan, spec: &PhaseSpec, number: u64, horizon: &Arc<Hor
     });
     let mut conns = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        conns.push(Conn::connect(&plan.endpoints, timeout).await?);
+        conns.push(Conn::connect(&plan.endpoints, timeout, plan.spread_writes).await?);
     }
     let progress = Progress::start(&phase, plan.json);
     let epoch = Instant::now();
