@@ -264,3 +264,60 @@ fn replikv_consistency_on_a_single_leader_node_says_it_is_for_leaderless_cluster
     let e = redis::cmd("REPLIKV.SIBLINGS").arg("k").query::<String>(&mut con).unwrap_err();
     assert!(e.to_string().contains("REPLIKV.SIBLINGS is for a leaderless cluster"), "{e}");
 }
+
+#[test]
+fn a_data_directory_written_in_one_mode_is_refused_by_a_node_of_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    // A lone (single-leader) node writes a key, and stops.
+    let mut lone = common::Node::start(&data, &[]);
+    let client = redis::Client::open(lone.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    set(&mut con, "k", "v").unwrap();
+    drop(con);
+    assert!(lone.terminate().success());
+    assert_eq!(std::fs::read_to_string(data.join("MODE")).unwrap(), "single-leader\n");
+    // The same directory as a one-node leaderless cluster's.
+    let ports = common::free_ports(3);
+    let file = dir.path().join("leaderless.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "cluster = \"c\"\n[replication]\nmode = \"leaderless\"\n[[nodes]]\nid = \"n1\"\npeer_addr = \"127.0.0.1:{}\"\n\
+             resp_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n",
+            ports[0], ports[1], ports[2]
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(["node", "--config", file.to_str().unwrap(), "--id", "n1", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was written by a single-leader node") && stderr.contains("this node runs leaderless"),
+        "{stderr}"
+    );
+    // A fresh directory is marked leaderless, and a lone node then refuses it.
+    let fresh = dir.path().join("fresh");
+    let mut node =
+        common::Node::start_on(&fresh, ports[1], ports[2], &["--config", file.to_str().unwrap(), "--id", "n1"]);
+    assert!(node.terminate().success());
+    assert_eq!(std::fs::read_to_string(fresh.join("MODE")).unwrap(), "leaderless\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args([
+            "node",
+            "--data-dir",
+            fresh.to_str().unwrap(),
+            "--resp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("was written by a leaderless node"), "{stderr}");
+}

@@ -38,6 +38,9 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         .await
         .map_err(|e| Error::start(format!("listening for HTTP on {}", config.http_addr), e))?;
     let stats = engine.stats();
+    if config.engine == EngineKind::Log {
+        check_mode(&config, stats.keys)?;
+    }
     let mut replica = open_replica(&config, engine)?;
     replica.set_databases(config.databases);
     replica.set_corruption(config.corruption);
@@ -141,12 +144,14 @@ fn warn_cluster(cluster: &crate::config::ClusterConfig) {
 /// replication log, vote and rollback files recovered.
 fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<Replica<Box<dyn Engine + Send>>> {
     let me = NodeId::from_name(&config.id);
-    let Some(cluster) = config.cluster.as_ref().filter(|c| c.nodes.len() > 1 && c.node(&config.id).is_some()) else {
-        return Replica::standalone(engine, me).map_err(|e| Error::start("opening the store".to_string(), e));
-    };
-    if cluster.replication.mode == ReplicationMode::Leaderless {
+    let member = config.cluster.as_ref().filter(|c| c.node(&config.id).is_some());
+    if let Some(cluster) = member.filter(|c| c.replication.mode == ReplicationMode::Leaderless) {
+        // Even alone (n = 1): its records are leaderless states.
         return open_leaderless(config, cluster, engine);
     }
+    let Some(cluster) = member.filter(|c| c.nodes.len() > 1) else {
+        return Replica::standalone(engine, me).map_err(|e| Error::start("opening the store".to_string(), e));
+    };
     let leader = &cluster.nodes[0];
     let role = if leader.id == config.id {
         Role::Leader { followers: cluster.nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
@@ -281,6 +286,46 @@ fn open_engine(config: &NodeConfig) -> Result<Box<dyn Engine + Send>> {
         }
         None => engine,
     })
+}
+
+/// The file in a data directory that names the replication family that wrote it.
+pub const MODE_FILE: &str = "MODE";
+
+/// Refuses a data directory written by a node of another replication family (a single-leader
+/// store holds values, a leaderless one holds version vectors and siblings: neither reads the
+/// other's records), and marks a new one, durably, before anything is written. A directory
+/// from before the mark existed was written by a single-leader (or lone) node; `keys` says
+/// whether it holds anything.
+fn check_mode(config: &NodeConfig, keys: u64) -> Result<()> {
+    let mode = config.cluster.as_ref().map_or(ReplicationMode::SingleLeader, |c| c.replication.mode);
+    let path = config.data_dir.join(MODE_FILE);
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::start(format!("reading {}", path.display()), e)),
+    };
+    let written_by = match &found {
+        Some(found) => found.clone(),
+        None if keys > 0 => ReplicationMode::SingleLeader.to_string(),
+        None => mode.to_string(),
+    };
+    if written_by == mode.to_string() && found.is_none() {
+        let mark = || -> std::io::Result<()> {
+            let mut file = File::create(&path)?;
+            writeln!(file, "{mode}")?;
+            file.sync_all()?;
+            File::open(&config.data_dir)?.sync_all()
+        };
+        return mark().map_err(|e| Error::start(format!("writing {}", path.display()), e));
+    }
+    if written_by != mode.to_string() {
+        return Err(Error::Config(format!(
+            "the data directory {} was written by a {written_by} node (its {MODE_FILE} file, or its keys), and this \
+             node runs {mode}: the two keep their records in different forms; use another data directory",
+            config.data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Asks the runtime to do timed work every `tick_ms`, forever (the caller aborts it).
