@@ -280,8 +280,10 @@ impl<E: Engine> Leaderless<E> {
         let id = self.ops.insert(op);
         self.ops.saves.insert(number, id);
         for to in replicas.into_iter().filter(|r| *r != me) {
+            // Only once the state is durable here: a dot that reached a peer must never be lost
+            // by its coordinator in a crash, or it would hand the dot out again.
             let message = Message::Write { op: id, key: key.clone(), state: state.clone(), repair: false };
-            outbox.now.push(Output::Send { to, message: message.into() });
+            outbox.after_flush.push(Output::Send { to, message: message.into() });
         }
         Ok(())
     }
@@ -598,9 +600,9 @@ impl<E: Engine> Leaderless<E> {
                     if let Some(client) = op.client.take() {
                         answer(client, write.reply.clone(), outbox);
                     }
-                }
-                if write.acked.len() == op.replicas.len() {
+                    // Nothing waits for the other acknowledgements.
                     self.ops.remove(id);
+                    self.ops.saves.retain(|_, op| *op != id);
                 }
                 Ok(())
             }
@@ -643,9 +645,15 @@ impl<E: Engine> Leaderless<E> {
                 }
                 let all = read.replies.len() == op.replicas.len();
                 if let Some(state) = local_repair {
+                    let before = self.stored;
                     if self.take_state(&op_key(&self.ops, id), &state, true)? {
-                        let number = self.stored;
-                        self.ops.saves.insert(number, id);
+                        if self.stored > before {
+                            self.ops.saves.insert(self.stored, id);
+                        } else {
+                            // Nothing to store: this node holds the answer already.
+                            self.acknowledged(id, me);
+                            return self.progress(id, outbox);
+                        }
                     }
                 }
                 let op = self.ops.ops.get(&id).expect("still there");

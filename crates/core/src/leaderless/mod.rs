@@ -56,6 +56,12 @@
 //! this node's states (so `replikv check` compares replicas).
 //!
 //! CAVEATS
+//! - A coordinator sends a write to the other replicas only once it is durable on its own
+//!   disk (a dot that reached a peer must never be lost by its coordinator in a crash, or it
+//!   would hand the dot out again): one fsync slower per write than sending in parallel.
+//! - A read is held until every replica answered or the timeout passed, for its repairs: with
+//!   a replica down, a coordinator holds a timeout's worth of reads (at most
+//!   [`OPS_IN_FLIGHT_MAX`] operations; past it requests are refused).
 //! - Multi-key commands (MGET, MSET, DEL or EXISTS of several keys) are refused.
 //! - Tombstones are never purged (issue 14's anti-entropy collects them), and replicas
 //!   converge only through reads of each key until anti-entropy exists.

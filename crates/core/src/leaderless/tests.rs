@@ -379,3 +379,29 @@ fn a_request_runs_with_the_quorums_its_connection_chose() {
     let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("refused") };
     assert!(e.contains("consistency 4,1: w = 4 must be between 1 and n = 3"), "{e}");
 }
+
+#[test]
+fn a_coordinator_sends_a_write_to_its_replicas_only_once_it_is_durable_on_its_own_disk() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    let mut outbox = Outbox::default();
+    c.nodes[0].step(c.now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
+    let writes = |outputs: &[Output]| {
+        outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Send { message: PeerMessage::Leaderless(Message::Write { .. }), .. }))
+            .count()
+    };
+    assert_eq!(writes(&outbox.now), 0, "nothing leaves before the fsync");
+    assert_eq!(writes(&outbox.after_flush), 2, "both other replicas, after it");
+}
+
+#[test]
+fn a_write_is_forgotten_once_answered_even_with_a_replica_down() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    c.cut.insert(2);
+    for i in 0..10 {
+        assert_eq!(c.run(0, &format!("SET k{i} v")), Reply::Ok);
+    }
+    let status = c.nodes[0].status(c.now);
+    assert_eq!(status.leaderless.unwrap().in_flight, 0, "no write waits for the replica that is down");
+}
