@@ -26,7 +26,7 @@
 //! otherwise; one given alone keeps the cluster's other), as `REPLIKV.CONSISTENCY w,r` does
 //! on a RESP connection; a request whose quorum did not answer in time gets 503 with the
 //! `NOQUORUM` text, saying how many replicas took a write. Values in a 300 are JSON strings
-//! when they are UTF-8, else `{"hex": "..."}`.
+//! when they are UTF-8, else `{"hex": "..."}`; a delete among them is `null`.
 //!
 //! The test endpoints answer 404 unless the node was started with `--test-faults`
 //! (`REPLIKV_TEST_FAULTS=1`); see [`crate::faults`].
@@ -279,6 +279,7 @@ async fn siblings(state: &NodeState, params: &QuorumParams, key: String, why: St
                 Ok(text) => json!(text),
                 Err(_) => json!({ "hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
             }),
+            Reply::Nil => Some(Value::Null),
             _ => None,
         })
         .collect();

@@ -405,3 +405,23 @@ fn a_write_is_forgotten_once_answered_even_with_a_replica_down() {
     let status = c.nodes[0].status(c.now);
     assert_eq!(status.leaderless.unwrap().in_flight, 0, "no write waits for the replica that is down");
 }
+
+#[test]
+fn under_siblings_a_delete_concurrent_with_a_write_is_a_sibling_listed_as_nil() {
+    let mut c = Cluster::with(3, Nwr::new(3, 1, 3).unwrap(), |s| s.conflicts = Conflicts::Siblings);
+    assert_eq!(c.run(0, "SET k v0"), Reply::Ok);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    c.cut.clear();
+    c.cut.insert(0);
+    assert_eq!(c.run(2, "SET k v1"), Reply::Ok);
+    c.cut.clear();
+    let Reply::Error(e) = c.run(1, "GET k") else { panic!("expected siblings") };
+    assert!(e.contains("2 concurrent values (1 of them deletes)"), "{e}");
+    assert_eq!(c.run(1, "EXISTS k"), Reply::Int(1), "a live value among the siblings");
+    let Reply::Array(listed) = c.run(1, "REPLIKV.SIBLINGS k") else { panic!() };
+    let Reply::Array(values) = &listed[1] else { panic!() };
+    let mut values: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    values.sort();
+    assert_eq!(values, vec![format!("{:?}", bulk("v1")), format!("{:?}", Reply::Nil)]);
+}
