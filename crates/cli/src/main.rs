@@ -6,7 +6,8 @@
 //!   cluster (elections replace it); the others follow the leader and refuse writes with `-READONLY` naming the leader; `--acks` picks when a write
 //!   is acknowledged: `sync`, `semi-sync:K` or `async`.
 //! - `replikv status`: `replikv cluster status` by a shorter name: each node's role, epoch,
-//!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
+//!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`); in a
+//!   leaderless cluster, n, w, r and each node's coordinated writes, reads and read repairs.
 //! - `replikv check`: compare every replica's Merkle digest with the leader's (the node that
 //!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down.
 //! - `replikv failover [--to nI] [--dry-run]`: a planned handover of the leadership (FAILOVER),
@@ -82,6 +83,9 @@ enum Command {
     /// /api/v1/status at once and prints one row per node: id, RESP address, role, epoch,
     /// applied LSN, lag in records and in seconds (a follower's as its leader sees it; "-" when
     /// unknown), up or down, keys, peer links, pid. -o json prints the same as one JSON object.
+    /// In a leaderless cluster no node leads: the heading names n, w and r, and each row shows
+    /// the node's counters (writes and reads it coordinated, partial writes, read repairs sent
+    /// and received) where epoch, applied LSN and lag would be.
     Status(cluster::args::StatusArgs),
     /// Check that every replica of a local cluster holds the same data as the leader.
     ///
