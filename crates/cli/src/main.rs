@@ -9,7 +9,8 @@
 //!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`); in a
 //!   leaderless cluster, n, w, r and each node's coordinated writes, reads and read repairs.
 //! - `replikv check`: compare every replica's Merkle digest with the leader's (the node that
-//!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down.
+//!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down; in a
+//!   leaderless cluster (n equal to the nodes), every replica with every other, naming the pairs.
 //! - `replikv failover [--to nI] [--dry-run]`: a planned handover of the leadership (FAILOVER),
 //!   or what an election would choose if the leader died now.
 //! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
@@ -98,6 +99,15 @@ enum Command {
     /// not), 1 when one differs, 2 when the check could not be made (no leader answered, a
     /// replica that is up stayed at another log position or gave no digest within
     /// --timeout-secs, no cluster file).
+    ///
+    /// In a leaderless cluster (mode = "leaderless" in the cluster file) no node leads: every
+    /// replica is compared with every other, and every pair that differs is named with its key
+    /// ranges and keys. That needs every node to hold every key, so check refuses (exit 2) a
+    /// leaderless cluster whose n is fewer than its nodes: their whole-node digests differ by
+    /// design. It waits (up to --timeout-secs) until no node has a write in flight, and exits 2
+    /// if one still has. Without anti-entropy, replicas that missed a write converge only when
+    /// a read of the key repairs them: check exiting 1 after a write that reached w of n
+    /// replicas is the expected answer until then.
     Check(check::CheckArgs),
     /// Move a local cluster's leadership to a follower (a planned handover), or --dry-run.
     ///
