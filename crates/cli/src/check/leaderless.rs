@@ -41,7 +41,8 @@
 //! CAVEATS
 //! - A node's status and its digest are two requests: a write that starts after the status
 //!   said nothing was in flight, and is still on its way when the digests are taken, shows as
-//!   a difference. Run `check` while clients are quiet.
+//!   a difference (and a busy node's status can be up to 20 ms old). Run `check` while clients
+//!   are quiet.
 //! - A read's repairs leave its coordinator as the read ends and are not counted in flight: a
 //!   `check` right after a read that repairs may still see the replica it repairs as different,
 //!   for the few milliseconds the repair takes.
