@@ -88,7 +88,7 @@ enum Command {
     /// the node's counters (writes and reads it coordinated, partial writes, read repairs sent
     /// and received) where epoch, applied LSN and lag would be.
     Status(cluster::args::StatusArgs),
-    /// Check that every replica of a local cluster holds the same data as the leader.
+    /// Check that every replica of a local cluster holds the same data as the leader (leaderless: as every other).
     ///
     /// The leader is the node that leads now (as replikv status finds it), n1 or another.
     /// Each node's Merkle digest (GET /api/v1/digest: BLAKE3 over 256 key ranges) is compared
