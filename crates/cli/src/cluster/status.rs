@@ -91,30 +91,16 @@ pub struct NodeRow {
 }
 
 /// A leaderless node's counters, since it started: its status's `replication.leaderless`
-/// object (the settings n, w, r, `conflicts` and `read_repair` left out: the heading says them).
+/// object, less the settings n, w, r, `conflicts` and `read_repair` (the heading says them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Operations it coordinates now: writes until every replica acknowledged (or the timeout
     /// passed), reads until every replica answered (or the timeout passed).
     pub in_flight: u64,
-    /// Client writes it coordinated.
-    pub writes_coordinated: u64,
-    /// Client reads it coordinated.
-    pub reads_coordinated: u64,
-    /// Writes that reached fewer than w replicas in time (they may still be there).
-    pub partial_writes: u64,
-    /// Reads that heard from fewer than r replicas in time.
-    pub failed_reads: u64,
-    /// Read repairs it sent, as a coordinator.
-    pub read_repairs_sent: u64,
-    /// Read repairs it received and merged, as a replica.
-    pub read_repairs_received: u64,
-    /// Reads that found concurrent values.
-    pub sibling_reads: u64,
-    /// Siblings merged away past the bound on concurrent values.
-    pub siblings_dropped: u64,
-    /// Writes it forwarded to a replica of their key.
-    pub forwarded: u64,
+    /// What it counted (writes and reads coordinated, partial writes, read repairs, ...), as
+    /// the node serializes it.
+    #[serde(flatten)]
+    pub counts: replikv_core::leaderless::Counters,
 }
 
 /// A node's replication cells: epoch and applied LSN from its own status, lag from the
@@ -470,8 +456,9 @@ fn render_table(rows: &[NodeRow]) -> String {
 /// that is down is down, and the refused peer links.
 fn render_leaderless_table(rows: &[NodeRow]) -> String {
     let dash = || "-".to_string();
-    let counter =
-        |r: &NodeRow, pick: fn(&Counters) -> u64| r.leaderless.as_ref().map_or_else(dash, |c| pick(c).to_string());
+    let counter = |r: &NodeRow, pick: fn(&replikv_core::leaderless::Counters) -> u64| {
+        r.leaderless.as_ref().map_or_else(dash, |c| pick(&c.counts).to_string())
+    };
     let cells: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
@@ -702,14 +689,15 @@ n1: link to n3 down: connection refused
 
     #[test]
     fn a_leaderless_table_shows_counters_and_no_epoch_or_lag() {
-        let counters = Counters {
+        let counts = replikv_core::leaderless::Counters {
             writes_coordinated: 12,
             reads_coordinated: 7,
             partial_writes: 1,
             read_repairs_sent: 3,
             read_repairs_received: 0,
-            ..Counters::default()
+            ..Default::default()
         };
+        let counters = Counters { in_flight: 0, counts };
         let up = NodeRow {
             id: "n1".into(),
             resp_addr: "127.0.0.1:7001".into(),
@@ -760,7 +748,10 @@ n1: link to n3 down: connection refused
                 "forwarded": 0}});
         assert_eq!(replication_of("n1", Some(&own), None), Replication::default());
         let counters = counters_of(&own).expect("counters");
-        assert_eq!((counters.in_flight, counters.writes_coordinated, counters.read_repairs_received), (2, 5, 2));
+        assert_eq!(
+            (counters.in_flight, counters.counts.writes_coordinated, counters.counts.read_repairs_received),
+            (2, 5, 2)
+        );
         // A leader's status has no such object; one missing a counter is not guessed at.
         assert_eq!(counters_of(&leader_status("stream", true)), None);
         let mut partial = own.clone();
