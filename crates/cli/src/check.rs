@@ -261,14 +261,9 @@ fn compare(cluster: &ClusterConfig, round: &Round, leader: usize, reference: &Fe
             error: None,
         };
         match digest {
-            Err(e) if !up => {
-                report.verdict = "down";
-                report.error = Some(format!("{} did not answer: {e:#}", node.id));
-            }
             Err(e) => {
-                report.verdict = "no digest";
-                report.error = Some(format!("{} is up but gave no digest: {e:#}", node.id));
-                findings.uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
+                let (verdict, error) = without_digest(node, *up, e, waited_secs, &mut findings.uncompared);
+                (report.verdict, report.error) = (verdict, Some(error));
             }
             Ok(f) => {
                 report.lsn = Some(f.lsn);
@@ -302,6 +297,23 @@ fn compare(cluster: &ClusterConfig, round: &Round, leader: usize, reference: &Fe
         findings.reports.push(report);
     }
     findings
+}
+
+/// The verdict of `node`, which gave no digest (`e` says why), and the reason shown: `down`
+/// when its status did not answer either, which fails nothing; else `no digest`, which
+/// `uncompared` records (the check could not be made).
+fn without_digest(
+    node: &ClusterNode,
+    up: bool,
+    e: &anyhow::Error,
+    waited_secs: u64,
+    uncompared: &mut Vec<String>,
+) -> (&'static str, String) {
+    if !up {
+        return ("down", format!("{} did not answer: {e:#}", node.id));
+    }
+    uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
+    ("no digest", format!("{} is up but gave no digest: {e:#}", node.id))
 }
 
 /// The table: one line per replica, then each differing bucket and its keys.

@@ -53,7 +53,7 @@
 //!   here too.
 
 use super::{
-    compare_bucket, fetch_all, node_answer, render_buckets, BucketReport, CheckArgs, Differs, Fetched,
+    compare_bucket, fetch_all, node_answer, render_buckets, without_digest, BucketReport, CheckArgs, Differs, Fetched,
     BUCKETS_SHOWN_MAX, POLL_MS,
 };
 use crate::cluster::args::Output;
@@ -273,14 +273,9 @@ fn compare(cluster: &ClusterConfig, round: &Round, waited_secs: u64) -> Findings
             error: None,
         };
         match &answer.digest {
-            Err(e) if !answer.up => {
-                report.verdict = "down";
-                report.error = Some(format!("{} did not answer: {e:#}", node.id));
-            }
             Err(e) => {
-                report.verdict = "no digest";
-                report.error = Some(format!("{} is up but gave no digest: {e:#}", node.id));
-                findings.uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
+                let (verdict, error) = without_digest(node, answer.up, e, waited_secs, &mut findings.uncompared);
+                (report.verdict, report.error) = (verdict, Some(error));
             }
             Ok(fetched) => {
                 report.keys = Some(fetched.digest.keys);
