@@ -3,7 +3,8 @@
 //! key ranges (hash buckets) and the keys that differ. A leaderless cluster has no leader to
 //! compare against: there every replica is compared with every other ([`leaderless`], which
 //! shares the digests, the bucket drill-down and the exit statuses below), and only when each
-//! node holds every key (n equals the node count). The rest of this essay is the leader's way.
+//! node holds every key (n equals the node count). Which way is the cluster file's mode, never
+//! a guess from the nodes' answers. The rest of this essay is the leader's way.
 //!
 //! 1. Ask every node at once for its `GET /api/v1/status`, as `replikv status` does
 //!    ([`status::probe_all`]): the node that leads now is the reference ([`status::leader`]: of
@@ -27,7 +28,6 @@
 //! differs; 2 when the check could not be made: no leader answered, a replica that is up never
 //! reached the leader's position or gave no digest within `--timeout-secs`, or the cluster
 //! file could not be read. [`exit_status`] maps the error [`main`] returns.
-//! Whichever the mode, the cluster file says it: `check` never guesses from the nodes' answers.
 //!
 //! CAVEATS
 //! - Each digest is a full scan of that node's keys on its stepper thread (see the digest
