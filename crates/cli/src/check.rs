@@ -1,6 +1,10 @@
 //! `replikv check`: do the replicas of a cluster hold the same data? It compares each node's
 //! Merkle digest (see `replikv_core::digest`) with the leader's and names the replicas, the
-//! key ranges (hash buckets) and the keys that differ.
+//! key ranges (hash buckets) and the keys that differ. A leaderless cluster has no leader to
+//! compare against: there every replica is compared with every other ([`leaderless`], which
+//! shares the digests, the bucket drill-down and the exit statuses below), and only when each
+//! node holds every key (n equals the node count). Which way is the cluster file's mode, never
+//! a guess from the nodes' answers. The rest of this essay is the leader's way.
 //!
 //! 1. Ask every node at once for its `GET /api/v1/status`, as `replikv status` does
 //!    ([`status::probe_all`]): the node that leads now is the reference ([`status::leader`]: of
@@ -49,6 +53,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+mod leaderless;
+
 /// Differing buckets whose keys are listed, per replica.
 pub const BUCKETS_SHOWN_MAX: usize = 8;
 
@@ -58,13 +64,15 @@ pub const KEYS_SHOWN_MAX: usize = 10;
 /// Milliseconds between two rounds of asking while the check waits.
 const POLL_MS: u64 = 200;
 
-/// Compare the data of every replica of a local cluster with the leader's.
+/// Compare the data of every replica of a local cluster with the leader's (in a leaderless
+/// cluster, each replica with every other).
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Which cluster.
     #[command(flatten)]
     pub which: WhichCluster,
-    /// Seconds to wait for a leader, and for the replicas to reach its log position.
+    /// Seconds to wait for a leader, and for the replicas to reach its log position; in a
+    /// leaderless cluster, for every node up to give its digest with no operation in flight.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
     /// Output format.
@@ -171,6 +179,9 @@ struct Findings {
 pub fn main(args: &CheckArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
+    if let Some(nwr) = status::leaderless_nwr(&cluster)? {
+        return leaderless::main(args, &dir, &cluster, nwr);
+    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let round = loop {
         let round = look(&cluster, &dir);
@@ -250,14 +261,9 @@ fn compare(cluster: &ClusterConfig, round: &Round, leader: usize, reference: &Fe
             error: None,
         };
         match digest {
-            Err(e) if !up => {
-                report.verdict = "down";
-                report.error = Some(format!("{} did not answer: {e:#}", node.id));
-            }
             Err(e) => {
-                report.verdict = "no digest";
-                report.error = Some(format!("{} is up but gave no digest: {e:#}", node.id));
-                findings.uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
+                let (verdict, error) = without_digest(node, *up, e, waited_secs, &mut findings.uncompared);
+                (report.verdict, report.error) = (verdict, Some(error));
             }
             Ok(f) => {
                 report.lsn = Some(f.lsn);
@@ -293,6 +299,23 @@ fn compare(cluster: &ClusterConfig, round: &Round, leader: usize, reference: &Fe
     findings
 }
 
+/// The verdict of `node`, which gave no digest (`e` says why), and the reason shown: `down`
+/// when its status did not answer either, which fails nothing; else `no digest`, which
+/// `uncompared` records (the check could not be made).
+fn without_digest(
+    node: &ClusterNode,
+    up: bool,
+    e: &anyhow::Error,
+    waited_secs: u64,
+    uncompared: &mut Vec<String>,
+) -> (&'static str, String) {
+    if !up {
+        return ("down", format!("{} did not answer: {e:#}", node.id));
+    }
+    uncompared.push(format!("{} is up but gave no digest after {waited_secs} s", node.id));
+    ("no digest", format!("{} is up but gave no digest: {e:#}", node.id))
+}
+
 /// The table: one line per replica, then each differing bucket and its keys.
 fn render(cluster: &str, leader: &str, reports: &[ReplicaReport]) -> String {
     let mut out = format!("check of cluster {cluster}: each replica's Merkle root against the leader's ({leader})\n");
@@ -306,19 +329,26 @@ fn render(cluster: &str, leader: &str, reports: &[ReplicaReport]) -> String {
             r.root.as_deref().map_or_else(dash, |h| h[..16].to_string()),
             r.verdict
         );
-        for b in &r.buckets {
-            out += &format!("  key range {:#04x} differs", b.bucket);
-            if b.keys.is_empty() {
-                out += "\n";
-            } else {
-                out += ":\n";
-            }
-            for (key, what) in &b.keys {
-                out += &format!("    {key:?}: {what}\n");
-            }
-        }
+        out += &render_buckets(&r.buckets);
         if let Some(e) = &r.error {
             out += &format!("  {e}\n");
+        }
+    }
+    out
+}
+
+/// Each differing bucket, indented, and its keys below it with what differs.
+fn render_buckets(buckets: &[BucketReport]) -> String {
+    let mut out = String::new();
+    for b in buckets {
+        out += &format!("  key range {:#04x} differs", b.bucket);
+        if b.keys.is_empty() {
+            out += "\n";
+        } else {
+            out += ":\n";
+        }
+        for (key, what) in &b.keys {
+            out += &format!("    {key:?}: {what}\n");
         }
     }
     out
@@ -366,8 +396,9 @@ fn unhex(value: &Value) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-/// Names the keys of `bucket` that differ between the leader and `node`.
-fn compare_bucket(leader: &ClusterNode, node: &ClusterNode, bucket: usize) -> BucketReport {
+/// Names the keys of `bucket` that differ between `reference` (the leader, or the first of a
+/// leaderless pair) and `node`: "missing on" `node`, "only on" `node`, or differing.
+fn compare_bucket(reference: &ClusterNode, node: &ClusterNode, bucket: usize) -> BucketReport {
     let path = format!("/api/v1/digest/bucket/{bucket}");
     let entries = |n: &ClusterNode| -> Result<BTreeMap<String, String>> {
         let body = get_json(n, &path)?;
@@ -378,7 +409,7 @@ fn compare_bucket(leader: &ClusterNode, node: &ClusterNode, bucket: usize) -> Bu
             .collect())
     };
     let mut keys = Vec::new();
-    match (entries(leader), entries(node)) {
+    match (entries(reference), entries(node)) {
         (Ok(a), Ok(b)) => {
             for (key, hash) in &a {
                 match b.get(key) {

@@ -6,9 +6,11 @@
 //!   cluster (elections replace it); the others follow the leader and refuse writes with `-READONLY` naming the leader; `--acks` picks when a write
 //!   is acknowledged: `sync`, `semi-sync:K` or `async`.
 //! - `replikv status`: `replikv cluster status` by a shorter name: each node's role, epoch,
-//!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`).
+//!   applied LSN, lag in records and seconds, up or down, as a table or JSON (`-o json`); in a
+//!   leaderless cluster, n, w, r and each node's coordinated writes, reads and read repairs.
 //! - `replikv check`: compare every replica's Merkle digest with the leader's (the node that
-//!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down.
+//!   leads now) and name the replicas, key ranges and keys that differ, and the nodes down; in a
+//!   leaderless cluster (n equal to the nodes), every replica with every other, naming the pairs.
 //! - `replikv failover [--to nI] [--dry-run]`: a planned handover of the leadership (FAILOVER),
 //!   or what an election would choose if the leader died now.
 //! - `replikv fault partition|heal|delay|drop|status`: partitions, delays and drops between the
@@ -82,8 +84,11 @@ enum Command {
     /// /api/v1/status at once and prints one row per node: id, RESP address, role, epoch,
     /// applied LSN, lag in records and in seconds (a follower's as its leader sees it; "-" when
     /// unknown), up or down, keys, peer links, pid. -o json prints the same as one JSON object.
+    /// In a leaderless cluster no node leads: the heading names n, w and r, and each row shows
+    /// the node's counters (writes and reads it coordinated, partial writes, read repairs sent
+    /// and received) where epoch, applied LSN and lag would be.
     Status(cluster::args::StatusArgs),
-    /// Check that every replica of a local cluster holds the same data as the leader.
+    /// Check that every replica of a local cluster holds the same data as the leader (leaderless: as every other).
     ///
     /// The leader is the node that leads now (as replikv status finds it), n1 or another.
     /// Each node's Merkle digest (GET /api/v1/digest: BLAKE3 over 256 key ranges) is compared
@@ -94,6 +99,15 @@ enum Command {
     /// not), 1 when one differs, 2 when the check could not be made (no leader answered, a
     /// replica that is up stayed at another log position or gave no digest within
     /// --timeout-secs, no cluster file).
+    ///
+    /// In a leaderless cluster (mode = "leaderless" in the cluster file) no node leads: every
+    /// replica is compared with every other, and every pair that differs is named with its key
+    /// ranges and keys. That needs every node to hold every key, so check refuses (exit 2) a
+    /// leaderless cluster whose n is fewer than its nodes: their whole-node digests differ by
+    /// design. It waits (up to --timeout-secs) until no node has a write in flight, and exits 2
+    /// if one still has. Without anti-entropy, replicas that missed a write converge only when
+    /// a read of the key repairs them: check exiting 1 after a write that reached w of n
+    /// replicas is the expected answer until then.
     Check(check::CheckArgs),
     /// Move a local cluster's leadership to a follower (a planned handover), or --dry-run.
     ///

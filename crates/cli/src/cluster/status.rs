@@ -25,6 +25,19 @@
 //! its log ends, `snapshot` while it is sent one), and `link down` when the leader has had no
 //! acknowledgement from it within the link timeout.
 //!
+//! # Leaderless
+//!
+//! A cluster whose file says `mode = "leaderless"` has no leader, no epochs, no log positions
+//! and no lag: every node coordinates reads and writes. The heading names the mode and the
+//! quorums instead (`cluster demo: leaderless, n = 3, w = 2, r = 2`, adding how many nodes
+//! hold each key when n is fewer than the nodes), never a leader. The EPOCH, APPLIED, LAG and
+//! LAG_S columns give way to each node's counters from its status's `replication.leaderless`
+//! object ([`Counters`], [`counters_of`]): WRITES and READS it coordinated, PARTIAL writes
+//! (that reached fewer than w replicas in time), REPAIRS_SENT (read repairs it sent as a
+//! coordinator) and REPAIRS_RECV (read repairs it merged as a replica). `-o json` carries
+//! `n`, `w` and `r` where a single-leader cluster has `acks` and `leader`, and each node's
+//! counters as its `leaderless` object (its epoch and lag are null).
+//!
 //! CAVEATS
 //! - The role, epoch and positions are whatever each node says, each at its own moment: the
 //!   rows are not one snapshot of the cluster, so a busy follower's applied LSN can pass the
@@ -33,14 +46,17 @@
 //!   the others has not yet heard of the newer epoch), the one of the higher epoch, and the
 //!   first listed on a tie; none when some node is in a newer epoch than every leader that
 //!   answered (that epoch's leader is the one that did not answer).
+//! - A leaderless cluster's counters are each node's since it started, not the cluster's:
+//!   a node restarted counts from 0 again.
 
 use super::args::{Output, StatusArgs};
 use super::layout::{self, ClusterDir, PidEntry};
 use super::{net, process};
 use crate::output::{out, outln};
-use anyhow::Result;
-use replikv_server::config::{ClusterConfig, ClusterNode};
-use serde::Serialize;
+use anyhow::{Context, Result};
+use replikv_core::quorum::Nwr;
+use replikv_server::config::{ClusterConfig, ClusterNode, ReplicationMode};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One node as `status` reports it.
@@ -69,6 +85,22 @@ pub struct NodeRow {
     pub pid: Option<u32>,
     /// Why it is down, when it is.
     pub error: Option<String>,
+    /// Its leaderless counters, when it is up and replicates leaderless (see [`counters_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaderless: Option<Counters>,
+}
+
+/// A leaderless node's counters, since it started: its status's `replication.leaderless`
+/// object, less the settings n, w, r, `conflicts` and `read_repair` (the heading says them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Operations it coordinates now: writes until every replica acknowledged (or the timeout
+    /// passed), reads until every replica answered (or the timeout passed).
+    pub in_flight: u64,
+    /// What it counted (writes and reads coordinated, partial writes, read repairs, ...), as
+    /// the node serializes it.
+    #[serde(flatten)]
+    pub counts: replikv_core::leaderless::Counters,
 }
 
 /// A node's replication cells: epoch and applied LSN from its own status, lag from the
@@ -102,12 +134,44 @@ struct Report<'a> {
     cluster: &'a str,
     /// Its replication mode.
     mode: String,
-    /// Its acknowledgement setting.
-    acks: String,
-    /// The node that leads now (see [`leader`]); none during an election.
-    leader: Option<&'a str>,
+    /// Its acknowledgement setting; absent in a leaderless cluster, which has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acks: Option<String>,
+    /// Leaderless: replicas per key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<usize>,
+    /// Leaderless: replicas a write waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w: Option<usize>,
+    /// Leaderless: replicas a read waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r: Option<usize>,
+    /// The node that leads now (see [`leader`]), `null` during an election; absent in a
+    /// leaderless cluster, where no node ever leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<Option<&'a str>>,
     /// The nodes, in the file's order.
     nodes: Vec<NodeRow>,
+}
+
+/// The quorums of `cluster` when it is leaderless; `None` when it has a leader.
+pub fn leaderless_nwr(cluster: &ClusterConfig) -> Result<Option<Nwr>> {
+    if cluster.replication.mode != ReplicationMode::Leaderless {
+        return Ok(None);
+    }
+    let nwr = cluster.replication.nwr(cluster.nodes.len()).with_context(|| format!("cluster {}", cluster.name))?;
+    Ok(Some(nwr))
+}
+
+/// What the table's heading says of a leaderless cluster of `nodes` nodes: its mode and
+/// quorums, and how many nodes hold each key when not all do.
+pub fn leaderless_heading(nwr: Nwr, nodes: usize) -> String {
+    let Nwr { n, w, r } = nwr;
+    let mut out = format!("leaderless, n = {n}, w = {w}, r = {r}");
+    if n < nodes {
+        out += &format!(", each key on {n} of the {nodes} nodes");
+    }
+    out
 }
 
 /// Runs `replikv status` (and `replikv cluster status`, the same command).
@@ -116,6 +180,9 @@ pub fn main(args: &StatusArgs) -> Result<()> {
     let cluster = dir.read_config()?;
     let pids = layout::read_pids(&dir.pids())?.unwrap_or_default();
     let rows = probe_all(&cluster, &pids, &dir.config());
+    if let Some(nwr) = leaderless_nwr(&cluster)? {
+        return print_leaderless(args.output, &cluster, &dir, nwr, rows);
+    }
     let leader_id = leader(&rows).map(|r| r.id.clone());
     let leader = leader_id.as_deref();
     match args.output {
@@ -123,8 +190,11 @@ pub fn main(args: &StatusArgs) -> Result<()> {
             let report = Report {
                 cluster: &cluster.name,
                 mode: cluster.replication.mode.to_string(),
-                acks: cluster.replication.acks.to_string(),
-                leader,
+                acks: Some(cluster.replication.acks.to_string()),
+                n: None,
+                w: None,
+                r: None,
+                leader: Some(leader),
                 nodes: rows,
             };
             outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -140,6 +210,38 @@ pub fn main(args: &StatusArgs) -> Result<()> {
             };
             outln!("cluster {}: {}, acks {}, {leads} ({})", cluster.name, r.mode, r.acks, dir.config().display());
             out!("{}", render_table(&rows));
+        }
+    }
+    Ok(())
+}
+
+/// Prints the status of a leaderless cluster: its quorums where a leader would be named, and
+/// each node's counters where epochs and lag would be.
+fn print_leaderless(
+    output: Output,
+    cluster: &ClusterConfig,
+    dir: &ClusterDir,
+    nwr: Nwr,
+    rows: Vec<NodeRow>,
+) -> Result<()> {
+    match output {
+        Output::Json => {
+            let report = Report {
+                cluster: &cluster.name,
+                mode: cluster.replication.mode.to_string(),
+                acks: None,
+                n: Some(nwr.n),
+                w: Some(nwr.w),
+                r: Some(nwr.r),
+                leader: None,
+                nodes: rows,
+            };
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Output::Table => {
+            let heading = leaderless_heading(nwr, cluster.nodes.len());
+            outln!("cluster {}: {heading} ({})", cluster.name, dir.config().display());
+            out!("{}", render_leaderless_table(&rows));
         }
     }
     Ok(())
@@ -187,7 +289,11 @@ pub fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path:
         leading(probed.iter().filter_map(|(_, r)| r.as_ref()).map(|r| (r, r["role"] == "leader", r["epoch"].as_u64())));
     probed
         .iter()
-        .map(|(row, own)| NodeRow { replication: replication_of(&row.id, own.as_ref(), leader), ..row.clone() })
+        .map(|(row, own)| NodeRow {
+            replication: replication_of(&row.id, own.as_ref(), leader),
+            leaderless: own.as_ref().and_then(counters_of),
+            ..row.clone()
+        })
         .collect()
 }
 
@@ -206,6 +312,7 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> (Nod
         peer_problems: Vec::new(),
         pid: pid.filter(|pid| process::alive(*pid) && process::is_node(*pid, &node.id, config)),
         error: None,
+        leaderless: None,
     };
     let status = match net::get(node.http_addr, "/api/v1/status") {
         Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("bad JSON: {e}")),
@@ -247,6 +354,10 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> (Nod
 /// records of lag from its own view of the leader, with the seconds unknown. A lone node has
 /// no lag.
 fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Replication {
+    if own.is_some_and(|o| o["role"] == "leaderless") {
+        // No epoch, log position or lag means anything there: its counters do (counters_of).
+        return Replication::default();
+    }
     let mut cells = Replication {
         epoch: own.and_then(|o| o["epoch"].as_u64()),
         applied_lsn: own.and_then(|o| o["last_lsn"].as_u64()),
@@ -270,6 +381,13 @@ fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Repl
         }
     }
     cells
+}
+
+/// A leaderless node's counters, from its own status's `replication` object: `None` for a
+/// node of another mode, or one whose object lacks a counter (another version of replikv).
+pub fn counters_of(own: &Value) -> Option<Counters> {
+    let counters = own.get("leaderless").filter(|l| l.is_object())?;
+    serde_json::from_value(counters.clone()).ok()
 }
 
 /// The ROLE cell: the role, and in parentheses what is unusual about a follower.
@@ -315,23 +433,9 @@ fn render_table(rows: &[NodeRow]) -> String {
             ]
         })
         .collect();
-    let header =
-        ["ID", "RESP", "ROLE", "EPOCH", "APPLIED", "LAG", "LAG_S", "STATE", "KEYS", "PEERS", "PID"].map(str::to_string);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&cells) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out += line.join("  ").trim_end();
-        out.push('\n');
-    }
-    for row in rows.iter().filter(|r| !r.up) {
-        out += &format!("{}: {}\n", row.id, row.error.as_deref().unwrap_or("down"));
-    }
+    let header = ["ID", "RESP", "ROLE", "EPOCH", "APPLIED", "LAG", "LAG_S", "STATE", "KEYS", "PEERS", "PID"];
+    let mut out = aligned(header, &cells);
+    out += &down_notes(rows);
     for row in rows.iter().filter(|r| r.replication.rolled_back.is_some_and(|n| n > 0)) {
         out += &format!(
             "{}: cut {} changes the leader's history lacks, saved under rollback/ in its data directory\n",
@@ -343,12 +447,81 @@ fn render_table(rows: &[NodeRow]) -> String {
         out +=
             &format!("{}: link down: the leader has had no acknowledgement from it within its link timeout\n", row.id);
     }
-    for row in rows {
-        for problem in &row.peer_problems {
-            out += &format!("{}: {problem}\n", row.id);
+    out += &peer_notes(rows);
+    out
+}
+
+/// The table of a leaderless cluster: a header, one row per node with its counters where a
+/// leader's cluster has epochs and lag (see the module documentation), then why each node
+/// that is down is down, and the refused peer links.
+fn render_leaderless_table(rows: &[NodeRow]) -> String {
+    let dash = || "-".to_string();
+    let counter = |r: &NodeRow, pick: fn(&replikv_core::leaderless::Counters) -> u64| {
+        r.leaderless.as_ref().map_or_else(dash, |c| pick(&c.counts).to_string())
+    };
+    let cells: Vec<[String; 12]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.resp_addr.clone(),
+                r.role.clone().unwrap_or_else(dash),
+                if r.up { "up" } else { "down" }.to_string(),
+                r.keys.map_or_else(dash, |k| k.to_string()),
+                counter(r, |c| c.writes_coordinated),
+                counter(r, |c| c.reads_coordinated),
+                counter(r, |c| c.partial_writes),
+                counter(r, |c| c.read_repairs_sent),
+                counter(r, |c| c.read_repairs_received),
+                r.peers.clone().unwrap_or_else(dash),
+                r.pid.map_or_else(dash, |p| p.to_string()),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "RESP",
+        "ROLE",
+        "STATE",
+        "KEYS",
+        "WRITES",
+        "READS",
+        "PARTIAL",
+        "REPAIRS_SENT",
+        "REPAIRS_RECV",
+        "PEERS",
+        "PID",
+    ];
+    aligned(header, &cells) + &down_notes(rows) + &peer_notes(rows)
+}
+
+/// `header` and `cells` as lines of columns, each as wide as its widest cell, two spaces
+/// apart, with no trailing blanks.
+fn aligned<const N: usize>(header: [&str; N], cells: &[[String; N]]) -> String {
+    let header = header.map(str::to_string);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
         }
     }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(cells) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
     out
+}
+
+/// One line per node that is down, saying why.
+fn down_notes(rows: &[NodeRow]) -> String {
+    rows.iter().filter(|r| !r.up).map(|r| format!("{}: {}\n", r.id, r.error.as_deref().unwrap_or("down"))).collect()
+}
+
+/// One line per peer link refused or down, with the reason.
+fn peer_notes(rows: &[NodeRow]) -> String {
+    rows.iter().flat_map(|r| r.peer_problems.iter().map(move |p| format!("{}: {p}\n", r.id))).collect()
 }
 
 #[cfg(test)]
@@ -377,6 +550,7 @@ mod tests {
             peer_problems: vec!["link to n3 down: connection refused".into()],
             pid: Some(4242),
             error: None,
+            leaderless: None,
         };
         let snapshot = NodeRow {
             id: "n2".into(),
@@ -511,6 +685,78 @@ n1: link to n3 down: connection refused
         for (leaders, want) in table {
             assert_eq!(leading(leaders.iter().copied()), want, "{leaders:?}");
         }
+    }
+
+    #[test]
+    fn a_leaderless_table_shows_counters_and_no_epoch_or_lag() {
+        let counts = replikv_core::leaderless::Counters {
+            writes_coordinated: 12,
+            reads_coordinated: 7,
+            partial_writes: 1,
+            read_repairs_sent: 3,
+            read_repairs_received: 0,
+            ..Default::default()
+        };
+        let counters = Counters { in_flight: 0, counts };
+        let up = NodeRow {
+            id: "n1".into(),
+            resp_addr: "127.0.0.1:7001".into(),
+            role: Some("leaderless".into()),
+            up: true,
+            keys: Some(9),
+            peers: Some("1/2".into()),
+            peer_problems: vec!["link to n3 down: connection refused".into()],
+            pid: Some(4242),
+            leaderless: Some(counters),
+            ..NodeRow::default()
+        };
+        let down = NodeRow {
+            id: "n3".into(),
+            resp_addr: "127.0.0.1:7003".into(),
+            error: Some("refused".into()),
+            ..NodeRow::default()
+        };
+        let want = "\
+ID  RESP            ROLE        STATE  KEYS  WRITES  READS  PARTIAL  REPAIRS_SENT  REPAIRS_RECV  PEERS  PID
+n1  127.0.0.1:7001  leaderless  up     9     12      7      1        3             0             1/2    4242
+n3  127.0.0.1:7003  -           down   -     -       -      -        -             -             -      -
+n3: refused
+n1: link to n3 down: connection refused
+";
+        let text = render_leaderless_table(&[up, down]);
+        assert_eq!(text, want);
+        assert!(!text.contains("EPOCH") && !text.contains("leads"), "{text}");
+    }
+
+    #[test]
+    fn a_leaderless_heading_names_the_quorums_and_never_a_leader() {
+        let nwr = |n, w, r| Nwr::new(n, w, r).unwrap();
+        assert_eq!(leaderless_heading(nwr(3, 2, 2), 3), "leaderless, n = 3, w = 2, r = 2");
+        assert_eq!(leaderless_heading(nwr(1, 1, 1), 1), "leaderless, n = 1, w = 1, r = 1");
+        assert_eq!(
+            leaderless_heading(nwr(3, 3, 1), 5),
+            "leaderless, n = 3, w = 3, r = 1, each key on 3 of the 5 nodes"
+        );
+    }
+
+    #[test]
+    fn a_leaderless_node_has_counters_and_no_epoch_or_lag() {
+        let own = json!({"role": "leaderless", "mode": "leaderless", "epoch": 0, "last_lsn": 0, "followers": [],
+            "leaderless": {"n": 3, "w": 2, "r": 2, "conflicts": "lww", "read_repair": "async", "in_flight": 2,
+                "writes_coordinated": 5, "reads_coordinated": 4, "partial_writes": 1, "failed_reads": 0,
+                "read_repairs_sent": 3, "read_repairs_received": 2, "sibling_reads": 0, "siblings_dropped": 0,
+                "forwarded": 0}});
+        assert_eq!(replication_of("n1", Some(&own), None), Replication::default());
+        let counters = counters_of(&own).expect("counters");
+        assert_eq!(
+            (counters.in_flight, counters.counts.writes_coordinated, counters.counts.read_repairs_received),
+            (2, 5, 2)
+        );
+        // A leader's status has no such object; one missing a counter is not guessed at.
+        assert_eq!(counters_of(&leader_status("stream", true)), None);
+        let mut partial = own.clone();
+        partial["leaderless"].as_object_mut().unwrap().remove("partial_writes");
+        assert_eq!(counters_of(&partial), None);
     }
 
     #[test]

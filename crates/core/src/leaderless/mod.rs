@@ -89,7 +89,7 @@ use crate::version::{Hlc, NodeId, Version};
 use bytes::Bytes;
 use coordinator::Ops;
 use ring::Ring;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a leaderless node is handed: [`crate::node::Input`] with this family's messages.
 pub type Input = crate::node::Input<Message>;
@@ -183,8 +183,9 @@ impl Settings {
     }
 }
 
-/// What a leaderless node counts since it started, for its status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// What a leaderless node counts since it started, for its status (read back from it by
+/// `replikv status` and `replikv check`, hence `Deserialize`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Client writes this node coordinated.
     pub writes_coordinated: u64,
