@@ -179,6 +179,8 @@ fn a_node_of_another_mode_is_refused_at_the_handshake_naming_both_modes() {
     std::fs::write(&other, single).unwrap();
     trio.nodes[1].kill9();
     trio.nodes[1].set_flags(&["--config", other.to_str().unwrap(), "--id", "n2"]);
+    // A fresh directory: n2's own was written leaderless, which a single-leader node refuses.
+    trio.nodes[1].data_dir = file.with_file_name("n2-single-leader");
     trio.nodes[1].restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

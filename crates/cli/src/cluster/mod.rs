@@ -17,6 +17,10 @@
 //! durable), `semi-sync:K` (once K followers do) or `async` (once the leader does). The nodes
 //! log at start what part they play and what the acks setting does not promise.
 //!
+//! With `--mode leaderless` (and `--n`, `--w`, `--r`, `--conflicts`, `--read-repair`) every node
+//! takes reads and writes instead: a write waits for w of a key's n replicas, a read for r, and
+//! the nodes log at start whether w + r > n (a read sees the newest acknowledged write).
+//!
 //! Everything a cluster owns lives in one directory, `<data>/<name>/` ([`layout`]):
 //!
 //! ```text
