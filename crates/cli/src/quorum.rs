@@ -22,8 +22,8 @@
 //! - n is at most `REPLICA_SET_N_MAX` (12): every one of the 2^n sets of unavailable replicas
 //!   is tried. The text lists [`LISTED_DOWN_SETS_MAX`] of them per line; `-o json` lists all.
 //! - The exercise's model (see `replikv_core::quorum`): a fixed set of unavailable replicas,
-//!   no repair meanwhile, no concurrent writes. replikv's own replication is single-leader;
-//!   this is the leaderless family's arithmetic.
+//!   no repair meanwhile, no concurrent writes: a leaderless cluster's read repair and late
+//!   copies only make reads see the write more often than this says.
 
 use crate::cluster::args::Output;
 use crate::output::{out, outln};

@@ -115,8 +115,12 @@ pub const VERSION_VECTOR_ENTRIES_MAX: usize = 256;
 /// Concurrent siblings one key keeps; past it the oldest are dropped by last-write-wins.
 pub const SIBLINGS_MAX: usize = 16;
 
-/// Bytes a stored state may take ([`Siblings::to_bytes`]): it is stored as one engine value.
-pub const SIBLINGS_BYTES_MAX: usize = crate::storage::VALUE_BYTES_MAX;
+/// Bytes a stored state may take ([`Siblings::to_bytes`]): it is stored as one engine value
+/// and travels whole in one peer message.
+pub const SIBLINGS_BYTES_MAX: usize = 48 * 1024 * 1024;
+
+// A state travels whole in one peer frame (64 MiB), with room for the message around it.
+const _: () = assert!(SIBLINGS_BYTES_MAX < 64 * 1024 * 1024 && SIBLINGS_BYTES_MAX <= crate::storage::VALUE_BYTES_MAX);
 
 /// The first byte of a stored state ([`Siblings::to_bytes`]); a new layout takes a new one.
 pub const SIBLINGS_FORMAT: u8 = 1;

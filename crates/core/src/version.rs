@@ -108,7 +108,7 @@ impl Hlc {
     fn next_after(&self, ts: Timestamp) -> Timestamp {
         match ts.logical.checked_add(1) {
             Some(logical) => Timestamp { millis: ts.millis, logical },
-            None => Timestamp { millis: ts.millis + 1, logical: 0 },
+            None => Timestamp { millis: ts.millis.saturating_add(1), logical: 0 },
         }
     }
 }

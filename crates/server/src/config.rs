@@ -43,7 +43,8 @@
 //! [`ClusterConfig`] (its peers and the replication settings) in its [`NodeConfig`].
 //! [`ClusterConfig::check`] refuses what cannot work, naming the setting: an id that is not an
 //! entry, duplicate ids or addresses, a semi-sync K outside 1..=N-1, a mode that does not exist,
-//! n, w or r out of range, or a setting of one mode in a file of another. In leaderless mode
+//! n, w or r out of range, or a setting of one mode in a file of another (for the single-leader
+//! settings, which have defaults, a value other than the default). In leaderless mode
 //! `ack_timeout_ms` is how long a coordinator waits for its w (or r) replicas.
 //! [`ClusterConfig::durability_warnings`] names settings that work but promise less than a
 //! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
@@ -673,6 +674,23 @@ impl ReplicationConfig {
     pub fn check(&self, nodes: usize) -> Result<()> {
         if self.mode == ReplicationMode::Leaderless {
             self.nwr(nodes)?;
+            // The single-leader settings have defaults, so only a value other than the
+            // default shows that the file set one.
+            let d = ReplicationConfig::default();
+            let single_leader = [
+                ("acks", self.acks != d.acks),
+                ("forward_writes", self.forward_writes != d.forward_writes),
+                ("heartbeat_ms", self.heartbeat_ms != d.heartbeat_ms),
+                ("auto_failover", self.auto_failover != d.auto_failover),
+                ("election_timeout_ms", self.election_timeout_ms != d.election_timeout_ms),
+                ("log_retain_bytes", self.log_retain_bytes != d.log_retain_bytes),
+                ("log_segment_bytes", self.log_segment_bytes != d.log_segment_bytes),
+            ];
+            if let Some((setting, _)) = single_leader.iter().find(|(_, set)| *set) {
+                return Err(Error::Config(format!(
+                    "replication.{setting} is a setting of mode = \"single-leader\", and this cluster's mode is \"leaderless\""
+                )));
+            }
         } else {
             let leaderless = [
                 ("n", self.n.is_some()),
@@ -1271,6 +1289,11 @@ mod tests {
                 three("cluster = \"c\"\n[replication]\nr = 2"),
                 "n1",
                 &["replication.r is a setting of mode = \"leaderless\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nacks = \"sync\""),
+                "n1",
+                &["replication.acks is a setting of mode = \"single-leader\""],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nconflicts = \"merge\""),

@@ -243,6 +243,14 @@ fn open_leaderless(
         Some(ReadRepairSetting::Async) | None => ReadRepair::Async,
     };
     settings.request_timeout_ms = r.ack_timeout_ms;
+    settings.dot_id = dot_id(config)?;
+    if config.fsync != replikv_core::storage::FsyncPolicy::Always {
+        tracing::warn!(
+            "fsync = {}: a crash can lose writes this node counted as durable, and with them the version-vector dots it \
+             handed out; replicas may then drop its next writes of those keys as ones they have seen",
+            config.fsync
+        );
+    }
     Leaderless::open(engine, settings, now_ms())
         .map(Replica::from)
         .map_err(|e| Error::start("opening the leaderless store".to_string(), e))
@@ -300,7 +308,9 @@ fn check_mode(config: &NodeConfig, keys: u64) -> Result<()> {
     let mode = config.cluster.as_ref().map_or(ReplicationMode::SingleLeader, |c| c.replication.mode);
     let path = config.data_dir.join(MODE_FILE);
     let found = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim().to_string()),
+        // Empty: a mark whose write did not finish (it is replaced atomically, so only a
+        // file system that lost it leaves one).
+        Ok(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::start(format!("reading {}", path.display()), e)),
     };
@@ -310,13 +320,7 @@ fn check_mode(config: &NodeConfig, keys: u64) -> Result<()> {
         None => mode.to_string(),
     };
     if written_by == mode.to_string() && found.is_none() {
-        let mark = || -> std::io::Result<()> {
-            let mut file = File::create(&path)?;
-            writeln!(file, "{mode}")?;
-            file.sync_all()?;
-            File::open(&config.data_dir)?.sync_all()
-        };
-        return mark().map_err(|e| Error::start(format!("writing {}", path.display()), e));
+        return write_durably(&config.data_dir, MODE_FILE, &format!("{mode}\n"));
     }
     if written_by != mode.to_string() {
         return Err(Error::Config(format!(
@@ -326,6 +330,47 @@ fn check_mode(config: &NodeConfig, keys: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Replaces `dir/name` with `text` atomically and durably: a temporary file, fsynced, renamed
+/// over it, then the directory fsynced.
+fn write_durably(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| Error::start(format!("writing {}", path.display()), e))
+}
+
+/// The file in a leaderless node's data directory that holds the id its writes take in
+/// version vectors (see [`dot_id`]).
+pub const DOT_ID_FILE: &str = "DOT_ID";
+
+/// The id a leaderless node's writes take in version vectors: one per data directory, drawn
+/// when the directory is new (and at every start with the memory engine, which keeps
+/// nothing), so that a node that lost its data never hands a dot out again.
+fn dot_id(config: &NodeConfig) -> Result<NodeId> {
+    if config.engine == EngineKind::Memory {
+        return Ok(NodeId(random_seed()));
+    }
+    let path = config.data_dir.join(DOT_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16).map(NodeId).map_err(|e| Error::Start {
+            what: format!("reading {}", path.display()),
+            source: format!("{:?} is not a hex number: {e}", text.trim()).into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeId(random_seed());
+            write_durably(&config.data_dir, DOT_ID_FILE, &format!("{id}\n"))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::start(format!("reading {}", path.display()), e)),
+    }
 }
 
 /// Asks the runtime to do timed work every `tick_ms`, forever (the caller aborts it).

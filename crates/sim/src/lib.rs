@@ -17,7 +17,7 @@
 //! (`one_seed_replays_the_same_trace`).
 //!
 //! To test the tests, the core carries planted bugs behind a switch the server never sets
-//! (`replica::Canary`): acknowledging before fsync, a follower applying out of order, semi-sync
+//! (`single_leader::Canary`): acknowledging before fsync, a follower applying out of order, semi-sync
 //! answering OK when its acknowledgements time out, a snapshot that skips a key. Each must be
 //! caught within 500 seeds (`every_canary_is_caught_within_500_seeds`).
 //!

@@ -16,8 +16,8 @@
 //!    many operations it coordinates now (`replication.leaderless.in_flight`); then every node
 //!    at once for its digest. A leaderless digest's LSN is always 0: there is no log position
 //!    to wait for.
-//! 3. What there is to wait for is writes on their way: a coordinator keeps a write in flight
-//!    until every replica has acknowledged it (or its timeout passed). Ask again, until
+//! 3. What there is to wait for is writes on their way: a coordinator counts a write in flight
+//!    until every replica has acknowledged it (or its timeout passed), also after answering it. Ask again, until
 //!    `--timeout-secs`, while a node that is up gives no digest or has an operation in flight
 //!    ([`Round::settled`]); a node down is named and not waited for.
 //! 4. Compare every pair of nodes that gave a digest ([`compare`]); for each pair whose roots

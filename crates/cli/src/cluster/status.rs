@@ -94,8 +94,9 @@ pub struct NodeRow {
 /// object, less the settings n, w, r, `conflicts` and `read_repair` (the heading says them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Operations it coordinates now: writes until every replica acknowledged (or the timeout
-    /// passed), reads until every replica answered (or the timeout passed).
+    /// Operations it coordinates now (writes until w replicas hold them, reads until every
+    /// replica answered), and writes it answered whose last replicas have not acknowledged
+    /// yet; each until its timeout at most.
     pub in_flight: u64,
     /// What it counted (writes and reads coordinated, partial writes, read repairs, ...), as
     /// the node serializes it.

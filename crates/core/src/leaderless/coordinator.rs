@@ -8,7 +8,7 @@
 //! the key it asked, and each replica once; its own copy counts once the runtime says the
 //! state it saved is durable ([`super::Input::Durable`]).
 
-use super::{Canary, Client, Leaderless, Message, ReadRepair, OPS_IN_FLIGHT_MAX};
+use super::{Canary, Client, Leaderless, Message, ReadRepair, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX};
 use crate::causality::{decode_context, encode_context, Siblings};
 use crate::error::Result;
 use crate::kv::{Reply, Request};
@@ -34,7 +34,14 @@ pub(super) struct Ops {
     forwarding: BTreeMap<u64, (crate::node::RequestId, u64)>,
     /// The next number for a forwarded write.
     next_forward: u64,
+    /// Writes answered whose last replicas have not acknowledged yet: id -> (deadline, the
+    /// replicas still to acknowledge). Only watched (`replikv check` waits for them), so at
+    /// most [`UNCONFIRMED_MAX`], the oldest forgotten first.
+    unconfirmed: BTreeMap<u64, (u64, Vec<NodeId>)>,
 }
+
+/// Answered writes whose last acknowledgements a coordinator watches for at most.
+pub const UNCONFIRMED_MAX: usize = 100_000;
 
 impl Ops {
     /// No operation yet; ids start at a point drawn from `seed`.
@@ -46,6 +53,11 @@ impl Ops {
     /// Operations in flight.
     pub(super) fn len(&self) -> usize {
         self.ops.len() + self.forwarding.len()
+    }
+
+    /// Operations in flight, and answered writes not yet on every replica.
+    pub(super) fn unsettled(&self) -> usize {
+        self.len() + self.unconfirmed.len()
     }
 
     fn insert(&mut self, op: Op) -> u64 {
@@ -224,12 +236,31 @@ impl<E: Engine> Leaderless<E> {
             answer(client, reply, outbox);
             return Ok(());
         }
+        if let Some(len) = value.as_ref().map(Bytes::len).filter(|len| *len > super::VALUE_BYTES_MAX) {
+            let reply = Reply::err(format!(
+                "a value of {len} bytes is over the leaderless limit of {} bytes (a key's state travels whole between replicas)",
+                super::VALUE_BYTES_MAX
+            ));
+            answer(client, reply, outbox);
+            return Ok(());
+        }
         let me = self.settings.common.node;
         let replicas = self.ring.preference_list(&key);
         if !replicas.contains(&me) {
             return self.forward(now_ms, client, Write { key, value, context }, quorums, replicas[0], outbox);
         }
-        let mut state = match self.load(&key) {
+        let state = self.load(&key);
+        if self.store.damaged().get(&crate::kv::physical(0, &key)).is_some() {
+            // Its own dots of this key may be in the damaged record: writing now could hand
+            // one out again. A read through any node repairs it first.
+            let reply = Reply::Error(format!(
+                "DAMAGED this node's record of the key is damaged on disk: read the key (the read repairs it), then write again; {}",
+                "or write through another node"
+            ));
+            answer(client, reply, outbox);
+            return Ok(());
+        }
+        let mut state = match state {
             Ok(state) => state.unwrap_or_default(),
             Err(crate::Error::InvalidInput(why)) => {
                 answer(client, Reply::err(why), outbox);
@@ -249,7 +280,7 @@ impl<E: Engine> Leaderless<E> {
         };
         let existed = state.winner().is_some_and(|s| !s.is_tombstone());
         let version = self.stamp(now_ms, &state);
-        let outcome = match state.write(me, &context, version, value.clone()) {
+        let outcome = match state.write(self.settings.dot_id, &context, version, value.clone()) {
             Ok(outcome) => outcome,
             Err(crate::Error::InvalidInput(why)) => {
                 answer(client, Reply::err(why), outbox);
@@ -324,7 +355,8 @@ impl<E: Engine> Leaderless<E> {
         let request = Request::WithConsistency { consistency, request: Box::new(request) };
         let id = self.ops.next_forward;
         self.ops.next_forward = id.wrapping_add(1);
-        self.ops.forwarding.insert(id, (request_id, now_ms + self.settings.request_timeout_ms));
+        let deadline = now_ms + self.settings.request_timeout_ms + FORWARD_SLACK_MS;
+        self.ops.forwarding.insert(id, (request_id, deadline));
         self.counters.forwarded += 1;
         outbox.now.push(Output::Send { to, message: Message::Forward { id, request }.into() });
         Ok(())
@@ -371,21 +403,27 @@ impl<E: Engine> Leaderless<E> {
         for to in replicas.into_iter().filter(|r| *r != me) {
             outbox.now.push(Output::Send { to, message: Message::Read { op: id, key: key.clone() }.into() });
         }
-        self.progress(id, outbox)
+        self.progress(now_ms, id, outbox)
     }
 
     /// A peer's message.
     pub(super) fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
         match message {
             Message::Write { op, key, state, repair } => {
-                if self.take_state(&key, &state, repair)? {
+                if self.take_state(now_ms, &key, &state, repair)? {
                     outbox.after_flush.push(Output::Send { to: from, message: Message::WriteAck { op }.into() });
                 }
                 Ok(())
             }
             Message::WriteAck { op } => {
+                if let Some((_, missing)) = self.ops.unconfirmed.get_mut(&op) {
+                    missing.retain(|r| *r != from);
+                    if missing.is_empty() {
+                        self.ops.unconfirmed.remove(&op);
+                    }
+                }
                 self.acknowledged(op, from);
-                self.progress(op, outbox)
+                self.progress(now_ms, op, outbox)
             }
             Message::Read { op, key } => {
                 let state = match self.load(&key) {
@@ -405,7 +443,7 @@ impl<E: Engine> Leaderless<E> {
                         read.replies.push((from, state));
                     }
                 }
-                self.progress(op, outbox)
+                self.progress(now_ms, op, outbox)
             }
             Message::Forward { id, request } => {
                 let client = Client::Forwarded(from, id);
@@ -441,7 +479,17 @@ impl<E: Engine> Leaderless<E> {
 
     /// A replica's side of `Write`: merge `state` into this node's; false when it could not
     /// (the sender is told nothing, and its operation times out).
-    fn take_state(&mut self, key: &Bytes, state: &Siblings, repair: bool) -> Result<bool> {
+    fn take_state(&mut self, now_ms: u64, key: &Bytes, state: &Siblings, repair: bool) -> Result<bool> {
+        if let Some(newest) = state.newest_version().filter(|v| v.ts.millis > now_ms.saturating_add(CLOCK_AHEAD_MAX_MS))
+        {
+            self.counters.refused_states += 1;
+            tracing::warn!(
+                "a state of key {:?} is stamped {} ms ahead of this node's clock, past the bound of {CLOCK_AHEAD_MAX_MS} ms: refused (is a node's clock wrong?)",
+                String::from_utf8_lossy(key),
+                newest.ts.millis - now_ms
+            );
+            return Ok(false);
+        }
         let mut local = match self.load(key) {
             Ok(local) => local.unwrap_or_default(),
             Err(crate::Error::InvalidInput(why)) => {
@@ -513,13 +561,13 @@ impl<E: Engine> Leaderless<E> {
     }
 
     /// The runtime says this node's saves are durable through `self.durable`.
-    pub(super) fn durable_now(&mut self, _now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+    pub(super) fn durable_now(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
         let later = self.ops.saves.split_off(&(self.durable + 1));
         let done = std::mem::replace(&mut self.ops.saves, later);
         let me = self.settings.common.node;
         for op in done.into_values() {
             self.acknowledged(op, me);
-            self.progress(op, outbox)?;
+            self.progress(now_ms, op, outbox)?;
         }
         Ok(())
     }
@@ -532,15 +580,16 @@ impl<E: Engine> Leaderless<E> {
             }
             self.ops.deadlines.pop_first();
             let Some(op) = self.ops.ops.remove(&id) else { continue };
-            self.timed_out(id, op, outbox)?;
+            self.timed_out(now_ms, id, op, outbox)?;
         }
+        self.ops.unconfirmed.retain(|_, (deadline, _)| *deadline > now_ms);
         let expired: Vec<u64> =
             self.ops.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(id, _)| *id).collect();
         for id in expired {
             let (request_id, _) = self.ops.forwarding.remove(&id).expect("listed above");
             let reply = Reply::Error(format!(
                 "NOQUORUM the replica this write was forwarded to did not answer within {} ms: it may or may not have been applied",
-                self.settings.request_timeout_ms
+                self.settings.request_timeout_ms + FORWARD_SLACK_MS
             ));
             outbox.after_flush.push(Output::Reply { id: request_id, reply });
         }
@@ -548,7 +597,7 @@ impl<E: Engine> Leaderless<E> {
     }
 
     /// Operation `id` reached its deadline.
-    fn timed_out(&mut self, id: u64, mut op: Op, outbox: &mut Outbox) -> Result<()> {
+    fn timed_out(&mut self, now_ms: u64, id: u64, mut op: Op, outbox: &mut Outbox) -> Result<()> {
         let (n, timeout) = (op.replicas.len(), self.settings.request_timeout_ms);
         match &op.kind {
             Kind::Write(write) => {
@@ -579,7 +628,7 @@ impl<E: Engine> Leaderless<E> {
                     };
                     answer(client, reply, outbox);
                 }
-                self.repair(id, &op, outbox)?;
+                self.repair(now_ms, id, &op, outbox)?;
             }
         }
         // Forget saves it waited for (their number stays in `saves` otherwise).
@@ -589,7 +638,7 @@ impl<E: Engine> Leaderless<E> {
 
     /// Moves operation `id` on after an answer: replies to its client when its quorum is
     /// there, and ends it when nothing more can come.
-    fn progress(&mut self, id: u64, outbox: &mut Outbox) -> Result<()> {
+    fn progress(&mut self, now_ms: u64, id: u64, outbox: &mut Outbox) -> Result<()> {
         let blocking = self.settings.read_repair == ReadRepair::Blocking;
         let conflicts = self.settings.conflicts;
         let me = self.settings.common.node;
@@ -600,14 +649,26 @@ impl<E: Engine> Leaderless<E> {
                     if let Some(client) = op.client.take() {
                         answer(client, write.reply.clone(), outbox);
                     }
-                    // Nothing waits for the other acknowledgements.
+                    // Nothing waits for the other acknowledgements: they are only watched.
+                    let missing: Vec<NodeId> =
+                        op.replicas.iter().copied().filter(|r| !write.acked.contains(r)).collect();
+                    let deadline = op.deadline_ms;
                     self.ops.remove(id);
                     self.ops.saves.retain(|_, op| *op != id);
+                    if !missing.is_empty() {
+                        if self.ops.unconfirmed.len() >= UNCONFIRMED_MAX {
+                            self.ops.unconfirmed.pop_first();
+                        }
+                        self.ops.unconfirmed.insert(id, (deadline, missing));
+                    }
                 }
                 Ok(())
             }
             Kind::Read(read) => {
                 let Quorums { w, r } = read.quorums;
+                // Two reads in a row see each other's answers only if the answer is on enough
+                // replicas for the cluster's reads too.
+                let w = w.max(self.settings.nwr.w);
                 if read.answer.is_none() && read.replies.len() >= r {
                     let merged = match merge_all(&read.replies) {
                         Ok(merged) => merged,
@@ -624,13 +685,12 @@ impl<E: Engine> Leaderless<E> {
                             return Ok(());
                         }
                     };
-                    read.holders =
-                        read.replies.iter().filter(|(_, s)| s.as_ref() == Some(&merged)).map(|(n, _)| *n).collect();
+                    read.holders = read.replies.iter().filter(|(_, s)| holds(s, &merged)).map(|(n, _)| *n).collect();
                     read.answer = Some(merged);
                 }
                 let Some(merged) = read.answer.clone() else { return Ok(()) };
                 for (node, state) in &read.replies {
-                    if state.as_ref() == Some(&merged) {
+                    if holds(state, &merged) {
                         read.holders.insert(*node);
                     }
                 }
@@ -644,9 +704,11 @@ impl<E: Engine> Leaderless<E> {
                         if node == me {
                             local_repair = Some(merged.clone());
                         } else {
+                            // After this batch's fsync: the state may hold a dot of this node
+                            // that is not durable here yet.
                             let message =
                                 Message::Write { op: id, key: op.key.clone(), state: merged.clone(), repair: true };
-                            outbox.now.push(Output::Send { to: node, message: message.into() });
+                            outbox.after_flush.push(Output::Send { to: node, message: message.into() });
                             self.counters.read_repairs_sent += 1;
                         }
                     }
@@ -660,20 +722,20 @@ impl<E: Engine> Leaderless<E> {
                 let all = read.replies.len() == op.replicas.len();
                 if let Some(state) = local_repair {
                     let before = self.stored;
-                    if self.take_state(&op_key(&self.ops, id), &state, true)? {
+                    if self.take_state(now_ms, &op_key(&self.ops, id), &state, true)? {
                         if self.stored > before {
                             self.ops.saves.insert(self.stored, id);
                         } else {
                             // Nothing to store: this node holds the answer already.
                             self.acknowledged(id, me);
-                            return self.progress(id, outbox);
+                            return self.progress(now_ms, id, outbox);
                         }
                     }
                 }
                 let op = self.ops.ops.get(&id).expect("still there");
                 if all && op.client.is_none() {
                     let op = self.ops.remove(id).expect("still there");
-                    self.repair(id, &op, outbox)?;
+                    self.repair(now_ms, id, &op, outbox)?;
                 }
                 Ok(())
             }
@@ -682,7 +744,7 @@ impl<E: Engine> Leaderless<E> {
 
     /// The read repairs of a finished read: every replica whose reply is older than the
     /// merge of all replies is sent the merge (this node merges it into its own).
-    fn repair(&mut self, id: u64, op: &Op, outbox: &mut Outbox) -> Result<()> {
+    fn repair(&mut self, now_ms: u64, id: u64, op: &Op, outbox: &mut Outbox) -> Result<()> {
         let Kind::Read(read) = &op.kind else { return Ok(()) };
         if read.replies.is_empty() {
             return Ok(());
@@ -701,16 +763,14 @@ impl<E: Engine> Leaderless<E> {
         };
         let me = self.settings.common.node;
         for (node, reply) in &read.replies {
-            if reply.as_ref() == Some(&merged)
-                || (read.repaired.contains(node) && read.answer.as_ref() == Some(&merged))
-            {
+            if holds(reply, &merged) || (read.repaired.contains(node) && read.answer.as_ref() == Some(&merged)) {
                 continue;
             }
             if *node == me {
-                self.take_state(&op.key, &state, true)?;
+                self.take_state(now_ms, &op.key, &state, true)?;
             } else {
                 let message = Message::Write { op: id, key: op.key.clone(), state: state.clone(), repair: true };
-                outbox.now.push(Output::Send { to: *node, message: message.into() });
+                outbox.after_flush.push(Output::Send { to: *node, message: message.into() });
                 self.counters.read_repairs_sent += 1;
             }
         }
@@ -735,6 +795,14 @@ fn op_key(ops: &Ops, id: u64) -> Bytes {
     ops.ops.get(&id).map(|op| op.key.clone()).unwrap_or_default()
 }
 
+/// True when a replica that replied `reply` holds `state` (no state is the empty one).
+fn holds(reply: &Option<Siblings>, state: &Siblings) -> bool {
+    match reply {
+        Some(reply) => reply == state,
+        None => state.is_empty() && state.context().is_empty(),
+    }
+}
+
 /// The merge of every reply's state.
 fn merge_all(replies: &[(NodeId, Option<Siblings>)]) -> Result<Siblings> {
     let mut merged = Siblings::new();
@@ -750,7 +818,7 @@ fn merge_all(replies: &[(NodeId, Option<Siblings>)]) -> Result<Siblings> {
 fn read_reply(what: ReadWhat, key: &Bytes, state: &Siblings, conflicts: super::Conflicts) -> (Reply, bool) {
     let all = state.values();
     let live = all.iter().filter(|s| !s.is_tombstone()).count();
-    let siblings = all.len() > 1;
+    let siblings = all.len() > 1 && live > 0;
     let keep_siblings = conflicts == super::Conflicts::Siblings;
     let reply = match what {
         ReadWhat::Exists if keep_siblings => Reply::Int(i64::from(live > 0)),
@@ -760,7 +828,7 @@ fn read_reply(what: ReadWhat, key: &Bytes, state: &Siblings, conflicts: super::C
             let values = all.iter().map(|s| s.value.clone().map_or(Reply::Nil, Reply::Bulk)).collect();
             Reply::Array(vec![Reply::Bulk(Bytes::from(token)), Reply::Array(values)])
         }
-        ReadWhat::Get if siblings && keep_siblings => Reply::Error(format!(
+        ReadWhat::Get if siblings && keep_siblings && live > 0 => Reply::Error(format!(
             "SIBLINGS the key has {} concurrent values ({} of them deletes): read them with REPLIKV.SIBLINGS and write the one to keep with SET key value CONTEXT token",
             all.len(),
             all.len() - live

@@ -134,7 +134,8 @@ impl ReadRepair {
     }
 }
 
-/// Bugs the simulator plants to test its own checkers; none is reachable from the server.
+/// Bugs planted on purpose, to test that checkers catch them (the unit tests, and a
+/// simulator that runs this family); none is reachable from the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Canary {
     /// No planted bug.
@@ -164,6 +165,11 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// Positions each node takes on the placement ring.
     pub vnodes_per_node: usize,
+    /// The id this node's writes take in version vectors (their dots). It must change
+    /// whenever the node may have lost writes it made (a memory engine restarted, a data
+    /// directory wiped), or it would hand a dot out again and replicas would drop the new
+    /// write as one they have seen: the server keeps one per data directory.
+    pub dot_id: NodeId,
     /// A bug planted on purpose (the simulator's canaries); `Canary::None` in every real node.
     pub canary: Canary,
 }
@@ -178,6 +184,7 @@ impl Settings {
             read_repair: ReadRepair::Async,
             request_timeout_ms: 5_000,
             vnodes_per_node: ring::VNODES_PER_NODE_DEFAULT,
+            dot_id: node,
             canary: Canary::None,
         }
     }
@@ -205,6 +212,9 @@ pub struct Counters {
     pub siblings_dropped: u64,
     /// Writes forwarded to a replica of their key.
     pub forwarded: u64,
+    /// States from peers refused for a clock too far ahead ([`CLOCK_AHEAD_MAX_MS`]).
+    #[serde(default)]
+    pub refused_states: u64,
 }
 
 /// A leaderless node's status, inside [`ReplicationStatus`].
@@ -220,7 +230,8 @@ pub struct LeaderlessStatus {
     pub conflicts: &'static str,
     /// `async` or `blocking`.
     pub read_repair: &'static str,
-    /// Operations this node coordinates now.
+    /// Operations this node coordinates now, and writes it answered whose last replicas have
+    /// not acknowledged yet (until their timeout).
     pub in_flight: usize,
     /// Its counters.
     #[serde(flatten)]
@@ -229,6 +240,19 @@ pub struct LeaderlessStatus {
 
 /// Operations one coordinator holds at most; beyond, a request is refused with an error.
 pub const OPS_IN_FLIGHT_MAX: usize = 100_000;
+
+/// How much longer than the request timeout a node that forwarded a write waits for the
+/// coordinator's answer, in milliseconds: the coordinator's own wait, plus two hops, so that
+/// the client hears how many replicas took a partial write.
+pub const FORWARD_SLACK_MS: u64 = 2_000;
+
+/// A state stamped further ahead of a replica's clock than this, in milliseconds, is refused
+/// (not merged, not acknowledged, counted and logged): a node whose clock runs that far ahead
+/// would otherwise win every last-write-wins comparison for as long.
+pub const CLOCK_AHEAD_MAX_MS: u64 = 60_000;
+
+/// The largest value a leaderless write stores: a state travels whole in one peer frame.
+pub const VALUE_BYTES_MAX: usize = crate::single_leader::REPLICATED_VALUE_BYTES_MAX;
 
 /// A leaderless node.
 #[derive(Debug)]
@@ -324,7 +348,7 @@ impl<E: Engine> Leaderless<E> {
     /// [`crate::Error::InvalidInput`] naming the key.
     fn load(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
         let physical = crate::kv::physical(0, key);
-        let record = match self.store.engine().get(&physical) {
+        let record = match self.store.engine().get(&physical).map_err(|e| e.reading(&physical)) {
             Ok(record) => record,
             Err(e @ crate::Error::Damaged { .. }) => {
                 self.store.note_damage(&physical, e)?;
@@ -434,7 +458,7 @@ impl<E: Engine> Leaderless<E> {
                 r: self.settings.nwr.r,
                 conflicts: self.settings.conflicts.as_str(),
                 read_repair: self.settings.read_repair.as_str(),
-                in_flight: self.ops.len(),
+                in_flight: self.ops.unsettled(),
                 counters: self.counters.clone(),
             }),
             last_lsn: self.stored,

@@ -68,6 +68,11 @@ impl Cluster {
     fn step(&mut self, i: usize, input: Input) {
         let mut outbox = Outbox::default();
         self.nodes[i].step(self.now, input, &mut outbox).unwrap();
+        let early = outbox
+            .now
+            .iter()
+            .find(|o| matches!(o, Output::Send { message: PeerMessage::Leaderless(Message::Write { .. }), .. }));
+        assert!(early.is_none(), "a state left before this batch's fsync: {early:?}");
         self.nodes[i].flush(self.now).unwrap();
         let lsn = self.nodes[i].last_lsn();
         self.nodes[i].step(self.now, Input::Durable { lsn, resets: 0 }, &mut outbox).unwrap();
@@ -402,8 +407,14 @@ fn a_write_is_forgotten_once_answered_even_with_a_replica_down() {
     for i in 0..10 {
         assert_eq!(c.run(0, &format!("SET k{i} v")), Reply::Ok);
     }
-    let status = c.nodes[0].status(c.now);
-    assert_eq!(status.leaderless.unwrap().in_flight, 0, "no write waits for the replica that is down");
+    assert_eq!(c.nodes[0].ops.len(), 0, "no write waits for the replica that is down");
+    // They are watched until their timeout, so `replikv check` knows a copy is on its way.
+    assert_eq!(c.nodes[0].status(c.now).leaderless.unwrap().in_flight, 10);
+    c.time_out();
+    assert_eq!(c.nodes[0].status(c.now).leaderless.unwrap().in_flight, 0);
+    c.cut.clear();
+    assert_eq!(c.run(0, "SET k v"), Reply::Ok);
+    assert_eq!(c.nodes[0].status(c.now).leaderless.unwrap().in_flight, 0, "every replica acknowledged");
 }
 
 #[test]
@@ -424,4 +435,124 @@ fn under_siblings_a_delete_concurrent_with_a_write_is_a_sibling_listed_as_nil() 
     let mut values: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
     values.sort();
     assert_eq!(values, vec![format!("{:?}", bulk("v1")), format!("{:?}", Reply::Nil)]);
+}
+
+#[test]
+fn a_damaged_record_is_read_as_missing_repaired_by_a_read_and_never_stops_the_node() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    c.nodes[2].store.engine_mut().damage(b"k");
+    // A write through the damaged node is refused (its own dots may be in the record).
+    let Reply::Error(e) = c.run(2, "SET k v2") else { panic!("a write on the damaged node is refused") };
+    assert!(e.starts_with("DAMAGED"), "{e}");
+    assert_eq!(c.nodes[2].store.damaged().count(), 1);
+    // A peer's read of the damaged record, and a client's, are answered (no Err from step).
+    c.held.insert(0, Vec::new());
+    assert_eq!(c.run(1, "GET k"), bulk("v1"));
+    c.held.remove(&0);
+    assert_eq!(c.run(2, "GET k"), bulk("v1"));
+    c.time_out();
+    assert_eq!(c.local(2, "k"), Some(Bytes::from("v1")), "the read repaired it");
+    assert_eq!(c.nodes[2].store.damaged().count(), 0);
+    assert_eq!(c.run(2, "SET k v2"), Reply::Ok);
+}
+
+#[test]
+fn a_read_of_a_missing_key_repairs_nothing() {
+    let mut c = Cluster::with(3, Nwr::new(3, 2, 2).unwrap(), |s| s.read_repair = ReadRepair::Blocking);
+    assert_eq!(c.run(0, "GET nothing"), Reply::Nil);
+    c.time_out();
+    assert_eq!(c.nodes[0].counters().read_repairs_sent, 0);
+}
+
+#[test]
+fn a_forwarded_partial_write_says_how_many_replicas_took_it() {
+    let mut c = Cluster::new(5, 3, 2, 2);
+    // A key whose replicas do not include node 0, which forwards it.
+    let key =
+        (0..100).map(|k| format!("key{k}")).find(|k| !c.nodes[0].ring.is_replica(k.as_bytes(), c.ids[0])).unwrap();
+    let replicas = c.nodes[0].ring.preference_list(key.as_bytes());
+    for other in &replicas[1..] {
+        c.cut.insert(c.ids.iter().position(|id| id == other).unwrap());
+    }
+    let id = c.send(0, &format!("SET {key} v"));
+    c.settle();
+    c.now += 600; // past the coordinator's timeout, not the forwarder's
+    for i in 0..5 {
+        c.step(i, Input::Tick);
+    }
+    c.settle();
+    let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("an answer after the coordinator's timeout") };
+    assert!(e.contains("the write reached 1 of 3 replicas (w = 2 needed)"), "{e}");
+}
+
+#[test]
+fn under_siblings_two_concurrent_deletes_read_as_nil() {
+    let mut c = Cluster::with(3, Nwr::new(3, 1, 3).unwrap(), |s| s.conflicts = Conflicts::Siblings);
+    assert_eq!(c.run(1, "SET k v"), Reply::Ok);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    c.cut.clear();
+    c.cut.insert(0);
+    assert_eq!(c.run(2, "DEL k"), Reply::Int(1));
+    c.cut.clear();
+    assert_eq!(c.run(1, "GET k"), Reply::Nil);
+    assert_eq!(c.run(1, "EXISTS k"), Reply::Int(0));
+}
+
+#[test]
+fn a_blocking_read_answers_only_once_w_replicas_hold_its_answer() {
+    let mut c = Cluster::with(3, Nwr::new(3, 3, 2).unwrap(), |s| s.read_repair = ReadRepair::Blocking);
+    c.cut.extend([1, 2]);
+    let id = c.send(0, "SET k v1");
+    c.settle();
+    c.time_out();
+    assert!(matches!(c.replies.remove(&id), Some(Reply::Error(_))), "a partial write on node 0 only");
+    c.cut.clear();
+    // Node 1 hears itself and node 0; w = 3 needs node 2 too, whose messages are held.
+    c.held.insert(2, Vec::new());
+    let id = c.send(1, "GET k");
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "answered before w replicas held v1");
+    for (from, message) in c.held.remove(&2).unwrap() {
+        let from = c.ids[from];
+        c.step(2, Input::Message { from, message });
+    }
+    c.settle();
+    assert_eq!(c.replies.remove(&id), Some(bulk("v1")));
+    assert_eq!(c.local(2, "k"), Some(Bytes::from("v1")));
+}
+
+#[test]
+fn a_state_stamped_far_ahead_of_the_replica_clock_is_refused_and_counted() {
+    let mut c = Cluster::new(3, 3, 1, 1);
+    let mut state = crate::causality::Siblings::new();
+    let version = crate::version::Version {
+        ts: crate::version::Timestamp { millis: u64::MAX, logical: u32::MAX },
+        node: c.ids[0],
+    };
+    state.write(c.ids[0], &Default::default(), version, Some(Bytes::from("future"))).unwrap();
+    let message = Message::Write { op: 7, key: Bytes::from("k"), state, repair: false };
+    let from = c.ids[0];
+    c.step(1, Input::Message { from, message });
+    assert!(c.net.is_empty(), "no acknowledgement");
+    assert_eq!(c.local(1, "k"), None);
+    assert_eq!(c.nodes[1].counters().refused_states, 1);
+}
+
+#[test]
+fn a_node_that_lost_its_data_writes_under_a_new_dot_id_and_its_writes_are_kept() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    assert_eq!(c.run(0, "SET k old1"), Reply::Ok);
+    assert_eq!(c.run(0, "SET k old2"), Reply::Ok);
+    // Node 0 comes back empty (a memory engine restarted), as the server restarts it: with a
+    // new dot id.
+    let mut settings = c.nodes[0].settings().clone();
+    settings.dot_id = NodeId::from_name("n1 incarnation 2");
+    c.nodes[0] = Leaderless::open(MemoryEngine::new(), settings, c.now).unwrap();
+    c.now += 10;
+    assert_eq!(c.run(0, "SET k new"), Reply::Ok);
+    for i in 0..3 {
+        assert_eq!(c.run(i, "GET k"), bulk("new"), "read through node {i}");
+    }
 }

@@ -25,8 +25,8 @@
 //! roles (leader, follower, candidate) live inside their family. Peer messages travel as a
 //! [`PeerMessage`], tagged by family, and the peer handshake carries the [`Mode`], so two
 //! nodes of different families refuse each other before any message flows; a message of
-//! another family that reaches a node anyway is refused by [`Replica::step`] with an error
-//! naming both, never handed to the wrong family.
+//! another family that reaches a node anyway is logged, naming both, and dropped by
+//! [`Replica::step`], never handed to the wrong family.
 //!
 //! What the families share stays outside them: this shape, the storage engines
 //! ([`crate::storage`]), the commands ([`crate::kv`]), versions ([`crate::version`]), the
@@ -296,9 +296,8 @@ impl<E: Engine> Replica<E> {
     }
 
     /// Handles one input at wall-clock `now_ms`, pushing outputs into `outbox`. A peer
-    /// message of another family is refused with [`crate::Error::InvalidInput`] naming both
-    /// (the handshake keeps such peers out); any other error is an engine or log failure:
-    /// the node must stop and release nothing.
+    /// message of another family is logged and dropped (the handshake keeps such peers out).
+    /// An error is an engine or log failure: the node must stop and release nothing.
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         match self {
             Replica::SingleLeader(node) => {
@@ -309,7 +308,10 @@ impl<E: Engine> Replica<E> {
                     Input::Message { from, message: PeerMessage::SingleLeader(message) } => {
                         Input::Message { from, message }
                     }
-                    Input::Message { from, message } => return Err(wrong_family(Mode::SingleLeader, from, &message)),
+                    Input::Message { from, message } => {
+                        wrong_family(Mode::SingleLeader, from, &message);
+                        return Ok(());
+                    }
                 };
                 node.step(now_ms, input, outbox)
             }
@@ -321,7 +323,10 @@ impl<E: Engine> Replica<E> {
                     Input::Message { from, message: PeerMessage::Leaderless(message) } => {
                         Input::Message { from, message }
                     }
-                    Input::Message { from, message } => return Err(wrong_family(Mode::Leaderless, from, &message)),
+                    Input::Message { from, message } => {
+                        wrong_family(Mode::Leaderless, from, &message);
+                        return Ok(());
+                    }
                 };
                 node.step(now_ms, input, outbox)
             }
@@ -453,14 +458,14 @@ impl<E: Engine> Replica<E> {
     }
 }
 
-/// The error for a peer message of another family than the node's (the handshake keeps
-/// such peers out, so this is a bug or a peer that lies about its mode).
-fn wrong_family(mine: Mode, from: NodeId, message: &PeerMessage) -> crate::Error {
-    crate::Error::InvalidInput(format!(
-        "a {} message ({}) from node {from} reached a {mine} node: the two run different replication modes",
+/// Logs and drops a peer message of another family than the node's (the handshake keeps such
+/// peers out, so this is a bug or a peer that lies about its mode; it must not stop the node).
+fn wrong_family(mine: Mode, from: NodeId, message: &PeerMessage) {
+    tracing::error!(
+        "a {} message ({}) from node {from} reached a {mine} node: dropped (the two run different replication modes)",
         message.mode(),
         message.kind()
-    ))
+    );
 }
 
 impl<E> From<Leaderless<E>> for Replica<E> {
@@ -521,3 +526,25 @@ pub(crate) fn digest_reply<E: Engine>(store: &mut Store<E>, lsn: Lsn, bucket: Op
 
 /// Keys one REPLIKV.DIGEST BUCKET lists at most.
 pub const DIGEST_BUCKET_KEYS_MAX: usize = 100_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    #[test]
+    fn a_message_of_another_family_is_dropped_without_stopping_the_node() {
+        let me = NodeId::from_name("n1");
+        let settings = crate::leaderless::Settings::new(me, crate::quorum::Nwr::new(1, 1, 1).unwrap());
+        let mut node: Replica<MemoryEngine> = Leaderless::open(MemoryEngine::new(), settings, 0).unwrap().into();
+        let message = PeerMessage::SingleLeader(single_leader::Message::TimeoutNow { epoch: 3 });
+        let mut outbox = Outbox::default();
+        let from = NodeId::from_name("n2");
+        assert!(node.step(0, Input::Message { from, message }, &mut outbox).is_ok());
+        assert!(outbox.is_empty());
+        let mut lone: Replica<MemoryEngine> = Replica::new(MemoryEngine::new(), me);
+        let message = PeerMessage::Leaderless(leaderless::Message::WriteAck { op: 1 });
+        assert!(lone.step(0, Input::Message { from, message }, &mut outbox).is_ok());
+        assert!(outbox.is_empty());
+    }
+}

@@ -208,8 +208,17 @@ fn cut(value: &str) -> &str {
 
 /// Writes one handshake message to `stream`. `peer` names the other side in errors.
 pub async fn write_handshake<S: AsyncWrite + Unpin>(stream: &mut S, message: &Handshake, peer: &str) -> Result<()> {
+    write_handshakes(stream, std::slice::from_ref(message), peer).await
+}
+
+/// Writes handshake messages to `stream` in one write, so that a peer that reads only the
+/// first (an older version refusing the Hello) finds the rest already in its buffer rather
+/// than arriving after it closed, which would reset the connection and hide its reason.
+async fn write_handshakes<S: AsyncWrite + Unpin>(stream: &mut S, messages: &[Handshake], peer: &str) -> Result<()> {
     let mut out = BytesMut::new();
-    encode_frame(message, HANDSHAKE_FRAME_BYTES_MAX, &mut out).map_err(|e| Error::peer_protocol(peer, e))?;
+    for message in messages {
+        encode_frame(message, HANDSHAKE_FRAME_BYTES_MAX, &mut out).map_err(|e| Error::peer_protocol(peer, e))?;
+    }
     stream.write_all(&out).await.map_err(|e| Error::peer_io(peer, "writing the handshake", e))
 }
 
@@ -246,8 +255,8 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     peer_node_id: &str,
     peer: &str,
 ) -> Result<()> {
-    write_handshake(stream, &Handshake::Hello(local.clone()), peer).await?;
-    write_handshake(stream, &Handshake::Mode { mode: mode.as_str().to_string() }, peer).await?;
+    let mode = Handshake::Mode { mode: mode.as_str().to_string() };
+    write_handshakes(stream, &[Handshake::Hello(local.clone()), mode], peer).await?;
     let mut buf = BytesMut::new();
     let answer = read_frame(stream, &mut buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
         Error::peer_io(peer, "waiting for the handshake answer", closed("closed the connection before answering"))

@@ -277,6 +277,8 @@ impl Context {
         let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
         let unknown = format!("at {addr}");
         let timeout = Duration::from_millis(self.config.handshake_timeout_ms);
+        // One deadline for the whole handshake, from accepting to the answer.
+        let deadline = tokio::time::Instant::now() + timeout;
         let hello = tokio::select! {
             hello = tokio::time::timeout(timeout, read_hello(&mut stream, &mut buf, &unknown)) => {
                 hello.map_err(|_| self.timed_out(&unknown, "waiting for its Hello"))??
@@ -288,7 +290,7 @@ impl Context {
         // the refusal is not lost to a reset for unread bytes.
         let mode = if hello.protocol_version == self.config.local.protocol_version {
             let mode = tokio::select! {
-                mode = tokio::time::timeout(timeout, read_mode(&mut stream, &mut buf, &peer)) => {
+                mode = tokio::time::timeout_at(deadline, read_mode(&mut stream, &mut buf, &peer)) => {
                     mode.map_err(|_| self.timed_out(&peer, "waiting for its replication mode"))??
                 }
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
