@@ -434,7 +434,10 @@ impl<E: Engine> Leaderless<E> {
                     }
                     Err(e) => return Err(e),
                 };
-                outbox.after_flush.push(Output::Send { to: from, message: Message::ReadReply { op, state }.into() });
+                // At once, not after this batch's fsync: every value in a state is durable on the
+                // node that coordinated it (writes and repairs leave only after their fsync),
+                // so answering from one not yet durable here shows nothing a crash could lose.
+                outbox.now.push(Output::Send { to: from, message: Message::ReadReply { op, state }.into() });
                 Ok(())
             }
             Message::ReadReply { op, state } => {

@@ -556,3 +556,17 @@ fn a_node_that_lost_its_data_writes_under_a_new_dot_id_and_its_writes_are_kept()
         assert_eq!(c.run(i, "GET k"), bulk("new"), "read through node {i}");
     }
 }
+
+#[test]
+fn a_replica_answers_a_read_at_once_without_waiting_for_its_fsync() {
+    let mut c = Cluster::new(3, 3, 2, 2);
+    let mut outbox = Outbox::default();
+    let from = c.ids[0];
+    let read = Message::Read { op: 9, key: Bytes::from("k") };
+    c.nodes[1].step(c.now, Input::Message { from, message: read }, &mut outbox).unwrap();
+    assert!(matches!(
+        outbox.now.as_slice(),
+        [Output::Send { message: PeerMessage::Leaderless(Message::ReadReply { op: 9, .. }), .. }]
+    ));
+    assert!(outbox.after_flush.is_empty());
+}
