@@ -348,7 +348,7 @@ fn write_durably(dir: &Path, name: &str, text: &str) -> Result<()> {
 }
 
 /// The file in a leaderless node's data directory that holds the id its writes take in
-/// version vectors (see [`dot_id`]).
+/// version vectors: one per data directory, so that a node that lost its data never reuses one.
 pub const DOT_ID_FILE: &str = "DOT_ID";
 
 /// The id a leaderless node's writes take in version vectors: one per data directory, drawn

@@ -12,7 +12,7 @@
 //! Any node coordinates a client's request. A write (SET, DEL) is coordinated by a replica of
 //! its key (a node that is none forwards it to the key's first replica, once, never retried):
 //! the coordinator reads its own state of the key, makes the new value with a fresh
-//! [`Version`](crate::version::Version) (its hybrid logical clock) and a fresh dot in the
+//! [`Version`] (its hybrid logical clock) and a fresh dot in the
 //! key's causal context ([`crate::causality`]), stores it, and sends the whole state to the
 //! other `n - 1` replicas, which merge it into theirs. The client's OK waits until `w`
 //! replicas hold it durably, the coordinator included (its own copy counts once its fsync
