@@ -336,6 +336,17 @@ impl<E: Engine> Leaderless<E> {
         }
     }
 
+    /// This node's state of `key` as its store holds it, for checks from outside (the
+    /// simulator's oracle): `None` when it holds none. Unlike the node's own reads it notes
+    /// no damage: a damaged or undecodable record is an error.
+    pub fn state_of(&self, key: &[u8]) -> Result<Option<Siblings>> {
+        let physical = crate::kv::physical(0, &Bytes::copy_from_slice(key));
+        match self.store.engine().get(&physical)?.and_then(|r| r.value) {
+            None => Ok(None),
+            Some(bytes) => Siblings::from_bytes(&bytes).map(Some),
+        }
+    }
+
     /// Stores `state` as this node's state of `key`; returns its number for durability.
     fn save(&mut self, key: &Bytes, state: &Siblings) -> Result<u64> {
         let value = state.to_bytes()?;
