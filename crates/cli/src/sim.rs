@@ -158,9 +158,9 @@ pub fn main(args: &SimArgs) -> Result<()> {
             canary: args.canary.into(),
         };
         let report = run(config);
-        ops += report.counts.ops;
-        crashes += report.counts.crashes;
-        partitions += report.counts.partitions;
+        ops += report.run.ops;
+        crashes += report.run.crashes;
+        partitions += report.run.partitions;
         leaderships += report.counts.leaderships;
         rolled_back += report.counts.rolled_back;
         acked_rolled_back += report.counts.acknowledged_rolled_back;
@@ -216,7 +216,7 @@ fn failover_summary(ms: &mut [u64]) -> String {
 
 /// One run as a line.
 fn line(r: &Report) -> String {
-    let c = &r.counts;
+    let c = &r.run;
     let verdicts: Vec<String> = r
         .verdicts
         .iter()

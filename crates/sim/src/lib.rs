@@ -11,6 +11,10 @@
 //! - [`check`]: the checkers (acknowledged writes survive; linearizability; convergence and
 //!   under-replicated acknowledgements are judged by the world).
 //! - [`run`]: one seed from start to verdicts, and the command that replays it.
+//! - What every family's world shares, factored out of [`world`]: the ground it runs on (RNG,
+//!   virtual time, fault draws, trace: `ground.rs`), the network with its drops, duplicates,
+//!   delays and partitions (`net.rs`), and each node's clock, health and pending fsyncs
+//!   (`host.rs`).
 //!
 //! One seed reproduces a run exactly: every choice comes from one ChaCha8 RNG, nothing reads a
 //! clock or iterates a hash map (`clippy.toml` enforces it), and the trace's hash is the proof
@@ -45,6 +49,10 @@ pub fn virtual_now_ms() -> u64 {
     VIRTUAL_NOW_MS.with(Cell::get)
 }
 pub mod faults;
+mod ground;
 pub mod history;
+mod host;
+mod net;
 pub mod run;
+mod trace;
 pub mod world;

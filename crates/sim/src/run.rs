@@ -29,6 +29,48 @@ pub enum Verdict {
     NotApplicable,
 }
 
+/// Operations and faults: what every family's run counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    /// Operations issued.
+    pub ops: u64,
+    /// Operations that completed.
+    pub ok: u64,
+    /// Operations that ended indeterminate.
+    pub indeterminate: u64,
+    /// Operations refused outright.
+    pub refused: u64,
+    /// Messages sent between nodes.
+    pub messages: u64,
+    /// Messages dropped by the network fault.
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Partitions formed.
+    pub partitions: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Pauses.
+    pub pauses: u64,
+}
+
+impl RunCounts {
+    /// Counts what the network did with a packet.
+    pub(crate) fn sent(&mut self, sent: crate::net::Sent) {
+        match sent {
+            crate::net::Sent::Request => {}
+            crate::net::Sent::Dropped => {
+                self.messages += 1;
+                self.dropped += 1;
+            }
+            crate::net::Sent::Message { duplicated } => {
+                self.messages += 1;
+                self.duplicated += u64::from(duplicated);
+            }
+        }
+    }
+}
+
 /// What a run did and what the checkers found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -40,7 +82,9 @@ pub struct Report {
     pub faults: Faults,
     /// Virtual milliseconds of the safety phase.
     pub steps: u64,
-    /// What happened.
+    /// Operations and faults.
+    pub run: RunCounts,
+    /// What else happened.
     pub counts: Counts,
     /// Each checker's verdict, by name.
     pub verdicts: Vec<(String, Verdict)>,
@@ -161,6 +205,7 @@ pub fn run(config: SimConfig) -> Report {
         acks: config.acks_label.clone(),
         faults: config.faults.clone(),
         steps: config.safety_ms,
+        run: world.run_counts().clone(),
         counts,
         verdicts,
         trace_hash: world.trace_hash(),
@@ -258,8 +303,8 @@ mod tests {
     fn a_calm_run_passes_every_check() {
         let report = run(config(1, 2, Faults::none()));
         assert!(!report.failed(), "{report:#?}");
-        assert!(report.counts.ok > 100, "the clients got work done: {:?}", report.counts);
-        assert_eq!(report.counts.indeterminate, 0, "nothing times out without faults");
+        assert!(report.run.ok > 100, "the clients got work done: {:?}", report.run);
+        assert_eq!(report.run.indeterminate, 0, "nothing times out without faults");
     }
 
     #[test]
