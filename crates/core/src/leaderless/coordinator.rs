@@ -7,6 +7,13 @@
 //! does not land on a new operation. The coordinator counts an answer only from a replica of
 //! the key it asked, and each replica once; its own copy counts once the runtime says the
 //! state it saved is durable ([`super::Input::Durable`]).
+//!
+//! Every message that carries a state (a write, a read repair, a read's reply) leaves only
+//! once the sender's saves are durable ([`crate::node::Outbox::after_flush`]). A state can
+//! hold a write this node just stamped; sent sooner, that write could live on at the others
+//! while this node crashed before its fsync, came back without it and handed the same dot to
+//! its next write of the key: the two would clash and one of them, perhaps acknowledged, be
+//! lost (found by the simulator).
 
 use super::{Canary, Client, Leaderless, Message, ReadRepair, OPS_IN_FLIGHT_MAX};
 use crate::causality::{decode_context, encode_context, Siblings};
@@ -279,9 +286,11 @@ impl<E: Engine> Leaderless<E> {
         };
         let id = self.ops.insert(op);
         self.ops.saves.insert(number, id);
+        // Sent once this node's copy is durable, like every state it sends (see the module
+        // documentation).
         for to in replicas.into_iter().filter(|r| *r != me) {
             let message = Message::Write { op: id, key: key.clone(), state: state.clone(), repair: false };
-            outbox.now.push(Output::Send { to, message: message.into() });
+            outbox.after_flush.push(Output::Send { to, message: message.into() });
         }
         Ok(())
     }
@@ -630,7 +639,7 @@ impl<E: Engine> Leaderless<E> {
                         } else {
                             let message =
                                 Message::Write { op: id, key: op.key.clone(), state: merged.clone(), repair: true };
-                            outbox.now.push(Output::Send { to: node, message: message.into() });
+                            outbox.after_flush.push(Output::Send { to: node, message: message.into() });
                             self.counters.read_repairs_sent += 1;
                         }
                     }
@@ -682,7 +691,7 @@ impl<E: Engine> Leaderless<E> {
                 self.take_state(&op.key, &state, true)?;
             } else {
                 let message = Message::Write { op: id, key: op.key.clone(), state: state.clone(), repair: true };
-                outbox.now.push(Output::Send { to: *node, message: message.into() });
+                outbox.after_flush.push(Output::Send { to: *node, message: message.into() });
                 self.counters.read_repairs_sent += 1;
             }
         }

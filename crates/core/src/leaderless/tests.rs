@@ -335,6 +335,19 @@ fn a_replica_counts_once_however_often_it_acknowledges() {
 }
 
 #[test]
+fn a_coordinator_sends_its_write_only_once_its_own_copy_is_durable() {
+    // Found by the simulator (`replikv sim --mode leaderless`, n = 3, w = r = 2): sent at
+    // once, a write lived on at the replicas while its coordinator crashed before its fsync,
+    // came back without it and handed the same dot to its next write of the key.
+    let mut c = Cluster::new(3, 3, 2, 2);
+    let mut outbox = Outbox::default();
+    c.nodes[0].step(c.now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
+    assert!(outbox.now.is_empty(), "nothing leaves before the coordinator's copy is durable: {:?}", outbox.now);
+    let sends = outbox.after_flush.iter().filter(|o| matches!(o, Output::Send { .. })).count();
+    assert_eq!(sends, 2, "the write goes to both other replicas once durable");
+}
+
+#[test]
 fn the_count_ack_twice_canary_acknowledges_a_write_too_early() {
     let mut c = Cluster::with(3, Nwr::new(3, 3, 1).unwrap(), |s| s.canary = Canary::CountAckTwice);
     c.cut.insert(2);
