@@ -158,20 +158,20 @@ pub fn main(args: &SimArgs) -> Result<()> {
             canary: args.canary.into(),
         };
         let report = run(config);
-        ops += report.run.ops;
-        crashes += report.run.crashes;
-        partitions += report.run.partitions;
+        ops += report.judgement.run.ops;
+        crashes += report.judgement.run.crashes;
+        partitions += report.judgement.run.partitions;
         leaderships += report.counts.leaderships;
         rolled_back += report.counts.rolled_back;
         acked_rolled_back += report.counts.acknowledged_rolled_back;
         failover_ms.extend(&report.counts.failover_ms);
-        gave_up += report.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::GaveUp(_))).count();
+        gave_up += report.judgement.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::GaveUp(_))).count();
         if report.failed() {
             print_failure(&report);
             failed.push(seed);
         } else if args.verbose || end - first == 1 {
             outln!("{}", line(&report));
-            for (name, v) in &report.verdicts {
+            for (name, v) in &report.judgement.verdicts {
                 if let Verdict::GaveUp(why) = v {
                     outln!("  {name} gave up: {why}");
                 }
@@ -216,8 +216,9 @@ fn failover_summary(ms: &mut [u64]) -> String {
 
 /// One run as a line.
 fn line(r: &Report) -> String {
-    let c = &r.run;
+    let c = &r.judgement.run;
     let verdicts: Vec<String> = r
+        .judgement
         .verdicts
         .iter()
         .map(|(name, v)| match v {
@@ -248,13 +249,13 @@ fn line(r: &Report) -> String {
 /// A failed run: its line, why each failing checker failed, the trace's end, the replay.
 fn print_failure(r: &Report) {
     outln!("{}", line(r));
-    for (name, v) in &r.verdicts {
+    for (name, v) in &r.judgement.verdicts {
         if let Verdict::Fail(why) = v {
             outln!("  {name}: {why}");
         }
     }
-    outln!("  last {} trace lines:", r.trace_tail.len());
-    for l in &r.trace_tail {
+    outln!("  last {} trace lines:", r.judgement.trace_tail.len());
+    for l in &r.judgement.trace_tail {
         outln!("    {l}");
     }
     outln!("  replay: {}", r.replay());

@@ -79,6 +79,11 @@ impl Network {
         self.blocked.contains(&(from, to))
     }
 
+    /// True when nothing is on its way.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Sends `packet` to node `to` at `now`, through the network's faults when it comes from a
     /// node (`from`).
     pub(crate) fn send(

@@ -39,11 +39,11 @@
 
 use crate::disk::{Disk, SimEngine};
 use crate::faults::Faults;
-use crate::ground::Ground;
+use crate::ground::{FamilyWorld, Ground};
 use crate::history::{ClientId, Event, History, Op, Outcome};
 use crate::host::{Clock, Pending};
 use crate::net::Packet;
-use crate::run::RunCounts;
+use crate::run::{Judgement, Verdict};
 use bytes::Bytes;
 use rand::Rng;
 use replikv_core::kv::{Reply, Request};
@@ -101,7 +101,7 @@ pub struct SimConfig {
 }
 
 /// Counters of what a single-leader run did, beside its operations and faults
-/// ([`RunCounts`]).
+/// ([`RunCounts`](crate::run::RunCounts)).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Counts {
     /// Epochs that had a leader (the first included).
@@ -179,8 +179,6 @@ pub struct World {
     pub history: History,
     /// Counters.
     pub counts: Counts,
-    /// Set when a node could not restart (a recovery error): the run's first failure.
-    pub broken: Option<String>,
     /// Each write request a leader logged, until its reply: (node, log position, epoch).
     write_lsns: BTreeMap<RequestId, (usize, Lsn, Epoch)>,
     /// Which node led each epoch.
@@ -252,7 +250,6 @@ impl World {
             next_value: 0,
             history: History::default(),
             counts: Counts::default(),
-            broken: None,
             write_lsns: BTreeMap::new(),
             leaders: BTreeMap::new(),
             split_brain: None,
@@ -266,30 +263,21 @@ impl World {
         self.ground.trace(line);
     }
 
-    /// The hash of the whole trace so far.
-    pub fn trace_hash(&self) -> u64 {
-        self.ground.trace_hash()
-    }
-
-    /// The last lines of the trace.
-    pub fn trace_tail(&self) -> Vec<String> {
-        self.ground.trace_tail()
-    }
-
-    /// Operations and faults so far.
-    pub fn run_counts(&self) -> &RunCounts {
-        &self.ground.counts
+    /// The run's judgement: its operations, faults and trace so far, with the checkers'
+    /// `verdicts`.
+    pub fn judge(&self, verdicts: Vec<(String, Verdict)>) -> Judgement {
+        self.ground.judge(verdicts)
     }
 
     /// Runs the safety phase, then the quiet phase until the cluster converges (or time runs
     /// out). Returns true if it converged.
     pub fn run(&mut self) -> bool {
-        while self.ground.now < self.config.safety_ms && self.broken.is_none() {
+        while self.ground.now < self.config.safety_ms && self.ground.broken.is_none() {
             self.step();
         }
         self.ground.heal_all();
         let deadline = self.ground.now + self.config.quiet_ms;
-        while self.ground.now < deadline && self.broken.is_none() {
+        while self.ground.now < deadline && self.ground.broken.is_none() {
             self.step();
             if self.ground.now.is_multiple_of(100)
                 && self.clients.iter().all(|c| c.outstanding.is_none())
@@ -299,54 +287,6 @@ impl World {
             }
         }
         false
-    }
-
-    /// One virtual millisecond.
-    fn step(&mut self) {
-        self.ground.tick();
-        if !self.ground.quiet {
-            let (nodes, leader_crashed_at) = (&mut self.nodes, &mut self.leader_crashed_at);
-            self.ground.inject_faults(|ground, i| crash(ground, nodes, i, leader_crashed_at));
-        }
-        self.wake_nodes();
-        self.deliver();
-        for i in 0..self.nodes.len() {
-            self.run_node(i);
-        }
-        self.run_clients();
-    }
-
-    /// Restarts crashed nodes and resumes paused ones whose time has come.
-    fn wake_nodes(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.ground.maybe_resume(i);
-            if self.ground.health[i].maybe_restart(self.ground.now) {
-                let files = self.nodes[i].stored_files.take().expect("a down node's files are stored");
-                match open(&self.nodes[i], files, self.ground.now) {
-                    Ok(replica) => {
-                        let lsn = replica.last_lsn();
-                        self.nodes[i].log_synced = lsn;
-                        self.nodes[i].log_resets = replica.log_resets();
-                        self.nodes[i].replica = Some(replica);
-                        self.nodes[i].next_tick_at = self.ground.now;
-                        self.trace(format!("n{} restarted at lsn {lsn}", i + 1));
-                    }
-                    Err(e) => {
-                        let why = format!("n{} could not restart: {e}", i + 1);
-                        self.trace(why.clone());
-                        self.broken = Some(why);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Delivers the packets due now into their nodes' inboxes.
-    fn deliver(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        for (to, input) in self.ground.deliver(&ids) {
-            self.nodes[to].inbox.push_back(input);
-        }
     }
 
     /// Node `i`'s work this millisecond: completed fsyncs, then one batch.
@@ -399,7 +339,7 @@ impl World {
                 _ => (None, 0),
             };
             if let Err(e) = replica.step(clock, input, &mut outbox) {
-                self.broken = Some(format!("n{} failed a step: {e}", i + 1));
+                self.ground.broken = Some(format!("n{} failed a step: {e}", i + 1));
                 return;
             }
             if let Some(id) = request.filter(|_| replica.last_lsn() > lsn_at) {
@@ -435,7 +375,7 @@ impl World {
         let resets = match replica.write_out(clock) {
             Ok(written) => written.resets,
             Err(e) => {
-                self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
+                self.ground.broken = Some(format!("n{} failed to write out: {e}", i + 1));
                 return;
             }
         };
@@ -486,7 +426,7 @@ impl World {
             (Op::Read { .. }, Reply::Bulk(b)) => match std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
                 Some(v) => Some(Outcome::Ok(Some(v))),
                 None => {
-                    self.broken = Some(format!("a read returned {b:?}, which no client wrote"));
+                    self.ground.broken = Some(format!("a read returned {b:?}, which no client wrote"));
                     None
                 }
             },
@@ -624,6 +564,11 @@ impl World {
         }
     }
 
+    /// What failed (a step, a write-out, a restart), if anything did: the run's first failure.
+    pub fn broken(&self) -> Option<&String> {
+        self.ground.broken.as_ref()
+    }
+
     /// The node that leads now, if exactly one running node says it does.
     pub fn leader(&self) -> Option<usize> {
         let leaders: Vec<usize> =
@@ -714,29 +659,62 @@ impl World {
     }
 }
 
-/// Crashes node `i` of `nodes`: it keeps what was durable and a torn prefix of the rest.
-fn crash(ground: &mut Ground, nodes: &mut [Node], i: usize, leader_crashed_at: &mut Option<u64>) {
-    let node = &mut nodes[i];
-    let Some(replica) = node.replica.take() else { return };
-    if replica.is_leader() && leader_crashed_at.is_none() {
-        *leader_crashed_at = Some(ground.now);
+impl FamilyWorld for World {
+    fn ground(&mut self) -> &mut Ground {
+        &mut self.ground
     }
-    // The vote and the rollback log are saved durably as they change: they survive whole.
-    let (_, files) = sl_owned(replica).into_parts();
-    let (kept, lost) = node.disk.borrow_mut().crash(&mut ground.rng);
-    let log = torn_log(&mut ground.rng, node.log_synced, files.log);
-    node.inbox.clear();
-    node.fsyncs.clear();
-    node.durable_notice = None;
-    let until = crate::host::down_until(&mut ground.rng, ground.now);
-    ground.health[i].down_until = Some(until);
-    let survivors = log.last_lsn();
-    node.log_synced = survivors;
-    node.stored_files = Some(ReplicaFiles { log, ..files });
-    ground.trace(format!(
-        "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
-        i + 1
-    ));
+
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The vote and the rollback log survive whole (they are saved durably as they change);
+    /// the engine and the log keep what was fsynced and a torn prefix of the rest.
+    fn crash(&mut self, i: usize) {
+        let (ground, node) = (&mut self.ground, &mut self.nodes[i]);
+        let Some(replica) = node.replica.take() else { return };
+        if replica.is_leader() && self.leader_crashed_at.is_none() {
+            self.leader_crashed_at = Some(ground.now);
+        }
+        let (_, files) = sl_owned(replica).into_parts();
+        let (kept, lost) = node.disk.borrow_mut().crash(&mut ground.rng);
+        let log = torn_log(&mut ground.rng, node.log_synced, files.log);
+        node.inbox.clear();
+        node.fsyncs.clear();
+        node.durable_notice = None;
+        let until = crate::host::down_until(&mut ground.rng, ground.now);
+        ground.health[i].down_until = Some(until);
+        let survivors = log.last_lsn();
+        node.log_synced = survivors;
+        node.stored_files = Some(ReplicaFiles { log, ..files });
+        ground.trace(format!(
+            "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
+            i + 1
+        ));
+    }
+
+    fn restart(&mut self, i: usize) -> replikv_core::Result<String> {
+        let files = self.nodes[i].stored_files.take().expect("a down node's files are stored");
+        let replica = open(&self.nodes[i], files, self.ground.now)?;
+        let lsn = replica.last_lsn();
+        let node = &mut self.nodes[i];
+        (node.log_synced, node.log_resets) = (lsn, replica.log_resets());
+        node.replica = Some(replica);
+        node.next_tick_at = self.ground.now;
+        Ok(format!("n{} restarted at lsn {lsn}", i + 1))
+    }
+
+    fn deliver(&mut self, to: usize, input: Input) {
+        self.nodes[to].inbox.push_back(input);
+    }
+
+    fn run_node(&mut self, i: usize) {
+        World::run_node(self, i);
+    }
+
+    fn run_clients(&mut self) {
+        World::run_clients(self);
+    }
 }
 
 /// The log a node's disk holds after a crash: every record through its last completed fsync
