@@ -102,91 +102,98 @@ pub fn canary_name(canary: Canary) -> &'static str {
     }
 }
 
+/// What the checkers judge a finished run by.
+struct Evidence<'a> {
+    /// The setup.
+    config: &'a Config,
+    /// The world, after its quiet phase.
+    world: &'a World,
+    /// Its writes, with their stamps.
+    writes: Writes<'a>,
+    /// Each node's final states.
+    states: Vec<checks::States>,
+    /// A node merged siblings away past the bound.
+    bound_dropped: bool,
+}
+
 /// Runs `config` and judges it.
 pub fn run(config: Config) -> Report {
     let mut world = World::new(config.clone());
     let converged = world.run().and_then(|()| world.converged());
     let states = world.final_states();
     let counters = world.counters();
-    let writes = Writes::new(&world.history, &world.stamps);
+    let bound_dropped = counters.siblings_dropped > 0;
+    let e = Evidence {
+        config: &config,
+        world: &world,
+        writes: Writes::new(&world.history, &world.stamps),
+        states,
+        bound_dropped,
+    };
     let mut anomalies = Anomalies::default();
     let verdicts = vec![
         crate::run::no_failure(world.broken()),
         ("replicas converge by read repair".to_string(), converged.map_or_else(Verdict::Fail, |()| Verdict::Pass)),
-        newest_write_read(&config, &world, &writes, &mut anomalies),
-        deletes_stay_deleted(&config, &world, &writes, &states, &mut anomalies),
-        writes_accounted(&config, &world, &writes, &states, counters.siblings_dropped > 0, &mut anomalies),
+        e.newest_write_read(&mut anomalies),
+        e.deletes_stay_deleted(&mut anomalies),
+        e.writes_accounted(&mut anomalies),
     ];
     if config.conflicts == replikv_core::leaderless::Conflicts::Lww {
-        anomalies.older_overwrites = checks::older_overwrites(&world.history, &writes).len() as u64;
+        anomalies.older_overwrites = checks::older_overwrites(&world.history, &e.writes).len() as u64;
     }
-    let lost_acknowledged = |r: &Rollback| r.lost.iter().any(|dot| writes.acknowledged_dot(&r.key, *dot));
+    let lost_acknowledged = |r: &Rollback| r.lost.iter().any(|dot| e.writes.acknowledged_dot(&r.key, *dot));
     anomalies.came_back_older = world.rollbacks.iter().filter(|r| lost_acknowledged(r)).count() as u64;
     let written = world.history.events.iter().filter(|e| e.outcome == Outcome::Written).count() as u64;
-    Report {
-        stamped: world.stamps.len() as u64,
-        written,
-        counters,
-        anomalies,
-        judgement: world.judge(verdicts),
-        config,
+    let judgement = world.judge(verdicts);
+    Report { stamped: world.stamps.len() as u64, written, counters, anomalies, judgement, config }
+}
+
+impl Evidence<'_> {
+    /// (b): its misses fail where promised (`w + r > n`, durable writes) and are figures
+    /// elsewhere; a miss of a write a restart had lost counts as the failing node's.
+    fn newest_write_read(&self, anomalies: &mut Anomalies) -> (String, Verdict) {
+        let misses = checks::stale_reads(&self.world.history, &self.writes);
+        anomalies.stale_reads = misses.len() as u64;
+        let lost_before =
+            |m: &checks::Miss, r: &Rollback| r.key == m.key && r.at_ms <= m.read_complete_ms && r.lost.contains(&m.dot);
+        anomalies.stale_after_rollback =
+            misses.iter().filter(|m| self.world.rollbacks.iter().any(|r| lost_before(m, r))).count() as u64;
+        let promised = self.config.nwr.overlaps() && self.config.fsync == Fsync::Always;
+        let why: Vec<String> = misses.into_iter().map(|m| m.why).collect();
+        let verdict = if promised { Verdict::from_failures(&why) } else { Verdict::NotApplicable };
+        ("reads see the newest acknowledged write".to_string(), verdict)
     }
-}
 
-/// (b): its misses fail where promised (`w + r > n`, durable writes) and are figures
-/// elsewhere; a miss of a write a restart had lost counts as the failing node's.
-fn newest_write_read(config: &Config, world: &World, writes: &Writes, anomalies: &mut Anomalies) -> (String, Verdict) {
-    let misses = checks::stale_reads(&world.history, writes);
-    anomalies.stale_reads = misses.len() as u64;
-    let lost_before =
-        |m: &checks::Miss, r: &Rollback| r.key == m.key && r.at_ms <= m.read_complete_ms && r.lost.contains(&m.dot);
-    anomalies.stale_after_rollback =
-        misses.iter().filter(|m| world.rollbacks.iter().any(|r| lost_before(m, r))).count() as u64;
-    let promised = config.nwr.overlaps() && config.fsync == Fsync::Always;
-    let why: Vec<String> = misses.into_iter().map(|m| m.why).collect();
-    let verdict = if promised { Verdict::from_failures(&why) } else { Verdict::NotApplicable };
-    ("reads see the newest acknowledged write".to_string(), verdict)
-}
-
-/// (c): in reads where (b) is promised, and in the final states; a figure where writes are
-/// not durable.
-fn deletes_stay_deleted(
-    config: &Config,
-    world: &World,
-    writes: &Writes,
-    states: &[checks::States],
-    anomalies: &mut Anomalies,
-) -> (String, Verdict) {
-    let mut resurrected =
-        if config.nwr.overlaps() { checks::resurrections(&world.history, writes) } else { Vec::new() };
-    resurrected.extend(checks::resurrected_in_final_states(states, writes));
-    anomalies.resurrections = resurrected.len() as u64;
-    let verdict =
-        if config.fsync == Fsync::Always { Verdict::from_failures(&resurrected) } else { Verdict::NotApplicable };
-    ("acknowledged deletes stay deleted".to_string(), verdict)
-}
-
-/// (d): the sibling bound always; the accounting of every write where writes are durable
-/// (elsewhere lost and clashing writes are a figure). `bound_dropped`: a node merged siblings
-/// away past the bound.
-fn writes_accounted(
-    config: &Config,
-    world: &World,
-    writes: &Writes,
-    states: &[checks::States],
-    bound_dropped: bool,
-    anomalies: &mut Anomalies,
-) -> (String, Verdict) {
-    let mut found = checks::unaccounted_writes(states, writes, bound_dropped);
-    let in_reads = checks::unaccounted_in_reads(&world.history, writes, bound_dropped);
-    found.over_bound.extend(in_reads.over_bound);
-    found.vanished.extend(in_reads.vanished);
-    anomalies.lost_writes = (found.lost.len() + found.clashes.len()) as u64;
-    let mut failures = found.over_bound;
-    if config.fsync == Fsync::Always {
-        failures.extend(found.clashes.into_iter().chain(found.vanished).chain(found.lost));
+    /// (c): in reads where (b) is promised, and in the final states; a figure where writes
+    /// are not durable.
+    fn deletes_stay_deleted(&self, anomalies: &mut Anomalies) -> (String, Verdict) {
+        let mut resurrected = match self.config.nwr.overlaps() {
+            true => checks::resurrections(&self.world.history, &self.writes),
+            false => Vec::new(),
+        };
+        resurrected.extend(checks::resurrected_in_final_states(&self.states, &self.writes));
+        anomalies.resurrections = resurrected.len() as u64;
+        let verdict = match self.config.fsync {
+            Fsync::Always => Verdict::from_failures(&resurrected),
+            Fsync::Never => Verdict::NotApplicable,
+        };
+        ("acknowledged deletes stay deleted".to_string(), verdict)
     }
-    ("siblings bounded, every write kept or merged".to_string(), Verdict::from_failures(&failures))
+
+    /// (d): the sibling bound always; the accounting of every write where writes are
+    /// durable (elsewhere lost and clashing writes are a figure).
+    fn writes_accounted(&self, anomalies: &mut Anomalies) -> (String, Verdict) {
+        let mut found = checks::unaccounted_writes(&self.states, &self.writes, self.bound_dropped);
+        let in_reads = checks::unaccounted_in_reads(&self.world.history, &self.writes, self.bound_dropped);
+        found.over_bound.extend(in_reads.over_bound);
+        found.vanished.extend(in_reads.vanished);
+        anomalies.lost_writes = (found.lost.len() + found.clashes.len()) as u64;
+        let mut failures = found.over_bound;
+        if self.config.fsync == Fsync::Always {
+            failures.extend(found.clashes.into_iter().chain(found.vanished).chain(found.lost));
+        }
+        ("siblings bounded, every write kept or merged".to_string(), Verdict::from_failures(&failures))
+    }
 }
 
 #[cfg(test)]
