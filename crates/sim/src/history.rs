@@ -8,6 +8,10 @@
 //!
 //! Values written are unique per history (the workload numbers its writes), so a read names
 //! the write it saw.
+//!
+//! [`Op`] and [`Outcome`] are single-leader's vocabulary (SET and GET); a family whose
+//! clients do more (the leaderless DEL, and reads that return siblings) records [`Event`]s of
+//! its own operations and outcomes in the same [`History`].
 
 use serde::Serialize;
 
@@ -50,25 +54,31 @@ pub enum Outcome {
     Indeterminate,
 }
 
-/// One operation in a history.
+/// One operation in a history: by default a single-leader [`Op`] and its [`Outcome`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Event {
+pub struct Event<O = Op, R = Outcome> {
     /// Who issued it.
     pub client: ClientId,
     /// What it was.
-    pub op: Op,
+    pub op: O,
     /// Virtual milliseconds when it was sent.
     pub invoke_ms: u64,
     /// Virtual milliseconds when its reply arrived; `None` when indeterminate (it may take
     /// effect at any time after `invoke_ms`).
     pub complete_ms: Option<u64>,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: R,
 }
 
-/// Every operation of a run, in invocation order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct History {
+/// Every operation of a run, in the order they ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct History<O = Op, R = Outcome> {
     /// The operations.
-    pub events: Vec<Event>,
+    pub events: Vec<Event<O, R>>,
+}
+
+impl<O, R> Default for History<O, R> {
+    fn default() -> Self {
+        History { events: Vec::new() }
+    }
 }

@@ -2,35 +2,58 @@
 //! `Replica::step` the server drives) on a virtual clock, a simulated network and simulated
 //! disks, injects faults, drives concurrent clients, and judges what they saw.
 //!
-//! - [`world`]: the nodes, network, clients and virtual time of one run; the safety phase (with
-//!   faults) and the quiet phase (faults healed, the cluster must converge).
-//! - [`disk`]: an engine whose writes are durable only once their simulated fsync completes; a
-//!   crash keeps those and a torn prefix of the rest.
-//! - [`faults`]: the fault rates, set by name or drawn per seed (swarm testing).
-//! - [`history`]: what clients did and saw, with indeterminate operations.
-//! - [`check`]: the checkers (acknowledged writes survive; linearizability; convergence and
-//!   under-replicated acknowledgements are judged by the world).
-//! - [`run`]: one seed from start to verdicts, and the command that replays it.
+//! Each replication family has a world, checkers and a run of its own; what they share is
+//! factored out, so both meet the same faults the same way.
+//!
+//! - [`world`], [`check`], [`run`]: single-leader. The nodes, network, clients and virtual
+//!   time of one run, with a safety phase (faults) and a quiet phase (faults healed, the
+//!   cluster must converge); the checkers (acknowledged writes survive; linearizability;
+//!   convergence and under-replicated acknowledgements are judged by the world); one seed from
+//!   start to verdicts, and the command that replays it.
+//! - [`leaderless`]: the leaderless family's world (any node coordinates, `fsync = always` or
+//!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
+//!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's
+//!   anomalies as figures.
+//! - Shared: [`disk`], an engine whose writes are durable only once their simulated fsync
+//!   completes (a crash keeps those and a torn prefix of the rest); [`faults`], the fault
+//!   rates, set by name or drawn per seed (swarm testing); [`history`], what clients did and
+//!   saw, with indeterminate operations; and, factored out of [`world`], the ground every
+//!   world runs on (RNG, virtual time, fault draws, trace: `ground.rs`), the network with its
+//!   drops, duplicates, delays and partitions (`net.rs`), and each node's clock, health and
+//!   pending fsyncs (`host.rs`).
 //!
 //! One seed reproduces a run exactly: every choice comes from one ChaCha8 RNG, nothing reads a
 //! clock or iterates a hash map (`clippy.toml` enforces it), and the trace's hash is the proof
-//! (`one_seed_replays_the_same_trace`).
+//! (`one_seed_replays_the_same_trace`, in each family's run).
 //!
 //! To test the tests, the core carries planted bugs behind a switch the server never sets
-//! (`single_leader::Canary`): acknowledging before fsync, a follower applying out of order, semi-sync
-//! answering OK when its acknowledgements time out, a snapshot that skips a key. Each must be
-//! caught within 500 seeds (`every_canary_is_caught_within_500_seeds`).
+//! (`single_leader::Canary`, `leaderless::Canary`): acknowledging before fsync, a follower
+//! applying out of order, semi-sync answering OK when its acknowledgements time out, a
+//! snapshot that skips a key; a leaderless coordinator counting an acknowledgement twice, a
+//! replica letting an older state overwrite its own, a read repair sending the first reply.
+//! Each must be caught within 500 seeds (`every_canary_is_caught_within_500_seeds`,
+//! `every_leaderless_canary_is_caught_by_its_checker`).
 //!
 //! CAVEATS
-//! - Single-leader only: the multi-leader and leaderless families do not exist yet.
+//! - No multi-leader family yet.
 //! - A crash keeps the engine's and the log's torn prefixes independently, as two files would;
 //!   it does not model a file whose middle pages reached the disk while earlier ones did not.
-//! - Clients talk to the leader only, over a 1 ms link that never fails (the faults are between
-//!   nodes); stale follower reads are not checked yet (session guarantees come later).
-//! - Operations are SET and GET on a few keys; values are unique per run.
+//! - Single-leader clients talk to the leader only (faults are between nodes); stale follower
+//!   reads are not checked yet (session guarantees come later).
+//! - Operations are SET and GET (and, leaderless, DEL) on a few keys; values are unique per
+//!   run.
 
 pub mod check;
 pub mod disk;
+
+/// Adds each named field of `$from` to the same field of `$to` (counters' totals).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! add_fields {
+    ($to:expr, $from:expr; $($field:ident),+ $(,)?) => {
+        $( $to.$field += $from.$field; )+
+    };
+}
 
 use std::cell::Cell;
 
@@ -45,6 +68,11 @@ pub fn virtual_now_ms() -> u64 {
     VIRTUAL_NOW_MS.with(Cell::get)
 }
 pub mod faults;
+mod ground;
 pub mod history;
+mod host;
+pub mod leaderless;
+mod net;
 pub mod run;
+mod trace;
 pub mod world;

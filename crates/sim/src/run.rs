@@ -29,6 +29,97 @@ pub enum Verdict {
     NotApplicable,
 }
 
+impl Verdict {
+    /// Pass when `failures` is empty; else a failure naming the first and how many.
+    pub fn from_failures(failures: &[String]) -> Verdict {
+        match failures {
+            [] => Verdict::Pass,
+            [only] => Verdict::Fail(only.clone()),
+            [first, ..] => Verdict::Fail(format!("{first} ({} in all)", failures.len())),
+        }
+    }
+}
+
+/// Every run's first verdict: nothing failed (a step, a write-out, a restart), else `broken`
+/// says what did.
+pub(crate) fn no_failure(broken: Option<&String>) -> (String, Verdict) {
+    let verdict = broken.map_or(Verdict::Pass, |why| Verdict::Fail(why.clone()));
+    ("no failure".to_string(), verdict)
+}
+
+/// Operations and faults: what every family's run counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    /// Operations issued.
+    pub ops: u64,
+    /// Operations that completed.
+    pub ok: u64,
+    /// Operations that ended indeterminate.
+    pub indeterminate: u64,
+    /// Operations refused outright.
+    pub refused: u64,
+    /// Messages sent between nodes.
+    pub messages: u64,
+    /// Messages dropped by the network fault.
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Partitions formed.
+    pub partitions: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Pauses.
+    pub pauses: u64,
+}
+
+impl RunCounts {
+    /// Adds `other`'s counts to these (a sweep's totals).
+    pub fn add(&mut self, other: &RunCounts) {
+        crate::add_fields!(self, other; ops, ok, indeterminate, refused, messages, dropped, duplicated, partitions, crashes, pauses);
+    }
+
+    /// Counts what the network did with a packet.
+    pub(crate) fn sent(&mut self, sent: crate::net::Sent) {
+        match sent {
+            crate::net::Sent::Request => {}
+            crate::net::Sent::Dropped => {
+                self.messages += 1;
+                self.dropped += 1;
+            }
+            crate::net::Sent::Message { duplicated } => {
+                self.messages += 1;
+                self.duplicated += u64::from(duplicated);
+            }
+        }
+    }
+}
+
+/// What every family's run ends with: its operations and faults, each checker's verdict, and
+/// its trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Judgement {
+    /// Operations and faults.
+    pub run: RunCounts,
+    /// Each checker's verdict, by name.
+    pub verdicts: Vec<(String, Verdict)>,
+    /// The hash of the whole trace: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// The trace's last lines.
+    pub trace_tail: Vec<String>,
+}
+
+impl Judgement {
+    /// True when a checker failed.
+    pub fn failed(&self) -> bool {
+        self.verdicts.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)))
+    }
+
+    /// The names of the checkers that failed.
+    pub fn failures(&self) -> Vec<&str> {
+        self.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::Fail(_))).map(|(name, _)| name.as_str()).collect()
+    }
+}
+
 /// What a run did and what the checkers found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -40,20 +131,17 @@ pub struct Report {
     pub faults: Faults,
     /// Virtual milliseconds of the safety phase.
     pub steps: u64,
-    /// What happened.
+    /// What else happened.
     pub counts: Counts,
-    /// Each checker's verdict, by name.
-    pub verdicts: Vec<(String, Verdict)>,
-    /// The hash of the whole trace: equal for two runs of one seed.
-    pub trace_hash: u64,
-    /// The trace's last lines.
-    pub trace_tail: Vec<String>,
+    /// Operations, faults, verdicts, trace.
+    #[serde(flatten)]
+    pub judgement: Judgement,
 }
 
 impl Report {
     /// True when a checker failed.
     pub fn failed(&self) -> bool {
-        self.verdicts.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)))
+        self.judgement.failed()
     }
 
     /// The command that replays this run exactly.
@@ -79,14 +167,7 @@ pub fn swarm_faults(seed: u64) -> Faults {
 pub fn run(config: SimConfig) -> Report {
     let mut world = World::new(config.clone());
     let converged = world.run();
-    let mut verdicts = Vec::new();
-    verdicts.push((
-        "no failure".to_string(),
-        match &world.broken {
-            None => Verdict::Pass,
-            Some(why) => Verdict::Fail(why.clone()),
-        },
-    ));
+    let mut verdicts = vec![no_failure(world.broken())];
     verdicts.push((
         "replicas converge".to_string(),
         if converged {
@@ -162,9 +243,7 @@ pub fn run(config: SimConfig) -> Report {
         faults: config.faults.clone(),
         steps: config.safety_ms,
         counts,
-        verdicts,
-        trace_hash: world.trace_hash(),
-        trace_tail: world.trace_tail(),
+        judgement: world.judge(verdicts),
     }
 }
 
@@ -221,12 +300,7 @@ mod tests {
             (Canary::NoFencing, 2, "no acknowledged write lost (in silence)"),
         ] {
             let (seed, report) = caught(canary, acks_needed).unwrap_or_else(|| panic!("{canary:?} escaped 500 seeds"));
-            let failed: Vec<&str> = report
-                .verdicts
-                .iter()
-                .filter(|(_, v)| matches!(v, Verdict::Fail(_)))
-                .map(|(name, _)| name.as_str())
-                .collect();
+            let failed = report.judgement.failures();
             assert!(failed.contains(&checker), "{canary:?} at seed {seed}: caught by {failed:?}, expected {checker}");
         }
     }
@@ -258,8 +332,8 @@ mod tests {
     fn a_calm_run_passes_every_check() {
         let report = run(config(1, 2, Faults::none()));
         assert!(!report.failed(), "{report:#?}");
-        assert!(report.counts.ok > 100, "the clients got work done: {:?}", report.counts);
-        assert_eq!(report.counts.indeterminate, 0, "nothing times out without faults");
+        assert!(report.judgement.run.ok > 100, "the clients got work done: {:?}", report.judgement.run);
+        assert_eq!(report.judgement.run.indeterminate, 0, "nothing times out without faults");
     }
 
     #[test]
@@ -267,8 +341,11 @@ mod tests {
         for seed in 0..20 {
             let faults = swarm_faults(seed);
             let (a, b) = (run(config(seed, 2, faults.clone())), run(config(seed, 2, faults)));
-            assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: two runs, two traces");
+            assert_eq!(a.judgement.trace_hash, b.judgement.trace_hash, "seed {seed}: two runs, two traces");
         }
-        assert_ne!(run(config(1, 2, swarm_faults(1))).trace_hash, run(config(2, 2, swarm_faults(2))).trace_hash);
+        assert_ne!(
+            run(config(1, 2, swarm_faults(1))).judgement.trace_hash,
+            run(config(2, 2, swarm_faults(2))).judgement.trace_hash
+        );
     }
 }

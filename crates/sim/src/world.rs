@@ -39,21 +39,23 @@
 
 use crate::disk::{Disk, SimEngine};
 use crate::faults::Faults;
+use crate::ground::{FamilyWorld, Ground};
 use crate::history::{ClientId, Event, History, Op, Outcome};
+use crate::host::{Clock, Pending};
+use crate::net::Packet;
+use crate::run::{Judgement, Verdict};
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use replikv_core::kv::{Reply, Request};
-use replikv_core::node::{Input, Outbox, Output, PeerMessage, Replica, RequestId};
+use replikv_core::node::{Input, Outbox, Output, Replica, RequestId};
 use replikv_core::replication::{Epoch, Lsn, ReplicationLog, ReplogOptions};
 use replikv_core::single_leader::{Canary, ReplicaFiles, Role, RollbackEntry, Settings, SingleLeader};
 use replikv_core::version::NodeId;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-/// Lines of trace kept for a failure report.
-pub const TRACE_TAIL_LINES: usize = 60;
+pub use crate::trace::TRACE_TAIL_LINES;
 
 /// Virtual milliseconds between a node's ticks.
 const TICK_MS: u64 = 10;
@@ -98,29 +100,10 @@ pub struct SimConfig {
     pub canary: Canary,
 }
 
-/// Counters of what a run did.
+/// Counters of what a single-leader run did, beside its operations and faults
+/// ([`RunCounts`](crate::run::RunCounts)).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Counts {
-    /// Operations issued.
-    pub ops: u64,
-    /// Operations that completed.
-    pub ok: u64,
-    /// Operations that ended indeterminate.
-    pub indeterminate: u64,
-    /// Operations refused outright.
-    pub refused: u64,
-    /// Messages sent between nodes.
-    pub messages: u64,
-    /// Messages dropped by the network fault.
-    pub dropped: u64,
-    /// Messages duplicated.
-    pub duplicated: u64,
-    /// Partitions formed.
-    pub partitions: u64,
-    /// Crashes.
-    pub crashes: u64,
-    /// Pauses.
-    pub pauses: u64,
     /// Epochs that had a leader (the first included).
     pub leaderships: u64,
     /// Changes the nodes cut from their logs and saved to their rollback logs.
@@ -131,26 +114,6 @@ pub struct Counts {
     /// Virtual milliseconds from each leader's crash to the next acknowledged write on a new
     /// leader.
     pub failover_ms: Vec<u64>,
-}
-
-/// A message or request on its way.
-#[derive(Debug)]
-enum Packet {
-    /// Between nodes.
-    Peer { from: usize, message: PeerMessage },
-    /// From a client to a node.
-    Request { id: RequestId, request: Request },
-}
-
-/// A batch written out, waiting for its fsync.
-#[derive(Debug)]
-struct Pending {
-    done_at: u64,
-    disk_mark: u64,
-    lsn: Lsn,
-    /// The log's reset count when the batch was written out.
-    resets: u64,
-    outputs: Vec<Output>,
 }
 
 /// One simulated node.
@@ -166,10 +129,8 @@ struct Node {
     /// The newest durable log position not yet told to the replica, with the log's reset
     /// count when it was written out.
     durable_notice: Option<(Lsn, u64)>,
-    down_until: Option<u64>,
-    paused_until: Option<u64>,
-    skew_ms: i64,
-    drift_ppm: i64,
+    /// Its clock's skew and drift.
+    clock: Clock,
     next_tick_at: u64,
     /// The log, vote and rollback log as the disk holds them while the node is down.
     stored_files: Option<ReplicaFiles>,
@@ -180,8 +141,7 @@ struct Node {
 impl Node {
     /// This node's clock at virtual time `t`.
     fn clock(&self, t: u64) -> u64 {
-        let drifted = t as i64 + self.skew_ms + (t as i64) * self.drift_ppm / 1_000_000;
-        drifted.max(0) as u64
+        self.clock.at(t)
     }
 }
 
@@ -207,16 +167,9 @@ struct Client {
 pub struct World {
     /// The setup.
     pub config: SimConfig,
-    rng: ChaCha8Rng,
-    /// Virtual milliseconds.
-    pub now: u64,
+    /// The RNG, virtual time, network, nodes' health, trace and counts.
+    ground: Ground,
     nodes: Vec<Node>,
-    /// (deliver at, sequence) -> (to, packet).
-    network: BTreeMap<(u64, u64), (usize, Packet)>,
-    seq: u64,
-    /// Blocked directions (from, to).
-    blocked: BTreeSet<(usize, usize)>,
-    partition_until: Option<u64>,
     clients: Vec<Client>,
     /// Request id -> client.
     requests: BTreeMap<RequestId, ClientId>,
@@ -226,10 +179,6 @@ pub struct World {
     pub history: History,
     /// Counters.
     pub counts: Counts,
-    trace_hash: xxhash_rust::xxh3::Xxh3,
-    trace_tail: VecDeque<String>,
-    /// Set when a node could not restart (a recovery error): the run's first failure.
-    pub broken: Option<String>,
     /// Each write request a leader logged, until its reply: (node, log position, epoch).
     write_lsns: BTreeMap<RequestId, (usize, Lsn, Epoch)>,
     /// Which node led each epoch.
@@ -240,17 +189,13 @@ pub struct World {
     leader_crashed_at: Option<u64>,
     /// The first write acknowledged on fewer durable copies than its mode promises.
     pub under_replicated: Option<String>,
-    quiet: bool,
-    /// Every trace line also goes to stderr (`REPLIKV_SIM_TRACE=1`, for debugging a seed).
-    print_trace: bool,
 }
 
 impl World {
     /// A world for `config`, every node fresh.
     pub fn new(config: SimConfig) -> World {
-        // Log lines of this run carry its own virtual time from its start, whatever ran before.
-        crate::VIRTUAL_NOW_MS.with(|now| now.set(0));
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut ground = Ground::new(config.seed, config.faults.clone(), config.nodes);
+        let rng = &mut ground.rng;
         let ids: Vec<NodeId> = (1..=config.nodes).map(|i| NodeId::from_name(&format!("n{i}"))).collect();
         let mut nodes = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
@@ -274,8 +219,6 @@ impl World {
             settings.window_bytes_max = 32 * 1024;
             settings.snapshot_chunk_bytes_max = 512;
             settings.canary = config.canary;
-            let skew = config.faults.skew_ms as i64;
-            let drift = config.faults.drift_ppm as i64;
             let disk = Rc::new(RefCell::new(Disk::default()));
             let mut node = Node {
                 id,
@@ -286,10 +229,7 @@ impl World {
                 inbox: VecDeque::new(),
                 fsyncs: VecDeque::new(),
                 durable_notice: None,
-                down_until: None,
-                paused_until: None,
-                skew_ms: if skew > 0 { rng.gen_range(-skew..=skew) } else { 0 },
-                drift_ppm: if drift > 0 { rng.gen_range(-drift..=drift) } else { 0 },
+                clock: Clock::draw(rng, &config.faults),
                 next_tick_at: 0,
                 stored_files: None,
                 log_resets: 0,
@@ -302,68 +242,46 @@ impl World {
             (0..config.clients as ClientId).map(|id| Client { id, outstanding: None, next_at: 0, target: 0 }).collect();
         World {
             config,
-            rng,
-            now: 0,
+            ground,
             nodes,
-            network: BTreeMap::new(),
-            seq: 0,
-            blocked: BTreeSet::new(),
-            partition_until: None,
             clients,
             requests: BTreeMap::new(),
             next_request: 0,
             next_value: 0,
             history: History::default(),
             counts: Counts::default(),
-            trace_hash: xxhash_rust::xxh3::Xxh3::new(),
-            trace_tail: VecDeque::new(),
-            broken: None,
             write_lsns: BTreeMap::new(),
             leaders: BTreeMap::new(),
             split_brain: None,
             leader_crashed_at: None,
             under_replicated: None,
-            quiet: false,
-            print_trace: std::env::var_os("REPLIKV_SIM_TRACE").is_some(),
         }
     }
 
     /// Writes a trace line.
     fn trace(&mut self, line: String) {
-        let line = format!("t={} {line}", self.now);
-        if self.print_trace {
-            eprintln!("{line}");
-        }
-        self.trace_hash.update(line.as_bytes());
-        self.trace_hash.update(b"\n");
-        if self.trace_tail.len() == TRACE_TAIL_LINES {
-            self.trace_tail.pop_front();
-        }
-        self.trace_tail.push_back(line);
+        self.ground.trace(line);
     }
 
-    /// The hash of the whole trace so far.
-    pub fn trace_hash(&self) -> u64 {
-        self.trace_hash.digest()
-    }
-
-    /// The last lines of the trace.
-    pub fn trace_tail(&self) -> Vec<String> {
-        self.trace_tail.iter().cloned().collect()
+    /// The run's judgement: its operations, faults and trace so far, with the checkers'
+    /// `verdicts`.
+    pub fn judge(&self, verdicts: Vec<(String, Verdict)>) -> Judgement {
+        self.ground.judge(verdicts)
     }
 
     /// Runs the safety phase, then the quiet phase until the cluster converges (or time runs
     /// out). Returns true if it converged.
     pub fn run(&mut self) -> bool {
-        while self.now < self.config.safety_ms && self.broken.is_none() {
+        while self.ground.now < self.config.safety_ms && self.ground.broken.is_none() {
             self.step();
         }
-        self.quiet = true;
-        self.heal_all();
-        let deadline = self.now + self.config.quiet_ms;
-        while self.now < deadline && self.broken.is_none() {
+        self.ground.heal_all();
+        let deadline = self.ground.now + self.config.quiet_ms;
+        while self.ground.now < deadline && self.ground.broken.is_none() {
             self.step();
-            if self.now.is_multiple_of(100) && self.clients.iter().all(|c| c.outstanding.is_none()) && self.converged()
+            if self.ground.now.is_multiple_of(100)
+                && self.clients.iter().all(|c| c.outstanding.is_none())
+                && self.converged()
             {
                 return true;
             }
@@ -371,214 +289,13 @@ impl World {
         false
     }
 
-    /// One virtual millisecond.
-    fn step(&mut self) {
-        self.now += 1;
-        crate::VIRTUAL_NOW_MS.with(|now| now.set(self.now));
-        if !self.quiet {
-            self.inject_faults();
-        }
-        self.wake_nodes();
-        self.deliver();
-        for i in 0..self.nodes.len() {
-            self.run_node(i);
-        }
-        self.run_clients();
-    }
-
-    /// Faults that start now.
-    fn inject_faults(&mut self) {
-        let f = self.config.faults.clone();
-        if self.partition_until.is_some_and(|until| until <= self.now) {
-            self.blocked.clear();
-            self.partition_until = None;
-            self.trace("partition healed".into());
-        }
-        if self.partition_until.is_none() && f.partition > 0.0 && self.rng.gen_bool(f.partition) {
-            let cut = self.rng.gen_range(0..self.nodes.len());
-            let one_way = self.rng.gen_bool(0.3);
-            for other in (0..self.nodes.len()).filter(|&o| o != cut) {
-                self.blocked.insert((cut, other));
-                if !one_way {
-                    self.blocked.insert((other, cut));
-                }
-            }
-            let until = self.now + self.rng.gen_range(50..2_000);
-            self.partition_until = Some(until);
-            self.counts.partitions += 1;
-            self.trace(format!(
-                "partition: n{} cut off{} until t={until}",
-                cut + 1,
-                if one_way { " (outbound only)" } else { "" }
-            ));
-        }
-        for i in 0..self.nodes.len() {
-            let up = self.nodes[i].down_until.is_none() && self.nodes[i].paused_until.is_none();
-            if up && f.crash > 0.0 && self.rng.gen_bool(f.crash) {
-                self.crash(i);
-            } else if up && f.pause > 0.0 && self.rng.gen_bool(f.pause) {
-                let until = self.now + self.rng.gen_range(10..1_000);
-                self.nodes[i].paused_until = Some(until);
-                self.counts.pauses += 1;
-                self.trace(format!("n{} paused until t={until}", i + 1));
-            }
-        }
-    }
-
-    /// Ends every fault: the quiet phase.
-    fn heal_all(&mut self) {
-        self.blocked.clear();
-        self.partition_until = None;
-        for node in &mut self.nodes {
-            node.paused_until = node.paused_until.map(|_| self.now);
-            node.down_until = node.down_until.map(|_| self.now);
-        }
-        self.trace("quiet: every fault healed".into());
-    }
-
-    /// Crashes node `i`: it keeps what was durable and a torn prefix of the rest.
-    fn crash(&mut self, i: usize) {
-        let Some(replica) = self.nodes[i].replica.take() else { return };
-        if replica.is_leader() && self.leader_crashed_at.is_none() {
-            self.leader_crashed_at = Some(self.now);
-        }
-        // The vote and the rollback log are saved durably as they change: they survive whole.
-        let (_, files) = sl_owned(replica).into_parts();
-        let (kept, lost) = self.nodes[i].disk.borrow_mut().crash(&mut self.rng);
-        let log = self.torn_log(i, files.log);
-        let node = &mut self.nodes[i];
-        node.inbox.clear();
-        node.fsyncs.clear();
-        node.durable_notice = None;
-        let until = self.now + self.rng.gen_range(50..1_500);
-        node.down_until = Some(until);
-        let survivors = log.last_lsn();
-        self.nodes[i].log_synced = survivors;
-        self.nodes[i].stored_files = Some(ReplicaFiles { log, ..files });
-        self.counts.crashes += 1;
-        self.trace(format!(
-            "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
-            i + 1
-        ));
-    }
-}
-
-impl World {
-    /// The log node `i`'s disk holds after a crash: every record through its last completed
-    /// fsync, and a random prefix of the ones after (a torn tail).
-    fn torn_log(&mut self, i: usize, mut log: ReplicationLog) -> ReplicationLog {
-        let synced = self.nodes[i].log_synced;
-        let base = log.first_lsn() - 1;
-        let epoch = log.epoch_at(base).expect("the base is in the log");
-        let mut records = Vec::new();
-        let mut after = base;
-        while let Ok(Some(batch)) = log.read(after, usize::MAX) {
-            let Some(last) = batch.last() else { break };
-            after = last.lsn;
-            records.extend(batch);
-        }
-        let unsynced = records.iter().filter(|r| r.lsn > synced).count();
-        let keep_unsynced = self.rng.gen_range(0..=unsynced);
-        let keep = records.len() - unsynced + keep_unsynced;
-        let mut torn = ReplicationLog::in_memory(log.options().clone());
-        if base > 0 {
-            torn.reset(base, epoch).expect("an in-memory reset");
-        }
-        for record in records.into_iter().take(keep) {
-            torn.append(record).expect("records in order");
-        }
-        torn
-    }
-
-    /// Restarts crashed nodes and resumes paused ones whose time has come.
-    fn wake_nodes(&mut self) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].paused_until.is_some_and(|until| until <= self.now) {
-                self.nodes[i].paused_until = None;
-                self.trace(format!("n{} resumed", i + 1));
-            }
-            if self.nodes[i].down_until.is_some_and(|until| until <= self.now) {
-                self.nodes[i].down_until = None;
-                let files = self.nodes[i].stored_files.take().expect("a down node's files are stored");
-                match open(&self.nodes[i], files, self.now) {
-                    Ok(replica) => {
-                        let lsn = replica.last_lsn();
-                        self.nodes[i].log_synced = lsn;
-                        self.nodes[i].log_resets = replica.log_resets();
-                        self.nodes[i].replica = Some(replica);
-                        self.nodes[i].next_tick_at = self.now;
-                        self.trace(format!("n{} restarted at lsn {lsn}", i + 1));
-                    }
-                    Err(e) => {
-                        let why = format!("n{} could not restart: {e}", i + 1);
-                        self.trace(why.clone());
-                        self.broken = Some(why);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends `packet` to node `to`, through the network's faults when it comes from a node.
-    fn send(&mut self, from: Option<usize>, to: usize, packet: Packet) {
-        let f = &self.config.faults;
-        let delay = self.rng.gen_range(f.delay_min_ms..=f.delay_max_ms);
-        let mut duplicate = false;
-        if from.is_some() {
-            self.counts.messages += 1;
-            if f.drop > 0.0 && self.rng.gen_bool(f.drop) {
-                self.counts.dropped += 1;
-                return;
-            }
-            if f.dup > 0.0 && self.rng.gen_bool(f.dup) {
-                self.counts.duplicated += 1;
-                duplicate = true;
-            }
-        }
-        if duplicate {
-            let copy = match &packet {
-                Packet::Peer { from, message } => Packet::Peer { from: *from, message: message.clone() },
-                Packet::Request { id, request } => Packet::Request { id: *id, request: request.clone() },
-            };
-            let extra = self.rng.gen_range(0..=f.delay_max_ms);
-            self.seq += 1;
-            self.network.insert((self.now + delay + extra, self.seq), (to, copy));
-        }
-        self.seq += 1;
-        self.network.insert((self.now + delay, self.seq), (to, packet));
-    }
-
-    /// Delivers the packets due now into their nodes' inboxes.
-    fn deliver(&mut self) {
-        while let Some(entry) = self.network.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let (to, packet) = entry.remove();
-            let node = &mut self.nodes[to];
-            if node.down_until.is_some() {
-                continue; // a down node hears nothing
-            }
-            let input = match packet {
-                Packet::Peer { from, message } => {
-                    if self.blocked.contains(&(from, to)) {
-                        continue;
-                    }
-                    Input::Message { from: self.nodes[from].id, message }
-                }
-                Packet::Request { id, request } => Input::Request { id, request },
-            };
-            self.nodes[to].inbox.push_back(input);
-        }
-    }
-
     /// Node `i`'s work this millisecond: completed fsyncs, then one batch.
     fn run_node(&mut self, i: usize) {
-        if self.nodes[i].replica.is_none() || self.nodes[i].paused_until.is_some() {
+        if self.nodes[i].replica.is_none() || self.ground.health[i].paused_until.is_some() {
             return;
         }
         // Fsyncs due: their batches' held outputs leave, in order.
-        while self.nodes[i].fsyncs.front().is_some_and(|p| p.done_at <= self.now) {
+        while self.nodes[i].fsyncs.front().is_some_and(|p| p.done_at <= self.ground.now) {
             let done = self.nodes[i].fsyncs.pop_front().expect("front exists");
             self.nodes[i].disk.borrow_mut().sync_to(done.disk_mark);
             // A batch written out before a reset names records the reset discarded.
@@ -588,18 +305,18 @@ impl World {
             }
             self.dispatch(i, done.outputs);
         }
-        let tick = self.nodes[i].next_tick_at <= self.now;
+        let tick = self.nodes[i].next_tick_at <= self.ground.now;
         let notice = self.nodes[i].durable_notice.take();
         if !tick && notice.is_none() && self.nodes[i].inbox.is_empty() {
             return;
         }
         let mut inputs: Vec<Input> = notice.map(|(lsn, resets)| Input::Durable { lsn, resets }).into_iter().collect();
         if tick {
-            self.nodes[i].next_tick_at = self.now + TICK_MS;
+            self.nodes[i].next_tick_at = self.ground.now + TICK_MS;
             inputs.push(Input::Tick);
         }
         inputs.extend(self.nodes[i].inbox.drain(..));
-        let clock = self.nodes[i].clock(self.now);
+        let clock = self.nodes[i].clock(self.ground.now);
         let mut outbox = Outbox::default();
         let mut now_outputs = Vec::new();
         let disk = self.nodes[i].disk.clone();
@@ -622,7 +339,7 @@ impl World {
                 _ => (None, 0),
             };
             if let Err(e) = replica.step(clock, input, &mut outbox) {
-                self.broken = Some(format!("n{} failed a step: {e}", i + 1));
+                self.ground.broken = Some(format!("n{} failed a step: {e}", i + 1));
                 return;
             }
             if let Some(id) = request.filter(|_| replica.last_lsn() > lsn_at) {
@@ -658,7 +375,7 @@ impl World {
         let resets = match replica.write_out(clock) {
             Ok(written) => written.resets,
             Err(e) => {
-                self.broken = Some(format!("n{} failed to write out: {e}", i + 1));
+                self.ground.broken = Some(format!("n{} failed to write out: {e}", i + 1));
                 return;
             }
         };
@@ -670,8 +387,7 @@ impl World {
         if !wrote && self.nodes[i].fsyncs.is_empty() {
             self.dispatch(i, held);
         } else {
-            let last = self.nodes[i].fsyncs.back().map_or(0, |p| p.done_at);
-            let done_at = (self.now + self.rng.gen_range(1..=4)).max(last);
+            let done_at = crate::host::fsync_done_at(&mut self.ground.rng, &self.nodes[i].fsyncs, self.ground.now);
             self.nodes[i].fsyncs.push_back(Pending { done_at, disk_mark: mark, lsn, resets, outputs: held });
         }
     }
@@ -682,10 +398,10 @@ impl World {
             match output {
                 Output::Send { to, message } => {
                     let Some(to) = self.nodes.iter().position(|n| n.id == to) else { continue };
-                    if self.blocked.contains(&(i, to)) {
+                    if self.ground.network.is_blocked(i, to) {
                         continue;
                     }
-                    self.send(Some(i), to, Packet::Peer { from: i, message });
+                    self.ground.send(Some(i), to, Packet::Peer { from: i, message });
                 }
                 Output::Reply { id, reply } => self.reply(id, reply),
             }
@@ -697,7 +413,7 @@ impl World {
         if let (Some((node, lsn, epoch)), Reply::Ok) = (self.write_lsns.remove(&id), &reply) {
             self.check_copies(id, node, lsn, epoch);
             if let Some(crashed) = self.leader_crashed_at.take() {
-                self.counts.failover_ms.push(self.now - crashed);
+                self.counts.failover_ms.push(self.ground.now - crashed);
             }
         }
         let Some(client) = self.requests.remove(&id) else { return };
@@ -710,7 +426,7 @@ impl World {
             (Op::Read { .. }, Reply::Bulk(b)) => match std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
                 Some(v) => Some(Outcome::Ok(Some(v))),
                 None => {
-                    self.broken = Some(format!("a read returned {b:?}, which no client wrote"));
+                    self.ground.broken = Some(format!("a read returned {b:?}, which no client wrote"));
                     None
                 }
             },
@@ -721,9 +437,9 @@ impl World {
                 let c = client as usize;
                 self.clients[c].target = match e.rsplit_once("The leader is n") {
                     Some((_, rest)) => rest.trim_end_matches('.').parse::<usize>().map_or(0, |n| n - 1),
-                    None => self.rng.gen_range(0..self.nodes.len()),
+                    None => self.ground.rng.gen_range(0..self.nodes.len()),
                 };
-                self.clients[c].next_at = self.now + 1 + self.rng.gen_range(0..20);
+                self.clients[c].next_at = self.ground.now + 1 + self.ground.rng.gen_range(0..20);
                 None
             }
             _ => None,
@@ -732,11 +448,11 @@ impl World {
         match outcome {
             Some(outcome) => {
                 if outcome == Outcome::Indeterminate {
-                    self.counts.indeterminate += 1;
+                    self.ground.counts.indeterminate += 1;
                 } else {
-                    self.counts.ok += 1;
+                    self.ground.counts.ok += 1;
                 }
-                let complete_ms = (outcome != Outcome::Indeterminate).then_some(self.now + 1);
+                let complete_ms = (outcome != Outcome::Indeterminate).then_some(self.ground.now + 1);
                 self.history.events.push(Event {
                     client,
                     op: outstanding.op,
@@ -746,11 +462,11 @@ impl World {
                 });
             }
             None => {
-                self.counts.refused += 1;
+                self.ground.counts.refused += 1;
                 return;
             }
         }
-        self.clients[client as usize].next_at = self.now + 1 + self.rng.gen_range(0..5);
+        self.clients[client as usize].next_at = self.ground.now + 1 + self.ground.rng.gen_range(0..5);
     }
 
     /// A write logged at `lsn` is being acknowledged: it must be durable on the leader and on
@@ -811,18 +527,18 @@ impl World {
             if let Some(o) = &self.clients[c].outstanding {
                 // A client whose node is down sees its connection reset at once (a crashed
                 // process's sockets close); otherwise it waits for its timeout.
-                let reset = self.nodes[self.clients[c].target].down_until.is_some();
-                if reset || o.invoke_ms + CLIENT_TIMEOUT_MS <= self.now {
+                let reset = self.ground.health[self.clients[c].target].down_until.is_some();
+                if reset || o.invoke_ms + CLIENT_TIMEOUT_MS <= self.ground.now {
                     self.give_up(c, if reset { "lost its connection" } else { "timed out" });
                 }
                 continue;
             }
-            let budget_spent = self.counts.ops >= OPS_PER_KEY_MAX * self.config.keys as u64;
-            if self.quiet || budget_spent || self.clients[c].next_at > self.now {
+            let budget_spent = self.ground.counts.ops >= OPS_PER_KEY_MAX * self.config.keys as u64;
+            if self.ground.quiet || budget_spent || self.clients[c].next_at > self.ground.now {
                 continue;
             }
-            let key = format!("k{}", self.rng.gen_range(0..self.config.keys));
-            let op = if self.rng.gen_bool(0.5) {
+            let key = format!("k{}", self.ground.rng.gen_range(0..self.config.keys));
+            let op = if self.ground.rng.gen_bool(0.5) {
                 self.next_value += 1;
                 Op::Write { key, value: self.next_value }
             } else {
@@ -841,11 +557,16 @@ impl World {
             self.next_request += 1;
             let id = self.next_request;
             self.requests.insert(id, self.clients[c].id);
-            self.counts.ops += 1;
-            self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.now });
+            self.ground.counts.ops += 1;
+            self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now });
             let target = self.clients[c].target;
-            self.send(None, target, Packet::Request { id, request });
+            self.ground.send(None, target, Packet::Request { id, request });
         }
+    }
+
+    /// What failed (a step, a write-out, a restart), if anything did: the run's first failure.
+    pub fn broken(&self) -> Option<&String> {
+        self.ground.broken.as_ref()
     }
 
     /// The node that leads now, if exactly one running node says it does.
@@ -859,10 +580,10 @@ impl World {
     fn give_up(&mut self, c: usize, why: &str) {
         let Some(o) = self.clients[c].outstanding.take() else { return };
         self.requests.remove(&o.id);
-        self.counts.indeterminate += 1;
+        self.ground.counts.indeterminate += 1;
         let client = self.clients[c].id;
-        self.clients[c].target = self.rng.gen_range(0..self.nodes.len());
-        self.clients[c].next_at = self.now + 1 + self.rng.gen_range(0..20);
+        self.clients[c].target = self.ground.rng.gen_range(0..self.nodes.len());
+        self.clients[c].next_at = self.ground.now + 1 + self.ground.rng.gen_range(0..20);
         self.trace(format!("client {client} {:?} {why}", o.op));
         self.history.events.push(Event {
             client,
@@ -912,7 +633,7 @@ impl World {
         self.nodes
             .iter()
             .map(|n| match &n.replica {
-                Some(r) => format!("{:?}", r.status(n.clock(self.now))),
+                Some(r) => format!("{:?}", r.status(n.clock(self.ground.now))),
                 None => "down".to_string(),
             })
             .collect()
@@ -936,6 +657,89 @@ impl World {
     pub fn log_ends(&self) -> Vec<Option<Lsn>> {
         self.nodes.iter().map(|n| n.replica.as_ref().map(|r| r.last_lsn())).collect()
     }
+}
+
+impl FamilyWorld for World {
+    fn ground(&mut self) -> &mut Ground {
+        &mut self.ground
+    }
+
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The vote and the rollback log survive whole (they are saved durably as they change);
+    /// the engine and the log keep what was fsynced and a torn prefix of the rest.
+    fn crash(&mut self, i: usize) {
+        let (ground, node) = (&mut self.ground, &mut self.nodes[i]);
+        let Some(replica) = node.replica.take() else { return };
+        if replica.is_leader() && self.leader_crashed_at.is_none() {
+            self.leader_crashed_at = Some(ground.now);
+        }
+        let (_, files) = sl_owned(replica).into_parts();
+        let (kept, lost) = node.disk.borrow_mut().crash(&mut ground.rng);
+        let log = torn_log(&mut ground.rng, node.log_synced, files.log);
+        node.inbox.clear();
+        node.fsyncs.clear();
+        node.durable_notice = None;
+        let until = crate::host::down_until(&mut ground.rng, ground.now);
+        ground.health[i].down_until = Some(until);
+        let survivors = log.last_lsn();
+        node.log_synced = survivors;
+        node.stored_files = Some(ReplicaFiles { log, ..files });
+        ground.trace(format!(
+            "n{} crashed: engine kept {kept} unsynced puts and lost {lost}; log keeps through {survivors}; down until t={until}",
+            i + 1
+        ));
+    }
+
+    fn restart(&mut self, i: usize) -> replikv_core::Result<String> {
+        let files = self.nodes[i].stored_files.take().expect("a down node's files are stored");
+        let replica = open(&self.nodes[i], files, self.ground.now)?;
+        let lsn = replica.last_lsn();
+        let node = &mut self.nodes[i];
+        (node.log_synced, node.log_resets) = (lsn, replica.log_resets());
+        node.replica = Some(replica);
+        node.next_tick_at = self.ground.now;
+        Ok(format!("n{} restarted at lsn {lsn}", i + 1))
+    }
+
+    fn deliver(&mut self, to: usize, input: Input) {
+        self.nodes[to].inbox.push_back(input);
+    }
+
+    fn run_node(&mut self, i: usize) {
+        World::run_node(self, i);
+    }
+
+    fn run_clients(&mut self) {
+        World::run_clients(self);
+    }
+}
+
+/// The log a node's disk holds after a crash: every record through its last completed fsync
+/// (`synced`), and a random prefix of the ones after (a torn tail).
+fn torn_log(rng: &mut impl Rng, synced: Lsn, mut log: ReplicationLog) -> ReplicationLog {
+    let base = log.first_lsn() - 1;
+    let epoch = log.epoch_at(base).expect("the base is in the log");
+    let mut records = Vec::new();
+    let mut after = base;
+    while let Ok(Some(batch)) = log.read(after, usize::MAX) {
+        let Some(last) = batch.last() else { break };
+        after = last.lsn;
+        records.extend(batch);
+    }
+    let unsynced = records.iter().filter(|r| r.lsn > synced).count();
+    let keep_unsynced = rng.gen_range(0..=unsynced);
+    let keep = records.len() - unsynced + keep_unsynced;
+    let mut torn = ReplicationLog::in_memory(log.options().clone());
+    if base > 0 {
+        torn.reset(base, epoch).expect("an in-memory reset");
+    }
+    for record in records.into_iter().take(keep) {
+        torn.append(record).expect("records in order");
+    }
+    torn
 }
 
 /// The options of every simulated log.

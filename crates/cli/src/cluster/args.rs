@@ -76,18 +76,9 @@ pub struct WhichCluster {
     pub data: PathBuf,
 }
 
-/// `replikv cluster start`.
-#[derive(Args, Debug)]
-pub struct StartArgs {
-    /// Which cluster to start.
-    #[command(flatten)]
-    pub which: WhichCluster,
-    /// How many nodes (n1..nN).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub nodes: usize,
-    /// The replication mode: single-leader or leaderless.
-    #[arg(long, default_value = "single-leader")]
-    pub mode: ReplicationMode,
+/// The leaderless settings a command line may give (`cluster start`, `sim`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct LeaderlessArgs {
     /// Leaderless: replicas per key [default: min(3, nodes)].
     #[arg(long, value_name = "N")]
     pub n: Option<usize>,
@@ -104,6 +95,36 @@ pub struct StartArgs {
     /// Leaderless: whether a read waits for its repairs: async or blocking.
     #[arg(long, value_enum, value_name = "async|blocking")]
     pub read_repair: Option<ReadRepair>,
+}
+
+impl LeaderlessArgs {
+    /// Each flag by name (`--n`), and whether it was given: for refusing them in another mode.
+    pub fn flags(&self) -> [(&'static str, bool); 5] {
+        [
+            ("--n", self.n.is_some()),
+            ("--w", self.w.is_some()),
+            ("--r", self.r.is_some()),
+            ("--conflicts", self.conflicts.is_some()),
+            ("--read-repair", self.read_repair.is_some()),
+        ]
+    }
+}
+
+/// `replikv cluster start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Which cluster to start.
+    #[command(flatten)]
+    pub which: WhichCluster,
+    /// How many nodes (n1..nN).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub nodes: usize,
+    /// The replication mode: single-leader or leaderless.
+    #[arg(long, default_value = "single-leader")]
+    pub mode: ReplicationMode,
+    /// Leaderless: n, w, r, conflicts, read repair.
+    #[command(flatten)]
+    pub leaderless: LeaderlessArgs,
     /// When a write is acknowledged: sync, semi-sync:K (K followers) or async.
     #[arg(long, default_value = "async", value_name = "sync|semi-sync:K|async")]
     pub acks: Acks,
@@ -176,7 +197,10 @@ mod tests {
         let cli = Cli::try_parse_from(["cluster", "start", "--mode", "leaderless", "--n", "3", "--w", "2", "--r", "1"])
             .unwrap();
         let ClusterCommand::Start(start) = cli.command else { panic!("start") };
-        assert_eq!((start.mode, start.n, start.w, start.r), (ReplicationMode::Leaderless, Some(3), Some(2), Some(1)));
+        assert_eq!(
+            (start.mode, start.leaderless.n, start.leaderless.w, start.leaderless.r),
+            (ReplicationMode::Leaderless, Some(3), Some(2), Some(1))
+        );
     }
 
     #[test]

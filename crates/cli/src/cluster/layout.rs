@@ -117,14 +117,14 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
         forward_writes: args.forward_writes,
         log_retain_bytes: args.log_retain_bytes,
         log_segment_bytes: defaults.log_segment_bytes.min(args.log_retain_bytes),
-        n: args.n,
-        w: args.w,
-        r: args.r,
-        conflicts: args.conflicts.map(|c| match c {
+        n: args.leaderless.n,
+        w: args.leaderless.w,
+        r: args.leaderless.r,
+        conflicts: args.leaderless.conflicts.map(|c| match c {
             Conflicts::Lww => ConflictsSetting::Lww,
             Conflicts::Siblings => ConflictsSetting::Siblings,
         }),
-        read_repair: args.read_repair.map(|r| match r {
+        read_repair: args.leaderless.read_repair.map(|r| match r {
             ReadRepair::Async => ReadRepairSetting::Async,
             ReadRepair::Blocking => ReadRepairSetting::Blocking,
         }),
@@ -197,6 +197,7 @@ fn parse_pids(text: &str) -> Result<Vec<PidEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::args::LeaderlessArgs;
     use replikv_server::config::{Acks, ReplicationMode};
 
     fn start(nodes: usize, base_port: u16, acks: Acks) -> StartArgs {
@@ -210,11 +211,7 @@ mod tests {
             forward_writes: false,
             log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
             detach: false,
-            n: None,
-            w: None,
-            r: None,
-            conflicts: None,
-            read_repair: None,
+            leaderless: LeaderlessArgs::default(),
         }
     }
 
@@ -222,20 +219,20 @@ mod tests {
     fn a_leaderless_plan_carries_n_w_r_and_refuses_them_out_of_range_or_in_another_mode() {
         let mut args = start(3, 7000, Acks::Async);
         args.mode = ReplicationMode::Leaderless;
-        args.w = Some(3);
-        args.r = Some(1);
+        args.leaderless.w = Some(3);
+        args.leaderless.r = Some(1);
         let r = plan(&args).unwrap().replication;
         assert_eq!((r.n, r.w, r.r), (None, Some(3), Some(1)));
         assert_eq!(r.nwr(3).unwrap(), replikv_core::quorum::Nwr { n: 3, w: 3, r: 1 });
-        args.n = Some(4);
+        args.leaderless.n = Some(4);
         let err = format!("{:#}", plan(&args).unwrap_err());
         assert!(err.contains("replication.n = 4: a key cannot have more replicas than [[nodes]] lists (3)"), "{err}");
-        args.n = Some(3);
-        args.w = Some(0);
+        args.leaderless.n = Some(3);
+        args.leaderless.w = Some(0);
         let err = format!("{:#}", plan(&args).unwrap_err());
         assert!(err.contains("w = 0 must be between 1 and n = 3"), "{err}");
         args.mode = ReplicationMode::SingleLeader;
-        args.w = Some(2);
+        args.leaderless.w = Some(2);
         let err = format!("{:#}", plan(&args).unwrap_err());
         assert!(err.contains("replication.n is a setting of mode = \"leaderless\""), "{err}");
     }

@@ -7,6 +7,13 @@
 //! does not land on a new operation. The coordinator counts an answer only from a replica of
 //! the key it asked, and each replica once; its own copy counts once the runtime says the
 //! state it saved is durable ([`super::Input::Durable`]).
+//!
+//! Every message that carries a state (a write, a read repair, a read's reply) leaves only
+//! once the sender's saves are durable ([`crate::node::Outbox::after_flush`]). A state can
+//! hold a write this node just stamped; sent sooner, that write could live on at the others
+//! while this node crashed before its fsync, came back without it and handed the same dot to
+//! its next write of the key: the two would clash and one of them, perhaps acknowledged, be
+//! lost (found by the simulator).
 
 use super::{Canary, Client, Leaderless, Message, ReadRepair, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX};
 use crate::causality::{decode_context, encode_context, Siblings};
@@ -310,6 +317,8 @@ impl<E: Engine> Leaderless<E> {
         };
         let id = self.ops.insert(op);
         self.ops.saves.insert(number, id);
+        // Sent once this node's copy is durable, like every state it sends (see the module
+        // documentation).
         for to in replicas.into_iter().filter(|r| *r != me) {
             // Only once the state is durable here: a dot that reached a peer must never be lost
             // by its coordinator in a crash, or it would hand the dot out again.
@@ -434,10 +443,9 @@ impl<E: Engine> Leaderless<E> {
                     }
                     Err(e) => return Err(e),
                 };
-                // At once, not after this batch's fsync: every value in a state is durable on the
-                // node that coordinated it (writes and repairs leave only after their fsync),
-                // so answering from one not yet durable here shows nothing a crash could lose.
-                outbox.now.push(Output::Send { to: from, message: Message::ReadReply { op, state }.into() });
+                // After this batch's fsync, like every state this node sends (see the module
+                // documentation): the state may hold a write this node just stamped.
+                outbox.after_flush.push(Output::Send { to: from, message: Message::ReadReply { op, state }.into() });
                 Ok(())
             }
             Message::ReadReply { op, state } => {

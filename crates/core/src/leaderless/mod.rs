@@ -13,8 +13,11 @@
 //! its key (a node that is none forwards it to the key's first replica, once, never retried):
 //! the coordinator reads its own state of the key, makes the new value with a fresh
 //! [`Version`] (its hybrid logical clock) and a fresh dot in the
-//! key's causal context ([`crate::causality`]), stores it, and sends the whole state to the
-//! other `n - 1` replicas, which merge it into theirs. The client's OK waits until `w`
+//! key's causal context ([`crate::causality`]), stores it, and, once its own copy is
+//! durable, sends the whole state to the other `n - 1` replicas, which merge it into theirs.
+//! (Sent sooner, a write whose coordinator crashed before its fsync could live on at the
+//! others while the coordinator, back without it, handed its dot to its next write of the
+//! key: the two would clash, and one be lost. Read repairs wait for durability too.) The client's OK waits until `w`
 //! replicas hold it durably, the coordinator included (its own copy counts once its fsync
 //! is done). Fewer than `w` within `request_timeout_ms`: an error that says how many
 //! replicas took it and that it may still be there (the lecture's "apparently failed
@@ -364,6 +367,17 @@ impl<E: Engine> Leaderless<E> {
                     String::from_utf8_lossy(key)
                 ))
             }),
+        }
+    }
+
+    /// This node's state of `key` as its store holds it, for checks from outside (the
+    /// simulator's oracle): `None` when it holds none. Unlike the node's own reads it notes
+    /// no damage: a damaged or undecodable record is an error.
+    pub fn state_of(&self, key: &[u8]) -> Result<Option<Siblings>> {
+        let physical = crate::kv::physical(0, &Bytes::copy_from_slice(key));
+        match self.store.engine().get(&physical)?.and_then(|r| r.value) {
+            None => Ok(None),
+            Some(bytes) => Siblings::from_bytes(&bytes).map(Some),
         }
     }
 

@@ -1,0 +1,177 @@
+//! `replikv sim --mode leaderless`: a sweep of leaderless runs with `--n`, `--w`, `--r`,
+//! `--conflicts`, `--read-repair` and `--fsync`, and its totals: operations and faults, what
+//! the nodes counted (partial writes, read repairs, sibling reads), and the lecture's
+//! anomalies as figures (issue 13 point 17).
+
+use super::{fixed_faults, refuse_flags, sweep, FsyncArg, SimArgs};
+use crate::cluster::args::{Conflicts, ReadRepair};
+use crate::output::outln;
+use anyhow::{bail, Result};
+use replikv_core::leaderless::{self, Canary};
+use replikv_core::quorum::Nwr;
+use replikv_sim::leaderless::run::{run, Anomalies, Report};
+use replikv_sim::leaderless::world::{Config, Fsync};
+use replikv_sim::run::{swarm_faults, RunCounts};
+
+/// Replicas per key when `--n` is not given.
+const N_DEFAULT: usize = 3;
+
+/// Replicas per key at most (every node holds every key in the simulator).
+const N_MAX: usize = 7;
+
+/// The quorums `--n`, `--w`, `--r` name (a majority of n for each one missing).
+fn nwr(args: &SimArgs) -> Result<Nwr> {
+    let n = args.leaderless.n.unwrap_or(N_DEFAULT);
+    if !(1..=N_MAX).contains(&n) {
+        bail!("--n must be 1 to {N_MAX}");
+    }
+    let majority = replikv_core::quorum::majority(n);
+    Nwr::new(n, args.leaderless.w.unwrap_or(majority), args.leaderless.r.unwrap_or(majority))
+        .map_err(|e| anyhow::anyhow!("--n, --w, --r: {e}"))
+}
+
+/// Runs `replikv sim --mode leaderless`.
+pub fn main(args: &SimArgs) -> Result<()> {
+    let single_leader = [
+        ("--acks", args.acks.is_some()),
+        ("--nodes", args.nodes.is_some()),
+        ("--no-failover", args.no_failover),
+        ("--log-retain-bytes", args.log_retain_bytes.is_some()),
+    ];
+    refuse_flags(single_leader, "single-leader")?;
+    let nwr = nwr(args)?;
+    let conflicts = match args.leaderless.conflicts {
+        None | Some(Conflicts::Lww) => leaderless::Conflicts::Lww,
+        Some(Conflicts::Siblings) => leaderless::Conflicts::Siblings,
+    };
+    let read_repair = match args.leaderless.read_repair {
+        None | Some(ReadRepair::Async) => leaderless::ReadRepair::Async,
+        Some(ReadRepair::Blocking) => leaderless::ReadRepair::Blocking,
+    };
+    let fsync = match args.fsync {
+        None | Some(FsyncArg::Always) => Fsync::Always,
+        Some(FsyncArg::Never) => Fsync::Never,
+    };
+    let fixed = fixed_faults(args)?;
+    let (_, canary) = args.canary.planted();
+    args.canary.announce(canary != Canary::None, args.mode)?;
+    let mut totals = Totals::default();
+    let (seeds, failed, gave_up) = sweep(args, |seed| {
+        let config = Config {
+            seed,
+            nwr,
+            conflicts,
+            read_repair,
+            fsync,
+            clients: args.clients,
+            keys: args.keys,
+            safety_ms: args.steps,
+            quiet_ms: args.quiet_ms,
+            faults: fixed.clone().unwrap_or_else(|| swarm_faults(seed)),
+            canary,
+        };
+        let report = run(config);
+        totals.add(&report);
+        let replay = report.replay();
+        (report.judgement, replay)
+    });
+    let setting = format!(
+        "n = {}, w = {}, r = {}, {}, read repair {}, fsync {}",
+        nwr.n,
+        nwr.w,
+        nwr.r,
+        conflicts.as_str(),
+        read_repair.as_str(),
+        fsync.as_str()
+    );
+    outln!(
+        "{seeds} seed(s), leaderless {setting}: {}; {} failed, {gave_up} verdict(s) gave up",
+        totals.summary(),
+        failed.len()
+    );
+    outln!("anomalies (figures, not failures): {}", anomalies(&totals.anomalies, nwr, conflicts, fsync));
+    if !failed.is_empty() {
+        bail!("checks failed for seed(s) {failed:?}");
+    }
+    Ok(())
+}
+
+/// A sweep's totals.
+#[derive(Debug, Default)]
+struct Totals {
+    /// Operations and faults.
+    run: RunCounts,
+    /// Acknowledged writes.
+    written: u64,
+    /// Writes that reached fewer than w replicas in time.
+    partial_writes: u64,
+    /// Read repairs sent.
+    read_repairs: u64,
+    /// Reads that found siblings.
+    sibling_reads: u64,
+    /// The anomalies.
+    anomalies: Anomalies,
+}
+
+impl Totals {
+    /// Adds one run.
+    fn add(&mut self, report: &Report) {
+        self.run.add(&report.judgement.run);
+        self.written += report.written;
+        self.partial_writes += report.counters.partial_writes;
+        self.read_repairs += report.counters.read_repairs_sent;
+        self.sibling_reads += report.counters.sibling_reads;
+        self.anomalies.add(&report.anomalies);
+    }
+
+    /// The operations and faults, as a phrase.
+    fn summary(&self) -> String {
+        let r = &self.run;
+        format!(
+            "{} operations ({} ok, {} writes acknowledged, {} indeterminate, {} refused), {} partial writes, {} read \
+             repairs, {} sibling reads; {} messages ({} dropped, {} duplicated), {} partitions, {} crashes, {} pauses",
+            r.ops,
+            r.ok,
+            self.written,
+            r.indeterminate,
+            r.refused,
+            self.partial_writes,
+            self.read_repairs,
+            self.sibling_reads,
+            r.messages,
+            r.dropped,
+            r.duplicated,
+            r.partitions,
+            r.crashes,
+            r.pauses
+        )
+    }
+}
+
+/// The lecture's anomalies, as a phrase, each with what it means for this configuration.
+fn anomalies(a: &Anomalies, nwr: Nwr, conflicts: leaderless::Conflicts, fsync: Fsync) -> String {
+    let mut parts = vec![format!(
+        "{} read(s) missed the newest acknowledged write{}",
+        a.stale_reads,
+        if nwr.overlaps() { "" } else { " (w + r <= n)" }
+    )];
+    if conflicts == leaderless::Conflicts::Lww {
+        parts.push(format!(
+            "{} acknowledged write(s) overwritten by an older one (lww, clock skew)",
+            a.older_overwrites
+        ));
+    }
+    parts.push(format!(
+        "{} restart(s) came back without an acknowledged write they held, and {} quorum read(s) then missed it{}",
+        a.came_back_older,
+        a.stale_after_rollback,
+        if fsync == Fsync::Never { " (fsync = never: the failing node)" } else { "" }
+    ));
+    if fsync == Fsync::Never {
+        parts.push(format!(
+            "{} deleted value(s) came back, {} write(s) lost or clashed",
+            a.resurrections, a.lost_writes
+        ));
+    }
+    parts.join("; ")
+}

@@ -1,0 +1,97 @@
+//! `replikv sim --mode single-leader` (the default): a sweep of single-leader runs, and its
+//! totals: operations, crashes, partitions, leaderships, rolled-back changes, failover times.
+
+use super::{fixed_faults, refuse_flags, sweep, SimArgs};
+use crate::output::outln;
+use anyhow::{bail, Result};
+use replikv_core::single_leader::Canary;
+use replikv_server::config::Acks;
+use replikv_sim::run::{run, swarm_faults};
+use replikv_sim::world::SimConfig;
+
+/// Nodes when `--nodes` is not given.
+const NODES_DEFAULT: usize = 3;
+
+/// Bytes of replication log each node keeps when `--log-retain-bytes` is not given.
+const LOG_RETAIN_BYTES_DEFAULT: u64 = 8192;
+
+/// Runs `replikv sim --mode single-leader`.
+pub fn main(args: &SimArgs) -> Result<()> {
+    let fsync = ("--fsync", args.fsync.is_some());
+    refuse_flags(args.leaderless.flags().into_iter().chain([fsync]), "leaderless")?;
+    let nodes = args.nodes.unwrap_or(NODES_DEFAULT);
+    if !(2..=7).contains(&nodes) {
+        bail!("--nodes must be 2 to 7");
+    }
+    let acks = args.acks.unwrap_or(Acks::Sync);
+    let followers = nodes - 1;
+    let acks_needed = match acks {
+        Acks::Sync => followers,
+        Acks::SemiSync(k) if (1..=followers).contains(&k) => k,
+        Acks::SemiSync(k) => bail!("--acks semi-sync:{k}: K must be 1 to {followers} with {nodes} nodes"),
+        Acks::Async => 0,
+    };
+    let fixed = fixed_faults(args)?;
+    let (canary, _) = args.canary.planted();
+    args.canary.announce(canary != Canary::None, args.mode)?;
+    let (mut ops, mut crashes, mut partitions) = (0, 0, 0);
+    let (mut leaderships, mut rolled_back, mut acked_rolled_back) = (0, 0, 0);
+    let mut failover_ms: Vec<u64> = Vec::new();
+    let (seeds, failed, gave_up) = sweep(args, |seed| {
+        let config = SimConfig {
+            seed,
+            nodes,
+            failover: !args.no_failover,
+            acks_needed,
+            acks_label: acks.to_string(),
+            clients: args.clients,
+            keys: args.keys,
+            safety_ms: args.steps,
+            quiet_ms: args.quiet_ms,
+            faults: fixed.clone().unwrap_or_else(|| swarm_faults(seed)),
+            log_retain_bytes: args.log_retain_bytes.unwrap_or(LOG_RETAIN_BYTES_DEFAULT),
+            canary,
+        };
+        let report = run(config);
+        let c = &report.judgement.run;
+        (ops, crashes, partitions) = (ops + c.ops, crashes + c.crashes, partitions + c.partitions);
+        leaderships += report.counts.leaderships;
+        rolled_back += report.counts.rolled_back;
+        acked_rolled_back += report.counts.acknowledged_rolled_back;
+        failover_ms.extend(&report.counts.failover_ms);
+        let replay = report.replay();
+        (report.judgement, replay)
+    });
+    outln!(
+        "{seeds} seed(s), acks {acks}: {ops} operations, {crashes} crashes, {partitions} partitions; {} failed, {gave_up} verdict(s) gave up",
+        failed.len()
+    );
+    outln!(
+        "failover: {leaderships} leaderships; {rolled_back} changes cut to rollback logs ({acked_rolled_back} of them \
+         acknowledged writes); {}",
+        failover_summary(&mut failover_ms)
+    );
+    if !failed.is_empty() {
+        bail!("checks failed for seed(s) {failed:?}");
+    }
+    Ok(())
+}
+
+/// The times from a leader's crash to the next acknowledged write, as median and p99.
+fn failover_summary(ms: &mut [u64]) -> String {
+    if ms.is_empty() {
+        return "no leader crash was followed by an acknowledged write".into();
+    }
+    ms.sort_unstable();
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "leader crash to next acknowledged write over {} crashes: median {} ms, p99 {} ms, max {} ms (virtual; election \
+         timeout {}..={} ms)",
+        ms.len(),
+        at(0.5),
+        at(0.99),
+        ms[ms.len() - 1],
+        replikv_sim::world::ELECTION_TIMEOUT_MS,
+        2 * replikv_sim::world::ELECTION_TIMEOUT_MS
+    )
+}

@@ -1,0 +1,161 @@
+use super::*;
+use crate::faults::Faults;
+use crate::run::swarm_faults;
+use replikv_core::leaderless::{Conflicts, ReadRepair};
+use replikv_core::quorum::Nwr;
+
+/// A run of `seed` with n, w, r and `faults`: lww, asynchronous read repair, fsync always,
+/// 5 clients on 3 keys, 2 s of faults (the single-leader tests' shape).
+fn config(seed: u64, (n, w, r): (usize, usize, usize), faults: Faults) -> Config {
+    Config {
+        seed,
+        nwr: Nwr::new(n, w, r).unwrap(),
+        conflicts: Conflicts::Lww,
+        read_repair: ReadRepair::Async,
+        fsync: Fsync::Always,
+        clients: 5,
+        keys: 3,
+        safety_ms: 2_000,
+        quiet_ms: 10_000,
+        faults,
+        canary: Canary::None,
+    }
+}
+
+/// The names of the checkers that failed.
+fn failed(report: &Report) -> Vec<&str> {
+    report.judgement.failures()
+}
+
+/// Seeds per configuration in CI's fixed sweep (a few seconds in a debug build); the longer
+/// sweeps are `replikv sim --mode leaderless --seeds 0..10000` per configuration (README).
+const CI_SEEDS: u64 = 25;
+
+#[test]
+fn a_sweep_without_canaries_passes_in_every_configuration() {
+    type Adjust = fn(&mut Config);
+    let configurations: [(&str, Adjust); 5] = [
+        ("n3 w2 r2 lww async", |_| {}),
+        ("n3 w2 r2 siblings blocking", |c| (c.conflicts, c.read_repair) = (Conflicts::Siblings, ReadRepair::Blocking)),
+        ("n3 w1 r1 lww (stale reads are figures)", |c| c.nwr = Nwr::new(3, 1, 1).unwrap()),
+        ("n3 w2 r2 fsync never (lost writes are figures)", |c| c.fsync = Fsync::Never),
+        ("n5 w3 r3 siblings", |c| (c.nwr, c.conflicts) = (Nwr::new(5, 3, 3).unwrap(), Conflicts::Siblings)),
+    ];
+    for (name, adjust) in configurations {
+        for seed in 0..CI_SEEDS {
+            let mut c = config(seed, (3, 2, 2), swarm_faults(seed));
+            adjust(&mut c);
+            let report = run(c);
+            assert!(
+                !report.failed(),
+                "{name}, seed {seed}: {:?}\nreplay: {}",
+                report.judgement.verdicts,
+                report.replay()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_leaderless_canary_is_caught_by_its_checker() {
+    // Seeds found by `replikv sim --mode leaderless --canary ... --steps 2000 --quiet-ms
+    // 10000 --seeds 0..500` (each canary is caught by most seeds; see the README).
+    // (The checkers each canary may trip: an older state overwriting a newer one shows as a
+    // stale read, a deleted value back, or a write neither kept nor merged, whichever the
+    // seed's history meets first.)
+    let newest = "reads see the newest acknowledged write";
+    for (canary, seeds, checkers) in [
+        (Canary::CountAckTwice, [1, 3], &[newest][..]),
+        (
+            Canary::OlderOverwrites,
+            [0, 1],
+            &[newest, "acknowledged deletes stay deleted", "siblings bounded, every write kept or merged"][..],
+        ),
+        (Canary::RepairWithFirstReply, [0, 1], &["replicas converge by read repair"][..]),
+    ] {
+        for seed in seeds {
+            let mut c = config(seed, (3, 2, 2), swarm_faults(seed));
+            c.canary = canary;
+            let report = run(c);
+            let caught = failed(&report);
+            assert!(
+                caught.iter().any(|checker| checkers.contains(checker)),
+                "{canary:?} at seed {seed}: caught by {caught:?}, expected one of {checkers:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_lectures_anomalies_are_counted_not_failed() {
+    // w + r <= n: reads miss the newest acknowledged write.
+    let report = run(config(3, (3, 1, 1), swarm_faults(3)));
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(report.anomalies.stale_reads > 0, "{:?}", report.anomalies);
+    // lww with clock skew: older values overwrite newer ones; none without skew.
+    let skewed = Faults::parse("skew=300,delay=1..20,drop=0.02").unwrap();
+    let report = run(config(1, (3, 1, 1), skewed.clone()));
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(report.anomalies.older_overwrites > 0, "{:?}", report.anomalies);
+    let calm = Faults { skew_ms: 0, ..skewed };
+    assert_eq!(run(config(1, (3, 1, 1), calm)).anomalies.older_overwrites, 0);
+    // fsync never and crashes: a node comes back older and a quorum read returns it.
+    let mut c = config(0, (3, 2, 2), swarm_faults(0));
+    c.fsync = Fsync::Never;
+    let report = run(c);
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(
+        report.anomalies.came_back_older > 0 && report.anomalies.stale_after_rollback > 0,
+        "{:?}",
+        report.anomalies
+    );
+}
+
+#[test]
+fn a_calm_run_passes_every_check_and_counts_no_anomaly() {
+    let report = run(config(1, (3, 2, 2), Faults::none()));
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(report.judgement.run.ok > 100, "the clients got work done: {:?}", report.judgement.run);
+    assert_eq!(report.judgement.run.indeterminate, 0, "nothing times out without faults");
+    assert!(report.stamped > 50 && report.written > 50, "{} stamped, {} written", report.stamped, report.written);
+    assert_eq!(report.anomalies, Anomalies::default());
+}
+
+#[test]
+fn regression_a_coordinator_no_longer_hands_one_dot_to_two_writes() {
+    // Seed 195 sent a write before its coordinator's fsync; the coordinator crashed, came
+    // back without it and gave its dot to its next write of the key.
+    let report = run(config(195, (3, 2, 2), swarm_faults(195)));
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(report.judgement.run.crashes > 0);
+}
+
+#[test]
+fn one_seed_replays_the_same_trace() {
+    for seed in 0..10 {
+        let mut c = config(seed, (3, 2, 2), swarm_faults(seed));
+        c.conflicts = if seed % 2 == 0 { Conflicts::Lww } else { Conflicts::Siblings };
+        let (a, b) = (run(c.clone()), run(c));
+        assert_eq!(a.judgement.trace_hash, b.judgement.trace_hash, "seed {seed}: two runs, two traces");
+        assert_eq!(a.judgement.run, b.judgement.run);
+    }
+    assert_ne!(
+        run(config(1, (3, 2, 2), swarm_faults(1))).judgement.trace_hash,
+        run(config(2, (3, 2, 2), swarm_faults(2))).judgement.trace_hash
+    );
+}
+
+#[test]
+fn the_replay_command_names_every_setting() {
+    let mut c = config(7, (5, 2, 4), Faults::parse("drop=0.5").unwrap());
+    (c.conflicts, c.read_repair, c.fsync, c.canary) =
+        (Conflicts::Siblings, ReadRepair::Blocking, Fsync::Never, Canary::OlderOverwrites);
+    (c.clients, c.keys, c.safety_ms, c.quiet_ms) = (2, 4, 300, 5_000);
+    let report = run(c);
+    assert_eq!(
+        report.replay(),
+        "replikv sim --mode leaderless --n 5 --w 2 --r 4 --conflicts siblings --read-repair blocking --fsync never \
+         --seed 7 --steps 300 --quiet-ms 5000 --clients 2 --keys 4 --faults \
+         'drop=0.5,dup=0,delay=1..1,partition=0,crash=0,pause=0,skew=0,drift=0' --canary older-overwrites"
+    );
+}

@@ -1,0 +1,191 @@
+//! The simulated network every family's world shares: packets on their way, drawn delays,
+//! drops and duplicates, and partitions that form and heal.
+//!
+//! A packet is a peer message between nodes or a client's request to a node. Each is due at
+//! a virtual millisecond drawn from the run's delay range (a spread reorders them) and
+//! delivered in (due time, sequence) order, so two packets due in the same millisecond keep
+//! the order they were sent in. Only messages between nodes meet the network's faults: a
+//! client's request always arrives (the faults are between nodes). A partition cuts one node
+//! off from the others, both ways or outbound only, for a drawn while; a blocked direction
+//! drops what is sent on it and what was on its way when it formed.
+//!
+//! Every draw comes from the world's RNG, in the order the world calls these functions, so a
+//! seed replays the same network.
+//!
+//! CAVEATS
+//! - One partition at a time, always one node against the rest.
+//! - A packet is dropped whole or delivered whole; nothing corrupts its bytes (the peer
+//!   framing's checks are tested on their own).
+
+use crate::faults::Faults;
+use rand::Rng;
+use replikv_core::kv::Request;
+use replikv_core::node::{Input, PeerMessage, RequestId};
+use replikv_core::version::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Virtual milliseconds a partition lasts: drawn from this range.
+const PARTITION_MS: std::ops::Range<u64> = 50..2_000;
+
+/// A message or request on its way.
+#[derive(Debug)]
+pub(crate) enum Packet {
+    /// Between nodes.
+    Peer {
+        /// The sender's index.
+        from: usize,
+        /// The message.
+        message: PeerMessage,
+    },
+    /// From a client to a node.
+    Request {
+        /// The request's id, which its reply carries.
+        id: RequestId,
+        /// The request.
+        request: Request,
+    },
+}
+
+/// What [`Network::send`] did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// A client's request: on its way, no fault drawn.
+    Request,
+    /// A peer message the network lost.
+    Dropped,
+    /// A peer message on its way, twice when `duplicated`.
+    Message {
+        /// A copy follows it.
+        duplicated: bool,
+    },
+}
+
+/// Packets on their way, and the partition in force.
+#[derive(Debug, Default)]
+pub(crate) struct Network {
+    /// (deliver at, sequence) -> (to, packet).
+    queue: BTreeMap<(u64, u64), (usize, Packet)>,
+    /// The last sequence number handed out.
+    seq: u64,
+    /// Blocked directions (from, to).
+    blocked: BTreeSet<(usize, usize)>,
+    /// When the partition in force heals.
+    partition_until: Option<u64>,
+}
+
+impl Network {
+    /// True when the direction `from` to `to` is cut.
+    pub(crate) fn is_blocked(&self, from: usize, to: usize) -> bool {
+        self.blocked.contains(&(from, to))
+    }
+
+    /// True when nothing is on its way.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sends `packet` to node `to` at `now`, through the network's faults when it comes from a
+    /// node (`from`).
+    pub(crate) fn send(
+        &mut self,
+        rng: &mut impl Rng,
+        faults: &Faults,
+        now: u64,
+        from: Option<usize>,
+        to: usize,
+        packet: Packet,
+    ) -> Sent {
+        let delay = rng.gen_range(faults.delay_min_ms..=faults.delay_max_ms);
+        let mut sent = Sent::Request;
+        if from.is_some() {
+            if faults.drop > 0.0 && rng.gen_bool(faults.drop) {
+                return Sent::Dropped;
+            }
+            let duplicated = faults.dup > 0.0 && rng.gen_bool(faults.dup);
+            sent = Sent::Message { duplicated };
+        }
+        if sent == (Sent::Message { duplicated: true }) {
+            let copy = match &packet {
+                Packet::Peer { from, message } => Packet::Peer { from: *from, message: message.clone() },
+                Packet::Request { id, request } => Packet::Request { id: *id, request: request.clone() },
+            };
+            let extra = rng.gen_range(0..=faults.delay_max_ms);
+            self.seq += 1;
+            self.queue.insert((now + delay + extra, self.seq), (to, copy));
+        }
+        self.seq += 1;
+        self.queue.insert((now + delay, self.seq), (to, packet));
+        sent
+    }
+
+    /// The packets due at `now`, as inputs for their nodes (by index; `ids` names each node):
+    /// those to a node that `is_down` hears nothing, and those on a blocked direction are
+    /// lost.
+    pub(crate) fn deliver(&mut self, now: u64, ids: &[NodeId], is_down: impl Fn(usize) -> bool) -> Vec<(usize, Input)> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (to, packet) = entry.remove();
+            if is_down(to) {
+                continue; // a down node hears nothing
+            }
+            let input = match packet {
+                Packet::Peer { from, message } => {
+                    if self.is_blocked(from, to) {
+                        continue;
+                    }
+                    Input::Message { from: ids[from], message }
+                }
+                Packet::Request { id, request } => Input::Request { id, request },
+            };
+            due.push((to, input));
+        }
+        due
+    }
+
+    /// Heals the partition in force if its time has come; true if it did.
+    pub(crate) fn maybe_heal(&mut self, now: u64) -> bool {
+        if self.partition_until.is_some_and(|until| until <= now) {
+            self.heal();
+            return true;
+        }
+        false
+    }
+
+    /// Ends any partition at once (the quiet phase).
+    pub(crate) fn heal(&mut self) {
+        self.blocked.clear();
+        self.partition_until = None;
+    }
+
+    /// Forms a partition among `nodes` nodes, at the run's rate, when none is in force;
+    /// returns the trace line saying so.
+    pub(crate) fn maybe_partition(
+        &mut self,
+        rng: &mut impl Rng,
+        faults: &Faults,
+        now: u64,
+        nodes: usize,
+    ) -> Option<String> {
+        if self.partition_until.is_some() || faults.partition <= 0.0 || !rng.gen_bool(faults.partition) {
+            return None;
+        }
+        let cut = rng.gen_range(0..nodes);
+        let one_way = rng.gen_bool(0.3);
+        for other in (0..nodes).filter(|&o| o != cut) {
+            self.blocked.insert((cut, other));
+            if !one_way {
+                self.blocked.insert((other, cut));
+            }
+        }
+        let until = now + rng.gen_range(PARTITION_MS);
+        self.partition_until = Some(until);
+        Some(format!(
+            "partition: n{} cut off{} until t={until}",
+            cut + 1,
+            if one_way { " (outbound only)" } else { "" }
+        ))
+    }
+}
