@@ -211,8 +211,15 @@ impl World {
                 self.clients[c].tokens.insert(key.to_string(), token.clone());
                 let mut numbers = Vec::new();
                 for value in values {
-                    let Reply::Bulk(value) = value else { return None };
-                    numbers.push(self.write_number(value)?);
+                    match value {
+                        Reply::Bulk(value) => numbers.push(self.write_number(value)?),
+                        // A delete among the siblings: the read lists live values only.
+                        Reply::Nil => {}
+                        other => {
+                            self.ground.broken.get_or_insert(format!("a siblings read of {key} listed {other:?}"));
+                            return None;
+                        }
+                    }
                 }
                 Some(Seen { values: numbers, context: Some(context) })
             }

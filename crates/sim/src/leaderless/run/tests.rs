@@ -159,3 +159,14 @@ fn the_replay_command_names_every_setting() {
          'drop=0.5,dup=0,delay=1..1,partition=0,crash=0,pause=0,skew=0,drift=0' --canary older-overwrites"
     );
 }
+
+#[test]
+fn a_calm_siblings_run_records_every_read_even_of_deleted_keys() {
+    // REPLIKV.SIBLINGS lists a delete as nil: such a read must reach the history (the checkers
+    // judge it), not be counted as refused.
+    let mut c = config(4, (3, 2, 2), Faults::none());
+    c.conflicts = Conflicts::Siblings;
+    let report = run(c);
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert_eq!(report.judgement.run.refused, 0, "{:?}", report.judgement.run);
+}
