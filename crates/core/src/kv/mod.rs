@@ -97,7 +97,7 @@ mod strings;
 
 pub use command::{is_command, parse_command, parse_named};
 pub use damage::{Corruption, Damage, DamagedKeys, DAMAGED_KEYS_MAX};
-pub(crate) use databases::physical;
+pub(crate) use databases::{logical, physical};
 pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};

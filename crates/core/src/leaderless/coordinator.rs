@@ -15,7 +15,9 @@
 //! its next write of the key: the two would clash and one of them, perhaps acknowledged, be
 //! lost (found by the simulator).
 
-use super::{Canary, Client, Leaderless, Message, ReadRepair, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX};
+use super::{
+    Canary, Client, Leaderless, Message, ReadRepair, Taken, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX,
+};
 use crate::causality::{decode_context, encode_context, Siblings};
 use crate::error::Result;
 use crate::kv::{Reply, Request};
@@ -296,7 +298,7 @@ impl<E: Engine> Leaderless<E> {
             Err(e) => return Err(e),
         };
         self.note_dropped(&key, outcome.dropped);
-        let number = match self.save(&key, &state) {
+        let number = match self.save(&key, &state, None, false) {
             Ok(number) => number,
             Err(crate::Error::InvalidInput(why)) => {
                 answer(client, Reply::err(why), outbox);
@@ -419,7 +421,8 @@ impl<E: Engine> Leaderless<E> {
     pub(super) fn message(&mut self, now_ms: u64, from: NodeId, message: Message, outbox: &mut Outbox) -> Result<()> {
         match message {
             Message::Write { op, key, state, repair } => {
-                if self.take_state(now_ms, &key, &state, repair)? {
+                let taken = if repair { Taken::Repair } else { Taken::Write(from) };
+                if self.take_state(now_ms, &key, &state, taken)?.is_some() {
                     outbox.after_flush.push(Output::Send { to: from, message: Message::WriteAck { op }.into() });
                 }
                 Ok(())
@@ -479,6 +482,7 @@ impl<E: Engine> Leaderless<E> {
                 }
                 Ok(())
             }
+            Message::AntiEntropy(exchange) => self.exchange(now_ms, from, exchange, outbox),
             Message::ForwardReply { id, reply } => {
                 if let Some((request_id, _)) = self.ops.forwarding.remove(&id) {
                     outbox.after_flush.push(Output::Reply { id: request_id, reply });
@@ -488,9 +492,17 @@ impl<E: Engine> Leaderless<E> {
         }
     }
 
-    /// A replica's side of `Write`: merge `state` into this node's; false when it could not
-    /// (the sender is told nothing, and its operation times out).
-    fn take_state(&mut self, now_ms: u64, key: &Bytes, state: &Siblings, repair: bool) -> Result<bool> {
+    /// A replica's side of `Write` (and of anti-entropy): merge `state` into this node's;
+    /// `None` when it could not (the sender is told nothing, and its operation times out),
+    /// else whether this node's state changed.
+    pub(super) fn take_state(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        state: &Siblings,
+        taken: Taken,
+    ) -> Result<Option<bool>> {
+        let repair = taken == Taken::Repair;
         if let Some(newest) = state.newest_version().filter(|v| v.ts.millis > now_ms.saturating_add(CLOCK_AHEAD_MAX_MS))
         {
             self.counters.refused_states += 1;
@@ -499,13 +511,13 @@ impl<E: Engine> Leaderless<E> {
                 String::from_utf8_lossy(key),
                 newest.ts.millis - now_ms
             );
-            return Ok(false);
+            return Ok(None);
         }
         let mut local = match self.load(key) {
             Ok(local) => local.unwrap_or_default(),
             Err(crate::Error::InvalidInput(why)) => {
                 tracing::warn!("a write is refused here: {why}");
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
@@ -528,19 +540,30 @@ impl<E: Engine> Leaderless<E> {
                 }
                 Err(e) => {
                     tracing::warn!("a state of key {:?} cannot be merged here: {e}", String::from_utf8_lossy(key));
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         };
+        // The peer that sent exactly the state this node now has holds it too (tombstone
+        // collection's knowledge).
+        let sender = match taken {
+            Taken::Write(peer) | Taken::AntiEntropy(peer) if local == *state => Some(peer),
+            _ => None,
+        };
+        if !changed {
+            if let Some(peer) = sender {
+                self.tombstones.held_by(key, peer);
+            }
+        }
         if changed {
-            if let Err(e) = self.save(key, &local) {
+            if let Err(e) = self.save(key, &local, sender, repair) {
                 return match e {
                     crate::Error::InvalidInput(why) => {
                         tracing::warn!(
                             "a state of key {:?} cannot be stored here: {why}",
                             String::from_utf8_lossy(key)
                         );
-                        Ok(false)
+                        Ok(None)
                     }
                     e => Err(e),
                 };
@@ -549,7 +572,7 @@ impl<E: Engine> Leaderless<E> {
                 self.counters.read_repairs_received += 1;
             }
         }
-        Ok(true)
+        Ok(Some(changed))
     }
 
     /// Counts `from`'s acknowledgement of operation `op`.
@@ -733,7 +756,7 @@ impl<E: Engine> Leaderless<E> {
                 let all = read.replies.len() == op.replicas.len();
                 if let Some(state) = local_repair {
                     let before = self.stored;
-                    if self.take_state(now_ms, &op_key(&self.ops, id), &state, true)? {
+                    if self.take_state(now_ms, &op_key(&self.ops, id), &state, Taken::Repair)?.is_some() {
                         if self.stored > before {
                             self.ops.saves.insert(self.stored, id);
                         } else {
@@ -778,7 +801,7 @@ impl<E: Engine> Leaderless<E> {
                 continue;
             }
             if *node == me {
-                self.take_state(now_ms, &op.key, &state, true)?;
+                self.take_state(now_ms, &op.key, &state, Taken::Repair)?;
             } else {
                 let message = Message::Write { op: id, key: op.key.clone(), state: state.clone(), repair: true };
                 outbox.after_flush.push(Output::Send { to: *node, message: message.into() });

@@ -61,6 +61,8 @@ pub enum Message {
         /// The reply the client gets.
         reply: Reply,
     },
+    /// Anti-entropy: a round of Merkle tree comparison ([`super::anti_entropy`]).
+    AntiEntropy(super::anti_entropy::Exchange),
 }
 
 impl Message {
@@ -74,6 +76,7 @@ impl Message {
             Message::ReadReply { .. } => "ReadReply",
             Message::Forward { .. } => "Forward",
             Message::ForwardReply { .. } => "ForwardReply",
+            Message::AntiEntropy(exchange) => exchange.kind(),
         }
     }
 }

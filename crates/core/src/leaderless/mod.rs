@@ -75,10 +75,17 @@
 //! - An operation in flight is forgotten if its coordinator restarts: its client's
 //!   connection was lost with it.
 
+pub mod anti_entropy;
 pub mod message;
 pub mod ring;
+pub mod tree;
 
 mod coordinator;
+mod gossip;
+mod tombstones;
+
+pub use gossip::REBUILD_KEYS_PER_TICK;
+pub use tombstones::{PURGE_SCAN_PER_TICK, TOMBSTONES_TRACKED_MAX};
 
 pub use message::Message;
 
@@ -150,6 +157,11 @@ pub enum Canary {
     OlderOverwrites,
     /// A read repair sends the value the coordinator read first, not the newest.
     RepairWithFirstReply,
+    /// An anti-entropy comparison skips the first differing child of every node it descends
+    /// into.
+    ExchangeSkipsSubtree,
+    /// A state stored by a read repair leaves the Merkle tree as it was.
+    TreeNotUpdatedOnRepair,
 }
 
 /// How a leaderless node behaves; the server builds it from the cluster file.
@@ -173,9 +185,24 @@ pub struct Settings {
     /// directory wiped), or it would hand a dot out again and replicas would drop the new
     /// write as one they have seen: the server keeps one per data directory.
     pub dot_id: NodeId,
+    /// Milliseconds between the anti-entropy rounds this node starts; 0 starts none (it
+    /// still answers its peers' rounds).
+    pub anti_entropy_interval_ms: u64,
+    /// Which side of a round this node starts sends its states.
+    pub anti_entropy_style: anti_entropy::Style,
+    /// Milliseconds a tombstone is kept, at least, after its delete, once every replica of
+    /// its key holds it ([`tombstones`]).
+    pub tombstone_grace_ms: u64,
     /// A bug planted on purpose (the simulator's canaries); `Canary::None` in every real node.
     pub canary: Canary,
 }
+
+/// Anti-entropy's interval when the cluster file does not say, in milliseconds.
+pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 5_000;
+
+/// The tombstone grace period when the cluster file does not say: Cassandra's
+/// `gc_grace_seconds` default, 10 days, in milliseconds.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;
 
 impl Settings {
     /// Defaults for `node` with `nwr`: `lww`, asynchronous read repair, a 5 s timeout.
@@ -188,6 +215,9 @@ impl Settings {
             request_timeout_ms: 5_000,
             vnodes_per_node: ring::VNODES_PER_NODE_DEFAULT,
             dot_id: node,
+            anti_entropy_interval_ms: ANTI_ENTROPY_INTERVAL_MS_DEFAULT,
+            anti_entropy_style: anti_entropy::Style::PushPull,
+            tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
             canary: Canary::None,
         }
     }
@@ -218,6 +248,35 @@ pub struct Counters {
     /// States from peers refused for a clock too far ahead ([`CLOCK_AHEAD_MAX_MS`]).
     #[serde(default)]
     pub refused_states: u64,
+    /// Tombstones this node purged.
+    #[serde(default)]
+    pub tombstones_purged: u64,
+}
+
+/// Anti-entropy on a node, inside [`LeaderlessStatus`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntiEntropyStatus {
+    /// `ready`, or `rebuilding` while the trees are filled from the store at open.
+    pub trees: String,
+    /// Keys the trees hold (while rebuilding: the keys read so far).
+    pub tree_keys: u64,
+    /// Ranges of the ring this node replicates (one tree each).
+    pub ranges: usize,
+    /// Milliseconds between rounds; 0 when this node starts none.
+    pub interval_ms: u64,
+    /// `push`, `pull` or `push-pull`.
+    pub style: String,
+    /// Bytes of anti-entropy messages sent.
+    pub bytes_sent: u64,
+    /// Per peer, how many milliseconds ago its last anti-entropy message came.
+    pub last_exchange_ms_ago: std::collections::BTreeMap<String, u64>,
+    /// Tombstones kept until every replica is known to hold them and the grace period passed.
+    pub tombstones_pending: usize,
+    /// Tombstones past [`TOMBSTONES_TRACKED_MAX`], never purged.
+    pub tombstones_untracked: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: anti_entropy::AntiEntropyCounters,
 }
 
 /// A leaderless node's status, inside [`ReplicationStatus`].
@@ -239,6 +298,8 @@ pub struct LeaderlessStatus {
     /// Its counters.
     #[serde(flatten)]
     pub counters: Counters,
+    /// Anti-entropy: trees, rounds, tombstones.
+    pub anti_entropy: AntiEntropyStatus,
 }
 
 /// Operations one coordinator holds at most; beyond, a request is refused with an error.
@@ -277,6 +338,23 @@ pub struct Leaderless<E> {
     ops: Ops,
     /// Its counters.
     counters: Counters,
+    /// Its Merkle trees, one per range.
+    trees: gossip::Trees,
+    /// Its anti-entropy rounds.
+    rounds: gossip::Rounds,
+    /// Its tombstones and who holds them.
+    tombstones: tombstones::Tombstones,
+}
+
+/// Where a state a node merges comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// A coordinator's write.
+    Write(NodeId),
+    /// A read repair (from a peer, or the coordinator's own).
+    Repair,
+    /// An anti-entropy exchange with the peer.
+    AntiEntropy(NodeId),
 }
 
 impl<E: Engine> Leaderless<E> {
@@ -291,7 +369,28 @@ impl<E: Engine> Leaderless<E> {
         let ring = Ring::new(&members, settings.nwr.n, settings.vnodes_per_node)?;
         let clock = Hlc::new(store.last_timestamp());
         let ops = Ops::new(settings.common.seed ^ now_ms);
-        Ok(Leaderless { store, settings, ring, clock, stored: 0, durable: 0, ops, counters: Counters::default() })
+        let empty = store.engine().scan(std::ops::Bound::Unbounded, 1).is_empty();
+        let trees = gossip::Trees::new(settings.common.node, ring.ranges(), empty);
+        let rng = settings.common.seed ^ settings.common.node.0.rotate_left(17) ^ now_ms;
+        let rounds = gossip::Rounds { next_at_ms: now_ms, rng, ..gossip::Rounds::default() };
+        Ok(Leaderless {
+            store,
+            settings,
+            ring,
+            clock,
+            stored: 0,
+            durable: 0,
+            ops,
+            counters: Counters::default(),
+            trees,
+            rounds,
+            tombstones: tombstones::Tombstones::default(),
+        })
+    }
+
+    /// The engine, closing the node (tests reopen a node over it, as after a restart).
+    pub fn into_engine(self) -> E {
+        self.store.into_engine()
     }
 
     /// The settings.
@@ -381,14 +480,46 @@ impl<E: Engine> Leaderless<E> {
         }
     }
 
-    /// Stores `state` as this node's state of `key`; returns its number for durability.
-    fn save(&mut self, key: &Bytes, state: &Siblings) -> Result<u64> {
+    /// Stores `state` as this node's state of `key` and records it in the key's tree;
+    /// returns its number for durability. `from` is the peer that sent exactly this state,
+    /// `repair` whether a read repair brought it.
+    fn save(&mut self, key: &Bytes, state: &Siblings, from: Option<NodeId>, repair: bool) -> Result<u64> {
         let value = state.to_bytes()?;
         let version = state.newest_version().unwrap_or_default();
         let record = Record { version, value: Some(value), expire_at_ms: None };
         self.store.apply(crate::replication::Change { key: crate::kv::physical(0, key), record })?;
         self.stored += 1;
+        if !(repair && self.settings.canary == Canary::TreeNotUpdatedOnRepair) {
+            self.track(key, state, from)?;
+        }
         Ok(self.stored)
+    }
+
+    /// Purges the tombstones that may go now ([`tombstones`]).
+    fn purge_tombstones(&mut self, now_ms: u64) -> Result<()> {
+        if self.trees.rebuilding() {
+            return Ok(());
+        }
+        let trees = &self.trees;
+        let due = self.tombstones.due(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
+        for key in due {
+            let version = match self.load(&key)? {
+                Some(state) if !state.is_empty() && state.live().next().is_none() => {
+                    state.newest_version().unwrap_or_default()
+                }
+                _ => {
+                    self.tombstones.forget(&key);
+                    continue;
+                }
+            };
+            let record = Record { version, value: None, expire_at_ms: None };
+            self.store.apply(crate::replication::Change { key: crate::kv::physical(0, &key), record })?;
+            self.stored += 1;
+            self.trees.set(self.ring.range_of(&key), &key, None);
+            self.tombstones.forget(&key);
+            self.counters.tombstones_purged += 1;
+        }
+        Ok(())
     }
 
     /// A fresh version for a write over `state`, after everything the state holds.
@@ -403,7 +534,14 @@ impl<E: Engine> Leaderless<E> {
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         match input {
             Input::Request { id, request } => self.request(now_ms, id, request, outbox),
-            Input::Tick => self.tick(now_ms, outbox),
+            Input::Tick => {
+                self.tick(now_ms, outbox)?;
+                self.gossip_tick(now_ms, outbox)?;
+                self.purge_tombstones(now_ms)
+            }
+            Input::Message { from, message: Message::AntiEntropy(exchange) } => {
+                self.exchange(now_ms, from, exchange, outbox)
+            }
             Input::Message { from, message } => self.message(now_ms, from, message, outbox),
             Input::Durable { lsn, .. } => {
                 self.durable = self.durable.max(lsn.min(self.stored));
@@ -434,7 +572,7 @@ impl<E: Engine> Leaderless<E> {
                 refuse("a command over several keys", "send one request per key")
             }
             Request::DbSize => Some(Reply::Int(self.store.keyspace().first().map_or(0, |db| db.keys as i64))),
-            Request::Digest { bucket } => Some(crate::node::digest_reply(&mut self.store, 0, *bucket)?),
+            Request::Digest { bucket } => Some(self.digest(*bucket)),
             Request::InDb { .. } => refuse("a database other than 0", "this mode keeps database 0 only"),
             Request::Wait { .. } | Request::Failover { .. } | Request::Log { .. } => refuse(
                 "this command",
@@ -461,7 +599,7 @@ impl<E: Engine> Leaderless<E> {
     }
 
     /// What the replication status pages show.
-    pub fn status(&self, _now_ms: u64) -> ReplicationStatus {
+    pub fn status(&self, now_ms: u64) -> ReplicationStatus {
         let damaged = self.store.damaged();
         ReplicationStatus {
             role: "leaderless",
@@ -474,6 +612,23 @@ impl<E: Engine> Leaderless<E> {
                 read_repair: self.settings.read_repair.as_str(),
                 in_flight: self.ops.unsettled(),
                 counters: self.counters.clone(),
+                anti_entropy: AntiEntropyStatus {
+                    trees: if self.trees.rebuilding() { "rebuilding" } else { "ready" }.into(),
+                    tree_keys: if self.trees.rebuilding() { self.trees.rebuilt_keys() } else { self.trees.keys() },
+                    ranges: self.trees.all().count(),
+                    interval_ms: self.settings.anti_entropy_interval_ms,
+                    style: self.settings.anti_entropy_style.as_str().into(),
+                    bytes_sent: self.rounds.bytes_sent,
+                    last_exchange_ms_ago: self
+                        .rounds
+                        .last_exchange
+                        .iter()
+                        .map(|(peer, at)| (peer.to_string(), now_ms.saturating_sub(*at)))
+                        .collect(),
+                    tombstones_pending: self.tombstones.len(),
+                    tombstones_untracked: self.tombstones.untracked,
+                    counters: self.rounds.counters.clone(),
+                },
             }),
             last_lsn: self.stored,
             durable_lsn: self.durable,

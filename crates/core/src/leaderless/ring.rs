@@ -64,8 +64,8 @@
 //! - The ring is fixed when it is built, from the cluster file. Nodes joining or leaving at
 //!   runtime, and moving the keys a change of ring reassigns (handing them to their new
 //!   replicas, dropping them from the old), are not done here.
-//! - No sloppy quorum and no hinted handoff: a preference list is exactly n nodes whether or
-//!   not they are up; writing to a stand-in when a replica is down is issue #14.
+//! - A preference list is exactly n nodes whether or not they are up; the stand-in a write
+//!   takes with hinted handoff is the next node on the walk ([`Ring::stand_ins`]).
 //! - Balance is statistical, not exact: the worst of a handful of nodes is typically 10 to 15 %
 //!   over its fair share at 128 tokens, and can be over 20 %; 4 times the tokens halves that. Fixed
 //!   equal partitions (Riak) or chosen tokens (Cassandra's allocator) would do better.
@@ -191,6 +191,32 @@ impl Ring {
         self.walk_from(position(key)).take(self.n).any(|replica| replica == node)
     }
 
+    /// The range `key` belongs to: the id of its replica set ([`range_id`] of its preference
+    /// list). Keys with the same replicas, in any order, share a range; anti-entropy keeps one
+    /// Merkle tree per range.
+    pub fn range_of(&self, key: &[u8]) -> u64 {
+        range_id(&self.preference_list(key))
+    }
+
+    /// Every range of the ring, by id, with its replicas sorted by id: the replica sets of
+    /// walks that start at each token (every key's walk starts at one).
+    pub fn ranges(&self) -> std::collections::BTreeMap<u64, Vec<NodeId>> {
+        let mut ranges = std::collections::BTreeMap::new();
+        for &(token, _) in &self.tokens {
+            let mut set: Vec<NodeId> = self.walk_from(token).take(self.n).collect();
+            set.sort_unstable();
+            ranges.entry(range_id(&set)).or_insert(set);
+        }
+        ranges
+    }
+
+    /// The nodes after `key`'s preference list on its walk, in order: the stand-ins hinted
+    /// handoff writes to when a replica is down (the lecture's and Dynamo's "next node on the
+    /// ring").
+    pub fn stand_ins(&self, key: &[u8]) -> Vec<NodeId> {
+        self.walk_from(position(key)).skip(self.n).collect()
+    }
+
     /// The distinct nodes met walking clockwise from ring position `at`, each once, until one
     /// full turn is done.
     fn walk_from(&self, at: u64) -> Walk<'_> {
@@ -229,6 +255,15 @@ impl Iterator for Walk<'_> {
         }
         None
     }
+}
+
+/// The id of a replica set, whatever its order: `xxh3_64` (seed 0) of the node ids sorted, each
+/// 8 bytes little-endian.
+pub fn range_id(replicas: &[NodeId]) -> u64 {
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    let bytes: Vec<u8> = sorted.iter().flat_map(|n| n.0.to_le_bytes()).collect();
+    xxh3_64(&bytes)
 }
 
 /// Token `i` of `node`: xxh3_64 of the node id (8 bytes little-endian) followed by `i` (4 bytes

@@ -48,6 +48,8 @@ impl Cluster {
                 settings.common.peers = ids.iter().copied().filter(|&other| other != id).collect();
                 settings.common.seed = i as u64;
                 settings.request_timeout_ms = 500;
+                // Anti-entropy off unless a test turns it on: these tests watch reads repair.
+                settings.anti_entropy_interval_ms = 0;
                 adjust(&mut settings);
                 Leaderless::open(MemoryEngine::new(), settings, START_MS).unwrap()
             })
@@ -586,3 +588,5 @@ fn a_replica_answers_a_read_only_after_its_fsync() {
     assert!(!outbox.now.iter().any(reply), "not before the fsync");
     assert!(outbox.after_flush.iter().any(reply));
 }
+
+mod anti_entropy;

@@ -99,6 +99,8 @@ pub fn canary_name(canary: Canary) -> &'static str {
         Canary::CountAckTwice => "count-ack-twice",
         Canary::OlderOverwrites => "older-overwrites",
         Canary::RepairWithFirstReply => "repair-with-first-reply",
+        Canary::ExchangeSkipsSubtree => "exchange-skips-subtree",
+        Canary::TreeNotUpdatedOnRepair => "tree-not-updated-on-repair",
     }
 }
 

@@ -1,0 +1,297 @@
+//! Anti-entropy between nodes in one process: Merkle trees, rounds, tombstone collection.
+
+use super::super::tree::{self, Tree};
+use super::{bulk, Cluster, Input};
+use crate::kv::Reply;
+use crate::leaderless::{Canary, Leaderless, Settings};
+use crate::quorum::Nwr;
+use crate::storage::{Engine, MemoryEngine};
+use bytes::Bytes;
+
+/// Milliseconds between rounds in these tests.
+const INTERVAL_MS: u64 = 1_000;
+
+fn cluster(nodes: usize, n: usize, adjust: impl Fn(&mut Settings)) -> Cluster {
+    let q = if n == 2 { 1 } else { 2 };
+    Cluster::with(nodes, Nwr::new(n, q, q).unwrap(), |s| {
+        s.anti_entropy_interval_ms = INTERVAL_MS;
+        adjust(s);
+    })
+}
+
+impl Cluster {
+    /// Advances the clock by one interval, ticking every node and delivering everything.
+    fn round(&mut self) {
+        self.now += INTERVAL_MS;
+        for i in 0..self.nodes.len() {
+            self.step(i, Input::Tick);
+        }
+        self.settle();
+    }
+
+    /// The tree a fresh scan of node `i`'s store builds: every key's entry.
+    fn scanned(&mut self, i: usize) -> Tree {
+        let mut t = Tree::new();
+        let keys: Vec<Bytes> = self.nodes[i]
+            .store()
+            .engine()
+            .scan(std::ops::Bound::Unbounded, usize::MAX)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            if let Some(state) = self.nodes[i].load(&key).unwrap() {
+                t.set(&key, Some(tree::entry_hash(&key, &state.to_bytes().unwrap())));
+            }
+        }
+        t
+    }
+
+    /// Node `i`'s only tree (a cluster of n nodes has one range).
+    fn tree(&self, i: usize) -> Tree {
+        let trees: Vec<&Tree> = self.nodes[i].trees.all().map(|(_, t)| t).collect();
+        assert_eq!(trees.len(), 1, "one range when every node holds every key");
+        trees[0].clone()
+    }
+
+    /// True when every node holds the same state of every key, by the stores themselves.
+    fn stores_agree(&mut self) -> bool {
+        let first = self.scanned(0);
+        (1..self.nodes.len()).all(|i| self.scanned(i) == first)
+    }
+}
+
+#[test]
+fn anti_entropy_alone_brings_a_node_that_missed_writes_level_with_the_others_without_reads() {
+    let mut c = cluster(3, 3, |_| {});
+    c.cut.insert(2);
+    for i in 0..300 {
+        assert_eq!(c.run(i % 2, &format!("SET k{i} v{i}")), Reply::Ok);
+    }
+    assert_eq!(c.run(0, "DEL k7"), Reply::Int(1));
+    assert!(!c.stores_agree(), "node 3 missed every write");
+    c.cut.clear();
+    let mut rounds = 0;
+    while !c.stores_agree() {
+        rounds += 1;
+        assert!(rounds <= 20, "replicas still differ after 20 rounds");
+        c.round();
+    }
+    assert_eq!(c.local(2, "k299"), Some(Bytes::from_static(b"v299")));
+    assert_eq!(c.local(2, "k7"), None, "the delete reached it as a tombstone");
+    let repaired: u64 = c.nodes.iter().map(|n| n.rounds.counters.keys_repaired).sum();
+    assert_eq!(repaired, 300, "each missed key repaired once (k7 as its tombstone)");
+    for i in 0..3 {
+        assert_eq!(c.tree(i), c.scanned(i), "node {i}'s tree is what a scan of its store builds");
+        assert_eq!(c.nodes[i].counters.reads_coordinated, 0, "no read ran");
+    }
+}
+
+#[test]
+fn a_round_between_equal_replicas_sends_only_their_roots() {
+    let mut c = cluster(2, 2, |_| {});
+    for i in 0..50 {
+        c.run(0, &format!("SET k{i} v"));
+    }
+    c.round();
+    let sent: u64 = c.nodes.iter().map(|n| n.rounds.bytes_sent).sum();
+    let rounds: u64 = c.nodes.iter().map(|n| n.rounds.counters.rounds).sum();
+    assert_eq!(rounds, 2, "each node started one round");
+    assert!(sent < 200, "two root messages, {sent} bytes");
+    assert_eq!(c.nodes.iter().map(|n| n.rounds.counters.ranges_same).sum::<u64>(), 2);
+}
+
+#[test]
+fn one_differing_key_among_many_is_found_and_sent_alone_in_a_few_kilobytes() {
+    let mut c = cluster(2, 2, |s| s.anti_entropy_interval_ms = 0);
+    for i in 0..20_000 {
+        c.run(i % 2, &format!("SET key:{i} value-{i}"));
+    }
+    assert!(c.stores_agree());
+    c.cut.insert(1);
+    c.run(0, "SET key:12345 changed");
+    c.cut.clear();
+    // One round started by hand from node 0.
+    c.nodes[0].settings.anti_entropy_interval_ms = INTERVAL_MS;
+    c.round();
+    assert!(c.stores_agree(), "one round repairs one key");
+    let sent: u64 = c.nodes.iter().map(|n| n.rounds.bytes_sent).sum();
+    assert!(sent < 8 * 1024, "{sent} bytes for one key among 20,000");
+    let keys: u64 = c.nodes.iter().map(|n| n.rounds.counters.keys_sent).sum();
+    assert_eq!(keys, 2, "only the differing key's states travel, one each way (push-pull)");
+    let repaired: u64 = c.nodes.iter().map(|n| n.rounds.counters.keys_repaired).sum();
+    assert_eq!(repaired, 1, "and only the older side changes");
+    assert_eq!(c.local(1, "key:12345"), Some(Bytes::from_static(b"changed")));
+}
+
+#[test]
+fn push_sends_only_the_initiators_states_and_pull_only_the_peers() {
+    for (style, expect_on_0, expect_on_1) in [
+        (super::super::anti_entropy::Style::Push, false, true),
+        (super::super::anti_entropy::Style::Pull, true, false),
+        (super::super::anti_entropy::Style::PushPull, true, true),
+    ] {
+        let mut c = cluster(2, 2, |s| {
+            s.anti_entropy_interval_ms = 0;
+            s.anti_entropy_style = style;
+        });
+        c.cut.insert(1);
+        c.run(0, "SET only-on-0 x");
+        c.cut.clear();
+        c.cut.insert(0);
+        c.run(1, "SET only-on-1 y");
+        c.cut.clear();
+        c.nodes[0].settings.anti_entropy_interval_ms = INTERVAL_MS;
+        c.round();
+        assert_eq!(c.local(0, "only-on-1").is_some(), expect_on_0, "{style:?}: node 0 pulled");
+        assert_eq!(c.local(1, "only-on-0").is_some(), expect_on_1, "{style:?}: node 0 pushed");
+    }
+}
+
+#[test]
+fn the_skip_subtree_canary_leaves_replicas_different_forever() {
+    let mut c = cluster(2, 2, |s| s.canary = Canary::ExchangeSkipsSubtree);
+    c.cut.insert(1);
+    c.run(0, "SET lonely x");
+    c.cut.clear();
+    for _ in 0..10 {
+        c.round();
+    }
+    assert!(!c.stores_agree(), "the one differing key sits in the subtree every comparison skips");
+}
+
+#[test]
+fn the_tree_not_updated_on_repair_canary_leaves_a_tree_that_no_scan_would_build() {
+    let mut c = cluster(3, 3, |s| {
+        s.canary = Canary::TreeNotUpdatedOnRepair;
+        s.anti_entropy_interval_ms = 0;
+    });
+    c.cut.insert(2);
+    c.run(0, "SET k v");
+    c.cut.clear();
+    assert_eq!(c.run(2, "GET k"), bulk("v"), "a quorum read; it repairs node 3");
+    c.time_out();
+    assert_eq!(c.local(2, "k"), Some(Bytes::from_static(b"v")), "repaired");
+    assert_ne!(c.tree(2), c.scanned(2), "but its tree does not know");
+}
+
+#[test]
+fn a_node_reopened_over_its_store_rebuilds_its_trees_a_slice_per_tick_answering_meanwhile() {
+    let mut c = cluster(2, 2, |s| s.anti_entropy_interval_ms = 0);
+    let keys = super::super::REBUILD_KEYS_PER_TICK * 2 + 10;
+    for i in 0..keys {
+        c.run(0, &format!("SET k{i} v"));
+    }
+    let before = c.tree(0);
+    let settings = c.nodes[0].settings().clone();
+    let old =
+        std::mem::replace(&mut c.nodes[0], Leaderless::open(MemoryEngine::new(), settings.clone(), c.now).unwrap());
+    c.nodes[0] = Leaderless::open(old.into_engine(), settings, c.now).unwrap();
+    let status = |c: &Cluster| c.nodes[0].status(c.now).leaderless.unwrap().anti_entropy;
+    assert_eq!(status(&c).trees, "rebuilding");
+    match c.run(0, "REPLIKV.DIGEST") {
+        Reply::Error(e) => assert!(e.starts_with("BUSY") && e.contains("rebuilding"), "{e}"),
+        other => panic!("a digest while rebuilding: {other:?}"),
+    }
+    assert_eq!(c.run(0, "GET k5"), bulk("v"), "requests are answered while it rebuilds");
+    c.run(0, "SET late v2");
+    let mut ticks = 0;
+    while status(&c).trees == "rebuilding" {
+        ticks += 1;
+        c.step(0, Input::Tick);
+    }
+    assert_eq!(ticks, 4, "three slices of keys, and one that finds the end");
+    assert_eq!(status(&c).tree_keys, keys as u64 + 1);
+    let mut expect = before;
+    let late = Bytes::from_static(b"late");
+    let state = c.nodes[0].load(&late).unwrap().unwrap();
+    expect.set(&late, Some(tree::entry_hash(&late, &state.to_bytes().unwrap())));
+    assert_eq!(c.tree(0), expect, "the rebuilt tree, with the write made while it rebuilt");
+    assert!(matches!(c.run(0, "REPLIKV.DIGEST"), Reply::Array(_)));
+}
+
+#[test]
+fn a_digest_lists_the_trees_and_two_equal_replicas_give_the_same_digest() {
+    let mut c = cluster(2, 2, |_| {});
+    for i in 0..100 {
+        c.run(0, &format!("SET k{i} v"));
+    }
+    let (a, b) = (c.run(0, "REPLIKV.DIGEST"), c.run(1, "REPLIKV.DIGEST"));
+    assert_eq!(a, b);
+    let Reply::Array(parts) = a else { panic!("{a:?}") };
+    assert_eq!(parts[1], Reply::Int(100));
+    let Reply::Array(buckets) = &parts[3] else { panic!() };
+    assert_eq!(buckets.len(), 256);
+    // Every key is listed in the bucket its leaf falls in.
+    let leaf = tree::leaf_of(b"k42");
+    let bucket = leaf / (tree::LEAVES / 256);
+    let Reply::Array(listing) = c.run(0, &format!("REPLIKV.DIGEST BUCKET {bucket}")) else { panic!() };
+    let Reply::Array(entries) = &listing[1] else { panic!() };
+    assert!(entries.iter().any(|e| matches!(e, Reply::Array(kv) if kv[0] == bulk("k42"))));
+}
+
+#[test]
+fn a_tombstone_is_kept_while_a_replica_lacks_it_however_long_and_purged_once_all_hold_it() {
+    let grace = 5 * INTERVAL_MS;
+    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
+    assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "DEL doomed"), Reply::Int(1));
+    // Node 3 is down through many grace periods: nobody purges.
+    for _ in 0..30 {
+        c.round();
+    }
+    for i in 0..2 {
+        let status = c.nodes[i].status(c.now).leaderless.unwrap();
+        assert_eq!(status.anti_entropy.tombstones_pending, 1, "node {i} keeps the tombstone");
+        assert_eq!(status.counters.tombstones_purged, 0);
+    }
+    assert_eq!(c.local(2, "doomed"), Some(Bytes::from_static(b"old")), "node 3 still has the old value");
+    // It returns: anti-entropy hands it the tombstone, and then every node purges.
+    c.cut.clear();
+    let mut rounds = 0;
+    while c.nodes.iter().any(|n| n.state_of(b"doomed").unwrap().is_some()) {
+        rounds += 1;
+        assert!(rounds <= 30, "the tombstone was never purged everywhere");
+        c.round();
+    }
+    assert_eq!(c.nodes.iter().map(|n| n.counters.tombstones_purged).sum::<u64>() >= 3, true);
+    for _ in 0..10 {
+        c.round();
+    }
+    assert_eq!(c.run(2, "GET doomed"), Reply::Nil, "the old value did not come back");
+    for i in 0..3 {
+        assert!(c.nodes[i].load(&Bytes::from_static(b"doomed")).unwrap().is_none(), "node {i} holds nothing of it");
+        assert_eq!(c.nodes[i].status(c.now).leaderless.unwrap().anti_entropy.tombstones_pending, 0);
+    }
+}
+
+#[test]
+fn a_tombstone_held_everywhere_waits_for_the_grace_period() {
+    let grace = 20 * INTERVAL_MS;
+    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
+    c.run(0, "SET k v");
+    c.run(0, "DEL k");
+    let deleted = c.now;
+    let key = Bytes::from_static(b"k");
+    while c.nodes.iter().any(|n| n.state_of(&key).unwrap().is_some()) {
+        c.round();
+        assert!(c.now < deleted + grace + 20 * INTERVAL_MS, "never purged");
+    }
+    assert!(c.now >= deleted + grace, "purged after {} ms, before the grace of {grace} ms", c.now - deleted);
+}
+
+#[test]
+fn a_round_from_a_node_with_trees_of_another_shape_is_refused_and_counted() {
+    use super::super::anti_entropy::{Exchange, Round, Shape, Style};
+    let mut c = cluster(2, 2, |_| {});
+    let from = c.ids[1];
+    let message = Exchange::Roots {
+        round: Round { initiator: from, number: 1, style: Style::PushPull },
+        shape: Shape { fanout: 2, depth: 16 },
+        ranges: vec![(1, [0; 32])],
+    };
+    c.step(0, Input::Message { from, message: super::Message::AntiEntropy(message) });
+    assert_eq!(c.nodes[0].rounds.counters.refused, 1);
+    assert!(c.net.is_empty(), "no answer");
+}
