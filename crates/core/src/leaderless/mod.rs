@@ -82,6 +82,7 @@ pub mod tree;
 
 mod coordinator;
 mod gossip;
+mod hints;
 mod tombstones;
 
 pub use gossip::REBUILD_KEYS_PER_TICK;
@@ -193,6 +194,12 @@ pub struct Settings {
     /// Milliseconds a tombstone is kept, at least, after its delete, once every replica of
     /// its key holds it ([`tombstones`]).
     pub tombstone_grace_ms: u64,
+    /// Hinted handoff: a write whose replica is down goes to the next node on the ring as a
+    /// durable hint naming the replica, delivered when it is back ([`hints`]).
+    pub hinted_handoff: bool,
+    /// Whether a hint counts toward `w` (a sloppy quorum: then w + r > n no longer
+    /// guarantees that a read sees the write, as Dynamo says). Only with `hinted_handoff`.
+    pub sloppy_quorum: bool,
     /// A bug planted on purpose (the simulator's canaries); `Canary::None` in every real node.
     pub canary: Canary,
 }
@@ -218,6 +225,8 @@ impl Settings {
             anti_entropy_interval_ms: ANTI_ENTROPY_INTERVAL_MS_DEFAULT,
             anti_entropy_style: anti_entropy::Style::PushPull,
             tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
+            hinted_handoff: false,
+            sloppy_quorum: false,
             canary: Canary::None,
         }
     }
@@ -274,6 +283,14 @@ pub struct AntiEntropyStatus {
     pub tombstones_pending: usize,
     /// Tombstones past [`TOMBSTONES_TRACKED_MAX`], never purged.
     pub tombstones_untracked: u64,
+    /// Hints this node holds for other nodes, by the node they are for (hinted handoff).
+    pub hint_backlog: std::collections::BTreeMap<String, u64>,
+    /// Hints written here as a stand-in, delivered, and dropped (too old or past the bound).
+    pub hints_stored: u64,
+    /// Hints delivered to their node and deleted.
+    pub hints_delivered: u64,
+    /// Hints dropped: older than the tombstone grace period, or past the backlog bound.
+    pub hints_dropped: u64,
     /// Its counters.
     #[serde(flatten)]
     pub counters: anti_entropy::AntiEntropyCounters,
@@ -627,6 +644,10 @@ impl<E: Engine> Leaderless<E> {
                         .collect(),
                     tombstones_pending: self.tombstones.len(),
                     tombstones_untracked: self.tombstones.untracked,
+                    hint_backlog: std::collections::BTreeMap::new(),
+                    hints_stored: 0,
+                    hints_delivered: 0,
+                    hints_dropped: 0,
                     counters: self.rounds.counters.clone(),
                 },
             }),
