@@ -86,6 +86,7 @@ mod hints;
 mod tombstones;
 
 pub use gossip::REBUILD_KEYS_PER_TICK;
+pub use hints::{HINTS_NAMESPACE, HINTS_PER_DELIVERY, HINTS_PER_TARGET_MAX, HINT_AFTER_MS, HINT_DELIVERY_INTERVAL_MS};
 pub use tombstones::{PURGE_SCAN_PER_TICK, TOMBSTONES_TRACKED_MAX};
 
 pub use message::Message;
@@ -361,6 +362,8 @@ pub struct Leaderless<E> {
     rounds: gossip::Rounds,
     /// Its tombstones and who holds them.
     tombstones: tombstones::Tombstones,
+    /// Its hints for other nodes, and whom it suspects down.
+    hints: hints::Hints,
 }
 
 /// Where a state a node merges comes from.
@@ -372,6 +375,8 @@ pub(crate) enum Taken {
     Repair,
     /// An anti-entropy exchange with the peer.
     AntiEntropy(NodeId),
+    /// A hint delivered by the node that held it.
+    Handoff,
 }
 
 impl<E: Engine> Leaderless<E> {
@@ -402,6 +407,11 @@ impl<E: Engine> Leaderless<E> {
             trees,
             rounds,
             tombstones: tombstones::Tombstones::default(),
+            hints: hints::Hints::default(),
+        })
+        .and_then(|mut node: Leaderless<E>| {
+            node.load_hints()?;
+            Ok(node)
         })
     }
 
@@ -554,12 +564,14 @@ impl<E: Engine> Leaderless<E> {
             Input::Tick => {
                 self.tick(now_ms, outbox)?;
                 self.gossip_tick(now_ms, outbox)?;
+                self.deliver_hints(now_ms, outbox)?;
                 self.purge_tombstones(now_ms)
             }
-            Input::Message { from, message: Message::AntiEntropy(exchange) } => {
-                self.exchange(now_ms, from, exchange, outbox)
+            Input::Message { from, message } => {
+                // Any message shows its sender is up.
+                self.hints.suspected.remove(&from);
+                self.message(now_ms, from, message, outbox)
             }
-            Input::Message { from, message } => self.message(now_ms, from, message, outbox),
             Input::Durable { lsn, .. } => {
                 self.durable = self.durable.max(lsn.min(self.stored));
                 self.durable_now(now_ms, outbox)
@@ -644,10 +656,10 @@ impl<E: Engine> Leaderless<E> {
                         .collect(),
                     tombstones_pending: self.tombstones.len(),
                     tombstones_untracked: self.tombstones.untracked,
-                    hint_backlog: std::collections::BTreeMap::new(),
-                    hints_stored: 0,
-                    hints_delivered: 0,
-                    hints_dropped: 0,
+                    hint_backlog: self.hints.backlog(),
+                    hints_stored: self.hints.stored,
+                    hints_delivered: self.hints.delivered,
+                    hints_dropped: self.hints.dropped,
                     counters: self.rounds.counters.clone(),
                 },
             }),
