@@ -48,6 +48,23 @@
 //! it returns, so two quorum reads in sequence never go back in time (Cassandra's monotonic
 //! quorum reads).
 //!
+//! # Anti-entropy
+//!
+//! Read repair heals only the keys someone reads. Every node also keeps one incremental
+//! Merkle tree per range of the ring it replicates ([`tree`]), updated by every state it
+//! stores, and every `anti_entropy_interval_ms` compares its trees with a random peer's,
+//! descending only into subtrees that differ and exchanging only the keys of differing leaves
+//! ([`anti_entropy`]): replicas converge whether or not anyone reads. A node opening over a
+//! store rebuilds its trees a slice per tick, answering requests meanwhile.
+//!
+//! # Tombstones and hints
+//!
+//! A tombstone is purged once every replica of its key is known to hold it and
+//! `tombstone_grace_ms` has passed ([`tombstones`]): a replica down through the whole grace
+//! period cannot bring the deleted value back. With `hinted_handoff`, a write whose replica
+//! does not answer goes to a stand-in as a durable hint, delivered when the replica is back
+//! ([`hints`]); with `sloppy_quorum` the hint counts toward w.
+//!
 //! # Commands
 //!
 //! GET, SET (with no option, or with CONTEXT alone), DEL and EXISTS of one key, and
@@ -55,8 +72,8 @@
 //! refused with a clear error: without a leader two coordinators would each read the old
 //! value and one increment would be lost (the lecture: leaderless stores take "only very
 //! simple writes"). TTLs, transactions, WATCH, other databases, FLUSHALL, KEYS and SCAN are
-//! refused too; DBSIZE counts this node's keys, tombstones included; REPLIKV.DIGEST digests
-//! this node's states (so `replikv check` compares replicas).
+//! refused too; DBSIZE counts this node's keys, tombstones included; REPLIKV.DIGEST answers
+//! from this node's Merkle trees (so `replikv check` compares replicas without scanning).
 //!
 //! CAVEATS
 //! - A coordinator sends a write to the other replicas only once it is durable on its own
@@ -66,9 +83,8 @@
 //!   a replica down, a coordinator holds a timeout's worth of reads (at most
 //!   [`OPS_IN_FLIGHT_MAX`] operations; past it requests are refused).
 //! - Multi-key commands (MGET, MSET, DEL or EXISTS of several keys) are refused.
-//! - Tombstones are never purged (issue 14's anti-entropy collects them), and replicas
-//!   converge only through reads of each key until anti-entropy exists.
-//! - Membership is fixed by the cluster file; there is no hinted handoff (issue 14).
+//! - Membership is fixed by the cluster file: no node joins or leaves at runtime, so no range
+//!   ever moves between nodes.
 //! - A coordinator's HLC bounds nothing: a node whose clock runs ahead stamps versions that
 //!   win under `lww` until the others catch up (the lecture's "clock skew can cause older
 //!   values to overwrite newer values").
@@ -513,11 +529,11 @@ impl<E: Engine> Leaderless<E> {
     fn save(&mut self, key: &Bytes, state: &Siblings, from: Option<NodeId>, repair: bool) -> Result<u64> {
         let value = state.to_bytes()?;
         let version = state.newest_version().unwrap_or_default();
-        let record = Record { version, value: Some(value), expire_at_ms: None };
+        let record = Record { version, value: Some(value.clone()), expire_at_ms: None };
         self.store.apply(crate::replication::Change { key: crate::kv::physical(0, key), record })?;
         self.stored += 1;
         if !(repair && self.settings.canary == Canary::TreeNotUpdatedOnRepair) {
-            self.track(key, state, from)?;
+            self.track(key, state, &value, from);
         }
         Ok(self.stored)
     }
