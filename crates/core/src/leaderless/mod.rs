@@ -546,7 +546,12 @@ impl<E: Engine> Leaderless<E> {
         let trees = &self.trees;
         let due = self.tombstones.due(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
         for key in due {
-            let version = match self.load(&key)? {
+            let state = match self.load(&key) {
+                Ok(state) => state,
+                Err(crate::Error::InvalidInput(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let version = match state {
                 Some(state) if !state.is_empty() && state.live().next().is_none() => {
                     state.newest_version().unwrap_or_default()
                 }
