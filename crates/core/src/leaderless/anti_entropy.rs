@@ -366,18 +366,14 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             }
             let truncated = differ.len() > KEYS_PER_EXCHANGE_MAX;
             differ.truncate(KEYS_PER_EXCHANGE_MAX);
-            let held: Vec<Bytes> = differ.iter().filter(|k| tree.get(k).is_some()).cloned().collect();
             if truncated {
                 side.counters().truncated += 1;
             }
-            let sender_has: std::collections::BTreeSet<&Bytes> =
-                leaves.iter().flat_map(|(_, e)| e.iter().map(|(k, _)| k)).collect();
-            let want: Vec<Bytes> = if round.style.sends(!i_am_initiator) {
-                differ.iter().filter(|k| sender_has.contains(*k)).cloned().collect()
-            } else {
-                Vec::new()
-            };
-            let states = if round.style.sends(i_am_initiator) { collect_states(side, &held)? } else { Vec::new() };
+            // Every differing key both ways, also those a side's tree leaves out: a side may
+            // hold an aged tombstone (out of its tree, see `super::tombstones`) that covers
+            // the other's old value. A side without a state of a key sends nothing of it.
+            let want: Vec<Bytes> = if round.style.sends(!i_am_initiator) { differ.clone() } else { Vec::new() };
+            let states = if round.style.sends(i_am_initiator) { collect_states(side, &differ)? } else { Vec::new() };
             if !states.is_empty() || !want.is_empty() {
                 out.push(Exchange::States { round, states, want });
             }

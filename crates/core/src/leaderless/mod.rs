@@ -302,7 +302,7 @@ pub struct AntiEntropyStatus {
     pub tombstones_untracked: u64,
     /// Hints this node holds for other nodes, by the node they are for (hinted handoff).
     pub hint_backlog: std::collections::BTreeMap<String, u64>,
-    /// Hints written here as a stand-in, delivered, and dropped (too old or past the bound).
+    /// Hints stored here (as a stand-in, or as a coordinator with no stand-in).
     pub hints_stored: u64,
     /// Hints delivered to their node and deleted.
     pub hints_delivered: u64,
@@ -544,7 +544,10 @@ impl<E: Engine> Leaderless<E> {
             return Ok(());
         }
         let trees = &self.trees;
-        let due = self.tombstones.due(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
+        let (aged, due) = self.tombstones.scan(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
+        for (range, key) in aged {
+            self.trees.set(range, &key, None);
+        }
         for key in due {
             let state = match self.load(&key) {
                 Ok(state) => state,

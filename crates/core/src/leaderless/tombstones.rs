@@ -9,28 +9,40 @@
 //!
 //! A node purges its tombstone of a key only when both hold:
 //!
-//! 1. **every replica of the key is known to hold it**: each node keeps, per tombstone it
-//!    holds, the set of replicas it has seen holding the same state. It learns that a peer does
-//!    from anti-entropy: a comparison that finds a subtree of the peer's tree equal to its own
-//!    covers every tombstone beneath it ([`super::anti_entropy::Side::same`]); and from the
-//!    peer that sent it exactly this state. The set is reset whenever the key's state changes.
-//! 2. **`tombstone_grace_ms` has passed** since the delete (the tombstone's newest version).
+//! 1. **`tombstone_grace_ms` has passed** since the delete (the tombstone's newest version).
+//! 2. **every replica of the key is known to hold no live value of it**: each node keeps, per
+//!    tombstone it holds, the set of replicas it has seen holding the same state. It learns
+//!    that a peer does from anti-entropy: a comparison that finds a subtree of the peer's tree
+//!    equal to its own covers every tombstone beneath it ([`super::anti_entropy::Side::same`]);
+//!    and from the peer that sent it exactly this state. The set is reset whenever the key's
+//!    state changes.
 //!
-//! A replica down through the whole grace period is thus never known to hold the tombstone:
-//! nobody purges, and when it returns, anti-entropy hands it the tombstone, which covers its
-//! old value (the merge keeps the delete, [`crate::causality::Siblings::merge`]); only then, the
-//! grace period being long past, is the tombstone purged everywhere. Nothing is refused and
-//! nothing comes back: prevention, not refusal.
+//! **Aged tombstones are not compared.** Once its grace period has passed, a tombstone leaves
+//! the node's Merkle tree (it stays in the store until purged). So a node that purged and one
+//! that has not yet look the same to anti-entropy, and a purged tombstone is never handed
+//! back. A subtree that matches then tells that the peer holds, for each aged tombstone
+//! beneath, either the same aged tombstone or nothing at all, never a live value: a live
+//! value (or a younger tombstone) is always in the tree. That is all a purge needs: a replica
+//! that holds nothing of a key cannot bring it back.
+//!
+//! A replica down through the whole grace period comes back with its old value in its tree;
+//! its subtree differs, so nobody learns it is safe, and nobody purges. The first exchange
+//! hands it the tombstone (a side sends its state of every key where the two differ, and asks
+//! for the other's, even of keys its tree leaves out), which covers its old value (the merge
+//! keeps the delete, [`crate::causality::Siblings::merge`]); the tombstone, being aged, leaves
+//! its tree too, and only then is it purged everywhere. Nothing is refused and nothing comes
+//! back: prevention, not refusal.
 //!
 //! The grace period still matters for what is on its way rather than on a replica: a write
 //! message delayed in the network, and a hint (hinted handoff) older than the grace period
 //! is dropped rather than delivered ([`super::hints`]).
 //!
 //! CAVEATS
-//! - A node that purges while a peer has not purged yet may be handed the tombstone back by
-//!   that peer's next exchange; it keeps it again and purges it again once it knows every
-//!   replica holds it. Harmless, and rare in a quiet cluster, where every replica learns at
-//!   about the same round.
+//! - Aged tombstones are absent from `REPLIKV.DIGEST` too, so `replikv check` does not see a
+//!   replica that holds one next to one that purged it (or never had it) as different.
+//! - A tombstone leaves the trees on each node's own clock: for the few ticks between two
+//!   nodes' scans (and for as long as their clocks differ) they see one difference, which a
+//!   round resolves by sending the tombstone once more, harmlessly.
 //! - Knowledge is in memory: a node that restarts learns again who holds its tombstones, so it
 //!   purges later, never sooner.
 //! - At most [`TOMBSTONES_TRACKED_MAX`] tombstones are tracked; past it a tombstone is kept
@@ -67,8 +79,11 @@ pub(super) struct Tombstones {
 struct Pending {
     /// The delete's time: its newest version's wall-clock milliseconds.
     deleted_ms: u64,
-    /// Replicas known to hold this state, this node included.
+    /// Replicas known to hold this state (or, once it aged, nothing live of the key), this
+    /// node included.
     holders: BTreeSet<NodeId>,
+    /// Aged past the grace period and taken out of the trees.
+    unlisted: bool,
 }
 
 impl Tombstones {
@@ -99,7 +114,7 @@ impl Tombstones {
         let mut holders = BTreeSet::from([me]);
         holders.extend(from);
         let deleted_ms = state.newest_version().map_or(0, |v| v.ts.millis);
-        self.pending.insert((range, leaf, key.clone()), Pending { deleted_ms, holders });
+        self.pending.insert((range, leaf, key.clone()), Pending { deleted_ms, holders, unlisted: false });
         self.places.insert(key.clone(), (range, leaf));
     }
 
@@ -133,32 +148,37 @@ impl Tombstones {
         }
     }
 
-    /// Up to `limit` keys whose tombstones may go now: held by every one of `members(range)`
-    /// and deleted at least `grace_ms` before `now_ms`. Looks at [`PURGE_SCAN_PER_TICK`]
-    /// tombstones per call, resuming where the last call stopped.
-    pub(super) fn due<'a>(
+    /// Looks at [`PURGE_SCAN_PER_TICK`] tracked tombstones, resuming where the last call
+    /// stopped: returns the keys whose tombstones just aged past `grace_ms` (to take out of
+    /// the trees) and the keys whose tombstones may go now (aged, and every one of
+    /// `members(range)` known to hold them or nothing of the key).
+    pub(super) fn scan<'a>(
         &mut self,
         now_ms: u64,
         grace_ms: u64,
         members: impl Fn(RangeId) -> Option<&'a [NodeId]>,
-    ) -> Vec<Bytes> {
-        let mut due = Vec::new();
+    ) -> (Vec<(RangeId, Bytes)>, Vec<Bytes>) {
+        let (mut aged, mut due) = (Vec::new(), Vec::new());
         let start = self.cursor.take();
         let mut seen = 0;
         let mut last = None;
         let iter: Box<dyn Iterator<Item = _>> = match &start {
             Some(from) => {
-                Box::new(self.pending.range((std::ops::Bound::Excluded(from.clone()), std::ops::Bound::Unbounded)))
+                Box::new(self.pending.range_mut((std::ops::Bound::Excluded(from.clone()), std::ops::Bound::Unbounded)))
             }
-            None => Box::new(self.pending.iter()),
+            None => Box::new(self.pending.iter_mut()),
         };
         for (place, pending) in iter {
             seen += 1;
             last = Some(place.clone());
-            let old_enough = now_ms >= pending.deleted_ms.saturating_add(grace_ms);
-            let everywhere = members(place.0).is_some_and(|m| m.iter().all(|n| pending.holders.contains(n)));
-            if old_enough && everywhere {
-                due.push(place.2.clone());
+            if now_ms >= pending.deleted_ms.saturating_add(grace_ms) {
+                if !pending.unlisted {
+                    pending.unlisted = true;
+                    aged.push((place.0, place.2.clone()));
+                }
+                if members(place.0).is_some_and(|m| m.iter().all(|n| pending.holders.contains(n))) {
+                    due.push(place.2.clone());
+                }
             }
             if seen >= PURGE_SCAN_PER_TICK {
                 break;
@@ -166,6 +186,6 @@ impl Tombstones {
         }
         // Wrap to the start once the scan reaches the end.
         self.cursor = if seen >= PURGE_SCAN_PER_TICK { last } else { None };
-        due
+        (aged, due)
     }
 }
