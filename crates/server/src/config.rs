@@ -1497,7 +1497,9 @@ mod tests {
             }
         }
         // A sloppy quorum is warned about even when w + r > n, and hinted handoff alone is not.
-        for (handoff, want) in [("hinted_handoff = true", None), ("hinted_handoff = true\nsloppy_quorum = true", Some(()))] {
+        for (handoff, want) in
+            [("hinted_handoff = true", None), ("hinted_handoff = true\nsloppy_quorum = true", Some(()))]
+        {
             let text = cluster_text(&format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\n{handoff}"), 3);
             let cluster = resolve_with(&text, id("n1")).unwrap().cluster.unwrap();
             let warnings = cluster.durability_warnings();
@@ -1521,7 +1523,8 @@ mod tests {
             (Some(300), Some(AntiEntropyStyleSetting::PushPull), Some(1000), Some(true), Some(true))
         );
         for (text, want) in [("push", "push"), ("pull", "pull"), ("push-pull", "push-pull")] {
-            let head = format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_style = \"{text}\"");
+            let head =
+                format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_style = \"{text}\"");
             let r = resolve_with(&cluster_text(&head, 3), id("n1")).unwrap().cluster.unwrap().replication;
             assert_eq!(r.anti_entropy_style.unwrap().core().as_str(), want);
         }

@@ -18,9 +18,9 @@
 use crate::state::NodeState;
 use replikv_core::leaderless::AntiEntropyStatus;
 use replikv_core::node::ReplicationStatus;
-use std::collections::BTreeMap;
 use replikv_core::version::NodeId;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// A node's name and RESP address, from the cluster file.

@@ -227,8 +227,12 @@ mod tests {
         let r = plan(&args).unwrap().replication;
         let unset = (r.anti_entropy_interval_ms, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum);
         assert_eq!(unset, (None, None, None, None), "no flag, no setting: the node's defaults speak");
-        args.anti_entropy =
-            AntiEntropyArgs { anti_entropy_ms: Some(300), tombstone_grace_ms: Some(1000), hinted_handoff: true, sloppy_quorum: true };
+        args.anti_entropy = AntiEntropyArgs {
+            anti_entropy_ms: Some(300),
+            tombstone_grace_ms: Some(1000),
+            hinted_handoff: true,
+            sloppy_quorum: true,
+        };
         let r = plan(&args).unwrap().replication;
         let set = (r.anti_entropy_interval_ms, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum);
         assert_eq!(set, (Some(300), Some(1000), Some(true), Some(true)));
