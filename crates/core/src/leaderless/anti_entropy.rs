@@ -370,7 +370,7 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             if truncated {
                 side.counters().truncated += 1;
             }
-            let sender_has: std::collections::HashSet<&Bytes> =
+            let sender_has: std::collections::BTreeSet<&Bytes> =
                 leaves.iter().flat_map(|(_, e)| e.iter().map(|(k, _)| k)).collect();
             let want: Vec<Bytes> = if round.style.sends(!i_am_initiator) {
                 differ.iter().filter(|k| sender_has.contains(*k)).cloned().collect()

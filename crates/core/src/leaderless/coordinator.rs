@@ -115,6 +115,14 @@ struct WriteOp {
     w: usize,
     /// What the client gets once `w` replicas hold it.
     reply: Reply,
+    /// The state written (hinted handoff sends it to stand-ins).
+    state: Siblings,
+    /// When it started.
+    started_ms: u64,
+    /// Replicas hinted for.
+    hinted: BTreeSet<NodeId>,
+    /// Stand-ins that hold a hint of it (counted toward w under a sloppy quorum).
+    stand_ins: BTreeSet<NodeId>,
 }
 
 #[derive(Debug)]
@@ -308,7 +316,16 @@ impl<E: Engine> Leaderless<E> {
         };
         self.counters.writes_coordinated += 1;
         let reply = if value.is_some() { Reply::Ok } else { Reply::Int(existed.into()) };
-        let write = WriteOp { acked: BTreeSet::new(), acks: 0, w: quorums.w, reply };
+        let write = WriteOp {
+            acked: BTreeSet::new(),
+            acks: 0,
+            w: quorums.w,
+            reply,
+            state: state.clone(),
+            started_ms: now_ms,
+            hinted: BTreeSet::new(),
+            stand_ins: BTreeSet::new(),
+        };
         let deadline_ms = now_ms + self.settings.request_timeout_ms;
         let op = Op {
             client: Some(client),
@@ -326,6 +343,22 @@ impl<E: Engine> Leaderless<E> {
             // by its coordinator in a crash, or it would hand the dot out again.
             let message = Message::Write { op: id, key: key.clone(), state: state.clone(), repair: false };
             outbox.after_flush.push(Output::Send { to, message: message.into() });
+        }
+        if self.settings.hinted_handoff {
+            let suspected: Vec<NodeId> =
+                replicas_of(&self.ops, id).into_iter().filter(|r| self.hints.suspected.contains_key(r)).collect();
+            self.hint_for(now_ms, id, &suspected, outbox)?;
+        }
+        Ok(())
+    }
+
+    /// Hints write `id` for `replicas` (suspected down), once each.
+    fn hint_for(&mut self, now_ms: u64, id: u64, replicas: &[NodeId], outbox: &mut Outbox) -> Result<()> {
+        let Some(Op { key, kind: Kind::Write(write), .. }) = self.ops.ops.get_mut(&id) else { return Ok(()) };
+        let fresh: Vec<NodeId> = replicas.iter().copied().filter(|r| write.hinted.insert(*r)).collect();
+        let (key, state) = (key.clone(), write.state.clone());
+        for owner in fresh {
+            self.hint(now_ms, id, owner, &key, &state, outbox)?;
         }
         Ok(())
     }
@@ -483,6 +516,18 @@ impl<E: Engine> Leaderless<E> {
                 Ok(())
             }
             Message::AntiEntropy(exchange) => self.exchange(now_ms, from, exchange, outbox),
+            Message::Hint { op, owner, key, state } => self.take_hint(now_ms, from, (op, owner), &key, &state, outbox),
+            Message::HintAck { op } => {
+                let sloppy = self.settings.sloppy_quorum;
+                if let Some(Op { kind: Kind::Write(write), replicas, .. }) = self.ops.ops.get_mut(&op) {
+                    if !replicas.contains(&from) && write.stand_ins.insert(from) && sloppy {
+                        write.acks += 1;
+                    }
+                }
+                self.progress(now_ms, op, outbox)
+            }
+            Message::Handoff { id, key, state } => self.take_handoff(now_ms, from, id, &key, &state, outbox),
+            Message::HandoffAck { id } => self.handed_off(from, id),
             Message::ForwardReply { id, reply } => {
                 if let Some((request_id, _)) = self.ops.forwarding.remove(&id) {
                     outbox.after_flush.push(Output::Reply { id: request_id, reply });
@@ -608,6 +653,33 @@ impl<E: Engine> Leaderless<E> {
 
     /// Time passed: operations past their deadline fail (or, answered reads, repair).
     pub(super) fn tick(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        if self.settings.hinted_handoff {
+            let after = super::hints::HINT_AFTER_MS.min(self.settings.request_timeout_ms / 2);
+            let me = self.settings.common.node;
+            let waiting: Vec<(u64, Vec<NodeId>)> = self
+                .ops
+                .ops
+                .iter()
+                .filter_map(|(id, op)| match &op.kind {
+                    Kind::Write(w) if now_ms >= w.started_ms + after => {
+                        let missing: Vec<NodeId> = op
+                            .replicas
+                            .iter()
+                            .copied()
+                            .filter(|r| *r != me && !w.acked.contains(r) && !w.hinted.contains(r))
+                            .collect();
+                        (!missing.is_empty()).then_some((*id, missing))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (id, missing) in waiting {
+                for r in &missing {
+                    self.hints.suspected.entry(*r).or_insert(now_ms);
+                }
+                self.hint_for(now_ms, id, &missing, outbox)?;
+            }
+        }
         while let Some(&(deadline, id)) = self.ops.deadlines.first() {
             if deadline > now_ms {
                 break;
@@ -675,6 +747,7 @@ impl<E: Engine> Leaderless<E> {
     fn progress(&mut self, now_ms: u64, id: u64, outbox: &mut Outbox) -> Result<()> {
         let blocking = self.settings.read_repair == ReadRepair::Blocking;
         let conflicts = self.settings.conflicts;
+        let hinted_handoff = self.settings.hinted_handoff;
         let me = self.settings.common.node;
         let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
         match &mut op.kind {
@@ -686,6 +759,11 @@ impl<E: Engine> Leaderless<E> {
                     // Nothing waits for the other acknowledgements: they are only watched.
                     let missing: Vec<NodeId> =
                         op.replicas.iter().copied().filter(|r| !write.acked.contains(r)).collect();
+                    if hinted_handoff && missing.iter().any(|r| !write.hinted.contains(r)) {
+                        // Kept until its deadline: a replica that does not acknowledge in
+                        // time gets a hint (see `tick`).
+                        return Ok(());
+                    }
                     let deadline = op.deadline_ms;
                     self.ops.remove(id);
                     self.ops.saves.retain(|_, op| *op != id);
@@ -825,6 +903,10 @@ impl<E: Engine> Leaderless<E> {
 }
 
 /// The key of operation `id`.
+fn replicas_of(ops: &Ops, id: u64) -> Vec<NodeId> {
+    ops.ops.get(&id).map(|op| op.replicas.clone()).unwrap_or_default()
+}
+
 fn op_key(ops: &Ops, id: u64) -> Bytes {
     ops.ops.get(&id).map(|op| op.key.clone()).unwrap_or_default()
 }

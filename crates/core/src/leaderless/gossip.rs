@@ -215,7 +215,10 @@ impl<E: Engine> Leaderless<E> {
             let Some((0, key)) = crate::kv::logical(&physical) else { continue };
             self.trees.rebuilt_keys += 1;
             match self.load(&key) {
-                Ok(Some(state)) => self.track(&key, &state, None)?,
+                Ok(Some(state)) => {
+                    let bytes = state.to_bytes()?;
+                    self.track(&key, &state, &bytes, None);
+                }
                 Ok(None) => {}
                 Err(crate::Error::InvalidInput(why)) => tracing::warn!("the tree rebuild skips a key: {why}"),
                 Err(e) => return Err(e),
@@ -224,15 +227,13 @@ impl<E: Engine> Leaderless<E> {
         Ok(())
     }
 
-    /// Records `key`'s new `state` in its range's tree and in tombstone collection; `from`
-    /// is the peer that sent exactly this state, if one did.
-    pub(super) fn track(&mut self, key: &Bytes, state: &Siblings, from: Option<NodeId>) -> Result<()> {
+    /// Records `key`'s new `state` (stored as `bytes`) in its range's tree and in tombstone
+    /// collection; `from` is the peer that sent exactly this state, if one did.
+    pub(super) fn track(&mut self, key: &Bytes, state: &Siblings, bytes: &[u8], from: Option<NodeId>) {
         let range = self.ring.range_of(key);
-        let bytes = state.to_bytes()?;
-        let hash = tree::entry_hash(key, &bytes);
+        let hash = tree::entry_hash(key, bytes);
         self.trees.set(range, key, Some(hash));
         self.tombstones.stored(key, range, state, self.settings.common.node, from);
-        Ok(())
     }
 
     /// Starts a round when one is due.

@@ -9,6 +9,7 @@
 
 use crate::causality::Siblings;
 use crate::kv::{Reply, Request};
+use crate::version::NodeId;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,37 @@ pub enum Message {
     },
     /// Anti-entropy: a round of Merkle tree comparison ([`super::anti_entropy`]).
     AntiEntropy(super::anti_entropy::Exchange),
+    /// Coordinator to stand-in: keep `state` as a hint for `owner`, a replica of `key` that
+    /// seems down ([`super::hints`]).
+    Hint {
+        /// The coordinator's operation.
+        op: u64,
+        /// The replica the hint is for.
+        owner: NodeId,
+        /// The key.
+        key: Bytes,
+        /// The state the coordinator made.
+        state: Siblings,
+    },
+    /// Stand-in to coordinator: the hint of `op` is durable here.
+    HintAck {
+        /// The coordinator's operation.
+        op: u64,
+    },
+    /// Hint holder to the replica it is for: merge this state.
+    Handoff {
+        /// The holder's number for this delivery.
+        id: u64,
+        /// The key.
+        key: Bytes,
+        /// The hint's state.
+        state: Siblings,
+    },
+    /// Replica to hint holder: the delivery `id` is merged and durable here.
+    HandoffAck {
+        /// The holder's number for the delivery.
+        id: u64,
+    },
 }
 
 impl Message {
@@ -77,6 +109,10 @@ impl Message {
             Message::Forward { .. } => "Forward",
             Message::ForwardReply { .. } => "ForwardReply",
             Message::AntiEntropy(exchange) => exchange.kind(),
+            Message::Hint { .. } => "Hint",
+            Message::HintAck { .. } => "HintAck",
+            Message::Handoff { .. } => "Handoff",
+            Message::HandoffAck { .. } => "HandoffAck",
         }
     }
 }

@@ -48,6 +48,23 @@
 //! it returns, so two quorum reads in sequence never go back in time (Cassandra's monotonic
 //! quorum reads).
 //!
+//! # Anti-entropy
+//!
+//! Read repair heals only the keys someone reads. Every node also keeps one incremental
+//! Merkle tree per range of the ring it replicates ([`tree`]), updated by every state it
+//! stores, and every `anti_entropy_interval_ms` compares its trees with a random peer's,
+//! descending only into subtrees that differ and exchanging only the keys of differing leaves
+//! ([`anti_entropy`]): replicas converge whether or not anyone reads. A node opening over a
+//! store rebuilds its trees a slice per tick, answering requests meanwhile.
+//!
+//! # Tombstones and hints
+//!
+//! A tombstone is purged once every replica of its key is known to hold it and
+//! `tombstone_grace_ms` has passed ([`tombstones`]): a replica down through the whole grace
+//! period cannot bring the deleted value back. With `hinted_handoff`, a write whose replica
+//! does not answer goes to a stand-in as a durable hint, delivered when the replica is back
+//! ([`hints`]); with `sloppy_quorum` the hint counts toward w.
+//!
 //! # Commands
 //!
 //! GET, SET (with no option, or with CONTEXT alone), DEL and EXISTS of one key, and
@@ -55,8 +72,8 @@
 //! refused with a clear error: without a leader two coordinators would each read the old
 //! value and one increment would be lost (the lecture: leaderless stores take "only very
 //! simple writes"). TTLs, transactions, WATCH, other databases, FLUSHALL, KEYS and SCAN are
-//! refused too; DBSIZE counts this node's keys, tombstones included; REPLIKV.DIGEST digests
-//! this node's states (so `replikv check` compares replicas).
+//! refused too; DBSIZE counts this node's keys, tombstones included; REPLIKV.DIGEST answers
+//! from this node's Merkle trees (so `replikv check` compares replicas without scanning).
 //!
 //! CAVEATS
 //! - A coordinator sends a write to the other replicas only once it is durable on its own
@@ -66,9 +83,8 @@
 //!   a replica down, a coordinator holds a timeout's worth of reads (at most
 //!   [`OPS_IN_FLIGHT_MAX`] operations; past it requests are refused).
 //! - Multi-key commands (MGET, MSET, DEL or EXISTS of several keys) are refused.
-//! - Tombstones are never purged (issue 14's anti-entropy collects them), and replicas
-//!   converge only through reads of each key until anti-entropy exists.
-//! - Membership is fixed by the cluster file; there is no hinted handoff (issue 14).
+//! - Membership is fixed by the cluster file: no node joins or leaves at runtime, so no range
+//!   ever moves between nodes.
 //! - A coordinator's HLC bounds nothing: a node whose clock runs ahead stamps versions that
 //!   win under `lww` until the others catch up (the lecture's "clock skew can cause older
 //!   values to overwrite newer values").
@@ -86,6 +102,7 @@ mod hints;
 mod tombstones;
 
 pub use gossip::REBUILD_KEYS_PER_TICK;
+pub use hints::{HINTS_NAMESPACE, HINTS_PER_DELIVERY, HINTS_PER_TARGET_MAX, HINT_AFTER_MS, HINT_DELIVERY_INTERVAL_MS};
 pub use tombstones::{PURGE_SCAN_PER_TICK, TOMBSTONES_TRACKED_MAX};
 
 pub use message::Message;
@@ -361,6 +378,8 @@ pub struct Leaderless<E> {
     rounds: gossip::Rounds,
     /// Its tombstones and who holds them.
     tombstones: tombstones::Tombstones,
+    /// Its hints for other nodes, and whom it suspects down.
+    hints: hints::Hints,
 }
 
 /// Where a state a node merges comes from.
@@ -372,6 +391,8 @@ pub(crate) enum Taken {
     Repair,
     /// An anti-entropy exchange with the peer.
     AntiEntropy(NodeId),
+    /// A hint delivered by the node that held it.
+    Handoff,
 }
 
 impl<E: Engine> Leaderless<E> {
@@ -402,6 +423,11 @@ impl<E: Engine> Leaderless<E> {
             trees,
             rounds,
             tombstones: tombstones::Tombstones::default(),
+            hints: hints::Hints::default(),
+        })
+        .and_then(|mut node: Leaderless<E>| {
+            node.load_hints()?;
+            Ok(node)
         })
     }
 
@@ -503,11 +529,11 @@ impl<E: Engine> Leaderless<E> {
     fn save(&mut self, key: &Bytes, state: &Siblings, from: Option<NodeId>, repair: bool) -> Result<u64> {
         let value = state.to_bytes()?;
         let version = state.newest_version().unwrap_or_default();
-        let record = Record { version, value: Some(value), expire_at_ms: None };
+        let record = Record { version, value: Some(value.clone()), expire_at_ms: None };
         self.store.apply(crate::replication::Change { key: crate::kv::physical(0, key), record })?;
         self.stored += 1;
         if !(repair && self.settings.canary == Canary::TreeNotUpdatedOnRepair) {
-            self.track(key, state, from)?;
+            self.track(key, state, &value, from);
         }
         Ok(self.stored)
     }
@@ -520,7 +546,12 @@ impl<E: Engine> Leaderless<E> {
         let trees = &self.trees;
         let due = self.tombstones.due(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
         for key in due {
-            let version = match self.load(&key)? {
+            let state = match self.load(&key) {
+                Ok(state) => state,
+                Err(crate::Error::InvalidInput(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let version = match state {
                 Some(state) if !state.is_empty() && state.live().next().is_none() => {
                     state.newest_version().unwrap_or_default()
                 }
@@ -554,12 +585,14 @@ impl<E: Engine> Leaderless<E> {
             Input::Tick => {
                 self.tick(now_ms, outbox)?;
                 self.gossip_tick(now_ms, outbox)?;
+                self.deliver_hints(now_ms, outbox)?;
                 self.purge_tombstones(now_ms)
             }
-            Input::Message { from, message: Message::AntiEntropy(exchange) } => {
-                self.exchange(now_ms, from, exchange, outbox)
+            Input::Message { from, message } => {
+                // Any message shows its sender is up.
+                self.hints.suspected.remove(&from);
+                self.message(now_ms, from, message, outbox)
             }
-            Input::Message { from, message } => self.message(now_ms, from, message, outbox),
             Input::Durable { lsn, .. } => {
                 self.durable = self.durable.max(lsn.min(self.stored));
                 self.durable_now(now_ms, outbox)
@@ -644,10 +677,10 @@ impl<E: Engine> Leaderless<E> {
                         .collect(),
                     tombstones_pending: self.tombstones.len(),
                     tombstones_untracked: self.tombstones.untracked,
-                    hint_backlog: std::collections::BTreeMap::new(),
-                    hints_stored: 0,
-                    hints_delivered: 0,
-                    hints_dropped: 0,
+                    hint_backlog: self.hints.backlog(),
+                    hints_stored: self.hints.stored,
+                    hints_delivered: self.hints.delivered,
+                    hints_dropped: self.hints.dropped,
                     counters: self.rounds.counters.clone(),
                 },
             }),

@@ -41,7 +41,7 @@ use super::tree::{self, DEPTH};
 use crate::causality::Siblings;
 use crate::version::NodeId;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Tombstones a node tracks for purging at most.
 pub const TOMBSTONES_TRACKED_MAX: usize = 1_000_000;
@@ -55,7 +55,7 @@ pub(super) struct Tombstones {
     /// By (range, leaf, key), so that an equal subtree finds its tombstones by a range query.
     pending: BTreeMap<(RangeId, u32, Bytes), Pending>,
     /// Each tracked key's place in `pending`.
-    places: HashMap<Bytes, (RangeId, u32)>,
+    places: BTreeMap<Bytes, (RangeId, u32)>,
     /// Where the purge scan resumes.
     cursor: Option<(RangeId, u32, Bytes)>,
     /// Tombstones left untracked past [`TOMBSTONES_TRACKED_MAX`].

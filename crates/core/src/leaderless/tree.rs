@@ -38,12 +38,12 @@
 //! so a tree is never rebuilt by a scan except when a node opens ([`super::Leaderless`]
 //! rebuilds its trees from the store a slice per tick, answering requests meanwhile).
 //!
-//! Only non-empty nodes are kept (hash maps), so a tree costs memory in proportion to its
+//! Only non-empty nodes are kept (ordered maps), so a tree costs memory in proportion to its
 //! keys: about 100 bytes per key plus the key itself. The simulator's lighter nodes use the
 //! same tree with a handful of keys each.
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Children of each inner node.
 pub const FANOUT: usize = 16;
@@ -91,9 +91,9 @@ pub fn width(level: u8) -> u32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     /// Non-empty leaves: their entries by key, and their hash.
-    leaves: HashMap<u32, Leaf>,
+    leaves: BTreeMap<u32, Leaf>,
     /// Non-empty inner nodes' hashes, by (level, index); level 0 is the root.
-    inner: HashMap<(u8, u32), Hash>,
+    inner: BTreeMap<(u8, u32), Hash>,
     /// Entries held.
     keys: u64,
 }
@@ -213,9 +213,7 @@ impl Tree {
 
     /// Every entry, by leaf then key (tests, and the simulator's oracle).
     pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &Hash)> + '_ {
-        let mut leaves: Vec<&u32> = self.leaves.keys().collect();
-        leaves.sort_unstable();
-        leaves.into_iter().flat_map(|i| self.leaves[i].entries.iter())
+        self.leaves.values().flat_map(|l| l.entries.iter())
     }
 }
 
@@ -288,7 +286,7 @@ mod tests {
     #[test]
     fn the_same_entry_is_in_the_same_leaf_everywhere_and_leaves_spread() {
         assert_eq!(leaf_of(b"user:1"), leaf_of(b"user:1"));
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::BTreeSet::new();
         for i in 0..10_000 {
             seen.insert(leaf_of(&key(i)));
         }

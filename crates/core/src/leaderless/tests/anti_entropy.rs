@@ -104,8 +104,12 @@ fn a_round_between_equal_replicas_sends_only_their_roots() {
 #[test]
 fn one_differing_key_among_many_is_found_and_sent_alone_in_a_few_kilobytes() {
     let mut c = cluster(2, 2, |s| s.anti_entropy_interval_ms = 0);
-    for i in 0..20_000 {
-        c.run(i % 2, &format!("SET key:{i} value-{i}"));
+    c.run(0, "SET key:0 value");
+    let state = c.nodes[0].state_of(b"key:0").unwrap().unwrap();
+    for i in 1..20_000 {
+        for node in &mut c.nodes {
+            node.save(&Bytes::from(format!("key:{i}")), &state, None, false).unwrap();
+        }
     }
     assert!(c.stores_agree());
     c.cut.insert(1);
@@ -179,8 +183,10 @@ fn the_tree_not_updated_on_repair_canary_leaves_a_tree_that_no_scan_would_build(
 fn a_node_reopened_over_its_store_rebuilds_its_trees_a_slice_per_tick_answering_meanwhile() {
     let mut c = cluster(2, 2, |s| s.anti_entropy_interval_ms = 0);
     let keys = super::super::REBUILD_KEYS_PER_TICK * 2 + 10;
-    for i in 0..keys {
-        c.run(0, &format!("SET k{i} v"));
+    c.run(0, "SET k0 v");
+    let state = c.nodes[0].state_of(b"k0").unwrap().unwrap();
+    for i in 1..keys {
+        c.nodes[0].save(&Bytes::from(format!("k{i}")), &state, None, false).unwrap();
     }
     let before = c.tree(0);
     let settings = c.nodes[0].settings().clone();
@@ -255,7 +261,7 @@ fn a_tombstone_is_kept_while_a_replica_lacks_it_however_long_and_purged_once_all
         assert!(rounds <= 30, "the tombstone was never purged everywhere");
         c.round();
     }
-    assert_eq!(c.nodes.iter().map(|n| n.counters.tombstones_purged).sum::<u64>() >= 3, true);
+    assert!(c.nodes.iter().map(|n| n.counters.tombstones_purged).sum::<u64>() >= 3, "every node purged");
     for _ in 0..10 {
         c.round();
     }
@@ -294,4 +300,61 @@ fn a_round_from_a_node_with_trees_of_another_shape_is_refused_and_counted() {
     c.step(0, Input::Message { from, message: super::Message::AntiEntropy(message) });
     assert_eq!(c.nodes[0].rounds.counters.refused, 1);
     assert!(c.net.is_empty(), "no answer");
+}
+
+#[test]
+fn with_more_nodes_than_n_each_pair_compares_the_ranges_it_shares_and_all_converge() {
+    let mut c = cluster(5, 3, |_| {});
+    let ranges = c.nodes[0].trees.all().count();
+    assert!(ranges > 1, "five nodes, n = 3: node 1 replicates {ranges} ranges");
+    c.cut.insert(4);
+    for i in 0..200 {
+        let key = format!("k{i}");
+        let list = c.nodes[0].ring.preference_list(key.as_bytes());
+        let via = list.iter().map(|id| c.ids.iter().position(|x| x == id).unwrap()).find(|i| *i != 4).unwrap();
+        assert_eq!(c.run(via, &format!("SET {key} v{i}")), Reply::Ok);
+    }
+    c.cut.clear();
+    let agree = |c: &mut Cluster| {
+        (0..200).all(|i| {
+            let key = Bytes::from(format!("k{i}"));
+            let replicas = c.nodes[0].ring.preference_list(&key);
+            let states: Vec<_> = replicas
+                .iter()
+                .map(|id| c.nodes[c.ids.iter().position(|x| x == id).unwrap()].state_of(&key).unwrap())
+                .collect();
+            states.windows(2).all(|w| w[0] == w[1])
+        })
+    };
+    assert!(!agree(&mut c), "node 5 missed its share");
+    let mut rounds = 0;
+    while !agree(&mut c) {
+        rounds += 1;
+        assert!(rounds <= 40, "replicas still differ after 40 rounds");
+        c.round();
+    }
+    for i in 0..5 {
+        let held: u64 = c.nodes[i].trees.all().map(|(_, t)| t.keys()).sum();
+        let stored = c.scanned(i).keys();
+        assert_eq!(held, stored, "node {i}'s trees hold exactly its keys");
+    }
+}
+
+#[test]
+fn states_of_a_key_the_two_sides_do_not_both_replicate_are_refused() {
+    use super::super::anti_entropy::{Exchange, Round, Style};
+    let mut c = cluster(5, 3, |_| {});
+    // A key node 1 does not replicate, sent to it as if in a round.
+    let key = (0..).map(|i| Bytes::from(format!("x{i}"))).find(|k| !c.nodes[0].ring.is_replica(k, c.ids[0])).unwrap();
+    let from = c.nodes[0].ring.preference_list(&key)[0];
+    let state = {
+        let i = c.ids.iter().position(|x| *x == from).unwrap();
+        c.run(i, &format!("SET {} v", String::from_utf8_lossy(&key)));
+        c.nodes[i].state_of(&key).unwrap().unwrap()
+    };
+    let round = Round { initiator: c.ids[0], number: 1, style: Style::PushPull };
+    let message = Exchange::States { round, states: vec![(key.clone(), state)], want: vec![] };
+    c.step(0, Input::Message { from, message: super::Message::AntiEntropy(message) });
+    assert_eq!(c.nodes[0].state_of(&key).unwrap(), None, "not stored");
+    assert_eq!(c.nodes[0].rounds.counters.refused, 1);
 }
