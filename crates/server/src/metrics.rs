@@ -120,6 +120,9 @@ pub struct Metrics {
     pub hint_backlog: Family<PeerLabel, Gauge>,
     /// Seconds since each peer's last anti-entropy message.
     pub last_exchange_seconds: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The nodes `hint_backlog` has had a label for: the status lists only nodes with hints
+    /// held, so a backlog that emptied is set back to 0 by this list.
+    hint_targets: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Node names by id, for labels.
     names: std::sync::Mutex<std::collections::BTreeMap<NodeId, String>>,
 }
@@ -163,6 +166,7 @@ impl Metrics {
             tombstones_pending: Gauge::default(),
             hint_backlog: Family::default(),
             last_exchange_seconds: Family::default(),
+            hint_targets: Default::default(),
             names: Default::default(),
             registry: Registry::default(),
         };
@@ -342,8 +346,13 @@ impl Metrics {
         self.anti_entropy_bytes.set(a.bytes_sent as i64);
         self.trees_ready.set(i64::from(a.trees == "ready"));
         self.tombstones_pending.set(a.tombstones_pending as i64);
-        for (hex, backlog) in &a.hint_backlog {
-            self.hint_backlog.get_or_create(&PeerLabel { peer: self.name_of_hex(hex) }).set(*backlog as i64);
+        let backlog: std::collections::BTreeMap<String, u64> =
+            a.hint_backlog.iter().map(|(hex, n)| (self.name_of_hex(hex), *n)).collect();
+        let mut targets = self.hint_targets.lock().unwrap();
+        targets.extend(backlog.keys().cloned());
+        for peer in targets.iter() {
+            let held = backlog.get(peer).copied().unwrap_or(0);
+            self.hint_backlog.get_or_create(&PeerLabel { peer: peer.clone() }).set(held as i64);
         }
         for (hex, ms) in &a.last_exchange_ms_ago {
             let label = PeerLabel { peer: self.name_of_hex(hex) };
@@ -429,5 +438,12 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        // The status stops listing a target once its hints are delivered: its backlog is 0.
+        if let Some(l) = status.leaderless.as_mut() {
+            l.anti_entropy.hint_backlog.clear();
+        }
+        m.set_replication(&status);
+        let text = m.encode();
+        assert!(text.contains("replikv_hint_backlog{peer=\"n2\"} 0"), "{text}");
     }
 }
