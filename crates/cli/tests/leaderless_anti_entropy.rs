@@ -16,6 +16,11 @@
 //! its backlog for the node shows in status and metrics, and once the node is back the hints
 //! are delivered, the backlog returns to zero, and `replikv check` finds every replica the same,
 //! again with no read.
+//!
+//! Tombstone collection (point 5): with a grace period of a second, a key deleted while a
+//! replica holding its value is down stays a tombstone on the others however long that replica
+//! stays down (nobody knows it holds the tombstone); once it is back, anti-entropy hands it the
+//! tombstone, every node then purges it, and the key is gone everywhere: it does not come back.
 
 mod common;
 
@@ -262,4 +267,54 @@ fn hints_kept_for_a_killed_node_are_delivered_when_it_is_back_and_the_backlog_re
     let (_, metrics) = trio.nodes[0].http("GET", "/metrics", b"");
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("replikv_hint_backlog{peer=\"n3\"} 0\n"), "{metrics}");
+}
+
+#[test]
+fn a_replica_down_through_the_whole_grace_period_does_not_bring_a_deleted_key_back() {
+    const GRACE_MS: u64 = 1_000;
+    let replication = format!(
+        "mode = \"leaderless\"\nn = 3\nw = 2\nr = 2\nack_timeout_ms = 1500\nanti_entropy_interval_ms = {INTERVAL_MS}\n\
+         tombstone_grace_ms = {GRACE_MS}"
+    );
+    let mut trio = Trio::launch(&replication, &["--test-faults"]);
+    retry("a first write", Duration::from_secs(30), || cmd(&mut trio.con(0), &["SET", "doomed", "v"]).map(|_| ()));
+    retry("every replica holds it", CONVERGE_TIMEOUT, || match check(&trio) {
+        (Some(0), _) => Ok(()),
+        (_, out) => Err(out),
+    });
+
+    // n3 down with the value; the delete reaches n1 and n2 only.
+    let down = 2;
+    block(&trio, 0, down, true);
+    block(&trio, 1, down, true);
+    trio.nodes[down].kill9();
+    assert_eq!(cmd(&mut trio.con(0), &["DEL", "doomed"]).unwrap(), Value::Int(1));
+    // Four grace periods pass while n3 is down: nobody purges, for nobody knows n3 holds it.
+    std::thread::sleep(Duration::from_millis(4 * GRACE_MS));
+    for i in 0..2 {
+        let ae = anti_entropy(&trio, i);
+        let purged = trio.status(i)["replication"]["leaderless"]["tombstones_purged"].as_u64();
+        assert_eq!((ae["tombstones_pending"].as_u64(), purged), (Some(1), Some(0)), "n{}: {ae}", i + 1);
+    }
+
+    // Back with its old value: anti-entropy hands it the tombstone, which covers the value;
+    // then, every replica holding it and the grace long past, every node purges it.
+    trio.nodes[down].restart();
+    unblock_drained(&trio, down);
+    retry("the tombstone purged on every replica", CONVERGE_TIMEOUT, || {
+        let purged: Vec<Option<u64>> =
+            (0..3).map(|i| trio.status(i)["replication"]["leaderless"]["tombstones_purged"].as_u64()).collect();
+        let pending: Vec<Option<u64>> = (0..3).map(|i| anti_entropy(&trio, i)["tombstones_pending"].as_u64()).collect();
+        let done = purged.iter().all(|p| *p >= Some(1)) && pending.iter().all(|p| *p == Some(0));
+        done.then_some(()).ok_or(format!("purged {purged:?}, pending {pending:?}"))
+    });
+    let out = retry("every replica the same", CONVERGE_TIMEOUT, || match check(&trio) {
+        (Some(0), out) => Ok(out),
+        (_, out) => Err(out),
+    });
+    assert!(out.contains("every pair the same"), "{out}");
+    for i in 0..3 {
+        assert_eq!(cmd(&mut trio.con(i), &["DBSIZE"]).unwrap(), Value::Int(0), "n{} holds nothing", i + 1);
+        assert_eq!(cmd(&mut trio.con(i), &["GET", "doomed"]).unwrap(), Value::Nil, "read through n{}", i + 1);
+    }
 }
