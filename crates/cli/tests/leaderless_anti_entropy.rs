@@ -241,6 +241,15 @@ fn hints_kept_for_a_killed_node_are_delivered_when_it_is_back_and_the_backlog_re
     let (_, metrics) = trio.nodes[0].http("GET", "/metrics", b"");
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains(&format!("replikv_hint_backlog{{peer=\"n3\"}} {HINTED}\n")), "{metrics}");
+    let Value::BulkString(info) = cmd(&mut trio.con(0), &["INFO", "replication"]).unwrap() else { panic!("INFO") };
+    let info = String::from_utf8(info).unwrap();
+    for line in [
+        "replikv_hinted_handoff:1\r\n",
+        "replikv_sloppy_quorum:0\r\n",
+        &format!("replikv_hint_backlog:n3={HINTED}\r\n"),
+    ] {
+        assert!(info.contains(line), "{line:?} in\n{info}");
+    }
     let (ok, table, err) = trio.replikv(&["status"]);
     assert!(ok, "{table}{err}");
     let row = table.lines().find(|l| l.starts_with("n1 ")).unwrap_or_else(|| panic!("{table}"));
@@ -346,4 +355,28 @@ fn once_every_replica_holds_a_tombstone_past_its_grace_every_node_purges_it_for_
     for i in 0..3 {
         assert_eq!(cmd(&mut trio.con(i), &["DBSIZE"]).unwrap(), Value::Int(0), "n{} holds nothing", i + 1);
     }
+}
+
+#[test]
+fn a_sloppy_quorum_is_warned_about_at_start_and_refused_without_hinted_handoff() {
+    let replication = "mode = \"leaderless\"\nn = 3\nw = 2\nr = 2\nhinted_handoff = true\nsloppy_quorum = true";
+    let trio = Trio::launch(replication, &[]);
+    let log = trio.nodes[0].log_text();
+    assert!(log.contains("sloppy_quorum = true") && log.contains("w + r > n no longer guarantees overlap"), "{log}");
+    let Value::BulkString(info) = cmd(&mut trio.con(0), &["INFO", "replication"]).unwrap() else { panic!("INFO") };
+    assert!(String::from_utf8(info).unwrap().contains("replikv_sloppy_quorum:1\r\n"));
+    // The same file without hinted_handoff: the node refuses to start, naming both settings.
+    let file = trio.cluster_file();
+    let text = std::fs::read_to_string(&file).unwrap().replace("hinted_handoff = true\n", "");
+    let other = file.with_file_name("no-handoff.toml");
+    std::fs::write(&other, text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args(["node", "--id", "n1", "--config", other.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("sloppy_quorum = true") && stderr.contains("hinted_handoff = true"), "{stderr}");
 }

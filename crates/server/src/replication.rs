@@ -130,6 +130,13 @@ pub fn info(state: &NodeState) -> String {
             c.siblings_dropped,
             c.forwarded,
         );
+        let handoff = state.config.cluster.as_ref().map(|c| &c.replication);
+        let _ = write!(
+            out,
+            "replikv_hinted_handoff:{}\r\nreplikv_sloppy_quorum:{}\r\n",
+            u8::from(handoff.and_then(|r| r.hinted_handoff).unwrap_or(false)),
+            u8::from(handoff.and_then(|r| r.sloppy_quorum).unwrap_or(false)),
+        );
         out.push_str(&anti_entropy_info(state, &l.anti_entropy, c.tombstones_purged));
         let _ = write!(
             out,
