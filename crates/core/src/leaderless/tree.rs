@@ -26,8 +26,8 @@
 //! # Why this shape
 //!
 //! At a million keys a leaf holds about 15: finding one differing key costs the root, four
-//! levels of 16 hashes and one leaf's keys, a few kilobytes (the figures are in issue 14's
-//! note and `README.md`). A wider fan-out would cut round trips but send more hashes per
+//! levels of 16 hashes and one leaf's keys: 3,176 bytes in all, measured by
+//! `cargo run --release -p replikv-core --example anti_entropy_figures` (`docs/anti-entropy.md`). A wider fan-out would cut round trips but send more hashes per
 //! differing node; a deeper tree would cost more round trips for small data sets.
 //!
 //! # Incremental
