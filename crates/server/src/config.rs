@@ -32,7 +32,7 @@
 //! # read_repair = "async"          # or "blocking": a read waits until w replicas hold it
 //! # anti_entropy_interval_ms = 5000 # between the Merkle-tree exchanges a node starts; 0: none
 //! # anti_entropy_style = "push-pull" # or "push" | "pull": which side of a round sends states
-//! # tombstone_grace_ms = 864000000 # 10 days: a tombstone every replica holds is kept this long
+//! # tombstone_grace_ms = 864000000 # 10 days after a delete, and every replica holding it: purged
 //! # hinted_handoff = false         # a write whose replica is down goes to a stand-in as a hint
 //! # sloppy_quorum = false          # a hint counts toward w (needs hinted_handoff; see below)
 //! [[nodes]]                        # the first node listed leads a new cluster
@@ -638,7 +638,8 @@ pub struct ReplicationConfig {
     /// Leaderless: which side of an anti-entropy round sends its states.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy_style: Option<AntiEntropyStyleSetting>,
-    /// Leaderless: milliseconds a tombstone every replica holds is kept before it is purged.
+    /// Leaderless: milliseconds after a delete before its tombstone may be purged (and only
+    /// once every replica of the key holds it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tombstone_grace_ms: Option<u64>,
     /// Leaderless: whether a write whose replica is down goes to a stand-in as a durable hint.

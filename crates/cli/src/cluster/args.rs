@@ -122,8 +122,8 @@ pub struct AntiEntropyArgs {
     /// random peer; 0 starts none [default: 5000].
     #[arg(long, value_name = "MS")]
     pub anti_entropy_ms: Option<u64>,
-    /// Leaderless: milliseconds a tombstone is kept once every replica of its key holds it,
-    /// before it is purged [default: 864000000, 10 days].
+    /// Leaderless: milliseconds after a delete before its tombstone may be purged, and then
+    /// only once every replica of the key holds it [default: 864000000, 10 days].
     #[arg(long, value_name = "MS")]
     pub tombstone_grace_ms: Option<u64>,
     /// Leaderless: a write whose replica is down goes to the next node on the ring as a
