@@ -7,6 +7,8 @@
 //! leaves that replica without the key: the check exits 1 naming both pairs and the key. A read
 //! of the key repairs it, and the check passes again. `status` names n, w and r and the
 //! counters, and never a leader. A cluster whose n is fewer than its nodes is refused.
+//! Anti-entropy is off here (`--anti-entropy-ms 0`): its rounds would repair the replica before
+//! the check saw it differ (`leaderless_anti_entropy.rs` tests them).
 //!
 //! Why a partition and not SIGSTOP: a stopped process still has its peer connections, and the
 //! kernel keeps what the coordinator sends it in the socket's buffers; it applies the write
@@ -41,8 +43,17 @@ impl Cluster {
     fn start() -> Cluster {
         let cluster = Cluster { data: tempfile::tempdir().unwrap() };
         let base = BASE_PORT.to_string();
-        let (code, out, err) =
-            cluster.replikv(&["cluster", "start", "--mode", "leaderless", "--detach", "--base-port", &base]);
+        let (code, out, err) = cluster.replikv(&[
+            "cluster",
+            "start",
+            "--mode",
+            "leaderless",
+            "--anti-entropy-ms",
+            "0",
+            "--detach",
+            "--base-port",
+            &base,
+        ]);
         assert_eq!(code, Some(0), "cluster start:\n{out}{err}");
         cluster.wait_status("every node linked to both others", |status| {
             status["nodes"].as_array().unwrap().iter().all(|n| n["up"] == true && n["peers"] == "2/2")

@@ -30,6 +30,11 @@
 //! # r = 2                          # replicas a read waits for [default: a majority of n]
 //! # conflicts = "lww"              # or "siblings": GET of concurrent values is an error
 //! # read_repair = "async"          # or "blocking": a read waits until w replicas hold it
+//! # anti_entropy_interval_ms = 5000 # between the Merkle-tree exchanges a node starts; 0: none
+//! # anti_entropy_style = "push-pull" # or "push" | "pull": which side of a round sends states
+//! # tombstone_grace_ms = 864000000 # 10 days after a delete, and every replica holding it: purged
+//! # hinted_handoff = false         # a write whose replica is down goes to a stand-in as a hint
+//! # sloppy_quorum = false          # a hint counts toward w (needs hinted_handoff; see below)
 //! [[nodes]]                        # the first node listed leads a new cluster
 //! id = "n1"
 //! peer_addr = "127.0.0.1:7201"
@@ -47,7 +52,9 @@
 //! settings, which have defaults, a value other than the default). In leaderless mode
 //! `ack_timeout_ms` is how long a coordinator waits for its w (or r) replicas.
 //! [`ClusterConfig::durability_warnings`] names settings that work but promise less than a
-//! reader may assume (acknowledged writes that a failover can lose); the node logs them at start.
+//! reader may assume (acknowledged writes that a failover can lose, quorums that need not
+//! overlap, a sloppy quorum's hints); the node logs them at start. `sloppy_quorum = true`
+//! without `hinted_handoff = true` is refused: there would be no hint to count.
 //!
 //! CAVEATS
 //! - The first node of `[[nodes]]` leads when a cluster first starts; after that elections
@@ -625,6 +632,22 @@ pub struct ReplicationConfig {
     /// Leaderless: whether a read waits for its repairs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_repair: Option<ReadRepairSetting>,
+    /// Leaderless: milliseconds between the anti-entropy rounds a node starts (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Leaderless: which side of an anti-entropy round sends its states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anti_entropy_style: Option<AntiEntropyStyleSetting>,
+    /// Leaderless: milliseconds after a delete before its tombstone may be purged (and only
+    /// once every replica of the key holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tombstone_grace_ms: Option<u64>,
+    /// Leaderless: whether a write whose replica is down goes to a stand-in as a durable hint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hinted_handoff: Option<bool>,
+    /// Leaderless: whether a hint counts toward w (then w + r > n no longer guarantees overlap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sloppy_quorum: Option<bool>,
 }
 
 impl Default for ReplicationConfig {
@@ -644,6 +667,11 @@ impl Default for ReplicationConfig {
             r: None,
             conflicts: None,
             read_repair: None,
+            anti_entropy_interval_ms: None,
+            anti_entropy_style: None,
+            tombstone_grace_ms: None,
+            hinted_handoff: None,
+            sloppy_quorum: None,
         }
     }
 }
@@ -691,6 +719,7 @@ impl ReplicationConfig {
                     "replication.{setting} is a setting of mode = \"single-leader\", and this cluster's mode is \"leaderless\""
                 )));
             }
+            self.check_anti_entropy()?;
         } else {
             let leaderless = [
                 ("n", self.n.is_some()),
@@ -698,6 +727,11 @@ impl ReplicationConfig {
                 ("r", self.r.is_some()),
                 ("conflicts", self.conflicts.is_some()),
                 ("read_repair", self.read_repair.is_some()),
+                ("anti_entropy_interval_ms", self.anti_entropy_interval_ms.is_some()),
+                ("anti_entropy_style", self.anti_entropy_style.is_some()),
+                ("tombstone_grace_ms", self.tombstone_grace_ms.is_some()),
+                ("hinted_handoff", self.hinted_handoff.is_some()),
+                ("sloppy_quorum", self.sloppy_quorum.is_some()),
             ];
             if let Some((setting, _)) = leaderless.iter().find(|(_, set)| *set) {
                 return Err(Error::Config(format!(
@@ -746,6 +780,61 @@ impl ReplicationConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ReplicationConfig {
+    /// Refuses leaderless anti-entropy and handoff settings that cannot work, naming them.
+    fn check_anti_entropy(&self) -> Result<()> {
+        if let Some(ms) = self.anti_entropy_interval_ms.filter(|ms| *ms > ANTI_ENTROPY_INTERVAL_MS_MAX) {
+            return Err(Error::Config(format!(
+                "replication.anti_entropy_interval_ms must be at most {ANTI_ENTROPY_INTERVAL_MS_MAX} (now {ms}; 0 starts \
+                 no rounds)"
+            )));
+        }
+        if let Some(ms) = self.tombstone_grace_ms.filter(|ms| *ms > TOMBSTONE_GRACE_MS_MAX) {
+            return Err(Error::Config(format!(
+                "replication.tombstone_grace_ms must be at most {TOMBSTONE_GRACE_MS_MAX} (365 days; now {ms})"
+            )));
+        }
+        if self.sloppy_quorum == Some(true) && self.hinted_handoff != Some(true) {
+            return Err(Error::Config(
+                "replication.sloppy_quorum = true counts hints toward w, so it needs replication.hinted_handoff = true \
+                 (now hinted_handoff is off)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest anti-entropy interval the cluster file may set, in milliseconds (one day).
+pub const ANTI_ENTROPY_INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// The longest tombstone grace period the cluster file may set, in milliseconds (365 days).
+pub const TOMBSTONE_GRACE_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
+
+/// Leaderless `anti_entropy_style`: which side of a round sends its states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AntiEntropyStyleSetting {
+    /// The node that starts the round sends what its peer lacks.
+    Push,
+    /// The peer sends what the node that starts the round lacks.
+    Pull,
+    /// Both.
+    PushPull,
+}
+
+impl AntiEntropyStyleSetting {
+    /// The core's style.
+    pub fn core(self) -> replikv_core::leaderless::anti_entropy::Style {
+        use replikv_core::leaderless::anti_entropy::Style;
+        match self {
+            AntiEntropyStyleSetting::Push => Style::Push,
+            AntiEntropyStyleSetting::Pull => Style::Pull,
+            AntiEntropyStyleSetting::PushPull => Style::PushPull,
+        }
     }
 }
 
@@ -985,7 +1074,7 @@ impl ClusterConfig {
     pub fn durability_warnings(&self) -> Vec<String> {
         let nodes = self.nodes.len();
         if self.replication.mode == ReplicationMode::Leaderless {
-            return match self.replication.nwr(nodes) {
+            let mut warnings = match self.replication.nwr(nodes) {
                 Ok(nwr) if !nwr.overlaps() => vec![format!(
                     "n = {}, w = {}, r = {}: w + r <= n, so reads may miss the newest acknowledged write (a read \
                      quorum need not meet the write quorum)",
@@ -993,6 +1082,15 @@ impl ClusterConfig {
                 )],
                 _ => Vec::new(),
             };
+            if self.replication.sloppy_quorum == Some(true) {
+                warnings.push(
+                    "sloppy_quorum = true: a hint held by a stand-in counts toward w, so w + r > n no longer guarantees \
+                     overlap (a read quorum of the key's own replicas may miss an acknowledged write until its hints \
+                     are delivered)"
+                        .to_string(),
+                );
+            }
+            return warnings;
         }
         let acks = self.replication.acks;
         let (copies, majority) = (acks.copies(nodes), majority(nodes));
@@ -1301,6 +1399,43 @@ mod tests {
                 &["conflicts", "merge"],
             ),
             (
+                three("cluster = \"c\"\n[replication]\nhinted_handoff = true"),
+                "n1",
+                &["replication.hinted_handoff is a setting of mode = \"leaderless\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nanti_entropy_interval_ms = 300"),
+                "n1",
+                &["replication.anti_entropy_interval_ms is a setting of mode = \"leaderless\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\ntombstone_grace_ms = 1"),
+                "n1",
+                &["replication.tombstone_grace_ms is a setting of mode = \"leaderless\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nsloppy_quorum = true"),
+                "n1",
+                &["sloppy_quorum = true", "needs replication.hinted_handoff = true"],
+            ),
+            (
+                three(
+                    "cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nsloppy_quorum = true\nhinted_handoff = false",
+                ),
+                "n1",
+                &["sloppy_quorum = true", "hinted_handoff"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_style = \"gossip\""),
+                "n1",
+                &["anti_entropy_style", "gossip"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_interval_ms = 86400001"),
+                "n1",
+                &["anti_entropy_interval_ms must be at most 86400000", "now 86400001"],
+            ),
+            (
                 three("cluster = \"c\"\n[replication]\nmode = \"paxos\""),
                 "n1",
                 &["unknown replication mode", "single-leader"],
@@ -1361,6 +1496,38 @@ mod tests {
                     "{nwr}: {warnings:?}"
                 ),
             }
+        }
+        // A sloppy quorum is warned about even when w + r > n, and hinted handoff alone is not.
+        for (handoff, want) in
+            [("hinted_handoff = true", None), ("hinted_handoff = true\nsloppy_quorum = true", Some(()))]
+        {
+            let text = cluster_text(&format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\n{handoff}"), 3);
+            let cluster = resolve_with(&text, id("n1")).unwrap().cluster.unwrap();
+            let warnings = cluster.durability_warnings();
+            match want {
+                None => assert!(warnings.is_empty(), "{handoff}: {warnings:?}"),
+                Some(()) => assert!(
+                    warnings.len() == 1 && warnings[0].contains("w + r > n no longer guarantees overlap"),
+                    "{handoff}: {warnings:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_anti_entropy_settings_are_read_from_the_cluster_file() {
+        let head = "cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_interval_ms = 300\n\
+                    anti_entropy_style = \"push-pull\"\ntombstone_grace_ms = 1000\nhinted_handoff = true\nsloppy_quorum = true";
+        let r = resolve_with(&cluster_text(head, 3), id("n1")).unwrap().cluster.unwrap().replication;
+        assert_eq!(
+            (r.anti_entropy_interval_ms, r.anti_entropy_style, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum),
+            (Some(300), Some(AntiEntropyStyleSetting::PushPull), Some(1000), Some(true), Some(true))
+        );
+        for (text, want) in [("push", "push"), ("pull", "pull"), ("push-pull", "push-pull")] {
+            let head =
+                format!("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nanti_entropy_style = \"{text}\"");
+            let r = resolve_with(&cluster_text(&head, 3), id("n1")).unwrap().cluster.unwrap().replication;
+            assert_eq!(r.anti_entropy_style.unwrap().core().as_str(), want);
         }
     }
 

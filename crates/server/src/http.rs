@@ -6,7 +6,7 @@
 //! | `GET /api/v1/kv/{key}[?w=W&r=R]` | 200 with the value as the body (bytes, as stored), or 404; leaderless: 300 `{"error", "context", "values"}` when the key has concurrent values (`conflicts = "siblings"`) |
 //! | `PUT /api/v1/kv/{key}[?ttl_ms=N][&w=W&r=R][&context=TOKEN]` | stores the request body as the value; 200 `{"ok":true}`; leaderless: `context` (from a 300) replaces the values it names |
 //! | `DELETE /api/v1/kv/{key}[?w=W&r=R]` | 200 `{"deleted":0 or 1}` |
-//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections (RESP `connections`, `http_connections`), bytes of incomplete requests (`query_buffer_bytes`) |
+//! | `GET /api/v1/status` | the node's id, role, uptime, storage counters, connections (RESP `connections`, `http_connections`), bytes of incomplete requests (`query_buffer_bytes`), peer links (`peers`: state, messages `queued` and `messages_lost`), replication (`replication`; leaderless: quorums, counters and `anti_entropy`, peers by name) |
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |

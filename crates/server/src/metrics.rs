@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use replikv_core::leaderless::AntiEntropyStatus;
 use replikv_core::node::ReplicationStatus;
 use replikv_core::storage::EngineStats;
 use replikv_core::version::NodeId;
@@ -34,6 +35,13 @@ pub struct FollowerLabel {
 pub struct EventLabel {
     /// `writes_coordinated`, `read_repairs_sent`, ...
     pub event: &'static str,
+}
+
+/// The label of per-peer leaderless metrics (anti-entropy, hinted handoff).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's node id, as the cluster file names it.
+    pub peer: String,
 }
 
 /// The label of `replikv_build_info`.
@@ -100,6 +108,21 @@ pub struct Metrics {
     pub snapshots: Family<FollowerLabel, Gauge>,
     /// A leaderless node's counters since start, by event.
     pub leaderless: Family<EventLabel, Gauge>,
+    /// A leaderless node's anti-entropy and hinted-handoff counters since start, by event.
+    pub anti_entropy: Family<EventLabel, Gauge>,
+    /// Bytes of anti-entropy messages sent since start.
+    pub anti_entropy_bytes: Gauge,
+    /// 1 when the Merkle trees are ready, 0 while they are rebuilt from the store.
+    pub trees_ready: Gauge,
+    /// Tombstones kept until every replica holds them and the grace period passed.
+    pub tombstones_pending: Gauge,
+    /// Hints held for each node, by the node they are for.
+    pub hint_backlog: Family<PeerLabel, Gauge>,
+    /// Seconds since each peer's last anti-entropy message.
+    pub last_exchange_seconds: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The nodes `hint_backlog` has had a label for: the status lists only nodes with hints
+    /// held, so a backlog that emptied is set back to 0 by this list.
+    hint_targets: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Node names by id, for labels.
     names: std::sync::Mutex<std::collections::BTreeMap<NodeId, String>>,
 }
@@ -137,6 +160,13 @@ impl Metrics {
             lag_seconds: Family::default(),
             snapshots: Family::default(),
             leaderless: Family::default(),
+            anti_entropy: Family::default(),
+            anti_entropy_bytes: Gauge::default(),
+            trees_ready: Gauge::default(),
+            tombstones_pending: Gauge::default(),
+            hint_backlog: Family::default(),
+            last_exchange_seconds: Family::default(),
+            hint_targets: Default::default(),
             names: Default::default(),
             registry: Registry::default(),
         };
@@ -204,6 +234,38 @@ impl Metrics {
              repairs sent and received, reads of siblings, siblings dropped, writes forwarded",
             m.leaderless.clone(),
         );
+        registry.register(
+            "replikv_anti_entropy_events",
+            "A leaderless node's anti-entropy counts since start: rounds started, ranges differing and the same, \
+             keys sent, received and repaired, messages refused and truncated, tombstones purged, hints stored, \
+             delivered and dropped",
+            m.anti_entropy.clone(),
+        );
+        registry.register(
+            "replikv_anti_entropy_sent_bytes",
+            "Bytes of anti-entropy messages sent since start",
+            m.anti_entropy_bytes.clone(),
+        );
+        registry.register(
+            "replikv_anti_entropy_trees_ready",
+            "1 when the Merkle trees are ready, 0 while they are rebuilt from the store",
+            m.trees_ready.clone(),
+        );
+        registry.register(
+            "replikv_tombstones_pending_purge",
+            "Tombstones kept until every replica of the key holds them and the grace period passed",
+            m.tombstones_pending.clone(),
+        );
+        registry.register(
+            "replikv_hint_backlog",
+            "Hints this node holds for another node (hinted handoff), by that node",
+            m.hint_backlog.clone(),
+        );
+        registry.register(
+            "replikv_anti_entropy_last_exchange_seconds",
+            "Seconds since a peer's last anti-entropy message, by peer",
+            m.last_exchange_seconds.clone(),
+        );
         let build = Family::<BuildLabel, Gauge>::default();
         build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("replikv_build_info", "Always 1; the label names the build", build);
@@ -249,6 +311,7 @@ impl Metrics {
             ] {
                 self.leaderless.get_or_create(&EventLabel { event }).set(value as i64);
             }
+            self.set_anti_entropy(&l.anti_entropy, c.tombstones_purged);
         }
         let names = self.names.lock().unwrap();
         for f in &status.followers {
@@ -259,6 +322,48 @@ impl Metrics {
             self.lag_seconds.get_or_create(&label).set(f.lag_ms as f64 / 1000.0);
             self.snapshots.get_or_create(&label).set(f.snapshots as i64);
         }
+    }
+
+    /// Sets the anti-entropy and hinted-handoff metrics from a leaderless node's status.
+    fn set_anti_entropy(&self, a: &AntiEntropyStatus, tombstones_purged: u64) {
+        let c = &a.counters;
+        for (event, value) in [
+            ("rounds", c.rounds),
+            ("ranges_differing", c.ranges_differing),
+            ("ranges_same", c.ranges_same),
+            ("keys_sent", c.keys_sent),
+            ("keys_received", c.keys_received),
+            ("keys_repaired", c.keys_repaired),
+            ("refused", c.refused),
+            ("truncated", c.truncated),
+            ("tombstones_purged", tombstones_purged),
+            ("hints_stored", a.hints_stored),
+            ("hints_delivered", a.hints_delivered),
+            ("hints_dropped", a.hints_dropped),
+        ] {
+            self.anti_entropy.get_or_create(&EventLabel { event }).set(value as i64);
+        }
+        self.anti_entropy_bytes.set(a.bytes_sent as i64);
+        self.trees_ready.set(i64::from(a.trees == "ready"));
+        self.tombstones_pending.set(a.tombstones_pending as i64);
+        let backlog: std::collections::BTreeMap<String, u64> =
+            a.hint_backlog.iter().map(|(hex, n)| (self.name_of_hex(hex), *n)).collect();
+        let mut targets = self.hint_targets.lock().unwrap();
+        targets.extend(backlog.keys().cloned());
+        for peer in targets.iter() {
+            let held = backlog.get(peer).copied().unwrap_or(0);
+            self.hint_backlog.get_or_create(&PeerLabel { peer: peer.clone() }).set(held as i64);
+        }
+        for (hex, ms) in &a.last_exchange_ms_ago {
+            let label = PeerLabel { peer: self.name_of_hex(hex) };
+            self.last_exchange_seconds.get_or_create(&label).set(*ms as f64 / 1000.0);
+        }
+    }
+
+    /// The name of the node the core names by its id in hex; the hex when none is known.
+    fn name_of_hex(&self, hex: &str) -> String {
+        let id = u64::from_str_radix(hex, 16).ok().map(NodeId);
+        id.and_then(|id| self.names.lock().unwrap().get(&id).cloned()).unwrap_or_else(|| hex.to_string())
     }
 
     /// The registry in Prometheus text format.
@@ -298,5 +403,47 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_leaderless_status_sets_the_anti_entropy_metrics_with_peers_by_name() {
+        use replikv_core::leaderless::LeaderlessStatus;
+        let m = Metrics::new();
+        m.set_node_names([(NodeId::from_name("n2"), "n2".to_string())]);
+        let n2 = NodeId::from_name("n2").to_string();
+        let mut status = ReplicationStatus::default();
+        let mut l = LeaderlessStatus::default();
+        l.counters.tombstones_purged = 4;
+        l.anti_entropy.trees = "ready".into();
+        l.anti_entropy.counters.rounds = 7;
+        l.anti_entropy.counters.keys_repaired = 5;
+        l.anti_entropy.bytes_sent = 1234;
+        l.anti_entropy.tombstones_pending = 2;
+        l.anti_entropy.hint_backlog.insert(n2.clone(), 3);
+        l.anti_entropy.last_exchange_ms_ago.insert(n2, 1500);
+        l.anti_entropy.last_exchange_ms_ago.insert("00000000000000ff".into(), 250);
+        status.leaderless = Some(l);
+        m.set_replication(&status);
+        let text = m.encode();
+        for line in [
+            "replikv_anti_entropy_events{event=\"rounds\"} 7",
+            "replikv_anti_entropy_events{event=\"keys_repaired\"} 5",
+            "replikv_anti_entropy_events{event=\"tombstones_purged\"} 4",
+            "replikv_anti_entropy_sent_bytes 1234",
+            "replikv_anti_entropy_trees_ready 1",
+            "replikv_tombstones_pending_purge 2",
+            "replikv_hint_backlog{peer=\"n2\"} 3",
+            "replikv_anti_entropy_last_exchange_seconds{peer=\"n2\"} 1.5",
+            "replikv_anti_entropy_last_exchange_seconds{peer=\"00000000000000ff\"} 0.25",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // The status stops listing a target once its hints are delivered: its backlog is 0.
+        if let Some(l) = status.leaderless.as_mut() {
+            l.anti_entropy.hint_backlog.clear();
+        }
+        m.set_replication(&status);
+        let text = m.encode();
+        assert!(text.contains("replikv_hint_backlog{peer=\"n2\"} 0"), "{text}");
     }
 }

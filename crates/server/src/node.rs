@@ -122,7 +122,11 @@ fn warn_cluster(cluster: &crate::config::ClusterConfig) {
     {
         tracing::info!(
             cluster = %cluster.name, nodes = cluster.nodes.len(), mode = "leaderless", n = nwr.n, w = nwr.w,
-            r = nwr.r, "replicating"
+            r = nwr.r,
+            anti_entropy_interval_ms = cluster.replication.anti_entropy_interval_ms
+                .unwrap_or(replikv_core::leaderless::ANTI_ENTROPY_INTERVAL_MS_DEFAULT),
+            hinted_handoff = cluster.replication.hinted_handoff.unwrap_or(false),
+            sloppy_quorum = cluster.replication.sloppy_quorum.unwrap_or(false), "replicating"
         );
         for warning in cluster.durability_warnings() {
             tracing::warn!("{warning}");
@@ -243,6 +247,17 @@ fn open_leaderless(
         Some(ReadRepairSetting::Async) | None => ReadRepair::Async,
     };
     settings.request_timeout_ms = r.ack_timeout_ms;
+    if let Some(ms) = r.anti_entropy_interval_ms {
+        settings.anti_entropy_interval_ms = ms;
+    }
+    if let Some(style) = r.anti_entropy_style {
+        settings.anti_entropy_style = style.core();
+    }
+    if let Some(ms) = r.tombstone_grace_ms {
+        settings.tombstone_grace_ms = ms;
+    }
+    settings.hinted_handoff = r.hinted_handoff.unwrap_or(false);
+    settings.sloppy_quorum = r.sloppy_quorum.unwrap_or(false);
     settings.dot_id = dot_id(config)?;
     if config.fsync != replikv_core::storage::FsyncPolicy::Always {
         tracing::warn!(

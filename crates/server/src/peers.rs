@@ -59,6 +59,10 @@ pub struct PeerStatus {
     pub reason: Option<String>,
     /// True when the peer has a connection to this node open (its own link, inbound here).
     pub inbound: bool,
+    /// Messages waiting in the link's queue (they wait while the link is down).
+    pub queued: usize,
+    /// Messages taken from the queue and dropped (a failed write, or a test fault's discard).
+    pub messages_lost: u64,
 }
 
 impl Peers {
@@ -139,6 +143,8 @@ impl Peers {
                     addr: snapshot.peer_addr,
                     state,
                     reason,
+                    queued: snapshot.queued,
+                    messages_lost: snapshot.messages_lost,
                 }
             })
             .collect()

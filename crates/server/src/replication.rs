@@ -8,11 +8,19 @@
 //! Redis's offsets count bytes of its replication stream; replikv's count log records (LSNs),
 //! so `master_repl_offset`, `slaveN:offset` and `slave_repl_offset` are record positions.
 //! `slaveN:lag` is whole seconds, as Redis's; `/api/v1/status` has the milliseconds.
+//!
+//! A leaderless node has no followers: its INFO gives its quorums and counters as
+//! `replikv_*` fields, then anti-entropy's (`replikv_anti_entropy_trees:ready|rebuilding`,
+//! rounds, ranges and keys exchanged, bytes sent, `replikv_anti_entropy_last_exchange_ms_ago:
+//! n2=120,n3=80`), tombstones awaiting purge, and hinted handoff (`replikv_hint_backlog:n2=0`).
+//! The core names peers by id; INFO and `/api/v1/status` give the cluster file's names.
 
 use crate::state::NodeState;
+use replikv_core::leaderless::AntiEntropyStatus;
 use replikv_core::node::ReplicationStatus;
 use replikv_core::version::NodeId;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// A node's name and RESP address, from the cluster file.
@@ -32,6 +40,63 @@ fn follower_state(mode: &str, up: bool) -> &'static str {
         ("snapshot", true) => "send_bulk",
         _ => "wait_bgsave",
     }
+}
+
+/// The cluster-file name of the node that the core names by its id in hex (the keys of the
+/// anti-entropy status's per-peer maps); the hex itself when no entry has it.
+pub fn name_of_hex(state: &NodeState, hex: &str) -> String {
+    match u64::from_str_radix(hex, 16) {
+        Ok(id) => node_of(state, NodeId(id)).0,
+        Err(_) => hex.to_string(),
+    }
+}
+
+/// A per-peer map as one INFO value: `n2=120,n3=80`, peers by name.
+fn per_peer(state: &NodeState, map: &BTreeMap<String, u64>) -> String {
+    let named: BTreeMap<String, u64> = map.iter().map(|(hex, v)| (name_of_hex(state, hex), *v)).collect();
+    named.iter().map(|(name, v)| format!("{name}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The anti-entropy lines of a leaderless `INFO replication`: the trees, the rounds' counters,
+/// tombstones awaiting purge, hinted handoff.
+fn anti_entropy_info(state: &NodeState, a: &AntiEntropyStatus, tombstones_purged: u64) -> String {
+    let c = &a.counters;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "replikv_anti_entropy_trees:{}\r\nreplikv_anti_entropy_tree_keys:{}\r\nreplikv_anti_entropy_ranges:{}\r\n\
+         replikv_anti_entropy_interval_ms:{}\r\nreplikv_anti_entropy_style:{}\r\nreplikv_anti_entropy_rounds:{}\r\n\
+         replikv_anti_entropy_ranges_differing:{}\r\nreplikv_anti_entropy_ranges_same:{}\r\n\
+         replikv_anti_entropy_keys_sent:{}\r\nreplikv_anti_entropy_keys_received:{}\r\n\
+         replikv_anti_entropy_keys_repaired:{}\r\nreplikv_anti_entropy_bytes_sent:{}\r\n\
+         replikv_anti_entropy_refused:{}\r\nreplikv_anti_entropy_truncated:{}\r\n\
+         replikv_anti_entropy_last_exchange_ms_ago:{}\r\nreplikv_tombstones_pending:{}\r\n\
+         replikv_tombstones_untracked:{}\r\nreplikv_tombstones_purged:{}\r\nreplikv_hints_stored:{}\r\n\
+         replikv_hints_delivered:{}\r\nreplikv_hints_dropped:{}\r\nreplikv_hint_backlog:{}\r\n",
+        a.trees,
+        a.tree_keys,
+        a.ranges,
+        a.interval_ms,
+        a.style,
+        c.rounds,
+        c.ranges_differing,
+        c.ranges_same,
+        c.keys_sent,
+        c.keys_received,
+        c.keys_repaired,
+        a.bytes_sent,
+        c.refused,
+        c.truncated,
+        per_peer(state, &a.last_exchange_ms_ago),
+        a.tombstones_pending,
+        a.tombstones_untracked,
+        tombstones_purged,
+        a.hints_stored,
+        a.hints_delivered,
+        a.hints_dropped,
+        per_peer(state, &a.hint_backlog),
+    );
+    out
 }
 
 /// The body of `INFO replication`.
@@ -65,6 +130,14 @@ pub fn info(state: &NodeState) -> String {
             c.siblings_dropped,
             c.forwarded,
         );
+        let handoff = state.config.cluster.as_ref().map(|c| &c.replication);
+        let _ = write!(
+            out,
+            "replikv_hinted_handoff:{}\r\nreplikv_sloppy_quorum:{}\r\n",
+            u8::from(handoff.and_then(|r| r.hinted_handoff).unwrap_or(false)),
+            u8::from(handoff.and_then(|r| r.sloppy_quorum).unwrap_or(false)),
+        );
+        out.push_str(&anti_entropy_info(state, &l.anti_entropy, c.tombstones_purged));
         let _ = write!(
             out,
             "replikv_degraded:{}\r\nreplikv_damaged_keys:{}\r\n",
@@ -222,6 +295,16 @@ pub fn json(state: &NodeState) -> Value {
             let (name, host, port) = node_of(state, status.node);
             f["id"] = json!(name);
             f["resp_addr"] = json!(format!("{host}:{port}"));
+        }
+    }
+    // The core names peers by id in hex; the cluster file's names read better.
+    if let Some(a) = value.pointer_mut("/leaderless/anti_entropy").and_then(Value::as_object_mut) {
+        for map in ["last_exchange_ms_ago", "hint_backlog"] {
+            if let Some(Value::Object(by_hex)) = a.get(map) {
+                let named: serde_json::Map<String, Value> =
+                    by_hex.iter().map(|(hex, v)| (name_of_hex(state, hex), v.clone())).collect();
+                a.insert(map.to_string(), Value::Object(named));
+            }
         }
     }
     if let (Some(leader), Some(Some(id))) = (value.get_mut("leader"), status.leader.as_ref().map(|v| v.leader)) {

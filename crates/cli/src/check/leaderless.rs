@@ -19,7 +19,10 @@
 //! 3. What there is to wait for is writes on their way: a coordinator counts a write in flight
 //!    until every replica has acknowledged it (or its timeout passed), also after answering it. Ask again, until
 //!    `--timeout-secs`, while a node that is up gives no digest or has an operation in flight
-//!    ([`Round::settled`]); a node down is named and not waited for.
+//!    ([`Round::settled`]); a node down is named and not waited for. A node that has just
+//!    started answers its digest with an error (`BUSY ... rebuilding its Merkle trees`, HTTP
+//!    503) until its trees are filled from its store: it counts as giving no digest yet, and is
+//!    asked again.
 //! 4. Compare every pair of nodes that gave a digest ([`compare`]); for each pair whose roots
 //!    differ, walk both trees to the differing buckets and name the keys of the first
 //!    [`BUCKETS_SHOWN_MAX`] of them, with the same drill-down as against a leader, the first
@@ -33,10 +36,14 @@
 //! none within `--timeout-secs`, or a node still had operations in flight then (its writes may
 //! be on their way: the differences seen are shown, but do not count as found).
 //!
-//! Without anti-entropy a leaderless cluster converges only through reads: a write that
-//! reached w replicas but not n (one was cut off or down) is missing from the others until a
-//! read of its key repairs them. `check` naming such a key is the right answer, not a false
-//! alarm; it is the tool to watch read repair do its work.
+//! The digests come from the nodes' Merkle trees, the ones anti-entropy compares, kept up to
+//! date on every write: a check does not scan the store. A write that reached w replicas but
+//! not n (one was cut off or down) is missing from the others until a read of its key repairs
+//! them, anti-entropy's next rounds exchange it (every `anti_entropy_interval_ms`, when not 0),
+//! or, with `hinted_handoff`, its hint is delivered. `check` naming such a key in between is
+//! the right answer, not a false alarm; run it again after a few intervals to watch
+//! anti-entropy (or read repair, with `anti_entropy_interval_ms = 0`) do its work. A check is a
+//! snapshot: one that passes says the replicas were the same when asked.
 //!
 //! CAVEATS
 //! - A node's status and its digest are two requests: a write that starts after the status

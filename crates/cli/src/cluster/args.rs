@@ -40,7 +40,11 @@ The first node listed (n1) leads a new cluster, and elections replace it if it g
 others follow the leader and refuse writes with READONLY naming it. --acks picks when a write is acknowledged: sync (every follower has it),\n\
 semi-sync:K (K followers have it) or async (the leader alone has it).\n\n\
 With --mode leaderless every node takes reads and writes: a write waits for w of a key's n\n\
-replicas, a read for r, and the newest version wins; w + r <= n is allowed and warned about.")]
+replicas, a read for r, and the newest version wins; w + r <= n is allowed and warned about.\n\
+Replicas also converge without reads: every --anti-entropy-ms each node compares Merkle trees\n\
+with a random peer and exchanges the keys that differ. --hinted-handoff keeps a write for a\n\
+replica that is down on a stand-in until it is back; --sloppy-quorum counts such hints toward\n\
+w (warned about: w + r > n then no longer guarantees overlap).")]
 pub struct ClusterArgs {
     /// What to do with the cluster.
     #[command(subcommand)]
@@ -110,6 +114,28 @@ impl LeaderlessArgs {
     }
 }
 
+/// The leaderless anti-entropy and hinted-handoff settings `cluster start` writes to the
+/// cluster file (refused, as every leaderless setting, in another mode).
+#[derive(Args, Clone, Debug, Default)]
+pub struct AntiEntropyArgs {
+    /// Leaderless: milliseconds between the Merkle-tree exchanges each node starts with a
+    /// random peer; 0 starts none [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub anti_entropy_ms: Option<u64>,
+    /// Leaderless: milliseconds after a delete before its tombstone may be purged, and then
+    /// only once every replica of the key holds it [default: 864000000, 10 days].
+    #[arg(long, value_name = "MS")]
+    pub tombstone_grace_ms: Option<u64>,
+    /// Leaderless: a write whose replica is down goes to the next node on the ring as a
+    /// durable hint, delivered when the replica is back.
+    #[arg(long)]
+    pub hinted_handoff: bool,
+    /// Leaderless: a hint counts toward w (needs --hinted-handoff); then w + r > n no longer
+    /// guarantees that a read sees an acknowledged write.
+    #[arg(long)]
+    pub sloppy_quorum: bool,
+}
+
 /// `replikv cluster start`.
 #[derive(Args, Debug)]
 pub struct StartArgs {
@@ -125,6 +151,9 @@ pub struct StartArgs {
     /// Leaderless: n, w, r, conflicts, read repair.
     #[command(flatten)]
     pub leaderless: LeaderlessArgs,
+    /// Leaderless: anti-entropy, tombstone collection, hinted handoff.
+    #[command(flatten)]
+    pub anti_entropy: AntiEntropyArgs,
     /// When a write is acknowledged: sync, semi-sync:K (K followers) or async.
     #[arg(long, default_value = "async", value_name = "sync|semi-sync:K|async")]
     pub acks: Acks,

@@ -128,6 +128,10 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
             ReadRepair::Async => ReadRepairSetting::Async,
             ReadRepair::Blocking => ReadRepairSetting::Blocking,
         }),
+        anti_entropy_interval_ms: args.anti_entropy.anti_entropy_ms,
+        tombstone_grace_ms: args.anti_entropy.tombstone_grace_ms,
+        hinted_handoff: args.anti_entropy.hinted_handoff.then_some(true),
+        sloppy_quorum: args.anti_entropy.sloppy_quorum.then_some(true),
         ..defaults
     };
     let cluster = ClusterConfig { name: args.which.name.clone(), replication, nodes };
@@ -197,7 +201,7 @@ fn parse_pids(text: &str) -> Result<Vec<PidEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::args::LeaderlessArgs;
+    use crate::cluster::args::{AntiEntropyArgs, LeaderlessArgs};
     use replikv_server::config::{Acks, ReplicationMode};
 
     fn start(nodes: usize, base_port: u16, acks: Acks) -> StartArgs {
@@ -212,7 +216,33 @@ mod tests {
             log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
             detach: false,
             leaderless: LeaderlessArgs::default(),
+            anti_entropy: AntiEntropyArgs::default(),
         }
+    }
+
+    #[test]
+    fn anti_entropy_flags_reach_the_cluster_file_and_are_refused_where_they_cannot_work() {
+        let mut args = start(3, 7000, Acks::Async);
+        args.mode = ReplicationMode::Leaderless;
+        let r = plan(&args).unwrap().replication;
+        let unset = (r.anti_entropy_interval_ms, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum);
+        assert_eq!(unset, (None, None, None, None), "no flag, no setting: the node's defaults speak");
+        args.anti_entropy = AntiEntropyArgs {
+            anti_entropy_ms: Some(300),
+            tombstone_grace_ms: Some(1000),
+            hinted_handoff: true,
+            sloppy_quorum: true,
+        };
+        let r = plan(&args).unwrap().replication;
+        let set = (r.anti_entropy_interval_ms, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum);
+        assert_eq!(set, (Some(300), Some(1000), Some(true), Some(true)));
+        args.anti_entropy.hinted_handoff = false;
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("sloppy_quorum = true") && err.contains("hinted_handoff = true"), "{err}");
+        args.anti_entropy = AntiEntropyArgs { anti_entropy_ms: Some(300), ..AntiEntropyArgs::default() };
+        args.mode = ReplicationMode::SingleLeader;
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("replication.anti_entropy_interval_ms is a setting of mode = \"leaderless\""), "{err}");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! With `--mode leaderless` (and `--n`, `--w`, `--r`, `--conflicts`, `--read-repair`) every node
 //! takes reads and writes instead: a write waits for w of a key's n replicas, a read for r, and
 //! the nodes log at start whether w + r > n (a read sees the newest acknowledged write).
+//! `--anti-entropy-ms`, `--tombstone-grace-ms`, `--hinted-handoff` and `--sloppy-quorum` write
+//! the anti-entropy and handoff settings; a sloppy quorum is logged as a warning at start.
 //!
 //! Everything a cluster owns lives in one directory, `<data>/<name>/` ([`layout`]):
 //!

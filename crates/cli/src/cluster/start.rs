@@ -88,7 +88,8 @@ fn file_header(cluster: &ClusterConfig) -> String {
             "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
              #   replikv node --config cluster.toml --id n1\n\
              # Leaderless: every node takes reads and writes; a write waits for w of a key's n replicas,\n\
-             # a read for r. [replication] n, w, r, conflicts (\"lww\" | \"siblings\"), read_repair.\n\n",
+             # a read for r. [replication] n, w, r, conflicts (\"lww\" | \"siblings\"), read_repair,\n\
+             # anti_entropy_interval_ms, anti_entropy_style, tombstone_grace_ms, hinted_handoff, sloppy_quorum.\n\n",
             cluster.name
         );
     }

@@ -34,7 +34,12 @@
 //! LAG_S columns give way to each node's counters from its status's `replication.leaderless`
 //! object ([`Counters`], [`counters_of`]): WRITES and READS it coordinated, PARTIAL writes
 //! (that reached fewer than w replicas in time), REPAIRS_SENT (read repairs it sent as a
-//! coordinator) and REPAIRS_RECV (read repairs it merged as a replica). `-o json` carries
+//! coordinator) and REPAIRS_RECV (read repairs it merged as a replica); then anti-entropy's:
+//! TREES (`ready`, or `rebuilding` while its Merkle trees are filled from the store at open),
+//! AE_ROUNDS (exchanges it started), AE_REPAIRED (keys an exchange changed here),
+//! TOMBSTONES_PENDING (kept until every replica holds them and the grace passed) and HINTS
+//! (hints it holds for other nodes, all targets together; `-o json` has them per node, and
+//! the last exchange with each peer). `-o json` carries
 //! `n`, `w` and `r` where a single-leader cluster has `acks` and `leader`, and each node's
 //! counters as its `leaderless` object (its epoch and lag are null).
 //!
@@ -54,6 +59,7 @@ use super::layout::{self, ClusterDir, PidEntry};
 use super::{net, process};
 use crate::output::{out, outln};
 use anyhow::{Context, Result};
+use replikv_core::leaderless::AntiEntropyStatus;
 use replikv_core::quorum::Nwr;
 use replikv_server::config::{ClusterConfig, ClusterNode, ReplicationMode};
 use serde::{Deserialize, Serialize};
@@ -102,6 +108,10 @@ pub struct Counters {
     /// the node serializes it.
     #[serde(flatten)]
     pub counts: replikv_core::leaderless::Counters,
+    /// Its anti-entropy: trees, rounds, keys repaired, tombstones awaiting purge, hint
+    /// backlog; absent from a node that predates anti-entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_entropy: Option<replikv_core::leaderless::AntiEntropyStatus>,
 }
 
 /// A node's replication cells: epoch and applied LSN from its own status, lag from the
@@ -460,7 +470,10 @@ fn render_leaderless_table(rows: &[NodeRow]) -> String {
     let counter = |r: &NodeRow, pick: fn(&replikv_core::leaderless::Counters) -> u64| {
         r.leaderless.as_ref().map_or_else(dash, |c| pick(&c.counts).to_string())
     };
-    let cells: Vec<[String; 12]> = rows
+    let anti_entropy = |r: &NodeRow, pick: fn(&AntiEntropyStatus) -> String| {
+        r.leaderless.as_ref().and_then(|c| c.anti_entropy.as_ref()).map_or_else(dash, pick)
+    };
+    let cells: Vec<[String; 17]> = rows
         .iter()
         .map(|r| {
             [
@@ -474,6 +487,11 @@ fn render_leaderless_table(rows: &[NodeRow]) -> String {
                 counter(r, |c| c.partial_writes),
                 counter(r, |c| c.read_repairs_sent),
                 counter(r, |c| c.read_repairs_received),
+                anti_entropy(r, |a| a.trees.clone()),
+                anti_entropy(r, |a| a.counters.rounds.to_string()),
+                anti_entropy(r, |a| a.counters.keys_repaired.to_string()),
+                anti_entropy(r, |a| a.tombstones_pending.to_string()),
+                anti_entropy(r, |a| a.hint_backlog.values().sum::<u64>().to_string()),
                 r.peers.clone().unwrap_or_else(dash),
                 r.pid.map_or_else(dash, |p| p.to_string()),
             ]
@@ -490,6 +508,11 @@ fn render_leaderless_table(rows: &[NodeRow]) -> String {
         "PARTIAL",
         "REPAIRS_SENT",
         "REPAIRS_RECV",
+        "TREES",
+        "AE_ROUNDS",
+        "AE_REPAIRED",
+        "TOMBSTONES_PENDING",
+        "HINTS",
         "PEERS",
         "PID",
     ];
@@ -698,7 +721,11 @@ n1: link to n3 down: connection refused
             read_repairs_received: 0,
             ..Default::default()
         };
-        let counters = Counters { in_flight: 0, counts };
+        let mut anti_entropy = AntiEntropyStatus { trees: "ready".into(), tombstones_pending: 2, ..Default::default() };
+        anti_entropy.counters.rounds = 40;
+        anti_entropy.counters.keys_repaired = 200;
+        anti_entropy.hint_backlog = [("n2".to_string(), 3), ("n3".to_string(), 4)].into();
+        let counters = Counters { in_flight: 0, counts, anti_entropy: Some(anti_entropy) };
         let up = NodeRow {
             id: "n1".into(),
             resp_addr: "127.0.0.1:7001".into(),
@@ -718,9 +745,9 @@ n1: link to n3 down: connection refused
             ..NodeRow::default()
         };
         let want = "\
-ID  RESP            ROLE        STATE  KEYS  WRITES  READS  PARTIAL  REPAIRS_SENT  REPAIRS_RECV  PEERS  PID
-n1  127.0.0.1:7001  leaderless  up     9     12      7      1        3             0             1/2    4242
-n3  127.0.0.1:7003  -           down   -     -       -      -        -             -             -      -
+ID  RESP            ROLE        STATE  KEYS  WRITES  READS  PARTIAL  REPAIRS_SENT  REPAIRS_RECV  TREES  AE_ROUNDS  AE_REPAIRED  TOMBSTONES_PENDING  HINTS  PEERS  PID
+n1  127.0.0.1:7001  leaderless  up     9     12      7      1        3             0             ready  40         200          2                   7      1/2    4242
+n3  127.0.0.1:7003  -           down   -     -       -      -        -             -             -      -          -            -                   -      -      -
 n3: refused
 n1: link to n3 down: connection refused
 ";
@@ -753,6 +780,16 @@ n1: link to n3 down: connection refused
             (counters.in_flight, counters.counts.writes_coordinated, counters.counts.read_repairs_received),
             (2, 5, 2)
         );
+        // A node that predates anti-entropy has none; one that has it shows its trees.
+        assert_eq!(counters.anti_entropy, None);
+        let mut with = own.clone();
+        with["leaderless"]["anti_entropy"] = json!({"trees": "rebuilding", "tree_keys": 10, "ranges": 1,
+            "interval_ms": 300, "style": "push-pull", "bytes_sent": 0, "last_exchange_ms_ago": {"n2": 100},
+            "tombstones_pending": 0, "tombstones_untracked": 0, "hint_backlog": {}, "hints_stored": 0,
+            "hints_delivered": 0, "hints_dropped": 0, "rounds": 3, "ranges_differing": 0, "ranges_same": 3,
+            "keys_sent": 0, "keys_received": 0, "keys_repaired": 0, "refused": 0, "truncated": 0});
+        let a = counters_of(&with).expect("counters").anti_entropy.expect("anti-entropy");
+        assert_eq!((a.trees.as_str(), a.counters.rounds, a.last_exchange_ms_ago["n2"]), ("rebuilding", 3, 100));
         // A leader's status has no such object; one missing a counter is not guessed at.
         assert_eq!(counters_of(&leader_status("stream", true)), None);
         let mut partial = own.clone();
