@@ -122,6 +122,9 @@ pub struct AntiEntropyArgs {
     /// random peer; 0 starts none [default: 5000].
     #[arg(long, value_name = "MS")]
     pub anti_entropy_ms: Option<u64>,
+    /// Leaderless: which side of a round sends its states [default: push-pull].
+    #[arg(long, value_name = "push|pull|push-pull", value_parser = parse_style)]
+    pub anti_entropy_style: Option<replikv_server::config::AntiEntropyStyleSetting>,
     /// Leaderless: milliseconds after a delete before its tombstone may be purged, and then
     /// only once every replica of the key holds it [default: 864000000, 10 days].
     #[arg(long, value_name = "MS")]
@@ -237,5 +240,16 @@ mod tests {
         let cli = Cli::try_parse_from(["cluster", "status", "-o", "json", "--name", "x"]).unwrap();
         let ClusterCommand::Status(status) = cli.command else { panic!("status") };
         assert_eq!((status.output, status.which.name.as_str()), (Output::Json, "x"));
+    }
+}
+
+/// Parses `--anti-entropy-style`.
+fn parse_style(value: &str) -> Result<replikv_server::config::AntiEntropyStyleSetting, String> {
+    use replikv_server::config::AntiEntropyStyleSetting as S;
+    match value {
+        "push" => Ok(S::Push),
+        "pull" => Ok(S::Pull),
+        "push-pull" => Ok(S::PushPull),
+        other => Err(format!("{other:?} is not push, pull or push-pull")),
     }
 }

@@ -129,6 +129,7 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
             ReadRepair::Blocking => ReadRepairSetting::Blocking,
         }),
         anti_entropy_interval_ms: args.anti_entropy.anti_entropy_ms,
+        anti_entropy_style: args.anti_entropy.anti_entropy_style,
         tombstone_grace_ms: args.anti_entropy.tombstone_grace_ms,
         hinted_handoff: args.anti_entropy.hinted_handoff.then_some(true),
         sloppy_quorum: args.anti_entropy.sloppy_quorum.then_some(true),
@@ -229,6 +230,7 @@ mod tests {
         assert_eq!(unset, (None, None, None, None), "no flag, no setting: the node's defaults speak");
         args.anti_entropy = AntiEntropyArgs {
             anti_entropy_ms: Some(300),
+            anti_entropy_style: Some(replikv_server::config::AntiEntropyStyleSetting::Pull),
             tombstone_grace_ms: Some(1000),
             hinted_handoff: true,
             sloppy_quorum: true,
@@ -236,6 +238,7 @@ mod tests {
         let r = plan(&args).unwrap().replication;
         let set = (r.anti_entropy_interval_ms, r.tombstone_grace_ms, r.hinted_handoff, r.sloppy_quorum);
         assert_eq!(set, (Some(300), Some(1000), Some(true), Some(true)));
+        assert_eq!(r.anti_entropy_style, Some(replikv_server::config::AntiEntropyStyleSetting::Pull));
         args.anti_entropy.hinted_handoff = false;
         let err = format!("{:#}", plan(&args).unwrap_err());
         assert!(err.contains("sloppy_quorum = true") && err.contains("hinted_handoff = true"), "{err}");
