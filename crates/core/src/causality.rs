@@ -252,10 +252,10 @@ impl VersionVector {
         Ok(())
     }
 
-    /// Hands out `node`'s next dot and records it; refused, unchanged, past
-    /// [`VERSION_VECTOR_ENTRIES_MAX`] or when the counter (from a peer's context) is at its
-    /// end.
-    fn next_dot(&mut self, node: NodeId) -> Result<Dot> {
+    /// Hands out `node`'s next dot and records it (its first at least `floor`); refused,
+    /// unchanged, past [`VERSION_VECTOR_ENTRIES_MAX`] or when the counter (from a peer's
+    /// context) is at its end.
+    fn next_dot(&mut self, node: NodeId, floor: u64) -> Result<Dot> {
         let seen = self.get(node);
         if seen == 0 && self.entries.len() >= VERSION_VECTOR_ENTRIES_MAX {
             return Err(Error::InvalidInput(format!(
@@ -265,6 +265,7 @@ impl VersionVector {
         let counter = seen
             .checked_add(1)
             .ok_or_else(|| Error::InvalidInput(format!("node {node} has no dot left after {seen}")))?;
+        let counter = if seen == 0 { counter.max(floor) } else { counter };
         self.entries.insert(node, counter);
         Ok(Dot { node, counter })
     }
@@ -301,6 +302,20 @@ impl TryFrom<Vec<(NodeId, u64)>> for VersionVector {
         }
         Ok(VersionVector { entries })
     }
+}
+
+/// Bits of a dot floor below the milliseconds ([`dot_floor`]).
+pub const DOT_FLOOR_LOGICAL_BITS: u32 = 22;
+
+/// A dot counter above every dot a coordinator handed out at earlier hybrid-logical-clock
+/// times: the time's milliseconds shifted left by [`DOT_FLOOR_LOGICAL_BITS`], plus its
+/// logical count (at most 2^22 - 1). Each write a coordinator makes ticks its clock, so the
+/// floor of a later write is above the floor of an earlier one plus the writes between them,
+/// and a node's clock never goes back, across restarts included (it starts after the
+/// newest version in its store). Milliseconds fit until the year 2109.
+pub fn dot_floor(ts: crate::version::Timestamp) -> u64 {
+    let logical = u64::from(ts.logical).min((1 << DOT_FLOOR_LOGICAL_BITS) - 1);
+    ts.millis.min(u64::MAX >> DOT_FLOOR_LOGICAL_BITS) << DOT_FLOOR_LOGICAL_BITS | logical
 }
 
 /// One surviving write of a key: its dot, its version, and its value or a tombstone.
@@ -447,6 +462,22 @@ impl Siblings {
         version: Version,
         value: Option<Bytes>,
     ) -> Result<WriteOutcome> {
+        self.write_from(coordinator, client_context, version, value, 0)
+    }
+
+    /// [`Siblings::write`], where the coordinator's first dot of this state (its context
+    /// names none of the coordinator's writes) is at least `floor`. A coordinator that may
+    /// have forgotten its earlier writes of the key (its tombstone was purged, and with it
+    /// the context) passes a floor above every dot it handed out before ([`dot_floor`]), so
+    /// no replica that still remembers them mistakes the new write for one it has seen.
+    pub fn write_from(
+        &mut self,
+        coordinator: NodeId,
+        client_context: &VersionVector,
+        version: Version,
+        value: Option<Bytes>,
+        floor: u64,
+    ) -> Result<WriteOutcome> {
         let (claimed, seen) = (client_context.get(coordinator), self.context.get(coordinator));
         if claimed > seen {
             return Err(Error::InvalidInput(format!(
@@ -455,7 +486,7 @@ impl Siblings {
             )));
         }
         let mut context = self.context.join(client_context)?;
-        let dot = context.next_dot(coordinator)?;
+        let dot = context.next_dot(coordinator, floor)?;
         let before = self.values.len();
         self.values.retain(|s| !client_context.contains(s.dot));
         let superseded = before - self.values.len();

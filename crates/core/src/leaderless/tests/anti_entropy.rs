@@ -359,3 +359,21 @@ fn states_of_a_key_the_two_sides_do_not_both_replicate_are_refused() {
     assert_eq!(c.nodes[0].state_of(&key).unwrap(), None, "not stored");
     assert_eq!(c.nodes[0].rounds.counters.refused, 1);
 }
+
+#[test]
+fn a_coordinator_that_purged_a_tombstone_never_hands_the_old_dots_out_again() {
+    let mut c = cluster(3, 3, |s| s.anti_entropy_interval_ms = 0);
+    assert_eq!(c.run(0, "SET k old"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    // Node 1 purges its tombstone (as it would once it knew every replica safe); the others
+    // have not yet.
+    let version = c.nodes[0].state_of(b"k").unwrap().unwrap().newest_version().unwrap();
+    let record = crate::storage::Record { version, value: None, expire_at_ms: None };
+    c.nodes[0].store.apply(crate::replication::Change { key: Bytes::from_static(b"k"), record }).unwrap();
+    assert_eq!(c.nodes[0].state_of(b"k").unwrap(), None);
+    // Its next write of the key, acknowledged by all three, is on all three.
+    assert_eq!(c.run(0, "SET k new"), Reply::Ok);
+    for i in 0..3 {
+        assert_eq!(c.local(i, "k"), Some(Bytes::from_static(b"new")), "node {i} kept the new write");
+    }
+}
