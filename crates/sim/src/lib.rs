@@ -68,6 +68,7 @@ pub fn virtual_now_ms() -> u64 {
     VIRTUAL_NOW_MS.with(Cell::get)
 }
 pub mod faults;
+pub mod gossip;
 mod ground;
 pub mod history;
 mod host;
