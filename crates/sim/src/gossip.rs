@@ -9,7 +9,9 @@
 //! to [`Siblings`], which is all [`Side`] asks for. There is no store, no network, no clock
 //! and no ring: one range (id 0) that every replica shares with every other (a complete
 //! graph), so the only thing that differs from a cluster of real nodes is what the exchange
-//! does not see anyway. Replica `i` is [`NodeId`]`(i)`.
+//! does not see anyway. Replica `i` is [`NodeId`]`(i)`. Replicas whose trees are equal share
+//! one, copied on write ([`Trees`]): the exchange reads a tree through `&Tree` and cannot
+//! tell, and a hundred thousand replicas then cost a few megabytes and stay in cache.
 //!
 //! # A round
 //!
@@ -52,6 +54,7 @@ use replikv_core::leaderless::anti_entropy::{self, AntiEntropyCounters, Exchange
 use replikv_core::leaderless::tree::{self, Tree};
 use replikv_core::version::{NodeId, Timestamp, Version};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// Replicas one run takes at most (about 1 KiB each once informed).
 pub const NODES_MAX: usize = 1_000_000;
@@ -113,12 +116,11 @@ impl Outcome {
 /// A light replica: a tree and its states, all [`Side`] needs.
 #[derive(Debug, Default)]
 struct Replica {
-    /// Its tree of the one range.
-    tree: Tree,
+    /// Its tree of the one range, shared with every replica whose tree is the same (see
+    /// [`Trees`]).
+    tree: Rc<Tree>,
     /// Its states, by key.
     states: BTreeMap<Bytes, Siblings>,
-    /// What the exchange counted on it.
-    counters: AntiEntropyCounters,
 }
 
 /// A state taken during a round, merged at its end: (replica, key, state).
@@ -129,6 +131,9 @@ struct At<'a> {
     index: usize,
     replica: &'a mut Replica,
     pending: &'a mut Vec<Pending>,
+    /// What the exchange counts, over every replica (kept out of [`Replica`] to keep it
+    /// small: the rounds visit replicas at random).
+    counters: &'a mut AntiEntropyCounters,
 }
 
 impl Side for At<'_> {
@@ -137,7 +142,7 @@ impl Side for At<'_> {
     }
 
     fn tree(&self, range: RangeId, _peer: NodeId) -> Option<&Tree> {
-        (range == RANGE).then_some(&self.replica.tree)
+        (range == RANGE).then_some(&*self.replica.tree)
     }
 
     fn state(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
@@ -156,21 +161,43 @@ impl Side for At<'_> {
     }
 
     fn counters(&mut self) -> &mut AntiEntropyCounters {
-        &mut self.replica.counters
+        self.counters
     }
 }
 
 impl Replica {
     /// Merges `state` into its state of `key` and updates the tree, as a node stores a state;
     /// true when it changed.
-    fn store(&mut self, key: &Bytes, state: &Siblings) -> Result<bool> {
+    fn store(&mut self, key: &Bytes, state: &Siblings, trees: &mut Trees) -> Result<bool> {
         let mine = self.states.entry(key.clone()).or_default();
         if !mine.merge(state)?.changed {
             return Ok(false);
         }
         let hash = tree::entry_hash(key, &mine.to_bytes()?);
-        assert!(self.tree.set(key, Some(hash)), "a light replica holds one key, far below TREE_KEYS_MAX");
+        self.tree = trees.set(&self.tree, key, hash);
         Ok(true)
+    }
+}
+
+/// The trees the replicas hold, shared: a replica's tree is copied on write, and the tree one
+/// update makes of another is made once. A hundred thousand replicas then hold two trees
+/// (before and after the change) instead of a hundred thousand, which keeps the exchange's
+/// reads of them in cache; the exchange sees each replica's tree as its own (`&Tree`).
+#[derive(Debug, Default)]
+struct Trees {
+    /// (root before, key, entry hash) to the tree the update makes.
+    made: BTreeMap<(tree::Hash, Bytes, tree::Hash), Rc<Tree>>,
+}
+
+impl Trees {
+    /// `before` with `key`'s entry set to `hash`.
+    fn set(&mut self, before: &Rc<Tree>, key: &Bytes, hash: tree::Hash) -> Rc<Tree> {
+        let made = self.made.entry((before.root(), key.clone(), hash)).or_insert_with(|| {
+            let mut after = Tree::clone(before);
+            assert!(after.set(key, Some(hash)), "a light replica holds a few keys, far below TREE_KEYS_MAX");
+            Rc::new(after)
+        });
+        Rc::clone(made)
     }
 }
 
@@ -181,6 +208,8 @@ struct World {
     /// others" of the replica picking.
     ids: Vec<NodeId>,
     pending: Vec<Pending>,
+    trees: Trees,
+    counters: AntiEntropyCounters,
     rng: ChaCha8Rng,
     style: Style,
     /// Reused message buffers.
@@ -196,6 +225,8 @@ pub fn run(config: Config) -> Result<Outcome> {
         replicas: (0..n).map(|_| Replica::default()).collect(),
         ids: (0..n as u64).map(NodeId).collect(),
         pending: Vec::new(),
+        trees: Trees::default(),
+        counters: AntiEntropyCounters::default(),
         rng: ChaCha8Rng::seed_from_u64(config.seed),
         style: config.style,
         inbox: Vec::new(),
@@ -206,7 +237,7 @@ pub fn run(config: Config) -> Result<Outcome> {
     let mut change = Siblings::new();
     let version = Version { ts: Timestamp { millis: 1, logical: 0 }, node: origin };
     change.write(origin, &VersionVector::new(), version, Some(Bytes::from_static(b"new")))?;
-    world.replicas[0].store(&key, &change)?;
+    world.replicas[0].store(&key, &change, &mut world.trees)?;
 
     let mut outcome = Outcome {
         rounds: None,
@@ -224,7 +255,7 @@ pub fn run(config: Config) -> Result<Outcome> {
         }
         for (i, key, state) in std::mem::take(&mut world.pending) {
             let had = !world.replicas[i].states.is_empty();
-            world.replicas[i].store(&key, &state)?;
+            world.replicas[i].store(&key, &state, &mut world.trees)?;
             informed += usize::from(!had);
         }
         outcome.informed.push(informed);
@@ -233,10 +264,8 @@ pub fn run(config: Config) -> Result<Outcome> {
             break;
         }
     }
-    for r in &world.replicas {
-        outcome.states_sent += r.counters.keys_sent;
-        outcome.refused += r.counters.refused;
-    }
+    outcome.states_sent = world.counters.keys_sent;
+    outcome.refused = world.counters.refused;
     Ok(outcome)
 }
 
@@ -280,7 +309,7 @@ impl World {
 
     /// Replica `index` as a [`Side`].
     fn at(&mut self, index: usize) -> At<'_> {
-        At { index, replica: &mut self.replicas[index], pending: &mut self.pending }
+        At { index, replica: &mut self.replicas[index], pending: &mut self.pending, counters: &mut self.counters }
     }
 }
 
