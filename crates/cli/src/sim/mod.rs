@@ -84,6 +84,11 @@ pub struct SimArgs {
     /// Print every run's line, not only failures and the total.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Leaderless: virtual milliseconds between each node's anti-entropy rounds (0, the
+    /// default: none, and the quiet phase converges the replicas by reading every key; else
+    /// the quiet phase reads nothing and anti-entropy alone must converge them).
+    #[arg(long, value_name = "MS")]
+    pub anti_entropy_ms: Option<u64>,
     /// The lecture's gossip example instead of a checked run: `--nodes` replicas (100,000 by
     /// default), one changed key, rounds of the real anti-entropy exchange until every replica
     /// has it.
@@ -136,6 +141,10 @@ pub enum CanaryArg {
     OlderOverwrites,
     /// Leaderless: a read repair sends the value the coordinator read first, not the newest.
     RepairWithFirstReply,
+    /// Leaderless: an anti-entropy comparison skips the first differing child it descends to.
+    ExchangeSkipsSubtree,
+    /// Leaderless: a state stored by a read repair leaves the Merkle tree as it was.
+    TreeNotUpdatedOnRepair,
 }
 
 impl CanaryArg {
@@ -155,6 +164,8 @@ impl CanaryArg {
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),
+            CanaryArg::ExchangeSkipsSubtree => (S::None, L::ExchangeSkipsSubtree),
+            CanaryArg::TreeNotUpdatedOnRepair => (S::None, L::TreeNotUpdatedOnRepair),
         }
     }
 

@@ -125,6 +125,12 @@ pub struct Config {
     pub faults: Faults,
     /// A bug planted in the replicas, to test the checkers.
     pub canary: Canary,
+    /// Virtual milliseconds between the anti-entropy rounds each node starts; 0: none, and
+    /// the quiet phase converges the replicas by reading every key (read repair). Otherwise
+    /// the quiet phase reads nothing: anti-entropy alone must converge them.
+    pub anti_entropy_ms: u64,
+    /// Virtual milliseconds a tombstone is kept, at least, once every replica holds it.
+    pub tombstone_grace_ms: u64,
 }
 
 /// What a restart lost: a node came back with an older state of a key than it had when it
@@ -203,6 +209,10 @@ pub struct World {
     pub rollbacks: Vec<Rollback>,
     /// The counters of the replicas that crashed, added up.
     retired: Counters,
+    /// (node, key) of every tombstone purge seen, with the purged state.
+    purged: BTreeMap<(usize, String), Siblings>,
+    /// Purges made while another replica lacked the tombstone (anti-entropy on).
+    pub purge_violations: Vec<String>,
 }
 
 impl World {
@@ -220,8 +230,8 @@ impl World {
             settings.read_repair = config.read_repair;
             settings.request_timeout_ms = REQUEST_TIMEOUT_MS;
             settings.canary = config.canary;
-            // Anti-entropy is not simulated yet: replicas converge by read repair alone.
-            settings.anti_entropy_interval_ms = 0;
+            settings.anti_entropy_interval_ms = config.anti_entropy_ms;
+            settings.tombstone_grace_ms = config.tombstone_grace_ms;
             let clock = Clock::draw(&mut ground.rng, &config.faults);
             let disk = Rc::new(RefCell::new(Disk::default()));
             let replica = open(&disk, &settings, clock.at(0)).expect("a fresh replica opens");
@@ -257,6 +267,8 @@ impl World {
             withdrawn: 0,
             rollbacks: Vec::new(),
             retired: Counters::default(),
+            purged: BTreeMap::new(),
+            purge_violations: Vec::new(),
         }
     }
 
@@ -288,6 +300,26 @@ impl World {
         let deadline = self.ground.now + self.config.quiet_ms;
         if !self.run_until(deadline, World::settled) {
             return Err(format!("the cluster did not settle within {} ms of the faults healing", self.config.quiet_ms));
+        }
+        if self.config.anti_entropy_ms > 0 {
+            self.trace("quiet: no reads; anti-entropy alone must converge the replicas".to_string());
+            let converged = |w: &World| w.settled() && w.states_agree();
+            let quiet_ms = self.config.quiet_ms;
+            let failed =
+                || format!("the replicas did not converge by anti-entropy within {quiet_ms} ms of the faults healing");
+            if !self.run_until(deadline, converged) {
+                return Err(failed());
+            }
+            // On through a grace period and two rounds, so that tombstones are purged (and
+            // judged), then converged again: a purge must not leave a replica behind.
+            let purge_by = self.ground.now + self.config.tombstone_grace_ms + 2 * self.config.anti_entropy_ms;
+            if purge_by < deadline {
+                self.run_until(purge_by, |_| false);
+                if !self.run_until(deadline, converged) {
+                    return Err(failed());
+                }
+            }
+            return Ok(());
         }
         self.sweep = self.keys().into();
         self.trace(format!("quiet: the clients read each of the {} keys once", self.config.keys));
@@ -632,8 +664,15 @@ impl FamilyWorld for World {
         self.nodes[to].inbox.push_back(input);
     }
 
+    /// With anti-entropy on, the tombstones it held before and after are compared: one gone
+    /// was purged, and every other replica must have held it.
     fn run_node(&mut self, i: usize) {
+        if self.config.anti_entropy_ms == 0 {
+            return World::run_node(self, i);
+        }
+        let tombstones = self.tombstones_held(i);
         World::run_node(self, i);
+        self.check_purges(i, tombstones);
     }
 }
 
@@ -665,7 +704,7 @@ fn add_counters(sum: &mut Counters, more: &Counters) {
     crate::add_fields!(
         sum, more;
         writes_coordinated, reads_coordinated, partial_writes, failed_reads, read_repairs_sent,
-        read_repairs_received, sibling_reads, siblings_dropped, forwarded
+        read_repairs_received, sibling_reads, siblings_dropped, forwarded, tombstones_purged
     );
 }
 
@@ -673,3 +712,5 @@ fn add_counters(sum: &mut Counters, more: &Counters) {
 pub(super) fn value_bytes(write: u64) -> Bytes {
     Bytes::from(write.to_string())
 }
+
+mod anti_entropy;
