@@ -33,9 +33,12 @@
 //!
 //! # The quiet phase
 //!
-//! Faults heal, crashed nodes restart, and the network stops losing messages (with no
-//! anti-entropy yet, a lost repair would stay lost; it still duplicates, delays and
-//! reorders). When everything has settled (no operation in
+//! Faults heal, crashed nodes restart, and the network stops losing messages (without
+//! anti-entropy a lost repair would stay lost; it still duplicates, delays and reorders).
+//! With anti-entropy on ([`Config::anti_entropy_ms`]) the clients read nothing: the phase
+//! runs until every node holds the same state of every key, then on through a tombstone
+//! grace period and two rounds, and until they agree again (`world/anti_entropy.rs`). Without
+//! it, when everything has settled (no operation in
 //! flight anywhere, no packet on its way, no fsync pending), the clients read each key once
 //! through a node drawn at random; a read hears from all `n` replicas (there are no faults
 //! left) and repairs the stale ones. When that has settled too, every node must have the same
@@ -596,10 +599,19 @@ impl World {
     }
 
     /// Each node's final states, by key (a down node has none).
+    /// A node's tombstones it purged count as held: the writes a purged delete replaced are
+    /// accounted for by it (checker (d)), not lost.
     pub fn final_states(&mut self) -> Vec<super::checks::States> {
         let keys = self.keys();
         (0..self.nodes.len())
-            .map(|i| keys.iter().filter_map(|k| self.state_of(i, k).map(|s| (k.clone(), s))).collect())
+            .map(|i| {
+                keys.iter()
+                    .filter_map(|k| {
+                        let state = self.state_of(i, k);
+                        self.with_purged(i, k, state).map(|s| (k.clone(), s))
+                    })
+                    .collect()
+            })
             .collect()
     }
 

@@ -38,6 +38,16 @@ impl World {
         })
     }
 
+    /// Node `i`'s `state` of `key` joined with the tombstones it purged of it, if any.
+    pub(super) fn with_purged(&mut self, i: usize, key: &str, state: Option<Siblings>) -> Option<Siblings> {
+        let Some(purged) = self.purged.get(&(i, key.to_string())) else { return state };
+        let mut joined = state.unwrap_or_default();
+        if let Err(e) = joined.merge(purged) {
+            self.ground.broken.get_or_insert(format!("n{}'s state of {key} and its purged tombstones: {e}", i + 1));
+        }
+        Some(joined)
+    }
+
     /// The keys whose state on node `i` is tombstones only, with that state.
     pub(super) fn tombstones_held(&mut self, i: usize) -> Vec<(String, Siblings)> {
         if self.nodes[i].replica.is_none() {
@@ -75,7 +85,10 @@ impl World {
                 }
             }
             self.trace(format!("n{} purged {key}'s tombstone", i + 1));
-            self.purged.insert((i, key), was);
+            let record = self.purged.entry((i, key)).or_default();
+            if let Err(e) = record.merge(&was) {
+                self.ground.broken.get_or_insert(format!("n{}'s purged tombstones do not merge: {e}", i + 1));
+            }
         }
     }
 
