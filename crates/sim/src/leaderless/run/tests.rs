@@ -201,7 +201,8 @@ fn with_anti_entropy_replicas_converge_without_reads_and_purge_tombstones_safely
 #[test]
 fn the_anti_entropy_canaries_are_caught_by_their_checkers() {
     // Seeds found by `replikv sim --mode leaderless --anti-entropy-ms 1000 --canary ...
-    // --steps 2000 --quiet-ms 10000 --seeds 0..40`: 20 and 6 of the 40 catch them.
+    // --steps 2000 --quiet-ms 10000 --seeds 0..40`. At the CLI's defaults (5 s of faults)
+    // 342 and 71 of seeds 0..500 catch them.
     let converge = "replicas converge by anti-entropy alone";
     for (canary, seeds, checker) in
         [(Canary::ExchangeSkipsSubtree, [1, 2], converge), (Canary::TreeNotUpdatedOnRepair, [2, 5], TREES_CHECKER)]
