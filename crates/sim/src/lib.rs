@@ -14,6 +14,8 @@
 //!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
 //!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's
 //!   anomalies as figures.
+//! - [`gossip`]: the lecture's gossip example at scale, 100,000 light replicas running the real
+//!   anti-entropy exchange, set against random-gossip theory (no faults, no checkers).
 //! - Shared: [`disk`], an engine whose writes are durable only once their simulated fsync
 //!   completes (a crash keeps those and a torn prefix of the rest); [`faults`], the fault
 //!   rates, set by name or drawn per seed (swarm testing); [`history`], what clients did and
@@ -68,6 +70,7 @@ pub fn virtual_now_ms() -> u64 {
     VIRTUAL_NOW_MS.with(Cell::get)
 }
 pub mod faults;
+pub mod gossip;
 mod ground;
 pub mod history;
 mod host;

@@ -13,6 +13,11 @@ use replikv_sim::leaderless::run::{run, Anomalies, Report};
 use replikv_sim::leaderless::world::{Config, Fsync};
 use replikv_sim::run::{swarm_faults, RunCounts};
 
+/// The tombstone grace period in simulated runs with anti-entropy, virtual milliseconds:
+/// short, so that tombstones are purged within a run and the purge is exercised (without
+/// anti-entropy the default, 10 days: nothing is purged).
+const ANTI_ENTROPY_TOMBSTONE_GRACE_MS: u64 = 2_000;
+
 /// Replicas per key when `--n` is not given.
 const N_DEFAULT: usize = 3;
 
@@ -69,6 +74,11 @@ pub fn main(args: &SimArgs) -> Result<()> {
             quiet_ms: args.quiet_ms,
             faults: fixed.clone().unwrap_or_else(|| swarm_faults(seed)),
             canary,
+            anti_entropy_ms: args.anti_entropy_ms.unwrap_or(0),
+            tombstone_grace_ms: match args.anti_entropy_ms {
+                None | Some(0) => leaderless::TOMBSTONE_GRACE_MS_DEFAULT,
+                Some(_) => ANTI_ENTROPY_TOMBSTONE_GRACE_MS,
+            },
         };
         let report = run(config);
         totals.add(&report);

@@ -4,8 +4,10 @@
 //!
 //! The command line and the printing of runs are shared; each family's sweep (its settings,
 //! its totals) is a module of its own: [`single_leader`] (`--mode single-leader`, the
-//! default) and [`leaderless`] (`--mode leaderless`).
+//! default) and [`leaderless`] (`--mode leaderless`); [`gossip`] (`--gossip`) is the lecture's
+//! gossip example over the real anti-entropy exchange, with no faults and no checkers.
 
+mod gossip;
 mod leaderless;
 mod single_leader;
 
@@ -28,7 +30,8 @@ replikv sim --acks sync --seeds 0..500              # a sweep\n  \
 replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these faults only\n  \
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
-replikv sim --mode leaderless --n 3 --w 1 --r 1 --conflicts siblings --fsync never --seeds 0..500\n\n\
+replikv sim --mode leaderless --n 3 --w 1 --r 1 --conflicts siblings --fsync never --seeds 0..500\n  \
+replikv sim --gossip --nodes 100000 --interval-ms 3000 --style push --runs 5   # the lecture's gossip\n\n\
 Faults (rates per message, or per virtual millisecond): drop, dup, delay=MIN..MAX (ms), partition,\n\
 crash, pause, skew (ms), drift (ppm). Without --faults each seed draws its own mix.")]
 pub struct SimArgs {
@@ -81,6 +84,26 @@ pub struct SimArgs {
     /// Print every run's line, not only failures and the total.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Leaderless: virtual milliseconds between each node's anti-entropy rounds (0, the
+    /// default: none, and the quiet phase converges the replicas by reading every key; else
+    /// the quiet phase reads nothing and anti-entropy alone must converge them).
+    #[arg(long, value_name = "MS")]
+    pub anti_entropy_ms: Option<u64>,
+    /// The lecture's gossip example instead of a checked run: `--nodes` replicas (100,000 by
+    /// default), one changed key, rounds of the real anti-entropy exchange until every replica
+    /// has it.
+    #[arg(long)]
+    pub gossip: bool,
+    /// Gossip: virtual milliseconds per round (3000 by default).
+    #[arg(long, value_name = "MS", requires = "gossip")]
+    pub interval_ms: Option<u64>,
+    /// Gossip: which side of an exchange sends its states (all three by default).
+    #[arg(long, value_enum, requires = "gossip")]
+    pub style: Option<gossip::StyleArg>,
+    /// Gossip: runs per style, seeds --seed, --seed + 1, ... (1 by default); the rounds are
+    /// averaged.
+    #[arg(long, requires = "gossip")]
+    pub runs: Option<u64>,
     /// Plant a bug in the replicas, to see the checkers catch it (for testing the simulator).
     #[arg(long, value_enum, default_value_t = CanaryArg::None, hide = true)]
     pub canary: CanaryArg,
@@ -118,6 +141,10 @@ pub enum CanaryArg {
     OlderOverwrites,
     /// Leaderless: a read repair sends the value the coordinator read first, not the newest.
     RepairWithFirstReply,
+    /// Leaderless: an anti-entropy comparison skips the first differing child it descends to.
+    ExchangeSkipsSubtree,
+    /// Leaderless: a state stored by a read repair leaves the Merkle tree as it was.
+    TreeNotUpdatedOnRepair,
 }
 
 impl CanaryArg {
@@ -137,6 +164,8 @@ impl CanaryArg {
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),
+            CanaryArg::ExchangeSkipsSubtree => (S::None, L::ExchangeSkipsSubtree),
+            CanaryArg::TreeNotUpdatedOnRepair => (S::None, L::TreeNotUpdatedOnRepair),
         }
     }
 
@@ -169,6 +198,9 @@ fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
 
 /// Runs `replikv sim`.
 pub fn main(args: &SimArgs) -> Result<()> {
+    if args.gossip {
+        return gossip::main(args);
+    }
     if args.clients == 0 || args.keys == 0 {
         bail!("--clients and --keys must be at least 1");
     }

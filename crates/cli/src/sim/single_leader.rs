@@ -18,7 +18,8 @@ const LOG_RETAIN_BYTES_DEFAULT: u64 = 8192;
 /// Runs `replikv sim --mode single-leader`.
 pub fn main(args: &SimArgs) -> Result<()> {
     let fsync = ("--fsync", args.fsync.is_some());
-    refuse_flags(args.leaderless.flags().into_iter().chain([fsync]), "leaderless")?;
+    let anti_entropy = ("--anti-entropy-ms", args.anti_entropy_ms.is_some());
+    refuse_flags(args.leaderless.flags().into_iter().chain([fsync, anti_entropy]), "leaderless")?;
     let nodes = args.nodes.unwrap_or(NODES_DEFAULT);
     if !(2..=7).contains(&nodes) {
         bail!("--nodes must be 2 to 7");

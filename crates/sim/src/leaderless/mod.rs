@@ -12,8 +12,11 @@
 //!
 //! # What is checked
 //!
-//! (a) After the quiet phase every replica has the same Merkle root: with no anti-entropy
-//! yet, read repair alone makes them converge, so the quiet phase reads every key. (b) With
+//! (a) After the quiet phase every replica has the same Merkle root: with anti-entropy off
+//! (the default), read repair alone makes them converge, so the quiet phase reads every key;
+//! with it on (`Config::anti_entropy_ms`), the quiet phase reads nothing and anti-entropy
+//! alone must make them converge, every node's tree must say what its store holds, and no
+//! tombstone may be purged while another replica lacks it. (b) With
 //! `w + r > n`, a read that begins after a write was acknowledged returns it or a newer one,
 //! "newer" meaning what the protocol orders by: the version under `lww`, the causal context
 //! under `siblings` (see [`checks`]: real time would fail correct runs whenever a skewed
@@ -35,13 +38,16 @@
 //! Planted bugs (`leaderless::Canary`, never set by the server) that the checkers must catch
 //! within 500 seeds: a coordinator that counts one replica's acknowledgement twice, a replica
 //! that lets an older state overwrite its newer one, a read repair that writes the value the
-//! coordinator read first instead of the newest. `run`'s tests replay a few fixed seeds that
+//! coordinator read first instead of the newest; with anti-entropy on, an exchange that skips
+//! the first differing subtree, and a read repair that leaves the Merkle tree as it was. `run`'s tests replay a few fixed seeds that
 //! catch each, found by a longer sweep (`replikv sim --mode leaderless --canary ...`).
 //!
 //! CAVEATS
 //! - Clusters of `n` nodes only: every node replicates every key, so the placement ring and
 //!   forwarding are not exercised here (the core's tests cover them).
-//! - No anti-entropy, hinted handoff or tombstone purge exists yet to be tested.
+//! - Hinted handoff is not simulated yet. Tombstone purges are judged only with anti-entropy
+//!   on (its grace period is then short).
+//! - The tree check reads the trees through `REPLIKV.DIGEST`, for the clients' keys only.
 //! - The quiet phase reads each key once; a read repair that needs two reads to converge a
 //!   key would fail (a) by design.
 //! - Under `lww` a nil read is excused by any delete at least as new as the newest

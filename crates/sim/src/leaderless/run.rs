@@ -69,13 +69,17 @@ impl Report {
     /// The command that replays this run exactly.
     pub fn replay(&self) -> String {
         let c = &self.config;
+        let anti_entropy = match c.anti_entropy_ms {
+            0 => String::new(),
+            ms => format!(" --anti-entropy-ms {ms}"),
+        };
         let canary = match c.canary {
             Canary::None => String::new(),
             canary => format!(" --canary {}", canary_name(canary)),
         };
         format!(
             "replikv sim --mode leaderless --n {} --w {} --r {} --conflicts {} --read-repair {} --fsync {} --seed {} \
-             --steps {} --quiet-ms {} --clients {} --keys {} --faults '{}'{canary}",
+             --steps {} --quiet-ms {} --clients {} --keys {}{anti_entropy} --faults '{}'{canary}",
             c.nwr.n,
             c.nwr.w,
             c.nwr.r,
@@ -104,6 +108,21 @@ pub fn canary_name(canary: Canary) -> &'static str {
     }
 }
 
+/// The convergence checker's name: by read repair (the quiet phase reads every key) or, with
+/// anti-entropy on, by anti-entropy alone (it reads nothing).
+pub fn converge_checker(config: &Config) -> &'static str {
+    match config.anti_entropy_ms {
+        0 => "replicas converge by read repair",
+        _ => "replicas converge by anti-entropy alone",
+    }
+}
+
+/// The checker that every node's Merkle tree says what its store holds (anti-entropy on).
+pub const TREES_CHECKER: &str = "every tree matches its store";
+
+/// The checker that no tombstone is purged while a replica lacks it (anti-entropy on).
+pub const PURGE_CHECKER: &str = "no tombstone purged while a replica lacks it";
+
 /// What the checkers judge a finished run by.
 struct Evidence<'a> {
     /// The setup.
@@ -122,6 +141,10 @@ struct Evidence<'a> {
 pub fn run(config: Config) -> Report {
     let mut world = World::new(config.clone());
     let converged = world.run().and_then(|()| world.converged());
+    let trees = match config.anti_entropy_ms {
+        0 => Verdict::NotApplicable,
+        _ => world.trees_match_stores().map_or_else(Verdict::Fail, |()| Verdict::Pass),
+    };
     let states = world.final_states();
     let counters = world.counters();
     let bound_dropped = counters.siblings_dropped > 0;
@@ -135,7 +158,15 @@ pub fn run(config: Config) -> Report {
     let mut anomalies = Anomalies::default();
     let verdicts = vec![
         crate::run::no_failure(world.broken()),
-        ("replicas converge by read repair".to_string(), converged.map_or_else(Verdict::Fail, |()| Verdict::Pass)),
+        (converge_checker(&config).to_string(), converged.map_or_else(Verdict::Fail, |()| Verdict::Pass)),
+        (TREES_CHECKER.to_string(), trees),
+        (
+            PURGE_CHECKER.to_string(),
+            match config.anti_entropy_ms {
+                0 => Verdict::NotApplicable,
+                _ => Verdict::from_failures(&world.purge_violations),
+            },
+        ),
         e.newest_write_read(&mut anomalies),
         e.deletes_stay_deleted(&mut anomalies),
         e.writes_accounted(&mut anomalies),

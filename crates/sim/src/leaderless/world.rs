@@ -33,9 +33,12 @@
 //!
 //! # The quiet phase
 //!
-//! Faults heal, crashed nodes restart, and the network stops losing messages (with no
-//! anti-entropy yet, a lost repair would stay lost; it still duplicates, delays and
-//! reorders). When everything has settled (no operation in
+//! Faults heal, crashed nodes restart, and the network stops losing messages (without
+//! anti-entropy a lost repair would stay lost; it still duplicates, delays and reorders).
+//! With anti-entropy on ([`Config::anti_entropy_ms`]) the clients read nothing: the phase
+//! runs until every node holds the same state of every key, then on through a tombstone
+//! grace period and two rounds, and until they agree again (`world/anti_entropy.rs`). Without
+//! it, when everything has settled (no operation in
 //! flight anywhere, no packet on its way, no fsync pending), the clients read each key once
 //! through a node drawn at random; a read hears from all `n` replicas (there are no faults
 //! left) and repairs the stale ones. When that has settled too, every node must have the same
@@ -125,6 +128,12 @@ pub struct Config {
     pub faults: Faults,
     /// A bug planted in the replicas, to test the checkers.
     pub canary: Canary,
+    /// Virtual milliseconds between the anti-entropy rounds each node starts; 0: none, and
+    /// the quiet phase converges the replicas by reading every key (read repair). Otherwise
+    /// the quiet phase reads nothing: anti-entropy alone must converge them.
+    pub anti_entropy_ms: u64,
+    /// Virtual milliseconds a tombstone is kept, at least, once every replica holds it.
+    pub tombstone_grace_ms: u64,
 }
 
 /// What a restart lost: a node came back with an older state of a key than it had when it
@@ -203,6 +212,10 @@ pub struct World {
     pub rollbacks: Vec<Rollback>,
     /// The counters of the replicas that crashed, added up.
     retired: Counters,
+    /// (node, key) of every tombstone purge seen, with the purged state.
+    purged: BTreeMap<(usize, String), Siblings>,
+    /// Purges made while another replica lacked the tombstone (anti-entropy on).
+    pub purge_violations: Vec<String>,
 }
 
 impl World {
@@ -220,8 +233,8 @@ impl World {
             settings.read_repair = config.read_repair;
             settings.request_timeout_ms = REQUEST_TIMEOUT_MS;
             settings.canary = config.canary;
-            // Anti-entropy is not simulated yet: replicas converge by read repair alone.
-            settings.anti_entropy_interval_ms = 0;
+            settings.anti_entropy_interval_ms = config.anti_entropy_ms;
+            settings.tombstone_grace_ms = config.tombstone_grace_ms;
             let clock = Clock::draw(&mut ground.rng, &config.faults);
             let disk = Rc::new(RefCell::new(Disk::default()));
             let replica = open(&disk, &settings, clock.at(0)).expect("a fresh replica opens");
@@ -257,6 +270,8 @@ impl World {
             withdrawn: 0,
             rollbacks: Vec::new(),
             retired: Counters::default(),
+            purged: BTreeMap::new(),
+            purge_violations: Vec::new(),
         }
     }
 
@@ -288,6 +303,26 @@ impl World {
         let deadline = self.ground.now + self.config.quiet_ms;
         if !self.run_until(deadline, World::settled) {
             return Err(format!("the cluster did not settle within {} ms of the faults healing", self.config.quiet_ms));
+        }
+        if self.config.anti_entropy_ms > 0 {
+            self.trace("quiet: no reads; anti-entropy alone must converge the replicas".to_string());
+            let converged = |w: &World| w.settled() && w.states_agree();
+            let quiet_ms = self.config.quiet_ms;
+            let failed =
+                || format!("the replicas did not converge by anti-entropy within {quiet_ms} ms of the faults healing");
+            if !self.run_until(deadline, converged) {
+                return Err(failed());
+            }
+            // On through a grace period and two rounds, so that tombstones are purged (and
+            // judged), then converged again: a purge must not leave a replica behind.
+            let purge_by = self.ground.now + self.config.tombstone_grace_ms + 2 * self.config.anti_entropy_ms;
+            if purge_by < deadline {
+                self.run_until(purge_by, |_| false);
+                if !self.run_until(deadline, converged) {
+                    return Err(failed());
+                }
+            }
+            return Ok(());
         }
         self.sweep = self.keys().into();
         self.trace(format!("quiet: the clients read each of the {} keys once", self.config.keys));
@@ -564,10 +599,19 @@ impl World {
     }
 
     /// Each node's final states, by key (a down node has none).
+    /// A node's tombstones it purged count as held: the writes a purged delete replaced are
+    /// accounted for by it (checker (d)), not lost.
     pub fn final_states(&mut self) -> Vec<super::checks::States> {
         let keys = self.keys();
         (0..self.nodes.len())
-            .map(|i| keys.iter().filter_map(|k| self.state_of(i, k).map(|s| (k.clone(), s))).collect())
+            .map(|i| {
+                keys.iter()
+                    .filter_map(|k| {
+                        let state = self.state_of(i, k);
+                        self.with_purged(i, k, state).map(|s| (k.clone(), s))
+                    })
+                    .collect()
+            })
             .collect()
     }
 
@@ -632,8 +676,15 @@ impl FamilyWorld for World {
         self.nodes[to].inbox.push_back(input);
     }
 
+    /// With anti-entropy on, the tombstones it held before and after are compared: one gone
+    /// was purged, and every other replica must have held it.
     fn run_node(&mut self, i: usize) {
+        if self.config.anti_entropy_ms == 0 {
+            return World::run_node(self, i);
+        }
+        let tombstones = self.tombstones_held(i);
         World::run_node(self, i);
+        self.check_purges(i, tombstones);
     }
 }
 
@@ -665,7 +716,7 @@ fn add_counters(sum: &mut Counters, more: &Counters) {
     crate::add_fields!(
         sum, more;
         writes_coordinated, reads_coordinated, partial_writes, failed_reads, read_repairs_sent,
-        read_repairs_received, sibling_reads, siblings_dropped, forwarded
+        read_repairs_received, sibling_reads, siblings_dropped, forwarded, tombstones_purged
     );
 }
 
@@ -673,3 +724,5 @@ fn add_counters(sum: &mut Counters, more: &Counters) {
 pub(super) fn value_bytes(write: u64) -> Bytes {
     Bytes::from(write.to_string())
 }
+
+mod anti_entropy;
