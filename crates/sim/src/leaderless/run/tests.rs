@@ -218,7 +218,6 @@ fn the_anti_entropy_canaries_are_caught_by_their_checkers() {
 }
 
 #[test]
-#[ignore = "fails until a tombstone purge stops handing dots out again (README, Simulator, Leaderless)"]
 fn a_purged_tombstone_does_not_hand_its_dots_out_again() {
     // `replikv sim --mode leaderless --anti-entropy-ms 1000 --seed 696`: n1 purges k2's
     // tombstone with its context, and its next write of k2 takes dot n1:1 again.
