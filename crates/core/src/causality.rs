@@ -252,7 +252,7 @@ impl VersionVector {
         Ok(())
     }
 
-    /// Hands out `node`'s next dot and records it (its first at least `floor`); refused,
+    /// Hands out `node`'s next dot, at least `floor`, and records it; refused,
     /// unchanged, past [`VERSION_VECTOR_ENTRIES_MAX`] or when the counter (from a peer's
     /// context) is at its end.
     fn next_dot(&mut self, node: NodeId, floor: u64) -> Result<Dot> {
@@ -265,7 +265,7 @@ impl VersionVector {
         let counter = seen
             .checked_add(1)
             .ok_or_else(|| Error::InvalidInput(format!("node {node} has no dot left after {seen}")))?;
-        let counter = if seen == 0 { counter.max(floor) } else { counter };
+        let counter = counter.max(floor);
         self.entries.insert(node, counter);
         Ok(Dot { node, counter })
     }
@@ -465,11 +465,12 @@ impl Siblings {
         self.write_from(coordinator, client_context, version, value, 0)
     }
 
-    /// [`Siblings::write`], where the coordinator's first dot of this state (its context
-    /// names none of the coordinator's writes) is at least `floor`. A coordinator that may
-    /// have forgotten its earlier writes of the key (its tombstone was purged, and with it
-    /// the context) passes a floor above every dot it handed out before ([`dot_floor`]), so
-    /// no replica that still remembers them mistakes the new write for one it has seen.
+    /// [`Siblings::write`], where the coordinator's dot is at least `floor`, and a client
+    /// context may name the coordinator's dots up to `floor`. A coordinator that may have
+    /// forgotten some of its writes of the key (a purged tombstone took the context with it,
+    /// and an older state may have come back since) passes a floor above every dot it handed
+    /// out before ([`dot_floor`]), so no replica that still remembers them mistakes the new
+    /// write for one it has seen.
     pub fn write_from(
         &mut self,
         coordinator: NodeId,
@@ -479,7 +480,9 @@ impl Siblings {
         floor: u64,
     ) -> Result<WriteOutcome> {
         let (claimed, seen) = (client_context.get(coordinator), self.context.get(coordinator));
-        if claimed > seen {
+        // A context may name dots this state forgot (a purged tombstone took its context), but
+        // never one past the floor: the coordinator has not handed that out yet.
+        if claimed > seen.max(floor) {
             return Err(Error::InvalidInput(format!(
                 "causal context names {claimed} writes by node {coordinator}, which has made only {seen} \
                  of this key: a context of another key, or from the future"

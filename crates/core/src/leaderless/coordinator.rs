@@ -297,9 +297,9 @@ impl<E: Engine> Leaderless<E> {
         };
         let existed = state.winner().is_some_and(|s| !s.is_tombstone());
         let version = self.stamp(now_ms, &state);
-        // The first write of the key this node makes since it holds the key's state (or since
-        // its tombstone was purged, forgetting the context) takes a dot from its clock: a
-        // replica that has not purged yet still remembers the dots of before.
+        // Dots come from the clock: a tombstone purged here took the key's context with it (and
+        // an older state may have come back since), while a replica that has not purged yet
+        // still remembers the dots of before.
         let floor = crate::causality::dot_floor(version.ts);
         let outcome = match state.write_from(self.settings.dot_id, &context, version, value.clone(), floor) {
             Ok(outcome) => outcome,

@@ -377,3 +377,47 @@ fn a_coordinator_that_purged_a_tombstone_never_hands_the_old_dots_out_again() {
         assert_eq!(c.local(i, "k"), Some(Bytes::from_static(b"new")), "node {i} kept the new write");
     }
 }
+
+#[test]
+fn an_older_aged_tombstone_read_back_into_a_coordinator_that_purged_does_not_make_it_reuse_a_dot() {
+    // Found in review: the floor applied only to a context naming none of the coordinator's
+    // dots, and an older tombstone can bring back a context that names some.
+    let mut c = cluster(3, 3, |s| s.anti_entropy_interval_ms = 0);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1)); // an old tombstone on all three
+    c.cut.insert(2);
+    assert_eq!(c.run(0, "SET k v2"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1)); // a newer one on nodes 1 and 2; node 3 keeps the old
+    c.cut.clear();
+    // Node 1 purges the newer tombstone (aged, both out of the trees); node 2 has not yet.
+    let version = c.nodes[0].state_of(b"k").unwrap().unwrap().newest_version().unwrap();
+    let record = crate::storage::Record { version, value: None, expire_at_ms: None };
+    c.nodes[0].store.apply(crate::replication::Change { key: Bytes::from_static(b"k"), record }).unwrap();
+    // A read through node 1 that hears nodes 1 and 3 repairs node 1 with the old tombstone.
+    c.cut.insert(1);
+    let _ = c.run(0, "GET k");
+    c.time_out();
+    c.cut.clear();
+    assert_eq!(c.run(0, "SET k new"), Reply::Ok);
+    let via_node_2 = c.run(1, "GET k");
+    c.time_out();
+    assert_eq!(via_node_2, bulk("new"), "an acknowledged write was lost");
+}
+
+#[test]
+fn a_client_context_read_before_a_purge_is_still_accepted_after_it() {
+    let mut c = cluster(3, 3, |s| s.anti_entropy_interval_ms = 0);
+    assert_eq!(c.run(0, "SET k v1"), Reply::Ok);
+    let Reply::Array(parts) = c.run(0, "REPLIKV.SIBLINGS k") else { panic!("siblings") };
+    let Reply::Bulk(token) = &parts[0] else { panic!("a context token: {parts:?}") };
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    for node in &mut c.nodes {
+        let version = node.state_of(b"k").unwrap().unwrap().newest_version().unwrap();
+        let record = crate::storage::Record { version, value: None, expire_at_ms: None };
+        node.store.apply(crate::replication::Change { key: Bytes::from_static(b"k"), record }).unwrap();
+    }
+    c.now += 1;
+    assert_eq!(c.run(0, &format!("SET k v2 CONTEXT {token}")), Reply::Ok);
+    assert_eq!(c.run(1, "GET k"), bulk("v2"));
+}
