@@ -15,7 +15,8 @@
 //!    at most [`NODES_PER_MESSAGE_MAX`]; equal nodes end there (and tell it that the other
 //!    side holds every entry beneath them, which tombstone collection uses);
 //! 3. the receiver of leaf hashes answers, for the leaves that differ, [`Exchange::Leaves`]:
-//!    its entries (key and entry hash) of each, at most [`KEYS_PER_EXCHANGE_MAX`] keys;
+//!    its entries (key and entry hash) of each, at most [`KEYS_PER_EXCHANGE_MAX`] keys and
+//!    [`KEY_BYTES_PER_MESSAGE_MAX`] bytes of keys;
 //! 4. the receiver of entries compares them with its own leaves and answers
 //!    [`Exchange::States`]: its states of the keys that differ or the other lacks, and the
 //!    keys it wants the other's state of (at most [`BYTES_PER_EXCHANGE_MAX`] bytes of states,
@@ -29,14 +30,18 @@
 //! round takes four to five round trips whatever the data set's size.
 //!
 //! What a bound leaves out (more differing nodes, keys or bytes than one message takes) waits
-//! for a later round: the trees still differ there, so a later round finds it again.
+//! for a later round: the trees still differ there, so a later round finds it again. Each
+//! round walks its lists from a point drawn from its number, so a difference that a bound
+//! leaves out one round (or that cannot be repaired, such as a state refused for its clock)
+//! does not shut the others out for good. A leaf with more keys than a listing takes is listed
+//! in part (`cut`), and compared only up to its last listed key.
 //!
 //! # Safety
 //!
 //! Every message is checked: a range the receiver does not replicate with the sender, a
 //! tree of another shape ([`Shape`]), a node index out of range or a key that is not in the
 //! leaf it is listed under is refused and counted ([`AntiEntropyCounters::refused`]), never
-//! fatal. States are merged like any write (their clock bound and sibling bounds apply), so
+//! fatal; a key is listed, asked for or taken only when both sides replicate it. States are merged like any write (their clock bound and sibling bounds apply), so
 //! an exchange can add what a replica lacks but never take away what it has. The rounds are
 //! stateless on both sides: a lost, duplicated or late message costs a round, nothing else.
 //!
@@ -59,6 +64,10 @@ pub const NODES_PER_MESSAGE_MAX: usize = 4096;
 
 /// Keys one round lists ([`Exchange::Leaves`]) or asks for at most.
 pub const KEYS_PER_EXCHANGE_MAX: usize = 10_000;
+
+/// Bytes of keys one [`Exchange::Leaves`] lists, or one [`Exchange::States`] asks for, at most
+/// (keys are up to 64 KiB each: ten thousand of them would pass a peer frame).
+pub const KEY_BYTES_PER_MESSAGE_MAX: usize = 4 * 1024 * 1024;
 
 /// Bytes of states one [`Exchange::States`] carries at most (one state is always sent, even
 /// when it alone is bigger: a state fits in one peer frame, as a write does).
@@ -161,6 +170,9 @@ pub enum Exchange {
         range: RangeId,
         /// Each leaf with its entries, by key.
         leaves: Vec<(u32, Vec<(Bytes, Hash)>)>,
+        /// True when a bound cut the last leaf's listing short: it covers only the keys up to
+        /// its last listed key.
+        cut: bool,
     },
     /// My states of keys where we differ; and the keys I want yours of.
     States {
@@ -238,6 +250,11 @@ pub trait Side {
     fn skips_subtree(&self) -> bool {
         false
     }
+    /// True when this node and `peer` both replicate `key`: only such keys are listed,
+    /// asked for or sent.
+    fn shares(&self, _key: &Bytes, _peer: NodeId) -> bool {
+        true
+    }
 }
 
 /// A peer to start a round with, chosen uniformly among `candidates` (the peers that share a
@@ -281,13 +298,20 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             if !initiator_is_sender {
                 return refuse(side, from, "roots from a side that is not the round's initiator");
             }
+            if ranges.len() > NODES_PER_MESSAGE_MAX {
+                return refuse(side, from, &format!("{} ranges", ranges.len()));
+            }
+            let mut seen = std::collections::BTreeSet::new();
             for (range, root) in ranges {
+                if !seen.insert(range) {
+                    return refuse(side, from, &format!("range {range:x} listed twice"));
+                }
                 let Some(tree) = side.tree(range, from) else {
                     side.counters().refused += 1;
                     tracing::debug!("anti-entropy: {from} sent range {range:x}, not shared or not ready here");
                     continue;
                 };
-                let answer = compare(tree, 0, &[(0, root)], side.skips_subtree());
+                let answer = compare(tree, 0, &[(0, root)], side.skips_subtree(), 0);
                 note(side, from, range, 0, &answer);
                 if let Some(message) = answer.reply(round, range) {
                     out.push(message);
@@ -305,17 +329,24 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             let Some(tree) = side.tree(range, from) else {
                 return refuse(side, from, &format!("range {range:x}, not shared or not ready here"));
             };
-            let answer = compare(tree, level, &nodes, side.skips_subtree());
+            let answer = compare(tree, level, &nodes, side.skips_subtree(), offset(round, nodes.len()));
             note(side, from, range, level, &answer);
             if let Some(message) = answer.reply(round, range) {
                 out.push(message);
             }
             Ok(())
         }
-        Exchange::Leaves { range, leaves, .. } => {
+        Exchange::Leaves { range, leaves, cut, .. } => {
             let listed: usize = leaves.iter().map(|(_, e)| e.len()).sum();
-            if listed > KEYS_PER_EXCHANGE_MAX || leaves.len() > NODES_PER_MESSAGE_MAX {
-                return refuse(side, from, &format!("{listed} keys in {} leaves", leaves.len()));
+            let key_bytes: usize = leaves.iter().flat_map(|(_, e)| e.iter().map(|(k, _)| k.len())).sum();
+            if listed > KEYS_PER_EXCHANGE_MAX
+                || leaves.len() > NODES_PER_MESSAGE_MAX
+                || key_bytes > KEY_BYTES_PER_MESSAGE_MAX
+            {
+                return refuse(side, from, &format!("{listed} keys ({key_bytes} bytes) in {} leaves", leaves.len()));
+            }
+            if leaves.iter().any(|(_, entries)| entries.iter().any(|(k, _)| !side.shares(k, from))) {
+                return refuse(side, from, "a key the two sides do not both replicate");
             }
             if leaves
                 .iter()
@@ -329,8 +360,12 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             // Keys where the two sides differ: the sender lacks it, this side lacks it, or
             // the hashes differ.
             let mut differ: Vec<Bytes> = Vec::new();
-            for (leaf, theirs) in &leaves {
-                let mine: Vec<(&Bytes, &Hash)> = tree.leaf(*leaf).collect();
+            let last = leaves.len().saturating_sub(1);
+            for (i, (leaf, theirs)) in leaves.iter().enumerate() {
+                // A cut listing covers only the keys up to its last one.
+                let upto = if cut && i == last { theirs.last().map(|(k, _)| k) } else { None };
+                let mine: Vec<(&Bytes, &Hash)> =
+                    tree.leaf(*leaf).filter(|(k, _)| upto.is_none_or(|last| *k <= last)).collect();
                 let mut a = mine.iter().peekable();
                 let mut b = theirs.iter().peekable();
                 loop {
@@ -364,8 +399,8 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
                     }
                 }
             }
-            let truncated = differ.len() > KEYS_PER_EXCHANGE_MAX;
-            differ.truncate(KEYS_PER_EXCHANGE_MAX);
+            let at = offset(round, differ.len());
+            let truncated = bound_keys(&mut differ, at);
             if truncated {
                 side.counters().truncated += 1;
             }
@@ -398,7 +433,12 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
                     side.counters().keys_repaired += 1;
                 }
             }
+            let want_bytes: usize = want.iter().map(Bytes::len).sum();
+            if want_bytes > KEY_BYTES_PER_MESSAGE_MAX {
+                return refuse(side, from, &format!("{want_bytes} bytes of keys wanted"));
+            }
             if !want.is_empty() && round.style.sends(i_am_initiator) {
+                let want: Vec<Bytes> = want.into_iter().filter(|k| side.shares(k, from)).collect();
                 let states = collect_states(side, &want)?;
                 if !states.is_empty() {
                     out.push(Exchange::States { round, states, want: Vec::new() });
@@ -440,6 +480,8 @@ struct Compared {
     /// leaves.
     children: Vec<(u32, Hash)>,
     leaves: Vec<(u32, Vec<(Bytes, Hash)>)>,
+    /// The last leaf's listing is cut short.
+    cut: bool,
     /// A bound cut the answer short.
     truncated: bool,
 }
@@ -451,24 +493,28 @@ impl Compared {
         } else if self.level < DEPTH {
             Some(Exchange::Nodes { round, range, level: self.level + 1, nodes: self.children })
         } else {
-            Some(Exchange::Leaves { round, range, leaves: self.leaves })
+            Some(Exchange::Leaves { round, range, leaves: self.leaves, cut: self.cut })
         }
     }
 }
 
 /// Compares `theirs` (nodes of `level`) with `tree`, and makes the answer; `skip_first`
 /// plants the canary's bug.
-fn compare(tree: &Tree, level: u8, theirs: &[(u32, Hash)], mut skip_first: bool) -> Compared {
+fn compare(tree: &Tree, level: u8, theirs: &[(u32, Hash)], mut skip_first: bool, offset: usize) -> Compared {
     let mut c = Compared {
         level,
         same: Vec::new(),
         differ: Vec::new(),
         children: Vec::new(),
         leaves: Vec::new(),
+        cut: false,
         truncated: false,
     };
-    let mut keys = 0usize;
-    for &(index, hash) in theirs {
+    let (mut keys, mut key_bytes) = (0usize, 0usize);
+    // From a point that moves with the round, so that what a bound leaves out one round is
+    // taken another, whatever the first nodes hold.
+    let (first, rest) = theirs.split_at(offset.min(theirs.len()));
+    for &(index, hash) in rest.iter().chain(first) {
         if tree.node(level, index) == hash {
             c.same.push(index);
             continue;
@@ -484,17 +530,80 @@ fn compare(tree: &Tree, level: u8, theirs: &[(u32, Hash)], mut skip_first: bool)
             }
             c.children.extend(tree.children(level, index));
         } else {
-            let entries: Vec<(Bytes, Hash)> = tree.leaf(index).map(|(k, h)| (k.clone(), *h)).collect();
-            if !c.leaves.is_empty() && keys + entries.len() > KEYS_PER_EXCHANGE_MAX {
+            if c.cut || keys >= KEYS_PER_EXCHANGE_MAX || key_bytes >= KEY_BYTES_PER_MESSAGE_MAX {
                 c.truncated = true;
                 continue;
             }
-            keys += entries.len();
+            if tree.leaf(index).next().is_none() {
+                // This side holds nothing there: an empty listing says so.
+                c.leaves.push((index, Vec::new()));
+                c.differ.push(index);
+                continue;
+            }
+            let mut entries = Vec::new();
+            for (k, h) in tree.leaf(index) {
+                if keys + 1 > KEYS_PER_EXCHANGE_MAX || key_bytes + k.len() > KEY_BYTES_PER_MESSAGE_MAX {
+                    if entries.is_empty() && !c.leaves.is_empty() {
+                        // Not one key of this leaf fits: it waits for a later round.
+                        break;
+                    }
+                    c.cut = true;
+                    break;
+                }
+                keys += 1;
+                key_bytes += k.len();
+                entries.push((k.clone(), *h));
+            }
+            if c.cut && entries.is_empty() {
+                // A single key past the byte bound: list it alone (it fits in a frame, as a
+                // write of it does).
+                if let Some((k, h)) = tree.leaf(index).next() {
+                    entries.push((k.clone(), *h));
+                    keys += 1;
+                    key_bytes += k.len();
+                }
+            }
+            if entries.is_empty() && !c.leaves.is_empty() {
+                c.truncated = true;
+                continue;
+            }
+            c.truncated |= c.cut;
             c.leaves.push((index, entries));
         }
         c.differ.push(index);
     }
     c
+}
+
+/// Where a round starts walking a list of `len`: a point drawn from the round's number.
+fn offset(round: Round, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let mixed = round.number.wrapping_add(round.initiator.0).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17;
+    (mixed % len as u64) as usize
+}
+
+/// Keeps at most [`KEYS_PER_EXCHANGE_MAX`] of `keys` and [`KEY_BYTES_PER_MESSAGE_MAX`] of
+/// their bytes, taken from `offset` on (wrapping); true when some were left out.
+fn bound_keys(keys: &mut Vec<Bytes>, offset: usize) -> bool {
+    let total: usize = keys.iter().map(Bytes::len).sum();
+    if keys.len() <= KEYS_PER_EXCHANGE_MAX && total <= KEY_BYTES_PER_MESSAGE_MAX {
+        return false;
+    }
+    let at = offset.min(keys.len());
+    keys.rotate_left(at);
+    let mut bytes = 0;
+    let mut kept = 0;
+    for k in keys.iter() {
+        if kept >= KEYS_PER_EXCHANGE_MAX || (kept > 0 && bytes + k.len() > KEY_BYTES_PER_MESSAGE_MAX) {
+            break;
+        }
+        bytes += k.len();
+        kept += 1;
+    }
+    keys.truncate(kept);
+    true
 }
 
 /// Tells `side` what matched, and counts.
@@ -520,4 +629,33 @@ fn refuse<S: Side>(side: &mut S, from: NodeId, what: &str) -> Result<()> {
     side.counters().refused += 1;
     tracing::warn!("anti-entropy: refused a message of {from}: {what}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_keeps_keys_from_the_rounds_point_and_at_most_the_bounds() {
+        let mut keys: Vec<Bytes> = (0..KEYS_PER_EXCHANGE_MAX + 5).map(|i| Bytes::from(format!("{i:06}"))).collect();
+        assert!(bound_keys(&mut keys, 7));
+        assert_eq!(keys.len(), KEYS_PER_EXCHANGE_MAX);
+        assert_eq!(keys[0], Bytes::from("000007"), "from the offset on");
+        let big = Bytes::from(vec![b'k'; 64 * 1024]);
+        let mut keys = vec![big; 100];
+        assert!(bound_keys(&mut keys, 0));
+        assert_eq!(keys.len(), KEY_BYTES_PER_MESSAGE_MAX / (64 * 1024), "by bytes");
+        let mut few = vec![Bytes::from("a"), Bytes::from("b")];
+        assert!(!bound_keys(&mut few, 1));
+        assert_eq!(few, [Bytes::from("a"), Bytes::from("b")], "untouched under the bounds");
+    }
+
+    #[test]
+    fn the_point_a_round_starts_from_moves_with_the_round() {
+        let round = |number| Round { initiator: NodeId(3), number, style: Style::PushPull };
+        let points: std::collections::BTreeSet<usize> = (0..50).map(|n| offset(round(n), 16)).collect();
+        assert!(points.len() > 8, "{points:?}");
+        assert!(points.iter().all(|p| *p < 16));
+        assert_eq!(offset(round(1), 0), 0);
+    }
 }

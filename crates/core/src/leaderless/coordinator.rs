@@ -682,6 +682,8 @@ impl<E: Engine> Leaderless<E> {
                     self.hints.suspected.entry(*r).or_insert(now_ms);
                 }
                 self.hint_for(now_ms, id, &missing, outbox)?;
+                // Hinted for every missing replica: an answered write need not wait any more.
+                self.progress(now_ms, id, outbox)?;
             }
         }
         while let Some(&(deadline, id)) = self.ops.deadlines.first() {

@@ -1,5 +1,5 @@
 //! A leaderless node's side of anti-entropy: its Merkle trees, one per range it replicates
-//! ([`Trees`]), kept up to date by every state it stores, rebuilt from the store when it opens,
+//! (`Trees`), kept up to date by every state it stores, rebuilt from the store when it opens,
 //! and the rounds it starts every `anti_entropy_interval_ms` ([`super::anti_entropy`]).
 //!
 //! # Rebuild at open
@@ -41,6 +41,9 @@ pub(super) struct Trees {
     peers: Vec<NodeId>,
     /// Keys a tree refused past [`tree::TREE_KEYS_MAX`].
     pub(super) refused_keys: u64,
+    /// Ranges whose tree refused a key: they take no further part in anti-entropy (a key
+    /// missing from the tree would read as absent, and its tombstones as safe to purge).
+    full: std::collections::BTreeSet<RangeId>,
 }
 
 impl Trees {
@@ -55,7 +58,14 @@ impl Trees {
             ranges.values().flat_map(|(m, _)| m.iter().copied()).filter(|p| *p != me).collect();
         peers.sort_unstable();
         peers.dedup();
-        Trees { ranges, rebuild: if empty_store { None } else { Some(None) }, rebuilt_keys: 0, peers, refused_keys: 0 }
+        Trees {
+            ranges,
+            rebuild: if empty_store { None } else { Some(None) },
+            rebuilt_keys: 0,
+            peers,
+            refused_keys: 0,
+            full: Default::default(),
+        }
     }
 
     /// True while the rebuild scan runs.
@@ -73,9 +83,10 @@ impl Trees {
         let Some((_, tree)) = self.ranges.get_mut(&range) else { return };
         if !tree.set(key, hash) {
             self.refused_keys += 1;
+            self.full.insert(range);
             if self.refused_keys.is_power_of_two() {
                 tracing::warn!(
-                    "a Merkle tree holds TREE_KEYS_MAX = {} keys: {} keys are left out of anti-entropy",
+                    "a Merkle tree holds TREE_KEYS_MAX = {} keys: {} keys refused: its range leaves anti-entropy",
                     tree::TREE_KEYS_MAX,
                     self.refused_keys
                 );
@@ -86,6 +97,9 @@ impl Trees {
     /// The tree of `range` if this node replicates it with `peer` and the trees are ready.
     pub(super) fn shared(&self, range: RangeId, peer: NodeId) -> Option<&Tree> {
         if self.rebuilding() {
+            return None;
+        }
+        if self.full.contains(&range) {
             return None;
         }
         self.ranges.get(&range).filter(|(m, _)| m.contains(&peer)).map(|(_, t)| t)
@@ -193,6 +207,11 @@ impl<E: Engine> Side for NodeSide<'_, E> {
 
     fn skips_subtree(&self) -> bool {
         self.node.settings.canary == super::Canary::ExchangeSkipsSubtree
+    }
+
+    fn shares(&self, key: &Bytes, peer: NodeId) -> bool {
+        let ring = &self.node.ring;
+        ring.is_replica(key, self.node.settings.common.node) && ring.is_replica(key, peer)
     }
 }
 

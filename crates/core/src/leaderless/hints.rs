@@ -44,7 +44,7 @@
 //! - At most [`HINTS_PER_TARGET_MAX`] hints per node they are for: past it a stand-in refuses
 //!   (does not acknowledge) and counts it; the write still reaches the replica through
 //!   anti-entropy when it is back. Status, INFO and metrics show the backlog per node, and a
-//!   warning is logged when a backlog passes half the bound.
+//!   warning is logged when a backlog reaches half the bound.
 //! - A hint older than `tombstone_grace_ms` is dropped, not delivered: a tombstone of its key
 //!   may have been purged since, and delivering an older value would bring the key back
 //!   ([`super::tombstones`]). Anti-entropy repairs what it held.
@@ -148,6 +148,19 @@ impl<E: Engine> Leaderless<E> {
     /// held; false (and counted) when the backlog for `owner` is full or the state cannot be
     /// stored.
     pub(super) fn store_hint(&mut self, now_ms: u64, owner: NodeId, key: &Bytes, state: &Siblings) -> Result<bool> {
+        let grace = self.settings.tombstone_grace_ms;
+        let stale = self
+            .hints
+            .held
+            .get(&owner)
+            .and_then(|held| held.get(key))
+            .is_some_and(|created| now_ms >= created.saturating_add(grace));
+        if stale {
+            // Past the grace period the held hint would be dropped at its next delivery, and
+            // this state with it: it is replaced, not merged.
+            self.delete_hint(owner, key)?;
+            self.hints.dropped += 1;
+        }
         let held = self.hints.held.entry(owner).or_default();
         let created = match held.get(key) {
             Some(created) => *created,

@@ -97,9 +97,9 @@ pub mod ring;
 pub mod tree;
 
 mod coordinator;
-mod gossip;
-mod hints;
-mod tombstones;
+pub mod gossip;
+pub mod hints;
+pub mod tombstones;
 
 pub use gossip::REBUILD_KEYS_PER_TICK;
 pub use hints::{HINTS_NAMESPACE, HINTS_PER_DELIVERY, HINTS_PER_TARGET_MAX, HINT_AFTER_MS, HINT_DELIVERY_INTERVAL_MS};

@@ -58,7 +58,7 @@ pub const LEAVES: u32 = (FANOUT as u32).pow(DEPTH as u32);
 pub const EMPTY: Hash = [0; 32];
 
 /// Entries one tree holds at most: past it, [`Tree::set`] refuses a new key (the node then
-/// leaves anti-entropy of that range off and says so). About 100 bytes of memory per entry.
+/// takes that range out of anti-entropy, and logs it). About 100 bytes of memory per entry.
 pub const TREE_KEYS_MAX: u64 = 50_000_000;
 
 const _: () = assert!(LEAVES <= 1 << 16, "leaf_of takes two bytes of the key's hash");

@@ -421,3 +421,38 @@ fn a_client_context_read_before_a_purge_is_still_accepted_after_it() {
     assert_eq!(c.run(0, &format!("SET k v2 CONTEXT {token}")), Reply::Ok);
     assert_eq!(c.run(1, "GET k"), bulk("v2"));
 }
+
+#[test]
+fn a_listing_cut_short_is_compared_only_up_to_its_last_key() {
+    use super::super::anti_entropy::{Exchange, Round, Style};
+    let mut c = cluster(2, 2, |s| s.anti_entropy_interval_ms = 0);
+    // Three keys in one leaf, on node 1 only.
+    let leaf = tree::leaf_of(b"seed");
+    let mut keys: Vec<Bytes> =
+        (0..).map(|i| Bytes::from(format!("x{i}"))).filter(|k| tree::leaf_of(k) == leaf).take(3).collect();
+    keys.sort();
+    c.cut.insert(1);
+    for k in &keys {
+        assert_eq!(c.run(0, &format!("SET {} v", String::from_utf8_lossy(k))), Reply::Ok);
+    }
+    c.cut.clear();
+    // Node 2's listing of the leaf, cut after the first key (with another hash).
+    let round = Round { initiator: c.ids[0], number: 7, style: Style::PushPull };
+    let message = Exchange::Leaves {
+        round,
+        range: c.tree_range(0),
+        leaves: vec![(leaf, vec![(keys[0].clone(), [9; 32])])],
+        cut: true,
+    };
+    let from = c.ids[1];
+    c.cut.insert(1);
+    c.step(0, Input::Message { from, message: super::Message::AntiEntropy(message) });
+    assert_eq!(c.nodes[0].rounds.counters.keys_sent, 1, "only the key the cut listing covers is sent");
+}
+
+impl Cluster {
+    /// The id of node `i`'s only range.
+    fn tree_range(&self, i: usize) -> u64 {
+        self.nodes[i].trees.all().next().unwrap().0
+    }
+}

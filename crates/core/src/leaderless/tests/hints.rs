@@ -161,3 +161,30 @@ fn a_hint_older_than_the_tombstone_grace_period_is_dropped_not_delivered() {
     assert_eq!(c.local(down, "k"), None, "dropped, not delivered");
     assert_eq!(c.nodes[stand_in].status(c.now).leaderless.unwrap().anti_entropy.hints_dropped, 1);
 }
+
+#[test]
+fn a_write_merged_into_a_hint_past_its_grace_replaces_it_and_is_delivered() {
+    // Found in review: the merged hint kept the first hint's age and was dropped at the next
+    // delivery, with the new write (counted toward w under a sloppy quorum) in it.
+    let mut c = Cluster::with(4, Nwr::new(3, 2, 2).unwrap(), |s| {
+        s.hinted_handoff = true;
+        s.request_timeout_ms = 2_000;
+        s.tombstone_grace_ms = 2_500;
+    });
+    let (coordinator, down, stand_in) = placement(&c, "k");
+    let stand_in = stand_in.unwrap();
+    c.cut.insert(down);
+    assert_eq!(c.run(coordinator, "SET k v1"), Reply::Ok);
+    c.advance(HINT_AFTER_MS);
+    assert_eq!(c.backlog(stand_in), 1);
+    c.advance(HINT_DELIVERY_INTERVAL_MS);
+    c.advance(HINT_DELIVERY_INTERVAL_MS);
+    // Just past the first hint's grace, before the next delivery: a new write, hinted at once.
+    c.advance(550);
+    assert_eq!(c.run(coordinator, "SET k v2"), Reply::Ok);
+    c.advance(450);
+    assert_eq!(c.backlog(stand_in), 1, "the new hint is kept");
+    c.cut.clear();
+    c.advance(HINT_DELIVERY_INTERVAL_MS);
+    assert_eq!(c.local(down, "k"), Some(Bytes::from_static(b"v2")), "and delivered");
+}
