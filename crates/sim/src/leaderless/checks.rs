@@ -114,6 +114,12 @@ impl<'a> Writes<'a> {
         self.events.get(&write).is_some_and(|e| e.outcome == Outcome::Written)
     }
 
+    /// The dots stamped on writes of `key`.
+    pub fn dots_of<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Dot> + 'k {
+        let from = (key, Dot { node: replikv_core::version::NodeId(0), counter: 0 });
+        self.by_dot.range(from..).take_while(move |((k, _), _)| *k == key).map(|((_, dot), _)| *dot)
+    }
+
     /// True when an acknowledged write of `key` was stamped with `dot`.
     pub fn acknowledged_dot(&self, key: &str, dot: Dot) -> bool {
         self.by_dot.get(&(key, dot)).is_some_and(|writes| writes.iter().any(|w| self.acknowledged(*w)))

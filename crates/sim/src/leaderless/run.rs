@@ -174,7 +174,8 @@ pub fn run(config: Config) -> Report {
     if config.conflicts == replikv_core::leaderless::Conflicts::Lww {
         anomalies.older_overwrites = checks::older_overwrites(&world.history, &e.writes).len() as u64;
     }
-    let lost_acknowledged = |r: &Rollback| r.lost.iter().any(|dot| e.writes.acknowledged_dot(&r.key, *dot));
+    let lost_acknowledged =
+        |r: &Rollback| e.writes.dots_of(&r.key).any(|dot| r.lost(dot) && e.writes.acknowledged_dot(&r.key, dot));
     anomalies.came_back_older = world.rollbacks.iter().filter(|r| lost_acknowledged(r)).count() as u64;
     let written = world.history.events.iter().filter(|e| e.outcome == Outcome::Written).count() as u64;
     let judgement = world.judge(verdicts);
@@ -188,7 +189,7 @@ impl Evidence<'_> {
         let misses = checks::stale_reads(&self.world.history, &self.writes);
         anomalies.stale_reads = misses.len() as u64;
         let lost_before =
-            |m: &checks::Miss, r: &Rollback| r.key == m.key && r.at_ms <= m.read_complete_ms && r.lost.contains(&m.dot);
+            |m: &checks::Miss, r: &Rollback| r.key == m.key && r.at_ms <= m.read_complete_ms && r.lost(m.dot);
         anomalies.stale_after_rollback =
             misses.iter().filter(|m| self.world.rollbacks.iter().any(|r| lost_before(m, r))).count() as u64;
         let promised = self.config.nwr.overlaps() && self.config.fsync == Fsync::Always;

@@ -146,8 +146,19 @@ pub struct Rollback {
     pub key: String,
     /// When it restarted.
     pub at_ms: u64,
-    /// The dots of the writes it had seen before the crash and has not after.
-    pub lost: Vec<Dot>,
+    /// The key's context before the crash.
+    pub before: VersionVector,
+    /// And after the restart.
+    pub after: VersionVector,
+}
+
+impl Rollback {
+    /// True when the node had seen the write of `dot` before the crash and has not after.
+    /// (Dots are sparse, drawn from each coordinator's clock, so a context is compared, not
+    /// listed.)
+    pub fn lost(&self, dot: Dot) -> bool {
+        self.before.contains(dot) && !self.after.contains(dot)
+    }
 }
 
 /// One simulated node.
@@ -363,10 +374,11 @@ impl World {
         let mut keys = 0;
         for (key, was) in before {
             let now = self.state_of(i, &key).unwrap_or_default();
-            let lost: Vec<Dot> = dots(was.context()).filter(|d| !now.context().contains(*d)).collect();
-            if !lost.is_empty() {
+            let (before, after) = (was.context(), now.context());
+            if before.entries().any(|(node, counter)| after.get(node) < counter) {
                 keys += 1;
-                self.rollbacks.push(Rollback { node: i, key, at_ms: self.ground.now, lost });
+                let (before, after) = (before.clone(), after.clone());
+                self.rollbacks.push(Rollback { node: i, key, at_ms: self.ground.now, before, after });
             }
         }
         keys
@@ -692,11 +704,6 @@ impl FamilyWorld for World {
 fn open(disk: &Rc<RefCell<Disk>>, settings: &Settings, clock_ms: u64) -> replikv_core::Result<Replica<SimEngine>> {
     let engine = SimEngine::open(disk.clone())?;
     Leaderless::open(engine, settings.clone(), clock_ms).map(Replica::from)
-}
-
-/// Every dot a context covers.
-fn dots(context: &VersionVector) -> impl Iterator<Item = Dot> + '_ {
-    context.entries().flat_map(|(node, counter)| (1..=counter).map(move |counter| Dot { node, counter }))
 }
 
 /// A state, briefly: its values (write numbers, `-` for a tombstone) and its context's size.
