@@ -5,18 +5,18 @@
 //!
 //! # The replicas
 //!
-//! Each replica is a light node ([`Replica`]): a real Merkle [`Tree`] and a small map from key
+//! Each replica is a light node (`Replica`): a real Merkle [`Tree`] and a small map from key
 //! to [`Siblings`], which is all [`Side`] asks for. There is no store, no network, no clock
 //! and no ring: one range (id 0) that every replica shares with every other (a complete
 //! graph), so the only thing that differs from a cluster of real nodes is what the exchange
 //! does not see anyway. Replica `i` is [`NodeId`]`(i)`. Replicas whose trees are equal share
-//! one, copied on write ([`Trees`]): the exchange reads a tree through `&Tree` and cannot
+//! one, copied on write (`Trees`): the exchange reads a tree through `&Tree` and cannot
 //! tell, and a hundred thousand replicas then cost a few megabytes and stay in cache.
 //!
 //! # A round
 //!
-//! Every replica starts one exchange per round (in index order) with a peer [`pick_peer`]
-//! draws from all the others. The exchange runs to its end at once: its messages are handed
+//! Every replica starts one exchange per round (in index order) with a peer that
+//! [`replikv_core::leaderless::anti_entropy::pick_peer`] draws from all the others. The exchange runs to its end at once: its messages are handed
 //! back and forth through [`anti_entropy::receive`] until a side answers nothing (at most
 //! [`TURNS_PER_EXCHANGE_MAX`] turns). States a replica takes ([`Side::take`]) are held back
 //! until every exchange of the round has ended, so every exchange of round `t` sees the

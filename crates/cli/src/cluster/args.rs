@@ -197,6 +197,17 @@ pub enum Output {
     Json,
 }
 
+/// Parses `--anti-entropy-style`.
+fn parse_style(value: &str) -> Result<replikv_server::config::AntiEntropyStyleSetting, String> {
+    use replikv_server::config::AntiEntropyStyleSetting as S;
+    match value {
+        "push" => Ok(S::Push),
+        "pull" => Ok(S::Pull),
+        "push-pull" => Ok(S::PushPull),
+        other => Err(format!("{other:?} is not push, pull or push-pull")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,16 +251,5 @@ mod tests {
         let cli = Cli::try_parse_from(["cluster", "status", "-o", "json", "--name", "x"]).unwrap();
         let ClusterCommand::Status(status) = cli.command else { panic!("status") };
         assert_eq!((status.output, status.which.name.as_str()), (Output::Json, "x"));
-    }
-}
-
-/// Parses `--anti-entropy-style`.
-fn parse_style(value: &str) -> Result<replikv_server::config::AntiEntropyStyleSetting, String> {
-    use replikv_server::config::AntiEntropyStyleSetting as S;
-    match value {
-        "push" => Ok(S::Push),
-        "pull" => Ok(S::Pull),
-        "push-pull" => Ok(S::PushPull),
-        other => Err(format!("{other:?} is not push, pull or push-pull")),
     }
 }

@@ -70,6 +70,9 @@ pub struct Writes<'a> {
     stamps_by_key: BTreeMap<&'a str, Vec<(u64, &'a Stamp)>>,
     /// (key, dot) -> the writes stamped with it (more than one: a dot handed out twice).
     by_dot: BTreeMap<(&'a str, Dot), Vec<u64>>,
+    /// Writes their coordinator lost in a crash before they were durable, so before it sent
+    /// them anywhere ([`Writes::lost_unsent`]).
+    unsent: BTreeSet<u64>,
 }
 
 impl<'a> Writes<'a> {
@@ -81,6 +84,7 @@ impl<'a> Writes<'a> {
             events_by_key: BTreeMap::new(),
             stamps_by_key: BTreeMap::new(),
             by_dot: BTreeMap::new(),
+            unsent: BTreeSet::new(),
         };
         for e in &history.events {
             if let Some(write) = e.op.write() {
@@ -93,6 +97,21 @@ impl<'a> Writes<'a> {
             writes.by_dot.entry((stamp.key.as_str(), stamp.dot)).or_default().push(*write);
         }
         writes
+    }
+
+    /// Records that `coordinator`, restarted, no longer has the writes of `key` that `lost`
+    /// says it had before its crash: those it stamped itself and nobody acknowledged were never
+    /// sent (a coordinator sends a write once it is durable), so they are gone, not vanished.
+    /// Dots are drawn from the coordinator's clock, so a later write's context covers a lost
+    /// one's dot: without this, every state that saw the later write would seem to have seen
+    /// the lost one.
+    pub fn lost_unsent(&mut self, coordinator: NodeId, key: &str, lost: impl Fn(Dot) -> bool) {
+        let lost: Vec<u64> = self
+            .of_key(key)
+            .filter(|(w, s)| s.version.node == coordinator && lost(s.dot) && !self.acknowledged(*w))
+            .map(|(w, _)| w)
+            .collect();
+        self.unsent.extend(lost);
     }
 
     /// The stamp of write `write`.
@@ -382,7 +401,7 @@ pub fn unaccounted_writes(states: &[States], writes: &Writes, bound_dropped: boo
             }
             let replaced = writes.replaced_within(key, state.context());
             for (write, stamp) in writes.of_key(key) {
-                if !state.context().contains(stamp.dot) {
+                if !state.context().contains(stamp.dot) || writes.unsent.contains(&write) {
                     continue;
                 }
                 seen_anywhere.insert(write);
@@ -425,7 +444,7 @@ pub fn unaccounted_in_reads(history: &LeaderlessHistory, writes: &Writes, bound_
         }
         let replaced = writes.replaced_within(key, context);
         for (write, stamp) in writes.of_key(key) {
-            let covered = context.contains(stamp.dot);
+            let covered = context.contains(stamp.dot) && !writes.unsent.contains(&write);
             if stamp.delete || !covered || seen.values.contains(&write) {
                 continue;
             }

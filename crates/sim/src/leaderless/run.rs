@@ -148,13 +148,11 @@ pub fn run(config: Config) -> Report {
     let states = world.final_states();
     let counters = world.counters();
     let bound_dropped = counters.siblings_dropped > 0;
-    let e = Evidence {
-        config: &config,
-        world: &world,
-        writes: Writes::new(&world.history, &world.stamps),
-        states,
-        bound_dropped,
-    };
+    let mut writes = Writes::new(&world.history, &world.stamps);
+    for r in &world.rollbacks {
+        writes.lost_unsent(world.id(r.node), &r.key, |dot| r.lost(dot));
+    }
+    let e = Evidence { config: &config, world: &world, writes, states, bound_dropped };
     let mut anomalies = Anomalies::default();
     let verdicts = vec![
         crate::run::no_failure(world.broken()),

@@ -367,6 +367,11 @@ impl World {
         nodes_idle && self.ground.network.is_empty() && self.clients.iter().all(|c| c.is_idle())
     }
 
+    /// Node `i`'s id.
+    pub fn id(&self, i: usize) -> NodeId {
+        self.ids[i]
+    }
+
     /// Compares restarted node `i`'s states with those it had when it crashed; records and
     /// returns how many keys lost writes.
     fn note_rollbacks(&mut self, i: usize) -> usize {

@@ -226,3 +226,12 @@ fn a_purged_tombstone_does_not_hand_its_dots_out_again() {
     let report = run(c);
     assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
 }
+
+#[test]
+fn a_write_its_coordinator_lost_before_sending_is_not_read_as_seen_by_later_contexts() {
+    // `replikv sim --mode leaderless --anti-entropy-ms 1000 --seed 277`: n1 crashes with write
+    // #6 of k1 unsynced and never sent; its next write of k1 takes a later dot from its clock,
+    // whose context covers #6's dot. Checker (d) took #6 for seen and vanished.
+    let report = run(with_anti_entropy(config(277, (3, 2, 2), swarm_faults(277))));
+    assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+}
