@@ -38,6 +38,14 @@
 //! is dropped rather than delivered ([`super::hints`]).
 //!
 //! CAVEATS
+//! - This rule is weaker than "every replica holds the tombstone": a matching subtree also
+//!   counts a replica that holds nothing of the key (it never got the value nor the delete).
+//!   Such a replica cannot bring the value back from its store, but a write of the old value
+//!   still on its way to it (a peer link holds what it queues while a node is down) could,
+//!   if it arrives after every replica purged. The simulator's purge check, which demands the
+//!   tombstone itself, fails on seeds 557 and 963 of 500..1000 (`--anti-entropy-ms 1000`).
+//!   The fix (keeping an aged tombstone's entry in the trees as a marker all holders share,
+//!   and a purged key's marker for a while after) is issue 14's open end.
 //! - Aged tombstones are absent from `REPLIKV.DIGEST` too, so `replikv check` does not see a
 //!   replica that holds one next to one that purged it (or never had it) as different.
 //! - A tombstone leaves the trees on each node's own clock: for the few ticks between two
