@@ -14,6 +14,15 @@ fn cluster(nodes: usize, nwr: Nwr, sloppy: bool) -> Cluster {
     })
 }
 
+/// Four nodes, n3 w2 r2, hinted handoff on, tombstones (and so hints) kept `grace_ms`.
+fn with_grace(grace_ms: u64) -> Cluster {
+    Cluster::with(4, Nwr::new(3, 2, 2).unwrap(), |s| {
+        s.hinted_handoff = true;
+        s.request_timeout_ms = 2_000;
+        s.tombstone_grace_ms = grace_ms;
+    })
+}
+
 impl Cluster {
     /// Advances the clock by `ms`, ticking every node and delivering everything.
     fn advance(&mut self, ms: u64) {
@@ -141,11 +150,7 @@ fn hints_survive_a_restart_of_the_node_holding_them() {
 
 #[test]
 fn a_hint_older_than_the_tombstone_grace_period_is_dropped_not_delivered() {
-    let mut c = Cluster::with(4, Nwr::new(3, 2, 2).unwrap(), |s| {
-        s.hinted_handoff = true;
-        s.request_timeout_ms = 2_000;
-        s.tombstone_grace_ms = 3_000;
-    });
+    let mut c = with_grace(3_000);
     let (coordinator, down, stand_in) = placement(&c, "k");
     let stand_in = stand_in.unwrap();
     c.cut.insert(down);
@@ -166,11 +171,7 @@ fn a_hint_older_than_the_tombstone_grace_period_is_dropped_not_delivered() {
 fn a_write_merged_into_a_hint_past_its_grace_replaces_it_and_is_delivered() {
     // Found in review: the merged hint kept the first hint's age and was dropped at the next
     // delivery, with the new write (counted toward w under a sloppy quorum) in it.
-    let mut c = Cluster::with(4, Nwr::new(3, 2, 2).unwrap(), |s| {
-        s.hinted_handoff = true;
-        s.request_timeout_ms = 2_000;
-        s.tombstone_grace_ms = 2_500;
-    });
+    let mut c = with_grace(2_500);
     let (coordinator, down, stand_in) = placement(&c, "k");
     let stand_in = stand_in.unwrap();
     c.cut.insert(down);
