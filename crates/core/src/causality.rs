@@ -79,15 +79,14 @@
 //! same validation, though postcard keeps only "custom error", not the reason.
 //!
 //! CAVEATS
-//! - Tombstones are never purged here: a key's state only grows into its context. Garbage
-//!   collection (#14) must purge a tombstone only when every replica holds it, and must not
-//!   forget a key's context at a node while any replica or client may hold a context naming
-//!   that node's dots: a node that forgot would hand out those dots again, and replicas that
-//!   cover them would drop the new writes.
+//! - Tombstones are never purged here: a key's state only grows into its context. The
+//!   leaderless family purges them (`leaderless::tombstones`), forgetting the key's context;
+//!   so its coordinators draw every dot from their clock ([`dot_floor`], [`Siblings::write_from`])
+//!   and never hand out a forgotten dot again, which replicas that cover it would drop.
 //! - A node that loses its data must come back under a new node id, for the same reason.
 //! - Entries of nodes that left the cluster stay in contexts; nothing prunes them.
 //! - A client context cannot be checked beyond its coordinator's own entry (a context naming
-//!   more of the coordinator's dots than it handed out is refused); a forged context that
+//!   more of the coordinator's dots than it handed out, or than its floor, is refused); a forged context that
 //!   claims other nodes' future dots makes those writes vanish on merge. Tokens are bound to
 //!   their key by a hash, which stops the honest mistake of using one key's context on another,
 //!   not forgery.
