@@ -116,6 +116,8 @@ pub struct Metrics {
     pub trees_ready: Gauge,
     /// Tombstones kept until every replica holds them and the grace period passed.
     pub tombstones_pending: Gauge,
+    /// Purged tombstones still remembered, for a grace period after their purge.
+    pub tombstones_remembered: Gauge,
     /// Hints held for each node, by the node they are for.
     pub hint_backlog: Family<PeerLabel, Gauge>,
     /// Seconds since each peer's last anti-entropy message.
@@ -164,6 +166,7 @@ impl Metrics {
             anti_entropy_bytes: Gauge::default(),
             trees_ready: Gauge::default(),
             tombstones_pending: Gauge::default(),
+            tombstones_remembered: Gauge::default(),
             hint_backlog: Family::default(),
             last_exchange_seconds: Family::default(),
             hint_targets: Default::default(),
@@ -257,6 +260,11 @@ impl Metrics {
             m.tombstones_pending.clone(),
         );
         registry.register(
+            "replikv_tombstones_remembered",
+            "Purged tombstones still remembered (tree entry and state) for a grace period after their purge",
+            m.tombstones_remembered.clone(),
+        );
+        registry.register(
             "replikv_hint_backlog",
             "Hints this node holds for another node (hinted handoff), by that node",
             m.hint_backlog.clone(),
@@ -346,6 +354,7 @@ impl Metrics {
         self.anti_entropy_bytes.set(a.bytes_sent as i64);
         self.trees_ready.set(i64::from(a.trees == "ready"));
         self.tombstones_pending.set(a.tombstones_pending as i64);
+        self.tombstones_remembered.set(a.tombstones_remembered as i64);
         let backlog: std::collections::BTreeMap<String, u64> =
             a.hint_backlog.iter().map(|(hex, n)| (self.name_of_hex(hex), *n)).collect();
         let mut targets = self.hint_targets.lock().unwrap();

@@ -71,7 +71,7 @@ fn anti_entropy_info(state: &NodeState, a: &AntiEntropyStatus, tombstones_purged
          replikv_anti_entropy_keys_repaired:{}\r\nreplikv_anti_entropy_bytes_sent:{}\r\n\
          replikv_anti_entropy_refused:{}\r\nreplikv_anti_entropy_truncated:{}\r\n\
          replikv_anti_entropy_last_exchange_ms_ago:{}\r\nreplikv_tombstones_pending:{}\r\n\
-         replikv_tombstones_untracked:{}\r\nreplikv_tombstones_purged:{}\r\nreplikv_hints_stored:{}\r\n\
+         replikv_tombstones_remembered:{}\r\nreplikv_tombstones_untracked:{}\r\nreplikv_tombstones_purged:{}\r\nreplikv_hints_stored:{}\r\n\
          replikv_hints_delivered:{}\r\nreplikv_hints_dropped:{}\r\nreplikv_hint_backlog:{}\r\n",
         a.trees,
         a.tree_keys,
@@ -89,6 +89,7 @@ fn anti_entropy_info(state: &NodeState, a: &AntiEntropyStatus, tombstones_purged
         c.truncated,
         per_peer(state, &a.last_exchange_ms_ago),
         a.tombstones_pending,
+        a.tombstones_remembered,
         a.tombstones_untracked,
         tombstones_purged,
         a.hints_stored,

@@ -404,9 +404,9 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             if truncated {
                 side.counters().truncated += 1;
             }
-            // Every differing key both ways, also those a side's tree leaves out: a side may
-            // hold an aged tombstone (out of its tree, see `super::tombstones`) that covers
-            // the other's old value. A side without a state of a key sends nothing of it.
+            // Every differing key both ways, also those a side's tree leaves out (a node that
+            // restarted forgot the tombstones it purged, see `super::tombstones`). A side
+            // without a state of a key sends nothing of it.
             let want: Vec<Bytes> = if round.style.sends(!i_am_initiator) { differ.clone() } else { Vec::new() };
             let states = if round.style.sends(i_am_initiator) { collect_states(side, &differ)? } else { Vec::new() };
             if !states.is_empty() || !want.is_empty() {

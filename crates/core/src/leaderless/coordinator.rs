@@ -266,7 +266,7 @@ impl<E: Engine> Leaderless<E> {
         if !replicas.contains(&me) {
             return self.forward(now_ms, client, Write { key, value, context }, quorums, replicas[0], outbox);
         }
-        let state = self.load(&key);
+        let state = self.load_or_purged(&key);
         if self.store.damaged().get(&crate::kv::physical(0, &key)).is_some() {
             // Its own dots of this key may be in the damaged record: writing now could hand
             // one out again. A read through any node repairs it first.
@@ -428,7 +428,7 @@ impl<E: Engine> Leaderless<E> {
         let replicas = self.ring.preference_list(&key);
         let mut replies = Vec::new();
         if replicas.contains(&me) {
-            match self.load(&key) {
+            match self.load_or_purged(&key) {
                 Ok(state) => replies.push((me, state)),
                 Err(crate::Error::InvalidInput(why)) => {
                     answer(client, Reply::err(why), outbox);
@@ -475,7 +475,7 @@ impl<E: Engine> Leaderless<E> {
                 self.progress(now_ms, op, outbox)
             }
             Message::Read { op, key } => {
-                let state = match self.load(&key) {
+                let state = match self.load_or_purged(&key) {
                     Ok(state) => state,
                     Err(crate::Error::InvalidInput(why)) => {
                         tracing::warn!("a read of {from} finds no state here: {why}");
@@ -562,7 +562,7 @@ impl<E: Engine> Leaderless<E> {
             );
             return Ok(None);
         }
-        let mut local = match self.load(key) {
+        let mut local = match self.load_or_purged(key) {
             Ok(local) => local.unwrap_or_default(),
             Err(crate::Error::InvalidInput(why)) => {
                 tracing::warn!("a write is refused here: {why}");

@@ -298,6 +298,9 @@ pub struct AntiEntropyStatus {
     pub last_exchange_ms_ago: std::collections::BTreeMap<String, u64>,
     /// Tombstones kept until every replica is known to hold them and the grace period passed.
     pub tombstones_pending: usize,
+    /// Purged tombstones still remembered (their tree entries and states), for a grace
+    /// period after their purge.
+    pub tombstones_remembered: usize,
     /// Tombstones past [`TOMBSTONES_TRACKED_MAX`], never purged.
     pub tombstones_untracked: u64,
     /// Hints this node holds for other nodes, by the node they are for (hinted handoff).
@@ -512,6 +515,22 @@ impl<E: Engine> Leaderless<E> {
         }
     }
 
+    /// [`Self::load`], or when the store holds nothing of `key`, the tombstone this node purged
+    /// of it while remembered ([`tombstones`]): what a write, a read and a peer's state meet,
+    /// so that a purge changes no answer and a value the delete covered stays deleted.
+    fn load_or_purged(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
+        match self.load(key)? {
+            Some(state) => Ok(Some(state)),
+            None => Ok(self.tombstones.remembered(key).cloned()),
+        }
+    }
+
+    /// The tombstone this node purged of `key`, while it remembers it (its tree entry stays
+    /// until then, [`tombstones`]), for checks from outside.
+    pub fn purged_state(&self, key: &[u8]) -> Option<&Siblings> {
+        self.tombstones.remembered(key)
+    }
+
     /// This node's state of `key` as its store holds it, for checks from outside (the
     /// simulator's oracle): `None` when it holds none. Unlike the node's own reads it notes
     /// no damage: a damaged or undecodable record is an error.
@@ -543,31 +562,30 @@ impl<E: Engine> Leaderless<E> {
         if self.trees.rebuilding() {
             return Ok(());
         }
-        let trees = &self.trees;
-        let (aged, due) = self.tombstones.scan(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
-        for (range, key) in aged {
+        for (range, key) in self.tombstones.forget_due(now_ms) {
             self.trees.set(range, &key, None);
         }
-        for key in due {
+        let trees = &self.trees;
+        let due = self.tombstones.scan(now_ms, self.settings.tombstone_grace_ms, |range| trees.members(range));
+        for (range, key) in due {
             let state = match self.load(&key) {
                 Ok(state) => state,
                 Err(crate::Error::InvalidInput(_)) => None,
                 Err(e) => return Err(e),
             };
-            let version = match state {
-                Some(state) if !state.is_empty() && state.live().next().is_none() => {
-                    state.newest_version().unwrap_or_default()
-                }
+            let state = match state {
+                Some(state) if !state.is_empty() && state.live().next().is_none() => state,
                 _ => {
                     self.tombstones.forget(&key);
                     continue;
                 }
             };
+            let version = state.newest_version().unwrap_or_default();
             let record = Record { version, value: None, expire_at_ms: None };
             self.store.apply(crate::replication::Change { key: crate::kv::physical(0, &key), record })?;
             self.stored += 1;
-            self.trees.set(self.ring.range_of(&key), &key, None);
-            self.tombstones.forget(&key);
+            // The tree entry stays while the tombstone is remembered.
+            self.tombstones.purged(&key, range, state, now_ms, self.settings.tombstone_grace_ms);
             self.counters.tombstones_purged += 1;
         }
         Ok(())
@@ -679,6 +697,7 @@ impl<E: Engine> Leaderless<E> {
                         .map(|(peer, at)| (peer.to_string(), now_ms.saturating_sub(*at)))
                         .collect(),
                     tombstones_pending: self.tombstones.len(),
+                    tombstones_remembered: self.tombstones.remembered_len(),
                     tombstones_untracked: self.tombstones.untracked,
                     hint_backlog: self.hints.backlog(),
                     hints_stored: self.hints.stored,

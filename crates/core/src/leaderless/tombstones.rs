@@ -10,51 +10,47 @@
 //! A node purges its tombstone of a key only when both hold:
 //!
 //! 1. **`tombstone_grace_ms` has passed** since the delete (the tombstone's newest version).
-//! 2. **every replica of the key is known to hold no live value of it**: each node keeps, per
+//! 2. **every replica of the key is known to hold the tombstone**: each node keeps, per
 //!    tombstone it holds, the set of replicas it has seen holding the same state. It learns
 //!    that a peer does from anti-entropy: a comparison that finds a subtree of the peer's tree
 //!    equal to its own covers every tombstone beneath it ([`super::anti_entropy::Side::same`]);
 //!    and from the peer that sent it exactly this state. The set is reset whenever the key's
 //!    state changes.
 //!
-//! **Aged tombstones are not compared.** Once its grace period has passed, a tombstone leaves
-//! the node's Merkle tree (it stays in the store until purged). So a node that purged and one
-//! that has not yet look the same to anti-entropy, and a purged tombstone is never handed
-//! back. A subtree that matches then tells that the peer holds, for each aged tombstone
-//! beneath, either the same aged tombstone or nothing at all, never a live value: a live
-//! value (or a younger tombstone) is always in the tree. That is all a purge needs: a replica
-//! that holds nothing of a key cannot bring it back.
+//! A tombstone is in the node's Merkle tree like any state, so an equal subtree proves the
+//! peer holds the same tombstone (or purged it, below), never nothing and never a live value.
+//!
+//! **A purged tombstone is remembered**: its tree entry stays, and the node keeps its state in
+//! memory, for `tombstone_grace_ms` after the purge. So a node that purged and one that still
+//! holds the tombstone look the same to anti-entropy (and to `REPLIKV.DIGEST`), and the purged
+//! one keeps refusing the old data: a state that reaches it for a remembered key (a write
+//! queued on a peer link, a repair, an exchange) is merged into the remembered tombstone first,
+//! so a value the delete covered stays deleted and nothing is stored. Then the node drops the
+//! entry from its tree. Nodes purge a few rounds apart and forget as far apart: meanwhile their
+//! trees differ in that key, and an exchange sends nothing of it (neither store holds it).
 //!
 //! A replica down through the whole grace period comes back with its old value in its tree;
-//! its subtree differs, so nobody learns it is safe, and nobody purges. The first exchange
-//! hands it the tombstone (a side sends its state of every key where the two differ, and asks
-//! for the other's, even of keys its tree leaves out), which covers its old value (the merge
-//! keeps the delete, [`crate::causality::Siblings::merge`]); the tombstone, being aged, leaves
-//! its tree too, and only then is it purged everywhere. Nothing is refused and nothing comes
-//! back: prevention, not refusal.
+//! nobody knew it held the tombstone, so nobody purged. Its subtree differs, and the first
+//! exchange hands it the tombstone (a side sends its state of every key where the two differ),
+//! which covers its old value (the merge keeps the delete, [`crate::causality::Siblings::merge`]).
+//! Only then do the trees match and the tombstone go, everywhere. Nothing is refused and
+//! nothing comes back: prevention, not refusal.
 //!
 //! The grace period still matters for what is on its way rather than on a replica: a write
-//! message delayed in the network, and a hint (hinted handoff) older than the grace period
-//! is dropped rather than delivered ([`super::hints`]).
+//! message delayed in the network past the memory, and a hint (hinted handoff) older than the
+//! grace period is dropped rather than delivered ([`super::hints`]).
 //!
 //! CAVEATS
-//! - This rule is weaker than "every replica holds the tombstone": a matching subtree also
-//!   counts a replica that holds nothing of the key (it never got the value nor the delete).
-//!   Such a replica cannot bring the value back from its store, but a write of the old value
-//!   still on its way to it (a peer link holds what it queues while a node is down) could,
-//!   if it arrives after every replica purged. The simulator's purge check, which demands the
-//!   tombstone itself, fails on seeds 557 and 963 of 500..1000 (`--anti-entropy-ms 1000`).
-//!   The fix (keeping an aged tombstone's entry in the trees as a marker all holders share,
-//!   and a purged key's marker for a while after) is issue 14's open end.
-//! - Aged tombstones are absent from `REPLIKV.DIGEST` too, so `replikv check` does not see a
-//!   replica that holds one next to one that purged it (or never had it) as different.
-//! - A tombstone leaves the trees on each node's own clock: for the few ticks between two
-//!   nodes' scans (and for as long as their clocks differ) they see one difference, which a
-//!   round resolves by sending the tombstone once more, harmlessly.
-//! - Knowledge is in memory: a node that restarts learns again who holds its tombstones, so it
-//!   purges later, never sooner.
-//! - At most [`TOMBSTONES_TRACKED_MAX`] tombstones are tracked; past it a tombstone is kept
-//!   and never purged (counted in `tombstones_untracked`, logged).
+//! - A grace period after the purge nothing is remembered: an old write delayed that long (a
+//!   link down for twenty days by default) brings its value back. A node that still holds the
+//!   tombstone then (it restarted and had to learn again who holds it) hands it back to the
+//!   others, which store it and purge it again: harmless churn.
+//! - Knowledge and memory are in memory: a node that restarts learns again who holds its
+//!   tombstones, so it purges later, never sooner; and it forgets the tombstones it purged, so
+//!   its tree differs from its peers' until they forget them too (an exchange then finds the
+//!   keys different and sends nothing: no side holds a state of them).
+//! - At most [`TOMBSTONES_TRACKED_MAX`] tombstones are tracked and remembered together; past
+//!   it a tombstone is kept and never purged (counted in `tombstones_untracked`, logged).
 
 use super::anti_entropy::RangeId;
 use super::tree::{self, DEPTH};
@@ -63,13 +59,13 @@ use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Tombstones a node tracks for purging at most.
+/// Tombstones a node tracks for purging, and remembers once purged, at most.
 pub const TOMBSTONES_TRACKED_MAX: usize = 1_000_000;
 
-/// Tracked tombstones a tick looks at for purging at most.
+/// Tracked tombstones a tick looks at for purging at most (and remembered ones it forgets).
 pub const PURGE_SCAN_PER_TICK: usize = 4096;
 
-/// The tombstones a node holds and who else is known to hold them.
+/// The tombstones a node holds and who else is known to hold them, and those it purged.
 #[derive(Debug, Default)]
 pub(super) struct Tombstones {
     /// By (range, leaf, key), so that an equal subtree finds its tombstones by a range query.
@@ -78,6 +74,10 @@ pub(super) struct Tombstones {
     places: BTreeMap<Bytes, (RangeId, u32)>,
     /// Where the purge scan resumes.
     cursor: Option<(RangeId, u32, Bytes)>,
+    /// Purged tombstones still remembered: their range, their state, and when to forget them.
+    purged: BTreeMap<Bytes, (RangeId, Siblings, u64)>,
+    /// The same by the time to forget them.
+    forget_at: BTreeSet<(u64, Bytes)>,
     /// Tombstones left untracked past [`TOMBSTONES_TRACKED_MAX`].
     pub(super) untracked: u64,
 }
@@ -87,11 +87,13 @@ pub(super) struct Tombstones {
 struct Pending {
     /// The delete's time: its newest version's wall-clock milliseconds.
     deleted_ms: u64,
-    /// Replicas known to hold this state (or, once it aged, nothing live of the key), this
-    /// node included.
+    /// Replicas known to hold this state, this node included.
     holders: BTreeSet<NodeId>,
-    /// Aged past the grace period and taken out of the trees.
-    unlisted: bool,
+}
+
+/// A tombstone's delete time: its newest version's wall-clock milliseconds.
+fn deleted_ms(state: &Siblings) -> u64 {
+    state.newest_version().map_or(0, |v| v.ts.millis)
 }
 
 impl Tombstones {
@@ -100,18 +102,29 @@ impl Tombstones {
         self.pending.len()
     }
 
+    /// Purged tombstones remembered.
+    pub(super) fn remembered_len(&self) -> usize {
+        self.purged.len()
+    }
+
+    /// The state of `key`'s purged tombstone, while remembered.
+    pub(super) fn remembered(&self, key: &[u8]) -> Option<&Siblings> {
+        self.purged.get(key).map(|(_, state, _)| state)
+    }
+
     /// `key` (in `range`) now has `state` at `me`; `from` sent exactly this state, if a peer did.
     pub(super) fn stored(&mut self, key: &Bytes, range: RangeId, state: &Siblings, me: NodeId, from: Option<NodeId>) {
         self.forget(key);
+        self.unremember(key);
         let all_deletes = !state.is_empty() && state.live().next().is_none();
         if !all_deletes {
             return;
         }
-        if self.pending.len() >= TOMBSTONES_TRACKED_MAX {
+        if self.pending.len() + self.purged.len() >= TOMBSTONES_TRACKED_MAX {
             self.untracked += 1;
             if self.untracked.is_power_of_two() {
                 tracing::warn!(
-                    "{} tombstones are tracked for purging (TOMBSTONES_TRACKED_MAX): {} more are kept and never purged",
+                    "{} tombstones are tracked for purging or remembered (TOMBSTONES_TRACKED_MAX): {} more are kept and never purged",
                     TOMBSTONES_TRACKED_MAX,
                     self.untracked
                 );
@@ -121,8 +134,7 @@ impl Tombstones {
         let leaf = tree::leaf_of(key);
         let mut holders = BTreeSet::from([me]);
         holders.extend(from);
-        let deleted_ms = state.newest_version().map_or(0, |v| v.ts.millis);
-        self.pending.insert((range, leaf, key.clone()), Pending { deleted_ms, holders, unlisted: false });
+        self.pending.insert((range, leaf, key.clone()), Pending { deleted_ms: deleted_ms(state), holders });
         self.places.insert(key.clone(), (range, leaf));
     }
 
@@ -131,6 +143,40 @@ impl Tombstones {
         if let Some((range, leaf)) = self.places.remove(key) {
             self.pending.remove(&(range, leaf, key.clone()));
         }
+    }
+
+    /// `key`'s purged tombstone is no longer remembered (a state replaced it).
+    fn unremember(&mut self, key: &Bytes) {
+        if let Some((_, _, at)) = self.purged.remove(key) {
+            self.forget_at.remove(&(at, key.clone()));
+        }
+    }
+
+    /// `key`'s tombstone, `state`, in `range`, was purged at `now_ms`: it is remembered for
+    /// `grace_ms` more.
+    pub(super) fn purged(&mut self, key: &Bytes, range: RangeId, state: Siblings, now_ms: u64, grace_ms: u64) {
+        self.forget(key);
+        self.unremember(key);
+        let at = now_ms.saturating_add(grace_ms);
+        self.forget_at.insert((at, key.clone()));
+        self.purged.insert(key.clone(), (range, state, at));
+    }
+
+    /// Forgets at most [`PURGE_SCAN_PER_TICK`] purged tombstones whose time came: returns
+    /// them, to drop from the trees.
+    pub(super) fn forget_due(&mut self, now_ms: u64) -> Vec<(RangeId, Bytes)> {
+        let mut out = Vec::new();
+        while out.len() < PURGE_SCAN_PER_TICK {
+            let Some((at, key)) = self.forget_at.first().cloned() else { break };
+            if at > now_ms {
+                break;
+            }
+            self.forget_at.pop_first();
+            if let Some((range, _, _)) = self.purged.remove(&key) {
+                out.push((range, key));
+            }
+        }
+        out
     }
 
     /// `peer` holds exactly this node's state of `key`.
@@ -157,36 +203,31 @@ impl Tombstones {
     }
 
     /// Looks at [`PURGE_SCAN_PER_TICK`] tracked tombstones, resuming where the last call
-    /// stopped: returns the keys whose tombstones just aged past `grace_ms` (to take out of
-    /// the trees) and the keys whose tombstones may go now (aged, and every one of
-    /// `members(range)` known to hold them or nothing of the key).
+    /// stopped: returns the keys whose tombstones may go now (past `grace_ms`, and every one
+    /// of `members(range)` known to hold them), with their ranges.
     pub(super) fn scan<'a>(
         &mut self,
         now_ms: u64,
         grace_ms: u64,
         members: impl Fn(RangeId) -> Option<&'a [NodeId]>,
-    ) -> (Vec<(RangeId, Bytes)>, Vec<Bytes>) {
-        let (mut aged, mut due) = (Vec::new(), Vec::new());
+    ) -> Vec<(RangeId, Bytes)> {
+        let mut due = Vec::new();
         let start = self.cursor.take();
         let mut seen = 0;
         let mut last = None;
         let iter: Box<dyn Iterator<Item = _>> = match &start {
             Some(from) => {
-                Box::new(self.pending.range_mut((std::ops::Bound::Excluded(from.clone()), std::ops::Bound::Unbounded)))
+                Box::new(self.pending.range((std::ops::Bound::Excluded(from.clone()), std::ops::Bound::Unbounded)))
             }
-            None => Box::new(self.pending.iter_mut()),
+            None => Box::new(self.pending.iter()),
         };
         for (place, pending) in iter {
             seen += 1;
             last = Some(place.clone());
-            if now_ms >= pending.deleted_ms.saturating_add(grace_ms) {
-                if !pending.unlisted {
-                    pending.unlisted = true;
-                    aged.push((place.0, place.2.clone()));
-                }
-                if members(place.0).is_some_and(|m| m.iter().all(|n| pending.holders.contains(n))) {
-                    due.push(place.2.clone());
-                }
+            if now_ms >= pending.deleted_ms.saturating_add(grace_ms)
+                && members(place.0).is_some_and(|m| m.iter().all(|n| pending.holders.contains(n)))
+            {
+                due.push((place.0, place.2.clone()));
             }
             if seen >= PURGE_SCAN_PER_TICK {
                 break;
@@ -194,6 +235,6 @@ impl Tombstones {
         }
         // Wrap to the start once the scan reaches the end.
         self.cursor = if seen >= PURGE_SCAN_PER_TICK { last } else { None };
-        (aged, due)
+        due
     }
 }

@@ -274,6 +274,64 @@ fn a_tombstone_is_kept_while_a_replica_lacks_it_however_long_and_purged_once_all
 }
 
 #[test]
+fn a_replica_that_never_held_the_key_gets_the_tombstone_before_any_purge_and_a_queued_old_write_stays_deleted() {
+    // Found by the simulator (seeds 557 and 963): when aged tombstones left the trees, a
+    // replica holding nothing of the key matched one holding the tombstone and counted as
+    // safe; the old write still on its way to it then brought the key back after the purges.
+    let grace = 5 * INTERVAL_MS;
+    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
+    c.held.insert(2, Vec::new());
+    assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL doomed"), Reply::Int(1));
+    let deleted = c.now;
+    // Node 3 got neither: the write is still queued on its link, the delete is lost.
+    let mut queued = c.held.remove(&2).unwrap();
+    queued.truncate(1);
+    assert!(matches!(&queued[0].1, super::Message::Write { state, .. } if state.live().count() == 1));
+    assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None);
+    let key = Bytes::from_static(b"doomed");
+    let held_or_purged = |c: &Cluster, i: usize| {
+        let state = c.nodes[i].state_of(&key).unwrap().or_else(|| c.nodes[i].purged_state(&key).cloned());
+        state.is_some_and(|s| !s.is_empty() && s.live().next().is_none())
+    };
+    let mut rounds = 0;
+    while c.nodes.iter().any(|n| n.counters.tombstones_purged == 0) {
+        rounds += 1;
+        assert!(rounds <= 40, "the tombstone was never purged everywhere");
+        c.round();
+        if c.nodes.iter().any(|n| n.counters.tombstones_purged > 0) {
+            for i in 0..3 {
+                assert!(held_or_purged(&c, i), "a node purged while node {} held no tombstone", i + 1);
+            }
+        }
+    }
+    assert!(c.nodes.iter().all(|n| n.tombstones.remembered_len() == 1));
+    // The old write arrives at node 3 after every purge: the remembered tombstone covers it.
+    for (from, message) in queued {
+        let from = c.ids[from];
+        c.step(2, Input::Message { from, message });
+    }
+    c.settle();
+    assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None, "node 3 stored the old value");
+    for _ in 0..5 {
+        c.round();
+    }
+    for i in 0..3 {
+        assert_eq!(c.run(i, "GET doomed"), Reply::Nil, "the key came back through node {}", i + 1);
+    }
+    assert!(c.stores_agree());
+    // Remembered for a grace period after the purge, then gone from the trees too.
+    while c.now < deleted + 3 * grace + 2 * INTERVAL_MS {
+        c.round();
+    }
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].tombstones.remembered_len(), 0, "node {} still remembers", i + 1);
+        assert_eq!(c.tree(i).keys(), 0, "node {}'s tree keeps the purged key", i + 1);
+    }
+    assert_eq!(c.nodes.iter().map(|n| n.counters.tombstones_purged).sum::<u64>(), 3, "one purge per node");
+}
+
+#[test]
 fn a_tombstone_held_everywhere_waits_for_the_grace_period() {
     let grace = 20 * INTERVAL_MS;
     let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
@@ -389,7 +447,7 @@ fn an_older_aged_tombstone_read_back_into_a_coordinator_that_purged_does_not_mak
     assert_eq!(c.run(0, "SET k v2"), Reply::Ok);
     assert_eq!(c.run(0, "DEL k"), Reply::Int(1)); // a newer one on nodes 1 and 2; node 3 keeps the old
     c.cut.clear();
-    // Node 1 purges the newer tombstone (aged, both out of the trees); node 2 has not yet.
+    // Node 1 purged the newer tombstone and forgot it (as after a restart); node 2 has not.
     let version = c.nodes[0].state_of(b"k").unwrap().unwrap().newest_version().unwrap();
     let record = crate::storage::Record { version, value: None, expire_at_ms: None };
     c.nodes[0].store.apply(crate::replication::Change { key: Bytes::from_static(b"k"), record }).unwrap();

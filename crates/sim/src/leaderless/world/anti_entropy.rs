@@ -92,7 +92,8 @@ impl World {
         }
     }
 
-    /// Every running node's tree holds, for every key, the entry its stored state makes:
+    /// Every running node's tree holds, for every key, the entry its stored state makes (or
+    /// the tombstone it purged, while remembered):
     /// `Err` names the first that does not.
     pub fn trees_match_stores(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
@@ -100,7 +101,12 @@ impl World {
                 continue;
             }
             for key in self.keys() {
-                let stored = match self.state_of(i, &key) {
+                // A purged tombstone keeps its entry while the node remembers it.
+                let state = self.state_of(i, &key).or_else(|| {
+                    let replica = self.nodes[i].replica.as_ref().and_then(|r| r.leaderless());
+                    replica.and_then(|l| l.purged_state(key.as_bytes()).cloned())
+                });
+                let stored = match state {
                     Some(state) => {
                         let bytes = state.to_bytes().map_err(|e| e.to_string())?;
                         Some(hex(&tree::entry_hash(key.as_bytes(), &bytes)))
