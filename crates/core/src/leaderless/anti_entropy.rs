@@ -243,6 +243,8 @@ pub trait Side {
     /// `peer`'s node `index` of `level` in `range` hashed the same as this node's, now: the
     /// peer holds every entry beneath it as this node does.
     fn same(&mut self, _peer: NodeId, _range: RangeId, _level: u8, _index: u32) {}
+    /// `peer`'s entry of `key` equals this node's, in a leaf where others differ.
+    fn same_key(&mut self, _peer: NodeId, _key: &Bytes) {}
     /// The counters to add to.
     fn counters(&mut self) -> &mut AntiEntropyCounters;
     /// A planted bug (the canary [`super::Canary::ExchangeSkipsSubtree`]): every comparison
@@ -360,6 +362,8 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
             // Keys where the two sides differ: the sender lacks it, this side lacks it, or
             // the hashes differ.
             let mut differ: Vec<Bytes> = Vec::new();
+            // Keys with the same entry on both sides, in leaves that differ elsewhere.
+            let mut equal: Vec<Bytes> = Vec::new();
             let last = leaves.len().saturating_sub(1);
             for (i, (leaf, theirs)) in leaves.iter().enumerate() {
                 // A cut listing covers only the keys up to its last one.
@@ -391,6 +395,8 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
                             std::cmp::Ordering::Equal => {
                                 if *ha != hb {
                                     differ.push(kb.clone());
+                                } else {
+                                    equal.push(kb.clone());
                                 }
                                 a.next();
                                 b.next();
@@ -399,14 +405,17 @@ pub fn receive<S: Side>(side: &mut S, from: NodeId, message: Exchange, out: &mut
                     }
                 }
             }
+            for key in &equal {
+                side.same_key(from, key);
+            }
             let at = offset(round, differ.len());
             let truncated = bound_keys(&mut differ, at);
             if truncated {
                 side.counters().truncated += 1;
             }
-            // Every differing key both ways, also those a side's tree leaves out (a node that
-            // restarted forgot the tombstones it purged, see `super::tombstones`). A side
-            // without a state of a key sends nothing of it.
+            // Every differing key both ways. A side without a state of a key sends nothing of
+            // it (a purged tombstone it remembers goes back only to a peer that sent a state
+            // it covers, see `super::tombstones`).
             let want: Vec<Bytes> = if round.style.sends(!i_am_initiator) { differ.clone() } else { Vec::new() };
             let states = if round.style.sends(i_am_initiator) { collect_states(side, &differ)? } else { Vec::new() };
             if !states.is_empty() || !want.is_empty() {

@@ -562,8 +562,8 @@ impl<E: Engine> Leaderless<E> {
             );
             return Ok(None);
         }
-        let mut local = match self.load_or_purged(key) {
-            Ok(local) => local.unwrap_or_default(),
+        let (mut local, from_remembered) = match self.load_marked(key) {
+            Ok((local, marked)) => (local.unwrap_or_default(), marked),
             Err(crate::Error::InvalidInput(why)) => {
                 tracing::warn!("a write is refused here: {why}");
                 return Ok(None);
@@ -602,6 +602,14 @@ impl<E: Engine> Leaderless<E> {
         if !changed {
             if let Some(peer) = sender {
                 self.tombstones.held_by(key, peer);
+            }
+            // A peer holding a state this node's purged tombstone covers (an old write it took
+            // after forgetting the tombstone, in a restart) gets the tombstone back: it would
+            // otherwise keep the old value, and hand it on once every node forgot.
+            if let (true, Taken::Write(peer) | Taken::AntiEntropy(peer)) = (from_remembered, taken) {
+                if local != *state {
+                    self.tombstones.send_back(peer, key);
+                }
             }
         }
         if changed {
@@ -880,8 +888,15 @@ impl<E: Engine> Leaderless<E> {
             merged.clone()
         };
         let me = self.settings.common.node;
+        // A replica that holds nothing of a key whose tombstone is past its grace has no old
+        // value to cover: it purged and forgot the tombstone, and handing it back would only
+        // start its purge again.
+        let aged = super::tombstones::aged(&merged, now_ms, self.settings.tombstone_grace_ms);
         for (node, reply) in &read.replies {
             if holds(reply, &merged) || (read.repaired.contains(node) && read.answer.as_ref() == Some(&merged)) {
+                continue;
+            }
+            if aged && reply.is_none() {
                 continue;
             }
             if *node == me {

@@ -201,6 +201,10 @@ impl<E: Engine> Side for NodeSide<'_, E> {
         self.node.tombstones.held_beneath(peer, range, level, index);
     }
 
+    fn same_key(&mut self, peer: NodeId, key: &Bytes) {
+        self.node.tombstones.held_by(key, peer);
+    }
+
     fn counters(&mut self) -> &mut AntiEntropyCounters {
         &mut self.node.rounds.counters
     }

@@ -110,7 +110,7 @@ pub use message::Message;
 use crate::causality::Siblings;
 use crate::error::Result;
 use crate::kv::{Reply, Request, Store};
-use crate::node::{Common, Family, Outbox, ReplicationStatus, RequestId, WrittenOutAll};
+use crate::node::{Common, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll};
 use crate::quorum::Nwr;
 use crate::storage::{Engine, Flushed, Record};
 use crate::version::{Hlc, NodeId, Version};
@@ -274,6 +274,9 @@ pub struct Counters {
     /// States from peers refused for a clock too far ahead ([`CLOCK_AHEAD_MAX_MS`]).
     #[serde(default)]
     pub refused_states: u64,
+    /// Remembered tombstones this node sent back to a peer that sent it a state they cover.
+    #[serde(default)]
+    pub tombstones_sent_back: u64,
     /// Tombstones this node purged.
     #[serde(default)]
     pub tombstones_purged: u64,
@@ -300,6 +303,7 @@ pub struct AntiEntropyStatus {
     pub tombstones_pending: usize,
     /// Purged tombstones still remembered (their tree entries and states), for a grace
     /// period after their purge.
+    #[serde(default)]
     pub tombstones_remembered: usize,
     /// Tombstones past [`TOMBSTONES_TRACKED_MAX`], never purged.
     pub tombstones_untracked: u64,
@@ -518,11 +522,22 @@ impl<E: Engine> Leaderless<E> {
     /// [`Self::load`], or when the store holds nothing of `key`, the tombstone this node purged
     /// of it while remembered ([`tombstones`]): what a write, a read and a peer's state meet,
     /// so that a purge changes no answer and a value the delete covered stays deleted.
+    /// Not for a key whose record is damaged: a read must find it missing, and repair it.
     fn load_or_purged(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
-        match self.load(key)? {
-            Some(state) => Ok(Some(state)),
-            None => Ok(self.tombstones.remembered(key).cloned()),
+        Ok(self.load_marked(key)?.0)
+    }
+
+    /// [`Self::load_or_purged`], and whether the state is the remembered tombstone.
+    fn load_marked(&mut self, key: &Bytes) -> Result<(Option<Siblings>, bool)> {
+        if let Some(state) = self.load(key)? {
+            return Ok((Some(state), false));
         }
+        if self.store.damaged().get(&crate::kv::physical(0, key)).is_some() {
+            return Ok((None, false));
+        }
+        let remembered = self.tombstones.remembered(key).cloned();
+        let marked = remembered.is_some();
+        Ok((remembered, marked))
     }
 
     /// The tombstone this node purged of `key`, while it remembers it (its tree entry stays
@@ -601,6 +616,17 @@ impl<E: Engine> Leaderless<E> {
 
     /// Handles one input at wall-clock `now_ms`.
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
+        self.step_input(now_ms, input, outbox)?;
+        for (to, key, state) in self.tombstones.take_send_backs() {
+            self.counters.tombstones_sent_back += 1;
+            let message = Message::Write { op: tombstones::SEND_BACK_OP, key, state, repair: true };
+            outbox.after_flush.push(Output::Send { to, message: message.into() });
+        }
+        Ok(())
+    }
+
+    /// [`Self::step`] but for the tombstones it sends back.
+    fn step_input(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         match input {
             Input::Request { id, request } => self.request(now_ms, id, request, outbox),
             Input::Tick => {

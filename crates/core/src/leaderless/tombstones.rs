@@ -25,9 +25,13 @@
 //! holds the tombstone look the same to anti-entropy (and to `REPLIKV.DIGEST`), and the purged
 //! one keeps refusing the old data: a state that reaches it for a remembered key (a write
 //! queued on a peer link, a repair, an exchange) is merged into the remembered tombstone first,
-//! so a value the delete covered stays deleted and nothing is stored. Then the node drops the
-//! entry from its tree. Nodes purge a few rounds apart and forget as far apart: meanwhile their
-//! trees differ in that key, and an exchange sends nothing of it (neither store holds it).
+//! so a value the delete covered stays deleted and nothing is stored, and a peer that sent
+//! such a state (a write or an exchange) is sent the tombstone back, which covers its old
+//! value. Then the node drops the entry from its tree. Nodes purge a few rounds apart and
+//! forget as far apart: meanwhile their trees differ in that key, and an exchange sends
+//! nothing of it (neither store holds it). A read repair does not hand a tombstone past its
+//! grace to a replica that holds nothing of the key: that replica purged and forgot it, and
+//! has no old value to cover.
 //!
 //! A replica down through the whole grace period comes back with its old value in its tree;
 //! nobody knew it held the tombstone, so nobody purged. Its subtree differs, and the first
@@ -47,10 +51,13 @@
 //!   others, which store it and purge it again: harmless churn.
 //! - Knowledge and memory are in memory: a node that restarts learns again who holds its
 //!   tombstones, so it purges later, never sooner; and it forgets the tombstones it purged, so
-//!   its tree differs from its peers' until they forget them too (an exchange then finds the
-//!   keys different and sends nothing: no side holds a state of them).
+//!   its tree lacks their entries while its peers' keep them, for up to a grace period: until
+//!   then `replikv check` reports those keys as different, and exchanges list them every
+//!   round though no state moves (no side holds one). Tombstones in the same leaves are still
+//!   learned held key by key ([`super::anti_entropy::Side::same_key`]).
 //! - At most [`TOMBSTONES_TRACKED_MAX`] tombstones are tracked and remembered together; past
-//!   it a tombstone is kept and never purged (counted in `tombstones_untracked`, logged).
+//!   it a tombstone is kept and never purged, even once room frees up (counted in
+//!   `tombstones_untracked`, logged).
 
 use super::anti_entropy::RangeId;
 use super::tree::{self, DEPTH};
@@ -78,8 +85,24 @@ pub(super) struct Tombstones {
     purged: BTreeMap<Bytes, (RangeId, Siblings, u64)>,
     /// The same by the time to forget them.
     forget_at: BTreeSet<(u64, Bytes)>,
+    /// Peers that sent a state a remembered tombstone covers, with the key: each is sent
+    /// the tombstone after this step. At most [`SEND_BACKS_MAX`].
+    send_backs: BTreeSet<(NodeId, Bytes)>,
     /// Tombstones left untracked past [`TOMBSTONES_TRACKED_MAX`].
     pub(super) untracked: u64,
+}
+
+/// Remembered tombstones a node sends back in one step at most (one exchange's keys); a peer
+/// past it gets the rest at a later exchange.
+pub const SEND_BACKS_MAX: usize = super::anti_entropy::KEYS_PER_EXCHANGE_MAX;
+
+/// The operation a sent-back tombstone names: none a coordinator hands out (their ids start
+/// below 2^63), so its acknowledgement counts toward nothing.
+pub(super) const SEND_BACK_OP: u64 = u64::MAX;
+
+/// True when `state` is a tombstone (deletes only) whose grace period has passed at `now_ms`.
+pub(super) fn aged(state: &Siblings, now_ms: u64, grace_ms: u64) -> bool {
+    !state.is_empty() && state.live().next().is_none() && now_ms >= deleted_ms(state).saturating_add(grace_ms)
 }
 
 /// One tombstone's facts.
@@ -177,6 +200,20 @@ impl Tombstones {
             }
         }
         out
+    }
+
+    /// `peer` sent a state of `key` that the tombstone this node remembers covers: it is sent
+    /// the tombstone ([`Tombstones::take_send_backs`]).
+    pub(super) fn send_back(&mut self, peer: NodeId, key: &Bytes) {
+        if self.send_backs.len() < SEND_BACKS_MAX {
+            self.send_backs.insert((peer, key.clone()));
+        }
+    }
+
+    /// The tombstones to send back, with the peers they go to; empties the list.
+    pub(super) fn take_send_backs(&mut self) -> Vec<(NodeId, Bytes, Siblings)> {
+        let list = std::mem::take(&mut self.send_backs);
+        list.into_iter().filter_map(|(peer, key)| self.remembered(&key).cloned().map(|s| (peer, key, s))).collect()
     }
 
     /// `peer` holds exactly this node's state of `key`.

@@ -389,6 +389,15 @@ impl World {
         keys
     }
 
+    /// Node `i`'s state of `key`, or when it holds none, the tombstone it purged of it and
+    /// still remembers.
+    pub(super) fn state_or_purged(&mut self, i: usize, key: &str) -> Option<Siblings> {
+        self.state_of(i, key).or_else(|| {
+            let replica = self.nodes[i].replica.as_ref().and_then(|r| r.leaderless());
+            replica.and_then(|l| l.purged_state(key.as_bytes()).cloned())
+        })
+    }
+
     /// Node `i`'s state of `key` (`None`: none, or the node is down; a read error breaks the
     /// run).
     pub(super) fn state_of(&mut self, i: usize, key: &str) -> Option<Siblings> {
@@ -491,7 +500,9 @@ impl World {
     /// Steps node `i` with one input, and stamps the client's write it carries (the oracle).
     fn step_node(&mut self, i: usize, clock: u64, input: Input, outbox: &mut Outbox) -> replikv_core::Result<()> {
         let watched = self.watched_write(&input);
-        let before = watched.as_ref().map(|(_, key, _)| self.state_of(i, key).unwrap_or_default());
+        // What the coordinator writes over: its stored state, or the tombstone it purged
+        // and still remembers.
+        let before = watched.as_ref().map(|(_, key, _)| self.state_or_purged(i, key).unwrap_or_default());
         self.nodes[i].replica.as_mut().expect("running").step(clock, input, outbox)?;
         if let (Some((write, key, token)), Some(before)) = (watched, before) {
             self.stamp(i, write, key, before, token);

@@ -331,6 +331,75 @@ fn a_replica_that_never_held_the_key_gets_the_tombstone_before_any_purge_and_a_q
     assert_eq!(c.nodes.iter().map(|n| n.counters.tombstones_purged).sum::<u64>(), 3, "one purge per node");
 }
 
+/// Node `i` forgets what a restart forgets of its purges: the tombstones it remembers, and
+/// their tree entries.
+fn forget_purges(c: &mut Cluster, i: usize) {
+    let node = &mut c.nodes[i];
+    for (range, key) in node.tombstones.forget_due(u64::MAX) {
+        node.trees.set(range, &key, None);
+    }
+}
+
+/// A cluster of three whose nodes all purged the tombstone of `doomed` (and remember it),
+/// with the old write of `doomed` to node 3 still queued; the delete's time.
+fn purged_everywhere_with_an_old_write_queued(grace: u64) -> (Cluster, Vec<(usize, super::Message)>, u64) {
+    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
+    c.held.insert(2, Vec::new());
+    assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL doomed"), Reply::Int(1));
+    let deleted = c.now;
+    let mut queued = c.held.remove(&2).unwrap();
+    queued.truncate(1);
+    let mut rounds = 0;
+    while c.nodes.iter().any(|n| n.counters.tombstones_purged == 0) {
+        rounds += 1;
+        assert!(rounds <= 40, "the tombstone was never purged everywhere");
+        c.round();
+    }
+    (c, queued, deleted)
+}
+
+#[test]
+fn a_node_that_forgot_a_purge_and_then_took_an_old_write_is_sent_the_tombstone_back() {
+    // Found in review: anti-entropy sent nothing of a remembered tombstone, so the old value
+    // stayed on the node that forgot, and came back once the others forgot too.
+    let grace = 5 * INTERVAL_MS;
+    let (mut c, queued, deleted) = purged_everywhere_with_an_old_write_queued(grace);
+    forget_purges(&mut c, 2);
+    for (from, message) in queued {
+        let from = c.ids[from];
+        c.step(2, Input::Message { from, message });
+    }
+    c.settle();
+    assert_eq!(c.local(2, "doomed"), Some(Bytes::from_static(b"old")), "node 3 took the old write");
+    for _ in 0..5 {
+        c.round();
+    }
+    assert!(c.nodes.iter().map(|n| n.counters.tombstones_sent_back).sum::<u64>() > 0);
+    assert_eq!(c.local(2, "doomed"), None, "node 3 still holds the old value");
+    while c.now < deleted + 5 * grace {
+        c.round();
+    }
+    for i in 0..3 {
+        assert_eq!(c.run(i, "GET doomed"), Reply::Nil, "the key came back through node {}", i + 1);
+    }
+}
+
+#[test]
+fn a_read_does_not_hand_an_aged_tombstone_to_a_replica_that_purged_and_forgot_it() {
+    // Found in review: the read repaired the node that forgot with the tombstone, which then
+    // purged it again and remembered it for another grace period: a key read at least once
+    // per grace period kept its tombstone for ever.
+    let grace = 5 * INTERVAL_MS;
+    let (mut c, _, _) = purged_everywhere_with_an_old_write_queued(grace);
+    forget_purges(&mut c, 2);
+    let sent = c.nodes[0].counters.read_repairs_sent;
+    assert_eq!(c.run(0, "GET doomed"), Reply::Nil);
+    c.time_out();
+    assert_eq!(c.nodes[0].counters.read_repairs_sent, sent, "a read repair was sent");
+    assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None, "node 3 was handed the tombstone");
+}
+
 #[test]
 fn a_tombstone_held_everywhere_waits_for_the_grace_period() {
     let grace = 20 * INTERVAL_MS;

@@ -235,3 +235,28 @@ fn a_write_its_coordinator_lost_before_sending_is_not_read_as_seen_by_later_cont
     let report = run(with_anti_entropy(config(277, (3, 2, 2), swarm_faults(277))));
     assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
 }
+
+#[test]
+fn a_tombstone_is_purged_only_once_every_replica_holds_it_not_when_one_holds_nothing() {
+    // `replikv sim --mode leaderless --anti-entropy-ms 1000 --seed 557`: aged tombstones left
+    // the trees, so a replica holding nothing of the key matched and counted as safe; the
+    // purge checker caught a purge while that replica lacked the tombstone.
+    let mut c = with_anti_entropy(config(557, (3, 2, 2), swarm_faults(557)));
+    (c.safety_ms, c.quiet_ms) = (5_000, 20_000);
+    let report = run(c);
+    assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+    assert!(report.counters.tombstones_purged > 0, "no purge judged");
+}
+
+#[test]
+fn a_write_over_a_remembered_tombstone_replaces_it_for_checker_d_too() {
+    // `replikv sim --mode leaderless --conflicts siblings --read-repair blocking
+    // --anti-entropy-ms 1000 --seed 800`: n1 purged k0's tombstone and wrote k0 over the
+    // tombstone it remembers; the oracle read the write's context off the store alone and
+    // took the delete for seen and vanished.
+    let mut c = with_anti_entropy(config(800, (3, 2, 2), swarm_faults(800)));
+    (c.conflicts, c.read_repair) = (Conflicts::Siblings, ReadRepair::Blocking);
+    (c.safety_ms, c.quiet_ms) = (5_000, 20_000);
+    let report = run(c);
+    assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+}

@@ -102,11 +102,7 @@ impl World {
             }
             for key in self.keys() {
                 // A purged tombstone keeps its entry while the node remembers it.
-                let state = self.state_of(i, &key).or_else(|| {
-                    let replica = self.nodes[i].replica.as_ref().and_then(|r| r.leaderless());
-                    replica.and_then(|l| l.purged_state(key.as_bytes()).cloned())
-                });
-                let stored = match state {
+                let stored = match self.state_or_purged(i, &key) {
                     Some(state) => {
                         let bytes = state.to_bytes().map_err(|e| e.to_string())?;
                         Some(hex(&tree::entry_hash(key.as_bytes(), &bytes)))
