@@ -562,8 +562,16 @@ impl<E: Engine> Leaderless<E> {
             );
             return Ok(None);
         }
-        let (mut local, from_remembered) = match self.load_marked(key) {
-            Ok((local, marked)) => (local.unwrap_or_default(), marked),
+        // Over what the store holds, or the tombstone this node purged and remembers; a
+        // damaged record is rewritten whatever the merge gives.
+        let loaded = self.load(key);
+        let damaged = self.damaged(key);
+        let (mut local, from_remembered) = match loaded {
+            Ok(Some(local)) => (local, false),
+            Ok(None) => match self.tombstones.remembered(key) {
+                Some(remembered) => (remembered.clone(), true),
+                None => (Siblings::new(), false),
+            },
             Err(crate::Error::InvalidInput(why)) => {
                 tracing::warn!("a write is refused here: {why}");
                 return Ok(None);
@@ -612,6 +620,7 @@ impl<E: Engine> Leaderless<E> {
                 }
             }
         }
+        let changed = changed || damaged;
         if changed {
             if let Err(e) = self.save(key, &local, sender, repair) {
                 return match e {
@@ -811,12 +820,14 @@ impl<E: Engine> Leaderless<E> {
                             return Ok(());
                         }
                     };
-                    read.holders = read.replies.iter().filter(|(_, s)| holds(s, &merged)).map(|(n, _)| *n).collect();
                     read.answer = Some(merged);
                 }
                 let Some(merged) = read.answer.clone() else { return Ok(()) };
+                // A replica that holds nothing of a key whose tombstone is past its grace
+                // holds the answer as well as it needs to (see `repair`).
+                let aged = super::tombstones::aged(&merged, now_ms, self.settings.tombstone_grace_ms);
                 for (node, state) in &read.replies {
-                    if holds(state, &merged) {
+                    if holds(state, &merged) || (aged && state.is_none()) {
                         read.holders.insert(*node);
                     }
                 }

@@ -522,22 +522,22 @@ impl<E: Engine> Leaderless<E> {
     /// [`Self::load`], or when the store holds nothing of `key`, the tombstone this node purged
     /// of it while remembered ([`tombstones`]): what a write, a read and a peer's state meet,
     /// so that a purge changes no answer and a value the delete covered stays deleted.
-    /// Not for a key whose record is damaged: a read must find it missing, and repair it.
+    /// A key whose record is damaged reads as the empty state, not as none: a read repairs it
+    /// (none would be taken for a replica that purged the key and forgot it, see
+    /// `coordinator::repair`).
     fn load_or_purged(&mut self, key: &Bytes) -> Result<Option<Siblings>> {
-        Ok(self.load_marked(key)?.0)
+        if let Some(state) = self.load(key)? {
+            return Ok(Some(state));
+        }
+        if self.damaged(key) {
+            return Ok(Some(Siblings::new()));
+        }
+        Ok(self.tombstones.remembered(key).cloned())
     }
 
-    /// [`Self::load_or_purged`], and whether the state is the remembered tombstone.
-    fn load_marked(&mut self, key: &Bytes) -> Result<(Option<Siblings>, bool)> {
-        if let Some(state) = self.load(key)? {
-            return Ok((Some(state), false));
-        }
-        if self.store.damaged().get(&crate::kv::physical(0, key)).is_some() {
-            return Ok((None, false));
-        }
-        let remembered = self.tombstones.remembered(key).cloned();
-        let marked = remembered.is_some();
-        Ok((remembered, marked))
+    /// True when `key`'s record is listed as damaged.
+    fn damaged(&self, key: &Bytes) -> bool {
+        self.store.damaged().get(&crate::kv::physical(0, key)).is_some()
     }
 
     /// The tombstone this node purged of `key`, while it remembers it (its tree entry stays

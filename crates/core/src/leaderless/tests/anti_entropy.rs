@@ -3,7 +3,7 @@
 use super::super::tree::{self, Tree};
 use super::{bulk, Cluster, Input};
 use crate::kv::Reply;
-use crate::leaderless::{Canary, Leaderless, Settings};
+use crate::leaderless::{Canary, Leaderless, ReadRepair, Settings};
 use crate::quorum::Nwr;
 use crate::storage::{Engine, MemoryEngine};
 use bytes::Bytes;
@@ -342,8 +342,11 @@ fn forget_purges(c: &mut Cluster, i: usize) {
 
 /// A cluster of three whose nodes all purged the tombstone of `doomed` (and remember it),
 /// with the old write of `doomed` to node 3 still queued; the delete's time.
-fn purged_everywhere_with_an_old_write_queued(grace: u64) -> (Cluster, Vec<(usize, super::Message)>, u64) {
-    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
+fn purged_everywhere_with_an_old_write_queued(
+    grace: u64,
+    read_repair: crate::leaderless::ReadRepair,
+) -> (Cluster, Vec<(usize, super::Message)>, u64) {
+    let mut c = cluster(3, 3, |s| (s.tombstone_grace_ms, s.read_repair) = (grace, read_repair));
     c.held.insert(2, Vec::new());
     assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
     assert_eq!(c.run(0, "DEL doomed"), Reply::Int(1));
@@ -364,7 +367,7 @@ fn a_node_that_forgot_a_purge_and_then_took_an_old_write_is_sent_the_tombstone_b
     // Found in review: anti-entropy sent nothing of a remembered tombstone, so the old value
     // stayed on the node that forgot, and came back once the others forgot too.
     let grace = 5 * INTERVAL_MS;
-    let (mut c, queued, deleted) = purged_everywhere_with_an_old_write_queued(grace);
+    let (mut c, queued, deleted) = purged_everywhere_with_an_old_write_queued(grace, ReadRepair::Async);
     forget_purges(&mut c, 2);
     for (from, message) in queued {
         let from = c.ids[from];
@@ -390,14 +393,37 @@ fn a_read_does_not_hand_an_aged_tombstone_to_a_replica_that_purged_and_forgot_it
     // Found in review: the read repaired the node that forgot with the tombstone, which then
     // purged it again and remembered it for another grace period: a key read at least once
     // per grace period kept its tombstone for ever.
+    // Under blocking read repair too, where the read waits for w replicas to hold its answer.
     let grace = 5 * INTERVAL_MS;
-    let (mut c, _, _) = purged_everywhere_with_an_old_write_queued(grace);
-    forget_purges(&mut c, 2);
-    let sent = c.nodes[0].counters.read_repairs_sent;
-    assert_eq!(c.run(0, "GET doomed"), Reply::Nil);
+    for read_repair in [ReadRepair::Async, ReadRepair::Blocking] {
+        let (mut c, _, _) = purged_everywhere_with_an_old_write_queued(grace, read_repair);
+        forget_purges(&mut c, 2);
+        let sent = c.nodes[0].counters.read_repairs_sent;
+        // The read hears from nodes 1 and 3 only: one holds the answer, one nothing.
+        c.held.insert(1, Vec::new());
+        assert_eq!(c.run(0, "GET doomed"), Reply::Nil, "{read_repair:?}");
+        c.time_out();
+        c.held.remove(&1);
+        assert_eq!(c.nodes[0].counters.read_repairs_sent, sent, "{read_repair:?}: a read repair was sent");
+        assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None, "{read_repair:?}: node 3 was handed the tombstone");
+    }
+}
+
+#[test]
+fn a_damaged_record_of_a_tombstone_past_its_grace_is_repaired_by_a_read() {
+    // Found in review: a damaged record read as none, which a read took for a replica that
+    // purged and forgot the tombstone, and left unrepaired.
+    let grace = 5 * INTERVAL_MS;
+    let mut c = cluster(3, 3, |s| (s.tombstone_grace_ms, s.anti_entropy_interval_ms) = (grace, 0));
+    assert_eq!(c.run(0, "SET k v"), Reply::Ok);
+    assert_eq!(c.run(0, "DEL k"), Reply::Int(1));
+    c.now += 2 * grace; // past the grace; without anti-entropy nobody purges
+    c.nodes[2].store.engine_mut().damage(b"k");
+    assert_eq!(c.run(2, "GET k"), Reply::Nil);
     c.time_out();
-    assert_eq!(c.nodes[0].counters.read_repairs_sent, sent, "a read repair was sent");
-    assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None, "node 3 was handed the tombstone");
+    assert_eq!(c.nodes[2].store.damaged().count(), 0, "the read did not repair the damaged record");
+    let state = c.nodes[2].state_of(b"k").unwrap().expect("the tombstone, rewritten");
+    assert!(state.live().next().is_none());
 }
 
 #[test]
