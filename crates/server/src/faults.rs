@@ -97,6 +97,16 @@ impl<E: Engine> Engine for FailingEngine<E> {
         self.failed()?;
         self.inner.write_out(now_ms)
     }
+    fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
+        self.failed()?;
+        self.flushes += 1;
+        self.failed()?;
+        self.inner.write_out_unsynced(now_ms)
+    }
+    fn sync_written(&mut self, now_ms: u64) -> Result<()> {
+        self.failed()?;
+        self.inner.sync_written(now_ms)
+    }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.failed()?;
         self.inner.maintain(budget_bytes)

@@ -46,8 +46,9 @@
 //! CAVEATS
 //! - A write's reply waits for the fsync of its batch even when the client did not ask for
 //!   durability; there is no per-request relaxation yet.
-//! - A replicating node fsyncs two files per group, the replication log's and the engine's,
-//!   one after the other.
+//! - A replicating node fsyncs one file per group, its replication log (the write-ahead log);
+//!   the engine's files are fsynced when the replica says (segment seals, before the log drops
+//!   records, at shutdown), on the stepper.
 //! - Held outputs are released by the stepper, so a reply crosses threads twice after its
 //!   fsync (syncer -> stepper -> connection) rather than once.
 
@@ -551,7 +552,8 @@ impl<E: Engine> Stepper<E> {
         Ok(())
     }
 
-    /// At shutdown: waits until every batch is durable and releases it.
+    /// At shutdown: waits until every batch is durable and releases it, then makes the
+    /// engine's files durable too (a replicating node's are not fsynced per batch).
     fn finish(&mut self) -> replikv_core::Result<()> {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         let mut outbox = Outbox::default();
@@ -562,6 +564,7 @@ impl<E: Engine> Stepper<E> {
             self.release_durable(now_ms(), &mut outbox)?;
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        self.replica.flush(now_ms())?;
         Ok(())
     }
 

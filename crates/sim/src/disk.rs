@@ -112,6 +112,15 @@ impl Engine for SimEngine {
     fn write_out(&mut self, _now_ms: u64) -> Result<replikv_core::storage::WrittenOut> {
         Ok(replikv_core::storage::WrittenOut::default())
     }
+    /// The replication log is the write-ahead log: nothing becomes durable until
+    /// `sync_written`.
+    fn write_out_unsynced(&mut self, _now_ms: u64) -> Result<u64> {
+        Ok(0)
+    }
+    /// Durable at once, as `flush`.
+    fn sync_written(&mut self, now_ms: u64) -> Result<()> {
+        self.flush(now_ms).map(|_| ())
+    }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.live.maintain(budget_bytes)
     }

@@ -297,7 +297,9 @@ impl World {
         // Fsyncs due: their batches' held outputs leave, in order.
         while self.nodes[i].fsyncs.front().is_some_and(|p| p.done_at <= self.ground.now) {
             let done = self.nodes[i].fsyncs.pop_front().expect("front exists");
-            self.nodes[i].disk.borrow_mut().sync_to(done.disk_mark);
+            // The batch's fsync is the log's alone: the replication log is the write-ahead
+            // log, and the engine's writes become durable only when the replica syncs them
+            // (`Engine::sync_written`, before the log drops records) or a crash keeps them.
             // A batch written out before a reset names records the reset discarded.
             if done.resets == self.nodes[i].log_resets {
                 self.nodes[i].log_synced = self.nodes[i].log_synced.max(done.lsn);

@@ -73,8 +73,13 @@
 //!
 //! # Recovery
 //!
-//! The engine and the log are two files fsynced together per batch; a crash can leave either
-//! one ahead. At open, every logged change whose key the engine holds at an older version (or
+//! The replication log is the write-ahead log: a batch is durable once the log is (one fsync
+//! per batch). The engine's files are written with each batch but fsynced only when it
+//! matters: when one of its segments seals, before the log may drop records (a tick at which
+//! the log is over `retain_bytes_max`), before the log is reset, and at shutdown; so a crash
+//! can leave the engine behind the log by many batches, or (its pages reached the disk, the
+//! log's did not) ahead of it. A standalone node has no log: its engine is fsynced per batch.
+//! At open, every logged change whose key the engine holds at an older version (or
 //! not at all) is applied again: a key's versions rise in log order, and changes carry full
 //! values and versions, so this restores exactly what the engine missed, also after a
 //! snapshot whose values may be newer than the records that follow it. If the engine holds
@@ -719,9 +724,16 @@ impl<E: Engine> SingleLeader<E> {
                     let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
                     leader.logged(lsn, bytes);
                 }
+                // The log may drop records at this tick: the engine holds them durably first.
+                if self.log.over_retention() {
+                    self.store.engine_mut().sync_written(now_ms)?;
+                }
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
             State::Follower(follower) => {
+                if self.log.over_retention() {
+                    self.store.engine_mut().sync_written(now_ms)?;
+                }
                 follower.tick(&mut self.log)?;
                 let leader = follower.leader;
                 let late: Vec<u64> =
@@ -850,14 +862,24 @@ impl<E: Engine> SingleLeader<E> {
     }
 
     /// Hands every write stepped so far to the operating system and returns the fsyncs that
-    /// make them durable (the log's and the engine's); `after_flush` may be released once
+    /// make them durable (the log's; a standalone node's engine's); `after_flush` may be released once
     /// they have succeeded (see [`Engine::write_out`]).
     pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
         let log = self.log.write_out()?;
-        let engine = self.store.engine_mut().write_out(now_ms)?;
-        let syncs = log.sync.into_iter().chain(engine.sync).collect();
+        let (engine_bytes, engine_sync) = match self.state {
+            State::Standalone => {
+                let engine = self.store.engine_mut().write_out(now_ms)?;
+                (engine.bytes, engine.sync)
+            }
+            // The replication log is the write-ahead log: a batch is durable when the log is,
+            // and recovery replays the log into the engine. The engine's files are fsynced
+            // when a segment seals, before the log drops records ([`Self::tick`]), before a
+            // reset, and at shutdown.
+            _ => (self.store.engine_mut().write_out_unsynced(now_ms)?, None),
+        };
+        let syncs = log.sync.into_iter().chain(engine_sync).collect();
         Ok(WrittenOutAll {
-            bytes: log.bytes + engine.bytes,
+            bytes: log.bytes + engine_bytes,
             syncs,
             last_lsn: self.log.last_lsn(),
             resets: self.log.resets().0,

@@ -1353,3 +1353,43 @@ fn a_key_listed_without_a_record_is_named_in_the_snapshot_chunk_that_covers_it()
     assert_eq!(entries.iter().map(|c| c.key.clone()).collect::<Vec<_>>(), [Bytes::from("a"), Bytes::from("c")]);
     assert_eq!(damaged, [(Bytes::from("b"), None)], "named, so the next follower refuses it too");
 }
+
+#[test]
+fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_log_drops_records() {
+    use crate::replication::ReplicationLog;
+    use crate::storage::{LogEngine, LogOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(&dir.path().join("engine"), LogOptions::default()).unwrap();
+    let options = ReplogOptions { retain_bytes_max: 2048, segment_bytes_max: 512, ..ReplogOptions::default() };
+    let log = ReplicationLog::open(&dir.path().join("log"), options).unwrap();
+    let (n1, n2) = (NodeId::from_name("n1"), NodeId::from_name("n2"));
+    let mut settings = Settings::new(n1, Role::Leader { followers: vec![n2] });
+    settings.common.peers = vec![n2];
+    let mut replica = SingleLeader::replicated(engine, ReplicaFiles::with_log(log), settings, START_MS).unwrap();
+    assert!(replica.is_leader());
+    let mut outbox = Outbox::default();
+    let mut now = START_MS;
+    let opened = replica.stats().fsyncs; // creating its files
+    for i in 0..40 {
+        let request = request(&format!("SET key{i:02} {}", "v".repeat(100)));
+        replica.step(now, Input::Request { id: i + 1, request }, &mut outbox).unwrap();
+        let written = replica.write_out(now).unwrap();
+        assert_eq!(written.syncs.len(), 1, "batch {i}: the log's fsync alone");
+        for sync in written.syncs {
+            sync.sync().unwrap();
+        }
+    }
+    assert_eq!(replica.stats().fsyncs, opened, "the engine was fsynced per batch");
+    assert!(replica.log.over_retention());
+    // Past the start's wait for followers, the log drops segments at a tick: the engine is
+    // fsynced first.
+    now += 5_000;
+    replica.step(now, Input::Tick, &mut outbox).unwrap();
+    assert!(replica.log.stats().dropped_segments > 0, "the log dropped nothing");
+    assert_eq!(replica.stats().fsyncs, opened + 1, "the engine was not fsynced before the log dropped records");
+    // A standalone node's engine is its own write-ahead log: fsynced per batch.
+    let engine = LogEngine::open(&dir.path().join("alone"), LogOptions::default()).unwrap();
+    let mut alone = SingleLeader::standalone(engine, n1).unwrap();
+    alone.step(now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
+    assert_eq!(alone.write_out(now).unwrap().syncs.len(), 1, "the engine's fsync");
+}

@@ -242,6 +242,21 @@ pub trait Engine {
         Ok(WrittenOut { bytes: flushed.bytes, sync: None })
     }
 
+    /// `write_out` for an engine whose durability another log provides (a replicating
+    /// node's replication log is its write-ahead log): hands every record put so far to the
+    /// operating system and hands out no fsync, leaving them unsynced until [`Engine::sync_written`].
+    /// Returns the bytes written. The default flushes in full.
+    fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
+        Ok(self.flush(now_ms)?.bytes)
+    }
+
+    /// Makes every record handed out so far durable now, per the fsync policy (none under
+    /// `never`), whatever `write_out_unsynced` left: called before the write-ahead log drops
+    /// records the engine may not hold durably. The default flushes in full.
+    fn sync_written(&mut self, now_ms: u64) -> Result<()> {
+        self.flush(now_ms).map(|_| ())
+    }
+
     /// Does up to `budget_bytes` of background work (compaction). Called between batches.
     fn maintain(&mut self, budget_bytes: u64) -> Result<()>;
 
@@ -282,6 +297,12 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
         (**self).write_out(now_ms)
+    }
+    fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
+        (**self).write_out_unsynced(now_ms)
+    }
+    fn sync_written(&mut self, now_ms: u64) -> Result<()> {
+        (**self).sync_written(now_ms)
     }
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         (**self).maintain(budget_bytes)

@@ -361,6 +361,12 @@ impl ReplicationLog {
         Ok(Some(batch.records))
     }
 
+    /// True when the log holds more than `retain_bytes_max`: the next [`Self::retain`] may
+    /// delete segments.
+    pub fn over_retention(&self) -> bool {
+        self.bytes > self.options.retain_bytes_max
+    }
+
     /// Deletes the oldest sealed segments while the log's bytes exceed `retain_bytes_max`,
     /// but never the active segment nor one whose last lsn is `keep_from` or later (records
     /// a follower or a snapshot still needs). Returns how many it deleted. The in-memory log

@@ -635,6 +635,23 @@ impl Engine for LogEngine {
         self.stop_on_error(result)
     }
 
+    fn write_out_unsynced(&mut self, _now_ms: u64) -> Result<u64> {
+        self.check_running()?;
+        let result = self.write_active();
+        self.stop_on_error(result)
+    }
+
+    fn sync_written(&mut self, now_ms: u64) -> Result<()> {
+        self.check_running()?;
+        let result = self.write_active().and_then(|_| {
+            if self.options.fsync != super::options::FsyncPolicy::Never && self.sync_active()? {
+                self.last_sync_ms = now_ms;
+            }
+            Ok(())
+        });
+        self.stop_on_error(result)
+    }
+
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.check_running()?;
         // Up to the budget of each: hints are small beside the segments compaction copies.
