@@ -4,7 +4,10 @@
 //! The replica writes through [`SimEngine`], a memory engine that also journals every put in
 //! the node's [`Disk`]. The simulator models the pipelined runtime: after a batch it takes a
 //! mark ([`Disk::mark`]) and, some virtual milliseconds later, completes that batch's fsync
-//! ([`Disk::sync_to`]). A crash ([`Disk::crash`]) keeps the durable records and a random
+//! ([`Disk::sync_to`]) — for a leaderless node, whose engine is its write-ahead log. A
+//! single-leader node's batch fsync is its replication log's alone: its engine's journal is
+//! synced only when the replica asks (`Engine::sync_written` and `flush`: before its log drops
+//! records, before a reset). A crash ([`Disk::crash`]) keeps the durable records and a random
 //! prefix of the journal since (the writes that happened to reach the platter before the
 //! power went: a torn tail), and forgets the rest. The replication log is treated the same
 //! way by the node (see `node.rs`): records through the last completed fsync survive, plus a

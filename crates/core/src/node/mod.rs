@@ -134,8 +134,8 @@ impl Outbox {
 pub struct WrittenOutAll {
     /// Bytes handed to the operating system.
     pub bytes: u64,
-    /// The fsyncs that make them durable (the log's, the engine's), each through its file's
-    /// gate; empty when nothing is owed.
+    /// The fsyncs that make them durable (a replicating node's log's, a standalone or
+    /// leaderless node's engine's), each through its file's gate; empty when nothing is owed.
     pub syncs: Vec<SyncHandle>,
     /// The newest log record written out: durable once `syncs` have run.
     pub last_lsn: Lsn,

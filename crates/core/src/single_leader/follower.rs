@@ -205,7 +205,7 @@ impl Follower {
                     // over an empty store (key ranges not yet installed held this replica's
                     // old keys).
                     wipe(store)?;
-                    store.engine_mut().flush(now_ms)?;
+                    store.engine_mut().sync_written(now_ms)?;
                     votes.rebuilt()?;
                 }
                 let outcome =
@@ -266,7 +266,7 @@ impl Follower {
                         snapshot = Some((attempt, seq));
                         if done {
                             // The chunks must be durable before the log says they are there.
-                            store.engine_mut().flush(now_ms)?;
+                            store.engine_mut().sync_written(now_ms)?;
                             let taint = end.filter(|(end, _)| *end > lsn);
                             votes.set_taint(taint.map(|(lsn, epoch)| LogPosition { epoch, lsn }))?;
                             log.reset(lsn, lsn_epoch)?;
@@ -438,7 +438,7 @@ impl Follower {
         // Until its log is back past where it was, it votes as if it still were (the vote floor).
         votes.emptying_log(LogPosition { epoch: log.last_epoch(), lsn: last })?;
         wipe(store)?;
-        store.engine_mut().flush(now_ms)?;
+        store.engine_mut().sync_written(now_ms)?;
         log.reset(0, 0)?;
         votes.rebuilt()?;
         self.matched = 0;

@@ -97,6 +97,16 @@
 //! parts are superseded by another leader's history is never applied, here or at recovery.
 //!
 //! CAVEATS
+//! - The engine's active segment may hold many batches that were never fsynced. After a power
+//!   loss its pages may have reached the disk out of order: a hole followed by good records
+//!   reads as corruption of the newest segment, and the engine refuses to open (naming the
+//!   file and offset) although the log holds everything after the hole. An operator truncates
+//!   the segment at the offset and restarts; recovery replays the rest. Recording the
+//!   engine's synced length at each of its fsyncs would let the engine cut such a tail itself.
+//! - While the log is over `retain_bytes_max` but held by a follower (or by the start's wait
+//!   for followers), every tick that follows new writes fsyncs the engine, on the stepper:
+//!   the check is "may drop", not "will drop". `INFO persistence`'s `replikv_fsyncs` counts the
+//!   engine's fsyncs only, so on a replicating node it moves only at these, seals and shutdown.
 //! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
 //!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
 //! - WAIT counts the followers that have every write the leader holds, not only the calling
@@ -499,7 +509,7 @@ impl<E: Engine> SingleLeader<E> {
             // A crash interrupted emptying the replica (or installing a snapshot): finish.
             tracing::warn!("a rebuild was under way when this replica stopped: emptying it to take the history again");
             follower::wipe(&mut replica.store)?;
-            replica.store.engine_mut().flush(now_ms)?;
+            replica.store.engine_mut().sync_written(now_ms)?;
             replica.log.reset(0, 0)?;
             replica.votes.rebuilt()?;
         }
@@ -855,10 +865,19 @@ impl<E: Engine> SingleLeader<E> {
         Ok(())
     }
 
-    /// Makes every write stepped so far durable; only then may `after_flush` be released.
+    /// Makes every write stepped so far durable; only then may `after_flush` be released. A
+    /// replicating node's engine is fsynced too, whatever its fsync policy's interval (the
+    /// runtime calls this at shutdown).
     pub fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
         self.log.flush()?;
-        self.store.engine_mut().flush(now_ms)
+        match self.state {
+            State::Standalone => self.store.engine_mut().flush(now_ms),
+            _ => {
+                let bytes = self.store.engine_mut().write_out_unsynced(now_ms)?;
+                self.store.engine_mut().sync_written(now_ms)?;
+                Ok(Flushed { bytes, synced: true })
+            }
+        }
     }
 
     /// Hands every write stepped so far to the operating system and returns the fsyncs that
@@ -1170,7 +1189,7 @@ impl<E: Engine> SingleLeader<E> {
             let position = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
             self.votes.emptying_log(position)?;
             follower::wipe(&mut self.store)?;
-            self.store.engine_mut().flush(0)?;
+            self.store.engine_mut().sync_written(0)?;
             self.log.reset(0, 0)?;
             self.votes.rebuilt()?;
             return Ok(());

@@ -1387,6 +1387,18 @@ fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_lo
     replica.step(now, Input::Tick, &mut outbox).unwrap();
     assert!(replica.log.stats().dropped_segments > 0, "the log dropped nothing");
     assert_eq!(replica.stats().fsyncs, opened + 1, "the engine was not fsynced before the log dropped records");
+    // Flushed (at shutdown), the engine is fsynced whatever its policy's interval.
+    let options = LogOptions { fsync: crate::storage::FsyncPolicy::IntervalMs(3_600_000), ..LogOptions::default() };
+    let engine = LogEngine::open(&dir.path().join("interval"), options).unwrap();
+    let log = ReplicationLog::open(&dir.path().join("interval-log"), ReplogOptions::default()).unwrap();
+    let mut settings = Settings::new(n1, Role::Leader { followers: vec![n2] });
+    settings.common.peers = vec![n2];
+    let mut interval = SingleLeader::replicated(engine, ReplicaFiles::with_log(log), settings, now).unwrap();
+    interval.step(now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
+    interval.write_out(now).unwrap();
+    let before = interval.stats().fsyncs;
+    interval.flush(now + 1).unwrap();
+    assert_eq!(interval.stats().fsyncs, before + 1, "the engine was not fsynced at the flush");
     // A standalone node's engine is its own write-ahead log: fsynced per batch.
     let engine = LogEngine::open(&dir.path().join("alone"), LogOptions::default()).unwrap();
     let mut alone = SingleLeader::standalone(engine, n1).unwrap();

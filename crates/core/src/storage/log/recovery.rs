@@ -39,6 +39,10 @@ impl LogEngine {
             engine.manifest.segments = listed.collect();
             engine.write_manifest()?;
         }
+        // What the active segment holds may never have been fsynced (the process that wrote it
+        // died before it did, or a replicating node left it to its log): the first fsync
+        // asked for covers it.
+        engine.unsynced = engine.segments.get(&engine.active).is_some_and(|s| s.len() > 0);
         let stats = engine.stats();
         tracing::info!(dir = %dir.display(), keys = stats.keys, segments = stats.segments, "opened log engine");
         Ok(engine)

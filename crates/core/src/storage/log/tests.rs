@@ -817,6 +817,46 @@ fn write_out_hands_the_fsync_to_the_caller_per_policy() {
 }
 
 #[test]
+fn write_out_unsynced_hands_out_no_fsync_and_sync_written_runs_the_one_owed() {
+    // A replicating node's engine: its replication log is the write-ahead log.
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    let mut h = Harness::default();
+    h.put(&mut e, "k", Some("v"), None);
+    let opened = e.stats().fsyncs;
+    assert!(e.write_out_unsynced(10).unwrap() > 0, "the record went to the operating system");
+    assert_eq!(e.stats().fsyncs, opened, "no fsync");
+    e.sync_written(11).unwrap();
+    assert_eq!(e.stats().fsyncs, opened + 1, "the fsync owed");
+    e.sync_written(12).unwrap();
+    assert_eq!(e.stats().fsyncs, opened + 1, "nothing new: no fsync");
+    // An interval policy does not hold it off: it is asked for when it matters.
+    let options = LogOptions { fsync: FsyncPolicy::IntervalMs(3_600_000), ..LogOptions::default() };
+    let mut interval = LogEngine::open(&dir.path().join("interval"), options).unwrap();
+    h.put(&mut interval, "k2", Some("v"), None);
+    interval.write_out_unsynced(20).unwrap();
+    let before = interval.stats().fsyncs;
+    interval.sync_written(21).unwrap();
+    assert_eq!(interval.stats().fsyncs, before + 1);
+}
+
+#[test]
+fn an_engine_reopened_over_writes_never_fsynced_fsyncs_them_at_the_first_sync_asked_for() {
+    // Found in review: the process died with its writes in the page cache only; reopened, the
+    // engine took them for synced, and a replicating node's log then dropped its copy.
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    let mut h = Harness::default();
+    h.put(&mut e, "k", Some("v"), None);
+    e.write_out_unsynced(10).unwrap();
+    drop(e);
+    let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    let opened = e.stats().fsyncs;
+    e.sync_written(11).unwrap();
+    assert_eq!(e.stats().fsyncs, opened + 1, "what the dead process left unsynced was not fsynced");
+}
+
+#[test]
 fn finishing_a_compaction_fsyncs_what_write_out_left_to_the_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut e = LogEngine::open(dir.path(), LogOptions { fsync: FsyncPolicy::Always, ..compacting() }).expect("open");
