@@ -97,12 +97,11 @@
 //! parts are superseded by another leader's history is never applied, here or at recovery.
 //!
 //! CAVEATS
-//! - The engine's active segment may hold many batches that were never fsynced. After a power
-//!   loss its pages may have reached the disk out of order: a hole followed by good records
-//!   reads as corruption of the newest segment, and the engine refuses to open (naming the
-//!   file and offset) although the log holds everything after the hole. An operator truncates
-//!   the segment at the offset and restarts; recovery replays the rest. Recording the
-//!   engine's synced length at each of its fsyncs would let the engine cut such a tail itself.
+//! - The engine's active segment may hold many batches that were never fsynced, whose pages
+//!   may reach the disk out of order in a power loss. The engine records its active
+//!   segment's fsynced length at each fsync the replica asks for (its `SYNCED` file, see
+//!   `storage::log::synced`) and cuts a hole past it at open as an unsynced tail; the log
+//!   replays what it held. Every fsync asked for is then two (the segment's and the record's).
 //! - While the log is over `retain_bytes_max` but held by a follower (or by the start's wait
 //!   for followers), every tick that follows new writes fsyncs the engine, on the stepper:
 //!   the check is "may drop", not "will drop". `INFO persistence`'s `replikv_fsyncs` counts the

@@ -233,6 +233,13 @@ pub struct LogEngine {
     pub(super) last_sync_ms: u64,
     /// True when the active segment has bytes written since its last fsync.
     pub(super) unsynced: bool,
+    /// The `SYNCED` file is kept ([`super::synced`]): another log makes this engine's writes
+    /// durable, and the active segment's fsynced length is recorded at each fsync asked for.
+    pub(super) synced_kept: bool,
+    /// The last record written to the `SYNCED` file (or read from it at open).
+    pub(super) synced_last: Option<super::synced::Synced>,
+    /// While opening: where the newest segment's unsynced part begins, per the `SYNCED` file.
+    pub(super) unsynced_from: Option<u64>,
     /// Why the engine stopped, after a failed write or fsync.
     pub(super) stopped: Option<String>,
     /// A temporary directory the engine lives in, removed after the files close (tests only).
@@ -280,6 +287,9 @@ impl LogEngine {
             compactions: 0,
             last_sync_ms: 0,
             unsynced: false,
+            synced_kept: false,
+            synced_last: None,
+            unsynced_from: None,
             stopped: None,
             #[cfg(test)]
             temp_dir: None,
@@ -422,6 +432,48 @@ impl LogEngine {
         Ok(Bytes::from(bytes).slice(HEADER_BYTES + key.len()..))
     }
 
+    /// Writes and fsyncs the active segment (not under `fsync = never`), then records its
+    /// length in the `SYNCED` file if this engine keeps one.
+    fn sync_and_record(&mut self, now_ms: u64) -> Result<()> {
+        self.write_active()?;
+        if self.options.fsync == super::options::FsyncPolicy::Never {
+            return Ok(());
+        }
+        if self.sync_active()? {
+            self.last_sync_ms = now_ms;
+        }
+        self.record_synced()
+    }
+
+    /// Records the active segment's length as fsynced, in the `SYNCED` file, if this engine
+    /// keeps one and the record changed. The caller has fsynced the segment.
+    pub(super) fn record_synced(&mut self) -> Result<()> {
+        if !self.synced_kept {
+            return Ok(());
+        }
+        let synced = super::synced::Synced { id: self.active, len: self.segments[&self.active].len() };
+        if self.synced_last == Some(synced) {
+            return Ok(());
+        }
+        let fsyncs = &mut self.fsyncs;
+        let created = super::synced::write(&self.dir, synced, |file, path| fsyncs.sync_file(file, path))?;
+        if created {
+            self.fsyncs.sync_dir(&self.dir)?;
+        }
+        self.synced_last = Some(synced);
+        Ok(())
+    }
+
+    /// Stops keeping the `SYNCED` file, removing it.
+    fn drop_synced_file(&mut self) -> Result<()> {
+        self.synced_kept = false;
+        self.synced_last = None;
+        if super::synced::remove(&self.dir)? {
+            self.fsyncs.sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Seals the active segment and starts the next: see "Writes" in the module docs.
     pub(super) fn rotate(&mut self) -> Result<()> {
         let sealed = self.active;
@@ -443,7 +495,9 @@ impl LogEngine {
         let was = self.manifest.segments.insert(sealed, Some(sealed_bytes));
         assert_eq!(was, Some(None), "sealed segment {sealed} was not listed as the active one");
         self.manifest.segments.insert(next, None);
-        self.write_manifest()
+        self.write_manifest()?;
+        // The new active segment is empty, and its name durable.
+        self.record_synced()
     }
 
     /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller
@@ -619,6 +673,12 @@ impl Engine for LogEngine {
 
     fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
         self.check_running()?;
+        if self.synced_kept {
+            // This engine is its own write-ahead log now: an unsynced tail is no longer
+            // covered by another log.
+            let result = self.drop_synced_file();
+            self.stop_on_error(result)?;
+        }
         let result = self.write_active().map(|bytes| {
             let due = self.unsynced && self.options.fsync.is_due(now_ms, self.last_sync_ms);
             // The caller runs the fsync; if it fails the caller stops the node, so the engine
@@ -635,20 +695,24 @@ impl Engine for LogEngine {
         self.stop_on_error(result)
     }
 
-    fn write_out_unsynced(&mut self, _now_ms: u64) -> Result<u64> {
+    fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
         self.check_running()?;
-        let result = self.write_active();
+        let result = (|| {
+            let bytes = self.write_active()?;
+            if !self.synced_kept && self.options.fsync != super::options::FsyncPolicy::Never {
+                // From here on the active segment's fsynced length is recorded, once: first
+                // make what it holds durable, so that the record is true.
+                self.synced_kept = true;
+                self.sync_and_record(now_ms)?;
+            }
+            Ok(bytes)
+        })();
         self.stop_on_error(result)
     }
 
     fn sync_written(&mut self, now_ms: u64) -> Result<()> {
         self.check_running()?;
-        let result = self.write_active().and_then(|_| {
-            if self.options.fsync != super::options::FsyncPolicy::Never && self.sync_active()? {
-                self.last_sync_ms = now_ms;
-            }
-            Ok(())
-        });
+        let result = self.sync_and_record(now_ms);
         self.stop_on_error(result)
     }
 

@@ -197,6 +197,11 @@
 //! | body checksum mismatch, record ends at EOF | torn: cut at `o`    | corrupt        |
 //! | body checksum mismatch, more follows     | corrupt               | corrupt        |
 //!
+//! An engine whose writes another log makes durable (a replicating node's) keeps a `SYNCED`
+//! file with its active segment's fsynced length (`synced.rs`): in the newest segment, any
+//! bad record at or past that length is cut as a torn tail, whatever follows it; before it, a
+//! torn tail is corruption too, and so is a newest segment shorter than that length.
+//!
 //! Cutting truncates the file at `o`, fdatasyncs it and logs a warning naming the file and
 //! offset. Corruption fails `open` with [`Error::Corrupt`](crate::Error::Corrupt) naming the
 //! file and the record's offset: an operator must look, nothing is skipped in silence. A
@@ -418,6 +423,7 @@ mod manifest;
 mod options;
 mod reader;
 mod recovery;
+mod synced;
 
 #[cfg(test)]
 mod tests;

@@ -31,7 +31,12 @@ impl LogEngine {
             Some(manifest) => (engine.tidy_by_manifest(manifest, &found)?, false),
             None => (engine.tidy_without_manifest(&found)?, true),
         };
+        // How much of the newest segment was fsynced, if another log covers the rest.
+        engine.synced_last = super::synced::read(dir)?;
+        engine.synced_kept = engine.synced_last.is_some();
+        engine.unsynced_from = engine.synced_last.filter(|s| ids.last() == Some(&s.id)).map(|s| s.len);
         engine.load(&ids)?;
+        engine.unsynced_from = None;
         if adopted {
             // The lengths found now: from here on, a sealed segment that changes is refused.
             let active = engine.active;
@@ -205,6 +210,10 @@ impl LogEngine {
         let path = self.dir.join(id.file_name(SEGMENT_EXT));
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        if let Some(synced) = self.unsynced_from.filter(|&synced| len < synced) {
+            let reason = format!("the segment is {len} bytes, shorter than the {synced} bytes fsynced (SYNCED)");
+            return Err(Error::Corrupt { path, offset: len, reason });
+        }
         self.segments.insert(id, Segment::new(path, file, len, self.options.hint_files));
         self.active = id;
         // A crash between sealing this segment and starting the next leaves a hint that the
@@ -246,8 +255,17 @@ impl LogEngine {
                     }
                 },
             };
-            if tolerant && bad.torn {
-                return self.cut_torn_tail(id, offset, &bad.reason);
+            // Past the length the SYNCED file records, the newest segment was never fsynced:
+            // whatever follows a bad record there, another log holds it. Before it, a torn
+            // tail is fsynced data lost.
+            match self.unsynced_from.filter(|_| tolerant) {
+                Some(from) if offset >= from => {
+                    let reason = format!("{}, past the {from} bytes fsynced (SYNCED)", bad.reason);
+                    return self.cut_torn_tail(id, offset, &reason);
+                }
+                Some(_) => {}
+                None if tolerant && bad.torn => return self.cut_torn_tail(id, offset, &bad.reason),
+                None => {}
             }
             let path = reader.path().to_path_buf();
             return Err(Error::Corrupt { path, offset, reason: bad.reason });
