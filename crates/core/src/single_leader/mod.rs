@@ -101,7 +101,8 @@
 //!   may reach the disk out of order in a power loss. The engine records its active
 //!   segment's fsynced length at each fsync the replica asks for (its `SYNCED` file, see
 //!   `storage::log::synced`) and cuts a hole past it at open as an unsynced tail; the log
-//!   replays what it held. Every fsync asked for is then two (the segment's and the record's).
+//!   replays what it held. An fsync asked for is then two (the segment's and the record's),
+//!   three when the record is created, one when nothing changed.
 //! - While the log is over `retain_bytes_max` but held by a follower (or by the start's wait
 //!   for followers), every tick that follows new writes fsyncs the engine, on the stepper:
 //!   the check is "may drop", not "will drop". `INFO persistence`'s `replikv_fsyncs` counts the

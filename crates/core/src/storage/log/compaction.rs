@@ -170,6 +170,7 @@ impl LogEngine {
         // not yet run: those must be durable before the old ones go, so fsync here, always.
         self.write_active()?;
         self.sync_active_now()?;
+        self.record_synced()?;
         // The outputs' names must be durable before a manifest lists them.
         self.fsyncs.sync_dir(&self.dir)?;
         self.step_done("outputs sealed");

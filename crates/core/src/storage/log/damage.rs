@@ -181,6 +181,7 @@ impl LogEngine {
         // their fsync handed to the caller: durable before the originals go.
         self.write_active()?;
         self.sync_active_now()?;
+        self.record_synced()?;
         assert!(self.manifest.segments.remove(&id).is_some(), "damaged segment {id} is not in the manifest");
         self.manifest.retired.insert(id);
         // The commit: from here on, open removes the segment instead of loading it.

@@ -451,6 +451,10 @@ impl LogEngine {
         if !self.synced_kept {
             return Ok(());
         }
+        if self.options.fsync == super::options::FsyncPolicy::Never {
+            // Nothing is fsynced when asked: no length can be vouched for.
+            return self.drop_synced_file();
+        }
         let synced = super::synced::Synced { id: self.active, len: self.segments[&self.active].len() };
         if self.synced_last == Some(synced) {
             return Ok(());
@@ -465,7 +469,7 @@ impl LogEngine {
     }
 
     /// Stops keeping the `SYNCED` file, removing it.
-    fn drop_synced_file(&mut self) -> Result<()> {
+    pub(super) fn drop_synced_file(&mut self) -> Result<()> {
         self.synced_kept = false;
         self.synced_last = None;
         if super::synced::remove(&self.dir)? {
@@ -675,8 +679,8 @@ impl Engine for LogEngine {
         self.check_running()?;
         if self.synced_kept {
             // This engine is its own write-ahead log now: an unsynced tail is no longer
-            // covered by another log.
-            let result = self.drop_synced_file();
+            // covered by another log, so it is fsynced before the record goes.
+            let result = self.write_active().and_then(|_| self.sync_active_now()).and_then(|_| self.drop_synced_file());
             self.stop_on_error(result)?;
         }
         let result = self.write_active().map(|bytes| {

@@ -34,6 +34,10 @@ impl LogEngine {
         // How much of the newest segment was fsynced, if another log covers the rest.
         engine.synced_last = super::synced::read(dir)?;
         engine.synced_kept = engine.synced_last.is_some();
+        if engine.synced_kept && engine.options.fsync == super::options::FsyncPolicy::Never {
+            // Under `never` nothing fsynced vouches for the record: the old rules stand.
+            engine.drop_synced_file()?;
+        }
         engine.unsynced_from = engine.synced_last.filter(|s| ids.last() == Some(&s.id)).map(|s| s.len);
         engine.load(&ids)?;
         engine.unsynced_from = None;

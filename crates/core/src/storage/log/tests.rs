@@ -853,12 +853,15 @@ fn an_engine_reopened_over_writes_never_fsynced_fsyncs_them_at_the_first_sync_as
     let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
     let mut h = Harness::default();
     h.put(&mut e, "k", Some("v"), None);
-    e.write_out_unsynced(10).unwrap();
+    e.write_out_unsynced(10).unwrap(); // the first fsyncs what is there and starts SYNCED
+    h.put(&mut e, "k2", Some("v"), None);
+    e.write_out_unsynced(10).unwrap(); // this one is not fsynced
+    let segment = e.dir.join(e.active.file_name(SEGMENT_EXT));
     drop(e);
     let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
-    let opened = e.stats().fsyncs;
+    let opened = e.fsyncs.paths.len();
     e.sync_written(11).unwrap();
-    assert!(e.stats().fsyncs > opened, "what the dead process left unsynced was not fsynced");
+    assert!(e.fsyncs.paths[opened..].contains(&segment), "what the dead process left unsynced was not fsynced");
 }
 
 #[test]
@@ -1722,11 +1725,49 @@ fn an_engine_that_fsyncs_its_own_writes_again_drops_the_synced_record_and_the_ol
     let mut e = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
     let mut h = Harness::default();
     h.put(&mut e, "standalone", Some("v"), None);
-    e.write_out(4).unwrap().sync.expect("an fsync owed").sync().unwrap();
+    // Its first write-out fsyncs what the record left to the other log, then drops it.
+    if let Some(sync) = e.write_out(4).unwrap().sync {
+        sync.sync().unwrap();
+    }
     assert!(!dir.path().join("SYNCED").exists(), "the record of another log's cover stays");
     let path = e.dir.join(e.active.file_name(SEGMENT_EXT));
     drop(e);
     let b = record_boundaries(&path);
     zero_record(&path, b[15], b[16]);
     assert!(matches!(LogEngine::open(dir.path(), LogOptions::default()), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn under_fsync_never_no_synced_record_is_kept_and_a_leftover_one_is_dropped() {
+    // Nothing is fsynced when asked under `never`: no length can be vouched for.
+    let (dir, _, _, _) = synced_then_unsynced();
+    let never = LogOptions { fsync: FsyncPolicy::Never, ..LogOptions::default() };
+    let mut e = LogEngine::open(dir.path(), never).unwrap();
+    assert!(!dir.path().join("SYNCED").exists(), "a leftover record was kept");
+    let mut h = Harness::default();
+    h.put(&mut e, "k", Some("v"), None);
+    e.write_out_unsynced(1).unwrap();
+    e.sync_written(2).unwrap();
+    assert!(!dir.path().join("SYNCED").exists(), "a record was written under never");
+}
+
+#[test]
+fn finishing_a_compaction_records_the_active_segments_fsynced_length() {
+    // Found in review: the compaction fsynced the active segment (records it moved there
+    // included) without recording it, so damage there would have been cut as unsynced.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), LogOptions { fsync: FsyncPolicy::Always, ..compacting() }).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    e.write_out_unsynced(0).unwrap();
+    let mut i = 0;
+    while e.stats().compactions == 0 {
+        i += 1;
+        assert!(i < 1000, "compaction never finished");
+        h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("late {i}")), None);
+        e.write_out_unsynced(0).unwrap();
+        e.maintain(300).expect("maintain");
+    }
+    let recorded = super::synced::read(dir.path()).unwrap().expect("a SYNCED record");
+    assert_eq!((recorded.id, recorded.len), (e.active, e.segments[&e.active].len()));
 }
