@@ -586,6 +586,16 @@ fn config_set_maxclients_refuses_new_connections_and_keeps_open_ones() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("n1"), &[]);
     let mut first = sync_con(&node);
+    // The start's readiness probe may not be closed on the node's side yet: it would count.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut first).unwrap();
+        if info.contains("connected_clients:1\r\n") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "other clients stay connected: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     config_set(&mut first, &["maxclients", "2"]).unwrap();
     let mut second = sync_con(&node);
     let refused = |node: &Node| {
