@@ -279,14 +279,7 @@ fn a_replica_that_never_held_the_key_gets_the_tombstone_before_any_purge_and_a_q
     // replica holding nothing of the key matched one holding the tombstone and counted as
     // safe; the old write still on its way to it then brought the key back after the purges.
     let grace = 5 * INTERVAL_MS;
-    let mut c = cluster(3, 3, |s| s.tombstone_grace_ms = grace);
-    c.held.insert(2, Vec::new());
-    assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
-    assert_eq!(c.run(0, "DEL doomed"), Reply::Int(1));
-    let deleted = c.now;
-    // Node 3 got neither: the write is still queued on its link, the delete is lost.
-    let mut queued = c.held.remove(&2).unwrap();
-    queued.truncate(1);
+    let (mut c, queued, deleted) = old_write_queued_to_node_3(grace, ReadRepair::Async);
     assert!(matches!(&queued[0].1, super::Message::Write { state, .. } if state.live().count() == 1));
     assert_eq!(c.nodes[2].state_of(b"doomed").unwrap(), None);
     let key = Bytes::from_static(b"doomed");
@@ -340,12 +333,10 @@ fn forget_purges(c: &mut Cluster, i: usize) {
     }
 }
 
-/// A cluster of three whose nodes all purged the tombstone of `doomed` (and remember it),
-/// with the old write of `doomed` to node 3 still queued; the delete's time.
-fn purged_everywhere_with_an_old_write_queued(
-    grace: u64,
-    read_repair: crate::leaderless::ReadRepair,
-) -> (Cluster, Vec<(usize, super::Message)>, u64) {
+/// A cluster of three where `doomed` was written and deleted through node 1 while node 3 got
+/// neither: the write is still queued on its link (returned), the delete is lost; and the
+/// delete's time.
+fn old_write_queued_to_node_3(grace: u64, read_repair: ReadRepair) -> (Cluster, Vec<(usize, super::Message)>, u64) {
     let mut c = cluster(3, 3, |s| (s.tombstone_grace_ms, s.read_repair) = (grace, read_repair));
     c.held.insert(2, Vec::new());
     assert_eq!(c.run(0, "SET doomed old"), Reply::Ok);
@@ -353,6 +344,16 @@ fn purged_everywhere_with_an_old_write_queued(
     let deleted = c.now;
     let mut queued = c.held.remove(&2).unwrap();
     queued.truncate(1);
+    (c, queued, deleted)
+}
+
+/// A cluster of three whose nodes all purged the tombstone of `doomed` (and remember it),
+/// with the old write of `doomed` to node 3 still queued; the delete's time.
+fn purged_everywhere_with_an_old_write_queued(
+    grace: u64,
+    read_repair: ReadRepair,
+) -> (Cluster, Vec<(usize, super::Message)>, u64) {
+    let (mut c, queued, deleted) = old_write_queued_to_node_3(grace, read_repair);
     let mut rounds = 0;
     while c.nodes.iter().any(|n| n.counters.tombstones_purged == 0) {
         rounds += 1;
