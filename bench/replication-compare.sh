@@ -24,6 +24,7 @@
 # Settings (environment): N operations per run, WORKLOAD (write-only; c for reads only, which on
 # replikv's leader wait for a heartbeat round: its read index), ROUNDS, CONNECTIONS, RECORDS, VALUE_BYTES, PAIRS,
 # BASE_PORT (replikv uses BASE_PORT+1..+3 and +101..+103, +201..+203; redis BASE_PORT+10..+12),
+# CLUSTER_FLAGS (more flags for replikv cluster start, e.g. --read-lease: leader reads under a lease),
 # KEEP=1 keeps every run's JSON in target/bench-replication-<time>/.
 # Needs redis-server 7 and redis-cli: apt-get install -y redis-server
 set -euo pipefail
@@ -35,6 +36,7 @@ RECORDS=${RECORDS:-100000}
 VALUE_BYTES=${VALUE_BYTES:-100}
 PAIRS=${PAIRS:-"sync semi-sync async"}
 WORKLOAD=${WORKLOAD:-write-only}
+CLUSTER_FLAGS=${CLUSTER_FLAGS:-}
 BASE_PORT=${BASE_PORT:-17400}
 cd "$(dirname "$0")/.."
 
@@ -63,7 +65,7 @@ start_pair() { # pair
   local name="b$1"
   name=${name//-/}
   $replikv cluster start --nodes 3 --acks "$(acks_of "$1")" --base-port "$BASE_PORT" --name "$name" \
-    --data "$work" --detach > "$work/$1-cluster.txt"
+    --data "$work" --detach $CLUSTER_FLAGS > "$work/$1-cluster.txt"
   cluster_up=$name
   wait_port $((BASE_PORT + 1))
   local rp=$((BASE_PORT + 10)) d="$work/$1"

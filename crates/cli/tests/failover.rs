@@ -360,3 +360,36 @@ fn replikv_check_compares_against_the_new_leader_names_the_dead_one_and_needs_a_
     assert_eq!(code, Some(2), "no leader: the check could not be made:\n{out}{err}");
     assert!(err.contains("no node leads"), "{err}");
 }
+
+#[test]
+fn leader_reads_under_a_lease_skip_the_round_trip_and_the_lease_ends_with_the_followers() {
+    let trio = Trio::start(&format!("{SETTINGS}\nread_lease = true"), &[]);
+    let leader = trio.leader();
+    let mut con = trio.con(leader);
+    let _: () = con.set("leased", "1").unwrap();
+    let reads = 200;
+    for _ in 0..reads {
+        let value: String = con.get("leased").unwrap();
+        assert_eq!(value, "1");
+    }
+    let status = trio.status(leader);
+    let lease_reads = status["replication"]["lease_reads"].as_u64().unwrap();
+    // Nearly all: a heartbeat held up past the lease (a loaded machine) sends a read the
+    // read-index way.
+    assert!(lease_reads >= reads / 2, "{lease_reads} of {reads} reads under the lease: {status}");
+    assert!(status["replication"]["read_lease_ms_left"].as_u64().unwrap() > 0, "{status}");
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut con).unwrap();
+    assert!(info.contains("replikv_lease_reads:") && info.contains("replikv_read_lease_ms_left:"), "{info}");
+
+    // Both followers stop answering: the lease runs out within the election timeout.
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &others {
+        trio.nodes[f].signal(libc::SIGSTOP);
+    }
+    std::thread::sleep(Duration::from_millis(2 * ELECTION_TIMEOUT_MS));
+    let status = trio.status(leader);
+    assert_eq!(status["replication"]["read_lease_ms_left"], 0, "{status}");
+    for &f in &others {
+        trio.nodes[f].signal(libc::SIGCONT);
+    }
+}

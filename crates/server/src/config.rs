@@ -22,6 +22,8 @@
 //! heartbeat_ms = 100
 //! auto_failover = true             # elections when the leader is gone; false: manual only
 //! election_timeout_ms = 1000       # a follower stands after 1000..=2000 ms without a leader
+//! read_lease = false               # true: leader reads under a lease, no round trip each
+//! read_lease_drift_ppm = 10000     # the clock-drift allowance the lease assumes (1%)
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
 //! # mode = "leaderless" only:
@@ -612,6 +614,12 @@ pub struct ReplicationConfig {
     /// Milliseconds without a leader's message before a follower stands (each wait drawn from
     /// this to twice this); also how long a leader leads without hearing from a majority.
     pub election_timeout_ms: u64,
+    /// Whether the leader answers reads under a lease (no read-index round trip each), which
+    /// assumes clocks drift apart by at most `read_lease_drift_ppm`.
+    pub read_lease: bool,
+    /// The clock-drift allowance the lease assumes, in parts per million (the lease lasts
+    /// `election_timeout_ms * (1 - d) / (1 + d)` from a round a majority confirmed).
+    pub read_lease_drift_ppm: u64,
     /// Bytes of replication log each node keeps at most (older segments are deleted unless a
     /// follower still needs them); a follower further behind gets a snapshot.
     pub log_retain_bytes: u64,
@@ -660,6 +668,8 @@ impl Default for ReplicationConfig {
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             auto_failover: true,
             election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
+            read_lease: false,
+            read_lease_drift_ppm: replikv_core::single_leader::READ_LEASE_DRIFT_PPM_DEFAULT,
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
             log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
             n: None,
@@ -711,6 +721,8 @@ impl ReplicationConfig {
                 ("heartbeat_ms", self.heartbeat_ms != d.heartbeat_ms),
                 ("auto_failover", self.auto_failover != d.auto_failover),
                 ("election_timeout_ms", self.election_timeout_ms != d.election_timeout_ms),
+                ("read_lease", self.read_lease != d.read_lease),
+                ("read_lease_drift_ppm", self.read_lease_drift_ppm != d.read_lease_drift_ppm),
                 ("log_retain_bytes", self.log_retain_bytes != d.log_retain_bytes),
                 ("log_segment_bytes", self.log_segment_bytes != d.log_segment_bytes),
             ];
@@ -755,6 +767,13 @@ impl ReplicationConfig {
                  most 600000, so that a live leader is not deposed between two heartbeats (now {})",
                 3 * self.heartbeat_ms,
                 self.election_timeout_ms
+            )));
+        }
+        let drift_max = replikv_core::single_leader::READ_LEASE_DRIFT_PPM_MAX;
+        if self.read_lease_drift_ppm > drift_max {
+            return Err(Error::Config(format!(
+                "replication.read_lease_drift_ppm must be at most {drift_max} (20%; now {})",
+                self.read_lease_drift_ppm
             )));
         }
         if self.log_segment_bytes < LOG_BYTES_MIN || self.log_retain_bytes < self.log_segment_bytes {
@@ -1289,7 +1308,7 @@ mod tests {
     #[test]
     fn a_cluster_file_gives_a_node_its_entry_and_peers() {
         let head = "cluster = \"demo\"\n[replication]\nmode = \"single-leader\"\nacks = \"semi-sync:1\"\n\
-                    ack_timeout_ms = 250\nforward_writes = true";
+                    ack_timeout_ms = 250\nforward_writes = true\nread_lease = true\nread_lease_drift_ppm = 500";
         let config = resolve_with(&cluster_text(head, 3), id("n2")).unwrap();
         assert_eq!(config.resp_addr.to_string(), "127.0.0.1:7002");
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:7102");
@@ -1301,6 +1320,8 @@ mod tests {
             acks: Acks::SemiSync(1),
             ack_timeout_ms: 250,
             forward_writes: true,
+            read_lease: true,
+            read_lease_drift_ppm: 500,
             ..ReplicationConfig::default()
         };
         assert_eq!(cluster.replication, replication);
@@ -1397,6 +1418,16 @@ mod tests {
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nconflicts = \"merge\""),
                 "n1",
                 &["conflicts", "merge"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nread_lease = true"),
+                "n1",
+                &["replication.read_lease is a setting of mode = \"single-leader\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nread_lease = true\nread_lease_drift_ppm = 300000"),
+                "n1",
+                &["replication.read_lease_drift_ppm must be at most 200000", "now 300000"],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nhinted_handoff = true"),

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub log_bytes: Gauge,
     /// Writes failed with NOREPLICAS since start.
     pub noreplicas: Gauge,
+    /// Reads the leader answered under its lease in its current term.
+    pub lease_reads: Gauge,
     /// Changes cut from the log into rollback files, in all.
     pub rolled_back: Gauge,
     /// Keys found damaged on disk and not yet repaired.
@@ -153,6 +155,7 @@ impl Metrics {
             log_last_lsn: Gauge::default(),
             log_bytes: Gauge::default(),
             noreplicas: Gauge::default(),
+            lease_reads: Gauge::default(),
             rolled_back: Gauge::default(),
             damaged_keys: Gauge::default(),
             epoch: Gauge::default(),
@@ -211,6 +214,11 @@ impl Metrics {
         registry.register("replikv_log_last_lsn", "The newest record in the replication log", m.log_last_lsn.clone());
         registry.register("replikv_log_bytes", "Bytes the replication log holds", m.log_bytes.clone());
         registry.register("replikv_noreplicas", "Writes failed with NOREPLICAS since start", m.noreplicas.clone());
+        registry.register(
+            "replikv_lease_reads",
+            "Reads the leader answered under its lease (read_lease) in its current term",
+            m.lease_reads.clone(),
+        );
         registry.register(
             "replikv_rolled_back_changes",
             "Changes cut from the replication log and saved under rollback/, in all",
@@ -300,6 +308,7 @@ impl Metrics {
         self.log_last_lsn.set(status.last_lsn as i64);
         self.log_bytes.set(status.log_bytes as i64);
         self.noreplicas.set(status.noreplicas as i64);
+        self.lease_reads.set(status.lease_reads as i64);
         self.rolled_back.set(status.rolled_back as i64);
         self.damaged_keys.set(status.damaged_keys as i64);
         self.epoch.set(status.epoch as i64);

@@ -187,6 +187,8 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
     settings.resend_ms = (10 * r.heartbeat_ms).max(1_000);
     settings.link_timeout_ms = (10 * r.heartbeat_ms).max(1_000);
     settings.forward_writes = r.forward_writes;
+    settings.read_lease = r.read_lease;
+    settings.read_lease_drift_ppm = r.read_lease_drift_ppm;
     settings.forward_timeout_ms = r.forward_timeout_ms();
     let options = ReplogOptions {
         retain_bytes_max: r.log_retain_bytes,

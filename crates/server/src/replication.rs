@@ -201,7 +201,8 @@ pub fn info(state: &NodeState) -> String {
                 "master_failover_state:{}\r\nmaster_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
                  repl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nreplikv_epoch:{}\r\n\
                  replikv_acks:{}\r\nreplikv_durable_lsn:{}\r\nreplikv_pending_writes:{}\r\nreplikv_noreplicas:{}\r\n\
-                 replikv_role:{}\r\nreplikv_elections_won:{}\r\nreplikv_rolled_back:{}\r\n",
+                 replikv_role:{}\r\nreplikv_elections_won:{}\r\nreplikv_rolled_back:{}\r\n\
+                 replikv_read_lease_ms_left:{}\r\nreplikv_lease_reads:{}\r\n",
                 status.failover_state,
                 status.last_lsn,
                 u8::from(status.role == "leader"),
@@ -215,6 +216,8 @@ pub fn info(state: &NodeState) -> String {
                 status.role,
                 status.elections_won,
                 status.rolled_back,
+                status.read_lease_ms_left,
+                status.lease_reads,
             );
         }
     }

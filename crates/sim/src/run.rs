@@ -131,6 +131,8 @@ pub struct Report {
     pub faults: Faults,
     /// Virtual milliseconds of the safety phase.
     pub steps: u64,
+    /// Leader reads under a lease.
+    pub read_lease: bool,
     /// What else happened.
     pub counts: Counts,
     /// Operations, faults, verdicts, trace.
@@ -147,11 +149,12 @@ impl Report {
     /// The command that replays this run exactly.
     pub fn replay(&self) -> String {
         format!(
-            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'",
+            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'{}",
             self.acks,
             self.seed,
             self.steps,
-            self.faults.spec()
+            self.faults.spec(),
+            if self.read_lease { " --read-lease" } else { "" }
         )
     }
 }
@@ -242,6 +245,7 @@ pub fn run(config: SimConfig) -> Report {
         acks: config.acks_label.clone(),
         faults: config.faults.clone(),
         steps: config.safety_ms,
+        read_lease: config.read_lease,
         counts,
         judgement: world.judge(verdicts),
     }
@@ -268,6 +272,7 @@ mod tests {
             quiet_ms: 10_000,
             faults,
             log_retain_bytes: 4096,
+            read_lease: false,
             canary: Canary::None,
         }
     }
@@ -281,6 +286,7 @@ mod tests {
         (0..500).find_map(|seed| {
             let mut c = config(seed, acks_needed, swarm_faults(seed));
             c.canary = canary;
+            c.read_lease = canary == Canary::LeaseSkipsCommit;
             // A semi-sync write times out only while its leader keeps leading without the
             // followers it needs, which failover (stepping down first) no longer allows.
             c.failover = canary != Canary::SilentAsync;
@@ -298,6 +304,7 @@ mod tests {
             (Canary::SnapshotSkipsKey, 0, "replicas converge"),
             (Canary::UnconfirmedReads, 2, "leader operations linearizable"),
             (Canary::NoFencing, 2, "no acknowledged write lost (in silence)"),
+            (Canary::LeaseSkipsCommit, 2, "leader operations linearizable"),
         ] {
             let (seed, report) = caught(canary, acks_needed).unwrap_or_else(|| panic!("{canary:?} escaped 500 seeds"));
             let failed = report.judgement.failures();
@@ -325,6 +332,17 @@ mod tests {
                 let report = run(config(seed, acks_needed, swarm_faults(seed)));
                 assert!(!report.failed(), "seed {seed}, acks {acks_needed}: {report:#?}\nreplay: {}", report.replay());
             }
+        }
+    }
+
+    #[test]
+    fn leader_reads_under_a_lease_stay_linearizable() {
+        // Drift up to 1000 ppm and skew as each seed draws them, within the lease's 1%.
+        for seed in 0..CI_SEEDS {
+            let mut c = config(seed, 2, swarm_faults(seed));
+            c.read_lease = true;
+            let report = run(c);
+            assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
         }
     }
 

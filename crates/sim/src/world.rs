@@ -96,6 +96,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Bytes of replication log each node keeps (small, so that snapshots happen).
     pub log_retain_bytes: u64,
+    /// Leader reads under a lease (`read_lease`), with the default drift allowance, which
+    /// the simulator's clock drift stays within.
+    pub read_lease: bool,
     /// A bug planted in the replicas, to test the checkers.
     pub canary: Canary,
 }
@@ -218,6 +221,7 @@ impl World {
             settings.ship_bytes_max = 4 * 1024;
             settings.window_bytes_max = 32 * 1024;
             settings.snapshot_chunk_bytes_max = 512;
+            settings.read_lease = config.read_lease;
             settings.canary = config.canary;
             let disk = Rc::new(RefCell::new(Disk::default()));
             let mut node = Node {

@@ -169,6 +169,10 @@ pub struct StartArgs {
     /// Followers forward writes to the leader instead of refusing them with READONLY.
     #[arg(long)]
     pub forward_writes: bool,
+    /// Single-leader: the leader answers reads under a lease instead of a round trip each
+    /// (assumes clocks drift apart by at most 1%: read_lease_drift_ppm in the cluster file).
+    #[arg(long)]
+    pub read_lease: bool,
     /// Bytes of replication log each node keeps (a follower further behind gets a snapshot).
     #[arg(long, default_value_t = replikv_server::config::LOG_RETAIN_BYTES_DEFAULT, value_name = "BYTES")]
     pub log_retain_bytes: u64,

@@ -115,6 +115,7 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
         acks: args.acks,
         ack_timeout_ms: args.ack_timeout_ms,
         forward_writes: args.forward_writes,
+        read_lease: args.read_lease,
         log_retain_bytes: args.log_retain_bytes,
         log_segment_bytes: defaults.log_segment_bytes.min(args.log_retain_bytes),
         n: args.leaderless.n,
@@ -214,6 +215,7 @@ mod tests {
             base_port,
             ack_timeout_ms: 1000,
             forward_writes: false,
+            read_lease: false,
             log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
             detach: false,
             leaderless: LeaderlessArgs::default(),
@@ -275,11 +277,12 @@ mod tests {
         let mut args = start(3, 7000, Acks::Sync);
         args.ack_timeout_ms = 250;
         args.forward_writes = true;
+        args.read_lease = true;
         args.log_retain_bytes = 1 << 20;
         let r = plan(&args).unwrap().replication;
         assert_eq!(
-            (r.ack_timeout_ms, r.forward_writes, r.log_retain_bytes, r.log_segment_bytes),
-            (250, true, 1 << 20, 1 << 20)
+            (r.ack_timeout_ms, r.forward_writes, r.read_lease, r.log_retain_bytes, r.log_segment_bytes),
+            (250, true, true, 1 << 20, 1 << 20)
         );
         args.ack_timeout_ms = 0;
         let err = format!("{:#}", plan(&args).unwrap_err());

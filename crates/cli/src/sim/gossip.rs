@@ -47,6 +47,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--seeds", args.seeds.is_some()),
         ("--faults", args.faults.is_some()),
         ("--no-failover", args.no_failover),
+        ("--read-lease", args.read_lease),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
         ("--fsync", args.fsync.is_some()),
         ("--anti-entropy-ms", args.anti_entropy_ms.is_some()),

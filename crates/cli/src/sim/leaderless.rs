@@ -41,6 +41,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--acks", args.acks.is_some()),
         ("--nodes", args.nodes.is_some()),
         ("--no-failover", args.no_failover),
+        ("--read-lease", args.read_lease),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
     ];
     refuse_flags(single_leader, "single-leader")?;

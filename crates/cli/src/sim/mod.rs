@@ -27,6 +27,7 @@ pub const SEEDS_MAX: u64 = 1_000_000;
 #[command(after_help = "Examples:\n  \
 replikv sim --acks sync --seed 7                    # one run; its own fault mix (swarm)\n  \
 replikv sim --acks sync --seeds 0..500              # a sweep\n  \
+replikv sim --acks sync --read-lease --seeds 0..500 # leader reads under a lease\n  \
 replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these faults only\n  \
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
@@ -104,6 +105,10 @@ pub struct SimArgs {
     /// averaged.
     #[arg(long, requires = "gossip")]
     pub runs: Option<u64>,
+    /// Single-leader: leader reads under a lease (`read_lease`) instead of a read-index round
+    /// trip each; the nodes' clocks drift within the lease's allowance.
+    #[arg(long)]
+    pub read_lease: bool,
     /// Plant a bug in the replicas, to see the checkers catch it (for testing the simulator).
     #[arg(long, value_enum, default_value_t = CanaryArg::None, hide = true)]
     pub canary: CanaryArg,
@@ -135,6 +140,8 @@ pub enum CanaryArg {
     UnconfirmedReads,
     /// No fencing by epoch, no step-down.
     NoFencing,
+    /// Leaders reading under a lease do not wait for the commit (use with --read-lease).
+    LeaseSkipsCommit,
     /// Leaderless: a coordinator counts each replica's acknowledgement twice.
     CountAckTwice,
     /// Leaderless: a replica takes a state it is sent as it is, even when its own is newer.
@@ -161,6 +168,7 @@ impl CanaryArg {
             CanaryArg::SnapshotSkipsKey => (S::SnapshotSkipsKey, L::None),
             CanaryArg::UnconfirmedReads => (S::UnconfirmedReads, L::None),
             CanaryArg::NoFencing => (S::NoFencing, L::None),
+            CanaryArg::LeaseSkipsCommit => (S::LeaseSkipsCommit, L::None),
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),

@@ -51,6 +51,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
             quiet_ms: args.quiet_ms,
             faults: fixed.clone().unwrap_or_else(|| swarm_faults(seed)),
             log_retain_bytes: args.log_retain_bytes.unwrap_or(LOG_RETAIN_BYTES_DEFAULT),
+            read_lease: args.read_lease,
             canary,
         };
         let report = run(config);

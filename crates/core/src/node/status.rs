@@ -44,6 +44,10 @@ pub struct ReplicationStatus {
     pub pending_writes: usize,
     /// Writes that failed with `-NOREPLICAS` since start.
     pub noreplicas: u64,
+    /// On a leader with `read_lease`: milliseconds its lease still holds (0: none now).
+    pub read_lease_ms_left: u64,
+    /// On a leader: reads it answered under its lease in this term.
+    pub lease_reads: u64,
     /// On a leader: each follower's progress.
     pub followers: Vec<FollowerProgress>,
     /// On a follower: what it knows of its leader.

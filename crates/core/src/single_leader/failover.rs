@@ -83,9 +83,13 @@ impl<E: Engine> SingleLeader<E> {
             self.votes.save(VoterState { epoch, voted_for: None })?;
             self.settings.epoch = epoch;
             self.become_follower(now_ms, message.from_leader().then_some(from), outbox)?;
+            if message.from_leader() {
+                self.leader_heard_ms = Some(now_ms);
+            }
             return Ok(true);
         }
         if message.from_leader() {
+            self.leader_heard_ms = Some(now_ms);
             match &mut self.state {
                 State::Leader(_) => {
                     tracing::error!("{from:?} claims to lead epoch {epoch}, which this node leads: ignored");
@@ -132,14 +136,19 @@ impl<E: Engine> SingleLeader<E> {
         transfer: bool,
         outbox: &mut Outbox,
     ) -> Result<()> {
+        let timeout = self.settings.election_timeout_ms;
         let leader_recent = match &self.state {
             State::Standalone => return Ok(()),
             State::Leader(_) => true,
             State::Follower(f) => {
-                f.leader.is_some()
-                    && f.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < self.settings.election_timeout_ms)
+                f.leader.is_some() && f.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < timeout)
             }
         };
+        // The lease guard: a leader heard within the election timeout, whatever happened since
+        // (a newer epoch seen, a restart), keeps this vote (the leader's essay, "Leases").
+        let lease_guard =
+            self.settings.read_lease && self.leader_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < timeout);
+        let leader_recent = leader_recent || lease_guard;
         // A node that emptied its log votes with the position it had (the vote floor).
         let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() }.max(self.votes.floor());
         let request = VoteRequest { epoch, candidate, last, pre_vote };

@@ -164,6 +164,12 @@ impl<E: Engine> SingleLeader<E> {
             }
             _ => {}
         }
+        if let (State::Leader(leader), Some(h)) = (&mut self.state, &self.handover) {
+            if h.sent_at_ms.is_some() {
+                // TimeoutNow leaves with this step's outputs: the lease ends before it does.
+                leader.revoke_lease();
+            }
+        }
         self.release_held(now_ms, outbox)
     }
 

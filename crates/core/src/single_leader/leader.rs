@@ -35,6 +35,30 @@
 //! lone leader answers at once. A read not confirmed within `ack_timeout_ms` fails with an
 //! error; reads count toward [`super::PENDING_REPLIES_MAX`] like writes.
 //!
+//! # Leases (`read_lease`, off by default)
+//!
+//! With `read_lease`, a leader answers reads without the round trip while it holds a lease:
+//! once a majority (itself included) has echoed a heartbeat round it sent at `t` (its clock),
+//! it holds the lease until `t + election_timeout_ms * (1 - d) / (1 + d)`, where `d` is
+//! `read_lease_drift_ppm` ([`lease_ms`]). Its periodic heartbeats renew it. A read under the
+//! lease still waits for the commit condition (the log through its arrival held by a
+//! majority), so it never sees a write a failover could take back; on an idle leader it is
+//! answered at once.
+//!
+//! What it rests on: a voter refuses every vote for `election_timeout_ms`, by its own clock,
+//! after it last heard from a leader, whatever happened since: a newer epoch seen, a role
+//! change, a restart (a node with `read_lease` counts its start as hearing one). A majority
+//! heard the leader after `t`, and any new leader needs a vote from one of them, so none can be
+//! elected before `t + election_timeout_ms` by that voter's clock. The assumption is the drift
+//! allowance: every node's clock advances at a rate within `d` of real time (a clock that
+//! jumps, a VM paused and resumed with a stale clock, or drift beyond `d` breaks it: then a
+//! lease read can return a value a newer leader has already overwritten). Message delays do
+//! not enter: the lease counts from the round's send time. A planned handover revokes the
+//! lease for the rest of the term before `TimeoutNow` leaves, since its votes ignore the
+//! guard. The lease costs availability too: after a leader dies, voters that heard it wait out
+//! the election timeout, as they already do without the lease, and a restarted voter waits
+//! one election timeout before it votes.
+//!
 //! # Fencing
 //!
 //! With `auto_failover`, a leader that has not heard from a majority (itself included) for
@@ -66,6 +90,10 @@ pub const LAG_OFFSETS_MAX: usize = 1_000_000;
 
 /// How often, at most, the leader warns that its log is over twice its size bound.
 pub const SIZE_WARNING_EVERY_MS: u64 = 60_000;
+
+/// Heartbeat rounds whose send times a leasing leader remembers, at most (a round not
+/// confirmed before it is forgotten extends no lease).
+pub const LEASE_ROUNDS_MAX: usize = 1024;
 
 /// Keys read from the engine at a time while building a snapshot chunk.
 const SNAPSHOT_SCAN_KEYS: usize = 256;
@@ -220,6 +248,14 @@ pub(super) struct Leader {
     /// Damaged records met while reading the engine for a snapshot ([`Error::Damaged`]), for
     /// the replica to list (the snapshot to that follower waits meanwhile).
     pub(super) damage_found: Vec<Error>,
+    /// With `read_lease`: (round, when it was sent) for the rounds not yet confirmed.
+    rounds_sent: VecDeque<(u64, u64)>,
+    /// Reads may be answered without a round until here (its clock), unless `lease_revoked`.
+    lease_until_ms: u64,
+    /// A handover asked another node to take over: no lease for the rest of this term.
+    lease_revoked: bool,
+    /// Reads answered under the lease since this node started leading.
+    lease_reads: u64,
 }
 
 impl Leader {
@@ -259,6 +295,10 @@ impl Leader {
             started_ms: now_ms,
             lost_data: false,
             damage_found: Vec::new(),
+            rounds_sent: VecDeque::new(),
+            lease_until_ms: 0,
+            lease_revoked: false,
+            lease_reads: 0,
         }
     }
 
@@ -286,6 +326,18 @@ impl Leader {
     ) {
         if self.followers.is_empty() || settings.canary == super::Canary::UnconfirmedReads {
             outbox.after_flush.push(Output::Reply { id, reply });
+            return;
+        }
+        if self.lease_holds(now_ms, settings) {
+            // Under the lease this node still leads: only the commit condition is left.
+            self.lease_reads += 1;
+            if settings.canary == super::Canary::LeaseSkipsCommit {
+                outbox.after_flush.push(Output::Reply { id, reply });
+                return;
+            }
+            let (deadline_ms, timeout_ms) = (now_ms + settings.ack_timeout_ms, settings.ack_timeout_ms);
+            self.reads.push_back(PendingRead { id, reply, round: 0, lsn, deadline_ms, timeout_ms });
+            self.release(now_ms, settings, outbox);
             return;
         }
         let round = if self.confirmed_round() >= self.round {
@@ -329,10 +381,49 @@ impl Leader {
         self.followers.iter().filter(|p| p.last_ack_ms.is_some()).max_by_key(|p| p.acked).map(|p| p.node)
     }
 
+    /// True when a read arriving now may be answered under the lease (essay, "Leases").
+    fn lease_holds(&self, now_ms: u64, settings: &Settings) -> bool {
+        settings.read_lease && !self.lease_revoked && now_ms < self.lease_until_ms
+    }
+
+    /// Extends the lease from the newest round a majority has confirmed: it holds until that
+    /// round's send time plus [`lease_ms`].
+    fn extend_lease(&mut self, settings: &Settings) {
+        let confirmed = self.confirmed_round();
+        while let Some(&(round, sent_ms)) = self.rounds_sent.front() {
+            if round > confirmed {
+                break;
+            }
+            self.rounds_sent.pop_front();
+            if round == confirmed && !self.lease_revoked {
+                self.lease_until_ms = self.lease_until_ms.max(sent_ms + lease_ms(settings));
+            }
+        }
+    }
+
+    /// A handover sent `TimeoutNow`: the target may be elected at once, with votes that ignore
+    /// the guard, so no read is answered under the lease for the rest of this term.
+    pub(super) fn revoke_lease(&mut self) {
+        self.lease_revoked = true;
+        self.lease_until_ms = 0;
+    }
+
+    /// Milliseconds the lease still holds at `now_ms` (0: none), and reads answered under it.
+    pub(super) fn lease(&self, now_ms: u64, settings: &Settings) -> (u64, u64) {
+        let left = if self.lease_holds(now_ms, settings) { self.lease_until_ms - now_ms } else { 0 };
+        (left, self.lease_reads)
+    }
+
     /// Sends a heartbeat round to every follower.
     fn heartbeat(&mut self, now_ms: u64, settings: &Settings, outbox: &mut Outbox) {
         self.round += 1;
         self.last_heartbeat_ms = now_ms;
+        if settings.read_lease && !self.followers.is_empty() {
+            if self.rounds_sent.len() >= LEASE_ROUNDS_MAX {
+                self.rounds_sent.pop_front();
+            }
+            self.rounds_sent.push_back((self.round, now_ms));
+        }
         for p in &self.followers {
             let message = Message::Heartbeat {
                 epoch: settings.epoch,
@@ -693,7 +784,13 @@ impl Leader {
     /// and the reads whose leadership is confirmed.
     fn release(&mut self, now_ms: u64, settings: &Settings, outbox: &mut Outbox) {
         let needed = settings.acks_needed;
-        let (confirmed, committed) = (self.confirmed_round(), self.committed());
+        if settings.read_lease {
+            self.extend_lease(settings);
+        }
+        // Under the lease every read waiting now is confirmed: this node leads at this moment,
+        // so it led when each of them arrived.
+        let confirmed = if self.lease_holds(now_ms, settings) { u64::MAX } else { self.confirmed_round() };
+        let committed = self.committed();
         while self.reads.front().is_some_and(|r| r.round <= confirmed && r.lsn <= committed) {
             let done = self.reads.pop_front().expect("front exists");
             outbox.now.push(Output::Reply { id: done.id, reply: done.reply });
@@ -794,6 +891,7 @@ impl Leader {
         status.durable_lsn = self.durable;
         status.pending_writes = self.pending.len();
         status.noreplicas = self.noreplicas;
+        (status.read_lease_ms_left, status.lease_reads) = self.lease(now_ms, settings);
         let last = log.last_lsn();
         let bytes_at = |lsn: Lsn| -> u64 {
             // The bytes logged through `lsn`: the newest offset at or before it.
@@ -832,6 +930,14 @@ impl Leader {
             })
             .collect();
     }
+}
+
+/// How long a lease lasts from the send time of the round that confirmed it, by the leader's
+/// clock: `election_timeout_ms * (1 - d) / (1 + d)` for a drift allowance `d`, so that it ends
+/// in real time before any voter that echoed the round can vote again (essay, "Leases").
+pub(super) fn lease_ms(settings: &Settings) -> u64 {
+    let d = settings.read_lease_drift_ppm.min(super::READ_LEASE_DRIFT_PPM_MAX);
+    settings.election_timeout_ms * (1_000_000 - d) / (1_000_000 + d)
 }
 
 /// True when `p` acknowledged something within the link timeout.

@@ -60,7 +60,9 @@
 //!
 //! With `auto_failover`, followers elect a new leader when theirs is gone, and a leader cut
 //! off from a majority steps down; every message carries an epoch that fences old leaders.
-//! Leader reads are confirmed with a heartbeat round (read index) before they are answered.
+//! Leader reads are confirmed with a heartbeat round (read index) before they are answered,
+//! or, with `read_lease`, answered under a lease that rests on a clock-drift allowance (the
+//! leader's essay, "Leases").
 //! See `single_leader/failover.rs` for elections and fencing, `single_leader/handover.rs` for FAILOVER (a
 //! planned handover), the leader's essay for reads and step-down, and the follower's for how a
 //! rejoining node cuts what the new leader's history lacks.
@@ -246,6 +248,12 @@ pub struct Settings {
     pub forward_writes: bool,
     /// Milliseconds a follower waits for the leader's reply to a forwarded write.
     pub forward_timeout_ms: u64,
+    /// Leader reads under a lease: answered without the read-index round trip while the
+    /// leader's last confirmed heartbeat round is recent (see the leader's essay, "Leases").
+    pub read_lease: bool,
+    /// The clock-drift allowance the lease assumes, in parts per million: any two nodes'
+    /// clocks advance at rates within this of real time. The lease is shortened by it.
+    pub read_lease_drift_ppm: u64,
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
     pub canary: Canary,
@@ -288,6 +296,9 @@ pub enum Canary {
     /// them in the old epoch, and a leader neither steps down without a majority nor hears of
     /// a newer epoch.
     NoFencing,
+    /// A leader reading under its lease answers at once, without waiting for the log through
+    /// the read to be held by a majority (it may show a write a failover takes back).
+    LeaseSkipsCommit,
 }
 
 impl Settings {
@@ -310,6 +321,8 @@ impl Settings {
             snapshot_chunk_bytes_max: SHIP_BYTES_MAX_DEFAULT,
             forward_writes: false,
             forward_timeout_ms: 10_000,
+            read_lease: false,
+            read_lease_drift_ppm: READ_LEASE_DRIFT_PPM_DEFAULT,
             canary: Canary::None,
         }
     }
@@ -340,6 +353,14 @@ impl Settings {
 
 /// Bytes of records in one `Append`, by default.
 pub const SHIP_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// The lease's clock-drift allowance by default: 1% (10,000 ppm), a hundred times a quartz
+/// clock's and ten times what NTP slews at most.
+pub const READ_LEASE_DRIFT_PPM_DEFAULT: u64 = 10_000;
+
+/// The largest clock-drift allowance a lease may assume: 20% (past it the lease would be
+/// under two thirds of the election timeout).
+pub const READ_LEASE_DRIFT_PPM_MAX: u64 = 200_000;
 
 /// The largest value a replicated write may store: one change must fit in one peer frame.
 pub const REPLICATED_VALUE_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -444,6 +465,10 @@ pub struct SingleLeader<E> {
     next_forward: u64,
     /// Its repair of damaged records (see `repair.rs`).
     repair: repair::Repair,
+    /// When it last heard from a leader of its epoch, in any role (with `read_lease`, its
+    /// start counts too): a voter refuses votes for `election_timeout_ms` after it, which is
+    /// what a leader's lease rests on (the leader's essay, "Leases").
+    leader_heard_ms: Option<u64>,
 }
 
 impl<E: Engine> SingleLeader<E> {
@@ -503,6 +528,9 @@ impl<E: Engine> SingleLeader<E> {
         let mut replica = SingleLeader::assemble(store, files, settings, state);
         replica.incarnation = now_ms;
         replica.reclaim = reclaim;
+        // A voter that heard a leader just before it restarted must not vote the moment it is
+        // back: with a lease, the restart counts as hearing one.
+        replica.leader_heard_ms = replica.settings.read_lease.then_some(now_ms);
         replica.random = replica.settings.common.seed ^ 0x9e37_79b9_7f4a_7c15;
         replica.election_deadline_ms = now_ms + replica.draw_election_timeout();
         if replica.votes.rebuilding() {
@@ -549,6 +577,7 @@ impl<E: Engine> SingleLeader<E> {
             forwarding_to: (NodeId(0), 0),
             next_forward: 0,
             repair: repair::Repair::default(),
+            leader_heard_ms: None,
         }
     }
 
@@ -988,6 +1017,12 @@ impl<E: Engine> SingleLeader<E> {
         &self.settings
     }
 
+    /// The settings, to change in a test after the replica is built.
+    #[cfg(test)]
+    pub(crate) fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
     /// Sets what a read that finds a damaged record does (see [`Store::set_corruption`]).
     pub fn set_corruption(&mut self, corruption: crate::kv::Corruption) {
         self.store.set_corruption(corruption);
@@ -1308,3 +1343,6 @@ mod cluster_golden_tests;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lease_tests;

@@ -44,7 +44,7 @@ impl Cluster {
         Cluster::with(followers, acks_needed, options, false, true)
     }
 
-    fn with(
+    pub(super) fn with(
         followers: usize,
         acks_needed: usize,
         options: ReplogOptions,
@@ -128,7 +128,7 @@ impl Cluster {
     }
 
     /// Sends a request to node `i`; returns its id.
-    fn send(&mut self, i: usize, line: &str) -> RequestId {
+    pub(super) fn send(&mut self, i: usize, line: &str) -> RequestId {
         self.next_id += 1;
         let id = self.next_id;
         self.step(i, Input::Request { id, request: request(line) });
@@ -159,7 +159,7 @@ impl Cluster {
         }
     }
 
-    fn reply(&self, id: RequestId) -> Option<&Reply> {
+    pub(super) fn reply(&self, id: RequestId) -> Option<&Reply> {
         self.replies.get(&id)
     }
 
@@ -465,7 +465,7 @@ fn failover_without_forwarding_redirects_held_writes_and_refuses_what_it_cannot_
 }
 
 /// Restarts node `i` of `c` from its engine and files, as after a crash of the process.
-fn restart(c: &mut Cluster, i: usize) {
+pub(super) fn restart(c: &mut Cluster, i: usize) {
     let settings = c.nodes[i].settings().clone();
     let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
     let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();
