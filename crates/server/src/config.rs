@@ -615,9 +615,11 @@ pub struct ReplicationConfig {
     /// this to twice this); also how long a leader leads without hearing from a majority.
     pub election_timeout_ms: u64,
     /// Whether the leader answers reads under a lease (no read-index round trip each), which
-    /// assumes clocks drift apart by at most `read_lease_drift_ppm`.
+    /// assumes clocks drift by at most `read_lease_drift_ppm` and the same `read_lease` and
+    /// `election_timeout_ms` on every node.
     pub read_lease: bool,
-    /// The clock-drift allowance the lease assumes, in parts per million (the lease lasts
+    /// The clock-drift allowance the lease assumes, in parts per million: every node's clock
+    /// advances at a rate within this of real time (the lease lasts
     /// `election_timeout_ms * (1 - d) / (1 + d)` from a round a majority confirmed).
     pub read_lease_drift_ppm: u64,
     /// Bytes of replication log each node keeps at most (older segments are deleted unless a
@@ -769,10 +771,13 @@ impl ReplicationConfig {
                 self.election_timeout_ms
             )));
         }
-        let drift_max = replikv_core::single_leader::READ_LEASE_DRIFT_PPM_MAX;
-        if self.read_lease_drift_ppm > drift_max {
+        let drift = replikv_core::single_leader::READ_LEASE_DRIFT_PPM_MIN
+            ..=replikv_core::single_leader::READ_LEASE_DRIFT_PPM_MAX;
+        if !drift.contains(&self.read_lease_drift_ppm) {
             return Err(Error::Config(format!(
-                "replication.read_lease_drift_ppm must be at most {drift_max} (20%; now {})",
+                "replication.read_lease_drift_ppm must be between {} (a quartz clock's worst) and {} (20%) (now {})",
+                drift.start(),
+                drift.end(),
                 self.read_lease_drift_ppm
             )));
         }
@@ -1427,7 +1432,7 @@ mod tests {
             (
                 three("cluster = \"c\"\n[replication]\nread_lease = true\nread_lease_drift_ppm = 300000"),
                 "n1",
-                &["replication.read_lease_drift_ppm must be at most 200000", "now 300000"],
+                &["replication.read_lease_drift_ppm must be between 100", "and 200000 (20%) (now 300000)"],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nhinted_handoff = true"),

@@ -20,6 +20,7 @@
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 
 pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod faults;

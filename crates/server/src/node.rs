@@ -282,9 +282,9 @@ fn random_seed() -> u64 {
     hasher.finish()
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
+/// The node's clock (see [`crate::clock`]).
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::clock::now_ms()
 }
 
 /// Opens the configured engine, wrapped in the test-only fault if one is switched on.

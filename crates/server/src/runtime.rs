@@ -62,7 +62,7 @@ use replikv_core::version::NodeId;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Bytes of compaction work the stepper does between two batches at most, so that a
@@ -380,9 +380,9 @@ struct Stepper<E> {
     written_lsn: Lsn,
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the `now` every step of a batch runs at.
+/// The `now` every step of a batch runs at (see [`crate::clock`]).
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::clock::now_ms()
 }
 
 impl<E: Engine> Stepper<E> {

@@ -24,6 +24,11 @@ const PAUSE_MS: std::ops::Range<u64> = 10..1_000;
 /// never leaves in the millisecond its write was stepped).
 const FSYNC_MS: std::ops::RangeInclusive<u64> = 1..=4;
 
+/// Where a single-leader node's clock stands at virtual time 0, before its skew: far enough
+/// above 0 that a clock behind by its skew still advances from the start (a clock held at 0
+/// while the others run is a drift no lease allowance covers). Leaderless runs start at 0.
+pub(crate) const CLOCK_BASE_MS: u64 = 1_000_000;
+
 /// A node's clock: the virtual clock plus its skew and drift.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Clock {
@@ -43,9 +48,15 @@ impl Clock {
         }
     }
 
-    /// This clock's reading at virtual time `t`.
+    /// This clock's reading at virtual time `t`, starting from 0 (held there while its skew
+    /// is behind).
     pub(crate) fn at(&self, t: u64) -> u64 {
-        let drifted = t as i64 + self.skew_ms + (t as i64) * self.drift_ppm / 1_000_000;
+        self.at_from(0, t)
+    }
+
+    /// This clock's reading at virtual time `t`, starting from `base_ms`.
+    pub(crate) fn at_from(&self, base_ms: u64, t: u64) -> u64 {
+        let drifted = (base_ms + t) as i64 + self.skew_ms + (t as i64) * self.drift_ppm / 1_000_000;
         drifted.max(0) as u64
     }
 }

@@ -144,7 +144,7 @@ struct Node {
 impl Node {
     /// This node's clock at virtual time `t`.
     fn clock(&self, t: u64) -> u64 {
-        self.clock.at(t)
+        self.clock.at_from(crate::host::CLOCK_BASE_MS, t)
     }
 }
 

@@ -170,7 +170,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub forward_writes: bool,
     /// Single-leader: the leader answers reads under a lease instead of a round trip each
-    /// (assumes clocks drift apart by at most 1%: read_lease_drift_ppm in the cluster file).
+    /// (assumes clocks drift by at most 1%: read_lease_drift_ppm in the cluster file).
     #[arg(long)]
     pub read_lease: bool,
     /// Bytes of replication log each node keeps (a follower further behind gets a snapshot).

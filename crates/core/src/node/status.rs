@@ -46,7 +46,8 @@ pub struct ReplicationStatus {
     pub noreplicas: u64,
     /// On a leader with `read_lease`: milliseconds its lease still holds (0: none now).
     pub read_lease_ms_left: u64,
-    /// On a leader: reads it answered under its lease in this term.
+    /// On a leader: reads it took under its lease in this term (answered, or failed if it
+    /// stepped down before their commit).
     pub lease_reads: u64,
     /// On a leader: each follower's progress.
     pub followers: Vec<FollowerProgress>,

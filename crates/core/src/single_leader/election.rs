@@ -26,7 +26,9 @@
 //! CAVEATS
 //! - A voter that heard from its leader recently refuses real votes too, not only pre-votes
 //!   (leader stickiness); the replica passes `leader_recent = false` for the votes of a
-//!   planned handover (FAILOVER), which the leader itself asked for.
+//!   planned handover (FAILOVER), which the leader itself asked for. With `read_lease` the
+//!   replica's `leader_recent` also holds for an election timeout after it last heard a
+//!   leader, across a newer epoch and a restart (the lease's guard).
 
 use crate::replication::record::{Epoch, Lsn};
 use crate::version::NodeId;

@@ -15,7 +15,10 @@
 //!   leader; otherwise it waits for its next timeout.
 //! - **Voting**: as [`decide_vote`] says, with the vote made durable before the answer leaves.
 //!   A voter that heard from its leader within the election timeout refuses, so a node
-//!   returning from a partition cannot depose a healthy leader.
+//!   returning from a partition cannot depose a healthy leader. With `read_lease` it refuses
+//!   for an election timeout after it last heard any leader of its epoch, whatever happened
+//!   since (a newer epoch seen, a restart: its start counts as hearing one), which is what a
+//!   leader's lease rests on (the leader's essay, "Leases").
 //! - **Becoming leader**: the new leader appends an empty record in its epoch. Shipping it
 //!   checks each follower's log against the leader's (a follower holding records of an older
 //!   epoch that no majority had cuts them, see the follower's essay), and once a majority holds

@@ -45,14 +45,19 @@
 //! majority), so it never sees a write a failover could take back; on an idle leader it is
 //! answered at once.
 //!
-//! What it rests on: a voter refuses every vote for `election_timeout_ms`, by its own clock,
+//! What it rests on: a voter refuses every vote (a pre-vote, or a vote in any epoch) for
+//! `election_timeout_ms`, by its own clock,
 //! after it last heard from a leader, whatever happened since: a newer epoch seen, a role
 //! change, a restart (a node with `read_lease` counts its start as hearing one). A majority
 //! heard the leader after `t`, and any new leader needs a vote from one of them, so none can be
-//! elected before `t + election_timeout_ms` by that voter's clock. The assumption is the drift
-//! allowance: every node's clock advances at a rate within `d` of real time (a clock that
-//! jumps, a VM paused and resumed with a stale clock, or drift beyond `d` breaks it: then a
-//! lease read can return a value a newer leader has already overwritten). Message delays do
+//! elected before `t + election_timeout_ms` by that voter's clock. The assumptions: every
+//! node's clock advances at a rate within `d` of real time (the server's clock is boot time,
+//! which neither NTP nor an operator steps and which counts a suspend; see
+//! `replikv_server::clock`), and every node runs with the same `read_lease` and
+//! `election_timeout_ms` (a rolling restart that changes either breaks it while the nodes
+//! differ: change them with the whole cluster stopped). Drift beyond `d` or settings that
+//! differ can let a lease read return a value a newer leader has already overwritten.
+//! Message delays do
 //! not enter: the lease counts from the round's send time. A planned handover revokes the
 //! lease for the rest of the term before `TimeoutNow` leaves, since its votes ignore the
 //! guard. The lease costs availability too: after a leader dies, voters that heard it wait out
@@ -65,8 +70,10 @@
 //! `election_timeout_ms` steps down: the replica fails every write, read and WAIT still
 //! waiting, and becomes a follower. The followers that stopped hearing from it wait at least
 //! that long before they stand, so an old leader usually stops before a new one is elected;
-//! it is not what safety rests on: a write needs acknowledgements, and a read a heartbeat
-//! round, from nodes of its epoch, which a newer epoch's voters no longer give.
+//! without `read_lease` it is not what safety rests on: a write needs acknowledgements, and a
+//! read a heartbeat round, from nodes of its epoch, which a newer epoch's voters no longer
+//! give. With `read_lease`, a lease read rests on timing (the clocks and the voters' guard,
+//! "Leases" above).
 
 use super::{Outbox, Output, ReplicationStatus, RequestId, Settings};
 use crate::error::{Error, Result};
@@ -254,7 +261,8 @@ pub(super) struct Leader {
     lease_until_ms: u64,
     /// A handover asked another node to take over: no lease for the rest of this term.
     lease_revoked: bool,
-    /// Reads answered under the lease since this node started leading.
+    /// Reads taken under the lease since this node started leading (answered, or failed
+    /// if it stepped down before their commit).
     lease_reads: u64,
 }
 
@@ -700,7 +708,11 @@ impl Leader {
             p.acked = 0;
         }
         p.last_ack_ms = Some(now_ms);
-        p.round = p.round.max(round);
+        if round <= self.round {
+            // A round this leader never sent is an echo of another incarnation's (a leader
+            // restarted with a wiped directory in the same epoch): it confirms nothing.
+            p.round = p.round.max(round);
+        }
         p.caught_up_at_ms = p.caught_up_at_ms.max(caught_up_at_ms);
         let probing = matches!(p.mode, Mode::Probe);
         // A refusal of the position already being shipped again (every Append queued behind a
@@ -936,8 +948,9 @@ impl Leader {
 /// clock: `election_timeout_ms * (1 - d) / (1 + d)` for a drift allowance `d`, so that it ends
 /// in real time before any voter that echoed the round can vote again (essay, "Leases").
 pub(super) fn lease_ms(settings: &Settings) -> u64 {
-    let d = settings.read_lease_drift_ppm.min(super::READ_LEASE_DRIFT_PPM_MAX);
-    settings.election_timeout_ms * (1_000_000 - d) / (1_000_000 + d)
+    let d = u128::from(settings.read_lease_drift_ppm.min(super::READ_LEASE_DRIFT_PPM_MAX));
+    let ms = u128::from(settings.election_timeout_ms) * (1_000_000 - d) / (1_000_000 + d);
+    u64::try_from(ms).expect("shorter than the election timeout")
 }
 
 /// True when `p` acknowledged something within the link timeout.

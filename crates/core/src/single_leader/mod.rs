@@ -251,8 +251,8 @@ pub struct Settings {
     /// Leader reads under a lease: answered without the read-index round trip while the
     /// leader's last confirmed heartbeat round is recent (see the leader's essay, "Leases").
     pub read_lease: bool,
-    /// The clock-drift allowance the lease assumes, in parts per million: any two nodes'
-    /// clocks advance at rates within this of real time. The lease is shortened by it.
+    /// The clock-drift allowance the lease assumes, in parts per million: every node's clock
+    /// advances at a rate within this of real time. The lease is shortened by it.
     pub read_lease_drift_ppm: u64,
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
@@ -357,6 +357,9 @@ pub const SHIP_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// The lease's clock-drift allowance by default: 1% (10,000 ppm), a hundred times a quartz
 /// clock's and ten times what NTP slews at most.
 pub const READ_LEASE_DRIFT_PPM_DEFAULT: u64 = 10_000;
+
+/// The smallest clock-drift allowance a lease may assume: 100 ppm, a quartz clock's worst.
+pub const READ_LEASE_DRIFT_PPM_MIN: u64 = 100;
 
 /// The largest clock-drift allowance a lease may assume: 20% (past it the lease would be
 /// under two thirds of the election timeout).
