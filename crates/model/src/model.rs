@@ -34,13 +34,20 @@
 //! - **`Appended`**: a newer epoch deposes the leader; a match in its epoch raises the
 //!   leader's `matched[peer]` and may acknowledge pending writes.
 //! - **Write** (a client that has not written, to a leader): the leader appends the value in
-//!   its epoch and keeps the client's reply pending.
+//!   its epoch (written, not durable) and keeps the client's reply pending.
+//! - **Fsync** (a leader whose log has entries not yet durable): all of them become durable,
+//!   and the ghost history records its writes as durable on a leader.
 //! - **Crash** (a leader, within [`ElectionModel::crashes_max`]): it restarts as a follower
-//!   with its voter state and log; its pending replies are gone.
+//!   with its voter state and the durable part of its log; the rest, and its pending replies,
+//!   are gone.
 //!
-//! A leader acknowledges a pending write when the write's entry is in the leader's current
-//! epoch and a majority holds it: a [`Tally`] over the replicas whose match reaches the
-//! write's LSN, the leader included. The acknowledgement goes to the ghost history.
+//! Shipments carry every entry, durable or not, and the leader's durable end; a follower makes
+//! what it appends durable before it answers, and applies its log through the lesser of what
+//! it matched and that durable end (judged then against the ghost history). A leader
+//! acknowledges a pending write when the write's entry is in the leader's current epoch and a
+//! majority holds it durably: a [`Tally`] over the replicas whose match reaches the write's
+//! LSN, the leader included only through its durable end. The acknowledgement goes to the
+//! ghost history.
 //!
 //! After every step, replies their recipient would ignore now and forever (see [`inert`]) are
 //! dropped: a loss the network allows anyway, and it merges states that differ only in
@@ -79,6 +86,10 @@ pub enum Bug {
     FollowerSkipsCheck,
     /// Followers keep their own entry where a shipped one conflicts, instead of cutting there.
     FollowerKeepsConflicts,
+    /// A leader counts its own copy of a write before it is durable.
+    LeaderCountsUndurable,
+    /// Followers serve everything they matched, not only what the leader had durable.
+    FollowerServesUndurable,
 }
 
 /// The election and acknowledgement model of a three-replica cluster with two clients.
@@ -102,6 +113,8 @@ struct Shipment<'a> {
     prev_epoch: Epoch,
     /// The entries.
     entries: &'a [Entry],
+    /// The leader's durable end.
+    durable: Lsn,
 }
 
 /// One step of the cluster.
@@ -127,7 +140,9 @@ pub enum Action {
         /// The leader it writes to.
         leader: Replica,
     },
-    /// The replica crashes and restarts.
+    /// The replica fsyncs its log: every entry it holds is durable.
+    Fsync(Replica),
+    /// The replica crashes and restarts, losing what of its log was not durable.
     Crash(Replica),
 }
 
@@ -154,6 +169,9 @@ impl ElectionModel {
                     if state.crashes < self.crashes_max {
                         actions.push(Action::Crash(i));
                     }
+                    if node.durable < node.log.len() as Lsn {
+                        actions.push(Action::Fsync(i));
+                    }
                 }
                 _ => {}
             }
@@ -174,9 +192,18 @@ impl ElectionModel {
                 state.send(leader, to, append);
             }
             Action::Write { client, leader } => self.on_write(state, client, leader),
+            Action::Fsync(i) => {
+                let node = &mut state.nodes[i];
+                node.durable = node.log.len() as Lsn;
+                state.record_durable_led(i);
+                self.maybe_acknowledge(state, i);
+            }
             Action::Crash(i) => {
                 state.crashes += 1;
-                state.nodes[i].role = Role::Follower;
+                let node = &mut state.nodes[i];
+                node.role = Role::Follower;
+                let durable = node.durable;
+                node.cut(durable);
             }
         }
         for (from, channels) in state.network.iter_mut().enumerate() {
@@ -226,8 +253,9 @@ impl ElectionModel {
                 }
             }
             // A leader ships entries to this replica.
-            Message::Append { epoch, prev_lsn, prev_epoch, entries } => {
-                self.on_append(state, from, to, Shipment { epoch, prev_lsn, prev_epoch, entries: &entries });
+            Message::Append { epoch, prev_lsn, prev_epoch, entries, durable } => {
+                let shipment = Shipment { epoch, prev_lsn, prev_epoch, entries: &entries, durable };
+                self.on_append(state, from, to, shipment);
             }
             // A follower answers this replica's shipment (perhaps one of an older epoch).
             Message::Appended { epoch, matched } => {
@@ -256,7 +284,7 @@ impl ElectionModel {
         }
         let decision = decide_vote(held, mine, request, false);
         if decision.state.epoch > node.epoch {
-            node.role = Role::Follower;
+            node.step_down();
         }
         node.set_voter(decision.state);
         // A refusal in the request's own epoch would change nothing at the candidate.
@@ -268,7 +296,7 @@ impl ElectionModel {
 
     /// An append reaches `follower`: Raft's consistency check, then the splice.
     fn on_append(&self, state: &mut State, leader: Replica, follower: Replica, shipment: Shipment<'_>) {
-        let Shipment { epoch, prev_lsn, prev_epoch, entries } = shipment;
+        let Shipment { epoch, prev_lsn, prev_epoch, entries, durable } = shipment;
         let node = &mut state.nodes[follower];
         if epoch < node.epoch {
             let refusal = Message::Appended { epoch: node.epoch, matched: None };
@@ -292,12 +320,17 @@ impl ElectionModel {
             match node.entry(lsn) {
                 Some(mine) if mine.epoch == entry.epoch => continue,
                 Some(_) if self.bug == Some(Bug::FollowerKeepsConflicts) => continue,
-                Some(_) => node.log.truncate(lsn as usize - 1),
+                Some(_) => node.cut(lsn - 1),
                 None => {}
             }
             node.log.push(entry);
         }
+        // Durable before it answers; what it applies, and so serves, stops at what the leader
+        // had durable (and at what it matched).
+        node.durable = node.log.len() as Lsn;
         let matched = prev_lsn + entries.len() as Lsn;
+        let servable = if self.bug == Some(Bug::FollowerServesUndurable) { matched } else { matched.min(durable) };
+        state.record_served(follower, servable);
         state.send(follower, leader, Message::Appended { epoch, matched: Some(matched) });
     }
 
@@ -329,14 +362,16 @@ impl ElectionModel {
         node.log.push(Entry { epoch: node.epoch, payload: Payload::Noop });
         let epoch = node.epoch;
         state.record_leadership(epoch, node_id(i));
+        state.record_durable_led(i);
     }
 
     /// Acknowledges every pending write of `leader` that it appended in its current epoch and
     /// that a majority holds.
     fn maybe_acknowledge(&self, state: &mut State, leader: Replica) {
         let node = &mut state.nodes[leader];
-        let last = node.last().lsn;
-        let Role::Leader { matched, pending } = &mut node.role else { return };
+        // The leader's own copy counts once it is durable.
+        let mine = if self.bug == Some(Bug::LeaderCountsUndurable) { node.last().lsn } else { node.durable };
+        let Role::Leader { matched, pending, .. } = &mut node.role else { return };
         let mut acked = Vec::new();
         for client in (0..CLIENTS as Client).filter(|&c| pending[c as usize]) {
             let index = node.log.iter().position(|e| e.payload == Payload::Write(client));
@@ -344,7 +379,7 @@ impl ElectionModel {
             let (lsn, entry) = (index as Lsn + 1, node.log[index]);
             let mut tally = Tally::default();
             for (peer, &known) in matched.iter().enumerate() {
-                let reach = if peer == leader { last } else { known };
+                let reach = if peer == leader { mine } else { known };
                 tally.record(node_id(peer), reach >= lsn);
             }
             let quorum = tally.won(REPLICAS) || self.bug == Some(Bug::AckOnOneCopy);
@@ -396,7 +431,7 @@ fn enabled_leader(state: &State, leader: Replica, actions: &mut Vec<Action>) {
 fn append(leader: &Node, prev_lsn: Lsn) -> Message {
     let prev_epoch = leader.epoch_at(prev_lsn).unwrap_or_else(|| panic!("prev_lsn {prev_lsn} past {leader:?}"));
     let entries = leader.log[prev_lsn as usize..].to_vec();
-    Message::Append { epoch: leader.epoch, prev_lsn, prev_epoch, entries }
+    Message::Append { epoch: leader.epoch, prev_lsn, prev_epoch, entries, durable: leader.durable }
 }
 
 /// True when `node` would ignore `message` from `from` if it arrived now, and in every later

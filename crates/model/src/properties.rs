@@ -15,6 +15,11 @@
 //! - [`ACKED_THEN_ELECTED`] (sometimes): a replica leads an epoch newer than an acknowledged
 //!   write's, so [`NEW_LEADERS_HOLD_ACKED`] is not vacuous.
 //! - [`ACKED_BOTH`] (sometimes): both clients' writes are acknowledged.
+//! - [`SERVED_DURABLE_ON_A_LEADER`] (always): no follower ever applied (so no read of it ever
+//!   saw) a write that was not durable on a leader while it led. Judged when the follower
+//!   applies, against the ghost set of such writes, which only grows.
+//! - [`SERVED_A_WRITE`] (sometimes): a follower applies a client's write, so the property
+//!   above is not vacuous.
 //!
 //! CAVEATS
 //! - "Every write acknowledged before the election" is judged for writes acknowledged in an
@@ -45,6 +50,12 @@ pub const ACKED_THEN_ELECTED: &str = "a leader of a newer epoch than an acknowle
 /// The name of the sanity property that both clients are acknowledged.
 pub const ACKED_BOTH: &str = "both writes are acknowledged";
 
+/// The name of the third safety property: followers serve only what a leader made durable.
+pub const SERVED_DURABLE_ON_A_LEADER: &str = "followers serve only entries durable on a leader";
+
+/// The name of the sanity property that a follower serves a client's write.
+pub const SERVED_A_WRITE: &str = "a follower serves a write";
+
 impl Model for ElectionModel {
     type State = State;
     type Action = Action;
@@ -70,6 +81,8 @@ impl Model for ElectionModel {
             Property::always(NEW_LEADERS_HOLD_ACKED, |_, s| new_leaders_hold_acked(s)),
             Property::sometimes(ACKED_THEN_ELECTED, |_, s| acked_then_elected(s)),
             Property::sometimes(ACKED_BOTH, |_, s| acked_both(s)),
+            Property::always(SERVED_DURABLE_ON_A_LEADER, |_, s| served_durable_on_a_leader(s)),
+            Property::sometimes(SERVED_A_WRITE, |_, s| served_a_write(s)),
         ]
     }
 }
@@ -113,4 +126,16 @@ pub fn acked_then_elected(state: &State) -> bool {
 /// True when every client's write is acknowledged.
 pub fn acked_both(state: &State) -> bool {
     state.acked.len() == CLIENTS
+}
+
+/// True when no follower applied (and so could serve) a write that was not durable on a
+/// leader while it led: no follower shows what a leader could still lose in a crash.
+pub fn served_durable_on_a_leader(state: &State) -> bool {
+    !state.served_undurable
+}
+
+/// True when a follower applied a client's write, so [`served_durable_on_a_leader`] is not
+/// vacuous.
+pub fn served_a_write(state: &State) -> bool {
+    state.served_write
 }

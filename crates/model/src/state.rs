@@ -10,8 +10,10 @@
 //!
 //! - A log is a vector indexed by LSN - 1: LSNs are contiguous from 1, as in replikv's log.
 //! - A node's epoch never goes down, and its vote is for its current epoch (or none).
-//! - The ghost fields ([`State::leaderships`], [`State::acked`]) only grow and no node reads
+//! - The ghost fields ([`State::leaderships`], [`State::acked`], [`State::durable_led`] and
+//!   the two `served_` flags) only grow (a flag only goes from false to true) and no node reads
 //!   them: they are the history the properties judge, not part of the protocol.
+//! - A node's `durable` is at most its log's length; only a leader's is ever less.
 //!
 //! CAVEATS
 //! - A log entry holds an epoch and a payload (a no-op or one client's value), not replikv's
@@ -89,8 +91,12 @@ pub struct Node {
     pub epoch: Epoch,
     /// Whom it voted for in that epoch, if anyone (durable).
     pub voted_for: Option<NodeId>,
-    /// Its log, entry `i` at LSN `i + 1` (durable).
+    /// Its log, entry `i` at LSN `i + 1`: durable through `durable`, the rest only written
+    /// (a crash loses it).
     pub log: Vec<Entry>,
+    /// How much of its log is durable: a follower's appends are durable before it answers, a
+    /// leader's own entries only once it fsyncs ([`crate::Action::Fsync`]).
+    pub durable: Lsn,
     /// Its role (volatile).
     pub role: Role,
 }
@@ -98,7 +104,7 @@ pub struct Node {
 impl Node {
     /// A fresh replica: epoch 0, no vote, empty log, follower.
     pub fn new() -> Node {
-        Node { epoch: 0, voted_for: None, log: Vec::new(), role: Role::Follower }
+        Node { epoch: 0, voted_for: None, log: Vec::new(), durable: 0, role: Role::Follower }
     }
 
     /// Its voter state, as the core's election rules take it.
@@ -141,13 +147,26 @@ impl Node {
         matches!(self.role, Role::Leader { .. })
     }
 
+    /// Cuts its log after `lsn`, with its durable end.
+    pub fn cut(&mut self, lsn: Lsn) {
+        self.log.truncate(lsn as usize);
+        self.durable = self.durable.min(lsn);
+    }
+
     /// Moves to the newer `epoch` (with no vote in it) as a follower: what a node does on
     /// seeing a message from a newer epoch, whatever its role.
     pub fn adopt(&mut self, epoch: Epoch) {
         assert!(epoch > self.epoch, "adopting epoch {epoch} from epoch {}", self.epoch);
         self.epoch = epoch;
         self.voted_for = None;
+        self.step_down();
+    }
+
+    /// Becomes a follower. A leader's fsync under way completes: only leaders crash in this
+    /// model, so a follower's unsynced tail could never be lost, only counted apart.
+    pub fn step_down(&mut self) {
         self.role = Role::Follower;
+        self.durable = self.log.len() as Lsn;
     }
 }
 
@@ -187,8 +206,10 @@ pub enum Message {
         prev_lsn: Lsn,
         /// The epoch of the leader's entry at `prev_lsn` (0 for LSN 0).
         prev_epoch: Epoch,
-        /// The leader's entries from `prev_lsn + 1` to its last.
+        /// The leader's entries from `prev_lsn + 1` to its last, durable on it or not.
         entries: Vec<Entry>,
+        /// The leader's durable end when it sent this.
+        durable: Lsn,
     },
     /// A follower's answer to an append: the highest LSN known to match the leader's log, or a
     /// refusal from a newer epoch (which makes the old leader step down). A refusal for a
@@ -238,6 +259,15 @@ pub struct State {
     pub leaderships: Vec<(Epoch, NodeId)>,
     /// Ghost: every write a leader acknowledged to its client, sorted, without repeats.
     pub acked: Vec<Acked>,
+    /// Ghost: every write (with its LSN) that was ever durable on a leader while it led,
+    /// sorted, without repeats: what a follower may serve.
+    pub durable_led: Vec<Acked>,
+    /// Ghost: a follower applied (and so may serve) a write not in `durable_led` when it
+    /// applied it. Judged when it happens, since `durable_led` only grows: the follower's
+    /// applied end need not be part of the state.
+    pub served_undurable: bool,
+    /// Ghost: a follower applied a client's write.
+    pub served_write: bool,
 }
 
 impl State {
@@ -250,6 +280,9 @@ impl State {
             crashes: 0,
             leaderships: Vec::new(),
             acked: Vec::new(),
+            durable_led: Vec::new(),
+            served_undurable: false,
+            served_write: false,
         }
     }
 
@@ -277,6 +310,36 @@ impl State {
     /// Records (ghost) that a leader acknowledged `ack`.
     pub fn record_ack(&mut self, ack: Acked) {
         insert_sorted(&mut self.acked, ack);
+    }
+
+    /// Judges (ghost) that `follower` applies its log through `lsn`: every write there must
+    /// have been durable on a leader.
+    pub fn record_served(&mut self, follower: Replica, lsn: Lsn) {
+        let node = &self.nodes[follower];
+        for (at, &entry) in node.log[..(lsn as usize).min(node.log.len())].iter().enumerate() {
+            if let Payload::Write(_) = entry.payload {
+                self.served_write = true;
+                let write = Acked { lsn: at as Lsn + 1, entry };
+                if self.durable_led.binary_search(&write).is_err() {
+                    self.served_undurable = true;
+                }
+            }
+        }
+    }
+
+    /// Records (ghost) that leader `i` holds its writes durably through its durable end
+    /// (no-ops are not recorded: a read shows nothing of them).
+    pub fn record_durable_led(&mut self, i: Replica) {
+        let node = &self.nodes[i];
+        let entries: Vec<Acked> = node.log[..node.durable as usize]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.payload, Payload::Write(_)))
+            .map(|(at, &entry)| Acked { lsn: at as Lsn + 1, entry })
+            .collect();
+        for entry in entries {
+            insert_sorted(&mut self.durable_led, entry);
+        }
     }
 }
 

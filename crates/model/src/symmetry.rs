@@ -77,7 +77,13 @@ impl Renaming {
                 Role::Leader { matched: self.by_replica(matched), pending: self.by_client(pending) }
             }
         };
-        Node { epoch: node.epoch, voted_for: node.voted_for.map(|v| self.id(v)), log: self.entries(&node.log), role }
+        Node {
+            epoch: node.epoch,
+            voted_for: node.voted_for.map(|v| self.id(v)),
+            log: self.entries(&node.log),
+            durable: node.durable,
+            role,
+        }
     }
 
     /// The array indexed by replica `values`, indexed by the replicas' new names.
@@ -101,11 +107,12 @@ impl Renaming {
     /// The renamed message.
     fn message(&self, message: &Message) -> Message {
         match message {
-            Message::Append { epoch, prev_lsn, prev_epoch, entries } => Message::Append {
+            Message::Append { epoch, prev_lsn, prev_epoch, entries, durable } => Message::Append {
                 epoch: *epoch,
                 prev_lsn: *prev_lsn,
                 prev_epoch: *prev_epoch,
                 entries: self.entries(entries),
+                durable: *durable,
             },
             other => other.clone(),
         }
@@ -123,9 +130,22 @@ impl Renaming {
         }
         let mut leaderships: Vec<_> = state.leaderships.iter().map(|&(epoch, id)| (epoch, self.id(id))).collect();
         leaderships.sort_unstable();
-        let mut acked: Vec<_> = state.acked.iter().map(|a| Acked { lsn: a.lsn, entry: self.entry(a.entry) }).collect();
-        acked.sort_unstable();
-        State { nodes, network, issued: self.by_client(&state.issued), crashes: state.crashes, leaderships, acked }
+        let rename = |items: &[Acked]| {
+            let mut renamed: Vec<_> = items.iter().map(|a| Acked { lsn: a.lsn, entry: self.entry(a.entry) }).collect();
+            renamed.sort_unstable();
+            renamed
+        };
+        State {
+            nodes,
+            network,
+            issued: self.by_client(&state.issued),
+            crashes: state.crashes,
+            leaderships,
+            acked: rename(&state.acked),
+            durable_led: rename(&state.durable_led),
+            served_undurable: state.served_undurable,
+            served_write: state.served_write,
+        }
     }
 }
 
@@ -143,6 +163,7 @@ fn compare_replicas(state: &State, a: Replica, b: Replica, client: [u8; CLIENTS]
         .cmp(&y.epoch)
         .then_with(|| self_vote(x, a).cmp(&self_vote(y, b)))
         .then_with(|| x.log.iter().map(rename).cmp(y.log.iter().map(rename)))
+        .then_with(|| x.durable.cmp(&y.durable))
         .then_with(|| role_key(&x.role, a, client).cmp(&role_key(&y.role, b, client)))
 }
 
@@ -155,7 +176,7 @@ fn role_key(role: &Role, me: Replica, client: [u8; CLIENTS]) -> (u8, [Lsn; REPLI
             let count = granted.iter().filter(|&&g| g).count() as Lsn;
             (1, [count, 0], [false; CLIENTS])
         }
-        Role::Leader { matched, pending } => {
+        Role::Leader { matched, pending, .. } => {
             let mut peers = [0; REPLICAS - 1];
             for (slot, (_, &lsn)) in matched.iter().enumerate().filter(|&(p, _)| p != me).enumerate() {
                 peers[slot] = lsn;

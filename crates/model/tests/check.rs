@@ -2,7 +2,9 @@
 //! canary (one rule broken on purpose) violates the property that rule protects, which shows
 //! the check can fail.
 
-use replikv_model::properties::{ACKED_ON_MAJORITY, NEW_LEADERS_HOLD_ACKED, ONE_LEADER_PER_EPOCH};
+use replikv_model::properties::{
+    ACKED_ON_MAJORITY, NEW_LEADERS_HOLD_ACKED, ONE_LEADER_PER_EPOCH, SERVED_DURABLE_ON_A_LEADER,
+};
 use replikv_model::symmetry::representative;
 use replikv_model::{Bug, ElectionModel};
 use stateright::{Checker, HasDiscoveries, Model};
@@ -97,4 +99,14 @@ fn canary_follower_skipping_the_check_miscounts_a_majority() {
 #[test]
 fn canary_follower_keeping_conflicts_miscounts_a_majority() {
     canary(Bug::FollowerKeepsConflicts, ACKED_ON_MAJORITY);
+}
+
+#[test]
+fn canary_leader_counting_its_undurable_copy_loses_a_write_in_a_crash() {
+    canary(Bug::LeaderCountsUndurable, ACKED_ON_MAJORITY);
+}
+
+#[test]
+fn canary_follower_serving_what_it_matched_shows_an_entry_no_leader_made_durable() {
+    canary(Bug::FollowerServesUndurable, SERVED_DURABLE_ON_A_LEADER);
 }
