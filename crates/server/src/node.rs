@@ -66,8 +66,8 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         sender,
         failed_tx,
     );
-    let peers = peers.map(|(peers, inbox)| {
-        tokio::spawn(crate::peers::forward_inbox(inbox, runtime.handle()));
+    let peers = peers.map(|(peers, listener)| {
+        listener.serve(runtime.handle());
         peers
     });
     let state = Arc::new(NodeState::new(config.clone(), metrics, runtime.handle(), peers));

@@ -6,8 +6,9 @@
 //! version or another storage format is refused, with a reason naming both sides' values, and
 //! the refusal shows in `/api/v1/status` and `replikv cluster status`. The links carry the
 //! replication protocol's [`Message`]s: the runtime's outputs go out through
-//! [`Peers::sender`], and what the listener receives goes into the runtime through
-//! [`forward_inbox`].
+//! [`Peers::sender`], and what the listener receives goes from each peer's connection task
+//! straight into the runtime's queue ([`PeerListener::serve`], [`RuntimeSink`]): a full queue
+//! holds that peer's socket (backpressure, not loss).
 //!
 //! With `--test-faults`, every link obeys one shared [`LinkFaults`] table, which the HTTP front
 //! end reaches through [`Peers::faults`] (see [`crate::faults`]).
@@ -19,7 +20,7 @@
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::faults::LinkFaults;
-use crate::peer::{Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats};
+use crate::peer::{Gone, Hello, Link, LinkConfig, LinkState, Listener, ListenerConfig, ListenerStats, Sink};
 use crate::runtime::{Handle, PeerSender};
 use replikv_core::node::PeerMessage as Message;
 use replikv_core::version::NodeId;
@@ -27,10 +28,7 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-
-/// Inbound messages waiting for the runtime at most.
-const INBOX_MESSAGES_MAX: usize = 1024;
+use tokio::sync::watch;
 
 /// A node's peer listener and links.
 pub struct Peers {
@@ -42,8 +40,29 @@ pub struct Peers {
     faults: Option<Arc<LinkFaults>>,
 }
 
-/// Messages the listener received, by sender, for [`forward_inbox`].
-pub type Inbox = mpsc::Receiver<(Arc<str>, Message)>;
+/// The peer listener, bound but not yet serving: it serves once the runtime it delivers to
+/// exists ([`PeerListener::serve`]).
+pub struct PeerListener {
+    listener: Listener,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl PeerListener {
+    /// Serves peers in a task, delivering their messages into `runtime`.
+    pub fn serve(self, runtime: Handle) {
+        tokio::spawn(self.listener.serve(RuntimeSink(runtime), self.shutdown));
+    }
+}
+
+/// The runtime as a peer listener's [`Sink`].
+#[derive(Clone)]
+pub struct RuntimeSink(pub Handle);
+
+impl Sink<Message> for RuntimeSink {
+    async fn deliver(&self, from: &Arc<str>, message: Message) -> std::result::Result<(), Gone> {
+        self.0.deliver(NodeId::from_name(from), message).await.map_err(|_| Gone)
+    }
+}
 
 /// One peer as `/api/v1/status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -68,7 +87,7 @@ pub struct PeerStatus {
 impl Peers {
     /// Listens on this node's peer address and links to every other node of its cluster;
     /// `None` when the configuration names no other node.
-    pub async fn start(config: &NodeConfig, shutdown: watch::Receiver<bool>) -> Result<Option<(Peers, Inbox)>> {
+    pub async fn start(config: &NodeConfig, shutdown: watch::Receiver<bool>) -> Result<Option<(Peers, PeerListener)>> {
         let Some(cluster) = &config.cluster else { return Ok(None) };
         let Some(me) = cluster.nodes.iter().find(|n| n.id == config.id) else { return Ok(None) };
         let others: Vec<_> = cluster.nodes.iter().filter(|n| n.id != config.id).collect();
@@ -85,8 +104,7 @@ impl Peers {
         listener_config.allowed_node_ids = Some(others.iter().map(|n| n.id.clone()).collect::<BTreeSet<_>>());
         let listener = Listener::new(tcp, listener_config);
         let stats = listener.stats();
-        let (inbox_tx, inbox) = mpsc::channel::<(Arc<str>, Message)>(INBOX_MESSAGES_MAX);
-        tokio::spawn(listener.serve(inbox_tx, shutdown.clone()));
+        let listener = PeerListener { listener, shutdown: shutdown.clone() };
         let faults = config.test_faults.then(|| {
             tracing::warn!("test faults on: peer links obey PUT /api/v1/test/faults");
             Arc::new(LinkFaults::new(others.iter().map(|n| n.id.clone())))
@@ -100,7 +118,7 @@ impl Peers {
                 (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })
             .collect();
-        Ok(Some((Peers { links: Arc::new(links), listener: stats, faults }, inbox)))
+        Ok(Some((Peers { links: Arc::new(links), listener: stats, faults }, listener)))
     }
 
     /// Sends a message to a node through its link; a full queue drops it (the replication
@@ -148,16 +166,5 @@ impl Peers {
                 }
             })
             .collect()
-    }
-}
-
-/// Hands every message the listener receives to the runtime, in arrival order, until the
-/// listener or the runtime stops. A full runtime queue holds the listener, which holds the
-/// sender's socket: backpressure, not loss.
-pub async fn forward_inbox(mut inbox: Inbox, handle: Handle) {
-    while let Some((from, message)) = inbox.recv().await {
-        if handle.deliver(NodeId::from_name(&from), message).await.is_err() {
-            return;
-        }
     }
 }

@@ -62,6 +62,29 @@ const ACCEPT_RETRY_MS: u64 = 50;
 /// A message from a peer: the peer's node id and the message.
 pub type Inbound<M> = (Arc<str>, M);
 
+/// The receiver of a listener's deliveries is gone (the node is stopping).
+#[derive(Debug)]
+pub struct Gone;
+
+/// Where a listener hands the messages its peers send: a channel ([`mpsc::Sender`], which
+/// tests read), or the node's runtime itself (`crate::peers::RuntimeSink`), so that a message
+/// goes from the socket's task to the stepper's queue with no task between.
+pub trait Sink<M>: Clone + Send + Sync + 'static {
+    /// Delivers `message` from peer `from`, waiting while the receiver is full (backpressure
+    /// on that peer's socket); `Err` once the receiver is gone.
+    fn deliver(
+        &self,
+        from: &Arc<str>,
+        message: M,
+    ) -> impl std::future::Future<Output = std::result::Result<(), Gone>> + Send;
+}
+
+impl<M: Send + 'static> Sink<M> for mpsc::Sender<Inbound<M>> {
+    async fn deliver(&self, from: &Arc<str>, message: M) -> std::result::Result<(), Gone> {
+        self.send((from.clone(), message)).await.map_err(|_| Gone)
+    }
+}
+
 /// Distinct (peer, refusal kind) pairs a listener remembers having logged at warn.
 const REFUSALS_LOGGED_MAX: usize = 64;
 
@@ -222,9 +245,9 @@ impl Listener {
 
     /// Accepts peers and delivers their messages into `inbox` until `shutdown` turns true (or
     /// its sender is dropped); then closes the socket and waits for open connections to stop.
-    pub async fn serve<M: DeserializeOwned + Send + 'static>(
+    pub async fn serve<M: DeserializeOwned + Send + 'static, S: Sink<M>>(
         self,
-        inbox: mpsc::Sender<Inbound<M>>,
+        inbox: S,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let max = self.ctx.config.connections_max.max(1);
@@ -267,11 +290,11 @@ impl Listener {
 
 impl Context {
     /// Runs one peer's connection: handshake, then deliver its messages until it ends.
-    async fn connection<M: DeserializeOwned>(
+    async fn connection<M: DeserializeOwned, S: Sink<M>>(
         &self,
         mut stream: TcpStream,
         addr: SocketAddr,
-        inbox: mpsc::Sender<Inbound<M>>,
+        inbox: S,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut buf = BytesMut::with_capacity(READ_BYTES_MIN);
@@ -325,13 +348,13 @@ impl Context {
     }
 
     /// Reads, decodes and delivers one welcomed peer's messages until the stream ends or stops.
-    async fn deliver<M: DeserializeOwned>(
+    async fn deliver<M: DeserializeOwned, S: Sink<M>>(
         &self,
         stream: &mut TcpStream,
         mut buf: BytesMut,
         peer: &str,
         from: Arc<str>,
-        inbox: &mpsc::Sender<Inbound<M>>,
+        inbox: &S,
         stop: &mut Stop<'_>,
     ) -> Result<()> {
         let frame_bytes_max = self.config.frame_bytes_max;
@@ -346,7 +369,7 @@ impl Context {
             tokio::select! {
                 biased;
                 why = stop.wait() => return self.stopped(peer, why),
-                sent = inbox.send((from.clone(), message)) => {
+                sent = inbox.deliver(&from, message) => {
                     // The receiver is gone: the node is stopping.
                     if sent.is_err() {
                         return Ok(());

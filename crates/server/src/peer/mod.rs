@@ -81,4 +81,6 @@ pub use link::{
     Link, LinkConfig, LinkSnapshot, LinkState, PEER_QUEUE_MESSAGES_MAX, RECONNECT_BACKOFF_MAX_MS,
     RECONNECT_BACKOFF_MIN_MS,
 };
-pub use listener::{Inbound, Listener, ListenerConfig, ListenerSnapshot, ListenerStats, PEER_CONNECTIONS_MAX};
+pub use listener::{
+    Gone, Inbound, Listener, ListenerConfig, ListenerSnapshot, ListenerStats, Sink, PEER_CONNECTIONS_MAX,
+};
