@@ -126,7 +126,9 @@ fn async_lag_shows_while_a_follower_is_paused_and_goes_after() {
     trio.nodes[2].signal(libc::SIGSTOP);
     let (acked, errors) = write_load(&trio, 2, 50, "lag");
     assert!(errors.is_empty(), "async does not wait for the paused follower: {errors:?}");
-    let first = trio.wait_follower(2, "lagging", |f| f["lag_records"].as_u64() >= Some(100) && f["up"] == false);
+    // SIGSTOP takes effect when the kernel next schedules n3: on a loaded machine it may
+    // still take the first few writes.
+    let first = trio.wait_follower(2, "lagging", |f| f["lag_records"].as_u64() >= Some(50) && f["up"] == false);
     std::thread::sleep(Duration::from_millis(600));
     let later = trio.follower(2);
     assert!(later["lag_ms"].as_u64() > first["lag_ms"].as_u64(), "lag in time grows: {first} then {later}");

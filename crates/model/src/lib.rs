@@ -3,7 +3,7 @@
 //!
 //! The replica's tests run the real code on a few schedules and the simulator on many random
 //! ones; this crate instead enumerates every schedule within small bounds: every order of
-//! timeouts, deliveries, losses, client writes and crashes that three replicas and two
+//! timeouts, deliveries, losses, client writes, fsyncs and crashes that three replicas and two
 //! clients can produce in two elections with one crash. It checks the rules, not the replica:
 //! the votes are decided by the core's own [`decide_vote`] and majorities counted by its own
 //! [`Tally`] (with the core's [`VoterState`], [`LogPosition`], [`VoteRequest`] and
@@ -12,8 +12,8 @@
 //!
 //! # What is modelled
 //!
-//! Each replica has a durable voter state (epoch, vote) and log of entries (epoch, payload),
-//! and a volatile role: follower, candidate (with the grants it has), or leader (with what
+//! Each replica has a durable voter state (epoch, vote), a log of entries (epoch, payload)
+//! durable through its durable end, and a volatile role: follower, candidate (with the grants it has), or leader (with what
 //! each peer is known to match, and the clients awaiting a reply). [`model`] describes every
 //! step message by message; in short:
 //!
@@ -77,18 +77,19 @@
 //! - **One shipment outstanding per peer.** A leader ships to a lagging peer only when neither
 //!   its last `Append` nor the peer's answer is in flight. A shipment lost and sent again is
 //!   modelled by the first one arriving late: within an epoch a leader's log only grows, so a
-//!   late shipment is a prefix of a fresh one and the peer ends up in the same place.
+//!   late shipment is a prefix of a fresh one and the peer ends up in the same place, except
+//!   that a fresh one may carry a newer durable end, which only lets the peer apply more.
 //! - **Inert replies are dropped** as soon as their recipient would ignore them forever (a
 //!   reply from an older epoch, or to a candidacy or leadership that is over), and refusals
 //!   that would change nothing are never sent.
 //! - **Symmetry.** Replicas are interchangeable, and so are clients; the check explores one
 //!   state per class of renamings ([`symmetry`]), depth first.
 //!
-//! With these, the default check visits 7,794,637 classes of states (39,224,287 generated,
-//! depth 46) in about 58 s on two cores with the checker and the model optimized in the debug
-//! build (the workspace's `Cargo.toml` sets their `opt-level` to 3 for CI), 44 s in release.
-//! Letting durability lag sends multiplied it by about 17 (it was 443,218 classes, 2.5 s in
-//! release). With three epochs (`replikv_rules_hold_over_three_epochs`, ignored by default:
+//! With these, the default check visits 22,694,862 classes of states (122,528,946 generated,
+//! depth 56) in 167 s on two cores (with another build running) with the checker and the
+//! model optimized in the debug build (the workspace's `Cargo.toml` sets their `opt-level` to
+//! 3 for CI). Letting durability lag sends, with heartbeats, multiplied it by about 51 (it was
+//! 443,218 classes, 2.5 s in release; 7,794,637 without heartbeats, 44 s in release). With three epochs (`replikv_rules_hold_over_three_epochs`, ignored by default:
 //! run it with `cargo test --release -p replikv-model -- --ignored`) it visited 11,559,357
 //! classes before durability lagged; it is not measured since.
 //!
@@ -104,12 +105,16 @@
 //!   no-op); a leader does not probe backwards one entry at a time.
 //! - Leaders send no heartbeats, clients do not retry, acknowledgement is the synchronous
 //!   majority rule only (not async or semi-sync with K < majority), and there are no pre-votes,
-//!   leader reads, snapshots, log retention or membership changes. A follower learns the
-//!   leader's durable end only from shipments with entries, so what it serves may stop short
-//!   (a liveness gap the model does not judge).
+//!   leader reads, snapshots, log retention or membership changes. Heartbeats are `Append`s
+//!   of no entries after the peer's known match, sent at any time.
 //! - Only a leader's durability lags: a follower's appends are durable before it answers, and
-//!   a leader that steps down finishes its fsync. A follower's read is "what it applied", judged
-//!   when it applies; reads themselves are not modelled.
+//!   a leader that steps down finishes its fsync (so only leaders need to crash). The replica
+//!   must keep the matching obligation: its durable end comes from its own fsyncs across role
+//!   changes, never from its log's end. A follower's read is "what it applied", judged when it
+//!   applies; reads themselves are not modelled.
+//! - "Served only if durable on a leader" is what is checked, not DESIGN §12's stronger
+//!   "committed" (held by the acknowledgement rule's copies): a follower may still apply a
+//!   write durable on its leader alone that a failover then cuts (as in `async` today).
 //! - The replica itself is not checked: apart from `decide_vote` and `Tally`, the model
 //!   restates its rules, so a difference between the two goes unnoticed here (the replica's
 //!   tests and the simulator cover the code).

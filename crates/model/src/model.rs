@@ -2,10 +2,11 @@
 //! deciding votes and majorities.
 //!
 //! An action is one atomic step of one replica: a timeout, the delivery of one message, a
-//! leader shipping its log to one peer, a client's write reaching a leader, a crash-restart.
-//! A step reads and writes the acting replica's state, the network and the ghost history;
-//! durable state is written before any message that depends on it leaves, because both
-//! happen in the same step.
+//! leader shipping its log (or a heartbeat) to one peer, a client's write reaching a leader, a
+//! leader's fsync, a crash-restart. A step reads and writes the acting replica's state, the
+//! network and the ghost history; voter state, and a follower's appends, are durable before
+//! any message that depends on them leaves, because both happen in the same step; a leader's
+//! own entries are durable only from its next fsync on, and it ships them before.
 //!
 //! # Message by message
 //!
@@ -19,6 +20,10 @@
 //!   candidate's epoch is recorded, and when a [`Tally`] of the grants has
 //!   [`won`](Tally::won) over [`REPLICAS`] the candidate becomes leader and appends a no-op
 //!   entry in its epoch.
+//! - **Heartbeat** (a leader's step, for a peer with no shipment outstanding, once the leader
+//!   has something durable): an `Append` of no entries after what the peer is known to match,
+//!   carrying the leader's durable end; the peer applies through the lesser of the two, so a
+//!   peer holding entries the leader lost (it crashed before its fsync) applies none of them.
 //! - **Replicate** (a leader's step, for a peer that lags: `matched[peer]` below its last
 //!   LSN): `Append` with its entries after `prev_lsn`, which is the peer's known match or,
 //!   optimistically, the LSN just before the leader's first entry of its own epoch (Raft's
@@ -90,6 +95,9 @@ pub enum Bug {
     LeaderCountsUndurable,
     /// Followers serve everything they matched, not only what the leader had durable.
     FollowerServesUndurable,
+    /// Followers serve through the leader's durable end as far as their own log reaches,
+    /// whether or not it matched the leader's there.
+    FollowerServesUnmatched,
 }
 
 /// The election and acknowledgement model of a three-replica cluster with two clients.
@@ -124,6 +132,14 @@ pub enum Action {
     Timeout(Replica),
     /// The message is delivered to its recipient (and leaves the network).
     Deliver(Envelope),
+    /// The leader sends the peer `to` a heartbeat: an `Append` of no entries after what the
+    /// peer is known to match, carrying its durable end.
+    Heartbeat {
+        /// The sending leader.
+        leader: Replica,
+        /// The peer.
+        to: Replica,
+    },
     /// The leader ships its entries after `prev_lsn` to the peer `to`.
     Replicate {
         /// The sending leader.
@@ -190,6 +206,20 @@ impl ElectionModel {
             Action::Replicate { leader, to, prev_lsn } => {
                 let append = append(&state.nodes[leader], prev_lsn);
                 state.send(leader, to, append);
+            }
+            Action::Heartbeat { leader, to } => {
+                let node = &state.nodes[leader];
+                let Role::Leader { matched, .. } = &node.role else { panic!("a heartbeat from a non-leader") };
+                let prev_lsn = matched[to];
+                let prev_epoch = node.epoch_at(prev_lsn).expect("a peer matches within the leader's log");
+                let heartbeat = Message::Append {
+                    epoch: node.epoch,
+                    prev_lsn,
+                    prev_epoch,
+                    entries: Vec::new(),
+                    durable: node.durable,
+                };
+                state.send(leader, to, heartbeat);
             }
             Action::Write { client, leader } => self.on_write(state, client, leader),
             Action::Fsync(i) => {
@@ -329,7 +359,11 @@ impl ElectionModel {
         // had durable (and at what it matched).
         node.durable = node.log.len() as Lsn;
         let matched = prev_lsn + entries.len() as Lsn;
-        let servable = if self.bug == Some(Bug::FollowerServesUndurable) { matched } else { matched.min(durable) };
+        let servable = match self.bug {
+            Some(Bug::FollowerServesUndurable) => matched,
+            Some(Bug::FollowerServesUnmatched) => (node.log.len() as Lsn).min(durable),
+            _ => matched.min(durable),
+        };
         state.record_served(follower, servable);
         state.send(follower, leader, Message::Appended { epoch, matched: Some(matched) });
     }
@@ -411,10 +445,18 @@ fn enabled_leader(state: &State, leader: Replica, actions: &mut Vec<Action>) {
     // The LSN before the leader's first entry of its own epoch (its no-op): Raft's initial
     // next index, an optimistic guess at what a peer holds.
     let own = node.log.iter().position(|e| e.epoch == node.epoch).expect("a leader holds its no-op") as Lsn;
-    for to in (0..REPLICAS).filter(|&to| to != leader && matched[to] < last) {
+    for to in (0..REPLICAS).filter(|&to| to != leader) {
         let shipping = matches!(state.in_flight(leader, to), Some(Message::Append { .. }));
         let answering = matches!(state.in_flight(to, leader), Some(Message::Appended { .. }));
         if shipping || answering {
+            continue;
+        }
+        // A heartbeat tells a peer the leader's durable end, whether it lags or not (a peer
+        // that lags applies only through what it matched).
+        if node.durable > 0 {
+            actions.push(Action::Heartbeat { leader, to });
+        }
+        if matched[to] >= last {
             continue;
         }
         actions.push(Action::Replicate { leader, to, prev_lsn: matched[to] });

@@ -16,8 +16,8 @@
 //! ordered by where their write sits (LSN and epoch in each log, sorted over replicas) and
 //! whether it is issued, awaited or acknowledged; then, for each client order, replicas are
 //! ordered by what they hold with names forgotten (epoch, whether they voted for themselves,
-//! log, role, grant count or sorted matches). The renamings that sort the keys, every order of
-//! tied keys included, are the candidates. Keys rarely tie, so this builds about one image per
+//! log, durable end, role, grant count or sorted matches). The renamings that sort the keys,
+//! every order of tied keys included, are the candidates. Keys rarely tie, so this builds about one image per
 //! state instead of all twelve.
 //!
 //! CAVEATS

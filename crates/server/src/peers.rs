@@ -41,7 +41,9 @@ pub struct Peers {
 }
 
 /// The peer listener, bound but not yet serving: it serves once the runtime it delivers to
-/// exists ([`PeerListener::serve`]).
+/// exists ([`PeerListener::serve`]). Dropped unserved, its port stays bound and accepts
+/// nothing, so peers would wait out their handshake timeout.
+#[must_use = "a peer listener accepts nothing until it is served"]
 pub struct PeerListener {
     listener: Listener,
     shutdown: watch::Receiver<bool>,
