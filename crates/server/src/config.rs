@@ -615,8 +615,8 @@ pub struct ReplicationConfig {
     /// this to twice this); also how long a leader leads without hearing from a majority.
     pub election_timeout_ms: u64,
     /// Whether the leader answers reads under a lease (no read-index round trip each), which
-    /// assumes clocks drift by at most `read_lease_drift_ppm` and the same `read_lease` and
-    /// `election_timeout_ms` on every node.
+    /// assumes clocks drift by at most `read_lease_drift_ppm` (see the leader's essay,
+    /// "Leases", for a voter's restart).
     pub read_lease: bool,
     /// The clock-drift allowance the lease assumes, in parts per million: every node's clock
     /// advances at a rate within this of real time (the lease lasts

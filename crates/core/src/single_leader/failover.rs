@@ -17,8 +17,9 @@
 //!   A voter that heard from its leader within the election timeout refuses, so a node
 //!   returning from a partition cannot depose a healthy leader. With `read_lease` it refuses
 //!   for an election timeout after it last heard any leader of its epoch, whatever happened
-//!   since (a newer epoch seen, a restart: its start counts as hearing one), which is what a
-//!   leader's lease rests on (the leader's essay, "Leases").
+//!   since (a newer epoch seen, a restart: its start counts as hearing one), and any node
+//!   refuses for as long as a leasing leader's heartbeat asked (`lease_guard_ms`): that is
+//!   what a leader's lease rests on (the leader's essay, "Leases").
 //! - **Becoming leader**: the new leader appends an empty record in its epoch. Shipping it
 //!   checks each follower's log against the leader's (a follower holding records of an older
 //!   epoch that no majority had cuts them, see the follower's essay), and once a majority holds
@@ -87,12 +88,12 @@ impl<E: Engine> SingleLeader<E> {
             self.settings.epoch = epoch;
             self.become_follower(now_ms, message.from_leader().then_some(from), outbox)?;
             if message.from_leader() {
-                self.leader_heard_ms = Some(now_ms);
+                self.heard_leader(now_ms, message);
             }
             return Ok(true);
         }
         if message.from_leader() {
-            self.leader_heard_ms = Some(now_ms);
+            self.heard_leader(now_ms, message);
             match &mut self.state {
                 State::Leader(_) => {
                     tracing::error!("{from:?} claims to lead epoch {epoch}, which this node leads: ignored");
@@ -114,6 +115,15 @@ impl<E: Engine> SingleLeader<E> {
             }
         }
         Ok(true)
+    }
+
+    /// Notes that a leader of this node's epoch was heard, and the vote guard its heartbeat
+    /// asks for (the leader's essay, "Leases").
+    fn heard_leader(&mut self, now_ms: u64, message: &Message) {
+        self.leader_heard_ms = Some(now_ms);
+        if let Message::Heartbeat { lease_guard_ms, .. } = message {
+            self.vote_guard_until_ms = self.vote_guard_until_ms.max(now_ms.saturating_add(*lease_guard_ms));
+        }
     }
 
     /// The `NoFencing` canary: a follower takes an old leader's message as its leader's and
@@ -149,8 +159,9 @@ impl<E: Engine> SingleLeader<E> {
         };
         // The lease guard: a leader heard within the election timeout, whatever happened since
         // (a newer epoch seen, a restart), keeps this vote (the leader's essay, "Leases").
-        let lease_guard =
-            self.settings.read_lease && self.leader_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < timeout);
+        let lease_guard = (self.settings.read_lease
+            && self.leader_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < timeout))
+            || now_ms < self.vote_guard_until_ms;
         let leader_recent = leader_recent || lease_guard;
         // A node that emptied its log votes with the position it had (the vote floor).
         let mine = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() }.max(self.votes.floor());

@@ -45,18 +45,21 @@
 //! majority), so it never sees a write a failover could take back; on an idle leader it is
 //! answered at once.
 //!
-//! What it rests on: a voter refuses every vote (a pre-vote, or a vote in any epoch) for
-//! `election_timeout_ms`, by its own clock,
-//! after it last heard from a leader, whatever happened since: a newer epoch seen, a role
-//! change, a restart (a node with `read_lease` counts its start as hearing one). A majority
-//! heard the leader after `t`, and any new leader needs a vote from one of them, so none can be
-//! elected before `t + election_timeout_ms` by that voter's clock. The assumptions: every
-//! node's clock advances at a rate within `d` of real time (the server's clock is boot time,
-//! which neither NTP nor an operator steps and which counts a suspend; see
-//! `replikv_server::clock`), and every node runs with the same `read_lease` and
-//! `election_timeout_ms` (a rolling restart that changes either breaks it while the nodes
-//! differ: change them with the whole cluster stopped). Drift beyond `d` or settings that
-//! differ can let a lease read return a value a newer leader has already overwritten.
+//! What it rests on: a voter refuses every vote (a pre-vote, or a vote in any epoch) for the
+//! leader's `election_timeout_ms`, by its own clock, after it last heard the leader's
+//! heartbeat, whatever happened since: a newer epoch seen, a role change. Each heartbeat of a
+//! leasing leader carries that guard (`lease_guard_ms`), and a voter keeps it whatever its own
+//! settings, so nodes may differ in `read_lease` and `election_timeout_ms` (a rolling restart
+//! that changes them keeps the lease safe). A node with `read_lease` also counts its own start
+//! as hearing a leader, for its own election timeout. A majority heard the leader after `t`,
+//! and any new leader needs a vote from one of them, so none can be elected before
+//! `t + election_timeout_ms` by that voter's clock. The assumptions: every node's clock
+//! advances at a rate within `d` of real time (the server's clock is boot time, which neither
+//! NTP nor an operator steps and which counts a suspend; see `replikv_server::clock`), and a
+//! voter that restarts keeps the guard only if it has `read_lease` itself and its election
+//! timeout is at least the leader's (the guard a heartbeat asked for lives in memory). Drift
+//! beyond `d`, or such a restart, can let a lease read return a value a newer leader has
+//! already overwritten.
 //! Message delays do
 //! not enter: the lease counts from the round's send time. A planned handover revokes the
 //! lease for the rest of the term before `TimeoutNow` leaves, since its votes ignore the
@@ -438,6 +441,7 @@ impl Leader {
                 round: self.round,
                 leader_lsn: self.durable,
                 sent_at_ms: now_ms,
+                lease_guard_ms: if settings.read_lease { settings.election_timeout_ms } else { 0 },
             };
             outbox.now.push(Output::Send { to: p.node, message: message.into() });
         }

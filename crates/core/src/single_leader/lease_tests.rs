@@ -147,3 +147,20 @@ fn a_restarted_voter_waits_one_election_timeout_before_it_votes() {
         assert!(vote(&mut c, 1, epoch + 1), "read_lease {read_lease}: granted an election timeout later");
     }
 }
+
+#[test]
+fn a_voter_keeps_the_guard_a_leasing_leader_asks_for_whatever_its_own_settings() {
+    // The leader leases with an election timeout of 1000 ms; the followers run without a
+    // lease and with 300 ms, as in the middle of a rolling restart that changes both.
+    let mut c = cluster(false);
+    c.nodes[0].settings_mut().read_lease = true;
+    c.nodes[0].settings_mut().election_timeout_ms = 1_000;
+    c.run_for(100); // a heartbeat carrying the leader's guard reaches n2
+    let heard = c.now;
+    let epoch = c.nodes[1].status(c.now).epoch + 1;
+    assert!(!vote(&mut c, 1, epoch), "refused: n1 was heard just now");
+    c.now = heard + 500; // past n2's own 300 ms, within the leader's 1000 ms
+    assert!(!vote(&mut c, 1, epoch), "n2 keeps the guard the leader's lease needs");
+    c.now = heard + 1_000;
+    assert!(vote(&mut c, 1, epoch), "granted once the leader's guard has passed");
+}

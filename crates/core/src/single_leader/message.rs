@@ -44,6 +44,9 @@ pub enum Message {
         leader_lsn: Lsn,
         /// The leader's clock when it sent this.
         sent_at_ms: u64,
+        /// With `read_lease`: how long a voter that hears this must refuse every vote (the
+        /// leader's election timeout), whatever its own settings; 0 without a lease.
+        lease_guard_ms: u64,
     },
     /// Follower to leader, sent only once what it reports is durable on the follower.
     Ack {

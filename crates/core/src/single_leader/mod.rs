@@ -472,6 +472,9 @@ pub struct SingleLeader<E> {
     /// start counts too): a voter refuses votes for `election_timeout_ms` after it, which is
     /// what a leader's lease rests on (the leader's essay, "Leases").
     leader_heard_ms: Option<u64>,
+    /// A voter refuses every vote until here: the guard a leasing leader's heartbeat asked for
+    /// (its election timeout from when it was heard), whatever this node's own settings.
+    vote_guard_until_ms: u64,
 }
 
 impl<E: Engine> SingleLeader<E> {
@@ -581,6 +584,7 @@ impl<E: Engine> SingleLeader<E> {
             next_forward: 0,
             repair: repair::Repair::default(),
             leader_heard_ms: None,
+            vote_guard_until_ms: 0,
         }
     }
 
