@@ -4,9 +4,8 @@
 
 use super::leader::lease_ms;
 use super::tests::{restart, Cluster};
-use super::{Input, Message, Outbox, Output};
+use super::{Input, Message};
 use crate::kv::Reply;
-use crate::node::PeerMessage;
 use crate::replication::ReplogOptions;
 use bytes::Bytes;
 
@@ -104,20 +103,7 @@ fn a_handover_revokes_the_lease_before_timeout_now_leaves() {
 /// What node `i` answers to a real (not pre-) vote for `epoch` from n3, with a log far ahead.
 fn vote(c: &mut Cluster, i: usize, epoch: u64) -> bool {
     let vote = Message::Vote { epoch, last_epoch: epoch - 1, last_lsn: 1_000, pre_vote: false, transfer: false };
-    let mut outbox = Outbox::default();
-    c.nodes[i].step(c.now, Input::Message { from: c.ids[2], message: vote }, &mut outbox).unwrap();
-    let granted: Vec<bool> = outbox
-        .drain_all()
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Send { message: PeerMessage::SingleLeader(Message::VoteReply { granted, .. }), .. } => {
-                Some(granted)
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(granted.len(), 1, "one answer");
-    granted[0]
+    c.ask_vote(i, 2, vote)
 }
 
 #[test]

@@ -127,6 +127,25 @@ impl Cluster {
         }
     }
 
+    /// Delivers the vote request `vote` from node `from` to node `i` alone (nothing is
+    /// routed) and returns whether `i` granted it; `i` must answer exactly once.
+    pub(super) fn ask_vote(&mut self, i: usize, from: usize, vote: Message) -> bool {
+        let mut outbox = Outbox::default();
+        self.nodes[i].step(self.now, Input::Message { from: self.ids[from], message: vote }, &mut outbox).unwrap();
+        let granted: Vec<bool> = outbox
+            .drain_all()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { message: PeerMessage::SingleLeader(Message::VoteReply { granted, .. }), .. } => {
+                    Some(granted)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(granted.len(), 1, "one answer to a vote request: {granted:?}");
+        granted[0]
+    }
+
     /// Sends a request to node `i`; returns its id.
     pub(super) fn send(&mut self, i: usize, line: &str) -> RequestId {
         self.next_id += 1;
@@ -554,19 +573,8 @@ fn a_node_that_emptied_its_log_still_votes_with_the_position_it_had() {
     assert!(c.nodes[0].last_lsn() < held.0 - 1, "n1's log is emptied: {:?}", c.nodes[0].status(c.now));
     let epoch = c.nodes[0].status(c.now).epoch + 1;
     let vote = Message::Vote { epoch, last_epoch: held.1, last_lsn: held.0 - 1, pre_vote: false, transfer: true };
-    let mut outbox = Outbox::default();
-    c.nodes[0].step(c.now, Input::Message { from: c.ids[2], message: vote }, &mut outbox).unwrap();
-    let granted: Vec<bool> = outbox
-        .drain_all()
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Send { message: PeerMessage::SingleLeader(Message::VoteReply { granted, .. }), .. } => {
-                Some(granted)
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(granted, vec![false], "the vote floor keeps n1 from electing a node missing what it held");
+    let granted = c.ask_vote(0, 2, vote);
+    assert!(!granted, "the vote floor keeps n1 from electing a node missing what it held");
 }
 
 #[test]
