@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// The cluster's base port: RESP on 19401..=19403, HTTP on 19501..=19503, peers on
 /// 19601..=19603. No other test uses these: `cluster.rs` draws its bases from 20000 up, and
-/// `common::free_ports` takes ports from the kernel's ephemeral range (32768 and up).
+/// `common::free_ports` takes ports from the 8,000 below the kernel's ephemeral range.
 const BASE_PORT: u16 = 19400;
 /// How long any one `replikv` command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

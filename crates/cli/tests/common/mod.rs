@@ -29,15 +29,52 @@ pub fn replikv_into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// A port the OS says is free now (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// How many ports below the kernel's ephemeral range the tests draw from.
+const PORT_SPAN: u16 = 8_000;
+/// The ephemeral range's low end when `/proc` does not say (Linux's default).
+const EPHEMERAL_LOW_DEFAULT: u16 = 32_768;
+
+/// The ports tests draw from: the [`PORT_SPAN`] ports just below the kernel's ephemeral range.
+/// A port from inside that range can be taken between the test's check and the node's bind by
+/// the local end of any outgoing connection (another test's client, a node dialling a peer),
+/// and was: a node failed to start with "Address already in use". Below the range only a
+/// listener binds a port, and every test in this process draws from [`free_ports`].
+fn port_range() -> std::ops::Range<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(EPHEMERAL_LOW_DEFAULT);
+    low.saturating_sub(PORT_SPAN).max(1_024)..low
 }
 
-/// `n` distinct ports the OS says are free now: all are held until every one is chosen, so
-/// that the OS cannot hand out the same port twice (which `free_port` called in a row may).
+/// A port free now, that no other caller in this process is handed until the range wraps.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct ports free now, from [`port_range`]. A counter shared by the whole process
+/// (starting at an offset drawn from the process id, so that test binaries run one after
+/// another start in different places) walks the range, so two tests of one binary are never
+/// handed the same port while they run; each port is bound and held until all `n` are chosen.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let range = port_range();
+    let span = u32::from(range.end - range.start);
+    let start = *START.get_or_init(|| std::process::id().wrapping_mul(2_654_435_761) % span);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = range.start + u16::try_from(offset).unwrap();
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), n, "fewer than {n} free ports in {range:?}");
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
