@@ -448,7 +448,7 @@ impl<E: Engine> Stepper<E> {
             }
             // A batch of wake-ups alone wrote nothing: no write-out, no fsync to wait for.
             let written = match stepped {
-                true => self.replica.write_out(now)?,
+                true => self.replica.write_out(now, &mut outbox)?,
                 // Every record appended so far was written out with the batch that appended it.
                 false => WrittenOutAll {
                     last_lsn: self.written_lsn,
@@ -486,6 +486,9 @@ impl<E: Engine> Stepper<E> {
                     return Err(replikv_core::Error::Stopped("the syncer is gone".into()));
                 }
             }
+            // What a leader shipped as the batch was written out: its followers write it while
+            // the syncer fsyncs it here (DESIGN §12).
+            self.dispatch(std::mem::take(&mut outbox.now));
             // Fresh whenever the node goes idle; throttled under load.
             if ticked || self.rx.is_empty() || now.saturating_sub(self.last_publish_ms) >= STATUS_PUBLISH_MS {
                 self.publish(now);

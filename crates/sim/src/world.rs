@@ -378,7 +378,7 @@ impl World {
             node.log_resets = replica.log_resets();
             node.log_synced = sl(replica).first_lsn() - 1;
         }
-        let resets = match replica.write_out(clock) {
+        let resets = match replica.write_out(clock, &mut outbox) {
             Ok(written) => written.resets,
             Err(e) => {
                 self.ground.broken = Some(format!("n{} failed to write out: {e}", i + 1));
@@ -387,6 +387,8 @@ impl World {
         };
         let lsn = replica.last_lsn();
         let mark = disk.borrow().mark();
+        // What a leader shipped as the batch was written out, before its fsync.
+        now_outputs.append(&mut outbox.now);
         self.dispatch(i, now_outputs);
         let held = std::mem::take(&mut outbox.after_flush);
         let wrote = mark != before || lsn != lsn_before;

@@ -748,7 +748,7 @@ impl<E: Engine> Family for Leaderless<E> {
         Leaderless::step(self, now_ms, input, outbox)
     }
 
-    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+    fn write_out(&mut self, now_ms: u64, _outbox: &mut Outbox) -> Result<WrittenOutAll> {
         let engine = self.store.engine_mut().write_out(now_ms)?;
         Ok(WrittenOutAll {
             bytes: engine.bytes,

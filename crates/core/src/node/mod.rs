@@ -179,8 +179,10 @@ pub trait Family {
     fn step(&mut self, now_ms: u64, input: Input<Self::Message>, outbox: &mut Outbox) -> Result<()>;
 
     /// Hands every write stepped so far to the operating system and returns the fsyncs that
-    /// make them durable; `after_flush` may be released once they have succeeded.
-    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll>;
+    /// make them durable; `after_flush` may be released once they have succeeded. It may push
+    /// messages into `outbox.now` (a leader ships what the batch appended, while the fsync
+    /// runs), which the runtime sends at once.
+    fn write_out(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<WrittenOutAll>;
 
     /// What the replication status pages show, at `now_ms`.
     fn status(&self, now_ms: u64) -> ReplicationStatus;
@@ -334,10 +336,10 @@ impl<E: Engine> Replica<E> {
     }
 
     /// Hands every write stepped so far to the operating system (see [`Family::write_out`]).
-    pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+    pub fn write_out(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<WrittenOutAll> {
         match self {
-            Replica::SingleLeader(node) => node.write_out(now_ms),
-            Replica::Leaderless(node) => node.write_out(now_ms),
+            Replica::SingleLeader(node) => node.write_out(now_ms, outbox),
+            Replica::Leaderless(node) => Family::write_out(node, now_ms, outbox),
         }
     }
 

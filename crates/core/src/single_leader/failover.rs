@@ -263,6 +263,10 @@ impl<E: Engine> SingleLeader<E> {
         let followers = self.settings.common.peers.clone();
         let epoch = self.settings.epoch;
         self.reclaim = false;
+        if let State::Follower(follower) = &mut self.state {
+            // Its log is the history from now on: its store holds all of it.
+            follower.apply_all(&mut self.log, &mut self.store)?;
+        }
         let mut leader = Leader::new(&followers, now_ms);
         leader.restarted(self.durable_lsn());
         let record = LogRecord::whole(self.log.last_lsn() + 1, epoch, Vec::new());
@@ -290,7 +294,7 @@ impl<E: Engine> SingleLeader<E> {
         self.settings.role = Role::Follower { leader, leader_hint };
         match &mut self.state {
             State::Follower(follower) => follower.follow(leader),
-            _ => self.state = State::Follower(Follower::new(leader)),
+            _ => self.state = State::Follower(Follower::new(leader, self.log.complete_lsn())),
         }
         self.election_deadline_ms = now_ms + self.draw_election_timeout();
         Ok(())

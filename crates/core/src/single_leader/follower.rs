@@ -20,12 +20,27 @@
 //! says how far the log is known to equal this leader's; only that counts for the leader's
 //! acknowledgements and reads.
 //!
+//! # Applying: only what the leader holds durably
+//!
+//! The leader ships records as it writes them, in parallel with its own fsync (DESIGN §12),
+//! so a follower may hold a record its leader then loses in a crash; the next leader's history
+//! may not have it, and the follower cuts it. So a follower appends every record it is sent
+//! but applies to its store (which its readers see) only the records through
+//! `min(matched, leader's durable end)`: its log equals the leader's there, and the leader
+//! holds it on disk. Every `Append` and heartbeat carries the leader's durable end, and the
+//! leader sends an `Append` of no records when its fsync moves that end past what a follower
+//! holds, so a write is readable on a follower about one message after the leader's fsync.
+//! A follower that restarts has applied its whole log again (recovery), including records no
+//! leader may hold: it refuses reads (`-TRYAGAIN`) until a leader's durable end covers its log,
+//! or a cut or snapshot replaces what it held. A follower that wins an election applies its
+//! whole log first: a leader's log is the history.
+//!
 //! A request spanning several records (its parts, see [`LogRecord`]) is applied when its last
-//! part arrives, the earlier ones read back from the log, all in one step: a reader sees all
-//! of it or none. A request still open when a record of another request arrives is
+//! part is within that bound, the parts read back from the log, all in one step: a reader sees
+//! all of it or none. A request still open when a record of another request follows it is
 //! abandoned (its leader died while shipping it) and never applied; a cut inside a request
-//! saves its earlier parts to the rollback log too. Retention keeps the parts of the request
-//! still open; a request whose first parts are gone anyway (they were before a snapshot's
+//! saves its earlier parts to the rollback log too. Retention keeps every record not yet
+//! applied; a request whose first parts are gone anyway (they were before a snapshot's
 //! base, or a log written before retention kept them) is not applied in part: the replica
 //! empties itself and takes the leader's history again.
 //!
@@ -125,13 +140,21 @@ pub(super) struct Follower {
     caught_up_at_ms: u64,
     leader_lsn: Lsn,
     installing: Option<Install>,
+    /// The store holds every request through here (never inside one): what readers see.
+    pub(super) applied: Lsn,
+    /// It refused a heartbeat to have its log checked (see `message`); once per leader.
+    asked_match: bool,
+    /// After a restart: the store holds records through here that no leader has confirmed
+    /// durable (recovery applied the whole log); reads are refused until one does (0: none).
+    unconfirmed: Lsn,
     snapshots_installed: u64,
     /// The newest snapshot attempt seen: chunks of an older one, still in flight, are ignored.
     newest_attempt: u64,
 }
 
 impl Follower {
-    pub(super) fn new(leader: Option<NodeId>) -> Follower {
+    /// A follower of `leader` whose store holds every request through `applied`.
+    pub(super) fn new(leader: Option<NodeId>, applied: Lsn) -> Follower {
         Follower {
             leader,
             candidacy: None,
@@ -143,9 +166,25 @@ impl Follower {
             caught_up_at_ms: 0,
             leader_lsn: 0,
             installing: None,
+            applied,
+            asked_match: false,
+            unconfirmed: 0,
             snapshots_installed: 0,
             newest_attempt: 0,
         }
+    }
+
+    /// At open: recovery applied the whole log through `applied`, which no leader has
+    /// confirmed durable yet (module documentation, "Applying").
+    pub(super) fn restarted(&mut self, applied: Lsn) {
+        self.applied = applied;
+        self.unconfirmed = applied;
+    }
+
+    /// The records through here are applied but not confirmed durable by a leader (0: none):
+    /// reads must wait.
+    pub(super) fn unconfirmed(&self) -> Lsn {
+        self.unconfirmed
     }
 
     /// Follows `leader` (`None`: unknown yet) in a new epoch: nothing is known to match yet.
@@ -154,6 +193,7 @@ impl Follower {
         self.candidacy = None;
         self.last_heard_ms = None;
         self.matched = 0;
+        self.asked_match = false;
         self.round = 0;
         self.marks.clear();
         self.leader_lsn = 0;
@@ -165,7 +205,7 @@ impl Follower {
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
     /// to apply (they are read back from the log when its last part comes).
     pub(super) fn tick(&mut self, log: &mut ReplicationLog) -> Result<()> {
-        log.retain(log.open_request().unwrap_or(log.last_lsn() + 1))?;
+        log.retain(log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1))?;
         Ok(())
     }
 
@@ -207,14 +247,22 @@ impl Follower {
                     wipe(store)?;
                     store.engine_mut().sync_written(now_ms)?;
                     votes.rebuilt()?;
+                    (self.applied, self.unconfirmed) = (log.first_lsn() - 1, 0);
                 }
-                let outcome =
-                    self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes, settings)?;
+                let outcome = self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes)?;
                 (reject, durable_hint) = outcome;
             }
             Message::Heartbeat { leader_lsn, sent_at_ms, round, .. } => {
                 self.mark(leader_lsn, sent_at_ms);
                 self.round = self.round.max(round);
+                if self.matched == 0 && log.last_lsn() > 0 && self.installing.is_none() && !self.asked_match {
+                    // Nothing of its log is known to match this leader's (it restarted, or
+                    // follows a new one): refusing once makes the leader check where it ends
+                    // now, rather than after `resend_ms`, so that what it holds is applied
+                    // (or cut) and its reads resume.
+                    self.asked_match = true;
+                    reject = true;
+                }
             }
             Message::SnapshotChunk {
                 attempt,
@@ -241,6 +289,7 @@ impl Follower {
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, 0)?;
                     self.matched = 0;
+                    (self.applied, self.unconfirmed) = (0, 0);
                     self.installing = Some(Install { attempt, lsn, next_seq: 0 });
                 }
                 match &mut self.installing {
@@ -272,6 +321,7 @@ impl Follower {
                             log.reset(lsn, lsn_epoch)?;
                             votes.rebuilt()?;
                             self.matched = lsn;
+                            self.applied = lsn;
                             self.installing = None;
                             self.snapshots_installed += 1;
                             tracing::info!("installed a snapshot at {lsn}; the log follows from {}", lsn + 1);
@@ -284,6 +334,15 @@ impl Follower {
                 tracing::debug!("follower ignores a {} from its leader", other.kind());
                 return Ok(());
             }
+        }
+        if self.installing.is_none() && !self.apply_confirmed(log, store, settings)? {
+            tracing::warn!(
+                "the first parts of the request after record {} are gone from this log: emptying this replica to \
+                 take the leader's history again",
+                self.applied
+            );
+            self.cut(now_ms, log.last_lsn() + 1, log, store, rollback, votes)?;
+            reject = true;
         }
         let durable_lsn = log.last_lsn();
         while self.marks.front().is_some_and(|(lsn, _)| *lsn <= durable_lsn) {
@@ -319,7 +378,6 @@ impl Follower {
         store: &mut Store<E>,
         rollback: &mut RollbackLog,
         votes: &mut VoteStore,
-        settings: &Settings,
     ) -> Result<(bool, Option<Lsn>)> {
         if prev_lsn > log.last_lsn() {
             return Ok((true, None)); // a gap: ship from this log's end
@@ -341,22 +399,6 @@ impl Follower {
             return Ok((true, Some(start.saturating_sub(1).max(base))));
         }
         let mut matched = Some(prev_lsn);
-        let mut records = records;
-        if settings.canary == super::Canary::FollowerOutOfOrder {
-            // Applies the batch's new changes newest first, then logs them as usual.
-            let last = log.last_lsn();
-            for record in records.iter().rev().filter(|r| r.lsn > last) {
-                for change in &record.changes {
-                    store.apply(change.clone())?;
-                }
-            }
-            for record in records.drain(..).filter(|r| r.lsn > last) {
-                if record.lsn == log.last_lsn() + 1 {
-                    matched = Some(record.lsn);
-                    log.append(record)?;
-                }
-            }
-        }
         for record in records {
             if record.lsn <= log.last_lsn() {
                 if log.epoch_at(record.lsn) == Some(record.epoch) {
@@ -371,15 +413,6 @@ impl Follower {
             }
             if let Some(why) = record.parts_error() {
                 tracing::error!("refusing an append from the leader: {why}");
-                return Ok((true, None));
-            }
-            if !take_part(&record, log, store)? {
-                tracing::warn!(
-                    "the first parts of the request ending at record {} are gone from this log: emptying this \
-                     replica to take the leader's history again",
-                    record.lsn
-                );
-                self.cut(now_ms, log.last_lsn() + 1, log, store, rollback, votes)?;
                 return Ok((true, None));
             }
             matched = Some(record.lsn);
@@ -442,7 +475,46 @@ impl Follower {
         log.reset(0, 0)?;
         votes.rebuilt()?;
         self.matched = 0;
+        (self.applied, self.unconfirmed) = (0, 0);
         self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// Applies every whole request the leader has confirmed (module documentation,
+    /// "Applying"): through `min(matched, leader's durable end)`. False when the request after
+    /// `applied` lost its first parts (before the log's base): the replica must take the
+    /// history again.
+    fn apply_confirmed<E: Engine>(
+        &mut self,
+        log: &mut ReplicationLog,
+        store: &mut Store<E>,
+        settings: &Settings,
+    ) -> Result<bool> {
+        let bound = self.matched.min(self.leader_lsn).min(log.last_lsn());
+        if self.unconfirmed <= bound {
+            self.unconfirmed = 0;
+        }
+        let out_of_order = settings.canary == super::Canary::FollowerOutOfOrder;
+        apply_through(&mut self.applied, bound, log, store, out_of_order)
+    }
+
+    /// Applies every whole request in the log (a follower about to lead: its log is the
+    /// history from now on). A request whose first parts are gone is logged and skipped.
+    pub(super) fn apply_all<E: Engine>(&mut self, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<()> {
+        let last = log.last_lsn();
+        while !apply_through(&mut self.applied, last, log, store, false)? {
+            tracing::error!(
+                "the first parts of the request after record {} are gone from this log: its later parts are not \
+                 applied",
+                self.applied
+            );
+            let after = log.read(self.applied, 1)?.and_then(|r| r.first().map(|r| r.lsn));
+            match after {
+                Some(lsn) => self.applied = lsn,
+                None => self.applied = log.first_lsn() - 1,
+            }
+        }
+        self.unconfirmed = 0;
         Ok(())
     }
 
@@ -463,7 +535,7 @@ impl Follower {
 
     /// What the status pages show.
     pub(super) fn view(&self, now_ms: u64, log: &ReplicationLog, settings: &Settings) -> FollowerView {
-        let applied = log.complete_lsn();
+        let applied = self.applied;
         FollowerView {
             leader: self.leader,
             leader_hint: self.leader.map(|l| settings.hint(l)).unwrap_or_default(),
@@ -474,7 +546,7 @@ impl Follower {
             lag_records: self.leader_lsn.saturating_sub(applied),
             installing_snapshot: self.installing.is_some(),
             snapshots_installed: self.snapshots_installed,
-            matched_lsn: self.matched.min(applied),
+            matched_lsn: self.matched.min(log.last_lsn()),
             rebuilds: self.rebuilds,
         }
     }
@@ -514,43 +586,93 @@ fn save_outside_history(
     Ok(())
 }
 
-/// Applies `record`, the log's next, if it completes its request: the request's earlier
-/// parts (from the log, as far back as it holds them) and then its own changes, all in this
-/// step, so that no reader sees part of a request. A record that continues its request is
-/// applied later, with its last part. A request left open in the log when a record of another
-/// request arrives is abandoned: its leader died while shipping it, and the history goes on
-/// without its later parts, so it is never applied. False when the request is complete but its
-/// first parts are no longer in the log (before its base): nothing is applied, and the
-/// replica must take the leader's history again.
-fn take_part<E: Engine>(record: &LogRecord, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<bool> {
-    let start = record.request_start();
-    if let Some(open) = log.open_request().filter(|&open| open != start) {
-        tracing::warn!(
-            "records {open}..={} hold part of a request that was never completed (its leader stopped shipping \
-             it): abandoned, never applied",
-            log.last_lsn()
-        );
-    }
-    if record.continues() {
-        return Ok(true);
-    }
-    if start < log.first_lsn() {
-        return Ok(false);
-    }
+/// How the request starting at `start` ends within the log through `bound`.
+enum Span {
+    /// Its last part is at this lsn.
+    Whole(Lsn),
+    /// A record of another request follows its parts through this lsn: its leader stopped
+    /// shipping it, and it is never applied.
+    Abandoned(Lsn),
+    /// Its later parts are past `bound` (or still to come).
+    Open,
+}
+
+/// How the request starting at `start` (its first part is in the log) ends by `bound`.
+fn span(log: &mut ReplicationLog, start: Lsn, bound: Lsn) -> Result<Span> {
     let mut after = start - 1;
-    while after + 1 < record.lsn {
-        let records = log.read(after, CUT_READ_BYTES)?.expect("a request's earlier parts are within the log");
-        for part in records.iter().take_while(|r| r.lsn < record.lsn) {
-            assert_eq!(part.request_start(), start, "record {} is not a part of the request at {start}", part.lsn);
-            for change in &part.changes {
-                store.apply(change.clone())?;
+    while after < bound {
+        let Some(records) = log.read(after, CUT_READ_BYTES)? else { return Ok(Span::Open) };
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            if record.lsn > bound {
+                return Ok(Span::Open);
             }
-            after = part.lsn;
+            if record.request_start() != start {
+                return Ok(Span::Abandoned(record.lsn - 1));
+            }
+            if !record.continues() {
+                return Ok(Span::Whole(record.lsn));
+            }
+            after = record.lsn;
         }
     }
-    for change in &record.changes {
-        store.apply(change.clone())?;
+    Ok(Span::Open)
+}
+
+/// Applies to `store` every whole request after `applied` whose last part is at most `bound`,
+/// in log order (newest first with `out_of_order`, the canary), moving `applied` past it and
+/// past abandoned requests; it never stops inside a request. False when the record after
+/// `applied` continues a request whose first parts are gone from the log.
+fn apply_through<E: Engine>(
+    applied: &mut Lsn,
+    bound: Lsn,
+    log: &mut ReplicationLog,
+    store: &mut Store<E>,
+    out_of_order: bool,
+) -> Result<bool> {
+    let mut spans = Vec::new();
+    let mut at = *applied;
+    while at < bound {
+        let Some(first) = log.read(at, 1)?.and_then(|records| records.into_iter().next()) else {
+            return Ok(false); // before the log's base
+        };
+        let start = first.lsn;
+        if first.request_start() != start {
+            return Ok(false);
+        }
+        match span(log, start, bound)? {
+            Span::Open => break,
+            Span::Abandoned(end) => {
+                tracing::warn!(
+                    "records {start}..={end} hold part of a request that was never completed (its leader stopped \
+                     shipping it): abandoned, never applied"
+                );
+                at = end;
+            }
+            Span::Whole(end) => {
+                spans.push((start, end));
+                at = end;
+            }
+        }
     }
+    if out_of_order {
+        spans.reverse();
+    }
+    for (start, end) in spans {
+        let mut after = start - 1;
+        while after < end {
+            let records = log.read(after, CUT_READ_BYTES)?.expect("a request's parts are within the log");
+            for part in records.iter().take_while(|r| r.lsn <= end) {
+                for change in &part.changes {
+                    store.apply(change.clone())?;
+                }
+                after = part.lsn;
+            }
+        }
+    }
+    *applied = at;
     Ok(true)
 }
 

@@ -8,7 +8,8 @@
 //!   acknowledgement tells it where the follower's log ends, and streaming resumes from there
 //!   (or from the leader's log end, if the follower's is longer). Nothing piles up in the
 //!   link's queue for a follower that is down.
-//! - **stream**: the leader ships records after `sent`, durable ones only, in `Append`s of at
+//! - **stream**: the leader ships records after `sent` as soon as they are written out, in
+//!   parallel with its own fsync (DESIGN §12), in `Append`s of at
 //!   most `ship_bytes_max`, with at most `window_bytes_max` shipped and unacknowledged. The
 //!   first `Append` after a probe goes out even with no record in it: its `prev_epoch` is
 //!   what checks the follower's log against the leader's (see the follower's essay). `acked`
@@ -208,6 +209,9 @@ struct Progress {
     generation: u64,
     /// The newest record shipped to it.
     sent: Lsn,
+    /// The leader's durable end as last sent to it (in an `Append` or a heartbeat): it applies
+    /// no record past it.
+    told: Lsn,
     /// (last record of an `Append`, its bytes), for the window.
     inflight: VecDeque<(Lsn, usize)>,
     /// When it last acknowledged anything.
@@ -242,7 +246,8 @@ pub(super) struct Leader {
     reads: VecDeque<PendingRead>,
     /// The newest heartbeat round sent.
     round: u64,
-    /// The log is durable through here; nothing after it is shipped.
+    /// The log is durable through here: no write past it is acknowledged, and followers apply
+    /// nothing past it (they may hold it: records are shipped before they are durable here).
     durable: Lsn,
     noreplicas: u64,
     last_heartbeat_ms: u64,
@@ -281,6 +286,7 @@ impl Leader {
                 round: 0,
                 generation: 0,
                 sent: 0,
+                told: 0,
                 inflight: VecDeque::new(),
                 last_ack_ms: None,
                 last_progress_ms: now_ms,
@@ -435,7 +441,8 @@ impl Leader {
             }
             self.rounds_sent.push_back((self.round, now_ms));
         }
-        for p in &self.followers {
+        for p in &mut self.followers {
+            p.told = p.told.max(self.durable);
             let message = Message::Heartbeat {
                 epoch: settings.epoch,
                 round: self.round,
@@ -550,7 +557,8 @@ impl Leader {
         }
     }
 
-    /// The log is durable through `lsn`: ship it.
+    /// The log is durable through `lsn`: release what waited on it, and tell the followers,
+    /// which apply records only through it.
     pub(super) fn durable<E: Engine>(
         &mut self,
         now_ms: u64,
@@ -816,7 +824,9 @@ impl Leader {
             self.heartbeat(now_ms, settings, outbox);
         }
         while let Some(front) = self.pending.front() {
-            if self.acked_by(front.lsn) < needed {
+            // The mode's followers and the leader's own copy: a write is acknowledged only
+            // once it is durable here too (records are shipped before it is).
+            if self.acked_by(front.lsn) < needed || front.lsn > self.durable {
                 break;
             }
             let done = self.pending.pop_front().expect("front exists");
@@ -825,7 +835,7 @@ impl Leader {
         let mut waits = std::mem::take(&mut self.waits);
         waits.retain(|w| {
             let have = self.acked_by(w.lsn) as u64;
-            if have >= w.replicas {
+            if have >= w.replicas && w.lsn <= self.durable {
                 outbox.now.push(Output::Reply { id: w.id, reply: Reply::Int(have as i64) });
                 return false;
             }
@@ -881,8 +891,9 @@ impl Leader {
         self.waits = waits;
     }
 
-    /// Ships what each follower is owed.
-    fn ship_all<E: Engine>(
+    /// Ships what each follower is owed: also what a batch just appended, as soon as it is
+    /// written out (the replica's `write_out`), while its fsync runs.
+    pub(super) fn ship_all<E: Engine>(
         &mut self,
         now_ms: u64,
         log: &mut ReplicationLog,
@@ -973,7 +984,10 @@ fn start_snapshot(p: &mut Progress, log: &ReplicationLog, now_ms: u64) {
     p.last_progress_ms = now_ms;
 }
 
-/// Ships what `p` is owed: durable records in stream mode, chunks in snapshot mode.
+/// Ships what `p` is owed: every record in stream mode (durable here or not: each `Append`
+/// carries how far the leader's log is durable, and a follower applies no record past that),
+/// then, when the leader's durable end passed what `p` was told and `p` holds records past
+/// it, an `Append` of no records that says so; chunks in snapshot mode.
 // A free function over one follower's progress, so that the leader's other fields can be
 // borrowed beside it: hence the arguments.
 #[allow(clippy::too_many_arguments)]
@@ -988,14 +1002,15 @@ fn ship<E: Engine>(
     outbox: &mut Outbox,
 ) -> Result<()> {
     if matches!(p.mode, Mode::Stream) {
-        while (p.sent < durable || p.check) && p.inflight_bytes() < settings.window_bytes_max {
+        let mut tell = durable > p.told && p.sent > p.told;
+        while (p.sent < log.last_lsn() || p.check || tell) && p.inflight_bytes() < settings.window_bytes_max {
             // The log holds `sent`'s epoch exactly when it holds the records after it.
             let prev_epoch = log.epoch_at(p.sent);
             let records = match prev_epoch {
                 Some(_) => log.read(p.sent, settings.ship_bytes_max)?,
                 None => None,
             };
-            let (Some(prev_epoch), Some(mut records)) = (prev_epoch, records) else {
+            let (Some(prev_epoch), Some(records)) = (prev_epoch, records) else {
                 tracing::info!(
                     "{:?} needs records from {}, but the log starts at {}: sending a snapshot",
                     p.node,
@@ -1005,12 +1020,13 @@ fn ship<E: Engine>(
                 start_snapshot(p, log, now_ms);
                 break;
             };
-            records.retain(|r| r.lsn <= durable);
             let last = records.last().map_or(p.sent, |r| r.lsn);
-            if records.is_empty() && !p.check {
+            if records.is_empty() && !p.check && !tell {
                 break;
             }
             p.check = false;
+            tell = false;
+            p.told = durable;
             let bytes = records.iter().map(|r| r.size_hint()).sum();
             let message = Message::Append {
                 epoch: settings.epoch,

@@ -266,8 +266,8 @@ impl<E: Engine> Family for SingleLeader<E> {
         SingleLeader::step(self, now_ms, input, outbox)
     }
 
-    fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
-        SingleLeader::write_out(self, now_ms)
+    fn write_out(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<WrittenOutAll> {
+        SingleLeader::write_out(self, now_ms, outbox)
     }
 
     fn status(&self, now_ms: u64) -> ReplicationStatus {
@@ -526,7 +526,7 @@ impl<E: Engine> SingleLeader<E> {
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
             Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
-            Role::Follower { leader, .. } => State::Follower(follower::Follower::new(*leader)),
+            Role::Follower { leader, .. } => State::Follower(follower::Follower::new(*leader, 0)),
         };
         store.capture_changes();
         store.limit_values(REPLICATED_VALUE_BYTES_MAX);
@@ -548,6 +548,10 @@ impl<E: Engine> SingleLeader<E> {
             replica.votes.rebuilt()?;
         }
         replica.recover()?;
+        if let State::Follower(follower) = &mut replica.state {
+            // Recovery applied the whole log, which may hold records no leader made durable.
+            follower.restarted(replica.log.complete_lsn());
+        }
         // Everything the log holds is durable from here on (open may have read records that
         // were only in the page cache): a leader may ship all of it at once, without waiting
         // for a write to tell it so.
@@ -709,6 +713,15 @@ impl<E: Engine> SingleLeader<E> {
                             self.settings.epoch
                         ),
                     }),
+                    _ if follower.unconfirmed() > 0 => Reply::Error(format!(
+                        "TRYAGAIN this replica restarted holding records through {} that no leader has confirmed \
+                         durable yet; it serves reads once its leader does (within a heartbeat of hearing it){}",
+                        follower.unconfirmed(),
+                        match follower.leader {
+                            Some(leader) => format!(". The leader is {}.", self.settings.hint(leader)),
+                            None => String::from(". No leader is known right now."),
+                        }
+                    )),
                     request => self.store.execute(now_ms, request)?,
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
@@ -918,9 +931,13 @@ impl<E: Engine> SingleLeader<E> {
 
     /// Hands every write stepped so far to the operating system and returns the fsyncs that
     /// make them durable (the log's; a standalone node's engine's); `after_flush` may be released once
-    /// they have succeeded (see [`Engine::write_out`]).
-    pub fn write_out(&mut self, now_ms: u64) -> Result<WrittenOutAll> {
+    /// they have succeeded (see [`Engine::write_out`]). A leader ships what the batch appended
+    /// into `outbox.now` (DESIGN §12: followers write in parallel with the leader's fsync).
+    pub fn write_out(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<WrittenOutAll> {
         let log = self.log.write_out()?;
+        if let State::Leader(leader) = &mut self.state {
+            leader.ship_all(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
+        }
         let (engine_bytes, engine_sync) = match self.state {
             State::Standalone => {
                 let engine = self.store.engine_mut().write_out(now_ms)?;
@@ -1121,7 +1138,11 @@ impl<E: Engine> SingleLeader<E> {
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's
     /// `[lsn, [key, hash]...]`. A digest over too many keys is an error reply.
     fn digest(&mut self, bucket: Option<usize>) -> Result<Reply> {
-        crate::node::digest_reply(&mut self.store, self.log.complete_lsn(), bucket)
+        let applied = match &self.state {
+            State::Follower(follower) => follower.applied,
+            _ => self.log.complete_lsn(),
+        };
+        crate::node::digest_reply(&mut self.store, applied, bucket)
     }
 
     /// Recovery at open: see the module documentation.
@@ -1353,3 +1374,6 @@ mod tests;
 
 #[cfg(test)]
 mod lease_tests;
+
+#[cfg(test)]
+mod parallel_tests;

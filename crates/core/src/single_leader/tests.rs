@@ -1381,7 +1381,7 @@ fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_lo
     for i in 0..40 {
         let request = request(&format!("SET key{i:02} {}", "v".repeat(100)));
         replica.step(now, Input::Request { id: i + 1, request }, &mut outbox).unwrap();
-        let written = replica.write_out(now).unwrap();
+        let written = replica.write_out(now, &mut outbox).unwrap();
         assert_eq!(written.syncs.len(), 1, "batch {i}: the log's fsync alone");
         for sync in written.syncs {
             sync.sync().unwrap();
@@ -1411,9 +1411,9 @@ fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_lo
     settings.common.peers = vec![n2];
     let mut interval = SingleLeader::replicated(engine, ReplicaFiles::with_log(log), settings, now).unwrap();
     interval.step(now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
-    interval.write_out(now).unwrap();
+    interval.write_out(now, &mut outbox).unwrap();
     interval.step(now, Input::Request { id: 2, request: request("SET k2 v") }, &mut outbox).unwrap();
-    interval.write_out(now).unwrap();
+    interval.write_out(now, &mut outbox).unwrap();
     let before = interval.stats().fsyncs;
     interval.flush(now + 1).unwrap();
     assert_eq!(interval.stats().fsyncs, before + 2, "the engine (and its SYNCED record) not fsynced at the flush");
@@ -1421,5 +1421,5 @@ fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_lo
     let engine = LogEngine::open(&dir.path().join("alone"), LogOptions::default()).unwrap();
     let mut alone = SingleLeader::standalone(engine, n1).unwrap();
     alone.step(now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
-    assert_eq!(alone.write_out(now).unwrap().syncs.len(), 1, "the engine's fsync");
+    assert_eq!(alone.write_out(now, &mut outbox).unwrap().syncs.len(), 1, "the engine's fsync");
 }

@@ -441,7 +441,7 @@ impl World {
             now_outputs.append(&mut outbox.now);
         }
         let replica = self.nodes[i].replica.as_mut().expect("checked above");
-        if let Err(e) = replica.write_out(clock) {
+        if let Err(e) = replica.write_out(clock, &mut outbox) {
             self.ground.broken.get_or_insert(format!("n{} failed to write out: {e}", i + 1));
             return;
         }

@@ -1,0 +1,109 @@
+//! The leader ships records before its own fsync (DESIGN §12): a write is acknowledged only
+//! once the leader holds it durably too, and a follower applies nothing past the leader's
+//! durable end, so no reader sees a write that a leader crash could take back.
+
+use super::tests::{restart, Cluster};
+use super::{Input, Message, Outbox, Output};
+use crate::kv::{parse_command, Reply, Request};
+use crate::node::PeerMessage;
+use crate::replication::ReplogOptions;
+use bytes::Bytes;
+
+fn request(line: &str) -> Request {
+    let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    parse_command(&args).unwrap().unwrap()
+}
+
+/// Node `i`'s outputs split into (to, message) and replies.
+fn split(c: &Cluster, outputs: Vec<Output>) -> (Vec<(usize, Message)>, Vec<(u64, Reply)>) {
+    let (mut sent, mut replies) = (Vec::new(), Vec::new());
+    for output in outputs {
+        match output {
+            Output::Send { to, message: PeerMessage::SingleLeader(m) } => {
+                sent.push((c.ids.iter().position(|&id| id == to).unwrap(), m));
+            }
+            Output::Reply { id, reply } => replies.push((id, reply)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (sent, replies)
+}
+
+/// `GET key` on node `i` (stepped at once, its reply read back).
+fn get(c: &mut Cluster, i: usize, key: &str) -> Reply {
+    let id = c.send(i, &format!("GET {key}"));
+    c.reply(id).cloned().expect("a follower answers a read at once")
+}
+
+#[test]
+fn the_leader_ships_before_its_fsync_and_acknowledges_and_lets_followers_apply_only_after_it() {
+    let mut c = Cluster::new(2, 2, ReplogOptions::default()); // sync
+    c.run_for(200);
+    let lsn = c.nodes[0].last_lsn() + 1;
+    // The leader steps a write and writes the batch out; its fsync has not finished.
+    let mut outbox = Outbox::default();
+    c.nodes[0].step(c.now, Input::Request { id: 900, request: request("SET a 1") }, &mut outbox).unwrap();
+    c.nodes[0].write_out(c.now, &mut outbox).unwrap();
+    let (sent, replies) = split(&c, std::mem::take(&mut outbox.now));
+    assert!(replies.is_empty(), "{replies:?}");
+    let appends: Vec<&(usize, Message)> = sent
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Append { records, .. } if records.iter().any(|r| r.lsn == lsn)))
+        .collect();
+    assert_eq!(appends.len(), 2, "shipped to both followers before the leader's fsync: {sent:?}");
+    for (to, message) in sent {
+        if let Message::Append { leader_lsn, .. } = &message {
+            assert!(*leader_lsn < lsn, "the Append says the record is not durable on the leader yet");
+        }
+        let from = c.ids[0];
+        c.step(to, Input::Message { from, message });
+    }
+    // Both followers hold it durably (and acknowledge), but apply it only once the leader has.
+    for i in 1..3 {
+        assert_eq!(c.nodes[i].last_lsn(), lsn, "n{} holds the record", i + 1);
+        assert_eq!(get(&mut c, i, "a"), Reply::Nil, "n{} applied a record its leader has not made durable", i + 1);
+    }
+    let acks: Vec<_> = std::mem::take(&mut c.net).into_iter().collect();
+    assert_eq!(acks.iter().filter(|(_, to, m)| *to == 0 && matches!(m, Message::Ack { .. })).count(), 2);
+    for (from, _, message) in acks {
+        c.nodes[0].step(c.now, Input::Message { from: c.ids[from], message }, &mut outbox).unwrap();
+    }
+    let (_, replies) = split(&c, outbox.drain_all());
+    assert!(replies.is_empty(), "acknowledged before the leader's own copy was durable: {replies:?}");
+    // The leader's fsync completes: the reply leaves, and the followers are told at once.
+    let resets = c.nodes[0].log_resets();
+    c.nodes[0].step(c.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+    let (sent, replies) = split(&c, std::mem::take(&mut outbox.now));
+    assert_eq!(replies, vec![(900, Reply::Ok)]);
+    let notices = sent.iter().filter(
+        |(_, m)| matches!(m, Message::Append { records, leader_lsn, .. } if records.is_empty() && *leader_lsn == lsn),
+    );
+    assert_eq!(notices.count(), 2, "each follower is told the leader's new durable end: {sent:?}");
+    for (to, message) in sent {
+        let from = c.ids[0];
+        c.step(to, Input::Message { from, message });
+    }
+    c.settle();
+    for i in 1..3 {
+        assert_eq!(get(&mut c, i, "a"), Reply::Bulk(Bytes::from("1")), "n{}", i + 1);
+        assert_eq!(c.nodes[i].status(c.now).leader.unwrap().applied_lsn, lsn);
+    }
+}
+
+#[test]
+fn a_restarted_follower_refuses_reads_until_its_leader_confirms_what_it_holds() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    let id = c.send(0, "SET a 1");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")));
+    restart(&mut c, 1);
+    // Recovery applied its whole log, which may hold records no leader made durable.
+    let through = format!("through {}", c.nodes[1].last_lsn());
+    let Reply::Error(text) = get(&mut c, 1, "a") else { panic!("a restarted follower served a read") };
+    assert!(text.starts_with("TRYAGAIN") && text.contains(&through), "{text}");
+    // The first heartbeat it hears has the leader check its log; then it serves reads again.
+    c.run_for(100);
+    assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")), "{:?}", c.nodes[1].status(c.now));
+}
