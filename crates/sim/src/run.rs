@@ -197,6 +197,13 @@ pub fn run(config: SimConfig) -> Report {
             Some(why) => Verdict::Fail(why.clone()),
         },
     ));
+    verdicts.push((
+        "followers serve only what a leader held durably".to_string(),
+        match &world.served_undurable {
+            None => Verdict::Pass,
+            Some(why) => Verdict::Fail(why.clone()),
+        },
+    ));
     let leader_state = world.leader().and_then(|i| world.states().into_iter().nth(i).flatten());
     let majority_safe = replikv_core::quorum::is_majority(config.acks_needed + 1, config.nodes) || !config.failover;
     let rolled_back = world.rolled_back();
@@ -305,6 +312,7 @@ mod tests {
             (Canary::UnconfirmedReads, 2, "leader operations linearizable"),
             (Canary::NoFencing, 2, "no acknowledged write lost (in silence)"),
             (Canary::LeaseSkipsCommit, 2, "leader operations linearizable"),
+            (Canary::FollowerAppliesUndurable, 1, "followers serve only what a leader held durably"),
         ] {
             let (seed, report) = caught(canary, acks_needed).unwrap_or_else(|| panic!("{canary:?} escaped 500 seeds"));
             let failed = report.judgement.failures();

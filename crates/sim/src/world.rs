@@ -192,6 +192,11 @@ pub struct World {
     leader_crashed_at: Option<u64>,
     /// The first write acknowledged on fewer durable copies than its mode promises.
     pub under_replicated: Option<String>,
+    /// Ghost state: for each epoch, the newest of its records that some leader held durably
+    /// (by log matching, every record before it in that leader's log was durable there too).
+    led_durable: BTreeMap<Epoch, Lsn>,
+    /// The first follower found serving a record no leader held durably.
+    pub served_undurable: Option<String>,
 }
 
 impl World {
@@ -259,6 +264,8 @@ impl World {
             split_brain: None,
             leader_crashed_at: None,
             under_replicated: None,
+            led_durable: BTreeMap::new(),
+            served_undurable: None,
         }
     }
 
@@ -308,6 +315,7 @@ impl World {
             if done.resets == self.nodes[i].log_resets {
                 self.nodes[i].log_synced = self.nodes[i].log_synced.max(done.lsn);
                 self.nodes[i].durable_notice = Some((self.nodes[i].log_synced, done.resets));
+                self.note_led_durable(i);
             }
             self.dispatch(i, done.outputs);
         }
@@ -397,6 +405,46 @@ impl World {
         } else {
             let done_at = crate::host::fsync_done_at(&mut self.ground.rng, &self.nodes[i].fsyncs, self.ground.now);
             self.nodes[i].fsyncs.push_back(Pending { done_at, disk_mark: mark, lsn, resets, outputs: held });
+        }
+    }
+
+    /// Ghost: node `i`'s log is durable through its `log_synced`; if it leads, every record
+    /// through there was durable on a leader.
+    fn note_led_durable(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(replica) = node.replica.as_ref().filter(|r| r.is_leader()) else { return };
+        let synced = node.log_synced.min(replica.last_lsn());
+        let runs = sl(replica).log_epoch_runs();
+        for (k, &(start, epoch)) in runs.iter().enumerate() {
+            if start > synced {
+                break;
+            }
+            let end = runs.get(k + 1).map_or(synced, |&(next, _)| (next - 1).min(synced));
+            let newest = self.led_durable.entry(epoch).or_insert(0);
+            *newest = (*newest).max(end);
+        }
+    }
+
+    /// Checks that follower `i` serves (applies to the store its readers see) only records
+    /// some leader held durably: a record a leader lost in a crash may be cut from the
+    /// history, and a reader must never have seen it (DESIGN §12).
+    fn check_served(&mut self, i: usize) {
+        if self.served_undurable.is_some() {
+            return;
+        }
+        let Some(replica) = self.nodes[i].replica.as_ref() else { return };
+        let Some(applied) = sl(replica).follower_serves_through() else { return };
+        if applied == 0 || applied < sl(replica).first_lsn().saturating_sub(1) {
+            return;
+        }
+        let Some(epoch) = sl(replica).log_epoch_at(applied) else { return };
+        let held = self.led_durable.get(&epoch).copied().unwrap_or(0);
+        if held < applied {
+            self.served_undurable = Some(format!(
+                "n{} serves its log through record {applied} (epoch {epoch}), but leaders held records of epoch \
+                 {epoch} durably only through {held}",
+                i + 1
+            ));
         }
     }
 
@@ -718,6 +766,9 @@ impl FamilyWorld for World {
 
     fn run_node(&mut self, i: usize) {
         World::run_node(self, i);
+        // A node elected leads with the log it had durable as a follower.
+        self.note_led_durable(i);
+        self.check_served(i);
     }
 
     fn run_clients(&mut self) {

@@ -142,6 +142,8 @@ pub enum CanaryArg {
     NoFencing,
     /// Leaders reading under a lease do not wait for the commit (use with --read-lease).
     LeaseSkipsCommit,
+    /// Followers apply what they matched without waiting for their leader to hold it durably.
+    FollowerAppliesUndurable,
     /// Leaderless: a coordinator counts each replica's acknowledgement twice.
     CountAckTwice,
     /// Leaderless: a replica takes a state it is sent as it is, even when its own is newer.
@@ -169,6 +171,7 @@ impl CanaryArg {
             CanaryArg::UnconfirmedReads => (S::UnconfirmedReads, L::None),
             CanaryArg::NoFencing => (S::NoFencing, L::None),
             CanaryArg::LeaseSkipsCommit => (S::LeaseSkipsCommit, L::None),
+            CanaryArg::FollowerAppliesUndurable => (S::FollowerAppliesUndurable, L::None),
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),

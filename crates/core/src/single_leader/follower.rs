@@ -490,7 +490,10 @@ impl Follower {
         store: &mut Store<E>,
         settings: &Settings,
     ) -> Result<bool> {
-        let bound = self.matched.min(self.leader_lsn).min(log.last_lsn());
+        let bound = match settings.canary {
+            super::Canary::FollowerAppliesUndurable => self.matched.min(log.last_lsn()),
+            _ => self.matched.min(self.leader_lsn).min(log.last_lsn()),
+        };
         if self.unconfirmed <= bound {
             self.unconfirmed = 0;
         }

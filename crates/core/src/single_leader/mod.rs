@@ -299,6 +299,9 @@ pub enum Canary {
     /// A leader reading under its lease answers at once, without waiting for the log through
     /// the read to be held by a majority (it may show a write a failover takes back).
     LeaseSkipsCommit,
+    /// A follower applies every record it matched, without waiting for its leader to hold it
+    /// durably (it may serve a write its leader then loses in a crash).
+    FollowerAppliesUndurable,
 }
 
 impl Settings {
@@ -1012,6 +1015,22 @@ impl<E: Engine> SingleLeader<E> {
     /// The oldest record the log holds (its base + 1).
     pub fn first_lsn(&self) -> Lsn {
         self.log.first_lsn()
+    }
+
+    /// Every run of one epoch's records in the log, as (where it starts, its epoch), oldest
+    /// first; the first at the log's base.
+    pub fn log_epoch_runs(&self) -> Vec<(Lsn, Epoch)> {
+        self.log.epoch_runs()
+    }
+
+    /// On a follower whose readers may see its store: the newest record the store holds
+    /// (`None` on other roles, and on a follower that restarted and refuses reads until a
+    /// leader confirms its log).
+    pub fn follower_serves_through(&self) -> Option<Lsn> {
+        match &self.state {
+            State::Follower(follower) if follower.unconfirmed() == 0 => Some(follower.applied),
+            _ => None,
+        }
     }
 
     /// How many times the log was reset (snapshots installed, histories cut) since it opened.
