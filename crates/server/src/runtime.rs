@@ -19,10 +19,11 @@
 //! earlier batch's write is never answered before that write is durable. A batch that owes no
 //! fsync, stepped when nothing is held, is released at once (reads skip the syncer).
 //!
-//! Outputs the replica marks as depending on nothing unflushed (records a leader ships, which
-//! are durable already; replies released by followers' acknowledgements) leave at once. The
+//! Outputs the replica marks as depending on nothing unflushed here (records a leader ships as
+//! the batch is written out, so that its followers write them while the syncer fsyncs them
+//! here; replies released by acknowledgements) leave at once. The
 //! stepper tells the replica how far its log is durable ([`Input::Durable`]) when it releases
-//! a batch, which is what lets a leader ship: also a batch released at once because it owed
+//! a batch, which is what lets a leader acknowledge writes and its followers apply them: also a batch released at once because it owed
 //! no fsync, which is every write batch of a node on `engine = "memory"` (its in-memory log is
 //! durable once appended, as far as that node can make it). The notice names the log's reset
 //! count when the batch was written out, so that one from before a follower emptied its log

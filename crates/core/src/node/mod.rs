@@ -76,8 +76,8 @@ pub enum Input<M = PeerMessage> {
     },
     /// The replication log is durable through `lsn`: the runtime's fsync succeeded, or the
     /// batch owed none (an in-memory log is as durable as it gets once written out). A leader
-    /// ships nothing it has not been told this of, so the runtime must say it after every
-    /// batch that appended records, fsync or not.
+    /// acknowledges no write, and its followers apply no record, it has not been told this
+    /// of, so the runtime must say it after every batch that appended records, fsync or not.
     Durable {
         /// The newest durable record.
         lsn: Lsn,

@@ -294,7 +294,14 @@ impl<E: Engine> SingleLeader<E> {
         self.settings.role = Role::Follower { leader, leader_hint };
         match &mut self.state {
             State::Follower(follower) => follower.follow(leader),
-            _ => self.state = State::Follower(Follower::new(leader, self.log.complete_lsn())),
+            _ => {
+                let mut follower = Follower::new(leader, self.log.complete_lsn());
+                if self.log.complete_lsn() > self.durable_lsn() {
+                    // It led, and applied writes its fsync has not yet made durable.
+                    follower.unconfirmed_through(self.log.complete_lsn());
+                }
+                self.state = State::Follower(follower);
+            }
         }
         self.election_deadline_ms = now_ms + self.draw_election_timeout();
         Ok(())

@@ -174,9 +174,10 @@ impl Follower {
         }
     }
 
-    /// At open: recovery applied the whole log through `applied`, which no leader has
-    /// confirmed durable yet (module documentation, "Applying").
-    pub(super) fn restarted(&mut self, applied: Lsn) {
+    /// The store holds the whole log through `applied`, which no leader has confirmed durable
+    /// (recovery at open applied it; or this node led, and steps down before its fsync
+    /// finished): reads wait for a leader's word (module documentation, "Applying").
+    pub(super) fn unconfirmed_through(&mut self, applied: Lsn) {
         self.applied = applied;
         self.unconfirmed = applied;
     }

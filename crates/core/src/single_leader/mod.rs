@@ -15,13 +15,15 @@
 //!   one record of the replication log ([`crate::replication`]) (several, its parts, for a
 //!   request over [`RECORD_BYTES_SOFT_MAX`] or [`RECORD_CHANGES_MAX`] keys, which followers
 //!   apply together once they hold them all; a transaction is one request), which it ships to every
-//!   follower in order, batched, once the record is durable on the leader. A write's reply
-//!   waits until `acks_needed` followers have the record durable (`sync`: all of them;
+//!   follower in order, batched, as soon as the batch is written out: followers write it while
+//!   the leader's own fsync runs (DESIGN §12). A write's reply waits until the record is
+//!   durable on the leader and on `acks_needed` followers (`sync`: all of them;
 //!   `semi-sync:K`: K; `async`: none). If they do not within `ack_timeout_ms` the client gets
 //!   `-NOREPLICAS`, naming how many have it: a write is never acknowledged on fewer copies
 //!   than the mode promises, and never silently downgraded.
-//! - **Follower**: it appends the leader's records to its own log and applies them to its
-//!   store, in the leader's order, and acknowledges each batch once it is durable. It serves
+//! - **Follower**: it appends the leader's records to its own log, acknowledges each batch
+//!   once it is durable, and applies them to its store in the leader's order once the leader
+//!   holds them durably too (the follower's essay, "Applying"). It serves
 //!   reads from its own state (stale by its lag) and refuses writes with `-READONLY`, naming
 //!   the leader; with `forward_writes` it sends them to the leader instead
 //!   (`Message::Forward`), which executes them as its own client's and sends the reply back
@@ -38,14 +40,16 @@
 //!   read's reply, an `async` write's reply, a follower's acknowledgement): the runtime
 //!   releases them only after [`SingleLeader::write_out`]'s fsync (or [`SingleLeader::flush`]) has
 //!   succeeded for this batch and every batch before it.
-//! - [`Outbox::now`] holds outputs that depend on nothing unflushed: records the leader ships
-//!   (only durable ones, see [`Input::Durable`]), heartbeats, the replies followers'
-//!   acknowledgements release, `-NOREPLICAS` and WAIT timeouts, forwarded writes and their
-//!   timeouts. The runtime may send them at once.
-//! - The runtime tells the leader how far its log is durable with [`Input::Durable`]; the
-//!   leader ships nothing beyond it, so a follower never holds a record its leader could
-//!   lose in a crash. At open the replica fsyncs its log (what it read back may have been in
-//!   the page cache only), so a restarted leader ships everything it holds at once.
+//! - [`Outbox::now`] holds outputs that depend on nothing unflushed here: records the leader
+//!   ships (from [`SingleLeader::write_out`], before their fsync: each `Append` says how far
+//!   the leader's log is durable), heartbeats, the replies that acknowledgements release,
+//!   `-NOREPLICAS` and WAIT timeouts, forwarded writes and their timeouts. The runtime may
+//!   send them at once.
+//! - The runtime tells the replica how far its log is durable with [`Input::Durable`]. A
+//!   leader acknowledges no write past it, and tells its followers, which apply no record past
+//!   it: a follower may hold a record its leader then loses in a crash (the next leader's
+//!   history cuts it), but no reader has seen it. At open the replica fsyncs its log (what it
+//!   read back may have been in the page cache only).
 //!
 //! # Time and lag
 //!
@@ -109,8 +113,14 @@
 //!   for followers), every tick that follows new writes fsyncs the engine, on the stepper:
 //!   the check is "may drop", not "will drop". `INFO persistence`'s `replikv_fsyncs` counts the
 //!   engine's fsyncs only, so on a replicating node it moves only at these, seals and shutdown.
-//! - The leader ships a record after its own fsync, not in parallel with it (DESIGN §12):
-//!   simpler to prove, one fsync slower per write in `sync` and `semi-sync`.
+//! - A follower that must cut records its leader's history lacks empties itself and takes
+//!   the history again, even when the records were never applied (held past the leader's
+//!   durable end): the log cannot yet drop its tail in place. With records shipped before
+//!   the leader's fsync this follows a leader crash more often than it did.
+//! - A follower that restarted refuses reads (`-TRYAGAIN`) until a leader confirms its log:
+//!   recovery applied all of it, and it cannot tell which records its leader made durable. A
+//!   leader that steps down with writes not yet durable refuses reads as a follower the same
+//!   way, until a leader confirms them or it cuts them.
 //! - WAIT counts the followers that have every write the leader holds, not only the calling
 //!   client's.
 //! - Without `auto_failover`, a leader that dies for good is replaced only by hand: a
@@ -553,7 +563,7 @@ impl<E: Engine> SingleLeader<E> {
         replica.recover()?;
         if let State::Follower(follower) = &mut replica.state {
             // Recovery applied the whole log, which may hold records no leader made durable.
-            follower.restarted(replica.log.complete_lsn());
+            follower.unconfirmed_through(replica.log.complete_lsn());
         }
         // Everything the log holds is durable from here on (open may have read records that
         // were only in the page cache): a leader may ship all of it at once, without waiting

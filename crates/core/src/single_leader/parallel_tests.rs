@@ -107,3 +107,23 @@ fn a_restarted_follower_refuses_reads_until_its_leader_confirms_what_it_holds() 
     c.run_for(100);
     assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")), "{:?}", c.nodes[1].status(c.now));
 }
+
+#[test]
+fn a_leader_that_steps_down_before_its_fsync_refuses_reads_until_a_leader_confirms_them() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    let mut outbox = Outbox::default();
+    c.nodes[0].step(c.now, Input::Request { id: 900, request: request("SET a 1") }, &mut outbox).unwrap();
+    c.nodes[0].write_out(c.now, &mut outbox).unwrap();
+    // It loses its leadership while the write's fsync still runs: the store it serves from
+    // holds a write no leader holds durably.
+    c.nodes[0].become_follower(c.now, None, &mut outbox).unwrap();
+    let Reply::Error(text) = get(&mut c, 0, "a") else { panic!("a deposed leader served an undurable write") };
+    assert!(text.starts_with("TRYAGAIN"), "{text}");
+    // Without the fsync in flight (the same step-down after it), reads go on.
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    c.send(0, "SET a 1");
+    c.nodes[0].become_follower(c.now, None, &mut outbox).unwrap();
+    assert_eq!(get(&mut c, 0, "a"), Reply::Bulk(Bytes::from("1")));
+}
