@@ -14,8 +14,11 @@ fn request(line: &str) -> Request {
     parse_command(&args).unwrap().unwrap()
 }
 
+/// Outputs split: (to, message) and (request, reply).
+type Split = (Vec<(usize, Message)>, Vec<(u64, Reply)>);
+
 /// Node `i`'s outputs split into (to, message) and replies.
-fn split(c: &Cluster, outputs: Vec<Output>) -> (Vec<(usize, Message)>, Vec<(u64, Reply)>) {
+fn split(c: &Cluster, outputs: Vec<Output>) -> Split {
     let (mut sent, mut replies) = (Vec::new(), Vec::new());
     for output in outputs {
         match output {
