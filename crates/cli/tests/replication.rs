@@ -23,6 +23,7 @@ fn wait_caught_up(trio: &Trio) -> usize {
     let last = trio.status(leader)["replication"]["last_lsn"].as_u64().unwrap();
     for i in (0..3).filter(|&i| i != leader) {
         trio.wait_follower(i, "caught up", |f| f["acked_lsn"].as_u64() >= Some(last) && f["lag_records"] == 0);
+        trio.wait_applied(i, last);
     }
     leader
 }

@@ -252,7 +252,10 @@ fn a_redis_program_runs_unchanged_against_a_cluster() {
     let _: () = redis::cmd("SETRANGE").arg("note").arg(6).arg("world").query(&mut app).unwrap();
     let note: Vec<u8> = app.get("note").unwrap();
     assert_eq!(note, b"\0\0\0\0\0\0world");
-    // The follower has it all, database by database (sync: acknowledged means it is there).
+    // The follower has it all, database by database (sync: acknowledged means it is durable
+    // there, and applied once the leader's durable end reaches it).
+    let last = trio.status(trio.leader())["replication"]["last_lsn"].as_u64().unwrap();
+    trio.wait_applied(follower, last);
     let mut two = con(&trio.nodes[follower], 2);
     let values: Vec<Option<i64>> = two.mget(&["acct:a", "acct:b", "acct:c"]).unwrap();
     assert_eq!(values, [Some(70), None, Some(30)]);

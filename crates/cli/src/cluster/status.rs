@@ -371,7 +371,8 @@ fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Repl
     }
     let mut cells = Replication {
         epoch: own.and_then(|o| o["epoch"].as_u64()),
-        applied_lsn: own.and_then(|o| o["last_lsn"].as_u64()),
+        // A follower applies its log only as far as its leader holds it durably.
+        applied_lsn: own.and_then(|o| o["leader"]["applied_lsn"].as_u64().or_else(|| o["last_lsn"].as_u64())),
         rolled_back: own.and_then(|o| o["rolled_back"].as_u64()),
         ..Replication::default()
     };

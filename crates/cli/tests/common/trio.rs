@@ -149,6 +149,23 @@ impl Trio {
         }
     }
 
+    /// Waits until follower `i` has applied its log through `lsn` (its own status): what its
+    /// readers see. A follower applies a record once its leader holds it durably, a message
+    /// after the leader's fsync, so a write acknowledged in `sync` mode (durable on every
+    /// follower) is readable there a moment after its OK, not at once.
+    pub fn wait_applied(&self, i: usize, lsn: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status(i);
+            let applied = status["replication"]["leader"]["applied_lsn"].as_u64();
+            if applied >= Some(lsn) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "n{} never applied its log through {lsn}: {status}", i + 1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until each of `followers` streams and answers.
     pub fn wait_streaming(&self, followers: &[usize]) {
         for &i in followers {

@@ -21,7 +21,11 @@
 //! - `:run MS`: time passes and every message is delivered as it is sent, unprinted (replies
 //!   and node logs still print).
 //! - `:crash nI`: node I restarts from its engine and log (the memory engine keeps what was
-//!   written: a crash of the process, not of the disk).
+//!   written: a crash of the process, not of the disk). `:crash nI lose`: the same, but its
+//!   log keeps only what was durable (a power loss while its fsync was held).
+//! - `:hold nI`: node I's fsyncs stop finishing: its batches are written out and a leader's
+//!   records shipped, but nothing more becomes durable and what waits on that (replies,
+//!   acknowledgements) is held. `:fsync nI`: they finish, and finish at once again from then.
 //! - `:status`: each node's role, epoch, vote in that epoch (`voted=nJ`), leader as it knows
 //!   it (`leader=nJ`), log end with its last record's epoch (`lsn=3@e2`), the changes it cut
 //!   into its rollback log and how many times it started again (`rolled_back=N rebuilds=N`,
@@ -229,6 +233,12 @@ fn status_line(c: &Cluster, i: usize) -> String {
     }
     let last_epoch = node.log_epoch_at(status.last_lsn).unwrap_or(0);
     text += &format!(" lsn={}@e{last_epoch}", status.last_lsn);
+    if status.durable_lsn < status.last_lsn {
+        text += &format!(" durable={}", status.durable_lsn);
+    }
+    if let Some(view) = status.leader.as_ref().filter(|view| view.applied_lsn < status.last_lsn) {
+        text += &format!(" applied={}", view.applied_lsn);
+    }
     if status.rolled_back > 0 {
         text += &format!(" rolled_back={}", status.rolled_back);
     }
@@ -341,6 +351,16 @@ fn run_script(text: &str) -> String {
                 pass(c, ms.parse().expect(":tick [nI] MS"), which, false, &mut results);
             }
             ":run" => pass(c, words[1].parse().expect(":run MS"), None, true, &mut results),
+            ":crash" if words.get(2) == Some(&"lose") => {
+                let i = node(words[1]);
+                c.crash_losing_unsynced(i);
+                print_logs(c, i, &mut results);
+                results.push(format!(
+                    "n{} restarted at lsn {} (its unsynced records lost)",
+                    i + 1,
+                    c.nodes[i].last_lsn()
+                ));
+            }
             ":crash" => {
                 let i = node(words[1]);
                 let settings = c.nodes[i].settings().clone();
@@ -349,6 +369,12 @@ fn run_script(text: &str) -> String {
                 c.nodes[i] = SingleLeader::replicated(engine, files, settings, c.now).expect("restart");
                 print_logs(c, i, &mut results);
                 results.push(format!("n{} restarted at lsn {}", i + 1, c.nodes[i].last_lsn()));
+            }
+            ":hold" => c.hold_fsync(node(words[1])),
+            ":fsync" => {
+                let i = node(words[1]);
+                c.finish_fsync(i);
+                print_logs(c, i, &mut results);
             }
             ":status" => results.extend((0..c.nodes.len()).map(|i| status_line(c, i))),
             w if w.starts_with('n') && !w.starts_with(':') => {

@@ -298,7 +298,7 @@ impl<E: Engine> SingleLeader<E> {
                 let mut follower = Follower::new(leader, self.log.complete_lsn());
                 if self.log.complete_lsn() > self.durable_lsn() {
                     // It led, and applied writes its fsync has not yet made durable.
-                    follower.unconfirmed_through(self.log.complete_lsn());
+                    follower.unconfirmed_through(self.log.complete_lsn(), "stepped down from leading");
                 }
                 self.state = State::Follower(follower);
             }

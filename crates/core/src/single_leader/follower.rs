@@ -74,6 +74,10 @@ const INSTALL_SCAN_KEYS: usize = 1024;
 /// Bytes of the log read at a time while saving a cut to the rollback log.
 const CUT_READ_BYTES: usize = 4 * 1024 * 1024;
 
+/// Bytes of the log read at a time while applying records (records past what may be applied
+/// are read too, and dropped: this bounds that waste per message).
+const APPLY_READ_BYTES: usize = 64 * 1024;
+
 /// What a follower knows of its leader, for the status pages.
 #[derive(Clone, Debug, Serialize)]
 pub struct FollowerView {
@@ -85,8 +89,11 @@ pub struct FollowerView {
     pub link_up: bool,
     /// Milliseconds since the leader was last heard from; `None` if never.
     pub last_io_ms_ago: Option<u64>,
-    /// The newest record applied (and durable, or about to be in this batch).
+    /// The newest record applied: what its readers see (its leader holds it durably).
     pub applied_lsn: Lsn,
+    /// After a restart (or a step-down before an fsync finished): reads are refused until a
+    /// leader confirms the log through here (0: they are not).
+    pub unconfirmed_lsn: Lsn,
     /// The leader's durable log end, as last heard.
     pub leader_lsn: Lsn,
     /// Records the leader had, as last heard, that this follower does not.
@@ -147,6 +154,8 @@ pub(super) struct Follower {
     /// After a restart: the store holds records through here that no leader has confirmed
     /// durable (recovery applied the whole log); reads are refused until one does (0: none).
     unconfirmed: Lsn,
+    /// Why `unconfirmed` is set, for the error reads get: "restarted", "stepped down".
+    unconfirmed_because: &'static str,
     snapshots_installed: u64,
     /// The newest snapshot attempt seen: chunks of an older one, still in flight, are ignored.
     newest_attempt: u64,
@@ -169,6 +178,7 @@ impl Follower {
             applied,
             asked_match: false,
             unconfirmed: 0,
+            unconfirmed_because: "",
             snapshots_installed: 0,
             newest_attempt: 0,
         }
@@ -177,15 +187,22 @@ impl Follower {
     /// The store holds the whole log through `applied`, which no leader has confirmed durable
     /// (recovery at open applied it; or this node led, and steps down before its fsync
     /// finished): reads wait for a leader's word (module documentation, "Applying").
-    pub(super) fn unconfirmed_through(&mut self, applied: Lsn) {
+    /// `because` says how, for the error reads get ("restarted", "stepped down from leading").
+    pub(super) fn unconfirmed_through(&mut self, applied: Lsn, because: &'static str) {
         self.applied = applied;
         self.unconfirmed = applied;
+        self.unconfirmed_because = because;
     }
 
     /// The records through here are applied but not confirmed durable by a leader (0: none):
     /// reads must wait.
     pub(super) fn unconfirmed(&self) -> Lsn {
         self.unconfirmed
+    }
+
+    /// Why reads wait (see [`Follower::unconfirmed_through`]).
+    pub(super) fn unconfirmed_because(&self) -> &'static str {
+        self.unconfirmed_because
     }
 
     /// Follows `leader` (`None`: unknown yet) in a new epoch: nothing is known to match yet.
@@ -290,7 +307,9 @@ impl Follower {
                     // nothing", so that a crash mid-install starts it over.
                     log.reset(0, 0)?;
                     self.matched = 0;
-                    (self.applied, self.unconfirmed) = (0, 0);
+                    // Reads stay refused if they were: until the snapshot is whole, key
+                    // ranges it has not reached hold what this replica held.
+                    self.applied = 0;
                     self.installing = Some(Install { attempt, lsn, next_seq: 0 });
                 }
                 match &mut self.installing {
@@ -322,7 +341,7 @@ impl Follower {
                             log.reset(lsn, lsn_epoch)?;
                             votes.rebuilt()?;
                             self.matched = lsn;
-                            self.applied = lsn;
+                            (self.applied, self.unconfirmed) = (lsn, 0);
                             self.installing = None;
                             self.snapshots_installed += 1;
                             tracing::info!("installed a snapshot at {lsn}; the log follows from {}", lsn + 1);
@@ -546,6 +565,7 @@ impl Follower {
             link_up: self.last_heard_ms.is_some_and(|at| now_ms.saturating_sub(at) < settings.link_timeout_ms),
             last_io_ms_ago: self.last_heard_ms.map(|at| now_ms.saturating_sub(at)),
             applied_lsn: applied,
+            unconfirmed_lsn: self.unconfirmed,
             leader_lsn: self.leader_lsn,
             lag_records: self.leader_lsn.saturating_sub(applied),
             installing_snapshot: self.installing.is_some(),
@@ -590,45 +610,14 @@ fn save_outside_history(
     Ok(())
 }
 
-/// How the request starting at `start` ends within the log through `bound`.
-enum Span {
-    /// Its last part is at this lsn.
-    Whole(Lsn),
-    /// A record of another request follows its parts through this lsn: its leader stopped
-    /// shipping it, and it is never applied.
-    Abandoned(Lsn),
-    /// Its later parts are past `bound` (or still to come).
-    Open,
-}
-
-/// How the request starting at `start` (its first part is in the log) ends by `bound`.
-fn span(log: &mut ReplicationLog, start: Lsn, bound: Lsn) -> Result<Span> {
-    let mut after = start - 1;
-    while after < bound {
-        let Some(records) = log.read(after, CUT_READ_BYTES)? else { return Ok(Span::Open) };
-        if records.is_empty() {
-            break;
-        }
-        for record in &records {
-            if record.lsn > bound {
-                return Ok(Span::Open);
-            }
-            if record.request_start() != start {
-                return Ok(Span::Abandoned(record.lsn - 1));
-            }
-            if !record.continues() {
-                return Ok(Span::Whole(record.lsn));
-            }
-            after = record.lsn;
-        }
-    }
-    Ok(Span::Open)
-}
-
 /// Applies to `store` every whole request after `applied` whose last part is at most `bound`,
-/// in log order (newest first with `out_of_order`, the canary), moving `applied` past it and
-/// past abandoned requests; it never stops inside a request. False when the record after
-/// `applied` continues a request whose first parts are gone from the log.
+/// in log order, in one pass over the log, moving `applied` past it and past abandoned
+/// requests (a record of another request follows their parts: their leader stopped shipping
+/// them); it never stops inside a request. A one-record request is applied as it is read; a
+/// request of several parts is read again from its start once its last part is seen. False
+/// when a record continues a request whose first parts are gone from the log: what came before
+/// it is applied, and `applied` stops just before it. With `out_of_order` (the canary) the
+/// changes of each call are applied newest first.
 fn apply_through<E: Engine>(
     applied: &mut Lsn,
     bound: Lsn,
@@ -636,48 +625,76 @@ fn apply_through<E: Engine>(
     store: &mut Store<E>,
     out_of_order: bool,
 ) -> Result<bool> {
-    let mut spans = Vec::new();
-    let mut at = *applied;
-    while at < bound {
-        let Some(first) = log.read(at, 1)?.and_then(|records| records.into_iter().next()) else {
-            return Ok(false); // before the log's base
+    let mut reversed = Vec::new();
+    let mut apply = |change: Change, store: &mut Store<E>| -> Result<()> {
+        if out_of_order {
+            reversed.push(change);
+            Ok(())
+        } else {
+            store.apply(change)
+        }
+    };
+    // The first lsn of the request of several parts being read, if one is.
+    let mut open: Option<Lsn> = None;
+    let mut after = *applied;
+    let mut whole = true;
+    'scan: while after < bound {
+        let Some(records) = log.read(after, APPLY_READ_BYTES)? else {
+            whole = false; // before the log's base
+            break;
         };
-        let start = first.lsn;
-        if first.request_start() != start {
-            return Ok(false);
+        if records.is_empty() {
+            break;
         }
-        match span(log, start, bound)? {
-            Span::Open => break,
-            Span::Abandoned(end) => {
+        for record in records {
+            if record.lsn > bound {
+                break 'scan;
+            }
+            after = record.lsn;
+            let start = record.request_start();
+            if let Some(first) = open.filter(|&first| first != start) {
                 tracing::warn!(
-                    "records {start}..={end} hold part of a request that was never completed (its leader stopped \
-                     shipping it): abandoned, never applied"
+                    "records {first}..={} hold part of a request that was never completed (its leader stopped \
+                     shipping it): abandoned, never applied",
+                    record.lsn - 1
                 );
-                at = end;
+                open = None;
+                *applied = record.lsn - 1;
             }
-            Span::Whole(end) => {
-                spans.push((start, end));
-                at = end;
-            }
-        }
-    }
-    if out_of_order {
-        spans.reverse();
-    }
-    for (start, end) in spans {
-        let mut after = start - 1;
-        while after < end {
-            let records = log.read(after, CUT_READ_BYTES)?.expect("a request's parts are within the log");
-            for part in records.iter().take_while(|r| r.lsn <= end) {
-                for change in &part.changes {
-                    store.apply(change.clone())?;
+            match open {
+                None if start != record.lsn => {
+                    whole = false;
+                    break 'scan;
                 }
-                after = part.lsn;
+                None if record.continues() => open = Some(start),
+                None => {
+                    for change in record.changes {
+                        apply(change, store)?;
+                    }
+                    *applied = record.lsn;
+                }
+                Some(_) if record.continues() => {}
+                Some(first) => {
+                    let mut part_after = first - 1;
+                    while part_after < record.lsn {
+                        let parts = log.read(part_after, APPLY_READ_BYTES)?.expect("a request's parts are in the log");
+                        for part in parts.into_iter().take_while(|r| r.lsn <= record.lsn) {
+                            part_after = part.lsn;
+                            for change in part.changes {
+                                apply(change, store)?;
+                            }
+                        }
+                    }
+                    open = None;
+                    *applied = record.lsn;
+                }
             }
         }
     }
-    *applied = at;
-    Ok(true)
+    for change in reversed.into_iter().rev() {
+        store.apply(change)?;
+    }
+    Ok(whole)
 }
 
 /// Deletes every key of `store` (a tombstone of the oldest version for each), in bounded

@@ -137,9 +137,12 @@ impl<E: Engine> SingleLeader<E> {
             outbox.now.push(Output::Reply { id: h.id, reply });
         }
         let last = self.log.last_lsn();
+        let durable = self.durable_lsn();
         match (&self.state, &mut self.handover) {
             (State::Leader(leader), Some(h)) if h.sent_at_ms.is_none() => {
-                let caught_up = leader.matched_of(h.target) >= last;
+                // The target holds every record, and so does this node durably: a write it
+                // held for its own fsync would otherwise fail as it steps down.
+                let caught_up = leader.matched_of(h.target) >= last && durable >= last;
                 let late = h.deadline_ms.is_some_and(|d| now_ms >= d);
                 if caught_up || (late && h.force) {
                     tracing::info!("FAILOVER: {:?} holds the log through {last}: asking it to take over", h.target);

@@ -772,7 +772,10 @@ impl Leader {
                 // The follower's word is the truth about where its log ends; the next Append
                 // checks whether it matches this leader's (its log may also be longer).
                 p.sent = durable_lsn.min(log.last_lsn());
-                p.acked = matched_lsn.min(p.sent);
+                // What it matched stays matched while its log generation is the same (a log
+                // that lost or cut records has a new one, which reset `acked` above): a
+                // follower asking for a check must not count as holding nothing meanwhile.
+                p.acked = p.acked.max(matched_lsn).min(p.sent);
                 p.check = true;
                 p.low_since = None;
                 p.inflight.clear();
@@ -857,11 +860,20 @@ impl Leader {
                 return false;
             }
             self.noreplicas += 1;
-            let text = format!(
-                "NOREPLICAS Not enough good replicas to write: {have} of the {} followers that acks = \"{}\" needs \
-                 acknowledged it within {} ms. The write is applied on the leader and may still reach them.",
-                settings.acks_needed, settings.acks_label, w.timeout_ms
-            );
+            let text = if have >= settings.acks_needed {
+                format!(
+                    "NOREPLICAS Not enough good replicas to write: the leader's own copy was not durable within {} ms \
+                     (its fsync is slow), though {have} of the {} followers that acks = \"{}\" needs acknowledged \
+                     it. The write is applied on the leader and may still become durable.",
+                    w.timeout_ms, settings.acks_needed, settings.acks_label
+                )
+            } else {
+                format!(
+                    "NOREPLICAS Not enough good replicas to write: {have} of the {} followers that acks = \"{}\" \
+                     needs acknowledged it within {} ms. The write is applied on the leader and may still reach them.",
+                    settings.acks_needed, settings.acks_label, w.timeout_ms
+                )
+            };
             outbox.now.push(Output::Reply { id: w.id, reply: Reply::Error(text) });
             false
         });

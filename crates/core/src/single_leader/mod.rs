@@ -563,7 +563,7 @@ impl<E: Engine> SingleLeader<E> {
         replica.recover()?;
         if let State::Follower(follower) = &mut replica.state {
             // Recovery applied the whole log, which may hold records no leader made durable.
-            follower.unconfirmed_through(replica.log.complete_lsn());
+            follower.unconfirmed_through(replica.log.complete_lsn(), "restarted");
         }
         // Everything the log holds is durable from here on (open may have read records that
         // were only in the page cache): a leader may ship all of it at once, without waiting
@@ -727,8 +727,9 @@ impl<E: Engine> SingleLeader<E> {
                         ),
                     }),
                     _ if follower.unconfirmed() > 0 => Reply::Error(format!(
-                        "TRYAGAIN this replica restarted holding records through {} that no leader has confirmed \
+                        "TRYAGAIN this replica {} holding records through {} that no leader has confirmed \
                          durable yet; it serves reads once its leader does (within a heartbeat of hearing it){}",
+                        follower.unconfirmed_because(),
                         follower.unconfirmed(),
                         match follower.leader {
                             Some(leader) => format!(". The leader is {}.", self.settings.hint(leader)),

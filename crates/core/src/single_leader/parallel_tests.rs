@@ -130,3 +130,90 @@ fn a_leader_that_steps_down_before_its_fsync_refuses_reads_until_a_leader_confir
     c.nodes[0].become_follower(c.now, None, &mut outbox).unwrap();
     assert_eq!(get(&mut c, 0, "a"), Reply::Bulk(Bytes::from("1")));
 }
+
+/// Node `i`'s view of follower `f` on the leader `leader`: its acknowledged position.
+fn acked(c: &Cluster, leader: usize, f: usize) -> u64 {
+    let status = c.nodes[leader].status(c.now);
+    status.followers.iter().find(|p| p.node == c.ids[f]).expect("a follower").acked_lsn
+}
+
+#[test]
+fn a_follower_asking_for_a_check_keeps_what_it_matched_on_the_leader() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    c.send(0, "SET a 1");
+    c.settle();
+    let before = acked(&c, 0, 1);
+    assert!(before >= 1);
+    restart(&mut c, 1);
+    // Its first acknowledgement refuses a heartbeat to have its log checked: the leader must
+    // not count it as holding nothing meanwhile (sync writes and reads would wait on it).
+    for _ in 0..4 {
+        c.now += 50;
+        c.step(0, Input::Tick);
+        while let Some((from, to, message)) = c.net.pop_front() {
+            let from = c.ids[from];
+            c.step(to, Input::Message { from, message });
+            assert!(acked(&c, 0, 1) >= before, "the leader dropped n2's acknowledged position");
+        }
+    }
+    assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")));
+}
+
+#[test]
+fn a_restarted_follower_sent_a_snapshot_refuses_reads_until_the_snapshot_is_whole() {
+    let options = ReplogOptions { retain_bytes_max: 2_000, segment_bytes_max: 500, ..Default::default() };
+    let mut c = Cluster::new(2, 1, options);
+    c.run_for(200);
+    c.send(0, "SET a 1");
+    c.settle();
+    c.cut.insert(1);
+    for i in 0..100 {
+        c.send(0, &format!("SET k{i:03} {}", "v".repeat(50)));
+        c.settle();
+    }
+    c.run_for(3_000);
+    assert!(c.nodes[0].first_lsn() > c.nodes[1].last_lsn() + 1, "the leader kept the records n2 lacks");
+    restart(&mut c, 1);
+    c.cut.clear();
+    let mut installing_seen = false;
+    for _ in 0..100 {
+        c.now += 50;
+        for i in 0..3 {
+            c.step(i, Input::Tick);
+        }
+        while let Some((from, to, message)) = c.net.pop_front() {
+            let from = c.ids[from];
+            c.step(to, Input::Message { from, message });
+            if c.nodes[1].status(c.now).leader.is_some_and(|v| v.installing_snapshot) {
+                installing_seen = true;
+                // Key ranges the snapshot has not reached hold what n2 held at its restart.
+                let reply = get(&mut c, 1, "a");
+                assert!(matches!(&reply, Reply::Error(e) if e.starts_with("TRYAGAIN")), "{reply:?}");
+            }
+        }
+    }
+    assert!(installing_seen, "no snapshot was installed");
+    assert_eq!(get(&mut c, 1, "k099"), Reply::Bulk(Bytes::from("v".repeat(50))));
+}
+
+#[test]
+fn a_handover_waits_for_the_leaders_own_fsync() {
+    let mut c = Cluster::failover(2, 1, ReplogOptions::default());
+    c.run_for(300);
+    c.hold_fsync(0);
+    c.send(0, "SET b 2");
+    c.settle();
+    let id = c.send(0, "FAILOVER TO 127.0.0.1 7002");
+    c.settle();
+    let timeout_now = |c: &Cluster| c.net.iter().any(|(_, _, m)| matches!(m, Message::TimeoutNow { .. }));
+    // n2 holds every record, but n1's own copy of the write is not durable: handing over now
+    // would fail the write as n1 steps down, though n2 has it.
+    assert!(!timeout_now(&c), "asked n2 to take over before n1's own fsync");
+    c.finish_fsync(0);
+    assert!(timeout_now(&c), "n1 never asked n2 to take over");
+    c.settle();
+    c.run_for(300);
+    assert!(c.nodes[1].is_leader());
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+}

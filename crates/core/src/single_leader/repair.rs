@@ -225,8 +225,9 @@ impl<E: Engine> SingleLeader<E> {
         self.take_pending_repair()
     }
 
-    /// Takes the pending repair reply if the log now matches the leader's through its `lsn`;
-    /// drops it if the leader or the epoch changed.
+    /// Takes the pending repair reply if the store now holds the leader's history through its
+    /// `lsn` (the log matches the leader's there, and the follower has applied it: a follower
+    /// applies only what its leader holds durably); drops it if the leader or the epoch changed.
     pub(super) fn take_pending_repair(&mut self) -> Result<()> {
         let Some(pending) = &self.repair.pending else { return Ok(()) };
         let matched = match &self.state {
@@ -235,7 +236,7 @@ impl<E: Engine> SingleLeader<E> {
                     && self.settings.epoch == pending.epoch
                     && f.matched >= pending.matched_then =>
             {
-                f.matched
+                f.matched.min(f.applied)
             }
             _ => {
                 self.repair.pending = None;

@@ -27,6 +27,10 @@ pub(super) struct Cluster {
     next_id: RequestId,
     /// Deliver every message twice.
     duplicate: bool,
+    /// Nodes whose fsyncs do not finish (`hold_fsync`): their batches are written out, their
+    /// records shipped, but nothing more is durable and their held outputs wait, until
+    /// `finish_fsync`.
+    pub(super) fsync_held: BTreeMap<usize, Vec<Output>>,
 }
 
 fn request(line: &str) -> Request {
@@ -97,6 +101,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             next_id: 0,
             duplicate: false,
+            fsync_held: BTreeMap::new(),
         }
     }
 
@@ -105,10 +110,62 @@ impl Cluster {
     pub(super) fn step(&mut self, i: usize, input: Input) {
         let mut outbox = Outbox::default();
         self.nodes[i].step(self.now, input, &mut outbox).unwrap();
+        if let Some(held) = self.fsync_held.get_mut(&i) {
+            self.nodes[i].write_out(self.now, &mut outbox).unwrap();
+            held.append(&mut outbox.after_flush);
+            let now = std::mem::take(&mut outbox.now);
+            self.route(i, now);
+            return;
+        }
         self.nodes[i].flush(self.now).unwrap();
         let (lsn, resets) = (self.nodes[i].last_lsn(), self.nodes[i].log_resets());
         self.nodes[i].step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
-        for output in outbox.drain_all() {
+        let outputs = outbox.drain_all();
+        self.route(i, outputs);
+    }
+
+    /// From now on node `i`'s fsyncs do not finish (see `fsync_held`).
+    pub(super) fn hold_fsync(&mut self, i: usize) {
+        self.fsync_held.entry(i).or_default();
+    }
+
+    /// Node `i`'s held fsyncs finish: its log is durable through its end, what waited leaves,
+    /// and its fsyncs finish at once again.
+    pub(super) fn finish_fsync(&mut self, i: usize) {
+        let held = self.fsync_held.remove(&i).unwrap_or_default();
+        self.route(i, held);
+        let mut outbox = Outbox::default();
+        self.nodes[i].flush(self.now).unwrap();
+        let (lsn, resets) = (self.nodes[i].last_lsn(), self.nodes[i].log_resets());
+        self.nodes[i].step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+        let outputs = outbox.drain_all();
+        self.route(i, outputs);
+    }
+
+    /// Node `i` crashes with its fsyncs held and restarts: its log keeps only what was
+    /// durable (the memory engine keeps every write, as pages that reached the disk would).
+    pub(super) fn crash_losing_unsynced(&mut self, i: usize) {
+        use crate::replication::ReplicationLog;
+        self.fsync_held.remove(&i);
+        let durable = self.nodes[i].durable_lsn();
+        let settings = self.nodes[i].settings().clone();
+        let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
+        let (engine, mut files) = std::mem::replace(&mut self.nodes[i], placeholder).into_parts();
+        let old = &mut files.log;
+        let base = old.first_lsn() - 1;
+        let mut log = ReplicationLog::in_memory(old.options().clone());
+        log.reset(base, old.epoch_at(base).expect("the base is in the log")).unwrap();
+        let records = old.read(base, usize::MAX).unwrap().unwrap_or_default();
+        for record in records.into_iter().take_while(|r| r.lsn <= durable) {
+            log.append(record).unwrap();
+        }
+        files.log = log;
+        self.nodes[i] = SingleLeader::replicated(engine, files, settings, self.now).unwrap();
+    }
+
+    /// Sends node `i`'s outputs: messages into the network, replies to their clients.
+    fn route(&mut self, i: usize, outputs: Vec<Output>) {
+        for output in outputs {
             match output {
                 Output::Reply { id, reply } => {
                     assert!(self.replies.insert(id, reply).is_none(), "one reply per request");
