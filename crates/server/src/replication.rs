@@ -161,11 +161,13 @@ pub fn info(state: &NodeState) -> String {
                  slave_repl_offset:{}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n\
                  connected_slaves:0\r\nmaster_repl_offset:{}\r\nreplikv_leader:{name}\r\nreplikv_leader_lsn:{}\r\n\
                  replikv_lag_records:{}\r\nreplikv_snapshots_installed:{}\r\nreplikv_role:{}\r\nreplikv_epoch:{}\r\n\
-                 replikv_matched_lsn:{}\r\nreplikv_rebuilds:{}\r\nreplikv_rolled_back:{}\r\n",
+                 replikv_matched_lsn:{}\r\nreplikv_rebuilds:{}\r\nreplikv_tail_cuts:{}\r\n\
+                 replikv_unconfirmed_lsn:{}\r\nreplikv_rolled_back:{}\r\n",
                 if view.link_up { "up" } else { "down" },
                 view.last_io_ms_ago.map_or(-1, |ms| (ms / 1000) as i64),
                 u8::from(view.installing_snapshot),
-                view.applied_lsn,
+                // Received (in its log) and processed (applied: its leader holds it durably).
+                status.last_lsn,
                 view.applied_lsn,
                 view.applied_lsn,
                 view.leader_lsn,
@@ -175,6 +177,8 @@ pub fn info(state: &NodeState) -> String {
                 status.epoch,
                 view.matched_lsn,
                 view.rebuilds,
+                view.tail_cuts,
+                view.unconfirmed_lsn,
                 status.rolled_back,
             );
         }

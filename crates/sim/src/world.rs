@@ -382,9 +382,10 @@ impl World {
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().expect("checked above");
         if replica.log_resets() != node.log_resets {
-            // A reset is durable when it returns: the log is durable at its new base.
+            // A reset (or a cut of the log's tail) is durable when it returns: the log is
+            // durable where it left it.
             node.log_resets = replica.log_resets();
-            node.log_synced = sl(replica).first_lsn() - 1;
+            node.log_synced = sl(replica).log_reset_lsn();
         }
         let resets = match replica.write_out(clock, &mut outbox) {
             Ok(written) => written.resets,

@@ -245,6 +245,9 @@ fn status_line(c: &Cluster, i: usize) -> String {
     if let Some(view) = status.leader.as_ref().filter(|view| view.rebuilds > 0) {
         text += &format!(" rebuilds={}", view.rebuilds);
     }
+    if let Some(view) = status.leader.as_ref().filter(|view| view.tail_cuts > 0) {
+        text += &format!(" tail_cuts={}", view.tail_cuts);
+    }
     for f in &status.followers {
         text += &format!(" | {}: {} acked={} lag={}", name(index(f.node)), f.mode, f.acked_lsn, f.lag_records);
         if f.snapshots > 0 {

@@ -14,9 +14,11 @@
 //! start of its own run of records of that epoch, so the leader backs up an epoch at a time.
 //! A record it already holds in the same epoch is skipped; one it holds in another epoch is a
 //! conflict: its log from there on is a history the new leader does not share (writes an old
-//! leader made that no majority held). It saves those records to its [`RollbackLog`], empties
-//! its store and its log, and starts again from the leader's log or a snapshot, like a new
-//! node: a logical log has no old values to undo with. The acknowledgement's `matched_lsn`
+//! leader made that no majority held). It saves those records to its [`RollbackLog`]. If it
+//! never applied them (they were past its old leader's durable end, "Applying" below) and
+//! they are all in its log's active segment, it cuts them from its log alone and goes on; else
+//! it empties its store and its log and starts again from the leader's log or a snapshot,
+//! like a new node: a logical log has no old values to undo with. The acknowledgement's `matched_lsn`
 //! says how far the log is known to equal this leader's; only that counts for the leader's
 //! acknowledgements and reads.
 //!
@@ -106,6 +108,9 @@ pub struct FollowerView {
     pub matched_lsn: Lsn,
     /// Times since start it cut records the leader does not hold and started again.
     pub rebuilds: u64,
+    /// Times since start it cut records the leader does not hold from its log alone (it had
+    /// not applied them).
+    pub tail_cuts: u64,
 }
 
 /// An election this node stands in (or a pre-vote before one).
@@ -142,6 +147,8 @@ pub(super) struct Follower {
     round: u64,
     /// Cuts since start.
     rebuilds: u64,
+    /// Cuts of records never applied (the log's tail only) since start.
+    tail_cuts: u64,
     /// (leader log end, leader clock) from the leader's messages, oldest first.
     marks: VecDeque<(Lsn, u64)>,
     caught_up_at_ms: u64,
@@ -171,6 +178,7 @@ impl Follower {
             matched: 0,
             round: 0,
             rebuilds: 0,
+            tail_cuts: 0,
             marks: VecDeque::new(),
             caught_up_at_ms: 0,
             leader_lsn: 0,
@@ -425,8 +433,14 @@ impl Follower {
                     matched = Some(record.lsn); // already here
                     continue;
                 }
-                self.cut(now_ms, record.lsn, log, store, rollback, votes)?;
-                return Ok((true, None));
+                if record.lsn > self.applied && log.can_truncate_after(record.lsn - 1) {
+                    // Never applied: the store is as the leader's history has it, and only the
+                    // log's tail goes. The record then follows the log's end.
+                    self.cut_tail(now_ms, record.lsn - 1, log, rollback, votes)?;
+                } else {
+                    self.cut(now_ms, record.lsn, log, store, rollback, votes)?;
+                    return Ok((true, None));
+                }
             }
             if record.lsn != log.last_lsn() + 1 {
                 return Ok((true, None));
@@ -497,6 +511,36 @@ impl Follower {
         self.matched = 0;
         (self.applied, self.unconfirmed) = (0, 0);
         self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// Drops the log's records after `after` (none of them applied: see "Matching the
+    /// leader's log"), saving them to the rollback log first.
+    fn cut_tail(
+        &mut self,
+        now_ms: u64,
+        after: Lsn,
+        log: &mut ReplicationLog,
+        rollback: &mut RollbackLog,
+        votes: &mut VoteStore,
+    ) -> Result<()> {
+        let last = log.last_lsn();
+        let (mut at, mut saved) = (after, 0);
+        while let Some(records) = log.read(at, CUT_READ_BYTES)? {
+            let Some(end) = records.last().map(|r| r.lsn) else { break };
+            saved += rollback.save(&records, now_ms)?;
+            at = end;
+        }
+        tracing::warn!(
+            "records {}..={last} are not in the leader's history and were never applied: saved their {saved} changes to \
+             the rollback log and cut them from the log",
+            after + 1
+        );
+        // The leader ignores acknowledgements about the log as it was.
+        votes.cutting_tail(LogPosition { epoch: log.last_epoch(), lsn: last })?;
+        log.truncate_after(after)?;
+        self.matched = self.matched.min(after);
+        self.tail_cuts += 1;
         Ok(())
     }
 
@@ -572,6 +616,7 @@ impl Follower {
             snapshots_installed: self.snapshots_installed,
             matched_lsn: self.matched.min(log.last_lsn()),
             rebuilds: self.rebuilds,
+            tail_cuts: self.tail_cuts,
         }
     }
 }

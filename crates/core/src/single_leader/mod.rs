@@ -1044,6 +1044,11 @@ impl<E: Engine> SingleLeader<E> {
         }
     }
 
+    /// Where the log's last reset (or cut of its tail) left it: durable through there.
+    pub fn log_reset_lsn(&self) -> Lsn {
+        self.log.resets().1
+    }
+
     /// How many times the log was reset (snapshots installed, histories cut) since it opened.
     pub fn log_resets(&self) -> u64 {
         self.log.resets().0

@@ -126,6 +126,15 @@ impl VoteStore {
         self.save_floor(self.floor.max(position), self.generation + 1, LogPosition::default(), true)
     }
 
+    /// Before the log drops its tail (records never applied), having ended at `position`:
+    /// raises the vote floor to it and starts a new generation, durably, as
+    /// [`Self::emptying_log`] does; the store is not touched, so the taint stays and no
+    /// rebuild starts (a crash before the cut is durable leaves the records, which are cut
+    /// again).
+    pub fn cutting_tail(&mut self, position: LogPosition) -> Result<()> {
+        self.save_floor(self.floor.max(position), self.generation + 1, self.taint, self.rebuilding)
+    }
+
     /// True while a rebuild is under way (module documentation).
     pub fn rebuilding(&self) -> bool {
         self.rebuilding

@@ -202,6 +202,35 @@ impl Files {
         Ok(())
     }
 
+    /// Writes out what is pending, then drops every record after `lsn` from the active
+    /// segment file, durably: the file is cut where the frame of `lsn + 1` starts and fsynced.
+    /// The caller has checked that `lsn + 1` is in the active segment once pending frames are
+    /// written (see [`super::ReplicationLog::truncate_after`]). Returns the file's new length.
+    pub(super) fn truncate_after(&mut self, lsn: Lsn) -> Result<u64> {
+        self.check_running()?;
+        let result = self.write_pending();
+        self.stop_on_error(result)?;
+        assert!(lsn + 1 >= self.active.first_lsn, "truncating after {lsn}, before the active segment");
+        let active = &self.active;
+        let result = (|| {
+            let mut reader = FrameReader::open(active.path.clone(), HEADER_BYTES as u64, active.written)?;
+            for _ in active.first_lsn..=lsn {
+                reader.skip()?;
+            }
+            let offset = reader.offset;
+            active.file.set_len(offset).map_err(|e| Error::io("truncate", &active.path, e))?;
+            // sync_all: the new length is metadata, which fdatasync need not persist.
+            self.gate.run(&active.path, || active.file.sync_all())?;
+            Ok(offset)
+        })();
+        let offset = self.stop_on_error(result)?;
+        self.active.written = offset;
+        self.written_lsn = lsn;
+        self.unsynced = false;
+        self.cursors.retain(|&next, _| next <= lsn);
+        Ok(offset)
+    }
+
     /// Deletes the sealed segment whose first lsn is `first`, durably.
     pub(super) fn delete_segment(&mut self, first: Lsn) -> Result<()> {
         assert!(first < self.active.first_lsn, "deleting segment {first}, not older than the active one");

@@ -432,6 +432,60 @@ impl ReplicationLog {
         Ok(())
     }
 
+    /// True when [`Self::truncate_after`] can drop every record after `lsn`: they are all in
+    /// the active segment, and `lsn` is not before the log's base.
+    pub fn can_truncate_after(&self, lsn: Lsn) -> bool {
+        let active_first = *self.segments.keys().next_back().expect("a log always has a segment");
+        lsn >= self.first_lsn() - 1 && lsn + 1 >= active_first
+    }
+
+    /// Drops every record after `lsn`, durably (a follower's records that its leader's
+    /// history does not hold); afterwards `last_lsn() == lsn`. It counts as a reset at `lsn`
+    /// ([`Self::resets`]): a durability notice from before it names records it dropped. Only
+    /// the active segment's records can be dropped ([`Self::can_truncate_after`]; else
+    /// [`Error::InvalidInput`] and nothing changes): a caller that needs more resets the log.
+    pub fn truncate_after(&mut self, lsn: Lsn) -> Result<()> {
+        if lsn >= self.last_lsn {
+            return Ok(());
+        }
+        if !self.can_truncate_after(lsn) {
+            return Err(Error::InvalidInput(format!(
+                "cannot truncate the log after lsn {lsn}: its records from {} on are not all in the active segment",
+                lsn + 1
+            )));
+        }
+        let last_epoch = self.epoch_at(lsn).expect("lsn is within the log");
+        let open_request = match lsn >= self.first_lsn() {
+            true => {
+                let record = self.read(lsn - 1, 1)?.and_then(|r| r.into_iter().next()).expect("lsn is in the log");
+                record.continues().then(|| record.request_start())
+            }
+            false => None,
+        };
+        let file_len = match &mut self.files {
+            Some(files) => Some(files.truncate_after(lsn)?),
+            None => None,
+        };
+        let mut dropped_hints = 0;
+        while self.tail.back().is_some_and(|record| record.lsn > lsn) {
+            let record = self.tail.pop_back().expect("a back record");
+            self.tail_bytes -= record.size_hint();
+            dropped_hints += record.size_hint() as u64;
+        }
+        let active = self.segments.values_mut().next_back().expect("a log always has a segment");
+        let new_bytes = file_len.unwrap_or(active.bytes.saturating_sub(dropped_hints));
+        self.bytes = self.bytes - active.bytes + new_bytes;
+        active.bytes = new_bytes;
+        active.last_lsn = lsn;
+        self.last_lsn = lsn;
+        self.last_epoch = last_epoch;
+        self.epochs.retain(|&start, _| start <= lsn);
+        self.open_request = open_request;
+        self.resets += 1;
+        self.reset_lsn = lsn;
+        Ok(())
+    }
+
     /// The first lsn of the request whose parts the log holds only some of, when it ends
     /// inside one (its later parts are still to come, or never will: see [`LogRecord`]).
     pub fn open_request(&self) -> Option<Lsn> {

@@ -569,3 +569,53 @@ fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after()
     assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
     assert_eq!((log.open_request(), log.complete_lsn()), (Some(4), 3), "an open request survives a reopen");
 }
+
+#[test]
+fn truncate_after_drops_the_active_segments_tail_durably_and_counts_as_a_reset() {
+    for (written, tail) in [(true, 0), (true, 1 << 20), (false, 1 << 20)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = options(1 << 20, 1 << 30, tail);
+        let mut log = ReplicationLog::open(dir.path(), opts.clone()).expect("open");
+        let all = records(1, 30);
+        append_all(&mut log, &all);
+        if written {
+            log.flush().expect("flush");
+        }
+        let resets = log.resets().0;
+        assert!(log.can_truncate_after(0) && log.can_truncate_after(26));
+        // Lsn 25 is the first part of a request of two (its second is 26): it is left open.
+        log.truncate_after(25).expect("truncate");
+        assert_eq!((log.last_lsn(), log.last_epoch(), log.open_request()), (25, 2, Some(25)));
+        assert_eq!(log.resets(), (resets + 1, 25), "a cut of the tail counts as a reset at its lsn");
+        assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all[..25].to_vec()));
+        assert_eq!(log.stats().bytes, fs::metadata(&segment_files(dir.path())[0]).expect("stat").len());
+        // Another history goes on from there, in another epoch, and survives a reopen.
+        let next: Vec<LogRecord> = (26..=28).map(|lsn| LogRecord::whole(lsn, 3, Vec::new())).collect();
+        append_all(&mut log, &next);
+        log.flush().expect("flush");
+        drop(log);
+        let mut log = ReplicationLog::open(dir.path(), opts.clone()).expect("reopen");
+        let expected: Vec<LogRecord> = all[..25].iter().cloned().chain(next).collect();
+        assert_eq!(log.read(0, usize::MAX).expect("read"), Some(expected));
+        assert_eq!(log.epoch_at(25), Some(2));
+        assert_eq!(log.epoch_at(26), Some(3));
+        // Down to nothing but the base.
+        log.truncate_after(0).expect("truncate to the base");
+        assert_eq!((log.last_lsn(), log.last_epoch(), log.read(0, usize::MAX).expect("read")), (0, 0, Some(vec![])));
+    }
+    // Not across segments: refused, and nothing changes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
+    append_all(&mut log, &records(1, 40));
+    log.flush().expect("flush");
+    assert!(log.stats().segments > 2);
+    assert!(!log.can_truncate_after(1));
+    assert!(matches!(log.truncate_after(1), Err(Error::InvalidInput(_))));
+    assert_eq!(log.last_lsn(), 40);
+    // The in-memory log alike.
+    let mut memory = ReplicationLog::in_memory(ReplogOptions::default());
+    append_all(&mut memory, &records(1, 10));
+    memory.truncate_after(4).expect("truncate");
+    assert_eq!(memory.read(0, usize::MAX).expect("read"), Some(records(1, 4)));
+    assert_eq!(memory.stats().bytes, records(1, 4).iter().map(|r| r.size_hint() as u64).sum::<u64>());
+}
