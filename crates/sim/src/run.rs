@@ -334,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn regression_a_node_behind_its_vote_floor_no_longer_stands() {
+        // Found by `replikv sim --acks semi-sync:1 --seeds 0..1500`: n2 emptied its log (a cut
+        // of records its new leader lacked) and had taken back only part of the history when
+        // that leader, the only other node holding writes acknowledged with n2's old copy,
+        // crashed; n3, further behind, then elected n2, and those writes were cut everywhere.
+        let faults =
+            Faults::parse("drop=0,dup=0,delay=1..24,partition=0,crash=0.0009983846742068966,pause=0,skew=86,drift=0")
+                .unwrap();
+        let mut c = config(365, 1, faults);
+        (c.safety_ms, c.quiet_ms, c.log_retain_bytes) = (5_000, 20_000, 8192);
+        let report = run(c);
+        assert!(!report.failed(), "{report:#?}");
+    }
+
+    #[test]
     fn a_sweep_without_canaries_passes() {
         for acks_needed in [0, 1, 2] {
             for seed in 0..CI_SEEDS {

@@ -152,7 +152,11 @@
 //!   the history differs there it empties itself and takes it again. Those writes, which it
 //!   holds only as values, are not saved to the rollback log.
 //! - A node that empties its log (a cut, a snapshot) votes with the position it had, from its
-//!   vote floor (see [`crate::single_leader::vote`]), until its log is back past it.
+//!   vote floor (see [`crate::single_leader::vote`]), until its log is back past it, and does
+//!   not stand for election meanwhile: its old log may have held writes acknowledged with its
+//!   copy, and nodes behind it could otherwise elect it without them (found by
+//!   `replikv sim --acks semi-sync:1 --seed 365`). While the only node holding them is down,
+//!   the cluster waits for it.
 //! - WAIT on a lone node, or on a leader without followers, answers at once (Redis would
 //!   block until its timeout).
 //! - A follower up but slow keeps the leader's log from shrinking (it is warned about, not
@@ -825,8 +829,10 @@ impl<E: Engine> SingleLeader<E> {
                     self.reclaim = false;
                 }
                 // A replica whose store may hold writes its log lacks (a snapshot's taint) does
-                // not stand: as leader it would serve values no log records.
-                let tainted = self.votes.taint().is_some();
+                // not stand: as leader it would serve values no log records. Nor does one whose
+                // log is behind its vote floor: it emptied a log that may have held writes it
+                // acknowledged, and voters behind it could elect it without them.
+                let tainted = self.votes.taint().is_some() || self.behind_vote_floor();
                 if (self.settings.auto_failover || self.reclaim) && !tainted && now_ms >= self.election_deadline_ms {
                     self.stand(now_ms, true, false, outbox)?;
                 }
@@ -845,7 +851,7 @@ impl<E: Engine> SingleLeader<E> {
                 self.vote(now_ms, from, epoch, last, pre_vote, transfer, outbox)
             }
             (State::Follower(f), Message::TimeoutNow { .. })
-                if f.leader == Some(from) && self.votes.taint().is_none() =>
+                if f.leader == Some(from) && self.votes.taint().is_none() && !self.behind_vote_floor() =>
             {
                 tracing::info!("{from:?} hands over: standing now");
                 self.stand(now_ms, false, true, outbox)
@@ -1042,6 +1048,12 @@ impl<E: Engine> SingleLeader<E> {
             State::Follower(follower) if follower.unconfirmed() == 0 => Some(follower.applied),
             _ => None,
         }
+    }
+
+    /// True when the log ends before the vote floor: it was emptied (or its tail cut) from a
+    /// position it has not reached again.
+    fn behind_vote_floor(&self) -> bool {
+        LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() } < self.votes.floor()
     }
 
     /// Where the log's last reset (or cut of its tail) left it: durable through there.
