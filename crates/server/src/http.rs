@@ -25,7 +25,9 @@
 //! In a leaderless cluster `w` and `r` choose a request's quorums (the cluster's n, w and r
 //! otherwise; one given alone keeps the cluster's other), as `REPLIKV.CONSISTENCY w,r` does
 //! on a RESP connection; a request whose quorum did not answer in time gets 503 with the
-//! `NOQUORUM` text, saying how many replicas took a write. Values in a 300 are JSON strings
+//! `NOQUORUM` text, saying how many replicas took a write. A single-leader follower that
+//! restarted answers reads with 503 and the `TRYAGAIN` text until its leader confirms its log.
+//! Values in a 300 are JSON strings
 //! when they are UTF-8, else `{"hex": "..."}`; a delete among them is `null`.
 //!
 //! The test endpoints answer 404 unless the node was started with `--test-faults`
@@ -234,11 +236,19 @@ impl QuorumParams {
     }
 }
 
-/// The response to an error reply: 503 for a quorum that did not answer (`NOQUORUM`), 400
-/// for the rest.
+/// The response to an error reply: 503 for what a retry may get past (a quorum that did not
+/// answer, `NOQUORUM`; a follower that restarted and waits for its leader's word, `TRYAGAIN`),
+/// 400 for the rest.
 fn error_reply(e: String) -> Response {
-    let status = if e.starts_with("NOQUORUM") { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_REQUEST };
-    error(status, e)
+    error(error_status(&e), e)
+}
+
+/// The status of an error reply's response (see [`error_reply`]).
+fn error_status(e: &str) -> StatusCode {
+    match e.starts_with("NOQUORUM") || e.starts_with("TRYAGAIN") {
+        true => StatusCode::SERVICE_UNAVAILABLE,
+        false => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn get_key(
@@ -621,6 +631,14 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn errors_a_retry_may_get_past_are_503_and_the_rest_400() {
+        assert_eq!(error_status("NOQUORUM 1 of 2 replicas answered"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_status("TRYAGAIN this replica restarted holding records"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_status("READONLY You can't write against a read only replica."), StatusCode::BAD_REQUEST);
+        assert_eq!(error_status("ERR value is not an integer"), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
