@@ -366,6 +366,8 @@ fn run_script(text: &str) -> String {
             }
             ":crash" => {
                 let i = node(words[1]);
+                // What waited on its held fsync dies with the process.
+                c.fsync_held.remove(&i);
                 let settings = c.nodes[i].settings().clone();
                 let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
                 let (engine, files) = std::mem::replace(&mut c.nodes[i], placeholder).into_parts();

@@ -208,6 +208,12 @@ impl Follower {
         self.unconfirmed
     }
 
+    /// True while a snapshot is being installed: the store holds part of it beside what the
+    /// replica held before, and reads wait until it is whole.
+    pub(super) fn installing_snapshot(&self) -> bool {
+        self.installing.is_some()
+    }
+
     /// Why reads wait (see [`Follower::unconfirmed_through`]).
     pub(super) fn unconfirmed_because(&self) -> &'static str {
         self.unconfirmed_because
@@ -223,7 +229,8 @@ impl Follower {
         self.round = 0;
         self.marks.clear();
         self.leader_lsn = 0;
-        self.installing = None;
+        // A snapshot being installed stays so: the new leader's first chunk starts another, or
+        // its first Append abandons it (emptying the half-installed store) and streams the log.
         // A new leader numbers its snapshot attempts from its own clock, which may be behind.
         self.newest_attempt = 0;
     }
@@ -433,7 +440,9 @@ impl Follower {
                     matched = Some(record.lsn); // already here
                     continue;
                 }
-                if record.lsn > self.applied && log.can_truncate_after(record.lsn - 1) {
+                // Not if a snapshot's taint reaches the record: the store may hold its writes.
+                let untainted = votes.taint().is_none_or(|taint| taint.lsn < record.lsn);
+                if record.lsn > self.applied && untainted && log.can_truncate_after(record.lsn - 1) {
                     // Never applied: the store is as the leader's history has it, and only the
                     // log's tail goes. The record then follows the log's end.
                     self.cut_tail(now_ms, record.lsn - 1, log, rollback, votes)?;
@@ -502,8 +511,12 @@ impl Follower {
                  log; emptying this replica to take the leader's history again"
             );
         }
-        // Until its log is back past where it was, it votes as if it still were (the vote floor).
-        votes.emptying_log(LogPosition { epoch: log.last_epoch(), lsn: last })?;
+        // Until its log is back past the history it held, it votes as if it still held it (the
+        // vote floor), and does not stand. What it cuts is not the history's: no leader that
+        // lacks it can have acknowledged it, so the floor need not cover it.
+        let kept = from - 1;
+        let position = LogPosition { epoch: log.epoch_at(kept).unwrap_or_else(|| log.last_epoch()), lsn: kept };
+        votes.emptying_log(position.min(LogPosition { epoch: log.last_epoch(), lsn: last }))?;
         wipe(store)?;
         store.engine_mut().sync_written(now_ms)?;
         log.reset(0, 0)?;
@@ -525,7 +538,10 @@ impl Follower {
         votes: &mut VoteStore,
     ) -> Result<()> {
         let last = log.last_lsn();
-        let (mut at, mut saved) = (after, 0);
+        // A cut inside a request saves its earlier parts too (they stay in the log, abandoned:
+        // the history goes on without the request), as `cut` does.
+        let first = log.read(after, 1)?.and_then(|records| records.first().map(LogRecord::request_start));
+        let (mut at, mut saved) = (first.map_or(after + 1, |start| start.max(log.first_lsn())) - 1, 0);
         while let Some(records) = log.read(at, CUT_READ_BYTES)? {
             let Some(end) = records.last().map(|r| r.lsn) else { break };
             saved += rollback.save(&records, now_ms)?;
@@ -536,8 +552,9 @@ impl Follower {
              the rollback log and cut them from the log",
             after + 1
         );
-        // The leader ignores acknowledgements about the log as it was.
-        votes.cutting_tail(LogPosition { epoch: log.last_epoch(), lsn: last })?;
+        // The leader ignores acknowledgements about the log as it was. The vote floor stays: the
+        // log keeps all of the history it held.
+        votes.cutting_tail()?;
         log.truncate_after(after)?;
         self.matched = self.matched.min(after);
         self.tail_cuts += 1;

@@ -113,10 +113,10 @@
 //!   for followers), every tick that follows new writes fsyncs the engine, on the stepper:
 //!   the check is "may drop", not "will drop". `INFO persistence`'s `replikv_fsyncs` counts the
 //!   engine's fsyncs only, so on a replicating node it moves only at these, seals and shutdown.
-//! - A follower that must cut records its leader's history lacks empties itself and takes
-//!   the history again, even when the records were never applied (held past the leader's
-//!   durable end): the log cannot yet drop its tail in place. With records shipped before
-//!   the leader's fsync this follows a leader crash more often than it did.
+//! - A follower that must cut records its leader's history lacks cuts them from its log alone
+//!   when it never applied them, but only within its log's active segment: records that
+//!   reach into an older segment (or into a snapshot's taint) make it empty itself and take
+//!   the history again.
 //! - A follower that restarted refuses reads (`-TRYAGAIN`) until a leader confirms its log:
 //!   recovery applied all of it, and it cannot tell which records its leader made durable. A
 //!   leader that steps down with writes not yet durable refuses reads as a follower the same
@@ -140,9 +140,9 @@
 //!   epoch, but in `async` it may acknowledge writes until then (they end in its rollback log
 //!   when it rejoins). A leader that finds a follower holding more of its own epoch than it
 //!   has steps down rather than overwrite it.
-//! - A node that cut records (or whose engine kept writes its log lost, with too little log
-//!   to undo them) takes the leader's whole history again, as a new node would: a logical
-//!   log without old values cannot undo in place.
+//! - A node that cut records it had applied (or whose engine kept writes its log lost, with
+//!   too little log to undo them) takes the leader's whole history again, as a new node would:
+//!   a logical log without old values cannot undo in place.
 //! - A snapshot that replaces a log ending inside a request saves to the rollback log only the
 //!   records from the first one outside the leader's history, not that request's earlier
 //!   parts (a cut does save them).
@@ -730,6 +730,14 @@ impl<E: Engine> SingleLeader<E> {
                             self.settings.epoch
                         ),
                     }),
+                    _ if follower.installing_snapshot() => Reply::Error(format!(
+                        "TRYAGAIN this replica is installing a snapshot from its leader; it serves reads once the \
+                         snapshot is whole{}",
+                        match follower.leader {
+                            Some(leader) => format!(". The leader is {}.", self.settings.hint(leader)),
+                            None => String::from("."),
+                        }
+                    )),
                     _ if follower.unconfirmed() > 0 => Reply::Error(format!(
                         "TRYAGAIN this replica {} holding records through {} that no leader has confirmed \
                          durable yet; it serves reads once its leader does (within a heartbeat of hearing it){}",
@@ -1045,7 +1053,9 @@ impl<E: Engine> SingleLeader<E> {
     /// leader confirms its log).
     pub fn follower_serves_through(&self) -> Option<Lsn> {
         match &self.state {
-            State::Follower(follower) if follower.unconfirmed() == 0 => Some(follower.applied),
+            State::Follower(follower) if follower.unconfirmed() == 0 && !follower.installing_snapshot() => {
+                Some(follower.applied)
+            }
             _ => None,
         }
     }

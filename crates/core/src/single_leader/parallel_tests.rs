@@ -217,3 +217,38 @@ fn a_handover_waits_for_the_leaders_own_fsync() {
     assert!(c.nodes[1].is_leader());
     assert_eq!(c.reply(id), Some(&Reply::Ok));
 }
+
+#[test]
+fn a_record_its_leader_lost_is_cut_from_the_log_alone_keeping_the_store_and_the_vote_floor() {
+    let mut c = Cluster::failover(2, 0, ReplogOptions::default());
+    c.run_for(300);
+    c.send(0, "SET a 1");
+    c.settle();
+    c.run_for(100);
+    // Record 2 (b) reaches n2 only, before n1's fsync; n1 loses it in a crash.
+    c.cut.insert(2);
+    c.hold_fsync(0);
+    c.send(0, "SET b 2");
+    c.settle();
+    assert_eq!(c.nodes[1].last_lsn(), c.nodes[0].last_lsn());
+    let floor = c.nodes[1].votes.floor();
+    c.crash_losing_unsynced(0);
+    c.cut.clear();
+    // Only n3's timers run: it stands, n1 (restarted, as far as n3) votes for it, n2 refuses.
+    for _ in 0..40 {
+        if c.nodes[2].is_leader() {
+            break;
+        }
+        c.now += 50;
+        c.step(2, Input::Tick);
+        c.settle();
+    }
+    assert!(c.nodes[2].is_leader(), "{:?}", c.nodes[2].status(c.now));
+    c.run_for(300);
+    let view = c.nodes[1].status(c.now).leader.unwrap();
+    assert_eq!((view.tail_cuts, view.rebuilds), (1, 0), "n2 cut its tail alone: {view:?}");
+    assert_eq!(c.nodes[1].votes.floor(), floor, "the log kept all of the history it held");
+    assert!(c.nodes[1].rollback().entries_total() > 0, "the cut write is in the rollback log");
+    assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")));
+    assert_eq!(get(&mut c, 1, "b"), Reply::Nil);
+}

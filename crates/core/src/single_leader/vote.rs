@@ -23,12 +23,14 @@
 //! position, the log's generation, the epoch and LSN of the snapshot taint (below), 1 while a
 //! rebuild is under way (below) else 0, all as 8-byte little-endian words, then CRC-32C of the
 //! first 56), saved the same way, holds the log position this node had before it last emptied its log (to take the
-//! leader's history again, or to install a snapshot). Until its log grows past it, the node
-//! votes as if its log still ended there: an emptied log must not make it grant its vote to a
-//! candidate missing records it held, which may be acknowledged writes (one acknowledged on a
-//! majority that included it). The generation counts the times the log was emptied; every
-//! acknowledgement carries it, so a leader ignores one sent before the log was emptied and
-//! delivered late.
+//! leader's history again, or to install a snapshot; after a cut, the last position of the
+//! history it kept). Until its log grows past it, the node
+//! votes as if its log still ended there, and does not stand for election: an emptied log must
+//! not make it grant its vote to a candidate missing records it held, which may be
+//! acknowledged writes (one acknowledged on a majority that included it), nor let nodes behind
+//! it elect it without them. The generation counts the times the log was emptied or its tail
+//! cut; every acknowledgement carries it, so a leader ignores one sent before and delivered
+//! late.
 //!
 //! The snapshot taint is the leader's log end when it built a snapshot's last chunk: the
 //! chunks may hold writes of records after the snapshot's base, up to there. Until the node's
@@ -126,13 +128,13 @@ impl VoteStore {
         self.save_floor(self.floor.max(position), self.generation + 1, LogPosition::default(), true)
     }
 
-    /// Before the log drops its tail (records never applied), having ended at `position`:
-    /// raises the vote floor to it and starts a new generation, durably, as
-    /// [`Self::emptying_log`] does; the store is not touched, so the taint stays and no
-    /// rebuild starts (a crash before the cut is durable leaves the records, which are cut
-    /// again).
-    pub fn cutting_tail(&mut self, position: LogPosition) -> Result<()> {
-        self.save_floor(self.floor.max(position), self.generation + 1, self.taint, self.rebuilding)
+    /// Before the log drops its tail (records never applied, not in the leader's history):
+    /// starts a new generation, durably, so that the leader ignores acknowledgements about the
+    /// log as it was. The floor stays (the log keeps all of the history it held), the store is
+    /// not touched, so the taint stays, and no rebuild starts (a crash before the cut is
+    /// durable leaves the records, which are cut again).
+    pub fn cutting_tail(&mut self) -> Result<()> {
+        self.save_floor(self.floor, self.generation + 1, self.taint, self.rebuilding)
     }
 
     /// True while a rebuild is under way (module documentation).

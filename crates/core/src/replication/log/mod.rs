@@ -3,8 +3,9 @@
 //!
 //! Each record sits at an lsn, one after the last; [`ReplicationLog::append`] refuses any
 //! other. Records are kept in segment files of CRC-checked frames, appended and never
-//! modified, read back in order from any lsn the log still holds, and deleted oldest segment
-//! first when the log outgrows its retention budget. The newest records are also kept
+//! modified (only the active segment's tail may be cut, see "Truncate"), read back in order
+//! from any lsn the log still holds, and deleted oldest segment first when the log outgrows
+//! its retention budget. The newest records are also kept
 //! decoded in memory (the tail), so shipping to followers that keep up reads no file.
 //! [`ReplicationLog::in_memory`] is the same log without files, for the memory engine, tests
 //! and the simulator.
@@ -18,7 +19,10 @@
 //!   durable too, because each segment is fsynced before the next one is written.
 //! - After a crash, `open` gives back a prefix of the records appended, at least every one
 //!   made durable; damage anywhere but a torn tail stops it with [`Error::Corrupt`].
-//! - A `reset` is all or nothing across a crash, and its base survives a restart.
+//! - A `reset` is all or nothing across a crash, and its base survives a restart. A
+//!   `truncate_after` leaves, after a crash, the log as it was or as it made it.
+//! - Every `reset` and `truncate_after` counts in [`ReplicationLog::resets`]: a position
+//!   reported before one may name records it dropped.
 //!
 //! # Files
 //!
@@ -83,7 +87,7 @@
 //! since the last one it handed out, for the caller to run on any thread.
 //!
 //! A failed write, fsync, or file operation stops the log: that call returns the error, and
-//! every later `append`, `write_out`, `retain` and `reset` returns
+//! every later `append`, `write_out`, `retain`, `reset` and `truncate_after` returns
 //! [`Error::Stopped`]. A failed fsync is never retried (the kernel may
 //! have dropped the pages it could not write). Reads still work.
 //!
@@ -115,6 +119,15 @@
 //! `{lsn+1}.rlog` and fsyncs the directory. A crash before the `.reset` file is durable
 //! leaves the old log whole (open removes a `.reset` file with a bad header); after, open
 //! finishes the reset.
+//!
+//! # Truncate
+//!
+//! `truncate_after(lsn)` drops every record after `lsn` when they are all in the active
+//! segment (a follower's records that its leader's history lacks, never applied): it writes
+//! out what is pending, cuts the active file where the frame of `lsn + 1` starts and fsyncs
+//! it (`sync_all`: the length is metadata). A crash in between leaves the file at either
+//! length, both ending on a frame. It counts as a reset at `lsn`, which is durable when it
+//! returns.
 //!
 //! # Recovery
 //!

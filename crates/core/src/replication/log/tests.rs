@@ -603,6 +603,23 @@ fn truncate_after_drops_the_active_segments_tail_durably_and_counts_as_a_reset()
         log.truncate_after(0).expect("truncate to the base");
         assert_eq!((log.last_lsn(), log.last_epoch(), log.read(0, usize::MAX).expect("read")), (0, 0, Some(vec![])));
     }
+    // With frames pending for a segment not yet created: written out (the segment created),
+    // then cut, down to that segment's base.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 1 << 20)).expect("open");
+    let all = records(1, 40);
+    append_all(&mut log, &all[..30]);
+    log.flush().expect("flush");
+    let segments = log.stats().segments;
+    append_all(&mut log, &all[30..]);
+    assert!(log.stats().segments > segments, "the appends started a segment");
+    let first_of_active = (1..=40).rev().find(|&lsn| !log.can_truncate_after(lsn - 1)).map_or(1, |lsn| lsn + 1);
+    assert!(first_of_active > 30, "the active segment holds only pending records: {first_of_active}");
+    log.truncate_after(first_of_active - 1).expect("truncate to the active segment's base");
+    assert_eq!(log.last_lsn(), first_of_active - 1);
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("reopen");
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all[..first_of_active as usize - 1].to_vec()));
     // Not across segments: refused, and nothing changes.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("open");
