@@ -252,3 +252,36 @@ fn a_record_its_leader_lost_is_cut_from_the_log_alone_keeping_the_store_and_the_
     assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")));
     assert_eq!(get(&mut c, 1, "b"), Reply::Nil);
 }
+
+#[test]
+fn a_repair_reply_waits_until_the_follower_has_applied_what_it_depends_on() {
+    let mut c = Cluster::new(2, 1, ReplogOptions::default());
+    c.run_for(200);
+    c.send(0, "SET a 1");
+    c.settle();
+    // c = 9, then a = 2, reach the followers before the leader's fsync: held, not applied.
+    c.hold_fsync(0);
+    c.send(0, "SET c 9");
+    c.send(0, "SET a 2");
+    c.settle();
+    assert_eq!(get(&mut c, 1, "a"), Reply::Bulk(Bytes::from("1")));
+    // n2's record of a is found damaged: it asks the leader, whose store holds a = 2 (its
+    // reply waits for the leader's fsync, like any reply that read its store).
+    c.nodes[1].store.engine_mut().damage(b"a");
+    assert!(matches!(get(&mut c, 1, "a"), Reply::Error(e) if e.starts_with("DAMAGED")));
+    c.run_for(500);
+    // The fsync finishes: the repair reply leaves, then the notice of the leader's durable end.
+    // Whatever n2 has received, it never shows a = 2 without c = 9, written before it.
+    c.finish_fsync(0);
+    let mut repaired = false;
+    while let Some((from, to, message)) = c.net.pop_front() {
+        let from = c.ids[from];
+        c.step(to, Input::Message { from, message });
+        if to == 1 && get(&mut c, 1, "a") == Reply::Bulk(Bytes::from("2")) {
+            repaired = true;
+            assert_eq!(get(&mut c, 1, "c"), Reply::Bulk(Bytes::from("9")), "n2 shows a = 2 but not c = 9");
+        }
+    }
+    assert!(repaired, "n2 never took a back");
+    assert_eq!(c.nodes[1].status(c.now).damaged_keys, 0, "repaired");
+}
