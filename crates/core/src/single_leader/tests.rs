@@ -117,6 +117,12 @@ impl Cluster {
             self.route(i, now);
             return;
         }
+        self.make_durable(i, outbox);
+    }
+
+    /// Flushes node `i`, tells it its log is durable through its end, as the runtime does,
+    /// and routes what `outbox` holds then.
+    fn make_durable(&mut self, i: usize, mut outbox: Outbox) {
         self.nodes[i].flush(self.now).unwrap();
         let (lsn, resets) = (self.nodes[i].last_lsn(), self.nodes[i].log_resets());
         self.nodes[i].step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
@@ -134,12 +140,7 @@ impl Cluster {
     pub(super) fn finish_fsync(&mut self, i: usize) {
         let held = self.fsync_held.remove(&i).unwrap_or_default();
         self.route(i, held);
-        let mut outbox = Outbox::default();
-        self.nodes[i].flush(self.now).unwrap();
-        let (lsn, resets) = (self.nodes[i].last_lsn(), self.nodes[i].log_resets());
-        self.nodes[i].step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
-        let outputs = outbox.drain_all();
-        self.route(i, outputs);
+        self.make_durable(i, Outbox::default());
     }
 
     /// Node `i` crashes with its fsyncs held and restarts: its log keeps only what was
