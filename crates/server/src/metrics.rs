@@ -62,6 +62,10 @@ pub struct Metrics {
     pub fsyncs: Counter,
     /// Seconds each group fsync took.
     pub fsync_seconds: Histogram,
+    /// Seconds each batch's write-out held the stepper (a segment seal included).
+    pub write_out_seconds: Histogram,
+    /// Seconds each slice of maintenance (compaction, hint files) held the stepper.
+    pub maintain_seconds: Histogram,
     /// Bytes handed to the operating system by flushes.
     pub bytes_written: Counter,
     /// Requests per batch (group commit).
@@ -141,6 +145,8 @@ impl Metrics {
             command_seconds: Family::new_with_constructor(latency),
             fsyncs: Counter::default(),
             fsync_seconds: latency(),
+            write_out_seconds: latency(),
+            maintain_seconds: latency(),
             bytes_written: Counter::default(),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             keys: Gauge::default(),
@@ -184,6 +190,16 @@ impl Metrics {
         );
         registry.register("replikv_fsync", "fsync calls", m.fsyncs.clone());
         registry.register("replikv_fsync_duration_seconds", "Seconds each group fsync took", m.fsync_seconds.clone());
+        registry.register(
+            "replikv_write_out_duration_seconds",
+            "Seconds each batch's write-out held the stepper thread (segment seals included)",
+            m.write_out_seconds.clone(),
+        );
+        registry.register(
+            "replikv_maintain_duration_seconds",
+            "Seconds each slice of maintenance (compaction, hint files) held the stepper thread",
+            m.maintain_seconds.clone(),
+        );
         registry.register("replikv_written_bytes", "Bytes handed to the operating system", m.bytes_written.clone());
         registry.register("replikv_batch_requests", "Requests per group-commit batch", m.batch_requests.clone());
         registry.register("replikv_keys", "Keys holding a value", m.keys.clone());

@@ -296,6 +296,8 @@ fn open_engine(config: &NodeConfig) -> Result<Box<dyn Engine + Send>> {
                     fsync: config.fsync,
                     segment_bytes_max: config.segment_bytes_max,
                     value_cache_bytes_max: config.value_cache_bytes_max,
+                    // The runtime's stepper must not wait for a compaction's fsyncs.
+                    background_commit: true,
                     ..LogOptions::default()
                 };
                 Box::new(LogEngine::open(&config.data_dir, options).map_err(|e| {

@@ -70,6 +70,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// compaction never holds a waiting client for long.
 pub const COMPACTION_STEP_BYTES: u64 = 1024 * 1024;
 
+/// Bytes of maintenance per slice: between slices the stepper looks at its queue and stops
+/// if a message waits, so that a message arriving mid-maintenance waits for one slice at most.
+pub const MAINTAIN_SLICE_BYTES: u64 = 64 * 1024;
+
 /// Batches written out but not yet fsynced, at most; a slow disk makes the stepper wait.
 pub const SYNC_QUEUE_BATCHES_MAX: usize = 64;
 
@@ -449,7 +453,12 @@ impl<E: Engine> Stepper<E> {
             }
             // A batch of wake-ups alone wrote nothing: no write-out, no fsync to wait for.
             let written = match stepped {
-                true => self.replica.write_out(now, &mut outbox)?,
+                true => {
+                    let started = Instant::now();
+                    let written = self.replica.write_out(now, &mut outbox)?;
+                    self.metrics.write_out_seconds.observe(started.elapsed().as_secs_f64());
+                    written
+                }
                 // Every record appended so far was written out with the batch that appended it.
                 false => WrittenOutAll {
                     last_lsn: self.written_lsn,
@@ -499,9 +508,21 @@ impl<E: Engine> Stepper<E> {
                 tracing::info!("runtime finished its queue");
                 return Ok(());
             }
-            if self.rx.is_empty() {
-                self.replica.maintain(COMPACTION_STEP_BYTES)?;
-            }
+            self.maintain()?;
+        }
+        Ok(())
+    }
+
+    /// Runs up to [`COMPACTION_STEP_BYTES`] of maintenance while the queue is empty, in
+    /// slices of [`MAINTAIN_SLICE_BYTES`]: a message that arrives meanwhile waits for the
+    /// slice under way, not for the whole step.
+    fn maintain(&mut self) -> replikv_core::Result<()> {
+        let mut spent = 0;
+        while spent < COMPACTION_STEP_BYTES && self.rx.is_empty() {
+            let started = Instant::now();
+            self.replica.maintain(MAINTAIN_SLICE_BYTES)?;
+            self.metrics.maintain_seconds.observe(started.elapsed().as_secs_f64());
+            spent += MAINTAIN_SLICE_BYTES;
         }
         Ok(())
     }

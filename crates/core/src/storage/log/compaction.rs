@@ -2,13 +2,13 @@
 //! budget of bytes per `maintain` call, then swap the files. The steps and why a crash at any
 //! point is safe are in "Compaction" in the module documentation.
 
+use super::commit::{remove_segment_files, AfterCommit, Commit, SyncFile};
 use super::engine::{LogEngine, Position};
 use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::reader::{Next, RawRecord, SegmentReader};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use bytes::Bytes;
-use std::fs;
-use std::io;
+use std::path::PathBuf;
 
 /// A compaction output's buffer is written out once it holds this many bytes.
 const COPY_BUFFER_BYTES_MAX: usize = 1024 * 1024;
@@ -37,7 +37,9 @@ impl LogEngine {
     /// Copies up to `budget_bytes` of records (at least one), starting a compaction if one
     /// is due and finishing it when every input is copied.
     pub(super) fn compact_step(&mut self, budget_bytes: u64) -> Result<()> {
-        if budget_bytes == 0 {
+        // One compaction at a time: the next starts once this one's commit is done.
+        self.poll_commit(false)?;
+        if budget_bytes == 0 || self.committing.is_some() {
             return Ok(());
         }
         let mut compaction = match self.compaction.take() {
@@ -89,7 +91,8 @@ impl LogEngine {
     }
 
     /// Reads the next input record and copies it if the keydir still points at it. Returns
-    /// the bytes it cost, or `None` when every input is read.
+    /// the bytes it cost (read: a dead record's header and key, a live record whole), or
+    /// `None` when every input is read.
     fn copy_next(&mut self, compaction: &mut Compaction) -> Result<Option<u64>> {
         loop {
             let Some(&input) = compaction.inputs.get(compaction.done) else {
@@ -120,7 +123,8 @@ impl LogEngine {
                 reader.skip_value(&record)?;
                 return Ok(Some(record.bytes.len() as u64));
             }
-            let size = record.bytes.len() as u64;
+            // The whole record, value included: it is read, and copied.
+            let size = record.header.record_bytes();
             if let Some(bad) = reader.read_value(&mut record)? {
                 // Left where it is, still indexed, so that a get reports it until a repair
                 // overwrites it; the input is kept while it is live.
@@ -159,21 +163,22 @@ impl LogEngine {
         Ok(())
     }
 
-    /// Seals the last output, makes the active segment durable, commits the outputs in place
-    /// of the inputs in the manifest, then renames the outputs and removes the inputs: see
-    /// "Compaction" in the module documentation.
+    /// Ends a compaction: seals the last output, makes the active segment durable, commits
+    /// the outputs in place of the inputs in the manifest, then renames the outputs and
+    /// removes the inputs: see "Compaction" in the module documentation. The file work is a
+    /// [`Commit`], which may run on a thread of its own ("Commit off the caller's thread").
     fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
         let last = *compaction.outputs.last().expect("a compaction has an output");
-        self.seal(last)?;
+        // Written out here; fsynced by the commit.
+        self.bytes_written += self.segment_mut(last).write_buffer()?;
+        let last_hint = self.take_hint(last).map(|hint| (self.dir.join(last.file_name(HINT_EXT)), hint));
         // Records the compaction skipped were replaced by newer ones, some perhaps only in the
         // active segment's buffer, or written out with their fsync handed to the caller and
-        // not yet run: those must be durable before the old ones go, so fsync here, always.
+        // not yet run: those must be durable before the old ones go, so the commit fsyncs the
+        // active segment, always.
         self.write_active()?;
-        self.sync_active_now()?;
-        self.record_synced()?;
-        // The outputs' names must be durable before a manifest lists them.
-        self.fsyncs.sync_dir(&self.dir)?;
-        self.step_done("outputs sealed");
+        self.unsynced = false;
+        let synced = self.synced_change();
         let (outputs, empty): (Vec<SegmentId>, Vec<SegmentId>) =
             compaction.outputs.iter().partition(|&id| self.segments[id].len() > 0);
         // An input still holding live records is damaged (those records failed their check,
@@ -194,68 +199,46 @@ impl LogEngine {
             assert!(self.manifest.segments.remove(input).is_some(), "input {input} is not in the manifest");
             self.manifest.retired.insert(*input);
         }
-        // Each output is sealed (written and fsynced): its length is final.
+        // Each output is sealed by the commit before the manifest: its length is final.
         let sealed_bytes = outputs.iter().map(|&output| (output, Some(self.segments[&output].len())));
         self.manifest.segments.extend(sealed_bytes);
-        // The commit: from here on, open finishes the compaction instead of forgetting it.
-        self.write_manifest()?;
-        for &output in &outputs {
-            self.publish(output)?;
-        }
-        for &output in &empty {
-            self.remove_empty(output)?;
-        }
-        for &input in &retired {
-            self.remove_input(input)?;
-        }
-        self.fsyncs.sync_dir(&self.dir)?;
-        // Gone for good: the next manifest need not name them.
-        self.manifest.retired.clear();
-        self.compactions += 1;
-        tracing::info!(
-            dir = %self.dir.display(), inputs = compaction.inputs.len(), kept = kept.len(),
-            outputs = outputs.len(), "finished compaction"
-        );
-        Ok(())
+        let manifest = self.encode_manifest()?;
+        let sync_file = |id: SegmentId| {
+            let segment = &self.segments[&id];
+            SyncFile { file: segment.file.clone(), path: segment.path.clone() }
+        };
+        let published: Vec<(SegmentId, PathBuf)> =
+            outputs.iter().map(|&id| (id, self.dir.join(id.file_name(SEGMENT_EXT)))).collect();
+        let commit = Commit {
+            dir: self.dir.clone(),
+            last: sync_file(last),
+            last_hint,
+            active: sync_file(self.active),
+            synced,
+            manifest,
+            publish: published.iter().map(|(id, to)| (self.segments[id].path.clone(), to.clone())).collect(),
+            empty: empty.iter().map(|&id| (id, self.segments[&id].path.clone())).collect(),
+            retired: retired.iter().map(|&id| (id, self.segments[&id].path.clone())).collect(),
+        };
+        let after = AfterCommit {
+            synced,
+            published,
+            empty,
+            retired,
+            inputs: compaction.inputs.len(),
+            kept: kept.len(),
+            outputs: outputs.len(),
+        };
+        self.start_commit(commit, after)
     }
 
-    /// Renames a sealed, committed output to its segment name.
-    fn publish(&mut self, output: SegmentId) -> Result<()> {
-        let published = self.dir.join(output.file_name(SEGMENT_EXT));
-        let segment = self.segment_mut(output);
-        fs::rename(&segment.path, &published).map_err(|e| Error::io("rename", &segment.path, e))?;
-        segment.path = published;
-        self.step_done("output renamed");
-        Ok(())
-    }
-
-    /// Removes an output that received no record, and its hint; the manifest never listed it.
-    fn remove_empty(&mut self, output: SegmentId) -> Result<()> {
-        let segment = self.segments.remove(&output).expect("removing an open segment");
-        fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
-        remove_if_exists(&self.dir.join(output.file_name(HINT_EXT)))?;
-        self.step_done("empty output removed");
-        Ok(())
-    }
-
-    /// Removes a retired segment and its hint file, once compaction or a rewrite moved every
-    /// live record out of it. The caller fsyncs the directory.
+    /// Removes a retired segment and its hint file, once a rewrite moved every live record
+    /// out of it. The caller fsyncs the directory.
     pub(super) fn remove_input(&mut self, input: SegmentId) -> Result<()> {
-        let segment = self.segments.remove(&input).expect("removing an open segment");
-        self.removed_max = self.removed_max.max(Some(input));
-        assert_eq!(segment.live_bytes, 0, "input {input} still holds live records");
-        fs::remove_file(&segment.path).map_err(|e| Error::io("remove", &segment.path, e))?;
-        self.step_done("input segment removed");
-        remove_if_exists(&self.dir.join(input.file_name(HINT_EXT)))?;
-        self.step_done("input hint removed");
+        let path = self.segments[&input].path.clone();
+        let dir = self.dir.clone();
+        remove_segment_files(&dir, input, &path, self)?;
+        self.forget_removed(input);
         Ok(())
-    }
-}
-
-/// Removes the file at `path` if there is one.
-fn remove_if_exists(path: &std::path::Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
-        _ => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
 
 use super::cache::CacheBudget;
+use super::commit::{Committing, SyncedChange};
 use super::compaction::Compaction;
 use super::damage::{Damaged, Rewrite};
 use super::format::{
@@ -33,6 +34,11 @@ const BUFFER_KEPT_BYTES: usize = 1024 * 1024;
 /// The error number of EIO on Linux, which `fail_next_fsync` imitates.
 const EIO: i32 = 5;
 
+/// Once this many bytes of a segment are written and not yet handed to the kernel's
+/// writeback, the engine starts their writeback (see "Write-behind" in the module docs), so
+/// that the fsync which seals a segment waits for about this much, never for a whole segment.
+pub(super) const WRITE_BEHIND_BYTES: u64 = 1024 * 1024;
+
 /// Where a record lives: its segment and its byte offset there. Its length follows from the
 /// key and the [`Meta`] beside it in the keydir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +68,8 @@ pub(super) struct Segment {
     pub(super) file: Arc<File>,
     /// Bytes in the file; records appended after this are still in `buffer`.
     pub(super) written: u64,
+    /// Bytes of the file whose writeback the engine has started (or found on disk at open).
+    pub(super) writeback_from: u64,
     /// Encoded records appended but not yet written (writable segments only).
     pub(super) buffer: Vec<u8>,
     /// Hint entries of every record in the segment, while it is writable and hints are on.
@@ -88,6 +96,7 @@ impl Segment {
             path,
             file,
             written,
+            writeback_from: written,
             buffer: Vec::new(),
             hint,
             live_bytes: 0,
@@ -127,6 +136,10 @@ impl Segment {
         self.written += bytes;
         self.buffer.clear();
         self.buffer.shrink_to(BUFFER_KEPT_BYTES);
+        if self.written.saturating_sub(self.writeback_from) >= WRITE_BEHIND_BYTES {
+            start_writeback(&self.file, &self.path, self.writeback_from, self.written);
+            self.writeback_from = self.written;
+        }
         Ok(bytes)
     }
 
@@ -144,6 +157,30 @@ impl Segment {
         Ok(bytes)
     }
 }
+
+/// Asks the kernel to start writing `file`'s bytes `from..to` to the disk and returns at once
+/// (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`): write-behind, so that a later fsync
+/// finds them written already. It promises nothing about durability, and reports nothing an
+/// fsync would not: a failure is logged (the fsync that matters reports its own) and the
+/// write goes on.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, path: &Path, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the call (`file` is borrowed), and the call reads no
+    // memory of this process.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        tracing::warn!(path = %path.display(), from, to, "could not start writeback: {error}");
+    }
+}
+
+/// Elsewhere write-behind is left to the kernel's own schedule.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _path: &Path, _from: u64, _to: u64) {}
 
 /// A hint file being written between batches.
 #[derive(Debug)]
@@ -225,6 +262,8 @@ pub struct LogEngine {
     pub(super) pending_hints: Vec<PendingHint>,
     /// fsync calls and the test hook.
     pub(super) fsyncs: Fsyncs,
+    /// A compaction's commit under way on a thread of its own.
+    pub(super) committing: Option<Committing>,
     /// Bytes written to files since the engine opened.
     pub(super) bytes_written: u64,
     /// Compactions finished since the engine opened.
@@ -255,6 +294,16 @@ pub struct LogEngine {
 #[cfg(test)]
 pub(super) type StepHook = Box<dyn FnMut(&Path, &'static str) + Send>;
 
+impl Drop for LogEngine {
+    /// Waits for a commit under way: its thread must not change the files after the engine
+    /// is gone (a node reopening the directory, a test removing it).
+    fn drop(&mut self) {
+        if let Some(committing) = self.committing.take() {
+            let _ = committing.thread.join();
+        }
+    }
+}
+
 impl fmt::Debug for LogEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogEngine")
@@ -283,6 +332,7 @@ impl LogEngine {
             removed_max: None,
             pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
+            committing: None,
             bytes_written: 0,
             compactions: 0,
             last_sync_ms: 0,
@@ -448,17 +498,12 @@ impl LogEngine {
     /// Records the active segment's length as fsynced, in the `SYNCED` file, if this engine
     /// keeps one and the record changed. The caller has fsynced the segment.
     pub(super) fn record_synced(&mut self) -> Result<()> {
-        if !self.synced_kept {
-            return Ok(());
-        }
-        if self.options.fsync == super::options::FsyncPolicy::Never {
-            // Nothing is fsynced when asked: no length can be vouched for.
-            return self.drop_synced_file();
-        }
-        let synced = super::synced::Synced { id: self.active, len: self.segments[&self.active].len() };
-        if self.synced_last == Some(synced) {
-            return Ok(());
-        }
+        self.wait_commit()?;
+        let synced = match self.synced_change() {
+            SyncedChange::Keep => return Ok(()),
+            SyncedChange::Drop => return self.drop_synced_file(),
+            SyncedChange::Write(synced) => synced,
+        };
         let fsyncs = &mut self.fsyncs;
         let created = super::synced::write(&self.dir, synced, |file, path| fsyncs.sync_file(file, path))?;
         if created {
@@ -468,8 +513,25 @@ impl LogEngine {
         Ok(())
     }
 
+    /// What recording the active segment's length as fsynced changes in the `SYNCED` file.
+    pub(super) fn synced_change(&self) -> SyncedChange {
+        if !self.synced_kept {
+            return SyncedChange::Keep;
+        }
+        if self.options.fsync == super::options::FsyncPolicy::Never {
+            // Nothing is fsynced when asked: no length can be vouched for.
+            return SyncedChange::Drop;
+        }
+        let synced = super::synced::Synced { id: self.active, len: self.segments[&self.active].len() };
+        match self.synced_last == Some(synced) {
+            true => SyncedChange::Keep,
+            false => SyncedChange::Write(synced),
+        }
+    }
+
     /// Stops keeping the `SYNCED` file, removing it.
     pub(super) fn drop_synced_file(&mut self) -> Result<()> {
+        self.wait_commit()?;
         self.synced_kept = false;
         self.synced_last = None;
         if super::synced::remove(&self.dir)? {
@@ -480,6 +542,8 @@ impl LogEngine {
 
     /// Seals the active segment and starts the next: see "Writes" in the module docs.
     pub(super) fn rotate(&mut self) -> Result<()> {
+        // A commit under way fsyncs the active segment and records its length.
+        self.wait_commit()?;
         let sealed = self.active;
         self.seal_data(sealed)?;
         if let Some(hint) = self.take_hint(sealed) {
@@ -527,7 +591,7 @@ impl LogEngine {
     }
 
     /// Segment `id`'s finished hint file (trailer included), if it keeps one.
-    fn take_hint(&mut self, id: SegmentId) -> Option<Vec<u8>> {
+    pub(super) fn take_hint(&mut self, id: SegmentId) -> Option<Vec<u8>> {
         let segment = self.segments.get_mut(&id).expect("an open segment");
         let mut hint = segment.hint.take()?;
         encode_hint_trailer(segment.written, &mut hint);
@@ -664,6 +728,8 @@ impl Engine for LogEngine {
 
     fn flush(&mut self, now_ms: u64) -> Result<Flushed> {
         self.check_running()?;
+        // Flushed, the engine has no file work under way.
+        self.wait_commit()?;
         let result = self.write_active().and_then(|bytes| {
             let due = self.options.fsync.is_due(now_ms, self.last_sync_ms);
             let synced = due && self.sync_active()?;
@@ -677,6 +743,7 @@ impl Engine for LogEngine {
 
     fn write_out(&mut self, now_ms: u64) -> Result<WrittenOut> {
         self.check_running()?;
+        self.poll_commit(false)?;
         if self.synced_kept {
             // This engine is its own write-ahead log now: an unsynced tail is no longer
             // covered by another log, so it is fsynced before the record goes.
@@ -701,6 +768,7 @@ impl Engine for LogEngine {
 
     fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
         self.check_running()?;
+        self.poll_commit(false)?;
         let result = (|| {
             let bytes = self.write_active()?;
             if !self.synced_kept && self.options.fsync != super::options::FsyncPolicy::Never {

@@ -2,6 +2,7 @@
 //! format, how it is replaced, and how `open` reconciles it with the files it finds. The
 //! format and the rules are in "Manifest" and "Recovery" in the module documentation.
 
+use super::commit::CommitIo;
 use super::engine::LogEngine;
 use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use crate::error::{Error, Result};
@@ -344,23 +345,38 @@ pub(super) fn reconcile(manifest: &Manifest, found: &BTreeMap<SegmentId, Found>)
 }
 
 impl LogEngine {
-    /// Replaces the manifest with one listing `self.manifest`: written to `MANIFEST.tmp`,
-    /// fdatasynced, renamed over `MANIFEST`, the directory fsynced. A crash leaves the old
-    /// manifest or the new one, never a mix.
+    /// Replaces the manifest with one listing `self.manifest`: see [`write_manifest_file`].
+    /// Waits first for a commit under way, which writes one of its own.
     pub(super) fn write_manifest(&mut self) -> Result<()> {
-        let tmp = self.dir.join(MANIFEST_TMP_FILE);
-        let bytes = self.manifest.encode().map_err(|why| Error::io("write", &tmp, io::Error::other(why)))?;
-        let mut file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
-        self.fsyncs.sync_file(&file, &tmp)?;
-        self.step_done("manifest written to MANIFEST.tmp");
-        let path = self.dir.join(MANIFEST_FILE);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        self.fsyncs.sync_dir(&self.dir)?;
+        self.wait_commit()?;
+        let bytes = self.encode_manifest()?;
+        let dir = self.dir.clone();
+        write_manifest_file(&dir, &bytes, self)?;
         self.bytes_written += bytes.len() as u64;
-        self.step_done("manifest replaced");
         Ok(())
     }
+
+    /// `self.manifest`, encoded.
+    pub(super) fn encode_manifest(&self) -> Result<Vec<u8>> {
+        let tmp = self.dir.join(MANIFEST_TMP_FILE);
+        self.manifest.encode().map_err(|why| Error::io("write", &tmp, io::Error::other(why)))
+    }
+}
+
+/// Replaces the manifest in `dir` with `bytes`: written to `MANIFEST.tmp`, fdatasynced,
+/// renamed over `MANIFEST`, the directory fsynced. A crash leaves the old manifest or the new
+/// one, never a mix.
+pub(super) fn write_manifest_file(dir: &Path, bytes: &[u8], io: &mut impl CommitIo) -> Result<()> {
+    let tmp = dir.join(MANIFEST_TMP_FILE);
+    let mut file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    io.sync_file(&file, &tmp)?;
+    io.step_done("manifest written to MANIFEST.tmp");
+    let path = dir.join(MANIFEST_FILE);
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+    io.sync_dir(dir)?;
+    io.step_done("manifest replaced");
+    Ok(())
 }
 
 /// Reads the manifest in `dir`: `None` if there is none, [`Error::Corrupt`] naming it if it

@@ -415,6 +415,7 @@
 //! - Only Unix (`pread`, directory fsync).
 
 mod cache;
+mod commit;
 mod compaction;
 mod damage;
 mod engine;

@@ -88,6 +88,10 @@ pub struct LogOptions {
     /// Bytes of values kept in memory at most, so that reading them needs no system call (a
     /// value counts its length); 0 caches nothing. See "Value cache" in the module docs.
     pub value_cache_bytes_max: u64,
+    /// Run a compaction's commit (its fsyncs, manifest, renames and removals) on a thread of
+    /// its own, so that the caller's thread goes on with puts and gets meanwhile; see "Commit
+    /// off the caller's thread" in the module docs. Off, it runs inside `maintain`.
+    pub background_commit: bool,
 }
 
 impl Default for LogOptions {
@@ -99,6 +103,7 @@ impl Default for LogOptions {
             compaction_dead_bytes_min: 16 * 1024 * 1024,
             hint_files: true,
             value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
+            background_commit: false,
         }
     }
 }

@@ -308,6 +308,7 @@ impl LogEngine {
         segment.file.set_len(offset).map_err(|e| Error::io("truncate", &segment.path, e))?;
         self.fsyncs.sync_file(&segment.file, &segment.path)?;
         segment.written = offset;
+        segment.writeback_from = segment.writeback_from.min(offset);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
+use super::commit::{AfterCommit, Commit, SyncFile, SyncedChange};
 use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
@@ -113,6 +114,7 @@ fn small(hint_files: bool) -> LogOptions {
         compaction_dead_bytes_min: u64::MAX,
         hint_files,
         value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
+        background_commit: false,
     }
 }
 
@@ -372,6 +374,42 @@ fn compaction_in_steps_keeps_values_and_reclaims_space() {
     let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "reopened after compaction");
     assert_eq!(e.stats().dead_bytes, after.dead_bytes, "dead bytes recovered");
+}
+
+#[test]
+fn a_compaction_step_copies_about_its_budget_of_bytes_values_included() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LogOptions { segment_bytes_max: 64 * 1024, ..compacting() };
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let mut h = Harness::default();
+    let value = "v".repeat(1000);
+    for round in 0..4 {
+        for k in 0..100 {
+            h.put(&mut e, &format!("key-{k:03}"), Some(&format!("{round} {value}")), None);
+        }
+    }
+    e.flush(0).expect("flush");
+    let budget = 4096;
+    let record = record_bytes("key-000".len(), 1002);
+    let outputs = |e: &LogEngine| -> u64 {
+        e.compaction.as_ref().map_or(0, |c| c.outputs.iter().map(|id| e.segments[id].len()).sum())
+    };
+    let (mut steps, mut copied_most) = (0, 0);
+    loop {
+        steps += 1;
+        assert!(steps < 10_000, "compaction never finished");
+        let before = outputs(&e);
+        e.maintain(budget).expect("maintain");
+        if e.compaction.is_none() {
+            break;
+        }
+        let copied = outputs(&e) - before;
+        assert!(copied <= budget + record, "step {steps} of {budget} bytes copied {copied} bytes");
+        copied_most = copied_most.max(copied);
+    }
+    assert!(copied_most > budget / 2, "no step copied much: {copied_most} bytes at most");
+    assert_eq!(e.stats().compactions, 1);
+    assert_state(&e, &h.model, "after the compaction");
 }
 
 #[test]
@@ -891,6 +929,118 @@ fn finishing_a_compaction_fsyncs_what_write_out_left_to_the_caller() {
         drop(owed);
     }
     assert_state(&e, &h.model, "after compaction");
+}
+
+/// `compacting` options whose commits run on a thread of their own, as a node's do.
+fn compacting_in_background() -> LogOptions {
+    LogOptions { background_commit: true, ..compacting() }
+}
+
+/// Runs compaction steps, with a few overwrites written out (not flushed: a flush waits for
+/// the commit) before each, until a compaction's commit is under way on its thread.
+fn until_committing(e: &mut LogEngine, h: &mut Harness) {
+    let compactions = e.stats().compactions;
+    let mut i = 0;
+    while e.committing.is_none() {
+        i += 1;
+        assert!(i < 1000, "no commit started");
+        h.put(e, &format!("key-{:02}", i % 40), Some(&format!("before {i}")), None);
+        e.write_out(0).expect("write out");
+        e.maintain(300).expect("maintain");
+        assert_state(e, &h.model, &format!("step {i}"));
+    }
+    assert_eq!(e.stats().compactions, compactions, "a compaction counts once its commit is done");
+}
+
+#[test]
+fn a_background_commit_lets_puts_gets_and_seals_go_on_and_finishes_at_a_later_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    until_committing(&mut e, &mut h);
+    // Meanwhile: puts enough to seal the active segment (a seal waits for the commit, which
+    // fsyncs the active segment and writes a manifest of its own), and gets of every key.
+    let active = e.active;
+    let mut i = 0;
+    while e.active == active {
+        i += 1;
+        assert!(i < 1000, "the active segment never sealed");
+        h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("during {i} {}", "d".repeat(60))), None);
+        assert_state(&e, &h.model, &format!("put {i} during the commit"));
+    }
+    assert!(e.committing.is_none(), "the seal waited for the commit and finished it");
+    assert_eq!(e.stats().compactions, 1);
+    assert!(files(dir.path(), PART_EXT).is_empty(), "outputs published");
+    e.flush(0).expect("flush");
+    drop(e);
+    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    assert_state(&e, &h.model, "reopened after a background commit and a seal");
+}
+
+#[test]
+fn a_background_commit_is_picked_up_by_maintain_without_waiting_and_by_drop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    until_committing(&mut e, &mut h);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while e.stats().compactions == 0 {
+        assert!(std::time::Instant::now() < deadline, "maintain never picked up the finished commit");
+        e.maintain(0).expect("maintain");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(e.committing.is_none());
+    assert_state(&e, &h.model, "after the commit");
+
+    // A second compaction, and the engine dropped (a crash, or a stop) with its commit under
+    // way: the drop waits for it, so the directory is whole when it reopens.
+    write_overwrites(&mut e, &mut h);
+    until_committing(&mut e, &mut h);
+    drop(e);
+    assert!(files(dir.path(), PART_EXT).is_empty(), "the commit finished before the drop returned");
+    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    assert_state(&e, &h.model, "reopened after a drop during a commit");
+}
+
+#[test]
+fn a_failed_background_commit_stops_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let mut h = Harness::default();
+    h.put(&mut e, "a", Some("1"), None);
+    e.flush(0).expect("flush");
+    // A commit whose rename cannot succeed: its output is gone.
+    let active = &e.segments[&e.active];
+    let file = || SyncFile { file: active.file.clone(), path: active.path.clone() };
+    let missing = dir.path().join("missing.compacting");
+    let commit = Commit {
+        dir: dir.path().to_path_buf(),
+        last: file(),
+        last_hint: None,
+        active: file(),
+        synced: SyncedChange::Keep,
+        manifest: e.encode_manifest().expect("encode"),
+        publish: vec![(missing.clone(), dir.path().join("missing.seg"))],
+        empty: Vec::new(),
+        retired: Vec::new(),
+    };
+    let after = AfterCommit {
+        synced: SyncedChange::Keep,
+        published: Vec::new(),
+        empty: Vec::new(),
+        retired: Vec::new(),
+        inputs: 0,
+        kept: 0,
+        outputs: 0,
+    };
+    e.start_commit(commit, after).expect("started on its thread");
+    let error = e.flush(0).expect_err("the flush waits for the commit, which failed");
+    assert!(error.to_string().contains("missing.compacting"), "the error names the file: {error}");
+    assert!(matches!(e.write_out(0), Err(Error::Stopped(_))), "the engine refuses more");
+    assert!(matches!(e.maintain(300), Err(Error::Stopped(_))), "and maintains no more");
+    assert_eq!(e.stats().compactions, 0, "a failed commit is no compaction");
 }
 
 #[test]
