@@ -37,7 +37,13 @@
 //!
 //! Both are plain OS threads rather than tokio tasks because they block (in fsync, and on
 //! the queues); a blocked tokio worker would stall unrelated connections. Between batches,
-//! when its queue is empty, the stepper gives the engine a bounded slice of compaction work.
+//! when its queue is empty, the stepper gives the engine up to [`COMPACTION_STEP_BYTES`] of
+//! compaction work in slices of [`MAINTAIN_SLICE_BYTES`], looking at its queue between two,
+//! so that a message that arrives meanwhile waits for one slice. A compaction's commit (its
+//! fsyncs, manifest, renames and removals) runs on a thread of the engine's own (see the
+//! storage log's "Commit off the caller's thread"). How long each write-out and each slice
+//! held the stepper is in `/metrics` (`replikv_write_out_duration_seconds`,
+//! `replikv_maintain_duration_seconds`).
 //!
 //! If a step, a write or an fsync fails (a failed fsync, a damaged file), the runtime stops
 //! for good: it records why, answers every call not yet answered with that reason instead of
@@ -49,7 +55,10 @@
 //!   durability; there is no per-request relaxation yet.
 //! - A replicating node fsyncs one file per group, its replication log (the write-ahead log);
 //!   the engine's files are fsynced when the replica says (segment seals, before the log drops
-//!   records, at shutdown), on the stepper.
+//!   records, at shutdown), on the stepper. A seal's fsyncs (engine: about six; replication
+//!   log: three) still run there: write-behind keeps each short, but a seal holds the batch
+//!   that triggers it for those fsyncs in series. Compaction's copying too runs there, a slice
+//!   at a time; only its commit has a thread of its own.
 //! - Held outputs are released by the stepper, so a reply crosses threads twice after its
 //!   fsync (syncer -> stepper -> connection) rather than once.
 

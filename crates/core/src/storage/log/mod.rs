@@ -146,6 +146,20 @@
 //! never retried: after a failed fsync the kernel may have dropped the dirty pages, and a
 //! retry that succeeds would claim data durable that is gone. Reads still work.
 //!
+//! ## Write-behind
+//!
+//! A replicating node's engine is not its own write-ahead log (its replication log is, see
+//! [`super::synced`]), so it fsyncs its active segment rarely: when the log asks, and when
+//! the segment seals. Left alone, the kernel keeps up to a whole segment (64 MiB by default)
+//! of its pages dirty, and the fsync that seals it then waits for all of them: 40 ms in a
+//! benchmark on this project's machine, on the thread that steps the replica. So every time
+//! another `WRITE_BEHIND_BYTES` (1 MiB) of a segment are written, the engine asks the kernel
+//! to start writing them back (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which
+//! returns without waiting) and the seal's fsync waits for about that much. This promises
+//! nothing: durability is still the fsync's alone, and a failure to start writeback is logged,
+//! not fatal, since the fsync that matters reports its own. It applies to every segment the
+//! engine writes (compaction outputs too); elsewhere than Linux it does nothing.
+//!
 //! # Recovery
 //!
 //! `open` first removes a `MANIFEST.tmp` (a manifest write that never finished) and reads
@@ -254,6 +268,32 @@
 //! the records the kept input still holds live have no copy in any output. A damaged segment
 //! left out of S holds only dead records of the keys S's live records are, for the same
 //! reason, which is why the outputs may sort after it.
+//!
+//! ## Commit off the caller's thread
+//!
+//! The commit (step 2's file work once the last output is written out: its fsync and hint,
+//! the active segment's fsync and `SYNCED` record, the directory fsync, the manifest, the
+//! renames and removals, the last directory fsync) is about ten fsyncs in series, tens of
+//! milliseconds on a busy disk. With `LogOptions::background_commit` (a node sets it) the
+//! engine plans it on the caller's thread (every path, byte and length decided, the manifest
+//! encoded, the keydir already pointing at the outputs) and runs it on a thread of its own,
+//! in the same order as in place, so that the crash tests of every step hold for it too.
+//! Meanwhile:
+//!
+//! - puts and gets go on: the keydir points at the outputs, whose open files read the same
+//!   whatever their names; a retired input is read by nothing;
+//! - anything that would race with the commit's files waits for it first: a seal, a manifest
+//!   written by a rewrite, the `SYNCED` file, a `flush`; no compaction starts;
+//! - `maintain` and `write_out` look whether it is done (without waiting) and then apply its
+//!   in-memory side: the outputs' new paths, the retired inputs forgotten (their files closed
+//!   on a short-lived thread: closing an unlinked file frees its blocks, which took 20 ms);
+//! - a failure stops the engine as a failure in place would: the next call returns it;
+//! - dropping the engine waits for it, so no thread changes the directory after the engine
+//!   is gone.
+//!
+//! A compaction's steps copy a budget of bytes each (a dead record costs its header and key,
+//! which is what is read of it; a live one its whole length), so a node, which passes a small
+//! budget between batches, holds a waiting batch for about that much copying.
 //!
 //! # Damage
 //!
