@@ -21,7 +21,8 @@
 # ratios replikv/redis of throughput and of p50 and p99 latency. Everything it starts it stops,
 # also on Ctrl-C.
 #
-# Settings (environment): N operations per run, WORKLOAD (write-only; c for reads only, which on
+# Settings (environment): N operations per run, PIPELINE (requests in flight per connection, as
+# redis-benchmark -P; with a WAIT, each write is followed by its WAIT in the pipeline), WORKLOAD (write-only; c for reads only, which on
 # replikv's leader wait for a heartbeat round: its read index), ROUNDS, CONNECTIONS, RECORDS, VALUE_BYTES, PAIRS,
 # BASE_PORT (replikv uses BASE_PORT+1..+3 and +101..+103, +201..+203; redis BASE_PORT+10..+12),
 # CLUSTER_FLAGS (more flags for replikv cluster start, e.g. --read-lease: leader reads under a lease),
@@ -32,6 +33,7 @@ set -euo pipefail
 N=${N:-100000}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
+PIPELINE=${PIPELINE:-1}
 RECORDS=${RECORDS:-100000}
 VALUE_BYTES=${VALUE_BYTES:-100}
 PAIRS=${PAIRS:-"sync semi-sync async"}
@@ -113,7 +115,7 @@ else:
 PY
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Linux $(uname -r), $(redis-server --version | cut -d' ' -f1-3)"
-echo "# replikv bench --workload $WORKLOAD -n $N -c $CONNECTIONS -r $RECORDS -d $VALUE_BYTES, $ROUNDS rounds, replikv first"
+echo "# replikv bench --workload $WORKLOAD -n $N -c $CONNECTIONS -P $PIPELINE -r $RECORDS -d $VALUE_BYTES, $ROUNDS rounds, replikv first"
 $replikv bench probe --dir "$work" --seconds 1 | sed 's/^/# probe: /'
 
 for pair in $PAIRS; do
@@ -125,7 +127,7 @@ for pair in $PAIRS; do
       if [ "$side" = replikv ]; then port=$((BASE_PORT + 1)); wait=""; else port=$((BASE_PORT + 10)); wait=$(wait_of "$pair"); fi
       out="$work/$pair/$round-$side.json"
       # shellcheck disable=SC2086 # $wait is empty or two words
-      RUST_LOG=warn $replikv bench -p "$port" --workload "$WORKLOAD" -n "$N" -c "$CONNECTIONS" \
+      RUST_LOG=warn $replikv bench -p "$port" --workload "$WORKLOAD" -n "$N" -c "$CONNECTIONS" -P "$PIPELINE" \
         -r "$RECORDS" -d "$VALUE_BYTES" $wait --json > "$out"
       printf '%-10s round %s %-8s %s\n' "$pair" "$round" "$side" "$(python3 "$work/summary.py" line "$out")"
     done

@@ -39,9 +39,10 @@
 //! the queues); a blocked tokio worker would stall unrelated connections. Between batches,
 //! when its queue is empty, the stepper gives the engine up to [`COMPACTION_STEP_BYTES`] of
 //! compaction work in slices of [`MAINTAIN_SLICE_BYTES`], looking at its queue between two,
-//! so that a message that arrives meanwhile waits for one slice. A compaction's commit (its
-//! fsyncs, manifest, renames and removals) runs on a thread of the engine's own (see the
-//! storage log's "Commit off the caller's thread"). How long each write-out and each slice
+//! so that a message that arrives meanwhile waits for one slice (or, rarely, for a commit
+//! that slice must wait for). A compaction's commit (its fsyncs, manifest, renames and
+//! removals) and a segment seal's run on a thread of the engine's own (see the storage log's
+//! "Commit off the caller's thread"). How long each write-out and each slice
 //! held the stepper is in `/metrics` (`replikv_write_out_duration_seconds`,
 //! `replikv_maintain_duration_seconds`).
 //!
@@ -55,10 +56,9 @@
 //!   durability; there is no per-request relaxation yet.
 //! - A replicating node fsyncs one file per group, its replication log (the write-ahead log);
 //!   the engine's files are fsynced when the replica says (segment seals, before the log drops
-//!   records, at shutdown), on the stepper. A seal's fsyncs (engine: about six; replication
-//!   log: three) still run there: write-behind keeps each short, but a seal holds the batch
-//!   that triggers it for those fsyncs in series. Compaction's copying too runs there, a slice
-//!   at a time; only its commit has a thread of its own.
+//!   records, at shutdown), on the stepper; an engine seal's and a compaction's commits on a
+//!   thread of the engine's own. The replication log's seal (three fsyncs) still runs on the
+//!   stepper, and so does compaction's copying, a slice at a time.
 //! - Held outputs are released by the stepper, so a reply crosses threads twice after its
 //!   fsync (syncer -> stepper -> connection) rather than once.
 
@@ -80,7 +80,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const COMPACTION_STEP_BYTES: u64 = 1024 * 1024;
 
 /// Bytes of maintenance per slice: between slices the stepper looks at its queue and stops
-/// if a message waits, so that a message arriving mid-maintenance waits for one slice at most.
+/// if a message waits, so that a message arriving mid-maintenance waits for one slice (which
+/// itself may wait for the engine's commit under way, rarely).
 pub const MAINTAIN_SLICE_BYTES: u64 = 64 * 1024;
 
 /// Batches written out but not yet fsynced, at most; a slow disk makes the stepper wait.

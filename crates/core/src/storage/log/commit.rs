@@ -1,5 +1,5 @@
-//! A compaction's commit: the file work that ends a compaction, run on a thread of its own
-//! when the engine's owner asks for it ([`LogOptions::background_commit`](super::LogOptions::background_commit)),
+//! Commits: the file work that ends a compaction or seals a segment, run on a thread of its
+//! own when the engine's owner asks for it ([`LogOptions::background_commit`](super::LogOptions::background_commit)),
 //! else in place. See "Commit off the caller's thread" in the module documentation.
 //!
 //! The work is the same, in the same order, either way: [`Commit::run`] does it through a
@@ -48,6 +48,32 @@ impl CommitIo for LogEngine {
 pub(super) struct ThreadIo {
     gate: Arc<FsyncGate>,
     fsyncs: u64,
+}
+
+/// A test's hold on a commit thread: the thread waits for `release` before its file work, so
+/// that a test sees the engine with a commit under way for as long as it likes.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct Hold {
+    released: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Hold {
+    /// Lets every thread held here (and every later one) go on.
+    pub(super) fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until released, or 30 s: a test that fails while it holds a commit drops its
+    /// engine, whose drop waits for the commit, and must not hang there.
+    fn wait(&self) {
+        let released = self.released.lock().unwrap();
+        let timeout = std::time::Duration::from_secs(30);
+        let _ = self.changed.wait_timeout_while(released, timeout, |released| !*released).unwrap();
+    }
 }
 
 impl CommitIo for ThreadIo {
@@ -115,19 +141,7 @@ impl Commit {
             bytes += hint.len() as u64;
         }
         io.sync_file(&self.active.file, &self.active.path)?;
-        match self.synced {
-            SyncedChange::Keep => {}
-            SyncedChange::Write(record) => {
-                if synced::write(&self.dir, record, |file, path| io.sync_file(file, path))? {
-                    io.sync_dir(&self.dir)?;
-                }
-            }
-            SyncedChange::Drop => {
-                if synced::remove(&self.dir)? {
-                    io.sync_dir(&self.dir)?;
-                }
-            }
-        }
+        apply_synced(&self.dir, self.synced, io)?;
         // The outputs' names must be durable before a manifest lists them.
         io.sync_dir(&self.dir)?;
         io.step_done("outputs sealed");
@@ -168,12 +182,77 @@ pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
+/// A seal's file work, planned by `rotate` once the sealed segment's last records are
+/// written out and the next segment's file exists (empty, unlisted): see "Writes".
+pub(super) struct SealCommit {
+    pub(super) dir: PathBuf,
+    /// The sealed segment: fsynced here, before a manifest records its length.
+    pub(super) sealed: SyncFile,
+    /// The manifest listing the sealed segment with its length and the next as active.
+    pub(super) manifest: Vec<u8>,
+    /// The `SYNCED` record of the next segment (empty).
+    pub(super) synced: SyncedChange,
+}
+
+impl SealCommit {
+    /// Does the seal's file work in order; returns the bytes written.
+    fn run(&self, io: &mut impl CommitIo) -> Result<u64> {
+        io.sync_file(&self.sealed.file, &self.sealed.path)?;
+        io.step_done("segment sealed");
+        // The new segment exists before a manifest names it: open removes an empty unlisted
+        // one, but refuses a listed one that is missing.
+        io.sync_dir(&self.dir)?;
+        io.step_done("next segment created");
+        write_manifest_file(&self.dir, &self.manifest, io)?;
+        apply_synced(&self.dir, self.synced, io)?;
+        Ok(self.manifest.len() as u64)
+    }
+}
+
+/// Writes or removes the `SYNCED` file as `change` says, fsyncing the directory if the file
+/// was created or removed.
+fn apply_synced(dir: &Path, change: SyncedChange, io: &mut impl CommitIo) -> Result<()> {
+    let changed = match change {
+        SyncedChange::Keep => false,
+        SyncedChange::Write(record) => synced::write(dir, record, |file, path| io.sync_file(file, path))?,
+        SyncedChange::Drop => synced::remove(dir)?,
+    };
+    if changed {
+        io.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The file work of a commit, of either kind.
+pub(super) enum Work {
+    Compaction(Commit),
+    Seal(SealCommit),
+}
+
+impl Work {
+    /// Does the work; returns the bytes written.
+    fn run(&self, io: &mut impl CommitIo) -> Result<u64> {
+        match self {
+            Work::Compaction(commit) => commit.run(io),
+            Work::Seal(seal) => seal.run(io),
+        }
+    }
+}
+
+/// The engine's in-memory side of a commit of either kind, applied once its work is done.
+#[derive(Debug)]
+pub(super) enum After {
+    Compaction(AfterCommit),
+    /// A seal: only the `SYNCED` record changes (the manifest in memory changed at the plan).
+    Seal(SyncedChange),
+}
+
 /// A commit under way on its own thread, and what the engine does once it is done.
 pub(super) struct Committing {
     /// The thread: the bytes written and the fsyncs run, or the failure.
     pub(super) thread: JoinHandle<(Result<u64>, u64)>,
     /// The engine's side, applied when the thread is done.
-    pub(super) after: AfterCommit,
+    pub(super) after: After,
 }
 
 impl std::fmt::Debug for Committing {
@@ -196,26 +275,46 @@ pub(super) struct AfterCommit {
 }
 
 impl LogEngine {
-    /// Runs `commit`: on a thread of its own if the options ask for it (its in-memory side
-    /// then waits until [`LogEngine::poll_commit`] finds it done), else here and now.
-    pub(super) fn start_commit(&mut self, commit: Commit, after: AfterCommit) -> Result<()> {
-        assert!(self.committing.is_none(), "a commit is under way already");
-        if !self.options.background_commit {
-            let bytes = commit.run(self)?;
+    /// Runs `work`: on a thread of its own if `background` (its in-memory side `after` then
+    /// waits until [`LogEngine::poll_commit`] finds it done), else here and now. A commit
+    /// under way is finished first: one at a time.
+    pub(super) fn start_commit(&mut self, work: Work, after: After, background: bool) -> Result<()> {
+        self.wait_commit()?;
+        if !background {
+            let bytes = work.run(self)?;
             self.bytes_written += bytes;
             self.commit_done(after);
             return Ok(());
         }
+        let work = Arc::new(work);
+        let on_thread = work.clone();
         let mut io = ThreadIo { gate: self.fsyncs.gate.clone(), fsyncs: 0 };
-        let thread = std::thread::Builder::new()
-            .name("replikv-commit".into())
-            .spawn(move || {
-                let result = commit.run(&mut io);
-                (result, io.fsyncs)
-            })
-            .map_err(|e| Error::io("spawn a thread for", &self.dir, e))?;
-        self.committing = Some(Committing { thread, after });
+        #[cfg(test)]
+        let hold = self.commit_hold.clone();
+        let spawned = std::thread::Builder::new().name("replikv-commit".into()).spawn(move || {
+            #[cfg(test)]
+            if let Some(hold) = hold {
+                hold.wait();
+            }
+            let result = on_thread.run(&mut io);
+            (result, io.fsyncs)
+        });
+        match spawned {
+            Ok(thread) => self.committing = Some(Committing { thread, after }),
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), "no thread for a commit ({error}): it runs here");
+                let bytes = work.run(self)?;
+                self.bytes_written += bytes;
+                self.commit_done(after);
+            }
+        }
         Ok(())
+    }
+
+    /// True while a seal's commit is under way on its thread: the active segment is not yet
+    /// listed in the manifest on disk, so its records stay in its buffer (see "Writes").
+    pub(super) fn sealing(&self) -> bool {
+        self.committing.as_ref().is_some_and(|c| matches!(c.after, After::Seal(_)))
     }
 
     /// Finishes the commit under way if its thread is done, or, with `wait`, once it is. A
@@ -227,8 +326,12 @@ impl LogEngine {
         }
         let committing = self.committing.take().expect("checked above");
         let (result, fsyncs) = committing.thread.join().unwrap_or_else(|panic| {
-            let why = panic.downcast_ref::<&str>().copied().unwrap_or("a panic");
-            (Err(Error::Stopped(format!("the commit thread of {} failed: {why}", self.dir.display()))), 0)
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|why| why.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            (Err(Error::Stopped(format!("the commit thread of {} panicked: {why}", self.dir.display()))), 0)
         });
         self.fsyncs.count += fsyncs;
         match result {
@@ -238,6 +341,7 @@ impl LogEngine {
                 Ok(())
             }
             Err(error) => {
+                tracing::error!(dir = %self.dir.display(), "log engine stopped: a compaction's commit failed: {error}");
                 self.stopped = Some(error.to_string());
                 Err(error)
             }
@@ -251,24 +355,20 @@ impl LogEngine {
     }
 
     /// The in-memory side of a finished commit.
-    fn commit_done(&mut self, after: AfterCommit) {
-        match after.synced {
-            SyncedChange::Keep => {}
-            SyncedChange::Write(record) => self.synced_last = Some(record),
-            SyncedChange::Drop => {
-                self.synced_kept = false;
-                self.synced_last = None;
-            }
-        }
+    fn commit_done(&mut self, after: After) {
+        let after = match after {
+            After::Compaction(after) => after,
+            After::Seal(synced) => return self.synced_done(synced),
+        };
+        self.synced_done(after.synced);
         for (id, path) in after.published {
             self.segment_mut(id).path = path;
         }
         for id in after.empty {
             self.segments.remove(&id);
         }
-        for id in after.retired {
-            self.forget_removed(id);
-        }
+        let files = after.retired.into_iter().map(|id| self.forget_removed(id)).collect();
+        close_in_background(files);
         // Gone for good: the next manifest need not name them.
         self.manifest.retired.clear();
         self.compactions += 1;
@@ -278,15 +378,35 @@ impl LogEngine {
         );
     }
 
-    /// Forgets segment `id`, whose files are removed, and closes its file on a short-lived
-    /// thread of its own: closing the last descriptor of an unlinked file frees its blocks,
-    /// which for a full segment took tens of milliseconds in a benchmark, time the thread
-    /// stepping the replica need not wait. If the thread cannot start, it closes here.
-    pub(super) fn forget_removed(&mut self, id: SegmentId) {
+    /// The `SYNCED` file changed as `change` says.
+    fn synced_done(&mut self, change: SyncedChange) {
+        match change {
+            SyncedChange::Keep => {}
+            SyncedChange::Write(record) => self.synced_last = Some(record),
+            SyncedChange::Drop => {
+                self.synced_kept = false;
+                self.synced_last = None;
+            }
+        }
+    }
+
+    /// Forgets segment `id`, whose files are removed; returns its open file, for
+    /// [`close_in_background`].
+    pub(super) fn forget_removed(&mut self, id: SegmentId) -> Arc<File> {
         let segment = self.segments.remove(&id).expect("forgetting an open segment");
         assert_eq!(segment.live_bytes, 0, "segment {id} still holds live records");
         self.removed_max = self.removed_max.max(Some(id));
-        let file = segment.file;
-        let _ = std::thread::Builder::new().name("replikv-close".into()).spawn(move || drop(file));
+        segment.file
     }
+}
+
+/// Closes removed segments' files on one short-lived thread of their own: closing the last
+/// descriptor of an unlinked file frees its blocks, which for a full segment took 20 ms in a
+/// benchmark, time the thread stepping the replica need not wait. If the thread cannot
+/// start, they close here.
+pub(super) fn close_in_background(files: Vec<Arc<File>>) {
+    if files.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new().name("replikv-close".into()).spawn(move || drop(files));
 }

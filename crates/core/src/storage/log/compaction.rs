@@ -2,7 +2,7 @@
 //! budget of bytes per `maintain` call, then swap the files. The steps and why a crash at any
 //! point is safe are in "Compaction" in the module documentation.
 
-use super::commit::{remove_segment_files, AfterCommit, Commit, SyncFile};
+use super::commit::{close_in_background, remove_segment_files, After, AfterCommit, Commit, SyncFile, Work};
 use super::engine::{LogEngine, Position};
 use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::reader::{Next, RawRecord, SegmentReader};
@@ -176,8 +176,9 @@ impl LogEngine {
         // active segment's buffer, or written out with their fsync handed to the caller and
         // not yet run: those must be durable before the old ones go, so the commit fsyncs the
         // active segment, always.
+        // `unsynced` stays as it is: on a thread of its own the commit's fsync comes later, so
+        // a `write_out` meanwhile must still hand out the fsync of what was written here.
         self.write_active()?;
-        self.unsynced = false;
         let synced = self.synced_change();
         let (outputs, empty): (Vec<SegmentId>, Vec<SegmentId>) =
             compaction.outputs.iter().partition(|&id| self.segments[id].len() > 0);
@@ -203,6 +204,9 @@ impl LogEngine {
         let sealed_bytes = outputs.iter().map(|&output| (output, Some(self.segments[&output].len())));
         self.manifest.segments.extend(sealed_bytes);
         let manifest = self.encode_manifest()?;
+        // A retired input's or empty output's hint must not be written while the commit
+        // removes the files (nor after: the segment is gone).
+        self.pending_hints.retain(|pending| !retired.contains(&pending.id) && !empty.contains(&pending.id));
         let sync_file = |id: SegmentId| {
             let segment = &self.segments[&id];
             SyncFile { file: segment.file.clone(), path: segment.path.clone() }
@@ -220,7 +224,7 @@ impl LogEngine {
             empty: empty.iter().map(|&id| (id, self.segments[&id].path.clone())).collect(),
             retired: retired.iter().map(|&id| (id, self.segments[&id].path.clone())).collect(),
         };
-        let after = AfterCommit {
+        let after = After::Compaction(AfterCommit {
             synced,
             published,
             empty,
@@ -228,8 +232,13 @@ impl LogEngine {
             inputs: compaction.inputs.len(),
             kept: kept.len(),
             outputs: outputs.len(),
-        };
-        self.start_commit(commit, after)
+        });
+        self.start_commit(Work::Compaction(commit), after, self.options.background_commit)?;
+        if self.committing.is_none() {
+            // Run in place: the active segment is fsynced through everything written.
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     /// Removes a retired segment and its hint file, once a rewrite moved every live record
@@ -238,7 +247,8 @@ impl LogEngine {
         let path = self.segments[&input].path.clone();
         let dir = self.dir.clone();
         remove_segment_files(&dir, input, &path, self)?;
-        self.forget_removed(input);
+        let file = self.forget_removed(input);
+        close_in_background(vec![file]);
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
 
 use super::cache::CacheBudget;
-use super::commit::{Committing, SyncedChange};
+use super::commit::{After, Committing, SealCommit, SyncFile, SyncedChange, Work};
 use super::compaction::Compaction;
 use super::damage::{Damaged, Rewrite};
 use super::format::{
@@ -158,8 +158,9 @@ impl Segment {
     }
 }
 
-/// Asks the kernel to start writing `file`'s bytes `from..to` to the disk and returns at once
-/// (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`): write-behind, so that a later fsync
+/// Asks the kernel to start writing `file`'s bytes `from..to` to the disk, without waiting for
+/// them (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`; it blocks only while the
+/// device's request queue is full): write-behind, so that a later fsync
 /// finds them written already. It promises nothing about durability, and reports nothing an
 /// fsync would not: a failure is logged (the fsync that matters reports its own) and the
 /// write goes on.
@@ -172,9 +173,11 @@ fn start_writeback(file: &File, path: &Path, from: u64, to: u64) {
     // SAFETY: the descriptor is open for the call (`file` is borrowed), and the call reads no
     // memory of this process.
     let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc != 0 {
+    // Once per process: a file system that refuses the call refuses it every MiB.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if rc != 0 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         let error = io::Error::last_os_error();
-        tracing::warn!(path = %path.display(), from, to, "could not start writeback: {error}");
+        tracing::warn!(path = %path.display(), from, to, "could not start writeback (not logged again): {error}");
     }
 }
 
@@ -245,7 +248,8 @@ pub struct LogEngine {
     /// The segment puts append to: the greatest base, generation 0.
     pub(super) active: SegmentId,
     /// The segments the manifest on disk lists (the published ones: not the outputs of a
-    /// compaction under way), and the inputs of a finished compaction not yet removed.
+    /// compaction under way), and the inputs of a finished compaction not yet removed. While
+    /// a commit is under way on its thread, what its manifest will list once written.
     pub(super) manifest: Manifest,
     /// The compaction under way, if any.
     pub(super) compaction: Option<Compaction>,
@@ -264,6 +268,9 @@ pub struct LogEngine {
     pub(super) fsyncs: Fsyncs,
     /// A compaction's commit under way on a thread of its own.
     pub(super) committing: Option<Committing>,
+    /// Holds every commit thread before its file work until released (tests only).
+    #[cfg(test)]
+    pub(super) commit_hold: Option<Arc<super::commit::Hold>>,
     /// Bytes written to files since the engine opened.
     pub(super) bytes_written: u64,
     /// Compactions finished since the engine opened.
@@ -333,6 +340,8 @@ impl LogEngine {
             pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
             committing: None,
+            #[cfg(test)]
+            commit_hold: None,
             bytes_written: 0,
             compactions: 0,
             last_sync_ms: 0,
@@ -545,27 +554,34 @@ impl LogEngine {
         // A commit under way fsyncs the active segment and records its length.
         self.wait_commit()?;
         let sealed = self.active;
-        self.seal_data(sealed)?;
+        // Written out here; fsynced by the seal's commit.
+        self.bytes_written += self.segment_mut(sealed).write_buffer()?;
         if let Some(hint) = self.take_hint(sealed) {
             self.pending_hints.push(PendingHint { id: sealed, bytes: hint, written: 0 });
         }
-        self.step_done("segment sealed");
         let next = SegmentId { base: sealed.base + 1, gen: 0 };
         self.create_segment(next, SEGMENT_EXT)?;
-        // The new segment exists before a manifest names it: open removes an empty unlisted
-        // one, but refuses a listed one that is missing.
-        self.fsyncs.sync_dir(&self.dir)?;
-        self.step_done("next segment created");
         self.active = next;
         self.unsynced = false;
-        // Whole and fsynced: its length is final, and the manifest records it.
+        // Whole once the commit's fsync ran: its length is final, and the manifest records it.
         let sealed_bytes = self.segments[&sealed].len();
         let was = self.manifest.segments.insert(sealed, Some(sealed_bytes));
         assert_eq!(was, Some(None), "sealed segment {sealed} was not listed as the active one");
         self.manifest.segments.insert(next, None);
-        self.write_manifest()?;
-        // The new active segment is empty, and its name durable.
-        self.record_synced()
+        let segment = &self.segments[&sealed];
+        let seal = SealCommit {
+            dir: self.dir.clone(),
+            sealed: SyncFile { file: segment.file.clone(), path: segment.path.clone() },
+            manifest: self.encode_manifest()?,
+            // The new active segment is empty, and its name durable once the commit is done.
+            synced: self.synced_change(),
+        };
+        // On a thread only where another log makes the writes durable: an engine that is its
+        // own write-ahead log must fsync the next batch's records, in the next segment, which
+        // it may not write before the manifest lists it, so it would wait for the seal anyway.
+        let background = self.options.background_commit && self.synced_kept;
+        let synced = seal.synced;
+        self.start_commit(Work::Seal(seal), After::Seal(synced), background)
     }
 
     /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller
@@ -603,6 +619,10 @@ impl LogEngine {
     /// the segment otherwise, so a hint a crash cut short costs time, never data. A hint whose
     /// segment compaction has removed meanwhile is dropped.
     pub(super) fn write_pending_hints(&mut self, budget_bytes: u64) -> Result<u64> {
+        if self.committing.is_some() {
+            // A commit removes hints, or lists the segment a hint describes: wait for it.
+            return Ok(0);
+        }
         let mut spent = 0;
         while spent < budget_bytes {
             let Some(pending) = self.pending_hints.first_mut() else { break };
@@ -644,6 +664,10 @@ impl LogEngine {
 
     /// Writes the active segment's buffer (no fsync), returning the bytes written.
     pub(super) fn write_active(&mut self) -> Result<u64> {
+        // The active segment may not be written before the manifest lists it.
+        if self.sealing() {
+            self.wait_commit()?;
+        }
         let bytes = self.segment_mut(self.active).write_buffer()?;
         self.bytes_written += bytes;
         self.unsynced |= bytes > 0;
@@ -769,6 +793,11 @@ impl Engine for LogEngine {
     fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
         self.check_running()?;
         self.poll_commit(false)?;
+        if self.sealing() {
+            // The records stay in the active segment's buffer (readable there) until the seal's
+            // commit lists the segment; the log holds them meanwhile.
+            return Ok(0);
+        }
         let result = (|| {
             let bytes = self.write_active()?;
             if !self.synced_kept && self.options.fsync != super::options::FsyncPolicy::Never {

@@ -129,12 +129,16 @@
 //! fails, the caller stops the node, so the engine is never asked again.
 //!
 //! When a record would take the active segment past `segment_bytes_max`, the segment is
-//! sealed first, whatever the policy: its buffer written and fdatasynced, a new active segment
-//! of `base + 1` created, the directory fsynced, then a manifest listing the new segment, and
-//! the sealed one with its length, written. Recovery trusts sealed segments to be whole,
-//! which only an fsync before the next segment exists makes true. Puts reach the new segment
-//! only after the manifest lists it, so a crash before that leaves it empty and unlisted,
-//! which open recognises. The sealed segment's hint file is not written then, on the put's
+//! sealed first, whatever the policy: its buffer written, a new active segment of `base + 1`
+//! created (empty), then the seal's commit: the sealed segment fdatasynced, the directory
+//! fsynced, a manifest listing the new segment, and the sealed one with its length, written,
+//! and the new segment's `SYNCED` record. Recovery trusts sealed segments to be whole, which
+//! only an fsync before the manifest records the length makes true. Puts reach the new
+//! segment's file only after the manifest lists it (until then they wait in its buffer,
+//! readable there), so a crash before that leaves it empty and unlisted, which open
+//! recognises. Where another log makes the writes durable (a replicating node's engine, with
+//! `background_commit`), the commit runs on a thread of its own ("Commit off the caller's
+//! thread"): the put that sealed goes on at once, and so do the batches after it. The sealed segment's hint file is not written then, on the put's
 //! path: it waits in memory and `maintain` writes it between batches, a budget's worth at a
 //! time, without an fsync. Open
 //! checks a hint whole before it trusts it, so a hint that a crash cut short, or one never
@@ -155,7 +159,8 @@
 //! benchmark on this project's machine, on the thread that steps the replica. So every time
 //! another `WRITE_BEHIND_BYTES` (1 MiB) of a segment are written, the engine asks the kernel
 //! to start writing them back (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which
-//! returns without waiting) and the seal's fsync waits for about that much. This promises
+//! does not wait for the writes, only, when the device's queue is full, for room in it) and
+//! the seal's fsync waits for about that much. This promises
 //! nothing: durability is still the fsync's alone, and a failure to start writeback is logged,
 //! not fatal, since the fsync that matters reports its own. It applies to every segment the
 //! engine writes (compaction outputs too); elsewhere than Linux it does nothing.
@@ -271,25 +276,36 @@
 //!
 //! ## Commit off the caller's thread
 //!
-//! The commit (step 2's file work once the last output is written out: its fsync and hint,
-//! the active segment's fsync and `SYNCED` record, the directory fsync, the manifest, the
-//! renames and removals, the last directory fsync) is about ten fsyncs in series, tens of
-//! milliseconds on a busy disk. With `LogOptions::background_commit` (a node sets it) the
-//! engine plans it on the caller's thread (every path, byte and length decided, the manifest
-//! encoded, the keydir already pointing at the outputs) and runs it on a thread of its own,
-//! in the same order as in place, so that the crash tests of every step hold for it too.
+//! A compaction's commit (step 2's file work once the last output is written out: its fsync
+//! and hint, the active segment's fsync and `SYNCED` record, the directory fsync, the
+//! manifest, the renames and removals, the last directory fsync) is about ten fsyncs in
+//! series, tens of milliseconds on a busy disk; a seal's (see "Writes") about five. With
+//! `LogOptions::background_commit` (a node sets it) the engine plans a commit on the caller's
+//! thread (every path, byte and length decided, the manifest encoded, the keydir already
+//! pointing at the outputs, the new segment already active) and runs it on a thread of its
+//! own, in the same order as in place, so that the crash tests of every step check the order
+//! the thread follows. A seal goes to the thread only where another log makes the writes
+//! durable; an engine that is its own write-ahead log seals in place. One commit at a time.
 //! Meanwhile:
 //!
 //! - puts and gets go on: the keydir points at the outputs, whose open files read the same
-//!   whatever their names; a retired input is read by nothing;
-//! - anything that would race with the commit's files waits for it first: a seal, a manifest
-//!   written by a rewrite, the `SYNCED` file, a `flush`; no compaction starts;
-//! - `maintain` and `write_out` look whether it is done (without waiting) and then apply its
-//!   in-memory side: the outputs' new paths, the retired inputs forgotten (their files closed
-//!   on a short-lived thread: closing an unlinked file frees its blocks, which took 20 ms);
+//!   whatever their names; a retired input is read by nothing. During a seal's commit the
+//!   new segment's records stay in its buffer: `write_out_unsynced` writes nothing;
+//! - anything that would race with the commit's files waits for it first: the next seal, a
+//!   manifest written by a rewrite, the `SYNCED` file (so `sync_written`, and a `write_out`
+//!   that stops keeping it), writing the active segment during a seal's commit (a `flush`,
+//!   `write_out`, `sync_written`, the end of a compaction or a rewrite), a `flush`; no
+//!   compaction starts and no hint is written;
+//! - `maintain` and the write-outs look whether it is done (without waiting) and then apply
+//!   its in-memory side: the outputs' new paths, the retired inputs forgotten (their files
+//!   closed on a short-lived thread: closing an unlinked file frees its blocks, which took
+//!   20 ms), the `SYNCED` record;
 //! - a failure stops the engine as a failure in place would: the next call returns it;
 //! - dropping the engine waits for it, so no thread changes the directory after the engine
 //!   is gone.
+//!
+//! So a call that waits (above) can take as long as the commit under way: rare, since
+//! commits are one per segment sealed or compaction, and each is short with write-behind.
 //!
 //! A compaction's steps copy a budget of bytes each (a dead record costs its header and key,
 //! which is what is read of it; a live one its whole length), so a node, which passes a small
@@ -367,8 +383,8 @@
 //! # Invariants
 //!
 //! - The active segment has generation 0 and a greater base than every other segment.
-//! - Between calls, the manifest on disk lists exactly the open segments but the outputs of a
-//!   compaction under way, the active segment last, every other with its file's length
+//! - Between calls, and no commit under way on its thread, the manifest on disk lists exactly
+//!   the open segments but the outputs of a compaction under way, the active segment last, every other with its file's length
 //!   (after an open of a version-1 manifest, the engine's copy has the lengths found, and the
 //!   disk gets them at the next write); its retired ids are never listed, and not reused by
 //!   a later segment in this run (bases and generations only grow, and outputs are named
@@ -436,8 +452,10 @@
 //! - Compaction and the rewrite read the disk even for a cached value, so a damaged record
 //!   whose value `get` serves from the cache is reported and listed for repair all the same.
 //! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
-//!   the policy, so those calls can take as long as an fsync of a whole segment: with
-//!   `fsync = never`, 64 MiB of dirty pages at once.
+//!   the policy. With write-behind each fsync waits for about a MiB, but in place (without
+//!   `background_commit`, or a seal of an engine that is its own write-ahead log) the call
+//!   waits for five to ten fsyncs in series; with it, a later call may wait for the commit
+//!   (see "Commit off the caller's thread").
 //! - Hints wait for `maintain`, which the node calls only when no request waits: after a busy
 //!   period ended by a stop, or after an open (which rebuilds the hint only of the segment it
 //!   makes active), segments without hints are scanned at the next open.

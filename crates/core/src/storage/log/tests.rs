@@ -3,7 +3,7 @@
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
-use super::commit::{AfterCommit, Commit, SyncFile, SyncedChange};
+use super::commit::{After, AfterCommit, Commit, Hold, SyncFile, SyncedChange, Work};
 use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
@@ -978,18 +978,41 @@ fn a_background_commit_lets_puts_gets_and_seals_go_on_and_finishes_at_a_later_ca
     assert_state(&e, &h.model, "reopened after a background commit and a seal");
 }
 
+/// How often a test looks, at most, whether a released commit thread is done (the core's
+/// tests take no wall time: about a minute of yields on this machine).
+const POLLS_MAX: u64 = 100_000_000;
+
+/// Holds every commit thread of `e` until the returned hold is released.
+fn hold_commits(e: &mut LogEngine) -> Arc<Hold> {
+    let hold = Arc::new(Hold::default());
+    e.commit_hold = Some(hold.clone());
+    hold
+}
+
 #[test]
 fn a_background_commit_is_picked_up_by_maintain_without_waiting_and_by_drop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let hold = hold_commits(&mut e);
     let mut h = Harness::default();
     write_overwrites(&mut e, &mut h);
     until_committing(&mut e, &mut h);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The thread is held: maintain and write_out return at once, the commit still under way.
+    for i in 0..5 {
+        e.maintain(300).expect("maintain");
+        h.put(&mut e, &format!("key-{i:02}"), Some("meanwhile"), None);
+        e.write_out(0).expect("write out");
+        assert!(e.committing.is_some(), "call {i} waited for the held commit");
+        assert_eq!(e.stats().compactions, 0);
+        assert_state(&e, &h.model, &format!("call {i} during the commit"));
+    }
+    hold.release();
+    let mut polls = 0u64;
     while e.stats().compactions == 0 {
-        assert!(std::time::Instant::now() < deadline, "maintain never picked up the finished commit");
+        polls += 1;
+        assert!(polls < POLLS_MAX, "maintain never picked up the finished commit");
         e.maintain(0).expect("maintain");
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::yield_now();
     }
     assert!(e.committing.is_none());
     assert_state(&e, &h.model, "after the commit");
@@ -1002,6 +1025,104 @@ fn a_background_commit_is_picked_up_by_maintain_without_waiting_and_by_drop() {
     assert!(files(dir.path(), PART_EXT).is_empty(), "the commit finished before the drop returned");
     let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
     assert_state(&e, &h.model, "reopened after a drop during a commit");
+}
+
+#[test]
+fn a_write_out_during_a_background_commit_hands_out_the_fsync_the_commit_has_not_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting_in_background() };
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let hold = hold_commits(&mut e);
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    let mut i = 0;
+    while e.committing.is_none() {
+        i += 1;
+        assert!(i < 1000, "no commit started");
+        // Put and not written out: the commit's plan writes it, its thread fsyncs it later.
+        h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("late {i}")), None);
+        e.maintain(300).expect("maintain");
+    }
+    let out = e.write_out(0).expect("write out");
+    assert!(
+        out.sync.is_some(),
+        "a write-out during the commit owed no fsync, though the commit, which wrote the last put, has not fsynced it"
+    );
+    hold.release();
+    e.flush(0).expect("flush");
+    assert_state(&e, &h.model, "after the commit");
+}
+
+#[test]
+fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let hold = hold_commits(&mut e);
+    let mut h = Harness::default();
+    write_overwrites(&mut e, &mut h);
+    // The oldest segment's hint half written, the others not begun.
+    e.write_pending_hints(10).expect("a first part of a hint");
+    let oldest = e.pending_hints.first().expect("hints pending").id;
+    assert!(e.pending_hints[0].written > 0, "the oldest hint is half written");
+    // The whole compaction at once, then its commit on its thread, done but not picked up.
+    e.compact_step(u64::MAX).expect("compact");
+    assert!(e.committing.is_some(), "the commit is under way");
+    hold.release();
+    let mut polls = 0u64;
+    while !e.committing.as_ref().expect("not picked up yet").thread.is_finished() {
+        polls += 1;
+        assert!(polls < POLLS_MAX, "the commit never finished");
+        std::thread::yield_now();
+    }
+    // maintain writes hints before it looks at the commit: none of a removed segment's.
+    e.maintain(300).expect("maintain after the commit removed the inputs and their hints");
+    e.write_pending_hints(u64::MAX).expect("the remaining hints");
+    assert!(!dir.path().join(oldest.file_name(HINT_EXT)).exists(), "a hint of the removed segment {oldest}");
+    assert_eq!(e.stats().compactions, 1);
+    drop(e);
+    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    assert_state(&e, &h.model, "reopened after the commit");
+}
+
+#[test]
+fn a_replicating_engines_seal_commits_on_its_thread_and_its_next_segment_waits_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting_in_background() };
+    let mut e = LogEngine::open(dir.path(), options).expect("open");
+    let hold = hold_commits(&mut e);
+    let mut h = Harness::default();
+    // A replicating node's way: write out without fsyncs of its own.
+    h.put(&mut e, "first", Some("1"), None);
+    e.write_out_unsynced(0).expect("write out");
+    let sealed = e.active;
+    let mut i = 0;
+    while e.active == sealed {
+        i += 1;
+        assert!(i < 1000, "the active segment never sealed");
+        h.put(&mut e, &format!("key-{:02}", i % 40), Some(&format!("before {i} {}", "b".repeat(60))), None);
+        e.write_out_unsynced(0).expect("write out");
+    }
+    assert!(e.sealing(), "the put that sealed went on; the seal commits on its thread");
+    let next = e.active;
+    let before_seal = tempfile::tempdir().expect("tempdir");
+    for i in 0..5 {
+        h.put(&mut e, &format!("key-{i:02}"), Some(&format!("during {i}")), None);
+        assert_eq!(e.write_out_unsynced(0).expect("write out"), 0, "nothing written before the manifest lists it");
+        assert_state(&e, &h.model, &format!("put {i} during the seal"));
+    }
+    let next_path = dir.path().join(next.file_name(SEGMENT_EXT));
+    assert_eq!(fs::metadata(&next_path).expect("the next segment exists").len(), 0, "unlisted, so empty");
+    // A crash now leaves the old manifest and an empty unlisted next segment: open recovers.
+    copy_dir(dir.path(), before_seal.path());
+    drop(LogEngine::open(before_seal.path(), options).expect("a crash during the seal's commit recovers"));
+    hold.release();
+    e.wait_commit().expect("the seal's commit");
+    assert!(e.write_out_unsynced(0).expect("write out") > 0, "the waiting records written once listed");
+    e.sync_written(0).expect("sync");
+    assert_state(&e, &h.model, "after the seal");
+    drop(e);
+    let e = LogEngine::open(dir.path(), options).expect("reopen");
+    assert_state(&e, &h.model, "reopened after a seal on its thread");
 }
 
 #[test]
@@ -1035,7 +1156,7 @@ fn a_failed_background_commit_stops_the_engine() {
         kept: 0,
         outputs: 0,
     };
-    e.start_commit(commit, after).expect("started on its thread");
+    e.start_commit(Work::Compaction(commit), After::Compaction(after), true).expect("started on its thread");
     let error = e.flush(0).expect_err("the flush waits for the commit, which failed");
     assert!(error.to_string().contains("missing.compacting"), "the error names the file: {error}");
     assert!(matches!(e.write_out(0), Err(Error::Stopped(_))), "the engine refuses more");
