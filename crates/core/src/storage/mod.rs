@@ -114,27 +114,35 @@ pub struct Flushed {
 /// one may see the error and the other a success that is a lie. The gate runs one fsync at a
 /// time and remembers the first failure; every fsync after it, from any thread, fails with
 /// that reason instead of running, so a failure is never swallowed and never retried.
+///
+/// Asking whether an fsync failed ([`FsyncGate::failure`], which every write of the engine and
+/// the replication log asks first) never waits for an fsync under way: the failure has a lock
+/// of its own, held only to read or set it. (With one lock for both, each write of the next
+/// batch waited for the syncer's fsync of the last one, which undid the pipelining.)
 #[derive(Debug, Default)]
 pub struct FsyncGate {
     /// The first failure, once there is one.
     failed: std::sync::Mutex<Option<String>>,
+    /// Held through each fsync: one at a time.
+    running: std::sync::Mutex<()>,
 }
 
 impl FsyncGate {
     /// Runs `call` (an fsync of `path`) unless an earlier fsync failed; records a failure.
     pub fn run(&self, path: &std::path::Path, call: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
-        let mut failed = self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(why) = &*failed {
-            return Err(crate::Error::Stopped(why.clone()));
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(why) = self.failure() {
+            return Err(crate::Error::Stopped(why));
         }
         call().map_err(|e| {
             let err = crate::Error::io("fsync", path, e);
-            *failed = Some(err.to_string());
+            let mut failed = self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            failed.get_or_insert_with(|| err.to_string());
             err
         })
     }
 
-    /// The first failure, if an fsync has failed.
+    /// The first failure, if an fsync has failed. Never waits for an fsync under way.
     pub fn failure(&self) -> Option<String> {
         self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
@@ -244,8 +252,9 @@ pub trait Engine {
 
     /// `write_out` for an engine whose durability another log provides (a replicating
     /// node's replication log is its write-ahead log): hands every record put so far to the
-    /// operating system and hands out no fsync, leaving them unsynced until [`Engine::sync_written`].
-    /// Returns the bytes written. The default flushes in full.
+    /// operating system (an engine may keep some in memory a while longer, as the log engine
+    /// does while a seal commits) and hands out no fsync, leaving them unsynced until
+    /// [`Engine::sync_written`]. Returns the bytes written. The default flushes in full.
     fn write_out_unsynced(&mut self, now_ms: u64) -> Result<u64> {
         Ok(self.flush(now_ms)?.bytes)
     }

@@ -341,7 +341,7 @@ impl LogEngine {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(dir = %self.dir.display(), "log engine stopped: a compaction's commit failed: {error}");
+                tracing::error!(dir = %self.dir.display(), "log engine stopped: a commit failed: {error}");
                 self.stopped = Some(error.to_string());
                 Err(error)
             }

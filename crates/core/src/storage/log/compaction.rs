@@ -179,6 +179,9 @@ impl LogEngine {
         // `unsynced` stays as it is: on a thread of its own the commit's fsync comes later, so
         // a `write_out` meanwhile must still hand out the fsync of what was written here.
         self.write_active()?;
+        // No commit under way (compact_step starts none while one is, and write_active waited
+        // for a seal's): the plan below is of the files as they are.
+        debug_assert!(self.committing.is_none(), "a compaction's commit planned while a commit is under way");
         let synced = self.synced_change();
         let (outputs, empty): (Vec<SegmentId>, Vec<SegmentId>) =
             compaction.outputs.iter().partition(|&id| self.segments[id].len() > 0);

@@ -266,7 +266,7 @@ pub struct LogEngine {
     pub(super) pending_hints: Vec<PendingHint>,
     /// fsync calls and the test hook.
     pub(super) fsyncs: Fsyncs,
-    /// A compaction's commit under way on a thread of its own.
+    /// A commit (a compaction's or a seal's) under way on a thread of its own.
     pub(super) committing: Option<Committing>,
     /// Holds every commit thread before its file work until released (tests only).
     #[cfg(test)]
@@ -568,6 +568,7 @@ impl LogEngine {
         let was = self.manifest.segments.insert(sealed, Some(sealed_bytes));
         assert_eq!(was, Some(None), "sealed segment {sealed} was not listed as the active one");
         self.manifest.segments.insert(next, None);
+        debug_assert!(self.committing.is_none(), "a seal planned while a commit is under way");
         let segment = &self.segments[&sealed];
         let seal = SealCommit {
             dir: self.dir.clone(),
@@ -619,6 +620,7 @@ impl LogEngine {
     /// the segment otherwise, so a hint a crash cut short costs time, never data. A hint whose
     /// segment compaction has removed meanwhile is dropped.
     pub(super) fn write_pending_hints(&mut self, budget_bytes: u64) -> Result<u64> {
+        self.poll_commit(false)?;
         if self.committing.is_some() {
             // A commit removes hints, or lists the segment a hint describes: wait for it.
             return Ok(0);

@@ -110,8 +110,8 @@
 //! is listed only once its file's name is durable (the directory is fsynced first), so a
 //! listed segment that is missing is always damage, never a crash; and it is listed as
 //! sealed, with its length, only once its bytes are fsynced (a seal fsyncs the segment before
-//! the next one exists; compaction outputs are fsynced as they seal), so a listed sealed
-//! segment of another length is damage too.
+//! the manifest that records its length; compaction outputs are fsynced as they seal), so a
+//! listed sealed segment of another length is damage too.
 //!
 //! # Writes
 //!
@@ -136,8 +136,11 @@
 //! only an fsync before the manifest records the length makes true. Puts reach the new
 //! segment's file only after the manifest lists it (until then they wait in its buffer,
 //! readable there), so a crash before that leaves it empty and unlisted, which open
-//! recognises. Where another log makes the writes durable (a replicating node's engine, with
-//! `background_commit`), the commit runs on a thread of its own ("Commit off the caller's
+//! recognises (and so does the adoption of a directory without a manifest: an empty newest
+//! segment is such a seal's, and the one before it, whose tail may be torn, is the newest).
+//! Where another log makes the writes durable (with `background_commit`, an engine that
+//! `write_out_unsynced` has written to, under an fsync policy other than `never`: a
+//! replicating node's), the commit runs on a thread of its own ("Commit off the caller's
 //! thread"): the put that sealed goes on at once, and so do the batches after it. The sealed segment's hint file is not written then, on the put's
 //! path: it waits in memory and `maintain` writes it between batches, a budget's worth at a
 //! time, without an fsync. Open
@@ -198,8 +201,9 @@
 //! A directory without a `MANIFEST` is new (empty: a manifest is written with the first
 //! segment) or was written before the engine kept one: it is adopted with a warning, by the
 //! rules of that format (`.compacting` files and hints without a segment removed, the
-//! segments present taken as the whole), and a manifest listing them, with the lengths found,
-//! is written.
+//! segments present taken as the whole, but for an empty newest segment after another, an
+//! interrupted seal's, which is removed), and a manifest listing them, with the lengths
+//! found, is written.
 //!
 //! The engine then loads the listed segments in name order, later records overriding
 //! earlier ones. A sealed segment loads from its hint if that is good (a bad hint
@@ -293,9 +297,11 @@
 //!   new segment's records stay in its buffer: `write_out_unsynced` writes nothing;
 //! - anything that would race with the commit's files waits for it first: the next seal, a
 //!   manifest written by a rewrite, the `SYNCED` file (so `sync_written`, and a `write_out`
-//!   that stops keeping it), writing the active segment during a seal's commit (a `flush`,
-//!   `write_out`, `sync_written`, the end of a compaction or a rewrite), a `flush`; no
-//!   compaction starts and no hint is written;
+//!   that stops keeping it), writing the active segment during a seal's commit (`write_out`,
+//!   `sync_written`, the end of a compaction or a rewrite), a `flush`; no compaction starts
+//!   (but one whose output names are used up seals first, and may start while that seal
+//!   commits), and no pending hint is written (a compaction output's, written as it seals, is
+//!   not pending);
 //! - `maintain` and the write-outs look whether it is done (without waiting) and then apply
 //!   its in-memory side: the outputs' new paths, the retired inputs forgotten (their files
 //!   closed on a short-lived thread: closing an unlinked file frees its blocks, which took
@@ -455,7 +461,11 @@
 //!   the policy. With write-behind each fsync waits for about a MiB, but in place (without
 //!   `background_commit`, or a seal of an engine that is its own write-ahead log) the call
 //!   waits for five to ten fsyncs in series; with it, a later call may wait for the commit
-//!   (see "Commit off the caller's thread").
+//!   (see "Commit off the caller's thread"): every `sync_written` does, which a leader whose
+//!   log is held over its bound calls on every tick.
+//! - While a seal commits on its thread, the new segment's records are only in memory (the
+//!   replication log holds them, and a restart replays them), up to `segment_bytes_max` of
+//!   them if the commit took that long.
 //! - Hints wait for `maintain`, which the node calls only when no request waits: after a busy
 //!   period ended by a stop, or after an open (which rebuilds the hint only of the segment it
 //!   makes active), segments without hints are scanned at the next open.

@@ -88,9 +88,10 @@ pub struct LogOptions {
     /// Bytes of values kept in memory at most, so that reading them needs no system call (a
     /// value counts its length); 0 caches nothing. See "Value cache" in the module docs.
     pub value_cache_bytes_max: u64,
-    /// Run a compaction's commit (its fsyncs, manifest, renames and removals) on a thread of
-    /// its own, so that the caller's thread goes on with puts and gets meanwhile; see "Commit
-    /// off the caller's thread" in the module docs. Off, it runs inside `maintain`.
+    /// Run a compaction's commit (its fsyncs, manifest, renames and removals), and a seal's
+    /// where another log makes the writes durable, on a thread of its own, so that the
+    /// caller's thread goes on with puts and gets meanwhile; see "Commit off the caller's
+    /// thread" in the module docs. Off, they run inside the call (`maintain`, `put`).
     pub background_commit: bool,
 }
 

@@ -142,10 +142,24 @@ impl LogEngine {
             tracing::warn!(path = %path.display(), "removing a file of an unfinished compaction");
             fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         }
+        let mut segments: Vec<SegmentId> =
+            found.iter().filter(|(_, files)| files.segment_bytes.is_some()).map(|(&id, _)| id).collect();
+        // An empty newest segment after another holds nothing: a seal a crash interrupted
+        // after it created the next segment and before the sealed one was fsynced, whose tail
+        // may be torn, which only the newest segment's may be. It goes, so that one is newest.
+        if let [.., _, last] = segments[..] {
+            if last.gen == 0 && found[&last].segment_bytes == Some(0) {
+                let path = self.dir.join(last.file_name(SEGMENT_EXT));
+                tracing::warn!(path = %path.display(), "removing the empty segment of an interrupted seal");
+                fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                leftovers.push((last, SEGMENT_EXT));
+                segments.pop();
+            }
+        }
         if !leftovers.is_empty() {
             self.fsyncs.sync_dir(&self.dir)?;
         }
-        Ok(found.iter().filter(|(_, files)| files.segment_bytes.is_some()).map(|(&id, _)| id).collect())
+        Ok(segments)
     }
 
     /// Loads every segment in order, so that later records override earlier ones, and makes

@@ -1126,6 +1126,32 @@ fn a_replicating_engines_seal_commits_on_its_thread_and_its_next_segment_waits_i
 }
 
 #[test]
+fn adopting_a_directory_without_a_manifest_after_an_interrupted_seal_cuts_the_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = LogEngine::open(dir.path(), small(false)).expect("open");
+    let mut h = Harness::default();
+    for i in 0..5 {
+        h.put(&mut e, &format!("key-{i}"), Some(&format!("value {i}")), None);
+    }
+    e.flush(0).expect("flush");
+    let active = e.active;
+    let path = e.segments[&active].path.clone();
+    drop(e);
+    // The seal a crash interrupted: the next segment created (empty), the sealed one's last
+    // record torn because it was never fsynced; and no manifest (an older build's directory,
+    // or one an operator asked to adopt).
+    let len = fs::metadata(&path).expect("segment").len();
+    fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(len - 3).expect("tear the tail");
+    let next = SegmentId { base: active.base + 1, gen: 0 };
+    fs::File::create(dir.path().join(next.file_name(SEGMENT_EXT))).expect("the next segment");
+    fs::remove_file(dir.path().join(MANIFEST_FILE)).expect("no manifest");
+    let e = LogEngine::open(dir.path(), small(false)).expect("adopted: the torn tail is the newest segment's");
+    h.model.remove(&Bytes::from("key-4"));
+    assert_state(&e, &h.model, "adopted after an interrupted seal");
+    assert!(!dir.path().join(next.file_name(SEGMENT_EXT)).exists(), "the empty segment removed");
+}
+
+#[test]
 fn a_failed_background_commit_stops_the_engine() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
@@ -1162,6 +1188,30 @@ fn a_failed_background_commit_stops_the_engine() {
     assert!(matches!(e.write_out(0), Err(Error::Stopped(_))), "the engine refuses more");
     assert!(matches!(e.maintain(300), Err(Error::Stopped(_))), "and maintains no more");
     assert_eq!(e.stats().compactions, 0, "a failed commit is no compaction");
+}
+
+#[test]
+fn asking_the_gate_for_a_failure_does_not_wait_for_an_fsync_under_way() {
+    use std::sync::mpsc;
+    let gate = Arc::new(crate::storage::FsyncGate::default());
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let syncing = gate.clone();
+    let syncer = std::thread::spawn(move || {
+        syncing.run(Path::new("slow"), || {
+            started_tx.send(()).expect("started");
+            let _ = release_rx.recv();
+            Ok(())
+        })
+    });
+    started_rx.recv().expect("the fsync started");
+    let (answer_tx, answer_rx) = mpsc::channel();
+    let asking = gate.clone();
+    std::thread::spawn(move || answer_tx.send(asking.failure()));
+    let answer = answer_rx.recv_timeout(std::time::Duration::from_secs(10));
+    release_tx.send(()).expect("release");
+    syncer.join().expect("syncer").expect("the fsync succeeds");
+    assert_eq!(answer, Ok(None), "a write asking whether an fsync failed waited for the fsync under way");
 }
 
 #[test]
