@@ -13,7 +13,7 @@ use replikv_core::node::Replica;
 use replikv_core::replication::{ReplicationLog, ReplogOptions};
 use replikv_core::single_leader::rollback::ROLLBACK_DIR;
 use replikv_core::single_leader::{ReplicaFiles, Role, RollbackLog, Settings, SingleLeader, VoteStore};
-use replikv_core::storage::{Engine, LogEngine, LogOptions, MemoryEngine};
+use replikv_core::storage::{Engine, Executor, LogEngine, LogOptions, MemoryEngine};
 use replikv_core::version::NodeId;
 use std::fs::{File, TryLockError};
 use std::io::{Read, Write};
@@ -287,25 +287,48 @@ fn now_ms() -> u64 {
     crate::clock::now_ms()
 }
 
+/// Runs the log engine's background jobs (a commit, closing removed files) each on a thread
+/// of its own, or here if no thread can start.
+struct EngineThreads;
+
+impl Executor for EngineThreads {
+    fn execute(&self, job: Box<dyn FnOnce() + Send>) {
+        let slot = Arc::new(std::sync::Mutex::new(Some(job)));
+        let on_thread = slot.clone();
+        let spawned = std::thread::Builder::new().name("replikv-engine-io".into()).spawn(move || {
+            let job = on_thread.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let Some(job) = job {
+                job();
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!("no thread for the storage engine's background work ({error}): it runs here");
+            let job = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let Some(job) = job {
+                job();
+            }
+        }
+    }
+}
+
 /// Opens the configured engine, wrapped in the test-only fault if one is switched on.
 fn open_engine(config: &NodeConfig) -> Result<Box<dyn Engine + Send>> {
-    let engine: Box<dyn Engine + Send> =
-        match config.engine {
-            EngineKind::Log => {
-                let options = LogOptions {
-                    fsync: config.fsync,
-                    segment_bytes_max: config.segment_bytes_max,
-                    value_cache_bytes_max: config.value_cache_bytes_max,
-                    // The runtime's stepper must not wait for a compaction's fsyncs.
-                    background_commit: true,
-                    ..LogOptions::default()
-                };
-                Box::new(LogEngine::open(&config.data_dir, options).map_err(|e| {
-                    Error::start(format!("opening the data directory {}", config.data_dir.display()), e)
-                })?)
-            }
-            EngineKind::Memory => Box::new(MemoryEngine::new()),
-        };
+    let engine: Box<dyn Engine + Send> = match config.engine {
+        EngineKind::Log => {
+            let options = LogOptions {
+                fsync: config.fsync,
+                segment_bytes_max: config.segment_bytes_max,
+                value_cache_bytes_max: config.value_cache_bytes_max,
+                ..LogOptions::default()
+            };
+            let mut engine = LogEngine::open(&config.data_dir, options)
+                .map_err(|e| Error::start(format!("opening the data directory {}", config.data_dir.display()), e))?;
+            // The runtime's stepper must not wait for a compaction's or a seal's fsyncs.
+            engine.set_executor(Arc::new(EngineThreads));
+            Box::new(engine)
+        }
+        EngineKind::Memory => Box::new(MemoryEngine::new()),
+    };
     Ok(match config.test_fail_fsync_after {
         Some(n) => {
             tracing::warn!("test fault on: flush number {n} will fail");

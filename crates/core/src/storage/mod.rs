@@ -40,7 +40,7 @@ mod memory;
 mod contract_tests;
 
 pub use keydir::{Keydir, Slot};
-pub use log::{FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
+pub use log::{Executor, FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
 pub use memory::MemoryEngine;
 
 use crate::error::Result;

@@ -1,10 +1,10 @@
-//! Commits: the file work that ends a compaction or seals a segment, run on a thread of its
-//! own when the engine's owner asks for it ([`LogOptions::background_commit`](super::LogOptions::background_commit)),
-//! else in place. See "Commit off the caller's thread" in the module documentation.
+//! Commits: the file work that ends a compaction or seals a segment, handed to the
+//! [`Executor`] the engine's owner gave ([`LogEngine::set_executor`]), else run in place. See
+//! "Commit off the caller's thread" in the module documentation.
 //!
 //! The work is the same, in the same order, either way: [`Commit::run`] does it through a
 //! [`CommitIo`], which is the engine itself in place (its fsync counter, its failure hook and
-//! its test hook on each step) and a [`ThreadIo`] on the thread. The crash tests, which run in
+//! its test hook on each step) and a [`ThreadIo`] on the executor's thread. The crash tests, which run in
 //! place, so check every step of the order the thread follows too.
 
 use super::engine::LogEngine;
@@ -16,8 +16,8 @@ use crate::storage::FsyncGate;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 /// What a commit's file work needs from whoever runs it.
 pub(super) trait CommitIo {
@@ -43,37 +43,20 @@ impl CommitIo for LogEngine {
     }
 }
 
-/// A commit's file work on its own thread: fsyncs through the engine's gate (so that a
+/// Runs an engine's background file work off the caller's thread. The core never starts a
+/// thread of its own (DESIGN §2): the owner that has threads (the server's node) gives the
+/// engine one of these. A job must run exactly once; one dropped unrun stops the engine (its
+/// commit's result never comes), never loses data.
+pub trait Executor: Send + Sync {
+    /// Runs `job`, on another thread if it can.
+    fn execute(&self, job: Box<dyn FnOnce() + Send>);
+}
+
+/// A commit's file work on the executor's thread: fsyncs through the engine's gate (so that a
 /// failure there stops the engine, as its own would), counted for the engine's statistics.
 pub(super) struct ThreadIo {
     gate: Arc<FsyncGate>,
     fsyncs: u64,
-}
-
-/// A test's hold on a commit thread: the thread waits for `release` before its file work, so
-/// that a test sees the engine with a commit under way for as long as it likes.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(super) struct Hold {
-    released: std::sync::Mutex<bool>,
-    changed: std::sync::Condvar,
-}
-
-#[cfg(test)]
-impl Hold {
-    /// Lets every thread held here (and every later one) go on.
-    pub(super) fn release(&self) {
-        *self.released.lock().unwrap() = true;
-        self.changed.notify_all();
-    }
-
-    /// Waits until released, or 30 s: a test that fails while it holds a commit drops its
-    /// engine, whose drop waits for the commit, and must not hang there.
-    fn wait(&self) {
-        let released = self.released.lock().unwrap();
-        let timeout = std::time::Duration::from_secs(30);
-        let _ = self.changed.wait_timeout_while(released, timeout, |released| !*released).unwrap();
-    }
 }
 
 impl CommitIo for ThreadIo {
@@ -247,10 +230,11 @@ pub(super) enum After {
     Seal(SyncedChange),
 }
 
-/// A commit under way on its own thread, and what the engine does once it is done.
+/// A commit under way on the executor's thread, and what the engine does once it is done.
 pub(super) struct Committing {
-    /// The thread: the bytes written and the fsyncs run, or the failure.
-    pub(super) thread: JoinHandle<(Result<u64>, u64)>,
+    /// Where the job leaves the bytes written and the fsyncs run, or the failure. Closed
+    /// without a value if the job was dropped unrun or panicked.
+    pub(super) result: mpsc::Receiver<(Result<u64>, u64)>,
     /// The engine's side, applied when the thread is done.
     pub(super) after: After,
 }
@@ -275,63 +259,56 @@ pub(super) struct AfterCommit {
 }
 
 impl LogEngine {
-    /// Runs `work`: on a thread of its own if `background` (its in-memory side `after` then
-    /// waits until [`LogEngine::poll_commit`] finds it done), else here and now. A commit
-    /// under way is finished first: one at a time.
+    /// Runs `work`: on the executor if `background` (its in-memory side `after` then waits
+    /// until [`LogEngine::poll_commit`] finds it done), else here and now. A commit under way
+    /// is finished first: one at a time.
     pub(super) fn start_commit(&mut self, work: Work, after: After, background: bool) -> Result<()> {
         self.wait_commit()?;
-        if !background {
-            let bytes = work.run(self)?;
-            self.bytes_written += bytes;
-            self.commit_done(after);
-            return Ok(());
-        }
-        let work = Arc::new(work);
-        let on_thread = work.clone();
-        let mut io = ThreadIo { gate: self.fsyncs.gate.clone(), fsyncs: 0 };
-        #[cfg(test)]
-        let hold = self.commit_hold.clone();
-        let spawned = std::thread::Builder::new().name("replikv-commit".into()).spawn(move || {
-            #[cfg(test)]
-            if let Some(hold) = hold {
-                hold.wait();
-            }
-            let result = on_thread.run(&mut io);
-            (result, io.fsyncs)
-        });
-        match spawned {
-            Ok(thread) => self.committing = Some(Committing { thread, after }),
-            Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), "no thread for a commit ({error}): it runs here");
+        let executor = match (&self.executor, background) {
+            (Some(executor), true) => executor.clone(),
+            _ => {
                 let bytes = work.run(self)?;
                 self.bytes_written += bytes;
                 self.commit_done(after);
+                return Ok(());
             }
-        }
+        };
+        let mut io = ThreadIo { gate: self.fsyncs.gate.clone(), fsyncs: 0 };
+        let (tx, result) = mpsc::channel();
+        executor.execute(Box::new(move || {
+            let done = work.run(&mut io);
+            // The engine may be gone (dropped after its wait): nothing to tell.
+            let _ = tx.send((done, io.fsyncs));
+        }));
+        self.committing = Some(Committing { result, after });
         Ok(())
     }
 
-    /// True while a seal's commit is under way on its thread: the active segment is not yet
+    /// True while a seal's commit is under way on the executor: the active segment is not yet
     /// listed in the manifest on disk, so its records stay in its buffer (see "Writes").
     pub(super) fn sealing(&self) -> bool {
         self.committing.as_ref().is_some_and(|c| matches!(c.after, After::Seal(_)))
     }
 
-    /// Finishes the commit under way if its thread is done, or, with `wait`, once it is. A
+    /// Finishes the commit under way if its job is done, or, with `wait`, once it is. A
     /// failed commit stops the engine: the error is returned, and every later call refused.
     pub(super) fn poll_commit(&mut self, wait: bool) -> Result<()> {
-        let done = self.committing.as_ref().is_some_and(|c| wait || c.thread.is_finished());
-        if !done {
+        let Some(committing) = &self.committing else {
             return Ok(());
-        }
+        };
+        let received = match wait {
+            true => committing.result.recv().map_err(|_| ()),
+            false => match committing.result.try_recv() {
+                Ok(done) => Ok(done),
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            },
+        };
         let committing = self.committing.take().expect("checked above");
-        let (result, fsyncs) = committing.thread.join().unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|why| why.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            (Err(Error::Stopped(format!("the commit thread of {} panicked: {why}", self.dir.display()))), 0)
+        let (result, fsyncs) = received.unwrap_or_else(|()| {
+            let why =
+                format!("a commit's job in {} ended without a result (dropped unrun, or panicked)", self.dir.display());
+            (Err(Error::Stopped(why)), 0)
         });
         self.fsyncs.count += fsyncs;
         match result {
@@ -368,7 +345,7 @@ impl LogEngine {
             self.segments.remove(&id);
         }
         let files = after.retired.into_iter().map(|id| self.forget_removed(id)).collect();
-        close_in_background(files);
+        self.close_removed(files);
         // Gone for good: the next manifest need not name them.
         self.manifest.retired.clear();
         self.compactions += 1;
@@ -391,22 +368,20 @@ impl LogEngine {
     }
 
     /// Forgets segment `id`, whose files are removed; returns its open file, for
-    /// [`close_in_background`].
+    /// [`LogEngine::close_removed`].
     pub(super) fn forget_removed(&mut self, id: SegmentId) -> Arc<File> {
         let segment = self.segments.remove(&id).expect("forgetting an open segment");
         assert_eq!(segment.live_bytes, 0, "segment {id} still holds live records");
         self.removed_max = self.removed_max.max(Some(id));
         segment.file
     }
-}
 
-/// Closes removed segments' files on one short-lived thread of their own: closing the last
-/// descriptor of an unlinked file frees its blocks, which for a full segment took 20 ms in a
-/// benchmark, time the thread stepping the replica need not wait. If the thread cannot
-/// start, they close here.
-pub(super) fn close_in_background(files: Vec<Arc<File>>) {
-    if files.is_empty() {
-        return;
+    /// Closes removed segments' files, on the executor if there is one: closing the last
+    /// descriptor of an unlinked file frees its blocks, which for a full segment took 20 ms in
+    /// a benchmark, time the thread stepping the replica need not wait.
+    pub(super) fn close_removed(&self, files: Vec<Arc<File>>) {
+        if let (Some(executor), false) = (&self.executor, files.is_empty()) {
+            executor.execute(Box::new(move || drop(files)));
+        }
     }
-    let _ = std::thread::Builder::new().name("replikv-close".into()).spawn(move || drop(files));
 }

@@ -2,7 +2,7 @@
 //! budget of bytes per `maintain` call, then swap the files. The steps and why a crash at any
 //! point is safe are in "Compaction" in the module documentation.
 
-use super::commit::{close_in_background, remove_segment_files, After, AfterCommit, Commit, SyncFile, Work};
+use super::commit::{remove_segment_files, After, AfterCommit, Commit, SyncFile, Work};
 use super::engine::{LogEngine, Position};
 use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::reader::{Next, RawRecord, SegmentReader};
@@ -166,7 +166,7 @@ impl LogEngine {
     /// Ends a compaction: seals the last output, makes the active segment durable, commits
     /// the outputs in place of the inputs in the manifest, then renames the outputs and
     /// removes the inputs: see "Compaction" in the module documentation. The file work is a
-    /// [`Commit`], which may run on a thread of its own ("Commit off the caller's thread").
+    /// [`Commit`], which may run on the engine's executor ("Commit off the caller's thread").
     fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
         let last = *compaction.outputs.last().expect("a compaction has an output");
         // Written out here; fsynced by the commit.
@@ -176,7 +176,7 @@ impl LogEngine {
         // active segment's buffer, or written out with their fsync handed to the caller and
         // not yet run: those must be durable before the old ones go, so the commit fsyncs the
         // active segment, always.
-        // `unsynced` stays as it is: on a thread of its own the commit's fsync comes later, so
+        // `unsynced` stays as it is: on the executor the commit's fsync comes later, so
         // a `write_out` meanwhile must still hand out the fsync of what was written here.
         self.write_active()?;
         // No commit under way (compact_step starts none while one is, and write_active waited
@@ -236,7 +236,7 @@ impl LogEngine {
             kept: kept.len(),
             outputs: outputs.len(),
         });
-        self.start_commit(Work::Compaction(commit), after, self.options.background_commit)?;
+        self.start_commit(Work::Compaction(commit), after, true)?;
         if self.committing.is_none() {
             // Run in place: the active segment is fsynced through everything written.
             self.unsynced = false;
@@ -251,7 +251,7 @@ impl LogEngine {
         let dir = self.dir.clone();
         remove_segment_files(&dir, input, &path, self)?;
         let file = self.forget_removed(input);
-        close_in_background(vec![file]);
+        self.close_removed(vec![file]);
         Ok(())
     }
 }

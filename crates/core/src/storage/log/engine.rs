@@ -1,7 +1,7 @@
 //! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
 
 use super::cache::CacheBudget;
-use super::commit::{After, Committing, SealCommit, SyncFile, SyncedChange, Work};
+use super::commit::{After, Committing, Executor, SealCommit, SyncFile, SyncedChange, Work};
 use super::compaction::Compaction;
 use super::damage::{Damaged, Rewrite};
 use super::format::{
@@ -249,7 +249,7 @@ pub struct LogEngine {
     pub(super) active: SegmentId,
     /// The segments the manifest on disk lists (the published ones: not the outputs of a
     /// compaction under way), and the inputs of a finished compaction not yet removed. While
-    /// a commit is under way on its thread, what its manifest will list once written.
+    /// a commit is under way on the executor, what its manifest will list once written.
     pub(super) manifest: Manifest,
     /// The compaction under way, if any.
     pub(super) compaction: Option<Compaction>,
@@ -266,11 +266,10 @@ pub struct LogEngine {
     pub(super) pending_hints: Vec<PendingHint>,
     /// fsync calls and the test hook.
     pub(super) fsyncs: Fsyncs,
-    /// A commit (a compaction's or a seal's) under way on a thread of its own.
+    /// A commit (a compaction's or a seal's) under way on the executor.
     pub(super) committing: Option<Committing>,
-    /// Holds every commit thread before its file work until released (tests only).
-    #[cfg(test)]
-    pub(super) commit_hold: Option<Arc<super::commit::Hold>>,
+    /// Runs commits and closes removed files off the caller's thread, if the owner gave one.
+    pub(super) executor: Option<Arc<dyn Executor>>,
     /// Bytes written to files since the engine opened.
     pub(super) bytes_written: u64,
     /// Compactions finished since the engine opened.
@@ -302,11 +301,11 @@ pub struct LogEngine {
 pub(super) type StepHook = Box<dyn FnMut(&Path, &'static str) + Send>;
 
 impl Drop for LogEngine {
-    /// Waits for a commit under way: its thread must not change the files after the engine
-    /// is gone (a node reopening the directory, a test removing it).
+    /// Waits for a commit under way: its job must not change the files after the engine is
+    /// gone (a node reopening the directory, a test removing it).
     fn drop(&mut self) {
         if let Some(committing) = self.committing.take() {
-            let _ = committing.thread.join();
+            let _ = committing.result.recv();
         }
     }
 }
@@ -340,8 +339,7 @@ impl LogEngine {
             pending_hints: Vec::new(),
             fsyncs: Fsyncs::default(),
             committing: None,
-            #[cfg(test)]
-            commit_hold: None,
+            executor: None,
             bytes_written: 0,
             compactions: 0,
             last_sync_ms: 0,
@@ -355,6 +353,14 @@ impl LogEngine {
             #[cfg(test)]
             at_step: None,
         }
+    }
+
+    /// Gives the engine an executor for its commits (a compaction's, and a seal's where
+    /// another log makes the writes durable) and for closing removed files, so that the
+    /// caller's thread goes on with puts and gets meanwhile: see "Commit off the caller's
+    /// thread" in the module docs. Without one they run inside the call (`maintain`, `put`).
+    pub fn set_executor(&mut self, executor: Arc<dyn Executor>) {
+        self.executor = Some(executor);
     }
 
     /// An engine in a fresh temporary directory that is removed when the engine drops.
@@ -580,7 +586,7 @@ impl LogEngine {
         // On a thread only where another log makes the writes durable: an engine that is its
         // own write-ahead log must fsync the next batch's records, in the next segment, which
         // it may not write before the manifest lists it, so it would wait for the seal anyway.
-        let background = self.options.background_commit && self.synced_kept;
+        let background = self.synced_kept;
         let synced = seal.synced;
         self.start_commit(Work::Seal(seal), After::Seal(synced), background)
     }

@@ -138,10 +138,11 @@
 //! readable there), so a crash before that leaves it empty and unlisted, which open
 //! recognises (and so does the adoption of a directory without a manifest: an empty newest
 //! segment is such a seal's, and the one before it, whose tail may be torn, is the newest).
-//! Where another log makes the writes durable (with `background_commit`, an engine that
+//! Where another log makes the writes durable (given an executor, an engine that
 //! `write_out_unsynced` has written to, under an fsync policy other than `never`: a
-//! replicating node's), the commit runs on a thread of its own ("Commit off the caller's
-//! thread"): the put that sealed goes on at once, and so do the batches after it. The sealed segment's hint file is not written then, on the put's
+//! replicating node's), the commit runs on the executor ("Commit off the caller's thread"):
+//! the put that sealed goes on at once, and so do the batches after it. The sealed segment's
+//! hint file is not written then, on the put's
 //! path: it waits in memory and `maintain` writes it between batches, a budget's worth at a
 //! time, without an fsync. Open
 //! checks a hint whole before it trusts it, so a hint that a crash cut short, or one never
@@ -284,12 +285,14 @@
 //! and hint, the active segment's fsync and `SYNCED` record, the directory fsync, the
 //! manifest, the renames and removals, the last directory fsync) is about ten fsyncs in
 //! series, tens of milliseconds on a busy disk; a seal's (see "Writes") about five. With
-//! `LogOptions::background_commit` (a node sets it) the engine plans a commit on the caller's
-//! thread (every path, byte and length decided, the manifest encoded, the keydir already
-//! pointing at the outputs, the new segment already active) and runs it on a thread of its
-//! own, in the same order as in place, so that the crash tests of every step check the order
-//! the thread follows. A seal goes to the thread only where another log makes the writes
-//! durable; an engine that is its own write-ahead log seals in place. One commit at a time.
+//! an [`Executor`] (`LogEngine::set_executor`; a node gives one that starts a thread: the core
+//! starts none itself) the engine plans a commit on the caller's thread (every path, byte and
+//! length decided, the manifest encoded, the keydir already pointing at the outputs, the new
+//! segment already active) and hands it to the executor, which runs it in the same order as
+//! in place, so that the crash tests of every step check the order it follows. A seal goes to
+//! the executor only where another log makes the writes durable; an engine that is its own
+//! write-ahead log seals in place. One commit at a time; its result comes back over a
+//! channel, and a job the executor drops unrun (or that panics) stops the engine.
 //! Meanwhile:
 //!
 //! - puts and gets go on: the keydir points at the outputs, whose open files read the same
@@ -304,10 +307,10 @@
 //!   not pending);
 //! - `maintain` and the write-outs look whether it is done (without waiting) and then apply
 //!   its in-memory side: the outputs' new paths, the retired inputs forgotten (their files
-//!   closed on a short-lived thread: closing an unlinked file frees its blocks, which took
+//!   closed on the executor: closing an unlinked file frees its blocks, which took
 //!   20 ms), the `SYNCED` record;
 //! - a failure stops the engine as a failure in place would: the next call returns it;
-//! - dropping the engine waits for it, so no thread changes the directory after the engine
+//! - dropping the engine waits for it, so no job changes the directory after the engine
 //!   is gone.
 //!
 //! So a call that waits (above) can take as long as the commit under way: rare, since
@@ -389,7 +392,7 @@
 //! # Invariants
 //!
 //! - The active segment has generation 0 and a greater base than every other segment.
-//! - Between calls, and no commit under way on its thread, the manifest on disk lists exactly
+//! - Between calls, and no commit under way on the executor, the manifest on disk lists exactly
 //!   the open segments but the outputs of a compaction under way, the active segment last, every other with its file's length
 //!   (after an open of a version-1 manifest, the engine's copy has the lengths found, and the
 //!   disk gets them at the next write); its retired ids are never listed, and not reused by
@@ -459,11 +462,11 @@
 //!   whose value `get` serves from the cache is reported and listed for repair all the same.
 //! - Sealing a segment (in `put`) and finishing a compaction (in `maintain`) fsync whatever
 //!   the policy. With write-behind each fsync waits for about a MiB, but in place (without
-//!   `background_commit`, or a seal of an engine that is its own write-ahead log) the call
+//!   an executor, or a seal of an engine that is its own write-ahead log) the call
 //!   waits for five to ten fsyncs in series; with it, a later call may wait for the commit
 //!   (see "Commit off the caller's thread"): every `sync_written` does, which a leader whose
 //!   log is held over its bound calls on every tick.
-//! - While a seal commits on its thread, the new segment's records are only in memory (the
+//! - While a seal commits on the executor, the new segment's records are only in memory (the
 //!   replication log holds them, and a restart replays them), up to `segment_bytes_max` of
 //!   them if the commit took that long.
 //! - Hints wait for `maintain`, which the node calls only when no request waits: after a busy
@@ -497,5 +500,6 @@ mod synced;
 #[cfg(test)]
 mod tests;
 
+pub use commit::Executor;
 pub use engine::LogEngine;
 pub use options::{FsyncPolicy, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};

@@ -88,11 +88,6 @@ pub struct LogOptions {
     /// Bytes of values kept in memory at most, so that reading them needs no system call (a
     /// value counts its length); 0 caches nothing. See "Value cache" in the module docs.
     pub value_cache_bytes_max: u64,
-    /// Run a compaction's commit (its fsyncs, manifest, renames and removals), and a seal's
-    /// where another log makes the writes durable, on a thread of its own, so that the
-    /// caller's thread goes on with puts and gets meanwhile; see "Commit off the caller's
-    /// thread" in the module docs. Off, they run inside the call (`maintain`, `put`).
-    pub background_commit: bool,
 }
 
 impl Default for LogOptions {
@@ -104,7 +99,6 @@ impl Default for LogOptions {
             compaction_dead_bytes_min: 16 * 1024 * 1024,
             hint_files: true,
             value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
-            background_commit: false,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
-use super::commit::{After, AfterCommit, Commit, Hold, SyncFile, SyncedChange, Work};
+use super::commit::{After, AfterCommit, Commit, Executor, SyncFile, SyncedChange, Work};
 use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
@@ -114,7 +114,6 @@ fn small(hint_files: bool) -> LogOptions {
         compaction_dead_bytes_min: u64::MAX,
         hint_files,
         value_cache_bytes_max: VALUE_CACHE_BYTES_MAX_DEFAULT,
-        background_commit: false,
     }
 }
 
@@ -931,9 +930,60 @@ fn finishing_a_compaction_fsyncs_what_write_out_left_to_the_caller() {
     assert_state(&e, &h.model, "after compaction");
 }
 
-/// `compacting` options whose commits run on a thread of their own, as a node's do.
-fn compacting_in_background() -> LogOptions {
-    LogOptions { background_commit: true, ..compacting() }
+/// A test's executor: each job on a thread of its own, as a node's, each held before it
+/// starts until the hold is released.
+struct Threads(Arc<Hold>);
+
+impl Executor for Threads {
+    // The core starts no thread; a test plays the node, which does.
+    #[allow(clippy::disallowed_methods)]
+    fn execute(&self, job: Box<dyn FnOnce() + Send>) {
+        let hold = self.0.clone();
+        std::thread::spawn(move || {
+            hold.wait();
+            job();
+            hold.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+}
+
+/// A test's hold on the jobs of a [`Threads`] executor.
+#[derive(Debug)]
+struct Hold {
+    released: Mutex<bool>,
+    changed: std::sync::Condvar,
+    /// Jobs run to their end.
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Hold {
+    /// A hold, already released or not.
+    fn new(released: bool) -> Arc<Hold> {
+        Arc::new(Hold { released: Mutex::new(released), changed: std::sync::Condvar::new(), done: Default::default() })
+    }
+
+    /// Lets every job held here (and every later one) go on.
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until released, or 30 s: a test that fails while it holds a commit drops its
+    /// engine, whose drop waits for the commit, and must not hang there.
+    fn wait(&self) {
+        let released = self.released.lock().unwrap();
+        let timeout = std::time::Duration::from_secs(30);
+        let _ = self.changed.wait_timeout_while(released, timeout, |released| !*released).unwrap();
+    }
+}
+
+/// Opens `dir` with `options` and an executor running each job on a thread (held until the
+/// returned hold is released, if `held`), as a node does.
+fn open_in_background(dir: &Path, options: LogOptions, held: bool) -> (LogEngine, Arc<Hold>) {
+    let mut e = LogEngine::open(dir, options).expect("open");
+    let hold = Hold::new(!held);
+    e.set_executor(Arc::new(Threads(hold.clone())));
+    (e, hold)
 }
 
 /// Runs compaction steps, with a few overwrites written out (not flushed: a flush waits for
@@ -955,7 +1005,7 @@ fn until_committing(e: &mut LogEngine, h: &mut Harness) {
 #[test]
 fn a_background_commit_lets_puts_gets_and_seals_go_on_and_finishes_at_a_later_call() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let (mut e, _) = open_in_background(dir.path(), compacting(), false);
     let mut h = Harness::default();
     write_overwrites(&mut e, &mut h);
     until_committing(&mut e, &mut h);
@@ -974,7 +1024,7 @@ fn a_background_commit_lets_puts_gets_and_seals_go_on_and_finishes_at_a_later_ca
     assert!(files(dir.path(), PART_EXT).is_empty(), "outputs published");
     e.flush(0).expect("flush");
     drop(e);
-    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "reopened after a background commit and a seal");
 }
 
@@ -982,18 +1032,10 @@ fn a_background_commit_lets_puts_gets_and_seals_go_on_and_finishes_at_a_later_ca
 /// tests take no wall time: about a minute of yields on this machine).
 const POLLS_MAX: u64 = 100_000_000;
 
-/// Holds every commit thread of `e` until the returned hold is released.
-fn hold_commits(e: &mut LogEngine) -> Arc<Hold> {
-    let hold = Arc::new(Hold::default());
-    e.commit_hold = Some(hold.clone());
-    hold
-}
-
 #[test]
 fn a_background_commit_is_picked_up_by_maintain_without_waiting_and_by_drop() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
-    let hold = hold_commits(&mut e);
+    let (mut e, hold) = open_in_background(dir.path(), compacting(), true);
     let mut h = Harness::default();
     write_overwrites(&mut e, &mut h);
     until_committing(&mut e, &mut h);
@@ -1023,16 +1065,15 @@ fn a_background_commit_is_picked_up_by_maintain_without_waiting_and_by_drop() {
     until_committing(&mut e, &mut h);
     drop(e);
     assert!(files(dir.path(), PART_EXT).is_empty(), "the commit finished before the drop returned");
-    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "reopened after a drop during a commit");
 }
 
 #[test]
 fn a_write_out_during_a_background_commit_hands_out_the_fsync_the_commit_has_not_run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting_in_background() };
-    let mut e = LogEngine::open(dir.path(), options).expect("open");
-    let hold = hold_commits(&mut e);
+    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting() };
+    let (mut e, hold) = open_in_background(dir.path(), options, true);
     let mut h = Harness::default();
     write_overwrites(&mut e, &mut h);
     let mut i = 0;
@@ -1056,8 +1097,7 @@ fn a_write_out_during_a_background_commit_hands_out_the_fsync_the_commit_has_not
 #[test]
 fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
-    let hold = hold_commits(&mut e);
+    let (mut e, hold) = open_in_background(dir.path(), compacting(), true);
     let mut h = Harness::default();
     write_overwrites(&mut e, &mut h);
     // The oldest segment's hint half written, the others not begun.
@@ -1069,7 +1109,7 @@ fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
     assert!(e.committing.is_some(), "the commit is under way");
     hold.release();
     let mut polls = 0u64;
-    while !e.committing.as_ref().expect("not picked up yet").thread.is_finished() {
+    while hold.done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         polls += 1;
         assert!(polls < POLLS_MAX, "the commit never finished");
         std::thread::yield_now();
@@ -1080,16 +1120,15 @@ fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
     assert!(!dir.path().join(oldest.file_name(HINT_EXT)).exists(), "a hint of the removed segment {oldest}");
     assert_eq!(e.stats().compactions, 1);
     drop(e);
-    let e = LogEngine::open(dir.path(), compacting_in_background()).expect("reopen");
+    let e = LogEngine::open(dir.path(), compacting()).expect("reopen");
     assert_state(&e, &h.model, "reopened after the commit");
 }
 
 #[test]
 fn a_replicating_engines_seal_commits_on_its_thread_and_its_next_segment_waits_in_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting_in_background() };
-    let mut e = LogEngine::open(dir.path(), options).expect("open");
-    let hold = hold_commits(&mut e);
+    let options = LogOptions { fsync: FsyncPolicy::Always, ..compacting() };
+    let (mut e, hold) = open_in_background(dir.path(), options, true);
     let mut h = Harness::default();
     // A replicating node's way: write out without fsyncs of its own.
     h.put(&mut e, "first", Some("1"), None);
@@ -1154,7 +1193,7 @@ fn adopting_a_directory_without_a_manifest_after_an_interrupted_seal_cuts_the_to
 #[test]
 fn a_failed_background_commit_stops_the_engine() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut e = LogEngine::open(dir.path(), compacting_in_background()).expect("open");
+    let (mut e, _) = open_in_background(dir.path(), compacting(), false);
     let mut h = Harness::default();
     h.put(&mut e, "a", Some("1"), None);
     e.flush(0).expect("flush");
@@ -1191,6 +1230,7 @@ fn a_failed_background_commit_stops_the_engine() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // the test plays the node's syncer thread, and a writer's
 fn asking_the_gate_for_a_failure_does_not_wait_for_an_fsync_under_way() {
     use std::sync::mpsc;
     let gate = Arc::new(crate::storage::FsyncGate::default());
