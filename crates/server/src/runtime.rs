@@ -41,8 +41,8 @@
 //! compaction work in slices of [`MAINTAIN_SLICE_BYTES`], looking at its queue between two,
 //! so that a message that arrives meanwhile waits for one slice (or, rarely, for a commit
 //! that slice must wait for). A compaction's commit (its fsyncs, manifest, renames and
-//! removals) and a segment seal's run on a thread of the engine's own (see the storage log's
-//! "Commit off the caller's thread"). How long each write-out and each slice
+//! removals) and a replicating engine's segment seal run on the node's executor, a thread per
+//! job (see the storage log's "Commit off the caller's thread"). How long each write-out and each slice
 //! held the stepper is in `/metrics` (`replikv_write_out_duration_seconds`,
 //! `replikv_maintain_duration_seconds`).
 //!
@@ -56,8 +56,8 @@
 //!   durability; there is no per-request relaxation yet.
 //! - A replicating node fsyncs one file per group, its replication log (the write-ahead log);
 //!   the engine's files are fsynced when the replica says (segment seals, before the log drops
-//!   records, at shutdown), on the stepper; an engine seal's and a compaction's commits on a
-//!   thread of the engine's own. The replication log's seal (three fsyncs) still runs on the
+//!   records, at shutdown), on the stepper; an engine seal's and a compaction's commits on the
+//!   node's executor. The replication log's seal (three fsyncs) still runs on the
 //!   stepper, and so does compaction's copying, a slice at a time.
 //! - Held outputs are released by the stepper, so a reply crosses threads twice after its
 //!   fsync (syncer -> stepper -> connection) rather than once.

@@ -45,8 +45,13 @@ impl CommitIo for LogEngine {
 
 /// Runs an engine's background file work off the caller's thread. The core never starts a
 /// thread of its own (DESIGN §2): the owner that has threads (the server's node) gives the
-/// engine one of these. A job must run exactly once; one dropped unrun stops the engine (its
-/// commit's result never comes), never loses data.
+/// engine one of these.
+///
+/// Each job should run once, soon: the engine waits for a commit's job at its next seal,
+/// flush or drop (a close job it never waits for), so an executor must not hold a job behind
+/// work that waits for the engine's thread. A job dropped unrun, or one that panics, stops
+/// the engine (its commit's result never comes) and loses no data: the files are as a crash
+/// at that point would leave them.
 pub trait Executor: Send + Sync {
     /// Runs `job`, on another thread if it can.
     fn execute(&self, job: Box<dyn FnOnce() + Send>);
@@ -277,7 +282,7 @@ impl LogEngine {
         let (tx, result) = mpsc::channel();
         executor.execute(Box::new(move || {
             let done = work.run(&mut io);
-            // The engine may be gone (dropped after its wait): nothing to tell.
+            // The engine keeps the receiver until it has the result (even its drop waits).
             let _ = tx.send((done, io.fsyncs));
         }));
         self.committing = Some(Committing { result, after });

@@ -138,9 +138,10 @@
 //! readable there), so a crash before that leaves it empty and unlisted, which open
 //! recognises (and so does the adoption of a directory without a manifest: an empty newest
 //! segment is such a seal's, and the one before it, whose tail may be torn, is the newest).
-//! Where another log makes the writes durable (given an executor, an engine that
-//! `write_out_unsynced` has written to, under an fsync policy other than `never`: a
-//! replicating node's), the commit runs on the executor ("Commit off the caller's thread"):
+//! Where another log makes the writes durable (given an executor, an engine that keeps the
+//! `SYNCED` file: one that `write_out_unsynced` has written to under an fsync policy other
+//! than `never`, a replicating node's, or one opened on a directory that has the file, until
+//! its first `write_out`), the commit runs on the executor ("Commit off the caller's thread"):
 //! the put that sealed goes on at once, and so do the batches after it. The sealed segment's
 //! hint file is not written then, on the put's
 //! path: it waits in memory and `maintain` writes it between batches, a budget's worth at a
@@ -466,6 +467,10 @@
 //!   waits for five to ten fsyncs in series; with it, a later call may wait for the commit
 //!   (see "Commit off the caller's thread"): every `sync_written` does, which a leader whose
 //!   log is held over its bound calls on every tick.
+//! - Adopting a directory without a manifest takes an empty newest segment for an interrupted
+//!   seal's and removes it, so the segment before it is scanned as the newest: damage in its
+//!   last record is then cut as a torn tail, not refused. Without a manifest the two cannot be
+//!   told apart.
 //! - While a seal commits on the executor, the new segment's records are only in memory (the
 //!   replication log holds them, and a restart replays them), up to `segment_bytes_max` of
 //!   them if the commit took that long.

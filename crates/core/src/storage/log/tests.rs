@@ -1107,6 +1107,7 @@ fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
     // The whole compaction at once, then its commit on its thread, done but not picked up.
     e.compact_step(u64::MAX).expect("compact");
     assert!(e.committing.is_some(), "the commit is under way");
+    assert_eq!(hold.done.load(std::sync::atomic::Ordering::SeqCst), 0, "no job ran before the commit's");
     hold.release();
     let mut polls = 0u64;
     while hold.done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -1188,6 +1189,48 @@ fn adopting_a_directory_without_a_manifest_after_an_interrupted_seal_cuts_the_to
     h.model.remove(&Bytes::from("key-4"));
     assert_state(&e, &h.model, "adopted after an interrupted seal");
     assert!(!dir.path().join(next.file_name(SEGMENT_EXT)).exists(), "the empty segment removed");
+}
+
+/// An executor that never runs its jobs: it drops them, or runs them into a panic.
+struct Broken {
+    panic: bool,
+}
+
+impl Executor for Broken {
+    fn execute(&self, job: Box<dyn FnOnce() + Send>) {
+        if self.panic {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(job);
+                panic!("a job's thread panicked");
+            }));
+            assert!(run.is_err());
+        }
+    }
+}
+
+#[test]
+fn a_commit_whose_job_never_reports_stops_the_engine_and_its_drop_returns() {
+    for panic in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = LogEngine::open(dir.path(), compacting()).expect("open");
+        e.set_executor(Arc::new(Broken { panic }));
+        let mut h = Harness::default();
+        write_overwrites(&mut e, &mut h);
+        let mut i = 0;
+        let error = loop {
+            i += 1;
+            assert!(i < 1000, "no commit failed (panic: {panic})");
+            if let Err(error) = e.maintain(300) {
+                break error;
+            }
+        };
+        assert!(error.to_string().contains("ended without a result"), "{error}");
+        assert!(matches!(e.write_out(0), Err(Error::Stopped(_))), "the engine refuses more");
+        assert_eq!(e.stats().compactions, 0, "a commit that never ran is no compaction");
+        drop(e);
+        let e = LogEngine::open(dir.path(), compacting()).expect("reopen: the files are as a crash left them");
+        assert_state(&e, &h.model, "reopened after a lost commit");
+    }
 }
 
 #[test]
