@@ -140,9 +140,10 @@ enum Command {
     /// with faults, concurrent clients and checkers.
     ///
     /// One seed reproduces a run exactly. Prints each run's operations, faults and verdicts (no
-    /// acknowledged write lost, replicas converge, leader operations linearizable in sync mode);
-    /// on a failure, the seed, the end of its trace and the command that replays it. Exits 1
-    /// if any check failed.
+    /// acknowledged write lost, replicas converge, at most one leader per epoch, acknowledged
+    /// writes durable on enough copies, followers serve only what a leader held durably,
+    /// leader operations linearizable in sync mode); on a failure, the seed, the end of its
+    /// trace and the command that replays it. Exits 1 if any check failed.
     Sim(sim::SimArgs),
 }
 
