@@ -108,11 +108,6 @@ fi
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 bench_workdir etcd
-cluster_up=""
-stop_extra() {
-  if [ -n "$cluster_up" ]; then $replikv cluster stop --name "$cluster_up" --data "$work" >/dev/null 2>&1 || true; fi
-  cluster_up=""
-}
 
 rk_http() { echo $((BASE_PORT + 100 + $1)); } # node 1..3
 etcd_client() { echo $((BASE_PORT + 10 + $1)); }
@@ -139,7 +134,7 @@ start_replikv() { # pair
   # shellcheck disable=SC2086 # CLUSTER_FLAGS is a list of flags
   $replikv cluster start --nodes 3 --acks "$(acks_of "$1")" --base-port "$BASE_PORT" --name "$name" \
     --data "$work" --detach $CLUSTER_FLAGS > "$work/$1/replikv-cluster.txt"
-  cluster_up=$name
+  track_cluster "$replikv" "$name"
 }
 
 start_etcd() { # dir token

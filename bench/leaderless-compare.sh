@@ -36,20 +36,15 @@ replikv=$PWD/target/release/replikv
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 bench_workdir leaderless
-clusters=()
-stop_extra() {
-  for name in "${clusters[@]}"; do $replikv cluster stop --name "$name" --data "$work" >/dev/null 2>&1 || true; done
-  clusters=()
-}
 
 lp=$((BASE_PORT + 1))
 sp=$((BASE_PORT + 51))
 $replikv cluster start --mode leaderless --n 3 --w 2 --r 2 --base-port "$BASE_PORT" --name leaderless \
   --data "$work" --detach > "$work/leaderless-cluster.txt"
-clusters+=(leaderless)
+track_cluster "$replikv" leaderless
 $replikv cluster start --acks semi-sync:1 --base-port $((BASE_PORT + 50)) --name single \
   --data "$work" --detach > "$work/single-cluster.txt"
-clusters+=(single)
+track_cluster "$replikv" single
 wait_port "$lp"
 wait_port "$sp"
 

@@ -5,10 +5,13 @@
 #                          unless KEEP=1)
 #   start_redis PORT DIR [redis-server flags...]   starts one and waits until it answers PING
 #   wait_port PORT, wait_replicas PORT N
-#   stop_all               stops every PID in $pids, after stop_extra (redefine it to stop more)
+#   track_cluster BIN NAME a replikv cluster started in $work by BIN, for stop_all to stop
+#   stop_all               stops every tracked cluster and every PID in $pids, after stop_extra
+#                          (redefine it to stop more)
 
 pids=()
 work=""
+clusters=()
 
 bench_workdir() { # name
   mkdir -p target
@@ -17,8 +20,16 @@ bench_workdir() { # name
 
 stop_extra() { :; }
 
+track_cluster() { # bin name
+  clusters+=("$1|$2")
+}
+
 stop_all() {
   stop_extra
+  for cluster in "${clusters[@]}"; do
+    "${cluster%%|*}" cluster stop --name "${cluster#*|}" --data "$work" >/dev/null 2>&1 || true
+  done
+  clusters=()
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()

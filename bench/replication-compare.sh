@@ -54,11 +54,6 @@ replikv=$PWD/target/release/replikv
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 bench_workdir replication
-cluster_up=""
-stop_extra() {
-  if [ -n "$cluster_up" ]; then $replikv cluster stop --name "$cluster_up" --data "$work" >/dev/null 2>&1 || true; fi
-  cluster_up=""
-}
 
 acks_of() { case $1 in sync) echo sync ;; semi-sync) echo semi-sync:1 ;; async) echo async ;; esac; }
 wait_of() { case $1 in sync) echo "--wait 2,4000" ;; semi-sync) echo "--wait 1,4000" ;; async) echo "" ;; esac; }
@@ -68,7 +63,7 @@ start_pair() { # pair
   name=${name//-/}
   $replikv cluster start --nodes 3 --acks "$(acks_of "$1")" --base-port "$BASE_PORT" --name "$name" \
     --data "$work" --detach $CLUSTER_FLAGS > "$work/$1-cluster.txt"
-  cluster_up=$name
+  track_cluster "$replikv" "$name"
   wait_port $((BASE_PORT + 1))
   local rp=$((BASE_PORT + 10)) d="$work/$1"
   local always=(--appendonly yes --appendfsync always)

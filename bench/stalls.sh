@@ -31,12 +31,6 @@ sides="B"
 [ -n "${BIN_A:-}" ] && sides="A B"
 
 bench_workdir stalls
-cluster_up=""
-cluster_bin=""
-stop_extra() {
-  if [ -n "$cluster_up" ]; then "$cluster_bin" cluster stop --name "$cluster_up" --data "$work" >/dev/null 2>&1 || true; fi
-  cluster_up=""
-}
 
 # Counts of a histogram's observations above `le` seconds: total minus the bucket at le.
 over() { # metrics-file name le
@@ -54,8 +48,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$side" = A ] && bin=$BIN_A
     name="st$side$round"
     "$bin" cluster start --nodes 3 --acks sync --base-port "$BASE_PORT" --name "$name" --data "$work" --detach >/dev/null
-    cluster_up=$name
-    cluster_bin=$bin
+    track_cluster "$bin" "$name"
     line=$(RUST_LOG=warn "$bin" bench -p $((BASE_PORT + 1)) --workload write-only -n "$N" -c 50 -r "$RECORDS" \
       -d "$VALUE_BYTES" | grep -A1 "p99 ms" | tail -1)
     echo "round $round $side $line"
@@ -69,6 +62,6 @@ for round in $(seq 1 "$ROUNDS"); do
       c=$(grep -E "^replikv_compactions " "$m" | awk '{print $2}')
       echo "    n$node: write-outs over 5 ms $w5, over 20 ms $w20; maintenance slices over 5 ms $m5, over 20 ms $m20; compactions ${c:--}"
     done
-    stop_extra
+    stop_all
   done
 done

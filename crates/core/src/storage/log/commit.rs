@@ -7,7 +7,7 @@
 //! its test hook on each step) and a [`ThreadIo`] on the executor's thread. The crash tests, which run in
 //! place, so check every step of the order the thread follows too.
 
-use super::engine::LogEngine;
+use super::engine::{LogEngine, Segment};
 use super::format::{SegmentId, HINT_EXT};
 use super::manifest::write_manifest_file;
 use super::synced::{self, Synced};
@@ -85,6 +85,35 @@ pub(super) struct SyncFile {
     pub(super) path: PathBuf,
 }
 
+impl SyncFile {
+    /// `segment`'s file, shared.
+    pub(super) fn of(segment: &Segment) -> SyncFile {
+        SyncFile { file: segment.file.clone(), path: segment.path.clone() }
+    }
+}
+
+/// A segment written out whole, to be sealed: its file fsynced, then its hint file (if it
+/// keeps one) written and fsynced.
+pub(super) struct SealedFiles {
+    pub(super) segment: SyncFile,
+    /// The hint file's path and bytes.
+    pub(super) hint: Option<(PathBuf, Vec<u8>)>,
+}
+
+impl SealedFiles {
+    /// Does it; returns the bytes written.
+    pub(super) fn run(&self, io: &mut impl CommitIo) -> Result<u64> {
+        io.sync_file(&self.segment.file, &self.segment.path)?;
+        let Some((path, hint)) = &self.hint else {
+            return Ok(0);
+        };
+        let mut file = File::create(path).map_err(|e| Error::io("create", path, e))?;
+        file.write_all(hint).map_err(|e| Error::io("write", path, e))?;
+        io.sync_file(&file, path)?;
+        Ok(hint.len() as u64)
+    }
+}
+
 /// What the `SYNCED` file becomes at the commit (see [`super::synced`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SyncedChange {
@@ -99,10 +128,8 @@ pub(super) enum SyncedChange {
 /// A compaction's commit, planned by the engine: every file it touches and what it writes.
 pub(super) struct Commit {
     pub(super) dir: PathBuf,
-    /// The last output, written out: fsynced here, then its hint file written and fsynced.
-    pub(super) last: SyncFile,
-    /// The last output's hint file and bytes, if it keeps one.
-    pub(super) last_hint: Option<(PathBuf, Vec<u8>)>,
+    /// The last output, written out, sealed here.
+    pub(super) last: SealedFiles,
     /// The active segment, written out: fsynced here, since records the compaction skipped
     /// were replaced by records there, which must be durable before the old ones go.
     pub(super) active: SyncFile,
@@ -120,14 +147,7 @@ pub(super) struct Commit {
 impl Commit {
     /// Does the commit's file work in order; returns the bytes written.
     pub(super) fn run(&self, io: &mut impl CommitIo) -> Result<u64> {
-        let mut bytes = 0;
-        io.sync_file(&self.last.file, &self.last.path)?;
-        if let Some((path, hint)) = &self.last_hint {
-            let mut file = File::create(path).map_err(|e| Error::io("create", path, e))?;
-            file.write_all(hint).map_err(|e| Error::io("write", path, e))?;
-            io.sync_file(&file, path)?;
-            bytes += hint.len() as u64;
-        }
+        let mut bytes = self.last.run(io)?;
         io.sync_file(&self.active.file, &self.active.path)?;
         apply_synced(&self.dir, self.synced, io)?;
         // The outputs' names must be durable before a manifest lists them.

@@ -4,7 +4,7 @@
 
 use super::commit::{remove_segment_files, After, AfterCommit, Commit, SyncFile, Work};
 use super::engine::{LogEngine, Position};
-use super::format::{SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
+use super::format::{SegmentId, GEN_MAX, PART_EXT, SEGMENT_EXT};
 use super::reader::{Next, RawRecord, SegmentReader};
 use crate::error::Result;
 use bytes::Bytes;
@@ -170,8 +170,7 @@ impl LogEngine {
     fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
         let last = *compaction.outputs.last().expect("a compaction has an output");
         // Written out here; fsynced by the commit.
-        self.bytes_written += self.segment_mut(last).write_buffer()?;
-        let last_hint = self.take_hint(last).map(|hint| (self.dir.join(last.file_name(HINT_EXT)), hint));
+        let last = self.write_for_seal(last)?;
         // Records the compaction skipped were replaced by newer ones, some perhaps only in the
         // active segment's buffer, or written out with their fsync handed to the caller and
         // not yet run: those must be durable before the old ones go, so the commit fsyncs the
@@ -210,17 +209,12 @@ impl LogEngine {
         // A retired input's or empty output's hint must not be written while the commit
         // removes the files (nor after: the segment is gone).
         self.pending_hints.retain(|pending| !retired.contains(&pending.id) && !empty.contains(&pending.id));
-        let sync_file = |id: SegmentId| {
-            let segment = &self.segments[&id];
-            SyncFile { file: segment.file.clone(), path: segment.path.clone() }
-        };
         let published: Vec<(SegmentId, PathBuf)> =
             outputs.iter().map(|&id| (id, self.dir.join(id.file_name(SEGMENT_EXT)))).collect();
         let commit = Commit {
             dir: self.dir.clone(),
-            last: sync_file(last),
-            last_hint,
-            active: sync_file(self.active),
+            last,
+            active: SyncFile::of(&self.segments[&self.active]),
             synced,
             manifest,
             publish: published.iter().map(|(id, to)| (self.segments[id].path.clone(), to.clone())).collect(),

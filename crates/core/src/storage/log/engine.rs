@@ -1,7 +1,7 @@
 //! The log engine's state and its write and read paths: put, get, flush, sealing a segment.
 
 use super::cache::CacheBudget;
-use super::commit::{After, Committing, Executor, SealCommit, SyncFile, SyncedChange, Work};
+use super::commit::{After, Committing, Executor, SealCommit, SealedFiles, SyncFile, SyncedChange, Work};
 use super::compaction::Compaction;
 use super::damage::{Damaged, Rewrite};
 use super::format::{
@@ -575,10 +575,9 @@ impl LogEngine {
         assert_eq!(was, Some(None), "sealed segment {sealed} was not listed as the active one");
         self.manifest.segments.insert(next, None);
         debug_assert!(self.committing.is_none(), "a seal planned while a commit is under way");
-        let segment = &self.segments[&sealed];
         let seal = SealCommit {
             dir: self.dir.clone(),
-            sealed: SyncFile { file: segment.file.clone(), path: segment.path.clone() },
+            sealed: SyncFile::of(&self.segments[&sealed]),
             manifest: self.encode_manifest()?,
             // The new active segment is empty, and its name durable once the commit is done.
             synced: self.synced_change(),
@@ -594,23 +593,17 @@ impl LogEngine {
     /// Writes and fsyncs segment `id`, then writes and fsyncs its hint file. The caller
     /// fsyncs the directory.
     pub(super) fn seal(&mut self, id: SegmentId) -> Result<()> {
-        self.seal_data(id)?;
-        let Some(hint) = self.take_hint(id) else {
-            return Ok(());
-        };
-        let path = self.dir.join(id.file_name(HINT_EXT));
-        let mut file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-        file.write_all(&hint).map_err(|e| Error::io("write", &path, e))?;
-        self.fsyncs.sync_file(&file, &path)?;
-        self.bytes_written += hint.len() as u64;
+        let sealed = self.write_for_seal(id)?;
+        self.bytes_written += sealed.run(self)?;
         Ok(())
     }
 
-    /// Writes and fsyncs segment `id`'s last records: after this it is whole on disk.
-    fn seal_data(&mut self, id: SegmentId) -> Result<()> {
-        let segment = self.segments.get_mut(&id).expect("sealing an open segment");
-        self.bytes_written += segment.write_buffer()?;
-        self.fsyncs.sync_file(&segment.file, &segment.path)
+    /// Writes segment `id`'s last records out and takes its hint: what sealing it fsyncs and
+    /// writes.
+    pub(super) fn write_for_seal(&mut self, id: SegmentId) -> Result<SealedFiles> {
+        self.bytes_written += self.segment_mut(id).write_buffer()?;
+        let hint = self.take_hint(id).map(|hint| (self.dir.join(id.file_name(HINT_EXT)), hint));
+        Ok(SealedFiles { segment: SyncFile::of(&self.segments[&id]), hint })
     }
 
     /// Segment `id`'s finished hint file (trailer included), if it keeps one.

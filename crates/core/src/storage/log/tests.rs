@@ -3,7 +3,7 @@
 //! `contract_tests`.
 
 use super::cache::CacheBudget;
-use super::commit::{After, AfterCommit, Commit, Executor, SyncFile, SyncedChange, Work};
+use super::commit::{After, AfterCommit, Commit, Executor, SealedFiles, SyncFile, SyncedChange, Work};
 use super::engine::Location;
 use super::format::{record_bytes, SegmentId, GEN_MAX, HINT_EXT, PART_EXT, SEGMENT_EXT};
 use super::manifest::{read_manifest, MANIFEST_FILE, MANIFEST_TMP_FILE};
@@ -1115,7 +1115,7 @@ fn a_background_commit_drops_the_pending_hints_of_the_segments_it_removes() {
         assert!(polls < POLLS_MAX, "the commit never finished");
         std::thread::yield_now();
     }
-    // maintain writes hints before it looks at the commit: none of a removed segment's.
+    // maintain picks up the commit, then writes hints: none of a removed segment's.
     e.maintain(300).expect("maintain after the commit removed the inputs and their hints");
     e.write_pending_hints(u64::MAX).expect("the remaining hints");
     assert!(!dir.path().join(oldest.file_name(HINT_EXT)).exists(), "a hint of the removed segment {oldest}");
@@ -1242,12 +1242,11 @@ fn a_failed_background_commit_stops_the_engine() {
     e.flush(0).expect("flush");
     // A commit whose rename cannot succeed: its output is gone.
     let active = &e.segments[&e.active];
-    let file = || SyncFile { file: active.file.clone(), path: active.path.clone() };
+    let file = || SyncFile::of(active);
     let missing = dir.path().join("missing.compacting");
     let commit = Commit {
         dir: dir.path().to_path_buf(),
-        last: file(),
-        last_hint: None,
+        last: SealedFiles { segment: file(), hint: None },
         active: file(),
         synced: SyncedChange::Keep,
         manifest: e.encode_manifest().expect("encode"),
