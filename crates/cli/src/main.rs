@@ -139,11 +139,14 @@ enum Command {
     /// Run the deterministic simulator: the real replicas on a virtual network, disk and clock,
     /// with faults, concurrent clients and checkers.
     ///
-    /// One seed reproduces a run exactly. Prints each run's operations, faults and verdicts (no
-    /// acknowledged write lost, replicas converge, at most one leader per epoch, acknowledged
-    /// writes durable on enough copies, followers serve only what a leader held durably,
-    /// leader operations linearizable in sync mode); on a failure, the seed, the end of its
-    /// trace and the command that replays it. Exits 1 if any check failed.
+    /// One seed reproduces a run exactly. Prints each run's operations, faults and verdicts; on
+    /// a failure, the seed, the end of its trace and the command that replays it. Exits 1 if
+    /// any check failed. A single-leader run checks: no step or restart failed and no read
+    /// returned a value no client wrote; no acknowledged write lost in silence (where the mode
+    /// does not promise failover, a lost write must be in a rollback file); replicas converge;
+    /// at most one leader per epoch; acknowledged writes durable on enough copies; followers
+    /// serve only what a leader held durably; leader operations linearizable in sync mode. A
+    /// leaderless run checks its own (see --mode).
     Sim(sim::SimArgs),
 }
 

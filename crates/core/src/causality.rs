@@ -534,8 +534,19 @@ impl Siblings {
         Ok(MergeOutcome { changed, dropped, clashes })
     }
 
+    /// Keeps only the last-write-wins winner (the highest version) and returns the others,
+    /// oldest first; their dots stay in the context, so a replica that still holds one drops
+    /// it on merge. Order-independent where versions follow causality (a write that had seen
+    /// another has the higher version, as an HLC that observes what it merges makes it): a
+    /// state pruned early and merged later ends where merging everything and then pruning
+    /// would.
+    pub fn keep_winner(&mut self) -> Vec<Sibling> {
+        let losers = self.values.len().saturating_sub(1);
+        self.values.drain(..losers).collect()
+    }
+
     /// True when a surviving sibling has `dot`.
-    fn holds(&self, dot: Dot) -> bool {
+    pub fn holds(&self, dot: Dot) -> bool {
         self.values.iter().any(|s| s.dot == dot)
     }
 
@@ -666,4 +677,4 @@ fn from_hex(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -31,12 +31,16 @@
 //!   A lone node is this family without followers.
 //! - [`leaderless`]: Dynamo-style quorums (n, w, r) over dotted version vectors, siblings,
 //!   read repair; any node coordinates.
+//! - [`multi_leader`]: several leaders exchanging changes asynchronously; conflicts detected
+//!   from the version each change replaced and resolved by `lww`, `merge` or `app` (under
+//!   way: only the conflict rules are built).
 
 pub mod causality;
 pub mod digest;
 pub mod error;
 pub mod kv;
 pub mod leaderless;
+pub mod multi_leader;
 pub mod node;
 pub mod quorum;
 pub mod replication;

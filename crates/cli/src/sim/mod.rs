@@ -36,7 +36,10 @@ replikv sim --gossip --nodes 100000 --interval-ms 3000 --style push --runs 5   #
 Faults (rates per message, or per virtual millisecond): drop, dup, delay=MIN..MAX (ms), partition,\n\
 crash, pause, skew (ms), drift (ppm). Without --faults each seed draws its own mix.")]
 pub struct SimArgs {
-    /// The replication strategy: single-leader or leaderless.
+    /// The replication strategy: single-leader or leaderless. A leaderless run checks that
+    /// replicas and their Merkle trees converge, reads see the newest acknowledged write,
+    /// deletes stay deleted, purges are safe and siblings stay bounded with every write
+    /// accounted for.
     #[arg(long, default_value = "single-leader")]
     pub mode: ReplicationMode,
     /// Single-leader: when a write is acknowledged: sync (the default), semi-sync:K or async.
