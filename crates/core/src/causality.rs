@@ -665,6 +665,25 @@ pub fn decode_context(key: &[u8], token: &[u8]) -> Result<VersionVector> {
     VersionVector::try_from(pairs).map_err(bad)
 }
 
+/// REPLIKV.SIBLINGS's answer for `key` (a client's key) in `state`: `[context token, [value
+/// or nil per sibling, oldest version first]]`, a delete as a nil. The families that keep
+/// siblings (leaderless, multi-leader) answer alike.
+pub fn siblings_reply(key: &[u8], state: &Siblings) -> crate::kv::Reply {
+    use crate::kv::Reply;
+    let token = encode_context(key, state.context());
+    let values = state.values().iter().map(|s| s.value.clone().map_or(Reply::Nil, Reply::Bulk)).collect();
+    Reply::Array(vec![Reply::Bulk(Bytes::from(token)), Reply::Array(values)])
+}
+
+/// The error a GET of a key with `count` concurrent siblings (`deletes` of them deletes)
+/// answers where siblings are kept for the application.
+pub fn siblings_error(count: usize, deletes: usize) -> crate::kv::Reply {
+    crate::kv::Reply::Error(format!(
+        "SIBLINGS the key has {count} concurrent values ({deletes} of them deletes): read them with REPLIKV.SIBLINGS \
+         and write the one to keep with SET key value CONTEXT token"
+    ))
+}
+
 /// Bytes from lowercase or uppercase hex, with the reason when the text is not hex.
 fn from_hex(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if !text.len().is_multiple_of(2) {

@@ -85,6 +85,7 @@
 //! - RANDOMKEY is not uniform past [`RANDOMKEY_EXACT_ENTRIES_MAX`] entries (see above).
 
 mod command;
+mod commands;
 mod damage;
 mod databases;
 mod glob;
@@ -96,6 +97,7 @@ mod store;
 mod strings;
 
 pub use command::{is_command, parse_command, parse_named};
+pub use commands::{Commands, Strings};
 pub use damage::{Corruption, Damage, DamagedKeys, DAMAGED_KEYS_MAX};
 pub(crate) use databases::{logical, physical};
 pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_MAX};

@@ -400,6 +400,22 @@ impl<E: Engine> Store<E> {
         Ok(count)
     }
 
+    /// A fresh version for a write at `now_ms`, after `seen` (the newest version the write
+    /// replaces or stands beside, if any): what a family's own commands stamp a write with.
+    pub fn stamp(&mut self, now_ms: u64, seen: Option<Version>) -> Version {
+        if let Some(seen) = seen {
+            self.clock.observe(seen.ts);
+        }
+        self.version(now_ms)
+    }
+
+    /// Stores `record` under `key` (a physical key) as this node's write, captured for the
+    /// log when capture is on: what a family's own commands write with.
+    pub fn put_record(&mut self, key: Bytes, record: Record) -> Result<()> {
+        self.clock.observe(record.version.ts);
+        self.put(key, record)
+    }
+
     /// A fresh version for a write at `now_ms`.
     fn version(&mut self, now_ms: u64) -> Version {
         Version { ts: self.clock.tick(now_ms), node: self.node }

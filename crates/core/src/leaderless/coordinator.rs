@@ -18,7 +18,7 @@
 use super::{
     Canary, Client, Leaderless, Message, ReadRepair, Taken, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX,
 };
-use crate::causality::{decode_context, encode_context, Siblings};
+use crate::causality::{decode_context, siblings_error, siblings_reply, Siblings};
 use crate::error::Result;
 use crate::kv::{Reply, Request};
 use crate::node::{Outbox, Output};
@@ -971,16 +971,8 @@ fn read_reply(what: ReadWhat, key: &Bytes, state: &Siblings, conflicts: super::C
     let reply = match what {
         ReadWhat::Exists if keep_siblings => Reply::Int(i64::from(live > 0)),
         ReadWhat::Exists => Reply::Int(i64::from(state.winner().is_some_and(|w| !w.is_tombstone()))),
-        ReadWhat::Siblings => {
-            let token = encode_context(key, state.context());
-            let values = all.iter().map(|s| s.value.clone().map_or(Reply::Nil, Reply::Bulk)).collect();
-            Reply::Array(vec![Reply::Bulk(Bytes::from(token)), Reply::Array(values)])
-        }
-        ReadWhat::Get if siblings && keep_siblings && live > 0 => Reply::Error(format!(
-            "SIBLINGS the key has {} concurrent values ({} of them deletes): read them with REPLIKV.SIBLINGS and write the one to keep with SET key value CONTEXT token",
-            all.len(),
-            all.len() - live
-        )),
+        ReadWhat::Siblings => siblings_reply(key, state),
+        ReadWhat::Get if siblings && keep_siblings && live > 0 => siblings_error(all.len(), all.len() - live),
         ReadWhat::Get => match state.winner() {
             Some(winner) => winner.value.clone().map_or(Reply::Nil, Reply::Bulk),
             None => Reply::Nil,

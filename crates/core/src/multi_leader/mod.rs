@@ -15,6 +15,8 @@
 //!   is no multi-leader node, no exchange between leaders and no conflict log yet, and
 //!   `mode = "multi-leader"` is not accepted by the server.
 
+pub mod commands;
 pub mod conflict;
 
+pub use commands::Causal;
 pub use conflict::{Conflict, Read, Received, Resolve, Rules};

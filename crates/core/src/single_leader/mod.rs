@@ -184,7 +184,7 @@ pub mod rollback;
 pub mod vote;
 
 use crate::error::Result;
-use crate::kv::{Reply, Request, Store};
+use crate::kv::{Commands, Reply, Request, Store, Strings};
 use crate::node::{Common, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll};
 use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog, ReplogOptions};
 use crate::single_leader::election::{LogPosition, VoterState};
@@ -440,6 +440,9 @@ enum State {
 pub struct SingleLeader<E> {
     /// The node's keys and clock.
     store: Store<E>,
+    /// What requests do to the store: Redis's string commands unless the family running
+    /// this replica gave its own ([`SingleLeader::set_commands`]).
+    commands: Box<dyn Commands<E>>,
     /// The replication log (unused when standalone).
     log: ReplicationLog,
     /// The voter's durable state.
@@ -584,6 +587,7 @@ impl<E: Engine> SingleLeader<E> {
     fn assemble(store: Store<E>, files: ReplicaFiles, settings: Settings, state: State) -> SingleLeader<E> {
         SingleLeader {
             store,
+            commands: Box::new(Strings),
             log: files.log,
             votes: files.votes,
             rollback: files.rollback,
@@ -607,6 +611,45 @@ impl<E: Engine> SingleLeader<E> {
             leader_heard_ms: None,
             vote_guard_until_ms: 0,
         }
+    }
+
+    /// A write the leader makes of its own, not a client's (another family's, such as a
+    /// change a multi-leader node receives from another leader): `write` changes the store,
+    /// and what it changed is logged as one request and shipped like any other. Returns the
+    /// request's last position, whose [`Input::Durable`] says it is durable here; `None`,
+    /// without calling `write`, when this node does not lead or hands leadership over (the
+    /// caller tries again later), and when `write` changed nothing.
+    pub fn leader_write(&mut self, write: impl FnOnce(&mut Store<E>) -> Result<()>) -> Result<Option<Lsn>> {
+        let State::Leader(leader) = &mut self.state else { return Ok(None) };
+        if self.handover.is_some() {
+            return Ok(None);
+        }
+        write(&mut self.store)?;
+        Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)
+    }
+
+    /// Logs what a leader's store captured since the last call as one request; its last
+    /// position, or `None` when nothing was captured.
+    fn log_captured(
+        log: &mut ReplicationLog,
+        store: &mut Store<E>,
+        epoch: Epoch,
+        leader: &mut leader::Leader,
+    ) -> Result<Option<Lsn>> {
+        let changes = store.take_changes();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let (lsn, bytes) = append_changes(log, epoch, changes)?;
+        leader.logged(lsn, bytes);
+        Ok(Some(lsn))
+    }
+
+    /// Has requests answered by `commands` instead of Redis's string commands: how another
+    /// family runs its own state machine on this family's log, followers and elections. Set
+    /// it before the first request; the records it writes replicate as any others.
+    pub fn set_commands(&mut self, commands: Box<dyn Commands<E>>) {
+        self.commands = commands;
     }
 
     /// Handles one input at wall-clock `now_ms`, pushing outputs into `outbox`. An error is an
@@ -687,7 +730,7 @@ impl<E: Engine> SingleLeader<E> {
             State::Standalone => {
                 let reply = match request {
                     Request::Wait { .. } => Reply::Int(0),
-                    request => self.store.execute(now_ms, request)?,
+                    request => self.commands.execute(&mut self.store, now_ms, request)?,
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
             }
@@ -748,7 +791,7 @@ impl<E: Engine> SingleLeader<E> {
                             None => String::from(". No leader is known right now."),
                         }
                     )),
-                    request => self.store.execute(now_ms, request)?,
+                    request => self.commands.execute(&mut self.store, now_ms, request)?,
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
             }
@@ -762,9 +805,8 @@ impl<E: Engine> SingleLeader<E> {
                     outbox.after_flush.push(Output::Reply { id, reply });
                     return Ok(());
                 }
-                let reply = self.store.execute(now_ms, request)?;
-                let changes = self.store.take_changes();
-                if changes.is_empty() {
+                let reply = self.commands.execute(&mut self.store, now_ms, request)?;
+                let Some(lsn) = Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)? else {
                     // A read, or a write that changed nothing (DEL of a missing key): its
                     // answer must not describe a state this node may no longer lead.
                     if leader.is_full() {
@@ -774,9 +816,7 @@ impl<E: Engine> SingleLeader<E> {
                     }
                     leader.read(now_ms, id, reply, self.log.last_lsn(), &self.settings, outbox);
                     return Ok(());
-                }
-                let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
-                leader.logged(lsn, bytes);
+                };
                 leader.written(now_ms, id, lsn, reply, &self.settings, outbox);
             }
         }
@@ -804,11 +844,7 @@ impl<E: Engine> SingleLeader<E> {
                 if self.handover.is_none() {
                     self.store.expire_due(now_ms)?;
                 }
-                let changes = self.store.take_changes();
-                if !changes.is_empty() {
-                    let (lsn, bytes) = append_changes(&mut self.log, self.settings.epoch, changes)?;
-                    leader.logged(lsn, bytes);
-                }
+                Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)?;
                 // The log may drop records at this tick: the engine holds them durably first.
                 if self.log.over_retention() {
                     self.store.engine_mut().sync_written(now_ms)?;

@@ -1485,3 +1485,64 @@ fn a_replicating_node_fsyncs_only_its_log_per_batch_and_its_engine_before_the_lo
     alone.step(now, Input::Request { id: 1, request: request("SET k v") }, &mut outbox).unwrap();
     assert_eq!(alone.write_out(now, &mut outbox).unwrap().syncs.len(), 1, "the engine's fsync");
 }
+
+/// Commands of another state machine, for the seam's tests: values are stored reversed and
+/// read back the right way round.
+#[derive(Debug)]
+struct Reversed;
+
+impl<E: Engine> crate::kv::Commands<E> for Reversed {
+    fn execute(&mut self, store: &mut crate::kv::Store<E>, now_ms: u64, request: Request) -> crate::Result<Reply> {
+        let flip = |b: &Bytes| Bytes::from(b.iter().rev().copied().collect::<Vec<u8>>());
+        let request = match request {
+            Request::Set { key, value, condition, get, expiry } => {
+                Request::Set { key, value: flip(&value), condition, get, expiry }
+            }
+            request => request,
+        };
+        Ok(match store.execute(now_ms, request)? {
+            Reply::Bulk(value) => Reply::Bulk(flip(&value)),
+            reply => reply,
+        })
+    }
+}
+
+#[test]
+fn another_state_machine_runs_on_the_leader_and_its_followers_read_through_it() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    for node in &mut c.nodes {
+        node.set_commands(Box::new(Reversed));
+    }
+    c.run_for(200); // heartbeats: the leader learns where its follower's log ends
+    let id = c.send(0, "SET a abc");
+    c.settle();
+    assert_eq!(c.reply(id), Some(&Reply::Ok));
+    for i in 0..2 {
+        assert_eq!(get(&mut c, i, "a"), Some(Reply::Bulk(Bytes::from("abc"))), "n{} reads through the commands", i + 1);
+        let stored = c.nodes[i].store().engine().get(b"a").unwrap().unwrap().value;
+        assert_eq!(stored, Some(Bytes::from("cba")), "n{} holds what the commands wrote", i + 1);
+    }
+}
+
+#[test]
+fn a_leaders_own_write_is_logged_and_shipped_and_a_follower_makes_none() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    let before = c.nodes[0].last_lsn();
+    let record = record("mine");
+    let lsn = c.nodes[0]
+        .leader_write(|store| store.put_record(Bytes::from("k"), record.clone()))
+        .unwrap()
+        .expect("a leader logs it");
+    assert_eq!(lsn, before + 1, "one request, one record");
+    assert_eq!(c.nodes[0].leader_write(|_| Ok(())).unwrap(), None, "a write that changed nothing is not logged");
+    let mut called = false;
+    let none = c.nodes[1].leader_write(|_| {
+        called = true;
+        Ok(())
+    });
+    assert_eq!((none.unwrap(), called), (None, false), "a follower makes no write of its own");
+    c.step(0, Input::Tick);
+    c.settle();
+    assert_eq!(get(&mut c, 1, "k"), Some(Reply::Bulk(Bytes::from("mine"))), "the follower has it");
+}
