@@ -31,9 +31,10 @@
 //!   A lone node is this family without followers.
 //! - [`leaderless`]: Dynamo-style quorums (n, w, r) over dotted version vectors, siblings,
 //!   read repair; any node coordinates.
-//! - [`multi_leader`]: several leaders exchanging changes asynchronously; conflicts detected
-//!   from the version each change replaced and resolved by `lww`, `merge` or `app` (under
-//!   way: only the conflict rules are built).
+//! - [`multi_leader`]: a leader per datacenter (each a single-leader cluster inside),
+//!   exchanging changes asynchronously; conflicts detected from the versions each change
+//!   replaced, resolved by `lww`, `merge` or `app`, and logged (the server does not run it
+//!   yet).
 
 pub mod causality;
 pub mod digest;

@@ -19,6 +19,8 @@
 //!   (standalone) is this family with no followers.
 //! - [`crate::leaderless`]: every replica takes writes; a write waits for `w` of a key's `n`
 //!   replicas, a read for `r`, and the newest version wins; stale replicas are read-repaired.
+//! - [`crate::multi_leader`]: a leader per datacenter, each with followers (a single-leader
+//!   cluster inside), exchanging changes asynchronously and resolving conflicts.
 //!
 //! [`Replica`] is the closed type over the families, as toyDB's `Node` enum is over its
 //! roles: the runtime and the simulator hold one concrete type and never branch on a family;
@@ -44,6 +46,7 @@ pub use status::{DamagedRecord, ReplicationStatus, DAMAGED_SHOWN_MAX};
 use crate::error::Result;
 use crate::kv::{DbKeys, Reply, Request, Store};
 use crate::leaderless::{self, Leaderless};
+use crate::multi_leader::{self, MultiLeader};
 use crate::replication::Lsn;
 use crate::single_leader::{self, SingleLeader};
 use crate::storage::{Engine, EngineStats, Flushed, SyncHandle};
@@ -197,6 +200,9 @@ pub enum Mode {
     SingleLeader,
     /// Every replica takes writes; quorums n, w, r (DESIGN §7).
     Leaderless,
+    /// A leader per datacenter, exchanging changes asynchronously; conflicts resolved
+    /// (DESIGN §7).
+    MultiLeader,
 }
 
 impl Mode {
@@ -205,11 +211,12 @@ impl Mode {
         match self {
             Mode::SingleLeader => "single-leader",
             Mode::Leaderless => "leaderless",
+            Mode::MultiLeader => "multi-leader",
         }
     }
 
     /// Every mode, for messages listing the valid values.
-    pub const ALL: [Mode; 2] = [Mode::SingleLeader, Mode::Leaderless];
+    pub const ALL: [Mode; 3] = [Mode::SingleLeader, Mode::Leaderless, Mode::MultiLeader];
 
     /// The mode a setting names, or an error listing the valid values.
     pub fn parse(value: &str) -> std::result::Result<Mode, String> {
@@ -234,6 +241,8 @@ pub enum PeerMessage {
     SingleLeader(single_leader::Message),
     /// A leaderless message.
     Leaderless(leaderless::Message),
+    /// A multi-leader message.
+    MultiLeader(multi_leader::Message),
 }
 
 impl PeerMessage {
@@ -242,6 +251,7 @@ impl PeerMessage {
         match self {
             PeerMessage::SingleLeader(_) => Mode::SingleLeader,
             PeerMessage::Leaderless(_) => Mode::Leaderless,
+            PeerMessage::MultiLeader(_) => Mode::MultiLeader,
         }
     }
 
@@ -250,6 +260,7 @@ impl PeerMessage {
         match self {
             PeerMessage::SingleLeader(message) => message.kind(),
             PeerMessage::Leaderless(message) => message.kind(),
+            PeerMessage::MultiLeader(message) => message.kind(),
         }
     }
 }
@@ -257,6 +268,12 @@ impl PeerMessage {
 impl From<single_leader::Message> for PeerMessage {
     fn from(message: single_leader::Message) -> PeerMessage {
         PeerMessage::SingleLeader(message)
+    }
+}
+
+impl From<multi_leader::Message> for PeerMessage {
+    fn from(message: multi_leader::Message) -> PeerMessage {
+        PeerMessage::MultiLeader(message)
     }
 }
 
@@ -274,6 +291,8 @@ pub enum Replica<E> {
     SingleLeader(SingleLeader<E>),
     /// A leaderless node.
     Leaderless(Leaderless<E>),
+    /// A multi-leader node.
+    MultiLeader(MultiLeader<E>),
 }
 
 impl<E: Engine> Replica<E> {
@@ -294,6 +313,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(_) => Mode::SingleLeader,
             Replica::Leaderless(_) => Mode::Leaderless,
+            Replica::MultiLeader(_) => Mode::MultiLeader,
         }
     }
 
@@ -332,6 +352,21 @@ impl<E: Engine> Replica<E> {
                 };
                 node.step(now_ms, input, outbox)
             }
+            Replica::MultiLeader(node) => {
+                let input = match input {
+                    Input::Request { id, request } => Input::Request { id, request },
+                    Input::Tick => Input::Tick,
+                    Input::Durable { lsn, resets } => Input::Durable { lsn, resets },
+                    Input::Message { from, message: PeerMessage::MultiLeader(message) } => {
+                        Input::Message { from, message }
+                    }
+                    Input::Message { from, message } => {
+                        wrong_family(Mode::MultiLeader, from, &message);
+                        return Ok(());
+                    }
+                };
+                node.step(now_ms, input, outbox)
+            }
         }
     }
 
@@ -340,6 +375,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.write_out(now_ms, outbox),
             Replica::Leaderless(node) => Family::write_out(node, now_ms, outbox),
+            Replica::MultiLeader(node) => node.write_out(now_ms, outbox),
         }
     }
 
@@ -348,6 +384,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.flush(now_ms),
             Replica::Leaderless(node) => node.flush(now_ms),
+            Replica::MultiLeader(node) => node.flush(now_ms),
         }
     }
 
@@ -356,6 +393,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.status(now_ms),
             Replica::Leaderless(node) => node.status(now_ms),
+            Replica::MultiLeader(node) => node.status(now_ms),
         }
     }
 
@@ -364,6 +402,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.maintain(budget_bytes),
             Replica::Leaderless(node) => node.maintain(budget_bytes),
+            Replica::MultiLeader(node) => node.local_mut().maintain(budget_bytes),
         }
     }
 
@@ -372,6 +411,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.store(),
             Replica::Leaderless(node) => node.store(),
+            Replica::MultiLeader(node) => node.store(),
         }
     }
 
@@ -391,6 +431,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.last_lsn(),
             Replica::Leaderless(node) => node.last_lsn(),
+            Replica::MultiLeader(node) => node.local().last_lsn(),
         }
     }
 
@@ -399,6 +440,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.log_resets(),
             Replica::Leaderless(_) => 0,
+            Replica::MultiLeader(node) => node.local().log_resets(),
         }
     }
 
@@ -407,6 +449,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.is_leader(),
             Replica::Leaderless(_) => false,
+            Replica::MultiLeader(node) => node.local().is_leader(),
         }
     }
 
@@ -415,6 +458,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.set_corruption(corruption),
             Replica::Leaderless(node) => node.set_corruption(corruption),
+            Replica::MultiLeader(node) => node.local_mut().set_corruption(corruption),
         }
     }
 
@@ -423,6 +467,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.set_databases(databases),
             Replica::Leaderless(node) => node.set_databases(databases),
+            Replica::MultiLeader(node) => node.local_mut().set_databases(databases),
         }
     }
 
@@ -432,6 +477,7 @@ impl<E: Engine> Replica<E> {
         match self {
             Replica::SingleLeader(node) => node.set_timeouts(ack_timeout_ms, forward_timeout_ms),
             Replica::Leaderless(node) => node.set_timeout(ack_timeout_ms),
+            Replica::MultiLeader(node) => node.local_mut().set_timeouts(ack_timeout_ms, forward_timeout_ms),
         }
     }
 
@@ -439,7 +485,7 @@ impl<E: Engine> Replica<E> {
     pub fn single_leader(&self) -> Option<&SingleLeader<E>> {
         match self {
             Replica::SingleLeader(node) => Some(node),
-            Replica::Leaderless(_) => None,
+            Replica::Leaderless(_) | Replica::MultiLeader(_) => None,
         }
     }
 
@@ -447,7 +493,7 @@ impl<E: Engine> Replica<E> {
     pub fn leaderless(&self) -> Option<&Leaderless<E>> {
         match self {
             Replica::Leaderless(node) => Some(node),
-            Replica::SingleLeader(_) => None,
+            Replica::SingleLeader(_) | Replica::MultiLeader(_) => None,
         }
     }
 
@@ -455,7 +501,15 @@ impl<E: Engine> Replica<E> {
     pub fn into_single_leader(self) -> Option<SingleLeader<E>> {
         match self {
             Replica::SingleLeader(node) => Some(node),
-            Replica::Leaderless(_) => None,
+            Replica::Leaderless(_) | Replica::MultiLeader(_) => None,
+        }
+    }
+
+    /// The multi-leader node, if this is one.
+    pub fn multi_leader(&self) -> Option<&MultiLeader<E>> {
+        match self {
+            Replica::MultiLeader(node) => Some(node),
+            Replica::SingleLeader(_) | Replica::Leaderless(_) => None,
         }
     }
 }
@@ -473,6 +527,12 @@ fn wrong_family(mine: Mode, from: NodeId, message: &PeerMessage) {
 impl<E> From<Leaderless<E>> for Replica<E> {
     fn from(node: Leaderless<E>) -> Replica<E> {
         Replica::Leaderless(node)
+    }
+}
+
+impl<E> From<MultiLeader<E>> for Replica<E> {
+    fn from(node: MultiLeader<E>) -> Replica<E> {
+        Replica::MultiLeader(node)
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 /// What `INFO replication`, `ROLE`, `/api/v1/status` and `replikv status` show.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReplicationStatus {
-    /// The replication mode: `single-leader` or `leaderless`.
+    /// The replication mode: `single-leader`, `leaderless` or `multi-leader`.
     pub mode: &'static str,
     /// `standalone`, `leader`, `follower` or `candidate`; `leaderless` on a leaderless node.
     pub role: &'static str,
@@ -62,6 +62,9 @@ pub struct ReplicationStatus {
     /// On a leaderless node: its quorums and counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leaderless: Option<crate::leaderless::LeaderlessStatus>,
+    /// On a multi-leader node: its datacenter and the exchange with the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_leader: Option<crate::multi_leader::MultiLeaderStatus>,
 }
 
 /// Damaged keys a status lists at most (they are all counted).

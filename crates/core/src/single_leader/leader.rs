@@ -256,6 +256,9 @@ pub(super) struct Leader {
     logged_bytes: u64,
     /// When the log's size over its bound was last warned about.
     last_size_warning_ms: Option<u64>,
+    /// Records another family still needs, from here on (see [`super::SingleLeader::hold_log_from`]):
+    /// the log keeps them as it keeps a live follower's.
+    pub(super) hold_from: Option<Lsn>,
     /// When this leader started.
     started_ms: u64,
     /// A follower showed that this node lost records of its own epoch: it must step down.
@@ -309,6 +312,7 @@ impl Leader {
             offsets: VecDeque::new(),
             logged_bytes: 0,
             last_size_warning_ms: None,
+            hold_from: None,
             started_ms: now_ms,
             lost_data: false,
             damage_found: Vec::new(),
@@ -640,6 +644,7 @@ impl Leader {
                 Mode::Stream if is_up(p, now_ms, settings) => Some(p.acked + 1),
                 _ => None,
             })
+            .chain(self.hold_from)
             .min()
             .unwrap_or(log.last_lsn() + 1);
         // Just after a start, wait for every follower to say where it is before deleting
@@ -664,6 +669,7 @@ impl Leader {
                     Mode::Probe => false,
                 })
                 .map(|p| format!("{:?}", p.node))
+                .chain((self.hold_from == Some(keep_from)).then(|| "another datacenter".to_string()))
                 .collect();
             tracing::warn!(
                 "the replication log holds {bytes} bytes, over twice its bound of {bound}: records from {keep_from} on \

@@ -1068,6 +1068,31 @@ impl<E: Engine> SingleLeader<E> {
         leader.map(|l| (l, self.settings.hint(l)))
     }
 
+    /// On a leader: the newest record a majority of its cluster holds durably (so that no
+    /// failover the cluster survives loses it); `None` on other roles.
+    pub fn committed_lsn(&self) -> Option<Lsn> {
+        match &self.state {
+            State::Leader(leader) => Some(leader.committed()),
+            _ => None,
+        }
+    }
+
+    /// On a leader: have the log keep its records from `lsn` on (`None`: no more), as it keeps
+    /// those a live follower still needs: what another family reads from the log with
+    /// [`SingleLeader::read_log`] (multi-leader's exchange between datacenters). Past its
+    /// size bound the log warns, naming what holds it. Ignored on other roles.
+    pub fn hold_log_from(&mut self, lsn: Option<Lsn>) {
+        if let State::Leader(leader) = &mut self.state {
+            leader.hold_from = lsn;
+        }
+    }
+
+    /// The log's records from `after + 1` on, up to about `bytes_max` (at least one if any):
+    /// see [`ReplicationLog::read`]. `Ok(None)` when the log no longer holds `after + 1`.
+    pub fn read_log(&mut self, after: Lsn, bytes_max: usize) -> Result<Option<Vec<crate::replication::LogRecord>>> {
+        self.log.read(after, bytes_max)
+    }
+
     /// The epoch of the log's record at `lsn`, if the log holds it.
     pub fn log_epoch_at(&self, lsn: Lsn) -> Option<Epoch> {
         self.log.epoch_at(lsn)

@@ -1,0 +1,271 @@
+//! The conflict log: every conflict a leader detects, kept durably in its datacenter, so that
+//! nothing a resolution discards is lost in silence (DESIGN §7a: "a conflict log that loses
+//! nothing is the minimum", as BDR's conflict history table).
+//!
+//! An entry names the key, the datacenter whose change met the conflict, the time, the rule
+//! that resolved it, and the writes on each side with their versions and origins: what the
+//! receiver held that the change had not seen (the lecture's "old value differs"), what
+//! arrived, what the rule kept and what it lost. Entries live in the store, apart from the
+//! clients' keys (namespace [`CONFLICTS_NAMESPACE`]), written in the same log record as the
+//! change that caused them, so a datacenter's followers hold them too and a failover keeps
+//! them. A key that follows DESIGN §3's `table.row.column` convention is shown as the
+//! lecture's record ([`ConflictEntry::lecture`]).
+//!
+//! Retention: at most [`CONFLICTS_KEPT_MAX`] entries; past it the oldest is deleted, counted
+//! and warned about. A value longer than [`CONFLICT_VALUE_BYTES_MAX`] is kept cut to that
+//! length, with its full length beside it.
+
+use super::conflict::Conflict;
+use crate::causality::Sibling;
+use crate::error::{Error, Result};
+use crate::kv::{physical, Store};
+use crate::storage::{Engine, Record};
+use crate::version::{NodeId, Version};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+
+/// The engine namespace of the multi-leader family's own records (a multi-leader node keeps
+/// its clients' keys in 0): the conflict log and each datacenter's applied position.
+pub const CONFLICTS_NAMESPACE: u8 = 2;
+
+/// Entries the conflict log keeps at most; past it the oldest go.
+pub const CONFLICTS_KEPT_MAX: usize = 10_000;
+
+/// Bytes of one value an entry keeps at most.
+pub const CONFLICT_VALUE_BYTES_MAX: usize = 4096;
+
+/// Entries one listing returns at most.
+pub const CONFLICTS_LISTED_MAX: usize = 1_000;
+
+/// The prefix of every entry's key (in [`CONFLICTS_NAMESPACE`]).
+const ENTRY_PREFIX: &[u8] = b"conflict/";
+
+/// One write as the conflict log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedWrite {
+    /// The node that made it (its origin).
+    pub origin: NodeId,
+    /// Its version.
+    pub version: Version,
+    /// Its value (cut to [`CONFLICT_VALUE_BYTES_MAX`]), or `None` for a delete.
+    pub value: Option<Bytes>,
+    /// The value's full length in bytes.
+    pub bytes: u64,
+}
+
+impl LoggedWrite {
+    fn of(sibling: &Sibling) -> LoggedWrite {
+        let bytes = sibling.value.as_ref().map_or(0, |v| v.len() as u64);
+        let value = sibling.value.as_ref().map(|v| v.slice(..v.len().min(CONFLICT_VALUE_BYTES_MAX)));
+        LoggedWrite { origin: sibling.dot.node, version: sibling.version, value, bytes }
+    }
+
+    /// The value as text, for people: `(deleted)` for a delete, a cut value marked.
+    pub fn shown(&self) -> String {
+        match &self.value {
+            None => "(deleted)".into(),
+            Some(v) if (v.len() as u64) < self.bytes => {
+                format!("{}... ({} bytes)", String::from_utf8_lossy(v).escape_debug(), self.bytes)
+            }
+            Some(v) => String::from_utf8_lossy(v).escape_debug().to_string(),
+        }
+    }
+}
+
+/// One conflict, as the log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    /// When the receiving leader detected it (its clock, Unix milliseconds).
+    pub at_ms: u64,
+    /// The key (as the client named it).
+    pub key: Bytes,
+    /// The datacenter whose change met it.
+    pub from_datacenter: String,
+    /// The leader that detected it.
+    pub detected_by: NodeId,
+    /// The rule that resolved it: `lww`, `merge` or `app`.
+    pub resolve: String,
+    /// The receiver's writes the change had not seen.
+    pub held: Vec<LoggedWrite>,
+    /// The change's writes the receiver had not seen.
+    pub arrived: Vec<LoggedWrite>,
+    /// The writes that survive.
+    pub kept: Vec<LoggedWrite>,
+    /// The writes the resolution discarded (`lww`'s losers, siblings past the bound).
+    pub lost: Vec<LoggedWrite>,
+}
+
+impl ConflictEntry {
+    /// The entry for `conflict` on `key`.
+    pub fn new(
+        at_ms: u64,
+        key: Bytes,
+        from_datacenter: &str,
+        detected_by: NodeId,
+        conflict: &Conflict,
+    ) -> ConflictEntry {
+        let logged = |s: &[Sibling]| s.iter().map(LoggedWrite::of).collect();
+        ConflictEntry {
+            at_ms,
+            key,
+            from_datacenter: from_datacenter.to_string(),
+            detected_by,
+            resolve: conflict.resolve.as_str().to_string(),
+            held: logged(&conflict.held),
+            arrived: logged(&conflict.arrived),
+            kept: logged(&conflict.kept),
+            lost: logged(&conflict.lost),
+        }
+    }
+
+    /// The lecture's record, for a key of the form `table.row.column`: `table`, `key` (the
+    /// row), `column`, `old_value` (what this leader held), `new_value` (what arrived), and
+    /// `transaction` (the arriving write's version); `None` for other keys.
+    pub fn lecture(&self) -> Option<Vec<(&'static str, String)>> {
+        let text = std::str::from_utf8(&self.key).ok()?;
+        let mut parts = text.splitn(3, '.');
+        let (table, row, column) = (parts.next()?, parts.next()?, parts.next()?);
+        if table.is_empty() || row.is_empty() || column.is_empty() {
+            return None;
+        }
+        let values = |writes: &[LoggedWrite]| writes.iter().map(LoggedWrite::shown).collect::<Vec<_>>().join(", ");
+        let transaction = self.arrived.iter().map(|w| w.version.to_string()).collect::<Vec<_>>().join(", ");
+        Some(vec![
+            ("table", table.to_string()),
+            ("key", row.to_string()),
+            ("column", column.to_string()),
+            ("old_value", values(&self.held)),
+            ("new_value", values(&self.arrived)),
+            ("transaction", transaction),
+        ])
+    }
+}
+
+/// The physical key of the entry stamped `version` (its order is the log's).
+fn entry_key(version: Version) -> Bytes {
+    let mut raw = BytesMut::with_capacity(ENTRY_PREFIX.len() + 20);
+    raw.extend_from_slice(ENTRY_PREFIX);
+    raw.put_u64(version.ts.millis);
+    raw.put_u32(version.ts.logical);
+    raw.put_u64(version.node.0);
+    physical(CONFLICTS_NAMESPACE, &raw.freeze())
+}
+
+/// The physical key every entry's key starts with.
+fn entries_start() -> Bytes {
+    physical(CONFLICTS_NAMESPACE, &Bytes::from_static(ENTRY_PREFIX))
+}
+
+/// The live entries' keys from `from` on (excluded after the first call), up to `limit`.
+fn entry_keys<E: Engine>(store: &Store<E>, from: Bound<&[u8]>, limit: usize) -> Vec<Bytes> {
+    let start = entries_start();
+    store
+        .engine()
+        .scan(from, limit)
+        .into_iter()
+        .take_while(|(key, _)| key.starts_with(&start))
+        .filter(|(_, meta)| !meta.tombstone)
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Walks every live entry key in order, calling `each` (bounded by [`CONFLICTS_KEPT_MAX`]
+/// entries and the tombstones between them).
+fn walk<E: Engine>(store: &Store<E>, mut each: impl FnMut(&Bytes)) {
+    let start = entries_start();
+    let mut from: Bytes = start.clone();
+    let mut first = true;
+    loop {
+        let bound = if first { Bound::Included(&from[..]) } else { Bound::Excluded(&from[..]) };
+        let batch = store.engine().scan(bound, 1024);
+        first = false;
+        let Some((last, _)) = batch.last() else { return };
+        let last = last.clone();
+        for (key, meta) in &batch {
+            if !key.starts_with(&start) {
+                return;
+            }
+            if !meta.tombstone {
+                each(key);
+            }
+        }
+        from = last;
+    }
+}
+
+/// What a node keeps of its conflict log in memory: how many entries it holds.
+#[derive(Debug, Default)]
+pub struct ConflictLog {
+    /// Entries held, once counted (at the first append).
+    held: Option<usize>,
+    /// Entries deleted by retention since start.
+    pub dropped: u64,
+    /// Entries written since start.
+    pub written: u64,
+}
+
+impl ConflictLog {
+    /// Writes `entry` (in the caller's request, so it is logged with the change that caused
+    /// it), deleting the oldest past [`CONFLICTS_KEPT_MAX`].
+    pub fn append<E: Engine>(&mut self, store: &mut Store<E>, now_ms: u64, entry: &ConflictEntry) -> Result<()> {
+        let held = match self.held {
+            Some(held) => held,
+            None => {
+                let mut count = 0;
+                walk(store, |_| count += 1);
+                count
+            }
+        };
+        let version = store.stamp(now_ms, None);
+        let value = postcard::to_allocvec(entry).map_err(|e| Error::InvalidInput(format!("conflict entry: {e}")))?;
+        store
+            .put_record(entry_key(version), Record { version, value: Some(Bytes::from(value)), expire_at_ms: None })?;
+        self.written += 1;
+        let mut held = held + 1;
+        if held > CONFLICTS_KEPT_MAX {
+            let start = entries_start();
+            for key in entry_keys(store, Bound::Included(&start[..]), held - CONFLICTS_KEPT_MAX) {
+                let version = store.stamp(now_ms, None);
+                store.put_record(key, Record { version, value: None, expire_at_ms: None })?;
+                held -= 1;
+                self.dropped += 1;
+            }
+            tracing::warn!(
+                "the conflict log holds CONFLICTS_KEPT_MAX ({CONFLICTS_KEPT_MAX}) entries: the oldest are deleted \
+                 ({} so far); read them with REPLIKV.CONFLICTS before they go",
+                self.dropped
+            );
+        }
+        self.held = Some(held);
+        Ok(())
+    }
+
+    /// Entries held, if counted yet.
+    pub fn held(&self) -> Option<usize> {
+        self.held
+    }
+}
+
+/// The newest `count` entries (at most [`CONFLICTS_LISTED_MAX`]) whose key starts with
+/// `prefix`, oldest first. A stored entry that does not decode is an error naming its key.
+pub fn list<E: Engine>(store: &Store<E>, prefix: &[u8], count: usize) -> Result<Vec<ConflictEntry>> {
+    let count = count.min(CONFLICTS_LISTED_MAX);
+    let mut keys = Vec::new();
+    walk(store, |key| keys.push(key.clone()));
+    let mut out = Vec::new();
+    for key in keys.iter().rev() {
+        if out.len() >= count {
+            break;
+        }
+        let Some(value) = store.engine().get(key)?.and_then(|r| r.value) else { continue };
+        let entry: ConflictEntry = postcard::from_bytes(&value).map_err(|e| {
+            Error::InvalidInput(format!("conflict log entry {:?} does not decode: {e}", String::from_utf8_lossy(key)))
+        })?;
+        if entry.key.starts_with(prefix) {
+            out.push(entry);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}

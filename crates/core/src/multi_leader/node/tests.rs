@@ -1,0 +1,315 @@
+//! Multi-leader nodes in one process: memory engines, in-memory logs, and a hand-driven
+//! network that can cut the datacenters apart.
+
+use super::*;
+use crate::kv::{parse_command, Reply};
+use crate::multi_leader::Resolve;
+use crate::node::RequestId;
+use crate::replication::ReplogOptions;
+use crate::single_leader::{ReplicaFiles, Role};
+use crate::storage::MemoryEngine;
+use std::collections::BTreeSet;
+
+const START_MS: u64 = 1_000_000;
+
+/// Datacenters `dc1`, `dc2`...: node `n{i}`s, the first of each datacenter its leader.
+struct World {
+    nodes: Vec<MultiLeader<MemoryEngine>>,
+    ids: Vec<NodeId>,
+    /// Each node's datacenter, by index.
+    dc: Vec<usize>,
+    now: u64,
+    net: VecDeque<(usize, usize, Message)>,
+    replies: BTreeMap<RequestId, Reply>,
+    /// The link between datacenters is cut: messages across it are dropped.
+    cut: bool,
+    /// Nodes that are down: messages to and from them are dropped, and they are not ticked.
+    down: BTreeSet<usize>,
+    next_id: RequestId,
+}
+
+impl World {
+    /// `sizes[d]` nodes in datacenter `d`, every key resolved by `rules`; followers
+    /// acknowledge `acks_needed` of each datacenter's writes.
+    fn new(sizes: &[usize], rules: Rules, acks_needed: usize) -> World {
+        World::with(sizes, rules, acks_needed, false)
+    }
+
+    /// As [`World::new`], with elections inside each datacenter when `auto_failover`.
+    fn with(sizes: &[usize], rules: Rules, acks_needed: usize, auto_failover: bool) -> World {
+        let mut ids = Vec::new();
+        let mut dc = Vec::new();
+        let mut datacenters = Vec::new();
+        for (d, size) in sizes.iter().enumerate() {
+            let nodes: Vec<NodeId> =
+                (0..*size).map(|k| NodeId::from_name(&format!("n{}", ids.len() + k + 1))).collect();
+            ids.extend(nodes.iter().copied());
+            dc.extend(std::iter::repeat_n(d, *size));
+            datacenters.push(Datacenter { name: format!("dc{}", d + 1), nodes });
+        }
+        let nodes = (0..ids.len())
+            .map(|i| {
+                let mine = &datacenters[dc[i]].nodes;
+                let role = if mine[0] == ids[i] {
+                    Role::Leader { followers: mine[1..].to_vec() }
+                } else {
+                    Role::Follower { leader: Some(mine[0]), leader_hint: format!("{:?}", mine[0]) }
+                };
+                let mut local = single_leader::Settings::new(ids[i], role);
+                local.common.peers = mine.iter().copied().filter(|n| *n != ids[i]).collect();
+                local.common.seed = i as u64;
+                local.acks_needed = acks_needed.min(mine.len() - 1);
+                local.ack_timeout_ms = 500;
+                local.resend_ms = 300;
+                local.auto_failover = auto_failover;
+                local.election_timeout_ms = 300;
+                let files = ReplicaFiles::in_memory(ReplogOptions::default());
+                let inner = SingleLeader::replicated(MemoryEngine::new(), files, local.clone(), START_MS).unwrap();
+                let settings = Settings {
+                    local,
+                    datacenters: datacenters.clone(),
+                    rules: rules.clone(),
+                    max_clock_skew_ms: 1_000,
+                    resend_ms: 300,
+                    link_timeout_ms: 1_000,
+                };
+                MultiLeader::new(inner, settings).unwrap()
+            })
+            .collect();
+        World {
+            nodes,
+            ids,
+            dc,
+            now: START_MS,
+            net: VecDeque::new(),
+            replies: BTreeMap::new(),
+            cut: false,
+            down: BTreeSet::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Steps node `i`, makes its writes durable at once, tells it so, and routes its outputs.
+    fn step(&mut self, i: usize, input: Input<Message>) {
+        let mut outbox = Outbox::default();
+        let node = &mut self.nodes[i];
+        node.step(self.now, input, &mut outbox).unwrap();
+        node.write_out(self.now, &mut outbox).unwrap();
+        node.flush(self.now).unwrap();
+        let (lsn, resets) = (node.local().last_lsn(), node.local().log_resets());
+        node.step(self.now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+        for output in outbox.drain_all() {
+            match output {
+                Output::Reply { id, reply } => {
+                    assert!(self.replies.insert(id, reply).is_none(), "one reply per request")
+                }
+                Output::Send { to, message: PeerMessage::MultiLeader(message) } => {
+                    let to = self.ids.iter().position(|&id| id == to).expect("a known node");
+                    let across = self.dc[i] != self.dc[to];
+                    let dropped = (across && self.cut) || self.down.contains(&to);
+                    if !dropped {
+                        self.net.push_back((i, to, message));
+                    }
+                }
+                Output::Send { message, .. } => panic!("a multi-leader node sent {message:?}"),
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let Some((from, to, message)) = self.net.pop_front() else { return };
+            if (self.cut && self.dc[from] != self.dc[to]) || self.down.contains(&to) {
+                continue;
+            }
+            let from = self.ids[from];
+            self.step(to, Input::Message { from, message });
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn run_for(&mut self, ms: u64) {
+        for _ in 0..ms.div_ceil(50) {
+            self.now += 50;
+            for i in 0..self.nodes.len() {
+                if !self.down.contains(&i) {
+                    self.step(i, Input::Tick);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn send(&mut self, i: usize, line: &str) -> RequestId {
+        let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        let request = parse_command(&args).expect("a known command").expect("valid arguments");
+        self.next_id += 1;
+        let id = self.next_id;
+        self.step(i, Input::Request { id, request });
+        id
+    }
+
+    /// Runs `line` on node `i` and returns its reply once the network is quiet.
+    fn run(&mut self, i: usize, line: &str) -> Reply {
+        let id = self.send(i, line);
+        self.settle();
+        for _ in 0..20 {
+            if let Some(reply) = self.replies.get(&id) {
+                return reply.clone();
+            }
+            self.run_for(50);
+        }
+        panic!("no reply to {line} on node {i}");
+    }
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+/// The lecture's example: two datacenters of two nodes each write the same cell while cut
+/// off from each other, then the cut heals.
+fn lecture(rules: Rules) -> World {
+    let mut w = World::new(&[2, 2], rules, 1);
+    w.run_for(300);
+    assert_eq!(w.run(0, "SET users.1234.picture_url me-old.jpg"), Reply::Ok);
+    w.run_for(500);
+    assert_eq!(w.run(3, "GET users.1234.picture_url"), bulk("me-old.jpg"), "the other datacenter's follower has it");
+    w.cut = true;
+    assert_eq!(
+        w.run(0, "SET users.1234.picture_url me-new.jpg"),
+        Reply::Ok,
+        "a local write is acknowledged during the cut"
+    );
+    w.now += 5;
+    assert_eq!(w.run(2, "SET users.1234.picture_url me-old2.jpg"), Reply::Ok);
+    w.run_for(300);
+    assert_eq!(w.run(1, "GET users.1234.picture_url"), bulk("me-new.jpg"), "dc1 sees its own write");
+    assert_eq!(w.run(3, "GET users.1234.picture_url"), bulk("me-old2.jpg"), "dc2 sees its own write");
+    w.cut = false;
+    w.run_for(1_000);
+    w
+}
+
+/// Every node's answer to `line`.
+fn everywhere(w: &mut World, line: &str) -> Vec<Reply> {
+    (0..w.nodes.len()).map(|i| w.run(i, line)).collect()
+}
+
+#[test]
+fn the_lecture_example_converges_under_lww_and_logs_the_loser() {
+    let mut w = lecture(Rules::new(Resolve::Lww));
+    let got = everywhere(&mut w, "GET users.1234.picture_url");
+    assert_eq!(got, vec![bulk("me-old2.jpg"); 4], "the later-stamped write wins everywhere");
+    for i in [0, 2] {
+        let status = w.nodes[i].status(w.now).multi_leader.unwrap();
+        assert_eq!(status.counters.conflicts, 1, "{}: {status:?}", status.datacenter);
+    }
+    let entries = super::super::conflict_log::list(w.nodes[0].store(), b"users.", 10).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!((entry.from_datacenter.as_str(), entry.resolve.as_str()), ("dc2", "lww"));
+    let lecture = entry.lecture().unwrap();
+    assert_eq!(lecture[0], ("table", "users".to_string()));
+    assert_eq!(lecture[1], ("key", "1234".to_string()));
+    assert_eq!(lecture[2], ("column", "picture_url".to_string()));
+    assert_eq!(lecture[3], ("old_value", "me-new.jpg".to_string()));
+    assert_eq!(lecture[4], ("new_value", "me-old2.jpg".to_string()));
+    assert_eq!(entry.lost.len(), 1);
+    assert_eq!(entry.lost[0].value.as_deref(), Some(&b"me-new.jpg"[..]), "the loser is kept");
+    let follower = super::super::conflict_log::list(w.nodes[1].store(), b"", 10).unwrap();
+    assert_eq!(follower, entries, "the datacenter's follower holds its conflict log too");
+}
+
+#[test]
+fn the_lecture_example_merges_both_values_under_merge() {
+    let mut w = lecture(Rules::new(Resolve::Merge));
+    let got = everywhere(&mut w, "GET users.1234.picture_url");
+    assert_eq!(got, vec![bulk("me-new.jpg,me-old2.jpg"); 4]);
+}
+
+#[test]
+fn the_lecture_example_keeps_siblings_under_app_until_one_is_written() {
+    let mut w = lecture(Rules::new(Resolve::App));
+    for reply in everywhere(&mut w, "GET users.1234.picture_url") {
+        assert!(matches!(&reply, Reply::Error(e) if e.starts_with("SIBLINGS the key has 2")), "{reply:?}");
+    }
+    let Reply::Array(parts) = w.run(2, "REPLIKV.SIBLINGS users.1234.picture_url") else { panic!() };
+    assert_eq!(parts[1], Reply::Array(vec![bulk("me-new.jpg"), bulk("me-old2.jpg")]));
+    let Reply::Bulk(token) = &parts[0] else { panic!() };
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    assert_eq!(w.run(2, &format!("SET users.1234.picture_url me-final.jpg CONTEXT {token}")), Reply::Ok);
+    w.run_for(1_000);
+    assert_eq!(everywhere(&mut w, "GET users.1234.picture_url"), vec![bulk("me-final.jpg"); 4]);
+}
+
+#[test]
+fn writes_without_conflicts_reach_every_datacenter_once_and_lag_is_shown() {
+    let mut w = World::new(&[2, 2], Rules::default(), 1);
+    w.run_for(300);
+    for k in 0..20 {
+        let dc_leader = if k % 2 == 0 { 0 } else { 2 };
+        assert_eq!(w.run(dc_leader, &format!("SET k{k} v{k}")), Reply::Ok);
+    }
+    w.run_for(1_000);
+    for k in 0..20 {
+        assert_eq!(everywhere(&mut w, &format!("GET k{k}")), vec![bulk(&format!("v{k}")); 4]);
+    }
+    let status = w.nodes[0].status(w.now).multi_leader.unwrap();
+    assert_eq!(status.counters.conflicts, 0);
+    assert_eq!(status.counters.received, 10, "each change of dc2 applied once: {status:?}");
+    let lag = &status.datacenters[0];
+    assert_eq!((lag.name.as_str(), lag.lag_records, lag.lag_ms, lag.up), ("dc2", 0, 0, true), "{lag:?}");
+    let ends: Vec<Lsn> = w.nodes.iter().map(|n| n.local().last_lsn()).collect();
+    w.run_for(2_000);
+    let idle: Vec<Lsn> = w.nodes.iter().map(|n| n.local().last_lsn()).collect();
+    assert_eq!(ends, idle, "an idle exchange writes nothing (no shipment answers another)");
+    // Cut: the lag grows, in records and in time.
+    w.cut = true;
+    w.run(0, "SET late 1");
+    w.run_for(2_000);
+    let lag = w.nodes[0].status(w.now).multi_leader.unwrap().datacenters[0].clone();
+    assert!(lag.lag_records >= 1 && lag.lag_ms >= 1_900 && !lag.up, "{lag:?}");
+    assert_eq!(w.run(3, "GET late"), Reply::Nil);
+    w.cut = false;
+    w.run_for(1_000);
+    assert_eq!(w.run(3, "GET late"), bulk("1"));
+}
+
+#[test]
+fn a_datacenter_failover_resumes_the_exchange_from_where_the_other_side_stands() {
+    let mut w = World::with(&[1, 3], Rules::default(), 1, true);
+    w.run_for(300);
+    assert_eq!(w.run(0, "SET a 1"), Reply::Ok);
+    assert_eq!(w.run(1, "SET x 1"), Reply::Ok);
+    w.run_for(500);
+    assert_eq!(w.run(3, "GET a"), bulk("1"));
+    // dc2's leader goes down; one of its followers is elected.
+    w.down.insert(1);
+    assert_eq!(w.run(0, "SET b 2"), Reply::Ok, "dc1 takes writes whatever happens in dc2");
+    w.run_for(3_000);
+    let leader = (2..4).find(|&i| w.nodes[i].local().is_leader()).expect("dc2 elected a new leader");
+    assert_eq!(w.run(leader, "GET b"), bulk("2"), "dc1's shipper found dc2's new leader");
+    assert_eq!(w.run(leader, "SET y 2"), Reply::Ok);
+    w.run_for(1_000);
+    assert_eq!(w.run(0, "GET y"), bulk("2"), "the new leader ships dc2's writes");
+    assert_eq!(w.run(0, "GET x"), bulk("1"));
+    let status = w.nodes[0].status(w.now).multi_leader.unwrap();
+    assert_eq!(status.counters.received, 2, "dc2's changes applied once each, across its failover: {status:?}");
+}
+
+#[test]
+fn a_shipment_from_a_node_of_another_datacenter_than_it_names_is_refused() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    let forged = Ship {
+        origin: dc_id("dc1"),
+        after: Position::default(),
+        through: Position { lsn: 1, epoch: 1 },
+        changes: vec![],
+        sent_ms: 0,
+    };
+    let from = w.ids[1]; // dc2's node claims to ship dc1's log to dc2... to node 0 of dc1
+    w.step(0, Input::Message { from, message: Message::Ship(forged) });
+    assert_eq!(w.nodes[0].status(w.now).multi_leader.unwrap().counters.refused, 1);
+}
