@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | `partition n1` | n1 blocks its links to everyone; every other node blocks its link to n1 |
 //! | `partition n1 --one-way` | n1 blocks its links to everyone; others still reach n1 |
+//! | `partition dc2` | each node of datacenter dc2 blocks its links to the other datacenters' nodes, and they theirs to it |
 //! | `delay n2 50ms` | n2 delays what it sends to everyone; every other node delays what it sends to n2 |
 //! | `drop n3 0.3` | n3 drops what it sends with probability 0.3; every other node, what it sends to n3 |
 //! | `heal` | every node clears its table |
@@ -50,6 +51,7 @@ pub const FAULTS_PATH: &str = "/api/v1/test/faults";
 REPLIKV_TEST_FAULTS=1 replikv cluster start --detach --acks sync\n  \
 replikv fault partition n3           # n3 and the others stop hearing each other\n  \
 replikv fault partition n3 --one-way # n3's messages are lost; it still hears the others\n  \
+replikv fault partition dc2          # multi-leader: dc2 cut from the other datacenters\n  \
 replikv fault delay n2 50ms          # messages to and from n2 arrive 50 ms late\n  \
 replikv fault drop n3 0.3            # 30% of messages to and from n3 are lost\n  \
 replikv fault status\n  \
@@ -63,9 +65,9 @@ pub struct FaultArgs {
 /// The `replikv fault` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum FaultCommand {
-    /// Cut a node off: it blocks its links to the others and (unless --one-way) they block theirs to it.
+    /// Cut a node (or a datacenter: all its nodes, from every other datacenter) off: it blocks its links to the others and (unless --one-way) they block theirs to it.
     Partition {
-        /// The node to cut off.
+        /// The node, or the datacenter, to cut off.
         node: String,
         /// Block only what the node sends; the others still reach it.
         #[arg(long)]
@@ -133,16 +135,25 @@ impl Change {
 }
 
 /// The links to change for a fault on `target`, as (sending node, receiving node), in the
-/// cluster's order: the target's links to everyone, then (if `both_ways`) everyone's to it.
-/// Refuses a target not in `nodes`.
-pub fn links(nodes: &[String], target: &str, both_ways: bool) -> Result<Vec<(String, String)>> {
-    if !nodes.iter().any(|n| n == target) {
-        bail!("no node {target:?} in the cluster: its nodes are {}", nodes.join(", "));
+/// cluster's order: the target's links to everyone outside it, then (if `both_ways`) theirs to
+/// it. `nodes` are (id, datacenter); the target is a node, or a datacenter (all its nodes: a
+/// cut between it and the other datacenters, its own links untouched). Refuses a target that
+/// is neither.
+pub fn links(nodes: &[(String, Option<String>)], target: &str, both_ways: bool) -> Result<Vec<(String, String)>> {
+    let inside = |(id, dc): &(String, Option<String>)| id == target || dc.as_deref() == Some(target);
+    if !nodes.iter().any(|n| n.0 == target) && !nodes.iter().any(inside) {
+        let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
+        bail!("no node or datacenter {target:?} in the cluster: its nodes are {}", ids.join(", "));
     }
-    let others = nodes.iter().filter(|n| *n != target);
-    let mut links: Vec<_> = others.clone().map(|n| (target.to_string(), n.clone())).collect();
+    let (members, others): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| inside(n));
+    let mut links = Vec::new();
+    for (from, _) in &members {
+        links.extend(others.iter().map(|(to, _)| (from.clone(), to.clone())));
+    }
     if both_ways {
-        links.extend(others.map(|n| (n.clone(), target.to_string())));
+        for (to, _) in &members {
+            links.extend(others.iter().map(|(from, _)| (from.clone(), to.clone())));
+        }
     }
     Ok(links)
 }
@@ -157,7 +168,7 @@ pub fn main(args: &FaultArgs) -> Result<()> {
         FaultCommand::Status { which } => return status(which),
     };
     let nodes = cluster_nodes(which)?;
-    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let ids: Vec<(String, Option<String>)> = nodes.iter().map(|n| (n.id.clone(), n.datacenter.clone())).collect();
     let links = links(&ids, target, both_ways)?;
     tables(&nodes)?;
     for (from, to) in &links {
@@ -283,13 +294,26 @@ mod tests {
 
     #[test]
     fn a_fault_covers_the_targets_links_and_the_others_links_to_it() {
-        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let nodes: Vec<(String, Option<String>)> = ["n1", "n2", "n3"].map(|n| (n.to_string(), None)).to_vec();
         let both = links(&nodes, "n1", true).unwrap();
         assert_eq!(both, pairs(&[("n1", "n2"), ("n1", "n3"), ("n2", "n1"), ("n3", "n1")]));
         let one_way = links(&nodes, "n3", false).unwrap();
         assert_eq!(one_way, pairs(&[("n3", "n1"), ("n3", "n2")]));
         let err = links(&nodes, "n9", true).unwrap_err().to_string();
         assert!(err.contains("n9") && err.contains("n1, n2, n3"), "{err}");
+    }
+
+    #[test]
+    fn a_datacenter_is_cut_from_the_others_and_keeps_its_own_links() {
+        let nodes: Vec<(String, Option<String>)> = [("n1", "dc1"), ("n2", "dc1"), ("n3", "dc2"), ("n4", "dc2")]
+            .map(|(n, d)| (n.into(), Some(d.into())))
+            .to_vec();
+        let cut = links(&nodes, "dc2", true).unwrap();
+        let expected = [("n3", "n1"), ("n3", "n2"), ("n4", "n1"), ("n4", "n2"), ("n1", "n3"), ("n2", "n3")];
+        let mut expected = pairs(&expected);
+        expected.extend(pairs(&[("n1", "n4"), ("n2", "n4")]));
+        assert_eq!(cut, expected);
+        assert!(!cut.contains(&("n3".into(), "n4".into())), "inside the datacenter nothing changes");
     }
 
     #[test]

@@ -141,7 +141,14 @@ pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 /// The smallest replication log segment (and retention) a file may set.
 pub const LOG_BYTES_MIN: u64 = 64 * 1024;
 /// The replication modes a cluster file may name today.
-pub const MODES_VALID: &[&str] = &["single-leader", "leaderless"];
+pub const MODES_VALID: &[&str] = &["single-leader", "leaderless", "multi-leader"];
+
+/// Milliseconds a multi-leader change may be stamped ahead of the receiving leader's clock
+/// when the file does not say (`max_clock_skew_ms`).
+pub const MAX_CLOCK_SKEW_MS_DEFAULT: u64 = 1_000;
+
+/// The largest `max_clock_skew_ms` a file may set: a minute.
+pub const MAX_CLOCK_SKEW_MS_MAX: u64 = 60_000;
 
 /// Which storage engine a node uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -257,6 +264,7 @@ pub struct NodeArgs {
 struct FileConfig {
     cluster: Option<String>,
     replication: Option<ReplicationConfig>,
+    conflicts: Option<Vec<ConflictRule>>,
     nodes: Option<Vec<ClusterNode>>,
     id: Option<String>,
     data_dir: Option<PathBuf>,
@@ -514,7 +522,7 @@ impl NodeConfig {
             pairs.push((name.clone(), text));
         }
         if let Some(cluster) = &self.cluster {
-            let replication = serde_json::to_value(cluster.replication).expect("replication serializes");
+            let replication = serde_json::to_value(&cluster.replication).expect("replication serializes");
             for (name, value) in replication.as_object().expect("replication is an object") {
                 let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
                 pairs.push((name.clone(), text));
@@ -544,20 +552,24 @@ pub fn valid_name(name: &str) -> bool {
 /// and checks them; `None` when neither names a cluster.
 fn resolve_cluster(args: &NodeArgs, file: &mut FileConfig) -> Result<Option<ClusterConfig>> {
     let name = args.cluster.clone().or(file.cluster.take());
-    let (replication, nodes) = (file.replication.take(), file.nodes.take());
+    let (replication, nodes, conflicts) = (file.replication.take(), file.nodes.take(), file.conflicts.take());
     let in_file = |e: Error| match (&args.config, e) {
         (Some(path), Error::Config(why)) => Error::Config(format!("config file {}: {why}", path.display())),
         (_, other) => other,
     };
     let Some(name) = name else {
-        if replication.is_some() || nodes.is_some() {
-            let why = "[replication] and [[nodes]] need the cluster's id: add cluster = \"NAME\"";
+        if replication.is_some() || nodes.is_some() || conflicts.is_some() {
+            let why = "[replication], [[conflicts]] and [[nodes]] need the cluster's id: add cluster = \"NAME\"";
             return Err(in_file(Error::Config(why.to_string())));
         }
         return Ok(None);
     };
-    let cluster =
-        ClusterConfig { name, replication: replication.unwrap_or_default(), nodes: nodes.unwrap_or_default() };
+    let cluster = ClusterConfig {
+        name,
+        replication: replication.unwrap_or_default(),
+        conflicts: conflicts.unwrap_or_default(),
+        nodes: nodes.unwrap_or_default(),
+    };
     cluster.check().map_err(in_file)?;
     Ok(Some(cluster))
 }
@@ -595,7 +607,7 @@ fn entry_addrs(
 }
 
 /// How a cluster replicates: the `[replication]` table of a cluster file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// The replication strategy.
@@ -658,6 +670,17 @@ pub struct ReplicationConfig {
     /// Leaderless: whether a hint counts toward w (then w + r > n no longer guarantees overlap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sloppy_quorum: Option<bool>,
+    /// Multi-leader: how concurrent writes of a key are resolved, unless a `[[conflicts]]`
+    /// prefix says otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<ResolveSetting>,
+    /// Multi-leader: what `merge` joins concurrent values with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_separator: Option<String>,
+    /// Multi-leader: milliseconds a change may be stamped ahead of the receiving leader's
+    /// clock; one further ahead waits until the clock catches up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew_ms: Option<u64>,
 }
 
 impl Default for ReplicationConfig {
@@ -684,6 +707,9 @@ impl Default for ReplicationConfig {
             tombstone_grace_ms: None,
             hinted_handoff: None,
             sloppy_quorum: None,
+            resolve: None,
+            merge_separator: None,
+            max_clock_skew_ms: None,
         }
     }
 }
@@ -753,6 +779,24 @@ impl ReplicationConfig {
                     self.mode
                 )));
             }
+        }
+        if self.mode != ReplicationMode::MultiLeader {
+            let multi_leader = [
+                ("resolve", self.resolve.is_some()),
+                ("merge_separator", self.merge_separator.is_some()),
+                ("max_clock_skew_ms", self.max_clock_skew_ms.is_some()),
+            ];
+            if let Some((setting, _)) = multi_leader.iter().find(|(_, set)| *set) {
+                return Err(Error::Config(format!(
+                    "replication.{setting} is a setting of mode = \"multi-leader\", and this cluster's mode is \"{}\"",
+                    self.mode
+                )));
+            }
+        }
+        if let Some(ms) = self.max_clock_skew_ms.filter(|ms| *ms > MAX_CLOCK_SKEW_MS_MAX) {
+            return Err(Error::Config(format!(
+                "replication.max_clock_skew_ms must be at most {MAX_CLOCK_SKEW_MS_MAX} (now {ms})"
+            )));
         }
         if !(1..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
             return Err(Error::Config(format!(
@@ -862,13 +906,15 @@ impl AntiEntropyStyleSetting {
     }
 }
 
-/// A replication strategy (DESIGN §7); multi-leader does not exist yet.
+/// A replication strategy (DESIGN §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicationMode {
     /// One leader takes the writes and ships its log to followers, which serve reads.
     SingleLeader,
     /// Every replica takes writes; quorums of n, w and r.
     Leaderless,
+    /// A leader per datacenter, each with followers, exchanging changes asynchronously.
+    MultiLeader,
 }
 
 impl ReplicationMode {
@@ -877,6 +923,7 @@ impl ReplicationMode {
         match self {
             ReplicationMode::SingleLeader => replikv_core::node::Mode::SingleLeader,
             ReplicationMode::Leaderless => replikv_core::node::Mode::Leaderless,
+            ReplicationMode::MultiLeader => replikv_core::node::Mode::MultiLeader,
         }
     }
 }
@@ -889,6 +936,41 @@ pub enum ConflictsSetting {
     Lww,
     /// An error naming how many; REPLIKV.SIBLINGS lists them.
     Siblings,
+}
+
+/// Multi-leader `resolve`: how concurrent writes of a key are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolveSetting {
+    /// The highest version wins; the losers go to the conflict log.
+    Lww,
+    /// The concurrent values, sorted and joined by `merge_separator`.
+    Merge,
+    /// Every concurrent value kept as a sibling, for the application.
+    App,
+}
+
+impl ResolveSetting {
+    /// The core's resolution.
+    pub fn core(self) -> replikv_core::multi_leader::Resolve {
+        use replikv_core::multi_leader::Resolve;
+        match self {
+            ResolveSetting::Lww => Resolve::Lww,
+            ResolveSetting::Merge => Resolve::Merge,
+            ResolveSetting::App => Resolve::App,
+        }
+    }
+}
+
+/// A `[[conflicts]]` entry: keys starting with `prefix` are resolved by `resolve`
+/// (multi-leader; the longest matching prefix wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictRule {
+    /// The key prefix.
+    pub prefix: String,
+    /// How its keys' conflicts are resolved.
+    pub resolve: ResolveSetting,
 }
 
 /// Leaderless `read_repair`: whether a read waits for its repairs.
@@ -909,7 +991,7 @@ impl FromStr for ReplicationMode {
         match s {
             "single-leader" => Ok(ReplicationMode::SingleLeader),
             "leaderless" => Ok(ReplicationMode::Leaderless),
-            "multi-leader" => Err(format!("replication mode {s:?} is not implemented yet: valid modes are {valid}")),
+            "multi-leader" => Ok(ReplicationMode::MultiLeader),
             _ => Err(format!("unknown replication mode {s:?}: valid modes are {valid}")),
         }
     }
@@ -920,6 +1002,7 @@ impl fmt::Display for ReplicationMode {
         match self {
             ReplicationMode::SingleLeader => f.write_str("single-leader"),
             ReplicationMode::Leaderless => f.write_str("leaderless"),
+            ReplicationMode::MultiLeader => f.write_str("multi-leader"),
         }
     }
 }
@@ -1020,6 +1103,9 @@ pub struct ClusterConfig {
     pub name: String,
     /// How the cluster replicates.
     pub replication: ReplicationConfig,
+    /// Multi-leader: conflict resolutions by key prefix (`[[conflicts]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictRule>,
     /// The nodes, in the file's order; empty when the file names a cluster but lists none.
     pub nodes: Vec<ClusterNode>,
 }
@@ -1029,6 +1115,8 @@ pub struct ClusterConfig {
 struct ClusterFile<'a> {
     cluster: &'a str,
     replication: &'a ReplicationConfig,
+    #[serde(skip_serializing_if = "<[ConflictRule]>::is_empty")]
+    conflicts: &'a [ConflictRule],
     nodes: &'a [ClusterNode],
 }
 
@@ -1044,7 +1132,12 @@ impl ClusterConfig {
 
     /// The configuration file text for this cluster, which [`ClusterConfig::read`] reads back.
     pub fn to_toml(&self) -> String {
-        let file = ClusterFile { cluster: &self.name, replication: &self.replication, nodes: &self.nodes };
+        let file = ClusterFile {
+            cluster: &self.name,
+            replication: &self.replication,
+            conflicts: &self.conflicts,
+            nodes: &self.nodes,
+        };
         toml::to_string(&file).expect("a cluster serializes to TOML")
     }
 
@@ -1063,7 +1156,73 @@ impl ClusterConfig {
             return Err(Error::Config(format!("[[nodes]] lists {} nodes, more than {NODES_MAX}", self.nodes.len())));
         }
         self.check_nodes()?;
-        self.replication.check(self.nodes.len())
+        if self.replication.mode != ReplicationMode::MultiLeader {
+            if !self.conflicts.is_empty() {
+                return Err(Error::Config(format!(
+                    "[[conflicts]] is a setting of mode = \"multi-leader\", and this cluster's mode is \"{}\"",
+                    self.replication.mode
+                )));
+            }
+            return self.replication.check(self.nodes.len());
+        }
+        self.check_datacenters()
+    }
+
+    /// A multi-leader cluster's datacenters, in the order their first node is listed, each
+    /// with its nodes in the file's order (the first leads it when the cluster first starts).
+    pub fn datacenters(&self) -> Vec<(String, Vec<&ClusterNode>)> {
+        let mut out: Vec<(String, Vec<&ClusterNode>)> = Vec::new();
+        for node in &self.nodes {
+            let dc = node.datacenter.clone().unwrap_or_default();
+            match out.iter_mut().find(|(name, _)| *name == dc) {
+                Some((_, nodes)) => nodes.push(node),
+                None => out.push((dc, vec![node])),
+            }
+        }
+        out
+    }
+
+    /// The conflict rules of a multi-leader cluster: `resolve`, `merge_separator` and every
+    /// `[[conflicts]]` prefix; an error names a bad one.
+    pub fn rules(&self) -> Result<replikv_core::multi_leader::Rules> {
+        let r = &self.replication;
+        let mut rules =
+            replikv_core::multi_leader::Rules::new(r.resolve.map_or(Default::default(), ResolveSetting::core));
+        if let Some(separator) = &r.merge_separator {
+            rules
+                .set_separator(separator.as_bytes())
+                .map_err(|e| Error::Config(format!("replication.merge_separator: {e}")))?;
+        }
+        for rule in &self.conflicts {
+            rules
+                .add_prefix(rule.prefix.as_bytes(), rule.resolve.core())
+                .map_err(|e| Error::Config(format!("[[conflicts]] prefix {:?}: {e}", rule.prefix)))?;
+        }
+        Ok(rules)
+    }
+
+    /// Refuses a multi-leader cluster that cannot work: a node without a datacenter, acks
+    /// that a datacenter cannot meet, bad conflict rules.
+    fn check_datacenters(&self) -> Result<()> {
+        if let Some(node) = self.nodes.iter().find(|n| n.datacenter.is_none()) {
+            return Err(Error::Config(format!(
+                "[[nodes]] {}: mode = \"multi-leader\" needs every node's datacenter (datacenter = \"dc1\")",
+                node.id
+            )));
+        }
+        let datacenters = self.datacenters();
+        let smallest = datacenters.iter().map(|(_, nodes)| nodes.len()).min().unwrap_or(1);
+        // Every datacenter is a single-leader cluster: its acks must fit the smallest.
+        let mut inside = self.replication.clone();
+        inside.mode = ReplicationMode::SingleLeader;
+        (inside.resolve, inside.merge_separator, inside.max_clock_skew_ms) = (None, None, None);
+        self.replication.check(smallest).and(inside.check(smallest)).map_err(|e| match self.replication.acks {
+            Acks::SemiSync(_) if datacenters.len() > 1 => Error::Config(format!(
+                "{e} (in multi-leader mode, acks apply inside each datacenter; the smallest has {smallest})"
+            )),
+            _ => e,
+        })?;
+        self.rules().map(|_| ())
     }
 
     /// Refuses bad or duplicate ids and any address used twice, by any two nodes or settings.
@@ -1096,6 +1255,27 @@ impl ClusterConfig {
     /// per problem, for the node to log at start. Empty when acknowledged writes are on a
     /// majority, or when there is no follower to fail over to.
     pub fn durability_warnings(&self) -> Vec<String> {
+        if self.replication.mode == ReplicationMode::MultiLeader {
+            let mut warnings = Vec::new();
+            for (name, nodes) in self.datacenters() {
+                let (n, acks) = (nodes.len(), self.replication.acks);
+                if n >= 2 && acks.copies(n) < majority(n) {
+                    warnings.push(format!(
+                        "datacenter {name}: acks = {acks} puts an acknowledged write on {} of its {n} nodes, not a \
+                         majority, so a failover there can lose it before it reaches the other datacenters",
+                        acks.copies(n)
+                    ));
+                }
+            }
+            if self.datacenters().len() > 1 && self.replication.resolve.is_none_or(|r| r == ResolveSetting::Lww) {
+                warnings.push(format!(
+                    "resolve = lww: of two concurrent writes in different datacenters the one stamped later wins, and the \
+                     other is kept only in the conflict log (clocks may differ by up to max_clock_skew_ms = {} ms)",
+                    self.replication.max_clock_skew_ms.unwrap_or(MAX_CLOCK_SKEW_MS_DEFAULT)
+                ));
+            }
+            return warnings;
+        }
         let nodes = self.nodes.len();
         if self.replication.mode == ReplicationMode::Leaderless {
             let mut warnings = match self.replication.nwr(nodes) {
@@ -1228,6 +1408,48 @@ mod tests {
     }
 
     /// The argument `id` of `replikv node`.
+    /// A multi-leader cluster file of three nodes, n1 and n2 in dc1 and n3 in dc2, with `tail`
+    /// (its `[[conflicts]]`) after its `[replication]`.
+    fn datacenters(tail: &str) -> String {
+        let mut text = format!("cluster = \"c\"\n[replication]\nmode = \"multi-leader\"\n{tail}\n");
+        for (i, dc) in [(1, "dc1"), (2, "dc1"), (3, "dc2")] {
+            text.push_str(&format!(
+                "[[nodes]]\nid = \"n{i}\"\npeer_addr = \"127.0.0.1:{}\"\nresp_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\ndatacenter = \"{dc}\"\n",
+                7200 + i,
+                7000 + i,
+                7100 + i
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn a_multi_leader_file_gives_the_datacenters_rules_and_warnings() {
+        let text = datacenters("[[conflicts]]\nprefix = \"users.\"\nresolve = \"merge\"").replace(
+            "mode = \"multi-leader\"",
+            "mode = \"multi-leader\"\nresolve = \"app\"\nmerge_separator = \" | \"",
+        );
+        let config = resolve_with(&text, id("n3")).unwrap();
+        let cluster = config.cluster.unwrap();
+        let dcs: Vec<(String, Vec<&str>)> = cluster
+            .datacenters()
+            .into_iter()
+            .map(|(dc, nodes)| (dc, nodes.iter().map(|n| n.id.as_str()).collect()))
+            .collect();
+        assert_eq!(dcs, vec![("dc1".to_string(), vec!["n1", "n2"]), ("dc2".to_string(), vec!["n3"])]);
+        let rules = cluster.rules().unwrap();
+        use replikv_core::multi_leader::Resolve;
+        assert_eq!((rules.for_key(b"users.1"), rules.for_key(b"other")), (Resolve::Merge, Resolve::App));
+        assert_eq!(rules.separator(), b" | ");
+        let warnings = cluster.durability_warnings();
+        assert!(warnings.iter().any(|w| w.contains("datacenter dc1: acks = async")), "{warnings:?}");
+        assert!(!warnings.iter().any(|w| w.contains("lww")), "resolve = app: {warnings:?}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(cluster.to_toml().as_bytes()).unwrap();
+        let back = ClusterConfig::read(file.path()).unwrap();
+        assert_eq!(back, cluster, "written as TOML and read back, [[conflicts]] included: {}", cluster.to_toml());
+    }
+
     fn node_arg(id: &str) -> clap::Arg {
         let command = <Cli as clap::CommandFactory>::command();
         let arg = command.get_arguments().find(|a| a.get_id() == id).cloned();
@@ -1303,11 +1525,13 @@ mod tests {
         assert_eq!(ReplicationMode::SingleLeader.to_string(), "single-leader");
         assert_eq!("leaderless".parse(), Ok(ReplicationMode::Leaderless));
         assert_eq!(ReplicationMode::Leaderless.to_string(), "leaderless");
-        let table = [("multi-leader", "not implemented yet"), ("raft", "unknown")];
-        for (text, want) in table {
-            let err = text.parse::<ReplicationMode>().unwrap_err();
-            assert!(err.contains(want) && err.contains("valid modes are single-leader, leaderless"), "{text}: {err}");
-        }
+        assert_eq!("multi-leader".parse(), Ok(ReplicationMode::MultiLeader));
+        assert_eq!(ReplicationMode::MultiLeader.to_string(), "multi-leader");
+        let err = "raft".parse::<ReplicationMode>().unwrap_err();
+        assert!(
+            err.contains("unknown") && err.contains("valid modes are single-leader, leaderless, multi-leader"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1397,7 +1621,42 @@ mod tests {
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"multi-leader\""),
                 "n1",
-                &["not implemented yet", "single-leader"],
+                &["[[nodes]] n1: mode = \"multi-leader\" needs every node's datacenter"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nresolve = \"merge\""),
+                "n1",
+                &["replication.resolve is a setting of mode = \"multi-leader\""],
+            ),
+            (
+                three("cluster = \"c\"\n[[conflicts]]\nprefix = \"users.\"\nresolve = \"merge\""),
+                "n1",
+                &["[[conflicts]] is a setting of mode = \"multi-leader\""],
+            ),
+            (
+                datacenters("[[conflicts]]\nprefix = \"users.\"\nresolve = \"merge\"\n[[conflicts]]\nprefix = \"users.\"\nresolve = \"app\""),
+                "n1",
+                &["[[conflicts]] prefix \"users.\"", "given twice (merge and app)"],
+            ),
+            (
+                datacenters("[[conflicts]]\nprefix = \"users.\"\nresolve = \"most\""),
+                "n1",
+                &["unknown variant `most`"],
+            ),
+            (
+                datacenters("").replace("mode = \"multi-leader\"", "mode = \"multi-leader\"\nmerge_separator = \"\""),
+                "n1",
+                &["replication.merge_separator", "1 to 64"],
+            ),
+            (
+                datacenters("").replace("mode = \"multi-leader\"", "mode = \"multi-leader\"\nmax_clock_skew_ms = 60001"),
+                "n1",
+                &["replication.max_clock_skew_ms must be at most 60000"],
+            ),
+            (
+                datacenters("").replace("mode = \"multi-leader\"", "mode = \"multi-leader\"\nacks = \"semi-sync:2\""),
+                "n1",
+                &["semi-sync:2", "inside each datacenter; the smallest has 1"],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nw = 4"),

@@ -260,7 +260,7 @@ impl Live {
         self.http_connections_max.store(new.http_connections_max, Ordering::Relaxed);
         self.http_header_timeout_ms.store(new.http_header_timeout_ms, Ordering::Relaxed);
         self.http_body_timeout_ms.store(new.http_body_timeout_ms, Ordering::Relaxed);
-        let replication = |c: &NodeConfig| c.cluster.as_ref().map(|c| c.replication);
+        let replication = |c: &NodeConfig| c.cluster.as_ref().map(|c| c.replication.clone());
         if let (Some(r), true) = (replication(&new), replication(&new) != replication(&config)) {
             runtime.reconfigure(Reconfigure {
                 ack_timeout_ms: r.ack_timeout_ms,

@@ -2,7 +2,7 @@
 //! HTTP, and on Ctrl-C or SIGTERM stop accepting, let open connections finish their round,
 //! flush, and return.
 
-use crate::config::{Acks, ReplicationMode};
+use crate::config::{Acks, ClusterNode, ReplicationConfig, ReplicationMode};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::faults::FailingEngine;
@@ -153,26 +153,40 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
         // Even alone (n = 1): its records are leaderless states.
         return open_leaderless(config, cluster, engine);
     }
+    if let Some(cluster) = member.filter(|c| c.replication.mode == ReplicationMode::MultiLeader) {
+        return open_multi_leader(config, cluster, engine);
+    }
     let Some(cluster) = member.filter(|c| c.nodes.len() > 1) else {
         return Replica::standalone(engine, me).map_err(|e| Error::start("opening the store".to_string(), e));
     };
-    let leader = &cluster.nodes[0];
+    let nodes: Vec<&ClusterNode> = cluster.nodes.iter().collect();
+    open_single_leader(config, &cluster.replication, &nodes, engine).map(Replica::from)
+}
+
+/// The single-leader replica of this node among `nodes` (the first leads a new cluster), with
+/// its replication log, vote and rollback files recovered.
+fn open_single_leader(
+    config: &NodeConfig,
+    r: &ReplicationConfig,
+    nodes: &[&ClusterNode],
+    engine: Box<dyn Engine + Send>,
+) -> Result<SingleLeader<Box<dyn Engine + Send>>> {
+    let me = NodeId::from_name(&config.id);
+    let leader = nodes[0];
     let role = if leader.id == config.id {
-        Role::Leader { followers: cluster.nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
+        Role::Leader { followers: nodes[1..].iter().map(|n| NodeId::from_name(&n.id)).collect() }
     } else {
         Role::Follower {
             leader: Some(NodeId::from_name(&leader.id)),
             leader_hint: format!("{} at {}", leader.id, leader.resp_addr),
         }
     };
-    let r = &cluster.replication;
-    let followers = cluster.nodes.len() - 1;
+    let followers = nodes.len() - 1;
     let mut settings = Settings::new(me, role);
     settings.common.corruption = config.corruption;
-    settings.common.peers =
-        cluster.nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
+    settings.common.peers = nodes.iter().filter(|n| n.id != config.id).map(|n| NodeId::from_name(&n.id)).collect();
     settings.common.hints =
-        cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
+        nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
     settings.auto_failover = r.auto_failover;
     settings.election_timeout_ms = r.election_timeout_ms;
     settings.common.seed = random_seed();
@@ -218,8 +232,43 @@ fn open_replica(config: &NodeConfig, engine: Box<dyn Engine + Send>) -> Result<R
         EngineKind::Memory => ReplicaFiles::in_memory(options),
     };
     SingleLeader::replicated(engine, files, settings, now_ms())
-        .map(Replica::from)
         .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))
+}
+
+/// A multi-leader node of `cluster`: a single-leader replica among its datacenter's nodes,
+/// exchanging changes with the other datacenters' leaders.
+fn open_multi_leader(
+    config: &NodeConfig,
+    cluster: &crate::config::ClusterConfig,
+    engine: Box<dyn Engine + Send>,
+) -> Result<Replica<Box<dyn Engine + Send>>> {
+    use replikv_core::multi_leader::{Datacenter, MultiLeader, Settings as MultiLeaderSettings};
+    let datacenters = cluster.datacenters();
+    let Some((_, mine)) = datacenters.iter().find(|(_, nodes)| nodes.iter().any(|n| n.id == config.id)) else {
+        return Err(Error::Config(format!("node {} is in no datacenter of the cluster file", config.id)));
+    };
+    let r = &cluster.replication;
+    let inner = open_single_leader(config, r, mine, engine)?;
+    let mut local = inner.settings().clone();
+    local.common.hints =
+        cluster.nodes.iter().map(|n| (NodeId::from_name(&n.id), format!("{} at {}", n.id, n.resp_addr))).collect();
+    let settings = MultiLeaderSettings {
+        local,
+        datacenters: datacenters
+            .iter()
+            .map(|(name, nodes)| Datacenter {
+                name: name.clone(),
+                nodes: nodes.iter().map(|n| NodeId::from_name(&n.id)).collect(),
+            })
+            .collect(),
+        rules: cluster.rules()?,
+        max_clock_skew_ms: r.max_clock_skew_ms.unwrap_or(crate::config::MAX_CLOCK_SKEW_MS_DEFAULT),
+        resend_ms: (10 * r.heartbeat_ms).max(1_000),
+        link_timeout_ms: (10 * r.heartbeat_ms).max(1_000),
+    };
+    MultiLeader::new(inner, settings)
+        .map(Replica::from)
+        .map_err(|e| Error::start("opening the multi-leader node".to_string(), e))
 }
 
 /// A leaderless node of `cluster`: every node of the file is a peer, and the file's n, w and

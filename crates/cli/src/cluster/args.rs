@@ -17,6 +17,17 @@ pub enum Conflicts {
     Siblings,
 }
 
+/// `--resolve` (multi-leader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resolve {
+    /// The highest version wins; the loser goes to the conflict log.
+    Lww,
+    /// The concurrent values, sorted and joined.
+    Merge,
+    /// Every concurrent value kept as a sibling, for the application.
+    App,
+}
+
 /// `--read-repair`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadRepair {
@@ -148,16 +159,24 @@ pub struct StartArgs {
     /// How many nodes (n1..nN).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub nodes: usize,
-    /// The replication mode: single-leader or leaderless.
+    /// The replication mode: single-leader, leaderless or multi-leader.
     #[arg(long, default_value = "single-leader")]
     pub mode: ReplicationMode,
+    /// Multi-leader: how many datacenters the nodes are dealt into, in order (4 nodes in 2:
+    /// n1 and n2 in dc1, n3 and n4 in dc2; the first of each leads it) [default: 2].
+    #[arg(long, value_name = "D")]
+    pub datacenters: Option<usize>,
+    /// Multi-leader: how concurrent writes in two datacenters are resolved [default: lww].
+    #[arg(long, value_enum)]
+    pub resolve: Option<Resolve>,
     /// Leaderless: n, w, r, conflicts, read repair.
     #[command(flatten)]
     pub leaderless: LeaderlessArgs,
     /// Leaderless: anti-entropy, tombstone collection, hinted handoff.
     #[command(flatten)]
     pub anti_entropy: AntiEntropyArgs,
-    /// When a write is acknowledged: sync, semi-sync:K (K followers) or async.
+    /// When a write is acknowledged: sync, semi-sync:K (K followers) or async (multi-leader:
+    /// inside each datacenter).
     #[arg(long, default_value = "async", value_name = "sync|semi-sync:K|async")]
     pub acks: Acks,
     /// Node i serves RESP on P+i, HTTP on P+100+i and peers on P+200+i.
@@ -239,8 +258,22 @@ mod tests {
         assert_eq!(start.acks, Acks::SemiSync(2));
         let err = Cli::try_parse_from(["cluster", "start", "--acks", "most"]).err().unwrap().to_string();
         assert!(err.contains("unknown acks"), "{err}");
-        let err = Cli::try_parse_from(["cluster", "start", "--mode", "multi-leader"]).err().unwrap().to_string();
-        assert!(err.contains("not implemented yet"), "{err}");
+        let cli = Cli::try_parse_from([
+            "cluster",
+            "start",
+            "--mode",
+            "multi-leader",
+            "--datacenters",
+            "2",
+            "--resolve",
+            "merge",
+        ])
+        .unwrap();
+        let ClusterCommand::Start(start) = cli.command else { panic!("start") };
+        assert_eq!(
+            (start.mode, start.datacenters, start.resolve),
+            (ReplicationMode::MultiLeader, Some(2), Some(Resolve::Merge))
+        );
         let cli = Cli::try_parse_from(["cluster", "start", "--mode", "leaderless", "--n", "3", "--w", "2", "--r", "1"])
             .unwrap();
         let ClusterCommand::Start(start) = cli.command else { panic!("start") };

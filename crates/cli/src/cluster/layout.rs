@@ -11,11 +11,11 @@
 //! - Every node listens on 127.0.0.1: the layout is for one machine. A cluster across machines
 //!   needs a cluster file written by hand.
 
-use super::args::{Conflicts, ReadRepair, StartArgs, WhichCluster};
+use super::args::{Conflicts, ReadRepair, Resolve, StartArgs, WhichCluster};
 use anyhow::{bail, Context, Result};
 use replikv_server::config::{
     valid_name, ClusterConfig, ClusterNode, ConflictsSetting, ReadRepairSetting, ReplicationConfig, ReplicationMode,
-    NAME_RULE,
+    ResolveSetting, NAME_RULE,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -96,6 +96,17 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
             PEER_PORT_OFFSET
         );
     }
+    let datacenters = match (args.mode, args.datacenters) {
+        (ReplicationMode::MultiLeader, d) => Some(d.unwrap_or(DATACENTERS_DEFAULT)),
+        (_, None) => None,
+        (mode, Some(_)) => bail!("--datacenters is a setting of --mode multi-leader, not of --mode {mode}"),
+    };
+    if args.resolve.is_some() && args.mode != ReplicationMode::MultiLeader {
+        bail!("--resolve is a setting of --mode multi-leader, not of --mode {}", args.mode);
+    }
+    if let Some(d) = datacenters.filter(|d| !(1..=n).contains(d)) {
+        bail!("--datacenters {d}: each datacenter needs a node, so with --nodes {n} it must be 1 to {n}");
+    }
     let addr = |port: u32| SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
     let nodes = (1..=n as u32)
         .map(|i| {
@@ -105,7 +116,8 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
                 peer_addr: addr(resp + u32::from(PEER_PORT_OFFSET)),
                 resp_addr: addr(resp),
                 http_addr: addr(resp + u32::from(HTTP_PORT_OFFSET)),
-                datacenter: None,
+                // Dealt in order, the first datacenters one node larger when D does not divide N.
+                datacenter: datacenters.map(|d| format!("dc{}", datacenter_of(i as usize - 1, n, d) + 1)),
             }
         })
         .collect();
@@ -134,14 +146,39 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
         tombstone_grace_ms: args.anti_entropy.tombstone_grace_ms,
         hinted_handoff: args.anti_entropy.hinted_handoff.then_some(true),
         sloppy_quorum: args.anti_entropy.sloppy_quorum.then_some(true),
+        resolve: args.resolve.map(|r| match r {
+            Resolve::Lww => ResolveSetting::Lww,
+            Resolve::Merge => ResolveSetting::Merge,
+            Resolve::App => ResolveSetting::App,
+        }),
         ..defaults
     };
-    let cluster = ClusterConfig { name: args.which.name.clone(), replication, nodes };
+    let cluster = ClusterConfig { name: args.which.name.clone(), replication, conflicts: Vec::new(), nodes };
     cluster.check().with_context(|| match args.mode {
         ReplicationMode::Leaderless => format!("--nodes {n} --mode leaderless"),
+        ReplicationMode::MultiLeader => format!(
+            "--nodes {n} --mode multi-leader --datacenters {} --acks {}",
+            datacenters.unwrap_or(DATACENTERS_DEFAULT),
+            args.acks
+        ),
         mode => format!("--nodes {n} --mode {mode} --acks {}", args.acks),
     })?;
     Ok(cluster)
+}
+
+/// Datacenters `cluster start --mode multi-leader` makes when `--datacenters` is not given.
+pub const DATACENTERS_DEFAULT: usize = 2;
+
+/// The datacenter (from 0) of node `i` (from 0) when `n` nodes are dealt into `d` in order,
+/// the first `n % d` datacenters taking one node more.
+fn datacenter_of(i: usize, n: usize, d: usize) -> usize {
+    let (size, extra) = (n / d, n % d);
+    let big = extra * (size + 1);
+    if i < big {
+        i / (size + 1)
+    } else {
+        extra + (i - big) / size.max(1)
+    }
 }
 
 /// Every address the cluster's nodes listen on (or will), each with what it is for.
@@ -206,11 +243,38 @@ mod tests {
     use crate::cluster::args::{AntiEntropyArgs, LeaderlessArgs};
     use replikv_server::config::{Acks, ReplicationMode};
 
+    #[test]
+    fn multi_leader_deals_the_nodes_into_datacenters_in_order() {
+        let mut args = start(5, 7000, Acks::Async);
+        args.mode = ReplicationMode::MultiLeader;
+        let dcs =
+            |c: &ClusterConfig| -> Vec<String> { c.nodes.iter().map(|n| n.datacenter.clone().unwrap()).collect() };
+        assert_eq!(dcs(&plan(&args).unwrap()), ["dc1", "dc1", "dc1", "dc2", "dc2"], "two by default");
+        args.datacenters = Some(3);
+        assert_eq!(dcs(&plan(&args).unwrap()), ["dc1", "dc1", "dc2", "dc2", "dc3"]);
+        args.nodes = 4;
+        args.datacenters = Some(2);
+        assert_eq!(dcs(&plan(&args).unwrap()), ["dc1", "dc1", "dc2", "dc2"]);
+        args.datacenters = Some(5);
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("--datacenters 5") && err.contains("1 to 4"), "{err}");
+        args.datacenters = Some(2);
+        args.acks = Acks::SemiSync(2);
+        let err = format!("{:#}", plan(&args).unwrap_err());
+        assert!(err.contains("inside each datacenter") && err.contains("the smallest has 2"), "{err}");
+        let mut single = start(3, 7000, Acks::Async);
+        single.datacenters = Some(2);
+        let err = format!("{:#}", plan(&single).unwrap_err());
+        assert!(err.contains("--datacenters is a setting of --mode multi-leader"), "{err}");
+    }
+
     fn start(nodes: usize, base_port: u16, acks: Acks) -> StartArgs {
         StartArgs {
             which: WhichCluster { name: "demo".into(), data: "./data".into() },
             nodes,
             mode: ReplicationMode::SingleLeader,
+            datacenters: None,
+            resolve: None,
             acks,
             base_port,
             ack_timeout_ms: 1000,

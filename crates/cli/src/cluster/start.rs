@@ -93,6 +93,16 @@ fn file_header(cluster: &ClusterConfig) -> String {
             cluster.name
         );
     }
+    if cluster.replication.mode == ReplicationMode::MultiLeader {
+        return format!(
+            "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
+             #   replikv node --config cluster.toml --id n1\n\
+             # Multi-leader: the first node listed of each datacenter leads it and takes its writes; the\n\
+             # leaders ship them to each other. [replication] acks (inside a datacenter), resolve\n\
+             # (\"lww\" | \"merge\" | \"app\"), merge_separator, max_clock_skew_ms; [[conflicts]] prefix, resolve.\n\n",
+            cluster.name
+        );
+    }
     format!(
         "# replikv cluster {:?}, written by `replikv cluster start`. Every node reads this file:\n\
          #   replikv node --config cluster.toml --id n1\n\
@@ -113,6 +123,29 @@ fn roles_line(cluster: &ClusterConfig) -> String {
             "w + r <= n: reads may miss the newest acknowledged write"
         };
         return format!("every node takes reads and writes: n = {}, w = {}, r = {} ({overlap})", nwr.n, nwr.w, nwr.r);
+    }
+    if cluster.replication.mode == ReplicationMode::MultiLeader {
+        let datacenters: Vec<String> = cluster
+            .datacenters()
+            .iter()
+            .map(|(dc, nodes)| {
+                let ids: Vec<&str> = nodes[1..].iter().map(|n| n.id.as_str()).collect();
+                match ids.as_slice() {
+                    [] => format!("{dc}: {} leads", nodes[0].id),
+                    [one] => format!("{dc}: {} leads, {one} follows", nodes[0].id),
+                    many => format!("{dc}: {} leads, {} follow", nodes[0].id, many.join(", ")),
+                }
+            })
+            .collect();
+        let resolve = cluster.replication.resolve.map_or("lww", |r| match r {
+            replikv_server::config::ResolveSetting::Lww => "lww",
+            replikv_server::config::ResolveSetting::Merge => "merge",
+            replikv_server::config::ResolveSetting::App => "app",
+        });
+        return format!(
+            "{}; each leader takes its datacenter's writes and ships them to the others (conflicts: {resolve})",
+            datacenters.join("; ")
+        );
     }
     match cluster.nodes.as_slice() {
         [] => "no nodes".to_string(),
@@ -421,7 +454,12 @@ mod tests {
             http_addr: ([127, 0, 0, 1], 0).into(),
             datacenter: None,
         };
-        let cluster = ClusterConfig { name: "c".into(), replication: Default::default(), nodes: vec![node(1, port)] };
+        let cluster = ClusterConfig {
+            name: "c".into(),
+            replication: Default::default(),
+            conflicts: Vec::new(),
+            nodes: vec![node(1, port)],
+        };
         let err = check_ports_free(&cluster).unwrap_err().to_string();
         assert!(err.contains(&format!("port {port} (n1 RESP")), "{err}");
     }
@@ -438,10 +476,21 @@ mod tests {
         let cluster = |n: u16| ClusterConfig {
             name: "c".into(),
             replication: Default::default(),
+            conflicts: Vec::new(),
             nodes: (1..=n).map(node).collect(),
         };
         assert_eq!(roles_line(&cluster(3)), "n1 leads; n2, n3 follow it and refuse writes with READONLY naming it");
         assert_eq!(roles_line(&cluster(2)), "n1 leads; n2 follows it and refuses writes with READONLY naming it");
         assert_eq!(roles_line(&cluster(1)), "n1 runs alone: there is no follower to replicate to");
+        let mut multi = cluster(5);
+        multi.replication.mode = ReplicationMode::MultiLeader;
+        for (i, dc) in ["dc1", "dc1", "dc1", "dc2", "dc2"].iter().enumerate() {
+            multi.nodes[i].datacenter = Some(dc.to_string());
+        }
+        assert_eq!(
+            roles_line(&multi),
+            "dc1: n1 leads, n2, n3 follow; dc2: n4 leads, n5 follows; each leader takes its datacenter's writes and \
+             ships them to the others (conflicts: lww)"
+        );
     }
 }

@@ -221,6 +221,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
     match args.mode {
         ReplicationMode::SingleLeader => single_leader::main(args),
         ReplicationMode::Leaderless => leaderless::main(args),
+        ReplicationMode::MultiLeader => bail!("the simulator does not run --mode multi-leader yet"),
     }
 }
 
