@@ -34,6 +34,7 @@
 mod bench;
 mod check;
 mod cluster;
+mod conflicts;
 mod failover;
 mod fault;
 mod output;
@@ -123,7 +124,18 @@ enum Command {
     /// sets on every node through PUT /api/v1/test/faults. `partition n1` blocks n1's messages
     /// and everyone's to n1 (--one-way: only n1's); `delay n2 50ms` and `drop n3 0.3` act on
     /// messages to and from the node; `heal` clears every fault; `status` prints each table.
+    /// `partition dc2` cuts a multi-leader cluster's datacenter dc2 from the others.
     Fault(fault::FaultArgs),
+    /// Print a multi-leader cluster's conflict log, as one node holds it.
+    ///
+    /// Every conflict a datacenter's leader detected (a change from another datacenter that had
+    /// not seen this one's current version of the key): when, the key, the datacenter whose
+    /// change met it, the rule that resolved it (lww, merge or app), and the writes on each
+    /// side with their origins and versions, including what the rule discarded. A key of the
+    /// form table.row.column is also printed as the lecture's record (table, key, column,
+    /// old_value, new_value, transaction). The same as REPLIKV.CONFLICTS [prefix] [COUNT n] and
+    /// GET /api/v1/conflicts.
+    Conflicts(conflicts::ConflictsArgs),
     /// The lecture's quorum arithmetic: which (w, r) read the newest write, with which replicas
     /// down.
     ///
@@ -169,6 +181,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cluster::status::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Fault(args) => fault::main(&args),
+        Command::Conflicts(args) => conflicts::main(&args),
         Command::Failover(args) => failover::main(&args),
         Command::Quorum(args) => quorum::main(&args),
         Command::Sim(args) => sim::main(&args),

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
+//! | `GET /api/v1/conflicts[?prefix=P&count=N]` | multi-leader: the newest N (10) entries of the conflict log for keys starting with P, oldest first: `[{"time_ms", "key", "datacenter", "detected_by", "resolve", "held", "arrived", "kept", "lost", "lecture"}...]`, each write `[origin, version, value, bytes]`, `lecture` the lecture's record (`{"table", "key", "column", "old_value", "new_value", "transaction"}`) or null |
 //! | `GET /api/v1/log?after=N&limit=M` | the replication log's records after N (at most M, 1000): `[{"lsn", "epoch", "keys": [...]}...]`, keys only (lossy UTF-8); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
@@ -90,6 +91,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/config", get(config))
         .route("/api/v1/failover", post(failover))
         .route("/api/v1/log", get(log_records))
+        .route("/api/v1/conflicts", get(conflicts))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -384,6 +386,67 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
         })
         .collect();
     Json(Value::Array(entries)).into_response()
+}
+
+/// Query parameters of `GET /api/v1/conflicts`.
+#[derive(Deserialize)]
+struct ConflictsParams {
+    /// Keys starting with this (every key when absent).
+    prefix: Option<String>,
+    /// Entries at most.
+    count: Option<u64>,
+}
+
+/// `GET /api/v1/conflicts`: the newest entries of the conflict log (REPLIKV.CONFLICTS), each
+/// an object of its fields.
+async fn conflicts(State(state): State<Arc<NodeState>>, Query(params): Query<ConflictsParams>) -> Response {
+    let count = params.count.unwrap_or(replikv_core::kv::CONFLICTS_LISTED_DEFAULT);
+    if count == 0 {
+        return error(StatusCode::BAD_REQUEST, "count must be at least 1".to_string());
+    }
+    let request = Request::Conflicts { prefix: params.prefix.unwrap_or_default().into(), count };
+    match call(&state, request).await {
+        Ok(Reply::Array(entries)) => Json(Value::Array(entries.iter().map(reply_json).collect())).into_response(),
+        Ok(Reply::Error(e)) => error_reply(e),
+        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+        Err(response) => response,
+    }
+}
+
+/// A reply as JSON: an array of field and value pairs (names first, as XINFO's) as an object,
+/// other arrays as arrays, values as text (or `{"hex"}` when not UTF-8), nil as null.
+fn reply_json(reply: &Reply) -> Value {
+    match reply {
+        Reply::Nil | Reply::NullArray => Value::Null,
+        Reply::Int(n) => json!(n),
+        Reply::Ok => json!("OK"),
+        Reply::Status(s) => json!(s),
+        Reply::Error(e) => json!({ "error": e }),
+        Reply::Bulk(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => json!(text),
+            Err(_) => json!({ "hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+        },
+        Reply::Array(items) => {
+            let named = items.len() % 2 == 0
+                && !items.is_empty()
+                && items.chunks(2).all(|pair| {
+                    matches!(&pair[0], Reply::Bulk(name) if !name.is_empty() && name.iter().all(|b| b.is_ascii_lowercase() || *b == b'_'))
+                });
+            if named
+                && matches!(&items[0], Reply::Bulk(first) if first.as_ref() == b"time_ms" || first.as_ref() == b"table")
+            {
+                let mut object = serde_json::Map::new();
+                for pair in items.chunks(2) {
+                    let Reply::Bulk(name) = &pair[0] else { unreachable!("checked above") };
+                    object.insert(String::from_utf8_lossy(name).into_owned(), reply_json(&pair[1]));
+                }
+                Value::Object(object)
+            } else {
+                Value::Array(items.iter().map(reply_json).collect())
+            }
+        }
+        Reply::Watched(_) => Value::Null,
+    }
 }
 
 /// The body of `POST /api/v1/failover`: FAILOVER's options.

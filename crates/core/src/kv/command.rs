@@ -63,6 +63,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "touch" | "object" => (1, None),
         "randomkey" => (0, Some(0)),
         "replikv.siblings" => (1, Some(1)),
+        "replikv.conflicts" => (0, Some(3)),
         _ => return None,
     })
 }
@@ -172,8 +173,29 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "touch" => Request::Touch { keys: a.to_vec() },
         "randomkey" => Request::RandomKey,
         "replikv.siblings" => Request::Siblings { key: key() },
+        "replikv.conflicts" => parse_conflicts(a)?,
         _ => unreachable!("arity() knows {name} but parse_known does not"),
     })
+}
+
+/// REPLIKV.CONFLICTS \[prefix\] \[COUNT n\]: a prefix, then COUNT; `COUNT n` alone is the count
+/// (a prefix spelled COUNT needs a count after it).
+fn parse_conflicts(a: &[Bytes]) -> Result<Request, Reply> {
+    let is_count = |word: &Bytes| word.eq_ignore_ascii_case(b"count");
+    let (prefix, rest) = match a {
+        [] => (Bytes::new(), a),
+        [word, _] if is_count(word) => (Bytes::new(), a),
+        [prefix, rest @ ..] => (prefix.clone(), rest),
+    };
+    let count = match rest {
+        [] => super::request::CONFLICTS_LISTED_DEFAULT,
+        [word, n] if is_count(word) => match int(n)? {
+            n if n >= 1 => n as u64,
+            _ => return Err(Reply::err("COUNT must be at least 1")),
+        },
+        _ => return Err(syntax()),
+    };
+    Ok(Request::Conflicts { prefix, count })
 }
 
 /// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], with Redis's errors.

@@ -105,7 +105,7 @@ pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{
     BitRange, Consistency, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request, SetCondition,
-    Watched,
+    Watched, CONFLICTS_LISTED_DEFAULT,
 };
 pub use session::{
     unknown_command, Action, ExecItem, ExecPlan, Session, EXEC_OVERHEAD_BYTES_MAX, MULTI_QUEUED_BYTES_MAX,

@@ -145,6 +145,9 @@ pub enum ObjectField {
     RefCount,
 }
 
+/// Conflict log entries REPLIKV.CONFLICTS lists when COUNT is not given.
+pub const CONFLICTS_LISTED_DEFAULT: u64 = 10;
+
 /// A key-value request, as a front end parsed it. Keys and values are bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -496,7 +499,8 @@ pub enum Request {
         /// The context token REPLIKV.SIBLINGS gave.
         context: Bytes,
     },
-    /// REPLIKV.SIBLINGS key (leaderless mode): the causal context and every concurrent value.
+    /// REPLIKV.SIBLINGS key (leaderless and multi-leader modes): the causal context and every
+    /// concurrent value.
     Siblings {
         /// The key.
         key: Bytes,
@@ -508,6 +512,14 @@ pub enum Request {
         consistency: Consistency,
         /// The request.
         request: Box<Request>,
+    },
+    /// REPLIKV.CONFLICTS \[prefix\] \[COUNT n\] (multi-leader mode): the newest `count` entries of
+    /// the conflict log for keys starting with `prefix`, oldest first.
+    Conflicts {
+        /// The key prefix (empty: every key).
+        prefix: Bytes,
+        /// Entries at most ([`CONFLICTS_LISTED_DEFAULT`] when not given).
+        count: u64,
     },
 }
 
@@ -658,6 +670,7 @@ impl Request {
             | Request::Exec { .. }
             | Request::InDb { .. }
             | Request::ObjectHelp
+            | Request::Conflicts { .. }
             | Request::RandomKey => Vec::new(),
         }
     }
@@ -685,6 +698,7 @@ impl Request {
                 | Request::Log { .. }
                 | Request::Digest { .. }
                 | Request::Siblings { .. }
+                | Request::Conflicts { .. }
                 | Request::Watch { .. }
                 | Request::GetRange { .. }
                 | Request::GetBit { .. }

@@ -340,14 +340,17 @@ impl<E: Engine> Store<E> {
             Request::Touch { keys } => self.touch(now_ms, &keys),
             Request::RandomKey => self.random_key(now_ms),
             Request::SetContext { .. } => Reply::err(
-                "SET with CONTEXT is for a leaderless cluster: this node keeps one value per key, and every write replaces it",
+                "SET with CONTEXT is for a leaderless or multi-leader cluster: this node keeps one value per key, and every write replaces it",
             ),
             Request::WithConsistency { .. } => Reply::err(
                 "REPLIKV.CONSISTENCY is for a leaderless cluster: this node has one leader, and every write waits for the acknowledgements its acks setting names",
             ),
-            Request::Siblings { .. } => {
-                Reply::err("REPLIKV.SIBLINGS is for a leaderless cluster: this node keeps one value per key, never siblings")
-            }
+            Request::Siblings { .. } => Reply::err(
+                "REPLIKV.SIBLINGS is for a leaderless or multi-leader cluster: this node keeps one value per key, never siblings",
+            ),
+            Request::Conflicts { .. } => Reply::err(
+                "REPLIKV.CONFLICTS is for a multi-leader cluster: this node has one leader, so no two writes conflict",
+            ),
             Request::ExpireIf { key, expiry, command, condition } => {
                 self.expire(now_ms, key, expiry, command, condition)?
             }

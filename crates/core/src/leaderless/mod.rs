@@ -678,6 +678,10 @@ impl<E: Engine> Leaderless<E> {
             Request::Exec { .. } | Request::Watch { .. } => {
                 refuse("MULTI/EXEC and WATCH", "a transaction needs one node to order it")
             }
+            Request::Conflicts { .. } => refuse(
+                "REPLIKV.CONFLICTS",
+                "concurrent writes are kept as siblings here (REPLIKV.SIBLINGS); only a multi-leader cluster keeps a conflict log",
+            ),
             Request::Keys { .. } | Request::Scan { .. } | Request::RandomKey => {
                 refuse("this command", "a node holds tombstones and stale values that only a quorum read resolves")
             }

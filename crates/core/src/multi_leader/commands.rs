@@ -10,11 +10,12 @@
 //! gave it).
 //!
 //! Commands: GET, MGET, SET (plain, or with CONTEXT), MSET, DEL, EXISTS, REPLIKV.SIBLINGS,
-//! DBSIZE, in database 0. A read-modify-write (INCR, APPEND, SET NX/XX/GET...) and expiry are
+//! DBSIZE, and REPLIKV.CONFLICTS (the conflict log, [`super::conflict_log`]), in database 0. A read-modify-write (INCR, APPEND, SET NX/XX/GET...) and expiry are
 //! refused with the reason: the local leader would order it, but the same command in another
 //! datacenter would not see it, and no resolution rule makes two increments one.
 
 use super::conflict::{read, Read, Rules};
+use super::conflict_log::ConflictEntry;
 use crate::causality::{decode_context, siblings_error, siblings_reply, Siblings};
 use crate::error::{Error, Result};
 use crate::kv::{physical, Commands, Damage, Expiry, Reply, Request, SetCondition, Store};
@@ -94,6 +95,7 @@ impl Causal {
             | Request::Exists { .. }
             | Request::Siblings { .. }
             | Request::SetContext { .. }
+            | Request::Conflicts { .. }
             | Request::DbSize
             | Request::MSet { if_none_exist: false, .. } => None,
             Request::Set { condition: SetCondition::Always, get: false, expiry: Expiry::Clear, .. } => None,
@@ -238,6 +240,10 @@ impl<E: Engine> Commands<E> for Causal {
                 self.store_all(store, now_ms, writes)?.unwrap_or(Reply::Int(deleted))
             }
             Request::DbSize => Reply::Int(store.keyspace().first().map_or(0, |db| db.keys as i64)),
+            Request::Conflicts { prefix, count } => {
+                let entries = super::conflict_log::list(store, &prefix, count.min(usize::MAX as u64) as usize)?;
+                Reply::Array(entries.iter().map(ConflictEntry::reply).collect())
+            }
             other => unreachable!("{other:?} is refused above"),
         })
     }

@@ -18,7 +18,7 @@
 use super::conflict::Conflict;
 use crate::causality::Sibling;
 use crate::error::{Error, Result};
-use crate::kv::{physical, Store};
+use crate::kv::{physical, Reply, Store};
 use crate::storage::{Engine, Record};
 use crate::version::{NodeId, Version};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -138,6 +138,59 @@ impl ConflictEntry {
             ("old_value", values(&self.held)),
             ("new_value", values(&self.arrived)),
             ("transaction", transaction),
+        ])
+    }
+}
+
+impl ConflictEntry {
+    /// The entry as REPLIKV.CONFLICTS answers it: field and value pairs, as Redis's XINFO:
+    /// `time_ms`, `key`, `datacenter` (whose change met it), `detected_by`, `resolve`, then
+    /// `held`, `arrived`, `kept` and `lost`, each a list of writes `[origin, version, value or
+    /// nil, bytes]`, and `lecture`: the lecture's record as pairs, or nil for a key that is not
+    /// `table.row.column`.
+    pub fn reply(&self) -> Reply {
+        let text = |s: String| Reply::Bulk(Bytes::from(s));
+        let writes = |w: &[LoggedWrite]| {
+            Reply::Array(
+                w.iter()
+                    .map(|w| {
+                        Reply::Array(vec![
+                            text(w.origin.to_string()),
+                            text(w.version.to_string()),
+                            w.value.clone().map_or(Reply::Nil, Reply::Bulk),
+                            Reply::Int(w.bytes as i64),
+                        ])
+                    })
+                    .collect(),
+            )
+        };
+        let lecture = match self.lecture() {
+            Some(fields) => Reply::Array(
+                fields.into_iter().flat_map(|(name, value)| [text(name.to_string()), text(value)]).collect(),
+            ),
+            None => Reply::Nil,
+        };
+        Reply::Array(vec![
+            text("time_ms".into()),
+            Reply::Int(self.at_ms as i64),
+            text("key".into()),
+            Reply::Bulk(self.key.clone()),
+            text("datacenter".into()),
+            text(self.from_datacenter.clone()),
+            text("detected_by".into()),
+            text(self.detected_by.to_string()),
+            text("resolve".into()),
+            text(self.resolve.clone()),
+            text("held".into()),
+            writes(&self.held),
+            text("arrived".into()),
+            writes(&self.arrived),
+            text("kept".into()),
+            writes(&self.kept),
+            text("lost".into()),
+            writes(&self.lost),
+            text("lecture".into()),
+            lecture,
         ])
     }
 }

@@ -7,7 +7,7 @@ use super::conflict_log::{ConflictEntry, ConflictLog, CONFLICTS_NAMESPACE};
 use super::message::{dc_id, DcId, Message, Position, Ship, ShipAck};
 use crate::causality::Siblings;
 use crate::error::Result;
-use crate::kv::{physical, Reply, Store};
+use crate::kv::{physical, Store};
 use crate::node::{Family, Input, Outbox, Output, PeerMessage, ReplicationStatus, WrittenOutAll};
 use crate::replication::{Change, LogRecord, Lsn};
 use crate::single_leader::{self, SingleLeader};
@@ -645,40 +645,6 @@ impl<E: Engine> MultiLeader<E> {
         status.multi_leader = Some(self.exchange_status(now_ms));
         status
     }
-
-    /// Answers a request the family's own commands cannot (a listing of the conflict log).
-    pub fn conflicts(&self, prefix: &[u8], count: usize) -> Result<Reply> {
-        let entries = super::conflict_log::list(self.inner.store(), prefix, count)?;
-        Ok(Reply::Array(entries.iter().map(entry_reply).collect()))
-    }
-}
-
-/// A conflict log entry as a reply: `[time_ms, key, datacenter, resolve, held, arrived, kept,
-/// lost]`, each side an array of `[origin, version, value or nil]`.
-fn entry_reply(entry: &ConflictEntry) -> Reply {
-    let writes = |w: &[super::conflict_log::LoggedWrite]| {
-        Reply::Array(
-            w.iter()
-                .map(|w| {
-                    Reply::Array(vec![
-                        Reply::Bulk(Bytes::from(w.origin.to_string())),
-                        Reply::Bulk(Bytes::from(w.version.to_string())),
-                        w.value.clone().map_or(Reply::Nil, Reply::Bulk),
-                    ])
-                })
-                .collect(),
-        )
-    };
-    Reply::Array(vec![
-        Reply::Int(entry.at_ms as i64),
-        Reply::Bulk(entry.key.clone()),
-        Reply::Bulk(Bytes::from(entry.from_datacenter.clone())),
-        Reply::Bulk(Bytes::from(entry.resolve.clone())),
-        writes(&entry.held),
-        writes(&entry.arrived),
-        writes(&entry.kept),
-        writes(&entry.lost),
-    ])
 }
 
 /// The whole requests of `records` through `committed` (at least one, if the first is whole

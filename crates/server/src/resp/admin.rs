@@ -520,6 +520,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("role", 1, &["fast"], 0, 0, 0),
     ("replikv.digest", -1, &["readonly"], 0, 0, 0),
     ("replikv.siblings", 2, &["readonly"], 1, 1, 1),
+    ("replikv.conflicts", -1, &["readonly"], 0, 0, 0),
     ("replikv.consistency", -1, &["fast"], 0, 0, 0),
     ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
