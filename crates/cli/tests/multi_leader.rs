@@ -168,6 +168,9 @@ fn under_lww_the_later_write_wins_everywhere_and_the_loser_is_in_the_conflict_lo
         out.contains("table: users  key: 1234  column: picture_url  old_value: me-new.jpg  new_value: me-old2.jpg"),
         "{out}"
     );
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut d.con(0)).unwrap();
+    assert!(info.contains("replikv_datacenter:dc1") && info.contains("replikv_conflicts:1"), "{info}");
+    assert!(info.contains("datacenter0:name=dc2,leader=n3,state=online"), "{info}");
     let status = d.status(0);
     let dc2 = &status["replication"]["multi_leader"]["datacenters"][0];
     assert_eq!((dc2["name"].as_str(), dc2["up"].as_bool()), (Some("dc2"), Some(true)), "{dc2}");

@@ -225,6 +225,35 @@ pub fn info(state: &NodeState) -> String {
             );
         }
     }
+    if let Some(ml) = &status.multi_leader {
+        // Each other datacenter as its leader is seen from this one's, as a follower is.
+        let _ = write!(
+            out,
+            "replikv_mode:multi-leader\r\nreplikv_datacenter:{}\r\nreplikv_datacenters_seen:{}\r\n\
+             replikv_changes_shipped:{}\r\nreplikv_changes_received:{}\r\nreplikv_conflicts:{}\r\n\
+             replikv_changes_held_back:{}\r\nreplikv_shipments_refused:{}\r\nreplikv_conflicts_dropped:{}\r\n",
+            ml.datacenter,
+            ml.datacenters.len(),
+            ml.counters.shipped,
+            ml.counters.received,
+            ml.counters.conflicts,
+            ml.counters.held_back,
+            ml.counters.refused,
+            ml.conflicts_dropped,
+        );
+        for (i, dc) in ml.datacenters.iter().enumerate() {
+            let _ = write!(
+                out,
+                "datacenter{i}:name={},leader={},state={},applied={},lag_records={},lag_ms={}\r\n",
+                dc.name,
+                dc.target.split(' ').next().unwrap_or(""),
+                if dc.up { "online" } else { "down" },
+                dc.applied_lsn,
+                dc.lag_records,
+                dc.lag_ms,
+            );
+        }
+    }
     let _ = write!(
         out,
         "replikv_degraded:{}\r\nreplikv_damaged_keys:{}\r\n",

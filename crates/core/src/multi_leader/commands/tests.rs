@@ -134,3 +134,27 @@ fn a_refused_key_stores_none_of_the_request() {
     let reply = a.run("SET good 2 CONTEXT 00ff");
     assert!(matches!(&reply, Reply::Error(e) if e.contains("bad causal context")), "{reply:?}");
 }
+
+#[test]
+fn replikv_conflicts_parses_a_prefix_and_a_count_and_refuses_the_rest() {
+    let parse = |line: &str| {
+        let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        parse_command(&args).expect("a known command")
+    };
+    let conflicts =
+        |prefix: &'static str, count| Ok(Request::Conflicts { prefix: Bytes::from_static(prefix.as_bytes()), count });
+    assert_eq!(parse("REPLIKV.CONFLICTS"), conflicts("", crate::kv::CONFLICTS_LISTED_DEFAULT));
+    assert_eq!(parse("replikv.conflicts users."), conflicts("users.", crate::kv::CONFLICTS_LISTED_DEFAULT));
+    assert_eq!(parse("REPLIKV.CONFLICTS COUNT 3"), conflicts("", 3));
+    assert_eq!(parse("REPLIKV.CONFLICTS users. count 3"), conflicts("users.", 3));
+    assert_eq!(
+        parse("REPLIKV.CONFLICTS COUNT COUNT 2"),
+        conflicts("COUNT", 2),
+        "a prefix spelled COUNT, then the count"
+    );
+    for bad in ["REPLIKV.CONFLICTS users. COUNT 0", "REPLIKV.CONFLICTS users. LIMIT 3", "REPLIKV.CONFLICTS a b c d"] {
+        assert!(matches!(parse(bad), Err(Reply::Error(_))), "{bad}");
+    }
+    let mut a = Leader::new("dc1", Rules::default());
+    assert_eq!(a.run("REPLIKV.CONFLICTS"), Reply::Array(vec![]), "an empty log");
+}
