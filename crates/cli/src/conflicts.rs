@@ -60,7 +60,12 @@ pub fn main(args: &ConflictsArgs) -> Result<()> {
         match net::get(node.http_addr, &path) {
             Ok((200, body)) => {
                 let entries: Value = serde_json::from_slice(&body).context("the node's answer is not JSON")?;
-                return print(&node.id, &entries, args.output);
+                let names: Vec<(String, String)> = cluster
+                    .nodes
+                    .iter()
+                    .map(|n| (replikv_core::version::NodeId::from_name(&n.id).to_string(), n.id.clone()))
+                    .collect();
+                return print(&node.id, &entries, args.output, &names);
             }
             Ok((status, body)) => {
                 let text = String::from_utf8_lossy(&body);
@@ -82,8 +87,8 @@ fn percent(text: &str) -> String {
         .collect()
 }
 
-/// Prints the entries node `id` listed.
-fn print(id: &str, entries: &Value, output: Output) -> Result<()> {
+/// Prints the entries node `id` listed, node ids shown by the names in `names` (id, name).
+fn print(id: &str, entries: &Value, output: Output, names: &[(String, String)]) -> Result<()> {
     if output == Output::Json {
         outln!("{entries}");
         return Ok(());
@@ -92,6 +97,7 @@ fn print(id: &str, entries: &Value, output: Output) -> Result<()> {
     outln!("{} conflict(s) in the log of {id}, oldest first", list.len());
     for entry in list {
         for line in lines(entry) {
+            let line = names.iter().fold(line, |line, (id, name)| line.replace(id, name));
             outln!("{line}");
         }
     }
