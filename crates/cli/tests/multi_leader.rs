@@ -171,6 +171,15 @@ fn under_lww_the_later_write_wins_everywhere_and_the_loser_is_in_the_conflict_lo
     let info: String = redis::cmd("INFO").arg("replication").query(&mut d.con(0)).unwrap();
     assert!(info.contains("replikv_datacenter:dc1") && info.contains("replikv_conflicts:1"), "{info}");
     assert!(info.contains("datacenter0:name=dc2,leader=n3,state=online"), "{info}");
+    // The metrics follow the status the node publishes every few milliseconds.
+    d.wait("the metrics show the conflict and dc2's lag", |d| {
+        let (code, metrics) = d.nodes[0].http("GET", "/metrics", b"");
+        let metrics = String::from_utf8_lossy(&metrics);
+        code == 200
+            && metrics.contains("replikv_multi_leader_events{event=\"conflicts\"} 1")
+            && metrics.contains("replikv_datacenter_lag_records{datacenter=\"dc2\"} 0")
+            && metrics.contains("replikv_conflict_log_entries 1")
+    });
     let status = d.status(0);
     let dc2 = &status["replication"]["multi_leader"]["datacenters"][0];
     assert_eq!((dc2["name"].as_str(), dc2["up"].as_bool()), (Some("dc2"), Some(true)), "{dc2}");

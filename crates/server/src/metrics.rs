@@ -44,6 +44,13 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// The label of per-datacenter multi-leader metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatacenterLabel {
+    /// The other datacenter's name.
+    pub datacenter: String,
+}
+
 /// The label of `replikv_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
@@ -128,6 +135,14 @@ pub struct Metrics {
     pub hint_backlog: Family<PeerLabel, Gauge>,
     /// Seconds since each peer's last anti-entropy message.
     pub last_exchange_seconds: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// A multi-leader node's exchange counters since start, by event.
+    pub multi_leader: Family<EventLabel, Gauge>,
+    /// Conflict log entries held (once counted) on a multi-leader node.
+    pub conflicts_held: Gauge,
+    /// On a multi-leader datacenter's leader: each other datacenter's lag in records.
+    pub datacenter_lag_records: Family<DatacenterLabel, Gauge>,
+    /// On a multi-leader datacenter's leader: each other datacenter's lag in seconds.
+    pub datacenter_lag_seconds: Family<DatacenterLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The nodes `hint_backlog` has had a label for: the status lists only nodes with hints
     /// held, so a backlog that emptied is set back to 0 by this list.
     hint_targets: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -178,6 +193,10 @@ impl Metrics {
             tombstones_remembered: Gauge::default(),
             hint_backlog: Family::default(),
             last_exchange_seconds: Family::default(),
+            multi_leader: Family::default(),
+            conflicts_held: Gauge::default(),
+            datacenter_lag_records: Family::default(),
+            datacenter_lag_seconds: Family::default(),
             hint_targets: Default::default(),
             names: Default::default(),
             registry: Registry::default(),
@@ -269,6 +288,27 @@ impl Metrics {
             m.anti_entropy.clone(),
         );
         registry.register(
+            "replikv_multi_leader_events",
+            "A multi-leader node's exchange counts since start: changes shipped and received, conflicts detected, \
+             shipments held back by the clock-skew bound and refused, conflict log entries deleted by retention",
+            m.multi_leader.clone(),
+        );
+        registry.register(
+            "replikv_conflict_log_entries",
+            "Entries a multi-leader node's conflict log holds (at most CONFLICTS_KEPT_MAX, 10000)",
+            m.conflicts_held.clone(),
+        );
+        registry.register(
+            "replikv_datacenter_lag_records",
+            "On a datacenter's leader: records of its log another datacenter has not applied",
+            m.datacenter_lag_records.clone(),
+        );
+        registry.register(
+            "replikv_datacenter_lag_seconds",
+            "On a datacenter's leader: seconds since the oldest change another datacenter lacks was durable here",
+            m.datacenter_lag_seconds.clone(),
+        );
+        registry.register(
             "replikv_anti_entropy_sent_bytes",
             "Bytes of anti-entropy messages sent since start",
             m.anti_entropy_bytes.clone(),
@@ -345,6 +385,27 @@ impl Metrics {
                 self.leaderless.get_or_create(&EventLabel { event }).set(value as i64);
             }
             self.set_anti_entropy(&l.anti_entropy, c.tombstones_purged);
+        }
+        if let Some(ml) = &status.multi_leader {
+            let c = &ml.counters;
+            for (event, value) in [
+                ("shipped", c.shipped),
+                ("received", c.received),
+                ("conflicts", c.conflicts),
+                ("held_back", c.held_back),
+                ("refused", c.refused),
+                ("conflicts_dropped", ml.conflicts_dropped),
+            ] {
+                self.multi_leader.get_or_create(&EventLabel { event }).set(value as i64);
+            }
+            if let Some(held) = ml.conflicts_held {
+                self.conflicts_held.set(held as i64);
+            }
+            for dc in &ml.datacenters {
+                let label = DatacenterLabel { datacenter: dc.name.clone() };
+                self.datacenter_lag_records.get_or_create(&label).set(dc.lag_records as i64);
+                self.datacenter_lag_seconds.get_or_create(&label).set(dc.lag_ms as f64 / 1000.0);
+            }
         }
         let names = self.names.lock().unwrap();
         for f in &status.followers {

@@ -313,3 +313,20 @@ fn a_shipment_from_a_node_of_another_datacenter_than_it_names_is_refused() {
     w.step(0, Input::Message { from, message: Message::Ship(forged) });
     assert_eq!(w.nodes[0].status(w.now).multi_leader.unwrap().counters.refused, 1);
 }
+
+#[test]
+fn a_change_stamped_past_the_skew_allowance_waits_until_the_receivers_clock_catches_up() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    // dc1's leader writes with a clock 5 s ahead of everyone's (allowance: 1 s).
+    w.now += 5_000;
+    w.send(0, "SET k fast");
+    w.now -= 5_000;
+    w.settle();
+    w.run_for(2_000);
+    let status = w.nodes[1].status(w.now).multi_leader.unwrap();
+    assert!(status.counters.held_back >= 1, "{status:?}");
+    assert_eq!(w.run(1, "GET k"), Reply::Nil, "held back while more than the allowance ahead");
+    w.run_for(3_000);
+    assert_eq!(w.run(1, "GET k"), bulk("fast"), "applied once this clock is within the allowance");
+}
