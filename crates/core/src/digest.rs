@@ -64,9 +64,13 @@ pub fn bucket_of(key: &[u8]) -> usize {
     blake3::hash(key).as_bytes()[0] as usize
 }
 
-/// Walks `engine`'s live keys in order, calling `visit` with each key's bucket, key and entry
-/// hash.
-fn walk<E: Engine>(engine: &E, mut visit: impl FnMut(usize, &Bytes, [u8; 32])) -> Result<u64> {
+/// Walks `engine`'s live keys that `keep` keeps, in order, calling `visit` with each key's
+/// bucket, key and entry hash.
+fn walk<E: Engine>(
+    engine: &E,
+    keep: &dyn Fn(&[u8]) -> bool,
+    mut visit: impl FnMut(usize, &Bytes, [u8; 32]),
+) -> Result<u64> {
     let mut after: Option<Bytes> = None;
     let mut keys = 0u64;
     loop {
@@ -75,7 +79,7 @@ fn walk<E: Engine>(engine: &E, mut visit: impl FnMut(usize, &Bytes, [u8; 32])) -
         let Some((last, _)) = chunk.last() else { return Ok(keys) };
         after = Some(last.clone());
         for (key, meta) in chunk {
-            if meta.tombstone {
+            if meta.tombstone || !keep(&key) {
                 continue;
             }
             let Some(record) = engine.get(&key).map_err(|e| e.reading(&key))? else { continue };
@@ -100,8 +104,14 @@ fn walk<E: Engine>(engine: &E, mut visit: impl FnMut(usize, &Bytes, [u8; 32])) -
 
 /// The digest of `engine`'s live keys.
 pub fn digest<E: Engine>(engine: &E) -> Result<Digest> {
+    digest_of(engine, &|_| true)
+}
+
+/// The digest of `engine`'s live keys that `keep` keeps (a family leaves its own records out:
+/// see [`crate::kv::Commands::own_record`]).
+pub fn digest_of<E: Engine>(engine: &E, keep: &dyn Fn(&[u8]) -> bool) -> Result<Digest> {
     let mut hashers: Vec<blake3::Hasher> = (0..DIGEST_BUCKETS).map(|_| blake3::Hasher::new()).collect();
-    let keys = walk(engine, |bucket, key, entry| {
+    let keys = walk(engine, keep, |bucket, key, entry| {
         let h = &mut hashers[bucket];
         h.update(&(key.len() as u64).to_le_bytes());
         h.update(key);
@@ -112,10 +122,15 @@ pub fn digest<E: Engine>(engine: &E) -> Result<Digest> {
     Ok(Digest { keys, root, buckets })
 }
 
-/// The live keys of one bucket, in key order, with their entry hashes.
-pub fn bucket_entries<E: Engine>(engine: &E, bucket: usize, limit: usize) -> Result<Vec<Entry>> {
+/// The live keys of one bucket that `keep` keeps, in key order, with their entry hashes.
+pub fn bucket_entries<E: Engine>(
+    engine: &E,
+    bucket: usize,
+    limit: usize,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    walk(engine, |b, key, hash| {
+    walk(engine, keep, |b, key, hash| {
         if b == bucket && entries.len() < limit {
             entries.push(Entry { key: key.clone(), hash });
         }
@@ -195,8 +210,10 @@ mod tests {
         let db = digest(&b).unwrap();
         assert_ne!(da.root, db.root);
         assert_eq!(differing_buckets(&da, &db), vec![bucket_of(b"k7")]);
-        let (ea, eb) =
-            (bucket_entries(&a, bucket_of(b"k7"), 100).unwrap(), bucket_entries(&b, bucket_of(b"k7"), 100).unwrap());
+        let (ea, eb) = (
+            bucket_entries(&a, bucket_of(b"k7"), 100, &|_| true).unwrap(),
+            bucket_entries(&b, bucket_of(b"k7"), 100, &|_| true).unwrap(),
+        );
         let differ: Vec<_> = ea.iter().zip(&eb).filter(|(x, y)| x != y).map(|(x, _)| x.key.clone()).collect();
         assert_eq!(differ, vec![Bytes::from("k7")]);
     }

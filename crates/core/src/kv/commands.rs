@@ -17,6 +17,13 @@ pub trait Commands<E>: fmt::Debug + Send {
     /// Answers `request` at wall-clock `now_ms`. An `Err` is an engine failure that must stop
     /// the node; a request the client got wrong is an `Ok(Reply::Error(..))`.
     fn execute(&mut self, store: &mut Store<E>, now_ms: u64, request: Request) -> Result<Reply>;
+
+    /// True for a key (physical) of the family's own records, which replicas may hold
+    /// differently by design and a digest leaves out (none by default).
+    fn own_record(&self, key: &[u8]) -> bool {
+        let _ = key;
+        false
+    }
 }
 
 /// Redis's string commands over plain values: [`Store::execute`].

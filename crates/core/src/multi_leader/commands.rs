@@ -185,6 +185,11 @@ impl Causal {
 }
 
 impl<E: Engine> Commands<E> for Causal {
+    /// The conflict log and the applied positions: each datacenter keeps its own.
+    fn own_record(&self, key: &[u8]) -> bool {
+        super::conflict_log::is_own_record(key)
+    }
+
     fn execute(&mut self, store: &mut Store<E>, now_ms: u64, request: Request) -> Result<Reply> {
         if let Some(reply) = Self::refused(&request) {
             return Ok(reply);

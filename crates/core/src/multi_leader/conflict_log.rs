@@ -38,6 +38,13 @@ pub const CONFLICT_VALUE_BYTES_MAX: usize = 4096;
 /// Entries one listing returns at most.
 pub const CONFLICTS_LISTED_MAX: usize = 1_000;
 
+/// True for a key (physical) of the family's own records, in [`CONFLICTS_NAMESPACE`]: the
+/// conflict log and the applied positions, which each datacenter keeps for itself (never
+/// shipped, and left out of digests).
+pub fn is_own_record(key: &[u8]) -> bool {
+    matches!(key, [0, ns, ..] if *ns == CONFLICTS_NAMESPACE)
+}
+
 /// The prefix of every entry's key (in [`CONFLICTS_NAMESPACE`]).
 const ENTRY_PREFIX: &[u8] = b"conflict/";
 

@@ -176,7 +176,7 @@ fn applied_key(origin: DcId) -> Bytes {
 
 /// True for a key of the family's own records (never shipped: each datacenter keeps its own).
 fn own_record(key: &[u8]) -> bool {
-    key.starts_with(&physical(CONFLICTS_NAMESPACE, &Bytes::new()))
+    super::conflict_log::is_own_record(key)
 }
 
 impl<E: Engine> MultiLeader<E> {

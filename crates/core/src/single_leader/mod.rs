@@ -1260,7 +1260,8 @@ impl<E: Engine> SingleLeader<E> {
             State::Follower(follower) => follower.applied,
             _ => self.log.complete_lsn(),
         };
-        crate::node::digest_reply(&mut self.store, applied, bucket)
+        let commands = &self.commands;
+        crate::node::digest_reply(&mut self.store, applied, bucket, &|key| !commands.own_record(key))
     }
 
     /// Recovery at open: see the module documentation.

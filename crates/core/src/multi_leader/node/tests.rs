@@ -219,6 +219,16 @@ fn the_lecture_example_converges_under_lww_and_logs_the_loser() {
     assert_eq!(entry.lost[0].value.as_deref(), Some(&b"me-new.jpg"[..]), "the loser is kept");
     let follower = super::super::conflict_log::list(w.nodes[1].store(), b"", 10).unwrap();
     assert_eq!(follower, entries, "the datacenter's follower holds its conflict log too");
+    // Digests cover the clients' keys, not each datacenter's own records.
+    let root = |w: &mut World, i: usize| match w.run(i, "REPLIKV.DIGEST") {
+        Reply::Array(parts) => (parts[1].clone(), parts[2].clone()),
+        other => panic!("{other:?}"),
+    };
+    let roots: Vec<_> = (0..4).map(|i| root(&mut w, i)).collect();
+    assert_eq!(roots[0].0, Reply::Int(1), "one client key");
+    assert!(roots.iter().all(|r| *r == roots[0]), "every node's digest alike: {roots:?}");
+    let raw = |w: &World, i: usize| crate::digest::digest(w.nodes[i].store().engine()).unwrap().root;
+    assert_ne!(raw(&w, 0), raw(&w, 2), "the stores themselves differ in their own records");
 }
 
 #[test]
