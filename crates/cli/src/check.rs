@@ -53,7 +53,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-mod leaderless;
+mod pairwise;
 
 /// Differing buckets whose keys are listed, per replica.
 pub const BUCKETS_SHOWN_MAX: usize = 8;
@@ -180,7 +180,11 @@ pub fn main(args: &CheckArgs) -> Result<()> {
     let dir = ClusterDir::new(&args.which)?;
     let cluster = dir.read_config()?;
     if let Some(nwr) = status::leaderless_nwr(&cluster)? {
-        return leaderless::main(args, &dir, &cluster, nwr);
+        return pairwise::main(args, &dir, &cluster, pairwise::Kind::Leaderless(nwr));
+    }
+    if cluster.replication.mode == replikv_server::config::ReplicationMode::MultiLeader {
+        let datacenters = cluster.datacenters().len();
+        return pairwise::main(args, &dir, &cluster, pairwise::Kind::MultiLeader { datacenters });
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let round = loop {

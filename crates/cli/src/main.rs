@@ -109,6 +109,11 @@ enum Command {
     /// if one still has. Without anti-entropy, replicas that missed a write converge only when
     /// a read of the key repairs them: check exiting 1 after a write that reached w of n
     /// replicas is the expected answer until then.
+    ///
+    /// In a multi-leader cluster every node of every datacenter is compared with every other,
+    /// once no datacenter's leader has records on their way (to another datacenter or to a
+    /// follower) and the digests agree, or --timeout-secs passed; a digest there covers the
+    /// clients' keys, not each datacenter's own conflict log.
     Check(check::CheckArgs),
     /// Move a local cluster's leadership to a follower (a planned handover), or --dry-run.
     ///

@@ -183,6 +183,12 @@ fn under_lww_the_later_write_wins_everywhere_and_the_loser_is_in_the_conflict_lo
     let status = d.status(0);
     let dc2 = &status["replication"]["multi_leader"]["datacenters"][0];
     assert_eq!((dc2["name"].as_str(), dc2["up"].as_bool()), (Some("dc2"), Some(true)), "{dc2}");
+    // Cut again, with a write dc2 lacks: check waits, then says it could not compare.
+    assert!(d.replikv(&["fault", "partition", "dc2"]).0);
+    let ok: String = d.con(0).set("later", "1").unwrap();
+    assert_eq!(ok, "OK");
+    let (ok, out, err) = d.replikv(&["check", "--timeout-secs", "2"]);
+    assert!(!ok && err.contains("record(s) to replicate"), "{out}{err}");
 }
 
 #[test]
@@ -191,6 +197,13 @@ fn under_merge_both_values_are_kept_sorted_and_joined() {
     assert_eq!(d.lecture(), vec!["me-new.jpg,me-old2.jpg"; 4]);
     let entries = conflicts(&d, 2);
     assert_eq!(entries.len(), 1, "dc2 logged it too, seen from its side: {entries:?}");
+    let (ok, out, err) = d.replikv(&["check", "--timeout-secs", "20"]);
+    assert!(ok, "every node holds the same data: {out}{err}");
+    assert!(
+        out.contains("multi-leader, 2 datacenters")
+            && out.contains("4 replicas answered: 6 pair(s) compared, every pair the same"),
+        "{out}"
+    );
     assert_eq!(entries[0]["lost"], Value::Array(vec![]), "merge loses nothing");
 }
 

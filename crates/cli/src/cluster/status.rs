@@ -94,6 +94,10 @@ pub struct NodeRow {
     /// Its leaderless counters, when it is up and replicates leaderless (see [`counters_of`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leaderless: Option<Counters>,
+    /// When it is up and replicates multi-leader: the records still on their way from it (see
+    /// [`multi_leader_pending`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_leader_pending: Option<u64>,
 }
 
 /// A leaderless node's counters, since it started: its status's `replication.leaderless`
@@ -303,6 +307,7 @@ pub fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path:
         .map(|(row, own)| NodeRow {
             replication: replication_of(&row.id, own.as_ref(), leader),
             leaderless: own.as_ref().and_then(counters_of),
+            multi_leader_pending: own.as_ref().and_then(multi_leader_pending),
             ..row.clone()
         })
         .collect()
@@ -324,6 +329,7 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> (Nod
         pid: pid.filter(|pid| process::alive(*pid) && process::is_node(*pid, &node.id, config)),
         error: None,
         leaderless: None,
+        multi_leader_pending: None,
     };
     let status = match net::get(node.http_addr, "/api/v1/status") {
         Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("bad JSON: {e}")),
@@ -400,6 +406,22 @@ fn replication_of(id: &str, own: Option<&Value>, leader: Option<&Value>) -> Repl
 pub fn counters_of(own: &Value) -> Option<Counters> {
     let counters = own.get("leaderless").filter(|l| l.is_object())?;
     serde_json::from_value(counters.clone()).ok()
+}
+
+/// A multi-leader node's records still on their way, from its own status's `replication`
+/// object: on its datacenter's leader, what each other datacenter lacks of its log and what each
+/// follower lacks (a datacenter not heard from within the link timeout counts one more, its lag
+/// unknown); on a follower, 0 (its leader counts it). `None` for a node of another mode.
+pub fn multi_leader_pending(own: &Value) -> Option<u64> {
+    let ml = own.get("multi_leader").filter(|m| m.is_object())?;
+    if own["role"] != "leader" {
+        return Some(0);
+    }
+    let lag = |list: &Value| -> u64 {
+        let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        items.iter().map(|x| x["lag_records"].as_u64().unwrap_or(0) + u64::from(x["up"] == false)).sum()
+    };
+    Some(lag(&ml["datacenters"]) + lag(&own["followers"]))
 }
 
 /// The ROLE cell: the role, and in parentheses what is unusual about a follower.
@@ -576,6 +598,7 @@ mod tests {
             pid: Some(4242),
             error: None,
             leaderless: None,
+            multi_leader_pending: None,
         };
         let snapshot = NodeRow {
             id: "n2".into(),
@@ -810,5 +833,18 @@ n1: link to n3 down: connection refused
         };
         let (row, replication) = probe(&node, Some(u32::MAX / 2), std::path::Path::new("cluster.toml"));
         assert!(!row.up && row.pid.is_none() && row.error.is_some() && replication.is_none(), "{row:?}");
+    }
+
+    #[test]
+    fn a_multi_leader_node_counts_what_its_datacenters_and_followers_lack() {
+        let leader = serde_json::json!({
+            "role": "leader",
+            "followers": [{"lag_records": 2, "up": true}],
+            "multi_leader": {"datacenters": [{"lag_records": 3, "up": true}, {"lag_records": 0, "up": false}]}
+        });
+        assert_eq!(multi_leader_pending(&leader), Some(6), "2 + 3, and 1 for a datacenter cut off");
+        let follower = serde_json::json!({"role": "follower", "multi_leader": {"datacenters": []}});
+        assert_eq!(multi_leader_pending(&follower), Some(0));
+        assert_eq!(multi_leader_pending(&serde_json::json!({"role": "leader"})), None, "another mode");
     }
 }

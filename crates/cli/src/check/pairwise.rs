@@ -1,4 +1,19 @@
-//! `replikv check` of a leaderless cluster: every replica against every other.
+//! `replikv check` of a cluster without one leader whose data is the reference: every replica
+//! against every other.
+//!
+//! # Multi-leader
+//!
+//! Every node of every datacenter holds every key, so once the exchange is idle every digest is
+//! equal (a multi-leader digest covers the clients' keys, not each datacenter's own conflict
+//! log: see the core's `Commands::own_record`). What there is to wait for is records on their way: a datacenter's
+//! leader counts what each other datacenter lacks of its log and what each follower lacks
+//! ([`crate::cluster::status::multi_leader_pending`]); a datacenter cut off counts as lacking.
+//! `check` asks again, until `--timeout-secs`, while a node has records pending, or while the
+//! digests differ (a follower applies what it holds a heartbeat after its leader learns it is
+//! durable). Then it compares as below; a node with records still pending makes the check
+//! exit 2 as one with operations in flight does.
+//!
+//! # Leaderless
 //!
 //! A leaderless cluster has no leader whose data is the reference: every node coordinates
 //! writes, and a write is acknowledged once w of its key's n replicas hold it. With n equal to
@@ -96,12 +111,16 @@ struct Round {
 
 impl Round {
     /// Whether there is nothing more to wait for: every node is down, or gave its digest with
-    /// no operation in flight.
-    fn settled(&self) -> bool {
-        self.nodes.iter().all(|a| match &a.digest {
+    /// nothing in flight; in a multi-leader cluster, the digests given are also equal (see the
+    /// module's essay).
+    fn settled(&self, kind: Kind) -> bool {
+        let idle = self.nodes.iter().all(|a| match &a.digest {
             Ok(_) => a.in_flight == Some(0),
             Err(_) => !a.up,
-        })
+        });
+        let mut roots = self.nodes.iter().filter_map(|a| a.digest.as_ref().ok()).map(|f| f.digest.root);
+        let first = roots.next();
+        idle && (matches!(kind, Kind::Leaderless(_)) || roots.all(|r| Some(r) == first))
     }
 }
 
@@ -152,13 +171,37 @@ struct Findings {
     uncompared: Vec<String>,
 }
 
-/// Runs `replikv check` on a leaderless cluster whose quorums are `nwr`.
-pub(super) fn main(args: &CheckArgs, dir: &ClusterDir, cluster: &ClusterConfig, nwr: Nwr) -> Result<()> {
-    check_placement(&cluster.name, nwr, cluster.nodes.len())?;
+/// Which kind of cluster is checked.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
+    /// Leaderless, with these quorums.
+    Leaderless(Nwr),
+    /// Multi-leader, with this many datacenters.
+    MultiLeader {
+        /// Datacenters in the cluster file.
+        datacenters: usize,
+    },
+}
+
+impl Kind {
+    /// What a node waits for, in words: `operation(s) in flight` or `record(s) on their way`.
+    fn pending(self) -> &'static str {
+        match self {
+            Kind::Leaderless(_) => "operation(s) in flight",
+            Kind::MultiLeader { .. } => "record(s) still to replicate",
+        }
+    }
+}
+
+/// Runs `replikv check` on a leaderless or multi-leader cluster.
+pub(super) fn main(args: &CheckArgs, dir: &ClusterDir, cluster: &ClusterConfig, kind: Kind) -> Result<()> {
+    if let Kind::Leaderless(nwr) = kind {
+        check_placement(&cluster.name, nwr, cluster.nodes.len())?;
+    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let round = loop {
-        let round = look(cluster, dir);
-        if round.settled() || Instant::now() >= deadline {
+        let round = look(cluster, dir, kind);
+        if round.settled(kind) || Instant::now() >= deadline {
             break round;
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
@@ -168,24 +211,29 @@ pub(super) fn main(args: &CheckArgs, dir: &ClusterDir, cluster: &ClusterConfig, 
         let errors: Vec<String> = errors.map(|(n, e)| format!("{}: {e:#}", n.id)).collect();
         bail!("no node gave its digest after {} s; nothing to compare ({})", args.timeout_secs, errors.join("; "));
     }
-    let Findings { nodes, pairs, differences, busy, uncompared } = compare(cluster, &round, args.timeout_secs);
+    let Findings { nodes, pairs, differences, busy, uncompared } = compare(cluster, &round, args.timeout_secs, kind);
     let problems: Vec<&str> = busy.iter().chain(&differences).chain(&uncompared).map(String::as_str).collect();
     match args.output {
         Output::Json => {
-            let answer = serde_json::json!({
+            let mut answer = serde_json::json!({
                 "cluster": cluster.name,
-                "mode": "leaderless",
-                "n": nwr.n,
-                "w": nwr.w,
-                "r": nwr.r,
+                "mode": cluster.replication.mode.to_string(),
                 "ok": problems.is_empty(),
                 "replicas": nodes,
                 "pairs": pairs,
                 "problems": problems,
             });
+            match kind {
+                Kind::Leaderless(nwr) => {
+                    for (name, value) in [("n", nwr.n), ("w", nwr.w), ("r", nwr.r)] {
+                        answer[name] = value.into();
+                    }
+                }
+                Kind::MultiLeader { datacenters } => answer["datacenters"] = datacenters.into(),
+            }
             outln!("{}", serde_json::to_string_pretty(&answer)?);
         }
-        Output::Table => out!("{}", render(&cluster.name, nwr, &nodes, &pairs)),
+        Output::Table => out!("{}", render(&cluster.name, kind, &nodes, &pairs)),
     }
     if !busy.is_empty() {
         bail!("{}", problems.join("; "));
@@ -214,21 +262,24 @@ fn check_placement(cluster: &str, nwr: Nwr, nodes: usize) -> Result<()> {
 }
 
 /// Asks every node at once for its status, then every node at once for its digest.
-fn look(cluster: &ClusterConfig, dir: &ClusterDir) -> Round {
+fn look(cluster: &ClusterConfig, dir: &ClusterDir, kind: Kind) -> Round {
     let rows = status::probe_all(cluster, &[], &dir.config());
     let digests = fetch_all(&cluster.nodes);
-    Round { nodes: rows.iter().zip(digests).map(|(row, digest)| answer(row, digest)).collect() }
+    Round { nodes: rows.iter().zip(digests).map(|(row, digest)| answer(row, digest, kind)).collect() }
 }
 
 /// What a node answered: whether it is up (see [`node_answer`]), its operations in flight, and
 /// its digest. A node up whose status has no leaderless counters does not replicate leaderless
 /// (its cluster file says otherwise): its digest is not compared.
-fn answer(row: &NodeRow, digest: Result<Fetched>) -> Answer {
+fn answer(row: &NodeRow, digest: Result<Fetched>, kind: Kind) -> Answer {
     let (up, digest) = node_answer(row, digest);
-    let in_flight = row.leaderless.as_ref().map(|c| c.in_flight);
+    let (in_flight, mode) = match kind {
+        Kind::Leaderless(_) => (row.leaderless.as_ref().map(|c| c.in_flight), "leaderless"),
+        Kind::MultiLeader { .. } => (row.multi_leader_pending, "multi-leader"),
+    };
     let digest = match digest {
         Ok(_) if in_flight.is_none() => Err(anyhow!(
-            "its status has no leaderless counters (its role is {}): it does not replicate leaderless",
+            "its status shows no {mode} replication (its role is {}): it does not replicate {mode}",
             row.role.as_deref().unwrap_or("unknown")
         )),
         digest => digest,
@@ -238,7 +289,7 @@ fn answer(row: &NodeRow, digest: Result<Fetched>) -> Answer {
 
 /// Every pair of nodes that gave a digest compared, the keys of the buckets that differ
 /// named (asked of both sides), and each node's verdict.
-fn compare(cluster: &ClusterConfig, round: &Round, waited_secs: u64) -> Findings {
+fn compare(cluster: &ClusterConfig, round: &Round, waited_secs: u64, kind: Kind) -> Findings {
     let mut findings = Findings::default();
     let digests: Vec<Option<&Fetched>> = round.nodes.iter().map(|a| a.digest.as_ref().ok()).collect();
     let mut differs_from: Vec<Vec<String>> = vec![Vec::new(); cluster.nodes.len()];
@@ -291,11 +342,18 @@ fn compare(cluster: &ClusterConfig, round: &Round, waited_secs: u64) -> Findings
                     report.verdict = "differs";
                 }
                 if let Some(ops) = answer.in_flight.filter(|&ops| ops > 0) {
-                    findings.busy.push(format!(
-                        "{} still coordinated {ops} operation(s) after {waited_secs} s: a difference may be a write \
-                         on its way",
-                        node.id
-                    ));
+                    findings.busy.push(match kind {
+                        Kind::Leaderless(_) => format!(
+                            "{} still coordinated {ops} operation(s) after {waited_secs} s: a difference may be a \
+                             write on its way",
+                            node.id
+                        ),
+                        Kind::MultiLeader { .. } => format!(
+                            "{} still had {ops} record(s) to replicate after {waited_secs} s (to another datacenter \
+                             or a follower, or a datacenter cut off): a difference may be a write on its way",
+                            node.id
+                        ),
+                    });
                 }
             }
         }
@@ -305,8 +363,11 @@ fn compare(cluster: &ClusterConfig, round: &Round, waited_secs: u64) -> Findings
 }
 
 /// The table: one line per node, each differing pair with its buckets and keys, and a summary.
-fn render(cluster: &str, nwr: Nwr, nodes: &[NodeReport], pairs: &[PairReport]) -> String {
-    let heading = status::leaderless_heading(nwr, nodes.len());
+fn render(cluster: &str, kind: Kind, nodes: &[NodeReport], pairs: &[PairReport]) -> String {
+    let heading = match kind {
+        Kind::Leaderless(nwr) => status::leaderless_heading(nwr, nodes.len()),
+        Kind::MultiLeader { datacenters } => format!("multi-leader, {datacenters} datacenters"),
+    };
     let mut out =
         format!("check of cluster {cluster} ({heading}): every replica's Merkle root against every other's\n");
     for r in nodes {
@@ -316,7 +377,7 @@ fn render(cluster: &str, nwr: Nwr, nodes: &[NodeReport], pairs: &[PairReport]) -
             other => other.to_string(),
         };
         if let Some(ops) = r.in_flight.filter(|&ops| ops > 0) {
-            verdict += &format!(" ({ops} operation(s) in flight)");
+            verdict += &format!(" ({ops} {})", kind.pending());
         }
         out += &format!(
             "{:<8} keys {:<10} root {}  {verdict}\n",
@@ -393,20 +454,36 @@ mod tests {
         ];
         for (nodes, want) in table {
             let round = Round { nodes: nodes.iter().map(|&n| answer(n)).collect() };
-            assert_eq!(round.settled(), want, "{nodes:?}");
+            assert_eq!(round.settled(Kind::Leaderless(nwr(3, 2, 2))), want, "{nodes:?}");
         }
+        // Multi-leader: idle is not enough while the digests still differ.
+        let mut round = Round { nodes: [Some(Some(0)); 3].iter().map(|&n| answer(n)).collect() };
+        let multi = Kind::MultiLeader { datacenters: 2 };
+        assert!(round.settled(multi));
+        if let Ok(f) = &mut round.nodes[1].digest {
+            f.digest.root = [1; 32];
+        }
+        assert!(!round.settled(multi), "a follower that has not applied yet");
+        assert!(round.settled(Kind::Leaderless(nwr(3, 2, 2))), "leaderless compares once idle");
     }
 
     #[test]
     fn a_node_up_without_leaderless_counters_is_not_compared() {
         let fetched = || Ok(Fetched { lsn: 0, digest: Digest { keys: 0, root: [0; 32], buckets: Vec::new() } });
         let mut row = NodeRow { id: "n2".into(), up: true, role: Some("leader".into()), ..NodeRow::default() };
-        let a = answer(&row, fetched());
+        let leaderless = Kind::Leaderless(nwr(3, 2, 2));
+        let a = answer(&row, fetched(), leaderless);
         assert!(a.up && a.in_flight.is_none());
         assert!(a.digest.is_err_and(|e| e.to_string().contains("its role is leader")));
         row.leaderless = Some(Counters { in_flight: 3, ..Counters::default() });
-        let a = answer(&row, fetched());
+        let a = answer(&row, fetched(), leaderless);
         assert!(a.up && a.in_flight == Some(3) && a.digest.is_ok());
+        let multi = Kind::MultiLeader { datacenters: 2 };
+        let a = answer(&row, fetched(), multi);
+        assert!(a.digest.is_err_and(|e| e.to_string().contains("does not replicate multi-leader")));
+        row.multi_leader_pending = Some(5);
+        let a = answer(&row, fetched(), multi);
+        assert!(a.in_flight == Some(5) && a.digest.is_ok());
     }
 
     /// A node's report with a digest.
@@ -432,7 +509,7 @@ n2       keys 4          root abababababababab  same
 n3       keys 4          root abababababababab  same
 3 replicas answered: 3 pair(s) compared, every pair the same
 ";
-        assert_eq!(render("demo", nwr(3, 2, 2), &nodes, &[]), want);
+        assert_eq!(render("demo", Kind::Leaderless(nwr(3, 2, 2)), &nodes, &[]), want);
     }
 
     #[test]
@@ -463,6 +540,6 @@ n2 and n3 differ in 1 of 256 key ranges:
     \"late\": missing on n3
 3 replicas answered: 3 pair(s) compared, 2 differ
 ";
-        assert_eq!(render("demo", nwr(4, 3, 2), &nodes, &pairs), want);
+        assert_eq!(render("demo", Kind::Leaderless(nwr(4, 3, 2)), &nodes, &pairs), want);
     }
 }
