@@ -98,6 +98,13 @@ pub struct NodeRow {
     /// [`multi_leader_pending`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_leader_pending: Option<u64>,
+    /// When it is up and replicates multi-leader: its datacenter, and on its datacenter's
+    /// leader each other datacenter's lag (`dc2: 0 records, 0.0 s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    /// See `datacenter`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datacenter_lags: Vec<String>,
 }
 
 /// A leaderless node's counters, since it started: its status's `replication.leaderless`
@@ -308,6 +315,8 @@ pub fn probe_all(cluster: &ClusterConfig, pids: &[PidEntry], config: &std::path:
             replication: replication_of(&row.id, own.as_ref(), leader),
             leaderless: own.as_ref().and_then(counters_of),
             multi_leader_pending: own.as_ref().and_then(multi_leader_pending),
+            datacenter: own.as_ref().and_then(|o| o["multi_leader"]["datacenter"].as_str().map(String::from)),
+            datacenter_lags: own.as_ref().map(datacenter_lags).unwrap_or_default(),
             ..row.clone()
         })
         .collect()
@@ -330,6 +339,8 @@ fn probe(node: &ClusterNode, pid: Option<u32>, config: &std::path::Path) -> (Nod
         error: None,
         leaderless: None,
         multi_leader_pending: None,
+        datacenter: None,
+        datacenter_lags: Vec::new(),
     };
     let status = match net::get(node.http_addr, "/api/v1/status") {
         Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("bad JSON: {e}")),
@@ -424,9 +435,31 @@ pub fn multi_leader_pending(own: &Value) -> Option<u64> {
     Some(lag(&ml["datacenters"]) + lag(&own["followers"]))
 }
 
-/// The ROLE cell: the role, and in parentheses what is unusual about a follower.
+/// On a multi-leader datacenter's leader, each other datacenter's lag as the status shows it.
+fn datacenter_lags(own: &Value) -> Vec<String> {
+    let items = own["multi_leader"]["datacenters"].as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .map(|dc| {
+            let state = if dc["up"] == true { "" } else { ", cut off" };
+            format!(
+                "{}: {} records, {} s{state}",
+                dc["name"].as_str().unwrap_or("?"),
+                dc["lag_records"].as_u64().unwrap_or(0),
+                seconds(dc["lag_ms"].as_u64().unwrap_or(0))
+            )
+        })
+        .collect()
+}
+
+/// The ROLE cell: the role (in a multi-leader cluster, with its datacenter), and in
+/// parentheses what is unusual about a follower.
 fn role_cell(row: &NodeRow) -> String {
     let Some(role) = &row.role else { return "-".into() };
+    let role = match &row.datacenter {
+        Some(dc) => format!("{role} of {dc}"),
+        None => role.clone(),
+    };
     let r = &row.replication;
     let mut notes: Vec<&str> = Vec::new();
     notes.extend(r.follower_mode.as_deref().filter(|m| *m != "stream"));
@@ -434,7 +467,7 @@ fn role_cell(row: &NodeRow) -> String {
         notes.push("link down");
     }
     match notes.is_empty() {
-        true => role.clone(),
+        true => role,
         false => format!("{role} ({})", notes.join(", ")),
     }
 }
@@ -480,6 +513,14 @@ fn render_table(rows: &[NodeRow]) -> String {
     for row in rows.iter().filter(|r| r.up && r.replication.up_at_leader == Some(false)) {
         out +=
             &format!("{}: link down: the leader has had no acknowledgement from it within its link timeout\n", row.id);
+    }
+    for row in rows.iter().filter(|r| !r.datacenter_lags.is_empty()) {
+        out += &format!(
+            "{} (leads {}): other datacenters' lag behind it: {}\n",
+            row.id,
+            row.datacenter.as_deref().unwrap_or("?"),
+            row.datacenter_lags.join("; ")
+        );
     }
     out += &peer_notes(rows);
     out
@@ -599,6 +640,8 @@ mod tests {
             error: None,
             leaderless: None,
             multi_leader_pending: None,
+            datacenter: None,
+            datacenter_lags: Vec::new(),
         };
         let snapshot = NodeRow {
             id: "n2".into(),
