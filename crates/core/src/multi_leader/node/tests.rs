@@ -72,6 +72,7 @@ impl World {
                     max_clock_skew_ms: 1_000,
                     resend_ms: 300,
                     link_timeout_ms: 1_000,
+                    canary: Canary::None,
                 };
                 MultiLeader::new(inner, settings).unwrap()
             })
