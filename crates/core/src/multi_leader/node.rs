@@ -470,7 +470,17 @@ impl<E: Engine> MultiLeader<E> {
                 }
                 if got.changed {
                     match encode(&state)? {
-                        Ok(record) => store.put_record(key.clone(), record)?,
+                        Ok(mut record) => {
+                            // A key's record versions must rise in log order: recovery replays a
+                            // logged change only where the engine's version of the key is older.
+                            // A merge that adds an older write, or only context, keeps the state's
+                            // newest version, so its record gets a fresh one from this clock.
+                            let stored = store.engine().meta(key).map(|m| m.version);
+                            if stored.is_some_and(|v| v >= record.version) {
+                                record.version = store.stamp(now_ms, stored);
+                            }
+                            store.put_record(key.clone(), record)?
+                        }
                         Err(refused) => tracing::error!(
                             "key {:?}: the merged state cannot be stored ({refused:?}); this datacenter keeps its own",
                             String::from_utf8_lossy(&client_key)
