@@ -226,3 +226,35 @@ impl Network {
         (if one_way { " (outbound only)" } else { "" }, until)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_group_partition_cuts_every_link_between_the_group_and_the_rest_and_none_inside() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let faults = Faults { partition: 1.0, ..Faults::none() };
+        let group_of = [0, 0, 1, 1, 2, 2];
+        let mut groups_cut = 0;
+        for now in 0..200 {
+            let mut net = Network::default();
+            let line = net.maybe_partition_groups(&mut rng, &faults, now, &group_of).expect("rate 1 always draws");
+            let Some(rest) = line.strip_prefix("partition: datacenter dc") else { continue };
+            groups_cut += 1;
+            let cut = rest[..1].parse::<usize>().unwrap() - 1;
+            for a in 0..6 {
+                for b in 0..6 {
+                    let across = (group_of[a] == cut) != (group_of[b] == cut);
+                    if !across {
+                        assert!(!net.is_blocked(a, b), "{line}: n{} -> n{} is inside one side", a + 1, b + 1);
+                    } else if group_of[a] == cut {
+                        assert!(net.is_blocked(a, b), "{line}: n{} -> n{} crosses the cut", a + 1, b + 1);
+                    }
+                }
+            }
+        }
+        assert!((50..150).contains(&groups_cut), "about half the partitions cut a datacenter: {groups_cut} of 200");
+    }
+}
