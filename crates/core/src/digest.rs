@@ -66,11 +66,7 @@ pub fn bucket_of(key: &[u8]) -> usize {
 
 /// Walks `engine`'s live keys that `keep` keeps, in order, calling `visit` with each key's
 /// bucket, key and entry hash.
-fn walk<E: Engine>(
-    engine: &E,
-    keep: &dyn Fn(&[u8]) -> bool,
-    mut visit: impl FnMut(usize, &Bytes, [u8; 32]),
-) -> Result<u64> {
+fn walk<E: Engine>(engine: &E, scope: Scope<'_>, mut visit: impl FnMut(usize, &Bytes, [u8; 32])) -> Result<u64> {
     let mut after: Option<Bytes> = None;
     let mut keys = 0u64;
     loop {
@@ -79,7 +75,7 @@ fn walk<E: Engine>(
         let Some((last, _)) = chunk.last() else { return Ok(keys) };
         after = Some(last.clone());
         for (key, meta) in chunk {
-            if meta.tombstone || !keep(&key) {
+            if meta.tombstone || !(scope.keep)(&key) {
                 continue;
             }
             let Some(record) = engine.get(&key).map_err(|e| e.reading(&key))? else { continue };
@@ -93,25 +89,44 @@ fn walk<E: Engine>(
             let mut h = blake3::Hasher::new();
             h.update(&(value.len() as u64).to_le_bytes());
             h.update(value);
-            h.update(&record.version.ts.millis.to_le_bytes());
-            h.update(&record.version.ts.logical.to_le_bytes());
-            h.update(&record.version.node.0.to_le_bytes());
+            if scope.versions {
+                h.update(&record.version.ts.millis.to_le_bytes());
+                h.update(&record.version.ts.logical.to_le_bytes());
+                h.update(&record.version.node.0.to_le_bytes());
+            }
             h.update(&record.expire_at_ms.map_or(0, |at| at.saturating_add(1)).to_le_bytes());
             visit(bucket_of(&key), &key, *h.finalize().as_bytes());
         }
     }
 }
 
-/// The digest of `engine`'s live keys.
-pub fn digest<E: Engine>(engine: &E) -> Result<Digest> {
-    digest_of(engine, &|_| true)
+/// What a digest covers: the keys it keeps, and whether a record's version is part of its
+/// entry.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// Keys left out answer false (a family's own records: see
+    /// [`crate::kv::Commands::own_record`]).
+    pub keep: &'a dyn Fn(&[u8]) -> bool,
+    /// Whether each record's version is hashed with its value (not where the value holds its
+    /// own versions, and replicas stamp their records each their own way: see
+    /// [`crate::kv::Commands::record_versions_differ`]).
+    pub versions: bool,
 }
 
-/// The digest of `engine`'s live keys that `keep` keeps (a family leaves its own records out:
-/// see [`crate::kv::Commands::own_record`]).
-pub fn digest_of<E: Engine>(engine: &E, keep: &dyn Fn(&[u8]) -> bool) -> Result<Digest> {
+impl Scope<'_> {
+    /// Every key, versions included.
+    pub const ALL: Scope<'static> = Scope { keep: &|_| true, versions: true };
+}
+
+/// The digest of `engine`'s live keys.
+pub fn digest<E: Engine>(engine: &E) -> Result<Digest> {
+    digest_of(engine, Scope::ALL)
+}
+
+/// The digest of `engine`'s live keys in `scope`.
+pub fn digest_of<E: Engine>(engine: &E, scope: Scope<'_>) -> Result<Digest> {
     let mut hashers: Vec<blake3::Hasher> = (0..DIGEST_BUCKETS).map(|_| blake3::Hasher::new()).collect();
-    let keys = walk(engine, keep, |bucket, key, entry| {
+    let keys = walk(engine, scope, |bucket, key, entry| {
         let h = &mut hashers[bucket];
         h.update(&(key.len() as u64).to_le_bytes());
         h.update(key);
@@ -122,15 +137,10 @@ pub fn digest_of<E: Engine>(engine: &E, keep: &dyn Fn(&[u8]) -> bool) -> Result<
     Ok(Digest { keys, root, buckets })
 }
 
-/// The live keys of one bucket that `keep` keeps, in key order, with their entry hashes.
-pub fn bucket_entries<E: Engine>(
-    engine: &E,
-    bucket: usize,
-    limit: usize,
-    keep: &dyn Fn(&[u8]) -> bool,
-) -> Result<Vec<Entry>> {
+/// The live keys of one bucket in `scope`, in key order, with their entry hashes.
+pub fn bucket_entries<E: Engine>(engine: &E, bucket: usize, limit: usize, scope: Scope<'_>) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    walk(engine, keep, |b, key, hash| {
+    walk(engine, scope, |b, key, hash| {
         if b == bucket && entries.len() < limit {
             entries.push(Entry { key: key.clone(), hash });
         }
@@ -211,8 +221,8 @@ mod tests {
         assert_ne!(da.root, db.root);
         assert_eq!(differing_buckets(&da, &db), vec![bucket_of(b"k7")]);
         let (ea, eb) = (
-            bucket_entries(&a, bucket_of(b"k7"), 100, &|_| true).unwrap(),
-            bucket_entries(&b, bucket_of(b"k7"), 100, &|_| true).unwrap(),
+            bucket_entries(&a, bucket_of(b"k7"), 100, Scope::ALL).unwrap(),
+            bucket_entries(&b, bucket_of(b"k7"), 100, Scope::ALL).unwrap(),
         );
         let differ: Vec<_> = ea.iter().zip(&eb).filter(|(x, y)| x != y).map(|(x, _)| x.key.clone()).collect();
         assert_eq!(differ, vec![Bytes::from("k7")]);

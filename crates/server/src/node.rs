@@ -265,6 +265,7 @@ fn open_multi_leader(
         max_clock_skew_ms: r.max_clock_skew_ms.unwrap_or(crate::config::MAX_CLOCK_SKEW_MS_DEFAULT),
         resend_ms: (10 * r.heartbeat_ms).max(1_000),
         link_timeout_ms: (10 * r.heartbeat_ms).max(1_000),
+        canary: Default::default(),
     };
     MultiLeader::new(inner, settings)
         .map(Replica::from)

@@ -137,6 +137,15 @@ pub(crate) trait FamilyWorld {
     /// The clients' turn: they time out or issue.
     fn run_clients(&mut self);
 
+    /// A partition that forms now, at the run's rate, when none is in force: the trace line
+    /// saying so. By default one node is cut off from the others; a family whose nodes sit in
+    /// groups (datacenters) may cut a group off too.
+    fn draw_partition(&mut self) -> Option<String> {
+        let ground = self.ground();
+        let nodes = ground.health.len();
+        ground.network.maybe_partition(&mut ground.rng, &ground.faults, ground.now, nodes)
+    }
+
     /// One virtual millisecond: time moves on; in the safety phase faults may start;
     /// paused nodes whose time has come resume and crashed ones restart; due packets reach
     /// their nodes; each node takes its turn, then the clients.
@@ -182,7 +191,8 @@ pub(crate) trait FamilyWorld {
             ground.trace("partition healed".into());
         }
         let nodes = ground.health.len();
-        if let Some(line) = ground.network.maybe_partition(&mut ground.rng, &ground.faults, ground.now, nodes) {
+        if let Some(line) = self.draw_partition() {
+            let ground = self.ground();
             ground.counts.partitions += 1;
             ground.trace(line);
         }

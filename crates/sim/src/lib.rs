@@ -75,6 +75,7 @@ mod ground;
 pub mod history;
 mod host;
 pub mod leaderless;
+pub mod multi_leader;
 mod net;
 pub mod run;
 mod trace;

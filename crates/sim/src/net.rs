@@ -13,7 +13,8 @@
 //! seed replays the same network.
 //!
 //! CAVEATS
-//! - One partition at a time, always one node against the rest.
+//! - One partition at a time: one node against the rest, or (multi-leader) one datacenter
+//!   against the others.
 //! - A packet is dropped whole or delivered whole; nothing corrupts its bytes (the peer
 //!   framing's checks are tested on their own).
 
@@ -173,19 +174,87 @@ impl Network {
             return None;
         }
         let cut = rng.gen_range(0..nodes);
+        let (one_way, until) = self.cut_off(rng, now, nodes, |n| n == cut);
+        Some(format!("partition: n{} cut off{one_way} until t={until}", cut + 1))
+    }
+
+    /// As [`Network::maybe_partition`], among nodes in groups (datacenters: `group_of[i]` is
+    /// node `i`'s): half the partitions drawn cut one group off from the others (every link
+    /// between datacenters that crosses the cut), half one node off from every other.
+    pub(crate) fn maybe_partition_groups(
+        &mut self,
+        rng: &mut impl Rng,
+        faults: &Faults,
+        now: u64,
+        group_of: &[usize],
+    ) -> Option<String> {
+        if self.partition_until.is_some() || faults.partition <= 0.0 || !rng.gen_bool(faults.partition) {
+            return None;
+        }
+        let nodes = group_of.len();
+        let groups = group_of.iter().max().map_or(1, |g| g + 1);
+        if rng.gen_bool(0.5) {
+            let cut = rng.gen_range(0..groups);
+            let (one_way, until) = self.cut_off(rng, now, nodes, |n| group_of[n] == cut);
+            return Some(format!("partition: datacenter dc{} cut off{one_way} until t={until}", cut + 1));
+        }
+        let cut = rng.gen_range(0..nodes);
+        let (one_way, until) = self.cut_off(rng, now, nodes, |n| n == cut);
+        Some(format!("partition: n{} cut off{one_way} until t={until}", cut + 1))
+    }
+
+    /// Cuts the nodes `inside` says off from the others, both ways or (drawn) outbound only,
+    /// for a drawn while: the trace's words for the direction, and when it heals.
+    fn cut_off(
+        &mut self,
+        rng: &mut impl Rng,
+        now: u64,
+        nodes: usize,
+        inside: impl Fn(usize) -> bool,
+    ) -> (&'static str, u64) {
         let one_way = rng.gen_bool(0.3);
-        for other in (0..nodes).filter(|&o| o != cut) {
-            self.blocked.insert((cut, other));
-            if !one_way {
-                self.blocked.insert((other, cut));
+        for cut in (0..nodes).filter(|&n| inside(n)) {
+            for other in (0..nodes).filter(|&o| !inside(o)) {
+                self.blocked.insert((cut, other));
+                if !one_way {
+                    self.blocked.insert((other, cut));
+                }
             }
         }
         let until = now + rng.gen_range(PARTITION_MS);
         self.partition_until = Some(until);
-        Some(format!(
-            "partition: n{} cut off{} until t={until}",
-            cut + 1,
-            if one_way { " (outbound only)" } else { "" }
-        ))
+        (if one_way { " (outbound only)" } else { "" }, until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_group_partition_cuts_every_link_between_the_group_and_the_rest_and_none_inside() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let faults = Faults { partition: 1.0, ..Faults::none() };
+        let group_of = [0, 0, 1, 1, 2, 2];
+        let mut groups_cut = 0;
+        for now in 0..200 {
+            let mut net = Network::default();
+            let line = net.maybe_partition_groups(&mut rng, &faults, now, &group_of).expect("rate 1 always draws");
+            let Some(rest) = line.strip_prefix("partition: datacenter dc") else { continue };
+            groups_cut += 1;
+            let cut = rest[..1].parse::<usize>().unwrap() - 1;
+            for a in 0..6 {
+                for b in 0..6 {
+                    let across = (group_of[a] == cut) != (group_of[b] == cut);
+                    if !across {
+                        assert!(!net.is_blocked(a, b), "{line}: n{} -> n{} is inside one side", a + 1, b + 1);
+                    } else if group_of[a] == cut {
+                        assert!(net.is_blocked(a, b), "{line}: n{} -> n{} crosses the cut", a + 1, b + 1);
+                    }
+                }
+            }
+        }
+        assert!((50..150).contains(&groups_cut), "about half the partitions cut a datacenter: {groups_cut} of 200");
     }
 }

@@ -779,7 +779,7 @@ impl FamilyWorld for World {
 
 /// The log a node's disk holds after a crash: every record through its last completed fsync
 /// (`synced`), and a random prefix of the ones after (a torn tail).
-fn torn_log(rng: &mut impl Rng, synced: Lsn, mut log: ReplicationLog) -> ReplicationLog {
+pub(crate) fn torn_log(rng: &mut impl Rng, synced: Lsn, mut log: ReplicationLog) -> ReplicationLog {
     let base = log.first_lsn() - 1;
     let epoch = log.epoch_at(base).expect("the base is in the log");
     let mut records = Vec::new();
@@ -803,7 +803,7 @@ fn torn_log(rng: &mut impl Rng, synced: Lsn, mut log: ReplicationLog) -> Replica
 }
 
 /// The options of every simulated log.
-fn log_options(retain_bytes: u64) -> ReplogOptions {
+pub(crate) fn log_options(retain_bytes: u64) -> ReplogOptions {
     ReplogOptions { retain_bytes_max: retain_bytes, segment_bytes_max: (retain_bytes / 4).max(1), ..Default::default() }
 }
 

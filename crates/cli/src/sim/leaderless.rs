@@ -45,6 +45,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
     ];
     refuse_flags(single_leader, "single-leader")?;
+    refuse_flags(super::multi_leader_flags(args), "multi-leader")?;
     let nwr = nwr(args)?;
     let conflicts = match args.leaderless.conflicts {
         None | Some(Conflicts::Lww) => leaderless::Conflicts::Lww,

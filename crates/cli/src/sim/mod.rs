@@ -4,18 +4,20 @@
 //!
 //! The command line and the printing of runs are shared; each family's sweep (its settings,
 //! its totals) is a module of its own: [`single_leader`] (`--mode single-leader`, the
-//! default) and [`leaderless`] (`--mode leaderless`); [`gossip`] (`--gossip`) is the lecture's
-//! gossip example over the real anti-entropy exchange, with no faults and no checkers.
+//! default), [`leaderless`] (`--mode leaderless`) and [`multi_leader`] (`--mode
+//! multi-leader`); [`gossip`] (`--gossip`) is the lecture's gossip example over the real
+//! anti-entropy exchange, with no faults and no checkers.
 
 mod gossip;
 mod leaderless;
+mod multi_leader;
 mod single_leader;
 
 use crate::cluster::args::LeaderlessArgs;
 use crate::output::outln;
 use anyhow::{bail, Result};
 use clap::Args;
-use replikv_server::config::{Acks, ReplicationMode};
+use replikv_server::config::Acks;
 use replikv_sim::faults::Faults;
 use replikv_sim::run::{Judgement, Verdict};
 
@@ -32,17 +34,23 @@ replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these fault
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
 replikv sim --mode leaderless --n 3 --w 1 --r 1 --conflicts siblings --fsync never --seeds 0..500\n  \
+replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --resolve merge --seeds 0..500\n  \
 replikv sim --gossip --nodes 100000 --interval-ms 3000 --style push --runs 5   # the lecture's gossip\n\n\
 Faults (rates per message, or per virtual millisecond): drop, dup, delay=MIN..MAX (ms), partition,\n\
 crash, pause, skew (ms), drift (ppm). Without --faults each seed draws its own mix.")]
 pub struct SimArgs {
-    /// The replication strategy: single-leader or leaderless. A leaderless run checks that
-    /// replicas and their Merkle trees converge, reads see the newest acknowledged write,
-    /// deletes stay deleted, purges are safe and siblings stay bounded with every write
-    /// accounted for.
-    #[arg(long, default_value = "single-leader")]
-    pub mode: ReplicationMode,
-    /// Single-leader: when a write is acknowledged: sync (the default), semi-sync:K or async.
+    /// The replication strategy: single-leader, leaderless or multi-leader. A leaderless run
+    /// checks that replicas and their Merkle trees converge, reads see the newest acknowledged
+    /// write, deletes stay deleted, purges are safe and siblings stay bounded with every write
+    /// accounted for. A multi-leader run checks that every node of every datacenter converges
+    /// to one state, and the rule's promise: under lww every acknowledged write gone was
+    /// overwritten by a write that had seen it or lost to a higher version and is in a
+    /// conflict log; under merge every concurrent value is merged exactly once; under app every
+    /// concurrent write is kept as a sibling.
+    #[arg(long, value_enum, default_value_t = SimMode::SingleLeader)]
+    pub mode: SimMode,
+    /// Single-leader, and multi-leader inside each datacenter: when a write is acknowledged:
+    /// sync (the default), semi-sync:K or async.
     #[arg(long, value_name = "sync|semi-sync:K|async")]
     pub acks: Option<Acks>,
     /// One seed.
@@ -112,9 +120,41 @@ pub struct SimArgs {
     /// trip each; the nodes' clocks drift within the lease's allowance.
     #[arg(long)]
     pub read_lease: bool,
+    /// Multi-leader: datacenters, 2 to 5 (2 by default).
+    #[arg(long, value_name = "N")]
+    pub datacenters: Option<usize>,
+    /// Multi-leader: nodes in each datacenter, 1 to 5 (2 by default; the first leads it at the
+    /// start, elections decide after that).
+    #[arg(long, value_name = "N")]
+    pub dc_nodes: Option<usize>,
+    /// Multi-leader: how conflicting writes are resolved: lww (the default), merge or app.
+    /// The clients GET under lww and merge, and list siblings under app.
+    #[arg(long, value_name = "lww|merge|app")]
+    pub resolve: Option<String>,
     /// Plant a bug in the replicas, to see the checkers catch it (for testing the simulator).
     #[arg(long, value_enum, default_value_t = CanaryArg::None, hide = true)]
     pub canary: CanaryArg,
+}
+
+/// `--mode`: the replication strategy a run simulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimMode {
+    /// One leader, followers.
+    SingleLeader,
+    /// Every replica takes writes; quorums.
+    Leaderless,
+    /// A leader per datacenter, each with followers; conflicts resolved by a rule.
+    MultiLeader,
+}
+
+impl std::fmt::Display for SimMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SimMode::SingleLeader => "single-leader",
+            SimMode::Leaderless => "leaderless",
+            SimMode::MultiLeader => "multi-leader",
+        })
+    }
 }
 
 /// `--fsync`.
@@ -126,7 +166,7 @@ pub enum FsyncArg {
     Never,
 }
 
-/// `--canary`: a planted bug; single-leader's first, then leaderless's.
+/// `--canary`: a planted bug; single-leader's first, then leaderless's, then multi-leader's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CanaryArg {
     /// None.
@@ -157,6 +197,12 @@ pub enum CanaryArg {
     ExchangeSkipsSubtree,
     /// Leaderless: a state stored by a read repair leaves the Merkle tree as it was.
     TreeNotUpdatedOnRepair,
+    /// Multi-leader, lww: a leader keeps the arriving state instead of the highest version.
+    KeepArriving,
+    /// Multi-leader, lww: conflict losers are not written to the conflict log.
+    LoserNotLogged,
+    /// Multi-leader, merge: a leader applies the arriving values a second time.
+    AppliedTwice,
 }
 
 impl CanaryArg {
@@ -180,12 +226,24 @@ impl CanaryArg {
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),
             CanaryArg::ExchangeSkipsSubtree => (S::None, L::ExchangeSkipsSubtree),
             CanaryArg::TreeNotUpdatedOnRepair => (S::None, L::TreeNotUpdatedOnRepair),
+            CanaryArg::KeepArriving | CanaryArg::LoserNotLogged | CanaryArg::AppliedTwice => (S::None, L::None),
+        }
+    }
+
+    /// The bug as the multi-leader family's nodes know it (`None` for another family's).
+    fn planted_multi_leader(self) -> replikv_core::multi_leader::Canary {
+        use replikv_core::multi_leader::Canary as M;
+        match self {
+            CanaryArg::KeepArriving => M::KeepArriving,
+            CanaryArg::LoserNotLogged => M::LoserNotLogged,
+            CanaryArg::AppliedTwice => M::AppliedTwice,
+            _ => M::None,
         }
     }
 
     /// Says on stderr that a bug is planted, or refuses one of another family than `mode`'s
     /// (`planted`: whether `mode`'s replicas know it).
-    fn announce(self, planted: bool, mode: ReplicationMode) -> Result<()> {
+    fn announce(self, planted: bool, mode: SimMode) -> Result<()> {
         match (self, planted) {
             (CanaryArg::None, _) => Ok(()),
             (_, true) => {
@@ -219,9 +277,9 @@ pub fn main(args: &SimArgs) -> Result<()> {
         bail!("--clients and --keys must be at least 1");
     }
     match args.mode {
-        ReplicationMode::SingleLeader => single_leader::main(args),
-        ReplicationMode::Leaderless => leaderless::main(args),
-        ReplicationMode::MultiLeader => bail!("the simulator does not run --mode multi-leader yet"),
+        SimMode::SingleLeader => single_leader::main(args),
+        SimMode::Leaderless => leaderless::main(args),
+        SimMode::MultiLeader => multi_leader::main(args),
     }
 }
 
@@ -232,6 +290,16 @@ fn refuse_flags(flags: impl IntoIterator<Item = (&'static str, bool)>, owner: &s
         bail!("{} only with --mode {owner}", given.join(", "));
     }
     Ok(())
+}
+
+/// The multi-leader flags, by name, and whether each was given: for refusing them in another
+/// mode.
+fn multi_leader_flags(args: &SimArgs) -> [(&'static str, bool); 3] {
+    [
+        ("--datacenters", args.datacenters.is_some()),
+        ("--dc-nodes", args.dc_nodes.is_some()),
+        ("--resolve", args.resolve.is_some()),
+    ]
 }
 
 /// The fixed faults `--faults` names, if any.

@@ -24,6 +24,12 @@ pub trait Commands<E>: fmt::Debug + Send {
         let _ = key;
         false
     }
+
+    /// True when replicas holding the same value may stamp its record with different
+    /// versions (the value holds its own versions), so a digest compares values only.
+    fn record_versions_differ(&self) -> bool {
+        false
+    }
 }
 
 /// Redis's string commands over plain values: [`Store::execute`].

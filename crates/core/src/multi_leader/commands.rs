@@ -190,6 +190,12 @@ impl<E: Engine> Commands<E> for Causal {
         super::conflict_log::is_own_record(key)
     }
 
+    /// A key's state holds every surviving write's version; its record's version is the
+    /// node's own (a merge restamps it so that recovery replays it).
+    fn record_versions_differ(&self) -> bool {
+        true
+    }
+
     fn execute(&mut self, store: &mut Store<E>, now_ms: u64, request: Request) -> Result<Reply> {
         if let Some(reply) = Self::refused(&request) {
             return Ok(reply);

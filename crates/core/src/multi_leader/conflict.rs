@@ -53,6 +53,7 @@
 //! - Past the sibling bound, which siblings are dropped can depend on arrival order (see
 //!   [`crate::causality`]'s caveats); replicas still converge once each has every change.
 
+use super::canary::Canary;
 use crate::causality::{Dot, Sibling, Siblings};
 use crate::error::{Error, Result};
 use crate::version::Version;
@@ -243,6 +244,12 @@ pub struct Received {
 /// change twice, or changes in any order, ends in the same state. Refused, leaving the state
 /// unchanged, when the joined context would pass the version vector's bound.
 pub fn receive(state: &mut Siblings, change: &Siblings, resolve: Resolve) -> Result<Received> {
+    receive_planted(state, change, resolve, Canary::None)
+}
+
+/// [`receive`], with a bug planted when `canary` says so (the simulator's canaries; a real
+/// node passes [`Canary::None`]).
+pub fn receive_planted(state: &mut Siblings, change: &Siblings, resolve: Resolve, canary: Canary) -> Result<Received> {
     let held: Vec<Sibling> = state.values().iter().filter(|s| !change.context().contains(s.dot)).cloned().collect();
     let arrived: Vec<Sibling> = change.values().iter().filter(|s| !state.context().contains(s.dot)).cloned().collect();
     // What the merge keeps before its bound: a write either side holds that the other has not
@@ -256,9 +263,17 @@ pub fn receive(state: &mut Siblings, change: &Siblings, resolve: Resolve) -> Res
     }
     let mut merged = state.clone();
     let outcome = merged.merge(change)?;
-    let pruned = if resolve == Resolve::Lww { merged.keep_winner().len() } else { 0 };
-    let lost: Vec<Sibling> = candidates.into_values().filter(|s| !merged.holds(s.dot)).collect();
     let concurrent = !held.is_empty() && !arrived.is_empty();
+    let pruned = match resolve {
+        // The planted bug: the arriving state replaces this one, whichever is newer.
+        Resolve::Lww if concurrent && canary == Canary::KeepArriving => {
+            merged = change.clone();
+            1
+        }
+        Resolve::Lww => merged.keep_winner().len(),
+        _ => 0,
+    };
+    let lost: Vec<Sibling> = candidates.into_values().filter(|s| !merged.holds(s.dot)).collect();
     let conflict = (concurrent || !lost.is_empty()).then(|| Conflict {
         resolve,
         held,

@@ -46,12 +46,14 @@
 //! - A datacenter under `async` that fails over loses what its old leader had not handed to
 //!   a majority; that was never shipped, so the other datacenters never saw it either.
 
+pub mod canary;
 pub mod commands;
 pub mod conflict;
 pub mod conflict_log;
 pub mod message;
 mod node;
 
+pub use canary::Canary;
 pub use commands::Causal;
 pub use conflict::{Conflict, Read, Received, Resolve, Rules};
 pub use conflict_log::{ConflictEntry, CONFLICTS_KEPT_MAX};

@@ -1,8 +1,9 @@
 //! The multi-leader node: a single-leader replica inside its datacenter, and, while it leads
 //! there, the exchange of changes with the other datacenters' leaders (see the module above).
 
+use super::canary::Canary;
 use super::commands::{encode, load, Causal};
-use super::conflict::{ahead_by, receive, Rules};
+use super::conflict::{ahead_by, receive_planted, Resolve, Rules};
 use super::conflict_log::{ConflictEntry, ConflictLog, CONFLICTS_NAMESPACE};
 use super::message::{dc_id, DcId, Message, Position, Ship, ShipAck};
 use crate::causality::Siblings;
@@ -55,6 +56,8 @@ pub struct Settings {
     /// Milliseconds without an answer after which another datacenter counts as cut off: its
     /// position no longer holds the log.
     pub link_timeout_ms: u64,
+    /// A bug planted to test the simulator's checkers; [`Canary::None`] on every real node.
+    pub canary: Canary,
 }
 
 impl Settings {
@@ -423,7 +426,7 @@ impl<E: Engine> MultiLeader<E> {
             return Ok(());
         }
         let (rules, conflicts, counters) = (&self.settings.rules, &mut self.conflicts, &mut self.counters);
-        let node = self.settings.local.common.node;
+        let (node, canary) = (self.settings.local.common.node, self.settings.canary);
         let written = self.inner.leader_write(|store| {
             for (key, arrived) in &states {
                 let Some((_, client_key)) = crate::kv::logical(key) else { continue };
@@ -439,7 +442,7 @@ impl<E: Engine> MultiLeader<E> {
                     }
                 };
                 let resolve = rules.for_key(&client_key);
-                let got = receive(&mut state, arrived, resolve)?;
+                let mut got = receive_planted(&mut state, arrived, resolve, canary)?;
                 counters.received += 1;
                 if got.clashes > 0 {
                     tracing::error!(
@@ -451,12 +454,33 @@ impl<E: Engine> MultiLeader<E> {
                 }
                 if let Some(conflict) = &got.conflict {
                     counters.conflicts += 1;
-                    let entry = ConflictEntry::new(now_ms, client_key.clone(), &origin_name, node, conflict);
+                    let mut entry = ConflictEntry::new(now_ms, client_key.clone(), &origin_name, node, conflict);
+                    if canary == Canary::LoserNotLogged && resolve == Resolve::Lww {
+                        entry.lost.clear(); // the planted bug: the loser is dropped in silence
+                    }
                     conflicts.append(store, now_ms, &entry)?;
+                    if canary == Canary::AppliedTwice && resolve == Resolve::Merge {
+                        // The planted bug: the arriving values applied again, as this node's.
+                        for value in conflict.arrived.iter().filter_map(|s| s.value.clone()) {
+                            let version = store.stamp(now_ms, state.newest_version());
+                            state.write(node, &crate::causality::VersionVector::new(), version, Some(value))?;
+                            got.changed = true;
+                        }
+                    }
                 }
                 if got.changed {
                     match encode(&state)? {
-                        Ok(record) => store.put_record(key.clone(), record)?,
+                        Ok(mut record) => {
+                            // A key's record versions must rise in log order: recovery replays a
+                            // logged change only where the engine's version of the key is older.
+                            // A merge that adds an older write, or only context, keeps the state's
+                            // newest version, so its record gets a fresh one from this clock.
+                            let stored = store.engine().meta(key).map(|m| m.version);
+                            if stored.is_some_and(|v| v >= record.version) {
+                                record.version = store.stamp(now_ms, stored);
+                            }
+                            store.put_record(key.clone(), record)?
+                        }
                         Err(refused) => tracing::error!(
                             "key {:?}: the merged state cannot be stored ({refused:?}); this datacenter keeps its own",
                             String::from_utf8_lossy(&client_key)

@@ -564,16 +564,16 @@ pub(crate) fn digest_reply<E: Engine>(
     store: &mut Store<E>,
     lsn: Lsn,
     bucket: Option<usize>,
-    keep: &dyn Fn(&[u8]) -> bool,
+    scope: crate::digest::Scope<'_>,
 ) -> Result<Reply> {
     let lsn = Reply::Int(lsn as i64);
     let hex = |h: &[u8; 32]| Reply::Bulk(bytes::Bytes::from(crate::digest::hex(h)));
     let result = match bucket {
-        None => crate::digest::digest_of(store.engine(), keep).map(|d| {
+        None => crate::digest::digest_of(store.engine(), scope).map(|d| {
             let buckets = d.buckets.iter().map(hex).collect();
             Reply::Array(vec![lsn, Reply::Int(d.keys as i64), hex(&d.root), Reply::Array(buckets)])
         }),
-        Some(b) => crate::digest::bucket_entries(store.engine(), b, DIGEST_BUCKET_KEYS_MAX, keep).map(|entries| {
+        Some(b) => crate::digest::bucket_entries(store.engine(), b, DIGEST_BUCKET_KEYS_MAX, scope).map(|entries| {
             let entries = entries.into_iter().map(|e| Reply::Array(vec![Reply::Bulk(e.key), hex(&e.hash)])).collect();
             Reply::Array(vec![lsn, Reply::Array(entries)])
         }),

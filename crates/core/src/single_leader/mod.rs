@@ -1261,7 +1261,11 @@ impl<E: Engine> SingleLeader<E> {
             _ => self.log.complete_lsn(),
         };
         let commands = &self.commands;
-        crate::node::digest_reply(&mut self.store, applied, bucket, &|key| !commands.own_record(key))
+        let scope = crate::digest::Scope {
+            keep: &|key| !commands.own_record(key),
+            versions: !commands.record_versions_differ(),
+        };
+        crate::node::digest_reply(&mut self.store, applied, bucket, scope)
     }
 
     /// Recovery at open: see the module documentation.

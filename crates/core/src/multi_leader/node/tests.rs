@@ -72,6 +72,7 @@ impl World {
                     max_clock_skew_ms: 1_000,
                     resend_ms: 300,
                     link_timeout_ms: 1_000,
+                    canary: Canary::None,
                 };
                 MultiLeader::new(inner, settings).unwrap()
             })
@@ -339,4 +340,34 @@ fn a_change_stamped_past_the_skew_allowance_waits_until_the_receivers_clock_catc
     assert_eq!(w.run(1, "GET k"), Reply::Nil, "held back while more than the allowance ahead");
     w.run_for(3_000);
     assert_eq!(w.run(1, "GET k"), bulk("fast"), "applied once this clock is within the allowance");
+}
+
+#[test]
+fn a_merge_that_keeps_the_newest_version_survives_a_crash_that_loses_the_engines_copy() {
+    // Regression (found by the simulator): a merged state's record carried its newest
+    // sibling's version, so a merge that added an older concurrent write (or only context)
+    // logged a record no newer than the one the engine held, and recovery, which replays a
+    // logged change only where the engine's version is older, skipped it after a crash.
+    let mut w = World::new(&[1, 1], Rules::new(Resolve::App), 0);
+    w.run_for(300);
+    w.cut = true;
+    assert_eq!(w.run(1, "SET k older"), Reply::Ok);
+    w.now += 5;
+    assert_eq!(w.run(0, "SET k newer"), Reply::Ok);
+    let before_merge = w.nodes[0].store().engine().get(b"k").unwrap().expect("n1 holds k");
+    w.cut = false;
+    w.run_for(1_000);
+    let merged = |engine: &MemoryEngine| {
+        let record = engine.get(b"k").unwrap().expect("k is stored");
+        Siblings::from_bytes(record.value.as_ref().unwrap()).unwrap().values().len()
+    };
+    assert_eq!(merged(w.nodes[0].store().engine()), 2, "n1 merged dc2's concurrent write");
+    // n1 crashes: its log kept the merge, its engine only the state before it.
+    let node = w.nodes.remove(0);
+    let settings = node.settings().clone();
+    let (mut engine, files) = node.into_local().into_parts();
+    engine.put(Bytes::from_static(b"k"), before_merge).unwrap();
+    let inner = SingleLeader::replicated(engine, files, settings.local.clone(), w.now).unwrap();
+    let reopened = MultiLeader::new(inner, settings).unwrap();
+    assert_eq!(merged(reopened.store().engine()), 2, "recovery replayed the logged merge");
 }

@@ -1,0 +1,110 @@
+use super::*;
+use crate::faults::Faults;
+use crate::run::swarm_faults;
+
+/// A run of `seed`: 2 datacenters of 2 nodes (sync inside), `resolve`, 6 clients on 3 keys,
+/// 2 s of faults.
+fn config(seed: u64, resolve: Resolve, faults: Faults) -> Config {
+    Config {
+        seed,
+        datacenters: 2,
+        dc_nodes: 2,
+        acks_needed: 1,
+        acks_label: "sync".into(),
+        resolve,
+        clients: 6,
+        keys: 3,
+        safety_ms: 2_000,
+        quiet_ms: 10_000,
+        faults,
+        canary: Canary::None,
+    }
+}
+
+#[test]
+fn a_calm_run_passes_every_check() {
+    for resolve in [Resolve::Lww, Resolve::Merge, Resolve::App] {
+        let report = run(config(1, resolve, Faults::none()));
+        assert!(!report.failed(), "{resolve}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+        assert!(report.written > 50, "{resolve}: the clients got work done: {report:?}");
+    }
+}
+
+/// Seeds per configuration in CI's fixed sweep (a few seconds in a debug build); the longer
+/// sweeps are `replikv sim --mode multi-leader --seeds 0..500` per configuration (README).
+const CI_SEEDS: u64 = 8;
+
+#[test]
+fn a_sweep_without_canaries_passes_in_every_configuration() {
+    type Adjust = fn(&mut Config);
+    let configurations: [(&str, Adjust); 5] = [
+        ("2 x 2 sync lww", |_| {}),
+        ("2 x 2 sync merge", |c| c.resolve = Resolve::Merge),
+        ("3 x 1 app", |c| (c.datacenters, c.dc_nodes, c.acks_needed, c.resolve) = (3, 1, 0, Resolve::App)),
+        ("3 x 3 semi-sync:1 lww", |c| {
+            (c.datacenters, c.dc_nodes, c.acks_label) = (3, 3, "semi-sync:1".into());
+        }),
+        ("2 x 3 async merge (rolled-back writes excused)", |c| {
+            (c.dc_nodes, c.acks_needed, c.acks_label, c.resolve) = (3, 0, "async".into(), Resolve::Merge);
+        }),
+    ];
+    for (name, adjust) in configurations {
+        for seed in 0..CI_SEEDS {
+            let mut c = config(seed, Resolve::Lww, swarm_faults(seed));
+            adjust(&mut c);
+            let report = run(c);
+            assert!(
+                !report.failed(),
+                "{name}, seed {seed}: {:?}\nreplay: {}",
+                report.judgement.verdicts,
+                report.replay()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_multi_leader_canary_is_caught_by_its_checker() {
+    // Seeds found by `replikv sim --mode multi-leader --canary ... --steps 2000 --quiet-ms
+    // 10000 --clients 6 --seeds 0..500` (each canary is caught by most seeds; see the README).
+    let converge = CONVERGE_CHECKER;
+    for (canary, resolve, seeds, checkers) in [
+        (Canary::KeepArriving, Resolve::Lww, [0, 3], &[converge, LWW_CHECKER][..]),
+        (Canary::LoserNotLogged, Resolve::Lww, [1, 2], &[LWW_CHECKER][..]),
+        (Canary::AppliedTwice, Resolve::Merge, [1, 2], &[MERGE_CHECKER][..]),
+    ] {
+        for seed in seeds {
+            let mut c = config(seed, resolve, swarm_faults(seed));
+            c.canary = canary;
+            let report = run(c);
+            let caught = report.judgement.failures();
+            assert!(
+                caught.iter().any(|checker| checkers.contains(checker)),
+                "{canary:?} at seed {seed}: caught by {caught:?}, expected one of {checkers:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn partitions_let_both_sides_write_and_their_conflicts_are_resolved_and_logged() {
+    // Partitions only, often (half of them cut a whole datacenter off), one key: both sides
+    // of a cut keep writing it, and lww must log every loser.
+    let faults = Faults::parse("partition=0.003,delay=1..10").unwrap();
+    let mut c = config(5, Resolve::Lww, faults);
+    c.keys = 1;
+    let report = run(c);
+    assert!(!report.failed(), "{:?}", report.judgement.verdicts);
+    assert!(report.judgement.run.partitions > 0, "{:?}", report.judgement.run);
+    assert!(report.counters.conflicts > 0, "concurrent writes across the cut conflict: {:?}", report.counters);
+    assert!(report.figures.lost_to_lww > 0 && report.conflicts_logged > 0, "{:?}", report.figures);
+}
+
+#[test]
+fn one_seed_replays_the_same_trace() {
+    let a = run(config(11, Resolve::Merge, swarm_faults(11)));
+    let b = run(config(11, Resolve::Merge, swarm_faults(11)));
+    assert_eq!(a.judgement.trace_hash, b.judgement.trace_hash);
+    let c = run(config(12, Resolve::Merge, swarm_faults(12)));
+    assert_ne!(a.judgement.trace_hash, c.judgement.trace_hash, "another seed, another run");
+}
