@@ -265,6 +265,8 @@ fn open_multi_leader(
         max_clock_skew_ms: r.max_clock_skew_ms.unwrap_or(crate::config::MAX_CLOCK_SKEW_MS_DEFAULT),
         resend_ms: (10 * r.heartbeat_ms).max(1_000),
         link_timeout_ms: (10 * r.heartbeat_ms).max(1_000),
+        store_position_every: replikv_core::multi_leader::POSITION_STORE_EVERY_RECORDS,
+        conflicts_kept_max: replikv_core::multi_leader::CONFLICTS_KEPT_MAX,
         canary: Default::default(),
     };
     MultiLeader::new(inner, settings)

@@ -141,7 +141,20 @@ impl Causal {
             Some(Err(e)) => return Err(Reply::err(e.to_string())),
         };
         let version = store.stamp(now_ms, state.newest_version());
-        state.write(self.node, &context, version, value).map(|_| ()).map_err(|e| Reply::err(e.to_string()))
+        state.write(self.node, &context, version, value).map_err(|e| Reply::err(e.to_string()))?;
+        if self.rules.for_key(key) == super::Resolve::Lww {
+            // Under lww a key keeps one write, here as on every leader that receives it (a
+            // context naming less than this node has seen leaves no sibling behind): the new
+            // write is the newest, stamped after everything the state holds.
+            state.keep_winner();
+        }
+        Ok(())
+    }
+
+    /// True when a read of `key` in `state` finds a value (what EXISTS counts and DEL
+    /// deletes): the same answer a GET gives.
+    fn exists(&self, key: &[u8], state: &Siblings) -> bool {
+        read(state, self.rules.for_key(key), self.rules.separator()) != Read::Nil
     }
 
     /// Makes every write of a request (key, value or `None` to delete, context token) on the
@@ -220,7 +233,7 @@ impl<E: Engine> Commands<E> for Causal {
             Request::Exists { keys } => {
                 let mut count = 0;
                 for key in &keys {
-                    count += i64::from(matches!(load(store, key)?, Ok(state) if state.live().next().is_some()));
+                    count += i64::from(matches!(load(store, key)?, Ok(state) if self.exists(key, &state)));
                 }
                 Reply::Int(count)
             }
@@ -242,7 +255,7 @@ impl<E: Engine> Commands<E> for Causal {
                 let mut writes = Vec::new();
                 for key in keys {
                     // A key named twice is deleted (and counted) once, as Redis does.
-                    let live = matches!(load(store, &key)?, Ok(state) if state.live().next().is_some());
+                    let live = matches!(load(store, &key)?, Ok(state) if self.exists(&key, &state));
                     if live && !writes.iter().any(|(k, _, _): &(Bytes, _, _)| *k == key) {
                         writes.push((key, None, None));
                     }

@@ -11,8 +11,8 @@
 //! them. A key that follows DESIGN §3's `table.row.column` convention is shown as the
 //! lecture's record ([`ConflictEntry::lecture`]).
 //!
-//! Retention: at most [`CONFLICTS_KEPT_MAX`] entries; past it the oldest is deleted, counted
-//! and warned about. A value longer than [`CONFLICT_VALUE_BYTES_MAX`] is kept cut to that
+//! Retention: at most [`CONFLICTS_KEPT_MAX`] entries, kept in a ring of as many slots; past
+//! it each new entry replaces the oldest, counted and warned about. A value longer than [`CONFLICT_VALUE_BYTES_MAX`] is kept cut to that
 //! length, with its full length beside it.
 
 use super::conflict::Conflict;
@@ -83,6 +83,8 @@ impl LoggedWrite {
 /// One conflict, as the log keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConflictEntry {
+    /// Its number in its datacenter's log, from 0 (the order entries were written in).
+    pub number: u64,
     /// When the receiving leader detected it (its clock, Unix milliseconds).
     pub at_ms: u64,
     /// The key (as the client named it).
@@ -114,6 +116,7 @@ impl ConflictEntry {
     ) -> ConflictEntry {
         let logged = |s: &[Sibling]| s.iter().map(LoggedWrite::of).collect();
         ConflictEntry {
+            number: 0,
             at_ms,
             key,
             from_datacenter: from_datacenter.to_string(),
@@ -202,106 +205,115 @@ impl ConflictEntry {
     }
 }
 
-/// The physical key of the entry stamped `version` (its order is the log's).
-fn entry_key(version: Version) -> Bytes {
-    let mut raw = BytesMut::with_capacity(ENTRY_PREFIX.len() + 20);
+/// The physical key of slot `slot` of the ring of entries.
+fn slot_key(slot: u64) -> Bytes {
+    let mut raw = BytesMut::with_capacity(ENTRY_PREFIX.len() + 8);
     raw.extend_from_slice(ENTRY_PREFIX);
-    raw.put_u64(version.ts.millis);
-    raw.put_u32(version.ts.logical);
-    raw.put_u64(version.node.0);
+    raw.put_u64(slot);
     physical(CONFLICTS_NAMESPACE, &raw.freeze())
 }
 
-/// The physical key every entry's key starts with.
-fn entries_start() -> Bytes {
-    physical(CONFLICTS_NAMESPACE, &Bytes::from_static(ENTRY_PREFIX))
-}
-
-/// The live entries' keys from `from` on (excluded after the first call), up to `limit`.
-fn entry_keys<E: Engine>(store: &Store<E>, from: Bound<&[u8]>, limit: usize) -> Vec<Bytes> {
-    let start = entries_start();
-    store
-        .engine()
-        .scan(from, limit)
-        .into_iter()
-        .take_while(|(key, _)| key.starts_with(&start))
-        .filter(|(_, meta)| !meta.tombstone)
-        .map(|(key, _)| key)
-        .collect()
-}
-
-/// Walks every live entry key in order, calling `each` (bounded by [`CONFLICTS_KEPT_MAX`]
-/// entries and the tombstones between them).
-fn walk<E: Engine>(store: &Store<E>, mut each: impl FnMut(&Bytes)) {
-    let start = entries_start();
-    let mut from: Bytes = start.clone();
+/// Every stored entry, decoded, in slot order (at most the ring's size). An entry that does
+/// not decode is an error naming its key.
+fn entries<E: Engine>(store: &Store<E>) -> Result<Vec<ConflictEntry>> {
+    let start = physical(CONFLICTS_NAMESPACE, &Bytes::from_static(ENTRY_PREFIX));
+    let mut out = Vec::new();
+    let mut from = start.clone();
     let mut first = true;
     loop {
         let bound = if first { Bound::Included(&from[..]) } else { Bound::Excluded(&from[..]) };
         let batch = store.engine().scan(bound, 1024);
         first = false;
-        let Some((last, _)) = batch.last() else { return };
+        let Some((last, _)) = batch.last() else { return Ok(out) };
         let last = last.clone();
-        for (key, meta) in &batch {
+        for (key, meta) in batch {
             if !key.starts_with(&start) {
-                return;
+                return Ok(out);
             }
-            if !meta.tombstone {
-                each(key);
+            if meta.tombstone {
+                continue;
             }
+            let Some(value) = store.engine().get(&key)?.and_then(|r| r.value) else { continue };
+            let entry: ConflictEntry = postcard::from_bytes(&value).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "conflict log entry {:?} does not decode: {e}",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            out.push(entry);
         }
         from = last;
     }
 }
 
-/// What a node keeps of its conflict log in memory: how many entries it holds.
-#[derive(Debug, Default)]
+/// What a leader keeps of its conflict log in memory: the next entry's number. Entries live
+/// in a ring of `kept_max` slots (entry number modulo the size), so the log never holds more
+/// than that, and a new entry past it replaces the oldest in place (no key is deleted, so no
+/// tombstone piles up).
+#[derive(Debug)]
 pub struct ConflictLog {
-    /// Entries held, once counted (at the first append).
+    /// Slots in the ring.
+    kept_max: usize,
+    /// The next entry's number, once read from the store (at the first append of each
+    /// leadership: another leader of this datacenter may have written since).
+    next: Option<u64>,
+    /// Entries held, as counted then and kept since.
     held: Option<usize>,
-    /// Entries deleted by retention since start.
+    /// Entries replaced by newer ones since start.
     pub dropped: u64,
     /// Entries written since start.
     pub written: u64,
 }
 
 impl ConflictLog {
+    /// A log of at most `kept_max` entries (at least 1).
+    pub fn new(kept_max: usize) -> ConflictLog {
+        ConflictLog { kept_max: kept_max.max(1), next: None, held: None, dropped: 0, written: 0 }
+    }
+
+    /// Forgets the next entry's number: read it again from the store at the next append (the
+    /// node no longer leads, and another leader may write the log meanwhile).
+    pub fn forget(&mut self) {
+        self.next = None;
+    }
+
     /// Writes `entry` (in the caller's request, so it is logged with the change that caused
-    /// it), deleting the oldest past [`CONFLICTS_KEPT_MAX`].
+    /// it), replacing the oldest past the ring's size.
     pub fn append<E: Engine>(&mut self, store: &mut Store<E>, now_ms: u64, entry: &ConflictEntry) -> Result<()> {
-        let held = match self.held {
-            Some(held) => held,
+        let next = match self.next {
+            Some(next) => next,
             None => {
-                let mut count = 0;
-                walk(store, |_| count += 1);
-                count
+                let stored = entries(store)?;
+                self.held = Some(stored.len());
+                stored.iter().map(|e| e.number + 1).max().unwrap_or(0)
             }
         };
+        let slot = next % self.kept_max as u64;
+        let replaces = store.engine().meta(&slot_key(slot)).is_some_and(|m| !m.tombstone);
+        let mut entry = entry.clone();
+        entry.number = next;
         let version = store.stamp(now_ms, None);
-        let value = postcard::to_allocvec(entry).map_err(|e| Error::InvalidInput(format!("conflict entry: {e}")))?;
-        store
-            .put_record(entry_key(version), Record { version, value: Some(Bytes::from(value)), expire_at_ms: None })?;
+        let value = postcard::to_allocvec(&entry).map_err(|e| Error::InvalidInput(format!("conflict entry: {e}")))?;
+        store.put_record(slot_key(slot), Record { version, value: Some(Bytes::from(value)), expire_at_ms: None })?;
+        self.next = Some(next + 1);
         self.written += 1;
-        let mut held = held + 1;
-        if held > CONFLICTS_KEPT_MAX {
-            let start = entries_start();
-            for key in entry_keys(store, Bound::Included(&start[..]), held - CONFLICTS_KEPT_MAX) {
-                let version = store.stamp(now_ms, None);
-                store.put_record(key, Record { version, value: None, expire_at_ms: None })?;
-                held -= 1;
-                self.dropped += 1;
+        if replaces {
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
+                tracing::warn!(
+                    "the conflict log holds its {} entries (CONFLICTS_KEPT_MAX): each new one replaces the oldest \
+                     ({} replaced so far); read them with REPLIKV.CONFLICTS before they go",
+                    self.kept_max,
+                    self.dropped
+                );
             }
-            tracing::warn!(
-                "the conflict log holds CONFLICTS_KEPT_MAX ({CONFLICTS_KEPT_MAX}) entries: the oldest are deleted \
-                 ({} so far); read them with REPLIKV.CONFLICTS before they go",
-                self.dropped
-            );
+        } else {
+            self.held = Some(self.held.unwrap_or(0) + 1);
         }
-        self.held = Some(held);
         Ok(())
     }
 
-    /// Entries held, if counted yet.
+    /// Entries held, once counted.
     pub fn held(&self) -> Option<usize> {
         self.held
     }
@@ -311,21 +323,8 @@ impl ConflictLog {
 /// `prefix`, oldest first. A stored entry that does not decode is an error naming its key.
 pub fn list<E: Engine>(store: &Store<E>, prefix: &[u8], count: usize) -> Result<Vec<ConflictEntry>> {
     let count = count.min(CONFLICTS_LISTED_MAX);
-    let mut keys = Vec::new();
-    walk(store, |key| keys.push(key.clone()));
-    let mut out = Vec::new();
-    for key in keys.iter().rev() {
-        if out.len() >= count {
-            break;
-        }
-        let Some(value) = store.engine().get(key)?.and_then(|r| r.value) else { continue };
-        let entry: ConflictEntry = postcard::from_bytes(&value).map_err(|e| {
-            Error::InvalidInput(format!("conflict log entry {:?} does not decode: {e}", String::from_utf8_lossy(key)))
-        })?;
-        if entry.key.starts_with(prefix) {
-            out.push(entry);
-        }
-    }
-    out.reverse();
-    Ok(out)
+    let mut all: Vec<ConflictEntry> = entries(store)?.into_iter().filter(|e| e.key.starts_with(prefix)).collect();
+    all.sort_by_key(|e| e.number);
+    let skip = all.len().saturating_sub(count);
+    Ok(all.split_off(skip))
 }

@@ -3,9 +3,10 @@
 //!
 //! A datacenter's leader ships each other datacenter's leader the changes its own clients
 //! made, in the order of its replication log ([`Ship`]). The receiver applies them, and once
-//! they are durable answers how far it has applied that log ([`ShipAck`]): that position is
-//! stored in the receiver's datacenter, in the same log record as the changes it covers, so
-//! it survives a failover there, and the sender learns it from any leader it reaches. A
+//! a majority of its datacenter holds them answers how far it has applied that log
+//! ([`ShipAck`]): that position is stored in the receiver's datacenter, in the same log
+//! record as the changes it covers, so it survives a failover there, and the sender learns it
+//! from any leader it reaches, and keeps its log from the stored position on. A
 //! position names the record and its epoch, so a sender whose own log went another way (a
 //! failover in its datacenter cut records) finds where the two agree and ships again from
 //! there. Changes carry whole key states, so a change applied twice, or late, is harmless.
@@ -67,6 +68,11 @@ pub struct Ship {
     pub through: Position,
     /// The changes its clients made in the records covered, in log order; whole requests.
     pub changes: Vec<Change>,
+    /// The sender's history went another way than the receiver's position (a failover in the
+    /// sender's datacenter cut records): the receiver takes `through` as its position even if
+    /// it is behind the one it had. Otherwise a position never moves back (a late or
+    /// duplicated shipment covers nothing new).
+    pub restart: bool,
     /// The sender's clock when it sent this, echoed by the acknowledgement (lag).
     pub sent_ms: u64,
 }
@@ -76,8 +82,12 @@ pub struct Ship {
 pub struct ShipAck {
     /// The datacenter whose log this is about (the shipper's).
     pub origin: DcId,
-    /// The receiver's datacenter has applied the origin's log through here, durably.
+    /// The receiver's datacenter has applied the origin's log through here (shipments that
+    /// carried no change of the origin's own included, which it does not store each time).
     pub applied: Position,
+    /// The position its datacenter holds durably (a majority of it), which a failover there
+    /// goes back to: the origin keeps its log from here.
+    pub stored: Position,
     /// The `sent_ms` of the shipment this answers (0 for a `Where`).
     pub echo_ms: u64,
 }

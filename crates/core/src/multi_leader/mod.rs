@@ -60,7 +60,7 @@ pub use conflict_log::{ConflictEntry, CONFLICTS_KEPT_MAX};
 pub use message::{dc_id, DcId, Message, Position};
 pub use node::{
     Datacenter, DatacenterLag, ExchangeCounters, MultiLeader, MultiLeaderStatus, Settings, LAG_SAMPLES_MAX,
-    SHIP_BYTES_MAX,
+    POSITION_STORE_EVERY_RECORDS, SHIP_BYTES_MAX, SHIP_REQUEST_BYTES_MAX,
 };
 
 /// What a multi-leader node is handed: [`crate::node::Input`] with this family's messages.

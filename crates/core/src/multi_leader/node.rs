@@ -28,6 +28,15 @@ pub const LAG_SAMPLES_MAX: usize = 4096;
 /// Milliseconds between two warnings of the same kind about one datacenter.
 const WARN_EVERY_MS: u64 = 10_000;
 
+/// Records of another datacenter's log a leader takes without storing its position (its
+/// shipments carried no change of that datacenter's own) before it stores it anyway, so that
+/// the other keeps at most about this many records for it beyond what it needs.
+pub const POSITION_STORE_EVERY_RECORDS: u64 = 1024;
+
+/// Bytes of whole requests one shipment may carry at most when a single request is bigger
+/// than [`SHIP_BYTES_MAX`] (a peer frame holds 64 MiB).
+pub const SHIP_REQUEST_BYTES_MAX: usize = 48 * 1024 * 1024;
+
 /// A datacenter: its name and its nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datacenter {
@@ -56,6 +65,11 @@ pub struct Settings {
     /// Milliseconds without an answer after which another datacenter counts as cut off: its
     /// position no longer holds the log.
     pub link_timeout_ms: u64,
+    /// Records of another datacenter's log taken without storing the position before it is
+    /// stored anyway ([`POSITION_STORE_EVERY_RECORDS`] in a node).
+    pub store_position_every: u64,
+    /// Entries the conflict log keeps at most ([`super::CONFLICTS_KEPT_MAX`] in a node).
+    pub conflicts_kept_max: usize,
     /// A bug planted to test the simulator's checkers; [`Canary::None`] on every real node.
     pub canary: Canary,
 }
@@ -76,9 +90,14 @@ struct Outbound {
     nodes: Vec<NodeId>,
     /// The node taken for its leader (an index into `nodes`).
     target: usize,
-    /// How far it has applied this datacenter's log, durably, in this log's history; `None`
-    /// until it says.
+    /// How far it has applied this datacenter's log, in this log's history; `None` until it
+    /// says.
     applied: Option<Position>,
+    /// How far a majority of it holds that durably (where a failover there goes back to): the
+    /// log is kept from here on; `None` until it says.
+    stored: Option<Position>,
+    /// Its position was not in this log's history: the next shipment says so (`restart`).
+    restart: bool,
     /// The last shipment (or question) in flight: what it covers and when it left.
     sent: Option<(Position, u64)>,
     /// When its target last answered.
@@ -191,6 +210,7 @@ impl<E: Engine> MultiLeader<E> {
             return Err(crate::Error::InvalidInput(format!("node {node} is in no datacenter")));
         };
         let (me, me_name) = (dc_id(&mine.name), mine.name.clone());
+        let kept_max = settings.conflicts_kept_max;
         inner.set_commands(Box::new(Causal::new(node, settings.rules.clone())));
         let outbound = settings
             .datacenters
@@ -202,6 +222,8 @@ impl<E: Engine> MultiLeader<E> {
                     nodes: dc.nodes.clone(),
                     target: 0,
                     applied: None,
+                    stored: None,
+                    restart: false,
                     sent: None,
                     heard_ms: None,
                     warned_ms: BTreeMap::new(),
@@ -217,7 +239,7 @@ impl<E: Engine> MultiLeader<E> {
             outbound,
             owed: VecDeque::new(),
             samples: VecDeque::new(),
-            conflicts: ConflictLog::default(),
+            conflicts: ConflictLog::new(kept_max),
             counters: ExchangeCounters::default(),
             taken: BTreeMap::new(),
         })
@@ -263,6 +285,7 @@ impl<E: Engine> MultiLeader<E> {
                 }
             }
             Input::Tick => {
+                self.hold_log();
                 self.local_step(now_ms, Input::Tick, outbox)?;
                 self.ship_all(now_ms, outbox)?;
             }
@@ -299,16 +322,17 @@ impl<E: Engine> MultiLeader<E> {
         self.inner.flush(now_ms)
     }
 
-    /// Sends the acknowledgements whose records are durable now; forgets them all when this
-    /// node no longer leads (the shippers ask again).
+    /// Sends the acknowledgements whose records a majority of this datacenter holds now (so
+    /// that no failover here takes back what they acknowledge); forgets them all when this node
+    /// no longer leads (the shippers ask again).
     fn release_owed(&mut self, outbox: &mut Outbox) {
-        if !self.inner.is_leader() {
+        let Some(committed) = self.inner.committed_lsn() else {
             self.owed.clear();
             self.taken.clear();
+            self.conflicts.forget();
             return;
-        }
-        let durable = self.inner.durable_lsn();
-        while self.owed.front().is_some_and(|o| o.lsn <= durable) {
+        };
+        while self.owed.front().is_some_and(|o| o.lsn <= committed) {
             let owed = self.owed.pop_front().expect("checked");
             send(outbox, owed.to, Message::Ack(owed.ack));
         }
@@ -317,9 +341,14 @@ impl<E: Engine> MultiLeader<E> {
     /// The position this datacenter has applied `origin`'s log through: as this leader took
     /// it, or as its store holds it.
     fn applied(&self, origin: DcId) -> Result<Position> {
-        if let Some(taken) = self.taken.get(&origin) {
-            return Ok(*taken);
+        match self.taken.get(&origin) {
+            Some(taken) => Ok(*taken),
+            None => self.stored(origin),
         }
+    }
+
+    /// The position of `origin`'s log this datacenter's store holds.
+    fn stored(&self, origin: DcId) -> Result<Position> {
         let Some(value) = self.inner.store().engine().get(&applied_key(origin))?.and_then(|r| r.value) else {
             return Ok(Position::default());
         };
@@ -330,10 +359,25 @@ impl<E: Engine> MultiLeader<E> {
         })
     }
 
-    /// Acknowledges `applied` of `origin`'s log to `to` once what this node wrote of it is
-    /// durable.
-    fn owe(&mut self, lsn: Lsn, to: NodeId, origin: DcId, applied: Position, echo_ms: u64) {
-        self.owed.push_back(Owed { lsn, to, ack: ShipAck { origin, applied, echo_ms } });
+    /// Acknowledges `applied` of `origin`'s log to `to` once a majority of this datacenter
+    /// holds what this node wrote through `lsn` (the stored position among it).
+    fn owe(&mut self, lsn: Lsn, to: NodeId, origin: DcId, applied: Position, echo_ms: u64) -> Result<()> {
+        let stored = self.stored(origin)?;
+        self.owed.push_back(Owed { lsn, to, ack: ShipAck { origin, applied, stored, echo_ms } });
+        Ok(())
+    }
+
+    /// Stores `position` as how far this datacenter has applied `origin`'s log, in a request
+    /// of its own; the log position of that request.
+    fn store_position(&mut self, now_ms: u64, origin: DcId, position: Position) -> Result<Option<Lsn>> {
+        self.inner.leader_write(|store| {
+            let value = postcard::to_allocvec(&position).expect("postcard encodes a position");
+            let version = store.stamp(now_ms, None);
+            store.put_record(
+                applied_key(origin),
+                Record { version, value: Some(Bytes::from(value)), expire_at_ms: None },
+            )
+        })
     }
 
     /// The newest record this node wrote, for an answer that must wait until it is durable.
@@ -347,12 +391,9 @@ impl<E: Engine> MultiLeader<E> {
             send(outbox, from, Message::NotLeader { leader });
             return;
         }
-        match self.applied(origin) {
-            Ok(applied) => {
-                let lsn = self.written_lsn();
-                self.owe(lsn, from, origin, applied, 0);
-            }
-            Err(e) => tracing::error!("cannot answer where datacenter {origin:016x}'s log is applied: {e}"),
+        let lsn = self.written_lsn();
+        if let Err(e) = self.applied(origin).and_then(|applied| self.owe(lsn, from, origin, applied, 0)) {
+            tracing::error!("cannot answer where datacenter {origin:016x}'s log is applied: {e}");
         }
     }
 
@@ -387,12 +428,24 @@ impl<E: Engine> MultiLeader<E> {
         if !in_step {
             // A gap, or a history that went another way: say where this datacenter is.
             let lsn = self.written_lsn();
-            self.owe(lsn, from, origin, applied, ship.sent_ms);
-            return Ok(());
+            return self.owe(lsn, from, origin, applied, ship.sent_ms);
         }
-        // Decode every state first: a shipment is applied whole or not at all.
-        let mut states: Vec<(Bytes, Siblings)> = Vec::with_capacity(ship.changes.len());
+        // A position moves back only when the origin says its history went another way; a
+        // late or duplicated shipment is applied (harmlessly) without moving it.
+        let position = if ship.restart || ship.through.lsn > applied.lsn { ship.through } else { applied };
+        // Decode and check every state first: a shipment is applied whole or not at all.
+        let mut states: Vec<(Bytes, Bytes, Siblings)> = Vec::with_capacity(ship.changes.len());
         for change in &ship.changes {
+            let Some((0, client_key)) = crate::kv::logical(&change.key) else {
+                self.counters.refused += 1;
+                tracing::error!(
+                    "a shipment from datacenter {origin_name} (through {}) names key {:?}, outside the clients' \
+                     keys: that change is skipped",
+                    ship.through.lsn,
+                    String::from_utf8_lossy(&change.key)
+                );
+                continue;
+            };
             let state = change.record.value.as_deref().map(Siblings::from_bytes);
             let Some(Ok(state)) = state else {
                 self.counters.refused += 1;
@@ -408,47 +461,69 @@ impl<E: Engine> MultiLeader<E> {
                 state.newest_version().and_then(|v| ahead_by(v, now_ms, self.settings.max_clock_skew_ms))
             {
                 self.counters.held_back += 1;
-                tracing::warn!(
-                    "a change from datacenter {origin_name} is stamped {ahead} ms past this clock's allowance \
-                     (max_clock_skew_ms = {}): its shipment waits until this clock catches up",
-                    self.settings.max_clock_skew_ms
-                );
+                let out = self.outbound.get_mut(&origin).expect("a known datacenter");
+                if out.warned_ms.get("skew").is_none_or(|at| now_ms.saturating_sub(*at) >= WARN_EVERY_MS) {
+                    out.warned_ms.insert("skew", now_ms);
+                    tracing::warn!(
+                        "a change from datacenter {origin_name} is stamped {ahead} ms past this clock's allowance \
+                         (max_clock_skew_ms = {}): its shipment waits until this clock catches up",
+                        self.settings.max_clock_skew_ms
+                    );
+                }
                 return Ok(());
             }
-            states.push((change.key.clone(), state));
+            states.push((change.key.clone(), client_key, state));
         }
-        let through = ship.through;
         if states.is_empty() {
-            // Records of changes the origin received from elsewhere: nothing to store.
-            self.taken.insert(origin, through);
-            let lsn = self.written_lsn();
-            self.owe(lsn, from, origin, through, ship.sent_ms);
-            return Ok(());
+            // Records of changes the origin received from elsewhere: nothing to apply. The
+            // position is stored now and then only: storing it each time would be a record here
+            // that the origin takes the same way, for ever.
+            self.taken.insert(origin, position);
+            let stored = self.stored(origin)?;
+            let lsn = match position.lsn.saturating_sub(stored.lsn) >= self.settings.store_position_every {
+                true => self.store_position(now_ms, origin, position)?.unwrap_or_else(|| self.written_lsn()),
+                false => self.written_lsn(),
+            };
+            return self.owe(lsn, from, origin, position, ship.sent_ms);
         }
         let (rules, conflicts, counters) = (&self.settings.rules, &mut self.conflicts, &mut self.counters);
         let (node, canary) = (self.settings.local.common.node, self.settings.canary);
         let written = self.inner.leader_write(|store| {
-            for (key, arrived) in &states {
-                let Some((_, client_key)) = crate::kv::logical(key) else { continue };
-                let mut state = match load(store, &client_key)? {
+            // Every merge first, writing nothing: a change that cannot be merged is skipped
+            // (logged and counted), never half applied.
+            let mut merged = Vec::with_capacity(states.len());
+            for (key, client_key, arrived) in &states {
+                let before = match load(store, client_key)? {
                     Ok(state) => state,
                     Err(refused) => {
                         tracing::error!(
                             "key {:?} cannot be read here ({refused:?}): the change from datacenter {origin_name} \
                              replaces it",
-                            String::from_utf8_lossy(&client_key)
+                            String::from_utf8_lossy(client_key)
                         );
                         Siblings::new()
                     }
                 };
-                let resolve = rules.for_key(&client_key);
-                let mut got = receive_planted(&mut state, arrived, resolve, canary)?;
+                let resolve = rules.for_key(client_key);
+                let mut state = before.clone();
+                match receive_planted(&mut state, arrived, resolve, canary) {
+                    Ok(got) => merged.push((key, client_key, arrived, resolve, before, state, got)),
+                    Err(e) => {
+                        counters.refused += 1;
+                        tracing::error!(
+                            "key {:?}: the change from datacenter {origin_name} cannot be merged ({e}): skipped",
+                            String::from_utf8_lossy(client_key)
+                        );
+                    }
+                }
+            }
+            for (key, client_key, arrived, resolve, before, mut state, mut got) in merged {
                 counters.received += 1;
                 if got.clashes > 0 {
                     tracing::error!(
                         "key {:?}: {} writes from datacenter {origin_name} carry a dot this datacenter holds with \
                          another write (a node reused its identity after losing its data): the greater is kept",
-                        String::from_utf8_lossy(&client_key),
+                        String::from_utf8_lossy(client_key),
                         got.clashes
                     );
                 }
@@ -468,38 +543,54 @@ impl<E: Engine> MultiLeader<E> {
                         }
                     }
                 }
-                if got.changed {
-                    match encode(&state)? {
-                        Ok(mut record) => {
-                            // A key's record versions must rise in log order: recovery replays a
-                            // logged change only where the engine's version of the key is older.
-                            // A merge that adds an older write, or only context, keeps the state's
-                            // newest version, so its record gets a fresh one from this clock.
-                            let stored = store.engine().meta(key).map(|m| m.version);
-                            if stored.is_some_and(|v| v >= record.version) {
-                                record.version = store.stamp(now_ms, stored);
-                            }
-                            store.put_record(key.clone(), record)?
+                if !got.changed {
+                    continue;
+                }
+                match encode(&state)? {
+                    Ok(mut record) => {
+                        // A key's record versions must rise in log order: recovery replays a
+                        // logged change only where the engine's version of the key is older.
+                        // A merge that adds an older write, or only context, keeps the state's
+                        // newest version, so its record gets a fresh one from this clock.
+                        let stored = store.engine().meta(key).map(|m| m.version);
+                        if stored.is_some_and(|v| v >= record.version) {
+                            record.version = store.stamp(now_ms, stored);
                         }
-                        Err(refused) => tracing::error!(
-                            "key {:?}: the merged state cannot be stored ({refused:?}); this datacenter keeps its own",
-                            String::from_utf8_lossy(&client_key)
-                        ),
+                        store.put_record(key.clone(), record)?
+                    }
+                    Err(refused) => {
+                        // The merged state is too large to store: this datacenter keeps its
+                        // own, and the arriving writes go to the conflict log, not to silence.
+                        counters.conflicts += 1;
+                        tracing::error!(
+                            "key {:?}: the state merged with datacenter {origin_name}'s change cannot be stored \
+                             ({refused:?}); the arriving writes are kept in the conflict log only",
+                            String::from_utf8_lossy(client_key)
+                        );
+                        let refused = super::conflict::Conflict {
+                            resolve,
+                            held: before.values().to_vec(),
+                            arrived: arrived.values().to_vec(),
+                            kept: before.values().to_vec(),
+                            lost: arrived.values().to_vec(),
+                        };
+                        let entry = ConflictEntry::new(now_ms, client_key.clone(), &origin_name, node, &refused);
+                        conflicts.append(store, now_ms, &entry)?;
                     }
                 }
             }
-            let position = postcard::to_allocvec(&through).expect("postcard encodes a position");
+            let value = postcard::to_allocvec(&position).expect("postcard encodes a position");
             // The clock passes every version received, so a later write here wins over them.
-            let newest = states.iter().filter_map(|(_, s)| s.newest_version()).max();
+            let newest = states.iter().filter_map(|(_, _, s)| s.newest_version()).max();
             let version = store.stamp(now_ms, newest);
             store.put_record(
                 applied_key(origin),
-                Record { version, value: Some(Bytes::from(position)), expire_at_ms: None },
+                Record { version, value: Some(Bytes::from(value)), expire_at_ms: None },
             )
         })?;
         if let Some(lsn) = written {
-            self.taken.insert(origin, through);
-            self.owe(lsn, from, origin, through, ship.sent_ms);
+            self.taken.insert(origin, position);
+            self.owe(lsn, from, origin, position, ship.sent_ms)?;
         }
         Ok(())
     }
@@ -510,13 +601,15 @@ impl<E: Engine> MultiLeader<E> {
             return;
         }
         let Some(dc) = self.settings.datacenter_of(from).map(|dc| dc_id(&dc.name)) else { return };
-        let matched = self.matching(ack.applied);
+        let (matched, stored) = (self.matching(ack.applied), self.matching(ack.stored));
         let Some(out) = self.outbound.get_mut(&dc) else { return };
         if let Some(at) = out.nodes.iter().position(|n| *n == from) {
             out.target = at;
         }
         out.heard_ms = Some(now_ms);
+        out.restart = matched != ack.applied;
         out.applied = Some(matched);
+        out.stored = Some(stored);
         out.sent = None;
     }
 
@@ -547,13 +640,12 @@ impl<E: Engine> MultiLeader<E> {
         best
     }
 
-    /// On a leader: ships each other datacenter what it lacks, asks one that has not said
-    /// where it is, and keeps the log for those that answer.
+    /// On a leader: ships each other datacenter what it lacks, and asks one that has not said
+    /// where it is.
     fn ship_all(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
         let Some(committed) = self.inner.committed_lsn() else {
             for out in self.outbound.values_mut() {
-                out.applied = None;
-                out.sent = None;
+                (out.applied, out.stored, out.sent, out.restart) = (None, None, None, false);
             }
             return Ok(());
         };
@@ -561,15 +653,20 @@ impl<E: Engine> MultiLeader<E> {
         for dc in dcs {
             self.ship(now_ms, dc, committed, outbox)?;
         }
-        let link_timeout = self.settings.link_timeout_ms;
-        let hold = self
-            .outbound
-            .values()
-            .filter(|o| o.heard_ms.is_some_and(|h| now_ms.saturating_sub(h) < link_timeout))
-            .filter_map(|o| o.applied.map(|a| a.lsn + 1))
-            .min();
-        self.inner.hold_log_from(hold);
         Ok(())
+    }
+
+    /// Has the log keep what every other datacenter may still need: from the oldest position
+    /// their datacenters hold durably (cut off or not), or all of it while one has not said
+    /// (a leader that has just taken over). Set before every tick, so that the tick's own
+    /// retention never drops what a datacenter lacks.
+    fn hold_log(&mut self) {
+        let unknown = self.outbound.values().any(|o| o.stored.is_none());
+        let hold = match unknown {
+            true => Some(self.inner.first_lsn()),
+            false => self.outbound.values().filter_map(|o| o.stored.map(|s| s.lsn + 1)).min(),
+        };
+        self.inner.hold_log_from(hold);
     }
 
     fn ship(&mut self, now_ms: u64, dc: DcId, committed: Lsn, outbox: &mut Outbox) -> Result<()> {
@@ -603,7 +700,7 @@ impl<E: Engine> MultiLeader<E> {
             }
             return Ok(());
         }
-        let Some(records) = self.inner.read_log(applied.lsn, SHIP_BYTES_MAX)? else {
+        let Some(mut records) = self.inner.read_log(applied.lsn, SHIP_BYTES_MAX)? else {
             let out = self.outbound.get_mut(&dc).expect("listed");
             if out.warned_ms.get("retention").is_none_or(|at| now_ms.saturating_sub(*at) >= WARN_EVERY_MS) {
                 out.warned_ms.insert("retention", now_ms);
@@ -617,11 +714,35 @@ impl<E: Engine> MultiLeader<E> {
             }
             return Ok(());
         };
+        // A request over several records ships whole: read on to its end (within reason).
+        let mut bytes: usize = records.iter().map(LogRecord::size_hint).sum();
+        while let Some(last) = records.last().filter(|r| r.continues() && r.lsn < committed) {
+            if bytes > SHIP_REQUEST_BYTES_MAX {
+                let out = self.outbound.get_mut(&dc).expect("listed");
+                if out.warned_ms.get("request").is_none_or(|at| now_ms.saturating_sub(*at) >= WARN_EVERY_MS) {
+                    out.warned_ms.insert("request", now_ms);
+                    tracing::error!(
+                        "a request of this datacenter's log from {} on is over SHIP_REQUEST_BYTES_MAX \
+                         ({SHIP_REQUEST_BYTES_MAX} bytes): it cannot be shipped to datacenter {}, whose exchange \
+                         stops here",
+                        applied.lsn + 1,
+                        out.name
+                    );
+                }
+                return Ok(());
+            }
+            let Some(more) = self.inner.read_log(last.lsn, SHIP_BYTES_MAX)? else { break };
+            if more.is_empty() {
+                break;
+            }
+            bytes += more.iter().map(LogRecord::size_hint).sum::<usize>();
+            records.extend(more);
+        }
         let Some((through, changes)) = shipment(&records, committed) else { return Ok(()) };
         let out = self.outbound.get_mut(&dc).expect("listed");
         out.sent = Some((through, now_ms));
         self.counters.shipped += changes.len() as u64;
-        let ship = Ship { origin: me, after: applied, through, changes, sent_ms: now_ms };
+        let ship = Ship { origin: me, after: applied, through, changes, sent_ms: now_ms, restart: out.restart };
         send(outbox, target, Message::Ship(ship));
         Ok(())
     }

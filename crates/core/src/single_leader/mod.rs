@@ -443,6 +443,9 @@ pub struct SingleLeader<E> {
     /// What requests do to the store: Redis's string commands unless the family running
     /// this replica gave its own ([`SingleLeader::set_commands`]).
     commands: Box<dyn Commands<E>>,
+    /// Records another family needs the log to keep while this replica leads
+    /// ([`SingleLeader::hold_log_from`]).
+    log_hold: Option<Lsn>,
     /// The replication log (unused when standalone).
     log: ReplicationLog,
     /// The voter's durable state.
@@ -588,6 +591,7 @@ impl<E: Engine> SingleLeader<E> {
         SingleLeader {
             store,
             commands: Box::new(Strings),
+            log_hold: None,
             log: files.log,
             votes: files.votes,
             rollback: files.rollback,
@@ -849,6 +853,7 @@ impl<E: Engine> SingleLeader<E> {
                 if self.log.over_retention() {
                     self.store.engine_mut().sync_written(now_ms)?;
                 }
+                leader.hold_from = self.log_hold;
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
             State::Follower(follower) => {
@@ -1070,21 +1075,27 @@ impl<E: Engine> SingleLeader<E> {
 
     /// On a leader: the newest record a majority of its cluster holds durably (so that no
     /// failover the cluster survives loses it); `None` on other roles.
+    ///
+    /// As Raft's leaders, it counts records of earlier epochs only once a record of its own
+    /// epoch is held by a majority too (before that a record an older leader wrote may be on a
+    /// majority and still be cut by a later election: Raft's figure 8), and says 0 until then.
     pub fn committed_lsn(&self) -> Option<Lsn> {
         match &self.state {
-            State::Leader(leader) => Some(leader.committed()),
+            State::Leader(leader) => {
+                let committed = leader.committed();
+                Some(if self.log.epoch_at(committed) == Some(self.settings.epoch) { committed } else { 0 })
+            }
             _ => None,
         }
     }
 
-    /// On a leader: have the log keep its records from `lsn` on (`None`: no more), as it keeps
-    /// those a live follower still needs: what another family reads from the log with
-    /// [`SingleLeader::read_log`] (multi-leader's exchange between datacenters). Past its
-    /// size bound the log warns, naming what holds it. Ignored on other roles.
+    /// Have the log keep its records from `lsn` on (`None`: no more) while this replica leads,
+    /// as it keeps those a live follower still needs: what another family reads from the log
+    /// with [`SingleLeader::read_log`] (multi-leader's exchange between datacenters). Set
+    /// before the replica leads, it holds from its first tick as leader. Past its size bound the
+    /// log warns, naming what holds it.
     pub fn hold_log_from(&mut self, lsn: Option<Lsn>) {
-        if let State::Leader(leader) = &mut self.state {
-            leader.hold_from = lsn;
-        }
+        self.log_hold = lsn;
     }
 
     /// The log's records from `after + 1` on, up to about `bytes_max` (at least one if any):

@@ -230,6 +230,8 @@ impl World {
                 max_clock_skew_ms: MAX_CLOCK_SKEW_MS,
                 resend_ms: 300,
                 link_timeout_ms: 1_000,
+                store_position_every: replikv_core::multi_leader::POSITION_STORE_EVERY_RECORDS,
+                conflicts_kept_max: replikv_core::multi_leader::CONFLICTS_KEPT_MAX,
                 canary: config.canary,
             };
             let mut node = Node {

@@ -158,3 +158,33 @@ fn replikv_conflicts_parses_a_prefix_and_a_count_and_refuses_the_rest() {
     let mut a = Leader::new("dc1", Rules::default());
     assert_eq!(a.run("REPLIKV.CONFLICTS"), Reply::Array(vec![]), "an empty log");
 }
+
+#[test]
+fn under_lww_a_local_write_leaves_one_version_and_exists_agrees_with_get() {
+    let mut a = Leader::new("dc1", Rules::new(Resolve::Lww));
+    let mut b = Leader::new("dc2", Rules::new(Resolve::Lww));
+    a.run("SET k 1");
+    b.receive(&mut a, "k");
+    let Reply::Array(parts) = a.run("REPLIKV.SIBLINGS k") else { panic!() };
+    let Reply::Bulk(token) = &parts[0] else { panic!() };
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    b.now_ms += 10;
+    b.run("SET k 2");
+    a.receive(&mut b, "k");
+    // A write with an old context (it names only the first write) still leaves one version.
+    assert_eq!(a.run(&format!("SET k 3 CONTEXT {token}")), Reply::Ok);
+    assert_eq!(a.state("k").values().len(), 1, "{:?}", a.state("k"));
+    assert_eq!(a.run("GET k"), bulk("3"));
+    // A delete that loses to a concurrent write under lww: GET finds the write, so do EXISTS
+    // and DEL.
+    let mut c = Leader::new("dc3", Rules::new(Resolve::Lww));
+    c.run("SET j v");
+    let mut d = Leader::new("dc4", Rules::new(Resolve::Lww));
+    d.run("SET j old");
+    d.run("DEL j");
+    c.now_ms += 50;
+    c.run("SET j newer");
+    d.receive(&mut c, "j");
+    assert_eq!(d.run("GET j"), bulk("newer"));
+    assert_eq!(d.run("EXISTS j"), Reply::Int(1));
+}

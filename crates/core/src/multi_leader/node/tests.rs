@@ -5,9 +5,10 @@ use super::*;
 use crate::kv::{parse_command, Reply};
 use crate::multi_leader::Resolve;
 use crate::node::RequestId;
+use crate::replication::Change;
 use crate::replication::ReplogOptions;
 use crate::single_leader::{ReplicaFiles, Role};
-use crate::storage::MemoryEngine;
+use crate::storage::{MemoryEngine, Record};
 use std::collections::BTreeSet;
 
 const START_MS: u64 = 1_000_000;
@@ -37,6 +38,18 @@ impl World {
 
     /// As [`World::new`], with elections inside each datacenter when `auto_failover`.
     fn with(sizes: &[usize], rules: Rules, acks_needed: usize, auto_failover: bool) -> World {
+        World::configured(sizes, rules, acks_needed, auto_failover, ReplogOptions::default(), |_| {})
+    }
+
+    /// As [`World::with`], every log with `options`, every node's settings changed by `tweak`.
+    fn configured(
+        sizes: &[usize],
+        rules: Rules,
+        acks_needed: usize,
+        auto_failover: bool,
+        options: ReplogOptions,
+        tweak: impl Fn(&mut Settings),
+    ) -> World {
         let mut ids = Vec::new();
         let mut dc = Vec::new();
         let mut datacenters = Vec::new();
@@ -63,17 +76,20 @@ impl World {
                 local.resend_ms = 300;
                 local.auto_failover = auto_failover;
                 local.election_timeout_ms = 300;
-                let files = ReplicaFiles::in_memory(ReplogOptions::default());
+                let files = ReplicaFiles::in_memory(options.clone());
                 let inner = SingleLeader::replicated(MemoryEngine::new(), files, local.clone(), START_MS).unwrap();
-                let settings = Settings {
+                let mut settings = Settings {
                     local,
                     datacenters: datacenters.clone(),
                     rules: rules.clone(),
                     max_clock_skew_ms: 1_000,
                     resend_ms: 300,
                     link_timeout_ms: 1_000,
+                    store_position_every: crate::multi_leader::POSITION_STORE_EVERY_RECORDS,
+                    conflicts_kept_max: crate::multi_leader::CONFLICTS_KEPT_MAX,
                     canary: Canary::None,
                 };
+                tweak(&mut settings);
                 MultiLeader::new(inner, settings).unwrap()
             })
             .collect();
@@ -319,6 +335,7 @@ fn a_shipment_from_a_node_of_another_datacenter_than_it_names_is_refused() {
         through: Position { lsn: 1, epoch: 1 },
         changes: vec![],
         sent_ms: 0,
+        restart: false,
     };
     let from = w.ids[1]; // dc2's node claims to ship dc1's log to dc2... to node 0 of dc1
     w.step(0, Input::Message { from, message: Message::Ship(forged) });
@@ -370,4 +387,132 @@ fn a_merge_that_keeps_the_newest_version_survives_a_crash_that_loses_the_engines
     let inner = SingleLeader::replicated(engine, files, settings.local.clone(), w.now).unwrap();
     let reopened = MultiLeader::new(inner, settings).unwrap();
     assert_eq!(merged(reopened.store().engine()), 2, "recovery replayed the logged merge");
+}
+
+#[test]
+fn a_request_bigger_than_a_shipment_is_shipped_whole() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    // 10,001 keys: the request spans two records, the first over SHIP_BYTES_MAX.
+    let pad = "x".repeat(100);
+    let pairs: Vec<String> = (0..10_001).map(|i| format!("key:{i:06} value-{i:06}{pad}")).collect();
+    assert_eq!(w.run(0, &format!("MSET {}", pairs.join(" "))), Reply::Ok);
+    w.run_for(1_000);
+    assert_eq!(w.run(1, "GET key:010000"), bulk(&format!("value-010000{pad}")));
+    assert_eq!(w.run(1, "DBSIZE"), Reply::Int(10_001));
+    assert_eq!(w.run(0, "SET after 1"), Reply::Ok);
+    w.run_for(500);
+    assert_eq!(w.run(1, "GET after"), bulk("1"), "later writes follow it");
+}
+
+#[test]
+fn a_late_shipment_moves_no_position_back_and_a_key_outside_the_clients_is_skipped() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    w.run(0, "SET a 1");
+    w.run_for(500);
+    w.run(0, "SET b 2");
+    w.run_for(500);
+    let applied = |w: &World| w.nodes[1].applied(dc_id("dc1")).unwrap();
+    let now = applied(&w);
+    assert!(now.lsn >= 2, "{now:?}");
+    // A late copy of the first shipment (after nothing, through the first write).
+    let change = |key: &'static [u8]| Change {
+        key: Bytes::from_static(key),
+        record: Record {
+            version: Default::default(),
+            value: Some(Siblings::new().to_bytes().unwrap()),
+            expire_at_ms: None,
+        },
+    };
+    let late = Ship {
+        origin: dc_id("dc1"),
+        after: Position::default(),
+        through: Position { lsn: 1, epoch: now.epoch },
+        changes: vec![change(b"a"), change(b"\x00\x02applied/forged")],
+        sent_ms: 0,
+        restart: false,
+    };
+    let from = w.ids[0];
+    w.step(1, Input::Message { from, message: Message::Ship(late) });
+    w.settle();
+    assert_eq!(applied(&w), now, "the position did not move back");
+    assert_eq!(w.nodes[1].status(w.now).multi_leader.unwrap().counters.refused, 1, "the key in namespace 2");
+    assert_eq!(w.run(1, "GET b"), bulk("2"));
+}
+
+#[test]
+fn a_shipment_is_acknowledged_only_once_a_majority_of_the_receivers_datacenter_holds_it() {
+    let mut w = World::new(&[1, 2], Rules::default(), 0);
+    w.run_for(300);
+    w.down.insert(2); // dc2's follower: its leader's writes are durable on one node of two
+    w.run(0, "SET k 1");
+    w.run_for(1_000);
+    assert!(w.nodes[1].store().engine().get(b"k").unwrap().is_some(), "dc2's leader applied it");
+    let lag = |w: &World| w.nodes[0].status(w.now).multi_leader.unwrap().datacenters[0].lag_records;
+    assert!(lag(&w) > 0, "not acknowledged while only dc2's leader holds it");
+    w.down.remove(&2);
+    w.run_for(2_000);
+    assert_eq!(lag(&w), 0, "acknowledged once the follower has it too");
+}
+
+#[test]
+fn a_datacenter_cut_off_past_the_logs_retention_catches_up_from_the_log_held_for_it() {
+    let options =
+        ReplogOptions { retain_bytes_max: 64 * 1024, segment_bytes_max: 16 * 1024, ..ReplogOptions::default() };
+    let mut w = World::configured(&[1, 1], Rules::default(), 0, false, options, |_| {});
+    w.run_for(300);
+    w.cut = true;
+    let value = "v".repeat(1_000);
+    for i in 0..300 {
+        assert_eq!(w.run(0, &format!("SET k{i} {value}")), Reply::Ok);
+        if i % 50 == 0 {
+            w.run_for(100);
+        }
+    }
+    w.run_for(500);
+    w.cut = false;
+    w.run_for(3_000);
+    assert_eq!(w.run(1, "DBSIZE"), Reply::Int(300), "dc2 has every write made while it was cut off");
+}
+
+#[test]
+fn a_position_taken_from_shipments_without_changes_is_stored_now_and_then() {
+    let mut w = World::configured(&[1, 1], Rules::default(), 0, false, ReplogOptions::default(), |s| {
+        s.store_position_every = 3;
+    });
+    w.run_for(300);
+    for i in 0..10 {
+        w.run(0, &format!("SET k{i} v"));
+        w.run_for(100);
+    }
+    // dc2's clients wrote nothing: its log holds only what it applied, which dc1 takes
+    // without changes; dc1 stores its position of dc2's log every few such records.
+    let stored = w.nodes[0].stored(dc_id("dc2")).unwrap();
+    assert!(stored.lsn >= 3, "{stored:?}");
+    let lsns: Vec<Lsn> = w.nodes.iter().map(|n| n.local().last_lsn()).collect();
+    w.run_for(3_000);
+    let idle: Vec<Lsn> = w.nodes.iter().map(|n| n.local().last_lsn()).collect();
+    assert_eq!(lsns, idle, "and an idle exchange still writes nothing");
+}
+
+#[test]
+fn the_conflict_log_keeps_its_newest_entries_in_a_ring_of_its_size() {
+    let mut w = World::configured(&[1, 1], Rules::default(), 0, false, ReplogOptions::default(), |s| {
+        s.conflicts_kept_max = 3;
+    });
+    w.run_for(300);
+    for i in 0..5 {
+        w.cut = true;
+        w.run(0, &format!("SET k a{i}"));
+        w.now += 1;
+        w.run(1, &format!("SET k b{i}"));
+        w.cut = false;
+        w.run_for(1_000);
+    }
+    let entries = super::super::conflict_log::list(w.nodes[0].store(), b"", 100).unwrap();
+    let numbers: Vec<u64> = entries.iter().map(|e| e.number).collect();
+    assert_eq!(numbers, [2, 3, 4], "the three newest, oldest first");
+    let status = w.nodes[0].status(w.now).multi_leader.unwrap();
+    assert_eq!((status.conflicts_held, status.conflicts_dropped), (Some(3), 2));
 }
