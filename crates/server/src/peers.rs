@@ -101,8 +101,13 @@ impl Peers {
             .await
             .map_err(|e| Error::start(format!("listening for peers on {}", me.peer_addr), e))?;
         let mode = cluster.replication.mode.core();
+        let rules = match cluster.replication.mode {
+            crate::config::ReplicationMode::MultiLeader => Some(cluster.rules()?.fingerprint()),
+            _ => None,
+        };
         let mut listener_config = ListenerConfig::new(local.clone());
         listener_config.mode = mode;
+        listener_config.rules = rules;
         listener_config.allowed_node_ids = Some(others.iter().map(|n| n.id.clone()).collect::<BTreeSet<_>>());
         let listener = Listener::new(tcp, listener_config);
         let stats = listener.stats();
@@ -116,6 +121,7 @@ impl Peers {
             .map(|n| {
                 let mut config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
                 config.mode = mode;
+                config.rules = rules;
                 config.faults = faults.clone();
                 (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })

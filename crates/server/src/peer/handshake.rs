@@ -57,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The version of the peer protocol: the handshake and the replication messages. Raise it with any
 /// change to a message sent between peers; nodes of different versions refuse each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 7;
+pub const PEER_PROTOCOL_VERSION: u32 = 8;
 
 /// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
 /// answer; a peer that is silent longer is dropped.
@@ -175,11 +175,30 @@ pub fn check_hello(
 
 /// Checks a peer's replication `mode` against this node's own (`local`); `Err` holds the
 /// reason for a refusal, naming both. `peer` names the peer (`n2 at 127.0.0.1:7202`).
-pub fn check_mode(local: Mode, mode: &str, peer: &str) -> Result<(), String> {
-    if mode == local.as_str() {
+pub fn check_mode(local: Mode, rules: Option<u64>, mode: &str, peer: &str) -> Result<(), String> {
+    let label = mode_label(local, rules);
+    if mode == label {
         return Ok(());
     }
-    Err(format!("replication mode mismatch: this node runs {local}, peer {peer} runs {}", shown(mode)))
+    let theirs = mode.strip_prefix("multi-leader rules:");
+    if let (Some(ours), Some(theirs)) = (label.strip_prefix("multi-leader rules:"), theirs) {
+        return Err(format!(
+            "conflict rules mismatch: this node's resolve, merge_separator and [[conflicts]] hash to {ours}, peer \
+             {peer}'s to {}: leaders with different rules never converge, so every node must read the same cluster file",
+            shown(theirs)
+        ));
+    }
+    Err(format!("replication mode mismatch: this node runs {label}, peer {peer} runs {}", shown(mode)))
+}
+
+/// What a node says of its replication mode in the handshake: the mode's name, and for a
+/// multi-leader node the fingerprint of its conflict rules (`multi-leader rules:<16 hex>`),
+/// which every node must share.
+pub fn mode_label(mode: Mode, rules: Option<u64>) -> String {
+    match rules {
+        Some(fingerprint) => format!("{} rules:{fingerprint:016x}", mode.as_str()),
+        None => mode.as_str().to_string(),
+    }
 }
 
 /// A value quoted for a message: in double quotes, escaped, cut to `QUOTED_BYTES_MAX` bytes.
@@ -251,11 +270,11 @@ pub async fn read_mode<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut,
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     local: &Hello,
-    mode: Mode,
+    (mode, rules): (Mode, Option<u64>),
     peer_node_id: &str,
     peer: &str,
 ) -> Result<()> {
-    let mode = Handshake::Mode { mode: mode.as_str().to_string() };
+    let mode = Handshake::Mode { mode: mode_label(mode, rules) };
     write_handshakes(stream, &[Handshake::Hello(local.clone()), mode], peer).await?;
     let mut buf = BytesMut::new();
     let answer = read_frame(stream, &mut buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
@@ -327,17 +346,22 @@ mod tests {
     /// The refusal of a peer that speaks protocol version 99 (this node's version is spelled
     /// out here: the test must change when the version does).
     const PROTOCOL_MISMATCH_99: &str =
-        "peer protocol version mismatch: this node speaks version 7, peer n2 at 127.0.0.1:7202 speaks version 99";
+        "peer protocol version mismatch: this node speaks version 8, peer n2 at 127.0.0.1:7202 speaks version 99";
 
     #[test]
     fn check_mode_refuses_another_mode_naming_both() {
-        assert_eq!(check_mode(Mode::SingleLeader, "single-leader", "n2 at x"), Ok(()));
+        assert_eq!(check_mode(Mode::SingleLeader, None, "single-leader", "n2 at x"), Ok(()));
         assert_eq!(
-            check_mode(Mode::SingleLeader, "leaderless", "n2 at x"),
+            check_mode(Mode::SingleLeader, None, "leaderless", "n2 at x"),
             Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs leaderless".to_string())
         );
+        let ours = mode_label(Mode::MultiLeader, Some(0xab));
+        assert_eq!(ours, "multi-leader rules:00000000000000ab");
+        assert_eq!(check_mode(Mode::MultiLeader, Some(0xab), &ours, "n2 at x"), Ok(()));
+        let err = check_mode(Mode::MultiLeader, Some(0xcd), &ours, "n2 at x").unwrap_err();
+        assert!(err.starts_with("conflict rules mismatch: this node's resolve, merge_separator and [[conflicts]] hash to 00000000000000cd, peer n2 at x's to 00000000000000ab"), "{err}");
         assert_eq!(
-            check_mode(Mode::SingleLeader, "", "n2 at x"),
+            check_mode(Mode::SingleLeader, None, "", "n2 at x"),
             Err(r#"replication mode mismatch: this node runs single-leader, peer n2 at x runs """#.to_string())
         );
         let mut out = BytesMut::new();
@@ -433,7 +457,7 @@ mod tests {
                 write_handshake(&mut far, &answer, "n1 at y").await.unwrap();
                 (hello, mode)
             });
-            let got = dial(&mut near, &hello("demo", "n1"), Mode::SingleLeader, "n2", "n2 at x").await;
+            let got = dial(&mut near, &hello("demo", "n1"), (Mode::SingleLeader, None), "n2", "n2 at x").await;
             let got = got.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string());
             assert_eq!(got, expected);
             assert_eq!(acceptor.await.unwrap(), (hello("demo", "n1"), "single-leader".to_string()));

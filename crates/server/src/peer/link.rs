@@ -89,6 +89,8 @@ pub struct LinkConfig {
     pub local: Hello,
     /// The replication mode this node runs, sent after the Hello.
     pub mode: Mode,
+    /// A multi-leader node's conflict rules fingerprint, sent with the mode.
+    pub rules: Option<u64>,
     /// The node id the peer must answer with.
     pub peer_node_id: String,
     /// Where the peer listens, as `host:port`; resolved again on every dial.
@@ -118,6 +120,7 @@ impl LinkConfig {
         LinkConfig {
             local,
             mode: Mode::default(),
+            rules: None,
             peer_node_id,
             peer_addr: peer_addr.into(),
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -323,7 +326,7 @@ async fn connect(config: &LinkConfig, peer: &str, shared: &Shared) -> Result<Tcp
             TcpStream::connect(&config.peer_addr).await.map_err(|e| Error::peer_io(peer, "connecting", e))?;
         // Frames are batched here already; Nagle would only delay the last one of a batch.
         stream.set_nodelay(true).map_err(|e| Error::peer_io(peer, "setting TCP_NODELAY", e))?;
-        handshake::dial(&mut stream, &config.local, config.mode, &config.peer_node_id, peer).await?;
+        handshake::dial(&mut stream, &config.local, (config.mode, config.rules), &config.peer_node_id, peer).await?;
         Ok(stream)
     };
     let timeout = Duration::from_millis(config.handshake_timeout_ms);

@@ -95,6 +95,8 @@ pub struct ListenerConfig {
     pub local: Hello,
     /// The replication mode this node runs; peers must run the same.
     pub mode: Mode,
+    /// A multi-leader node's conflict rules fingerprint; peers must hold the same.
+    pub rules: Option<u64>,
     /// The node ids admitted, or `None` to admit any node of the cluster.
     pub allowed_node_ids: Option<BTreeSet<String>>,
     /// The largest frame payload accepted after the handshake, in bytes.
@@ -112,6 +114,7 @@ impl ListenerConfig {
         ListenerConfig {
             local,
             mode: Mode::default(),
+            rules: None,
             allowed_node_ids: None,
             frame_bytes_max: FRAME_BYTES_MAX,
             connections_max: PEER_CONNECTIONS_MAX,
@@ -323,7 +326,7 @@ impl Context {
             None
         };
         let checked = check_hello(&self.config.local, self.config.allowed_node_ids.as_ref(), &hello, addr)
-            .and_then(|()| mode.map_or(Ok(()), |mode| check_mode(self.config.mode, &mode, &peer)));
+            .and_then(|()| mode.map_or(Ok(()), |mode| check_mode(self.config.mode, self.config.rules, &mode, &peer)));
         if let Err(reason) = checked {
             let refused = Handshake::Refused { reason: reason.clone() };
             let _ = tokio::time::timeout(timeout, write_handshake(&mut stream, &refused, &peer)).await;

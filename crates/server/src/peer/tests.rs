@@ -96,7 +96,7 @@ fn link_to(addr: SocketAddr, local: Hello) -> (Link<Msg>, watch::Sender<bool>) {
 /// A hand-made peer `node_id` that has passed the handshake with n1 at `addr`.
 async fn raw_peer(addr: SocketAddr, node_id: &str) -> TcpStream {
     let mut stream = bounded(TcpStream::connect(addr)).await.unwrap();
-    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), Mode::SingleLeader, "n1", "test"))
+    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), (Mode::SingleLeader, None), "n1", "test"))
         .await
         .unwrap();
     stream
@@ -202,8 +202,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 7, peer n2 at ",
-            " speaks version 8",
+            "peer protocol version mismatch: this node speaks version 8, peer n2 at ",
+            " speaks version 9",
         ),
         (
             |h| h.storage_format_version += 1,
@@ -300,8 +300,14 @@ async fn connections_over_the_limit_are_refused_with_the_limit() {
     let _first = raw_peer(node.addr, "n2").await;
     until(|| node.stats.snapshot().welcomed == 1).await;
     let mut second = TcpStream::connect(node.addr).await.unwrap();
-    let refused =
-        bounded(handshake::dial(&mut second, &Hello::new("demo", "n3"), Mode::SingleLeader, "n1", "n1 at test")).await;
+    let refused = bounded(handshake::dial(
+        &mut second,
+        &Hello::new("demo", "n3"),
+        (Mode::SingleLeader, None),
+        "n1",
+        "n1 at test",
+    ))
+    .await;
     let error = refused.unwrap_err();
     assert_eq!(
         error.to_string(),
