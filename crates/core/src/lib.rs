@@ -33,8 +33,7 @@
 //!   read repair; any node coordinates.
 //! - [`multi_leader`]: a leader per datacenter (each a single-leader cluster inside),
 //!   exchanging changes asynchronously; conflicts detected from the versions each change
-//!   replaced, resolved by `lww`, `merge` or `app`, and logged (the server does not run it
-//!   yet).
+//!   replaced, resolved by `lww`, `merge` or `app`, and logged.
 
 pub mod causality;
 pub mod digest;

@@ -1262,7 +1262,7 @@ impl ClusterConfig {
                 if n >= 2 && acks.copies(n) < majority(n) {
                     warnings.push(format!(
                         "datacenter {name}: acks = {acks} puts an acknowledged write on {} of its {n} nodes, not a \
-                         majority, so a failover there can lose it before it reaches the other datacenters",
+                         majority, so a failover there can lose it, in this datacenter and (never shipped) everywhere",
                         acks.copies(n)
                     ));
                 }

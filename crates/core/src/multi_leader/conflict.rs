@@ -50,8 +50,9 @@
 //! - `lww` is only as good as the clocks: a leader whose clock runs ahead wins every
 //!   conflict until the others catch up (the lecture's warning); the node holds back a change
 //!   stamped too far ahead of its own clock ([`ahead_by`]).
-//! - Past the sibling bound, which siblings are dropped can depend on arrival order (see
-//!   [`crate::causality`]'s caveats); replicas still converge once each has every change.
+//! - Past the sibling bound (`merge`, `app`), which siblings are dropped can depend on arrival
+//!   order (see [`crate::causality`]'s caveats): two leaders that merged in different orders
+//!   may keep different siblings for good. Each lists what it dropped in its conflict log.
 
 use super::canary::Canary;
 use crate::causality::{Dot, Sibling, Siblings};

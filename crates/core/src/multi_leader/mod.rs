@@ -18,11 +18,14 @@
 //! clients made, in its log's order, whole requests at a time, once a majority of its
 //! datacenter holds them (so that no failover there takes them back): [`message`]. The
 //! receiver applies them in one request of its own log, together with the position it has
-//! now applied the sender's log through, and acknowledges once that is durable; a change it
-//! received is never shipped on (each datacenter ships its own: no change loops), and a
-//! change applied twice is harmless (the state merge is idempotent). The sender keeps its log
-//! from the oldest position a live datacenter still needs. Lag is shown per datacenter, in
-//! records and milliseconds, like a follower's.
+//! now applied the sender's log through, and acknowledges once a majority of its own
+//! datacenter holds that; a change it received is never shipped on (each datacenter ships its
+//! own: no change loops), and a change applied twice is harmless (the state merge is
+//! idempotent). A position never moves back unless the sender's history went another way (a
+//! failover in its datacenter cut records), and then the sender says so. The sender keeps its
+//! log from the oldest position another datacenter holds durably, cut off or not. Lag is
+//! shown per datacenter, in records and milliseconds, like a follower's. Nodes whose conflict
+//! rules differ refuse each other at the peer handshake.
 //!
 //! # Conflicts
 //!
@@ -37,14 +40,23 @@
 //! receiver's clock waits until the clock catches up.
 //!
 //! CAVEATS
-//! - A datacenter that comes back after the sender's log dropped what it lacks cannot be
-//!   brought up to date yet (a full exchange of states is not built): the sender logs an error.
-//! - The server does not run this family yet: `mode = "multi-leader"` is refused by the
-//!   cluster file, and REPLIKV.CONFLICTS, the simulator's multi-leader runs and the
-//!   end-to-end example are still to come (issue 16 is under way).
-//! - Keys do not expire, and read-modify-writes are refused ([`commands`]).
+//! - While another datacenter is cut off, a leader keeps its log for it: the log grows past
+//!   `log_retain_bytes` (warned about past twice that, naming "another datacenter"). There is
+//!   no full exchange of states yet that would let it drop what a datacenter lacks and send
+//!   its state instead.
+//! - Followers keep their logs by their own retention, not by what other datacenters need:
+//!   a follower that becomes leader may lack records a lagging datacenter needs; the exchange
+//!   to that datacenter then stops with an error (the full exchange of states would fix it).
+//! - A single request bigger than [`SHIP_REQUEST_BYTES_MAX`] cannot be shipped (a peer frame
+//!   holds 64 MiB): the exchange to every other datacenter stops there, with an error.
+//! - A shipment with a change that does not decode is refused whole and comes again, for
+//!   ever (logged and counted each time): a bug or a corrupted peer, not a state to skip.
+//! - Keys do not expire, deleted keys keep their tombstone state (DBSIZE counts them), and
+//!   read-modify-writes are refused ([`commands`]). MGET answers nil for a key with
+//!   siblings under `app`.
 //! - A datacenter under `async` that fails over loses what its old leader had not handed to
 //!   a majority; that was never shipped, so the other datacenters never saw it either.
+//! - The exchange's counters count resends and duplicates too.
 
 pub mod canary;
 pub mod commands;
