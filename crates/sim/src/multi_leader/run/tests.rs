@@ -108,3 +108,18 @@ fn one_seed_replays_the_same_trace() {
     let c = run(config(12, Resolve::Merge, swarm_faults(12)));
     assert_ne!(a.judgement.trace_hash, c.judgement.trace_hash, "another seed, another run");
 }
+
+#[test]
+fn a_deposed_leader_with_a_long_divergent_suffix_catches_up() {
+    // Regression (found by a sweep, seed 112 of 3 x 3): dc3's leader, cut off outbound only,
+    // went on applying other datacenters' shipments into its log for a while; its successor
+    // then led a new epoch. Told "my log ends at 543 in epoch 1", the new leader checked its
+    // own record 543 (of epoch 2), was refused, shipped from 0, and the refusals of the Appends
+    // still in flight sent it back to 543: back and forth for ever, the follower never past
+    // record 110 of 543. The leader now starts from its last record of the follower's epoch.
+    let mut c =
+        config(112, Resolve::Lww, Faults::parse("drop=0.0021816302724454216,partition=0.0016682960473001424").unwrap());
+    (c.datacenters, c.dc_nodes, c.acks_needed, c.clients, c.safety_ms, c.quiet_ms) = (3, 3, 2, 5, 5_000, 20_000);
+    let report = run(c);
+    assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+}
