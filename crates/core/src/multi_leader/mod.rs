@@ -40,8 +40,8 @@
 //! - A datacenter that comes back after the sender's log dropped what it lacks cannot be
 //!   brought up to date yet (a full exchange of states is not built): the sender logs an error.
 //! - The server does not run this family yet: `mode = "multi-leader"` is refused by the
-//!   cluster file, and REPLIKV.CONFLICTS, the simulator's multi-leader runs and the
-//!   end-to-end example are still to come (issue 16 is under way).
+//!   cluster file, and REPLIKV.CONFLICTS and the end-to-end example are still to come (issue
+//!   16 is under way). The simulator runs it (`replikv sim --mode multi-leader`).
 //! - Keys do not expire, and read-modify-writes are refused ([`commands`]).
 //! - A datacenter under `async` that fails over loses what its old leader had not handed to
 //!   a majority; that was never shipped, so the other datacenters never saw it either.

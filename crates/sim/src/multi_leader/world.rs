@@ -18,7 +18,7 @@
 //!
 //! A node's engine journals its puts on its simulated disk; its replication log is durable
 //! through its last completed fsync. A crash keeps the durable records and a torn prefix of
-//! the rest, of the engine and of the log ([`crate::world::torn_log`], shared with the
+//! the rest, of the engine and of the log (`torn_log`, shared with the
 //! single-leader world); the vote and the rollback log survive whole.
 //!
 //! # The oracle
