@@ -65,8 +65,8 @@ fn a_sweep_without_canaries_passes_in_every_configuration() {
 
 #[test]
 fn every_multi_leader_canary_is_caught_by_its_checker() {
-    // Seeds found by `replikv sim --mode multi-leader --canary ... --steps 2000 --quiet-ms
-    // 10000 --clients 6 --seeds 0..500` (each canary is caught by most seeds; see the README).
+    // Seeds found by `replikv sim --mode multi-leader --canary ... --resolve lww|merge --steps
+    // 2000 --quiet-ms 10000 --clients 6 --seeds 0..100` (each canary is caught by most seeds).
     let converge = CONVERGE_CHECKER;
     for (canary, resolve, seeds, checkers) in [
         (Canary::KeepArriving, Resolve::Lww, [0, 3], &[converge, LWW_CHECKER][..]),
