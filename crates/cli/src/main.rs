@@ -163,7 +163,7 @@ enum Command {
     /// does not promise failover, a lost write must be in a rollback file); replicas converge;
     /// at most one leader per epoch; acknowledged writes durable on enough copies; followers
     /// serve only what a leader held durably; leader operations linearizable in sync mode. A
-    /// leaderless run checks its own (see --mode).
+    /// leaderless or multi-leader run checks its own (see --mode).
     Sim(sim::SimArgs),
 }
 

@@ -53,3 +53,28 @@ fn a_leaderless_failure_prints_the_command_that_replays_it_exactly() {
     assert!(!ok);
     assert_eq!(again, out, "the replay prints the same run");
 }
+
+#[test]
+fn a_multi_leader_sweep_prints_its_totals_and_a_failure_the_command_that_replays_it() {
+    let args = ["sim", "--mode", "multi-leader", "--datacenters", "3", "--dc-nodes", "1", "--resolve", "merge"];
+    let (ok, first) = replikv(&[&args[..], &["--seeds", "0..2", "--steps", "1000"]].concat());
+    assert!(ok, "{first}");
+    assert!(
+        first.contains("2 seed(s), multi-leader 3 datacenters of 1 node(s), acks sync inside each, merge"),
+        "{first}"
+    );
+    assert!(first.contains("writes: ") && first.contains("seen by no other write"), "{first}");
+    let (ok, refused) = replikv(&["sim", "--mode", "leaderless", "--resolve", "lww"]);
+    assert!(!ok && refused.is_empty(), "multi-leader flags are refused in another mode");
+    let (ok, out) =
+        replikv(&["sim", "--mode", "multi-leader", "--seed", "1", "--steps", "2000", "--canary", "loser-not-logged"]);
+    assert!(!ok, "the planted bug is caught: {out}");
+    assert!(out.contains("lww: every lost write lost to a higher version and logged: FAILED"), "{out}");
+    let replay = out.lines().find_map(|l| l.trim().strip_prefix("replay: replikv ")).expect("a replay line");
+    let (before, rest) = replay.split_once(" '").expect("quoted faults");
+    let (faults, after) = rest.split_once('\'').expect("closing quote");
+    let mut again: Vec<&str> = before.split(' ').collect();
+    again.push(faults);
+    again.extend(after.split(' ').filter(|a| !a.is_empty()));
+    assert_eq!(replikv(&again), (false, out), "the replay prints the same run");
+}

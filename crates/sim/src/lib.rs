@@ -14,6 +14,11 @@
 //!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
 //!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's
 //!   anomalies as figures.
+//! - [`multi_leader`]: datacenters of multi-leader nodes (a single-leader cluster inside each,
+//!   the exchange of changes between their leaders), partitions that may cut a whole
+//!   datacenter off, clients attached to one datacenter each, and checkers for convergence
+//!   and for what the conflict rule promises (`lww` losers logged and outversioned, `merge`
+//!   values merged once, `app` siblings kept).
 //! - [`gossip`]: the lecture's gossip example at scale, 100,000 light replicas running the real
 //!   anti-entropy exchange, set against random-gossip theory (no faults, no checkers).
 //! - Shared: [`disk`], an engine whose writes are durable only once their simulated fsync
@@ -29,15 +34,17 @@
 //! (`one_seed_replays_the_same_trace`, in each family's run).
 //!
 //! To test the tests, the core carries planted bugs behind a switch the server never sets
-//! (`single_leader::Canary`, `leaderless::Canary`): acknowledging before fsync, a follower
-//! applying out of order, semi-sync answering OK when its acknowledgements time out, a
-//! snapshot that skips a key; a leaderless coordinator counting an acknowledgement twice, a
-//! replica letting an older state overwrite its own, a read repair sending the first reply.
-//! Each must be caught within 500 seeds (`every_canary_is_caught_within_500_seeds`,
-//! `every_leaderless_canary_is_caught_by_its_checker`).
+//! (`single_leader::Canary`, `leaderless::Canary`, `multi_leader::Canary`): acknowledging
+//! before fsync, a follower applying out of order, semi-sync answering OK when its
+//! acknowledgements time out, a snapshot that skips a key; a leaderless coordinator counting
+//! an acknowledgement twice, a replica letting an older state overwrite its own, a read repair
+//! sending the first reply; a multi-leader leader keeping the arriving state under `lww`,
+//! leaving `lww` losers out of the conflict log, applying arriving values twice under
+//! `merge`. Each must be caught within 500 seeds (`every_canary_is_caught_within_500_seeds`,
+//! `every_leaderless_canary_is_caught_by_its_checker`,
+//! `every_multi_leader_canary_is_caught_by_its_checker`).
 //!
 //! CAVEATS
-//! - No multi-leader family yet.
 //! - A crash keeps the engine's and the log's torn prefixes independently, as two files would;
 //!   it does not model a file whose middle pages reached the disk while earlier ones did not.
 //! - Single-leader clients talk to the leader only (faults are between nodes); stale follower

@@ -39,6 +39,8 @@
 //! the rule discarded. A change stamped more than `max_clock_skew_ms` ahead of the
 //! receiver's clock waits until the clock catches up.
 //!
+//! The simulator runs this family under its faults (`replikv sim --mode multi-leader`).
+//!
 //! CAVEATS
 //! - While another datacenter is cut off, a leader keeps its log for it: the log grows past
 //!   `log_retain_bytes` (warned about past twice that, naming "another datacenter"). There is

@@ -776,8 +776,11 @@ impl Leader {
             }
             (_, _) if reject || probing => {
                 // The follower's word is the truth about where its log ends; the next Append
-                // checks whether it matches this leader's (its log may also be longer).
-                p.sent = durable_lsn.min(log.last_lsn());
+                // checks whether it matches this leader's (its log may also be longer). Its
+                // records are of its last epoch or older, so it shares nothing of this log past
+                // this log's last record of such an epoch: starting further on would be refused
+                // again, and a long divergent suffix would send the two back and forth for ever.
+                p.sent = durable_lsn.min(log.last_lsn()).min(last_at_or_before_epoch(log, last_epoch));
                 // What it matched stays matched while its log generation is the same (a log
                 // that lost or cut records has a new one, which reset `acked` above): a
                 // follower asking for a check must not count as holding nothing meanwhile.
@@ -984,6 +987,20 @@ pub(super) fn lease_ms(settings: &Settings) -> u64 {
     let d = u128::from(settings.read_lease_drift_ppm.min(super::READ_LEASE_DRIFT_PPM_MAX));
     let ms = u128::from(settings.election_timeout_ms) * (1_000_000 - d) / (1_000_000 + d);
     u64::try_from(ms).expect("shorter than the election timeout")
+}
+
+/// The last record of `log` whose epoch is `epoch` or older (its base when there is none):
+/// as far as a log that ends in `epoch` can share it.
+fn last_at_or_before_epoch(log: &ReplicationLog, epoch: Epoch) -> Lsn {
+    let runs = log.epoch_runs();
+    let mut end = log.first_lsn().saturating_sub(1);
+    for (i, &(start, run_epoch)) in runs.iter().enumerate() {
+        if run_epoch > epoch {
+            break;
+        }
+        end = runs.get(i + 1).map_or(log.last_lsn(), |&(next, _)| next.saturating_sub(1)).max(start.saturating_sub(1));
+    }
+    end
 }
 
 /// True when `p` acknowledged something within the link timeout.

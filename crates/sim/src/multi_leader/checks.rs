@@ -258,3 +258,6 @@ pub fn siblings_kept(e: &Evidence) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
