@@ -138,7 +138,7 @@ enum Command {
     /// change met it, the rule that resolved it (lww, merge or app), and the writes on each
     /// side with their origins and versions, including what the rule discarded. A key of the
     /// form table.row.column is also printed as the lecture's record (table, key, column,
-    /// old_value, new_value, transaction). The same as REPLIKV.CONFLICTS [prefix] [COUNT n] and
+    /// old_value, new_value, transaction). The same as REPLIKV.CONFLICTS \[prefix\] \[COUNT n\] and
     /// GET /api/v1/conflicts.
     Conflicts(conflicts::ConflictsArgs),
     /// The lecture's quorum arithmetic: which (w, r) read the newest write, with which replicas
