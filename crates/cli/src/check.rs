@@ -1,9 +1,9 @@
 //! `replikv check`: do the replicas of a cluster hold the same data? It compares each node's
 //! Merkle digest (see `replikv_core::digest`) with the leader's and names the replicas, the
-//! key ranges (hash buckets) and the keys that differ. A leaderless cluster has no leader to
-//! compare against: there every replica is compared with every other ([`leaderless`], which
-//! shares the digests, the bucket drill-down and the exit statuses below), and only when each
-//! node holds every key (n equals the node count). Which way is the cluster file's mode, never
+//! key ranges (hash buckets) and the keys that differ. A leaderless or multi-leader cluster has
+//! no leader to compare against: there every replica is compared with every other
+//! ([`pairwise`], which shares the digests, the bucket drill-down and the exit statuses below;
+//! leaderless only when each node holds every key, n equals the node count). Which way is the cluster file's mode, never
 //! a guess from the nodes' answers. The rest of this essay is the leader's way.
 //!
 //! 1. Ask every node at once for its `GET /api/v1/status`, as `replikv status` does
