@@ -72,7 +72,7 @@ fn a_partitioned_follower_stops_sync_writes_and_catches_up_after_heal() {
 fn a_fault_on_a_node_that_is_not_in_the_cluster_or_out_of_bounds_is_refused() {
     let trio = Trio::start("acks = \"async\"", FAULTS);
     let (ok, _, err) = fault(&trio, &["partition", "n9"]);
-    assert!(!ok && err.contains("no node \"n9\""), "{err}");
+    assert!(!ok && err.contains("no node or datacenter \"n9\""), "{err}");
     let (ok, _, err) = fault(&trio, &["drop", "n2", "1.5"]);
     assert!(!ok && err.contains("0..=1"), "{err}");
     let (code, body) = trio.nodes[0].http("PUT", "/api/v1/test/faults", br#"{"peer": "n2", "delay_ms": 99999}"#);
