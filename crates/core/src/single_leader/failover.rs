@@ -69,6 +69,7 @@ impl<E: Engine> SingleLeader<E> {
                     durable_lsn: self.log.last_lsn(),
                     matched_lsn: 0,
                     last_epoch: self.log.last_epoch(),
+                    log_base: self.log.first_lsn() - 1,
                     round: 0,
                     generation: self.votes.generation(),
                     reject: true,

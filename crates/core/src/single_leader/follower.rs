@@ -47,8 +47,11 @@
 //! empties itself and takes the leader's history again.
 //!
 //! Before the log's base (after a snapshot or retention) nothing is left to compare: an
-//! `Append` from before it is refused, pointing the leader at the base, and a mismatch at the
-//! base itself empties the replica. Emptying the log (a cut, a snapshot) first raises the
+//! `Append` from before it is refused, pointing the leader at the base (every acknowledgement
+//! names the base, and a leader looking for where two logs part starts no further back), and a
+//! mismatch at the base itself empties the replica, as does an `Append` from before the base
+//! whose previous record is of a newer epoch than the base's (epochs never fall along a log,
+//! so the leader's record at the base cannot be the base). Emptying the log (a cut, a snapshot) first raises the
 //! vote floor and the log generation (see [`crate::single_leader::vote`]): the replica votes
 //! with the position it had, and the leader ignores its acknowledgements about the old log. A
 //! snapshot's writes past its base taint the store until the log holds them (see the replica's
@@ -389,6 +392,7 @@ impl Follower {
             durable_lsn: durable_hint.unwrap_or(durable_lsn),
             matched_lsn: self.matched.min(durable_lsn),
             last_epoch: log.last_epoch(),
+            log_base: log.first_lsn() - 1,
             round: self.round,
             generation: votes.generation(),
             reject,
@@ -421,6 +425,12 @@ impl Follower {
         // epoch the log keeps.
         let base = log.first_lsn() - 1;
         if prev_lsn < base {
+            // Epochs never fall along a log: a leader whose record before the base is of a newer
+            // epoch than the base's has no record at the base of the base's epoch.
+            if log.epoch_at(base).is_some_and(|epoch| prev_epoch > epoch) {
+                self.cut(now_ms, base + 1, log, store, rollback, votes)?;
+                return Ok((true, None));
+            }
             return Ok((true, Some(base)));
         }
         if log.epoch_at(prev_lsn) != Some(prev_epoch) {

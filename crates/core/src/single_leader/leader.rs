@@ -701,6 +701,7 @@ impl Leader {
             durable_lsn,
             matched_lsn,
             last_epoch,
+            log_base,
             round,
             generation,
             reject,
@@ -780,7 +781,11 @@ impl Leader {
                 // records are of its last epoch or older, so it shares nothing of this log past
                 // this log's last record of such an epoch: starting further on would be refused
                 // again, and a long divergent suffix would send the two back and forth for ever.
-                p.sent = durable_lsn.min(log.last_lsn()).min(last_at_or_before_epoch(log, last_epoch));
+                // Nor before its base, where it has nothing to compare: a check there would be
+                // refused for ever too (a base past that record is not in this history, and the
+                // check at it tells the follower to start again from nothing).
+                let shared = last_at_or_before_epoch(log, last_epoch).max(log_base);
+                p.sent = durable_lsn.min(log.last_lsn()).min(shared);
                 // What it matched stays matched while its log generation is the same (a log
                 // that lost or cut records has a new one, which reset `acked` above): a
                 // follower asking for a check must not count as holding nothing meanwhile.

@@ -61,6 +61,10 @@ pub enum Message {
         /// The epoch of the follower's last record: a leader that finds a follower holding
         /// more records of its own epoch than it has lost data, and steps down.
         last_epoch: Epoch,
+        /// The follower's log base (the record before its first, whose epoch it keeps): it has
+        /// nothing to compare before it, so a leader checking where their logs part starts no
+        /// further back.
+        log_base: Lsn,
         /// The newest heartbeat round of this leader the follower has seen.
         round: u64,
         /// The follower's log generation (times it emptied its log, durable): the leader

@@ -692,6 +692,7 @@ fn a_late_acknowledgement_about_a_log_the_follower_has_since_emptied_is_ignored(
         durable_lsn,
         matched_lsn,
         last_epoch: if durable_lsn > 0 { 1 } else { 0 },
+        log_base: 0,
         round: 0,
         generation,
         reject,

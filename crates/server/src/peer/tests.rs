@@ -202,7 +202,7 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 8, peer n2 at ",
+            "peer protocol version mismatch: this node speaks version 9, peer n2 at ",
             " speaks version 9",
         ),
         (
