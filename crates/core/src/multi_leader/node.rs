@@ -659,7 +659,9 @@ impl<E: Engine> MultiLeader<E> {
     /// Has the log keep what every other datacenter may still need: from the oldest position
     /// their datacenters hold durably (cut off or not), or all of it while one has not said
     /// (a leader that has just taken over). Set before every tick, so that the tick's own
-    /// retention never drops what a datacenter lacks.
+    /// retention never drops what a datacenter lacks. A follower learns no position: it holds
+    /// all of its log until its leader's heartbeats say where the leader's is held from, and
+    /// from there on holds the same records (so that a successor still has them).
     fn hold_log(&mut self) {
         let unknown = self.outbound.values().any(|o| o.stored.is_none());
         let hold = match unknown {

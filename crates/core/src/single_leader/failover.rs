@@ -269,6 +269,7 @@ impl<E: Engine> SingleLeader<E> {
             follower.apply_all(&mut self.log, &mut self.store)?;
         }
         let mut leader = Leader::new(&followers, now_ms);
+        leader.hold_from = self.log_hold; // from its first tick, which follows
         leader.restarted(self.durable_lsn());
         let record = LogRecord::whole(self.log.last_lsn() + 1, epoch, Vec::new());
         let bytes = record.size_hint() as u64;

@@ -169,6 +169,9 @@ pub(super) struct Follower {
     snapshots_installed: u64,
     /// The newest snapshot attempt seen: chunks of an older one, still in flight, are ignored.
     newest_attempt: u64,
+    /// Where the leader's log is held from for another family, from its last heartbeat (the
+    /// outer `None`: none heard yet): this log keeps those records too.
+    leader_hold: Option<Option<Lsn>>,
 }
 
 impl Follower {
@@ -192,6 +195,7 @@ impl Follower {
             unconfirmed_because: "",
             snapshots_installed: 0,
             newest_attempt: 0,
+            leader_hold: None,
         }
     }
 
@@ -240,8 +244,14 @@ impl Follower {
 
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
     /// to apply (they are read back from the log when its last part comes).
-    pub(super) fn tick(&mut self, log: &mut ReplicationLog) -> Result<()> {
-        log.retain(log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1))?;
+    /// Drops what retention lets go: never a record not yet applied, of a request still open,
+    /// or held: from where the leader's last heartbeat said its log is held, or before one
+    /// came, from `hold` (this replica's own, see
+    /// [`crate::single_leader::SingleLeader::hold_log_from`]).
+    pub(super) fn tick(&mut self, log: &mut ReplicationLog, hold: Option<Lsn>) -> Result<()> {
+        let keep_from = log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1);
+        let held = self.leader_hold.unwrap_or(hold).unwrap_or(Lsn::MAX);
+        log.retain(keep_from.min(held))?;
         Ok(())
     }
 
@@ -288,7 +298,8 @@ impl Follower {
                 let outcome = self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes)?;
                 (reject, durable_hint) = outcome;
             }
-            Message::Heartbeat { leader_lsn, sent_at_ms, round, .. } => {
+            Message::Heartbeat { leader_lsn, sent_at_ms, round, log_hold, .. } => {
+                self.leader_hold = Some(log_hold);
                 self.mark(leader_lsn, sent_at_ms);
                 self.round = self.round.max(round);
                 if self.matched == 0 && log.last_lsn() > 0 && self.installing.is_none() && !self.asked_match {

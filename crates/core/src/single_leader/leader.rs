@@ -453,6 +453,7 @@ impl Leader {
                 leader_lsn: self.durable,
                 sent_at_ms: now_ms,
                 lease_guard_ms: if settings.read_lease { settings.election_timeout_ms } else { 0 },
+                log_hold: self.hold_from,
             };
             outbox.now.push(Output::Send { to: p.node, message: message.into() });
         }

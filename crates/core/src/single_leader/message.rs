@@ -47,6 +47,10 @@ pub enum Message {
         /// With `read_lease`: how long a voter that hears this must refuse every vote (the
         /// leader's election timeout), whatever its own settings; 0 without a lease.
         lease_guard_ms: u64,
+        /// Where the leader's log is held from for another family (see
+        /// [`crate::single_leader::SingleLeader::hold_log_from`]): the follower's log keeps
+        /// those records too, so that whichever node leads next still has them.
+        log_hold: Option<Lsn>,
     },
     /// Follower to leader, sent only once what it reports is durable on the follower.
     Ack {

@@ -860,7 +860,7 @@ impl<E: Engine> SingleLeader<E> {
                 if self.log.over_retention() {
                     self.store.engine_mut().sync_written(now_ms)?;
                 }
-                follower.tick(&mut self.log)?;
+                follower.tick(&mut self.log, self.log_hold)?;
                 let leader = follower.leader;
                 let late: Vec<u64> =
                     self.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(n, _)| *n).collect();
@@ -1093,7 +1093,9 @@ impl<E: Engine> SingleLeader<E> {
     /// as it keeps those a live follower still needs: what another family reads from the log
     /// with [`SingleLeader::read_log`] (multi-leader's exchange between datacenters). Set
     /// before the replica leads, it holds from its first tick as leader. Past its size bound the
-    /// log warns, naming what holds it.
+    /// log warns, naming what holds it. The leader's heartbeats carry its hold, and its
+    /// followers' logs keep the same records, so that whichever leads next still has them; a
+    /// follower that has heard no heartbeat of its leader yet holds from its own `lsn`.
     pub fn hold_log_from(&mut self, lsn: Option<Lsn>) {
         self.log_hold = lsn;
     }

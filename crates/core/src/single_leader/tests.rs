@@ -1547,3 +1547,45 @@ fn a_leaders_own_write_is_logged_and_shipped_and_a_follower_makes_none() {
     c.settle();
     assert_eq!(get(&mut c, 1, "k"), Some(Reply::Bulk(Bytes::from("mine"))), "the follower has it");
 }
+
+#[test]
+fn a_log_held_for_another_family_is_held_from_an_elected_leaders_first_tick() {
+    // A multi-leader datacenter of one node: its log is held for a datacenter that is cut
+    // off. The node restarts, elects itself, and its first tick as leader must keep the hold.
+    let options = ReplogOptions { retain_bytes_max: 4 * 1024, segment_bytes_max: 1024, ..ReplogOptions::default() };
+    let id = NodeId(1);
+    let settings = Settings::new(id, Role::Leader { followers: vec![] });
+    let files = ReplicaFiles::in_memory(options);
+    let mut replica = SingleLeader::replicated(MemoryEngine::new(), files, settings, START_MS).unwrap();
+    replica.hold_log_from(Some(1));
+    let mut now = START_MS;
+    let value = "v".repeat(200);
+    for i in 0..100 {
+        now += 10;
+        let mut outbox = Outbox::default();
+        replica
+            .step(now, Input::Request { id: i, request: request(&format!("SET k{i} {value}")) }, &mut outbox)
+            .unwrap();
+        replica.flush(now).unwrap();
+        let (lsn, resets) = (replica.last_lsn(), replica.log_resets());
+        replica.step(now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+        replica.step(now, Input::Tick, &mut outbox).unwrap();
+    }
+    assert_eq!(replica.first_lsn(), 1, "held while it leads");
+    let (engine, files) = replica.into_parts();
+    let mut settings = Settings::new(id, Role::Follower { leader: None, leader_hint: String::new() });
+    settings.auto_failover = true;
+    settings.election_timeout_ms = 300;
+    let mut replica = SingleLeader::replicated(engine, files, settings, now).unwrap();
+    replica.hold_log_from(Some(1));
+    for _ in 0..40 {
+        now += 50;
+        let mut outbox = Outbox::default();
+        replica.step(now, Input::Tick, &mut outbox).unwrap();
+        replica.flush(now).unwrap();
+        let (lsn, resets) = (replica.last_lsn(), replica.log_resets());
+        replica.step(now, Input::Durable { lsn, resets }, &mut outbox).unwrap();
+    }
+    assert!(replica.is_leader(), "it elected itself");
+    assert_eq!(replica.first_lsn(), 1, "still held once it leads again");
+}

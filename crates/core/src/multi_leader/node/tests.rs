@@ -516,3 +516,28 @@ fn the_conflict_log_keeps_its_newest_entries_in_a_ring_of_its_size() {
     let status = w.nodes[0].status(w.now).multi_leader.unwrap();
     assert_eq!((status.conflicts_held, status.conflicts_dropped), (Some(3), 2));
 }
+
+#[test]
+fn a_follower_keeps_what_its_leader_holds_for_a_cut_off_datacenter_and_ships_it_once_elected() {
+    let options =
+        ReplogOptions { retain_bytes_max: 64 * 1024, segment_bytes_max: 16 * 1024, ..ReplogOptions::default() };
+    let mut w = World::configured(&[3, 1], Rules::default(), 1, true, options, |_| {});
+    w.run_for(1_000);
+    w.cut = true;
+    let value = "v".repeat(1_000);
+    for i in 0..300 {
+        assert_eq!(w.run(0, &format!("SET k{i} {value}")), Reply::Ok);
+        if i % 50 == 0 {
+            w.run_for(100);
+        }
+    }
+    w.run_for(500);
+    assert_eq!(w.nodes[1].local().first_lsn(), 1, "dc1's follower holds what its leader holds for dc2");
+    // dc1's leader goes down; a follower is elected and the link heals.
+    w.down.insert(0);
+    w.run_for(3_000);
+    assert!((1..3).any(|i| w.nodes[i].local().is_leader()), "dc1 elected a new leader");
+    w.cut = false;
+    w.run_for(3_000);
+    assert_eq!(w.run(3, "DBSIZE"), Reply::Int(300), "dc2 has every write dc1 made while it was cut off");
+}
