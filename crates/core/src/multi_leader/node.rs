@@ -812,6 +812,12 @@ fn shipment(records: &[LogRecord], committed: Lsn) -> Option<(Position, Vec<Chan
     let mut request: Vec<Change> = Vec::new();
     let mut received = false;
     for record in &records[..=end] {
+        if record.part == 0 {
+            // A request still open when another starts was abandoned (its leader died while
+            // logging it): never applied here, never shipped.
+            request.clear();
+            received = false;
+        }
         for change in &record.changes {
             received |= change.key.starts_with(&applied_prefix());
             if !own_record(&change.key) {

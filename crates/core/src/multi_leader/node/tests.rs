@@ -541,3 +541,24 @@ fn a_follower_keeps_what_its_leader_holds_for_a_cut_off_datacenter_and_ships_it_
     w.run_for(3_000);
     assert_eq!(w.run(3, "DBSIZE"), Reply::Int(300), "dc2 has every write dc1 made while it was cut off");
 }
+
+#[test]
+fn a_request_abandoned_in_the_log_is_not_shipped() {
+    let change = |key: &'static [u8]| Change {
+        key: Bytes::from_static(key),
+        record: Record { version: Default::default(), value: Some(Bytes::from_static(b"v")), expire_at_ms: None },
+    };
+    let record = |lsn, part, parts, key| LogRecord { lsn, epoch: 1, changes: vec![change(key)], part, parts };
+    // Request 2..=4 lost its last part (its leader died while logging it); request 4..=5 is whole.
+    let records = vec![
+        record(1, 0, 1, b"a"),
+        record(2, 0, 3, b"lost1"),
+        record(3, 1, 3, b"lost2"),
+        record(4, 0, 2, b"b"),
+        record(5, 1, 2, b"c"),
+    ];
+    let (through, changes) = shipment(&records, 5).expect("whole requests");
+    assert_eq!(through.lsn, 5);
+    let keys: Vec<&[u8]> = changes.iter().map(|c| &c.key[..]).collect();
+    assert_eq!(keys, [&b"a"[..], b"b", b"c"], "the abandoned request's parts are not shipped");
+}
