@@ -549,7 +549,7 @@ fn a_request_abandoned_in_the_log_is_not_shipped() {
         record: Record { version: Default::default(), value: Some(Bytes::from_static(b"v")), expire_at_ms: None },
     };
     let record = |lsn, part, parts, key| LogRecord { lsn, epoch: 1, changes: vec![change(key)], part, parts };
-    // Request 2..=4 lost its last part (its leader died while logging it); request 4..=5 is whole.
+    // The request at 2 and 3 never got its third part (its leader died while logging it); 4..=5 is whole.
     let records = vec![
         record(1, 0, 1, b"a"),
         record(2, 0, 3, b"lost1"),
