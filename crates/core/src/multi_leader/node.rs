@@ -663,10 +663,11 @@ impl<E: Engine> MultiLeader<E> {
     /// all of its log until its leader's heartbeats say where the leader's is held from, and
     /// from there on holds the same records (so that a successor still has them).
     fn hold_log(&mut self) {
-        let unknown = self.outbound.values().any(|o| o.stored.is_none());
+        let unknown = self.outbound.values().any(|o| o.stored.is_none() || o.applied.is_none());
         let hold = match unknown {
             true => Some(self.inner.first_lsn()),
-            false => self.outbound.values().filter_map(|o| o.stored.map(|s| s.lsn + 1)).min(),
+            // Shipping goes on from `applied`, a failover there goes back to `stored`.
+            false => self.outbound.values().filter_map(|o| Some(o.stored?.lsn.min(o.applied?.lsn) + 1)).min(),
         };
         self.inner.hold_log_from(hold);
     }
@@ -713,6 +714,12 @@ impl<E: Engine> MultiLeader<E> {
                     applied.lsn,
                     self.inner.first_lsn()
                 );
+            }
+            // It may have moved on since it said so (this view can be older than its state):
+            // ask now and then, so that a newer answer resumes the exchange.
+            if out.heard_ms.is_none_or(|h| now_ms.saturating_sub(h) >= resend_ms) {
+                out.sent = Some((applied, now_ms));
+                send(outbox, target, Message::Where { origin: me });
             }
             return Ok(());
         };

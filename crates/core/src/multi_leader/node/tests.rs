@@ -562,3 +562,25 @@ fn a_request_abandoned_in_the_log_is_not_shipped() {
     let keys: Vec<&[u8]> = changes.iter().map(|c| &c.key[..]).collect();
     assert_eq!(keys, [&b"a"[..], b"b", b"c"], "the abandoned request's parts are not shipped");
 }
+
+#[test]
+fn a_sender_whose_view_of_a_datacenter_is_past_its_log_asks_again_and_resumes() {
+    let options =
+        ReplogOptions { retain_bytes_max: 16 * 1024, segment_bytes_max: 4 * 1024, ..ReplogOptions::default() };
+    let mut w = World::configured(&[1, 1], Rules::default(), 0, false, options, |_| {});
+    w.run_for(300);
+    let value = "v".repeat(1_000);
+    for i in 0..100 {
+        assert_eq!(w.run(0, &format!("SET k{i} {value}")), Reply::Ok);
+        w.run_for(50);
+    }
+    w.run_for(500);
+    assert!(w.nodes[0].local().first_lsn() > 2, "retention dropped the oldest records");
+    // dc1's view of dc2 goes stale (as after a late answer): it names a position the log no
+    // longer holds.
+    let out = w.nodes[0].outbound.get_mut(&dc_id("dc2")).unwrap();
+    out.applied = Some(Position { lsn: 1, epoch: 1 });
+    assert_eq!(w.run(0, "SET late 1"), Reply::Ok);
+    w.run_for(2_000);
+    assert_eq!(w.run(1, "GET late"), bulk("1"), "dc2's answer to a question resumed the exchange");
+}
