@@ -68,11 +68,12 @@ pub struct Ship {
     pub through: Position,
     /// The changes its clients made in the records covered, in log order; whole requests.
     pub changes: Vec<Change>,
-    /// The sender's history went another way than the receiver's position (a failover in the
-    /// sender's datacenter cut records): the receiver takes `through` as its position even if
-    /// it is behind the one it had. Otherwise a position never moves back (a late or
-    /// duplicated shipment covers nothing new).
-    pub restart: bool,
+    /// The receiver's position that this corrects: the sender's history went another way than
+    /// it (a failover in the sender's datacenter cut records), so a receiver whose position is
+    /// still this one takes `through` as its position even if it is behind. Otherwise a
+    /// position never moves back (a late or duplicated shipment covers nothing new, and a late
+    /// correction of a position the receiver has since left corrects nothing).
+    pub restart: Option<Position>,
     /// The sender's clock when it sent this, echoed by the acknowledgement (lag).
     pub sent_ms: u64,
 }

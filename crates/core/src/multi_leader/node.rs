@@ -96,8 +96,9 @@ struct Outbound {
     /// How far a majority of it holds that durably (where a failover there goes back to): the
     /// log is kept from here on; `None` until it says.
     stored: Option<Position>,
-    /// Its position was not in this log's history: the next shipment says so (`restart`).
-    restart: bool,
+    /// Its position, which was not in this log's history: the next shipment says so
+    /// (`restart`).
+    restart: Option<Position>,
     /// The last shipment (or question) in flight: what it covers and when it left.
     sent: Option<(Position, u64)>,
     /// When its target last answered.
@@ -223,7 +224,7 @@ impl<E: Engine> MultiLeader<E> {
                     target: 0,
                     applied: None,
                     stored: None,
-                    restart: false,
+                    restart: None,
                     sent: None,
                     heard_ms: None,
                     warned_ms: BTreeMap::new(),
@@ -432,7 +433,8 @@ impl<E: Engine> MultiLeader<E> {
         }
         // A position moves back only when the origin says its history went another way; a
         // late or duplicated shipment is applied (harmlessly) without moving it.
-        let position = if ship.restart || ship.through.lsn > applied.lsn { ship.through } else { applied };
+        let position =
+            if ship.restart == Some(applied) || ship.through.lsn > applied.lsn { ship.through } else { applied };
         // Decode and check every state first: a shipment is applied whole or not at all.
         let mut states: Vec<(Bytes, Bytes, Siblings)> = Vec::with_capacity(ship.changes.len());
         for change in &ship.changes {
@@ -607,7 +609,7 @@ impl<E: Engine> MultiLeader<E> {
             out.target = at;
         }
         out.heard_ms = Some(now_ms);
-        out.restart = matched != ack.applied;
+        out.restart = (matched != ack.applied).then_some(ack.applied);
         out.applied = Some(matched);
         out.stored = Some(stored);
         out.sent = None;
@@ -645,7 +647,7 @@ impl<E: Engine> MultiLeader<E> {
     fn ship_all(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
         let Some(committed) = self.inner.committed_lsn() else {
             for out in self.outbound.values_mut() {
-                (out.applied, out.stored, out.sent, out.restart) = (None, None, None, false);
+                (out.applied, out.stored, out.sent, out.restart) = (None, None, None, None);
             }
             return Ok(());
         };

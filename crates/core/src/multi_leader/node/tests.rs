@@ -335,7 +335,7 @@ fn a_shipment_from_a_node_of_another_datacenter_than_it_names_is_refused() {
         through: Position { lsn: 1, epoch: 1 },
         changes: vec![],
         sent_ms: 0,
-        restart: false,
+        restart: None,
     };
     let from = w.ids[1]; // dc2's node claims to ship dc1's log to dc2... to node 0 of dc1
     w.step(0, Input::Message { from, message: Message::Ship(forged) });
@@ -431,7 +431,7 @@ fn a_late_shipment_moves_no_position_back_and_a_key_outside_the_clients_is_skipp
         through: Position { lsn: 1, epoch: now.epoch },
         changes: vec![change(b"a"), change(b"\x00\x02applied/forged")],
         sent_ms: 0,
-        restart: false,
+        restart: None,
     };
     let from = w.ids[0];
     w.step(1, Input::Message { from, message: Message::Ship(late) });
@@ -583,4 +583,34 @@ fn a_sender_whose_view_of_a_datacenter_is_past_its_log_asks_again_and_resumes() 
     assert_eq!(w.run(0, "SET late 1"), Reply::Ok);
     w.run_for(2_000);
     assert_eq!(w.run(1, "GET late"), bulk("1"), "dc2's answer to a question resumed the exchange");
+}
+
+#[test]
+fn a_correction_moves_a_position_back_only_from_the_position_it_corrects() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    w.run(0, "SET a 1");
+    w.run_for(500);
+    w.run(0, "SET b 2");
+    w.run_for(500);
+    let applied = |w: &World| w.nodes[1].applied(dc_id("dc1")).unwrap();
+    let now = applied(&w);
+    assert!(now.lsn >= 2, "{now:?}");
+    let correction = |corrects: Position| Ship {
+        origin: dc_id("dc1"),
+        after: Position::default(),
+        through: Position { lsn: 1, epoch: now.epoch },
+        changes: vec![],
+        sent_ms: 0,
+        restart: Some(corrects),
+    };
+    let from = w.ids[0];
+    // A late correction of a position dc2 has since left.
+    let left = Position { lsn: now.lsn - 1, epoch: now.epoch };
+    w.step(1, Input::Message { from, message: Message::Ship(correction(left)) });
+    w.settle();
+    assert_eq!(applied(&w), now, "a correction of another position moves nothing");
+    w.step(1, Input::Message { from, message: Message::Ship(correction(now)) });
+    w.settle();
+    assert_eq!(applied(&w).lsn, 1, "a correction of its position moves it back");
 }
