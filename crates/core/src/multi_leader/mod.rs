@@ -22,8 +22,12 @@
 //! datacenter holds that; a change it received is never shipped on (each datacenter ships its
 //! own: no change loops), and a change applied twice is harmless (the state merge is
 //! idempotent). A position never moves back unless the sender's history went another way (a
-//! failover in its datacenter cut records), and then the sender says so. The sender keeps its
-//! log from the oldest position another datacenter holds durably, cut off or not. Lag is
+//! failover in its datacenter cut records), and then the sender says so, naming the position
+//! it corrects (a late correction of a position the receiver has left moves nothing). The
+//! sender keeps its log from the oldest position another datacenter holds durably or has
+//! applied, cut off or not, and its followers keep the same records, so that a failover does
+//! not lose them; a sender whose view names a position its log no longer holds asks again
+//! where the other stands, and a request abandoned in its log is never shipped. Lag is
 //! shown per datacenter, in records and milliseconds, like a follower's. Nodes whose conflict
 //! rules differ refuse each other at the peer handshake.
 //!
