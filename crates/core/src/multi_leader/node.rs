@@ -492,8 +492,9 @@ impl<E: Engine> MultiLeader<E> {
         let (node, canary) = (self.settings.local.common.node, self.settings.canary);
         let written = self.inner.leader_write(|store| {
             // Every merge first, writing nothing: a change that cannot be merged is skipped
-            // (logged and counted), never half applied.
+            // (logged, counted and kept in the conflict log), never half applied.
             let mut merged = Vec::with_capacity(states.len());
+            let mut unmerged = Vec::new();
             for (key, client_key, arrived) in &states {
                 let before = match load(store, client_key)? {
                     Ok(state) => state,
@@ -513,9 +514,11 @@ impl<E: Engine> MultiLeader<E> {
                     Err(e) => {
                         counters.refused += 1;
                         tracing::error!(
-                            "key {:?}: the change from datacenter {origin_name} cannot be merged ({e}): skipped",
+                            "key {:?}: the change from datacenter {origin_name} cannot be merged ({e}): skipped, its \
+                             writes kept in the conflict log",
                             String::from_utf8_lossy(client_key)
                         );
+                        unmerged.push((client_key, before, arrived, resolve));
                     }
                 }
             }
@@ -569,17 +572,17 @@ impl<E: Engine> MultiLeader<E> {
                              ({refused:?}); the arriving writes are kept in the conflict log only",
                             String::from_utf8_lossy(client_key)
                         );
-                        let refused = super::conflict::Conflict {
-                            resolve,
-                            held: before.values().to_vec(),
-                            arrived: arrived.values().to_vec(),
-                            kept: before.values().to_vec(),
-                            lost: arrived.values().to_vec(),
-                        };
+                        let refused = kept_out(resolve, &before, arrived);
                         let entry = ConflictEntry::new(now_ms, client_key.clone(), &origin_name, node, &refused);
                         conflicts.append(store, now_ms, &entry)?;
                     }
                 }
+            }
+            for (client_key, before, arrived, resolve) in unmerged {
+                counters.conflicts += 1;
+                let refused = kept_out(resolve, &before, arrived);
+                let entry = ConflictEntry::new(now_ms, client_key.clone(), &origin_name, node, &refused);
+                conflicts.append(store, now_ms, &entry)?;
             }
             let value = postcard::to_allocvec(&position).expect("postcard encodes a position");
             // The clock passes every version received, so a later write here wins over them.
@@ -844,6 +847,19 @@ fn shipment(records: &[LogRecord], committed: Lsn) -> Option<(Position, Vec<Chan
     }
     let last = &records[end];
     Some((Position { lsn: last.lsn, epoch: last.epoch }, changes))
+}
+
+/// A change this datacenter could not take (its merge was refused, or the merged state was
+/// too large to store), as the conflict log keeps it: what was held stays, what arrived is
+/// lost here.
+fn kept_out(resolve: Resolve, before: &Siblings, arrived: &Siblings) -> super::conflict::Conflict {
+    super::conflict::Conflict {
+        resolve,
+        held: before.values().to_vec(),
+        arrived: arrived.values().to_vec(),
+        kept: before.values().to_vec(),
+        lost: arrived.values().to_vec(),
+    }
 }
 
 /// The physical prefix of every applied-position key.

@@ -614,3 +614,40 @@ fn a_correction_moves_a_position_back_only_from_the_position_it_corrects() {
     w.settle();
     assert_eq!(applied(&w).lsn, 1, "a correction of its position moves it back");
 }
+
+#[test]
+fn a_change_that_cannot_be_merged_is_kept_in_the_conflict_log() {
+    use crate::causality::VERSION_VECTOR_ENTRIES_MAX;
+    use crate::version::{Timestamp, Version};
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    w.cut = true;
+    assert_eq!(w.run(1, "SET wide mine"), Reply::Ok);
+    // A state whose context names as many writers as a context may: joined with dc2's own
+    // write of the key, it would name one too many.
+    let mut wide = Siblings::new();
+    for i in 0..VERSION_VECTOR_ENTRIES_MAX as u64 {
+        let version = Version { ts: Timestamp { millis: w.now, logical: i as u32 }, node: NodeId(1_000 + i) };
+        let context = wide.context().clone();
+        wide.write(NodeId(1_000 + i), &context, version, Some(Bytes::from(format!("v{i}")))).unwrap();
+    }
+    let applied = w.nodes[1].applied(dc_id("dc1")).unwrap();
+    let ship = Ship {
+        origin: dc_id("dc1"),
+        after: applied,
+        through: applied,
+        changes: vec![Change {
+            key: crate::kv::physical(0, &Bytes::from_static(b"wide")),
+            record: Record { version: Default::default(), value: Some(wide.to_bytes().unwrap()), expire_at_ms: None },
+        }],
+        sent_ms: 0,
+        restart: None,
+    };
+    let from = w.ids[0];
+    w.step(1, Input::Message { from, message: Message::Ship(ship) });
+    w.settle();
+    assert_eq!(w.run(1, "GET wide"), bulk("mine"), "dc2 keeps its own state");
+    let entries = super::super::conflict_log::list(w.nodes[1].store(), b"wide", 10).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].lost.len(), 1, "the arriving write is kept as lost here: {:?}", entries[0]);
+}
