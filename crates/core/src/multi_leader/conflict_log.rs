@@ -206,7 +206,7 @@ impl ConflictEntry {
 }
 
 /// The physical key of slot `slot` of the ring of entries.
-fn slot_key(slot: u64) -> Bytes {
+pub(super) fn slot_key(slot: u64) -> Bytes {
     let mut raw = BytesMut::with_capacity(ENTRY_PREFIX.len() + 8);
     raw.extend_from_slice(ENTRY_PREFIX);
     raw.put_u64(slot);
@@ -216,31 +216,40 @@ fn slot_key(slot: u64) -> Bytes {
 /// Every stored entry, decoded, in slot order (at most the ring's size). An entry that does
 /// not decode is an error naming its key.
 fn entries<E: Engine>(store: &Store<E>) -> Result<Vec<ConflictEntry>> {
+    let (entries, undecodable) = scan(store)?;
+    match undecodable.into_iter().next() {
+        Some(why) => Err(why),
+        None => Ok(entries),
+    }
+}
+
+/// Every stored entry that decodes, in slot order, and an error naming each one that does not.
+fn scan<E: Engine>(store: &Store<E>) -> Result<(Vec<ConflictEntry>, Vec<Error>)> {
     let start = physical(CONFLICTS_NAMESPACE, &Bytes::from_static(ENTRY_PREFIX));
-    let mut out = Vec::new();
+    let (mut out, mut undecodable) = (Vec::new(), Vec::new());
     let mut from = start.clone();
     let mut first = true;
     loop {
         let bound = if first { Bound::Included(&from[..]) } else { Bound::Excluded(&from[..]) };
         let batch = store.engine().scan(bound, 1024);
         first = false;
-        let Some((last, _)) = batch.last() else { return Ok(out) };
+        let Some((last, _)) = batch.last() else { return Ok((out, undecodable)) };
         let last = last.clone();
         for (key, meta) in batch {
             if !key.starts_with(&start) {
-                return Ok(out);
+                return Ok((out, undecodable));
             }
             if meta.tombstone {
                 continue;
             }
             let Some(value) = store.engine().get(&key)?.and_then(|r| r.value) else { continue };
-            let entry: ConflictEntry = postcard::from_bytes(&value).map_err(|e| {
-                Error::InvalidInput(format!(
+            match postcard::from_bytes::<ConflictEntry>(&value) {
+                Ok(entry) => out.push(entry),
+                Err(e) => undecodable.push(Error::InvalidInput(format!(
                     "conflict log entry {:?} does not decode: {e}",
                     String::from_utf8_lossy(&key)
-                ))
-            })?;
-            out.push(entry);
+                ))),
+            }
         }
         from = last;
     }
@@ -283,8 +292,13 @@ impl ConflictLog {
         let next = match self.next {
             Some(next) => next,
             None => {
-                let stored = entries(store)?;
-                self.held = Some(stored.len());
+                // An entry that does not decode does not stop the datacenter taking changes:
+                // it is reported, and its slot is written again when the ring comes round.
+                let (stored, undecodable) = scan(store)?;
+                for why in &undecodable {
+                    tracing::error!("{why}: numbering the conflict log's next entries without it");
+                }
+                self.held = Some(stored.len() + undecodable.len());
                 stored.iter().map(|e| e.number + 1).max().unwrap_or(0)
             }
         };

@@ -651,3 +651,27 @@ fn a_change_that_cannot_be_merged_is_kept_in_the_conflict_log() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0].lost.len(), 1, "the arriving write is kept as lost here: {:?}", entries[0]);
 }
+
+#[test]
+fn a_conflict_entry_that_does_not_decode_is_named_and_stops_nothing() {
+    let mut w = lecture(Rules::new(Resolve::Lww));
+    let garbage =
+        Record { version: Default::default(), value: Some(Bytes::from_static(b"\xff\xff")), expire_at_ms: None };
+    let slot = super::super::conflict_log::slot_key(0);
+    w.nodes[0].local_mut().leader_write(|store| store.put_record(slot, garbage)).unwrap();
+    w.settle();
+    let Reply::Error(e) = w.run(0, "REPLIKV.CONFLICTS") else { panic!("an error") };
+    assert!(e.contains("does not decode"), "{e}");
+    // The next conflict, at a leader that reads the log's numbering afresh (as after a
+    // failover), is logged: the bad entry's slot is written again.
+    w.nodes[0].conflicts.forget();
+    w.cut = true;
+    assert_eq!(w.run(0, "SET users.1.name a"), Reply::Ok);
+    w.now += 5;
+    assert_eq!(w.run(2, "SET users.1.name b"), Reply::Ok);
+    w.cut = false;
+    w.run_for(1_000);
+    let entries = super::super::conflict_log::list(w.nodes[0].store(), b"", 10).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].key, Bytes::from_static(b"users.1.name"));
+}
