@@ -25,6 +25,11 @@ pub const SHIP_BYTES_MAX: usize = 1024 * 1024;
 /// long ago the oldest change another datacenter lacks was written.
 pub const LAG_SAMPLES_MAX: usize = 4096;
 
+/// Answers to other datacenters a leader holds at most while its own datacenter has not yet
+/// made durable what they confirm (its followers are slow or down); past it the oldest is
+/// dropped, harmlessly: its sender asks again.
+pub const OWED_ACKS_MAX: usize = 1024;
+
 /// Milliseconds between two warnings of the same kind about one datacenter.
 const WARN_EVERY_MS: u64 = 10_000;
 
@@ -364,6 +369,9 @@ impl<E: Engine> MultiLeader<E> {
     /// holds what this node wrote through `lsn` (the stored position among it).
     fn owe(&mut self, lsn: Lsn, to: NodeId, origin: DcId, applied: Position, echo_ms: u64) -> Result<()> {
         let stored = self.stored(origin)?;
+        if self.owed.len() >= OWED_ACKS_MAX {
+            self.owed.pop_front();
+        }
         self.owed.push_back(Owed { lsn, to, ack: ShipAck { origin, applied, stored, echo_ms } });
         Ok(())
     }

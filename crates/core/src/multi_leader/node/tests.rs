@@ -675,3 +675,15 @@ fn a_conflict_entry_that_does_not_decode_is_named_and_stops_nothing() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0].key, Bytes::from_static(b"users.1.name"));
 }
+
+#[test]
+fn answers_owed_while_a_datacenter_cannot_make_them_durable_are_bounded() {
+    let mut w = World::new(&[1, 1], Rules::default(), 0);
+    w.run_for(300);
+    let (from, origin) = (w.ids[0], dc_id("dc1"));
+    let mut outbox = Outbox::default();
+    for _ in 0..OWED_ACKS_MAX + 10 {
+        w.nodes[1].on_where(from, origin, &mut outbox);
+    }
+    assert_eq!(w.nodes[1].owed.len(), OWED_ACKS_MAX);
+}
