@@ -736,9 +736,11 @@ impl<E: Engine> MultiLeader<E> {
             }
             return Ok(());
         };
-        // A request over several records ships whole: read on to its end (within reason).
+        // A request over several records ships whole: when what was read holds no whole
+        // request, read on to the first one's end (within reason).
         let mut bytes: usize = records.iter().map(LogRecord::size_hint).sum();
-        while let Some(last) = records.last().filter(|r| r.continues() && r.lsn < committed) {
+        let whole = |records: &[LogRecord]| records.iter().any(|r| r.lsn <= committed && !r.continues());
+        while let Some(last) = records.last().filter(|r| r.lsn < committed && !whole(&records)) {
             if bytes > SHIP_REQUEST_BYTES_MAX {
                 let out = self.outbound.get_mut(&dc).expect("listed");
                 if out.warned_ms.get("request").is_none_or(|at| now_ms.saturating_sub(*at) >= WARN_EVERY_MS) {
