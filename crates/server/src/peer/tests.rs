@@ -203,7 +203,7 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         (
             |h| h.protocol_version += 1,
             "peer protocol version mismatch: this node speaks version 9, peer n2 at ",
-            " speaks version 9",
+            " speaks version 10",
         ),
         (
             |h| h.storage_format_version += 1,
