@@ -50,9 +50,13 @@
 //!   `log_retain_bytes` (warned about past twice that, naming "another datacenter"). There is
 //!   no full exchange of states yet that would let it drop what a datacenter lacks and send
 //!   its state instead.
-//! - Followers keep their logs by their own retention, not by what other datacenters need:
-//!   a follower that becomes leader may lack records a lagging datacenter needs; the exchange
-//!   to that datacenter then stops with an error (the full exchange of states would fix it).
+//! - Followers keep what their leader keeps for other datacenters (its heartbeats say where
+//!   from), but a follower brought up to date by a snapshot holds only the log after it: if
+//!   it becomes leader, it may lack records a lagging datacenter needs, and the exchange to
+//!   that datacenter then stops with an error (the full exchange of states would fix it).
+//! - While a datacenter cannot make its answers durable (no majority of it is up), the
+//!   answers it owes other datacenters are bounded ([`OWED_ACKS_MAX`]); their senders
+//!   ask again, and each answer taken again stores the position once more.
 //! - A single request bigger than [`SHIP_REQUEST_BYTES_MAX`] cannot be shipped (a peer frame
 //!   holds 64 MiB): the exchange to every other datacenter stops there, with an error.
 //! - A shipment with a change that does not decode is refused whole and comes again, for
@@ -78,7 +82,7 @@ pub use conflict_log::{ConflictEntry, CONFLICTS_KEPT_MAX};
 pub use message::{dc_id, DcId, Message, Position};
 pub use node::{
     Datacenter, DatacenterLag, ExchangeCounters, MultiLeader, MultiLeaderStatus, Settings, LAG_SAMPLES_MAX,
-    POSITION_STORE_EVERY_RECORDS, SHIP_BYTES_MAX, SHIP_REQUEST_BYTES_MAX,
+    OWED_ACKS_MAX, POSITION_STORE_EVERY_RECORDS, SHIP_BYTES_MAX, SHIP_REQUEST_BYTES_MAX,
 };
 
 /// What a multi-leader node is handed: [`crate::node::Input`] with this family's messages.

@@ -10,7 +10,7 @@ use crate::causality::Siblings;
 use crate::error::Result;
 use crate::kv::{physical, Store};
 use crate::node::{Family, Input, Outbox, Output, PeerMessage, ReplicationStatus, WrittenOutAll};
-use crate::replication::{Change, LogRecord, Lsn};
+use crate::replication::{Change, Epoch, LogRecord, Lsn};
 use crate::single_leader::{self, SingleLeader};
 use crate::storage::{Engine, Flushed, Record};
 use crate::version::NodeId;
@@ -627,8 +627,8 @@ impl<E: Engine> MultiLeader<E> {
     }
 
     /// The newest position of this log at or before `theirs` that is in this log's history:
-    /// `theirs` itself when this log holds it (or no longer can tell), else where the two
-    /// histories last agreed.
+    /// `theirs` itself when this log holds it (or no longer can tell), else a point the two
+    /// histories surely share ([`shared_point`]).
     fn matching(&self, theirs: Position) -> Position {
         if theirs.lsn == 0 || theirs.lsn < self.inner.first_lsn() {
             return theirs;
@@ -636,21 +636,7 @@ impl<E: Engine> MultiLeader<E> {
         if self.inner.log_epoch_at(theirs.lsn) == Some(theirs.epoch) {
             return theirs;
         }
-        // The last record of an epoch not after theirs, and not past their position.
-        let runs = self.inner.log_epoch_runs();
-        let last = self.inner.last_lsn();
-        let mut best = Position { lsn: self.inner.first_lsn().saturating_sub(1), epoch: 0 };
-        for (i, (start, epoch)) in runs.iter().enumerate() {
-            if *epoch > theirs.epoch {
-                break;
-            }
-            let end = runs.get(i + 1).map_or(last, |(next, _)| next.saturating_sub(1));
-            let lsn = end.min(theirs.lsn);
-            if lsn >= *start {
-                best = Position { lsn, epoch: *epoch };
-            }
-        }
-        best
+        shared_point(&self.inner.log_epoch_runs(), self.inner.first_lsn(), self.inner.last_lsn(), theirs)
     }
 
     /// On a leader: ships each other datacenter what it lacks, and asks one that has not said
@@ -743,6 +729,7 @@ impl<E: Engine> MultiLeader<E> {
         while let Some(last) = records.last().filter(|r| r.lsn < committed && !whole(&records)) {
             if bytes > SHIP_REQUEST_BYTES_MAX {
                 let out = self.outbound.get_mut(&dc).expect("listed");
+                out.sent = Some((applied, now_ms)); // not read again before resend_ms
                 if out.warned_ms.get("request").is_none_or(|at| now_ms.saturating_sub(*at) >= WARN_EVERY_MS) {
                     out.warned_ms.insert("request", now_ms);
                     tracing::error!(
@@ -857,6 +844,33 @@ fn shipment(records: &[LogRecord], committed: Lsn) -> Option<(Position, Vec<Chan
     }
     let last = &records[end];
     Some((Position { lsn: last.lsn, epoch: last.epoch }, changes))
+}
+
+/// Where a log of epoch runs `runs` (`(first lsn, epoch)`, from `first_lsn` to `last`) and
+/// another history that reached `theirs` surely agree, when this log does not hold `theirs`.
+/// A run of `theirs`'s own epoch is shared up to `theirs` (one leader wrote both); a run of
+/// an older epoch is shared only up to where it starts (where the other history's run of
+/// that epoch ended is unknown, and every history holding that epoch's records took the same
+/// records before them from its leader). Shipping again from a point before the true fork is
+/// harmless (the state merge is idempotent); from a point past it would skip records.
+fn shared_point(runs: &[(Lsn, Epoch)], first_lsn: Lsn, last: Lsn, theirs: Position) -> Position {
+    let base = first_lsn.saturating_sub(1);
+    let mut best = Position { lsn: base, epoch: 0 };
+    for (i, &(start, epoch)) in runs.iter().enumerate() {
+        if epoch > theirs.epoch {
+            break;
+        }
+        let before = match i {
+            0 => Position { lsn: start.saturating_sub(1).max(base), epoch: 0 },
+            _ => Position { lsn: start - 1, epoch: runs[i - 1].1 },
+        };
+        best = before;
+        let end = runs.get(i + 1).map_or(last, |&(next, _)| next.saturating_sub(1));
+        if epoch == theirs.epoch && end.min(theirs.lsn) >= start {
+            best = Position { lsn: end.min(theirs.lsn), epoch };
+        }
+    }
+    best
 }
 
 /// A change this datacenter could not take (its merge was refused, or the merged state was

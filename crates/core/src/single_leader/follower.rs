@@ -244,14 +244,18 @@ impl Follower {
 
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
     /// to apply (they are read back from the log when its last part comes).
+    /// Where retention may drop records before, with `hold` this replica's own (see `tick`).
+    pub(super) fn keep_from(&self, log: &ReplicationLog, hold: Option<Lsn>) -> Lsn {
+        let keep_from = log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1);
+        keep_from.min(self.leader_hold.unwrap_or(hold).unwrap_or(Lsn::MAX))
+    }
+
     /// Drops what retention lets go: never a record not yet applied, of a request still open,
     /// or held: from where the leader's last heartbeat said its log is held, or before one
     /// came, from `hold` (this replica's own, see
     /// [`crate::single_leader::SingleLeader::hold_log_from`]).
     pub(super) fn tick(&mut self, log: &mut ReplicationLog, hold: Option<Lsn>) -> Result<()> {
-        let keep_from = log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1);
-        let held = self.leader_hold.unwrap_or(hold).unwrap_or(Lsn::MAX);
-        log.retain(keep_from.min(held))?;
+        log.retain(self.keep_from(log, hold))?;
         Ok(())
     }
 

@@ -672,10 +672,13 @@ impl Leader {
                 .map(|p| format!("{:?}", p.node))
                 .chain((self.hold_from == Some(keep_from)).then(|| "another datacenter".to_string()))
                 .collect();
+            let pinning = match pinning.is_empty() {
+                true => "its active segment, which is never deleted".to_string(),
+                false => pinning.join(", "),
+            };
             tracing::warn!(
                 "the replication log holds {bytes} bytes, over twice its bound of {bound}: records from {keep_from} on \
-                 are kept for {}",
-                pinning.join(", ")
+                 are kept for {pinning}"
             );
         }
         let oldest = self.followers.iter().map(|p| p.acked).min().unwrap_or(self.durable);

@@ -443,7 +443,8 @@ pub struct SingleLeader<E> {
     /// What requests do to the store: Redis's string commands unless the family running
     /// this replica gave its own ([`SingleLeader::set_commands`]).
     commands: Box<dyn Commands<E>>,
-    /// Records another family needs the log to keep while this replica leads
+    /// Records another family needs the log to keep, on a leader and (until its leader's
+    /// heartbeats say where the leader holds from) on a follower
     /// ([`SingleLeader::hold_log_from`]).
     log_hold: Option<Lsn>,
     /// The replication log (unused when standalone).
@@ -849,15 +850,16 @@ impl<E: Engine> SingleLeader<E> {
                     self.store.expire_due(now_ms)?;
                 }
                 Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)?;
-                // The log may drop records at this tick: the engine holds them durably first.
-                if self.log.over_retention() {
+                // The log may drop records at this tick: the engine holds them durably first
+                // (not while what the log holds for another family keeps every segment).
+                if self.log.would_retain_drop(self.log_hold.unwrap_or(Lsn::MAX)) {
                     self.store.engine_mut().sync_written(now_ms)?;
                 }
                 leader.hold_from = self.log_hold;
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
             State::Follower(follower) => {
-                if self.log.over_retention() {
+                if self.log.would_retain_drop(follower.keep_from(&self.log, self.log_hold)) {
                     self.store.engine_mut().sync_written(now_ms)?;
                 }
                 follower.tick(&mut self.log, self.log_hold)?;

@@ -687,3 +687,23 @@ fn answers_owed_while_a_datacenter_cannot_make_them_durable_are_bounded() {
     }
     assert_eq!(w.nodes[1].owed.len(), OWED_ACKS_MAX);
 }
+
+#[test]
+fn a_history_that_went_another_way_is_shipped_again_from_a_point_both_surely_share() {
+    let at = |lsn, epoch| Position { lsn, epoch };
+    // This log: epoch 1 at 1..=50, epoch 3 from 51 to 80. The other history reached 100 in
+    // epoch 2 (its epoch 1 may have ended anywhere before): only epoch 1's start is sure.
+    let runs = [(0, 0), (1, 1), (51, 3)];
+    assert_eq!(shared_point(&runs, 1, 80, at(100, 2)), at(0, 0));
+    // With a run of epoch 2 here (41..=60), the other history shares it up to its position.
+    let runs = [(0, 0), (1, 1), (41, 2), (61, 3)];
+    assert_eq!(shared_point(&runs, 1, 80, at(55, 2)), at(55, 2));
+    assert_eq!(shared_point(&runs, 1, 80, at(70, 2)), at(60, 2));
+    // A history of epoch 3 that is not this one's at 90: this log's epoch 3 ends at 80.
+    assert_eq!(shared_point(&runs, 1, 80, at(90, 3)), at(80, 3));
+    // A log whose base is 20 (the runs start there): never before it.
+    let runs = [(20, 1), (41, 2)];
+    assert_eq!(shared_point(&runs, 21, 60, at(70, 1)), at(40, 1));
+    assert_eq!(shared_point(&runs, 21, 60, at(70, 3)), at(40, 1));
+    assert_eq!(shared_point(&runs[..1], 21, 40, at(70, 2)), at(20, 0));
+}

@@ -367,6 +367,16 @@ impl ReplicationLog {
         self.bytes > self.options.retain_bytes_max
     }
 
+    /// True when [`ReplicationLog::retain`] with `keep_from` would delete a segment now.
+    pub fn would_retain_drop(&self, keep_from: Lsn) -> bool {
+        let Some((&first, segment)) = self.segments.first_key_value() else { return false };
+        let writable = match &self.files {
+            Some(files) => first >= files.active_first_lsn(),
+            None => self.segments.len() == 1,
+        };
+        self.over_retention() && !writable && segment.last_lsn < keep_from
+    }
+
     /// Deletes the oldest sealed segments while the log's bytes exceed `retain_bytes_max`,
     /// but never the active segment nor one whose last lsn is `keep_from` or later (records
     /// a follower or a snapshot still needs). Returns how many it deleted. The in-memory log

@@ -306,6 +306,8 @@ fn retention_deletes_old_segments_and_keep_from_pins_them() {
     let segments = segment_files(dir.path()).len() as u64;
     assert!(log.stats().bytes > 2_000, "{:?}", log.stats());
 
+    assert!(!log.would_retain_drop(1), "lsn 1 pins every segment");
+    assert!(log.would_retain_drop(30));
     assert_eq!(log.retain(1).expect("retain"), 0, "lsn 1 pins every segment");
     assert_eq!(log.first_lsn(), 1);
     let dropped = log.retain(30).expect("retain");
@@ -318,6 +320,7 @@ fn retention_deletes_old_segments_and_keep_from_pins_them() {
     assert_eq!(log.read(first - 1, usize::MAX).expect("read"), Some(all[first as usize - 1..].to_vec()));
 
     let more = log.retain(Lsn::MAX).expect("retain");
+    assert!(!log.would_retain_drop(Lsn::MAX), "within its bound");
     let stats = log.stats();
     assert!(more > 0 && stats.bytes <= 2_000, "{more} more dropped, {stats:?}");
     assert_eq!(stats.dropped_segments, dropped + more);
@@ -435,6 +438,7 @@ fn in_memory_log_behaves_like_the_file_log() {
     }
     assert!(memory.stats().segments > 1, "virtual segments: {:?}", memory.stats());
 
+    assert!(!memory.would_retain_drop(1) && memory.would_retain_drop(30));
     assert_eq!(memory.retain(1).expect("retain"), 0, "lsn 1 pins every segment");
     let dropped = memory.retain(30).expect("retain");
     let first = memory.first_lsn();
