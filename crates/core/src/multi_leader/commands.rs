@@ -265,11 +265,8 @@ impl<E: Engine> Commands<E> for Causal {
             }
             Request::DbSize => Reply::Int(store.keyspace().first().map_or(0, |db| db.keys as i64)),
             Request::Conflicts { prefix, count } => {
-                // A stored entry that does not decode is this reply's error, not the node's.
-                match super::conflict_log::list(store, &prefix, count.min(usize::MAX as u64) as usize) {
-                    Ok(entries) => Reply::Array(entries.iter().map(ConflictEntry::reply).collect()),
-                    Err(e) => Reply::err(e),
-                }
+                let entries = super::conflict_log::list(store, &prefix, count.min(usize::MAX as u64) as usize)?;
+                Reply::Array(entries.iter().map(ConflictEntry::reply).collect())
             }
             other => unreachable!("{other:?} is refused above"),
         })

@@ -213,16 +213,6 @@ pub(super) fn slot_key(slot: u64) -> Bytes {
     physical(CONFLICTS_NAMESPACE, &raw.freeze())
 }
 
-/// Every stored entry, decoded, in slot order (at most the ring's size). An entry that does
-/// not decode is an error naming its key.
-fn entries<E: Engine>(store: &Store<E>) -> Result<Vec<ConflictEntry>> {
-    let (entries, undecodable) = scan(store)?;
-    match undecodable.into_iter().next() {
-        Some(why) => Err(why),
-        None => Ok(entries),
-    }
-}
-
 /// Every stored entry that decodes, in slot order, and an error naming each one that does not.
 fn scan<E: Engine>(store: &Store<E>) -> Result<(Vec<ConflictEntry>, Vec<Error>)> {
     let start = physical(CONFLICTS_NAMESPACE, &Bytes::from_static(ENTRY_PREFIX));
@@ -334,10 +324,15 @@ impl ConflictLog {
 }
 
 /// The newest `count` entries (at most [`CONFLICTS_LISTED_MAX`]) whose key starts with
-/// `prefix`, oldest first. A stored entry that does not decode is an error naming its key.
+/// `prefix`, oldest first. A stored entry that does not decode is left out of the list and
+/// named in the node's log (one bad entry must not hide the others).
 pub fn list<E: Engine>(store: &Store<E>, prefix: &[u8], count: usize) -> Result<Vec<ConflictEntry>> {
     let count = count.min(CONFLICTS_LISTED_MAX);
-    let mut all: Vec<ConflictEntry> = entries(store)?.into_iter().filter(|e| e.key.starts_with(prefix)).collect();
+    let (entries, undecodable) = scan(store)?;
+    for why in &undecodable {
+        tracing::error!("{why}: left out of the conflict log's listing");
+    }
+    let mut all: Vec<ConflictEntry> = entries.into_iter().filter(|e| e.key.starts_with(prefix)).collect();
     all.sort_by_key(|e| e.number);
     let skip = all.len().saturating_sub(count);
     Ok(all.split_off(skip))
