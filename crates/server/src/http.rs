@@ -446,6 +446,8 @@ fn reply_json(reply: &Reply) -> Value {
             }
         }
         Reply::Watched(_) => Value::Null,
+        // The session keeps the position; the client sees the answer.
+        Reply::InSession { reply, .. } => reply_json(reply),
     }
 }
 

@@ -104,8 +104,8 @@ pub use databases::{DbKeys, CLIENT_KEY_BYTES_MAX, DATABASES_DEFAULT, DATABASES_M
 pub use glob::{glob_match, glob_match_within};
 pub use number::{format_float, parse_float, parse_int};
 pub use request::{
-    BitRange, Consistency, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request, SetCondition,
-    Watched, CONFLICTS_LISTED_DEFAULT,
+    BitRange, Consistency, ExpireCondition, Expiry, GetExExpiry, LcsAnswer, ObjectField, Reply, Request,
+    SessionPosition, SetCondition, Watched, CONFLICTS_LISTED_DEFAULT,
 };
 pub use session::{
     unknown_command, Action, ExecItem, ExecPlan, Session, EXEC_OVERHEAD_BYTES_MAX, MULTI_QUEUED_BYTES_MAX,

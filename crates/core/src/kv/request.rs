@@ -521,6 +521,32 @@ pub enum Request {
         /// Entries at most ([`CONFLICTS_LISTED_DEFAULT`] when not given).
         count: u64,
     },
+    /// A request of a session with guarantees (REPLIKV.GUARANTEE; single-leader, and inside a
+    /// multi-leader datacenter): the replica answers only from a state that holds `after`, and
+    /// says which position its answer reflects ([`Reply::InSession`]).
+    Session {
+        /// The newest position of the leader's history the session must see (its writes, and
+        /// what it read before): `lsn` 0 for none.
+        after: SessionPosition,
+        /// How long a replica that does not hold `after` yet waits for it, before it answers
+        /// with an error naming the gap and where to read instead.
+        wait_ms: u64,
+        /// Answer on the leader: a follower forwards the request (REPLIKV.READFROM leader, or
+        /// read-your-writes sending reads to the leader for a while after a write).
+        on_leader: bool,
+        /// The request.
+        request: Box<Request>,
+    },
+}
+
+/// A position of a single-leader history: a record's LSN and the epoch it was written in (the
+/// epoch tells one history from another that reused the LSN after a failover).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionPosition {
+    /// The record's LSN (0: the start, before any record).
+    pub lsn: u64,
+    /// Its epoch.
+    pub epoch: u64,
 }
 
 /// How many replicas a leaderless request waits for, as Cassandra's consistency levels:
@@ -643,7 +669,7 @@ impl Request {
             | Request::ExpireIf { key, .. }
             | Request::SetContext { key, .. }
             | Request::Siblings { key } => vec![key],
-            Request::WithConsistency { request, .. } => request.keys_mut(),
+            Request::WithConsistency { request, .. } | Request::Session { request, .. } => request.keys_mut(),
             Request::Lcs { a, b, .. } => vec![a, b],
             // COPY ... DB moves the destination to the other database's namespace itself.
             Request::Rename { source, destination, .. } | Request::Copy { source, destination, .. } => {
@@ -679,7 +705,9 @@ impl Request {
     pub fn is_write(&self) -> bool {
         match self {
             Request::Exec { requests, .. } => return requests.iter().any(Request::is_write),
-            Request::InDb { request, .. } | Request::WithConsistency { request, .. } => return request.is_write(),
+            Request::InDb { request, .. }
+            | Request::WithConsistency { request, .. }
+            | Request::Session { request, .. } => return request.is_write(),
             _ => {}
         }
         !matches!(
@@ -734,6 +762,19 @@ pub enum Reply {
     NullArray,
     /// WATCH's answer to the front end, which keeps it and tells the client `OK`.
     Watched(Vec<Watched>),
+    /// A [`Request::Session`]'s answer to the front end, which keeps the position in the
+    /// session and tells the client `reply`.
+    InSession {
+        /// The position of the leader's history the answer reflects: a write's record, or the
+        /// state a read saw.
+        at: SessionPosition,
+        /// The node answered on the leader (itself, or a follower forwarded the request).
+        by_leader: bool,
+        /// How long the replica waited to hold the session's position, in ms.
+        waited_ms: u64,
+        /// The answer.
+        reply: Box<Reply>,
+    },
 }
 
 impl Reply {

@@ -65,6 +65,13 @@ pub(super) fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
         Reply::Error(e) => format!("(error) {e}"),
         Reply::NullArray => "(nil)".to_string(),
         Reply::Watched(_) => "OK".to_string(),
+        Reply::InSession { at, reply, .. } => {
+            render(reply, indent, out);
+            if let Some(last) = out.last_mut() {
+                last.push_str(&format!("  (at {}@e{})", at.lsn, at.epoch));
+            }
+            return;
+        }
         Reply::Array(items) if items.is_empty() => "(empty array)".to_string(),
         Reply::Array(items) => {
             for (i, item) in items.iter().enumerate() {

@@ -181,6 +181,7 @@ mod leader;
 pub mod message;
 mod repair;
 pub mod rollback;
+mod session;
 pub mod vote;
 
 use crate::error::Result;
@@ -490,6 +491,10 @@ pub struct SingleLeader<E> {
     forwarding_to: (NodeId, Epoch),
     /// The next number for a forwarded write.
     next_forward: u64,
+    /// Session reads waiting for this replica to hold their session's position.
+    session_waits: std::collections::VecDeque<session::SessionWait>,
+    /// Session requests taken, by id, until their replies leave positioned.
+    session_answers: BTreeMap<RequestId, session::SessionAnswer>,
     /// Its repair of damaged records (see `repair.rs`).
     repair: repair::Repair,
     /// When it last heard from a leader of its epoch, in any role (with `read_lease`, its
@@ -612,6 +617,8 @@ impl<E: Engine> SingleLeader<E> {
             forwarding: BTreeMap::new(),
             forwarding_to: (NodeId(0), 0),
             next_forward: 0,
+            session_waits: std::collections::VecDeque::new(),
+            session_answers: BTreeMap::new(),
             repair: repair::Repair::default(),
             leader_heard_ms: None,
             vote_guard_until_ms: 0,
@@ -662,6 +669,7 @@ impl<E: Engine> SingleLeader<E> {
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
         self.dispatch(now_ms, input, outbox)?;
+        self.session_tick(now_ms, outbox)?;
         self.take_damage_found()?;
         self.take_pending_repair()?;
         if self.handover.is_some() || !self.held.is_empty() {
@@ -670,6 +678,10 @@ impl<E: Engine> SingleLeader<E> {
         // Before the forwarded-reply mapping below: a write this node forwarded may itself be
         // one a follower forwarded to it while it led (held by a handover, then forwarded on).
         self.maybe_abort_forwarding(outbox);
+        if !self.session_answers.is_empty() {
+            let (after_flush, now) = (&mut outbox.after_flush[marks.0..], &mut outbox.now[marks.1..]);
+            self.position_session_replies(after_flush.iter_mut().chain(now.iter_mut()));
+        }
         if !self.forwarded.is_empty() {
             // Replies to forwarded requests go back to the follower that forwarded them.
             let forwarded = &mut self.forwarded;
@@ -715,6 +727,9 @@ impl<E: Engine> SingleLeader<E> {
     }
 
     fn request(&mut self, now_ms: u64, id: RequestId, request: Request, outbox: &mut Outbox) -> Result<()> {
+        if let Request::Session { after, wait_ms, on_leader, request } = request {
+            return self.session_request(now_ms, id, after, wait_ms, on_leader, *request, outbox);
+        }
         if let Request::Digest { bucket } = request {
             let reply = self.digest(bucket)?;
             outbox.after_flush.push(Output::Reply { id, reply });
@@ -739,30 +754,8 @@ impl<E: Engine> SingleLeader<E> {
                 };
                 outbox.after_flush.push(Output::Reply { id, reply });
             }
-            State::Follower(follower) if request.is_write() && self.settings.forward_writes => {
-                let Some(leader) = follower.leader else {
-                    let reply = Reply::err(format!(
-                        "no leader is known right now (epoch {}; an election may be under way): the write was not \
-                         forwarded; try again shortly",
-                        self.settings.epoch
-                    ));
-                    outbox.after_flush.push(Output::Reply { id, reply });
-                    return Ok(());
-                };
-                if self.forwarding.len() >= PENDING_REPLIES_MAX {
-                    let reply = Reply::err("too many forwarded writes are waiting for the leader; try again later");
-                    outbox.after_flush.push(Output::Reply { id, reply });
-                    return Ok(());
-                }
-                // Writes forwarded to an earlier leader fail first: all of `forwarding` goes to one.
-                self.maybe_abort_forwarding(outbox);
-                self.forwarding_to = (leader, self.settings.epoch);
-                self.next_forward += 1;
-                let number = self.next_forward;
-                self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
-                let message =
-                    Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
-                outbox.now.push(Output::Send { to: leader, message: message.into() });
+            State::Follower(_) if request.is_write() && self.settings.forward_writes => {
+                self.forward(now_ms, id, request, outbox);
             }
             State::Follower(follower) => {
                 let reply = match request {
@@ -826,6 +819,53 @@ impl<E: Engine> SingleLeader<E> {
             }
         }
         Ok(())
+    }
+
+    /// Sends `request` to this follower's leader, which answers it as its own client's and sends
+    /// the reply back; an error when no leader is known or too many wait.
+    fn forward(&mut self, now_ms: u64, id: RequestId, request: Request, outbox: &mut Outbox) {
+        let State::Follower(follower) = &self.state else { unreachable!("only a follower forwards") };
+        let Some(leader) = follower.leader else {
+            let reply = Reply::err(format!(
+                "no leader is known right now (epoch {}; an election may be under way): the write was not \
+                 forwarded; try again shortly",
+                self.settings.epoch
+            ));
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return;
+        };
+        if self.forwarding.len() >= PENDING_REPLIES_MAX {
+            let reply = Reply::err("too many forwarded writes are waiting for the leader; try again later");
+            outbox.after_flush.push(Output::Reply { id, reply });
+            return;
+        }
+        // Writes forwarded to an earlier leader fail first: all of `forwarding` goes to one.
+        self.maybe_abort_forwarding(outbox);
+        self.forwarding_to = (leader, self.settings.epoch);
+        self.next_forward += 1;
+        let number = self.next_forward;
+        self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
+        let message =
+            Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
+        outbox.now.push(Output::Send { to: leader, message: message.into() });
+    }
+
+    /// Forwards `request` to the leader when `forwards`, else takes it as this replica's own.
+    pub(super) fn forward_or_refuse(
+        &mut self,
+        now_ms: u64,
+        id: RequestId,
+        request: Request,
+        forwards: bool,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        match forwards {
+            true => {
+                self.forward(now_ms, id, request, outbox);
+                Ok(())
+            }
+            false => self.request(now_ms, id, request, outbox),
+        }
     }
 
     fn tick(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
@@ -1509,6 +1549,9 @@ mod cluster_golden_tests;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod session_tests;
 
 #[cfg(test)]
 mod lease_tests;

@@ -24,7 +24,7 @@ pub(super) struct Cluster {
     pub(super) replies: BTreeMap<RequestId, Reply>,
     /// Nodes cut off: messages to and from them are dropped.
     pub(super) cut: BTreeSet<usize>,
-    next_id: RequestId,
+    pub(super) next_id: RequestId,
     /// Deliver every message twice.
     duplicate: bool,
     /// Nodes whose fsyncs do not finish (`hold_fsync`): their batches are written out, their

@@ -504,5 +504,7 @@ pub fn to_frame(reply: Reply) -> Frame {
         Reply::NullArray => Frame::NullArray,
         // The session turns WATCH's answer into OK before it reaches a client.
         Reply::Watched(_) => Frame::ok(),
+        // The session keeps the position before it reaches a client.
+        Reply::InSession { reply, .. } => to_frame(*reply),
     }
 }

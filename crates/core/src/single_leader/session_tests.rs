@@ -1,0 +1,104 @@
+//! Session guarantees on real replicas: a follower behind a session's position waits for it
+//! or refuses, never answers older; every answer says which position it reflects.
+
+use super::tests::Cluster;
+use super::Input;
+use crate::kv::{parse_command, Reply, Request, SessionPosition};
+use crate::replication::ReplogOptions;
+use bytes::Bytes;
+
+fn request(line: &str) -> Request {
+    let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    parse_command(&args).expect("a known command").expect("valid arguments")
+}
+
+fn in_session(after: SessionPosition, wait_ms: u64, on_leader: bool, line: &str) -> Request {
+    Request::Session { after, wait_ms, on_leader, request: Box::new(request(line)) }
+}
+
+/// Sends `request` to node `i`, runs the cluster until it is answered (at most `ms`), and
+/// returns the answer.
+fn ask(c: &mut Cluster, i: usize, request: Request, ms: u64) -> Reply {
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(i, Input::Request { id, request });
+    c.settle();
+    let mut left = ms;
+    while c.reply(id).is_none() && left > 0 {
+        c.run_for(50);
+        left = left.saturating_sub(50);
+    }
+    c.replies.remove(&id).unwrap_or_else(|| panic!("no answer within {ms} ms"))
+}
+
+/// The answer's position, and the answer.
+fn positioned(reply: Reply) -> (SessionPosition, bool, u64, Reply) {
+    match reply {
+        Reply::InSession { at, by_leader, waited_ms, reply } => (at, by_leader, waited_ms, *reply),
+        other => panic!("an answer in session, got {other:?}"),
+    }
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+#[test]
+fn a_read_after_a_write_waits_for_a_lagging_follower_and_never_answers_older() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(200);
+    let (written, by_leader, _, reply) =
+        positioned(ask(&mut c, 0, in_session(Default::default(), 0, false, "SET k v1"), 500));
+    assert_eq!((reply, by_leader), (Reply::Ok, true));
+    assert!(written.lsn > 0 && written.epoch > 0, "{written:?}");
+    c.run_for(200);
+    // n3 is cut off: the next write does not reach it.
+    c.cut.insert(2);
+    let (written, ..) = positioned(ask(&mut c, 0, in_session(written, 0, false, "SET k v2"), 500));
+    // Without a guarantee, n3 answers what it has: the lecture's stale read.
+    assert_eq!(ask(&mut c, 2, request("GET k"), 100), bulk("v1"));
+    // In the session, it waits, then refuses, naming the gap and the leader.
+    let Reply::Error(e) = ask(&mut c, 2, in_session(written, 300, false, "GET k"), 1_000) else { panic!("refused") };
+    assert!(e.starts_with("TRYAGAIN this replica has applied the log through record"), "{e}");
+    assert!(e.contains("1 records behind record") && e.contains("n1 at 127.0.0.1:7001"), "{e}");
+    // A read that waits while the cut heals is answered with the write.
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(2, Input::Request { id, request: in_session(written, 5_000, false, "GET k") });
+    c.run_for(200);
+    assert!(c.reply(id).is_none(), "it waits while cut off");
+    c.cut.clear();
+    c.run_for(1_000);
+    let (at, by_leader, waited_ms, reply) = positioned(c.replies.remove(&id).expect("answered once caught up"));
+    assert_eq!(reply, bulk("v2"));
+    assert!(at.lsn >= written.lsn && !by_leader && waited_ms >= 200, "{at:?} {waited_ms}");
+}
+
+#[test]
+fn a_session_read_on_the_leader_is_forwarded_and_positioned_by_it() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(200);
+    c.cut.insert(2);
+    let (written, ..) = positioned(ask(&mut c, 0, in_session(Default::default(), 0, false, "SET k v"), 500));
+    c.cut.clear();
+    // Before n3 has the write (the network is slower than this request), with on_leader.
+    let (at, by_leader, _, reply) = positioned(ask(&mut c, 2, in_session(written, 0, true, "GET k"), 1_000));
+    assert_eq!((reply, by_leader), (bulk("v"), true));
+    assert!(at.lsn >= written.lsn);
+}
+
+#[test]
+fn a_position_from_another_history_is_refused_not_served() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(200);
+    let (written, ..) = positioned(ask(&mut c, 0, in_session(Default::default(), 0, false, "SET k v"), 500));
+    c.run_for(300);
+    let other = SessionPosition { lsn: written.lsn, epoch: written.epoch + 1 };
+    for node in [0, 1] {
+        let Reply::Error(e) = ask(&mut c, node, in_session(other, 0, false, "GET k"), 500) else { panic!() };
+        assert!(e.contains("a failover cut what the session saw"), "{e}");
+    }
+    let ahead = SessionPosition { lsn: written.lsn + 100, epoch: written.epoch };
+    let Reply::Error(e) = ask(&mut c, 0, in_session(ahead, 0, false, "GET k"), 500) else { panic!() };
+    assert!(e.contains("which this leader's history does not hold"), "{e}");
+}
