@@ -681,6 +681,20 @@ pub struct ReplicationConfig {
     /// clock; one further ahead waits until the clock catches up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_skew_ms: Option<u64>,
+    /// Single-leader and multi-leader: the guarantee every session starts with (a
+    /// connection changes its own with REPLIKV.GUARANTEE); see [`crate::sessions`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_guarantee: Option<crate::sessions::Guarantee>,
+    /// Milliseconds a replica behind a session's position waits for it before it refuses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_wait_ms: Option<u64>,
+    /// How read-your-writes is kept: `wait` (a replica waits for the session's write) or
+    /// `leader` (reads go to the leader for `read_your_writes_leader_ms` after a write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_your_writes: Option<crate::sessions::ReadYourWrites>,
+    /// With `read_your_writes = "leader"`: for how long after a write, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_your_writes_leader_ms: Option<u64>,
 }
 
 impl Default for ReplicationConfig {
@@ -710,11 +724,26 @@ impl Default for ReplicationConfig {
             resolve: None,
             merge_separator: None,
             max_clock_skew_ms: None,
+            session_guarantee: None,
+            session_wait_ms: None,
+            read_your_writes: None,
+            read_your_writes_leader_ms: None,
         }
     }
 }
 
 impl ReplicationConfig {
+    /// The session settings every connection of `cluster` starts with.
+    pub fn session_settings(&self, cluster: &str) -> crate::sessions::SessionSettings {
+        crate::sessions::SessionSettings {
+            guarantee: self.session_guarantee.unwrap_or_default(),
+            wait_ms: self.session_wait_ms.unwrap_or(crate::sessions::SESSION_WAIT_MS_DEFAULT),
+            read_your_writes: self.read_your_writes.unwrap_or_default(),
+            leader_ms: self.read_your_writes_leader_ms.unwrap_or(crate::sessions::READ_YOUR_WRITES_LEADER_MS_DEFAULT),
+            cluster: crate::sessions::cluster_fingerprint(cluster),
+        }
+    }
+
     /// Milliseconds a follower waits for the reply to a forwarded write: the ack timeout plus
     /// [`FORWARD_TIMEOUT_SLACK_MS`], so that the leader's own wait ends first.
     pub fn forward_timeout_ms(&self) -> u64 {
@@ -753,6 +782,10 @@ impl ReplicationConfig {
                 ("read_lease_drift_ppm", self.read_lease_drift_ppm != d.read_lease_drift_ppm),
                 ("log_retain_bytes", self.log_retain_bytes != d.log_retain_bytes),
                 ("log_segment_bytes", self.log_segment_bytes != d.log_segment_bytes),
+                ("session_guarantee", self.session_guarantee.is_some()),
+                ("session_wait_ms", self.session_wait_ms.is_some()),
+                ("read_your_writes", self.read_your_writes.is_some()),
+                ("read_your_writes_leader_ms", self.read_your_writes_leader_ms.is_some()),
             ];
             if let Some((setting, _)) = single_leader.iter().find(|(_, set)| *set) {
                 return Err(Error::Config(format!(
@@ -790,6 +823,16 @@ impl ReplicationConfig {
                 return Err(Error::Config(format!(
                     "replication.{setting} is a setting of mode = \"multi-leader\", and this cluster's mode is \"{}\"",
                     self.mode
+                )));
+            }
+        }
+        for (setting, value) in
+            [("session_wait_ms", self.session_wait_ms), ("read_your_writes_leader_ms", self.read_your_writes_leader_ms)]
+        {
+            if let Some(ms) = value.filter(|ms| *ms > crate::sessions::SESSION_WAIT_MS_MAX) {
+                return Err(Error::Config(format!(
+                    "replication.{setting} must be at most {} (now {ms})",
+                    crate::sessions::SESSION_WAIT_MS_MAX
                 )));
             }
         }

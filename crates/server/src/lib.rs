@@ -36,4 +36,5 @@ pub mod query_buffers;
 pub mod replication;
 pub mod resp;
 pub mod runtime;
+pub mod sessions;
 pub mod state;

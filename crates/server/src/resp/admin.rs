@@ -98,6 +98,9 @@ pub struct Client {
     pub buffer_bytes: usize,
     /// The quorums `REPLIKV.CONSISTENCY` chose (leaderless mode); `None`: the cluster's.
     pub consistency: Option<replikv_core::kv::Consistency>,
+    /// Its session (single-leader and multi-leader clusters): guarantee, read source and
+    /// what it has seen ([`crate::sessions`]).
+    pub session: Option<crate::sessions::Session>,
 }
 
 impl Client {
@@ -123,6 +126,7 @@ impl Client {
             query_buffer_free_bytes: 0,
             buffer_bytes: 0,
             consistency: None,
+            session: None,
         }
     }
 }
@@ -147,8 +151,22 @@ pub fn command_label(args: &[Bytes]) -> String {
 }
 
 /// The commands [`execute`] answers.
-const ANSWERED: &[&str] =
-    &["ping", "echo", "hello", "auth", "client", "command", "config", "info", "time", "role", "replikv.consistency"];
+const ANSWERED: &[&str] = &[
+    "ping",
+    "echo",
+    "hello",
+    "auth",
+    "client",
+    "command",
+    "config",
+    "info",
+    "time",
+    "role",
+    "replikv.consistency",
+    "replikv.session",
+    "replikv.guarantee",
+    "replikv.readfrom",
+];
 
 /// True when `name` (lowercase) is a command the node answers itself, without the replica.
 pub fn answers(name: &str) -> bool {
@@ -175,6 +193,7 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "time" if args.len() == 1 => time(),
         "role" if args.len() == 1 => role_frame(crate::replication::role(state)),
         "replikv.consistency" if args.len() <= 2 => consistency(args, client, state),
+        "replikv.session" | "replikv.guarantee" | "replikv.readfrom" => session_command(name, args, client),
         "echo" | "client" | "config" | "time" | "role" | "replikv.consistency" => arity(name),
         _ => unreachable!("{name} is not answered here"),
     }
@@ -216,6 +235,47 @@ fn consistency(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame 
             Err(why) => Frame::error(format!("ERR consistency {level}: {why}")),
         },
         Err(why) => Frame::error(format!("ERR {why}")),
+    }
+}
+
+/// `REPLIKV.SESSION [RESUME token]`, `REPLIKV.GUARANTEE [none|read-your-writes|monotonic-reads|
+/// consistent-prefix|all]` and `REPLIKV.READFROM [leader|follower|nearest]`: the connection's
+/// session token, guarantee and read source ([`crate::sessions`]); with no argument, the one
+/// in force.
+fn session_command(name: &str, args: &[Bytes], client: &mut Client) -> Frame {
+    let Some(session) = client.session.as_mut() else {
+        return Frame::error(format!(
+            "ERR {} is for a single-leader or multi-leader cluster: this node keeps no session positions (a              leaderless cluster's reads choose their quorums with REPLIKV.CONSISTENCY)",
+            name.to_ascii_uppercase()
+        ));
+    };
+    let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
+    match (name, args.len()) {
+        ("replikv.session", 1) => Frame::bulk(session.token()),
+        ("replikv.session", 3) if text(1).is_some_and(|t| t.eq_ignore_ascii_case("resume")) => {
+            match session.resume(&text(2).unwrap_or_default()) {
+                Ok(()) => Frame::ok(),
+                Err(why) => Frame::error(format!("ERR {why}")),
+            }
+        }
+        ("replikv.session", _) => Frame::error("ERR syntax: REPLIKV.SESSION [RESUME token]"),
+        ("replikv.guarantee", 1) => Frame::bulk(session.guarantee.to_string()),
+        ("replikv.guarantee", 2) => match crate::sessions::Guarantee::parse(&text(1).unwrap_or_default()) {
+            Ok(guarantee) => {
+                session.guarantee = guarantee;
+                Frame::ok()
+            }
+            Err(why) => Frame::error(format!("ERR {why}")),
+        },
+        ("replikv.readfrom", 1) => Frame::bulk(session.read_from.to_string()),
+        ("replikv.readfrom", 2) => match crate::sessions::ReadFrom::parse(&text(1).unwrap_or_default()) {
+            Ok(read_from) => {
+                session.read_from = read_from;
+                Frame::ok()
+            }
+            Err(why) => Frame::error(format!("ERR {why}")),
+        },
+        _ => arity(name),
     }
 }
 
@@ -522,6 +582,9 @@ const COMMANDS: &[CommandInfo] = &[
     ("replikv.siblings", 2, &["readonly"], 1, 1, 1),
     ("replikv.conflicts", -1, &["readonly"], 0, 0, 0),
     ("replikv.consistency", -1, &["fast"], 0, 0, 0),
+    ("replikv.session", -1, &["fast"], 0, 0, 0),
+    ("replikv.guarantee", -1, &["fast"], 0, 0, 0),
+    ("replikv.readfrom", -1, &["fast"], 0, 0, 0),
     ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
 

@@ -85,7 +85,8 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
         };
         state.connections_total.fetch_add(1, Ordering::Relaxed);
         let local_addr = stream.local_addr().unwrap_or(addr);
-        let client = Client::new(state.client_id(), addr, local_addr, stream.as_raw_fd());
+        let mut client = Client::new(state.client_id(), addr, local_addr, stream.as_raw_fd());
+        client.session = crate::sessions::for_node(&state.config);
         let Some(registration) = state.clients.admit(client.clone(), state.live.connections_max()) else {
             state.metrics.connections_refused.inc();
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
@@ -147,12 +148,16 @@ enum Pending {
 struct Round {
     slots: Vec<Slot>,
     calls: Vec<Request>,
+    /// For each call in the session's care: whether it writes (its reply's position is the
+    /// session's written one, else its read one).
+    in_session: Vec<Option<bool>>,
 }
 
 impl Round {
     /// A slot waiting for `request`'s reply.
     fn push(&mut self, request: Request, pending: Pending, proto: Protocol) {
         self.slots.push(Slot::Pending(self.calls.len(), proto, pending));
+        self.in_session.push(matches!(request, Request::Session { .. }).then(|| request.is_write()));
         self.calls.push(request);
     }
 }
@@ -315,14 +320,19 @@ impl Connection {
                     round.slots.push(Slot::Ready(frame, self.client.proto));
                 }
                 Action::Call(request) => {
-                    let request = match self.client.consistency {
-                        Some(consistency) => Request::WithConsistency { consistency, request: Box::new(request) },
-                        None => request,
+                    let request = match (self.client.consistency, &self.client.session) {
+                        (Some(consistency), _) => Request::WithConsistency { consistency, request: Box::new(request) },
+                        (None, Some(session)) => session.wrap(request, crate::clock::now_ms()),
+                        (None, None) => request,
                     };
                     round.push(request, Pending::Plain, proto)
                 }
                 Action::Watch(request) => round.push(request, Pending::Watch, proto),
                 Action::Exec(request, plan) => {
+                    let request = match &self.client.session {
+                        Some(session) => session.wrap(request, crate::clock::now_ms()),
+                        None => request,
+                    };
                     // A SELECT inside it holds only once it ran: the next command waits.
                     let selects = plan.db() != self.session.db();
                     round.push(request, Pending::Exec(plan), proto);
@@ -364,6 +374,7 @@ impl Connection {
             return false;
         }
         let calls = std::mem::take(&mut round.calls);
+        let in_session = std::mem::take(&mut round.in_session);
         let (mut replies, stopped) = match self.state.handle.call(calls).await {
             Ok(answers) => (answers.into_iter().map(Some).collect(), false),
             Err(_) => (Vec::new(), true), // every pending slot answers with the reason below
@@ -371,7 +382,11 @@ impl Connection {
         for slot in &mut round.slots {
             let Slot::Pending(index, proto, pending) = slot else { continue };
             let (index, proto) = (*index, *proto);
-            let frame = match (replies.get_mut(index).and_then(Option::take), std::mem::take(pending)) {
+            let mut reply = replies.get_mut(index).and_then(Option::take);
+            if let (Some(Some(write)), Some(session)) = (in_session.get(index), self.client.session.as_mut()) {
+                reply = reply.map(|answer| session.observe(answer, *write, crate::clock::now_ms()));
+            }
+            let frame = match (reply, std::mem::take(pending)) {
                 (None, _) => Frame::error(format!("ERR {}", self.stop_reason())),
                 (Some(reply), Pending::Plain) => to_frame(reply),
                 (Some(reply), Pending::Watch) => to_frame(self.session.watched(reply)),

@@ -1,0 +1,109 @@
+//! End-to-end session guarantees, 3 processes, async, n3's links slowed by the test fault
+//! table: without a guarantee a read on n3 right after a write on the leader is stale (the
+//! lecture's replication lag); with read-your-writes it never is; a client alternating between
+//! n2 and n3 under monotonic reads never goes back in time, and without it does.
+
+mod common;
+
+use common::trio::Trio;
+use redis::{Commands, Connection};
+
+const FAULTS: &[&str] = &["--test-faults"];
+
+fn token(con: &mut Connection) -> String {
+    redis::cmd("REPLIKV.SESSION").query(con).unwrap()
+}
+
+fn resume(con: &mut Connection, token: &str) {
+    let ok: String = redis::cmd("REPLIKV.SESSION").arg("RESUME").arg(token).query(con).unwrap();
+    assert_eq!(ok, "OK");
+}
+
+fn guarantee(con: &mut Connection, guarantee: &str) {
+    let ok: String = redis::cmd("REPLIKV.GUARANTEE").arg(guarantee).query(con).unwrap();
+    assert_eq!(ok, "OK");
+}
+
+fn slow_n3(trio: &Trio) {
+    let (ok, out, err) = trio.replikv(&["fault", "delay", "n3", "300ms"]);
+    assert!(ok, "delay: {out}{err}");
+}
+
+#[test]
+fn read_your_writes_on_a_lagging_follower_waits_where_none_reads_stale() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    slow_n3(&trio);
+    let mut leader = trio.con(0);
+    let mut n3 = trio.con(2);
+    // No guarantee: the lecture's stale read.
+    let mut stale = 0;
+    for i in 0..5 {
+        let _: () = leader.set("k", format!("none{i}")).unwrap();
+        let got: Option<String> = n3.get("k").unwrap();
+        stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
+    }
+    assert!(stale > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
+    // Read-your-writes, the session carried from the leader to n3 by its token.
+    guarantee(&mut n3, "read-your-writes");
+    for i in 0..5 {
+        let _: () = leader.set("k", format!("ryw{i}")).unwrap();
+        resume(&mut n3, &token(&mut leader));
+        let got: Option<String> = n3.get("k").unwrap();
+        assert_eq!(got.as_deref(), Some(&format!("ryw{i}")[..]), "read {i} on n3 did not see the session's write");
+    }
+}
+
+#[test]
+fn a_client_alternating_between_followers_never_goes_back_under_monotonic_reads() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    slow_n3(&trio);
+    let mut leader = trio.con(0);
+    // Reads of a counter the leader keeps raising, alternately on n2 (current) and n3 (300 ms
+    // behind), the session's token carried between the two connections.
+    let run = |monotonic: bool, leader: &mut Connection| -> Vec<i64> {
+        let (mut n2, mut n3) = (trio.con(1), trio.con(2));
+        if monotonic {
+            guarantee(&mut n2, "monotonic-reads");
+            guarantee(&mut n3, "monotonic-reads");
+        }
+        let mut seen = Vec::new();
+        for i in 0..20 {
+            let _: i64 = leader.incr("counter", 1).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let (from, to) = if i % 2 == 0 { (&mut n3, &mut n2) } else { (&mut n2, &mut n3) };
+            let got: Option<i64> = to.get("counter").unwrap();
+            seen.push(got.unwrap_or(0));
+            resume(from, &token(to));
+        }
+        seen
+    };
+    let plain = run(false, &mut leader);
+    assert!(plain.windows(2).any(|w| w[1] < w[0]), "without the guarantee, no read went back: {plain:?}");
+    let monotonic = run(true, &mut leader);
+    assert!(monotonic.windows(2).all(|w| w[1] >= w[0]), "a read went back in time: {monotonic:?}");
+}
+
+#[test]
+fn bad_tokens_and_names_are_refused_and_readfrom_leader_reads_on_the_leader() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    let (ok, out, err) = trio.replikv(&["fault", "delay", "n2", "300ms"]);
+    assert!(ok, "delay: {out}{err}");
+    let mut con = trio.con(1);
+    let err = redis::cmd("REPLIKV.SESSION").arg("RESUME").arg("nonsense").query::<String>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("is not a session token"), "{err}");
+    let err = redis::cmd("REPLIKV.GUARANTEE").arg("strong").query::<String>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("use none, read-your-writes"), "{err}");
+    let now: String = redis::cmd("REPLIKV.GUARANTEE").query(&mut con).unwrap();
+    assert_eq!(now, "none", "the cluster's default");
+    let ok: String = redis::cmd("REPLIKV.READFROM").arg("leader").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let mut leader = trio.con(0);
+    for i in 0..5 {
+        let _: () = leader.set("x", i).unwrap();
+        let got: Option<i64> = con.get("x").unwrap();
+        assert_eq!(got, Some(i), "a read on n2, 300 ms behind, answered by the leader");
+    }
+}

@@ -1,0 +1,405 @@
+//! Session guarantees at the front end (the lecture's answers to replication lag; DESIGN §7).
+//!
+//! A session is a client connection, or a token that carries it across reconnects and nodes.
+//! It remembers the newest position of the leader's history it wrote (each write's record)
+//! and read (the state each read saw, while a guarantee that needs it is on), and when each
+//! write was made. With a guarantee on, every read goes to the replica as a
+//! [`Request::Session`] whose floor is what the guarantee needs:
+//!
+//! - `read-your-writes`: the session's newest write. With `read_your_writes = "wait"` (the
+//!   default) a follower waits until it holds it; with `"leader"`, every read goes to the
+//!   leader for `read_your_writes_leader_ms` after the session's last write (the lecture's
+//!   second variant), and waits as above after that. The token keeps no keys (it would grow
+//!   with them), so reads of keys the session never wrote wait too.
+//! - `monotonic-reads`: the newest state the session read.
+//! - `consistent-prefix`: the same floor. A replica serves only prefixes of the leader's log,
+//!   so a session never sees an effect before its cause as long as it never reads an older
+//!   prefix than one it saw.
+//! - `all`: every floor at once.
+//!
+//! A replica behind the floor waits up to `session_wait_ms`, then answers `-TRYAGAIN` naming
+//! the gap and the leader: never a silently stale value (see
+//! `replikv_core::single_leader::session`). `REPLIKV.READFROM leader` sends every read to the
+//! leader; `nearest` and `follower` answer on the node the client is connected to (today's
+//! default).
+//!
+//! # The token
+//!
+//! `REPLIKV.SESSION` returns `rkv1-CLUSTER-WLSN-WEPOCH-RLSN-REPOCH-WMS`, lowercase hex
+//! fields: a fingerprint of the cluster's name, the written and read positions (record and
+//! epoch), and the wall-clock milliseconds of the last write. It is at most
+//! [`TOKEN_BYTES_MAX`] bytes; `REPLIKV.SESSION RESUME token` takes the newer of each position
+//! (a session never forgets what it saw) and refuses a token of another cluster or form.
+//! The fields are documented so that a reader can debug them; clients should pass the token
+//! through unread.
+
+use replikv_core::kv::{Reply, Request, SessionPosition};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The longest token: seven fields of at most 16 hex digits and their dashes.
+pub const TOKEN_BYTES_MAX: usize = 128;
+
+/// How long a replica behind a session waits by default before it refuses, in ms.
+pub const SESSION_WAIT_MS_DEFAULT: u64 = 1_000;
+
+/// The longest wait a file may set: a minute.
+pub const SESSION_WAIT_MS_MAX: u64 = 60_000;
+
+/// How long reads go to the leader after a write by default, with `read_your_writes = "leader"`.
+pub const READ_YOUR_WRITES_LEADER_MS_DEFAULT: u64 = 5_000;
+
+/// What a session is promised (`REPLIKV.GUARANTEE`, or the cluster's `session_guarantee`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Reads answer from whatever the replica holds (stale by its lag).
+    #[default]
+    None,
+    /// A read sees the session's own writes.
+    ReadYourWrites,
+    /// A read never sees an older state than one read before.
+    MonotonicReads,
+    /// Reads see writes in an order some prefix of the leader's log had.
+    ConsistentPrefix,
+    /// All three.
+    All,
+}
+
+impl Guarantee {
+    /// Parses a guarantee's name, any case.
+    pub fn parse(text: &str) -> Result<Guarantee, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" => Ok(Guarantee::None),
+            "read-your-writes" => Ok(Guarantee::ReadYourWrites),
+            "monotonic-reads" => Ok(Guarantee::MonotonicReads),
+            "consistent-prefix" => Ok(Guarantee::ConsistentPrefix),
+            "all" => Ok(Guarantee::All),
+            _ => Err(format!(
+                "unknown guarantee {text:?}: use none, read-your-writes, monotonic-reads, consistent-prefix or all"
+            )),
+        }
+    }
+
+    fn own_writes(self) -> bool {
+        matches!(self, Guarantee::ReadYourWrites | Guarantee::All)
+    }
+
+    fn monotonic(self) -> bool {
+        matches!(self, Guarantee::MonotonicReads | Guarantee::ConsistentPrefix | Guarantee::All)
+    }
+}
+
+impl fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Guarantee::None => "none",
+            Guarantee::ReadYourWrites => "read-your-writes",
+            Guarantee::MonotonicReads => "monotonic-reads",
+            Guarantee::ConsistentPrefix => "consistent-prefix",
+            Guarantee::All => "all",
+        })
+    }
+}
+
+/// How read-your-writes is kept (the lecture's two variants).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadYourWrites {
+    /// A replica waits until it holds the session's write.
+    #[default]
+    Wait,
+    /// Reads go to the leader for a while after each write.
+    Leader,
+}
+
+impl fmt::Display for ReadYourWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadYourWrites::Wait => "wait",
+            ReadYourWrites::Leader => "leader",
+        })
+    }
+}
+
+/// Where a connection's reads go (`REPLIKV.READFROM`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The node the client is connected to.
+    #[default]
+    Nearest,
+    /// The node the client is connected to, which must be a follower.
+    Follower,
+    /// The leader: a follower forwards each read.
+    Leader,
+}
+
+impl ReadFrom {
+    /// Parses a choice's name, any case.
+    pub fn parse(text: &str) -> Result<ReadFrom, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "nearest" => Ok(ReadFrom::Nearest),
+            "follower" => Ok(ReadFrom::Follower),
+            "leader" => Ok(ReadFrom::Leader),
+            _ => Err(format!("unknown read source {text:?}: use leader, follower or nearest")),
+        }
+    }
+}
+
+impl fmt::Display for ReadFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadFrom::Nearest => "nearest",
+            ReadFrom::Follower => "follower",
+            ReadFrom::Leader => "leader",
+        })
+    }
+}
+
+/// The cluster's session settings, as every connection starts with them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// The guarantee a new session has.
+    pub guarantee: Guarantee,
+    /// How long a replica behind a session waits, in ms.
+    pub wait_ms: u64,
+    /// How read-your-writes is kept.
+    pub read_your_writes: ReadYourWrites,
+    /// With [`ReadYourWrites::Leader`]: how long reads go to the leader after a write, in ms.
+    pub leader_ms: u64,
+    /// A fingerprint of the cluster's name, which tokens carry.
+    pub cluster: u32,
+}
+
+/// One session: its choices and what it has seen.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Its guarantee.
+    pub guarantee: Guarantee,
+    /// Where its reads go.
+    pub read_from: ReadFrom,
+    settings: SessionSettings,
+    written: SessionPosition,
+    read: SessionPosition,
+    /// Wall-clock ms of its last write (0: none).
+    last_write_ms: u64,
+}
+
+impl Session {
+    /// A new session under the cluster's settings.
+    pub fn new(settings: SessionSettings) -> Session {
+        Session {
+            guarantee: settings.guarantee,
+            read_from: ReadFrom::default(),
+            settings,
+            written: SessionPosition::default(),
+            read: SessionPosition::default(),
+            last_write_ms: 0,
+        }
+    }
+
+    /// `request` as the replica should take it: in session (positioned) when it is a write,
+    /// or a read the guarantee or the read source concerns; unchanged otherwise.
+    pub fn wrap(&self, request: Request, now_ms: u64) -> Request {
+        let write = request.is_write();
+        let mut after = SessionPosition::default();
+        let mut on_leader = self.read_from == ReadFrom::Leader;
+        if !write {
+            if self.guarantee.own_writes() {
+                after = after.max(self.written);
+                let recent = now_ms.saturating_sub(self.last_write_ms) < self.settings.leader_ms;
+                if self.settings.read_your_writes == ReadYourWrites::Leader && self.last_write_ms > 0 && recent {
+                    on_leader = true;
+                }
+            }
+            if self.guarantee.monotonic() {
+                after = newer(after, self.read);
+            }
+            if self.guarantee == Guarantee::None && !on_leader {
+                return request;
+            }
+        }
+        Request::Session { after, wait_ms: self.settings.wait_ms, on_leader, request: Box::new(request) }
+    }
+
+    /// Takes a reply to a request [`Session::wrap`] made: keeps its position (unless it is an
+    /// error) and returns what the client sees.
+    pub fn observe(&mut self, reply: Reply, write: bool, now_ms: u64) -> Reply {
+        let Reply::InSession { at, reply, .. } = reply else { return reply };
+        if !matches!(*reply, Reply::Error(_)) {
+            if write {
+                self.written = newer(self.written, at);
+                self.last_write_ms = now_ms;
+            } else if self.guarantee.monotonic() {
+                self.read = newer(self.read, at);
+            }
+        }
+        *reply
+    }
+
+    /// The session's token (see the module documentation).
+    pub fn token(&self) -> String {
+        format!(
+            "rkv1-{:08x}-{:x}-{:x}-{:x}-{:x}-{:x}",
+            self.settings.cluster,
+            self.written.lsn,
+            self.written.epoch,
+            self.read.lsn,
+            self.read.epoch,
+            self.last_write_ms
+        )
+    }
+
+    /// Adopts `token`: the newer of each position. Refused: another cluster's, or a malformed one.
+    pub fn resume(&mut self, token: &str) -> Result<(), String> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(format!("a session token is at most {TOKEN_BYTES_MAX} bytes, this one {}", token.len()));
+        }
+        let fields: Vec<&str> = token.split('-').collect();
+        let malformed = || format!("{token:?} is not a session token (REPLIKV.SESSION gives one: rkv1-...)");
+        let [version, cluster, wl, we, rl, re, wms] = fields[..] else { return Err(malformed()) };
+        if version != "rkv1" {
+            return Err(malformed());
+        }
+        let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| malformed());
+        let cluster = u32::from_str_radix(cluster, 16).map_err(|_| malformed())?;
+        if cluster != self.settings.cluster {
+            return Err(format!(
+                "this session token is of another cluster (fingerprint {cluster:08x}, this one's {:08x})",
+                self.settings.cluster
+            ));
+        }
+        let written = SessionPosition { lsn: hex(wl)?, epoch: hex(we)? };
+        let read = SessionPosition { lsn: hex(rl)?, epoch: hex(re)? };
+        self.written = newer(self.written, written);
+        self.read = newer(self.read, read);
+        self.last_write_ms = self.last_write_ms.max(hex(wms)?);
+        Ok(())
+    }
+}
+
+/// A new connection's session: `None` unless the node is in a single-leader or multi-leader
+/// cluster.
+pub fn for_node(config: &crate::config::NodeConfig) -> Option<Session> {
+    use crate::config::ReplicationMode;
+    let cluster = config.cluster.as_ref()?;
+    match cluster.replication.mode {
+        ReplicationMode::Leaderless => None,
+        _ => Some(Session::new(cluster.replication.session_settings(&cluster.name))),
+    }
+}
+
+/// The newer of two positions of one history: the later record.
+fn newer(a: SessionPosition, b: SessionPosition) -> SessionPosition {
+    if b.lsn > a.lsn {
+        b
+    } else {
+        a
+    }
+}
+
+/// A cluster name's fingerprint, for tokens (FNV-1a, folded to 32 bits).
+pub fn cluster_fingerprint(name: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash ^ (hash >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn settings() -> SessionSettings {
+        SessionSettings {
+            guarantee: Guarantee::None,
+            wait_ms: 1_000,
+            read_your_writes: ReadYourWrites::Wait,
+            leader_ms: 5_000,
+            cluster: cluster_fingerprint("demo"),
+        }
+    }
+
+    fn get() -> Request {
+        Request::Get { key: Bytes::from_static(b"k") }
+    }
+
+    fn positioned(lsn: u64, reply: Reply) -> Reply {
+        Reply::InSession {
+            at: SessionPosition { lsn, epoch: 1 },
+            by_leader: true,
+            waited_ms: 0,
+            reply: Box::new(reply),
+        }
+    }
+
+    fn floor(request: &Request) -> Option<(u64, bool)> {
+        match request {
+            Request::Session { after, on_leader, .. } => Some((after.lsn, *on_leader)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_guarantee_sets_the_floor_it_needs() {
+        let mut s = Session::new(settings());
+        let set = Request::Set {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            condition: replikv_core::kv::SetCondition::Always,
+            get: false,
+            expiry: replikv_core::kv::Expiry::Clear,
+        };
+        assert_eq!(floor(&s.wrap(set.clone(), 10)), Some((0, false)), "writes are always positioned");
+        assert_eq!(s.observe(positioned(7, Reply::Ok), true, 10), Reply::Ok);
+        assert_eq!(floor(&s.wrap(get(), 10)), None, "no guarantee: a plain read");
+        s.guarantee = Guarantee::ReadYourWrites;
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((7, false)));
+        s.guarantee = Guarantee::MonotonicReads;
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((0, false)), "nothing read yet");
+        s.observe(positioned(9, Reply::Nil), false, 10);
+        s.observe(positioned(4, Reply::Nil), false, 10);
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((9, false)), "never back");
+        s.observe(positioned(12, Reply::Error("ERR x".into())), false, 10);
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((9, false)), "an error moves nothing");
+        s.guarantee = Guarantee::All;
+        s.observe(positioned(20, Reply::Ok), true, 10);
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((20, false)));
+        s.read_from = ReadFrom::Leader;
+        s.guarantee = Guarantee::None;
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((0, true)));
+    }
+
+    #[test]
+    fn read_your_writes_on_the_leader_lasts_its_time_after_each_write() {
+        let mut s = Session::new(SessionSettings { read_your_writes: ReadYourWrites::Leader, ..settings() });
+        s.guarantee = Guarantee::ReadYourWrites;
+        assert_eq!(floor(&s.wrap(get(), 1_000)), Some((0, false)), "no write yet");
+        s.observe(positioned(3, Reply::Ok), true, 1_000);
+        assert_eq!(floor(&s.wrap(get(), 5_999)), Some((3, true)));
+        assert_eq!(floor(&s.wrap(get(), 6_000)), Some((3, false)), "then it waits where it reads");
+    }
+
+    #[test]
+    fn a_token_carries_the_session_and_refuses_another_cluster() {
+        let mut s = Session::new(settings());
+        s.guarantee = Guarantee::All;
+        s.observe(positioned(0x2a, Reply::Ok), true, 77);
+        s.observe(positioned(0x30, Reply::Nil), false, 78);
+        let token = s.token();
+        assert!(token.len() <= TOKEN_BYTES_MAX && token.starts_with("rkv1-"), "{token}");
+        let mut other = Session::new(settings());
+        other.guarantee = Guarantee::All;
+        other.resume(&token).unwrap();
+        assert_eq!(other.token(), token);
+        assert_eq!(floor(&other.wrap(get(), 100)), Some((0x30, false)));
+        let mut elsewhere = Session::new(SessionSettings { cluster: cluster_fingerprint("other"), ..settings() });
+        assert!(elsewhere.resume(&token).unwrap_err().contains("another cluster"));
+        for bad in ["", "rkv1", "rkv2-0-0-0-0-0-0", "rkv1-zz-0-0-0-0-0", &"a".repeat(200)] {
+            assert!(elsewhere.resume(bad).is_err(), "{bad}");
+        }
+    }
+}
