@@ -107,3 +107,27 @@ fn bad_tokens_and_names_are_refused_and_readfrom_leader_reads_on_the_leader() {
         assert_eq!(got, Some(i), "a read on n2, 300 ms behind, answered by the leader");
     }
 }
+
+#[test]
+fn a_read_pipelined_after_a_forwarded_write_sees_it_under_read_your_writes() {
+    let trio = Trio::start("acks = \"async\"\nforward_writes = true", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    slow_n3(&trio);
+    let mut n3 = trio.con(2);
+    guarantee(&mut n3, "read-your-writes");
+    for i in 0..5 {
+        // One round: the write goes to the leader through n3, the read waits for it.
+        let (ok, got, token): (String, Option<String>, String) = redis::pipe()
+            .cmd("SET")
+            .arg("k")
+            .arg(format!("v{i}"))
+            .cmd("GET")
+            .arg("k")
+            .cmd("REPLIKV.SESSION")
+            .query(&mut n3)
+            .unwrap();
+        assert_eq!(ok, "OK");
+        assert_eq!(got.as_deref(), Some(&format!("v{i}")[..]), "the pipelined read missed the write");
+        assert!(!token.ends_with("-0-0-0-0-0"), "the token holds the write: {token}");
+    }
+}

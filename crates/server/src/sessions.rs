@@ -29,7 +29,10 @@
 //! fields: a fingerprint of the cluster's name, the written and read positions (record and
 //! epoch), and the wall-clock milliseconds of the last write. It is at most
 //! [`TOKEN_BYTES_MAX`] bytes; `REPLIKV.SESSION RESUME token` takes the newer of each position
-//! (a session never forgets what it saw) and refuses a token of another cluster or form.
+//! (a session never forgets what it saw) and refuses a token of another cluster (in a
+//! multi-leader cluster, of another datacenter: positions are of each datacenter's own log)
+//! or form. `REPLIKV.SESSION RESET` forgets the positions: for a session whose positions an
+//! `async` failover cut, which every replica refuses from then on.
 //! The fields are documented so that a reader can debug them; clients should pass the token
 //! through unread.
 
@@ -128,7 +131,8 @@ pub enum ReadFrom {
     /// The node the client is connected to.
     #[default]
     Nearest,
-    /// The node the client is connected to, which must be a follower.
+    /// The node the client is connected to, as `Nearest` (a name for clients that connect
+    /// to a follower on purpose).
     Follower,
     /// The leader: a follower forwards each read.
     Leader,
@@ -202,9 +206,13 @@ impl Session {
     /// or a read the guarantee or the read source concerns; unchanged otherwise.
     pub fn wrap(&self, request: Request, now_ms: u64) -> Request {
         let write = request.is_write();
+        if !write && !reads_keys(&request) {
+            return request; // FAILOVER, WAIT, REPLIKV.LOG...: about this node, not the keys
+        }
         let mut after = SessionPosition::default();
-        let mut on_leader = self.read_from == ReadFrom::Leader;
+        let mut on_leader = false;
         if !write {
+            on_leader = self.read_from == ReadFrom::Leader;
             if self.guarantee.own_writes() {
                 after = after.max(self.written);
                 let recent = now_ms.saturating_sub(self.last_write_ms) < self.settings.leader_ms;
@@ -230,7 +238,9 @@ impl Session {
             if write {
                 self.written = newer(self.written, at);
                 self.last_write_ms = now_ms;
-            } else if self.guarantee.monotonic() {
+            }
+            // A write's reply may carry what it read too (INCR, SET ... GET, EXEC).
+            if self.guarantee.monotonic() {
                 self.read = newer(self.read, at);
             }
         }
@@ -250,6 +260,12 @@ impl Session {
         )
     }
 
+    /// Forgets what the session has seen (REPLIKV.SESSION RESET): for a session whose
+    /// positions a failover cut, which every replica would refuse from then on.
+    pub fn reset(&mut self) {
+        (self.written, self.read, self.last_write_ms) = Default::default();
+    }
+
     /// Adopts `token`: the newer of each position. Refused: another cluster's, or a malformed one.
     pub fn resume(&mut self, token: &str) -> Result<(), String> {
         if token.len() > TOKEN_BYTES_MAX {
@@ -259,6 +275,9 @@ impl Session {
         let malformed = || format!("{token:?} is not a session token (REPLIKV.SESSION gives one: rkv1-...)");
         let [version, cluster, wl, we, rl, re, wms] = fields[..] else { return Err(malformed()) };
         if version != "rkv1" {
+            return Err(malformed());
+        }
+        if fields.iter().skip(1).any(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(malformed());
         }
         let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| malformed());
@@ -285,17 +304,36 @@ pub fn for_node(config: &crate::config::NodeConfig) -> Option<Session> {
     let cluster = config.cluster.as_ref()?;
     match cluster.replication.mode {
         ReplicationMode::Leaderless => None,
-        _ => Some(Session::new(cluster.replication.session_settings(&cluster.name))),
+        // A multi-leader datacenter's positions are of its own log: its tokens are its own.
+        ReplicationMode::MultiLeader => {
+            let dc = cluster.node(&config.id).and_then(|n| n.datacenter.clone()).unwrap_or_default();
+            Some(Session::new(cluster.replication.session_settings(&format!("{}/{dc}", cluster.name))))
+        }
+        ReplicationMode::SingleLeader => Some(Session::new(cluster.replication.session_settings(&cluster.name))),
     }
 }
 
-/// The newer of two positions of one history: the later record.
+/// The newer of two positions: the later record (at the same record, the newer epoch's,
+/// which a failover wrote over the older).
 fn newer(a: SessionPosition, b: SessionPosition) -> SessionPosition {
-    if b.lsn > a.lsn {
+    if (b.lsn, b.epoch) > (a.lsn, a.epoch) {
         b
     } else {
         a
     }
+}
+
+/// True when `request` reads the keys (a session's guarantee concerns it); false for what
+/// is about the node itself.
+fn reads_keys(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::Wait { .. }
+            | Request::Failover { .. }
+            | Request::Log { .. }
+            | Request::Digest { .. }
+            | Request::Conflicts { .. }
+    )
 }
 
 /// A cluster name's fingerprint, for tokens (FNV-1a, folded to 32 bits).
@@ -374,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn node_commands_are_not_reads_writes_never_go_by_readfrom_and_a_write_raises_the_read_floor() {
+        let mut s = Session::new(settings());
+        s.guarantee = Guarantee::All;
+        s.read_from = ReadFrom::Leader;
+        let failover = Request::Failover { to: None, force: false, abort: false, timeout_ms: 0 };
+        assert_eq!(floor(&s.wrap(failover, 10)), None, "FAILOVER is about this node, not the keys");
+        assert_eq!(floor(&s.wrap(Request::Log { after: 0, count: 1 }, 10)), None);
+        let incr = Request::IncrBy { key: Bytes::from_static(b"k"), delta: 1 };
+        assert_eq!(floor(&s.wrap(incr, 10)), Some((0, false)), "READFROM leader moves reads only");
+        s.guarantee = Guarantee::MonotonicReads;
+        s.observe(positioned(5, Reply::Int(1)), true, 10);
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((5, true)), "an INCR's reply showed state 5");
+        // At one record, the newer epoch's position wins; RESET forgets every position.
+        s.observe(
+            Reply::InSession {
+                at: SessionPosition { lsn: 5, epoch: 2 },
+                by_leader: true,
+                waited_ms: 0,
+                reply: Box::new(Reply::Nil),
+            },
+            false,
+            10,
+        );
+        assert!(s.token().contains("-5-2-"), "{}", s.token());
+        s.reset();
+        assert_eq!(floor(&s.wrap(get(), 10)), Some((0, true)));
+    }
+
+    #[test]
     fn read_your_writes_on_the_leader_lasts_its_time_after_each_write() {
         let mut s = Session::new(SessionSettings { read_your_writes: ReadYourWrites::Leader, ..settings() });
         s.guarantee = Guarantee::ReadYourWrites;
@@ -398,7 +465,7 @@ mod tests {
         assert_eq!(floor(&other.wrap(get(), 100)), Some((0x30, false)));
         let mut elsewhere = Session::new(SessionSettings { cluster: cluster_fingerprint("other"), ..settings() });
         assert!(elsewhere.resume(&token).unwrap_err().contains("another cluster"));
-        for bad in ["", "rkv1", "rkv2-0-0-0-0-0-0", "rkv1-zz-0-0-0-0-0", &"a".repeat(200)] {
+        for bad in ["", "rkv1", "rkv2-0-0-0-0-0-0", "rkv1-zz-0-0-0-0-0", "rkv1-+1-0-0-0-0-0", &"a".repeat(200)] {
             assert!(elsewhere.resume(bad).is_err(), "{bad}");
         }
     }

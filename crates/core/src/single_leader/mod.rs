@@ -495,6 +495,10 @@ pub struct SingleLeader<E> {
     session_waits: std::collections::VecDeque<session::SessionWait>,
     /// Session requests taken, by id, until their replies leave positioned.
     session_answers: BTreeMap<RequestId, session::SessionAnswer>,
+    /// (a follower, what its readers saw) when the waits were last checked, and the earliest
+    /// wait's deadline: the waits are checked again only once one of those changes.
+    session_checked: Option<(bool, Option<Lsn>)>,
+    session_due_ms: u64,
     /// Its repair of damaged records (see `repair.rs`).
     repair: repair::Repair,
     /// When it last heard from a leader of its epoch, in any role (with `read_lease`, its
@@ -619,6 +623,8 @@ impl<E: Engine> SingleLeader<E> {
             next_forward: 0,
             session_waits: std::collections::VecDeque::new(),
             session_answers: BTreeMap::new(),
+            session_checked: None,
+            session_due_ms: u64::MAX,
             repair: repair::Repair::default(),
             leader_heard_ms: None,
             vote_guard_until_ms: 0,
@@ -727,9 +733,6 @@ impl<E: Engine> SingleLeader<E> {
     }
 
     fn request(&mut self, now_ms: u64, id: RequestId, request: Request, outbox: &mut Outbox) -> Result<()> {
-        if let Request::Session { after, wait_ms, on_leader, request } = request {
-            return self.session_request(now_ms, id, after, wait_ms, on_leader, *request, outbox);
-        }
         if let Request::Digest { bucket } = request {
             let reply = self.digest(bucket)?;
             outbox.after_flush.push(Output::Reply { id, reply });
@@ -744,7 +747,10 @@ impl<E: Engine> SingleLeader<E> {
             return self.failover(now_ms, id, to, force, abort, timeout_ms, outbox);
         }
         if matches!(self.state, State::Leader(_)) && self.maybe_hold(now_ms, id, &request, outbox) {
-            return Ok(());
+            return Ok(()); // a session's request is held whole, and positioned once it runs
+        }
+        if let Request::Session { after, wait_ms, on_leader, request } = request {
+            return self.session_request(now_ms, id, after, wait_ms, on_leader, *request, outbox);
         }
         match &mut self.state {
             State::Standalone => {
@@ -827,7 +833,7 @@ impl<E: Engine> SingleLeader<E> {
         let State::Follower(follower) = &self.state else { unreachable!("only a follower forwards") };
         let Some(leader) = follower.leader else {
             let reply = Reply::err(format!(
-                "no leader is known right now (epoch {}; an election may be under way): the write was not \
+                "no leader is known right now (epoch {}; an election may be under way): the request was not \
                  forwarded; try again shortly",
                 self.settings.epoch
             ));
@@ -835,7 +841,7 @@ impl<E: Engine> SingleLeader<E> {
             return;
         };
         if self.forwarding.len() >= PENDING_REPLIES_MAX {
-            let reply = Reply::err("too many forwarded writes are waiting for the leader; try again later");
+            let reply = Reply::err("too many forwarded requests are waiting for the leader; try again later");
             outbox.after_flush.push(Output::Reply { id, reply });
             return;
         }

@@ -85,6 +85,7 @@ impl<E: Engine> SingleLeader<E> {
                 }
                 let deadline_ms = now_ms.saturating_add(wait_ms);
                 self.session_waits.push_back(SessionWait { id, after, request, since_ms: now_ms, deadline_ms });
+                self.session_due_ms = self.session_due_ms.min(deadline_ms);
                 Ok(())
             }
             State::Leader(_) | State::Standalone => {
@@ -149,9 +150,15 @@ impl<E: Engine> SingleLeader<E> {
     }
 
     /// An error when this replica's history and the session's differ at `after` (the session
-    /// saw a record of another epoch there). Not knowable before the log's base.
+    /// saw a record of another epoch there). Not knowable before the log's base; on a
+    /// follower, only within what it applied (a record past it may still be cut and replaced
+    /// by the leader's: the read waits for that).
     fn history_differs(&self, after: SessionPosition) -> Option<Reply> {
-        if after.lsn == 0 || after.lsn < self.log.first_lsn() || after.lsn > self.log.last_lsn() {
+        let through = match &self.state {
+            State::Follower(follower) => follower.applied,
+            _ => self.log.last_lsn(),
+        };
+        if after.lsn == 0 || after.lsn < self.log.first_lsn() || after.lsn > through {
             return None;
         }
         let here = self.log.epoch_at(after.lsn)?;
@@ -170,6 +177,12 @@ impl<E: Engine> SingleLeader<E> {
         if self.session_waits.is_empty() {
             return Ok(());
         }
+        // Nothing to do unless what readers see moved, the role changed, or a wait is due.
+        let now_seen = (matches!(self.state, State::Follower(_)), self.follower_serves_through());
+        if self.session_checked == Some(now_seen) && now_ms < self.session_due_ms {
+            return Ok(());
+        }
+        self.session_checked = Some(now_seen);
         let waits = std::mem::take(&mut self.session_waits);
         for wait in waits {
             let follower = matches!(self.state, State::Follower(_));
@@ -196,12 +209,12 @@ impl<E: Engine> SingleLeader<E> {
                 self.session_waits.push_back(wait);
             }
         }
+        self.session_due_ms = self.session_waits.iter().map(|w| w.deadline_ms).min().unwrap_or(u64::MAX);
         Ok(())
     }
 
     /// The answer to a session read that waited its time on a replica still behind it.
     fn behind_error(&self, wait: &SessionWait, now_ms: u64) -> Reply {
-        let applied = self.session_seen().lsn;
         let leader = match &self.state {
             State::Follower(follower) => match follower.leader {
                 Some(leader) => format!("read from the leader, {}", self.settings.hint(leader)),
@@ -209,6 +222,14 @@ impl<E: Engine> SingleLeader<E> {
             },
             _ => String::from("try again"),
         };
+        let waited = now_ms.saturating_sub(wait.since_ms);
+        if self.follower_serves_through().is_none() {
+            return Reply::Error(format!(
+                "TRYAGAIN this replica serves no reads right now (it is installing a snapshot, or holds records no \
+                 leader has confirmed yet); it waited {waited} ms (session_wait_ms): {leader}"
+            ));
+        }
+        let applied = self.session_seen().lsn;
         Reply::Error(format!(
             "TRYAGAIN this replica has applied the log through record {applied}, {} records behind record {} that \
              this session has seen; it waited {} ms (session_wait_ms): {leader}",

@@ -102,3 +102,34 @@ fn a_position_from_another_history_is_refused_not_served() {
     let Reply::Error(e) = ask(&mut c, 0, in_session(ahead, 0, false, "GET k"), 500) else { panic!() };
     assert!(e.contains("which this leader's history does not hold"), "{e}");
 }
+
+#[test]
+fn a_session_write_held_by_a_handover_is_positioned_where_it_lands() {
+    let mut c = Cluster::with(2, 1, ReplogOptions::default(), true, true);
+    c.run_for(500);
+    // n2 lags (cut), so the handover to it waits, holding writes meanwhile.
+    c.cut.insert(1);
+    positioned(ask(&mut c, 0, in_session(Default::default(), 0, false, "SET a 1"), 1_000));
+    c.next_id += 1;
+    let failover = c.next_id;
+    c.step(0, Input::Request { id: failover, request: request("FAILOVER TO 127.0.0.1 7002 TIMEOUT 5000") });
+    c.next_id += 1;
+    let held = c.next_id;
+    c.step(0, Input::Request { id: held, request: in_session(Default::default(), 0, false, "SET k v") });
+    c.run_for(200);
+    assert!(c.reply(held).is_none(), "held while the handover runs");
+    c.cut.clear();
+    c.run_for(3_000);
+    let (at, by_leader, _, reply) = positioned(c.replies.remove(&held).expect("answered after the handover"));
+    assert_eq!((reply, by_leader), (Reply::Ok, true));
+    // The write's own record, on whichever node now leads.
+    let leader = (0..3).find(|&i| c.nodes[i].is_leader()).expect("a leader");
+    let record = (1..=c.nodes[leader].last_lsn())
+        .rev()
+        .find(|&lsn| {
+            let records = c.nodes[leader].read_log(lsn - 1, 1).unwrap().unwrap_or_default();
+            records.first().is_some_and(|r| r.changes.iter().any(|ch| ch.key.ends_with(b"k")))
+        })
+        .expect("the write is in the log");
+    assert_eq!(at.lsn, record, "positioned at its record, not where it was held");
+}

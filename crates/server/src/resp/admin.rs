@@ -238,14 +238,15 @@ fn consistency(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame 
     }
 }
 
-/// `REPLIKV.SESSION [RESUME token]`, `REPLIKV.GUARANTEE [none|read-your-writes|monotonic-reads|
+/// `REPLIKV.SESSION [RESUME token | RESET]`, `REPLIKV.GUARANTEE [none|read-your-writes|monotonic-reads|
 /// consistent-prefix|all]` and `REPLIKV.READFROM [leader|follower|nearest]`: the connection's
 /// session token, guarantee and read source ([`crate::sessions`]); with no argument, the one
 /// in force.
 fn session_command(name: &str, args: &[Bytes], client: &mut Client) -> Frame {
     let Some(session) = client.session.as_mut() else {
         return Frame::error(format!(
-            "ERR {} is for a single-leader or multi-leader cluster: this node keeps no session positions (a              leaderless cluster's reads choose their quorums with REPLIKV.CONSISTENCY)",
+            "ERR {} is for a single-leader or multi-leader cluster: this node keeps no session positions (a \
+             leaderless cluster's reads choose their quorums with REPLIKV.CONSISTENCY)",
             name.to_ascii_uppercase()
         ));
     };
@@ -258,7 +259,11 @@ fn session_command(name: &str, args: &[Bytes], client: &mut Client) -> Frame {
                 Err(why) => Frame::error(format!("ERR {why}")),
             }
         }
-        ("replikv.session", _) => Frame::error("ERR syntax: REPLIKV.SESSION [RESUME token]"),
+        ("replikv.session", 2) if text(1).is_some_and(|t| t.eq_ignore_ascii_case("reset")) => {
+            session.reset();
+            Frame::ok()
+        }
+        ("replikv.session", _) => Frame::error("ERR syntax: REPLIKV.SESSION [RESUME token | RESET]"),
         ("replikv.guarantee", 1) => Frame::bulk(session.guarantee.to_string()),
         ("replikv.guarantee", 2) => match crate::sessions::Guarantee::parse(&text(1).unwrap_or_default()) {
             Ok(guarantee) => {

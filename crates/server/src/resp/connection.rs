@@ -309,6 +309,12 @@ impl Connection {
             if matches!(name.as_str(), "exec" | "unwatch" | "discard" | "watch") && watch_pending() {
                 close |= self.call(&mut round).await;
             }
+            // A session's write of this round must be answered (and its position kept) before
+            // anything that reads under the session or shows its token.
+            let session_write_pending = round.in_session.iter().any(|w| *w == Some(true));
+            if session_write_pending && self.client.session.is_some() && !is_session_write(name.as_str()) {
+                close |= self.call(&mut round).await;
+            }
             let proto = self.client.proto;
             let local = admin::answers(name.as_str());
             match self.session.command(name.as_str(), &args, local) {
@@ -504,6 +510,41 @@ impl CommandName {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII by construction")
     }
+}
+
+/// True when a command named `name` surely writes: it may follow a session write in the
+/// same round without waiting for it (writes are applied in order anyway). Any other command
+/// waits (a write missing here costs a round trip, never a guarantee).
+fn is_session_write(name: &str) -> bool {
+    matches!(
+        name,
+        "set"
+            | "setnx"
+            | "setex"
+            | "psetex"
+            | "mset"
+            | "msetnx"
+            | "del"
+            | "unlink"
+            | "incr"
+            | "incrby"
+            | "decr"
+            | "decrby"
+            | "incrbyfloat"
+            | "append"
+            | "expire"
+            | "pexpire"
+            | "expireat"
+            | "pexpireat"
+            | "persist"
+            | "getset"
+            | "getdel"
+            | "setrange"
+            | "setbit"
+            | "rename"
+            | "renamenx"
+            | "multi"
+    )
 }
 
 /// A key-value reply as a RESP frame.
