@@ -131,3 +131,52 @@ fn a_read_pipelined_after_a_forwarded_write_sees_it_under_read_your_writes() {
         assert!(!token.ends_with("-0-0-0-0-0"), "the token holds the write: {token}");
     }
 }
+
+/// An HTTP/1.1 request with extra header lines to 127.0.0.1:`port`: (status, the session
+/// header's value if any, body).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Option<String>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header end");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let token = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-replikv-session:").then(|| l[18..].trim().to_string()));
+    (status, token, body.to_string())
+}
+
+#[test]
+fn http_carries_the_session_in_a_header_in_and_out() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    slow_n3(&trio);
+    let (leader, n3) = (trio.nodes[0].http_port(), trio.nodes[2].http_port());
+    for i in 0..3 {
+        let value = format!("h{i}");
+        let ryw = ("x-replikv-guarantee", "read-your-writes");
+        let (status, token, body) = http_with(leader, "PUT", "/api/v1/kv/hk", &[ryw], value.as_bytes());
+        assert_eq!(status, 200, "{body}");
+        let token = token.expect("the response carries the session's token");
+        let (status, _, body) = http_with(n3, "GET", "/api/v1/kv/hk", &[ryw, ("x-replikv-session", &token)], b"");
+        assert_eq!((status, body.as_str()), (200, value.as_str()), "n3 waited for the session's write");
+    }
+    let (status, _, body) = http_with(n3, "GET", "/api/v1/kv/hk", &[("x-replikv-session", "garbage")], b"");
+    assert!(status == 400 && body.contains("is not a session token"), "{status} {body}");
+}

@@ -64,7 +64,7 @@ use crate::resp::admin::REDIS_VERSION_COMPAT;
 use crate::state::NodeState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request as HttpRequest, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -212,6 +212,61 @@ async fn call(state: &NodeState, request: Request) -> Result<Reply, Response> {
     }
 }
 
+/// The request header that carries a session's token in, and the response header that
+/// carries it out (see [`crate::sessions`]).
+pub const SESSION_HEADER: &str = "x-replikv-session";
+/// The request header that names a request's guarantee (the cluster's default otherwise).
+pub const GUARANTEE_HEADER: &str = "x-replikv-guarantee";
+/// The request header that names where a read goes (`leader`, `follower`, `nearest`).
+pub const READ_FROM_HEADER: &str = "x-replikv-read-from";
+
+/// [`call`] in the session the headers describe (single-leader and multi-leader clusters):
+/// the reply, and the session's token after it for the response's header. Without session
+/// headers, or in a cluster without sessions, a plain call (and no token); a bad header is a
+/// 400 naming it.
+async fn session_call(
+    state: &NodeState,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<(Reply, Option<HeaderValue>), Response> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| format!("header {name} is not text")));
+    let asked = [SESSION_HEADER, GUARANTEE_HEADER, READ_FROM_HEADER].iter().any(|h| headers.contains_key(*h));
+    let Some(mut session) = crate::sessions::for_node(&state.config).filter(|_| asked) else {
+        if asked && crate::sessions::for_node(&state.config).is_none() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "session headers are for a single-leader or multi-leader cluster (a leaderless one takes ?w=&r=)",
+            ));
+        }
+        return call(state, request).await.map(|reply| (reply, None));
+    };
+    let bad = |why: String| error(StatusCode::BAD_REQUEST, why);
+    if let Some(token) = text(SESSION_HEADER) {
+        session.resume(&token.map_err(bad)?).map_err(|why| bad(format!("{SESSION_HEADER}: {why}")))?;
+    }
+    if let Some(guarantee) = text(GUARANTEE_HEADER) {
+        session.guarantee = crate::sessions::Guarantee::parse(&guarantee.map_err(bad)?)
+            .map_err(|why| bad(format!("{GUARANTEE_HEADER}: {why}")))?;
+    }
+    if let Some(from) = text(READ_FROM_HEADER) {
+        session.read_from = crate::sessions::ReadFrom::parse(&from.map_err(bad)?)
+            .map_err(|why| bad(format!("{READ_FROM_HEADER}: {why}")))?;
+    }
+    let write = request.is_write();
+    let now_ms = crate::clock::now_ms();
+    let reply = call(state, session.wrap(request, now_ms)).await?;
+    let reply = session.observe(reply, write, crate::clock::now_ms());
+    Ok((reply, HeaderValue::from_str(&session.token()).ok()))
+}
+
+/// `response` with the session's token in its header, when there is one.
+fn with_token(mut response: Response, token: Option<HeaderValue>) -> Response {
+    if let Some(token) = token {
+        response.headers_mut().insert(SESSION_HEADER, token);
+    }
+    response
+}
+
 /// The quorums of a leaderless request (`?w=&r=`).
 #[derive(Deserialize, Default)]
 struct QuorumParams {
@@ -257,19 +312,24 @@ async fn get_key(
     State(state): State<Arc<NodeState>>,
     Path(key): Path<String>,
     Query(params): Query<QuorumParams>,
+    headers: HeaderMap,
 ) -> Response {
     let request = match params.apply(&state, Request::Get { key: key.clone().into() }) {
         Ok(request) => request,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match call(&state, request).await {
-        Ok(Reply::Bulk(value)) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
-        Ok(Reply::Nil) => error(StatusCode::NOT_FOUND, format!("no key {key:?}")),
-        Ok(Reply::Error(e)) if e.starts_with("SIBLINGS") => siblings(&state, &params, key, e).await,
-        Ok(Reply::Error(e)) => error_reply(e),
-        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
-        Err(response) => response,
-    }
+    let (reply, token) = match session_call(&state, &headers, request).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let response = match reply {
+        Reply::Bulk(value) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
+        Reply::Nil => error(StatusCode::NOT_FOUND, format!("no key {key:?}")),
+        Reply::Error(e) if e.starts_with("SIBLINGS") => siblings(&state, &params, key, e).await,
+        Reply::Error(e) => error_reply(e),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+    };
+    with_token(response, token)
 }
 
 /// 300 with every concurrent value of `key` and the context that replaces them.
@@ -316,6 +376,7 @@ async fn put_key(
     State(state): State<Arc<NodeState>>,
     Path(key): Path<String>,
     Query(params): Query<PutParams>,
+    headers: HeaderMap,
     value: Bytes,
 ) -> Response {
     let expiry = match params.ttl_ms {
@@ -340,12 +401,16 @@ async fn put_key(
         Ok(request) => request,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match call(&state, request).await {
-        Ok(Reply::Ok) => Json(json!({ "ok": true })).into_response(),
-        Ok(Reply::Error(e)) => error_reply(e),
-        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
-        Err(response) => response,
-    }
+    let (reply, token) = match session_call(&state, &headers, request).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let response = match reply {
+        Reply::Ok => Json(json!({ "ok": true })).into_response(),
+        Reply::Error(e) => error_reply(e),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+    };
+    with_token(response, token)
 }
 
 /// Query parameters of `GET /api/v1/log`.
@@ -491,17 +556,22 @@ async fn delete_key(
     State(state): State<Arc<NodeState>>,
     Path(key): Path<String>,
     Query(params): Query<QuorumParams>,
+    headers: HeaderMap,
 ) -> Response {
     let request = match params.apply(&state, Request::Del { keys: vec![key.into()] }) {
         Ok(request) => request,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match call(&state, request).await {
-        Ok(Reply::Int(n)) => Json(json!({ "deleted": n })).into_response(),
-        Ok(Reply::Error(e)) => error_reply(e),
-        Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
-        Err(response) => response,
-    }
+    let (reply, token) = match session_call(&state, &headers, request).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let response = match reply {
+        Reply::Int(n) => Json(json!({ "deleted": n })).into_response(),
+        Reply::Error(e) => error_reply(e),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
+    };
+    with_token(response, token)
 }
 
 async fn status(State(state): State<Arc<NodeState>>) -> Response {

@@ -23,6 +23,10 @@
 //! leader; `nearest` and `follower` answer on the node the client is connected to (today's
 //! default).
 //!
+//! Over HTTP, the key routes take a session in request headers (`X-Replikv-Session`,
+//! `X-Replikv-Guarantee`, `X-Replikv-Read-From`) and, when any is sent, return its new token
+//! in `X-Replikv-Session` (see `crate::http`).
+//!
 //! # The token
 //!
 //! `REPLIKV.SESSION` returns `rkv1-CLUSTER-WLSN-WEPOCH-RLSN-REPOCH-WMS`, lowercase hex
