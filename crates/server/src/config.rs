@@ -26,6 +26,9 @@
 //! read_lease_drift_ppm = 10000     # the clock-drift allowance the lease assumes (1%)
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
+//! session_guarantee = "none"       # a session's start (see crate::sessions); not leaderless
+//! session_wait_ms = 1000           # a replica behind a session waits, then TRYAGAIN
+//! read_your_writes = "wait"        # or "leader" for read_your_writes_leader_ms after a write
 //! # mode = "leaderless" only:
 //! # n = 3                          # replicas per key [default: min(3, nodes)]
 //! # w = 2                          # replicas a write waits for [default: a majority of n]
