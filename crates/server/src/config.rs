@@ -1735,6 +1735,21 @@ mod tests {
                 &["replication.read_lease is a setting of mode = \"single-leader\""],
             ),
             (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nsession_guarantee = \"all\""),
+                "n1",
+                &["replication.session_guarantee is a setting of mode = \"single-leader\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nsession_wait_ms = 60001"),
+                "n1",
+                &["replication.session_wait_ms must be at most 60000 (now 60001)"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nsession_guarantee = \"strong\""),
+                "n1",
+                &["unknown variant `strong`", "read-your-writes"],
+            ),
+            (
                 three("cluster = \"c\"\n[replication]\nread_lease = true\nread_lease_drift_ppm = 300000"),
                 "n1",
                 &["replication.read_lease_drift_ppm must be between 100", "and 200000 (20%) (now 300000)"],
