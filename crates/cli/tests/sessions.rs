@@ -180,3 +180,73 @@ fn http_carries_the_session_in_a_header_in_and_out() {
     let (status, _, body) = http_with(n3, "GET", "/api/v1/kv/hk", &[("x-replikv-session", "garbage")], b"");
     assert!(status == 400 && body.contains("is not a session token"), "{status} {body}");
 }
+
+/// Sends one command as a RESP array and returns what arrives until `until` is in it (10 s).
+fn raw(stream: &mut std::net::TcpStream, args: &[&str], until: &str) -> String {
+    use std::io::{Read, Write};
+    let mut frame = format!("*{}\r\n", args.len());
+    for a in args {
+        frame += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    stream.write_all(frame.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(until) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[test]
+fn receipts_say_who_answered_from_where_and_how_stale_over_resp3_resp2_and_http() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    let _: () = trio.con(0).set("k", "v").unwrap();
+    trio.wait_applied(2, trio.status(0)["replication"]["last_lsn"].as_u64().unwrap());
+    // RESP3: an attribute before the reply, which ordinary clients skip.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", trio.nodes[2].resp_port)).unwrap();
+    raw(&mut s, &["HELLO", "3"], "proto");
+    raw(&mut s, &["REPLIKV.RECEIPTS", "ON"], "+OK\r\n");
+    let got = raw(&mut s, &["GET", "k"], "$1\r\nv\r\n");
+    assert!(got.starts_with("|1\r\n$7\r\nreceipt\r\n%7\r\n"), "{got:?}");
+    for field in
+        ["$4\r\nnode\r\n$2\r\nn3\r\n", "$4\r\nrole\r\n$8\r\nfollower\r\n", "behind_records", "behind_ms", "met_by"]
+    {
+        assert!(got.contains(field), "{field:?} in {got:?}");
+    }
+    // RESP2: no attributes; REPLIKV.RECEIPT gives the last one.
+    let mut con = trio.con(2);
+    let ok: String = redis::cmd("REPLIKV.RECEIPTS").arg("ON").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    guarantee(&mut con, "read-your-writes");
+    let _: Option<String> = con.get("k").unwrap();
+    let receipt: Vec<String> = redis::cmd("REPLIKV.RECEIPT").query(&mut con).unwrap();
+    let field = |name: &str| receipt.iter().position(|f| f == name).map(|i| receipt[i + 1].clone()).unwrap();
+    assert_eq!(
+        (field("node"), field("role"), field("guarantee")),
+        ("n3".into(), "follower".into(), "read-your-writes".into())
+    );
+    assert_eq!(field("met_by"), "held already");
+    // HTTP: a response header.
+    let port = trio.nodes[2].http_port();
+    let (status, head) = http_head(port, "/api/v1/kv/k", &[("x-replikv-guarantee", "monotonic-reads")]);
+    assert_eq!(status, 200);
+    assert!(head.contains("x-replikv-receipt: node=n3; role=follower; at="), "{head}");
+}
+
+/// A GET with extra headers: (status, the response's head, lowercased).
+fn http_head(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, _) = text.split_once("\r\n\r\n").expect("a header end");
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), head.to_ascii_lowercase())
+}

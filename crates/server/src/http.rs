@@ -219,16 +219,19 @@ pub const SESSION_HEADER: &str = "x-replikv-session";
 pub const GUARANTEE_HEADER: &str = "x-replikv-guarantee";
 /// The request header that names where a read goes (`leader`, `follower`, `nearest`).
 pub const READ_FROM_HEADER: &str = "x-replikv-read-from";
+/// The response header with a session answer's receipt (see [`crate::sessions::Receipt`]).
+pub const RECEIPT_HEADER: &str = "x-replikv-receipt";
 
 /// [`call`] in the session the headers describe (single-leader and multi-leader clusters):
-/// the reply, and the session's token after it for the response's header. Without session
+/// the reply, and the response headers: the session's token after it and the answer's
+/// receipt. Without session
 /// headers, or in a cluster without sessions, a plain call (and no token); a bad header is a
 /// 400 naming it.
 async fn session_call(
     state: &NodeState,
     headers: &HeaderMap,
     request: Request,
-) -> Result<(Reply, Option<HeaderValue>), Response> {
+) -> Result<(Reply, Vec<(&'static str, HeaderValue)>), Response> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| format!("header {name} is not text")));
     let asked = [SESSION_HEADER, GUARANTEE_HEADER, READ_FROM_HEADER].iter().any(|h| headers.contains_key(*h));
     let Some(mut session) = crate::sessions::for_node(&state.config).filter(|_| asked) else {
@@ -238,7 +241,7 @@ async fn session_call(
                 "session headers are for a single-leader or multi-leader cluster (a leaderless one takes ?w=&r=)",
             ));
         }
-        return call(state, request).await.map(|reply| (reply, None));
+        return call(state, request).await.map(|reply| (reply, Vec::new()));
     };
     let bad = |why: String| error(StatusCode::BAD_REQUEST, why);
     if let Some(token) = text(SESSION_HEADER) {
@@ -256,13 +259,20 @@ async fn session_call(
     let now_ms = crate::clock::now_ms();
     let reply = call(state, session.wrap(request, now_ms)).await?;
     let reply = session.observe(reply, write, crate::clock::now_ms());
-    Ok((reply, HeaderValue::from_str(&session.token()).ok()))
+    let mut out = Vec::new();
+    if let Ok(token) = HeaderValue::from_str(&session.token()) {
+        out.push((SESSION_HEADER, token));
+    }
+    if let Some(receipt) = session.last_receipt.and_then(|r| HeaderValue::from_str(&r.header(&state.config.id)).ok()) {
+        out.push((RECEIPT_HEADER, receipt));
+    }
+    Ok((reply, out))
 }
 
-/// `response` with the session's token in its header, when there is one.
-fn with_token(mut response: Response, token: Option<HeaderValue>) -> Response {
-    if let Some(token) = token {
-        response.headers_mut().insert(SESSION_HEADER, token);
+/// `response` with the session's headers (its token, the answer's receipt), if any.
+fn with_token(mut response: Response, headers: Vec<(&'static str, HeaderValue)>) -> Response {
+    for (name, value) in headers {
+        response.headers_mut().insert(name, value);
     }
     response
 }

@@ -23,6 +23,10 @@
 //! leader; `nearest` and `follower` answer on the node the client is connected to (today's
 //! default).
 //!
+//! With `REPLIKV.RECEIPTS ON`, every answer in the session also carries a [`Receipt`]: who
+//! answered, from which position, how stale it may be and how the guarantee was met (a RESP3
+//! attribute; `REPLIKV.RECEIPT` for RESP2; `X-Replikv-Receipt` over HTTP).
+//!
 //! Over HTTP, the key routes take a session in request headers (`X-Replikv-Session`,
 //! `X-Replikv-Guarantee`, `X-Replikv-Read-From`) and, when any is sent, return its new token
 //! in `X-Replikv-Session` (see `crate::http`).
@@ -179,6 +183,58 @@ pub struct SessionSettings {
     pub cluster: u32,
 }
 
+/// What a session learns with each answer (REPLIKV.RECEIPTS ON): who answered, from which
+/// position, how stale it may be, and how the guarantee was met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The position of the leader's history the answer reflects.
+    pub at: SessionPosition,
+    /// Answered by the leader (this node, or the leader a follower forwarded it to).
+    pub by_leader: bool,
+    /// How long the replica waited for the session's position, in ms.
+    pub waited_ms: u64,
+    /// Records of the leader's log the replica knew of and had not applied.
+    pub behind_records: u64,
+    /// Ms since the replica last held all it had been told of (`u64::MAX`: never).
+    pub behind_ms: u64,
+    /// The guarantee in force.
+    pub guarantee: Guarantee,
+}
+
+impl Receipt {
+    /// How the guarantee was met.
+    fn met_by(&self) -> String {
+        match (self.guarantee, self.waited_ms, self.by_leader) {
+            (Guarantee::None, ..) => "no guarantee asked".to_string(),
+            (_, 0, true) => "the leader".to_string(),
+            (_, 0, false) => "held already".to_string(),
+            (_, ms, _) => format!("waiting {ms} ms"),
+        }
+    }
+
+    /// Its fields, names first, as a receipt shows them (the node the client asked is `node`).
+    pub fn fields(&self, node: &str) -> Vec<(&'static str, String)> {
+        let behind_ms = match self.behind_ms {
+            u64::MAX => "unknown".to_string(),
+            ms => ms.to_string(),
+        };
+        vec![
+            ("node", node.to_string()),
+            ("role", if self.by_leader { "leader" } else { "follower" }.to_string()),
+            ("at", format!("{}@{}", self.at.lsn, self.at.epoch)),
+            ("behind_records", self.behind_records.to_string()),
+            ("behind_ms", behind_ms),
+            ("guarantee", self.guarantee.to_string()),
+            ("met_by", self.met_by()),
+        ]
+    }
+
+    /// As an HTTP header's value: `name=value` pairs joined by `; `.
+    pub fn header(&self, node: &str) -> String {
+        self.fields(node).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
 /// One session: its choices and what it has seen.
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -186,6 +242,10 @@ pub struct Session {
     pub guarantee: Guarantee,
     /// Where its reads go.
     pub read_from: ReadFrom,
+    /// Each answer carries a receipt (REPLIKV.RECEIPTS ON).
+    pub receipts: bool,
+    /// The last answer's receipt.
+    pub last_receipt: Option<Receipt>,
     settings: SessionSettings,
     written: SessionPosition,
     read: SessionPosition,
@@ -199,6 +259,8 @@ impl Session {
         Session {
             guarantee: settings.guarantee,
             read_from: ReadFrom::default(),
+            receipts: false,
+            last_receipt: None,
             settings,
             written: SessionPosition::default(),
             read: SessionPosition::default(),
@@ -227,7 +289,7 @@ impl Session {
             if self.guarantee.monotonic() {
                 after = newer(after, self.read);
             }
-            if self.guarantee == Guarantee::None && !on_leader {
+            if self.guarantee == Guarantee::None && !on_leader && !self.receipts {
                 return request;
             }
         }
@@ -237,7 +299,12 @@ impl Session {
     /// Takes a reply to a request [`Session::wrap`] made: keeps its position (unless it is an
     /// error) and returns what the client sees.
     pub fn observe(&mut self, reply: Reply, write: bool, now_ms: u64) -> Reply {
-        let Reply::InSession { at, reply, .. } = reply else { return reply };
+        let Reply::InSession { at, by_leader, waited_ms, behind_records, behind_ms, reply } = reply else {
+            self.last_receipt = None; // refused before any replica took it in the session
+            return reply;
+        };
+        let guarantee = self.guarantee;
+        self.last_receipt = Some(Receipt { at, by_leader, waited_ms, behind_records, behind_ms, guarantee });
         if !matches!(*reply, Reply::Error(_)) {
             if write {
                 self.written = newer(self.written, at);
@@ -374,6 +441,8 @@ mod tests {
             at: SessionPosition { lsn, epoch: 1 },
             by_leader: true,
             waited_ms: 0,
+            behind_records: 0,
+            behind_ms: 0,
             reply: Box::new(reply),
         }
     }
@@ -434,6 +503,8 @@ mod tests {
                 at: SessionPosition { lsn: 5, epoch: 2 },
                 by_leader: true,
                 waited_ms: 0,
+                behind_records: 0,
+                behind_ms: 0,
                 reply: Box::new(Reply::Nil),
             },
             false,

@@ -772,6 +772,13 @@ pub enum Reply {
         by_leader: bool,
         /// How long the replica waited to hold the session's position, in ms.
         waited_ms: u64,
+        /// How stale the answer may be: records of the leader's log the replica knew of and
+        /// had not applied (0 on the leader).
+        behind_records: u64,
+        /// And in time: ms since the leader message after which the replica held every record
+        /// the leader had told it of (by its own clock; 0 on the leader): the leader may have
+        /// written since. `u64::MAX` when it never did.
+        behind_ms: u64,
         /// The answer.
         reply: Box<Reply>,
     },

@@ -169,6 +169,9 @@ pub(super) struct Follower {
     snapshots_installed: u64,
     /// The newest snapshot attempt seen: chunks of an older one, still in flight, are ignored.
     newest_attempt: u64,
+    /// When (this node's clock) it last heard a leader message after which its store held every
+    /// record the leader had told it of: what it serves is at most this old.
+    pub(super) caught_up_local_ms: Option<u64>,
     /// Where the leader's log is held from for another family, from its last heartbeat (the
     /// outer `None`: none heard yet): this log keeps those records too.
     leader_hold: Option<Option<Lsn>>,
@@ -195,6 +198,7 @@ impl Follower {
             unconfirmed_because: "",
             snapshots_installed: 0,
             newest_attempt: 0,
+            caught_up_local_ms: None,
             leader_hold: None,
         }
     }
@@ -625,6 +629,11 @@ impl Follower {
         }
         self.unconfirmed = 0;
         Ok(())
+    }
+
+    /// The leader's log end as this follower last heard it.
+    pub(super) fn leader_lsn(&self) -> Lsn {
+        self.leader_lsn
     }
 
     /// Notes the leader's log end at its clock `at_ms`.

@@ -675,6 +675,12 @@ impl<E: Engine> SingleLeader<E> {
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
         self.dispatch(now_ms, input, outbox)?;
+        if let State::Follower(follower) = &mut self.state {
+            // What it knows of the leader's log is as old as the leader's last message.
+            if follower.leader.is_some() && follower.applied >= follower.leader_lsn() {
+                follower.caught_up_local_ms = follower.last_heard_ms.or(follower.caught_up_local_ms);
+            }
+        }
         self.session_tick(now_ms, outbox)?;
         self.take_damage_found()?;
         self.take_pending_repair()?;

@@ -45,6 +45,8 @@ pub(super) struct SessionAnswer {
     at: SessionPosition,
     by_leader: bool,
     waited_ms: u64,
+    behind_records: u64,
+    behind_ms: u64,
 }
 
 impl<E: Engine> SingleLeader<E> {
@@ -121,7 +123,15 @@ impl<E: Engine> SingleLeader<E> {
     ) -> Result<()> {
         let by_leader = matches!(self.state, State::Leader(_));
         let seen = self.session_seen();
-        self.session_answers.insert(id, SessionAnswer { at: seen, by_leader, waited_ms });
+        let (behind_records, behind_ms) = match &self.state {
+            State::Follower(follower) => (
+                follower.leader_lsn().saturating_sub(follower.applied),
+                follower.caught_up_local_ms.map_or(u64::MAX, |at| now_ms.saturating_sub(at)),
+            ),
+            _ => (0, 0),
+        };
+        let answer = SessionAnswer { at: seen, by_leader, waited_ms, behind_records, behind_ms };
+        self.session_answers.insert(id, answer);
         self.request(now_ms, id, request, outbox)?;
         // A write's record, if the request wrote one.
         if let Some(answer) = self.session_answers.get_mut(&id) {
@@ -252,6 +262,8 @@ impl<E: Engine> SingleLeader<E> {
                 at: answer.at,
                 by_leader: answer.by_leader,
                 waited_ms: answer.waited_ms,
+                behind_records: answer.behind_records,
+                behind_ms: answer.behind_ms,
                 reply: Box::new(inner),
             };
         }

@@ -34,7 +34,7 @@ fn ask(c: &mut Cluster, i: usize, request: Request, ms: u64) -> Reply {
 /// The answer's position, and the answer.
 fn positioned(reply: Reply) -> (SessionPosition, bool, u64, Reply) {
     match reply {
-        Reply::InSession { at, by_leader, waited_ms, reply } => (at, by_leader, waited_ms, *reply),
+        Reply::InSession { at, by_leader, waited_ms, reply, .. } => (at, by_leader, waited_ms, *reply),
         other => panic!("an answer in session, got {other:?}"),
     }
 }
@@ -132,4 +132,25 @@ fn a_session_write_held_by_a_handover_is_positioned_where_it_lands() {
         })
         .expect("the write is in the log");
     assert_eq!(at.lsn, record, "positioned at its record, not where it was held");
+}
+
+#[test]
+fn an_answer_says_how_stale_it_may_be() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(300);
+    let staleness = |reply: Reply| match reply {
+        Reply::InSession { behind_records, behind_ms, .. } => (behind_records, behind_ms),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(staleness(ask(&mut c, 0, in_session(Default::default(), 0, false, "GET k"), 500)), (0, 0));
+    let (records, ms) = staleness(ask(&mut c, 2, in_session(Default::default(), 0, false, "GET k"), 500));
+    assert!(records == 0 && ms <= 100, "a follower in step: {records} records, {ms} ms");
+    // n3 is cut off: what it holds grows older by the clock, whatever the leader writes.
+    c.cut.insert(2);
+    for i in 0..3 {
+        ask(&mut c, 0, request(&format!("SET k{i} v")), 500);
+    }
+    c.run_for(400);
+    let (_, ms) = staleness(ask(&mut c, 2, in_session(Default::default(), 0, false, "GET k"), 500));
+    assert!(ms >= 400, "a follower cut off for 400 ms says so: {ms} ms");
 }

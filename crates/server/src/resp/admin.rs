@@ -166,6 +166,8 @@ const ANSWERED: &[&str] = &[
     "replikv.session",
     "replikv.guarantee",
     "replikv.readfrom",
+    "replikv.receipts",
+    "replikv.receipt",
 ];
 
 /// True when `name` (lowercase) is a command the node answers itself, without the replica.
@@ -193,7 +195,9 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "time" if args.len() == 1 => time(),
         "role" if args.len() == 1 => role_frame(crate::replication::role(state)),
         "replikv.consistency" if args.len() <= 2 => consistency(args, client, state),
-        "replikv.session" | "replikv.guarantee" | "replikv.readfrom" => session_command(name, args, client),
+        "replikv.session" | "replikv.guarantee" | "replikv.readfrom" | "replikv.receipts" | "replikv.receipt" => {
+            session_command(name, args, client, &state.config.id)
+        }
         "echo" | "client" | "config" | "time" | "role" | "replikv.consistency" => arity(name),
         _ => unreachable!("{name} is not answered here"),
     }
@@ -239,10 +243,11 @@ fn consistency(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame 
 }
 
 /// `REPLIKV.SESSION [RESUME token | RESET]`, `REPLIKV.GUARANTEE [none|read-your-writes|monotonic-reads|
-/// consistent-prefix|all]` and `REPLIKV.READFROM [leader|follower|nearest]`: the connection's
-/// session token, guarantee and read source ([`crate::sessions`]); with no argument, the one
-/// in force.
-fn session_command(name: &str, args: &[Bytes], client: &mut Client) -> Frame {
+/// consistent-prefix|all]`, `REPLIKV.READFROM [leader|follower|nearest]` and `REPLIKV.RECEIPTS
+/// [ON|OFF]`: the connection's session token, guarantee, read source and receipts
+/// ([`crate::sessions`]); with no argument, the one in force. `REPLIKV.RECEIPT`: the last
+/// answer's receipt (how a RESP2 client, which has no attributes, reads it).
+fn session_command(name: &str, args: &[Bytes], client: &mut Client, node: &str) -> Frame {
     let Some(session) = client.session.as_mut() else {
         return Frame::error(format!(
             "ERR {} is for a single-leader or multi-leader cluster: this node keeps no session positions (a \
@@ -271,6 +276,24 @@ fn session_command(name: &str, args: &[Bytes], client: &mut Client) -> Frame {
                 Frame::ok()
             }
             Err(why) => Frame::error(format!("ERR {why}")),
+        },
+        ("replikv.receipts", 1) => Frame::bulk(if session.receipts { "on" } else { "off" }),
+        ("replikv.receipts", 2) => match text(1).unwrap_or_default().to_ascii_lowercase().as_str() {
+            "on" => {
+                session.receipts = true;
+                Frame::ok()
+            }
+            "off" => {
+                session.receipts = false;
+                Frame::ok()
+            }
+            _ => Frame::error("ERR syntax: REPLIKV.RECEIPTS [ON|OFF]"),
+        },
+        ("replikv.receipt", 1) => match session.last_receipt {
+            Some(receipt) => {
+                Frame::Map(receipt.fields(node).into_iter().map(|(k, v)| (Frame::bulk(k), Frame::bulk(v))).collect())
+            }
+            None => Frame::Null,
         },
         ("replikv.readfrom", 1) => Frame::bulk(session.read_from.to_string()),
         ("replikv.readfrom", 2) => match crate::sessions::ReadFrom::parse(&text(1).unwrap_or_default()) {
@@ -590,6 +613,8 @@ const COMMANDS: &[CommandInfo] = &[
     ("replikv.session", -1, &["fast"], 0, 0, 0),
     ("replikv.guarantee", -1, &["fast"], 0, 0, 0),
     ("replikv.readfrom", -1, &["fast"], 0, 0, 0),
+    ("replikv.receipts", -1, &["fast"], 0, 0, 0),
+    ("replikv.receipt", 1, &["fast"], 0, 0, 0),
     ("replikv.log", 3, &["readonly"], 0, 0, 0),
 ];
 

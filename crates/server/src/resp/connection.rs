@@ -398,6 +398,19 @@ impl Connection {
                 (Some(reply), Pending::Watch) => to_frame(self.session.watched(reply)),
                 (Some(reply), Pending::Exec(plan)) => self.exec_reply(plan, reply),
             };
+            let receipt = match (in_session.get(index), &self.client.session) {
+                (Some(Some(_)), Some(session)) if session.receipts => session.last_receipt,
+                _ => None,
+            };
+            let frame = match receipt {
+                Some(receipt) => {
+                    let fields = receipt.fields(&self.state.config.id);
+                    let pairs = fields.into_iter().map(|(k, v)| (Frame::bulk(k), Frame::bulk(v))).collect();
+                    let receipt = vec![(Frame::bulk("receipt"), Frame::Map(pairs))];
+                    Frame::Attributed(receipt, Box::new(frame))
+                }
+                None => frame,
+            };
             *slot = Slot::Ready(frame, proto);
         }
         stopped

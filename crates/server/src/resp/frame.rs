@@ -50,6 +50,7 @@
 //! | `Double`    | bulk of [`format_double`]     | `,<format_double>\r\n`         |
 //! | `Boolean`   | `:1\r\n` / `:0\r\n`           | `#t\r\n` / `#f\r\n`            |
 //! | `Verbatim`  | bulk of the text              | `=<4+len>\r\ntxt:<text>\r\n`   |
+//! | `Attributed`| the reply alone               | `|<n>\r\n` pairs, then the reply |
 //!
 //! # Promises
 //!
@@ -586,6 +587,9 @@ pub enum Frame {
         /// The text itself.
         text: Bytes,
     },
+    /// A reply with attributes (RESP3's `|`, which ordinary clients skip): a session's receipt.
+    /// RESP2 has no attributes: the reply goes alone.
+    Attributed(Vec<(Frame, Frame)>, Box<Frame>),
 }
 
 impl Frame {
@@ -636,6 +640,15 @@ impl Frame {
                 out.put_slice(b"\r\n");
             }
             Frame::Verbatim { text, .. } => put_bulk(out, text),
+            Frame::Attributed(pairs, reply) if resp3 => {
+                put_header(out, b'|', len_i64(pairs.len()));
+                for (key, value) in pairs {
+                    key.encode(proto, out);
+                    value.encode(proto, out);
+                }
+                reply.encode(proto, out);
+            }
+            Frame::Attributed(_, reply) => reply.encode(proto, out),
         }
     }
 }
