@@ -245,14 +245,14 @@ async fn session_call(
     };
     let bad = |why: String| error(StatusCode::BAD_REQUEST, why);
     if let Some(token) = text(SESSION_HEADER) {
-        session.resume(&token.map_err(bad)?).map_err(|why| bad(format!("{SESSION_HEADER}: {why}")))?;
+        session.resume(token.map_err(bad)?).map_err(|why| bad(format!("{SESSION_HEADER}: {why}")))?;
     }
     if let Some(guarantee) = text(GUARANTEE_HEADER) {
-        session.guarantee = crate::sessions::Guarantee::parse(&guarantee.map_err(bad)?)
+        session.guarantee = crate::sessions::Guarantee::parse(guarantee.map_err(bad)?)
             .map_err(|why| bad(format!("{GUARANTEE_HEADER}: {why}")))?;
     }
     if let Some(from) = text(READ_FROM_HEADER) {
-        session.read_from = crate::sessions::ReadFrom::parse(&from.map_err(bad)?)
+        session.read_from = crate::sessions::ReadFrom::parse(from.map_err(bad)?)
             .map_err(|why| bad(format!("{READ_FROM_HEADER}: {why}")))?;
     }
     let write = request.is_write();

@@ -51,6 +51,7 @@ pub(super) struct SessionAnswer {
 
 impl<E: Engine> SingleLeader<E> {
     /// Takes a [`Request::Session`].
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn session_request(
         &mut self,
         now_ms: u64,
@@ -150,7 +151,7 @@ impl<E: Engine> SingleLeader<E> {
             State::Follower(follower) => follower.applied,
             _ => self.log.last_lsn(),
         };
-        let epoch = self.log.epoch_at(lsn).unwrap_or_else(|| if lsn == 0 { 0 } else { self.settings.epoch });
+        let epoch = self.log.epoch_at(lsn).unwrap_or(if lsn == 0 { 0 } else { self.settings.epoch });
         SessionPosition { lsn, epoch }
     }
 

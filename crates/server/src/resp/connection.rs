@@ -311,7 +311,7 @@ impl Connection {
             }
             // A session's write of this round must be answered (and its position kept) before
             // anything that reads under the session or shows its token.
-            let session_write_pending = round.in_session.iter().any(|w| *w == Some(true));
+            let session_write_pending = round.in_session.contains(&Some(true));
             if session_write_pending && self.client.session.is_some() && !is_session_write(name.as_str()) {
                 close |= self.call(&mut round).await;
             }
