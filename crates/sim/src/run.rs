@@ -364,6 +364,19 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_read_position_is_caught_by_consistent_prefix_too() {
+        // The canary table names the first checker to fire (monotonic reads); the causal
+        // checker must catch the same bug in the consistent-prefix sessions.
+        let checker = session_checker(Anomaly::EffectBeforeCause);
+        let seed = (0..500).find(|&seed| {
+            let mut c = config(seed, 1, swarm_faults(seed));
+            (c.canary, c.follower_reads) = (Canary::TokenForgetsRead, true);
+            run(c).judgement.failures().contains(&checker)
+        });
+        assert!(seed.is_some(), "TokenForgetsRead escaped {checker} for 500 seeds");
+    }
+
+    #[test]
     fn regression_a_late_chunk_of_an_abandoned_snapshot_no_longer_strands_a_follower() {
         // Found by `replikv sim --acks async --seeds 0..2000`: a follower reinstalled an older
         // snapshot from a late chunk, and the leader, believing it ahead, never resynced it.
