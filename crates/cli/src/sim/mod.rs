@@ -30,7 +30,7 @@ pub const SEEDS_MAX: u64 = 1_000_000;
 replikv sim --acks sync --seed 7                    # one run; its own fault mix (swarm)\n  \
 replikv sim --acks sync --seeds 0..500              # a sweep\n  \
 replikv sim --acks sync --read-lease --seeds 0..500 # leader reads under a lease\n  \
-replikv sim --acks async --follower-reads --seeds 0..200 --faults delay=1..300   # session anomalies at a lag\n  \
+replikv sim --acks async --no-failover --follower-reads --seeds 0..200 --faults delay=1..50,pause=0.001   # session anomalies at a lag\n  \
 replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these faults only\n  \
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
