@@ -1,7 +1,7 @@
 //! What clients did and saw: the history the checkers judge.
 //!
 //! Every operation a simulated client issues is recorded with the virtual time it was invoked
-//! and the time its reply arrived. An operation whose reply never came (the client timed out,
+//! and the time its reply arrived, and (single-leader) the node it was sent to. An operation whose reply never came (the client timed out,
 //! or its node crashed) is *indeterminate*: it may or may not have taken effect, as in Jepsen,
 //! and a checker must allow both. An operation that definitely did not take effect (the node
 //! refused it: `-READONLY`, a syntax error) is not recorded at all.
@@ -36,6 +36,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// True for a write.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Op::Write { .. })
+    }
+
     /// The key the operation is on.
     pub fn key(&self) -> &str {
         match self {
@@ -57,8 +62,10 @@ pub enum Outcome {
 /// One operation in a history: by default a single-leader [`Op`] and its [`Outcome`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event<O = Op, R = Outcome> {
-    /// Who issued it.
+    /// Who issued it (a single-leader session is its client: one session per client).
     pub client: ClientId,
+    /// The node it was sent to (`None` where the family does not record it).
+    pub node: Option<usize>,
     /// What it was.
     pub op: O,
     /// Virtual milliseconds when it was sent.

@@ -9,7 +9,10 @@
 //!   time of one run, with a safety phase (faults) and a quiet phase (faults healed, the
 //!   cluster must converge); the checkers (acknowledged writes survive; linearizability;
 //!   convergence and under-replicated acknowledgements are judged by the world); one seed from
-//!   start to verdicts, and the command that replays it.
+//!   start to verdicts, and the command that replays it. With `follower_reads`, clients read
+//!   from any node in sessions ([`session`]: each with a guarantee drawn from the seed), and
+//!   [`check::sessions`] judges read-your-writes, monotonic reads and consistent prefix from
+//!   the history, and counts the anomalies the sessions promised nothing saw.
 //! - [`leaderless`]: the leaderless family's world (any node coordinates, `fsync = always` or
 //!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
 //!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's
@@ -36,7 +39,9 @@
 //! To test the tests, the core carries planted bugs behind a switch the server never sets
 //! (`single_leader::Canary`, `leaderless::Canary`, `multi_leader::Canary`): acknowledging
 //! before fsync, a follower applying out of order, semi-sync answering OK when its
-//! acknowledgements time out, a snapshot that skips a key; a leaderless coordinator counting
+//! acknowledgements time out, a snapshot that skips a key, a follower answering a session read
+//! without waiting for its position, a simulated client's session forgetting its read
+//! position; a leaderless coordinator counting
 //! an acknowledgement twice, a replica letting an older state overwrite its own, a read repair
 //! sending the first reply; a multi-leader leader keeping the arriving state under `lww`,
 //! leaving `lww` losers out of the conflict log, applying arriving values twice under
@@ -47,8 +52,10 @@
 //! CAVEATS
 //! - A crash keeps the engine's and the log's torn prefixes independently, as two files would;
 //!   it does not model a file whose middle pages reached the disk while earlier ones did not.
-//! - Single-leader clients talk to the leader only (faults are between nodes); stale follower
-//!   reads are not checked yet (session guarantees come later).
+//! - Single-leader clients talk to the leader only unless `follower_reads` is on; then every
+//!   client but the first reads from any node in a session, and its reads are judged by the
+//!   session checkers, not by linearizability (faults are between nodes, never between a
+//!   client and its node).
 //! - Operations are SET and GET (and, leaderless, DEL) on a few keys; values are unique per
 //!   run.
 
@@ -85,5 +92,6 @@ pub mod leaderless;
 pub mod multi_leader;
 mod net;
 pub mod run;
+pub mod session;
 mod trace;
 pub mod world;

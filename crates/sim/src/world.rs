@@ -17,9 +17,15 @@
 //! 4. Clients time out, and idle ones issue their next operation to the node they believe
 //!    leads (until the run has issued [`OPS_PER_KEY_MAX`] per key). A client follows the
 //!    leader as a real one does: a `-READONLY` naming the leader sends it there, a refusal
-//!    without a leader or a timeout sends it to another node. A client only reads from a
-//!    leader: a read that reaches a follower is answered with a redirect, never stepped, so
-//!    every read in the history is a leader's (followers' reads are stale by design).
+//!    without a leader or a timeout sends it to another node. A plain client only reads from
+//!    a leader: a GET that reaches a follower is answered with a redirect, never stepped, so
+//!    every plain read in the history is a leader's (followers' reads are stale by design).
+//!    With `follower_reads`, every client but the first is a session client
+//!    ([`crate::session`], its guarantee drawn from the seed by an RNG of its own): it sends
+//!    each read to a node drawn at random, followers included, and every request as a
+//!    `Request::Session` with the floor its guarantee needs; its positions move only with
+//!    replies that are not errors, and a `-TRYAGAIN` sends it to try again shortly. The
+//!    history records each operation's node.
 //!
 //! With `failover` on (the default), node 0 leads a fresh cluster and elections decide after
 //! that; the world records which node led each epoch, and a second leader in one epoch fails
@@ -44,6 +50,7 @@ use crate::history::{ClientId, Event, History, Op, Outcome};
 use crate::host::{Clock, Pending};
 use crate::net::Packet;
 use crate::run::{Judgement, Verdict};
+use crate::session::{Guarantee, Session};
 use bytes::Bytes;
 use rand::Rng;
 use replikv_core::kv::{Reply, Request};
@@ -101,6 +108,9 @@ pub struct SimConfig {
     pub read_lease: bool,
     /// A bug planted in the replicas, to test the checkers.
     pub canary: Canary,
+    /// Clients after the first read from any node in sessions, each with a guarantee drawn
+    /// from the seed ([`crate::session`]); off, every client reads from the leader only.
+    pub follower_reads: bool,
 }
 
 /// Counters of what a single-leader run did, beside its operations and faults
@@ -154,6 +164,8 @@ struct Outstanding {
     id: RequestId,
     op: Op,
     invoke_ms: u64,
+    /// The node it went to.
+    node: usize,
 }
 
 /// One simulated client.
@@ -164,6 +176,8 @@ struct Client {
     next_at: u64,
     /// The node it believes leads.
     target: usize,
+    /// Its session, when it reads from followers (`follower_reads`).
+    session: Option<Session>,
 }
 
 /// The world of one run.
@@ -180,6 +194,8 @@ pub struct World {
     next_value: u64,
     /// What the clients did and saw.
     pub history: History,
+    /// The guarantee of each client that reads in a session (`follower_reads`).
+    pub sessions: BTreeMap<ClientId, Guarantee>,
     /// Counters.
     pub counts: Counts,
     /// Each write request a leader logged, until its reply: (node, log position, epoch).
@@ -247,8 +263,13 @@ impl World {
             node.replica = Some(open(&node, files, 0).expect("a fresh replica opens"));
             nodes.push(node);
         }
-        let clients =
-            (0..config.clients as ClientId).map(|id| Client { id, outstanding: None, next_at: 0, target: 0 }).collect();
+        let sessions = draw_sessions(&config);
+        let clients = (0..config.clients as ClientId)
+            .map(|id| {
+                let session = sessions.get(&id).map(|&g| Session::new(g, config.canary == Canary::TokenForgetsRead));
+                Client { id, outstanding: None, next_at: 0, target: 0, session }
+            })
+            .collect();
         World {
             config,
             ground,
@@ -258,6 +279,7 @@ impl World {
             next_request: 0,
             next_value: 0,
             history: History::default(),
+            sessions,
             counts: Counts::default(),
             write_lsns: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -467,6 +489,20 @@ impl World {
 
     /// A reply reaches its client (1 ms later, which the client does not notice).
     fn reply(&mut self, id: RequestId, reply: Reply) {
+        // A session's reply moves its positions and is then what the client sees.
+        let reply = match (reply, self.requests.get(&id)) {
+            (answer @ Reply::InSession { .. }, Some(&client)) => {
+                let c = &mut self.clients[client as usize];
+                let write = c.outstanding.as_ref().is_some_and(|o| o.id == id && matches!(o.op, Op::Write { .. }));
+                match (c.session.as_mut(), answer) {
+                    (Some(session), answer) => session.observe(answer, write),
+                    (None, Reply::InSession { reply, .. }) => *reply,
+                    (None, other) => other,
+                }
+            }
+            (Reply::InSession { reply, .. }, None) => *reply,
+            (reply, _) => reply,
+        };
         if let (Some((node, lsn, epoch)), Reply::Ok) = (self.write_lsns.remove(&id), &reply) {
             self.check_copies(id, node, lsn, epoch);
             if let Some(crashed) = self.leader_crashed_at.take() {
@@ -499,9 +535,16 @@ impl World {
                 self.clients[c].next_at = self.ground.now + 1 + self.ground.rng.gen_range(0..20);
                 None
             }
+            (_, Reply::Error(_)) if self.clients[client as usize].session.is_some() => {
+                // Not executed (`-TRYAGAIN` from a follower behind the session, or a history a
+                // failover cut): a session client tries again shortly, anywhere.
+                let c = client as usize;
+                self.clients[c].next_at = self.ground.now + 1 + self.ground.rng.gen_range(0..20);
+                None
+            }
             _ => None,
         };
-        self.trace(format!("client {client} {:?} -> {reply:?}", outstanding.op));
+        self.trace(format!("client {client} {:?} on n{} -> {reply:?}", outstanding.op, outstanding.node + 1));
         match outcome {
             Some(outcome) => {
                 if outcome == Outcome::Indeterminate {
@@ -512,6 +555,7 @@ impl World {
                 let complete_ms = (outcome != Outcome::Indeterminate).then_some(self.ground.now + 1);
                 self.history.events.push(Event {
                     client,
+                    node: Some(outstanding.node),
                     op: outstanding.op,
                     invoke_ms: outstanding.invoke_ms,
                     complete_ms,
@@ -584,7 +628,7 @@ impl World {
             if let Some(o) = &self.clients[c].outstanding {
                 // A client whose node is down sees its connection reset at once (a crashed
                 // process's sockets close); otherwise it waits for its timeout.
-                let reset = self.ground.health[self.clients[c].target].down_until.is_some();
+                let reset = self.ground.health[o.node].down_until.is_some();
                 if reset || o.invoke_ms + CLIENT_TIMEOUT_MS <= self.ground.now {
                     self.give_up(c, if reset { "lost its connection" } else { "timed out" });
                 }
@@ -601,7 +645,7 @@ impl World {
             } else {
                 Op::Read { key }
             };
-            let request = match &op {
+            let mut request = match &op {
                 Op::Read { key } => Request::Get { key: Bytes::from(key.clone()) },
                 Op::Write { key, value } => Request::Set {
                     key: Bytes::from(key.clone()),
@@ -611,12 +655,19 @@ impl World {
                     expiry: Default::default(),
                 },
             };
+            let mut target = self.clients[c].target;
+            if let Some(session) = &self.clients[c].session {
+                // A session reads from any node, and writes where it believes the leader is.
+                if matches!(op, Op::Read { .. }) {
+                    target = self.ground.rng.gen_range(0..self.nodes.len());
+                }
+                request = session.wrap(request);
+            }
             self.next_request += 1;
             let id = self.next_request;
             self.requests.insert(id, self.clients[c].id);
             self.ground.counts.ops += 1;
-            self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now });
-            let target = self.clients[c].target;
+            self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now, node: target });
             self.ground.send(None, target, Packet::Request { id, request });
         }
     }
@@ -644,6 +695,7 @@ impl World {
         self.trace(format!("client {client} {:?} {why}", o.op));
         self.history.events.push(Event {
             client,
+            node: Some(o.node),
             op: o.op,
             invoke_ms: o.invoke_ms,
             complete_ms: None,
@@ -800,6 +852,16 @@ pub(crate) fn torn_log(rng: &mut impl Rng, synced: Lsn, mut log: ReplicationLog)
         torn.append(record).expect("records in order");
     }
     torn
+}
+
+/// The guarantee of each session client (`follower_reads`: every client but the first), drawn
+/// from an RNG of its own so that the world's stream of choices does not depend on it.
+fn draw_sessions(config: &SimConfig) -> BTreeMap<ClientId, Guarantee> {
+    if !config.follower_reads {
+        return BTreeMap::new();
+    }
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(config.seed ^ 0x5345_5353_494f_4e53);
+    (1..config.clients as ClientId).map(|id| (id, Guarantee::ALL[rng.gen_range(0..Guarantee::ALL.len())])).collect()
 }
 
 /// The options of every simulated log.

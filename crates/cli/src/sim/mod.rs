@@ -30,6 +30,7 @@ pub const SEEDS_MAX: u64 = 1_000_000;
 replikv sim --acks sync --seed 7                    # one run; its own fault mix (swarm)\n  \
 replikv sim --acks sync --seeds 0..500              # a sweep\n  \
 replikv sim --acks sync --read-lease --seeds 0..500 # leader reads under a lease\n  \
+replikv sim --acks async --no-failover --follower-reads --seeds 0..200 --faults delay=1..50,pause=0.001   # session anomalies at a lag\n  \
 replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these faults only\n  \
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
@@ -120,6 +121,13 @@ pub struct SimArgs {
     /// trip each; the nodes' clocks drift within the lease's allowance.
     #[arg(long)]
     pub read_lease: bool,
+    /// Single-leader: clients other than the first read from any node (followers included)
+    /// in sessions, each with a guarantee drawn from the seed (none, read-your-writes,
+    /// monotonic-reads or consistent-prefix), and write on the leader; the run checks each
+    /// session's guarantee from the history and counts the anomalies the sessions without
+    /// one saw.
+    #[arg(long)]
+    pub follower_reads: bool,
     /// Multi-leader: datacenters, 2 to 5 (2 by default).
     #[arg(long, value_name = "N")]
     pub datacenters: Option<usize>,
@@ -187,6 +195,11 @@ pub enum CanaryArg {
     LeaseSkipsCommit,
     /// Followers apply what they matched without waiting for their leader to hold it durably.
     FollowerAppliesUndurable,
+    /// Followers answer session reads at once, without waiting for the session's position
+    /// (use with --follower-reads).
+    SessionNoWait,
+    /// The simulated clients' sessions forget their read positions (use with --follower-reads).
+    TokenForgetsRead,
     /// Leaderless: a coordinator counts each replica's acknowledgement twice.
     CountAckTwice,
     /// Leaderless: a replica takes a state it is sent as it is, even when its own is newer.
@@ -221,6 +234,8 @@ impl CanaryArg {
             CanaryArg::NoFencing => (S::NoFencing, L::None),
             CanaryArg::LeaseSkipsCommit => (S::LeaseSkipsCommit, L::None),
             CanaryArg::FollowerAppliesUndurable => (S::FollowerAppliesUndurable, L::None),
+            CanaryArg::SessionNoWait => (S::SessionNoWait, L::None),
+            CanaryArg::TokenForgetsRead => (S::TokenForgetsRead, L::None),
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),

@@ -1,13 +1,18 @@
 //! `replikv sim --mode single-leader` (the default): a sweep of single-leader runs, and its
-//! totals: operations, crashes, partitions, leaderships, rolled-back changes, failover times.
+//! totals: operations, crashes, partitions, leaderships, rolled-back changes, failover times;
+//! with `--follower-reads`, what the sessions of each guarantee saw (the anomalies of
+//! replication lag as figures: how many reads could have shown each, and how many did).
 
 use super::{fixed_faults, refuse_flags, sweep, SimArgs};
 use crate::output::outln;
 use anyhow::{bail, Result};
 use replikv_core::single_leader::Canary;
 use replikv_server::config::Acks;
+use replikv_sim::check::sessions::Figures;
 use replikv_sim::run::{run, swarm_faults};
+use replikv_sim::session::Guarantee;
 use replikv_sim::world::SimConfig;
+use std::collections::BTreeMap;
 
 /// Nodes when `--nodes` is not given.
 const NODES_DEFAULT: usize = 3;
@@ -39,6 +44,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
     let (mut ops, mut crashes, mut partitions) = (0, 0, 0);
     let (mut leaderships, mut rolled_back, mut acked_rolled_back) = (0, 0, 0);
     let mut failover_ms: Vec<u64> = Vec::new();
+    let mut sessions: BTreeMap<Guarantee, Figures> = BTreeMap::new();
     let (seeds, failed, gave_up) = sweep(args, |seed| {
         let config = SimConfig {
             seed,
@@ -54,6 +60,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
             log_retain_bytes: args.log_retain_bytes.unwrap_or(LOG_RETAIN_BYTES_DEFAULT),
             read_lease: args.read_lease,
             canary,
+            follower_reads: args.follower_reads,
         };
         let report = run(config);
         let c = &report.judgement.run;
@@ -62,6 +69,9 @@ pub fn main(args: &SimArgs) -> Result<()> {
         rolled_back += report.counts.rolled_back;
         acked_rolled_back += report.counts.acknowledged_rolled_back;
         failover_ms.extend(&report.counts.failover_ms);
+        for (guarantee, figures) in &report.sessions {
+            sessions.entry(*guarantee).or_default().add(figures);
+        }
         let replay = report.replay();
         (report.judgement, replay)
     });
@@ -74,6 +84,16 @@ pub fn main(args: &SimArgs) -> Result<()> {
          acknowledged writes); {}",
         failover_summary(&mut failover_ms)
     );
+    if args.follower_reads {
+        let lag = match &fixed {
+            Some(faults) => format!("faults '{}'", faults.spec()),
+            None => "each seed's own faults".to_string(),
+        };
+        outln!("sessions reading from any node, at {lag} (judged sessions fail the run; the rest are counted):");
+        for (guarantee, figures) in &sessions {
+            outln!("  {}: {}", guarantee.name(), figures.summary());
+        }
+    }
     if !failed.is_empty() {
         bail!("checks failed for seed(s) {failed:?}");
     }

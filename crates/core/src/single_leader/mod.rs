@@ -317,6 +317,12 @@ pub enum Canary {
     /// A follower applies every record it matched, without waiting for its leader to hold it
     /// durably (it may serve a write its leader then loses in a crash).
     FollowerAppliesUndurable,
+    /// A follower answers a session read at once from what it has applied, without waiting
+    /// to hold the session's position (a stale read under any guarantee).
+    SessionNoWait,
+    /// The simulated client's session forgets its read position (it never raises its read
+    /// floor): planted in the simulator's client, not in the replicas, which ignore it.
+    TokenForgetsRead,
 }
 
 impl Settings {

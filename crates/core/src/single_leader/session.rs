@@ -22,6 +22,9 @@
 //!
 //! The position travels with the reply wherever the reply goes: a forwarded request's
 //! answer comes back already positioned by the leader.
+//!
+//! The simulator's `SessionNoWait` canary makes a follower answer at once, whatever its
+//! position; its session checkers must catch it (`replikv-sim`, `run.rs`).
 
 use super::{Outbox, Output, Reply, Request, RequestId, SingleLeader, State, PENDING_REPLIES_MAX};
 use crate::error::Result;
@@ -51,7 +54,7 @@ pub(super) struct SessionAnswer {
 
 impl<E: Engine> SingleLeader<E> {
     /// Takes a [`Request::Session`].
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // the request's four fields, taken apart by the caller
     pub(super) fn session_request(
         &mut self,
         now_ms: u64,
@@ -78,7 +81,7 @@ impl<E: Engine> SingleLeader<E> {
                     outbox.after_flush.push(Output::Reply { id, reply });
                     return Ok(());
                 }
-                if self.holds_for_reads(after) {
+                if self.holds_for_reads(after) || self.settings.canary == super::Canary::SessionNoWait {
                     return self.answer_in_session(now_ms, id, request, 0, outbox);
                 }
                 if self.session_waits.len() >= PENDING_REPLIES_MAX {

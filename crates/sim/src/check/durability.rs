@@ -81,7 +81,14 @@ mod tests {
 
     fn write(client: u32, key: &str, value: u64, invoke: u64, complete: Option<u64>) -> Event {
         let outcome = if complete.is_some() { Outcome::Ok(None) } else { Outcome::Indeterminate };
-        Event { client, op: Op::Write { key: key.into(), value }, invoke_ms: invoke, complete_ms: complete, outcome }
+        Event {
+            client,
+            node: None,
+            op: Op::Write { key: key.into(), value },
+            invoke_ms: invoke,
+            complete_ms: complete,
+            outcome,
+        }
     }
 
     fn state(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {

@@ -715,19 +715,19 @@ mod tests {
     /// A completed write of `value` to `key`.
     fn write(client: ClientId, key: &str, value: u64, invoke_ms: u64, complete_ms: u64) -> Event {
         let op = Op::Write { key: key.to_string(), value };
-        Event { client, op, invoke_ms, complete_ms: Some(complete_ms), outcome: Outcome::Ok(None) }
+        Event { client, node: None, op, invoke_ms, complete_ms: Some(complete_ms), outcome: Outcome::Ok(None) }
     }
 
     /// A write of `value` to `key` that never got a reply.
     fn write_lost(client: ClientId, key: &str, value: u64, invoke_ms: u64) -> Event {
         let op = Op::Write { key: key.to_string(), value };
-        Event { client, op, invoke_ms, complete_ms: None, outcome: Outcome::Indeterminate }
+        Event { client, node: None, op, invoke_ms, complete_ms: None, outcome: Outcome::Indeterminate }
     }
 
     /// A completed read of `key` that saw `saw`.
     fn read(client: ClientId, key: &str, saw: Option<u64>, invoke_ms: u64, complete_ms: u64) -> Event {
         let op = Op::Read { key: key.to_string() };
-        Event { client, op, invoke_ms, complete_ms: Some(complete_ms), outcome: Outcome::Ok(saw) }
+        Event { client, node: None, op, invoke_ms, complete_ms: Some(complete_ms), outcome: Outcome::Ok(saw) }
     }
 
     /// The verdict on `events` with the default limits.

@@ -259,6 +259,7 @@ impl World {
         }
         self.history.events.push(Event {
             client: self.clients[c].id,
+            node: None,
             op: outstanding.op,
             invoke_ms: outstanding.invoke_ms,
             complete_ms: determinate.then_some(self.ground.now + 1),

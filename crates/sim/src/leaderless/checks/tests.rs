@@ -50,7 +50,7 @@ impl Run {
             Op::Set { key: key.clone(), write: w.write, context: false }
         };
         let outcome = if w.at.1.is_some() { Outcome::Written } else { Outcome::Indeterminate };
-        self.history.events.push(Event { client: 0, op, invoke_ms: w.at.0, complete_ms: w.at.1, outcome });
+        self.history.events.push(Event { client: 0, node: None, op, invoke_ms: w.at.0, complete_ms: w.at.1, outcome });
         let stamp = Stamp {
             key,
             dot: dot(w.dot.0, w.dot.1),
@@ -74,6 +74,7 @@ impl Run {
         let op = Op::Read { key: "k".into() };
         self.history.events.push(Event {
             client: 1,
+            node: None,
             op,
             invoke_ms: at.0,
             complete_ms: Some(at.1),
