@@ -491,8 +491,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "a known core bug, found by the session checkers: see the comment"]
-    fn known_bug_a_deposed_leader_serves_its_unconfirmed_tail_to_sessions() {
+    fn a_deposed_leader_does_not_serve_its_unconfirmed_tail_to_sessions() {
         // Found by `replikv sim --acks semi-sync:1 --follower-reads --seeds 300..1300` (also
         // seeds 340, 436, 1126; sync: 397; and seed 72 of sync, where the session was
         // consistent-prefix and only counted). n3 led epoch 2, was cut off at t=3666 and

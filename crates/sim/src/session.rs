@@ -141,7 +141,14 @@ mod tests {
     }
 
     fn answer(lsn: u64, reply: Reply) -> Reply {
-        Reply::InSession { at: at(lsn), by_leader: false, waited_ms: 0, reply: Box::new(reply) }
+        Reply::InSession {
+            at: at(lsn),
+            by_leader: false,
+            waited_ms: 0,
+            behind_records: 0,
+            behind_ms: 0,
+            reply: Box::new(reply),
+        }
     }
 
     fn floor(session: &Session) -> u64 {

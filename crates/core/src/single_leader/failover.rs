@@ -292,8 +292,12 @@ impl<E: Engine> SingleLeader<E> {
     /// Becomes a follower of `leader` (`None`: unknown yet) in the current epoch; a leader
     /// steps down first, failing what still waits.
     pub(super) fn become_follower(&mut self, now_ms: u64, leader: Option<NodeId>, outbox: &mut Outbox) -> Result<()> {
+        // What a majority held when it led: past it, its records may not be in the next
+        // leader's history.
+        let mut committed = self.durable_lsn();
         if let State::Leader(old) = &mut self.state {
             tracing::warn!("stepping down: no longer leading (now in epoch {})", self.settings.epoch);
+            committed = committed.min(old.committed());
             old.step_down(&self.settings, outbox);
         }
         let leader_hint = leader.map(|l| self.settings.hint(l)).unwrap_or_default();
@@ -302,8 +306,9 @@ impl<E: Engine> SingleLeader<E> {
             State::Follower(follower) => follower.follow(leader),
             _ => {
                 let mut follower = Follower::new(leader, self.log.complete_lsn());
-                if self.log.complete_lsn() > self.durable_lsn() {
-                    // It led, and applied writes its fsync has not yet made durable.
+                if self.log.complete_lsn() > committed {
+                    // It led, and applied writes no majority (or not even its own fsync) holds:
+                    // the next leader may cut them, so no reader sees them until it confirms.
                     follower.unconfirmed_through(self.log.complete_lsn(), "stepped down from leading");
                 }
                 self.state = State::Follower(follower);

@@ -34,8 +34,18 @@
 //! holds, so a write is readable on a follower about one message after the leader's fsync.
 //! A follower that restarts has applied its whole log again (recovery), including records no
 //! leader may hold: it refuses reads (`-TRYAGAIN`) until a leader's durable end covers its log,
-//! or a cut or snapshot replaces what it held. A follower that wins an election applies its
-//! whole log first: a leader's log is the history.
+//! or a cut or snapshot replaces what it held. So does a leader that steps down holding
+//! records no majority held (its own writes, applied as it made them): the next leader may
+//! not have them, and a reader that saw them could then see them vanish (a session reading
+//! elsewhere would go back in time). A follower that wins an election applies its whole log
+//! first: a leader's log is the history.
+//!
+//! A follower applies through its leader's durable end, not through what a majority holds:
+//! in a cluster of five or more, a record on the leader and one follower only is readable
+//! there, and a failover to a node without it cuts it. Sessions notice (the replica's record
+//! at the session's position is of another epoch: an error, not a silent older value) unless
+//! the session's position lies before the replica's log base, where nothing is left to
+//! compare.
 //!
 //! A request spanning several records (its parts, see [`LogRecord`]) is applied when its last
 //! part is within that bound, the parts read back from the log, all in one step: a reader sees
@@ -204,8 +214,8 @@ impl Follower {
     }
 
     /// The store holds the whole log through `applied`, which no leader has confirmed durable
-    /// (recovery at open applied it; or this node led, and steps down before its fsync
-    /// finished): reads wait for a leader's word (module documentation, "Applying").
+    /// (recovery at open applied it; or this node led, and steps down before a majority held
+    /// its writes): reads wait for a leader's word (module documentation, "Applying").
     /// `because` says how, for the error reads get ("restarted", "stepped down from leading").
     pub(super) fn unconfirmed_through(&mut self, applied: Lsn, because: &'static str) {
         self.applied = applied;

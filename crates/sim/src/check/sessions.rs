@@ -38,10 +38,10 @@
 //! - The floors assume what survives: a write the session read, or wrote, that a failover
 //!   then cut (`acks = async`) makes a later read "stale" legitimately, so the run judges
 //!   sessions only where acknowledged writes survive a failover.
-//! - Found and not yet fixed: a stepped-down leader serves its durable but unreplicated tail
-//!   to session reads, which a later leader may cut; a monotonic-reads session then reads an
-//!   older value elsewhere (about 1 seed in 250 under semi-sync:1 with swarm faults;
-//!   `known_bug_a_deposed_leader_serves_its_unconfirmed_tail_to_sessions`, ignored).
+//! - Found by these checkers, and fixed: a stepped-down leader served its durable but
+//!   unreplicated tail to session reads, which a later leader may cut; a monotonic-reads
+//!   session then read an older value elsewhere (about 1 seed in 250 under semi-sync:1 with
+//!   swarm faults; `a_deposed_leader_does_not_serve_its_unconfirmed_tail_to_sessions`).
 
 use crate::history::{ClientId, History, Op, Outcome};
 use crate::session::Guarantee;
