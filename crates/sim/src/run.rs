@@ -493,16 +493,12 @@ mod tests {
     #[test]
     fn a_deposed_leader_does_not_serve_its_unconfirmed_tail_to_sessions() {
         // Found by `replikv sim --acks semi-sync:1 --follower-reads --seeds 300..1300` (also
-        // seeds 340, 436, 1126; sync: 397; and seed 72 of sync, where the session was
-        // consistent-prefix and only counted). n3 led epoch 2, was cut off at t=3666 and
-        // stepped down at t=3821, answering write 917 "may or may not have been applied"; as a
-        // follower it then served 917 to session reads (client 2, monotonic-reads, at t=3844).
-        // n1 and n2 went on without 917, and at t=4470 n2 answered client 2's read of k2 with
-        // 912, older than 917: the session went back in time. A stepped-down leader keeps
-        // serving its own durable tail (`failover.rs` marks it unconfirmed only when it is not
-        // durable on the node itself), though no majority held it. Why n2 did not refuse the
-        // session's position is not established yet (it may lie before n2's log base, where
-        // `history_differs` cannot compare). Un-ignore when the core is fixed.
+        // seeds 340, 436, 1126; sync: 397). n3 led epoch 2, was cut off at t=3666 and stepped
+        // down at t=3821, answering write 917 "may or may not have been applied"; as a follower
+        // it then served 917 to session reads (client 2, monotonic-reads, at t=3844). n1 and n2
+        // went on without 917, and at t=4470 n2 answered client 2's read of k2 with 912, older
+        // than 917: the session went back in time. A leader that steps down now refuses reads
+        // of what no majority held until a leader confirms it.
         let faults =
             Faults::parse("drop=0,dup=0,delay=1..1,partition=0.0015759722806060242,crash=0,pause=0,skew=123,drift=0")
                 .unwrap();
