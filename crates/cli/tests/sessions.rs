@@ -44,7 +44,9 @@ fn read_your_writes_on_a_lagging_follower_waits_where_none_reads_stale() {
         stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
     }
     assert!(stale > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
-    // Read-your-writes, the session carried from the leader to n3 by its token.
+    // Read-your-writes, the session carried from the leader to n3 by its token (a session
+    // keeps positions while it has a guarantee).
+    guarantee(&mut leader, "read-your-writes");
     guarantee(&mut n3, "read-your-writes");
     for i in 0..5 {
         let _: () = leader.set("k", format!("ryw{i}")).unwrap();

@@ -1,9 +1,11 @@
 //! Session guarantees at the front end (the lecture's answers to replication lag; DESIGN §7).
 //!
 //! A session is a client connection, or a token that carries it across reconnects and nodes.
-//! It remembers the newest position of the leader's history it wrote (each write's record)
-//! and read (the state each read saw, while a guarantee that needs it is on), and when each
-//! write was made. With a guarantee on, every read goes to the replica as a
+//! While it has a guarantee (or receipts, or reads on the leader) it remembers the newest
+//! position of the leader's history it wrote (each write's record) and read (the state each
+//! read saw, under a guarantee that needs it), and when it last wrote; without any, its
+//! requests pass through untouched and cost nothing (so turn the guarantee on before the
+//! writes it should cover, or set the cluster's `session_guarantee`). With a guarantee on, every read goes to the replica as a
 //! [`Request::Session`] whose floor is what the guarantee needs:
 //!
 //! - `read-your-writes`: the session's newest write. With `read_your_writes = "wait"` (the
@@ -268,12 +270,16 @@ impl Session {
         }
     }
 
-    /// `request` as the replica should take it: in session (positioned) when it is a write,
-    /// or a read the guarantee or the read source concerns; unchanged otherwise.
+    /// `request` as the replica should take it: in session (positioned) while the session
+    /// keeps positions (a guarantee, receipts or reads on the leader are on) and the request
+    /// writes or reads keys; unchanged otherwise, at no cost.
     pub fn wrap(&self, request: Request, now_ms: u64) -> Request {
         let write = request.is_write();
         if !write && !reads_keys(&request) {
             return request; // FAILOVER, WAIT, REPLIKV.LOG...: about this node, not the keys
+        }
+        if !self.keeps_positions() {
+            return request;
         }
         let mut after = SessionPosition::default();
         let mut on_leader = false;
@@ -294,6 +300,14 @@ impl Session {
             }
         }
         Request::Session { after, wait_ms: self.settings.wait_ms, on_leader, request: Box::new(request) }
+    }
+
+    /// True while the session keeps its positions: a guarantee, receipts or reads on the
+    /// leader are on. A session with none of them passes its requests through as they are
+    /// (positioning every write costs about a tenth of a node's write throughput), so its
+    /// token holds only what it did while one was on.
+    pub fn keeps_positions(&self) -> bool {
+        self.guarantee != Guarantee::None || self.receipts || self.read_from == ReadFrom::Leader
     }
 
     /// Takes a reply to a request [`Session::wrap`] made: keeps its position (unless it is an
@@ -464,10 +478,11 @@ mod tests {
             get: false,
             expiry: replikv_core::kv::Expiry::Clear,
         };
-        assert_eq!(floor(&s.wrap(set.clone(), 10)), Some((0, false)), "writes are always positioned");
-        assert_eq!(s.observe(positioned(7, Reply::Ok), true, 10), Reply::Ok);
+        assert_eq!(floor(&s.wrap(set.clone(), 10)), None, "no guarantee: passed through, untouched");
         assert_eq!(floor(&s.wrap(get(), 10)), None, "no guarantee: a plain read");
         s.guarantee = Guarantee::ReadYourWrites;
+        assert_eq!(floor(&s.wrap(set.clone(), 10)), Some((0, false)), "a write is positioned");
+        assert_eq!(s.observe(positioned(7, Reply::Ok), true, 10), Reply::Ok);
         assert_eq!(floor(&s.wrap(get(), 10)), Some((7, false)));
         s.guarantee = Guarantee::MonotonicReads;
         assert_eq!(floor(&s.wrap(get(), 10)), Some((0, false)), "nothing read yet");
