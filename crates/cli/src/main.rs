@@ -37,6 +37,7 @@ mod cluster;
 mod conflicts;
 mod failover;
 mod fault;
+mod history;
 mod output;
 mod quorum;
 mod sim;
@@ -55,6 +56,16 @@ Settings: flags > REPLIKV_* environment variables > --config file > defaults.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `replikv verify`'s arguments.
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// The history file (JSON lines, from `replikv bench --history`).
+    file: std::path::PathBuf,
+    /// linearizable, read-your-writes, monotonic-reads or consistent-prefix.
+    #[arg(long, default_value = "linearizable")]
+    model: String,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +164,14 @@ enum Command {
     /// one set; --w and --r keep one configuration, and say what goes wrong if w + r <= n.
     /// Talks to no node. -o json prints the same as one JSON object.
     Quorum(quorum::QuorumArgs),
+    /// Judge a history `replikv bench --history FILE` recorded, with the simulator's checkers.
+    ///
+    /// --model linearizable: every key's operations can be ordered consistently with real
+    /// time. read-your-writes, monotonic-reads, consistent-prefix: every client judged as a
+    /// session with that guarantee, from the history alone. Prints the verdict and, when the
+    /// model fails, the first violating operations. Exit status: 0 passes, 1 fails or could
+    /// not be judged.
+    Verify(VerifyArgs),
     /// Run the deterministic simulator: the real replicas on a virtual network, disk and clock,
     /// with faults, concurrent clients and checkers.
     ///
@@ -189,6 +208,11 @@ fn main() -> ExitCode {
         Command::Conflicts(args) => conflicts::main(&args),
         Command::Failover(args) => failover::main(&args),
         Command::Quorum(args) => quorum::main(&args),
+        Command::Verify(args) => match history::verify(&args.file, &args.model) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Sim(args) => sim::main(&args),
     };
     match result {

@@ -252,3 +252,32 @@ fn http_head(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let (head, _) = text.split_once("\r\n\r\n").expect("a header end");
     (head.split(' ').nth(1).unwrap().parse().unwrap(), head.to_ascii_lowercase())
 }
+
+#[test]
+fn a_recorded_history_fails_monotonic_reads_without_the_guarantee_and_passes_with_it() {
+    let trio = Trio::start("acks = \"async\"", FAULTS);
+    trio.wait_streaming(&[1, 2]);
+    slow_n3(&trio);
+    let endpoints: Vec<String> = trio.nodes.iter().map(|n| format!("127.0.0.1:{}", n.resp_port)).collect();
+    let endpoints = endpoints.join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let mut verdicts = Vec::new();
+    for guarantee in ["none", "monotonic-reads"] {
+        let file = dir.path().join(format!("{guarantee}.jsonl"));
+        let file = file.to_str().unwrap();
+        let args = ["bench", "--endpoints", &endpoints, "--history", file, "-n", "200", "--guarantee", guarantee];
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv")).args(args).output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (code, out) = run(&args);
+        assert!(code == Some(0) && out.contains("history: "), "{out}");
+        verdicts.push(run(&["verify", file, "--model", "monotonic-reads"]));
+    }
+    let (none, with) = (&verdicts[0], &verdicts[1]);
+    assert!(none.0 == Some(1) && none.1.contains("monotonic-reads FAILS") && none.1.contains("on n3"), "{none:?}");
+    assert!(with.0 == Some(0) && with.1.contains("monotonic-reads holds"), "{with:?}");
+}

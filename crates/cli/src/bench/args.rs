@@ -91,6 +91,22 @@ pub struct BenchArgs {
     /// Seed of every random draw (keys, operation mix, values).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Record a history instead of measuring: a few clients read and write a few keys across
+    /// the endpoints, each a session moving between nodes, and every operation (invoke and
+    /// completion times, node, value) goes to FILE as JSON lines, for `replikv verify`. -n
+    /// operations in all (2000 by default).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<std::path::PathBuf>,
+    /// With --history: clients (sessions), 1 to 64.
+    #[arg(long, default_value_t = 4)]
+    pub history_clients: usize,
+    /// With --history: keys the clients read and write.
+    #[arg(long, default_value_t = 3)]
+    pub history_keys: usize,
+    /// With --history: every session's guarantee (REPLIKV.GUARANTEE): none, read-your-writes,
+    /// monotonic-reads, consistent-prefix or all.
+    #[arg(long, default_value = "none")]
+    pub guarantee: String,
     /// Print one JSON document instead of the table (and no progress bar).
     #[arg(long)]
     pub json: bool,

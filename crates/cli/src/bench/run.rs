@@ -53,6 +53,22 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(BenchCommand::Probe(probe)) = args.command {
         return super::probe::main(probe);
     }
+    if let Some(file) = &args.history {
+        let endpoints = match args.endpoints.is_empty() {
+            true => vec![format!("{}:{}", args.host, args.port)],
+            false => args.endpoints.clone(),
+        };
+        return crate::history::record(&crate::history::Plan {
+            endpoints,
+            spread_writes: args.spread_writes,
+            clients: args.history_clients,
+            ops: args.ops.unwrap_or(2_000),
+            keys: args.history_keys.max(1),
+            guarantee: args.guarantee.to_ascii_lowercase(),
+            file: file.clone(),
+            seed: args.seed,
+        });
+    }
     let plan = Plan::from_args(&args).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (report, result) = runtime.block_on(run(&plan));
