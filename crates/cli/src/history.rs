@@ -33,6 +33,14 @@
 //! `consistent-prefix`: each client is judged as a session with that guarantee (whatever
 //! it ran with), from the history alone; see `replikv_sim::check::sessions` for what is
 //! certainly a violation.
+//!
+//! CAVEATS
+//! - The session checkers assume one leader's log and acknowledged writes that survive: a
+//!   single-leader cluster without a failover during the run (under `acks = async` a
+//!   failover may cut acknowledged writes, and a later read is then "stale" legitimately),
+//!   not a multi-leader one with `--spread-writes`.
+//! - The linearizability check gives up on a key past about a thousand operations.
+//! - `verify` exits 1 when the model fails, 2 when the file cannot be judged.
 
 use crate::output::outln;
 use anyhow::{anyhow, bail, Context};
@@ -43,19 +51,29 @@ use replikv_sim::session::Guarantee;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Clients a history run may have at most.
 pub const HISTORY_CLIENTS_MAX: usize = 64;
 
-/// Operations a history run may record at most (a file a checker can judge).
-pub const HISTORY_OPS_MAX: u64 = 1_000_000;
+/// The largest node index a history file may name.
+pub const HISTORY_NODES_MAX: usize = 1024;
 
-/// How long a client waits for one reply before it counts the operation as unknown.
+/// Operations a history run may make at most. The linearizability check gives up on a key
+/// past about a thousand operations: keep `-n` near that times `--history-keys` for it.
+pub const HISTORY_OPS_MAX: u64 = 100_000;
+
+/// How long a client waits for one reply before it counts the operation as unknown (and
+/// drops the connection): longer than a session read may wait (`session_wait_ms`, 1000 by
+/// default; a cluster that sets more than this gets unknown reads, which are not recorded).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One recorded operation: a line of the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,10 +133,20 @@ enum Resp {
 
 impl Conn {
     fn open(addr: &str) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        let socket = addr.to_socket_addrs()?.next().ok_or_else(|| anyhow!("{addr} names no address"))?;
+        let stream =
+            TcpStream::connect_timeout(&socket, CONNECT_TIMEOUT).with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Conn { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// Sends `args`; an error unless the reply is `+OK`.
+    fn expect_ok(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        match self.call(args)? {
+            Resp::Ok(Some(ok)) if ok == b"OK" => Ok(()),
+            other => bail!("{} answered {other:?}", args.join(" ")),
+        }
     }
 
     /// Sends `args` and reads the reply; `Err` when none came (a timeout, a closed link).
@@ -165,17 +193,28 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
     // write of an earlier run.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let lines = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU64::new(0));
     let per_client = plan.ops.div_ceil(plan.clients as u64);
     let mut threads = Vec::new();
     for client in 0..plan.clients {
-        let (plan, lines) = (plan.clone(), lines.clone());
+        let (plan, lines, refused) = (plan.clone(), lines.clone(), refused.clone());
         threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut conns: Vec<Conn> = plan.endpoints.iter().map(|e| Conn::open(e)).collect::<anyhow::Result<_>>()?;
-            for conn in &mut conns {
-                if plan.guarantee != "none" {
-                    conn.call(&["REPLIKV.GUARANTEE", &plan.guarantee])?;
+            // A connection per endpoint, opened when needed and dropped after any error (a
+            // late reply must never be read as the next command's): reopened, it takes the
+            // session's guarantee and its last token again.
+            let mut conns: Vec<Option<Conn>> = plan.endpoints.iter().map(|_| None).collect();
+            let mut token: Option<String> = None;
+            let session = plan.guarantee != "none";
+            let connect = |node: usize, token: &Option<String>| -> anyhow::Result<Conn> {
+                let mut conn = Conn::open(&plan.endpoints[node])?;
+                if session {
+                    conn.expect_ok(&["REPLIKV.GUARANTEE", &plan.guarantee])?;
+                    if let Some(token) = token {
+                        conn.expect_ok(&["REPLIKV.SESSION", "RESUME", token])?;
+                    }
                 }
-            }
+                Ok(conn)
+            };
             let mut random = plan.seed ^ (client as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut next = || {
                 random ^= random << 13;
@@ -194,20 +233,35 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
                         turn % conns.len()
                     }
                 };
-                if node != last_node && plan.guarantee != "none" {
-                    let token = match conns[last_node].call(&["REPLIKV.SESSION"])? {
-                        Resp::Ok(Some(token)) => String::from_utf8_lossy(&token).into_owned(),
-                        other => bail!("REPLIKV.SESSION answered {other:?}"),
-                    };
-                    conns[node].call(&["REPLIKV.SESSION", "RESUME", &token])?;
+                if node != last_node && session {
+                    // The session moves: its token from where it was, adopted where it goes.
+                    if let Some(conn) = conns[last_node].as_mut() {
+                        match conn.call(&["REPLIKV.SESSION"]) {
+                            Ok(Resp::Ok(Some(t))) => token = Some(String::from_utf8_lossy(&t).into_owned()),
+                            Ok(other) => bail!("REPLIKV.SESSION answered {other:?}"),
+                            Err(_) => conns[last_node] = None,
+                        }
+                    }
+                    if let (Some(conn), Some(t)) = (conns[node].as_mut(), &token) {
+                        if conn.expect_ok(&["REPLIKV.SESSION", "RESUME", t]).is_err() {
+                            conns[node] = None;
+                        }
+                    }
                 }
                 last_node = node;
+                if conns[node].is_none() {
+                    conns[node] = connect(node, &token).ok();
+                }
                 let value = ((client as u64) << 32) | (seq + 1);
                 let invoke_ms = start.elapsed().as_millis() as u64;
-                let reply = match write {
-                    true => conns[node].call(&["SET", &key, &value.to_string()]),
-                    false => conns[node].call(&["GET", &key]),
+                let reply = match (conns[node].as_mut(), write) {
+                    (None, _) => Err(anyhow!("{} cannot be reached", plan.endpoints[node])),
+                    (Some(conn), true) => conn.call(&["SET", &key, &value.to_string()]),
+                    (Some(conn), false) => conn.call(&["GET", &key]),
                 };
+                if reply.is_err() {
+                    conns[node] = None;
+                }
                 let complete_ms = start.elapsed().as_millis() as u64;
                 let line = |value: Option<u64>, complete_ms: Option<u64>| Line {
                     client: client as ClientId,
@@ -220,14 +274,19 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
                     complete_ms,
                 };
                 let recorded = match (write, reply) {
-                    (true, Ok(Resp::Ok(_))) => Some(line(Some(value), Some(complete_ms))),
-                    (true, Ok(Resp::Error(e))) if e.starts_with("READONLY") => None,
-                    (true, _) => Some(line(Some(value), None)), // may or may not have taken effect
-                    (false, Ok(Resp::Ok(seen))) => {
-                        let seen = seen.map(|v| String::from_utf8_lossy(&v).parse::<u64>()).transpose();
-                        Some(line(seen.context("a value this history did not write")?, Some(complete_ms)))
+                    (true, Ok(Resp::Ok(Some(_)))) => Some(line(Some(value), Some(complete_ms))),
+                    (true, Ok(Resp::Error(e))) if e.starts_with("READONLY") => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        None
                     }
-                    (false, _) => None, // refused (TRYAGAIN) or lost: it took no effect
+                    (true, _) => Some(line(Some(value), None)), // may or may not have taken effect
+                    (false, Ok(Resp::Ok(seen))) => match seen.map(|v| String::from_utf8_lossy(&v).parse::<u64>()) {
+                        None => Some(line(None, Some(complete_ms))),
+                        Some(Ok(seen)) => Some(line(Some(seen), Some(complete_ms))),
+                        Some(Err(_)) => bail!("a read of {key} returned a value this history did not write"),
+                    },
+                    // Refused (TRYAGAIN), or no reply: a read takes no effect either way.
+                    (false, _) => None,
                 };
                 if let Some(line) = recorded {
                     lines.lock().expect("no client panics holding it").push(line);
@@ -236,8 +295,13 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
             Ok(())
         }));
     }
+    // Every client ends before the file is written; the first failure is reported after.
+    let mut failure = None;
     for thread in threads {
-        thread.join().map_err(|_| anyhow!("a history client panicked"))??;
+        let ended = thread.join().map_err(|_| anyhow!("a history client panicked")).and_then(|r| r);
+        if let Err(e) = ended {
+            failure.get_or_insert(e);
+        }
     }
     let mut lines = std::mem::take(&mut *lines.lock().expect("every client ended"));
     lines.sort_by_key(|l| (l.complete_ms.unwrap_or(u64::MAX), l.invoke_ms));
@@ -249,21 +313,31 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    let refused = refused.load(Ordering::Relaxed);
     outln!(
-        "history: {} operations of {} clients ({} unknown) in {:.1} s -> {}",
+        "history: {} operations of {} clients ({} unknown, {} writes refused) in {:.1} s -> {}",
         lines.len(),
         plan.clients,
         lines.iter().filter(|l| l.complete_ms.is_none()).count(),
+        refused,
         start.elapsed().as_secs_f64(),
         plan.file.display()
     );
+    if let Some(e) = failure {
+        return Err(e.context("a history client stopped (what it recorded before is in the file)"));
+    }
+    if !lines.iter().any(|l| l.op == "write" && l.complete_ms.is_some()) {
+        bail!("no write was acknowledged ({refused} refused): is the first endpoint the leader?");
+    }
     Ok(())
 }
-
 /// Reads a history file into the simulator's form.
 pub fn read(path: &Path) -> anyhow::Result<History> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut events = Vec::new();
+    // The checkers name a write by its value: each must be unique, and a read must name a
+    // write of its own key (or none).
+    let mut written: BTreeMap<u64, String> = BTreeMap::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -279,6 +353,14 @@ pub fn read(path: &Path) -> anyhow::Result<History> {
         if l.complete_ms.is_some_and(|c| c < l.invoke_ms) {
             bail!("{}:{}: completes before it was invoked", path.display(), i + 1);
         }
+        if l.node > HISTORY_NODES_MAX {
+            bail!("{}:{}: node {} (at most {HISTORY_NODES_MAX})", path.display(), i + 1, l.node);
+        }
+        if let Op::Write { key, value } = &op {
+            if written.insert(*value, key.clone()).is_some() {
+                bail!("{}:{}: value {value} is written twice (values name writes)", path.display(), i + 1);
+            }
+        }
         let outcome = match (&op, l.complete_ms) {
             (Op::Read { .. }, None) => bail!("{}:{}: a read without its reply", path.display(), i + 1),
             (_, None) => Outcome::Indeterminate,
@@ -293,6 +375,17 @@ pub fn read(path: &Path) -> anyhow::Result<History> {
             complete_ms: l.complete_ms,
             outcome,
         });
+    }
+    for (i, event) in events.iter().enumerate() {
+        if let (Op::Read { key }, Outcome::Ok(Some(value))) = (&event.op, &event.outcome) {
+            if written.get(value).is_some_and(|k| k != key) {
+                bail!(
+                    "{}: read {} of {key} names value {value}, which another key's write wrote",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
     }
     Ok(History { events })
 }
@@ -340,5 +433,51 @@ pub fn verify(path: &Path, model: &str) -> anyhow::Result<bool> {
             }
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(lines: &[&str]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+        f
+    }
+
+    const W1: &str =
+        r#"{"client":0,"guarantee":"none","node":0,"op":"write","key":"a","value":1,"invoke_ms":0,"complete_ms":1}"#;
+    const R1: &str =
+        r#"{"client":1,"guarantee":"none","node":1,"op":"read","key":"a","value":1,"invoke_ms":2,"complete_ms":3}"#;
+
+    #[test]
+    fn a_file_that_cannot_be_judged_is_refused_with_its_line() {
+        assert_eq!(read(file(&[W1, R1]).path()).unwrap().events.len(), 2);
+        let twice = r#"{"client":2,"guarantee":"none","node":0,"op":"write","key":"b","value":1,"invoke_ms":4,"complete_ms":5}"#;
+        let e = read(file(&[W1, twice]).path()).unwrap_err().to_string();
+        assert!(e.contains(":2: value 1 is written twice"), "{e}");
+        let other_key =
+            r#"{"client":1,"guarantee":"none","node":1,"op":"read","key":"b","value":1,"invoke_ms":2,"complete_ms":3}"#;
+        let e = read(file(&[W1, other_key]).path()).unwrap_err().to_string();
+        assert!(e.contains("which another key's write wrote"), "{e}");
+        let backwards =
+            r#"{"client":1,"guarantee":"none","node":1,"op":"read","key":"a","value":1,"invoke_ms":9,"complete_ms":3}"#;
+        assert!(read(file(&[W1, backwards]).path()).unwrap_err().to_string().contains("completes before"));
+        let far = r#"{"client":1,"guarantee":"none","node":99999,"op":"read","key":"a","value":1,"invoke_ms":2,"complete_ms":3}"#;
+        assert!(read(file(&[W1, far]).path()).unwrap_err().to_string().contains("node 99999"));
+        assert!(read(file(&["not json"]).path()).unwrap_err().to_string().contains(":1: not a history line"));
+    }
+
+    #[test]
+    fn a_stale_read_of_its_own_write_fails_read_your_writes() {
+        let stale = r#"{"client":0,"guarantee":"none","node":1,"op":"read","key":"a","value":null,"invoke_ms":2,"complete_ms":3}"#;
+        let f = file(&[W1, stale]);
+        assert!(!verify(f.path(), "read-your-writes").unwrap());
+        assert!(verify(f.path(), "monotonic-reads").unwrap(), "nothing read before");
+        assert!(verify(file(&[W1, R1]).path(), "linearizable").unwrap());
+        assert!(verify(f.path(), "strong").is_err());
     }
 }

@@ -169,8 +169,8 @@ enum Command {
     /// --model linearizable: every key's operations can be ordered consistently with real
     /// time. read-your-writes, monotonic-reads, consistent-prefix: every client judged as a
     /// session with that guarantee, from the history alone. Prints the verdict and, when the
-    /// model fails, the first violating operations. Exit status: 0 passes, 1 fails or could
-    /// not be judged.
+    /// model fails, the first violating operations. Exit status: 0 passes, 1 fails, 2 could not
+    /// be judged (a malformed file, a check that gave up).
     Verify(VerifyArgs),
     /// Run the deterministic simulator: the real replicas on a virtual network, disk and clock,
     /// with faults, concurrent clients and checkers.
@@ -211,7 +211,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => match history::verify(&args.file, &args.model) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
+            Err(e) => {
+                eprintln!("replikv: {e:#}");
+                return ExitCode::from(2); // could not judge, as `check` says
+            }
         },
         Command::Sim(args) => sim::main(&args),
     };
