@@ -494,6 +494,8 @@ fn connection_limit_refuses_with_an_error_and_settings_follow_precedence() {
     assert_eq!(value("tick_ms"), "300", "flag over environment");
 
     use std::io::{Read, Write};
+    // The connections above (CONFIG GET's, the start's readiness probes) must be gone first.
+    std::thread::sleep(Duration::from_millis(300));
     let first = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
     let second = std::net::TcpStream::connect(("127.0.0.1", node.resp_port)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
