@@ -405,17 +405,24 @@ fn a_request_bigger_than_a_shipment_is_shipped_whole() {
     assert_eq!(w.run(1, "GET after"), bulk("1"), "later writes follow it");
 }
 
-#[test]
-fn a_late_shipment_moves_no_position_back_and_a_key_outside_the_clients_is_skipped() {
+/// Two datacenters of one node; dc1 wrote twice and dc2 applied both: the world, and dc2's
+/// position of dc1's log.
+fn two_writes_shipped() -> (World, Position) {
     let mut w = World::new(&[1, 1], Rules::default(), 0);
     w.run_for(300);
     w.run(0, "SET a 1");
     w.run_for(500);
     w.run(0, "SET b 2");
     w.run_for(500);
-    let applied = |w: &World| w.nodes[1].applied(dc_id("dc1")).unwrap();
-    let now = applied(&w);
+    let now = w.nodes[1].applied(dc_id("dc1")).unwrap();
     assert!(now.lsn >= 2, "{now:?}");
+    (w, now)
+}
+
+#[test]
+fn a_late_shipment_moves_no_position_back_and_a_key_outside_the_clients_is_skipped() {
+    let (mut w, now) = two_writes_shipped();
+    let applied = |w: &World| w.nodes[1].applied(dc_id("dc1")).unwrap();
     // A late copy of the first shipment (after nothing, through the first write).
     let change = |key: &'static [u8]| Change {
         key: Bytes::from_static(key),
@@ -587,15 +594,8 @@ fn a_sender_whose_view_of_a_datacenter_is_past_its_log_asks_again_and_resumes() 
 
 #[test]
 fn a_correction_moves_a_position_back_only_from_the_position_it_corrects() {
-    let mut w = World::new(&[1, 1], Rules::default(), 0);
-    w.run_for(300);
-    w.run(0, "SET a 1");
-    w.run_for(500);
-    w.run(0, "SET b 2");
-    w.run_for(500);
+    let (mut w, now) = two_writes_shipped();
     let applied = |w: &World| w.nodes[1].applied(dc_id("dc1")).unwrap();
-    let now = applied(&w);
-    assert!(now.lsn >= 2, "{now:?}");
     let correction = |corrects: Position| Ship {
         origin: dc_id("dc1"),
         after: Position::default(),
