@@ -537,6 +537,23 @@ pub enum Request {
         /// The request.
         request: Box<Request>,
     },
+    /// A request of a session with guarantees in a leaderless cluster (REPLIKV.GUARANTEE):
+    /// the coordinator answers a read only from a merge of replicas' states whose causal
+    /// context covers `seen`, and says which context its answer reflects
+    /// ([`Reply::InKeySession`]; see `crate::leaderless::session`).
+    KeySession {
+        /// What the session wrote or read of the key (empty for a write, or a key it never
+        /// touched).
+        seen: crate::causality::VersionVector,
+        /// How long the coordinator asks the replicas again for a state that covers `seen`,
+        /// before it answers with an error naming the gap.
+        wait_ms: u64,
+        /// Read from every replica of the key (r = n): for a key the session has forgotten
+        /// (it tracks a bounded number), whose floor it no longer knows.
+        every_replica: bool,
+        /// The request.
+        request: Box<Request>,
+    },
 }
 
 /// A position of a single-leader history: a record's LSN and the epoch it was written in (the
@@ -669,7 +686,9 @@ impl Request {
             | Request::ExpireIf { key, .. }
             | Request::SetContext { key, .. }
             | Request::Siblings { key } => vec![key],
-            Request::WithConsistency { request, .. } | Request::Session { request, .. } => request.keys_mut(),
+            Request::WithConsistency { request, .. }
+            | Request::Session { request, .. }
+            | Request::KeySession { request, .. } => request.keys_mut(),
             Request::Lcs { a, b, .. } => vec![a, b],
             // COPY ... DB moves the destination to the other database's namespace itself.
             Request::Rename { source, destination, .. } | Request::Copy { source, destination, .. } => {
@@ -707,7 +726,8 @@ impl Request {
             Request::Exec { requests, .. } => return requests.iter().any(Request::is_write),
             Request::InDb { request, .. }
             | Request::WithConsistency { request, .. }
-            | Request::Session { request, .. } => return request.is_write(),
+            | Request::Session { request, .. }
+            | Request::KeySession { request, .. } => return request.is_write(),
             _ => {}
         }
         !matches!(
@@ -779,6 +799,25 @@ pub enum Reply {
         /// the leader had told it of (by its own clock; 0 on the leader): the leader may have
         /// written since. `u64::MAX` when it never did.
         behind_ms: u64,
+        /// The answer.
+        reply: Box<Reply>,
+    },
+    /// A [`Request::KeySession`]'s answer to the front end, which keeps the context in the
+    /// session and tells the client `reply` (the receipt of a leaderless answer).
+    InKeySession {
+        /// The causal context of the state the answer reflects: the state a write made, or
+        /// the merge of the replies a read answered from.
+        context: crate::causality::VersionVector,
+        /// The replicas that answered the read (a write: that hold the state durably).
+        replicas: Vec<crate::version::NodeId>,
+        /// The replicas whose reply was older than the answer: read repair sends them the
+        /// answer's state.
+        repaired: Vec<crate::version::NodeId>,
+        /// How long the read was held for the session's floor, in ms (0: the first `r`
+        /// replies covered it).
+        waited_ms: u64,
+        /// How many times the replicas were asked again for the floor (0: once was enough).
+        asked_again: u32,
         /// The answer.
         reply: Box<Reply>,
     },

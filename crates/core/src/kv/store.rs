@@ -351,7 +351,7 @@ impl<E: Engine> Store<E> {
             Request::Conflicts { .. } => Reply::err(
                 "REPLIKV.CONFLICTS is for a multi-leader cluster: this node has one leader, so no two writes conflict",
             ),
-            Request::Session { request, .. } => self.execute(now_ms, *request)?,
+            Request::Session { request, .. } | Request::KeySession { request, .. } => self.execute(now_ms, *request)?,
             Request::ExpireIf { key, expiry, command, condition } => {
                 self.expire(now_ms, key, expiry, command, condition)?
             }

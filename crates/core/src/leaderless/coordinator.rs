@@ -15,6 +15,7 @@
 //! its next write of the key: the two would clash and one of them, perhaps acknowledged, be
 //! lost (found by the simulator).
 
+use super::session::{self, Ask, Waiting};
 use super::{
     Canary, Client, Leaderless, Message, ReadRepair, Taken, CLOCK_AHEAD_MAX_MS, FORWARD_SLACK_MS, OPS_IN_FLIGHT_MAX,
 };
@@ -123,22 +124,26 @@ struct WriteOp {
     hinted: BTreeSet<NodeId>,
     /// Stand-ins that hold a hint of it (counted toward w under a sloppy quorum).
     stand_ins: BTreeSet<NodeId>,
+    /// In a session: the answer carries the state's context ([`Reply::InKeySession`]).
+    session: bool,
 }
 
 #[derive(Debug)]
-struct ReadOp {
+pub(super) struct ReadOp {
     /// What the client asked.
     what: ReadWhat,
     /// Replicas it waits for (r), and, blocking, replicas its repair waits for (w).
     quorums: Quorums,
     /// Each replica's reply, in the order they came.
-    replies: Vec<(NodeId, Option<Siblings>)>,
+    pub(super) replies: Vec<(NodeId, Option<Siblings>)>,
     /// The state the client was answered with (or, blocking, will be).
     answer: Option<Siblings>,
     /// Blocking read repair: replicas known to hold `answer`.
     holders: BTreeSet<NodeId>,
     /// Replicas sent `answer` as a repair already.
     repaired: BTreeSet<NodeId>,
+    /// In a session: its floor, and the rounds asked so far.
+    pub(super) session: Option<Waiting>,
 }
 
 /// The replicas an operation waits for.
@@ -150,11 +155,21 @@ pub(super) struct Quorums {
     r: usize,
 }
 
-/// A client's write: `value` (`None`: a delete) of `key`, with the causal `context` it gave.
+/// A client's write: `value` (`None`: a delete) of `key`, with the causal `context` it gave,
+/// in a session or not.
 struct Write {
     key: Bytes,
     value: Option<Bytes>,
     context: Option<Bytes>,
+    session: Option<Ask>,
+}
+
+/// A client's read of `key`: what it answers, with which quorums, in a session or not.
+struct Read {
+    key: Bytes,
+    what: ReadWhat,
+    quorums: Quorums,
+    ask: Option<Ask>,
 }
 
 /// What a read answers.
@@ -174,6 +189,7 @@ impl<E: Engine> Leaderless<E> {
         request: Request,
         outbox: &mut Outbox,
     ) -> Result<()> {
+        let (ask, request) = session::peel(request);
         let (quorums, request) = match self.quorums(request) {
             Ok(unwrapped) => unwrapped,
             Err(reply) => {
@@ -185,7 +201,7 @@ impl<E: Engine> Leaderless<E> {
             outbox.after_flush.push(Output::Reply { id, reply });
             return Ok(());
         }
-        self.coordinate(now_ms, Client::Local(id), request, quorums, outbox)
+        self.coordinate(now_ms, Client::Local(id), request, quorums, ask, outbox)
     }
 
     /// The (w, r) a request runs with (the connection's choice, or the cluster's) and the
@@ -201,13 +217,15 @@ impl<E: Engine> Leaderless<E> {
         }
     }
 
-    /// Starts the operation `request` asks for (a request `local_reply` let through).
+    /// Starts the operation `request` asks for (a request `local_reply` let through), in the
+    /// session `ask` names, if any.
     fn coordinate(
         &mut self,
         now_ms: u64,
         client: Client,
         request: Request,
-        quorums: Quorums,
+        mut quorums: Quorums,
+        ask: Option<Ask>,
         outbox: &mut Outbox,
     ) -> Result<()> {
         if self.ops.len() >= OPS_IN_FLIGHT_MAX {
@@ -217,23 +235,29 @@ impl<E: Engine> Leaderless<E> {
             answer(client, reply, outbox);
             return Ok(());
         }
+        if ask.as_ref().is_some_and(|ask| ask.every_replica) {
+            quorums.r = self.settings.nwr.n;
+        }
+        let read = |what: ReadWhat, key: Bytes| Read { key, what, quorums, ask: ask.clone() };
         match request {
-            Request::Get { key } => self.start_read(now_ms, client, key, ReadWhat::Get, quorums, outbox),
+            Request::Get { key } => self.start_read(now_ms, client, read(ReadWhat::Get, key), outbox),
             Request::Exists { mut keys } => {
                 let key = keys.pop().expect("local_reply lets one key through");
-                self.start_read(now_ms, client, key, ReadWhat::Exists, quorums, outbox)
+                self.start_read(now_ms, client, read(ReadWhat::Exists, key), outbox)
             }
-            Request::Siblings { key } => self.start_read(now_ms, client, key, ReadWhat::Siblings, quorums, outbox),
+            Request::Siblings { key } => self.start_read(now_ms, client, read(ReadWhat::Siblings, key), outbox),
             Request::Set { key, value, .. } => {
-                self.start_write(now_ms, client, Write { key, value: Some(value), context: None }, quorums, outbox)
+                let write = Write { key, value: Some(value), context: None, session: ask };
+                self.start_write(now_ms, client, write, quorums, outbox)
             }
             Request::SetContext { key, value, context } => {
-                let write = Write { key, value: Some(value), context: Some(context) };
+                let write = Write { key, value: Some(value), context: Some(context), session: ask };
                 self.start_write(now_ms, client, write, quorums, outbox)
             }
             Request::Del { mut keys } => {
                 let key = keys.pop().expect("local_reply lets one key through");
-                self.start_write(now_ms, client, Write { key, value: None, context: None }, quorums, outbox)
+                let write = Write { key, value: None, context: None, session: ask };
+                self.start_write(now_ms, client, write, quorums, outbox)
             }
             other => unreachable!("local_reply answers {other:?}"),
         }
@@ -248,7 +272,7 @@ impl<E: Engine> Leaderless<E> {
         quorums: Quorums,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let Write { key, value, context } = write;
+        let Write { key, value, context, session } = write;
         if let Some(reply) = check_key(&key) {
             answer(client, reply, outbox);
             return Ok(());
@@ -264,7 +288,7 @@ impl<E: Engine> Leaderless<E> {
         let me = self.settings.common.node;
         let replicas = self.ring.preference_list(&key);
         if !replicas.contains(&me) {
-            return self.forward(now_ms, client, Write { key, value, context }, quorums, replicas[0], outbox);
+            return self.forward(now_ms, client, Write { key, value, context, session }, quorums, replicas[0], outbox);
         }
         let state = self.load_or_purged(&key);
         if self.store.damaged().get(&crate::kv::physical(0, &key)).is_some() {
@@ -329,6 +353,7 @@ impl<E: Engine> Leaderless<E> {
             started_ms: now_ms,
             hinted: BTreeSet::new(),
             stand_ins: BTreeSet::new(),
+            session: session.is_some(),
         };
         let deadline_ms = now_ms + self.settings.request_timeout_ms;
         let op = Op {
@@ -378,7 +403,7 @@ impl<E: Engine> Leaderless<E> {
         to: NodeId,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let Write { key, value, context } = write;
+        let Write { key, value, context, session } = write;
         let Client::Local(request_id) = client else {
             // Forwarded once already: the two nodes disagree on placement.
             let reply = Reply::err(format!(
@@ -400,7 +425,12 @@ impl<E: Engine> Leaderless<E> {
             (None, _) => Request::Del { keys: vec![key] },
         };
         let consistency = crate::kv::Consistency::Nwr { w: quorums.w, r: quorums.r };
-        let request = Request::WithConsistency { consistency, request: Box::new(request) };
+        let mut request = Request::WithConsistency { consistency, request: Box::new(request) };
+        if let Some(Ask { wait_ms, .. }) = session {
+            // The replica answers in the session: the front end keeps the write's context.
+            let seen = crate::causality::VersionVector::new();
+            request = Request::KeySession { seen, wait_ms, every_replica: false, request: Box::new(request) };
+        }
         let id = self.ops.next_forward;
         self.ops.next_forward = id.wrapping_add(1);
         let deadline = now_ms + self.settings.request_timeout_ms + FORWARD_SLACK_MS;
@@ -410,16 +440,10 @@ impl<E: Engine> Leaderless<E> {
         Ok(())
     }
 
-    /// A read of `key`: ask every replica, answer after `r`.
-    fn start_read(
-        &mut self,
-        now_ms: u64,
-        client: Client,
-        key: Bytes,
-        what: ReadWhat,
-        quorums: Quorums,
-        outbox: &mut Outbox,
-    ) -> Result<()> {
+    /// A read of `key`: ask every replica, answer after `r` (in a session, once the replies
+    /// cover its floor).
+    fn start_read(&mut self, now_ms: u64, client: Client, read: Read, outbox: &mut Outbox) -> Result<()> {
+        let Read { key, what, quorums, ask } = read;
         if let Some(reply) = check_key(&key) {
             answer(client, reply, outbox);
             return Ok(());
@@ -438,8 +462,11 @@ impl<E: Engine> Leaderless<E> {
             }
         }
         self.counters.reads_coordinated += 1;
-        let read = ReadOp { what, quorums, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new() };
-        let deadline_ms = now_ms + self.settings.request_timeout_ms;
+        let session = ask.as_ref().map(|ask| Waiting::new(ask, now_ms));
+        let wait_ms = ask.map_or(0, |ask| ask.wait_ms);
+        let read =
+            ReadOp { what, quorums, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new(), session };
+        let deadline_ms = now_ms + self.settings.request_timeout_ms.max(wait_ms);
         let op = Op {
             client: Some(client),
             key: key.clone(),
@@ -498,6 +525,7 @@ impl<E: Engine> Leaderless<E> {
             }
             Message::Forward { id, request } => {
                 let client = Client::Forwarded(from, id);
+                let (ask, request) = session::peel(request);
                 let (quorums, request) = match self.quorums(request) {
                     Ok(unwrapped) => unwrapped,
                     Err(reply) => {
@@ -509,7 +537,7 @@ impl<E: Engine> Leaderless<E> {
                     Request::Set { .. } | Request::SetContext { .. } | Request::Del { .. } => {
                         match self.local_reply(&request)? {
                             Some(reply) => answer(client, reply, outbox),
-                            None => self.coordinate(now_ms, client, request, quorums, outbox)?,
+                            None => self.coordinate(now_ms, client, request, quorums, ask, outbox)?,
                         }
                     }
                     other => {
@@ -703,6 +731,7 @@ impl<E: Engine> Leaderless<E> {
                 self.progress(now_ms, id, outbox)?;
             }
         }
+        self.sessions_held(now_ms, outbox)?;
         while let Some(&(deadline, id)) = self.ops.deadlines.first() {
             if deadline > now_ms {
                 break;
@@ -721,6 +750,71 @@ impl<E: Engine> Leaderless<E> {
                 self.settings.request_timeout_ms + FORWARD_SLACK_MS
             ));
             outbox.after_flush.push(Output::Reply { id: request_id, reply });
+        }
+        Ok(())
+    }
+
+    /// Session reads held for their floor: past the session's wait, refused naming the gap;
+    /// else every replica is asked again each
+    /// [`session::SESSION_REASK_MS`], the round's replies merged into what earlier rounds said.
+    fn sessions_held(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
+        let me = self.settings.common.node;
+        let held: Vec<(u64, bool)> = self
+            .ops
+            .ops
+            .iter()
+            .filter_map(|(id, op)| match &op.kind {
+                Kind::Read(ReadOp { session: Some(waiting), replies, answer: None, quorums, .. })
+                    if op.client.is_some() && waiting.held =>
+                {
+                    let expired = now_ms >= waiting.until_ms && replies.len() >= quorums.r;
+                    // A replica that has not answered may be down: the others are asked again
+                    // too (anti-entropy or a hint may have brought them the floor since).
+                    let due = replies.len() >= quorums.r
+                        && now_ms >= waiting.asked_ms.saturating_add(session::SESSION_REASK_MS);
+                    (expired || due).then_some((*id, expired))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, expired) in held {
+            let key = op_key(&self.ops, id);
+            let local = if !expired && replicas_of(&self.ops, id).contains(&me) {
+                match self.load_or_purged(&key) {
+                    Ok(state) => Some(state),
+                    Err(crate::Error::InvalidInput(_)) => Some(None),
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let Some(op) = self.ops.ops.get_mut(&id) else { continue };
+            let Kind::Read(read) = &mut op.kind else { continue };
+            let waiting = read.session.as_mut().expect("selected above");
+            if expired {
+                let mut merged = merge_all(&read.replies).unwrap_or_default();
+                let _ = merged.merge(&waiting.earlier);
+                let reply = waiting.gap(&merged, read.replies.len(), op.replicas.len(), now_ms);
+                self.counters.failed_reads += 1;
+                answer(op.client.take().expect("selected above"), reply, outbox);
+                // Kept until every replica answered or its deadline: its repairs go out then.
+                continue;
+            }
+            for (_, state) in read.replies.drain(..) {
+                if let Some(state) = state {
+                    // Past a named limit only: the round's reply is left out of the floor's merge.
+                    let _ = waiting.earlier.merge(&state);
+                }
+            }
+            waiting.asked_ms = now_ms;
+            waiting.asked_again += 1;
+            if let Some(state) = local {
+                read.replies.push((me, state));
+            }
+            for to in op.replicas.iter().copied().filter(|r| *r != me) {
+                outbox.now.push(Output::Send { to, message: Message::Read { op: id, key: key.clone() }.into() });
+            }
+            self.progress(now_ms, id, outbox)?;
         }
         Ok(())
     }
@@ -744,7 +838,12 @@ impl<E: Engine> Leaderless<E> {
                 let Quorums { w, r } = read.quorums;
                 if let Some(client) = op.client.take() {
                     self.counters.failed_reads += 1;
-                    let reply = if read.answer.is_some() {
+                    let held = read.session.as_ref().filter(|_| read.answer.is_none() && read.replies.len() >= r);
+                    let reply = if let Some(waiting) = held {
+                        let mut merged = merge_all(&read.replies).unwrap_or_default();
+                        let _ = merged.merge(&waiting.earlier);
+                        waiting.gap(&merged, read.replies.len(), n, now_ms)
+                    } else if read.answer.is_some() {
                         Reply::Error(format!(
                             "NOQUORUM the read's repair reached {} of {n} replicas (w = {w} needed) within {timeout} ms",
                             read.holders.len()
@@ -777,7 +876,13 @@ impl<E: Engine> Leaderless<E> {
             Kind::Write(write) => {
                 if write.acks >= write.w {
                     if let Some(client) = op.client.take() {
-                        answer(client, write.reply.clone(), outbox);
+                        let reply = if write.session {
+                            let holders = write.acked.iter().chain(&write.stand_ins).copied().collect();
+                            session::write_answer(&write.state, holders, write.reply.clone())
+                        } else {
+                            write.reply.clone()
+                        };
+                        answer(client, reply, outbox);
                     }
                     // Nothing waits for the other acknowledgements: they are only watched.
                     let missing: Vec<NodeId> =
@@ -805,7 +910,12 @@ impl<E: Engine> Leaderless<E> {
                 // replicas for the cluster's reads too.
                 let w = w.max(self.settings.nwr.w);
                 if read.answer.is_none() && read.replies.len() >= r {
-                    let merged = match merge_all(&read.replies) {
+                    let merged = match merge_all(&read.replies).and_then(|mut merged| {
+                        if let Some(waiting) = &read.session {
+                            merged.merge(&waiting.earlier)?;
+                        }
+                        Ok(merged)
+                    }) {
                         Ok(merged) => merged,
                         Err(e) => {
                             // Only a peer's state past a named limit gets here: fail the read.
@@ -820,6 +930,15 @@ impl<E: Engine> Leaderless<E> {
                             return Ok(());
                         }
                     };
+                    if let Some(waiting) = &mut read.session {
+                        let grace = self.settings.tombstone_grace_ms;
+                        if !waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace) {
+                            // Held for the session's floor: the other replies, or a round
+                            // asked again (see `tick`), may cover it.
+                            waiting.held = true;
+                            return Ok(());
+                        }
+                    }
                     read.answer = Some(merged);
                 }
                 let Some(merged) = read.answer.clone() else { return Ok(()) };
@@ -854,7 +973,7 @@ impl<E: Engine> Leaderless<E> {
                     let client = op.client.take().expect("checked above");
                     let (reply, siblings) = read_reply(read.what, &op.key, &merged, conflicts);
                     self.counters.sibling_reads += u64::from(siblings);
-                    answer(client, reply, outbox);
+                    answer(client, session::read_answer(read, &merged, reply, now_ms), outbox);
                 }
                 let all = read.replies.len() == op.replicas.len();
                 if let Some(state) = local_repair {
@@ -886,7 +1005,12 @@ impl<E: Engine> Leaderless<E> {
         if read.replies.is_empty() {
             return Ok(());
         }
-        let merged = match merge_all(&read.replies) {
+        let merged = match merge_all(&read.replies).and_then(|mut merged| {
+            if let Some(waiting) = &read.session {
+                merged.merge(&waiting.earlier)?;
+            }
+            Ok(merged)
+        }) {
             Ok(merged) => merged,
             Err(e) => {
                 tracing::warn!("no read repair of key {:?}: {e}", String::from_utf8_lossy(&op.key));
@@ -944,7 +1068,7 @@ fn op_key(ops: &Ops, id: u64) -> Bytes {
 }
 
 /// True when a replica that replied `reply` holds `state` (no state is the empty one).
-fn holds(reply: &Option<Siblings>, state: &Siblings) -> bool {
+pub(super) fn holds(reply: &Option<Siblings>, state: &Siblings) -> bool {
     match reply {
         Some(reply) => reply == state,
         None => state.is_empty() && state.context().is_empty(),

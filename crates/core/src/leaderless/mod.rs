@@ -98,6 +98,7 @@ pub mod tree;
 
 mod coordinator;
 pub mod gossip;
+pub mod session;
 pub mod hints;
 pub mod tombstones;
 

@@ -591,3 +591,4 @@ fn a_replica_answers_a_read_only_after_its_fsync() {
 
 mod anti_entropy;
 mod hints;
+mod sessions;

@@ -72,6 +72,7 @@ pub(super) fn render(reply: &Reply, indent: usize, out: &mut Vec<String>) {
             }
             return;
         }
+        Reply::InKeySession { reply, .. } => return render(reply, indent, out),
         Reply::Array(items) if items.is_empty() => "(empty array)".to_string(),
         Reply::Array(items) => {
             for (i, item) in items.iter().enumerate() {

@@ -1,0 +1,149 @@
+//! Session guarantees on a leaderless coordinator, between nodes in one process.
+
+use super::{bulk, request, Cluster, Input, Message};
+use crate::causality::{Siblings, VersionVector};
+use crate::kv::{Reply, Request};
+use crate::leaderless::session::SESSION_REASK_MS;
+use crate::node::RequestId;
+use crate::quorum::Nwr;
+use bytes::Bytes;
+
+impl Cluster {
+    /// Sends `line` to node `i` in a session whose floor for the key is `seen`.
+    fn send_in_session(&mut self, i: usize, line: &str, seen: &VersionVector, wait_ms: u64) -> RequestId {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = Request::KeySession {
+            seen: seen.clone(),
+            wait_ms,
+            every_replica: false,
+            request: Box::new(request(line)),
+        };
+        self.step(i, Input::Request { id, request });
+        id
+    }
+
+    /// Advances the clock by `ms` and ticks every node, delivering everything.
+    fn pass(&mut self, ms: u64) {
+        self.now += ms;
+        for i in 0..self.nodes.len() {
+            self.step(i, Input::Tick);
+        }
+        self.settle();
+    }
+
+    /// Node `i`'s whole state of `key`.
+    fn state(&mut self, i: usize, key: &str) -> Siblings {
+        self.nodes[i].load(&Bytes::copy_from_slice(key.as_bytes())).unwrap().unwrap_or_default()
+    }
+}
+
+/// The context and the answer of an [`Reply::InKeySession`] (panics on anything else).
+fn in_session(reply: Option<Reply>) -> (VersionVector, Vec<crate::version::NodeId>, u64, u32, Reply) {
+    match reply {
+        Some(Reply::InKeySession { context, replicas, waited_ms, asked_again, reply, .. }) => {
+            (context, replicas, waited_ms, asked_again, *reply)
+        }
+        other => panic!("expected an answer in session, got {other:?}"),
+    }
+}
+
+/// n3 w1 r1: a write reaches node 0 only; its context is the session's floor.
+fn written_on_node_0_only() -> (Cluster, VersionVector) {
+    let mut c = Cluster::new(3, 3, 1, 1);
+    c.run(0, "SET k old");
+    c.cut.extend([1, 2]);
+    let id = c.send_in_session(0, "SET k new", &VersionVector::new(), 1_000);
+    c.settle();
+    let (context, holders, ..) = in_session(c.replies.remove(&id));
+    assert_eq!(holders, vec![c.ids[0]], "w = 1: the coordinator's own copy");
+    assert!(context.descends(c.state(0, "k").context()), "the write's context is its state's");
+    c.cut.clear();
+    (c, context)
+}
+
+#[test]
+fn a_session_read_waits_for_the_replica_that_holds_its_write_where_a_plain_read_is_stale() {
+    let (mut c, floor) = written_on_node_0_only();
+    // Node 0's messages are held: the first replies (nodes 1 and 2) do not cover the floor.
+    c.held.insert(0, Vec::new());
+    // Without a session, r = 1 answers from node 1's own stale copy: the lecture's anomaly.
+    assert_eq!(c.run(1, "GET k"), bulk("old"));
+    let id = c.send_in_session(1, "GET k", &floor, 1_000);
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "held: no replica that answered has the session's write");
+    let held = c.held.remove(&0).unwrap();
+    for (from, message) in held {
+        let from = c.ids[from];
+        c.step(0, Input::Message { from, message });
+    }
+    c.settle();
+    let (context, replicas, ..) = in_session(c.replies.remove(&id));
+    assert!(context.descends(&floor));
+    assert_eq!(replicas.len(), 3, "answered once all three replied: {replicas:?}");
+    // The read repaired the stale replicas: a plain read on node 1 now sees the write.
+    assert_eq!(c.run(1, "GET k"), bulk("new"));
+}
+
+#[test]
+fn a_session_read_asks_again_until_anti_entropy_brings_the_floor_and_says_so() {
+    let (mut c, floor) = written_on_node_0_only();
+    let state = c.state(0, "k");
+    c.cut.insert(0);
+    let id = c.send_in_session(1, "GET k", &floor, 1_000);
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "nodes 1 and 2 answered old, node 0 is down");
+    // Node 2 learns the write (as anti-entropy would), then the coordinator asks again.
+    c.step(2, Input::Message { from: c.ids[0], message: Message::Write { op: 0, key: "k".into(), state, repair: true } });
+    c.settle();
+    c.pass(SESSION_REASK_MS);
+    let (context, _, waited_ms, asked_again, reply) = in_session(c.replies.remove(&id));
+    assert_eq!(reply, bulk("new"));
+    assert!(context.descends(&floor));
+    assert_eq!((waited_ms, asked_again), (SESSION_REASK_MS, 1));
+}
+
+#[test]
+fn a_session_read_that_no_replica_can_serve_in_time_is_refused_naming_the_gap() {
+    let (mut c, floor) = written_on_node_0_only();
+    c.cut.insert(0);
+    let id = c.send_in_session(1, "GET k", &floor, 200);
+    c.settle();
+    for _ in 0..3 {
+        c.pass(SESSION_REASK_MS);
+    }
+    assert!(!c.replies.contains_key(&id), "still within the session's wait");
+    c.pass(SESSION_REASK_MS);
+    let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("expected an error") };
+    assert!(e.starts_with("TRYAGAIN the 2 of 3 replicas of this key that answered"), "{e}");
+    assert!(e.contains(&format!("{}:", c.ids[0])), "names the missing write's node: {e}");
+    assert!(e.contains("after 200 ms (asked 4 times)"), "{e}");
+}
+
+#[test]
+fn a_key_purged_everywhere_answers_nil_once_the_floor_is_older_than_the_grace() {
+    let mut c = Cluster::with(3, Nwr::new(3, 2, 2).unwrap(), |s| s.tombstone_grace_ms = 1_000);
+    // A floor of a write made at START_MS: no replica holds anything of the key.
+    let dot = crate::causality::dot_floor(crate::version::Timestamp { millis: c.now, logical: 0 });
+    let floor = VersionVector::from_entries(vec![(c.ids[0], dot)]).unwrap();
+    let id = c.send_in_session(1, "GET k", &floor, 5_000);
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "a write of a moment ago: not purged, held");
+    c.pass(1_000);
+    let (.., reply) = in_session(c.replies.remove(&id));
+    assert_eq!(reply, Reply::Nil, "past the grace, nothing anywhere is the key deleted and purged");
+}
+
+#[test]
+fn a_forwarded_session_write_answers_with_its_context() {
+    let mut c = Cluster::new(5, 3, 2, 2);
+    for k in 0..10 {
+        let key = format!("key{k}");
+        let id = c.send_in_session(k % 5, &format!("SET {key} v"), &VersionVector::new(), 1_000);
+        c.settle();
+        let (context, holders, ..) = in_session(c.replies.remove(&id));
+        assert_eq!(context.len(), 1, "{key}: one write, one dot");
+        assert!(holders.len() >= 2, "{key}: w = 2");
+    }
+    assert!(c.nodes.iter().map(|n| n.counters().forwarded).sum::<u64>() > 0, "some writes were forwarded");
+}
