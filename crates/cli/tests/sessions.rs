@@ -1,7 +1,9 @@
 //! End-to-end session guarantees, 3 processes, async, n3's links slowed by the test fault
 //! table: without a guarantee a read on n3 right after a write on the leader is stale (the
 //! lecture's replication lag); with read-your-writes it never is; a client alternating between
-//! n2 and n3 under monotonic reads never goes back in time, and without it does.
+//! n2 and n3 under monotonic reads never goes back in time, and without it does. The same in
+//! a leaderless trio (n3 w1 r1): a coordinator holds a session's read until replicas' replies
+//! cover the key's context the session wrote or saw.
 
 mod common;
 
@@ -280,4 +282,106 @@ fn a_recorded_history_fails_monotonic_reads_without_the_guarantee_and_passes_wit
     let (none, with) = (&verdicts[0], &verdicts[1]);
     assert!(none.0 == Some(1) && none.1.contains("monotonic-reads FAILS") && none.1.contains("on n3"), "{none:?}");
     assert!(with.0 == Some(0) && with.1.contains("monotonic-reads holds"), "{with:?}");
+}
+
+/// A leaderless trio, n3 w1 r1 (so a read on n3 answers from n3's own copy), no anti-entropy
+/// rounds, n3's links slowed by 300 ms; waits (bounded) until every node coordinates a read.
+fn leaderless_trio() -> Trio {
+    let replication = "mode = \"leaderless\"\nn = 3\nw = 1\nr = 1\nanti_entropy_interval_ms = 0";
+    let trio = Trio::launch(replication, FAULTS);
+    for i in 0..3 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while redis::cmd("GET").arg("warm-up").query::<Option<String>>(&mut trio.con(i)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "n{} never coordinated a read", i + 1);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    slow_n3(&trio);
+    trio
+}
+
+#[test]
+fn leaderless_read_your_writes_waits_for_a_replica_with_the_write_and_its_receipt_says_which() {
+    let trio = leaderless_trio();
+    let (mut n1, mut n3) = (trio.con(0), trio.con(2));
+    // No guarantee: w = 1 acknowledges on n1 alone, r = 1 answers from n3's stale copy.
+    let mut stale = 0;
+    for i in 0..5 {
+        let _: () = n1.set("k", format!("none{i}")).unwrap();
+        let got: Option<String> = n3.get("k").unwrap();
+        stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
+    }
+    assert!(stale > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
+    guarantee(&mut n1, "read-your-writes");
+    guarantee(&mut n3, "read-your-writes");
+    let ok: String = redis::cmd("REPLIKV.RECEIPTS").arg("ON").query(&mut n3).unwrap();
+    assert_eq!(ok, "OK");
+    let mut waited = 0;
+    for i in 0..5 {
+        let _: () = n1.set("k", format!("ryw{i}")).unwrap();
+        let token = token(&mut n1);
+        assert!(token.starts_with("rkv1l-"), "{token}");
+        resume(&mut n3, &token);
+        let got: Option<String> = n3.get("k").unwrap();
+        assert_eq!(got.as_deref(), Some(&format!("ryw{i}")[..]), "read {i} on n3 did not see the session's write");
+        let receipt: Vec<String> = redis::cmd("REPLIKV.RECEIPT").query(&mut n3).unwrap();
+        let field = |name: &str| receipt.iter().position(|f| f == name).map(|i| receipt[i + 1].clone()).unwrap();
+        assert_eq!((field("node"), field("role")), ("n3".into(), "coordinator".into()));
+        // Held until a replica had the write: n1 or n2 answered, or n3's own copy caught up.
+        assert!(field("replicas").starts_with('n'), "{receipt:?}");
+        if field("waited_ms") != "0" {
+            waited += 1;
+            assert!(
+                field("met_by").starts_with("asking again") || field("met_by").starts_with("waiting"),
+                "{receipt:?}"
+            );
+        }
+    }
+    assert!(waited > 0, "no read was held for the session's write");
+    // Over HTTP: the token in a header, the receipt in another.
+    let _: () = n1.set("k", "http").unwrap();
+    let token = token(&mut n1);
+    let headers = [("x-replikv-session", token.as_str()), ("x-replikv-guarantee", "read-your-writes")];
+    let (status, head) = http_head(trio.nodes[2].http_port(), "/api/v1/kv/k", &headers);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("x-replikv-receipt: node=n3; role=coordinator; replicas="), "{head}");
+    assert!(head.contains("x-replikv-session: rkv1l-"), "{head}");
+    let (status, head) = http_head(trio.nodes[2].http_port(), "/api/v1/kv/k", &[("x-replikv-guarantee", "all")]);
+    assert_eq!(status, 400, "{head}");
+    // What a leaderless cluster cannot keep is refused, with the reason.
+    let err = redis::cmd("REPLIKV.GUARANTEE").arg("consistent-prefix").query::<String>(&mut n3).unwrap_err();
+    assert!(err.to_string().contains("no single order of writes"), "{err}");
+    let err = redis::cmd("REPLIKV.READFROM").arg("leader").query::<String>(&mut n3).unwrap_err();
+    assert!(err.to_string().contains("no leader"), "{err}");
+    let err = redis::cmd("REPLIKV.SESSION").arg("RESUME").arg("rkv1-0-0-0-0-0-0").query::<String>(&mut n3);
+    assert!(err.unwrap_err().to_string().contains("names log positions"));
+}
+
+#[test]
+fn leaderless_monotonic_reads_never_go_back_between_a_current_and_a_lagging_coordinator() {
+    let trio = leaderless_trio();
+    let mut n1 = trio.con(0);
+    // A value n1 keeps raising (w = 1), read alternately through n2 (current) and n3 (300 ms
+    // behind; r = 1 answers from its own copy), the session's token carried between the two.
+    let run = |monotonic: bool, n1: &mut Connection, key: &str| -> Vec<i64> {
+        let (mut n2, mut n3) = (trio.con(1), trio.con(2));
+        if monotonic {
+            guarantee(&mut n2, "monotonic-reads");
+            guarantee(&mut n3, "monotonic-reads");
+        }
+        let mut seen = Vec::new();
+        for i in 1..=20 {
+            let _: () = n1.set(key, i).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let (from, to) = if i % 2 == 0 { (&mut n3, &mut n2) } else { (&mut n2, &mut n3) };
+            let got: Option<i64> = to.get(key).unwrap();
+            seen.push(got.unwrap_or(0));
+            resume(from, &token(to));
+        }
+        seen
+    };
+    let plain = run(false, &mut n1, "plain");
+    assert!(plain.windows(2).any(|w| w[1] < w[0]), "without the guarantee, no read went back: {plain:?}");
+    let monotonic = run(true, &mut n1, "monotonic");
+    assert!(monotonic.windows(2).all(|w| w[1] >= w[0]), "a read went back in time: {monotonic:?}");
 }

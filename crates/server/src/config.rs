@@ -26,7 +26,7 @@
 //! read_lease_drift_ppm = 10000     # the clock-drift allowance the lease assumes (1%)
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
-//! session_guarantee = "none"       # a session's start (see crate::sessions); not leaderless
+//! session_guarantee = "none"       # a session's start (see crate::sessions)
 //! session_wait_ms = 1000           # a replica behind a session waits, then TRYAGAIN
 //! read_your_writes = "wait"        # or "leader" for read_your_writes_leader_ms after a write
 //! # mode = "leaderless" only:
@@ -684,8 +684,8 @@ pub struct ReplicationConfig {
     /// clock; one further ahead waits until the clock catches up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_skew_ms: Option<u64>,
-    /// Single-leader and multi-leader: the guarantee every session starts with (a
-    /// connection changes its own with REPLIKV.GUARANTEE); see [`crate::sessions`].
+    /// The guarantee every session starts with (a connection changes its own with
+    /// REPLIKV.GUARANTEE; leaderless: not consistent-prefix or all); see [`crate::sessions`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_guarantee: Option<crate::sessions::Guarantee>,
     /// Milliseconds a replica behind a session's position waits for it before it refuses.
@@ -785,8 +785,6 @@ impl ReplicationConfig {
                 ("read_lease_drift_ppm", self.read_lease_drift_ppm != d.read_lease_drift_ppm),
                 ("log_retain_bytes", self.log_retain_bytes != d.log_retain_bytes),
                 ("log_segment_bytes", self.log_segment_bytes != d.log_segment_bytes),
-                ("session_guarantee", self.session_guarantee.is_some()),
-                ("session_wait_ms", self.session_wait_ms.is_some()),
                 ("read_your_writes", self.read_your_writes.is_some()),
                 ("read_your_writes_leader_ms", self.read_your_writes_leader_ms.is_some()),
             ];
@@ -794,6 +792,9 @@ impl ReplicationConfig {
                 return Err(Error::Config(format!(
                     "replication.{setting} is a setting of mode = \"single-leader\", and this cluster's mode is \"leaderless\""
                 )));
+            }
+            if let Some(why) = self.session_guarantee.and_then(|g| g.leaderless_refusal()) {
+                return Err(Error::Config(format!("replication.session_guarantee: {why}")));
             }
             self.check_anti_entropy()?;
         } else {
@@ -1737,7 +1738,12 @@ mod tests {
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nsession_guarantee = \"all\""),
                 "n1",
-                &["replication.session_guarantee is a setting of mode = \"single-leader\""],
+                &["replication.session_guarantee: a leaderless cluster cannot keep all"],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nread_your_writes = \"leader\""),
+                "n1",
+                &["replication.read_your_writes is a setting of mode = \"single-leader\""],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nsession_wait_ms = 60001"),

@@ -222,7 +222,7 @@ pub const READ_FROM_HEADER: &str = "x-replikv-read-from";
 /// The response header with a session answer's receipt (see [`crate::sessions::Receipt`]).
 pub const RECEIPT_HEADER: &str = "x-replikv-receipt";
 
-/// [`call`] in the session the headers describe (single-leader and multi-leader clusters):
+/// [`call`] in the session the headers describe (a node in a cluster, any family):
 /// the reply, and the response headers: the session's token after it and the answer's
 /// receipt. Without session
 /// headers, or in a cluster without sessions, a plain call (and no token); a bad header is a
@@ -235,11 +235,8 @@ async fn session_call(
     let text = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| format!("header {name} is not text")));
     let asked = [SESSION_HEADER, GUARANTEE_HEADER, READ_FROM_HEADER].iter().any(|h| headers.contains_key(*h));
     let Some(mut session) = crate::sessions::for_node(&state.config).filter(|_| asked) else {
-        if asked && crate::sessions::for_node(&state.config).is_none() {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "session headers are for a single-leader or multi-leader cluster (a leaderless one takes ?w=&r=)",
-            ));
+        if asked {
+            return Err(error(StatusCode::BAD_REQUEST, "session headers are for a node in a cluster"));
         }
         return call(state, request).await.map(|reply| (reply, Vec::new()));
     };
@@ -248,22 +245,28 @@ async fn session_call(
         session.resume(token.map_err(bad)?).map_err(|why| bad(format!("{SESSION_HEADER}: {why}")))?;
     }
     if let Some(guarantee) = text(GUARANTEE_HEADER) {
-        session.guarantee = crate::sessions::Guarantee::parse(guarantee.map_err(bad)?)
+        crate::sessions::Guarantee::parse(guarantee.map_err(bad)?)
+            .and_then(|guarantee| session.set_guarantee(guarantee))
             .map_err(|why| bad(format!("{GUARANTEE_HEADER}: {why}")))?;
     }
     if let Some(from) = text(READ_FROM_HEADER) {
-        session.read_from = crate::sessions::ReadFrom::parse(from.map_err(bad)?)
+        crate::sessions::ReadFrom::parse(from.map_err(bad)?)
+            .and_then(|from| session.set_read_from(from))
             .map_err(|why| bad(format!("{READ_FROM_HEADER}: {why}")))?;
     }
-    let write = request.is_write();
-    let now_ms = crate::clock::now_ms();
-    let reply = call(state, session.wrap(request, now_ms)).await?;
-    let reply = session.observe(reply, write, crate::clock::now_ms());
+    let request = session.wrap(request, crate::clock::now_ms());
+    let asked = session.asked(&request);
+    let reply = call(state, request).await?;
+    let reply = match asked {
+        Some(asked) => session.observe(reply, &asked, crate::clock::now_ms()),
+        None => reply,
+    };
     let mut out = Vec::new();
     if let Ok(token) = HeaderValue::from_str(&session.token()) {
         out.push((SESSION_HEADER, token));
     }
-    if let Some(receipt) = session.last_receipt.and_then(|r| HeaderValue::from_str(&r.header(&state.config.id)).ok()) {
+    let receipt = session.last_receipt.as_ref().filter(|_| asked.is_some());
+    if let Some(receipt) = receipt.and_then(|r| HeaderValue::from_str(&r.header(&state.config.id)).ok()) {
         out.push((RECEIPT_HEADER, receipt));
     }
     Ok((reply, out))
@@ -522,7 +525,7 @@ fn reply_json(reply: &Reply) -> Value {
         }
         Reply::Watched(_) => Value::Null,
         // The session keeps the position; the client sees the answer.
-        Reply::InSession { reply, .. } => reply_json(reply),
+        Reply::InSession { reply, .. } | Reply::InKeySession { reply, .. } => reply_json(reply),
     }
 }
 

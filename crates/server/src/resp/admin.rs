@@ -250,8 +250,7 @@ fn consistency(args: &[Bytes], client: &mut Client, state: &NodeState) -> Frame 
 fn session_command(name: &str, args: &[Bytes], client: &mut Client, node: &str) -> Frame {
     let Some(session) = client.session.as_mut() else {
         return Frame::error(format!(
-            "ERR {} is for a single-leader or multi-leader cluster: this node keeps no session positions (a \
-             leaderless cluster's reads choose their quorums with REPLIKV.CONSISTENCY)",
+            "ERR {} is for a node in a cluster: a node on its own has no replicas to be stale",
             name.to_ascii_uppercase()
         ));
     };
@@ -269,14 +268,14 @@ fn session_command(name: &str, args: &[Bytes], client: &mut Client, node: &str) 
             Frame::ok()
         }
         ("replikv.session", _) => Frame::error("ERR syntax: REPLIKV.SESSION [RESUME token | RESET]"),
-        ("replikv.guarantee", 1) => Frame::bulk(session.guarantee.to_string()),
-        ("replikv.guarantee", 2) => match crate::sessions::Guarantee::parse(&text(1).unwrap_or_default()) {
-            Ok(guarantee) => {
-                session.guarantee = guarantee;
-                Frame::ok()
+        ("replikv.guarantee", 1) => Frame::bulk(session.guarantee().to_string()),
+        ("replikv.guarantee", 2) => {
+            match crate::sessions::Guarantee::parse(&text(1).unwrap_or_default()).and_then(|g| session.set_guarantee(g))
+            {
+                Ok(()) => Frame::ok(),
+                Err(why) => Frame::error(format!("ERR {why}")),
             }
-            Err(why) => Frame::error(format!("ERR {why}")),
-        },
+        }
         ("replikv.receipts", 1) => Frame::bulk(if session.receipts { "on" } else { "off" }),
         ("replikv.receipts", 2) => match text(1).unwrap_or_default().to_ascii_lowercase().as_str() {
             "on" => {
@@ -289,20 +288,20 @@ fn session_command(name: &str, args: &[Bytes], client: &mut Client, node: &str) 
             }
             _ => Frame::error("ERR syntax: REPLIKV.RECEIPTS [ON|OFF]"),
         },
-        ("replikv.receipt", 1) => match session.last_receipt {
+        ("replikv.receipt", 1) => match &session.last_receipt {
             Some(receipt) => {
                 Frame::Map(receipt.fields(node).into_iter().map(|(k, v)| (Frame::bulk(k), Frame::bulk(v))).collect())
             }
             None => Frame::Null,
         },
-        ("replikv.readfrom", 1) => Frame::bulk(session.read_from.to_string()),
-        ("replikv.readfrom", 2) => match crate::sessions::ReadFrom::parse(&text(1).unwrap_or_default()) {
-            Ok(read_from) => {
-                session.read_from = read_from;
-                Frame::ok()
+        ("replikv.readfrom", 1) => Frame::bulk(session.read_from().to_string()),
+        ("replikv.readfrom", 2) => {
+            match crate::sessions::ReadFrom::parse(&text(1).unwrap_or_default()).and_then(|r| session.set_read_from(r))
+            {
+                Ok(()) => Frame::ok(),
+                Err(why) => Frame::error(format!("ERR {why}")),
             }
-            Err(why) => Frame::error(format!("ERR {why}")),
-        },
+        }
         _ => arity(name),
     }
 }

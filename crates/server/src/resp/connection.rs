@@ -148,16 +148,22 @@ enum Pending {
 struct Round {
     slots: Vec<Slot>,
     calls: Vec<Request>,
-    /// For each call in the session's care: whether it writes (its reply's position is the
-    /// session's written one, else its read one).
-    in_session: Vec<Option<bool>>,
+    /// For each call in the session's care: what it asked (whether it writes, its key), for
+    /// the session to keep what its reply saw.
+    in_session: Vec<Option<crate::sessions::Asked>>,
 }
 
 impl Round {
     /// A slot waiting for `request`'s reply.
-    fn push(&mut self, request: Request, pending: Pending, proto: Protocol) {
+    fn push(
+        &mut self,
+        request: Request,
+        pending: Pending,
+        proto: Protocol,
+        session: Option<&crate::sessions::Session>,
+    ) {
         self.slots.push(Slot::Pending(self.calls.len(), proto, pending));
-        self.in_session.push(matches!(request, Request::Session { .. }).then(|| request.is_write()));
+        self.in_session.push(session.and_then(|session| session.asked(&request)));
         self.calls.push(request);
     }
 }
@@ -311,7 +317,7 @@ impl Connection {
             }
             // A session's write of this round must be answered (and its position kept) before
             // anything that reads under the session or shows its token.
-            let session_write_pending = round.in_session.contains(&Some(true));
+            let session_write_pending = round.in_session.iter().any(|asked| asked.is_some_and(|a| a.write));
             if session_write_pending && self.client.session.is_some() && !is_session_write(name.as_str()) {
                 close |= self.call(&mut round).await;
             }
@@ -326,14 +332,17 @@ impl Connection {
                     round.slots.push(Slot::Ready(frame, self.client.proto));
                 }
                 Action::Call(request) => {
-                    let request = match (self.client.consistency, &self.client.session) {
-                        (Some(consistency), _) => Request::WithConsistency { consistency, request: Box::new(request) },
-                        (None, Some(session)) => session.wrap(request, crate::clock::now_ms()),
-                        (None, None) => request,
+                    let request = match self.client.consistency {
+                        Some(consistency) => Request::WithConsistency { consistency, request: Box::new(request) },
+                        None => request,
                     };
-                    round.push(request, Pending::Plain, proto)
+                    let request = match &self.client.session {
+                        Some(session) => session.wrap(request, crate::clock::now_ms()),
+                        None => request,
+                    };
+                    round.push(request, Pending::Plain, proto, self.client.session.as_ref())
                 }
-                Action::Watch(request) => round.push(request, Pending::Watch, proto),
+                Action::Watch(request) => round.push(request, Pending::Watch, proto, None),
                 Action::Exec(request, plan) => {
                     let request = match &self.client.session {
                         Some(session) => session.wrap(request, crate::clock::now_ms()),
@@ -341,7 +350,7 @@ impl Connection {
                     };
                     // A SELECT inside it holds only once it ran: the next command waits.
                     let selects = plan.db() != self.session.db();
-                    round.push(request, Pending::Exec(plan), proto);
+                    round.push(request, Pending::Exec(plan), proto, self.client.session.as_ref());
                     if selects {
                         close |= self.call(&mut round).await;
                     }
@@ -389,8 +398,8 @@ impl Connection {
             let Slot::Pending(index, proto, pending) = slot else { continue };
             let (index, proto) = (*index, *proto);
             let mut reply = replies.get_mut(index).and_then(Option::take);
-            if let (Some(Some(write)), Some(session)) = (in_session.get(index), self.client.session.as_mut()) {
-                reply = reply.map(|answer| session.observe(answer, *write, crate::clock::now_ms()));
+            if let (Some(Some(asked)), Some(session)) = (in_session.get(index), self.client.session.as_mut()) {
+                reply = reply.map(|answer| session.observe(answer, asked, crate::clock::now_ms()));
             }
             let frame = match (reply, std::mem::take(pending)) {
                 (None, _) => Frame::error(format!("ERR {}", self.stop_reason())),
@@ -399,7 +408,7 @@ impl Connection {
                 (Some(reply), Pending::Exec(plan)) => self.exec_reply(plan, reply),
             };
             let receipt = match (in_session.get(index), &self.client.session) {
-                (Some(Some(_)), Some(session)) if session.receipts => session.last_receipt,
+                (Some(Some(_)), Some(session)) if session.receipts => session.last_receipt.clone(),
                 _ => None,
             };
             let frame = match receipt {
@@ -574,6 +583,6 @@ pub fn to_frame(reply: Reply) -> Frame {
         // The session turns WATCH's answer into OK before it reaches a client.
         Reply::Watched(_) => Frame::ok(),
         // The session keeps the position before it reaches a client.
-        Reply::InSession { reply, .. } => to_frame(*reply),
+        Reply::InSession { reply, .. } | Reply::InKeySession { reply, .. } => to_frame(*reply),
     }
 }
