@@ -57,6 +57,13 @@
 //! ([`anti_entropy`]): replicas converge whether or not anyone reads. A node opening over a
 //! store rebuilds its trees a slice per tick, answering requests meanwhile.
 //!
+//! # Sessions
+//!
+//! A request of a session with a guarantee ([`crate::kv::Request::KeySession`]) carries the
+//! causal context the session wrote or saw of its key; the coordinator answers a read only
+//! from replies whose merge covers it, asking again until the session's wait passes
+//! ([`session`]).
+//!
 //! # Tombstones and hints
 //!
 //! A tombstone is purged once every replica of its key is known to hold it and
