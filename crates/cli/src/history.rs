@@ -68,9 +68,9 @@ pub const HISTORY_NODES_MAX: usize = 1024;
 pub const HISTORY_OPS_MAX: u64 = 100_000;
 
 /// How long a client waits for one reply before it counts the operation as unknown (and
-/// drops the connection): longer than a session read may wait (`session_wait_ms`, 1000 by
-/// default; a cluster that sets more than this gets unknown reads, which are not recorded).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// drops the connection): longer than a session read may wait (`session_wait_ms`, at most
+/// 20 s), so that a held read ends with its answer or its refusal, not this timeout.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// How long a client waits for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -234,14 +234,8 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
                     }
                 };
                 if node != last_node && session {
-                    // The session moves: its token from where it was, adopted where it goes.
-                    if let Some(conn) = conns[last_node].as_mut() {
-                        match conn.call(&["REPLIKV.SESSION"]) {
-                            Ok(Resp::Ok(Some(t))) => token = Some(String::from_utf8_lossy(&t).into_owned()),
-                            Ok(other) => bail!("REPLIKV.SESSION answered {other:?}"),
-                            Err(_) => conns[last_node] = None,
-                        }
-                    }
+                    // The session moves: its token (taken after its last answer) is adopted
+                    // where it goes.
                     if let (Some(conn), Some(t)) = (conns[node].as_mut(), &token) {
                         if conn.expect_ok(&["REPLIKV.SESSION", "RESUME", t]).is_err() {
                             conns[node] = None;
@@ -263,6 +257,15 @@ pub fn record(plan: &Plan) -> anyhow::Result<()> {
                     conns[node] = None;
                 }
                 let complete_ms = start.elapsed().as_millis() as u64;
+                // The token after every answer, so that a connection dropped later (after an
+                // error) never takes with it what the session saw here.
+                if let (true, Ok(Resp::Ok(_)), Some(conn)) = (session, &reply, conns[node].as_mut()) {
+                    match conn.call(&["REPLIKV.SESSION"]) {
+                        Ok(Resp::Ok(Some(t))) => token = Some(String::from_utf8_lossy(&t).into_owned()),
+                        Ok(other) => bail!("REPLIKV.SESSION answered {other:?}"),
+                        Err(_) => conns[node] = None,
+                    }
+                }
                 let line = |value: Option<u64>, complete_ms: Option<u64>| Line {
                     client: client as ClientId,
                     guarantee: plan.guarantee.clone(),

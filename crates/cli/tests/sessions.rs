@@ -241,7 +241,7 @@ fn receipts_say_who_answered_from_where_and_how_stale_over_resp3_resp2_and_http(
     assert!(head.contains("x-replikv-receipt: node=n3; role=follower; at="), "{head}");
 }
 
-/// A GET with extra headers: (status, the response's head, lowercased).
+/// A GET with extra headers: (status, the response lowercased: its head, then the body).
 fn http_head(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -252,7 +252,7 @@ fn http_head(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     stream.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response).to_string();
     let (head, _) = text.split_once("\r\n\r\n").expect("a header end");
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), head.to_ascii_lowercase())
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), text.to_ascii_lowercase())
 }
 
 #[test]
@@ -344,6 +344,7 @@ fn leaderless_read_your_writes_waits_for_a_replica_with_the_write_and_its_receip
     let headers = [("x-replikv-session", token.as_str()), ("x-replikv-guarantee", "read-your-writes")];
     let (status, head) = http_head(trio.nodes[2].http_port(), "/api/v1/kv/k", &headers);
     assert_eq!(status, 200, "{head}");
+    assert!(head.ends_with("\r\n\r\nhttp"), "the session's write, as the body: {head}");
     assert!(head.contains("x-replikv-receipt: node=n3; role=coordinator; replicas="), "{head}");
     assert!(head.contains("x-replikv-session: rkv1l-"), "{head}");
     let (status, head) = http_head(trio.nodes[2].http_port(), "/api/v1/kv/k", &[("x-replikv-guarantee", "all")]);
@@ -384,4 +385,11 @@ fn leaderless_monotonic_reads_never_go_back_between_a_current_and_a_lagging_coor
     assert!(plain.windows(2).any(|w| w[1] < w[0]), "without the guarantee, no read went back: {plain:?}");
     let monotonic = run(true, &mut n1, "monotonic");
     assert!(monotonic.windows(2).all(|w| w[1] >= w[0]), "a read went back in time: {monotonic:?}");
+    // A token asked for in the same pipeline as a read holds what the read saw.
+    let mut n2 = trio.con(1);
+    guarantee(&mut n2, "monotonic-reads");
+    let (value, token): (Option<i64>, String) =
+        redis::pipe().cmd("GET").arg("monotonic").cmd("REPLIKV.SESSION").query(&mut n2).unwrap();
+    assert!(value.is_some(), "the key was written");
+    assert!(token.contains('~'), "the pipelined token misses the read's context: {token}");
 }

@@ -830,14 +830,16 @@ impl ReplicationConfig {
                 )));
             }
         }
-        for (setting, value) in
-            [("session_wait_ms", self.session_wait_ms), ("read_your_writes_leader_ms", self.read_your_writes_leader_ms)]
-        {
-            if let Some(ms) = value.filter(|ms| *ms > crate::sessions::SESSION_WAIT_MS_MAX) {
-                return Err(Error::Config(format!(
-                    "replication.{setting} must be at most {} (now {ms})",
-                    crate::sessions::SESSION_WAIT_MS_MAX
-                )));
+        for (setting, value, max) in [
+            ("session_wait_ms", self.session_wait_ms, crate::sessions::SESSION_WAIT_MS_MAX),
+            (
+                "read_your_writes_leader_ms",
+                self.read_your_writes_leader_ms,
+                crate::sessions::READ_YOUR_WRITES_LEADER_MS_MAX,
+            ),
+        ] {
+            if let Some(ms) = value.filter(|ms| *ms > max) {
+                return Err(Error::Config(format!("replication.{setting} must be at most {max} (now {ms})")));
             }
         }
         if let Some(ms) = self.max_clock_skew_ms.filter(|ms| *ms > MAX_CLOCK_SKEW_MS_MAX) {
@@ -1748,7 +1750,7 @@ mod tests {
             (
                 three("cluster = \"c\"\n[replication]\nsession_wait_ms = 60001"),
                 "n1",
-                &["replication.session_wait_ms must be at most 60000 (now 60001)"],
+                &["replication.session_wait_ms must be at most 20000 (now 60001)"],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nsession_guarantee = \"strong\""),

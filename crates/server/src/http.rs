@@ -21,7 +21,10 @@
 //!
 //! Values travel as raw bodies rather than JSON strings because they are binary-safe bytes;
 //! everything else, errors included, is JSON (`{"error": "..."}`). A key is the rest of the
-//! path after `/api/v1/kv/`, percent-decoded, so it may contain `/`.
+//! path after `/api/v1/kv/`, percent-decoded, so it may contain `/`. The three key routes
+//! take a session in request headers (`X-Replikv-Session: token`, `X-Replikv-Guarantee`,
+//! `X-Replikv-Read-From`) and, when any is sent, answer with the session's new token in
+//! `X-Replikv-Session` and the answer's receipt in `X-Replikv-Receipt` (see [`crate::sessions`]).
 //!
 //! In a leaderless cluster `w` and `r` choose a request's quorums (the cluster's n, w and r
 //! otherwise; one given alone keeps the cluster's other), as `REPLIKV.CONSISTENCY w,r` does
@@ -338,23 +341,34 @@ async fn get_key(
     let response = match reply {
         Reply::Bulk(value) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
         Reply::Nil => error(StatusCode::NOT_FOUND, format!("no key {key:?}")),
-        Reply::Error(e) if e.starts_with("SIBLINGS") => siblings(&state, &params, key, e).await,
+        // Listed in the same session (a plain listing could come from a replica without the
+        // session's writes): its token, taken after the listing, replaces the GET's.
+        Reply::Error(e) if e.starts_with("SIBLINGS") => return siblings(&state, &params, &headers, key, e).await,
         Reply::Error(e) => error_reply(e),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
     };
     with_token(response, token)
 }
 
-/// 300 with every concurrent value of `key` and the context that replaces them.
-async fn siblings(state: &NodeState, params: &QuorumParams, key: String, why: String) -> Response {
+/// 300 with every concurrent value of `key` and the context that replaces them, listed in
+/// the session the headers describe (if any).
+async fn siblings(state: &NodeState, params: &QuorumParams, headers: &HeaderMap, key: String, why: String) -> Response {
     let request = match params.apply(state, Request::Siblings { key: key.into() }) {
         Ok(request) => request,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    let Ok(Reply::Array(listed)) = call(state, request).await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, why);
+    let (listed, token) = match session_call(state, headers, request).await {
+        Ok((Reply::Array(listed), token)) => (listed, token),
+        Ok((Reply::Error(e), token)) => return with_token(error_reply(e), token),
+        Ok(_) => return error(StatusCode::SERVICE_UNAVAILABLE, why),
+        Err(response) => return response,
     };
-    let [Reply::Bulk(context), Reply::Array(values)] = listed.as_slice() else {
+    with_token(siblings_listed(&listed, why), token)
+}
+
+/// The 300 of a REPLIKV.SIBLINGS listing, for a GET answered `why`.
+fn siblings_listed(listed: &[Reply], why: String) -> Response {
+    let [Reply::Bulk(context), Reply::Array(values)] = listed else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected siblings {listed:?}"));
     };
     let values: Vec<Value> = values

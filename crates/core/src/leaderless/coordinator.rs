@@ -44,6 +44,8 @@ pub(super) struct Ops {
     forwarding: BTreeMap<u64, (crate::node::RequestId, u64)>,
     /// The next number for a forwarded write.
     next_forward: u64,
+    /// Session reads held for their floor, as the last tick counted them.
+    held_reads: usize,
     /// Writes answered whose last replicas have not acknowledged yet: id -> (deadline, the
     /// replicas still to acknowledge). Only watched (`replikv check` waits for them), so at
     /// most [`UNCONFIRMED_MAX`], the oldest forgotten first.
@@ -235,6 +237,10 @@ impl<E: Engine> Leaderless<E> {
             answer(client, reply, outbox);
             return Ok(());
         }
+        if let Some(reply) = ask.as_ref().and_then(|ask| session::check_floor(ask, now_ms, CLOCK_AHEAD_MAX_MS)) {
+            answer(client, reply, outbox);
+            return Ok(());
+        }
         if ask.as_ref().is_some_and(|ask| ask.every_replica) {
             quorums.r = self.settings.nwr.n;
         }
@@ -309,9 +315,19 @@ impl<E: Engine> Leaderless<E> {
             }
             Err(e) => return Err(e),
         };
-        let context = match context {
-            None => state.context().clone(),
-            Some(token) => match decode_context(&key, &token) {
+        let context = match (context, &session) {
+            // In a session: the write replaces what the session wrote or saw of the key too,
+            // even what this replica has not heard of yet (so a later write of the session
+            // never loses to an earlier one, whatever the clocks say).
+            (None, Some(ask)) => match state.context().join(&ask.seen) {
+                Ok(context) => context,
+                Err(e) => {
+                    answer(client, Reply::err(format!("the session's floor of this key: {e}")), outbox);
+                    return Ok(());
+                }
+            },
+            (None, None) => state.context().clone(),
+            (Some(token), _) => match decode_context(&key, &token) {
                 Ok(context) => context,
                 Err(e) => {
                     answer(client, Reply::err(format!("invalid CONTEXT: {e}")), outbox);
@@ -426,9 +442,9 @@ impl<E: Engine> Leaderless<E> {
         };
         let consistency = crate::kv::Consistency::Nwr { w: quorums.w, r: quorums.r };
         let mut request = Request::WithConsistency { consistency, request: Box::new(request) };
-        if let Some(Ask { wait_ms, .. }) = session {
-            // The replica answers in the session: the front end keeps the write's context.
-            let seen = crate::causality::VersionVector::new();
+        if let Some(Ask { wait_ms, seen, .. }) = session {
+            // The replica writes and answers in the session: the write replaces what the
+            // session saw, and the front end keeps its context.
             request = Request::KeySession { seen, wait_ms, every_replica: false, request: Box::new(request) };
         }
         let id = self.ops.next_forward;
@@ -777,13 +793,13 @@ impl<E: Engine> Leaderless<E> {
                     let expired = now_ms >= waiting.until_ms && replies.len() >= quorums.r;
                     // A replica that has not answered may be down: the others are asked again
                     // too (anti-entropy or a hint may have brought them the floor since).
-                    let due = replies.len() >= quorums.r
-                        && now_ms >= waiting.asked_ms.saturating_add(session::SESSION_REASK_MS);
+                    let due = replies.len() >= quorums.r && waiting.due(now_ms);
                     (expired || due).then_some((*id, expired))
                 }
                 _ => None,
             })
             .collect();
+        self.ops.held_reads = held.iter().filter(|(_, expired)| !expired).count();
         for (id, expired) in held {
             let key = op_key(&self.ops, id);
             let local = if !expired && replicas_of(&self.ops, id).contains(&me) {
@@ -807,14 +823,7 @@ impl<E: Engine> Leaderless<E> {
                 // Kept until every replica answered or its deadline: its repairs go out then.
                 continue;
             }
-            for (_, state) in read.replies.drain(..) {
-                if let Some(state) = state {
-                    // Past a named limit only: the round's reply is left out of the floor's merge.
-                    let _ = waiting.earlier.merge(&state);
-                }
-            }
-            waiting.asked_ms = now_ms;
-            waiting.asked_again += 1;
+            waiting.next_round(now_ms, std::mem::take(&mut read.replies));
             if let Some(state) = local {
                 read.replies.push((me, state));
             }
@@ -856,8 +865,19 @@ impl<E: Engine> Leaderless<E> {
                             read.holders.len()
                         ))
                     } else {
+                        let (waited, why) = match &read.session {
+                            Some(w) => (
+                                now_ms.saturating_sub(w.started_ms),
+                                if w.every_replica {
+                                    " (r = n: the session forgot what it saw of this key, so every replica must answer)"
+                                } else {
+                                    ""
+                                },
+                            ),
+                            None => (timeout, ""),
+                        };
                         Reply::Error(format!(
-                            "NOQUORUM the read heard from {} of {n} replicas (r = {r} needed) within {timeout} ms",
+                            "NOQUORUM the read heard from {} of {n} replicas (r = {r} needed{why}) within {waited} ms",
                             read.replies.len()
                         ))
                     };
@@ -878,6 +898,7 @@ impl<E: Engine> Leaderless<E> {
         let conflicts = self.settings.conflicts;
         let hinted_handoff = self.settings.hinted_handoff;
         let me = self.settings.common.node;
+        let held_full = self.ops.held_reads >= session::SESSION_READS_HELD_MAX;
         let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
         match &mut op.kind {
             Kind::Write(write) => {
@@ -940,9 +961,17 @@ impl<E: Engine> Leaderless<E> {
                     if let Some(waiting) = &mut read.session {
                         let grace = self.settings.tombstone_grace_ms;
                         if !waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace) {
-                            // Held for the session's floor: the other replies, or a round
-                            // asked again (see `tick`), may cover it.
-                            waiting.held = true;
+                            if !waiting.held && held_full {
+                                if let Some(client) = op.client.take() {
+                                    self.counters.failed_reads += 1;
+                                    answer(client, waiting.too_many(), outbox);
+                                }
+                            } else if !waiting.held {
+                                // Held for the session's floor: the other replies, or a round
+                                // asked again (see `tick`), may cover it.
+                                waiting.held = true;
+                                self.ops.held_reads += 1;
+                            }
                             return Ok(());
                         }
                     }
@@ -980,7 +1009,7 @@ impl<E: Engine> Leaderless<E> {
                     let client = op.client.take().expect("checked above");
                     let (reply, siblings) = read_reply(read.what, &op.key, &merged, conflicts);
                     self.counters.sibling_reads += u64::from(siblings);
-                    answer(client, session::read_answer(read, &merged, reply, now_ms), outbox);
+                    answer(client, session::read_answer(read, &merged, reply, now_ms, aged), outbox);
                 }
                 let all = read.replies.len() == op.replicas.len();
                 if let Some(state) = local_repair {

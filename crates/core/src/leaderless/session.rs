@@ -11,12 +11,19 @@
 //! write that had seen it).
 //!
 //! Without a session, a read answers after `r` replies. With one, when the first `r` replies
-//! do not cover the floor, the coordinator waits for the others, and every
-//! [`SESSION_REASK_MS`] it asks every replica again (the session's write may have reached only
-//! a stand-in under a sloppy quorum, or a replica now down, or `w + r <= n` let the quorums
-//! miss each other; a hint's delivery or anti-entropy brings it to the others), merging each
-//! round into what it had, until the floor is covered or the session's `wait_ms` passed: then
-//! `-TRYAGAIN` naming the gap, never a stale value.
+//! do not cover the floor, the coordinator waits for the others, then asks every replica again
+//! ([`SESSION_REASK_MS`] after the read started, each later round twice as late, up to
+//! [`SESSION_REASK_MAX_MS`] apart): the replicas that hold the floor may be down or cut off, or
+//! `w + r <= n` let the quorums miss each other, and read repair, a hint's delivery or
+//! anti-entropy may bring it to the others meanwhile. Each round merges into what the earlier
+//! said, until the floor is covered or the session's `wait_ms` passed: then `-TRYAGAIN` naming
+//! the gap, never a stale value. A coordinator holds at most [`SESSION_READS_HELD_MAX`] such
+//! reads, and refuses at once a floor stamped further ahead of its clock than any
+//! coordinator's could be (a forged token would hold every read for the whole wait).
+//!
+//! A write in session carries the session's floor too: it replaces what the floor names as
+//! well as what the coordinator holds, so the session's later write supersedes its earlier one
+//! even on a coordinator that has not heard of it (by causality, whatever the clocks say).
 //!
 //! A key deleted long enough ago may be purged on every replica (its tombstone dropped once
 //! all held it and the grace passed): every replica then answers with nothing, which covers
@@ -38,8 +45,16 @@ use crate::causality::{Siblings, VersionVector, DOT_FLOOR_LOGICAL_BITS};
 use crate::kv::{Reply, Request};
 use crate::version::NodeId;
 
-/// How often a coordinator asks every replica again for a session's floor, in ms.
+/// How long a coordinator waits before it first asks every replica again for a session's
+/// floor, in ms; each later round waits twice as long, up to [`SESSION_REASK_MAX_MS`].
 pub const SESSION_REASK_MS: u64 = 50;
+
+/// The longest wait between two rounds of asking again, in ms.
+pub const SESSION_REASK_MAX_MS: u64 = 800;
+
+/// Session reads a coordinator holds for their floor at most; one more is refused at once
+/// with `-TRYAGAIN` (each held read asks every replica again, round after round).
+pub const SESSION_READS_HELD_MAX: usize = 10_000;
 
 /// What a session asks of one request ([`Request::KeySession`], unwrapped).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,6 +94,12 @@ pub(super) struct Waiting {
     pub(super) earlier: Siblings,
     /// The floor held the read past its `r`-th reply.
     pub(super) held: bool,
+    /// How long until the next round.
+    pub(super) interval_ms: u64,
+    /// Replicas that answered an earlier round.
+    pub(super) answered: std::collections::BTreeSet<NodeId>,
+    /// It reads every replica because the session forgot the key's floor.
+    pub(super) every_replica: bool,
 }
 
 impl Waiting {
@@ -92,7 +113,29 @@ impl Waiting {
             asked_again: 0,
             earlier: Siblings::new(),
             held: false,
+            interval_ms: SESSION_REASK_MS,
+            answered: std::collections::BTreeSet::new(),
+            every_replica: ask.every_replica,
         }
+    }
+
+    /// True when the next round is due at `now_ms`.
+    pub(super) fn due(&self, now_ms: u64) -> bool {
+        now_ms >= self.asked_ms.saturating_add(self.interval_ms)
+    }
+
+    /// A new round starts at `now_ms`: `replies` (this round's) join the earlier ones.
+    pub(super) fn next_round(&mut self, now_ms: u64, replies: Vec<(NodeId, Option<Siblings>)>) {
+        for (node, state) in replies {
+            self.answered.insert(node);
+            if let Some(state) = state {
+                // Past a named limit only: the reply is left out of the floor's merge.
+                let _ = self.earlier.merge(&state);
+            }
+        }
+        self.asked_ms = now_ms;
+        self.asked_again += 1;
+        self.interval_ms = (self.interval_ms * 2).min(SESSION_REASK_MAX_MS);
     }
 
     /// True when `merged`, the merge of this round's `replies` and the earlier rounds, may
@@ -116,27 +159,56 @@ impl Waiting {
 
     /// The error for a read whose floor was not covered in time: names the gap.
     pub(super) fn gap(&self, merged: &Siblings, answered: usize, n: usize, now_ms: u64) -> Reply {
-        let missing: Vec<String> = self
+        let missing: Vec<u64> = self
             .seen
             .entries()
             .filter(|(node, counter)| merged.context().get(*node) < *counter)
-            .map(|(node, counter)| format!("{node}:{counter} (replicas have {})", merged.context().get(node)))
+            .map(|(_, counter)| counter)
             .collect();
+        let newest_ms = missing.iter().map(|counter| counter >> DOT_FLOOR_LOGICAL_BITS).max().unwrap_or(0);
         Reply::Error(format!(
-            "TRYAGAIN the {answered} of {n} replicas of this key that answered do not hold what this session wrote or read of it after {} ms (asked {} times): missing writes {}; it may be on a stand-in until a replica is back, or reach the others by anti-entropy: try again later, or REPLIKV.SESSION RESET to drop what the session saw",
+            "TRYAGAIN the {answered} of {n} replicas of this key that answered do not hold what this session wrote or read of it after {} ms (asked {} times): writes of {} coordinator(s) missing, the newest made {} ms ago; a replica that holds them may be down or cut off: try again later, or REPLIKV.SESSION RESET to drop what the session saw",
             now_ms.saturating_sub(self.started_ms),
             self.asked_again + 1,
-            missing.join(", ")
+            missing.len(),
+            now_ms.saturating_sub(newest_ms)
+        ))
+    }
+
+    /// The error for a read refused at once: this coordinator holds too many.
+    pub(super) fn too_many(&self) -> Reply {
+        Reply::Error(format!(
+            "TRYAGAIN the replies so far do not hold what this session wrote or read of the key, and this node holds {SESSION_READS_HELD_MAX} session reads already, its limit: try again later"
         ))
     }
 }
 
-/// The answer to a session read: `reply` with its receipt.
-pub(super) fn read_answer(read: &ReadOp, merged: &Siblings, reply: Reply, now_ms: u64) -> Reply {
+/// An error for a floor no coordinator could have handed out yet: a write stamped more than
+/// `ahead_ms` past `now_ms` (a forged or corrupted token would hold every read it names for
+/// the session's whole wait).
+pub(super) fn check_floor(ask: &Ask, now_ms: u64, ahead_ms: u64) -> Option<Reply> {
+    let newest_ms = ask.seen.entries().map(|(_, counter)| counter >> DOT_FLOOR_LOGICAL_BITS).max().unwrap_or(0);
+    (newest_ms > now_ms.saturating_add(ahead_ms)).then(|| {
+        Reply::err(format!(
+            "the session's floor names a write made {} ms ahead of this node's clock, past the bound of {ahead_ms} ms: a forged or damaged token? (REPLIKV.SESSION RESET forgets it)",
+            newest_ms - now_ms
+        ))
+    })
+}
+
+/// The answer to a session read: `reply` with its receipt (`aged`: the answer is a tombstone
+/// past its grace, which replicas that hold nothing need not be sent).
+pub(super) fn read_answer(read: &ReadOp, merged: &Siblings, reply: Reply, now_ms: u64, aged: bool) -> Reply {
     let Some(waiting) = &read.session else { return reply };
-    let replicas: Vec<NodeId> = read.replies.iter().map(|(node, _)| *node).collect();
-    let repaired: Vec<NodeId> =
-        read.replies.iter().filter(|(_, state)| !super::coordinator::holds(state, merged)).map(|(n, _)| *n).collect();
+    let mut replicas = waiting.answered.clone();
+    replicas.extend(read.replies.iter().map(|(node, _)| *node));
+    let replicas: Vec<NodeId> = replicas.into_iter().collect();
+    let repaired: Vec<NodeId> = read
+        .replies
+        .iter()
+        .filter(|(_, state)| !(super::coordinator::holds(state, merged) || (aged && state.is_none())))
+        .map(|(n, _)| *n)
+        .collect();
     if matches!(reply, Reply::Error(_)) {
         return reply;
     }

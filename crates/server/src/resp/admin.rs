@@ -98,8 +98,8 @@ pub struct Client {
     pub buffer_bytes: usize,
     /// The quorums `REPLIKV.CONSISTENCY` chose (leaderless mode); `None`: the cluster's.
     pub consistency: Option<replikv_core::kv::Consistency>,
-    /// Its session (single-leader and multi-leader clusters): guarantee, read source and
-    /// what it has seen ([`crate::sessions`]).
+    /// Its session (a node in a cluster, any family): guarantee, read source and what it
+    /// has seen ([`crate::sessions`]).
     pub session: Option<crate::sessions::Session>,
 }
 

@@ -321,6 +321,15 @@ impl Connection {
             if session_write_pending && self.client.session.is_some() && !is_session_write(name.as_str()) {
                 close |= self.call(&mut round).await;
             }
+            // Any answer in the session must be kept before a session command shows or changes
+            // what the session saw (its token, the last receipt, a RESET); and in a leaderless
+            // session before its next request: two reads of one key run as separate quorum
+            // operations, and the second could be answered from an older replica first.
+            let session_pending = round.in_session.iter().any(Option::is_some);
+            let orders = self.client.session.as_ref().is_some_and(|s| s.orders_each_request());
+            if session_pending && (orders || is_session_command(name.as_str())) {
+                close |= self.call(&mut round).await;
+            }
             let proto = self.client.proto;
             let local = admin::answers(name.as_str());
             match self.session.command(name.as_str(), &args, local) {
@@ -532,6 +541,14 @@ impl CommandName {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII by construction")
     }
+}
+
+/// True for the commands that show or change what a session saw.
+fn is_session_command(name: &str) -> bool {
+    matches!(
+        name,
+        "replikv.session" | "replikv.receipt" | "replikv.receipts" | "replikv.guarantee" | "replikv.readfrom"
+    )
 }
 
 /// True when a command named `name` surely writes: it may follow a session write in the

@@ -1,11 +1,15 @@
 //! A leaderless session's contexts: what the session wrote and read, per key, as causal
 //! contexts (version vectors), since a leaderless cluster has no log to name positions of.
 //!
-//! For each key it used last (at most [`SESSION_KEYS_MAX`]) the session keeps two contexts:
+//! For each key it used last (at most [`SESSION_KEYS_MAX`], fewer when their contexts are long:
+//! the token stays under [`LEADERLESS_TOKEN_BYTES_MAX`]) the session keeps two contexts:
 //! `written`, the join of the contexts of the states its acknowledged writes of the key made,
-//! and `seen`, the join of those and of the contexts its reads were answered from. Every
-//! request of one key goes to the coordinator as a [`Request::KeySession`]; a read's floor is
-//! what the guarantee needs:
+//! and `seen`, the join of those and (under `monotonic-reads`) of the contexts its reads were
+//! answered from. Every request of one key goes to the coordinator as a
+//! [`Request::KeySession`]. A write carries `seen`, and replaces what it names as well as what
+//! the coordinator holds, so a session's write never loses to its own earlier write, or one it
+//! read, on a coordinator that has not heard of it yet. A read's floor is what the guarantee
+//! needs:
 //!
 //! - `read-your-writes`: `written`, so the read reflects the session's writes of the key (or
 //!   later writes that replaced them);
@@ -20,9 +24,9 @@
 //!
 //! A session that used more keys forgets the one it used longest ago (the token stays
 //! bounded). Its reads of a key it does not track, once it forgot one, go to every replica of
-//! the key (r = n): a state a session saw was on some replica, and a replica's state only
-//! grows, so the merge of every replica covers it. The one case this does not cover is a
-//! write acknowledged by a sloppy quorum whose stand-ins have not handed it off yet.
+//! the key (r = n): a state a session saw was on some replica of the key (its own writes are
+//! on their coordinator, a replica, at least), and a replica's state only grows, so the merge
+//! of every replica covers it.
 //!
 //! # The receipt
 //!
@@ -144,7 +148,11 @@ impl Contexts {
         let wait_ms = session.settings.wait_ms;
         let guarantee = session.guarantee;
         let (seen, every_replica) = match (write, self.find(key)) {
-            (true, _) => (VersionVector::new(), false),
+            // A write replaces what the session saw of the key, so that it never loses to the
+            // session's own earlier write (or one it read) on a coordinator that has not heard
+            // of it yet.
+            (true, Some(floor)) => (floor.seen.clone(), false),
+            (true, None) => (VersionVector::new(), false),
             (false, Some(floor)) if guarantee.monotonic() => (floor.seen.clone(), false),
             (false, Some(floor)) if guarantee.own_writes() => (floor.written.clone(), false),
             (false, Some(_)) => (VersionVector::new(), false),
@@ -177,7 +185,12 @@ impl Contexts {
     }
 
     /// Joins `written` and `seen` into what the session saw of `key`, then keeps the bounds.
+    /// Nothing to join tracks nothing (a read under read-your-writes alone, or of a key no one
+    /// wrote, must not push a key out).
     fn learn(&mut self, key: u64, written: &VersionVector, seen: &VersionVector) {
+        if written.is_empty() && seen.is_empty() {
+            return;
+        }
         self.clock += 1;
         let used = self.clock;
         let index = match self.keys.iter().position(|k| k.key == key) {
@@ -202,9 +215,7 @@ impl Contexts {
     /// Forgets the keys used longest ago while the session keeps too many, or its token
     /// would be too long.
     fn keep_bounds(&mut self) {
-        while self.keys.len() > SESSION_KEYS_MAX
-            || (self.keys.len() > 1 && self.encoded_len() > LEADERLESS_TOKEN_BYTES_MAX)
-        {
+        while self.keys.len() > SESSION_KEYS_MAX || self.encoded_len() > LEADERLESS_TOKEN_BYTES_MAX {
             let oldest = self.keys.iter().enumerate().min_by_key(|(_, k)| k.used).map(|(i, _)| i).expect("not empty");
             self.keys.remove(oldest);
             self.forgot = true;
@@ -421,6 +432,35 @@ mod tests {
         assert!(s.set_guarantee(Guarantee::All).is_err());
         assert!(s.set_read_from(super::super::ReadFrom::Leader).unwrap_err().contains("no leader"));
         assert_eq!(s.guarantee(), Guarantee::MonotonicReads, "a refused guarantee changes nothing");
+    }
+
+    #[test]
+    fn reads_that_raise_no_floor_track_nothing_and_writes_carry_what_the_session_saw() {
+        let mut s = session();
+        s.set_guarantee(Guarantee::ReadYourWrites).unwrap();
+        for i in 0..2 * SESSION_KEYS_MAX {
+            round(&mut s, get(&format!("r{i}")), vv(&[("n2", 3)]), Reply::Nil);
+        }
+        assert!(s.token().ends_with("-0"), "read-your-writes reads keep nothing: {}", s.token());
+        assert_eq!(floor(&s, get("r0")), Some((VersionVector::new(), false)), "nothing forgotten: r = the cluster's");
+        s.set_guarantee(Guarantee::MonotonicReads).unwrap();
+        round(&mut s, get("k"), vv(&[("n2", 3)]), Reply::Nil);
+        let (sent, _) = round(&mut s, set("k"), vv(&[("n1", 1), ("n2", 3)]), Reply::Ok);
+        assert_eq!(sent, vv(&[("n2", 3)]), "the write replaces what the session read");
+    }
+
+    #[test]
+    fn one_key_whose_contexts_pass_the_token_bound_is_forgotten_not_kept_past_it() {
+        let mut s = session();
+        s.set_guarantee(Guarantee::MonotonicReads).unwrap();
+        let names: Vec<String> = (0..150).map(|i| format!("node{i}")).collect();
+        let wide = vv(&names.iter().map(|n| (n.as_str(), 7)).collect::<Vec<_>>());
+        round(&mut s, get("wide"), wide, Reply::Nil);
+        let token = s.token();
+        assert!(token.len() <= LEADERLESS_TOKEN_BYTES_MAX, "{} bytes", token.len());
+        assert_eq!(floor(&s, get("wide")), Some((VersionVector::new(), true)), "forgotten: read from every replica");
+        let mut other = session();
+        other.resume(&token).unwrap();
     }
 
     #[test]

@@ -50,8 +50,13 @@ use std::fmt;
 /// How long a replica behind a session waits by default before it refuses, in ms.
 pub const SESSION_WAIT_MS_DEFAULT: u64 = 1_000;
 
-/// The longest wait a file may set: a minute.
-pub const SESSION_WAIT_MS_MAX: u64 = 60_000;
+/// The longest wait a file may set: 20 s, below an HTTP request's limit
+/// (`crate::http::HTTP_REQUEST_TIMEOUT_SECS`), so that a session read over HTTP is refused
+/// with the gap rather than timed out.
+pub const SESSION_WAIT_MS_MAX: u64 = 20_000;
+
+/// The longest `read_your_writes_leader_ms` a file may set: a minute.
+pub const READ_YOUR_WRITES_LEADER_MS_MAX: u64 = 60_000;
 
 /// How long reads go to the leader after a write by default, with `read_your_writes = "leader"`.
 pub const READ_YOUR_WRITES_LEADER_MS_DEFAULT: u64 = 5_000;
@@ -326,6 +331,13 @@ impl Session {
             }
             _ => None,
         }
+    }
+
+    /// True when each request in the session must be answered before the next is sent: a
+    /// leaderless session keeping what it saw (each request is its own quorum operation, and a
+    /// pipelined read could be answered from an older replica than the read before it).
+    pub fn orders_each_request(&self) -> bool {
+        matches!(self.seen, Seen::Keys(_)) && self.keeps_positions()
     }
 
     /// True while the session keeps what it saw: a guarantee, receipts or reads on the

@@ -154,16 +154,16 @@ impl Positions {
 
     /// Adopts `token`: the newer of each position. Refused: another cluster's, or a malformed one.
     pub(super) fn resume(&mut self, token: &str, this_cluster: u32) -> Result<(), String> {
+        if token.starts_with(&format!("{}-", super::contexts::TOKEN_PREFIX)) {
+            return Err(
+                "this session token is a leaderless cluster's: positions of a leader's log are not in it".into()
+            );
+        }
         if token.len() > TOKEN_BYTES_MAX {
             return Err(format!("a session token is at most {TOKEN_BYTES_MAX} bytes, this one {}", token.len()));
         }
         let fields: Vec<&str> = token.split('-').collect();
         let malformed = || format!("{token:?} is not a session token (REPLIKV.SESSION gives one: rkv1-...)");
-        if fields.first() == Some(&super::contexts::TOKEN_PREFIX) {
-            return Err(
-                "this session token is a leaderless cluster's: positions of a leader's log are not in it".into()
-            );
-        }
         let [version, cluster, wl, we, rl, re, wms] = fields[..] else { return Err(malformed()) };
         if version != "rkv1" {
             return Err(malformed());
@@ -328,5 +328,8 @@ mod tests {
         for bad in ["", "rkv1", "rkv2-0-0-0-0-0-0", "rkv1-zz-0-0-0-0-0", "rkv1-+1-0-0-0-0-0", &"a".repeat(200)] {
             assert!(elsewhere.resume(bad).is_err(), "{bad}");
         }
+        // A leaderless token is named as one, however long.
+        let leaderless = format!("rkv1l-0-0-{}", "1~2.3~=-".repeat(40));
+        assert!(elsewhere.resume(&leaderless).unwrap_err().contains("a leaderless cluster's"));
     }
 }
