@@ -55,4 +55,5 @@
 pub mod checks;
 pub mod clients;
 pub mod run;
+pub mod sessions;
 pub mod world;

@@ -18,6 +18,8 @@ fn config(seed: u64, resolve: Resolve, faults: Faults) -> Config {
         quiet_ms: 10_000,
         faults,
         canary: Canary::None,
+        follower_reads: false,
+        session_canary: SessionCanary::None,
     }
 }
 
