@@ -1,7 +1,7 @@
 //! Session guarantees in a multi-leader cluster, judged from the history alone (no replica's
 //! state, no stamp, no session position): read-your-writes, monotonic reads and consistent
 //! prefix per session, in the vocabulary of the single-leader checker
-//! ([`crate::check::sessions`]: its [`Anomaly`], [`Figures`] and [`Judged`]); and, for the
+//! ([`crate::check::sessions`]: its [`Anomaly`], `Figures` and [`Judged`]); and, for the
 //! sessions promised nothing, how often each anomaly happened.
 //!
 //! A session lives in one datacenter: it writes on that datacenter's leader, reads from any
@@ -67,7 +67,7 @@
 //! - Fact 1 fails where a node lost its data and handed out a dot again (a *clash*, logged
 //!   by the node); acknowledged writes are durable, so the simulator does not make one.
 
-use crate::check::sessions::{Anomaly, Figures, Judged};
+use crate::check::sessions::{Anomaly, Judged};
 use crate::history::ClientId;
 use crate::leaderless::history::{LeaderlessHistory, Op, Outcome};
 use crate::session::Guarantee;
@@ -208,7 +208,10 @@ pub fn check(
                 continue;
             };
             let live = seen.iter().copied().filter(|&v| writes.older(v, dc, t)).collect();
-            raise(floors.entry((Anomaly::MonotonicRegression, key)).or_default(), Floor { invoke_ms: t, write: newest, live });
+            raise(
+                floors.entry((Anomaly::MonotonicRegression, key)).or_default(),
+                Floor { invoke_ms: t, write: newest, live },
+            );
             for &other in &keys {
                 if let Some((invoke_ms, write)) = writes.cause(other, dc, t) {
                     let floor = Floor { invoke_ms, write, live: Vec::new() };

@@ -2,6 +2,7 @@
 //! writes in datacenter 0 too, client 2 in datacenter 1.
 
 use super::*;
+use crate::check::sessions::Figures;
 use crate::history::{Event, History};
 use crate::leaderless::history::Seen;
 
@@ -17,7 +18,14 @@ fn del(client: ClientId, key: &str, write: u64, at: (u64, u64)) -> Event<Op, Out
 
 fn read(key: &str, values: &[u64], at: (u64, u64)) -> Event<Op, Outcome> {
     let outcome = Outcome::Read(Seen { values: values.to_vec(), context: None });
-    Event { client: 1, node: Some(1), op: Op::Read { key: key.into() }, invoke_ms: at.0, complete_ms: Some(at.1), outcome }
+    Event {
+        client: 1,
+        node: Some(1),
+        op: Op::Read { key: key.into() },
+        invoke_ms: at.0,
+        complete_ms: Some(at.1),
+        outcome,
+    }
 }
 
 /// The violations client 1 is judged on under `guarantee`, and what its session saw.
