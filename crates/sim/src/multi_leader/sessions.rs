@@ -17,7 +17,7 @@
 //!
 //! 1. **Dead stays dead.** Along a datacenter's log a key's causal context only grows, and a
 //!    write whose dot the context covers but which the state no longer holds never comes
-//!    back: [`Siblings::merge`] keeps an arriving sibling only if this side has not seen its
+//!    back: [`Siblings::merge`](replikv_core::causality::Siblings::merge) keeps an arriving sibling only if this side has not seen its
 //!    dot, a local write drops siblings and adds only its own, and `keep_winner` and the
 //!    sibling bound only drop. (`receive` merges, then under `lww` keeps the winner; a change
 //!    that cannot be merged or stored leaves the state as it was.)
@@ -92,6 +92,9 @@ struct Floor {
     live: Vec<u64>,
 }
 
+/// An acknowledged plain write as the floors look it up: (acknowledged, invocation, number).
+type Acked = (u64, u64, u64);
+
 /// The run's writes, indexed for the floors.
 struct Writes<'h> {
     /// By number.
@@ -99,7 +102,7 @@ struct Writes<'h> {
     /// Per (key, datacenter), acknowledged plain writes as (acknowledged, invocation,
     /// number), by acknowledgement, the invocation and number the newest by invocation up to
     /// each.
-    plain: BTreeMap<(&'h str, usize), Vec<(u64, u64, u64)>>,
+    plain: BTreeMap<(&'h str, usize), Vec<Acked>>,
     /// Per key, when its first DEL was invoked.
     first_del_ms: BTreeMap<&'h str, u64>,
 }
