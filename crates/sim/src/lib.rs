@@ -21,7 +21,8 @@
 //!   the exchange of changes between their leaders), partitions that may cut a whole
 //!   datacenter off, clients attached to one datacenter each, and checkers for convergence
 //!   and for what the conflict rule promises (`lww` losers logged and outversioned, `merge`
-//!   values merged once, `app` siblings kept).
+//!   values merged once, `app` siblings kept); with `follower_reads`, sessions that read from
+//!   any node of their datacenter, judged in that datacenter's log.
 //! - [`gossip`]: the lecture's gossip example at scale, 100,000 light replicas running the real
 //!   anti-entropy exchange, set against random-gossip theory (no faults, no checkers).
 //! - Shared: [`disk`], an engine whose writes are durable only once their simulated fsync

@@ -1,6 +1,9 @@
-//! The simulated client's session (single-leader, `--follower-reads`): the front end's
-//! bookkeeping (`replikv-server`'s `sessions.rs`), redone here so that the simulator does not
-//! depend on the server.
+//! The simulated client's session (single-leader, and multi-leader inside a datacenter,
+//! `--follower-reads`): the front end's bookkeeping (`replikv-server`'s `sessions.rs`), redone
+//! here so that the simulator does not depend on the server.
+//!
+//! A multi-leader datacenter runs the single-leader protocol inside, so its sessions are the
+//! same, with positions of that datacenter's own log; a session never leaves its datacenter.
 //!
 //! A session keeps two positions of the leader's history: `written`, the newest record its
 //! acknowledged writes made, and `read`, the newest state its reads (and, under a monotonic
@@ -28,8 +31,11 @@
 //! - No `REPLIKV.SESSION RESET`: a session whose position a failover cut stays refused by
 //!   every replica for the rest of the run (it keeps writing).
 
+use crate::history::ClientId;
+use rand::Rng;
 use replikv_core::kv::{Reply, Request, SessionPosition};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// How long a follower that does not hold a session's position waits for it, in virtual
 /// milliseconds (the server's `session_wait_ms`); shorter than a client's timeout.
@@ -125,6 +131,13 @@ fn newer(a: SessionPosition, b: SessionPosition) -> SessionPosition {
     } else {
         a
     }
+}
+
+/// A guarantee for each of `clients`, drawn from an RNG of `seed`'s own, so that a world's
+/// stream of choices does not depend on it (every family's session clients draw here).
+pub fn draw_guarantees(seed: u64, clients: std::ops::Range<ClientId>) -> BTreeMap<ClientId, Guarantee> {
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5345_5353_494f_4e53);
+    clients.map(|id| (id, Guarantee::ALL[rng.gen_range(0..Guarantee::ALL.len())])).collect()
 }
 
 #[cfg(test)]

@@ -860,8 +860,7 @@ fn draw_sessions(config: &SimConfig) -> BTreeMap<ClientId, Guarantee> {
     if !config.follower_reads {
         return BTreeMap::new();
     }
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(config.seed ^ 0x5345_5353_494f_4e53);
-    (1..config.clients as ClientId).map(|id| (id, Guarantee::ALL[rng.gen_range(0..Guarantee::ALL.len())])).collect()
+    crate::session::draw_guarantees(config.seed, 1..config.clients as ClientId)
 }
 
 /// The options of every simulated log.

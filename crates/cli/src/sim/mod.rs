@@ -36,6 +36,7 @@ replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
 replikv sim --mode leaderless --n 3 --w 1 --r 1 --conflicts siblings --fsync never --seeds 0..500\n  \
 replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --resolve merge --seeds 0..500\n  \
+replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --acks semi-sync:1 --follower-reads --seeds 0..300   # sessions per datacenter\n  \
 replikv sim --gossip --nodes 100000 --interval-ms 3000 --style push --runs 5   # the lecture's gossip\n\n\
 Faults (rates per message, or per virtual millisecond): drop, dup, delay=MIN..MAX (ms), partition,\n\
 crash, pause, skew (ms), drift (ppm). Without --faults each seed draws its own mix.")]
@@ -125,7 +126,8 @@ pub struct SimArgs {
     /// in sessions, each with a guarantee drawn from the seed (none, read-your-writes,
     /// monotonic-reads or consistent-prefix), and write on the leader; the run checks each
     /// session's guarantee from the history and counts the anomalies the sessions without
-    /// one saw.
+    /// one saw. Multi-leader: every client does so inside its datacenter (reads from any of
+    /// its nodes, positions of its log), under every --resolve.
     #[arg(long)]
     pub follower_reads: bool,
     /// Multi-leader: datacenters, 2 to 5 (2 by default).
@@ -196,9 +198,10 @@ pub enum CanaryArg {
     /// Followers apply what they matched without waiting for their leader to hold it durably.
     FollowerAppliesUndurable,
     /// Followers answer session reads at once, without waiting for the session's position
-    /// (use with --follower-reads).
+    /// (use with --follower-reads; single-leader, or multi-leader inside each datacenter).
     SessionNoWait,
-    /// The simulated clients' sessions forget their read positions (use with --follower-reads).
+    /// The simulated clients' sessions forget their read positions (use with --follower-reads;
+    /// single-leader or multi-leader).
     TokenForgetsRead,
     /// Leaderless: a coordinator counts each replica's acknowledgement twice.
     CountAckTwice,

@@ -3,17 +3,22 @@
 //! operations and faults, what the exchange counted (changes shipped and received, conflicts,
 //! shipments held back by the clock-skew allowance), and what the write checkers counted
 //! (acknowledged writes, those no other write had seen, `lww` losers logged, writes rolled
-//! back inside a datacenter).
+//! back inside a datacenter); with `--follower-reads`, what the sessions of each guarantee
+//! saw reading from any node of their datacenter.
 
 use super::{fixed_faults, refuse_flags, sweep, SimArgs};
 use crate::output::outln;
 use anyhow::{bail, Result};
 use replikv_core::multi_leader::{Canary, Resolve};
+use replikv_core::single_leader::Canary as SessionCanary;
 use replikv_server::config::Acks;
+use replikv_sim::check::sessions::Figures as SessionFigures;
 use replikv_sim::multi_leader::checks::Figures;
 use replikv_sim::multi_leader::run::{run, Report};
 use replikv_sim::multi_leader::world::{Config, DATACENTERS_MAX, DC_NODES_MAX};
 use replikv_sim::run::{swarm_faults, RunCounts};
+use replikv_sim::session::Guarantee;
+use std::collections::BTreeMap;
 
 /// Datacenters when `--datacenters` is not given.
 const DATACENTERS_DEFAULT: usize = 2;
@@ -29,7 +34,6 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--nodes", args.nodes.is_some()),
         ("--no-failover", args.no_failover),
         ("--read-lease", args.read_lease),
-        ("--follower-reads", args.follower_reads),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
     ];
     refuse_flags(single_leader, "single-leader")?;
@@ -54,9 +58,17 @@ pub fn main(args: &SimArgs) -> Result<()> {
     let resolve = Resolve::parse(args.resolve.as_deref().unwrap_or("lww")).map_err(anyhow::Error::msg)?;
     let fixed = fixed_faults(args)?;
     let canary = args.canary.planted_multi_leader();
-    args.canary.announce(canary != Canary::None, args.mode)?;
+    let session_canary = match args.canary.planted().0 {
+        c @ (SessionCanary::SessionNoWait | SessionCanary::TokenForgetsRead) => c,
+        _ => SessionCanary::None,
+    };
+    args.canary.announce(canary != Canary::None || session_canary != SessionCanary::None, args.mode)?;
+    if session_canary != SessionCanary::None && !args.follower_reads {
+        bail!("--canary {:?} plants a bug in sessions: use it with --follower-reads", args.canary);
+    }
     let mut totals = Totals::default();
     let mut survive = true;
+    let mut sessions = BTreeMap::<Guarantee, SessionFigures>::new();
     let (seeds, failed, gave_up) = sweep(args, |seed| {
         let config = Config {
             seed,
@@ -71,10 +83,15 @@ pub fn main(args: &SimArgs) -> Result<()> {
             quiet_ms: args.quiet_ms,
             faults: fixed.clone().unwrap_or_else(|| swarm_faults(seed)),
             canary,
+            follower_reads: args.follower_reads,
+            session_canary,
         };
         survive = config.acks_survive_failover();
         let report = run(config);
         totals.add(&report);
+        for (guarantee, figures) in &report.sessions {
+            sessions.entry(*guarantee).or_default().add(figures);
+        }
         let replay = report.replay();
         (report.judgement, replay)
     });
@@ -94,6 +111,19 @@ pub fn main(args: &SimArgs) -> Result<()> {
         f.rolled_back,
         if survive { "" } else { " (excused: these acks do not survive failover)" }
     );
+    if args.follower_reads {
+        let judged = match survive {
+            true => "judged sessions fail the run; the rest are counted",
+            false => "not judged: these acks do not survive failover; counted",
+        };
+        outln!(
+            "sessions reading from any node of their datacenter ({judged}); {} reads answered TRYAGAIN:",
+            totals.tryagain
+        );
+        for (guarantee, figures) in &sessions {
+            outln!("  {}: {}", guarantee.name(), figures.summary());
+        }
+    }
     if !failed.is_empty() {
         bail!("checks failed for seed(s) {failed:?}");
     }
@@ -117,6 +147,8 @@ struct Totals {
     held_back: u64,
     /// What the write checkers counted.
     figures: Figures,
+    /// Session reads answered `-TRYAGAIN`.
+    tryagain: u64,
 }
 
 impl Totals {
@@ -129,6 +161,7 @@ impl Totals {
         self.conflicts += report.counters.conflicts;
         self.held_back += report.counters.held_back;
         self.figures.add(&report.figures);
+        self.tryagain += report.tryagain;
     }
 
     /// The operations, the exchange and the faults, as a phrase.

@@ -69,7 +69,8 @@ impl Anomaly {
         }
     }
 
-    const ALL: [Anomaly; 3] = [Anomaly::StaleOwnWrite, Anomaly::MonotonicRegression, Anomaly::EffectBeforeCause];
+    /// Every anomaly, in the order verdicts are listed.
+    pub const ALL: [Anomaly; 3] = [Anomaly::StaleOwnWrite, Anomaly::MonotonicRegression, Anomaly::EffectBeforeCause];
 }
 
 /// How often one anomaly happened.

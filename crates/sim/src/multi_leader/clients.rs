@@ -11,11 +11,20 @@
 //! after [`CLIENT_TIMEOUT_MS`], or at once when its node crashes (the connection resets), and
 //! tries another node of its datacenter: the operation is then indeterminate, as is a write
 //! answered `NOREPLICAS` ("it may or may not be there"). In the quiet phase the clients stop.
+//!
+//! With `follower_reads`, every client keeps a session ([`crate::session`], its guarantee
+//! drawn from the seed): it sends each read to a node of its datacenter drawn at random,
+//! followers included, and every request as a `Request::Session` with the floor its guarantee
+//! needs (writes still to the leader, so that their replies carry the record they made). Its
+//! positions are of its datacenter's log and move only with replies that are not errors; a
+//! `-TRYAGAIN` from a follower still behind the session took no effect and is not recorded
+//! (it is counted). The history records each operation's node.
 
 use super::world::World;
 use crate::history::{ClientId, Event};
 use crate::leaderless::history::{Op, Outcome, Seen};
 use crate::net::Packet;
+use crate::session::Session;
 use bytes::Bytes;
 use rand::Rng;
 use replikv_core::kv::{Reply, Request};
@@ -47,6 +56,8 @@ pub(super) struct Client {
     target: Option<usize>,
     /// The context token of its last siblings read of each key.
     tokens: BTreeMap<String, Bytes>,
+    /// Its session, when it reads from any node of its datacenter (`follower_reads`).
+    session: Option<Session>,
 }
 
 /// A client's operation in flight.
@@ -58,12 +69,14 @@ struct Outstanding {
     op: Op,
     /// When it was sent.
     invoke_ms: u64,
+    /// The node it was sent to.
+    node: usize,
 }
 
 impl Client {
-    /// Client number `id`, idle, attached to datacenter `dc`.
-    pub(super) fn new(id: usize, dc: usize) -> Client {
-        Client { id: id as ClientId, dc, outstanding: None, next_at: 0, target: None, tokens: BTreeMap::new() }
+    /// Client number `id`, idle, attached to datacenter `dc`, in `session` if it has one.
+    pub(super) fn new(id: usize, dc: usize, session: Option<Session>) -> Client {
+        Client { id: id as ClientId, dc, outstanding: None, next_at: 0, target: None, tokens: BTreeMap::new(), session }
     }
 
     /// True when it has nothing in flight.
@@ -78,7 +91,7 @@ impl World {
         for c in 0..self.clients.len() {
             match &self.clients[c].outstanding {
                 Some(o) => {
-                    let reset = self.clients[c].target.is_some_and(|t| self.ground.health[t].down_until.is_some());
+                    let reset = self.ground.health[o.node].down_until.is_some();
                     if reset {
                         self.give_up(c, "lost its connection");
                     } else if o.invoke_ms + CLIENT_TIMEOUT_MS <= self.ground.now {
@@ -92,14 +105,20 @@ impl World {
     }
 
     /// Client `c` sends its next operation to the node it takes for its datacenter's leader
-    /// (the datacenter's first node at the start).
+    /// (the datacenter's first node at the start); in a session, a read to any node of it.
     fn issue(&mut self, c: usize) {
         let key = format!("k{}", self.ground.rng.gen_range(0..self.config.keys));
         let dc = self.clients[c].dc;
         let first = self.dc_nodes(dc).start;
-        let node = *self.clients[c].target.get_or_insert(first);
+        let mut node = *self.clients[c].target.get_or_insert(first);
         let op = self.draw_op(c, key);
-        let request = self.request(c, &op);
+        let mut request = self.request(c, &op);
+        if let Some(session) = &self.clients[c].session {
+            if op.write().is_none() {
+                node = self.ground.rng.gen_range(self.dc_nodes(dc));
+            }
+            request = session.wrap(request);
+        }
         self.next_request += 1;
         let id = self.next_request;
         self.requests.insert(id, c);
@@ -107,7 +126,7 @@ impl World {
             self.writes_sent.insert(id, (write, op.key().to_string()));
         }
         self.ground.counts.ops += 1;
-        self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now });
+        self.clients[c].outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now, node });
         self.ground.send(None, node, Packet::Request { id, request });
     }
 
@@ -156,9 +175,14 @@ impl World {
         let Some(outstanding) = self.clients[c].outstanding.take_if(|o| o.id == id) else {
             return; // it gave up already
         };
+        // A session's reply moves its positions and is then what the client sees.
+        let reply = match (self.clients[c].session.as_mut(), reply) {
+            (Some(session), reply) => session.observe(reply, outstanding.op.write().is_some()),
+            (None, Reply::InSession { reply, .. }) => *reply,
+            (None, reply) => reply,
+        };
         let outcome = self.outcome(c, &outstanding.op, &reply);
-        let at = self.clients[c].target.map_or(0, |t| t + 1);
-        self.trace(format!("client {c} {:?} at n{at} -> {reply:?}", outstanding.op));
+        self.trace(format!("client {c} {:?} at n{} -> {reply:?}", outstanding.op, outstanding.node + 1));
         match outcome {
             Some(outcome) => self.record(c, outstanding, outcome),
             None => self.ground.counts.refused += 1,
@@ -179,6 +203,10 @@ impl World {
                 if e.starts_with("NOREPLICAS") || e.contains("may or may not") =>
             {
                 Some(Outcome::Indeterminate)
+            }
+            (Op::Read { .. }, Reply::Error(e)) if e.starts_with("TRYAGAIN") => {
+                self.tryagain += 1; // a follower behind the session: no effect
+                None
             }
             (Op::Read { key }, _) => self.seen(c, key, reply).map(Outcome::Read),
             (_, Reply::Error(_)) => None,
@@ -277,7 +305,7 @@ impl World {
         }
         self.history.events.push(Event {
             client: self.clients[c].id,
-            node: None,
+            node: Some(outstanding.node),
             op: outstanding.op,
             invoke_ms: outstanding.invoke_ms,
             complete_ms: determinate.then_some(self.ground.now + 1),

@@ -7,9 +7,12 @@
 //! - [`world`]: the datacenters, their nodes, disks, logs and clocks, the oracle that notes
 //!   what each write was stamped with, and the quiet phase.
 //! - [`clients`]: the workload (SET, DEL, GET or REPLIKV.SIBLINGS on a few keys), each client
-//!   writing to its own datacenter's leader and following `-READONLY` to it.
+//!   writing to its own datacenter's leader and following `-READONLY` to it; with
+//!   `follower_reads`, in a session ([`crate::session`]) that reads from any node of its
+//!   datacenter.
 //! - [`checks`]: the checkers, pure functions of the history, the stamps, the final states
 //!   and the conflict and rollback logs.
+//! - [`sessions`]: the session checkers, pure functions of the history.
 //! - [`run`]: one seed to verdicts and figures, and the command that replays it.
 //!
 //! # What is checked
@@ -24,14 +27,20 @@
 //! exactly once (what a read joins). (d) Under `app`, every such write, deletes included, is
 //! among the final siblings. Acknowledged writes cut by a failover inside a datacenter whose
 //! acknowledgements do not survive one (`async`, or too few semi-sync followers) are excused
-//! when a rollback log holds them, and counted.
+//! when a rollback log holds them, and counted. (e) With `follower_reads`, each session keeps
+//! its guarantee (read-your-writes, monotonic reads or consistent prefix) in its
+//! datacenter's log, judged from the history where acknowledged writes survive a failover;
+//! a read that returns another datacenter's write is never called stale (it may win, join
+//! or stand beside later), so the checkers are sound, not complete ([`sessions`]).
 //!
 //! # What is counted
 //!
 //! Operations and faults (as every family), acknowledged writes, those no other write had
 //! seen (the conflicts' raw material), the `lww` losers (each logged), the writes rolled back
 //! inside a datacenter, and the exchange's counters: changes shipped and received, conflicts
-//! detected, shipments held back by the clock-skew allowance, shipments refused.
+//! detected, shipments held back by the clock-skew allowance, shipments refused; with
+//! `follower_reads`, how often the sessions of each guarantee (none included) saw each
+//! anomaly, and the session reads answered `-TRYAGAIN`.
 //!
 //! # The canaries
 //!
@@ -41,13 +50,17 @@
 //! under `lww`, losers not written to the conflict log ((b) fails); under `merge`, a leader
 //! that applies the arriving values a second time as its own writes ((c) fails, and (a)).
 //! `run`'s tests replay a seed that catches each, found by a sweep
-//! (`replikv sim --mode multi-leader --canary ... --seeds 0..500`).
+//! (`replikv sim --mode multi-leader --canary ... --seeds 0..500`). The single-leader session
+//! canaries are planted here too (`Config::session_canary`): `SessionNoWait` in the replica
+//! inside every datacenter (a follower answers a session read at once), `TokenForgetsRead`
+//! in the clients' sessions; the session checkers must catch them.
 //!
 //! CAVEATS
 //! - Partitions are one at a time: one node, or one datacenter, cut from the rest.
 //! - Keys never expire and read-modify-writes are not issued (the family refuses them).
-//! - Reads are recorded but not judged: a datacenter's reads are eventually consistent by
-//!   design, and the final states are what the checkers judge.
+//! - Plain reads (no `follower_reads`) are recorded but not judged: a datacenter's reads are
+//!   eventually consistent by design, and the final states are what the checkers judge.
+//! - A session never reads in another datacenter (the server refuses a token from one).
 //! - Logs are kept whole through a run, so a datacenter never falls behind the retained log
 //!   (the core cannot bring one up to date then; see its caveats).
 //! - The conflict logs are read up to `CONFLICTS_LISTED_MAX` entries per key and node.
@@ -55,4 +68,5 @@
 pub mod checks;
 pub mod clients;
 pub mod run;
+pub mod sessions;
 pub mod world;

@@ -45,10 +45,12 @@
 use crate::disk::{Disk, SimEngine};
 use crate::faults::Faults;
 use crate::ground::{FamilyWorld, Ground};
+use crate::history::ClientId;
 use crate::host::{Clock, Pending};
 use crate::leaderless::history::{LeaderlessHistory as MultiLeaderHistory, Stamp};
 use crate::net::Packet;
 use crate::run::{Judgement, Verdict};
+use crate::session::{Guarantee, Session};
 use crate::world::{log_options, torn_log};
 use rand::Rng;
 use replikv_core::causality::{Siblings, VersionVector};
@@ -114,6 +116,12 @@ pub struct Config {
     pub faults: Faults,
     /// A bug planted in the nodes, to test the checkers.
     pub canary: Canary,
+    /// Every client keeps a session and reads from any node of its datacenter
+    /// ([`super::clients`]); off, every operation goes to the datacenter's leader.
+    pub follower_reads: bool,
+    /// A session bug planted in the replica inside each datacenter (`SessionNoWait`) or in
+    /// the clients' sessions (`TokenForgetsRead`), to test the session checkers.
+    pub session_canary: single_leader::Canary,
 }
 
 impl Config {
@@ -186,6 +194,10 @@ pub struct World {
     pub stamps: BTreeMap<u64, Stamp>,
     /// The exchange counters of replicas that crashed.
     retired: ExchangeCounters,
+    /// The guarantee of each client's session (`follower_reads`).
+    pub sessions: BTreeMap<ClientId, Guarantee>,
+    /// Session reads answered `-TRYAGAIN` (a follower behind the session, after its wait).
+    pub tryagain: u64,
 }
 
 impl World {
@@ -225,6 +237,7 @@ impl World {
             local.ship_bytes_max = 4 * 1024;
             local.window_bytes_max = 32 * 1024;
             local.snapshot_chunk_bytes_max = 512;
+            local.canary = config.session_canary;
             let settings = replikv_core::multi_leader::Settings {
                 local,
                 datacenters: datacenters.clone(),
@@ -253,7 +266,17 @@ impl World {
             node.replica = Some(open(&node, files, 0).expect("a fresh replica opens"));
             nodes.push(node);
         }
-        let clients = (0..config.clients).map(|c| super::clients::Client::new(c, c % config.datacenters)).collect();
+        let sessions = match config.follower_reads {
+            true => crate::session::draw_guarantees(config.seed, 0..config.clients as ClientId),
+            false => BTreeMap::new(),
+        };
+        let forgets = config.session_canary == single_leader::Canary::TokenForgetsRead;
+        let clients = (0..config.clients)
+            .map(|c| {
+                let session = sessions.get(&(c as ClientId)).map(|&g| Session::new(g, forgets));
+                super::clients::Client::new(c, c % config.datacenters, session)
+            })
+            .collect();
         World {
             config,
             ground,
@@ -268,7 +291,14 @@ impl World {
             history: MultiLeaderHistory::default(),
             stamps: BTreeMap::new(),
             retired: ExchangeCounters::default(),
+            sessions,
+            tryagain: 0,
         }
+    }
+
+    /// Every client's datacenter.
+    pub fn client_datacenters(&self) -> BTreeMap<ClientId, usize> {
+        (0..self.config.clients).map(|c| (c as ClientId, c % self.config.datacenters)).collect()
     }
 
     /// Writes a trace line.
@@ -502,6 +532,11 @@ impl World {
     /// context its token names.
     fn watched_write(&self, input: &Input) -> Option<(u64, String, Option<VersionVector>)> {
         let Input::Request { id, request } = input else { return None };
+        // A session's write is the same write, positioned.
+        let request = match request {
+            Request::Session { request, .. } => request.as_ref(),
+            request => request,
+        };
         let token = match request {
             Request::Set { .. } | Request::Del { .. } => None,
             Request::SetContext { key, context, .. } => replikv_core::causality::decode_context(key, context).ok(),

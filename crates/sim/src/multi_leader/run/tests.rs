@@ -18,6 +18,8 @@ fn config(seed: u64, resolve: Resolve, faults: Faults) -> Config {
         quiet_ms: 10_000,
         faults,
         canary: Canary::None,
+        follower_reads: false,
+        session_canary: SessionCanary::None,
     }
 }
 
@@ -122,4 +124,86 @@ fn a_deposed_leader_with_a_long_divergent_suffix_catches_up() {
     (c.datacenters, c.dc_nodes, c.acks_needed, c.clients, c.safety_ms, c.quiet_ms) = (3, 3, 2, 5, 5_000, 20_000);
     let report = run(c);
     assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+}
+
+/// A run of `seed` with sessions: 3 datacenters of 3 nodes (semi-sync:1 inside, so that one
+/// follower of each lags), `resolve`, 6 clients on 3 keys, 2 s of faults.
+fn sessions_config(seed: u64, resolve: Resolve, faults: Faults) -> Config {
+    let mut c = config(seed, resolve, faults);
+    (c.datacenters, c.dc_nodes, c.acks_label, c.follower_reads) = (3, 3, "semi-sync:1".into(), true);
+    c
+}
+
+/// The three session verdicts of `report`.
+fn session_verdicts(report: &Report) -> Vec<&Verdict> {
+    let names = Anomaly::ALL.map(session_checker);
+    report.judgement.verdicts.iter().filter(|(name, _)| names.contains(&name.as_str())).map(|(_, v)| v).collect()
+}
+
+#[test]
+fn sessions_keep_their_guarantees_in_their_datacenter_under_every_rule() {
+    for resolve in [Resolve::Lww, Resolve::Merge, Resolve::App] {
+        for seed in 0..CI_SEEDS / 2 {
+            let report = run(sessions_config(seed, resolve, swarm_faults(seed)));
+            assert!(
+                !report.failed(),
+                "{resolve}, seed {seed}: {:?}\nreplay: {}",
+                report.judgement.verdicts,
+                report.replay()
+            );
+            assert_eq!(session_verdicts(&report), [&Verdict::Pass; 3], "{resolve}, seed {seed}: judged");
+            let reads: u64 = report.sessions.values().map(|f| f.reads).sum();
+            assert!(reads > 20, "{resolve}, seed {seed}: the sessions read: {:?}", report.sessions);
+        }
+    }
+    // Where acknowledgements do not survive a failover, nothing is promised.
+    let mut c = sessions_config(0, Resolve::Lww, swarm_faults(0));
+    (c.acks_needed, c.acks_label) = (0, "async".into());
+    assert_eq!(session_verdicts(&run(c)), [&Verdict::NotApplicable; 3]);
+}
+
+#[test]
+fn without_a_guarantee_sessions_see_each_anomaly_at_a_lag() {
+    // One message in 20 dropped: a follower that missed an append lags its datacenter's
+    // leader until the resend, and the sessions promised nothing read from it.
+    let mut figures = BTreeMap::<Guarantee, sessions::Figures>::new();
+    for seed in 0..4 {
+        let faults = Faults::parse("drop=0.05").expect("a fault spec");
+        let report = run(sessions_config(seed, Resolve::Lww, faults));
+        assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+        for (g, f) in &report.sessions {
+            figures.entry(*g).or_default().add(f);
+        }
+    }
+    let none = &figures[&Guarantee::None];
+    for anomaly in Anomaly::ALL {
+        assert!(none.tallies.get(&anomaly).is_some_and(|t| t.seen > 0), "{anomaly:?} never seen: {}", none.summary());
+    }
+}
+
+#[test]
+fn every_session_canary_is_caught_inside_a_datacenter() {
+    // Seeds found by `replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --acks
+    // semi-sync:1 --resolve ... --follower-reads --canary session-no-wait|token-forgets-read
+    // --steps 2000 --quiet-ms 10000 --clients 6 --seeds 0..10` (most seeds catch each).
+    let any = Anomaly::ALL.map(session_checker);
+    let monotonic = [Anomaly::MonotonicRegression, Anomaly::EffectBeforeCause].map(session_checker);
+    for (canary, resolve, seed, checkers) in [
+        (SessionCanary::SessionNoWait, Resolve::Lww, 2, &any[..]),
+        (SessionCanary::SessionNoWait, Resolve::Merge, 3, &any[..]),
+        (SessionCanary::SessionNoWait, Resolve::App, 1, &any[..]),
+        (SessionCanary::TokenForgetsRead, Resolve::Lww, 6, &monotonic[..]),
+        (SessionCanary::TokenForgetsRead, Resolve::Merge, 3, &monotonic[..]),
+        (SessionCanary::TokenForgetsRead, Resolve::App, 1, &monotonic[..]),
+    ] {
+        let mut c = sessions_config(seed, resolve, swarm_faults(seed));
+        c.session_canary = canary;
+        let report = run(c);
+        let caught = report.judgement.failures();
+        assert!(
+            !caught.is_empty() && caught.iter().all(|checker| checkers.contains(checker)),
+            "{canary:?} under {resolve} at seed {seed}: caught by {caught:?}, expected {checkers:?}\nreplay: {}",
+            report.replay()
+        );
+    }
 }
