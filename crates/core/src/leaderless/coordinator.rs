@@ -870,6 +870,7 @@ impl<E: Engine> Leaderless<E> {
         let blocking = self.settings.read_repair == ReadRepair::Blocking;
         let conflicts = self.settings.conflicts;
         let hinted_handoff = self.settings.hinted_handoff;
+        let floor_ignored = self.settings.canary == Canary::SessionFloorIgnored;
         let me = self.settings.common.node;
         let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
         match &mut op.kind {
@@ -932,7 +933,8 @@ impl<E: Engine> Leaderless<E> {
                     };
                     if let Some(waiting) = &mut read.session {
                         let grace = self.settings.tombstone_grace_ms;
-                        if !waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace) {
+                        let covered = waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace);
+                        if !covered && !floor_ignored {
                             // Held for the session's floor: the other replies, or a round
                             // asked again (see `tick`), may cover it.
                             waiting.held = true;

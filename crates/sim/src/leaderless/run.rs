@@ -105,6 +105,8 @@ pub fn canary_name(canary: Canary) -> &'static str {
         Canary::RepairWithFirstReply => "repair-with-first-reply",
         Canary::ExchangeSkipsSubtree => "exchange-skips-subtree",
         Canary::TreeNotUpdatedOnRepair => "tree-not-updated-on-repair",
+        Canary::SessionFloorIgnored => "session-floor-ignored",
+        Canary::TokenForgetsRead => "token-forgets-read",
     }
 }
 
