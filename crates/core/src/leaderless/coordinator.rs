@@ -464,8 +464,15 @@ impl<E: Engine> Leaderless<E> {
         self.counters.reads_coordinated += 1;
         let session = ask.as_ref().map(|ask| Waiting::new(ask, now_ms));
         let wait_ms = ask.map_or(0, |ask| ask.wait_ms);
-        let read =
-            ReadOp { what, quorums, replies, answer: None, holders: BTreeSet::new(), repaired: BTreeSet::new(), session };
+        let read = ReadOp {
+            what,
+            quorums,
+            replies,
+            answer: None,
+            holders: BTreeSet::new(),
+            repaired: BTreeSet::new(),
+            session,
+        };
         let deadline_ms = now_ms + self.settings.request_timeout_ms.max(wait_ms);
         let op = Op {
             client: Some(client),

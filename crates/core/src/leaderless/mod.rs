@@ -98,8 +98,8 @@ pub mod tree;
 
 mod coordinator;
 pub mod gossip;
-pub mod session;
 pub mod hints;
+pub mod session;
 pub mod tombstones;
 
 pub use gossip::REBUILD_KEYS_PER_TICK;

@@ -14,12 +14,8 @@ impl Cluster {
     fn send_in_session(&mut self, i: usize, line: &str, seen: &VersionVector, wait_ms: u64) -> RequestId {
         self.next_id += 1;
         let id = self.next_id;
-        let request = Request::KeySession {
-            seen: seen.clone(),
-            wait_ms,
-            every_replica: false,
-            request: Box::new(request(line)),
-        };
+        let request =
+            Request::KeySession { seen: seen.clone(), wait_ms, every_replica: false, request: Box::new(request(line)) };
         self.step(i, Input::Request { id, request });
         id
     }
@@ -113,7 +109,10 @@ fn a_session_read_asks_again_until_anti_entropy_brings_the_floor_and_says_so() {
     c.settle();
     assert!(!c.replies.contains_key(&id), "nodes 1 and 2 answered old, node 0 is down");
     // Node 2 learns the write (as anti-entropy would), then the coordinator asks again.
-    c.step(2, Input::Message { from: c.ids[0], message: Message::Write { op: 0, key: "k".into(), state, repair: true } });
+    c.step(
+        2,
+        Input::Message { from: c.ids[0], message: Message::Write { op: 0, key: "k".into(), state, repair: true } },
+    );
     c.settle();
     c.pass(SESSION_REASK_MS);
     let (context, _, waited_ms, asked_again, reply) = in_session(c.replies.remove(&id));
