@@ -57,4 +57,5 @@ pub mod checks;
 pub mod clients;
 pub mod history;
 pub mod run;
+pub mod session;
 pub mod world;

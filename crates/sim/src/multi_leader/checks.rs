@@ -128,7 +128,7 @@ impl<'a> Evidence<'a> {
             .history
             .events
             .iter()
-            .filter(|e| e.outcome == Outcome::Written)
+            .filter(|e| e.outcome.is_written())
             .filter_map(|e| e.op.write())
             .filter_map(|write| self.stamps.get(&write).map(|stamp| (write, stamp)))
             .map(|(write, stamp)| Acked { write, stamp, overwritten: self.overwritten(write, stamp) })

@@ -9,7 +9,6 @@
 
 use super::checks::{self, Evidence, Figures};
 use super::world::{Config, World};
-use crate::leaderless::history::Outcome;
 use crate::run::{Judgement, Verdict};
 use replikv_core::multi_leader::{Canary, ExchangeCounters, Resolve};
 
@@ -102,7 +101,7 @@ pub fn run(config: Config) -> Report {
         (MERGE_CHECKER.to_string(), only(Resolve::Merge, checks::merged_once(&e))),
         (APP_CHECKER.to_string(), only(Resolve::App, checks::siblings_kept(&e))),
     ];
-    let written = world.history.events.iter().filter(|e| e.outcome == Outcome::Written).count() as u64;
+    let written = world.history.events.iter().filter(|e| e.outcome.is_written()).count() as u64;
     let judgement = world.judge(verdicts);
     Report { counters: world.counters(), written, figures, conflicts_logged: conflicts.len() as u64, judgement, config }
 }
