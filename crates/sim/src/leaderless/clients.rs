@@ -15,7 +15,7 @@
 //! context, and its dot: the entry of the node the client sent it to) and each operation's
 //! node. A read refused for its floor (`-TRYAGAIN`) took no effect and is not recorded.
 
-use super::history::{Op, Outcome, Receipt, Seen};
+use super::history::{show_context, Op, Outcome, Receipt, Seen};
 use super::session::KeySessions;
 use super::world::{value_bytes, World};
 use crate::history::{ClientId, Event};
@@ -190,11 +190,18 @@ impl World {
         };
         let outcome = match self.outcome(c, &outstanding.op, &reply) {
             Some(Outcome::Written(None)) if self.clients[c].session.is_some() => {
-                self.receipt(c, context, outstanding.token.clone()).map(|r| Outcome::Written(Some(r)))
+                let write = outstanding.op.write().expect("only a write is Written");
+                self.receipt(c, write, context.clone(), outstanding.token.clone()).map(|r| Outcome::Written(Some(r)))
             }
             outcome => outcome,
         };
-        self.trace(format!("client {c} {:?} at n{} -> {reply:?}", outstanding.op, self.clients[c].node + 1));
+        let in_session =
+            context.map_or(String::new(), |context| format!(" in session, context {}", show_context(&context)));
+        self.trace(format!(
+            "client {c} {:?} at n{} -> {reply:?}{in_session}",
+            outstanding.op,
+            self.clients[c].node + 1
+        ));
         match outcome {
             Some(outcome) => self.record(c, outstanding, outcome),
             None => self.ground.counts.refused += 1,
@@ -260,10 +267,18 @@ impl World {
         }
     }
 
-    /// What client `c` learned of its write acknowledged in session with `context` (the
-    /// answer's), having sent `token`; `None` breaks the run: a session write acknowledged
-    /// without its context, or whose context lacks its coordinator's entry.
-    fn receipt(&mut self, c: usize, context: Option<VersionVector>, token: Option<VersionVector>) -> Option<Receipt> {
+    /// What client `c` learned of its write `write` acknowledged in session with `context`
+    /// (the answer's), having sent `token`; `None` breaks the run: a session write
+    /// acknowledged without its context, or whose context lacks its coordinator's entry. The
+    /// dot the client infers must be the one the oracle saw stamped (the simulator checks its
+    /// own reasoning, [`Receipt`]).
+    fn receipt(
+        &mut self,
+        c: usize,
+        write: u64,
+        context: Option<VersionVector>,
+        token: Option<VersionVector>,
+    ) -> Option<Receipt> {
         let node = self.clients[c].node;
         let Some(context) = context else {
             self.ground
@@ -280,7 +295,16 @@ impl World {
             ));
             return None;
         }
-        Some(Receipt { dot: Dot { node: coordinator, counter }, context, token })
+        let dot = Dot { node: coordinator, counter };
+        if let Some(stamp) = self.stamps.get(&write).filter(|stamp| stamp.dot != dot) {
+            let stamped = stamp.dot;
+            self.ground.broken.get_or_insert(format!(
+                "write #{write}'s answer says dot {}:{counter}, but it was stamped {}:{}",
+                dot.node, stamped.node, stamped.counter
+            ));
+            return None;
+        }
+        Some(Receipt { dot, context, token })
     }
 
     /// The write number a value read names; a value no client wrote breaks the run.

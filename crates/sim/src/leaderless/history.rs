@@ -129,6 +129,12 @@ impl Receipt {
     }
 }
 
+/// `context` as `{node:counter, ...}`, nodes as their ids print: for traces and failures.
+pub fn show_context(context: &VersionVector) -> String {
+    let entries: Vec<String> = context.entries().map(|(node, counter)| format!("{node}:{counter}")).collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
 /// What the oracle saw a coordinator stamp a write with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Stamp {

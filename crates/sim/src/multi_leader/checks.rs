@@ -36,7 +36,7 @@
 //!
 //! [`CONFLICTS_LISTED_MAX`]: replikv_core::multi_leader::conflict_log::CONFLICTS_LISTED_MAX
 
-use crate::leaderless::history::{LeaderlessHistory, Outcome, Stamp};
+use crate::leaderless::history::{LeaderlessHistory, Stamp};
 use replikv_core::causality::Siblings;
 use replikv_core::multi_leader::ConflictEntry;
 use std::collections::BTreeMap;

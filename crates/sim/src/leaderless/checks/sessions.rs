@@ -39,8 +39,8 @@
 //!
 //! A read is *stale* against a floor when it returned a write the floor's write replaced,
 //! or nothing where nothing explains it (above). A session is judged only on its own
-//! guarantee; every session's reads are counted ([`Figures`]), which is how the sessions
-//! promised nothing show the lecture's anomalies.
+//! guarantee; every session's reads are counted ([`crate::check::sessions::Figures`]),
+//! which is how the sessions promised nothing show the lecture's anomalies.
 //!
 //! CAVEATS
 //! - Sound, not complete: a read that returned a write concurrent with the floor's, or an
@@ -57,8 +57,8 @@
 //! - The dot is learned from the node the client sent its write to: every simulated node
 //!   replicates every key, so that node coordinated the write.
 
-use super::super::history::{LeaderlessHistory, Op, Outcome, Receipt};
-use crate::check::sessions::{Anomaly, Figures, Judged};
+use super::super::history::{show_context, LeaderlessHistory, Op, Outcome, Receipt};
+use crate::check::sessions::{Anomaly, Judged};
 use crate::history::ClientId;
 use crate::session::Guarantee;
 use std::collections::BTreeMap;
@@ -114,8 +114,12 @@ impl<'a> Writes<'a> {
             let Some(seen) = self.all.get(&v).and_then(|w| w.receipt) else { continue };
             if receipt.replaced(seen.dot) {
                 return Some(format!(
-                    "got #{v} (dot {}:{}), which #{floor} (dot {}:{}, context {:?}) replaced",
-                    seen.dot.node, seen.dot.counter, receipt.dot.node, receipt.dot.counter, receipt.context
+                    "got #{v} (dot {}:{}), which #{floor} (dot {}:{}, context {}) replaced",
+                    seen.dot.node,
+                    seen.dot.counter,
+                    receipt.dot.node,
+                    receipt.dot.counter,
+                    show_context(&receipt.context)
                 ));
             }
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::history::Event;
-use crate::leaderless::history::Op;
+use crate::leaderless::history::{Op, Outcome};
 use bytes::Bytes;
 use replikv_core::causality::{Dot, Sibling, VersionVector};
 use replikv_core::multi_leader::{Conflict, Resolve};

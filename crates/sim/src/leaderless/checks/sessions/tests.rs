@@ -1,4 +1,5 @@
 use super::*;
+use crate::check::sessions::Figures;
 use crate::history::Event;
 use crate::leaderless::history::Seen;
 use replikv_core::causality::{Dot, VersionVector};
