@@ -16,7 +16,10 @@
 //! - [`leaderless`]: the leaderless family's world (any node coordinates, `fsync = always` or
 //!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
 //!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's
-//!   anomalies as figures.
+//!   anomalies as figures. With `sessions`, every client runs in a session through any node
+//!   (`leaderless::session`: its floor per key a causal context), and
+//!   `leaderless::checks::sessions` judges read-your-writes and monotonic reads from the
+//!   history by causality, and counts what the sessions promised nothing saw.
 //! - [`multi_leader`]: datacenters of multi-leader nodes (a single-leader cluster inside each,
 //!   the exchange of changes between their leaders), partitions that may cut a whole
 //!   datacenter off, clients attached to one datacenter each, and checkers for convergence
@@ -44,10 +47,12 @@
 //! without waiting for its position, a simulated client's session forgetting its read
 //! position; a leaderless coordinator counting
 //! an acknowledgement twice, a replica letting an older state overwrite its own, a read repair
-//! sending the first reply; a multi-leader leader keeping the arriving state under `lww`,
+//! sending the first reply, a coordinator ignoring a session's floor, a simulated leaderless
+//! session forgetting its reads' contexts; a multi-leader leader keeping the arriving state under `lww`,
 //! leaving `lww` losers out of the conflict log, applying arriving values twice under
 //! `merge`. Each must be caught within 500 seeds (`every_canary_is_caught_within_500_seeds`,
 //! `every_leaderless_canary_is_caught_by_its_checker`,
+//! `every_leaderless_session_canary_is_caught_within_500_seeds`,
 //! `every_multi_leader_canary_is_caught_by_its_checker`).
 //!
 //! CAVEATS

@@ -52,6 +52,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
         ("--fsync", args.fsync.is_some()),
         ("--anti-entropy-ms", args.anti_entropy_ms.is_some()),
+        ("--sessions", args.sessions),
         ("--canary", args.canary != super::CanaryArg::None),
     ];
     refuse_flags(other.into_iter().chain(args.leaderless.flags()), "single-leader or leaderless, not --gossip")?;

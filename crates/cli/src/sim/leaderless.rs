@@ -1,7 +1,8 @@
 //! `replikv sim --mode leaderless`: a sweep of leaderless runs with `--n`, `--w`, `--r`,
 //! `--conflicts`, `--read-repair` and `--fsync`, and its totals: operations and faults, what
 //! the nodes counted (partial writes, read repairs, sibling reads), and the lecture's
-//! anomalies as figures (issue 13 point 17).
+//! anomalies as figures (issue 13 point 17); with `--sessions`, what the sessions of each
+//! guarantee saw (how many reads could have shown each anomaly, and how many did).
 
 use super::{fixed_faults, refuse_flags, sweep, FsyncArg, SimArgs};
 use crate::cluster::args::{Conflicts, ReadRepair};
@@ -9,9 +10,13 @@ use crate::output::outln;
 use anyhow::{bail, Result};
 use replikv_core::leaderless::{self, Canary};
 use replikv_core::quorum::Nwr;
+use replikv_sim::check::sessions::Figures;
+use replikv_sim::leaderless::checks::sessions::ANOMALIES;
 use replikv_sim::leaderless::run::{run, Anomalies, Report};
 use replikv_sim::leaderless::world::{Config, Fsync};
 use replikv_sim::run::{swarm_faults, RunCounts};
+use replikv_sim::session::Guarantee;
+use std::collections::BTreeMap;
 
 /// The tombstone grace period in simulated runs with anti-entropy, virtual milliseconds:
 /// short, so that tombstones are purged within a run and the purge is exercised (without
@@ -82,6 +87,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
                 None | Some(0) => leaderless::TOMBSTONE_GRACE_MS_DEFAULT,
                 Some(_) => ANTI_ENTROPY_TOMBSTONE_GRACE_MS,
             },
+            sessions: args.sessions,
         };
         let report = run(config);
         totals.add(&report);
@@ -103,6 +109,16 @@ pub fn main(args: &SimArgs) -> Result<()> {
         failed.len()
     );
     outln!("anomalies (figures, not failures): {}", anomalies(&totals.anomalies, nwr, conflicts, fsync));
+    if args.sessions {
+        let judged = match fsync {
+            Fsync::Always => "judged sessions fail the run; the rest are counted",
+            Fsync::Never => "fsync = never: counted, not judged",
+        };
+        outln!("sessions through any node ({judged}):");
+        for (guarantee, figures) in &totals.sessions {
+            outln!("  {}: {}", guarantee.name(), figures.summary_of(&ANOMALIES));
+        }
+    }
     if !failed.is_empty() {
         bail!("checks failed for seed(s) {failed:?}");
     }
@@ -124,6 +140,8 @@ struct Totals {
     sibling_reads: u64,
     /// The anomalies.
     anomalies: Anomalies,
+    /// What the sessions of each guarantee saw.
+    sessions: BTreeMap<Guarantee, Figures>,
 }
 
 impl Totals {
@@ -135,6 +153,9 @@ impl Totals {
         self.read_repairs += report.counters.read_repairs_sent;
         self.sibling_reads += report.counters.sibling_reads;
         self.anomalies.add(&report.anomalies);
+        for (guarantee, figures) in &report.sessions {
+            self.sessions.entry(*guarantee).or_default().add(figures);
+        }
     }
 
     /// The operations and faults, as a phrase.

@@ -35,6 +35,7 @@ replikv sim --acks async --seed 7 --faults drop=0.05,crash=0.001   # these fault
 replikv sim --seed 7 --faults ''                    # no faults at all\n  \
 replikv sim --mode leaderless --n 3 --w 2 --r 2 --seeds 0..500\n  \
 replikv sim --mode leaderless --n 3 --w 1 --r 1 --conflicts siblings --fsync never --seeds 0..500\n  \
+replikv sim --mode leaderless --n 3 --w 1 --r 1 --sessions --seeds 0..300   # session guarantees without a leader\n  \
 replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --resolve merge --seeds 0..500\n  \
 replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --acks semi-sync:1 --follower-reads --seeds 0..300   # sessions per datacenter\n  \
 replikv sim --gossip --nodes 100000 --interval-ms 3000 --style push --runs 5   # the lecture's gossip\n\n\
@@ -130,6 +131,14 @@ pub struct SimArgs {
     /// its nodes, positions of its log), under every --resolve.
     #[arg(long)]
     pub follower_reads: bool,
+    /// Leaderless: every client runs in a session through any node, its guarantee drawn from
+    /// the seed (none, read-your-writes or monotonic-reads; consistent prefix is not offered
+    /// without a leader), each request carrying the causal context of the key its guarantee
+    /// needs as a floor; the run checks each session's guarantee from the history (with
+    /// `--fsync always`) and counts the anomalies the sessions without one saw. Weak quorums
+    /// (`--w 1 --r 1`) make them common.
+    #[arg(long)]
+    pub sessions: bool,
     /// Multi-leader: datacenters, 2 to 5 (2 by default).
     #[arg(long, value_name = "N")]
     pub datacenters: Option<usize>,
@@ -200,8 +209,8 @@ pub enum CanaryArg {
     /// Followers answer session reads at once, without waiting for the session's position
     /// (use with --follower-reads; single-leader, or multi-leader inside each datacenter).
     SessionNoWait,
-    /// The simulated clients' sessions forget their read positions (use with --follower-reads;
-    /// single-leader or multi-leader).
+    /// The simulated clients' sessions forget their read positions, or leaderless their reads'
+    /// contexts (use with --follower-reads: single-leader or multi-leader; or --sessions).
     TokenForgetsRead,
     /// Leaderless: a coordinator counts each replica's acknowledgement twice.
     CountAckTwice,
@@ -213,6 +222,9 @@ pub enum CanaryArg {
     ExchangeSkipsSubtree,
     /// Leaderless: a state stored by a read repair leaves the Merkle tree as it was.
     TreeNotUpdatedOnRepair,
+    /// Leaderless: a coordinator answers a session read after r replies whatever their
+    /// context (use with --sessions).
+    SessionFloorIgnored,
     /// Multi-leader, lww: a leader keeps the arriving state instead of the highest version.
     KeepArriving,
     /// Multi-leader, lww: conflict losers are not written to the conflict log.
@@ -238,12 +250,13 @@ impl CanaryArg {
             CanaryArg::LeaseSkipsCommit => (S::LeaseSkipsCommit, L::None),
             CanaryArg::FollowerAppliesUndurable => (S::FollowerAppliesUndurable, L::None),
             CanaryArg::SessionNoWait => (S::SessionNoWait, L::None),
-            CanaryArg::TokenForgetsRead => (S::TokenForgetsRead, L::None),
+            CanaryArg::TokenForgetsRead => (S::TokenForgetsRead, L::TokenForgetsRead),
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),
             CanaryArg::OlderOverwrites => (S::None, L::OlderOverwrites),
             CanaryArg::RepairWithFirstReply => (S::None, L::RepairWithFirstReply),
             CanaryArg::ExchangeSkipsSubtree => (S::None, L::ExchangeSkipsSubtree),
             CanaryArg::TreeNotUpdatedOnRepair => (S::None, L::TreeNotUpdatedOnRepair),
+            CanaryArg::SessionFloorIgnored => (S::None, L::SessionFloorIgnored),
             CanaryArg::KeepArriving | CanaryArg::LoserNotLogged | CanaryArg::AppliedTwice => (S::None, L::None),
         }
     }

@@ -28,7 +28,11 @@ const DC_NODES_DEFAULT: usize = 2;
 
 /// Runs `replikv sim --mode multi-leader`.
 pub fn main(args: &SimArgs) -> Result<()> {
-    let leaderless = [("--fsync", args.fsync.is_some()), ("--anti-entropy-ms", args.anti_entropy_ms.is_some())];
+    let leaderless = [
+        ("--fsync", args.fsync.is_some()),
+        ("--anti-entropy-ms", args.anti_entropy_ms.is_some()),
+        ("--sessions", args.sessions),
+    ];
     refuse_flags(args.leaderless.flags().into_iter().chain(leaderless), "leaderless")?;
     let single_leader = [
         ("--nodes", args.nodes.is_some()),

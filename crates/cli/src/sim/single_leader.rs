@@ -24,7 +24,8 @@ const LOG_RETAIN_BYTES_DEFAULT: u64 = 8192;
 pub fn main(args: &SimArgs) -> Result<()> {
     let fsync = ("--fsync", args.fsync.is_some());
     let anti_entropy = ("--anti-entropy-ms", args.anti_entropy_ms.is_some());
-    refuse_flags(args.leaderless.flags().into_iter().chain([fsync, anti_entropy]), "leaderless")?;
+    let sessions = ("--sessions", args.sessions);
+    refuse_flags(args.leaderless.flags().into_iter().chain([fsync, anti_entropy, sessions]), "leaderless")?;
     refuse_flags(super::multi_leader_flags(args), "multi-leader")?;
     let nodes = args.nodes.unwrap_or(NODES_DEFAULT);
     if !(2..=7).contains(&nodes) {

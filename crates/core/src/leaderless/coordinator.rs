@@ -897,6 +897,7 @@ impl<E: Engine> Leaderless<E> {
         let blocking = self.settings.read_repair == ReadRepair::Blocking;
         let conflicts = self.settings.conflicts;
         let hinted_handoff = self.settings.hinted_handoff;
+        let floor_ignored = self.settings.canary == Canary::SessionFloorIgnored;
         let me = self.settings.common.node;
         let held_full = self.ops.held_reads >= session::SESSION_READS_HELD_MAX;
         let Some(op) = self.ops.ops.get_mut(&id) else { return Ok(()) };
@@ -960,7 +961,8 @@ impl<E: Engine> Leaderless<E> {
                     };
                     if let Some(waiting) = &mut read.session {
                         let grace = self.settings.tombstone_grace_ms;
-                        if !waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace) {
+                        let covered = waiting.covered(&merged, &read.replies, op.replicas.len(), now_ms, grace);
+                        if !covered && !floor_ignored {
                             if !waiting.held && held_full {
                                 if let Some(client) = op.client.take() {
                                     self.counters.failed_reads += 1;

@@ -188,6 +188,13 @@ pub enum Canary {
     ExchangeSkipsSubtree,
     /// A state stored by a read repair leaves the Merkle tree as it was.
     TreeNotUpdatedOnRepair,
+    /// A coordinator answers a session read ([`crate::kv::Request::KeySession`]) after its
+    /// `r` replies whatever their context, as if the session had no floor.
+    SessionFloorIgnored,
+    /// The simulated client's session forgets the contexts its reads returned (its
+    /// monotonic-reads floor never rises past its own writes): planted in the simulator's
+    /// client, not in the replicas, which ignore it.
+    TokenForgetsRead,
 }
 
 /// How a leaderless node behaves; the server builds it from the cluster file.

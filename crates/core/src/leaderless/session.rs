@@ -36,6 +36,10 @@
 //! the floor held the read and how often the replicas were asked again. A write in session
 //! answers with the context of the state it made and the replicas that hold it.
 //!
+//! The simulator's `SessionFloorIgnored` canary ([`super::Canary`]) makes a coordinator answer
+//! after `r` replies whatever their context; its read-your-writes checker must catch it
+//! (`replikv-sim`, `leaderless/checks/sessions.rs`).
+//!
 //! Consistent prefix across keys is not offered: a leaderless cluster has no single order of
 //! writes whose prefixes a session could be kept to (the lecture: causally related writes
 //! would have to go to one partition). The front end refuses it.

@@ -107,14 +107,30 @@ impl Figures {
 
     /// One line: each anomaly's count among the reads exposed to it.
     pub fn summary(&self) -> String {
-        let tally = |a| self.tallies.get(&a).copied().unwrap_or_default();
-        let (own, mono, cause) =
-            (tally(Anomaly::StaleOwnWrite), tally(Anomaly::MonotonicRegression), tally(Anomaly::EffectBeforeCause));
-        format!(
-            "{} sessions, {} reads: {} stale reads of own writes in {} reads after one; {} monotonic-read regressions \
-             in {} reads of a key read before; {} effects seen without their cause in {} reads with a known cause",
-            self.sessions, self.reads, own.seen, own.exposed, mono.seen, mono.exposed, cause.seen, cause.exposed
-        )
+        self.summary_of(&Anomaly::ALL)
+    }
+
+    /// [`Figures::summary`], of `anomalies` only (a family whose sessions are not offered
+    /// the others).
+    pub fn summary_of(&self, anomalies: &[Anomaly]) -> String {
+        let parts: Vec<String> = anomalies
+            .iter()
+            .map(|&a| {
+                let t = self.tallies.get(&a).copied().unwrap_or_default();
+                match a {
+                    Anomaly::StaleOwnWrite => {
+                        format!("{} stale reads of own writes in {} reads after one", t.seen, t.exposed)
+                    }
+                    Anomaly::MonotonicRegression => {
+                        format!("{} monotonic-read regressions in {} reads of a key read before", t.seen, t.exposed)
+                    }
+                    Anomaly::EffectBeforeCause => {
+                        format!("{} effects seen without their cause in {} reads with a known cause", t.seen, t.exposed)
+                    }
+                }
+            })
+            .collect();
+        format!("{} sessions, {} reads: {}", self.sessions, self.reads, parts.join("; "))
     }
 }
 

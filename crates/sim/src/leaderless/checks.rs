@@ -123,14 +123,14 @@ impl<'a> Writes<'a> {
     fn acknowledged_before(&self, key: &str, before_ms: u64) -> impl Iterator<Item = (u64, &'a Stamp)> + '_ {
         let events = self.events_by_key.get(key).map_or(&[][..], Vec::as_slice);
         events.iter().filter_map(move |(write, e)| {
-            let done = e.outcome == Outcome::Written && e.complete_ms.is_some_and(|c| c < before_ms);
+            let done = e.outcome.is_written() && e.complete_ms.is_some_and(|c| c < before_ms);
             done.then(|| self.stamp(*write).map(|s| (*write, s))).flatten()
         })
     }
 
     /// True when write `write` was acknowledged.
     fn acknowledged(&self, write: u64) -> bool {
-        self.events.get(&write).is_some_and(|e| e.outcome == Outcome::Written)
+        self.events.get(&write).is_some_and(|e| e.outcome.is_written())
     }
 
     /// The dots stamped on writes of `key`.
@@ -151,7 +151,7 @@ impl<'a> Writes<'a> {
 
     /// When write `write` was acknowledged (`None`: it was not).
     fn acknowledged_ms(&self, write: u64) -> Option<u64> {
-        self.events.get(&write).filter(|e| e.outcome == Outcome::Written).and_then(|e| e.complete_ms)
+        self.events.get(&write).filter(|e| e.outcome.is_written()).and_then(|e| e.complete_ms)
     }
 
     /// The stamped writes of `key`.
@@ -459,6 +459,8 @@ pub fn unaccounted_in_reads(history: &LeaderlessHistory, writes: &Writes, bound_
     }
     found
 }
+
+pub mod sessions;
 
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,21 @@
 //! read each key once instead. A client gives up after [`CLIENT_TIMEOUT_MS`], or at once when
 //! its node crashes (the connection resets): the operation is then indeterminate, as is a
 //! write answered `NOQUORUM` ("it may still be there").
+//!
+//! In a session (`Config::sessions`), a client sends every request through its
+//! [`KeySessions`], which wraps it with the floor its guarantee needs and keeps the context
+//! each answer carries; the history records each acknowledged write's [`Receipt`] (its
+//! context, and its dot: the entry of the node the client sent it to) and each operation's
+//! node. A read refused for its floor (`-TRYAGAIN`) took no effect and is not recorded.
 
-use super::history::{Op, Outcome, Seen};
+use super::history::{show_context, Op, Outcome, Receipt, Seen};
+use super::session::KeySessions;
 use super::world::{value_bytes, World};
 use crate::history::{ClientId, Event};
 use crate::net::Packet;
 use bytes::Bytes;
 use rand::Rng;
+use replikv_core::causality::{Dot, VersionVector};
 use replikv_core::kv::{Reply, Request};
 use replikv_core::leaderless::Conflicts;
 use replikv_core::node::RequestId;
@@ -45,6 +53,8 @@ pub(super) struct Client {
     node: usize,
     /// The context token of its last siblings read of each key.
     tokens: BTreeMap<String, Bytes>,
+    /// Its session, if it runs in one.
+    session: Option<KeySessions>,
 }
 
 /// A client's operation in flight.
@@ -56,12 +66,14 @@ pub(super) struct Outstanding {
     pub(super) op: Op,
     /// When it was sent.
     invoke_ms: u64,
+    /// The context its `CONTEXT` token named (`SET ... CONTEXT`).
+    token: Option<VersionVector>,
 }
 
 impl Client {
-    /// Client number `id`, idle.
-    pub(super) fn new(id: usize) -> Client {
-        Client { id: id as ClientId, outstanding: None, next_at: 0, node: 0, tokens: BTreeMap::new() }
+    /// Client number `id`, idle, in `session` if any.
+    pub(super) fn new(id: usize, session: Option<KeySessions>) -> Client {
+        Client { id: id as ClientId, outstanding: None, next_at: 0, node: 0, tokens: BTreeMap::new(), session }
     }
 
     /// True when it has nothing in flight.
@@ -108,6 +120,14 @@ impl World {
         let node = up[self.ground.rng.gen_range(0..up.len())];
         let op = if self.ground.quiet { Op::Read { key } } else { self.draw_op(c, key) };
         let request = self.request(c, &op);
+        let token = match &request {
+            Request::SetContext { key, context, .. } => replikv_core::causality::decode_context(key, context).ok(),
+            _ => None,
+        };
+        let request = match &self.clients[c].session {
+            Some(session) => session.wrap(op.key(), request),
+            None => request,
+        };
         self.next_request += 1;
         let id = self.next_request;
         self.requests.insert(id, c);
@@ -116,7 +136,7 @@ impl World {
         }
         self.ground.counts.ops += 1;
         let client = &mut self.clients[c];
-        client.outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now });
+        client.outstanding = Some(Outstanding { id, op, invoke_ms: self.ground.now, token });
         client.node = node;
         self.ground.send(None, node, Packet::Request { id, request });
     }
@@ -164,8 +184,24 @@ impl World {
         let Some(outstanding) = self.clients[c].outstanding.take_if(|o| o.id == id) else {
             return; // it gave up already
         };
-        let outcome = self.outcome(c, &outstanding.op, &reply);
-        self.trace(format!("client {c} {:?} at n{} -> {reply:?}", outstanding.op, self.clients[c].node + 1));
+        let (reply, context) = match &mut self.clients[c].session {
+            Some(session) => session.observe(outstanding.op.key(), reply, outstanding.op.write().is_some()),
+            None => (reply, None),
+        };
+        let outcome = match self.outcome(c, &outstanding.op, &reply) {
+            Some(Outcome::Written(None)) if self.clients[c].session.is_some() => {
+                let write = outstanding.op.write().expect("only a write is Written");
+                self.receipt(c, write, context.clone(), outstanding.token.clone()).map(|r| Outcome::Written(Some(r)))
+            }
+            outcome => outcome,
+        };
+        let in_session =
+            context.map_or(String::new(), |context| format!(" in session, context {}", show_context(&context)));
+        self.trace(format!(
+            "client {c} {:?} at n{} -> {reply:?}{in_session}",
+            outstanding.op,
+            self.clients[c].node + 1
+        ));
         match outcome {
             Some(outcome) => self.record(c, outstanding, outcome),
             None => self.ground.counts.refused += 1,
@@ -177,7 +213,7 @@ impl World {
     /// that heard from too few replicas).
     fn outcome(&mut self, c: usize, op: &Op, reply: &Reply) -> Option<Outcome> {
         match (op, reply) {
-            (Op::Set { .. }, Reply::Ok) | (Op::Del { .. }, Reply::Int(_)) => Some(Outcome::Written),
+            (Op::Set { .. }, Reply::Ok) | (Op::Del { .. }, Reply::Int(_)) => Some(Outcome::Written(None)),
             (Op::Set { .. } | Op::Del { .. }, Reply::Error(e)) if e.starts_with("NOQUORUM") => {
                 Some(Outcome::Indeterminate)
             }
@@ -231,6 +267,46 @@ impl World {
         }
     }
 
+    /// What client `c` learned of its write `write` acknowledged in session with `context`
+    /// (the answer's), having sent `token`; `None` breaks the run: a session write
+    /// acknowledged without its context, or whose context lacks its coordinator's entry. The
+    /// dot the client infers must be the one the oracle saw stamped (the simulator checks its
+    /// own reasoning, [`Receipt`]).
+    fn receipt(
+        &mut self,
+        c: usize,
+        write: u64,
+        context: Option<VersionVector>,
+        token: Option<VersionVector>,
+    ) -> Option<Receipt> {
+        let node = self.clients[c].node;
+        let Some(context) = context else {
+            self.ground
+                .broken
+                .get_or_insert(format!("client {c}'s write in session was acknowledged without a context"));
+            return None;
+        };
+        let coordinator = self.id(node);
+        let counter = context.get(coordinator);
+        if counter == 0 {
+            self.ground.broken.get_or_insert(format!(
+                "client {c}'s write through n{} answered context {context:?}, without an entry of its coordinator",
+                node + 1
+            ));
+            return None;
+        }
+        let dot = Dot { node: coordinator, counter };
+        if let Some(stamp) = self.stamps.get(&write).filter(|stamp| stamp.dot != dot) {
+            let stamped = stamp.dot;
+            self.ground.broken.get_or_insert(format!(
+                "write #{write}'s answer says dot {}:{counter}, but it was stamped {}:{}",
+                dot.node, stamped.node, stamped.counter
+            ));
+            return None;
+        }
+        Some(Receipt { dot, context, token })
+    }
+
     /// The write number a value read names; a value no client wrote breaks the run.
     fn write_number(&mut self, value: &Bytes) -> Option<u64> {
         let number = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
@@ -259,7 +335,7 @@ impl World {
         }
         self.history.events.push(Event {
             client: self.clients[c].id,
-            node: None,
+            node: Some(self.clients[c].node),
             op: outstanding.op,
             invoke_ms: outstanding.invoke_ms,
             complete_ms: determinate.then_some(self.ground.now + 1),

@@ -6,6 +6,8 @@
 //! - [`world`]: the nodes, their disks (`fsync = always` or `never`), the oracle that notes
 //!   what each write was stamped with, and the quiet phase that reads every key once.
 //! - [`clients`]: the workload (SET, DEL, GET or REPLIKV.SIBLINGS on a few keys).
+//! - [`session`]: with `Config::sessions`, each client's session (issue 17 point 5): the
+//!   causal floor per key its guarantee needs, as the server's front end keeps it.
 //! - [`history`]: what clients did and saw, and the oracle's stamps.
 //! - [`checks`]: the checkers and the anomaly counts, pure functions of the history.
 //! - [`run`]: one seed to verdicts and figures, and the command that replays it.
@@ -23,7 +25,10 @@
 //! clock lets an older write win, which is point 17's anomaly, counted instead). (c) No
 //! acknowledged delete comes back. (d) No state or read holds more than the sibling bound,
 //! and every concurrent write is either a sibling or was replaced by a write that had seen it
-//! (or merged away by the bound, which the nodes count).
+//! (or merged away by the bound, which the nodes count). (e) With sessions, each session
+//! keeps its guarantee, read-your-writes or monotonic reads, whatever `w` and `r` (judged
+//! with `fsync = always`; [`checks::sessions`]): a read never returns a write that one the
+//! session wrote or read had replaced, nor nothing where no delete explains it.
 //!
 //! # What is counted (the lecture's anomalies)
 //!
@@ -31,7 +36,9 @@
 //! acknowledged writes a later read found overwritten by one acknowledged before they began
 //! (clock skew). With `fsync = never` (acknowledgements without durability) and crashes, the
 //! restarts that came back without an acknowledged write they had held, and the reads that
-//! then missed it (the lecture's "failing node"). These are figures, never failures.
+//! then missed it (the lecture's "failing node"). With sessions, the reads of the sessions
+//! promised nothing that showed either session anomaly, among those that could have. These
+//! are figures, never failures.
 //!
 //! # The canaries
 //!
@@ -39,7 +46,9 @@
 //! within 500 seeds: a coordinator that counts one replica's acknowledgement twice, a replica
 //! that lets an older state overwrite its newer one, a read repair that writes the value the
 //! coordinator read first instead of the newest; with anti-entropy on, an exchange that skips
-//! the first differing subtree, and a read repair that leaves the Merkle tree as it was. `run`'s tests replay a few fixed seeds that
+//! the first differing subtree, and a read repair that leaves the Merkle tree as it was; with
+//! sessions, a coordinator that ignores a session's floor, and a client session that forgets
+//! its reads' contexts (planted in the simulated client). `run`'s tests replay a few fixed seeds that
 //! catch each, found by a longer sweep (`replikv sim --mode leaderless --canary ...`).
 //!
 //! CAVEATS
@@ -57,4 +66,5 @@ pub mod checks;
 pub mod clients;
 pub mod history;
 pub mod run;
+pub mod session;
 pub mod world;

@@ -5,13 +5,18 @@
 //! write (`w + r > n`); (c) acknowledged deletes stay deleted; (d) siblings stay within the
 //! bound and every write is kept or merged. Where the configuration does not promise (b) and
 //! (c) (`w + r <= n`, `fsync = never`), their misses are figures ([`Anomalies`]), never
-//! failures, as are the writes `lww` lets an older one overwrite.
+//! failures, as are the writes `lww` lets an older one overwrite. With `sessions`, each
+//! session keeps its guarantee (read-your-writes, monotonic reads; judged where acknowledged
+//! writes are durable, `fsync = always`, whatever `w` and `r`); the sessions promised nothing
+//! are counted, not judged: [`Report::sessions`].
 
 use super::checks::{self, Writes};
-use super::history::Outcome;
 use super::world::{Config, Fsync, Rollback, World};
-use crate::run::{Judgement, Verdict};
+use crate::check::sessions::Figures;
+use crate::run::{session_checker, Judgement, Verdict};
+use crate::session::Guarantee;
 use replikv_core::leaderless::{Canary, Counters};
+use std::collections::BTreeMap;
 
 /// The lecture's anomalies, counted (issue 13 point 17): figures, not failures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub struct Report {
     pub written: u64,
     /// The lecture's anomalies.
     pub anomalies: Anomalies,
+    /// What the sessions of each guarantee saw (empty without `sessions`).
+    pub sessions: BTreeMap<Guarantee, Figures>,
     /// Operations, faults, verdicts, trace.
     pub judgement: Judgement,
 }
@@ -79,7 +86,7 @@ impl Report {
         };
         format!(
             "replikv sim --mode leaderless --n {} --w {} --r {} --conflicts {} --read-repair {} --fsync {} --seed {} \
-             --steps {} --quiet-ms {} --clients {} --keys {}{anti_entropy} --faults '{}'{canary}",
+             --steps {} --quiet-ms {} --clients {} --keys {}{anti_entropy}{} --faults '{}'{canary}",
             c.nwr.n,
             c.nwr.w,
             c.nwr.r,
@@ -91,6 +98,7 @@ impl Report {
             c.quiet_ms,
             c.clients,
             c.keys,
+            if c.sessions { " --sessions" } else { "" },
             c.faults.spec()
         )
     }
@@ -105,6 +113,8 @@ pub fn canary_name(canary: Canary) -> &'static str {
         Canary::RepairWithFirstReply => "repair-with-first-reply",
         Canary::ExchangeSkipsSubtree => "exchange-skips-subtree",
         Canary::TreeNotUpdatedOnRepair => "tree-not-updated-on-repair",
+        Canary::SessionFloorIgnored => "session-floor-ignored",
+        Canary::TokenForgetsRead => "token-forgets-read",
     }
 }
 
@@ -175,9 +185,21 @@ pub fn run(config: Config) -> Report {
     let lost_acknowledged =
         |r: &Rollback| e.writes.dots_of(&r.key).any(|dot| r.lost(dot) && e.writes.acknowledged_dot(&r.key, dot));
     anomalies.came_back_older = world.rollbacks.iter().filter(|r| lost_acknowledged(r)).count() as u64;
-    let written = world.history.events.iter().filter(|e| e.outcome == Outcome::Written).count() as u64;
+    let written = world.history.events.iter().filter(|e| e.outcome.is_written()).count() as u64;
+    let mut verdicts = verdicts;
+    let judged = checks::sessions::check(&world.history, &world.sessions);
+    for anomaly in checks::sessions::ANOMALIES {
+        let verdict = if !config.sessions || config.fsync == Fsync::Never {
+            // Without durability a restart may take back what a session wrote or read.
+            Verdict::NotApplicable
+        } else {
+            Verdict::from_failures(judged.violations.get(&anomaly).map_or(&[][..], Vec::as_slice))
+        };
+        verdicts.push((session_checker(anomaly).to_string(), verdict));
+    }
     let judgement = world.judge(verdicts);
-    Report { stamped: world.stamps.len() as u64, written, counters, anomalies, judgement, config }
+    let sessions = judged.figures;
+    Report { stamped: world.stamps.len() as u64, written, counters, anomalies, sessions, judgement, config }
 }
 
 impl Evidence<'_> {

@@ -31,6 +31,13 @@
 //! crashed: writes it had seen and no longer has are a [`Rollback`] (the lecture's "failing
 //! node").
 //!
+//! # Sessions
+//!
+//! With [`Config::sessions`], every client runs in a session ([`super::session`]) whose
+//! guarantee (none, read-your-writes or monotonic-reads) is drawn from the seed by an RNG of
+//! its own: each request goes out as a `Request::KeySession` with the floor its guarantee
+//! needs, to a node drawn at random as ever. The oracle looks through the wrapper.
+//!
 //! # The quiet phase
 //!
 //! Faults heal, crashed nodes restart, and the network stops losing messages (without
@@ -50,12 +57,15 @@
 //! - A node's counters restart with it; the world adds up those of the replicas that crashed.
 
 use super::history::{LeaderlessHistory, Stamp};
+use super::session::{KeySessions, GUARANTEES};
 use crate::disk::{Disk, SimEngine};
 use crate::faults::Faults;
 use crate::ground::{FamilyWorld, Ground};
+use crate::history::ClientId;
 use crate::host::{Clock, Pending};
 use crate::net::Packet;
 use crate::run::{Judgement, Verdict};
+use crate::session::Guarantee;
 use bytes::Bytes;
 use rand::Rng;
 use replikv_core::causality::{Dot, Siblings, VersionVector};
@@ -134,6 +144,9 @@ pub struct Config {
     pub anti_entropy_ms: u64,
     /// Virtual milliseconds a tombstone is kept, at least, once every replica holds it.
     pub tombstone_grace_ms: u64,
+    /// Every client runs in a session ([`super::session`]), its guarantee drawn from the seed
+    /// by an RNG of its own.
+    pub sessions: bool,
 }
 
 /// What a restart lost: a node came back with an older state of a key than it had when it
@@ -197,6 +210,8 @@ pub struct World {
     ids: Vec<NodeId>,
     /// The clients.
     pub(super) clients: Vec<super::clients::Client>,
+    /// The guarantee of each client's session (`sessions`; empty without).
+    pub sessions: BTreeMap<ClientId, Guarantee>,
     /// Request id -> the client that sent it, until it is answered or given up.
     pub(super) requests: BTreeMap<RequestId, usize>,
     /// Request id -> the write (number, key) it carries, for good: a request still on its way
@@ -262,13 +277,21 @@ impl World {
                 before_crash: BTreeMap::new(),
             });
         }
-        let clients = (0..config.clients).map(super::clients::Client::new).collect();
+        let sessions = draw_sessions(&config);
+        let forgets_reads = config.canary == Canary::TokenForgetsRead;
+        let clients = (0..config.clients)
+            .map(|c| {
+                let session = sessions.get(&(c as ClientId)).map(|&g| KeySessions::new(g, forgets_reads));
+                super::clients::Client::new(c, session)
+            })
+            .collect();
         World {
             config,
             ground,
             nodes,
             ids,
             clients,
+            sessions,
             requests: BTreeMap::new(),
             writes_sent: BTreeMap::new(),
             next_request: 0,
@@ -510,13 +533,20 @@ impl World {
         Ok(())
     }
 
-    /// The client's write `input` carries, if any: its number, key and (`SET ... CONTEXT`) the
-    /// context its token names.
-    fn watched_write(&self, input: &Input) -> Option<(u64, String, Option<VersionVector>)> {
+    /// The client's write `input` carries, if any: its number, key and the context it
+    /// replaces besides the coordinator's (`SET ... CONTEXT`: the context its token names,
+    /// instead; in a session: the session's floor, too).
+    fn watched_write(&self, input: &Input) -> Option<(u64, String, Option<Replaces>)> {
         let Input::Request { id, request } = input else { return None };
+        let (floor, request) = match request {
+            Request::KeySession { request, seen, .. } => (Some(seen), request.as_ref()),
+            request => (None, request),
+        };
         let token = match request {
-            Request::Set { .. } | Request::Del { .. } => None,
-            Request::SetContext { key, context, .. } => replikv_core::causality::decode_context(key, context).ok(),
+            Request::Set { .. } | Request::Del { .. } => floor.cloned().map(Replaces::AlsoFloor),
+            Request::SetContext { key, context, .. } => {
+                replikv_core::causality::decode_context(key, context).ok().map(Replaces::Token)
+            }
             _ => return None,
         };
         let (write, key) = self.writes_sent.get(id)?;
@@ -524,8 +554,8 @@ impl World {
     }
 
     /// Records what node `i` stamped write `write` of `key` with, from its state `before` the
-    /// write and after; `token` is the context a `SET ... CONTEXT` named.
-    fn stamp(&mut self, i: usize, write: u64, key: String, before: Siblings, token: Option<VersionVector>) {
+    /// write and after; `token` is what it replaces besides (or instead of) `before`.
+    fn stamp(&mut self, i: usize, write: u64, key: String, before: Siblings, token: Option<Replaces>) {
         let me = self.ids[i];
         let after = self.state_of(i, &key).unwrap_or_default();
         let counter = after.context().get(me);
@@ -540,7 +570,13 @@ impl World {
             key,
             dot,
             version: sibling.version,
-            replaced: token.unwrap_or_else(|| before.context().clone()),
+            replaced: match token {
+                None => before.context().clone(),
+                Some(Replaces::Token(context)) => context,
+                Some(Replaces::AlsoFloor(floor)) => {
+                    before.context().join(&floor).unwrap_or_else(|_| before.context().clone())
+                }
+            },
             delete: sibling.is_tombstone(),
         };
         self.trace(format!(
@@ -716,6 +752,16 @@ impl FamilyWorld for World {
     }
 }
 
+/// The guarantee of each client's session (`sessions`: every client), drawn from an RNG of
+/// its own so that the world's stream of choices does not depend on it.
+fn draw_sessions(config: &Config) -> BTreeMap<ClientId, Guarantee> {
+    if !config.sessions {
+        return BTreeMap::new();
+    }
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(config.seed ^ 0x4c53_5345_5353_494f);
+    (0..config.clients as ClientId).map(|id| (id, GUARANTEES[rng.gen_range(0..GUARANTEES.len())])).collect()
+}
+
 /// Opens a leaderless replica over `disk` with `settings`, at clock reading `clock_ms`.
 fn open(disk: &Rc<RefCell<Disk>>, settings: &Settings, clock_ms: u64) -> replikv_core::Result<Replica<SimEngine>> {
     let engine = SimEngine::open(disk.clone())?;
@@ -749,3 +795,12 @@ pub(super) fn value_bytes(write: u64) -> Bytes {
 }
 
 mod anti_entropy;
+
+/// What a client's write replaces besides the coordinator's state of the key.
+#[derive(Clone, Debug)]
+enum Replaces {
+    /// `SET ... CONTEXT`: the token's context, instead of the coordinator's.
+    Token(VersionVector),
+    /// A write in session: the session's floor, as well as the coordinator's.
+    AlsoFloor(VersionVector),
+}

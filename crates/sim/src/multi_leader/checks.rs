@@ -36,7 +36,7 @@
 //!
 //! [`CONFLICTS_LISTED_MAX`]: replikv_core::multi_leader::conflict_log::CONFLICTS_LISTED_MAX
 
-use crate::leaderless::history::{LeaderlessHistory, Outcome, Stamp};
+use crate::leaderless::history::{LeaderlessHistory, Stamp};
 use replikv_core::causality::Siblings;
 use replikv_core::multi_leader::ConflictEntry;
 use std::collections::BTreeMap;
@@ -128,7 +128,7 @@ impl<'a> Evidence<'a> {
             .history
             .events
             .iter()
-            .filter(|e| e.outcome == Outcome::Written)
+            .filter(|e| e.outcome.is_written())
             .filter_map(|e| e.op.write())
             .filter_map(|write| self.stamps.get(&write).map(|stamp| (write, stamp)))
             .map(|(write, stamp)| Acked { write, stamp, overwritten: self.overwritten(write, stamp) })

@@ -194,7 +194,7 @@ impl World {
     /// follower's `-READONLY`, which sends the client to the leader it names).
     fn outcome(&mut self, c: usize, op: &Op, reply: &Reply) -> Option<Outcome> {
         match (op, reply) {
-            (Op::Set { .. }, Reply::Ok) | (Op::Del { .. }, Reply::Int(_)) => Some(Outcome::Written),
+            (Op::Set { .. }, Reply::Ok) | (Op::Del { .. }, Reply::Int(_)) => Some(Outcome::Written(None)),
             (_, Reply::Error(e)) if e.starts_with("READONLY") => {
                 self.follow_leader(c, e);
                 None

@@ -13,7 +13,6 @@
 use super::checks::{self, Evidence, Figures};
 use super::world::{Config, World};
 use crate::check::sessions::{self, Anomaly};
-use crate::leaderless::history::Outcome;
 use crate::run::{session_checker, Judgement, Verdict};
 use crate::session::Guarantee;
 use replikv_core::multi_leader::{Canary, ExchangeCounters, Resolve};
@@ -126,7 +125,7 @@ pub fn run(config: Config) -> Report {
         };
         verdicts.push((session_checker(anomaly).to_string(), verdict));
     }
-    let written = world.history.events.iter().filter(|e| e.outcome == Outcome::Written).count() as u64;
+    let written = world.history.events.iter().filter(|e| e.outcome.is_written()).count() as u64;
     let judgement = world.judge(verdicts);
     Report {
         counters: world.counters(),

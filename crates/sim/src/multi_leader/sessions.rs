@@ -113,7 +113,7 @@ impl<'h> Writes<'h> {
         for e in &history.events {
             let Some(number) = e.op.write() else { continue };
             let dc = dc_of.get(&e.client).copied().unwrap_or(usize::MAX);
-            let acked_ms = e.complete_ms.filter(|_| e.outcome == Outcome::Written);
+            let acked_ms = e.complete_ms.filter(|_| e.outcome.is_written());
             writes.all.insert(number, Write { dc, invoke_ms: e.invoke_ms, acked_ms });
             if let Op::Del { key, .. } = &e.op {
                 let first = writes.first_del_ms.entry(key).or_insert(e.invoke_ms);
@@ -174,7 +174,7 @@ pub fn check(
         for e in events {
             let (Some(complete), key) = (e.complete_ms, e.op.key()) else { continue };
             let seen = match (&e.op, &e.outcome) {
-                (op, Outcome::Written) => {
+                (op, Outcome::Written(_)) => {
                     if replaces_all(op) {
                         let write = op.write().expect("a write");
                         let floor = Floor { invoke_ms: e.invoke_ms, write, live: Vec::new() };

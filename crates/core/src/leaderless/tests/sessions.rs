@@ -4,6 +4,7 @@ use super::{bulk, request, Cluster, Input, Message};
 use crate::causality::{Siblings, VersionVector};
 use crate::kv::{Reply, Request};
 use crate::leaderless::session::SESSION_REASK_MS;
+use crate::leaderless::Canary;
 use crate::node::RequestId;
 use crate::quorum::Nwr;
 use bytes::Bytes;
@@ -46,7 +47,12 @@ fn in_session(reply: Option<Reply>) -> (VersionVector, Vec<crate::version::NodeI
 
 /// n3 w1 r1: a write reaches node 0 only; its context is the session's floor.
 fn written_on_node_0_only() -> (Cluster, VersionVector) {
-    let mut c = Cluster::new(3, 3, 1, 1);
+    written_on_node_0_only_with(Canary::None)
+}
+
+/// [`written_on_node_0_only`], with `canary` planted in every node.
+fn written_on_node_0_only_with(canary: Canary) -> (Cluster, VersionVector) {
+    let mut c = Cluster::with(3, Nwr::new(3, 1, 1).unwrap(), |s| s.canary = canary);
     c.run(0, "SET k old");
     c.cut.extend([1, 2]);
     let id = c.send_in_session(0, "SET k new", &VersionVector::new(), 1_000);
@@ -79,6 +85,19 @@ fn a_session_read_waits_for_the_replica_that_holds_its_write_where_a_plain_read_
     assert_eq!(replicas.len(), 3, "answered once all three replied: {replicas:?}");
     // The read repaired the stale replicas: a plain read on node 1 now sees the write.
     assert_eq!(c.run(1, "GET k"), bulk("new"));
+}
+
+#[test]
+fn the_floor_ignored_canary_answers_a_session_read_from_a_stale_replica_at_once() {
+    // The planted bug the simulator's read-your-writes checker must catch: the same read as
+    // above, answered from node 1's own stale copy with a context that misses the floor.
+    let (mut c, floor) = written_on_node_0_only_with(Canary::SessionFloorIgnored);
+    c.held.insert(0, Vec::new());
+    let id = c.send_in_session(1, "GET k", &floor, 1_000);
+    c.settle();
+    let (context, replicas, ..) = in_session(c.replies.remove(&id));
+    assert_eq!(replicas, vec![c.ids[1]], "answered after r = 1 reply, its own");
+    assert!(!context.descends(&floor), "the answer does not cover the floor: {context:?} {floor:?}");
 }
 
 #[test]

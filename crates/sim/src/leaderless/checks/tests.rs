@@ -49,7 +49,7 @@ impl Run {
         } else {
             Op::Set { key: key.clone(), write: w.write, context: false }
         };
-        let outcome = if w.at.1.is_some() { Outcome::Written } else { Outcome::Indeterminate };
+        let outcome = if w.at.1.is_some() { Outcome::Written(None) } else { Outcome::Indeterminate };
         self.history.events.push(Event { client: 0, node: None, op, invoke_ms: w.at.0, complete_ms: w.at.1, outcome });
         let stamp = Stamp {
             key,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::check::sessions::Anomaly;
 use crate::faults::Faults;
 use crate::run::swarm_faults;
 use replikv_core::leaderless::{Conflicts, ReadRepair};
@@ -21,6 +22,7 @@ fn config(seed: u64, (n, w, r): (usize, usize, usize), faults: Faults) -> Config
         canary: Canary::None,
         anti_entropy_ms: 0,
         tombstone_grace_ms: replikv_core::leaderless::TOMBSTONE_GRACE_MS_DEFAULT,
+        sessions: false,
     }
 }
 
@@ -259,4 +261,87 @@ fn a_write_over_a_remembered_tombstone_replaces_it_for_checker_d_too() {
     (c.safety_ms, c.quiet_ms) = (5_000, 20_000);
     let report = run(c);
     assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+}
+
+/// `config` with every client in a session, at n3 w1 r1 (quorums that miss each other, so a
+/// session's floor matters).
+fn in_sessions(seed: u64) -> Config {
+    let mut c = config(seed, (3, 1, 1), swarm_faults(seed));
+    c.sessions = true;
+    c
+}
+
+/// The session verdicts of `report`: read-your-writes, monotonic reads.
+fn session_verdicts(report: &Report) -> Vec<&Verdict> {
+    let names = checks::sessions::ANOMALIES.map(session_checker);
+    report.judgement.verdicts.iter().filter(|(name, _)| names.contains(&name.as_str())).map(|(_, v)| v).collect()
+}
+
+#[test]
+fn sessions_keep_their_guarantees_through_any_coordinator_at_weak_quorums() {
+    for conflicts in [Conflicts::Lww, Conflicts::Siblings] {
+        for seed in 0..CI_SEEDS {
+            let mut c = in_sessions(seed);
+            c.conflicts = conflicts;
+            let report = run(c);
+            assert!(report.replay().contains(" --sessions "), "{}", report.replay());
+            assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+            assert_eq!(session_verdicts(&report), [&Verdict::Pass; 2], "seed {seed}: both judged");
+            let guaranteed = report.sessions.iter().filter(|(g, _)| **g != Guarantee::None);
+            assert!(guaranteed.map(|(_, f)| f.reads).sum::<u64>() > 0, "seed {seed}: no guaranteed session read");
+        }
+    }
+    // Not judged where an acknowledged write may be lost in a restart, nor without sessions.
+    let mut c = in_sessions(0);
+    c.fsync = Fsync::Never;
+    assert_eq!(session_verdicts(&run(c)), [&Verdict::NotApplicable; 2]);
+    assert_eq!(session_verdicts(&run(config(0, (3, 1, 1), swarm_faults(0)))), [&Verdict::NotApplicable; 2]);
+}
+
+#[test]
+fn without_a_guarantee_sessions_see_both_anomalies_at_weak_quorums() {
+    let mut figures = BTreeMap::<Guarantee, Figures>::new();
+    for seed in 0..10 {
+        let report = run(in_sessions(seed));
+        assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+        for (g, f) in &report.sessions {
+            figures.entry(*g).or_default().add(f);
+        }
+    }
+    let none = &figures[&Guarantee::None];
+    for anomaly in checks::sessions::ANOMALIES {
+        assert!(
+            none.tallies.get(&anomaly).is_some_and(|t| t.seen > 0),
+            "{anomaly:?} never seen: {}",
+            none.summary_of(&checks::sessions::ANOMALIES)
+        );
+    }
+    // The guaranteed sessions were exposed to their anomaly and never saw it.
+    for (guarantee, anomaly) in
+        [(Guarantee::ReadYourWrites, Anomaly::StaleOwnWrite), (Guarantee::MonotonicReads, Anomaly::MonotonicRegression)]
+    {
+        let tally = figures[&guarantee].tallies.get(&anomaly).copied().unwrap_or_default();
+        assert!(tally.exposed > 0 && tally.seen == 0, "{guarantee:?}: {tally:?}");
+    }
+}
+
+#[test]
+fn every_leaderless_session_canary_is_caught_within_500_seeds() {
+    let (own, monotonic) = (session_checker(Anomaly::StaleOwnWrite), session_checker(Anomaly::MonotonicRegression));
+    for (canary, checkers) in
+        [(Canary::SessionFloorIgnored, &[own, monotonic][..]), (Canary::TokenForgetsRead, &[monotonic][..])]
+    {
+        let caught = (0..500).find_map(|seed| {
+            let mut c = in_sessions(seed);
+            c.canary = canary;
+            let report = run(c);
+            report.failed().then_some((seed, report))
+        });
+        let (seed, report) = caught.unwrap_or_else(|| panic!("{canary:?} escaped 500 seeds"));
+        let failed = failed(&report);
+        assert!(
+            failed.iter().any(|checker| checkers.contains(checker)),
+            "{canary:?} at seed {seed}: caught by {failed:?}, expected one of {checkers:?}"
+        );
+    }
 }

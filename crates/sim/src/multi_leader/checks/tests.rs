@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::history::Event;
-use crate::leaderless::history::Op;
+use crate::leaderless::history::{Op, Outcome};
 use bytes::Bytes;
 use replikv_core::causality::{Dot, Sibling, VersionVector};
 use replikv_core::multi_leader::{Conflict, Resolve};
@@ -28,7 +28,7 @@ fn stamp(node: NodeId, counter: u64, ms: u64, replaced: VersionVector) -> Stamp 
 /// An acknowledged SET of `k` numbered `write`.
 fn acked(write: u64) -> Event<Op, Outcome> {
     let op = Op::Set { key: "k".into(), write, context: false };
-    Event { client: 0, node: None, op, invoke_ms: 0, complete_ms: Some(1), outcome: Outcome::Written }
+    Event { client: 0, node: None, op, invoke_ms: 0, complete_ms: Some(1), outcome: Outcome::Written(None) }
 }
 
 /// A state of `k` holding the writes `(stamp, write)`, having seen them all (and each

@@ -8,12 +8,12 @@ use crate::leaderless::history::Seen;
 
 fn set(client: ClientId, key: &str, write: u64, at: (u64, u64)) -> Event<Op, Outcome> {
     let op = Op::Set { key: key.into(), write, context: false };
-    Event { client, node: Some(0), op, invoke_ms: at.0, complete_ms: Some(at.1), outcome: Outcome::Written }
+    Event { client, node: Some(0), op, invoke_ms: at.0, complete_ms: Some(at.1), outcome: Outcome::Written(None) }
 }
 
 fn del(client: ClientId, key: &str, write: u64, at: (u64, u64)) -> Event<Op, Outcome> {
     let op = Op::Del { key: key.into(), write };
-    Event { client, node: Some(0), op, invoke_ms: at.0, complete_ms: Some(at.1), outcome: Outcome::Written }
+    Event { client, node: Some(0), op, invoke_ms: at.0, complete_ms: Some(at.1), outcome: Outcome::Written(None) }
 }
 
 fn read(key: &str, values: &[u64], at: (u64, u64)) -> Event<Op, Outcome> {
