@@ -38,7 +38,9 @@
 //! - The session checkers assume one leader's log and acknowledged writes that survive: a
 //!   single-leader cluster without a failover during the run (under `acks = async` a
 //!   failover may cut acknowledged writes, and a later read is then "stale" legitimately),
-//!   not a multi-leader one with `--spread-writes`.
+//!   not a multi-leader one with `--spread-writes`, nor a leaderless one (there clock skew
+//!   can rank writes against real time under `lww`; the simulator judges leaderless sessions
+//!   by causality, `replikv sim --mode leaderless --sessions`).
 //! - The linearizability check gives up on a key past about a thousand operations.
 //! - `verify` exits 1 when the model fails, 2 when the file cannot be judged.
 

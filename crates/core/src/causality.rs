@@ -87,7 +87,9 @@
 //! - Entries of nodes that left the cluster stay in contexts; nothing prunes them.
 //! - A client context cannot be checked beyond its coordinator's own entry (a context naming
 //!   more of the coordinator's dots than it handed out, or than its floor, is refused); a forged context that
-//!   claims other nodes' future dots makes those writes vanish on merge. Tokens are bound to
+//!   claims other nodes' future dots makes those writes vanish on merge. The same holds of a
+//!   leaderless session's floor, which its writes join into their context
+//!   (`crate::leaderless::session`). Tokens are bound to
 //!   their key by a hash, which stops the honest mistake of using one key's context on another,
 //!   not forgery.
 //! - Past [`SIBLINGS_MAX`], which oldest siblings are dropped can depend on the order states

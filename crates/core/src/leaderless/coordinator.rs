@@ -336,6 +336,11 @@ impl<E: Engine> Leaderless<E> {
             },
         };
         let existed = state.winner().is_some_and(|s| !s.is_tombstone());
+        if let Some(time) = session.as_ref().and_then(|ask| session::floor_time(&ask.seen)) {
+            // The write replaces what the floor names: its version must be above theirs too,
+            // or `lww` would rank a replaced write above the one that replaced it.
+            self.clock.observe(time);
+        }
         let version = self.stamp(now_ms, &state);
         // Dots come from the clock: a tombstone purged here took the key's context with it (and
         // an older state may have come back since), while a replica that has not purged yet
@@ -777,30 +782,32 @@ impl<E: Engine> Leaderless<E> {
         Ok(())
     }
 
-    /// Session reads held for their floor: past the session's wait, refused naming the gap;
-    /// else every replica is asked again each
-    /// [`session::SESSION_REASK_MS`], the round's replies merged into what earlier rounds said.
+    /// Session reads held for their floor (counted, for [`session::SESSION_READS_HELD_MAX`]):
+    /// past the session's wait, refused naming the gap; else every replica is asked again
+    /// when the read's next round is due ([`session::SESSION_REASK_MS`] after it started, each
+    /// round twice as late), the round's replies merged into what earlier rounds said.
     fn sessions_held(&mut self, now_ms: u64, outbox: &mut Outbox) -> Result<()> {
         let me = self.settings.common.node;
-        let held: Vec<(u64, bool)> = self
+        let held: Vec<(u64, bool, bool)> = self
             .ops
             .ops
             .iter()
             .filter_map(|(id, op)| match &op.kind {
-                Kind::Read(ReadOp { session: Some(waiting), replies, answer: None, quorums, .. })
+                Kind::Read(ReadOp { session: Some(waiting), answer: None, .. })
                     if op.client.is_some() && waiting.held =>
                 {
-                    let expired = now_ms >= waiting.until_ms && replies.len() >= quorums.r;
+                    // Held: r replicas answered once, without the floor.
+                    let expired = now_ms >= waiting.until_ms;
                     // A replica that has not answered may be down: the others are asked again
                     // too (anti-entropy or a hint may have brought them the floor since).
-                    let due = replies.len() >= quorums.r && waiting.due(now_ms);
-                    (expired || due).then_some((*id, expired))
+                    let due = waiting.due(now_ms);
+                    Some((*id, expired, due))
                 }
                 _ => None,
             })
             .collect();
-        self.ops.held_reads = held.iter().filter(|(_, expired)| !expired).count();
-        for (id, expired) in held {
+        self.ops.held_reads = held.iter().filter(|(_, expired, _)| !expired).count();
+        for (id, expired, _) in held.into_iter().filter(|(_, expired, due)| *expired || *due) {
             let key = op_key(&self.ops, id);
             let local = if !expired && replicas_of(&self.ops, id).contains(&me) {
                 match self.load_or_purged(&key) {
@@ -817,7 +824,8 @@ impl<E: Engine> Leaderless<E> {
             if expired {
                 let mut merged = merge_all(&read.replies).unwrap_or_default();
                 let _ = merged.merge(&waiting.earlier);
-                let reply = waiting.gap(&merged, read.replies.len(), op.replicas.len(), now_ms);
+                let answered = read.replies.iter().filter(|(node, _)| !waiting.answered.contains(node)).count();
+                let reply = waiting.gap(&merged, waiting.answered.len() + answered, op.replicas.len(), now_ms);
                 self.counters.failed_reads += 1;
                 answer(op.client.take().expect("selected above"), reply, outbox);
                 // Kept until every replica answered or its deadline: its repairs go out then.
@@ -968,7 +976,7 @@ impl<E: Engine> Leaderless<E> {
                                     self.counters.failed_reads += 1;
                                     answer(client, waiting.too_many(), outbox);
                                 }
-                            } else if !waiting.held {
+                            } else if !waiting.held && op.client.is_some() {
                                 // Held for the session's floor: the other replies, or a round
                                 // asked again (see `tick`), may cover it.
                                 waiting.held = true;

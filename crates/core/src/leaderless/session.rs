@@ -37,12 +37,21 @@
 //! answers with the context of the state it made and the replicas that hold it.
 //!
 //! The simulator's `SessionFloorIgnored` canary ([`super::Canary`]) makes a coordinator answer
-//! after `r` replies whatever their context; its read-your-writes checker must catch it
+//! after `r` replies whatever their context; the session checkers must catch it
 //! (`replikv-sim`, `leaderless/checks/sessions.rs`).
 //!
 //! Consistent prefix across keys is not offered: a leaderless cluster has no single order of
 //! writes whose prefixes a session could be kept to (the lecture: causally related writes
 //! would have to go to one partition). The front end refuses it.
+//!
+//! CAVEATS
+//! - A floor is the client's (from its token): the coordinator checks only that it names no
+//!   write stamped past [`super::CLOCK_AHEAD_MAX_MS`] ahead of its clock. A session write
+//!   joins the floor into the key's context, so a forged token can make that write replace
+//!   another node's writes of the key it names (the same as a forged `CONTEXT` token; see the
+//!   caveats of [`crate::causality`]). Tokens are not signed.
+//! - A session write is stamped above the floor's newest dot time (so `lww` ranks it above
+//!   what it replaced): a floor up to the clock bound ahead moves this node's clock as far.
 
 use super::coordinator::ReadOp;
 use crate::causality::{Siblings, VersionVector, DOT_FLOOR_LOGICAL_BITS};
@@ -185,6 +194,14 @@ impl Waiting {
             "TRYAGAIN the replies so far do not hold what this session wrote or read of the key, and this node holds {SESSION_READS_HELD_MAX} session reads already, its limit: try again later"
         ))
     }
+}
+
+/// The newest time a floor's dots carry (a dot counter is its write's clock reading, or above
+/// it: [`crate::causality::dot_floor`]); `None` for an empty floor.
+pub(super) fn floor_time(seen: &VersionVector) -> Option<crate::version::Timestamp> {
+    let newest = seen.entries().map(|(_, counter)| counter).max()?;
+    let logical = (newest & ((1 << DOT_FLOOR_LOGICAL_BITS) - 1)) as u32;
+    Some(crate::version::Timestamp { millis: newest >> DOT_FLOOR_LOGICAL_BITS, logical })
 }
 
 /// An error for a floor no coordinator could have handed out yet: a write stamped more than

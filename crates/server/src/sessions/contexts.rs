@@ -7,9 +7,10 @@
 //! and `seen`, the join of those and (under `monotonic-reads`) of the contexts its reads were
 //! answered from. Every request of one key goes to the coordinator as a
 //! [`Request::KeySession`]. A write carries `seen`, and replaces what it names as well as what
-//! the coordinator holds, so a session's write never loses to its own earlier write, or one it
-//! read, on a coordinator that has not heard of it yet. A read's floor is what the guarantee
-//! needs:
+//! the coordinator holds (and is stamped above it), so a session's write never loses to its
+//! own earlier write, or one it read, on a coordinator that has not heard of it yet; except a
+//! write of a key the session forgot, and `SET ... CONTEXT`, which replaces exactly what its
+//! token names. A read's floor is what the guarantee needs:
 //!
 //! - `read-your-writes`: `written`, so the read reflects the session's writes of the key (or
 //!   later writes that replaced them);

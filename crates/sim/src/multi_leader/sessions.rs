@@ -23,7 +23,8 @@
 //!    that cannot be merged or stored leaves the state as it was.)
 //! 2. **A plain write replaces everything.** A SET without `CONTEXT`, or a DEL, is made with
 //!    its leader's whole context of the key (`Causal::write`), so the state right after it
-//!    holds that write alone. (A `SET ... CONTEXT` replaces only what its token names: it
+//!    holds that write alone. (A DEL of a key with no live value writes nothing; everything
+//!    older was dead already, so the conclusion stands.) (A `SET ... CONTEXT` replaces only what its token names: it
 //!    replaces nothing certain, and sets no floor.)
 //! 3. **Same-datacenter order.** A write of the session's datacenter acknowledged before time
 //!    `t` precedes, in that datacenter's log, every record appended after `t` (the argument

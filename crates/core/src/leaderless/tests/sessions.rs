@@ -210,3 +210,56 @@ fn a_coordinator_holds_a_bounded_number_of_session_reads_and_refuses_the_next_at
     let Some(Reply::Error(e)) = c.replies.remove(&ids[max]) else { panic!("the next is refused at once") };
     assert!(e.starts_with("TRYAGAIN") && e.contains(&format!("holds {max} session reads already")), "{e}");
 }
+
+#[test]
+fn held_reads_are_counted_across_ticks_for_the_cap() {
+    let (mut c, floor) = written_on_node_0_only();
+    c.cut.insert(0);
+    let max = crate::leaderless::session::SESSION_READS_HELD_MAX;
+    for _ in 0..max / 2 {
+        c.send_in_session(1, "GET k", &floor, 5_000);
+    }
+    c.now += 1; // a tick at which no round is due: every read is still held, and counted
+    c.step(1, Input::Tick);
+    let ids: Vec<RequestId> = (0..=max / 2).map(|_| c.send_in_session(1, "GET k", &floor, 5_000)).collect();
+    let Some(Reply::Error(e)) = c.replies.remove(ids.last().unwrap()) else { panic!("the cap was not kept") };
+    assert!(e.contains(&format!("holds {max} session reads already")), "{e}");
+}
+
+#[test]
+fn a_sessions_write_is_stamped_above_the_writes_its_floor_names() {
+    let mut c = Cluster::new(3, 3, 1, 1);
+    // The session saw a write of node 0 stamped 30 s ahead of node 1's clock.
+    let ahead = c.now + 30_000;
+    let dot = crate::causality::dot_floor(crate::version::Timestamp { millis: ahead, logical: 0 });
+    let floor = VersionVector::from_entries(vec![(c.ids[0], dot)]).unwrap();
+    let id = c.send_in_session(1, "SET k v", &floor, 1_000);
+    c.settle();
+    in_session(c.replies.remove(&id));
+    let version = c.state(1, "k").winner().expect("written").version;
+    assert!(
+        version.ts.millis >= ahead,
+        "stamped {version}, below the replaced write's {ahead} ms: lww would rank it lower"
+    );
+}
+
+#[test]
+fn a_held_read_whose_new_round_hears_fewer_than_r_is_refused_at_its_wait_not_its_timeout() {
+    let mut c = Cluster::new(3, 3, 1, 2);
+    c.run(0, "SET k old");
+    c.cut.extend([1, 2]);
+    let id = c.send_in_session(0, "SET k new", &VersionVector::new(), 1_000);
+    c.settle();
+    let (floor, ..) = in_session(c.replies.remove(&id));
+    c.cut.clear();
+    c.cut.insert(0);
+    let id = c.send_in_session(1, "GET k", &floor, 200);
+    c.settle();
+    assert!(!c.replies.contains_key(&id), "nodes 1 and 2 answered without the write: held");
+    c.cut.insert(2); // the next rounds hear node 1 alone, below r = 2
+    for _ in 0..4 {
+        c.pass(SESSION_REASK_MS);
+    }
+    let Some(Reply::Error(e)) = c.replies.remove(&id) else { panic!("no answer at the session's wait") };
+    assert!(e.starts_with("TRYAGAIN the 2 of 3 replicas of this key that answered"), "{e}");
+}
