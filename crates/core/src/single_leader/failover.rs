@@ -344,13 +344,14 @@ impl<E: Engine> SingleLeader<E> {
             State::Standalone => "this node left the cluster".to_string(),
         };
         tracing::warn!(
-            "{} writes forwarded to {hint} in epoch {epoch} fail: {change} before it answered them",
+            "{} requests forwarded to {hint} in epoch {epoch} fail: {change} before it answered them",
             self.forwarding.len()
         );
-        for (_, (id, _)) in std::mem::take(&mut self.forwarding) {
+        for (_, (id, _, what)) in std::mem::take(&mut self.forwarding) {
             let reply = Reply::err(format!(
-                "the leader ({hint}) did not answer this forwarded write before {change}; it may or may not have \
-                 been applied"
+                "the leader ({hint}) did not answer this forwarded {} before {change}{}",
+                what.name(),
+                what.outcome()
             ));
             outbox.now.push(Output::Reply { id, reply });
         }

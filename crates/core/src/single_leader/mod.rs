@@ -434,6 +434,32 @@ impl ReplicaFiles {
     }
 }
 
+/// What a follower forwarded to its leader, for the error when no answer comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// A write: it may have been applied.
+    Write,
+    /// A read (`REPLIKV.READFROM leader`, or a session's read on the leader): it took no effect.
+    Read,
+}
+
+impl Forwarded {
+    fn name(self) -> &'static str {
+        match self {
+            Forwarded::Write => "write",
+            Forwarded::Read => "read",
+        }
+    }
+
+    /// What became of the request, for the client.
+    fn outcome(self) -> &'static str {
+        match self {
+            Forwarded::Write => "; it may or may not have been applied",
+            Forwarded::Read => ": it took no effect; try again",
+        }
+    }
+}
+
 /// The part-specific state.
 #[derive(Debug)]
 enum State {
@@ -491,7 +517,7 @@ pub struct SingleLeader<E> {
     /// The next id for a forwarded request.
     next_forwarded: RequestId,
     /// On a follower: its number for each write it forwarded -> (client request, deadline).
-    forwarding: BTreeMap<u64, (RequestId, u64)>,
+    forwarding: BTreeMap<u64, (RequestId, u64, Forwarded)>,
     /// The leader every write in `forwarding` went to, and the epoch it led: they live only
     /// while this node follows it in that epoch (see [`SingleLeader::maybe_abort_forwarding`]).
     forwarding_to: (NodeId, Epoch),
@@ -862,7 +888,8 @@ impl<E: Engine> SingleLeader<E> {
         self.forwarding_to = (leader, self.settings.epoch);
         self.next_forward += 1;
         let number = self.next_forward;
-        self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms));
+        let what = if request.is_write() { Forwarded::Write } else { Forwarded::Read };
+        self.forwarding.insert(number, (id, now_ms + self.settings.forward_timeout_ms, what));
         let message =
             Message::Forward { epoch: self.settings.epoch, incarnation: self.incarnation, id: number, request };
         outbox.now.push(Output::Send { to: leader, message: message.into() });
@@ -922,15 +949,20 @@ impl<E: Engine> SingleLeader<E> {
                 }
                 follower.tick(&mut self.log, self.log_hold)?;
                 let leader = follower.leader;
-                let late: Vec<u64> =
-                    self.forwarding.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(n, _)| *n).collect();
+                let late: Vec<u64> = self
+                    .forwarding
+                    .iter()
+                    .filter(|(_, (_, deadline, _))| *deadline <= now_ms)
+                    .map(|(n, _)| *n)
+                    .collect();
                 for number in late {
-                    let (id, _) = self.forwarding.remove(&number).expect("listed above");
+                    let (id, _, what) = self.forwarding.remove(&number).expect("listed above");
                     let hint = leader.map(|l| self.settings.hint(l)).unwrap_or_else(|| "unknown".into());
                     let reply = Reply::err(format!(
-                        "the leader ({hint}) did not answer this forwarded write within {} ms; it may or may not \
-                         have been applied",
-                        self.settings.forward_timeout_ms
+                        "the leader ({hint}) did not answer this forwarded {} within {} ms{}",
+                        what.name(),
+                        self.settings.forward_timeout_ms,
+                        what.outcome()
                     ));
                     outbox.now.push(Output::Reply { id, reply });
                 }
@@ -986,8 +1018,8 @@ impl<E: Engine> SingleLeader<E> {
                     return Ok(());
                 }
                 match self.forwarding.remove(&id) {
-                    Some((request, _)) => outbox.now.push(Output::Reply { id: request, reply }),
-                    None => tracing::debug!("a reply to forwarded write {id} came after its timeout"),
+                    Some((request, _, _)) => outbox.now.push(Output::Reply { id: request, reply }),
+                    None => tracing::debug!("a reply to forwarded request {id} came after its timeout"),
                 }
                 Ok(())
             }

@@ -154,3 +154,16 @@ fn an_answer_says_how_stale_it_may_be() {
     let (_, ms) = staleness(ask(&mut c, 2, in_session(Default::default(), 0, false, "GET k"), 500));
     assert!(ms >= 400, "a follower cut off for 400 ms says so: {ms} ms");
 }
+
+#[test]
+fn a_forwarded_read_the_leader_never_answers_fails_saying_it_took_no_effect() {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    c.run_for(300);
+    c.cut.insert(0);
+    let reply = ask(&mut c, 1, in_session(SessionPosition::default(), 0, true, "GET a"), 30_000);
+    let Reply::Error(text) = reply else { panic!("an error, got {reply:?}") };
+    assert!(
+        text.contains("did not answer this forwarded read") && text.ends_with("it took no effect; try again"),
+        "{text}"
+    );
+}
