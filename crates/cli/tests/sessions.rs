@@ -393,3 +393,84 @@ fn leaderless_monotonic_reads_never_go_back_between_a_current_and_a_lagging_coor
     assert!(value.is_some(), "the key was written");
     assert!(token.contains('~'), "the pipelined token misses the read's context: {token}");
 }
+
+/// Waits (bounded) until node `i`'s link to node `peer` has nothing queued (what it queued
+/// while blocked was discarded), so that clearing the block delivers none of it.
+fn drained(trio: &Trio, i: usize, peer: usize) {
+    let id = format!("n{}", peer + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = trio.status(i);
+        let link = status["peers"].as_array().unwrap().iter().find(|p| p["id"] == id.as_str()).cloned().unwrap();
+        if link["queued"] == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "n{}'s link to {id} never drained: {link}", i + 1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Makes node `i`'s link to node `peer` discard every message, or clears it.
+fn block(trio: &Trio, i: usize, peer: usize, blocked: bool) {
+    let body = format!(r#"{{"peer": "n{}", "blocked": {blocked}}}"#, peer + 1);
+    let (code, answer) = trio.nodes[i].http("PUT", "/api/v1/test/faults", body.as_bytes());
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn leaderless_http_lists_siblings_in_the_session_not_from_a_stale_replica() {
+    let replication =
+        "mode = \"leaderless\"\nn = 3\nw = 1\nr = 1\nconflicts = \"siblings\"\nanti_entropy_interval_ms = 0";
+    let trio = Trio::launch(replication, FAULTS);
+    for i in 0..3 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while redis::cmd("GET").arg("warm-up").query::<Option<String>>(&mut trio.con(i)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "n{} never coordinated a read", i + 1);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    // n1 and n2 write k concurrently (their links to each other cut): the session's "a" on
+    // n1, another client's "b" on n2, which reaches n3 too. n1 never reaches n3.
+    block(&trio, 0, 1, true);
+    block(&trio, 1, 0, true);
+    block(&trio, 0, 2, true);
+    let mut n1 = trio.con(0);
+    guarantee(&mut n1, "read-your-writes");
+    let _: () = n1.set("k", "a").unwrap();
+    let token = token(&mut n1);
+    let _: () = trio.con(1).set("k", "b").unwrap();
+    block(&trio, 0, 1, false);
+    block(&trio, 1, 0, false);
+    // A read through n1 merges both and repairs n2; n3 keeps "b" alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = redis::cmd("GET").arg("k").query::<Option<String>>(&mut trio.con(0));
+        // Looked at through n2 with its repairs to n3 discarded: n3 must keep "b" alone.
+        block(&trio, 1, 2, true);
+        let mut n2 = trio.con(1);
+        let _: String = redis::cmd("REPLIKV.CONSISTENCY").arg("1,1").query(&mut n2).unwrap();
+        let (_, values): (String, Vec<Option<String>>) =
+            redis::cmd("REPLIKV.SIBLINGS").arg("k").query(&mut n2).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200)); // its repair leaves, discarded
+        drained(&trio, 1, 2);
+        block(&trio, 1, 2, false);
+        if values.contains(&Some("a".into())) && values.contains(&Some("b".into())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "n2 never held both values: {values:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, on_n3): (String, Vec<Option<String>>) = {
+        let mut n3 = trio.con(2);
+        let _: String = redis::cmd("REPLIKV.CONSISTENCY").arg("1,1").query(&mut n3).unwrap();
+        redis::cmd("REPLIKV.SIBLINGS").arg("k").query(&mut n3).unwrap()
+    };
+    assert_eq!(on_n3, vec![Some("b".to_string())], "n3 was to keep the stale state");
+    // GET over HTTP on n3 in the session: the read waits for a replica with "a", finds
+    // siblings, and lists them in the session too (a plain listing answers from n3: "b" alone).
+    let headers = [("x-replikv-session", token.as_str()), ("x-replikv-guarantee", "read-your-writes")];
+    let (status, response) = http_head(trio.nodes[2].http_port(), "/api/v1/kv/k", &headers);
+    assert_eq!(status, 300, "{response}");
+    assert!(response.contains(r#""a""#) && response.contains(r#""b""#), "both values: {response}");
+    assert!(response.contains("x-replikv-session: rkv1l-"), "{response}");
+}
