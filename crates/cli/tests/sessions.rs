@@ -410,6 +410,21 @@ fn drained(trio: &Trio, i: usize, peer: usize) {
     }
 }
 
+/// Waits (bounded) until node `i`'s link to node `peer` is connected.
+fn connected(trio: &Trio, i: usize, peer: usize) {
+    let id = format!("n{}", peer + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = trio.status(i);
+        let link = status["peers"].as_array().unwrap().iter().find(|p| p["id"] == id.as_str()).cloned().unwrap();
+        if link["state"] == "connected" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "n{}'s link to {id} never connected: {link}", i + 1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Makes node `i`'s link to node `peer` discard every message, or clears it.
 fn block(trio: &Trio, i: usize, peer: usize, blocked: bool) {
     let body = format!(r#"{{"peer": "n{}", "blocked": {blocked}}}"#, peer + 1);
@@ -429,6 +444,12 @@ fn leaderless_http_lists_siblings_in_the_session_not_from_a_stale_replica() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    // Every link up (r = 1 answers without them), so that what is not blocked arrives.
+    for i in 0..3 {
+        for peer in (0..3).filter(|p| *p != i) {
+            connected(&trio, i, peer);
+        }
+    }
     // n1 and n2 write k concurrently (their links to each other cut): the session's "a" on
     // n1, another client's "b" on n2, which reaches n3 too. n1 never reaches n3.
     block(&trio, 0, 1, true);
@@ -439,6 +460,7 @@ fn leaderless_http_lists_siblings_in_the_session_not_from_a_stale_replica() {
     let _: () = n1.set("k", "a").unwrap();
     let token = token(&mut n1);
     let _: () = trio.con(1).set("k", "b").unwrap();
+    drained(&trio, 1, 2);
     block(&trio, 0, 1, false);
     block(&trio, 1, 0, false);
     // A read through n1 merges both and repairs n2; n3 keeps "b" alone.
