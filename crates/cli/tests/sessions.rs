@@ -26,6 +26,18 @@ fn guarantee(con: &mut Connection, guarantee: &str) {
     assert_eq!(ok, "OK");
 }
 
+/// Five writes of `k` on `writer`, each read back at once on `reader`: how many reads missed
+/// the write just made.
+fn stale_reads(writer: &mut Connection, reader: &mut Connection) -> usize {
+    let mut stale = 0;
+    for i in 0..5 {
+        let _: () = writer.set("k", format!("none{i}")).unwrap();
+        let got: Option<String> = reader.get("k").unwrap();
+        stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
+    }
+    stale
+}
+
 fn slow_n3(trio: &Trio) {
     let (ok, out, err) = trio.replikv(&["fault", "delay", "n3", "300ms"]);
     assert!(ok, "delay: {out}{err}");
@@ -39,13 +51,10 @@ fn read_your_writes_on_a_lagging_follower_waits_where_none_reads_stale() {
     let mut leader = trio.con(0);
     let mut n3 = trio.con(2);
     // No guarantee: the lecture's stale read.
-    let mut stale = 0;
-    for i in 0..5 {
-        let _: () = leader.set("k", format!("none{i}")).unwrap();
-        let got: Option<String> = n3.get("k").unwrap();
-        stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
-    }
-    assert!(stale > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
+    assert!(
+        stale_reads(&mut leader, &mut n3) > 0,
+        "n3, 300 ms behind, never answered stale: the fault did not slow it"
+    );
     // Read-your-writes, the session carried from the leader to n3 by its token (a session
     // keeps positions while it has a guarantee).
     guarantee(&mut leader, "read-your-writes");
@@ -284,10 +293,8 @@ fn a_recorded_history_fails_monotonic_reads_without_the_guarantee_and_passes_wit
     assert!(with.0 == Some(0) && with.1.contains("monotonic-reads holds"), "{with:?}");
 }
 
-/// A leaderless trio, n3 w1 r1 (so a read on n3 answers from n3's own copy), no anti-entropy
-/// rounds, n3's links slowed by 300 ms; waits (bounded) until every node coordinates a read.
-fn leaderless_trio() -> Trio {
-    let replication = "mode = \"leaderless\"\nn = 3\nw = 1\nr = 1\nanti_entropy_interval_ms = 0";
+/// A leaderless trio of `replication`, once every node coordinates a read (bounded).
+fn leaderless_launch(replication: &str) -> Trio {
     let trio = Trio::launch(replication, FAULTS);
     for i in 0..3 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -296,6 +303,13 @@ fn leaderless_trio() -> Trio {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    trio
+}
+
+/// A leaderless trio, n3 w1 r1 (so a read on n3 answers from n3's own copy), no anti-entropy
+/// rounds, n3's links slowed by 300 ms; waits (bounded) until every node coordinates a read.
+fn leaderless_trio() -> Trio {
+    let trio = leaderless_launch("mode = \"leaderless\"\nn = 3\nw = 1\nr = 1\nanti_entropy_interval_ms = 0");
     slow_n3(&trio);
     trio
 }
@@ -305,13 +319,7 @@ fn leaderless_read_your_writes_waits_for_a_replica_with_the_write_and_its_receip
     let trio = leaderless_trio();
     let (mut n1, mut n3) = (trio.con(0), trio.con(2));
     // No guarantee: w = 1 acknowledges on n1 alone, r = 1 answers from n3's stale copy.
-    let mut stale = 0;
-    for i in 0..5 {
-        let _: () = n1.set("k", format!("none{i}")).unwrap();
-        let got: Option<String> = n3.get("k").unwrap();
-        stale += usize::from(got.as_deref() != Some(&format!("none{i}")[..]));
-    }
-    assert!(stale > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
+    assert!(stale_reads(&mut n1, &mut n3) > 0, "n3, 300 ms behind, never answered stale: the fault did not slow it");
     guarantee(&mut n1, "read-your-writes");
     guarantee(&mut n3, "read-your-writes");
     let ok: String = redis::cmd("REPLIKV.RECEIPTS").arg("ON").query(&mut n3).unwrap();
@@ -436,14 +444,7 @@ fn block(trio: &Trio, i: usize, peer: usize, blocked: bool) {
 fn leaderless_http_lists_siblings_in_the_session_not_from_a_stale_replica() {
     let replication =
         "mode = \"leaderless\"\nn = 3\nw = 1\nr = 1\nconflicts = \"siblings\"\nanti_entropy_interval_ms = 0";
-    let trio = Trio::launch(replication, FAULTS);
-    for i in 0..3 {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while redis::cmd("GET").arg("warm-up").query::<Option<String>>(&mut trio.con(i)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "n{} never coordinated a read", i + 1);
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
+    let trio = leaderless_launch(replication);
     // Every link up (r = 1 answers without them), so that what is not blocked arrives.
     for i in 0..3 {
         for peer in (0..3).filter(|p| *p != i) {
