@@ -50,7 +50,7 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "dbsize" => (0, Some(0)),
         "wait" => (2, Some(2)),
         "failover" => (0, Some(7)),
-        "replikv.log" => (2, Some(2)),
+        "replikv.log" => (2, Some(5)),
         "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         "watch" => (1, None),
@@ -129,7 +129,18 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
             if after < 0 || count < 0 {
                 return Err(Reply::err("REPLIKV.LOG after and count must not be negative"));
             }
-            Request::Log { after: after as u64, count: count as u64 }
+            let (mut changes, mut prefix) = (false, Bytes::new());
+            let mut rest = a[2..].iter();
+            while let Some(option) = rest.next() {
+                if option.eq_ignore_ascii_case(b"changes") {
+                    changes = true;
+                } else if option.eq_ignore_ascii_case(b"prefix") {
+                    prefix = rest.next().ok_or_else(syntax)?.clone();
+                } else {
+                    return Err(syntax());
+                }
+            }
+            Request::Log { after: after as u64, count: count as u64, changes, prefix }
         }
         "wait" => {
             let replicas = int(&a[0])?;

@@ -283,14 +283,22 @@ pub enum Request {
         /// One bucket's entries instead of the whole digest.
         bucket: Option<usize>,
     },
-    /// REPLIKV.LOG after count: the replication log's records after `after`, at most `count`,
-    /// as `[lsn, epoch, [key...]]` (keys only, no values): what `replikv failover --dry-run`
-    /// names. The replica, not the store, answers it.
+    /// REPLIKV.LOG after count \[CHANGES\] \[PREFIX p\]: the replication log's records after
+    /// `after`, at most `count`. Without CHANGES, each as `[lsn, epoch, [key...]]` (physical
+    /// keys only, no values): what `replikv failover --dry-run` names. With CHANGES, each as
+    /// the pairs of [`crate::replication::show::record_reply`]: its transaction and each
+    /// change's old and new value and version (the lecture's logical log). PREFIX keeps the
+    /// changes (with CHANGES) or keys of client keys starting with `p`; every record is listed
+    /// still, so that a reader knows how far it got. The replica, not the store, answers it.
     Log {
         /// The records after this position.
         after: u64,
         /// Records at most (at most [`crate::single_leader::LOG_LIST_RECORDS_MAX`]).
         count: u64,
+        /// Each change in full, not keys only.
+        changes: bool,
+        /// Only changes of client keys starting with this (empty: all).
+        prefix: Bytes,
     },
     /// FAILOVER \[TO host port \[FORCE\]\] \[ABORT\] \[TIMEOUT ms\], as Redis has it: the leader
     /// stops taking writes (they wait), lets the target catch up, and hands over; it then

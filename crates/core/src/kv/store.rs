@@ -10,7 +10,7 @@ use super::number::{format_float, parse_float, parse_int};
 use super::request::{ExpireCondition, Expiry, Reply, Request, SetCondition, Watched};
 use super::strings::{expire_allowed, object_help, Xorshift};
 use crate::error::{Error, Result};
-use crate::replication::Change;
+use crate::replication::{Change, Old};
 use crate::storage::{Engine, Meta, Record, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,8 @@ pub struct Store<E> {
     /// Every write since the last `take_changes`, when capture is on (a replicating leader
     /// logs them); `None` when off.
     changes: Option<Vec<Change>>,
+    /// What each captured write's key held before it, in the order of `changes`.
+    olds: Vec<Old>,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
     pub(super) value_bytes_max: usize,
     /// RANDOMKEY's generator, seeded from the node id: the core draws no OS randomness.
@@ -109,6 +111,7 @@ impl<E: Engine> Store<E> {
             cursor_clock: 0,
             next_cursor: 1,
             changes: None,
+            olds: Vec::new(),
             value_bytes_max: VALUE_BYTES_MAX,
             random: Xorshift::seeded(node.0),
             databases: DATABASES_DEFAULT,
@@ -175,7 +178,13 @@ impl<E: Engine> Store<E> {
 
     /// The writes made since the last call, in order (empty when capture is off).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+        self.take_logged().0
+    }
+
+    /// The writes made since the last call, in order, and what each one's key held before it
+    /// (the logical log's old values; both empty when capture is off).
+    pub fn take_logged(&mut self) -> (Vec<Change>, Vec<Old>) {
+        (self.changes.as_mut().map(std::mem::take).unwrap_or_default(), std::mem::take(&mut self.olds))
     }
 
     /// Applies a change that another replica made (a follower applying the leader's log, or
@@ -440,7 +449,14 @@ impl<E: Engine> Store<E> {
     /// Stores a write of this node's, capturing it when capture is on.
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
         if let Some(changes) = &mut self.changes {
+            // The old record, for the log's readers: unknown when it cannot be read (a
+            // damaged record, which this write replaces).
+            let old = match self.damaged.get(&key) {
+                Some(_) => Old::Unknown,
+                None => self.engine.get(&key).map_or(Old::Unknown, Old::of),
+            };
             changes.push(Change { key: key.clone(), record: record.clone() });
+            self.olds.push(old);
         }
         let counted = counted_namespace(&key).map(|_| (key.clone(), self.engine.meta(&key), record.clone()));
         self.damaged.rewritten(&key);

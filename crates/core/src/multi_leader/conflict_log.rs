@@ -133,12 +133,7 @@ impl ConflictEntry {
     /// row), `column`, `old_value` (what this leader held), `new_value` (what arrived), and
     /// `transaction` (the arriving write's version); `None` for other keys.
     pub fn lecture(&self) -> Option<Vec<(&'static str, String)>> {
-        let text = std::str::from_utf8(&self.key).ok()?;
-        let mut parts = text.splitn(3, '.');
-        let (table, row, column) = (parts.next()?, parts.next()?, parts.next()?);
-        if table.is_empty() || row.is_empty() || column.is_empty() {
-            return None;
-        }
+        let (table, row, column) = crate::replication::show::table_row_column(&self.key)?;
         let values = |writes: &[LoggedWrite]| writes.iter().map(LoggedWrite::shown).collect::<Vec<_>>().join(", ");
         let transaction = self.arrived.iter().map(|w| w.version.to_string()).collect::<Vec<_>>().join(", ");
         Some(vec![

@@ -2,10 +2,15 @@
 //!
 //! - [`record`]: what the log holds. A [`LogRecord`] is one client request's changes (a
 //!   transaction, an MSET), or one part of a request too big for one record, at a contiguous
-//!   position (LSN), stamped with the leader's epoch; a request is applied once whole. Its
-//!   payload is logical: each [`Change`] is a key and the full record it now holds (value or
-//!   tombstone, version, expiry), so applying a change twice, or over a newer snapshot, is
-//!   harmless.
+//!   position (LSN), stamped with the leader's epoch; a request is applied once whole, and
+//!   is the logical log's transaction (its id is its first record's position, it begins at
+//!   part 0 and ends at its last part). Its payload is logical: each [`Change`] is a key and
+//!   the full record it now holds (value or tombstone, version, expiry), so applying a change
+//!   twice, or over a newer snapshot, is harmless; beside it, the lecture's old value and
+//!   version ([`Old`]), for whoever reads the log.
+//! - [`show`]: the log read as the lecture's logical log (`REPLIKV.LOG ... CHANGES`,
+//!   `replikv log show`): each change's old and new value and version, its transaction, and
+//!   the lecture's record for a `table.row.column` key.
 //! - [`log`]: the durable replication log every replica keeps, in segment files with bounded
 //!   retention.
 //!
@@ -15,11 +20,12 @@
 //!
 //! CAVEATS
 //! - Only the logical payload exists; DESIGN §6's statement and physical formats do not.
-//! - Changes carry the new value only, not the old one (the lecture's `old_value`): enough to
-//!   replicate, not yet enough for multi-leader conflict detection or change data capture.
+//! - An old value over [`record::OLD_VALUE_LOGGED_BYTES_MAX`] is logged as its version and
+//!   length only, and a change a leader's recovery logs again has no old value.
 
 pub mod log;
 pub mod record;
+pub mod show;
 
 pub use log::{ReplicationLog, ReplogOptions, ReplogStats};
-pub use record::{Change, Epoch, LogRecord, Lsn};
+pub use record::{Change, Epoch, LogRecord, Lsn, Old};

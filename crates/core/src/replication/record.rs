@@ -1,6 +1,7 @@
 //! The replication log's records: what the leader ships and every follower appends.
 
 use crate::storage::Record;
+use crate::version::Version;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,66 @@ pub struct Change {
     pub record: Record,
 }
 
+/// The largest old value a change carries in full (the lecture's `old_value`); a larger one
+/// is logged as its version and length only ([`Old::Omitted`]), so that an overwrite of a big
+/// value does not double its record (a replicated value is at most 32 MiB, and a record
+/// must fit in one peer frame).
+pub const OLD_VALUE_LOGGED_BYTES_MAX: usize = 1024 * 1024;
+
+/// What a key held just before a change: the lecture's `old_value`, with its version. A
+/// replica never needs it to apply the change (the new record is whole); it is there for
+/// whoever reads the log (`replikv log show`, change data capture).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Old {
+    /// Not known: the change was logged before the log kept old values (log format 2 and
+    /// older), or logged again by a leader's recovery after a crash lost its record.
+    Unknown,
+    /// The key held no record: never written, or its tombstone was purged.
+    Absent,
+    /// The record the key held: a value (perhaps past its expiry) or a tombstone.
+    Held(Record),
+    /// A value over [`OLD_VALUE_LOGGED_BYTES_MAX`]: its version, deadline and length only.
+    Omitted {
+        /// The old value's version.
+        version: Version,
+        /// Its expiry deadline, if any.
+        expire_at_ms: Option<u64>,
+        /// Its length in bytes.
+        bytes: u64,
+    },
+}
+
+impl Old {
+    /// What `held` (a key's record before a write, if any) is logged as.
+    pub fn of(held: Option<Record>) -> Old {
+        match held {
+            None => Old::Absent,
+            Some(Record { version, value: Some(value), expire_at_ms }) if value.len() > OLD_VALUE_LOGGED_BYTES_MAX => {
+                Old::Omitted { version, expire_at_ms, bytes: value.len() as u64 }
+            }
+            Some(record) => Old::Held(record),
+        }
+    }
+
+    /// Its version, when it names one.
+    pub fn version(&self) -> Option<Version> {
+        match self {
+            Old::Held(record) => Some(record.version),
+            Old::Omitted { version, .. } => Some(*version),
+            Old::Unknown | Old::Absent => None,
+        }
+    }
+
+    /// Bytes it adds to a record, about.
+    fn size_hint(&self) -> usize {
+        match self {
+            Old::Held(record) => 24 + record.value.as_ref().map_or(0, |v| v.len()),
+            Old::Omitted { .. } => 32,
+            Old::Unknown | Old::Absent => 1,
+        }
+    }
+}
+
 /// One entry of the replication log: the changes of one client request (an MSET's keys, a
 /// transaction's writes), at one position. A request too big for one record (see
 /// `replica::RECORD_BYTES_SOFT_MAX`) spans several consecutive records of one epoch, its
@@ -30,8 +91,14 @@ pub struct Change {
 /// while shipping it, and the next leader's history goes on without them) is *abandoned*: it
 /// stays in the log and is never applied.
 ///
-/// Encoded with postcard, fields in this order. A record written before `part` and `parts`
-/// existed (log format 1) ends after `changes` and reads as a whole request (0 of 1).
+/// Its request is the transaction of the lecture's logical log: its id is the position of
+/// the request's first record ([`LogRecord::transaction`]), it begins at part 0 and ends at
+/// its last part, and a replica applies it whole or not at all.
+///
+/// Encoded with postcard, fields in this order. A record written before `olds` existed (log
+/// format 2) ends after `parts` and reads with no old values ([`Old::Unknown`]); one written
+/// before `part` and `parts` existed (format 1) ends after `changes` and reads as a whole
+/// request (0 of 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Its position: the previous record's plus one.
@@ -45,12 +112,33 @@ pub struct LogRecord {
     pub part: u32,
     /// How many records its request spans (1 for all but the largest requests).
     pub parts: u32,
+    /// What each change's key held before it, in the order of `changes`; empty when not
+    /// known (a record of log format 2 or older). See [`LogRecord::old`].
+    pub olds: Vec<Old>,
 }
 
 impl LogRecord {
     /// A record holding a whole request.
     pub fn whole(lsn: Lsn, epoch: Epoch, changes: Vec<Change>) -> LogRecord {
-        LogRecord { lsn, epoch, changes, part: 0, parts: 1 }
+        LogRecord { lsn, epoch, changes, part: 0, parts: 1, olds: Vec::new() }
+    }
+
+    /// What the key of its `index`th change held before it ([`Old::Unknown`] when the record
+    /// does not say).
+    pub fn old(&self, index: usize) -> &Old {
+        self.olds.get(index).unwrap_or(&Old::Unknown)
+    }
+
+    /// The id of its request's transaction: the position of the request's first record,
+    /// unique in the log's history (a position is reused only by a new leader's record after
+    /// the old one was cut, and then the epoch tells them apart).
+    pub fn transaction(&self) -> Lsn {
+        self.request_start()
+    }
+
+    /// True for its request's first record: the transaction begins here.
+    pub fn begins(&self) -> bool {
+        self.part == 0
     }
 
     /// True when its request continues in the next record.
@@ -65,9 +153,16 @@ impl LogRecord {
 
     /// Why its `part` and `parts` cannot be, if they cannot: a part past its request's count,
     /// or a request starting before lsn 1. Records from a disk or a peer are checked with it.
+    /// Old values that are not one per change are refused with it too.
     pub fn parts_error(&self) -> Option<String> {
-        (self.part >= self.parts || Lsn::from(self.part) >= self.lsn).then(|| {
-            format!("record {} claims to be part {} of a request of {} records", self.lsn, self.part, self.parts)
+        if self.part >= self.parts || Lsn::from(self.part) >= self.lsn {
+            return Some(format!(
+                "record {} claims to be part {} of a request of {} records",
+                self.lsn, self.part, self.parts
+            ));
+        }
+        (!self.olds.is_empty() && self.olds.len() != self.changes.len()).then(|| {
+            format!("record {} has {} changes but {} old values", self.lsn, self.changes.len(), self.olds.len())
         })
     }
 
@@ -78,5 +173,6 @@ impl LogRecord {
             .iter()
             .map(|c| c.key.len() + c.record.value.as_ref().map_or(0, |v| v.len()) + 40)
             .sum::<usize>()
+            + self.olds.iter().map(Old::size_hint).sum::<usize>()
     }
 }

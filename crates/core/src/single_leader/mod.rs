@@ -187,7 +187,7 @@ pub mod vote;
 use crate::error::Result;
 use crate::kv::{Commands, Reply, Request, Store, Strings};
 use crate::node::{Common, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll};
-use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog, ReplogOptions};
+use crate::replication::{Change, Epoch, LogRecord, Lsn, Old, ReplicationLog, ReplogOptions};
 use crate::single_leader::election::{LogPosition, VoterState};
 use crate::storage::{Engine, EngineStats, Flushed};
 use crate::version::NodeId;
@@ -686,11 +686,11 @@ impl<E: Engine> SingleLeader<E> {
         epoch: Epoch,
         leader: &mut leader::Leader,
     ) -> Result<Option<Lsn>> {
-        let changes = store.take_changes();
+        let (changes, olds) = store.take_logged();
         if changes.is_empty() {
             return Ok(None);
         }
-        let (lsn, bytes) = append_changes(log, epoch, changes)?;
+        let (lsn, bytes) = append_changes(log, epoch, changes, olds)?;
         leader.logged(lsn, bytes);
         Ok(Some(lsn))
     }
@@ -776,8 +776,8 @@ impl<E: Engine> SingleLeader<E> {
             outbox.after_flush.push(Output::Reply { id, reply });
             return Ok(());
         }
-        if let Request::Log { after, count } = request {
-            let reply = self.list_log(after, count)?;
+        if let Request::Log { after, count, changes, prefix } = request {
+            let reply = self.list_log(after, count, changes, &prefix)?;
             outbox.after_flush.push(Output::Reply { id, reply });
             return Ok(());
         }
@@ -1335,13 +1335,17 @@ impl<E: Engine> SingleLeader<E> {
         status
     }
 
-    /// REPLIKV.LOG: up to `count` records after `after` as `[lsn, epoch, [key...]]`; an error
-    /// reply when the log no longer holds them.
-    fn list_log(&mut self, after: Lsn, count: u64) -> Result<Reply> {
+    /// REPLIKV.LOG: up to `count` records after `after`, as `[lsn, epoch, [key...]]` or, with
+    /// `changes`, in full ([`crate::replication::show::record_reply`]); only the changes of
+    /// client keys starting with `prefix`. An error reply when the log no longer holds them.
+    /// Records of [`LOG_LIST_BYTES_MAX`] are read at most (always one).
+    fn list_log(&mut self, after: Lsn, count: u64, changes: bool, prefix: &[u8]) -> Result<Reply> {
+        use crate::replication::show;
         let count = count.min(LOG_LIST_RECORDS_MAX) as usize;
         let mut out = Vec::new();
         let mut at = after;
-        while out.len() < count {
+        let mut bytes = 0;
+        while out.len() < count && (out.is_empty() || bytes < LOG_LIST_BYTES_MAX) {
             let Some(records) = self.log.read(at, RECOVERY_READ_BYTES)? else {
                 return Ok(Reply::err(format!(
                     "the log starts at {}: records after {after} are gone",
@@ -1351,7 +1355,18 @@ impl<E: Engine> SingleLeader<E> {
             let Some(last) = records.last().map(|r| r.lsn) else { break };
             at = last;
             for r in records.into_iter().take(count - out.len()) {
-                let keys = r.changes.into_iter().map(|c| Reply::Bulk(c.key)).collect();
+                if !out.is_empty() && bytes >= LOG_LIST_BYTES_MAX {
+                    break;
+                }
+                bytes += r.size_hint();
+                if changes {
+                    out.push(show::record_reply(&r, prefix));
+                    continue;
+                }
+                let keys = (0..r.changes.len())
+                    .filter(|&i| show::shown(&r, i, prefix))
+                    .map(|i| Reply::Bulk(r.changes[i].key.clone()))
+                    .collect();
                 out.push(Reply::Array(vec![Reply::Int(r.lsn as i64), Reply::Int(r.epoch as i64), Reply::Array(keys)]));
             }
         }
@@ -1439,7 +1454,7 @@ impl<E: Engine> SingleLeader<E> {
                 "the engine kept {} writes the replication log lost in a crash; logging them again",
                 changes.len()
             );
-            append_changes(&mut self.log, self.settings.epoch, changes)?;
+            append_changes(&mut self.log, self.settings.epoch, changes, Vec::new())?;
             self.log.flush()?;
         }
         Ok(())
@@ -1557,34 +1572,51 @@ const RECOVERY_STRAYS_MAX: usize = 100_000;
 /// Records one REPLIKV.LOG lists at most.
 pub const LOG_LIST_RECORDS_MAX: u64 = 1_000;
 
+/// Bytes of records (their estimated size in the log) one REPLIKV.LOG reads at most, past its
+/// first record; with CHANGES each value is shown cut to
+/// [`crate::replication::show::SHOWN_VALUE_BYTES_MAX`], so one answer stays within about this
+/// plus one record's changes.
+pub const LOG_LIST_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Bytes of log records recovery reads at a time.
 const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// Keys recovery scans at a time.
 const RECOVERY_SCAN_KEYS: usize = 4096;
 
-/// Appends `changes` as one record (several when there are more than
-/// [`RECORD_CHANGES_MAX`]); returns the last one's position and the records' estimated bytes.
-fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>) -> Result<(Lsn, u64)> {
+/// Appends `changes` as one request: one record, or several when there are more than
+/// [`RECORD_CHANGES_MAX`] or [`RECORD_BYTES_SOFT_MAX`] of them. `olds` is what each change's
+/// key held before it, in order, or empty when not known. Returns the last record's position
+/// and the records' estimated bytes.
+fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>, olds: Vec<Old>) -> Result<(Lsn, u64)> {
+    assert!(olds.is_empty() || olds.len() == changes.len(), "one old value per change, or none");
+    let mut olds = olds.into_iter();
     // Cut the request into parts first, so that each record knows how many there are.
-    let mut parts: Vec<Vec<Change>> = Vec::new();
+    let mut parts: Vec<(Vec<Change>, Vec<Old>)> = Vec::new();
     let mut part_bytes = 0;
     for change in changes {
-        let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + 40;
+        let old = olds.next();
+        let old_bytes = match &old {
+            Some(Old::Held(record)) => record.value.as_ref().map_or(0, |v| v.len()),
+            _ => 0,
+        };
+        let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + old_bytes + 40;
         let full =
-            parts.last().is_none_or(|p| p.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
+            parts.last().is_none_or(|p| p.0.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
         if full {
-            parts.push(Vec::new());
+            parts.push((Vec::new(), Vec::new()));
             part_bytes = 0;
         }
         part_bytes += size;
-        parts.last_mut().expect("a part").push(change);
+        let part = parts.last_mut().expect("a part");
+        part.0.push(change);
+        part.1.extend(old);
     }
     let count =
         u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
     let mut bytes = 0;
-    for (part, changes) in (0..count).zip(parts) {
-        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count };
+    for (part, (changes, olds)) in (0..count).zip(parts) {
+        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count, olds };
         bytes += record.size_hint() as u64;
         log.append(record)?;
     }

@@ -912,6 +912,7 @@ fn a_request_whose_later_parts_never_come_is_abandoned() {
         changes: vec![change(key)],
         part,
         parts,
+        olds: Vec::new(),
     };
     let append = |records: Vec<crate::replication::LogRecord>, prev_lsn| Message::Append {
         epoch,
@@ -975,8 +976,22 @@ fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
         },
     };
     let records = vec![
-        crate::replication::LogRecord { lsn: 1, epoch, changes: vec![change("a", 0)], part: 0, parts: 3 },
-        crate::replication::LogRecord { lsn: 2, epoch, changes: vec![change("b", 1)], part: 1, parts: 3 },
+        crate::replication::LogRecord {
+            lsn: 1,
+            epoch,
+            changes: vec![change("a", 0)],
+            part: 0,
+            parts: 3,
+            olds: Vec::new(),
+        },
+        crate::replication::LogRecord {
+            lsn: 2,
+            epoch,
+            changes: vec![change("b", 1)],
+            part: 1,
+            parts: 3,
+            olds: Vec::new(),
+        },
     ];
     let message = Message::Append { epoch, prev_lsn: 0, prev_epoch: 0, records, leader_lsn: 3, sent_at_ms: now };
     c.step(1, Input::Message { from: leader, message });
@@ -1588,4 +1603,119 @@ fn a_log_held_for_another_family_is_held_from_an_elected_leaders_first_tick() {
     }
     assert!(replica.is_leader(), "it elected itself");
     assert_eq!(replica.first_lsn(), 1, "still held once it leads again");
+}
+
+/// The pairs of a REPLIKV.LOG CHANGES reply, as a map from field name to value.
+fn log_fields(reply: &Reply) -> BTreeMap<String, Reply> {
+    let Reply::Array(items) = reply else { panic!("pairs: {reply:?}") };
+    items
+        .chunks(2)
+        .map(|pair| match &pair[0] {
+            Reply::Bulk(name) => (String::from_utf8_lossy(name).into_owned(), pair[1].clone()),
+            other => panic!("a field name: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_carries_old_values_and_transactions_to_every_replica() {
+    let mut c = Cluster::new(1, 1, ReplogOptions::default());
+    c.run_for(200);
+    for line in [
+        "SET users.1234.picture_url me-old.jpg",
+        "SET users.1234.picture_url me-new.jpg",
+        "DEL users.1234.picture_url",
+        "MSET users.1.name ann users.2.name bob",
+    ] {
+        let id = c.send(0, line);
+        c.settle();
+        assert!(matches!(c.reply(id), Some(Reply::Ok | Reply::Int(1))), "{line}: {:?}", c.reply(id));
+    }
+    let mut listed = Vec::new();
+    for i in 0..2 {
+        let id = c.send(i, "REPLIKV.LOG 0 100 CHANGES PREFIX users.");
+        let Some(Reply::Array(records)) = c.reply(id).cloned() else { panic!("n{}: {:?}", i + 1, c.reply(id)) };
+        listed.push(records);
+    }
+    assert_eq!(listed[0], listed[1], "the follower's log is the leader's, old values and all");
+    let records: Vec<_> = listed[0].iter().map(log_fields).collect();
+    let changes = |r: &BTreeMap<String, Reply>| match &r["changes"] {
+        Reply::Array(changes) => changes.iter().map(log_fields).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let text = |reply: &Reply| match reply {
+        Reply::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Nil => "nil".into(),
+        other => format!("{other:?}"),
+    };
+    let summary: Vec<(String, String, String)> = records
+        .iter()
+        .flat_map(&changes)
+        .map(|c| (text(&c["key"]), format!("{}:{}", text(&c["old"]), text(&c["old_value"])), text(&c["new_value"])))
+        .collect();
+    let row = |k: &str, old: &str, new: &str| (k.to_string(), old.to_string(), new.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            row("users.1234.picture_url", "absent:nil", "me-old.jpg"),
+            row("users.1234.picture_url", "value:me-old.jpg", "me-new.jpg"),
+            row("users.1234.picture_url", "value:me-new.jpg", "nil"),
+            row("users.1.name", "absent:nil", "ann"),
+            row("users.2.name", "absent:nil", "bob"),
+        ]
+    );
+    // The second write's old version is the first write's new one.
+    let (first, second) = (changes(&records[0]), changes(&records[1]));
+    assert_eq!(second[0]["old_version"], first[0]["new_version"]);
+    // The MSET is one transaction of two changes, begun and ended in one record, whose id is
+    // its position; each record's transaction is its own.
+    let last = records.last().expect("records");
+    assert_eq!(changes(last).len(), 2);
+    assert_eq!((&last["begins"], &last["ends"]), (&Reply::Int(1), &Reply::Int(1)));
+    let ids: Vec<&Reply> = records.iter().map(|r| &r["transaction"]).collect();
+    let lsns: Vec<&Reply> = records.iter().map(|r| &r["lsn"]).collect();
+    assert_eq!(ids, lsns, "a transaction's id is its first record's position");
+    // The keys form filters by the prefix too, and keeps every record.
+    let id = c.send(0, "REPLIKV.LOG 0 100 PREFIX users.1.");
+    let Some(Reply::Array(keys)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
+    let keyed: Vec<Reply> = keys
+        .iter()
+        .map(|r| match r {
+            Reply::Array(parts) => parts[2].clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(keyed.len(), records.len(), "every record is listed");
+    assert_eq!(keyed.last(), Some(&Reply::Array(vec![Reply::Bulk(Bytes::from("users.1.name"))])));
+    for bad in ["REPLIKV.LOG 0 100 PREFIX", "REPLIKV.LOG 0 100 VALUES"] {
+        let args: Vec<Bytes> = bad.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        let parsed = parse_command(&args).expect("a known command");
+        assert!(matches!(&parsed, Err(Reply::Error(e)) if e.contains("syntax")), "{bad}: {parsed:?}");
+    }
+}
+
+#[test]
+fn a_request_cut_into_parts_keeps_each_changes_old_value_beside_it() {
+    use crate::replication::{LogRecord, Old, ReplicationLog};
+    use crate::storage::Record;
+    let count = super::RECORD_CHANGES_MAX * 2 + 1;
+    let record =
+        |value: String| Record { version: Default::default(), value: Some(Bytes::from(value)), expire_at_ms: None };
+    let changes: Vec<Change> =
+        (0..count).map(|i| Change { key: Bytes::from(format!("k{i}")), record: record(format!("new{i}")) }).collect();
+    let olds: Vec<Old> = (0..count).map(|i| Old::Held(record(format!("old{i}")))).collect();
+    let mut log = ReplicationLog::in_memory(ReplogOptions::default());
+    super::append_changes(&mut log, 1, changes, olds).unwrap();
+    let records: Vec<LogRecord> = log.read(0, usize::MAX).unwrap().unwrap();
+    assert_eq!(records.len(), 3, "cut at RECORD_CHANGES_MAX");
+    for r in &records {
+        assert!(r.parts_error().is_none(), "{:?}", r.parts_error());
+        assert_eq!(r.transaction(), 1, "one transaction");
+        for (i, change) in r.changes.iter().enumerate() {
+            let Old::Held(old) = r.old(i) else { panic!("an old value") };
+            let n = &change.key[1..];
+            assert_eq!(old.value.as_deref(), Some([&b"old"[..], n].concat().as_slice()), "beside its change");
+        }
+    }
+    assert!(records[0].begins() && !records[1].begins() && records[1].continues() && !records[2].continues());
 }

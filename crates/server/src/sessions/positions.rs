@@ -276,7 +276,7 @@ mod tests {
         s.read_from = ReadFrom::Leader;
         let failover = Request::Failover { to: None, force: false, abort: false, timeout_ms: 0 };
         assert_eq!(floor(&s.wrap(failover, 10)), None, "FAILOVER is about this node, not the keys");
-        assert_eq!(floor(&s.wrap(Request::Log { after: 0, count: 1 }, 10)), None);
+        assert_eq!(floor(&s.wrap(Request::Log { after: 0, count: 1, changes: false, prefix: Bytes::new() }, 10)), None);
         let incr = Request::IncrBy { key: Bytes::from_static(b"k"), delta: 1 };
         assert_eq!(floor(&s.wrap(incr, 10)), Some((0, false)), "READFROM leader moves reads only");
         s.guarantee = Guarantee::MonotonicReads;

@@ -11,9 +11,10 @@ pub const RECORD_BYTES_MAX: usize = 600 * 1024 * 1024;
 pub(super) const MAGIC: [u8; 8] = *b"RKVRLOG\0";
 
 /// The format version a segment header carries; raise it with any change to this file.
-pub(super) const FORMAT_VERSION: u32 = 2;
+pub(super) const FORMAT_VERSION: u32 = 3;
 
-/// The oldest format version this build reads: format 1 records lack `part` and `parts`.
+/// The oldest format version this build reads: format 1 records lack `part` and `parts`,
+/// format 2 records lack `olds`.
 const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Bytes in a segment header: magic, version, base lsn, base epoch, checksum.
@@ -149,9 +150,26 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
     match postcard::take_from_bytes::<LogRecord>(body) {
         Ok((record, [])) => record.parts_error().map_or(Ok(record), Err),
         Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
-        Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
-            Ok((old, [])) => Ok(LogRecord::whole(old.lsn, old.epoch, old.changes)),
-            _ => Err("undecodable record: it ends before its parts".into()),
+        // An older format's body ends before the fields it lacks (and never decodes as a
+        // newer one: the checksum matched, so it ends where its writer ended it).
+        Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV2>(body) {
+            Ok((old, [])) => {
+                let record = LogRecord {
+                    lsn: old.lsn,
+                    epoch: old.epoch,
+                    changes: old.changes,
+                    part: old.part,
+                    parts: old.parts,
+                    olds: Vec::new(),
+                };
+                record.parts_error().map_or(Ok(record), Err)
+            }
+            Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
+                Ok((old, [])) => Ok(LogRecord::whole(old.lsn, old.epoch, old.changes)),
+                _ => Err("undecodable record: it ends before its parts".into()),
+            },
+            Err(e) => Err(format!("undecodable record: {e}")),
         },
         Err(e) => Err(format!("undecodable record: {e}")),
     }
@@ -161,8 +179,18 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
 #[derive(serde::Deserialize)]
 struct RecordV1 {
     lsn: Lsn,
-    epoch: crate::replication::record::Epoch,
+    epoch: Epoch,
     changes: Vec<crate::replication::Change>,
+}
+
+/// A record of log format 2, before changes carried old values.
+#[derive(serde::Deserialize)]
+struct RecordV2 {
+    lsn: Lsn,
+    epoch: Epoch,
+    changes: Vec<crate::replication::Change>,
+    part: u32,
+    parts: u32,
 }
 
 /// Decodes the frame starting at `at` in `bytes`, a whole file: the record and where the

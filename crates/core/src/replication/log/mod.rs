@@ -45,7 +45,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic     "RKVRLOG\0"
-//!      8    4 version   format version, 2 (1 is still read)
+//!      8    4 version   format version, 3 (1 and 2 are still read)
 //!     12    8 base      lsn just before the segment's first record (first_lsn - 1)
 //!     20    8 epoch     the epoch at base: the log's last epoch when the segment was created
 //!     28    4 crc       crc32c of bytes 0..28
@@ -65,14 +65,16 @@
 //!      0    4 len       body length, 1..=RECORD_BYTES_MAX (600 MiB)
 //!      4    4 crc       crc32c of the body
 //!      8  len body      postcard(LogRecord): lsn (varint), epoch (varint), changes,
-//!                       part (varint), parts (varint)
+//!                       part (varint), parts (varint), olds
 //! ```
 //!
 //! Within a file the lsns run `base + 1`, `base + 2`, ... with no gap. A body's encoding is
 //! `LogRecord`'s serde derive through postcard, so changing that type changes the format.
 //! Format 1 had no `part` and `parts`: such a body ends after `changes`, which is never a
-//! complete format 2 body, and is read as a whole request (part 0 of 1). A format 1 segment
-//! reopened as the active one takes format 2 records after its own.
+//! complete later body, and is read as a whole request (part 0 of 1). Format 2 had no `olds`
+//! (each change's old record): such a body ends after `parts` and is read with its old
+//! values unknown. An older segment reopened as the active one takes format 3 records after
+//! its own.
 //!
 //! # Writes
 //!

@@ -5,7 +5,7 @@
 use super::format::{encode_frame, encode_header, file_name, SegmentHeader, HEADER_BYTES, RESET_EXT, SEGMENT_EXT};
 use super::{ReplicationLog, ReplogOptions};
 use crate::error::Error;
-use crate::replication::record::{Change, Epoch, LogRecord, Lsn};
+use crate::replication::record::{Change, Epoch, LogRecord, Lsn, Old};
 use crate::storage::Record;
 use crate::version::{NodeId, Timestamp, Version};
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// A record at `lsn` in `epoch` whose changes vary with the lsn: values of many lengths,
 /// tombstones, deadlines, one to three keys.
 fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
-    let changes = (0..1 + lsn % 3)
+    let changes: Vec<Change> = (0..1 + lsn % 3)
         .map(|i| Change {
             key: Bytes::from(format!("key-{lsn}-{i}")),
             record: Record {
@@ -33,7 +33,20 @@ fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
         0 => (0, 1),
         p => (p as u32 - 1, 2),
     };
-    LogRecord { lsn, epoch, changes, part, parts }
+    // Old values of every kind, and none at all every seventh record.
+    let olds = if lsn.is_multiple_of(7) {
+        Vec::new()
+    } else {
+        (0..changes.len() as u64)
+            .map(|i| match (lsn + i) % 4 {
+                0 => Old::Absent,
+                1 => Old::Unknown,
+                2 => Old::Omitted { version: changes[0].record.version, expire_at_ms: Some(lsn), bytes: 2 << 20 },
+                _ => Old::Held(Record { value: Some(Bytes::from(format!("old-{lsn}"))), ..changes[0].record.clone() }),
+            })
+            .collect()
+    };
+    LogRecord { lsn, epoch, changes, part, parts, olds }
 }
 
 /// Records `from..=to`, epoch 1 up to lsn 20 and 2 after.
@@ -219,20 +232,26 @@ fn damage_in_a_middle_record_is_corruption_at_its_offset() {
         assert!(paths.len() >= 3, "{} segments", paths.len());
         let path = &paths[segment.min(paths.len() - 1)];
         let offsets = frame_offsets(path);
-        let middle = offsets[offsets.len() / 2];
+        assert!(offsets.len() >= 2, "a record follows the damaged one");
+        let middle = offsets[(offsets.len() - 1) / 2];
         flip(path, middle + 10, 0x40);
         assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), path, middle);
     }
     // A damaged length of a middle record of the last segment: later records still check
     // out, so it is damage, not a torn tail.
     for (byte, mask) in [(0, 0x01), (0, 0x80), (3, 0x10)] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let paths = segmented_log(dir.path(), 40);
-        let path = paths.last().expect("a segment");
-        let offsets = frame_offsets(path);
-        assert!(offsets.len() >= 3, "{} records in the last segment", offsets.len());
-        flip(path, offsets[1] + byte, mask);
-        assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), path, offsets[1]);
+        // The first log of 40 records or more whose last segment holds 3 records or more.
+        let (dir, path, offsets) = (40..80)
+            .map(|count| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = segmented_log(dir.path(), count).pop().expect("a segment");
+                let offsets = frame_offsets(&path);
+                (dir, path, offsets)
+            })
+            .find(|(_, _, offsets)| offsets.len() >= 3)
+            .expect("a log whose last segment holds 3 records");
+        flip(&path, offsets[1] + byte, mask);
+        assert_corrupt(ReplicationLog::open(dir.path(), ReplogOptions::default()), &path, offsets[1]);
     }
     // A bad header.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -551,7 +570,8 @@ fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after()
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[..28]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-    let old: Vec<LogRecord> = (1..=3).map(|lsn| LogRecord { part: 0, parts: 1, ..record(lsn, 1) }).collect();
+    let old: Vec<LogRecord> =
+        (1..=3).map(|lsn| LogRecord { part: 0, parts: 1, olds: Vec::new(), ..record(lsn, 1) }).collect();
     for r in &old {
         let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes)).expect("encode");
         bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -572,6 +592,47 @@ fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after()
     all.push(new);
     assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
     assert_eq!((log.open_request(), log.complete_lsn()), (Some(4), 3), "an open request survives a reopen");
+}
+
+#[test]
+fn a_format_2_segment_reads_with_old_values_unknown_and_takes_format_3_records_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Format 2: the header says version 2, and a body ends after `parts`.
+    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    let old: Vec<LogRecord> = (1..=3).map(|lsn| LogRecord { olds: Vec::new(), ..record(lsn, 1) }).collect();
+    for r in &old {
+        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts)).expect("encode");
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 2 log");
+    let read = log.read(0, usize::MAX).expect("read").expect("records");
+    assert_eq!(read, old);
+    assert!(read.iter().all(|r| r.changes.iter().enumerate().all(|(i, _)| *r.old(i) == Old::Unknown)));
+    // A format 3 record, with its old values, goes after them and reads back whole.
+    let mut new = record(4, 1);
+    new.olds = new.changes.iter().map(|_| Old::Absent).collect();
+    assert!(!new.olds.is_empty(), "the test record has changes");
+    log.append(new.clone()).expect("append");
+    log.flush().expect("flush");
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen");
+    let mut all = old;
+    all.push(new);
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
+}
+
+#[test]
+fn a_record_whose_old_values_do_not_match_its_changes_is_refused() {
+    let mut bad = record(1, 1);
+    bad.olds = vec![Old::Absent; bad.changes.len() + 1];
+    let error = bad.parts_error().expect("refused");
+    assert!(error.contains("old values"), "{error}");
 }
 
 #[test]
