@@ -78,7 +78,7 @@ pub fn main(args: &ConflictsArgs) -> Result<()> {
 }
 
 /// `text` with every byte outside unreserved URL characters percent-encoded.
-fn percent(text: &str) -> String {
+pub fn percent(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

@@ -38,6 +38,7 @@ mod conflicts;
 mod failover;
 mod fault;
 mod history;
+mod log;
 mod output;
 mod quorum;
 mod sim;
@@ -152,6 +153,17 @@ enum Command {
     /// old_value, new_value, transaction). The same as REPLIKV.CONFLICTS \[prefix\] \[COUNT n\] and
     /// GET /api/v1/conflicts.
     Conflicts(conflicts::ConflictsArgs),
+    /// Read a node's replication log as the lecture's logical log (replikv log show).
+    ///
+    /// Each record with its position, epoch and transaction (the id of the client request it
+    /// belongs to, where the transaction begins and ends), and each change with its key's old
+    /// and new value and version. A key of the form table.row.column is printed as the
+    /// lecture's record (table, key, column, old_value, new_value, transaction).
+    Log {
+        /// What to do with the log.
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
     /// The lecture's quorum arithmetic: which (w, r) read the newest write, with which replicas
     /// down.
     ///
@@ -206,6 +218,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::main(&args),
         Command::Fault(args) => fault::main(&args),
         Command::Conflicts(args) => conflicts::main(&args),
+        Command::Log { command } => log::main(&command),
         Command::Failover(args) => failover::main(&args),
         Command::Quorum(args) => quorum::main(&args),
         Command::Verify(args) => match history::verify(&args.file, &args.model) {

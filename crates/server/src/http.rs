@@ -11,7 +11,7 @@
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
 //! | `GET /api/v1/conflicts[?prefix=P&count=N]` | multi-leader: the newest N (10) entries of the conflict log for keys starting with P, oldest first: `[{"time_ms", "key", "datacenter", "detected_by", "resolve", "held", "arrived", "kept", "lost", "lecture"}...]`, each write `[origin, version, value, bytes]`, `lecture` the lecture's record (`{"table", "key", "column", "old_value", "new_value", "transaction"}`) or null |
-//! | `GET /api/v1/log?after=N&limit=M` | the replication log's records after N (at most M, 1000): `[{"lsn", "epoch", "keys": [...]}...]`, keys only (lossy UTF-8); 410 when the log no longer holds them |
+//! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
@@ -444,14 +444,33 @@ async fn put_key(
 #[derive(Deserialize)]
 struct LogParams {
     /// The records after this position.
-    after: u64,
+    after: Option<u64>,
+    /// The records from this position on (`after` plus one; give one of the two).
+    from: Option<u64>,
     /// Records at most.
     limit: Option<u64>,
+    /// Only the changes of client keys starting with this.
+    prefix: Option<String>,
 }
 
-/// `GET /api/v1/log`: the records after `after`, keys only (REPLIKV.LOG).
+/// Records `GET /api/v1/log` lists when no limit is given.
+const LOG_LISTED_DEFAULT: u64 = 100;
+
+/// `GET /api/v1/log`: the records after `after` (or from `from`), each with its transaction
+/// and its changes in full, old and new values and versions (REPLIKV.LOG ... CHANGES), and
+/// `keys`: its changes' keys. 410 when the log no longer holds them.
 async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<LogParams>) -> Response {
-    let request = Request::Log { after: params.after, count: params.limit.unwrap_or(100) };
+    let after = match (params.after, params.from) {
+        (Some(_), Some(_)) => return error(StatusCode::BAD_REQUEST, "give after or from, not both"),
+        (_, Some(0)) => return error(StatusCode::BAD_REQUEST, "from counts from 1, the log's first position"),
+        (after, from) => after.or(from.map(|f| f - 1)).unwrap_or(0),
+    };
+    let count = params.limit.unwrap_or(LOG_LISTED_DEFAULT);
+    if count == 0 {
+        return error(StatusCode::BAD_REQUEST, "limit must be at least 1");
+    }
+    let prefix = Bytes::from(params.prefix.unwrap_or_default());
+    let request = Request::Log { after, count, changes: true, prefix };
     let records = match call(&state, request).await {
         Ok(Reply::Array(records)) => records,
         Ok(Reply::Error(e)) => return error(StatusCode::GONE, e),
@@ -459,22 +478,13 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
         Err(response) => return response,
     };
     let entries: Vec<Value> = records
-        .into_iter()
-        .filter_map(|r| match r {
-            Reply::Array(parts) => match parts.as_slice() {
-                [Reply::Int(lsn), Reply::Int(epoch), Reply::Array(keys)] => {
-                    let keys: Vec<String> = keys
-                        .iter()
-                        .filter_map(|k| match k {
-                            Reply::Bulk(k) => Some(String::from_utf8_lossy(k).into_owned()),
-                            _ => None,
-                        })
-                        .collect();
-                    Some(json!({ "lsn": lsn, "epoch": epoch, "keys": keys }))
-                }
-                _ => None,
-            },
-            _ => None,
+        .iter()
+        .map(|r| {
+            let mut record = reply_json(r);
+            let keys: Vec<Value> =
+                record["changes"].as_array().into_iter().flatten().map(|c| c["key"].clone()).collect();
+            record["keys"] = Value::Array(keys);
+            record
         })
         .collect();
     Json(Value::Array(entries)).into_response()
@@ -505,6 +515,10 @@ async fn conflicts(State(state): State<Arc<NodeState>>, Query(params): Query<Con
     }
 }
 
+/// The first field names of the pairs [`reply_json`] turns into objects: a conflict entry, a
+/// lecture record, a log record and a log change.
+const OBJECT_FIRST_FIELDS: [&[u8]; 4] = [b"time_ms", b"table", b"lsn", b"key"];
+
 /// A reply as JSON: an array of field and value pairs (names first, as XINFO's) as an object,
 /// other arrays as arrays, values as text (or `{"hex"}` when not UTF-8), nil as null.
 fn reply_json(reply: &Reply) -> Value {
@@ -524,9 +538,7 @@ fn reply_json(reply: &Reply) -> Value {
                 && items.chunks(2).all(|pair| {
                     matches!(&pair[0], Reply::Bulk(name) if !name.is_empty() && name.iter().all(|b| b.is_ascii_lowercase() || *b == b'_'))
                 });
-            if named
-                && matches!(&items[0], Reply::Bulk(first) if first.as_ref() == b"time_ms" || first.as_ref() == b"table")
-            {
+            if named && matches!(&items[0], Reply::Bulk(first) if OBJECT_FIRST_FIELDS.contains(&first.as_ref())) {
                 let mut object = serde_json::Map::new();
                 for pair in items.chunks(2) {
                     let Reply::Bulk(name) = &pair[0] else { unreachable!("checked above") };

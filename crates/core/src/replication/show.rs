@@ -81,8 +81,9 @@ pub fn record_reply(record: &LogRecord, prefix: &[u8]) -> Reply {
 /// `old` (`absent`, `value`, `tombstone`, `omitted` or `unknown`), `old_value`, `old_bytes`,
 /// `old_version`, `old_expire_at_ms`, `new_value` (nil for a delete), `new_bytes`,
 /// `new_version`, `expire_at_ms`, and `lecture`: the lecture's record as pairs `table`, `key`,
-/// `column`, `old_value`, `new_value`, `transaction`, or nil for a key that is not
-/// `table.row.column`. A missing field is nil.
+/// `column`, `old_value`, `new_value`, `transaction`, all text. For a key that is not
+/// `table.row.column`, `table` and `column` are nil and `key` is the whole key (lossy UTF-8).
+/// A missing field is nil.
 pub fn change_reply(record: &LogRecord, index: usize) -> Reply {
     let change = &record.changes[index];
     let old = record.old(index);
@@ -99,17 +100,18 @@ pub fn change_reply(record: &LogRecord, index: usize) -> Reply {
         }
         Old::Omitted { expire_at_ms, bytes, .. } => ("omitted", Reply::Nil, Some(*bytes), *expire_at_ms),
     };
-    let lecture = match (ns, table_row_column(&key)) {
-        (Some(_), Some((table, row, column))) => pairs(vec![
-            ("table", text(table.into())),
-            ("key", text(row.into())),
-            ("column", text(column.into())),
-            ("old_value", text(old_text(old))),
-            ("new_value", text(new_text(&change.record))),
-            ("transaction", text(record.transaction().to_string())),
-        ]),
-        _ => Reply::Nil,
+    let (table, row, column) = match (ns, table_row_column(&key)) {
+        (Some(_), Some((table, row, column))) => (text(table.into()), text(row.into()), text(column.into())),
+        _ => (Reply::Nil, text(String::from_utf8_lossy(&key).into_owned()), Reply::Nil),
     };
+    let lecture = pairs(vec![
+        ("table", table),
+        ("key", row),
+        ("column", column),
+        ("old_value", text(old_text(old))),
+        ("new_value", text(new_text(&change.record))),
+        ("transaction", text(record.transaction().to_string())),
+    ]);
     pairs(vec![
         ("key", Reply::Bulk(key.clone())),
         ("namespace", ns.map_or_else(|| text("replikv".into()), |ns| Reply::Int(i64::from(ns)))),
@@ -255,7 +257,17 @@ mod tests {
     }
 
     #[test]
-    fn only_table_row_column_keys_have_a_lecture_record() {
+    fn a_key_outside_the_convention_has_no_table_or_column() {
+        let change = Change { key: Bytes::from_static(b"plain"), record: record(Some("v"), 5) };
+        let lecture = fields(&fields(&change_reply(&LogRecord::whole(9, 1, vec![change]), 0))["lecture"]);
+        assert_eq!((&lecture["table"], &lecture["column"]), (&Reply::Nil, &Reply::Nil));
+        assert_eq!(lecture["key"], Reply::Bulk(Bytes::from_static(b"plain")));
+        assert_eq!(lecture["old_value"], Reply::Bulk(Bytes::from_static(b"(unknown)")));
+        assert_eq!(lecture["transaction"], Reply::Bulk(Bytes::from_static(b"9")));
+    }
+
+    #[test]
+    fn only_table_row_column_keys_split_into_table_row_and_column() {
         assert_eq!(table_row_column(b"users.1234.picture_url"), Some(("users", "1234", "picture_url")));
         assert_eq!(table_row_column(b"a.b.c.d"), Some(("a", "b", "c.d")), "the column is the rest");
         for key in [&b"users"[..], b"users.1234", b"users..x", b".1.x", b"t.1.", b"t.\xff.c"] {

@@ -614,7 +614,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("replikv.readfrom", -1, &["fast"], 0, 0, 0),
     ("replikv.receipts", -1, &["fast"], 0, 0, 0),
     ("replikv.receipt", 1, &["fast"], 0, 0, 0),
-    ("replikv.log", 3, &["readonly"], 0, 0, 0),
+    ("replikv.log", -3, &["readonly"], 0, 0, 0),
 ];
 
 fn command(args: &[Bytes]) -> Frame {
