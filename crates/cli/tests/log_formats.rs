@@ -80,3 +80,186 @@ fn the_log_shows_old_and_new_values_and_transactions_on_every_replica() {
         assert!(String::from_utf8_lossy(&body).contains(reason), "{query}: {}", String::from_utf8_lossy(&body));
     }
 }
+
+/// A RESP connection streaming REPLIKV.CHANGES, read frame by frame.
+struct Stream {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl Stream {
+    /// Connects to RESP port `port` and sends `command` (inline).
+    fn open(port: u16, command: &str) -> Stream {
+        let writer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        writer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let reader = std::io::BufReader::new(writer.try_clone().unwrap());
+        let mut stream = Stream { reader, writer };
+        stream.send(command);
+        stream
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        self.writer.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    }
+
+    /// The next frame (RESP2). Read here, not with the `redis` crate's parser, which reads
+    /// ahead into a buffer of its own and drops what follows the frame.
+    fn next(&mut self) -> redis::Value {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let (kind, rest) = line.trim_end().split_at(1);
+        match kind {
+            "+" if rest == "OK" => redis::Value::Okay,
+            "+" => redis::Value::SimpleString(rest.into()),
+            "-" => redis::Value::SimpleString(format!("error: {rest}")),
+            ":" => redis::Value::Int(rest.parse().unwrap()),
+            "$" if rest == "-1" => redis::Value::Nil,
+            "$" => {
+                let mut bytes = vec![0; rest.parse::<usize>().unwrap() + 2];
+                self.reader.read_exact(&mut bytes).unwrap();
+                bytes.truncate(bytes.len() - 2);
+                redis::Value::BulkString(bytes)
+            }
+            "*" => redis::Value::Array((0..rest.parse::<usize>().unwrap()).map(|_| self.next()).collect()),
+            other => panic!("unexpected frame type {other:?} in {line:?}"),
+        }
+    }
+
+    /// The next push: its kind (`from`, `record`) and its payload.
+    fn push(&mut self) -> (String, redis::Value) {
+        match self.next() {
+            redis::Value::Array(mut items) if items.len() == 3 => {
+                let payload = items.pop().unwrap();
+                assert_eq!(items[0], redis::Value::BulkString(b"replikv.changes".to_vec()), "{items:?}");
+                (text(&items[1]), payload)
+            }
+            other => panic!("not a change push: {other:?}"),
+        }
+    }
+}
+
+/// A bulk string's text.
+fn text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Field `name` of a reply of field and value pairs.
+fn pair<'a>(value: &'a redis::Value, name: &str) -> &'a redis::Value {
+    let redis::Value::Array(items) = value else { panic!("pairs: {value:?}") };
+    let at = items.chunks(2).position(|p| text(&p[0]) == name).unwrap_or_else(|| panic!("no {name} in {value:?}"));
+    &items[at * 2 + 1]
+}
+
+/// The client keys of a streamed record's changes.
+fn keys(record: &redis::Value) -> Vec<String> {
+    let redis::Value::Array(changes) = pair(record, "changes") else { panic!("changes") };
+    changes.iter().map(|c| text(pair(c, "key"))).collect()
+}
+
+fn int(value: &redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(n) => *n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+#[test]
+fn a_change_stream_delivers_new_records_under_its_prefix_resumes_and_refuses_a_gap() {
+    let trio = Trio::start("acks = \"sync\"\nlog_retain_bytes = 131072\nlog_segment_bytes = 65536", &[]);
+    let n2 = trio.nodes[1].url().rsplit(':').next().unwrap().trim_end_matches('/').parse::<u16>().unwrap();
+    let mut con = trio.con(0);
+    let _: () = con.set("users.0.name", "before").unwrap();
+    // From the log's end, on a follower: only what comes after.
+    let mut stream = Stream::open(n2, "REPLIKV.CHANGES PREFIX users.");
+    let (kind, from) = stream.push();
+    assert_eq!(kind, "from");
+    let start = int(&from);
+    let _: () = con.set("other", "x").unwrap();
+    let _: () = con.set("users.1.name", "ann").unwrap();
+    let _: () = con.mset(&[("users.2.name", "bob"), ("users.3.name", "cy")]).unwrap();
+    let (kind, first) = stream.push();
+    assert_eq!(
+        (kind.as_str(), keys(&first)),
+        ("record", vec!["users.1.name".to_string()]),
+        "not `other`, not the write before"
+    );
+    assert!(int(pair(&first, "lsn")) >= start);
+    let change = match pair(&first, "changes") {
+        redis::Value::Array(c) => c[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((text(pair(&change, "old")), text(pair(&change, "new_value"))), ("absent".into(), "ann".into()));
+    let (_, second) = stream.push();
+    assert_eq!(keys(&second), ["users.2.name", "users.3.name"], "one transaction, one record");
+    // PING is answered in the stream, another command refused, QUIT closes.
+    stream.send("PING");
+    assert!(matches!(stream.next(), redis::Value::Array(items) if text(&items[0]) == "pong"));
+    stream.send("GET users.1.name");
+    let refused = format!("{:?}", stream.next());
+    assert!(refused.contains("only PING and QUIT"), "{refused}");
+    stream.send("QUIT");
+    assert_eq!(stream.next(), redis::Value::Okay);
+
+    // Resumed from the position after the first record: the second comes first.
+    let resume = int(pair(&first, "lsn")) + 1;
+    let mut again = Stream::open(n2, &format!("REPLIKV.CHANGES FROM {resume} PREFIX users."));
+    assert_eq!(int(&again.push().1), resume);
+    assert_eq!(keys(&again.push().1), ["users.2.name", "users.3.name"]);
+
+    // The same as server-sent events.
+    let (code, head_and_events) =
+        sse(trio.nodes[1].http_port(), &format!("/api/v1/changes?from={resume}&prefix=users."), 1);
+    assert_eq!(code, 200, "{head_and_events}");
+    assert!(
+        head_and_events.contains(&format!("event: record\nid: {}\n", int(pair(&second, "lsn")))),
+        "{head_and_events}"
+    );
+    assert!(head_and_events.contains("\"key\":\"users.2.name\""), "{head_and_events}");
+
+    // Past retention: the start of the log is gone, and a stream from there is refused.
+    for n in 0..200 {
+        let _: () = con.set(format!("big:{n}"), "y".repeat(2000)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while trio.status(1)["replication"]["first_lsn"].as_u64() <= Some(1) {
+        assert!(std::time::Instant::now() < deadline, "retention never dropped the start of n2's log");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut gone = Stream::open(n2, "REPLIKV.CHANGES FROM 1");
+    assert_eq!(int(&gone.push().1), 1);
+    let refusal = format!("{:?}", gone.next());
+    assert!(refusal.contains("are gone") && refusal.contains("FROM a position the log holds"), "{refusal}");
+    let (_, events) = sse(trio.nodes[1].http_port(), "/api/v1/changes?from=1", 0);
+    assert!(events.contains("event: error") && events.contains("are gone"), "{events}");
+}
+
+/// `GET path` on HTTP port `port` as server-sent events: the status code and the text read
+/// until `records` record events and the next event came, or an error event, or 20 s passed.
+fn sse(port: u16, path: &str, records: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut text = String::new();
+    let mut buf = [0u8; 65536];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+        if text.matches("event: record").count() >= records && (records > 0 || text.contains("event: error")) {
+            break;
+        }
+    }
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
+//! | `GET /api/v1/changes?from=N&prefix=P` | the log's changes from position N (the log's end when absent; `Last-Event-ID` resumes) as server-sent events: `event: from` `{"from": N}`, then `event: record` per record with a change under P (`id` its position, data as in `/api/v1/log`), until `event: error` `{"error"}` ends it (records gone past retention, the log cut by a failover, the node stopping): see REPLIKV.CHANGES |
 //! | `GET /api/v1/conflicts[?prefix=P&count=N]` | multi-leader: the newest N (10) entries of the conflict log for keys starting with P, oldest first: `[{"time_ms", "key", "datacenter", "detected_by", "resolve", "held", "arrived", "kept", "lost", "lecture"}...]`, each write `[origin, version, value, bytes]`, `lecture` the lecture's record (`{"table", "key", "column", "old_value", "new_value", "transaction"}`) or null |
 //! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
@@ -94,6 +95,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/config", get(config))
         .route("/api/v1/failover", post(failover))
         .route("/api/v1/log", get(log_records))
+        .route("/api/v1/changes", get(changes))
         .route("/api/v1/conflicts", get(conflicts))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -488,6 +490,69 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
         })
         .collect();
     Json(Value::Array(entries)).into_response()
+}
+
+/// Query parameters of `GET /api/v1/changes`.
+#[derive(Deserialize)]
+struct ChangesParams {
+    /// The first position to stream (the log's end when absent).
+    from: Option<u64>,
+    /// Only records with a change of a client key starting with this.
+    prefix: Option<String>,
+}
+
+/// `GET /api/v1/changes?from=&prefix=`: the log's changes as server-sent events (see
+/// [`crate::changes`]): first `event: from` (`{"from": N}`), then one `event: record` per
+/// record, its `id` its position and its data the record as `GET /api/v1/log` shows it; an
+/// `event: error` (`{"error": ...}`) ends the stream. A `Last-Event-ID` header resumes after
+/// that position when `from` is absent.
+async fn changes(
+    State(state): State<Arc<NodeState>>,
+    Query(params): Query<ChangesParams>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use crate::changes::{field, Feed, Start};
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().parse::<u64>());
+    let start = match (params.from, resume) {
+        (Some(0), _) => return error(StatusCode::BAD_REQUEST, "from counts from 1, the log's first position"),
+        (Some(from), _) => Start::From(from),
+        (None, Some(Ok(id))) => Start::From(id + 1),
+        (None, Some(Err(_))) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID is not a log position"),
+        (None, None) => Start::End,
+    };
+    let feed = Feed::new(state.clone(), start, Bytes::from(params.prefix.unwrap_or_default()));
+    let first = Event::default().event("from").data(json!({ "from": feed.position() + 1 }).to_string());
+    let stopping = state.watch_stopping();
+    let events = futures::stream::unfold(Some((feed, stopping)), |open| async move {
+        let (mut feed, mut stopping) = open?;
+        let next = tokio::select! {
+            next = feed.next() => next,
+            _ = stopping.wait_for(|stop| *stop) => Err("ERR the node is shutting down".into()),
+        };
+        match next {
+            Ok(records) => {
+                let events: Vec<Event> = records
+                    .iter()
+                    .map(|r| {
+                        let id = field(r, "lsn").unwrap_or(0).to_string();
+                        Event::default().event("record").id(id).data(reply_json(r).to_string())
+                    })
+                    .collect();
+                Some((events, Some((feed, stopping))))
+            }
+            Err(reason) => {
+                let data = json!({ "error": reason.trim_start_matches("ERR ") }).to_string();
+                Some((vec![Event::default().event("error").data(data)], None))
+            }
+        }
+    });
+    use futures::StreamExt;
+    let events = futures::stream::once(async move { vec![first] })
+        .chain(events)
+        .flat_map(futures::stream::iter)
+        .map(Ok::<Event, std::convert::Infallible>);
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Query parameters of `GET /api/v1/conflicts`.

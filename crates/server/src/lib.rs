@@ -14,11 +14,12 @@
 //! (frames, handshake, links, listener) and [`peers`] opens a node's links to the rest of its
 //! cluster and carries the replication messages between them and the runtime;
 //! [`replication`] shows the replica's replication state as `INFO replication`, `ROLE` and
-//! JSON; [`error`] sorts what goes wrong by how the operator must react; [`node`] starts and
+//! JSON; [`changes`] streams the log to clients (change data capture); [`error`] sorts what goes wrong by how the operator must react; [`node`] starts and
 //! stops it all.
 //!
 //! If a driver here needs an `if` about replication, that logic belongs in the core.
 
+pub mod changes;
 pub mod clients;
 pub mod clock;
 pub mod config;

@@ -80,7 +80,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         warn_cluster(cluster);
     }
     let resp_task = tokio::spawn(crate::resp::connection::serve(resp, state.clone(), shutdown.clone()));
-    let http_task = tokio::spawn(crate::http_serve::serve(http, state, shutdown));
+    let http_task = tokio::spawn(crate::http_serve::serve(http, state.clone(), shutdown));
     // A cluster node ticks at least twice per heartbeat, so that heartbeats keep their pace.
     let tick_ms = match &config.cluster {
         Some(cluster) if cluster.nodes.len() > 1 => config.tick_ms.min((cluster.replication.heartbeat_ms / 2).max(1)),
@@ -94,6 +94,7 @@ pub async fn run(config: NodeConfig, stop: impl std::future::Future<Output = ()>
         _ = failed.wait_for(|f| *f) => tracing::error!("stopping after a storage failure"),
     }
     let _ = shutdown_tx.send(true);
+    state.stop_streams();
     let drain = std::time::Duration::from_secs(SHUTDOWN_DRAIN_SECS);
     for (name, task) in [("RESP", resp_task), ("HTTP", http_task)] {
         let abort = task.abort_handle();

@@ -178,6 +178,9 @@ struct Shared {
     keyspace: Mutex<Vec<DbKeys>>,
     /// The replication status, published by the stepper.
     replication: Mutex<ReplicationStatus>,
+    /// The replication log's last position, published with the status: change streams wait
+    /// on it for new records.
+    log_end: tokio::sync::watch::Sender<u64>,
     /// The newest batch the syncer made durable.
     durable_batch: AtomicU64,
     /// Settings for the stepper to apply before its next batch; only the newest is kept.
@@ -247,6 +250,12 @@ impl Handle {
         self.shared.replication.lock().unwrap().clone()
     }
 
+    /// A watch of the replication log's last position, as published with the status (at most
+    /// `STATUS_PUBLISH_MS` late under load): it changes when records are appended or cut.
+    pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.log_end.subscribe()
+    }
+
     /// Asks the runtime to do timed work; skipped if the queue is full (the next tick will).
     pub fn tick(&self) {
         let _ = self.tx.try_send(Message::Tick);
@@ -284,6 +293,7 @@ impl Runtime {
         *shared.stats.lock().unwrap() = replica.stats();
         *shared.keyspace.lock().unwrap() = replica.keyspace();
         *shared.replication.lock().unwrap() = replica.status(now_ms());
+        shared.log_end.send_replace(shared.replication.lock().unwrap().last_lsn);
         let handle = Handle { tx: tx.clone(), shared: shared.clone() };
         let failed = Arc::new(failed);
         let (sync_tx, sync_rx) = std_mpsc::sync_channel(SYNC_QUEUE_BATCHES_MAX);
@@ -557,6 +567,7 @@ impl<E: Engine> Stepper<E> {
         self.last_publish_ms = now;
         let status = self.replica.status(now);
         self.metrics.set_replication(&status);
+        self.shared.log_end.send_if_modified(|end| std::mem::replace(end, status.last_lsn) != status.last_lsn);
         *self.shared.replication.lock().unwrap() = status;
     }
 

@@ -43,6 +43,9 @@ pub struct NodeState {
     pub connections_open: AtomicU64,
     /// The node's links to its cluster's other nodes, if it has any.
     pub peers: Option<crate::peers::Peers>,
+    /// Turns true when the node stops: change streams end then, so that no endless response
+    /// holds the HTTP drain.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl NodeState {
@@ -67,7 +70,18 @@ impl NodeState {
             commands_total: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             peers,
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Tells every change stream the node stops.
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// A watch that turns true when the node stops.
+    pub fn watch_stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// A fresh client id.

@@ -1339,8 +1339,17 @@ impl<E: Engine> SingleLeader<E> {
     /// `changes`, in full ([`crate::replication::show::record_reply`]); only the changes of
     /// client keys starting with `prefix`. An error reply when the log no longer holds them.
     /// Records of [`LOG_LIST_BYTES_MAX`] are read at most (always one).
+    ///
+    /// With `changes`, only the records this replica has made good are listed (what a change
+    /// stream may deliver): on a follower those it applied, elsewhere those durable here and
+    /// of whole requests. Without, every record the log holds (what a failover would lose).
     fn list_log(&mut self, after: Lsn, count: u64, changes: bool, prefix: &[u8]) -> Result<Reply> {
         use crate::replication::show;
+        let through = match &self.state {
+            _ if !changes => Lsn::MAX,
+            State::Follower(follower) => follower.applied,
+            _ => self.durable_lsn().min(self.log.complete_lsn()),
+        };
         let count = count.min(LOG_LIST_RECORDS_MAX) as usize;
         let mut out = Vec::new();
         let mut at = after;
@@ -1355,6 +1364,9 @@ impl<E: Engine> SingleLeader<E> {
             let Some(last) = records.last().map(|r| r.lsn) else { break };
             at = last;
             for r in records.into_iter().take(count - out.len()) {
+                if r.lsn > through {
+                    return Ok(Reply::Array(out));
+                }
                 if !out.is_empty() && bytes >= LOG_LIST_BYTES_MAX {
                     break;
                 }

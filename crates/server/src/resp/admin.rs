@@ -168,6 +168,7 @@ const ANSWERED: &[&str] = &[
     "replikv.readfrom",
     "replikv.receipts",
     "replikv.receipt",
+    "replikv.changes",
 ];
 
 /// True when `name` (lowercase) is a command the node answers itself, without the replica.
@@ -198,6 +199,11 @@ pub fn execute(name: &str, args: &[Bytes], client: &mut Client, state: &NodeStat
         "replikv.session" | "replikv.guarantee" | "replikv.readfrom" | "replikv.receipts" | "replikv.receipt" => {
             session_command(name, args, client, &state.config.id)
         }
+        // Streamed by the connection when it is the last command of its round, outside MULTI.
+        "replikv.changes" => Frame::error(
+            "ERR REPLIKV.CHANGES must be the last command of its pipeline, outside MULTI: it streams until the \
+             connection closes",
+        ),
         "echo" | "client" | "config" | "time" | "role" | "replikv.consistency" => arity(name),
         _ => unreachable!("{name} is not answered here"),
     }
@@ -615,6 +621,7 @@ const COMMANDS: &[CommandInfo] = &[
     ("replikv.receipts", -1, &["fast"], 0, 0, 0),
     ("replikv.receipt", 1, &["fast"], 0, 0, 0),
     ("replikv.log", -3, &["readonly"], 0, 0, 0),
+    ("replikv.changes", -1, &["readonly", "pubsub"], 0, 0, 0),
 ];
 
 fn command(args: &[Bytes]) -> Frame {

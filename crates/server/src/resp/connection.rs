@@ -122,6 +122,11 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut shutdown: w
     state.clients.wait_empty().await;
 }
 
+/// True when `name` is REPLIKV.CHANGES, in any case.
+fn is_changes(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"replikv.changes")
+}
+
 /// A reply slot, in request order.
 enum Slot {
     /// Answered already, in the protocol of the moment.
@@ -239,6 +244,15 @@ impl Connection {
                     }
                 }
             }
+            // REPLIKV.CHANGES, last in its round and outside MULTI, turns the connection into a
+            // change stream once the requests before it are answered.
+            let mut requests = requests;
+            let stream = match requests.last() {
+                Some(args) if error.is_none() && is_changes(&args[0]) && self.session.queued().is_none() => {
+                    requests.pop()
+                }
+                _ => None,
+            };
             let close = self.answer(requests, &mut out).await?;
             if let Some(error) = error {
                 self.state.metrics.protocol_errors.inc();
@@ -260,7 +274,123 @@ impl Connection {
             if close || *self.shutdown.borrow() || self.registration.killed() {
                 return Ok(());
             }
+            if let Some(args) = stream {
+                match crate::changes::parse(&args[1..]) {
+                    Ok((start, prefix)) => return self.stream_changes(start, prefix, &mut buf, &mut out).await,
+                    Err(refusal) => {
+                        Frame::error(refusal).encode(self.client.proto, &mut out);
+                        if !self.write_or_closed(&out).await? {
+                            return Ok(());
+                        }
+                        out.clear();
+                    }
+                }
+            }
         }
+    }
+
+    /// Streams the log's changes from `start` under `prefix` as push messages until the
+    /// client leaves (or sends QUIT), the node stops, or the stream must end (its records are
+    /// gone, the log was cut, the client stalled): then with an error naming why. Requests the
+    /// client sends meanwhile: PING is answered with a push `["pong", ""]`, QUIT closes, any
+    /// other gets an error and the stream goes on. See [`crate::changes`].
+    async fn stream_changes(
+        &mut self,
+        start: crate::changes::Start,
+        prefix: Bytes,
+        buf: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> std::io::Result<()> {
+        use crate::changes::{Feed, FEED_STALL_MS_MAX};
+        let mut feed = Feed::new(self.state.clone(), start, prefix);
+        self.client.command = "replikv.changes".into();
+        self.registration.publish(&self.client);
+        let tag = || Frame::bulk("replikv.changes");
+        let from = feed.position() + 1;
+        Frame::Push(vec![tag(), Frame::bulk("from"), Frame::Integer(from as i64)]).encode(self.client.proto, out);
+        loop {
+            if !out.is_empty() {
+                let stall = std::time::Duration::from_millis(FEED_STALL_MS_MAX);
+                match tokio::time::timeout(stall, self.write_or_closed(out)).await {
+                    Ok(written) => {
+                        if !written? {
+                            return Ok(());
+                        }
+                        out.clear();
+                    }
+                    Err(_) => {
+                        tracing::info!("closing change stream of {}: it took no batch for {stall:?}", self.client.addr);
+                        let reason = format!(
+                            "ERR REPLIKV.CHANGES: this consumer took no data for {FEED_STALL_MS_MAX} ms: disconnected;                              resume FROM {}",
+                            feed.position() + 1
+                        );
+                        let mut last = BytesMut::new();
+                        Frame::error(reason).encode(self.client.proto, &mut last);
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(1), self.stream.write_all(&last)).await;
+                        return Ok(());
+                    }
+                }
+            }
+            /// What woke the stream.
+            enum Woke {
+                Records(Result<Vec<Reply>, String>),
+                Read(usize),
+                Stop,
+            }
+            let woke = tokio::select! {
+                next = feed.next() => Woke::Records(next),
+                read = self.stream.read_buf(buf) => Woke::Read(read?),
+                _ = self.shutdown.wait_for(|stop| *stop) => Woke::Stop,
+                _ = self.registration.wait_killed() => Woke::Stop,
+            };
+            match woke {
+                Woke::Stop | Woke::Read(0) => return Ok(()),
+                Woke::Records(Err(reason)) => return self.close_with(out, &reason).await,
+                Woke::Records(Ok(records)) => {
+                    for record in records {
+                        Frame::Push(vec![tag(), Frame::bulk("record"), to_frame(record)])
+                            .encode(self.client.proto, out);
+                    }
+                }
+                Woke::Read(_) => {
+                    let (requests, error) = cut_requests(&mut self.parser, buf, &self.state.live.limits());
+                    for args in requests {
+                        match CommandName::of(&args[0]).as_str() {
+                            "quit" => {
+                                Frame::ok().encode(self.client.proto, out);
+                                return self.close_with_written(out).await;
+                            }
+                            "ping" => {
+                                Frame::Push(vec![Frame::bulk("pong"), Frame::bulk("")]).encode(self.client.proto, out)
+                            }
+                            _ => Frame::error(
+                                "ERR only PING and QUIT are allowed while REPLIKV.CHANGES streams: it streams until \
+                                 the connection closes",
+                            )
+                            .encode(self.client.proto, out),
+                        }
+                    }
+                    if let Some(error) = error {
+                        self.state.metrics.protocol_errors.inc();
+                        return self.close_with(out, &format!("ERR Protocol error: {error}")).await;
+                    }
+                    if buf.len() > self.state.live.query_buffer_bytes_max() {
+                        return self
+                            .close_with(out, "ERR Protocol error: a request too large while streaming changes")
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what is pending and closes.
+    async fn close_with_written(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+        if self.write_or_closed(out).await? {
+            self.stream.shutdown().await?;
+        }
+        Ok(())
     }
 
     /// Writes what is pending plus a last error line, and closes.

@@ -185,15 +185,16 @@ fn without_a_guarantee_sessions_see_each_anomaly_at_a_lag() {
 fn every_session_canary_is_caught_inside_a_datacenter() {
     // Seeds found by `replikv sim --mode multi-leader --datacenters 3 --dc-nodes 3 --acks
     // semi-sync:1 --resolve ... --follower-reads --canary session-no-wait|token-forgets-read
-    // --steps 2000 --quiet-ms 10000 --clients 6 --seeds 0..10` (most seeds catch each).
+    // --steps 2000 --quiet-ms 10000 --clients 6 --seeds 0..10` (most seeds catch each; chosen
+    // again when log format 3 changed the records' sizes, and with them the runs).
     let any = Anomaly::ALL.map(session_checker);
     let monotonic = [Anomaly::MonotonicRegression, Anomaly::EffectBeforeCause].map(session_checker);
     for (canary, resolve, seed, checkers) in [
-        (SessionCanary::SessionNoWait, Resolve::Lww, 2, &any[..]),
+        (SessionCanary::SessionNoWait, Resolve::Lww, 1, &any[..]),
         (SessionCanary::SessionNoWait, Resolve::Merge, 3, &any[..]),
         (SessionCanary::SessionNoWait, Resolve::App, 1, &any[..]),
         (SessionCanary::TokenForgetsRead, Resolve::Lww, 6, &monotonic[..]),
-        (SessionCanary::TokenForgetsRead, Resolve::Merge, 3, &monotonic[..]),
+        (SessionCanary::TokenForgetsRead, Resolve::Merge, 0, &monotonic[..]),
         (SessionCanary::TokenForgetsRead, Resolve::App, 1, &monotonic[..]),
     ] {
         let mut c = sessions_config(seed, resolve, swarm_faults(seed));
