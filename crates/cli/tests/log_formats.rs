@@ -263,3 +263,46 @@ fn sse(port: u16, path: &str, records: usize) -> (u16, String) {
     let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, text)
 }
+
+#[test]
+fn a_script_runs_on_the_leader_atomically_and_its_effects_replicate_as_one_transaction() {
+    let trio = Trio::start("acks = \"sync\"", &[]);
+    let mut con = trio.con(0);
+    let script =
+        "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1]); return redis.call('INCR', KEYS[3])";
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script).query(&mut con).unwrap();
+    let n: i64 = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(3)
+        .arg("users.1.name")
+        .arg("users.2.name")
+        .arg("counter")
+        .arg("ann")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1);
+    // A script that fails half way applies nothing, on the leader or anywhere.
+    let failed: redis::RedisResult<()> = redis::cmd("EVAL")
+        .arg("redis.call('SET', KEYS[1], 'bob'); redis.call('INCR', KEYS[1])")
+        .arg(1)
+        .arg("users.1.name")
+        .query(&mut con);
+    let error = failed.expect_err("INCR of a name fails").to_string();
+    assert!(error.contains("not an integer"), "{error}");
+    let last = trio.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+    trio.wait_applied(2, last);
+    for i in [0, 2] {
+        let names: Vec<Option<String>> =
+            redis::cmd("MGET").arg("users.1.name").arg("users.2.name").query(&mut trio.con(i)).unwrap();
+        assert_eq!(names, [Some("ann".to_string()), Some("ann".to_string())], "n{}", i + 1);
+    }
+    // The script's three writes are one record, one transaction, in the log.
+    let records = log(&trio, 2, "from=1");
+    let with_changes: Vec<&Value> = records.iter().filter(|r| !r["changes"].as_array().unwrap().is_empty()).collect();
+    assert_eq!(with_changes.len(), 1, "one transaction, nothing of the failed script: {records:?}");
+    assert_eq!(with_changes[0]["keys"], serde_json::json!(["users.1.name", "users.2.name", "counter"]));
+    // A follower refuses a script: it may write.
+    let refused: redis::RedisResult<i64> = redis::cmd("EVAL").arg("return 1").arg(0).query(&mut trio.con(1));
+    let refused = refused.expect_err("READONLY").to_string();
+    assert!(refused.contains("read only replica"), "{refused}");
+}

@@ -51,6 +51,8 @@ fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "wait" => (2, Some(2)),
         "failover" => (0, Some(7)),
         "replikv.log" => (2, Some(5)),
+        "eval" | "evalsha" => (2, None),
+        "script" => (1, None),
         "replikv.digest" => (0, Some(2)),
         "flushall" | "flushdb" => (0, Some(1)),
         "watch" => (1, None),
@@ -177,6 +179,41 @@ fn parse_known(name: &str, a: &[Bytes]) -> Result<Request, Reply> {
         "getbit" => parse_getbit(a)?,
         "bitcount" => parse_bitcount(a)?,
         "lcs" => parse_lcs(a)?,
+        "eval" | "evalsha" => {
+            let count = int(&a[1])?;
+            if count < 0 {
+                return Err(Reply::err("Number of keys can't be negative"));
+            }
+            let count = count as usize;
+            if count > a.len() - 2 {
+                return Err(Reply::err("Number of keys can't be greater than number of args"));
+            }
+            let (keys, args) = (a[2..2 + count].to_vec(), a[2 + count..].to_vec());
+            match name {
+                "eval" => Request::Eval { script: a[0].clone(), keys, args },
+                _ => Request::EvalSha { sha: a[0].clone(), keys, args },
+            }
+        }
+        "script" => {
+            let sub = String::from_utf8_lossy(&a[0]).to_ascii_lowercase();
+            match (sub.as_str(), a.len()) {
+                ("load", 2) => Request::ScriptLoad { script: a[1].clone() },
+                ("exists", n) if n >= 2 => Request::ScriptExists { shas: a[1..].to_vec() },
+                ("flush", 1) => Request::ScriptFlush,
+                ("flush", 2) if a[1].eq_ignore_ascii_case(b"async") || a[1].eq_ignore_ascii_case(b"sync") => {
+                    Request::ScriptFlush
+                }
+                ("load" | "exists" | "flush", _) => {
+                    return Err(Reply::err(format!("wrong number of arguments for 'script|{sub}' command")))
+                }
+                _ => {
+                    return Err(Reply::err(format!(
+                        "unknown subcommand '{}'. Try SCRIPT LOAD, EXISTS or FLUSH.",
+                        String::from_utf8_lossy(&a[0])
+                    )))
+                }
+            }
+        }
         "rename" | "renamenx" => parse_rename(name, a),
         "copy" => parse_copy(a)?,
         "expiretime" | "pexpiretime" => Request::ExpireTime { key: key(), millis: name == "pexpiretime" },

@@ -92,6 +92,7 @@ mod glob;
 mod number;
 mod parse_strings;
 mod request;
+pub mod scripts;
 mod session;
 mod store;
 mod strings;

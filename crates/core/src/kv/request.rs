@@ -283,6 +283,37 @@ pub enum Request {
         /// One bucket's entries instead of the whole digest.
         bucket: Option<usize>,
     },
+    /// EVAL script numkeys key... arg...: runs a Lua script atomically (see
+    /// [`super::scripts`]): what it wrote is applied whole, or nothing when it fails.
+    Eval {
+        /// The script's source.
+        script: Bytes,
+        /// `KEYS`, client keys.
+        keys: Vec<Bytes>,
+        /// `ARGV`.
+        args: Vec<Bytes>,
+    },
+    /// EVALSHA sha1 numkeys key... arg...: EVAL of a script this node has cached.
+    EvalSha {
+        /// The script's SHA1, in hex.
+        sha: Bytes,
+        /// `KEYS`, client keys.
+        keys: Vec<Bytes>,
+        /// `ARGV`.
+        args: Vec<Bytes>,
+    },
+    /// SCRIPT LOAD script: caches a script on this node and answers its SHA1.
+    ScriptLoad {
+        /// The script's source.
+        script: Bytes,
+    },
+    /// SCRIPT EXISTS sha1...: 1 or 0 for each, whether this node has it cached.
+    ScriptExists {
+        /// The SHA1s asked about.
+        shas: Vec<Bytes>,
+    },
+    /// SCRIPT FLUSH \[ASYNC|SYNC\]: forgets every cached script.
+    ScriptFlush,
     /// REPLIKV.LOG after count \[CHANGES\] \[PREFIX p\]: the replication log's records after
     /// `after`, at most `count`. Without CHANGES, each as `[lsn, epoch, [key...]]` (physical
     /// keys only, no values): what `replikv failover --dry-run` names. With CHANGES, each as
@@ -724,6 +755,13 @@ impl Request {
             | Request::InDb { .. }
             | Request::ObjectHelp
             | Request::Conflicts { .. }
+            // A script's KEYS are handed to it as the client wrote them; each command it runs
+            // names its own.
+            | Request::Eval { .. }
+            | Request::EvalSha { .. }
+            | Request::ScriptLoad { .. }
+            | Request::ScriptExists { .. }
+            | Request::ScriptFlush
             | Request::RandomKey => Vec::new(),
         }
     }
@@ -765,6 +803,9 @@ impl Request {
                 | Request::ObjectHelp
                 | Request::Touch { .. }
                 | Request::RandomKey
+                | Request::ScriptLoad { .. }
+                | Request::ScriptExists { .. }
+                | Request::ScriptFlush
         )
     }
 }

@@ -53,6 +53,10 @@ pub struct Store<E> {
     changes: Option<Vec<Change>>,
     /// What each captured write's key held before it, in the order of `changes`.
     olds: Vec<Old>,
+    /// While a script runs: what each key it wrote held before, to undo it if it fails.
+    undo: Option<Undo>,
+    /// The scripts this node has cached (`SCRIPT LOAD`, `EVAL`).
+    pub(super) scripts: super::scripts::ScriptCache,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
     pub(super) value_bytes_max: usize,
     /// RANDOMKEY's generator, seeded from the node id: the core draws no OS randomness.
@@ -70,6 +74,22 @@ pub struct Store<E> {
     corruption: Corruption,
     /// The keys found damaged and not yet rewritten (see [`super::damage`]).
     damaged: DamagedKeys,
+}
+
+/// The old records of a script's writes, oldest first, to put back when it fails.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Each written key (physical) and the record it held before (`None`: no record).
+    entries: Vec<(Bytes, Option<Record>)>,
+    /// Bytes of keys and values in `entries`.
+    bytes: usize,
+}
+
+/// Where the captured writes stood when a script began: a failed script's are cut off there.
+#[derive(Debug)]
+pub(super) struct UndoMark {
+    changes: usize,
+    olds: usize,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -112,6 +132,8 @@ impl<E: Engine> Store<E> {
             next_cursor: 1,
             changes: None,
             olds: Vec::new(),
+            undo: None,
+            scripts: Default::default(),
             value_bytes_max: VALUE_BYTES_MAX,
             random: Xorshift::seeded(node.0),
             databases: DATABASES_DEFAULT,
@@ -235,6 +257,13 @@ impl<E: Engine> Store<E> {
         };
         if db >= self.databases {
             return Ok(Reply::err("DB index is out of range"));
+        }
+        match request {
+            request @ (Request::Eval { .. } | Request::EvalSha { .. }) => return self.eval(now_ms, db, request),
+            request @ (Request::ScriptLoad { .. } | Request::ScriptExists { .. } | Request::ScriptFlush) => {
+                return Ok(self.script_command(request))
+            }
+            _ => {}
         }
         if let Some(reply) = check_sizes(&request, self.value_bytes_max) {
             return Ok(reply);
@@ -364,6 +393,13 @@ impl<E: Engine> Store<E> {
             Request::ExpireIf { key, expiry, command, condition } => {
                 self.expire(now_ms, key, expiry, command, condition)?
             }
+            // `execute` runs scripts before the keys are made physical (a script's KEYS are
+            // the client's).
+            Request::Eval { .. }
+            | Request::EvalSha { .. }
+            | Request::ScriptLoad { .. }
+            | Request::ScriptExists { .. }
+            | Request::ScriptFlush => Reply::err("a script request reached the store's inner loop"),
         })
     }
 
@@ -448,6 +484,13 @@ impl<E: Engine> Store<E> {
 
     /// Stores a write of this node's, capturing it when capture is on.
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
+        if let Some(undo) = &mut self.undo {
+            // A damaged record cannot be read back: undone, the key holds no value (it held
+            // none a reader could have).
+            let held = self.engine.get(&key).ok().flatten();
+            undo.bytes += key.len() + held.as_ref().and_then(|r| r.value.as_ref()).map_or(0, |v| v.len());
+            undo.entries.push((key.clone(), held));
+        }
         if let Some(changes) = &mut self.changes {
             // The old record, for the log's readers: unknown when it cannot be read (a
             // damaged record, which this write replaces).
@@ -465,6 +508,46 @@ impl<E: Engine> Store<E> {
         if let Some((key, old, new)) = counted {
             recount(&mut self.ns_keys, &key, old, &new);
         }
+        Ok(())
+    }
+
+    /// Starts keeping what a script's writes replace (see [`super::scripts`]).
+    pub(super) fn begin_undo(&mut self) -> UndoMark {
+        self.undo = Some(Undo::default());
+        UndoMark { changes: self.changes.as_ref().map_or(0, Vec::len), olds: self.olds.len() }
+    }
+
+    /// True when the script's undo has grown past [`super::scripts::SCRIPT_UNDO_BYTES_MAX`].
+    pub(super) fn undo_overflowed(&self) -> bool {
+        self.undo.as_ref().is_some_and(|u| u.bytes > super::scripts::SCRIPT_UNDO_BYTES_MAX)
+    }
+
+    /// The script succeeded: its writes stay.
+    pub(super) fn commit_undo(&mut self, _mark: UndoMark) {
+        self.undo = None;
+    }
+
+    /// The script failed: every key it wrote gets back the record it held (a key that held
+    /// none gets a tombstone of version 0, older than any write), newest write first, and the
+    /// writes it captured for the log are dropped.
+    pub(super) fn rollback_undo(&mut self, mark: UndoMark) -> Result<()> {
+        let Some(undo) = self.undo.take() else { return Ok(()) };
+        for (key, held) in undo.entries.into_iter().rev() {
+            let record = held.unwrap_or(Record { version: Version::default(), value: None, expire_at_ms: None });
+            let old = self.engine.meta(&key);
+            let map = key == DB_MAP_KEY;
+            if counted_namespace(&key).is_some() {
+                recount(&mut self.ns_keys, &key, old, &record);
+            }
+            self.engine.put(key, record)?;
+            if map {
+                self.db_map = load_db_map(&self.engine)?;
+            }
+        }
+        if let Some(changes) = &mut self.changes {
+            changes.truncate(mark.changes);
+        }
+        self.olds.truncate(mark.olds);
         Ok(())
     }
 
