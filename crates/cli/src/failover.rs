@@ -172,7 +172,7 @@ fn status(node: &ClusterNode) -> Result<Value> {
 
 /// Prints the leader's records after `after`, with their keys (the first few).
 fn list_records(leader: &ClusterNode, after: u64) {
-    let path = format!("/api/v1/log?after={after}&limit={LISTED_RECORDS_MAX}");
+    let path = format!("/api/v1/log?after={after}&limit={LISTED_RECORDS_MAX}&keys_only=true");
     let records = match net::get(leader.http_addr, &path) {
         Ok((200, body)) => serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
         Ok((code, body)) => {

@@ -12,10 +12,13 @@
 //!     version 1764000000000.0@n1 -> 1764000000050.0@n1
 //! ```
 //!
-//! `--key P` keeps the changes of keys starting with P. Every node of a single-leader cluster
-//! holds the leader's log (a follower up to what it has received); a multi-leader node holds
-//! its datacenter's; a leaderless cluster keeps no log, and its nodes say so. `-o json` prints
-//! the node's answer as it is.
+//! `--key P` keeps the changes of keys starting with P. What is listed is what a change stream
+//! would deliver: on a leader what a majority holds, on a follower what it applied, never a
+//! request a failover abandoned half shipped. Every node of a single-leader cluster holds
+//! the leader's log; a multi-leader node holds its datacenter's (its values are stored sets of
+//! concurrent versions, printed as they are); a leaderless cluster keeps no log, and its nodes
+//! say so. The last line gives the position to go on from. `-o json` prints the node's answer
+//! as it is.
 
 use crate::cluster::args::{Output, WhichCluster};
 use crate::cluster::layout::ClusterDir;
@@ -130,10 +133,11 @@ pub fn lines(id: &str, records: &[Value], args: &ShowArgs) -> Vec<String> {
     match last {
         None => out.push(format!("{id}'s log holds no record from lsn {}", args.from)),
         Some(last) => {
-            out.push(format!("{shown} record(s){under} of lsn {} to {last} in {id}'s log", args.from));
-            if records.len() as u64 >= args.limit {
-                out.push(format!("more may follow: --from {}", last + 1));
-            }
+            out.push(format!(
+                "{shown} record(s){under} of lsn {} to {last} in {id}'s log; next: --from {}",
+                args.from,
+                last + 1
+            ));
         }
     }
     out
@@ -225,7 +229,7 @@ mod tests {
                 "lsn 328142  epoch 3  transaction 328142 (begins, ends)",
                 "  table: users  key: 1234  column: picture_url  old_value: me-old.jpg  new_value: me-new.jpg  transaction: 328142",
                 "    version 1700000000000.0@n1 -> 1700000000050.0@n1",
-                "1 record(s) of lsn 328142 to 328142 in n1's log",
+                "1 record(s) of lsn 328142 to 328142 in n1's log; next: --from 328143",
             ]
         );
     }

@@ -86,9 +86,9 @@ pub struct Feed {
 impl Feed {
     /// A feed of the changes of client keys under `prefix` from `start`.
     pub fn new(state: Arc<NodeState>, start: Start, prefix: Bytes) -> Feed {
-        let log_end = state.handle.watch_log_end();
+        let log_end = state.handle.watch_log_progress();
         let last = match start {
-            Start::End => *log_end.borrow(),
+            Start::End => state.handle.last_lsn(),
             Start::From(lsn) => lsn - 1,
         };
         Feed { state, prefix, last, last_epoch: None, log_end }
@@ -97,6 +97,13 @@ impl Feed {
     /// The position the feed has read through.
     pub fn position(&self) -> u64 {
         self.last
+    }
+
+    /// [`Feed::next`], owning the feed and handing it back: a future that can be kept across
+    /// the turns of a loop that also waits for other things.
+    pub async fn into_next(mut self) -> (Feed, Result<Vec<Reply>, String>) {
+        let next = self.next().await;
+        (self, next)
     }
 
     /// The next records with a change under the prefix (each as `REPLIKV.LOG ... CHANGES`
@@ -134,7 +141,7 @@ impl Feed {
         };
         if let Some(epoch) = check {
             let held = records.first().map(|r| (field(r, "lsn"), field(r, "epoch")));
-            if held.is_none() && *self.log_end.borrow() >= self.last {
+            if held.is_none() && self.state.handle.last_lsn() >= self.last {
                 return Ok(Vec::new()); // held, but not yet made good here (a new leader's fsync)
             }
             if held != Some((Some(self.last), Some(epoch))) {

@@ -10,9 +10,9 @@
 //! | `GET /api/v1/digest` | the replica's Merkle digest: `{"lsn", "keys", "root", "buckets": [hex...]}` |
 //! | `GET /api/v1/digest/bucket/{n}` | one bucket's live keys: `{"lsn", "entries": [{"key", "hash"}...]}` |
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
-//! | `GET /api/v1/changes?from=N&prefix=P` | the log's changes from position N (the log's end when absent; `Last-Event-ID` resumes) as server-sent events: `event: from` `{"from": N}`, then `event: record` per record with a change under P (`id` its position, data as in `/api/v1/log`), until `event: error` `{"error"}` ends it (records gone past retention, the log cut by a failover, the node stopping): see REPLIKV.CHANGES |
+//! | `GET /api/v1/changes?from=N&prefix=P` | the log's changes from position N (the log's end when absent; `Last-Event-ID` resumes) as server-sent events: `event: from` `{"from": N}`, then `event: record` per record with a change under P (`id` its position, data as in `/api/v1/log`), until `event: error` `{"error"}` ends it (a stream fallen behind retention, the log cut by a failover, the node stopping): see REPLIKV.CHANGES; a start the log no longer holds is 410 |
 //! | `GET /api/v1/conflicts[?prefix=P&count=N]` | multi-leader: the newest N (10) entries of the conflict log for keys starting with P, oldest first: `[{"time_ms", "key", "datacenter", "detected_by", "resolve", "held", "arrived", "kept", "lost", "lecture"}...]`, each write `[origin, version, value, bytes]`, `lecture` the lecture's record (`{"table", "key", "column", "old_value", "new_value", "transaction"}`) or null |
-//! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
+//! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`; `keys_only=true`: every record the log holds, unacknowledged ones too, as `{"lsn", "epoch", "keys"}` with physical keys) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
@@ -453,6 +453,10 @@ struct LogParams {
     limit: Option<u64>,
     /// Only the changes of client keys starting with this.
     prefix: Option<String>,
+    /// Every record the log holds, as `{"lsn", "epoch", "keys"}` (physical keys), the open
+    /// and unacknowledged ones included: what a failover would lose.
+    #[serde(default)]
+    keys_only: bool,
 }
 
 /// Records `GET /api/v1/log` lists when no limit is given.
@@ -472,13 +476,29 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
         return error(StatusCode::BAD_REQUEST, "limit must be at least 1");
     }
     let prefix = Bytes::from(params.prefix.unwrap_or_default());
-    let request = Request::Log { after, count, changes: true, prefix };
+    let keys_only = params.keys_only;
+    let request = Request::Log { after, count, changes: !keys_only, prefix };
     let records = match call(&state, request).await {
         Ok(Reply::Array(records)) => records,
         Ok(Reply::Error(e)) => return error(StatusCode::GONE, e),
         Ok(other) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => return response,
     };
+    if keys_only {
+        let entries: Vec<Value> = records
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Array(parts) => match parts.as_slice() {
+                    [Reply::Int(lsn), Reply::Int(epoch), keys] => {
+                        Some(json!({ "lsn": lsn, "epoch": epoch, "keys": reply_json(keys) }))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        return Json(Value::Array(entries)).into_response();
+    }
     let entries: Vec<Value> = records
         .iter()
         .map(|r| {
@@ -505,7 +525,7 @@ struct ChangesParams {
 /// [`crate::changes`]): first `event: from` (`{"from": N}`), then one `event: record` per
 /// record, its `id` its position and its data the record as `GET /api/v1/log` shows it; an
 /// `event: error` (`{"error": ...}`) ends the stream. A `Last-Event-ID` header resumes after
-/// that position when `from` is absent.
+/// that position (over `from`); a start the log no longer holds is 410.
 async fn changes(
     State(state): State<Arc<NodeState>>,
     Query(params): Query<ChangesParams>,
@@ -513,14 +533,26 @@ async fn changes(
 ) -> Response {
     use crate::changes::{field, Feed, Start};
     use axum::response::sse::{Event, KeepAlive, Sse};
+    // An EventSource that reconnects sends the last id it got: that wins over the `from` of
+    // its URL, which would replay what it has.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().parse::<u64>());
-    let start = match (params.from, resume) {
-        (Some(0), _) => return error(StatusCode::BAD_REQUEST, "from counts from 1, the log's first position"),
-        (Some(from), _) => Start::From(from),
-        (None, Some(Ok(id))) => Start::From(id + 1),
-        (None, Some(Err(_))) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID is not a log position"),
+    let start = match (resume, params.from) {
+        (Some(Ok(id)), _) => Start::From(id.saturating_add(1)),
+        (Some(Err(_)), _) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID is not a log position"),
+        (None, Some(0)) => return error(StatusCode::BAD_REQUEST, "from counts from 1, the log's first position"),
+        (None, Some(from)) => Start::From(from),
         (None, None) => Start::End,
     };
+    // A start the log no longer holds is refused before the stream opens (410): an
+    // EventSource stops there, where an error event would have it reconnect for ever.
+    if let Start::From(from) = start {
+        let probe = Request::Log { after: from - 1, count: 1, changes: true, prefix: Bytes::new() };
+        match call(&state, probe).await {
+            Ok(Reply::Error(e)) => return error(StatusCode::GONE, e),
+            Ok(_) => {}
+            Err(response) => return response,
+        }
+    }
     let feed = Feed::new(state.clone(), start, Bytes::from(params.prefix.unwrap_or_default()));
     let first = Event::default().event("from").data(json!({ "from": feed.position() + 1 }).to_string());
     let stopping = state.watch_stopping();

@@ -178,9 +178,11 @@ struct Shared {
     keyspace: Mutex<Vec<DbKeys>>,
     /// The replication status, published by the stepper.
     replication: Mutex<ReplicationStatus>,
-    /// The replication log's last position, published with the status: change streams wait
-    /// on it for new records.
+    /// Changes whenever the log's progress does (records appended, made durable, applied,
+    /// acknowledged), published with the status: change streams wait on it.
     log_end: tokio::sync::watch::Sender<u64>,
+    /// The replication log's last position, as last published.
+    last_lsn: AtomicU64,
     /// The newest batch the syncer made durable.
     durable_batch: AtomicU64,
     /// Settings for the stepper to apply before its next batch; only the newest is kept.
@@ -250,10 +252,16 @@ impl Handle {
         self.shared.replication.lock().unwrap().clone()
     }
 
-    /// A watch of the replication log's last position, as published with the status (at most
-    /// `STATUS_PUBLISH_MS` late under load): it changes when records are appended or cut.
-    pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// A watch that changes whenever the replication log progresses (records appended, made
+    /// durable, applied or acknowledged), as published with the status (at most
+    /// `STATUS_PUBLISH_MS` late under load).
+    pub fn watch_log_progress(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.log_end.subscribe()
+    }
+
+    /// The replication log's last position, as last published.
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.last_lsn.load(Ordering::SeqCst)
     }
 
     /// Asks the runtime to do timed work; skipped if the queue is full (the next tick will).
@@ -293,7 +301,7 @@ impl Runtime {
         *shared.stats.lock().unwrap() = replica.stats();
         *shared.keyspace.lock().unwrap() = replica.keyspace();
         *shared.replication.lock().unwrap() = replica.status(now_ms());
-        shared.log_end.send_replace(shared.replication.lock().unwrap().last_lsn);
+        shared.last_lsn.store(shared.replication.lock().unwrap().last_lsn, Ordering::SeqCst);
         let handle = Handle { tx: tx.clone(), shared: shared.clone() };
         let failed = Arc::new(failed);
         let (sync_tx, sync_rx) = std_mpsc::sync_channel(SYNC_QUEUE_BATCHES_MAX);
@@ -567,7 +575,14 @@ impl<E: Engine> Stepper<E> {
         self.last_publish_ms = now;
         let status = self.replica.status(now);
         self.metrics.set_replication(&status);
-        self.shared.log_end.send_if_modified(|end| std::mem::replace(end, status.last_lsn) != status.last_lsn);
+        // Anything that moves what a change stream may deliver: the log's end, its durable
+        // end, a follower's applied position, the followers' acknowledgements (the commit).
+        let progress = status.last_lsn
+            + status.durable_lsn
+            + status.leader.as_ref().map_or(0, |l| l.applied_lsn)
+            + status.followers.iter().map(|f| f.acked_lsn).sum::<u64>();
+        self.shared.log_end.send_if_modified(|seen| std::mem::replace(seen, progress) != progress);
+        self.shared.last_lsn.store(status.last_lsn, Ordering::SeqCst);
         *self.shared.replication.lock().unwrap() = status;
     }
 

@@ -70,8 +70,11 @@ const BUDGET_CHECK_EVERY: u32 = 10_000;
 
 /// The commands a script may not run: they wait, hold the connection, change its state, or
 /// are scripts themselves.
-const REFUSED_IN_SCRIPTS: &[&str] =
-    &["eval", "evalsha", "script", "multi", "exec", "discard", "watch", "unwatch", "wait", "failover", "select"];
+/// FLUSHALL, FLUSHDB and SWAPDB rewrite whole databases, more than a script's undo may hold.
+const REFUSED_IN_SCRIPTS: &[&str] = &[
+    "eval", "evalsha", "script", "multi", "exec", "discard", "watch", "unwatch", "wait", "failover", "select",
+    "flushall", "flushdb", "swapdb",
+];
 
 /// A node's cached scripts, by SHA1.
 #[derive(Debug, Default)]

@@ -10,6 +10,7 @@ use super::number::{format_float, parse_float, parse_int};
 use super::request::{ExpireCondition, Expiry, Reply, Request, SetCondition, Watched};
 use super::strings::{expire_allowed, object_help, Xorshift};
 use crate::error::{Error, Result};
+use crate::replication::record::{OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX, OLD_VALUE_LOGGED_BYTES_MAX};
 use crate::replication::{Change, Old};
 use crate::storage::{Engine, Meta, Record, VALUE_BYTES_MAX};
 use crate::version::{Hlc, NodeId, Version};
@@ -53,6 +54,8 @@ pub struct Store<E> {
     changes: Option<Vec<Change>>,
     /// What each captured write's key held before it, in the order of `changes`.
     olds: Vec<Old>,
+    /// Bytes of old values in `olds`.
+    olds_bytes: usize,
     /// While a script runs: what each key it wrote held before, to undo it if it fails.
     undo: Option<Undo>,
     /// The scripts this node has cached (`SCRIPT LOAD`, `EVAL`).
@@ -132,6 +135,7 @@ impl<E: Engine> Store<E> {
             next_cursor: 1,
             changes: None,
             olds: Vec::new(),
+            olds_bytes: 0,
             undo: None,
             scripts: Default::default(),
             value_bytes_max: VALUE_BYTES_MAX,
@@ -206,6 +210,7 @@ impl<E: Engine> Store<E> {
     /// The writes made since the last call, in order, and what each one's key held before it
     /// (the logical log's old values; both empty when capture is off).
     pub fn take_logged(&mut self) -> (Vec<Change>, Vec<Old>) {
+        self.olds_bytes = 0;
         (self.changes.as_mut().map(std::mem::take).unwrap_or_default(), std::mem::take(&mut self.olds))
     }
 
@@ -493,10 +498,27 @@ impl<E: Engine> Store<E> {
         }
         if let Some(changes) = &mut self.changes {
             // The old record, for the log's readers: unknown when it cannot be read (a
-            // damaged record, which this write replaces).
-            let old = match self.damaged.get(&key) {
-                Some(_) => Old::Unknown,
-                None => self.engine.get(&key).map_or(Old::Unknown, Old::of),
+            // damaged record, which this write replaces); its version and length only when it
+            // is large or the request logged enough old values already, read from the index
+            // without reading the value.
+            let meta = self.engine.meta(&key);
+            let old = match meta {
+                _ if self.damaged.get(&key).is_some() => Old::Unknown,
+                None => Old::Absent,
+                Some(meta)
+                    if meta.value_len as usize > OLD_VALUE_LOGGED_BYTES_MAX
+                        || self.olds_bytes + meta.value_len as usize > OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX =>
+                {
+                    Old::Omitted {
+                        version: meta.version,
+                        expire_at_ms: meta.expire_at_ms,
+                        bytes: u64::from(meta.value_len),
+                    }
+                }
+                Some(meta) => {
+                    self.olds_bytes += meta.value_len as usize;
+                    self.engine.get(&key).map_or(Old::Unknown, Old::of)
+                }
             };
             changes.push(Change { key: key.clone(), record: record.clone() });
             self.olds.push(old);

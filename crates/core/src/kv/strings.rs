@@ -855,6 +855,42 @@ mod tests {
     }
 
     #[test]
+    fn a_request_logs_old_values_in_full_up_to_its_budget_then_only_their_lengths() {
+        use crate::replication::record::{OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX, OLD_VALUE_LOGGED_BYTES_MAX};
+        use crate::replication::Old;
+        let mut s = store();
+        s.capture_changes();
+        let full = OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX / OLD_VALUE_LOGGED_BYTES_MAX;
+        for i in 0..full + 2 {
+            s.write(NOW_MS, Bytes::from(format!("k{i:02}")), Bytes::from(vec![b'v'; OLD_VALUE_LOGGED_BYTES_MAX]), None)
+                .unwrap();
+        }
+        s.write(NOW_MS, Bytes::from("big"), Bytes::from(vec![b'v'; OLD_VALUE_LOGGED_BYTES_MAX + 1]), None).unwrap();
+        s.take_logged();
+        assert_eq!(run(&mut s, "FLUSHALL"), Reply::Ok);
+        let (changes, olds) = s.take_logged();
+        assert_eq!((changes.len(), olds.len()), (full + 3, full + 3));
+        let held = olds.iter().filter(|o| matches!(o, Old::Held(_))).count();
+        assert_eq!(held, full, "old values in full up to the request's budget");
+        for (change, old) in changes.iter().zip(&olds) {
+            if let Old::Omitted { bytes, .. } = old {
+                let want =
+                    if &change.key[..] == b"big" { OLD_VALUE_LOGGED_BYTES_MAX + 1 } else { OLD_VALUE_LOGGED_BYTES_MAX };
+                assert_eq!(*bytes as usize, want, "the length of the value not logged");
+            }
+        }
+        assert!(olds
+            .iter()
+            .any(|o| matches!(o, Old::Omitted { bytes, .. } if *bytes as usize > OLD_VALUE_LOGGED_BYTES_MAX)));
+        assert_eq!(run(&mut s, "SET k00 x"), Reply::Ok);
+        let (_, olds) = s.take_logged();
+        assert!(
+            matches!(&olds[..], [Old::Held(r)] if r.value.is_none()),
+            "the next request's budget is whole: {olds:?}"
+        );
+    }
+
+    #[test]
     fn rename_moves_value_and_deadline_as_two_captured_writes() {
         let mut s = store();
         s.capture_changes();

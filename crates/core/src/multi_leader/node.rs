@@ -724,7 +724,7 @@ impl<E: Engine> MultiLeader<E> {
         };
         // A request over several records ships whole: when what was read holds no whole
         // request, read on to the first one's end (within reason).
-        let mut bytes: usize = records.iter().map(LogRecord::size_hint).sum();
+        let mut bytes: usize = records.iter().map(LogRecord::changes_size_hint).sum();
         let whole = |records: &[LogRecord]| records.iter().any(|r| r.lsn <= committed && !r.continues());
         while let Some(last) = records.last().filter(|r| r.lsn < committed && !whole(&records)) {
             if bytes > SHIP_REQUEST_BYTES_MAX {
@@ -746,7 +746,7 @@ impl<E: Engine> MultiLeader<E> {
             if more.is_empty() {
                 break;
             }
-            bytes += more.iter().map(LogRecord::size_hint).sum::<usize>();
+            bytes += more.iter().map(LogRecord::changes_size_hint).sum::<usize>();
             records.extend(more);
         }
         let Some((through, changes)) = shipment(&records, committed) else { return Ok(()) };

@@ -29,6 +29,21 @@ pub struct Change {
 /// must fit in one peer frame).
 pub const OLD_VALUE_LOGGED_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes of old values one request logs in full at most; past them its changes' old values
+/// are logged as [`Old::Omitted`], so that a FLUSHALL of a large keyspace neither reads every
+/// value nor doubles its records.
+pub const OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX: usize = 16 * 1024 * 1024;
+
+// One change (a replicated value of 32 MiB, its key and its old value) fits in a peer frame
+// of 64 MiB with room to spare, past a record's soft bound of 16 MiB of earlier changes.
+const _: () = assert!(
+    crate::single_leader::REPLICATED_VALUE_BYTES_MAX
+        + crate::kv::CLIENT_KEY_BYTES_MAX
+        + OLD_VALUE_LOGGED_BYTES_MAX
+        + crate::single_leader::RECORD_BYTES_SOFT_MAX
+        < 64 * 1024 * 1024
+);
+
 /// What a key held just before a change: the lecture's `old_value`, with its version. A
 /// replica never needs it to apply the change (the new record is whole); it is there for
 /// whoever reads the log (`replikv log show`, change data capture).
@@ -168,11 +183,16 @@ impl LogRecord {
 
     /// An estimate of its encoded size in bytes, for batching and retention budgets.
     pub fn size_hint(&self) -> usize {
+        self.changes_size_hint() + self.olds.iter().map(Old::size_hint).sum::<usize>()
+    }
+
+    /// An estimate of the encoded size of its position and changes, old values left out: what
+    /// a family that ships the changes alone (multi-leader) sends of it.
+    pub fn changes_size_hint(&self) -> usize {
         24 + self
             .changes
             .iter()
             .map(|c| c.key.len() + c.record.value.as_ref().map_or(0, |v| v.len()) + 40)
             .sum::<usize>()
-            + self.olds.iter().map(Old::size_hint).sum::<usize>()
     }
 }

@@ -12,8 +12,9 @@
 //!
 //! Keys are client keys: a key of database namespace 0 as it is, another namespace's without
 //! its two-byte prefix (its `namespace` field says which), and replikv's own records (a
-//! multi-leader node's conflict log, the database map) with namespace `replikv` and their
-//! physical key.
+//! multi-leader node's conflict log and exchange positions, the database map) with namespace
+//! `replikv` and their physical key. A multi-leader node's values are its encoded sets of
+//! concurrent versions, shown as they are stored.
 //!
 //! CAVEATS
 //! - A value is shown up to [`SHOWN_VALUE_BYTES_MAX`] bytes; its full length is always given.
@@ -39,22 +40,26 @@ pub fn table_row_column(key: &[u8]) -> Option<(&str, &str, &str)> {
     (!table.is_empty() && !row.is_empty() && !column.is_empty()).then_some((table, row, column))
 }
 
+/// Tells a family's own records (a multi-leader node's conflict log and exchange positions)
+/// from clients' keys, by physical key.
+pub type Own<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// The client key and namespace of physical key `key`: `(key, Some(namespace))`, or
-/// `(key, None)` for one of replikv's own records.
-fn client_key(key: &Bytes) -> (Bytes, Option<u8>) {
+/// `(key, None)` for one of replikv's own records (by `own`, or in replikv's namespace).
+fn client_key(key: &Bytes, own: Own) -> (Bytes, Option<u8>) {
     match logical(key) {
-        Some((ns, client)) => (client, Some(ns)),
-        None => (key.clone(), None),
+        Some((ns, client)) if !own(key) => (client, Some(ns)),
+        _ => (key.clone(), None),
     }
 }
 
 /// True when the change at `index` of `record` is shown under `prefix` (a client key prefix;
 /// empty shows every change, replikv's own included).
-pub fn shown(record: &LogRecord, index: usize, prefix: &[u8]) -> bool {
+pub fn shown(record: &LogRecord, index: usize, prefix: &[u8], own: Own) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    let (key, ns) = client_key(&record.changes[index].key);
+    let (key, ns) = client_key(&record.changes[index].key, own);
     ns.is_some() && key.starts_with(prefix)
 }
 
@@ -62,9 +67,11 @@ pub fn shown(record: &LogRecord, index: usize, prefix: &[u8]) -> bool {
 /// `transaction`, `part`, `parts`, `begins` and `ends` (1 or 0: whether its transaction
 /// begins or ends in this record), then `changes`: each change under `prefix` as the pairs of
 /// [`change_reply`].
-pub fn record_reply(record: &LogRecord, prefix: &[u8]) -> Reply {
-    let changes =
-        (0..record.changes.len()).filter(|&i| shown(record, i, prefix)).map(|i| change_reply(record, i)).collect();
+pub fn record_reply(record: &LogRecord, prefix: &[u8], own: Own) -> Reply {
+    let changes = (0..record.changes.len())
+        .filter(|&i| shown(record, i, prefix, own))
+        .map(|i| change_reply(record, i, own))
+        .collect();
     pairs(vec![
         ("lsn", Reply::Int(record.lsn as i64)),
         ("epoch", Reply::Int(record.epoch as i64)),
@@ -84,10 +91,10 @@ pub fn record_reply(record: &LogRecord, prefix: &[u8]) -> Reply {
 /// `column`, `old_value`, `new_value`, `transaction`, all text. For a key that is not
 /// `table.row.column`, `table` and `column` are nil and `key` is the whole key (lossy UTF-8).
 /// A missing field is nil.
-pub fn change_reply(record: &LogRecord, index: usize) -> Reply {
+pub fn change_reply(record: &LogRecord, index: usize, own: Own) -> Reply {
     let change = &record.changes[index];
     let old = record.old(index);
-    let (key, ns) = client_key(&change.key);
+    let (key, ns) = client_key(&change.key, own);
     let text = |s: String| Reply::Bulk(Bytes::from(s));
     let int_or_nil = |n: Option<u64>| n.map_or(Reply::Nil, |n| Reply::Int(n as i64));
     let value_of = |v: &Option<Bytes>| v.as_ref().map_or(Reply::Nil, |v| Reply::Bulk(cut(v)));
@@ -197,7 +204,7 @@ mod tests {
             Change { key: Bytes::from_static(b"users.1234.picture_url"), record: record(Some("me-new.jpg"), 20) };
         let mut log_record = LogRecord::whole(328142, 3, vec![change]);
         log_record.olds = vec![Old::Held(record(Some("me-old.jpg"), 10))];
-        let reply = record_reply(&log_record, b"");
+        let reply = record_reply(&log_record, b"", &|_| false);
         let top = fields(&reply);
         assert_eq!(top["transaction"], Reply::Int(328142));
         assert_eq!((&top["begins"], &top["ends"]), (&Reply::Int(1), &Reply::Int(1)), "a transaction of one record");
@@ -241,7 +248,7 @@ mod tests {
         assert_eq!(new_text(&r.changes[0].record), "(deleted)");
         assert_eq!(old_text(r.old(1)), "(none)");
         assert_eq!(old_text(r.old(2)), "(5242880 bytes, not logged)");
-        let top = fields(&record_reply(&r, b"users."));
+        let top = fields(&record_reply(&r, b"users.", &|_| false));
         assert_eq!(top["transaction"], Reply::Int(11), "the request began one record earlier");
         assert_eq!((&top["begins"], &top["ends"]), (&Reply::Int(0), &Reply::Int(0)), "the middle of three parts");
         let Reply::Array(changes) = &top["changes"] else { panic!("changes") };
@@ -259,7 +266,7 @@ mod tests {
     #[test]
     fn a_key_outside_the_convention_has_no_table_or_column() {
         let change = Change { key: Bytes::from_static(b"plain"), record: record(Some("v"), 5) };
-        let lecture = fields(&fields(&change_reply(&LogRecord::whole(9, 1, vec![change]), 0))["lecture"]);
+        let lecture = fields(&fields(&change_reply(&LogRecord::whole(9, 1, vec![change]), 0, &|_| false))["lecture"]);
         assert_eq!((&lecture["table"], &lecture["column"]), (&Reply::Nil, &Reply::Nil));
         assert_eq!(lecture["key"], Reply::Bulk(Bytes::from_static(b"plain")));
         assert_eq!(lecture["old_value"], Reply::Bulk(Bytes::from_static(b"(unknown)")));
@@ -283,7 +290,7 @@ mod tests {
             1,
             vec![Change { key: Bytes::from_static(b"k"), record: Record { value: Some(long), ..record(None, 1) } }],
         );
-        let change = fields(&change_reply(&r, 0));
+        let change = fields(&change_reply(&r, 0, &|_| false));
         assert_eq!(change["new_bytes"], Reply::Int((SHOWN_VALUE_BYTES_MAX + 10) as i64));
         assert!(matches!(&change["new_value"], Reply::Bulk(v) if v.len() == SHOWN_VALUE_BYTES_MAX));
         assert!(new_text(&r.changes[0].record).ends_with(&format!("... ({} bytes)", SHOWN_VALUE_BYTES_MAX + 10)));

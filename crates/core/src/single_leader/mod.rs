@@ -1338,22 +1338,27 @@ impl<E: Engine> SingleLeader<E> {
     /// REPLIKV.LOG: up to `count` records after `after`, as `[lsn, epoch, [key...]]` or, with
     /// `changes`, in full ([`crate::replication::show::record_reply`]); only the changes of
     /// client keys starting with `prefix`. An error reply when the log no longer holds them.
-    /// Records of [`LOG_LIST_BYTES_MAX`] are read at most (always one).
+    /// Records of about [`LOG_LIST_BYTES_MAX`] are listed at most (always one).
     ///
-    /// With `changes`, only the records this replica has made good are listed (what a change
-    /// stream may deliver): on a follower those it applied, elsewhere those durable here and
-    /// of whole requests. Without, every record the log holds (what a failover would lose).
+    /// With `changes`, only what a change stream may deliver is listed: on a leader the
+    /// records a majority holds durably ([`SingleLeader::committed_lsn`]), on a follower those
+    /// it applied; and never a request a failover abandoned half shipped (its parts stay in
+    /// the log, never applied). Without, every record the log holds (what a failover would
+    /// lose).
     fn list_log(&mut self, after: Lsn, count: u64, changes: bool, prefix: &[u8]) -> Result<Reply> {
         use crate::replication::show;
         let through = match &self.state {
             _ if !changes => Lsn::MAX,
             State::Follower(follower) => follower.applied,
+            State::Leader(_) => self.committed_lsn().unwrap_or(0).min(self.log.complete_lsn()),
             _ => self.durable_lsn().min(self.log.complete_lsn()),
         };
         let count = count.min(LOG_LIST_RECORDS_MAX) as usize;
         let mut out = Vec::new();
         let mut at = after;
         let mut bytes = 0;
+        // The fate of the multi-record request seen last: (its start, whole).
+        let mut fate: Option<(Lsn, bool)> = None;
         while out.len() < count && (out.is_empty() || bytes < LOG_LIST_BYTES_MAX) {
             let Some(records) = self.log.read(at, RECOVERY_READ_BYTES)? else {
                 return Ok(Reply::err(format!(
@@ -1364,25 +1369,66 @@ impl<E: Engine> SingleLeader<E> {
             let Some(last) = records.last().map(|r| r.lsn) else { break };
             at = last;
             for r in records.into_iter().take(count - out.len()) {
-                if r.lsn > through {
+                if r.lsn > through || (!out.is_empty() && bytes >= LOG_LIST_BYTES_MAX) {
                     return Ok(Reply::Array(out));
                 }
-                if !out.is_empty() && bytes >= LOG_LIST_BYTES_MAX {
-                    break;
+                if changes && r.parts > 1 {
+                    let start = r.request_start();
+                    let whole = match fate {
+                        Some((seen, whole)) if seen == start => whole,
+                        _ => match self.request_whole(&r, through)? {
+                            Some(whole) => whole,
+                            None => return Ok(Reply::Array(out)), // its last part is not deliverable yet
+                        },
+                    };
+                    fate = Some((start, whole));
+                    if !whole {
+                        continue; // abandoned: never applied, never delivered
+                    }
                 }
-                bytes += r.size_hint();
+                // What the answer costs: the values (twice: the change and the lecture's
+                // record), and field names and framing per change.
+                bytes += 2 * r.size_hint() + 600 * r.changes.len();
+                let commands = &self.commands;
+                let own = |key: &[u8]| commands.own_record(key);
                 if changes {
-                    out.push(show::record_reply(&r, prefix));
+                    out.push(show::record_reply(&r, prefix, &own));
                     continue;
                 }
                 let keys = (0..r.changes.len())
-                    .filter(|&i| show::shown(&r, i, prefix))
+                    .filter(|&i| show::shown(&r, i, prefix, &own))
                     .map(|i| Reply::Bulk(r.changes[i].key.clone()))
                     .collect();
                 out.push(Reply::Array(vec![Reply::Int(r.lsn as i64), Reply::Int(r.epoch as i64), Reply::Array(keys)]));
             }
         }
         Ok(Reply::Array(out))
+    }
+
+    /// Whether the request `record` is a part of reaches its last part in the log (whole),
+    /// or another request follows before it (abandoned by a failover); `None` when its last
+    /// part would lie past `through`, not yet deliverable.
+    fn request_whole(&mut self, record: &LogRecord, through: Lsn) -> Result<Option<bool>> {
+        let start = record.request_start();
+        let end = start + Lsn::from(record.parts) - 1;
+        if end > through {
+            return Ok(None);
+        }
+        // The records from this one to the request's end: each must be its next part.
+        let mut at = record.lsn;
+        while at < end {
+            let Some(records) = self.log.read(at, RECOVERY_READ_BYTES)? else { return Ok(Some(false)) };
+            let Some(last) = records.last().map(|r| r.lsn) else { return Ok(Some(false)) };
+            if records
+                .iter()
+                .take_while(|r| r.lsn <= end)
+                .any(|r| r.request_start() != start || r.epoch != record.epoch)
+            {
+                return Ok(Some(false));
+            }
+            at = last;
+        }
+        Ok(Some(true))
     }
 
     /// REPLIKV.DIGEST: `[lsn, keys, root, [bucket...]]` in hex, or one bucket's

@@ -1719,3 +1719,50 @@ fn a_request_cut_into_parts_keeps_each_changes_old_value_beside_it() {
     }
     assert!(records[0].begins() && !records[1].begins() && records[1].continues() && !records[2].continues());
 }
+
+#[test]
+fn the_changes_listed_leave_out_a_request_a_failover_abandoned() {
+    let mut c = Cluster::new(1, 0, ReplogOptions::default());
+    c.run_for(200);
+    let (leader, now) = (c.ids[0], c.now);
+    let epoch = c.nodes[1].status(c.now).epoch;
+    let record = |lsn, epoch, part, parts, key: &str| crate::replication::LogRecord {
+        lsn,
+        epoch,
+        changes: vec![Change {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            record: crate::storage::Record {
+                version: crate::version::Version {
+                    ts: crate::version::Timestamp { millis: now, logical: lsn as u32 },
+                    node: leader,
+                },
+                value: Some(Bytes::from("v")),
+                expire_at_ms: None,
+            },
+        }],
+        part,
+        parts,
+        olds: Vec::new(),
+    };
+    // A whole request, then two parts of three of a request its leader never finished.
+    let records = vec![record(1, epoch, 0, 1, "a"), record(2, epoch, 0, 3, "b"), record(3, epoch, 1, 3, "c")];
+    let message = Message::Append { epoch, prev_lsn: 0, prev_epoch: 0, records, leader_lsn: 3, sent_at_ms: now };
+    c.step(1, Input::Message { from: leader, message });
+    // The next leader's history goes on after them.
+    let message = Message::Append {
+        epoch: epoch + 1,
+        prev_lsn: 3,
+        prev_epoch: epoch,
+        records: vec![record(4, epoch + 1, 0, 1, "d")],
+        leader_lsn: 4,
+        sent_at_ms: now,
+    };
+    c.step(1, Input::Message { from: leader, message });
+    let id = send_request(&mut c, 1, request("REPLIKV.LOG 0 10 CHANGES"));
+    let Some(Reply::Array(listed)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
+    let lsns: Vec<Reply> = listed.iter().map(|r| log_fields(r)["lsn"].clone()).collect();
+    assert_eq!(lsns, vec![Reply::Int(1), Reply::Int(4)], "the abandoned parts are not listed");
+    let id = send_request(&mut c, 1, request("REPLIKV.LOG 0 10"));
+    let Some(Reply::Array(keys)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
+    assert_eq!(keys.len(), 4, "the keys form lists every record the log holds");
+}

@@ -274,6 +274,19 @@ impl Connection {
             if close || *self.shutdown.borrow() || self.registration.killed() {
                 return Ok(());
             }
+            // A MULTI of this round opened a transaction: REPLIKV.CHANGES is queued in it (and
+            // refused at EXEC), not streamed.
+            let stream = match stream {
+                Some(args) if self.session.queued().is_some() => {
+                    let close = self.answer(vec![args], &mut out).await?;
+                    if !self.write_or_closed(&out).await? || close {
+                        return Ok(());
+                    }
+                    out.clear();
+                    None
+                }
+                stream => stream,
+            };
             if let Some(args) = stream {
                 match crate::changes::parse(&args[1..]) {
                     Ok((start, prefix)) => return self.stream_changes(start, prefix, &mut buf, &mut out).await,
@@ -301,13 +314,19 @@ impl Connection {
         buf: &mut BytesMut,
         out: &mut BytesMut,
     ) -> std::io::Result<()> {
-        use crate::changes::{Feed, FEED_STALL_MS_MAX};
-        let mut feed = Feed::new(self.state.clone(), start, prefix);
+        use crate::changes::{field, Feed, FEED_STALL_MS_MAX};
+        let feed = Feed::new(self.state.clone(), start, prefix);
         self.client.command = "replikv.changes".into();
         self.registration.publish(&self.client);
         let tag = || Frame::bulk("replikv.changes");
-        let from = feed.position() + 1;
-        Frame::Push(vec![tag(), Frame::bulk("from"), Frame::Integer(from as i64)]).encode(self.client.proto, out);
+        // The last position whose records have all left for the client: where a stalled
+        // consumer resumes after.
+        let mut delivered = feed.position();
+        let mut pending_through = delivered;
+        Frame::Push(vec![tag(), Frame::bulk("from"), Frame::Integer((delivered + 1) as i64)])
+            .encode(self.client.proto, out);
+        // One read of the log at a time, kept across the loop's turns: a PING does not cancel it.
+        let mut next = Box::pin(feed.into_next());
         loop {
             if !out.is_empty() {
                 let stall = std::time::Duration::from_millis(FEED_STALL_MS_MAX);
@@ -317,12 +336,15 @@ impl Connection {
                             return Ok(());
                         }
                         out.clear();
+                        delivered = pending_through;
                     }
                     Err(_) => {
-                        tracing::info!("closing change stream of {}: it took no batch for {stall:?}", self.client.addr);
+                        tracing::info!("closing change stream of {}: it took no data for {stall:?}", self.client.addr);
+                        // Best effort: part of a frame may have gone before the stall.
                         let reason = format!(
-                            "ERR REPLIKV.CHANGES: this consumer took no data for {FEED_STALL_MS_MAX} ms: disconnected;                              resume FROM {}",
-                            feed.position() + 1
+                            "ERR REPLIKV.CHANGES: this consumer took no data for {FEED_STALL_MS_MAX} ms: \
+                             disconnected; resume FROM {}",
+                            delivered + 1
                         );
                         let mut last = BytesMut::new();
                         Frame::error(reason).encode(self.client.proto, &mut last);
@@ -334,32 +356,39 @@ impl Connection {
             }
             /// What woke the stream.
             enum Woke {
-                Records(Result<Vec<Reply>, String>),
+                Records(Feed, Result<Vec<Reply>, String>),
                 Read(usize),
+                Evicted(String),
                 Stop,
             }
             let woke = tokio::select! {
-                next = feed.next() => Woke::Records(next),
+                (feed, records) = &mut next => Woke::Records(feed, records),
                 read = self.stream.read_buf(buf) => Woke::Read(read?),
+                eviction = self.buffered.wait_evicted() => Woke::Evicted(eviction.to_string()),
                 _ = self.shutdown.wait_for(|stop| *stop) => Woke::Stop,
                 _ = self.registration.wait_killed() => Woke::Stop,
             };
             match woke {
                 Woke::Stop | Woke::Read(0) => return Ok(()),
-                Woke::Records(Err(reason)) => return self.close_with(out, &reason).await,
-                Woke::Records(Ok(records)) => {
+                Woke::Evicted(eviction) => return self.close_within(out, &format!("ERR {eviction}")).await,
+                Woke::Records(_, Err(reason)) => return self.close_within(out, &reason).await,
+                Woke::Records(feed, Ok(records)) => {
+                    pending_through = feed.position();
                     for record in records {
+                        pending_through = pending_through.max(field(&record, "lsn").unwrap_or(0));
                         Frame::Push(vec![tag(), Frame::bulk("record"), to_frame(record)])
                             .encode(self.client.proto, out);
                     }
+                    next = Box::pin(feed.into_next());
                 }
                 Woke::Read(_) => {
                     let (requests, error) = cut_requests(&mut self.parser, buf, &self.state.live.limits());
+                    self.buffered.set(buf.len(), self.state.live.query_buffer_total_bytes_max());
                     for args in requests {
                         match CommandName::of(&args[0]).as_str() {
                             "quit" => {
                                 Frame::ok().encode(self.client.proto, out);
-                                return self.close_with_written(out).await;
+                                return self.close_within(out, "").await;
                             }
                             "ping" => {
                                 Frame::Push(vec![Frame::bulk("pong"), Frame::bulk("")]).encode(self.client.proto, out)
@@ -373,11 +402,11 @@ impl Connection {
                     }
                     if let Some(error) = error {
                         self.state.metrics.protocol_errors.inc();
-                        return self.close_with(out, &format!("ERR Protocol error: {error}")).await;
+                        return self.close_within(out, &format!("ERR Protocol error: {error}")).await;
                     }
                     if buf.len() > self.state.live.query_buffer_bytes_max() {
                         return self
-                            .close_with(out, "ERR Protocol error: a request too large while streaming changes")
+                            .close_within(out, "ERR Protocol error: a request too large while streaming changes")
                             .await;
                     }
                 }
@@ -385,12 +414,19 @@ impl Connection {
         }
     }
 
-    /// Writes what is pending and closes.
-    async fn close_with_written(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
-        if self.write_or_closed(out).await? {
-            self.stream.shutdown().await?;
+    /// Writes what is pending and a last error line (none when `message` is empty) within a
+    /// second, and closes: a streaming client that does not read must not hold the connection.
+    async fn close_within(&mut self, out: &mut BytesMut, message: &str) -> std::io::Result<()> {
+        if !message.is_empty() {
+            Frame::error(message).encode(self.client.proto, out);
         }
-        Ok(())
+        let write = async {
+            if self.write_or_closed(out).await? {
+                self.stream.shutdown().await?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(1), write).await.unwrap_or(Ok(()))
     }
 
     /// Writes what is pending plus a last error line, and closes.
