@@ -548,7 +548,8 @@ async fn changes(
     if let Start::From(from) = start {
         let probe = Request::Log { after: from - 1, count: 1, changes: true, prefix: Bytes::new() };
         match call(&state, probe).await {
-            Ok(Reply::Error(e)) => return error(StatusCode::GONE, e),
+            Ok(Reply::Error(e)) if e.contains("are gone") => return error(StatusCode::GONE, e),
+            Ok(Reply::Error(e)) => return error(StatusCode::CONFLICT, e),
             Ok(_) => {}
             Err(response) => return response,
         }

@@ -325,6 +325,7 @@ impl Runtime {
             batches: 0,
             next_id: 0,
             last_publish_ms: 0,
+            progress: Default::default(),
             last_tick_ms: 0,
             told_durable: None,
             written_lsn,
@@ -404,6 +405,9 @@ struct Stepper<E> {
     next_id: RequestId,
     /// When the replication status was last published.
     last_publish_ms: u64,
+    /// What a change stream's progress was at the last publish: the log's end, its durable
+    /// end, the applied position, each follower's acknowledged one.
+    progress: (u64, u64, u64, Vec<u64>),
     /// When the replica last ticked.
     last_tick_ms: u64,
     /// The last log position the replica was told is durable, so that a batch released at
@@ -577,11 +581,16 @@ impl<E: Engine> Stepper<E> {
         self.metrics.set_replication(&status);
         // Anything that moves what a change stream may deliver: the log's end, its durable
         // end, a follower's applied position, the followers' acknowledgements (the commit).
-        let progress = status.last_lsn
-            + status.durable_lsn
-            + status.leader.as_ref().map_or(0, |l| l.applied_lsn)
-            + status.followers.iter().map(|f| f.acked_lsn).sum::<u64>();
-        self.shared.log_end.send_if_modified(|seen| std::mem::replace(seen, progress) != progress);
+        let progress = (
+            status.last_lsn,
+            status.durable_lsn,
+            status.leader.as_ref().map_or(0, |l| l.applied_lsn),
+            status.followers.iter().map(|f| f.acked_lsn).collect::<Vec<_>>(),
+        );
+        if progress != self.progress {
+            self.progress = progress;
+            self.shared.log_end.send_modify(|changes| *changes += 1);
+        }
         self.shared.last_lsn.store(status.last_lsn, Ordering::SeqCst);
         *self.shared.replication.lock().unwrap() = status;
     }

@@ -30,7 +30,20 @@
 //! nothing applied); [`SCRIPTS_CACHED_MAX`] scripts and [`SCRIPTS_CACHED_BYTES_MAX`] bytes in
 //! a node's cache (`SCRIPT LOAD` past them is refused; `EVAL` then runs without caching).
 //!
+//! Not there: `pcall` and `xpcall` (they would catch the budget's error and run on;
+//! `redis.pcall` catches a command's error), `load` and `string.dump` (bytecode is not
+//! verified, and a chunk is loaded as text only), `math.randomseed`, `collectgarbage`.
+//!
 //! CAVEATS
+//! - The budget counts Lua instructions, not the work inside a C function: a pattern match
+//!   over a long string (`string.find` with a backtracking pattern) can hold the node past
+//!   it. A time-based stop (Redis's SCRIPT KILL) needs a clock the core does not read.
+//! - `pairs` visits a table's keys in an order that differs between runs (Lua seeds its
+//!   string hashes at random), as does `tostring` of a table: a script whose effects depend
+//!   on either is not deterministic.
+//! - A failed script's keys that had no record are left with a tombstone of version 0 (the
+//!   engine cannot forget a key): it reads, counts, watches and logs as no record, but it
+//!   takes a place in the index until the key is written again.
 //! - The script cache is each node's, in memory, as in Redis: after a restart or a failover,
 //!   `EVALSHA` answers `NOSCRIPT` until the script is loaded again (or sent with `EVAL`).
 //! - A script is a write: a follower refuses it (`READONLY`), even one that only reads.
@@ -58,6 +71,14 @@ pub const SCRIPT_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Bytes of old values kept to undo one script's writes; past it the script is stopped and
 /// undone.
 pub const SCRIPT_UNDO_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Bytes of keys and new values one script may write; past it the script is stopped and
+/// undone (what it wrote is held in memory until it is logged).
+pub const SCRIPT_WRITES_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Levels of nested tables a script's result may have; past it the result is an error (a
+/// table that holds itself has no end).
+pub const SCRIPT_REPLY_DEPTH_MAX: usize = 64;
 
 /// Scripts one node caches at most.
 pub const SCRIPTS_CACHED_MAX: usize = 10_000;
@@ -163,7 +184,12 @@ impl<E: Engine> Store<E> {
         let undo = self.begin_undo();
         let (reply, failed) = match run(self, now_ms, db, &script, keys, args, seed) {
             Ok(outcome) => outcome,
-            Err(Stop::Fatal(error)) => return Err(error),
+            Err(Stop::Fatal(error)) => {
+                // The node stops; undo what can be undone first, so that a restart's recovery
+                // finds no write of the script newer than the log.
+                let _ = self.rollback_undo(undo);
+                return Err(error);
+            }
         };
         if failed {
             self.rollback_undo(undo)?;
@@ -217,8 +243,9 @@ fn run<E: Engine>(
                         Ok(reply) => {
                             if store.undo_overflowed() {
                                 return Err(mlua::Error::RuntimeError(format!(
-                                    "ERR the script wrote over {SCRIPT_UNDO_BYTES_MAX} bytes of old values \
-                                     (SCRIPT_UNDO_BYTES_MAX): it was stopped, and nothing it wrote was applied"
+                                    "ERR the script wrote over {SCRIPT_WRITES_BYTES_MAX} bytes, or replaced over \
+                                     {SCRIPT_UNDO_BYTES_MAX} bytes of old values (SCRIPT_WRITES_BYTES_MAX, \
+                                     SCRIPT_UNDO_BYTES_MAX): it was stopped, and nothing it wrote was applied"
                                 )));
                             }
                             reply
@@ -266,9 +293,18 @@ fn run<E: Engine>(
             "ARGV",
             lua.create_sequence_from(args.iter().map(|a| lua.create_string(a)).collect::<mlua::Result<Vec<_>>>()?)?,
         )?;
-        let function = lua.load(script.as_ref()).set_name("@user_script").into_function()?;
+        // Source text only: precompiled bytecode is not verified by Lua and could corrupt
+        // the node's memory.
+        let function =
+            lua.load(script.as_ref()).set_name("@user_script").set_mode(mlua::ChunkMode::Text).into_function()?;
         let value: Value = function.call(())?;
-        Ok(from_lua(&value))
+        // A result that nests too deep (a table that holds itself) fails the script.
+        nested(&value, 0).map_err(|()| {
+            mlua::Error::RuntimeError(format!(
+                "ERR the script's result nests tables over {SCRIPT_REPLY_DEPTH_MAX} deep (SCRIPT_REPLY_DEPTH_MAX): \
+                 nothing it wrote was applied"
+            ))
+        })
     });
     if let Some(error) = fatal.into_inner() {
         return Err(Stop::Fatal(error));
@@ -279,15 +315,22 @@ fn run<E: Engine>(
     })
 }
 
-/// Removes what reaches the world from the base library, and seeds `math.random`.
+/// Removes from the base library what reaches the world (`dofile`, `loadfile`, `print`,
+/// `require`), what loads code unchecked (`load`, `string.dump`: bytecode), what would catch
+/// the budget's error and run on (`pcall`, `xpcall`: `redis.pcall` catches command errors),
+/// and `collectgarbage`; seeds `math.random` and removes `math.randomseed` (without an
+/// argument it seeds from the time).
 fn prepare(lua: &Lua, seed: u64) -> mlua::Result<()> {
     let globals = lua.globals();
-    for name in ["dofile", "loadfile", "print", "collectgarbage", "require"] {
+    for name in ["dofile", "loadfile", "load", "print", "collectgarbage", "require", "pcall", "xpcall"] {
         globals.set(name, Value::Nil)?;
     }
+    let string: mlua::Table = globals.get("string")?;
+    string.set("dump", Value::Nil)?;
     let math: mlua::Table = globals.get("math")?;
     let randomseed: mlua::Function = math.get("randomseed")?;
     randomseed.call::<()>((seed as i64,))?;
+    math.set("randomseed", Value::Nil)?;
     Ok(())
 }
 
@@ -359,9 +402,12 @@ fn status(lua: &Lua, text: &str) -> mlua::Result<Value> {
     Ok(Value::Table(table))
 }
 
-/// A script's result as a reply.
-fn from_lua(value: &Value) -> Reply {
-    match value {
+/// A value `depth` tables deep as a reply, or `Err` past [`SCRIPT_REPLY_DEPTH_MAX`].
+fn nested(value: &Value, depth: usize) -> std::result::Result<Reply, ()> {
+    if depth > SCRIPT_REPLY_DEPTH_MAX {
+        return Err(());
+    }
+    Ok(match value {
         Value::Nil | Value::Boolean(false) => Reply::Nil,
         Value::Boolean(true) => Reply::Int(1),
         Value::Integer(n) => Reply::Int(*n),
@@ -369,23 +415,23 @@ fn from_lua(value: &Value) -> Reply {
         Value::String(s) => Reply::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
         Value::Table(table) => {
             if let Ok(Value::String(err)) = table.raw_get::<Value>("err") {
-                return Reply::Error(err.to_string_lossy());
+                return Ok(Reply::Error(err.to_string_lossy()));
             }
             if let Ok(Value::String(ok)) = table.raw_get::<Value>("ok") {
                 let text = ok.to_string_lossy();
-                return if text == "OK" { Reply::Ok } else { Reply::Bulk(Bytes::from(text)) };
+                return Ok(if text == "OK" { Reply::Ok } else { Reply::Bulk(Bytes::from(text)) });
             }
             let mut items = Vec::new();
             for i in 1.. {
                 match table.raw_get::<Value>(i) {
                     Ok(Value::Nil) | Err(_) => break,
-                    Ok(item) => items.push(from_lua(&item)),
+                    Ok(item) => items.push(nested(&item, depth + 1)?),
                 }
             }
             Reply::Array(items)
         }
         _ => Reply::Nil,
-    }
+    })
 }
 
 /// The error reply for a script that failed with `error`: the error reply a `redis.call`
@@ -482,6 +528,67 @@ mod tests {
         let ok = run(&mut s, &["EVAL", "redis.call('SET', 'a', 'new'); return redis.call('SET', 'b', 'new')", "0"]);
         assert_eq!(ok, Reply::Ok);
         assert_eq!(s.take_changes().len(), 2, "a script that succeeds logs its writes, as one request");
+    }
+
+    #[test]
+    fn the_budget_and_the_limits_cannot_be_caught_or_escaped() {
+        let mut s = store();
+        run(&mut s, &["SET", "a", "old"]);
+        s.take_changes();
+        let cases = [
+            // pcall is not there to catch the budget's error and run on.
+            (
+                "redis.call('SET', 'a', 'new'); while true do pcall(function() while true do end end) end",
+                "ERR Error running script",
+            ),
+            ("redis.call('SET', 'a', 'new'); local t = {} t[1] = t return t", "SCRIPT_REPLY_DEPTH_MAX"),
+            (
+                "redis.call('SET', 'a', 'new'); local v = string.rep('x', 1000000) \
+                 for i = 1, 100 do redis.call('SET', 'k' .. i, v) end",
+                "SCRIPT_WRITES_BYTES_MAX",
+            ),
+            // Bytecode is refused, as source and through load.
+            ("redis.call('SET', 'a', 'new'); return load(string.char(27, 76, 117, 97))", "ERR Error running script"),
+            ("redis.call('SET', 'a', 'new'); return string.dump(function() end)", "ERR Error running script"),
+            ("redis.call('SET', 'a', 'new'); math.randomseed() return 1", "ERR Error running script"),
+        ];
+        for (script, says) in cases {
+            let reply = run(&mut s, &["EVAL", script, "0"]);
+            assert!(matches!(&reply, Reply::Error(e) if e.contains(says)), "{script}: {reply:?}");
+            assert_eq!(run(&mut s, &["GET", "a"]), bulk("old"), "{script}: undone");
+            assert_eq!(run(&mut s, &["GET", "k1"]), Reply::Nil, "{script}: undone");
+            assert!(s.take_changes().is_empty(), "{script}: nothing is logged");
+        }
+        let bytecode = run(&mut s, &["EVAL", "\x1bLua", "0"]);
+        assert!(matches!(&bytecode, Reply::Error(e) if e.contains("ERR")), "{bytecode:?}");
+        let binary = Bytes::from_static(b"\x1bLuaT\x00\x19\x93\r\n\x1a\n");
+        let reply = s.execute(0, Request::Eval { script: binary, keys: vec![], args: vec![] }).unwrap();
+        assert!(matches!(&reply, Reply::Error(e) if e.contains("binary") || e.contains("ERR")), "{reply:?}");
+    }
+
+    #[test]
+    fn an_undone_script_leaves_no_trace_a_reader_or_watcher_sees() {
+        let mut s = store();
+        let watched = s.execute(0, Request::Watch { keys: vec![Bytes::from_static(b"fresh")] }).unwrap();
+        run(&mut s, &["EVAL", "redis.call('SET', 'fresh', 1); error('no')", "0"]);
+        let again = s.execute(0, Request::Watch { keys: vec![Bytes::from_static(b"fresh")] }).unwrap();
+        assert_eq!(watched, again, "WATCH sees no change: the key still has no record");
+        s.take_logged();
+        run(&mut s, &["SET", "fresh", "2"]);
+        let (_, olds) = s.take_logged();
+        assert_eq!(olds, vec![crate::replication::Old::Absent], "logged as a key that had no value");
+    }
+
+    #[test]
+    fn an_undone_script_lists_a_damaged_key_it_wrote_as_damaged_again() {
+        let mut s = store();
+        s.set_corruption(super::super::Corruption::Repair);
+        let damage = super::super::Damage { path: "seg-1".into(), offset: 7, reason: "checksum".into() };
+        s.list_damaged(&Bytes::from_static(b"hurt"), damage);
+        let before = run(&mut s, &["GET", "hurt"]);
+        assert!(matches!(&before, Reply::Error(_)), "a damaged key is refused: {before:?}");
+        run(&mut s, &["EVAL", "redis.call('SET', 'hurt', 'x'); error('no')", "0"]);
+        assert_eq!(run(&mut s, &["GET", "hurt"]), before, "still refused as damaged, not read as nil");
     }
 
     #[test]

@@ -82,10 +82,13 @@ pub struct Store<E> {
 /// The old records of a script's writes, oldest first, to put back when it fails.
 #[derive(Debug, Default)]
 struct Undo {
-    /// Each written key (physical) and the record it held before (`None`: no record).
-    entries: Vec<(Bytes, Option<Record>)>,
-    /// Bytes of keys and values in `entries`.
+    /// Each written key (physical), the record it held before (`None`: no record), and its
+    /// damage if it was listed as damaged (listed again when undone).
+    entries: Vec<(Bytes, Option<Record>, Option<Damage>)>,
+    /// Bytes of keys and old values in `entries`.
     bytes: usize,
+    /// Bytes of keys and new values the script wrote.
+    written: usize,
 }
 
 /// Where the captured writes stood when a script began: a failed script's are cut off there.
@@ -93,6 +96,7 @@ struct Undo {
 pub(super) struct UndoMark {
     changes: usize,
     olds: usize,
+    olds_bytes: usize,
 }
 
 /// A SCAN cursor: where it resumes, and when it was last used.
@@ -414,7 +418,9 @@ impl<E: Engine> Store<E> {
         let live = meta.is_some_and(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms));
         // A copy: the key may share the connection's read buffer, which the session would keep
         // alive for as long as it watches.
-        Watched { key: Bytes::copy_from_slice(&key), version: meta.map(|m| m.version), live }
+        // The version-0 tombstone an undone script leaves is no record at all.
+        let version = meta.map(|m| m.version).filter(|v| *v != Version::default());
+        Watched { key: Bytes::copy_from_slice(&key), version, live }
     }
 
     /// EXEC: nothing when a watched key changed (its newest record is another, or it was live
@@ -490,11 +496,13 @@ impl<E: Engine> Store<E> {
     /// Stores a write of this node's, capturing it when capture is on.
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
         if let Some(undo) = &mut self.undo {
-            // A damaged record cannot be read back: undone, the key holds no value (it held
-            // none a reader could have).
-            let held = self.engine.get(&key).ok().flatten();
+            // A damaged record cannot be read back: undone, the key holds no value and is
+            // listed as damaged again, as it was.
+            let damage = self.damaged.get(&key).cloned();
+            let held = if damage.is_some() { None } else { self.engine.get(&key).ok().flatten() };
             undo.bytes += key.len() + held.as_ref().and_then(|r| r.value.as_ref()).map_or(0, |v| v.len());
-            undo.entries.push((key.clone(), held));
+            undo.written += key.len() + record.value.as_ref().map_or(0, |v| v.len());
+            undo.entries.push((key.clone(), held, damage));
         }
         if let Some(changes) = &mut self.changes {
             // The old record, for the log's readers: unknown when it cannot be read (a
@@ -504,7 +512,10 @@ impl<E: Engine> Store<E> {
             let meta = self.engine.meta(&key);
             let old = match meta {
                 _ if self.damaged.get(&key).is_some() => Old::Unknown,
+                // No record, or the version-0 tombstone an undone script leaves for a key that
+                // had none.
                 None => Old::Absent,
+                Some(meta) if meta.tombstone && meta.version == Version::default() => Old::Absent,
                 Some(meta)
                     if meta.value_len as usize > OLD_VALUE_LOGGED_BYTES_MAX
                         || self.olds_bytes + meta.value_len as usize > OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX =>
@@ -536,12 +547,19 @@ impl<E: Engine> Store<E> {
     /// Starts keeping what a script's writes replace (see [`super::scripts`]).
     pub(super) fn begin_undo(&mut self) -> UndoMark {
         self.undo = Some(Undo::default());
-        UndoMark { changes: self.changes.as_ref().map_or(0, Vec::len), olds: self.olds.len() }
+        UndoMark {
+            changes: self.changes.as_ref().map_or(0, Vec::len),
+            olds: self.olds.len(),
+            olds_bytes: self.olds_bytes,
+        }
     }
 
-    /// True when the script's undo has grown past [`super::scripts::SCRIPT_UNDO_BYTES_MAX`].
+    /// True when the script's undo has grown past [`super::scripts::SCRIPT_UNDO_BYTES_MAX`],
+    /// or what it wrote past [`super::scripts::SCRIPT_WRITES_BYTES_MAX`].
     pub(super) fn undo_overflowed(&self) -> bool {
-        self.undo.as_ref().is_some_and(|u| u.bytes > super::scripts::SCRIPT_UNDO_BYTES_MAX)
+        self.undo.as_ref().is_some_and(|u| {
+            u.bytes > super::scripts::SCRIPT_UNDO_BYTES_MAX || u.written > super::scripts::SCRIPT_WRITES_BYTES_MAX
+        })
     }
 
     /// The script succeeded: its writes stay.
@@ -554,7 +572,10 @@ impl<E: Engine> Store<E> {
     /// writes it captured for the log are dropped.
     pub(super) fn rollback_undo(&mut self, mark: UndoMark) -> Result<()> {
         let Some(undo) = self.undo.take() else { return Ok(()) };
-        for (key, held) in undo.entries.into_iter().rev() {
+        for (key, held, damage) in undo.entries.into_iter().rev() {
+            if let Some(damage) = damage {
+                self.damaged.insert(&key, damage);
+            }
             let record = held.unwrap_or(Record { version: Version::default(), value: None, expire_at_ms: None });
             let old = self.engine.meta(&key);
             let map = key == DB_MAP_KEY;
@@ -570,6 +591,7 @@ impl<E: Engine> Store<E> {
             changes.truncate(mark.changes);
         }
         self.olds.truncate(mark.olds);
+        self.olds_bytes = mark.olds_bytes;
         Ok(())
     }
 

@@ -1366,12 +1366,15 @@ impl<E: Engine> SingleLeader<E> {
                     self.log.first_lsn()
                 )));
             };
-            let Some(last) = records.last().map(|r| r.lsn) else { break };
-            at = last;
-            for r in records.into_iter().take(count - out.len()) {
-                if r.lsn > through || (!out.is_empty() && bytes >= LOG_LIST_BYTES_MAX) {
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                if out.len() >= count || r.lsn > through || (!out.is_empty() && bytes >= LOG_LIST_BYTES_MAX) {
                     return Ok(Reply::Array(out));
                 }
+                // Examined: the next read starts after it (listed or passed over).
+                at = r.lsn;
                 if changes && r.parts > 1 {
                     let start = r.request_start();
                     let whole = match fate {
@@ -1411,22 +1414,27 @@ impl<E: Engine> SingleLeader<E> {
     fn request_whole(&mut self, record: &LogRecord, through: Lsn) -> Result<Option<bool>> {
         let start = record.request_start();
         let end = start + Lsn::from(record.parts) - 1;
-        if end > through {
-            return Ok(None);
-        }
-        // The records from this one to the request's end: each must be its next part.
+        let ours = |r: &LogRecord| r.request_start() == start && r.epoch == record.epoch;
+        // The records from this one to the request's end, as far as `through`: each must be its
+        // next part. A broken chain is an abandoned request even when its end lies past
+        // `through` (a new leader's records follow it).
         let mut at = record.lsn;
-        while at < end {
+        let seen_to = end.min(through);
+        while at < seen_to {
             let Some(records) = self.log.read(at, RECOVERY_READ_BYTES)? else { return Ok(Some(false)) };
             let Some(last) = records.last().map(|r| r.lsn) else { return Ok(Some(false)) };
-            if records
-                .iter()
-                .take_while(|r| r.lsn <= end)
-                .any(|r| r.request_start() != start || r.epoch != record.epoch)
-            {
+            if records.iter().take_while(|r| r.lsn <= seen_to).any(|r| !ours(r)) {
                 return Ok(Some(false));
             }
             at = last;
+        }
+        if end > through {
+            // Its end is not deliverable yet; the record after `through` may show it abandoned.
+            let next = self.log.read(through.max(record.lsn), RECOVERY_READ_BYTES)?.and_then(|r| r.into_iter().next());
+            return Ok(match next {
+                Some(r) if r.lsn <= end && !ours(&r) => Some(false),
+                _ => None,
+            });
         }
         Ok(Some(true))
     }

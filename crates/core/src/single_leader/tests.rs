@@ -1744,8 +1744,9 @@ fn the_changes_listed_leave_out_a_request_a_failover_abandoned() {
         parts,
         olds: Vec::new(),
     };
-    // A whole request, then two parts of three of a request its leader never finished.
-    let records = vec![record(1, epoch, 0, 1, "a"), record(2, epoch, 0, 3, "b"), record(3, epoch, 1, 3, "c")];
+    // A whole request, then two parts of five of a request its leader never finished (its end
+    // would lie past the log's end: the next leader's record shows it abandoned all the same).
+    let records = vec![record(1, epoch, 0, 1, "a"), record(2, epoch, 0, 5, "b"), record(3, epoch, 1, 5, "c")];
     let message = Message::Append { epoch, prev_lsn: 0, prev_epoch: 0, records, leader_lsn: 3, sent_at_ms: now };
     c.step(1, Input::Message { from: leader, message });
     // The next leader's history goes on after them.
@@ -1762,6 +1763,18 @@ fn the_changes_listed_leave_out_a_request_a_failover_abandoned() {
     let Some(Reply::Array(listed)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
     let lsns: Vec<Reply> = listed.iter().map(|r| log_fields(r)["lsn"].clone()).collect();
     assert_eq!(lsns, vec![Reply::Int(1), Reply::Int(4)], "the abandoned parts are not listed");
+    // Page by page, as a stream reads it: nothing after the abandoned parts is skipped.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    for _ in 0..4 {
+        let id = send_request(&mut c, 1, request(&format!("REPLIKV.LOG {after} 1 CHANGES")));
+        let Some(Reply::Array(page)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
+        let Some(record) = page.first() else { break };
+        let Reply::Int(lsn) = log_fields(record)["lsn"] else { panic!("an lsn") };
+        paged.push(lsn);
+        after = lsn as u64;
+    }
+    assert_eq!(paged, [1, 4]);
     let id = send_request(&mut c, 1, request("REPLIKV.LOG 0 10"));
     let Some(Reply::Array(keys)) = c.reply(id).cloned() else { panic!("{:?}", c.reply(id)) };
     assert_eq!(keys.len(), 4, "the keys form lists every record the log holds");
