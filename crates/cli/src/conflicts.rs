@@ -47,13 +47,7 @@ pub struct ConflictsArgs {
 /// Runs `replikv conflicts`.
 pub fn main(args: &ConflictsArgs) -> Result<()> {
     let cluster = ClusterDir::new(&args.which)?.read_config()?;
-    let nodes: Vec<_> = match &args.node {
-        Some(id) => match cluster.node(id) {
-            Some(node) => vec![node.clone()],
-            None => bail!("no node {id:?} in cluster {:?}", cluster.name),
-        },
-        None => cluster.nodes.clone(),
-    };
+    let nodes = nodes_to_ask(&cluster, args.node.as_deref())?;
     let path = format!("/api/v1/conflicts?prefix={}&count={}", percent(&args.prefix), args.count);
     let mut last_error = None;
     for node in &nodes {
@@ -75,6 +69,20 @@ pub fn main(args: &ConflictsArgs) -> Result<()> {
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cluster {:?} has no node", cluster.name)))
+}
+
+/// The nodes to ask, in order: the one `--node` names, or every node of the cluster file.
+pub fn nodes_to_ask(
+    cluster: &replikv_server::config::ClusterConfig,
+    node: Option<&str>,
+) -> Result<Vec<replikv_server::config::ClusterNode>> {
+    Ok(match node {
+        Some(id) => match cluster.node(id) {
+            Some(node) => vec![node.clone()],
+            None => bail!("no node {id:?} in cluster {:?}", cluster.name),
+        },
+        None => cluster.nodes.clone(),
+    })
 }
 
 /// `text` with every byte outside unreserved URL characters percent-encoded.

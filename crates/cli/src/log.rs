@@ -69,13 +69,7 @@ pub struct ShowArgs {
 pub fn main(command: &LogCommand) -> Result<()> {
     let LogCommand::Show(args) = command;
     let cluster = ClusterDir::new(&args.which)?.read_config()?;
-    let nodes: Vec<_> = match &args.node {
-        Some(id) => match cluster.node(id) {
-            Some(node) => vec![node.clone()],
-            None => bail!("no node {id:?} in cluster {:?}", cluster.name),
-        },
-        None => cluster.nodes.clone(),
-    };
+    let nodes = crate::conflicts::nodes_to_ask(&cluster, args.node.as_deref())?;
     let path =
         format!("/api/v1/log?from={}&limit={}&prefix={}", args.from, args.limit, crate::conflicts::percent(&args.key));
     let mut last_error = None;

@@ -268,22 +268,15 @@ fn run<E: Engine>(
         let globals = lua.globals();
         globals.set("redis", redis)?;
         let redis: mlua::Table = globals.get("redis")?;
-        redis.set(
-            "error_reply",
-            lua.create_function(|lua, text: mlua::String| {
+        // redis.error_reply(text) is {err = text}, redis.status_reply(text) {ok = text}.
+        for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+            let reply = lua.create_function(move |lua, text: mlua::String| {
                 let t = lua.create_table()?;
-                t.set("err", text)?;
+                t.set(field, text)?;
                 Ok(t)
-            })?,
-        )?;
-        redis.set(
-            "status_reply",
-            lua.create_function(|lua, text: mlua::String| {
-                let t = lua.create_table()?;
-                t.set("ok", text)?;
-                Ok(t)
-            })?,
-        )?;
+            })?;
+            redis.set(name, reply)?;
+        }
         redis.set("sha1hex", lua.create_function(|_, text: mlua::String| Ok(sha1_hex(&text.as_bytes())))?)?;
         globals.set(
             "KEYS",

@@ -171,6 +171,19 @@ fn pairs(fields: Vec<(&str, Reply)>) -> Reply {
     )
 }
 
+/// The pairs of a reply, as a map from field name to value: for tests.
+#[cfg(test)]
+pub(crate) fn fields(reply: &Reply) -> std::collections::BTreeMap<String, Reply> {
+    let Reply::Array(items) = reply else { panic!("pairs: {reply:?}") };
+    items
+        .chunks(2)
+        .map(|pair| match &pair[0] {
+            Reply::Bulk(name) => (String::from_utf8_lossy(name).into_owned(), pair[1].clone()),
+            other => panic!("a field name: {other:?}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,18 +196,6 @@ mod tests {
 
     fn record(value: Option<&'static str>, millis: u64) -> Record {
         Record { version: version(millis), value: value.map(|v| Bytes::from_static(v.as_bytes())), expire_at_ms: None }
-    }
-
-    /// The pairs of a reply, as a map from field name to value.
-    fn fields(reply: &Reply) -> std::collections::BTreeMap<String, Reply> {
-        let Reply::Array(items) = reply else { panic!("pairs: {reply:?}") };
-        items
-            .chunks(2)
-            .map(|pair| match &pair[0] {
-                Reply::Bulk(name) => (String::from_utf8_lossy(name).into_owned(), pair[1].clone()),
-                other => panic!("a field name: {other:?}"),
-            })
-            .collect()
     }
 
     /// The lecture's example: the UPDATE of user 1234's picture, in transaction 328142.

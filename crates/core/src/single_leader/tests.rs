@@ -1605,17 +1605,7 @@ fn a_log_held_for_another_family_is_held_from_an_elected_leaders_first_tick() {
     assert_eq!(replica.first_lsn(), 1, "still held once it leads again");
 }
 
-/// The pairs of a REPLIKV.LOG CHANGES reply, as a map from field name to value.
-fn log_fields(reply: &Reply) -> BTreeMap<String, Reply> {
-    let Reply::Array(items) = reply else { panic!("pairs: {reply:?}") };
-    items
-        .chunks(2)
-        .map(|pair| match &pair[0] {
-            Reply::Bulk(name) => (String::from_utf8_lossy(name).into_owned(), pair[1].clone()),
-            other => panic!("a field name: {other:?}"),
-        })
-        .collect()
-}
+use crate::replication::show::fields as log_fields;
 
 #[test]
 fn the_log_carries_old_values_and_transactions_to_every_replica() {
