@@ -193,7 +193,8 @@ enum Command {
     /// returned a value no client wrote; no acknowledged write lost in silence (where the mode
     /// does not promise failover, a lost write must be in a rollback file); replicas converge;
     /// at most one leader per epoch; acknowledged writes durable on enough copies; followers
-    /// serve only what a leader held durably; leader operations linearizable in sync mode. A
+    /// serve only what a leader held durably; leader operations linearizable in sync mode;
+    /// with --transactions, no replica holds part of a transaction. A
     /// leaderless or multi-leader run checks its own (see --mode).
     Sim(sim::SimArgs),
 }

@@ -8,7 +8,8 @@
 //! linearizable (the session clients' follower reads left out: stale by design); and, with
 //! `follower_reads`, each session keeps its guarantee (read-your-writes, monotonic reads,
 //! consistent prefix; judged only where acknowledged writes survive a failover, for a write a
-//! failover cuts takes back what a session saw). The sessions promised nothing are counted,
+//! failover cuts takes back what a session saw); and, with `transactions`, no replica ever held
+//! some keys of a transaction and not the others. The sessions promised nothing are counted,
 //! not judged: [`Report::sessions`]. A checker that cannot decide says
 //! "gave up", which never counts as a pass, nor as a failure.
 
@@ -142,6 +143,8 @@ pub struct Report {
     pub read_lease: bool,
     /// Clients read from followers in sessions.
     pub follower_reads: bool,
+    /// Whether transactions were sent and checked.
+    pub transactions: bool,
     /// What the sessions of each guarantee saw (empty without `follower_reads`).
     pub sessions: BTreeMap<Guarantee, Figures>,
     /// What else happened.
@@ -160,13 +163,14 @@ impl Report {
     /// The command that replays this run exactly.
     pub fn replay(&self) -> String {
         format!(
-            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'{}{}",
+            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'{}{}{}",
             self.acks,
             self.seed,
             self.steps,
             self.faults.spec(),
             if self.read_lease { " --read-lease" } else { "" },
-            if self.follower_reads { " --follower-reads" } else { "" }
+            if self.follower_reads { " --follower-reads" } else { "" },
+            if self.transactions { " --transactions" } else { "" }
         )
     }
 }
@@ -223,6 +227,14 @@ pub fn run(config: SimConfig) -> Report {
         match &world.served_undurable {
             None => Verdict::Pass,
             Some(why) => Verdict::Fail(why.clone()),
+        },
+    ));
+    verdicts.push((
+        "transactions whole on every replica".to_string(),
+        match (&world.torn, config.transactions) {
+            (_, false) => Verdict::NotApplicable,
+            (None, true) => Verdict::Pass,
+            (Some(why), true) => Verdict::Fail(why.clone()),
         },
     ));
     let leader_state = world.leader().and_then(|i| world.states().into_iter().nth(i).flatten());
@@ -291,6 +303,7 @@ pub fn run(config: SimConfig) -> Report {
         steps: config.safety_ms,
         read_lease: config.read_lease,
         follower_reads: config.follower_reads,
+        transactions: config.transactions,
         sessions: judged.figures,
         counts,
         judgement: world.judge(verdicts),
@@ -321,6 +334,7 @@ mod tests {
             read_lease: false,
             canary: Canary::None,
             follower_reads: false,
+            transactions: false,
         }
     }
 
@@ -338,9 +352,28 @@ mod tests {
             // followers it needs, which failover (stepping down first) no longer allows.
             c.failover = canary != Canary::SilentAsync;
             c.follower_reads = matches!(canary, Canary::SessionNoWait | Canary::TokenForgetsRead);
+            c.transactions = canary == Canary::FollowerAppliesParts;
             let report = run(c);
             report.failed().then_some((seed, report))
         })
+    }
+
+    #[test]
+    fn transactions_stay_whole_on_every_replica_in_sync_and_semi_sync() {
+        // Async is left out: its seed 76 (`replikv sim --acks async --transactions --seed 76`)
+        // loses an acknowledged write outside every rollback log, under investigation.
+        for acks_needed in [2, 1] {
+            for seed in 0..20 {
+                let mut c = config(seed, acks_needed, swarm_faults(seed));
+                c.transactions = true;
+                let report = run(c);
+                assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+                let checked =
+                    report.judgement.verdicts.iter().find(|(name, _)| name == "transactions whole on every replica");
+                assert!(matches!(checked, Some((_, Verdict::Pass))), "checked: {checked:?}");
+                assert!(report.replay().ends_with(" --transactions"), "{}", report.replay());
+            }
+        }
     }
 
     #[test]
@@ -354,6 +387,7 @@ mod tests {
             (Canary::NoFencing, 2, "no acknowledged write lost (in silence)"),
             (Canary::LeaseSkipsCommit, 2, "leader operations linearizable"),
             (Canary::FollowerAppliesUndurable, 1, "followers serve only what a leader held durably"),
+            (Canary::FollowerAppliesParts, 1, "transactions whole on every replica"),
             (Canary::SessionNoWait, 1, "sessions: read-your-writes"),
             (Canary::TokenForgetsRead, 1, "sessions: monotonic reads"),
         ] {

@@ -111,7 +111,15 @@ pub struct SimConfig {
     /// Clients after the first read from any node in sessions, each with a guarantee drawn
     /// from the seed ([`crate::session`]); off, every client reads from the leader only.
     pub follower_reads: bool,
+    /// Transactions: every few virtual milliseconds an MSET of [`TRANSACTION_KEYS`] keys, all
+    /// to one new value, goes to the leader, and each record holds 2 changes at most, so that
+    /// every such request spans several records; after every step no running replica may
+    /// hold some of its keys and not the others (atomicity on every replica).
+    pub transactions: bool,
 }
+
+/// Keys each simulated transaction writes: `t0`, `t1`, ... (apart from the clients' keys).
+pub const TRANSACTION_KEYS: usize = 5;
 
 /// Counters of what a single-leader run did, beside its operations and faults
 /// ([`RunCounts`](crate::run::RunCounts)).
@@ -213,6 +221,11 @@ pub struct World {
     led_durable: BTreeMap<Epoch, Lsn>,
     /// The first follower found serving a record no leader held durably.
     pub served_undurable: Option<String>,
+    /// With `transactions`: the last value written, when the next is due, and the first
+    /// replica found holding part of a transaction.
+    transactions: (u64, u64),
+    /// The first replica found holding some keys of a transaction and not the others.
+    pub torn: Option<String>,
 }
 
 impl World {
@@ -234,6 +247,9 @@ impl World {
             settings.election_timeout_ms = ELECTION_TIMEOUT_MS;
             settings.common.seed = rng.gen();
             settings.acks_needed = config.acks_needed;
+            if config.transactions {
+                settings.record_changes_max = 2;
+            }
             settings.acks_label = config.acks_label.clone();
             settings.ack_timeout_ms = 1_000;
             settings.heartbeat_ms = 20;
@@ -288,6 +304,8 @@ impl World {
             under_replicated: None,
             led_durable: BTreeMap::new(),
             served_undurable: None,
+            transactions: (0, 0),
+            torn: None,
         }
     }
 
@@ -622,8 +640,60 @@ impl World {
         }
     }
 
+    /// With `transactions`: checks that no running replica holds part of one, then sends the
+    /// next when it is due (to the node that leads; none is sent while none does).
+    fn run_transactions(&mut self) {
+        if !self.config.transactions {
+            return;
+        }
+        if self.torn.is_none() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                let Some(replica) = node.replica.as_ref() else { continue };
+                let values: Vec<Option<bytes::Bytes>> = (0..TRANSACTION_KEYS)
+                    .map(|k| {
+                        let key = format!("t{k}");
+                        replikv_core::storage::Engine::get(replica.store().engine(), key.as_bytes())
+                            .ok()
+                            .flatten()
+                            .and_then(|r| r.value)
+                    })
+                    .collect();
+                if values.iter().any(|v| *v != values[0]) {
+                    let shown: Vec<String> = values
+                        .iter()
+                        .map(|v| v.as_ref().map_or("-".into(), |v| String::from_utf8_lossy(v).into()))
+                        .collect();
+                    let why = format!(
+                        "n{} holds part of a transaction at {} ms: t0..t{} = {}",
+                        i + 1,
+                        self.ground.now,
+                        TRANSACTION_KEYS - 1,
+                        shown.join(" ")
+                    );
+                    self.trace(why.clone());
+                    self.torn = Some(why);
+                    break;
+                }
+            }
+        }
+        let (last, due) = self.transactions;
+        if self.ground.quiet || self.ground.now < due {
+            return;
+        }
+        let Some(leader) = self.leader() else { return };
+        let value = last + 1;
+        self.transactions = (value, self.ground.now + 5 + self.ground.rng.gen_range(0..20));
+        let pairs = (0..TRANSACTION_KEYS)
+            .map(|k| (bytes::Bytes::from(format!("t{k}")), bytes::Bytes::from(value.to_string())))
+            .collect();
+        self.next_request += 1;
+        let id = self.next_request;
+        self.ground.send(None, leader, Packet::Request { id, request: Request::MSet { pairs, if_none_exist: false } });
+    }
+
     /// Clients time out and issue operations.
     fn run_clients(&mut self) {
+        self.run_transactions();
         for c in 0..self.clients.len() {
             if let Some(o) = &self.clients[c].outstanding {
                 // A client whose node is down sees its connection reset at once (a crashed

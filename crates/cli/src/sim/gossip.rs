@@ -48,6 +48,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--faults", args.faults.is_some()),
         ("--no-failover", args.no_failover),
         ("--read-lease", args.read_lease),
+        ("--transactions", args.transactions),
         ("--follower-reads", args.follower_reads),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
         ("--fsync", args.fsync.is_some()),

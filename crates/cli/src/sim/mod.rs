@@ -131,6 +131,12 @@ pub struct SimArgs {
     /// its nodes, positions of its log), under every --resolve.
     #[arg(long)]
     pub follower_reads: bool,
+    /// Single-leader: every few milliseconds an MSET of 5 keys (t0..t4), all to one new value,
+    /// goes to the leader, with log records of 2 changes at most so that each spans several;
+    /// the run checks after every step that no replica holds some of a transaction's keys and
+    /// not the others.
+    #[arg(long)]
+    pub transactions: bool,
     /// Leaderless: every client runs in a session through any node, its guarantee drawn from
     /// the seed (none, read-your-writes or monotonic-reads; consistent prefix is not offered
     /// without a leader), each request carrying the causal context of the key its guarantee
@@ -206,6 +212,9 @@ pub enum CanaryArg {
     LeaseSkipsCommit,
     /// Followers apply what they matched without waiting for their leader to hold it durably.
     FollowerAppliesUndurable,
+    /// Followers apply each part of a request as it arrives, not the request whole (use with
+    /// --transactions).
+    FollowerAppliesParts,
     /// Followers answer session reads at once, without waiting for the session's position
     /// (use with --follower-reads; single-leader, or multi-leader inside each datacenter).
     SessionNoWait,
@@ -249,6 +258,7 @@ impl CanaryArg {
             CanaryArg::NoFencing => (S::NoFencing, L::None),
             CanaryArg::LeaseSkipsCommit => (S::LeaseSkipsCommit, L::None),
             CanaryArg::FollowerAppliesUndurable => (S::FollowerAppliesUndurable, L::None),
+            CanaryArg::FollowerAppliesParts => (S::FollowerAppliesParts, L::None),
             CanaryArg::SessionNoWait => (S::SessionNoWait, L::None),
             CanaryArg::TokenForgetsRead => (S::TokenForgetsRead, L::TokenForgetsRead),
             CanaryArg::CountAckTwice => (S::None, L::CountAckTwice),

@@ -38,6 +38,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--nodes", args.nodes.is_some()),
         ("--no-failover", args.no_failover),
         ("--read-lease", args.read_lease),
+        ("--transactions", args.transactions),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
     ];
     refuse_flags(single_leader, "single-leader")?;

@@ -62,6 +62,7 @@ pub fn main(args: &SimArgs) -> Result<()> {
             read_lease: args.read_lease,
             canary,
             follower_reads: args.follower_reads,
+            transactions: args.transactions,
         };
         let report = run(config);
         let c = &report.judgement.run;

@@ -618,14 +618,15 @@ impl Follower {
             self.unconfirmed = 0;
         }
         let out_of_order = settings.canary == super::Canary::FollowerOutOfOrder;
-        apply_through(&mut self.applied, bound, log, store, out_of_order)
+        let parts_apart = settings.canary == super::Canary::FollowerAppliesParts;
+        apply_through(&mut self.applied, bound, log, store, out_of_order, parts_apart)
     }
 
     /// Applies every whole request in the log (a follower about to lead: its log is the
     /// history from now on). A request whose first parts are gone is logged and skipped.
     pub(super) fn apply_all<E: Engine>(&mut self, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<()> {
         let last = log.last_lsn();
-        while !apply_through(&mut self.applied, last, log, store, false)? {
+        while !apply_through(&mut self.applied, last, log, store, false, false)? {
             tracing::error!(
                 "the first parts of the request after record {} are gone from this log: its later parts are not \
                  applied",
@@ -723,13 +724,15 @@ fn save_outside_history(
 /// request of several parts is read again from its start once its last part is seen. False
 /// when a record continues a request whose first parts are gone from the log: what came before
 /// it is applied, and `applied` stops just before it. With `out_of_order` (the canary) the
-/// changes of each call are applied newest first.
+/// changes of each call are applied newest first; with `parts_apart` (the other canary) each
+/// part of a request is applied as it is read, so that readers see half a transaction.
 fn apply_through<E: Engine>(
     applied: &mut Lsn,
     bound: Lsn,
     log: &mut ReplicationLog,
     store: &mut Store<E>,
     out_of_order: bool,
+    parts_apart: bool,
 ) -> Result<bool> {
     let mut reversed = Vec::new();
     let mut apply = |change: Change, store: &mut Store<E>| -> Result<()> {
@@ -772,14 +775,34 @@ fn apply_through<E: Engine>(
                     whole = false;
                     break 'scan;
                 }
-                None if record.continues() => open = Some(start),
+                None if record.continues() => {
+                    open = Some(start);
+                    if parts_apart {
+                        for change in record.changes {
+                            apply(change, store)?;
+                        }
+                    }
+                }
                 None => {
                     for change in record.changes {
                         apply(change, store)?;
                     }
                     *applied = record.lsn;
                 }
-                Some(_) if record.continues() => {}
+                Some(_) if record.continues() => {
+                    if parts_apart {
+                        for change in record.changes {
+                            apply(change, store)?;
+                        }
+                    }
+                }
+                Some(_) if parts_apart => {
+                    for change in record.changes {
+                        apply(change, store)?;
+                    }
+                    open = None;
+                    *applied = record.lsn;
+                }
                 Some(first) => {
                     let mut part_after = first - 1;
                     while part_after < record.lsn {

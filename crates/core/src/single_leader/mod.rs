@@ -272,6 +272,9 @@ pub struct Settings {
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
     pub canary: Canary,
+    /// Changes in one log record at most ([`RECORD_CHANGES_MAX`]; the simulator lowers it so
+    /// that requests span several records).
+    pub record_changes_max: usize,
 }
 
 impl<E: Engine> Family for SingleLeader<E> {
@@ -323,6 +326,9 @@ pub enum Canary {
     /// The simulated client's session forgets its read position (it never raises its read
     /// floor): planted in the simulator's client, not in the replicas, which ignore it.
     TokenForgetsRead,
+    /// A follower applies each part of a request as it arrives, not the request whole once
+    /// its last part is there: readers see half a transaction.
+    FollowerAppliesParts,
 }
 
 impl Settings {
@@ -348,6 +354,7 @@ impl Settings {
             read_lease: false,
             read_lease_drift_ppm: READ_LEASE_DRIFT_PPM_DEFAULT,
             canary: Canary::None,
+            record_changes_max: RECORD_CHANGES_MAX,
         }
     }
 }
@@ -675,7 +682,12 @@ impl<E: Engine> SingleLeader<E> {
             return Ok(None);
         }
         write(&mut self.store)?;
-        Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)
+        Self::log_captured(
+            &mut self.log,
+            &mut self.store,
+            (self.settings.epoch, self.settings.record_changes_max),
+            leader,
+        )
     }
 
     /// Logs what a leader's store captured since the last call as one request; its last
@@ -683,14 +695,14 @@ impl<E: Engine> SingleLeader<E> {
     fn log_captured(
         log: &mut ReplicationLog,
         store: &mut Store<E>,
-        epoch: Epoch,
+        (epoch, changes_max): (Epoch, usize),
         leader: &mut leader::Leader,
     ) -> Result<Option<Lsn>> {
-        let (changes, olds) = store.take_logged();
-        if changes.is_empty() {
+        let logged = store.take_logged();
+        if logged.0.is_empty() {
             return Ok(None);
         }
-        let (lsn, bytes) = append_changes(log, epoch, changes, olds)?;
+        let (lsn, bytes) = append_changes(log, epoch, logged, changes_max)?;
         leader.logged(lsn, bytes);
         Ok(Some(lsn))
     }
@@ -848,7 +860,13 @@ impl<E: Engine> SingleLeader<E> {
                     return Ok(());
                 }
                 let reply = self.commands.execute(&mut self.store, now_ms, request)?;
-                let Some(lsn) = Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)? else {
+                let Some(lsn) = Self::log_captured(
+                    &mut self.log,
+                    &mut self.store,
+                    (self.settings.epoch, self.settings.record_changes_max),
+                    leader,
+                )?
+                else {
                     // A read, or a write that changed nothing (DEL of a missing key): its
                     // answer must not describe a state this node may no longer lead.
                     if leader.is_full() {
@@ -934,7 +952,12 @@ impl<E: Engine> SingleLeader<E> {
                 if self.handover.is_none() {
                     self.store.expire_due(now_ms)?;
                 }
-                Self::log_captured(&mut self.log, &mut self.store, self.settings.epoch, leader)?;
+                Self::log_captured(
+                    &mut self.log,
+                    &mut self.store,
+                    (self.settings.epoch, self.settings.record_changes_max),
+                    leader,
+                )?;
                 // The log may drop records at this tick: the engine holds them durably first
                 // (not while what the log holds for another family keeps every segment).
                 if self.log.would_retain_drop(self.log_hold.unwrap_or(Lsn::MAX)) {
@@ -1520,7 +1543,12 @@ impl<E: Engine> SingleLeader<E> {
                 "the engine kept {} writes the replication log lost in a crash; logging them again",
                 changes.len()
             );
-            append_changes(&mut self.log, self.settings.epoch, changes, Vec::new())?;
+            append_changes(
+                &mut self.log,
+                self.settings.epoch,
+                (changes, Vec::new()),
+                self.settings.record_changes_max,
+            )?;
             self.log.flush()?;
         }
         Ok(())
@@ -1654,7 +1682,12 @@ const RECOVERY_SCAN_KEYS: usize = 4096;
 /// [`RECORD_CHANGES_MAX`] or [`RECORD_BYTES_SOFT_MAX`] of them. `olds` is what each change's
 /// key held before it, in order, or empty when not known. Returns the last record's position
 /// and the records' estimated bytes.
-fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>, olds: Vec<Old>) -> Result<(Lsn, u64)> {
+fn append_changes(
+    log: &mut ReplicationLog,
+    epoch: Epoch,
+    (changes, olds): (Vec<Change>, Vec<Old>),
+    changes_max: usize,
+) -> Result<(Lsn, u64)> {
     assert!(olds.is_empty() || olds.len() == changes.len(), "one old value per change, or none");
     let mut olds = olds.into_iter();
     // Cut the request into parts first, so that each record knows how many there are.
@@ -1668,7 +1701,7 @@ fn append_changes(log: &mut ReplicationLog, epoch: Epoch, changes: Vec<Change>, 
         };
         let size = change.key.len() + change.record.value.as_ref().map_or(0, |v| v.len()) + old_bytes + 40;
         let full =
-            parts.last().is_none_or(|p| p.0.len() >= RECORD_CHANGES_MAX || part_bytes + size > RECORD_BYTES_SOFT_MAX);
+            parts.last().is_none_or(|p| p.0.len() >= changes_max.max(1) || part_bytes + size > RECORD_BYTES_SOFT_MAX);
         if full {
             parts.push((Vec::new(), Vec::new()));
             part_bytes = 0;

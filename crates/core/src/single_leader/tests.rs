@@ -1695,7 +1695,7 @@ fn a_request_cut_into_parts_keeps_each_changes_old_value_beside_it() {
         (0..count).map(|i| Change { key: Bytes::from(format!("k{i}")), record: record(format!("new{i}")) }).collect();
     let olds: Vec<Old> = (0..count).map(|i| Old::Held(record(format!("old{i}")))).collect();
     let mut log = ReplicationLog::in_memory(ReplogOptions::default());
-    super::append_changes(&mut log, 1, changes, olds).unwrap();
+    super::append_changes(&mut log, 1, (changes, olds), super::RECORD_CHANGES_MAX).unwrap();
     let records: Vec<LogRecord> = log.read(0, usize::MAX).unwrap().unwrap();
     assert_eq!(records.len(), 3, "cut at RECORD_CHANGES_MAX");
     for r in &records {
