@@ -12,7 +12,9 @@
 //!   start to verdicts, and the command that replays it. With `follower_reads`, clients read
 //!   from any node in sessions ([`session`]: each with a guarantee drawn from the seed), and
 //!   [`check::sessions`] judges read-your-writes, monotonic reads and consistent prefix from
-//!   the history, and counts the anomalies the sessions promised nothing saw.
+//!   the history, and counts the anomalies the sessions promised nothing saw. With
+//!   `transactions`, the world sends the leader MSETs that span several log records and
+//!   judges that no replica holds part of one (the canary `FollowerAppliesParts` shows it).
 //! - [`leaderless`]: the leaderless family's world (any node coordinates, `fsync = always` or
 //!   `never`), its checkers (convergence by read repair, reads see the newest acknowledged
 //!   write, deletes stay deleted, siblings bounded and accounted for) and the lecture's

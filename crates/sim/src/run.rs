@@ -8,8 +8,9 @@
 //! linearizable (the session clients' follower reads left out: stale by design); and, with
 //! `follower_reads`, each session keeps its guarantee (read-your-writes, monotonic reads,
 //! consistent prefix; judged only where acknowledged writes survive a failover, for a write a
-//! failover cuts takes back what a session saw); and, with `transactions`, no replica ever held
-//! some keys of a transaction and not the others. The sessions promised nothing are counted,
+//! failover cuts takes back what a session saw); and, with `transactions`, no running replica
+//! held some keys of a transaction and not the others, looked at after every step (once per
+//! virtual millisecond). The sessions promised nothing are counted,
 //! not judged: [`Report::sessions`]. A checker that cannot decide says
 //! "gave up", which never counts as a pass, nor as a failure.
 

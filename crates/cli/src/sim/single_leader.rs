@@ -42,6 +42,9 @@ pub fn main(args: &SimArgs) -> Result<()> {
     let fixed = fixed_faults(args)?;
     let (canary, _) = args.canary.planted();
     args.canary.announce(canary != Canary::None, args.mode)?;
+    if canary == Canary::FollowerAppliesParts && !args.transactions {
+        bail!("--canary follower-applies-parts tears transactions apart: use it with --transactions");
+    }
     let (mut ops, mut crashes, mut partitions) = (0, 0, 0);
     let (mut leaderships, mut rolled_back, mut acked_rolled_back) = (0, 0, 0);
     let mut failover_ms: Vec<u64> = Vec::new();
