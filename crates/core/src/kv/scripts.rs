@@ -140,12 +140,6 @@ pub fn sha1_hex(script: &[u8]) -> String {
     sha1_smol::Sha1::from(script).digest().to_string()
 }
 
-/// What stopped a script.
-enum Stop {
-    /// The engine failed: the node must stop.
-    Fatal(Error),
-}
-
 impl<E: Engine> Store<E> {
     /// SCRIPT LOAD, EXISTS and FLUSH.
     pub(super) fn script_command(&mut self, request: Request) -> Reply {
@@ -184,7 +178,7 @@ impl<E: Engine> Store<E> {
         let undo = self.begin_undo();
         let (reply, failed) = match run(self, now_ms, db, &script, keys, args, seed) {
             Ok(outcome) => outcome,
-            Err(Stop::Fatal(error)) => {
+            Err(error) => {
                 // The node stops; undo what can be undone first, so that a restart's recovery
                 // finds no write of the script newer than the log.
                 let _ = self.rollback_undo(undo);
@@ -200,7 +194,8 @@ impl<E: Engine> Store<E> {
     }
 }
 
-/// Runs `script` over `store`: its reply, and whether it failed (its writes are to be undone).
+/// Runs `script` over `store`: its reply, and whether it failed (its writes are to be undone);
+/// an `Err` is an engine failure, which stops the node.
 fn run<E: Engine>(
     store: &mut Store<E>,
     now_ms: u64,
@@ -209,7 +204,7 @@ fn run<E: Engine>(
     keys: Vec<Bytes>,
     args: Vec<Bytes>,
     seed: u64,
-) -> std::result::Result<(Reply, bool), Stop> {
+) -> Result<(Reply, bool)> {
     let lua = match Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH, LuaOptions::new()) {
         Ok(lua) => lua,
         Err(e) => return Ok((Reply::err(format!("cannot start Lua: {e}")), true)),
@@ -300,7 +295,7 @@ fn run<E: Engine>(
         })
     });
     if let Some(error) = fatal.into_inner() {
-        return Err(Stop::Fatal(error));
+        return Err(error);
     }
     Ok(match result {
         Ok(reply) => (reply, false),
