@@ -9,21 +9,25 @@
 //! only.
 //!
 //! What a stream delivers, and when:
-//! - Only records this node has made good: on a follower those it applied, on a leader those
-//!   durable on it, of whole requests (never a transaction's first half).
+//! - Only records this node has made good: on a leader those a majority of the cluster holds
+//!   durably, on a follower those it applied; never a request a failover abandoned half
+//!   shipped.
 //! - New records are found when the node publishes its status (every batch, at most 20 ms late
-//!   under load), and every [`FEED_POLL_MS`] in any case.
+//!   under load: a progress counter wakes the stream), and every [`FEED_POLL_MS`] in any case.
 //! - A FROM older than the log's retention is refused with the position the log starts at,
-//!   never a silent gap; so is a stream that falls that far behind.
-//! - When the log is cut under the stream (a failover in async or semi-sync mode cuts an old
-//!   leader's unreplicated suffix, which goes to a rollback file), the stream ends with an
-//!   error naming the position: records it delivered from there were rolled back.
+//!   never a silent gap (over HTTP: 410 before the stream opens); so is a stream that falls
+//!   that far behind.
+//! - When the log is cut under the stream (a follower applies what its leader holds durably,
+//!   which a failover can still cut; the cut records go to a rollback file), the stream ends
+//!   with an error naming the position: records it delivered from there were rolled back.
 //! - A consumer reads at its own pace: the node reads the next batch only once the previous one
 //!   was written to the socket, so nothing piles up in memory. A RESP consumer that takes
 //!   more than [`FEED_STALL_MS_MAX`] to take one batch is disconnected with the reason.
 //!
 //! A stream is resumable: each record carries its position (`lsn`; the SSE event's `id`, so
-//! an `EventSource` resumes with `Last-Event-ID`), and FROM the next one continues it.
+//! an `EventSource` resumes with `Last-Event-ID`, which wins over the URL's `from`), and FROM
+//! the next one continues it. A disconnected RESP consumer is told the position after the
+//! last batch that left the socket.
 
 use crate::state::NodeState;
 use bytes::Bytes;

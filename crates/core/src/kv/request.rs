@@ -319,8 +319,10 @@ pub enum Request {
     /// keys only, no values): what `replikv failover --dry-run` names. With CHANGES, each as
     /// the pairs of [`crate::replication::show::record_reply`]: its transaction and each
     /// change's old and new value and version (the lecture's logical log). PREFIX keeps the
-    /// changes (with CHANGES) or keys of client keys starting with `p`; every record is listed
-    /// still, so that a reader knows how far it got. The replica, not the store, answers it.
+    /// changes (with CHANGES) or keys of client keys starting with `p`; a record without any is
+    /// listed still, so that a reader knows how far it got. With CHANGES only what a change
+    /// stream may deliver is listed (committed, never an abandoned request). The replica, not
+    /// the store, answers it.
     Log {
         /// The records after this position.
         after: u64,

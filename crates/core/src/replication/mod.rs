@@ -20,8 +20,9 @@
 //!
 //! CAVEATS
 //! - Only the logical payload exists; DESIGN §6's statement and physical formats do not.
-//! - An old value over [`record::OLD_VALUE_LOGGED_BYTES_MAX`] is logged as its version and
-//!   length only, and a change a leader's recovery logs again has no old value.
+//! - An old value over [`record::OLD_VALUE_LOGGED_BYTES_MAX`], or past
+//!   [`record::OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX`] in one request, is logged as its
+//!   version and length only, and a change a leader's recovery logs again has no old value.
 
 pub mod log;
 pub mod record;
