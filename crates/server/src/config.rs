@@ -26,6 +26,7 @@
 //! read_lease_drift_ppm = 10000     # the clock-drift allowance the lease assumes (1%)
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
+//! log_unreplicated_bytes = 1073741824  # 1 GiB of records no majority holds, kept past retention
 //! session_guarantee = "none"       # a session's start (see crate::sessions)
 //! session_wait_ms = 1000           # a replica behind a session waits, then TRYAGAIN
 //! read_your_writes = "wait"        # or "leader" for read_your_writes_leader_ms after a write
@@ -642,6 +643,10 @@ pub struct ReplicationConfig {
     pub log_retain_bytes: u64,
     /// Bytes of replication log per segment file; retention deletes whole segments.
     pub log_segment_bytes: u64,
+    /// Bytes of records no majority holds yet that a leader keeps past `log_retain_bytes`, so
+    /// that a failover that cuts them finds them to save to the rollback log (in `async` and
+    /// `semi-sync`, acknowledged writes among them); past it the oldest go, with a warning.
+    pub log_unreplicated_bytes: u64,
     /// Leaderless: replicas per key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
@@ -714,6 +719,7 @@ impl Default for ReplicationConfig {
             read_lease_drift_ppm: replikv_core::single_leader::READ_LEASE_DRIFT_PPM_DEFAULT,
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
             log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
+            log_unreplicated_bytes: replikv_core::replication::log::UNREPLICATED_BYTES_MAX_DEFAULT,
             n: None,
             w: None,
             r: None,
@@ -785,6 +791,7 @@ impl ReplicationConfig {
                 ("read_lease_drift_ppm", self.read_lease_drift_ppm != d.read_lease_drift_ppm),
                 ("log_retain_bytes", self.log_retain_bytes != d.log_retain_bytes),
                 ("log_segment_bytes", self.log_segment_bytes != d.log_segment_bytes),
+                ("log_unreplicated_bytes", self.log_unreplicated_bytes != d.log_unreplicated_bytes),
                 ("read_your_writes", self.read_your_writes.is_some()),
                 ("read_your_writes_leader_ms", self.read_your_writes_leader_ms.is_some()),
             ];

@@ -208,6 +208,7 @@ fn open_single_leader(
     let options = ReplogOptions {
         retain_bytes_max: r.log_retain_bytes,
         segment_bytes_max: r.log_segment_bytes,
+        unreplicated_bytes_max: r.log_unreplicated_bytes,
         ..ReplogOptions::default()
     };
     let files = match config.engine {

@@ -3,8 +3,9 @@
 //!
 //! Scripts live in `clusterscripts/`, each named for what it pins. Lines:
 //!
-//! - `:cluster acks=sync|semi-sync:K|async followers=N retain=BYTES failover=on|off`: first,
-//!   sets up the nodes (n1 leads). `failover=on` turns on elections and step-down, with an
+//! - `:cluster acks=sync|semi-sync:K|async followers=N retain=BYTES unreplicated=BYTES
+//!   failover=on|off`: first, sets up the nodes (n1 leads); `unreplicated` is the log's
+//!   `unreplicated_bytes_max` (records no majority holds kept past `retain`). `failover=on` turns on elections and step-down, with an
 //!   election timeout of 300 ms (a follower stands after 300..=600 ms without a leader, each
 //!   node drawing its waits from its own seed, so they differ but repeat from run to run).
 //! - `nI COMMAND ARGS`: a client sends the command to node I; its number is printed, and its
@@ -282,6 +283,7 @@ fn run_script(text: &str) -> String {
             let mut acks = 0;
             let mut followers = 2;
             let mut retain = ReplogOptions::default().retain_bytes_max;
+            let mut unreplicated = ReplogOptions::default().unreplicated_bytes_max;
             let mut failover = false;
             for w in &words[1..] {
                 match w.split_once('=').expect("name=value") {
@@ -290,13 +292,18 @@ fn run_script(text: &str) -> String {
                     ("acks", k) => acks = k.strip_prefix("semi-sync:").and_then(|k| k.parse().ok()).expect("acks"),
                     ("followers", n) => followers = n.parse().expect("followers"),
                     ("retain", n) => retain = n.parse().expect("retain"),
+                    ("unreplicated", n) => unreplicated = n.parse().expect("unreplicated"),
                     ("failover", "on") => failover = true,
                     ("failover", "off") => failover = false,
                     other => panic!("unknown :cluster setting {other:?}"),
                 }
             }
-            let options =
-                ReplogOptions { retain_bytes_max: retain, segment_bytes_max: retain / 4, ..Default::default() };
+            let options = ReplogOptions {
+                retain_bytes_max: retain,
+                segment_bytes_max: retain / 4,
+                unreplicated_bytes_max: unreplicated,
+                ..Default::default()
+            };
             let acks = acks.min(followers);
             cluster = Some(if failover {
                 Cluster::failover(followers, acks, options)

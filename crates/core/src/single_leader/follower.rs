@@ -52,7 +52,9 @@
 //! all of it or none. A request still open when a record of another request follows it is
 //! abandoned (its leader died while shipping it) and never applied; a cut inside a request
 //! saves its earlier parts to the rollback log too. Retention keeps every record not yet
-//! applied; a request whose first parts are gone anyway (they were before a snapshot's
+//! applied, and every record no leader has confirmed is in its history (`matched`; within the
+//! log's `unreplicated_bytes_max`): a deposed leader's last writes stay until a leader cuts them
+//! (saving them to the rollback log) or confirms them. A request whose first parts are gone anyway (they were before a snapshot's
 //! base, or a log written before retention kept them) is not applied in part: the replica
 //! empties itself and takes the leader's history again.
 //!
@@ -257,10 +259,14 @@ impl Follower {
     }
 
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
-    /// to apply (they are read back from the log when its last part comes).
+    /// to apply (they are read back from the log when its last part comes), nor records its
+    /// leader has not confirmed are in its history (within `unreplicated_bytes_max`): a
+    /// replica that led, or that held records its leader lost, keeps them until a leader
+    /// confirms or cuts them, so a cut finds them to save to the rollback log.
     /// Where retention may drop records before, with `hold` this replica's own (see `tick`).
     pub(super) fn keep_from(&self, log: &ReplicationLog, hold: Option<Lsn>) -> Lsn {
         let keep_from = log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1);
+        let keep_from = keep_from.min(log.unconfirmed_from(self.matched));
         keep_from.min(self.leader_hold.unwrap_or(hold).unwrap_or(Lsn::MAX))
     }
 
@@ -269,7 +275,8 @@ impl Follower {
     /// came, from `hold` (this replica's own, see
     /// [`crate::single_leader::SingleLeader::hold_log_from`]).
     pub(super) fn tick(&mut self, log: &mut ReplicationLog, hold: Option<Lsn>) -> Result<()> {
-        log.retain(self.keep_from(log, hold))?;
+        let dropped = log.retain(self.keep_from(log, hold))?;
+        super::warn_unconfirmed_dropped(log, self.matched, dropped);
         Ok(())
     }
 

@@ -20,7 +20,9 @@
 //!   then streams the log from the snapshot's position. While a snapshot is in flight to a
 //!   follower that answers, the log keeps every record after that position, so a follower is
 //!   never sent from snapshot to snapshot because retention overtook it; a follower silent for
-//!   `link_timeout_ms` goes back to probe and pins nothing. Chunks and their acknowledgements
+//!   `link_timeout_ms` goes back to probe and pins nothing. Records no majority holds yet
+//!   are kept too (within the log's `unreplicated_bytes_max`): if a failover cuts them, this
+//!   node must still have them to save to its rollback log. Chunks and their acknowledgements
 //!   carry the attempt's number, so a late one from an abandoned attempt changes nothing.
 //!
 //! # Reads (read index)
@@ -259,6 +261,9 @@ pub(super) struct Leader {
     /// Records another family still needs, from here on (see [`super::SingleLeader::hold_log_from`]):
     /// the log keeps them as it keeps a live follower's.
     pub(super) hold_from: Option<Lsn>,
+    /// The newest record known held by a majority since this leader's epoch began (a record
+    /// of its own epoch included), so in every later leader's history; 0 until then.
+    majority_held: Lsn,
     /// When this leader started.
     started_ms: u64,
     /// A follower showed that this node lost records of its own epoch: it must step down.
@@ -313,6 +318,7 @@ impl Leader {
             logged_bytes: 0,
             last_size_warning_ms: None,
             hold_from: None,
+            majority_held: 0,
             started_ms: now_ms,
             lost_data: false,
             damage_found: Vec::new(),
@@ -635,8 +641,13 @@ impl Leader {
         self.expire(now_ms, settings, outbox);
         self.release(now_ms, settings, outbox);
         self.ship_all(now_ms, log, store, settings, outbox)?;
-        // Keep what snapshots in flight and live followers still need; drop the rest past the
-        // size bound.
+        // Keep what snapshots in flight and live followers still need, and what no majority
+        // holds yet (within its own bound); drop the rest past the size bound.
+        let committed = self.committed();
+        if log.epoch_run_start(log.last_lsn()).is_some_and(|start| committed >= start) {
+            self.majority_held = self.majority_held.max(committed);
+        }
+        let unreplicated_from = log.unconfirmed_from(self.majority_held);
         let keep_from = self
             .followers
             .iter()
@@ -646,6 +657,7 @@ impl Leader {
                 _ => None,
             })
             .chain(self.hold_from)
+            .chain([unreplicated_from])
             .min()
             .unwrap_or(log.last_lsn() + 1);
         // Just after a start, wait for every follower to say where it is before deleting
@@ -653,7 +665,8 @@ impl Leader {
         let waiting = now_ms.saturating_sub(self.started_ms) < settings.link_timeout_ms
             && self.followers.iter().any(|p| p.last_ack_ms.is_none());
         if !waiting {
-            log.retain(keep_from)?;
+            let dropped = log.retain(keep_from)?;
+            super::warn_unconfirmed_dropped(log, self.majority_held, dropped);
         }
         // The log never grows past its bound in silence: a follower that pins it is named.
         let (bytes, bound) = (log.stats().bytes, log.options().retain_bytes_max);
@@ -671,6 +684,7 @@ impl Leader {
                 })
                 .map(|p| format!("{:?}", p.node))
                 .chain((self.hold_from == Some(keep_from)).then(|| "another datacenter".to_string()))
+                .chain((unreplicated_from == keep_from).then(|| "a majority to hold them".to_string()))
                 .collect();
             let pinning = match pinning.is_empty() {
                 true => "its active segment, which is never deleted".to_string(),

@@ -133,6 +133,11 @@
 //!   retained log shows to differ: records below the leader's log start are taken as the
 //!   leader's. An old leader cut off for longer than the new leader's log retention can lose
 //!   its `async`-acknowledged writes from before that start without a rollback copy.
+//! - Records no majority is known to hold stay past `retain_bytes_max` (a leader's, while its
+//!   followers are away; a follower's, until a leader confirms them: after a restart, its whole
+//!   log), up to the log's `unreplicated_bytes_max`. Past that bound the oldest go with a
+//!   warning, and a failover that cuts them loses those `async`-acknowledged writes without a
+//!   rollback copy.
 //! - A late pre-vote grant from an earlier round counts in a later one (pre-votes carry no
 //!   round number): it can start an election that was not needed, never a second leader.
 //! - A node whose data directory (vote file included) is wiped and that is listed first
@@ -1607,6 +1612,22 @@ impl<E: Engine> SingleLeader<E> {
             self.store.apply(change)?;
         }
         Ok(())
+    }
+}
+
+/// After retention dropped `dropped` segments: a warning if they held records after
+/// `confirmed` (records this replica does not know to be in every later leader's history),
+/// which only a log over `unreplicated_bytes_max` drops.
+fn warn_unconfirmed_dropped(log: &ReplicationLog, confirmed: Lsn, dropped: u64) {
+    if dropped > 0 && log.first_lsn() > confirmed + 1 {
+        tracing::warn!(
+            "the replication log dropped records {}..={} that no majority is known to hold: they are over \
+             unreplicated_bytes_max ({} bytes), and a failover that cuts them now loses them without a copy in the \
+             rollback log",
+            confirmed + 1,
+            log.first_lsn() - 1,
+            log.options().unreplicated_bytes_max
+        );
     }
 }
 

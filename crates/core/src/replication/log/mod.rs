@@ -198,5 +198,5 @@ pub use files::READ_CURSORS_MAX;
 pub use format::RECORD_BYTES_MAX;
 pub use replog::{
     ReplicationLog, ReplogOptions, ReplogStats, RETAIN_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT,
-    TAIL_BYTES_MAX_DEFAULT,
+    TAIL_BYTES_MAX_DEFAULT, UNREPLICATED_BYTES_MAX_DEFAULT,
 };

@@ -17,6 +17,9 @@ pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 /// The default of [`ReplogOptions::retain_bytes_max`]: 256 MiB.
 pub const RETAIN_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 
+/// The default of [`ReplogOptions::unreplicated_bytes_max`]: 1 GiB.
+pub const UNREPLICATED_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+
 /// The default of [`ReplogOptions::tail_bytes_max`]: 64 MiB.
 pub const TAIL_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 
@@ -32,6 +35,10 @@ pub struct ReplogOptions {
     /// ([`LogRecord::size_hint`]) (default 64 MiB), so that shipping to followers that keep up
     /// never reads a file.
     pub tail_bytes_max: usize,
+    /// A leader keeps the records no majority holds yet, past `retain_bytes_max`, while they
+    /// fit in this many bytes (default 1 GiB): a failover that cuts them then finds them here
+    /// to save to the rollback log. Past it the oldest of them go, with a warning.
+    pub unreplicated_bytes_max: u64,
 }
 
 impl Default for ReplogOptions {
@@ -40,6 +47,7 @@ impl Default for ReplogOptions {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             retain_bytes_max: RETAIN_BYTES_MAX_DEFAULT,
             tail_bytes_max: TAIL_BYTES_MAX_DEFAULT,
+            unreplicated_bytes_max: UNREPLICATED_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -321,6 +329,29 @@ impl ReplicationLog {
         self.epoch_at(lsn)?;
         let base = self.first_lsn() - 1;
         self.epochs.range(..=lsn).next_back().map(|(&start, _)| start.max(base))
+    }
+
+    /// The first lsn of the oldest segment from which the log's newest segments hold at most
+    /// `bytes` (the active segment's first lsn if it alone holds more): retention keeping
+    /// records from there on keeps at most `bytes` of them beyond its bound.
+    pub fn newest_bytes_start(&self, bytes: u64) -> Lsn {
+        let mut start = self.last_lsn() + 1;
+        let mut sum = 0u64;
+        for (&first, segment) in self.segments.iter().rev() {
+            sum = sum.saturating_add(segment.bytes);
+            if sum > bytes && start <= self.last_lsn() {
+                break;
+            }
+            start = first;
+        }
+        start
+    }
+
+    /// Where retention keeps records from when those after `confirmed` are not known to be in
+    /// every later leader's history: after `confirmed`, but no more than
+    /// `unreplicated_bytes_max` of them.
+    pub fn unconfirmed_from(&self, confirmed: Lsn) -> Lsn {
+        (confirmed + 1).max(self.newest_bytes_start(self.options.unreplicated_bytes_max)).min(self.last_lsn() + 1)
     }
 
     /// Where each epoch's run of records starts, oldest first, from the base on: (lsn, epoch).

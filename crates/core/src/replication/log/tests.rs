@@ -56,7 +56,7 @@ fn records(from: Lsn, to: Lsn) -> Vec<LogRecord> {
 
 /// Options with the given segment size, retention and tail budgets.
 fn options(segment_bytes_max: u64, retain_bytes_max: u64, tail_bytes_max: usize) -> ReplogOptions {
-    ReplogOptions { segment_bytes_max, retain_bytes_max, tail_bytes_max }
+    ReplogOptions { segment_bytes_max, retain_bytes_max, tail_bytes_max, ..ReplogOptions::default() }
 }
 
 /// Appends `records` in order.
@@ -312,6 +312,35 @@ fn rollover_makes_segments_and_reads_cross_them_from_any_after() {
         drop(log);
         log = ReplicationLog::open(dir.path(), options(600, 1 << 30, 0)).expect("reopen");
     }
+}
+
+#[test]
+fn unconfirmed_records_are_kept_past_retention_within_their_own_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = records(1, 100);
+    let mut opts = options(600, 2_000, 0);
+    opts.unreplicated_bytes_max = 4_000;
+    let mut log = ReplicationLog::open(dir.path(), opts).expect("open");
+    append_all(&mut log, &all);
+    log.flush().expect("flush");
+    let bytes = log.stats().bytes;
+    assert!(bytes > 4_000, "the test needs a log over both bounds: {bytes}");
+    // Everything after 10 unconfirmed: kept back to where the newest 4,000 bytes start.
+    let from = log.unconfirmed_from(10);
+    assert!(from > 11 && from <= 100, "{from}");
+    log.retain(from).expect("retain");
+    let kept = log.stats().bytes;
+    assert!(kept > 2_000 && kept <= 4_000, "kept {kept} bytes, from {}", log.first_lsn());
+    assert_eq!(log.first_lsn(), from, "retention stops at the bound's segment");
+    // Confirmed past the bound's start: from there on, and never past the log's end.
+    assert_eq!(log.unconfirmed_from(90), 91);
+    assert_eq!(log.unconfirmed_from(100), 101);
+    assert_eq!(log.unconfirmed_from(Lsn::MAX - 1), 101);
+    // No bound: only the active segment, which retention never deletes anyway.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut zero = ReplicationLog::open(other.path(), options(600, 2_000, 0)).expect("open");
+    append_all(&mut zero, &all);
+    assert!(zero.newest_bytes_start(0) > 90, "{}", zero.newest_bytes_start(0));
 }
 
 #[test]
