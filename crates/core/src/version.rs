@@ -50,6 +50,17 @@ pub struct Timestamp {
     pub logical: u32,
 }
 
+impl Timestamp {
+    /// The smallest timestamp after this one, as a clock hands out within one millisecond: the
+    /// logical counter spilling over moves a millisecond ahead rather than wrapping.
+    pub fn successor(self) -> Timestamp {
+        match self.logical.checked_add(1) {
+            Some(logical) => Timestamp { millis: self.millis, logical },
+            None => Timestamp { millis: self.millis.saturating_add(1), logical: 0 },
+        }
+    }
+}
+
 /// The version of one write: when (HLC) and where (origin node). Totally ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
@@ -103,13 +114,9 @@ impl Hlc {
         self.last
     }
 
-    /// The smallest timestamp after `ts`. The logical counter spilling over moves the clock a
-    /// millisecond ahead rather than wrapping.
+    /// The smallest timestamp after `ts` ([`Timestamp::successor`]).
     fn next_after(&self, ts: Timestamp) -> Timestamp {
-        match ts.logical.checked_add(1) {
-            Some(logical) => Timestamp { millis: ts.millis, logical },
-            None => Timestamp { millis: ts.millis.saturating_add(1), logical: 0 },
-        }
+        ts.successor()
     }
 }
 

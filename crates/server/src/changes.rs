@@ -210,10 +210,14 @@ pub fn field(record: &Reply, name: &str) -> Option<u64> {
     })
 }
 
-/// True when a record's `changes` is not empty.
+/// True when a record's `changes` is not empty, or it holds a statement (under the prefix).
 fn has_changes(record: &Reply) -> bool {
     let Reply::Array(items) = record else { return false };
-    items.chunks(2).any(|pair| matches!(pair, [Reply::Bulk(n), Reply::Array(changes)] if n.as_ref() == b"changes" && !changes.is_empty()))
+    items.chunks(2).any(|pair| match pair {
+        [Reply::Bulk(n), Reply::Array(changes)] if n.as_ref() == b"changes" => !changes.is_empty(),
+        [Reply::Bulk(n), Reply::Array(_)] => n.as_ref() == b"statement",
+        _ => false,
+    })
 }
 
 #[cfg(test)]

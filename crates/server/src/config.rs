@@ -27,6 +27,7 @@
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
 //! log_unreplicated_bytes = 1073741824  # 1 GiB of records no majority holds, kept past retention
+//! log_format = "logical"           # or "statement" (requests, executed again) or "mixed"
 //! session_guarantee = "none"       # a session's start (see crate::sessions)
 //! session_wait_ms = 1000           # a replica behind a session waits, then TRYAGAIN
 //! read_your_writes = "wait"        # or "leader" for read_your_writes_leader_ms after a write
@@ -647,6 +648,10 @@ pub struct ReplicationConfig {
     /// that a failover that cuts them finds them to save to the rollback log (in `async` and
     /// `semi-sync`, acknowledged writes among them); past it the oldest go, with a warning.
     pub log_unreplicated_bytes: u64,
+    /// Single-leader: what the leader logs of a client's write: its effects (`logical`), the
+    /// request itself (`statement`, executed again by every replica), or the request when it
+    /// is deterministic (`mixed`). See `replikv_core::single_leader::statement`.
+    pub log_format: replikv_core::replication::LogFormat,
     /// Leaderless: replicas per key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
@@ -720,6 +725,7 @@ impl Default for ReplicationConfig {
             log_retain_bytes: LOG_RETAIN_BYTES_DEFAULT,
             log_segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
             log_unreplicated_bytes: replikv_core::replication::log::UNREPLICATED_BYTES_MAX_DEFAULT,
+            log_format: replikv_core::replication::LogFormat::Logical,
             n: None,
             w: None,
             r: None,
@@ -823,6 +829,16 @@ impl ReplicationConfig {
                     self.mode
                 )));
             }
+        }
+        if self.mode != ReplicationMode::SingleLeader
+            && self.log_format != replikv_core::replication::LogFormat::Logical
+        {
+            return Err(Error::Config(format!(
+                "replication.log_format = \"{}\" is a setting of mode = \"single-leader\", and this cluster's mode is \
+                 \"{}\" (its replicas exchange their writes' effects)",
+                self.log_format.name(),
+                self.mode
+            )));
         }
         if self.mode != ReplicationMode::MultiLeader {
             let multi_leader = [

@@ -204,6 +204,7 @@ fn open_single_leader(
     settings.forward_writes = r.forward_writes;
     settings.read_lease = r.read_lease;
     settings.read_lease_drift_ppm = r.read_lease_drift_ppm;
+    settings.log_format = r.log_format;
     settings.forward_timeout_ms = r.forward_timeout_ms();
     let options = ReplogOptions {
         retain_bytes_max: r.log_retain_bytes,

@@ -96,6 +96,7 @@ pub mod scripts;
 mod session;
 mod store;
 mod strings;
+mod text;
 
 pub use command::{is_command, parse_command, parse_named};
 pub use commands::{Commands, Strings};
@@ -116,3 +117,4 @@ pub use store::{Store, EXPIRE_PER_TICK_MAX, GLOB_STEPS_PER_REQUEST_MAX, SCAN_COU
 pub use strings::{
     LCS_CELLS_MAX, RANDOMKEY_DESCENT_BYTES, RANDOMKEY_EXACT_ENTRIES_MAX, RANDOMKEY_PROBES_MAX, RANDOMKEY_WINDOW_ENTRIES,
 };
+pub use text::command_text;

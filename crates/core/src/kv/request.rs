@@ -682,6 +682,22 @@ pub struct Watched {
 }
 
 impl Request {
+    /// True when it sets a deadline relative to the time it executes (EX, PX, SETEX, PSETEX,
+    /// EXPIRE, PEXPIRE, GETEX EX|PX, also inside a transaction): executed again at another
+    /// clock, it sets another deadline. The statement log's nondeterministic request.
+    pub fn relative_ttl(&self) -> bool {
+        match self {
+            Request::Set { expiry: Expiry::InMs(_), .. }
+            | Request::Expire { expiry: Expiry::InMs(_), .. }
+            | Request::ExpireIf { expiry: Expiry::InMs(_), .. }
+            | Request::SetEx { .. }
+            | Request::GetEx { expiry: GetExExpiry::Set { absolute: false, .. }, .. } => true,
+            Request::InDb { request, .. } | Request::WithConsistency { request, .. } => request.relative_ttl(),
+            Request::Exec { requests, .. } => requests.iter().any(Request::relative_ttl),
+            _ => false,
+        }
+    }
+
     /// This request in database `db`: wrapped unless `db` is 0 or the request is not about one
     /// database's keys (the replica answers it, or it holds requests that are wrapped).
     pub fn in_db(self, db: u32) -> Request {

@@ -229,11 +229,15 @@ fn run<E: Engine>(
             let reply = match command(&args) {
                 Err(refusal) => refusal,
                 Ok(Command::Time) => {
+                    store.borrow_mut().note_nondeterministic("its script reads the clock (TIME)");
                     let (secs, micros) = (now_ms / 1000, (now_ms % 1000) * 1000);
                     Reply::Array(vec![Reply::Bulk(secs.to_string().into()), Reply::Bulk(micros.to_string().into())])
                 }
                 Ok(Command::Run(request)) => {
                     let mut store = store.borrow_mut();
+                    if matches!(request, Request::RandomKey) {
+                        store.note_nondeterministic("its script draws a random key (RANDOMKEY)");
+                    }
                     match store.execute(now_ms, request.in_db(db)) {
                         Ok(reply) => {
                             if store.undo_overflowed() {
@@ -261,6 +265,16 @@ fn run<E: Engine>(
         redis.set("call", scope.create_function(move |lua, args| call(lua, args, false))?)?;
         redis.set("pcall", scope.create_function(move |lua, args| call(lua, args, true))?)?;
         let globals = lua.globals();
+        // math.random draws from the replica's generator: a statement log notes the script as
+        // nondeterministic when it does.
+        let math: mlua::Table = globals.get("math")?;
+        let random: mlua::Function = math.get("random")?;
+        let drawn = &store;
+        let random = scope.create_function(move |_, args: mlua::Variadic<Value>| {
+            drawn.borrow_mut().note_nondeterministic("its script draws a random number (math.random)");
+            random.call::<mlua::MultiValue>(args)
+        })?;
+        math.set("random", random)?;
         globals.set("redis", redis)?;
         let redis: mlua::Table = globals.get("redis")?;
         // redis.error_reply(text) is {err = text}, redis.status_reply(text) {ok = text}.

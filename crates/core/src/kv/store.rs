@@ -58,6 +58,12 @@ pub struct Store<E> {
     olds_bytes: usize,
     /// While a script runs: what each key it wrote held before, to undo it if it fails.
     undo: Option<Undo>,
+    /// While a replica executes a logged statement: the version its next write takes (the
+    /// leader's), instead of one from this node's clock.
+    pinned: Option<Version>,
+    /// Why the request being executed is nondeterministic, when it is known to be (a script
+    /// read the clock or drew a random number): the statement log's judgement.
+    nondeterministic: Option<&'static str>,
     /// The scripts this node has cached (`SCRIPT LOAD`, `EVAL`).
     pub(super) scripts: super::scripts::ScriptCache,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
@@ -141,6 +147,8 @@ impl<E: Engine> Store<E> {
             olds: Vec::new(),
             olds_bytes: 0,
             undo: None,
+            pinned: None,
+            nondeterministic: None,
             scripts: Default::default(),
             value_bytes_max: VALUE_BYTES_MAX,
             random: Xorshift::seeded(node.0),
@@ -476,9 +484,62 @@ impl<E: Engine> Store<E> {
         self.put(key, record)
     }
 
-    /// A fresh version for a write at `now_ms`.
+    /// A fresh version for a write at `now_ms` (the pinned one while a statement executes).
     fn version(&mut self, now_ms: u64) -> Version {
+        if let Some(pinned) = self.pinned {
+            self.clock.observe(pinned.ts);
+            self.pinned = Some(Version { ts: pinned.ts.successor(), node: pinned.node });
+            return pinned;
+        }
         Version { ts: self.clock.tick(now_ms), node: self.node }
+    }
+
+    /// Executes a statement its leader logged ([`crate::replication::Statement`]) at this
+    /// replica's `now_ms`, its writes versioned as the leader's were, from `first` on. Nothing
+    /// it writes is captured for the log (the statement is the record). Its reply, and how
+    /// many writes it made.
+    pub fn execute_statement(&mut self, now_ms: u64, request: Request, first: Version) -> Result<(Reply, usize)> {
+        self.pinned = Some(first);
+        let capture = self.changes.take();
+        let result = self.execute(now_ms, request);
+        self.changes = capture;
+        let next = self.pinned.take().map_or(first.ts, |v| v.ts);
+        self.nondeterministic = None;
+        let mut writes = 0;
+        let mut ts = first.ts;
+        while ts < next {
+            ts = ts.successor();
+            writes += 1;
+        }
+        Ok((result?, writes))
+    }
+
+    /// `request` as a statement log records it: an EVALSHA as the EVAL it ran (a replica may
+    /// not hold the script), an EXEC without its watched keys (the leader found them
+    /// unchanged: a replica executes the transaction, as the leader did).
+    pub fn statement_form(&self, request: Request) -> Request {
+        match request {
+            Request::InDb { db, request } => Request::InDb { db, request: Box::new(self.statement_form(*request)) },
+            Request::EvalSha { sha, keys, args } => match self.scripts.get(&sha) {
+                Some(script) => Request::Eval { script, keys, args },
+                None => Request::EvalSha { sha, keys, args },
+            },
+            Request::Exec { requests, .. } => Request::Exec {
+                requests: requests.into_iter().map(|r| self.statement_form(r)).collect(),
+                watched: Vec::new(),
+            },
+            request => request,
+        }
+    }
+
+    /// Notes that the request being executed is nondeterministic, and why.
+    pub(super) fn note_nondeterministic(&mut self, why: &'static str) {
+        self.nondeterministic.get_or_insert(why);
+    }
+
+    /// Why the request just executed was nondeterministic, if a script said so; clears it.
+    pub fn take_nondeterministic(&mut self) -> Option<&'static str> {
+        self.nondeterministic.take()
     }
 
     /// Writes `value` under `key` with deadline `expire_at_ms`.

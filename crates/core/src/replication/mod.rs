@@ -29,4 +29,31 @@ pub mod record;
 pub mod show;
 
 pub use log::{ReplicationLog, ReplogOptions, ReplogStats};
-pub use record::{Change, Epoch, LogRecord, Lsn, Old};
+pub use record::{Change, Epoch, LogRecord, Lsn, Old, Statement};
+
+/// What a leader logs of a client's write (DESIGN §6; a setting of the cluster).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Its effects: each key's new record and old value ([`Change`], [`Old`]).
+    #[default]
+    Logical,
+    /// The request itself ([`Statement`]), which every replica executes again: a request that
+    /// reads the clock or draws a random number leaves replicas different.
+    Statement,
+    /// The request itself when it is deterministic, its effects when it is not (a relative
+    /// TTL, a script that read the clock or drew a random number, a write to a key with a
+    /// deadline), as MySQL's MIXED format and Redis's script effects replication.
+    Mixed,
+}
+
+impl LogFormat {
+    /// Its name in settings and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Logical => "logical",
+            LogFormat::Statement => "statement",
+            LogFormat::Mixed => "mixed",
+        }
+    }
+}

@@ -110,11 +110,12 @@ impl Old {
 /// the request's first record ([`LogRecord::transaction`]), it begins at part 0 and ends at
 /// its last part, and a replica applies it whole or not at all.
 ///
-/// Encoded with postcard, fields in this order. A record written before `olds` existed (log
+/// Encoded with postcard, fields in this order. A record written before `statement` existed
+/// (log format 3) ends after `olds` and reads as changes; one written before `olds` existed (log
 /// format 2) ends after `parts` and reads with no old values ([`Old::Unknown`]); one written
 /// before `part` and `parts` existed (format 1) ends after `changes` and reads as a whole
 /// request (0 of 1).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Its position: the previous record's plus one.
     pub lsn: Lsn,
@@ -130,12 +131,39 @@ pub struct LogRecord {
     /// What each change's key held before it, in the order of `changes`; empty when not
     /// known (a record of log format 2 or older). See [`LogRecord::old`].
     pub olds: Vec<Old>,
+    /// The client's request itself, when the leader logged it as a statement instead of its
+    /// effects (`changes` and `olds` then empty, and the record a whole request).
+    pub statement: Option<Statement>,
+}
+
+/// A client's write request as its leader executed it, logged instead of its effects
+/// (`log_format = "statement"`, or `"mixed"` for a request it judged deterministic): every
+/// replica executes it again, at its own clock and with its own random draws, as MySQL's
+/// statement-based replication and Redis's verbatim script replication did. The versions of
+/// its writes are the leader's ([`Statement::first`] on, one step of the clock per write), so a
+/// deterministic request leaves every replica the same; one that reads the clock (a relative
+/// TTL, `TIME` in a script) or draws a random number leaves them different (the lecture's
+/// "nondeterministic function").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    /// The request, its database named ([`crate::kv::Request::in_db`]); a script by its text
+    /// (an `EVALSHA` is logged as the `EVAL` it ran, as Redis propagated it).
+    pub request: crate::kv::Request,
+    /// The version of its first write on the leader.
+    pub first: Version,
+    /// The timestamp of its last write on the leader.
+    pub last: crate::version::Timestamp,
+    /// The keys it wrote, in the order it wrote them (a key once per write).
+    pub keys: Vec<Bytes>,
+    /// Why the leader judged it nondeterministic, if it did (`log_format = "statement"` logs it
+    /// anyway, and warns).
+    pub nondeterministic: Option<String>,
 }
 
 impl LogRecord {
     /// A record holding a whole request.
     pub fn whole(lsn: Lsn, epoch: Epoch, changes: Vec<Change>) -> LogRecord {
-        LogRecord { lsn, epoch, changes, part: 0, parts: 1, olds: Vec::new() }
+        LogRecord { lsn, epoch, changes, part: 0, parts: 1, olds: Vec::new(), statement: None }
     }
 
     /// What the key of its `index`th change held before it ([`Old::Unknown`] when the record
@@ -176,6 +204,9 @@ impl LogRecord {
                 self.lsn, self.part, self.parts
             ));
         }
+        if self.statement.is_some() && (self.parts != 1 || !self.changes.is_empty() || !self.olds.is_empty()) {
+            return Some(format!("record {} holds a statement and changes, or spans records", self.lsn));
+        }
         (!self.olds.is_empty() && self.olds.len() != self.changes.len()).then(|| {
             format!("record {} has {} changes but {} old values", self.lsn, self.changes.len(), self.olds.len())
         })
@@ -183,7 +214,9 @@ impl LogRecord {
 
     /// An estimate of its encoded size in bytes, for batching and retention budgets.
     pub fn size_hint(&self) -> usize {
-        self.changes_size_hint() + self.olds.iter().map(Old::size_hint).sum::<usize>()
+        self.changes_size_hint()
+            + self.olds.iter().map(Old::size_hint).sum::<usize>()
+            + self.statement.as_ref().map_or(0, Statement::size_hint)
     }
 
     /// An estimate of the encoded size of its position and changes, old values left out: what
@@ -194,5 +227,13 @@ impl LogRecord {
             .iter()
             .map(|c| c.key.len() + c.record.value.as_ref().map_or(0, |v| v.len()) + 40)
             .sum::<usize>()
+    }
+}
+
+impl Statement {
+    /// An estimate of its encoded size in bytes.
+    pub fn size_hint(&self) -> usize {
+        64 + postcard::to_allocvec(&self.request).map_or(0, |v| v.len())
+            + self.keys.iter().map(|k| k.len() + 2).sum::<usize>()
     }
 }

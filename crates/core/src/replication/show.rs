@@ -56,17 +56,40 @@ fn client_key(key: &Bytes, own: Own) -> (Bytes, Option<u8>) {
 /// True when the change at `index` of `record` is shown under `prefix` (a client key prefix;
 /// empty shows every change, replikv's own included).
 pub fn shown(record: &LogRecord, index: usize, prefix: &[u8], own: Own) -> bool {
+    key_shown(&record.changes[index].key, prefix, own)
+}
+
+/// True when physical key `key` is shown under `prefix` (see [`shown`]).
+pub fn key_shown(key: &Bytes, prefix: &[u8], own: Own) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    let (key, ns) = client_key(&record.changes[index].key, own);
+    let (key, ns) = client_key(key, own);
     ns.is_some() && key.starts_with(prefix)
+}
+
+/// The statement `record` holds, as pairs: `command` (the request as a command line),
+/// `keys` (the client keys it wrote), `first_version` and `nondeterministic` (why the leader
+/// judged it so, or nil); nil for a record of changes, and for a statement that wrote no key
+/// under `prefix`.
+pub fn statement_reply(record: &LogRecord, prefix: &[u8], own: Own) -> Reply {
+    let Some(statement) = &record.statement else { return Reply::Nil };
+    if !statement.keys.iter().any(|k| key_shown(k, prefix, own)) {
+        return Reply::Nil;
+    }
+    let keys = statement.keys.iter().map(|k| Reply::Bulk(client_key(k, own).0)).collect();
+    pairs(vec![
+        ("command", Reply::Bulk(Bytes::from(crate::kv::command_text(&statement.request)))),
+        ("keys", Reply::Array(keys)),
+        ("first_version", Reply::Bulk(Bytes::from(statement.first.to_string()))),
+        ("nondeterministic", statement.nondeterministic.clone().map_or(Reply::Nil, |why| Reply::Bulk(why.into()))),
+    ])
 }
 
 /// `record` as REPLIKV.LOG's CHANGES form answers it: field and value pairs `lsn`, `epoch`,
 /// `transaction`, `part`, `parts`, `begins` and `ends` (1 or 0: whether its transaction
 /// begins or ends in this record), then `changes`: each change under `prefix` as the pairs of
-/// [`change_reply`].
+/// [`change_reply`], then `statement` ([`statement_reply`]).
 pub fn record_reply(record: &LogRecord, prefix: &[u8], own: Own) -> Reply {
     let changes = (0..record.changes.len())
         .filter(|&i| shown(record, i, prefix, own))
@@ -81,6 +104,7 @@ pub fn record_reply(record: &LogRecord, prefix: &[u8], own: Own) -> Reply {
         ("begins", Reply::Int(i64::from(record.begins()))),
         ("ends", Reply::Int(i64::from(!record.continues()))),
         ("changes", Reply::Array(changes)),
+        ("statement", statement_reply(record, prefix, own)),
     ])
 }
 
@@ -239,7 +263,7 @@ mod tests {
             Change { key: key("orders.9.total"), record: record(Some("10"), 5) },
             Change { key: crate::kv::physical(3, &key("users.2.name")), record: record(Some("b"), 5) },
         ];
-        let mut r = LogRecord { lsn: 12, epoch: 1, changes, part: 1, parts: 3, olds: Vec::new() };
+        let mut r = LogRecord { lsn: 12, epoch: 1, changes, part: 1, parts: 3, olds: Vec::new(), statement: None };
         assert_eq!(old_text(r.old(0)), "(unknown)", "a record without old values");
         r.olds = vec![
             Old::Held(record(Some("ann"), 1)),

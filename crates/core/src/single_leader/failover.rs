@@ -266,7 +266,7 @@ impl<E: Engine> SingleLeader<E> {
         self.reclaim = false;
         if let State::Follower(follower) = &mut self.state {
             // Its log is the history from now on: its store holds all of it.
-            follower.apply_all(&mut self.log, &mut self.store)?;
+            follower.apply_all(now_ms, &mut self.log, &mut self.store)?;
         }
         let mut leader = Leader::new(&followers, now_ms);
         leader.hold_from = self.log_hold; // from its first tick, which follows

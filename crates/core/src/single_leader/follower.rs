@@ -409,7 +409,7 @@ impl Follower {
                 return Ok(());
             }
         }
-        if self.installing.is_none() && !self.apply_confirmed(log, store, settings)? {
+        if self.installing.is_none() && !self.apply_confirmed(now_ms, log, store, settings)? {
             tracing::warn!(
                 "the first parts of the request after record {} are gone from this log: emptying this replica to \
                  take the leader's history again",
@@ -613,6 +613,7 @@ impl Follower {
     /// history again.
     fn apply_confirmed<E: Engine>(
         &mut self,
+        now_ms: u64,
         log: &mut ReplicationLog,
         store: &mut Store<E>,
         settings: &Settings,
@@ -626,14 +627,19 @@ impl Follower {
         }
         let out_of_order = settings.canary == super::Canary::FollowerOutOfOrder;
         let parts_apart = settings.canary == super::Canary::FollowerAppliesParts;
-        apply_through(&mut self.applied, bound, log, store, out_of_order, parts_apart)
+        apply_through(&mut self.applied, bound, log, store, now_ms, out_of_order, parts_apart)
     }
 
     /// Applies every whole request in the log (a follower about to lead: its log is the
     /// history from now on). A request whose first parts are gone is logged and skipped.
-    pub(super) fn apply_all<E: Engine>(&mut self, log: &mut ReplicationLog, store: &mut Store<E>) -> Result<()> {
+    pub(super) fn apply_all<E: Engine>(
+        &mut self,
+        now_ms: u64,
+        log: &mut ReplicationLog,
+        store: &mut Store<E>,
+    ) -> Result<()> {
         let last = log.last_lsn();
-        while !apply_through(&mut self.applied, last, log, store, false, false)? {
+        while !apply_through(&mut self.applied, last, log, store, now_ms, false, false)? {
             tracing::error!(
                 "the first parts of the request after record {} are gone from this log: its later parts are not \
                  applied",
@@ -733,11 +739,13 @@ fn save_outside_history(
 /// it is applied, and `applied` stops just before it. With `out_of_order` (the canary) the
 /// changes of each call are applied newest first; with `parts_apart` (the other canary) each
 /// part of a request is applied as it is read, so that readers see half a transaction.
+#[allow(clippy::too_many_arguments)]
 fn apply_through<E: Engine>(
     applied: &mut Lsn,
     bound: Lsn,
     log: &mut ReplicationLog,
     store: &mut Store<E>,
+    now_ms: u64,
     out_of_order: bool,
     parts_apart: bool,
 ) -> Result<bool> {
@@ -793,6 +801,10 @@ fn apply_through<E: Engine>(
                 None => {
                     for change in record.changes {
                         apply(change, store)?;
+                    }
+                    if let Some(statement) = record.statement {
+                        // Executed again here, at this replica's clock (a statement is whole).
+                        super::statement::execute(store, now_ms, record.lsn, statement)?;
                     }
                     *applied = record.lsn;
                 }

@@ -187,6 +187,7 @@ pub mod message;
 mod repair;
 pub mod rollback;
 mod session;
+pub mod statement;
 pub mod vote;
 
 use crate::error::Result;
@@ -274,6 +275,9 @@ pub struct Settings {
     /// The clock-drift allowance the lease assumes, in parts per million: every node's clock
     /// advances at a rate within this of real time. The lease is shortened by it.
     pub read_lease_drift_ppm: u64,
+    /// What the leader logs of a client's write: its effects (the default), the request
+    /// itself, or the request when it is deterministic (see [`statement`]).
+    pub log_format: crate::replication::LogFormat,
     /// A bug planted on purpose, to test that the simulator's checkers catch it. The server
     /// never sets one; `Canary::None` in every real node.
     pub canary: Canary,
@@ -358,6 +362,7 @@ impl Settings {
             forward_timeout_ms: 10_000,
             read_lease: false,
             read_lease_drift_ppm: READ_LEASE_DRIFT_PPM_DEFAULT,
+            log_format: crate::replication::LogFormat::Logical,
             canary: Canary::None,
             record_changes_max: RECORD_CHANGES_MAX,
         }
@@ -519,6 +524,8 @@ pub struct SingleLeader<E> {
     handover: Option<handover::Handover>,
     /// Writes held while it runs.
     held: std::collections::VecDeque<handover::Held>,
+    /// The statement log's judgements and warnings (with `log_format` other than logical).
+    statements: statement::Statements,
     /// The part it plays.
     state: State,
     /// On a leader: the ids it gave forwarded requests -> (follower, its incarnation, its
@@ -659,6 +666,7 @@ impl<E: Engine> SingleLeader<E> {
             reclaim: false,
             handover: None,
             held: std::collections::VecDeque::new(),
+            statements: statement::Statements::default(),
             forwarded: BTreeMap::new(),
             incarnation: 0,
             next_forwarded: FORWARDED_ID_BASE,
@@ -864,14 +872,63 @@ impl<E: Engine> SingleLeader<E> {
                     outbox.after_flush.push(Output::Reply { id, reply });
                     return Ok(());
                 }
+                // The request itself, for a statement log (before it executes: a script's
+                // notes of nondeterminism are this request's).
+                let format = self.settings.log_format;
+                let statement = match format {
+                    crate::replication::LogFormat::Logical => None,
+                    _ if !request.is_write() => None,
+                    _ => {
+                        let _ = self.store.take_nondeterministic();
+                        Some(request.clone())
+                    }
+                };
                 let reply = self.commands.execute(&mut self.store, now_ms, request)?;
-                let Some(lsn) = Self::log_captured(
-                    &mut self.log,
-                    &mut self.store,
-                    (self.settings.epoch, self.settings.record_changes_max),
-                    leader,
-                )?
-                else {
+                let logged = match statement {
+                    None => Self::log_captured(
+                        &mut self.log,
+                        &mut self.store,
+                        (self.settings.epoch, self.settings.record_changes_max),
+                        leader,
+                    )?,
+                    Some(request) => {
+                        let logged = self.store.take_logged();
+                        match logged.0.is_empty() {
+                            true => None,
+                            false => Some(
+                                match self.statements.statement(now_ms, format, &mut self.store, request, &logged) {
+                                    Some(statement) => {
+                                        let lsn = self.log.last_lsn() + 1;
+                                        let record = LogRecord {
+                                            lsn,
+                                            epoch: self.settings.epoch,
+                                            changes: Vec::new(),
+                                            part: 0,
+                                            parts: 1,
+                                            olds: Vec::new(),
+                                            statement: Some(statement),
+                                        };
+                                        let bytes = record.size_hint() as u64;
+                                        self.log.append(record)?;
+                                        leader.logged(lsn, bytes);
+                                        lsn
+                                    }
+                                    None => {
+                                        let (lsn, bytes) = append_changes(
+                                            &mut self.log,
+                                            self.settings.epoch,
+                                            logged,
+                                            self.settings.record_changes_max,
+                                        )?;
+                                        leader.logged(lsn, bytes);
+                                        lsn
+                                    }
+                                },
+                            ),
+                        }
+                    }
+                };
+                let Some(lsn) = logged else {
                     // A read, or a write that changed nothing (DEL of a missing key): its
                     // answer must not describe a state this node may no longer lead.
                     if leader.is_full() {
@@ -1426,9 +1483,14 @@ impl<E: Engine> SingleLeader<E> {
                     out.push(show::record_reply(&r, prefix, &own));
                     continue;
                 }
-                let keys = (0..r.changes.len())
-                    .filter(|&i| show::shown(&r, i, prefix, &own))
-                    .map(|i| Reply::Bulk(r.changes[i].key.clone()))
+                let statement_keys = r.statement.iter().flat_map(|s| s.keys.iter());
+                let keys = r
+                    .changes
+                    .iter()
+                    .map(|c| &c.key)
+                    .chain(statement_keys)
+                    .filter(|k| show::key_shown(k, prefix, &own))
+                    .map(|k| Reply::Bulk(k.clone()))
                     .collect();
                 out.push(Reply::Array(vec![Reply::Int(r.lsn as i64), Reply::Int(r.epoch as i64), Reply::Array(keys)]));
             }
@@ -1488,7 +1550,26 @@ impl<E: Engine> SingleLeader<E> {
         let mut log_ts = crate::version::Timestamp::default();
         let mut replayed = 0u64;
         let store = &mut self.store;
-        for_each_applied_change(&mut self.log, |change| {
+        for_each_applied_change(&mut self.log, |applied| {
+            let change = match applied {
+                Applied::Change(change) => change,
+                Applied::Statement(lsn, statement) => {
+                    log_ts = log_ts.max(statement.last);
+                    // Missing when any key it wrote is older in the engine than its first
+                    // write: executed again at the time it first executed (see the statement
+                    // module's caveats).
+                    let missing = statement
+                        .keys
+                        .iter()
+                        .any(|key| store.engine().meta(key).map(|m| m.version).is_none_or(|v| v < statement.first));
+                    if missing {
+                        let now_ms = statement.first.ts.millis;
+                        statement::execute(store, now_ms, lsn, statement)?;
+                        replayed += 1;
+                    }
+                    return Ok(());
+                }
+            };
             log_ts = log_ts.max(change.record.version.ts);
             // A key's versions rise in log order, so a change is missing from the engine
             // exactly when the engine's version of its key is older. (Not a comparison with
@@ -1579,14 +1660,23 @@ impl<E: Engine> SingleLeader<E> {
             }
             Ok(())
         })?;
-        for_each_applied_change(&mut self.log, |change| {
-            if let Some(newest) = strays.get_mut(&change.key) {
-                *newest = Some(change);
+        // A statement names its keys, not what it wrote: with one in the log, what a stray
+        // replaced is not known.
+        let mut statements = false;
+        for_each_applied_change(&mut self.log, |applied| {
+            match applied {
+                Applied::Change(change) => {
+                    if let Some(newest) = strays.get_mut(&change.key) {
+                        *newest = Some(change);
+                    }
+                }
+                Applied::Statement(..) => statements = true,
             }
             Ok(())
         })?;
         let whole_history = self.log.first_lsn() == 1;
-        if strays.len() >= RECOVERY_STRAYS_MAX || (!whole_history && strays.values().any(Option::is_none)) {
+        if strays.len() >= RECOVERY_STRAYS_MAX || statements || (!whole_history && strays.values().any(Option::is_none))
+        {
             tracing::warn!(
                 "the engine kept writes the replication log lost, and the log no longer holds what they replaced: \
                  emptying this replica to take the leader's history again"
@@ -1635,7 +1725,7 @@ fn warn_unconfirmed_dropped(log: &ReplicationLog, confirmed: Lsn, dropped: u64) 
 /// of each request the log holds whole, none of a request it holds only some parts of (the
 /// open one at its end, or one abandoned before it: see [`LogRecord`]). A request is
 /// gathered in memory until its last part, as its leader held it when it executed it.
-fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Change) -> Result<()>) -> Result<()> {
+fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) -> Result<()>) -> Result<()> {
     let mut after = log.first_lsn().saturating_sub(1);
     let mut request: Vec<Change> = Vec::new();
     let mut request_start = None;
@@ -1655,12 +1745,22 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Change) -
             if !continues {
                 request_start = None;
                 for change in request.drain(..) {
-                    f(change)?;
+                    f(Applied::Change(change))?;
+                }
+                if let Some(statement) = record.statement {
+                    f(Applied::Statement(record.lsn, statement))?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// What a replica applies of its log, in order: a change, or a statement (at its position) to
+/// execute again.
+enum Applied {
+    Change(Change),
+    Statement(Lsn, crate::replication::Statement),
 }
 
 /// Calls `f` with every key of `engine` and its meta, in key order, reading
@@ -1736,7 +1836,7 @@ fn append_changes(
         u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
     let mut bytes = 0;
     for (part, (changes, olds)) in (0..count).zip(parts) {
-        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count, olds };
+        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count, olds, statement: None };
         bytes += record.size_hint() as u64;
         log.append(record)?;
     }
@@ -1751,6 +1851,9 @@ mod cluster_golden_tests;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod statement_tests;
 
 #[cfg(test)]
 mod session_tests;

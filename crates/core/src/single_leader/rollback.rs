@@ -16,7 +16,13 @@
 //! ```
 //!
 //! `key` and `value` are JSON strings when they are UTF-8, else `key_hex` / `value_hex` hold
-//! them in hex; `value` is `null` for a deletion. A file is written to `*.tmp`, fsynced,
+//! them in hex; `value` is `null` for a deletion. A statement (`log_format = "statement"` or
+//! `"mixed"`) is one line naming the request and the keys it wrote, which its record does not
+//! hold the values of; `key` is its first key, `version` its first write's:
+//!
+//! ```text
+//! {"lsn":8,"epoch":1,"key":"k","value":null,"version":"124.0@n1","expire_at_ms":null,"cut_at_ms":1700000000000,"statement":"SET k v PX 10000","keys":["k"]}
+//! ``` A file is written to `*.tmp`, fsynced,
 //! renamed into place and the directory fsynced, before the log is cut.
 //!
 //! CAVEATS
@@ -53,6 +59,8 @@ pub struct RollbackEntry {
     pub expire_at_ms: Option<u64>,
     /// When it was cut, on the cutting node's clock.
     pub cut_at_ms: u64,
+    /// For a statement: the request as a command line, and the keys it wrote.
+    pub statement: Option<(String, Vec<Bytes>)>,
 }
 
 /// Where cut writes go: files, or memory (the simulator, tests).
@@ -99,15 +107,29 @@ impl RollbackLog {
         let entries: Vec<RollbackEntry> = records
             .iter()
             .flat_map(|r| {
-                r.changes.iter().map(move |c| RollbackEntry {
+                let statement = r.statement.as_ref().map(|s| RollbackEntry {
                     lsn: r.lsn,
                     epoch: r.epoch,
-                    key: c.key.clone(),
-                    value: c.record.value.clone(),
-                    version: c.record.version.to_string(),
-                    expire_at_ms: c.record.expire_at_ms,
+                    key: s.keys.first().cloned().unwrap_or_default(),
+                    value: None,
+                    version: s.first.to_string(),
+                    expire_at_ms: None,
                     cut_at_ms: now_ms,
-                })
+                    statement: Some((crate::kv::command_text(&s.request), s.keys.clone())),
+                });
+                r.changes
+                    .iter()
+                    .map(move |c| RollbackEntry {
+                        lsn: r.lsn,
+                        epoch: r.epoch,
+                        key: c.key.clone(),
+                        value: c.record.value.clone(),
+                        version: c.record.version.to_string(),
+                        expire_at_ms: c.record.expire_at_ms,
+                        cut_at_ms: now_ms,
+                        statement: None,
+                    })
+                    .chain(statement)
             })
             .collect();
         if let Some(dir) = &self.dir {
@@ -162,7 +184,18 @@ fn to_json_line(e: &RollbackEntry) -> String {
     bytes_field(&mut out, "value", e.value.as_ref());
     out += &format!(",\"version\":{},\"expire_at_ms\":", json_string(&e.version));
     out += &e.expire_at_ms.map_or("null".into(), |t| t.to_string());
-    out += &format!(",\"cut_at_ms\":{}}}", e.cut_at_ms);
+    out += &format!(",\"cut_at_ms\":{}", e.cut_at_ms);
+    if let Some((text, keys)) = &e.statement {
+        out += &format!(",\"statement\":{},\"keys\":[", json_string(text));
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out += &json_string(&String::from_utf8_lossy(key));
+        }
+        out.push(']');
+    }
+    out.push('}');
     out
 }
 

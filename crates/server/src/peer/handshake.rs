@@ -57,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The version of the peer protocol: the handshake and the replication messages. Raise it with any
 /// change to a message sent between peers; nodes of different versions refuse each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 12;
+pub const PEER_PROTOCOL_VERSION: u32 = 13;
 
 /// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
 /// answer; a peer that is silent longer is dropped.
@@ -346,7 +346,7 @@ mod tests {
     /// The refusal of a peer that speaks protocol version 99 (this node's version is spelled
     /// out here: the test must change when the version does).
     const PROTOCOL_MISMATCH_99: &str =
-        "peer protocol version mismatch: this node speaks version 12, peer n2 at 127.0.0.1:7202 speaks version 99";
+        "peer protocol version mismatch: this node speaks version 13, peer n2 at 127.0.0.1:7202 speaks version 99";
 
     #[test]
     fn check_mode_refuses_another_mode_naming_both() {

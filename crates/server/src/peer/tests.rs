@@ -202,8 +202,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 12, peer n2 at ",
-            " speaks version 13",
+            "peer protocol version mismatch: this node speaks version 13, peer n2 at ",
+            " speaks version 14",
         ),
         (
             |h| h.storage_format_version += 1,

@@ -555,8 +555,15 @@ fn a_request_abandoned_in_the_log_is_not_shipped() {
         key: Bytes::from_static(key),
         record: Record { version: Default::default(), value: Some(Bytes::from_static(b"v")), expire_at_ms: None },
     };
-    let record =
-        |lsn, part, parts, key| LogRecord { lsn, epoch: 1, changes: vec![change(key)], part, parts, olds: Vec::new() };
+    let record = |lsn, part, parts, key| LogRecord {
+        lsn,
+        epoch: 1,
+        changes: vec![change(key)],
+        part,
+        parts,
+        olds: Vec::new(),
+        statement: None,
+    };
     // The request at 2 and 3 never got its third part (its leader died while logging it); 4..=5 is whole.
     let records = vec![
         record(1, 0, 1, b"a"),

@@ -11,7 +11,7 @@ pub const RECORD_BYTES_MAX: usize = 600 * 1024 * 1024;
 pub(super) const MAGIC: [u8; 8] = *b"RKVRLOG\0";
 
 /// The format version a segment header carries; raise it with any change to this file.
-pub(super) const FORMAT_VERSION: u32 = 3;
+pub(super) const FORMAT_VERSION: u32 = 4;
 
 /// The oldest format version this build reads: format 1 records lack `part` and `parts`,
 /// format 2 records lack `olds`.
@@ -152,6 +152,27 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
         Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
         // An older format's body ends before the fields it lacks (and never decodes as a
         // newer one: the checksum matched, so it ends where its writer ended it).
+        Err(postcard::Error::DeserializeUnexpectedEnd) => decode_v3(body),
+        Err(e) => Err(format!("undecodable record: {e}")),
+    }
+}
+
+/// Decodes a body of log format 3 or older (see [`decode_body`]).
+fn decode_v3(body: &[u8]) -> Result<LogRecord, String> {
+    match postcard::take_from_bytes::<RecordV3>(body) {
+        Ok((old, [])) => {
+            let record = LogRecord {
+                lsn: old.lsn,
+                epoch: old.epoch,
+                changes: old.changes,
+                part: old.part,
+                parts: old.parts,
+                olds: old.olds,
+                statement: None,
+            };
+            record.parts_error().map_or(Ok(record), Err)
+        }
+        Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
         Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV2>(body) {
             Ok((old, [])) => {
                 let record = LogRecord {
@@ -161,6 +182,7 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
                     part: old.part,
                     parts: old.parts,
                     olds: Vec::new(),
+                    statement: None,
                 };
                 record.parts_error().map_or(Ok(record), Err)
             }
@@ -181,6 +203,17 @@ struct RecordV1 {
     lsn: Lsn,
     epoch: Epoch,
     changes: Vec<crate::replication::Change>,
+}
+
+/// A record of log format 3, before a record could hold a statement.
+#[derive(serde::Deserialize)]
+struct RecordV3 {
+    lsn: Lsn,
+    epoch: Epoch,
+    changes: Vec<crate::replication::Change>,
+    part: u32,
+    parts: u32,
+    olds: Vec<crate::replication::Old>,
 }
 
 /// A record of log format 2, before changes carried old values.

@@ -1,0 +1,163 @@
+//! The statement and mixed log formats on a leader and two followers in one process: the
+//! lecture's nondeterministic functions leave followers different under `statement`, and
+//! under `mixed` they do not.
+
+use super::tests::Cluster;
+use super::*;
+use crate::replication::LogFormat;
+use crate::storage::MemoryEngine;
+use bytes::Bytes;
+
+/// A request from its words (a script's text may hold spaces).
+fn request(words: &[&str]) -> Request {
+    let args: Vec<Bytes> = words.iter().map(|w| Bytes::from(w.to_string())).collect();
+    crate::kv::parse_command(&args).expect("a known command").expect("valid arguments")
+}
+
+/// A trio in `format`, its followers caught up.
+fn cluster(format: LogFormat) -> Cluster {
+    let mut c = Cluster::new(2, 0, ReplogOptions::default());
+    for node in &mut c.nodes {
+        node.settings_mut().log_format = format;
+    }
+    c.run_for(300);
+    c
+}
+
+/// Sends `words` to the leader, then lets `later_ms` pass before the followers get it: they
+/// execute a statement at their own clock, that much later than the leader did.
+fn write(c: &mut Cluster, words: &[&str], later_ms: u64) {
+    c.next_id += 1;
+    let id = c.next_id;
+    c.step(0, Input::Request { id, request: request(words) });
+    c.now += later_ms;
+    c.settle();
+    assert!(!matches!(c.reply(id), Some(Reply::Error(_)) | None), "{words:?}: {:?}", c.reply(id));
+}
+
+/// Every record of node `i`, by key: value, version and deadline.
+fn records(c: &Cluster, i: usize) -> Vec<(Bytes, crate::storage::Record)> {
+    let engine = c.nodes[i].store().engine();
+    engine
+        .scan(std::ops::Bound::Unbounded, usize::MAX)
+        .into_iter()
+        .map(|(k, _)| (k.clone(), engine.get(&k).unwrap().unwrap()))
+        .collect()
+}
+
+/// The leader's log: how many records hold statements, and how many changes.
+fn kinds(c: &mut Cluster) -> (usize, usize) {
+    let records = c.nodes[0].read_log(0, usize::MAX).unwrap().unwrap_or_default();
+    (records.iter().filter(|r| r.statement.is_some()).count(), records.iter().filter(|r| !r.changes.is_empty()).count())
+}
+
+const DETERMINISTIC: &[&[&str]] = &[
+    &["SET", "a", "1"],
+    &["INCR", "n"],
+    &["INCRBY", "n", "41"],
+    &["MSET", "x", "1", "y", "2"],
+    &["APPEND", "a", "-more"],
+    &["EVAL", "redis.call('SET', KEYS[1], ARGV[1] .. redis.call('GET', KEYS[2])) return 1", "2", "s", "a", "v:"],
+    &["DEL", "y"],
+];
+
+const NONDETERMINISTIC: &[&[&str]] = &[
+    &["SET", "ttl", "v", "EX", "100"],
+    &["EVAL", "local t = redis.call('TIME') redis.call('SET', KEYS[1], t[1] .. '.' .. t[2]) return 1", "1", "clock"],
+    &["EVAL", "redis.call('SET', KEYS[1], tostring(math.random(1, 1000000000))) return 1", "1", "dice"],
+];
+
+#[test]
+fn deterministic_statements_leave_every_replica_as_the_leader_versions_included() {
+    let mut c = cluster(LogFormat::Statement);
+    for words in DETERMINISTIC {
+        write(&mut c, words, 700);
+    }
+    let leader = records(&c, 0);
+    assert_eq!(leader.len(), 5, "a, n, s, x and y's tombstone: {leader:?}");
+    for i in 1..3 {
+        assert_eq!(records(&c, i), leader, "n{} executed the statements as the leader did", i + 1);
+    }
+    assert_eq!(kinds(&mut c), (DETERMINISTIC.len(), 0), "every write a statement");
+    assert_eq!(c.nodes[0].statements.nondeterministic, 0);
+}
+
+#[test]
+fn nondeterministic_statements_leave_followers_different_and_the_leader_names_them() {
+    let mut c = cluster(LogFormat::Statement);
+    for words in NONDETERMINISTIC {
+        write(&mut c, words, 1_500);
+    }
+    let (leader, follower) = (records(&c, 0), records(&c, 1));
+    let get = |records: &[(Bytes, crate::storage::Record)], key: &str| {
+        records.iter().find(|(k, _)| k.as_ref() == key.as_bytes()).map(|(_, r)| r.clone()).expect(key)
+    };
+    let (ttl, ttl_here) = (get(&leader, "ttl"), get(&follower, "ttl"));
+    assert_eq!((ttl.value.clone(), ttl.version), (ttl_here.value.clone(), ttl_here.version));
+    assert_eq!(ttl_here.expire_at_ms.unwrap() - ttl.expire_at_ms.unwrap(), 1_500, "the follower's own deadline");
+    assert_ne!(get(&leader, "clock").value, get(&follower, "clock").value, "TIME read on each replica");
+    assert_ne!(get(&leader, "dice").value, get(&follower, "dice").value, "each replica's own draw");
+    assert_eq!(kinds(&mut c), (3, 0));
+    assert_eq!(c.nodes[0].statements.nondeterministic, 3, "each judged and counted");
+    let logged = c.nodes[0].read_log(0, usize::MAX).unwrap().unwrap();
+    let why: Vec<String> = logged.iter().filter_map(|r| r.statement.as_ref()?.nondeterministic.clone()).collect();
+    assert_eq!(
+        why,
+        [
+            "it sets a deadline relative to the clock (a relative TTL)",
+            "its script reads the clock (TIME)",
+            "its script draws a random number (math.random)"
+        ]
+    );
+}
+
+#[test]
+fn mixed_logs_the_nondeterministic_requests_as_their_effects_and_no_replica_differs() {
+    let mut c = cluster(LogFormat::Mixed);
+    for words in DETERMINISTIC.iter().chain(NONDETERMINISTIC) {
+        write(&mut c, words, 1_500);
+    }
+    // A write to a key with a deadline: expired on a follower's clock but not the leader's,
+    // it would append to nothing there.
+    write(&mut c, &["SET", "short", "x", "PX", "1000"], 0);
+    write(&mut c, &["APPEND", "short", "y"], 1_500);
+    let leader = records(&c, 0);
+    for i in 1..3 {
+        assert_eq!(records(&c, i), leader, "n{} holds what the leader holds", i + 1);
+    }
+    assert_eq!(kinds(&mut c), (DETERMINISTIC.len(), NONDETERMINISTIC.len() + 2));
+    assert_eq!(c.nodes[0].statements.nondeterministic, 0, "none logged as a statement");
+}
+
+#[test]
+fn a_leader_whose_engine_lost_the_writes_executes_its_statements_again_at_recovery() {
+    let mut c = cluster(LogFormat::Statement);
+    for words in DETERMINISTIC {
+        write(&mut c, words, 0);
+    }
+    let before = records(&c, 0);
+    // The process restarts with its log and an engine that kept nothing.
+    let settings = c.nodes[0].settings().clone();
+    let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
+    let (_, files) = std::mem::replace(&mut c.nodes[0], placeholder).into_parts();
+    c.nodes[0] = SingleLeader::replicated(MemoryEngine::new(), files, settings, c.now + 60_000).unwrap();
+    assert_eq!(records(&c, 0), before, "the statements' writes again, at their versions");
+}
+
+#[test]
+fn a_cut_statement_is_saved_to_the_rollback_log_as_its_command_line() {
+    let mut rollback = rollback::RollbackLog::in_memory();
+    let first = crate::version::Version { ts: crate::version::Timestamp { millis: 5, logical: 0 }, node: NodeId(1) };
+    let statement = crate::replication::Statement {
+        request: request(&["SET", "k", "v", "EX", "10"]),
+        first,
+        last: first.ts,
+        keys: vec![Bytes::from("k")],
+        nondeterministic: None,
+    };
+    let record = LogRecord { statement: Some(statement), ..LogRecord::whole(9, 2, Vec::new()) };
+    assert_eq!(rollback.save(&[record], 77).unwrap(), 1);
+    let entry = &rollback.memory_entries()[0];
+    assert_eq!(entry.statement, Some(("SET k v PX 10000".to_string(), vec![Bytes::from("k")])));
+    assert_eq!((entry.lsn, entry.key.as_ref(), entry.value.as_ref()), (9, &b"k"[..], None));
+}
