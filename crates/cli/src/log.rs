@@ -110,12 +110,15 @@ pub fn lines(id: &str, records: &[Value], args: &ShowArgs) -> Vec<String> {
     let mut shown = 0;
     for record in records {
         let changes = record["changes"].as_array().cloned().unwrap_or_default();
-        if changes.is_empty() && !args.key.is_empty() {
+        let statement = &record["statement"];
+        if changes.is_empty() && statement.is_null() && !args.key.is_empty() {
             continue; // none of its keys is under the prefix
         }
         shown += 1;
         out.push(record_line(record));
-        if changes.is_empty() {
+        if !statement.is_null() {
+            out.extend(statement_lines(statement));
+        } else if changes.is_empty() {
             out.push("  (no changes: the empty record a new leader writes)".into());
         }
         for change in &changes {
@@ -133,6 +136,21 @@ pub fn lines(id: &str, records: &[Value], args: &ShowArgs) -> Vec<String> {
                 last + 1
             ));
         }
+    }
+    out
+}
+
+/// A statement's lines: the request as a command line, the keys it wrote and why the leader
+/// judged it nondeterministic, if it did.
+fn statement_lines(statement: &Value) -> Vec<String> {
+    let keys: Vec<&str> =
+        statement["keys"].as_array().map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let mut out = vec![
+        format!("  statement: {}", statement["command"].as_str().unwrap_or("?")),
+        format!("    keys: {}  first_version: {}", keys.join(" "), statement["first_version"].as_str().unwrap_or("?")),
+    ];
+    if let Some(why) = statement["nondeterministic"].as_str() {
+        out.push(format!("    nondeterministic: {why}"));
     }
     out
 }
@@ -224,6 +242,26 @@ mod tests {
                 "  table: users  key: 1234  column: picture_url  old_value: me-old.jpg  new_value: me-new.jpg  transaction: 328142",
                 "    version 1700000000000.0@n1 -> 1700000000050.0@n1",
                 "1 record(s) of lsn 328142 to 328142 in n1's log; next: --from 328143",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_statement_prints_as_its_command_line_and_why_it_is_nondeterministic() {
+        let record = json!({
+            "lsn": 7, "epoch": 1, "transaction": 7, "part": 0, "parts": 1, "begins": 1, "ends": 1, "changes": [],
+            "statement": {"command": "SET k v PX 10000", "keys": ["k"], "first_version": "5.0@n1",
+                          "nondeterministic": "it sets a deadline relative to the clock (a relative TTL)"},
+            "keys": ["k"]
+        });
+        assert_eq!(
+            lines("n1", &[record], &args("k", 100)),
+            vec![
+                "lsn 7  epoch 1  transaction 7 (begins, ends)",
+                "  statement: SET k v PX 10000",
+                "    keys: k  first_version: 5.0@n1",
+                "    nondeterministic: it sets a deadline relative to the clock (a relative TTL)",
+                "1 record(s) with keys under \"k\" of lsn 328142 to 7 in n1's log; next: --from 8",
             ]
         );
     }

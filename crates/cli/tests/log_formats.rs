@@ -1,7 +1,8 @@
 //! The replication log as the lecture's logical log, end to end (issue 18): three real
 //! processes in sync mode, writes from the `redis` crate, and the log read back with
 //! `replikv log show` and `GET /api/v1/log` from the leader and from a follower, also after
-//! the follower restarts (its log file holds the old values too).
+//! the follower restarts (its log file holds the old values too); and the statement and mixed
+//! formats, whose nondeterministic requests `replikv check` finds leaving replicas different.
 
 mod common;
 
@@ -323,4 +324,59 @@ fn a_script_runs_on_the_leader_atomically_and_its_effects_replicate_as_one_trans
     let refused: redis::RedisResult<i64> = redis::cmd("EVAL").arg("return 1").arg(0).query(&mut trio.con(1));
     let refused = refused.expect_err("READONLY").to_string();
     assert!(refused.contains("read only replica"), "{refused}");
+}
+
+/// Writes the lecture's nondeterministic requests, and deterministic ones, to the leader of
+/// `trio` while its follower n3 is paused for over a second, so that n3 executes any statement
+/// later than the leader did, at another clock; then waits until n3 has every record.
+fn write_while_n3_is_paused(trio: &Trio) {
+    trio.nodes[2].signal(libc::SIGSTOP);
+    let mut con = trio.con(0);
+    let _: () = con.set("a", "1").unwrap();
+    let _: i64 = con.incr("n", 41).unwrap();
+    let _: () = con.mset(&[("x", "1"), ("y", "2")]).unwrap();
+    let _: () = redis::cmd("SET").arg("ttl").arg("v").arg("EX").arg(1000).query(&mut con).unwrap();
+    let script = "local t = redis.call('TIME') redis.call('SET', KEYS[1], t[1] .. '.' .. t[2]) return 1";
+    let _: i64 = redis::cmd("EVAL").arg(script).arg(1).arg("clock").query(&mut con).unwrap();
+    let script = "redis.call('SET', KEYS[1], tostring(math.random(1, 1000000000))) return 1";
+    let _: i64 = redis::cmd("EVAL").arg(script).arg(1).arg("dice").query(&mut con).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    trio.nodes[2].signal(libc::SIGCONT);
+    let last = trio.status(0)["replication"]["last_lsn"].as_u64().unwrap();
+    trio.wait_applied(2, last);
+}
+
+#[test]
+fn statements_leave_followers_different_on_nondeterministic_requests_and_mixed_does_not() {
+    // The lecture's problem, staged: a relative TTL, TIME and math.random, executed again on
+    // each replica.
+    let trio = Trio::start("acks = \"async\"\nlog_format = \"statement\"", &[]);
+    write_while_n3_is_paused(&trio);
+    let (code, out, err) = trio.replikv_code(&["check", "--timeout-secs", "20"]);
+    assert_eq!(code, Some(1), "check finds the replicas different:\n{out}{err}");
+    for key in ["\"ttl\"", "\"clock\"", "\"dice\""] {
+        assert!(out.contains(key), "check names {key}:\n{out}");
+    }
+    for key in ["\"a\"", "\"n\"", "\"x\""] {
+        assert!(!out.contains(key), "the deterministic {key} is the same everywhere:\n{out}");
+    }
+    assert!(out.contains("key range 0x"), "check names the differing key ranges:\n{out}");
+    let warned = trio.nodes[0].log_text();
+    assert!(warned.contains("logged a nondeterministic statement"), "the leader warns:\n{warned}");
+    assert!(warned.contains("SET ttl v PX 1000000"), "naming the request:\n{warned}");
+    let (ok, shown, err) = trio.replikv(&["log", "show", "--node", "n3", "--key", "dice"]);
+    assert!(ok, "{err}");
+    assert!(shown.contains("  statement: EVAL \"redis.call('SET', KEYS[1], tostring(math.random"), "{shown}");
+    assert!(shown.contains("nondeterministic: its script draws a random number (math.random)"), "{shown}");
+    drop(trio);
+
+    // The same requests in mixed: the nondeterministic ones go as their effects.
+    let trio = Trio::start("acks = \"async\"\nlog_format = \"mixed\"", &[]);
+    write_while_n3_is_paused(&trio);
+    let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
+    assert!(ok, "mixed leaves every replica the same:\n{out}{err}");
+    let (ok, shown, err) = trio.replikv(&["log", "show", "--node", "n3"]);
+    assert!(ok, "{err}");
+    assert!(shown.contains("  statement: SET a 1"), "a deterministic write is a statement:\n{shown}");
+    assert!(shown.contains("key: dice") && !shown.contains("statement: EVAL"), "the scripts are effects:\n{shown}");
 }

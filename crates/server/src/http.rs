@@ -12,7 +12,7 @@
 //! | `GET /api/v1/config` | the configuration now (with `CONFIG SET`'s changes and `loglevel`) |
 //! | `GET /api/v1/changes?from=N&prefix=P` | the log's changes from position N (the log's end when absent; `Last-Event-ID` resumes) as server-sent events: `event: from` `{"from": N}`, then `event: record` per record with a change under P (`id` its position, data as in `/api/v1/log`), until `event: error` `{"error"}` ends it (a stream fallen behind retention, the log cut by a failover, the node stopping): see REPLIKV.CHANGES; a start the log no longer holds is 410 |
 //! | `GET /api/v1/conflicts[?prefix=P&count=N]` | multi-leader: the newest N (10) entries of the conflict log for keys starting with P, oldest first: `[{"time_ms", "key", "datacenter", "detected_by", "resolve", "held", "arrived", "kept", "lost", "lecture"}...]`, each write `[origin, version, value, bytes]`, `lecture` the lecture's record (`{"table", "key", "column", "old_value", "new_value", "transaction"}`) or null |
-//! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`; `keys_only=true`: every record the log holds, unacknowledged ones too, as `{"lsn", "epoch", "keys"}` with physical keys) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
+//! | `GET /api/v1/log?after=N&limit=M&prefix=P` (or `from=N+1`; `keys_only=true`: every record the log holds, unacknowledged ones too, as `{"lsn", "epoch", "keys"}` with physical keys) | the replication log's records after N (at most M, 1000; 100 by default), the logical log: `[{"lsn", "epoch", "transaction", "part", "parts", "begins", "ends", "changes": [{"key", "namespace", "old", "old_value", "old_bytes", "old_version", "old_expire_at_ms", "new_value", "new_bytes", "new_version", "expire_at_ms", "lecture"}...], "statement": null or {"command", "keys", "first_version", "nondeterministic"} (`log_format` statement or mixed: the request, executed again by every replica), "keys": [...]}...]`, only the changes of client keys starting with P (every record is listed); values cut at 4096 bytes, text or `{"hex"}`; `lecture` the lecture's record `{"table", "key", "column", "old_value", "new_value", "transaction"}` as text (table and column null for a key that is not `table.row.column`); 410 when the log no longer holds them |
 //! | `POST /api/v1/failover` | FAILOVER on the leader: `{"to": "host:port", "timeout_ms": N, "force": false, "abort": false}` (all optional); 200 `{"ok":true}` once the handover has begun, 409 with Redis's error text when refused |
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 while the node serves requests; 503 with the reason once it stopped |
@@ -503,8 +503,14 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
         .iter()
         .map(|r| {
             let mut record = reply_json(r);
-            let keys: Vec<Value> =
-                record["changes"].as_array().into_iter().flatten().map(|c| c["key"].clone()).collect();
+            let statement_keys = record["statement"]["keys"].as_array().cloned().unwrap_or_default();
+            let keys: Vec<Value> = record["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["key"].clone())
+                .chain(statement_keys)
+                .collect();
             record["keys"] = Value::Array(keys);
             record
         })
@@ -614,8 +620,8 @@ async fn conflicts(State(state): State<Arc<NodeState>>, Query(params): Query<Con
 }
 
 /// The first field names of the pairs [`reply_json`] turns into objects: a conflict entry, a
-/// lecture record, a log record and a log change.
-const OBJECT_FIRST_FIELDS: [&[u8]; 4] = [b"time_ms", b"table", b"lsn", b"key"];
+/// lecture record, a log record, a log change and a logged statement.
+const OBJECT_FIRST_FIELDS: [&[u8]; 5] = [b"time_ms", b"table", b"lsn", b"key", b"command"];
 
 /// A reply as JSON: an array of field and value pairs (names first, as XINFO's) as an object,
 /// other arrays as arrays, values as text (or `{"hex"}` when not UTF-8), nil as null.

@@ -192,6 +192,12 @@ pub struct StartArgs {
     /// (assumes clocks drift by at most 1%: read_lease_drift_ppm in the cluster file).
     #[arg(long)]
     pub read_lease: bool,
+    /// Single-leader: what the leader logs of a write: `logical` (its effects, old values
+    /// included), `statement` (the request, executed again by each replica: nondeterministic
+    /// requests leave replicas different) or `mixed` (statements, effects for the
+    /// nondeterministic).
+    #[arg(long, default_value = "logical", value_name = "FORMAT")]
+    pub log_format: replikv_core::replication::LogFormat,
     /// Bytes of replication log each node keeps (a follower further behind gets a snapshot).
     #[arg(long, default_value_t = replikv_server::config::LOG_RETAIN_BYTES_DEFAULT, value_name = "BYTES")]
     pub log_retain_bytes: u64,

@@ -130,6 +130,7 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
         read_lease: args.read_lease,
         log_retain_bytes: args.log_retain_bytes,
         log_segment_bytes: defaults.log_segment_bytes.min(args.log_retain_bytes),
+        log_format: args.log_format,
         n: args.leaderless.n,
         w: args.leaderless.w,
         r: args.leaderless.r,

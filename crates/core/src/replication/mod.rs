@@ -47,6 +47,19 @@ pub enum LogFormat {
     Mixed,
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "logical" => Ok(LogFormat::Logical),
+            "statement" => Ok(LogFormat::Statement),
+            "mixed" => Ok(LogFormat::Mixed),
+            other => Err(format!("unknown log format {other:?}: logical, statement or mixed")),
+        }
+    }
+}
+
 impl LogFormat {
     /// Its name in settings and listings.
     pub fn name(self) -> &'static str {
