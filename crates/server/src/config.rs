@@ -1756,6 +1756,16 @@ mod tests {
                 &["conflicts", "merge"],
             ),
             (
+                three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nlog_format = \"mixed\""),
+                "n1",
+                &["replication.log_format = \"mixed\" is a setting of mode = \"single-leader\""],
+            ),
+            (
+                three("cluster = \"c\"\n[replication]\nlog_format = \"physical\""),
+                "n1",
+                &["log_format", "physical"],
+            ),
+            (
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nread_lease = true"),
                 "n1",
                 &["replication.read_lease is a setting of mode = \"single-leader\""],

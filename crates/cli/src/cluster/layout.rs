@@ -104,6 +104,13 @@ pub fn plan(args: &StartArgs) -> Result<ClusterConfig> {
     if args.resolve.is_some() && args.mode != ReplicationMode::MultiLeader {
         bail!("--resolve is a setting of --mode multi-leader, not of --mode {}", args.mode);
     }
+    if args.mode != ReplicationMode::SingleLeader && args.log_format != replikv_core::replication::LogFormat::Logical {
+        bail!(
+            "--log-format {} is a setting of --mode single-leader, not of --mode {}",
+            args.log_format.name(),
+            args.mode
+        );
+    }
     if let Some(d) = datacenters.filter(|d| !(1..=n).contains(d)) {
         bail!("--datacenters {d}: each datacenter needs a node, so with --nodes {n} it must be 1 to {n}");
     }
@@ -267,6 +274,11 @@ mod tests {
         single.datacenters = Some(2);
         let err = format!("{:#}", plan(&single).unwrap_err());
         assert!(err.contains("--datacenters is a setting of --mode multi-leader"), "{err}");
+        let mut statement = start(3, 7000, Acks::Async);
+        (statement.mode, statement.log_format) =
+            (ReplicationMode::Leaderless, replikv_core::replication::LogFormat::Statement);
+        let err = format!("{:#}", plan(&statement).unwrap_err());
+        assert!(err.contains("--log-format statement is a setting of --mode single-leader"), "{err}");
     }
 
     fn start(nodes: usize, base_port: u16, acks: Acks) -> StartArgs {
@@ -282,6 +294,7 @@ mod tests {
             forward_writes: false,
             read_lease: false,
             log_retain_bytes: replikv_server::config::LOG_RETAIN_BYTES_DEFAULT,
+            log_format: Default::default(),
             detach: false,
             leaderless: LeaderlessArgs::default(),
             anti_entropy: AntiEntropyArgs::default(),
