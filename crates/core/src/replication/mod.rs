@@ -7,7 +7,8 @@
 //!   part 0 and ends at its last part). Its payload is logical: each [`Change`] is a key and
 //!   the full record it now holds (value or tombstone, version, expiry), so applying a change
 //!   twice, or over a newer snapshot, is harmless; beside it, the lecture's old value and
-//!   version ([`Old`]), for whoever reads the log.
+//!   version ([`Old`]), for whoever reads the log. With a statement log ([`LogFormat`]), a
+//!   record may instead hold the request itself, which every replica executes again.
 //! - [`show`]: the log read as the lecture's logical log (`REPLIKV.LOG ... CHANGES`,
 //!   `replikv log show`): each change's old and new value and version, its transaction, and
 //!   the lecture's record for a `table.row.column` key.
@@ -19,7 +20,9 @@
 //! description, with its elections, votes, rollback files and peer messages.
 //!
 //! CAVEATS
-//! - Only the logical payload exists; DESIGN §6's statement and physical formats do not.
+//! - A record holds changes, or a client's request ([`Statement`], `log_format = "statement"`
+//!   or `"mixed"`, see [`crate::single_leader::statement`]); DESIGN §6's physical format (WAL
+//!   shipping) does not exist yet.
 //! - An old value over [`record::OLD_VALUE_LOGGED_BYTES_MAX`], or past
 //!   [`record::OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX`] in one request, is logged as its
 //!   version and length only, and a change a leader's recovery logs again has no old value.

@@ -14,7 +14,8 @@
 //! - **Leader** (single-leader, DESIGN §6-§7): it executes every request; each write becomes
 //!   one record of the replication log ([`crate::replication`]) (several, its parts, for a
 //!   request over [`RECORD_BYTES_SOFT_MAX`] or [`RECORD_CHANGES_MAX`] keys, which followers
-//!   apply together once they hold them all; a transaction is one request), which it ships to every
+//!   apply together once they hold them all; a transaction is one request; with
+//!   `log_format` statement or mixed, the request itself, see [`statement`]), which it ships to every
 //!   follower in order, batched, as soon as the batch is written out: followers write it while
 //!   the leader's own fsync runs (DESIGN §12). A write's reply waits until the record is
 //!   durable on the leader and on `acks_needed` followers (`sync`: all of them;
