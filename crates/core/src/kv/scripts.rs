@@ -237,6 +237,9 @@ fn run<E: Engine>(
                     let mut store = store.borrow_mut();
                     if matches!(request, Request::RandomKey) {
                         store.note_nondeterministic("its script draws a random key (RANDOMKEY)");
+                    } else if request.relative_ttl() {
+                        store
+                            .note_nondeterministic("its script sets a deadline relative to the clock (a relative TTL)");
                     }
                     match store.execute(now_ms, request.in_db(db)) {
                         Ok(reply) => {

@@ -65,6 +65,7 @@ const NONDETERMINISTIC: &[&[&str]] = &[
     &["SET", "ttl", "v", "EX", "100"],
     &["EVAL", "local t = redis.call('TIME') redis.call('SET', KEYS[1], t[1] .. '.' .. t[2]) return 1", "1", "clock"],
     &["EVAL", "redis.call('SET', KEYS[1], tostring(math.random(1, 1000000000))) return 1", "1", "dice"],
+    &["EVAL", "redis.call('SET', KEYS[1], 'v', 'EX', 100) return 1", "1", "scripted_ttl"],
 ];
 
 #[test]
@@ -97,8 +98,9 @@ fn nondeterministic_statements_leave_followers_different_and_the_leader_names_th
     assert_eq!(ttl_here.expire_at_ms.unwrap() - ttl.expire_at_ms.unwrap(), 1_500, "the follower's own deadline");
     assert_ne!(get(&leader, "clock").value, get(&follower, "clock").value, "TIME read on each replica");
     assert_ne!(get(&leader, "dice").value, get(&follower, "dice").value, "each replica's own draw");
-    assert_eq!(kinds(&mut c), (3, 0));
-    assert_eq!(c.nodes[0].statements.nondeterministic, 3, "each judged and counted");
+    assert_ne!(get(&leader, "scripted_ttl").expire_at_ms, get(&follower, "scripted_ttl").expire_at_ms);
+    assert_eq!(kinds(&mut c), (4, 0));
+    assert_eq!(c.nodes[0].statements.nondeterministic, 4, "each judged and counted");
     let logged = c.nodes[0].read_log(0, usize::MAX).unwrap().unwrap();
     let why: Vec<String> = logged.iter().filter_map(|r| r.statement.as_ref()?.nondeterministic.clone()).collect();
     assert_eq!(
@@ -106,7 +108,8 @@ fn nondeterministic_statements_leave_followers_different_and_the_leader_names_th
         [
             "it sets a deadline relative to the clock (a relative TTL)",
             "its script reads the clock (TIME)",
-            "its script draws a random number (math.random)"
+            "its script draws a random number (math.random)",
+            "its script sets a deadline relative to the clock (a relative TTL)"
         ]
     );
 }
