@@ -10,7 +10,9 @@
 //! consistent prefix; judged only where acknowledged writes survive a failover, for a write a
 //! failover cuts takes back what a session saw); and, with `transactions`, no running replica
 //! held some keys of a transaction and not the others, looked at after every step (once per
-//! virtual millisecond). The sessions promised nothing are counted,
+//! virtual millisecond); and, with a statement log and relative TTLs (`log_format`,
+//! `relative_ttls`), that replicas at the leader's log end do *not* converge, the lecture's
+//! nondeterministic statement shown (in place of "replicas converge"). The sessions promised nothing are counted,
 //! not judged: [`Report::sessions`]. A checker that cannot decide says
 //! "gave up", which never counts as a pass, nor as a failure.
 
@@ -19,6 +21,7 @@ use crate::check::{durability, linearizability};
 use crate::faults::Faults;
 use crate::session::Guarantee;
 use crate::world::{Counts, SimConfig, World};
+use replikv_core::replication::LogFormat;
 use rand::SeedableRng;
 #[cfg(test)]
 use replikv_core::single_leader::Canary;
@@ -146,6 +149,10 @@ pub struct Report {
     pub follower_reads: bool,
     /// Whether transactions were sent and checked.
     pub transactions: bool,
+    /// What the leaders logged of a write.
+    pub log_format: replikv_core::replication::LogFormat,
+    /// Whether every client write set a relative TTL.
+    pub relative_ttls: bool,
     /// What the sessions of each guarantee saw (empty without `follower_reads`).
     pub sessions: BTreeMap<Guarantee, Figures>,
     /// What else happened.
@@ -164,14 +171,19 @@ impl Report {
     /// The command that replays this run exactly.
     pub fn replay(&self) -> String {
         format!(
-            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'{}{}{}",
+            "replikv sim --mode single-leader --acks {} --seed {} --steps {} --faults '{}'{}{}{}{}{}",
             self.acks,
             self.seed,
             self.steps,
             self.faults.spec(),
             if self.read_lease { " --read-lease" } else { "" },
             if self.follower_reads { " --follower-reads" } else { "" },
-            if self.transactions { " --transactions" } else { "" }
+            if self.transactions { " --transactions" } else { "" },
+            match self.log_format {
+                replikv_core::replication::LogFormat::Logical => String::new(),
+                format => format!(" --log-format {}", format.name()),
+            },
+            if self.relative_ttls { " --relative-ttls" } else { "" }
         )
     }
 }
@@ -197,18 +209,37 @@ pub fn run(config: SimConfig) -> Report {
     let mut world = World::new(config.clone());
     let converged = world.run();
     let mut verdicts = vec![no_failure(world.broken())];
-    verdicts.push((
-        "replicas converge".to_string(),
-        if converged {
-            Verdict::Pass
-        } else {
+    // A statement log with a nondeterministic workload is meant to leave replicas different
+    // (the lecture's problem): that it shows is what is checked.
+    let diverges = config.log_format == LogFormat::Statement && config.relative_ttls;
+    verdicts.push(match (diverges, converged) {
+        (false, true) => ("replicas converge".to_string(), Verdict::Pass),
+        (false, false) => (
+            "replicas converge".to_string(),
             Verdict::Fail(format!(
                 "not converged {} ms after the faults healed: log ends {:?}",
                 config.quiet_ms,
                 world.log_ends()
-            ))
-        },
-    ));
+            )),
+        ),
+        (true, true) => (
+            "statements diverge (expected)".to_string(),
+            Verdict::Fail(
+                "every replica holds the leader's records: the relative TTLs executed again should have left \
+                 them different"
+                    .into(),
+            ),
+        ),
+        (true, false) if world.diverged() => ("statements diverge (expected)".to_string(), Verdict::Pass),
+        (true, false) => (
+            "statements diverge (expected)".to_string(),
+            Verdict::Fail(format!(
+                "not caught up {} ms after the faults healed, so not shown to diverge: log ends {:?}",
+                config.quiet_ms,
+                world.log_ends()
+            )),
+        ),
+    });
     verdicts.push((
         "at most one leader per epoch".to_string(),
         match &world.split_brain {
@@ -305,6 +336,8 @@ pub fn run(config: SimConfig) -> Report {
         read_lease: config.read_lease,
         follower_reads: config.follower_reads,
         transactions: config.transactions,
+        log_format: config.log_format,
+        relative_ttls: config.relative_ttls,
         sessions: judged.figures,
         counts,
         judgement: world.judge(verdicts),
@@ -336,6 +369,8 @@ mod tests {
             canary: Canary::None,
             follower_reads: false,
             transactions: false,
+            log_format: LogFormat::Logical,
+            relative_ttls: false,
         }
     }
 
@@ -357,6 +392,34 @@ mod tests {
             let report = run(c);
             report.failed().then_some((seed, report))
         })
+    }
+
+    #[test]
+    fn statements_with_relative_ttls_diverge_and_mixed_and_logical_converge() {
+        // The lecture's statement-based replication: a relative TTL executed again on each
+        // replica leaves it a deadline of its own. The check is that this shows, under the
+        // faults; mixed and logical logs of the same workload must converge.
+        for seed in 0..6 {
+            for (format, verdict) in [
+                (LogFormat::Statement, "statements diverge (expected)"),
+                (LogFormat::Mixed, "replicas converge"),
+                (LogFormat::Logical, "replicas converge"),
+            ] {
+                let mut c = config(seed, [2, 0][seed as usize % 2], swarm_faults(seed));
+                (c.log_format, c.relative_ttls, c.transactions) = (format, true, seed % 3 == 0);
+                let report = run(c);
+                assert!(!report.failed(), "seed {seed}: {:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+                let judged = report.judgement.verdicts.iter().find(|(name, _)| name == verdict);
+                assert!(matches!(judged, Some((_, Verdict::Pass))), "{format:?}: {:?}", report.judgement.verdicts);
+                assert!(report.replay().contains(" --relative-ttls"), "{}", report.replay());
+            }
+        }
+        // Without the nondeterministic requests a statement log converges too.
+        let mut c = config(7, 2, swarm_faults(7));
+        (c.log_format, c.transactions) = (LogFormat::Statement, true);
+        let report = run(c);
+        assert!(!report.failed(), "{:?}\nreplay: {}", report.judgement.verdicts, report.replay());
+        assert!(report.replay().ends_with(" --transactions --log-format statement"), "{}", report.replay());
     }
 
     #[test]

@@ -116,7 +116,17 @@ pub struct SimConfig {
     /// every such request spans several records; after every step no running replica may
     /// hold some of its keys and not the others (atomicity on every replica).
     pub transactions: bool,
+    /// What the leaders log of a client's write (statement and mixed: see
+    /// `replikv_core::single_leader::statement`).
+    pub log_format: replikv_core::replication::LogFormat,
+    /// Every client write sets a relative TTL of [`RELATIVE_TTL_MS`] (`SET k v PX ...`): a
+    /// nondeterministic request, which a statement log leaves different on every replica.
+    pub relative_ttls: bool,
 }
+
+/// The relative TTL of every client write with `relative_ttls`: longer than any run, so that
+/// no key expires, yet each replica executing the write again sets its own deadline.
+pub const RELATIVE_TTL_MS: i64 = 3_600_000;
 
 /// Keys each simulated transaction writes: `t0`, `t1`, ... (apart from the clients' keys).
 pub const TRANSACTION_KEYS: usize = 5;
@@ -259,6 +269,7 @@ impl World {
             settings.snapshot_chunk_bytes_max = 512;
             settings.read_lease = config.read_lease;
             settings.canary = config.canary;
+            settings.log_format = config.log_format;
             let disk = Rc::new(RefCell::new(Disk::default()));
             let mut node = Node {
                 id,
@@ -725,7 +736,10 @@ impl World {
                     value: Bytes::from(value.to_string()),
                     condition: Default::default(),
                     get: false,
-                    expiry: Default::default(),
+                    expiry: match self.config.relative_ttls {
+                        true => replikv_core::kv::Expiry::InMs(RELATIVE_TTL_MS),
+                        false => Default::default(),
+                    },
                 },
             };
             let mut target = self.clients[c].target;
@@ -787,6 +801,19 @@ impl World {
                     && replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root == digest.root)
             })
         })
+    }
+
+    /// True when every replica is up at the leader's log end and some holds other records
+    /// than the leader's (digests differ): replicas that diverged, not ones still catching up.
+    pub fn diverged(&self) -> bool {
+        let Some(i) = self.leader() else { return false };
+        let Some(leader) = self.nodes[i].replica.as_ref() else { return false };
+        let Ok(digest) = replikv_core::digest::digest(leader.store().engine()) else { return false };
+        let replicas: Vec<_> = self.nodes.iter().map(|n| n.replica.as_ref()).collect();
+        replicas.iter().all(|r| r.is_some_and(|r| r.last_lsn() == leader.last_lsn()))
+            && replicas.iter().flatten().any(|r| {
+                replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root != digest.root)
+            })
     }
 
     /// Each node's live keys and values now (`None` for a node that is down).

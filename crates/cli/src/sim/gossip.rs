@@ -49,6 +49,8 @@ pub fn main(args: &SimArgs) -> Result<()> {
         ("--no-failover", args.no_failover),
         ("--read-lease", args.read_lease),
         ("--transactions", args.transactions),
+        ("--log-format", args.log_format.is_some()),
+        ("--relative-ttls", args.relative_ttls),
         ("--follower-reads", args.follower_reads),
         ("--log-retain-bytes", args.log_retain_bytes.is_some()),
         ("--fsync", args.fsync.is_some()),

@@ -137,6 +137,15 @@ pub struct SimArgs {
     /// not the others.
     #[arg(long)]
     pub transactions: bool,
+    /// Single-leader: what the leaders log of a write (logical, statement or mixed). With
+    /// statement and --relative-ttls the run checks that replicas diverge, as the lecture's
+    /// nondeterministic statements make them, instead of that they converge.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<replikv_core::replication::LogFormat>,
+    /// Single-leader: every client write sets a relative TTL of an hour (`SET k v PX
+    /// 3600000`), a nondeterministic request for a statement log.
+    #[arg(long)]
+    pub relative_ttls: bool,
     /// Leaderless: every client runs in a session through any node, its guarantee drawn from
     /// the seed (none, read-your-writes or monotonic-reads; consistent prefix is not offered
     /// without a leader), each request carrying the causal context of the key its guarantee

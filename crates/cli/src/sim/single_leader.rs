@@ -66,6 +66,8 @@ pub fn main(args: &SimArgs) -> Result<()> {
             canary,
             follower_reads: args.follower_reads,
             transactions: args.transactions,
+            log_format: args.log_format.unwrap_or_default(),
+            relative_ttls: args.relative_ttls,
         };
         let report = run(config);
         let c = &report.judgement.run;
