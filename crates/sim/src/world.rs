@@ -811,9 +811,10 @@ impl World {
         let Ok(digest) = replikv_core::digest::digest(leader.store().engine()) else { return false };
         let replicas: Vec<_> = self.nodes.iter().map(|n| n.replica.as_ref()).collect();
         replicas.iter().all(|r| r.is_some_and(|r| r.last_lsn() == leader.last_lsn()))
-            && replicas.iter().flatten().any(|r| {
-                replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root != digest.root)
-            })
+            && replicas
+                .iter()
+                .flatten()
+                .any(|r| replikv_core::digest::digest(r.store().engine()).is_ok_and(|d| d.root != digest.root))
     }
 
     /// Each node's live keys and values now (`None` for a node that is down).
