@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The replication log's cost: two replikv builds (or, once they exist, two log formats) on the
-# same write-only workload, measured by one client: replikv bench. For each run: throughput,
+# The replication log's cost: two replikv builds, or two log formats, on the same write-only
+# workload, measured by one client: replikv bench. For each run: throughput,
 # latency, and the log's bytes per record (the leader's replikv_log_bytes and
 # replikv_log_last_lsn before and after the run).
 #
 #   A=path/to/old/replikv B=target/release/replikv bench/log-formats.sh
 #   N=50000 ROUNDS=3 ACKS=async A=... B=... bench/log-formats.sh
+#   FORMAT_A=logical FORMAT_B=statement bench/log-formats.sh   # one build, two log formats
 #
 # Each round starts a fresh 3-node cluster of A, runs the bench, stops it, then the same with B
 # (A B A B ...). RECORDS is small by default, so that nearly every write overwrites a value:
@@ -13,7 +14,8 @@
 # `replikv bench` for both sides. Everything it starts it stops, also on Ctrl-C.
 #
 # Settings (environment): A and B (replikv binaries; B defaults to this checkout's release
-# build), LABEL_A and LABEL_B, N writes per run, ROUNDS, ACKS (sync, semi-sync:1, async),
+# build; A defaults to B when a format is given), FORMAT_A and FORMAT_B (--log-format of each
+# side's cluster: logical, statement or mixed), LABEL_A and LABEL_B, N writes per run, ROUNDS, ACKS (sync, semi-sync:1, async),
 # CONNECTIONS, PIPELINE, RECORDS, VALUE_BYTES, BASE_PORT, KEEP=1 keeps every run's JSON.
 set -euo pipefail
 
@@ -30,9 +32,12 @@ cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "python3 is missing" >&2; exit 2; }
 cargo build --release -q -p replikv
 B=${B:-$PWD/target/release/replikv}
-A=${A:?"A: the replikv binary to compare with (e.g. a build of an earlier commit)"}
-LABEL_A=${LABEL_A:-A}
-LABEL_B=${LABEL_B:-B}
+FORMAT_A=${FORMAT_A:-}
+FORMAT_B=${FORMAT_B:-}
+if [ -n "$FORMAT_A$FORMAT_B" ]; then A=${A:-$B}; fi
+A=${A:?"A: the replikv binary to compare with (e.g. a build of an earlier commit), or FORMAT_A and FORMAT_B"}
+LABEL_A=${LABEL_A:-${FORMAT_A:-A}}
+LABEL_B=${LABEL_B:-${FORMAT_B:-B}}
 client=$B
 
 # shellcheck source=bench/lib.sh
@@ -85,9 +90,10 @@ echo "# 3 nodes, acks = $ACKS; replikv bench --workload write-only -n $N -c $CON
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in a b; do
-    if [ "$side" = a ]; then bin=$A; label=$LABEL_A; else bin=$B; label=$LABEL_B; fi
+    if [ "$side" = a ]; then bin=$A; label=$LABEL_A; format=$FORMAT_A; else bin=$B; label=$LABEL_B; format=$FORMAT_B; fi
     name="lf$side$round"
     $bin cluster start --nodes 3 --acks "$ACKS" --base-port "$BASE_PORT" --name "$name" --data "$work" --detach \
+      ${format:+--log-format "$format"} \
       > "$work/$round-$side-cluster.txt"
     track_cluster "$bin" "$name"
     wait_port $((BASE_PORT + 1))

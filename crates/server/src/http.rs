@@ -490,7 +490,7 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
             .filter_map(|r| match r {
                 Reply::Array(parts) => match parts.as_slice() {
                     [Reply::Int(lsn), Reply::Int(epoch), keys] => {
-                        Some(json!({ "lsn": lsn, "epoch": epoch, "keys": reply_json(keys) }))
+                        Some(json!({ "lsn": lsn, "epoch": epoch, "keys": list_json(keys) }))
                     }
                     _ => None,
                 },
@@ -502,7 +502,7 @@ async fn log_records(State(state): State<Arc<NodeState>>, Query(params): Query<L
     let entries: Vec<Value> = records
         .iter()
         .map(|r| {
-            let mut record = reply_json(r);
+            let mut record = record_json(r);
             let statement_keys = record["statement"]["keys"].as_array().cloned().unwrap_or_default();
             let keys: Vec<Value> = record["changes"]
                 .as_array()
@@ -575,7 +575,7 @@ async fn changes(
                     .iter()
                     .map(|r| {
                         let id = field(r, "lsn").unwrap_or(0).to_string();
-                        Event::default().event("record").id(id).data(reply_json(r).to_string())
+                        Event::default().event("record").id(id).data(record_json(r).to_string())
                     })
                     .collect();
                 Some((events, Some((feed, stopping))))
@@ -617,6 +617,42 @@ async fn conflicts(State(state): State<Arc<NodeState>>, Query(params): Query<Con
         Ok(other) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {other:?}")),
         Err(response) => response,
     }
+}
+
+/// A log record (REPLIKV.LOG's CHANGES form) as JSON: [`reply_json`], its statement built by
+/// [`statement_json`].
+fn record_json(record: &Reply) -> Value {
+    let mut json = reply_json(record);
+    if json.is_object() {
+        json["statement"] = statement_json(record);
+    }
+    json
+}
+
+/// A list of values (keys) as a JSON array, never taken for pairs.
+fn list_json(list: &Reply) -> Value {
+    match list {
+        Reply::Array(items) => Value::Array(items.iter().map(reply_json).collect()),
+        other => reply_json(other),
+    }
+}
+
+/// The `statement` of a log record (REPLIKV.LOG's CHANGES form) as JSON, built field by field:
+/// its `keys`, a list of client keys, must not be taken for pairs by [`reply_json`].
+fn statement_json(record: &Reply) -> Value {
+    let Reply::Array(items) = record else { return Value::Null };
+    let Some([_, Reply::Array(fields)]) =
+        items.chunks(2).find(|pair| matches!(&pair[0], Reply::Bulk(name) if name.as_ref() == b"statement"))
+    else {
+        return Value::Null;
+    };
+    let mut object = serde_json::Map::new();
+    for pair in fields.chunks(2) {
+        let [Reply::Bulk(name), value] = pair else { continue };
+        let value = list_json(value);
+        object.insert(String::from_utf8_lossy(name).into_owned(), value);
+    }
+    Value::Object(object)
 }
 
 /// The first field names of the pairs [`reply_json`] turns into objects: a conflict entry, a

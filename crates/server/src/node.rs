@@ -232,7 +232,9 @@ fn open_single_leader(
                     .into(),
             ))
         }
-        EngineKind::Memory => ReplicaFiles::in_memory(options),
+        // No election cuts what a memory node holds (it runs without auto_failover, and loses
+        // its log at a restart anyway): no room kept for records no majority holds.
+        EngineKind::Memory => ReplicaFiles::in_memory(ReplogOptions { unreplicated_bytes_max: 0, ..options }),
     };
     SingleLeader::replicated(engine, files, settings, now_ms())
         .map_err(|e| Error::start("recovering the replica from its log".to_string(), e))

@@ -18,6 +18,13 @@ pub trait Commands<E>: fmt::Debug + Send {
     /// the node; a request the client got wrong is an `Ok(Reply::Error(..))`.
     fn execute(&mut self, store: &mut Store<E>, now_ms: u64, request: Request) -> Result<Reply>;
 
+    /// True when a replica may execute a logged request again with [`Store::execute`] (the
+    /// statement log format): only for Redis's string commands; another family's requests
+    /// are always logged as their effects.
+    fn statements(&self) -> bool {
+        false
+    }
+
     /// True for a key (physical) of the family's own records, which replicas may hold
     /// differently by design and a digest leaves out (none by default).
     fn own_record(&self, key: &[u8]) -> bool {
@@ -39,5 +46,9 @@ pub struct Strings;
 impl<E: Engine> Commands<E> for Strings {
     fn execute(&mut self, store: &mut Store<E>, now_ms: u64, request: Request) -> Result<Reply> {
         store.execute(now_ms, request)
+    }
+
+    fn statements(&self) -> bool {
+        true
     }
 }

@@ -237,6 +237,10 @@ fn run<E: Engine>(
                     let mut store = store.borrow_mut();
                     if matches!(request, Request::RandomKey) {
                         store.note_nondeterministic("its script draws a random key (RANDOMKEY)");
+                    } else if matches!(request, Request::Ttl { .. } | Request::ExpireTime { .. }) {
+                        store.note_nondeterministic("its script reads a deadline (TTL, PTTL, EXPIRETIME)");
+                    } else if matches!(request, Request::Scan { .. }) {
+                        store.note_nondeterministic("its script scans keys (SCAN), with cursors of each replica's own");
                     } else if request.relative_ttl() {
                         store
                             .note_nondeterministic("its script sets a deadline relative to the clock (a relative TTL)");
@@ -278,6 +282,19 @@ fn run<E: Engine>(
             random.call::<mlua::MultiValue>(args)
         })?;
         math.set("random", random)?;
+        // pairs and next visit a table in an order that differs between replicas (Lua seeds
+        // its string hashes at random).
+        for name in ["pairs", "next"] {
+            let visit: mlua::Function = globals.get(name)?;
+            let noted = &store;
+            let visit = scope.create_function(move |_, args: mlua::Variadic<Value>| {
+                noted
+                    .borrow()
+                    .note_nondeterministic("its script visits a table with pairs or next, in an order of its own");
+                visit.call::<mlua::MultiValue>(args)
+            })?;
+            globals.set(name, visit)?;
+        }
         globals.set("redis", redis)?;
         let redis: mlua::Table = globals.get("redis")?;
         // redis.error_reply(text) is {err = text}, redis.status_reply(text) {ok = text}.

@@ -34,6 +34,9 @@ pub const GLOB_STEPS_PER_REQUEST_MAX: u64 = 100_000_000;
 /// Keys one KEYS or FLUSHALL pass reads from the engine at a time.
 pub(super) const WALK_CHUNK_KEYS: usize = 1024;
 
+/// Why a request that consulted a key with a deadline is nondeterministic.
+const DEADLINE_READ: &str = "it reads a key with a deadline, which each replica expires by its own clock";
+
 /// Executes requests against an engine; owns the node's clock.
 #[derive(Debug)]
 pub struct Store<E> {
@@ -63,7 +66,10 @@ pub struct Store<E> {
     pinned: Option<Version>,
     /// Why the request being executed is nondeterministic, when it is known to be (a script
     /// read the clock or drew a random number): the statement log's judgement.
-    nondeterministic: Option<&'static str>,
+    nondeterministic: std::cell::Cell<Option<&'static str>>,
+    /// While a recovery executes a logged statement again: a write whose key already holds
+    /// its version or a newer one is skipped (it reached the engine before the crash).
+    replaying: bool,
     /// The scripts this node has cached (`SCRIPT LOAD`, `EVAL`).
     pub(super) scripts: super::scripts::ScriptCache,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
@@ -148,7 +154,8 @@ impl<E: Engine> Store<E> {
             olds_bytes: 0,
             undo: None,
             pinned: None,
-            nondeterministic: None,
+            nondeterministic: std::cell::Cell::new(None),
+            replaying: false,
             scripts: Default::default(),
             value_bytes_max: VALUE_BYTES_MAX,
             random: Xorshift::seeded(node.0),
@@ -495,22 +502,30 @@ impl<E: Engine> Store<E> {
     }
 
     /// Executes a statement its leader logged ([`crate::replication::Statement`]) at this
-    /// replica's `now_ms`, its writes versioned as the leader's were, from `first` on. Nothing
-    /// it writes is captured for the log (the statement is the record). Its reply, and how
-    /// many writes it made.
-    pub fn execute_statement(&mut self, now_ms: u64, request: Request, first: Version) -> Result<(Reply, usize)> {
-        self.pinned = Some(first);
-        let capture = self.changes.take();
+    /// replica's `now_ms`, its writes versioned as the leader's were, from `first` on, and
+    /// moves the clock past `last` (the leader's last write) whatever it wrote. Nothing it
+    /// writes is captured for the log (the statement is the record). With `replay` (a
+    /// recovery), a write whose key already holds its version or a newer one is skipped, so
+    /// that a statement some of whose writes reached the engine before a crash completes
+    /// without applying those twice. Its reply, and how many writes it made (those a failed
+    /// script undid not counted).
+    pub fn execute_statement(
+        &mut self,
+        now_ms: u64,
+        request: Request,
+        (first, last): (Version, crate::version::Timestamp),
+        replay: bool,
+    ) -> Result<(Reply, usize)> {
+        (self.pinned, self.replaying) = (Some(first), replay);
+        // Captured into a scratch list, only to count what it wrote.
+        let capture = self.changes.replace(Vec::new());
+        let (olds, olds_bytes) = (std::mem::take(&mut self.olds), self.olds_bytes);
         let result = self.execute(now_ms, request);
-        self.changes = capture;
-        let next = self.pinned.take().map_or(first.ts, |v| v.ts);
-        self.nondeterministic = None;
-        let mut writes = 0;
-        let mut ts = first.ts;
-        while ts < next {
-            ts = ts.successor();
-            writes += 1;
-        }
+        let writes = self.changes.take().map_or(0, |c| c.len());
+        (self.changes, self.olds, self.olds_bytes) = (capture, olds, olds_bytes);
+        (self.pinned, self.replaying) = (None, false);
+        self.nondeterministic.set(None);
+        self.clock.observe(last);
         Ok((result?, writes))
     }
 
@@ -532,12 +547,16 @@ impl<E: Engine> Store<E> {
         }
     }
 
-    /// Notes that the request being executed is nondeterministic, and why.
-    pub(super) fn note_nondeterministic(&mut self, why: &'static str) {
-        self.nondeterministic.get_or_insert(why);
+    /// Notes that the request being executed is nondeterministic, and why (the first reason
+    /// noted stays).
+    pub(super) fn note_nondeterministic(&self, why: &'static str) {
+        if self.nondeterministic.get().is_none() {
+            self.nondeterministic.set(Some(why));
+        }
     }
 
-    /// Why the request just executed was nondeterministic, if a script said so; clears it.
+    /// Why the request just executed was nondeterministic, if it noted why (a script read the
+    /// clock, a command consulted a key with a deadline); clears it.
     pub fn take_nondeterministic(&mut self) -> Option<&'static str> {
         self.nondeterministic.take()
     }
@@ -556,6 +575,9 @@ impl<E: Engine> Store<E> {
 
     /// Stores a write of this node's, capturing it when capture is on.
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
+        if self.replaying && self.engine.meta(&key).is_some_and(|m| m.version >= record.version) {
+            return Ok(()); // a recovery's statement: this write reached the engine
+        }
         if let Some(undo) = &mut self.undo {
             // A damaged record cannot be read back: undone, the key holds no value and is
             // listed as damaged again, as it was.
@@ -664,6 +686,9 @@ impl<E: Engine> Store<E> {
             return Err(Error::Damaged { key: Bytes::copy_from_slice(key), path, offset, reason });
         }
         let Some(record) = self.engine.get(key).map_err(|e| e.reading(key))? else { return Ok(None) };
+        if record.expire_at_ms.is_some() && record.value.is_some() {
+            self.note_nondeterministic(DEADLINE_READ);
+        }
         if record.expire_at_ms.is_some_and(|at| at <= now_ms) {
             return Ok(None);
         }
@@ -677,7 +702,11 @@ impl<E: Engine> Store<E> {
 
     /// `key`'s metadata if it holds a value that has not expired at `now_ms`.
     pub(super) fn live_meta(&self, key: &[u8], now_ms: u64) -> Option<Meta> {
-        self.engine.meta(key).filter(|m| !m.tombstone && m.expire_at_ms.is_none_or(|at| at > now_ms))
+        let meta = self.engine.meta(key).filter(|m| !m.tombstone)?;
+        if meta.expire_at_ms.is_some() {
+            self.note_nondeterministic(DEADLINE_READ);
+        }
+        Some(meta).filter(|m| m.expire_at_ms.is_none_or(|at| at > now_ms))
     }
 
     fn set(

@@ -1,7 +1,7 @@
 //! A request as the command line a client would type: how the statement log and its warnings
 //! name a request (`SET k v EX 10`, `EVAL "..." 1 k`, `SELECT 2; MSET a 1 b 2`).
 
-use super::request::{Expiry, Request, SetCondition};
+use super::request::{Expiry, GetExExpiry, Request, SetCondition};
 use bytes::Bytes;
 
 /// `request` as a command line: Redis's command and arguments for the writes (and the reads
@@ -48,11 +48,53 @@ pub fn command_text(request: &Request) -> String {
             vec!["INCRBYFLOAT".into(), arg(key), super::number::format_float(*delta)]
         }
         Request::Append { key, value } => vec!["APPEND".into(), arg(key), arg(value)],
-        Request::Expire { key, expiry, .. } | Request::ExpireIf { key, expiry, .. } => match expiry {
-            Expiry::InMs(ms) => vec!["PEXPIRE".into(), arg(key), ms.to_string()],
-            Expiry::AtMs(ms) => vec!["PEXPIREAT".into(), arg(key), ms.to_string()],
-            Expiry::Clear | Expiry::Keep => vec!["PERSIST".into(), arg(key)],
-        },
+        Request::Expire { key, expiry, .. } => expire(key, expiry),
+        Request::ExpireIf { key, expiry, condition, .. } => {
+            let mut words = expire(key, expiry);
+            for (flag, set) in [("NX", condition.nx), ("XX", condition.xx), ("GT", condition.gt), ("LT", condition.lt)]
+            {
+                if set {
+                    words.push(flag.into());
+                }
+            }
+            words
+        }
+        Request::SetRange { key, offset, value } => vec!["SETRANGE".into(), arg(key), offset.to_string(), arg(value)],
+        Request::SetBit { key, offset, bit } => {
+            vec!["SETBIT".into(), arg(key), offset.to_string(), u8::from(*bit).to_string()]
+        }
+        Request::Rename { source, destination, if_absent } => {
+            vec![if *if_absent { "RENAMENX" } else { "RENAME" }.into(), arg(source), arg(destination)]
+        }
+        Request::Copy { source, destination, db, replace } => {
+            let mut words = vec!["COPY".into(), arg(source), arg(destination)];
+            if let Some(db) = db {
+                words.extend(["DB".into(), db.to_string()]);
+            }
+            if *replace {
+                words.push("REPLACE".into());
+            }
+            words
+        }
+        Request::Move { key, db } => vec!["MOVE".into(), arg(key), db.to_string()],
+        Request::SwapDb { a, b } => vec!["SWAPDB".into(), a.to_string(), b.to_string()],
+        Request::GetEx { key, expiry } => {
+            let mut words = vec!["GETEX".into(), arg(key)];
+            match expiry {
+                GetExExpiry::Keep => {}
+                GetExExpiry::Persist => words.push("PERSIST".into()),
+                GetExExpiry::Set { amount, seconds, absolute } => {
+                    let flag = match (seconds, absolute) {
+                        (true, false) => "EX",
+                        (false, false) => "PX",
+                        (true, true) => "EXAT",
+                        (false, true) => "PXAT",
+                    };
+                    words.extend([flag.into(), arg(amount)]);
+                }
+            }
+            words
+        }
         Request::Persist { key } => vec!["PERSIST".into(), arg(key)],
         Request::Eval { script, keys, args } => {
             let mut words = vec!["EVAL".into(), quoted(script), keys.len().to_string()];
@@ -71,6 +113,15 @@ pub fn command_text(request: &Request) -> String {
         other => return format!("{other:?}"),
     };
     words.join(" ")
+}
+
+/// EXPIRE's words for `expiry` (in milliseconds).
+fn expire(key: &Bytes, expiry: &Expiry) -> Vec<String> {
+    match expiry {
+        Expiry::InMs(ms) => vec!["PEXPIRE".into(), arg(key), ms.to_string()],
+        Expiry::AtMs(ms) => vec!["PEXPIREAT".into(), arg(key), ms.to_string()],
+        Expiry::Clear | Expiry::Keep => vec!["PERSIST".into(), arg(key)],
+    }
 }
 
 /// A command name and its keys.
@@ -127,6 +178,12 @@ mod tests {
             (vec!["DEL", "a", "b"], "DEL a b"),
             (vec!["EVAL", "return redis.call('TIME')", "1", "k", "x"], "EVAL \"return redis.call('TIME')\" 1 k x"),
             (vec!["APPEND", "k", "a\nb"], "APPEND k \"a\\nb\""),
+            (vec!["EXPIRE", "k", "10", "NX"], "PEXPIRE k 10000 NX"),
+            (vec!["SETRANGE", "k", "3", "xy"], "SETRANGE k 3 xy"),
+            (vec!["RENAMENX", "a", "b"], "RENAMENX a b"),
+            (vec!["COPY", "a", "b", "DB", "2", "REPLACE"], "COPY a b DB 2 REPLACE"),
+            (vec!["GETEX", "k", "EX", "5"], "GETEX k EX 5"),
+            (vec!["SWAPDB", "0", "1"], "SWAPDB 0 1"),
         ];
         for (line, want) in table {
             assert_eq!(text(&line), want, "{line:?}");

@@ -158,6 +158,9 @@ pub struct Statement {
     /// Why the leader judged it nondeterministic, if it did (`log_format = "statement"` logs it
     /// anyway, and warns).
     pub nondeterministic: Option<String>,
+    /// The request's encoded length in bytes, counted once by the leader: for the size
+    /// estimates of batching and retention, which must not encode it again at each look.
+    pub request_bytes: u64,
 }
 
 impl LogRecord {
@@ -231,9 +234,20 @@ impl LogRecord {
 }
 
 impl Statement {
+    /// A statement of `request`, its encoded length counted.
+    pub fn new(
+        request: crate::kv::Request,
+        first: Version,
+        last: crate::version::Timestamp,
+        keys: Vec<Bytes>,
+        nondeterministic: Option<String>,
+    ) -> Statement {
+        let request_bytes = postcard::experimental::serialized_size(&request).unwrap_or(0) as u64;
+        Statement { request, first, last, keys, nondeterministic, request_bytes }
+    }
+
     /// An estimate of its encoded size in bytes.
     pub fn size_hint(&self) -> usize {
-        64 + postcard::to_allocvec(&self.request).map_or(0, |v| v.len())
-            + self.keys.iter().map(|k| k.len() + 2).sum::<usize>()
+        64 + self.request_bytes as usize + self.keys.iter().map(|k| k.len() + 2).sum::<usize>()
     }
 }

@@ -68,16 +68,21 @@ pub fn key_shown(key: &Bytes, prefix: &[u8], own: Own) -> bool {
     ns.is_some() && key.starts_with(prefix)
 }
 
-/// The statement `record` holds, as pairs: `command` (the request as a command line),
-/// `keys` (the client keys it wrote), `first_version` and `nondeterministic` (why the leader
-/// judged it so, or nil); nil for a record of changes, and for a statement that wrote no key
-/// under `prefix`.
+/// The statement `record` holds, as pairs: `command` (the request as a command line, whole),
+/// `keys` (the client keys it wrote under `prefix`), `first_version` and `nondeterministic`
+/// (why the leader judged it so, or nil); nil for a record of changes, and for a statement
+/// that wrote no key under `prefix`.
 pub fn statement_reply(record: &LogRecord, prefix: &[u8], own: Own) -> Reply {
     let Some(statement) = &record.statement else { return Reply::Nil };
     if !statement.keys.iter().any(|k| key_shown(k, prefix, own)) {
         return Reply::Nil;
     }
-    let keys = statement.keys.iter().map(|k| Reply::Bulk(client_key(k, own).0)).collect();
+    let keys = statement
+        .keys
+        .iter()
+        .filter(|k| key_shown(k, prefix, own))
+        .map(|k| Reply::Bulk(client_key(k, own).0))
+        .collect();
     pairs(vec![
         ("command", Reply::Bulk(Bytes::from(crate::kv::command_text(&statement.request)))),
         ("keys", Reply::Array(keys)),

@@ -281,7 +281,7 @@ impl<E: Engine> SingleLeader<E> {
         self.state = State::Leader(leader);
         if let State::Leader(leader) = &mut self.state {
             // Its tick may drop records: the engine holds them durably first.
-            if self.log.would_retain_drop(self.log_hold.unwrap_or(crate::replication::Lsn::MAX)) {
+            if self.log.would_retain_drop(leader.retain_bound(&self.log)) {
                 self.store.engine_mut().sync_written(now_ms)?;
             }
             leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;

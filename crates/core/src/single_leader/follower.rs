@@ -52,9 +52,10 @@
 //! all of it or none. A request still open when a record of another request follows it is
 //! abandoned (its leader died while shipping it) and never applied; a cut inside a request
 //! saves its earlier parts to the rollback log too. Retention keeps every record not yet
-//! applied, and every record no leader has confirmed is in its history (`matched`; within the
-//! log's `unreplicated_bytes_max`): a deposed leader's last writes stay until a leader cuts them
-//! (saving them to the rollback log) or confirms them. A request whose first parts are gone anyway (they were before a snapshot's
+//! applied, and every record not known to be in every later leader's history (its leader has
+//! not both matched it and said a majority holds it; within the log's `unreplicated_bytes_max`):
+//! a deposed leader's last writes stay until a leader cuts them (saving them to the rollback
+//! log) or confirms them. A request whose first parts are gone anyway (they were before a snapshot's
 //! base, or a log written before retention kept them) is not applied in part: the replica
 //! empties itself and takes the leader's history again.
 //!
@@ -187,6 +188,9 @@ pub(super) struct Follower {
     /// Where the leader's log is held from for another family, from its last heartbeat (the
     /// outer `None`: none heard yet): this log keeps those records too.
     leader_hold: Option<Option<Lsn>>,
+    /// Where this leader's heartbeats say a majority holds its log through (see
+    /// `Message::Heartbeat`); 0 until one says, and at each new leader.
+    leader_majority: Lsn,
 }
 
 impl Follower {
@@ -212,6 +216,7 @@ impl Follower {
             newest_attempt: 0,
             caught_up_local_ms: None,
             leader_hold: None,
+            leader_majority: 0,
         }
     }
 
@@ -248,6 +253,7 @@ impl Follower {
         self.candidacy = None;
         self.last_heard_ms = None;
         self.matched = 0;
+        self.leader_majority = 0;
         self.asked_match = false;
         self.round = 0;
         self.marks.clear();
@@ -258,15 +264,22 @@ impl Follower {
         self.newest_attempt = 0;
     }
 
+    /// Through where its log is known to be in every later leader's history: what its leader
+    /// confirmed it holds (`matched`) and says a majority holds.
+    fn confirmed(&self) -> Lsn {
+        self.matched.min(self.leader_majority)
+    }
+
     /// Retention of the follower's own log, by size; never the parts of a request it has yet
-    /// to apply (they are read back from the log when its last part comes), nor records its
-    /// leader has not confirmed are in its history (within `unreplicated_bytes_max`): a
-    /// replica that led, or that held records its leader lost, keeps them until a leader
-    /// confirms or cuts them, so a cut finds them to save to the rollback log.
+    /// to apply (they are read back from the log when its last part comes), nor records not
+    /// known to be in every later leader's history (within `unreplicated_bytes_max`): those
+    /// its leader has not both confirmed it holds and said a majority holds. A replica that
+    /// led, or that holds records its leader may lose, keeps them until they are confirmed or
+    /// cut, so a cut finds them to save to the rollback log.
     /// Where retention may drop records before, with `hold` this replica's own (see `tick`).
     pub(super) fn keep_from(&self, log: &ReplicationLog, hold: Option<Lsn>) -> Lsn {
         let keep_from = log.open_request().unwrap_or(log.last_lsn() + 1).min(self.applied + 1);
-        let keep_from = keep_from.min(log.unconfirmed_from(self.matched));
+        let keep_from = keep_from.min(log.unconfirmed_from(self.confirmed()));
         keep_from.min(self.leader_hold.unwrap_or(hold).unwrap_or(Lsn::MAX))
     }
 
@@ -275,8 +288,9 @@ impl Follower {
     /// came, from `hold` (this replica's own, see
     /// [`crate::single_leader::SingleLeader::hold_log_from`]).
     pub(super) fn tick(&mut self, log: &mut ReplicationLog, hold: Option<Lsn>) -> Result<()> {
-        let dropped = log.retain(self.keep_from(log, hold))?;
-        super::warn_unconfirmed_dropped(log, self.matched, dropped);
+        let before = log.first_lsn();
+        log.retain(self.keep_from(log, hold))?;
+        super::warn_unconfirmed_dropped(log, before, self.confirmed());
         Ok(())
     }
 
@@ -323,8 +337,9 @@ impl Follower {
                 let outcome = self.append(now_ms, prev_lsn, prev_epoch, records, log, store, rollback, votes)?;
                 (reject, durable_hint) = outcome;
             }
-            Message::Heartbeat { leader_lsn, sent_at_ms, round, log_hold, .. } => {
+            Message::Heartbeat { leader_lsn, sent_at_ms, round, log_hold, majority_held, .. } => {
                 self.leader_hold = Some(log_hold);
+                self.leader_majority = self.leader_majority.max(majority_held);
                 self.mark(leader_lsn, sent_at_ms);
                 self.round = self.round.max(round);
                 if self.matched == 0 && log.last_lsn() > 0 && self.installing.is_none() && !self.asked_match {
@@ -804,7 +819,7 @@ fn apply_through<E: Engine>(
                     }
                     if let Some(statement) = record.statement {
                         // Executed again here, at this replica's clock (a statement is whole).
-                        super::statement::execute(store, now_ms, record.lsn, statement)?;
+                        super::statement::execute(store, now_ms, record.lsn, statement, false)?;
                     }
                     *applied = record.lsn;
                 }

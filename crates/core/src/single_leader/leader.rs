@@ -460,6 +460,7 @@ impl Leader {
                 sent_at_ms: now_ms,
                 lease_guard_ms: if settings.read_lease { settings.election_timeout_ms } else { 0 },
                 log_hold: self.hold_from,
+                majority_held: self.majority_held,
             };
             outbox.now.push(Output::Send { to: p.node, message: message.into() });
         }
@@ -643,10 +644,7 @@ impl Leader {
         self.ship_all(now_ms, log, store, settings, outbox)?;
         // Keep what snapshots in flight and live followers still need, and what no majority
         // holds yet (within its own bound); drop the rest past the size bound.
-        let committed = self.committed();
-        if log.epoch_run_start(log.last_lsn()).is_some_and(|start| committed >= start) {
-            self.majority_held = self.majority_held.max(committed);
-        }
+        self.majority_held = self.majority_held_now(log);
         let unreplicated_from = log.unconfirmed_from(self.majority_held);
         let keep_from = self
             .followers
@@ -665,8 +663,9 @@ impl Leader {
         let waiting = now_ms.saturating_sub(self.started_ms) < settings.link_timeout_ms
             && self.followers.iter().any(|p| p.last_ack_ms.is_none());
         if !waiting {
-            let dropped = log.retain(keep_from)?;
-            super::warn_unconfirmed_dropped(log, self.majority_held, dropped);
+            let before = log.first_lsn();
+            log.retain(keep_from)?;
+            super::warn_unconfirmed_dropped(log, before, self.majority_held);
         }
         // The log never grows past its bound in silence: a follower that pins it is named.
         let (bytes, bound) = (log.stats().bytes, log.options().retain_bytes_max);
@@ -832,6 +831,29 @@ impl Leader {
         }
         self.release(now_ms, settings, outbox);
         self.ship_all(now_ms, log, store, settings, outbox)
+    }
+
+    /// The newest record known held by a majority since this leader's epoch began, with what
+    /// its followers acknowledged so far (see `majority_held`).
+    fn majority_held_now(&self, log: &ReplicationLog) -> Lsn {
+        let committed = self.committed();
+        match log.epoch_run_start(log.last_lsn()).is_some_and(|start| committed >= start) {
+            true => self.majority_held.max(committed),
+            false => self.majority_held,
+        }
+    }
+
+    /// Where retention may drop records before, by the pins a tick cannot move back: what no
+    /// majority holds, and what another family holds. A tick's own (snapshots, live
+    /// followers) only pin more: [`ReplicationLog::would_retain_drop`] of this tells whether
+    /// the tick may drop records.
+    pub(super) fn retain_bound(&self, log: &ReplicationLog) -> Lsn {
+        log.unconfirmed_from(self.majority_held_now(log)).min(self.hold_from.unwrap_or(Lsn::MAX))
+    }
+
+    /// True while a snapshot is in flight to a follower.
+    pub(super) fn snapshotting(&self) -> bool {
+        self.followers.iter().any(|p| matches!(p.mode, Mode::Snapshot(_)))
     }
 
     /// How many followers have every record through `lsn` durable.

@@ -51,6 +51,10 @@ pub enum Message {
         /// [`crate::single_leader::SingleLeader::hold_log_from`]): the follower's log keeps
         /// those records too, so that whichever node leads next still has them.
         log_hold: Option<Lsn>,
+        /// The leader's records through here are held by a majority, since its epoch began:
+        /// every later leader has them, so a follower's retention may drop them (it keeps the
+        /// rest, within `unreplicated_bytes_max`, for a failover that cuts them).
+        majority_held: Lsn,
     },
     /// Follower to leader, sent only once what it reports is durable on the follower.
     Ack {

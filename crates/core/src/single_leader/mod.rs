@@ -878,10 +878,14 @@ impl<E: Engine> SingleLeader<E> {
                 let format = self.settings.log_format;
                 let statement = match format {
                     crate::replication::LogFormat::Logical => None,
-                    _ if !request.is_write() => None,
+                    _ if !request.is_write() || !self.commands.statements() => None,
+                    // While a snapshot is in flight its chunks read the engine as it is then,
+                    // writes after the snapshot's position included: what follows that position
+                    // must apply harmlessly over them, as effects do and statements do not.
+                    _ if leader.snapshotting() => None,
                     _ => {
                         let _ = self.store.take_nondeterministic();
-                        Some(request.clone())
+                        Some(self.store.statement_form(request.clone()))
                     }
                 };
                 let reply = self.commands.execute(&mut self.store, now_ms, request)?;
@@ -1023,10 +1027,10 @@ impl<E: Engine> SingleLeader<E> {
                 )?;
                 // The log may drop records at this tick: the engine holds them durably first
                 // (not while what the log holds for another family keeps every segment).
-                if self.log.would_retain_drop(self.log_hold.unwrap_or(Lsn::MAX)) {
+                leader.hold_from = self.log_hold;
+                if self.log.would_retain_drop(leader.retain_bound(&self.log)) {
                     self.store.engine_mut().sync_written(now_ms)?;
                 }
-                leader.hold_from = self.log_hold;
                 leader.tick(now_ms, &mut self.log, &self.store, &self.settings, outbox)?;
             }
             State::Follower(follower) => {
@@ -1557,15 +1561,15 @@ impl<E: Engine> SingleLeader<E> {
                 Applied::Statement(lsn, statement) => {
                     log_ts = log_ts.max(statement.last);
                     // Missing when any key it wrote is older in the engine than its first
-                    // write: executed again at the time it first executed (see the statement
-                    // module's caveats).
+                    // write: executed again at the time it first executed, its writes that did
+                    // reach the engine skipped (see the statement module's caveats).
                     let missing = statement
                         .keys
                         .iter()
                         .any(|key| store.engine().meta(key).map(|m| m.version).is_none_or(|v| v < statement.first));
                     if missing {
                         let now_ms = statement.first.ts.millis;
-                        statement::execute(store, now_ms, lsn, statement)?;
+                        statement::execute(store, now_ms, lsn, statement, true)?;
                         replayed += 1;
                     }
                     return Ok(());
@@ -1676,7 +1680,9 @@ impl<E: Engine> SingleLeader<E> {
             Ok(())
         })?;
         let whole_history = self.log.first_lsn() == 1;
-        if strays.len() >= RECOVERY_STRAYS_MAX || statements || (!whole_history && strays.values().any(Option::is_none))
+        if strays.len() >= RECOVERY_STRAYS_MAX
+            || (statements && !strays.is_empty())
+            || (!whole_history && strays.values().any(Option::is_none))
         {
             tracing::warn!(
                 "the engine kept writes the replication log lost, and the log no longer holds what they replaced: \
@@ -1706,16 +1712,16 @@ impl<E: Engine> SingleLeader<E> {
     }
 }
 
-/// After retention dropped `dropped` segments: a warning if they held records after
-/// `confirmed` (records this replica does not know to be in every later leader's history),
-/// which only a log over `unreplicated_bytes_max` drops.
-fn warn_unconfirmed_dropped(log: &ReplicationLog, confirmed: Lsn, dropped: u64) {
-    if dropped > 0 && log.first_lsn() > confirmed + 1 {
+/// After retention moved the log's start from `before`: a warning if the records it dropped
+/// include some after `confirmed` (records this replica does not know to be in every later
+/// leader's history), which only a log over `unreplicated_bytes_max` drops.
+fn warn_unconfirmed_dropped(log: &ReplicationLog, before: Lsn, confirmed: Lsn) {
+    let from = before.max(confirmed + 1);
+    if log.first_lsn() > from {
         tracing::warn!(
-            "the replication log dropped records {}..={} that no majority is known to hold: they are over \
+            "the replication log dropped records {from}..={} that no majority is known to hold: they are over \
              unreplicated_bytes_max ({} bytes), and a failover that cuts them now loses them without a copy in the \
              rollback log",
-            confirmed + 1,
             log.first_lsn() - 1,
             log.options().unreplicated_bytes_max
         );

@@ -17,11 +17,12 @@
 //!
 //! `key` and `value` are JSON strings when they are UTF-8, else `key_hex` / `value_hex` hold
 //! them in hex; `value` is `null` for a deletion. A statement (`log_format = "statement"` or
-//! `"mixed"`) is one line naming the request and the keys it wrote, which its record does not
-//! hold the values of; `key` is its first key, `version` its first write's:
+//! `"mixed"`) is one line of another shape, with no `key` or `value`: the request as a command
+//! line and the keys it wrote (each a string, or `{"hex": ...}`), whose values its record does
+//! not hold; `version` is its first write's:
 //!
 //! ```text
-//! {"lsn":8,"epoch":1,"key":"k","value":null,"version":"124.0@n1","expire_at_ms":null,"cut_at_ms":1700000000000,"statement":"SET k v PX 10000","keys":["k"]}
+//! {"lsn":8,"epoch":1,"statement":"SET k v PX 10000","keys":["k"],"version":"124.0@n1","cut_at_ms":1700000000000}
 //! ``` A file is written to `*.tmp`, fsynced,
 //! renamed into place and the directory fsynced, before the log is cut.
 //!
@@ -179,23 +180,28 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// One entry as a line of JSON.
 fn to_json_line(e: &RollbackEntry) -> String {
     let mut out = format!("{{\"lsn\":{},\"epoch\":{},", e.lsn, e.epoch);
+    if let Some((text, keys)) = &e.statement {
+        out += &format!("\"statement\":{},\"keys\":[", json_string(text));
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match std::str::from_utf8(key) {
+                Ok(text) => out += &json_string(text),
+                Err(_) => {
+                    out += &format!("{{\"hex\":\"{}\"}}", key.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                }
+            }
+        }
+        out += &format!("],\"version\":{},\"cut_at_ms\":{}}}", json_string(&e.version), e.cut_at_ms);
+        return out;
+    }
     bytes_field(&mut out, "key", Some(&e.key));
     out.push(',');
     bytes_field(&mut out, "value", e.value.as_ref());
     out += &format!(",\"version\":{},\"expire_at_ms\":", json_string(&e.version));
     out += &e.expire_at_ms.map_or("null".into(), |t| t.to_string());
-    out += &format!(",\"cut_at_ms\":{}", e.cut_at_ms);
-    if let Some((text, keys)) = &e.statement {
-        out += &format!(",\"statement\":{},\"keys\":[", json_string(text));
-        for (i, key) in keys.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out += &json_string(&String::from_utf8_lossy(key));
-        }
-        out.push(']');
-    }
-    out.push('}');
+    out += &format!(",\"cut_at_ms\":{}}}", e.cut_at_ms);
     out
 }
 
@@ -241,6 +247,31 @@ mod tests {
         let version = Version { ts: Timestamp { millis: 5, logical: 0 }, node: NodeId(1) };
         let record = Record { version, value: value.map(Bytes::copy_from_slice), expire_at_ms: None };
         LogRecord::whole(lsn, epoch, vec![Change { key: Bytes::copy_from_slice(key), record }])
+    }
+
+    #[test]
+    fn a_cut_statement_is_one_line_naming_the_request_and_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ROLLBACK_DIR);
+        let mut log = RollbackLog::open(&path).unwrap();
+        let first = Version { ts: Timestamp { millis: 5, logical: 0 }, node: NodeId(1) };
+        let args: Vec<Bytes> = vec!["MSET".into(), "k".into(), "v w".into(), Bytes::from_static(b"\xff"), "x".into()];
+        let statement = crate::replication::Statement {
+            request: crate::kv::parse_command(&args).unwrap().unwrap(),
+            first,
+            last: first.ts,
+            keys: vec![Bytes::from("k"), Bytes::from_static(b"\xff")],
+            nondeterministic: None,
+            request_bytes: 0,
+        };
+        let record = LogRecord { statement: Some(statement), ..LogRecord::whole(8, 1, Vec::new()) };
+        assert_eq!(log.save(&[record], 99).unwrap(), 1);
+        let text = std::fs::read_to_string(path.join(format!("{:020}-{:020}-e1.jsonl", 8, 8))).unwrap();
+        let want =
+            r#"{"lsn":8,"epoch":1,"statement":"MSET k \"v w\" \"\\xff\" x","keys":["k",{"hex":"ff"}],"version":"5.0@"#;
+        assert!(text.starts_with(want), "{text}");
+        assert!(text.ends_with(",\"cut_at_ms\":99}\n"), "{text}");
+        assert!(!text.contains("\"value\""), "no value: it is not a deletion: {text}");
     }
 
     #[test]

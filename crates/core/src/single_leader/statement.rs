@@ -9,11 +9,14 @@
 //! [`Statement::first`], one clock step per write), so a deterministic request leaves it as the
 //! leader. A request that is not deterministic leaves it different, as the lecture warns:
 //! a relative TTL gives each replica the deadline of its own clock, a script that calls `TIME`
-//! or `math.random` (or `RANDOMKEY`) writes what its own clock or generator gave, and a write
-//! to a key with a deadline finds it live on one replica and expired on another. The leader
-//! judges each request ([`judge`]) and warns, naming it, when it logs one that is not
-//! deterministic; a replica whose execution writes another number of keys than the leader's
-//! warns too. `replikv check` names the key ranges that differ.
+//! or `math.random` (or `RANDOMKEY`, `TTL`, `SCAN`, or visits a table with `pairs`) writes
+//! what its own clock, generator or hash order gave, and a request that consults a key with a
+//! deadline finds it live on one replica and expired on another. The store notes each of these
+//! as the request executes, and the leader judges each request from the notes and what it wrote
+//! ([`judge`]), and warns, naming it, when it logs one that is not deterministic; a replica
+//! whose execution writes another number of keys than the leader's, or fails, warns too (its
+//! clock still moves past the leader's last write). `replikv check` names the key ranges that
+//! differ.
 //!
 //! With `log_format = "mixed"` the leader logs the deterministic requests as statements and
 //! the others as their effects (the logical format's changes), as MySQL's MIXED format and
@@ -21,19 +24,25 @@
 //!
 //! Whatever the format, what the leader writes on its own (expiry deletions, the writes a
 //! recovery logs again, another family's records) is logged as effects, as is a request whose
-//! statement is over [`STATEMENT_BYTES_MAX`].
+//! statement is over [`STATEMENT_BYTES_MAX`], and every write while a snapshot is in flight to a
+//! follower: the snapshot's chunks read the engine as it is when each is read, writes after the
+//! snapshot's position included, and what follows that position must apply harmlessly over
+//! them, as effects do and a statement (an `INCR`) does not.
 //!
 //! CAVEATS
 //! - A statement record holds the request as this build parses it (postcard, as a peer's
 //!   forwarded request): a build that changes [`crate::kv::Request`] changes the log format.
 //! - A recovery executes again a statement whose writes the engine lacks (any of its keys
-//!   older than its first version), at the leader's time of execution: one whose writes the
-//!   engine kept only some of (a crash inside one engine batch) may apply twice on the keys
-//!   it kept, as statement-based replication does. A follower whose engine kept writes its log
-//!   lost, with statements in its log, empties itself and takes the history again.
-//! - The judgement does not see reads: a script that reads a key whose deadline falls between
-//!   the leader's execution and a replica's, and writes another key from it, is logged as a
-//!   statement in `mixed`.
+//!   older than its first version), at the time it was first executed, skipping each write
+//!   whose key already holds that write's version or a newer one (it reached the engine). What
+//!   the statement reads is the engine's state then, which may hold later records' writes: a
+//!   script that wrote a key from another that a later record changed writes it from the newer
+//!   value. On a follower whose own execution wrote fewer keys than the leader's (a
+//!   nondeterministic statement), the statement counts as missing at each recovery. A follower
+//!   whose engine kept writes its log lost, with statements in its log, empties itself and takes
+//!   the history again.
+//! - `tostring` of a table (an address) is not judged: a script that writes one is a statement
+//!   in `mixed`, and differs.
 
 use crate::kv::{Request, Store};
 use crate::replication::{Change, LogFormat, Old, Statement};
@@ -77,8 +86,9 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    /// The statement to log for `request` (the client's, before it executed) after it wrote
-    /// `logged`; `None` to log `logged` itself.
+    /// The statement to log for `request` (the client's, in its statement form, taken before
+    /// it executed: [`Store::statement_form`]) after it wrote `logged`; `None` to log `logged`
+    /// itself.
     pub(super) fn statement<E: Engine>(
         &mut self,
         now_ms: u64,
@@ -94,9 +104,8 @@ impl Statements {
         if format == LogFormat::Mixed && why.is_some() || format == LogFormat::Logical {
             return None;
         }
-        let request = store.statement_form(request);
         let keys = logged.0.iter().map(|c| c.key.clone()).collect();
-        let statement = Statement { request, first, last, keys, nondeterministic: why };
+        let statement = Statement::new(request, first, last, keys, why);
         if statement.size_hint() > STATEMENT_BYTES_MAX {
             return None;
         }
@@ -123,10 +132,21 @@ impl Statements {
 }
 
 /// Executes a logged statement on a replica at its clock `now_ms`; warns when it wrote another
-/// number of keys than its leader did, or failed here (the replica now differs).
-pub(super) fn execute<E: Engine>(store: &mut Store<E>, now_ms: u64, lsn: u64, statement: Statement) -> Result<()> {
+/// number of keys than its leader did, or failed here (the replica now differs). With `replay`
+/// (a recovery), writes that reached the engine before are skipped, and nothing is warned.
+pub(super) fn execute<E: Engine>(
+    store: &mut Store<E>,
+    now_ms: u64,
+    lsn: u64,
+    statement: Statement,
+    replay: bool,
+) -> Result<()> {
     let described = || describe(&statement.request);
-    let (reply, writes) = store.execute_statement(now_ms, statement.request.clone(), statement.first)?;
+    let versions = (statement.first, statement.last);
+    let (reply, writes) = store.execute_statement(now_ms, statement.request.clone(), versions, replay)?;
+    if replay {
+        return Ok(());
+    }
     if let crate::kv::Reply::Error(text) = &reply {
         tracing::warn!("the statement at {lsn} failed here ({text}): {}; this replica now differs", described());
     } else if writes != statement.keys.len() {

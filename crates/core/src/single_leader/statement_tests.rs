@@ -151,16 +151,112 @@ fn a_leader_whose_engine_lost_the_writes_executes_its_statements_again_at_recove
 fn a_cut_statement_is_saved_to_the_rollback_log_as_its_command_line() {
     let mut rollback = rollback::RollbackLog::in_memory();
     let first = crate::version::Version { ts: crate::version::Timestamp { millis: 5, logical: 0 }, node: NodeId(1) };
-    let statement = crate::replication::Statement {
-        request: request(&["SET", "k", "v", "EX", "10"]),
+    let statement = crate::replication::Statement::new(
+        request(&["SET", "k", "v", "EX", "10"]),
         first,
-        last: first.ts,
-        keys: vec![Bytes::from("k")],
-        nondeterministic: None,
-    };
+        first.ts,
+        vec![Bytes::from("k")],
+        None,
+    );
+    assert!(statement.request_bytes > 5, "{}", statement.request_bytes);
     let record = LogRecord { statement: Some(statement), ..LogRecord::whole(9, 2, Vec::new()) };
     assert_eq!(rollback.save(&[record], 77).unwrap(), 1);
     let entry = &rollback.memory_entries()[0];
     assert_eq!(entry.statement, Some(("SET k v PX 10000".to_string(), vec![Bytes::from("k")])));
     assert_eq!((entry.lsn, entry.key.as_ref(), entry.value.as_ref()), (9, &b"k"[..], None));
+}
+
+#[test]
+fn while_a_snapshot_is_in_flight_writes_are_logged_as_effects_and_none_applies_twice() {
+    // Snapshot chunks read the engine as it is when they are read, past the snapshot's
+    // position: what follows that position must apply harmlessly over them.
+    let options = ReplogOptions {
+        retain_bytes_max: 2048,
+        segment_bytes_max: 512,
+        unreplicated_bytes_max: 0,
+        ..ReplogOptions::default()
+    };
+    let mut c = Cluster::new(2, 0, options);
+    for node in &mut c.nodes {
+        node.settings_mut().log_format = LogFormat::Statement;
+    }
+    c.run_for(300);
+    c.cut.insert(2);
+    for i in 0..40 {
+        write(&mut c, &["SET", &format!("key{i:02}"), &"v".repeat(100)], 0);
+    }
+    write(&mut c, &["SET", "n", "0"], 0);
+    c.run_for(1_500);
+    c.cut.clear();
+    let snapshotting = |c: &Cluster| c.nodes[0].status(c.now).followers.iter().any(|f| f.mode == "snapshot");
+    let mut incremented = 0;
+    for _ in 0..200 {
+        c.now += 10;
+        for i in 0..3 {
+            c.step(i, Input::Tick);
+        }
+        // One message at a time, so that the snapshot takes several steps.
+        if let Some((from, to, message)) = c.net.pop_front() {
+            let from = c.ids[from];
+            c.step(to, Input::Message { from, message });
+        }
+        if snapshotting(&c) {
+            c.next_id += 1;
+            let id = c.next_id;
+            c.step(0, Input::Request { id, request: request(&["INCR", "n"]) });
+            incremented += 1;
+            let end = c.nodes[0].last_lsn();
+            let last = c.nodes[0].read_log(end - 1, usize::MAX).unwrap().unwrap();
+            let record = last.last().unwrap();
+            assert!(record.statement.is_none() && !record.changes.is_empty(), "effects while snapshotting: {record:?}");
+        }
+    }
+    assert!(incremented > 0, "the snapshot was never seen in flight");
+    c.run_for(1_000);
+    let leader = records(&c, 0);
+    assert_eq!(records(&c, 2), leader, "n3 took the snapshot and the writes after it once each");
+    let n = leader.iter().find(|(k, _)| k.as_ref() == b"n").unwrap().1.value.clone().unwrap();
+    assert_eq!(n, Bytes::from(incremented.to_string()));
+    // Once no snapshot is in flight, statements again.
+    write(&mut c, &["INCR", "n"], 0);
+    let end = c.nodes[0].last_lsn();
+    let last = c.nodes[0].read_log(end - 1, usize::MAX).unwrap().unwrap();
+    assert!(last.last().unwrap().statement.is_some());
+}
+
+#[test]
+fn a_recovery_completes_a_statement_whose_writes_the_engine_kept_only_some_of_without_applying_them_twice() {
+    let mut c = cluster(LogFormat::Statement);
+    write(&mut c, &["SET", "c", "10"], 0);
+    let script = "redis.call('INCR', KEYS[1]) redis.call('SET', KEYS[2], redis.call('GET', KEYS[1])) return 1";
+    write(&mut c, &["EVAL", script, "2", "c", "d"], 0);
+    let before = records(&c, 0);
+    assert_eq!(before.iter().map(|(_, r)| r.value.clone().unwrap()).collect::<Vec<_>>(), ["11", "11"]);
+    // The crash kept the script's write of c, not of d.
+    let settings = c.nodes[0].settings().clone();
+    let placeholder = SingleLeader::new(MemoryEngine::new(), settings.common.node);
+    let (_, files) = std::mem::replace(&mut c.nodes[0], placeholder).into_parts();
+    let mut engine = MemoryEngine::new();
+    let (key, record) = before[0].clone();
+    crate::storage::Engine::put(&mut engine, key, record).unwrap();
+    c.nodes[0] = SingleLeader::replicated(engine, files, settings, c.now + 60_000).unwrap();
+    assert_eq!(records(&c, 0), before, "c incremented once, d written from it");
+}
+
+#[test]
+fn mixed_judges_reads_of_keys_with_deadlines_and_script_inputs_of_each_replica_nondeterministic() {
+    let mut c = cluster(LogFormat::Mixed);
+    write(&mut c, &["SET", "lock", "1", "PX", "1000"], 0);
+    let cases: &[&[&str]] = &[
+        // Whether it holds depends on each replica's clock, though it writes no such key.
+        &["EVAL", "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], 'x') end return 1", "2", "lock", "other"],
+        &["EVAL", "redis.call('SET', KEYS[1], redis.call('PTTL', KEYS[2])) return 1", "2", "left", "lock"],
+        &["EVAL", "local s = '' for k in pairs({a = 1, b = 2, c = 3}) do s = s .. k end redis.call('SET', KEYS[1], s) return 1", "1", "order"],
+    ];
+    for words in cases {
+        write(&mut c, words, 0);
+    }
+    write(&mut c, &["SET", "plain", "1"], 0);
+    let (statements, effects) = kinds(&mut c);
+    assert_eq!((statements, effects), (1, 1 + cases.len()), "only the plain SET is a statement");
 }
