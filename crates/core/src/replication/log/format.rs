@@ -14,7 +14,7 @@ pub(super) const MAGIC: [u8; 8] = *b"RKVRLOG\0";
 pub(super) const FORMAT_VERSION: u32 = 4;
 
 /// The oldest format version this build reads: format 1 records lack `part` and `parts`,
-/// format 2 records lack `olds`.
+/// format 2 records lack `olds`, format 3 records lack `statement`.
 const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Bytes in a segment header: magic, version, base lsn, base epoch, checksum.
@@ -159,42 +159,38 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
 
 /// Decodes a body of log format 3 or older (see [`decode_body`]).
 fn decode_v3(body: &[u8]) -> Result<LogRecord, String> {
-    match postcard::take_from_bytes::<RecordV3>(body) {
-        Ok((old, [])) => {
-            let record = LogRecord {
-                lsn: old.lsn,
-                epoch: old.epoch,
-                changes: old.changes,
-                part: old.part,
-                parts: old.parts,
-                olds: old.olds,
-                statement: None,
-            };
-            record.parts_error().map_or(Ok(record), Err)
-        }
-        Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
+    let trailing = |rest: &[u8]| format!("{} bytes after the record's encoding", rest.len());
+    let old = match postcard::take_from_bytes::<RecordV3>(body) {
+        Ok((old, [])) => old,
+        Ok((_, rest)) => return Err(trailing(rest)),
         Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV2>(body) {
-            Ok((old, [])) => {
-                let record = LogRecord {
-                    lsn: old.lsn,
-                    epoch: old.epoch,
-                    changes: old.changes,
-                    part: old.part,
-                    parts: old.parts,
-                    olds: Vec::new(),
-                    statement: None,
-                };
-                record.parts_error().map_or(Ok(record), Err)
-            }
-            Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
-            Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
-                Ok((old, [])) => Ok(LogRecord::whole(old.lsn, old.epoch, old.changes)),
-                _ => Err("undecodable record: it ends before its parts".into()),
+            Ok((v2, [])) => RecordV3 {
+                lsn: v2.lsn,
+                epoch: v2.epoch,
+                changes: v2.changes,
+                part: v2.part,
+                parts: v2.parts,
+                olds: Vec::new(),
             },
-            Err(e) => Err(format!("undecodable record: {e}")),
+            Ok((_, rest)) => return Err(trailing(rest)),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => match postcard::take_from_bytes::<RecordV1>(body) {
+                Ok((v1, [])) => return Ok(LogRecord::whole(v1.lsn, v1.epoch, v1.changes)),
+                _ => return Err("undecodable record: it ends before its parts".into()),
+            },
+            Err(e) => return Err(format!("undecodable record: {e}")),
         },
-        Err(e) => Err(format!("undecodable record: {e}")),
-    }
+        Err(e) => return Err(format!("undecodable record: {e}")),
+    };
+    let record = LogRecord {
+        lsn: old.lsn,
+        epoch: old.epoch,
+        changes: old.changes,
+        part: old.part,
+        parts: old.parts,
+        olds: old.olds,
+        statement: None,
+    };
+    record.parts_error().map_or(Ok(record), Err)
 }
 
 /// A record of log format 1, before requests could span records.

@@ -657,6 +657,46 @@ fn a_format_2_segment_reads_with_old_values_unknown_and_takes_format_3_records_a
 }
 
 #[test]
+fn a_format_3_segment_reads_as_changes_and_takes_statement_records_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Format 3: the header says version 3, and a body ends after `olds`.
+    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    let old: Vec<LogRecord> = (1..=3)
+        .map(|lsn| {
+            let mut r = record(lsn, 1);
+            r.olds = r.changes.iter().map(|_| Old::Absent).collect();
+            r
+        })
+        .collect();
+    for r in &old {
+        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts, &r.olds)).expect("encode");
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 3 log");
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(old.clone()));
+    // A statement (format 4) goes after them and reads back whole.
+    let args: Vec<bytes::Bytes> =
+        ["SET", "k", "v", "EX", "10"].iter().map(|w| bytes::Bytes::from(w.to_string())).collect();
+    let request = crate::kv::parse_command(&args).unwrap().unwrap();
+    let first = old[0].changes[0].record.version;
+    let statement = crate::replication::Statement::new(request, first, first.ts, vec![args[1].clone()], None);
+    let new = LogRecord { statement: Some(statement), ..LogRecord::whole(4, 1, Vec::new()) };
+    log.append(new.clone()).expect("append");
+    log.flush().expect("flush");
+    drop(log);
+    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen");
+    let mut all = old;
+    all.push(new);
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
+}
+
+#[test]
 fn a_record_whose_old_values_do_not_match_its_changes_is_refused() {
     let mut bad = record(1, 1);
     bad.olds = vec![Old::Absent; bad.changes.len() + 1];
