@@ -803,14 +803,16 @@ impl World {
         })
     }
 
-    /// True when every replica is up at the leader's log end and some holds other records
-    /// than the leader's (digests differ): replicas that diverged, not ones still catching up.
+    /// True when every follower is up and has applied the leader's whole log, and some holds
+    /// other records than the leader's (digests differ): replicas that diverged, not ones
+    /// still catching up.
     pub fn diverged(&self) -> bool {
         let Some(i) = self.leader() else { return false };
         let Some(leader) = self.nodes[i].replica.as_ref() else { return false };
         let Ok(digest) = replikv_core::digest::digest(leader.store().engine()) else { return false };
-        let replicas: Vec<_> = self.nodes.iter().map(|n| n.replica.as_ref()).collect();
-        replicas.iter().all(|r| r.is_some_and(|r| r.last_lsn() == leader.last_lsn()))
+        let replicas: Vec<_> =
+            self.nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n.replica.as_ref()).collect();
+        replicas.iter().all(|r| r.is_some_and(|r| sl(r).follower_serves_through() == Some(leader.last_lsn())))
             && replicas
                 .iter()
                 .flatten()

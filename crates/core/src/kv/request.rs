@@ -698,6 +698,21 @@ impl Request {
         }
     }
 
+    /// True when it sets an absolute deadline (EXAT, PXAT, EXPIREAT, PEXPIREAT, GETEX
+    /// EXAT|PXAT, also inside a transaction): executed again, it compares the deadline with the
+    /// replica's clock (a deadline already past deletes the key).
+    pub fn absolute_ttl(&self) -> bool {
+        match self {
+            Request::Set { expiry: Expiry::AtMs(_), .. }
+            | Request::Expire { expiry: Expiry::AtMs(_), .. }
+            | Request::ExpireIf { expiry: Expiry::AtMs(_), .. }
+            | Request::GetEx { expiry: GetExExpiry::Set { absolute: true, .. }, .. } => true,
+            Request::InDb { request, .. } | Request::WithConsistency { request, .. } => request.absolute_ttl(),
+            Request::Exec { requests, .. } => requests.iter().any(Request::absolute_ttl),
+            _ => false,
+        }
+    }
+
     /// This request in database `db`: wrapped unless `db` is 0 or the request is not about one
     /// database's keys (the replica answers it, or it holds requests that are wrapped).
     pub fn in_db(self, db: u32) -> Request {

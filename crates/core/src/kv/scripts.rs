@@ -239,8 +239,10 @@ fn run<E: Engine>(
                         store.note_nondeterministic("its script draws a random key (RANDOMKEY)");
                     } else if matches!(request, Request::Ttl { .. } | Request::ExpireTime { .. }) {
                         store.note_nondeterministic("its script reads a deadline (TTL, PTTL, EXPIRETIME)");
-                    } else if matches!(request, Request::Scan { .. }) {
-                        store.note_nondeterministic("its script scans keys (SCAN), with cursors of each replica's own");
+                    } else if matches!(request, Request::Scan { .. } | Request::Keys { .. }) {
+                        store.note_nondeterministic(
+                            "its script lists keys (SCAN, KEYS), which each replica expires by its own clock",
+                        );
                     } else if request.relative_ttl() {
                         store
                             .note_nondeterministic("its script sets a deadline relative to the clock (a relative TTL)");

@@ -70,6 +70,8 @@ pub struct Store<E> {
     /// While a recovery executes a logged statement again: a write whose key already holds
     /// its version or a newer one is skipped (it reached the engine before the crash).
     replaying: bool,
+    /// Writes made while a statement executes (those a failed script undid taken off).
+    statement_writes: usize,
     /// The scripts this node has cached (`SCRIPT LOAD`, `EVAL`).
     pub(super) scripts: super::scripts::ScriptCache,
     /// The largest value a write may store (VALUE_BYTES_MAX unless lowered).
@@ -156,6 +158,7 @@ impl<E: Engine> Store<E> {
             pinned: None,
             nondeterministic: std::cell::Cell::new(None),
             replaying: false,
+            statement_writes: 0,
             scripts: Default::default(),
             value_bytes_max: VALUE_BYTES_MAX,
             random: Xorshift::seeded(node.0),
@@ -516,13 +519,11 @@ impl<E: Engine> Store<E> {
         (first, last): (Version, crate::version::Timestamp),
         replay: bool,
     ) -> Result<(Reply, usize)> {
-        (self.pinned, self.replaying) = (Some(first), replay);
-        // Captured into a scratch list, only to count what it wrote.
-        let capture = self.changes.replace(Vec::new());
-        let (olds, olds_bytes) = (std::mem::take(&mut self.olds), self.olds_bytes);
+        (self.pinned, self.replaying, self.statement_writes) = (Some(first), replay, 0);
+        let capture = self.changes.take();
         let result = self.execute(now_ms, request);
-        let writes = self.changes.take().map_or(0, |c| c.len());
-        (self.changes, self.olds, self.olds_bytes) = (capture, olds, olds_bytes);
+        self.changes = capture;
+        let writes = self.statement_writes;
         (self.pinned, self.replaying) = (None, false);
         self.nondeterministic.set(None);
         self.clock.observe(last);
@@ -577,6 +578,9 @@ impl<E: Engine> Store<E> {
     fn put(&mut self, key: Bytes, record: Record) -> Result<()> {
         if self.replaying && self.engine.meta(&key).is_some_and(|m| m.version >= record.version) {
             return Ok(()); // a recovery's statement: this write reached the engine
+        }
+        if self.pinned.is_some() {
+            self.statement_writes += 1;
         }
         if let Some(undo) = &mut self.undo {
             // A damaged record cannot be read back: undone, the key holds no value and is
@@ -655,6 +659,9 @@ impl<E: Engine> Store<E> {
     /// writes it captured for the log are dropped.
     pub(super) fn rollback_undo(&mut self, mark: UndoMark) -> Result<()> {
         let Some(undo) = self.undo.take() else { return Ok(()) };
+        if self.pinned.is_some() {
+            self.statement_writes = self.statement_writes.saturating_sub(undo.entries.len());
+        }
         for (key, held, damage) in undo.entries.into_iter().rev() {
             if let Some(damage) = damage {
                 self.damaged.insert(&key, damage);

@@ -248,6 +248,7 @@ impl Statement {
 
     /// An estimate of its encoded size in bytes.
     pub fn size_hint(&self) -> usize {
-        64 + self.request_bytes as usize + self.keys.iter().map(|k| k.len() + 2).sum::<usize>()
+        // Saturating: the count comes from a disk or a peer.
+        (self.request_bytes as usize).saturating_add(64 + self.keys.iter().map(|k| k.len() + 2).sum::<usize>())
     }
 }

@@ -1560,18 +1560,30 @@ impl<E: Engine> SingleLeader<E> {
                 Applied::Change(change) => change,
                 Applied::Statement(lsn, statement) => {
                     log_ts = log_ts.max(statement.last);
-                    // Missing when any key it wrote is older in the engine than its first
-                    // write: executed again at the time it first executed, its writes that did
-                    // reach the engine skipped (see the statement module's caveats).
-                    let missing = statement
-                        .keys
-                        .iter()
-                        .any(|key| store.engine().meta(key).map(|m| m.version).is_none_or(|v| v < statement.first));
-                    if missing {
-                        let now_ms = statement.first.ts.millis;
-                        statement::execute(store, now_ms, lsn, statement, true)?;
-                        replayed += 1;
+                    // Its writes' versions are the first's and its successors, in the order
+                    // of its keys: which of them the engine holds (or something newer).
+                    let mut version = statement.first;
+                    let mut kept = 0;
+                    for key in &statement.keys {
+                        kept += usize::from(store.engine().meta(key).is_some_and(|m| m.version >= version));
+                        version = crate::version::Version { ts: version.ts.successor(), node: version.node };
                     }
+                    if kept == statement.keys.len() {
+                        return Ok(());
+                    }
+                    // Executed again at the time it first executed. Kept in part (a crash
+                    // inside its batch), its kept writes are skipped, and what it reads is
+                    // what it wrote: the statement module's caveats say where that differs.
+                    if kept > 0 {
+                        tracing::warn!(
+                            "the engine kept {kept} of the {} writes of the statement at {lsn}: executing it again \
+                             over them, skipping those ({}); `replikv check` tells whether this replica now differs",
+                            statement.keys.len(),
+                            statement::describe(&statement.request)
+                        );
+                    }
+                    statement::execute(store, statement.first.ts.millis, lsn, statement, kept > 0)?;
+                    replayed += 1;
                     return Ok(());
                 }
             };
@@ -1647,6 +1659,17 @@ impl<E: Engine> SingleLeader<E> {
 }
 
 impl<E: Engine> SingleLeader<E> {
+    /// Empties a follower at recovery (store and log), to take the leader's history again as
+    /// a new node would; it votes as if it still held its log until it does (the vote floor).
+    fn start_again(&mut self) -> Result<()> {
+        let position = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
+        self.votes.emptying_log(position)?;
+        follower::wipe(&mut self.store)?;
+        self.store.engine_mut().sync_written(0)?;
+        self.log.reset(0, 0)?;
+        self.votes.rebuilt()
+    }
+
     /// Recovery of a follower whose engine kept writes its log lost (newer than `log_ts`):
     /// the records they came from may never be shipped again (a new leader may hold other
     /// records at those positions), so each such key goes back to its newest change in the
@@ -1688,13 +1711,7 @@ impl<E: Engine> SingleLeader<E> {
                 "the engine kept writes the replication log lost, and the log no longer holds what they replaced: \
                  emptying this replica to take the leader's history again"
             );
-            let position = LogPosition { epoch: self.log.last_epoch(), lsn: self.log.last_lsn() };
-            self.votes.emptying_log(position)?;
-            follower::wipe(&mut self.store)?;
-            self.store.engine_mut().sync_written(0)?;
-            self.log.reset(0, 0)?;
-            self.votes.rebuilt()?;
-            return Ok(());
+            return self.start_again();
         }
         tracing::warn!("the engine kept {} writes the replication log lost: undoing them", strays.len());
         for (key, newest) in strays {

@@ -32,17 +32,23 @@
 //! CAVEATS
 //! - A statement record holds the request as this build parses it (postcard, as a peer's
 //!   forwarded request): a build that changes [`crate::kv::Request`] changes the log format.
-//! - A recovery executes again a statement whose writes the engine lacks (any of its keys
-//!   older than its first version), at the time it was first executed, skipping each write
-//!   whose key already holds that write's version or a newer one (it reached the engine). What
-//!   the statement reads is the engine's state then, which may hold later records' writes: a
-//!   script that wrote a key from another that a later record changed writes it from the newer
-//!   value. On a follower whose own execution wrote fewer keys than the leader's (a
-//!   nondeterministic statement), the statement counts as missing at each recovery. A follower
-//!   whose engine kept writes its log lost, with statements in its log, empties itself and takes
-//!   the history again.
+//! - A recovery executes again, at the time it was first executed, a statement whose writes
+//!   the engine did not all keep (a key older than the version the leader gave that write).
+//!   One the engine kept only some writes of (a crash inside its batch: the log engine keeps
+//!   what was fsynced, at the end of a batch, so it takes a segment seal inside a request, or
+//!   an engine that keeps torn writes) is executed over them, its kept writes skipped, and the
+//!   node warns: what it reads there is what it wrote, so a write made from an INCR's reply, a
+//!   SETNX over its own kept key (later writes then take shifted versions) or a SWAPDB can come
+//!   out other than the leader's; `replikv check` finds it. (Emptying the replica instead would
+//!   lose the history when every replica crashed inside the same statement.) A follower whose
+//!   own execution wrote fewer keys than the leader's (a nondeterministic statement) executes it
+//!   again at each recovery while the statement is in its log. A follower whose engine kept
+//!   writes its log lost, with statements in its log, empties itself and takes the history
+//!   again.
 //! - `tostring` of a table (an address) is not judged: a script that writes one is a statement
 //!   in `mixed`, and differs.
+//! - Every write is logged as effects while a snapshot is in flight to any follower: a slow
+//!   snapshot turns statements off for the whole cluster meanwhile.
 
 use crate::kv::{Request, Store};
 use crate::replication::{Change, LogFormat, Old, Statement};
@@ -65,6 +71,9 @@ pub fn judge(request: &Request, logged: &(Vec<Change>, Vec<Old>), script: Option
     }
     if request.relative_ttl() {
         return Some("it sets a deadline relative to the clock (a relative TTL)".to_string());
+    }
+    if request.absolute_ttl() {
+        return Some("it sets an absolute deadline, which each replica compares with its own clock".to_string());
     }
     let deadline = logged.1.iter().any(|old| match old {
         Old::Held(record) => record.expire_at_ms.is_some(),
@@ -144,12 +153,13 @@ pub(super) fn execute<E: Engine>(
     let described = || describe(&statement.request);
     let versions = (statement.first, statement.last);
     let (reply, writes) = store.execute_statement(now_ms, statement.request.clone(), versions, replay)?;
-    if replay {
-        return Ok(());
-    }
     if let crate::kv::Reply::Error(text) = &reply {
+        if replay {
+            tracing::warn!("the statement at {lsn} failed when recovery executed it again ({text}): {}", described());
+            return Ok(());
+        }
         tracing::warn!("the statement at {lsn} failed here ({text}): {}; this replica now differs", described());
-    } else if writes != statement.keys.len() {
+    } else if writes != statement.keys.len() && !replay {
         tracing::warn!(
             "the statement at {lsn} made {writes} writes here, {} on its leader: {}; this replica now differs{}",
             statement.keys.len(),
