@@ -591,23 +591,41 @@ fn the_epoch_of_each_position_survives_retention_a_reset_and_a_reopen() {
     assert_eq!(log.epoch_run_start(50), Some(50));
 }
 
+/// Appends `new` to `log` (which holds `old`, from an older format), reopens it from `dir`
+/// and checks that it reads back the old records and the new one.
+fn appended_after(mut log: ReplicationLog, dir: &Path, mut old: Vec<LogRecord>, new: LogRecord) {
+    log.append(new.clone()).expect("append");
+    log.flush().expect("flush");
+    drop(log);
+    let mut log = ReplicationLog::open(dir, options(1 << 20, 1 << 30, 0)).expect("reopen");
+    old.push(new);
+    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(old));
+}
+
+/// Writes segment file 1 of `dir` as log format `version` wrote it: its header, then each of
+/// `bodies` (the records as that format encoded them) framed with its length and checksum.
+fn write_old_segment(dir: &Path, version: u32, bodies: &[Vec<u8>]) {
+    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    for body in bodies {
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        bytes.extend_from_slice(body);
+    }
+    fs::write(dir.join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+}
+
 #[test]
 fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Format 1: the header says version 1, and a body ends after the changes.
-    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
-    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     let old: Vec<LogRecord> =
         (1..=3).map(|lsn| LogRecord { part: 0, parts: 1, olds: Vec::new(), ..record(lsn, 1) }).collect();
-    for r in &old {
-        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes)).expect("encode");
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
-    }
-    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let bodies: Vec<Vec<u8>> =
+        old.iter().map(|r| postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes)).expect("encode")).collect();
+    write_old_segment(dir.path(), 1, &bodies);
     let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 1 log");
     assert_eq!(log.read(0, usize::MAX).expect("read"), Some(old.clone()));
     // New records go after the old ones, in the same file, and everything reads back.
@@ -627,18 +645,12 @@ fn a_format_1_segment_reads_as_whole_requests_and_takes_format_2_records_after()
 fn a_format_2_segment_reads_with_old_values_unknown_and_takes_format_3_records_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Format 2: the header says version 2, and a body ends after `parts`.
-    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     let old: Vec<LogRecord> = (1..=3).map(|lsn| LogRecord { olds: Vec::new(), ..record(lsn, 1) }).collect();
-    for r in &old {
-        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts)).expect("encode");
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
-    }
-    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let bodies: Vec<Vec<u8>> = old
+        .iter()
+        .map(|r| postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts)).expect("encode"))
+        .collect();
+    write_old_segment(dir.path(), 2, &bodies);
     let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 2 log");
     let read = log.read(0, usize::MAX).expect("read").expect("records");
     assert_eq!(read, old);
@@ -647,23 +659,13 @@ fn a_format_2_segment_reads_with_old_values_unknown_and_takes_format_3_records_a
     let mut new = record(4, 1);
     new.olds = new.changes.iter().map(|_| Old::Absent).collect();
     assert!(!new.olds.is_empty(), "the test record has changes");
-    log.append(new.clone()).expect("append");
-    log.flush().expect("flush");
-    drop(log);
-    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen");
-    let mut all = old;
-    all.push(new);
-    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
+    appended_after(log, dir.path(), old, new);
 }
 
 #[test]
 fn a_format_3_segment_reads_as_changes_and_takes_statement_records_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Format 3: the header says version 3, and a body ends after `olds`.
-    let mut bytes = encode_header(SegmentHeader { base: 0, epoch: 0 }).to_vec();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     let old: Vec<LogRecord> = (1..=3)
         .map(|lsn| {
             let mut r = record(lsn, 1);
@@ -671,13 +673,11 @@ fn a_format_3_segment_reads_as_changes_and_takes_statement_records_after() {
             r
         })
         .collect();
-    for r in &old {
-        let body = postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts, &r.olds)).expect("encode");
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
-    }
-    fs::write(dir.path().join(file_name(1, SEGMENT_EXT)), bytes).expect("write");
+    let bodies: Vec<Vec<u8>> = old
+        .iter()
+        .map(|r| postcard::to_stdvec(&(r.lsn, r.epoch, &r.changes, r.part, r.parts, &r.olds)).expect("encode"))
+        .collect();
+    write_old_segment(dir.path(), 3, &bodies);
     let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("open a format 3 log");
     assert_eq!(log.read(0, usize::MAX).expect("read"), Some(old.clone()));
     // A statement (format 4) goes after them and reads back whole.
@@ -687,13 +687,7 @@ fn a_format_3_segment_reads_as_changes_and_takes_statement_records_after() {
     let first = old[0].changes[0].record.version;
     let statement = crate::replication::Statement::new(request, first, first.ts, vec![args[1].clone()], None);
     let new = LogRecord { statement: Some(statement), ..LogRecord::whole(4, 1, Vec::new()) };
-    log.append(new.clone()).expect("append");
-    log.flush().expect("flush");
-    drop(log);
-    let mut log = ReplicationLog::open(dir.path(), options(1 << 20, 1 << 30, 0)).expect("reopen");
-    let mut all = old;
-    all.push(new);
-    assert_eq!(log.read(0, usize::MAX).expect("read"), Some(all));
+    appended_after(log, dir.path(), old, new);
 }
 
 #[test]
