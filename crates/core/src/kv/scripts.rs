@@ -274,28 +274,24 @@ fn run<E: Engine>(
         redis.set("call", scope.create_function(move |lua, args| call(lua, args, false))?)?;
         redis.set("pcall", scope.create_function(move |lua, args| call(lua, args, true))?)?;
         let globals = lua.globals();
-        // math.random draws from the replica's generator: a statement log notes the script as
-        // nondeterministic when it does.
+        // Functions whose answers differ between replicas, wrapped so that a statement log
+        // notes the script as nondeterministic when it calls one: math.random draws from the
+        // replica's generator, and pairs and next visit a table in an order of the replica's own
+        // (Lua seeds its string hashes at random).
         let math: mlua::Table = globals.get("math")?;
-        let random: mlua::Function = math.get("random")?;
-        let drawn = &store;
-        let random = scope.create_function(move |_, args: mlua::Variadic<Value>| {
-            drawn.borrow_mut().note_nondeterministic("its script draws a random number (math.random)");
-            random.call::<mlua::MultiValue>(args)
-        })?;
-        math.set("random", random)?;
-        // pairs and next visit a table in an order that differs between replicas (Lua seeds
-        // its string hashes at random).
-        for name in ["pairs", "next"] {
-            let visit: mlua::Function = globals.get(name)?;
+        let wrapped = [
+            (&math, "random", "its script draws a random number (math.random)"),
+            (&globals, "pairs", "its script visits a table with pairs or next, in an order of its own"),
+            (&globals, "next", "its script visits a table with pairs or next, in an order of its own"),
+        ];
+        for (table, name, why) in wrapped {
+            let original: mlua::Function = table.get(name)?;
             let noted = &store;
-            let visit = scope.create_function(move |_, args: mlua::Variadic<Value>| {
-                noted
-                    .borrow()
-                    .note_nondeterministic("its script visits a table with pairs or next, in an order of its own");
-                visit.call::<mlua::MultiValue>(args)
+            let wrapper = scope.create_function(move |_, args: mlua::Variadic<Value>| {
+                noted.borrow().note_nondeterministic(why);
+                original.call::<mlua::MultiValue>(args)
             })?;
-            globals.set(name, visit)?;
+            table.set(name, wrapper)?;
         }
         globals.set("redis", redis)?;
         let redis: mlua::Table = globals.get("redis")?;

@@ -898,38 +898,19 @@ impl<E: Engine> SingleLeader<E> {
                     )?,
                     Some(request) => {
                         let logged = self.store.take_logged();
-                        match logged.0.is_empty() {
-                            true => None,
-                            false => Some(
+                        if logged.0.is_empty() {
+                            None
+                        } else {
+                            let epoch = self.settings.epoch;
+                            let (lsn, bytes) =
                                 match self.statements.statement(now_ms, format, &mut self.store, request, &logged) {
-                                    Some(statement) => {
-                                        let lsn = self.log.last_lsn() + 1;
-                                        let record = LogRecord {
-                                            lsn,
-                                            epoch: self.settings.epoch,
-                                            changes: Vec::new(),
-                                            part: 0,
-                                            parts: 1,
-                                            olds: Vec::new(),
-                                            statement: Some(statement),
-                                        };
-                                        let bytes = record.size_hint() as u64;
-                                        self.log.append(record)?;
-                                        leader.logged(lsn, bytes);
-                                        lsn
-                                    }
+                                    Some(statement) => append_statement(&mut self.log, epoch, statement)?,
                                     None => {
-                                        let (lsn, bytes) = append_changes(
-                                            &mut self.log,
-                                            self.settings.epoch,
-                                            logged,
-                                            self.settings.record_changes_max,
-                                        )?;
-                                        leader.logged(lsn, bytes);
-                                        lsn
+                                        append_changes(&mut self.log, epoch, logged, self.settings.record_changes_max)?
                                     }
-                                },
-                            ),
+                                };
+                            leader.logged(lsn, bytes);
+                            Some(lsn)
                         }
                     }
                 };
@@ -1822,6 +1803,18 @@ const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// Keys recovery scans at a time.
 const RECOVERY_SCAN_KEYS: usize = 4096;
+
+/// Appends `statement` to `log` as one record of `epoch`: its position and estimated bytes.
+fn append_statement(
+    log: &mut ReplicationLog,
+    epoch: Epoch,
+    statement: crate::replication::Statement,
+) -> Result<(Lsn, u64)> {
+    let record = LogRecord { statement: Some(statement), ..LogRecord::whole(log.last_lsn() + 1, epoch, Vec::new()) };
+    let (lsn, bytes) = (record.lsn, record.size_hint() as u64);
+    log.append(record)?;
+    Ok((lsn, bytes))
+}
 
 /// Appends `changes` as one request: one record, or several when there are more than
 /// [`RECORD_CHANGES_MAX`] or [`RECORD_BYTES_SOFT_MAX`] of them. `olds` is what each change's

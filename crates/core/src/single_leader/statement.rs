@@ -59,14 +59,18 @@ use crate::Result;
 /// its effects (whose records may span several, where one statement may not).
 pub const STATEMENT_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes of a request's command line in a warning at most ([`describe`]).
+const DESCRIBED_BYTES_MAX: usize = 200;
+
 /// Milliseconds between two warnings of the leader about nondeterministic statements (each
 /// counts; only the first in the interval is named in the log).
 const WARNING_EVERY_MS: u64 = 10_000;
 
 /// Why `request` is not deterministic, judged from what it did (`logged`: its writes and what
-/// their keys held) and what its script noted (`script`), if it is not.
-pub fn judge(request: &Request, logged: &(Vec<Change>, Vec<Old>), script: Option<&'static str>) -> Option<String> {
-    if let Some(why) = script {
+/// their keys held) and what the store noted as it executed (`noted`: a script's clock or
+/// random draw, a key with a deadline consulted), if it is not.
+pub fn judge(request: &Request, logged: &(Vec<Change>, Vec<Old>), noted: Option<&'static str>) -> Option<String> {
+    if let Some(why) = noted {
         return Some(why.to_string());
     }
     if request.relative_ttl() {
@@ -106,10 +110,10 @@ impl Statements {
         request: Request,
         logged: &(Vec<Change>, Vec<Old>),
     ) -> Option<Statement> {
-        let script = store.take_nondeterministic();
+        let noted = store.take_nondeterministic();
         let first = logged.0.first()?.record.version;
         let last = logged.0.last()?.record.version.ts;
-        let why = judge(&request, logged, script);
+        let why = judge(&request, logged, noted);
         if format == LogFormat::Mixed && why.is_some() || format == LogFormat::Logical {
             return None;
         }
@@ -171,11 +175,12 @@ pub(super) fn execute<E: Engine>(
 }
 
 /// A request as one line, for warnings and listings: its command and arguments as Redis would
-/// print them where this build can name them, its parsed form otherwise; at most 200 bytes.
+/// print them where this build can name them, its parsed form otherwise; at most
+/// [`DESCRIBED_BYTES_MAX`] bytes, then `…`.
 pub fn describe(request: &Request) -> String {
     let mut text = crate::kv::command_text(request);
-    if text.len() > 200 {
-        let mut end = 200;
+    if text.len() > DESCRIBED_BYTES_MAX {
+        let mut end = DESCRIBED_BYTES_MAX;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
