@@ -73,8 +73,8 @@
 //! Format 1 had no `part` and `parts`: such a body ends after `changes`, which is never a
 //! complete later body, and is read as a whole request (part 0 of 1). Format 2 had no `olds`
 //! (each change's old record): such a body ends after `parts` and is read with its old
-//! values unknown. An older segment reopened as the active one takes format 3 records after
-//! its own.
+//! values unknown. Format 3 had no `statement`: such a body ends after `olds` and is read as
+//! changes. An older segment reopened as the active one takes format 4 records after its own.
 //!
 //! # Writes
 //!
