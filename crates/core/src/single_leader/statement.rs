@@ -60,7 +60,7 @@ use crate::Result;
 pub const STATEMENT_BYTES_MAX: usize = 1024 * 1024;
 
 /// Bytes of a request's command line in a warning at most ([`describe`]).
-const DESCRIBED_BYTES_MAX: usize = 200;
+pub const DESCRIBED_BYTES_MAX: usize = 200;
 
 /// Milliseconds between two warnings of the leader about nondeterministic statements (each
 /// counts; only the first in the interval is named in the log).
