@@ -27,7 +27,8 @@
 //! log_retain_bytes = 268435456     # 256 MiB; a follower further behind gets a snapshot
 //! log_segment_bytes = 16777216     # 16 MiB
 //! log_unreplicated_bytes = 1073741824  # 1 GiB of records no majority holds, kept past retention
-//! log_format = "logical"           # or "statement" (requests, executed again) or "mixed"
+//! log_format = "logical"           # or "statement" (requests, executed again), "mixed", or
+//!                                   # "physical" (the log engine's bytes: identical files)
 //! session_guarantee = "none"       # a session's start (see crate::sessions)
 //! session_wait_ms = 1000           # a replica behind a session waits, then TRYAGAIN
 //! read_your_writes = "wait"        # or "leader" for read_your_writes_leader_ms after a write
@@ -462,6 +463,17 @@ impl NodeConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be greater than 0")));
+        }
+        let physical = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.replication.log_format == replikv_core::replication::LogFormat::Physical);
+        if physical && self.engine == EngineKind::Memory {
+            return Err(Error::Config(
+                "replication.log_format = \"physical\" ships the log engine's segment bytes, and this node's engine \
+                 is \"memory\", which has none: use engine = \"log\", or another log format"
+                    .into(),
+            ));
         }
         for (name, ms) in [
             ("http_header_timeout_ms", self.http_header_timeout_ms),
@@ -1761,9 +1773,9 @@ mod tests {
                 &["replication.log_format = \"mixed\" is a setting of mode = \"single-leader\""],
             ),
             (
-                three("cluster = \"c\"\n[replication]\nlog_format = \"physical\""),
+                three("engine = \"memory\"\ncluster = \"c\"\n[replication]\nlog_format = \"physical\""),
                 "n1",
-                &["log_format", "physical"],
+                &["replication.log_format = \"physical\" ships the log engine's segment bytes", "\"memory\""],
             ),
             (
                 three("cluster = \"c\"\n[replication]\nmode = \"leaderless\"\nread_lease = true"),

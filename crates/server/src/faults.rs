@@ -121,6 +121,9 @@ impl<E: Engine> Engine for FailingEngine<E> {
     fn last_timestamp(&self) -> Timestamp {
         self.inner.last_timestamp()
     }
+    fn log_engine(&mut self) -> Option<&mut replikv_core::storage::LogEngine> {
+        self.inner.log_engine()
+    }
 }
 
 /// The longest a test fault may hold a message, in milliseconds.

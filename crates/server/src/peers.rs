@@ -105,7 +105,10 @@ impl Peers {
             crate::config::ReplicationMode::MultiLeader => Some(cluster.rules()?.fingerprint()),
             _ => None,
         };
+        let physical = (cluster.replication.log_format == replikv_core::replication::LogFormat::Physical)
+            .then_some(config.segment_bytes_max);
         let mut listener_config = ListenerConfig::new(local.clone());
+        listener_config.physical = physical;
         listener_config.mode = mode;
         listener_config.rules = rules;
         listener_config.allowed_node_ids = Some(others.iter().map(|n| n.id.clone()).collect::<BTreeSet<_>>());
@@ -122,6 +125,7 @@ impl Peers {
                 let mut config = LinkConfig::new(local.clone(), n.id.clone(), n.peer_addr.to_string());
                 config.mode = mode;
                 config.rules = rules;
+                config.physical = physical;
                 config.faults = faults.clone();
                 (NodeId::from_name(&n.id), Link::spawn(config, shutdown.clone()))
             })

@@ -59,6 +59,11 @@ pub struct Store<E> {
     olds: Vec<Old>,
     /// Bytes of old values in `olds`.
     olds_bytes: usize,
+    /// True while this replica's segment files are not the leader's (physical replication):
+    /// the last extent could not be written at its place.
+    physical_left: bool,
+    /// Extents of the leader's bytes stored as this replica's own writes.
+    physical_diverged: u64,
     /// While a script runs: what each key it wrote held before, to undo it if it fails.
     undo: Option<Undo>,
     /// While a replica executes a logged statement: the version its next write takes (the
@@ -154,6 +159,8 @@ impl<E: Engine> Store<E> {
             changes: None,
             olds: Vec::new(),
             olds_bytes: 0,
+            physical_left: false,
+            physical_diverged: 0,
             undo: None,
             pinned: None,
             nondeterministic: std::cell::Cell::new(None),
@@ -253,6 +260,69 @@ impl<E: Engine> Store<E> {
             self.db_map = load_db_map(&self.engine)?;
         }
         Ok(())
+    }
+
+    /// Applies the leader's storage bytes (`log_format = "physical"`): each extent written
+    /// verbatim at its place in the log engine's segments, as [`Store::apply`] would store its
+    /// records otherwise. A replica whose files have left the leader's (see
+    /// `storage/log/physical.rs`), or whose engine is not the log engine, stores the records
+    /// through `put` instead: the same data, in files of its own; it warns the first time, and
+    /// counts every such extent ([`Store::physical_diverged`]).
+    pub fn apply_physical(&mut self, physical: &crate::replication::Physical) -> Result<()> {
+        for extent in &physical.extents {
+            let records = crate::storage::decode_extent(extent)?;
+            // What each counted key held before, for the namespace counts: a key written twice
+            // in the extent has its first write as the second's old record.
+            let mut counts: Vec<(Bytes, Option<Meta>, Record)> = Vec::new();
+            for (key, record) in &records {
+                self.clock.observe(record.version.ts);
+                self.damaged.rewritten(key);
+                if counted_namespace(key).is_some() {
+                    let earlier = counts.iter().rev().find(|(k, ..)| k == key).map(|(.., r)| r.meta());
+                    counts.push((key.clone(), earlier.or_else(|| self.engine.meta(key)), record.clone()));
+                }
+            }
+            let map = records.iter().any(|(key, _)| key == DB_MAP_KEY);
+            let why = match self.engine.log_engine() {
+                Some(engine) => engine.append_extent(extent, records.clone())?,
+                None => Some("this node's engine is not the log engine".to_string()),
+            };
+            match why {
+                None => self.physical_left = false,
+                Some(why) => {
+                    if !self.physical_left {
+                        tracing::warn!(
+                            "physical replication: this node's segment files have left the leader's ({why}); \
+                             storing the leader's records as its own writes from here on: the same data, in \
+                             other files"
+                        );
+                    }
+                    self.physical_left = true;
+                    self.physical_diverged += 1;
+                    for (key, record) in records {
+                        self.engine.put(key, record)?;
+                    }
+                }
+            }
+            for (key, old, new) in counts {
+                recount(&mut self.ns_keys, &key, old, &new);
+            }
+            if map {
+                self.db_map = load_db_map(&self.engine)?;
+            }
+        }
+        if !physical.compact.is_empty() {
+            if let Some(engine) = self.engine.log_engine() {
+                engine.compact_whole(&physical.compact)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Extents of the leader's bytes this replica stored as its own writes, its files having
+    /// left the leader's (`log_format = "physical"`).
+    pub fn physical_diverged(&self) -> u64 {
+        self.physical_diverged
     }
 
     /// The newest timestamp the clock has issued or seen.

@@ -32,7 +32,7 @@ pub mod record;
 pub mod show;
 
 pub use log::{ReplicationLog, ReplogOptions, ReplogStats};
-pub use record::{Change, Epoch, LogRecord, Lsn, Old, Statement};
+pub use record::{Change, Epoch, Extent, LogRecord, Lsn, Old, Physical, Statement};
 
 /// What a leader logs of a client's write (DESIGN §6; a setting of the cluster).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +48,10 @@ pub enum LogFormat {
     /// TTL, a script that read the clock or drew a random number, a write to a key with a
     /// deadline), as MySQL's MIXED format and Redis's script effects replication.
     Mixed,
+    /// The bytes the leader's storage engine wrote ([`Physical`]), which every replica writes
+    /// verbatim at the same place in its own segment files (WAL shipping): byte-identical
+    /// files, tied to one storage format version and the log engine.
+    Physical,
 }
 
 impl std::str::FromStr for LogFormat {
@@ -58,7 +62,8 @@ impl std::str::FromStr for LogFormat {
             "logical" => Ok(LogFormat::Logical),
             "statement" => Ok(LogFormat::Statement),
             "mixed" => Ok(LogFormat::Mixed),
-            other => Err(format!("unknown log format {other:?}: logical, statement or mixed")),
+            "physical" => Ok(LogFormat::Physical),
+            other => Err(format!("unknown log format {other:?}: logical, statement, mixed or physical")),
         }
     }
 }
@@ -70,6 +75,7 @@ impl LogFormat {
             LogFormat::Logical => "logical",
             LogFormat::Statement => "statement",
             LogFormat::Mixed => "mixed",
+            LogFormat::Physical => "physical",
         }
     }
 }

@@ -115,7 +115,13 @@ impl Old {
 /// format 2) ends after `parts` and reads with no old values ([`Old::Unknown`]); one written
 /// before `part` and `parts` existed (format 1) ends after `changes` and reads as a whole
 /// request (0 of 1).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// A physical record (log format 5, `log_format = "physical"`) is encoded with its `changes`
+/// empty: they are the records its [`Physical::extents`] hold, decoded from them when it is
+/// read from a disk or a peer, so the bytes are shipped once and every reader of the log
+/// (rollback files, `log show`, change streams) still sees its changes.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RecordWire")]
 pub struct LogRecord {
     /// Its position: the previous record's plus one.
     pub lsn: Lsn,
@@ -134,6 +140,111 @@ pub struct LogRecord {
     /// The client's request itself, when the leader logged it as a statement instead of its
     /// effects (`changes` and `olds` then empty, and the record a whole request).
     pub statement: Option<Statement>,
+    /// The storage engine's bytes, when the leader logged the request physically
+    /// (`log_format = "physical"`): `changes` are then the records they hold, and `olds` empty.
+    pub physical: Option<Physical>,
+}
+
+/// What a physical record holds (`log_format = "physical"`, WAL shipping): the bytes the
+/// leader's log engine appended to its active segment for one request and where it put them,
+/// or a compaction that every replica runs at the same place in the log, so that its outputs
+/// are the same bytes on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Physical {
+    /// The bytes, in the order the engine wrote them; empty for a record of compaction alone.
+    pub extents: Vec<Extent>,
+    /// The segments, as (base, generation), of a compaction every replica runs whole after
+    /// writing the extents, at this place in the log; empty for none.
+    pub compact: Vec<(u64, u32)>,
+}
+
+/// A run of whole storage records as the leader's log engine wrote them: `bytes` at `offset`
+/// of the segment of base `segment` (generation 0, written by puts). See `storage/log/mod.rs`
+/// for the record format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// The segment's base (its file is `{segment:020}-00000.seg`).
+    pub segment: u64,
+    /// Where in the segment the bytes start.
+    pub offset: u64,
+    /// The records, back to back.
+    pub bytes: Bytes,
+}
+
+impl Serialize for LogRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // A physical record's changes are its extents' records: shipped once, as bytes.
+        let changes: &[Change] = if self.physical.is_some() { &[] } else { &self.changes };
+        let mut s = serializer.serialize_struct("LogRecord", 8)?;
+        s.serialize_field("lsn", &self.lsn)?;
+        s.serialize_field("epoch", &self.epoch)?;
+        s.serialize_field("changes", changes)?;
+        s.serialize_field("part", &self.part)?;
+        s.serialize_field("parts", &self.parts)?;
+        s.serialize_field("olds", &self.olds)?;
+        s.serialize_field("statement", &self.statement)?;
+        s.serialize_field("physical", &self.physical)?;
+        s.end()
+    }
+}
+
+/// A [`LogRecord`] as encoded: a physical one without its changes.
+#[derive(Deserialize)]
+struct RecordWire {
+    lsn: Lsn,
+    epoch: Epoch,
+    changes: Vec<Change>,
+    part: u32,
+    parts: u32,
+    olds: Vec<Old>,
+    statement: Option<Statement>,
+    physical: Option<Physical>,
+}
+
+impl TryFrom<RecordWire> for LogRecord {
+    type Error = String;
+
+    fn try_from(w: RecordWire) -> Result<LogRecord, String> {
+        let mut changes = w.changes;
+        if let Some(physical) = &w.physical {
+            if !changes.is_empty() || !w.olds.is_empty() || w.statement.is_some() {
+                return Err(format!("physical record {} also holds changes, old values or a statement", w.lsn));
+            }
+            changes = physical.changes().map_err(|e| format!("physical record {}: {e}", w.lsn))?;
+        }
+        Ok(LogRecord {
+            lsn: w.lsn,
+            epoch: w.epoch,
+            changes,
+            part: w.part,
+            parts: w.parts,
+            olds: w.olds,
+            statement: w.statement,
+            physical: w.physical,
+        })
+    }
+}
+
+impl Physical {
+    /// The storage records its extents hold, in order, each checked whole (checksums, fields,
+    /// lengths): an error names the extent and the offset in its segment.
+    pub fn changes(&self) -> Result<Vec<Change>, String> {
+        let mut changes = Vec::new();
+        for extent in &self.extents {
+            for (key, record) in crate::storage::decode_records(&extent.bytes).map_err(|(at, e)| {
+                format!("segment {} offset {}: {e}", extent.segment, extent.offset.saturating_add(at as u64))
+            })? {
+                changes.push(Change { key, record });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Bytes its extents hold.
+    pub fn bytes(&self) -> usize {
+        self.extents.iter().map(|e| e.bytes.len()).sum()
+    }
 }
 
 /// A client's write request as its leader executed it, logged instead of its effects
@@ -166,7 +277,7 @@ pub struct Statement {
 impl LogRecord {
     /// A record holding a whole request.
     pub fn whole(lsn: Lsn, epoch: Epoch, changes: Vec<Change>) -> LogRecord {
-        LogRecord { lsn, epoch, changes, part: 0, parts: 1, olds: Vec::new(), statement: None }
+        LogRecord { lsn, epoch, changes, part: 0, parts: 1, olds: Vec::new(), statement: None, physical: None }
     }
 
     /// What the key of its `index`th change held before it ([`Old::Unknown`] when the record
@@ -217,6 +328,10 @@ impl LogRecord {
 
     /// An estimate of its encoded size in bytes, for batching and retention budgets.
     pub fn size_hint(&self) -> usize {
+        if let Some(physical) = &self.physical {
+            // Shipped as its extents alone.
+            return 32 + physical.bytes() + 24 * physical.extents.len();
+        }
         self.changes_size_hint()
             + self.olds.iter().map(Old::size_hint).sum::<usize>()
             + self.statement.as_ref().map_or(0, Statement::size_hint)

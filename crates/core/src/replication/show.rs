@@ -268,7 +268,16 @@ mod tests {
             Change { key: key("orders.9.total"), record: record(Some("10"), 5) },
             Change { key: crate::kv::physical(3, &key("users.2.name")), record: record(Some("b"), 5) },
         ];
-        let mut r = LogRecord { lsn: 12, epoch: 1, changes, part: 1, parts: 3, olds: Vec::new(), statement: None };
+        let mut r = LogRecord {
+            lsn: 12,
+            epoch: 1,
+            changes,
+            part: 1,
+            parts: 3,
+            olds: Vec::new(),
+            statement: None,
+            physical: None,
+        };
         assert_eq!(old_text(r.old(0)), "(unknown)", "a record without old values");
         r.olds = vec![
             Old::Held(record(Some("ann"), 1)),

@@ -773,6 +773,13 @@ fn apply_through<E: Engine>(
             store.apply(change)
         }
     };
+    // A record's body: its changes, or the leader's storage bytes they came from.
+    let mut apply_record = |record: LogRecord, store: &mut Store<E>| -> Result<()> {
+        match &record.physical {
+            Some(physical) if !out_of_order => store.apply_physical(physical),
+            _ => record.changes.into_iter().try_for_each(|change| apply(change, store)),
+        }
+    };
     // The first lsn of the request of several parts being read, if one is.
     let mut open: Option<Lsn> = None;
     let mut after = *applied;
@@ -808,34 +815,28 @@ fn apply_through<E: Engine>(
                 None if record.continues() => {
                     open = Some(start);
                     if parts_apart {
-                        for change in record.changes {
-                            apply(change, store)?;
-                        }
+                        apply_record(record, store)?;
                     }
                 }
                 None => {
-                    for change in record.changes {
-                        apply(change, store)?;
-                    }
-                    if let Some(statement) = record.statement {
+                    let (lsn, statement) = (record.lsn, record.statement.clone());
+                    apply_record(record, store)?;
+                    if let Some(statement) = statement {
                         // Executed again here, at this replica's clock (a statement is whole).
-                        super::statement::execute(store, now_ms, record.lsn, statement, false)?;
+                        super::statement::execute(store, now_ms, lsn, statement, false)?;
                     }
-                    *applied = record.lsn;
+                    *applied = lsn;
                 }
                 Some(_) if record.continues() => {
                     if parts_apart {
-                        for change in record.changes {
-                            apply(change, store)?;
-                        }
+                        apply_record(record, store)?;
                     }
                 }
                 Some(_) if parts_apart => {
-                    for change in record.changes {
-                        apply(change, store)?;
-                    }
+                    let lsn = record.lsn;
+                    apply_record(record, store)?;
                     open = None;
-                    *applied = record.lsn;
+                    *applied = lsn;
                 }
                 Some(first) => {
                     let mut part_after = first - 1;
@@ -843,9 +844,7 @@ fn apply_through<E: Engine>(
                         let parts = log.read(part_after, APPLY_READ_BYTES)?.expect("a request's parts are in the log");
                         for part in parts.into_iter().take_while(|r| r.lsn <= record.lsn) {
                             part_after = part.lsn;
-                            for change in part.changes {
-                                apply(change, store)?;
-                            }
+                            apply_record(part, store)?;
                         }
                     }
                     open = None;

@@ -194,9 +194,9 @@ pub mod vote;
 use crate::error::Result;
 use crate::kv::{Commands, Reply, Request, Store, Strings};
 use crate::node::{Common, Family, Outbox, Output, ReplicationStatus, RequestId, WrittenOutAll};
-use crate::replication::{Change, Epoch, LogRecord, Lsn, Old, ReplicationLog, ReplogOptions};
+use crate::replication::{Change, Epoch, Extent, LogRecord, Lsn, Old, Physical, ReplicationLog, ReplogOptions};
 use crate::single_leader::election::{LogPosition, VoterState};
-use crate::storage::{Engine, EngineStats, Flushed};
+use crate::storage::{Engine, EngineStats, Flushed, LogEngine, PhysicalRole};
 use crate::version::NodeId;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -713,6 +713,14 @@ impl<E: Engine> SingleLeader<E> {
         leader: &mut leader::Leader,
     ) -> Result<Option<Lsn>> {
         let logged = store.take_logged();
+        // Physical replication ships the bytes the engine appended, the records of the
+        // changes the store captured (and of any record it moved between batches).
+        let extents = store.engine_mut().log_engine().map(LogEngine::take_extents).unwrap_or_default();
+        if !extents.is_empty() {
+            let (lsn, bytes) = append_physical(log, epoch, extents, changes_max)?;
+            leader.logged(lsn, bytes);
+            return Ok(Some(lsn));
+        }
         if logged.0.is_empty() {
             return Ok(None);
         }
@@ -732,7 +740,9 @@ impl<E: Engine> SingleLeader<E> {
     /// engine or log failure: the node must stop and release nothing.
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
+        self.physical_role();
         self.dispatch(now_ms, input, outbox)?;
+        self.physical_role();
         if let State::Follower(follower) = &mut self.state {
             // What it knows of the leader's log is as old as the leader's last message.
             if follower.leader.is_some() && follower.applied >= follower.leader_lsn() {
@@ -877,7 +887,7 @@ impl<E: Engine> SingleLeader<E> {
                 // notes of nondeterminism are this request's).
                 let format = self.settings.log_format;
                 let statement = match format {
-                    crate::replication::LogFormat::Logical => None,
+                    crate::replication::LogFormat::Logical | crate::replication::LogFormat::Physical => None,
                     _ if !request.is_write() || !self.commands.statements() => None,
                     // While a snapshot is in flight its chunks read the engine as it is then,
                     // writes after the snapshot's position included: what follows that position
@@ -1190,8 +1200,60 @@ impl<E: Engine> SingleLeader<E> {
         })
     }
 
+    /// Gives the log engine its part in physical replication (`log_format = "physical"`): a
+    /// leader's captures what it appends, a follower's writes the leader's bytes.
+    fn physical_role(&mut self) {
+        if self.settings.log_format != crate::replication::LogFormat::Physical {
+            return;
+        }
+        let role = match self.state {
+            State::Leader(_) => PhysicalRole::Lead,
+            State::Follower(_) => PhysicalRole::Follow,
+            State::Standalone => PhysicalRole::Off,
+        };
+        if let Some(engine) = self.store.engine_mut().log_engine().filter(|e| e.physical_role() != role) {
+            engine.set_physical(role);
+        }
+    }
+
+    /// A physical leader's compaction: when one is due, the leader logs its inputs as a
+    /// record and runs it whole, and every follower runs it when it applies that record, at
+    /// the same place among the puts, so that the outputs are the same bytes everywhere. The
+    /// record is durable before the leader compacts: a leader that crashed with its outputs
+    /// committed and the record lost would hold files its followers never will.
+    fn compact_physical(&mut self) -> Result<()> {
+        let State::Leader(leader) = &mut self.state else { return Ok(()) };
+        if self.handover.is_some() {
+            return Ok(());
+        }
+        let Some(inputs) = self.store.engine_mut().log_engine().and_then(|e| e.compaction_inputs()) else {
+            return Ok(());
+        };
+        Self::log_captured(
+            &mut self.log,
+            &mut self.store,
+            (self.settings.epoch, self.settings.record_changes_max),
+            leader,
+        )?;
+        let physical = Physical { extents: Vec::new(), compact: inputs.clone() };
+        let record = LogRecord {
+            physical: Some(physical),
+            ..LogRecord::whole(self.log.last_lsn() + 1, self.settings.epoch, Vec::new())
+        };
+        let (lsn, bytes) = (record.lsn, record.size_hint() as u64);
+        self.log.append(record)?;
+        self.log.flush()?;
+        leader.logged(lsn, bytes);
+        if let Some(engine) = self.store.engine_mut().log_engine() {
+            engine.compact_whole(&inputs)?;
+        }
+        Ok(())
+    }
+
     /// Background work between batches (compaction), bounded by `budget_bytes`.
     pub fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
+        self.physical_role();
+        self.compact_physical()?;
         self.store.engine_mut().maintain(budget_bytes)?;
         for (key, error) in self.store.engine_mut().take_damaged() {
             self.store.note_damage(&key, error)?;
@@ -1539,6 +1601,15 @@ impl<E: Engine> SingleLeader<E> {
         for_each_applied_change(&mut self.log, |applied| {
             let change = match applied {
                 Applied::Change(change) => change,
+                Applied::Compact(inputs) => {
+                    // Run again only if its outputs never committed here (inputs still here),
+                    // after the same puts as the first time: none after it reached the engine,
+                    // since a compaction's commit is waited for before the next put.
+                    if let Some(engine) = store.engine_mut().log_engine() {
+                        replayed += u64::from(engine.compact_whole(&inputs)?);
+                    }
+                    return Ok(());
+                }
                 Applied::Statement(lsn, statement) => {
                     log_ts = log_ts.max(statement.last);
                     // Its writes' versions are the first's and its successors, in the order
@@ -1680,6 +1751,7 @@ impl<E: Engine> SingleLeader<E> {
                     }
                 }
                 Applied::Statement(..) => statements = true,
+                Applied::Compact(_) => {}
             }
             Ok(())
         })?;
@@ -1755,6 +1827,9 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
                 if let Some(statement) = record.statement {
                     f(Applied::Statement(record.lsn, statement))?;
                 }
+                if let Some(physical) = record.physical.filter(|p| !p.compact.is_empty()) {
+                    f(Applied::Compact(physical.compact))?;
+                }
             }
         }
     }
@@ -1766,6 +1841,8 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
 enum Applied {
     Change(Change),
     Statement(Lsn, crate::replication::Statement),
+    /// A physical record's compaction: its inputs.
+    Compact(Vec<(u64, u32)>),
 }
 
 /// Calls `f` with every key of `engine` and its meta, in key order, reading
@@ -1816,6 +1893,59 @@ fn append_statement(
     Ok((lsn, bytes))
 }
 
+/// Appends `extents` (one per storage record, from [`LogEngine::take_extents`]) as one request
+/// of physical records, cut into parts as [`append_changes`] cuts changes; each part's records
+/// that lie back to back in one segment are one extent. Returns the last record's position and
+/// the records' estimated bytes.
+fn append_physical(
+    log: &mut ReplicationLog,
+    epoch: Epoch,
+    extents: Vec<Extent>,
+    changes_max: usize,
+) -> Result<(Lsn, u64)> {
+    let mut parts: Vec<Vec<Extent>> = Vec::new();
+    let (mut part_records, mut part_bytes) = (0, 0);
+    for extent in extents {
+        let size = extent.bytes.len();
+        if parts.is_empty() || part_records >= changes_max.max(1) || part_bytes + size > RECORD_BYTES_SOFT_MAX {
+            parts.push(Vec::new());
+            (part_records, part_bytes) = (0, 0);
+        }
+        (part_records, part_bytes) = (part_records + 1, part_bytes + size);
+        let part = parts.last_mut().expect("a part");
+        match part.last_mut() {
+            Some(last) if last.segment == extent.segment && last.offset + last.bytes.len() as u64 == extent.offset => {
+                let mut joined = Vec::with_capacity(last.bytes.len() + size);
+                joined.extend_from_slice(&last.bytes);
+                joined.extend_from_slice(&extent.bytes);
+                last.bytes = joined.into();
+            }
+            _ => part.push(extent),
+        }
+    }
+    let count = u32::try_from(parts.len()).expect("a request's parts fit in u32");
+    let mut bytes = 0;
+    for (part, extents) in (0..count).zip(parts) {
+        let physical = Physical { extents, compact: Vec::new() };
+        let changes = physical
+            .changes()
+            .map_err(|e| crate::Error::InvalidInput(format!("the engine's own records do not decode: {e}")))?;
+        let record = LogRecord {
+            lsn: log.last_lsn() + 1,
+            epoch,
+            changes,
+            part,
+            parts: count,
+            olds: Vec::new(),
+            statement: None,
+            physical: Some(physical),
+        };
+        bytes += record.size_hint() as u64;
+        log.append(record)?;
+    }
+    Ok((log.last_lsn(), bytes))
+}
+
 /// Appends `changes` as one request: one record, or several when there are more than
 /// [`RECORD_CHANGES_MAX`] or [`RECORD_BYTES_SOFT_MAX`] of them. `olds` is what each change's
 /// key held before it, in order, or empty when not known. Returns the last record's position
@@ -1853,7 +1983,16 @@ fn append_changes(
         u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
     let mut bytes = 0;
     for (part, (changes, olds)) in (0..count).zip(parts) {
-        let record = LogRecord { lsn: log.last_lsn() + 1, epoch, changes, part, parts: count, olds, statement: None };
+        let record = LogRecord {
+            lsn: log.last_lsn() + 1,
+            epoch,
+            changes,
+            part,
+            parts: count,
+            olds,
+            statement: None,
+            physical: None,
+        };
         bytes += record.size_hint() as u64;
         log.append(record)?;
     }

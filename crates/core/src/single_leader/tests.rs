@@ -914,6 +914,7 @@ fn a_request_whose_later_parts_never_come_is_abandoned() {
         parts,
         olds: Vec::new(),
         statement: None,
+        physical: None,
     };
     let append = |records: Vec<crate::replication::LogRecord>, prev_lsn| Message::Append {
         epoch,
@@ -985,6 +986,7 @@ fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
             parts: 3,
             olds: Vec::new(),
             statement: None,
+            physical: None,
         },
         crate::replication::LogRecord {
             lsn: 2,
@@ -994,6 +996,7 @@ fn recovery_applies_no_part_of_a_request_the_log_holds_only_some_parts_of() {
             parts: 3,
             olds: Vec::new(),
             statement: None,
+            physical: None,
         },
     ];
     let message = Message::Append { epoch, prev_lsn: 0, prev_epoch: 0, records, leader_lsn: 3, sent_at_ms: now };
@@ -1744,6 +1747,7 @@ fn the_changes_listed_leave_out_a_request_a_failover_abandoned() {
         parts,
         olds: Vec::new(),
         statement: None,
+        physical: None,
     };
     // A whole request, then two parts of five of a request its leader never finished (its end
     // would lie past the log's end: the next leader's record shows it abandoned all the same).

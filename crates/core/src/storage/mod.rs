@@ -40,7 +40,10 @@ mod memory;
 mod contract_tests;
 
 pub use keydir::{Keydir, Slot};
-pub use log::{Executor, FsyncPolicy, LogEngine, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
+pub use log::{
+    decode_extent, decode_records, Executor, FsyncPolicy, LogEngine, LogOptions, PhysicalRole,
+    VALUE_CACHE_BYTES_MAX_DEFAULT,
+};
 pub use memory::MemoryEngine;
 
 use crate::error::Result;
@@ -282,6 +285,12 @@ pub trait Engine {
 
     /// The newest timestamp of any record, so that a restarted node's clock resumes after it.
     fn last_timestamp(&self) -> Timestamp;
+
+    /// The log engine, if this is one: what physical replication (`log_format = "physical"`)
+    /// needs, since it ships the log engine's own bytes. The default is none.
+    fn log_engine(&mut self) -> Option<&mut LogEngine> {
+        None
+    }
 }
 
 /// A boxed engine is an engine, so that a node can choose its engine at start.
@@ -324,5 +333,8 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn last_timestamp(&self) -> Timestamp {
         (**self).last_timestamp()
+    }
+    fn log_engine(&mut self) -> Option<&mut LogEngine> {
+        (**self).log_engine()
     }
 }

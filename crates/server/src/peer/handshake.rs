@@ -35,9 +35,13 @@
 //!   their own handshake frame after the Hello (as the mode did, in version 5), read only from
 //!   a peer of the same version, or into the replication messages, which only flow once both
 //!   sides agreed on the version.
-//! - An accepting node never welcomes a peer of another cluster, protocol version or storage
-//!   format, or replication mode, one that claims the accepting node's own id, or, with an
-//!   allow-list, one not on it.
+//! - An accepting node never welcomes a peer of another cluster, protocol version or
+//!   replication mode (a physical log's segment size included), one that claims the accepting
+//!   node's own id, or, with an allow-list, one not on it; nor, when its log is physical
+//!   (`log_format = "physical"`), one of another storage format version, since it ships its
+//!   segment files' bytes, which only the same format reads (the lecture's "closely coupled to
+//!   the storage engine"). Nodes of another log format exchange records, so they may differ in
+//!   storage format: that is how a cluster upgrades its storage format, through a logical log.
 //!
 //! # CAVEATS
 //!
@@ -57,7 +61,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The version of the peer protocol: the handshake and the replication messages. Raise it with any
 /// change to a message sent between peers; nodes of different versions refuse each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 13;
+pub const PEER_PROTOCOL_VERSION: u32 = 14;
 
 /// The default time a handshake may take, in milliseconds, from dialing (or accepting) to the
 /// answer; a peer that is silent longer is dropped.
@@ -143,12 +147,6 @@ pub fn check_hello(
             local.protocol_version, hello.protocol_version
         ));
     }
-    if hello.storage_format_version != local.storage_format_version {
-        return Err(format!(
-            "storage format version mismatch: this node has version {}, {peer} has version {}",
-            local.storage_format_version, hello.storage_format_version
-        ));
-    }
     if hello.node_id.is_empty() {
         return Err(format!("empty node id: the peer at {addr} gave none"));
     }
@@ -175,8 +173,25 @@ pub fn check_hello(
 
 /// Checks a peer's replication `mode` against this node's own (`local`); `Err` holds the
 /// reason for a refusal, naming both. `peer` names the peer (`n2 at 127.0.0.1:7202`).
-pub fn check_mode(local: Mode, rules: Option<u64>, mode: &str, peer: &str) -> Result<(), String> {
-    let label = mode_label(local, rules);
+///
+/// A node whose log is physical (`physical`: its `segment_bytes_max`) also refuses a peer
+/// whose storage format version (`storage_versions`: this node's, then the peer's, from its
+/// Hello) differs, naming both: it ships its segments' bytes, which only the same format reads.
+/// Nodes of another log format exchange records, whatever their storage formats.
+pub fn check_mode(
+    (local, rules, physical): (Mode, Option<u64>, Option<u64>),
+    mode: &str,
+    peer: &str,
+    (ours, theirs): (u32, u32),
+) -> Result<(), String> {
+    let label = mode_label(local, rules, physical);
+    if physical.is_some() && ours != theirs {
+        return Err(format!(
+            "storage format version mismatch: this node has version {ours}, peer {peer} has version {theirs}, and \
+             log_format = \"physical\" ships storage segments, which only the same version reads: upgrade through \
+             a logical log format"
+        ));
+    }
     if mode == label {
         return Ok(());
     }
@@ -194,10 +209,14 @@ pub fn check_mode(local: Mode, rules: Option<u64>, mode: &str, peer: &str) -> Re
 /// What a node says of its replication mode in the handshake: the mode's name, and for a
 /// multi-leader node the fingerprint of its conflict rules (`multi-leader rules:<16 hex>`),
 /// which every node must share.
-pub fn mode_label(mode: Mode, rules: Option<u64>) -> String {
-    match rules {
-        Some(fingerprint) => format!("{} rules:{fingerprint:016x}", mode.as_str()),
-        None => mode.as_str().to_string(),
+/// A node with a physical log (`physical`: its `segment_bytes_max`) says so, and its segment
+/// size (`single-leader physical segment_bytes_max:67108864`): its followers' segments must end
+/// where its own do.
+pub fn mode_label(mode: Mode, rules: Option<u64>, physical: Option<u64>) -> String {
+    match (rules, physical) {
+        (Some(fingerprint), _) => format!("{} rules:{fingerprint:016x}", mode.as_str()),
+        (None, Some(segment_bytes_max)) => format!("{} physical segment_bytes_max:{segment_bytes_max}", mode.as_str()),
+        (None, None) => mode.as_str().to_string(),
     }
 }
 
@@ -270,11 +289,11 @@ pub async fn read_mode<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut,
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     local: &Hello,
-    (mode, rules): (Mode, Option<u64>),
+    (mode, rules, physical): (Mode, Option<u64>, Option<u64>),
     peer_node_id: &str,
     peer: &str,
 ) -> Result<()> {
-    let mode = Handshake::Mode { mode: mode_label(mode, rules) };
+    let mode = Handshake::Mode { mode: mode_label(mode, rules, physical) };
     write_handshakes(stream, &[Handshake::Hello(local.clone()), mode], peer).await?;
     let mut buf = BytesMut::new();
     let answer = read_frame(stream, &mut buf, HANDSHAKE_FRAME_BYTES_MAX, peer).await?.ok_or_else(|| {
@@ -346,27 +365,53 @@ mod tests {
     /// The refusal of a peer that speaks protocol version 99 (this node's version is spelled
     /// out here: the test must change when the version does).
     const PROTOCOL_MISMATCH_99: &str =
-        "peer protocol version mismatch: this node speaks version 13, peer n2 at 127.0.0.1:7202 speaks version 99";
+        "peer protocol version mismatch: this node speaks version 14, peer n2 at 127.0.0.1:7202 speaks version 99";
 
     #[test]
     fn check_mode_refuses_another_mode_naming_both() {
-        assert_eq!(check_mode(Mode::SingleLeader, None, "single-leader", "n2 at x"), Ok(()));
+        let check = |terms, mode: &str| check_mode(terms, mode, "n2 at x", (1, 1));
+        assert_eq!(check((Mode::SingleLeader, None, None), "single-leader"), Ok(()));
         assert_eq!(
-            check_mode(Mode::SingleLeader, None, "leaderless", "n2 at x"),
+            check((Mode::SingleLeader, None, None), "leaderless"),
             Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs leaderless".to_string())
         );
-        let ours = mode_label(Mode::MultiLeader, Some(0xab));
+        let ours = mode_label(Mode::MultiLeader, Some(0xab), None);
         assert_eq!(ours, "multi-leader rules:00000000000000ab");
-        assert_eq!(check_mode(Mode::MultiLeader, Some(0xab), &ours, "n2 at x"), Ok(()));
-        let err = check_mode(Mode::MultiLeader, Some(0xcd), &ours, "n2 at x").unwrap_err();
+        assert_eq!(check((Mode::MultiLeader, Some(0xab), None), &ours), Ok(()));
+        let err = check((Mode::MultiLeader, Some(0xcd), None), &ours).unwrap_err();
         assert!(err.starts_with("conflict rules mismatch: this node's resolve, merge_separator and [[conflicts]] hash to 00000000000000cd, peer n2 at x's to 00000000000000ab"), "{err}");
         assert_eq!(
-            check_mode(Mode::SingleLeader, None, "", "n2 at x"),
+            check((Mode::SingleLeader, None, None), ""),
             Err(r#"replication mode mismatch: this node runs single-leader, peer n2 at x runs """#.to_string())
         );
         let mut out = BytesMut::new();
         encode_frame(&Handshake::Mode { mode: "single-leader".into() }, HANDSHAKE_FRAME_BYTES_MAX, &mut out).unwrap();
         assert_eq!(&out[..6], &[0, 0, 0, 15, 3, 13], "variant 3, then the mode's length");
+    }
+
+    #[test]
+    fn a_physical_log_refuses_another_storage_format_naming_both() {
+        let physical = (Mode::SingleLeader, None, Some(4096));
+        let label = mode_label(Mode::SingleLeader, None, Some(4096));
+        assert_eq!(label, "single-leader physical segment_bytes_max:4096");
+        assert_eq!(check_mode(physical, &label, "n2 at x", (1, 1)), Ok(()));
+        let err = check_mode(physical, &label, "n2 at x", (1, 7)).unwrap_err();
+        assert!(
+            err.starts_with("storage format version mismatch: this node has version 1, peer n2 at x has version 7"),
+            "{err}"
+        );
+        assert!(err.contains("upgrade through a logical log format"), "{err}");
+        // A logical log ships records: storage formats may differ (the upgrade path).
+        assert_eq!(check_mode((Mode::SingleLeader, None, None), "single-leader", "n2 at x", (1, 7)), Ok(()));
+        // Physical and logical nodes, or physical ones of other segment sizes, never talk.
+        assert_eq!(
+            check_mode((Mode::SingleLeader, None, None), &label, "n2 at x", (1, 1)),
+            Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs single-leader physical \
+                 segment_bytes_max:4096"
+                .to_string())
+        );
+        let err = check_mode((Mode::SingleLeader, None, Some(8192)), &label, "n2 at x", (1, 1)).unwrap_err();
+        assert!(err.contains("segment_bytes_max:8192") && err.contains("segment_bytes_max:4096"), "{err}");
     }
 
     #[test]
@@ -390,13 +435,8 @@ mod tests {
                 Err(r#"cluster id mismatch: this node is in cluster "demo", peer n2 at 127.0.0.1:7202 says "other""#),
             ),
             (with(|h| h.protocol_version = 99), None, Err(PROTOCOL_MISMATCH_99)),
-            (
-                with(|h| h.storage_format_version = 7),
-                None,
-                Err(
-                    "storage format version mismatch: this node has version 1, peer n2 at 127.0.0.1:7202 has version 7",
-                ),
-            ),
+            // Checked with the mode: only a physical log needs the same storage format.
+            (with(|h| h.storage_format_version = 7), None, Ok(())),
             (hello("demo", ""), None, Err("empty node id: the peer at 127.0.0.1:7202 gave none")),
             (
                 hello("demo", "n1"),
@@ -457,7 +497,7 @@ mod tests {
                 write_handshake(&mut far, &answer, "n1 at y").await.unwrap();
                 (hello, mode)
             });
-            let got = dial(&mut near, &hello("demo", "n1"), (Mode::SingleLeader, None), "n2", "n2 at x").await;
+            let got = dial(&mut near, &hello("demo", "n1"), (Mode::SingleLeader, None, None), "n2", "n2 at x").await;
             let got = got.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string());
             assert_eq!(got, expected);
             assert_eq!(acceptor.await.unwrap(), (hello("demo", "n1"), "single-leader".to_string()));

@@ -91,6 +91,8 @@ pub struct LinkConfig {
     pub mode: Mode,
     /// A multi-leader node's conflict rules fingerprint, sent with the mode.
     pub rules: Option<u64>,
+    /// A physical log's `segment_bytes_max`, sent with the mode.
+    pub physical: Option<u64>,
     /// The node id the peer must answer with.
     pub peer_node_id: String,
     /// Where the peer listens, as `host:port`; resolved again on every dial.
@@ -121,6 +123,7 @@ impl LinkConfig {
             local,
             mode: Mode::default(),
             rules: None,
+            physical: None,
             peer_node_id,
             peer_addr: peer_addr.into(),
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -326,7 +329,14 @@ async fn connect(config: &LinkConfig, peer: &str, shared: &Shared) -> Result<Tcp
             TcpStream::connect(&config.peer_addr).await.map_err(|e| Error::peer_io(peer, "connecting", e))?;
         // Frames are batched here already; Nagle would only delay the last one of a batch.
         stream.set_nodelay(true).map_err(|e| Error::peer_io(peer, "setting TCP_NODELAY", e))?;
-        handshake::dial(&mut stream, &config.local, (config.mode, config.rules), &config.peer_node_id, peer).await?;
+        handshake::dial(
+            &mut stream,
+            &config.local,
+            (config.mode, config.rules, config.physical),
+            &config.peer_node_id,
+            peer,
+        )
+        .await?;
         Ok(stream)
     };
     let timeout = Duration::from_millis(config.handshake_timeout_ms);

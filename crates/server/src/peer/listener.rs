@@ -97,6 +97,9 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// A multi-leader node's conflict rules fingerprint; peers must hold the same.
     pub rules: Option<u64>,
+    /// A physical log's `segment_bytes_max`; peers must run the same, with this node's storage
+    /// format version.
+    pub physical: Option<u64>,
     /// The node ids admitted, or `None` to admit any node of the cluster.
     pub allowed_node_ids: Option<BTreeSet<String>>,
     /// The largest frame payload accepted after the handshake, in bytes.
@@ -115,6 +118,7 @@ impl ListenerConfig {
             local,
             mode: Mode::default(),
             rules: None,
+            physical: None,
             allowed_node_ids: None,
             frame_bytes_max: FRAME_BYTES_MAX,
             connections_max: PEER_CONNECTIONS_MAX,
@@ -325,8 +329,17 @@ impl Context {
         } else {
             None
         };
-        let checked = check_hello(&self.config.local, self.config.allowed_node_ids.as_ref(), &hello, addr)
-            .and_then(|()| mode.map_or(Ok(()), |mode| check_mode(self.config.mode, self.config.rules, &mode, &peer)));
+        let checked =
+            check_hello(&self.config.local, self.config.allowed_node_ids.as_ref(), &hello, addr).and_then(|()| {
+                mode.map_or(Ok(()), |mode| {
+                    check_mode(
+                        (self.config.mode, self.config.rules, self.config.physical),
+                        &mode,
+                        &peer,
+                        (self.config.local.storage_format_version, hello.storage_format_version),
+                    )
+                })
+            });
         if let Err(reason) = checked {
             let refused = Handshake::Refused { reason: reason.clone() };
             let _ = tokio::time::timeout(timeout, write_handshake(&mut stream, &refused, &peer)).await;

@@ -96,7 +96,7 @@ fn link_to(addr: SocketAddr, local: Hello) -> (Link<Msg>, watch::Sender<bool>) {
 /// A hand-made peer `node_id` that has passed the handshake with n1 at `addr`.
 async fn raw_peer(addr: SocketAddr, node_id: &str) -> TcpStream {
     let mut stream = bounded(TcpStream::connect(addr)).await.unwrap();
-    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), (Mode::SingleLeader, None), "n1", "test"))
+    bounded(handshake::dial(&mut stream, &Hello::new("demo", node_id), (Mode::SingleLeader, None, None), "n1", "test"))
         .await
         .unwrap();
     stream
@@ -202,8 +202,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
         (
             |h| h.protocol_version += 1,
-            "peer protocol version mismatch: this node speaks version 13, peer n2 at ",
-            " speaks version 14",
+            "peer protocol version mismatch: this node speaks version 14, peer n2 at ",
+            " speaks version 15",
         ),
         (
             |h| h.storage_format_version += 1,
@@ -212,7 +212,10 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         ),
     ];
     for (change, starts, ends) in cases {
-        let node = Node::start("127.0.0.1:0", n1(), 8).await;
+        // A physical log's node: only it needs its peers' storage format to be its own.
+        let mut config = n1();
+        config.physical = Some(4096);
+        let node = Node::start("127.0.0.1:0", config, 8).await;
         let mut hello = Hello::new("demo", "n2");
         change(&mut hello);
         let (link, _stop) = link_to(node.addr, hello);
@@ -303,7 +306,7 @@ async fn connections_over_the_limit_are_refused_with_the_limit() {
     let refused = bounded(handshake::dial(
         &mut second,
         &Hello::new("demo", "n3"),
-        (Mode::SingleLeader, None),
+        (Mode::SingleLeader, None, None),
         "n1",
         "n1 at test",
     ))

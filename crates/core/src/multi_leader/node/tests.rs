@@ -563,6 +563,7 @@ fn a_request_abandoned_in_the_log_is_not_shipped() {
         parts,
         olds: Vec::new(),
         statement: None,
+        physical: None,
     };
     // The request at 2 and 3 never got its third part (its leader died while logging it); 4..=5 is whole.
     let records = vec![

@@ -11,10 +11,11 @@ pub const RECORD_BYTES_MAX: usize = 600 * 1024 * 1024;
 pub(super) const MAGIC: [u8; 8] = *b"RKVRLOG\0";
 
 /// The format version a segment header carries; raise it with any change to this file.
-pub(super) const FORMAT_VERSION: u32 = 4;
+pub(super) const FORMAT_VERSION: u32 = 5;
 
 /// The oldest format version this build reads: format 1 records lack `part` and `parts`,
-/// format 2 records lack `olds`, format 3 records lack `statement`.
+/// format 2 records lack `olds`, format 3 records lack `statement`, format 4 records lack
+/// `physical`.
 const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Bytes in a segment header: magic, version, base lsn, base epoch, checksum.
@@ -152,6 +153,28 @@ pub(super) fn decode_body(frame: Frame, body: &[u8]) -> Result<LogRecord, String
         Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
         // An older format's body ends before the fields it lacks (and never decodes as a
         // newer one: the checksum matched, so it ends where its writer ended it).
+        Err(postcard::Error::DeserializeUnexpectedEnd) => decode_v4(body),
+        Err(e) => Err(format!("undecodable record: {e}")),
+    }
+}
+
+/// Decodes a body of log format 4 or older (see [`decode_body`]).
+fn decode_v4(body: &[u8]) -> Result<LogRecord, String> {
+    match postcard::take_from_bytes::<RecordV4>(body) {
+        Ok((v4, [])) => {
+            let record = LogRecord {
+                lsn: v4.lsn,
+                epoch: v4.epoch,
+                changes: v4.changes,
+                part: v4.part,
+                parts: v4.parts,
+                olds: v4.olds,
+                statement: v4.statement,
+                physical: None,
+            };
+            record.parts_error().map_or(Ok(record), Err)
+        }
+        Ok((_, rest)) => Err(format!("{} bytes after the record's encoding", rest.len())),
         Err(postcard::Error::DeserializeUnexpectedEnd) => decode_v3(body),
         Err(e) => Err(format!("undecodable record: {e}")),
     }
@@ -189,6 +212,7 @@ fn decode_v3(body: &[u8]) -> Result<LogRecord, String> {
         parts: old.parts,
         olds: old.olds,
         statement: None,
+        physical: None,
     };
     record.parts_error().map_or(Ok(record), Err)
 }
@@ -199,6 +223,18 @@ struct RecordV1 {
     lsn: Lsn,
     epoch: Epoch,
     changes: Vec<crate::replication::Change>,
+}
+
+/// A record of log format 4, before a record could hold a storage engine's bytes.
+#[derive(serde::Deserialize)]
+struct RecordV4 {
+    lsn: Lsn,
+    epoch: Epoch,
+    changes: Vec<crate::replication::Change>,
+    part: u32,
+    parts: u32,
+    olds: Vec<crate::replication::Old>,
+    statement: Option<crate::replication::Statement>,
 }
 
 /// A record of log format 3, before a record could hold a statement.

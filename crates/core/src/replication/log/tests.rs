@@ -46,7 +46,7 @@ fn record(lsn: Lsn, epoch: Epoch) -> LogRecord {
             })
             .collect()
     };
-    LogRecord { lsn, epoch, changes, part, parts, olds, statement: None }
+    LogRecord { lsn, epoch, changes, part, parts, olds, statement: None, physical: None }
 }
 
 /// Records `from..=to`, epoch 1 up to lsn 20 and 2 after.

@@ -63,7 +63,7 @@ impl LogEngine {
     /// True when the dead bytes of the sealed segments not known to be damaged exceed both
     /// thresholds. Damaged segments are left to their rewrite: counting their dead bytes
     /// would start compaction after compaction that cannot reclaim them.
-    fn compaction_due(&self) -> bool {
+    pub(super) fn compaction_due(&self) -> bool {
         let sealed = self.segments.iter().filter(|(&id, s)| id != self.active && !s.damaged.get());
         let (dead, total) = sealed.fold((0, 0), |(dead, total), (_, s)| (dead + s.dead_bytes, total + s.len()));
         dead > self.options.compaction_dead_bytes_min && dead as f64 > self.options.compaction_dead_ratio * total as f64
@@ -72,7 +72,7 @@ impl LogEngine {
     /// Starts a compaction of every sealed segment not known to be damaged, with its first
     /// output. The outputs are named after every sealed segment, damaged ones included (they
     /// hold only dead records of the keys the outputs take), and every id removed since open.
-    fn start_compaction(&mut self) -> Result<Compaction> {
+    pub(super) fn start_compaction(&mut self) -> Result<Compaction> {
         let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
         let inputs: Vec<SegmentId> = sealed.filter(|(_, s)| !s.damaged.get()).map(|(&id, _)| id).collect();
         assert!(!inputs.is_empty(), "compaction is due only with undamaged sealed segments");
@@ -93,7 +93,7 @@ impl LogEngine {
     /// Reads the next input record and copies it if the keydir still points at it. Returns
     /// the bytes it cost (read: a dead record's header and key, a live record whole), or
     /// `None` when every input is read.
-    fn copy_next(&mut self, compaction: &mut Compaction) -> Result<Option<u64>> {
+    pub(super) fn copy_next(&mut self, compaction: &mut Compaction) -> Result<Option<u64>> {
         loop {
             let Some(&input) = compaction.inputs.get(compaction.done) else {
                 return Ok(None);
@@ -167,7 +167,7 @@ impl LogEngine {
     /// the outputs in place of the inputs in the manifest, then renames the outputs and
     /// removes the inputs: see "Compaction" in the module documentation. The file work is a
     /// [`Commit`], which may run on the engine's executor ("Commit off the caller's thread").
-    fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
+    pub(super) fn finish_compaction(&mut self, compaction: Compaction) -> Result<()> {
         let last = *compaction.outputs.last().expect("a compaction has an output");
         // Written out here; fsynced by the commit.
         let last = self.write_for_seal(last)?;

@@ -10,6 +10,7 @@ use super::format::{
 };
 use super::manifest::Manifest;
 use super::options::LogOptions;
+use super::physical::PhysicalRole;
 use crate::error::{Error, Result};
 use crate::storage::{
     Engine, EngineStats, Flushed, FsyncGate, Keydir, Meta, Record, Slot, SyncHandle, WrittenOut, KEY_BYTES_MAX,
@@ -287,6 +288,8 @@ pub struct LogEngine {
     pub(super) unsynced_from: Option<u64>,
     /// Why the engine stopped, after a failed write or fsync.
     pub(super) stopped: Option<String>,
+    /// Its part in physical replication, and the records it captured for the leader to ship.
+    pub(super) physical: super::physical::PhysicalState,
     /// A temporary directory the engine lives in, removed after the files close (tests only).
     #[cfg(test)]
     pub(super) temp_dir: Option<tempfile::TempDir>,
@@ -348,6 +351,7 @@ impl LogEngine {
             synced_last: None,
             unsynced_from: None,
             stopped: None,
+            physical: super::physical::PhysicalState::default(),
             #[cfg(test)]
             temp_dir: None,
             #[cfg(test)]
@@ -395,7 +399,7 @@ impl LogEngine {
     }
 
     /// Refuses the call if an earlier write or fsync failed.
-    fn check_running(&self) -> Result<()> {
+    pub(super) fn check_running(&self) -> Result<()> {
         match self.stopped.clone().or_else(|| self.fsyncs.gate.failure()) {
             Some(why) => Err(Error::Stopped(why)),
             None => Ok(()),
@@ -404,7 +408,7 @@ impl LogEngine {
 
     /// Stops the engine for good if `result` is a failure other than bad input: the disk's
     /// state is unknown after it.
-    fn stop_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+    pub(super) fn stop_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
         if let Err(err) = &result {
             if err.is_fatal() && self.stopped.is_none() {
                 tracing::error!(dir = %self.dir.display(), %err, "log engine stopped");
@@ -456,8 +460,10 @@ impl LogEngine {
             self.rotate()?;
         }
         let at = Position { segment: self.active, offset: self.segment_mut(self.active).len() };
-        let segment = self.segment_mut(at.segment);
+        let segment = self.segments.get_mut(&at.segment).expect("the active segment is open");
+        let start = segment.buffer.len();
         encode_record(&key, &meta, record.value.as_deref().unwrap_or_default(), &mut segment.buffer);
+        self.physical.capture(at.segment.base, at.offset, &segment.buffer[start..]);
         segment.count_live(at.offset, &key, &meta);
         self.index(key, meta, at, record.value, false);
         Ok(())
@@ -821,11 +827,15 @@ impl Engine for LogEngine {
     fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
         self.check_running()?;
         // Up to the budget of each: hints are small beside the segments compaction copies.
-        let result = self
-            .seal_damaged_active()
+        // Under physical replication compaction runs where the leader's log says
+        // (`compact_replicated`), and a follower moves no record of its own: its segments are
+        // the leader's bytes.
+        let own = self.physical.role != PhysicalRole::Follow;
+        let compact = self.physical.role == PhysicalRole::Off;
+        let result = (if own { self.seal_damaged_active() } else { Ok(()) })
             .and_then(|_| self.write_pending_hints(budget_bytes))
-            .and_then(|_| self.compact_step(budget_bytes))
-            .and_then(|_| self.rewrite_step(budget_bytes));
+            .and_then(|_| if compact { self.compact_step(budget_bytes) } else { Ok(()) })
+            .and_then(|_| if own { self.rewrite_step(budget_bytes) } else { Ok(()) });
         self.stop_on_error(result)
     }
 
@@ -846,6 +856,10 @@ impl Engine for LogEngine {
             cached_bytes: self.cache.bytes(),
             damaged_segments: self.segments.values().filter(|s| s.damaged.get()).count() as u64,
         }
+    }
+
+    fn log_engine(&mut self) -> Option<&mut LogEngine> {
+        Some(self)
     }
 
     fn last_timestamp(&self) -> Timestamp {

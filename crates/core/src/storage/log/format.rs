@@ -126,6 +126,40 @@ pub(super) fn decode_header(bytes: &[u8]) -> Result<Header, HeaderError> {
     Ok(Header { meta, key_len, body_crc: le_u32(bytes, 4) })
 }
 
+/// The records of `bytes`, whole records back to back as a segment holds them (physical
+/// replication's extents): each key and record, every header and body checked. An error is
+/// the offset in `bytes` of the record that failed, and why; nothing is returned then.
+pub fn decode_records(bytes: &[u8]) -> Result<Vec<(bytes::Bytes, crate::storage::Record)>, (usize, String)> {
+    let shared = bytes::Bytes::copy_from_slice(bytes);
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + HEADER_BYTES) else {
+            return Err((at, format!("{} bytes left, fewer than a record header", bytes.len() - at)));
+        };
+        let header = match decode_header(head) {
+            Ok(header) => header,
+            Err(HeaderError::Checksum) => return Err((at, "record header checksum mismatch".into())),
+            Err(HeaderError::Invalid(why)) => return Err((at, why)),
+        };
+        let end = usize::try_from(header.record_bytes()).ok().and_then(|n| at.checked_add(n));
+        let Some(body) = end.and_then(|end| bytes.get(at + HEADER_BYTES..end)) else {
+            return Err((at, format!("record of {} bytes runs past the end", header.record_bytes())));
+        };
+        if crc32c::crc32c(body) != header.body_crc {
+            return Err((at, "record body checksum mismatch".into()));
+        }
+        let key_end = at + HEADER_BYTES + header.key_len as usize;
+        let end = at + HEADER_BYTES + body.len();
+        let meta = header.meta;
+        let value = (!meta.tombstone).then(|| shared.slice(key_end..end));
+        let record = crate::storage::Record { version: meta.version, value, expire_at_ms: meta.expire_at_ms };
+        records.push((shared.slice(at + HEADER_BYTES..key_end), record));
+        at = end;
+    }
+    Ok(records)
+}
+
 /// Appends the kind-to-expiry fields of a record to `out`.
 fn encode_fields(key_len: usize, meta: &Meta, out: &mut Vec<u8>) {
     let start = out.len();

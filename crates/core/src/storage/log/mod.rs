@@ -498,6 +498,7 @@ mod engine;
 mod format;
 mod manifest;
 mod options;
+mod physical;
 mod reader;
 mod recovery;
 mod synced;
@@ -507,4 +508,6 @@ mod tests;
 
 pub use commit::Executor;
 pub use engine::LogEngine;
+pub use format::decode_records;
 pub use options::{FsyncPolicy, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
+pub use physical::{decode_extent, PhysicalRole};

@@ -1,0 +1,211 @@
+//! The log engine's side of physical replication (`log_format = "physical"`, WAL shipping, as
+//! PostgreSQL's streaming replication ships its write-ahead log): the leader's engine hands
+//! over the bytes each put appended to its active segment, with where they went, and a
+//! follower's engine writes those very bytes at the very same place in its own segments.
+//!
+//! Byte-identical segments need three things besides the bytes:
+//!
+//! - **The same seals.** A follower's engine never seals its active segment by size: it seals
+//!   when the leader's bytes name the next segment (base + 1, offset 0), so its segments end
+//!   where the leader's do.
+//! - **The same compactions.** Compaction copies the records the keydir still points at, so
+//!   its outputs depend on which puts came before each step. Under physical replication no
+//!   engine compacts in `maintain`: the leader logs each step (its budget) as a record, and
+//!   every replica, the leader included, runs it with [`LogEngine::compact_replicated`] when
+//!   it reaches that record, after the same puts, so the outputs are the same bytes. A step
+//!   waits first for any commit under way, which an engine compacting on its own would skip.
+//! - **Nothing of its own.** A follower's engine does not seal a damaged active segment, nor
+//!   move the records of a damaged segment: both write records the leader never wrote.
+//!
+//! Every extent is checked before any of it is written: it must start where the follower's
+//! active segment ends (or at 0 of the next one), and its records must decode whole, checksums
+//! included. A follower whose files have left the leader's (a snapshot installed record by
+//! record, a cut undone by writing old values, a repair) is told so by
+//! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
+//! the data stays the leader's, the files no longer are.
+
+use super::engine::{LogEngine, Position};
+use super::format::{decode_header, SegmentId, HEADER_BYTES};
+use crate::error::{Error, Result};
+use crate::replication::Extent;
+use crate::storage::Record;
+use bytes::Bytes;
+
+/// A log engine's part in physical replication.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PhysicalRole {
+    /// No physical replication: the engine seals, compacts and moves damaged records on its own.
+    #[default]
+    Off,
+    /// A leader's engine: it captures every record it appends, for [`LogEngine::take_extents`],
+    /// and compacts only when told ([`LogEngine::compact_replicated`]).
+    Lead,
+    /// A follower's engine: it writes the leader's bytes ([`LogEngine::append_extent`]),
+    /// compacts only when told, and writes nothing of its own in `maintain`.
+    Follow,
+}
+
+/// Records captured beyond this many bytes are a bug of the caller (a leader that never takes
+/// them): the engine stops capturing and says so, rather than grow without bound.
+const CAPTURED_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The engine's physical replication state.
+#[derive(Debug, Default)]
+pub(super) struct PhysicalState {
+    /// Its part.
+    pub(super) role: PhysicalRole,
+    /// Records appended since the last `take_extents`, one extent each (a leader's only).
+    captured: Vec<Extent>,
+    /// Their bytes.
+    captured_bytes: usize,
+}
+
+impl PhysicalState {
+    /// Notes the record `bytes` just appended at `offset` of segment `base`, if capturing.
+    pub(super) fn capture(&mut self, base: u64, offset: u64, bytes: &[u8]) {
+        if self.role != PhysicalRole::Lead {
+            return;
+        }
+        if self.captured_bytes + bytes.len() > CAPTURED_BYTES_MAX {
+            tracing::error!(
+                "physical replication: {} bytes of records captured and never shipped (CAPTURED_BYTES_MAX): \
+                 capture stops; followers' files will leave the leader's",
+                self.captured_bytes
+            );
+            self.role = PhysicalRole::Off;
+            self.captured.clear();
+            return;
+        }
+        self.captured_bytes += bytes.len();
+        self.captured.push(Extent { segment: base, offset, bytes: Bytes::copy_from_slice(bytes) });
+    }
+}
+
+impl LogEngine {
+    /// Sets the engine's part in physical replication. Changing it drops what was captured.
+    pub fn set_physical(&mut self, role: PhysicalRole) {
+        self.physical = PhysicalState { role, ..PhysicalState::default() };
+    }
+
+    /// The engine's part in physical replication.
+    pub fn physical_role(&self) -> PhysicalRole {
+        self.physical.role
+    }
+
+    /// The records appended since the last call, one extent per record, in order (a leading
+    /// engine's; empty otherwise).
+    pub fn take_extents(&mut self) -> Vec<Extent> {
+        self.physical.captured_bytes = 0;
+        std::mem::take(&mut self.physical.captured)
+    }
+
+    /// The segments a compaction would take now, as (base, generation), if one is due: the
+    /// leader logs them, and every replica compacts them at that place in the log.
+    pub fn compaction_inputs(&self) -> Option<Vec<(u64, u32)>> {
+        (self.compaction.is_none() && self.compaction_due()).then(|| self.compactable().collect())
+    }
+
+    /// The sealed segments not known to be damaged, as (base, generation): a compaction's inputs.
+    fn compactable(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let sealed = self.segments.iter().filter(|(&id, s)| id != self.active && !s.damaged.get());
+        sealed.map(|(id, _)| (id.base, id.gen))
+    }
+
+    /// Runs a whole compaction now, in one call, and waits for its commit: the leader's logged
+    /// compaction of `inputs`, at its place in the log. False, doing nothing, when one of
+    /// `inputs` is no longer here: this engine compacted them already (its record replayed at
+    /// recovery). Every replica at the same place holds the same records, so the outputs are
+    /// the same bytes; if this engine's segments are not the leader's `inputs` (its files left
+    /// the leader's), it compacts its own, and says so.
+    pub fn compact_whole(&mut self, inputs: &[(u64, u32)]) -> Result<bool> {
+        self.check_running()?;
+        let result = self.compact_whole_now(inputs);
+        self.stop_on_error(result)
+    }
+
+    fn compact_whole_now(&mut self, inputs: &[(u64, u32)]) -> Result<bool> {
+        self.wait_commit()?;
+        let here = |&(base, gen): &(u64, u32)| {
+            let id = SegmentId { base, gen };
+            id != self.active && self.segments.contains_key(&id)
+        };
+        if inputs.is_empty() || !inputs.iter().all(here) {
+            return Ok(false);
+        }
+        let ours: Vec<(u64, u32)> = self.compactable().collect();
+        if ours != inputs {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "physical replication: the leader compacts {} segments, this node would compact {}: its files have \
+                 left the leader's; compacting its own",
+                inputs.len(),
+                ours.len()
+            );
+        }
+        let mut compaction = match self.compaction.take() {
+            Some(compaction) => compaction,
+            None if ours.is_empty() => return Ok(false),
+            None => self.start_compaction()?,
+        };
+        while self.copy_next(&mut compaction)?.is_some() {}
+        self.finish_compaction(compaction)?;
+        self.wait_commit()?;
+        Ok(true)
+    }
+
+    /// Writes `extent`, the leader's records, at its place: the end of the active segment, or
+    /// the start of the next one (the active segment sealed first, where the leader's was).
+    /// `Ok(Some(why))`, writing nothing, when that place is not this engine's next (its files
+    /// have left the leader's); an error when the write fails.
+    /// `records` are the extent's, decoded ([`decode_extent`]).
+    pub fn append_extent(&mut self, extent: &Extent, records: Vec<(Bytes, Record)>) -> Result<Option<String>> {
+        self.check_running()?;
+        let active = self.active;
+        let len = self.segments[&active].len();
+        let place = match (extent.segment, extent.offset) {
+            (base, offset) if base == active.base && offset == len => None,
+            (base, 0) if base == active.base + 1 && len > 0 => Some(()),
+            (base, offset) => {
+                return Ok(Some(format!(
+                    "the leader wrote at offset {offset} of segment {base}; this node's active segment is {} at {len} bytes",
+                    active.base
+                )))
+            }
+        };
+        let result = self.write_extent(place.is_some(), &extent.bytes, records);
+        self.stop_on_error(result).map(|()| None)
+    }
+
+    /// Seals the active segment if `seal`, then appends `bytes` (the records `records`, checked)
+    /// and indexes them as `put` would.
+    fn write_extent(&mut self, seal: bool, bytes: &[u8], records: Vec<(Bytes, Record)>) -> Result<()> {
+        if seal {
+            self.rotate()?;
+        }
+        let mut at = 0;
+        for (key, record) in records {
+            let meta = record.meta();
+            let size = HEADER_BYTES + key.len() + meta.value_len as usize;
+            debug_assert!(decode_header(&bytes[at..at + HEADER_BYTES]).is_ok(), "checked by decode_records");
+            let position = Position { segment: self.active, offset: self.segments[&self.active].len() };
+            let segment = self.segment_mut(position.segment);
+            segment.buffer.extend_from_slice(&bytes[at..at + size]);
+            segment.count_live(position.offset, &key, &meta);
+            self.index(key, meta, position, record.value, false);
+            at += size;
+        }
+        Ok(())
+    }
+}
+
+/// The records of `extent`, decoded and checked; an error names the leader's segment and the
+/// offset of the record that failed.
+pub fn decode_extent(extent: &Extent) -> Result<Vec<(Bytes, Record)>> {
+    crate::storage::decode_records(&extent.bytes).map_err(|(at, why)| {
+        let segment = SegmentId { base: extent.segment, gen: 0 };
+        let offset = extent.offset.saturating_add(at as u64);
+        Error::InvalidInput(format!(
+            "physical replication: the leader's record at segment {segment} offset {offset}: {why}"
+        ))
+    })
+}
