@@ -2174,3 +2174,97 @@ fn finishing_a_compaction_records_the_active_segments_fsynced_length() {
     let recorded = super::synced::read(dir.path()).unwrap().expect("a SYNCED record");
     assert_eq!((recorded.id, recorded.len), (e.active, e.segments[&e.active].len()));
 }
+
+/// Every segment file of `e`, by name, with its bytes.
+fn segment_bytes(e: &mut LogEngine) -> BTreeMap<String, Vec<u8>> {
+    e.flush(0).expect("flush");
+    let name = |p: &PathBuf| p.file_name().expect("name").to_string_lossy().into_owned();
+    files(e.dir(), SEGMENT_EXT).iter().map(|p| (name(p), fs::read(p).expect("read"))).collect()
+}
+
+/// Ships what `leader` captured to `follower`, as a physical leader's records would: every
+/// extent must land at its place.
+fn ship(leader: &mut LogEngine, follower: &mut LogEngine) {
+    for extent in leader.take_extents() {
+        let records = super::decode_extent(&extent).expect("the leader's own records decode");
+        assert_eq!(follower.append_extent(&extent, records).expect("append"), None, "{extent:?}");
+    }
+}
+
+#[test]
+fn a_follower_writing_the_leaders_extents_and_compactions_holds_the_same_segment_files() {
+    let mut leader = LogEngine::temporary(compacting());
+    let mut follower = LogEngine::temporary(compacting());
+    leader.set_physical(super::PhysicalRole::Lead);
+    follower.set_physical(super::PhysicalRole::Follow);
+    let mut h = Harness::default();
+    let mut compactions = 0;
+    for round in 0..40 {
+        // Keys written once, which compaction outputs keep.
+        if round == 0 {
+            (0..20).for_each(|k| h.put(&mut leader, &format!("stable{k}"), Some(&"s".repeat(80)), None));
+        }
+        for k in 0..8 {
+            let value = format!("{round}-{k}-{}", "v".repeat(60));
+            h.put(&mut leader, &format!("k{k}"), (k != 3 || round % 2 == 0).then_some(&value), None);
+        }
+        ship(&mut leader, &mut follower);
+        // maintain under physical replication compacts nothing on its own, on either side.
+        leader.maintain(u64::MAX).expect("maintain");
+        follower.maintain(u64::MAX).expect("maintain");
+        if let Some(inputs) = leader.compaction_inputs() {
+            assert!(leader.compact_whole(&inputs).expect("compact"));
+            assert!(follower.compact_whole(&inputs).expect("compact"));
+            // Run again (a replay at recovery), it finds its inputs gone and does nothing.
+            assert!(!follower.compact_whole(&inputs).expect("compact again"));
+            compactions += 1;
+        }
+    }
+    assert!(compactions >= 2, "the workload compacts: {compactions}");
+    let files = segment_bytes(&mut leader);
+    assert!(files.keys().any(|name| !name.ends_with("-00000.seg")), "compaction outputs: {:?}", files.keys());
+    assert_eq!(segment_bytes(&mut follower), files, "the follower's files are the leader's, byte for byte");
+    assert_eq!(state(&follower), h.model);
+    assert_eq!(state(&leader), h.model);
+    // Reopened, the follower finds its files whole and its keys as they were.
+    let dir = follower.dir().to_path_buf();
+    let temp = follower.temp_dir.take();
+    drop(follower);
+    let reopened = LogEngine::open(&dir, compacting()).expect("reopen");
+    assert_eq!(state(&reopened), h.model);
+    drop(temp);
+}
+
+#[test]
+fn an_extent_not_at_the_followers_next_place_is_refused_and_writes_nothing() {
+    let mut leader = LogEngine::temporary(small(true));
+    let mut follower = LogEngine::temporary(small(true));
+    leader.set_physical(super::PhysicalRole::Lead);
+    follower.set_physical(super::PhysicalRole::Follow);
+    let mut h = Harness::default();
+    h.put(&mut leader, "a", Some("1"), None);
+    h.put(&mut leader, "b", Some("2"), None);
+    let extents = leader.take_extents();
+    assert_eq!(extents.len(), 2, "one extent per record");
+    // The second record first: its place is past the follower's end.
+    let records = super::decode_extent(&extents[1]).expect("decode");
+    let why = follower.append_extent(&extents[1], records).expect("append").expect("refused");
+    assert!(why.contains(&format!("offset {}", extents[1].offset)), "{why}");
+    assert!(state(&follower).is_empty(), "nothing written");
+    // A follower that wrote a record of its own has left the leader's files.
+    let mut own = Harness::default();
+    own.put(&mut follower, "mine", Some("x"), None);
+    let records = super::decode_extent(&extents[0]).expect("decode");
+    assert!(follower.append_extent(&extents[0], records).expect("append").is_some());
+    assert!(follower.take_extents().is_empty(), "a follower captures nothing");
+    // Damaged bytes are refused with where, before anything is written.
+    let mut bad = extents[0].clone();
+    let mut bytes = bad.bytes.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    bad.bytes = bytes.into();
+    let err = super::decode_extent(&bad).unwrap_err().to_string();
+    assert!(err.contains("body checksum mismatch") && err.contains(&format!("offset {}", bad.offset)), "{err}");
+    let err = super::decode_extent(&crate::replication::Extent { bytes: bad.bytes.slice(..10), ..bad }).unwrap_err();
+    assert!(err.to_string().contains("fewer than a record header"), "{err}");
+}
