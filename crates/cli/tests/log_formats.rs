@@ -443,6 +443,9 @@ fn a_physical_log_leaves_every_replica_with_the_leaders_segment_files_byte_for_b
     );
     let warned = trio.nodes[1].log_text() + &trio.nodes[2].log_text();
     assert!(!warned.contains("have left the leader's"), "no follower fell back to its own writes:\n{warned}");
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut trio.con(2)).unwrap();
+    assert!(info.contains("replikv_physical_diverged:0\r\n"), "{info}");
+    assert_eq!(trio.status(1)["replication"]["physical_diverged"], 0);
 
     // The log shows a physical record's changes, decoded from its bytes.
     let (ok, shown, err) = trio.replikv(&["log", "show", "--node", "n3", "--from", "200", "--key", "users.1.name"]);

@@ -162,7 +162,7 @@ pub fn info(state: &NodeState) -> String {
                  connected_slaves:0\r\nmaster_repl_offset:{}\r\nreplikv_leader:{name}\r\nreplikv_leader_lsn:{}\r\n\
                  replikv_lag_records:{}\r\nreplikv_snapshots_installed:{}\r\nreplikv_role:{}\r\nreplikv_epoch:{}\r\n\
                  replikv_matched_lsn:{}\r\nreplikv_rebuilds:{}\r\nreplikv_tail_cuts:{}\r\n\
-                 replikv_unconfirmed_lsn:{}\r\nreplikv_rolled_back:{}\r\n",
+                 replikv_unconfirmed_lsn:{}\r\nreplikv_rolled_back:{}\r\nreplikv_physical_diverged:{}\r\n",
                 if view.link_up { "up" } else { "down" },
                 view.last_io_ms_ago.map_or(-1, |ms| (ms / 1000) as i64),
                 u8::from(view.installing_snapshot),
@@ -180,6 +180,7 @@ pub fn info(state: &NodeState) -> String {
                 view.tail_cuts,
                 view.unconfirmed_lsn,
                 status.rolled_back,
+                status.physical_diverged,
             );
         }
         _ => {

@@ -194,8 +194,9 @@ pub struct StartArgs {
     pub read_lease: bool,
     /// Single-leader: what the leader logs of a write: `logical` (its effects, old values
     /// included), `statement` (the request, executed again by each replica: nondeterministic
-    /// requests leave replicas different) or `mixed` (statements, effects for the
-    /// nondeterministic).
+    /// requests leave replicas different), `mixed` (statements, effects for the
+    /// nondeterministic) or `physical` (the storage engine's bytes: every replica's segment
+    /// files the same, byte for byte; nodes of one storage format version only).
     #[arg(long, default_value = "logical", value_name = "FORMAT")]
     pub log_format: replikv_core::replication::LogFormat,
     /// Bytes of replication log each node keeps (a follower further behind gets a snapshot).

@@ -137,7 +137,8 @@ pub struct SimArgs {
     /// not the others.
     #[arg(long)]
     pub transactions: bool,
-    /// Single-leader: what the leaders log of a write (logical, statement or mixed). With
+    /// Single-leader: what the leaders log of a write (logical, statement or mixed; physical
+    /// needs the log engine's files, which the simulator's disks do not have). With
     /// statement and --relative-ttls the run checks that replicas diverge, as the lecture's
     /// nondeterministic statements make them, instead of that they converge.
     #[arg(long, value_name = "FORMAT")]

@@ -31,6 +31,13 @@ pub fn main(args: &SimArgs) -> Result<()> {
     if !(2..=7).contains(&nodes) {
         bail!("--nodes must be 2 to 7");
     }
+    if args.log_format == Some(replikv_core::replication::LogFormat::Physical) {
+        bail!(
+            "--log-format physical ships the log engine's segment bytes, and the simulator's disks are memory \
+             engines, which have none: physical replication runs on real processes (`replikv cluster start \
+             --log-format physical`; the end-to-end test crates/cli/tests/log_formats.rs compares their files)"
+        );
+    }
     let acks = args.acks.unwrap_or(Acks::Sync);
     let followers = nodes - 1;
     let acks_needed = match acks {

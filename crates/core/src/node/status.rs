@@ -23,6 +23,9 @@ pub struct ReplicationStatus {
     pub elections_won: u64,
     /// Changes this node cut from its log and saved to its rollback log, in all.
     pub rolled_back: u64,
+    /// Records of the leader's storage bytes this node stored as its own writes, its segment
+    /// files having left the leader's (`log_format = "physical"`; 0 otherwise).
+    pub physical_diverged: u64,
     /// Automatic failover is on.
     pub auto_failover: bool,
     /// A FAILOVER's state, as Redis's `master_failover_state` names it: `no-failover`,

@@ -8,7 +8,9 @@
 //!   the full record it now holds (value or tombstone, version, expiry), so applying a change
 //!   twice, or over a newer snapshot, is harmless; beside it, the lecture's old value and
 //!   version ([`Old`]), for whoever reads the log. With a statement log ([`LogFormat`]), a
-//!   record may instead hold the request itself, which every replica executes again.
+//!   record may instead hold the request itself, which every replica executes again; with a
+//!   physical log, the bytes the leader's storage engine wrote ([`Physical`]), which every
+//!   replica writes at the same place in its own files, its changes read back from them.
 //! - [`show`]: the log read as the lecture's logical log (`REPLIKV.LOG ... CHANGES`,
 //!   `replikv log show`): each change's old and new value and version, its transaction, and
 //!   the lecture's record for a `table.row.column` key.
@@ -20,9 +22,10 @@
 //! description, with its elections, votes, rollback files and peer messages.
 //!
 //! CAVEATS
-//! - A record holds changes, or a client's request ([`Statement`], `log_format = "statement"`
-//!   or `"mixed"`, see [`crate::single_leader::statement`]); DESIGN §6's physical format (WAL
-//!   shipping) does not exist yet.
+//! - A record holds changes, a client's request ([`Statement`], `log_format = "statement"`
+//!   or `"mixed"`, see [`crate::single_leader::statement`]), or storage bytes ([`Physical`],
+//!   `log_format = "physical"`, see `storage/log/physical.rs`). A physical record has no old
+//!   values: WAL shipping carries what was written, not what it replaced.
 //! - An old value over [`record::OLD_VALUE_LOGGED_BYTES_MAX`], or past
 //!   [`record::OLD_VALUES_LOGGED_BYTES_PER_REQUEST_MAX`] in one request, is logged as its
 //!   version and length only, and a change a leader's recovery logs again has no old value.

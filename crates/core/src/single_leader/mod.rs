@@ -15,7 +15,9 @@
 //!   one record of the replication log ([`crate::replication`]) (several, its parts, for a
 //!   request over [`RECORD_BYTES_SOFT_MAX`] or [`RECORD_CHANGES_MAX`] keys, which followers
 //!   apply together once they hold them all; a transaction is one request; with
-//!   `log_format` statement or mixed, the request itself, see [`statement`]), which it ships to every
+//!   `log_format` statement or mixed, the request itself, see [`statement`]; physical, the bytes
+//!   its log engine appended, which followers write verbatim at the same place, and each
+//!   compaction, which every replica runs at that place: see `storage/log/physical.rs`), which it ships to every
 //!   follower in order, batched, as soon as the batch is written out: followers write it while
 //!   the leader's own fsync runs (DESIGN §12). A write's reply waits until the record is
 //!   durable on the leader and on `acks_needed` followers (`sync`: all of them;
@@ -1442,6 +1444,7 @@ impl<E: Engine> SingleLeader<E> {
             elections: self.elections.0,
             elections_won: self.elections.1,
             rolled_back: self.rollback.entries_total(),
+            physical_diverged: self.store.physical_diverged(),
             auto_failover: self.settings.auto_failover,
             failover_state: self.failover_state(),
             last_lsn: log.last_lsn,

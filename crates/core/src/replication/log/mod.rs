@@ -45,7 +45,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic     "RKVRLOG\0"
-//!      8    4 version   format version, 3 (1 and 2 are still read)
+//!      8    4 version   format version, 5 (1 to 4 are still read)
 //!     12    8 base      lsn just before the segment's first record (first_lsn - 1)
 //!     20    8 epoch     the epoch at base: the log's last epoch when the segment was created
 //!     28    4 crc       crc32c of bytes 0..28
@@ -65,7 +65,8 @@
 //!      0    4 len       body length, 1..=RECORD_BYTES_MAX (600 MiB)
 //!      4    4 crc       crc32c of the body
 //!      8  len body      postcard(LogRecord): lsn (varint), epoch (varint), changes,
-//!                       part (varint), parts (varint), olds
+//!                       part (varint), parts (varint), olds, statement, physical
+//!                       (a physical record's changes are empty: its extents hold them)
 //! ```
 //!
 //! Within a file the lsns run `base + 1`, `base + 2`, ... with no gap. A body's encoding is
@@ -74,7 +75,8 @@
 //! complete later body, and is read as a whole request (part 0 of 1). Format 2 had no `olds`
 //! (each change's old record): such a body ends after `parts` and is read with its old
 //! values unknown. Format 3 had no `statement`: such a body ends after `olds` and is read as
-//! changes. An older segment reopened as the active one takes format 4 records after its own.
+//! changes. Format 4 had no `physical`: such a body ends after `statement`. An older segment
+//! reopened as the active one takes format 5 records after its own.
 //!
 //! # Writes
 //!

@@ -828,7 +828,7 @@ impl Engine for LogEngine {
         self.check_running()?;
         // Up to the budget of each: hints are small beside the segments compaction copies.
         // Under physical replication compaction runs where the leader's log says
-        // (`compact_replicated`), and a follower moves no record of its own: its segments are
+        // (`compact_whole`), and a follower moves no record of its own: its segments are
         // the leader's bytes.
         let own = self.physical.role != PhysicalRole::Follow;
         let compact = self.physical.role == PhysicalRole::Off;

@@ -9,11 +9,14 @@
 //!   when the leader's bytes name the next segment (base + 1, offset 0), so its segments end
 //!   where the leader's do.
 //! - **The same compactions.** Compaction copies the records the keydir still points at, so
-//!   its outputs depend on which puts came before each step. Under physical replication no
-//!   engine compacts in `maintain`: the leader logs each step (its budget) as a record, and
-//!   every replica, the leader included, runs it with [`LogEngine::compact_replicated`] when
-//!   it reaches that record, after the same puts, so the outputs are the same bytes. A step
-//!   waits first for any commit under way, which an engine compacting on its own would skip.
+//!   its outputs depend on which puts came before it. Under physical replication no engine
+//!   compacts in `maintain`: when one is due ([`LogEngine::compaction_inputs`]) the leader logs
+//!   its inputs as a record, makes the record durable, and runs it whole
+//!   ([`LogEngine::compact_whole`]), and every follower runs it whole when it applies that
+//!   record, after the same puts, so the outputs are the same bytes. Whole, and its commit
+//!   waited for: a replica that crashes before the commit is durable has no put after the
+//!   record in its engine either, so recovery, replaying the log, runs it again after the same
+//!   puts; one whose commit is durable finds its inputs gone, and skips it.
 //! - **Nothing of its own.** A follower's engine does not seal a damaged active segment, nor
 //!   move the records of a damaged segment: both write records the leader never wrote.
 //!
@@ -23,6 +26,17 @@
 //! record, a cut undone by writing old values, a repair) is told so by
 //! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
 //! the data stays the leader's, the files no longer are.
+//!
+//! CAVEATS
+//! - A compaction runs whole, between two writes: writes wait for it (a compaction of a logical
+//!   log goes in small steps between batches).
+//! - Files that have left the leader's never come back by themselves: a follower must start
+//!   again on an empty directory, and then takes the leader's files only from the leader's log
+//!   (a snapshot sends keys, not files).
+//! - Compaction outputs are named after the greatest segment id removed since the engine
+//!   opened, which differs between replicas only when a compaction removed every sealed segment
+//!   and produced nothing; the outputs then differ in name, and the next compaction warns that
+//!   this node's segments are not the leader's.
 
 use super::engine::{LogEngine, Position};
 use super::format::{decode_header, SegmentId, HEADER_BYTES};
@@ -38,7 +52,7 @@ pub enum PhysicalRole {
     #[default]
     Off,
     /// A leader's engine: it captures every record it appends, for [`LogEngine::take_extents`],
-    /// and compacts only when told ([`LogEngine::compact_replicated`]).
+    /// and compacts only when told ([`LogEngine::compact_whole`]).
     Lead,
     /// A follower's engine: it writes the leader's bytes ([`LogEngine::append_extent`]),
     /// compacts only when told, and writes nothing of its own in `maintain`.
