@@ -15,7 +15,7 @@
 #
 # Settings (environment): A and B (replikv binaries; B defaults to this checkout's release
 # build; A defaults to B when a format is given), FORMAT_A and FORMAT_B (--log-format of each
-# side's cluster: logical, statement or mixed), LABEL_A and LABEL_B, N writes per run, ROUNDS, ACKS (sync, semi-sync:1, async),
+# side's cluster: logical, statement, mixed or physical), LABEL_A and LABEL_B, N writes per run, ROUNDS, ACKS (sync, semi-sync:1, async),
 # CONNECTIONS, PIPELINE, RECORDS, VALUE_BYTES, BASE_PORT, KEEP=1 keeps every run's JSON.
 set -euo pipefail
 
