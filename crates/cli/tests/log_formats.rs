@@ -452,9 +452,10 @@ fn a_physical_log_leaves_every_replica_with_the_leaders_segment_files_byte_for_b
     assert!(ok, "{err}");
     assert!(shown.contains("new_value: ann"), "{shown}");
 
-    // A follower restarted replays its log over its engine and goes on writing the same bytes.
+    // A follower killed and restarted replays its log over its engine and goes on writing the
+    // same bytes.
     let mut trio = trio;
-    trio.nodes[2].terminate();
+    trio.nodes[2].kill9();
     trio.nodes[2].restart();
     trio.wait_streaming(&[1, 2]);
     let mut con = trio.con(0);
@@ -462,6 +463,15 @@ fn a_physical_log_leaves_every_replica_with_the_leaders_segment_files_byte_for_b
         let _: () = con.set(format!("later.{i}"), format!("{i:0>100}")).unwrap();
     }
     wait_identical_segments(&trio);
+    // One started again on an empty directory takes the leader's whole log, which this leader
+    // still holds from its first record, compactions included: the leader's files again.
+    trio.nodes[1].terminate();
+    std::fs::remove_dir_all(&trio.nodes[1].data_dir).unwrap();
+    trio.nodes[1].restart();
+    trio.wait_streaming(&[1, 2]);
+    let files = wait_identical_segments(&trio);
+    assert!(files.keys().any(|name| !name.ends_with("-00000.seg")), "{files:?}");
+    assert_eq!(trio.status(1)["replication"]["leader"]["snapshots_installed"], 0, "from the log, not a snapshot");
     let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
     assert!(ok, "the replicas hold the same data:\n{out}{err}");
 }

@@ -311,12 +311,21 @@ impl<E: Engine> Store<E> {
                 self.db_map = load_db_map(&self.engine)?;
             }
         }
-        if !physical.compact.is_empty() {
+        // A replica whose files left the leader's compacts its own, on its own (see
+        // `physical_left`).
+        if !physical.compact.is_empty() && !self.physical_left {
             if let Some(engine) = self.engine.log_engine() {
                 engine.compact_whole(&physical.compact)?;
             }
         }
         Ok(())
+    }
+
+    /// True while this replica's segment files are not the leader's: the last extent of the
+    /// leader's bytes it was sent could not be written at its place. Its engine then seals and
+    /// compacts on its own, as under a logical log.
+    pub fn physical_left(&self) -> bool {
+        self.physical_left
     }
 
     /// Extents of the leader's bytes this replica stored as its own writes, its files having

@@ -1210,6 +1210,8 @@ impl<E: Engine> SingleLeader<E> {
         }
         let role = match self.state {
             State::Leader(_) => PhysicalRole::Lead,
+            // Its files no longer the leader's, it compacts its own on its own.
+            State::Follower(_) if self.store.physical_left() => PhysicalRole::Off,
             State::Follower(_) => PhysicalRole::Follow,
             State::Standalone => PhysicalRole::Off,
         };

@@ -25,7 +25,9 @@
 //! included. A follower whose files have left the leader's (a snapshot installed record by
 //! record, a cut undone by writing old values, a repair) is told so by
 //! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
-//! the data stays the leader's, the files no longer are.
+//! the data stays the leader's, the files no longer are. Its engine then goes back to its
+//! own seals and compactions ([`PhysicalRole::Off`]): the leader's compactions name segments
+//! it does not have.
 //!
 //! CAVEATS
 //! - A compaction runs whole, between two writes: writes wait for it (a compaction of a logical

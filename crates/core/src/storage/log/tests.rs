@@ -2268,3 +2268,33 @@ fn an_extent_not_at_the_followers_next_place_is_refused_and_writes_nothing() {
     let err = super::decode_extent(&crate::replication::Extent { bytes: bad.bytes.slice(..10), ..bad }).unwrap_err();
     assert!(err.to_string().contains("fewer than a record header"), "{err}");
 }
+
+#[test]
+fn a_store_whose_files_left_the_leaders_keeps_the_leaders_data_in_files_of_its_own() {
+    let mut leader = LogEngine::temporary(small(true));
+    leader.set_physical(super::PhysicalRole::Lead);
+    let mut h = Harness::default();
+    h.put(&mut leader, "a", Some("1"), None);
+    let first = leader.take_extents();
+    h.put(&mut leader, "b", Some("2"), None);
+    let second = leader.take_extents();
+    let mut follower = LogEngine::temporary(small(true));
+    follower.set_physical(super::PhysicalRole::Follow);
+    let mut store = crate::kv::Store::new(follower, NodeId(7));
+    let physical = |extents, compact| crate::replication::Physical { extents, compact };
+    // The second record's place is past this replica's end: stored through put instead.
+    store.apply_physical(&physical(second, Vec::new())).expect("apply");
+    assert!(store.physical_left());
+    assert_eq!(store.physical_diverged(), 1);
+    // A compaction the leader logged names the leader's segments: not run here.
+    store.apply_physical(&physical(Vec::new(), vec![(1, 0)])).expect("compaction record");
+    // Later extents are refused too (this replica's end is not the leader's), and stored all
+    // the same.
+    store.apply_physical(&physical(first, Vec::new())).expect("apply");
+    assert_eq!(store.physical_diverged(), 2);
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        let record = store.engine().get(key.as_bytes()).expect("get").expect("stored");
+        assert_eq!(record, h.model[key.as_bytes()], "{key}");
+        assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
+    }
+}
