@@ -406,8 +406,8 @@ mod tests {
         // Physical and logical nodes, or physical ones of other segment sizes, never talk.
         assert_eq!(
             check_mode((Mode::SingleLeader, None, None), &label, "n2 at x", (1, 1)),
-            Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs single-leader physical \
-                 segment_bytes_max:4096"
+            Err("replication mode mismatch: this node runs single-leader, peer n2 at x runs \"single-leader physical \
+                 segment_bytes_max:4096\""
                 .to_string())
         );
         let err = check_mode((Mode::SingleLeader, None, Some(8192)), &label, "n2 at x", (1, 1)).unwrap_err();

@@ -208,7 +208,8 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
         (
             |h| h.storage_format_version += 1,
             "storage format version mismatch: this node has version 1, peer n2 at ",
-            " has version 2",
+            " has version 2, and log_format = \"physical\" ships storage segments, which only the same version \
+             reads: upgrade through a logical log format",
         ),
     ];
     for (change, starts, ends) in cases {
