@@ -284,21 +284,14 @@ impl<E: Engine> Store<E> {
             }
             let map = records.iter().any(|(key, _)| key == DB_MAP_KEY);
             let why = match self.engine.log_engine() {
+                _ if self.physical_left => Some("its files left the leader's before".to_string()),
                 Some(engine) => engine.append_extent(extent, records.clone())?,
                 None => Some("this node's engine is not the log engine".to_string()),
             };
             match why {
-                None => self.physical_left = false,
+                None => {}
                 Some(why) => {
-                    if !self.physical_left {
-                        tracing::warn!(
-                            "physical replication: this node's segment files have left the leader's ({why}); \
-                             storing the leader's records as its own writes from here on: the same data, in \
-                             other files"
-                        );
-                    }
-                    self.physical_left = true;
-                    self.physical_diverged += 1;
+                    self.leave_physical(&why);
                     for (key, record) in records {
                         self.engine.put(key, record)?;
                     }
@@ -314,11 +307,37 @@ impl<E: Engine> Store<E> {
         // A replica whose files left the leader's compacts its own, on its own (see
         // `physical_left`).
         if !physical.compact.is_empty() && !self.physical_left {
-            if let Some(engine) = self.engine.log_engine() {
-                engine.compact_whole(&physical.compact)?;
+            let compacted = match self.engine.log_engine() {
+                Some(engine) => engine.compact_whole(&physical.compact)?,
+                None => crate::storage::Compacted::Gone,
+            };
+            match compacted {
+                crate::storage::Compacted::Same => {}
+                crate::storage::Compacted::Gone => {
+                    self.leave_physical("the leader compacts segments this node does not have")
+                }
+                crate::storage::Compacted::Own(n) => self.leave_physical(&format!(
+                    "the leader compacts {} segments, this node compacted its own {n}",
+                    physical.compact.len()
+                )),
             }
         }
         Ok(())
+    }
+
+    /// Notes that this replica's segment files have left the leader's (`why`): it warns the
+    /// first time, counts every time, and from here on stores the leader's records as its own
+    /// writes and compacts on its own, for good (files that differ never come back by
+    /// themselves).
+    pub fn leave_physical(&mut self, why: &str) {
+        if !self.physical_left {
+            tracing::warn!(
+                "physical replication: this node's segment files have left the leader's ({why}); storing the \
+                 leader's records as its own writes from here on: the same data, in other files"
+            );
+        }
+        self.physical_left = true;
+        self.physical_diverged += 1;
     }
 
     /// True while this replica's segment files are not the leader's: the last extent of the

@@ -227,17 +227,33 @@ impl TryFrom<RecordWire> for LogRecord {
 }
 
 impl Physical {
-    /// The storage records its extents hold, in order, each checked whole (checksums, fields,
-    /// lengths): an error names the extent and the offset in its segment.
+    /// The changes its extents make, in order, each storage record checked whole (checksums,
+    /// fields, lengths): an error names the extent and the offset in its segment. A write the
+    /// request undid is left out with its undoing: a failed script's writes are followed in
+    /// the engine by the records they replaced, put back with their older versions (or a
+    /// version-0 tombstone for a key that had none), which readers of the log must not take
+    /// for changes (the bytes still ship: the follower's files hold them too).
     pub fn changes(&self) -> Result<Vec<Change>, String> {
         let mut changes = Vec::new();
         for extent in &self.extents {
-            for (key, record) in crate::storage::decode_records(&extent.bytes).map_err(|(at, e)| {
-                format!("segment {} offset {}: {e}", extent.segment, extent.offset.saturating_add(at as u64))
-            })? {
-                changes.push(Change { key, record });
-            }
+            let offset = |at: usize| extent.offset.saturating_add(at as u64);
+            let records = crate::storage::decode_records(&extent.bytes)
+                .map_err(|(at, e)| format!("segment {} offset {}: {e}", extent.segment, offset(at)))?;
+            changes.extend(records.into_iter().map(|(key, record)| Change { key, record }));
         }
+        let mut kept = vec![true; changes.len()];
+        let mut by_key: std::collections::BTreeMap<&[u8], Vec<usize>> = std::collections::BTreeMap::new();
+        for (j, change) in changes.iter().enumerate() {
+            let earlier = by_key.entry(&change.key[..]).or_default();
+            for &i in earlier.iter() {
+                if kept[i] && changes[i].record.version > change.record.version {
+                    (kept[i], kept[j]) = (false, false);
+                }
+            }
+            earlier.push(j);
+        }
+        let mut kept = kept.into_iter();
+        changes.retain(|_| kept.next().unwrap_or(true));
         Ok(changes)
     }
 
@@ -330,7 +346,7 @@ impl LogRecord {
     pub fn size_hint(&self) -> usize {
         if let Some(physical) = &self.physical {
             // Shipped as its extents alone.
-            return 32 + physical.bytes() + 24 * physical.extents.len();
+            return 32 + physical.bytes() + 24 * physical.extents.len() + 12 * physical.compact.len();
         }
         self.changes_size_hint()
             + self.olds.iter().map(Old::size_hint).sum::<usize>()

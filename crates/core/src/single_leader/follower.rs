@@ -76,7 +76,7 @@ use crate::kv::Store;
 use crate::replication::{Change, Epoch, LogRecord, Lsn, ReplicationLog};
 use crate::single_leader::election::{LogPosition, Tally};
 use crate::single_leader::{Message, RollbackLog, VoteStore};
-use crate::storage::{Engine, Record};
+use crate::storage::{Engine, PhysicalRole, Record};
 use crate::version::{NodeId, Version};
 use bytes::Bytes;
 use serde::Serialize;
@@ -777,7 +777,16 @@ fn apply_through<E: Engine>(
     let mut apply_record = |record: LogRecord, store: &mut Store<E>| -> Result<()> {
         match &record.physical {
             Some(physical) if !out_of_order => store.apply_physical(physical),
-            _ => record.changes.into_iter().try_for_each(|change| apply(change, store)),
+            _ => {
+                // A physical follower sent changes instead of bytes (a leader's recovery logs
+                // again what its log lost, in key order) stores them as its own writes.
+                let following =
+                    store.engine_mut().log_engine().is_some_and(|e| e.physical_role() == PhysicalRole::Follow);
+                if following && record.physical.is_none() && !record.changes.is_empty() {
+                    store.leave_physical(&format!("record {} holds changes, not the leader's bytes", record.lsn));
+                }
+                record.changes.into_iter().try_for_each(|change| apply(change, store))
+            }
         }
     };
     // The first lsn of the request of several parts being read, if one is.

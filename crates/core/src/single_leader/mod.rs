@@ -1259,6 +1259,16 @@ impl<E: Engine> SingleLeader<E> {
         self.physical_role();
         self.compact_physical()?;
         self.store.engine_mut().maintain(budget_bytes)?;
+        // A physical leader ships what maintain wrote (a damaged segment's records moved) at
+        // once, as a write of its own, rather than with the next request.
+        if let (State::Leader(leader), false) = (&mut self.state, self.handover.is_some()) {
+            Self::log_captured(
+                &mut self.log,
+                &mut self.store,
+                (self.settings.epoch, self.settings.record_changes_max),
+                leader,
+            )?;
+        }
         for (key, error) in self.store.engine_mut().take_damaged() {
             self.store.note_damage(&key, error)?;
         }
@@ -1606,12 +1616,48 @@ impl<E: Engine> SingleLeader<E> {
         for_each_applied_change(&mut self.log, |applied| {
             let change = match applied {
                 Applied::Change(change) => change,
+                Applied::Physical(extents, changes) => {
+                    // By place: what the engine kept of its active segment is there; the rest
+                    // goes where the leader put it (a write and the record it undid, a failed
+                    // script's, both, in order). Elsewhere, by version, as changes.
+                    let mut missed = false;
+                    for extent in &extents {
+                        let records = crate::storage::decode_extent(extent)?;
+                        // Every version the engine had from the log, undone writes' too.
+                        log_ts = records.iter().map(|(_, r)| r.version.ts).fold(log_ts, std::cmp::max);
+                        if missed {
+                            continue;
+                        }
+                        let why = match store.engine_mut().log_engine() {
+                            Some(engine) => engine.replay_extent(extent, records)?,
+                            None => Some("not the log engine".into()),
+                        };
+                        if let Some(why) = why {
+                            tracing::warn!(
+                                "recovery: the log's storage bytes do not meet this engine's ({why}): replaying them \
+                                 as changes"
+                            );
+                            missed = true;
+                        }
+                    }
+                    for change in changes {
+                        if missed {
+                            let have = store.engine().meta(&change.key).map(|m| m.version);
+                            if have.is_none_or(|v| v < change.record.version) {
+                                store.apply(change)?;
+                                replayed += 1;
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
                 Applied::Compact(inputs) => {
                     // Run again only if its outputs never committed here (inputs still here),
                     // after the same puts as the first time: none after it reached the engine,
                     // since a compaction's commit is waited for before the next put.
                     if let Some(engine) = store.engine_mut().log_engine() {
-                        replayed += u64::from(engine.compact_whole(&inputs)?);
+                        let compacted = engine.compact_whole(&inputs)?;
+                        replayed += u64::from(compacted != crate::storage::Compacted::Gone);
                     }
                     return Ok(());
                 }
@@ -1757,6 +1803,13 @@ impl<E: Engine> SingleLeader<E> {
                 }
                 Applied::Statement(..) => statements = true,
                 Applied::Compact(_) => {}
+                Applied::Physical(_, changes) => {
+                    for change in changes {
+                        if let Some(newest) = strays.get_mut(&change.key) {
+                            *newest = Some(change);
+                        }
+                    }
+                }
             }
             Ok(())
         })?;
@@ -1810,6 +1863,7 @@ fn warn_unconfirmed_dropped(log: &ReplicationLog, before: Lsn, confirmed: Lsn) {
 fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) -> Result<()>) -> Result<()> {
     let mut after = log.first_lsn().saturating_sub(1);
     let mut request: Vec<Change> = Vec::new();
+    let mut extents: Vec<crate::replication::Extent> = Vec::new();
     let mut request_start = None;
     while let Some(records) = log.read(after, RECOVERY_READ_BYTES)? {
         let Some(last) = records.last() else { break };
@@ -1820,12 +1874,19 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
             let continuing = request_start == Some(start) || (request_start.is_none() && record.part > 0);
             if !continuing {
                 request.clear(); // a request left open before this one is abandoned
+                extents.clear();
             }
             request_start = Some(start);
             let continues = record.continues();
             request.extend(record.changes);
+            if let Some(physical) = &record.physical {
+                extents.extend(physical.extents.iter().cloned());
+            }
             if !continues {
                 request_start = None;
+                if !extents.is_empty() {
+                    f(Applied::Physical(std::mem::take(&mut extents), std::mem::take(&mut request)))?;
+                }
                 for change in request.drain(..) {
                     f(Applied::Change(change))?;
                 }
@@ -1848,6 +1909,8 @@ enum Applied {
     Statement(Lsn, crate::replication::Statement),
     /// A physical record's compaction: its inputs.
     Compact(Vec<(u64, u32)>),
+    /// A physical request's storage bytes (all its parts'), and the changes they make.
+    Physical(Vec<crate::replication::Extent>, Vec<Change>),
 }
 
 /// Calls `f` with every key of `engine` and its meta, in key order, reading

@@ -41,7 +41,7 @@ mod contract_tests;
 
 pub use keydir::{Keydir, Slot};
 pub use log::{
-    decode_extent, decode_records, Executor, FsyncPolicy, LogEngine, LogOptions, PhysicalRole,
+    decode_extent, decode_records, Compacted, Executor, FsyncPolicy, LogEngine, LogOptions, PhysicalRole,
     VALUE_CACHE_BYTES_MAX_DEFAULT,
 };
 pub use memory::MemoryEngine;

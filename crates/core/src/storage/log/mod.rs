@@ -510,4 +510,4 @@ pub use commit::Executor;
 pub use engine::LogEngine;
 pub use format::decode_records;
 pub use options::{FsyncPolicy, LogOptions, VALUE_CACHE_BYTES_MAX_DEFAULT};
-pub use physical::{decode_extent, PhysicalRole};
+pub use physical::{decode_extent, Compacted, PhysicalRole};

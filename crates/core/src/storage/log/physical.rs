@@ -29,9 +29,17 @@
 //! own seals and compactions ([`PhysicalRole::Off`]): the leader's compactions name segments
 //! it does not have.
 //!
+//! Recovery replays a physical record by place ([`LogEngine::replay_extent`]): what the engine
+//! kept of its active segment is there (its bytes are what was written), the rest is written
+//! where the leader put it. Not by version: a failed script's undoing puts records back with
+//! their older versions, which a replay by version would skip, leaving the undone write.
+//!
 //! CAVEATS
-//! - A compaction runs whole, between two writes: writes wait for it (a compaction of a logical
-//!   log goes in small steps between batches).
+//! - A compaction runs whole, between two writes, on the thread that steps the replica: writes
+//!   wait for it, and so do heartbeats and votes, so a compaction of gigabytes can outlast
+//!   `election_timeout_ms` (a compaction of a logical log goes in small steps between batches).
+//! - A build with another storage format must still read this one's records to read a log
+//!   that holds physical records (its changes are decoded from the bytes).
 //! - Files that have left the leader's never come back by themselves: a follower must start
 //!   again on an empty directory, and then takes the leader's files only from the leader's log
 //!   (a snapshot sends keys, not files).
@@ -59,6 +67,19 @@ pub enum PhysicalRole {
     /// A follower's engine: it writes the leader's bytes ([`LogEngine::append_extent`]),
     /// compacts only when told, and writes nothing of its own in `maintain`.
     Follow,
+}
+
+/// What [`LogEngine::compact_whole`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compacted {
+    /// It compacted the leader's inputs: the outputs are the leader's.
+    Same,
+    /// Some of the inputs are not here, and it did nothing: it compacted them already (its
+    /// record replayed at recovery), or its files have left the leader's.
+    Gone,
+    /// Its sealed segments are not the leader's inputs (its files have left the leader's): it
+    /// compacted its own, this many.
+    Own(usize),
 }
 
 /// Records captured beyond this many bytes are a bug of the caller (a leader that never takes
@@ -128,45 +149,40 @@ impl LogEngine {
     }
 
     /// Runs a whole compaction now, in one call, and waits for its commit: the leader's logged
-    /// compaction of `inputs`, at its place in the log. False, doing nothing, when one of
-    /// `inputs` is no longer here: this engine compacted them already (its record replayed at
-    /// recovery). Every replica at the same place holds the same records, so the outputs are
-    /// the same bytes; if this engine's segments are not the leader's `inputs` (its files left
-    /// the leader's), it compacts its own, and says so.
-    pub fn compact_whole(&mut self, inputs: &[(u64, u32)]) -> Result<bool> {
+    /// compaction of `inputs`, at its place in the log. Every replica at the same place holds
+    /// the same records, so the outputs are the same bytes. An input that is this engine's
+    /// active segment was sealed by the leader with no write after it (a damaged active
+    /// segment's seal): it is sealed here first.
+    pub fn compact_whole(&mut self, inputs: &[(u64, u32)]) -> Result<Compacted> {
         self.check_running()?;
         let result = self.compact_whole_now(inputs);
         self.stop_on_error(result)
     }
 
-    fn compact_whole_now(&mut self, inputs: &[(u64, u32)]) -> Result<bool> {
+    fn compact_whole_now(&mut self, inputs: &[(u64, u32)]) -> Result<Compacted> {
         self.wait_commit()?;
+        let active = self.active;
+        if inputs.last() == Some(&(active.base, 0)) && self.segments[&active].len() > 0 {
+            self.rotate()?;
+            self.wait_commit()?;
+        }
         let here = |&(base, gen): &(u64, u32)| {
             let id = SegmentId { base, gen };
             id != self.active && self.segments.contains_key(&id)
         };
         if inputs.is_empty() || !inputs.iter().all(here) {
-            return Ok(false);
+            return Ok(Compacted::Gone);
         }
         let ours: Vec<(u64, u32)> = self.compactable().collect();
-        if ours != inputs {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                "physical replication: the leader compacts {} segments, this node would compact {}: its files have \
-                 left the leader's; compacting its own",
-                inputs.len(),
-                ours.len()
-            );
-        }
         let mut compaction = match self.compaction.take() {
             Some(compaction) => compaction,
-            None if ours.is_empty() => return Ok(false),
+            None if ours.is_empty() => return Ok(Compacted::Gone),
             None => self.start_compaction()?,
         };
         while self.copy_next(&mut compaction)?.is_some() {}
         self.finish_compaction(compaction)?;
         self.wait_commit()?;
-        Ok(true)
+        Ok(if ours == inputs { Compacted::Same } else { Compacted::Own(ours.len()) })
     }
 
     /// Writes `extent`, the leader's records, at its place: the end of the active segment, or
@@ -189,6 +205,44 @@ impl LogEngine {
             }
         };
         let result = self.write_extent(place.is_some(), &extent.bytes, records);
+        self.stop_on_error(result).map(|()| None)
+    }
+
+    /// Writes what this engine lacks of `extent` (its `records`, decoded), as recovery replays
+    /// the log over an engine that lost the tail of its active segment: records before the
+    /// active segment's end are there already (its bytes are what was written), the rest goes
+    /// at its place, as [`LogEngine::append_extent`] puts it. `Ok(Some(why))`, writing
+    /// nothing, when the extent does not meet this engine's segments at a record boundary.
+    pub fn replay_extent(&mut self, extent: &Extent, records: Vec<(Bytes, Record)>) -> Result<Option<String>> {
+        self.check_running()?;
+        let active = self.active;
+        let len = self.segments[&active].len();
+        let end = extent.offset.saturating_add(extent.bytes.len() as u64);
+        if extent.segment < active.base || (extent.segment == active.base && end <= len) {
+            return Ok(None);
+        }
+        if extent.segment != active.base || extent.offset >= len {
+            return self.append_extent(extent, records);
+        }
+        // The active segment's end falls inside the extent: it must be a record boundary.
+        let mut at = extent.offset;
+        let mut rest = Vec::new();
+        for (key, record) in records {
+            let size = (HEADER_BYTES + key.len() + record.meta().value_len as usize) as u64;
+            if at >= len {
+                rest.push((key, record));
+            }
+            at += size;
+            if at > len && at - size < len {
+                return Ok(Some(format!(
+                    "segment {} ends at {len}, inside the leader's record at {}",
+                    active.base,
+                    at - size
+                )));
+            }
+        }
+        let skip = usize::try_from(len - extent.offset).expect("within the extent");
+        let result = self.write_extent(false, &extent.bytes[skip..], rest);
         self.stop_on_error(result).map(|()| None)
     }
 

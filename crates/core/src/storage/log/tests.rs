@@ -2213,10 +2213,10 @@ fn a_follower_writing_the_leaders_extents_and_compactions_holds_the_same_segment
         leader.maintain(u64::MAX).expect("maintain");
         follower.maintain(u64::MAX).expect("maintain");
         if let Some(inputs) = leader.compaction_inputs() {
-            assert!(leader.compact_whole(&inputs).expect("compact"));
-            assert!(follower.compact_whole(&inputs).expect("compact"));
+            assert_eq!(leader.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
+            assert_eq!(follower.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
             // Run again (a replay at recovery), it finds its inputs gone and does nothing.
-            assert!(!follower.compact_whole(&inputs).expect("compact again"));
+            assert_eq!(follower.compact_whole(&inputs).expect("compact again"), super::Compacted::Gone);
             compactions += 1;
         }
     }
@@ -2288,6 +2288,7 @@ fn a_store_whose_files_left_the_leaders_keeps_the_leaders_data_in_files_of_its_o
     assert_eq!(store.physical_diverged(), 1);
     // A compaction the leader logged names the leader's segments: not run here.
     store.apply_physical(&physical(Vec::new(), vec![(1, 0)])).expect("compaction record");
+    assert_eq!(store.physical_diverged(), 1, "counted once: it had left already");
     // Later extents are refused too (this replica's end is not the leader's), and stored all
     // the same.
     store.apply_physical(&physical(first, Vec::new())).expect("apply");
@@ -2297,4 +2298,99 @@ fn a_store_whose_files_left_the_leaders_keeps_the_leaders_data_in_files_of_its_o
         assert_eq!(record, h.model[key.as_bytes()], "{key}");
         assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
     }
+}
+
+#[test]
+fn a_compaction_of_segments_a_follower_lacks_counts_as_leaving_the_leaders_files() {
+    let mut follower = LogEngine::temporary(small(true));
+    follower.set_physical(super::PhysicalRole::Follow);
+    let mut store = crate::kv::Store::new(follower, NodeId(7));
+    let physical = crate::replication::Physical { extents: Vec::new(), compact: vec![(1, 0), (2, 0)] };
+    store.apply_physical(&physical).expect("apply");
+    assert!(store.physical_left());
+    assert_eq!(store.physical_diverged(), 1);
+}
+
+#[test]
+fn replaying_an_extent_writes_only_what_the_engine_lost_of_it() {
+    let mut leader = LogEngine::temporary(small(true));
+    leader.set_physical(super::PhysicalRole::Lead);
+    let mut h = Harness::default();
+    h.put(&mut leader, "a", Some("1"), None);
+    h.put(&mut leader, "b", Some("2"), None);
+    h.put(&mut leader, "c", Some("3"), None);
+    let pieces = leader.take_extents();
+    // One extent of three records, as the leader's record ships them.
+    let mut joined = Vec::new();
+    pieces.iter().for_each(|p| joined.extend_from_slice(&p.bytes));
+    let extent =
+        crate::replication::Extent { segment: pieces[0].segment, offset: pieces[0].offset, bytes: joined.into() };
+    // A replica that kept the first record only (a crash cut the rest).
+    let mut replica = LogEngine::temporary(small(true));
+    let first = super::decode_extent(&pieces[0]).expect("decode");
+    assert_eq!(replica.append_extent(&pieces[0], first).expect("append"), None);
+    let records = super::decode_extent(&extent).expect("decode");
+    assert_eq!(replica.replay_extent(&extent, records.clone()).expect("replay"), None);
+    assert_eq!(state(&replica), h.model);
+    assert_eq!(segment_bytes(&mut replica), segment_bytes(&mut leader), "the same bytes, once each");
+    // Replayed again, all of it is there: nothing is written.
+    assert_eq!(replica.replay_extent(&extent, records.clone()).expect("replay"), None);
+    assert_eq!(segment_bytes(&mut replica), segment_bytes(&mut leader));
+    // An engine whose end falls inside one of the extent's records cannot take it.
+    let mut odd = LogEngine::temporary(small(true));
+    Harness::default().put(&mut odd, "zz", Some("x"), None);
+    let why = odd.replay_extent(&extent, records).expect("replay").expect("refused");
+    assert!(why.contains("inside the leader's record"), "{why}");
+}
+
+#[test]
+fn a_compaction_of_the_followers_active_segment_seals_it_first() {
+    let mut leader = LogEngine::temporary(compacting());
+    let mut follower = LogEngine::temporary(compacting());
+    leader.set_physical(super::PhysicalRole::Lead);
+    follower.set_physical(super::PhysicalRole::Follow);
+    let mut h = Harness::default();
+    for round in 0..30 {
+        h.put(&mut leader, "k", Some(&format!("{round}{}", "v".repeat(200))), None);
+    }
+    ship(&mut leader, &mut follower);
+    // The leader seals its active segment with no write after it (a damaged active segment's
+    // seal does): its next compaction names a segment the follower still has active.
+    leader.rotate().expect("seal");
+    let inputs = leader.compaction_inputs().expect("a compaction is due");
+    assert_eq!(inputs.last(), Some(&(follower.active.base, 0)), "{inputs:?}");
+    assert_eq!(leader.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
+    assert_eq!(follower.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
+    assert_eq!(segment_bytes(&mut follower), segment_bytes(&mut leader));
+    // A follower without the leader's inputs does nothing, and says so.
+    let mut stranger = LogEngine::temporary(compacting());
+    assert_eq!(stranger.compact_whole(&inputs).expect("compact"), super::Compacted::Gone);
+}
+
+#[test]
+fn a_physical_records_changes_leave_out_a_write_and_its_undoing() {
+    let mut leader = LogEngine::temporary(small(true));
+    leader.set_physical(super::PhysicalRole::Lead);
+    let record = |millis, value: Option<&str>| Record {
+        version: Version { ts: Timestamp { millis, logical: 0 }, node: NodeId(1) },
+        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        expire_at_ms: None,
+    };
+    let key = |k: &str| Bytes::copy_from_slice(k.as_bytes());
+    // A failed script: k and j written, then put back (j had no record: a version-0 tombstone);
+    // x written and kept.
+    leader.put(key("k"), record(5, Some("script"))).expect("put");
+    leader.put(key("j"), record(6, Some("script"))).expect("put");
+    leader.put(key("x"), record(7, Some("kept"))).expect("put");
+    leader.put(key("j"), Record { version: Version::default(), value: None, expire_at_ms: None }).expect("put");
+    leader.put(key("k"), record(1, Some("before"))).expect("put");
+    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new() };
+    let changes = physical.changes().expect("decode");
+    let keys: Vec<&[u8]> = changes.iter().map(|c| &c.key[..]).collect();
+    assert_eq!(keys, [b"x"], "only the write that stood: {changes:?}");
+    // Writes of one key in version order are changes, all of them.
+    leader.put(key("k"), record(8, Some("a"))).expect("put");
+    leader.put(key("k"), record(9, Some("b"))).expect("put");
+    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new() };
+    assert_eq!(physical.changes().expect("decode").len(), 2);
 }
