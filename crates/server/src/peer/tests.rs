@@ -235,6 +235,18 @@ async fn mismatched_handshakes_are_refused_with_both_values_and_the_link_backs_o
 }
 
 #[tokio::test]
+async fn nodes_of_a_logical_log_talk_across_storage_formats() {
+    // The upgrade path of a physical cluster: logical nodes exchange records, not segments.
+    let mut node = Node::start("127.0.0.1:0", n1(), 8).await;
+    let mut hello = Hello::new("demo", "n2");
+    hello.storage_format_version += 1;
+    let (link, _stop) = link_to(node.addr, hello);
+    link.try_send(Msg::Seq(7)).unwrap();
+    assert_eq!(node.recv_from("n2").await, Msg::Seq(7));
+    assert_eq!(node.stats.snapshot().welcomed, 1);
+}
+
+#[tokio::test]
 async fn a_link_reconnects_after_the_listener_restarts_and_sends_what_was_queued() {
     let mut node = Node::start("127.0.0.1:0", n1(), 256).await;
     let addr = node.addr;
