@@ -698,12 +698,7 @@ impl<E: Engine> SingleLeader<E> {
             return Ok(None);
         }
         write(&mut self.store)?;
-        Self::log_captured(
-            &mut self.log,
-            &mut self.store,
-            (self.settings.epoch, self.settings.record_changes_max),
-            leader,
-        )
+        Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)
     }
 
     /// Logs what a leader's store captured since the last call as one request; its last
@@ -711,9 +706,10 @@ impl<E: Engine> SingleLeader<E> {
     fn log_captured(
         log: &mut ReplicationLog,
         store: &mut Store<E>,
-        (epoch, changes_max): (Epoch, usize),
+        settings: &Settings,
         leader: &mut leader::Leader,
     ) -> Result<Option<Lsn>> {
+        let (epoch, changes_max) = (settings.epoch, settings.record_changes_max);
         let logged = store.take_logged();
         // Physical replication ships the bytes the engine appended, the records of the
         // changes the store captured (and of any record it moved between batches).
@@ -902,12 +898,7 @@ impl<E: Engine> SingleLeader<E> {
                 };
                 let reply = self.commands.execute(&mut self.store, now_ms, request)?;
                 let logged = match statement {
-                    None => Self::log_captured(
-                        &mut self.log,
-                        &mut self.store,
-                        (self.settings.epoch, self.settings.record_changes_max),
-                        leader,
-                    )?,
+                    None => Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)?,
                     Some(request) => {
                         let logged = self.store.take_logged();
                         if logged.0.is_empty() {
@@ -1012,12 +1003,7 @@ impl<E: Engine> SingleLeader<E> {
                 if self.handover.is_none() {
                     self.store.expire_due(now_ms)?;
                 }
-                Self::log_captured(
-                    &mut self.log,
-                    &mut self.store,
-                    (self.settings.epoch, self.settings.record_changes_max),
-                    leader,
-                )?;
+                Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)?;
                 // The log may drop records at this tick: the engine holds them durably first
                 // (not while what the log holds for another family keeps every segment).
                 leader.hold_from = self.log_hold;
@@ -1233,12 +1219,7 @@ impl<E: Engine> SingleLeader<E> {
         let Some(inputs) = self.store.engine_mut().log_engine().and_then(|e| e.compaction_inputs()) else {
             return Ok(());
         };
-        Self::log_captured(
-            &mut self.log,
-            &mut self.store,
-            (self.settings.epoch, self.settings.record_changes_max),
-            leader,
-        )?;
+        Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)?;
         let physical = Physical { extents: Vec::new(), compact: inputs.clone() };
         let record = LogRecord {
             physical: Some(physical),
@@ -1262,12 +1243,7 @@ impl<E: Engine> SingleLeader<E> {
         // A physical leader ships what maintain wrote (a damaged segment's records moved) at
         // once, as a write of its own, rather than with the next request.
         if let (State::Leader(leader), false) = (&mut self.state, self.handover.is_some()) {
-            Self::log_captured(
-                &mut self.log,
-                &mut self.store,
-                (self.settings.epoch, self.settings.record_changes_max),
-                leader,
-            )?;
+            Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)?;
         }
         for (key, error) in self.store.engine_mut().take_damaged() {
             self.store.note_damage(&key, error)?;
