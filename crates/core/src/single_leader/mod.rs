@@ -1967,23 +1967,30 @@ fn append_physical(
             _ => part.push(extent),
         }
     }
-    let count = u32::try_from(parts.len()).expect("a request's parts fit in u32");
-    let mut bytes = 0;
-    for (part, extents) in (0..count).zip(parts) {
+    let mut records = Vec::with_capacity(parts.len());
+    for extents in parts {
         let physical = Physical { extents, compact: Vec::new() };
         let changes = physical
             .changes()
             .map_err(|e| crate::Error::InvalidInput(format!("the engine's own records do not decode: {e}")))?;
-        let record = LogRecord {
-            lsn: log.last_lsn() + 1,
-            epoch,
-            changes,
-            part,
-            parts: count,
-            olds: Vec::new(),
-            statement: None,
-            physical: Some(physical),
-        };
+        records.push((changes, Vec::new(), Some(physical)));
+    }
+    append_parts(log, epoch, records)
+}
+
+/// Appends `parts`, each a record's changes, old values and storage bytes, as the records of
+/// one request. Returns the last record's position and the records' estimated bytes.
+fn append_parts(
+    log: &mut ReplicationLog,
+    epoch: Epoch,
+    parts: Vec<(Vec<Change>, Vec<Old>, Option<Physical>)>,
+) -> Result<(Lsn, u64)> {
+    let count =
+        u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
+    let mut bytes = 0;
+    for (part, (changes, olds, physical)) in (0..count).zip(parts) {
+        let lsn = log.last_lsn() + 1;
+        let record = LogRecord { lsn, epoch, changes, part, parts: count, olds, statement: None, physical };
         bytes += record.size_hint() as u64;
         log.append(record)?;
     }
@@ -2023,24 +2030,7 @@ fn append_changes(
         part.0.push(change);
         part.1.extend(old);
     }
-    let count =
-        u32::try_from(parts.len()).expect("a request's parts fit in u32: each holds RECORD_CHANGES_MAX changes");
-    let mut bytes = 0;
-    for (part, (changes, olds)) in (0..count).zip(parts) {
-        let record = LogRecord {
-            lsn: log.last_lsn() + 1,
-            epoch,
-            changes,
-            part,
-            parts: count,
-            olds,
-            statement: None,
-            physical: None,
-        };
-        bytes += record.size_hint() as u64;
-        log.append(record)?;
-    }
-    Ok((log.last_lsn(), bytes))
+    append_parts(log, epoch, parts.into_iter().map(|(changes, olds)| (changes, olds, None)).collect())
 }
 
 #[cfg(test)]
