@@ -145,7 +145,8 @@ impl<E: Engine> Store<E> {
 
     /// A store over `engine` whose writes are versioned as `node`; fails with
     /// [`Error::Corrupt`] when its database map is damaged on disk.
-    pub fn open(engine: E, node: NodeId) -> Result<Store<E>> {
+    pub fn open(mut engine: E, node: NodeId) -> Result<Store<E>> {
+        let physical_left = engine.log_engine().is_some_and(|e| e.physical_left());
         let clock = Hlc::new(engine.last_timestamp());
         let db_map = load_db_map(&engine)?;
         let ns_keys = count_namespaces(&engine);
@@ -159,7 +160,7 @@ impl<E: Engine> Store<E> {
             changes: None,
             olds: Vec::new(),
             olds_bytes: 0,
-            physical_left: false,
+            physical_left,
             physical_diverged: 0,
             undo: None,
             pinned: None,
@@ -291,7 +292,7 @@ impl<E: Engine> Store<E> {
             match why {
                 None => {}
                 Some(why) => {
-                    self.leave_physical(&why);
+                    self.leave_physical(&why)?;
                     for (key, record) in records {
                         self.engine.put(key, record)?;
                     }
@@ -308,18 +309,11 @@ impl<E: Engine> Store<E> {
         // `physical_left`).
         if !physical.compact.is_empty() && !self.physical_left {
             let compacted = match self.engine.log_engine() {
-                Some(engine) => engine.compact_whole(&physical.compact)?,
+                Some(engine) => engine.compact_whole(&physical.compact, physical.active)?,
                 None => crate::storage::Compacted::Gone,
             };
-            match compacted {
-                crate::storage::Compacted::Same => {}
-                crate::storage::Compacted::Gone => {
-                    self.leave_physical("the leader compacts segments this node does not have")
-                }
-                crate::storage::Compacted::Own(n) => self.leave_physical(&format!(
-                    "the leader compacts {} segments, this node compacted its own {n}",
-                    physical.compact.len()
-                )),
+            if compacted == crate::storage::Compacted::Gone {
+                self.leave_physical("the leader compacts segments this node does not have")?;
             }
         }
         Ok(())
@@ -329,15 +323,23 @@ impl<E: Engine> Store<E> {
     /// first time, counts every time, and from here on stores the leader's records as its own
     /// writes and compacts on its own, for good (files that differ never come back by
     /// themselves).
-    pub fn leave_physical(&mut self, why: &str) {
+    ///
+    /// It is recorded in the engine's directory (`PHYSICAL_LEFT`), so that a restart knows it
+    /// too: recovery then replays the log by version, not by place.
+    pub fn leave_physical(&mut self, why: &str) -> Result<()> {
         if !self.physical_left {
             tracing::warn!(
                 "physical replication: this node's segment files have left the leader's ({why}); storing the \
-                 leader's records as its own writes from here on: the same data, in other files"
+                 leader's records as its own writes from here on: the same data, in other files; empty its data \
+                 directory and start it again to take the leader's files"
             );
+            if let Some(engine) = self.engine.log_engine() {
+                engine.mark_physical_left()?;
+            }
         }
         self.physical_left = true;
         self.physical_diverged += 1;
+        Ok(())
     }
 
     /// True while this replica's segment files are not the leader's: the last extent of the

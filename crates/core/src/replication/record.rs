@@ -156,6 +156,9 @@ pub struct Physical {
     /// The segments, as (base, generation), of a compaction every replica runs whole after
     /// writing the extents, at this place in the log; empty for none.
     pub compact: Vec<(u64, u32)>,
+    /// The base of the leader's active segment when it logged the compaction: a replica whose
+    /// active segment is older seals it first, as the leader did (0 without a compaction).
+    pub active: u64,
 }
 
 /// A run of whole storage records as the leader's log engine wrote them: `bytes` at `offset`
@@ -241,16 +244,19 @@ impl Physical {
                 .map_err(|(at, e)| format!("segment {} offset {}: {e}", extent.segment, offset(at)))?;
             changes.extend(records.into_iter().map(|(key, record)| Change { key, record }));
         }
+        // Per key, the kept writes, their versions rising: an older version after them undoes
+        // those above it.
         let mut kept = vec![true; changes.len()];
         let mut by_key: std::collections::BTreeMap<&[u8], Vec<usize>> = std::collections::BTreeMap::new();
         for (j, change) in changes.iter().enumerate() {
-            let earlier = by_key.entry(&change.key[..]).or_default();
-            for &i in earlier.iter() {
-                if kept[i] && changes[i].record.version > change.record.version {
-                    (kept[i], kept[j]) = (false, false);
-                }
+            let stack = by_key.entry(&change.key[..]).or_default();
+            while let Some(&i) = stack.last().filter(|&&i| changes[i].record.version > change.record.version) {
+                stack.pop();
+                (kept[i], kept[j]) = (false, false);
             }
-            earlier.push(j);
+            if kept[j] {
+                stack.push(j);
+            }
         }
         let mut kept = kept.into_iter();
         changes.retain(|_| kept.next().unwrap_or(true));

@@ -783,7 +783,7 @@ fn apply_through<E: Engine>(
                 let following =
                     store.engine_mut().log_engine().is_some_and(|e| e.physical_role() == PhysicalRole::Follow);
                 if following && record.physical.is_none() && !record.changes.is_empty() {
-                    store.leave_physical(&format!("record {} holds changes, not the leader's bytes", record.lsn));
+                    store.leave_physical(&format!("record {} holds changes, not the leader's bytes", record.lsn))?;
                 }
                 record.changes.into_iter().try_for_each(|change| apply(change, store))
             }

@@ -738,9 +738,9 @@ impl<E: Engine> SingleLeader<E> {
     /// engine or log failure: the node must stop and release nothing.
     pub fn step(&mut self, now_ms: u64, input: Input, outbox: &mut Outbox) -> Result<()> {
         let marks = (outbox.after_flush.len(), outbox.now.len());
-        self.physical_role();
+        self.physical_role()?;
         self.dispatch(now_ms, input, outbox)?;
-        self.physical_role();
+        self.physical_role()?;
         if let State::Follower(follower) = &mut self.state {
             // What it knows of the leader's log is as old as the leader's last message.
             if follower.leader.is_some() && follower.applied >= follower.leader_lsn() {
@@ -1190,9 +1190,9 @@ impl<E: Engine> SingleLeader<E> {
 
     /// Gives the log engine its part in physical replication (`log_format = "physical"`): a
     /// leader's captures what it appends, a follower's writes the leader's bytes.
-    fn physical_role(&mut self) {
+    fn physical_role(&mut self) -> Result<()> {
         if self.settings.log_format != crate::replication::LogFormat::Physical {
-            return;
+            return Ok(());
         }
         let role = match self.state {
             State::Leader(_) => PhysicalRole::Lead,
@@ -1201,8 +1201,9 @@ impl<E: Engine> SingleLeader<E> {
             State::Follower(_) => PhysicalRole::Follow,
             State::Standalone => PhysicalRole::Off,
         };
-        if let Some(engine) = self.store.engine_mut().log_engine().filter(|e| e.physical_role() != role) {
-            engine.set_physical(role);
+        match self.store.engine_mut().log_engine().filter(|e| e.physical_role() != role) {
+            Some(engine) => engine.set_physical(role),
+            None => Ok(()),
         }
     }
 
@@ -1216,11 +1217,13 @@ impl<E: Engine> SingleLeader<E> {
         if self.handover.is_some() {
             return Ok(());
         }
-        let Some(inputs) = self.store.engine_mut().log_engine().and_then(|e| e.compaction_inputs()) else {
+        let Some((inputs, active)) =
+            self.store.engine_mut().log_engine().and_then(|e| Some((e.compaction_inputs()?, e.active_base())))
+        else {
             return Ok(());
         };
         Self::log_captured(&mut self.log, &mut self.store, &self.settings, leader)?;
-        let physical = Physical { extents: Vec::new(), compact: inputs.clone() };
+        let physical = Physical { extents: Vec::new(), compact: inputs.clone(), active };
         let record = LogRecord {
             physical: Some(physical),
             ..LogRecord::whole(self.log.last_lsn() + 1, self.settings.epoch, Vec::new())
@@ -1230,16 +1233,22 @@ impl<E: Engine> SingleLeader<E> {
         self.log.flush()?;
         leader.logged(lsn, bytes);
         if let Some(engine) = self.store.engine_mut().log_engine() {
-            engine.compact_whole(&inputs)?;
+            engine.compact_whole(&inputs, active)?;
         }
         Ok(())
     }
 
     /// Background work between batches (compaction), bounded by `budget_bytes`.
     pub fn maintain(&mut self, budget_bytes: u64) -> Result<()> {
-        self.physical_role();
+        self.physical_role()?;
         self.compact_physical()?;
-        self.store.engine_mut().maintain(budget_bytes)?;
+        // A physical leader handing over writes nothing of its own (a damaged segment's
+        // records moved): it could not log them, and its successor would never have them.
+        let physical_leader =
+            self.store.engine_mut().log_engine().is_some_and(|e| e.physical_role() == PhysicalRole::Lead);
+        if !(physical_leader && self.handover.is_some()) {
+            self.store.engine_mut().maintain(budget_bytes)?;
+        }
         // A physical leader ships what maintain wrote (a damaged segment's records moved) at
         // once, as a write of its own, rather than with the next request.
         if let (State::Leader(leader), false) = (&mut self.state, self.handover.is_some()) {
@@ -1595,8 +1604,9 @@ impl<E: Engine> SingleLeader<E> {
                 Applied::Physical(extents, changes) => {
                     // By place: what the engine kept of its active segment is there; the rest
                     // goes where the leader put it (a write and the record it undid, a failed
-                    // script's, both, in order). Elsewhere, by version, as changes.
-                    let mut missed = false;
+                    // script's, both, in order). By version, as changes, in an engine whose
+                    // files left the leader's.
+                    let mut missed = store.physical_left();
                     for extent in &extents {
                         let records = crate::storage::decode_extent(extent)?;
                         // Every version the engine had from the log, undone writes' too.
@@ -1609,10 +1619,7 @@ impl<E: Engine> SingleLeader<E> {
                             None => Some("not the log engine".into()),
                         };
                         if let Some(why) = why {
-                            tracing::warn!(
-                                "recovery: the log's storage bytes do not meet this engine's ({why}): replaying them \
-                                 as changes"
-                            );
+                            store.leave_physical(&format!("recovery: {why}"))?;
                             missed = true;
                         }
                     }
@@ -1627,12 +1634,12 @@ impl<E: Engine> SingleLeader<E> {
                     }
                     return Ok(());
                 }
-                Applied::Compact(inputs) => {
+                Applied::Compact(inputs, active) => {
                     // Run again only if its outputs never committed here (inputs still here),
                     // after the same puts as the first time: none after it reached the engine,
                     // since a compaction's commit is waited for before the next put.
                     if let Some(engine) = store.engine_mut().log_engine() {
-                        let compacted = engine.compact_whole(&inputs)?;
+                        let compacted = engine.compact_whole(&inputs, active)?;
                         replayed += u64::from(compacted != crate::storage::Compacted::Gone);
                     }
                     return Ok(());
@@ -1778,7 +1785,7 @@ impl<E: Engine> SingleLeader<E> {
                     }
                 }
                 Applied::Statement(..) => statements = true,
-                Applied::Compact(_) => {}
+                Applied::Compact(..) => {}
                 Applied::Physical(_, changes) => {
                     for change in changes {
                         if let Some(newest) = strays.get_mut(&change.key) {
@@ -1801,6 +1808,9 @@ impl<E: Engine> SingleLeader<E> {
             return self.start_again();
         }
         tracing::warn!("the engine kept {} writes the replication log lost: undoing them", strays.len());
+        if self.settings.log_format == crate::replication::LogFormat::Physical && !strays.is_empty() {
+            self.store.leave_physical("recovery undoes writes the engine kept and the log lost")?;
+        }
         for (key, newest) in strays {
             let change = newest.unwrap_or(Change {
                 key,
@@ -1861,7 +1871,14 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
             if !continues {
                 request_start = None;
                 if !extents.is_empty() {
-                    f(Applied::Physical(std::mem::take(&mut extents), std::mem::take(&mut request)))?;
+                    // Its changes read from all its parts' bytes at once: a write in one part
+                    // and its undoing in another (a large failed script) cancel out.
+                    let whole = Physical { extents: std::mem::take(&mut extents), compact: Vec::new(), active: 0 };
+                    let changes = whole
+                        .changes()
+                        .map_err(|e| crate::Error::InvalidInput(format!("the log's storage bytes: {e}")))?;
+                    request.clear();
+                    f(Applied::Physical(whole.extents, changes))?;
                 }
                 for change in request.drain(..) {
                     f(Applied::Change(change))?;
@@ -1870,7 +1887,7 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
                     f(Applied::Statement(record.lsn, statement))?;
                 }
                 if let Some(physical) = record.physical.filter(|p| !p.compact.is_empty()) {
-                    f(Applied::Compact(physical.compact))?;
+                    f(Applied::Compact(physical.compact, physical.active))?;
                 }
             }
         }
@@ -1883,8 +1900,8 @@ fn for_each_applied_change(log: &mut ReplicationLog, mut f: impl FnMut(Applied) 
 enum Applied {
     Change(Change),
     Statement(Lsn, crate::replication::Statement),
-    /// A physical record's compaction: its inputs.
-    Compact(Vec<(u64, u32)>),
+    /// A physical record's compaction: its inputs, and the leader's active segment then.
+    Compact(Vec<(u64, u32)>, u64),
     /// A physical request's storage bytes (all its parts'), and the changes they make.
     Physical(Vec<crate::replication::Extent>, Vec<Change>),
 }
@@ -1969,7 +1986,7 @@ fn append_physical(
     }
     let mut records = Vec::with_capacity(parts.len());
     for extents in parts {
-        let physical = Physical { extents, compact: Vec::new() };
+        let physical = Physical { extents, compact: Vec::new(), active: 0 };
         let changes = physical
             .changes()
             .map_err(|e| crate::Error::InvalidInput(format!("the engine's own records do not decode: {e}")))?;

@@ -75,6 +75,12 @@ impl LogEngine {
     pub(super) fn start_compaction(&mut self) -> Result<Compaction> {
         let sealed = self.segments.iter().filter(|(&id, _)| id != self.active);
         let inputs: Vec<SegmentId> = sealed.filter(|(_, s)| !s.damaged.get()).map(|(&id, _)| id).collect();
+        self.start_compaction_of(inputs)
+    }
+
+    /// Starts a compaction of `inputs` (sealed segments, ascending; physical replication's
+    /// followers take the leader's), named as [`LogEngine::start_compaction`] names its outputs.
+    pub(super) fn start_compaction_of(&mut self, inputs: Vec<SegmentId>) -> Result<Compaction> {
         assert!(!inputs.is_empty(), "compaction is due only with undamaged sealed segments");
         let greatest_sealed = self.segments.keys().copied().rfind(|&id| id != self.active);
         let last = greatest_sealed.max(self.removed_max).expect("there are inputs");
@@ -82,7 +88,7 @@ impl LogEngine {
         if last.gen == GEN_MAX {
             // Names of base `last.base` are used up: seal the active segment to get a new one.
             self.rotate()?;
-            return self.start_compaction();
+            return self.start_compaction_of(inputs);
         }
         let output = SegmentId { base: last.base, gen: last.gen + 1 };
         self.create_segment(output, PART_EXT)?;

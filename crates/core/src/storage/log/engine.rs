@@ -146,7 +146,7 @@ impl Segment {
 
     /// The `size` bytes at `offset`, from the buffer or the file. Records never straddle the
     /// two, because the buffer is written whole.
-    fn read(&self, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub(super) fn read(&self, offset: u64, size: u64) -> Result<Vec<u8>> {
         assert!(offset + size <= self.len(), "record {offset}+{size} past {}", self.len());
         if offset >= self.written {
             let at = (offset - self.written) as usize;

@@ -48,7 +48,7 @@
 //!   and produced nothing; the outputs then differ in name, and the next compaction warns that
 //!   this node's segments are not the leader's.
 
-use super::engine::{LogEngine, Position};
+use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_header, SegmentId, HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::replication::Extent;
@@ -77,10 +77,10 @@ pub enum Compacted {
     /// Some of the inputs are not here, and it did nothing: it compacted them already (its
     /// record replayed at recovery), or its files have left the leader's.
     Gone,
-    /// Its sealed segments are not the leader's inputs (its files have left the leader's): it
-    /// compacted its own, this many.
-    Own(usize),
 }
+
+/// The file whose presence says that an engine's files have left the leader's for good.
+pub const LEFT_FILE: &str = "PHYSICAL_LEFT";
 
 /// Records captured beyond this many bytes are a bug of the caller (a leader that never takes
 /// them): the engine stops capturing and says so, rather than grow without bound.
@@ -120,8 +120,28 @@ impl PhysicalState {
 
 impl LogEngine {
     /// Sets the engine's part in physical replication. Changing it drops what was captured.
-    pub fn set_physical(&mut self, role: PhysicalRole) {
+    ///
+    /// A compaction the engine started on its own ([`PhysicalRole::Off`]) is finished first:
+    /// in another role only the leader's log starts and runs compactions.
+    pub fn set_physical(&mut self, role: PhysicalRole) -> Result<()> {
+        if role != PhysicalRole::Off {
+            if let Some(mut compaction) = self.compaction.take() {
+                self.check_running()?;
+                let result = (|| {
+                    while self.copy_next(&mut compaction)?.is_some() {}
+                    self.finish_compaction(compaction)?;
+                    self.wait_commit()
+                })();
+                self.stop_on_error(result)?;
+            }
+        }
         self.physical = PhysicalState { role, ..PhysicalState::default() };
+        Ok(())
+    }
+
+    /// The base of the active segment.
+    pub fn active_base(&self) -> u64 {
+        self.active.base
     }
 
     /// The engine's part in physical replication.
@@ -148,21 +168,21 @@ impl LogEngine {
         sealed.map(|(id, _)| (id.base, id.gen))
     }
 
-    /// Runs a whole compaction now, in one call, and waits for its commit: the leader's logged
-    /// compaction of `inputs`, at its place in the log. Every replica at the same place holds
-    /// the same records, so the outputs are the same bytes. An input that is this engine's
-    /// active segment was sealed by the leader with no write after it (a damaged active
-    /// segment's seal): it is sealed here first.
-    pub fn compact_whole(&mut self, inputs: &[(u64, u32)]) -> Result<Compacted> {
+    /// Runs a whole compaction of the leader's `inputs` now, in one call, and waits for its
+    /// commit: the leader's logged compaction, at its place in the log. `active` is the
+    /// leader's active segment then: one with a lower base here was sealed by the leader with no
+    /// write after it (a damaged active segment's seal, or a compaction that ran out of output
+    /// names), and is sealed here first. Every replica at the same place then holds the same
+    /// segments and records, so the outputs are the same bytes, under the same names.
+    pub fn compact_whole(&mut self, inputs: &[(u64, u32)], active: u64) -> Result<Compacted> {
         self.check_running()?;
-        let result = self.compact_whole_now(inputs);
+        let result = self.compact_whole_now(inputs, active);
         self.stop_on_error(result)
     }
 
-    fn compact_whole_now(&mut self, inputs: &[(u64, u32)]) -> Result<Compacted> {
+    fn compact_whole_now(&mut self, inputs: &[(u64, u32)], active: u64) -> Result<Compacted> {
         self.wait_commit()?;
-        let active = self.active;
-        if inputs.last() == Some(&(active.base, 0)) && self.segments[&active].len() > 0 {
+        while self.active.base < active && self.segments[&self.active].len() > 0 {
             self.rotate()?;
             self.wait_commit()?;
         }
@@ -170,19 +190,15 @@ impl LogEngine {
             let id = SegmentId { base, gen };
             id != self.active && self.segments.contains_key(&id)
         };
-        if inputs.is_empty() || !inputs.iter().all(here) {
+        if inputs.is_empty() || !inputs.iter().all(here) || self.compaction.is_some() {
             return Ok(Compacted::Gone);
         }
-        let ours: Vec<(u64, u32)> = self.compactable().collect();
-        let mut compaction = match self.compaction.take() {
-            Some(compaction) => compaction,
-            None if ours.is_empty() => return Ok(Compacted::Gone),
-            None => self.start_compaction()?,
-        };
+        let inputs = inputs.iter().map(|&(base, gen)| SegmentId { base, gen }).collect();
+        let mut compaction = self.start_compaction_of(inputs)?;
         while self.copy_next(&mut compaction)?.is_some() {}
         self.finish_compaction(compaction)?;
         self.wait_commit()?;
-        Ok(if ours == inputs { Compacted::Same } else { Compacted::Own(ours.len()) })
+        Ok(Compacted::Same)
     }
 
     /// Writes `extent`, the leader's records, at its place: the end of the active segment, or
@@ -209,41 +225,62 @@ impl LogEngine {
     }
 
     /// Writes what this engine lacks of `extent` (its `records`, decoded), as recovery replays
-    /// the log over an engine that lost the tail of its active segment: records before the
-    /// active segment's end are there already (its bytes are what was written), the rest goes
-    /// at its place, as [`LogEngine::append_extent`] puts it. `Ok(Some(why))`, writing
-    /// nothing, when the extent does not meet this engine's segments at a record boundary.
+    /// the log over an engine that lost the tail of its active segment: records this engine
+    /// holds at their place, byte for byte, are there already; the rest goes at its place, as
+    /// [`LogEngine::append_extent`] puts it. A record of a segment this engine no longer has
+    /// (compacted since) counts as there. `Ok(Some(why))`, writing nothing, when the extent
+    /// does not meet this engine's segments: other bytes at a record's place, or the active
+    /// segment ending inside a record.
     pub fn replay_extent(&mut self, extent: &Extent, records: Vec<(Bytes, Record)>) -> Result<Option<String>> {
         self.check_running()?;
         let active = self.active;
         let len = self.segments[&active].len();
-        let end = extent.offset.saturating_add(extent.bytes.len() as u64);
-        if extent.segment < active.base || (extent.segment == active.base && end <= len) {
-            return Ok(None);
-        }
-        if extent.segment != active.base || extent.offset >= len {
+        let id = SegmentId { base: extent.segment, gen: 0 };
+        if extent.segment > active.base || (extent.segment == active.base && extent.offset >= len) {
             return self.append_extent(extent, records);
         }
-        // The active segment's end falls inside the extent: it must be a record boundary.
         let mut at = extent.offset;
         let mut rest = Vec::new();
+        let mut skip = 0;
         for (key, record) in records {
             let size = (HEADER_BYTES + key.len() + record.meta().value_len as usize) as u64;
-            if at >= len {
+            let held = self.segments.get(&id).map_or(0, Segment::len);
+            if id == active && at >= len {
                 rest.push((key, record));
+            } else if at.saturating_add(size) <= held {
+                let theirs = &extent.bytes[(at - extent.offset) as usize..(at - extent.offset + size) as usize];
+                if self.segments[&id].read(at, size)? != theirs {
+                    return Ok(Some(format!("segment {id} holds other bytes than the leader's at {at}")));
+                }
+                skip += size as usize;
+            } else if id == active || self.segments.contains_key(&id) {
+                return Ok(Some(format!("segment {id} ends at {held}, inside the leader's record at {at}")));
+            } else {
+                skip += size as usize; // compacted away since
             }
             at += size;
-            if at > len && at - size < len {
-                return Ok(Some(format!(
-                    "segment {} ends at {len}, inside the leader's record at {}",
-                    active.base,
-                    at - size
-                )));
-            }
         }
-        let skip = usize::try_from(len - extent.offset).expect("within the extent");
+        if rest.is_empty() {
+            return Ok(None);
+        }
         let result = self.write_extent(false, &extent.bytes[skip..], rest);
         self.stop_on_error(result).map(|()| None)
+    }
+
+    /// True when this engine's files have left the leader's for good (the `PHYSICAL_LEFT` file
+    /// is in its directory): recovery then replays the leader's records as changes.
+    pub fn physical_left(&self) -> bool {
+        self.dir.join(LEFT_FILE).exists()
+    }
+
+    /// Records, durably, that this engine's files have left the leader's
+    /// ([`LogEngine::physical_left`]). Its directory must be emptied to take the leader's
+    /// files again, which removes the file with the rest.
+    pub fn mark_physical_left(&mut self) -> Result<()> {
+        let path = self.dir.join(LEFT_FILE);
+        let file = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+        self.fsyncs.sync_file(&file, &path)?;
+        self.fsyncs.sync_dir(&self.dir)
     }
 
     /// Seals the active segment if `seal`, then appends `bytes` (the records `records`, checked)

@@ -2195,8 +2195,8 @@ fn ship(leader: &mut LogEngine, follower: &mut LogEngine) {
 fn a_follower_writing_the_leaders_extents_and_compactions_holds_the_same_segment_files() {
     let mut leader = LogEngine::temporary(compacting());
     let mut follower = LogEngine::temporary(compacting());
-    leader.set_physical(super::PhysicalRole::Lead);
-    follower.set_physical(super::PhysicalRole::Follow);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
+    follower.set_physical(super::PhysicalRole::Follow).expect("follow");
     let mut h = Harness::default();
     let mut compactions = 0;
     for round in 0..40 {
@@ -2213,10 +2213,11 @@ fn a_follower_writing_the_leaders_extents_and_compactions_holds_the_same_segment
         leader.maintain(u64::MAX).expect("maintain");
         follower.maintain(u64::MAX).expect("maintain");
         if let Some(inputs) = leader.compaction_inputs() {
-            assert_eq!(leader.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
-            assert_eq!(follower.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
+            let active = leader.active_base();
+            assert_eq!(leader.compact_whole(&inputs, active).expect("compact"), super::Compacted::Same);
+            assert_eq!(follower.compact_whole(&inputs, active).expect("compact"), super::Compacted::Same);
             // Run again (a replay at recovery), it finds its inputs gone and does nothing.
-            assert_eq!(follower.compact_whole(&inputs).expect("compact again"), super::Compacted::Gone);
+            assert_eq!(follower.compact_whole(&inputs, active).expect("compact again"), super::Compacted::Gone);
             compactions += 1;
         }
     }
@@ -2239,8 +2240,8 @@ fn a_follower_writing_the_leaders_extents_and_compactions_holds_the_same_segment
 fn an_extent_not_at_the_followers_next_place_is_refused_and_writes_nothing() {
     let mut leader = LogEngine::temporary(small(true));
     let mut follower = LogEngine::temporary(small(true));
-    leader.set_physical(super::PhysicalRole::Lead);
-    follower.set_physical(super::PhysicalRole::Follow);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
+    follower.set_physical(super::PhysicalRole::Follow).expect("follow");
     let mut h = Harness::default();
     h.put(&mut leader, "a", Some("1"), None);
     h.put(&mut leader, "b", Some("2"), None);
@@ -2272,16 +2273,16 @@ fn an_extent_not_at_the_followers_next_place_is_refused_and_writes_nothing() {
 #[test]
 fn a_store_whose_files_left_the_leaders_keeps_the_leaders_data_in_files_of_its_own() {
     let mut leader = LogEngine::temporary(small(true));
-    leader.set_physical(super::PhysicalRole::Lead);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
     let mut h = Harness::default();
     h.put(&mut leader, "a", Some("1"), None);
     let first = leader.take_extents();
     h.put(&mut leader, "b", Some("2"), None);
     let second = leader.take_extents();
     let mut follower = LogEngine::temporary(small(true));
-    follower.set_physical(super::PhysicalRole::Follow);
+    follower.set_physical(super::PhysicalRole::Follow).expect("follow");
     let mut store = crate::kv::Store::new(follower, NodeId(7));
-    let physical = |extents, compact| crate::replication::Physical { extents, compact };
+    let physical = |extents, compact| crate::replication::Physical { extents, compact, active: 0 };
     // The second record's place is past this replica's end: stored through put instead.
     store.apply_physical(&physical(second, Vec::new())).expect("apply");
     assert!(store.physical_left());
@@ -2298,14 +2299,39 @@ fn a_store_whose_files_left_the_leaders_keeps_the_leaders_data_in_files_of_its_o
         assert_eq!(record, h.model[key.as_bytes()], "{key}");
         assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
     }
+    // It is on disk: a restart knows its files are not the leader's (recovery replays by
+    // version then).
+    let dir = store.engine().dir().to_path_buf();
+    assert!(dir.join(super::physical::LEFT_FILE).exists());
+    let temp = store.engine_mut().temp_dir.take();
+    drop(store);
+    let reopened =
+        crate::kv::Store::open(LogEngine::open(&dir, small(true)).expect("reopen"), NodeId(7)).expect("open");
+    assert!(reopened.physical_left());
+    drop(temp);
+}
+
+#[test]
+fn a_compaction_an_engine_started_on_its_own_is_finished_before_it_follows_a_leader() {
+    let mut e = LogEngine::temporary(compacting());
+    let mut h = Harness::default();
+    for round in 0..40 {
+        h.put(&mut e, &format!("k{}", round % 3), Some(&"v".repeat(300)), None);
+    }
+    e.maintain(1).expect("maintain");
+    assert!(e.compaction.is_some(), "a compaction under way");
+    e.set_physical(super::PhysicalRole::Lead).expect("lead");
+    assert!(e.compaction.is_none(), "finished: a leader's compactions come from its log only");
+    assert!(files(e.dir(), PART_EXT).is_empty());
+    assert_eq!(state(&e), h.model);
 }
 
 #[test]
 fn a_compaction_of_segments_a_follower_lacks_counts_as_leaving_the_leaders_files() {
     let mut follower = LogEngine::temporary(small(true));
-    follower.set_physical(super::PhysicalRole::Follow);
+    follower.set_physical(super::PhysicalRole::Follow).expect("follow");
     let mut store = crate::kv::Store::new(follower, NodeId(7));
-    let physical = crate::replication::Physical { extents: Vec::new(), compact: vec![(1, 0), (2, 0)] };
+    let physical = crate::replication::Physical { extents: Vec::new(), compact: vec![(1, 0), (2, 0)], active: 0 };
     store.apply_physical(&physical).expect("apply");
     assert!(store.physical_left());
     assert_eq!(store.physical_diverged(), 1);
@@ -2314,7 +2340,7 @@ fn a_compaction_of_segments_a_follower_lacks_counts_as_leaving_the_leaders_files
 #[test]
 fn replaying_an_extent_writes_only_what_the_engine_lost_of_it() {
     let mut leader = LogEngine::temporary(small(true));
-    leader.set_physical(super::PhysicalRole::Lead);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
     let mut h = Harness::default();
     h.put(&mut leader, "a", Some("1"), None);
     h.put(&mut leader, "b", Some("2"), None);
@@ -2336,41 +2362,52 @@ fn replaying_an_extent_writes_only_what_the_engine_lost_of_it() {
     // Replayed again, all of it is there: nothing is written.
     assert_eq!(replica.replay_extent(&extent, records.clone()).expect("replay"), None);
     assert_eq!(segment_bytes(&mut replica), segment_bytes(&mut leader));
-    // An engine whose end falls inside one of the extent's records cannot take it.
+    // An engine holding other bytes at a record's place cannot take it; nor one whose end falls
+    // inside one of the extent's records.
     let mut odd = LogEngine::temporary(small(true));
     Harness::default().put(&mut odd, "zz", Some("x"), None);
-    let why = odd.replay_extent(&extent, records).expect("replay").expect("refused");
-    assert!(why.contains("inside the leader's record"), "{why}");
+    let why = odd.replay_extent(&extent, records.clone()).expect("replay").expect("refused");
+    assert!(why.contains("holds other bytes than the leader's at 0"), "{why}");
+    let mut short = LogEngine::temporary(small(true));
+    let first = super::decode_extent(&pieces[0]).expect("decode");
+    assert_eq!(short.append_extent(&pieces[0], first).expect("append"), None);
+    let shorter = Record { value: Some(Bytes::new()), ..h.model[&b"b"[..]].clone() };
+    short.put(Bytes::from_static(b"b"), shorter).expect("put");
+    let why = short.replay_extent(&extent, records).expect("replay").expect("refused");
+    assert!(why.contains("inside the leader's record at"), "{why}");
 }
 
 #[test]
 fn a_compaction_of_the_followers_active_segment_seals_it_first() {
     let mut leader = LogEngine::temporary(compacting());
     let mut follower = LogEngine::temporary(compacting());
-    leader.set_physical(super::PhysicalRole::Lead);
-    follower.set_physical(super::PhysicalRole::Follow);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
+    follower.set_physical(super::PhysicalRole::Follow).expect("follow");
     let mut h = Harness::default();
     for round in 0..30 {
         h.put(&mut leader, "k", Some(&format!("{round}{}", "v".repeat(200))), None);
     }
     ship(&mut leader, &mut follower);
-    // The leader seals its active segment with no write after it (a damaged active segment's
-    // seal does): its next compaction names a segment the follower still has active.
+    // The leader seals its active segment with no write after it (as a damaged active
+    // segment's seal does, or a compaction out of output names): its next compaction names a
+    // segment the follower still has active, and its outputs are named after it.
     leader.rotate().expect("seal");
     let inputs = leader.compaction_inputs().expect("a compaction is due");
     assert_eq!(inputs.last(), Some(&(follower.active.base, 0)), "{inputs:?}");
-    assert_eq!(leader.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
-    assert_eq!(follower.compact_whole(&inputs).expect("compact"), super::Compacted::Same);
+    let active = leader.active_base();
+    assert_eq!(leader.compact_whole(&inputs, active).expect("compact"), super::Compacted::Same);
+    assert_eq!(follower.compact_whole(&inputs, active).expect("compact"), super::Compacted::Same);
     assert_eq!(segment_bytes(&mut follower), segment_bytes(&mut leader));
+    assert_eq!(follower.active_base(), active);
     // A follower without the leader's inputs does nothing, and says so.
     let mut stranger = LogEngine::temporary(compacting());
-    assert_eq!(stranger.compact_whole(&inputs).expect("compact"), super::Compacted::Gone);
+    assert_eq!(stranger.compact_whole(&inputs, active).expect("compact"), super::Compacted::Gone);
 }
 
 #[test]
 fn a_physical_records_changes_leave_out_a_write_and_its_undoing() {
     let mut leader = LogEngine::temporary(small(true));
-    leader.set_physical(super::PhysicalRole::Lead);
+    leader.set_physical(super::PhysicalRole::Lead).expect("lead");
     let record = |millis, value: Option<&str>| Record {
         version: Version { ts: Timestamp { millis, logical: 0 }, node: NodeId(1) },
         value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
@@ -2384,13 +2421,13 @@ fn a_physical_records_changes_leave_out_a_write_and_its_undoing() {
     leader.put(key("x"), record(7, Some("kept"))).expect("put");
     leader.put(key("j"), Record { version: Version::default(), value: None, expire_at_ms: None }).expect("put");
     leader.put(key("k"), record(1, Some("before"))).expect("put");
-    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new() };
+    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new(), active: 0 };
     let changes = physical.changes().expect("decode");
     let keys: Vec<&[u8]> = changes.iter().map(|c| &c.key[..]).collect();
     assert_eq!(keys, [b"x"], "only the write that stood: {changes:?}");
     // Writes of one key in version order are changes, all of them.
     leader.put(key("k"), record(8, Some("a"))).expect("put");
     leader.put(key("k"), record(9, Some("b"))).expect("put");
-    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new() };
+    let physical = crate::replication::Physical { extents: leader.take_extents(), compact: Vec::new(), active: 0 };
     assert_eq!(physical.changes().expect("decode").len(), 2);
 }
