@@ -7,16 +7,20 @@
 //!
 //! - **The same seals.** A follower's engine never seals its active segment by size: it seals
 //!   when the leader's bytes name the next segment (base + 1, offset 0), so its segments end
-//!   where the leader's do.
+//!   where the leader's do; or when a logged compaction names a later active segment than its
+//!   own (the leader sealed with no write after: a damaged active segment, a compaction out of
+//!   output names).
 //! - **The same compactions.** Compaction copies the records the keydir still points at, so
 //!   its outputs depend on which puts came before it. Under physical replication no engine
 //!   compacts in `maintain`: when one is due ([`LogEngine::compaction_inputs`]) the leader logs
-//!   its inputs as a record, makes the record durable, and runs it whole
-//!   ([`LogEngine::compact_whole`]), and every follower runs it whole when it applies that
-//!   record, after the same puts, so the outputs are the same bytes. Whole, and its commit
-//!   waited for: a replica that crashes before the commit is durable has no put after the
-//!   record in its engine either, so recovery, replaying the log, runs it again after the same
-//!   puts; one whose commit is durable finds its inputs gone, and skips it.
+//!   its inputs and its active segment as a record, makes the record durable, and runs it
+//!   whole ([`LogEngine::compact_whole`]), and every follower runs it whole, on exactly those
+//!   inputs, when it applies that record, after the same puts, so the outputs are the same
+//!   bytes under the same names. Whole, and its commit waited for: a replica that crashes
+//!   before the commit is durable has no put after the record in its engine either, so
+//!   recovery, replaying the log, runs it again after the same puts; one whose commit is
+//!   durable finds its inputs gone, and skips it. An engine that was compacting on its own
+//!   finishes that compaction before it takes a part ([`LogEngine::set_physical`]).
 //! - **Nothing of its own.** A follower's engine does not seal a damaged active segment, nor
 //!   move the records of a damaged segment: both write records the leader never wrote.
 //!
@@ -27,12 +31,15 @@
 //! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
 //! the data stays the leader's, the files no longer are. Its engine then goes back to its
 //! own seals and compactions ([`PhysicalRole::Off`]): the leader's compactions name segments
-//! it does not have.
+//! it does not have. That is for good, and durable: a `PHYSICAL_LEFT` file in its directory
+//! ([`LogEngine::mark_physical_left`]) tells every later start, until the directory is
+//! emptied.
 //!
-//! Recovery replays a physical record by place ([`LogEngine::replay_extent`]): what the engine
-//! kept of its active segment is there (its bytes are what was written), the rest is written
-//! where the leader put it. Not by version: a failed script's undoing puts records back with
-//! their older versions, which a replay by version would skip, leaving the undone write.
+//! Recovery replays a physical record by place ([`LogEngine::replay_extent`]): a record the
+//! engine holds at its place, byte for byte, is there; the rest is written where the leader put
+//! it. Not by version: a failed script's undoing puts records back with their older versions,
+//! which a replay by version would skip, leaving the undone write. An engine whose files left
+//! the leader's is replayed by version, as a logical log is.
 //!
 //! CAVEATS
 //! - A compaction runs whole, between two writes, on the thread that steps the replica: writes
@@ -45,8 +52,12 @@
 //!   (a snapshot sends keys, not files).
 //! - Compaction outputs are named after the greatest segment id removed since the engine
 //!   opened, which differs between replicas only when a compaction removed every sealed segment
-//!   and produced nothing; the outputs then differ in name, and the next compaction warns that
-//!   this node's segments are not the leader's.
+//!   and produced nothing; the outputs then differ in name, and the next compaction, whose
+//!   inputs are not all here, counts as leaving the leader's files.
+//! - The leader removes a damaged segment, once its records are moved, outside the log: its
+//!   followers keep their copy, an extra file.
+//! - A follower that finds damage in its own copy of a compaction input copies around it, as
+//!   any compaction does: its outputs then differ from the leader's, uncounted, until repaired.
 
 use super::engine::{LogEngine, Position, Segment};
 use super::format::{decode_header, SegmentId, HEADER_BYTES};
