@@ -64,6 +64,8 @@ pub struct Store<E> {
     physical_left: bool,
     /// Extents of the leader's bytes stored as this replica's own writes.
     physical_diverged: u64,
+    /// This store replicates a physical log.
+    physical_log: bool,
     /// While a script runs: what each key it wrote held before, to undo it if it fails.
     undo: Option<Undo>,
     /// While a replica executes a logged statement: the version its next write takes (the
@@ -147,6 +149,13 @@ impl<E: Engine> Store<E> {
     /// [`Error::Corrupt`] when its database map is damaged on disk.
     pub fn open(mut engine: E, node: NodeId) -> Result<Store<E>> {
         let physical_left = engine.log_engine().is_some_and(|e| e.physical_left());
+        if physical_left {
+            tracing::warn!(
+                "physical replication: this node's segment files left the leader's before it stopped \
+                 (PHYSICAL_LEFT): it stores the leader's records as its own writes; empty its data directory and \
+                 start it again to take the leader's files"
+            );
+        }
         let clock = Hlc::new(engine.last_timestamp());
         let db_map = load_db_map(&engine)?;
         let ns_keys = count_namespaces(&engine);
@@ -162,6 +171,7 @@ impl<E: Engine> Store<E> {
             olds_bytes: 0,
             physical_left,
             physical_diverged: 0,
+            physical_log: false,
             undo: None,
             pinned: None,
             nondeterministic: std::cell::Cell::new(None),
@@ -347,6 +357,18 @@ impl<E: Engine> Store<E> {
     /// compacts on its own, as under a logical log.
     pub fn physical_left(&self) -> bool {
         self.physical_left
+    }
+
+    /// Says that this store replicates a physical log (`log_format = "physical"`): writes of
+    /// its own (emptying it, a snapshot's keys) then mark it as having left the leader's files
+    /// before they are made.
+    pub fn set_physical_log(&mut self, on: bool) {
+        self.physical_log = on;
+    }
+
+    /// True when this store replicates a physical log ([`Store::set_physical_log`]).
+    pub fn physical_log(&self) -> bool {
+        self.physical_log
     }
 
     /// Extents of the leader's bytes this replica stored as its own writes, its files having

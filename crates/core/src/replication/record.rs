@@ -352,7 +352,7 @@ impl LogRecord {
     pub fn size_hint(&self) -> usize {
         if let Some(physical) = &self.physical {
             // Shipped as its extents alone.
-            return 32 + physical.bytes() + 24 * physical.extents.len() + 12 * physical.compact.len();
+            return 40 + physical.bytes() + 24 * physical.extents.len() + 12 * physical.compact.len();
         }
         self.changes_size_hint()
             + self.olds.iter().map(Old::size_hint).sum::<usize>()

@@ -871,6 +871,10 @@ fn apply_through<E: Engine>(
 /// Deletes every key of `store` (a tombstone of the oldest version for each), in bounded
 /// scans.
 pub(super) fn wipe<E: Engine>(store: &mut Store<E>) -> Result<()> {
+    if store.physical_log() {
+        // Its own tombstones: its files are not the leader's from here on (said durably first).
+        store.leave_physical("it empties itself with tombstones, to take the leader's history again")?;
+    }
     let mut from: Option<Bytes> = None;
     loop {
         let bound = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
@@ -897,6 +901,9 @@ fn install_chunk<E: Engine>(
     entries: Vec<Change>,
     damaged: &[&Bytes],
 ) -> Result<()> {
+    if store.physical_log() {
+        store.leave_physical("it installs a snapshot of the leader's keys, not its files")?;
+    }
     let mut from = after.cloned();
     let mut strays = Vec::new();
     let leader_has = |key: &[u8]| entries.binary_search_by(|c| c.key[..].cmp(key)).is_ok();

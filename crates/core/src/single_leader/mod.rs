@@ -610,6 +610,7 @@ impl<E: Engine> SingleLeader<E> {
         }
         let mut store = Store::open(engine, settings.common.node)?;
         store.set_corruption(settings.common.corruption);
+        store.set_physical_log(settings.log_format == crate::replication::LogFormat::Physical);
         let state = match &settings.role {
             Role::Standalone => State::Standalone,
             Role::Leader { .. } => State::Leader(leader::Leader::new(&settings.peers(), now_ms)),
@@ -1594,6 +1595,7 @@ impl<E: Engine> SingleLeader<E> {
 
     /// Recovery at open: see the module documentation.
     fn recover(&mut self) -> Result<()> {
+        let left_before = self.store.physical_left();
         let engine_ts = self.store.engine().last_timestamp();
         let mut log_ts = crate::version::Timestamp::default();
         let mut replayed = 0u64;
@@ -1634,6 +1636,7 @@ impl<E: Engine> SingleLeader<E> {
                     }
                     return Ok(());
                 }
+                Applied::Compact(_, _) if store.physical_left() => return Ok(()),
                 Applied::Compact(inputs, active) => {
                     // Run again only if its outputs never committed here (inputs still here),
                     // after the same puts as the first time: none after it reached the engine,
@@ -1686,6 +1689,22 @@ impl<E: Engine> SingleLeader<E> {
             }
             Ok(())
         })?;
+        if store.physical_left() && !left_before {
+            // Its files left the leader's partway: the requests taken as there by place before
+            // that are taken again by version, as a logical log's.
+            for_each_applied_change(&mut self.log, |applied| {
+                if let Applied::Physical(_, changes) = applied {
+                    for change in changes {
+                        let have = store.engine().meta(&change.key).map(|m| m.version);
+                        if have.is_none_or(|v| v < change.record.version) {
+                            store.apply(change)?;
+                            replayed += 1;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
         if replayed > 0 {
             tracing::info!("recovery applied {replayed} logged changes the engine had not kept");
         }

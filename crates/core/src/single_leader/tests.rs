@@ -1833,3 +1833,26 @@ fn a_physical_leader_that_lost_its_engines_tail_replays_a_failed_script_and_its_
          followers hold"
     );
 }
+
+#[test]
+fn a_physical_replica_that_empties_itself_says_durably_that_its_files_left_the_leaders() {
+    use crate::storage::{LogEngine, LogOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    let mut store = crate::kv::Store::new(engine, NodeId::from_name("n2"));
+    store.set_physical_log(true);
+    let record =
+        crate::storage::Record { version: crate::version::Version::default(), value: None, expire_at_ms: None };
+    store
+        .apply(Change {
+            key: Bytes::from("k"),
+            record: crate::storage::Record { value: Some(Bytes::from("v")), ..record },
+        })
+        .unwrap();
+    super::follower::wipe(&mut store).unwrap();
+    assert!(store.physical_left(), "its tombstones are its own writes");
+    drop(store);
+    // Known at the next start, before recovery replays its log (by version, then).
+    let engine = LogEngine::open(dir.path(), LogOptions::default()).unwrap();
+    assert!(crate::kv::Store::new(engine, NodeId::from_name("n2")).physical_left());
+}

@@ -27,7 +27,7 @@
 //! Every extent is checked before any of it is written: it must start where the follower's
 //! active segment ends (or at 0 of the next one), and its records must decode whole, checksums
 //! included. A follower whose files have left the leader's (a snapshot installed record by
-//! record, a cut undone by writing old values, a repair) is told so by
+//! record, a cut that emptied it with tombstones, a repair) is told so by
 //! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
 //! the data stays the leader's, the files no longer are. Its engine then goes back to its
 //! own seals and compactions ([`PhysicalRole::Off`]): the leader's compactions name segments
@@ -36,8 +36,8 @@
 //! emptied.
 //!
 //! Recovery replays a physical record by place ([`LogEngine::replay_extent`]): a record the
-//! engine holds at its place, byte for byte, is there; the rest is written where the leader put
-//! it. Not by version: a failed script's undoing puts records back with their older versions,
+//! engine holds at its place in its active segment, byte for byte, or in a sealed segment (or
+//! in one compacted since), is there; the rest is written where the leader put it. Not by version: a failed script's undoing puts records back with their older versions,
 //! which a replay by version would skip, leaving the undone write. An engine whose files left
 //! the leader's is replayed by version, as a logical log is.
 //!
@@ -201,7 +201,8 @@ impl LogEngine {
             let id = SegmentId { base, gen };
             id != self.active && self.segments.contains_key(&id)
         };
-        if inputs.is_empty() || !inputs.iter().all(here) || self.compaction.is_some() {
+        let ascending = inputs.windows(2).all(|pair| pair[0] < pair[1]);
+        if inputs.is_empty() || !ascending || !inputs.iter().all(here) || self.compaction.is_some() {
             return Ok(Compacted::Gone);
         }
         let inputs = inputs.iter().map(|&(base, gen)| SegmentId { base, gen }).collect();
@@ -255,16 +256,24 @@ impl LogEngine {
         let mut skip = 0;
         for (key, record) in records {
             let size = (HEADER_BYTES + key.len() + record.meta().value_len as usize) as u64;
-            let held = self.segments.get(&id).map_or(0, Segment::len);
+            let segment = self.segments.get(&id);
+            let held = segment.map_or(0, Segment::len);
             if id == active && at >= len {
                 rest.push((key, record));
             } else if at.saturating_add(size) <= held {
-                let theirs = &extent.bytes[(at - extent.offset) as usize..(at - extent.offset + size) as usize];
-                if self.segments[&id].read(at, size)? != theirs {
-                    return Ok(Some(format!("segment {id} holds other bytes than the leader's at {at}")));
+                // Its bytes are checked in the active segment, where a crash may have cut or
+                // torn them; a sealed segment was fsynced whole before it was listed.
+                if let Some(segment) = segment.filter(|_| id == active) {
+                    if at < segment.written && at + size > segment.written {
+                        return Ok(Some(format!("segment {id}'s records do not start where the leader's do, at {at}")));
+                    }
+                    let theirs = &extent.bytes[(at - extent.offset) as usize..(at - extent.offset + size) as usize];
+                    if segment.read(at, size)? != theirs {
+                        return Ok(Some(format!("segment {id} holds other bytes than the leader's at {at}")));
+                    }
                 }
                 skip += size as usize;
-            } else if id == active || self.segments.contains_key(&id) {
+            } else if segment.is_some() {
                 return Ok(Some(format!("segment {id} ends at {held}, inside the leader's record at {at}")));
             } else {
                 skip += size as usize; // compacted away since
