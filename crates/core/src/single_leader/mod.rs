@@ -1625,14 +1625,8 @@ impl<E: Engine> SingleLeader<E> {
                             missed = true;
                         }
                     }
-                    for change in changes {
-                        if missed {
-                            let have = store.engine().meta(&change.key).map(|m| m.version);
-                            if have.is_none_or(|v| v < change.record.version) {
-                                store.apply(change)?;
-                                replayed += 1;
-                            }
-                        }
+                    for change in changes.into_iter().filter(|_| missed) {
+                        replayed += u64::from(apply_missing(store, change)?);
                     }
                     return Ok(());
                 }
@@ -1677,16 +1671,7 @@ impl<E: Engine> SingleLeader<E> {
                 }
             };
             log_ts = log_ts.max(change.record.version.ts);
-            // A key's versions rise in log order, so a change is missing from the engine
-            // exactly when the engine's version of its key is older. (Not a comparison with
-            // the engine's newest timestamp overall: after a snapshot, which may hold newer
-            // values than the records that follow it, that would skip records the engine
-            // never got.)
-            let have = store.engine().meta(&change.key).map(|m| m.version);
-            if have.is_none_or(|v| v < change.record.version) {
-                store.apply(change)?;
-                replayed += 1;
-            }
+            replayed += u64::from(apply_missing(store, change)?);
             Ok(())
         })?;
         if store.physical_left() && !left_before {
@@ -1695,11 +1680,7 @@ impl<E: Engine> SingleLeader<E> {
             for_each_applied_change(&mut self.log, |applied| {
                 if let Applied::Physical(_, changes) = applied {
                     for change in changes {
-                        let have = store.engine().meta(&change.key).map(|m| m.version);
-                        if have.is_none_or(|v| v < change.record.version) {
-                            store.apply(change)?;
-                            replayed += 1;
-                        }
+                        replayed += u64::from(apply_missing(store, change)?);
                     }
                 }
                 Ok(())
@@ -1923,6 +1904,20 @@ enum Applied {
     Compact(Vec<(u64, u32)>, u64),
     /// A physical request's storage bytes (all its parts'), and the changes they make.
     Physical(Vec<crate::replication::Extent>, Vec<Change>),
+}
+
+/// Applies `change` at recovery if the engine lacks it; true when it did. A key's versions
+/// rise in log order, so a change is missing from the engine exactly when the engine's version
+/// of its key is older. (Not a comparison with the engine's newest timestamp overall: after a
+/// snapshot, which may hold newer values than the records that follow it, that would skip
+/// records the engine never got.)
+fn apply_missing<E: Engine>(store: &mut Store<E>, change: Change) -> Result<bool> {
+    let have = store.engine().meta(&change.key).map(|m| m.version);
+    if have.is_some_and(|v| v >= change.record.version) {
+        return Ok(false);
+    }
+    store.apply(change)?;
+    Ok(true)
 }
 
 /// Calls `f` with every key of `engine` and its meta, in key order, reading
