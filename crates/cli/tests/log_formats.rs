@@ -475,3 +475,52 @@ fn a_physical_log_leaves_every_replica_with_the_leaders_segment_files_byte_for_b
     let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
     assert!(ok, "the replicas hold the same data:\n{out}{err}");
 }
+
+#[test]
+fn after_a_failover_every_physical_replica_holds_the_leaders_files_or_says_it_left() {
+    let replication = "acks = \"semi-sync:1\"\nlog_format = \"physical\"";
+    let mut trio = Trio::start(replication, &["--segment-bytes-max", "65536"]);
+    let mut con = trio.con(0);
+    for i in 0..300 {
+        let _: () = con.set(format!("k{}", i % 50), format!("{i:0>200}")).unwrap();
+    }
+    // The leader dies; one of its followers, whose files are its files, leads on.
+    trio.nodes[0].kill9();
+    let leader = trio.leader_among(&[1, 2]);
+    let mut con = trio.con(leader);
+    for i in 300..600 {
+        let _: () = con.set(format!("k{}", i % 50), format!("{i:0>200}")).unwrap();
+    }
+    trio.nodes[0].restart();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    trio.wait_streaming(&others);
+    let (ok, out, err) = trio.replikv(&["check", "--timeout-secs", "20"]);
+    assert!(ok, "the replicas hold the same data:\n{out}{err}");
+    // No silent divergence: each follower's segment files are the leader's, byte for byte, or
+    // it has said (durably, and counted) that they are its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let last = trio.status(leader)["replication"]["last_lsn"].as_u64().unwrap();
+        others.iter().for_each(|&i| trio.wait_applied(i, last));
+        let files = segment_checksums(&trio, leader);
+        let verdicts: Vec<(usize, bool, bool)> = others
+            .iter()
+            .map(|&i| {
+                let left = trio.nodes[i].data_dir.join("PHYSICAL_LEFT").exists();
+                (i, segment_checksums(&trio, i) == files, left)
+            })
+            .collect();
+        if verdicts.iter().all(|&(_, same, left)| same || left) {
+            for &(i, same, left) in &verdicts {
+                let counted = trio.status(i)["replication"]["physical_diverged"].as_u64().unwrap();
+                assert_eq!(left, counted > 0 || !same, "n{}: left {left}, counted {counted}", i + 1);
+            }
+            // The follower that never led nor crashed kept the leader's files.
+            let bystander = others.iter().copied().find(|&i| i != 0).unwrap();
+            assert!(verdicts.iter().any(|&(i, same, _)| i == bystander && same), "{verdicts:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "silent divergence: {verdicts:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
