@@ -126,22 +126,28 @@ impl Trio {
 
     /// The leader's view of follower `i`.
     pub fn follower(&self, i: usize) -> Value {
-        let status = self.status(self.leader());
+        self.try_follower(i).unwrap_or_else(|| panic!("the leader does not list n{} as a follower", i + 1))
+    }
+
+    /// The leader's view of follower `i`, if the leader lists it (a leader elected a moment ago
+    /// may not yet; so may one that was leading when asked and is not any more).
+    fn try_follower(&self, i: usize) -> Option<Value> {
+        let status = self.try_status(self.leader())?;
         let id = format!("n{}", i + 1);
-        status["replication"]["followers"].as_array().unwrap().iter().find(|f| f["id"] == id.as_str()).unwrap().clone()
+        status["replication"]["followers"].as_array()?.iter().find(|f| f["id"] == id.as_str()).cloned()
     }
 
     /// Waits (bounded) until `done` holds for the leader's view of follower `i`.
     pub fn wait_follower(&self, i: usize, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let f = self.follower(i);
-            if done(&f) {
-                return f;
+            let f = self.try_follower(i);
+            if let Some(f) = f.as_ref().filter(|f| done(f)) {
+                return f.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "n{} never {what}: {f}\nleader log:\n{}",
+                "n{} never {what}: {f:?}\nleader log:\n{}",
                 i + 1,
                 self.nodes[self.leader()].log_text()
             );
