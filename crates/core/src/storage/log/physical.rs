@@ -26,9 +26,10 @@
 //!
 //! Every extent is checked before any of it is written: it must start where the follower's
 //! active segment ends (or at 0 of the next one), and its records must decode whole, checksums
-//! included. A follower whose files have left the leader's (a snapshot installed record by
-//! record, a cut that emptied it with tombstones, a repair) is told so by
-//! [`LogEngine::append_extent`], and its caller writes the records through `put` instead:
+//! included. A follower whose files have left the leader's is marked so before its own
+//! writes where it knows them (emptying itself with tombstones, a snapshot installed record by
+//! record), or told so by [`LogEngine::append_extent`] where it does not (a repair, a record
+//! of changes), and its caller writes the records through `put` instead:
 //! the data stays the leader's, the files no longer are. Its engine then goes back to its
 //! own seals and compactions ([`PhysicalRole::Off`]): the leader's compactions name segments
 //! it does not have. That is for good, and durable: a `PHYSICAL_LEFT` file in its directory
